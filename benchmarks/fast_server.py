@@ -1,0 +1,233 @@
+"""A tiny, fast OpenAI-compatible streaming server for benchmarking and testing HTTP clients.
+
+It runs no model: every answer is a canned stream of `max_tokens` words, one SSE chunk per token.
+Plain asyncio sockets and a hand-written HTTP/1.1 parser keep the server's own cost per request
+small next to the client under test.
+
+    python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage]
+
+Model names with special behaviour (for tests of error paths):
+    fail-500      answers HTTP 500 with a JSON error body
+    fail-garbage  sends two good chunks, then a data line that is not JSON
+    fail-drop     sends two good chunks, then closes the connection mid-stream
+    hang          reads the request and never answers
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from typing import Any
+
+WORDS = ["The", " answer", " is", " 42", ".", " Next", " we", " count", " again", ","]
+MAX_TOKENS_CAP = 4096
+# Canned distribution for logprobs: the chosen token and four alternatives (sums to 0.9).
+TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
+
+
+class Settings:
+    def __init__(self, delay_s: float, usage: bool) -> None:
+        self.delay_s = delay_s
+        self.usage = usage
+
+
+def _response_head(status: str, content_type: str, length: int | None, keep_alive: bool) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"content-type: {content_type}"]
+    if length is None:
+        lines.append("transfer-encoding: chunked")
+    else:
+        lines.append(f"content-length: {length}")
+    lines.append("connection: keep-alive" if keep_alive else "connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _json_response(status: str, body: Any, keep_alive: bool) -> bytes:
+    data = json.dumps(body).encode()
+    return _response_head(status, "application/json", len(data), keep_alive) + data
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _sse(obj: Any) -> bytes:
+    return _http_chunk(b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        text = " ".join(str(m.get("content", "")) for m in body["messages"])
+    else:
+        text = str(body.get("prompt", ""))
+    return max(1, len(text.split()))
+
+
+def _alternatives(word: str) -> list[tuple[str, float]]:
+    tokens = [word] + [f"alt{i}" for i in range(1, len(TOP_PROBS))]
+    return [(t, math.log(p)) for t, p in zip(tokens, TOP_PROBS, strict=True)]
+
+
+def _chat_logprobs(word: str) -> dict[str, Any]:
+    top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in _alternatives(word)]
+    return {"content": [{"token": word, "logprob": math.log(TOP_PROBS[0]), "bytes": None,
+                         "top_logprobs": top}]}
+
+
+def _completion_logprobs(word: str) -> dict[str, Any]:
+    return {"tokens": [word], "token_logprobs": [math.log(TOP_PROBS[0])],
+            "top_logprobs": [dict(_alternatives(word))],
+            "text_offset": [0]}
+
+
+def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list[bytes]:
+    """Every SSE event of one answer, already framed as HTTP chunks."""
+    model = str(body.get("model", "fast"))
+    n = max(1, min(int(body.get("max_tokens") or 16), MAX_TOKENS_CAP))
+    want_logprobs = bool(body.get("logprobs"))
+    created = int(time.time())
+    rid = f"fast-{created}"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    events = []
+    if chat:
+        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
+                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "finish_reason": None}]}))
+    for i in range(n):
+        word = WORDS[i % len(WORDS)]
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if i == n - 1 else None}
+        if chat:
+            choice["delta"] = {"content": word}
+            choice["logprobs"] = _chat_logprobs(word) if want_logprobs else None
+        else:
+            choice["text"] = word
+            choice["logprobs"] = _completion_logprobs(word) if want_logprobs else None
+        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
+                            "choices": [choice]}))
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if include_usage and settings.usage:
+        prompt = _prompt_tokens(body)
+        usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
+                            "choices": [], "usage": usage}))
+    events.append(_http_chunk(b"data: [DONE]\n\n"))
+    events.append(b"0\r\n\r\n")
+    return events
+
+
+def _whole_answer(body: dict[str, Any], chat: bool) -> dict[str, Any]:
+    """The same canned answer without streaming."""
+    n = max(1, min(int(body.get("max_tokens") or 16), MAX_TOKENS_CAP))
+    text = "".join(WORDS[i % len(WORDS)] for i in range(n))
+    prompt = _prompt_tokens(body)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return {"id": "fast", "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()), "model": str(body.get("model", "fast")),
+            "choices": [choice],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}}
+
+
+async def _answer(path: str, method: str, body: dict[str, Any], writer: asyncio.StreamWriter,
+                  settings: Settings, keep_alive: bool) -> bool:
+    """Write one response. Returns False when the connection must be closed afterwards."""
+    if method == "GET" and path == "/v1/models":
+        models = {"object": "list", "data": [{"id": "fast", "object": "model", "owned_by": "fast"}]}
+        writer.write(_json_response("200 OK", models, keep_alive))
+        return keep_alive
+    if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
+        writer.write(_json_response("404 Not Found", {"error": {"message": f"no route {path}"}},
+                                    keep_alive))
+        return keep_alive
+    model = body.get("model")
+    if model == "fail-500":
+        error = {"error": {"message": "fake failure for tests", "type": "server_error"}}
+        writer.write(_json_response("500 Internal Server Error", error, keep_alive))
+        return keep_alive
+    if model == "hang":
+        await asyncio.sleep(3600)
+        return False
+    chat = path == "/v1/chat/completions"
+    if not body.get("stream"):
+        writer.write(_json_response("200 OK", _whole_answer(body, chat), keep_alive))
+        return keep_alive
+    events = _stream_events(body, chat, settings)
+    writer.write(_response_head("200 OK", "text/event-stream", None, keep_alive))
+    if model in ("fail-garbage", "fail-drop"):
+        first_two = 3 if chat else 2  # a chat stream opens with a role-only chunk
+        writer.write(b"".join(events[:first_two]))
+        if model == "fail-garbage":
+            writer.write(_http_chunk(b"data: {not json\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+        return False
+    if settings.delay_s <= 0:
+        writer.write(b"".join(events))
+        return keep_alive
+    for event in events:
+        writer.write(event)
+        await writer.drain()
+        await asyncio.sleep(settings.delay_s)
+    return keep_alive
+
+
+async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            settings: Settings) -> None:
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, version = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length", "0"))
+            raw = await reader.readexactly(length) if length else b""
+            body = json.loads(raw) if raw else {}
+            keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
+            if not await _answer(path, method, body, writer, settings, keep_alive):
+                await writer.drain()
+                return
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return
+    finally:
+        writer.close()
+
+
+async def serve(host: str, port: int, settings: Settings) -> None:
+    server = await asyncio.start_server(
+        lambda r, w: _serve_connection(r, w, settings), host, port, backlog=4096)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"listening on http://{host}:{bound}/v1", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep before each chunk")
+    parser.add_argument("--no-usage", action="store_true",
+                        help="never send a usage chunk (as llama-cpp-python's server)")
+    args = parser.parse_args(argv)
+    settings = Settings(delay_s=args.delay_ms / 1000.0, usage=not args.no_usage)
+    try:
+        asyncio.run(serve(args.host, args.port, settings))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

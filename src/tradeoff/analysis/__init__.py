@@ -1,0 +1,1 @@
+"""Analysis of stored records: per-configuration metrics, intervals, frontiers."""

@@ -1,0 +1,271 @@
+"""The `tradeoff` command line: parses, calls the library, prints. Bad input exits with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tradeoff.errors import UserError
+
+app = typer.Typer(
+    help="Measure, optimize and serve LLM inference on the accuracy-cost frontier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Tables are wide: when printing to a file or pipe, do not wrap them at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+
+class SummaryFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("errors {task.fields[errors]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _run_profile(spec: Any, out: Optional[Path], resume: Optional[Path], api_key: Optional[str]):
+    from tradeoff.runner import profile
+
+    with _progress_bar() as bar:
+        task_id = bar.add_task("profiling", total=None, rate="", errors=0)
+        t0 = time.perf_counter()
+
+        def on_progress(done: int, total: int, skipped: int, errors: int) -> None:
+            elapsed = time.perf_counter() - t0
+            rate = f"{done / elapsed:.2f} req/s" if done and elapsed > 0 else ""
+            desc = "profiling" + (f" ({skipped} stored)" if skipped else "")
+            bar.update(task_id, total=total, completed=done, rate=rate, errors=errors,
+                       description=desc)
+
+        result = profile(
+            spec, out, resume=resume, api_key=api_key, on_progress=on_progress,
+            notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+        )
+    if result.status == "stopped":
+        err_console.print(
+            f"stopped after {result.done} records; continue with: "
+            f"tradeoff profile --resume {result.directory}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130)
+    return result
+
+
+def _print_summary(directory: Path) -> None:
+    from tradeoff.analysis.metrics import summarize
+    from tradeoff.report.table import summary_table
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        rows = summarize(store.records(), [c["name"] for c in store.configs()])
+    finally:
+        store.close()
+    table, notes = summary_table(rows, title=f"tradeoff run {directory}")
+    console.print(table)
+    for note in notes:
+        console.print(note, style="dim")
+
+
+@app.command()
+def demo(
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/demo-TIME).")] = None,
+    limit: Annotated[int, typer.Option(help="Items per built-in task.")] = 20,
+) -> None:
+    """Profile the two bundled models on the built-in tasks (no network, no GPU) and print the table."""
+    from tradeoff.demo import demo_spec
+
+    out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    t0 = time.perf_counter()
+    result = _run_profile(demo_spec(limit), out, None, None)
+    _print_summary(result.directory)
+    console.print(
+        f"run directory: {result.directory}  ({result.done} records in {time.perf_counter() - t0:.0f} s; "
+        f"tradeoff report {result.directory} --records for every query)"
+    )
+
+
+@app.command("profile")
+def profile_cmd(
+    spec_file: Annotated[Optional[Path], typer.Argument(help="Run spec (YAML). Or use the flags.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model: a bundled name, gguf:PATH or openai:BASE_URL#MODEL. Repeatable.")] = None,
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: all).")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Samples per item and configuration.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Most output tokens per request.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling and generated tasks.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight at once.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds per request (openai engine).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run stored in this directory.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")] = None,
+) -> None:
+    """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
+
+    Ctrl-C stops after the requests in flight; --resume DIR continues a stopped or killed run.
+    """
+    from tradeoff.config import load_spec, parse_spec
+
+    overrides = {
+        "limit": limit, "samples": samples, "concurrency": concurrency, "timeout_s": timeout,
+    }
+    sampling = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+    if resume is not None:
+        if spec_file or model or task or out:
+            raise UserError("--resume DIR takes no spec, --model, --task or --out: the run's own spec is used")
+        if any(v is not None for v in [*overrides.values(), *sampling.values()]):
+            raise UserError("--resume DIR continues the stored run as specified; drop the other options")
+        result = _run_profile(None, None, resume, api_key)
+        _print_summary(result.directory)
+        return
+    if out is None:
+        raise UserError("--out DIR is required: the run directory to create (or --resume DIR)")
+    if spec_file is not None:
+        if model or task:
+            raise UserError("give either a spec file or --model/--task flags, not both")
+        spec = load_spec(spec_file)
+        data = spec.model_dump(mode="json")
+    else:
+        if not model or not task:
+            raise UserError("give a spec file, or at least one --model and one --task")
+        data = {"models": model, "tasks": task}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["sampling"] = {**data.get("sampling", {}), **{k: v for k, v in sampling.items() if v is not None}}
+    spec = parse_spec(data, str(spec_file) if spec_file else "flags")
+    result = _run_profile(spec, out, None, api_key)
+    _print_summary(result.directory)
+    console.print(f"run directory: {result.directory}")
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="A run directory.")],
+    format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
+    records: Annotated[bool, typer.Option("--records", help="Per-query records instead of the summary.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (required for parquet).")] = None,
+) -> None:
+    """Per-configuration summary of a run (or, with --records, every per-query record)."""
+    import pandas as pd
+
+    from tradeoff.analysis.metrics import summarize
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        df = store.records()
+        names = [c["name"] for c in store.configs()]
+    finally:
+        store.close()
+    if format is SummaryFormat.table and not records:
+        _print_summary(directory)
+        return
+    table = df if records else pd.DataFrame(summarize(df, names))
+    if format is SummaryFormat.table:
+        show = table.drop(columns=["calls", "extra"], errors="ignore")
+        rich_table = Table(*[str(c) for c in show.columns])
+        for row in show.itertuples(index=False):
+            rich_table.add_row(*["" if v is None else str(v) for v in row])
+        console.print(rich_table)
+        return
+    if format is SummaryFormat.parquet:
+        target = output or directory / ("records.parquet" if records else "summary.parquet")
+        table.to_parquet(target, index=False)
+        err_console.print(f"wrote {target}")
+        return
+    if format is SummaryFormat.json:
+        text = table.to_json(orient="records", indent=2)
+    else:
+        text = table.to_csv(index=False)
+    if output:
+        output.write_text(text)
+        err_console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+def models(
+    format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
+) -> None:
+    """The models available with no network: the bundled ones (and how to name others)."""
+    from dataclasses import asdict
+
+    from tradeoff.engines import list_models
+
+    listing = list_models()
+    if format is ListFormat.json:
+        print(json.dumps([asdict(m) for m in listing], indent=2))
+        return
+    for m in listing:
+        console.print(f"{m.name:<14} {m.prompt_mode:<10} {m.description} [{m.detail}]")
+    console.print("also: gguf:PATH (any local GGUF file), openai:BASE_URL#MODEL (any OpenAI-compatible server)", style="dim")
+
+
+@app.command()
+def tasks(
+    format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
+) -> None:
+    """The built-in tasks (and how to name your own)."""
+    from dataclasses import asdict
+
+    from tradeoff.tasks import builtin_tasks
+
+    listing = builtin_tasks()
+    if format is ListFormat.json:
+        print(json.dumps([asdict(t) for t in listing], indent=2))
+        return
+    for t in listing:
+        console.print(f"{t.name:<8} {t.n_items:>4} items  scorer {t.scorer:<8} {t.description}")
+    console.print("also: jsonl:PATH (fields prompt|messages, answer), hf:NAME[:CONFIG][:SPLIT] (local datasets)", style="dim")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except UserError as exc:
+        err_console.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

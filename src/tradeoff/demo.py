@@ -1,0 +1,19 @@
+"""The embedded default: both bundled models on every built-in task, no network, no GPU."""
+
+from __future__ import annotations
+
+from tradeoff.config import RunSpec, parse_spec
+
+
+def demo_spec(limit: int = 20) -> RunSpec:
+    from tradeoff.tasks import builtin_tasks
+
+    return parse_spec(
+        {
+            "models": {"smollm2-135m": "smollm2-135m", "gemma3-270m": "gemma3-270m"},
+            "tasks": [t.name for t in builtin_tasks()],
+            "limit": limit,
+            "sampling": {"temperature": 0.0, "max_tokens": 48, "seed": 0},
+        },
+        "demo",
+    )

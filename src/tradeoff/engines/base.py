@@ -1,0 +1,44 @@
+"""What every engine offers: a description of its model and an async `agenerate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tradeoff.types import Generation, PromptMode, Request
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The architecture numbers the analytic cost model needs (read from GGUF metadata)."""
+
+    n_params: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    vocab: int
+    gated_ffn: bool = True
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A loaded model as tradeoff describes it in stores and tables."""
+
+    ref: str  # as the user wrote it: "smollm2-135m", "gguf:/path.gguf", "openai:URL#name"
+    kind: str  # "bundled", "gguf" or "openai"
+    prompt_mode: PromptMode  # "chat" for instruction-tuned models, "completion" for base models
+    description: str = ""
+    path: str | None = None
+    shape: ModelShape | None = None
+    in_process: bool = True  # energy and memory of this process are the model's
+
+
+class Engine(Protocol):
+    info: ModelInfo
+
+    async def agenerate(self, request: Request) -> Generation: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,241 @@
+"""In-process llama.cpp engine (llama-cpp-python): the embedded default.
+
+Generation is our own token loop over `Llama.generate`, so every token is timed, counted exactly,
+and, when asked, scored with its log-probability and the entropy of the full next-token
+distribution it was drawn from (the model's raw distribution at temperature 1, over the whole
+vocabulary: no top-k approximation). Chat models are prompted through their GGUF chat template,
+base models in completion form; the request says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tradeoff.engines.base import ModelInfo, ModelShape
+from tradeoff.errors import UserError
+from tradeoff.types import Generation, PromptMode, Request
+
+
+def shape_from_metadata(metadata: dict[str, str], n_params: int, vocab: int) -> ModelShape | None:
+    """The architecture numbers from GGUF metadata (`{arch}.block_count`, ...), None if absent."""
+    arch = metadata.get("general.architecture", "")
+
+    def get(key: str, default: int | None = None) -> int | None:
+        value = metadata.get(f"{arch}.{key}")
+        return int(value) if value is not None else default
+
+    n_layers, d_model, n_heads = get("block_count"), get("embedding_length"), get("attention.head_count")
+    d_ff = get("feed_forward_length")
+    if n_layers is None or d_model is None or n_heads is None or d_ff is None:
+        return None
+    return ModelShape(
+        n_params=n_params,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_heads=n_heads,
+        n_kv_heads=get("attention.head_count_kv", n_heads) or n_heads,
+        head_dim=get("attention.key_length", d_model // n_heads) or d_model // n_heads,
+        d_ff=d_ff,
+        vocab=vocab,
+        gated_ffn=arch not in {"gpt2", "gptj", "gptneox", "phi2", "starcoder", "bloom", "falcon"},
+    )
+
+
+_LOG_CALLBACK: Any = None
+
+
+def _quiet_llama_logs() -> None:
+    """Route llama.cpp's own log lines: errors to stderr, the rest (load chatter) nowhere."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is not None:
+        return
+    import sys
+
+    from llama_cpp import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level == 3:  # GGML_LOG_LEVEL_ERROR
+            print(text.decode("utf-8", errors="replace"), end="", file=sys.stderr, flush=True)
+
+    _LOG_CALLBACK = callback  # keep a reference: llama.cpp holds only the C pointer
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+class LlamaCppEngine:
+    """One GGUF model loaded once, generating one request at a time."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ref: str,
+        kind: str,
+        prompt_mode: PromptMode | None = None,
+        description: str = "",
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+    ):
+        from llama_cpp import Llama, llama_chat_format, llama_cpp
+
+        self._lib = llama_cpp
+        _quiet_llama_logs()
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"model '{ref}': llama.cpp cannot load {path}: {exc}") from None
+        metadata = dict(self.llm.metadata)
+        template = metadata.get("tokenizer.chat_template")
+        self._formatter: Any = None
+        if template:
+            eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template,
+                eos_token=self.llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=self.llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+                stop_token_ids=[eos_id],
+            )
+        mode: PromptMode = prompt_mode or ("chat" if template else "completion")
+        if mode == "chat" and self._formatter is None:
+            raise UserError(f"model '{ref}' has no chat template; use it in completion mode")
+        self.n_vocab = self.llm.n_vocab()
+        self.n_ctx = n_ctx
+        self.info = ModelInfo(
+            ref=ref,
+            kind=kind,
+            prompt_mode=mode,
+            description=description or metadata.get("general.name", path.name),
+            path=str(path),
+            shape=shape_from_metadata(
+                metadata, int(llama_cpp.llama_model_n_params(self.llm.model)), self.n_vocab
+            ),
+            in_process=True,
+        )
+        self._lock = threading.Lock()
+
+    # --- prompts ------------------------------------------------------------------------------
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """The token ids the model is fed for `request` (chat template applied for chat)."""
+        if request.messages is not None:
+            if self._formatter is None:
+                raise ValueError(f"{self.info.ref} has no chat template; send a completion prompt")
+            formatted = self._formatter(messages=request.messages)
+            return self.llm.tokenize(
+                formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+            )
+        return self.llm.tokenize((request.prompt or "").encode("utf-8"), add_bos=True, special=True)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def _next_token_stats(self, token: int) -> tuple[float, float]:
+        """(log-probability of `token`, entropy in nats) under the last decoded distribution."""
+        ptr = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(
+            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
+        ).astype(np.float64)
+        shifted = logits - logits.max()
+        log_z = np.log(np.exp(shifted).sum())
+        logp = shifted - log_z
+        entropy = float(-(np.exp(logp) * logp).sum())
+        return float(logp[token]), entropy
+
+    def generate(self, request: Request) -> Generation:
+        """Generate synchronously. Never raises for a bad request: the error is in the result."""
+        with self._lock:
+            t_start = time.perf_counter()
+            try:
+                return self._generate(request, t_start)
+            except Exception as exc:  # a failed request is a record with its error
+                return Generation(
+                    text="", input_tokens=0, output_tokens=0, t_start=t_start, t_first=None,
+                    t_end=time.perf_counter(), finish_reason="error", mode=request.mode,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    def _generate(self, request: Request, t_start: float) -> Generation:
+        prompt = self.prompt_tokens(request)
+        if len(prompt) + request.max_tokens > self.n_ctx:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens + max_tokens {request.max_tokens} exceeds the "
+                f"context of {self.n_ctx} tokens"
+            )
+        self.llm.set_seed(request.seed if request.seed is not None else 0)
+        # No prompt-prefix reuse across requests: a reused prefix changes the logits slightly
+        # (batched vs single-token kernels), which would make an answer depend on which request
+        # ran before it. Every request pays for, and is measured with, its own full prefill.
+        self.llm.reset()
+        vocab = self.llm._model.vocab
+        completion: list[int] = []
+        token_times: list[float] = []
+        logprobs: list[float] = []
+        entropies: list[float] = []
+        t_first: float | None = None
+        finish = "length"
+        text_bytes = b""
+        for token in self.llm.generate(
+            prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
+        ):
+            now = time.perf_counter()
+            if t_first is None:
+                t_first = now
+            if self._lib.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            if request.logprobs:
+                lp, ent = self._next_token_stats(token)
+                logprobs.append(lp)
+                entropies.append(ent)
+            completion.append(token)
+            token_times.append(now)
+            text_bytes = self.llm.detokenize(completion, prev_tokens=prompt)
+            if request.stop:
+                text = text_bytes.decode("utf-8", errors="ignore")
+                cut = min((text.index(s) for s in request.stop if s in text), default=-1)
+                if cut >= 0:
+                    text_bytes = text[:cut].encode("utf-8")
+                    finish = "stop"
+                    break
+            if len(completion) >= request.max_tokens:
+                break
+        t_end = time.perf_counter()
+        return Generation(
+            text=text_bytes.decode("utf-8", errors="replace"),
+            input_tokens=len(prompt),
+            output_tokens=len(completion),
+            t_start=t_start,
+            t_first=t_first,
+            t_end=t_end,
+            finish_reason=finish,
+            mode=request.mode,
+            token_times=token_times,
+            token_logprobs=logprobs,
+            token_entropies=entropies,
+            token_count_source="exact",
+        )
+
+    async def agenerate(self, request: Request) -> Generation:
+        return await asyncio.to_thread(self.generate, request)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()

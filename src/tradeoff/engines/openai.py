@@ -1,0 +1,324 @@
+"""The engine for any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp server, TGI, Ollama,
+hosted APIs): streamed requests, timed chunk by chunk on the client's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+import time
+from typing import Any, Literal
+
+import httpx
+
+from tradeoff.engines.base import ModelInfo
+from tradeoff.errors import UserError
+from tradeoff.types import Generation, Request
+
+TOP_LOGPROBS = 5
+# Connections per httpx client; see OpenAIEngine._shard. 4 gave the highest dispatch rate in
+# benchmarks/bench_openai_dispatch.py (4: 998 requests/s, 16: 460, one pool of 256: 309).
+SHARD_CONNECTIONS = 4
+
+
+class _Shard:
+    __slots__ = ("client", "in_flight")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.in_flight = 0
+
+
+def _busy(shard: _Shard) -> int:
+    return shard.in_flight
+
+
+def api_root(base_url: str) -> str:
+    """`http://host:8000/v1`, `http://host:8000/v1/` and `http://host:8000` all give
+    `http://host:8000`; requests then go to `{root}/v1/...`."""
+    root = base_url.strip().rstrip("/")
+    if root.endswith("/v1"):
+        root = root[: -len("/v1")]
+    return root
+
+
+def topk_entropy(logprobs: list[float]) -> float:
+    """Entropy (nats) of a next-token distribution known only through its top-k log-probabilities.
+
+    A top-k approximation: the k listed tokens plus all the remaining probability mass counted as
+    one more outcome. The true full-vocabulary entropy is at least this large.
+    """
+    entropy = 0.0
+    mass = 0.0
+    for lp in logprobs:
+        p = math.exp(lp)
+        mass += p
+        entropy -= p * lp
+    rest = 1.0 - mass
+    if rest > 1e-12:
+        entropy -= rest * math.log(rest)
+    return entropy
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+class OpenAIEngine:
+    """One model behind an OpenAI-compatible server.
+
+    `timeout_s` bounds connecting and each wait for more bytes from the server (not the whole
+    answer: a long generation that keeps streaming never times out). Waiting for one of the
+    `max_connections` pooled connections is not bounded, so keep the caller's concurrency at or
+    below `max_connections` or the latency measured includes queueing in this client.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_connections: int = 256,
+        prompt_mode: Literal["chat", "completion"] = "chat",
+        ref: str | None = None,
+    ) -> None:
+        self.root = api_root(base_url)
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.info = ModelInfo(
+            ref=ref or f"openai:{base_url}#{model}",
+            kind="openai",
+            prompt_mode=prompt_mode,
+            description=f"{model} at {self.root}/v1",
+            in_process=False,
+        )
+        self._chat_url = f"{self.root}/v1/chat/completions"
+        self._completion_url = f"{self.root}/v1/completions"
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._shard_size = min(max_connections, SHARD_CONNECTIONS)
+        self._shards: list[_Shard] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    def _shard(self) -> _Shard:
+        """The least busy connection pool of this event loop, opening another while all are full.
+
+        httpcore's pool scans all its connections (some checks quadratically) whenever a request
+        starts or ends, so one pool of hundreds of connections costs milliseconds of CPU per
+        request; several small pools keep the scans short.
+        """
+        # Clients belong to the event loop they were made in; a new loop (asyncio.run called
+        # again) needs new ones.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._shards, self._loop = [], loop
+        shards = self._shards
+        best = min(shards, key=_busy) if shards else None
+        if best is None or (best.in_flight >= self._shard_size
+                            and len(shards) * self._shard_size < self.max_connections):
+            best = _Shard(self._new_client())
+            shards.append(best)
+        return best
+
+    def _new_client(self, limit: int | None = None) -> httpx.AsyncClient:
+        # Loading the CA bundle costs ~20 ms per client: load it once, and not at all for http.
+        verify: ssl.SSLContext | bool = False
+        if self.root.startswith("https:"):
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            verify = self._ssl
+        return httpx.AsyncClient(
+            headers=self._headers,
+            verify=verify,
+            timeout=httpx.Timeout(self.timeout_s, pool=None),
+            limits=httpx.Limits(max_connections=limit or self._shard_size,
+                                max_keepalive_connections=limit or self._shard_size),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connections opened in the running event loop (call it before that loop ends).
+
+        Connections left from an event loop that has already closed are dropped, not closed.
+        """
+        shards, loop, self._shards, self._loop = self._shards, self._loop, [], None
+        if loop is asyncio.get_running_loop():
+            for shard in shards:
+                await shard.client.aclose()
+
+    async def check(self) -> None:
+        """Raise UserError unless the server answers `GET /v1/models` with a 2xx status.
+
+        The model id is not required to be listed: many servers serve one model under any name.
+        Uses a connection of its own, so `asyncio.run(engine.check())` leaves nothing open.
+        """
+        url = f"{self.root}/v1/models"
+        try:
+            async with self._new_client(limit=1) as client:
+                response = await client.get(url)
+        except httpx.HTTPError as exc:
+            raise UserError(f"server at {url} is unreachable ({type(exc).__name__}: "
+                            f"{_one_line(str(exc), 120)}); start it or fix the URL") from None
+        if not response.is_success:
+            raise UserError(f"server at {url} answered HTTP {response.status_code} "
+                            f"({_one_line(response.text, 120)}); check the URL and the API key")
+
+    def _payload(self, request: Request) -> tuple[str, bytes]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.stop:
+            body["stop"] = request.stop
+        if request.messages is not None:
+            url = self._chat_url
+            body["messages"] = request.messages
+            if request.logprobs:
+                body["logprobs"] = True
+                body["top_logprobs"] = TOP_LOGPROBS
+        else:
+            url = self._completion_url
+            body["prompt"] = request.prompt or ""
+            if request.logprobs:
+                body["logprobs"] = TOP_LOGPROBS
+        return url, json.dumps(body).encode()
+
+    async def agenerate(self, request: Request) -> Generation:
+        """Stream one answer. Never raises for a failed request: the Generation carries `error`
+        and whatever text and timings arrived before the failure."""
+        chat = request.messages is not None
+        url, content = self._payload(request)
+        shard = self._shard()
+        shard.in_flight += 1
+        perf_counter = time.perf_counter
+        loads = json.loads
+
+        pieces: list[str] = []
+        token_times: list[float] = []
+        logprobs: list[float] = []
+        entropies: list[float] = []
+        usage: dict[str, Any] | None = None
+        finish_reason: str | None = None
+        error: str | None = None
+        done = False
+        t_first: float | None = None
+        t_start = perf_counter()
+        try:
+            async with shard.client.stream("POST", url, content=content) as response:
+                if response.status_code >= 300:
+                    body = (await response.aread()).decode("utf-8", "replace")
+                    error = f"HTTP {response.status_code}: {_one_line(body)}"
+                else:
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue  # blank separators, ": keep-alive" comments, event: lines
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            # Read on to the end of the body rather than break: httpcore closes
+                            # a connection whose response was not read to the end, and a new
+                            # connection per request halves the dispatch rate.
+                            done = True
+                            continue
+                        chunk = loads(data)
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        if "error" in chunk:  # vLLM reports failures inside the stream
+                            err = chunk["error"]
+                            message = err.get("message", err) if isinstance(err, dict) else err
+                            error = f"server error in stream: {_one_line(str(message))}"
+                            break
+                        choices = chunk.get("choices")
+                        if not choices:
+                            continue
+                        choice = choices[0]
+                        if chat:
+                            delta = choice.get("delta") or {}
+                            text = delta.get("content")
+                            # Reasoning models (vLLM/SGLang parsers) stream their thinking here;
+                            # it is generated output for timing and counting, not answer text.
+                            thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        else:
+                            text = choice.get("text")
+                            thought = None
+                        if text or thought:
+                            now = perf_counter()
+                            if t_first is None:
+                                t_first = now
+                            token_times.append(now)
+                            if text:
+                                pieces.append(text)
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+                        if request.logprobs and choice.get("logprobs"):
+                            _read_logprobs(choice["logprobs"], logprobs, entropies)
+        except httpx.TimeoutException as exc:
+            error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__} from {url}: {_one_line(str(exc))}"
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
+        finally:
+            shard.in_flight -= 1
+        t_end = perf_counter()
+        if error is None and not done and finish_reason is None:
+            error = f"stream from {url} ended without [DONE] or a finish_reason"
+
+        if usage is not None and "completion_tokens" in usage:
+            output_tokens = int(usage["completion_tokens"])
+            input_tokens = int(usage.get("prompt_tokens") or 0)
+            source = "usage"
+        elif logprobs:
+            output_tokens, input_tokens, source = len(logprobs), 0, "logprobs; input unknown"
+        else:
+            output_tokens, input_tokens, source = len(token_times), 0, "chunks; input unknown"
+        if len(entropies) != len(logprobs):
+            entropies = []  # some tokens came without top-k alternatives: no aligned entropies
+        return Generation(
+            text="".join(pieces),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            t_start=t_start,
+            t_first=t_first,
+            t_end=t_end,
+            finish_reason=finish_reason or ("error" if error else "stop"),
+            mode="chat" if chat else "completion",
+            token_times=token_times,
+            token_logprobs=logprobs,
+            token_entropies=entropies,
+            token_count_source=source,
+            error=error,
+        )
+
+
+def _read_logprobs(block: dict[str, Any], logprobs: list[float], entropies: list[float]) -> None:
+    """Append the sampled tokens' log-probabilities and top-k entropies of one chunk.
+
+    Told apart by their keys, not the endpoint: some servers (older llama-cpp-python) put the
+    completions form into chat chunks.
+    """
+    if "content" in block:
+        # Chat: {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}
+        for entry in block["content"] or ():
+            logprobs.append(float(entry["logprob"]))
+            top = entry.get("top_logprobs")
+            if top:
+                entropies.append(topk_entropy([float(t["logprob"]) for t in top]))
+    else:
+        # Completions: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{tok: lp}]}
+        tops = block.get("top_logprobs") or []
+        for i, lp in enumerate(block.get("token_logprobs") or ()):
+            if lp is None:  # an echoed first prompt token has none
+                continue
+            logprobs.append(float(lp))
+            if i < len(tops) and tops[i]:
+                entropies.append(topk_entropy([float(v) for v in tops[i].values()]))

@@ -1,0 +1,1 @@
+"""Meters: energy (RAPL, NVML), memory, analytic FLOPs, and a description of the host."""

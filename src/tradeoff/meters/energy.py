@@ -1,0 +1,109 @@
+"""Energy counters: RAPL through Linux powercap, NVML on NVIDIA GPUs, or none with the reason.
+
+A meter reads a monotonically increasing counter in joules; the energy of a request is the
+difference of two readings around it. With requests one at a time (the in-process engines) that
+difference is the request's own; overlapping requests are split by a later meter.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+POWERCAP_ROOT = Path("/sys/class/powercap")
+
+
+class EnergyMeter(Protocol):
+    source: str  # "rapl", "nvml"
+
+    def read_j(self) -> float: ...
+
+
+@dataclass
+class RaplMeter:
+    """Sum of the top-level RAPL package domains (intel-rapl:N), with counter wrap-around handled."""
+
+    domains: list[Path]
+    source: str = "rapl"
+
+    def __post_init__(self) -> None:
+        self._max_uj = [_read_int(d / "max_energy_range_uj") for d in self.domains]
+        self._last_uj = [_read_int(d / "energy_uj") for d in self.domains]
+        self._total_uj = 0
+
+    def read_j(self) -> float:
+        for i, domain in enumerate(self.domains):
+            now = _read_int(domain / "energy_uj")
+            delta = now - self._last_uj[i]
+            if delta < 0:  # the counter wrapped
+                delta += self._max_uj[i] + 1
+            self._total_uj += delta
+            self._last_uj[i] = now
+        return self._total_uj / 1e6
+
+
+@dataclass
+class NvmlMeter:
+    """NVML's total-energy counter (millijoules since driver load), summed over the GPUs."""
+
+    handles: list[object]
+    source: str = "nvml"
+
+    def read_j(self) -> float:
+        import pynvml
+
+        return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1e3
+
+
+def _read_int(path: Path) -> int:
+    return int(path.read_text().strip())
+
+
+def rapl_meter(root: Path = POWERCAP_ROOT) -> tuple[RaplMeter | None, str]:
+    """A RAPL meter over the package domains under `root`, or None and why not."""
+    if not root.is_dir():
+        return None, f"no RAPL: {root} does not exist (VM or non-Intel/AMD host)"
+    domains = sorted(
+        d for d in root.iterdir() if d.name.count(":") == 1 and d.name.startswith(("intel-rapl", "amd-rapl"))
+    )
+    if not domains:
+        return None, f"no RAPL package domains under {root}"
+    unreadable = [d for d in domains if not os.access(d / "energy_uj", os.R_OK)]
+    if unreadable:
+        return None, f"RAPL counter {unreadable[0] / 'energy_uj'} is not readable (needs root)"
+    try:
+        return RaplMeter(domains), ""
+    except (OSError, ValueError) as exc:
+        return None, f"RAPL counter unreadable: {exc}"
+
+
+def nvml_meter() -> tuple[NvmlMeter | None, str]:
+    """An NVML meter over every visible GPU, or None and why not."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, "no NVML: nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        if not handles:
+            return None, "no NVIDIA GPU visible to NVML"
+        for h in handles:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
+        return NvmlMeter(handles), ""
+    except Exception as exc:  # NVMLError has many subclasses; all mean "not here"
+        return None, f"no NVML energy counter: {exc}"
+
+
+def find_energy_meter(powercap_root: Path = POWERCAP_ROOT) -> tuple[EnergyMeter | None, str]:
+    """RAPL when readable, else NVML when an NVIDIA GPU is present, else None with the reasons."""
+    rapl, rapl_why = rapl_meter(powercap_root)
+    if rapl is not None:
+        return rapl, ""
+    nvml, nvml_why = nvml_meter()
+    if nvml is not None:
+        return nvml, ""
+    return None, f"{rapl_why}; {nvml_why}"

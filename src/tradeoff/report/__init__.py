@@ -1,0 +1,1 @@
+"""Presenting results: console tables and machine-readable exports."""

@@ -1,0 +1,276 @@
+"""The runner: configurations x items x samples, scheduled with bounded concurrency, each record
+written the moment it completes, resumable, and stopped cleanly by Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
+from tradeoff.engines import open_engine
+from tradeoff.engines.base import Engine
+from tradeoff.meters.energy import find_energy_meter
+from tradeoff.meters.host import host_info
+from tradeoff.meters.memory import peak_rss_bytes
+from tradeoff.store import Store
+from tradeoff.strategies import STRATEGIES, StrategyContext
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.tasks import Task, load_task
+from tradeoff.types import Item, Outcome, Record
+
+
+@dataclass
+class RunResult:
+    directory: Path
+    status: str  # "finished", "stopped"
+    done: int  # records written in this session
+    skipped: int  # records already stored (resume)
+    errors: int  # records with an error written in this session
+    wall_s: float
+    engine_s: float  # time inside engine calls, summed over this session's records
+    configs: list[Config] = field(default_factory=list)
+
+
+@dataclass
+class _Work:
+    config: Config
+    task: Task
+    item: Item
+    sample: int
+
+
+def load_tasks(spec: RunSpec) -> list[Task]:
+    return [
+        load_task(
+            t.ref,
+            seed=spec.sampling.seed,
+            prompt_field=t.prompt_field,
+            answer_field=t.answer_field,
+            id_field=t.id_field,
+            scorer=t.scorer,
+            pattern=t.pattern,
+        )
+        for t in spec.tasks
+    ]
+
+
+def _items(task: Task, limit: int | None) -> list[Item]:
+    return task.items[:limit] if limit else task.items
+
+
+def _build_record(
+    work: _Work, outcome: Outcome, t0: float, t1: float, prices: dict[str, Any]
+) -> Record:
+    calls = outcome.calls
+    error = outcome.error
+    scorer = work.task.scorer
+    score = 0.0 if error else scorer.score(outcome.output, work.item)
+    parsed = None if error else scorer.parse(outcome.output)
+    gens = [c.generation for c in calls]
+    firsts = [g.t_first for g in gens if g.t_first is not None]
+    decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
+    decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
+    itls = [g.itl_s for g in gens if g.itl_s is not None]
+    energies = [c.energy_j for c in calls]
+    missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
+    flops = [c.flops for c in calls]
+    cost = 0.0
+    priced = bool(calls)
+    for c in calls:
+        price = prices.get(c.model)
+        if price is None:
+            priced = False
+            continue
+        g = c.generation
+        cost += price.input * g.input_tokens / 1e6 + price.output * g.output_tokens / 1e6
+        if price.per_hour is not None:
+            cost += price.per_hour * g.e2e_s / 3600
+    return Record(
+        config_id=work.config.config_id,
+        task=work.task.name,
+        item_id=work.item.id,
+        sample=work.sample,
+        output=outcome.output,
+        score=score,
+        parsed=parsed,
+        error=error,
+        input_tokens=sum(g.input_tokens for g in gens),
+        output_tokens=sum(g.output_tokens for g in gens),
+        ttft_s=(min(firsts) - t0) if firsts else None,
+        e2e_s=t1 - t0,
+        itl_s=sum(itls) / len(itls) if itls else None,
+        decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,
+        energy_j=None if missing is not None or not calls else sum(e or 0.0 for e in energies),
+        energy_source=calls[0].energy_source if calls and missing is None else None,
+        energy_missing=missing,
+        flops=None if any(f is None for f in flops) or not calls else sum(f or 0.0 for f in flops),
+        peak_rss_bytes=peak_rss_bytes(),
+        cost_usd=cost if priced else None,
+        calls=[c.summary() for c in calls],
+        extra=outcome.extra,
+    )
+
+
+ProgressHook = Callable[[int, int, int], None]  # (done, total, errors)
+
+
+class _Stop:
+    """First Ctrl-C (or SIGTERM): finish what is in flight, start nothing new. Second: abort."""
+
+    def __init__(self, notify: Callable[[str], None]):
+        self.event = asyncio.Event()
+        self.notify = notify
+
+    def __call__(self) -> None:
+        if self.event.is_set():
+            self.notify("aborting now; requests in flight are lost")
+            os._exit(130)  # records written so far are committed; in-flight ones are lost
+        self.event.set()
+        self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
+
+    def install(self) -> list[signal.Signals]:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread, or not supported here
+        return installed
+
+
+async def _execute(
+    spec: RunSpec,
+    open_store: Callable[[], Store],
+    *,
+    api_key: str | None,
+    on_progress: Callable[[int, int, int, int], None] | None,
+    notify: Callable[[str], None],
+) -> RunResult:
+    configs = resolve_configs(spec)
+    tasks = load_tasks(spec)
+    aliases = list(dict.fromkeys(a for c in configs for a in c.models))
+    engines: dict[str, Engine] = {}
+    try:
+        for alias in aliases:
+            engines[alias] = await open_engine(
+                spec.models[alias], api_key=api_key, timeout_s=spec.timeout_s
+            )
+        store = open_store()
+    except BaseException:
+        for engine in engines.values():
+            await engine.aclose()
+        raise
+    store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
+    for task in tasks:
+        store.add_items(_items(task, spec.limit))
+
+    done_keys = store.done_keys()
+    work: list[_Work] = []
+    skipped = 0
+    for config in configs:
+        for task in tasks:
+            for item in _items(task, spec.limit):
+                for sample in range(spec.samples):
+                    if (config.config_id, task.name, item.id, sample) in done_keys:
+                        skipped += 1
+                    else:
+                        work.append(_Work(config, task, item, sample))
+
+    started = store.begin_session()
+    status = "failed"
+    result = RunResult(store.directory, status, 0, skipped, 0, 0.0, 0.0, configs)
+    t_begin = time.perf_counter()
+    stop = _Stop(notify)
+    try:
+        energy, energy_missing = find_energy_meter()
+        meter = CallMeter(engines, energy, energy_missing)
+        contexts = {
+            (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
+            for c in configs
+            for t in tasks
+        }
+        queue: Iterator[_Work] = iter(work)
+        total = len(work)
+        if on_progress:
+            on_progress(0, total, skipped, 0)
+        stop.install()
+
+        async def worker() -> None:
+            for w in queue:
+                if stop.event.is_set():
+                    return
+                ctx = contexts[(w.config.config_id, w.task.name)]
+                strategy = STRATEGIES[w.config.strategy]
+                t0 = time.perf_counter()
+                outcome = await strategy(ctx, w.item, w.sample)
+                t1 = time.perf_counter()
+                record = _build_record(w, outcome, t0, t1, spec.prices)
+                store.write_record(record)
+                result.done += 1
+                result.engine_s += sum(c.generation.e2e_s for c in outcome.calls)
+                if record.error:
+                    result.errors += 1
+                if on_progress:
+                    on_progress(result.done, total, skipped, result.errors)
+
+        await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(total, 1)))))
+        status = "stopped" if stop.event.is_set() and result.done < total else "finished"
+    finally:
+        for engine in engines.values():
+            await engine.aclose()
+        result.wall_s = time.perf_counter() - t_begin
+        result.status = status
+        store.end_session(started, status)
+    return result
+
+
+def profile(
+    spec: RunSpec,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    api_key: str | None = None,
+    on_progress: Callable[[int, int, int, int], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Profile every configuration of `spec` on its tasks, writing records to a run directory.
+
+    With `resume`, the run directory's stored spec is used and stored records are skipped.
+    """
+    say = notify or (lambda msg: print(msg, file=sys.stderr))
+    opened: list[Store] = []
+    if resume is not None:
+        existing = Store.open(resume)
+        opened.append(existing)
+        spec = parse_spec(existing.run()["spec"], f"{resume} (stored spec)")
+
+        def open_store() -> Store:
+            return existing
+
+    else:
+        if out is None:
+            raise ValueError("profile needs `out` or `resume`")
+        Store.ensure_free(out)
+        spec = with_absolute_paths(spec)
+
+        def open_store() -> Store:
+            # Created only once every model is loaded, so a bad model leaves no directory behind.
+            opened.append(Store.create(out, spec.model_dump(mode="json"), host_info()))
+            return opened[-1]
+
+    try:
+        return asyncio.run(
+            _execute(spec, open_store, api_key=api_key, on_progress=on_progress, notify=say)
+        )
+    finally:
+        for store in opened:
+            store.close()

@@ -1,0 +1,240 @@
+"""The run store: one SQLite file (WAL) per run directory holding the run, configs, items, records.
+
+Each record is committed as soon as it is written, so a killed run loses at most the requests in
+flight, and `--resume` skips what is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tradeoff.errors import UserError
+from tradeoff.types import Item, Record
+
+STORE_FILE = "tradeoff.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    run_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT
+);
+CREATE TABLE IF NOT EXISTS configs (
+    run_id TEXT NOT NULL,
+    config_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (run_id, config_id)
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    PRIMARY KEY (run_id, task, item_id)
+);
+CREATE TABLE IF NOT EXISTS records (
+    run_id TEXT NOT NULL,
+    config_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    output TEXT NOT NULL,
+    score REAL,
+    parsed TEXT,
+    error TEXT,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    ttft_s REAL,
+    e2e_s REAL NOT NULL,
+    itl_s REAL,
+    decode_tps REAL,
+    energy_j REAL,
+    energy_source TEXT,
+    energy_missing TEXT,
+    flops REAL,
+    peak_rss_bytes INTEGER,
+    cost_usd REAL,
+    calls TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (run_id, config_id, task, item_id, sample)
+);
+"""
+
+_RECORD_FIELDS = [f.name for f in fields(Record)]
+_JSON_FIELDS = {"calls", "extra"}
+
+
+class Store:
+    """A run directory's SQLite store. One run per directory."""
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection, run_id: str):
+        self.directory = directory
+        self.conn = conn
+        self.run_id = run_id
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    @staticmethod
+    def ensure_free(directory: str | Path) -> None:
+        """Raise if `directory` already holds a run."""
+        if (Path(directory) / STORE_FILE).exists():
+            raise UserError(
+                f"{directory} already holds a run; continue it with --resume {directory} "
+                "or choose another --out"
+            )
+
+    @classmethod
+    def create(cls, directory: str | Path, spec: dict[str, Any], host: dict[str, Any]) -> Store:
+        cls.ensure_free(directory)
+        directory = Path(directory)
+        path = directory / STORE_FILE
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {directory}: {exc.strerror}") from None
+        conn = cls._connect(path)
+        run_id = uuid.uuid4().hex[:12]
+        conn.execute(
+            "INSERT INTO runs (id, created_at, status, spec, host) VALUES (?, ?, 'running', ?, ?)",
+            (run_id, time.time(), json.dumps(spec), json.dumps(host)),
+        )
+        return cls(directory, conn, run_id)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Store:
+        directory = Path(directory)
+        path = directory / STORE_FILE
+        if not path.is_file():
+            raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
+        try:
+            conn = cls._connect(path)
+            row = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
+        if row is None:
+            raise UserError(f"{path} holds no run")
+        return cls(directory, conn, row[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- run metadata -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        row = self.conn.execute(
+            "SELECT id, created_at, ended_at, status, spec, host FROM runs WHERE id = ?",
+            (self.run_id,),
+        ).fetchone()
+        sessions = self.conn.execute(
+            "SELECT started_at, ended_at, status FROM sessions WHERE run_id = ? ORDER BY started_at",
+            (self.run_id,),
+        ).fetchall()
+        return {
+            "id": row[0],
+            "created_at": row[1],
+            "ended_at": row[2],
+            "status": row[3],
+            "spec": json.loads(row[4]),
+            "host": json.loads(row[5]),
+            "sessions": [{"started_at": s[0], "ended_at": s[1], "status": s[2]} for s in sessions],
+        }
+
+    def begin_session(self) -> float:
+        started = time.time()
+        self.conn.execute(
+            "INSERT INTO sessions (run_id, started_at) VALUES (?, ?)", (self.run_id, started)
+        )
+        self.conn.execute("UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,))
+        return started
+
+    def end_session(self, started: float, status: str) -> None:
+        now = time.time()
+        self.conn.execute(
+            "UPDATE sessions SET ended_at = ?, status = ? WHERE run_id = ? AND started_at = ?",
+            (now, status, self.run_id, started),
+        )
+        self.conn.execute(
+            "UPDATE runs SET status = ?, ended_at = ? WHERE id = ?", (status, now, self.run_id)
+        )
+
+    # --- configs and items --------------------------------------------------------------------
+
+    def add_configs(self, configs: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """(config_id, name, spec) triples; existing ones are kept."""
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO configs (run_id, config_id, name, spec) VALUES (?, ?, ?, ?)",
+            [(self.run_id, cid, name, json.dumps(spec)) for cid, name, spec in configs],
+        )
+
+    def configs(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT config_id, name, spec FROM configs WHERE run_id = ? ORDER BY rowid",
+            (self.run_id,),
+        ).fetchall()
+        return [{"config_id": r[0], "name": r[1], "spec": json.loads(r[2])} for r in rows]
+
+    def add_items(self, items: list[Item]) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
+            [(self.run_id, it.task, it.id, json.dumps(asdict(it))) for it in items],
+        )
+        self.conn.execute("COMMIT")
+
+    # --- records ------------------------------------------------------------------------------
+
+    def done_keys(self) -> set[tuple[str, str, str, int]]:
+        """(config_id, task, item_id, sample) of every stored record."""
+        rows = self.conn.execute(
+            "SELECT config_id, task, item_id, sample FROM records WHERE run_id = ?", (self.run_id,)
+        )
+        return {(r[0], r[1], r[2], int(r[3])) for r in rows}
+
+    def write_record(self, record: Record) -> None:
+        values = asdict(record)
+        cols = ["run_id", *_RECORD_FIELDS, "created_at"]
+        row = [self.run_id]
+        row += [json.dumps(values[f]) if f in _JSON_FIELDS else values[f] for f in _RECORD_FIELDS]
+        row.append(time.time())
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO records ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' * len(cols))})",
+            row,
+        )
+
+    def records(self) -> pd.DataFrame:
+        """Every record joined with its configuration's name, one row per record."""
+        df = pd.read_sql_query(
+            "SELECT c.name AS config, r.* FROM records r JOIN configs c "
+            "ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE r.run_id = ? "
+            "ORDER BY r.rowid",
+            self.conn,
+            params=(self.run_id,),
+        )
+        return df.drop(columns=["run_id"])
+

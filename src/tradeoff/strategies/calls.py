@@ -1,0 +1,55 @@
+"""Measured engine calls: every call a strategy makes goes through here and comes back as a
+`Call` with its energy (or why it is missing) and its analytic FLOPs."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from tradeoff.engines.base import Engine
+from tradeoff.meters.energy import EnergyMeter
+from tradeoff.meters.flops import request_flops
+from tradeoff.types import Call, Request
+
+REMOTE_ENERGY = "remote server: its energy is not visible to the client"
+
+
+@dataclass
+class CallMeter:
+    """Runs engine calls and measures them.
+
+    In-process engines share this machine's CPU (or GPU), so their calls run one at a time under
+    one lock, and the energy counter's difference across a call is that call's energy.
+    """
+
+    engines: dict[str, Engine]
+    energy: EnergyMeter | None
+    energy_missing: str
+    _inproc_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def call(self, alias: str, request: Request) -> Call:
+        engine = self.engines[alias]
+        info = engine.info
+        if not info.in_process:
+            gen = await engine.agenerate(request)
+            energy_j, source, missing = None, None, REMOTE_ENERGY
+        else:
+            async with self._inproc_lock:
+                e0 = self.energy.read_j() if self.energy else None
+                gen = await engine.agenerate(request)
+                e1 = self.energy.read_j() if self.energy else None
+            if e0 is not None and e1 is not None and self.energy is not None:
+                energy_j, source, missing = e1 - e0, self.energy.source, None
+            else:
+                energy_j, source, missing = None, None, self.energy_missing
+        flops = None
+        if info.shape is not None and gen.error is None:
+            flops = request_flops(info.shape, gen.input_tokens, gen.output_tokens).total
+        return Call(
+            model=alias,
+            generation=gen,
+            energy_j=energy_j,
+            energy_source=source,
+            energy_missing=missing,
+            flops=flops,
+        )

@@ -1,0 +1,33 @@
+"""What a strategy gets to work with: its configuration, the task, and measured engine calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradeoff.config import Config
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.tasks import Task, build_request
+from tradeoff.types import Item, Request
+
+
+@dataclass
+class StrategyContext:
+    config: Config
+    task: Task
+    meter: CallMeter
+
+    def request_for(self, alias: str, item: Item, sample: int, **overrides: object) -> Request:
+        """The task's request for `item`, in the prompt form the model needs (chat or few-shot
+        completion), with the configuration's sampling; sample k uses seed + k."""
+        s = self.config.sampling
+        request = build_request(
+            self.task,
+            item,
+            self.meter.engines[alias].info.prompt_mode,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            seed=s.seed + sample,
+        )
+        for key, value in overrides.items():
+            setattr(request, key, value)
+        return request

@@ -1,0 +1,562 @@
+"""Tasks from the user's data: JSONL files (`jsonl:PATH`) and Hugging Face data sets
+(`hf:NAME[:CONFIG][:SPLIT]`), read strictly offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tradeoff.errors import UserError
+from tradeoff.tasks.base import Scorer, Task
+from tradeoff.tasks.scorers import LETTERS, ChoiceScorer, make_scorer, reference_number
+from tradeoff.types import Item, Message, Prompt
+
+PROMPT_FIELDS = ("prompt", "messages", "question", "input", "problem", "query", "text")
+ANSWER_FIELDS = ("answer", "target", "label", "solution", "output", "answerKey")
+ID_FIELDS = ("id",)
+CHOICES_FIELD = "choices"
+SPLIT_ORDER = ("test", "validation", "train")
+N_FEWSHOT = 3
+
+INSTRUCTIONS = {
+    "numeric": "Answer with just the final number.",
+    "choice": "Answer with the letter of the correct option.",
+    "exact": "Answer with just the answer, on one line.",
+    "contains": "Answer in a few words.",
+    "regex": "",
+}
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Which column of a row holds what."""
+
+    prompt: str
+    answer: str
+    id: str | None
+    choices: str | None
+
+
+def _pick_field(
+    keys: list[str], override: str | None, candidates: tuple[str, ...], what: str, where: str
+) -> str:
+    have = ", ".join(keys) or "none"
+    if override is not None:
+        if override not in keys:
+            raise UserError(f"{where} has no field {override!r} (fields there: {have})")
+        return override
+    for name in candidates:
+        if name in keys:
+            return name
+    raise UserError(
+        f"{where} has no {what} field (looked for {', '.join(candidates)}; fields there: {have}); "
+        f"name it with --{what}-field"
+    )
+
+
+def resolve_fields(
+    keys: list[str],
+    where: str,
+    prompt_field: str | None,
+    answer_field: str | None,
+    id_field: str | None,
+) -> Fields:
+    """The fields to read, from overrides or the first of the usual names present in `keys`."""
+    prompt = _pick_field(keys, prompt_field, PROMPT_FIELDS, "prompt", where)
+    answer = _pick_field(keys, answer_field, ANSWER_FIELDS, "answer", where)
+    if id_field is not None:
+        ident: str | None = _pick_field(keys, id_field, ID_FIELDS, "id", where)
+    else:
+        ident = next((k for k in ID_FIELDS if k in keys), None)
+    choices = CHOICES_FIELD if CHOICES_FIELD in keys and prompt != CHOICES_FIELD else None
+    return Fields(prompt, answer, ident, choices)
+
+
+def _prompt(value: Any, field: str, where: str) -> Prompt:
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value:
+        messages: list[Message] = []
+        for m in value:
+            if not (
+                isinstance(m, dict)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+            ):
+                raise UserError(
+                    f"{where}: field {field!r} is a list but not of chat messages; "
+                    'give a string or a list of {"role": ..., "content": ...} objects'
+                )
+            messages.append({"role": m["role"], "content": m["content"]})
+        return messages
+    raise UserError(
+        f"{where}: field {field!r} is {_describe(value)}; the prompt must be a non-empty string "
+        'or a list of {"role": ..., "content": ...} messages'
+    )
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else f"the string {value[:40]!r}"
+    return f"a {type(value).__name__}"
+
+
+def _reference(value: Any, field: str, where: str) -> str:
+    if isinstance(value, bool) or value is None:
+        raise UserError(
+            f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, "
+            "a number, or a list of accepted strings"
+        )
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+        return "|".join(str(v).strip() for v in value)
+    raise UserError(
+        f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, a number, "
+        "or a list of accepted strings"
+    )
+
+
+def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
+    """A `choices` value as (option texts, their labels if the data names them, as ARC does)."""
+    if isinstance(value, dict) and isinstance(value.get("text"), list):
+        texts = [str(t) for t in value["text"]]
+        labels = value.get("label")
+        labels = [str(label) for label in labels] if isinstance(labels, list) else None
+    elif isinstance(value, list):
+        texts, labels = [str(t) for t in value], None
+    else:
+        raise UserError(
+            f"{where}: field 'choices' is {_describe(value)}; it must be a list of option texts"
+        )
+    if not 2 <= len(texts) <= len(LETTERS):
+        raise UserError(
+            f"{where}: 'choices' has {len(texts)} options; between 2 and {len(LETTERS)} are "
+            f"supported (letters {LETTERS[0]}-{LETTERS[-1]})"
+        )
+    return texts, labels
+
+
+def _choice_letter(answer: Any, texts: list[str], labels: list[str] | None, where: str) -> str:
+    n = len(texts)
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < n:
+        return LETTERS[answer]
+    text = str(answer).strip()
+    if labels is not None and text in labels:
+        return LETTERS[labels.index(text)]
+    if len(text) == 1 and text.upper() in LETTERS[:n]:
+        return text.upper()
+    if text.isdigit() and int(text) < n:
+        return LETTERS[int(text)]
+    if text in texts:
+        return LETTERS[texts.index(text)]
+    raise UserError(
+        f"{where}: answer {text[:40]!r} is not an option index 0-{n - 1}, a letter "
+        f"A-{LETTERS[n - 1]}, nor the text of one of the {n} choices"
+    )
+
+
+def _with_options(prompt: Prompt, texts: list[str]) -> Prompt:
+    lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(texts))
+    if isinstance(prompt, str):
+        return f"{prompt.rstrip()}\n{lines}"
+    messages = [dict(m) for m in prompt]
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    messages[last_user]["content"] = f"{messages[last_user]['content'].rstrip()}\n{lines}"
+    return messages
+
+
+def row_to_item(
+    row: dict[str, Any],
+    fields: Fields,
+    *,
+    default_id: str,
+    where: str,
+    task: str,
+    class_names: list[str] | None = None,
+) -> Item:
+    """One item from one row; `where` ("data.jsonl line 3") names the row in errors."""
+    for name in (fields.prompt, fields.answer):
+        if name not in row:
+            have = ", ".join(row) or "none"
+            raise UserError(f"{where} has no field {name!r} (fields there: {have})")
+    prompt = _prompt(row[fields.prompt], fields.prompt, where)
+    meta: dict[str, Any] = {}
+    answer = row[fields.answer]
+    if fields.choices is not None and row.get(fields.choices) is not None:
+        texts, labels = _options(row[fields.choices], where)
+        reference = _choice_letter(answer, texts, labels, where)
+        prompt = _with_options(prompt, texts)
+        meta["choices"] = texts
+    elif class_names is not None and isinstance(answer, int) and 0 <= answer < len(class_names):
+        reference = class_names[answer]  # a ClassLabel column: the label's name, not its index
+    else:
+        reference = _reference(answer, fields.answer, where)
+    ident = row.get(fields.id) if fields.id is not None else None
+    used = {fields.prompt, fields.answer, fields.id, fields.choices}
+    meta.update(
+        (k, v)
+        for k, v in row.items()
+        if k not in used and (v is None or isinstance(v, (str, int, float, bool)))
+    )
+    return Item(
+        id=default_id if ident is None or ident == "" else str(ident),
+        prompt=prompt,
+        reference=reference,
+        task=task,
+        meta=meta,
+    )
+
+
+def choose_scorer(
+    items: list[Item], wheres: list[str], scorer: str | None, pattern: str | None
+) -> Scorer:
+    """The named scorer, checked against every reference; or, when none is named: choice for
+    multiple-choice rows or single-letter answers, numeric when every answer is a number,
+    contains otherwise."""
+    n_options = max((len(it.meta.get("choices", [])) for it in items), default=0)
+    if scorer is None and pattern:
+        scorer = "regex"
+    if scorer is None:
+        if n_options or all(_is_letter(it.reference) for it in items):
+            scorer = "choice"
+        elif all(reference_number(it.reference) is not None for it in items):
+            scorer = "numeric"
+        else:
+            scorer = "contains"
+    chosen = make_scorer(scorer, pattern)
+    if scorer == "choice" and n_options:
+        chosen = ChoiceScorer(letters=LETTERS[:n_options])
+    for item, where in zip(items, wheres, strict=True):
+        if scorer == "numeric" and reference_number(item.reference) is None:
+            raise UserError(
+                f"{where}: answer {item.reference[:40]!r} is not a number, which the numeric "
+                "scorer needs (a number, or GSM8K's '... #### 42'); choose another with --scorer"
+            )
+        if scorer == "choice" and not _is_letter(item.reference):
+            raise UserError(
+                f"{where}: answer {item.reference[:40]!r} is not a letter A-J, which the choice "
+                "scorer needs; give a 'choices' list or choose another scorer with --scorer"
+            )
+    return chosen
+
+
+def _is_letter(reference: str) -> bool:
+    return len(reference.strip()) == 1 and reference.strip().upper() in LETTERS
+
+
+def _check_unique_ids(items: list[Item], wheres: list[str], source: str) -> None:
+    first: dict[str, str] = {}
+    for item, where in zip(items, wheres, strict=True):
+        if item.id in first:
+            raise UserError(
+                f"{source}: id {item.id!r} is used twice ({first[item.id]} and {where}); "
+                "ids must be unique, or leave the id field out to number the items"
+            )
+        first[item.id] = where
+
+
+def _make_task(
+    name: str,
+    description: str,
+    items: list[Item],
+    wheres: list[str],
+    scorer: str | None,
+    pattern: str | None,
+    fewshot: list[Item],
+) -> Task:
+    chosen = choose_scorer(items, wheres, scorer, pattern)
+    return Task(
+        name=name,
+        description=description,
+        items=items,
+        scorer=chosen,
+        instruction=INSTRUCTIONS[chosen.name],
+        fewshot=fewshot,
+        stop=["\n"],
+    )
+
+
+# JSONL --------------------------------------------------------------------------------------
+
+
+def _read_lines(path: Path, shown: str) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(
+            f"task file {shown!r} does not exist; jsonl:PATH needs a file with one JSON object "
+            "per line"
+        ) from None
+    except IsADirectoryError:
+        raise UserError(
+            f"{shown!r} is a directory; jsonl:PATH needs a file with one JSON object per line "
+            "(for a saved Hugging Face data set use hf:PATH)"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{shown!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {shown!r}: {e.strerror or e}") from None
+
+
+def _jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{shown} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); "
+                "each line must be one JSON object"
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(
+                f"{shown} line {lineno} is a JSON {type(row).__name__}, not an object; each line "
+                'must be one JSON object such as {"prompt": "...", "answer": "..."}'
+            )
+        yield lineno, row
+
+
+def load_jsonl(
+    path: str,
+    *,
+    name: str | None = None,
+    prompt_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+    scorer: str | None = None,
+    pattern: str | None = None,
+) -> Task:
+    """A task from a JSONL file: one object per line with a prompt (`prompt` string or
+    `messages` list), an `answer`, and optionally an `id` and a `choices` list."""
+    name = name or f"jsonl:{path}"
+    lines = _read_lines(Path(path).expanduser(), path)
+    items: list[Item] = []
+    wheres: list[str] = []
+    fields: Fields | None = None
+    for lineno, row in _jsonl_rows(lines, path):
+        where = f"{path} line {lineno}"
+        if fields is None:
+            # The first object decides the fields; every later line must have them too.
+            fields = resolve_fields(list(row), where, prompt_field, answer_field, id_field)
+        items.append(row_to_item(row, fields, default_id=str(lineno), where=where, task=name))
+        wheres.append(where)
+    if not items:
+        raise UserError(
+            f"{path!r} holds no items (it is empty or only blank lines); write one JSON object "
+            'per line, e.g. {"prompt": "What is 2+2?", "answer": "4"}'
+        )
+    _check_unique_ids(items, wheres, path)
+    description = f"{len(items)} items from {path}"
+    return _make_task(name, description, items, wheres, scorer, pattern, [])
+
+
+# Hugging Face datasets ----------------------------------------------------------------------
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(
+            "hf: tasks need the 'datasets' package: pip install 'tradeoff[hf]'"
+        ) from None
+    return datasets
+
+
+@contextmanager
+def _offline(datasets: Any) -> Iterator[None]:
+    """No network for the `datasets` library while loading: the environment variables, and the
+    module constants it read from them when it was first imported."""
+    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    os.environ.update({k: "1" for k in env})
+    targets: list[tuple[Any, str]] = [
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+    ]
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        targets.append((hub_constants, "HF_HUB_OFFLINE"))
+    except ImportError:
+        pass
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr in targets if hasattr(obj, attr)]
+    for obj, attr, _ in saved:
+        setattr(obj, attr, True)
+    try:
+        yield
+    finally:
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
+
+
+def parse_hf_ref(spec: str) -> tuple[str, str | None, str | None, bool]:
+    """'NAME[:CONFIG][:SPLIT]' (or 'PATH[:SPLIT]' for a local directory) as
+    (name, config, split, is_local)."""
+    parts = spec.split(":")
+    name = parts[0]
+    if not name:
+        raise UserError(
+            "hf: needs a data set, e.g. hf:openai/gsm8k:main:test or hf:PATH of a directory "
+            "written by Dataset.save_to_disk"
+        )
+    rest = [p or None for p in parts[1:]]
+    local = _looks_local(name)
+    if local:
+        if len(rest) > 2 or (len(rest) == 2 and rest[0] is not None):
+            raise UserError(
+                f"hf:{spec} has too many parts; a local directory takes hf:PATH or hf:PATH:SPLIT"
+            )
+        return name, None, rest[-1] if rest else None, True
+    if len(rest) > 2:
+        raise UserError(f"hf:{spec} has too many parts; write hf:NAME[:CONFIG][:SPLIT]")
+    config = rest[0] if rest else None
+    split = rest[1] if len(rest) == 2 else None
+    return name, config, split, False
+
+
+def _load_hf_object(datasets: Any, name: str, config: str | None, local: bool) -> Any:
+    """A Dataset or DatasetDict, without network."""
+    path = Path(name).expanduser()
+    if local:
+        if not path.exists():
+            raise UserError(
+                f"hf dataset directory {name!r} does not exist; give a directory written by "
+                "Dataset.save_to_disk or DatasetDict.save_to_disk"
+            )
+        if not path.is_dir():
+            raise UserError(
+                f"{name!r} is a file; hf:PATH takes a directory written by Dataset.save_to_disk "
+                "(for a JSONL file use jsonl:PATH)"
+            )
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            try:
+                return datasets.load_from_disk(str(path))
+            except Exception as e:
+                raise UserError(
+                    f"cannot read the saved data set in {name!r} ({_reason(e)}); write it again "
+                    "with Dataset.save_to_disk"
+                ) from None
+    with _offline(datasets):
+        try:
+            # A directory of data files (csv, json, parquet) or a data set in the local cache.
+            return datasets.load_dataset(str(path) if local else name, config)
+        except Exception as e:
+            if local:
+                raise UserError(
+                    f"{name!r} is neither a directory written by save_to_disk nor one of data "
+                    f"files that datasets can read ({_reason(e)})"
+                ) from None
+            raise UserError(
+                f"hf dataset {name!r} is not in the local cache and there is no network "
+                f"({_reason(e)}); save it with Dataset.save_to_disk and use hf:PATH"
+            ) from None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _pick_split(obj: Any, split: str | None, shown: str) -> tuple[Any, str | None]:
+    if not hasattr(obj, "keys"):  # a single Dataset
+        return obj, split
+    splits = list(obj.keys())
+    if split is not None:
+        if split not in obj:
+            raise UserError(
+                f"hf dataset {shown!r} has no split {split!r}; splits: {', '.join(splits)}"
+            )
+        return obj[split], split
+    if not splits:
+        raise UserError(f"hf dataset {shown!r} has no splits")
+    chosen = next((s for s in SPLIT_ORDER if s in obj), splits[0])
+    return obj[chosen], chosen
+
+
+def _class_names(dataset: Any, column: str) -> list[str] | None:
+    feature = getattr(dataset, "features", {}).get(column)
+    names = getattr(feature, "names", None)
+    return list(names) if isinstance(names, list) else None
+
+
+def _hf_items(dataset: Any, fields: Fields, name: str, shown: str) -> tuple[list[Item], list[str]]:
+    """Items from every row; without an id field a row's id is its index in the split."""
+    class_names = _class_names(dataset, fields.answer)
+    items: list[Item] = []
+    wheres: list[str] = []
+    rows: Iterable[dict[str, Any]] = dataset
+    for i, row in enumerate(rows):
+        where = f"{shown} row {i}"
+        items.append(
+            row_to_item(
+                row,
+                fields,
+                default_id=str(i),
+                where=where,
+                task=name,
+                class_names=class_names,
+            )
+        )
+        wheres.append(where)
+    return items, wheres
+
+
+def load_hf(
+    spec: str,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    prompt_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+    scorer: str | None = None,
+    pattern: str | None = None,
+) -> Task:
+    """A task from a Hugging Face data set, offline: a directory written by `save_to_disk`, a
+    directory of data files, or a data set already in the local cache. When the data set also
+    has a train split, 3 of its rows (chosen by `seed`) become the few-shot examples."""
+    datasets = _import_datasets()
+    name = name or f"hf:{spec}"
+    ds_name, config, split, local = parse_hf_ref(spec)
+    obj = _load_hf_object(datasets, ds_name, config, local)
+    dataset, chosen_split = _pick_split(obj, split, ds_name)
+    shown = ds_name if chosen_split is None else f"{ds_name} ({chosen_split})"
+    columns = list(dataset.column_names)
+    fields = resolve_fields(columns, f"hf dataset {shown}", prompt_field, answer_field, id_field)
+    items, wheres = _hf_items(dataset, fields, name, shown)
+    if not items:
+        raise UserError(f"hf dataset {shown!r} has no rows")
+    _check_unique_ids(items, wheres, shown)
+    fewshot: list[Item] = []
+    if hasattr(obj, "keys") and "train" in obj and chosen_split != "train":
+        train = obj["train"]
+        picks = sorted(random.Random(seed).sample(range(len(train)), min(N_FEWSHOT, len(train))))
+        try:
+            fewshot, _ = _hf_items(train.select(picks), fields, name, f"{ds_name} (train)")
+        except UserError:
+            fewshot = []  # a train split shaped unlike the test split gives no examples
+        for i, shot in enumerate(fewshot):
+            shot.id = f"shot-{i}"
+    description = f"{len(items)} items from hf dataset {shown}"
+    return _make_task(name, description, items, wheres, scorer, pattern, fewshot)

@@ -1,0 +1,229 @@
+"""Scorers: find the answer in a model's output and compare it with the item's reference."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from tradeoff.errors import UserError
+from tradeoff.tasks.base import Scorer
+from tradeoff.types import Item
+
+SCORER_NAMES = ("numeric", "choice", "exact", "contains", "regex")
+LETTERS = "ABCDEFGHIJ"
+
+# A number as models and GSM8K write it: "-3", "$1,234.50", "0.5", ".5". A minus sign counts only
+# where it cannot be a binary minus ("10-3" holds 10 and 3), and a trailing "." is a full stop.
+_NUMBER = re.compile(
+    r"(?<![\w.])(?:(?<![\w)])-)?\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+    r"|(?:(?<![\w)])-)?(?<!\d)\.\d+"
+)
+_BARE_NUMBER = re.compile(r"\s*[-\u2212]?\s*\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*%?\s*")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
+_PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
+_ANSWER_PREFIX = re.compile(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", re.IGNORECASE)
+
+
+def normalize(text: str) -> str:
+    """Lowercase, drop accents, punctuation and the articles a/an/the, collapse whitespace."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = text.translate(_PUNCT_TO_SPACE).translate(_PUNCT_DELETE)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def alternatives(reference: str) -> list[str]:
+    """The acceptable answers in a reference written as "USA|United States", normalized."""
+    return [n for n in (normalize(part) for part in reference.split("|")) if n]
+
+
+def canonical_number(text: str) -> str | None:
+    """'1,234' -> '1234', '$3.50' -> '3.5', '-0' -> '0'; None when `text` is no number."""
+    cleaned = text.replace("\u2212", "-").replace(",", "").replace("$", "").replace(" ", "")
+    cleaned = cleaned.rstrip("%")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def reference_number(reference: str) -> str | None:
+    """The number a reference stands for: GSM8K style "...\\n#### 42", or a bare number."""
+    if "####" in reference:
+        found = _NUMBER.search(reference.rsplit("####", 1)[1].replace("\u2212", "-"))
+        return canonical_number(found.group()) if found else None
+    if _BARE_NUMBER.fullmatch(reference):
+        return canonical_number(reference)
+    return None
+
+
+@dataclass(frozen=True)
+class NumericScorer:
+    """The last number in the output (or the one after "####"), compared within 1e-6 relative."""
+
+    name: str = "numeric"
+
+    def parse(self, output: str) -> str | None:
+        text = output.replace("\u2212", "-")
+        if "####" in text:
+            # Models trained on GSM8K mark their final answer the way its references do.
+            found = _NUMBER.search(text.rsplit("####", 1)[1])
+            if found:
+                return canonical_number(found.group())
+        numbers = _NUMBER.findall(text)
+        return canonical_number(numbers[-1]) if numbers else None
+
+    def score(self, output: str, item: Item) -> float:
+        expected = reference_number(item.reference)
+        got = self.parse(output)
+        if expected is None or got is None:
+            return 0.0
+        a, b = float(expected), float(got)
+        return 1.0 if math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) else 0.0
+
+
+@dataclass(frozen=True)
+class ChoiceScorer:
+    """The letter of a multiple-choice option, from "B", "(b)", "B) Paris", "The answer is B."."""
+
+    name: str = "choice"
+    letters: str = LETTERS  # the options' letters; "ABCD" for four options
+
+    def parse(self, output: str) -> str | None:
+        text = output.replace("*", "").strip()  # markdown bold: "**B**"
+        letters = self.letters
+        lower = letters.lower()
+        # 1. An explicit statement: "the answer is B", "Answer: (c)", then "correct option is D".
+        for keyword in ("answer", "option|choice"):
+            for m in re.finditer(
+                rf"\b(?:{keyword})\s*(?:is|would\s+be|should\s+be|must\s+be|=|-)?\s*:?\s*"
+                rf"(?:option\s+|letter\s+)?\(?([{letters}{lower}])\b\)?",
+                text,
+                re.IGNORECASE,
+            ):
+                letter = m.group(1)
+                # "the answer is a cat": an article, not option A.
+                if letter.isupper() or not re.match(r"\s*[a-z]", text[m.end() :]):
+                    return letter.upper()
+        # 2. The output starts with the letter: "B", "(B)", "B)", "B. Paris", "b".
+        start = re.match(rf"\(?([{letters}{lower}])\)?(?=[).:,]|\s*$|\s*\n|\s+[^a-z\s])", text)
+        if start and (start.group(1).isupper() or re.fullmatch(r"\(?[a-j]\)?[.)]?", text)):
+            return start.group(1).upper()
+        # 3. The first standalone capital letter, skipping "A" and "I" used as words ("I think").
+        for m in re.finditer(rf"(?<![\w'])\(?([{letters}])\)?(?![\w'])", text):
+            if m.group(1) in "AI" and re.match(r"\s+[a-z]", text[m.end() :]):
+                continue
+            return m.group(1)
+        return None
+
+    def score(self, output: str, item: Item) -> float:
+        return 1.0 if self.parse(output) == item.reference.strip().upper() else 0.0
+
+
+def first_line(output: str) -> str:
+    """The first non-empty line, without a leading "Answer:"."""
+    for line in output.splitlines():
+        if line.strip():
+            return _ANSWER_PREFIX.sub("", line).strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class ExactScorer:
+    """The first non-empty line of the output equals one of the reference's alternatives,
+    after normalization."""
+
+    name: str = "exact"
+
+    def parse(self, output: str) -> str | None:
+        return normalize(first_line(output)) or None
+
+    def score(self, output: str, item: Item) -> float:
+        got = self.parse(output)
+        return 1.0 if got is not None and got in alternatives(item.reference) else 0.0
+
+
+@dataclass(frozen=True)
+class ContainsScorer:
+    """One of the reference's alternatives appears as whole words near the start of the output,
+    for short factual questions answered by chatty models."""
+
+    name: str = "contains"
+    window: int = 200  # characters of the output searched; the answer comes first or not at all
+
+    def parse(self, output: str) -> str | None:
+        return normalize(first_line(output))[: self.window] or None
+
+    def score(self, output: str, item: Item) -> float:
+        haystack = f" {normalize(output[: self.window])} "
+        found = any(f" {alt} " in haystack for alt in alternatives(item.reference))
+        return 1.0 if found else 0.0
+
+
+@dataclass(frozen=True)
+class RegexScorer:
+    """The first match of a user pattern's group in the output, compared (normalized) with the
+    reference's alternatives."""
+
+    pattern: str
+    name: str = "regex"
+    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as e:
+            raise UserError(
+                f"regex pattern {self.pattern!r} does not compile ({e}); "
+                "give a Python regular expression with one group, e.g. 'Answer: (\\w+)'"
+            ) from None
+        if compiled.groups < 1:
+            raise UserError(
+                f"regex pattern {self.pattern!r} has no group; put the answer in parentheses, "
+                "e.g. 'Answer: (\\w+)'"
+            )
+        object.__setattr__(self, "_compiled", compiled)
+
+    def parse(self, output: str) -> str | None:
+        m = self._compiled.search(output)
+        if m is None or m.group(1) is None:
+            return None
+        return normalize(m.group(1)) or None
+
+    def score(self, output: str, item: Item) -> float:
+        got = self.parse(output)
+        return 1.0 if got is not None and got in alternatives(item.reference) else 0.0
+
+
+def make_scorer(name: str, pattern: str | None = None) -> Scorer:
+    """The scorer called `name`; `pattern` (one group) is for the regex scorer and only it."""
+    if name not in SCORER_NAMES:
+        raise UserError(f"scorer {name!r} is not known; scorers: {', '.join(SCORER_NAMES)}")
+    if name == "regex":
+        if not pattern:
+            raise UserError(
+                "the regex scorer needs a pattern with one group, e.g. --pattern 'Answer: (\\w+)'"
+            )
+        return RegexScorer(pattern)
+    if pattern:
+        raise UserError(
+            f"a pattern applies only to the regex scorer, not to {name!r}; "
+            "use --scorer regex with it, or drop it"
+        )
+    scorers: dict[str, Scorer] = {
+        "numeric": NumericScorer(),
+        "choice": ChoiceScorer(),
+        "exact": ExactScorer(),
+        "contains": ContainsScorer(),
+    }
+    return scorers[name]

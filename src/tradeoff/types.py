@@ -1,0 +1,157 @@
+"""The plain data that crosses tradeoff's seams: items, requests to engines, what engines return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+PromptMode = Literal["chat", "completion"]
+
+
+@dataclass
+class Item:
+    """One query of a task: the prompt, the reference answer, and free-form metadata."""
+
+    id: str
+    prompt: Prompt
+    reference: str
+    task: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    """One call to one engine. Exactly one of `messages` (chat) or `prompt` (completion) is set."""
+
+    messages: list[Message] | None = None
+    prompt: str | None = None
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    # Ask for the log-probability of each generated token and the entropy of the distribution it
+    # was drawn from (nats). Engines that cannot give them leave the lists empty.
+    logprobs: bool = False
+
+    @property
+    def mode(self) -> PromptMode:
+        return "chat" if self.messages is not None else "completion"
+
+
+@dataclass
+class Generation:
+    """What one engine call produced, with timings on the `time.perf_counter()` clock."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    t_start: float
+    t_first: float | None
+    t_end: float
+    finish_reason: str = "stop"
+    mode: PromptMode = "chat"
+    # Time at which each output token (or stream chunk) arrived.
+    token_times: list[float] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    token_entropies: list[float] = field(default_factory=list)
+    # "exact" when the engine tokenized; "usage" when the server reported; "chunks" when counted
+    # from stream chunks.
+    token_count_source: str = "exact"
+    error: str | None = None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.t_first is None else self.t_first - self.t_start
+
+    @property
+    def e2e_s(self) -> float:
+        return self.t_end - self.t_start
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """Output tokens after the first, divided by the time after the first token."""
+        if self.t_first is None or self.output_tokens < 2 or self.t_end <= self.t_first:
+            return None
+        return (self.output_tokens - 1) / (self.t_end - self.t_first)
+
+    @property
+    def itl_s(self) -> float | None:
+        """Mean inter-token (or inter-chunk) latency."""
+        if len(self.token_times) < 2:
+            return None
+        return (self.token_times[-1] - self.token_times[0]) / (len(self.token_times) - 1)
+
+
+@dataclass
+class Call:
+    """One engine call made by a strategy, with its measured and analytic costs."""
+
+    model: str
+    generation: Generation
+    energy_j: float | None = None
+    energy_source: str | None = None
+    energy_missing: str | None = None
+    flops: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        g = self.generation
+        return {
+            "model": self.model,
+            "mode": g.mode,
+            "input_tokens": g.input_tokens,
+            "output_tokens": g.output_tokens,
+            "token_count_source": g.token_count_source,
+            "ttft_s": g.ttft_s,
+            "e2e_s": g.e2e_s,
+            "itl_s": g.itl_s,
+            "finish_reason": g.finish_reason,
+            "energy_j": self.energy_j,
+            "energy_source": self.energy_source,
+            "energy_missing": self.energy_missing,
+            "flops": self.flops,
+            "error": g.error,
+        }
+
+
+@dataclass
+class Outcome:
+    """A strategy's answer to one item, and every engine call it made to get there."""
+
+    output: str
+    calls: list[Call]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error(self) -> str | None:
+        errors = [c.generation.error for c in self.calls if c.generation.error]
+        return errors[-1] if errors and not self.output else None
+
+
+@dataclass
+class Record:
+    """One (configuration x item x sample) outcome with its costs: the unit of the run store."""
+
+    config_id: str
+    task: str
+    item_id: str
+    sample: int
+    output: str
+    score: float | None
+    parsed: str | None
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    ttft_s: float | None
+    e2e_s: float
+    itl_s: float | None
+    decode_tps: float | None
+    energy_j: float | None
+    energy_source: str | None
+    energy_missing: str | None
+    flops: float | None
+    peak_rss_bytes: int | None
+    cost_usd: float | None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,100 @@
+"""The command line as a user meets it: real runs on the bundled model, and bad input that must
+give one clear line, exit code 2 and no traceback."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import free_port, run_cli
+
+
+def assert_user_error(result, *needles):
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--model", "smolm2", "--task", "arith"], ["'smolm2'", "smollm2-135m", "gguf:PATH"]),
+        (["--model", "smollm2-135m", "--task", "arth"], ["'arth'", "arith", "jsonl:PATH"]),
+        (["--model", "gguf:/no/such.gguf", "--task", "arith"], ["/no/such.gguf", "does not exist"]),
+        (["--model", "smollm2-135m", "--task", "jsonl:/no/such.jsonl"], ["/no/such.jsonl"]),
+        (["--model", "openai:http://127.0.0.1:{port}/v1#m", "--task", "arith"], ["unreachable"]),
+    ],
+)
+def test_bad_references(tmp_path, args, needles):
+    args = [a.replace("{port}", str(free_port())) for a in args]
+    out = tmp_path / "run"
+    result = run_cli("profile", *args, "--out", str(out))
+    assert_user_error(result, *needles)
+    assert not out.exists(), "a failed start must not leave a run directory behind"
+
+
+def test_bad_spec_files(tmp_path):
+    assert_user_error(run_cli("profile", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")),
+                      "does not exist")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: {small: smollm2-135m\ntasks: [arith]\n")
+    assert_user_error(run_cli("profile", str(bad), "--out", str(tmp_path / "o")), "malformed YAML")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("models: {small: smollm2-135m}\ntasks: [arith]\nlimt: 3\n")
+    assert_user_error(run_cli("profile", str(unknown), "--out", str(tmp_path / "o")),
+                      "unknown field 'limt'", "limit")
+
+
+def test_jsonl_line_without_field_names_the_line(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')
+    result = run_cli("profile", "--model", "smollm2-135m", "--task", f"jsonl:{data}",
+                     "--out", str(tmp_path / "o"))
+    assert_user_error(result, "line 2", "answer")
+
+
+def test_missing_out_and_missing_run(tmp_path):
+    assert_user_error(run_cli("profile", "--model", "smollm2-135m", "--task", "arith"), "--out")
+    assert_user_error(run_cli("report", str(tmp_path)), "holds no tradeoff run")
+    assert_user_error(run_cli("profile", "--resume", str(tmp_path)), "holds no tradeoff run")
+
+
+def test_listings_as_json():
+    models = json.loads(run_cli("models", "--format", "json").stdout)
+    assert {m["name"] for m in models} == {"smollm2-135m", "gemma3-270m"}
+    assert all(m["available"] for m in models)
+    tasks = json.loads(run_cli("tasks", "--format", "json").stdout)
+    assert {"arith", "choice", "facts"} <= {t["name"] for t in tasks}
+    assert all(t["n_items"] >= 50 for t in tasks)
+
+
+def test_profile_then_report_in_every_format(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--task", "facts",
+                     "--limit", "3", "--max-tokens", "16", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "smollm2-135m" in result.stdout and "accuracy" in result.stdout
+    again = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--out", str(out))
+    assert_user_error(again, "already holds a run", "--resume")
+
+    summary = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    assert len(summary) == 1
+    row = summary[0]
+    assert row["config"] == "smollm2-135m" and row["n"] == 6
+    assert 0.0 <= row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"] <= 1.0
+    assert row["output_tokens"] > 0 and row["gflops"] > 0 and row["errors"] == 0
+    assert row["energy_j"] is not None or row["energy_missing"]
+
+    records = run_cli("report", str(out), "--records", "--format", "csv", "--output",
+                      str(tmp_path / "r.csv"))
+    assert records.returncode == 0, records.stderr
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert len(df) == 6 and set(df["task"]) == {"arith", "facts"}
+    assert (df["output_tokens"] <= 16).all()
+
+    parquet = run_cli("report", str(out), "--format", "parquet")
+    assert parquet.returncode == 0, parquet.stderr
+    assert len(pd.read_parquet(out / "summary.parquet")) == 1

@@ -1,0 +1,46 @@
+"""Energy meters. RAPL is read from a directory laid out like /sys/class/powercap that the test
+writes: this VM has no RAPL, so the real files cannot be read here."""
+
+from pathlib import Path
+
+from tradeoff.meters.energy import POWERCAP_ROOT, find_energy_meter, rapl_meter
+
+
+def _domain(root: Path, name: str, energy_uj: int, max_uj: int = 1000) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "energy_uj").write_text(f"{energy_uj}\n")
+    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    return d
+
+
+def test_rapl_sums_package_domains_and_handles_wraparound(tmp_path):
+    pkg0 = _domain(tmp_path, "intel-rapl:0", 900)
+    pkg1 = _domain(tmp_path, "intel-rapl:1", 100)
+    _domain(tmp_path, "intel-rapl:0:0", 5)  # a sub-domain (core): counted inside its package
+    meter, why = rapl_meter(tmp_path)
+    assert meter is not None, why
+    assert meter.read_j() == 0.0
+    (pkg0 / "energy_uj").write_text("50\n")  # wrapped: 900 -> 1000 -> 50 is 151 uJ
+    (pkg1 / "energy_uj").write_text("300\n")  # +200 uJ
+    assert abs(meter.read_j() - 351e-6) < 1e-12
+    (pkg1 / "energy_uj").write_text("400\n")
+    assert abs(meter.read_j() - 451e-6) < 1e-12
+
+
+def test_rapl_missing_root_gives_reason(tmp_path):
+    meter, why = rapl_meter(tmp_path / "absent")
+    assert meter is None and "does not exist" in why
+
+
+def test_rapl_without_packages_gives_reason(tmp_path):
+    meter, why = rapl_meter(tmp_path)
+    assert meter is None and "no RAPL package domains" in why
+
+
+def test_find_energy_meter_on_this_machine_says_why_when_missing():
+    meter, why = find_energy_meter()
+    if not POWERCAP_ROOT.is_dir():
+        assert meter is None or meter.source == "nvml"
+        if meter is None:
+            assert "RAPL" in why and "NVML" in why

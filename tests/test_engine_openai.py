@@ -1,0 +1,202 @@
+"""OpenAIEngine against a real HTTP server on loopback: benchmarks/fast_server.py, a canned
+streaming server (no model) that answers max_tokens words, one SSE chunk each."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tradeoff.engines.openai import OpenAIEngine, api_root, topk_entropy
+from tradeoff.errors import UserError
+from tradeoff.types import Generation, Request
+
+SERVER = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_server.py"
+# The server's canned answer and its top-5 probabilities for every token.
+WORDS = ["The", " answer", " is", " 42", ".", " Next"]
+TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
+CHAT = [{"role": "user", "content": "What is six times seven?"}]
+
+
+def _start(*flags: str) -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", *flags],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()  # printed once the socket accepts connections
+    assert line.startswith("listening on "), line
+    try:
+        yield line.removeprefix("listening on ")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    yield from _start()
+
+
+@pytest.fixture(scope="module")
+def url_no_usage() -> Iterator[str]:
+    yield from _start("--no-usage")
+
+
+@pytest.fixture(scope="module")
+def url_slow() -> Iterator[str]:
+    yield from _start("--delay-ms", "3")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def generate(engine: OpenAIEngine, request: Request) -> Generation:
+    async def go() -> Generation:
+        try:
+            return await engine.agenerate(request)
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(go())
+
+
+def test_chat_stream_text_counts_and_timings(url: str) -> None:
+    g = generate(OpenAIEngine(url, "any-name"), Request(messages=CHAT, max_tokens=4))
+    assert g.error is None
+    assert g.text == "The answer is 42"
+    assert (g.mode, g.finish_reason) == ("chat", "length")
+    assert (g.output_tokens, g.input_tokens, g.token_count_source) == (4, 5, "usage")
+    assert len(g.token_times) == 4
+    assert g.t_first is not None and g.t_start < g.t_first <= g.t_end
+    assert g.token_times[0] == g.t_first
+    assert g.ttft_s is not None and g.ttft_s <= g.e2e_s
+
+
+def test_completion_stream(url: str) -> None:
+    g = generate(OpenAIEngine(url, "fast", prompt_mode="completion"),
+                 Request(prompt="Q: 6*7? A:", max_tokens=3))
+    assert g.error is None
+    assert (g.text, g.mode, g.output_tokens, g.token_count_source) == (
+        "The answer is", "completion", 3, "usage")
+
+
+def test_token_times_follow_a_slow_stream(url_slow: str) -> None:
+    g = generate(OpenAIEngine(url_slow, "fast"), Request(messages=CHAT, max_tokens=6))
+    assert g.error is None and g.text == "".join(WORDS)
+    times = g.token_times
+    assert len(times) == 6
+    assert all(a < b for a, b in zip(times, times[1:], strict=False))
+    assert g.itl_s is not None and g.itl_s >= 0.002  # the server sleeps 3 ms before each chunk
+    assert g.ttft_s is not None and g.ttft_s < g.e2e_s
+
+
+def test_counts_chunks_when_server_sends_no_usage(url_no_usage: str) -> None:
+    g = generate(OpenAIEngine(url_no_usage, "fast"), Request(messages=CHAT, max_tokens=5))
+    assert g.error is None
+    assert (g.output_tokens, g.input_tokens, g.token_count_source) == (
+        5, 0, "chunks; input unknown")
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_logprobs_and_topk_entropies(url_no_usage: str, chat: bool) -> None:
+    request = (Request(messages=CHAT, max_tokens=3, logprobs=True) if chat
+               else Request(prompt="Q:", max_tokens=3, logprobs=True))
+    g = generate(OpenAIEngine(url_no_usage, "fast"), request)
+    assert g.error is None
+    assert g.token_logprobs == pytest.approx([math.log(0.6)] * 3)
+    # The five listed tokens plus the remaining 0.1 of probability as one outcome.
+    expected = -sum(p * math.log(p) for p in TOP_PROBS) - 0.1 * math.log(0.1)
+    assert g.token_entropies == pytest.approx([expected] * 3)
+    assert (g.output_tokens, g.token_count_source) == (3, "logprobs; input unknown")
+
+
+def test_topk_entropy_is_exact_for_a_complete_distribution() -> None:
+    assert topk_entropy([math.log(0.5), math.log(0.5)]) == pytest.approx(math.log(2))
+    assert topk_entropy([0.0]) == pytest.approx(0.0)
+
+
+def test_http_500_is_an_error_not_an_exception(url: str) -> None:
+    g = generate(OpenAIEngine(url, "fail-500"), Request(messages=CHAT, max_tokens=4))
+    assert g.error is not None and g.error.startswith("HTTP 500: ")
+    assert "fake failure for tests" in g.error and "\n" not in g.error
+    assert (g.text, g.t_first, g.finish_reason) == ("", None, "error")
+
+
+@pytest.mark.parametrize("model", ["fail-garbage", "fail-drop"])
+def test_broken_stream_keeps_partial_text(url: str, model: str) -> None:
+    g = generate(OpenAIEngine(url, model), Request(messages=CHAT, max_tokens=8))
+    assert g.error is not None and "\n" not in g.error
+    assert g.text == "The answer"
+    assert len(g.token_times) == 2
+
+
+def test_timeout_is_an_error(url: str) -> None:
+    g = generate(OpenAIEngine(url, "hang", timeout_s=0.3), Request(messages=CHAT))
+    assert g.error == "timeout after 0.3 s (ReadTimeout)"
+    assert g.e2e_s >= 0.3
+
+
+def test_unreachable_server_is_an_error_for_generate() -> None:
+    engine = OpenAIEngine(f"http://127.0.0.1:{_closed_port()}/v1", "fast")
+    g = generate(engine, Request(messages=CHAT))
+    assert g.error is not None and g.error.startswith("ConnectError")
+
+
+def test_check_accepts_a_live_server_with_any_model_name(url: str) -> None:
+    engine = OpenAIEngine(url, "not-listed-by-the-server")
+    asyncio.run(engine.check())  # returns without raising
+
+
+def test_check_on_a_closed_port_raises_user_error() -> None:
+    engine = OpenAIEngine(f"http://127.0.0.1:{_closed_port()}/v1", "fast")
+    with pytest.raises(UserError) as caught:
+        asyncio.run(engine.check())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "is unreachable (ConnectError" in message and "start it or fix the URL" in message
+
+
+def test_check_names_the_status_of_a_wrong_url(url: str) -> None:
+    engine = OpenAIEngine(url + "/extra", "fast")
+    with pytest.raises(UserError, match="HTTP 404"):
+        asyncio.run(engine.check())
+
+
+def test_twenty_concurrent_requests_over_four_connections(url: str) -> None:
+    engine = OpenAIEngine(url, "fast", max_connections=4)
+
+    async def go() -> list[Generation]:
+        try:
+            return await asyncio.gather(*(
+                engine.agenerate(Request(messages=CHAT, max_tokens=1 + i % 7)) for i in range(20)))
+        finally:
+            await engine.aclose()
+
+    results = asyncio.run(go())
+    assert [g.error for g in results] == [None] * 20
+    assert [g.output_tokens for g in results] == [1 + i % 7 for i in range(20)]
+
+
+def test_engine_survives_a_new_event_loop(url: str) -> None:
+    engine = OpenAIEngine(url, "fast")
+    asyncio.run(engine.check())
+    first = asyncio.run(engine.agenerate(Request(messages=CHAT, max_tokens=2)))
+    second = generate(engine, Request(messages=CHAT, max_tokens=2))
+    assert (first.error, second.error) == (None, None)
+
+
+def test_base_url_with_or_without_v1() -> None:
+    roots = {api_root(u) for u in ("http://h:8000/v1", "http://h:8000/v1/", "http://h:8000")}
+    assert roots == {"http://h:8000"}
+    engine = OpenAIEngine("http://h:8000/v1", "m")
+    assert (engine.info.ref, engine.info.kind, engine.info.in_process) == (
+        "openai:http://h:8000/v1#m", "openai", False)

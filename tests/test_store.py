@@ -1,0 +1,49 @@
+"""The SQLite run store: records unique per (configuration, item, sample), committed at once."""
+
+import sqlite3
+
+import pytest
+
+from tradeoff.errors import UserError
+from tradeoff.store import STORE_FILE, Store
+from tradeoff.types import Item, Record
+
+
+def record(item_id: str, sample: int = 0, score: float = 1.0) -> Record:
+    return Record(
+        config_id="c1", task="arith", item_id=item_id, sample=sample, output="4", score=score,
+        parsed="4", error=None, input_tokens=10, output_tokens=2, ttft_s=0.1, e2e_s=0.2,
+        itl_s=0.05, decode_tps=20.0, energy_j=None, energy_source=None,
+        energy_missing="no RAPL", flops=1e6, peak_rss_bytes=1, cost_usd=None,
+    )
+
+
+def test_records_are_unique_and_visible_to_another_connection(tmp_path):
+    store = Store.create(tmp_path / "run", {"x": 1}, {"host": "h"})
+    store.add_configs([("c1", "small", {"strategy": "single"})])
+    store.add_items([Item("a", "2+2?", "4", "arith")])
+    store.write_record(record("a"))
+    store.write_record(record("a"))  # the same key again replaces, never duplicates
+    store.write_record(record("a", sample=1))
+    # committed as written: a second connection sees them while the first is still open
+    other = sqlite3.connect(tmp_path / "run" / STORE_FILE)
+    assert other.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 2
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.done_keys() == {("c1", "arith", "a", 0), ("c1", "arith", "a", 1)}
+    df = store.records()
+    assert list(df["config"]) == ["small", "small"]
+    store.close()
+
+
+def test_create_refuses_an_existing_run_and_open_needs_one(tmp_path):
+    Store.create(tmp_path, {}, {}).close()
+    with pytest.raises(UserError, match="--resume"):
+        Store.create(tmp_path, {}, {})
+    with pytest.raises(UserError, match="holds no tradeoff run"):
+        Store.open(tmp_path / "elsewhere")
+
+
+def test_open_rejects_a_file_that_is_not_a_store(tmp_path):
+    (tmp_path / STORE_FILE).write_text("not sqlite at all" * 100)
+    with pytest.raises(UserError, match="not a readable tradeoff store"):
+        Store.open(tmp_path)

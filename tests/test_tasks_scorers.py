@@ -1,0 +1,191 @@
+"""Scorers: answers found the way models write them, and wrong answers not mistaken for right."""
+
+from __future__ import annotations
+
+import pytest
+
+from tradeoff.errors import UserError
+from tradeoff.tasks import make_scorer, normalize
+from tradeoff.tasks.scorers import ChoiceScorer
+from tradeoff.types import Item
+
+
+def item(reference: str) -> Item:
+    return Item(id="x", prompt="q", reference=reference, task="t")
+
+
+GSM8K_REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = 72.\n#### 72"
+
+
+@pytest.mark.parametrize(
+    ("output", "reference", "expected"),
+    [
+        ("The answer is 42.", "42", 1.0),
+        ("72", GSM8K_REF, 1.0),
+        ("She sold 48 + 24 = 72 clips.", GSM8K_REF, 1.0),
+        ("She sold 24 clips in May.", GSM8K_REF, 0.0),
+        ("The total is 1,234.", "#### 1,234", 1.0),
+        ("The total is 1234", "1,234", 1.0),
+        ("It costs $1,234.50 in all.", "1234.5", 1.0),
+        ("It is -7 degrees.", "-7", 1.0),
+        ("It is 7 degrees.", "-7", 0.0),
+        ("10-3=7", "7", 1.0),
+        ("First 3, then 5, so the answer is 8", "8", 1.0),
+        ("First 3, then 5, so the answer is 8", "5", 0.0),
+        ("3.50", "3.5", 1.0),
+        ("about .5", "0.5", 1.0),
+        ("The speed is 120km per hour", "120", 1.0),
+        ("0.3333331", "0.333333", 1.0),
+        ("0.3334", "0.333333", 0.0),
+        ("so 5 + 3 = 8\n#### 8\nNext question: 10", "8", 1.0),
+        ("I don't know", "4", 0.0),
+        ("4", "four", 0.0),  # a reference that is no number never scores
+        ("\u22125", "-5", 1.0),  # the Unicode minus sign
+    ],
+)
+def test_numeric_score(output: str, reference: str, expected: float) -> None:
+    assert make_scorer("numeric").score(output, item(reference)) == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "parsed"),
+    [
+        ("1,234.50", "1234.5"),
+        ("42.0", "42"),
+        ("-0", "0"),
+        ("The answer is $1,000,000.", "1000000"),
+        ("It was 3-4 hours", "4"),
+        ("x2 and y3", None),
+        ("no number", None),
+        ("50%", "50"),
+    ],
+)
+def test_numeric_parse_is_canonical(output: str, parsed: str | None) -> None:
+    assert make_scorer("numeric").parse(output) == parsed
+
+
+@pytest.mark.parametrize(
+    ("output", "letter"),
+    [
+        ("B", "B"),
+        ("(B)", "B"),
+        ("B)", "B"),
+        ("B. Paris", "B"),
+        ("b", "B"),
+        ("The answer is B.", "B"),
+        ("Answer: b", "B"),
+        ("answer: (c)", "C"),
+        ("**C**", "C"),
+        ("I think the answer is (D) because it is big.", "D"),
+        ("Option A is wrong; the answer is C.", "C"),
+        ("The correct option is D", "D"),
+        ("I think it's B", "B"),
+        ("A cat is an animal, so D.", "D"),
+        ("B because it is larger", "B"),
+        ("The answer is a cat", None),
+        ("Nothing to see here", None),
+        ("", None),
+    ],
+)
+def test_choice_parse(output: str, letter: str | None) -> None:
+    assert make_scorer("choice").parse(output) == letter
+
+
+def test_choice_letters_limit_the_options() -> None:
+    four = ChoiceScorer(letters="ABCD")
+    assert four.parse("E") is None
+    assert four.parse("I think it is C") == "C"
+    assert make_scorer("choice").parse("E") == "E"
+
+
+def test_choice_score() -> None:
+    scorer = make_scorer("choice")
+    assert scorer.score("The answer is C.", item("C")) == 1.0
+    assert scorer.score("The answer is C.", item("c")) == 1.0
+    assert scorer.score("The answer is B.", item("C")) == 0.0
+    assert scorer.score("no idea", item("C")) == 0.0
+
+
+def test_normalize() -> None:
+    assert normalize("  The U.S.A.! ") == "usa"
+    assert normalize("An Apple,  a PEAR") == "apple pear"
+    assert normalize("Brasília") == "brasilia"
+    assert normalize("thirty-two") == "thirty two"
+
+
+@pytest.mark.parametrize(
+    ("output", "reference", "expected"),
+    [
+        ("The United States.", "USA|United States", 1.0),
+        ("usa", "USA|United States", 1.0),
+        ("Paris\nIt is the capital of France.", "Paris", 1.0),
+        ("\n\nAnswer: Paris", "Paris", 1.0),
+        ("Paris is the capital", "Paris", 0.0),
+        ("London", "Paris", 0.0),
+        ("", "Paris", 0.0),
+    ],
+)
+def test_exact_score(output: str, reference: str, expected: float) -> None:
+    assert make_scorer("exact").score(output, item(reference)) == expected
+
+
+@pytest.mark.parametrize(
+    ("output", "reference", "expected"),
+    [
+        ("I believe it is Paris, France.", "Paris", 1.0),
+        ("Parisian food is good.", "Paris", 0.0),
+        ("It is the United States of America.", "USA|United States", 1.0),
+        ("The capital is Brasília.", "Brasilia", 1.0),
+        ("A spider has eight legs.", "8|eight", 1.0),
+        ("A spider has 6 legs.", "8|eight", 0.0),
+        ("x" * 300 + " Paris", "Paris", 0.0),  # past the first 200 characters
+        ("It is made of red blood cells.", "red blood cells|red", 1.0),
+    ],
+)
+def test_contains_score(output: str, reference: str, expected: float) -> None:
+    assert make_scorer("contains").score(output, item(reference)) == expected
+
+
+def test_contains_parse_is_the_normalized_first_line() -> None:
+    assert make_scorer("contains").parse("The Paris.\nmore") == "paris"
+    assert make_scorer("contains").parse("  \n ") is None
+
+
+def test_regex_scorer() -> None:
+    scorer = make_scorer("regex", pattern=r"Answer: (\w+)")
+    assert scorer.name == "regex"
+    assert scorer.parse("thinking... Answer: Blue.") == "blue"
+    assert scorer.score("thinking... Answer: Blue.", item("blue|azure")) == 1.0
+    assert scorer.score("thinking... Answer: red", item("blue")) == 0.0
+    assert scorer.parse("no match here") is None
+    assert scorer.score("no match here", item("blue")) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern", "message"),
+    [
+        ("fuzzy", None, "scorers: numeric, choice, exact, contains, regex"),
+        ("regex", None, "needs a pattern"),
+        ("regex", "Answer: \\w+", "has no group"),
+        ("regex", "Answer: (", "does not compile"),
+        ("numeric", "(\\d+)", "only to the regex scorer"),
+    ],
+)
+def test_make_scorer_errors(name: str, pattern: str | None, message: str) -> None:
+    with pytest.raises(UserError, match=message) as err:
+        make_scorer(name, pattern)
+    assert "\n" not in str(err.value)
+
+
+def test_scores_stay_in_unit_interval() -> None:
+    outputs = ["", "42", "B", "Paris", "-1e400", "\n\n\n", "Answer: x" * 50]
+    for name, pattern in [
+        ("numeric", None),
+        ("choice", None),
+        ("exact", None),
+        ("contains", None),
+        ("regex", r"Answer: (\w+)"),
+    ]:
+        scorer = make_scorer(name, pattern)
+        for out in outputs:
+            assert 0.0 <= scorer.score(out, item("42")) <= 1.0
