@@ -31,7 +31,9 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     """Start fast_server.py on a free port; return the process and its base URL."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "fast_server.py"), "--port", "0", *extra],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
@@ -40,10 +42,12 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, line.removeprefix("listening on ")
 
 
-async def drive(engine: OpenAIEngine, requests: int, concurrency: int,
-                max_tokens: int) -> tuple[list[Generation], float, float]:
-    request = Request(messages=[{"role": "user", "content": "What is 6 times 7?"}],
-                      max_tokens=max_tokens)
+async def drive(
+    engine: OpenAIEngine, requests: int, concurrency: int, max_tokens: int
+) -> tuple[list[Generation], float, float]:
+    request = Request(
+        messages=[{"role": "user", "content": "What is 6 times 7?"}], max_tokens=max_tokens
+    )
     # Warm the connection pool so the figures are for the steady state.
     await asyncio.gather(*(engine.agenerate(request) for _ in range(concurrency)))
     results: list[Generation] = []
@@ -78,7 +82,8 @@ def main() -> None:
     try:
         engine = OpenAIEngine(url, "fast", max_connections=max(256, args.concurrency))
         results, wall, cpu = asyncio.run(
-            drive(engine, args.requests, args.concurrency, args.max_tokens))
+            drive(engine, args.requests, args.concurrency, args.max_tokens)
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -98,7 +103,7 @@ def main() -> None:
 | measure | value |
 |---|---|
 | requests (concurrency) | {len(results)} ({args.concurrency}), {args.max_tokens} tokens each |
-| errors | {len(errors)}{f' (first: {errors[0]})' if errors else ''} |
+| errors | {len(errors)}{f" (first: {errors[0]})" if errors else ""} |
 | throughput | {len(results) / wall:,.0f} requests/s (wall {wall:.2f} s) |
 | e2e latency (client clock) | mean {mean_ms:.2f} ms, p50 {p50_ms:.2f} ms, p99 {p99_ms:.2f} ms |
 | time to first token | p50 {1000 * percentile(ttfts, 0.5):.2f} ms |

@@ -10,6 +10,8 @@ Model names with special behaviour (for tests of error paths):
     fail-500      answers HTTP 500 with a JSON error body
     fail-garbage  sends two good chunks, then a data line that is not JSON
     fail-drop     sends two good chunks, then closes the connection mid-stream
+    fail-cut      sends two good chunks and [DONE], then closes without ending the body (as
+                  llama-cpp-python's server does to a stream when another request arrives)
     hang          reads the request and never answers
 """
 
@@ -73,14 +75,20 @@ def _alternatives(word: str) -> list[tuple[str, float]]:
 
 def _chat_logprobs(word: str) -> dict[str, Any]:
     top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in _alternatives(word)]
-    return {"content": [{"token": word, "logprob": math.log(TOP_PROBS[0]), "bytes": None,
-                         "top_logprobs": top}]}
+    return {
+        "content": [
+            {"token": word, "logprob": math.log(TOP_PROBS[0]), "bytes": None, "top_logprobs": top}
+        ]
+    }
 
 
 def _completion_logprobs(word: str) -> dict[str, Any]:
-    return {"tokens": [word], "token_logprobs": [math.log(TOP_PROBS[0])],
-            "top_logprobs": [dict(_alternatives(word))],
-            "text_offset": [0]}
+    return {
+        "tokens": [word],
+        "token_logprobs": [math.log(TOP_PROBS[0])],
+        "top_logprobs": [dict(_alternatives(word))],
+        "text_offset": [0],
+    }
 
 
 def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list[bytes]:
@@ -93,9 +101,23 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     obj = "chat.completion.chunk" if chat else "text_completion"
     events = []
     if chat:
-        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
-                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                         "finish_reason": None}]}))
+        events.append(
+            _sse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
+        )
     for i in range(n):
         word = WORDS[i % len(WORDS)]
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if i == n - 1 else None}
@@ -105,14 +127,27 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         else:
             choice["text"] = word
             choice["logprobs"] = _completion_logprobs(word) if want_logprobs else None
-        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
-                            "choices": [choice]}))
+        events.append(
+            _sse(
+                {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
+            )
+        )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:
         prompt = _prompt_tokens(body)
         usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
-        events.append(_sse({"id": rid, "object": obj, "created": created, "model": model,
-                            "choices": [], "usage": usage}))
+        events.append(
+            _sse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        )
     events.append(_http_chunk(b"data: [DONE]\n\n"))
     events.append(b"0\r\n\r\n")
     return events
@@ -128,22 +163,33 @@ def _whole_answer(body: dict[str, Any], chat: bool) -> dict[str, Any]:
         choice["message"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
-    return {"id": "fast", "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": str(body.get("model", "fast")),
-            "choices": [choice],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}}
+    return {
+        "id": "fast",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": str(body.get("model", "fast")),
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n},
+    }
 
 
-async def _answer(path: str, method: str, body: dict[str, Any], writer: asyncio.StreamWriter,
-                  settings: Settings, keep_alive: bool) -> bool:
+async def _answer(
+    path: str,
+    method: str,
+    body: dict[str, Any],
+    writer: asyncio.StreamWriter,
+    settings: Settings,
+    keep_alive: bool,
+) -> bool:
     """Write one response. Returns False when the connection must be closed afterwards."""
     if method == "GET" and path == "/v1/models":
         models = {"object": "list", "data": [{"id": "fast", "object": "model", "owned_by": "fast"}]}
         writer.write(_json_response("200 OK", models, keep_alive))
         return keep_alive
     if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions"):
-        writer.write(_json_response("404 Not Found", {"error": {"message": f"no route {path}"}},
-                                    keep_alive))
+        writer.write(
+            _json_response("404 Not Found", {"error": {"message": f"no route {path}"}}, keep_alive)
+        )
         return keep_alive
     model = body.get("model")
     if model == "fail-500":
@@ -159,11 +205,13 @@ async def _answer(path: str, method: str, body: dict[str, Any], writer: asyncio.
         return keep_alive
     events = _stream_events(body, chat, settings)
     writer.write(_response_head("200 OK", "text/event-stream", None, keep_alive))
-    if model in ("fail-garbage", "fail-drop"):
+    if model in ("fail-garbage", "fail-drop", "fail-cut"):
         first_two = 3 if chat else 2  # a chat stream opens with a role-only chunk
         writer.write(b"".join(events[:first_two]))
         if model == "fail-garbage":
             writer.write(_http_chunk(b"data: {not json\n\n") + b"0\r\n\r\n")
+        elif model == "fail-cut":
+            writer.write(_http_chunk(b"data: [DONE]\n\n"))
         await writer.drain()
         return False
     if settings.delay_s <= 0:
@@ -176,8 +224,9 @@ async def _answer(path: str, method: str, body: dict[str, Any], writer: asyncio.
     return keep_alive
 
 
-async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            settings: Settings) -> None:
+async def _serve_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, settings: Settings
+) -> None:
     try:
         while True:
             try:
@@ -207,7 +256,8 @@ async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
 
 async def serve(host: str, port: int, settings: Settings) -> None:
     server = await asyncio.start_server(
-        lambda r, w: _serve_connection(r, w, settings), host, port, backlog=4096)
+        lambda r, w: _serve_connection(r, w, settings), host, port, backlog=4096
+    )
     bound = server.sockets[0].getsockname()[1]
     print(f"listening on http://{host}:{bound}/v1", flush=True)
     async with server:
@@ -219,8 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep before each chunk")
-    parser.add_argument("--no-usage", action="store_true",
-                        help="never send a usage chunk (as llama-cpp-python's server)")
+    parser.add_argument(
+        "--no-usage",
+        action="store_true",
+        help="never send a usage chunk (as llama-cpp-python's server)",
+    )
     args = parser.parse_args(argv)
     settings = Settings(delay_s=args.delay_ms / 1000.0, usage=not args.no_usage)
     try:

@@ -13,12 +13,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600, **kw
+) -> subprocess.CompletedProcess:
     """Run `python -m tradeoff ARGS` in a fresh process, as a user would."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "tradeoff", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, **kw,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        **kw,
     )
 
 

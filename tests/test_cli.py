@@ -5,7 +5,6 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import free_port, run_cli
 
 
@@ -37,22 +36,34 @@ def test_bad_references(tmp_path, args, needles):
 
 
 def test_bad_spec_files(tmp_path):
-    assert_user_error(run_cli("profile", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")),
-                      "does not exist")
+    assert_user_error(
+        run_cli("profile", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")),
+        "does not exist",
+    )
     bad = tmp_path / "bad.yaml"
     bad.write_text("models: {small: smollm2-135m\ntasks: [arith]\n")
     assert_user_error(run_cli("profile", str(bad), "--out", str(tmp_path / "o")), "malformed YAML")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("models: {small: smollm2-135m}\ntasks: [arith]\nlimt: 3\n")
-    assert_user_error(run_cli("profile", str(unknown), "--out", str(tmp_path / "o")),
-                      "unknown field 'limt'", "limit")
+    assert_user_error(
+        run_cli("profile", str(unknown), "--out", str(tmp_path / "o")),
+        "unknown field 'limt'",
+        "limit",
+    )
 
 
 def test_jsonl_line_without_field_names_the_line(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')
-    result = run_cli("profile", "--model", "smollm2-135m", "--task", f"jsonl:{data}",
-                     "--out", str(tmp_path / "o"))
+    result = run_cli(
+        "profile",
+        "--model",
+        "smollm2-135m",
+        "--task",
+        f"jsonl:{data}",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert_user_error(result, "line 2", "answer")
 
 
@@ -73,8 +84,21 @@ def test_listings_as_json():
 
 def test_profile_then_report_in_every_format(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--task", "facts",
-                     "--limit", "3", "--max-tokens", "16", "--out", str(out))
+    result = run_cli(
+        "profile",
+        "--model",
+        "smollm2-135m",
+        "--task",
+        "arith",
+        "--task",
+        "facts",
+        "--limit",
+        "3",
+        "--max-tokens",
+        "16",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "smollm2-135m" in result.stdout and "accuracy" in result.stdout
     again = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--out", str(out))
@@ -88,8 +112,9 @@ def test_profile_then_report_in_every_format(tmp_path):
     assert row["output_tokens"] > 0 and row["gflops"] > 0 and row["errors"] == 0
     assert row["energy_j"] is not None or row["energy_missing"]
 
-    records = run_cli("report", str(out), "--records", "--format", "csv", "--output",
-                      str(tmp_path / "r.csv"))
+    records = run_cli(
+        "report", str(out), "--records", "--format", "csv", "--output", str(tmp_path / "r.csv")
+    )
     assert records.returncode == 0, records.stderr
     df = pd.read_csv(tmp_path / "r.csv")
     assert len(df) == 6 and set(df["task"]) == {"arith", "facts"}

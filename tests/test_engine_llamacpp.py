@@ -21,8 +21,9 @@ def test_chat_generation_counts_and_times_every_token(smollm):
 
 
 def test_max_tokens_caps_output(smollm):
-    g = smollm.generate(Request(messages=[{"role": "user", "content": "Tell me a long story."}],
-                                max_tokens=5))
+    g = smollm.generate(
+        Request(messages=[{"role": "user", "content": "Tell me a long story."}], max_tokens=5)
+    )
     assert g.output_tokens == 5 and g.finish_reason == "length"
 
 

@@ -25,8 +25,9 @@ CHAT = [{"role": "user", "content": "What is six times seven?"}]
 
 
 def _start(*flags: str) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", "0", *flags],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER), "--port", "0", *flags], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()  # printed once the socket accepts connections
     assert line.startswith("listening on "), line
@@ -82,11 +83,17 @@ def test_chat_stream_text_counts_and_timings(url: str) -> None:
 
 
 def test_completion_stream(url: str) -> None:
-    g = generate(OpenAIEngine(url, "fast", prompt_mode="completion"),
-                 Request(prompt="Q: 6*7? A:", max_tokens=3))
+    g = generate(
+        OpenAIEngine(url, "fast", prompt_mode="completion"),
+        Request(prompt="Q: 6*7? A:", max_tokens=3),
+    )
     assert g.error is None
     assert (g.text, g.mode, g.output_tokens, g.token_count_source) == (
-        "The answer is", "completion", 3, "usage")
+        "The answer is",
+        "completion",
+        3,
+        "usage",
+    )
 
 
 def test_token_times_follow_a_slow_stream(url_slow: str) -> None:
@@ -99,17 +106,29 @@ def test_token_times_follow_a_slow_stream(url_slow: str) -> None:
     assert g.ttft_s is not None and g.ttft_s < g.e2e_s
 
 
+def test_extra_body_reaches_the_server(url: str) -> None:
+    engine = OpenAIEngine(url, "fast", extra_body={"max_tokens": 2, "stream": False})
+    g = generate(engine, Request(messages=CHAT, max_tokens=6))
+    assert g.error is None and g.text == "The answer"  # still streamed, with 2 tokens
+
+
 def test_counts_chunks_when_server_sends_no_usage(url_no_usage: str) -> None:
     g = generate(OpenAIEngine(url_no_usage, "fast"), Request(messages=CHAT, max_tokens=5))
     assert g.error is None
     assert (g.output_tokens, g.input_tokens, g.token_count_source) == (
-        5, 0, "chunks; input unknown")
+        5,
+        None,
+        "chunks; input unknown",
+    )
 
 
 @pytest.mark.parametrize("chat", [True, False])
 def test_logprobs_and_topk_entropies(url_no_usage: str, chat: bool) -> None:
-    request = (Request(messages=CHAT, max_tokens=3, logprobs=True) if chat
-               else Request(prompt="Q:", max_tokens=3, logprobs=True))
+    request = (
+        Request(messages=CHAT, max_tokens=3, logprobs=True)
+        if chat
+        else Request(prompt="Q:", max_tokens=3, logprobs=True)
+    )
     g = generate(OpenAIEngine(url_no_usage, "fast"), request)
     assert g.error is None
     assert g.token_logprobs == pytest.approx([math.log(0.6)] * 3)
@@ -131,12 +150,17 @@ def test_http_500_is_an_error_not_an_exception(url: str) -> None:
     assert (g.text, g.t_first, g.finish_reason) == ("", None, "error")
 
 
-@pytest.mark.parametrize("model", ["fail-garbage", "fail-drop"])
+@pytest.mark.parametrize("model", ["fail-garbage", "fail-drop", "fail-cut"])
 def test_broken_stream_keeps_partial_text(url: str, model: str) -> None:
     g = generate(OpenAIEngine(url, model), Request(messages=CHAT, max_tokens=8))
     assert g.error is not None and "\n" not in g.error
     assert g.text == "The answer"
     assert len(g.token_times) == 2
+
+
+def test_a_cut_stream_says_how_to_avoid_it(url: str) -> None:
+    g = generate(OpenAIEngine(url, "fail-cut"), Request(messages=CHAT, max_tokens=8))
+    assert g.error is not None and "--interrupt_requests False" in g.error
 
 
 def test_timeout_is_an_error(url: str) -> None:
@@ -176,8 +200,9 @@ def test_twenty_concurrent_requests_over_four_connections(url: str) -> None:
 
     async def go() -> list[Generation]:
         try:
-            return await asyncio.gather(*(
-                engine.agenerate(Request(messages=CHAT, max_tokens=1 + i % 7)) for i in range(20)))
+            return await asyncio.gather(
+                *(engine.agenerate(Request(messages=CHAT, max_tokens=1 + i % 7)) for i in range(20))
+            )
         finally:
             await engine.aclose()
 
@@ -199,4 +224,7 @@ def test_base_url_with_or_without_v1() -> None:
     assert roots == {"http://h:8000"}
     engine = OpenAIEngine("http://h:8000/v1", "m")
     assert (engine.info.ref, engine.info.kind, engine.info.in_process) == (
-        "openai:http://h:8000/v1#m", "openai", False)
+        "openai:http://h:8000/v1#m",
+        "openai",
+        False,
+    )

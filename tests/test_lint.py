@@ -13,8 +13,12 @@ def _tool(name):
 
 
 def test_ruff_clean():
-    result = subprocess.run([*_tool("ruff"), "check", "src", "tests", "benchmarks"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [*_tool("ruff"), "check", "src", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -11,11 +11,13 @@ from tradeoff.store import Store
 
 
 def _profile(tmp_path, task):
-    spec = parse_spec({
-        "models": {"small": "smollm2-135m"},
-        "tasks": [task],
-        "sampling": {"max_tokens": 12},
-    })
+    spec = parse_spec(
+        {
+            "models": {"small": "smollm2-135m"},
+            "tasks": [task],
+            "sampling": {"max_tokens": 12},
+        }
+    )
     result = profile(spec, tmp_path / "run", notify=lambda m: None)
     assert result.status == "finished" and result.errors == 0
     store = Store.open(tmp_path / "run")
@@ -27,10 +29,20 @@ def _profile(tmp_path, task):
 
 def test_jsonl_task_with_mapped_fields(tmp_path):
     path = tmp_path / "mine.jsonl"
-    rows = [{"qid": f"q{i}", "question": f"What is {i} plus {i}?", "gold": str(2 * i)} for i in range(4)]
+    rows = [
+        {"qid": f"q{i}", "question": f"What is {i} plus {i}?", "gold": str(2 * i)} for i in range(4)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    df, run = _profile(tmp_path, {"ref": f"jsonl:{path}", "prompt_field": "question",
-                                  "answer_field": "gold", "id_field": "qid", "scorer": "numeric"})
+    df, run = _profile(
+        tmp_path,
+        {
+            "ref": f"jsonl:{path}",
+            "prompt_field": "question",
+            "answer_field": "gold",
+            "id_field": "qid",
+            "scorer": "numeric",
+        },
+    )
     assert sorted(df["item_id"]) == ["q0", "q1", "q2", "q3"]
     assert df["score"].isin([0.0, 1.0]).all()
     assert (df["input_tokens"] > 5).all() and (df["output_tokens"] > 0).all()
@@ -40,10 +52,12 @@ def test_jsonl_task_with_mapped_fields(tmp_path):
 
 def test_hf_dataset_saved_to_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
-    ds = datasets.Dataset.from_dict({
-        "question": ["What is 3 plus 4?", "What is 10 minus 2?", "What is 6 times 2?"],
-        "answer": ["3 + 4 = 7\n#### 7", "10 - 2 = 8\n#### 8", "6 * 2 = 12\n#### 12"],
-    })
+    ds = datasets.Dataset.from_dict(
+        {
+            "question": ["What is 3 plus 4?", "What is 10 minus 2?", "What is 6 times 2?"],
+            "answer": ["3 + 4 = 7\n#### 7", "10 - 2 = 8\n#### 8", "6 * 2 = 12\n#### 12"],
+        }
+    )
     saved = tmp_path / "gsm_like"
     datasets.DatasetDict({"test": ds}).save_to_disk(str(saved))
     df, _ = _profile(tmp_path, f"hf:{saved}:test")

@@ -9,8 +9,18 @@ import time
 
 from conftest import run_cli
 
-ARGS = ["--model", "smollm2-135m", "--task", "arith", "--limit", "12", "--samples", "2",
-        "--max-tokens", "12"]
+ARGS = [
+    "--model",
+    "smollm2-135m",
+    "--task",
+    "arith",
+    "--limit",
+    "12",
+    "--samples",
+    "2",
+    "--max-tokens",
+    "12",
+]
 EXPECTED = 12 * 2
 
 
@@ -28,8 +38,12 @@ def _count(db):
 
 
 def _start(out):
-    return subprocess.Popen([sys.executable, "-m", "tradeoff", "profile", *ARGS, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "profile", *ARGS, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_records(db, proc, n, timeout=120):
@@ -65,7 +79,9 @@ def test_sigkill_then_resume_completes_exactly_once(tmp_path):
     after = _keys_and_times(db)
     keys = [row[:4] for row in after]
     assert len(keys) == EXPECTED == len(set(keys))
-    assert {(i, s) for _, _, i, s in keys} == {(f"arith-{i:04d}", s) for i in range(12) for s in (0, 1)}
+    assert {(i, s) for _, _, i, s in keys} == {
+        (f"arith-{i:04d}", s) for i in range(12) for s in (0, 1)
+    }
     # what was stored before the kill was kept, not redone
     assert set(before) <= set(after)
 

@@ -11,10 +11,26 @@ from tradeoff.types import Item, Record
 
 def record(item_id: str, sample: int = 0, score: float = 1.0) -> Record:
     return Record(
-        config_id="c1", task="arith", item_id=item_id, sample=sample, output="4", score=score,
-        parsed="4", error=None, input_tokens=10, output_tokens=2, ttft_s=0.1, e2e_s=0.2,
-        itl_s=0.05, decode_tps=20.0, energy_j=None, energy_source=None,
-        energy_missing="no RAPL", flops=1e6, peak_rss_bytes=1, cost_usd=None,
+        config_id="c1",
+        task="arith",
+        item_id=item_id,
+        sample=sample,
+        output="4",
+        score=score,
+        parsed="4",
+        error=None,
+        input_tokens=10,
+        output_tokens=2,
+        ttft_s=0.1,
+        e2e_s=0.2,
+        itl_s=0.05,
+        decode_tps=20.0,
+        energy_j=None,
+        energy_source=None,
+        energy_missing="no RAPL",
+        flops=1e6,
+        peak_rss_bytes=1,
+        cost_usd=None,
     )
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -63,24 +63,36 @@ def _progress_bar() -> Progress:
     )
 
 
-def _run_profile(spec: Any, out: Optional[Path], resume: Optional[Path], api_key: Optional[str]):
+def _run_profile(spec: Any, out: Path | None, resume: Path | None, api_key: str | None):
     from tradeoff.runner import profile
 
-    with _progress_bar() as bar:
-        task_id = bar.add_task("profiling", total=None, rate="", errors=0)
-        t0 = time.perf_counter()
+    # The bar starts at the first progress report, once models are loaded: a bad reference
+    # fails before anything is drawn.
+    bar = _progress_bar()
+    task_id = None
+    t0 = time.perf_counter()
 
-        def on_progress(done: int, total: int, skipped: int, errors: int) -> None:
-            elapsed = time.perf_counter() - t0
-            rate = f"{done / elapsed:.2f} req/s" if done and elapsed > 0 else ""
-            desc = "profiling" + (f" ({skipped} stored)" if skipped else "")
-            bar.update(task_id, total=total, completed=done, rate=rate, errors=errors,
-                       description=desc)
+    def on_progress(done: int, total: int, skipped: int, errors: int) -> None:
+        nonlocal task_id
+        if task_id is None:
+            bar.start()
+            task_id = bar.add_task("profiling", total=total, rate="", errors=0)
+        elapsed = time.perf_counter() - t0
+        rate = f"{done / elapsed:.2f} req/s" if done and elapsed > 0 else ""
+        desc = "profiling" + (f" ({skipped} stored)" if skipped else "")
+        bar.update(task_id, total=total, completed=done, rate=rate, errors=errors, description=desc)
 
+    try:
         result = profile(
-            spec, out, resume=resume, api_key=api_key, on_progress=on_progress,
+            spec,
+            out,
+            resume=resume,
+            api_key=api_key,
+            on_progress=on_progress,
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
         )
+    finally:
+        bar.stop()
     if result.status == "stopped":
         err_console.print(
             f"stopped after {result.done} records; continue with: "
@@ -109,37 +121,70 @@ def _print_summary(directory: Path) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/demo-TIME).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Items per built-in task.")] = 20,
 ) -> None:
-    """Profile the two bundled models on the built-in tasks (no network, no GPU) and print the table."""
+    """Profile both bundled models on the built-in tasks (no network, no GPU); print the table."""
     from tradeoff.demo import demo_spec
 
     out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     result = _run_profile(demo_spec(limit), out, None, None)
     _print_summary(result.directory)
+    wall = time.perf_counter() - t0
     console.print(
-        f"run directory: {result.directory}  ({result.done} records in {time.perf_counter() - t0:.0f} s; "
+        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s; "
         f"tradeoff report {result.directory} --records for every query)"
     )
 
 
 @app.command("profile")
 def profile_cmd(
-    spec_file: Annotated[Optional[Path], typer.Argument(help="Run spec (YAML). Or use the flags.")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model: a bundled name, gguf:PATH or openai:BASE_URL#MODEL. Repeatable.")] = None,
-    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Items per task (default: all).")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Samples per item and configuration.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Most output tokens per request.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling and generated tasks.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight at once.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds per request (openai engine).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory to create.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run stored in this directory.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")] = None,
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model: a bundled name, gguf:PATH or openai:BASE_URL#MODEL. Repeatable.",
+        ),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Samples per item and configuration.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Most output tokens per request.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for sampling and generated tasks.")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per request (openai engine).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory to create.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run stored in this directory.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
+    ] = None,
 ) -> None:
     """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
 
@@ -148,14 +193,21 @@ def profile_cmd(
     from tradeoff.config import load_spec, parse_spec
 
     overrides = {
-        "limit": limit, "samples": samples, "concurrency": concurrency, "timeout_s": timeout,
+        "limit": limit,
+        "samples": samples,
+        "concurrency": concurrency,
+        "timeout_s": timeout,
     }
     sampling = {"temperature": temperature, "max_tokens": max_tokens, "seed": seed}
     if resume is not None:
         if spec_file or model or task or out:
-            raise UserError("--resume DIR takes no spec, --model, --task or --out: the run's own spec is used")
+            raise UserError(
+                "--resume DIR takes no spec, --model, --task or --out: the run's own spec is used"
+            )
         if any(v is not None for v in [*overrides.values(), *sampling.values()]):
-            raise UserError("--resume DIR continues the stored run as specified; drop the other options")
+            raise UserError(
+                "--resume DIR continues the stored run as specified; drop the other options"
+            )
         result = _run_profile(None, None, resume, api_key)
         _print_summary(result.directory)
         return
@@ -171,7 +223,10 @@ def profile_cmd(
             raise UserError("give a spec file, or at least one --model and one --task")
         data = {"models": model, "tasks": task}
     data.update({k: v for k, v in overrides.items() if v is not None})
-    data["sampling"] = {**data.get("sampling", {}), **{k: v for k, v in sampling.items() if v is not None}}
+    data["sampling"] = {
+        **data.get("sampling", {}),
+        **{k: v for k, v in sampling.items() if v is not None},
+    }
     spec = parse_spec(data, str(spec_file) if spec_file else "flags")
     result = _run_profile(spec, out, None, api_key)
     _print_summary(result.directory)
@@ -181,9 +236,16 @@ def profile_cmd(
 @app.command()
 def report(
     directory: Annotated[Path, typer.Argument(help="A run directory.")],
-    format: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
-    records: Annotated[bool, typer.Option("--records", help="Per-query records instead of the summary.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (required for parquet).")] = None,
+    format: Annotated[
+        SummaryFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = SummaryFormat.table,
+    records: Annotated[
+        bool, typer.Option("--records", help="Per-query records instead of the summary.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (required for parquet)."),
+    ] = None,
 ) -> None:
     """Per-configuration summary of a run (or, with --records, every per-query record)."""
     import pandas as pd
@@ -239,7 +301,11 @@ def models(
         return
     for m in listing:
         console.print(f"{m.name:<14} {m.prompt_mode:<10} {m.description} [{m.detail}]")
-    console.print("also: gguf:PATH (any local GGUF file), openai:BASE_URL#MODEL (any OpenAI-compatible server)", style="dim")
+    console.print(
+        "also: gguf:PATH (any local GGUF file), "
+        "openai:BASE_URL#MODEL (any OpenAI-compatible server)",
+        style="dim",
+    )
 
 
 @app.command()
@@ -257,7 +323,11 @@ def tasks(
         return
     for t in listing:
         console.print(f"{t.name:<8} {t.n_items:>4} items  scorer {t.scorer:<8} {t.description}")
-    console.print("also: jsonl:PATH (fields prompt|messages, answer), hf:NAME[:CONFIG][:SPLIT] (local datasets)", style="dim")
+    console.print(
+        "also: jsonl:PATH (fields prompt|messages, answer), "
+        "hf:NAME[:CONFIG][:SPLIT] (local datasets)",
+        style="dim",
+    )
 
 
 def main() -> None:

@@ -50,6 +50,15 @@ class Price(BaseModel):
     per_hour: float | None = Field(None, ge=0)
 
 
+class ModelOptions(BaseModel):
+    """Per-model engine options. `extra_body`: fields added to every request to an `openai:`
+    server (e.g. llama.cpp's `repeat_penalty`, vLLM's `top_k`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+
 class ConfigSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +81,7 @@ class RunSpec(BaseModel):
     concurrency: int = Field(1, ge=1, le=4096)
     timeout_s: float = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
+    model_options: dict[str, ModelOptions] = Field(default_factory=dict)
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -100,11 +110,13 @@ class RunSpec(BaseModel):
                     f"configs[{i}].model: '{c.model}' is not a model alias of this spec; "
                     f"aliases: {', '.join(self.models)}"
                 )
-        for alias in self.prices:
-            if alias not in self.models:
-                raise ValueError(
-                    f"prices: '{alias}' is not a model alias; aliases: {', '.join(self.models)}"
-                )
+        for field_name in ("prices", "model_options"):
+            for alias in getattr(self, field_name):
+                if alias not in self.models:
+                    raise ValueError(
+                        f"{field_name}: '{alias}' is not a model alias; "
+                        f"aliases: {', '.join(self.models)}"
+                    )
 
 
 def model_alias(ref: str) -> str:
@@ -125,6 +137,7 @@ class Config(BaseModel):
     models: dict[str, str]  # alias -> reference, only the models this configuration uses
     model: str  # the alias of the model that answers (single)
     sampling: Sampling
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
         return {
@@ -132,6 +145,7 @@ class Config(BaseModel):
             "model": self.model,
             "models": self.models,
             "sampling": self.sampling.model_dump(),
+            "model_options": self.model_options,
         }
 
 
@@ -146,12 +160,17 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
                 if v is not None
             }
         )
+        options = {
+            a: spec.model_options[a].model_dump() for a in [c.model] if a in spec.model_options
+        }
         content = {
             "strategy": c.strategy,
             "model": c.model,
             "models": {c.model: spec.models[c.model]},
             "sampling": sampling.model_dump(),
         }
+        if options:  # only when given, so ids of runs without options stay as they were
+            content["model_options"] = options
         config_id = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
         name = c.name or _derived_name(c, spec)
         if name in names:
@@ -170,6 +189,7 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
                 models={c.model: spec.models[c.model]},
                 model=c.model,
                 sampling=sampling,
+                model_options=options,
             )
         )
     ids = [c.config_id for c in out]
@@ -207,6 +227,7 @@ _NESTED: dict[str, type[BaseModel]] = {
     "tasks": TaskSpec,
     "configs": ConfigSpec,
     "prices": Price,
+    "model_options": ModelOptions,
 }
 
 
@@ -220,7 +241,9 @@ def _valid_fields(loc: tuple[Any, ...]) -> str:
 
 def parse_spec(data: Any, source: str = "spec") -> RunSpec:
     if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping with fields {', '.join(RunSpec.model_fields)}")
+        raise UserError(
+            f"{source}: expected a mapping with fields {', '.join(RunSpec.model_fields)}"
+        )
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:

@@ -89,6 +89,9 @@ def _build_record(
             priced = False
             continue
         g = c.generation
+        if g.input_tokens is None:
+            priced = False
+            continue
         cost += price.input * g.input_tokens / 1e6 + price.output * g.output_tokens / 1e6
         if price.per_hour is not None:
             cost += price.per_hour * g.e2e_s / 3600
@@ -101,7 +104,11 @@ def _build_record(
         score=score,
         parsed=parsed,
         error=error,
-        input_tokens=sum(g.input_tokens for g in gens),
+        input_tokens=(
+            None
+            if any(g.input_tokens is None for g in gens)
+            else sum(g.input_tokens or 0 for g in gens)
+        ),
         output_tokens=sum(g.output_tokens for g in gens),
         ttft_s=(min(firsts) - t0) if firsts else None,
         e2e_s=t1 - t0,
@@ -161,8 +168,12 @@ async def _execute(
     engines: dict[str, Engine] = {}
     try:
         for alias in aliases:
+            options = spec.model_options.get(alias)
             engines[alias] = await open_engine(
-                spec.models[alias], api_key=api_key, timeout_s=spec.timeout_s
+                spec.models[alias],
+                api_key=api_key,
+                timeout_s=spec.timeout_s,
+                extra_body=options.extra_body if options else None,
             )
         store = open_store()
     except BaseException:

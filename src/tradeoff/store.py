@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS records (
     score REAL,
     parsed TEXT,
     error TEXT,
-    input_tokens INTEGER NOT NULL,
+    input_tokens INTEGER,
     output_tokens INTEGER NOT NULL,
     ttft_s REAL,
     e2e_s REAL NOT NULL,
@@ -151,7 +151,8 @@ class Store:
             (self.run_id,),
         ).fetchone()
         sessions = self.conn.execute(
-            "SELECT started_at, ended_at, status FROM sessions WHERE run_id = ? ORDER BY started_at",
+            "SELECT started_at, ended_at, status FROM sessions "
+            "WHERE run_id = ? ORDER BY started_at",
             (self.run_id,),
         ).fetchall()
         return {
@@ -218,7 +219,7 @@ class Store:
     def write_record(self, record: Record) -> None:
         values = asdict(record)
         cols = ["run_id", *_RECORD_FIELDS, "created_at"]
-        row = [self.run_id]
+        row: list[Any] = [self.run_id]
         row += [json.dumps(values[f]) if f in _JSON_FIELDS else values[f] for f in _RECORD_FIELDS]
         row.append(time.time())
         self.conn.execute(
@@ -237,4 +238,3 @@ class Store:
             params=(self.run_id,),
         )
         return df.drop(columns=["run_id"])
-

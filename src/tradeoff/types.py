@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]
+Prompt = str | list[Message]
 PromptMode = Literal["chat", "completion"]
 
 
@@ -45,7 +45,7 @@ class Generation:
     """What one engine call produced, with timings on the `time.perf_counter()` clock."""
 
     text: str
-    input_tokens: int
+    input_tokens: int | None  # None when the server reports no usage (missing, not zero)
     output_tokens: int
     t_start: float
     t_first: float | None
@@ -141,7 +141,7 @@ class Record:
     score: float | None
     parsed: str | None
     error: str | None
-    input_tokens: int
+    input_tokens: int | None
     output_tokens: int
     ttft_s: float | None
     e2e_s: float

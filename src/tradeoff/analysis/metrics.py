@@ -83,7 +83,9 @@ def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> l
                 "itl_s": _mean(ok["itl_s"]),
                 "e2e_s": _mean(ok["e2e_s"]),
                 "decode_tps": _mean(ok["decode_tps"]),
-                "energy_j": float(energy.mean()) if len(energy) and energy_missing is None else None,
+                "energy_j": float(energy.mean())
+                if len(energy) and energy_missing is None
+                else None,
                 "energy_source": energy_source,
                 "energy_missing": energy_missing,
                 "gflops": float(flops.mean()) / 1e9 if len(flops) == len(ok) and len(ok) else None,

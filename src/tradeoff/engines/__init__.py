@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tradeoff.engines.base import Engine, ModelInfo
 from tradeoff.engines.bundled import BUNDLED, bundled_path
@@ -81,7 +82,11 @@ def check_ref(ref: str) -> None:
 
 
 async def open_engine(
-    ref: str, *, api_key: str | None = None, timeout_s: float = 120.0
+    ref: str,
+    *,
+    api_key: str | None = None,
+    timeout_s: float = 120.0,
+    extra_body: dict[str, Any] | None = None,
 ) -> Engine:
     """Load (or connect to) the model `ref` names. Loading happens once per run."""
     check_ref(ref)
@@ -96,6 +101,7 @@ async def open_engine(
             timeout_s=timeout_s,
             prompt_mode=mode,  # type: ignore[arg-type]
             ref=ref,
+            extra_body=extra_body,
         )
         try:
             await engine.check()
@@ -104,16 +110,18 @@ async def open_engine(
             raise
         return engine
 
+    if extra_body:
+        raise UserError(f"model '{ref}': extra_body applies to openai: models only")
     from tradeoff.engines.llamacpp import LlamaCppEngine
 
     if ref in BUNDLED:
-        model = BUNDLED[ref]
+        bundled = BUNDLED[ref]
         return LlamaCppEngine(
             bundled_path(ref),
             ref=ref,
             kind="bundled",
-            prompt_mode=model.prompt_mode,
-            description=model.description,
+            prompt_mode=bundled.prompt_mode,
+            description=bundled.description,
         )
     return LlamaCppEngine(Path(ref[5:]).expanduser(), ref=ref, kind="gguf")
 

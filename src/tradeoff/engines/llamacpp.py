@@ -32,7 +32,11 @@ def shape_from_metadata(metadata: dict[str, str], n_params: int, vocab: int) -> 
         value = metadata.get(f"{arch}.{key}")
         return int(value) if value is not None else default
 
-    n_layers, d_model, n_heads = get("block_count"), get("embedding_length"), get("attention.head_count")
+    n_layers, d_model, n_heads = (
+        get("block_count"),
+        get("embedding_length"),
+        get("attention.head_count"),
+    )
     d_ff = get("feed_forward_length")
     if n_layers is None or d_model is None or n_heads is None or d_ff is None:
         return None
@@ -163,8 +167,14 @@ class LlamaCppEngine:
                 return self._generate(request, t_start)
             except Exception as exc:  # a failed request is a record with its error
                 return Generation(
-                    text="", input_tokens=0, output_tokens=0, t_start=t_start, t_first=None,
-                    t_end=time.perf_counter(), finish_reason="error", mode=request.mode,
+                    text="",
+                    input_tokens=None,
+                    output_tokens=0,
+                    t_start=t_start,
+                    t_first=None,
+                    t_end=time.perf_counter(),
+                    finish_reason="error",
+                    mode=request.mode,
                     error=f"{type(exc).__name__}: {exc}",
                 )
 

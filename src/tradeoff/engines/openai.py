@@ -17,9 +17,10 @@ from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
 
 TOP_LOGPROBS = 5
-# Connections per httpx client; see OpenAIEngine._shard. 4 gave the highest dispatch rate in
-# benchmarks/bench_openai_dispatch.py (4: 998 requests/s, 16: 460, one pool of 256: 309).
-SHARD_CONNECTIONS = 4
+# Connections per httpx client; see OpenAIEngine._shard. Requests/s from
+# benchmarks/bench_openai_dispatch.py at concurrency 64 on 2 cores: 1 to 4 per client ~1,000-1,250
+# (within noise of each other), 16 per client ~530, one pool of 64: ~330.
+SHARD_CONNECTIONS = 2
 
 
 class _Shard:
@@ -68,6 +69,8 @@ def _one_line(text: str, limit: int = 200) -> str:
 class OpenAIEngine:
     """One model behind an OpenAI-compatible server.
 
+    `extra_body`: fields added to every request body (e.g. llama.cpp's `repeat_penalty`, vLLM's
+    `top_k`); they override tradeoff's own fields, except that the answer is always streamed.
     `timeout_s` bounds connecting and each wait for more bytes from the server (not the whole
     answer: a long generation that keeps streaming never times out). Waiting for one of the
     `max_connections` pooled connections is not bounded, so keep the caller's concurrency at or
@@ -84,9 +87,11 @@ class OpenAIEngine:
         max_connections: int = 256,
         prompt_mode: Literal["chat", "completion"] = "chat",
         ref: str | None = None,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         self.root = api_root(base_url)
         self.model = model
+        self.extra_body = dict(extra_body or {})
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self.info = ModelInfo(
@@ -120,8 +125,10 @@ class OpenAIEngine:
             self._shards, self._loop = [], loop
         shards = self._shards
         best = min(shards, key=_busy) if shards else None
-        if best is None or (best.in_flight >= self._shard_size
-                            and len(shards) * self._shard_size < self.max_connections):
+        if best is None or (
+            best.in_flight >= self._shard_size
+            and len(shards) * self._shard_size < self.max_connections
+        ):
             best = _Shard(self._new_client())
             shards.append(best)
         return best
@@ -137,8 +144,10 @@ class OpenAIEngine:
             headers=self._headers,
             verify=verify,
             timeout=httpx.Timeout(self.timeout_s, pool=None),
-            limits=httpx.Limits(max_connections=limit or self._shard_size,
-                                max_keepalive_connections=limit or self._shard_size),
+            limits=httpx.Limits(
+                max_connections=limit or self._shard_size,
+                max_keepalive_connections=limit or self._shard_size,
+            ),
         )
 
     async def aclose(self) -> None:
@@ -162,11 +171,15 @@ class OpenAIEngine:
             async with self._new_client(limit=1) as client:
                 response = await client.get(url)
         except httpx.HTTPError as exc:
-            raise UserError(f"server at {url} is unreachable ({type(exc).__name__}: "
-                            f"{_one_line(str(exc), 120)}); start it or fix the URL") from None
+            raise UserError(
+                f"server at {url} is unreachable ({type(exc).__name__}: "
+                f"{_one_line(str(exc), 120)}); start it or fix the URL"
+            ) from None
         if not response.is_success:
-            raise UserError(f"server at {url} answered HTTP {response.status_code} "
-                            f"({_one_line(response.text, 120)}); check the URL and the API key")
+            raise UserError(
+                f"server at {url} answered HTTP {response.status_code} "
+                f"({_one_line(response.text, 120)}); check the URL and the API key"
+            )
 
     def _payload(self, request: Request) -> tuple[str, bytes]:
         body: dict[str, Any] = {
@@ -191,6 +204,9 @@ class OpenAIEngine:
             body["prompt"] = request.prompt or ""
             if request.logprobs:
                 body["logprobs"] = TOP_LOGPROBS
+        if self.extra_body:
+            body.update(self.extra_body)
+            body["stream"] = True
         return url, json.dumps(body).encode()
 
     async def agenerate(self, request: Request) -> Generation:
@@ -264,7 +280,16 @@ class OpenAIEngine:
         except httpx.TimeoutException as exc:
             error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__} from {url}: {_one_line(str(exc))}"
+            if done and finish_reason is None:
+                # llama-cpp-python's server ends a stream this way when another request arrives.
+                error = (
+                    f"the server at {url} cut the answer short ([DONE] with no finish_reason, "
+                    "then the connection dropped); for llama-cpp-python's server start it "
+                    "with --interrupt_requests False or send one request at a time"
+                )
+            elif not done:
+                error = f"{type(exc).__name__} from {url}: {_one_line(str(exc))}"
+            # else: the answer was complete; only the connection's teardown failed.
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
         finally:
@@ -273,14 +298,17 @@ class OpenAIEngine:
         if error is None and not done and finish_reason is None:
             error = f"stream from {url} ended without [DONE] or a finish_reason"
 
+        # Without usage the prompt's token count is unknown: recorded as missing (None), not 0.
+        input_tokens: int | None
         if usage is not None and "completion_tokens" in usage:
             output_tokens = int(usage["completion_tokens"])
-            input_tokens = int(usage.get("prompt_tokens") or 0)
+            prompt_tokens = usage.get("prompt_tokens")
+            input_tokens = int(prompt_tokens) if prompt_tokens is not None else None
             source = "usage"
         elif logprobs:
-            output_tokens, input_tokens, source = len(logprobs), 0, "logprobs; input unknown"
+            output_tokens, input_tokens, source = len(logprobs), None, "logprobs; input unknown"
         else:
-            output_tokens, input_tokens, source = len(token_times), 0, "chunks; input unknown"
+            output_tokens, input_tokens, source = len(token_times), None, "chunks; input unknown"
         if len(entropies) != len(logprobs):
             entropies = []  # some tokens came without top-k alternatives: no aligned entropies
         return Generation(

@@ -23,7 +23,7 @@ class EnergyMeter(Protocol):
 
 @dataclass
 class RaplMeter:
-    """Sum of the top-level RAPL package domains (intel-rapl:N), with counter wrap-around handled."""
+    """Sum of the top-level RAPL package domains (intel-rapl:N), counter wrap-around handled."""
 
     domains: list[Path]
     source: str = "rapl"
@@ -66,7 +66,9 @@ def rapl_meter(root: Path = POWERCAP_ROOT) -> tuple[RaplMeter | None, str]:
     if not root.is_dir():
         return None, f"no RAPL: {root} does not exist (VM or non-Intel/AMD host)"
     domains = sorted(
-        d for d in root.iterdir() if d.name.count(":") == 1 and d.name.startswith(("intel-rapl", "amd-rapl"))
+        d
+        for d in root.iterdir()
+        if d.name.count(":") == 1 and d.name.startswith(("intel-rapl", "amd-rapl"))
     )
     if not domains:
         return None, f"no RAPL package domains under {root}"

@@ -43,7 +43,7 @@ class CallMeter:
             else:
                 energy_j, source, missing = None, None, self.energy_missing
         flops = None
-        if info.shape is not None and gen.error is None:
+        if info.shape is not None and gen.error is None and gen.input_tokens is not None:
             flops = request_flops(info.shape, gen.input_tokens, gen.output_tokens).total
         return Call(
             model=alias,

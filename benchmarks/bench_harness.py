@@ -1,0 +1,109 @@
+"""The harness's own cost: time per request spent outside the engine call, and the rate at which
+the whole runner (dispatch, score, store) drives the `openai` engine against a fast local server.
+
+    python benchmarks/bench_harness.py [--requests 5000] [--concurrency 64]
+
+1. In-process: `tradeoff profile` on the bundled smollm2-135m with max_tokens 1, one request at a
+   time; overhead per request = (runner wall time - time inside engine calls) / requests.
+2. HTTP: the runner against benchmarks/fast_server.py (a canned streaming server in another
+   process) at the given concurrency; dispatch rate = records written per second of wall time,
+   and the client process's CPU time per request (an upper bound on the harness's share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tradeoff.config import parse_spec
+from tradeoff.runner import profile
+
+HERE = Path(__file__).resolve().parent
+
+
+def in_process(n_items: int) -> dict[str, float]:
+    spec = parse_spec(
+        {
+            "models": {"small": "smollm2-135m"},
+            "tasks": ["arith", "choice", "facts"],
+            "limit": n_items,
+            "sampling": {"max_tokens": 1},
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        r = profile(spec, Path(tmp) / "run", notify=lambda m: None)
+    return {
+        "requests": r.done,
+        "wall_s": r.wall_s,
+        "engine_s": r.engine_s,
+        "overhead_ms": 1e3 * (r.wall_s - r.engine_s) / r.done,
+    }
+
+
+def over_http(requests: int, concurrency: int) -> dict[str, float]:
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "fast_server.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        url = line.strip().rsplit(" ", 1)[-1]
+        samples = -(-requests // 60)  # arith has 60 items
+        spec = parse_spec(
+            {
+                "models": {"fast": f"openai:{url}#fast"},
+                "tasks": ["arith"],
+                "samples": samples,
+                "concurrency": concurrency,
+                "sampling": {"max_tokens": 4},
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            cpu0 = time.process_time()
+            r = profile(spec, Path(tmp) / "run", notify=lambda m: None)
+            cpu = time.process_time() - cpu0
+    finally:
+        server.terminate()
+        server.wait()
+    return {
+        "requests": r.done,
+        "errors": r.errors,
+        "wall_s": r.wall_s,
+        "rate": r.done / r.wall_s,
+        "cpu_ms": 1e3 * cpu / r.done,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--items", type=int, default=20, help="items per task, in-process part")
+    args = parser.parse_args()
+    a = in_process(args.items)
+    b = over_http(args.requests, args.concurrency)
+    cmd = "python benchmarks/bench_harness.py " + " ".join(sys.argv[1:])
+    print(f"## Harness overhead ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)\n")
+    print(f"Command: `{cmd.strip()}`\n")
+    print("| measurement | value |")
+    print("| --- | --- |")
+    print(
+        f"| in-process llama.cpp, {a['requests']:.0f} requests of 1 token: time outside the "
+        f"engine call per request | {a['overhead_ms']:.3f} ms |"
+    )
+    print(
+        f"| openai engine via the runner, {b['requests']:.0f} requests, concurrency "
+        f"{args.concurrency}, fast local server: dispatch rate | {b['rate']:.0f} requests/s |"
+    )
+    print(f"| same run: client CPU time per request (all of it) | {b['cpu_ms']:.3f} ms |")
+    print(f"| same run: errors | {b['errors']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
