@@ -4,7 +4,7 @@ It runs no model: every answer is a canned stream of `max_tokens` words, one SSE
 Plain asyncio sockets and a hand-written HTTP/1.1 parser keep the server's own cost per request
 small next to the client under test.
 
-    python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage]
+    python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage] [--fail-every N]
 
 Model names with special behaviour (for tests of error paths):
     fail-500      answers HTTP 500 with a JSON error body
@@ -32,9 +32,11 @@ TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
 
 
 class Settings:
-    def __init__(self, delay_s: float, usage: bool) -> None:
+    def __init__(self, delay_s: float, usage: bool, fail_every: int = 0) -> None:
         self.delay_s = delay_s
         self.usage = usage
+        self.fail_every = fail_every  # every Nth generation request answers HTTP 500 (0: never)
+        self.generations = 0
 
 
 def _response_head(status: str, content_type: str, length: int | None, keep_alive: bool) -> bytes:
@@ -192,7 +194,10 @@ async def _answer(
         )
         return keep_alive
     model = body.get("model")
-    if model == "fail-500":
+    settings.generations += 1
+    if model == "fail-500" or (
+        settings.fail_every and settings.generations % settings.fail_every == 0
+    ):
         error = {"error": {"message": "fake failure for tests", "type": "server_error"}}
         writer.write(_json_response("500 Internal Server Error", error, keep_alive))
         return keep_alive
@@ -274,8 +279,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="never send a usage chunk (as llama-cpp-python's server)",
     )
+    parser.add_argument(
+        "--fail-every", type=int, default=0, help="answer every Nth generation with HTTP 500"
+    )
     args = parser.parse_args(argv)
-    settings = Settings(delay_s=args.delay_ms / 1000.0, usage=not args.no_usage)
+    settings = Settings(
+        delay_s=args.delay_ms / 1000.0, usage=not args.no_usage, fail_every=args.fail_every
+    )
     try:
         asyncio.run(serve(args.host, args.port, settings))
     except KeyboardInterrupt:

@@ -92,7 +92,8 @@ def _run_profile(spec: Any, out: Path | None, resume: Path | None, api_key: str 
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
         )
     finally:
-        bar.stop()
+        if task_id is not None:
+            bar.stop()
     if result.status == "stopped":
         err_console.print(
             f"stopped after {result.done} records; continue with: "
@@ -162,16 +163,10 @@ def profile_cmd(
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
-    samples: Annotated[
-        int | None, typer.Option(help="Samples per item and configuration.")
-    ] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per item and configuration.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option(help="Most output tokens per request.")
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for sampling and generated tasks.")
-    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per request (openai engine).")

@@ -216,6 +216,8 @@ def _format_error(source: str, exc: ValidationError) -> str:
         return f"{source}: unknown field '{loc}'; valid fields here: {valid}"
     if err["type"] == "literal_error":
         return f"{source}: {loc}: {err['input']!r} is not valid; expected {err['ctx']['expected']}"
+    if err["type"] == "missing":
+        return f"{source}: missing required field '{loc}'"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
         return f"{source}: {msg}"

@@ -4,6 +4,7 @@ written the moment it completes, resumable, and stopped cleanly by Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -129,29 +130,33 @@ ProgressHook = Callable[[int, int, int], None]  # (done, total, errors)
 
 
 class _Stop:
-    """First Ctrl-C (or SIGTERM): finish what is in flight, start nothing new. Second: abort."""
+    """First Ctrl-C (or SIGTERM): finish what is in flight, start nothing new. Second: abort.
+
+    A plain signal handler, not the event loop's: in-process engines may run inline on the
+    loop's thread, and the flag must be seen between requests without the loop turning.
+    """
 
     def __init__(self, notify: Callable[[str], None]):
-        self.event = asyncio.Event()
+        self.requested = False
         self.notify = notify
+        self._previous: dict[int, Any] = {}
 
-    def __call__(self) -> None:
-        if self.event.is_set():
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
             self.notify("aborting now; requests in flight are lost")
             os._exit(130)  # records written so far are committed; in-flight ones are lost
-        self.event.set()
+        self.requested = True
         self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
 
-    def install(self) -> list[signal.Signals]:
-        loop = asyncio.get_running_loop()
-        installed = []
+    def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or not supported here
-        return installed
+            with contextlib.suppress(ValueError):  # not the main thread: the caller handles it
+                self._previous[sig] = signal.signal(sig, self)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 async def _execute(
@@ -201,6 +206,12 @@ async def _execute(
     result = RunResult(store.directory, status, 0, skipped, 0, 0.0, 0.0, configs)
     t_begin = time.perf_counter()
     stop = _Stop(notify)
+    if all(e.info.in_process for e in engines.values()):
+        from tradeoff.engines.llamacpp import LlamaCppEngine
+
+        for engine in engines.values():
+            if isinstance(engine, LlamaCppEngine):
+                engine.inline = True
     try:
         energy, energy_missing = find_energy_meter()
         meter = CallMeter(engines, energy, energy_missing)
@@ -217,7 +228,7 @@ async def _execute(
 
         async def worker() -> None:
             for w in queue:
-                if stop.event.is_set():
+                if stop.requested:
                     return
                 ctx = contexts[(w.config.config_id, w.task.name)]
                 strategy = STRATEGIES[w.config.strategy]
@@ -234,8 +245,9 @@ async def _execute(
                     on_progress(result.done, total, skipped, result.errors)
 
         await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(total, 1)))))
-        status = "stopped" if stop.event.is_set() and result.done < total else "finished"
+        status = "stopped" if stop.requested and result.done < total else "finished"
     finally:
+        stop.uninstall()
         for engine in engines.values():
             await engine.aclose()
         result.wall_s = time.perf_counter() - t_begin

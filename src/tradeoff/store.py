@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS records (
 
 _RECORD_FIELDS = [f.name for f in fields(Record)]
 _JSON_FIELDS = {"calls", "extra"}
+_RECORD_COLUMNS = ["run_id", *_RECORD_FIELDS, "created_at"]
+_INSERT_RECORD = (
+    f"INSERT OR REPLACE INTO records ({', '.join(_RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"
+)
 
 
 class Store:
@@ -217,16 +222,13 @@ class Store:
         return {(r[0], r[1], r[2], int(r[3])) for r in rows}
 
     def write_record(self, record: Record) -> None:
-        values = asdict(record)
-        cols = ["run_id", *_RECORD_FIELDS, "created_at"]
+        """Insert (or replace) one record and commit it."""
         row: list[Any] = [self.run_id]
-        row += [json.dumps(values[f]) if f in _JSON_FIELDS else values[f] for f in _RECORD_FIELDS]
+        for name in _RECORD_FIELDS:
+            value = getattr(record, name)
+            row.append(json.dumps(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO records ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' * len(cols))})",
-            row,
-        )
+        self.conn.execute(_INSERT_RECORD, row)
 
     def records(self) -> pd.DataFrame:
         """Every record joined with its configuration's name, one row per record."""

@@ -1,0 +1,55 @@
+"""A server that fails some requests mid-run: those records carry the error, the run goes on,
+and the summary counts them. The server is benchmarks/fast_server.py on loopback, told to answer
+every third generation with HTTP 500."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_cli
+
+
+@pytest.fixture
+def flaky_server():
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "fast_server.py"),
+            "--port",
+            "0",
+            "--fail-every",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_failed_requests_are_stored_counted_and_the_run_goes_on(tmp_path, flaky_server):
+    out = tmp_path / "run"
+    result = run_cli(
+        "profile",
+        "--model",
+        f"openai:{flaky_server}#fast",
+        "--task",
+        "arith",
+        "--limit",
+        "9",
+        "--concurrency",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    assert summary[0]["n"] == 9 and summary[0]["errors"] == 3
+    records = json.loads(run_cli("report", str(out), "--records", "--format", "json").stdout)
+    failed = [r for r in records if r["error"]]
+    assert len(failed) == 3
+    assert all("HTTP 500" in r["error"] and r["score"] == 0.0 for r in failed)
+    assert all(r["output"] for r in records if not r["error"])
