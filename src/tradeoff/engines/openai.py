@@ -13,11 +13,13 @@ from typing import Any, Literal
 import httpx
 
 from tradeoff.engines.base import ModelInfo
+from tradeoff.engines.http11 import Http11Transport
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
 
 TOP_LOGPROBS = 5
-# Connections per httpx client; see OpenAIEngine._shard. Requests/s from
+# Connections per httpx client for https roots, which go through httpcore (http roots share one
+# client over Http11Transport); see OpenAIEngine._shard. Requests/s through httpcore from
 # benchmarks/bench_openai_dispatch.py at concurrency 64 on 2 cores: 1 to 4 per client ~1,000-1,250
 # (within noise of each other), 16 per client ~530, one pool of 64: ~330.
 SHARD_CONNECTIONS = 2
@@ -106,7 +108,9 @@ class OpenAIEngine:
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._shard_size = min(max_connections, SHARD_CONNECTIONS)
+        # Http11Transport's pool costs the same at any size: one client for http.
+        plain = self.root.startswith("http:")
+        self._shard_size = max_connections if plain else min(max_connections, SHARD_CONNECTIONS)
         self._shards: list[_Shard] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -134,7 +138,14 @@ class OpenAIEngine:
         return best
 
     def _new_client(self, limit: int | None = None) -> httpx.AsyncClient:
-        # Loading the CA bundle costs ~20 ms per client: load it once, and not at all for http.
+        timeout = httpx.Timeout(self.timeout_s, pool=None)
+        if self.root.startswith("http:"):
+            return httpx.AsyncClient(
+                headers=self._headers,
+                timeout=timeout,
+                transport=Http11Transport(max_connections=limit or self._shard_size),
+            )
+        # Loading the CA bundle costs ~20 ms per client: load it once.
         verify: ssl.SSLContext | bool = False
         if self.root.startswith("https:"):
             if self._ssl is None:
@@ -143,7 +154,7 @@ class OpenAIEngine:
         return httpx.AsyncClient(
             headers=self._headers,
             verify=verify,
-            timeout=httpx.Timeout(self.timeout_s, pool=None),
+            timeout=timeout,
             limits=httpx.Limits(
                 max_connections=limit or self._shard_size,
                 max_keepalive_connections=limit or self._shard_size,
