@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--items", type=int, default=20, help="items per task, in-process part")
+    parser.add_argument("--items", type=int, default=60, help="items per task, in-process part")
     args = parser.parse_args()
     a = in_process(args.items)
     b = over_http(args.requests, args.concurrency)
