@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,26 @@ def run_cli(
         env=env,
         **kw,
     )
+
+
+FAST_SERVER = REPO / "benchmarks" / "fast_server.py"
+
+
+def fast_server(*flags: str) -> Iterator[str]:
+    """Run benchmarks/fast_server.py (a canned OpenAI-compatible streaming server) on a free
+    loopback port; yields its base URL (`http://127.0.0.1:PORT/v1`), kills it afterwards."""
+    proc = subprocess.Popen(
+        [sys.executable, str(FAST_SERVER), "--port", "0", *flags], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()  # printed once the socket accepts connections
+    assert line.startswith("listening on "), line
+    try:
+        yield line.removeprefix("listening on ")
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
 
 
 def free_port() -> int:

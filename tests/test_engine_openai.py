@@ -6,18 +6,15 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import fast_server
 
 from tradeoff.engines.openai import OpenAIEngine, api_root, topk_entropy
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
 
-SERVER = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_server.py"
 # The server's canned answer and its top-5 probabilities for every token.
 WORDS = ["The", " answer", " is", " 42", ".", " Next"]
 TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
@@ -25,18 +22,7 @@ CHAT = [{"role": "user", "content": "What is six times seven?"}]
 
 
 def _start(*flags: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", "0", *flags], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()  # printed once the socket accepts connections
-    assert line.startswith("listening on "), line
-    try:
-        yield line.removeprefix("listening on ")
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    yield from fast_server(*flags)
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import fast_server
 
 from tradeoff.engines.http11 import Http11Transport
 
-SERVER = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_server.py"
 CHAT = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -26,18 +23,7 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 @pytest.fixture(scope="module")
 def fast_url() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    assert line.startswith("listening on "), line
-    try:
-        yield line.removeprefix("listening on ")
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    yield from fast_server()
 
 
 def client(max_connections: int = 10, **kw: Any) -> httpx.AsyncClient:

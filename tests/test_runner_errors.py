@@ -3,31 +3,14 @@ and the summary counts them. The server is benchmarks/fast_server.py on loopback
 every third generation with HTTP 500."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import fast_server, run_cli
 
 
 @pytest.fixture
 def flaky_server():
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "fast_server.py"),
-            "--port",
-            "0",
-            "--fail-every",
-            "3",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield from fast_server("--fail-every", "3")
 
 
 def test_failed_requests_are_stored_counted_and_the_run_goes_on(tmp_path, flaky_server):

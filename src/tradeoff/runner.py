@@ -126,9 +126,6 @@ def _build_record(
     )
 
 
-ProgressHook = Callable[[int, int, int], None]  # (done, total, errors)
-
-
 class _Stop:
     """First Ctrl-C (or SIGTERM): finish what is in flight, start nothing new. Second: abort.
 
