@@ -87,3 +87,51 @@ def test_load_spec_errors(tmp_path):
     notmap.write_text("- a\n- b\n")
     with pytest.raises(UserError, match="expected a mapping"):
         load_spec(notmap)
+
+
+def test_list_parameters_expand_into_one_configuration_each():
+    configs = resolve_configs(
+        parse_spec(
+            spec(
+                configs=[
+                    {"strategy": "switch", "models": ["small", "large"], "threshold": [0, 1.5]},
+                    {"strategy": "cascade", "models": ["small", "large"], "threshold": 0.5},
+                    {"strategy": "vote", "model": "small", "n": [3, 5], "adaptive": True},
+                ]
+            )
+        )
+    )
+    assert [c.name for c in configs] == [
+        "switch-small-large-t0",
+        "switch-small-large-t1.5",
+        "cascade-small-large-logprob0.5",
+        "vote-n3a-small",
+        "vote-n5a-small",
+    ]
+    assert configs[0].params["threshold_low"] == 0 and configs[0].aliases == ["small", "large"]
+    assert configs[3].sampling.temperature == 0.7  # sampling strategies default to T > 0
+    assert len({c.config_id for c in configs}) == 5
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"strategy": "switch", "model": "small", "threshold": 1}, "takes no model"),
+        ({"strategy": "switch", "models": ["small", "large"]}, "needs threshold"),
+        ({"strategy": "cascade", "models": ["small"], "threshold": 1}, "models: [SMALL, LARGE]"),
+        ({"strategy": "budget", "model": "small"}, "needs budget"),
+        ({"strategy": "single", "model": "small", "n": 3}, "takes no n"),
+        ({"strategy": "switch", "models": ["small", "huge"], "threshold": 1}, "'huge'"),
+    ],
+)
+def test_strategy_parameter_errors(entry, needle):
+    with pytest.raises(UserError) as exc:
+        resolve_configs(parse_spec(spec(configs=[entry])))
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_vote_at_temperature_zero_is_refused():
+    with pytest.raises(UserError, match="temperature > 0"):
+        resolve_configs(
+            parse_spec(spec(configs=[{"strategy": "vote", "model": "small", "temperature": 0}]))
+        )

@@ -47,6 +47,21 @@ class ListFormat(str, Enum):
     json = "json"
 
 
+class FrontierFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class CostAxisName(str, Enum):
+    auto = "auto"
+    energy = "energy"
+    latency = "latency"
+    tokens = "tokens"
+    flops = "flops"
+    dollars = "dollars"
+
+
 def _progress_bar() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -134,10 +149,16 @@ def demo(
     t0 = time.perf_counter()
     result = _run_profile(demo_spec(limit), out, None, None)
     _print_summary(result.directory)
+    rows, label = _frontier_rows(result.directory, "auto")
+    _print_frontier(rows, label)
+    plot = result.directory / "frontier.html"
+    _write_plot(rows, label, plot, result.directory)
     wall = time.perf_counter() - t0
     console.print(
-        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s; "
-        f"tradeoff report {result.directory} --records for every query)"
+        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s)\n"
+        f"frontier plot: {plot}  (tradeoff frontier {result.directory} --plot frontier.png "
+        "for a PNG; tradeoff report DIR --records for every query)",
+        soft_wrap=True,
     )
 
 
@@ -279,6 +300,79 @@ def report(
         err_console.print(f"wrote {output}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command("frontier")
+def frontier_cmd(
+    directory: Annotated[Path, typer.Argument(help="A run directory.")],
+    cost: Annotated[
+        CostAxisName, typer.Option("--cost", "-c", help="What a query costs.")
+    ] = CostAxisName.auto,
+    format: Annotated[
+        FrontierFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = FrontierFormat.table,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
+    ] = None,
+) -> None:
+    """Accuracy against cost per configuration, Pareto-optimal ones marked (★), with
+    cost-of-pass, accuracy per joule, IPW and E³. --cost auto: energy where it was measured for
+    every query, else latency."""
+    import pandas as pd
+
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        raise UserError(f"--plot {plot}: give a file ending in .png or .html")
+    rows, label = _frontier_rows(directory, cost.value)
+    if format is FrontierFormat.table:
+        _print_frontier(rows, label)
+    else:
+        data = [r.to_dict() for r in rows]
+        if format is FrontierFormat.json:
+            text = json.dumps(data, indent=2)
+        else:
+            text = pd.DataFrame(data).to_csv(index=False)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if plot is not None:
+        _write_plot(rows, label, plot, directory)
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+def _frontier_rows(directory: Path, cost: str) -> tuple[list[Any], str]:
+    from tradeoff.analysis.frontier import axis_label, default_cost, frontier
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        records = store.records()
+        names = [c["name"] for c in store.configs()]
+    finally:
+        store.close()
+    if cost == "auto":
+        cost = default_cost(records)
+    rows = frontier(records, cost, names)
+    return rows, axis_label(cost, rows)
+
+
+def _print_frontier(rows: list[Any], label: str) -> None:
+    from tradeoff.report.table import frontier_table
+
+    table, notes = frontier_table(rows, label)
+    console.print(table)
+    for note in notes:
+        console.print(note, style="dim", markup=False, highlight=False)
+
+
+def _write_plot(rows: list[Any], label: str, plot: Path, directory: Path) -> None:
+    from tradeoff.report.plot import plot_html, plot_png
+
+    try:
+        if plot.suffix.lower() == ".png":
+            plot_png(rows, label, plot)
+        else:
+            plot_html(rows, label, plot, title=f"tradeoff frontier: {directory}")
+    except OSError as exc:
+        raise UserError(f"cannot write {plot}: {exc.strerror}") from None
 
 
 @app.command()

@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tradeoff.errors import UserError
 
-STRATEGIES = ["single"]
-
 
 class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -59,14 +57,87 @@ class ModelOptions(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
+Num = float | list[float]
+Int = int | list[int]
+
+# Which parameters each strategy takes; a list value expands into one configuration per value.
+STRATEGY_PARAMS: dict[str, set[str]] = {
+    "single": {"model", "temperature", "max_tokens"},
+    "vote": {"model", "temperature", "max_tokens", "n", "adaptive"},
+    "budget": {"model", "temperature", "budget", "think_budget"},
+    "cascade": {"models", "temperature", "max_tokens", "signal", "k", "threshold"},
+    "switch": {"models", "max_tokens", "threshold", "threshold_low", "window"},
+}
+STRATEGIES = list(STRATEGY_PARAMS)
+_REQUIRED = {
+    "single": ["model"],
+    "vote": ["model"],
+    "budget": ["model", "budget"],
+    "cascade": ["models", "threshold"],
+    "switch": ["models", "threshold"],
+}
+_LISTABLE = [
+    "temperature",
+    "max_tokens",
+    "n",
+    "budget",
+    "think_budget",
+    "k",
+    "threshold",
+    "threshold_low",
+    "window",
+]
+
+
 class ConfigSpec(BaseModel):
+    """One entry of `configs:`. Which fields apply depends on `strategy` (STRATEGY_PARAMS)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["single"] = "single"
-    model: str
+    strategy: Literal["single", "vote", "budget", "cascade", "switch"] = "single"
     name: str | None = None
-    temperature: float | None = Field(None, ge=0.0, le=5.0)
-    max_tokens: int | None = Field(None, ge=1, le=32768)
+    model: str | None = None
+    models: list[str] | None = None
+    temperature: Num | None = None
+    max_tokens: Int | None = None
+    n: Int | None = None
+    adaptive: bool | None = None
+    budget: Int | None = None
+    think_budget: Int | None = None
+    signal: Literal["agreement", "logprob", "entropy"] | None = None
+    k: Int | None = None
+    threshold: Num | None = None
+    threshold_low: Num | None = None
+    window: Int | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        allowed = STRATEGY_PARAMS[self.strategy] | {"strategy", "name"}
+        given = {f for f in self.model_fields_set if getattr(self, f) is not None}
+        extra = sorted(given - allowed)
+        if extra:
+            raise ValueError(
+                f"strategy '{self.strategy}' takes no {', '.join(extra)}; "
+                f"it takes: {', '.join(sorted(STRATEGY_PARAMS[self.strategy]))}"
+            )
+        missing = [f for f in _REQUIRED[self.strategy] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"strategy '{self.strategy}' needs {', '.join(missing)}")
+        if self.models is not None and len(self.models) != 2:
+            raise ValueError(f"strategy '{self.strategy}' needs models: [SMALL, LARGE]")
+
+    def expand(self) -> list[ConfigSpec]:
+        """One spec per combination of list-valued parameters."""
+        specs = [self]
+        for field_name in _LISTABLE:
+            out = []
+            for spec in specs:
+                value = getattr(spec, field_name)
+                if isinstance(value, list):
+                    out += [spec.model_copy(update={field_name: v}) for v in value]
+                else:
+                    out.append(spec)
+            specs = out
+        return specs
 
 
 class RunSpec(BaseModel):
@@ -105,11 +176,12 @@ class RunSpec(BaseModel):
         if not self.configs:  # default: one `single` configuration per model
             self.configs = [ConfigSpec(model=alias) for alias in self.models]
         for i, c in enumerate(self.configs):
-            if c.model not in self.models:
-                raise ValueError(
-                    f"configs[{i}].model: '{c.model}' is not a model alias of this spec; "
-                    f"aliases: {', '.join(self.models)}"
-                )
+            for alias in [c.model] if c.model else c.models or []:
+                if alias not in self.models:
+                    raise ValueError(
+                        f"configs[{i}]: '{alias}' is not a model alias of this spec; "
+                        f"aliases: {', '.join(self.models)}"
+                    )
         for field_name in ("prices", "model_options"):
             for alias in getattr(self, field_name):
                 if alias not in self.models:
@@ -134,77 +206,142 @@ class Config(BaseModel):
     config_id: str
     name: str
     strategy: str
-    models: dict[str, str]  # alias -> reference, only the models this configuration uses
-    model: str  # the alias of the model that answers (single)
+    models: dict[str, str]  # alias -> reference, the models this configuration uses, in order
+    model: str  # the alias that answers (single, vote, budget) or the first of `models`
     sampling: Sampling
+    params: dict[str, Any] = Field(default_factory=dict)  # strategy parameters, scalars
     model_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @property
+    def aliases(self) -> list[str]:
+        return list(self.models)
+
     def content(self) -> dict[str, Any]:
-        return {
+        content: dict[str, Any] = {
             "strategy": self.strategy,
             "model": self.model,
             "models": self.models,
             "sampling": self.sampling.model_dump(),
-            "model_options": self.model_options,
         }
+        if self.params:  # only when given, so ids of plain configurations stay as they were
+            content["params"] = self.params
+        if self.model_options:
+            content["model_options"] = self.model_options
+        return content
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vote": {"n": 5, "adaptive": False},
+    "budget": {},
+    "cascade": {"signal": "logprob", "k": 3},
+    "switch": {"window": 4},
+}
+# Strategies that sample several answers need temperature > 0; this is their default.
+_SAMPLING_TEMPERATURE = 0.7
+
+
+def _resolve_one(c: ConfigSpec, spec: RunSpec) -> Config:
+    aliases = [c.model] if c.model else list(c.models or [])
+    overrides: dict[str, Any] = {}
+    if c.temperature is not None:
+        overrides["temperature"] = c.temperature
+    if c.max_tokens is not None:
+        overrides["max_tokens"] = c.max_tokens
+    if c.budget is not None:
+        overrides["max_tokens"] = c.budget
+    sampling = spec.sampling.model_copy(update=overrides)
+    params = dict(_DEFAULTS.get(c.strategy, {}))
+    for key in (
+        "n",
+        "adaptive",
+        "budget",
+        "think_budget",
+        "signal",
+        "k",
+        "threshold",
+        "threshold_low",
+        "window",
+    ):
+        value = getattr(c, key)
+        if value is not None:
+            params[key] = value
+    sampled = c.strategy == "vote" or (c.strategy == "cascade" and params["signal"] == "agreement")
+    if sampled:
+        if c.temperature is None and sampling.temperature == 0.0:
+            sampling = sampling.model_copy(update={"temperature": _SAMPLING_TEMPERATURE})
+        if sampling.temperature == 0.0:
+            raise UserError(
+                f"strategy '{c.strategy}' samples several answers: it needs temperature > 0"
+            )
+    if c.strategy == "switch":
+        params.setdefault("threshold_low", params["threshold"])
+    options = {a: spec.model_options[a].model_dump() for a in aliases if a in spec.model_options}
+    draft = Config(
+        config_id="",
+        name="",
+        strategy=c.strategy,
+        models={a: spec.models[a] for a in aliases},
+        model=aliases[0],
+        sampling=sampling,
+        params=params,
+        model_options=options,
+    )
+    content = json.dumps(draft.content(), sort_keys=True)
+    draft.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return draft
+
+
+def _derived_name(c: Config, spec: RunSpec) -> str:
+    p = c.params
+    if c.strategy == "vote":
+        name = f"vote-n{p['n']}{'a' if p.get('adaptive') else ''}-{c.model}"
+    elif c.strategy == "budget":
+        name = f"budget{p['budget']}-{c.model}"
+        if p.get("think_budget") is not None:
+            name += f"-think{p['think_budget']}"
+    elif c.strategy == "cascade":
+        small, large = c.aliases
+        name = f"cascade-{small}-{large}-{p['signal']}{p['threshold']:g}"
+    elif c.strategy == "switch":
+        small, large = c.aliases
+        name = f"switch-{small}-{large}-t{p['threshold']:g}"
+        if p["threshold_low"] != p["threshold"]:
+            name += f"-{p['threshold_low']:g}"
+    else:
+        name = c.model
+    if c.strategy != "budget" and c.sampling.max_tokens != spec.sampling.max_tokens:
+        name += f"-max{c.sampling.max_tokens}"
+    if c.strategy not in ("vote",) and c.sampling.temperature != spec.sampling.temperature:
+        name += f"-t{c.sampling.temperature:g}"
+    return name
 
 
 def resolve_configs(spec: RunSpec) -> list[Config]:
+    """Every configuration of the spec, list-valued parameters expanded, named and hashed."""
     out: list[Config] = []
     names: set[str] = set()
-    for c in spec.configs:
-        sampling = spec.sampling.model_copy(
-            update={
-                k: v
-                for k, v in {"temperature": c.temperature, "max_tokens": c.max_tokens}.items()
-                if v is not None
-            }
-        )
-        options = {
-            a: spec.model_options[a].model_dump() for a in [c.model] if a in spec.model_options
-        }
-        content = {
-            "strategy": c.strategy,
-            "model": c.model,
-            "models": {c.model: spec.models[c.model]},
-            "sampling": sampling.model_dump(),
-        }
-        if options:  # only when given, so ids of runs without options stay as they were
-            content["model_options"] = options
-        config_id = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
-        name = c.name or _derived_name(c, spec)
-        if name in names:
-            if c.name:
-                raise UserError(f"configuration name '{name}' is used twice; names must be unique")
-            n = 2
-            while f"{name}-{n}" in names:
-                n += 1
-            name = f"{name}-{n}"
-        names.add(name)
-        out.append(
-            Config(
-                config_id=config_id,
-                name=name,
-                strategy=c.strategy,
-                models={c.model: spec.models[c.model]},
-                model=c.model,
-                sampling=sampling,
-                model_options=options,
-            )
-        )
+    for entry in spec.configs:
+        for c in entry.expand():
+            config = _resolve_one(c, spec)
+            name = c.name or _derived_name(config, spec)
+            if entry.name and len(entry.expand()) > 1:
+                name = f"{entry.name}-{_derived_name(config, spec)}"
+            if name in names:
+                if c.name and len(entry.expand()) == 1:
+                    raise UserError(
+                        f"configuration name '{name}' is used twice; names must be unique"
+                    )
+                n = 2
+                while f"{name}-{n}" in names:
+                    n += 1
+                name = f"{name}-{n}"
+            names.add(name)
+            config.name = name
+            out.append(config)
     ids = [c.config_id for c in out]
     if len(set(ids)) != len(ids):
         raise UserError("two configurations are identical; remove the duplicate")
     return out
-
-
-def _derived_name(c: ConfigSpec, spec: RunSpec) -> str:
-    parts = [c.model]
-    if c.temperature is not None and c.temperature != spec.sampling.temperature:
-        parts.append(f"t{c.temperature:g}")
-    if c.max_tokens is not None and c.max_tokens != spec.sampling.max_tokens:
-        parts.append(f"max{c.max_tokens}")
-    return "-".join(parts)
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

@@ -1,4 +1,5 @@
-"""The embedded default: both bundled models on every built-in task, no network, no GPU."""
+"""The embedded default: both bundled models on every built-in task, alone and combined by
+vote, cascade and switch; no network, no GPU."""
 
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ def demo_spec(limit: int = 20) -> RunSpec:
             "tasks": [t.name for t in builtin_tasks()],
             "limit": limit,
             "sampling": {"temperature": 0.0, "max_tokens": 48, "seed": 0},
+            "configs": [
+                {"model": "smollm2-135m"},
+                {"model": "gemma3-270m"},
+                {"strategy": "vote", "model": "smollm2-135m", "n": 3, "adaptive": True},
+                {
+                    "strategy": "cascade",
+                    "models": ["smollm2-135m", "gemma3-270m"],
+                    "signal": "logprob",
+                    "threshold": 0.5,
+                },
+                {
+                    "strategy": "switch",
+                    "models": ["smollm2-135m", "gemma3-270m"],
+                    "threshold": 1.5,
+                },
+            ],
         },
         "demo",
     )

@@ -17,6 +17,7 @@ from typing import Any
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
 from tradeoff.engines import open_engine
 from tradeoff.engines.base import Engine
+from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
 from tradeoff.meters.host import host_info
 from tradeoff.meters.memory import peak_rss_bytes
@@ -75,9 +76,14 @@ def _build_record(
     score = 0.0 if error else scorer.score(outcome.output, work.item)
     parsed = None if error else scorer.parse(outcome.output)
     gens = [c.generation for c in calls]
-    firsts = [g.t_first for g in gens if g.t_first is not None]
-    decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
-    decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
+    if outcome.t_first is not None:
+        firsts = [outcome.t_first]
+        decode_s = t1 - outcome.t_first
+        decode_tokens = max(sum(g.output_tokens for g in gens) - 1, 0)
+    else:
+        firsts = [g.t_first for g in gens if g.t_first is not None]
+        decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
+        decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
     itls = [g.itl_s for g in gens if g.itl_s is not None]
     energies = [c.energy_j for c in calls]
     missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
@@ -177,6 +183,14 @@ async def _execute(
                 timeout_s=spec.timeout_s,
                 extra_body=options.extra_body if options else None,
             )
+        for c in configs:
+            if c.strategy == "switch":
+                for alias in c.aliases:
+                    if not engines[alias].info.in_process:
+                        raise UserError(
+                            f"configuration '{c.name}': switch needs in-process models "
+                            f"(a bundled name or gguf:PATH); '{alias}' is {spec.models[alias]}"
+                        )
         store = open_store()
     except BaseException:
         for engine in engines.values():

@@ -34,6 +34,9 @@ class Request:
     # Ask for the log-probability of each generated token and the entropy of the distribution it
     # was drawn from (nats). Engines that cannot give them leave the lists empty.
     logprobs: bool = False
+    # Text the answer already starts with (generated earlier, or forced, e.g. "</think>"): the
+    # model continues after it. The returned text is the continuation only.
+    prefix: str = ""
 
     @property
     def mode(self) -> PromptMode:
@@ -122,6 +125,9 @@ class Outcome:
     output: str
     calls: list[Call]
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the strategy knows it better than its calls do (e.g. `switch`, whose calls interleave):
+    # the perf_counter time of the answer's first token.
+    t_first: float | None = None
 
     @property
     def error(self) -> str | None:

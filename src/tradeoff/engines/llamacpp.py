@@ -14,9 +14,10 @@ import ctypes
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,6 +61,7 @@ def shape_from_metadata(metadata: dict[str, str], n_params: int, vocab: int) -> 
 _LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
 
 _LOG_CALLBACK: Any = None
+T = TypeVar("T")
 
 
 def _quiet_llama_logs() -> None:
@@ -73,11 +75,76 @@ def _quiet_llama_logs() -> None:
 
     @llama_cpp.llama_log_callback  # type: ignore[misc]
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        if level == 3:  # GGML_LOG_LEVEL_ERROR
+        if level == 4:  # GGML_LOG_LEVEL_ERROR (0 none, 1 debug, 2 info, 3 warn, 4 error)
             print(text.decode("utf-8", errors="replace"), end="", file=sys.stderr, flush=True)
 
     _LOG_CALLBACK = callback  # keep a reference: llama.cpp holds only the C pointer
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+def entropy_of(logp: np.ndarray) -> float:
+    """Entropy in nats of a distribution given as log-probabilities."""
+    return float(-(np.exp(logp) * logp).sum())
+
+
+class TokenStream:
+    """One model's own context for token-level strategies (`switch`).
+
+    The answer is shared as bytes of text; each model keeps its own tokens and KV cache and, when
+    it takes a turn, catches up on the text it has not seen with one batched prefill. Every
+    evaluation is logged as (start position, tokens) for the analytic FLOPs.
+    """
+
+    def __init__(self, engine: LlamaCppEngine, request: Request):
+        self.engine = engine
+        self.request = request
+        self.evals: list[tuple[int, int]] = []
+        self.prompt_tokens = 0
+        self.catchup_tokens = 0
+        self.generated = 0
+        self.busy_s = 0.0
+        self.seen = 0  # bytes of the answer already in (or queued for) this model's context
+        self._unfed: list[int] = []
+        self._context: list[int] = []
+        self.started = False
+
+    def _eval(self, tokens: list[int]) -> None:
+        llm = self.engine.llm
+        self.evals.append((llm.n_tokens, len(tokens)))
+        llm.eval(tokens)
+        self._context += tokens
+
+    def next_distribution(self, answer: bytes) -> np.ndarray:
+        """Bring this model up to date with `answer`, then give its next-token log-probabilities.
+
+        Models share one llama.cpp thread but not contexts: each stream owns its engine's
+        context for the length of the strategy call.
+        """
+        t0 = time.perf_counter()
+        if not self.started:
+            self.engine.llm.reset()
+            prompt = self.engine.prompt_tokens(self.request)
+            self.prompt_tokens = len(prompt)
+            self._eval(prompt)
+            self.started = True
+        missing = answer[self.seen :]
+        catchup = self.engine.llm.tokenize(missing, add_bos=False, special=False) if missing else []
+        self.catchup_tokens += len(catchup)
+        if self._unfed or catchup:
+            self._eval(self._unfed + catchup)
+            self._unfed = []
+        self.seen = len(answer)
+        logp = self.engine.last_logprobs()
+        self.busy_s += time.perf_counter() - t0
+        return logp
+
+    def take(self, token: int) -> bytes:
+        """Accept `token` as this model's output; its bytes of text."""
+        piece = self.engine.llm.detokenize([token], prev_tokens=self._context + self._unfed)
+        self._unfed.append(token)
+        self.generated += 1
+        self.seen += len(piece)
+        return piece
 
 
 class LlamaCppEngine:
@@ -145,29 +212,50 @@ class LlamaCppEngine:
     # --- prompts ------------------------------------------------------------------------------
 
     def prompt_tokens(self, request: Request) -> list[int]:
-        """The token ids the model is fed for `request` (chat template applied for chat)."""
+        """The token ids the model is fed for `request` (chat template applied for chat), the
+        request's `prefix` (a partial answer to continue) included."""
         if request.messages is not None:
             if self._formatter is None:
                 raise ValueError(f"{self.info.ref} has no chat template; send a completion prompt")
             formatted = self._formatter(messages=request.messages)
-            return self.llm.tokenize(
+            tokens = self.llm.tokenize(
                 formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
             )
-        return self.llm.tokenize((request.prompt or "").encode("utf-8"), add_bos=True, special=True)
+        else:
+            text = (request.prompt or "").encode("utf-8")
+            tokens = self.llm.tokenize(text, add_bos=True, special=True)
+        if request.prefix:
+            tokens += self.text_tokens(request.prefix)
+        return tokens
+
+    def text_tokens(self, text: str) -> list[int]:
+        """Tokens of a piece of answer text (no BOS; special markers like <think> recognised)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     # --- generation ---------------------------------------------------------------------------
 
-    def _next_token_stats(self, token: int) -> tuple[float, float]:
-        """(log-probability of `token`, entropy in nats) under the last decoded distribution."""
+    def last_logprobs(self) -> np.ndarray:
+        """Log-probabilities over the whole vocabulary of the last decoded position."""
         ptr = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(
             ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
         ).astype(np.float64)
         shifted = logits - logits.max()
-        log_z = np.log(np.exp(shifted).sum())
-        logp = shifted - log_z
-        entropy = float(-(np.exp(logp) * logp).sum())
-        return float(logp[token]), entropy
+        return shifted - np.log(np.exp(shifted).sum())
+
+    def _next_token_stats(self, token: int) -> tuple[float, float]:
+        """(log-probability of `token`, entropy in nats) under the last decoded distribution."""
+        logp = self.last_logprobs()
+        return float(logp[token]), entropy_of(logp)
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.llm._model.vocab, token))
+
+    async def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where this engine's calls run: inline, or on the one llama.cpp thread."""
+        if self.inline:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(_LLAMA_THREAD, fn)
 
     def generate(self, request: Request) -> Generation:
         """Generate synchronously. Never raises for a bad request: the error is in the result."""

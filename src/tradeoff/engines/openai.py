@@ -212,7 +212,7 @@ class OpenAIEngine:
                 body["top_logprobs"] = TOP_LOGPROBS
         else:
             url = self._completion_url
-            body["prompt"] = request.prompt or ""
+            body["prompt"] = (request.prompt or "") + request.prefix
             if request.logprobs:
                 body["logprobs"] = TOP_LOGPROBS
         if self.extra_body:
@@ -224,6 +224,20 @@ class OpenAIEngine:
         """Stream one answer. Never raises for a failed request: the Generation carries `error`
         and whatever text and timings arrived before the failure."""
         chat = request.messages is not None
+        if chat and request.prefix:
+            now = time.perf_counter()
+            return Generation(
+                text="",
+                input_tokens=None,
+                output_tokens=0,
+                t_start=now,
+                t_first=None,
+                t_end=now,
+                finish_reason="error",
+                mode="chat",
+                error="continuing a partial answer (prefix) needs completion mode: "
+                "use openai:BASE_URL#MODEL@completion",
+            )
         url, content = self._payload(request)
         shard = self._shard()
         shard.in_flight += 1

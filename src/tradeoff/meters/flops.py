@@ -40,6 +40,18 @@ def _positions_sum(first: int, last: int) -> int:
     return (first + last) * (last - first + 1) // 2
 
 
+def eval_flops(shape: ModelShape, start: int, n_tokens: int) -> float:
+    """FLOPs of one batched evaluation of `n_tokens` positions after `start` already in the
+    context, with logits for the last position only (how llama.cpp evaluates)."""
+    if n_tokens <= 0:
+        return 0.0
+    per_position = 2 * layer_matmul_params(shape)
+    per_attended = 4 * shape.n_layers * shape.n_heads * shape.head_dim
+    head = 2 * shape.d_model * shape.vocab
+    attended = _positions_sum(start + 1, start + n_tokens)
+    return float(per_position * n_tokens + per_attended * attended + head)
+
+
 def request_flops(shape: ModelShape, input_tokens: int, output_tokens: int) -> RequestFlops:
     """FLOPs to prefill `input_tokens` and then decode `output_tokens` (the first output token
     comes from the prefill's last position, so decoding feeds output_tokens - 1 positions)."""

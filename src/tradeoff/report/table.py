@@ -1,10 +1,14 @@
-"""The per-configuration summary as a Rich table, with every unit and source in the header."""
+"""Per-configuration summaries and frontiers as Rich tables, every unit and source in a header."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from tradeoff.analysis.frontier import FrontierRow
 
 
 def short_reason(missing: str) -> str:
@@ -56,4 +60,72 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
             str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]",
         )
     footnotes = [f"[{i + 1}] energy not measured: {reason}" for i, reason in enumerate(notes)]
+    return table, footnotes
+
+
+def _footnote(notes: list[str], note: str) -> int:
+    if note not in notes:
+        notes.append(note)
+    return notes.index(note) + 1
+
+
+def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, list[str]]:
+    """The frontier as a table, ★ marking Pareto-optimal configurations; a value that cannot be
+    computed reads 'n/a (reason)[k]', footnote k giving the full reason. Cells are escaped Rich
+    markup; the footnotes are plain text (print them with markup=False)."""
+    unit = rows[0].cost_unit if rows else ""
+    table = Table(title=escape(f"accuracy against {cost_label}"), title_justify="left")
+    table.add_column("Pareto", justify="center")
+    table.add_column("config", style="bold")
+    table.add_column("n", justify="right")
+    for header in [
+        "accuracy [95% CI]",
+        f"cost\n{unit}/query",
+        f"cost-of-pass\n{unit}/correct",
+        "accuracy/J\n1/J",
+        "IPW\naccuracy/W",
+        "E³\nacc²/out tok",
+        "errors",
+    ]:
+        table.add_column(header, justify="right")
+    notes: list[str] = []
+    for r in rows:
+        if r.cost is None:
+            why = r.cost_missing or "missing"
+            mark = _footnote(notes, f"{r.cost_axis} unknown, so not on the frontier: {why}")
+            cost = escape(f"n/a ({short_reason(why)})[{mark}]")
+            cost_of_pass = "n/a"
+        else:
+            cost = format(r.cost, ".4g")
+            if r.cost_note:
+                cost += f"[{_footnote(notes, r.cost_note)}]"
+            cost_of_pass = _num(r.cost_of_pass, ".4g") if r.accuracy > 0 else "n/a (acc 0)"
+        if r.energy_j is None:
+            why = r.energy_missing or "not measured"
+            if r.cost_axis == "energy":  # the cost's own footnote already says why
+                why = f"energy unknown, so not on the frontier: {why}"
+            else:
+                why = f"energy not measured: {why}"
+            per_j = ipw = f"n/a[{_footnote(notes, why)}]"
+        else:
+            per_j, ipw = _num(r.accuracy_per_joule, ".3g"), _num(r.ipw, ".3g")
+        table.add_row(
+            "★" if r.pareto else "",
+            escape(r.config),
+            str(r.n),
+            f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]",
+            cost,
+            cost_of_pass,
+            per_j,
+            ipw,
+            _num(r.e3, ".3g"),
+            str(r.errors) if not r.errors else f"[red]{r.errors}[/red]",
+        )
+    footnotes = [
+        "★ Pareto-optimal: no other configuration is more accurate at the same or lower cost, "
+        "or as accurate at a lower cost. Failed queries score 0 and their cost counts."
+    ]
+    footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    if not rows:
+        footnotes.append("no records stored in this run yet")
     return table, footnotes

@@ -25,7 +25,7 @@ class CallMeter:
     engines: dict[str, Engine]
     energy: EnergyMeter | None
     energy_missing: str
-    _inproc_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inproc_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def call(self, alias: str, request: Request) -> Call:
         engine = self.engines[alias]
@@ -34,7 +34,7 @@ class CallMeter:
             gen = await engine.agenerate(request)
             energy_j, source, missing = None, None, REMOTE_ENERGY
         else:
-            async with self._inproc_lock:
+            async with self.inproc_lock:
                 e0 = self.energy.read_j() if self.energy else None
                 gen = await engine.agenerate(request)
                 e1 = self.energy.read_j() if self.energy else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tradeoff.config import Config
 from tradeoff.strategies.calls import CallMeter
@@ -16,9 +17,16 @@ class StrategyContext:
     task: Task
     meter: CallMeter
 
-    def request_for(self, alias: str, item: Item, sample: int, **overrides: object) -> Request:
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config.params
+
+    def request_for(
+        self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object
+    ) -> Request:
         """The task's request for `item`, in the prompt form the model needs (chat or few-shot
-        completion), with the configuration's sampling; sample k uses seed + k."""
+        completion), with the configuration's sampling. Sample k, draw j (the j-th answer a
+        strategy draws for one record) uses seed + k + 1,000,003 j."""
         s = self.config.sampling
         request = build_request(
             self.task,
@@ -26,7 +34,7 @@ class StrategyContext:
             self.meter.engines[alias].info.prompt_mode,
             max_tokens=s.max_tokens,
             temperature=s.temperature,
-            seed=s.seed + sample,
+            seed=s.seed + sample + 1_000_003 * draw,
         )
         for key, value in overrides.items():
             setattr(request, key, value)

@@ -1,0 +1,50 @@
+"""`budget`: cap the output tokens; for models that reason inside <think>...</think>, cap the
+thinking at `think_budget`, then close it and force the answer (budget forcing)."""
+
+from __future__ import annotations
+
+from tradeoff.strategies.context import StrategyContext
+from tradeoff.types import Item, Outcome
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+async def run_budget(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+    budget, think_budget = ctx.params["budget"], ctx.params.get("think_budget")
+    alias = ctx.config.model
+    if think_budget is None:
+        call = await ctx.meter.call(alias, ctx.request_for(alias, item, sample))
+        capped = call.generation.finish_reason == "length"
+        return Outcome(call.generation.text, [call], {"cap_hit": capped, "forced": False})
+
+    # Phase 1: think, at most think_budget tokens, stopping where the model closes its thinking.
+    base = ctx.request_for(alias, item, sample)
+    first = await ctx.meter.call(
+        alias,
+        ctx.request_for(
+            alias,
+            item,
+            sample,
+            max_tokens=min(think_budget, budget),
+            stop=[*base.stop, THINK_CLOSE],
+        ),
+    )
+    text = first.generation.text
+    if first.generation.error or not text.lstrip().startswith(THINK_OPEN):
+        # Not a reasoning answer: what was generated is the answer, within the overall budget.
+        capped = first.generation.finish_reason == "length"
+        if not capped or first.generation.error:
+            return Outcome(text, [first], {"cap_hit": capped, "forced": False})
+        prefix, forced = text, False
+    else:
+        capped = first.generation.finish_reason == "length"
+        prefix, forced = text + ("\n" if capped else "") + THINK_CLOSE + "\n", capped
+    left = budget - first.generation.output_tokens
+    if left <= 0:
+        return Outcome(text, [first], {"cap_hit": True, "forced": False})
+    second = await ctx.meter.call(
+        alias, ctx.request_for(alias, item, sample, max_tokens=left, prefix=prefix)
+    )
+    answer = prefix + second.generation.text
+    capped = capped or second.generation.finish_reason == "length"
+    return Outcome(answer, [first, second], {"cap_hit": capped, "forced": forced})

@@ -1,0 +1,184 @@
+"""`switch`: token-level entropy-adaptive decoding between a small and a large model (EAD).
+
+The small model generates. Before each token, the entropy of the generating model's next-token
+distribution joins a rolling window of the last `window` entropies; when the window's mean exceeds
+`threshold`, the large model generates (this token included) until the mean falls below
+`threshold_low`, then the small model takes over again. Models hand over at the text level, so
+they may have different tokenizers: each keeps its own context and KV cache and catches up on the
+text it has not seen with one batched prefill, counted as that model's cost.
+
+Runs on in-process llama.cpp models only (it needs every next-token distribution).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from tradeoff.engines.llamacpp import LlamaCppEngine, TokenStream, entropy_of
+from tradeoff.meters.flops import eval_flops
+from tradeoff.strategies.context import StrategyContext
+from tradeoff.types import Call, Generation, Item, Outcome, Request
+
+
+def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logp))
+    scaled = logp / temperature
+    p = np.exp(scaled - scaled.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _call(
+    alias: str,
+    stream: TokenStream,
+    text: bytes,
+    t_start: float,
+    t_first: float | None,
+    energy: float | None,
+    energy_missing: str | None,
+    source: str | None,
+) -> Call:
+    engine = stream.engine
+    shape = engine.info.shape
+    flops = sum(eval_flops(shape, s, n) for s, n in stream.evals) if shape else None
+    gen = Generation(
+        text=text.decode("utf-8", errors="replace"),
+        input_tokens=stream.prompt_tokens + stream.catchup_tokens,
+        output_tokens=stream.generated,
+        t_start=t_start,
+        t_first=t_first,
+        t_end=t_start + stream.busy_s,  # time this model computed, not wall time
+        finish_reason="stop",
+        mode=stream.request.mode,
+    )
+    return Call(alias, gen, energy, source, energy_missing, flops)
+
+
+def run_switch_sync(
+    small: TokenStream,
+    large: TokenStream,
+    *,
+    max_tokens: int,
+    threshold: float,
+    threshold_low: float,
+    window: int,
+    temperature: float,
+    seed: int,
+    read_energy: object = None,
+) -> tuple[bytes, dict[str, object], float | None, dict[str, float]]:
+    """The decoding loop. Returns (answer bytes, stats, first-token time, energy by model)."""
+    rng = np.random.default_rng(seed)
+    answer = b""
+    pieces: dict[int, bytes] = {0: b"", 1: b""}
+    streams = (small, large)
+    entropies: deque[float] = deque(maxlen=window)
+    current, switches, by_model = 0, 0, [0, 0]
+    t_first: float | None = None
+    energy = [0.0, 0.0]
+    read = read_energy if callable(read_energy) else None
+    mark = read() if read else None
+    finish = "length"
+    while by_model[0] + by_model[1] < max_tokens:
+        stream = streams[current]
+        logp = stream.next_distribution(answer)
+        entropies.append(entropy_of(logp))
+        mean = sum(entropies) / len(entropies)
+        if current == 0 and mean > threshold:
+            current, switches = 1, switches + 1  # the large model produces this token
+            if read and mark is not None:
+                now = read()
+                energy[0] += now - mark
+                mark = now
+            stream = streams[current]
+            logp = stream.next_distribution(answer)
+            entropies[-1] = entropy_of(logp)
+        token = _choose(logp, temperature, rng)
+        if stream.engine.is_end(token):
+            finish = "stop"
+            break
+        piece = stream.take(token)
+        if t_first is None:
+            t_first = time.perf_counter()
+        answer += piece
+        pieces[current] += piece
+        by_model[current] += 1
+        stops = stream.request.stop
+        if stops and any(s.encode() in answer for s in stops):
+            text = answer.decode("utf-8", errors="ignore")
+            cut = min(text.index(s) for s in stops if s in text)
+            answer = text[:cut].encode("utf-8")
+            finish = "stop"
+            break
+        mean = sum(entropies) / len(entropies)
+        if current == 1 and mean < threshold_low:
+            current, switches = 0, switches + 1
+            if read and mark is not None:
+                now = read()
+                energy[1] += now - mark
+                mark = now
+    if read and mark is not None:
+        energy[current] += read() - mark
+    stats: dict[str, object] = {
+        "tokens_small": by_model[0],
+        "tokens_large": by_model[1],
+        "large_token_share": by_model[1] / max(by_model[0] + by_model[1], 1),
+        "switches": switches,
+        "catchup_tokens_small": small.catchup_tokens,
+        "catchup_tokens_large": large.catchup_tokens,
+        "finish_reason": finish,
+        "text_small": pieces[0].decode("utf-8", errors="replace"),
+        "text_large": pieces[1].decode("utf-8", errors="replace"),
+    }
+    return answer, stats, t_first, {"small": energy[0], "large": energy[1]}
+
+
+async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+    small_alias, large_alias = ctx.config.aliases
+    small_engine = ctx.meter.engines[small_alias]
+    large_engine = ctx.meter.engines[large_alias]
+    if not isinstance(small_engine, LlamaCppEngine) or not isinstance(large_engine, LlamaCppEngine):
+        raise TypeError("switch needs in-process llama.cpp models")
+    p = ctx.params
+    requests: list[Request] = [ctx.request_for(a, item, sample) for a in (small_alias, large_alias)]
+    small = TokenStream(small_engine, requests[0])
+    large = TokenStream(large_engine, requests[1])
+    meter = ctx.meter
+    read = meter.energy.read_j if meter.energy else None
+    t_start = time.perf_counter()
+    async with meter.inproc_lock:
+        answer, stats, t_first, energy = await small_engine.run_sync(
+            lambda: run_switch_sync(
+                small,
+                large,
+                max_tokens=ctx.config.sampling.max_tokens,
+                threshold=p["threshold"],
+                threshold_low=p["threshold_low"],
+                window=p["window"],
+                temperature=ctx.config.sampling.temperature,
+                seed=requests[0].seed or 0,
+                read_energy=read,
+            )
+        )
+    source = meter.energy.source if meter.energy else None
+    missing = None if meter.energy else meter.energy_missing
+    calls = []
+    for alias, stream, key in ((small_alias, small, "small"), (large_alias, large, "large")):
+        if not stream.started:
+            continue  # never asked for a token: no cost
+        text = str(stats[f"text_{key}"]).encode()
+        calls.append(
+            _call(
+                alias,
+                stream,
+                text,
+                t_start,
+                t_first if key == "small" else None,
+                energy[key] if read else None,
+                missing,
+                source,
+            )
+        )
+    return Outcome(answer.decode("utf-8", errors="replace"), calls, stats, t_first=t_first)

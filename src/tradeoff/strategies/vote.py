@@ -1,0 +1,54 @@
+"""`vote`: self-consistency. Draw `n` answers at temperature > 0 and keep the majority of the
+answers the task's scorer parses; `adaptive` stops once the leader can no longer be overtaken."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tradeoff.strategies.context import StrategyContext
+from tradeoff.types import Call, Item, Outcome
+
+
+def decided(counts: Counter[str], remaining: int) -> bool:
+    """True when the leading answer cannot be overtaken (nor tied) by the remaining draws."""
+    top = counts.most_common(2)
+    if not top:
+        return False
+    second = top[1][1] if len(top) > 1 else 0
+    return top[0][1] > second + remaining
+
+
+def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | None, float]:
+    """(an output carrying the majority answer, that answer, its share of parsed answers).
+
+    Ties go to the answer reached first; with no parsed answer at all, the first output."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return (outputs[0] if outputs else ""), None, 0.0
+    best = max(counts.values())
+    winner = next(a for a in answers if a is not None and counts[a] == best)
+    output = outputs[answers.index(winner)]
+    return output, winner, best / sum(counts.values())
+
+
+async def run_vote(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+    n, adaptive = ctx.params["n"], ctx.params["adaptive"]
+    alias = ctx.config.model
+    calls: list[Call] = []
+    outputs: list[str] = []
+    answers: list[str | None] = []
+    counts: Counter[str] = Counter()
+    for draw in range(n):
+        call = await ctx.meter.call(alias, ctx.request_for(alias, item, sample, draw))
+        calls.append(call)
+        text = call.generation.text
+        answer = None if call.generation.error else ctx.task.scorer.parse(text)
+        outputs.append(text)
+        answers.append(answer)
+        if answer is not None:
+            counts[answer] += 1
+        if adaptive and decided(counts, n - draw - 1):
+            break
+    output, winner, share = majority(outputs, answers)
+    extra = {"samples_drawn": len(calls), "answers": answers, "majority": winner, "share": share}
+    return Outcome(output=output, calls=calls, extra=extra)

@@ -1,0 +1,228 @@
+"""The accuracy-cost frontier on a real SQLite store of hand-made records whose costs and scores
+make every Pareto decision (ties, missing energy, accuracy 0, a failed query) known in advance."""
+
+import json
+import math
+import re
+
+import pytest
+from conftest import run_cli
+
+from tradeoff.analysis.frontier import COST_AXES, axis_label, frontier
+from tradeoff.analysis.metrics import wilson_interval
+from tradeoff.errors import UserError
+from tradeoff.store import Store
+from tradeoff.types import Record
+
+NO_ENERGY = "no RAPL: /sys/class/powercap does not exist; no NVML: pynvml is not installed"
+E2E = [1.0, 2.0, 1.0, 2.0, 1.0]
+OUT_TOKENS = [10, 20, 30, 40, 50]
+
+# name -> (energy J of each of 5 queries or None, scores; None marks a failed query)
+CONFIGS = {
+    "A": ([8, 12, 10, 9, 11], [1, 1, 0, 0, 0]),  # 10 J, 0.4: the cheapest with any accuracy
+    "B": ([18, 22, 20, 19, 21], [1, 1, 1, 1, 0]),  # 20 J, 0.8
+    "C<&>": ([20, 20, 20, 20, 20], [0, 1, 1, 1, 1]),  # 20 J, 0.8: tied with B, both on it
+    "D": ([30, 30, 30, 30, 30], [1, 1, 1, 1, None]),  # 30 J, 0.8 (one failed): B is cheaper
+    "E": ([10, 10, 10, 10, 10], [1, 0, 0, 0, 0]),  # 10 J, 0.2: A as cheap, more accurate
+    "F": ([40, 40, 40, 40, 40], [1, 1, 1, 1, 1]),  # 40 J, 1.0: the most accurate
+    "Z": ([15, 15, 15, 15, 15], [0, 0, 0, 0, 0]),  # 15 J, 0.0: A is cheaper and better
+    "M": (None, [1, 1, 1, 1, 1]),  # energy not measured: never on the frontier
+}
+ON_FRONTIER = {"A", "B", "C<&>", "F"}
+
+
+def _record(config_id: str, i: int, energy: float | None, score: int | None) -> Record:
+    return Record(
+        config_id=config_id,
+        task="arith",
+        item_id=f"q{i}",
+        sample=0,
+        output="" if score is None else "4",
+        score=None if score is None else float(score),
+        parsed=None,
+        error="timed out after 120 s" if score is None else None,
+        # The server of M reports no input tokens for its first two queries.
+        input_tokens=None if config_id == "M" and i < 2 else 100,
+        output_tokens=OUT_TOKENS[i],
+        ttft_s=0.1,
+        e2e_s=E2E[i],
+        itl_s=0.01,
+        decode_tps=50.0,
+        energy_j=energy,
+        energy_source=None if energy is None else "rapl",
+        energy_missing=NO_ENERGY if energy is None else None,
+        flops=1e9 * (i + 1),
+        peak_rss_bytes=1,
+        cost_usd=None,
+        calls=[{"model": config_id.lower(), "input_tokens": 100}],
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("frontier") / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([(f"id-{name}", name, {"strategy": "single"}) for name in CONFIGS])
+    for name, (energies, scores) in CONFIGS.items():
+        for i, score in enumerate(scores):
+            energy = None if energies is None else float(energies[i])
+            rec = _record(name, i, energy, score)
+            rec.config_id = f"id-{name}"
+            store.write_record(rec)
+    store.close()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def records(run_dir):
+    store = Store.open(run_dir)
+    try:
+        return store.records()
+    finally:
+        store.close()
+
+
+def test_pareto_marks_exactly_the_non_dominated(records):
+    rows = {r.config: r for r in frontier(records, "energy")}
+    assert list(rows) == list(CONFIGS)  # first-seen order
+    assert {name for name, r in rows.items() if r.pareto} == ON_FRONTIER
+    assert rows["D"].dominated_by == "B"  # cheaper, as accurate
+    assert rows["E"].dominated_by == "A"  # as cheap, more accurate
+    assert rows["Z"].dominated_by == "A"
+    # M is the most accurate of all, but with no energy it cannot be placed
+    assert rows["M"].cost is None and not rows["M"].pareto
+    assert rows["M"].cost_missing == NO_ENERGY
+
+
+def test_metrics_equal_a_hand_computation(records):
+    rows = {r.config: r for r in frontier(records, "energy")}
+    b = rows["B"]
+    assert b.n == 5 and b.errors == 0
+    assert b.accuracy == pytest.approx(0.8)
+    assert (b.accuracy_low, b.accuracy_high) == pytest.approx(wilson_interval(4, 5))
+    assert b.cost == pytest.approx(20.0) and b.cost_unit == "J"
+    assert b.cost_source == "measured by rapl"
+    assert b.cost_of_pass == pytest.approx(20.0 / 0.8)
+    assert b.accuracy_per_joule == pytest.approx(0.8 / 20.0)
+    power = (18 / 1 + 22 / 2 + 20 / 1 + 19 / 2 + 21 / 1) / 5  # mean of each query's J / s
+    assert b.power_w == pytest.approx(power)
+    assert b.ipw == pytest.approx(0.8 / power)
+    assert b.e3 == pytest.approx(0.8**2 / 30.0)
+    # the failed query scores 0 and its 30 J count
+    d = rows["D"]
+    assert d.errors == 1 and d.accuracy == pytest.approx(0.8) and d.cost == pytest.approx(30.0)
+    # accuracy 0: no cost-of-pass, but a cost and E³ of 0
+    z = rows["Z"]
+    assert z.accuracy == 0 and z.cost == pytest.approx(15.0) and z.cost_of_pass is None
+    assert z.e3 == 0 and z.accuracy_per_joule == 0
+    # no energy: no accuracy per joule, no IPW; E³ still
+    m = rows["M"]
+    assert m.accuracy_per_joule is None and m.ipw is None and m.energy_missing == NO_ENERGY
+    assert m.e3 == pytest.approx(1.0 / 30.0)
+
+
+def test_other_cost_axes(records):
+    latency = {r.config: r for r in frontier(records, "latency")}
+    assert latency["M"].cost == pytest.approx(sum(E2E) / 5) and latency["M"].pareto
+    assert latency["M"].cost_unit == "s" and latency["M"].cost_source == "wall clock"
+    # tokens: M's server reported no input for two queries, which count output tokens only
+    tokens = {r.config: r for r in frontier(records, "tokens")}
+    assert tokens["A"].cost == pytest.approx(100 + 30) and tokens["A"].cost_note is None
+    assert tokens["M"].cost == pytest.approx((10 + 20 + 130 + 140 + 150) / 5)
+    assert "2 of 5" in (tokens["M"].cost_note or "")
+    assert "output only" in axis_label("tokens", list(tokens.values()))
+    assert "output only" not in axis_label("tokens", [tokens["A"]])
+    flops = {r.config: r for r in frontier(records, "flops")}
+    assert flops["A"].cost == pytest.approx(3.0) and flops["A"].cost_unit == "GFLOPs"
+    dollars = frontier(records, "dollars")
+    assert all(r.cost is None and not r.pareto for r in dollars)
+    assert {r.cost_missing for r in dollars} == {"no prices in the spec"}
+    assert set(COST_AXES) == {"energy", "latency", "tokens", "flops", "dollars"}
+    with pytest.raises(UserError, match="known: energy, latency"):
+        frontier(records, "watts")
+
+
+def test_config_order_is_kept(records):
+    rows = frontier(records, "energy", ["F", "A"])
+    assert [r.config for r in rows] == ["F", "A"]
+    assert all(r.pareto for r in rows)
+
+
+def test_cli_json_matches_the_library(run_dir, records):
+    result = run_cli("frontier", str(run_dir), "--cost", "energy", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [r.to_dict() for r in frontier(records, "energy")]
+    # the default axis is energy only where every query has it; one config here lacks it
+    auto = run_cli("frontier", str(run_dir), "--format", "json")
+    assert json.loads(auto.stdout) == [r.to_dict() for r in frontier(records, "latency")]
+    table = run_cli("frontier", str(run_dir), "--cost", "latency")
+    assert table.returncode == 0, table.stderr
+    assert "latency per query [s, wall clock]" in table.stdout
+    assert "★" in table.stdout and "C<&>" in table.stdout
+    csv = run_cli("frontier", str(run_dir), "--cost", "flops", "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.splitlines()[0].startswith("config,n,accuracy,")
+    assert len(csv.stdout.splitlines()) == 1 + len(CONFIGS)
+
+
+def test_cli_plots(run_dir, tmp_path):
+    png = tmp_path / "frontier.png"
+    result = run_cli("frontier", str(run_dir), "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {png}" in result.stderr
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+    page = tmp_path / "frontier.html"
+    result = run_cli("frontier", str(run_dir), "--format", "json", "--plot", str(page))
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # the plot note goes to stderr, stdout stays JSON
+    text = page.read_text()
+    assert "<svg" in text and "<polyline" in text
+    for name in CONFIGS:
+        if name != "C<&>":
+            assert name in text
+    assert "C&lt;&amp;&gt;" in text and "C<&>" not in text  # every text escaped
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<(script|link|img)[^>]*(src|href)=", text)
+    assert text.count("<svg") == 1 and "</html>" in text
+
+
+def assert_one_line_error(result, needle):
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_cli_bad_input(run_dir, tmp_path):
+    bad_plot = run_cli("frontier", str(run_dir), "--plot", str(tmp_path / "f.pdf"))
+    assert_one_line_error(bad_plot, ".png or .html")
+    assert not (tmp_path / "f.pdf").exists()
+    assert_one_line_error(run_cli("frontier", str(tmp_path / "nope")), "holds no tradeoff run")
+    bad_cost = run_cli("frontier", str(run_dir), "--cost", "watts")
+    assert bad_cost.returncode == 2 and "Traceback" not in bad_cost.stderr
+    assert "energy" in bad_cost.stderr and "dollars" in bad_cost.stderr
+
+
+def test_an_empty_frontier_still_draws(tmp_path):
+    from tradeoff.report.plot import plot_html, plot_png
+
+    rows = frontier(_records_of_one_unmeasured_config(tmp_path), "energy")
+    assert rows and not any(r.pareto for r in rows) and not math.isnan(rows[0].accuracy)
+    assert plot_png(rows, axis_label("energy", rows), tmp_path / "e.png").stat().st_size > 0
+    assert "<svg" in plot_html(rows, "energy", tmp_path / "e.html").read_text()
+
+
+def _records_of_one_unmeasured_config(tmp_path):
+    store = Store.create(tmp_path / "run", {}, {})
+    store.add_configs([("id-M", "M", {})])
+    for i in range(3):
+        rec = _record("M", i, None, 1)
+        rec.config_id = "id-M"
+        store.write_record(rec)
+    try:
+        return store.records()
+    finally:
+        store.close()
