@@ -419,6 +419,203 @@ def tasks(
     )
 
 
+import_app = typer.Typer(
+    help="Bring outcomes recorded elsewhere into a run directory (no model run).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("outcomes")
+def import_outcomes_cmd(
+    file: Annotated[Path, typer.Argument(help="A .csv file, or .jsonl with one object per line.")],
+    prompt_col: Annotated[str, typer.Option("--prompt-col", help="Column holding the prompt.")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="NAME=SCORE_COL or NAME=SCORE_COL,cost=PRICE (per query). Repeatable.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    cost_unit: Annotated[
+        str, typer.Option("--cost-unit", help="Unit of the cost= prices (USD fills cost_usd).")
+    ] = "USD",
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Column holding row ids (default: row number).")
+    ] = None,
+    task: Annotated[str, typer.Option("--task", help="Task name for the rows.")] = "imported",
+) -> None:
+    """Per-model outcomes (one row per prompt, one score column per model) as a run directory:
+    one configuration per model, one record per row and model."""
+    from tradeoff.importer import import_outcomes, parse_model_option
+
+    models = [parse_model_option(m) for m in model]
+    result = import_outcomes(
+        file,
+        prompt_col=prompt_col,
+        models=models,
+        out=out,
+        cost_unit=cost_unit,
+        id_col=id_col,
+        task=task,
+    )
+    console.print(
+        f"imported {result.n_rows} rows x {len(models)} models = {result.n_records} records "
+        f"into {result.directory}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+policy_app = typer.Typer(
+    help="Per-query policies: fit a router on a run's records, evaluate it as RouteLLM does.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+
+def _policy_table(directory: Path, configs: str, cost: str) -> tuple[Any, list[dict[str, Any]]]:
+    from tradeoff.policy.fit import outcome_table
+    from tradeoff.store import Store
+
+    names = [c.strip() for c in configs.split(",") if c.strip()]
+    store = Store.open(directory)
+    try:
+        table = outcome_table(store.records(), store.items(), names, cost)
+        specs = {c["name"]: c["spec"] for c in store.configs()}
+    finally:
+        store.close()
+    return table, [specs.get(n, {}) for n in names]
+
+
+@policy_app.command("fit")
+def policy_fit(
+    directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
+    configs: Annotated[str, typer.Option(help="Configurations to choose between: A,B[,C...]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write (JSON).")],
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Cheapest routing reaching this accuracy.")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Most accurate routing within this mean cost per query.")
+    ] = None,
+    strong_fraction: Annotated[
+        float | None, typer.Option(help="Share of queries for the most accurate configuration.")
+    ] = None,
+    cost: Annotated[
+        str, typer.Option(help="auto, energy, latency, tokens, flops, dollars or given (imported).")
+    ] = "auto",
+) -> None:
+    """Learn which configuration to use per query (from text features that need no network),
+    calibrated on out-of-fold predictions to one target."""
+    from tradeoff.policy.fit import fit_policy
+
+    targets = {
+        k: v
+        for k, v in {
+            "accuracy": target_accuracy,
+            "budget": budget,
+            "strong_fraction": strong_fraction,
+        }.items()
+        if v is not None
+    }
+    if len(targets) != 1:
+        raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
+    if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
+        raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    table, specs = _policy_table(directory, configs, cost)
+    policy = fit_policy(table, targets, specs)
+    policy.save(out)
+    cal = policy.calibration
+    console.print(
+        f"wrote {out}: {len(table.configs)} configurations, {len(table.keys)} items, cost "
+        f"{table.cost_axis}; calibrated (out of fold): accuracy {cal['accuracy']:.3f}, mean cost "
+        f"{cal['cost']:.4g}, {cal['strong_fraction']:.0%} to {table.configs[policy.strong]}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@policy_app.command("eval")
+def policy_eval(
+    directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
+    policy: Annotated[Path | None, typer.Option(help="Evaluate this policy file.")] = None,
+    cv: Annotated[
+        int | None, typer.Option(help="Or fit and evaluate with K-fold cross-validation.")
+    ] = None,
+    configs: Annotated[
+        str | None, typer.Option(help="A,B[,C...] (with --cv; a policy names its own).")
+    ] = None,
+    cost: Annotated[str, typer.Option(help="Cost axis, as for policy fit.")] = "auto",
+    format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
+) -> None:
+    """Router curves and metrics (AUC, APGR, CPT(50%), CPT(80%), cost saved at 95% of the
+    strongest configuration's accuracy) beside the oracle and the random router."""
+    from dataclasses import asdict
+
+    from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
+    from tradeoff.policy.fit import Policy
+
+    if (policy is None) == (cv is None):
+        raise UserError("give either --policy FILE or --cv K")
+    if policy is not None:
+        fitted = Policy.load(policy)
+        table, _ = _policy_table(directory, ",".join(fitted.configs), fitted.cost_axis)
+        result = evaluate_policy(table, fitted, str(policy))
+    else:
+        if configs is None:
+            raise UserError("--cv needs --configs A,B[,C...]")
+        if cv is None or cv < 2:
+            raise UserError("--cv K needs K >= 2")
+        table, _ = _policy_table(directory, configs, cost)
+        result = evaluate_cv(table, cv)
+    if format is ListFormat.json:
+        data = asdict(result)
+        for router in data["routers"]:
+            curve = router.pop("curve")
+            router["curve"] = {
+                k: [float(v) for v in curve[k]] for k in ("strong_fraction", "accuracy", "cost")
+            }
+        print(json.dumps(data, indent=2, allow_nan=True))
+        return
+    console.print(
+        f"{result.items} items, {result.source}; weak {result.weak}: accuracy "
+        f"{result.acc_weak:.3f}, cost {result.cost_weak:.4g}; strong {result.strong}: accuracy "
+        f"{result.acc_strong:.3f}, cost {result.cost_strong:.4g} ({result.cost_axis} per query)",
+        soft_wrap=True,
+        highlight=False,
+    )
+    table_out = Table(
+        "router",
+        "AUC",
+        "APGR",
+        "CPT(50%)\n% strong",
+        "CPT(80%)\n% strong",
+        "cost saved at 95%\nof strong accuracy",
+    )
+
+    def pct(v: float) -> str:
+        return "n/a" if v != v else f"{100 * v:.1f}%"
+
+    for r in result.routers:
+        table_out.add_row(
+            r.label,
+            f"{r.auc:.3f}",
+            f"{r.apgr:.3f}",
+            pct(r.cpt50),
+            pct(r.cpt80),
+            pct(r.cost_saved_95),
+        )
+    console.print(table_out)
+    console.print(
+        "APGR: share of the weak-to-strong accuracy gap recovered, averaged over the curve "
+        "(random 0.5); CPT(x%): strong calls needed to recover x% of the gap; n/a: not reached.",
+        style="dim",
+    )
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -67,6 +67,7 @@ STRATEGY_PARAMS: dict[str, set[str]] = {
     "budget": {"model", "temperature", "budget", "think_budget"},
     "cascade": {"models", "temperature", "max_tokens", "signal", "k", "threshold"},
     "switch": {"models", "max_tokens", "threshold", "threshold_low", "window"},
+    "route": {"policy"},
 }
 STRATEGIES = list(STRATEGY_PARAMS)
 _REQUIRED = {
@@ -75,6 +76,7 @@ _REQUIRED = {
     "budget": ["model", "budget"],
     "cascade": ["models", "threshold"],
     "switch": ["models", "threshold"],
+    "route": ["policy"],
 }
 _LISTABLE = [
     "temperature",
@@ -94,7 +96,7 @@ class ConfigSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["single", "vote", "budget", "cascade", "switch"] = "single"
+    strategy: Literal["single", "vote", "budget", "cascade", "switch", "route"] = "single"
     name: str | None = None
     model: str | None = None
     models: list[str] | None = None
@@ -109,6 +111,7 @@ class ConfigSpec(BaseModel):
     threshold: Num | None = None
     threshold_low: Num | None = None
     window: Int | None = None
+    policy: str | None = None
 
     def model_post_init(self, __context: Any) -> None:
         allowed = STRATEGY_PARAMS[self.strategy] | {"strategy", "name"}
@@ -143,7 +146,7 @@ class ConfigSpec(BaseModel):
 class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    models: dict[str, str]
+    models: dict[str, str] = Field(default_factory=dict)
     tasks: list[TaskSpec]
     configs: list[ConfigSpec] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
@@ -169,7 +172,7 @@ class RunSpec(BaseModel):
         return value
 
     def model_post_init(self, __context: Any) -> None:
-        if not self.models:
+        if not self.models and not any(c.strategy == "route" for c in self.configs):
             raise ValueError("models: give at least one model")
         if not self.tasks:
             raise ValueError("tasks: give at least one task")
@@ -240,7 +243,60 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 _SAMPLING_TEMPERATURE = 0.7
 
 
+def policy_configs(path: str) -> list[Config]:
+    """The configurations a policy file chooses between, as they were profiled."""
+    from tradeoff.policy.fit import Policy
+
+    policy = Policy.load(path)
+    out = []
+    for name, content in zip(policy.configs, policy.config_specs):
+        if not content.get("models") or content.get("strategy") not in STRATEGY_PARAMS:
+            raise UserError(
+                f"policy {path}: configuration '{name}' cannot be run (imported outcomes have no "
+                "model to call); route needs a policy fitted on profiled configurations"
+            )
+        out.append(
+            Config(
+                config_id=hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[
+                    :12
+                ],
+                name=name,
+                strategy=content["strategy"],
+                models=content["models"],
+                model=content["model"],
+                sampling=Sampling(**content["sampling"]),
+                params=content.get("params", {}),
+                model_options=content.get("model_options", {}),
+            )
+        )
+    return out
+
+
+def _resolve_route(c: ConfigSpec) -> Config:
+    path = str(Path(c.policy or "").expanduser().resolve())
+    subs = policy_configs(path)
+    models: dict[str, str] = {}
+    for sub in subs:
+        for alias, ref in sub.models.items():
+            if models.setdefault(alias, ref) != ref:
+                raise UserError(f"policy {path}: alias '{alias}' names two different models")
+    draft = Config(
+        config_id="",
+        name="",
+        strategy="route",
+        models=models,
+        model=subs[0].model,
+        sampling=subs[0].sampling,
+        params={"policy": path, "configs": [s.name for s in subs]},
+    )
+    content = json.dumps(draft.content(), sort_keys=True)
+    draft.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return draft
+
+
 def _resolve_one(c: ConfigSpec, spec: RunSpec) -> Config:
+    if c.strategy == "route":
+        return _resolve_route(c)
     aliases = [c.model] if c.model else list(c.models or [])
     overrides: dict[str, Any] = {}
     if c.temperature is not None:
@@ -307,8 +363,12 @@ def _derived_name(c: Config, spec: RunSpec) -> str:
         name = f"switch-{small}-{large}-t{p['threshold']:g}"
         if p["threshold_low"] != p["threshold"]:
             name += f"-{p['threshold_low']:g}"
+    elif c.strategy == "route":
+        name = f"route-{Path(p['policy']).stem}"
     else:
         name = c.model
+    if c.strategy == "route":
+        return name
     if c.strategy != "budget" and c.sampling.max_tokens != spec.sampling.max_tokens:
         name += f"-max{c.sampling.max_tokens}"
     if c.strategy not in ("vote",) and c.sampling.temperature != spec.sampling.temperature:

@@ -172,13 +172,19 @@ async def _execute(
 ) -> RunResult:
     configs = resolve_configs(spec)
     tasks = load_tasks(spec)
-    aliases = list(dict.fromkeys(a for c in configs for a in c.models))
+    refs: dict[str, str] = {}
+    for c in configs:  # a route configuration brings the models of its policy
+        for alias, ref in c.models.items():
+            if refs.setdefault(alias, ref) != ref:
+                raise UserError(
+                    f"model alias '{alias}' names both {refs[alias]} and {ref}; rename one"
+                )
     engines: dict[str, Engine] = {}
     try:
-        for alias in aliases:
+        for alias, ref in refs.items():
             options = spec.model_options.get(alias)
             engines[alias] = await open_engine(
-                spec.models[alias],
+                ref,
                 api_key=api_key,
                 timeout_s=spec.timeout_s,
                 extra_body=options.extra_body if options else None,
@@ -189,7 +195,7 @@ async def _execute(
                     if not engines[alias].info.in_process:
                         raise UserError(
                             f"configuration '{c.name}': switch needs in-process models "
-                            f"(a bundled name or gguf:PATH); '{alias}' is {spec.models[alias]}"
+                            f"(a bundled name or gguf:PATH); '{alias}' is {refs[alias]}"
                         )
         store = open_store()
     except BaseException:

@@ -212,6 +212,21 @@ class Store:
         )
         self.conn.execute("COMMIT")
 
+    def items(self) -> pd.DataFrame:
+        """Every item of the run: task, item_id, prompt (text or chat messages), reference."""
+        rows = self.conn.execute(
+            "SELECT task, item_id, item FROM items WHERE run_id = ? ORDER BY rowid", (self.run_id,)
+        ).fetchall()
+        data = [json.loads(r[2]) for r in rows]
+        return pd.DataFrame(
+            {
+                "task": [r[0] for r in rows],
+                "item_id": [r[1] for r in rows],
+                "prompt": [d.get("prompt") for d in data],
+                "reference": [d.get("reference") for d in data],
+            }
+        )
+
     # --- records ------------------------------------------------------------------------------
 
     def done_keys(self) -> set[tuple[str, str, str, int]]:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from tradeoff.strategies.budget import run_budget
 from tradeoff.strategies.cascade import run_cascade
 from tradeoff.strategies.context import StrategyContext
+from tradeoff.strategies.route import run_route
 from tradeoff.strategies.single import run_single
 from tradeoff.strategies.switch import run_switch
 from tradeoff.strategies.vote import run_vote
@@ -23,6 +24,7 @@ STRATEGIES: dict[str, Strategy] = {
     "budget": run_budget,
     "cascade": run_cascade,
     "switch": run_switch,
+    "route": run_route,
 }
 
 __all__ = ["STRATEGIES", "Strategy", "StrategyContext"]

@@ -1,0 +1,331 @@
+"""Outcomes recorded elsewhere (one row per prompt, one score column per model, as in RouteLLM's
+tables) turned into a run directory of records, so reports, frontiers and policies use them with
+no model run."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tradeoff.errors import UserError
+from tradeoff.meters.host import host_info
+from tradeoff.store import STORE_FILE, Store
+from tradeoff.types import Item, Record
+
+CSV_SUFFIXES = (".csv",)
+JSONL_SUFFIXES = (".jsonl", ".json")
+
+MODEL_EXAMPLE = "e.g. --model gpt4=gpt4_correct,cost=0.03"
+
+# (model name, score column, cost per query or None)
+ImportedModel = tuple[str, str, float | None]
+
+
+@dataclass
+class ImportResult:
+    directory: Path
+    n_rows: int
+    n_records: int
+
+
+@dataclass
+class _Row:
+    line: int  # physical line where the row starts, for error messages
+    values: dict[str, Any]
+
+
+def parse_model_option(text: str) -> ImportedModel:
+    """`NAME=SCORE_COL` or `NAME=SCORE_COL,cost=PRICE`, as given to `--model`."""
+    usage = (
+        f"--model {text!r}: expected NAME=SCORE_COL or NAME=SCORE_COL,cost=PRICE, {MODEL_EXAMPLE}"
+    )
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise UserError(usage)
+    column, cost = rest, None
+    head, comma, option = rest.rpartition(",")
+    if comma and "=" in option:
+        key, _, value = option.partition("=")
+        if key.strip() != "cost":
+            raise UserError(f"{usage} ('{key.strip()}' is not an option; only cost= is)")
+        try:
+            cost = float(value)
+        except ValueError:
+            raise UserError(f"{usage} (cost {value!r} is not a number)") from None
+        if not math.isfinite(cost) or cost < 0:
+            raise UserError(f"{usage} (cost {value!r} must be a number >= 0)")
+        column = head
+    if not column.strip():
+        raise UserError(usage)
+    return name.strip(), column.strip(), cost
+
+
+def config_id(name: str, score_col: str) -> str:
+    """Stable across imports: the same model name and score column give the same id."""
+    content = json.dumps(["imported", name, score_col])
+    return hashlib.sha256(content.encode()).hexdigest()[:12]
+
+
+def import_outcomes(
+    path: str | Path,
+    *,
+    prompt_col: str,
+    models: list[ImportedModel],
+    out: str | Path,
+    cost_unit: str = "USD",
+    id_col: str | None = None,
+    task: str = "imported",
+) -> ImportResult:
+    """Write one configuration per model and one record per (row, model) to the run directory
+    `out`. The whole file is checked first: a bad row leaves no directory behind."""
+    path = Path(path)
+    shown = str(path)
+    _check_models(models)
+    columns, rows = _read(path, shown)
+    wanted = [("prompt column", prompt_col)] + [("score column", col) for _, col, _ in models]
+    if id_col is not None:
+        wanted.append(("id column", id_col))
+    for what, column in wanted:
+        if column not in columns:
+            raise UserError(
+                f"{shown} has no {what} {column!r}; its columns: {', '.join(map(repr, columns))}"
+            )
+
+    items: list[Item] = []
+    scores: list[list[float]] = []
+    first_line: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        where = f"{shown} line {row.line}"
+        for what, column in wanted:
+            if column not in row.values:
+                raise UserError(f"{where}: has no {what} {column!r}")
+        item_id = str(number) if id_col is None else _item_id(row.values[id_col], where, id_col)
+        if item_id in first_line:
+            raise UserError(
+                f"{where}: id {item_id!r} in column {id_col!r} repeats line {first_line[item_id]}; "
+                "ids must be unique (or leave out --id-col to number the rows)"
+            )
+        first_line[item_id] = row.line
+        prompt = row.values[prompt_col]
+        if not isinstance(prompt, str):
+            raise UserError(
+                f"{where}: column {prompt_col!r} holds {_shown(prompt)}; expected the prompt text"
+            )
+        items.append(Item(id=item_id, prompt=prompt, reference="", task=task))
+        scores.append([_score(row.values[col], where, col) for _, col, _ in models])
+
+    usd = cost_unit.strip().upper() == "USD"
+    configs = [
+        (
+            config_id(name, col),
+            name,
+            {
+                "strategy": "imported",
+                "model": name,
+                "score_col": col,
+                "cost_per_query": cost,
+                "cost_unit": cost_unit,
+            },
+        )
+        for name, col, cost in models
+    ]
+    spec = {
+        "imported_from": shown,
+        "models": {name: {"score_col": col, "cost_per_query": cost} for name, col, cost in models},
+        "cost_unit": cost_unit,
+        "prompt_col": prompt_col,
+        "id_col": id_col,
+        "task": task,
+    }
+    out = Path(out)
+    if (out / STORE_FILE).exists():  # Store.ensure_free would suggest --resume, which cannot apply
+        raise UserError(f"{out} already holds a run; choose another --out")
+    new_dir = not out.exists()
+    store = Store.create(out, spec, host_info())
+    try:
+        store.add_configs(configs)
+        store.add_items(items)
+        started = store.begin_session()
+        # One transaction for all records: a file of 100k rows imports in seconds, not minutes.
+        store.conn.execute("BEGIN")
+        for item, row_scores in zip(items, scores, strict=True):
+            for (cid, _, _), (_, _, cost), score in zip(configs, models, row_scores, strict=True):
+                store.write_record(_record(cid, item, score, cost, cost_unit, usd))
+        store.conn.execute("COMMIT")
+        store.end_session(started, "finished")
+    except BaseException:
+        # A half-written import would look like a run to resume; remove it instead.
+        store.close()
+        _discard(out, new_dir)
+        raise
+    store.close()
+    return ImportResult(out, len(items), len(items) * len(models))
+
+
+def _record(
+    cid: str, item: Item, score: float, cost: float | None, cost_unit: str, usd: bool
+) -> Record:
+    return Record(
+        config_id=cid,
+        task=item.task,
+        item_id=item.id,
+        sample=0,
+        output="",
+        score=score,
+        parsed=None,
+        error=None,
+        input_tokens=None,
+        output_tokens=0,
+        ttft_s=None,
+        e2e_s=0.0,
+        itl_s=None,
+        decode_tps=None,
+        energy_j=None,
+        energy_source=None,
+        energy_missing=None,
+        flops=None,
+        peak_rss_bytes=None,
+        cost_usd=cost if usd else None,
+        extra={"imported": True, "cost": cost, "cost_unit": cost_unit},
+    )
+
+
+def _check_models(models: list[ImportedModel]) -> None:
+    if not models:
+        raise UserError(f"give at least one --model NAME=SCORE_COL, {MODEL_EXAMPLE}")
+    seen: set[str] = set()
+    for name, _, cost in models:
+        if name in seen:
+            raise UserError(f"model name {name!r} is given twice; each --model needs its own NAME")
+        seen.add(name)
+        if cost is not None and (not math.isfinite(cost) or cost < 0):
+            raise UserError(f"model {name!r}: cost {cost} must be a number >= 0")
+
+
+def _read(path: Path, shown: str) -> tuple[list[str], list[_Row]]:
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + JSONL_SUFFIXES:
+        raise UserError(
+            f"{shown}: cannot tell the file type from {suffix or 'no suffix'!r}; "
+            "give a .csv file or a .jsonl/.json file with one JSON object per line"
+        )
+    try:
+        # utf-8-sig: spreadsheets often start their CSV exports with a byte-order mark.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if suffix in CSV_SUFFIXES:
+                columns, rows = _read_csv(f, shown)
+            else:
+                columns, rows = _read_jsonl(f, shown)
+    except FileNotFoundError:
+        raise UserError(f"{shown} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{shown} is a directory; give a .csv or .jsonl file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{shown} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {shown}: {e.strerror or e}") from None
+    if not columns:
+        raise UserError(
+            f"{shown} is empty; give a CSV header and one row per prompt, "
+            "or one JSON object per line"
+        )
+    if not rows:
+        raise UserError(f"{shown} has columns {', '.join(map(repr, columns))} but no rows")
+    return columns, rows
+
+
+def _read_csv(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
+    reader = csv.reader(f)
+    columns: list[str] = []
+    rows: list[_Row] = []
+    line = 1  # a record starts on the line after the one the previous record ended on
+    try:
+        for fields in reader:
+            start, line = line, reader.line_num + 1
+            if not fields:  # a blank line
+                continue
+            if not columns:
+                columns = [c.strip() for c in fields]
+                continue
+            if len(fields) != len(columns):
+                raise UserError(
+                    f"{shown} line {start}: has {len(fields)} fields; the header has "
+                    f"{len(columns)} (is a quote left open, or a comma unquoted?)"
+                )
+            rows.append(_Row(start, dict(zip(columns, fields, strict=True))))
+    except csv.Error as e:
+        raise UserError(f"{shown} line {reader.line_num}: not valid CSV ({e})") from None
+    return columns, rows
+
+
+def _read_jsonl(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
+    columns: list[str] = []
+    rows: list[_Row] = []
+    for lineno, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{shown} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); each "
+                "line must be one JSON object (for a JSON array: jq -c '.[]' FILE > FILE.jsonl)"
+            ) from None
+        if not isinstance(value, dict):
+            raise UserError(
+                f"{shown} line {lineno} is a JSON {type(value).__name__}, not an object; each "
+                'line must be one object such as {"prompt": "...", "gpt4_correct": true}'
+            )
+        if not columns:
+            columns = list(value)  # the first object names the columns
+        rows.append(_Row(lineno, value))
+    return columns, rows
+
+
+def _item_id(value: Any, where: str, column: str) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, dict | list):
+        raise UserError(f"{where}: column {column!r} holds {_shown(value)}; expected an id")
+    text = str(value).strip()
+    if not text:
+        raise UserError(f"{where}: column {column!r} is empty; every row needs an id")
+    return text
+
+
+def _score(value: Any, where: str, column: str) -> float:
+    """Booleans, 0/1 and numbers in [0, 1]; as JSON values or as CSV text."""
+    score: float | None = None
+    if isinstance(value, int | float):  # bool included: True is 1.0
+        score = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            score = float(text.lower() == "true")
+        else:
+            try:
+                score = float(text)
+            except ValueError:
+                score = None
+    if score is None or not 0.0 <= score <= 1.0:  # NaN fails the comparison too
+        raise UserError(
+            f"{where}: column {column!r} holds {_shown(value)}; "
+            "expected true/false, 0/1 or a number in [0, 1]"
+        )
+    return score
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _discard(directory: Path, new_dir: bool) -> None:
+    for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm"):
+        (directory / name).unlink(missing_ok=True)
+    if new_dir:
+        with contextlib.suppress(OSError):
+            directory.rmdir()

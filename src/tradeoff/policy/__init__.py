@@ -1,0 +1,1 @@
+"""Per-query policies: learn from records which configuration to use for each query."""

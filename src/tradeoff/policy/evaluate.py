@@ -1,0 +1,104 @@
+"""Evaluate a router the way RouteLLM does: accuracy against the share of calls to the strongest
+configuration (and against cost), AUC, APGR, CPT(50%), CPT(80%), cost saved at 95% of the strong
+configuration's accuracy, always beside the oracle and the random router."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tradeoff.analysis.router import (
+    Curve,
+    apgr,
+    auc,
+    cost_saved_at,
+    cpt,
+    lambda_curve,
+    oracle_curve,
+    random_curve,
+    threshold_curve,
+    weak_strong,
+)
+from tradeoff.policy.features import featurize
+from tradeoff.policy.fit import Policy, Table, out_of_fold
+
+
+@dataclass
+class RouterReport:
+    label: str
+    auc: float
+    apgr: float
+    cpt50: float  # share of calls to the strong configuration, 0..1
+    cpt80: float
+    cost_saved_95: float  # 1 - cost / cost of always strong, at 95% of strong's accuracy
+    curve: Curve
+
+
+@dataclass
+class Evaluation:
+    configs: list[str]
+    weak: str
+    strong: str
+    acc_weak: float
+    acc_strong: float
+    cost_weak: float
+    cost_strong: float
+    cost_axis: str
+    items: int
+    source: str  # "cv K" or "policy FILE"
+    routers: list[RouterReport]
+
+
+def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterReport:
+    return RouterReport(
+        label=curve.label,
+        auc=auc(curve),
+        apgr=apgr(curve, acc_w, acc_s),
+        cpt50=cpt(curve, acc_w, acc_s, 0.5),
+        cpt80=cpt(curve, acc_w, acc_s, 0.8),
+        cost_saved_95=cost_saved_at(curve, 0.95 * acc_s, cost_s),
+        curve=curve,
+    )
+
+
+def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
+    """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes."""
+    # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
+    means = table.scores.mean(axis=0)
+    weak, strong = weak_strong(
+        table.scores, table.costs, strong=int(np.argmax(means)), weak=int(np.argmin(means))
+    )
+    s, c = table.scores, table.costs
+    acc_w, acc_s = float(s[:, weak].mean()), float(s[:, strong].mean())
+    cost_s = float(c[:, strong].mean())
+    pair = (s[:, weak], s[:, strong], c[:, weak], c[:, strong])
+    if len(table.configs) == 2:
+        router = threshold_curve(*pair, expected[:, strong] - expected[:, weak], label="router")
+    else:
+        mean_costs = np.broadcast_to(c.mean(axis=0), c.shape)
+        router = lambda_curve(expected, mean_costs, s, c, strong=strong, label="router")
+    curves = [router, oracle_curve(*pair), random_curve(*pair)]
+    return Evaluation(
+        configs=table.configs,
+        weak=table.configs[weak],
+        strong=table.configs[strong],
+        acc_weak=acc_w,
+        acc_strong=acc_s,
+        cost_weak=float(c[:, weak].mean()),
+        cost_strong=cost_s,
+        cost_axis=table.cost_axis,
+        items=len(table.keys),
+        source=source,
+        routers=[_report(curve, acc_w, acc_s, cost_s) for curve in curves],
+    )
+
+
+def evaluate_cv(table: Table, k: int, seed: int = 0) -> Evaluation:
+    """Every number from items the router did not train on: k folds over items."""
+    x = featurize(table.texts, table.tasks)
+    return evaluate(table, out_of_fold(x, table.scores, k, seed), f"{k}-fold cross-validation")
+
+
+def evaluate_policy(table: Table, policy: Policy, path: str) -> Evaluation:
+    return evaluate(table, policy.expected(table.texts, table.tasks), f"policy {path}")

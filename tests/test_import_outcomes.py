@@ -1,0 +1,206 @@
+"""`tradeoff import outcomes`: recorded per-model outcomes become a run directory (real SQLite,
+real CLI)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import run_cli
+
+from tradeoff.errors import UserError
+from tradeoff.importer import config_id, import_outcomes, parse_model_option
+from tradeoff.store import STORE_FILE, Store
+
+# Scores as spreadsheets and notebooks write them: booleans, 0/1 and graded floats.
+ROWS = [
+    {"qid": "q1", "prompt": "What is 2+2?", "big": "True", "small": "1", "mid": "0.5"},
+    {"qid": "q2", "prompt": "Line one\nline two, with a comma", "big": "true", "small": "0",
+     "mid": "1.0"},
+    {"qid": "q3", "prompt": 'She said "hi"\n\nthen left.', "big": "False", "small": "0",
+     "mid": "0.25"},
+    {"qid": "q4", "prompt": "Name a prime.", "big": "1", "small": "false", "mid": "0"},
+]  # fmt: skip
+EXPECTED = {  # model -> score per row
+    "big": [1.0, 1.0, 0.0, 1.0],
+    "small": [1.0, 0.0, 0.0, 0.0],
+    "mid": [0.5, 1.0, 0.25, 0.0],
+}
+MODEL_ARGS = ["--model", "big=big,cost=0.03", "--model", "small=small,cost=0.001",
+              "--model", "mid=mid"]  # fmt: skip
+
+
+def _write_csv(path, rows):
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _report(directory):
+    result = run_cli("report", str(directory), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return {row["config"]: row for row in json.loads(result.stdout)}
+
+
+def _check_store(directory, ids, prompts):
+    store = Store.open(directory)
+    try:
+        records = store.records()
+        configs = {c["name"]: c for c in store.configs()}
+        run = store.run()
+        items = store.conn.execute("SELECT item FROM items ORDER BY rowid").fetchall()
+    finally:
+        store.close()
+    assert run["status"] == "finished"
+    assert [json.loads(i[0])["prompt"] for i in items] == prompts
+    assert run["spec"]["cost_unit"] == "USD"
+    assert set(run["spec"]["models"]) == {"big", "small", "mid"}
+    assert len(records) == len(ids) * 3
+    assert configs["big"]["config_id"] == config_id("big", "big")
+    assert configs["big"]["spec"]["cost_per_query"] == 0.03
+    for name, scores in EXPECTED.items():
+        df = records[records["config"] == name]
+        assert list(df["item_id"]) == ids
+        assert list(df["score"]) == scores
+        assert (df["e2e_s"] == 0.0).all() and df["error"].isna().all()
+    costs = records.groupby("config")["cost_usd"].first()
+    assert costs["big"] == 0.03 and costs["small"] == 0.001
+    assert records[records["config"] == "mid"]["cost_usd"].isna().all()
+    extra = json.loads(records[records["config"] == "big"]["extra"].iloc[0])
+    assert extra == {"imported": True, "cost": 0.03, "cost_unit": "USD"}
+    report = _report(directory)
+    assert list(report) == ["big", "small", "mid"]
+    for name, scores in EXPECTED.items():
+        assert report[name]["n"] == len(ids)
+        assert report[name]["accuracy"] == pytest.approx(sum(scores) / len(scores))
+
+
+def test_csv_with_multiline_prompts_imports_every_row_and_model(tmp_path):
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt", *MODEL_ARGS, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"imported 4 rows x 3 models = 12 records into {out}" in result.stdout
+    _check_store(out, ["1", "2", "3", "4"], [r["prompt"] for r in ROWS])
+
+
+def test_jsonl_with_json_booleans_and_ids(tmp_path):
+    path = tmp_path / "outcomes.jsonl"
+    lines = []
+    for row in ROWS:
+        obj = {"qid": row["qid"], "prompt": row["prompt"]}
+        for name, scores in EXPECTED.items():
+            score = scores[ROWS.index(row)]
+            # big as JSON booleans, small as integers, mid as floats
+            obj[name] = bool(score) if name == "big" else int(score) if name == "small" else score
+        lines.append(json.dumps(obj))
+    path.write_text("\n".join(lines) + "\n\n")
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt", "--id-col", "qid",
+        *MODEL_ARGS, "--task", "routing", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _check_store(out, ["q1", "q2", "q3", "q4"], [r["prompt"] for r in ROWS])
+
+
+def test_bad_score_names_physical_line_and_column_and_leaves_no_directory(tmp_path):
+    rows = [dict(r) for r in ROWS]
+    rows[2]["small"] = "maybe"  # row 3 spans lines 5-7 (row 2 spans lines 3-4)
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, rows)
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt", *MODEL_ARGS, "--out", str(out)
+    )
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert f"{path} line 5: column 'small' holds 'maybe'" in message
+    assert "expected true/false, 0/1 or a number in [0, 1]" in message
+    assert not out.exists()
+
+
+def test_score_out_of_range_in_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text('{"p": "a", "s": 1}\n\n{"p": "b", "s": 2}\n')
+    with pytest.raises(UserError, match=r"outcomes.jsonl line 3: column 's' holds 2;"):
+        import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_column_lists_the_columns_the_file_has(tmp_path):
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt", "--model", "gpt4=gpt4_correct",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message
+    assert "no score column 'gpt4_correct'" in message
+    assert "'qid', 'prompt', 'big', 'small', 'mid'" in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", ["big", "=big", "big=", "big=big,cost=cheap", "big=big,price=1"])
+def test_malformed_model_option_exits_2_with_an_example(tmp_path, bad):
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt", "--model", bad,
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "NAME=SCORE_COL" in message and "e.g. --model" in message
+
+
+def test_parse_model_option():
+    assert parse_model_option("gpt4=gpt4_correct") == ("gpt4", "gpt4_correct", None)
+    assert parse_model_option("gpt4=gpt4_correct,cost=0.5") == ("gpt4", "gpt4_correct", 0.5)
+    assert parse_model_option("m=a,b") == ("m", "a,b", None)  # a column name with a comma
+
+
+def test_other_cost_units_stay_out_of_cost_usd(tmp_path):
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    result = import_outcomes(
+        path, prompt_col="prompt", models=[("big", "big", 2.0)], out=tmp_path / "run",
+        cost_unit="J",
+    )  # fmt: skip
+    assert (result.n_rows, result.n_records) == (4, 4)
+    store = Store.open(result.directory)
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    assert records["cost_usd"].isna().all()
+    assert {json.loads(e)["cost"] for e in records["extra"]} == {2.0}
+    with pytest.raises(UserError, match="already holds a run; choose another --out"):
+        import_outcomes(
+            path, prompt_col="prompt", models=[("big", "big", None)], out=result.directory
+        )
+
+
+def test_empty_file_and_duplicate_ids_are_user_errors(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(UserError, match="is empty"):
+        import_outcomes(empty, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
+    dup = tmp_path / "dup.csv"
+    dup.write_text("id,p,s\nx,a,1\nx,b,0\n")
+    with pytest.raises(UserError, match="dup.csv line 3: id 'x' in column 'id' repeats line 2"):
+        import_outcomes(
+            dup, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "b", id_col="id"
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not list(tmp_path.glob(f"**/{STORE_FILE}"))

@@ -1,0 +1,227 @@
+"""Per-query policies on a real SQLite store written by the test: the outcomes are synthetic
+(known by construction), the fitting, calibration, routing and evaluation are the real code."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from tradeoff.errors import UserError
+from tradeoff.policy.features import featurize
+from tradeoff.policy.fit import Policy, fit_policy, folds, out_of_fold, outcome_table
+from tradeoff.store import Store
+from tradeoff.types import Item, Record
+
+WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+
+
+def _record(config_id, item_id, score, cost):
+    return Record(
+        config_id=config_id,
+        task="synthetic",
+        item_id=item_id,
+        sample=0,
+        output="",
+        score=score,
+        parsed=None,
+        error=None,
+        input_tokens=10,
+        output_tokens=5,
+        ttft_s=0.1,
+        e2e_s=cost,
+        itl_s=None,
+        decode_tps=None,
+        energy_j=None,
+        energy_source=None,
+        energy_missing="none",
+        flops=1e9,
+        peak_rss_bytes=None,
+        cost_usd=None,
+    )
+
+
+def synthetic(n, seed):
+    """Queries whose length sets how hard they are: the weak model fails long ones more often."""
+    rng = np.random.default_rng(seed)
+    items, weak, strong = [], [], []
+    for i in range(n):
+        length = int(rng.integers(1, 120))
+        text = " ".join(rng.choice(WORDS, size=length)) + f" q{i}"
+        hard = length / 120
+        items.append(Item(f"s{seed}-{i}", text, "", "synthetic"))
+        weak.append(float(rng.random() > 0.2 + 0.7 * hard))
+        strong.append(float(rng.random() > 0.1 + 0.2 * hard))
+    return items, weak, strong
+
+
+def build_store(path, n, seed=0):
+    items, weak, strong = synthetic(n, seed)
+    store = Store.create(path, {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    store.add_items(items)
+    for it, a, b in zip(items, weak, strong):
+        store.write_record(_record("w", it.id, a, 1.0))
+        store.write_record(_record("s", it.id, b, 4.0))
+    store.close()
+    return items, weak, strong
+
+
+def test_folds_are_disjoint_and_cover_every_item():
+    parts = folds(103, 5, seed=3)
+    joined = np.concatenate(parts)
+    assert sorted(joined.tolist()) == list(range(103))
+    assert all(len(set(a) & set(b)) == 0 for i, a in enumerate(parts) for b in parts[i + 1 :])
+
+
+def test_out_of_fold_predictions_never_see_their_own_item():
+    # Every item has its own unique word and a random label: a predictor that saw the item
+    # memorises it; one that did not can only guess.
+    rng = np.random.default_rng(0)
+    n = 300
+    texts = [f"token{i}x unique{i}y" for i in range(n)]
+    y = rng.integers(0, 2, size=(n, 2)).astype(float)
+    x = featurize(texts, ["t"] * n, dim=1024)
+    oof = out_of_fold(x, y, k=5)
+    from tradeoff.policy.fit import expected_scores, fit_predictors
+
+    in_sample = expected_scores(x, fit_predictors(x, y, l2=1e-3))
+    assert np.corrcoef(in_sample[:, 0], y[:, 0])[0, 1] > 0.5  # memorised when seen
+    assert abs(np.corrcoef(oof[:, 0], y[:, 0])[0, 1]) < 0.2  # not when held out
+
+
+def test_strong_fraction_calibration_holds_on_held_out_items(tmp_path):
+    build_store(tmp_path / "train", 3000, seed=1)
+    store = Store.open(tmp_path / "train")
+    table = outcome_table(store.records(), store.items(), ["weak", "strong"], "latency")
+    store.close()
+    for target in (0.3, 0.6):
+        policy = fit_policy(table, {"strong_fraction": target}, [{}, {}])
+        items, _, _ = synthetic(4000, seed=2)  # new queries, never seen
+        chosen = policy.choose([it.prompt for it in items], ["synthetic"] * len(items))
+        share = chosen.count("strong") / len(chosen)
+        assert abs(share - target) <= 0.02, (target, share)
+
+
+def test_target_accuracy_and_budget_are_met_out_of_fold(tmp_path):
+    build_store(tmp_path / "run", 600)
+    store = Store.open(tmp_path / "run")
+    table = outcome_table(store.records(), store.items(), ["weak", "strong"], "latency")
+    store.close()
+    acc = fit_policy(table, {"accuracy": 0.7}, [{}, {}])
+    assert acc.calibration["accuracy"] >= 0.7
+    budget = fit_policy(table, {"budget": 2.0}, [{}, {}])
+    assert budget.calibration["cost"] <= 2.0
+    with pytest.raises(UserError, match="no routing reaches"):
+        fit_policy(table, {"accuracy": 0.999}, [{}, {}])
+
+
+def test_cli_fit_then_eval(tmp_path):
+    build_store(tmp_path / "run", 400)
+    policy_file = tmp_path / "policy.json"
+    fit = run_cli(
+        "policy",
+        "fit",
+        str(tmp_path / "run"),
+        "--configs",
+        "weak,strong",
+        "--strong-fraction",
+        "0.4",
+        "--cost",
+        "latency",
+        "-o",
+        str(policy_file),
+    )
+    assert fit.returncode == 0, fit.stderr
+    policy = Policy.load(policy_file)
+    assert policy.configs == ["weak", "strong"] and policy.cost_axis == "latency"
+    assert abs(policy.calibration["strong_fraction"] - 0.4) <= 0.02
+
+    cv = run_cli(
+        "policy",
+        "eval",
+        str(tmp_path / "run"),
+        "--cv",
+        "5",
+        "--configs",
+        "weak,strong",
+        "--cost",
+        "latency",
+        "--format",
+        "json",
+    )
+    assert cv.returncode == 0, cv.stderr
+    data = json.loads(cv.stdout)
+    by = {r["label"]: r for r in data["routers"]}
+    assert set(by) == {"router", "oracle", "random"}
+    assert by["random"]["apgr"] == pytest.approx(0.5)
+    assert by["oracle"]["apgr"] >= by["router"]["apgr"]
+    assert by["router"]["apgr"] > 0.5  # length predicts who fails: better than random
+    table = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(policy_file))
+    assert table.returncode == 0 and "APGR" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--configs", "weak,strong", "-o", "p.json"], "exactly one of"),
+        (
+            [
+                "--configs",
+                "weak,strong",
+                "--budget",
+                "1",
+                "--strong-fraction",
+                "0.5",
+                "-o",
+                "p.json",
+            ],
+            "exactly one of",
+        ),
+        (["--configs", "weak,huge", "--budget", "1", "-o", "p.json"], "'huge' is not in this run"),
+        (["--configs", "weak", "--budget", "1", "-o", "p.json"], "at least two"),
+    ],
+)
+def test_cli_fit_errors(tmp_path, args, needle):
+    build_store(tmp_path / "run", 20)
+    result = run_cli("policy", "fit", str(tmp_path / "run"), *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert needle in result.stderr
+
+
+def test_route_configuration_runs_end_to_end_on_the_bundled_models(tmp_path):
+    from tradeoff.config import parse_spec
+    from tradeoff.runner import profile
+
+    base = {"tasks": ["arith", "facts"], "limit": 6, "sampling": {"max_tokens": 12}}
+    spec = parse_spec({**base, "models": {"small": "smollm2-135m", "large": "gemma3-270m"}})
+    assert profile(spec, tmp_path / "records", notify=lambda m: None).errors == 0
+    policy_file = tmp_path / "policy.json"
+    fit = run_cli(
+        "policy",
+        "fit",
+        str(tmp_path / "records"),
+        "--configs",
+        "small,large",
+        "--strong-fraction",
+        "0.5",
+        "--cost",
+        "flops",
+        "-o",
+        str(policy_file),
+    )
+    assert fit.returncode == 0, fit.stderr
+
+    routed = parse_spec({**base, "configs": [{"strategy": "route", "policy": str(policy_file)}]})
+    result = profile(routed, tmp_path / "routed", notify=lambda m: None)
+    assert result.status == "finished" and result.errors == 0 and result.done == 12
+    store = Store.open(tmp_path / "routed")
+    df = store.records()
+    store.close()
+    policy = Policy.load(policy_file)
+    for _, r in df.iterrows():
+        extra, calls = json.loads(r["extra"]), json.loads(r["calls"])
+        assert extra["routed_to"] in policy.configs
+        assert [c["model"] for c in calls] == [extra["routed_to"]]
