@@ -609,6 +609,14 @@ def policy_eval(
             pct(r.cost_saved_95),
         )
     console.print(table_out)
+    import numpy as np
+
+    grid = np.linspace(0.0, 1.0, 11)
+    curve_table = Table("accuracy at % strong calls", *[f"{100 * g:.0f}%" for g in grid])
+    for r in result.routers:
+        acc = np.interp(grid, r.curve.strong_fraction, r.curve.accuracy)
+        curve_table.add_row(r.label, *[f"{a:.3f}" for a in acc])
+    console.print(curve_table)
     console.print(
         "APGR: share of the weak-to-strong accuracy gap recovered, averaged over the curve "
         "(random 0.5); CPT(x%): strong calls needed to recover x% of the gap; n/a: not reached.",
