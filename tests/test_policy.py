@@ -225,3 +225,19 @@ def test_route_configuration_runs_end_to_end_on_the_bundled_models(tmp_path):
         extra, calls = json.loads(r["extra"]), json.loads(r["calls"])
         assert extra["routed_to"] in policy.configs
         assert [c["model"] for c in calls] == [extra["routed_to"]]
+
+
+def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):
+    items, weak, strong = build_store(tmp_path / "run", 500)
+    store = Store.open(tmp_path / "run")
+    store.add_configs([("m", "mid", {"strategy": "single"})])
+    for it, a, b in zip(items, weak, strong):
+        store.write_record(_record("m", it.id, max(a, b) if len(it.prompt) % 2 else a, 2.0))
+    table = outcome_table(store.records(), store.items(), ["weak", "mid", "strong"], "latency")
+    store.close()
+    cheap = fit_policy(table, {"budget": 1.5}, [{}, {}, {}])
+    assert cheap.calibration["cost"] <= 1.5 and cheap.lam > 0
+    rich = fit_policy(table, {"budget": 4.0}, [{}, {}, {}])
+    assert rich.calibration["accuracy"] >= cheap.calibration["accuracy"]
+    chosen = set(rich.choose([it.prompt for it in items[:200]], ["synthetic"] * 200))
+    assert chosen <= {"weak", "mid", "strong"} and len(chosen) >= 1
