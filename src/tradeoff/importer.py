@@ -16,6 +16,7 @@ from typing import Any
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import STORE_FILE, Store
+from tradeoff.tasks.loaders import jsonl_rows
 from tradeoff.types import Item, Record
 
 CSV_SUFFIXES = (".csv",)
@@ -267,21 +268,7 @@ def _read_csv(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
 def _read_jsonl(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
     columns: list[str] = []
     rows: list[_Row] = []
-    for lineno, text in enumerate(f, start=1):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{shown} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); each "
-                "line must be one JSON object (for a JSON array: jq -c '.[]' FILE > FILE.jsonl)"
-            ) from None
-        if not isinstance(value, dict):
-            raise UserError(
-                f"{shown} line {lineno} is a JSON {type(value).__name__}, not an object; each "
-                'line must be one object such as {"prompt": "...", "gpt4_correct": true}'
-            )
+    for lineno, value in jsonl_rows(list(f), shown):
         if not columns:
             columns = list(value)  # the first object names the columns
         rows.append(_Row(lineno, value))

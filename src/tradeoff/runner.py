@@ -291,7 +291,13 @@ def profile(
     if resume is not None:
         existing = Store.open(resume)
         opened.append(existing)
-        spec = parse_spec(existing.run()["spec"], f"{resume} (stored spec)")
+        stored = existing.run()["spec"]
+        if isinstance(stored, dict) and "imported_from" in stored:
+            existing.close()
+            raise UserError(
+                f"{resume} holds imported outcomes, not a profile run: nothing to resume"
+            )
+        spec = parse_spec(stored, f"{resume} (stored spec)")
 
         def open_store() -> Store:
             return existing

@@ -309,7 +309,9 @@ def _read_lines(path: Path, shown: str) -> list[str]:
         raise UserError(f"cannot read {shown!r}: {e.strerror or e}") from None
 
 
-def _jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is a
+    UserError naming its line."""
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -323,7 +325,7 @@ def _jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, A
         if not isinstance(row, dict):
             raise UserError(
                 f"{shown} line {lineno} is a JSON {type(row).__name__}, not an object; each line "
-                'must be one JSON object such as {"prompt": "...", "answer": "..."}'
+                "must be one JSON object"
             )
         yield lineno, row
 
@@ -345,7 +347,7 @@ def load_jsonl(
     items: list[Item] = []
     wheres: list[str] = []
     fields: Fields | None = None
-    for lineno, row in _jsonl_rows(lines, path):
+    for lineno, row in jsonl_rows(lines, path):
         where = f"{path} line {lineno}"
         if fields is None:
             # The first object decides the fields; every later line must have them too.
