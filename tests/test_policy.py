@@ -161,6 +161,20 @@ def test_cli_fit_then_eval(tmp_path):
     assert by["router"]["apgr"] > 0.5  # length predicts who fails: better than random
     table = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(policy_file))
     assert table.returncode == 0 and "APGR" in table.stdout
+    for name in ("curves.png", "curves.html"):
+        drawn = run_cli(
+            "policy",
+            "eval",
+            str(tmp_path / "run"),
+            "--policy",
+            str(policy_file),
+            "--plot",
+            str(tmp_path / name),
+        )
+        assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "curves.html").read_text()
+    assert "data:image/png;base64," in page and "APGR" in page and "http" not in page
 
 
 @pytest.mark.parametrize(

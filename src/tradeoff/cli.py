@@ -550,6 +550,9 @@ def policy_eval(
     ] = None,
     cost: Annotated[str, typer.Option(help="Cost axis, as for policy fit.")] = "auto",
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
+    ] = None,
 ) -> None:
     """Router curves and metrics (AUC, APGR, CPT(50%), CPT(80%), cost saved at 95% of the
     strongest configuration's accuracy) beside the oracle and the random router."""
@@ -560,6 +563,8 @@ def policy_eval(
 
     if (policy is None) == (cv is None):
         raise UserError("give either --policy FILE or --cv K")
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        raise UserError(f"--plot {plot}: give a file ending in .png or .html")
     if policy is not None:
         fitted = Policy.load(policy)
         table, _ = _policy_table(directory, ",".join(fitted.configs), fitted.cost_axis)
@@ -571,6 +576,14 @@ def policy_eval(
             raise UserError("--cv K needs K >= 2")
         table, _ = _policy_table(directory, configs, cost)
         result = evaluate_cv(table, cv)
+    if plot is not None:
+        from tradeoff.report.router_plot import plot_router
+
+        try:
+            plot_router(result, plot)
+        except OSError as exc:
+            raise UserError(f"cannot write {plot}: {exc.strerror}") from None
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if format is ListFormat.json:
         data = asdict(result)
         for router in data["routers"]:
