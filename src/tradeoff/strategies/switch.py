@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def run_switch_sync(
     window: int,
     temperature: float,
     seed: int,
-    read_energy: object = None,
+    read_energy: Callable[[], float] | None = None,
 ) -> tuple[bytes, dict[str, object], float | None, dict[str, float]]:
     """The decoding loop. Returns (answer bytes, stats, first-token time, energy by model)."""
     rng = np.random.default_rng(seed)
@@ -78,7 +79,7 @@ def run_switch_sync(
     current, switches, by_model = 0, 0, [0, 0]
     t_first: float | None = None
     energy = [0.0, 0.0]
-    read = read_energy if callable(read_energy) else None
+    read = read_energy
     mark = read() if read else None
     finish = "length"
     while by_model[0] + by_model[1] < max_tokens:
