@@ -101,25 +101,14 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     created = int(time.time())
     rid = f"fast-{created}"
     obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(**fields: Any) -> bytes:
+        return _sse({"id": rid, "object": obj, "created": created, "model": model, **fields})
+
     events = []
     if chat:
-        events.append(
-            _sse(
-                {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "delta": {"role": "assistant", "content": ""},
-                            "finish_reason": None,
-                        }
-                    ],
-                }
-            )
-        )
+        opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        events.append(chunk(choices=[opening]))
     for i in range(n):
         word = WORDS[i % len(WORDS)]
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if i == n - 1 else None}
@@ -129,27 +118,12 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         else:
             choice["text"] = word
             choice["logprobs"] = _completion_logprobs(word) if want_logprobs else None
-        events.append(
-            _sse(
-                {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
-            )
-        )
+        events.append(chunk(choices=[choice]))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:
         prompt = _prompt_tokens(body)
         usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
-        events.append(
-            _sse(
-                {
-                    "id": rid,
-                    "object": obj,
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage,
-                }
-            )
-        )
+        events.append(chunk(choices=[], usage=usage))
     events.append(_http_chunk(b"data: [DONE]\n\n"))
     events.append(b"0\r\n\r\n")
     return events
