@@ -294,6 +294,13 @@ def _resolve_route(c: ConfigSpec) -> Config:
     return draft
 
 
+def route_config(policy: str | Path, name: str) -> Config:
+    """The `route` configuration that runs the policy file `policy`, under `name`."""
+    config = _resolve_route(ConfigSpec(strategy="route", policy=str(policy)))
+    config.name = name
+    return config
+
+
 def _resolve_one(c: ConfigSpec, spec: RunSpec) -> Config:
     if c.strategy == "route":
         return _resolve_route(c)

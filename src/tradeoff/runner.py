@@ -70,11 +70,38 @@ def _items(task: Task, limit: int | None) -> list[Item]:
 def _build_record(
     work: _Work, outcome: Outcome, t0: float, t1: float, prices: dict[str, Any]
 ) -> Record:
-    calls = outcome.calls
     error = outcome.error
     scorer = work.task.scorer
-    score = 0.0 if error else scorer.score(outcome.output, work.item)
-    parsed = None if error else scorer.parse(outcome.output)
+    return outcome_record(
+        work.config.config_id,
+        work.task.name,
+        work.item.id,
+        work.sample,
+        outcome,
+        t0,
+        t1,
+        prices,
+        score=0.0 if error else scorer.score(outcome.output, work.item),
+        parsed=None if error else scorer.parse(outcome.output),
+    )
+
+
+def outcome_record(
+    config_id: str,
+    task: str,
+    item_id: str,
+    sample: int,
+    outcome: Outcome,
+    t0: float,
+    t1: float,
+    prices: dict[str, Any],
+    *,
+    score: float | None,
+    parsed: str | None,
+) -> Record:
+    """The record of one outcome: its calls' tokens, latencies, energy, FLOPs and cost summed.
+    `t0` and `t1` (perf_counter) bound the whole strategy call."""
+    calls = outcome.calls
     gens = [c.generation for c in calls]
     if outcome.t_first is not None:
         firsts = [outcome.t_first]
@@ -103,14 +130,14 @@ def _build_record(
         if price.per_hour is not None:
             cost += price.per_hour * g.e2e_s / 3600
     return Record(
-        config_id=work.config.config_id,
-        task=work.task.name,
-        item_id=work.item.id,
-        sample=work.sample,
+        config_id=config_id,
+        task=task,
+        item_id=item_id,
+        sample=sample,
         output=outcome.output,
         score=score,
         parsed=parsed,
-        error=error,
+        error=outcome.error,
         input_tokens=(
             None
             if any(g.input_tokens is None for g in gens)
@@ -162,6 +189,44 @@ class _Stop:
         self._previous.clear()
 
 
+async def open_engines(
+    configs: list[Config], *, timeout_s: float, api_key: str | None
+) -> dict[str, Engine]:
+    """One engine per model alias the configurations use (a route configuration brings the
+    models of its policy), with the configurations' `model_options`. Raises UserError for an
+    unknown model or an alias used twice."""
+    refs: dict[str, str] = {}
+    extra_body: dict[str, Any] = {}
+    for c in configs:
+        for alias, ref in c.models.items():
+            if refs.setdefault(alias, ref) != ref:
+                raise UserError(
+                    f"model alias '{alias}' names both {refs[alias]} and {ref}; rename one"
+                )
+            body = c.model_options.get(alias, {}).get("extra_body")
+            if body and alias not in extra_body:
+                extra_body[alias] = body
+    engines: dict[str, Engine] = {}
+    try:
+        for alias, ref in refs.items():
+            engines[alias] = await open_engine(
+                ref, api_key=api_key, timeout_s=timeout_s, extra_body=extra_body.get(alias)
+            )
+        for c in configs:
+            if c.strategy == "switch":
+                for alias in c.aliases:
+                    if not engines[alias].info.in_process:
+                        raise UserError(
+                            f"configuration '{c.name}': switch needs in-process models "
+                            f"(a bundled name or gguf:PATH); '{alias}' is {refs[alias]}"
+                        )
+    except BaseException:
+        for engine in engines.values():
+            await engine.aclose()
+        raise
+    return engines
+
+
 async def _execute(
     spec: RunSpec,
     open_store: Callable[[], Store],
@@ -172,31 +237,8 @@ async def _execute(
 ) -> RunResult:
     configs = resolve_configs(spec)
     tasks = load_tasks(spec)
-    refs: dict[str, str] = {}
-    for c in configs:  # a route configuration brings the models of its policy
-        for alias, ref in c.models.items():
-            if refs.setdefault(alias, ref) != ref:
-                raise UserError(
-                    f"model alias '{alias}' names both {refs[alias]} and {ref}; rename one"
-                )
-    engines: dict[str, Engine] = {}
+    engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=api_key)
     try:
-        for alias, ref in refs.items():
-            options = spec.model_options.get(alias)
-            engines[alias] = await open_engine(
-                ref,
-                api_key=api_key,
-                timeout_s=spec.timeout_s,
-                extra_body=options.extra_body if options else None,
-            )
-        for c in configs:
-            if c.strategy == "switch":
-                for alias in c.aliases:
-                    if not engines[alias].info.in_process:
-                        raise UserError(
-                            f"configuration '{c.name}': switch needs in-process models "
-                            f"(a bundled name or gguf:PATH); '{alias}' is {refs[alias]}"
-                        )
         store = open_store()
     except BaseException:
         for engine in engines.values():
@@ -292,11 +334,10 @@ def profile(
         existing = Store.open(resume)
         opened.append(existing)
         stored = existing.run()["spec"]
-        if isinstance(stored, dict) and "imported_from" in stored:
+        if isinstance(stored, dict) and ("imported_from" in stored or "serve" in stored):
             existing.close()
-            raise UserError(
-                f"{resume} holds imported outcomes, not a profile run: nothing to resume"
-            )
+            what = "imported outcomes" if "imported_from" in stored else "served traffic"
+            raise UserError(f"{resume} holds {what}, not a profile run: nothing to resume")
         spec = parse_spec(stored, f"{resume} (stored spec)")
 
         def open_store() -> Store:

@@ -236,14 +236,23 @@ class Store:
         )
         return {(r[0], r[1], r[2], int(r[3])) for r in rows}
 
-    def write_record(self, record: Record) -> None:
-        """Insert (or replace) one record and commit it."""
+    def write_record(self, record: Record, item: Item | None = None) -> None:
+        """Insert (or replace) one record, and its item when given, and commit them together."""
         row: list[Any] = [self.run_id]
         for name in _RECORD_FIELDS:
             value = getattr(record, name)
             row.append(json.dumps(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
-        self.conn.execute(_INSERT_RECORD, row)
+        if item is None:
+            self.conn.execute(_INSERT_RECORD, row)
+            return
+        with self.conn:  # one transaction: the item and its record, or neither
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
+                (self.run_id, item.task, item.id, json.dumps(asdict(item))),
+            )
+            self.conn.execute(_INSERT_RECORD, row)
 
     def records(self) -> pd.DataFrame:
         """Every record joined with its configuration's name, one row per record."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.metrics import accuracy_interval
+from tradeoff.analysis.metrics import accuracy_interval, record_scores
 from tradeoff.errors import UserError
 
 
@@ -116,9 +116,8 @@ def frontier(
         df = records[records["config"] == name]
         if df.empty:
             continue
-        failed = df["error"].notna()
-        scores = df["score"].fillna(0.0).where(~failed, 0.0).to_numpy(dtype=float)
-        acc, low, high = accuracy_interval(scores)
+        acc, low, high = accuracy_interval(record_scores(df))
+        scored = not math.isnan(acc)
         value, source, missing, note = _cost(df, axis, priced_models)
         energy_j, energy_source, energy_missing = _energy(df)
         power = _power(df) if energy_j is not None else None
@@ -140,12 +139,12 @@ def frontier(
                 energy_j=energy_j,
                 energy_source=energy_source,
                 energy_missing=energy_missing,
-                accuracy_per_joule=acc / energy_j if energy_j else None,
+                accuracy_per_joule=acc / energy_j if energy_j and scored else None,
                 power_w=power,
-                ipw=acc / power if power else None,
+                ipw=acc / power if power and scored else None,
                 output_tokens=out_tokens,
-                e3=acc * acc / out_tokens if out_tokens > 0 else None,
-                errors=int(failed.sum()),
+                e3=acc * acc / out_tokens if out_tokens > 0 and scored else None,
+                errors=int(df["error"].notna().sum()),
                 pareto=False,
                 dominated_by=None,
             )

@@ -45,6 +45,23 @@ def accuracy_interval(scores: np.ndarray) -> tuple[float, float, float]:
     return (mean, low, high)
 
 
+def record_scores(df: pd.DataFrame) -> np.ndarray:
+    """The scores behind a configuration's accuracy: a failed record scores 0 (it was paid for,
+    and gave no answer). Records with no reference answer (served traffic) have no score; when
+    none of the records has one, there is no accuracy: an empty array."""
+    if df["score"].isna().all():
+        return np.array([], dtype=float)
+    failed = df["error"].notna()
+    return df["score"].fillna(0.0).where(~failed, 0.0).to_numpy(dtype=float)
+
+
+def accuracy_text(acc: float, low: float, high: float) -> str:
+    """'0.850 [0.640, 0.948]', or why there is none."""
+    if math.isnan(acc):
+        return "n/a (unscored)"
+    return f"{acc:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _mean(series: pd.Series) -> float | None:
     values = series.dropna()
     return float(values.mean()) if len(values) else None
@@ -58,8 +75,7 @@ def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> l
         df = records[records["config"] == name]
         if df.empty:
             continue
-        scores = df["score"].fillna(0.0).to_numpy(dtype=float)
-        acc, low, high = accuracy_interval(scores)
+        acc, low, high = accuracy_interval(record_scores(df))
         ok = df[df["error"].isna()]
         energy = ok["energy_j"].dropna()
         energy_missing = None

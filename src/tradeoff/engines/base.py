@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from tradeoff.engines.emit import TextSink
 from tradeoff.types import Generation, PromptMode, Request
 
 
@@ -39,6 +40,9 @@ class ModelInfo:
 class Engine(Protocol):
     info: ModelInfo
 
-    async def agenerate(self, request: Request) -> Generation: ...
+    async def agenerate(self, request: Request, on_text: TextSink | None = None) -> Generation:
+        """Generate one answer. `on_text`, when given, receives the answer's text piece by piece
+        as it is generated (possibly from another thread); the pieces join to the final text."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from tradeoff.engines.base import ModelInfo, ModelShape
+from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, PromptMode, Request
 
@@ -257,12 +258,12 @@ class LlamaCppEngine:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(_LLAMA_THREAD, fn)
 
-    def generate(self, request: Request) -> Generation:
+    def generate(self, request: Request, on_text: TextSink | None = None) -> Generation:
         """Generate synchronously. Never raises for a bad request: the error is in the result."""
         with self._lock:
             t_start = time.perf_counter()
             try:
-                return self._generate(request, t_start)
+                return self._generate(request, t_start, on_text)
             except Exception as exc:  # a failed request is a record with its error
                 return Generation(
                     text="",
@@ -276,7 +277,7 @@ class LlamaCppEngine:
                     error=f"{type(exc).__name__}: {exc}",
                 )
 
-    def _generate(self, request: Request, t_start: float) -> Generation:
+    def _generate(self, request: Request, t_start: float, on_text: TextSink | None) -> Generation:
         prompt = self.prompt_tokens(request)
         if len(prompt) + request.max_tokens > self.n_ctx:
             raise ValueError(
@@ -296,6 +297,7 @@ class LlamaCppEngine:
         t_first: float | None = None
         finish = "length"
         text_bytes = b""
+        emit = StopHoldback(on_text, request.stop) if on_text else None
         for token in self.llm.generate(
             prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
         ):
@@ -319,11 +321,16 @@ class LlamaCppEngine:
                     text_bytes = text[:cut].encode("utf-8")
                     finish = "stop"
                     break
+            if emit:
+                emit.update(text_bytes.decode("utf-8", errors="ignore"))
             if len(completion) >= request.max_tokens:
                 break
         t_end = time.perf_counter()
+        answer = text_bytes.decode("utf-8", errors="replace")
+        if emit:
+            emit.finish(answer)
         return Generation(
-            text=text_bytes.decode("utf-8", errors="replace"),
+            text=answer,
             input_tokens=len(prompt),
             output_tokens=len(completion),
             t_start=t_start,
@@ -337,11 +344,11 @@ class LlamaCppEngine:
             token_count_source="exact",
         )
 
-    async def agenerate(self, request: Request) -> Generation:
+    async def agenerate(self, request: Request, on_text: TextSink | None = None) -> Generation:
         if self.inline:
-            return self.generate(request)
+            return self.generate(request, on_text)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_LLAMA_THREAD, self.generate, request)
+        return await loop.run_in_executor(_LLAMA_THREAD, self.generate, request, on_text)
 
     async def aclose(self) -> None:
         self.close()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import httpx
 
 from tradeoff.engines.base import ModelInfo
+from tradeoff.engines.emit import TextSink
 from tradeoff.engines.http11 import Http11Transport
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
@@ -220,7 +221,7 @@ class OpenAIEngine:
             body["stream"] = True
         return url, json.dumps(body).encode()
 
-    async def agenerate(self, request: Request) -> Generation:
+    async def agenerate(self, request: Request, on_text: TextSink | None = None) -> Generation:
         """Stream one answer. Never raises for a failed request: the Generation carries `error`
         and whatever text and timings arrived before the failure."""
         chat = request.messages is not None
@@ -298,6 +299,8 @@ class OpenAIEngine:
                             token_times.append(now)
                             if text:
                                 pieces.append(text)
+                                if on_text is not None:
+                                    on_text(text)
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
                         if request.logprobs and choice.get("logprobs"):

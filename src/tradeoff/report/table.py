@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
+
+from tradeoff.analysis.metrics import accuracy_text
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -18,6 +21,12 @@ def short_reason(missing: str) -> str:
 
 def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
+
+
+UNSCORED_NOTE = (
+    "n/a (unscored): these records have no reference answers (served traffic), so they have "
+    "costs but no accuracy, and no frontier"
+)
 
 
 def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple[Table, list[str]]:
@@ -49,7 +58,7 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
         table.add_row(
             r["config"],
             str(r["n"]),
-            f"{r['accuracy']:.3f} [{r['accuracy_low']:.3f}, {r['accuracy_high']:.3f}]",
+            accuracy_text(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
             _num(r["input_tokens"], ".1f"),
             _num(r["output_tokens"], ".1f"),
             _num(r["ttft_s"], ".3f"),
@@ -60,6 +69,8 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
             str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]",
         )
     footnotes = [f"[{i + 1}] energy not measured: {reason}" for i, reason in enumerate(notes)]
+    if any(math.isnan(r["accuracy"]) for r in rows):
+        footnotes.append(UNSCORED_NOTE)
     return table, footnotes
 
 
@@ -99,7 +110,11 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
             cost = format(r.cost, ".4g")
             if r.cost_note:
                 cost += f"[{_footnote(notes, r.cost_note)}]"
-            cost_of_pass = _num(r.cost_of_pass, ".4g") if r.accuracy > 0 else "n/a (acc 0)"
+            cost_of_pass = (
+                _num(r.cost_of_pass, ".4g")
+                if r.accuracy > 0 or math.isnan(r.accuracy)
+                else "n/a (acc 0)"
+            )
         if r.energy_j is None:
             why = r.energy_missing or "not measured"
             if r.cost_axis == "energy":  # the cost's own footnote already says why
@@ -113,7 +128,7 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
             "★" if r.pareto else "",
             escape(r.config),
             str(r.n),
-            f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]",
+            accuracy_text(r.accuracy, r.accuracy_low, r.accuracy_high),
             cost,
             cost_of_pass,
             per_j,
@@ -126,6 +141,8 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
         "or as accurate at a lower cost. Failed queries score 0 and their cost counts."
     ]
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    if any(math.isnan(r.accuracy) for r in rows):
+        footnotes.append(UNSCORED_NOTE)
     if not rows:
         footnotes.append("no records stored in this run yet")
     return table, footnotes

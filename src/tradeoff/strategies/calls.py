@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from tradeoff.engines.base import Engine
+from tradeoff.engines.emit import TextSink
 from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.flops import request_flops
 from tradeoff.types import Call, Request
@@ -27,16 +28,17 @@ class CallMeter:
     energy_missing: str
     inproc_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def call(self, alias: str, request: Request) -> Call:
+    async def call(self, alias: str, request: Request, on_text: TextSink | None = None) -> Call:
+        """One measured engine call; `on_text` streams the answer's text as it is generated."""
         engine = self.engines[alias]
         info = engine.info
         if not info.in_process:
-            gen = await engine.agenerate(request)
+            gen = await engine.agenerate(request, on_text)
             energy_j, source, missing = None, None, REMOTE_ENERGY
         else:
             async with self.inproc_lock:
                 e0 = self.energy.read_j() if self.energy else None
-                gen = await engine.agenerate(request)
+                gen = await engine.agenerate(request, on_text)
                 e1 = self.energy.read_j() if self.energy else None
             if e0 is not None and e1 is not None and self.energy is not None:
                 energy_j, source, missing = e1 - e0, self.energy.source, None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradeoff.config import Config
+from tradeoff.engines.emit import TextSink
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, build_request
 from tradeoff.types import Item, Request
@@ -16,6 +17,9 @@ class StrategyContext:
     config: Config
     task: Task
     meter: CallMeter
+    # Where a strategy streams its answer's text as it is committed (the server's SSE stream).
+    # Strategies that decide their answer only at the end (vote, cascade) leave it unused.
+    on_text: TextSink | None = None
 
     @property
     def params(self) -> dict[str, Any]:

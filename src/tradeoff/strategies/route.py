@@ -3,6 +3,7 @@ configuration's strategy then runs as it would alone, and its calls are this rec
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 from tradeoff.config import Config, policy_configs
@@ -23,8 +24,6 @@ async def run_route(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     policy, configs = _load(ctx.params["policy"])
     chosen = policy.choose([prompt_text(item.prompt)], [item.task])[0]
     sub = configs[chosen]
-    outcome = await STRATEGIES[sub.strategy](
-        StrategyContext(config=sub, task=ctx.task, meter=ctx.meter), item, sample
-    )
+    outcome = await STRATEGIES[sub.strategy](replace(ctx, config=sub), item, sample)
     outcome.extra = {**outcome.extra, "routed_to": chosen}
     return outcome

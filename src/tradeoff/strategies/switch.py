@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.engines.llamacpp import LlamaCppEngine, TokenStream, entropy_of
 from tradeoff.meters.flops import eval_flops
 from tradeoff.strategies.context import StrategyContext
@@ -69,8 +70,10 @@ def run_switch_sync(
     temperature: float,
     seed: int,
     read_energy: Callable[[], float] | None = None,
+    on_text: TextSink | None = None,
 ) -> tuple[bytes, dict[str, object], float | None, dict[str, float]]:
-    """The decoding loop. Returns (answer bytes, stats, first-token time, energy by model)."""
+    """The decoding loop. Returns (answer bytes, stats, first-token time, energy by model).
+    `on_text` receives the answer's text as it is committed."""
     rng = np.random.default_rng(seed)
     answer = b""
     pieces: dict[int, bytes] = {0: b"", 1: b""}
@@ -82,6 +85,7 @@ def run_switch_sync(
     read = read_energy
     mark = read() if read else None
     finish = "length"
+    emit = StopHoldback(on_text, small.request.stop) if on_text else None
     while by_model[0] + by_model[1] < max_tokens:
         stream = streams[current]
         logp = stream.next_distribution(answer)
@@ -113,6 +117,8 @@ def run_switch_sync(
             answer = text[:cut].encode("utf-8")
             finish = "stop"
             break
+        if emit:
+            emit.update(answer.decode("utf-8", errors="ignore"))
         mean = sum(entropies) / len(entropies)
         if current == 1 and mean < threshold_low:
             current, switches = 0, switches + 1
@@ -122,6 +128,8 @@ def run_switch_sync(
                 mark = now
     if read and mark is not None:
         energy[current] += read() - mark
+    if emit:
+        emit.finish(answer.decode("utf-8", errors="replace"))
     stats: dict[str, object] = {
         "tokens_small": by_model[0],
         "tokens_large": by_model[1],
@@ -154,13 +162,14 @@ async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             lambda: run_switch_sync(
                 small,
                 large,
-                max_tokens=ctx.config.sampling.max_tokens,
+                max_tokens=requests[0].max_tokens,
                 threshold=p["threshold"],
                 threshold_low=p["threshold_low"],
                 window=p["window"],
-                temperature=ctx.config.sampling.temperature,
+                temperature=requests[0].temperature,
                 seed=requests[0].seed or 0,
                 read_energy=read,
+                on_text=ctx.on_text,
             )
         )
     source = meter.energy.source if meter.energy else None

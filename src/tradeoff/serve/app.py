@@ -1,0 +1,644 @@
+"""The server: an ASGI application answering OpenAI's chat and text completion endpoints with a
+tradeoff configuration or policy, and accounting for every request it serves.
+
+Each served request runs its configuration's strategy on the client's messages, answers with
+OpenAI's `usage` plus what tradeoff did (`x-tradeoff-*` headers and a `tradeoff` field), and
+becomes a record in the run store, written on a background thread after the answer is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tradeoff.config import Config
+from tradeoff.runner import outcome_record
+from tradeoff.serve.accounting import RecordWriter
+from tradeoff.serve.metrics import ServerMetrics
+from tradeoff.serve.schema import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    dumps,
+    openapi,
+    parse_body,
+)
+from tradeoff.strategies import STRATEGIES, StrategyContext
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.tasks import Task, make_scorer
+from tradeoff.types import Item, Outcome, Record, Request
+
+log = logging.getLogger("tradeoff.serve")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Served traffic has no reference answers. `vote` and `cascade agreement` compare answers by
+# their first line, normalized (the `exact` scorer's parse).
+SERVE_TASK = Task(
+    name="serve", description="requests served by tradeoff serve", items=[],
+    scorer=make_scorer("exact"),
+)  # fmt: skip
+_DONE = object()
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass
+class Limits:
+    max_concurrency: int = 64
+    max_body_bytes: int = 1 << 20
+    max_tokens: int = 4096
+
+
+@dataclass
+class ClientParams:
+    """What the client asked for; unset fields fall back to the configuration's sampling."""
+
+    messages: list[dict[str, str]] | None
+    prompt: str | None
+    max_tokens: int
+    temperature: float | None
+    seed: int | None
+    stop: list[str]
+
+
+@dataclass
+class ServeContext(StrategyContext):
+    """A strategy's context for one served request: requests are the client's, not a task's."""
+
+    client: ClientParams | None = None
+
+    def request_for(
+        self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object
+    ) -> Request:
+        c = self.client
+        assert c is not None
+        s = self.config.sampling
+        seed = (c.seed if c.seed is not None else s.seed) + sample + 1_000_003 * draw
+        messages, prompt, stop = c.messages, c.prompt, list(c.stop)
+        if messages is not None and self.meter.engines[alias].info.prompt_mode == "completion":
+            # A base model (no chat template) gets the conversation as a completion prompt,
+            # in the form tradeoff prompts it with when profiling, and answers one line.
+            prompt, messages = conversation_prompt(messages), None
+            stop = stop or ["\n"]
+        request = Request(
+            messages=[dict(m) for m in messages] if messages is not None else None,
+            prompt=prompt,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature if c.temperature is not None else s.temperature,
+            seed=seed % (1 << 32),  # llama.cpp seeds are 32-bit
+            stop=stop,
+        )
+        for key, value in overrides.items():
+            setattr(request, key, value)
+        return request
+
+
+def conversation_prompt(messages: list[dict[str, str]]) -> str:
+    """A chat conversation as a 'Question: ...\nAnswer: ...' completion prompt."""
+    parts = []
+    for m in messages:
+        content = m["content"].strip()
+        if m["role"] == "user":
+            parts.append(f"Question: {content}\n")
+        elif m["role"] == "assistant":
+            parts.append(f"Answer: {content}\n\n")
+        else:
+            parts.append(f"{content}\n\n")
+    return "".join(parts) + "Answer:"
+
+
+@dataclass
+class Served:
+    """One name clients can ask for: a configuration, or a policy run as a `route` configuration."""
+
+    name: str
+    config: Config
+    kind: str  # "configuration" or "policy"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def _failure_status(outcome: Outcome) -> int | None:
+    """502 when the answer's model call failed, 504 when it timed out; None when it succeeded."""
+    errors = [c.generation.error for c in outcome.calls if c.generation.error]
+    if not errors:
+        return None if outcome.calls else 502
+    return 504 if errors[-1].startswith("timeout") else 502
+
+
+def _summary(config: Config, record: Record, outcome: Outcome) -> dict[str, Any]:
+    """The `tradeoff` field of a response: what was run, and what it cost."""
+    by_model: dict[str, dict[str, int | None]] = {}
+    for c in outcome.calls:
+        g = c.generation
+        entry = by_model.setdefault(c.model, {"input": 0, "output": 0, "calls": 0})
+        entry["input"] = (
+            None
+            if g.input_tokens is None or entry["input"] is None
+            else (entry["input"] + g.input_tokens)
+        )
+        entry["output"] = (entry["output"] or 0) + g.output_tokens
+        entry["calls"] = (entry["calls"] or 0) + 1
+    summary: dict[str, Any] = {
+        "request_id": record.item_id,
+        "config": config.name,
+        "config_id": config.config_id,
+        "strategy": config.strategy,
+        "tokens_by_model": by_model,
+        "latency_s": record.e2e_s,
+        "ttft_s": record.ttft_s,
+        "energy_j": record.energy_j,
+        "energy_source": record.energy_source,
+        "energy_missing": record.energy_missing,
+        "flops": record.flops,
+        "cost_usd": record.cost_usd,
+    }
+    for key, value in outcome.extra.items():  # escalated, switches, routed_to, samples_drawn...
+        if isinstance(value, (bool, int, float)) or key == "routed_to":
+            summary.setdefault(key, value)
+    return summary
+
+
+def _headers(summary: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    values = {
+        "request-id": summary["request_id"],
+        "config": summary["config"],
+        "strategy": summary["strategy"],
+        "tokens": ",".join(
+            f"{m}={t['input'] if t['input'] is not None else '?'}/{t['output']}"
+            for m, t in summary["tokens_by_model"].items()
+        ),
+        "latency-ms": f"{summary['latency_s'] * 1e3:.3f}",
+    }
+    if summary["ttft_s"] is not None:
+        values["ttft-ms"] = f"{summary['ttft_s'] * 1e3:.3f}"
+    if summary["energy_j"] is not None:
+        values["energy-j"] = f"{summary['energy_j']:.6g}"
+    else:
+        values["energy-missing"] = str(summary["energy_missing"] or "not measured")
+    for key, header in (("escalated", "escalated"), ("switches", "switches"),
+                        ("routed_to", "routed-to")):  # fmt: skip
+        if key in summary:
+            values[header] = str(summary[key]).lower()
+    return [(f"x-tradeoff-{k}".encode(), v.encode("latin-1", "replace")) for k, v in values.items()]
+
+
+def _usage(record: Record) -> dict[str, int | None]:
+    prompt = record.input_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": record.output_tokens,
+        "total_tokens": None if prompt is None else prompt + record.output_tokens,
+    }
+
+
+class ServeApp:
+    """The ASGI application. `served` maps the names clients send as `model` to what runs."""
+
+    def __init__(
+        self,
+        served: dict[str, Served],
+        meter: CallMeter,
+        writer: RecordWriter,
+        metrics: ServerMetrics,
+        *,
+        limits: Limits,
+        api_key: str | None = None,
+        prices: dict[str, Any] | None = None,
+    ):
+        self.served = served
+        self.meter = meter
+        self.writer = writer
+        self.metrics = metrics
+        self.limits = limits
+        self.api_key = f"Bearer {api_key}".encode() if api_key else None
+        self.prices = prices or {}
+        self.in_flight = 0
+        self.draining = False
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is handled by the caller (tradeoff.serve.server)
+        path, method = scope["path"], scope["method"]
+        endpoint = {
+            "/v1/chat/completions": "chat",
+            "/v1/completions": "completions",
+        }.get(path)
+        try:
+            if endpoint is not None:
+                if method != "POST":
+                    raise ApiError(405, f"{path} takes POST, not {method}")
+                await self._complete(scope, receive, send, endpoint)
+            elif path in ("/v1/models", "/models"):
+                self._get_only(method, path)
+                self._authorize(scope)
+                await self._json(send, 200, self._models())
+            elif path == "/health":
+                self._get_only(method, path)
+                await self._json(send, 200, {"status": "draining" if self.draining else "ok"})
+            elif path == "/metrics":
+                self._get_only(method, path)
+                self.metrics.in_flight.set(self.in_flight)
+                await self._send(
+                    send, 200, self.metrics.render(),
+                    [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                )  # fmt: skip
+            elif path == "/openapi.json":
+                self._get_only(method, path)
+                await self._json(send, 200, openapi())
+            else:
+                raise ApiError(
+                    404,
+                    f"no endpoint {path}; endpoints: POST /v1/chat/completions, "
+                    "POST /v1/completions, GET /v1/models, /health, /metrics, /openapi.json",
+                )
+        except ApiError as exc:
+            await self._error(send, exc, endpoint)
+
+    @staticmethod
+    def _get_only(method: str, path: str) -> None:
+        if method not in ("GET", "HEAD"):
+            raise ApiError(405, f"{path} takes GET, not {method}")
+
+    def _authorize(self, scope: Scope) -> None:
+        if self.api_key is None:
+            return
+        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not hmac.compare_digest(given, self.api_key):
+            raise ApiError(
+                401,
+                "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
+                code="invalid_api_key",
+            )
+
+    async def _send(
+        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _json(
+        self, send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await self._send(send, status, dumps(obj), [_JSON, *(headers or [])])
+
+    async def _error(self, send: Send, exc: ApiError, endpoint: str | None) -> None:
+        if not exc.counted:  # failures of served requests were counted when accounted for
+            self.metrics.rejected.inc(reason=str(exc.status))
+            self.metrics.requests.inc(endpoint=endpoint or "other", code=str(exc.status))
+        headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+        await self._json(send, exc.status, exc.body(), headers)
+
+    def _models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": s.name,
+                    "object": "model",
+                    "created": s.created,
+                    "owned_by": "tradeoff",
+                    "tradeoff": {
+                        "kind": s.kind,
+                        "strategy": s.config.strategy,
+                        "config_id": s.config.config_id,
+                        "models": s.config.models,
+                    },
+                }
+                for s in self.served.values()
+            ],
+        }
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        too_big = ApiError(413, f"request body is larger than {limit} bytes", code="too_large")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError(400, "client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    # --- completions --------------------------------------------------------------------------
+
+    async def _complete(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+        self._authorize(scope)
+        if self.draining:
+            raise ApiError(503, "the server is shutting down", headers={"retry-after": "5"})
+        if self.in_flight >= self.limits.max_concurrency:
+            raise ApiError(
+                429,
+                f"{self.in_flight} requests in flight, the limit (--max-concurrency); retry later",
+                code="too_many_requests",
+                headers={"retry-after": "1"},
+            )
+        self.in_flight += 1
+        try:
+            body = await self._read_body(scope, receive)
+            chat = endpoint == "chat"
+            parsed = parse_body(ChatRequest if chat else CompletionRequest, body)
+            served = self.served.get(parsed.model)
+            if served is None:
+                raise ApiError(
+                    404,
+                    f"model '{parsed.model}' is not served here; served: {', '.join(self.served)}",
+                    param="model",
+                    code="model_not_found",
+                )
+            max_tokens = parsed.max_new_tokens() or served.config.sampling.max_tokens
+            if max_tokens > self.limits.max_tokens:
+                raise ApiError(
+                    422,
+                    f"max_tokens {max_tokens} is above this server's limit of "
+                    f"{self.limits.max_tokens} (--max-tokens-limit)",
+                    param="max_tokens",
+                    code="invalid_value",
+                )
+            client = ClientParams(
+                messages=[m.as_message() for m in parsed.messages] if chat else None,
+                prompt=None if chat else parsed.prompt_text(),
+                max_tokens=max_tokens,
+                temperature=parsed.temperature,
+                seed=parsed.seed,
+                stop=parsed.stop_list(),
+            )
+            request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+            item = Item(
+                id=request_id,
+                prompt=client.messages if client.messages is not None else client.prompt or "",
+                reference="",
+                task=SERVE_TASK.name,
+                meta={"endpoint": endpoint},
+            )
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            run = _Run(self, served, item, client, endpoint, parsed.stream, include_usage)
+            await (run.stream(send) if parsed.stream else run.whole(send))
+        finally:
+            self.in_flight -= 1
+
+
+class _Run:
+    """One served request: the strategy's run, its answer to the client, and its record."""
+
+    def __init__(
+        self,
+        app: ServeApp,
+        served: Served,
+        item: Item,
+        client: ClientParams,
+        endpoint: str,
+        stream: bool,
+        include_usage: bool,
+    ):
+        self.app = app
+        self.served = served
+        self.item = item
+        self.client = client
+        self.endpoint = endpoint
+        self.chat = endpoint == "chat"
+        self.is_stream = stream
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.t0 = time.perf_counter()
+
+    def _context(self, on_text: Callable[[str], None] | None) -> ServeContext:
+        return ServeContext(
+            config=self.served.config,
+            task=SERVE_TASK,
+            meter=self.app.meter,
+            on_text=on_text,
+            client=self.client,
+        )
+
+    async def _execute(self, ctx: ServeContext) -> tuple[Outcome, float]:
+        strategy = STRATEGIES[self.served.config.strategy]
+        try:
+            outcome = await strategy(ctx, self.item, 0)
+        except Exception as exc:  # a strategy bug must not take the server down
+            log.error("strategy %s failed:\n%s", self.served.config.strategy,
+                      traceback.format_exc())  # fmt: skip
+            outcome = Outcome(output="", calls=[], extra={"exception": f"{exc!r}"})
+        return outcome, time.perf_counter()
+
+    def _account(self, outcome: Outcome, t1: float, status: int) -> Record:
+        config = self.served.config
+        record = outcome_record(
+            config.config_id, SERVE_TASK.name, self.item.id, 0, outcome, self.t0, t1,
+            self.app.prices, score=None, parsed=None,
+        )  # fmt: skip
+        if record.error is None and status >= 500:
+            record.error = outcome.extra.get("exception") or next(
+                (c.generation.error for c in outcome.calls if c.generation.error), "failed"
+            )
+        record.extra = {
+            **record.extra,
+            "endpoint": self.endpoint,
+            "stream": self.is_stream,
+            "http_status": status,
+            "max_tokens": self.client.max_tokens,
+        }
+        m = self.app.metrics
+        name = self.served.name
+        m.served.inc(model=name)
+        m.requests.inc(endpoint=self.endpoint, code=str(status), model=name)
+        m.latency.observe(t1 - self.t0, model=name)
+        if record.ttft_s is not None:
+            m.ttft.observe(record.ttft_s, model=name)
+        for c in outcome.calls:
+            g = c.generation
+            m.tokens.inc(g.output_tokens, model=name, upstream=c.model, kind="output")
+            if g.input_tokens is not None:
+                m.tokens.inc(g.input_tokens, model=name, upstream=c.model, kind="input")
+        if status >= 500:
+            m.errors.inc(model=name)
+        extra = outcome.extra
+        if extra.get("escalated"):
+            m.escalations.inc(model=name)
+        if isinstance(extra.get("switches"), int):
+            m.switches.inc(extra["switches"], model=name)
+        if "routed_to" in extra:
+            m.routes.inc(model=name, route=str(extra["routed_to"]))
+        if record.energy_j is not None:
+            m.energy.inc(record.energy_j, model=name)
+        else:
+            m.energy_missing.inc(model=name)
+        self.app.writer.submit(self.item, record)
+        return record
+
+    def _failure(self, outcome: Outcome, status: int) -> ApiError:
+        error = outcome.extra.get("exception") or next(
+            (c.generation.error for c in outcome.calls if c.generation.error), "no answer"
+        )
+        what = "timed out" if status == 504 else "failed"
+        failure = ApiError(status, f"the upstream model {what}: {error}", code="upstream_error")
+        failure.counted = True
+        return failure
+
+    # --- whole answers ------------------------------------------------------------------------
+
+    async def whole(self, send: Send) -> None:
+        outcome, t1 = await self._execute(self._context(None))
+        status = _failure_status(outcome) or 200
+        record = self._account(outcome, t1, status)
+        if status != 200:
+            raise self._failure(outcome, status)
+        summary = _summary(self.served.config, record, outcome)
+        finish = self._finish_reason(outcome)
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.output},
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+        else:
+            choice = {"index": 0, "text": outcome.output, "logprobs": None, "finish_reason": finish}
+        body = {
+            "id": self.item.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.served.name,
+            "choices": [choice],
+            "usage": _usage(record),
+            "tradeoff": summary,
+        }
+        await self.app._json(send, 200, body, _headers(summary))
+
+    @staticmethod
+    def _finish_reason(outcome: Outcome) -> str:
+        reason = outcome.extra.get("finish_reason")
+        if not isinstance(reason, str) and outcome.calls:
+            reason = outcome.calls[-1].generation.finish_reason
+        return "length" if reason == "length" else "stop"
+
+    # --- streamed answers ---------------------------------------------------------------------
+
+    def _chunk(self, text: str | None, finish: str | None, **extra: Any) -> bytes:
+        if self.chat:
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            if extra.pop("role", False):
+                delta = {"role": "assistant", "content": ""}
+            choice: dict[str, Any] = {
+                "index": 0, "delta": delta, "logprobs": None, "finish_reason": finish,
+            }  # fmt: skip
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        chunk = {
+            "id": self.item.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.served.name,
+            "choices": [choice],
+            **extra,
+        }
+        return b"data: " + dumps(chunk) + b"\n\n"
+
+    async def stream(self, send: Send) -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def on_text(piece: str) -> None:
+            if threading.get_ident() == loop_thread:
+                queue.put_nowait(piece)
+            else:  # the llama.cpp thread
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+        async def produce() -> tuple[Outcome, float]:
+            try:
+                return await self._execute(self._context(on_text))
+            finally:
+                queue.put_nowait(_DONE)
+
+        task = asyncio.create_task(produce())
+        first = await queue.get()
+        if first is _DONE:
+            outcome, t1 = await task
+            status = _failure_status(outcome)
+            if status is not None:  # nothing sent yet: an honest HTTP error
+                self._account(outcome, t1, status)
+                raise self._failure(outcome, status)
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"x-tradeoff-request-id", self.item.id.encode()),
+            (b"x-tradeoff-config", self.served.name.encode("latin-1", "replace")),
+            (b"x-tradeoff-strategy", self.served.config.strategy.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = self._chunk(None, None, role=True) if self.chat else b""
+        sent: list[str] = []
+        piece = first
+        while piece is not _DONE:
+            texts = [piece]
+            while not queue.empty():  # batch what has piled up into one chunk
+                nxt = queue.get_nowait()
+                if nxt is _DONE:
+                    piece = nxt
+                    break
+                texts.append(nxt)
+            else:
+                piece = None
+            text = "".join(texts)
+            sent.append(text)
+            await send(
+                {"type": "http.response.body", "body": body + self._chunk(text, None),
+                 "more_body": True}
+            )  # fmt: skip
+            body = b""
+            if piece is None:
+                piece = await queue.get()
+        outcome, t1 = await task
+        status = _failure_status(outcome)
+        streamed = "".join(sent)
+        if status is None and outcome.output != streamed:
+            # Strategies that decide at the end (vote, cascade) stream nothing until then.
+            rest = outcome.output[len(streamed) :] if outcome.output.startswith(streamed) else ""
+            if rest:
+                body += self._chunk(rest, None)
+        record = self._account(outcome, t1, status or 200)
+        summary = _summary(self.served.config, record, outcome)
+        if status is not None:  # failed after the answer started: say so in the stream
+            failure = self._failure(outcome, status)
+            body += b"data: " + dumps(failure.body()) + b"\n\n"
+        else:
+            body += self._chunk(None, self._finish_reason(outcome), tradeoff=summary)
+            if self.include_usage:
+                usage_chunk: dict[str, Any] = {
+                    "id": self.item.id,
+                    "object": "chat.completion.chunk" if self.chat else "text_completion",
+                    "created": self.created,
+                    "model": self.served.name,
+                    "choices": [],
+                    "usage": _usage(record),
+                }
+                body += b"data: " + dumps(usage_chunk) + b"\n\n"
+        body += b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,245 @@
+"""The request bodies the server accepts, checked strictly, and its OpenAI-style errors.
+
+Fields tradeoff does not use (`top_p`, `frequency_penalty`, `tools`, `user`, ...) are accepted and
+ignored, as OpenAI-compatible servers do; fields whose meaning it cannot honour (`n` > 1,
+`logprobs`, `echo`, `suffix`) are rejected with 422 rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tradeoff.types import Message
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI does: `{"error": {"message", "type", "param", "code"}}`."""
+
+    TYPES = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        413: "invalid_request_error",
+        422: "invalid_request_error",
+        429: "rate_limit_error",
+        502: "upstream_error",
+        503: "server_unavailable",
+        504: "upstream_timeout",
+    }
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+        self.counted = False  # already counted in /metrics
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.TYPES.get(self.status, "server_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class _Strict(BaseModel):
+    # Strict: "5" is not a number and true is not a temperature. Unknown fields are ignored.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def as_message(self) -> Message:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        # llama.cpp chat templates know "system", not OpenAI's newer "developer".
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content or ""}
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _Common(_Strict):
+    model: Annotated[str, Field(min_length=1)]
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None  # one choice per request
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: Stop) -> Stop:
+        strings = [value] if isinstance(value, str) else value or []
+        if any(s == "" for s in strings):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+
+class ChatRequest(_Common):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: Literal[False] | None = None
+
+    def max_new_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Common):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: Literal[0] | None = None
+    echo: Literal[False] | None = None
+    suffix: Literal[""] | None = None
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+def parse_body(model: type[_Common], body: bytes) -> Any:
+    """The validated request, or ApiError 400 (not JSON, not an object) or 422 (a bad field)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            raise ApiError(400, f"request body is not valid JSON: {first['msg']}") from None
+        if first["type"] == "model_type" or not first["loc"]:
+            raise ApiError(400, "request body must be a JSON object") from None
+        param = ".".join(str(part) for part in first["loc"])
+        raise ApiError(
+            422,
+            f"{param}: {first['msg']}"
+            + (f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""),
+            param=param,
+            code="invalid_value",
+        ) from None
+
+
+def _operation(summary: str, schema: str | None, streams: bool) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "the answer (text/event-stream when `stream` is true)",
+            "content": {"application/json": {"schema": {"type": "object"}}}
+            | ({"text/event-stream": {"schema": {"type": "string"}}} if streams else {}),
+        },
+    }
+    for code, why in {
+        "400": "not JSON, or not a JSON object",
+        "401": "missing or wrong API key",
+        "404": "unknown model",
+        "413": "body larger than the limit",
+        "422": "a field has the wrong type or an invalid value",
+        "429": "too many requests in flight (see Retry-After)",
+        "502": "the upstream model failed",
+        "504": "the upstream model timed out",
+    }.items():
+        if schema is None and code not in ("401",):
+            continue
+        responses[code] = {
+            "description": why,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if schema is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    return op
+
+
+def openapi() -> dict[str, Any]:
+    """The server's OpenAPI 3.1 document (served at /openapi.json; fuzzers start from it)."""
+    schemas: dict[str, Any] = {}
+    for model in (ChatRequest, CompletionRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas["Error"] = {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+                "required": ["message", "type"],
+            }
+        },
+        "required": ["error"],
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tradeoff serve", "version": "1"},
+        "paths": {
+            "/v1/chat/completions": {
+                "post": _operation("chat completion", "ChatRequest", streams=True)
+            },
+            "/v1/completions": {
+                "post": _operation("text completion", "CompletionRequest", streams=True)
+            },
+            "/v1/models": {"get": _operation("the served models", None, streams=False)},
+            "/health": {
+                "get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -1,0 +1,188 @@
+"""`tradeoff serve`: load what is served, open the run store, and run the HTTP server (uvicorn)
+until SIGTERM or Ctrl-C, which stop accepting, finish the requests in flight, then exit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tradeoff.config import Config, RunSpec, resolve_configs, route_config
+from tradeoff.errors import UserError
+from tradeoff.meters.energy import find_energy_meter
+from tradeoff.meters.host import host_info
+from tradeoff.runner import open_engines
+from tradeoff.serve.accounting import RecordWriter
+from tradeoff.serve.app import Limits, ServeApp, Served
+from tradeoff.serve.metrics import ServerMetrics
+from tradeoff.store import STORE_FILE, Store
+from tradeoff.strategies.calls import CallMeter
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # clients must send it
+    upstream_api_key: str | None = None  # sent to openai: upstreams
+    limits: Limits | None = None
+
+
+def served_configs(
+    spec: RunSpec | None, names: list[str], policy: Path | None, policy_name: str | None
+) -> dict[str, Served]:
+    """What clients may ask for, by name: a policy, or the spec's configurations (all of them,
+    or those named)."""
+    if policy is not None:
+        if not policy.is_file():
+            raise UserError(f"policy file {policy} does not exist (make one with `policy fit`)")
+        name = policy_name or policy.stem
+        return {name: Served(name, route_config(policy.resolve(), name), "policy")}
+    assert spec is not None
+    configs = resolve_configs(spec)
+    by_name = {c.name: c for c in configs}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UserError(
+            f"configuration {', '.join(repr(n) for n in unknown)} is not in the spec; "
+            f"its configurations: {', '.join(by_name)}"
+        )
+    chosen = [by_name[n] for n in names] if names else configs
+    return {c.name: Served(c.name, c, "configuration") for c in chosen}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) -> Store:
+    """The run store in `out`: a new one, or the one a previous `serve` left there."""
+    if (out / STORE_FILE).exists():
+        store = Store.open(out)
+        if "serve" not in store.run()["spec"]:
+            store.close()
+            raise UserError(f"{out} holds a profile run, not served traffic; choose another --out")
+        return store
+    spec = {"serve": {**source, "configs": {s.name: s.config.content() for s in served.values()}}}
+    return Store.create(out, spec, host_info())
+
+
+async def _serve(
+    served: dict[str, Served],
+    spec: RunSpec | None,
+    out: Path,
+    source: dict[str, Any],
+    options: ServeOptions,
+    notify: Callable[[str], None],
+) -> None:
+    import uvicorn
+
+    sock = _bind(options.host, options.port)
+    configs: list[Config] = [s.config for s in served.values()]
+    engines = await open_engines(
+        configs, timeout_s=spec.timeout_s if spec else 120.0, api_key=options.upstream_api_key
+    )
+    try:
+        store = _open_store(out, served, source)
+    except BaseException:
+        sock.close()
+        for engine in engines.values():
+            await engine.aclose()
+        raise
+    store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
+    started = store.begin_session()
+    energy, energy_missing = find_energy_meter()
+    metrics = ServerMetrics()
+    writer = RecordWriter(store, metrics)
+    app = ServeApp(
+        served,
+        CallMeter(engines, energy, energy_missing),
+        writer,
+        metrics,
+        limits=options.limits or Limits(),
+        api_key=options.api_key,
+        prices=spec.prices if spec else {},
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                notify(
+                    f"stopping: finishing {app.in_flight} request(s) in flight "
+                    "(Ctrl-C again to abort)"
+                )
+            app.draining = True
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            date_header=False,
+        )
+    )
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    notify(
+        f"serving {', '.join(served)} at http://{shown}:{port}/v1 "
+        f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
+    )
+    status = "failed"
+    try:
+        await server.serve(sockets=[sock])
+        status = "stopped"
+    finally:
+        await writer.drain()
+        writer.close()
+        store.end_session(started, status)
+        for engine in engines.values():
+            await engine.aclose()
+        store.close()
+        sock.close()
+    notify(f"stopped; {int(sum(metrics.served.values.values()))} request(s) served, "
+           f"{int(sum(metrics.stored.values.values()))} stored in {out}")  # fmt: skip
+
+
+def serve(
+    served: dict[str, Served],
+    spec: RunSpec | None,
+    out: str | Path,
+    *,
+    source: dict[str, Any],
+    options: ServeOptions,
+    notify: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C; every served request becomes a record in `out`."""
+    say = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # uvicorn re-raises the signal that stopped it once it has shut down; these handlers take
+    # it quietly so that the store is closed and the exit is clean.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        asyncio.run(_serve(served, spec, Path(out), source, options, say))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
