@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +52,63 @@ def fast_server(*flags: str) -> Iterator[str]:
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+class Served:
+    """A running `tradeoff serve` process: its base URL (`http://127.0.0.1:PORT/v1`), its
+    process, and what it has written to stderr once stopped (`stop()`)."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str]):
+        self.proc = proc
+        self.url = url
+        self.lines = lines
+
+    @property
+    def root(self) -> str:
+        return self.url.removesuffix("/v1")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Send `sig`, wait for the exit; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        assert self.proc.stderr is not None
+        self.lines += self.proc.stderr.read().splitlines()
+        self.proc.stderr.close()
+        return code
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, timeout: float = 120) -> Iterator[Served]:
+    """Run `tradeoff serve --port 0 ARGS` until it listens; yields it; stops it (SIGTERM)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "serve", "--port", "0", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    url = None
+    while url is None:
+        line = proc.stderr.readline()
+        if not line:
+            proc.wait(timeout)
+            raise AssertionError(f"tradeoff serve exited {proc.returncode}: {lines}")
+        lines.append(line.rstrip("\n"))
+        match = re.search(r" at (http://\S+/v1) ", line)
+        if match:
+            url = match.group(1)
+        assert time.monotonic() < deadline, lines
+    served = Served(proc, url, lines)
+    try:
+        yield served
+    finally:
+        if proc.poll() is None:
+            served.stop()
 
 
 def free_port() -> int:

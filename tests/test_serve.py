@@ -1,0 +1,343 @@
+"""`tradeoff serve` on the bundled models: the official openai client, records one for one with
+the requests, streaming from every kind of strategy, live reports, draining, store faults."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+
+import httpx
+import openai
+import pytest
+from conftest import run_cli, serve_process
+
+from tradeoff.engines.emit import StopHoldback
+from tradeoff.store import Store
+from tradeoff.types import Request
+
+SINGLE = "smollm2-135m"
+CASCADE = "cascade-smollm2-135m-gemma3-270m-logprob0.5"
+SWITCH = "switch-smollm2-135m-gemma3-270m-t1.5"
+VOTE = "vote-n3a-smollm2-135m"
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The demo's configurations on the bundled models (no --spec: the default)."""
+    out = tmp_path_factory.mktemp("serve") / "run"
+    args = ["--out", str(out), "--api-key", "sekrit"]
+    for name in (SINGLE, CASCADE, SWITCH, VOTE):
+        args += ["--config", name]
+    with serve_process(*args) as served:
+        served.out = out
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with openai.OpenAI(base_url=server.url, api_key="sekrit", max_retries=0) as c:
+        yield c
+
+
+def _records(out) -> dict[str, dict]:
+    store = Store.open(out)
+    try:
+        df = store.records()
+        items = store.items()
+    finally:
+        store.close()
+    prompts = dict(zip(items["item_id"], items["prompt"]))
+    rows = {}
+    for r in df.to_dict("records"):
+        r["extra"] = json.loads(r["extra"])
+        r["calls"] = json.loads(r["calls"])
+        r["prompt"] = prompts.get(r["item_id"])
+        rows[r["item_id"]] = r
+    return rows
+
+
+def _wait_stored(out, ids: set[str], timeout: float = 10.0) -> dict[str, dict]:
+    """Records are written just after the answer is sent: wait for them."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = _records(out)
+        if ids <= set(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def test_official_client_streamed_and_not_and_records_match_one_for_one(server, client):
+    made: dict[str, dict] = {}
+    whole = client.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=12)
+    assert whole.choices[0].message.content
+    assert whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 0
+    made[whole.id] = {"output": whole.choices[0].message.content, "stream": False,
+                      "usage": whole.usage}  # fmt: skip
+
+    chunks = list(
+        client.chat.completions.create(
+            model=SINGLE, messages=ASK, max_tokens=12, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2  # streamed
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 0
+    assert chunks[0].id == chunks[-1].id
+    made[chunks[0].id] = {"output": text, "stream": True, "usage": usage}
+
+    done = client.completions.create(
+        model=SINGLE, prompt="The capital of France is", max_tokens=6, stop=["."]
+    )
+    made[done.id] = {"output": done.choices[0].text, "stream": False, "usage": done.usage}
+    assert "." not in done.choices[0].text
+
+    rows = _wait_stored(server.out, set(made))
+    assert set(made) <= set(rows)
+    for rid, want in made.items():
+        row = rows[rid]
+        assert row["output"] == want["output"]
+        assert row["extra"]["stream"] is want["stream"]
+        assert row["output_tokens"] == want["usage"].completion_tokens
+        assert row["input_tokens"] == want["usage"].prompt_tokens
+        assert row["error"] is None and row["score"] is None and row["task"] == "serve"
+    assert rows[whole.id]["prompt"] == ASK
+
+
+def test_tradeoff_headers_and_field_describe_what_ran(client):
+    raw = client.chat.completions.with_raw_response.create(
+        model=CASCADE, messages=ASK, max_tokens=10
+    )
+    completion = raw.parse()
+    headers = raw.headers
+    assert headers["x-tradeoff-config"] == CASCADE
+    assert headers["x-tradeoff-strategy"] == "cascade"
+    assert headers["x-tradeoff-request-id"] == completion.id
+    assert headers["x-tradeoff-escalated"] in ("true", "false")
+    assert float(headers["x-tradeoff-latency-ms"]) > 0
+    assert "energy-j" in " ".join(headers) or headers["x-tradeoff-energy-missing"]
+    extra = completion.model_extra["tradeoff"]
+    assert extra["strategy"] == "cascade" and extra["config"] == CASCADE
+    by_model = extra["tokens_by_model"]
+    assert "smollm2-135m" in by_model
+    assert ("gemma3-270m" in by_model) == extra["escalated"]
+    assert sum(m["output"] for m in by_model.values()) == completion.usage.completion_tokens
+    assert headers["x-tradeoff-tokens"].count("=") == len(by_model)
+
+
+@pytest.mark.parametrize("model", [CASCADE, SWITCH, VOTE])
+def test_every_strategy_streams_the_answer_it_stores(server, client, model):
+    chunks = list(
+        client.chat.completions.create(model=model, messages=ASK, max_tokens=10, stream=True)
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    final = chunks[-1]
+    assert final.choices[0].finish_reason in ("stop", "length")
+    summary = final.model_extra["tradeoff"]
+    assert summary["strategy"] == model.split("-")[0]
+    rows = _wait_stored(server.out, {final.id})
+    assert rows[final.id]["output"] == text
+    if model == SWITCH:
+        assert "switches" in summary and set(summary["tokens_by_model"]) <= {
+            "smollm2-135m",
+            "gemma3-270m",
+        }
+    if model == VOTE:
+        assert 2 <= summary["samples_drawn"] <= 3
+
+
+def test_models_health_metrics_and_live_reports(server, client):
+    names = {m.id for m in client.models.list()}
+    assert names == {SINGLE, CASCADE, SWITCH, VOTE}
+    assert httpx.get(f"{server.root}/health").json() == {"status": "ok"}
+
+    client.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=4)
+    metrics = httpx.get(f"{server.root}/metrics").text
+    assert "# TYPE tradeoff_request_duration_seconds histogram" in metrics
+
+    def total(name: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(name + "{") or line.startswith(name + " ")
+        )
+
+    served = total("tradeoff_served_total")
+    assert served >= 1
+    rows = _records(server.out)
+    assert len(rows) >= served - 1  # the last record may still be on its way to the store
+    assert 'tradeoff_tokens_total{kind="output",model="smollm2-135m",upstream="smollm2-135m"}' in (
+        metrics
+    )
+
+    # report and frontier read the store while the server writes to it
+    report = run_cli("report", str(server.out), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    summary = {r["config"]: r for r in json.loads(report.stdout)}
+    assert summary[SINGLE]["n"] >= 1 and summary[SINGLE]["accuracy"] is None
+    frontier = run_cli("frontier", str(server.out))
+    assert frontier.returncode == 0, frontier.stderr
+    assert "unscored" in frontier.stdout
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
+    out = tmp_path / "run"
+    with serve_process("--out", str(out), "--config", SINGLE) as served:
+        result: dict = {}
+
+        def ask() -> None:
+            with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
+                result["answer"] = c.chat.completions.create(
+                    model=SINGLE,
+                    messages=[{"role": "user", "content": "Write a long story about a ship."}],
+                    max_tokens=120,
+                )
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        import time
+
+        time.sleep(0.7)  # the request is being generated
+        assert served.stop(signal.SIGTERM) == 0
+        thread.join(30)
+    answer = result["answer"]
+    assert answer.usage.completion_tokens > 20
+    assert any("finishing 1 request(s) in flight" in line for line in served.lines)
+    rows = _records(out)
+    assert list(rows) == [answer.id]
+    store = Store.open(out)
+    assert store.run()["status"] == "stopped"
+    store.close()
+
+
+def test_a_failed_store_write_loses_no_answer_and_the_server_keeps_serving(tmp_path):
+    out = tmp_path / "run"
+    with serve_process("--out", str(out), "--config", SINGLE) as served:
+        with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
+            first = c.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=3)
+            assert first.id in _wait_stored(out, {first.id})
+            conn = sqlite3.connect(out / "tradeoff.sqlite")
+            conn.execute("DROP TABLE records")  # every later write fails
+            conn.commit()
+            conn.close()
+            for _ in range(2):
+                answer = c.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=3)
+                assert answer.choices[0].message.content
+            metrics = httpx.get(f"{served.root}/metrics").text
+        assert served.stop() == 0
+    assert "tradeoff_store_errors_total 2" in metrics
+    assert sum("could not store" in line for line in served.lines) == 2
+    assert not any("Traceback" in line for line in served.lines)
+
+
+def test_restarting_on_the_same_directory_appends(tmp_path):
+    out = tmp_path / "run"
+    ids = []
+    for _ in range(2):
+        with serve_process("--out", str(out), "--config", SINGLE) as served:
+            with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
+                ids.append(c.completions.create(model=SINGLE, prompt="1 + 1 =", max_tokens=2).id)
+    assert set(_records(out)) == set(ids)
+    store = Store.open(out)
+    assert len(store.run()["sessions"]) == 2
+    store.close()
+
+
+def test_serving_a_fitted_policy_routes_each_request(tmp_path):
+    from tradeoff.config import parse_spec
+    from tradeoff.runner import profile
+
+    spec = parse_spec(
+        {
+            "tasks": ["arith"],
+            "limit": 12,
+            "sampling": {"max_tokens": 8},
+            "models": {"small": "smollm2-135m", "large": "gemma3-270m"},
+        }
+    )
+    assert profile(spec, tmp_path / "records", notify=lambda m: None).errors == 0
+    policy = tmp_path / "router.json"
+    fit = run_cli(
+        "policy", "fit", str(tmp_path / "records"), "--configs", "small,large",
+        "--strong-fraction", "0.5", "--cost", "flops", "-o", str(policy),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    out = tmp_path / "served"
+    with serve_process("--policy", str(policy), "--out", str(out)) as served:
+        with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
+            assert [m.id for m in c.models.list()] == ["router"]
+            raw = c.chat.completions.with_raw_response.create(
+                model="router", messages=[{"role": "user", "content": "What is 7 + 5?"}],
+                max_tokens=8,
+            )  # fmt: skip
+            routed = raw.headers["x-tradeoff-routed-to"]
+            assert routed in ("small", "large")
+            metrics = httpx.get(f"{served.root}/metrics").text
+    assert f'tradeoff_routes_total{{model="router",route="{routed}"}} 1' in metrics
+    (row,) = _records(out).values()
+    assert row["extra"]["routed_to"] == routed
+    assert [call["model"] for call in row["calls"]] == [routed]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--config", "nope"], "configuration 'nope' is not in the spec; its configurations:"),
+        (["--policy", "missing.json"], "policy file missing.json does not exist"),
+        (["--policy", "p.json", "--config", SINGLE], "either --policy or --spec/--config"),
+        (["--name", "x"], "--name names a --policy"),
+        (["--port", "70000"], "is not a port number"),
+    ],
+)
+def test_bad_options_fail_in_one_line(tmp_path, args, needle):
+    result = run_cli("serve", "--out", str(tmp_path / "run"), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_port_in_use_and_a_profile_directory_are_refused(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--out", str(tmp_path / "a"), "--port", str(port))
+    assert result.returncode == 2 and "choose another --port" in result.stderr
+    profiled = tmp_path / "profiled"
+    assert run_cli("profile", "-m", SINGLE, "-t", "arith", "--limit", "1", "--max-tokens", "2",
+                   "--out", str(profiled)).returncode == 0  # fmt: skip
+    result = run_cli("serve", "--out", str(profiled), "--port", "0")
+    assert result.returncode == 2 and "holds a profile run" in result.stderr
+
+
+def test_stop_holdback_never_emits_text_a_stop_string_cuts():
+    pieces: list[str] = []
+    emit = StopHoldback(pieces.append, ["\n\n", "END"])
+    text = ""
+    for token in ["Hello", " wor", "ld", "E", "N"]:
+        text += token
+        emit.update(text)
+    # "EN" could still become "END": held back
+    assert "".join(pieces) == "Hello world"
+    emit.finish("Hello world")  # the engine found no stop; the rest was cut differently
+    assert "".join(pieces) == "Hello world"
+
+
+def test_llama_engine_streams_pieces_that_join_to_its_answer(smollm):
+    import asyncio
+
+    pieces: list[str] = []
+    request = Request(prompt="Count: 1, 2, 3,", max_tokens=12, stop=[", 7"])
+    generation = asyncio.run(smollm.agenerate(request, pieces.append))
+    assert len(pieces) >= 2
+    assert "".join(pieces) == generation.text
+    assert ", 7" not in "".join(pieces)
