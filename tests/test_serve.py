@@ -42,6 +42,10 @@ def client(server):
         yield c
 
 
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+
+
 def _records(out) -> dict[str, dict]:
     store = Store.open(out)
     try:
@@ -240,9 +244,11 @@ def test_restarting_on_the_same_directory_appends(tmp_path):
     out = tmp_path / "run"
     ids = []
     for _ in range(2):
-        with serve_process("--out", str(out), "--config", SINGLE) as served:
-            with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
-                ids.append(c.completions.create(model=SINGLE, prompt="1 + 1 =", max_tokens=2).id)
+        with (
+            serve_process("--out", str(out), "--config", SINGLE) as served,
+            _client(served.url) as c,
+        ):
+            ids.append(c.completions.create(model=SINGLE, prompt="1 + 1 =", max_tokens=2).id)
     assert set(_records(out)) == set(ids)
     store = Store.open(out)
     assert len(store.run()["sessions"]) == 2
@@ -269,16 +275,18 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     out = tmp_path / "served"
-    with serve_process("--policy", str(policy), "--out", str(out)) as served:
-        with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
-            assert [m.id for m in c.models.list()] == ["router"]
-            raw = c.chat.completions.with_raw_response.create(
-                model="router", messages=[{"role": "user", "content": "What is 7 + 5?"}],
-                max_tokens=8,
-            )  # fmt: skip
-            routed = raw.headers["x-tradeoff-routed-to"]
-            assert routed in ("small", "large")
-            metrics = httpx.get(f"{served.root}/metrics").text
+    with (
+        serve_process("--policy", str(policy), "--out", str(out)) as served,
+        _client(served.url) as c,
+    ):
+        assert [m.id for m in c.models.list()] == ["router"]
+        raw = c.chat.completions.with_raw_response.create(
+            model="router", messages=[{"role": "user", "content": "What is 7 + 5?"}],
+            max_tokens=8,
+        )  # fmt: skip
+        routed = raw.headers["x-tradeoff-routed-to"]
+        assert routed in ("small", "large")
+        metrics = httpx.get(f"{served.root}/metrics").text
     assert f'tradeoff_routes_total{{model="router",route="{routed}"}} 1' in metrics
     (row,) = _records(out).values()
     assert row["extra"]["routed_to"] == routed

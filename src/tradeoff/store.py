@@ -236,23 +236,29 @@ class Store:
         )
         return {(r[0], r[1], r[2], int(r[3])) for r in rows}
 
-    def write_record(self, record: Record, item: Item | None = None) -> None:
-        """Insert (or replace) one record, and its item when given, and commit them together."""
+    def _record_row(self, record: Record) -> list[Any]:
         row: list[Any] = [self.run_id]
         for name in _RECORD_FIELDS:
             value = getattr(record, name)
             row.append(json.dumps(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
-        if item is None:
-            self.conn.execute(_INSERT_RECORD, row)
-            return
-        with self.conn:  # one transaction: the item and its record, or neither
+        return row
+
+    def write_record(self, record: Record) -> None:
+        """Insert (or replace) one record and commit it."""
+        self.conn.execute(_INSERT_RECORD, self._record_row(record))
+
+    def write_records(self, records: list[tuple[Record, Item]]) -> None:
+        """Insert records with their items in one transaction: all of them, or none."""
+        rows = [self._record_row(record) for record, _ in records]
+        items = [(self.run_id, it.task, it.id, json.dumps(asdict(it))) for _, it in records]
+        with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute(
+            self.conn.executemany(
                 "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
-                (self.run_id, item.task, item.id, json.dumps(asdict(item))),
+                items,
             )
-            self.conn.execute(_INSERT_RECORD, row)
+            self.conn.executemany(_INSERT_RECORD, rows)
 
     def records(self) -> pd.DataFrame:
         """Every record joined with its configuration's name, one row per record."""

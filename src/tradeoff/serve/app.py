@@ -447,7 +447,7 @@ class _Run:
             outcome = Outcome(output="", calls=[], extra={"exception": f"{exc!r}"})
         return outcome, time.perf_counter()
 
-    def _account(self, outcome: Outcome, t1: float, status: int) -> Record:
+    def _record(self, outcome: Outcome, t1: float, status: int) -> Record:
         config = self.served.config
         record = outcome_record(
             config.config_id, SERVE_TASK.name, self.item.id, 0, outcome, self.t0, t1,
@@ -464,11 +464,16 @@ class _Run:
             "http_status": status,
             "max_tokens": self.client.max_tokens,
         }
+        return record
+
+    def _account(self, outcome: Outcome, record: Record, status: int) -> None:
+        """Count the request in /metrics and queue its record for the store (after the answer
+        has gone out: none of this is on the client's clock)."""
         m = self.app.metrics
         name = self.served.name
         m.served.inc(model=name)
         m.requests.inc(endpoint=self.endpoint, code=str(status), model=name)
-        m.latency.observe(t1 - self.t0, model=name)
+        m.latency.observe(record.e2e_s, model=name)
         if record.ttft_s is not None:
             m.ttft.observe(record.ttft_s, model=name)
         for c in outcome.calls:
@@ -490,7 +495,6 @@ class _Run:
         else:
             m.energy_missing.inc(model=name)
         self.app.writer.submit(self.item, record)
-        return record
 
     def _failure(self, outcome: Outcome, status: int) -> ApiError:
         error = outcome.extra.get("exception") or next(
@@ -506,8 +510,9 @@ class _Run:
     async def whole(self, send: Send) -> None:
         outcome, t1 = await self._execute(self._context(None))
         status = _failure_status(outcome) or 200
-        record = self._account(outcome, t1, status)
+        record = self._record(outcome, t1, status)
         if status != 200:
+            self._account(outcome, record, status)
             raise self._failure(outcome, status)
         summary = _summary(self.served.config, record, outcome)
         finish = self._finish_reason(outcome)
@@ -529,7 +534,10 @@ class _Run:
             "usage": _usage(record),
             "tradeoff": summary,
         }
-        await self.app._json(send, 200, body, _headers(summary))
+        try:
+            await self.app._json(send, 200, body, _headers(summary))
+        finally:
+            self._account(outcome, record, 200)
 
     @staticmethod
     def _finish_reason(outcome: Outcome) -> str:
@@ -583,7 +591,7 @@ class _Run:
             outcome, t1 = await task
             status = _failure_status(outcome)
             if status is not None:  # nothing sent yet: an honest HTTP error
-                self._account(outcome, t1, status)
+                self._account(outcome, self._record(outcome, t1, status), status)
                 raise self._failure(outcome, status)
         headers = [
             (b"content-type", b"text/event-stream"),
@@ -623,7 +631,7 @@ class _Run:
             rest = outcome.output[len(streamed) :] if outcome.output.startswith(streamed) else ""
             if rest:
                 body += self._chunk(rest, None)
-        record = self._account(outcome, t1, status or 200)
+        record = self._record(outcome, t1, status or 200)
         summary = _summary(self.served.config, record, outcome)
         if status is not None:  # failed after the answer started: say so in the stream
             failure = self._failure(outcome, status)
@@ -641,4 +649,7 @@ class _Run:
                 }
                 body += b"data: " + dumps(usage_chunk) + b"\n\n"
         body += b"data: [DONE]\n\n"
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        try:
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        finally:
+            self._account(outcome, record, status or 200)
