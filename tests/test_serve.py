@@ -349,3 +349,36 @@ def test_llama_engine_streams_pieces_that_join_to_its_answer(smollm):
     assert len(pieces) >= 2
     assert "".join(pieces) == generation.text
     assert ", 7" not in "".join(pieces)
+
+
+def test_metrics_are_valid_prometheus_text():
+    import math
+    import re
+
+    from tradeoff.serve.metrics import ServerMetrics
+
+    m = ServerMetrics()
+    for value in (0.003, 0.2, 0.2, 100.0):
+        m.latency.observe(value, model='a "quoted"\nname')
+    m.tokens.inc(5, model="a", upstream="b", kind="output")
+    text = m.render().decode()
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? [-+0-9.e]+(Inf)?$')
+    for line in text.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+    buckets = [
+        (float(re.search(r'le="([^"]+)"', line).group(1)), int(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("tradeoff_request_duration_seconds_bucket")
+    ]
+    counts = [c for _, c in buckets]
+    assert counts == sorted(counts) and buckets[-1] == (math.inf, 4)  # cumulative, +Inf = all
+    assert dict(buckets)[0.005] == 1 and dict(buckets)[0.25] == 3
+    assert 'tradeoff_request_duration_seconds_count{model="a \\"quoted\\"\\nname"} 4' in text
+
+
+def test_the_bearer_scheme_is_case_insensitive_the_key_is_not(server):
+    def status(value: str) -> int:
+        return httpx.get(f"{server.url}/models", headers={"authorization": value}).status_code
+
+    assert status("bearer sekrit") == 200 and status("BEARER  sekrit") == 200
+    assert status("Bearer SEKRIT") == 401 and status("Basic sekrit") == 401

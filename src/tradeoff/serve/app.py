@@ -220,7 +220,7 @@ class ServeApp:
         self.writer = writer
         self.metrics = metrics
         self.limits = limits
-        self.api_key = f"Bearer {api_key}".encode() if api_key else None
+        self.api_key = api_key.encode() if api_key else None
         self.prices = prices or {}
         self.in_flight = 0
         self.draining = False
@@ -275,7 +275,8 @@ class ServeApp:
         if self.api_key is None:
             return
         given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not hmac.compare_digest(given, self.api_key):
+        scheme, _, token = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
             raise ApiError(
                 401,
                 "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
@@ -374,11 +375,14 @@ class ServeApp:
                 )
             max_tokens = parsed.max_new_tokens() or served.config.sampling.max_tokens
             if max_tokens > self.limits.max_tokens:
+                field = "max_completion_tokens" if getattr(
+                    parsed, "max_completion_tokens", None
+                ) else "max_tokens"  # fmt: skip
                 raise ApiError(
                     422,
-                    f"max_tokens {max_tokens} is above this server's limit of "
+                    f"{field} {max_tokens} is above this server's limit of "
                     f"{self.limits.max_tokens} (--max-tokens-limit)",
-                    param="max_tokens",
+                    param=field,
                     code="invalid_value",
                 )
             client = ClientParams(

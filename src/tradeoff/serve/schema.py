@@ -61,7 +61,7 @@ class ApiError(Exception):
 
 class _Strict(BaseModel):
     # Strict: "5" is not a number and true is not a temperature. Unknown fields are ignored.
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
 
 class TextPart(_Strict):
@@ -145,7 +145,7 @@ def parse_body(model: type[_Common], body: bytes) -> Any:
         first = errors[0]
         if first["type"] == "json_invalid":
             raise ApiError(400, f"request body is not valid JSON: {first['msg']}") from None
-        if first["type"] == "model_type" or not first["loc"]:
+        if not first["loc"]:  # the body itself, not one of its fields
             raise ApiError(400, "request body must be a JSON object") from None
         param = ".".join(str(part) for part in first["loc"])
         raise ApiError(
