@@ -1,4 +1,4 @@
-"""The server: an ASGI application answering OpenAI's chat and text completion endpoints with a
+"""The server's application: answering OpenAI's chat and text completion endpoints with a
 tradeoff configuration or policy, and accounting for every request it serves.
 
 Each served request runs its configuration's strategy on the client's messages, answers with
@@ -15,13 +15,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tradeoff.config import Config
 from tradeoff.runner import outcome_record
 from tradeoff.serve.accounting import RecordWriter
+from tradeoff.serve.http import HttpRequest, HttpResponse
 from tradeoff.serve.metrics import ServerMetrics
 from tradeoff.serve.schema import (
     ApiError,
@@ -38,9 +39,6 @@ from tradeoff.types import Item, Outcome, Record, Request
 
 log = logging.getLogger("tradeoff.serve")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Served traffic has no reference answers. `vote` and `cascade agreement` compare answers by
 # their first line, normalized (the `exact` scorer's parse).
@@ -49,7 +47,8 @@ SERVE_TASK = Task(
     scorer=make_scorer("exact"),
 )  # fmt: skip
 _DONE = object()
-_JSON = (b"content-type", b"application/json")
+_JSON = ("content-type", "application/json")
+Headers = list[tuple[str, str]]
 
 
 @dataclass
@@ -168,7 +167,7 @@ def _summary(config: Config, record: Record, outcome: Outcome) -> dict[str, Any]
     return summary
 
 
-def _headers(summary: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
     values = {
         "request-id": summary["request_id"],
         "config": summary["config"],
@@ -189,7 +188,7 @@ def _headers(summary: dict[str, Any]) -> list[tuple[bytes, bytes]]:
                         ("routed_to", "routed-to")):  # fmt: skip
         if key in summary:
             values[header] = str(summary[key]).lower()
-    return [(f"x-tradeoff-{k}".encode(), v.encode("latin-1", "replace")) for k, v in values.items()]
+    return [(f"x-tradeoff-{k}", v) for k, v in values.items()]
 
 
 def _usage(record: Record) -> dict[str, int | None]:
@@ -202,7 +201,7 @@ def _usage(record: Record) -> dict[str, int | None]:
 
 
 class ServeApp:
-    """The ASGI application. `served` maps the names clients send as `model` to what runs."""
+    """The application. `served` maps the names clients send as `model` to what runs."""
 
     def __init__(
         self,
@@ -227,10 +226,9 @@ class ServeApp:
 
     # --- ASGI ---------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is handled by the caller (tradeoff.serve.server)
-        path, method = scope["path"], scope["method"]
+    async def handle(self, request: HttpRequest, response: HttpResponse) -> None:
+        """Answer one HTTP request (see tradeoff.serve.http)."""
+        path, method = request.path, request.method
         endpoint = {
             "/v1/chat/completions": "chat",
             "/v1/completions": "completions",
@@ -239,24 +237,25 @@ class ServeApp:
             if endpoint is not None:
                 if method != "POST":
                     raise ApiError(405, f"{path} takes POST, not {method}")
-                await self._complete(scope, receive, send, endpoint)
+                await self._complete(request, response, endpoint)
             elif path in ("/v1/models", "/models"):
                 self._get_only(method, path)
-                self._authorize(scope)
-                await self._json(send, 200, self._models())
+                self._authorize(request)
+                await self._json(response, 200, self._models())
             elif path == "/health":
                 self._get_only(method, path)
-                await self._json(send, 200, {"status": "draining" if self.draining else "ok"})
+                await self._json(response, 200, {"status": "draining" if self.draining else "ok"})
             elif path == "/metrics":
                 self._get_only(method, path)
                 self.metrics.in_flight.set(self.in_flight)
-                await self._send(
-                    send, 200, self.metrics.render(),
-                    [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-                )  # fmt: skip
+                await response.send(
+                    200,
+                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    self.metrics.render(),
+                )
             elif path == "/openapi.json":
                 self._get_only(method, path)
-                await self._json(send, 200, openapi())
+                await self._json(response, 200, openapi())
             else:
                 raise ApiError(
                     404,
@@ -264,17 +263,17 @@ class ServeApp:
                     "POST /v1/completions, GET /v1/models, /health, /metrics, /openapi.json",
                 )
         except ApiError as exc:
-            await self._error(send, exc, endpoint)
+            await self._error(response, exc, endpoint)
 
     @staticmethod
     def _get_only(method: str, path: str) -> None:
         if method not in ("GET", "HEAD"):
             raise ApiError(405, f"{path} takes GET, not {method}")
 
-    def _authorize(self, scope: Scope) -> None:
+    def _authorize(self, request: HttpRequest) -> None:
         if self.api_key is None:
             return
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        given = request.headers.get("authorization", b"")
         scheme, _, token = given.strip().partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
             raise ApiError(
@@ -283,29 +282,18 @@ class ServeApp:
                 code="invalid_api_key",
             )
 
-    async def _send(
-        self, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
     async def _json(
-        self, send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
+        self, response: HttpResponse, status: int, obj: Any, headers: Headers | None = None
     ) -> None:
-        await self._send(send, status, dumps(obj), [_JSON, *(headers or [])])
+        await response.send(status, [_JSON, *(headers or [])], dumps(obj))
 
-    async def _error(self, send: Send, exc: ApiError, endpoint: str | None) -> None:
+    async def _error(self, response: HttpResponse, exc: ApiError, endpoint: str | None) -> None:
         if not exc.counted:  # failures of served requests were counted when accounted for
             self.metrics.rejected.inc(reason=str(exc.status))
             self.metrics.requests.inc(endpoint=endpoint or "other", code=str(exc.status))
-        headers = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-        await self._json(send, exc.status, exc.body(), headers)
+        if response.started:  # failed while streaming: nothing more can be said
+            return
+        await self._json(response, exc.status, exc.body(), list(exc.headers.items()))
 
     def _models(self) -> dict[str, Any]:
         return {
@@ -327,30 +315,10 @@ class ServeApp:
             ],
         }
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.limits.max_body_bytes
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        too_big = ApiError(413, f"request body is larger than {limit} bytes", code="too_large")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_big
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError(400, "client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     # --- completions --------------------------------------------------------------------------
 
-    async def _complete(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
-        self._authorize(scope)
+    async def _complete(self, request: HttpRequest, response: HttpResponse, endpoint: str) -> None:
+        self._authorize(request)
         if self.draining:
             raise ApiError(503, "the server is shutting down", headers={"retry-after": "5"})
         if self.in_flight >= self.limits.max_concurrency:
@@ -362,9 +330,15 @@ class ServeApp:
             )
         self.in_flight += 1
         try:
-            body = await self._read_body(scope, receive)
+            if request.too_large:
+                raise ApiError(
+                    413,
+                    f"request body is larger than {self.limits.max_body_bytes} bytes "
+                    "(--max-body-bytes)",
+                    code="too_large",
+                )
             chat = endpoint == "chat"
-            parsed = parse_body(ChatRequest if chat else CompletionRequest, body)
+            parsed = parse_body(ChatRequest if chat else CompletionRequest, request.body)
             served = self.served.get(parsed.model)
             if served is None:
                 raise ApiError(
@@ -403,7 +377,7 @@ class ServeApp:
             )
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             run = _Run(self, served, item, client, endpoint, parsed.stream, include_usage)
-            await (run.stream(send) if parsed.stream else run.whole(send))
+            await (run.stream(response) if parsed.stream else run.whole(response))
         finally:
             self.in_flight -= 1
 
@@ -511,7 +485,7 @@ class _Run:
 
     # --- whole answers ------------------------------------------------------------------------
 
-    async def whole(self, send: Send) -> None:
+    async def whole(self, response: HttpResponse) -> None:
         outcome, t1 = await self._execute(self._context(None))
         status = _failure_status(outcome) or 200
         record = self._record(outcome, t1, status)
@@ -539,7 +513,7 @@ class _Run:
             "tradeoff": summary,
         }
         try:
-            await self.app._json(send, 200, body, _headers(summary))
+            await self.app._json(response, 200, body, _headers(summary))
         finally:
             self._account(outcome, record, 200)
 
@@ -572,7 +546,7 @@ class _Run:
         }
         return b"data: " + dumps(chunk) + b"\n\n"
 
-    async def stream(self, send: Send) -> None:
+    async def stream(self, response: HttpResponse) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -597,14 +571,16 @@ class _Run:
             if status is not None:  # nothing sent yet: an honest HTTP error
                 self._account(outcome, self._record(outcome, t1, status), status)
                 raise self._failure(outcome, status)
-        headers = [
-            (b"content-type", b"text/event-stream"),
-            (b"cache-control", b"no-cache"),
-            (b"x-tradeoff-request-id", self.item.id.encode()),
-            (b"x-tradeoff-config", self.served.name.encode("latin-1", "replace")),
-            (b"x-tradeoff-strategy", self.served.config.strategy.encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        response.start(
+            200,
+            [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+                ("x-tradeoff-request-id", self.item.id),
+                ("x-tradeoff-config", self.served.name),
+                ("x-tradeoff-strategy", self.served.config.strategy),
+            ],
+        )
         body = self._chunk(None, None, role=True) if self.chat else b""
         sent: list[str] = []
         piece = first
@@ -620,10 +596,7 @@ class _Run:
                 piece = None
             text = "".join(texts)
             sent.append(text)
-            await send(
-                {"type": "http.response.body", "body": body + self._chunk(text, None),
-                 "more_body": True}
-            )  # fmt: skip
+            await response.write(body + self._chunk(text, None))
             body = b""
             if piece is None:
                 piece = await queue.get()
@@ -654,6 +627,6 @@ class _Run:
                 body += b"data: " + dumps(usage_chunk) + b"\n\n"
         body += b"data: [DONE]\n\n"
         try:
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await response.end(body)
         finally:
             self._account(outcome, record, status or 200)
