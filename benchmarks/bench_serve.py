@@ -174,8 +174,8 @@ async def latency(args: argparse.Namespace, upstream: str, served: str) -> list[
         for concurrency in args.concurrency:
             direct: list[Timed] = []
             via: list[Timed] = []
-            block = max(concurrency * 4, 20)
-            rounds = max(1, args.requests // block)
+            block = max(concurrency * 2, 20)
+            rounds = max(2, -(-args.requests // block))  # at least `requests`, both orders
             for r in range(rounds):
                 order = [(upstream, direct), (served, via)]
                 for root, sink in order if r % 2 == 0 else order[::-1]:

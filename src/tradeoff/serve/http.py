@@ -20,7 +20,7 @@ import socket
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import httptools
@@ -37,7 +37,9 @@ PIPELINE_DEPTH = 32  # requests read ahead of their answers on one connection
 class HttpRequest:
     method: str
     path: str
-    headers: dict[str, bytes]  # lower-case names; a repeated header keeps its last value
+    # Lower-case names, only those the server reads (authorization, content-length, expect); a
+    # repeated header keeps its last value.
+    headers: dict[str, bytes]
     body: bytes = b""
     # The body is larger than the limit: it was not read, and the connection closes after the
     # response.
@@ -107,17 +109,22 @@ class HttpResponse:
 
 
 Handler = Callable[[HttpRequest, HttpResponse], Awaitable[None]]
+_KEPT_HEADERS = {b"authorization", b"content-length", b"expect"}
 
 
-@dataclass
 class _Parsing:
-    url: bytearray = field(default_factory=bytearray)
-    headers: dict[str, bytes] = field(default_factory=dict)
-    head_bytes: int = 0
-    body: list[bytes] = field(default_factory=list)
-    body_bytes: int = 0
-    too_large: bool = False
-    dispatched: bool = False
+    """The request being read."""
+
+    __slots__ = ("url", "headers", "head_bytes", "body", "body_bytes", "too_large", "dispatched")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: dict[str, bytes] = {}
+        self.head_bytes = 0
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.too_large = False
+        self.dispatched = False
 
 
 class _Connection(asyncio.Protocol):
@@ -185,7 +192,9 @@ class _Connection(asyncio.Protocol):
         p.head_bytes += len(name) + len(value)
         if p.head_bytes > MAX_HEAD_BYTES:
             raise httptools.HttpParserError("request line and headers are too large")
-        p.headers[name.decode("latin-1").lower()] = value
+        key = name.lower()
+        if key in _KEPT_HEADERS:  # the others are not used: not worth a dict entry each
+            p.headers[key.decode()] = value
 
     def on_headers_complete(self) -> None:
         p = self.parsing
@@ -216,7 +225,7 @@ class _Connection(asyncio.Protocol):
     # --- requests -----------------------------------------------------------------------------
 
     def _request(self, p: _Parsing) -> HttpRequest:
-        path = bytes(p.url).split(b"?", 1)[0].decode("latin-1")
+        path = p.url.split(b"?", 1)[0].decode("latin-1")
         return HttpRequest(
             method=self.parser.get_method().decode("latin-1"),
             path=path,
