@@ -97,38 +97,74 @@ class Timed:
         self.ok = False
 
 
-async def ask(
-    client: httpx.AsyncClient, root: str, model: str, max_tokens: int, stream: bool = True
-) -> Timed:
+class Client:
+    """The load generator's HTTP client: the same path as tradeoff's own upstream client
+    (prepared request bytes written by Http11Transport.post, SSE lines split by hand), so the
+    client work on the two sides of the paired difference is the same code."""
+
+    def __init__(self) -> None:
+        self.transport = Http11Transport(max_connections=256)
+        self.targets: dict[str, tuple[httpx.Request, bytes]] = {}
+
+    def target(self, root: str) -> tuple[httpx.Request, bytes]:
+        if root not in self.targets:
+            url = httpx.URL(f"{root}/v1/chat/completions")
+            head = (
+                f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.netloc.decode()}\r\n"
+                "content-type: application/json\r\naccept: text/event-stream\r\n"
+                "Content-Length: "
+            ).encode()
+            self.targets[root] = (httpx.Request("POST", url), head)
+        return self.targets[root]
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+async def ask(client: Client, root: str, model: str, max_tokens: int, stream: bool = True) -> Timed:
     """One chat request, timed on this client's clock; the id of the answer."""
-    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0.0,
-            "stream": stream}  # fmt: skip
+    body = json.dumps(
+        {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0.0,
+         "stream": stream}
+    ).encode()  # fmt: skip
+    target, head = client.target(root)
     timed = Timed()
     t0 = time.perf_counter()
-    async with client.stream("POST", f"{root}/v1/chat/completions", json=body) as response:
+    status, chunks = await client.transport.post(
+        target, b"%b%d\r\n\r\n%b" % (head, len(body), body), 300
+    )
+    try:
         if not stream:
-            data = json.loads(await response.aread())
-            timed.id, timed.ok = data.get("id"), response.status_code == 200
+            data = json.loads(b"".join([c async for c in chunks]))
+            timed.id, timed.ok = data.get("id"), status == 200
         else:
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    timed.ok = response.status_code == 200
-                    continue
-                chunk = json.loads(line[6:])
-                timed.id = timed.id or chunk.get("id")
-                choices = chunk.get("choices") or []
-                if timed.ttft is None and choices and (choices[0].get("delta") or {}).get(
-                    "content"
-                ):
-                    timed.ttft = time.perf_counter() - t0
+            rest = b""
+            async for data in chunks:
+                lines = (rest + data).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if not line.startswith(b"data: "):
+                        continue
+                    if line == b"data: [DONE]":
+                        timed.ok = status == 200
+                        continue
+                    chunk = json.loads(line[6:])
+                    timed.id = timed.id or chunk.get("id")
+                    choices = chunk.get("choices") or []
+                    if (
+                        timed.ttft is None
+                        and choices
+                        and (choices[0].get("delta") or {}).get("content")
+                    ):
+                        timed.ttft = time.perf_counter() - t0
+    finally:
+        await chunks.aclose()
     timed.e2e = time.perf_counter() - t0
     return timed
 
 
 async def run_block(
-    client: httpx.AsyncClient, root: str, model: str, n: int, concurrency: int, max_tokens: int,
+    client: Client, root: str, model: str, n: int, concurrency: int, max_tokens: int,
     stream: bool | None = True,
 ) -> list[Timed]:  # fmt: skip
     """`n` requests, `concurrency` in flight; stream=None alternates streamed and not."""
@@ -165,10 +201,8 @@ def upstream_times(out: Path) -> dict[str, tuple[float, float | None]]:
 
 async def latency(args: argparse.Namespace, upstream: str, served: str) -> list[dict]:
     rows = []
-    limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(
-        timeout=300, transport=Http11Transport(max_connections=64), limits=limits
-    ) as client:
+    client = Client()
+    try:
         for root, model in ((upstream, MODEL), (served, MODEL)):  # warm-up, both paths
             await run_block(client, root, model, 8, 2, args.max_tokens)
         for concurrency in args.concurrency:
@@ -183,13 +217,14 @@ async def latency(args: argparse.Namespace, upstream: str, served: str) -> list[
                         client, root, MODEL, block, concurrency, args.max_tokens
                     )
             rows.append({"concurrency": concurrency, "direct": direct, "via": via})
+    finally:
+        await client.aclose()
     return rows
 
 
 async def soak(args: argparse.Namespace, served: str, pid: int) -> dict:
-    async with httpx.AsyncClient(
-        timeout=300, transport=Http11Transport(max_connections=64)
-    ) as client:
+    client = Client()
+    try:
         warm = max(args.soak // 10, 1)
         first = await run_block(
             client, served, MODEL, warm, args.soak_concurrency, args.soak_tokens, None
@@ -201,7 +236,10 @@ async def soak(args: argparse.Namespace, served: str, pid: int) -> dict:
         )
         wall = time.perf_counter() - t0
         rss_end = rss_mib(pid)
-        metrics = (await client.get(f"{served}/metrics")).text
+    finally:
+        await client.aclose()
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{served}/metrics")).text
     served_total = sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
@@ -235,8 +273,7 @@ def main() -> None:
         upstream = f"http://127.0.0.1:{port}"
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(
-            f"models:\n  {MODEL}: 'openai:{upstream}/v1#{MODEL}'\ntasks: [arith]\n"
-            "timeout_s: 300\n"
+            f"models:\n  {MODEL}: 'openai:{upstream}/v1#{MODEL}'\ntasks: [arith]\ntimeout_s: 300\n"
         )
         out = Path(tmp) / "run"
         serve_proc, served = start_tradeoff(spec, out)

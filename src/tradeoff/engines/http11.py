@@ -144,6 +144,50 @@ class Http11Transport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
+    async def post(
+        self, request: httpx.Request, message: bytes, timeout: float | None
+    ) -> tuple[int, _ResponseStream]:
+        """Send `message` (a whole request: line, headers, body) to `request.url`'s server and
+        read the response head, without building httpx objects: (status, body stream). The
+        caller closes the stream (`aclose()`). `request` names the target and goes into errors
+        only, so one can serve every call to a URL. Connect, write and read waits are bounded
+        by `timeout`; waiting for a free connection is not."""
+        if self._closed:
+            raise RuntimeError("Http11Transport is closed; make a new one")
+        url = request.url
+        key = (url.host, url.port or 80)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(*key)
+        conn = await self._acquire(pool, request, None, timeout)
+        try:
+            conn.writer.write(message)
+            if conn.writer.transport.get_write_buffer_size():
+                try:
+                    await _within(timeout, conn.writer.drain())
+                except asyncio.TimeoutError:
+                    raise httpx.WriteTimeout(
+                        "timed out sending the request", request=request
+                    ) from None
+                except OSError as exc:
+                    raise httpx.WriteError(
+                        str(exc) or type(exc).__name__, request=request
+                    ) from None
+            while True:
+                status, _, headers, close = await _read_head(conn, request, timeout)
+                if status >= 200 or status == 101:
+                    break
+            if status == 101:
+                raise httpx.RemoteProtocolError(
+                    "the server switched protocols (101), which Http11Transport does not support",
+                    request=request,
+                )
+            framing, length = _framing(request.method, status, headers, request)
+        except BaseException:
+            self._discard(pool, conn)
+            raise
+        return status, _ResponseStream(self, pool, conn, request, timeout, framing, length, close)
+
     async def aclose(self) -> None:
         """Close every idle connection now, and those in use as their responses are closed."""
         self._closed = True

@@ -4,10 +4,12 @@ hosted APIs): streamed requests, timed chunk by chunk on the client's clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import ssl
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import httpx
@@ -27,11 +29,13 @@ SHARD_CONNECTIONS = 2
 
 
 class _Shard:
-    __slots__ = ("client", "in_flight")
+    __slots__ = ("client", "in_flight", "transport")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, transport: Http11Transport | None) -> None:
         self.client = client
         self.in_flight = 0
+        # For http://: requests skip httpx's layers (Http11Transport.post).
+        self.transport = transport
 
 
 def _busy(shard: _Shard) -> int:
@@ -108,7 +112,17 @@ class OpenAIEngine:
         self._completion_url = f"{self.root}/v1/completions"
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if api_key:
+            if any(c in api_key for c in "\r\n"):
+                raise UserError("the API key contains a line break; remove it")
             self._headers["authorization"] = f"Bearer {api_key}"
+        # http://: each request's line and headers, prepared once, up to the Content-Length value
+        self._raw: dict[str, tuple[httpx.Request, bytes]] = {}
+        for url in (self._chat_url, self._completion_url):
+            target = httpx.URL(url)
+            lines = [f"POST {target.raw_path.decode()} HTTP/1.1", f"Host: {target.netloc.decode()}"]
+            lines += [f"{k}: {v}" for k, v in self._headers.items()]
+            head = "\r\n".join([*lines, "Content-Length: "]).encode("latin-1")
+            self._raw[url] = (httpx.Request("POST", url), head)
         # Http11Transport's pool costs the same at any size: one client for http.
         plain = self.root.startswith("http:")
         self._shard_size = max_connections if plain else min(max_connections, SHARD_CONNECTIONS)
@@ -134,17 +148,21 @@ class OpenAIEngine:
             best.in_flight >= self._shard_size
             and len(shards) * self._shard_size < self.max_connections
         ):
-            best = _Shard(self._new_client())
+            plain = self.root.startswith("http:")
+            transport = Http11Transport(max_connections=self._shard_size) if plain else None
+            best = _Shard(self._new_client(transport=transport), transport)
             shards.append(best)
         return best
 
-    def _new_client(self, limit: int | None = None) -> httpx.AsyncClient:
+    def _new_client(
+        self, limit: int | None = None, transport: Http11Transport | None = None
+    ) -> httpx.AsyncClient:
         timeout = httpx.Timeout(self.timeout_s, pool=None)
         if self.root.startswith("http:"):
             return httpx.AsyncClient(
                 headers=self._headers,
                 timeout=timeout,
-                transport=Http11Transport(max_connections=limit or self._shard_size),
+                transport=transport or Http11Transport(max_connections=limit or self._shard_size),
             )
         # Loading the CA bundle costs ~20 ms per client: load it once.
         verify: ssl.SSLContext | bool = False
@@ -192,6 +210,25 @@ class OpenAIEngine:
                 f"server at {url} answered HTTP {response.status_code} "
                 f"({_one_line(response.text, 120)}); check the URL and the API key"
             )
+
+    @contextlib.asynccontextmanager
+    async def _post(
+        self, shard: _Shard, url: str, content: bytes
+    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """POST `content` to `url`: (status, the body as it arrives). Over http:// the request
+        is written as prepared bytes straight to Http11Transport (no httpx objects per request:
+        the latency a proxy adds is mostly such per-request work); over https:// through httpx."""
+        if shard.transport is not None:
+            target, head = self._raw[url]
+            message = b"%b%d\r\n\r\n%b" % (head, len(content), content)
+            status, stream = await shard.transport.post(target, message, self.timeout_s)
+            try:
+                yield status, stream.__aiter__()
+            finally:
+                await stream.aclose()
+            return
+        async with shard.client.stream("POST", url, content=content) as response:
+            yield response.status_code, response.aiter_bytes()
 
     def _payload(self, request: Request) -> tuple[str, bytes]:
         body: dict[str, Any] = {
@@ -256,55 +293,62 @@ class OpenAIEngine:
         t_first: float | None = None
         t_start = perf_counter()
         try:
-            async with shard.client.stream("POST", url, content=content) as response:
-                if response.status_code >= 300:
-                    body = (await response.aread()).decode("utf-8", "replace")
-                    error = f"HTTP {response.status_code}: {_one_line(body)}"
+            async with self._post(shard, url, content) as (status, chunks):
+                if status >= 300:
+                    body = b"".join([data async for data in chunks]).decode("utf-8", "replace")
+                    error = f"HTTP {status}: {_one_line(body)}"
                 else:
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue  # blank separators, ": keep-alive" comments, event: lines
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            # Read on to the end of the body rather than break: httpcore closes
-                            # a connection whose response was not read to the end, and a new
-                            # connection per request halves the dispatch rate.
-                            done = True
-                            continue
-                        chunk = loads(data)
-                        if chunk.get("usage"):
-                            usage = chunk["usage"]
-                        if "error" in chunk:  # vLLM reports failures inside the stream
-                            err = chunk["error"]
-                            message = err.get("message", err) if isinstance(err, dict) else err
-                            error = f"server error in stream: {_one_line(str(message))}"
+                    rest = b""
+                    async for data in chunks:
+                        lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
+                        rest = lines.pop()  # an incomplete last line waits for more bytes
+                        for line in lines:
+                            if not line.startswith(b"data:"):
+                                continue  # blank separators, ": keep-alive" comments, event: lines
+                            data = line[5:].strip()
+                            if data == b"[DONE]":
+                                # Read on to the end of the body rather than break: a connection
+                                # whose response was not read to the end cannot be reused, and a
+                                # new connection per request halves the dispatch rate.
+                                done = True
+                                continue
+                            chunk = loads(data)
+                            if chunk.get("usage"):
+                                usage = chunk["usage"]
+                            if "error" in chunk:  # vLLM reports failures inside the stream
+                                err = chunk["error"]
+                                message = err.get("message", err) if isinstance(err, dict) else err
+                                error = f"server error in stream: {_one_line(str(message))}"
+                                break
+                            choices = chunk.get("choices")
+                            if not choices:
+                                continue
+                            choice = choices[0]
+                            if chat:
+                                delta = choice.get("delta") or {}
+                                text = delta.get("content")
+                                # Reasoning models (vLLM/SGLang parsers) stream their thinking
+                                # here; it is generated output for timing and counting, not
+                                # answer text.
+                                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                            else:
+                                text = choice.get("text")
+                                thought = None
+                            if text or thought:
+                                now = perf_counter()
+                                if t_first is None:
+                                    t_first = now
+                                token_times.append(now)
+                                if text:
+                                    pieces.append(text)
+                                    if on_text is not None:
+                                        on_text(text)
+                            if choice.get("finish_reason"):
+                                finish_reason = choice["finish_reason"]
+                            if request.logprobs and choice.get("logprobs"):
+                                _read_logprobs(choice["logprobs"], logprobs, entropies)
+                        if error is not None:
                             break
-                        choices = chunk.get("choices")
-                        if not choices:
-                            continue
-                        choice = choices[0]
-                        if chat:
-                            delta = choice.get("delta") or {}
-                            text = delta.get("content")
-                            # Reasoning models (vLLM/SGLang parsers) stream their thinking here;
-                            # it is generated output for timing and counting, not answer text.
-                            thought = delta.get("reasoning_content") or delta.get("reasoning")
-                        else:
-                            text = choice.get("text")
-                            thought = None
-                        if text or thought:
-                            now = perf_counter()
-                            if t_first is None:
-                                t_first = now
-                            token_times.append(now)
-                            if text:
-                                pieces.append(text)
-                                if on_text is not None:
-                                    on_text(text)
-                        if choice.get("finish_reason"):
-                            finish_reason = choice["finish_reason"]
-                        if request.logprobs and choice.get("logprobs"):
-                            _read_logprobs(choice["logprobs"], logprobs, entropies)
         except httpx.TimeoutException as exc:
             error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
