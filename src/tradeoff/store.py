@@ -248,10 +248,19 @@ class Store:
         """Insert (or replace) one record and commit it."""
         self.conn.execute(_INSERT_RECORD, self._record_row(record))
 
+    def prepare(self, record: Record, item: Item) -> tuple[list[Any], tuple[str, ...]]:
+        """A record and its item as the rows `write_prepared` inserts (JSON encoded now, so that
+        the thread that writes them runs no Python to speak of)."""
+        return self._record_row(record), (self.run_id, item.task, item.id, json.dumps(asdict(item)))
+
     def write_records(self, records: list[tuple[Record, Item]]) -> None:
         """Insert records with their items in one transaction: all of them, or none."""
-        rows = [self._record_row(record) for record, _ in records]
-        items = [(self.run_id, it.task, it.id, json.dumps(asdict(it))) for _, it in records]
+        self.write_prepared([self.prepare(record, item) for record, item in records])
+
+    def write_prepared(self, prepared: list[tuple[list[Any], tuple[str, ...]]]) -> None:
+        """Insert rows from `prepare` in one transaction: all of them, or none."""
+        rows = [row for row, _ in prepared]
+        items = [item for _, item in prepared]
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from tradeoff.serve.metrics import ServerMetrics
 from tradeoff.store import Store
@@ -21,6 +22,7 @@ from tradeoff.types import Item, Record
 log = logging.getLogger("tradeoff.serve")
 
 FLUSH_S = 0.02
+Prepared = tuple[list[Any], tuple[str, ...]]
 
 
 class RecordWriter:
@@ -28,13 +30,13 @@ class RecordWriter:
         self.store = store
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradeoff-store")
-        self._queued: list[tuple[Record, Item]] = []
+        self._queued: list[tuple[str, Prepared]] = []
         self._flush: asyncio.TimerHandle | None = None
         self._writing: set[asyncio.Future[tuple[int, list[str]]]] = set()
 
     def submit(self, item: Item, record: Record) -> None:
         """Queue `record` (with its request as `item`) for the store; returns at once."""
-        self._queued.append((record, item))
+        self._queued.append((record.item_id, self.store.prepare(record, item)))
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._write_queued)
 
@@ -47,20 +49,20 @@ class RecordWriter:
         self._writing.add(future)
         future.add_done_callback(self._written)
 
-    def _write(self, batch: list[tuple[Record, Item]]) -> tuple[int, list[str]]:
+    def _write(self, batch: list[tuple[str, Prepared]]) -> tuple[int, list[str]]:
         """(records written, the errors of those that failed). Runs on the store's thread."""
         try:
-            self.store.write_records(batch)
+            self.store.write_prepared([rows for _, rows in batch])
             return len(batch), []
         except Exception:
             pass
         written, errors = 0, []
-        for record, item in batch:
+        for request_id, rows in batch:
             try:
-                self.store.write_records([(record, item)])
+                self.store.write_prepared([rows])
                 written += 1
             except Exception as exc:
-                errors.append(f"{record.item_id}: {type(exc).__name__}: {exc}")
+                errors.append(f"{request_id}: {type(exc).__name__}: {exc}")
         return written, errors
 
     def _written(self, future: asyncio.Future[tuple[int, list[str]]]) -> None:
