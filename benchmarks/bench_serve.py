@@ -6,7 +6,9 @@ An upstream llama.cpp server (llama-cpp-python's `llama_cpp.server`, the bundled
 one thread) runs on loopback, and `tradeoff serve` serves it as a `single` configuration.
 
 1. Latency added, at each concurrency: the same streamed chat request is sent directly to the
-   upstream and through tradeoff, in alternating blocks, by the same client code. Reported:
+   upstream and through tradeoff, in alternating blocks, by the same client code, which is also
+   the code tradeoff's own upstream client runs (prepared bytes through Http11Transport.post),
+   so that client work cancels out of the paired difference. Reported:
    - paired: for each request through tradeoff, the client's end-to-end time minus the
      upstream call's own end-to-end time as tradeoff's upstream client measured it (from the
      request's stored record); the same for time to first token. Queueing at the upstream is
