@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -65,6 +64,22 @@ def start_upstream(port: int) -> subprocess.Popen:
         if proc.poll() is not None or time.time() > deadline:
             raise SystemExit("llama_cpp.server did not start")
         time.sleep(0.25)
+
+
+def start_fast_upstream(delay_ms: float) -> tuple[subprocess.Popen, int]:
+    """benchmarks/fast_server.py: canned streams, no model, so no CPU taken from tradeoff."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fast_server.py")), "--port", "0",
+         "--delay-ms", str(delay_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r":(\d+)/v1", line)
+    if not match:
+        raise SystemExit(f"fast_server did not start: {line}")
+    return proc, int(match.group(1))
 
 
 def start_tradeoff(spec: Path, out: Path) -> tuple[subprocess.Popen, str]:
@@ -125,9 +140,11 @@ class Client:
 
 async def ask(client: Client, root: str, model: str, max_tokens: int, stream: bool = True) -> Timed:
     """One chat request, timed on this client's clock; the id of the answer."""
+    # The fields tradeoff sends upstream (usage in the stream, a seed), so that the upstream
+    # does the same work on both paths.
     body = json.dumps(
         {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0.0,
-         "stream": stream}
+         "seed": 0, "stream": stream, "stream_options": {"include_usage": True}}
     ).encode()  # fmt: skip
     target, head = client.target(root)
     timed = Timed()
@@ -267,11 +284,22 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=2000)
     parser.add_argument("--soak-concurrency", type=int, default=8)
     parser.add_argument("--soak-tokens", type=int, default=2)
+    parser.add_argument(
+        "--upstream",
+        choices=["llama", "fast"],
+        default="llama",
+        help="llama: llama_cpp.server with the bundled model; fast: benchmarks/fast_server.py "
+        "(canned tokens, --fast-delay-ms apart), which leaves the CPU to tradeoff",
+    )
+    parser.add_argument("--fast-delay-ms", type=float, default=5.0)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        port = int(os.environ.get("BENCH_UPSTREAM_PORT", "0")) or _free_port()
-        upstream_proc = start_upstream(port)
+        if args.upstream == "fast":
+            upstream_proc, port = start_fast_upstream(args.fast_delay_ms)
+        else:
+            port = _free_port()
+            upstream_proc = start_upstream(port)
         upstream = f"http://127.0.0.1:{port}"
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(
@@ -312,9 +340,14 @@ def print_results(
 ) -> None:
     cmd = "python benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
     print(f"Command: `{cmd.strip()}`\n")
+    upstream = (
+        "llama_cpp.server (smollm2-135m, 1 thread)"
+        if args.upstream == "llama"
+        else f"benchmarks/fast_server.py (canned tokens {args.fast_delay_ms:g} ms apart)"
+    )
     print(
         f"Streamed chat requests, max_tokens {args.max_tokens}, temperature 0; upstream "
-        "llama_cpp.server (smollm2-135m, 1 thread) on loopback. Milliseconds.\n"
+        f"{upstream} on loopback. Milliseconds.\n"
     )
     print(
         "| concurrency | n per path | direct p50 / p99 | via tradeoff p50 / p99 | "
