@@ -63,3 +63,14 @@ def test_open_rejects_a_file_that_is_not_a_store(tmp_path):
     (tmp_path / STORE_FILE).write_text("not sqlite at all" * 100)
     with pytest.raises(UserError, match="not a readable tradeoff store"):
         Store.open(tmp_path)
+
+
+def test_an_item_is_stored_with_every_field():
+    import json
+    from dataclasses import asdict
+
+    from tradeoff.store import item_json
+    from tradeoff.types import Item
+
+    item = Item("a-1", [{"role": "user", "content": "hi"}], "ref", "serve", {"k": [1, 2]})
+    assert json.loads(item_json(item)) == asdict(item)
