@@ -18,6 +18,13 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_calibration(tmp_path_factory):
+    """Tests see no calibration of this machine unless they make one (a developer's own
+    ~/.cache/tradeoff/calibration.json would otherwise change what reports show)."""
+    os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path_factory.mktemp("cal") / "none.json")
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 600, **kw
 ) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -417,6 +418,61 @@ def tasks(
         "hf:NAME[:CONFIG][:SPLIT] (local datasets)",
         style="dim",
     )
+
+
+class CalibrateDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def calibrate(
+    device: Annotated[
+        CalibrateDevice, typer.Option(help="cpu (numpy) or cuda (PyTorch).")
+    ] = CalibrateDevice.cpu,
+    seconds: Annotated[
+        float, typer.Option(min=0.1, help="Time to spend measuring (the best run is kept).")
+    ] = 4.0,
+    save: Annotated[
+        bool, typer.Option(help="Store the result for the roofline columns of later runs.")
+    ] = True,
+) -> None:
+    """Measure this machine's memory bandwidth and matmul FLOP/s: the roofline's peaks.
+
+    Runs profiled afterwards on this device get an analytic roofline time per request and
+    `report` shows the efficiency (roofline time / measured time). Stored in
+    ~/.cache/tradeoff/calibration.json (or $TRADEOFF_CALIBRATION).
+    """
+    from tradeoff.meters.calibrate import calibrate_cpu, calibrate_cuda
+    from tradeoff.meters.hardware import datasheet_peaks, save_calibration
+
+    err_console.print(f"measuring {device.value} for about {seconds:g} s ...")
+    result = (calibrate_cpu if device is CalibrateDevice.cpu else calibrate_cuda)(seconds)
+    peaks = result.peaks
+    sheet = datasheet_peaks(peaks.device)
+    table = Table(title=escape(peaks.device), title_justify="left")
+    table.add_column("measurement")
+    table.add_column("measured", justify="right")
+    table.add_column("datasheet", justify="right")
+    table.add_row(
+        "memory bandwidth (read + write)",
+        f"{peaks.bytes_per_s / 1e9:,.1f} GB/s",
+        f"{sheet.bytes_per_s / 1e9:,.0f} GB/s ({peaks.bytes_per_s / sheet.bytes_per_s:.0%})"
+        if sheet
+        else "-",
+    )
+    table.add_row(
+        f"matmul ({result.details['precision']})",
+        f"{peaks.flops_per_s / 1e12:,.3f} TFLOP/s",
+        f"{sheet.flops_per_s / 1e12:,.0f} TFLOP/s ({peaks.flops_per_s / sheet.flops_per_s:.0%})"
+        if sheet
+        else "-",
+    )
+    console.print(table)
+    console.print(f"method: {result.details['method']}")
+    if save:
+        path = save_calibration(peaks, result.details)
+        console.print(f"saved to {path}")
 
 
 @app.command()

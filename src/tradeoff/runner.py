@@ -19,6 +19,7 @@ from tradeoff.engines import open_engine
 from tradeoff.engines.base import Engine
 from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
+from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
 from tradeoff.meters.memory import peak_rss_bytes
 from tradeoff.store import Store
@@ -273,7 +274,7 @@ async def _execute(
                 engine.inline = True
     try:
         energy, energy_missing = find_energy_meter()
-        meter = CallMeter(engines, energy, energy_missing)
+        meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks())
         contexts = {
             (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
             for c in configs

@@ -97,6 +97,10 @@ class Call:
     energy_source: str | None = None
     energy_missing: str | None = None
     flops: float | None = None
+    bytes: float | None = None  # analytic bytes moved (weights, KV cache)
+    # Analytic least time on this device's peaks (tradeoff.meters.roofline), None when the
+    # device's peaks or the model's weight bytes are unknown.
+    roofline_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
         g = self.generation
@@ -114,6 +118,8 @@ class Call:
             "energy_source": self.energy_source,
             "energy_missing": self.energy_missing,
             "flops": self.flops,
+            "bytes": self.bytes,
+            "roofline_s": self.roofline_s,
             "error": g.error,
         }
 

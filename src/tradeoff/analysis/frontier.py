@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.metrics import accuracy_interval, record_scores
+from tradeoff.analysis.metrics import accuracy_interval, record_scores, roofline
 from tradeoff.errors import UserError
 
 
@@ -68,6 +68,10 @@ class FrontierRow:
     errors: int
     pareto: bool
     dominated_by: str | None  # one configuration that dominates this one
+    # Analytic roofline time per query (s) and roofline time / measured engine time; None
+    # unless the device's peaks were calibrated and every call has one.
+    roofline_s: float | None = None
+    roofline_eff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +126,7 @@ def frontier(
         energy_j, energy_source, energy_missing = _energy(df)
         power = _power(df) if energy_j is not None else None
         out_tokens = float(df["output_tokens"].mean())
+        roofline_s, roofline_eff = roofline(df[df["error"].isna()])
         rows.append(
             FrontierRow(
                 config=name,
@@ -147,6 +152,8 @@ def frontier(
                 errors=int(df["error"].notna().sum()),
                 pareto=False,
                 dominated_by=None,
+                roofline_s=roofline_s,
+                roofline_eff=roofline_eff,
             )
         )
     _mark_pareto(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -62,6 +63,23 @@ def accuracy_text(acc: float, low: float, high: float) -> str:
     return f"{acc:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def roofline(records: pd.DataFrame) -> tuple[float | None, float | None]:
+    """(mean roofline time per query in s, efficiency = roofline time / measured engine time),
+    over the records' engine calls; (None, None) unless every call has a roofline time."""
+    total_roofline = total_measured = 0.0
+    n = 0
+    for calls in records["calls"]:
+        for call in json.loads(calls) if isinstance(calls, str) else calls:
+            if call.get("roofline_s") is None or call.get("e2e_s") is None:
+                return None, None
+            total_roofline += call["roofline_s"]
+            total_measured += call["e2e_s"]
+        n += 1
+    if not n or total_measured <= 0:
+        return None, None
+    return total_roofline / n, total_roofline / total_measured
+
+
 def _mean(series: pd.Series) -> float | None:
     values = series.dropna()
     return float(values.mean()) if len(values) else None
@@ -86,6 +104,7 @@ def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> l
         energy_source = str(sources[0]) if len(sources) else None
         flops = ok["flops"].dropna()
         cost = ok["cost_usd"].dropna()
+        roofline_s, roofline_eff = roofline(ok)
         rows.append(
             {
                 "config": name,
@@ -106,6 +125,8 @@ def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> l
                 "energy_missing": energy_missing,
                 "gflops": float(flops.mean()) / 1e9 if len(flops) == len(ok) and len(ok) else None,
                 "cost_usd": float(cost.mean()) if len(cost) and len(cost) == len(ok) else None,
+                "roofline_s": roofline_s,
+                "roofline_eff": roofline_eff,
                 "peak_rss_mb": (
                     float(df["peak_rss_bytes"].dropna().max()) / 2**20
                     if df["peak_rss_bytes"].notna().any()

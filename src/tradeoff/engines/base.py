@@ -22,6 +22,10 @@ class ModelShape:
     d_ff: int
     vocab: int
     gated_ffn: bool = True
+    # Bytes of all weight tensors as stored (read once per forward pass), None when unknown; and
+    # bytes per cached key or value element (llama.cpp's default KV cache is f16).
+    weight_bytes: int | None = None
+    kv_bytes_per_value: int = 2
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ from tradeoff.errors import UserError
 from tradeoff.types import Generation, PromptMode, Request
 
 
-def shape_from_metadata(metadata: dict[str, str], n_params: int, vocab: int) -> ModelShape | None:
+def shape_from_metadata(
+    metadata: dict[str, str], n_params: int, vocab: int, weight_bytes: int | None = None
+) -> ModelShape | None:
     """The architecture numbers from GGUF metadata (`{arch}.block_count`, ...), None if absent."""
     arch = metadata.get("general.architecture", "")
 
@@ -53,6 +55,7 @@ def shape_from_metadata(metadata: dict[str, str], n_params: int, vocab: int) -> 
         d_ff=d_ff,
         vocab=vocab,
         gated_ffn=arch not in {"gpt2", "gptj", "gptneox", "phi2", "starcoder", "bloom", "falcon"},
+        weight_bytes=weight_bytes,
     )
 
 
@@ -200,7 +203,10 @@ class LlamaCppEngine:
             description=description or metadata.get("general.name", path.name),
             path=str(path),
             shape=shape_from_metadata(
-                metadata, int(llama_cpp.llama_model_n_params(self.llm.model)), self.n_vocab
+                metadata,
+                int(llama_cpp.llama_model_n_params(self.llm.model)),
+                self.n_vocab,
+                weight_bytes=int(llama_cpp.llama_model_size(self.llm.model)),
             ),
             in_process=True,
         )

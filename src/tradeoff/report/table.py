@@ -43,6 +43,7 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
         "decode tok/s",
         "energy J/query",
         "GFLOPs/query\n(analytic)",
+        "roofline eff.\n(analytic)",
         "errors",
     ]:
         table.add_column(header, justify="right")
@@ -66,9 +67,19 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
             _num(r["decode_tps"], ".1f"),
             energy,
             _num(r["gflops"], ".2f"),
+            "-" if r["roofline_eff"] is None else f"{r['roofline_eff']:.1%}",
             str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]",
         )
     footnotes = [f"[{i + 1}] energy not measured: {reason}" for i, reason in enumerate(notes)]
+    if any(r["roofline_eff"] is None for r in rows):
+        footnotes.append(
+            "roofline eff. -: the device's peaks are unknown (run `tradeoff calibrate` before "
+            "profiling), or the model runs behind a server on unknown hardware"
+        )
+    else:
+        footnotes.append(
+            "roofline eff. = analytic least time on the calibrated peaks / measured engine time"
+        )
     if any(math.isnan(r["accuracy"]) for r in rows):
         footnotes.append(UNSCORED_NOTE)
     return table, footnotes
@@ -96,6 +107,7 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
         "accuracy/J\n1/J",
         "IPW\naccuracy/W",
         "E³\nacc²/out tok",
+        "roofline eff.\n(analytic)",
         "errors",
     ]:
         table.add_column(header, justify="right")
@@ -134,6 +146,7 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
             per_j,
             ipw,
             _num(r.e3, ".3g"),
+            "-" if r.roofline_eff is None else f"{r.roofline_eff:.1%}",
             str(r.errors) if not r.errors else f"[red]{r.errors}[/red]",
         )
     footnotes = [

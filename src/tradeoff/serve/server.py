@@ -17,6 +17,7 @@ from typing import Any
 from tradeoff.config import Config, RunSpec, resolve_configs, route_config
 from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
+from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
 from tradeoff.runner import open_engines
 from tradeoff.serve.accounting import RecordWriter
@@ -118,7 +119,7 @@ async def _serve(
     writer = RecordWriter(store, metrics)
     app = ServeApp(
         served,
-        CallMeter(engines, energy, energy_missing),
+        CallMeter(engines, energy, energy_missing, peaks=local_peaks()),
         writer,
         metrics,
         limits=options.limits or Limits(),

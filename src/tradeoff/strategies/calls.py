@@ -10,6 +10,7 @@ from tradeoff.engines.base import Engine
 from tradeoff.engines.emit import TextSink
 from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.flops import request_flops
+from tradeoff.meters.roofline import Peaks, request_cost
 from tradeoff.types import Call, Request
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
@@ -27,6 +28,8 @@ class CallMeter:
     energy: EnergyMeter | None
     energy_missing: str
     inproc_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The peaks of the device in-process engines run on, for roofline times (None: unknown).
+    peaks: Peaks | None = None
 
     async def call(self, alias: str, request: Request, on_text: TextSink | None = None) -> Call:
         """One measured engine call; `on_text` streams the answer's text as it is generated."""
@@ -44,9 +47,15 @@ class CallMeter:
                 energy_j, source, missing = e1 - e0, self.energy.source, None
             else:
                 energy_j, source, missing = None, None, self.energy_missing
-        flops = None
-        if info.shape is not None and gen.error is None and gen.input_tokens is not None:
-            flops = request_flops(info.shape, gen.input_tokens, gen.output_tokens).total
+        flops = moved = roofline = None
+        shape = info.shape
+        if shape is not None and gen.error is None and gen.input_tokens is not None:
+            flops = request_flops(shape, gen.input_tokens, gen.output_tokens).total
+            if shape.weight_bytes is not None:
+                cost = request_cost(shape, gen.input_tokens, gen.output_tokens)
+                moved = cost.bytes
+                if self.peaks is not None and info.in_process:
+                    roofline = cost.roofline_s(self.peaks)
         return Call(
             model=alias,
             generation=gen,
@@ -54,4 +63,6 @@ class CallMeter:
             energy_source=source,
             energy_missing=missing,
             flops=flops,
+            bytes=moved,
+            roofline_s=roofline,
         )

@@ -21,6 +21,7 @@ import numpy as np
 from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.engines.llamacpp import LlamaCppEngine, TokenStream, entropy_of
 from tradeoff.meters.flops import eval_flops
+from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Generation, Item, Outcome, Request
 
@@ -42,10 +43,17 @@ def _call(
     energy: float | None,
     energy_missing: str | None,
     source: str | None,
+    peaks: Peaks | None = None,
 ) -> Call:
     engine = stream.engine
     shape = engine.info.shape
     flops = sum(eval_flops(shape, s, n) for s, n in stream.evals) if shape else None
+    moved = roofline = None
+    if shape is not None and shape.weight_bytes is not None:
+        costs = [eval_cost(shape, s, n) for s, n in stream.evals]
+        moved = sum(c.bytes for c in costs)
+        if peaks is not None:
+            roofline = sum(c.roofline_s(peaks) for c in costs)
     gen = Generation(
         text=text.decode("utf-8", errors="replace"),
         input_tokens=stream.prompt_tokens + stream.catchup_tokens,
@@ -56,7 +64,7 @@ def _call(
         finish_reason="stop",
         mode=stream.request.mode,
     )
-    return Call(alias, gen, energy, source, energy_missing, flops)
+    return Call(alias, gen, energy, source, energy_missing, flops, moved, roofline)
 
 
 def run_switch_sync(
@@ -189,6 +197,7 @@ async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
                 energy[key] if read else None,
                 missing,
                 source,
+                meter.peaks,
             )
         )
     return Outcome(answer.decode("utf-8", errors="replace"), calls, stats, t_first=t_first)

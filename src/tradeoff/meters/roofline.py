@@ -1,0 +1,84 @@
+"""The roofline cost model: FLOPs and bytes moved per forward pass, from the model's shape, and
+the time a pass needs at least on a device with given peaks (labelled "analytic" wherever shown).
+
+A pass that feeds `n` positions after `start` already in the context:
+- FLOPs: as in `tradeoff.meters.flops.eval_flops` (weights, attention, the LM head once);
+- bytes: every weight tensor read once (`ModelShape.weight_bytes`), the keys and values of the
+  `start + n` attended positions read once, and the `n` new positions' keys and values written.
+  Activations are not counted (small next to weights and cache at the batch sizes here).
+Roofline time of a pass = max(FLOPs / peak FLOP/s, bytes / peak bytes/s); of a request, the sum
+over its passes (one prefill, then one pass per generated token after the first). Efficiency =
+roofline time / measured time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradeoff.engines.base import ModelShape
+from tradeoff.meters.flops import eval_flops
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """What a device can do at most: FLOP/s (at the precision the model runs in) and memory
+    bytes/s, and where the figures come from ("datasheet: ..." or "calibrated: ...")."""
+
+    device: str
+    flops_per_s: float
+    bytes_per_s: float
+    source: str
+
+
+@dataclass(frozen=True)
+class PassCost:
+    flops: float
+    bytes: float
+
+    def roofline_s(self, peaks: Peaks) -> float:
+        return max(self.flops / peaks.flops_per_s, self.bytes / peaks.bytes_per_s)
+
+
+def kv_bytes_per_position(shape: ModelShape) -> int:
+    """Bytes of one position's keys and values over all layers."""
+    return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.kv_bytes_per_value
+
+
+def eval_cost(shape: ModelShape, start: int, n_tokens: int) -> PassCost:
+    """FLOPs and bytes of one pass feeding `n_tokens` positions after `start`. Needs
+    `shape.weight_bytes`."""
+    if shape.weight_bytes is None:
+        raise ValueError("the model's weight bytes are unknown: no roofline")
+    if n_tokens <= 0:
+        return PassCost(0.0, 0.0)
+    kv = kv_bytes_per_position(shape)
+    moved = shape.weight_bytes + kv * (start + n_tokens) + kv * n_tokens
+    return PassCost(eval_flops(shape, start, n_tokens), float(moved))
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    prefill: PassCost
+    decode: list[PassCost]
+
+    @property
+    def flops(self) -> float:
+        return self.prefill.flops + sum(p.flops for p in self.decode)
+
+    @property
+    def bytes(self) -> float:
+        return self.prefill.bytes + sum(p.bytes for p in self.decode)
+
+    def roofline_s(self, peaks: Peaks) -> float:
+        return self.prefill.roofline_s(peaks) + sum(p.roofline_s(peaks) for p in self.decode)
+
+
+def request_cost(shape: ModelShape, input_tokens: int, output_tokens: int) -> RequestCost:
+    """The passes of a request: prefill of `input_tokens`, then one pass per output token after
+    the first (which the prefill's last position gives)."""
+    p = max(input_tokens, 0)
+    steps = max(output_tokens - 1, 0)
+    return RequestCost(
+        prefill=eval_cost(shape, 0, p),
+        decode=[eval_cost(shape, p + i, 1) for i in range(steps)],
+    )

@@ -1,0 +1,127 @@
+"""The roofline cost model against hand-computed FLOPs and bytes, hardware peaks, calibration,
+and the roofline efficiency in reports of real runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from tradeoff.engines.base import ModelShape
+from tradeoff.meters.flops import request_flops
+from tradeoff.meters.hardware import (
+    calibrated_peaks,
+    datasheet_peaks,
+    device_peaks,
+    save_calibration,
+)
+from tradeoff.meters.roofline import Peaks, eval_cost, kv_bytes_per_position, request_cost
+
+# 2 layers, d_model 8, 2 query heads and 1 KV head of 4, gated FFN of 16, vocab 10.
+TINY = ModelShape(
+    n_params=0, n_layers=2, d_model=8, n_heads=2, n_kv_heads=1, head_dim=4, d_ff=16, vocab=10,
+    weight_bytes=1000, kv_bytes_per_value=2,
+)  # fmt: skip
+
+
+def test_costs_match_hand_computation():
+    # Per layer: q 8x8 + k,v 2x8x4 + o 8x8 = 192, FFN 3x8x16 = 384; 2 layers: 1,152 weights.
+    # A position: 2 x 1,152 = 2,304 FLOPs; an attended position: 4 x 2 layers x 2 heads x 4 = 64;
+    # the LM head once per pass: 2 x 8 x 10 = 160.
+    assert kv_bytes_per_position(TINY) == 2 * 2 * 1 * 4 * 2 == 32
+    prefill = eval_cost(TINY, 0, 3)
+    assert prefill.flops == 2304 * 3 + 64 * (1 + 2 + 3) + 160 == 7456
+    assert prefill.bytes == 1000 + 32 * 3 + 32 * 3 == 1192  # weights, KV read, KV written
+    step = eval_cost(TINY, 3, 1)
+    assert step.flops == 2304 + 64 * 4 + 160 == 2720
+    assert step.bytes == 1000 + 32 * 4 + 32 == 1160
+
+    cost = request_cost(TINY, 3, 3)  # prefill, then 2 decode passes (positions 4 and 5)
+    assert cost.flops == 7456 + 2720 + (2304 + 64 * 5 + 160) == 12960
+    assert cost.flops == request_flops(TINY, 3, 3).total
+    assert cost.bytes == 1192 + 1160 + (1000 + 32 * 5 + 32) == 3544
+
+    compute_bound = Peaks("x", flops_per_s=1000, bytes_per_s=1000, source="test")
+    assert cost.roofline_s(compute_bound) == pytest.approx(7.456 + 2.720 + 2.784)
+    memory_bound = Peaks("x", flops_per_s=1000, bytes_per_s=100, source="test")
+    assert cost.roofline_s(memory_bound) == pytest.approx(11.92 + 11.60 + 11.92)
+
+
+def test_unknown_weight_bytes_give_no_roofline():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="weight bytes"):
+        eval_cost(replace(TINY, weight_bytes=None), 0, 1)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM"),
+        ("NVIDIA H100 PCIe", "NVIDIA H100 PCIe"),
+        ("NVIDIA H200", "NVIDIA H200 SXM"),
+        ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 SXM 80GB"),
+        ("NVIDIA L4", "NVIDIA L4"),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_datasheet_peaks_by_device_name(name, expected):
+    peaks = datasheet_peaks(name)
+    assert (peaks.source.removeprefix("datasheet: ") if peaks else None) == expected
+
+
+def test_a_calibration_is_preferred_to_the_datasheet(tmp_path):
+    path = tmp_path / "cal.json"
+    assert device_peaks("NVIDIA H200", path)[0].source.startswith("datasheet")
+    save_calibration(Peaks("NVIDIA H200", 800e12, 4.1e12, "calibrated"), {"method": "t"}, path)
+    peaks, why = device_peaks("NVIDIA H200", path)
+    assert peaks.bytes_per_s == 4.1e12 and peaks.source.startswith("calibrated") and not why
+    assert device_peaks("cpu: unknown", path) == (None, device_peaks("cpu: unknown", path)[1])
+    assert "tradeoff calibrate" in device_peaks("cpu: unknown", path)[1]
+
+
+def test_calibrate_then_profile_reports_roofline_efficiency(tmp_path):
+    import os
+
+    env_file = tmp_path / "cal.json"
+    os.environ["TRADEOFF_CALIBRATION"] = str(env_file)
+    try:
+        done = run_cli("calibrate", "--seconds", "0.5")
+        assert done.returncode == 0, done.stderr
+        assert "GB/s" in done.stdout and "TFLOP/s" in done.stdout
+        from tradeoff.meters.calibrate import cpu_device
+
+        peaks = calibrated_peaks(cpu_device(), env_file)
+        assert peaks is not None and peaks.bytes_per_s > 1e8 and peaks.flops_per_s > 1e8
+        run = tmp_path / "run"
+        profiled = run_cli(
+            "profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "3", "--max-tokens", "8",
+            "--out", str(run),
+        )  # fmt: skip
+        assert profiled.returncode == 0, profiled.stderr
+    finally:
+        os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
+    report = run_cli("report", str(run), "--format", "json")
+    (row,) = json.loads(report.stdout)
+    # llama.cpp cannot beat the roofline of the peaks measured on the same machine
+    assert 0 < row["roofline_eff"] <= 1
+    frontier = run_cli("frontier", str(run), "--format", "json")
+    (point,) = json.loads(frontier.stdout)
+    assert point["roofline_eff"] == pytest.approx(row["roofline_eff"])
+    records = run_cli("report", str(run), "--records", "--format", "json")
+    for record in json.loads(records.stdout):
+        calls = record["calls"]
+        (call,) = json.loads(calls) if isinstance(calls, str) else calls
+        assert call["bytes"] > 50e6  # the weights are read at least once
+        assert 0 < call["roofline_s"] < call["e2e_s"]
+
+
+def test_without_calibration_the_report_says_how_to_get_one(tmp_path):
+    run = tmp_path / "run"
+    profiled = run_cli(
+        "profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "1", "--max-tokens", "2",
+        "--out", str(run),
+    )  # fmt: skip
+    assert profiled.returncode == 0, profiled.stderr
+    assert "run `tradeoff calibrate` before profiling" in profiled.stdout
