@@ -125,3 +125,45 @@ def test_without_calibration_the_report_says_how_to_get_one(tmp_path):
     )  # fmt: skip
     assert profiled.returncode == 0, profiled.stderr
     assert "run `tradeoff calibrate` before profiling" in profiled.stdout
+
+
+@pytest.mark.parametrize(
+    "name, billions",
+    # Published parameter counts: Llama-3.1-8B 8.03 B; Qwen2.5-0.5B 0.49 B; Qwen2.5-7B 7.61 B.
+    [("llama-3.1-8b", 8.03), ("qwen2.5-0.5b", 0.494), ("qwen2.5-7b", 7.62)],
+)
+def test_shipped_configs_have_their_published_sizes(name, billions):
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
+
+    shape = shape_from_hf_config(load_hf_config(name))
+    assert shape.n_params / 1e9 == pytest.approx(billions, rel=0.005)
+    assert shape.weight_bytes == 2 * shape.n_params  # bf16
+    assert shape_from_hf_config(load_hf_config(name), "float32").weight_bytes == 4 * shape.n_params
+
+
+def test_llama_8b_decode_roofline_matches_the_measured_bandwidth_bound():
+    """shared/FACTS: 16.06 GB of bf16 weights at 4.29 TB/s is about 267 tokens/s at batch 1."""
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
+
+    shape = shape_from_hf_config(load_hf_config("llama-3.1-8b"))
+    assert shape.weight_bytes / 1e9 == pytest.approx(16.06, abs=0.01)
+    h200 = Peaks("H200", 989e12, 4.29e12, "FACTS")
+    cost = request_cost(shape, 128, 257)
+    tokens_per_s = 256 / sum(p.roofline_s(h200) for p in cost.decode)
+    assert tokens_per_s == pytest.approx(267, rel=0.01)
+    # batch 8: the weights are read once per step for all eight
+    batched = request_cost(shape, 128, 257, batch=8)
+    assert batched.decode[0].flops == 8 * cost.decode[0].flops
+    assert batched.decode[0].bytes < 1.1 * cost.decode[0].bytes
+
+
+def test_roofline_command(tmp_path):
+    done = run_cli("roofline", "qwen2.5-0.5b", "--device", "H100", "--batch", "8")
+    assert done.returncode == 0, done.stderr
+    assert "0.49 B parameters" in done.stdout and "datasheet: NVIDIA H100 SXM" in done.stdout
+    assert "decode (255 steps)" in done.stdout and "memory" in done.stdout
+    unknown = run_cli("roofline", "qwen2.5-0.5b", "--device", "TPU")
+    assert unknown.returncode == 2 and "name a GPU" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    missing = run_cli("roofline", "no-such-config")
+    assert missing.returncode == 2 and "not known" in missing.stderr

@@ -475,6 +475,107 @@ def calibrate(
         console.print(f"saved to {path}")
 
 
+def _engine_shape(model: str) -> Any:
+    """The shape of a model tradeoff can load (bundled, gguf:), read from its metadata."""
+    import asyncio
+
+    from tradeoff.engines import open_engine
+
+    async def shape() -> Any:
+        engine = await open_engine(model)
+        await engine.aclose()
+        return engine.info.shape
+
+    found = asyncio.run(shape())
+    if found is None:
+        raise UserError(f"model '{model}': its shape is unknown, so no roofline")
+    return found
+
+
+@app.command()
+def roofline(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A shipped architecture config (llama-3.1-8b, qwen2.5-0.5b, "
+            "qwen2.5-7b), a config.json or its directory, or a bundled model name."
+        ),
+    ],
+    device: Annotated[
+        str,
+        typer.Option(
+            help="A GPU name (H100, H200, A100, L4: datasheet, or its "
+            "calibration) or cpu (needs `tradeoff calibrate`)."
+        ),
+    ] = "H100",
+    input_tokens: Annotated[int, typer.Option("--input", min=1, help="Prompt tokens.")] = 128,
+    output_tokens: Annotated[int, typer.Option("--output", min=1, help="Tokens generated.")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 1,
+    dtype: Annotated[
+        str | None, typer.Option(help="Weight and KV dtype for configs (default: the config's).")
+    ] = None,
+) -> None:
+    """The analytic least time of a request on a device: FLOPs and bytes moved per pass, and
+    whether each phase is bound by compute or by memory."""
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
+    from tradeoff.meters.calibrate import cpu_device
+    from tradeoff.meters.hardware import DATASHEET, device_peaks
+    from tradeoff.meters.roofline import request_cost
+
+    if model in shipped_configs() or model.endswith(".json") or Path(model).is_dir():
+        shape = shape_from_hf_config(load_hf_config(model), dtype)
+    else:
+        shape = _engine_shape(model)
+    if shape.weight_bytes is None:
+        raise UserError(f"model '{model}': its weight bytes are unknown, so no roofline")
+    name = cpu_device() if device.lower() == "cpu" else device
+    peaks, why = device_peaks(name)
+    if peaks is None:
+        gpus = ", ".join(sorted({needle for needle, *_ in DATASHEET}))
+        raise UserError(f"{why}; or name a GPU: {gpus}")
+    cost = request_cost(shape, input_tokens, output_tokens, batch)
+    prefill_s = cost.prefill.roofline_s(peaks)
+    decode_s = sum(p.roofline_s(peaks) for p in cost.decode)
+    steps = max(output_tokens - 1, 0)
+
+    def bound(flops: float, moved: float) -> str:
+        return "compute" if flops / peaks.flops_per_s >= moved / peaks.bytes_per_s else "memory"
+
+    decode_flops = sum(p.flops for p in cost.decode)
+    decode_bytes = sum(p.bytes for p in cost.decode)
+    table = Table(
+        title=escape(
+            f"{model} ({shape.n_params / 1e9:.2f} B parameters, {shape.weight_bytes / 1e9:.2f} GB "
+            f"of weights) on {peaks.device} ({peaks.source}), batch {batch}"
+        ),
+        title_justify="left",
+    )
+    for column in ["phase", "TFLOPs", "GB moved", "roofline time", "bound", "tokens/s"]:
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    table.add_row(
+        f"prefill ({input_tokens} tokens)",
+        f"{cost.prefill.flops / 1e12:.3f}",
+        f"{cost.prefill.bytes / 1e9:.2f}",
+        f"{prefill_s * 1e3:.2f} ms",
+        bound(cost.prefill.flops, cost.prefill.bytes),
+        f"{batch * input_tokens / prefill_s:,.0f}",
+    )
+    if steps:
+        table.add_row(
+            f"decode ({steps} steps)",
+            f"{decode_flops / 1e12:.3f}",
+            f"{decode_bytes / 1e9:.2f}",
+            f"{decode_s * 1e3:.1f} ms ({decode_s / steps * 1e3:.2f} ms/step)",
+            bound(decode_flops / steps, decode_bytes / steps),
+            f"{batch * steps / decode_s:,.1f}",
+        )
+    console.print(table)
+    console.print(
+        "analytic: FLOPs as `tradeoff.meters.flops`, bytes = weights once per pass + KV cache "
+        "read and written; time per pass = max(FLOPs / peak, bytes / peak bandwidth)"
+    )
+
+
 @app.command()
 def serve(
     out: Annotated[

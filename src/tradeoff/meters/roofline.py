@@ -44,16 +44,17 @@ def kv_bytes_per_position(shape: ModelShape) -> int:
     return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * shape.kv_bytes_per_value
 
 
-def eval_cost(shape: ModelShape, start: int, n_tokens: int) -> PassCost:
-    """FLOPs and bytes of one pass feeding `n_tokens` positions after `start`. Needs
+def eval_cost(shape: ModelShape, start: int, n_tokens: int, batch: int = 1) -> PassCost:
+    """FLOPs and bytes of one pass feeding `n_tokens` positions after `start`, for each of
+    `batch` sequences at once (the weights are read once for all of them). Needs
     `shape.weight_bytes`."""
     if shape.weight_bytes is None:
         raise ValueError("the model's weight bytes are unknown: no roofline")
     if n_tokens <= 0:
         return PassCost(0.0, 0.0)
     kv = kv_bytes_per_position(shape)
-    moved = shape.weight_bytes + kv * (start + n_tokens) + kv * n_tokens
-    return PassCost(eval_flops(shape, start, n_tokens), float(moved))
+    moved = shape.weight_bytes + batch * (kv * (start + n_tokens) + kv * n_tokens)
+    return PassCost(batch * eval_flops(shape, start, n_tokens), float(moved))
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,15 @@ class RequestCost:
         return self.prefill.roofline_s(peaks) + sum(p.roofline_s(peaks) for p in self.decode)
 
 
-def request_cost(shape: ModelShape, input_tokens: int, output_tokens: int) -> RequestCost:
-    """The passes of a request: prefill of `input_tokens`, then one pass per output token after
-    the first (which the prefill's last position gives)."""
+def request_cost(
+    shape: ModelShape, input_tokens: int, output_tokens: int, batch: int = 1
+) -> RequestCost:
+    """The passes of a request (of `batch` like requests run together): prefill of
+    `input_tokens`, then one pass per output token after the first (which the prefill's last
+    position gives)."""
     p = max(input_tokens, 0)
     steps = max(output_tokens - 1, 0)
     return RequestCost(
-        prefill=eval_cost(shape, 0, p),
-        decode=[eval_cost(shape, p + i, 1) for i in range(steps)],
+        prefill=eval_cost(shape, 0, p, batch),
+        decode=[eval_cost(shape, p + i, 1, batch) for i in range(steps)],
     )
