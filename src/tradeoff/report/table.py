@@ -23,6 +23,10 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+ROOFLINE_MISSING_NOTE = (
+    "roofline eff. -: the device's peaks are unknown (run `tradeoff calibrate` before "
+    "profiling), or the model runs behind a server on unknown hardware"
+)
 UNSCORED_NOTE = (
     "n/a (unscored): these records have no reference answers (served traffic), so they have "
     "costs but no accuracy, and no frontier"
@@ -72,10 +76,7 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
         )
     footnotes = [f"[{i + 1}] energy not measured: {reason}" for i, reason in enumerate(notes)]
     if any(r["roofline_eff"] is None for r in rows):
-        footnotes.append(
-            "roofline eff. -: the device's peaks are unknown (run `tradeoff calibrate` before "
-            "profiling), or the model runs behind a server on unknown hardware"
-        )
+        footnotes.append(ROOFLINE_MISSING_NOTE)
     else:
         footnotes.append(
             "roofline eff. = analytic least time on the calibrated peaks / measured engine time"
@@ -156,6 +157,8 @@ def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, lis
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if any(math.isnan(r.accuracy) for r in rows):
         footnotes.append(UNSCORED_NOTE)
+    if any(r.roofline_eff is None for r in rows):
+        footnotes.append(ROOFLINE_MISSING_NOTE)
     if not rows:
         footnotes.append("no records stored in this run yet")
     return table, footnotes
