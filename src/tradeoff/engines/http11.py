@@ -99,21 +99,66 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 "use httpx's default transport for https",
                 request=request,
             )
+        timeouts = request.extensions.get("timeout") or {}
+        message = _request_bytes(request, await request.aread())
+        status, reason, headers, stream = await self._exchange(
+            request,
+            message,
+            pool_timeout=timeouts.get("pool"),
+            connect_timeout=timeouts.get("connect"),
+            write_timeout=timeouts.get("write"),
+            read_timeout=timeouts.get("read"),
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+    async def post(
+        self, request: httpx.Request, message: bytes, timeout: float | None
+    ) -> tuple[int, _ResponseStream]:
+        """Send `message` (a whole request: line, headers, body) to `request.url`'s server and
+        read the response head, without building httpx objects: (status, body stream). The
+        caller closes the stream (`aclose()`). `request` names the target and goes into errors
+        only, so one can serve every call to a URL. Connect, write and read waits are bounded
+        by `timeout`; waiting for a free connection is not."""
+        status, _, _, stream = await self._exchange(
+            request,
+            message,
+            pool_timeout=None,
+            connect_timeout=timeout,
+            write_timeout=timeout,
+            read_timeout=timeout,
+        )
+        return status, stream
+
+    async def _exchange(
+        self,
+        request: httpx.Request,
+        message: bytes,
+        *,
+        pool_timeout: float | None,
+        connect_timeout: float | None,
+        write_timeout: float | None,
+        read_timeout: float | None,
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], _ResponseStream]:
+        """Write `message` on a pooled connection to `request.url`'s server and read the
+        response head: (status, reason, headers, body stream)."""
         if self._closed:
             raise RuntimeError("Http11Transport is closed; make a new one")
-        timeouts = request.extensions.get("timeout") or {}
-        read_timeout = timeouts.get("read")
+        url = request.url
         key = (url.host, url.port or 80)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(*key)
-        message = _request_bytes(request, await request.aread())
-        conn = await self._acquire(pool, request, timeouts.get("pool"), timeouts.get("connect"))
+        conn = await self._acquire(pool, request, pool_timeout, connect_timeout)
         try:
             conn.writer.write(message)
             if conn.writer.transport.get_write_buffer_size():
                 try:
-                    await _within(timeouts.get("write"), conn.writer.drain())
+                    await _within(write_timeout, conn.writer.drain())
                 except asyncio.TimeoutError:
                     raise httpx.WriteTimeout(
                         "timed out sending the request", request=request
@@ -137,56 +182,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             self._discard(pool, conn)
             raise
         stream = _ResponseStream(self, pool, conn, request, read_timeout, framing, length, close)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
-
-    async def post(
-        self, request: httpx.Request, message: bytes, timeout: float | None
-    ) -> tuple[int, _ResponseStream]:
-        """Send `message` (a whole request: line, headers, body) to `request.url`'s server and
-        read the response head, without building httpx objects: (status, body stream). The
-        caller closes the stream (`aclose()`). `request` names the target and goes into errors
-        only, so one can serve every call to a URL. Connect, write and read waits are bounded
-        by `timeout`; waiting for a free connection is not."""
-        if self._closed:
-            raise RuntimeError("Http11Transport is closed; make a new one")
-        url = request.url
-        key = (url.host, url.port or 80)
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = _Pool(*key)
-        conn = await self._acquire(pool, request, None, timeout)
-        try:
-            conn.writer.write(message)
-            if conn.writer.transport.get_write_buffer_size():
-                try:
-                    await _within(timeout, conn.writer.drain())
-                except asyncio.TimeoutError:
-                    raise httpx.WriteTimeout(
-                        "timed out sending the request", request=request
-                    ) from None
-                except OSError as exc:
-                    raise httpx.WriteError(
-                        str(exc) or type(exc).__name__, request=request
-                    ) from None
-            while True:
-                status, _, headers, close = await _read_head(conn, request, timeout)
-                if status >= 200 or status == 101:
-                    break
-            if status == 101:
-                raise httpx.RemoteProtocolError(
-                    "the server switched protocols (101), which Http11Transport does not support",
-                    request=request,
-                )
-            framing, length = _framing(request.method, status, headers, request)
-        except BaseException:
-            self._discard(pool, conn)
-            raise
-        return status, _ResponseStream(self, pool, conn, request, timeout, framing, length, close)
+        return status, reason, headers, stream
 
     async def aclose(self) -> None:
         """Close every idle connection now, and those in use as their responses are closed."""
