@@ -1,0 +1,90 @@
+"""Splitting a stepped energy counter among overlapping requests (issue 6's NVML meter). NVML
+is not on this machine: the counter here is a function of the clock that moves in steps, as
+NVML's does (about every 100 ms on an H100)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tradeoff.meters.split import IntervalSplitter, Sampler, measure_idle_w
+
+
+def test_one_interval_is_shared_by_tokens_and_ended_requests_settle_after_it():
+    s = IntervalSplitter()
+    s.sample(100.0)
+    s.start("a")
+    s.start("b")
+    s.tokens("a", 3)
+    s.tokens("b", 1)
+    s.end("a")  # ended inside the interval: still shares it
+    assert s.energy_j("a") is None  # not settled until the counter moves
+    s.sample(100.0)  # no step yet
+    s.sample(108.0)
+    assert s.energy_j("a") == pytest.approx(6.0) and s.energy_j("b") is None
+    s.tokens("b", 2)
+    s.sample(110.0)  # "b" alone in this interval
+    s.end("b")
+    s.sample(111.0)  # "b" ended in this interval: it gets all of it (no tokens: equal share)
+    assert s.energy_j("b") == pytest.approx(2.0 + 2.0 + 1.0)
+    s.sample(115.0)  # nobody active: idle
+    assert s.idle_j == pytest.approx(4.0)
+    assert s.total_j == pytest.approx(15.0)
+    assert s.energy_j("a") + s.energy_j("b") + s.idle_j == pytest.approx(s.total_j)
+
+
+def test_active_requests_without_tokens_share_equally():
+    s = IntervalSplitter()
+    s.sample(0.0)
+    for r in "xyz":
+        s.start(r)
+    s.sample(9.0)  # prefill only, no token yet
+    for r in "xyz":
+        s.end(r)
+    s.sample(9.0)
+    s.sample(12.0)
+    assert [s.energy_j(r) for r in "xyz"] == pytest.approx([4.0, 4.0, 4.0])
+
+
+def test_sampler_splits_a_stepped_counter_and_accounts_for_all_of_it():
+    power_w, step_s = 300.0, 0.02
+    origin = time.perf_counter()
+
+    def counter() -> float:  # moves every 20 ms, like NVML's every 100
+        elapsed = time.perf_counter() - origin
+        return power_w * step_s * int(elapsed / step_s)
+
+    s = IntervalSplitter()
+
+    def request(name: str, tokens: int, pause_s: float) -> None:
+        s.start(name)
+        for _ in range(tokens):
+            time.sleep(pause_s)
+            s.tokens(name)
+        s.end(name)
+
+    with Sampler(counter, s, period_s=0.002) as sampler:
+        time.sleep(0.05)  # idle first
+        fast = threading.Thread(target=request, args=("fast", 40, 0.005))
+        slow = threading.Thread(target=request, args=("slow", 10, 0.02))
+        fast.start()
+        slow.start()
+        fast.join()
+        slow.join()
+        energies = {r: sampler.energy_j(r) for r in ("fast", "slow")}
+        time.sleep(0.05)
+    assert None not in energies.values()
+    assert sum(energies.values()) + s.idle_j == pytest.approx(s.total_j)
+    assert energies["fast"] > energies["slow"] > 0  # same span, four times the tokens
+    assert s.idle_j > 0
+
+
+def test_idle_baseline_is_the_mean_power():
+    origin = time.perf_counter()
+
+    def counter() -> float:
+        return 50.0 * (time.perf_counter() - origin)
+
+    assert measure_idle_w(counter, 0.2) == pytest.approx(50.0, rel=0.05)
