@@ -7,6 +7,9 @@
 2. NVML's total-energy counter: how often its value changes (sampled every 0.5 ms during a
    matmul loop), the idle power, and the energy of a timed matmul burst by the counter against
    the integral of sampled power.
+3. `tradeoff.meters.split` on the real counter: four overlapping "requests" (threads issuing
+   matmuls on their own CUDA streams, a matmul counted as a token, at different sizes) share
+   the counter's steps; their energies plus the idle energy against the counter's total.
 Prints a markdown block for benchmarks/RESULTS.md. Needs torch and nvidia-ml-py (both on the
 lent machines); nothing else of tradeoff's dependencies.
 """
@@ -22,6 +25,7 @@ import torch
 
 from tradeoff.meters.calibrate import calibrate_cuda
 from tradeoff.meters.hardware import datasheet_peaks
+from tradeoff.meters.split import IntervalSplitter, Sampler
 
 
 def counter_j(handle: object) -> float:
@@ -90,6 +94,35 @@ def main() -> None:
     span = inside[-1][0] - inside[0][0]
     flops = 2 * 8192**3 * products
 
+    split = IntervalSplitter()
+
+    def request(name: str, n: int, count: int) -> None:
+        a = torch.randn(n, n, dtype=torch.bfloat16, device="cuda")
+        stream = torch.cuda.Stream()
+        split.start(name)
+        with torch.cuda.stream(stream):
+            for _ in range(count):
+                torch.matmul(a, a)
+                stream.synchronize()
+                split.tokens(name)
+        split.end(name)
+
+    sizes = {"r1": (8192, 400), "r2": (8192, 200), "r3": (4096, 800), "r4": (2048, 1600)}
+    e_start = counter_j(handle)
+    with Sampler(lambda: counter_j(handle), split, period_s=0.002) as sampler:
+        time.sleep(0.3)
+        threads = [
+            threading.Thread(target=request, args=(name, n, count))
+            for name, (n, count) in sizes.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        shares = {name: sampler.energy_j(name, timeout_s=1.0) for name in sizes}
+        time.sleep(0.3)
+    e_total = counter_j(handle) - e_start
+
     rows: list[tuple[str, str]] = []
     bw, fl = peaks.bytes_per_s, peaks.flops_per_s
     rows.append(("calibrate: device copy bandwidth, read + write", f"{bw / 1e12:.2f} TB/s"))
@@ -126,6 +159,26 @@ def main() -> None:
         ("matmul loop: integral of sampled power", f"{by_power:.1f} J ({gap:+.1%} vs counter)")
     )
     rows.append(("matmul loop: energy per TFLOP", f"{by_counter / (flops / 1e12):.3f} J"))
+    per_request = ", ".join(
+        f"{name} ({sizes[name][0]}^3 x {sizes[name][1]}) {joules:.1f} J"
+        for name, joules in shares.items()
+        if joules is not None
+    )
+    rows.append(("split: four overlapping requests", per_request))
+    attributed = sum(j for j in shares.values() if j is not None)
+    rows.append(
+        (
+            "split: requests + idle against the counter's steps while sampling",
+            f"{attributed:.1f} + {split.idle_j:.1f} = {attributed + split.idle_j:.1f} J "
+            f"of {split.total_j:.1f} J",
+        )
+    )
+    rows.append(
+        (
+            "split: the counter from before the sampler started to after it stopped",
+            f"{e_total:.1f} J (the part outside the sampled span is neither)",
+        )
+    )
 
     print(f"Command: `PYTHONPATH=src python3 benchmarks/gpu_probe.py --seconds {args.seconds:g}`\n")
     print(f"Device: {peaks.device}; torch {torch.__version__}\n")
