@@ -233,7 +233,16 @@ def test_a_failed_store_write_loses_no_answer_and_the_server_keeps_serving(tmp_p
             for _ in range(2):
                 answer = c.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=3)
                 assert answer.choices[0].message.content
-            metrics = httpx.get(f"{served.root}/metrics").text
+            # Records are written just after the answers, in batches: wait for the second.
+            import time
+
+            deadline = time.monotonic() + 10
+            while True:
+                metrics = httpx.get(f"{served.root}/metrics").text
+                if "tradeoff_store_errors_total 2" in metrics or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert httpx.get(f"{served.root}/health").json() == {"status": "ok"}
         assert served.stop() == 0
     assert "tradeoff_store_errors_total 2" in metrics
     assert sum("could not store" in line for line in served.lines) == 2
