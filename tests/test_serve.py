@@ -207,7 +207,11 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
         thread.start()
         import time
 
-        time.sleep(0.7)  # the request is being generated
+        deadline = time.monotonic() + 30
+        while "tradeoff_in_flight 1" not in httpx.get(f"{served.root}/metrics").text:
+            assert time.monotonic() < deadline, "the request never arrived"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the request is being generated
         assert served.stop(signal.SIGTERM) == 0
         thread.join(30)
     answer = result["answer"]
