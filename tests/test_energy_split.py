@@ -88,3 +88,16 @@ def test_idle_baseline_is_the_mean_power():
         return 50.0 * (time.perf_counter() - origin)
 
     assert measure_idle_w(counter, 0.2) == pytest.approx(50.0, rel=0.05)
+
+
+def test_tokens_weighted_by_their_cost():
+    s = IntervalSplitter()
+    s.sample(0.0)
+    s.start("small")
+    s.start("large")
+    s.tokens("small", 10, cost=1.0)
+    s.tokens("large", 10, cost=3.0)  # e.g. three times the bytes moved per token
+    s.end("small")
+    s.end("large")
+    s.sample(8.0)
+    assert s.energy_j("small") == pytest.approx(2.0) and s.energy_j("large") == pytest.approx(6.0)

@@ -1,5 +1,6 @@
 """Per-request energy when requests overlap: split each interval of a cumulative energy counter
-among the requests active in it, in proportion to the tokens each produced in it.
+among the requests active in it, in proportion to the tokens each produced in it (each token
+weighted by its cost where requests differ in model or batch shape).
 
 NVML's total-energy counter moves in steps about 100 ms apart on an H100 (benchmarks/RESULTS.md),
 so two readings around a short request say little, and overlapping requests share every step.
@@ -35,10 +36,12 @@ class IntervalSplitter:
             self._tokens[request] = 0.0
             self._energy[request] = 0.0
 
-    def tokens(self, request: str, n: float = 1.0) -> None:
+    def tokens(self, request: str, n: float = 1.0, cost: float = 1.0) -> None:
+        """`n` tokens produced, each weighted by `cost` (e.g. its analytic FLOPs or bytes, so that
+        a large model's token outweighs a small one's on a shared GPU; 1 when all are alike)."""
         with self._lock:
             if request in self._tokens:
-                self._tokens[request] += n
+                self._tokens[request] += n * cost
 
     def end(self, request: str) -> None:
         """The request is done; it still shares the interval it ended in."""
