@@ -18,7 +18,8 @@ from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_a
 from tradeoff.engines import open_engine
 from tradeoff.engines.base import Engine
 from tradeoff.errors import UserError
-from tradeoff.meters.energy import find_energy_meter
+from tradeoff.meters.account import EnergyAccount
+from tradeoff.meters.energy import EnergyMeter, find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
 from tradeoff.meters.memory import peak_rss_bytes
@@ -27,6 +28,9 @@ from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, load_task
 from tradeoff.types import Item, Outcome, Record
+
+# Seconds of idle power measured before the first request when the energy counter is NVML's.
+IDLE_S = 2.0
 
 
 @dataclass
@@ -267,14 +271,14 @@ async def _execute(
     t_begin = time.perf_counter()
     stop = _Stop(notify)
     if all(e.info.in_process for e in engines.values()):
-        from tradeoff.engines.llamacpp import LlamaCppEngine
-
         for engine in engines.values():
-            if isinstance(engine, LlamaCppEngine):
+            if hasattr(engine, "inline"):
                 engine.inline = True
+    account = None
     try:
         energy, energy_missing = find_energy_meter()
-        meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks())
+        account = open_account(energy, notify)
+        meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account)
         contexts = {
             (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
             for c in configs
@@ -308,12 +312,26 @@ async def _execute(
         status = "stopped" if stop.requested and result.done < total else "finished"
     finally:
         stop.uninstall()
+        if account is not None:
+            account.close()
+            store.add_meter_summary(started, account.summary())
         for engine in engines.values():
             await engine.aclose()
         result.wall_s = time.perf_counter() - t_begin
         result.status = status
         store.end_session(started, status)
     return result
+
+
+def open_account(energy: EnergyMeter | None, notify: Callable[[str], None]) -> EnergyAccount | None:
+    """For a stepped counter (NVML), the account that splits it among requests, opened after a
+    measurement of the idle baseline; None for a fine-grained counter or none."""
+    if energy is None or not getattr(energy, "stepped", False):
+        return None
+    notify(f"measuring the idle baseline ({energy.source}, {IDLE_S:g} s)")
+    account = EnergyAccount(energy, idle_s=IDLE_S).open()  # type: ignore[arg-type]
+    notify(f"idle baseline: {account.idle_w:.1f} W (reported apart, not subtracted)")
+    return account
 
 
 def profile(

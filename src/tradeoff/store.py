@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended_at REAL,
     status TEXT
 );
+CREATE TABLE IF NOT EXISTS meters (
+    run_id TEXT NOT NULL,
+    session_started_at REAL NOT NULL,
+    summary TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS configs (
     run_id TEXT NOT NULL,
     config_id TEXT NOT NULL,
@@ -169,7 +174,12 @@ class Store:
             "WHERE run_id = ? ORDER BY started_at",
             (self.run_id,),
         ).fetchall()
+        meters = self.conn.execute(
+            "SELECT summary FROM meters WHERE run_id = ? ORDER BY session_started_at",
+            (self.run_id,),
+        ).fetchall()
         return {
+            "meters": [json.loads(m[0]) for m in meters],
             "id": row[0],
             "created_at": row[1],
             "ended_at": row[2],
@@ -186,6 +196,13 @@ class Store:
         )
         self.conn.execute("UPDATE runs SET status = 'running' WHERE id = ?", (self.run_id,))
         return started
+
+    def add_meter_summary(self, started: float, summary: dict[str, Any]) -> None:
+        """What the energy meter saw in the session begun at `started` (idle baseline, totals)."""
+        self.conn.execute(
+            "INSERT INTO meters (run_id, session_started_at, summary) VALUES (?, ?, ?)",
+            (self.run_id, started, json.dumps(summary)),
+        )
 
     def end_session(self, started: float, status: str) -> None:
         now = time.time()

@@ -101,6 +101,10 @@ class Call:
     # Analytic least time on this device's peaks (tradeoff.meters.roofline), None when the
     # device's peaks or the model's weight bytes are unknown.
     roofline_s: float | None = None
+    # Sampled while the call ran, where the meter samples them (NVML): mean power (W) and the
+    # device's peak memory in use (bytes, all processes on the device).
+    mean_power_w: float | None = None
+    device_memory_bytes: int | None = None
 
     def summary(self) -> dict[str, Any]:
         g = self.generation
@@ -120,6 +124,8 @@ class Call:
             "flops": self.flops,
             "bytes": self.bytes,
             "roofline_s": self.roofline_s,
+            "mean_power_w": self.mean_power_w,
+            "device_memory_bytes": self.device_memory_bytes,
             "error": g.error,
         }
 

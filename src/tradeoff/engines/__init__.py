@@ -2,6 +2,8 @@
 
 - a bundled name (`smollm2-135m`, `gemma3-270m`): in-process llama.cpp on the packaged GGUF;
 - `gguf:PATH`: in-process llama.cpp on any local GGUF file;
+- `torch:CONFIG_OR_DIR[?options]`: in-process PyTorch on a Hugging Face directory, or on a shipped
+  architecture config with `random_weights=1` (GPU profiling with no weights on the machine);
 - `openai:BASE_URL#MODEL`: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama, ...);
   add `@completion` after MODEL to use `/v1/completions` with few-shot prompts (base models).
 """
@@ -17,7 +19,7 @@ from tradeoff.engines.base import Engine, ModelInfo
 from tradeoff.engines.bundled import BUNDLED, bundled_path
 from tradeoff.errors import UserError
 
-REF_HELP = "a bundled name, gguf:PATH or openai:BASE_URL#MODEL"
+REF_HELP = "a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or openai:BASE_URL#MODEL"
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ def list_models() -> list[ModelListing]:
 def _unknown(ref: str) -> UserError:
     return UserError(
         f"model '{ref}' is not known; bundled: {', '.join(BUNDLED)}; "
-        "or give gguf:PATH to a .gguf file or openai:BASE_URL#MODEL for a server"
+        "or give gguf:PATH to a .gguf file, torch:CONFIG_OR_DIR[?random_weights=1] for PyTorch, "
+        "or openai:BASE_URL#MODEL for a server"
     )
 
 
@@ -77,6 +80,15 @@ def check_ref(ref: str) -> None:
         return
     if ref.startswith("openai:"):
         parse_openai_ref(ref)
+        return
+    if ref.startswith("torch:"):
+        from importlib.util import find_spec
+
+        if find_spec("torch") is None:
+            raise UserError(f"model '{ref}' needs PyTorch: pip install 'tradeoff[torch]'")
+        from tradeoff.engines.torch_engine import check_torch_ref
+
+        check_torch_ref(ref)
         return
     raise _unknown(ref)
 
@@ -112,6 +124,10 @@ async def open_engine(
 
     if extra_body:
         raise UserError(f"model '{ref}': extra_body applies to openai: models only")
+    if ref.startswith("torch:"):
+        from tradeoff.engines.torch_engine import TorchEngine
+
+        return TorchEngine(ref)
     from tradeoff.engines.llamacpp import LlamaCppEngine
 
     if ref in BUNDLED:

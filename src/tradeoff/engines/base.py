@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from tradeoff.engines.emit import TextSink
 from tradeoff.types import Generation, PromptMode, Request
+
+# An in-process engine reports each forward pass it runs for a request: (first position, tokens
+# evaluated per row, rows in the batch). Meters weight the request's share of energy by it.
+PassSink = Callable[[int, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class ModelInfo:
     path: str | None = None
     shape: ModelShape | None = None
     in_process: bool = True  # energy and memory of this process are the model's
+    # The accelerator an in-process model runs on ("NVIDIA H100 80GB HBM3"), None for the host
+    # CPU: its peaks give the model's roofline times.
+    device: str | None = None
 
 
 class Engine(Protocol):

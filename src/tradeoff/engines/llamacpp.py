@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tradeoff.engines.base import ModelInfo, ModelShape
+from tradeoff.engines.base import ModelInfo, ModelShape, PassSink
 from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, PromptMode, Request
@@ -108,15 +108,19 @@ class TokenStream:
         self.generated = 0
         self.busy_s = 0.0
         self.seen = 0  # bytes of the answer already in (or queued for) this model's context
+        self.on_pass: PassSink | None = None  # hears of every evaluation (energy splitting)
         self._unfed: list[int] = []
         self._context: list[int] = []
         self.started = False
 
     def _eval(self, tokens: list[int]) -> None:
         llm = self.engine.llm
-        self.evals.append((llm.n_tokens, len(tokens)))
+        start = llm.n_tokens
+        self.evals.append((start, len(tokens)))
         llm.eval(tokens)
         self._context += tokens
+        if self.on_pass is not None:
+            self.on_pass(start, len(tokens), 1)
 
     def next_distribution(self, answer: bytes) -> np.ndarray:
         """Bring this model up to date with `answer`, then give its next-token log-probabilities.
@@ -216,6 +220,9 @@ class LlamaCppEngine:
         # request on a small VM. The runner sets this; Ctrl-C is then handled between requests.
         self.inline = False
 
+    def token_stream(self, request: Request) -> TokenStream:
+        return TokenStream(self, request)
+
     # --- prompts ------------------------------------------------------------------------------
 
     def prompt_tokens(self, request: Request) -> list[int]:
@@ -264,12 +271,15 @@ class LlamaCppEngine:
             return fn()
         return await asyncio.get_running_loop().run_in_executor(_LLAMA_THREAD, fn)
 
-    def generate(self, request: Request, on_text: TextSink | None = None) -> Generation:
-        """Generate synchronously. Never raises for a bad request: the error is in the result."""
+    def generate(
+        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
+    ) -> Generation:
+        """Generate synchronously. Never raises for a bad request: the error is in the result.
+        `on_pass` hears of each forward pass (prefill, then one per token after the first)."""
         with self._lock:
             t_start = time.perf_counter()
             try:
-                return self._generate(request, t_start, on_text)
+                return self._generate(request, t_start, on_text, on_pass)
             except Exception as exc:  # a failed request is a record with its error
                 return Generation(
                     text="",
@@ -283,7 +293,13 @@ class LlamaCppEngine:
                     error=f"{type(exc).__name__}: {exc}",
                 )
 
-    def _generate(self, request: Request, t_start: float, on_text: TextSink | None) -> Generation:
+    def _generate(
+        self,
+        request: Request,
+        t_start: float,
+        on_text: TextSink | None,
+        on_pass: PassSink | None = None,
+    ) -> Generation:
         prompt = self.prompt_tokens(request)
         if len(prompt) + request.max_tokens > self.n_ctx:
             raise ValueError(
@@ -308,6 +324,8 @@ class LlamaCppEngine:
             prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
         ):
             now = time.perf_counter()
+            if on_pass is not None:  # the pass that produced this token
+                on_pass(*((0, len(prompt)) if t_first is None else (self.llm.n_tokens - 1, 1)), 1)
             if t_first is None:
                 t_first = now
             if self._lib.llama_vocab_is_eog(vocab, token):
@@ -350,11 +368,13 @@ class LlamaCppEngine:
             token_count_source="exact",
         )
 
-    async def agenerate(self, request: Request, on_text: TextSink | None = None) -> Generation:
+    async def agenerate(
+        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
+    ) -> Generation:
         if self.inline:
-            return self.generate(request, on_text)
+            return self.generate(request, on_text, on_pass)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_LLAMA_THREAD, self.generate, request, on_text)
+        return await loop.run_in_executor(_LLAMA_THREAD, self.generate, request, on_text, on_pass)
 
     async def aclose(self) -> None:
         self.close()

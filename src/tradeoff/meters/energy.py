@@ -17,6 +17,9 @@ POWERCAP_ROOT = Path("/sys/class/powercap")
 
 class EnergyMeter(Protocol):
     source: str  # "rapl", "nvml"
+    # True when the counter moves in coarse steps (NVML: about every 100 ms), so that requests
+    # are metered by splitting its steps (tradeoff.meters.account), not by two readings.
+    stepped: bool
 
     def read_j(self) -> float: ...
 
@@ -27,6 +30,7 @@ class RaplMeter:
 
     domains: list[Path]
     source: str = "rapl"
+    stepped: bool = False
 
     def __post_init__(self) -> None:
         self._max_uj = [_read_int(d / "max_energy_range_uj") for d in self.domains]
@@ -50,11 +54,30 @@ class NvmlMeter:
 
     handles: list[object]
     source: str = "nvml"
+    stepped: bool = True
 
     def read_j(self) -> float:
         import pynvml
 
         return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1e3
+
+    def power_w(self) -> float | None:
+        """The GPUs' summed power reading (NVML averages it over about a second)."""
+        import pynvml
+
+        try:
+            return sum(pynvml.nvmlDeviceGetPowerUsage(h) for h in self.handles) / 1e3
+        except Exception:  # NVMLError: not supported on this GPU
+            return None
+
+    def memory_used_bytes(self) -> int | None:
+        """Device memory in use on the GPUs (all processes), summed."""
+        import pynvml
+
+        try:
+            return int(sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in self.handles))
+        except Exception:
+            return None
 
 
 def _read_int(path: Path) -> int:

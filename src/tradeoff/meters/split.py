@@ -88,11 +88,16 @@ class Sampler:
     """Reads `read_j` every `period_s` on a thread of its own and feeds `splitter`."""
 
     def __init__(
-        self, read_j: Callable[[], float], splitter: IntervalSplitter, period_s: float = 0.005
+        self,
+        read_j: Callable[[], float],
+        splitter: IntervalSplitter,
+        period_s: float = 0.005,
+        on_tick: Callable[[], None] | None = None,
     ):
         self.read_j = read_j
         self.splitter = splitter
         self.period_s = period_s
+        self.on_tick = on_tick  # also called every period (e.g. to sample power and memory)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
 
@@ -108,6 +113,8 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
             self.splitter.sample(self.read_j())
+            if self.on_tick is not None:
+                self.on_tick()
 
     def energy_j(self, request: str, timeout_s: float = 1.0) -> float | None:
         """The ended request's energy, waiting for its last interval to close (the counter's

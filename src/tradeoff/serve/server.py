@@ -19,7 +19,7 @@ from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
-from tradeoff.runner import open_engines
+from tradeoff.runner import open_account, open_engines
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Limits, ServeApp, Served
 from tradeoff.serve.http import HttpServer
@@ -115,11 +115,12 @@ async def _serve(
     store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
     started = store.begin_session()
     energy, energy_missing = find_energy_meter()
+    account = open_account(energy, notify)
     metrics = ServerMetrics()
     writer = RecordWriter(store, metrics)
     app = ServeApp(
         served,
-        CallMeter(engines, energy, energy_missing, peaks=local_peaks()),
+        CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account),
         writer,
         metrics,
         limits=options.limits or Limits(),
@@ -161,6 +162,9 @@ async def _serve(
             loop.remove_signal_handler(sig)
         await writer.drain()
         writer.close()
+        if account is not None:
+            account.close()
+            store.add_meter_summary(started, account.summary())
         store.end_session(started, status)
         for engine in engines.values():
             await engine.aclose()

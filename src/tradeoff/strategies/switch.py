@@ -7,7 +7,9 @@ distribution joins a rolling window of the last `window` entropies; when the win
 they may have different tokenizers: each keeps its own context and KV cache and catches up on the
 text it has not seen with one batched prefill, counted as that model's cost.
 
-Runs on in-process llama.cpp models only (it needs every next-token distribution).
+Runs on in-process models only (llama.cpp or torch: it needs every next-token distribution).
+Energy by model: with a fine-grained counter, its difference across each model's turns; with a
+stepped one (NVML), each model's passes are a request in the energy account, split by cost.
 """
 
 from __future__ import annotations
@@ -15,15 +17,34 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from tradeoff.engines.emit import StopHoldback, TextSink
-from tradeoff.engines.llamacpp import LlamaCppEngine, TokenStream, entropy_of
+from tradeoff.engines.llamacpp import entropy_of
 from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Generation, Item, Outcome, Request
+
+
+class TokenStream(Protocol):
+    """One model's context in a switch (`LlamaCppEngine.token_stream`, `TorchEngine...`)."""
+
+    engine: Any
+    request: Request
+    evals: list[tuple[int, int]]
+    prompt_tokens: int
+    catchup_tokens: int
+    generated: int
+    busy_s: float
+    started: bool
+    on_pass: Any
+
+    def next_distribution(self, answer: bytes) -> np.ndarray: ...
+
+    def take(self, token: int) -> bytes: ...
 
 
 def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
@@ -154,16 +175,22 @@ def run_switch_sync(
 
 async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     small_alias, large_alias = ctx.config.aliases
-    small_engine = ctx.meter.engines[small_alias]
-    large_engine = ctx.meter.engines[large_alias]
-    if not isinstance(small_engine, LlamaCppEngine) or not isinstance(large_engine, LlamaCppEngine):
-        raise TypeError("switch needs in-process llama.cpp models")
+    small_engine: Any = ctx.meter.engines[small_alias]
+    large_engine: Any = ctx.meter.engines[large_alias]
+    if not hasattr(small_engine, "token_stream") or not hasattr(large_engine, "token_stream"):
+        raise TypeError("switch needs in-process models (llama.cpp or torch)")
     p = ctx.params
     requests: list[Request] = [ctx.request_for(a, item, sample) for a in (small_alias, large_alias)]
-    small = TokenStream(small_engine, requests[0])
-    large = TokenStream(large_engine, requests[1])
+    small: TokenStream = small_engine.token_stream(requests[0])
+    large: TokenStream = large_engine.token_stream(requests[1])
     meter = ctx.meter
-    read = meter.energy.read_j if meter.energy else None
+    account = meter.account
+    rids: list[str] = []
+    if account is not None:
+        for stream in (small, large):
+            rids.append(account.begin())
+            stream.on_pass = account.sink(rids[-1], meter.pass_weight(stream.engine.info))
+    read = meter.energy.read_j if meter.energy and account is None else None
     t_start = time.perf_counter()
     async with meter.inproc_lock:
         answer, stats, t_first, energy = await small_engine.run_sync(
@@ -181,23 +208,37 @@ async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             )
         )
     source = meter.energy.source if meter.energy else None
-    missing = None if meter.energy else meter.energy_missing
+    missing: dict[str, str | None] = {k: None if meter.energy else meter.energy_missing
+                                      for k in ("small", "large")}  # fmt: skip
+    usage: dict[str, tuple[float | None, int | None]] = {}
+    if account is not None:
+        for rid in rids:
+            account.end(rid)
+        for key, rid in zip(("small", "large"), rids):
+            settled = await account.settle(rid)
+            energy[key], missing[key] = settled.energy_j or 0.0, settled.missing
+            usage[key] = (settled.mean_power_w, settled.peak_memory_bytes)
+        for key, other, stream in (("small", "large", small), ("large", "small", large)):
+            if not stream.started:  # a model never asked has no call: its share is the other's
+                energy[other] += energy[key]
     calls = []
     for alias, stream, key in ((small_alias, small, "small"), (large_alias, large, "large")):
         if not stream.started:
             continue  # never asked for a token: no cost
         text = str(stats[f"text_{key}"]).encode()
         calls.append(
-            _call(
+            call := _call(
                 alias,
                 stream,
                 text,
                 t_start,
                 t_first if key == "small" else None,
-                energy[key] if read else None,
-                missing,
-                source,
-                meter.peaks,
+                energy[key] if (read or account) and missing[key] is None else None,
+                missing[key],
+                source if missing[key] is None else None,
+                meter.peaks_for(stream.engine.info),
             )
         )
+        if key in usage:
+            call.mean_power_w, call.device_memory_bytes = usage[key]
     return Outcome(answer.decode("utf-8", errors="replace"), calls, stats, t_first=t_first)

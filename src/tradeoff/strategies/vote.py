@@ -1,5 +1,6 @@
 """`vote`: self-consistency. Draw `n` answers at temperature > 0 and keep the majority of the
-answers the task's scorer parses; `adaptive` stops once the leader can no longer be overtaken."""
+answers the task's scorer parses; `adaptive` stops once the leader can no longer be overtaken.
+On an engine that batches (torch), a non-adaptive vote draws all `n` answers as one batch."""
 
 from __future__ import annotations
 
@@ -38,8 +39,16 @@ async def run_vote(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     outputs: list[str] = []
     answers: list[str | None] = []
     counts: Counter[str] = Counter()
+    batched = not adaptive and hasattr(ctx.meter.engines[alias], "agenerate_batch")
+    if batched:  # all draws as one batch (torch engine): one prompt, n rows
+        requests = [ctx.request_for(alias, item, sample, draw) for draw in range(n)]
+        drawn = iter(await ctx.meter.call_batch(alias, requests))
     for draw in range(n):
-        call = await ctx.meter.call(alias, ctx.request_for(alias, item, sample, draw))
+        call = (
+            next(drawn)
+            if batched
+            else await ctx.meter.call(alias, ctx.request_for(alias, item, sample, draw))
+        )
         calls.append(call)
         text = call.generation.text
         answer = None if call.generation.error else ctx.task.scorer.parse(text)

@@ -1,0 +1,489 @@
+"""In-process PyTorch engine: `torch:SOURCE[?option=value&...]`.
+
+SOURCE is a shipped architecture config (`llama-3.1-8b`, `qwen2.5-0.5b`, `qwen2.5-7b`), a
+`config.json`, or a Hugging Face model directory (config, safetensors weights, tokenizer).
+Options: `random_weights=1` (profile a shape with no weights on the machine), `dtype=bf16|fp16|
+fp32`, `device=cuda|cuda:N|cpu`, `ctx=N` (KV cache positions), `graph=0|1` (capture the decode
+step in a CUDA graph; default 1 on CUDA), `compile=0|1` (torch.compile the decode step first),
+`seed=N` (of the random weights).
+
+Decoding follows the gpt-fast recipe: a static KV cache per batch size and one decode step whose
+shapes never change, compiled and captured once, then replayed for every token. The same code
+runs on the CPU (no graph) so CI tests the path the GPU takes. Every token is timed (one device
+synchronisation per step), and `on_pass` hooks report each forward pass for energy splitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+
+from tradeoff.engines.base import ModelInfo, PassSink
+from tradeoff.engines.emit import StopHoldback, TextSink
+from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
+from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
+from tradeoff.engines.torch_text import TextCodec, codec_for
+from tradeoff.errors import UserError
+from tradeoff.types import Generation, Request
+
+OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed")
+TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
+
+# All torch work runs on one thread: CUDA graphs and the KV caches are not shared across threads.
+_TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TorchSpec:
+    source: str
+    random_weights: bool
+    dtype: str | None
+    device: str | None
+    ctx: int
+    graph: bool | None
+    compile: bool
+    seed: int
+
+
+def parse_torch_ref(ref: str) -> TorchSpec:
+    """`torch:SOURCE[?options]` -> its parts, with a one-line error for anything unknown."""
+    body = ref[len("torch:") :]
+    source, _, query = body.partition("?")
+    if not source:
+        raise UserError(f"model '{ref}' needs a source: torch:CONFIG_OR_DIR[?options]")
+    opts = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise UserError(
+            f"model '{ref}': unknown option '{unknown[0]}'; valid: {', '.join(OPTIONS)}"
+        )
+
+    def flag(key: str) -> bool | None:
+        if key not in opts:
+            return None
+        if opts[key] not in ("0", "1", "true", "false"):
+            raise UserError(f"model '{ref}': {key} must be 0 or 1, not '{opts[key]}'")
+        return opts[key] in ("1", "true")
+
+    def integer(key: str, default: int) -> int:
+        try:
+            value = int(opts.get(key, default))
+        except ValueError:
+            raise UserError(f"model '{ref}': {key} must be an integer") from None
+        if value < 0 or (key == "ctx" and value < 16):
+            raise UserError(f"model '{ref}': {key} = {value} is out of range")
+        return value
+
+    dtype = opts.get("dtype")
+    if dtype is not None and dtype not in DTYPES:
+        raise UserError(f"model '{ref}': dtype '{dtype}' is not known; known: bf16, fp16, fp32")
+    device = opts.get("device")
+    if device is not None and not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"model '{ref}': device must be cpu, cuda or cuda:N, not '{device}'")
+    return TorchSpec(
+        source=source,
+        random_weights=bool(flag("random_weights")),
+        dtype=dtype,
+        device=device,
+        ctx=integer("ctx", 2048),
+        graph=flag("graph"),
+        compile=bool(flag("compile")),
+        seed=integer("seed", 0),
+    )
+
+
+def check_torch_ref(ref: str) -> TorchSpec:
+    """Fail early, loading nothing heavy, on a torch reference that cannot work."""
+    spec = parse_torch_ref(ref)
+    directory = _directory(spec.source)
+    load_hf_config(spec.source)
+    if not spec.random_weights:
+        has_weights = directory is not None and (
+            (directory / "model.safetensors").is_file()
+            or (directory / "model.safetensors.index.json").is_file()
+        )
+        if not has_weights:
+            raise UserError(
+                f"model '{ref}': no weights at {spec.source}; add ?random_weights=1 to profile "
+                "the shape with random weights"
+            )
+    return spec
+
+
+def _directory(source: str) -> Path | None:
+    if source in shipped_configs():
+        return None
+    path = Path(source).expanduser()
+    return path if path.is_dir() else path.parent if path.is_file() else None
+
+
+class DecodeStep:
+    """One batch size's KV cache and its decode step, captured in a CUDA graph when asked."""
+
+    def __init__(self, engine: TorchEngine, batch: int):
+        model, device = engine.model, engine.device
+        self.model = model
+        self.batch = batch
+        self.cache = model.new_cache(batch, engine.ctx)
+        self.tokens = torch.zeros((batch, 1), dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph: Any = None
+        fn: Callable[..., torch.Tensor] = model
+        if engine.compile:
+            fn = torch.compile(model, fullgraph=True, dynamic=False)
+        self.fn = fn
+        self.out: torch.Tensor | None = None
+        if engine.use_graph:
+            self._capture(engine.ctx - 1)
+
+    def _run(self) -> torch.Tensor:
+        return self.fn(self.tokens, self.pos, self.cache)[:, -1]
+
+    def _capture(self, scratch_pos: int) -> None:
+        # Warm-up and capture write keys and values at the last position, which a real request
+        # overwrites before it can attend to it.
+        self.pos.fill_(scratch_pos)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self._run()
+
+    def prefill(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Logits after evaluating `ids` (batch, T) from position `start`; eager."""
+        pos = torch.arange(start, start + ids.shape[1], device=ids.device)
+        return self.model(ids, pos, self.cache)[:, -1]
+
+    def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        """Logits after one token per row (`tokens`: (batch,)) at position `pos`."""
+        self.tokens.copy_(tokens.view(self.batch, 1))
+        self.pos.fill_(pos)
+        if self.graph is not None:
+            self.graph.replay()
+            assert self.out is not None
+            return self.out
+        return self._run()
+
+
+class TorchEngine:
+    """A model in PyTorch on one device, generating one request (or one batch) at a time."""
+
+    def __init__(self, ref: str):
+        spec = check_torch_ref(ref)
+        config = load_hf_config(spec.source)
+        self.arch = Arch.from_hf(config)
+        if (
+            spec.device is not None
+            and spec.device.startswith("cuda")
+            and not torch.cuda.is_available()
+        ):
+            raise UserError(f"model '{ref}': device {spec.device} asked, but CUDA is not available")
+        self.device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        on_gpu = self.device.type == "cuda"
+        dtype_name = spec.dtype or ("bf16" if on_gpu else "fp32")
+        self.dtype = DTYPES[dtype_name]
+        self.ctx = spec.ctx
+        self.use_graph = on_gpu if spec.graph is None else spec.graph
+        if self.use_graph and not on_gpu:
+            raise UserError(f"model '{ref}': graph=1 needs a CUDA device")
+        self.compile = spec.compile
+        directory = _directory(spec.source)
+        self.model: Transformer = build(self.arch, self.device, self.dtype)
+        if spec.random_weights:
+            randomize(self.model, spec.seed)
+        else:
+            assert directory is not None
+            load_weights(self.model, directory)
+        self.model.setup_rope(self.ctx, self.device, self.dtype)
+        self.model.eval()
+        self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
+        self._steps: dict[int, DecodeStep] = {}
+        shape = shape_from_hf_config(config, dtype_name)
+        self.info = ModelInfo(
+            ref=ref,
+            kind="torch",
+            prompt_mode="chat" if self.codec.chat else "completion",
+            description=(
+                f"{config.get('model_type')} {shape.n_params / 1e9:.2f}B on {self.device}, "
+                f"{dtype_name}{', random weights' if spec.random_weights else ''}"
+            ),
+            path=str(directory) if directory else spec.source,
+            shape=shape,
+            in_process=True,
+            device=torch.cuda.get_device_name(self.device) if on_gpu else None,
+        )
+        self.inline = False
+
+    # --- building blocks shared with token-level strategies -----------------------------------
+
+    def decode_step(self, batch: int) -> DecodeStep:
+        """The decode step (and KV cache) for `batch` rows, built and captured on first use."""
+        if batch not in self._steps:
+            self._steps[batch] = DecodeStep(self, batch)
+        return self._steps[batch]
+
+    def is_end(self, token: int) -> bool:
+        return token in self.codec.end_ids
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    async def run_sync(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where this engine's work runs: inline, or on the one torch thread."""
+        if self.inline:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(_TORCH_THREAD, fn)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        requests: list[Request],
+        on_text: TextSink | None = None,
+        on_pass: list[PassSink] | None = None,
+    ) -> list[Generation]:
+        """Answers to requests that share one prompt (the draws of a vote), decoded as one
+        batch; sampling uses the first request's seed. A failure is returned, not raised."""
+        t_start = time.perf_counter()
+        try:
+            return self._generate(requests, t_start, on_text, on_pass or [])
+        except Exception as exc:  # a failed request is a record with its error
+            error = f"{type(exc).__name__}: {exc}"
+            return [
+                Generation(
+                    "", None, 0, t_start, None, time.perf_counter(), "error", r.mode, error=error
+                )
+                for r in requests
+            ]
+
+    def generate(
+        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
+    ) -> Generation:
+        return self.generate_batch([request], on_text, [on_pass] if on_pass else None)[0]
+
+    def _generate(
+        self,
+        requests: list[Request],
+        t_start: float,
+        on_text: TextSink | None,
+        on_pass: list[PassSink],
+    ) -> list[Generation]:
+        first = requests[0]
+        prompt = self.codec.encode(first)
+        if any(self.codec.encode(r) != prompt for r in requests[1:]):
+            raise ValueError("a batch must share one prompt")
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        max_tokens = max(r.max_tokens for r in requests)
+        if len(prompt) + max_tokens > self.ctx:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds the context "
+                f"of {self.ctx} positions (raise it with ?ctx=N)"
+            )
+        batch = len(requests)
+        step = self.decode_step(batch)
+        gen = torch.Generator(device=self.device).manual_seed(first.seed or 0)
+        ids = torch.tensor([prompt] * batch, dtype=torch.long, device=self.device)
+        logits = step.prefill(ids, 0)
+        passes = [(0, len(prompt))]
+        rows = [_Row(r) for r in requests]
+        emit = StopHoldback(on_text, first.stop) if on_text and batch == 1 else None
+        position = len(prompt)
+        while True:
+            tokens = self._sample(logits, first.temperature, gen)
+            stats = self._stats(logits, tokens) if first.logprobs else None
+            chosen = tokens.tolist()  # the one synchronisation per step
+            now = time.perf_counter()
+            for sink in on_pass:
+                sink(passes[-1][0], passes[-1][1], batch)
+            for b, row in enumerate(rows):
+                if not row.done:
+                    row.accept(chosen[b], now, stats[b] if stats else None, self)
+            if emit and rows[0].completion:
+                emit.update(rows[0].text.decode("utf-8", errors="ignore"))
+            if all(row.done for row in rows):
+                break
+            logits = step.step(tokens, position)
+            passes.append((position, 1))
+            position += 1
+        t_end = time.perf_counter()
+        results = [row.generation(len(prompt), t_start, t_end) for row in rows]
+        if emit:
+            emit.finish(results[0].text)
+        return results
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(dim=-1)
+        top, index = torch.topk(logits / temperature, min(TOP_K, logits.shape[-1]), dim=-1)
+        pick = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=gen)
+        return index.gather(-1, pick).squeeze(-1)
+
+    @staticmethod
+    def _stats(logits: torch.Tensor, tokens: torch.Tensor) -> list[tuple[float, float]]:
+        """(log-probability of each row's token, entropy in nats) under the raw distribution."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return list(zip(chosen.tolist(), entropy.tolist()))
+
+    def last_logprobs(self, logits: torch.Tensor) -> np.ndarray:
+        """Log-probabilities (float64, on the host) of one row of logits."""
+        return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+
+    async def agenerate(
+        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
+    ) -> Generation:
+        return await self.run_sync(lambda: self.generate(request, on_text, on_pass))
+
+    def token_stream(self, request: Request) -> TorchTokenStream:
+        return TorchTokenStream(self, request)
+
+    async def agenerate_batch(
+        self, requests: list[Request], on_pass: list[PassSink] | None = None
+    ) -> list[Generation]:
+        return await self.run_sync(lambda: self.generate_batch(requests, None, on_pass))
+
+    async def aclose(self) -> None:
+        self._steps.clear()
+
+
+class TorchTokenStream:
+    """One model's own context for token-level strategies (`switch`): the same contract as the
+    llama.cpp engine's `TokenStream`. Single tokens go through the captured decode step; a
+    prompt or a catch-up on text another model wrote is one eager pass."""
+
+    def __init__(self, engine: TorchEngine, request: Request):
+        self.engine = engine
+        self.request = request
+        self.evals: list[tuple[int, int]] = []
+        self.prompt_tokens = 0
+        self.catchup_tokens = 0
+        self.generated = 0
+        self.busy_s = 0.0
+        self.seen = 0
+        self.started = False
+        self.on_pass: PassSink | None = None
+        self._unfed: list[int] = []
+        self._context: list[int] = []
+        self._logits: torch.Tensor | None = None
+
+    def _eval(self, tokens: list[int]) -> None:
+        engine = self.engine
+        step = engine.decode_step(1)
+        start = len(self._context)
+        if start + len(tokens) > engine.ctx:
+            raise ValueError(f"the answer outgrew the context of {engine.ctx} positions")
+        if len(tokens) == 1:
+            one = torch.tensor(tokens, dtype=torch.long, device=engine.device)
+            self._logits = step.step(one, start)
+        else:
+            ids = torch.tensor([tokens], dtype=torch.long, device=engine.device)
+            self._logits = step.prefill(ids, start)
+        self.evals.append((start, len(tokens)))
+        self._context += tokens
+        if self.on_pass is not None:
+            self.on_pass(start, len(tokens), 1)
+
+    @torch.inference_mode()
+    def next_distribution(self, answer: bytes) -> np.ndarray:
+        """Bring this model up to date with `answer`; its next-token log-probabilities."""
+        t0 = time.perf_counter()
+        codec = self.engine.codec
+        if not self.started:
+            prompt = codec.encode(self.request)
+            self.prompt_tokens = len(prompt)
+            self._eval(prompt)
+            self.started = True
+        missing = answer[self.seen :]
+        catchup = codec.encode_text(missing.decode("utf-8", errors="ignore")) if missing else []
+        self.catchup_tokens += len(catchup)
+        if self._unfed or catchup:
+            self._eval(self._unfed + catchup)
+            self._unfed = []
+        self.seen = len(answer)
+        assert self._logits is not None
+        logp = self.engine.last_logprobs(self._logits[0])
+        self.busy_s += time.perf_counter() - t0
+        return logp
+
+    def take(self, token: int) -> bytes:
+        """Accept `token` as this model's output; its bytes of text."""
+        codec = self.engine.codec
+        before = self._context + self._unfed
+        piece = codec.decode(before + [token])[len(codec.decode(before)) :]
+        self._unfed.append(token)
+        self.generated += 1
+        self.seen += len(piece)
+        return piece
+
+
+class _Row:
+    """One row of a batch: its tokens, timings and stop handling."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.completion: list[int] = []
+        self.times: list[float] = []
+        self.logprobs: list[float] = []
+        self.entropies: list[float] = []
+        self.text = b""
+        self.done = False
+        self.finish = "length"
+        self.t_done: float | None = None
+
+    def accept(
+        self, token: int, now: float, stats: tuple[float, float] | None, engine: TorchEngine
+    ) -> None:
+        if engine.is_end(token):
+            self.done, self.finish, self.t_done = True, "stop", now
+            return
+        self.completion.append(token)
+        self.times.append(now)
+        if stats:
+            self.logprobs.append(stats[0])
+            self.entropies.append(stats[1])
+        self.text = engine.codec.decode(self.completion)
+        stops = self.request.stop
+        if stops:
+            text = self.text.decode("utf-8", errors="ignore")
+            cut = min((text.index(s) for s in stops if s in text), default=-1)
+            if cut >= 0:
+                self.text = text[:cut].encode("utf-8")
+                self.done, self.finish, self.t_done = True, "stop", now
+                return
+        if len(self.completion) >= self.request.max_tokens:
+            self.done, self.t_done = True, now
+
+    def generation(self, prompt_tokens: int, t_start: float, t_end: float) -> Generation:
+        return Generation(
+            text=self.text.decode("utf-8", errors="replace"),
+            input_tokens=prompt_tokens,
+            output_tokens=len(self.completion),
+            t_start=t_start,
+            t_first=self.times[0] if self.times else None,
+            t_end=self.t_done or t_end,
+            finish_reason=self.finish,
+            mode=self.request.mode,
+            token_times=self.times,
+            token_logprobs=self.logprobs,
+            token_entropies=self.entropies,
+            token_count_source="exact",
+        )

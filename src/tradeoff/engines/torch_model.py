@@ -1,0 +1,327 @@
+"""The decoder-only transformer the `torch` engine runs (Llama, Qwen2 and Mistral families),
+written for fast decoding in the gpt-fast manner: fused q/k/v and gate/up projections, a static
+KV cache the caller owns, and a forward pass whose shapes stay fixed from one decode step to the
+next, so that one step can be compiled and captured in a CUDA graph.
+
+Weights come from a Hugging Face directory (safetensors, names as in `LlamaForCausalLM`) or are
+random (normal, std 0.02; norms 1): random weights give real speed, energy and memory with
+meaningless text. The numerics follow transformers' implementation (RMSNorm in float32, rotary
+embedding on the half-split convention, Llama-3 frequency scaling); tests/test_torch_engine.py
+checks the logits against transformers' own model on the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from tradeoff.errors import UserError
+
+SUPPORTED = ("llama", "qwen2", "mistral")
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The numbers of an architecture, read from a Hugging Face config."""
+
+    vocab: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn: int
+    norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None
+    qkv_bias: bool
+    tied: bool
+    max_positions: int
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any]) -> Arch:
+        kind = config.get("model_type")
+        if kind not in SUPPORTED:
+            raise UserError(
+                f"model type '{kind}' is not supported by the torch engine; "
+                f"supported: {', '.join(SUPPORTED)}"
+            )
+        if config.get("hidden_act", "silu") != "silu":
+            raise UserError(f"activation '{config['hidden_act']}' is not supported (only silu)")
+        heads = int(config["num_attention_heads"])
+        dim = int(config["hidden_size"])
+        # transformers 5 writes `rope_parameters` (theta and scaling together) where older
+        # configs have `rope_theta` and `rope_scaling`.
+        rope = config.get("rope_parameters") or {}
+        theta = config.get("rope_theta", rope.get("rope_theta", 10000.0))
+        scaling = config.get("rope_scaling") or (
+            rope if rope.get("rope_type", "default") != "default" else None
+        )
+        return cls(
+            vocab=int(config["vocab_size"]),
+            dim=dim,
+            n_layers=int(config["num_hidden_layers"]),
+            n_heads=heads,
+            n_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or dim // heads),
+            ffn=int(config["intermediate_size"]),
+            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(theta),
+            rope_scaling=scaling,
+            qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")),
+            tied=bool(config.get("tie_word_embeddings", False)),
+            max_positions=int(config.get("max_position_embeddings", 4096)),
+        )
+
+
+def inverse_frequencies(arch: Arch) -> Tensor:
+    """Rotary inverse frequencies (float64), with Llama-3's long-context scaling when asked."""
+    hd = arch.head_dim
+    inv = 1.0 / (arch.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    scaling = arch.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return inv
+    if kind != "llama3":
+        raise UserError(f"rope scaling '{kind}' is not supported (default and llama3 are)")
+    factor = float(scaling["factor"])
+    low, high = (
+        float(scaling.get("low_freq_factor", 1.0)),
+        float(scaling.get("high_freq_factor", 4.0)),
+    )
+    old = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv
+    # Long wavelengths are slowed by `factor`, short ones kept, those between blended.
+    scaled = torch.where(wavelen > old / low, inv / factor, inv)
+    blend = (old / wavelen - low) / (high - low)
+    blended = (1 - blend) * scaled / factor + blend * scaled
+    between = (wavelen >= old / high) & (wavelen <= old / low)
+    return torch.where(between, blended, scaled)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        q, kv = arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
+        self.wqkv = nn.Linear(arch.dim, q + 2 * kv, bias=arch.qkv_bias)
+        self.wo = nn.Linear(q, arch.dim, bias=False)
+        self.split = (q, kv, kv)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
+    ) -> Tensor:
+        a = self.arch
+        b, t, _ = x.shape
+        q, kn, vn = self.wqkv(x).split(self.split, dim=-1)
+        q = q.view(b, t, a.n_heads, a.head_dim).transpose(1, 2)
+        kn = kn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
+        vn = vn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
+        q, kn = _rotate(q, cos, sin), _rotate(kn, cos, sin)
+        k.index_copy_(2, pos, kn)
+        v.index_copy_(2, pos, vn)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.wo(y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.w13 = nn.Linear(arch.dim, 2 * arch.ffn, bias=False)  # gate and up, fused
+        self.w2 = nn.Linear(arch.ffn, arch.dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.attention_norm = RMSNorm(arch.dim, arch.norm_eps)
+        self.attention = Attention(arch)
+        self.ffn_norm = RMSNorm(arch.dim, arch.norm_eps)
+        self.feed_forward = FeedForward(arch)
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
+    ) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, pos, k, v)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        self.embed = nn.Embedding(arch.vocab, arch.dim)
+        self.layers = nn.ModuleList(Block(arch) for _ in range(arch.n_layers))
+        self.norm = RMSNorm(arch.dim, arch.norm_eps)
+        self.output = nn.Linear(arch.dim, arch.vocab, bias=False)
+        if arch.tied:
+            self.output.weight = self.embed.weight
+
+    def setup_rope(self, positions: int, device: torch.device, dtype: torch.dtype) -> None:
+        """Cos and sin tables for `positions` positions, computed in float32 as transformers
+        does, then cast to the model's dtype."""
+        inv = inverse_frequencies(self.arch).float().to(device)
+        angles = torch.outer(torch.arange(positions, device=device, dtype=torch.float32), inv)
+        angles = torch.cat((angles, angles), dim=-1)
+        self.cos = angles.cos().to(dtype)
+        self.sin = angles.sin().to(dtype)
+
+    def new_cache(self, batch: int, length: int) -> list[tuple[Tensor, Tensor]]:
+        """A static KV cache: per layer, keys and values of shape (batch, kv heads, length, hd)."""
+        a = self.arch
+        w = self.embed.weight
+        shape = (batch, a.n_kv_heads, length, a.head_dim)
+        return [
+            (
+                torch.zeros(shape, dtype=w.dtype, device=w.device),
+                torch.zeros(shape, dtype=w.dtype, device=w.device),
+            )
+            for _ in range(a.n_layers)
+        ]
+
+    def forward(
+        self,
+        tokens: Tensor,
+        pos: Tensor,
+        cache: list[tuple[Tensor, Tensor]],
+        last_only: bool = True,
+    ) -> Tensor:
+        """Logits (float32) for `tokens` (batch, T) at positions `pos` (T,), writing their keys
+        and values into `cache`; of the last position only unless `last_only` is False."""
+        length = cache[0][0].shape[2]
+        mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
+        cos, sin = self.cos[pos], self.sin[pos]
+        x = self.embed(tokens)
+        for layer, (k, v) in zip(self.layers, cache):
+            x = layer(x, cos, sin, mask, pos, k, v)
+        if last_only:
+            x = x[:, -1:]
+        return self.output(self.norm(x)).float()
+
+
+def build(arch: Arch, device: torch.device, dtype: torch.dtype) -> Transformer:
+    """The module with uninitialised weights allocated on `device` (nothing on the host)."""
+    with torch.device("meta"):
+        model = Transformer(arch)
+    model = model.to_empty(device=device).to(dtype)
+    if arch.tied:
+        model.output.weight = model.embed.weight
+    return model
+
+
+@torch.no_grad()
+def randomize(model: Transformer, seed: int = 0) -> None:
+    """Random weights: normal with std 0.02, biases 0, norms 1 (as transformers initialises)."""
+    gen = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            p.normal_(0.0, 0.02, generator=gen)
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / n for n in names]
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise UserError(
+        f"{directory} holds no model.safetensors (or index); give random_weights=1 to profile "
+        "the shape with random weights"
+    )
+
+
+@torch.no_grad()
+def load_weights(model: Transformer, directory: Path) -> None:
+    """Copy a Hugging Face checkpoint's tensors into `model`, fusing q/k/v and gate/up."""
+    from safetensors import safe_open
+
+    device = model.embed.weight.device
+    tensors: dict[str, Tensor] = {}
+    for path in _weight_files(directory):
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                tensors[key.removeprefix("model.")] = f.get_tensor(key)
+
+    def take(key: str) -> Tensor:
+        if key not in tensors:
+            raise UserError(f"{directory}: checkpoint has no tensor '{key}'")
+        return tensors.pop(key)
+
+    def put(param: Tensor, *keys: str) -> None:
+        value = torch.cat([take(k) for k in keys], dim=0) if len(keys) > 1 else take(keys[0])
+        if value.shape != param.shape:
+            raise UserError(
+                f"{directory}: {keys[0]} has shape {tuple(value.shape)}, "
+                f"the config implies {tuple(param.shape)}"
+            )
+        param.copy_(value)
+
+    put(model.embed.weight, "embed_tokens.weight")
+    layers: list[Any] = list(model.layers)
+    for i, layer in enumerate(layers):
+        p = f"layers.{i}."
+        at = p + "self_attn."
+        put(
+            layer.attention.wqkv.weight,
+            at + "q_proj.weight",
+            at + "k_proj.weight",
+            at + "v_proj.weight",
+        )
+        if layer.attention.wqkv.bias is not None:
+            put(
+                layer.attention.wqkv.bias,
+                at + "q_proj.bias",
+                at + "k_proj.bias",
+                at + "v_proj.bias",
+            )
+        put(layer.attention.wo.weight, at + "o_proj.weight")
+        put(layer.feed_forward.w13.weight, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight")
+        put(layer.feed_forward.w2.weight, p + "mlp.down_proj.weight")
+        put(layer.attention_norm.weight, p + "input_layernorm.weight")
+        put(layer.ffn_norm.weight, p + "post_attention_layernorm.weight")
+    put(model.norm.weight, "norm.weight")
+    if not model.arch.tied:
+        put(model.output.weight, "lm_head.weight")

@@ -1,0 +1,118 @@
+"""Text in and out of the `torch` engine: a Hugging Face directory's own tokenizer and chat
+template, or, for a config with random weights, a byte tokenizer (token id k is byte k mod 256;
+the text is as meaningless as the weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from tradeoff.types import Request
+
+
+class TextCodec(Protocol):
+    chat: bool  # a chat template is known
+    end_ids: frozenset[int]
+
+    def encode(self, request: Request) -> list[int]: ...
+
+    def encode_text(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> bytes: ...
+
+
+class ByteCodec:
+    """UTF-8 bytes as token ids; chat messages as `role: content` lines. No end token."""
+
+    chat = False
+    end_ids: frozenset[int] = frozenset()
+
+    def encode(self, request: Request) -> list[int]:
+        if request.messages is not None:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in request.messages)
+            text += "assistant: "
+        else:
+            text = request.prompt or ""
+        return self.encode_text(text + (request.prefix or ""))
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> bytes:
+        return bytes(i % 256 for i in ids)
+
+
+class HFCodec:
+    """`tokenizer.json` through the `tokenizers` library; the chat template of
+    `tokenizer_config.json` rendered with Jinja2."""
+
+    def __init__(self, directory: Path, config: dict[str, Any]):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        settings: dict[str, Any] = {}
+        path = directory / "tokenizer_config.json"
+        if path.is_file():
+            settings = json.loads(path.read_text())
+        template = settings.get("chat_template")
+        jinja_file = directory / "chat_template.jinja"
+        if template is None and jinja_file.is_file():
+            template = jinja_file.read_text()
+        self.chat = isinstance(template, str)
+        self._template: Any = None
+        if self.chat:
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            self._template = env.from_string(str(template))
+        self._bos = _token_text(settings.get("bos_token"))
+        self._eos = _token_text(settings.get("eos_token"))
+        ends = set()
+        for source in (config, _read_json(directory / "generation_config.json")):
+            value = source.get("eos_token_id")
+            ends.update(value if isinstance(value, list) else [value] if value is not None else [])
+        if self._eos and (eos := self.tokenizer.token_to_id(self._eos)) is not None:
+            ends.add(eos)
+        self.end_ids = frozenset(int(e) for e in ends)
+
+    def encode(self, request: Request) -> list[int]:
+        if request.messages is not None:
+            if self._template is None:
+                raise ValueError("this model has no chat template; send a completion prompt")
+            text = self._template.render(
+                messages=request.messages,
+                add_generation_prompt=True,
+                bos_token=self._bos or "",
+                eos_token=self._eos or "",
+            )
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        else:
+            ids = self.tokenizer.encode(request.prompt or "", add_special_tokens=True).ids
+        return ids + (self.encode_text(request.prefix) if request.prefix else [])
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> bytes:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True)).encode("utf-8")
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def codec_for(directory: Path | None, config: dict[str, Any]) -> TextCodec:
+    """The directory's tokenizer when it has one, else the byte codec."""
+    if directory is not None and (directory / "tokenizer.json").is_file():
+        return HFCodec(directory, config)
+    return ByteCodec()

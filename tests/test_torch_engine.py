@@ -1,0 +1,271 @@
+"""The `torch` engine on the CPU, through the code paths it takes on a GPU (less the CUDA graph):
+2-layer configs, checked against transformers' own model on the same weights, then run by the
+real runner into a real SQLite store with every strategy that needs it (batched vote, cascade's
+per-token log-probabilities, switch between two models)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import run_cli  # noqa: E402
+from tradeoff.config import parse_spec  # noqa: E402
+from tradeoff.engines.hf_config import shape_from_hf_config  # noqa: E402
+from tradeoff.engines.torch_engine import TorchEngine  # noqa: E402
+from tradeoff.runner import profile  # noqa: E402
+from tradeoff.store import Store  # noqa: E402
+from tradeoff.types import Request  # noqa: E402
+
+LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,  # grouped-query attention
+    "vocab_size": 320,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "rope_scaling": {  # Llama-3's frequency scaling, on a short original context
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    },
+    "tie_word_embeddings": False,
+    "torch_dtype": "float32",
+}
+QWEN = {  # q/k/v biases and tied embeddings
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 96,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "vocab_size": 300,
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+    "torch_dtype": "float32",
+}
+
+
+def hf_checkpoint(directory: Path, config: dict, seed: int = 0):
+    """A Hugging Face checkpoint with random (non-trivial) weights, saved by transformers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(hf_config).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0 if "norm" in name else 0.0, 0.2 if "norm" in name else 0.08)
+    model.save_pretrained(directory)
+    return model
+
+
+def config_file(tmp_path: Path, config: dict, name: str) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("config", [LLAMA, QWEN], ids=["llama-gqa-rope-scaling", "qwen2-bias-tied"])
+def test_logits_match_transformers_on_the_same_checkpoint(tmp_path, config):
+    hf = hf_checkpoint(tmp_path / "ckpt", config)
+    engine = TorchEngine(f"torch:{tmp_path / 'ckpt'}?ctx=64")
+    ids = torch.randint(0, config["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+    step = engine.decode_step(2)
+    with torch.no_grad():
+        expected = hf(ids).logits
+        got = engine.model(ids, torch.arange(12), step.cache, last_only=False)
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+        # one decode step from the static cache equals a full forward over 13 tokens
+        nxt = torch.tensor([7, 11])
+        expected = hf(torch.cat([ids, nxt[:, None]], 1)).logits[:, -1]
+        assert torch.allclose(step.step(nxt, 12), expected, atol=1e-5, rtol=1e-4)
+    # the analytic shape counts exactly the parameters the model holds
+    params = sum(p.numel() for p in engine.model.parameters())
+    assert shape_from_hf_config(config, "fp32").n_params == params
+    assert engine.info.shape is not None and engine.info.shape.weight_bytes == 4 * params
+
+
+def test_greedy_generation_matches_transformers_generate(tmp_path):
+    hf = hf_checkpoint(tmp_path / "ckpt", LLAMA, seed=3)
+    engine = TorchEngine(f"torch:{tmp_path / 'ckpt'}")
+    prompt = "12+7="  # the byte codec: no tokenizer in the directory
+    gen = engine.generate(Request(prompt=prompt, max_tokens=20, temperature=0.0))
+    ids = torch.tensor([list(prompt.encode())])
+    out = hf.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+    expected = out[0, ids.shape[1] :].tolist()
+    assert gen.output_tokens == 20 and gen.input_tokens == len(prompt)
+    assert gen.text.encode("utf-8", errors="surrogateescape") != b""  # text is produced
+    assert gen.text == bytes(t % 256 for t in expected).decode("utf-8", errors="replace")
+    assert len(gen.token_times) == 20 and gen.t_first is not None and gen.t_first <= gen.t_end
+
+
+def test_batched_rows_match_single_requests_and_sample_apart(tmp_path):
+    engine = TorchEngine(f"torch:{config_file(tmp_path, LLAMA, 'llama')}?random_weights=1")
+    single = engine.generate(Request(prompt="hello", max_tokens=12, temperature=0.0))
+    rows = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=0.0)] * 3)
+    assert [r.text for r in rows] == [single.text] * 3
+    hot = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4)
+    assert len({r.text for r in hot}) > 1  # rows draw their own tokens
+    again = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4)
+    assert [r.text for r in again] == [r.text for r in hot]  # seeded
+    with_stats = engine.generate(Request(prompt="hi", max_tokens=5, temperature=0.0, logprobs=True))
+    assert len(with_stats.token_logprobs) == 5 and len(with_stats.token_entropies) == 5
+    vocab = LLAMA["vocab_size"]
+    assert all(0 <= e <= math.log(vocab) + 1e-6 for e in with_stats.token_entropies)
+    assert all(lp <= 0 for lp in with_stats.token_logprobs)
+    too_long = engine.generate(Request(prompt="x" * 30, max_tokens=2040))
+    assert too_long.error and "context" in too_long.error
+
+
+def spec(tmp_path: Path, configs: list[dict], **extra) -> dict:
+    small = config_file(tmp_path, LLAMA, "small")
+    large = config_file(tmp_path, {**LLAMA, "hidden_size": 128, "num_attention_heads": 8}, "large")
+    return {
+        "models": {
+            "small": f"torch:{small}?random_weights=1",
+            "large": f"torch:{large}?random_weights=1&seed=1",
+        },
+        "tasks": ["arith"],
+        "limit": 3,
+        "sampling": {"max_tokens": 16},
+        "configs": configs,
+        **extra,
+    }
+
+
+def run_profile(tmp_path: Path, body: dict, name: str = "run"):
+    result = profile(parse_spec(body), tmp_path / name, notify=lambda m: None)
+    assert result.status == "finished" and result.errors == 0
+    store = Store.open(tmp_path / name)
+    try:
+        df, run = store.records(), store.run()
+    finally:
+        store.close()
+    df["extra"] = df["extra"].map(json.loads)
+    df["calls"] = df["calls"].map(json.loads)
+    return df, run
+
+
+STRATEGIES = [
+    {"model": "small"},
+    {"strategy": "vote", "model": "small", "n": 3, "temperature": 1.5},
+    {"strategy": "cascade", "models": ["small", "large"], "signal": "entropy", "threshold": 0.0},
+    {"strategy": "switch", "models": ["small", "large"], "threshold": 5.5, "threshold_low": 5.0},
+]
+
+
+def test_every_strategy_runs_on_the_torch_engine(tmp_path):
+    df, _ = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
+    by = {name.split("-")[0]: g for name, g in df.groupby("config")}
+    assert set(by) == {"small", "vote", "cascade", "switch"}
+    for _, r in df.iterrows():
+        assert r["error"] is None and r["flops"] > 0
+        for c in r["calls"]:
+            assert c["bytes"] > 0 and c["input_tokens"] > 0
+    vote = by["vote"]
+    for _, r in vote.iterrows():  # one batch of three draws: three calls, one shared prompt
+        assert len(r["calls"]) == 3 and r["extra"]["samples_drawn"] == 3
+        assert len({c["input_tokens"] for c in r["calls"]}) == 1
+    cascade = by["cascade"]
+    assert cascade["extra"].map(lambda e: e["escalated"] and e["uncertainty"] > 0).all()
+    switch = by["switch"]
+    tokens = switch["extra"].map(lambda e: (e["tokens_small"], e["tokens_large"]))
+    assert sum(s + lg for s, lg in tokens) == switch["output_tokens"].sum()
+
+
+def test_switch_extremes_are_the_single_models(tmp_path):
+    df, _ = run_profile(
+        tmp_path,
+        spec(
+            tmp_path,
+            [
+                {"model": "small"},
+                {"model": "large"},
+                {"strategy": "switch", "models": ["small", "large"], "threshold": [0.0, 1e9]},
+            ],
+        ),
+    )
+    by = {name: list(g.sort_values("item_id")["output"]) for name, g in df.groupby("config")}
+    assert by["switch-small-large-t0"] == by["large"]
+    assert by["switch-small-large-t1e+09"] == by["small"]
+
+
+class SteppedCounter:
+    """An energy counter that moves in 20 ms steps at a fixed power, as NVML's moves in 100 ms
+    ones: the stand-in for the GPU's counter (NVML is not on this machine); the splitting of its
+    steps among requests, the thing under test, is tradeoff's own code."""
+
+    source = "nvml"
+    stepped = True
+    power = 250.0
+
+    def __init__(self):
+        self.origin = time.perf_counter()
+
+    def read_j(self) -> float:
+        return self.power * 0.02 * int((time.perf_counter() - self.origin) / 0.02)
+
+    def power_w(self) -> float:
+        return self.power
+
+    def memory_used_bytes(self) -> int:
+        return 1 << 30
+
+
+def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatch):
+    counter = SteppedCounter()
+    monkeypatch.setattr("tradeoff.runner.find_energy_meter", lambda: (counter, ""))
+    monkeypatch.setattr("tradeoff.runner.IDLE_S", 0.2)
+    df, run = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
+    [meter] = run["meters"]
+    assert meter["source"] == "nvml" and meter["idle_w"] == pytest.approx(counter.power, rel=0.2)
+    assert df["energy_source"].eq("nvml").all() and df["energy_j"].gt(0).all()
+    # every joule the counter moved while sampling is a request's or idle
+    total = df["energy_j"].sum() + meter["idle_j"]
+    assert total == pytest.approx(meter["counter_total_j"], rel=1e-9)
+    for _, r in df.iterrows():
+        for c in r["calls"]:
+            assert c["mean_power_w"] == counter.power and c["device_memory_bytes"] == 1 << 30
+    switch = df[df["config"].str.startswith("switch")]
+    for _, r in switch.iterrows():  # energy by model, each share of the record's total
+        by_model = {c["model"]: c["energy_j"] for c in r["calls"]}
+        assert sum(by_model.values()) == pytest.approx(r["energy_j"])
+
+
+def test_bad_torch_references_are_one_line_errors(tmp_path):
+    cfg = config_file(tmp_path, LLAMA, "llama")
+    gpt2 = config_file(tmp_path, {**LLAMA, "model_type": "gpt2"}, "gpt2")
+    cases = {
+        f"torch:{cfg}": "add ?random_weights=1",
+        f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
+        f"torch:{cfg}?random_weights=1&dtype=int3": "dtype 'int3' is not known",
+        f"torch:{cfg}?random_weights=1&graph=1": "graph=1 needs a CUDA device",
+        f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
+        "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
+    }
+    for ref, message in cases.items():
+        body = {"models": {"m": ref}, "tasks": ["arith"], "limit": 1, "configs": [{"model": "m"}]}
+        path = tmp_path / "spec.json"
+        path.write_text(json.dumps(body))
+        out = run_cli("profile", str(path), "--out", str(tmp_path / "never"))
+        assert out.returncode == 2, (ref, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr, (ref, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "never").exists()
