@@ -240,7 +240,7 @@ def build(arch: Arch, device: torch.device, dtype: torch.dtype) -> Transformer:
     """The module with uninitialised weights allocated on `device` (nothing on the host)."""
     with torch.device("meta"):
         model = Transformer(arch)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # allocated once, in the target dtype
     if arch.tied:
         model.output.weight = model.embed.weight
     return model
