@@ -90,9 +90,12 @@ def part_decode(out: Path, smoke: bool, variants: list[str]) -> None:
     counter = Counter()
     rows = []
     for variant in variants:
-        opts = {"graph": "graph=1", "compile+graph": "graph=1&compile=1", "eager": "graph=0"}[
-            variant
-        ]
+        opts = {
+            "eager": "graph=0",
+            "graph": "graph=1",
+            "compile+graph": "graph=1&compile=1",
+            "max-autotune+graph": "graph=1&compile=max-autotune",
+        }[variant]
         if smoke:
             opts = "graph=0"
         ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
@@ -123,6 +126,15 @@ def part_decode(out: Path, smoke: bool, variants: list[str]) -> None:
                     {"variant": variant, "batch": batch, "error": f"{type(exc).__name__}: {exc}"}
                 )
                 continue
+            replay_tok_s = None
+            step_obj = engine.decode_step(batch)
+            if step_obj.graph is not None:  # the captured step alone, back to back: no host work
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    step_obj.graph.replay()
+                torch.cuda.synchronize()
+                replay_tok_s = batch * 100 / (time.perf_counter() - t0)
             g = gens[0]
             assert g.t_first is not None and g.output_tokens == new, g
             decode_s = g.t_end - g.t_first
@@ -144,6 +156,7 @@ def part_decode(out: Path, smoke: bool, variants: list[str]) -> None:
                 "first_batch_s (build/compile/capture)": round(setup_s, 1),
                 "decode_tok_s": batch * (new - 1) / decode_s,
                 "roofline_tok_s": batch / step.roofline_s(peaks) if peaks else None,
+                "graph_replay_tok_s": replay_tok_s,
                 "decode_roofline_share": decode_roof / decode_s if decode_roof else None,
                 "prefill_ms": prefill_s * 1e3,
                 "prefill_roofline_share": prefill_cost.roofline_s(peaks) / prefill_s
@@ -236,7 +249,15 @@ def part_profile(out: Path, smoke: bool) -> None:
     # half the logits' variance, ~11.75 nats for the 0.5B shape and ~11.2 for the 7B. A
     # threshold between the two sends each token to the large model and back (both models
     # compute every position); 1e9 never leaves the small one.
-    threshold = 5.5 if smoke else 11.5
+    # The small model's median next-token entropy, measured here: at that threshold (window 1)
+    # about half the tokens go to the large model, which hands back at once (threshold_low 100).
+    probe = TorchEngine(f"torch:{_source(out, small)}?random_weights=1&ctx=1024")
+    sample = probe.generate(Request(prompt="12+7=", max_tokens=64, temperature=1.0, logprobs=True))
+    entropies = sorted(sample.token_entropies)
+    threshold = round(entropies[len(entropies) // 2], 4)
+    print(f"small model's median entropy: {threshold} nats (min {entropies[0]:.4f}, "
+          f"max {entropies[-1]:.4f})", flush=True)  # fmt: skip
+    del probe
     run_dir = out / "profile-run"
     spec = parse_spec(
         {
@@ -247,7 +268,7 @@ def part_profile(out: Path, smoke: bool) -> None:
             "tasks": ["arith"],
             "limit": 8,
             "concurrency": 2,
-            "sampling": {"max_tokens": 64},
+            "sampling": {"max_tokens": 64, "temperature": 1.0},
             "configs": [
                 {"model": "small"},
                 {"model": "large"},
@@ -256,7 +277,7 @@ def part_profile(out: Path, smoke: bool) -> None:
                     "strategy": "switch",
                     "models": ["small", "large"],
                     "threshold": [threshold, 1e9],
-                    "threshold_low": threshold,
+                    "threshold_low": 100.0,
                     "window": 1,
                 },
             ],

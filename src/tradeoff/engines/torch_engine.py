@@ -4,7 +4,8 @@ SOURCE is a shipped architecture config (`llama-3.1-8b`, `qwen2.5-0.5b`, `qwen2.
 `config.json`, or a Hugging Face model directory (config, safetensors weights, tokenizer).
 Options: `random_weights=1` (profile a shape with no weights on the machine), `dtype=bf16|fp16|
 fp32`, `device=cuda|cuda:N|cpu`, `ctx=N` (KV cache positions), `graph=0|1` (capture the decode
-step in a CUDA graph; default 1 on CUDA), `compile=0|1` (torch.compile the decode step first),
+step in a CUDA graph; default 1 on CUDA), `compile=0|1|max-autotune` (torch.compile the decode
+step first; max-autotune also tunes its matrix products, and compiles for minutes),
 `seed=N` (of the random weights).
 
 Decoding follows the gpt-fast recipe: a static KV cache per batch size and one decode step whose
@@ -51,7 +52,7 @@ class TorchSpec:
     device: str | None
     ctx: int
     graph: bool | None
-    compile: bool
+    compile: str | None  # None, "default" or "max-autotune"
     seed: int
 
 
@@ -84,6 +85,11 @@ def parse_torch_ref(ref: str) -> TorchSpec:
             raise UserError(f"model '{ref}': {key} = {value} is out of range")
         return value
 
+    compile_mode = {"0": None, "false": None, "1": "default", "true": "default"}.get(
+        opts.get("compile", "0"), opts.get("compile")
+    )
+    if compile_mode not in (None, "default", "max-autotune"):
+        raise UserError(f"model '{ref}': compile must be 0, 1 or max-autotune")
     dtype = opts.get("dtype")
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"model '{ref}': dtype '{dtype}' is not known; known: bf16, fp16, fp32")
@@ -97,7 +103,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
         device=device,
         ctx=integer("ctx", 2048),
         graph=flag("graph"),
-        compile=bool(flag("compile")),
+        compile=compile_mode,
         seed=integer("seed", 0),
     )
 
@@ -140,7 +146,8 @@ class DecodeStep:
         self.graph: Any = None
         fn: Callable[..., torch.Tensor] = model
         if engine.compile:
-            fn = torch.compile(model, fullgraph=True, dynamic=False)
+            mode = "max-autotune-no-cudagraphs" if engine.compile == "max-autotune" else None
+            fn = torch.compile(model, fullgraph=True, dynamic=False, mode=mode)
         self.fn = fn
         self.out: torch.Tensor | None = None
         if engine.use_graph:
