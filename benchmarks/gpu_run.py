@@ -202,8 +202,9 @@ def _decode_table(rows: list[dict[str, Any]], source: str, prompt_len: int, new:
             lines.append(f"| {r['variant']} | {r.get('batch', '')} | error: {r['error'][:120]} |")
             continue
         lines.append(
-            f"| {r['variant']} | {r['batch']} | {r['decode_tok_s']:.1f} | {f(r['roofline_tok_s'], '.1f')} "
-            f"| {f(r['decode_roofline_share'], '.1%')} | {r['prefill_ms']:.1f} "
+            f"| {r['variant']} | {r['batch']} | {r['decode_tok_s']:.1f} "
+            f"| {f(r['roofline_tok_s'], '.1f')} | {f(r['decode_roofline_share'], '.1%')} "
+            f"| {r['prefill_ms']:.1f} "
             f"| {f(r['prefill_roofline_share'], '.1%')} | {f(r['j_per_token'], '.3f')} "
             f"| {f(r['mean_w'], '.0f')} | {f(r['peak_mem_gib'], '.1f')} |"
         )
@@ -314,8 +315,11 @@ def part_profile(out: Path, smoke: bool) -> None:
         f"idle (between requests) {meter.get('idle_j')} J; (requests + idle) / counter = "
         f"{summary.get('agreement')}; records without energy: {missing}"
     )
-    lines += ["", "| config | records | output tokens | J | J/output token | mean e2e s | roofline eff. |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "| config | records | output tokens | J | J/output token | mean e2e s | roofline eff. |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     by_config = []
     for name, g in df.groupby("config"):
         tokens = int(g["output_tokens"].sum())
@@ -329,9 +333,14 @@ def part_profile(out: Path, smoke: bool) -> None:
             f"| {g['e2e_s'].mean():.3f} | {'n/a' if eff is None else f'{eff:.1%}'} |"
         )
     switch = df[df["config"].str.startswith("switch")]
-    lines += ["", "Switch, by model (summed over records):", "",
-              "| config | model | tokens produced | prefill+catch-up tokens | busy s | J | J/token produced |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "",
+        "Switch, by model (summed over records):",
+        "",
+        "| config | model | tokens produced | prefill+catch-up tokens | busy s | J "
+        "| J/token produced |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     by_model = []
     for name, g in switch.groupby("config"):
         for alias in ("small", "large"):

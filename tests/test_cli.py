@@ -75,8 +75,14 @@ def test_missing_out_and_missing_run(tmp_path):
 
 def test_listings_as_json():
     models = json.loads(run_cli("models", "--format", "json").stdout)
-    assert {m["name"] for m in models} == {"smollm2-135m", "gemma3-270m"}
-    assert all(m["available"] for m in models)
+    assert {m["name"] for m in models} == {
+        "smollm2-135m",
+        "gemma3-270m",
+        "torch:llama-3.1-8b?random_weights=1",
+        "torch:qwen2.5-0.5b?random_weights=1",
+        "torch:qwen2.5-7b?random_weights=1",
+    }
+    assert all(m["available"] for m in models)  # the test extra installs torch
     tasks = json.loads(run_cli("tasks", "--format", "json").stdout)
     assert {"arith", "choice", "facts"} <= {t["name"] for t in tasks}
     assert all(t["n_items"] >= 50 for t in tasks)

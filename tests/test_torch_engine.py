@@ -11,17 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
+from conftest import run_cli
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from conftest import run_cli  # noqa: E402
-from tradeoff.config import parse_spec  # noqa: E402
-from tradeoff.engines.hf_config import shape_from_hf_config  # noqa: E402
-from tradeoff.engines.torch_engine import TorchEngine  # noqa: E402
-from tradeoff.runner import profile  # noqa: E402
-from tradeoff.store import Store  # noqa: E402
-from tradeoff.types import Request  # noqa: E402
+from tradeoff.config import parse_spec
+from tradeoff.engines.hf_config import shape_from_hf_config
+from tradeoff.engines.torch_engine import TorchEngine
+from tradeoff.runner import profile
+from tradeoff.store import Store
+from tradeoff.types import Request
 
 LLAMA = {
     "architectures": ["LlamaForCausalLM"],
@@ -86,7 +85,9 @@ def config_file(tmp_path: Path, config: dict, name: str) -> Path:
 def test_logits_match_transformers_on_the_same_checkpoint(tmp_path, config):
     hf = hf_checkpoint(tmp_path / "ckpt", config)
     engine = TorchEngine(f"torch:{tmp_path / 'ckpt'}?ctx=64")
-    ids = torch.randint(0, config["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        0, config["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1)
+    )
     step = engine.decode_step(2)
     with torch.no_grad():
         expected = hf(ids).logits
@@ -121,9 +122,13 @@ def test_batched_rows_match_single_requests_and_sample_apart(tmp_path):
     single = engine.generate(Request(prompt="hello", max_tokens=12, temperature=0.0))
     rows = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=0.0)] * 3)
     assert [r.text for r in rows] == [single.text] * 3
-    hot = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4)
+    hot = engine.generate_batch(
+        [Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4
+    )
     assert len({r.text for r in hot}) > 1  # rows draw their own tokens
-    again = engine.generate_batch([Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4)
+    again = engine.generate_batch(
+        [Request(prompt="hello", max_tokens=12, temperature=5.0, seed=1)] * 4
+    )
     assert [r.text for r in again] == [r.text for r in hot]  # seeded
     with_stats = engine.generate(Request(prompt="hi", max_tokens=5, temperature=0.0, logprobs=True))
     assert len(with_stats.token_logprobs) == 5 and len(with_stats.token_entropies) == 5
@@ -243,6 +248,8 @@ def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatc
     for _, r in df.iterrows():
         for c in r["calls"]:
             assert c["mean_power_w"] == counter.power and c["device_memory_bytes"] == 1 << 30
+    shown = run_cli("report", str(tmp_path / "run"))
+    assert shown.returncode == 0 and "nvml idle baseline:" in shown.stdout, shown.stdout
     switch = df[df["config"].str.startswith("switch")]
     for _, r in switch.iterrows():  # energy by model, each share of the record's total
         by_model = {c["model"]: c["energy_j"] for c in r["calls"]}

@@ -128,12 +128,21 @@ def _print_summary(directory: Path) -> None:
     store = Store.open(directory)
     try:
         rows = summarize(store.records(), [c["name"] for c in store.configs()])
+        meters = store.run()["meters"]
     finally:
         store.close()
     table, notes = summary_table(rows, title=f"tradeoff run {directory}")
     console.print(table)
     for note in notes:
         console.print(note, style="dim")
+    for m in meters:  # one per session metered by a stepped counter (NVML)
+        idle = "n/a" if m.get("idle_w") is None else f"{m['idle_w']:.1f} W"
+        console.print(
+            f"{m['source']} idle baseline: {idle} over {m['idle_measured_s']:g} s before the "
+            f"first request (not subtracted); the counter moved {m['counter_total_j']:.1f} J "
+            f"while metering, {m['idle_j']:.1f} J of it between requests",
+            style="dim",
+        )
 
 
 @app.command()
@@ -380,7 +389,8 @@ def _write_plot(rows: list[Any], label: str, plot: Path, directory: Path) -> Non
 def models(
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
 ) -> None:
-    """The models available with no network: the bundled ones (and how to name others)."""
+    """The models available with no network: the bundled ones, the shipped architecture shapes
+    for the torch engine (and how to name others)."""
     from dataclasses import asdict
 
     from tradeoff.engines import list_models
@@ -389,10 +399,13 @@ def models(
     if format is ListFormat.json:
         print(json.dumps([asdict(m) for m in listing], indent=2))
         return
+    width = max(len(m.name) for m in listing)
     for m in listing:
-        console.print(f"{m.name:<14} {m.prompt_mode:<10} {m.description} [{m.detail}]")
+        console.print(
+            f"{m.name:<{width}} {m.prompt_mode:<10} {m.description} [{m.detail}]", markup=False
+        )
     console.print(
-        "also: gguf:PATH (any local GGUF file), "
+        "also: gguf:PATH (any local GGUF file), torch:HF_DIR (a Hugging Face model directory), "
         "openai:BASE_URL#MODEL (any OpenAI-compatible server)",
         style="dim",
     )

