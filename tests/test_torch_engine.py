@@ -276,3 +276,17 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         assert message in out.stderr and "Traceback" not in out.stderr, (ref, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert not (tmp_path / "never").exists()
+
+
+def test_compiled_steps_give_the_eager_answers(tmp_path):
+    """compile=1 (torch.compile of the decode step, and of prefill with dynamic shapes): the
+    path the GPU measurements take, less the CUDA graph; on this CPU inductor emits C++."""
+    cfg = config_file(tmp_path, LLAMA, "llama")
+    eager = TorchEngine(f"torch:{cfg}?random_weights=1")
+    compiled = TorchEngine(f"torch:{cfg}?random_weights=1&compile=1")
+    for prompt in ("12+7=", "a longer prompt, of another length"):
+        request = Request(prompt=prompt, max_tokens=10, temperature=0.0)
+        expected = eager.generate_batch([request] * 2)
+        got = compiled.generate_batch([request] * 2)
+        assert [g.text for g in got] == [e.text for e in expected]
+        assert all(g.error is None and g.output_tokens == 10 for g in got)
