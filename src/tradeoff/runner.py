@@ -223,13 +223,30 @@ async def open_engines(
                     if not engines[alias].info.in_process:
                         raise UserError(
                             f"configuration '{c.name}': switch needs in-process models "
-                            f"(a bundled name or gguf:PATH); '{alias}' is {refs[alias]}"
+                            f"(a bundled name, gguf:PATH or torch:...); '{alias}' is {refs[alias]}"
                         )
+        # Engines that build per-batch-size state (the torch engine's KV cache, compiled and
+        # captured decode step) build it now, so that no request's time includes it.
+        for alias, engine in engines.items():
+            warm = getattr(engine, "warm", None)
+            if warm is not None:
+                sizes = _batch_sizes(configs, alias)
+                await engine.run_sync(lambda w=warm, b=sizes: w(b))  # type: ignore[attr-defined]
     except BaseException:
         for engine in engines.values():
             await engine.aclose()
         raise
     return engines
+
+
+def _batch_sizes(configs: list[Config], alias: str) -> list[int]:
+    """The batch sizes the configurations will ask of model `alias`: 1, and `n` for each
+    non-adaptive vote (drawn as one batch)."""
+    sizes = {1}
+    for c in configs:
+        if c.strategy == "vote" and c.model == alias and not c.params.get("adaptive"):
+            sizes.add(int(c.params["n"]))
+    return sorted(sizes)
 
 
 async def _execute(

@@ -248,6 +248,15 @@ class TorchEngine:
             self._steps[batch] = DecodeStep(self, batch)
         return self._steps[batch]
 
+    @torch.inference_mode()
+    def warm(self, batches: list[int]) -> None:
+        """Build, compile and capture the decode step of each batch size, and compile prefill,
+        before any request is timed (a 2-token prefill into each cache; requests overwrite it)."""
+        for batch in batches:
+            step = self.decode_step(batch)
+            step.prefill(torch.zeros((batch, 2), dtype=torch.long, device=self.device), 0)
+        self.sync()
+
     def is_end(self, token: int) -> bool:
         return token in self.codec.end_ids
 
