@@ -38,6 +38,10 @@ from tradeoff.types import Generation, Request
 
 OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed")
 TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
+# Prefill pads its tokens to a multiple of this, so that few shapes recur: the first pass of each
+# new shape costs 60-80 ms more on an H100 (kernel selection; benchmarks/RESULTS.md), which would
+# otherwise land in the time to first token of every prompt of a new length.
+PREFILL_BUCKET = 64
 
 # All torch work runs on one thread: CUDA graphs and the KV caches are not shared across threads.
 _TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
@@ -176,9 +180,17 @@ class DecodeStep:
             self.out = self._run()
 
     def prefill(self, ids: torch.Tensor, start: int) -> torch.Tensor:
-        """Logits after evaluating `ids` (batch, T) from position `start`."""
-        pos = torch.arange(start, start + ids.shape[1], device=ids.device)
-        return self.prefill_fn(ids, pos, self.cache)[:, -1]
+        """Logits after evaluating `ids` (batch, T) from position `start`. The tokens are padded
+        to the next multiple of PREFILL_BUCKET that fits the cache: the padding's keys and values
+        land at positions the request overwrites before it attends to them."""
+        t = ids.shape[1]
+        length = self.cache[0][0].shape[2]
+        padded = max(t, min(-(-t // PREFILL_BUCKET) * PREFILL_BUCKET, length - start))
+        if padded > t:
+            ids = torch.nn.functional.pad(ids, (0, padded - t))
+        pos = torch.arange(start, start + padded, device=ids.device)
+        take = torch.tensor([t - 1], device=ids.device)
+        return self.prefill_fn(ids, pos, self.cache, take=take)[:, -1]
 
     def step(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
         """Logits after one token per row (`tokens`: (batch,)) at position `pos`."""
@@ -250,11 +262,12 @@ class TorchEngine:
 
     @torch.inference_mode()
     def warm(self, batches: list[int]) -> None:
-        """Build, compile and capture the decode step of each batch size, and compile prefill,
-        before any request is timed (a 2-token prefill into each cache; requests overwrite it)."""
+        """Build, compile and capture the decode step of each batch size, and run prefill once
+        at each padded length, before any request is timed (requests overwrite the caches)."""
         for batch in batches:
             step = self.decode_step(batch)
-            step.prefill(torch.zeros((batch, 2), dtype=torch.long, device=self.device), 0)
+            for t in range(PREFILL_BUCKET, self.ctx + 1, PREFILL_BUCKET):
+                step.prefill(torch.zeros((batch, t), dtype=torch.long, device=self.device), 0)
         self.sync()
 
     def is_end(self, token: int) -> bool:

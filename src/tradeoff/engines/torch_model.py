@@ -222,16 +222,20 @@ class Transformer(nn.Module):
         pos: Tensor,
         cache: list[tuple[Tensor, Tensor]],
         last_only: bool = True,
+        take: Tensor | None = None,
     ) -> Tensor:
         """Logits (float32) for `tokens` (batch, T) at positions `pos` (T,), writing their keys
-        and values into `cache`; of the last position only unless `last_only` is False."""
+        and values into `cache`: of the last position only unless `last_only` is False, or of
+        the positions `take` (indices into T, a tensor so that compiled code needs no recompile)."""
         length = cache[0][0].shape[2]
         mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
         cos, sin = self.cos[pos], self.sin[pos]
         x = self.embed(tokens)
         for layer, (k, v) in zip(self.layers, cache):
             x = layer(x, cos, sin, mask, pos, k, v)
-        if last_only:
+        if take is not None:
+            x = x.index_select(1, take)
+        elif last_only:
             x = x[:, -1:]
         return self.output(self.norm(x)).float()
 
