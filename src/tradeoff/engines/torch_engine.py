@@ -268,6 +268,12 @@ class TorchEngine:
             step = self.decode_step(batch)
             for t in range(PREFILL_BUCKET, self.ctx + 1, PREFILL_BUCKET):
                 step.prefill(torch.zeros((batch, t), dtype=torch.long, device=self.device), 0)
+            # and the whole request path (sampling greedy and at random, statistics), thrice
+            for temperature in (0.0, 1.0, 1.0):
+                request = Request(
+                    prompt="warm", max_tokens=8, temperature=temperature, logprobs=True
+                )
+                self.generate_batch([request] * batch)
         self.sync()
 
     def is_end(self, token: int) -> bool:
