@@ -250,7 +250,6 @@ class TorchEngine:
             in_process=True,
             device=torch.cuda.get_device_name(self.device) if on_gpu else None,
         )
-        self.inline = False
 
     # --- building blocks shared with token-level strategies -----------------------------------
 
@@ -284,9 +283,9 @@ class TorchEngine:
             torch.cuda.synchronize(self.device)
 
     async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run `fn` where this engine's work runs: inline, or on the one torch thread."""
-        if self.inline:
-            return fn()
+        """Run `fn` on the one torch thread, always (never inline on the event loop's thread):
+        the first pass of each shape on a thread costs 60-80 ms more on an H100 (per-thread
+        library state), so the warm-up must run on the thread the requests run on."""
         return await asyncio.get_running_loop().run_in_executor(_TORCH_THREAD, fn)
 
     # --- generation ---------------------------------------------------------------------------
