@@ -225,18 +225,22 @@ async def open_engines(
                             f"configuration '{c.name}': switch needs in-process models "
                             f"(a bundled name, gguf:PATH or torch:...); '{alias}' is {refs[alias]}"
                         )
-        # Engines that build per-batch-size state (the torch engine's KV cache, compiled and
-        # captured decode step) build it now, so that no request's time includes it.
-        for alias, engine in engines.items():
-            warm = getattr(engine, "warm", None)
-            if warm is not None:
-                sizes = _batch_sizes(configs, alias)
-                await engine.run_sync(lambda w=warm, b=sizes: w(b))  # type: ignore[attr-defined]
     except BaseException:
         for engine in engines.values():
             await engine.aclose()
         raise
     return engines
+
+
+async def warm_engines(engines: dict[str, Engine], configs: list[Config]) -> None:
+    """Engines that build per-batch-size state (the torch engine's KV cache, compiled and
+    captured decode step) build it now, on the thread their requests will run on, so that no
+    request's time includes it."""
+    for alias, engine in engines.items():
+        warm = getattr(engine, "warm", None)
+        if warm is not None:
+            sizes = _batch_sizes(configs, alias)
+            await engine.run_sync(lambda w=warm, b=sizes: w(b))  # type: ignore[attr-defined]
 
 
 def _batch_sizes(configs: list[Config], alias: str) -> list[int]:
@@ -293,6 +297,7 @@ async def _execute(
                 engine.inline = True
     account = None
     try:
+        await warm_engines(engines, configs)
         energy, energy_missing = find_energy_meter()
         account = open_account(energy, notify)
         meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account)

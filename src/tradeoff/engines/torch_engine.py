@@ -250,6 +250,7 @@ class TorchEngine:
             in_process=True,
             device=torch.cuda.get_device_name(self.device) if on_gpu else None,
         )
+        self.inline = False
 
     # --- building blocks shared with token-level strategies -----------------------------------
 
@@ -283,9 +284,12 @@ class TorchEngine:
             torch.cuda.synchronize(self.device)
 
     async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the one torch thread, always (never inline on the event loop's thread):
-        the first pass of each shape on a thread costs 60-80 ms more on an H100 (per-thread
-        library state), so the warm-up must run on the thread the requests run on."""
+        """Run `fn` where this engine's work runs: inline when the runner says so (no network
+        engine shares the event loop), else on the one torch thread. The first pass of each
+        shape on a thread costs 60-80 ms more on an H100 (per-thread library state), so
+        `warm` must run here too, after `inline` is decided."""
+        if self.inline:
+            return fn()
         return await asyncio.get_running_loop().run_in_executor(_TORCH_THREAD, fn)
 
     # --- generation ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
-from tradeoff.runner import open_account, open_engines
+from tradeoff.runner import open_account, open_engines, warm_engines
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Limits, ServeApp, Served
 from tradeoff.serve.http import HttpServer
@@ -106,6 +106,7 @@ async def _serve(
         configs, timeout_s=spec.timeout_s if spec else 120.0, api_key=options.upstream_api_key
     )
     try:
+        await warm_engines(engines, configs)
         store = _open_store(out, served, source)
     except BaseException:
         sock.close()

@@ -191,8 +191,8 @@ async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             rids.append(account.begin())
             stream.on_pass = account.sink(rids[-1], meter.pass_weight(stream.engine.info))
     read = meter.energy.read_j if meter.energy and account is None else None
-    t_start = time.perf_counter()
     async with meter.inproc_lock:
+        t_start = time.perf_counter()  # not before: waiting for another request is not latency
         answer, stats, t_first, energy = await small_engine.run_sync(
             lambda: run_switch_sync(
                 small,
