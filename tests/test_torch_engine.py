@@ -290,3 +290,69 @@ def test_compiled_steps_give_the_eager_answers(tmp_path):
         got = compiled.generate_batch([request] * 2)
         assert [g.text for g in got] == [e.text for e in expected]
         assert all(g.error is None and g.output_tokens == 10 for g in got)
+
+
+def test_serve_answers_before_the_energy_settles_and_stores_it_after(tmp_path, monkeypatch):
+    """`tradeoff serve` with a stepped counter: the answer does not wait for the counter's next
+    step (its header says the energy is settling); the record gets the request's share."""
+    import os
+    import signal
+    import socket
+    import threading
+
+    import httpx
+    from conftest import free_port
+
+    from tradeoff.serve.server import ServeOptions, serve, served_configs
+
+    counter = SteppedCounter()
+    monkeypatch.setattr("tradeoff.serve.server.find_energy_meter", lambda: (counter, ""))
+    monkeypatch.setattr("tradeoff.runner.IDLE_S", 0.1)
+    body = spec(tmp_path, [{"model": "small"}])
+    run_spec = parse_spec(body)
+    port = free_port()
+    answers: list[httpx.Response] = []
+
+    def client() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        try:
+            for i in range(4):
+                answers.append(
+                    httpx.post(
+                        f"http://127.0.0.1:{port}/v1/completions",
+                        json={"model": "small", "prompt": f"{i}+1=", "max_tokens": 12},
+                        timeout=30,
+                    )
+                )
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    serve(
+        served_configs(run_spec, [], None, None),
+        run_spec,
+        tmp_path / "served",
+        source={"spec": body},
+        options=ServeOptions(port=port),
+        notify=lambda m: None,
+    )
+    thread.join()
+    assert [a.status_code for a in answers] == [200] * 4
+    assert all("settling" in a.headers["x-tradeoff-energy-missing"] for a in answers)
+    store = Store.open(tmp_path / "served")
+    try:
+        df, run = store.records(), store.run()
+    finally:
+        store.close()
+    assert len(df) == 4 and df["energy_source"].eq("nvml").all() and df["energy_j"].gt(0).all()
+    [meter] = run["meters"]
+    assert df["energy_j"].sum() + meter["idle_j"] == pytest.approx(meter["counter_total_j"])
+    for calls in df["calls"].map(json.loads):
+        assert calls[0]["energy_j"] > 0 and calls[0]["mean_power_w"] == counter.power

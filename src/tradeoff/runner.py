@@ -27,7 +27,7 @@ from tradeoff.store import Store
 from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, load_task
-from tradeoff.types import Item, Outcome, Record
+from tradeoff.types import Call, Item, Outcome, Record
 
 # Seconds of idle power measured before the first request when the energy counter is NVML's.
 IDLE_S = 2.0
@@ -91,6 +91,15 @@ def _build_record(
     )
 
 
+def energy_fields(calls: list[Call]) -> tuple[float | None, str | None, str | None]:
+    """A record's energy from its calls': their sum, the source, or the first call's reason
+    for missing it."""
+    missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
+    if missing is not None or not calls:
+        return None, None, missing
+    return sum(c.energy_j or 0.0 for c in calls), calls[0].energy_source, None
+
+
 def outcome_record(
     config_id: str,
     task: str,
@@ -117,8 +126,7 @@ def outcome_record(
         decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
         decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
     itls = [g.itl_s for g in gens if g.itl_s is not None]
-    energies = [c.energy_j for c in calls]
-    missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
+    energy_j, energy_source, missing = energy_fields(calls)
     flops = [c.flops for c in calls]
     cost = 0.0
     priced = bool(calls)
@@ -153,8 +161,8 @@ def outcome_record(
         e2e_s=t1 - t0,
         itl_s=sum(itls) / len(itls) if itls else None,
         decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,
-        energy_j=None if missing is not None or not calls else sum(e or 0.0 for e in energies),
-        energy_source=calls[0].energy_source if calls and missing is None else None,
+        energy_j=energy_j,
+        energy_source=energy_source,
         energy_missing=missing,
         flops=None if any(f is None for f in flops) or not calls else sum(f or 0.0 for f in flops),
         peak_rss_bytes=peak_rss_bytes(),

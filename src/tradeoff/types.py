@@ -105,6 +105,9 @@ class Call:
     # device's peak memory in use (bytes, all processes on the device).
     mean_power_w: float | None = None
     device_memory_bytes: int | None = None
+    # Energy still settling (`tradeoff serve` answers before NVML's counter steps): an awaitable
+    # of its `tradeoff.meters.account.Settled`; `CallMeter.settle_calls` fills the fields above.
+    pending: Any = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         g = self.generation

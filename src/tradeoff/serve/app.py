@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradeoff.config import Config
-from tradeoff.runner import outcome_record
+from tradeoff.runner import energy_fields, outcome_record
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.http import HttpRequest, HttpResponse
 from tradeoff.serve.metrics import ServerMetrics
@@ -223,6 +223,7 @@ class ServeApp:
         self.prices = prices or {}
         self.in_flight = 0
         self.draining = False
+        self.settling: set[asyncio.Future[None]] = set()  # records waiting for their energy
 
     # --- ASGI ---------------------------------------------------------------------------------
 
@@ -447,7 +448,13 @@ class _Run:
 
     def _account(self, outcome: Outcome, record: Record, status: int) -> None:
         """Count the request in /metrics and queue its record for the store (after the answer
-        has gone out: none of this is on the client's clock)."""
+        has gone out: none of this is on the client's clock). Energies still settling (NVML)
+        are waited for first, off the answer's path."""
+        if any(c.pending is not None for c in outcome.calls):
+            task = asyncio.ensure_future(self._account_settled(outcome, record, status))
+            self.app.settling.add(task)
+            task.add_done_callback(self.app.settling.discard)
+            return
         m = self.app.metrics
         name = self.served.name
         m.served.inc(model=name)
@@ -474,6 +481,12 @@ class _Run:
         else:
             m.energy_missing.inc(model=name)
         self.app.writer.submit(self.item, record)
+
+    async def _account_settled(self, outcome: Outcome, record: Record, status: int) -> None:
+        await self.app.meter.settle_calls(outcome.calls)
+        record.energy_j, record.energy_source, record.energy_missing = energy_fields(outcome.calls)
+        record.calls = [c.summary() for c in outcome.calls]
+        self._account(outcome, record, status)
 
     def _failure(self, outcome: Outcome, status: int) -> ApiError:
         error = outcome.extra.get("exception") or next(

@@ -121,7 +121,14 @@ async def _serve(
     writer = RecordWriter(store, metrics)
     app = ServeApp(
         served,
-        CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account),
+        CallMeter(
+            engines,
+            energy,
+            energy_missing,
+            peaks=local_peaks(),
+            account=account,
+            defer_settle=True,
+        ),  # fmt: skip
         writer,
         metrics,
         limits=options.limits or Limits(),
@@ -161,6 +168,8 @@ async def _serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if app.settling:  # records still waiting for their share of the energy counter
+            await asyncio.gather(*list(app.settling))
         await writer.drain()
         writer.close()
         if account is not None:

@@ -19,6 +19,7 @@ from tradeoff.meters.roofline import Peaks, eval_cost, request_cost
 from tradeoff.types import Call, Generation, Request
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
+SETTLING = "settling: in the record once the energy counter steps past the answer (~100 ms)"
 
 
 @cache
@@ -44,6 +45,9 @@ class CallMeter:
     # an engine on a GPU (ModelInfo.device) uses that device's calibrated or datasheet peaks.
     peaks: Peaks | None = None
     account: EnergyAccount | None = None
+    # Return calls before their share of a stepped counter is known (`tradeoff serve`: the
+    # answer must not wait for the counter's next step); `settle_calls` completes them.
+    defer_settle: bool = False
 
     def peaks_for(self, info: ModelInfo) -> Peaks | None:
         return _device_peaks(info.device) if info.device else self.peaks
@@ -76,6 +80,10 @@ class CallMeter:
                     gen = await engine.agenerate(request, on_text, on_pass=sink)  # type: ignore[call-arg]
             finally:
                 self.account.end(rid)
+            if self.defer_settle:
+                call = self._call(alias, info, gen, None, None, SETTLING)
+                call.pending = asyncio.ensure_future(self.account.settle(rid))
+                return call
             return self._settled(alias, info, gen, await self.account.settle(rid))
         async with self.inproc_lock:
             e0 = self.energy.read_j() if self.energy else None
@@ -137,10 +145,23 @@ class CallMeter:
             c.roofline_s = cost.roofline_s(peaks) if peaks else None
 
     def _settled(self, alias: str, info: ModelInfo, gen: Generation, s: Settled) -> Call:
-        source = self.account.meter.source if self.account and s.energy_j is not None else None
-        call = self._call(alias, info, gen, s.energy_j, source, s.missing)
-        call.mean_power_w, call.device_memory_bytes = s.mean_power_w, s.peak_memory_bytes
+        call = self._call(alias, info, gen, None, None, None)
+        self._apply(call, s)
         return call
+
+    def _apply(self, call: Call, s: Settled) -> None:
+        call.energy_j, call.energy_missing = s.energy_j, s.missing
+        call.energy_source = (
+            self.account.meter.source if self.account and s.energy_j is not None else None
+        )
+        call.mean_power_w, call.device_memory_bytes = s.mean_power_w, s.peak_memory_bytes
+
+    async def settle_calls(self, calls: list[Call]) -> None:
+        """Wait for the calls' deferred energies and fill them in."""
+        for call in calls:
+            if call.pending is not None:
+                self._apply(call, await call.pending)
+                call.pending = None
 
     def _call(
         self,
