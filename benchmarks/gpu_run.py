@@ -1,7 +1,7 @@
 """Issue 6's GPU run: the torch engine and the NVML meter on a lent H100 or H200.
 
     PYTHONPATH=src python3 benchmarks/gpu_run.py --out DIR [--part calibrate,decode,profile]
-        [--variants graph,compile+graph]
+        [--variants graph,compile+graph,max-autotune+graph] [--batches 1,8]
     PYTHONPATH=src python3 benchmarks/gpu_run.py --out DIR --smoke   # the same code on a CPU
 
 Parts (each prints a markdown block and adds to DIR/results.json as it finishes):
@@ -84,7 +84,7 @@ class Counter:
         return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3
 
 
-def part_decode(out: Path, smoke: bool, variants: list[str]) -> None:
+def part_decode(out: Path, smoke: bool, variants: list[str], batches: list[int]) -> None:
     source = "tests-tiny" if smoke else "llama-3.1-8b"
     prompt_len, new = (16, 24) if smoke else (128, 256)
     counter = Counter()
@@ -109,7 +109,7 @@ def part_decode(out: Path, smoke: bool, variants: list[str]) -> None:
         shape = engine.info.shape
         assert shape is not None
         peaks, why = device_peaks(engine.info.device or _cpu_name())
-        for batch in (1, 8):
+        for batch in batches:
             request = Request(prompt="x" * prompt_len, max_tokens=new, temperature=0.0)
             try:
                 t0 = time.perf_counter()
@@ -370,6 +370,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--part", default="calibrate,decode,profile")
     parser.add_argument("--variants", default="graph,compile+graph")
+    parser.add_argument("--batches", default="1,8")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +381,8 @@ def main() -> None:
     if "calibrate" in parts:
         part_calibrate(args.out, args.smoke)
     if "decode" in parts:
-        part_decode(args.out, args.smoke, args.variants.split(","))
+        batches = [int(b) for b in args.batches.split(",")]
+        part_decode(args.out, args.smoke, args.variants.split(","), batches)
     if "profile" in parts:
         part_profile(args.out, args.smoke)
 
