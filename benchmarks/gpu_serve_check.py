@@ -5,7 +5,8 @@
 Serves `small` and `large` of benchmarks/gpu_profile.yaml (Qwen2.5 shapes, random weights),
 sends each `--requests` completions one at a time (32 tokens), and prints per model: the client's
 median latency, tradeoff's own latency header, and what the store holds afterwards (records,
-energy present, J per request). The answer must not wait for NVML's next counter step: its
+energy present, J per request). Needs tradeoff's serve dependencies (httptools). The answer
+must not wait for NVML's next counter step: its
 `x-tradeoff-energy-missing` header says `settling`, and the record gets the energy.
 """
 
@@ -40,6 +41,9 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
+        if proc.poll() is not None:  # the server could not start: say why
+            _, err = proc.communicate()
+            sys.exit(f"tradeoff serve exited with {proc.returncode}: {err.strip()}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 break
