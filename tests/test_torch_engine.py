@@ -259,6 +259,7 @@ def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatc
 def test_bad_torch_references_are_one_line_errors(tmp_path):
     cfg = config_file(tmp_path, LLAMA, "llama")
     gpt2 = config_file(tmp_path, {**LLAMA, "model_type": "gpt2"}, "gpt2")
+    huge = config_file(tmp_path, {**LLAMA, "hidden_size": 65536, "vocab_size": 10**7}, "huge")
     cases = {
         f"torch:{cfg}": "add ?random_weights=1",
         f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
@@ -266,6 +267,7 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{cfg}?random_weights=1&graph=1": "graph=1 needs a CUDA device",
         f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
         "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
+        f"torch:{huge}?random_weights=1": "GB for its weights; this host has",
     }
     for ref, message in cases.items():
         body = {"models": {"m": ref}, "tasks": ["arith"], "limit": 1, "configs": [{"model": "m"}]}

@@ -137,6 +137,23 @@ def _directory(source: str) -> Path | None:
     return path if path.is_dir() else path.parent if path.is_file() else None
 
 
+def _check_fits(ref: str, weight_bytes: int, device: torch.device) -> None:
+    """A clear error, not an out-of-memory kill, when the weights alone cannot fit."""
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        where = f"{torch.cuda.get_device_name(device)} has {free / 1e9:.1f} GB free"
+    else:
+        import os
+
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        where = f"this host has {free / 1e9:.1f} GB of memory available"
+    if weight_bytes > free:
+        raise UserError(
+            f"model '{ref}' needs {weight_bytes / 1e9:.1f} GB for its weights; {where} "
+            "(use a smaller model, dtype=bf16, or another device)"
+        )
+
+
 class DecodeStep:
     """One batch size's KV cache and its decode step, captured in a CUDA graph when asked."""
 
@@ -226,6 +243,8 @@ class TorchEngine:
             raise UserError(f"model '{ref}': graph=1 needs a CUDA device")
         self.compile = spec.compile
         directory = _directory(spec.source)
+        shape = shape_from_hf_config(config, dtype_name)
+        _check_fits(ref, shape.weight_bytes or 0, self.device)
         self.model: Transformer = build(self.arch, self.device, self.dtype)
         if spec.random_weights:
             randomize(self.model, spec.seed)
@@ -236,7 +255,6 @@ class TorchEngine:
         self.model.eval()
         self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
         self._steps: dict[int, DecodeStep] = {}
-        shape = shape_from_hf_config(config, dtype_name)
         self.info = ModelInfo(
             ref=ref,
             kind="torch",
