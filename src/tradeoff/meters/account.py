@@ -124,6 +124,7 @@ class EnergyAccount:
             await asyncio.sleep(self.period_s)
         with self._lock:
             usage = self._usage.pop(rid, Usage())
+        self.splitter.forget(rid)
         missing = None
         if energy is None:
             missing = f"{self.meter.source} counter did not step within {timeout_s:g} s"

@@ -78,6 +78,13 @@ class IntervalSplitter:
         with self._lock:
             return self._energy[request] if request in self._settled else None
 
+    def forget(self, request: str) -> None:
+        """Drop a settled request's entry (a long-running server meters many)."""
+        with self._lock:
+            if request in self._settled:
+                self._settled.discard(request)
+                self._energy.pop(request, None)
+
     def pending(self) -> bool:
         """Whether some request is active or waits for its last interval to close."""
         with self._lock:
