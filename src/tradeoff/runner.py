@@ -240,7 +240,11 @@ async def open_engines(
     return engines
 
 
-async def warm_engines(engines: dict[str, Engine], configs: list[Config]) -> None:
+async def warm_engines(
+    engines: dict[str, Engine],
+    configs: list[Config],
+    notify: Callable[[str], None] | None = None,
+) -> None:
     """Engines that build per-batch-size state (the torch engine's KV cache, compiled and
     captured decode step) build it now, on the thread their requests will run on, so that no
     request's time includes it."""
@@ -248,7 +252,12 @@ async def warm_engines(engines: dict[str, Engine], configs: list[Config]) -> Non
         warm = getattr(engine, "warm", None)
         if warm is not None:
             sizes = _batch_sizes(configs, alias)
+            if notify:
+                notify(f"preparing {alias} (batch {', '.join(map(str, sizes))}) ...")
+            t0 = time.perf_counter()
             await engine.run_sync(lambda w=warm, b=sizes: w(b))  # type: ignore[attr-defined]
+            if notify:
+                notify(f"{alias} ready in {time.perf_counter() - t0:.1f} s")
 
 
 def _batch_sizes(configs: list[Config], alias: str) -> list[int]:
@@ -305,7 +314,7 @@ async def _execute(
                 engine.inline = True
     account = None
     try:
-        await warm_engines(engines, configs)
+        await warm_engines(engines, configs, notify)
         energy, energy_missing = find_energy_meter()
         account = open_account(energy, notify)
         meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account)

@@ -106,7 +106,7 @@ async def _serve(
         configs, timeout_s=spec.timeout_s if spec else 120.0, api_key=options.upstream_api_key
     )
     try:
-        await warm_engines(engines, configs)
+        await warm_engines(engines, configs, notify)
         store = _open_store(out, served, source)
     except BaseException:
         sock.close()
