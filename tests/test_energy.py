@@ -3,7 +3,7 @@ writes: this VM has no RAPL, so the real files cannot be read here."""
 
 from pathlib import Path
 
-from tradeoff.meters.energy import POWERCAP_ROOT, find_energy_meter, rapl_meter
+from tradeoff.meters.energy import POWERCAP_ROOT, _uuid_key, find_energy_meter, rapl_meter
 
 
 def _domain(root: Path, name: str, energy_uj: int, max_uj: int = 1000) -> Path:
@@ -44,3 +44,21 @@ def test_find_energy_meter_on_this_machine_says_why_when_missing():
         assert meter is None or meter.source == "nvml"
         if meter is None:
             assert "RAPL" in why and "NVML" in why
+
+
+def test_models_on_a_gpu_are_metered_by_its_counter_never_by_rapl(tmp_path):
+    _domain(tmp_path, "intel-rapl:0", 10)
+    meter, why = find_energy_meter(tmp_path, gpu_uuids=["GPU-5a5d9c0f-0000"])
+    # No GPU on this machine: NVML's reason, and RAPL (readable here) is not used instead.
+    assert meter is None or meter.source == "nvml"
+    if meter is None:
+        assert "NVML" in why and "RAPL" not in why
+    meter, _ = find_energy_meter(tmp_path, gpu_uuids=[])  # models on the CPU: RAPL
+    assert meter is not None and meter.source == "rapl"
+    meter, why = find_energy_meter(tmp_path / "absent", gpu_uuids=[])
+    assert meter is None and "no RAPL" in why and "no model runs on a GPU" in why
+
+
+def test_gpu_uuids_match_across_nvml_and_torch_spellings():
+    assert _uuid_key("GPU-5A5D9C0F-1234") == _uuid_key("5a5d9c0f-1234") == "5a5d9c0f1234"
+    assert _uuid_key(b"GPU-5a5d9c0f-1234") == "5a5d9c0f1234"

@@ -315,7 +315,7 @@ async def _execute(
     account = None
     try:
         await warm_engines(engines, configs, notify)
-        energy, energy_missing = find_energy_meter()
+        energy, energy_missing = find_energy_meter(gpu_uuids=gpu_uuids(engines))
         account = open_account(energy, notify)
         meter = CallMeter(engines, energy, energy_missing, peaks=local_peaks(), account=account)
         contexts = {
@@ -360,6 +360,12 @@ async def _execute(
         result.status = status
         store.end_session(started, status)
     return result
+
+
+def gpu_uuids(engines: dict[str, Engine]) -> list[str]:
+    """The GPUs the in-process models run on (torch engines on CUDA)."""
+    found = (getattr(e, "gpu_uuid", None) for e in engines.values() if e.info.in_process)
+    return sorted({u for u in found if u})
 
 
 def open_account(energy: EnergyMeter | None, notify: Callable[[str], None]) -> EnergyAccount | None:

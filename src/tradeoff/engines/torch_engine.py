@@ -269,6 +269,11 @@ class TorchEngine:
             device=torch.cuda.get_device_name(self.device) if on_gpu else None,
         )
         self.inline = False
+        # The GPU this model runs on (its UUID, as NVML names it less the "GPU-"), for the meter.
+        self.gpu_uuid: str | None = None
+        if on_gpu:
+            props = torch.cuda.get_device_properties(self.device)
+            self.gpu_uuid = str(getattr(props, "uuid", "")) or "unknown"
 
     # --- building blocks shared with token-level strategies -----------------------------------
 

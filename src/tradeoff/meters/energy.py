@@ -104,8 +104,15 @@ def rapl_meter(root: Path = POWERCAP_ROOT) -> tuple[RaplMeter | None, str]:
         return None, f"RAPL counter unreadable: {exc}"
 
 
-def nvml_meter() -> tuple[NvmlMeter | None, str]:
-    """An NVML meter over every visible GPU, or None and why not."""
+def _uuid_key(uuid: object) -> str:
+    """A GPU's UUID as bare lowercase hex: NVML says "GPU-5a5d...", torch "5a5d..."."""
+    text = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+    return "".join(c for c in text.lower().removeprefix("gpu-") if c in "0123456789abcdef")
+
+
+def nvml_meter(uuids: list[str] | None = None) -> tuple[NvmlMeter | None, str]:
+    """An NVML meter over the GPUs with these UUIDs (those the models run on), or over every
+    visible GPU when none is given or none matches; or None and why not."""
     try:
         import pynvml
     except ImportError:
@@ -116,6 +123,10 @@ def nvml_meter() -> tuple[NvmlMeter | None, str]:
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
         if not handles:
             return None, "no NVIDIA GPU visible to NVML"
+        wanted = {_uuid_key(u) for u in uuids or []} - {""}
+        if wanted:
+            mine = [h for h in handles if _uuid_key(pynvml.nvmlDeviceGetUUID(h)) in wanted]
+            handles = mine or handles
         for h in handles:
             pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
         return NvmlMeter(handles), ""
@@ -123,9 +134,19 @@ def nvml_meter() -> tuple[NvmlMeter | None, str]:
         return None, f"no NVML energy counter: {exc}"
 
 
-def find_energy_meter(powercap_root: Path = POWERCAP_ROOT) -> tuple[EnergyMeter | None, str]:
-    """RAPL when readable, else NVML when an NVIDIA GPU is present, else None with the reasons."""
+def find_energy_meter(
+    powercap_root: Path = POWERCAP_ROOT, gpu_uuids: list[str] | None = None
+) -> tuple[EnergyMeter | None, str]:
+    """The counter of the hardware the in-process models run on.
+
+    `gpu_uuids`: the GPUs they run on. Non-empty: NVML over those GPUs (never RAPL, which sees
+    only the CPU). Empty: the models run on the CPU, so RAPL or nothing (a GPU's counter would
+    measure something else). None (not known): RAPL when readable, else NVML over every GPU."""
+    if gpu_uuids:
+        return nvml_meter(gpu_uuids)
     rapl, rapl_why = rapl_meter(powercap_root)
+    if gpu_uuids is not None:
+        return (rapl, "") if rapl is not None else (None, f"{rapl_why}; no model runs on a GPU")
     if rapl is not None:
         return rapl, ""
     nvml, nvml_why = nvml_meter()

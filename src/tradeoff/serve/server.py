@@ -19,7 +19,7 @@ from tradeoff.errors import UserError
 from tradeoff.meters.energy import find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
-from tradeoff.runner import open_account, open_engines, warm_engines
+from tradeoff.runner import gpu_uuids, open_account, open_engines, warm_engines
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Limits, ServeApp, Served
 from tradeoff.serve.http import HttpServer
@@ -115,7 +115,7 @@ async def _serve(
         raise
     store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
     started = store.begin_session()
-    energy, energy_missing = find_energy_meter()
+    energy, energy_missing = find_energy_meter(gpu_uuids=gpu_uuids(engines))
     account = open_account(energy, notify)
     metrics = ServerMetrics()
     writer = RecordWriter(store, metrics)
