@@ -23,6 +23,7 @@ import numpy as np
 
 from tradeoff.engines.base import ModelInfo, ModelShape, PassSink
 from tradeoff.engines.emit import StopHoldback, TextSink
+from tradeoff.engines.stream import TokenStream as BaseTokenStream
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, PromptMode, Request
 
@@ -91,68 +92,27 @@ def entropy_of(logp: np.ndarray) -> float:
     return float(-(np.exp(logp) * logp).sum())
 
 
-class TokenStream:
-    """One model's own context for token-level strategies (`switch`).
+class TokenStream(BaseTokenStream):
+    """`switch`'s view of a llama.cpp model. Models share one llama.cpp thread but not
+    contexts: each stream owns its engine's context for the length of the strategy call."""
 
-    The answer is shared as bytes of text; each model keeps its own tokens and KV cache and, when
-    it takes a turn, catches up on the text it has not seen with one batched prefill. Every
-    evaluation is logged as (start position, tokens) for the analytic FLOPs.
-    """
+    engine: LlamaCppEngine
 
-    def __init__(self, engine: LlamaCppEngine, request: Request):
-        self.engine = engine
-        self.request = request
-        self.evals: list[tuple[int, int]] = []
-        self.prompt_tokens = 0
-        self.catchup_tokens = 0
-        self.generated = 0
-        self.busy_s = 0.0
-        self.seen = 0  # bytes of the answer already in (or queued for) this model's context
-        self.on_pass: PassSink | None = None  # hears of every evaluation (energy splitting)
-        self._unfed: list[int] = []
-        self._context: list[int] = []
-        self.started = False
+    def _prompt(self) -> list[int]:
+        self.engine.llm.reset()
+        return self.engine.prompt_tokens(self.request)
 
-    def _eval(self, tokens: list[int]) -> None:
-        llm = self.engine.llm
-        start = llm.n_tokens
-        self.evals.append((start, len(tokens)))
-        llm.eval(tokens)
-        self._context += tokens
-        if self.on_pass is not None:
-            self.on_pass(start, len(tokens), 1)
+    def _tokenize(self, text: bytes) -> list[int]:
+        return self.engine.llm.tokenize(text, add_bos=False, special=False)
 
-    def next_distribution(self, answer: bytes) -> np.ndarray:
-        """Bring this model up to date with `answer`, then give its next-token log-probabilities.
+    def _run(self, tokens: list[int], start: int) -> None:
+        self.engine.llm.eval(tokens)
 
-        Models share one llama.cpp thread but not contexts: each stream owns its engine's
-        context for the length of the strategy call.
-        """
-        t0 = time.perf_counter()
-        if not self.started:
-            self.engine.llm.reset()
-            prompt = self.engine.prompt_tokens(self.request)
-            self.prompt_tokens = len(prompt)
-            self._eval(prompt)
-            self.started = True
-        missing = answer[self.seen :]
-        catchup = self.engine.llm.tokenize(missing, add_bos=False, special=False) if missing else []
-        self.catchup_tokens += len(catchup)
-        if self._unfed or catchup:
-            self._eval(self._unfed + catchup)
-            self._unfed = []
-        self.seen = len(answer)
-        logp = self.engine.last_logprobs()
-        self.busy_s += time.perf_counter() - t0
-        return logp
+    def _logprobs(self) -> np.ndarray:
+        return self.engine.last_logprobs()
 
-    def take(self, token: int) -> bytes:
-        """Accept `token` as this model's output; its bytes of text."""
-        piece = self.engine.llm.detokenize([token], prev_tokens=self._context + self._unfed)
-        self._unfed.append(token)
-        self.generated += 1
-        self.seen += len(piece)
-        return piece
+    def _piece(self, token: int, before: list[int]) -> bytes:
+        return self.engine.llm.detokenize([token], prev_tokens=before)
 
 
 class LlamaCppEngine:

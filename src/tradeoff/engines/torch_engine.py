@@ -31,6 +31,7 @@ import torch
 from tradeoff.engines.base import ModelInfo, PassSink
 from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
+from tradeoff.engines.stream import TokenStream
 from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
 from tradeoff.engines.torch_text import TextCodec, codec_for
 from tradeoff.errors import UserError
@@ -431,74 +432,42 @@ class TorchEngine:
         self._steps.clear()
 
 
-class TorchTokenStream:
-    """One model's own context for token-level strategies (`switch`): the same contract as the
-    llama.cpp engine's `TokenStream`. Single tokens go through the captured decode step; a
-    prompt or a catch-up on text another model wrote is one eager pass."""
+class TorchTokenStream(TokenStream):
+    """`switch`'s view of a torch model. Single tokens go through the captured decode step; a
+    prompt or a catch-up on text another model wrote is one prefill pass."""
+
+    engine: TorchEngine
 
     def __init__(self, engine: TorchEngine, request: Request):
-        self.engine = engine
-        self.request = request
-        self.evals: list[tuple[int, int]] = []
-        self.prompt_tokens = 0
-        self.catchup_tokens = 0
-        self.generated = 0
-        self.busy_s = 0.0
-        self.seen = 0
-        self.started = False
-        self.on_pass: PassSink | None = None
-        self._unfed: list[int] = []
-        self._context: list[int] = []
+        super().__init__(engine, request)
         self._logits: torch.Tensor | None = None
 
-    def _eval(self, tokens: list[int]) -> None:
+    def _prompt(self) -> list[int]:
+        return self.engine.codec.encode(self.request)
+
+    def _tokenize(self, text: bytes) -> list[int]:
+        return self.engine.codec.encode_text(text.decode("utf-8", errors="ignore"))
+
+    @torch.inference_mode()
+    def _run(self, tokens: list[int], start: int) -> None:
         engine = self.engine
-        step = engine.decode_step(1)
-        start = len(self._context)
         if start + len(tokens) > engine.ctx:
             raise ValueError(f"the answer outgrew the context of {engine.ctx} positions")
+        step = engine.decode_step(1)
         if len(tokens) == 1:
             one = torch.tensor(tokens, dtype=torch.long, device=engine.device)
             self._logits = step.step(one, start)
         else:
             ids = torch.tensor([tokens], dtype=torch.long, device=engine.device)
             self._logits = step.prefill(ids, start)
-        self.evals.append((start, len(tokens)))
-        self._context += tokens
-        if self.on_pass is not None:
-            self.on_pass(start, len(tokens), 1)
 
-    @torch.inference_mode()
-    def next_distribution(self, answer: bytes) -> np.ndarray:
-        """Bring this model up to date with `answer`; its next-token log-probabilities."""
-        t0 = time.perf_counter()
-        codec = self.engine.codec
-        if not self.started:
-            prompt = codec.encode(self.request)
-            self.prompt_tokens = len(prompt)
-            self._eval(prompt)
-            self.started = True
-        missing = answer[self.seen :]
-        catchup = codec.encode_text(missing.decode("utf-8", errors="ignore")) if missing else []
-        self.catchup_tokens += len(catchup)
-        if self._unfed or catchup:
-            self._eval(self._unfed + catchup)
-            self._unfed = []
-        self.seen = len(answer)
+    def _logprobs(self) -> np.ndarray:
         assert self._logits is not None
-        logp = self.engine.last_logprobs(self._logits[0])
-        self.busy_s += time.perf_counter() - t0
-        return logp
+        return self.engine.last_logprobs(self._logits[0])
 
-    def take(self, token: int) -> bytes:
-        """Accept `token` as this model's output; its bytes of text."""
+    def _piece(self, token: int, before: list[int]) -> bytes:
         codec = self.engine.codec
-        before = self._context + self._unfed
-        piece = codec.decode(before + [token])[len(codec.decode(before)) :]
-        self._unfed.append(token)
-        self.generated += 1
-        self.seen += len(piece)
-        return piece
+        return codec.decode(before + [token])[len(codec.decode(before)) :]
 
 
 class _Row:

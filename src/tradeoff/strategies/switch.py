@@ -17,34 +17,17 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from tradeoff.engines.emit import StopHoldback, TextSink
 from tradeoff.engines.llamacpp import entropy_of
+from tradeoff.engines.stream import TokenStream
 from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Generation, Item, Outcome, Request
-
-
-class TokenStream(Protocol):
-    """One model's context in a switch (`LlamaCppEngine.token_stream`, `TorchEngine...`)."""
-
-    engine: Any
-    request: Request
-    evals: list[tuple[int, int]]
-    prompt_tokens: int
-    catchup_tokens: int
-    generated: int
-    busy_s: float
-    started: bool
-    on_pass: Any
-
-    def next_distribution(self, answer: bytes) -> np.ndarray: ...
-
-    def take(self, token: int) -> bytes: ...
 
 
 def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
