@@ -236,8 +236,8 @@ class SteppedCounter:
 
 def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatch):
     counter = SteppedCounter()
-    monkeypatch.setattr("tradeoff.runner.find_energy_meter", lambda **kw: (counter, ""))
-    monkeypatch.setattr("tradeoff.runner.IDLE_S", 0.2)
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.2)
     df, run = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
     [meter] = run["meters"]
     assert meter["source"] == "nvml" and meter["idle_w"] == pytest.approx(counter.power, rel=0.2)
@@ -308,8 +308,8 @@ def test_serve_answers_before_the_energy_settles_and_stores_it_after(tmp_path, m
     from tradeoff.serve.server import ServeOptions, serve, served_configs
 
     counter = SteppedCounter()
-    monkeypatch.setattr("tradeoff.serve.server.find_energy_meter", lambda **kw: (counter, ""))
-    monkeypatch.setattr("tradeoff.runner.IDLE_S", 0.1)
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
     body = spec(tmp_path, [{"model": "small"}])
     run_spec = parse_spec(body)
     port = free_port()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,10 +39,20 @@ class Request:
     # Text the answer already starts with (generated earlier, or forced, e.g. "</think>"): the
     # model continues after it. The returned text is the continuation only.
     prefix: str = ""
+    # Set when the answer is no longer wanted (the client went away): engines stop at the next
+    # token and return what they have, with error CANCELLED.
+    cancel: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @property
     def mode(self) -> PromptMode:
         return "chat" if self.messages is not None else "completion"
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+CANCELLED = "cancelled: the answer was no longer wanted"
 
 
 @dataclass
@@ -63,6 +75,12 @@ class Generation:
     # from stream chunks.
     token_count_source: str = "exact"
     error: str | None = None
+
+    @classmethod
+    def failed(cls, mode: PromptMode, t_start: float, error: str) -> Generation:
+        """A call that produced nothing, with why."""
+        now = time.perf_counter()
+        return cls("", None, 0, t_start, None, now, "error", mode, error=error)
 
     @property
     def ttft_s(self) -> float | None:

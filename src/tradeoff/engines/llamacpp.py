@@ -9,23 +9,21 @@ base models in completion form; the request says which.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from tradeoff.engines.base import ModelInfo, ModelShape, PassSink
-from tradeoff.engines.emit import StopHoldback, TextSink
-from tradeoff.engines.stream import TokenStream as BaseTokenStream
+from tradeoff.engines.base import InProcessEngine, ModelInfo, ModelShape, PassSink
+from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
+from tradeoff.engines.stream import TokenStream, entropy_of
 from tradeoff.errors import UserError
-from tradeoff.types import Generation, PromptMode, Request
+from tradeoff.types import CANCELLED, Generation, PromptMode, Request
 
 
 def shape_from_metadata(
@@ -66,7 +64,6 @@ def shape_from_metadata(
 _LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
 
 _LOG_CALLBACK: Any = None
-T = TypeVar("T")
 
 
 def _quiet_llama_logs() -> None:
@@ -87,12 +84,20 @@ def _quiet_llama_logs() -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
-def entropy_of(logp: np.ndarray) -> float:
-    """Entropy in nats of a distribution given as log-probabilities."""
-    return float(-(np.exp(logp) * logp).sum())
+class _Pieces:
+    """llama.cpp renders each token's bytes on their own (no context needed)."""
+
+    def __init__(self, engine: LlamaCppEngine):
+        self.model = engine.llm._model
+
+    def context(self, tokens: list[int]) -> None:
+        pass
+
+    def add(self, token: int) -> bytes:
+        return bytes(self.model.detokenize([token]))
 
 
-class TokenStream(BaseTokenStream):
+class LlamaTokenStream(TokenStream):
     """`switch`'s view of a llama.cpp model. Models share one llama.cpp thread but not
     contexts: each stream owns its engine's context for the length of the strategy call."""
 
@@ -111,12 +116,14 @@ class TokenStream(BaseTokenStream):
     def _logprobs(self) -> np.ndarray:
         return self.engine.last_logprobs()
 
-    def _piece(self, token: int, before: list[int]) -> bytes:
-        return self.engine.llm.detokenize([token], prev_tokens=before)
+    def _pieces(self) -> PieceDecoder:
+        return _Pieces(self.engine)
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(InProcessEngine):
     """One GGUF model loaded once, generating one request at a time."""
+
+    executor = _LLAMA_THREAD
 
     def __init__(
         self,
@@ -175,13 +182,12 @@ class LlamaCppEngine:
             in_process=True,
         )
         self._lock = threading.Lock()
-        # When no network engine shares the event loop, calls run inline on the loop's thread:
-        # they are serialized anyway, and the hop to a worker thread and back costs ~0.4 ms per
-        # request on a small VM. The runner sets this; Ctrl-C is then handled between requests.
-        self.inline = False
 
     def token_stream(self, request: Request) -> TokenStream:
-        return TokenStream(self, request)
+        return LlamaTokenStream(self, request)
+
+    def warm(self, batch_sizes: list[int]) -> None:
+        """Nothing to build: llama.cpp sets up its context when the model loads."""
 
     # --- prompts ------------------------------------------------------------------------------
 
@@ -225,12 +231,6 @@ class LlamaCppEngine:
     def is_end(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self.llm._model.vocab, token))
 
-    async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run `fn` where this engine's calls run: inline, or on the one llama.cpp thread."""
-        if self.inline:
-            return fn()
-        return await asyncio.get_running_loop().run_in_executor(_LLAMA_THREAD, fn)
-
     def generate(
         self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
     ) -> Generation:
@@ -238,20 +238,12 @@ class LlamaCppEngine:
         `on_pass` hears of each forward pass (prefill, then one per token after the first)."""
         with self._lock:
             t_start = time.perf_counter()
+            if request.cancelled:
+                return Generation.failed(request.mode, t_start, CANCELLED)
             try:
                 return self._generate(request, t_start, on_text, on_pass)
             except Exception as exc:  # a failed request is a record with its error
-                return Generation(
-                    text="",
-                    input_tokens=None,
-                    output_tokens=0,
-                    t_start=t_start,
-                    t_first=None,
-                    t_end=time.perf_counter(),
-                    finish_reason="error",
-                    mode=request.mode,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                return Generation.failed(request.mode, t_start, f"{type(exc).__name__}: {exc}")
 
     def _generate(
         self,
@@ -272,14 +264,14 @@ class LlamaCppEngine:
         # ran before it. Every request pays for, and is measured with, its own full prefill.
         self.llm.reset()
         vocab = self.llm._model.vocab
+        pieces = _Pieces(self)
         completion: list[int] = []
         token_times: list[float] = []
         logprobs: list[float] = []
         entropies: list[float] = []
         t_first: float | None = None
         finish = "length"
-        text_bytes = b""
-        emit = StopHoldback(on_text, request.stop) if on_text else None
+        answer = AnswerText(request.stop, on_text)
         for token in self.llm.generate(
             prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
         ):
@@ -291,30 +283,24 @@ class LlamaCppEngine:
             if self._lib.llama_vocab_is_eog(vocab, token):
                 finish = "stop"
                 break
+            if request.cancelled:
+                finish = "cancelled"
+                break
             if request.logprobs:
                 lp, ent = self._next_token_stats(token)
                 logprobs.append(lp)
                 entropies.append(ent)
             completion.append(token)
             token_times.append(now)
-            text_bytes = self.llm.detokenize(completion, prev_tokens=prompt)
-            if request.stop:
-                text = text_bytes.decode("utf-8", errors="ignore")
-                cut = min((text.index(s) for s in request.stop if s in text), default=-1)
-                if cut >= 0:
-                    text_bytes = text[:cut].encode("utf-8")
-                    finish = "stop"
-                    break
-            if emit:
-                emit.update(text_bytes.decode("utf-8", errors="ignore"))
+            if answer.add(pieces.add(token)):
+                finish = "stop"
+                break
             if len(completion) >= request.max_tokens:
                 break
         t_end = time.perf_counter()
-        answer = text_bytes.decode("utf-8", errors="replace")
-        if emit:
-            emit.finish(answer)
+        text = answer.finish()
         return Generation(
-            text=answer,
+            text=text,
             input_tokens=len(prompt),
             output_tokens=len(completion),
             t_start=t_start,
@@ -326,20 +312,10 @@ class LlamaCppEngine:
             token_logprobs=logprobs,
             token_entropies=entropies,
             token_count_source="exact",
+            error=CANCELLED if finish == "cancelled" else None,
         )
 
-    async def agenerate(
-        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
-    ) -> Generation:
-        if self.inline:
-            return self.generate(request, on_text, on_pass)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_LLAMA_THREAD, self.generate, request, on_text, on_pass)
-
-    async def aclose(self) -> None:
-        self.close()
-
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
+        llm = self.__dict__.get("llm")  # absent when loading failed
         if llm is not None:
             llm.close()

@@ -2,24 +2,34 @@
 
 The answer is shared as bytes of text; each model keeps its own tokens and KV cache and, when it
 takes a turn, catches up on the text it has not seen with one batched pass. Every evaluation is
-logged as (start position, tokens) for the analytic FLOPs and reported to `on_pass` (energy
+logged as (start position, tokens) for the analytic costs and reported to `on_pass` (energy
 splitting). Engines supply the primitives: the prompt's tokens, tokenizing text, running a pass,
-the last position's log-probabilities and a token's bytes.
+the last position's log-probabilities, and a decoder of generated tokens to text.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tradeoff.engines.base import PassSink
+from tradeoff.engines.emit import PieceDecoder
 from tradeoff.types import Request
 
+if TYPE_CHECKING:
+    from tradeoff.engines.base import InProcessEngine
 
-class TokenStream:
-    def __init__(self, engine: Any, request: Request):
+
+def entropy_of(logp: np.ndarray) -> float:
+    """Entropy in nats of a distribution given as log-probabilities."""
+    return float(-(np.exp(logp) * logp).sum())
+
+
+class TokenStream(ABC):
+    def __init__(self, engine: InProcessEngine, request: Request):
         self.engine = engine
         self.request = request
         self.evals: list[tuple[int, int]] = []
@@ -31,36 +41,37 @@ class TokenStream:
         self.started = False
         self.on_pass: PassSink | None = None
         self._unfed: list[int] = []
-        self._context: list[int] = []
+        self._length = 0  # positions in the model's context
+        self._decoder = self._pieces()
 
     # --- what an engine supplies -----------------------------------------------------------
 
+    @abstractmethod
     def _prompt(self) -> list[int]:
         """The request's prompt tokens (the model's context starts empty)."""
-        raise NotImplementedError
 
-    def _tokenize(self, text: bytes) -> list[int]:
-        raise NotImplementedError
+    @abstractmethod
+    def _tokenize(self, text: bytes) -> list[int]: ...
 
+    @abstractmethod
     def _run(self, tokens: list[int], start: int) -> None:
         """Evaluate `tokens` at positions from `start`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _logprobs(self) -> np.ndarray:
         """Log-probabilities over the vocabulary after the last evaluation."""
-        raise NotImplementedError
 
-    def _piece(self, token: int, before: list[int]) -> bytes:
-        """The bytes `token` adds after the tokens `before`."""
-        raise NotImplementedError
+    @abstractmethod
+    def _pieces(self) -> PieceDecoder:
+        """A decoder of this model's tokens to the bytes of text each adds."""
 
     # --- the shared protocol ---------------------------------------------------------------
 
     def _eval(self, tokens: list[int]) -> None:
-        start = len(self._context)
+        start = self._length
         self.evals.append((start, len(tokens)))
         self._run(tokens, start)
-        self._context += tokens
+        self._length += len(tokens)
         if self.on_pass is not None:
             self.on_pass(start, len(tokens), 1)
 
@@ -70,11 +81,13 @@ class TokenStream:
         if not self.started:
             prompt = self._prompt()
             self.prompt_tokens = len(prompt)
+            self._decoder.context(prompt)
             self._eval(prompt)
             self.started = True
         missing = answer[self.seen :]
         catchup = self._tokenize(missing) if missing else []
         self.catchup_tokens += len(catchup)
+        self._decoder.context(catchup)
         if self._unfed or catchup:
             self._eval(self._unfed + catchup)
             self._unfed = []
@@ -83,9 +96,12 @@ class TokenStream:
         self.busy_s += time.perf_counter() - t0
         return logp
 
+    def is_end(self, token: int) -> bool:
+        return self.engine.is_end(token)
+
     def take(self, token: int) -> bytes:
-        """Accept `token` as this model's output; its bytes of text."""
-        piece = self._piece(token, self._context + self._unfed)
+        """Accept `token` as this model's output; the bytes of text it adds."""
+        piece = self._decoder.add(token)
         self._unfed.append(token)
         self.generated += 1
         self.seen += len(piece)

@@ -16,26 +16,25 @@ synchronisation per step), and `on_pass` hooks report each forward pass for ener
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
 
-from tradeoff.engines.base import ModelInfo, PassSink
-from tradeoff.engines.emit import StopHoldback, TextSink
+from tradeoff.engines.base import InProcessEngine, ModelInfo, PassSink
+from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
 from tradeoff.engines.stream import TokenStream
 from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
 from tradeoff.engines.torch_text import TextCodec, codec_for
 from tradeoff.errors import UserError
-from tradeoff.types import Generation, Request
+from tradeoff.types import CANCELLED, Generation, Request
 
 OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed")
 TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
@@ -46,7 +45,6 @@ PREFILL_BUCKET = 64
 
 # All torch work runs on one thread: CUDA graphs and the KV caches are not shared across threads.
 _TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -221,8 +219,14 @@ class DecodeStep:
         return self._run()
 
 
-class TorchEngine:
+class TorchEngine(InProcessEngine):
     """A model in PyTorch on one device, generating one request (or one batch) at a time."""
+
+    # The first pass of each shape on a thread costs 60-80 ms more on an H100 (per-thread library
+    # state), so `warm` runs where the requests will: on this thread, or inline.
+    executor = _TORCH_THREAD
+    batches = True
+    warm_takes_time = True
 
     def __init__(self, ref: str):
         spec = check_torch_ref(ref)
@@ -269,12 +273,8 @@ class TorchEngine:
             in_process=True,
             device=torch.cuda.get_device_name(self.device) if on_gpu else None,
         )
-        self.inline = False
-        # The GPU this model runs on (its UUID, as NVML names it less the "GPU-"), for the meter.
-        self.gpu_uuid: str | None = None
         if on_gpu:
-            props = torch.cuda.get_device_properties(self.device)
-            self.gpu_uuid = str(getattr(props, "uuid", "")) or "unknown"
+            self.gpu_uuid = str(torch.cuda.get_device_properties(self.device).uuid) or "unknown"
 
     # --- building blocks shared with token-level strategies -----------------------------------
 
@@ -297,7 +297,7 @@ class TorchEngine:
                 request = Request(
                     prompt="warm", max_tokens=8, temperature=temperature, logprobs=True
                 )
-                self.generate_batch([request] * batch)
+                self._batch([request] * batch, None, [])
         self.sync()
 
     def is_end(self, token: int) -> bool:
@@ -307,42 +307,32 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    async def run_sync(self, fn: Callable[[], T]) -> T:
-        """Run `fn` where this engine's work runs: inline when the runner says so (no network
-        engine shares the event loop), else on the one torch thread. The first pass of each
-        shape on a thread costs 60-80 ms more on an H100 (per-thread library state), so
-        `warm` must run here too, after `inline` is decided."""
-        if self.inline:
-            return fn()
-        return await asyncio.get_running_loop().run_in_executor(_TORCH_THREAD, fn)
-
     # --- generation ---------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def generate_batch(
-        self,
-        requests: list[Request],
-        on_text: TextSink | None = None,
-        on_pass: list[PassSink] | None = None,
+        self, requests: list[Request], on_pass: list[PassSink] | None = None
     ) -> list[Generation]:
         """Answers to requests that share one prompt (the draws of a vote), decoded as one
         batch; sampling uses the first request's seed. A failure is returned, not raised."""
-        t_start = time.perf_counter()
-        try:
-            return self._generate(requests, t_start, on_text, on_pass or [])
-        except Exception as exc:  # a failed request is a record with its error
-            error = f"{type(exc).__name__}: {exc}"
-            return [
-                Generation(
-                    "", None, 0, t_start, None, time.perf_counter(), "error", r.mode, error=error
-                )
-                for r in requests
-            ]
+        return self._batch(requests, None, on_pass or [])
 
     def generate(
         self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
     ) -> Generation:
-        return self.generate_batch([request], on_text, [on_pass] if on_pass else None)[0]
+        return self._batch([request], on_text, [on_pass] if on_pass else [])[0]
+
+    @torch.inference_mode()
+    def _batch(
+        self, requests: list[Request], on_text: TextSink | None, on_pass: list[PassSink]
+    ) -> list[Generation]:
+        t_start = time.perf_counter()
+        if requests[0].cancelled:
+            return [Generation.failed(r.mode, t_start, CANCELLED) for r in requests]
+        try:
+            return self._generate(requests, t_start, on_text, on_pass)
+        except Exception as exc:  # a failed request is a record with its error
+            error = f"{type(exc).__name__}: {exc}"
+            return [Generation.failed(r.mode, t_start, error) for r in requests]
 
     def _generate(
         self,
@@ -369,8 +359,7 @@ class TorchEngine:
         ids = torch.tensor([prompt] * batch, dtype=torch.long, device=self.device)
         logits = step.prefill(ids, 0)
         passes = [(0, len(prompt))]
-        rows = [_Row(r) for r in requests]
-        emit = StopHoldback(on_text, first.stop) if on_text and batch == 1 else None
+        rows = [_Row(r, self.codec, on_text if batch == 1 else None) for r in requests]
         position = len(prompt)
         while True:
             tokens = self._sample(logits, first.temperature, gen)
@@ -382,18 +371,13 @@ class TorchEngine:
             for b, row in enumerate(rows):
                 if not row.done:
                     row.accept(chosen[b], now, stats[b] if stats else None, self)
-            if emit and rows[0].completion:
-                emit.update(rows[0].text.decode("utf-8", errors="ignore"))
             if all(row.done for row in rows):
                 break
             logits = step.step(tokens, position)
             passes.append((position, 1))
             position += 1
         t_end = time.perf_counter()
-        results = [row.generation(len(prompt), t_start, t_end) for row in rows]
-        if emit:
-            emit.finish(results[0].text)
-        return results
+        return [row.generation(len(prompt), t_start, t_end) for row in rows]
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
@@ -415,20 +399,10 @@ class TorchEngine:
         """Log-probabilities (float64, on the host) of one row of logits."""
         return torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
 
-    async def agenerate(
-        self, request: Request, on_text: TextSink | None = None, on_pass: PassSink | None = None
-    ) -> Generation:
-        return await self.run_sync(lambda: self.generate(request, on_text, on_pass))
-
     def token_stream(self, request: Request) -> TorchTokenStream:
         return TorchTokenStream(self, request)
 
-    async def agenerate_batch(
-        self, requests: list[Request], on_pass: list[PassSink] | None = None
-    ) -> list[Generation]:
-        return await self.run_sync(lambda: self.generate_batch(requests, None, on_pass))
-
-    async def aclose(self) -> None:
+    def close(self) -> None:
         self._steps.clear()
 
 
@@ -465,21 +439,21 @@ class TorchTokenStream(TokenStream):
         assert self._logits is not None
         return self.engine.last_logprobs(self._logits[0])
 
-    def _piece(self, token: int, before: list[int]) -> bytes:
-        codec = self.engine.codec
-        return codec.decode(before + [token])[len(codec.decode(before)) :]
+    def _pieces(self) -> PieceDecoder:
+        return self.engine.codec.pieces()
 
 
 class _Row:
     """One row of a batch: its tokens, timings and stop handling."""
 
-    def __init__(self, request: Request):
+    def __init__(self, request: Request, codec: TextCodec, on_text: TextSink | None):
         self.request = request
         self.completion: list[int] = []
         self.times: list[float] = []
         self.logprobs: list[float] = []
         self.entropies: list[float] = []
-        self.text = b""
+        self.pieces = codec.pieces()
+        self.answer = AnswerText(request.stop, on_text)
         self.done = False
         self.finish = "length"
         self.t_done: float | None = None
@@ -490,26 +464,23 @@ class _Row:
         if engine.is_end(token):
             self.done, self.finish, self.t_done = True, "stop", now
             return
+        if self.request.cancelled:
+            self.done, self.finish, self.t_done = True, "cancelled", now
+            return
         self.completion.append(token)
         self.times.append(now)
         if stats:
             self.logprobs.append(stats[0])
             self.entropies.append(stats[1])
-        self.text = engine.codec.decode(self.completion)
-        stops = self.request.stop
-        if stops:
-            text = self.text.decode("utf-8", errors="ignore")
-            cut = min((text.index(s) for s in stops if s in text), default=-1)
-            if cut >= 0:
-                self.text = text[:cut].encode("utf-8")
-                self.done, self.finish, self.t_done = True, "stop", now
-                return
+        if self.answer.add(self.pieces.add(token)):
+            self.done, self.finish, self.t_done = True, "stop", now
+            return
         if len(self.completion) >= self.request.max_tokens:
             self.done, self.t_done = True, now
 
     def generation(self, prompt_tokens: int, t_start: float, t_end: float) -> Generation:
         return Generation(
-            text=self.text.decode("utf-8", errors="replace"),
+            text=self.answer.finish(),
             input_tokens=prompt_tokens,
             output_tokens=len(self.completion),
             t_start=t_start,
@@ -521,4 +492,5 @@ class _Row:
             token_logprobs=self.logprobs,
             token_entropies=self.entropies,
             token_count_source="exact",
+            error=CANCELLED if self.finish == "cancelled" else None,
         )

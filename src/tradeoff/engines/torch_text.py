@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
+from tradeoff.engines.emit import PieceDecoder
 from tradeoff.types import Request
 
 
@@ -20,6 +21,10 @@ class TextCodec(Protocol):
     def encode_text(self, text: str) -> list[int]: ...
 
     def decode(self, ids: list[int]) -> bytes: ...
+
+    def pieces(self) -> PieceDecoder:
+        """A decoder of generated tokens, one at a time."""
+        ...
 
 
 class ByteCodec:
@@ -41,6 +46,17 @@ class ByteCodec:
 
     def decode(self, ids: list[int]) -> bytes:
         return bytes(i % 256 for i in ids)
+
+    def pieces(self) -> PieceDecoder:
+        return _BytePieces()
+
+
+class _BytePieces:
+    def context(self, tokens: list[int]) -> None:
+        pass
+
+    def add(self, token: int) -> bytes:
+        return bytes((token % 256,))
 
 
 class HFCodec:
@@ -96,6 +112,40 @@ class HFCodec:
 
     def decode(self, ids: list[int]) -> bytes:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True)).encode("utf-8")
+
+    def pieces(self) -> PieceDecoder:
+        return _HFPieces(self)
+
+
+class _HFPieces:
+    """Incremental decoding through a short window of recent tokens: a token's text is what
+    decoding the window with it adds to decoding the window without it (so a leading space that
+    depends on the token before comes out right), withheld while it ends in an incomplete
+    character. Each step decodes a few tokens, however long the answer."""
+
+    WINDOW = 6  # tokens of context kept before the ones not yet emitted
+
+    def __init__(self, codec: HFCodec):
+        self.codec = codec
+        self.tokens: list[int] = []
+        self.prefix = 0  # where the decoded window starts
+        self.read = 0  # tokens before this one have been emitted (or were context)
+
+    def context(self, tokens: list[int]) -> None:
+        self.tokens += tokens
+        self.read = len(self.tokens)
+        self.prefix = max(0, self.read - self.WINDOW)
+
+    def add(self, token: int) -> bytes:
+        self.tokens.append(token)
+        decode = self.codec.tokenizer.decode
+        before = decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
+        after = decode(self.tokens[self.prefix :], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return b""  # nothing visible yet, or half a character: wait for the next token
+        self.read = len(self.tokens)
+        self.prefix = max(0, self.read - self.WINDOW)
+        return str(after[len(before) :]).encode("utf-8")
 
 
 def _token_text(value: Any) -> str | None:

@@ -15,21 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.split import IntervalSplitter, Sampler, measure_idle_w
 
 SETTLE_TIMEOUT_S = 2.0
-
-
-class SteppedMeter(Protocol):
-    source: str
-
-    def read_j(self) -> float: ...
-
-    def power_w(self) -> float | None: ...
-
-    def memory_used_bytes(self) -> int | None: ...
 
 
 @dataclass
@@ -55,7 +46,7 @@ class Settled:
 
 @dataclass
 class EnergyAccount:
-    meter: SteppedMeter
+    meter: EnergyMeter
     period_s: float = 0.01
     idle_s: float = 2.0
     idle_w: float | None = None

@@ -23,6 +23,14 @@ class EnergyMeter(Protocol):
 
     def read_j(self) -> float: ...
 
+    def power_w(self) -> float | None:
+        """The instantaneous power reading (W), where the hardware gives one."""
+        ...
+
+    def memory_used_bytes(self) -> int | None:
+        """Device memory in use (all processes), where the counter is a device's."""
+        ...
+
 
 @dataclass
 class RaplMeter:
@@ -46,6 +54,12 @@ class RaplMeter:
             self._total_uj += delta
             self._last_uj[i] = now
         return self._total_uj / 1e6
+
+    def power_w(self) -> float | None:
+        return None  # RAPL has only the energy counter
+
+    def memory_used_bytes(self) -> int | None:
+        return None  # the host's memory is measured per process (peak RSS), not here
 
 
 @dataclass

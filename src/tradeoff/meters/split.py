@@ -85,11 +85,6 @@ class IntervalSplitter:
                 self._settled.discard(request)
                 self._energy.pop(request, None)
 
-    def pending(self) -> bool:
-        """Whether some request is active or waits for its last interval to close."""
-        with self._lock:
-            return bool(self._tokens or self._ended)
-
 
 class Sampler:
     """Reads `read_j` every `period_s` on a thread of its own and feeds `splitter`."""

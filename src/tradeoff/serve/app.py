@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradeoff.config import Config
-from tradeoff.runner import energy_fields, outcome_record
+from tradeoff.records import energy_fields, outcome_record
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.http import HttpRequest, HttpResponse
 from tradeoff.serve.metrics import ServerMetrics

@@ -16,16 +16,13 @@ from typing import Any
 
 from tradeoff.config import Config, RunSpec, resolve_configs, route_config
 from tradeoff.errors import UserError
-from tradeoff.meters.energy import find_energy_meter
-from tradeoff.meters.hardware import local_peaks
 from tradeoff.meters.host import host_info
-from tradeoff.runner import gpu_uuids, open_account, open_engines, warm_engines
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Limits, ServeApp, Served
 from tradeoff.serve.http import HttpServer
 from tradeoff.serve.metrics import ServerMetrics
+from tradeoff.session import open_session
 from tradeoff.store import STORE_FILE, Store
-from tradeoff.strategies.calls import CallMeter
 
 
 @dataclass
@@ -102,40 +99,44 @@ async def _serve(
 ) -> None:
     sock = _bind(options.host, options.port)
     configs: list[Config] = [s.config for s in served.values()]
-    engines = await open_engines(
-        configs, timeout_s=spec.timeout_s if spec else 120.0, api_key=options.upstream_api_key
-    )
-    try:
-        await warm_engines(engines, configs, notify)
-        store = _open_store(out, served, source)
-    except BaseException:
-        sock.close()
-        for engine in engines.values():
-            await engine.aclose()
-        raise
-    store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
-    started = store.begin_session()
-    energy, energy_missing = find_energy_meter(gpu_uuids=gpu_uuids(engines))
-    account = open_account(energy, notify)
     metrics = ServerMetrics()
-    writer = RecordWriter(store, metrics)
-    app = ServeApp(
-        served,
-        CallMeter(
-            engines,
-            energy,
-            energy_missing,
-            peaks=local_peaks(),
-            account=account,
+    try:
+        async with open_session(
+            configs,
+            lambda: _open_store(out, served, source),
+            timeout_s=spec.timeout_s if spec else 120.0,
+            api_key=options.upstream_api_key,
+            notify=notify,
             defer_settle=True,
-        ),  # fmt: skip
-        writer,
-        metrics,
-        limits=options.limits or Limits(),
-        api_key=options.api_key,
-        prices=spec.prices if spec else {},
-    )
+        ) as session:
+            writer = RecordWriter(session.store, metrics)
+            app = ServeApp(
+                served,
+                session.meter,
+                writer,
+                metrics,
+                limits=options.limits or Limits(),
+                api_key=options.api_key,
+                prices=spec.prices if spec else {},
+            )
+            try:
+                await _run_server(app, sock, out, notify)
+                session.status = "stopped"
+            finally:
+                if app.settling:  # records still waiting for their share of the energy counter
+                    await asyncio.gather(*list(app.settling))
+                await writer.drain()
+                writer.close()
+    finally:
+        sock.close()
+    notify(f"stopped; {int(sum(metrics.served.values.values()))} request(s) served, "
+           f"{int(sum(metrics.stored.values.values()))} stored in {out}")  # fmt: skip
 
+
+async def _run_server(
+    app: ServeApp, sock: socket.socket, out: Path, notify: Callable[[str], None]
+) -> None:
+    """Serve on `sock` until SIGTERM or Ctrl-C, then finish the requests in flight."""
     server = HttpServer(app.handle, max_body_bytes=app.limits.max_body_bytes)
     loop = asyncio.get_running_loop()
 
@@ -158,30 +159,14 @@ async def _serve(
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     notify(
-        f"serving {', '.join(served)} at http://{shown}:{port}/v1 "
+        f"serving {', '.join(app.served)} at http://{shown}:{port}/v1 "
         f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
     )
-    status = "failed"
     try:
         await server.serve(sock)
-        status = "stopped"
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        if app.settling:  # records still waiting for their share of the energy counter
-            await asyncio.gather(*list(app.settling))
-        await writer.drain()
-        writer.close()
-        if account is not None:
-            account.close()
-            store.add_meter_summary(started, account.summary())
-        store.end_session(started, status)
-        for engine in engines.values():
-            await engine.aclose()
-        store.close()
-        sock.close()
-    notify(f"stopped; {int(sum(metrics.served.values.values()))} request(s) served, "
-           f"{int(sum(metrics.stored.values.values()))} stored in {out}")  # fmt: skip
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:

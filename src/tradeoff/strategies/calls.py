@@ -4,27 +4,47 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 
-from tradeoff.engines.base import Engine, ModelInfo, PassSink
+from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import TextSink
 from tradeoff.meters.account import EnergyAccount, Settled
 from tradeoff.meters.energy import EnergyMeter
-from tradeoff.meters.flops import request_flops
+from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.hardware import device_peaks
-from tradeoff.meters.roofline import Peaks, eval_cost, request_cost
+from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.types import Call, Generation, Request
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
 SETTLING = "settling: in the record once the energy counter steps past the answer (~100 ms)"
 
+# Forward passes of one call: (first position, positions fed). A call's analytic costs are the
+# sum over its passes.
+Passes = list[tuple[int, int]]
+
 
 @cache
 def _device_peaks(device: str) -> Peaks | None:
     return device_peaks(device)[0]
+
+
+def request_passes(input_tokens: int, output_tokens: int) -> Passes:
+    """The passes of a plain request: prefill of the prompt, then one pass per output token after
+    the first (which the prefill's last position gives)."""
+    p = max(input_tokens, 0)
+    return [(0, p)] + [(p + i, 1) for i in range(max(output_tokens - 1, 0))]
+
+
+def _batch_passes(gens: list[Generation]) -> Passes | None:
+    """A batch runs until its longest answer is done: every row is charged the passes of that
+    one (its prompt, its output tokens)."""
+    ok = [g for g in gens if g.error is None and g.input_tokens]
+    if not ok:
+        return None
+    return request_passes(ok[0].input_tokens or 0, max(g.output_tokens for g in ok))
 
 
 @dataclass
@@ -49,6 +69,15 @@ class CallMeter:
     # answer must not wait for the counter's next step); `settle_calls` completes them.
     defer_settle: bool = False
 
+    def in_process(self, alias: str) -> InProcessEngine | None:
+        engine = self.engines[alias]
+        return engine if isinstance(engine, InProcessEngine) else None
+
+    def batches(self, alias: str) -> bool:
+        """Whether the model decodes several draws of one prompt as one batch (torch)."""
+        engine = self.in_process(alias)
+        return engine is not None and engine.batches
+
     def peaks_for(self, info: ModelInfo) -> Peaks | None:
         return _device_peaks(info.device) if info.device else self.peaks
 
@@ -67,17 +96,18 @@ class CallMeter:
 
     async def call(self, alias: str, request: Request, on_text: TextSink | None = None) -> Call:
         """One measured engine call; `on_text` streams the answer's text as it is generated."""
-        engine = self.engines[alias]
+        engine = self.in_process(alias)
+        if engine is None:
+            remote = self.engines[alias]
+            gen = await remote.agenerate(request, on_text)
+            return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
-        if not info.in_process:
-            gen = await engine.agenerate(request, on_text)
-            return self._call(alias, info, gen, None, None, REMOTE_ENERGY)
         if self.account is not None:
             rid = self.account.begin()
             sink = self.account.sink(rid, self.pass_weight(info))
             try:
                 async with self.inproc_lock:
-                    gen = await engine.agenerate(request, on_text, on_pass=sink)  # type: ignore[call-arg]
+                    gen = await engine.agenerate(request, on_text, sink)
             finally:
                 self.account.end(rid)
             if self.defer_settle:
@@ -97,11 +127,10 @@ class CallMeter:
         """Requests that share a prompt (a vote's draws), as one batch where the engine batches
         (the torch engine), else one after another. A batch's energy is split among its rows
         by their tokens; each row's roofline time is the batch's, its FLOPs and bytes a share."""
-        engine = self.engines[alias]
-        info = engine.info
-        batched: Any = getattr(engine, "agenerate_batch", None)
-        if batched is None or len(requests) < 2:
+        engine = self.in_process(alias)
+        if engine is None or not engine.batches or len(requests) < 2:
             return [await self.call(alias, r) for r in requests]
+        info = engine.info
         n = len(requests)
         if self.account is not None:
             rids = [self.account.begin() for _ in requests]
@@ -109,43 +138,67 @@ class CallMeter:
             sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
             try:
                 async with self.inproc_lock:
-                    gens: list[Generation] = await batched(requests, on_pass=sinks)
+                    gens = await engine.agenerate_batch(requests, sinks)
             finally:
                 for rid in rids:
                     self.account.end(rid)
             settled = [await self.account.settle(rid) for rid in rids]
-            calls = [self._settled(alias, info, g, s) for g, s in zip(gens, settled)]
+            passes = _batch_passes(gens)
+            calls = [
+                self._settled(alias, info, g, s, passes, batch=n) for g, s in zip(gens, settled)
+            ]
         else:
             async with self.inproc_lock:
                 e0 = self.energy.read_j() if self.energy else None
-                gens = await batched(requests)
+                gens = await engine.agenerate_batch(requests)
                 e1 = self.energy.read_j() if self.energy else None
             total = sum(g.output_tokens for g in gens)
+            passes = _batch_passes(gens)
             calls = []
             for g in gens:
+                energy_j: float | None = None
+                source: str | None = None
+                missing: str | None = self.energy_missing
                 if e0 is not None and e1 is not None and self.energy is not None:
                     share = g.output_tokens / total if total else 1 / n
-                    calls.append(
-                        self._call(alias, info, g, (e1 - e0) * share, self.energy.source, None)
-                    )
-                else:
-                    calls.append(self._call(alias, info, g, None, None, self.energy_missing))
-        self._batch_costs(info, calls, n)
+                    energy_j, source, missing = (e1 - e0) * share, self.energy.source, None
+                calls.append(self._call(alias, info, g, energy_j, source, missing, passes, n))
         return calls
 
-    def _batch_costs(self, info: ModelInfo, calls: list[Call], n: int) -> None:
-        shape, peaks = info.shape, self.peaks_for(info)
-        ok = [c for c in calls if c.generation.error is None and c.generation.input_tokens]
-        if shape is None or shape.weight_bytes is None or not ok:
-            return
-        longest = max(c.generation.output_tokens for c in ok)
-        cost = request_cost(shape, ok[0].generation.input_tokens or 0, longest, n)
-        for c in ok:
-            c.flops, c.bytes = cost.flops / n, cost.bytes / n
-            c.roofline_s = cost.roofline_s(peaks) if peaks else None
+    @asynccontextmanager
+    async def turns(self, aliases: list[str]) -> AsyncIterator[Turns]:
+        """In-process models that take turns within one request (`switch`), holding the lock
+        for all of them. Inside, the loop reports each model's passes (`Turns.sink`) and each
+        hand-over (`Turns.turn`); afterwards `Turns.calls` gives one measured call per model."""
+        engines = {}
+        for alias in aliases:
+            engine = self.in_process(alias)
+            if engine is None:
+                raise TypeError(f"'{alias}' is not an in-process model")
+            engines[alias] = engine
+        turns = Turns(self, engines)
+        if self.account is not None:
+            turns.rids = {alias: self.account.begin() for alias in aliases}
+        try:
+            async with self.inproc_lock:
+                turns.turn(aliases[0])
+                yield turns
+                turns.turn(None)
+        finally:
+            if self.account is not None:
+                for rid in turns.rids.values():
+                    self.account.end(rid)
 
-    def _settled(self, alias: str, info: ModelInfo, gen: Generation, s: Settled) -> Call:
-        call = self._call(alias, info, gen, None, None, None)
+    def _settled(
+        self,
+        alias: str,
+        info: ModelInfo,
+        gen: Generation,
+        s: Settled,
+        passes: Passes | None = None,
+        batch: int = 1,
+    ) -> Call:
+        call = self._call(alias, info, gen, None, None, None, passes, batch)
         self._apply(call, s)
         return call
 
@@ -171,24 +224,85 @@ class CallMeter:
         energy_j: float | None,
         source: str | None,
         missing: str | None,
+        passes: Passes | None = None,
+        batch: int = 1,
     ) -> Call:
-        flops = moved = roofline = None
+        """The call with its analytic costs: FLOPs and bytes of its passes (`passes`, else those
+        of a plain request of its tokens) and their roofline time. A row of a batch of `batch`
+        gets a share of the batch's bytes and the batch's whole roofline time."""
+        call = Call(alias, gen, energy_j, source, missing)
         shape = info.shape
-        if shape is not None and gen.error is None and gen.input_tokens is not None:
-            flops = request_flops(shape, gen.input_tokens, gen.output_tokens).total
-            if shape.weight_bytes is not None:
-                cost = request_cost(shape, gen.input_tokens, gen.output_tokens)
-                moved = cost.bytes
-                peaks = self.peaks_for(info)
-                if peaks is not None and info.in_process:
-                    roofline = cost.roofline_s(peaks)
-        return Call(
-            model=alias,
-            generation=gen,
-            energy_j=energy_j,
-            energy_source=source,
-            energy_missing=missing,
-            flops=flops,
-            bytes=moved,
-            roofline_s=roofline,
-        )
+        if shape is None or gen.error is not None or gen.input_tokens is None:
+            return call
+        if passes is None:
+            passes = request_passes(gen.input_tokens, gen.output_tokens)
+        call.flops = sum(eval_flops(shape, start, n) for start, n in passes)
+        if shape.weight_bytes is not None:
+            costs = [eval_cost(shape, start, n, batch) for start, n in passes]
+            call.bytes = sum(c.bytes for c in costs) / batch
+            peaks = self.peaks_for(info)
+            if peaks is not None and info.in_process:
+                call.roofline_s = sum(c.roofline_s(peaks) for c in costs)
+        return call
+
+
+@dataclass
+class Turns:
+    """The measurement of models taking turns within one request (see `CallMeter.turns`).
+
+    With a stepped counter (NVML) each model's passes are a request of the energy account; with
+    a fine-grained one (RAPL) the counter is read at each hand-over and the difference goes to
+    the model whose turn ended; with none, energy is missing with the meter's reason."""
+
+    meter: CallMeter
+    engines: dict[str, InProcessEngine]
+    rids: dict[str, str] = field(default_factory=dict)
+    energy_j: dict[str, float] = field(default_factory=dict)
+    _current: str | None = None
+    _mark: float | None = None
+
+    def sink(self, alias: str) -> PassSink | None:
+        """Where `alias`'s passes are reported (for the energy account), or None."""
+        account = self.meter.account
+        if account is None:
+            return None
+        return account.sink(self.rids[alias], self.meter.pass_weight(self.engines[alias].info))
+
+    def turn(self, alias: str | None) -> None:
+        """`alias` generates from now on (None: the request is over)."""
+        energy = self.meter.energy
+        if energy is None or self.meter.account is not None:
+            return
+        now = energy.read_j()
+        if self._current is not None and self._mark is not None:
+            self.energy_j[self._current] = self.energy_j.get(self._current, 0.0) + now - self._mark
+        self._current, self._mark = alias, now
+
+    async def calls(self, done: dict[str, tuple[Generation, Passes]]) -> list[Call]:
+        """One call per model that ran (`done`: its generation and its passes). A model that
+        never ran has no call; with the energy account, what it was given goes to the others."""
+        meter, account = self.meter, self.meter.account
+        settled: dict[str, Settled] = {}
+        if account is not None:
+            for alias, rid in self.rids.items():
+                settled[alias] = await account.settle(rid)
+            idle = sum(s.energy_j or 0.0 for a, s in settled.items() if a not in done)
+            if done and idle:
+                first = next(iter(done))
+                s = settled[first]
+                settled[first] = Settled(
+                    (s.energy_j or 0.0) + idle, s.missing, s.mean_power_w, s.peak_memory_bytes
+                )
+        calls = []
+        for alias, (gen, passes) in done.items():
+            info = self.engines[alias].info
+            if alias in settled:
+                call = meter._call(alias, info, gen, None, None, None, passes)
+                meter._apply(call, settled[alias])
+            elif meter.energy is not None:
+                energy_j = self.energy_j.get(alias, 0.0)
+                call = meter._call(alias, info, gen, energy_j, meter.energy.source, None, passes)
+            else:
+                call = meter._call(alias, info, gen, None, None, meter.energy_missing, passes)
+            calls.append(call)
+        return calls

@@ -39,7 +39,7 @@ async def run_vote(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     outputs: list[str] = []
     answers: list[str | None] = []
     counts: Counter[str] = Counter()
-    batched = not adaptive and hasattr(ctx.meter.engines[alias], "agenerate_batch")
+    batched = not adaptive and ctx.meter.batches(alias)
     if batched:  # all draws as one batch (torch engine): one prompt, n rows
         requests = [ctx.request_for(alias, item, sample, draw) for draw in range(n)]
         drawn = iter(await ctx.meter.call_batch(alias, requests))

@@ -1,0 +1,90 @@
+"""Records built from outcomes: a strategy's calls summed into the record's tokens, latencies,
+energy, FLOPs and money. Profiling and serving build their records here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tradeoff.meters.memory import peak_rss_bytes
+from tradeoff.types import Call, Outcome, Record
+
+
+def energy_fields(calls: list[Call]) -> tuple[float | None, str | None, str | None]:
+    """A record's energy from its calls': their sum, the source, or the first call's reason
+    for missing it."""
+    missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
+    if missing is not None or not calls:
+        return None, None, missing
+    return sum(c.energy_j or 0.0 for c in calls), calls[0].energy_source, None
+
+
+def outcome_record(
+    config_id: str,
+    task: str,
+    item_id: str,
+    sample: int,
+    outcome: Outcome,
+    t0: float,
+    t1: float,
+    prices: dict[str, Any],
+    *,
+    score: float | None,
+    parsed: str | None,
+) -> Record:
+    """The record of one outcome: its calls' tokens, latencies, energy, FLOPs and cost summed.
+    `t0` and `t1` (perf_counter) bound the whole strategy call."""
+    calls = outcome.calls
+    gens = [c.generation for c in calls]
+    if outcome.t_first is not None:
+        firsts = [outcome.t_first]
+        decode_s = t1 - outcome.t_first
+        decode_tokens = max(sum(g.output_tokens for g in gens) - 1, 0)
+    else:
+        firsts = [g.t_first for g in gens if g.t_first is not None]
+        decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
+        decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
+    itls = [g.itl_s for g in gens if g.itl_s is not None]
+    energy_j, energy_source, missing = energy_fields(calls)
+    flops = [c.flops for c in calls]
+    cost = 0.0
+    priced = bool(calls)
+    for c in calls:
+        price = prices.get(c.model)
+        if price is None:
+            priced = False
+            continue
+        g = c.generation
+        if g.input_tokens is None:
+            priced = False
+            continue
+        cost += price.input * g.input_tokens / 1e6 + price.output * g.output_tokens / 1e6
+        if price.per_hour is not None:
+            cost += price.per_hour * g.e2e_s / 3600
+    return Record(
+        config_id=config_id,
+        task=task,
+        item_id=item_id,
+        sample=sample,
+        output=outcome.output,
+        score=score,
+        parsed=parsed,
+        error=outcome.error,
+        input_tokens=(
+            None
+            if any(g.input_tokens is None for g in gens)
+            else sum(g.input_tokens or 0 for g in gens)
+        ),
+        output_tokens=sum(g.output_tokens for g in gens),
+        ttft_s=(min(firsts) - t0) if firsts else None,
+        e2e_s=t1 - t0,
+        itl_s=sum(itls) / len(itls) if itls else None,
+        decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,
+        energy_j=energy_j,
+        energy_source=energy_source,
+        energy_missing=missing,
+        flops=None if any(f is None for f in flops) or not calls else sum(f or 0.0 for f in flops),
+        peak_rss_bytes=peak_rss_bytes(),
+        cost_usd=cost if priced else None,
+        calls=[c.summary() for c in calls],
+        extra=outcome.extra,
+    )

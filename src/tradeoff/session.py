@@ -1,0 +1,181 @@
+"""A session: what profiling, serving and the demo need open while they run, opened in one order
+and closed in the reverse. The engines (loaded, then warmed where their requests will run), the
+run store's session, the energy meter (and, for a stepped counter, its account and idle
+baseline), and the `CallMeter` every strategy calls through."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tradeoff.config import Config
+from tradeoff.engines import open_engine
+from tradeoff.engines.base import Engine, InProcessEngine
+from tradeoff.errors import UserError
+from tradeoff.meters.account import EnergyAccount
+from tradeoff.meters.energy import EnergyMeter, find_energy_meter
+from tradeoff.meters.hardware import local_peaks
+from tradeoff.store import Store
+from tradeoff.strategies.calls import CallMeter
+
+# Seconds of idle power measured before the first request when the energy counter is NVML's.
+IDLE_S = 2.0
+
+Notify = Callable[[str], None]
+
+
+@dataclass
+class Session:
+    engines: dict[str, Engine]
+    store: Store
+    meter: CallMeter
+    account: EnergyAccount | None
+    started: float  # the store session's start (time.time())
+    # How the session ended, stored with it: "finished", "stopped", or "failed" (an exception).
+    status: str = "failed"
+
+
+async def open_engines(
+    configs: list[Config], *, timeout_s: float, api_key: str | None
+) -> dict[str, Engine]:
+    """One engine per model alias the configurations use (a route configuration brings the
+    models of its policy), with the configurations' `model_options`. Raises UserError for an
+    unknown model, an alias used twice, or `switch` on a model behind a server."""
+    refs: dict[str, str] = {}
+    extra_body: dict[str, Any] = {}
+    for c in configs:
+        for alias, ref in c.models.items():
+            if refs.setdefault(alias, ref) != ref:
+                raise UserError(
+                    f"model alias '{alias}' names both {refs[alias]} and {ref}; rename one"
+                )
+            body = c.model_options.get(alias, {}).get("extra_body")
+            if body and alias not in extra_body:
+                extra_body[alias] = body
+    engines: dict[str, Engine] = {}
+    try:
+        for alias, ref in refs.items():
+            engines[alias] = await open_engine(
+                ref, api_key=api_key, timeout_s=timeout_s, extra_body=extra_body.get(alias)
+            )
+        for c in configs:
+            if c.strategy == "switch":
+                for alias in c.aliases:
+                    if not isinstance(engines[alias], InProcessEngine):
+                        raise UserError(
+                            f"configuration '{c.name}': switch needs in-process models "
+                            f"(a bundled name, gguf:PATH or torch:...); '{alias}' is {refs[alias]}"
+                        )
+    except BaseException:
+        for engine in engines.values():
+            await engine.aclose()
+        raise
+    return engines
+
+
+def batch_sizes(configs: list[Config], alias: str) -> list[int]:
+    """The batch sizes the configurations will ask of model `alias`: 1, and `n` for each
+    non-adaptive vote (drawn as one batch)."""
+    sizes = {1}
+    for c in configs:
+        if c.strategy == "vote" and c.model == alias and not c.params.get("adaptive"):
+            sizes.add(int(c.params["n"]))
+    return sorted(sizes)
+
+
+async def warm_engines(
+    engines: dict[str, Engine], configs: list[Config], notify: Notify | None = None
+) -> None:
+    """In-process engines build their per-batch-size state (the torch engine's KV caches,
+    compiled and captured decode steps) now, on the thread their requests will run on, so that
+    no request's time includes it."""
+    for alias, engine in engines.items():
+        if not isinstance(engine, InProcessEngine):
+            continue
+        sizes = batch_sizes(configs, alias)
+        say = notify if notify and engine.warm_takes_time else None
+        if say:
+            say(f"preparing {alias} (batch {', '.join(map(str, sizes))}) ...")
+        t0 = time.perf_counter()
+        await engine.run_sync(functools.partial(engine.warm, sizes))
+        if say:
+            say(f"{alias} ready in {time.perf_counter() - t0:.1f} s")
+
+
+def gpu_uuids(engines: dict[str, Engine]) -> list[str]:
+    """The GPUs the in-process models run on (torch engines on CUDA)."""
+    found = (e.gpu_uuid for e in engines.values() if isinstance(e, InProcessEngine))
+    return sorted({u for u in found if u})
+
+
+def open_account(energy: EnergyMeter | None, notify: Notify) -> EnergyAccount | None:
+    """For a stepped counter (NVML), the account that splits it among requests, opened after a
+    measurement of the idle baseline; None for a fine-grained counter or none."""
+    if energy is None or not energy.stepped:
+        return None
+    notify(f"measuring the idle baseline ({energy.source}, {IDLE_S:g} s)")
+    account = EnergyAccount(energy, idle_s=IDLE_S).open()
+    notify(f"idle baseline: {account.idle_w:.1f} W (reported apart, not subtracted)")
+    return account
+
+
+@asynccontextmanager
+async def open_session(
+    configs: list[Config],
+    open_store: Callable[[], Store],
+    *,
+    timeout_s: float,
+    api_key: str | None,
+    notify: Notify,
+    inline: bool = False,
+    defer_settle: bool = False,
+) -> AsyncIterator[Session]:
+    """Open everything a run of `configs` needs, yield it, close it in reverse.
+
+    `open_store` is called once the models are loaded and warm, so that a bad model leaves no
+    run directory behind; the session closes the store. `inline`: run in-process models on the
+    event loop's thread when every model is in process (nothing else needs the loop while they
+    compute). `defer_settle`: answers do not wait for a stepped counter's next step (serving).
+    Set `Session.status` before leaving; it is stored as the session's end.
+    """
+    engines = await open_engines(configs, timeout_s=timeout_s, api_key=api_key)
+    try:
+        in_process = [e for e in engines.values() if isinstance(e, InProcessEngine)]
+        if inline and len(in_process) == len(engines):
+            for model in in_process:
+                model.inline = True
+        await warm_engines(engines, configs, notify)
+        store = open_store()
+        try:
+            store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
+            started = store.begin_session()
+            session: Session | None = None
+            try:
+                energy, energy_missing = find_energy_meter(gpu_uuids=gpu_uuids(engines))
+                account = open_account(energy, notify)
+                try:
+                    meter = CallMeter(
+                        engines,
+                        energy,
+                        energy_missing,
+                        peaks=local_peaks(),
+                        account=account,
+                        defer_settle=defer_settle,
+                    )
+                    session = Session(engines, store, meter, account, started)
+                    yield session
+                finally:
+                    if account is not None:
+                        account.close()
+                        store.add_meter_summary(started, account.summary())
+            finally:
+                store.end_session(started, session.status if session else "failed")
+        finally:
+            store.close()
+    finally:
+        for engine in engines.values():
+            await engine.aclose()
