@@ -354,10 +354,6 @@ class Store:
         the thread that writes them runs no Python to speak of)."""
         return self._record_row(record), (self.run_id, item.task, item.id, item_json(item))
 
-    def write_records(self, records: list[tuple[Record, Item]]) -> None:
-        """Insert records with their items in one transaction: all of them, or none."""
-        self.write_prepared([self.prepare(record, item) for record, item in records])
-
     def write_prepared(self, prepared: list[tuple[list[Any], tuple[str, ...]]]) -> None:
         """Insert rows from `prepare` in one transaction: all of them, or none."""
         rows = [row for row, _ in prepared]
