@@ -1,7 +1,8 @@
 """The run store: one SQLite file (WAL) per run directory holding the run, configs, items, records.
 
 Each record is committed as soon as it is written, so a killed run loses at most the requests in
-flight, and `--resume` skips what is stored.
+flight, and `--resume` skips what is stored. The file's `PRAGMA user_version` is its schema
+version; opening an older store migrates it forward, so old run directories resume and report.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import json
 import sqlite3
 import time
 import uuid
-from dataclasses import asdict, fields
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +23,47 @@ from tradeoff.types import Item, Record
 
 STORE_FILE = "tradeoff.sqlite"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
+# How long a connection waits for another process's write lock (a migration, a serving writer)
+# before failing with "database is locked": generous, since a loaded machine can stall a writer.
+LOCK_TIMEOUT_S = 30.0
+
+# The tables of schema version 1. Stores written before versioning have exactly these, with
+# user_version 0.
+_TABLES_V1 = (
+    """CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
     ended_at REAL,
     status TEXT NOT NULL,
     spec TEXT NOT NULL,
     host TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
+)""",
+    """CREATE TABLE IF NOT EXISTS sessions (
     run_id TEXT NOT NULL,
     started_at REAL NOT NULL,
     ended_at REAL,
     status TEXT
-);
-CREATE TABLE IF NOT EXISTS meters (
+)""",
+    """CREATE TABLE IF NOT EXISTS meters (
     run_id TEXT NOT NULL,
     session_started_at REAL NOT NULL,
     summary TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS configs (
+)""",
+    """CREATE TABLE IF NOT EXISTS configs (
     run_id TEXT NOT NULL,
     config_id TEXT NOT NULL,
     name TEXT NOT NULL,
     spec TEXT NOT NULL,
     PRIMARY KEY (run_id, config_id)
-);
-CREATE TABLE IF NOT EXISTS items (
+)""",
+    """CREATE TABLE IF NOT EXISTS items (
     run_id TEXT NOT NULL,
     task TEXT NOT NULL,
     item_id TEXT NOT NULL,
     item TEXT NOT NULL,
     PRIMARY KEY (run_id, task, item_id)
-);
-CREATE TABLE IF NOT EXISTS records (
+)""",
+    """CREATE TABLE IF NOT EXISTS records (
     run_id TEXT NOT NULL,
     config_id TEXT NOT NULL,
     task TEXT NOT NULL,
@@ -81,16 +89,77 @@ CREATE TABLE IF NOT EXISTS records (
     extra TEXT NOT NULL,
     created_at REAL NOT NULL,
     UNIQUE (run_id, config_id, task, item_id, sample)
-);
-"""
-
-_RECORD_FIELDS = [f.name for f in fields(Record)]
-_JSON_FIELDS = {"calls", "extra"}
-_RECORD_COLUMNS = ["run_id", *_RECORD_FIELDS, "created_at"]
-_INSERT_RECORD = (
-    f"INSERT OR REPLACE INTO records ({', '.join(_RECORD_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"
+)""",
 )
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """0 -> 1. A store written before versioning has these tables already: it is only stamped."""
+    for statement in _TABLES_V1:
+        conn.execute(statement)
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+# MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
+# the version. A new store is an empty file taken through every step, so a new store and a
+# migrated one have the same tables, columns in the same order. Adding a field to Record is one
+# step here (e.g. `ALTER TABLE records ADD COLUMN queue_delay_s REAL`, NULL in old rows) plus the
+# field, with a default, on Record.
+MIGRATIONS: list[Migration] = [_create_tables]
+
+# The Record fields stored as columns of `records`, in the order written; every field of Record.
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
+_JSON_FIELDS = {"calls", "extra"}
+
+
+def schema_version() -> int:
+    """The schema version this tradeoff writes, and the newest it reads."""
+    return len(MIGRATIONS)
+
+
+def _stored_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the store to `schema_version()`, one step per transaction. Each step takes the write
+    lock first and re-reads the version under it, so of two processes opening an old store at
+    once, one migrates and the other finds it done."""
+    target = schema_version()
+    while (version := _stored_version(conn)) != target:
+        if version > target:
+            raise UserError(
+                f"{path} was written by a newer tradeoff (schema {version}; this one reads up "
+                f"to {target}); upgrade tradeoff"
+            )
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if _stored_version(conn) == version:
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def _first_run(conn: sqlite3.Connection, path: Path) -> str:
+    """The id of the store's run, once the store is migrated to the current schema."""
+    try:
+        # Checked before migrating, so that another program's SQLite file is left untouched.
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+            raise UserError(f"{path} is not a readable tradeoff store: it has no runs table")
+        _migrate(conn, path)
+        row = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
+    if row is None:
+        raise UserError(f"{path} holds no run")
+    return str(row[0])
+
+
+def _insert_record_sql(columns: list[str]) -> str:
+    return (
+        f"INSERT OR REPLACE INTO records ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
 
 
 def item_json(item: Item) -> str:
@@ -109,13 +178,17 @@ class Store:
         self.directory = directory
         self.conn = conn
         self.run_id = run_id
+        # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
+        self._record_fields = RECORD_FIELDS
+        self._insert_record = _insert_record_sql(["run_id", *RECORD_FIELDS, "created_at"])
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
         return conn
 
     @staticmethod
@@ -137,6 +210,7 @@ class Store:
         except OSError as exc:
             raise UserError(f"cannot create run directory {directory}: {exc.strerror}") from None
         conn = cls._connect(path)
+        _migrate(conn, path)
         run_id = uuid.uuid4().hex[:12]
         conn.execute(
             "INSERT INTO runs (id, created_at, status, spec, host) VALUES (?, ?, 'running', ?, ?)",
@@ -152,12 +226,13 @@ class Store:
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         try:
             conn = cls._connect(path)
-            row = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
-        if row is None:
-            raise UserError(f"{path} holds no run")
-        return cls(directory, conn, row[0])
+        try:
+            return cls(directory, conn, _first_run(conn, path))
+        except BaseException:
+            conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -234,7 +309,7 @@ class Store:
         self.conn.execute("BEGIN")
         self.conn.executemany(
             "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
-            [(self.run_id, it.task, it.id, json.dumps(asdict(it))) for it in items],
+            [(self.run_id, it.task, it.id, item_json(it)) for it in items],
         )
         self.conn.execute("COMMIT")
 
@@ -264,7 +339,7 @@ class Store:
 
     def _record_row(self, record: Record) -> list[Any]:
         row: list[Any] = [self.run_id]
-        for name in _RECORD_FIELDS:
+        for name in self._record_fields:
             value = getattr(record, name)
             row.append(json.dumps(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
@@ -272,16 +347,12 @@ class Store:
 
     def write_record(self, record: Record) -> None:
         """Insert (or replace) one record and commit it."""
-        self.conn.execute(_INSERT_RECORD, self._record_row(record))
+        self.conn.execute(self._insert_record, self._record_row(record))
 
     def prepare(self, record: Record, item: Item) -> tuple[list[Any], tuple[str, ...]]:
         """A record and its item as the rows `write_prepared` inserts (JSON encoded now, so that
         the thread that writes them runs no Python to speak of)."""
         return self._record_row(record), (self.run_id, item.task, item.id, item_json(item))
-
-    def write_records(self, records: list[tuple[Record, Item]]) -> None:
-        """Insert records with their items in one transaction: all of them, or none."""
-        self.write_prepared([self.prepare(record, item) for record, item in records])
 
     def write_prepared(self, prepared: list[tuple[list[Any], tuple[str, ...]]]) -> None:
         """Insert rows from `prepare` in one transaction: all of them, or none."""
@@ -293,7 +364,7 @@ class Store:
                 "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
                 items,
             )
-            self.conn.executemany(_INSERT_RECORD, rows)
+            self.conn.executemany(self._insert_record, rows)
 
     def records(self) -> pd.DataFrame:
         """Every record joined with its configuration's name, one row per record."""

@@ -1,0 +1,200 @@
+"""Run store schema versions: a run directory written by an older tradeoff is migrated when opened,
+then resumes and reports; one written by a newer tradeoff is refused in one line."""
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import run_cli
+from test_store import record
+
+from tradeoff import store as store_module
+from tradeoff.errors import UserError
+from tradeoff.store import STORE_FILE, Store, schema_version
+from tradeoff.types import Item, Record
+
+# Written by the code before schema versioning (user_version 0): a profile run of three items,
+# killed after two records. The file's first lines say how it was made.
+STORE_V0 = Path(__file__).parent / "data" / "store_v0.sql"
+
+
+def old_store(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    conn = sqlite3.connect(directory / STORE_FILE)
+    conn.executescript(STORE_V0.read_text())
+    conn.close()
+    return directory
+
+
+def stored_version(directory: Path) -> int:
+    conn = sqlite3.connect(directory / STORE_FILE)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def tables(directory: Path) -> dict[str, str]:
+    conn = sqlite3.connect(directory / STORE_FILE)
+    try:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        return dict(rows.fetchall())
+    finally:
+        conn.close()
+
+
+def test_a_new_store_has_the_current_schema_version(tmp_path):
+    Store.create(tmp_path / "run", {}, {}).close()
+    assert schema_version() >= 1
+    assert stored_version(tmp_path / "run") == schema_version()
+
+
+def test_a_store_from_before_versioning_is_migrated_to_the_tables_of_a_new_one(tmp_path):
+    old = old_store(tmp_path / "old")
+    assert stored_version(old) == 0
+    store = Store.open(old)
+    assert store.done_keys() == {
+        ("c1a555531061", "arith", "arith-0000", 0),
+        ("c1a555531061", "arith", "arith-0001", 0),
+    }
+    store.close()
+    assert stored_version(old) == schema_version()
+    Store.create(tmp_path / "new", {}, {}).close()
+    assert tables(old) == tables(tmp_path / "new")
+
+
+def test_a_store_from_before_versioning_resumes_and_reports(tmp_path):
+    old = old_store(tmp_path / "old")
+    result = run_cli("profile", "--resume", str(old))
+    assert result.returncode == 0, result.stderr
+    assert stored_version(old) == schema_version()
+    store = Store.open(old)
+    records = store.records()
+    assert store.run()["status"] == "finished"
+    store.close()
+    assert sorted(records["item_id"]) == ["arith-0000", "arith-0001", "arith-0002"]
+    report = run_cli("report", str(old))
+    assert report.returncode == 0, report.stderr
+    assert "smollm2-135m" in report.stdout
+    frontier = run_cli("frontier", str(old))
+    assert frontier.returncode == 0, frontier.stderr
+    assert "smollm2-135m" in frontier.stdout
+
+
+@dataclass
+class QueuedRecord(Record):
+    """A Record with the field a later schema adds, as a later tradeoff would declare it."""
+
+    queue_delay_s: float | None = None
+
+
+def add_queue_delay(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE records ADD COLUMN queue_delay_s REAL")
+
+
+def test_a_record_field_added_by_a_migration_reads_as_none_in_old_rows(tmp_path, monkeypatch):
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "small", {"strategy": "single"})])
+    store.add_items([Item("a", "2+2?", "4", "arith"), Item("b", "3+3?", "6", "arith")])
+    store.write_record(record("a"))
+    store.close()
+
+    later = [*store_module.MIGRATIONS, add_queue_delay]
+    monkeypatch.setattr(store_module, "MIGRATIONS", later)
+    monkeypatch.setattr(
+        store_module, "RECORD_FIELDS", (*store_module.RECORD_FIELDS, "queue_delay_s")
+    )
+    store = Store.open(directory)
+    assert stored_version(directory) == len(later)
+    # The file now has created_at before queue_delay_s, the reverse of the order written in:
+    # records are inserted by column name.
+    store.write_record(QueuedRecord(**vars(record("b")), queue_delay_s=0.25))
+    df = store.records().set_index("item_id")
+    store.close()
+    assert pd.isna(df.loc["a", "queue_delay_s"])
+    assert df.loc["b", "queue_delay_s"] == 0.25
+    assert df.loc["a", "output"] == df.loc["b", "output"] == "4"
+
+
+@pytest.mark.parametrize("command", [["report"], ["frontier"], ["profile", "--resume"]])
+def test_a_store_from_a_newer_tradeoff_is_refused_in_one_line(tmp_path, command):
+    directory = tmp_path / "run"
+    Store.create(directory, {}, {}).close()
+    newer = schema_version() + 1
+    conn = sqlite3.connect(directory / STORE_FILE)
+    conn.execute(f"PRAGMA user_version = {newer}")
+    conn.close()
+
+    result = run_cli(*command, str(directory))
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert (
+        f"was written by a newer tradeoff (schema {newer}; this one reads up to "
+        f"{schema_version()}); upgrade tradeoff" in lines[0]
+    )
+    assert stored_version(directory) == newer
+
+
+def test_another_programs_sqlite_file_is_refused_and_left_untouched(tmp_path):
+    conn = sqlite3.connect(tmp_path / STORE_FILE)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    with pytest.raises(UserError, match="not a readable tradeoff store: it has no runs table"):
+        Store.open(tmp_path)
+    assert list(tables(tmp_path)) == ["notes"]
+    assert stored_version(tmp_path) == 0
+
+
+def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, monkeypatch):
+    directory = tmp_path / "run"
+    Store.create(directory, {}, {}).close()
+
+    # Each connection's BEGIN IMMEDIATE is counted as it starts (before it waits for the lock).
+    begun = threading.Semaphore(0)
+    connect = Store._connect
+
+    def traced_connect(path: Path) -> sqlite3.Connection:
+        conn = connect(path)
+        conn.set_trace_callback(lambda sql: begun.release() if sql == "BEGIN IMMEDIATE" else None)
+        return conn
+
+    runs: list[int] = []
+
+    def count_runs(conn: sqlite3.Connection) -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            # The first run holds the write lock until the other opener has read the old version
+            # and asked for the lock too: the race in which both would migrate.
+            assert begun.acquire(timeout=600) and begun.acquire(timeout=600)
+        conn.execute(f"CREATE TABLE migration_run_{len(runs)} (n INTEGER)")
+
+    monkeypatch.setattr(Store, "_connect", staticmethod(traced_connect))
+    later = [*store_module.MIGRATIONS, count_runs]
+    monkeypatch.setattr(store_module, "MIGRATIONS", later)
+    opened: list[Store] = []
+    failed: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(Store.open(directory))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failed, failed
+    assert len(opened) == 2 and opened[0].run_id == opened[1].run_id
+    for store in opened:
+        store.close()
+    assert stored_version(directory) == len(later)
+    assert runs == [0]
+    assert "migration_run_1" in tables(directory)
