@@ -135,3 +135,57 @@ def test_vote_at_temperature_zero_is_refused():
         resolve_configs(
             parse_spec(spec(configs=[{"strategy": "vote", "model": "small", "temperature": 0}]))
         )
+
+
+# Names and ids as tradeoff computed them before strategies declared their own params (commit
+# d7a97a1): a run directory resumes only if its configurations keep their ids.
+EARLIER_IDS = [
+    ("small", "446c40187ce4"),
+    ("remote-max16-t0.5", "78b9be1f831e"),
+    ("vote-n3a-small", "1a564fff7eec"),
+    ("vote-n5a-small", "bedd4c1a71fd"),
+    ("vote-n5-large", "bd5fe8f87a4f"),
+    ("budget20-small-think8", "7bd866fccbc1"),
+    ("budget20-small-think12", "7f3f49fe01bb"),
+    ("cascade-small-large-logprob0.5", "7ea87e0558d3"),
+    ("cascade-small-large-logprob1", "a63783c233f9"),
+    ("cascade-small-large-agreement0.3-t0.7", "dd7c05be2669"),
+    ("switch-small-large-t1.5-1", "7325b51e4b19"),
+    ("switch-small-large-t1.5-1-2", "16b484793df9"),
+    ("sw", "973f2ceeb8ce"),
+]
+
+
+def test_config_ids_and_names_are_those_of_earlier_versions():
+    models = {
+        "small": "smollm2-135m",
+        "large": "gemma3-270m",
+        "remote": "openai:http://127.0.0.1:9/v1#m",
+    }
+    body = {
+        "models": models,
+        "tasks": ["arith"],
+        "sampling": {"temperature": 0.0, "max_tokens": 32, "seed": 3},
+        "model_options": {"remote": {"extra_body": {"top_k": 5}}},
+        "configs": [
+            {"model": "small"},
+            {"model": "remote", "temperature": 0.5, "max_tokens": 16},
+            {"strategy": "vote", "model": "small", "n": [3, 5], "adaptive": True},
+            {"strategy": "vote", "model": "large", "temperature": 0.9},
+            {"strategy": "budget", "model": "small", "budget": 20, "think_budget": [8, 12]},
+            {"strategy": "cascade", "models": ["small", "large"], "threshold": [0.5, 1]},
+            {"strategy": "cascade", "models": ["small", "large"], "signal": "agreement", "k": 4,
+             "threshold": 0.3},
+            {"strategy": "switch", "models": ["small", "large"], "threshold": 1.5,
+             "threshold_low": 1, "window": [2, 4]},
+            {"strategy": "switch", "models": ["small", "large"], "threshold": 2, "name": "sw"},
+        ],
+    }  # fmt: skip
+    got = [(c.name, c.config_id) for c in resolve_configs(parse_spec(body))]
+    assert got == EARLIER_IDS
+    # a spec as earlier versions stored it: every field of every entry, unset ones null
+    stored = parse_spec(body).model_dump(mode="json")
+    nulls = "name model models temperature max_tokens n adaptive budget think_budget signal k"
+    nulls += " threshold threshold_low window policy"
+    stored["configs"] = [{**dict.fromkeys(nulls.split()), **c} for c in stored["configs"]]
+    assert [(c.name, c.config_id) for c in resolve_configs(parse_spec(stored))] == EARLIER_IDS

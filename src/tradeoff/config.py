@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 from tradeoff.errors import UserError
+
+# A parameter that takes one value, or a list of values (one configuration each).
+Num = float | list[float]
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveInts = PositiveInt | list[PositiveInt]
+Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
+Temperatures = Temperature | list[Temperature]
+MaxTokens = Annotated[int, Field(ge=1, le=32768)]
+MaxTokenses = MaxTokens | list[MaxTokens]
 
 
 class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(0.0, ge=0.0, le=5.0)
-    max_tokens: int = Field(64, ge=1, le=32768)
+    temperature: Temperature = 0.0
+    max_tokens: MaxTokens = 64
     seed: int = 0
 
 
@@ -57,90 +74,148 @@ class ModelOptions(BaseModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
-Num = float | list[float]
-Int = int | list[int]
-
-# Which parameters each strategy takes; a list value expands into one configuration per value.
-STRATEGY_PARAMS: dict[str, set[str]] = {
-    "single": {"model", "temperature", "max_tokens"},
-    "vote": {"model", "temperature", "max_tokens", "n", "adaptive"},
-    "budget": {"model", "temperature", "budget", "think_budget"},
-    "cascade": {"models", "temperature", "max_tokens", "signal", "k", "threshold"},
-    "switch": {"models", "max_tokens", "threshold", "threshold_low", "window"},
-    "route": {"policy"},
-}
-STRATEGIES = list(STRATEGY_PARAMS)
-_REQUIRED = {
-    "single": ["model"],
-    "vote": ["model"],
-    "budget": ["model", "budget"],
-    "cascade": ["models", "threshold"],
-    "switch": ["models", "threshold"],
-    "route": ["policy"],
-}
-_LISTABLE = [
-    "temperature",
-    "max_tokens",
-    "n",
-    "budget",
-    "think_budget",
-    "k",
-    "threshold",
-    "threshold_low",
-    "window",
-]
+# Strategies that sample several answers need temperature > 0; this is their default.
+SAMPLING_TEMPERATURE = 0.7
+# Fields every configuration entry may have whatever its strategy, and the sampling fields a
+# strategy may override; the rest of an entry are its strategy's own parameters.
+_ENTRY_FIELDS = {"strategy", "name", "model", "models", "temperature", "max_tokens"}
 
 
-class ConfigSpec(BaseModel):
-    """One entry of `configs:`. Which fields apply depends on `strategy` (STRATEGY_PARAMS)."""
+@dataclass(frozen=True)
+class Report:
+    """Something a strategy's outcome says (a key of `Outcome.extra`) that a served answer
+    reports: an `x-tradeoff-*` header, and a Prometheus counter by served model.
+    kind "flag" counts answers where it is true, "count" adds it up, "label" counts answers by
+    its value (under the label `label`)."""
+
+    key: str
+    kind: Literal["flag", "count", "label"]
+    metric: str
+    help: str
+    label: str = ""
+
+
+class StrategyParams(BaseModel):
+    """One entry of a spec's `configs:`: a strategy and its parameters.
+
+    Each strategy declares its own subclass next to its `run` (see tradeoff.strategies), tagged
+    by `strategy: Literal[NAME]`: its fields (required ones without a default), their bounds and
+    defaults, which of them expand from lists, its derived name, the batch sizes it asks of a
+    model, and whether it streams. Fields left unset are not part of the configuration.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["single", "vote", "budget", "cascade", "switch", "route"] = "single"
+    strategy: str
     name: str | None = None
-    model: str | None = None
-    models: list[str] | None = None
-    temperature: Num | None = None
-    max_tokens: Int | None = None
-    n: Int | None = None
-    adaptive: bool | None = None
-    budget: Int | None = None
-    think_budget: Int | None = None
-    signal: Literal["agreement", "logprob", "entropy"] | None = None
-    k: Int | None = None
-    threshold: Num | None = None
-    threshold_low: Num | None = None
-    window: Int | None = None
-    policy: str | None = None
 
-    def model_post_init(self, __context: Any) -> None:
-        allowed = STRATEGY_PARAMS[self.strategy] | {"strategy", "name"}
-        given = {f for f in self.model_fields_set if getattr(self, f) is not None}
-        extra = sorted(given - allowed)
-        if extra:
-            raise ValueError(
-                f"strategy '{self.strategy}' takes no {', '.join(extra)}; "
-                f"it takes: {', '.join(sorted(STRATEGY_PARAMS[self.strategy]))}"
-            )
-        missing = [f for f in _REQUIRED[self.strategy] if getattr(self, f) is None]
-        if missing:
-            raise ValueError(f"strategy '{self.strategy}' needs {', '.join(missing)}")
-        if self.models is not None and len(self.models) != 2:
-            raise ValueError(f"strategy '{self.strategy}' needs models: [SMALL, LARGE]")
+    # Parameters whose list values expand into one configuration per value, in this order.
+    listable: ClassVar[tuple[str, ...]] = ()
+    # Served answers stream the tokens as they are generated (else the answer once decided).
+    streams: ClassVar[bool] = False
+    # What a served answer reports of the outcome's `extra` (headers, /metrics).
+    reports: ClassVar[tuple[Report, ...]] = ()
+    # The derived name shows a max_tokens, a temperature that differs from the spec's sampling.
+    names_max_tokens: ClassVar[bool] = True
+    names_temperature: ClassVar[bool] = True
 
-    def expand(self) -> list[ConfigSpec]:
-        """One spec per combination of list-valued parameters."""
-        specs = [self]
-        for field_name in _LISTABLE:
-            out = []
-            for spec in specs:
-                value = getattr(spec, field_name)
+    def aliases(self) -> list[str]:
+        """The model aliases this configuration uses; the first one answers."""
+        return []
+
+    def strategy_params(self) -> dict[str, Any]:
+        """The strategy's own parameters, as stored and hashed (unset ones left out)."""
+        return self.model_dump(exclude=_ENTRY_FIELDS, exclude_none=True)
+
+    def samples_several(self) -> bool:
+        """Whether it draws several answers per query (so needs temperature > 0)."""
+        return False
+
+    def sampling(self, base: Sampling) -> Sampling:
+        """The spec's sampling with this entry's overrides."""
+        overrides = self.model_dump(include={"temperature", "max_tokens"}, exclude_none=True)
+        sampling = base.model_copy(update=overrides)
+        if self.samples_several():
+            if "temperature" not in overrides and sampling.temperature == 0.0:
+                sampling = sampling.model_copy(update={"temperature": SAMPLING_TEMPERATURE})
+            if sampling.temperature == 0.0:
+                raise UserError(
+                    f"strategy '{self.strategy}' samples several answers: it needs temperature > 0"
+                )
+        return sampling
+
+    def base_name(self, config: Config) -> str:
+        """The name of a configuration that gives none: the strategy and what sets it apart."""
+        return f"{self.strategy}-{'-'.join(config.aliases)}"
+
+    @classmethod
+    def batch_sizes(cls, config: Config, alias: str) -> set[int]:
+        """The batch sizes `config` asks of model `alias` (besides 1)."""
+        return set()
+
+    def expand(self) -> list[StrategyParams]:
+        """One entry per combination of list-valued parameters."""
+        entries: list[StrategyParams] = [self]
+        for field_name in self.listable:
+            out: list[StrategyParams] = []
+            for entry in entries:
+                value = getattr(entry, field_name)
                 if isinstance(value, list):
-                    out += [spec.model_copy(update={field_name: v}) for v in value]
+                    out += [entry.model_copy(update={field_name: v}) for v in value]
                 else:
-                    out.append(spec)
-            specs = out
-        return specs
+                    out.append(entry)
+            entries = out
+        return entries
+
+    def resolve(self, spec: RunSpec) -> Config:
+        """The configuration this (expanded) entry runs, under its id; named by the caller."""
+        aliases = self.aliases()
+        options = {
+            a: spec.model_options[a].model_dump() for a in aliases if a in spec.model_options
+        }
+        return with_id(
+            Config(
+                config_id="",
+                name="",
+                strategy=self.strategy,
+                models={a: spec.models[a] for a in aliases},
+                model=aliases[0],
+                sampling=self.sampling(spec.sampling),
+                params=self.strategy_params(),
+                model_options=options,
+            )
+        )
+
+    def derived_name(self, config: Config, spec: RunSpec) -> str:
+        name = self.base_name(config)
+        if self.names_max_tokens and config.sampling.max_tokens != spec.sampling.max_tokens:
+            name += f"-max{config.sampling.max_tokens}"
+        if self.names_temperature and config.sampling.temperature != spec.sampling.temperature:
+            name += f"-t{config.sampling.temperature:g}"
+        return name
+
+
+def with_id(config: Config) -> Config:
+    """`config` with its id: a hash of what it runs."""
+    content = json.dumps(config.content(), sort_keys=True)
+    config.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return config
+
+
+def _entries(value: Any) -> Any:
+    """Configuration entries as their strategies' params (tradeoff.strategies' registry).
+    A missing `strategy` is `single`; a null field is an unset one (stored specs have them)."""
+    from tradeoff.strategies import params_adapter
+
+    if not isinstance(value, list):
+        return value
+    entries = [
+        {"strategy": "single", **{k: v for k, v in e.items() if v is not None}}
+        if isinstance(e, dict)
+        else e
+        for e in value
+    ]
+    return params_adapter().validate_python(entries)
 
 
 class RunSpec(BaseModel):
@@ -148,7 +223,7 @@ class RunSpec(BaseModel):
 
     models: dict[str, str] = Field(default_factory=dict)
     tasks: list[TaskSpec]
-    configs: list[ConfigSpec] = Field(default_factory=list)
+    configs: list[StrategyParams] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
     samples: int = Field(1, ge=1, le=1000)
     sampling: Sampling = Field(default_factory=Sampling)
@@ -171,15 +246,26 @@ class RunSpec(BaseModel):
             return {model_alias(str(v)): str(v) for v in value}
         return value
 
+    @field_validator("configs", mode="before")
+    @classmethod
+    def _configs(cls, value: Any) -> Any:
+        return _entries(value)
+
+    @field_serializer("configs")
+    def _dump_configs(self, configs: list[StrategyParams]) -> list[dict[str, Any]]:
+        return [c.model_dump(mode="json", exclude_none=True) for c in configs]
+
     def model_post_init(self, __context: Any) -> None:
+        from tradeoff.strategies.single import Params as Single
+
         if not self.models and not any(c.strategy == "route" for c in self.configs):
             raise ValueError("models: give at least one model")
         if not self.tasks:
             raise ValueError("tasks: give at least one task")
         if not self.configs:  # default: one `single` configuration per model
-            self.configs = [ConfigSpec(model=alias) for alias in self.models]
+            self.configs = [Single(strategy="single", model=alias) for alias in self.models]
         for i, c in enumerate(self.configs):
-            for alias in [c.model] if c.model else c.models or []:
+            for alias in c.aliases():
                 if alias not in self.models:
                     raise ValueError(
                         f"configs[{i}]: '{alias}' is not a model alias of this spec; "
@@ -233,154 +319,43 @@ class Config(BaseModel):
         return content
 
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vote": {"n": 5, "adaptive": False},
-    "budget": {},
-    "cascade": {"signal": "logprob", "k": 3},
-    "switch": {"window": 4},
-}
-# Strategies that sample several answers need temperature > 0; this is their default.
-_SAMPLING_TEMPERATURE = 0.7
-
-
 def policy_configs(path: str) -> list[Config]:
     """The configurations a policy file chooses between, as they were profiled."""
     from tradeoff.policy.fit import Policy
+    from tradeoff.strategies import STRATEGIES
 
     policy = Policy.load(path)
     out = []
     for name, content in zip(policy.configs, policy.config_specs):
-        if not content.get("models") or content.get("strategy") not in STRATEGY_PARAMS:
+        if not content.get("models") or content.get("strategy") not in STRATEGIES:
             raise UserError(
                 f"policy {path}: configuration '{name}' cannot be run (imported outcomes have no "
                 "model to call); route needs a policy fitted on profiled configurations"
             )
         out.append(
-            Config(
-                config_id=hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[
-                    :12
-                ],
-                name=name,
-                strategy=content["strategy"],
-                models=content["models"],
-                model=content["model"],
-                sampling=Sampling(**content["sampling"]),
-                params=content.get("params", {}),
-                model_options=content.get("model_options", {}),
+            with_id(
+                Config(
+                    config_id="",
+                    name=name,
+                    strategy=content["strategy"],
+                    models=content["models"],
+                    model=content["model"],
+                    sampling=Sampling(**content["sampling"]),
+                    params=content.get("params", {}),
+                    model_options=content.get("model_options", {}),
+                )
             )
         )
     return out
 
 
-def _resolve_route(c: ConfigSpec) -> Config:
-    path = str(Path(c.policy or "").expanduser().resolve())
-    subs = policy_configs(path)
-    models: dict[str, str] = {}
-    for sub in subs:
-        for alias, ref in sub.models.items():
-            if models.setdefault(alias, ref) != ref:
-                raise UserError(f"policy {path}: alias '{alias}' names two different models")
-    draft = Config(
-        config_id="",
-        name="",
-        strategy="route",
-        models=models,
-        model=subs[0].model,
-        sampling=subs[0].sampling,
-        params={"policy": path, "configs": [s.name for s in subs]},
-    )
-    content = json.dumps(draft.content(), sort_keys=True)
-    draft.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
-    return draft
-
-
 def route_config(policy: str | Path, name: str) -> Config:
     """The `route` configuration that runs the policy file `policy`, under `name`."""
-    config = _resolve_route(ConfigSpec(strategy="route", policy=str(policy)))
+    from tradeoff.strategies.route import Params as Route
+
+    config = Route(strategy="route", policy=str(policy)).resolve()
     config.name = name
     return config
-
-
-def _resolve_one(c: ConfigSpec, spec: RunSpec) -> Config:
-    if c.strategy == "route":
-        return _resolve_route(c)
-    aliases = [c.model] if c.model else list(c.models or [])
-    overrides: dict[str, Any] = {}
-    if c.temperature is not None:
-        overrides["temperature"] = c.temperature
-    if c.max_tokens is not None:
-        overrides["max_tokens"] = c.max_tokens
-    if c.budget is not None:
-        overrides["max_tokens"] = c.budget
-    sampling = spec.sampling.model_copy(update=overrides)
-    params = dict(_DEFAULTS.get(c.strategy, {}))
-    for key in (
-        "n",
-        "adaptive",
-        "budget",
-        "think_budget",
-        "signal",
-        "k",
-        "threshold",
-        "threshold_low",
-        "window",
-    ):
-        value = getattr(c, key)
-        if value is not None:
-            params[key] = value
-    sampled = c.strategy == "vote" or (c.strategy == "cascade" and params["signal"] == "agreement")
-    if sampled:
-        if c.temperature is None and sampling.temperature == 0.0:
-            sampling = sampling.model_copy(update={"temperature": _SAMPLING_TEMPERATURE})
-        if sampling.temperature == 0.0:
-            raise UserError(
-                f"strategy '{c.strategy}' samples several answers: it needs temperature > 0"
-            )
-    if c.strategy == "switch":
-        params.setdefault("threshold_low", params["threshold"])
-    options = {a: spec.model_options[a].model_dump() for a in aliases if a in spec.model_options}
-    draft = Config(
-        config_id="",
-        name="",
-        strategy=c.strategy,
-        models={a: spec.models[a] for a in aliases},
-        model=aliases[0],
-        sampling=sampling,
-        params=params,
-        model_options=options,
-    )
-    content = json.dumps(draft.content(), sort_keys=True)
-    draft.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
-    return draft
-
-
-def _derived_name(c: Config, spec: RunSpec) -> str:
-    p = c.params
-    if c.strategy == "vote":
-        name = f"vote-n{p['n']}{'a' if p.get('adaptive') else ''}-{c.model}"
-    elif c.strategy == "budget":
-        name = f"budget{p['budget']}-{c.model}"
-        if p.get("think_budget") is not None:
-            name += f"-think{p['think_budget']}"
-    elif c.strategy == "cascade":
-        small, large = c.aliases
-        name = f"cascade-{small}-{large}-{p['signal']}{p['threshold']:g}"
-    elif c.strategy == "switch":
-        small, large = c.aliases
-        name = f"switch-{small}-{large}-t{p['threshold']:g}"
-        if p["threshold_low"] != p["threshold"]:
-            name += f"-{p['threshold_low']:g}"
-    elif c.strategy == "route":
-        name = f"route-{Path(p['policy']).stem}"
-    else:
-        name = c.model
-    if c.strategy == "route":
-        return name
-    if c.strategy != "budget" and c.sampling.max_tokens != spec.sampling.max_tokens:
-        name += f"-max{c.sampling.max_tokens}"
-    if c.strategy not in ("vote",) and c.sampling.temperature != spec.sampling.temperature:
-        name += f"-t{c.sampling.temperature:g}"
-    return name
 
 
 def resolve_configs(spec: RunSpec) -> list[Config]:
@@ -388,13 +363,14 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
     out: list[Config] = []
     names: set[str] = set()
     for entry in spec.configs:
-        for c in entry.expand():
-            config = _resolve_one(c, spec)
-            name = c.name or _derived_name(config, spec)
-            if entry.name and len(entry.expand()) > 1:
-                name = f"{entry.name}-{_derived_name(config, spec)}"
+        expanded = entry.expand()
+        for c in expanded:
+            config = c.resolve(spec)
+            name = c.name or c.derived_name(config, spec)
+            if entry.name and len(expanded) > 1:
+                name = f"{entry.name}-{c.derived_name(config, spec)}"
             if name in names:
-                if c.name and len(entry.expand()) == 1:
+                if c.name and len(expanded) == 1:
                     raise UserError(
                         f"configuration name '{name}' is used twice; names must be unique"
                     )
@@ -412,26 +388,58 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
 
 
 def _format_error(source: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "spec"
+    errors = exc.errors()
+    # What an entry takes matters before what it lacks: report a field it takes no part in first.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = err["loc"]
+    where = ".".join(str(p) for p in loc) or "spec"
+    if err["type"] == "union_tag_invalid":
+        expected = err.get("ctx", {}).get("expected_tags", "")
+        tag = err.get("ctx", {}).get("tag")
+        entry = f"configs[{loc[1]}]" if len(loc) == 2 else where
+        return f"{source}: {entry}.strategy: {tag!r} is not a strategy; strategies: {expected}"
+    if len(loc) >= 4 and loc[0] == "configs" and isinstance(loc[1], int):
+        return f"{source}: {_entry_error(err)}"
     if err["type"] == "extra_forbidden":
-        parent = err["loc"][:-1]
-        valid = _valid_fields(parent)
-        return f"{source}: unknown field '{loc}'; valid fields here: {valid}"
+        parent = loc[:-1]
+        return f"{source}: unknown field '{where}'; valid fields here: {_valid_fields(parent)}"
     if err["type"] == "literal_error":
-        return f"{source}: {loc}: {err['input']!r} is not valid; expected {err['ctx']['expected']}"
+        expected = err["ctx"]["expected"]
+        return f"{source}: {where}: {err['input']!r} is not valid; expected {expected}"
     if err["type"] == "missing":
-        return f"{source}: missing required field '{loc}'"
+        return f"{source}: missing required field '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
         return f"{source}: {msg}"
-    return f"{source}: {loc}: {msg} (got {err.get('input')!r})"
+    return f"{source}: {where}: {msg} (got {err.get('input')!r})"
+
+
+def _entry_error(err: Any) -> str:
+    """An error in configuration entry `configs[i]`, located at (configs, i, STRATEGY, FIELD...),
+    said in the strategy's terms."""
+    from tradeoff.strategies import STRATEGIES
+
+    _, i, strategy, field, *rest = err["loc"]
+    params = STRATEGIES[str(strategy)].params
+    takes = ", ".join(sorted(f for f in params.model_fields if f not in ("strategy", "name")))
+    prefix = f"configs[{i}]: strategy '{strategy}'"
+    if err["type"] == "extra_forbidden":
+        return f"{prefix} takes no {field}; it takes: {takes}"
+    info = params.model_fields.get(str(field))
+    shape = f": {info.description}" if info is not None and info.description else ""
+    if err["type"] == "missing":
+        return f"{prefix} needs {field}{shape}"
+    # Union members name themselves in the location ("constrained-int"): not the user's words.
+    where = ".".join(str(p) for p in (field, *rest) if not any(c in str(p) for c in "-[("))
+    got = f" (got {err.get('input')!r})"
+    if shape:
+        return f"{prefix} needs {field}{shape}{got}"
+    return f"{prefix}: {where}: {err['msg'].removeprefix('Value error, ')}{got}"
 
 
 _NESTED: dict[str, type[BaseModel]] = {
     "sampling": Sampling,
     "tasks": TaskSpec,
-    "configs": ConfigSpec,
     "prices": Price,
     "model_options": ModelOptions,
 }

@@ -159,9 +159,9 @@ async def _execute(
                 if stop.requested:
                     return
                 ctx = contexts[(w.config.config_id, w.task.name)]
-                strategy = STRATEGIES[w.config.strategy]
+                run = STRATEGIES[w.config.strategy].run
                 t0 = time.perf_counter()
-                outcome = await strategy(ctx, w.item, w.sample)
+                outcome = await run(ctx, w.item, w.sample)
                 t1 = time.perf_counter()
                 record = _build_record(w, outcome, t0, t1, spec.prices)
                 store.write_record(record)

@@ -20,6 +20,7 @@ from tradeoff.meters.account import EnergyAccount
 from tradeoff.meters.energy import EnergyMeter, find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.store import Store
+from tradeoff.strategies import STRATEGIES
 from tradeoff.strategies.calls import CallMeter
 
 # Seconds of idle power measured before the first request when the energy counter is NVML's.
@@ -78,12 +79,11 @@ async def open_engines(
 
 
 def batch_sizes(configs: list[Config], alias: str) -> list[int]:
-    """The batch sizes the configurations will ask of model `alias`: 1, and `n` for each
-    non-adaptive vote (drawn as one batch)."""
+    """The batch sizes the configurations will ask of model `alias` (1, and those their
+    strategies declare, e.g. a vote's `n` drawn as one batch)."""
     sizes = {1}
     for c in configs:
-        if c.strategy == "vote" and c.model == alias and not c.params.get("adaptive"):
-            sizes.add(int(c.params["n"]))
+        sizes |= STRATEGIES[c.strategy].params.batch_sizes(c, alias)
     return sorted(sizes)
 
 

@@ -418,9 +418,9 @@ class _Run:
         )
 
     async def _execute(self, ctx: ServeContext) -> tuple[Outcome, float]:
-        strategy = STRATEGIES[self.served.config.strategy]
+        run = STRATEGIES[self.served.config.strategy].run
         try:
-            outcome = await strategy(ctx, self.item, 0)
+            outcome = await run(ctx, self.item, 0)
         except Exception as exc:  # a strategy bug must not take the server down
             log.error("strategy %s failed:\n%s", self.served.config.strategy,
                       traceback.format_exc())  # fmt: skip

@@ -3,13 +3,37 @@ thinking at `think_budget`, then close it and force the answer (budget forcing).
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
+from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Item, Outcome
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
-async def run_budget(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+class Params(StrategyParams):
+    strategy: Literal["budget"] = "budget"
+    model: str
+    temperature: Temperatures | None = None
+    budget: MaxTokenses  # output tokens in all, thinking included
+    think_budget: MaxTokenses | None = None  # thinking tokens before the answer is forced
+
+    listable: ClassVar[tuple[str, ...]] = ("temperature", "budget", "think_budget")
+    names_max_tokens: ClassVar[bool] = False  # the budget is in the name
+
+    def aliases(self) -> list[str]:
+        return [self.model]
+
+    def sampling(self, base: Sampling) -> Sampling:
+        return super().sampling(base).model_copy(update={"max_tokens": self.budget})
+
+    def base_name(self, config: Config) -> str:
+        name = f"budget{self.budget}-{config.model}"
+        return name if self.think_budget is None else f"{name}-think{self.think_budget}"
+
+
+async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     budget, think_budget = ctx.params["budget"], ctx.params.get("think_budget")
     alias = ctx.config.model
     if think_budget is None:

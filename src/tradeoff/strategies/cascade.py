@@ -10,17 +10,57 @@ An answer with no tokens has u = infinity (always escalates).
 from __future__ import annotations
 
 import math
+from typing import Annotated, ClassVar, Literal
 
+from pydantic import Field
+
+from tradeoff.config import (
+    Config,
+    MaxTokenses,
+    Num,
+    PositiveInts,
+    Report,
+    StrategyParams,
+    Temperatures,
+)
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.strategies.vote import majority
 from tradeoff.types import Call, Item, Outcome
+
+
+class Params(StrategyParams):
+    strategy: Literal["cascade"] = "cascade"
+    models: Annotated[list[str], Field(min_length=2, max_length=2, description="[SMALL, LARGE]")]
+    temperature: Temperatures | None = None
+    max_tokens: MaxTokenses | None = None
+    signal: Literal["agreement", "logprob", "entropy"] = "logprob"
+    k: PositiveInts = 3  # sampled answers, for `agreement`
+    threshold: Num  # escalate when the uncertainty exceeds it
+
+    listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")
+    reports: ClassVar[tuple[Report, ...]] = (
+        Report(
+            "escalated", "flag", "tradeoff_escalations_total",
+            "cascade requests that escalated to the large model",
+        ),
+    )  # fmt: skip
+
+    def aliases(self) -> list[str]:
+        return list(self.models)
+
+    def samples_several(self) -> bool:
+        return self.signal == "agreement"
+
+    def base_name(self, config: Config) -> str:
+        small, large = config.aliases
+        return f"cascade-{small}-{large}-{self.signal}{self.threshold:g}"
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.inf
 
 
-async def run_cascade(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     small, large = ctx.config.aliases
     signal, threshold = ctx.params["signal"], ctx.params["threshold"]
     calls: list[Call] = []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tradeoff.config import Config
 from tradeoff.engines.emit import TextSink
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, build_request
 from tradeoff.types import Item, Request
+
+if TYPE_CHECKING:
+    from tradeoff.config import Config
 
 
 @dataclass

@@ -5,12 +5,54 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from tradeoff.config import Config, policy_configs
+from tradeoff.config import Config, Report, StrategyParams, policy_configs, with_id
+from tradeoff.errors import UserError
 from tradeoff.policy.features import prompt_text
 from tradeoff.policy.fit import Policy
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Item, Outcome
+
+
+class Params(StrategyParams):
+    strategy: Literal["route"] = "route"
+    policy: str  # a policy file from `tradeoff policy fit`
+
+    streams: ClassVar[bool] = True  # when the configuration it picks streams
+    reports: ClassVar[tuple[Report, ...]] = (
+        Report(
+            "routed_to", "label", "tradeoff_routes_total",
+            "route requests, by the configuration the policy chose", label="route",
+        ),
+    )  # fmt: skip
+    names_max_tokens: ClassVar[bool] = False
+    names_temperature: ClassVar[bool] = False
+
+    def resolve(self, spec: Any = None) -> Config:
+        """The models come from the policy's configurations, not from the spec."""
+        path = str(Path(self.policy).expanduser().resolve())
+        subs = policy_configs(path)
+        models: dict[str, str] = {}
+        for sub in subs:
+            for alias, ref in sub.models.items():
+                if models.setdefault(alias, ref) != ref:
+                    raise UserError(f"policy {path}: alias '{alias}' names two different models")
+        return with_id(
+            Config(
+                config_id="",
+                name="",
+                strategy="route",
+                models=models,
+                model=subs[0].model,
+                sampling=subs[0].sampling,
+                params={"policy": path, "configs": [s.name for s in subs]},
+            )
+        )
+
+    def base_name(self, config: Config) -> str:
+        return f"route-{Path(config.params['policy']).stem}"
 
 
 @cache
@@ -18,12 +60,12 @@ def _load(path: str) -> tuple[Policy, dict[str, Config]]:
     return Policy.load(path), {c.name: c for c in policy_configs(path)}
 
 
-async def run_route(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     from tradeoff.strategies import STRATEGIES
 
     policy, configs = _load(ctx.params["policy"])
     chosen = policy.choose([prompt_text(item.prompt)], [item.task])[0]
     sub = configs[chosen]
-    outcome = await STRATEGIES[sub.strategy](replace(ctx, config=sub), item, sample)
+    outcome = await STRATEGIES[sub.strategy].run(replace(ctx, config=sub), item, sample)
     outcome.extra = {**outcome.extra, "routed_to": chosen}
     return outcome

@@ -17,13 +17,45 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
+from tradeoff.config import Config, MaxTokenses, Num, PositiveInts, Report, StrategyParams
 from tradeoff.engines.emit import AnswerText, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
+
+
+class Params(StrategyParams):
+    strategy: Literal["switch"] = "switch"
+    models: Annotated[list[str], Field(min_length=2, max_length=2, description="[SMALL, LARGE]")]
+    max_tokens: MaxTokenses | None = None
+    threshold: Num  # the large model takes over above this mean entropy (nats)
+    threshold_low: Num | None = None  # and hands back below this one (default: threshold)
+    window: PositiveInts = 4  # entropies in the rolling mean
+
+    listable: ClassVar[tuple[str, ...]] = ("max_tokens", "threshold", "threshold_low", "window")
+    streams: ClassVar[bool] = True
+    reports: ClassVar[tuple[Report, ...]] = (
+        Report("switches", "count", "tradeoff_switches_total", "switch hand-overs between models"),
+    )
+
+    def aliases(self) -> list[str]:
+        return list(self.models)
+
+    def strategy_params(self) -> dict[str, Any]:
+        params = super().strategy_params()
+        params.setdefault("threshold_low", params["threshold"])
+        return params
+
+    def base_name(self, config: Config) -> str:
+        small, large = config.aliases
+        p = config.params
+        name = f"switch-{small}-{large}-t{p['threshold']:g}"
+        return name if p["threshold_low"] == p["threshold"] else f"{name}-{p['threshold_low']:g}"
 
 
 def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
@@ -126,7 +158,7 @@ def _generation(
     )
 
 
-async def run_switch(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     aliases = ctx.config.aliases
     p = ctx.params
     requests: list[Request] = [ctx.request_for(a, item, sample) for a in aliases]

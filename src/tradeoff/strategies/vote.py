@@ -5,9 +5,39 @@ On an engine that batches (torch), a non-adaptive vote draws all `n` answers as 
 from __future__ import annotations
 
 from collections import Counter
+from typing import ClassVar, Literal
 
+from tradeoff.config import Config, MaxTokenses, PositiveInts, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Item, Outcome
+
+
+class Params(StrategyParams):
+    strategy: Literal["vote"] = "vote"
+    model: str
+    temperature: Temperatures | None = None  # default: the spec's, or 0.7 where that is 0
+    max_tokens: MaxTokenses | None = None
+    n: PositiveInts = 5  # answers drawn
+    adaptive: bool = False  # stop once the leader can no longer be overtaken
+
+    listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "n")
+    names_temperature: ClassVar[bool] = False  # the vote's own temperature
+
+    def aliases(self) -> list[str]:
+        return [self.model]
+
+    def samples_several(self) -> bool:
+        return True
+
+    def base_name(self, config: Config) -> str:
+        return f"vote-n{self.n}{'a' if self.adaptive else ''}-{config.model}"
+
+    @classmethod
+    def batch_sizes(cls, config: Config, alias: str) -> set[int]:
+        """A vote that is not adaptive draws its `n` answers as one batch."""
+        if alias == config.model and not config.params["adaptive"]:
+            return {int(config.params["n"])}
+        return set()
 
 
 def decided(counts: Counter[str], remaining: int) -> bool:
@@ -32,7 +62,7 @@ def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | 
     return output, winner, best / sum(counts.values())
 
 
-async def run_vote(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     n, adaptive = ctx.params["n"], ctx.params["adaptive"]
     alias = ctx.config.model
     calls: list[Call] = []
