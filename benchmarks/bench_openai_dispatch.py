@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from tradeoff.engines.openai import OpenAIEngine
 from tradeoff.types import Generation, Request
@@ -110,7 +110,7 @@ def main() -> None:
 | client CPU per request (process_time) | {1e6 * cpu / len(results):.0f} µs |
 
 Client and server share this machine: {os.cpu_count()} CPUs, Python {platform.python_version()},
-httpx {httpx.__version__}; the server runs in its own process.""")
+aiohttp {aiohttp.__version__}; the server runs in its own process.""")
 
 
 if __name__ == "__main__":
