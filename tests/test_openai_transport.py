@@ -449,3 +449,24 @@ def test_timeout_bounds_each_wait_not_the_whole_answer() -> None:
     g = asyncio.run(go())
     assert g.error is None and g.text == "The answer is 42 and more"
     assert g.e2e_s > 1.0
+
+
+def test_a_redirect_is_an_error_not_followed() -> None:
+    requests = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        while await read_request(reader) is not None:
+            requests += 1
+            writer.write(
+                b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\n"
+                b"Content-Length: 5\r\n\r\nmoved"
+            )
+
+    async def go() -> Generation:
+        async with TinyServer(handler) as server:
+            engine = OpenAIEngine(server.url, "m")
+            return await closing(engine, ask(engine))
+
+    g = asyncio.run(go())
+    assert (g.error, g.finish_reason, requests) == ("HTTP 307: moved", "error", 1)

@@ -1,5 +1,5 @@
 """The engine for any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp server, TGI, Ollama,
-hosted APIs): streamed requests, timed chunk by chunk on the client's clock."""
+hosted APIs): streamed requests over aiohttp, timed chunk by chunk on the client's clock."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from typing import Any, Literal
 
 import aiohttp
+from yarl import URL
 
 from tradeoff.engines.base import ModelInfo
 from tradeoff.engines.emit import TextSink
@@ -79,6 +80,8 @@ class OpenAIEngine:
         ref: str | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise UserError(f"max_connections must be at least 1, not {max_connections}")
         self.root = api_root(base_url)
         self.model = model
         self.extra_body = dict(extra_body or {})
@@ -91,8 +94,9 @@ class OpenAIEngine:
             description=f"{model} at {self.root}/v1",
             in_process=False,
         )
-        self._chat_url = f"{self.root}/v1/chat/completions"
-        self._completion_url = f"{self.root}/v1/completions"
+        # Parsed once: aiohttp would parse a string URL on every request.
+        self._chat_url = URL(f"{self.root}/v1/chat/completions")
+        self._completion_url = URL(f"{self.root}/v1/completions")
         # identity: the body is read as it arrives, undecompressed (auto_decompress=False)
         self._headers = {
             "content-type": "application/json",
@@ -130,6 +134,7 @@ class OpenAIEngine:
             headers=self._headers,
             timeout=self._timeout,
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API needs no cookies: none kept or sent
         )
 
     async def aclose(self) -> None:
@@ -164,7 +169,7 @@ class OpenAIEngine:
                 "check the URL and the API key"
             )
 
-    def _payload(self, request: Request) -> tuple[str, bytes]:
+    def _payload(self, request: Request) -> tuple[URL, bytes]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
@@ -226,7 +231,8 @@ class OpenAIEngine:
         t_first: float | None = None
         t_start = perf_counter()
         try:
-            async with session.post(url, data=content) as response:
+            # Redirects are not followed: a POST redirected is an error, as any status >= 300.
+            async with session.post(url, data=content, allow_redirects=False) as response:
                 status = response.status
                 if status >= 300:
                     body = (await response.read()).decode("utf-8", "replace")
