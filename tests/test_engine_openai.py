@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import fast_server
 
-from tradeoff.engines.openai import OpenAIEngine, api_root, topk_entropy
+from tradeoff.engines.openai import OpenAIEngine, api_root, https_proxy, topk_entropy
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
 
@@ -218,3 +218,13 @@ def test_base_url_with_or_without_v1() -> None:
         "openai",
         False,
     )
+
+
+def test_https_roots_take_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert https_proxy("https://api.example") == "http://proxy.example:3128"
+    assert https_proxy("https://internal.example") is None
+    assert https_proxy("http://127.0.0.1:8000") is None  # plain http: a server nearby, direct

@@ -8,6 +8,7 @@ import json
 import math
 import ssl
 import time
+import urllib.request
 from typing import Any, Literal
 
 import aiohttp
@@ -51,6 +52,17 @@ def topk_entropy(logprobs: list[float]) -> float:
     if rest > 1e-12:
         entropy -= rest * math.log(rest)
     return entropy
+
+
+def https_proxy(root: str) -> str | None:
+    """The proxy the environment names for an https:// root (HTTPS_PROXY or ALL_PROXY, unless
+    NO_PROXY covers its host); None for http://, which is mostly a server nearby. Looked up once:
+    aiohttp's own lookup (trust_env) costs two thread hops per request."""
+    url = URL(root)
+    if url.scheme != "https" or url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get("https") or proxies.get("all")
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -111,6 +123,8 @@ class OpenAIEngine:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=timeout_s, sock_read=timeout_s
         )
+        proxy = https_proxy(self.root)
+        self._proxy = URL(proxy) if proxy else None
         self._ssl: ssl.SSLContext | bool = True
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,7 +168,10 @@ class OpenAIEngine:
         """
         url = f"{self.root}/v1/models"
         try:
-            async with self._new_session(limit=1) as session, session.get(url) as response:
+            async with (
+                self._new_session(limit=1) as session,
+                session.get(url, allow_redirects=False, proxy=self._proxy) as response,
+            ):
                 status = response.status
                 body = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -232,7 +249,9 @@ class OpenAIEngine:
         t_start = perf_counter()
         try:
             # Redirects are not followed: a POST redirected is an error, as any status >= 300.
-            async with session.post(url, data=content, allow_redirects=False) as response:
+            async with session.post(
+                url, data=content, allow_redirects=False, proxy=self._proxy
+            ) as response:
                 status = response.status
                 if status >= 300:
                     body = (await response.read()).decode("utf-8", "replace")
