@@ -5,6 +5,7 @@ drives `OpenAIEngine.agenerate` at a fixed concurrency, and prints a markdown bl
 benchmarks/RESULTS.md.
 
     PYTHONPATH=src python benchmarks/bench_openai_dispatch.py [-r 5000] [-c 64] [--max-tokens 4]
+        [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from tradeoff.engines.openai import OpenAIEngine
 from tradeoff.types import Generation, Request
@@ -76,7 +77,17 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--delay-ms", type=float, default=0.0, help="server delay per token")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop the engine runs in (tradeoff profile's runner uses asyncio's)",
+    )
     args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     proc, url = start_server(["--delay-ms", str(args.delay_ms)])
     try:
@@ -103,6 +114,7 @@ def main() -> None:
 | measure | value |
 |---|---|
 | requests (concurrency) | {len(results)} ({args.concurrency}), {args.max_tokens} tokens each |
+| event loop | {args.loop} |
 | errors | {len(errors)}{f" (first: {errors[0]})" if errors else ""} |
 | throughput | {len(results) / wall:,.0f} requests/s (wall {wall:.2f} s) |
 | e2e latency (client clock) | mean {mean_ms:.2f} ms, p50 {p50_ms:.2f} ms, p99 {p99_ms:.2f} ms |
@@ -110,7 +122,7 @@ def main() -> None:
 | client CPU per request (process_time) | {1e6 * cpu / len(results):.0f} µs |
 
 Client and server share this machine: {os.cpu_count()} CPUs, Python {platform.python_version()},
-httpx {httpx.__version__}; the server runs in its own process.""")
+aiohttp {aiohttp.__version__}; the server runs in its own process.""")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ An upstream llama.cpp server (llama-cpp-python's `llama_cpp.server`, the bundled
 one thread) runs on loopback, and `tradeoff serve` serves it as a `single` configuration.
 
 1. Latency added, at each concurrency: the same streamed chat request is sent directly to the
-   upstream and through tradeoff, in alternating blocks, by the same client code, which is also
-   the code tradeoff's own upstream client runs (prepared bytes through Http11Transport.post),
-   so that client work cancels out of the paired difference. Reported:
+   upstream and through tradeoff, in alternating blocks, by the same client code (aiohttp and
+   tradeoff's SSEDecoder, as tradeoff's own upstream client, the openai engine, uses them), so
+   that client work cancels out of the paired difference. Reported:
    - paired: for each request through tradeoff, the client's end-to-end time minus the
      upstream call's own end-to-end time as tradeoff's upstream client measured it (from the
      request's stored record); the same for time to first token. Queueing at the upstream is
@@ -34,10 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from tradeoff.engines.bundled import bundled_path
-from tradeoff.engines.http11 import Http11Transport
+from tradeoff.engines.sse import SSEDecoder
 from tradeoff.store import Store
 
 MODEL = "smollm2-135m"
@@ -115,27 +116,25 @@ class Timed:
 
 
 class Client:
-    """The load generator's HTTP client: the same path as tradeoff's own upstream client
-    (prepared request bytes written by Http11Transport.post, SSE lines split by hand), so the
-    client work on the two sides of the paired difference is the same code."""
+    """The load generator's HTTP client, the same for both paths: one aiohttp session with the
+    settings of tradeoff's own upstream client (the openai engine), SSE split by SSEDecoder, so
+    the client work on the two sides of the paired difference is the same code."""
 
     def __init__(self) -> None:
-        self.transport = Http11Transport(max_connections=256)
-        self.targets: dict[str, tuple[httpx.Request, bytes]] = {}
-
-    def target(self, root: str) -> tuple[httpx.Request, bytes]:
-        if root not in self.targets:
-            url = httpx.URL(f"{root}/v1/chat/completions")
-            head = (
-                f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.netloc.decode()}\r\n"
-                "content-type: application/json\r\naccept: text/event-stream\r\n"
-                "Content-Length: "
-            ).encode()
-            self.targets[root] = (httpx.Request("POST", url), head)
-        return self.targets[root]
+        # Made inside the running event loop (aiohttp sessions belong to one).
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=0),
+            headers={
+                "content-type": "application/json",
+                "accept": "text/event-stream",
+                "accept-encoding": "identity",
+            },
+            timeout=aiohttp.ClientTimeout(sock_connect=300, sock_read=300),
+            auto_decompress=False,
+        )
 
     async def aclose(self) -> None:
-        await self.transport.aclose()
+        await self.session.close()
 
 
 async def ask(client: Client, root: str, model: str, max_tokens: int, stream: bool = True) -> Timed:
@@ -146,28 +145,21 @@ async def ask(client: Client, root: str, model: str, max_tokens: int, stream: bo
         {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0.0,
          "seed": 0, "stream": stream, "stream_options": {"include_usage": True}}
     ).encode()  # fmt: skip
-    target, head = client.target(root)
     timed = Timed()
     t0 = time.perf_counter()
-    status, chunks = await client.transport.post(
-        target, b"%b%d\r\n\r\n%b" % (head, len(body), body), 300
-    )
-    try:
+    async with client.session.post(f"{root}/v1/chat/completions", data=body) as response:
+        status = response.status
         if not stream:
-            data = json.loads(b"".join([c async for c in chunks]))
+            data = json.loads(await response.read())
             timed.id, timed.ok = data.get("id"), status == 200
         else:
-            rest = b""
-            async for data in chunks:
-                lines = (rest + data).split(b"\n")
-                rest = lines.pop()
-                for line in lines:
-                    if not line.startswith(b"data: "):
-                        continue
-                    if line == b"data: [DONE]":
+            feed = SSEDecoder().feed
+            async for received in response.content.iter_any():
+                for payload in feed(received):
+                    if payload == b"[DONE]":
                         timed.ok = status == 200
                         continue
-                    chunk = json.loads(line[6:])
+                    chunk = json.loads(payload)
                     timed.id = timed.id or chunk.get("id")
                     choices = chunk.get("choices") or []
                     if (
@@ -176,8 +168,6 @@ async def ask(client: Client, root: str, model: str, max_tokens: int, stream: bo
                         and (choices[0].get("delta") or {}).get("content")
                     ):
                         timed.ttft = time.perf_counter() - t0
-    finally:
-        await chunks.aclose()
     timed.e2e = time.perf_counter() - t0
     return timed
 

@@ -1,45 +1,30 @@
 """The engine for any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp server, TGI, Ollama,
-hosted APIs): streamed requests, timed chunk by chunk on the client's clock."""
+hosted APIs): streamed requests over aiohttp, timed chunk by chunk on the client's clock."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator
+import urllib.request
 from typing import Any, Literal
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from tradeoff.engines.base import ModelInfo
 from tradeoff.engines.emit import TextSink
-from tradeoff.engines.http11 import Http11Transport
+from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
 from tradeoff.types import Generation, Request
 
 TOP_LOGPROBS = 5
-# Connections per httpx client for https roots, which go through httpcore (http roots share one
-# client over Http11Transport); see OpenAIEngine._shard. Requests/s through httpcore from
-# benchmarks/bench_openai_dispatch.py at concurrency 64 on 2 cores: 1 to 4 per client ~1,000-1,250
-# (within noise of each other), 16 per client ~530, one pool of 64: ~330.
-SHARD_CONNECTIONS = 2
-
-
-class _Shard:
-    __slots__ = ("client", "in_flight", "transport")
-
-    def __init__(self, client: httpx.AsyncClient, transport: Http11Transport | None) -> None:
-        self.client = client
-        self.in_flight = 0
-        # For http://: requests skip httpx's layers (Http11Transport.post).
-        self.transport = transport
-
-
-def _busy(shard: _Shard) -> int:
-    return shard.in_flight
+# Seconds a pooled connection may sit idle and still be reused: below the 5 s after which
+# uvicorn (behind vLLM, SGLang, llama-cpp-python) closes idle connections, so that a request is
+# not written onto a connection the server is closing.
+KEEPALIVE_S = 4.0
 
 
 def api_root(base_url: str) -> str:
@@ -69,12 +54,23 @@ def topk_entropy(logprobs: list[float]) -> float:
     return entropy
 
 
+def https_proxy(root: str) -> str | None:
+    """The proxy the environment names for an https:// root (HTTPS_PROXY or ALL_PROXY, unless
+    NO_PROXY covers its host); None for http://, which is mostly a server nearby. Looked up once:
+    aiohttp's own lookup (trust_env) costs two thread hops per request."""
+    url = URL(root)
+    if url.scheme != "https" or url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get("https") or proxies.get("all")
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
 
 class OpenAIEngine:
-    """One model behind an OpenAI-compatible server.
+    """One model behind an OpenAI-compatible server, over aiohttp (http:// and https://).
 
     `extra_body`: fields added to every request body (e.g. llama.cpp's `repeat_penalty`, vLLM's
     `top_k`); they override tradeoff's own fields, except that the answer is always streamed.
@@ -96,6 +92,8 @@ class OpenAIEngine:
         ref: str | None = None,
         extra_body: dict[str, Any] | None = None,
     ) -> None:
+        if max_connections < 1:
+            raise UserError(f"max_connections must be at least 1, not {max_connections}")
         self.root = api_root(base_url)
         self.model = model
         self.extra_body = dict(extra_body or {})
@@ -108,76 +106,49 @@ class OpenAIEngine:
             description=f"{model} at {self.root}/v1",
             in_process=False,
         )
-        self._chat_url = f"{self.root}/v1/chat/completions"
-        self._completion_url = f"{self.root}/v1/completions"
-        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        # Parsed once: aiohttp would parse a string URL on every request.
+        self._chat_url = URL(f"{self.root}/v1/chat/completions")
+        self._completion_url = URL(f"{self.root}/v1/completions")
+        # identity: the body is read as it arrives, undecompressed (auto_decompress=False)
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",
+        }
         if api_key:
             if any(c in api_key for c in "\r\n"):
                 raise UserError("the API key contains a line break; remove it")
             self._headers["authorization"] = f"Bearer {api_key}"
-        # http://: each request's line and headers, prepared once, up to the Content-Length value
-        self._raw: dict[str, tuple[httpx.Request, bytes]] = {}
-        for url in (self._chat_url, self._completion_url):
-            target = httpx.URL(url)
-            lines = [f"POST {target.raw_path.decode()} HTTP/1.1", f"Host: {target.netloc.decode()}"]
-            lines += [f"{k}: {v}" for k, v in self._headers.items()]
-            head = "\r\n".join([*lines, "Content-Length: "]).encode("latin-1")
-            self._raw[url] = (httpx.Request("POST", url), head)
-        # Http11Transport's pool costs the same at any size: one client for http.
-        plain = self.root.startswith("http:")
-        self._shard_size = max_connections if plain else min(max_connections, SHARD_CONNECTIONS)
-        self._shards: list[_Shard] = []
+        # connect: None leaves waiting for a pooled connection unbounded.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=timeout_s, sock_read=timeout_s
+        )
+        proxy = https_proxy(self.root)
+        self._proxy = URL(proxy) if proxy else None
+        self._ssl: ssl.SSLContext | bool = True
+        self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ssl: ssl.SSLContext | None = None
 
-    def _shard(self) -> _Shard:
-        """The least busy connection pool of this event loop, opening another while all are full.
-
-        httpcore's pool scans all its connections (some checks quadratically) whenever a request
-        starts or ends, so one pool of hundreds of connections costs milliseconds of CPU per
-        request; several small pools keep the scans short.
-        """
-        # Clients belong to the event loop they were made in; a new loop (asyncio.run called
-        # again) needs new ones.
+    def _loop_session(self) -> aiohttp.ClientSession:
+        """The session of the running event loop: a session belongs to the loop it was made in,
+        so a new loop (asyncio.run called again) gets a new one."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._shards, self._loop = [], loop
-        shards = self._shards
-        best = min(shards, key=_busy) if shards else None
-        if best is None or (
-            best.in_flight >= self._shard_size
-            and len(shards) * self._shard_size < self.max_connections
-        ):
-            plain = self.root.startswith("http:")
-            transport = Http11Transport(max_connections=self._shard_size) if plain else None
-            best = _Shard(self._new_client(transport=transport), transport)
-            shards.append(best)
-        return best
+        if self._loop is not loop or self._session is None:
+            self._session, self._loop = self._new_session(self.max_connections), loop
+        return self._session
 
-    def _new_client(
-        self, limit: int | None = None, transport: Http11Transport | None = None
-    ) -> httpx.AsyncClient:
-        timeout = httpx.Timeout(self.timeout_s, pool=None)
-        if self.root.startswith("http:"):
-            return httpx.AsyncClient(
-                headers=self._headers,
-                timeout=timeout,
-                transport=transport or Http11Transport(max_connections=limit or self._shard_size),
-            )
-        # Loading the CA bundle costs ~20 ms per client: load it once.
-        verify: ssl.SSLContext | bool = False
-        if self.root.startswith("https:"):
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context()
-            verify = self._ssl
-        return httpx.AsyncClient(
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        if self._ssl is True and self.root.startswith("https:"):
+            self._ssl = ssl.create_default_context()  # loading the CA bundle costs ~20 ms: once
+        connector = aiohttp.TCPConnector(
+            limit=limit, limit_per_host=0, keepalive_timeout=KEEPALIVE_S, ssl=self._ssl
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
             headers=self._headers,
-            verify=verify,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=limit or self._shard_size,
-                max_keepalive_connections=limit or self._shard_size,
-            ),
+            timeout=self._timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API needs no cookies: none kept or sent
         )
 
     async def aclose(self) -> None:
@@ -185,10 +156,9 @@ class OpenAIEngine:
 
         Connections left from an event loop that has already closed are dropped, not closed.
         """
-        shards, loop, self._shards, self._loop = self._shards, self._loop, [], None
-        if loop is asyncio.get_running_loop():
-            for shard in shards:
-                await shard.client.aclose()
+        session, loop, self._session, self._loop = self._session, self._loop, None, None
+        if session is not None and loop is asyncio.get_running_loop():
+            await session.close()
 
     async def check(self) -> None:
         """Raise UserError unless the server answers `GET /v1/models` with a 2xx status.
@@ -198,39 +168,25 @@ class OpenAIEngine:
         """
         url = f"{self.root}/v1/models"
         try:
-            async with self._new_client(limit=1) as client:
-                response = await client.get(url)
-        except httpx.HTTPError as exc:
+            async with (
+                self._new_session(limit=1) as session,
+                session.get(url, allow_redirects=False, proxy=self._proxy) as response,
+            ):
+                status = response.status
+                body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise UserError(
                 f"server at {url} is unreachable ({type(exc).__name__}: "
                 f"{_one_line(str(exc), 120)}); start it or fix the URL"
             ) from None
-        if not response.is_success:
+        if not 200 <= status < 300:
             raise UserError(
-                f"server at {url} answered HTTP {response.status_code} "
-                f"({_one_line(response.text, 120)}); check the URL and the API key"
+                f"server at {url} answered HTTP {status} "
+                f"({_one_line(body.decode('utf-8', 'replace'), 120)}); "
+                "check the URL and the API key"
             )
 
-    @contextlib.asynccontextmanager
-    async def _post(
-        self, shard: _Shard, url: str, content: bytes
-    ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
-        """POST `content` to `url`: (status, the body as it arrives). Over http:// the request
-        is written as prepared bytes straight to Http11Transport (no httpx objects per request:
-        the latency a proxy adds is mostly such per-request work); over https:// through httpx."""
-        if shard.transport is not None:
-            target, head = self._raw[url]
-            message = b"%b%d\r\n\r\n%b" % (head, len(content), content)
-            status, stream = await shard.transport.post(target, message, self.timeout_s)
-            try:
-                yield status, stream.__aiter__()
-            finally:
-                await stream.aclose()
-            return
-        async with shard.client.stream("POST", url, content=content) as response:
-            yield response.status_code, response.aiter_bytes()
-
-    def _payload(self, request: Request) -> tuple[str, bytes]:
+    def _payload(self, request: Request) -> tuple[URL, bytes]:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.max_tokens,
@@ -277,8 +233,7 @@ class OpenAIEngine:
                 "use openai:BASE_URL#MODEL@completion",
             )
         url, content = self._payload(request)
-        shard = self._shard()
-        shard.in_flight += 1
+        session = self._loop_session()
         perf_counter = time.perf_counter
         loads = json.loads
 
@@ -293,19 +248,18 @@ class OpenAIEngine:
         t_first: float | None = None
         t_start = perf_counter()
         try:
-            async with self._post(shard, url, content) as (status, chunks):
+            # Redirects are not followed: a POST redirected is an error, as any status >= 300.
+            async with session.post(
+                url, data=content, allow_redirects=False, proxy=self._proxy
+            ) as response:
+                status = response.status
                 if status >= 300:
-                    body = b"".join([data async for data in chunks]).decode("utf-8", "replace")
+                    body = (await response.read()).decode("utf-8", "replace")
                     error = f"HTTP {status}: {_one_line(body)}"
                 else:
-                    rest = b""
-                    async for data in chunks:
-                        lines = (rest + data).split(b"\n") if rest else data.split(b"\n")
-                        rest = lines.pop()  # an incomplete last line waits for more bytes
-                        for line in lines:
-                            if not line.startswith(b"data:"):
-                                continue  # blank separators, ": keep-alive" comments, event: lines
-                            data = line[5:].strip()
+                    feed = SSEDecoder().feed
+                    async for received in response.content.iter_any():
+                        for data in feed(received):
                             if data == b"[DONE]":
                                 # Read on to the end of the body rather than break: a connection
                                 # whose response was not read to the end cannot be reused, and a
@@ -349,9 +303,9 @@ class OpenAIEngine:
                                 _read_logprobs(choice["logprobs"], logprobs, entropies)
                         if error is not None:
                             break
-        except httpx.TimeoutException as exc:
+        except asyncio.TimeoutError as exc:  # aiohttp's connect and read timeouts among them
             error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             if done and finish_reason is None:
                 # llama-cpp-python's server ends a stream this way when another request arrives.
                 error = (
@@ -364,8 +318,6 @@ class OpenAIEngine:
             # else: the answer was complete; only the connection's teardown failed.
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
-        finally:
-            shard.in_flight -= 1
         t_end = perf_counter()
         if error is None and not done and finish_reason is None:
             error = f"stream from {url} ended without [DONE] or a finish_reason"

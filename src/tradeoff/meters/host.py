@@ -52,6 +52,6 @@ def host_info() -> dict[str, Any]:
         "gpus": _gpus(),
         "versions": {
             p: _version(p)
-            for p in ["tradeoff", "llama-cpp-python", "httpx", "pydantic", "numpy", "datasets"]
+            for p in ["tradeoff", "llama-cpp-python", "aiohttp", "pydantic", "numpy", "datasets"]
         },
     }

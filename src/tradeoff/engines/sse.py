@@ -1,0 +1,25 @@
+"""Server-sent events, as OpenAI-compatible servers stream answers: the `data:` payloads of a
+byte stream that arrives in pieces split anywhere."""
+
+from __future__ import annotations
+
+
+class SSEDecoder:
+    """Feed it the body's bytes as they arrive; `feed` returns the payloads of the `data:` lines
+    completed so far, stripped of the field name and surrounding whitespace.
+
+    Lines end in LF or CRLF. Everything else a stream may hold (blank lines between events,
+    `: keep-alive` comments, `event:` and `id:` fields) is skipped; each `data:` line is a payload
+    of its own (OpenAI-compatible servers put one JSON object, or `[DONE]`, on one line). A last
+    line without its line end is not an event yet, and is dropped if the stream ends there.
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""  # an incomplete last line, waiting for the rest of its bytes
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = (self._rest + data).split(b"\n") if self._rest else data.split(b"\n")
+        self._rest = lines.pop()
+        return [line[5:].strip() for line in lines if line.startswith(b"data:")]
