@@ -176,7 +176,7 @@ def test_models_health_metrics_and_live_reports(server, client):
     assert served >= 1
     rows = _records(server.out)
     assert len(rows) >= served - 1  # the last record may still be on its way to the store
-    assert 'tradeoff_tokens_total{kind="output",model="smollm2-135m",upstream="smollm2-135m"}' in (
+    assert 'tradeoff_tokens_total{model="smollm2-135m",upstream="smollm2-135m",kind="output"}' in (
         metrics
     )
 
@@ -364,29 +364,47 @@ def test_llama_engine_streams_pieces_that_join_to_its_answer(smollm):
     assert ", 7" not in "".join(pieces)
 
 
-def test_metrics_are_valid_prometheus_text():
+def test_metrics_parse_as_prometheus_text_with_one_label_set_per_metric():
     import math
-    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     from tradeoff.serve.metrics import ServerMetrics
 
     m = ServerMetrics()
     for value in (0.003, 0.2, 0.2, 100.0):
-        m.latency.observe(value, model='a "quoted"\nname')
-    m.tokens.inc(5, model="a", upstream="b", kind="output")
-    text = m.render().decode()
-    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? [-+0-9.e]+(Inf)?$')
-    for line in text.splitlines():
-        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+        m.latency.labels('a "quoted"\nname').observe(value)
+    m.tokens.labels("a", "b", "output").inc(5)
+    m.requests.labels("chat", "200").inc()
+    m.requests.labels("other", "404").inc()
+    m.observe_reports("a", {"escalated": True, "switches": 3, "routed_to": "small"})
+    families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    for family in families.values():
+        label_sets = {frozenset(k for k in s.labels if k != "le") for s in family.samples}
+        assert len(label_sets) <= 1, (family.name, label_sets)
     buckets = [
-        (float(re.search(r'le="([^"]+)"', line).group(1)), int(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith("tradeoff_request_duration_seconds_bucket")
+        (float(s.labels["le"]), s.value)
+        for s in families["tradeoff_request_duration_seconds"].samples
+        if s.name.endswith("_bucket")
     ]
     counts = [c for _, c in buckets]
     assert counts == sorted(counts) and buckets[-1] == (math.inf, 4)  # cumulative, +Inf = all
     assert dict(buckets)[0.005] == 1 and dict(buckets)[0.25] == 3
-    assert 'tradeoff_request_duration_seconds_count{model="a \\"quoted\\"\\nname"} 4' in text
+    [count] = [
+        s
+        for s in families["tradeoff_request_duration_seconds"].samples
+        if s.name.endswith("_count")
+    ]
+    assert count.labels == {"model": 'a "quoted"\nname'} and count.value == 4
+    reported = {
+        name: [(s.labels, s.value) for s in families[name].samples]
+        for name in ("tradeoff_escalations", "tradeoff_switches", "tradeoff_routes")
+    }
+    assert reported == {
+        "tradeoff_escalations": [({"model": "a"}, 1.0)],
+        "tradeoff_switches": [({"model": "a"}, 3.0)],
+        "tradeoff_routes": [({"model": "a", "route": "small"}, 1.0)],
+    }
 
 
 def test_the_bearer_scheme_is_case_insensitive_the_key_is_not(server):

@@ -645,6 +645,18 @@ def serve(
     max_tokens_limit: Annotated[
         int, typer.Option(min=1, help="Largest max_tokens a request may ask for; beyond it, 422.")
     ] = 4096,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Open connections at once; a request on one more gets 503."),
+    ] = 1024,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a client has to send a request's head (else the connection closes) "
+            "and its body (else 408).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve a configuration or a policy behind an OpenAI-compatible endpoint.
 
@@ -683,7 +695,9 @@ def serve(
         port=port,
         api_key=api_key,
         upstream_api_key=upstream_api_key or os.environ.get("OPENAI_API_KEY"),
-        limits=Limits(max_concurrency, max_body_bytes, max_tokens_limit),
+        limits=Limits(
+            max_concurrency, max_body_bytes, max_tokens_limit, max_connections, request_timeout
+        ),
     )
     run_server(served, spec, out, source=source, options=options)
 

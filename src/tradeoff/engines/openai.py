@@ -18,7 +18,7 @@ from tradeoff.engines.base import ModelInfo
 from tradeoff.engines.emit import TextSink
 from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
-from tradeoff.types import Generation, Request
+from tradeoff.types import CANCELLED, Generation, Request
 
 TOP_LOGPROBS = 5
 # Seconds a pooled connection may sit idle and still be reused: below the 5 s after which
@@ -259,6 +259,9 @@ class OpenAIEngine:
                 else:
                     feed = SSEDecoder().feed
                     async for received in response.content.iter_any():
+                        if request.cancelled:  # closing the connection tells the server to stop
+                            error = CANCELLED
+                            break
                         for data in feed(received):
                             if data == b"[DONE]":
                                 # Read on to the end of the body rather than break: a connection

@@ -1,9 +1,11 @@
-"""The server's application: answering OpenAI's chat and text completion endpoints with a
+"""The server's ASGI application: answering OpenAI's chat and text completion endpoints with a
 tradeoff configuration or policy, and accounting for every request it serves.
 
 Each served request runs its configuration's strategy on the client's messages, answers with
 OpenAI's `usage` plus what tradeoff did (`x-tradeoff-*` headers and a `tradeoff` field), and
 becomes a record in the run store, written on a background thread after the answer is sent.
+A client that goes away before its answer cancels the generation (the model is freed at its next
+token); the record says `client disconnected`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tradeoff.config import Config
+from tradeoff.config import Config, Report
 from tradeoff.records import energy_fields, outcome_record
 from tradeoff.serve.accounting import RecordWriter
-from tradeoff.serve.http import HttpRequest, HttpResponse
-from tradeoff.serve.metrics import ServerMetrics
+from tradeoff.serve.asgi import ClientGone, Headers, HttpRequest, HttpResponse, Receive, Scope, Send
+from tradeoff.serve.metrics import CONTENT_TYPE, ServerMetrics
 from tradeoff.serve.schema import (
     ApiError,
     ChatRequest,
@@ -48,14 +50,19 @@ SERVE_TASK = Task(
 )  # fmt: skip
 _DONE = object()
 _JSON = ("content-type", "application/json")
-Headers = list[tuple[str, str]]
+DISCONNECTED = "client disconnected"
+# After its client went away, a request's generation stops at its next token; a call to a model
+# behind a server that sends nothing more within this long is cancelled outright.
+CANCEL_GRACE_S = 1.0
 
 
 @dataclass
 class Limits:
-    max_concurrency: int = 64
-    max_body_bytes: int = 1 << 20
-    max_tokens: int = 4096
+    max_concurrency: int = 64  # requests in flight; beyond it, 429
+    max_body_bytes: int = 1 << 20  # beyond it, 413
+    max_tokens: int = 4096  # the largest max_tokens a request may ask for; beyond it, 422
+    max_connections: int = 1024  # open connections; a request on one more gets 503
+    request_timeout_s: float = 30.0  # to send a request's head and body; beyond it, closed or 408
 
 
 @dataclass
@@ -68,6 +75,8 @@ class ClientParams:
     temperature: float | None
     seed: int | None
     stop: list[str]
+    # Set when the client goes away: every engine call of the request stops at its next token.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -96,6 +105,7 @@ class ServeContext(StrategyContext):
             temperature=c.temperature if c.temperature is not None else s.temperature,
             seed=seed % (1 << 32),  # llama.cpp seeds are 32-bit
             stop=stop,
+            cancel=c.cancel,
         )
         for key, value in overrides.items():
             setattr(request, key, value)
@@ -126,14 +136,6 @@ class Served:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def _failure_status(outcome: Outcome) -> int | None:
-    """502 when the answer's model call failed, 504 when it timed out; None when it succeeded."""
-    errors = [c.generation.error for c in outcome.calls if c.generation.error]
-    if not errors:
-        return None if outcome.calls else 502
-    return 504 if errors[-1].startswith("timeout") else 502
-
-
 def _summary(config: Config, record: Record, outcome: Outcome) -> dict[str, Any]:
     """The `tradeoff` field of a response: what was run, and what it cost."""
     by_model: dict[str, dict[str, int | None]] = {}
@@ -161,10 +163,16 @@ def _summary(config: Config, record: Record, outcome: Outcome) -> dict[str, Any]
         "flops": record.flops,
         "cost_usd": record.cost_usd,
     }
+    reported = {r.key for r in _reports()}
     for key, value in outcome.extra.items():  # escalated, switches, routed_to, samples_drawn...
-        if isinstance(value, (bool, int, float)) or key == "routed_to":
+        if isinstance(value, (bool, int, float)) or key in reported:
             summary.setdefault(key, value)
     return summary
+
+
+def _reports() -> list[Report]:
+    """What the strategies report of their outcomes (each declares its own)."""
+    return [r for s in STRATEGIES.values() for r in s.params.reports]
 
 
 def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -184,10 +192,9 @@ def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
         values["energy-j"] = f"{summary['energy_j']:.6g}"
     else:
         values["energy-missing"] = str(summary["energy_missing"] or "not measured")
-    for key, header in (("escalated", "escalated"), ("switches", "switches"),
-                        ("routed_to", "routed-to")):  # fmt: skip
-        if key in summary:
-            values[header] = str(summary[key]).lower()
+    for report in _reports():
+        if report.key in summary:
+            values[report.key.replace("_", "-")] = str(summary[report.key]).lower()
     return [(f"x-tradeoff-{k}", v) for k, v in values.items()]
 
 
@@ -200,8 +207,12 @@ def _usage(record: Record) -> dict[str, int | None]:
     }
 
 
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+
+
 class ServeApp:
-    """The application. `served` maps the names clients send as `model` to what runs."""
+    """The ASGI application. `served` maps the names clients send as `model` to what runs.
+    `connections` counts the open connections (the server's), for the connection limit."""
 
     def __init__(
         self,
@@ -213,6 +224,7 @@ class ServeApp:
         limits: Limits,
         api_key: str | None = None,
         prices: dict[str, Any] | None = None,
+        connections: Callable[[], int] = lambda: 0,
     ):
         self.served = served
         self.meter = meter
@@ -221,19 +233,32 @@ class ServeApp:
         self.limits = limits
         self.api_key = api_key.encode() if api_key else None
         self.prices = prices or {}
+        self.connections = connections
         self.in_flight = 0
         self.draining = False
         self.settling: set[asyncio.Future[None]] = set()  # records waiting for their energy
 
-    # --- ASGI ---------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no lifespan protocol: the session is opened around the server
+            return
+        request, response = HttpRequest(scope, receive), HttpResponse(send)
+        try:
+            await self.handle(request, response)
+        except ClientGone:
+            pass  # went away while sending its request: nobody to answer
+        except Exception:  # a bug: answered as OpenAI's error, never a bare 500 page
+            log.error("request %s %s failed:\n%s", request.method, request.path,
+                      traceback.format_exc())  # fmt: skip
+            if not response.started:
+                error = ApiError(500, "internal server error")
+                await self._json(response, 500, error.body(), [("connection", "close")])
+        finally:
+            request.close()
 
     async def handle(self, request: HttpRequest, response: HttpResponse) -> None:
-        """Answer one HTTP request (see tradeoff.serve.http)."""
+        """Answer one HTTP request."""
         path, method = request.path, request.method
-        endpoint = {
-            "/v1/chat/completions": "chat",
-            "/v1/completions": "completions",
-        }.get(path)
+        endpoint = ENDPOINTS.get(path)
         try:
             if endpoint is not None:
                 if method != "POST":
@@ -249,11 +274,7 @@ class ServeApp:
             elif path == "/metrics":
                 self._get_only(method, path)
                 self.metrics.in_flight.set(self.in_flight)
-                await response.send(
-                    200,
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    self.metrics.render(),
-                )
+                await response.send(200, [("content-type", CONTENT_TYPE)], self.metrics.render())
             elif path == "/openapi.json":
                 self._get_only(method, path)
                 await self._json(response, 200, openapi())
@@ -274,8 +295,7 @@ class ServeApp:
     def _authorize(self, request: HttpRequest) -> None:
         if self.api_key is None:
             return
-        given = request.headers.get("authorization", b"")
-        scheme, _, token = given.strip().partition(b" ")
+        scheme, _, token = request.header(b"authorization").strip().partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
             raise ApiError(
                 401,
@@ -290,8 +310,8 @@ class ServeApp:
 
     async def _error(self, response: HttpResponse, exc: ApiError, endpoint: str | None) -> None:
         if not exc.counted:  # failures of served requests were counted when accounted for
-            self.metrics.rejected.inc(reason=str(exc.status))
-            self.metrics.requests.inc(endpoint=endpoint or "other", code=str(exc.status))
+            self.metrics.rejected.labels(str(exc.status)).inc()
+            self.metrics.requests.labels(endpoint or "other", str(exc.status)).inc()
         if response.started:  # failed while streaming: nothing more can be said
             return
         await self._json(response, exc.status, exc.body(), list(exc.headers.items()))
@@ -310,6 +330,7 @@ class ServeApp:
                         "strategy": s.config.strategy,
                         "config_id": s.config.config_id,
                         "models": s.config.models,
+                        "streams": STRATEGIES[s.config.strategy].params.streams,
                     },
                 }
                 for s in self.served.values()
@@ -322,6 +343,14 @@ class ServeApp:
         self._authorize(request)
         if self.draining:
             raise ApiError(503, "the server is shutting down", headers={"retry-after": "5"})
+        if self.connections() > self.limits.max_connections:
+            raise ApiError(
+                503,
+                f"more than {self.limits.max_connections} open connections (--max-connections); "
+                "retry later",
+                code="too_many_connections",
+                headers={"retry-after": "1", "connection": "close"},
+            )
         if self.in_flight >= self.limits.max_concurrency:
             raise ApiError(
                 429,
@@ -331,15 +360,9 @@ class ServeApp:
             )
         self.in_flight += 1
         try:
-            if request.too_large:
-                raise ApiError(
-                    413,
-                    f"request body is larger than {self.limits.max_body_bytes} bytes "
-                    "(--max-body-bytes)",
-                    code="too_large",
-                )
+            body = await request.body(self.limits.max_body_bytes, self.limits.request_timeout_s)
             chat = endpoint == "chat"
-            parsed = parse_body(ChatRequest if chat else CompletionRequest, request.body)
+            parsed = parse_body(ChatRequest if chat else CompletionRequest, body)
             served = self.served.get(parsed.model)
             if served is None:
                 raise ApiError(
@@ -350,9 +373,11 @@ class ServeApp:
                 )
             max_tokens = parsed.max_new_tokens() or served.config.sampling.max_tokens
             if max_tokens > self.limits.max_tokens:
-                field = "max_completion_tokens" if getattr(
-                    parsed, "max_completion_tokens", None
-                ) else "max_tokens"  # fmt: skip
+                field = (
+                    "max_completion_tokens"
+                    if isinstance(parsed, ChatRequest) and parsed.max_completion_tokens
+                    else "max_tokens"
+                )
                 raise ApiError(
                     422,
                     f"{field} {max_tokens} is above this server's limit of "
@@ -378,7 +403,8 @@ class ServeApp:
             )
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             run = _Run(self, served, item, client, endpoint, parsed.stream, include_usage)
-            await (run.stream(response) if parsed.stream else run.whole(response))
+            gone = request.watch_disconnect()
+            await (run.stream(response, gone) if parsed.stream else run.whole(response, gone))
         finally:
             self.in_flight -= 1
 
@@ -406,6 +432,7 @@ class _Run:
         self.include_usage = include_usage
         self.created = int(time.time())
         self.t0 = time.perf_counter()
+        self.disconnected = False
         self._template: tuple[bytes, bytes] | None = None
 
     def _context(self, on_text: Callable[[str], None] | None) -> ServeContext:
@@ -421,11 +448,37 @@ class _Run:
         run = STRATEGIES[self.served.config.strategy].run
         try:
             outcome = await run(ctx, self.item, 0)
+        except asyncio.CancelledError:  # its client went away and a server kept it waiting
+            outcome = Outcome(output="", calls=[], extra={"exception": DISCONNECTED})
         except Exception as exc:  # a strategy bug must not take the server down
             log.error("strategy %s failed:\n%s", self.served.config.strategy,
                       traceback.format_exc())  # fmt: skip
             outcome = Outcome(output="", calls=[], extra={"exception": f"{exc!r}"})
         return outcome, time.perf_counter()
+
+    def _start(self, on_text: Callable[[str], None] | None) -> asyncio.Task[tuple[Outcome, float]]:
+        return asyncio.ensure_future(self._execute(self._context(on_text)))
+
+    async def _until_done_or_gone(
+        self, task: asyncio.Future[Any], gone: asyncio.Event
+    ) -> tuple[Outcome, float]:
+        """The strategy's outcome; if the client goes away first, the generation is stopped
+        (at its next token, or cancelled after CANCEL_GRACE_S) and the outcome is what it had."""
+        watch = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if not task.done():
+            self._client_gone()
+            done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            if not done:
+                task.cancel()
+        return await task
+
+    def _client_gone(self) -> None:
+        self.disconnected = True
+        self.client.cancel.set()
 
     def _record(self, outcome: Outcome, t1: float, status: int) -> Record:
         config = self.served.config
@@ -433,7 +486,9 @@ class _Run:
             config.config_id, SERVE_TASK.name, self.item.id, 0, outcome, self.t0, t1,
             self.app.prices, score=None, parsed=None,
         )  # fmt: skip
-        if record.error is None and status >= 500:
+        if self.disconnected:
+            record.error = DISCONNECTED
+        elif record.error is None and status >= 500:
             record.error = outcome.extra.get("exception") or next(
                 (c.generation.error for c in outcome.calls if c.generation.error), "failed"
             )
@@ -457,29 +512,25 @@ class _Run:
             return
         m = self.app.metrics
         name = self.served.name
-        m.served.inc(model=name)
-        m.requests.inc(endpoint=self.endpoint, code=str(status), model=name)
-        m.latency.observe(record.e2e_s, model=name)
+        m.served.labels(name).inc()
+        m.requests.labels(self.endpoint, str(status)).inc()
+        m.latency.labels(name).observe(record.e2e_s)
         if record.ttft_s is not None:
-            m.ttft.observe(record.ttft_s, model=name)
+            m.ttft.labels(name).observe(record.ttft_s)
         for c in outcome.calls:
             g = c.generation
-            m.tokens.inc(g.output_tokens, model=name, upstream=c.model, kind="output")
+            m.tokens.labels(name, c.model, "output").inc(g.output_tokens)
             if g.input_tokens is not None:
-                m.tokens.inc(g.input_tokens, model=name, upstream=c.model, kind="input")
-        if status >= 500:
-            m.errors.inc(model=name)
-        extra = outcome.extra
-        if extra.get("escalated"):
-            m.escalations.inc(model=name)
-        if isinstance(extra.get("switches"), int):
-            m.switches.inc(extra["switches"], model=name)
-        if "routed_to" in extra:
-            m.routes.inc(model=name, route=str(extra["routed_to"]))
+                m.tokens.labels(name, c.model, "input").inc(g.input_tokens)
+        if self.disconnected:
+            m.disconnects.labels(name).inc()
+        elif status >= 500:
+            m.errors.labels(name).inc()
+        m.observe_reports(name, outcome.extra)
         if record.energy_j is not None:
-            m.energy.inc(record.energy_j, model=name)
+            m.energy.labels(name).inc(record.energy_j)
         else:
-            m.energy_missing.inc(model=name)
+            m.energy_missing.labels(name).inc()
         self.app.writer.submit(self.item, record)
 
     async def _account_settled(self, outcome: Outcome, record: Record, status: int) -> None:
@@ -497,12 +548,25 @@ class _Run:
         failure.counted = True
         return failure
 
+    def _status(self, outcome: Outcome) -> int | None:
+        """499 (nginx's "client closed request") when the client went away, 502 when the
+        answer's model call failed, 504 when it timed out; None when it succeeded."""
+        if self.disconnected:
+            return 499
+        errors = [c.generation.error for c in outcome.calls if c.generation.error]
+        if not errors:
+            return None if outcome.calls else 502
+        return 504 if errors[-1].startswith("timeout") else 502
+
     # --- whole answers ------------------------------------------------------------------------
 
-    async def whole(self, response: HttpResponse) -> None:
-        outcome, t1 = await self._execute(self._context(None))
-        status = _failure_status(outcome) or 200
+    async def whole(self, response: HttpResponse, gone: asyncio.Event) -> None:
+        outcome, t1 = await self._until_done_or_gone(self._start(None), gone)
+        status = self._status(outcome) or 200
         record = self._record(outcome, t1, status)
+        if status == 499:  # nobody to answer
+            self._account(outcome, record, status)
+            return
         if status != 200:
             self._account(outcome, record, status)
             raise self._failure(outcome, status)
@@ -570,7 +634,7 @@ class _Run:
         }
         return b"data: " + dumps(chunk) + b"\n\n"
 
-    async def stream(self, response: HttpResponse) -> None:
+    async def stream(self, response: HttpResponse, gone: asyncio.Event) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -578,20 +642,32 @@ class _Run:
         def on_text(piece: str) -> None:
             if threading.get_ident() == loop_thread:
                 queue.put_nowait(piece)
-            else:  # the llama.cpp thread
+            else:  # the engine's thread
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
-        async def produce() -> tuple[Outcome, float]:
-            try:
-                return await self._execute(self._context(on_text))
-            finally:
-                queue.put_nowait(_DONE)
+        task = self._start(on_text)
+        task.add_done_callback(lambda _: queue.put_nowait(_DONE))
+        watch = asyncio.ensure_future(gone.wait())
+        try:
+            await self._relay(response, queue, task, watch, gone)
+        finally:
+            watch.cancel()
 
-        task = asyncio.create_task(produce())
-        first = await queue.get()
+    async def _relay(
+        self,
+        response: HttpResponse,
+        queue: asyncio.Queue[Any],
+        task: asyncio.Task[tuple[Outcome, float]],
+        watch: asyncio.Future[Any],
+        gone: asyncio.Event,
+    ) -> None:
+        first = await self._next(queue, watch)
+        if first is None:  # the client went away before the first piece
+            await self._abandon(task, gone)
+            return
         if first is _DONE:
             outcome, t1 = await task
-            status = _failure_status(outcome)
+            status = self._status(outcome)
             if status is not None:  # nothing sent yet: an honest HTTP error
                 self._account(outcome, self._record(outcome, t1, status), status)
                 raise self._failure(outcome, status)
@@ -623,9 +699,12 @@ class _Run:
             await response.write(body + self._text_chunk(text))
             body = b""
             if piece is None:
-                piece = await queue.get()
+                piece = await self._next(queue, watch)
+                if piece is None:  # the client went away mid-answer
+                    await self._abandon(task, gone)
+                    return
         outcome, t1 = await task
-        status = _failure_status(outcome)
+        status = self._status(outcome)
         streamed = "".join(sent)
         if status is None and outcome.output != streamed:
             # Strategies that decide at the end (vote, cascade) stream nothing until then.
@@ -654,3 +733,21 @@ class _Run:
             await response.end(body)
         finally:
             self._account(outcome, record, status or 200)
+
+    async def _abandon(
+        self, task: asyncio.Task[tuple[Outcome, float]], gone: asyncio.Event
+    ) -> None:
+        """The client went away: stop the generation, store what it cost."""
+        outcome, t1 = await self._until_done_or_gone(task, gone)
+        self._account(outcome, self._record(outcome, t1, 499), 499)
+
+    async def _next(self, queue: asyncio.Queue[Any], watch: asyncio.Future[Any]) -> Any:
+        """The next piece of text (or _DONE); None if the client goes away first."""
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        await asyncio.wait({getter, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        return None

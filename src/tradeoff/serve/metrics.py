@@ -1,143 +1,110 @@
-"""Prometheus text exposition (format 0.0.4) of what the server did, kept in plain dicts.
+"""What the server did, for Prometheus (`GET /metrics`), through prometheus_client.
 
-Counters and histograms are updated on the event loop's thread only, so they need no locks.
+Every metric has one label set. `model` is the served name a client asked for; `upstream` the
+alias of a model its configuration called. Besides these, each strategy's `reports` (an
+escalation, a switch, a route) get a counter of their own, declared with the strategy.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
-Labels = tuple[tuple[str, str], ...]
+from tradeoff.config import Report
+from tradeoff.strategies import STRATEGIES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(_pair(k, v) for k, v in labels) + "}"
-
-
-def _pair(key: str, value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'{key}="{escaped}"'
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-class Counter:
-    def __init__(self, name: str, help: str, unit_type: str = "counter"):
-        self.name, self.help, self.type = name, help, unit_type
-        self.values: dict[Labels, float] = defaultdict(float)
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] += amount
-
-    def set(self, value: float, **labels: str) -> None:
-        self.values[tuple(sorted(labels.items()))] = value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.type}"]
-        lines += [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
-        return lines
-
-
-class Histogram:
-    def __init__(self, name: str, help: str, buckets: tuple[float, ...] = LATENCY_BUCKETS):
-        self.name, self.help, self.buckets = name, help, buckets
-        self.counts: dict[Labels, list[int]] = {}
-        self.sums: dict[Labels, float] = defaultdict(float)
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        counts = self.counts.setdefault(key, [0] * (len(self.buckets) + 1))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-                break
-        else:
-            counts[-1] += 1
-        self.sums[key] += value
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, counts in sorted(self.counts.items()):
-            total = 0
-            for bound, count in zip((*self.buckets, math.inf), counts):
-                total += count
-                le = (*key, ("le", _number(bound)))
-                lines.append(f"{self.name}_bucket{_labels(le)} {total}")
-            lines.append(f"{self.name}_sum{_labels(key)} {_number(self.sums[key])}")
-            lines.append(f"{self.name}_count{_labels(key)} {total}")
-        return lines
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServerMetrics:
-    """Everything /metrics reports. `model` is the served name a client asked for; `upstream` is
-    the alias of a model the configuration called."""
-
     def __init__(self) -> None:
+        disable_created_metrics()  # no `_created` series beside each counter: noise for a scraper
+        self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "tradeoff_requests_total", "HTTP requests answered, by served model, endpoint, status"
+            "tradeoff_requests", "HTTP requests answered, by endpoint and status",
+            ["endpoint", "code"], registry=r,
+        )  # fmt: skip
+        self.served = Counter(
+            "tradeoff_served", "requests answered by a model (records due)", ["model"], registry=r
         )
         self.rejected = Counter(
-            "tradeoff_rejected_total", "requests refused before any model ran, by reason"
-        )
+            "tradeoff_rejected", "requests refused before any model ran, by status", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self.errors = Counter(
-            "tradeoff_upstream_errors_total", "served requests whose model call failed"
-        )
-        self.in_flight = Counter("tradeoff_in_flight", "requests being answered now", "gauge")
+            "tradeoff_upstream_errors", "served requests whose model call failed", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.disconnects = Counter(
+            "tradeoff_client_disconnects",
+            "served requests whose client went away before the answer (generation cancelled)",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge("tradeoff_in_flight", "requests being answered now", registry=r)
         self.latency = Histogram(
-            "tradeoff_request_duration_seconds", "time from request to the last byte of the answer"
-        )
+            "tradeoff_request_duration_seconds", "time from request to the last byte of the answer",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.ttft = Histogram(
-            "tradeoff_time_to_first_token_seconds", "time from request to the first answer token"
-        )
+            "tradeoff_time_to_first_token_seconds", "time from request to the first answer token",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.tokens = Counter(
-            "tradeoff_tokens_total", "tokens by served model, upstream model and kind"
-        )
-        self.escalations = Counter(
-            "tradeoff_escalations_total", "cascade requests that escalated to the large model"
-        )
-        self.switches = Counter("tradeoff_switches_total", "switch hand-overs between models")
-        self.routes = Counter(
-            "tradeoff_routes_total", "route requests, by the configuration the policy chose"
-        )
+            "tradeoff_tokens", "tokens by served model, upstream model and kind (input, output)",
+            ["model", "upstream", "kind"], registry=r,
+        )  # fmt: skip
         self.energy = Counter(
-            "tradeoff_energy_joules_total", "measured energy of served requests (J)"
-        )
+            "tradeoff_energy_joules", "measured energy of served requests (J)", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.energy_missing = Counter(
-            "tradeoff_energy_missing_total", "served requests whose energy was not measured"
+            "tradeoff_energy_missing", "served requests whose energy was not measured", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.stored = Counter(
+            "tradeoff_records_stored", "records written to the run store", registry=r
         )
-        self.stored = Counter("tradeoff_records_stored_total", "records written to the run store")
         self.store_errors = Counter(
-            "tradeoff_store_errors_total", "records the run store failed to write"
+            "tradeoff_store_errors", "records the run store failed to write", registry=r
         )
-        self.served = Counter("tradeoff_served_total", "requests answered by a model (records due)")
+        self.reports: list[tuple[Report, Counter]] = []
+        for strategy in STRATEGIES.values():
+            for report in strategy.params.reports:
+                labels = ["model", report.label] if report.kind == "label" else ["model"]
+                name = report.metric.removesuffix("_total")
+                self.reports.append((report, Counter(name, report.help, labels, registry=r)))
+
+    def observe_reports(self, model: str, extra: dict[str, object]) -> None:
+        """Count what the outcome's strategy reports (escalated, switches, routed_to)."""
+        for report, counter in self.reports:
+            if report.key not in extra:
+                continue
+            value = extra[report.key]
+            if report.kind == "flag":
+                if value:
+                    counter.labels(model=model).inc()
+            elif report.kind == "count":
+                if isinstance(value, (int, float)):
+                    counter.labels(model=model).inc(value)
+            else:
+                counter.labels(model, str(value)).inc()
 
     def render(self) -> bytes:
-        lines: list[str] = []
-        for metric in (
-            self.requests,
-            self.served,
-            self.rejected,
-            self.errors,
-            self.in_flight,
-            self.latency,
-            self.ttft,
-            self.tokens,
-            self.escalations,
-            self.switches,
-            self.routes,
-            self.energy,
-            self.energy_missing,
-            self.stored,
-            self.store_errors,
-        ):
-            lines += metric.render()
-        return ("\n".join(lines) + "\n").encode()
+        return generate_latest(self.registry)
+
+    def total(self, counter: Counter) -> float:
+        """The sum of a counter over its label sets."""
+        return sum(
+            s.value
+            for metric in counter.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        )

@@ -1,28 +1,35 @@
-"""`tradeoff serve`: load what is served, open the run store, and run the HTTP server until
-SIGTERM or Ctrl-C, which stop accepting, finish the requests in flight, then exit."""
+"""`tradeoff serve`: load what is served, open the run store, and run the application under
+uvicorn (uvloop, httptools) until SIGTERM or Ctrl-C, which stop accepting, finish the requests in
+flight, then exit."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tradeoff.config import Config, RunSpec, resolve_configs, route_config
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Limits, ServeApp, Served
-from tradeoff.serve.http import HttpServer
 from tradeoff.serve.metrics import ServerMetrics
 from tradeoff.session import open_session
 from tradeoff.store import STORE_FILE, Store
+
+# Seconds a kept-alive connection may idle between requests before the server closes it.
+KEEP_ALIVE_S = 5
 
 
 @dataclass
@@ -129,27 +136,103 @@ async def _serve(
                 writer.close()
     finally:
         sock.close()
-    notify(f"stopped; {int(sum(metrics.served.values.values()))} request(s) served, "
-           f"{int(sum(metrics.stored.values.values()))} stored in {out}")  # fmt: skip
+    served_n, stored_n = metrics.total(metrics.served), metrics.total(metrics.stored)
+    notify(f"stopped; {served_n:.0f} request(s) served, {stored_n:.0f} stored in {out}")
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with the deadline it lacks: a request's head must arrive
+    within the request timeout of the connection opening or of the request's first byte.
+    (uvicorn times out only kept-alive connections that idle after an answer; a client that
+    opens a connection and sends nothing, or trickles a head in, would hold it for ever.)"""
+
+    request_timeout_s: float = Limits().request_timeout_s
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_deadline = self.loop.call_later(self.request_timeout_s, self._head_too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.cycle is None or self.cycle.response_complete:  # not while answering
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with tradeoff's signals: the first SIGTERM or Ctrl-C stops accepting and
+    finishes the requests in flight; the second aborts. (uvicorn's own handlers re-raise the
+    signal once it has stopped, which would kill the process before the records are written.)"""
+
+    def __init__(self, config: uvicorn.Config, app: ServeApp, notify: Callable[[str], None]):
+        super().__init__(config)
+        self.app = app
+        self.notify = notify
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.on_signal)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    def on_signal(self) -> None:
+        if self.should_exit:
+            self.notify("aborting now; requests in flight are lost")
+            os._exit(130)  # records already queued may be lost too; stored ones are committed
+        self.notify(
+            f"stopping: finishing {self.app.in_flight} request(s) in flight (Ctrl-C again to abort)"
+        )
+        self.app.draining = True
+        self.should_exit = True
 
 
 async def _run_server(
     app: ServeApp, sock: socket.socket, out: Path, notify: Callable[[str], None]
 ) -> None:
-    """Serve on `sock` until SIGTERM or Ctrl-C, then finish the requests in flight."""
-    server = HttpServer(app.handle, max_body_bytes=app.limits.max_body_bytes)
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if app.draining:
-            notify("aborting now; requests in flight are lost")
-            os._exit(130)  # records already queued may be lost too; stored ones are committed
-        notify(f"stopping: finishing {app.in_flight} request(s) in flight (Ctrl-C again to abort)")
-        app.draining = True
-        server.stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    """Serve on `sock` with uvicorn until SIGTERM or Ctrl-C, then finish the requests in flight."""
+    limits = app.limits
+    protocol = type("Protocol", (_Protocol,), {"request_timeout_s": limits.request_timeout_s})
+    config = uvicorn.Config(
+        app,
+        http=protocol,
+        loop="none",  # the running loop: uvloop, see _run_loop
+        lifespan="off",  # the session is opened around the server
+        interface="asgi3",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        backlog=2048,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+    )
+    server = _Server(config, app, notify)
+    app.connections = lambda: len(server.server_state.connections)
     # Latency: what was loaded so far (models, libraries) never becomes garbage, so the collector
     # need not scan it on every full collection; and the store's thread hands the interpreter
     # back within 1 ms instead of 5 when a request needs it.
@@ -162,11 +245,7 @@ async def _run_server(
         f"serving {', '.join(app.served)} at http://{shown}:{port}/v1 "
         f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
     )
-    try:
-        await server.serve(sock)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    await server.serve(sockets=[sock])
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
