@@ -61,6 +61,7 @@ class CostAxisName(str, Enum):
     tokens = "tokens"
     flops = "flops"
     dollars = "dollars"
+    given = "given"
 
 
 def _progress_bar() -> Progress:
@@ -349,7 +350,8 @@ def frontier_cmd(
 
 
 def _frontier_rows(directory: Path, cost: str) -> tuple[list[Any], str]:
-    from tradeoff.analysis.frontier import axis_label, default_cost, frontier
+    from tradeoff.analysis.costs import resolve
+    from tradeoff.analysis.frontier import axis_label, frontier
     from tradeoff.store import Store
 
     store = Store.open(directory)
@@ -358,8 +360,7 @@ def _frontier_rows(directory: Path, cost: str) -> tuple[list[Any], str]:
         names = [c["name"] for c in store.configs()]
     finally:
         store.close()
-    if cost == "auto":
-        cost = default_cost(records)
+    cost = resolve(cost, records).name
     rows = frontier(records, cost, names)
     return rows, axis_label(cost, rows)
 
