@@ -157,8 +157,8 @@ def _given_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     )
 
 
-def _given_unit(run: pd.DataFrame) -> str:
-    units = sorted({str(u) for u in _extra(run, "cost_unit").dropna()})
+def _given_unit(df: pd.DataFrame) -> str:
+    units = sorted({str(u) for u in _extra(df, "cost_unit").dropna()})
     return "+".join(units) if units else "as given"
 
 
@@ -238,9 +238,9 @@ def resolve(cost: str, records: pd.DataFrame) -> CostAxis:
     return axis(auto_axis(records) if cost == AUTO else cost)
 
 
-def unit(cost: CostAxis, run: pd.DataFrame) -> str:
-    """The axis's unit; for costs given at import, the unit they were given in."""
-    return cost.unit_of(run) if cost.unit_of else cost.unit
+def unit(cost: CostAxis, df: pd.DataFrame) -> str:
+    """The axis's unit for these records; for costs given at import, the unit given with them."""
+    return cost.unit_of(df) if cost.unit_of else cost.unit
 
 
 def record_costs(df: pd.DataFrame, cost: CostAxis) -> pd.Series:
@@ -252,7 +252,7 @@ def mean_cost(df: pd.DataFrame, cost: CostAxis, run: pd.DataFrame) -> AxisCost:
     """The mean cost per query of one configuration's records `df` (failed ones included: they
     were paid for), or why it is unknown; `run` holds every record of the run, for context."""
     values = record_costs(df, cost)
-    found_unit = unit(cost, run)
+    found_unit = unit(cost, df)
     if values.isna().any():
         return AxisCost(cost.name, found_unit, None, None, cost.missing(df, run), None)
     return AxisCost(

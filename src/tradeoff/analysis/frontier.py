@@ -90,7 +90,7 @@ def frontier(
 
 def _row(s: Summary, cost: str) -> FrontierRow:
     chosen, energy = s.costs[cost], s.costs["energy"]
-    acc, value, energy_j, power = s.accuracy, s.costs[cost].value, energy.value, s.power_w
+    acc, value, energy_j, power = s.accuracy, chosen.value, energy.value, s.power_w
     scored = not math.isnan(acc)
     return FrontierRow(
         config=s.config,
