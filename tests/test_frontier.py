@@ -8,7 +8,8 @@ import re
 import pytest
 from conftest import run_cli
 
-from tradeoff.analysis.frontier import COST_AXES, axis_label, frontier
+from tradeoff.analysis.costs import COST_AXES
+from tradeoff.analysis.frontier import axis_label, frontier
 from tradeoff.analysis.metrics import wilson_interval
 from tradeoff.errors import UserError
 from tradeoff.store import Store
@@ -138,7 +139,7 @@ def test_other_cost_axes(records):
     dollars = frontier(records, "dollars")
     assert all(r.cost is None and not r.pareto for r in dollars)
     assert {r.cost_missing for r in dollars} == {"no prices in the spec"}
-    assert set(COST_AXES) == {"energy", "latency", "tokens", "flops", "dollars"}
+    assert set(COST_AXES) == {"energy", "latency", "tokens", "flops", "dollars", "given"}
     with pytest.raises(UserError, match="known: energy, latency"):
         frontier(records, "watts")
 

@@ -504,3 +504,45 @@ def with_absolute_paths(spec: RunSpec) -> RunSpec:
                 ref = _absolute(ref, prefix)
         tasks.append(t.model_copy(update={"ref": ref}))
     return spec.model_copy(update={"models": models, "tasks": tasks})
+
+
+def profile_spec(
+    spec_file: Path | None,
+    models: list[str] | None,
+    tasks: list[str] | None,
+    *,
+    out: Path | None,
+    resume: Path | None,
+    overrides: dict[str, Any],
+    sampling: dict[str, Any],
+) -> RunSpec | None:
+    """The spec `tradeoff profile` runs, from a spec file or --model/--task, with the flags given
+    (`overrides`: limit, samples, concurrency, timeout_s; `sampling`: temperature, max_tokens,
+    seed; None for a flag not given) laid over it. None with --resume DIR: the stored run's own
+    spec is used, so nothing else may be given."""
+    if resume is not None:
+        if spec_file or models or tasks or out:
+            raise UserError(
+                "--resume DIR takes no spec, --model, --task or --out: the run's own spec is used"
+            )
+        if any(v is not None for v in [*overrides.values(), *sampling.values()]):
+            raise UserError(
+                "--resume DIR continues the stored run as specified; drop the other options"
+            )
+        return None
+    if out is None:
+        raise UserError("--out DIR is required: the run directory to create (or --resume DIR)")
+    if spec_file is not None:
+        if models or tasks:
+            raise UserError("give either a spec file or --model/--task flags, not both")
+        data = load_spec(spec_file).model_dump(mode="json")
+    else:
+        if not models or not tasks:
+            raise UserError("give a spec file, or at least one --model and one --task")
+        data = {"models": models, "tasks": tasks}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["sampling"] = {
+        **data.get("sampling", {}),
+        **{k: v for k, v in sampling.items() if v is not None},
+    }
+    return parse_spec(data, str(spec_file) if spec_file else "flags")

@@ -1,13 +1,26 @@
-"""Per-configuration summaries of records, with the definitions of DESIGN.md."""
+"""Per-configuration summaries of records, with the definitions of DESIGN.md: one aggregation that
+`tradeoff report` shows and `tradeoff frontier` is drawn from, so the two always agree.
+
+The rule for failed records (error set): they score 0 and count in every mean of what a query
+costs (energy, latency, tokens, FLOPs, dollars): they were paid for. Where a failed record has no
+measurement on a cost axis (no FLOPs are counted for a failed call), the configuration's cost on
+that axis is unknown and says why (`analysis.costs`), never a mean over the records that have
+one. What a failed request may never have (a first token, so TTFT, inter-token latency and
+decode tok/s) is a mean over the records that have it, with their count beside it. Roofline
+efficiency is the engine's, over the successful records' calls.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tradeoff.analysis.costs import COST_AXES, AxisCost, energy_meters, mean_cost
 
 Z95 = 1.959963984540054
 
@@ -85,54 +98,110 @@ def _mean(series: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per configuration: accuracy with its interval, tokens, latency, energy, FLOPs."""
-    rows = []
+@dataclass
+class Summary:
+    """One configuration's records, aggregated once (the rule is in the module's docstring)."""
+
+    config: str
+    n: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    errors: int
+    costs: dict[str, AxisCost]  # every cost axis: the mean per query, or why it is unknown
+    energy_source: str | None  # the meters, e.g. "rapl" or "nvml"
+    power_w: float | None  # mean of each query's energy / its wall-clock time
+    input_tokens: float | None  # mean over the n_input_tokens queries that reported them
+    n_input_tokens: int
+    output_tokens: float  # mean over every query
+    ttft_s: float | None  # TTFT, ITL and decode tok/s: means over the n_first_token queries
+    itl_s: float | None  # that produced a first token
+    decode_tps: float | None
+    n_first_token: int
+    roofline_s: float | None  # analytic roofline time per successful query
+    roofline_eff: float | None  # roofline time / measured engine time
+    peak_rss_mb: float | None
+
+    def row(self) -> dict[str, Any]:
+        """The summary as `tradeoff report` writes it: flat, one value per column."""
+        energy, latency = self.costs["energy"], self.costs["latency"]
+        flops, dollars = self.costs["flops"], self.costs["dollars"]
+        return {
+            "config": self.config,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "accuracy_low": self.accuracy_low,
+            "accuracy_high": self.accuracy_high,
+            "input_tokens": self.input_tokens,
+            "n_input_tokens": self.n_input_tokens,
+            "output_tokens": self.output_tokens,
+            "ttft_s": self.ttft_s,
+            "itl_s": self.itl_s,
+            "decode_tps": self.decode_tps,
+            "n_first_token": self.n_first_token,
+            "e2e_s": latency.value,
+            "energy_j": energy.value,
+            "energy_source": self.energy_source if energy.value is not None else None,
+            "energy_missing": energy.missing,
+            "gflops": flops.value,
+            "gflops_missing": flops.missing,
+            "cost_usd": dollars.value,
+            "cost_usd_missing": dollars.missing,
+            "roofline_s": self.roofline_s,
+            "roofline_eff": self.roofline_eff,
+            "peak_rss_mb": self.peak_rss_mb,
+            "errors": self.errors,
+        }
+
+
+def _power(df: pd.DataFrame) -> float | None:
+    """Mean power per query (W): each query's energy over its wall-clock time."""
+    timed = df["e2e_s"] > 0
+    if not timed.any() or df["energy_j"].isna().any():
+        return None
+    return float(np.mean(df.loc[timed, "energy_j"] / df.loc[timed, "e2e_s"]))
+
+
+def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
+    """The summary of one configuration's records `df`; `run` holds every record of the run."""
+    acc, low, high = accuracy_interval(record_scores(df))
+    roofline_s, roofline_eff = roofline(df[df["error"].isna()])
+    return Summary(
+        config=name,
+        n=int(len(df)),
+        accuracy=acc,
+        accuracy_low=low,
+        accuracy_high=high,
+        errors=int(df["error"].notna().sum()),
+        costs={key: mean_cost(df, axis, run) for key, axis in COST_AXES.items()},
+        energy_source=energy_meters(df),
+        power_w=_power(df),
+        input_tokens=_mean(df["input_tokens"]),
+        n_input_tokens=int(df["input_tokens"].notna().sum()),
+        output_tokens=float(df["output_tokens"].mean()),
+        ttft_s=_mean(df["ttft_s"]),
+        itl_s=_mean(df["itl_s"]),
+        decode_tps=_mean(df["decode_tps"]),
+        n_first_token=int(df["ttft_s"].notna().sum()),
+        roofline_s=roofline_s,
+        roofline_eff=roofline_eff,
+        peak_rss_mb=(
+            float(df["peak_rss_bytes"].dropna().max()) / 2**20
+            if df["peak_rss_bytes"].notna().any()
+            else None
+        ),
+    )
+
+
+def summaries(records: pd.DataFrame, config_order: list[str] | None = None) -> list[Summary]:
+    """One summary per configuration, in `config_order` (else first-seen order); a configuration
+    without records has none."""
     names = config_order or list(dict.fromkeys(records["config"]))
-    for name in names:
-        df = records[records["config"] == name]
-        if df.empty:
-            continue
-        acc, low, high = accuracy_interval(record_scores(df))
-        ok = df[df["error"].isna()]
-        energy = ok["energy_j"].dropna()
-        energy_missing = None
-        if len(energy) < len(ok):
-            reasons = ok["energy_missing"].dropna()
-            energy_missing = str(reasons.iloc[0]) if len(reasons) else "not measured"
-        sources = ok["energy_source"].dropna().unique()
-        energy_source = str(sources[0]) if len(sources) else None
-        flops = ok["flops"].dropna()
-        cost = ok["cost_usd"].dropna()
-        roofline_s, roofline_eff = roofline(ok)
-        rows.append(
-            {
-                "config": name,
-                "n": int(len(df)),
-                "accuracy": acc,
-                "accuracy_low": low,
-                "accuracy_high": high,
-                "input_tokens": _mean(ok["input_tokens"]),
-                "output_tokens": _mean(ok["output_tokens"]),
-                "ttft_s": _mean(ok["ttft_s"]),
-                "itl_s": _mean(ok["itl_s"]),
-                "e2e_s": _mean(ok["e2e_s"]),
-                "decode_tps": _mean(ok["decode_tps"]),
-                "energy_j": float(energy.mean())
-                if len(energy) and energy_missing is None
-                else None,
-                "energy_source": energy_source,
-                "energy_missing": energy_missing,
-                "gflops": float(flops.mean()) / 1e9 if len(flops) == len(ok) and len(ok) else None,
-                "cost_usd": float(cost.mean()) if len(cost) and len(cost) == len(ok) else None,
-                "roofline_s": roofline_s,
-                "roofline_eff": roofline_eff,
-                "peak_rss_mb": (
-                    float(df["peak_rss_bytes"].dropna().max()) / 2**20
-                    if df["peak_rss_bytes"].notna().any()
-                    else None
-                ),
-                "errors": int(df["error"].notna().sum()),
-            }
-        )
-    return rows
+    groups = dict(tuple(records.groupby("config", sort=False))) if len(records) else {}
+    return [summarize_config(name, groups[name], records) for name in names if name in groups]
+
+
+def summarize(records: pd.DataFrame, config_order: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per configuration, as `tradeoff report` writes it: accuracy with its interval,
+    tokens, latency, energy, FLOPs, dollars."""
+    return [s.row() for s in summaries(records, config_order)]

@@ -1,6 +1,7 @@
 """Router evaluation as RouteLLM defines it, on per-query outcomes: accuracy against the share of
 calls sent to the strong configuration, with AUC, APGR, CPT(x%) and cost saved, beside the
-random and oracle baselines; and accuracy against cost for an N-way λ router.
+random and oracle baselines; and accuracy against cost for an N-way λ router, whose sweep over λ
+(`lambda_curve`) is also the one `policy fit` calibrates a policy on.
 
 Inputs are plain arrays: for N queries, scores in [0, 1] and costs ≥ 0 (any unit, e.g. J or $ per
 query; curves report the mean per query in that same unit). Fractions are in [0, 1], not percent.
@@ -299,6 +300,19 @@ def cost_saved_at(curve: Curve, target_accuracy: float, strong_cost: float) -> f
     return float(1.0 - reached.min() / strong_cost)
 
 
+def choose(expected: ArrayLike, costs: ArrayLike, lam: float) -> np.ndarray:
+    """Per query (row of the N×M `expected` scores), the column j maximising expected[i, j] −
+    λ·costs[i, j]; ties go to the lower cost, then the lower index. `costs` is N×M, or one cost
+    per column (M). This is what a λ router does, in evaluation and when serving a policy."""
+    e = np.asarray(expected, dtype=float)
+    c = np.broadcast_to(np.asarray(costs, dtype=float), e.shape)
+    utility = e - lam * c
+    best = utility.max(axis=1, keepdims=True)
+    # A choice sits exactly on a tie at each breakpoint; the slack absorbs rounding there.
+    tied = utility >= best - 1e-9 * (1.0 + np.abs(best))
+    return np.where(tied, c, np.inf).argmin(axis=1)
+
+
 def _breakpoints(expected: np.ndarray, costs: np.ndarray, block: int = 4096) -> np.ndarray:
     """Every λ > 0 at which some query's choice can change: where a dearer, better-scoring
     config's utility equals a cheaper one's, λ = Δscore / Δcost."""
@@ -356,11 +370,7 @@ def lambda_curve(
     fracs, accs, costs, knobs = [], [], [], []
     seen: set[tuple[float, float, float]] = set()
     for lam in sweep:
-        utility = e - lam * c
-        best = utility.max(axis=1, keepdims=True)
-        # A choice sits exactly on a tie at each breakpoint; the slack absorbs rounding there.
-        tied = utility >= best - 1e-9 * (1.0 + np.abs(best))
-        choice = np.where(tied, c, np.inf).argmin(axis=1)
+        choice = choose(e, c, float(lam))
         point = (
             float(np.mean(choice == strong)),
             float(s[rows, choice].mean()),

@@ -109,3 +109,12 @@ def calibrate_cuda(seconds: float = 3.0, buffer_mib: int = 2048, n: int = 8192) 
             "precision": "bfloat16",
         },
     )
+
+
+def calibrate(device: str, seconds: float = 3.0) -> Calibration:
+    """Measure `device`: "cpu" (numpy) or "cuda" (PyTorch)."""
+    if device == "cpu":
+        return calibrate_cpu(seconds)
+    if device == "cuda":
+        return calibrate_cuda(seconds)
+    raise UserError(f"device '{device}' cannot be calibrated; known: cpu, cuda")

@@ -14,8 +14,10 @@ roofline time / measured time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from tradeoff.engines.base import ModelShape
+from tradeoff.errors import UserError
 from tradeoff.meters.flops import eval_flops
 
 
@@ -86,3 +88,97 @@ def request_cost(
         prefill=eval_cost(shape, 0, p, batch),
         decode=[eval_cost(shape, p + i, 1, batch) for i in range(steps)],
     )
+
+
+@dataclass(frozen=True)
+class PhaseRoofline:
+    """One phase of a request at its roofline: the prefill (one pass over the prompt) or the
+    decode (`steps` passes, one per token after the first), for `batch` like requests at once."""
+
+    phase: str  # "prefill" or "decode"
+    steps: int  # prompt tokens (prefill) or decode passes
+    flops: float
+    bytes: float
+    seconds: float  # roofline time, summed over the phase's passes
+    bound: str  # "compute" or "memory": which of the two peaks sets the time
+    tokens_per_s: float  # over the batch
+
+
+def _phase(
+    name: str, steps: int, passes: list[PassCost], peaks: Peaks, batch: int
+) -> PhaseRoofline:
+    flops = sum(p.flops for p in passes)
+    moved = sum(p.bytes for p in passes)
+    seconds = sum(p.roofline_s(peaks) for p in passes)
+    bound = "compute" if flops / peaks.flops_per_s >= moved / peaks.bytes_per_s else "memory"
+    return PhaseRoofline(name, steps, flops, moved, seconds, bound, batch * steps / seconds)
+
+
+def phase_rooflines(
+    shape: ModelShape, input_tokens: int, output_tokens: int, peaks: Peaks, batch: int = 1
+) -> list[PhaseRoofline]:
+    """The prefill and (when there is more than one output token) the decode of a request."""
+    cost = request_cost(shape, input_tokens, output_tokens, batch)
+    phases = [_phase("prefill", max(input_tokens, 0), [cost.prefill], peaks, batch)]
+    if cost.decode:
+        phases.append(_phase("decode", len(cost.decode), cost.decode, peaks, batch))
+    return phases
+
+
+@dataclass(frozen=True)
+class RooflineEstimate:
+    """What `tradeoff roofline` shows: a model's request on a device, phase by phase."""
+
+    model: str
+    shape: ModelShape
+    peaks: Peaks
+    batch: int
+    phases: list[PhaseRoofline]
+
+
+def request_roofline(
+    model: str,
+    device: str,
+    input_tokens: int,
+    output_tokens: int,
+    batch: int = 1,
+    dtype: str | None = None,
+) -> RooflineEstimate:
+    """The analytic least time of a request of `model` (a shipped architecture config, a
+    config.json or its directory, or a model tradeoff can load) on `device` (a GPU name, or cpu
+    once calibrated)."""
+    # Imported here: meters.hardware imports this module, and the engines load only for a model
+    # that is not a config.
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
+    from tradeoff.meters.calibrate import cpu_device
+    from tradeoff.meters.hardware import DATASHEET, device_peaks
+
+    if model in shipped_configs() or model.endswith(".json") or Path(model).is_dir():
+        shape = shape_from_hf_config(load_hf_config(model), dtype)
+    else:
+        shape = _engine_shape(model)
+    if shape.weight_bytes is None:
+        raise UserError(f"model '{model}': its weight bytes are unknown, so no roofline")
+    peaks, why = device_peaks(cpu_device() if device.lower() == "cpu" else device)
+    if peaks is None:
+        gpus = ", ".join(sorted({needle for needle, *_ in DATASHEET}))
+        raise UserError(f"{why}; or name a GPU: {gpus}")
+    phases = phase_rooflines(shape, input_tokens, output_tokens, peaks, batch)
+    return RooflineEstimate(model, shape, peaks, batch, phases)
+
+
+def _engine_shape(model: str) -> ModelShape:
+    """The shape of a model tradeoff can load (bundled, gguf:), read from its metadata."""
+    import asyncio
+
+    from tradeoff.engines import open_engine
+
+    async def shape() -> ModelShape | None:
+        engine = await open_engine(model)
+        await engine.aclose()
+        return engine.info.shape
+
+    found = asyncio.run(shape())
+    if found is None:
+        raise UserError(f"model '{model}': its shape is unknown, so no roofline")
+    return found

@@ -4,7 +4,8 @@ configuration's accuracy, always beside the oracle and the random router."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,18 @@ class Evaluation:
     items: int
     source: str  # "cv K" or "policy FILE"
     routers: list[RouterReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: each curve as lists of floats."""
+        data = asdict(self)
+        for router, report in zip(data["routers"], self.routers, strict=True):
+            curve = report.curve
+            router["curve"] = {
+                "strong_fraction": [float(v) for v in curve.strong_fraction],
+                "accuracy": [float(v) for v in curve.accuracy],
+                "cost": [float(v) for v in curve.cost],
+            }
+        return data
 
 
 def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterReport:

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradeoff.analysis.costs import record_costs, resolve
+from tradeoff.analysis.router import choose, lambda_curve
 from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize, prompt_text
 from tradeoff.policy.logistic import fit_logistic, predict
-
-COSTS = ["auto", "energy", "latency", "tokens", "flops", "dollars", "given"]
+from tradeoff.store import Store
 
 
 @dataclass
@@ -36,34 +37,14 @@ class Table:
     cost_axis: str
 
 
-def _record_cost(df: pd.DataFrame, axis: str) -> pd.Series:
-    if axis == "energy":
-        return df["energy_j"]
-    if axis == "latency":
-        return df["e2e_s"]
-    if axis == "tokens":
-        return df["input_tokens"].fillna(0) + df["output_tokens"]
-    if axis == "flops":
-        return df["flops"]
-    if axis == "dollars":
-        return df["cost_usd"]
-    given = df["extra"].map(lambda e: json.loads(e).get("cost") if isinstance(e, str) else None)
-    return pd.to_numeric(given, errors="coerce")
-
-
-def pick_cost(records: pd.DataFrame) -> str:
-    """energy where measured for every record, else the imported cost where given, else latency."""
-    if records["energy_j"].notna().all():
-        return "energy"
-    if _record_cost(records, "given").notna().all():
-        return "given"
-    return "latency"
-
-
 def outcome_table(
     records: pd.DataFrame, items: pd.DataFrame, configs: list[str], cost: str = "auto"
 ) -> Table:
-    """Scores and costs per item for `configs` (mean over samples), only items all of them ran."""
+    """Scores and costs per item for `configs` (mean over samples), only items all of them ran.
+
+    Costs are on the axis `cost` names (`analysis.costs`), `auto` resolved on the records of
+    `configs`. A failed record scores 0 and its cost counts, as in every summary of a run.
+    """
     known = list(dict.fromkeys(records["config"]))
     unknown = [c for c in configs if c not in known]
     if unknown:
@@ -72,14 +53,15 @@ def outcome_table(
         )
     if len(configs) < 2:
         raise UserError("a policy chooses between at least two configurations: --configs A,B")
-    if cost not in COSTS:
-        raise UserError(f"cost '{cost}' is not known; known: {', '.join(COSTS)}")
     df = records[records["config"].isin(configs)].copy()
-    axis = pick_cost(df) if cost == "auto" else cost
-    df["cost"] = _record_cost(df, axis)
+    axis = resolve(cost, df)
+    df["cost"] = record_costs(df, axis)
     if df["cost"].isna().any():
-        raise UserError(f"cost '{axis}' is missing for some records; choose another with --cost")
-    df["score"] = df["score"].fillna(0.0)
+        raise UserError(
+            f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
+            "choose another with --cost"
+        )
+    df["score"] = df["score"].fillna(0.0).where(df["error"].isna(), 0.0)
     grouped = df.groupby(["task", "item_id", "config"])[["score", "cost"]].mean()
     scores = grouped["score"].unstack("config")[configs].dropna()
     costs = grouped["cost"].unstack("config")[configs].loc[scores.index]
@@ -99,7 +81,7 @@ def outcome_table(
         tasks=[k[0] for k in keys],
         scores=scores.to_numpy(dtype=float),
         costs=costs.to_numpy(dtype=float),
-        cost_axis=axis,
+        cost_axis=axis.name,
     )
 
 
@@ -127,48 +109,31 @@ def out_of_fold(x: np.ndarray, scores: np.ndarray, k: int = 5, seed: int = 0) ->
     return out
 
 
-def route(expected: np.ndarray, mean_costs: np.ndarray, lam: float) -> np.ndarray:
-    """Index of the chosen configuration per query: argmax expected - lam * cost; ties go to the
-    cheaper configuration."""
-    value = expected - lam * mean_costs[None, :]
-    order = np.argsort(mean_costs, kind="stable")
-    return order[np.argmax(value[:, order], axis=1)]
-
-
-def _lambdas(expected: np.ndarray, mean_costs: np.ndarray) -> np.ndarray:
-    """Every lambda at which some query's choice can change, plus 0 and a lambda past all."""
-    diffs = []
-    m = len(mean_costs)
-    for a in range(m):
-        for b in range(m):
-            dc = mean_costs[b] - mean_costs[a]
-            if dc > 0:
-                diffs.append((expected[:, b] - expected[:, a]) / dc)
-    values = np.concatenate(diffs) if diffs else np.zeros(1)
-    values = np.unique(values[values >= 0])
-    if len(values) > 512:  # keep the sweep cheap on large runs: 512 evenly ranked breakpoints
-        values = values[np.linspace(0, len(values) - 1, 512).astype(int)]
-    top = values.max(initial=0) * 2 + 1
-    return np.unique(np.concatenate([[0.0], values, values + 1e-12, [top]]))
+# Calibration sweeps at most this many λ (evenly ranked breakpoints): cheap on large runs.
+SWEEP_POINTS = 512
 
 
 def sweep(
     expected: np.ndarray, scores: np.ndarray, costs: np.ndarray, mean_costs: np.ndarray, strong: int
 ) -> pd.DataFrame:
-    """Accuracy, mean cost and strong share of the routed choices at every lambda."""
-    rows = []
-    idx = np.arange(len(scores))
-    for lam in _lambdas(expected, mean_costs):
-        choice = route(expected, mean_costs, lam)
-        rows.append(
-            {
-                "lam": float(lam),
-                "accuracy": float(scores[idx, choice].mean()),
-                "cost": float(costs[idx, choice].mean()),
-                "strong_fraction": float((choice == strong).mean()),
-            }
-        )
-    return pd.DataFrame(rows)
+    """Accuracy, mean cost and strong share of the routed choices at every λ where some query's
+    choice changes (`analysis.router.lambda_curve`), in order of λ."""
+    curve = lambda_curve(
+        expected,
+        np.broadcast_to(mean_costs, expected.shape),
+        scores,
+        costs,
+        strong=strong,
+        max_points=SWEEP_POINTS,
+    )
+    return pd.DataFrame(
+        {
+            "lam": curve.knob,
+            "accuracy": curve.accuracy,
+            "cost": curve.cost,
+            "strong_fraction": curve.strong_fraction,
+        }
+    ).sort_values("lam", ignore_index=True)
 
 
 @dataclass
@@ -191,7 +156,7 @@ class Policy:
         return expected_scores(featurize(texts, tasks, self.dim), np.asarray(self.weights))
 
     def choose(self, texts: list[str], tasks: list[str]) -> list[str]:
-        choice = route(self.expected(texts, tasks), np.asarray(self.mean_costs), self.lam)
+        choice = choose(self.expected(texts, tasks), np.asarray(self.mean_costs), self.lam)
         return [self.configs[i] for i in choice]
 
     def save(self, path: str | Path) -> None:
@@ -244,7 +209,7 @@ def fit_policy(
         # Two configurations: choose the threshold on the predicted gain directly, as a quantile.
         gain = (oof[:, strong] - oof[:, weak]) / (mean_costs[strong] - mean_costs[weak])
         lam = float(np.quantile(gain, 1 - target["strong_fraction"]))
-        choice = route(oof, mean_costs, lam)
+        choice = choose(oof, mean_costs, lam)
         idx = np.arange(len(choice))
         row = pd.Series(
             {
@@ -274,3 +239,16 @@ def fit_policy(
             "strong_fraction": float(row["strong_fraction"]),
         },
     )
+
+
+def run_table(
+    directory: str | Path, configs: list[str], cost: str = "auto"
+) -> tuple[Table, list[dict[str, Any]]]:
+    """The outcome table of `configs` in a run directory, and their stored specs (in order)."""
+    store = Store.open(directory)
+    try:
+        table = outcome_table(store.records(), store.items(), configs, cost)
+        specs = {c["name"]: c["spec"] for c in store.configs()}
+    finally:
+        store.close()
+    return table, [specs.get(name, {}) for name in configs]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
@@ -33,8 +34,22 @@ UNSCORED_NOTE = (
 )
 
 
+FIRST_TOKEN_NOTE = (
+    "TTFT s, decode tok/s: means over the queries that produced a first token ({counts}); every "
+    "other column counts every query, failed ones included (they score 0 and their costs count)"
+)
+INPUT_TOKENS_NOTE = "in tok: mean over the queries whose input tokens were reported ({counts})"
+
+
+def _counts(rows: list[dict[str, Any]], key: str) -> str | None:
+    """'3 of 5 for A, 4 of 5 for B' over the rows where `key` counts fewer than all queries."""
+    short = [f"{r[key]} of {r['n']} for {r['config']}" for r in rows if r[key] < r["n"]]
+    return ", ".join(short) or None
+
+
 def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple[Table, list[str]]:
-    """The table, and footnotes giving each missing measurement's full reason."""
+    """The table of `analysis.metrics.summarize` rows, and footnotes giving each missing
+    measurement's full reason and what each mean is over."""
     table = Table(title=title, title_justify="left")
     table.add_column("config", style="bold")
     table.add_column("n", justify="right")
@@ -56,12 +71,15 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
         if r["energy_j"] is not None:
             energy = f"{r['energy_j']:.2f} ({r['energy_source']})"
         else:
-            reason = r["energy_missing"] or "not measured"
-            if reason not in notes:
-                notes.append(reason)
-            energy = f"n/a ({short_reason(reason)})[{notes.index(reason) + 1}]"
+            reason = f"energy not measured: {r['energy_missing'] or 'not measured'}"
+            energy = f"n/a ({short_reason(r['energy_missing'] or 'not measured')})"
+            energy += f"[{_footnote(notes, reason)}]"
+        if r["gflops"] is not None or not r["gflops_missing"]:
+            gflops = _num(r["gflops"], ".2f")
+        else:
+            gflops = f"n/a[{_footnote(notes, r['gflops_missing'])}]"
         table.add_row(
-            r["config"],
+            escape(r["config"]),
             str(r["n"]),
             accuracy_text(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
             _num(r["input_tokens"], ".1f"),
@@ -69,12 +87,18 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
             _num(r["ttft_s"], ".3f"),
             _num(r["e2e_s"], ".3f"),
             _num(r["decode_tps"], ".1f"),
-            energy,
-            _num(r["gflops"], ".2f"),
+            escape(energy),
+            escape(gflops),
             "-" if r["roofline_eff"] is None else f"{r['roofline_eff']:.1%}",
             str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]",
         )
-    footnotes = [f"[{i + 1}] energy not measured: {reason}" for i, reason in enumerate(notes)]
+    footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    first_token = _counts(rows, "n_first_token")
+    if first_token:
+        footnotes.append(FIRST_TOKEN_NOTE.format(counts=first_token))
+    input_tokens = _counts(rows, "n_input_tokens")
+    if input_tokens:
+        footnotes.append(INPUT_TOKENS_NOTE.format(counts=input_tokens))
     if any(r["roofline_eff"] is None for r in rows):
         footnotes.append(ROOFLINE_MISSING_NOTE)
     else:
@@ -84,6 +108,29 @@ def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple
     if any(math.isnan(r["accuracy"]) for r in rows):
         footnotes.append(UNSCORED_NOTE)
     return table, footnotes
+
+
+def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
+    """One line per session metered by a stepped counter (NVML): its idle baseline and how much
+    the counter moved, as stored with the run."""
+    notes = []
+    for m in meters:
+        idle = "n/a" if m.get("idle_w") is None else f"{m['idle_w']:.1f} W"
+        notes.append(
+            f"{m['source']} idle baseline: {idle} over {m['idle_measured_s']:g} s before the "
+            f"first request (not subtracted); the counter moved {m['counter_total_j']:.1f} J "
+            f"while metering, {m['idle_j']:.1f} J of it between requests"
+        )
+    return notes
+
+
+def records_table(df: pd.DataFrame) -> Table:
+    """Any table of records or summaries, one column per field (the JSON ones left out)."""
+    shown = df.drop(columns=["calls", "extra"], errors="ignore")
+    table = Table(*[str(c) for c in shown.columns])
+    for row in shown.itertuples(index=False):
+        table.add_row(*[escape("" if v is None else str(v)) for v in row])
+    return table
 
 
 def _footnote(notes: list[str], note: str) -> int:

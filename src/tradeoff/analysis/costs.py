@@ -1,0 +1,265 @@
+"""What a query costs, defined once: each cost axis (its name, unit, source, each record's cost and
+why a cost is missing) and the one resolution of `auto`, used by the report, the frontier, policy
+fit and policy eval alike.
+
+A record's cost on an axis is NaN where it is not known; a configuration's mean cost is then
+unknown too, with the reason, never a mean over the records that happen to have one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tradeoff.errors import UserError
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class CostAxis:
+    """One way to count what a query costs.
+
+    `values` gives each record's cost in `unit` (NaN where not known); `missing` says why some
+    of a configuration's records have none, given the run's records for context. `source_of`,
+    `note_of` and `unit_of` refine the source, add a caveat, or read the unit from the records,
+    where the axis needs it.
+    """
+
+    name: str
+    title: str
+    unit: str
+    source: str
+    values: Callable[[pd.DataFrame], pd.Series]
+    missing: Callable[[pd.DataFrame, pd.DataFrame], str]
+    source_of: Callable[[pd.DataFrame], str] | None = None
+    note_of: Callable[[pd.DataFrame], str | None] | None = None
+    unit_of: Callable[[pd.DataFrame], str] | None = None
+
+
+@dataclass(frozen=True)
+class AxisCost:
+    """One configuration's mean cost per query on one axis, or why it is unknown."""
+
+    axis: str
+    unit: str
+    value: float | None  # mean per query, in unit
+    source: str | None  # e.g. "measured by nvml", "wall clock", "analytic"
+    missing: str | None  # why value is None
+    note: str | None  # a caveat on how it was counted, e.g. output tokens only
+
+
+def _never_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    return "not known"  # unreachable for axes every record has
+
+
+def energy_meters(df: pd.DataFrame) -> str | None:
+    """The energy meters behind the records, e.g. 'rapl' or 'nvml+rapl'; None if none."""
+    return "+".join(sorted(set(df["energy_source"].dropna().astype(str)))) or None
+
+
+def _energy_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    unmeasured = df["energy_j"].isna()
+    reasons = df.loc[unmeasured, "energy_missing"].dropna()
+    if len(reasons):
+        return str(reasons.iloc[0])
+    counts = f"{int(unmeasured.sum())} of {len(df)} queries"
+    if (unmeasured & df["error"].isna()).any():
+        return f"not measured: {counts}"
+    return f"failed before metering: {counts}"
+
+
+def _energy_source(df: pd.DataFrame) -> str:
+    found = energy_meters(df)
+    return f"measured by {found}" if found else "measured"
+
+
+def _tokens(df: pd.DataFrame) -> pd.Series:
+    return df["output_tokens"] + df["input_tokens"].fillna(0)
+
+
+def _tokens_note(df: pd.DataFrame) -> str | None:
+    no_input = int(df["input_tokens"].isna().sum())
+    if not no_input:
+        return None
+    return (
+        f"input tokens not reported for {no_input} of {len(df)} queries: output tokens only "
+        "for those"
+    )
+
+
+def _gflops(df: pd.DataFrame) -> pd.Series:
+    return df["flops"] / 1e9
+
+
+def _flops_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    uncounted = df["flops"].isna()
+    k = int(uncounted.sum())
+    failed = int((uncounted & df["error"].notna()).sum())
+    why = f"FLOPs not counted for {k} of {len(df)} queries"
+    if failed == k:
+        return why + " (failed calls are not counted)"
+    if not failed:
+        return why + " (model shape unknown or input tokens not reported)"
+    return why
+
+
+def _calls(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for calls in df["calls"]:
+        out.extend(json.loads(calls) if isinstance(calls, str) else calls or [])
+    return out
+
+
+def _models(df: pd.DataFrame) -> set[str]:
+    return {str(c.get("model")) for c in _calls(df)}
+
+
+def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    """Why some queries of one configuration have no price. A model seen in a priced query of
+    the run has a price in the spec; the others in unpriced queries have none."""
+    priced_models = _models(run[run["cost_usd"].notna()])
+    if not priced_models:
+        return "no prices in the spec"
+    unpriced = df[df["cost_usd"].isna()]
+    calls = _calls(unpriced)
+    no_input = sorted({str(c.get("model")) for c in calls if c.get("input_tokens") is None})
+    if no_input:
+        return f"input tokens not reported by {', '.join(no_input)}, so not priced"
+    models = sorted(_models(unpriced) - priced_models)
+    if models:
+        return f"no price in the spec for {', '.join(models)}"
+    return f"{len(unpriced)} of {len(df)} queries have no price"
+
+
+def _extra(df: pd.DataFrame, key: str) -> pd.Series:
+    def field(extra: Any) -> Any:
+        data = json.loads(extra) if isinstance(extra, str) else extra or {}
+        return data.get(key)
+
+    return df["extra"].map(field)
+
+
+def given_costs(df: pd.DataFrame) -> pd.Series:
+    """Each record's cost as given with imported outcomes (`extra.cost`); NaN where none was."""
+    return pd.to_numeric(_extra(df, "cost"), errors="coerce").astype(float)
+
+
+def _given_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    k = int(given_costs(df).isna().sum())
+    return (
+        f"no cost given for {k} of {len(df)} queries (costs are given with imported outcomes: "
+        "tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE)"
+    )
+
+
+def _given_unit(df: pd.DataFrame) -> str:
+    units = sorted({str(u) for u in _extra(df, "cost_unit").dropna()})
+    return "+".join(units) if units else "as given"
+
+
+COST_AXES: dict[str, CostAxis] = {
+    axis.name: axis
+    for axis in [
+        CostAxis(
+            "energy",
+            "energy per query",
+            "J",
+            "measured",
+            lambda df: df["energy_j"],
+            _energy_missing,
+            source_of=_energy_source,
+        ),
+        CostAxis(
+            "latency",
+            "latency per query",
+            "s",
+            "wall clock",
+            lambda df: df["e2e_s"],
+            _never_missing,
+        ),
+        CostAxis(
+            "tokens",
+            "tokens per query (input + output)",
+            "tokens",
+            "counted",
+            _tokens,
+            _never_missing,
+            note_of=_tokens_note,
+        ),
+        CostAxis("flops", "compute per query", "GFLOPs", "analytic", _gflops, _flops_missing),
+        CostAxis(
+            "dollars", "price per query", "$", "spec prices", lambda df: df["cost_usd"], _unpriced
+        ),
+        CostAxis(
+            "given",
+            "given cost per query",
+            "as given",
+            "given with the imported outcomes",
+            given_costs,
+            _given_missing,
+            unit_of=_given_unit,
+        ),
+    ]
+}
+COST_CHOICES = [AUTO, *COST_AXES]
+
+# The tokens axis counts output tokens only for records whose server reported no input tokens.
+OUTPUT_ONLY = "output only where input tokens were not reported"
+
+
+def axis(name: str) -> CostAxis:
+    """The cost axis called `name` (not `auto`: see `resolve`)."""
+    if name not in COST_AXES:
+        raise UserError(
+            f"cost axis '{name}' is not known; known: {', '.join(COST_AXES)} (or {AUTO})"
+        )
+    return COST_AXES[name]
+
+
+def auto_axis(records: pd.DataFrame) -> str:
+    """What `auto` means for these records: energy when every successful record has it
+    measured; else the given costs when every successful record has one (imported outcomes);
+    else latency, which every record has."""
+    ok = records[records["error"].isna()]
+    if len(ok) and ok["energy_j"].notna().all():
+        return "energy"
+    if len(ok) and given_costs(ok).notna().all():
+        return "given"
+    return "latency"
+
+
+def resolve(cost: str, records: pd.DataFrame) -> CostAxis:
+    """The axis `cost` names, `auto` resolved on `records` (the records being analysed)."""
+    return axis(auto_axis(records) if cost == AUTO else cost)
+
+
+def unit(cost: CostAxis, df: pd.DataFrame) -> str:
+    """The axis's unit for these records; for costs given at import, the unit given with them."""
+    return cost.unit_of(df) if cost.unit_of else cost.unit
+
+
+def record_costs(df: pd.DataFrame, cost: CostAxis) -> pd.Series:
+    """Each record's cost on the axis, in its unit; NaN where not known."""
+    return cost.values(df).astype(float)
+
+
+def mean_cost(df: pd.DataFrame, cost: CostAxis, run: pd.DataFrame) -> AxisCost:
+    """The mean cost per query of one configuration's records `df` (failed ones included: they
+    were paid for), or why it is unknown; `run` holds every record of the run, for context."""
+    values = record_costs(df, cost)
+    found_unit = unit(cost, df)
+    if values.isna().any():
+        return AxisCost(cost.name, found_unit, None, None, cost.missing(df, run), None)
+    return AxisCost(
+        cost.name,
+        found_unit,
+        float(values.mean()),
+        cost.source_of(df) if cost.source_of else cost.source,
+        None,
+        cost.note_of(df) if cost.note_of else None,
+    )

@@ -1,0 +1,78 @@
+"""`tradeoff calibrate` and `tradeoff roofline`: what this machine achieves, and the analytic least
+time of a request on a device."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from tradeoff.cli.output import console, err_console
+
+
+class CalibrateDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def calibrate(
+    device: Annotated[
+        CalibrateDevice, typer.Option(help="cpu (numpy) or cuda (PyTorch).")
+    ] = CalibrateDevice.cpu,
+    seconds: Annotated[
+        float, typer.Option(min=0.1, help="Time to spend measuring (the best run is kept).")
+    ] = 4.0,
+    save: Annotated[
+        bool, typer.Option(help="Store the result for the roofline columns of later runs.")
+    ] = True,
+) -> None:
+    """Measure this machine's memory bandwidth and matmul FLOP/s: the roofline's peaks.
+
+    Runs profiled afterwards on this device get an analytic roofline time per request and
+    `report` shows the efficiency (roofline time / measured time). Stored in
+    ~/.cache/tradeoff/calibration.json (or $TRADEOFF_CALIBRATION).
+    """
+    from tradeoff.meters.calibrate import calibrate as measure
+    from tradeoff.meters.hardware import save_calibration
+    from tradeoff.report.hardware import calibration_table
+
+    err_console.print(f"measuring {device.value} for about {seconds:g} s ...")
+    result = measure(device.value, seconds)
+    console.print(calibration_table(result))
+    console.print(f"method: {result.details['method']}")
+    if save:
+        path = save_calibration(result.peaks, result.details)
+        console.print(f"saved to {path}")
+
+
+def roofline(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A shipped architecture config (llama-3.1-8b, qwen2.5-0.5b, "
+            "qwen2.5-7b), a config.json or its directory, or a bundled model name."
+        ),
+    ],
+    device: Annotated[
+        str,
+        typer.Option(
+            help="A GPU name (H100, H200, A100, L4: datasheet, or its "
+            "calibration) or cpu (needs `tradeoff calibrate`)."
+        ),
+    ] = "H100",
+    input_tokens: Annotated[int, typer.Option("--input", min=1, help="Prompt tokens.")] = 128,
+    output_tokens: Annotated[int, typer.Option("--output", min=1, help="Tokens generated.")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 1,
+    dtype: Annotated[
+        str | None, typer.Option(help="Weight and KV dtype for configs (default: the config's).")
+    ] = None,
+) -> None:
+    """The analytic least time of a request on a device: FLOPs and bytes moved per pass, and
+    whether each phase is bound by compute or by memory."""
+    from tradeoff.meters.roofline import request_roofline
+    from tradeoff.report.hardware import ROOFLINE_NOTE, roofline_table
+
+    estimate = request_roofline(model, device, input_tokens, output_tokens, batch, dtype)
+    console.print(roofline_table(estimate))
+    console.print(ROOFLINE_NOTE)

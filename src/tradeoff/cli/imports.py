@@ -1,0 +1,52 @@
+"""`tradeoff import outcomes`: per-model outcomes recorded elsewhere become a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tradeoff.cli.output import console
+
+
+def outcomes(
+    file: Annotated[Path, typer.Argument(help="A .csv file, or .jsonl with one object per line.")],
+    prompt_col: Annotated[str, typer.Option("--prompt-col", help="Column holding the prompt.")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="NAME=SCORE_COL or NAME=SCORE_COL,cost=PRICE (per query). Repeatable.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
+    cost_unit: Annotated[
+        str, typer.Option("--cost-unit", help="Unit of the cost= prices (USD fills cost_usd).")
+    ] = "USD",
+    id_col: Annotated[
+        str | None, typer.Option("--id-col", help="Column holding row ids (default: row number).")
+    ] = None,
+    task: Annotated[str, typer.Option("--task", help="Task name for the rows.")] = "imported",
+) -> None:
+    """Per-model outcomes (one row per prompt, one score column per model) as a run directory:
+    one configuration per model, one record per row and model."""
+    from tradeoff.importer import import_outcomes, parse_model_option
+
+    models = [parse_model_option(m) for m in model]
+    result = import_outcomes(
+        file,
+        prompt_col=prompt_col,
+        models=models,
+        out=out,
+        cost_unit=cost_unit,
+        id_col=id_col,
+        task=task,
+    )
+    console.print(
+        f"imported {result.n_rows} rows x {len(models)} models = {result.n_records} records "
+        f"into {result.directory}",
+        highlight=False,
+        soft_wrap=True,
+    )

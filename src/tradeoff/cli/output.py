@@ -1,0 +1,85 @@
+"""What the commands share: the consoles, the progress bar, the output formats and the cost axis
+choices (from `analysis.costs`, the one list of them)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tradeoff.analysis.costs import COST_CHOICES
+from tradeoff.errors import UserError
+
+# Tables are wide: when printing to a file or pipe, do not wrap them at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+
+class SummaryFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class ListFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class FrontierFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+COST_METAVAR = "<" + "|".join(COST_CHOICES) + ">"
+
+
+def cost_choice(value: str) -> str:
+    """Parses --cost: one of the cost axes, or auto."""
+    if value not in COST_CHOICES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(COST_CHOICES)}")
+    return value
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("errors {task.fields[errors]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def write_text(text: str, output: Path | None = None) -> None:
+    """To `output` (saying so on stderr), else to stdout, ending in one newline."""
+    if output:
+        output.write_text(text)
+        err_console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def check_plot_suffix(plot: Path | None) -> None:
+    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+        raise UserError(f"--plot {plot}: give a file ending in .png or .html")

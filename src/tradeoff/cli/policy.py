@@ -1,0 +1,133 @@
+"""`tradeoff policy fit` and `tradeoff policy eval`: a per-query router fitted on a run's records,
+and its evaluation as RouteLLM does it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tradeoff.cli.output import (
+    COST_METAVAR,
+    ListFormat,
+    check_plot_suffix,
+    console,
+    cost_choice,
+    err_console,
+)
+from tradeoff.errors import UserError
+
+
+def _names(configs: str) -> list[str]:
+    return [c.strip() for c in configs.split(",") if c.strip()]
+
+
+def fit(
+    directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
+    configs: Annotated[str, typer.Option(help="Configurations to choose between: A,B[,C...]")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write (JSON).")],
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Cheapest routing reaching this accuracy.")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option(help="Most accurate routing within this mean cost per query.")
+    ] = None,
+    strong_fraction: Annotated[
+        float | None, typer.Option(help="Share of queries for the most accurate configuration.")
+    ] = None,
+    cost: Annotated[
+        str,
+        typer.Option(
+            parser=cost_choice,
+            metavar=COST_METAVAR,
+            help="What a query costs (given: the costs of imported outcomes).",
+        ),
+    ] = "auto",
+) -> None:
+    """Learn which configuration to use per query (from text features that need no network),
+    calibrated on out-of-fold predictions to one target."""
+    from tradeoff.policy.fit import fit_policy, run_table
+
+    targets = {
+        k: v
+        for k, v in {
+            "accuracy": target_accuracy,
+            "budget": budget,
+            "strong_fraction": strong_fraction,
+        }.items()
+        if v is not None
+    }
+    if len(targets) != 1:
+        raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
+    if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
+        raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    table, specs = run_table(directory, _names(configs), cost)
+    policy = fit_policy(table, targets, specs)
+    policy.save(out)
+    cal = policy.calibration
+    console.print(
+        f"wrote {out}: {len(table.configs)} configurations, {len(table.keys)} items, cost "
+        f"{table.cost_axis}; calibrated (out of fold): accuracy {cal['accuracy']:.3f}, mean cost "
+        f"{cal['cost']:.4g}, {cal['strong_fraction']:.0%} to {table.configs[policy.strong]}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def evaluate(
+    directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
+    policy: Annotated[Path | None, typer.Option(help="Evaluate this policy file.")] = None,
+    cv: Annotated[
+        int | None, typer.Option(help="Or fit and evaluate with K-fold cross-validation.")
+    ] = None,
+    configs: Annotated[
+        str | None, typer.Option(help="A,B[,C...] (with --cv; a policy names its own).")
+    ] = None,
+    cost: Annotated[
+        str,
+        typer.Option(
+            parser=cost_choice, metavar=COST_METAVAR, help="Cost axis, as for policy fit."
+        ),
+    ] = "auto",
+    format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
+    ] = None,
+) -> None:
+    """Router curves and metrics (AUC, APGR, CPT(50%), CPT(80%), cost saved at 95% of the
+    strongest configuration's accuracy) beside the oracle and the random router."""
+    from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
+    from tradeoff.policy.fit import Policy, run_table
+    from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
+
+    if (policy is None) == (cv is None):
+        raise UserError("give either --policy FILE or --cv K")
+    check_plot_suffix(plot)
+    if policy is not None:
+        fitted = Policy.load(policy)
+        table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
+        result = evaluate_policy(table, fitted, str(policy))
+    else:
+        if configs is None:
+            raise UserError("--cv needs --configs A,B[,C...]")
+        if cv is None or cv < 2:
+            raise UserError("--cv K needs K >= 2")
+        table, _ = run_table(directory, _names(configs), cost)
+        result = evaluate_cv(table, cv)
+    if plot is not None:
+        from tradeoff.report.router_plot import plot_router
+
+        try:
+            plot_router(result, plot)
+        except OSError as exc:
+            raise UserError(f"cannot write {plot}: {exc.strerror}") from None
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    if format is ListFormat.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=True))
+        return
+    console.print(router_heading(result), soft_wrap=True, highlight=False)
+    for table_out in router_tables(result):
+        console.print(table_out)
+    console.print(ROUTER_NOTE, style="dim")

@@ -1,0 +1,155 @@
+"""`tradeoff report` and `tradeoff frontier`: a run's per-configuration summary, and accuracy
+against cost with the Pareto-optimal configurations marked (both from one aggregation,
+`analysis.metrics.summaries`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tradeoff.cli.output import (
+    COST_METAVAR,
+    FrontierFormat,
+    SummaryFormat,
+    check_plot_suffix,
+    console,
+    cost_choice,
+    err_console,
+    write_text,
+)
+from tradeoff.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tradeoff.analysis.frontier import FrontierRow
+
+
+def _read(directory: Path) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]]]:
+    """A run's records, its configurations' names in order, and its meters' summaries."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        return store.records(), [c["name"] for c in store.configs()], store.run()["meters"]
+    finally:
+        store.close()
+
+
+def print_summary(directory: Path) -> None:
+    """The summary table of a run, its footnotes and its meters' idle baselines."""
+    from tradeoff.analysis.metrics import summarize
+    from tradeoff.report.table import meter_notes, summary_table
+
+    records, names, meters = _read(directory)
+    table, notes = summary_table(summarize(records, names), title=f"tradeoff run {directory}")
+    console.print(table)
+    for note in [*notes, *meter_notes(meters)]:
+        console.print(note, style="dim", markup=False, highlight=False)
+
+
+def frontier_rows(directory: Path, cost: str) -> tuple[list[FrontierRow], str]:
+    """The frontier of a run on `cost` (or auto), and its cost axis as a reader should see it."""
+    from tradeoff.analysis.costs import resolve
+    from tradeoff.analysis.frontier import axis_label, frontier
+
+    records, names, _ = _read(directory)
+    axis = resolve(cost, records)
+    rows = frontier(records, axis.name, names)
+    return rows, axis_label(axis.name, rows)
+
+
+def print_frontier(rows: list[FrontierRow], label: str) -> None:
+    from tradeoff.report.table import frontier_table
+
+    table, notes = frontier_table(rows, label)
+    console.print(table)
+    for note in notes:
+        console.print(note, style="dim", markup=False, highlight=False)
+
+
+def write_plot(rows: list[FrontierRow], label: str, plot: Path, directory: Path) -> None:
+    from tradeoff.report.plot import plot_html, plot_png
+
+    try:
+        if plot.suffix.lower() == ".png":
+            plot_png(rows, label, plot)
+        else:
+            plot_html(rows, label, plot, title=f"tradeoff frontier: {directory}")
+    except OSError as exc:
+        raise UserError(f"cannot write {plot}: {exc.strerror}") from None
+
+
+def report(
+    directory: Annotated[Path, typer.Argument(help="A run directory.")],
+    format: Annotated[
+        SummaryFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = SummaryFormat.table,
+    records: Annotated[
+        bool, typer.Option("--records", help="Per-query records instead of the summary.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (required for parquet)."),
+    ] = None,
+) -> None:
+    """Per-configuration summary of a run (or, with --records, every per-query record)."""
+    import pandas as pd
+
+    from tradeoff.analysis.metrics import summarize
+    from tradeoff.report.table import records_table
+
+    if format is SummaryFormat.table and not records:
+        print_summary(directory)
+        return
+    df, names, _ = _read(directory)
+    table = df if records else pd.DataFrame(summarize(df, names))
+    if format is SummaryFormat.table:
+        console.print(records_table(table))
+    elif format is SummaryFormat.parquet:
+        target = output or directory / ("records.parquet" if records else "summary.parquet")
+        table.to_parquet(target, index=False)
+        err_console.print(f"wrote {target}")
+    elif format is SummaryFormat.json:
+        write_text(table.to_json(orient="records", indent=2), output)
+    else:
+        write_text(table.to_csv(index=False), output)
+
+
+def frontier(
+    directory: Annotated[Path, typer.Argument(help="A run directory.")],
+    cost: Annotated[
+        str,
+        typer.Option(
+            "--cost", "-c", parser=cost_choice, metavar=COST_METAVAR, help="What a query costs."
+        ),
+    ] = "auto",
+    format: Annotated[
+        FrontierFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = FrontierFormat.table,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
+    ] = None,
+) -> None:
+    """Accuracy against cost per configuration, Pareto-optimal ones marked (★), with
+    cost-of-pass, accuracy per joule, IPW and E³. --cost auto: energy where it was measured for
+    every query, else the costs given with imported outcomes, else latency."""
+    import pandas as pd
+
+    check_plot_suffix(plot)
+    rows, label = frontier_rows(directory, cost)
+    if format is FrontierFormat.table:
+        print_frontier(rows, label)
+    else:
+        data = [r.to_dict() for r in rows]
+        if format is FrontierFormat.json:
+            write_text(json.dumps(data, indent=2))
+        else:
+            write_text(pd.DataFrame(data).to_csv(index=False))
+    if plot is not None:
+        write_plot(rows, label, plot, directory)
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)

@@ -1,0 +1,153 @@
+"""`tradeoff demo` and `tradeoff profile`: run configurations on tasks, with a progress bar, and
+print the run's summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tradeoff.cli.output import console, err_console, progress_bar
+from tradeoff.cli.report import frontier_rows, print_frontier, print_summary, write_plot
+
+if TYPE_CHECKING:
+    from tradeoff.runner import RunResult
+
+
+def run_profile(spec: Any, out: Path | None, resume: Path | None, api_key: str | None) -> RunResult:
+    """`tradeoff.runner.profile` with a progress bar (`spec` is None with `resume`: the run's
+    stored spec is used); exit code 130 when stopped by Ctrl-C."""
+    from tradeoff.runner import profile
+
+    # The bar starts at the first progress report, once models are loaded: a bad reference
+    # fails before anything is drawn.
+    bar = progress_bar()
+    task_id = None
+    t0 = time.perf_counter()
+
+    def on_progress(done: int, total: int, skipped: int, errors: int) -> None:
+        nonlocal task_id
+        if task_id is None:
+            bar.start()
+            task_id = bar.add_task("profiling", total=total, rate="", errors=0)
+        elapsed = time.perf_counter() - t0
+        rate = f"{done / elapsed:.2f} req/s" if done and elapsed > 0 else ""
+        desc = "profiling" + (f" ({skipped} stored)" if skipped else "")
+        bar.update(task_id, total=total, completed=done, rate=rate, errors=errors, description=desc)
+
+    try:
+        result = profile(
+            spec,
+            out,
+            resume=resume,
+            api_key=api_key,
+            on_progress=on_progress,
+            notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+        )
+    finally:
+        if task_id is not None:
+            bar.stop()
+    if result.status == "stopped":
+        err_console.print(
+            f"stopped after {result.done} records; continue with: "
+            f"tradeoff profile --resume {result.directory}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130)
+    return result
+
+
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Items per built-in task.")] = 20,
+) -> None:
+    """Profile both bundled models on the built-in tasks (no network, no GPU); print the table."""
+    from tradeoff.demo import demo_spec
+
+    out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    t0 = time.perf_counter()
+    result = run_profile(demo_spec(limit), out, None, None)
+    print_summary(result.directory)
+    rows, label = frontier_rows(result.directory, "auto")
+    print_frontier(rows, label)
+    plot = result.directory / "frontier.html"
+    write_plot(rows, label, plot, result.directory)
+    wall = time.perf_counter() - t0
+    console.print(
+        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s)\n"
+        f"frontier plot: {plot}  (tradeoff frontier {result.directory} --plot frontier.png "
+        "for a PNG; tradeoff report DIR --records for every query)",
+        soft_wrap=True,
+    )
+
+
+def profile(
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model: a bundled name, gguf:PATH or openai:BASE_URL#MODEL. Repeatable.",
+        ),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.",
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per item and configuration.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per request (openai engine).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory to create.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run stored in this directory.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
+    ] = None,
+) -> None:
+    """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
+
+    Ctrl-C stops after the requests in flight; --resume DIR continues a stopped or killed run.
+    """
+    from tradeoff.config import profile_spec
+
+    spec = profile_spec(
+        spec_file,
+        model,
+        task,
+        out=out,
+        resume=resume,
+        overrides={
+            "limit": limit,
+            "samples": samples,
+            "concurrency": concurrency,
+            "timeout_s": timeout,
+        },
+        sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+    )
+    if spec is None:
+        result = run_profile(None, None, resume, api_key)
+        print_summary(result.directory)
+        return
+    result = run_profile(spec, out, None, api_key)
+    print_summary(result.directory)
+    console.print(f"run directory: {result.directory}")

@@ -1,0 +1,72 @@
+"""The hardware tables: a request's roofline phase by phase (`tradeoff roofline`) and a measured
+calibration beside the datasheet (`tradeoff calibrate`)."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from tradeoff.meters.calibrate import Calibration
+from tradeoff.meters.hardware import datasheet_peaks
+from tradeoff.meters.roofline import RooflineEstimate
+
+ROOFLINE_NOTE = (
+    "analytic: FLOPs as `tradeoff.meters.flops`, bytes = weights once per pass + KV cache "
+    "read and written; time per pass = max(FLOPs / peak, bytes / peak bandwidth)"
+)
+
+
+def roofline_table(estimate: RooflineEstimate) -> Table:
+    """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic)."""
+    shape, peaks = estimate.shape, estimate.peaks
+    weights = f"{(shape.weight_bytes or 0) / 1e9:.2f} GB of weights"
+    table = Table(
+        title=escape(
+            f"{estimate.model} ({shape.n_params / 1e9:.2f} B parameters, {weights}) on "
+            f"{peaks.device} ({peaks.source}), batch {estimate.batch}"
+        ),
+        title_justify="left",
+    )
+    for column in ["phase", "TFLOPs", "GB moved", "roofline time", "bound", "tokens/s"]:
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for p in estimate.phases:
+        if p.phase == "prefill":
+            name, time, rate = f"prefill ({p.steps} tokens)", f"{p.seconds * 1e3:.2f} ms", ",.0f"
+        else:
+            per_step = p.seconds / p.steps * 1e3
+            name = f"decode ({p.steps} steps)"
+            time, rate = f"{p.seconds * 1e3:.1f} ms ({per_step:.2f} ms/step)", ",.1f"
+        table.add_row(
+            name,
+            f"{p.flops / 1e12:.3f}",
+            f"{p.bytes / 1e9:.2f}",
+            time,
+            p.bound,
+            format(p.tokens_per_s, rate),
+        )
+    return table
+
+
+def calibration_table(result: Calibration) -> Table:
+    """Measured memory bandwidth and matmul FLOP/s, beside the datasheet's where it is known."""
+    peaks = result.peaks
+    sheet = datasheet_peaks(peaks.device)
+    table = Table(title=escape(peaks.device), title_justify="left")
+    table.add_column("measurement")
+    table.add_column("measured", justify="right")
+    table.add_column("datasheet", justify="right")
+    table.add_row(
+        "memory bandwidth (read + write)",
+        f"{peaks.bytes_per_s / 1e9:,.1f} GB/s",
+        f"{sheet.bytes_per_s / 1e9:,.0f} GB/s ({peaks.bytes_per_s / sheet.bytes_per_s:.0%})"
+        if sheet
+        else "-",
+    )
+    table.add_row(
+        f"matmul ({result.details['precision']})",
+        f"{peaks.flops_per_s / 1e12:,.3f} TFLOP/s",
+        f"{sheet.flops_per_s / 1e12:,.0f} TFLOP/s ({peaks.flops_per_s / sheet.flops_per_s:.0%})"
+        if sheet
+        else "-",
+    )
+    return table

@@ -1,0 +1,214 @@
+"""One cost layer: `report` and `frontier` agree on every configuration of a run with failed
+records (a real SQLite store of hand-made records, and the real CLI), and `auto` resolves the same
+way for the frontier and for policy fit, also on imported outcomes with given costs."""
+
+import csv
+import json
+
+import pytest
+from conftest import run_cli
+
+from tradeoff.analysis.costs import auto_axis, record_costs, resolve
+from tradeoff.analysis.frontier import frontier
+from tradeoff.analysis.metrics import summarize
+from tradeoff.policy.fit import Policy
+from tradeoff.store import Store
+from tradeoff.types import Record
+
+# name -> one (score, error, energy J, e2e s, FLOPs, TTFT s) per query; a failed query scores 0.
+FAILED = "timed out after 120 s"
+QUERIES = {
+    # every query metered; the failed one's 50 J and 9 s were paid for and count
+    "paid": [
+        (1.0, None, 10.0, 1.0, 2e9, 0.1),
+        (1.0, None, 20.0, 2.0, 2e9, 0.2),
+        (0.0, FAILED, 50.0, 9.0, None, None),
+    ],
+    # the failed query never reached the meter: energy and FLOPs unknown, not averaged away
+    "unmetered": [
+        (1.0, None, 12.0, 1.5, 3e9, 0.1),
+        (0.0, None, 14.0, 2.5, 3e9, 0.3),
+        (0.0, FAILED, None, 4.0, None, None),
+    ],
+    "clean": [
+        (1.0, None, 30.0, 3.0, 5e9, 0.5),
+        (1.0, None, 30.0, 3.0, 5e9, 0.5),
+        (0.0, None, 30.0, 3.0, 5e9, 0.5),
+    ],
+}
+
+
+def _record(config: str, i: int, outcome: tuple) -> Record:
+    score, error, energy, e2e, flops, ttft = outcome
+    return Record(
+        config_id=f"id-{config}",
+        task="arith",
+        item_id=f"q{i}",
+        sample=0,
+        output="" if error else "4",
+        score=score,
+        parsed=None,
+        error=error,
+        input_tokens=20,
+        output_tokens=0 if error else 10,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        itl_s=None if error else 0.01,
+        decode_tps=None if error else 90.0,
+        energy_j=energy,
+        energy_source=None if energy is None else "rapl",
+        energy_missing=None,
+        flops=flops,
+        peak_rss_bytes=None,
+        cost_usd=None,
+        calls=[] if energy is None else [{"model": config, "input_tokens": 20}],
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("costs") / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([(f"id-{name}", name, {"strategy": "single"}) for name in QUERIES])
+    for name, outcomes in QUERIES.items():
+        for i, outcome in enumerate(outcomes):
+            store.write_record(_record(name, i, outcome))
+    store.close()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def records(run_dir):
+    store = Store.open(run_dir)
+    try:
+        return store.records()
+    finally:
+        store.close()
+
+
+def test_failed_records_count_in_the_summary_as_on_the_frontier(records):
+    summary = {row["config"]: row for row in summarize(records)}
+    paid = summary["paid"]
+    assert paid["errors"] == 1 and paid["accuracy"] == pytest.approx(2 / 3)
+    assert paid["energy_j"] == pytest.approx((10 + 20 + 50) / 3)
+    assert paid["e2e_s"] == pytest.approx((1 + 2 + 9) / 3)
+    assert paid["output_tokens"] == pytest.approx(20 / 3)
+    # no first token for the failed query: TTFT is over the two that had one, and says so
+    assert paid["ttft_s"] == pytest.approx(0.15) and paid["n_first_token"] == 2
+    # no FLOPs counted for the failed call: unknown, with the reason
+    assert paid["gflops"] is None and "failed calls are not counted" in paid["gflops_missing"]
+    unmetered = summary["unmetered"]
+    assert unmetered["energy_j"] is None and unmetered["energy_source"] is None
+    assert unmetered["energy_missing"] == "failed before metering: 1 of 3 queries"
+    assert summary["clean"]["gflops"] == pytest.approx(5.0)
+
+    by_energy = {r.config: r for r in frontier(records, "energy")}
+    by_latency = {r.config: r for r in frontier(records, "latency")}
+    for name, row in summary.items():
+        assert by_energy[name].accuracy == row["accuracy"] == by_latency[name].accuracy
+        assert by_energy[name].cost == row["energy_j"] == by_energy[name].energy_j
+        assert by_latency[name].cost == row["e2e_s"]
+    assert by_energy["unmetered"].cost_missing == summary["unmetered"]["energy_missing"]
+
+
+def _json(result):
+    assert result.returncode == 0, result.stderr
+    return {row["config"]: row for row in json.loads(result.stdout)}
+
+
+def _same(a, b):
+    return a is b is None or (a is not None and b is not None and a == pytest.approx(b, rel=1e-9))
+
+
+def test_report_and_frontier_agree_through_the_cli(run_dir):
+    report = _json(run_cli("report", str(run_dir), "--format", "json"))
+    energy = _json(run_cli("frontier", str(run_dir), "--format", "json", "--cost", "energy"))
+    latency = _json(run_cli("frontier", str(run_dir), "--format", "json", "--cost", "latency"))
+    assert list(report) == list(energy) == list(latency) == list(QUERIES)
+    for name, row in report.items():
+        assert _same(row["energy_j"], energy[name]["cost"]), name
+        assert _same(row["e2e_s"], latency[name]["cost"]), name
+        assert _same(row["accuracy"], energy[name]["accuracy"]), name
+        assert _same(row["accuracy"], latency[name]["accuracy"]), name
+    assert report["paid"]["energy_j"] == pytest.approx(80 / 3)
+    assert report["unmetered"]["energy_j"] is None
+    assert energy["unmetered"]["cost"] is None and not energy["unmetered"]["pareto"]
+
+
+def test_the_summary_table_says_what_is_unknown_and_what_each_mean_is_over(run_dir):
+    shown = run_cli("report", str(run_dir))
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "FLOPs not counted for 1 of 3 queries (failed calls are not counted)" in text
+    assert "n/a (failed before metering)[2]" in text
+    assert "[2] energy not measured: failed before metering: 1 of 3 queries" in text
+    assert "means over the queries that produced a first token (2 of 3 for paid" in text
+
+
+def test_auto_prefers_energy_then_given_costs_then_latency(records):
+    # every successful record is metered here; the one unmetered failure does not change it
+    assert auto_axis(records) == "energy"
+    unmetered = records.assign(energy_j=records["energy_j"].where(records["config"] != "clean"))
+    assert auto_axis(unmetered) == "latency"
+    given = unmetered.assign(extra=json.dumps({"imported": True, "cost": 0.5}))
+    assert auto_axis(given) == "given" and resolve("auto", given).name == "given"
+    assert resolve("flops", given).unit == "GFLOPs"
+
+
+def _outcomes(path, n=20):
+    """Strong is right on every row, weak on every other one."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "weak_correct", "strong_correct"])
+        for i in range(n):
+            words = " ".join(["long"] * (i % 7))
+            writer.writerow([f"question {i} {words}", int(i % 2 == 0), 1])
+
+
+def test_auto_uses_the_costs_given_with_imported_outcomes(tmp_path):
+    path = tmp_path / "outcomes.csv"
+    _outcomes(path)
+    out = tmp_path / "imported"
+    imported = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt",
+        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+
+    rows = json.loads(run_cli("frontier", str(out), "--format", "json").stdout)
+    by = {r["config"]: r for r in rows}
+    assert {r["cost_axis"] for r in rows} == {"given"}
+    assert by["weak"]["cost"] == pytest.approx(0.1) and by["strong"]["cost"] == pytest.approx(1.0)
+    assert by["weak"]["cost_unit"] == "USD" and by["weak"]["accuracy"] == pytest.approx(0.5)
+    assert by["weak"]["pareto"] and by["strong"]["pareto"]
+    assert by["weak"]["cost_of_pass"] == pytest.approx(0.2)
+    table = run_cli("frontier", str(out))
+    assert table.returncode == 0, table.stderr
+    assert "given cost per query [USD, given with the imported outcomes]" in table.stdout
+
+    policy_file = tmp_path / "policy.json"
+    fit = run_cli(
+        "policy", "fit", str(out), "--configs", "weak,strong", "--strong-fraction", "0.5",
+        "-o", str(policy_file),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    policy = Policy.load(policy_file)
+    assert policy.cost_axis == rows[0]["cost_axis"] == "given"
+    assert policy.mean_costs == pytest.approx([0.1, 1.0])
+
+
+def test_given_costs_missing_say_how_to_give_them(run_dir):
+    rows = _json(run_cli("frontier", str(run_dir), "--format", "json", "--cost", "given"))
+    assert all(r["cost"] is None and not r["pareto"] for r in rows.values())
+    assert "no cost given for 3 of 3 queries" in rows["paid"]["cost_missing"]
+    bad = run_cli("policy", "fit", str(run_dir), "--configs", "paid,clean", "--budget", "1",
+                  "--cost", "watts", "-o", "p.json")  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "given" in bad.stderr
+
+
+def test_record_costs_are_in_the_axis_unit(records):
+    paid = records[records["config"] == "paid"]
+    assert record_costs(paid, resolve("flops", records)).tolist()[:2] == [2.0, 2.0]  # GFLOPs
+    assert record_costs(paid, resolve("tokens", records)).tolist() == [30, 30, 20]
+    assert record_costs(paid, resolve("latency", records)).tolist() == [1.0, 2.0, 9.0]
