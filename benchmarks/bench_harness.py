@@ -2,18 +2,24 @@
 the whole runner (dispatch, score, store) drives the `openai` engine against a fast local server.
 
     python benchmarks/bench_harness.py [--requests 5000] [--concurrency 64]
+    python benchmarks/bench_harness.py --before /tmp/before/src [--rounds 5]   # side by side
 
 1. In-process: `tradeoff profile` on the bundled smollm2-135m with max_tokens 1, one request at a
    time; overhead per request = (runner wall time - time inside engine calls) / requests.
 2. HTTP: the runner against benchmarks/fast_server.py (a canned streaming server in another
    process) at the given concurrency; dispatch rate = records written per second of wall time,
    and the client process's CPU time per request (an upper bound on the harness's share).
+3. With `--before SRC` (the src/ of another version, e.g. a worktree of an earlier commit): the
+   HTTP part only, for this tree and that one alternately, `--rounds` times each, every run in a
+   fresh process; medians and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,12 +86,59 @@ def over_http(requests: int, concurrency: int) -> dict[str, float]:
     }
 
 
+def over_http_in(src: Path, requests: int, concurrency: int) -> dict[str, float]:
+    """`over_http` in a fresh process that imports tradeoff from the source tree `src`."""
+    code = (
+        "import json, sys; from bench_harness import over_http; "
+        f"print(json.dumps(over_http({requests}, {concurrency})))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def compare(args: argparse.Namespace) -> None:
+    trees = {"this tree": HERE.parent / "src", f"before ({args.before})": Path(args.before)}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    names = list(trees)
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            runs[name].append(over_http_in(trees[name], args.requests, args.concurrency))
+    cmd = "python benchmarks/bench_harness.py " + " ".join(sys.argv[1:])
+    print(f"Command: `{cmd.strip()}`\n")
+    print(
+        f"The runner against benchmarks/fast_server.py, {args.requests} requests of 4 tokens at "
+        f"concurrency {args.concurrency}, {args.rounds} runs per tree in alternation, each in a "
+        f"fresh process ({os.cpu_count()} cores).\n"
+    )
+    print("| tradeoff | dispatch rate, median (runs) | client CPU per request, median | errors |")
+    print("| --- | --- | --- | --- |")
+    medians = {}
+    for name, results in runs.items():
+        medians[name] = statistics.median(x["rate"] for x in results)
+        rates = ", ".join(f"{x['rate']:.0f}" for x in results)
+        cpu = statistics.median(x["cpu_ms"] for x in results)
+        errors = sum(x["errors"] for x in results)
+        print(
+            f"| {name} | {medians[name]:,.0f} requests/s ({rates}) | {cpu:.3f} ms | {errors:.0f} |"
+        )
+    this, before = (medians[n] for n in names)
+    print(f"\nthis tree / before: {this / before:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--items", type=int, default=60, help="items per task, in-process part")
+    parser.add_argument("--before", metavar="SRC", help="compare with this source tree")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per tree, with --before")
     args = parser.parse_args()
+    if args.before:
+        compare(args)
+        return
     a = in_process(args.items)
     b = over_http(args.requests, args.concurrency)
     cmd = "python benchmarks/bench_harness.py " + " ".join(sys.argv[1:])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -83,12 +84,15 @@ def start_fast_upstream(delay_ms: float) -> tuple[subprocess.Popen, int]:
     return proc, int(match.group(1))
 
 
-def start_tradeoff(spec: Path, out: Path) -> tuple[subprocess.Popen, str]:
+def start_tradeoff(spec: Path, out: Path, src: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`tradeoff serve` from this tree, or from the source tree `src` (another version)."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "serve", "--spec", str(spec), "--out", str(out),
          "--port", "0", "--max-concurrency", "256"],
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -208,24 +212,26 @@ def upstream_times(out: Path) -> dict[str, tuple[float, float | None]]:
     return times
 
 
-async def latency(args: argparse.Namespace, upstream: str, served: str) -> list[dict]:
+async def latency(args: argparse.Namespace, upstream: str, served: dict[str, str]) -> list[dict]:
+    """Blocks of requests to each path (direct, and each tradeoff in `served`), in an order that
+    rotates every round, so that drift in the machine's load falls on all alike."""
     rows = []
     client = Client()
     try:
-        for root, model in ((upstream, MODEL), (served, MODEL)):  # warm-up, both paths
-            await run_block(client, root, model, 8, 2, args.max_tokens)
+        paths = {"direct": upstream, **served}
+        for root in paths.values():  # warm-up, every path
+            await run_block(client, root, MODEL, 8, 2, args.max_tokens)
         for concurrency in args.concurrency:
-            direct: list[Timed] = []
-            via: list[Timed] = []
+            timed: dict[str, list[Timed]] = {name: [] for name in paths}
             block = max(concurrency * 2, 20)
-            rounds = max(2, -(-args.requests // block))  # at least `requests`, both orders
+            rounds = max(len(paths), -(-args.requests // block))  # at least `requests` each
+            names = list(paths)
             for r in range(rounds):
-                order = [(upstream, direct), (served, via)]
-                for root, sink in order if r % 2 == 0 else order[::-1]:
-                    sink += await run_block(
-                        client, root, MODEL, block, concurrency, args.max_tokens
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    timed[name] += await run_block(
+                        client, paths[name], MODEL, block, concurrency, args.max_tokens
                     )
-            rows.append({"concurrency": concurrency, "direct": direct, "via": via})
+            rows.append({"concurrency": concurrency, **timed})
     finally:
         await client.aclose()
     return rows
@@ -282,6 +288,12 @@ def main() -> None:
         "(canned tokens, --fast-delay-ms apart), which leaves the CPU to tradeoff",
     )
     parser.add_argument("--fast-delay-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also serve through tradeoff from this source tree (e.g. a worktree of an earlier "
+        "commit: its src/), measured side by side in the same run",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,17 +308,25 @@ def main() -> None:
             f"models:\n  {MODEL}: 'openai:{upstream}/v1#{MODEL}'\ntasks: [arith]\ntimeout_s: 300\n"
         )
         out = Path(tmp) / "run"
-        serve_proc, served = start_tradeoff(spec, out)
+        procs: dict[str, subprocess.Popen] = {}
+        served: dict[str, str] = {}
+        outs = {"via": out}
+        if args.before:
+            outs["before"] = Path(tmp) / "run-before"
         try:
+            for name, directory in outs.items():
+                src = args.before if name == "before" else None
+                procs[name], served[name] = start_tradeoff(spec, directory, src)
             rows = asyncio.run(latency(args, upstream, served))
-            soaked = asyncio.run(soak(args, served, serve_proc.pid)) if args.soak else None
+            soaked = asyncio.run(soak(args, served["via"], procs["via"].pid)) if args.soak else None
         finally:
-            serve_proc.send_signal(signal.SIGTERM)
-            serve_proc.wait(120)
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(120)
             upstream_proc.terminate()
             upstream_proc.wait(60)
-        times = upstream_times(out)
-        stored = len(times)
+        times = {name: upstream_times(directory) for name, directory in outs.items()}
+        stored = len(times["via"])
     warm_up = 8  # the first block of latency(), through tradeoff
     sent_via = warm_up + sum(len(r["via"]) for r in rows) + (soaked["requests"] if soaked else 0)
     print_results(args, rows, times, soaked, stored, sent_via)
@@ -323,7 +343,7 @@ def _free_port() -> int:
 def print_results(
     args: argparse.Namespace,
     rows: list[dict],
-    times: dict[str, tuple[float, float | None]],
+    times: dict[str, dict[str, tuple[float, float | None]]],
     soaked: dict | None,
     stored: int,
     sent_via: int,
@@ -340,31 +360,36 @@ def print_results(
         f"{upstream} on loopback. Milliseconds.\n"
     )
     print(
-        "| concurrency | n per path | direct p50 / p99 | via tradeoff p50 / p99 | "
+        "| tradeoff | concurrency | n per path | direct p50 / p99 | via tradeoff p50 / p99 | "
         "added, unpaired p50 / p99 | added, paired p50 / p99 | TTFT added, paired p50 / p99 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    labels = {"via": "this tree", "before": f"before ({args.before})"}
     for r in rows:
         direct = [t.e2e * 1e3 for t in r["direct"] if t.ok]
-        via = [t.e2e * 1e3 for t in r["via"] if t.ok]
-        paired, paired_ttft = [], []
-        for t in r["via"]:
-            if t.ok and t.id in times:
-                up_e2e, up_ttft = times[t.id]
-                paired.append(t.e2e * 1e3 - up_e2e * 1e3)
-                if t.ttft is not None and up_ttft is not None:
-                    paired_ttft.append(t.ttft * 1e3 - up_ttft * 1e3)
-        print(
-            f"| {r['concurrency']} | {len(direct)} / {len(via)} "
-            f"| {pct(direct, 50):.1f} / {pct(direct, 99):.1f} "
-            f"| {pct(via, 50):.1f} / {pct(via, 99):.1f} "
-            f"| {pct(via, 50) - pct(direct, 50):+.2f} / {pct(via, 99) - pct(direct, 99):+.2f} "
-            f"| {pct(paired, 50):.2f} / {pct(paired, 99):.2f} "
-            f"| {pct(paired_ttft, 50):.2f} / {pct(paired_ttft, 99):.2f} |"
-        )
-        errors = len(r["direct"]) + len(r["via"]) - len(direct) - len(via)
-        if errors:
-            print(f"\n{errors} failed requests at concurrency {r['concurrency']}")
+        for name in [n for n in ("via", "before") if n in r]:
+            via = [t.e2e * 1e3 for t in r[name] if t.ok]
+            paired, paired_ttft = [], []
+            for t in r[name]:
+                if t.ok and t.id in times[name]:
+                    up_e2e, up_ttft = times[name][t.id]
+                    paired.append(t.e2e * 1e3 - up_e2e * 1e3)
+                    if t.ttft is not None and up_ttft is not None:
+                        paired_ttft.append(t.ttft * 1e3 - up_ttft * 1e3)
+            print(
+                f"| {labels[name]} | {r['concurrency']} | {len(direct)} / {len(via)} "
+                f"| {pct(direct, 50):.1f} / {pct(direct, 99):.1f} "
+                f"| {pct(via, 50):.1f} / {pct(via, 99):.1f} "
+                f"| {pct(via, 50) - pct(direct, 50):+.2f} / {pct(via, 99) - pct(direct, 99):+.2f} "
+                f"| {pct(paired, 50):.2f} / {pct(paired, 99):.2f} "
+                f"| {pct(paired_ttft, 50):.2f} / {pct(paired_ttft, 99):.2f} |"
+            )
+            errors = len(r[name]) - len(via)
+            if errors:
+                print(f"\n{errors} failed requests through {labels[name]}, concurrency "
+                      f"{r['concurrency']}")  # fmt: skip
+        if len(r["direct"]) != len(direct):
+            print(f"\n{len(r['direct']) - len(direct)} failed direct requests")
     print()
     if soaked:
         growth = (soaked["rss_end"] - soaked["rss_warm"]) / soaked["rss_warm"] * 100

@@ -176,7 +176,7 @@ def test_models_health_metrics_and_live_reports(server, client):
     assert served >= 1
     rows = _records(server.out)
     assert len(rows) >= served - 1  # the last record may still be on its way to the store
-    assert 'tradeoff_tokens_total{model="smollm2-135m",upstream="smollm2-135m",kind="output"}' in (
+    assert 'tradeoff_tokens_total{kind="output",model="smollm2-135m",upstream="smollm2-135m"}' in (
         metrics
     )
 

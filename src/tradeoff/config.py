@@ -228,6 +228,10 @@ class RunSpec(BaseModel):
     samples: int = Field(1, ge=1, le=1000)
     sampling: Sampling = Field(default_factory=Sampling)
     concurrency: int = Field(1, ge=1, le=4096)
+    # Processes that dispatch requests to models behind servers (openai:), each with its own
+    # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
+    # requests in flight, at most one per core, for runs of 1,000 requests or more.
+    processes: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     timeout_s: float = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
@@ -250,6 +254,13 @@ class RunSpec(BaseModel):
     @classmethod
     def _configs(cls, value: Any) -> Any:
         return _entries(value)
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> Any:
+        if value != "auto" and not (isinstance(value, int) and 1 <= value <= 256):
+            raise ValueError(f"processes: give auto or a number from 1 to 256, not {value!r}")
+        return value
 
     @field_serializer("configs")
     def _dump_configs(self, configs: list[StrategyParams]) -> list[dict[str, Any]]:
@@ -517,7 +528,8 @@ def profile_spec(
     sampling: dict[str, Any],
 ) -> RunSpec | None:
     """The spec `tradeoff profile` runs, from a spec file or --model/--task, with the flags given
-    (`overrides`: limit, samples, concurrency, timeout_s; `sampling`: temperature, max_tokens,
+    (`overrides`: limit, samples, concurrency, processes, timeout_s; `sampling`: temperature,
+    max_tokens,
     seed; None for a flag not given) laid over it. None with --resume DIR: the stored run's own
     spec is used, so nothing else may be given."""
     if resume is not None:

@@ -1,19 +1,22 @@
 """The runner: configurations x items x samples, scheduled with bounded concurrency, each record
-written the moment it completes, resumable, and stopped cleanly by Ctrl-C."""
+committed in the event loop's turn it completes in, resumable, and stopped cleanly by Ctrl-C.
+Requests to models behind servers can be dispatched by several processes (tradeoff.dispatch)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
@@ -21,8 +24,14 @@ from tradeoff.records import outcome_record
 from tradeoff.session import open_session
 from tradeoff.store import Store
 from tradeoff.strategies import STRATEGIES, StrategyContext
+from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, load_task
-from tradeoff.types import Item, Outcome, Record
+from tradeoff.types import Item, Record
+
+# One request of a run: (config_id, task, item_id, sample), the key of its record.
+Work = tuple[str, str, str, int]
+# Where a finished request goes: its record, and the time its engine calls took.
+Emit = Callable[[Record, float], Awaitable[None]]
 
 
 @dataclass
@@ -35,14 +44,6 @@ class RunResult:
     wall_s: float
     engine_s: float  # time inside engine calls, summed over this session's records
     configs: list[Config] = field(default_factory=list)
-
-
-@dataclass
-class _Work:
-    config: Config
-    task: Task
-    item: Item
-    sample: int
 
 
 def load_tasks(spec: RunSpec) -> list[Task]:
@@ -64,23 +65,112 @@ def _items(task: Task, limit: int | None) -> list[Item]:
     return task.items[:limit] if limit else task.items
 
 
-def _build_record(
-    work: _Work, outcome: Outcome, t0: float, t1: float, prices: dict[str, Any]
-) -> Record:
-    error = outcome.error
-    scorer = work.task.scorer
-    return outcome_record(
-        work.config.config_id,
-        work.task.name,
-        work.item.id,
-        work.sample,
-        outcome,
-        t0,
-        t1,
-        prices,
-        score=0.0 if error else scorer.score(outcome.output, work.item),
-        parsed=None if error else scorer.parse(outcome.output),
-    )
+class Plan:
+    """What a run's work keys name: configurations, tasks and items, and a strategy context for
+    each (configuration, task) whose calls go through `meter`."""
+
+    def __init__(self, spec: RunSpec, configs: list[Config], tasks: list[Task], meter: CallMeter):
+        self.spec = spec
+        self.configs = {c.config_id: c for c in configs}
+        self.tasks = {t.name: t for t in tasks}
+        self.items = {(t.name, i.id): i for t in tasks for i in _items(t, spec.limit)}
+        self.contexts = {
+            (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
+            for c in configs
+            for t in tasks
+        }
+
+    def work(self) -> list[Work]:
+        """Every request of the run, configuration by configuration."""
+        return [
+            (config_id, task, item_id, sample)
+            for config_id in self.configs
+            for task, item_id in self.items
+            for sample in range(self.spec.samples)
+        ]
+
+    async def run(self, work: Work) -> tuple[Record, float]:
+        """Run one request: its record (scored) and the time its engine calls took."""
+        config_id, task_name, item_id, sample = work
+        config, task = self.configs[config_id], self.tasks[task_name]
+        item = self.items[(task_name, item_id)]
+        t0 = time.perf_counter()
+        outcome = await STRATEGIES[config.strategy].run(
+            self.contexts[(config_id, task_name)], item, sample
+        )
+        t1 = time.perf_counter()
+        error = outcome.error
+        record = outcome_record(
+            config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
+            score=0.0 if error else task.scorer.score(outcome.output, item),
+            parsed=None if error else task.scorer.parse(outcome.output),
+        )  # fmt: skip
+        return record, sum(c.generation.e2e_s for c in outcome.calls)
+
+
+async def run_work(
+    plan: Plan,
+    next_work: Callable[[], Awaitable[Work | None]],
+    concurrency: int,
+    stopped: Callable[[], bool],
+    emit: Emit,
+) -> None:
+    """Run the work `next_work` hands out (None: no more) with at most `concurrency` requests
+    in flight, each record to `emit`; once `stopped()`, start nothing new."""
+
+    async def worker() -> None:
+        while not stopped() and (w := await next_work()) is not None:
+            await emit(*await plan.run(w))
+
+    await asyncio.gather(*(worker() for _ in range(max(concurrency, 1))))
+
+
+def handing_out(work: Iterable[Work]) -> Callable[[], Awaitable[Work | None]]:
+    """`next_work` for `run_work` over a list (shareable: other takers may draw from the same)."""
+    queue = iter(work)
+
+    async def next_work() -> Work | None:
+        return next(queue, None)
+
+    return next_work
+
+
+class _Writer:
+    """Records committed once per turn of the event loop: those that complete in the same turn
+    (many at a high concurrency) share one transaction, and none waits past the turn it completed
+    in, so a killed run still loses only the requests in flight."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.pending: list[Record] = []
+        self.handle: asyncio.Handle | None = None
+        self.failed: BaseException | None = None
+
+    def add(self, record: Record) -> None:
+        """Queue `record` for this turn's commit."""
+        self.pending.append(record)
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    async def write(self, record: Record) -> None:
+        """Queue `record`, yield the turn (an inline engine would otherwise never give the loop
+        one), and return once it is committed; a failed commit is raised here."""
+        self.add(record)
+        await asyncio.sleep(0)
+        self.check()
+
+    def check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def flush(self) -> None:
+        self.handle = None
+        batch, self.pending = self.pending, []
+        if batch:
+            try:
+                self.store.write_records(batch)
+            except BaseException as exc:  # raised to the writers waiting on it
+                self.failed = exc
 
 
 class _Stop:
@@ -121,6 +211,8 @@ async def _execute(
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
 ) -> RunResult:
+    from tradeoff import dispatch
+
     configs = resolve_configs(spec)
     tasks = load_tasks(spec)
     t_begin = time.perf_counter()
@@ -130,52 +222,56 @@ async def _execute(
         store = session.store
         for task in tasks:
             store.add_items(_items(task, spec.limit))
+        plan = Plan(spec, configs, tasks, session.meter)
         done_keys = store.done_keys()
-        work: list[_Work] = []
-        skipped = 0
-        for config in configs:
-            for task in tasks:
-                for item in _items(task, spec.limit):
-                    for sample in range(spec.samples):
-                        if (config.config_id, task.name, item.id, sample) in done_keys:
-                            skipped += 1
-                        else:
-                            work.append(_Work(config, task, item, sample))
+        work = [w for w in plan.work() if w not in done_keys]
+        skipped = len(done_keys & set(plan.work()))
         result = RunResult(store.directory, "failed", 0, skipped, 0, 0.0, 0.0, configs)
-        contexts = {
-            (c.config_id, t.name): StrategyContext(config=c, task=t, meter=session.meter)
-            for c in configs
-            for t in tasks
-        }
-        queue: Iterator[_Work] = iter(work)
         total = len(work)
         if on_progress:
             on_progress(0, total, skipped, 0)
+        processes = dispatch.processes_for(spec, session.engines)
         stop = _Stop(notify)
+        writer = _Writer(store)
+
+        def count(record: Record, engine_s: float) -> None:
+            result.done += 1
+            result.engine_s += engine_s
+            result.errors += record.error is not None
+            if on_progress:
+                on_progress(result.done, total, skipped, result.errors)
+
+        async def emit(record: Record, engine_s: float) -> None:
+            await writer.write(record)
+            count(record, engine_s)
+
+        def emit_batch(batch: list[tuple[Record, float]]) -> None:
+            for record, engine_s in batch:
+                writer.add(record)
+                count(record, engine_s)
+
+        # What was loaded (models, libraries) never becomes garbage: the collector need not
+        # scan it again on every full collection, a cost per request at a high rate.
+        gc.collect()
+        gc.freeze()
         stop.install()
-
-        async def worker() -> None:
-            for w in queue:
-                if stop.requested:
-                    return
-                ctx = contexts[(w.config.config_id, w.task.name)]
-                run = STRATEGIES[w.config.strategy].run
-                t0 = time.perf_counter()
-                outcome = await run(ctx, w.item, w.sample)
-                t1 = time.perf_counter()
-                record = _build_record(w, outcome, t0, t1, spec.prices)
-                store.write_record(record)
-                result.done += 1
-                result.engine_s += sum(c.generation.e2e_s for c in outcome.calls)
-                if record.error:
-                    result.errors += 1
-                if on_progress:
-                    on_progress(result.done, total, skipped, result.errors)
-
         try:
-            await asyncio.gather(*(worker() for _ in range(min(spec.concurrency, max(total, 1)))))
+            if processes > 1:
+                helped = await dispatch.run_in_processes(
+                    plan, api_key, work, processes, lambda: stop.requested, emit, emit_batch
+                )
+                notify(
+                    f"dispatched from {processes} processes: {helped} of {result.done} records "
+                    f"by {processes - 1} helper process(es)"
+                )
+            else:
+                concurrency = min(spec.concurrency, max(total, 1))
+                await run_work(plan, handing_out(work), concurrency, lambda: stop.requested, emit)
         finally:
+            writer.flush()  # what completed as the run stopped
             stop.uninstall()
+            gc.unfreeze()
+        writer.check()
         result.status = "stopped" if stop.requested and result.done < total else "finished"
         session.status = result.status
     result.wall_s = time.perf_counter() - t_begin
@@ -220,6 +316,6 @@ def profile(
             # Called once every model is loaded, so a bad model leaves no directory behind.
             return Store.create(out, spec.model_dump(mode="json"), host_info())
 
-    return asyncio.run(
+    return eventloop.run(
         _execute(spec, open_store, api_key=api_key, on_progress=on_progress, notify=say)
     )

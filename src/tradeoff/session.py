@@ -41,7 +41,7 @@ class Session:
 
 
 async def open_engines(
-    configs: list[Config], *, timeout_s: float, api_key: str | None
+    configs: list[Config], *, timeout_s: float, api_key: str | None, check: bool = True
 ) -> dict[str, Engine]:
     """One engine per model alias the configurations use (a route configuration brings the
     models of its policy), with the configurations' `model_options`. Raises UserError for an
@@ -61,7 +61,11 @@ async def open_engines(
     try:
         for alias, ref in refs.items():
             engines[alias] = await open_engine(
-                ref, api_key=api_key, timeout_s=timeout_s, extra_body=extra_body.get(alias)
+                ref,
+                api_key=api_key,
+                timeout_s=timeout_s,
+                extra_body=extra_body.get(alias),
+                check=check,
             )
         for c in configs:
             if c.strategy == "switch":

@@ -14,12 +14,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tradeoff.errors import UserError
 from tradeoff.types import Item, Record
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where tables are read: writers need not load it
 
 STORE_FILE = "tradeoff.sqlite"
 
@@ -314,6 +315,8 @@ class Store:
         self.conn.execute("COMMIT")
 
     def items(self) -> pd.DataFrame:
+        import pandas as pd
+
         """Every item of the run: task, item_id, prompt (text or chat messages), reference."""
         rows = self.conn.execute(
             "SELECT task, item_id, item FROM items WHERE run_id = ? ORDER BY rowid", (self.run_id,)
@@ -349,6 +352,13 @@ class Store:
         """Insert (or replace) one record and commit it."""
         self.conn.execute(self._insert_record, self._record_row(record))
 
+    def write_records(self, records: list[Record]) -> None:
+        """Insert (or replace) records in one transaction: all of them, or none."""
+        rows = [self._record_row(record) for record in records]
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(self._insert_record, rows)
+
     def prepare(self, record: Record, item: Item) -> tuple[list[Any], tuple[str, ...]]:
         """A record and its item as the rows `write_prepared` inserts (JSON encoded now, so that
         the thread that writes them runs no Python to speak of)."""
@@ -367,6 +377,8 @@ class Store:
             self.conn.executemany(self._insert_record, rows)
 
     def records(self) -> pd.DataFrame:
+        import pandas as pd
+
         """Every record joined with its configuration's name, one row per record."""
         df = pd.read_sql_query(
             "SELECT c.name AS config, r.* FROM records r JOIN configs c "

@@ -111,6 +111,13 @@ def profile(
     max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    processes: Annotated[
+        str | None,
+        typer.Option(
+            help="Processes dispatching requests to openai: servers, or auto (one per 32 "
+            "requests in flight, at most one per core; the spec's `processes`).",
+        ),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per request (openai engine).")
     ] = None,
@@ -140,6 +147,7 @@ def profile(
             "limit": limit,
             "samples": samples,
             "concurrency": concurrency,
+            "processes": int(processes) if processes and processes.isdigit() else processes,
             "timeout_s": timeout,
         },
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tradeoff.engines.base import Engine, ModelInfo
+from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo
 from tradeoff.engines.bundled import BUNDLED, bundled_path
 from tradeoff.errors import UserError
-
-REF_HELP = "a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or openai:BASE_URL#MODEL"
+from tradeoff.types import PromptMode
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,13 @@ def _unknown(ref: str) -> UserError:
     )
 
 
-def parse_openai_ref(ref: str) -> tuple[str, str, str]:
+def parse_openai_ref(ref: str) -> tuple[str, str, PromptMode]:
     """`openai:BASE_URL#MODEL[@completion]` -> (base_url, model, prompt_mode)."""
     body = ref[len("openai:") :]
     if "#" not in body or not body.split("#", 1)[1]:
         raise UserError(f"model '{ref}' needs a served model name: openai:BASE_URL#MODEL")
     base_url, model = body.split("#", 1)
-    mode = "chat"
+    mode: PromptMode = "chat"
     if model.endswith("@completion"):
         model, mode = model[: -len("@completion")], "completion"
     if not base_url.startswith(("http://", "https://")):
@@ -118,8 +117,10 @@ async def open_engine(
     api_key: str | None = None,
     timeout_s: float = 120.0,
     extra_body: dict[str, Any] | None = None,
+    check: bool = True,
 ) -> Engine:
-    """Load (or connect to) the model `ref` names. Loading happens once per run."""
+    """Load (or connect to) the model `ref` names. Loading happens once per run. `check`: ask a
+    server whether it answers first (not again where another process already has)."""
     check_ref(ref)
     if ref.startswith("openai:"):
         from tradeoff.engines.openai import OpenAIEngine
@@ -130,10 +131,12 @@ async def open_engine(
             model,
             api_key=api_key or os.environ.get("OPENAI_API_KEY"),
             timeout_s=timeout_s,
-            prompt_mode=mode,  # type: ignore[arg-type]
+            prompt_mode=mode,
             ref=ref,
             extra_body=extra_body,
         )
+        if not check:
+            return engine
         try:
             await engine.check()
         except BaseException:
@@ -161,4 +164,4 @@ async def open_engine(
     return LlamaCppEngine(Path(ref[5:]).expanduser(), ref=ref, kind="gguf")
 
 
-__all__ = ["Engine", "ModelInfo", "check_ref", "list_models", "open_engine", "REF_HELP"]
+__all__ = ["Engine", "InProcessEngine", "ModelInfo", "check_ref", "list_models", "open_engine"]

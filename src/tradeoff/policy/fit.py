@@ -69,15 +69,15 @@ def outcome_table(
         (t, i): prompt_text(p)
         for t, i, p in items[["task", "item_id", "prompt"]].itertuples(index=False)
     }
-    keys = [tuple(k) for k in scores.index]
+    keys = [(str(task), str(item)) for task, item in scores.index]
     if len(keys) < 10:
         raise UserError(
             f"only {len(keys)} items were run by every configuration; a policy needs at least 10"
         )
     return Table(
         configs=configs,
-        keys=keys,  # type: ignore[arg-type]
-        texts=[prompts.get(k, "") for k in keys],  # type: ignore[call-overload]
+        keys=keys,
+        texts=[prompts.get(k, "") for k in keys],
         tasks=[k[0] for k in keys],
         scores=scores.to_numpy(dtype=float),
         costs=costs.to_numpy(dtype=float),

@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, resolve_configs, route_config
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
@@ -221,7 +222,7 @@ async def _run_server(
     config = uvicorn.Config(
         app,
         http=protocol,
-        loop="none",  # the running loop: uvloop, see _run_loop
+        loop="none",  # the running one (tradeoff.eventloop)
         lifespan="off",  # the session is opened around the server
         interface="asgi3",
         timeout_keep_alive=KEEP_ALIVE_S,
@@ -248,16 +249,6 @@ async def _run_server(
     await server.serve(sockets=[sock])
 
 
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where installed: it halves the server's CPU per request against asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
-
-
 def serve(
     served: dict[str, Served],
     spec: RunSpec | None,
@@ -269,4 +260,4 @@ def serve(
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; every served request becomes a record in `out`."""
     say = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    _run_loop(_serve(served, spec, Path(out), source, options, say))
+    eventloop.run(_serve(served, spec, Path(out), source, options, say))

@@ -6,14 +6,15 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from tradeoff.config import Config, Report, StrategyParams, policy_configs, with_id
 from tradeoff.errors import UserError
-from tradeoff.policy.features import prompt_text
-from tradeoff.policy.fit import Policy
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Item, Outcome
+
+if TYPE_CHECKING:
+    from tradeoff.policy.fit import Policy
 
 
 class Params(StrategyParams):
@@ -57,10 +58,13 @@ class Params(StrategyParams):
 
 @cache
 def _load(path: str) -> tuple[Policy, dict[str, Config]]:
+    from tradeoff.policy.fit import Policy  # with pandas: only once a policy is used
+
     return Policy.load(path), {c.name: c for c in policy_configs(path)}
 
 
 async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
+    from tradeoff.policy.features import prompt_text
     from tradeoff.strategies import STRATEGIES
 
     policy, configs = _load(ctx.params["policy"])

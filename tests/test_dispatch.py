@@ -1,0 +1,163 @@
+"""A run dispatched from several processes (tradeoff.dispatch) against a real server on loopback
+(benchmarks/fast_server.py): every request is stored exactly once, by the parent alone; Ctrl-C
+stops the helpers too; a helper that dies fails the run without losing what was stored, and
+`--resume` completes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import fast_server, run_cli
+
+from tradeoff.config import parse_spec
+from tradeoff.runner import profile
+from tradeoff.store import Store
+
+ITEMS = 60  # arith's items
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    yield from fast_server()
+
+
+@pytest.fixture(scope="module")
+def slow_url() -> Iterator[str]:
+    yield from fast_server("--delay-ms", "20")
+
+
+def spec_body(url: str, samples: int, processes: int | str = 2) -> dict:
+    return {
+        "models": {"fast": f"openai:{url}#fast"},
+        "tasks": ["arith"],
+        "samples": samples,
+        "concurrency": 8,
+        "processes": processes,
+        "sampling": {"max_tokens": 4},
+    }
+
+
+def stored_keys(directory: Path) -> list[tuple]:
+    con = sqlite3.connect(directory / "tradeoff.sqlite", timeout=10)
+    try:
+        return con.execute("SELECT config_id, task, item_id, sample FROM records").fetchall()
+    finally:
+        con.close()
+
+
+def test_two_processes_store_every_request_once(tmp_path, slow_url):
+    said: list[str] = []
+    body = spec_body(slow_url, samples=5)
+    result = profile(parse_spec(body), tmp_path / "run", notify=said.append)
+    assert (result.status, result.done, result.errors) == ("finished", 5 * ITEMS, 0)
+    keys = stored_keys(tmp_path / "run")
+    assert len(keys) == len(set(keys)) == 5 * ITEMS
+    [line] = [m for m in said if m.startswith("dispatched from 2 processes")]
+    helped = int(re.search(r": (\d+) of", line).group(1))
+    assert 0 < helped < 5 * ITEMS, line  # both processes did part of it
+    store = Store.open(tmp_path / "run")
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    assert (records["output"] == "The answer is 42").all()
+    assert records["score"].notna().all() and records["output_tokens"].eq(4).all()
+
+
+def test_one_process_when_asked(tmp_path, url):
+    said: list[str] = []
+    result = profile(
+        parse_spec(spec_body(url, samples=1, processes=1)), tmp_path / "run", notify=said.append
+    )
+    assert result.done == ITEMS and not [m for m in said if m.startswith("dispatched")]
+
+
+def _start(spec: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "profile", str(spec), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for(out: Path, proc: subprocess.Popen[str], n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(stored_keys(out)) >= n:
+                return
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+
+
+def _helpers(parent: int) -> list[int]:
+    """The pids of `parent`'s dispatch helpers (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"tradeoff.dispatch" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _resume_completes(out: Path, expected: int) -> None:
+    resumed = run_cli("profile", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    keys = stored_keys(out)
+    assert len(keys) == len(set(keys)) == expected
+
+
+def test_ctrl_c_stops_the_helpers_and_resume_completes(tmp_path, slow_url):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(spec_body(slow_url, samples=4)))
+    out = tmp_path / "run"
+    proc = _start(spec, out)
+    _wait_for(out, proc, 30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "continue with: tradeoff profile --resume" in err
+    assert "Traceback" not in err
+    stopped_at = len(stored_keys(out))
+    assert stopped_at < 4 * ITEMS  # stopped early: the helpers did not run the rest
+    _resume_completes(out, 4 * ITEMS)
+
+
+def test_a_helper_that_dies_fails_the_run_and_resume_completes(tmp_path, slow_url):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(spec_body(slow_url, samples=4)))
+    out = tmp_path / "run"
+    proc = _start(spec, out)
+    _wait_for(out, proc, 30)
+    deadline = time.monotonic() + 60
+    while not (helpers := _helpers(proc.pid)):
+        assert time.monotonic() < deadline, "no helper process"
+        time.sleep(0.05)
+    os.kill(helpers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "a dispatch process failed" in err and "--resume" in err, err
+    assert 0 < len(stored_keys(out)) < 4 * ITEMS
+    _resume_completes(out, 4 * ITEMS)
