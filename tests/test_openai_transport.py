@@ -39,9 +39,7 @@ class TinyServer:
         self.url = ""
 
     async def __aenter__(self) -> TinyServer:
-        self.server = await asyncio.start_server(
-            self._serve, "127.0.0.1", 0, ssl=self.ssl_context
-        )
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.ssl_context)
         scheme = "https" if self.ssl_context else "http"
         self.url = f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
         return self

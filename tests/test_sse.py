@@ -17,12 +17,12 @@ from tradeoff.engines.sse import SSEDecoder
 # a "data:" line that is empty, and a last line without its line end (not an event yet).
 HAND_WRITTEN = (
     b": keep-alive\r\n\r\n"
-    b"event: message\r\nid: 1\r\ndata: {\"a\": 1}\r\n\r\n"
-    b"data:{\"b\":\"x:y\"}\n\n\n"
+    b'event: message\r\nid: 1\r\ndata: {"a": 1}\r\n\r\n'
+    b'data:{"b":"x:y"}\n\n\n'
     b"data:\n\n"
     b"retry: 10\n"
     b"data: [DONE]\n\n"
-    b"data: {\"never\""
+    b'data: {"never"'
 )
 HAND_WRITTEN_PAYLOADS = [b'{"a": 1}', b'{"b":"x:y"}', b"", b"[DONE]"]
 
@@ -86,7 +86,7 @@ def test_every_split_point_gives_the_same_payloads(real_stream: bytes, name: str
 
 def test_payloads_come_out_as_soon_as_their_line_ends() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed(b"data: {\"x\"") == []
+    assert decoder.feed(b'data: {"x"') == []
     assert decoder.feed(b": 1}") == []
     assert decoder.feed(b"\n") == [b'{"x": 1}']
     assert decoder.feed(b"\ndata: [DONE]\n") == [b"[DONE]"]
