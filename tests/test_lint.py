@@ -4,7 +4,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.lint
 
 
 def _tool(name):
@@ -15,6 +18,16 @@ def _tool(name):
 def test_ruff_clean():
     result = subprocess.run(
         [*_tool("ruff"), "check", "src", "tests", "benchmarks"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_clean():
+    result = subprocess.run(
+        [*_tool("ruff"), "format", "--check", "src", "tests", "benchmarks"],
         cwd=REPO,
         capture_output=True,
         text=True,
