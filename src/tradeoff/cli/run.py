@@ -94,7 +94,8 @@ def profile(
         typer.Option(
             "--model",
             "-m",
-            help="Model: a bundled name, gguf:PATH or openai:BASE_URL#MODEL. Repeatable.",
+            help="Model: a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or "
+            "openai:BASE_URL#MODEL. Repeatable.",
         ),
     ] = None,
     task: Annotated[

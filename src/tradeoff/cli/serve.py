@@ -87,8 +87,9 @@ def serve(
     Endpoints: POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models,
     /health, /metrics (Prometheus) and /openapi.json. The request's `model` names what runs: a
     configuration of the spec, or the policy. Every served request is stored as a record in
-    --out, so `tradeoff report` and `tradeoff frontier` work on live traffic. Ctrl-C or SIGTERM
-    finish the requests in flight, then stop.
+    --out, so `tradeoff report` and `tradeoff frontier` work on live traffic. A client that goes
+    away cancels its generation (stored as `client disconnected`). Ctrl-C or SIGTERM finish the
+    requests in flight, then stop.
     """
     from tradeoff.config import load_spec
     from tradeoff.demo import demo_spec
