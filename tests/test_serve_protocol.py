@@ -195,7 +195,6 @@ def test_a_client_that_goes_away_frees_the_bundled_model(tmp_path: Path):
     assert len(records) == 3
 
 
-@pytest.mark.slow
 def test_a_client_that_goes_away_stops_an_openai_upstream(tmp_path: Path):
     """Behind an `openai:` upstream (a token every 50 ms: 20 s for all of them), the call stops
     at the upstream's next chunk."""
