@@ -281,6 +281,13 @@ class RawConnection:
 
     def answer(self) -> Answer:
         """The answer to the next request written on this connection."""
+        answer = self.answer_or_close()
+        assert answer is not None, "the connection closed before an answer"
+        return answer
+
+    def answer_or_close(self) -> Answer | None:
+        """The answer to the next request written on this connection, or None if the server
+        closes the connection without one."""
         interim: list[int] = []
         response: h11.Response | None = None
         body = bytearray()
@@ -294,8 +301,10 @@ class RawConnection:
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 break
+            elif isinstance(event, h11.ConnectionClosed) and response is None and not interim:
+                return None
             else:
-                raise AssertionError(f"the connection ended before an answer: {event!r}")
+                raise AssertionError(f"the connection ended in an answer: {event!r}")
         assert response is not None
         self._told = False
         if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:

@@ -117,10 +117,11 @@ def test_clients_that_hang_up_do_no_harm(canned_server: Served, client: httpx.Cl
 
 @pytest.mark.slow
 def test_sigterm_lets_the_request_in_flight_finish_then_exits(tmp_path: Path):
-    """SIGTERM while an answer streams (40 tokens, 50 ms apart): the answer completes, the
-    server exits 0, and what it stored is what it served."""
+    """SIGTERM while an answer streams (40 tokens, 50 ms apart): the answer completes, a new
+    request is refused, the server exits 0, and what it stored is what it served."""
     with running(tmp_path, upstream=("--delay-ms", "50")) as server:
         with (
+            RawConnection(server.root) as idle,
             httpx.Client(timeout=PATIENCE_S) as c,
             c.stream(
                 "POST", f"{server.url}/chat/completions",
@@ -130,6 +131,16 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits(tmp_path: Path):
             chunks = r.iter_bytes()
             body = next(chunks)  # the answer has started
             server.proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: any("stopping" in line for line in server.lines), "draining")
+            # a connection opened before: its request is refused, or it is closed unanswered
+            try:
+                idle.send(request(dumps(valid(CHAT))))
+                late = idle.answer_or_close()
+            except (BrokenPipeError, ConnectionResetError):
+                late = None
+            if late is not None:
+                assert late.status == 503, late
+                assert "shutting down" in late.json()["error"]["message"]
             body += b"".join(chunks)
         assert r.status_code == 200
         text = streamed_text(sse_events(body.decode()))
