@@ -160,27 +160,38 @@ ASKED = 400  # tokens asked for: far more than are made before the client is gon
 DISCONNECTED = "client disconnected"
 
 
+def first_chunk(conn: RawConnection) -> None:
+    """Read until the first chunk of a streamed answer has come."""
+    received = b""
+    while b"data: " not in received:
+        data = conn.sock.recv(65536)
+        assert data, received
+        received += data
+    assert received.startswith(b"HTTP/1.1 200"), received
+
+
+def disconnects(root: str) -> float:
+    return metric(root, "tradeoff_client_disconnects_total")
+
+
 def leave_early(root: str, body: dict) -> None:
     """Two clients that go away: one after the first chunk of its streamed answer, one right
     after sending its request for a whole answer. Returns once both are accounted for."""
+    before = disconnects(root)
     with RawConnection(root) as conn:
         conn.send(request(dumps({**body, "stream": True})))
-        received = b""
-        while b"data: " not in received:  # the first chunk
-            data = conn.sock.recv(65536)
-            assert data, received
-            received += data
-        assert received.startswith(b"HTTP/1.1 200"), received
-    wait_for(lambda: metric(root, "tradeoff_client_disconnects_total") == 1, "the first counted")
+        first_chunk(conn)
+    wait_for(lambda: disconnects(root) == before + 1, "the first counted")
     with RawConnection(root) as conn:
         conn.send(request(dumps(body)))
-    wait_for(lambda: metric(root, "tradeoff_client_disconnects_total") == 2, "the second counted")
+    wait_for(lambda: disconnects(root) == before + 2, "the second counted")
 
 
-def assert_cut_short(records) -> None:
-    """Both clients that left are records that say so, with far fewer tokens than asked."""
+def assert_cut_short(records, streamed: list[bool]) -> None:
+    """The clients that left (streamed or not) are records that say so, with far fewer tokens
+    than asked."""
     gone = records[records["error"] == DISCONNECTED]
-    assert sorted(extra["stream"] for extra in gone["extra"]) == [False, True], records
+    assert sorted(extra["stream"] for extra in gone["extra"]) == sorted(streamed), records
     for tokens, extra in zip(gone["output_tokens"], gone["extra"]):
         assert extra["http_status"] == 499, extra
         assert extra["max_tokens"] == ASKED
@@ -202,15 +213,21 @@ def test_a_client_that_goes_away_frees_the_bundled_model(tmp_path: Path):
         assert_answer(r, CHAT, stream=False)
         assert metric(server.root, "tradeoff_client_disconnects_total", model=model) == 2
         records = assert_stopped_cleanly(server)
-    assert_cut_short(records)
+    assert_cut_short(records, [False, True])
     assert len(records) == 3
 
 
 def test_a_client_that_goes_away_stops_an_openai_upstream(tmp_path: Path):
     """Behind an `openai:` upstream (a token every 50 ms: 20 s for all of them), the call stops
-    at the upstream's next chunk."""
+    at the upstream's next chunk; also when the client had pipelined another request behind the
+    one being answered."""
     with running(tmp_path, upstream=("--delay-ms", "50")) as server:
-        leave_early(server.root, valid(CHAT, max_tokens=ASKED))
+        body = valid(CHAT, max_tokens=ASKED)
+        leave_early(server.root, body)
+        with RawConnection(server.root) as conn:
+            conn.send(request(dumps({**body, "stream": True})) + request(dumps(valid(CHAT))))
+            first_chunk(conn)
+        wait_for(lambda: disconnects(server.root) == 3, "the pipelining client counted")
         records = assert_stopped_cleanly(server)
-    assert_cut_short(records)
-    assert len(records) == 2
+    assert_cut_short(records, [False, True, True])
+    assert len(records) == 3  # the request queued behind never started: nothing to store
