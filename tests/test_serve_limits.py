@@ -1,9 +1,11 @@
 """`tradeoff serve`'s limits: the body size (413, also while the body is still arriving),
-requests in flight (429), slow clients (--request-timeout: the connection closed, or 408) and
-open connections (--max-connections: 503). Raw sockets play the clients that misbehave."""
+requests in flight (429), slow and idle clients (--request-timeout: the connection closed, or
+408; kept-alive connections closed after KEEP_ALIVE_S) and open connections (--max-connections:
+503). Raw sockets play the clients that misbehave."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from serve_support import (
     valid,
     wait_for,
 )
+
+from tradeoff.serve.server import KEEP_ALIVE_S
 
 # --- 413 ------------------------------------------------------------------------------------
 
@@ -180,6 +184,16 @@ def test_a_body_that_stops_arriving_is_408(impatient: Served):
         assert error["code"] == "timeout" and "--request-timeout" in error["message"], error
         assert answer.headers["connection"] == "close"
         assert conn.wait_closed() >= 0.9 * REQUEST_TIMEOUT_S
+
+
+@pytest.mark.slow
+def test_a_kept_alive_connection_idle_after_its_answer_is_closed(canned_server: Served):
+    with RawConnection(canned_server.root) as conn:
+        conn.send(request(dumps(valid(CHAT))))
+        assert conn.answer().status == 200
+        answered = time.monotonic()
+        conn.wait_closed()
+        assert time.monotonic() - answered >= 0.9 * KEEP_ALIVE_S
 
 
 # --- open connections -----------------------------------------------------------------------
