@@ -256,6 +256,8 @@ class RawConnection:
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self._http = h11.Connection(h11.CLIENT)
         self._told = False  # h11 knows of the request being answered
+        self._closed = False  # the server has closed the connection
+        self._received = 0  # bytes, all told
 
     def __enter__(self) -> RawConnection:
         return self
@@ -291,8 +293,14 @@ class RawConnection:
         interim: list[int] = []
         response: h11.Response | None = None
         body = bytearray()
+        received = self._received
         while True:
-            event = self._next()
+            try:
+                event = self._next()
+            except h11.RemoteProtocolError:
+                if self._closed and self._received == received:
+                    return None  # h11 calls a close before any answer a protocol error
+                raise
             if isinstance(event, h11.InformationalResponse):
                 interim.append(event.status_code)
             elif isinstance(event, h11.Response):
@@ -301,8 +309,6 @@ class RawConnection:
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 break
-            elif isinstance(event, h11.ConnectionClosed) and response is None and not interim:
-                return None
             else:
                 raise AssertionError(f"the connection ended in an answer: {event!r}")
         assert response is not None
@@ -333,6 +339,9 @@ class RawConnection:
 
     def _recv(self) -> bytes:
         try:
-            return self.sock.recv(65536)
+            data = self.sock.recv(65536)
         except ConnectionResetError:  # closed while bytes of ours were unread: closed all the same
-            return b""
+            data = b""
+        self._closed = not data
+        self._received += len(data)
+        return data
