@@ -1,4 +1,5 @@
-"""Shared fixtures: the real bundled models, a CLI runner, free loopback ports."""
+"""Shared fixtures: the real bundled models, a CLI runner, free loopback ports, `tradeoff serve`
+processes (and one shared by the test_serve_* files, in front of a canned upstream)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,31 +65,39 @@ def fast_server(*flags: str) -> Iterator[str]:
 
 
 class Served:
-    """A running `tradeoff serve` process: its base URL (`http://127.0.0.1:PORT/v1`), its
-    process, and what it has written to stderr once stopped (`stop()`)."""
+    """A running `tradeoff serve`: its base URL (`http://127.0.0.1:PORT/v1`), its process, its
+    run directory (`--out`), and the lines it writes to stderr, read as they come (a full pipe
+    would block the server)."""
 
-    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str]):
+    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str], out: Path | None):
         self.proc = proc
         self.url = url
         self.lines = lines
+        self.out = out
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
 
     @property
     def root(self) -> str:
         return self.url.removesuffix("/v1")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        """Send `sig`, wait for the exit; the exit code."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 300) -> int:
+        """Send `sig` (unless it has exited), wait for the exit and its last lines; the exit code.
+        `timeout` only bounds a server that never stops."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
-        assert self.proc.stderr is not None
-        self.lines += self.proc.stderr.read().splitlines()
-        self.proc.stderr.close()
+        self._reader.join(timeout)
         return code
 
 
 @contextlib.contextmanager
-def serve_process(*args: str, timeout: float = 120) -> Iterator[Served]:
+def serve_process(*args: str, timeout: float = 300) -> Iterator[Served]:
     """Run `tradeoff serve --port 0 ARGS` until it listens; yields it; stops it (SIGTERM)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -110,12 +121,13 @@ def serve_process(*args: str, timeout: float = 120) -> Iterator[Served]:
         if match:
             url = match.group(1)
         assert time.monotonic() < deadline, lines
-    served = Served(proc, url, lines)
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else None
+    served = Served(proc, url, lines, out)
     try:
         yield served
     finally:
-        if proc.poll() is None:
-            served.stop()
+        served.stop()
+        proc.stderr.close()
 
 
 def free_port() -> int:
@@ -144,3 +156,33 @@ def gemma():
     )
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def canned_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`tradeoff serve` with tight limits (serve_support.LIMIT_FLAGS) in front of
+    benchmarks/fast_server.py, one for all the test_serve_* files. Once the last of them is done
+    it must still answer, then stop cleanly: exit 0, no traceback, every request it served
+    stored (checked here, at the end of the session, whatever tests ran)."""
+    from serve_support import LIMIT_FLAGS, assert_stopped_cleanly, running
+
+    with running(tmp_path_factory.mktemp("serve"), *LIMIT_FLAGS) as served:
+        yield served
+        assert httpx.get(f"{served.root}/health", timeout=60).json()["status"] == "ok"
+        assert_stopped_cleanly(served)
+
+
+@pytest.fixture(scope="session")
+def client(canned_server: Served) -> Iterator[httpx.Client]:
+    """An HTTP client of canned_server that sends its API key."""
+    from serve_support import AUTH
+
+    with httpx.Client(base_url=canned_server.root, headers=AUTH, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def anonymous(canned_server: Served) -> Iterator[httpx.Client]:
+    """An HTTP client of canned_server that sends no API key."""
+    with httpx.Client(base_url=canned_server.root, timeout=60) as c:
+        yield c

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from conftest import run_cli, serve_process
+from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.engines.emit import StopHoldback
 from tradeoff.store import Store
@@ -32,7 +33,6 @@ def server(tmp_path_factory):
     for name in (SINGLE, CASCADE, SWITCH, VOTE):
         args += ["--config", name]
     with serve_process(*args) as served:
-        served.out = out
         yield served
 
 
@@ -43,7 +43,7 @@ def client(server):
 
 
 def _client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+    return openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=PATIENCE_S)
 
 
 def _records(out) -> dict[str, dict]:
@@ -63,16 +63,14 @@ def _records(out) -> dict[str, dict]:
     return rows
 
 
-def _wait_stored(out, ids: set[str], timeout: float = 10.0) -> dict[str, dict]:
+def _wait_stored(out, ids: set[str]) -> dict[str, dict]:
     """Records are written just after the answer is sent: wait for them."""
-    import time
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def all_there() -> dict[str, dict] | None:
         rows = _records(out)
-        if ids <= set(rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
+        return rows if ids <= set(rows) else None
+
+    return wait_for(all_there, f"records {sorted(ids)} stored")
 
 
 def test_official_client_streamed_and_not_and_records_match_one_for_one(server, client):
@@ -164,21 +162,12 @@ def test_models_health_metrics_and_live_reports(server, client):
     client.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=4)
     metrics = httpx.get(f"{server.root}/metrics").text
     assert "# TYPE tradeoff_request_duration_seconds histogram" in metrics
-
-    def total(name: str) -> float:
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
-        )
-
-    served = total("tradeoff_served_total")
+    # counted once the answer is out: wait for it
+    tokens = {"model": SINGLE, "upstream": SINGLE, "kind": "output"}
+    wait_for(lambda: metric(server.root, "tradeoff_tokens_total", **tokens) >= 4, "tokens counted")
+    served = metric(server.root, "tradeoff_served_total")
     assert served >= 1
-    rows = _records(server.out)
-    assert len(rows) >= served - 1  # the last record may still be on its way to the store
-    assert 'tradeoff_tokens_total{kind="output",model="smollm2-135m",upstream="smollm2-135m"}' in (
-        metrics
-    )
+    wait_for(lambda: len(_records(server.out)) >= served, "every served request stored")
 
     # report and frontier read the store while the server writes to it
     report = run_cli("report", str(server.out), "--format", "json")
@@ -190,44 +179,46 @@ def test_models_health_metrics_and_live_reports(server, client):
     assert "unscored" in frontier.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_then_exits(tmp_path):
     out = tmp_path / "run"
+    streaming = threading.Event()
+    chunks: list = []
     with serve_process("--out", str(out), "--config", SINGLE) as served:
-        result: dict = {}
 
         def ask() -> None:
-            with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
-                result["answer"] = c.chat.completions.create(
+            with _client(served.url) as c:
+                for chunk in c.chat.completions.create(
                     model=SINGLE,
                     messages=[{"role": "user", "content": "Write a long story about a ship."}],
-                    max_tokens=120,
-                )
+                    max_tokens=120, stream=True, stream_options={"include_usage": True},
+                ):  # fmt: skip
+                    chunks.append(chunk)
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        streaming.set()
 
         thread = threading.Thread(target=ask)
         thread.start()
-        import time
-
-        deadline = time.monotonic() + 30
-        while "tradeoff_in_flight 1" not in httpx.get(f"{served.root}/metrics").text:
-            assert time.monotonic() < deadline, "the request never arrived"
-            time.sleep(0.02)
-        time.sleep(0.2)  # the request is being generated
+        assert streaming.wait(PATIENCE_S), "no token was streamed"
         assert served.stop(signal.SIGTERM) == 0
-        thread.join(30)
-    answer = result["answer"]
-    assert answer.usage.completion_tokens > 20
+        thread.join(PATIENCE_S)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens > 20
     assert any("finishing 1 request(s) in flight" in line for line in served.lines)
     rows = _records(out)
-    assert list(rows) == [answer.id]
+    assert list(rows) == [chunks[0].id]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert rows[chunks[0].id]["output"] == text
     store = Store.open(out)
     assert store.run()["status"] == "stopped"
     store.close()
 
 
+@pytest.mark.slow
 def test_a_failed_store_write_loses_no_answer_and_the_server_keeps_serving(tmp_path):
     out = tmp_path / "run"
     with serve_process("--out", str(out), "--config", SINGLE) as served:
-        with openai.OpenAI(base_url=served.url, api_key="x", max_retries=0) as c:
+        with _client(served.url) as c:
             first = c.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=3)
             assert first.id in _wait_stored(out, {first.id})
             conn = sqlite3.connect(out / "tradeoff.sqlite")
@@ -238,21 +229,17 @@ def test_a_failed_store_write_loses_no_answer_and_the_server_keeps_serving(tmp_p
                 answer = c.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=3)
                 assert answer.choices[0].message.content
             # Records are written just after the answers, in batches: wait for the second.
-            import time
-
-            deadline = time.monotonic() + 10
-            while True:
-                metrics = httpx.get(f"{served.root}/metrics").text
-                if "tradeoff_store_errors_total 2" in metrics or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+            wait_for(
+                lambda: metric(served.root, "tradeoff_store_errors_total") == 2,
+                "both failed writes counted",
+            )
             assert httpx.get(f"{served.root}/health").json() == {"status": "ok"}
         assert served.stop() == 0
-    assert "tradeoff_store_errors_total 2" in metrics
     assert sum("could not store" in line for line in served.lines) == 2
     assert not any("Traceback" in line for line in served.lines)
 
 
+@pytest.mark.slow
 def test_restarting_on_the_same_directory_appends(tmp_path):
     out = tmp_path / "run"
     ids = []
@@ -268,6 +255,7 @@ def test_restarting_on_the_same_directory_appends(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     from tradeoff.config import parse_spec
     from tradeoff.runner import profile
@@ -299,8 +287,11 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
         )  # fmt: skip
         routed = raw.headers["x-tradeoff-routed-to"]
         assert routed in ("small", "large")
-        metrics = httpx.get(f"{served.root}/metrics").text
-    assert f'tradeoff_routes_total{{model="router",route="{routed}"}} 1' in metrics
+        wait_for(
+            lambda: metric(served.root, "tradeoff_routes_total", model="router", route=routed),
+            "the route counted",
+        )
+        assert metric(served.root, "tradeoff_routes_total") == 1
     (row,) = _records(out).values()
     assert row["extra"]["routed_to"] == routed
     assert [call["model"] for call in row["calls"]] == [routed]
@@ -324,6 +315,7 @@ def test_bad_options_fail_in_one_line(tmp_path, args, needle):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_port_in_use_and_a_profile_directory_are_refused(tmp_path):
     import socket
 

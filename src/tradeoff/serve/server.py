@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, resolve_configs, route_config
@@ -145,13 +145,17 @@ class _Protocol(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol with the deadline it lacks: a request's head must arrive
     within the request timeout of the connection opening or of the request's first byte.
     (uvicorn times out only kept-alive connections that idle after an answer; a client that
-    opens a connection and sends nothing, or trickles a head in, would hold it for ever.)"""
+    opens a connection and sends nothing, or trickles a head in, would hold it for ever.)
+    And when the client goes away, every request of the connection not yet answered hears of
+    it: uvicorn tells only the newest, which is not the one being answered when the client
+    pipelined (that one's generation ran on, and its next write failed, losing its record)."""
 
     request_timeout_s: float = Limits().request_timeout_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._unanswered: list[RequestResponseCycle] = []
         self._arm()
 
     def _arm(self) -> None:
@@ -175,9 +179,16 @@ class _Protocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        self._unanswered = [c for c in self._unanswered if not c.response_complete]
+        if self.cycle is not None and self.cycle not in self._unanswered:
+            self._unanswered.append(self.cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for cycle in self._unanswered:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
 

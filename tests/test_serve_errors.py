@@ -1,0 +1,279 @@
+"""`tradeoff serve` refusing what is wrong and serving what is right: 400, 401, 404, 405 and 422
+with OpenAI's error shape, each naming the problem, and the edge values that must be served.
+The server is conftest's canned_server, in front of benchmarks/fast_server.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from serve_support import (
+    CHAT,
+    COMPLETIONS,
+    ENDPOINTS,
+    KEY,
+    MAX_BODY,
+    MAX_TOKENS,
+    SERVED,
+    assert_answer,
+    assert_error,
+    assert_error_shape,
+    dumps,
+    post,
+    sse_events,
+    valid,
+)
+
+# --- 400 ------------------------------------------------------------------------------------
+
+
+NOT_JSON = [b"", b"{", b"not json", b"{'model': 'fast'}", b'{"model": "fast",}', b"\xff\xfe{}",
+            b'{"model": "fast"} trailing', b"\x00", b"[" * 3000]  # fmt: skip
+NOT_AN_OBJECT = [b"[]", b'"x"', b"5", b"null", b"true", b"1.5", b'[{"model": "fast"}]']
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("raw", NOT_JSON + NOT_AN_OBJECT, ids=repr)
+def test_not_json_or_not_an_object_is_400(client: httpx.Client, endpoint: str, raw: bytes):
+    error = assert_error(post(client, endpoint, raw), 400)
+    assert error["type"] == "invalid_request_error"
+
+
+# --- 401 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer"}, {"Authorization": KEY},
+     {"Authorization": f"Bearer {KEY}x"}, {"Authorization": f"Basic {KEY}"},
+     {"Authorization": f"Bearer {KEY[:-1]}"}, {"X-Api-Key": KEY}],
+    ids=["none", "wrong", "empty", "no-scheme", "longer", "basic", "shorter", "other-header"],
+)  # fmt: skip
+def test_missing_or_wrong_api_key_is_401(anonymous: httpx.Client, headers: dict[str, str]):
+    for endpoint in ENDPOINTS:
+        r = anonymous.post(endpoint, json=valid(endpoint), headers=headers)
+        error = assert_error(r, 401)
+        assert error["type"] == "authentication_error"
+        assert KEY not in r.text
+    assert_error(anonymous.get("/v1/models", headers=headers), 401)
+
+
+def test_health_metrics_and_openapi_need_no_key(anonymous: httpx.Client):
+    assert anonymous.get("/health").json()["status"] == "ok"
+    assert anonymous.get("/metrics").status_code == 200
+    assert anonymous.get("/openapi.json").status_code == 200
+
+
+def test_401_comes_before_reading_the_body(anonymous: httpx.Client):
+    """An unauthenticated client learns nothing from the body: a huge or broken one is 401."""
+    assert_error(anonymous.post(CHAT, content=b"x" * (MAX_BODY * 4)), 401)
+    assert_error(anonymous.post(CHAT, content=b"[]"), 401)
+    assert_error(anonymous.post(CHAT, json=valid(CHAT, model="nope")), 401)
+
+
+# --- 404 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("model", ["nope", "FAST", "fast ", " fast", "fast\u0000", "gpt-4o",
+                                   "\u202efast", "😀" * 50, "x" * 2000])  # fmt: skip
+def test_unknown_model_is_404_listing_the_served_names(
+    client: httpx.Client, endpoint: str, model: str
+):
+    error = assert_error(client.post(endpoint, json=valid(endpoint, model=model)), 404)
+    assert error["code"] == "model_not_found"
+    assert error["param"] == "model"
+    for name in SERVED:
+        assert name in error["message"], error
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/nope", "/nope", "/v1/chat/completions/x", "/v1/chat", "/v2/chat/completions",
+             "/v1//chat/completions", "/v1/chat/completions%00", "/%ff", "/" + "a" * 3000],
+)  # fmt: skip
+def test_unknown_path_is_404(client: httpx.Client, path: str):
+    for method in ("GET", "POST"):
+        r = client.request(method, path, json=valid(CHAT))
+        assert_error(r, 404)
+
+
+# --- 405 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
+def test_wrong_method_is_405(client: httpx.Client, endpoint: str, method: str):
+    r = client.request(method, endpoint)
+    assert r.status_code == 405, (r.status_code, r.text)
+    if method != "HEAD":  # HEAD answers have no body
+        assert_error_shape(r)
+
+
+def test_post_to_a_get_endpoint_is_405(client: httpx.Client):
+    for path in ("/v1/models", "/health", "/metrics", "/openapi.json"):
+        assert_error(client.post(path, json={}), 405)
+
+
+# --- 422 ------------------------------------------------------------------------------------
+
+
+BOTH: list[tuple[str, Any]] = [
+    ("max_tokens", -1), ("max_tokens", 0), ("max_tokens", "5"), ("max_tokens", 5.0),
+    ("max_tokens", 5.5), ("max_tokens", True), ("max_tokens", [5]), ("max_tokens", {}),
+    ("max_tokens", MAX_TOKENS + 1), ("max_tokens", 10**30), ("max_tokens", -(10**30)),
+    ("temperature", -0.01), ("temperature", 2.01), ("temperature", "1"), ("temperature", True),
+    ("temperature", False), ("temperature", 1e300), ("temperature", []), ("temperature", -1e-300),
+    ("n", 2), ("n", 0), ("n", -1), ("n", "1"), ("n", 1.0), ("n", True), ("n", 10**20),
+    ("stream", "true"), ("stream", 1), ("stream", 0), ("stream", None), ("stream", "yes"),
+    ("stream", {}),
+    ("stop", ["a", "b", "c", "d", "e"]), ("stop", [""]), ("stop", ""), ("stop", ["a", ""]),
+    ("stop", [1]), ("stop", 5), ("stop", [["a"]]), ("stop", {"a": 1}),
+    ("seed", 2**63), ("seed", -(2**63) - 1), ("seed", 10**40), ("seed", "1"), ("seed", 1.5),
+    ("seed", True),
+    ("model", ""), ("model", 5), ("model", None), ("model", ["fast"]), ("model", {"id": "fast"}),
+    ("stream_options", "x"), ("stream_options", {"include_usage": "yes"}),
+    ("stream_options", []), ("stream_options", 5), ("stream_options", True),
+]  # fmt: skip
+CHAT_ONLY: list[tuple[str, Any]] = [
+    ("messages", []), ("messages", "hi"), ("messages", None), ("messages", {"role": "user"}),
+    ("messages", [5]), ("messages", [[]]), ("messages", [None]), ("messages", ["hi"]),
+    ("messages", [{"role": "user", "content": [5]}]), ("messages", [{"content": "x"}]),
+    ("messages", [{"role": "wizard", "content": "x"}]), ("messages", [{"role": "", "content": ""}]),
+    ("messages", [{"role": "USER", "content": "x"}]), ("messages", [{"role": 1, "content": "x"}]),
+    ("messages", [{"role": "user", "content": 5}]),
+    ("messages", [{"role": "user", "content": {"text": "x"}}]),
+    ("messages", [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+    ("messages", [{"role": "user", "content": [{"type": "text"}]}]),
+    ("messages", [{"role": "user", "content": ["x"]}]),
+    ("logprobs", True), ("logprobs", "false"),
+    ("max_completion_tokens", 0), ("max_completion_tokens", "3"),
+    ("max_completion_tokens", MAX_TOKENS + 1),
+]  # fmt: skip
+COMPLETIONS_ONLY: list[tuple[str, Any]] = [
+    ("prompt", 5), ("prompt", []), ("prompt", ["a", "b"]), ("prompt", [1]), ("prompt", None),
+    ("prompt", [[1, 2]]), ("prompt", {"text": "x"}),
+    ("logprobs", 1), ("logprobs", 5), ("logprobs", True), ("echo", True), ("suffix", "x"),
+]  # fmt: skip
+CASES = (
+    [(endpoint, f, v) for endpoint in ENDPOINTS for f, v in BOTH]
+    + [(CHAT, f, v) for f, v in CHAT_ONLY]
+    + [(COMPLETIONS, f, v) for f, v in COMPLETIONS_ONLY]
+)
+
+
+@pytest.mark.parametrize(("endpoint", "field", "value"), CASES, ids=repr)
+def test_invalid_field_is_422_naming_it(client: httpx.Client, endpoint: str, field: str, value):
+    for stream in (False, True):  # the same answer whether or not the client would stream
+        body = valid(endpoint, **{field: value})
+        if field != "stream":
+            body["stream"] = stream
+        error = assert_error(client.post(endpoint, json=body), 422)
+        assert error["code"] == "invalid_value", error
+        assert error["type"] == "invalid_request_error", error
+        param = error["param"]
+        assert isinstance(param, str), error
+        assert param.split(".")[0] == field, error
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("missing", ["model", "messages/prompt"])
+def test_missing_required_field_is_422(client: httpx.Client, endpoint: str, missing: str):
+    body = valid(endpoint)
+    for key in missing.split("/"):
+        body.pop(key, None)
+    assert_error(client.post(endpoint, json=body), 422)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    "raw", [b'"temperature": NaN', b'"temperature": Infinity', b'"temperature": -Infinity',
+            b'"temperature": 1e999', b'"max_tokens": 1e2', b'"max_tokens": 4.0',
+            b'"seed": 99999999999999999999999999999999999999', b'"seed": -0.0'],
+)  # fmt: skip
+def test_non_standard_numbers_are_rejected(client: httpx.Client, endpoint: str, raw: bytes):
+    field = raw.split(b'"')[1].decode()
+    body = dumps({k: v for k, v in valid(endpoint).items() if k != field})[:-1] + b", " + raw + b"}"
+    r = post(client, endpoint, body)
+    assert r.status_code in (400, 422), (r.status_code, r.text)
+    assert_error_shape(r)
+
+
+# --- what must be accepted --------------------------------------------------------------------
+
+
+ACCEPTED_BOTH = [
+    {"max_tokens": MAX_TOKENS}, {"max_tokens": 1}, {"max_tokens": None},
+    {"temperature": 0}, {"temperature": 0.0}, {"temperature": 2}, {"temperature": 1.5},
+    {"temperature": None},
+    {"seed": 2**63 - 1}, {"seed": -(2**63)}, {"seed": 0}, {"seed": None},
+    {"stop": ["a", "b", "c", "d"]}, {"stop": "x"}, {"stop": None}, {"stop": []},
+    {"stop": ["\u0000"]}, {"stop": ["😀"]},
+    {"n": 1}, {"n": None}, {"stream": False},
+    {"top_p": 0.5, "user": "u", "frequency_penalty": 0, "presence_penalty": 0,
+     "tools": [{"junk": True}], "unknown": {"deep": [1, {"x": None}]}},
+    {"stream_options": {"include_usage": True}}, {"stream_options": None},
+]  # fmt: skip
+ACCEPTED_CHAT = [
+    {"logprobs": False}, {"logprobs": None}, {"max_completion_tokens": 3},
+    {"max_completion_tokens": MAX_TOKENS, "max_tokens": MAX_TOKENS + 100},
+    {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}]},
+    {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                  {"role": "tool", "content": "c"}, {"role": "user", "content": "d"}]},
+    {"messages": [{"role": "user", "content": None}]},
+    {"messages": [{"role": "user", "content": ""}]},
+    {"messages": [{"role": "user", "content": []}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                {"type": "text", "text": "b"}]}]},
+    {"messages": [{"role": "user", "content": "\u0000\u202e😀\ufeff", "name": "x"}]},
+]  # fmt: skip
+ACCEPTED_COMPLETIONS = [
+    {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": 0},
+    {"logprobs": None}, {"echo": False}, {"suffix": ""}, {"suffix": None},
+]  # fmt: skip
+ACCEPTED = (
+    [(endpoint, f) for endpoint in ENDPOINTS for f in ACCEPTED_BOTH]
+    + [(CHAT, f) for f in ACCEPTED_CHAT]
+    + [(COMPLETIONS, f) for f in ACCEPTED_COMPLETIONS]
+)
+
+
+@pytest.mark.parametrize(("endpoint", "fields"), ACCEPTED, ids=repr)
+def test_valid_edge_values_are_served(client: httpx.Client, endpoint: str, fields: dict):
+    for stream in (False, True):
+        body = {**valid(endpoint, **fields), "stream": stream}
+        if "stream_options" in fields and not stream:
+            continue
+        r = client.post(endpoint, json=body)
+        assert_answer(r, endpoint, stream)
+        if stream and (fields.get("stream_options") or {}).get("include_usage"):
+            usage = json.loads(sse_events(r.text)[-2])
+            assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0, usage
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_escaped_unicode(client: httpx.Client, endpoint: str):
+    """An escaped surrogate pair is a character; a lone surrogate is refused, not a crash."""
+    text = "messages" if endpoint == CHAT else "prompt"
+    for escaped, ok in ((rb"\ud83d\ude00 \u0000", True), (rb"\ud800", False),
+                        (rb"\udfff\ud800", False)):  # fmt: skip
+        body = dumps(valid(endpoint, stream=True))
+        body = body.replace(b'"6*7' if text == "prompt" else b'"What', b'"' + escaped, 1)
+        r = post(client, endpoint, body)
+        if ok:
+            assert_answer(r, endpoint, stream=True)
+        else:
+            assert r.status_code in (400, 422), (r.status_code, r.text)
+            assert_error_shape(r)
+        # the same in the model name: never served, never a crash
+        r = post(client, endpoint, dumps(valid(endpoint))
+                 .replace(b'"fast"', b'"fast' + escaped + b'"'))  # fmt: skip
+        assert r.status_code in (400, 404, 422), (r.status_code, r.text)
+        assert_error_shape(r)
+
+
+def test_max_tokens_is_honoured(client: httpx.Client):
+    r = client.post(CHAT, json=valid(CHAT, max_tokens=7))
+    assert r.json()["usage"]["completion_tokens"] == 7

@@ -1,0 +1,228 @@
+"""`tradeoff serve`'s limits: the body size (413, also while the body is still arriving),
+requests in flight (429), slow and idle clients (--request-timeout: the connection closed, or
+408; kept-alive connections closed after KEEP_ALIVE_S) and open connections (--max-connections:
+503). Raw sockets play the clients that misbehave."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Served
+from serve_support import (
+    CHAT,
+    ENDPOINTS,
+    MAX_BODY,
+    MAX_CONCURRENCY,
+    PATIENCE_S,
+    RawConnection,
+    assert_answer,
+    assert_error,
+    assert_stopped_cleanly,
+    dumps,
+    head,
+    in_flight,
+    post,
+    request,
+    running,
+    valid,
+    wait_for,
+)
+
+from tradeoff.serve.server import KEEP_ALIVE_S
+
+# --- 413 ------------------------------------------------------------------------------------
+
+
+def padded(endpoint: str, size: int) -> bytes:
+    """A valid request, padded with whitespace to exactly `size` bytes."""
+    raw = dumps(valid(endpoint))
+    assert len(raw) <= size
+    return raw[:-1] + b" " * (size - len(raw)) + b"}"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_body_at_the_limit_is_served_one_byte_more_is_413(client: httpx.Client, endpoint: str):
+    assert_answer(post(client, endpoint, padded(endpoint, MAX_BODY)), endpoint, stream=False)
+    error = assert_error(post(client, endpoint, padded(endpoint, MAX_BODY + 1)), 413)
+    assert error["code"] == "too_large"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 5 * MAX_BODY, 64 * MAX_BODY])
+def test_chunked_body_over_the_limit_is_413(client: httpx.Client, endpoint: str, size: int):
+    raw = padded(endpoint, size)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        for i in range(0, len(raw), 1000):
+            yield raw[i : i + 1000]
+
+    r = client.post(endpoint, content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert_error(r, 413)
+    # and a chunked body within the limit is read whole and served
+    small = padded(endpoint, MAX_BODY)
+    r = client.post(endpoint, content=iter([small[:100], small[100:]]))
+    assert_answer(r, endpoint, stream=False)
+
+
+def test_declared_content_length_over_the_limit_is_413_before_the_body(canned_server: Served):
+    """A client that declares a huge body gets 413 at once, without sending it, and the
+    connection closes."""
+    with RawConnection(canned_server.root) as conn:
+        conn.send(head(f"Content-Length: {10**12}"))
+        answer = conn.answer()
+        assert answer.status == 413, answer
+        assert answer.json()["error"]["code"] == "too_large"
+        assert answer.headers["connection"] == "close"
+        conn.wait_closed()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_it_is_still_arriving(
+    canned_server: Served,
+):
+    """The limit is enforced while reading: the server answers 413 and closes while the client
+    is still writing a body it could never take whole."""
+    endless = 64 << 20  # what the client would send if nobody stopped it
+    chunk = b"%x\r\n%s\r\n" % (1024, b" " * 1024)
+    with RawConnection(canned_server.root) as conn:
+        conn.send(head("Transfer-Encoding: chunked"))
+        sent = 0
+        while sent < endless and not conn.readable():
+            try:
+                conn.send(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # closed while the client wrote
+                break
+            sent += 1024
+        assert sent < endless, "the server read the whole body before it answered"
+        answer = conn.answer()
+    assert answer.status == 413, answer
+    assert answer.json()["error"]["code"] == "too_large"
+    assert answer.headers["connection"] == "close"
+
+
+# --- 429 ------------------------------------------------------------------------------------
+
+
+def test_beyond_max_concurrency_is_429_with_retry_after(
+    canned_server: Served, client: httpx.Client
+):
+    """Requests whose bodies are still arriving hold every slot (until their clients go away)."""
+    body = dumps(valid(CHAT))
+    holders = [RawConnection(canned_server.root) for _ in range(MAX_CONCURRENCY)]
+    try:
+        for conn in holders:
+            conn.send(head(f"Content-Length: {len(body)}") + body[:10])
+        wait_for(lambda: in_flight(canned_server.root) == MAX_CONCURRENCY, "the slots taken")
+        for endpoint in ENDPOINTS:
+            for stream in (False, True):
+                r = client.post(endpoint, json=valid(endpoint, stream=stream))
+                error = assert_error(r, 429)
+                assert error["type"] == "rate_limit_error"
+                assert int(r.headers["retry-after"]) >= 0, r.headers
+        # 429 is decided before the body is read: even a huge one gets it
+        assert_error(post(client, CHAT, b"x" * (MAX_BODY * 4)), 429)
+        # /health and /metrics still answer while every slot is taken
+        assert client.get("/health").status_code == 200
+    finally:
+        for conn in holders:
+            conn.close()
+    # the slots are given back: served again
+    wait_for(lambda: in_flight(canned_server.root) == 0, "the slots given back")
+    assert_answer(client.post(CHAT, json=valid(CHAT)), CHAT, stream=False)
+
+
+# --- slow clients ---------------------------------------------------------------------------
+
+
+REQUEST_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A server that gives clients REQUEST_TIMEOUT_S to send a request's head, and its body."""
+    directory = tmp_path_factory.mktemp("impatient")
+    with running(directory, "--request-timeout", str(REQUEST_TIMEOUT_S)) as served:
+        yield served
+        # the slow clients did no harm
+        r = httpx.post(f"{served.url}/chat/completions", json=valid(CHAT), timeout=PATIENCE_S)
+        assert_answer(r, CHAT, stream=False)
+        assert_stopped_cleanly(served)
+
+
+def test_a_connection_that_sends_nothing_is_closed(impatient: Served):
+    with RawConnection(impatient.root) as conn:
+        assert conn.wait_closed() >= 0.9 * REQUEST_TIMEOUT_S
+
+
+def test_a_head_trickled_in_byte_by_byte_is_closed(impatient: Served):
+    """Each byte comes well within the timeout, the whole head never does."""
+    trickle = head("X-Padding: " + "x" * 10_000)
+    with RawConnection(impatient.root) as conn:
+        for i in range(len(trickle)):
+            try:
+                conn.send(trickle[i : i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            # the pace of the trickle: a byte every 0.1 s, or sooner the server's close
+            if conn.readable(wait_s=0.1):
+                break
+        assert i < len(trickle) - 1, "the whole head was sent"
+        assert conn.wait_closed() >= 0.9 * REQUEST_TIMEOUT_S
+
+
+def test_a_body_that_stops_arriving_is_408(impatient: Served):
+    body = dumps(valid(CHAT))
+    with RawConnection(impatient.root) as conn:
+        conn.send(request(body)[:-10])
+        answer = conn.answer()
+        assert answer.status == 408, answer
+        error = answer.json()["error"]
+        assert error["code"] == "timeout" and "--request-timeout" in error["message"], error
+        assert answer.headers["connection"] == "close"
+        assert conn.wait_closed() >= 0.9 * REQUEST_TIMEOUT_S
+
+
+@pytest.mark.slow
+def test_a_kept_alive_connection_idle_after_its_answer_is_closed(canned_server: Served):
+    with RawConnection(canned_server.root) as conn:
+        conn.send(request(dumps(valid(CHAT))))
+        assert conn.answer().status == 200
+        answered = time.monotonic()
+        conn.wait_closed()
+        assert time.monotonic() - answered >= 0.9 * KEEP_ALIVE_S
+
+
+# --- open connections -----------------------------------------------------------------------
+
+
+def test_beyond_max_connections_a_completion_is_503(tmp_path: Path):
+    """With 4 connections open (idle), a completion request on one more gets 503; once they
+    close, requests are served again."""
+    cap = 4
+    # a long --request-timeout: the idle connections stay open for as long as the test needs
+    with running(tmp_path, "--max-connections", str(cap), "--request-timeout", "600") as server:
+        idle = [RawConnection(server.root) for _ in range(cap)]
+
+        def refused() -> httpx.Response | None:
+            r = httpx.post(f"{server.url}/chat/completions", json=valid(CHAT), timeout=PATIENCE_S)
+            return r if r.status_code == 503 else None
+
+        r = wait_for(refused, "a 503 with the connections open")
+        error = assert_error(r, 503)
+        assert error["code"] == "too_many_connections", error
+        assert r.headers["connection"] == "close"
+        # only completions are refused: /health still answers
+        assert httpx.get(f"{server.root}/health", timeout=PATIENCE_S).status_code == 200
+        for conn in idle:
+            conn.close()
+
+        def served() -> bool:
+            r = httpx.post(f"{server.url}/chat/completions", json=valid(CHAT), timeout=PATIENCE_S)
+            return r.status_code == 200
+
+        wait_for(served, "a request served once the connections closed")
+        assert_stopped_cleanly(server)
