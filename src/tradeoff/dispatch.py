@@ -30,12 +30,11 @@ from itertools import islice
 from multiprocessing.connection import Connection, wait
 
 from tradeoff import eventloop
-from tradeoff.config import RunSpec, parse_spec, resolve_configs
-from tradeoff.engines.base import Engine, InProcessEngine
-from tradeoff.runner import Emit, Plan, Work, load_tasks, run_work
+from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
 from tradeoff.session import open_engines
 from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
 from tradeoff.types import Record
+from tradeoff.work import Emit, Plan, Work, load_tasks, run_work
 
 # "auto": one process per this many requests in flight, no more than one per core.
 CONCURRENCY_PER_PROCESS = 32
@@ -43,11 +42,12 @@ CONCURRENCY_PER_PROCESS = 32
 Batch = list[tuple[Record, float]]
 
 
-def processes_for(spec: RunSpec, engines: dict[str, Engine]) -> int:
+def processes_for(spec: RunSpec, configs: list[Config]) -> int:
     """How many processes dispatch the run, this one included: the spec's `processes`, or for
     "auto" one per CONCURRENCY_PER_PROCESS requests in flight, at most one per core; always 1
-    (this process alone) when a model is computed in this process."""
-    if any(isinstance(e, InProcessEngine) for e in engines.values()):
+    (this process alone) when a model is computed in this process (not `openai:`)."""
+    refs = [ref for c in configs for ref in c.models.values()]
+    if not refs or not all(ref.startswith("openai:") for ref in refs):
         return 1
     if spec.processes != "auto":
         return max(1, min(spec.processes, spec.concurrency))
@@ -55,29 +55,34 @@ def processes_for(spec: RunSpec, engines: dict[str, Engine]) -> int:
     return max(1, min(cores or 1, spec.concurrency // CONCURRENCY_PER_PROCESS))
 
 
+def start_helpers(count: int) -> list[Helper]:
+    """Start `count` helper processes (a second or so until they are ready to work: start them
+    before the rest of the run's setup)."""
+    return [Helper.start() for _ in range(count)]
+
+
 async def run_in_processes(
     plan: Plan,
     api_key: str | None,
     work: list[Work],
-    processes: int,
+    helpers: list[Helper],
     stopped: Callable[[], bool],
     emit: Emit,
     emit_batch: Callable[[Batch], None],
 ) -> int:
-    """Run `work` from this process (records to `emit`) and `processes - 1` helpers (batches of
-    records to `emit_batch`, on this event loop), the concurrency split evenly. Work is handed
-    out as it is asked for; once `stopped()`, none is, and every process finishes what is in
-    flight. Returns how many records the helpers made; raises if one fails (what it had done is
-    kept)."""
+    """Run `work` from this process (records to `emit`) and the `helpers` (batches of records to
+    `emit_batch`, on this event loop), the concurrency split evenly. Work is handed out as it is
+    asked for; once `stopped()`, none is, and every process finishes what is in flight. Returns
+    how many records the helpers made; raises if one fails (what it had done is kept). The
+    helpers are closed on return."""
     spec = plan.spec
     loop = asyncio.get_running_loop()
     queue = iter(work)
-    share = math.ceil(spec.concurrency / processes)
-    helpers = [_Helper.start() for _ in range(processes - 1)]
+    share = math.ceil(spec.concurrency / (len(helpers) + 1))
     for helper in helpers:
         helper.conn.send((spec.model_dump(mode="json"), api_key, share))
 
-    def hand_out(helper: _Helper, count: int) -> None:
+    def hand_out(helper: Helper, count: int) -> None:
         """On this loop: the next `count` requests to `helper` (none once stopped)."""
         helper.conn.send(("work", [] if stopped() else list(islice(queue, count))))
 
@@ -127,7 +132,7 @@ async def run_in_processes(
     return from_helpers
 
 
-class _Helper:
+class Helper:
     """A helper process and the parent's end of its connection."""
 
     def __init__(self, process: subprocess.Popen[bytes], conn: Connection):
@@ -135,7 +140,7 @@ class _Helper:
         self.conn = conn
 
     @classmethod
-    def start(cls) -> _Helper:
+    def start(cls) -> Helper:
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
             [sys.executable, "-m", "tradeoff.dispatch", str(theirs.fileno())],
@@ -146,17 +151,19 @@ class _Helper:
         return cls(process, Connection(ours.detach()))
 
     def close(self) -> None:
+        """Close the connection (a helper still waiting for work then exits) and reap it."""
         self.conn.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
 
 
 def _receive(
-    helpers: list[_Helper],
+    helpers: list[Helper],
     loop: asyncio.AbstractEventLoop,
-    hand_out: Callable[[_Helper, int], None],
+    hand_out: Callable[[Helper, int], None],
     emit_batch: Callable[[Batch], None],
 ) -> list[str]:
     """Read the helpers' messages (on a thread: reads block) until each has finished, passing
@@ -188,9 +195,14 @@ def _main(fd: int) -> None:
     """A helper process: ask for work, run it, send the records back once per turn of its event
     loop, and say when it is done (or why it failed)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    import tradeoff.engines.openai  # noqa: F401 - its libraries load while the parent sets up
+
     conn = Connection(fd)
     try:
         spec_data, api_key, concurrency = conn.recv()
+    except (EOFError, OSError):
+        return  # the run ended (or failed) before it had work for this helper
+    try:
         eventloop.run(_dispatch(parse_spec(spec_data), api_key, concurrency, conn))
         conn.send(("done", None))
     except BaseException as exc:

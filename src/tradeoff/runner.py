@@ -11,27 +11,20 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tradeoff import eventloop
+from tradeoff import dispatch, eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
-from tradeoff.records import outcome_record
 from tradeoff.session import open_session
 from tradeoff.store import Store
-from tradeoff.strategies import STRATEGIES, StrategyContext
-from tradeoff.strategies.calls import CallMeter
-from tradeoff.tasks import Task, load_task
-from tradeoff.types import Item, Record
-
-# One request of a run: (config_id, task, item_id, sample), the key of its record.
-Work = tuple[str, str, str, int]
-# Where a finished request goes: its record, and the time its engine calls took.
-Emit = Callable[[Record, float], Awaitable[None]]
+from tradeoff.tasks import Task
+from tradeoff.types import Record
+from tradeoff.work import Plan, handing_out, items_of, load_tasks, run_work
 
 
 @dataclass
@@ -44,95 +37,6 @@ class RunResult:
     wall_s: float
     engine_s: float  # time inside engine calls, summed over this session's records
     configs: list[Config] = field(default_factory=list)
-
-
-def load_tasks(spec: RunSpec) -> list[Task]:
-    return [
-        load_task(
-            t.ref,
-            seed=spec.sampling.seed,
-            prompt_field=t.prompt_field,
-            answer_field=t.answer_field,
-            id_field=t.id_field,
-            scorer=t.scorer,
-            pattern=t.pattern,
-        )
-        for t in spec.tasks
-    ]
-
-
-def _items(task: Task, limit: int | None) -> list[Item]:
-    return task.items[:limit] if limit else task.items
-
-
-class Plan:
-    """What a run's work keys name: configurations, tasks and items, and a strategy context for
-    each (configuration, task) whose calls go through `meter`."""
-
-    def __init__(self, spec: RunSpec, configs: list[Config], tasks: list[Task], meter: CallMeter):
-        self.spec = spec
-        self.configs = {c.config_id: c for c in configs}
-        self.tasks = {t.name: t for t in tasks}
-        self.items = {(t.name, i.id): i for t in tasks for i in _items(t, spec.limit)}
-        self.contexts = {
-            (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
-            for c in configs
-            for t in tasks
-        }
-
-    def work(self) -> list[Work]:
-        """Every request of the run, configuration by configuration."""
-        return [
-            (config_id, task, item_id, sample)
-            for config_id in self.configs
-            for task, item_id in self.items
-            for sample in range(self.spec.samples)
-        ]
-
-    async def run(self, work: Work) -> tuple[Record, float]:
-        """Run one request: its record (scored) and the time its engine calls took."""
-        config_id, task_name, item_id, sample = work
-        config, task = self.configs[config_id], self.tasks[task_name]
-        item = self.items[(task_name, item_id)]
-        t0 = time.perf_counter()
-        outcome = await STRATEGIES[config.strategy].run(
-            self.contexts[(config_id, task_name)], item, sample
-        )
-        t1 = time.perf_counter()
-        error = outcome.error
-        record = outcome_record(
-            config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
-            score=0.0 if error else task.scorer.score(outcome.output, item),
-            parsed=None if error else task.scorer.parse(outcome.output),
-        )  # fmt: skip
-        return record, sum(c.generation.e2e_s for c in outcome.calls)
-
-
-async def run_work(
-    plan: Plan,
-    next_work: Callable[[], Awaitable[Work | None]],
-    concurrency: int,
-    stopped: Callable[[], bool],
-    emit: Emit,
-) -> None:
-    """Run the work `next_work` hands out (None: no more) with at most `concurrency` requests
-    in flight, each record to `emit`; once `stopped()`, start nothing new."""
-
-    async def worker() -> None:
-        while not stopped() and (w := await next_work()) is not None:
-            await emit(*await plan.run(w))
-
-    await asyncio.gather(*(worker() for _ in range(max(concurrency, 1))))
-
-
-def handing_out(work: Iterable[Work]) -> Callable[[], Awaitable[Work | None]]:
-    """`next_work` for `run_work` over a list (shareable: other takers may draw from the same)."""
-    queue = iter(work)
-
-    async def next_work() -> Work | None:
-        return next(queue, None)
-
-    return next_work
 
 
 class _Writer:
@@ -211,17 +115,40 @@ async def _execute(
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
 ) -> RunResult:
-    from tradeoff import dispatch
-
     configs = resolve_configs(spec)
     tasks = load_tasks(spec)
     t_begin = time.perf_counter()
+    processes = dispatch.processes_for(spec, configs)
+    # Started first, so that they get ready while the models are checked and the store opened.
+    helpers = dispatch.start_helpers(processes - 1)
+    try:
+        return await _run_session(
+            spec, configs, tasks, open_store, helpers, t_begin,
+            api_key=api_key, on_progress=on_progress, notify=notify,
+        )  # fmt: skip
+    finally:
+        for helper in helpers:  # those the run did not get to
+            helper.close()
+
+
+async def _run_session(
+    spec: RunSpec,
+    configs: list[Config],
+    tasks: list[Task],
+    open_store: Callable[[], Store],
+    helpers: list[dispatch.Helper],
+    t_begin: float,
+    *,
+    api_key: str | None,
+    on_progress: Callable[[int, int, int, int], None] | None,
+    notify: Callable[[str], None],
+) -> RunResult:
     async with open_session(
         configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify, inline=True
     ) as session:
         store = session.store
         for task in tasks:
-            store.add_items(_items(task, spec.limit))
+            store.add_items(items_of(task, spec.limit))
         plan = Plan(spec, configs, tasks, session.meter)
         done_keys = store.done_keys()
         work = [w for w in plan.work() if w not in done_keys]
@@ -230,7 +157,6 @@ async def _execute(
         total = len(work)
         if on_progress:
             on_progress(0, total, skipped, 0)
-        processes = dispatch.processes_for(spec, session.engines)
         stop = _Stop(notify)
         writer = _Writer(store)
 
@@ -256,13 +182,13 @@ async def _execute(
         gc.freeze()
         stop.install()
         try:
-            if processes > 1:
+            if helpers:
                 helped = await dispatch.run_in_processes(
-                    plan, api_key, work, processes, lambda: stop.requested, emit, emit_batch
+                    plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
                 )
                 notify(
-                    f"dispatched from {processes} processes: {helped} of {result.done} records "
-                    f"by {processes - 1} helper process(es)"
+                    f"dispatched from {len(helpers) + 1} processes: {helped} of {result.done} "
+                    f"records by {len(helpers)} helper process(es)"
                 )
             else:
                 concurrency = min(spec.concurrency, max(total, 1))

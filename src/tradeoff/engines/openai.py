@@ -21,6 +21,8 @@ from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED, Generation, Request
 
 TOP_LOGPROBS = 5
+# Parses one streamed chunk. (json.loads on bytes first guesses their encoding: twice the time.)
+_JSON = json.JSONDecoder()
 # Seconds a pooled connection may sit idle and still be reused: below the 5 s after which
 # uvicorn (behind vLLM, SGLang, llama-cpp-python) closes idle connections, so that a request is
 # not written onto a connection the server is closing.
@@ -235,7 +237,7 @@ class OpenAIEngine:
         url, content = self._payload(request)
         session = self._loop_session()
         perf_counter = time.perf_counter
-        loads = json.loads
+        decode = _JSON.decode
 
         pieces: list[str] = []
         token_times: list[float] = []
@@ -269,7 +271,7 @@ class OpenAIEngine:
                                 # new connection per request halves the dispatch rate.
                                 done = True
                                 continue
-                            chunk = loads(data)
+                            chunk = decode(data.decode())
                             if chunk.get("usage"):
                                 usage = chunk["usage"]
                             if "error" in chunk:  # vLLM reports failures inside the stream

@@ -1,0 +1,110 @@
+"""One run's requests: the key each has, how one runs to its scored record, and running many
+with bounded concurrency. The runner does it in this process; dispatch helpers (tradeoff.dispatch)
+do it in theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from tradeoff.config import Config, RunSpec
+from tradeoff.records import outcome_record
+from tradeoff.strategies import STRATEGIES, StrategyContext
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.tasks import Task, load_task
+from tradeoff.types import Item, Record
+
+# One request of a run: (config_id, task, item_id, sample), the key of its record.
+Work = tuple[str, str, str, int]
+# Where a finished request goes: its record, and the time its engine calls took.
+Emit = Callable[[Record, float], Awaitable[None]]
+
+
+def load_tasks(spec: RunSpec) -> list[Task]:
+    return [
+        load_task(
+            t.ref,
+            seed=spec.sampling.seed,
+            prompt_field=t.prompt_field,
+            answer_field=t.answer_field,
+            id_field=t.id_field,
+            scorer=t.scorer,
+            pattern=t.pattern,
+        )
+        for t in spec.tasks
+    ]
+
+
+def items_of(task: Task, limit: int | None) -> list[Item]:
+    return task.items[:limit] if limit else task.items
+
+
+class Plan:
+    """What a run's work keys name: configurations, tasks and items, and a strategy context for
+    each (configuration, task) whose calls go through `meter`."""
+
+    def __init__(self, spec: RunSpec, configs: list[Config], tasks: list[Task], meter: CallMeter):
+        self.spec = spec
+        self.configs = {c.config_id: c for c in configs}
+        self.tasks = {t.name: t for t in tasks}
+        self.items = {(t.name, i.id): i for t in tasks for i in items_of(t, spec.limit)}
+        self.contexts = {
+            (c.config_id, t.name): StrategyContext(config=c, task=t, meter=meter)
+            for c in configs
+            for t in tasks
+        }
+
+    def work(self) -> list[Work]:
+        """Every request of the run, configuration by configuration."""
+        return [
+            (config_id, task, item_id, sample)
+            for config_id in self.configs
+            for task, item_id in self.items
+            for sample in range(self.spec.samples)
+        ]
+
+    async def run(self, work: Work) -> tuple[Record, float]:
+        """Run one request: its record (scored) and the time its engine calls took."""
+        config_id, task_name, item_id, sample = work
+        config, task = self.configs[config_id], self.tasks[task_name]
+        item = self.items[(task_name, item_id)]
+        t0 = time.perf_counter()
+        outcome = await STRATEGIES[config.strategy].run(
+            self.contexts[(config_id, task_name)], item, sample
+        )
+        t1 = time.perf_counter()
+        error = outcome.error
+        record = outcome_record(
+            config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
+            score=0.0 if error else task.scorer.score(outcome.output, item),
+            parsed=None if error else task.scorer.parse(outcome.output),
+        )  # fmt: skip
+        return record, sum(c.generation.e2e_s for c in outcome.calls)
+
+
+async def run_work(
+    plan: Plan,
+    next_work: Callable[[], Awaitable[Work | None]],
+    concurrency: int,
+    stopped: Callable[[], bool],
+    emit: Emit,
+) -> None:
+    """Run the work `next_work` hands out (None: no more) with at most `concurrency` requests
+    in flight, each record to `emit`; once `stopped()`, start nothing new."""
+
+    async def worker() -> None:
+        while not stopped() and (w := await next_work()) is not None:
+            await emit(*await plan.run(w))
+
+    await asyncio.gather(*(worker() for _ in range(max(concurrency, 1))))
+
+
+def handing_out(work: Iterable[Work]) -> Callable[[], Awaitable[Work | None]]:
+    """`next_work` for `run_work` over a list (shareable: other takers may draw from the same)."""
+    queue = iter(work)
+
+    async def next_work() -> Work | None:
+        return next(queue, None)
+
+    return next_work
