@@ -48,7 +48,8 @@ SERVE_TASK = Task(
     name="serve", description="requests served by tradeoff serve", items=[],
     scorer=make_scorer("exact"),
 )  # fmt: skip
-_DONE = object()
+_DONE = object()  # the strategy has finished
+_GONE = object()  # the client went away
 _JSON = ("content-type", "application/json")
 DISCONNECTED = "client disconnected"
 # After its client went away, a request's generation stops at its next token; a call to a model
@@ -403,8 +404,7 @@ class ServeApp:
             )
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             run = _Run(self, served, item, client, endpoint, parsed.stream, include_usage)
-            gone = request.watch_disconnect()
-            await (run.stream(response, gone) if parsed.stream else run.whole(response, gone))
+            await (run.stream(response, request) if parsed.stream else run.whole(response, request))
         finally:
             self.in_flight -= 1
 
@@ -560,7 +560,8 @@ class _Run:
 
     # --- whole answers ------------------------------------------------------------------------
 
-    async def whole(self, response: HttpResponse, gone: asyncio.Event) -> None:
+    async def whole(self, response: HttpResponse, request: HttpRequest) -> None:
+        gone = request.watch_disconnect()
         outcome, t1 = await self._until_done_or_gone(self._start(None), gone)
         status = self._status(outcome) or 200
         record = self._record(outcome, t1, status)
@@ -634,7 +635,7 @@ class _Run:
         }
         return b"data: " + dumps(chunk) + b"\n\n"
 
-    async def stream(self, response: HttpResponse, gone: asyncio.Event) -> None:
+    async def stream(self, response: HttpResponse, request: HttpRequest) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         loop_thread = threading.get_ident()
@@ -645,24 +646,12 @@ class _Run:
             else:  # the engine's thread
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
+        gone = request.watch_disconnect()
+        request.when_gone(lambda: queue.put_nowait(_GONE))
         task = self._start(on_text)
         task.add_done_callback(lambda _: queue.put_nowait(_DONE))
-        watch = asyncio.ensure_future(gone.wait())
-        try:
-            await self._relay(response, queue, task, watch, gone)
-        finally:
-            watch.cancel()
-
-    async def _relay(
-        self,
-        response: HttpResponse,
-        queue: asyncio.Queue[Any],
-        task: asyncio.Task[tuple[Outcome, float]],
-        watch: asyncio.Future[Any],
-        gone: asyncio.Event,
-    ) -> None:
-        first = await self._next(queue, watch)
-        if first is None:  # the client went away before the first piece
+        first = await queue.get()
+        if first is _GONE:  # the client went away before the first piece
             await self._abandon(task, gone)
             return
         if first is _DONE:
@@ -688,7 +677,7 @@ class _Run:
             texts = [piece]
             while not queue.empty():  # batch what has piled up into one chunk
                 nxt = queue.get_nowait()
-                if nxt is _DONE:
+                if nxt is _DONE or nxt is _GONE:
                     piece = nxt
                     break
                 texts.append(nxt)
@@ -699,10 +688,10 @@ class _Run:
             await response.write(body + self._text_chunk(text))
             body = b""
             if piece is None:
-                piece = await self._next(queue, watch)
-                if piece is None:  # the client went away mid-answer
-                    await self._abandon(task, gone)
-                    return
+                piece = await queue.get()
+            if piece is _GONE:  # the client went away mid-answer
+                await self._abandon(task, gone)
+                return
         outcome, t1 = await task
         status = self._status(outcome)
         streamed = "".join(sent)
@@ -740,14 +729,3 @@ class _Run:
         """The client went away: stop the generation, store what it cost."""
         outcome, t1 = await self._until_done_or_gone(task, gone)
         self._account(outcome, self._record(outcome, t1, 499), 499)
-
-    async def _next(self, queue: asyncio.Queue[Any], watch: asyncio.Future[Any]) -> Any:
-        """The next piece of text (or _DONE); None if the client goes away first."""
-        if not queue.empty():
-            return queue.get_nowait()
-        getter = asyncio.ensure_future(queue.get())
-        await asyncio.wait({getter, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        return None

@@ -27,6 +27,7 @@ class HttpRequest:
         self._receive = receive
         self.disconnected = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
+        self._when_gone: list[Callable[[], None]] = []
 
     def header(self, name: bytes) -> bytes:
         return self.headers.get(name, b"")
@@ -53,7 +54,7 @@ class HttpRequest:
                     headers={"connection": "close"},
                 ) from None
             if message["type"] == "http.disconnect":
-                self.disconnected.set()
+                self._gone()
                 raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -69,10 +70,19 @@ class HttpRequest:
             self._watch = asyncio.ensure_future(self._wait_disconnect())
         return self.disconnected
 
+    def when_gone(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the event loop) when the client goes away."""
+        self._when_gone.append(callback)
+
     async def _wait_disconnect(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
+        self._gone()
+
+    def _gone(self) -> None:
         self.disconnected.set()
+        for callback in self._when_gone:
+            callback()
 
     def close(self) -> None:
         """Stop watching (the answer is complete)."""
