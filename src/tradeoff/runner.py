@@ -34,7 +34,7 @@ class RunResult:
     done: int  # records written in this session
     skipped: int  # records already stored (resume)
     errors: int  # records with an error written in this session
-    wall_s: float
+    wall_s: float  # from the first request to the last record (models loaded and warm before)
     engine_s: float  # time inside engine calls, summed over this session's records
     configs: list[Config] = field(default_factory=list)
 
@@ -117,13 +117,12 @@ async def _execute(
 ) -> RunResult:
     configs = resolve_configs(spec)
     tasks = load_tasks(spec)
-    t_begin = time.perf_counter()
     processes = dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
     try:
         return await _run_session(
-            spec, configs, tasks, open_store, helpers, t_begin,
+            spec, configs, tasks, open_store, helpers,
             api_key=api_key, on_progress=on_progress, notify=notify,
         )  # fmt: skip
     finally:
@@ -137,7 +136,6 @@ async def _run_session(
     tasks: list[Task],
     open_store: Callable[[], Store],
     helpers: list[dispatch.Helper],
-    t_begin: float,
     *,
     api_key: str | None,
     on_progress: Callable[[int, int, int, int], None] | None,
@@ -181,6 +179,7 @@ async def _run_session(
         gc.collect()
         gc.freeze()
         stop.install()
+        t_begin = time.perf_counter()
         try:
             if helpers:
                 helped = await dispatch.run_in_processes(
@@ -195,12 +194,12 @@ async def _run_session(
                 await run_work(plan, handing_out(work), concurrency, lambda: stop.requested, emit)
         finally:
             writer.flush()  # what completed as the run stopped
+            result.wall_s = time.perf_counter() - t_begin
             stop.uninstall()
             gc.unfreeze()
         writer.check()
         result.status = "stopped" if stop.requested and result.done < total else "finished"
         session.status = result.status
-    result.wall_s = time.perf_counter() - t_begin
     return result
 
 
