@@ -108,8 +108,11 @@ async def run_in_processes(
         failures: list[str] = []
         try:
             failures = _receive(helpers, loop, hand_out, received)
+        except (OSError, ValueError, RuntimeError):  # connections or loop closed: the run is over
+            pass
         finally:
-            loop.call_soon_threadsafe(finished.set_result, failures)
+            with contextlib.suppress(RuntimeError):  # the loop has ended
+                loop.call_soon_threadsafe(_resolve, finished, failures)
 
     threading.Thread(target=receive, name="tradeoff-dispatch", daemon=True).start()
     stopper = asyncio.ensure_future(relay_stop())
@@ -130,6 +133,11 @@ async def run_in_processes(
             f"continues): {failures[0]}"
         )
     return from_helpers
+
+
+def _resolve(future: asyncio.Future[list[str]], failures: list[str]) -> None:
+    if not future.done():
+        future.set_result(failures)
 
 
 class Helper:
