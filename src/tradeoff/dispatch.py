@@ -34,7 +34,7 @@ from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
 from tradeoff.session import open_engines
 from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
 from tradeoff.types import Record
-from tradeoff.work import Emit, Plan, Work, load_tasks, run_work
+from tradeoff.work import Emit, PerTurn, Plan, Work, load_tasks, run_work
 
 # "auto": one process per this many requests in flight, no more than one per core.
 CONCURRENCY_PER_PROCESS = 32
@@ -224,21 +224,15 @@ async def _dispatch(spec: RunSpec, api_key: str | None, concurrency: int, conn: 
     try:
         plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, REMOTE_ENERGY))
         source = _WorkFrom(conn, asyncio.get_running_loop(), concurrency)
-        batch: Batch = []
-
-        def send() -> None:
-            nonlocal batch
-            sending, batch = batch, []
-            conn.send(("records", sending))
+        sending = PerTurn[tuple[Record, float]](lambda batch: conn.send(("records", batch)))
 
         async def emit(record: Record, engine_s: float) -> None:
-            if not batch:
-                asyncio.get_running_loop().call_soon(send)
-            batch.append((record, engine_s))
+            sending.add((record, engine_s))
 
         await run_work(plan, source.next, concurrency, source.stop.is_set, emit)
-        if batch:
-            send()
+        sending.flush()
+        if sending.failed is not None:
+            raise sending.failed
     finally:
         for engine in engines.values():
             await engine.aclose()

@@ -24,7 +24,7 @@ from tradeoff.session import open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.types import Record
-from tradeoff.work import Plan, handing_out, items_of, load_tasks, run_work
+from tradeoff.work import PerTurn, Plan, handing_out, items_of, load_tasks, run_work
 
 
 @dataclass
@@ -39,22 +39,12 @@ class RunResult:
     configs: list[Config] = field(default_factory=list)
 
 
-class _Writer:
-    """Records committed once per turn of the event loop: those that complete in the same turn
-    (many at a high concurrency) share one transaction, and none waits past the turn it completed
-    in, so a killed run still loses only the requests in flight."""
+class _Writer(PerTurn[Record]):
+    """Records committed once per turn of the event loop (one transaction for those that complete
+    together), so a killed run still loses only the requests in flight."""
 
     def __init__(self, store: Store):
-        self.store = store
-        self.pending: list[Record] = []
-        self.handle: asyncio.Handle | None = None
-        self.failed: BaseException | None = None
-
-    def add(self, record: Record) -> None:
-        """Queue `record` for this turn's commit."""
-        self.pending.append(record)
-        if self.handle is None:
-            self.handle = asyncio.get_running_loop().call_soon(self.flush)
+        super().__init__(store.write_records)
 
     async def write(self, record: Record) -> None:
         """Queue `record`, yield the turn (an inline engine would otherwise never give the loop
@@ -66,15 +56,6 @@ class _Writer:
     def check(self) -> None:
         if self.failed is not None:
             raise self.failed
-
-    def flush(self) -> None:
-        self.handle = None
-        batch, self.pending = self.pending, []
-        if batch:
-            try:
-                self.store.write_records(batch)
-            except BaseException as exc:  # raised to the writers waiting on it
-                self.failed = exc
 
 
 class _Stop:

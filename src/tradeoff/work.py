@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Generic, TypeVar
 
 from tradeoff.config import Config, RunSpec
 from tradeoff.records import outcome_record
@@ -14,6 +15,8 @@ from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, load_task
 from tradeoff.types import Item, Record
+
+T = TypeVar("T")
 
 # One request of a run: (config_id, task, item_id, sample), the key of its record.
 Work = tuple[str, str, str, int]
@@ -108,3 +111,29 @@ def handing_out(work: Iterable[Work]) -> Callable[[], Awaitable[Work | None]]:
         return next(queue, None)
 
     return next_work
+
+
+class PerTurn(Generic[T]):
+    """Items gathered during one turn of the event loop and handed to `flush` together at its end:
+    those that complete in the same turn (many, at a high concurrency) share one write, and none
+    waits past the turn it completed in. A failed flush is kept in `failed` for the caller."""
+
+    def __init__(self, flush: Callable[[list[T]], None]):
+        self._flush = flush
+        self.pending: list[T] = []
+        self.handle: asyncio.Handle | None = None
+        self.failed: BaseException | None = None
+
+    def add(self, item: T) -> None:
+        self.pending.append(item)
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.handle = None
+        batch, self.pending = self.pending, []
+        if batch:
+            try:
+                self._flush(batch)
+            except BaseException as exc:  # raised to whoever waits on it
+                self.failed = exc
