@@ -2,6 +2,7 @@
 give one clear line, exit code 2 and no traceback."""
 
 import json
+import sqlite3
 
 import pandas as pd
 import pytest
@@ -50,6 +51,53 @@ def test_bad_spec_files(tmp_path):
         "unknown field 'limt'",
         "limit",
     )
+
+
+def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
+    spec = tmp_path / "latin1.yaml"
+    spec.write_bytes("models: [smollm2-135m]\ntasks: [arith]\n# café\n".encode("latin-1"))
+    for args in (
+        ["profile", str(spec), "--out", str(tmp_path / "o")],
+        ["serve", "--spec", str(spec), "--out", str(tmp_path / "s")],
+    ):
+        assert_user_error(run_cli(*args), "latin1.yaml is not UTF-8", "offset 43")
+
+
+@pytest.mark.parametrize(
+    ("model", "needles"),
+    [
+        ("gguf:{tmp}", ["is a directory", "the .gguf file in it"]),
+        ("smollm2-135m?threads=x", ["threads must be a whole number"]),
+        ("smollm2-135m?thread=2", ["unknown option 'thread'", "threads=N"]),
+    ],
+)
+def test_bad_llama_options_and_directories(tmp_path, model, needles):
+    model = model.replace("{tmp}", str(tmp_path))
+    result = run_cli("profile", "-m", model, "-t", "arith", "--out", str(tmp_path / "o"))
+    assert_user_error(result, *needles)
+
+
+def test_flag_errors_and_tasks_given_twice(tmp_path):
+    out = str(tmp_path / "o")
+    flags = ["-m", "smollm2-135m", "-t", "arith", "--out", out]
+    assert_user_error(run_cli("profile", *flags, "--limit", "-1"), "--limit must be at least 1")
+    assert_user_error(run_cli("profile", *flags, "-t", "arith"), "'arith' is given twice")
+
+
+def test_jsonl_fields_named_by_flags(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"q": "What is 1+1?", "sol": "2"}\n{"q": "What is 2+2?", "sol": "4"}\n')
+    flags = ["-m", "smollm2-135m?threads=1", "-t", f"jsonl:{data}", "--max-tokens", "4"]
+    missing = run_cli("profile", *flags, "--out", str(tmp_path / "a"))
+    assert_user_error(missing, "no prompt field", "--prompt-field")
+    named = ["--prompt-field", "q", "--answer-field", "sol", "--scorer", "exact"]
+    result = run_cli("profile", *flags, *named, "--out", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    con = sqlite3.connect(tmp_path / "b" / "tradeoff.sqlite")
+    stored = json.loads(con.execute("SELECT spec FROM runs").fetchone()[0])
+    con.close()
+    assert stored["tasks"][0]["prompt_field"] == "q" and stored["tasks"][0]["scorer"] == "exact"
+    assert stored["models"] == {"smollm2-135m": "smollm2-135m?threads=1"}
 
 
 def test_jsonl_line_without_field_names_the_line(tmp_path):

@@ -1,5 +1,7 @@
 """Run specs: validation errors name the field and the valid choices; names and ids are stable."""
 
+from pathlib import Path
+
 import pytest
 
 from tradeoff.config import load_spec, parse_spec, resolve_configs
@@ -189,3 +191,34 @@ def test_config_ids_and_names_are_those_of_earlier_versions():
     nulls += " threshold threshold_low window policy"
     stored["configs"] = [{**dict.fromkeys(nulls.split()), **c} for c in stored["configs"]]
     assert [(c.name, c.config_id) for c in resolve_configs(parse_spec(stored))] == EARLIER_IDS
+
+
+def test_a_spec_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("models: [smollm2-135m]\ntasks: [arith]\n# café\n".encode("latin-1"))
+    with pytest.raises(
+        UserError, match=r"latin1.yaml is not UTF-8 text \(byte 0xe9 at offset 43\)"
+    ):
+        load_spec(path)
+
+
+def test_a_task_given_twice_is_refused():
+    with pytest.raises(UserError, match="'arith' is given twice"):
+        parse_spec(spec(tasks=["arith", "arith"]))
+    with pytest.raises(UserError, match="given twice"):
+        parse_spec(spec(tasks=["q.jsonl", {"ref": "jsonl:q.jsonl", "scorer": "exact"}]))
+
+
+def test_flag_errors_name_the_flag_in_plain_words():
+    from tradeoff.config import profile_spec
+
+    def error(**overrides):
+        with pytest.raises(UserError) as info:
+            profile_spec(
+                None, ["smollm2-135m"], ["arith"], out=Path("x"), resume=None,
+                overrides=overrides, sampling={},
+            )  # fmt: skip
+        return str(info.value)
+
+    assert error(limit=-1) == "--limit must be at least 1 (got -1)"
+    assert error(concurrency=5000) == "--concurrency must be at most 4096 (got 5000)"

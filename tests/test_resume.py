@@ -1,6 +1,7 @@
 """A run killed midway (SIGKILL) or stopped (Ctrl-C) loses at most what was in flight, and
 `--resume` completes it with every (configuration, item, sample) exactly once."""
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -103,4 +104,67 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     con.close()
     result = run_cli("profile", "--resume", str(out))
     assert result.returncode == 0, result.stderr
+    assert _count(db) == EXPECTED
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_resume_refuses_items_whose_content_changed_and_redoes_them_when_asked(tmp_path):
+    data, out = tmp_path / "grow.jsonl", tmp_path / "run"
+    _jsonl(data, [{"prompt": "2+2?", "answer": "4"}, {"prompt": "5+5?", "answer": "10"}])
+    args = ["--model", "smollm2-135m", "--task", f"jsonl:{data}", "--max-tokens", "6"]
+    assert run_cli("profile", *args, "--out", str(out)).returncode == 0
+    db = out / "tradeoff.sqlite"
+    before = {row[2]: row for row in _keys_and_times(db)}
+    # The first answer changes, the second question changes, a third item is added.
+    _jsonl(
+        data,
+        [
+            {"prompt": "2+2?", "answer": "5"},
+            {"prompt": "Capital of France?", "answer": "Paris"},
+            {"prompt": "7+7?", "answer": "14"},
+        ],
+    )
+    refused = run_cli("profile", "--resume", str(out))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip()
+    assert "2 stored item(s) changed" in line and "#1" in line and "#2" in line, line
+    assert "--rescore-changed" in line and "--out" in line
+    assert _keys_and_times(db) == list(before.values()), "a refused resume must change nothing"
+
+    redone = run_cli("profile", "--resume", str(out), "--rescore-changed")
+    assert redone.returncode == 0, redone.stderr
+    said = " ".join(redone.stderr.split())
+    assert "2 changed item(s)" in said and "2 stored record(s) deleted" in said, said
+    after = {row[2]: row for row in _keys_and_times(db)}
+    assert sorted(after) == ["1", "2", "3"]
+    assert all(after[i][4] > before[i][4] for i in ("1", "2")), "changed items were redone"
+    con = sqlite3.connect(db)
+    items = dict(con.execute("SELECT item_id, item FROM items").fetchall())
+    con.close()
+    assert json.loads(items["2"])["prompt"] == "Capital of France?"
+    assert json.loads(items["1"])["reference"] == "5"
+    # Now stored as they are: a further resume has nothing to refuse or redo.
+    again = run_cli("profile", "--resume", str(out))
+    assert again.returncode == 0 and "changed" not in again.stderr, again.stderr
+
+
+def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path):
+    out = tmp_path / "run"
+    db = out / "tradeoff.sqlite"
+    proc = _start(out)
+    try:
+        _wait_for_records(db, proc, 1)
+        second = run_cli("profile", "--resume", str(out))
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert "being written by another tradeoff process" in second.stderr, second.stderr
+        assert f"pid {proc.pid}" in second.stderr
+        assert run_cli("report", str(out)).returncode == 0, "readers need no lock"
+    finally:
+        proc.kill()
+        proc.wait()
+    # The lock dies with its holder: the killed run resumes.
+    assert run_cli("profile", "--resume", str(out)).returncode == 0
     assert _count(db) == EXPECTED

@@ -243,11 +243,37 @@ class RunSpec(BaseModel):
             return [{"ref": v} if isinstance(v, str) else v for v in value]
         return value
 
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_once(cls, value: list[TaskSpec]) -> list[TaskSpec]:
+        # A task's items are keyed by its reference: one given twice would run its requests
+        # twice and keep one record of each.
+        from tradeoff.tasks import task_name
+
+        seen: set[str] = set()
+        for task in value:
+            ref = task_name(task.ref)
+            if ref in seen:
+                raise ValueError(f"tasks: {task.ref!r} is given twice; give each task once")
+            seen.add(ref)
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_list(cls, value: Any) -> Any:
         if isinstance(value, list):  # a plain list of references: each is its own alias
-            return {model_alias(str(v)): str(v) for v in value}
+            aliases: dict[str, str] = {}
+            for ref in map(str, value):
+                alias = model_alias(ref)
+                if aliases.get(alias) == ref:
+                    raise ValueError(f"models: {ref!r} is given twice")
+                if alias in aliases:
+                    raise ValueError(
+                        f"models: {aliases[alias]!r} and {ref!r} share a name; name each in a "
+                        "spec (models: {NAME: REF})"
+                    )
+                aliases[alias] = ref
+            return aliases
         return value
 
     @field_validator("configs", mode="before")
@@ -296,8 +322,8 @@ def model_alias(ref: str) -> str:
     if ref.startswith("openai:"):
         return ref.split("#", 1)[1] if "#" in ref else "openai"
     if ref.startswith("gguf:"):
-        return Path(ref[5:]).stem
-    return ref
+        return Path(ref[5:].partition("?")[0]).stem
+    return ref.partition("?")[0] if not ref.startswith("torch:") else ref
 
 
 class Config(BaseModel):
@@ -421,8 +447,40 @@ def _format_error(source: str, exc: ValidationError) -> str:
         return f"{source}: missing required field '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error":
-        return f"{source}: {msg}"
-    return f"{source}: {where}: {msg} (got {err.get('input')!r})"
+        return msg if source == FLAGS_SOURCE else f"{source}: {msg}"
+    if source == FLAGS_SOURCE and where in FLAG_NAMES:
+        return f"{FLAG_NAMES[where]} {_plainly(msg)} (got {err.get('input')!r})"
+    return f"{source}: {where} {_plainly(msg)} (got {err.get('input')!r})"
+
+
+# What `profile_spec` calls the spec it builds from flags, and the flag that sets each field.
+FLAGS_SOURCE = "flags"
+FLAG_NAMES = {
+    "limit": "--limit",
+    "samples": "--samples",
+    "concurrency": "--concurrency",
+    "processes": "--processes",
+    "timeout_s": "--timeout",
+    "sampling.temperature": "--temperature",
+    "sampling.max_tokens": "--max-tokens",
+    "sampling.seed": "--seed",
+}
+
+_BOUNDS = {
+    "Input should be greater than or equal to": "must be at least",
+    "Input should be less than or equal to": "must be at most",
+    "Input should be greater than": "must be greater than",
+    "Input should be less than": "must be less than",
+    "Input should be": "must be",
+}
+
+
+def _plainly(msg: str) -> str:
+    """pydantic's 'Input should be greater than or equal to 1' as 'must be at least 1'."""
+    for theirs, ours in _BOUNDS.items():
+        if msg.startswith(theirs):
+            return ours + msg.removeprefix(theirs)
+    return f"is not valid: {msg}"
 
 
 def _entry_error(err: Any) -> str:
@@ -478,11 +536,18 @@ def parse_spec(data: Any, source: str = "spec") -> RunSpec:
 def load_spec(path: str | Path) -> RunSpec:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"spec file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"spec file {path} is a directory; give a YAML file") from None
     except OSError as exc:
         raise UserError(f"cannot read spec file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"spec file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -494,7 +559,7 @@ def load_spec(path: str | Path) -> RunSpec:
 
 def _absolute(ref: str, prefix: str) -> str:
     body = ref[len(prefix) :]
-    head, sep, rest = body.partition(":") if prefix == "hf:" else (body, "", "")
+    head, sep, rest = body.partition(":" if prefix == "hf:" else "?")
     path = Path(head).expanduser()
     if prefix == "hf:" and not path.exists():
         return ref  # a dataset name in the local cache, not a path
@@ -526,6 +591,7 @@ def profile_spec(
     resume: Path | None,
     overrides: dict[str, Any],
     sampling: dict[str, Any],
+    task_fields: dict[str, Any] | None = None,
 ) -> RunSpec | None:
     """The spec `tradeoff profile` runs, from a spec file or --model/--task, with the flags given
     (`overrides`: limit, samples, concurrency, processes, timeout_s; `sampling`: temperature,
@@ -537,24 +603,29 @@ def profile_spec(
             raise UserError(
                 "--resume DIR takes no spec, --model, --task or --out: the run's own spec is used"
             )
-        if any(v is not None for v in [*overrides.values(), *sampling.values()]):
+        fields = (task_fields or {}).values()
+        if any(v is not None for v in [*overrides.values(), *sampling.values(), *fields]):
             raise UserError(
                 "--resume DIR continues the stored run as specified; drop the other options"
             )
         return None
     if out is None:
         raise UserError("--out DIR is required: the run directory to create (or --resume DIR)")
+    given_fields = {k: v for k, v in (task_fields or {}).items() if v is not None}
     if spec_file is not None:
         if models or tasks:
             raise UserError("give either a spec file or --model/--task flags, not both")
+        if given_fields:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given_fields)
+            raise UserError(f"{flags} go with --task; in a spec file, set them on the task entry")
         data = load_spec(spec_file).model_dump(mode="json")
     else:
         if not models or not tasks:
             raise UserError("give a spec file, or at least one --model and one --task")
-        data = {"models": models, "tasks": tasks}
+        data = {"models": models, "tasks": [{"ref": t, **given_fields} for t in tasks]}
     data.update({k: v for k, v in overrides.items() if v is not None})
     data["sampling"] = {
         **data.get("sampling", {}),
         **{k: v for k, v in sampling.items() if v is not None},
     }
-    return parse_spec(data, str(spec_file) if spec_file else "flags")
+    return parse_spec(data, str(spec_file) if spec_file else FLAGS_SOURCE)

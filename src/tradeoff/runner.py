@@ -90,6 +90,7 @@ class _Stop:
 
 async def _execute(
     spec: RunSpec,
+    tasks: list[Task],
     open_store: Callable[[], Store],
     *,
     api_key: str | None,
@@ -97,7 +98,6 @@ async def _execute(
     notify: Callable[[str], None],
 ) -> RunResult:
     configs = resolve_configs(spec)
-    tasks = load_tasks(spec)
     processes = dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
@@ -127,7 +127,7 @@ async def _run_session(
     ) as session:
         store = session.store
         for task in tasks:
-            store.add_items(items_of(task, spec.limit))
+            store.add_items(items_of(task, spec.limit), task.scorer)
         plan = Plan(spec, configs, tasks, session.meter)
         done_keys = store.done_keys()
         work = [w for w in plan.work() if w not in done_keys]
@@ -189,39 +189,79 @@ def profile(
     out: str | Path | None = None,
     *,
     resume: str | Path | None = None,
+    rescore_changed: bool = False,
     api_key: str | None = None,
     on_progress: Callable[[int, int, int, int], None] | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Profile every configuration of `spec` on its tasks, writing records to a run directory.
 
-    With `resume`, the run directory's stored spec is used and stored records are skipped.
+    With `resume`, the run directory's stored spec is used and stored records are skipped. Items
+    whose content changed since their records were stored stop the resume, unless
+    `rescore_changed`: then their records are deleted and redone.
     """
     say = notify or (lambda msg: print(msg, file=sys.stderr))
-    if resume is not None:
-        existing = Store.open(resume)
-        try:
-            stored = existing.run()["spec"]
-        finally:
-            existing.close()
-        if isinstance(stored, dict) and ("imported_from" in stored or "serve" in stored):
-            what = "imported outcomes" if "imported_from" in stored else "served traffic"
-            raise UserError(f"{resume} holds {what}, not a profile run: nothing to resume")
-        spec = parse_spec(stored, f"{resume} (stored spec)")
-
-        def open_store() -> Store:
-            return Store.open(resume)
-
-    else:
+    if resume is None:
         if out is None:
             raise ValueError("profile needs `out` or `resume`")
         Store.ensure_free(out)
         spec = with_absolute_paths(spec)
+        tasks = load_tasks(spec)
 
         def open_store() -> Store:
             # Called once every model is loaded, so a bad model leaves no directory behind.
             return Store.create(out, spec.model_dump(mode="json"), host_info())
 
-    return eventloop.run(
-        _execute(spec, open_store, api_key=api_key, on_progress=on_progress, notify=say)
-    )
+        return eventloop.run(
+            _execute(spec, tasks, open_store, api_key=api_key, on_progress=on_progress, notify=say)
+        )
+    # The directory is locked from here, before any model loads: a second writer fails at once.
+    store = Store.open(resume, writer=True)
+    try:
+        spec = _resumable_spec(store, resume)
+        tasks = load_tasks(spec)
+        _check_items(store, spec, tasks, rescore_changed, say)
+        return eventloop.run(
+            _execute(
+                spec,
+                tasks,
+                lambda: store,
+                api_key=api_key,
+                on_progress=on_progress,
+                notify=say,
+            )  # fmt: skip
+        )
+    finally:
+        store.close()  # done by the session once it opened it; again is harmless
+
+
+def _resumable_spec(store: Store, resume: str | Path) -> RunSpec:
+    stored = store.run()["spec"]
+    if isinstance(stored, dict) and ("imported_from" in stored or "serve" in stored):
+        what = "imported outcomes" if "imported_from" in stored else "served traffic"
+        raise UserError(f"{resume} holds {what}, not a profile run: nothing to resume")
+    return parse_spec(stored, f"{resume} (stored spec)")
+
+
+def _check_items(
+    store: Store,
+    spec: RunSpec,
+    tasks: list[Task],
+    rescore_changed: bool,
+    notify: Callable[[str], None],
+) -> None:
+    """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
+    JSONL file), since their records would score answers to other questions; or, with
+    `rescore_changed`, delete those records so that they are redone."""
+    changed = {t.name: store.changed_items(items_of(t, spec.limit), t.scorer) for t in tasks}
+    ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
+    if not ids:
+        return
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    if not rescore_changed:
+        raise UserError(
+            f"{store.directory}: {len(ids)} stored item(s) changed since their records were "
+            f"written ({shown}); profile into a new --out, or add --rescore-changed to redo them"
+        )
+    deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
+    notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")

@@ -7,7 +7,10 @@ version; opening an older store migrates it forward, so old run directories resu
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -23,6 +26,9 @@ if TYPE_CHECKING:
     import pandas as pd  # imported where tables are read: writers need not load it
 
 STORE_FILE = "tradeoff.sqlite"
+# Held (flock, exclusive) by the one process that writes a run directory: profile, serve, import.
+# Readers (report, frontier, policy) take no lock.
+LOCK_FILE = "tradeoff.lock"
 
 # How long a connection waits for another process's write lock (a migration, a serving writer)
 # before failing with "database is locked": generous, since a loaded machine can stall a writer.
@@ -102,12 +108,19 @@ def _create_tables(conn: sqlite3.Connection) -> None:
 
 Migration = Callable[[sqlite3.Connection], None]
 
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
 # step here (e.g. `ALTER TABLE records ADD COLUMN queue_delay_s REAL`, NULL in old rows) plus the
 # field, with a default, on Record.
-MIGRATIONS: list[Migration] = [_create_tables]
+def _item_hashes(conn: sqlite3.Connection) -> None:
+    """1 -> 2. Each item's content hash (`item_hash`), so that resume finds items whose content
+    changed since their records were written; NULL in old rows (their stored item is compared)."""
+    conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
+
+
+MIGRATIONS: list[Migration] = [_create_tables, _item_hashes]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
@@ -172,13 +185,43 @@ def item_json(item: Item) -> str:
 _ITEM_FIELDS = [f.name for f in fields(Item)]
 
 
+def item_hash(item: Item, scorer: object) -> str:
+    """What an item's records depend on: the item (prompt, reference, metadata) and the scorer
+    that checks it (its repr: name and settings), as a short hash."""
+    return hashlib.sha256(f"{item_json(item)}\0{scorer!r}".encode()).hexdigest()[:16]
+
+
+def _hash_or_none(item: Item, scorer: object) -> str | None:
+    return None if scorer is None else item_hash(item, scorer)
+
+
+def _lock(directory: Path) -> int:
+    """An exclusive lock on the run directory, held until the returned descriptor is closed."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(
+            f"{directory} is being written by another tradeoff process (pid {holder}); wait "
+            "for it to end, or write to another directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 class Store:
     """A run directory's SQLite store. One run per directory."""
 
-    def __init__(self, directory: Path, conn: sqlite3.Connection, run_id: str):
+    def __init__(
+        self, directory: Path, conn: sqlite3.Connection, run_id: str, lock: int | None = None
+    ):
         self.directory = directory
         self.conn = conn
         self.run_id = run_id
+        self._lock = lock  # the directory's lock, held by a writer
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
         self._insert_record = _insert_record_sql(["run_id", *RECORD_FIELDS, "created_at"])
@@ -210,33 +253,51 @@ class Store:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {directory}: {exc.strerror}") from None
-        conn = cls._connect(path)
-        _migrate(conn, path)
-        run_id = uuid.uuid4().hex[:12]
-        conn.execute(
-            "INSERT INTO runs (id, created_at, status, spec, host) VALUES (?, ?, 'running', ?, ?)",
-            (run_id, time.time(), json.dumps(spec), json.dumps(host)),
-        )
-        return cls(directory, conn, run_id)
+        lock = _lock(directory)
+        try:
+            cls.ensure_free(directory)  # again, under the lock: another writer may have been first
+            conn = cls._connect(path)
+            _migrate(conn, path)
+            run_id = uuid.uuid4().hex[:12]
+            conn.execute(
+                "INSERT INTO runs (id, created_at, status, spec, host) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (run_id, time.time(), json.dumps(spec), json.dumps(host)),
+            )
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(directory, conn, run_id, lock)
 
     @classmethod
-    def open(cls, directory: str | Path) -> Store:
+    def open(cls, directory: str | Path, *, writer: bool = False) -> Store:
+        """The run stored in `directory`; a `writer` holds the directory's lock until `close`,
+        and fails at once with a clear error while another process holds it."""
         directory = Path(directory)
         path = directory / STORE_FILE
         if not path.is_file():
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
+        lock = _lock(directory) if writer else None
         try:
             conn = cls._connect(path)
         except sqlite3.DatabaseError as exc:
+            if lock is not None:
+                os.close(lock)
             raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
         try:
-            return cls(directory, conn, _first_run(conn, path))
+            return cls(directory, conn, _first_run(conn, path), lock)
         except BaseException:
             conn.close()
+            if lock is not None:
+                os.close(lock)
             raise
 
     def close(self) -> None:
+        """Close the connection and release the directory's lock (twice is harmless)."""
         self.conn.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # --- run metadata -------------------------------------------------------------------------
 
@@ -306,13 +367,64 @@ class Store:
         ).fetchall()
         return [{"config_id": r[0], "name": r[1], "spec": json.loads(r[2])} for r in rows]
 
-    def add_items(self, items: list[Item]) -> None:
-        self.conn.execute("BEGIN")
-        self.conn.executemany(
-            "INSERT OR IGNORE INTO items (run_id, task, item_id, item) VALUES (?, ?, ?, ?)",
-            [(self.run_id, it.task, it.id, item_json(it)) for it in items],
-        )
-        self.conn.execute("COMMIT")
+    def add_items(self, items: list[Item], scorer: object = None) -> None:
+        """Store items not stored yet, with their content hash when `scorer` is given (a task's
+        items); a stored item is kept as it is (see `changed_items`)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO items (run_id, task, item_id, item, content_hash) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (self.run_id, it.task, it.id, item_json(it), _hash_or_none(it, scorer))
+                    for it in items
+                ],
+            )
+
+    def changed_items(self, items: list[Item], scorer: object) -> list[Item]:
+        """Those of `items` (of one task, checked by `scorer`) stored with other content: their
+        stored records answer or score something else. Old stores kept no hash: there the stored
+        item is compared, the scorer (from the same stored spec) taken as unchanged."""
+        if not items:
+            return []
+        stored = {
+            row[0]: (row[1], row[2])
+            for row in self.conn.execute(
+                "SELECT item_id, item, content_hash FROM items WHERE run_id = ? AND task = ?",
+                (self.run_id, items[0].task),
+            )
+        }
+        changed = []
+        for item in items:
+            if item.id not in stored:
+                continue
+            old_item, old_hash = stored[item.id]
+            same = (
+                old_item == item_json(item)
+                if old_hash is None
+                else old_hash == item_hash(item, scorer)
+            )
+            if not same:
+                changed.append(item)
+        return changed
+
+    def replace_items(self, items: list[Item], scorer: object) -> int:
+        """Store `items` with their new content and delete their records, in one transaction, so
+        that a resume redoes them; the number of records deleted."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            deleted = 0
+            for it in items:
+                self.conn.execute(
+                    "UPDATE items SET item = ?, content_hash = ? "
+                    "WHERE run_id = ? AND task = ? AND item_id = ?",
+                    (item_json(it), item_hash(it, scorer), self.run_id, it.task, it.id),
+                )
+                deleted += self.conn.execute(
+                    "DELETE FROM records WHERE run_id = ? AND task = ? AND item_id = ?",
+                    (self.run_id, it.task, it.id),
+                ).rowcount
+        return deleted
 
     def items(self) -> pd.DataFrame:
         import pandas as pd

@@ -11,12 +11,19 @@ import typer
 
 from tradeoff.cli.output import console, err_console, progress_bar
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary, write_plot
+from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
     from tradeoff.runner import RunResult
 
 
-def run_profile(spec: Any, out: Path | None, resume: Path | None, api_key: str | None) -> RunResult:
+def run_profile(
+    spec: Any,
+    out: Path | None,
+    resume: Path | None,
+    api_key: str | None,
+    rescore_changed: bool = False,
+) -> RunResult:
     """`tradeoff.runner.profile` with a progress bar (`spec` is None with `resume`: the run's
     stored spec is used); exit code 130 when stopped by Ctrl-C."""
     from tradeoff.runner import profile
@@ -42,6 +49,7 @@ def run_profile(spec: Any, out: Path | None, resume: Path | None, api_key: str |
             spec,
             out,
             resume=resume,
+            rescore_changed=rescore_changed,
             api_key=api_key,
             on_progress=on_progress,
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
@@ -106,6 +114,27 @@ def profile(
             help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.",
         ),
     ] = None,
+    prompt_field: Annotated[
+        str | None,
+        typer.Option(help="Field holding the prompt, for the jsonl:/hf: tasks of --task."),
+    ] = None,
+    answer_field: Annotated[
+        str | None,
+        typer.Option(help="Field holding the reference answer, for the jsonl:/hf: tasks."),
+    ] = None,
+    id_field: Annotated[
+        str | None, typer.Option(help="Field holding each item's id, for the jsonl:/hf: tasks.")
+    ] = None,
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="Scorer for the tasks of --task: numeric, choice, exact, contains or regex "
+            "(default: chosen from the answers)."
+        ),
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Option(help="The regex scorer's pattern (one group: the answer).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
     samples: Annotated[int | None, typer.Option(help="Samples per item and configuration.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
@@ -128,6 +157,13 @@ def profile(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run stored in this directory.")
     ] = None,
+    rescore_changed: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: redo the stored items whose content changed since their "
+            "records were written (without it, such a resume stops and names them).",
+        ),
+    ] = False,
     api_key: Annotated[
         str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
     ] = None,
@@ -144,6 +180,13 @@ def profile(
         task,
         out=out,
         resume=resume,
+        task_fields={
+            "prompt_field": prompt_field,
+            "answer_field": answer_field,
+            "id_field": id_field,
+            "scorer": scorer,
+            "pattern": pattern,
+        },
         overrides={
             "limit": limit,
             "samples": samples,
@@ -154,9 +197,11 @@ def profile(
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
     )
     if spec is None:
-        result = run_profile(None, None, resume, api_key)
+        result = run_profile(None, None, resume, api_key, rescore_changed)
         print_summary(result.directory)
         return
+    if rescore_changed:
+        raise UserError("--rescore-changed applies only with --resume DIR")
     result = run_profile(spec, out, None, api_key)
     print_summary(result.directory)
     console.print(f"run directory: {result.directory}")

@@ -1,7 +1,7 @@
 """Engines run one model each. A model reference picks the engine:
 
 - a bundled name (`smollm2-135m`, `gemma3-270m`): in-process llama.cpp on the packaged GGUF;
-- `gguf:PATH`: in-process llama.cpp on any local GGUF file;
+- `gguf:PATH`: in-process llama.cpp on any local GGUF file; both take `?threads=N&ctx=N`;
 - `torch:CONFIG_OR_DIR[?options]`: in-process PyTorch on a Hugging Face directory, or on a shipped
   architecture config with `random_weights=1` (GPU profiling with no weights on the machine);
 - `openai:BASE_URL#MODEL`: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, TGI, Ollama, ...);
@@ -87,14 +87,51 @@ def parse_openai_ref(ref: str) -> tuple[str, str, PromptMode]:
     return base_url, model, mode
 
 
+# Options of in-process llama.cpp models (`smollm2-135m?threads=2`, `gguf:PATH?ctx=8192`):
+# threads for generation and prompt processing (default: every core), and context positions.
+LLAMA_OPTIONS = {"threads": 0, "ctx": 4096}
+
+
+@dataclass(frozen=True)
+class LlamaRef:
+    """A llama.cpp model reference taken apart: the bundled name or the file, and its options."""
+
+    bundled: str | None
+    path: Path
+    threads: int | None
+    ctx: int
+
+
+def parse_llama_ref(ref: str) -> LlamaRef | None:
+    """A bundled name or `gguf:PATH`, each with optional `?threads=N&ctx=N`; None for other
+    references. Raises on an unknown option, a bad value or a missing file."""
+    base, _, query = ref.partition("?")
+    if base not in BUNDLED and not base.startswith("gguf:"):
+        return None
+    options = dict(LLAMA_OPTIONS)
+    for pair in filter(None, query.split("&")):
+        key, _, value = pair.partition("=")
+        if key not in LLAMA_OPTIONS:
+            raise UserError(
+                f"model '{ref}': unknown option {key!r}; llama.cpp models take "
+                f"{', '.join(f'{k}=N' for k in LLAMA_OPTIONS)}"
+            )
+        if not value.isdigit() or int(value) < 1:
+            raise UserError(f"model '{ref}': {key} must be a whole number of at least 1")
+        options[key] = int(value)
+    if base in BUNDLED:
+        return LlamaRef(base, Path(), options["threads"] or None, options["ctx"])
+    path = Path(base[5:]).expanduser()
+    if path.is_dir():
+        raise UserError(f"model '{ref}': {path} is a directory; give the .gguf file in it")
+    if not path.is_file():
+        raise UserError(f"model '{ref}': file {path} does not exist")
+    return LlamaRef(None, path, options["threads"] or None, options["ctx"])
+
+
 def check_ref(ref: str) -> None:
     """Fail early, without loading anything, on a reference that cannot work."""
-    if ref in BUNDLED:
-        return
-    if ref.startswith("gguf:"):
-        path = Path(ref[5:]).expanduser()
-        if not path.is_file():
-            raise UserError(f"model '{ref}': file {path} does not exist")
+    if parse_llama_ref(ref) is not None:
         return
     if ref.startswith("openai:"):
         parse_openai_ref(ref)
@@ -152,16 +189,22 @@ async def open_engine(
         return TorchEngine(ref)
     from tradeoff.engines.llamacpp import LlamaCppEngine
 
-    if ref in BUNDLED:
-        bundled = BUNDLED[ref]
+    llama = parse_llama_ref(ref)
+    assert llama is not None  # check_ref accepted it, and it is no other kind
+    if llama.bundled is not None:
+        bundled = BUNDLED[llama.bundled]
         return LlamaCppEngine(
-            bundled_path(ref),
+            bundled_path(llama.bundled),
             ref=ref,
             kind="bundled",
             prompt_mode=bundled.prompt_mode,
             description=bundled.description,
+            n_ctx=llama.ctx,
+            n_threads=llama.threads,
         )
-    return LlamaCppEngine(Path(ref[5:]).expanduser(), ref=ref, kind="gguf")
+    return LlamaCppEngine(
+        llama.path, ref=ref, kind="gguf", n_ctx=llama.ctx, n_threads=llama.threads
+    )
 
 
 __all__ = ["Engine", "InProcessEngine", "ModelInfo", "check_ref", "list_models", "open_engine"]

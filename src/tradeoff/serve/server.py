@@ -88,7 +88,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) -> Store:
     """The run store in `out`: a new one, or the one a previous `serve` left there."""
     if (out / STORE_FILE).exists():
-        store = Store.open(out)
+        store = Store.open(out, writer=True)
         if "serve" not in store.run()["spec"]:
             store.close()
             raise UserError(f"{out} holds a profile run, not served traffic; choose another --out")

@@ -62,6 +62,14 @@ def _unknown(ref: str) -> UserError:
     )
 
 
+def task_name(ref: str) -> str:
+    """The name the task `ref` loads as: its reference, a bare path ending in .jsonl as jsonl:."""
+    ref = ref.strip()
+    if ref.endswith(".jsonl") and not ref.startswith(("jsonl:", "hf:")) and ref not in BUILTIN:
+        return f"jsonl:{ref}"
+    return ref
+
+
 def load_task(
     ref: str,
     *,
@@ -112,5 +120,5 @@ def load_task(
     if ref.startswith("hf:"):
         return load_hf(ref.removeprefix("hf:"), seed=seed, name=ref, **fields)
     if ref.endswith(".jsonl"):
-        return load_jsonl(ref, name=f"jsonl:{ref}", **fields)
+        return load_jsonl(ref, name=task_name(ref), **fields)
     raise _unknown(ref)

@@ -56,7 +56,7 @@ def _pick_field(
             return name
     raise UserError(
         f"{where} has no {what} field (looked for {', '.join(candidates)}; fields there: {have}); "
-        f"name it with --{what}-field"
+        f"name it with --{what}-field (in a spec: {what}_field on the task)"
     )
 
 
