@@ -177,3 +177,25 @@ def test_profile_then_report_in_every_format(tmp_path):
     parquet = run_cli("report", str(out), "--format", "parquet")
     assert parquet.returncode == 0, parquet.stderr
     assert len(pd.read_parquet(out / "summary.parquet")) == 1
+
+
+def test_help_paragraphs_are_whole_sentences():
+    """Each command's description reads as whole paragraphs (typer would keep the docstring's
+    line breaks, which look like sentences cut off once the terminal wraps again)."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    commands = [["profile"], ["frontier"], ["serve"], ["policy", "fit"], ["import", "outcomes"]]
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    summaries = runner.invoke(app, ["--help"]).output
+    assert "Pareto-optimal ones marked (★)." in summaries
+    for words in commands:
+        output = runner.invoke(app, [*words, "--help"]).output
+        head = output.split("╭─", 1)[0]  # the description, before the first panel
+        lines = [line.strip() for line in head.splitlines()]
+        paragraphs = [p.strip() for p in "\n".join(lines).split("\n\n") if p.strip()][1:]
+        assert paragraphs, output  # (the first is the usage line)
+        for paragraph in paragraphs:  # a line ends early only where its paragraph ends
+            for line in paragraph.splitlines()[:-1]:
+                assert len(line) > 250, f"{' '.join(words)}: {line!r}"

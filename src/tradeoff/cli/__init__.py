@@ -6,7 +6,9 @@ Each command lives in the module named for what it does; this one lists them, in
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -20,29 +22,45 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(run.demo)
-app.command()(run.profile)
-app.command()(report.report)
-app.command()(report.frontier)
-app.command()(listing.models)
-app.command()(listing.tasks)
-app.command()(hardware.calibrate)
-app.command()(hardware.roofline)
-app.command()(serve.serve)
+
+
+def _help(command: Callable[..., None]) -> str:
+    """The command's docstring with each paragraph on one line: typer keeps single line breaks,
+    which read as sentences cut off once the terminal wraps them again."""
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _add(group: typer.Typer, command: Callable[..., None], name: str | None = None) -> None:
+    group.command(name, help=_help(command))(command)
+
+
+for command in (
+    run.demo,
+    run.profile,
+    report.report,
+    report.frontier,
+    listing.models,
+    listing.tasks,
+    hardware.calibrate,
+    hardware.roofline,
+    serve.serve,
+):
+    _add(app, command)
 
 import_app = typer.Typer(
     help="Bring outcomes recorded elsewhere into a run directory (no model run).",
     no_args_is_help=True,
 )
-import_app.command()(imports.outcomes)
+_add(import_app, imports.outcomes)
 app.add_typer(import_app, name="import")
 
 policy_app = typer.Typer(
     help="Per-query policies: fit a router on a run's records, evaluate it as RouteLLM does.",
     no_args_is_help=True,
 )
-policy_app.command()(policy.fit)
-policy_app.command("eval")(policy.evaluate)
+_add(policy_app, policy.fit)
+_add(policy_app, policy.evaluate, "eval")
 app.add_typer(policy_app, name="policy")
 
 

@@ -68,8 +68,10 @@ def roofline(
         str | None, typer.Option(help="Weight and KV dtype for configs (default: the config's).")
     ] = None,
 ) -> None:
-    """The analytic least time of a request on a device: FLOPs and bytes moved per pass, and
-    whether each phase is bound by compute or by memory."""
+    """The analytic least time of a request on a device, bound by compute or by memory.
+
+    FLOPs and bytes moved per pass, and whether each phase is bound by compute or by memory.
+    """
     from tradeoff.meters.roofline import request_roofline
     from tradeoff.report.hardware import ROOFLINE_NOTE, roofline_table
 

@@ -30,8 +30,11 @@ def outcomes(
     ] = None,
     task: Annotated[str, typer.Option("--task", help="Task name for the rows.")] = "imported",
 ) -> None:
-    """Per-model outcomes (one row per prompt, one score column per model) as a run directory:
-    one configuration per model, one record per row and model."""
+    """Outcomes recorded elsewhere (a score column per model) as a run directory.
+
+    One row per prompt and one score column per model become one configuration per model and
+    one record per row and model.
+    """
     from tradeoff.importer import import_outcomes, parse_model_option
 
     models = [parse_model_option(m) for m in model]

@@ -14,8 +14,10 @@ from tradeoff.cli.output import ListFormat, console
 def models(
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
 ) -> None:
-    """The models available with no network: the bundled ones, the shipped architecture shapes
-    for the torch engine (and how to name others)."""
+    """The models available with no network, and how to name others.
+
+    The bundled models, and the shipped architecture shapes for the torch engine.
+    """
     from tradeoff.engines import list_models
 
     listing = list_models()

@@ -46,8 +46,10 @@ def fit(
         ),
     ] = "auto",
 ) -> None:
-    """Learn which configuration to use per query (from text features that need no network),
-    calibrated on out-of-fold predictions to one target."""
+    """Learn which configuration to use per query, calibrated to one target.
+
+    From text features that need no network; calibrated on out-of-fold predictions.
+    """
     from tradeoff.policy.fit import fit_policy, run_table
 
     targets = {
@@ -96,8 +98,11 @@ def evaluate(
         Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
     ] = None,
 ) -> None:
-    """Router curves and metrics (AUC, APGR, CPT(50%), CPT(80%), cost saved at 95% of the
-    strongest configuration's accuracy) beside the oracle and the random router."""
+    """Router curves and metrics, beside the oracle and the random router.
+
+    AUC, APGR, CPT(50%), CPT(80%) and the cost saved at 95% of the strongest configuration's
+    accuracy.
+    """
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
     from tradeoff.policy.fit import Policy, run_table
     from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables

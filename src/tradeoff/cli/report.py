@@ -135,9 +135,11 @@ def frontier(
         typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
     ] = None,
 ) -> None:
-    """Accuracy against cost per configuration, Pareto-optimal ones marked (★), with
-    cost-of-pass, accuracy per joule, IPW and E³. --cost auto: energy where it was measured for
-    every query, else the costs given with imported outcomes, else latency."""
+    """Accuracy against cost per configuration, the Pareto-optimal ones marked (★).
+
+    With cost-of-pass, accuracy per joule, IPW and E³. --cost auto: energy where it was measured
+    for every query, else the costs given with imported outcomes, else latency.
+    """
     import pandas as pd
 
     check_plot_suffix(plot)
