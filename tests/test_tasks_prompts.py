@@ -104,3 +104,26 @@ def test_unknown_mode() -> None:
     task = load_task("facts")
     with pytest.raises(UserError, match="modes: chat, completion"):
         build_request(task, task.items[0], "instruct", max_tokens=8, temperature=0, seed=None)  # type: ignore[arg-type]
+
+
+def test_jsonl_tasks_show_base_models_their_own_items_never_the_one_asked(tmp_path) -> None:
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(f'{{"prompt": "{i}+{i}?", "answer": "{2 * i}"}}\n' for i in range(6)))
+    task = load_task(f"jsonl:{data}")
+
+    def prompt(i: int) -> str:
+        req = build_request(task, task.items[i], "completion", max_tokens=8, temperature=0, seed=0)
+        assert req.prompt is not None
+        return req.prompt
+
+    assert prompt(0).split("\n\n") == [
+        "Question: 1+1?\nAnswer: 2",
+        "Question: 2+2?\nAnswer: 4",
+        "Question: 3+3?\nAnswer: 6",
+        "Question: 0+0?\nAnswer:",
+    ]
+    assert prompt(2).startswith("Question: 0+0?\nAnswer: 0\n\nQuestion: 1+1?\nAnswer: 2\n\n")
+    assert prompt(2).count("2+2?") == 1 and prompt(2).endswith("Question: 2+2?\nAnswer:")
+    # Chat prompts are unchanged: the examples are for base models only.
+    chat = build_request(task, task.items[0], "chat", max_tokens=8, temperature=0, seed=0)
+    assert chat.messages is not None and "1+1" not in chat.messages[0]["content"]

@@ -38,6 +38,9 @@ class Task:
     # Worked examples (prompt + reference) for completion-form prompts to base models; never
     # among `items`.
     fewshot: list[Item] = field(default_factory=list)
+    # With no `fewshot`: how many of the task's own items (never the one asked) a base model is
+    # shown as worked examples instead (loaded tasks without a train split).
+    fewshot_from_items: int = 0
     stop: list[str] = field(default_factory=lambda: ["\n"])  # completion mode only
 
 

@@ -283,6 +283,7 @@ def _make_task(
         scorer=chosen,
         instruction=INSTRUCTIONS[chosen.name],
         fewshot=fewshot,
+        fewshot_from_items=0 if fewshot else N_FEWSHOT,
         stop=["\n"],
     )
 

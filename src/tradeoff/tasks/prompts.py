@@ -24,10 +24,21 @@ def answer_text(item: Item) -> str:
     return " ".join(reference.split("|", 1)[0].split())
 
 
+def examples(task: Task, item: Item) -> list[Item]:
+    """The worked examples a base model sees before `item`: the task's few-shot examples, or
+    else the first of its own items other than `item` (as lm-evaluation-harness does for a task
+    with no training split)."""
+    if task.fewshot or not task.fewshot_from_items:
+        return task.fewshot
+    others = (other for other in task.items if other.id != item.id)
+    return [other for _, other in zip(range(task.fewshot_from_items), others, strict=False)]
+
+
 def completion_prompt(task: Task, item: Item) -> str:
     """'Question: ...\\nAnswer: ...' for each few-shot example, then the item's question."""
     shots = "".join(
-        f"Question: {question_text(ex)}\nAnswer: {answer_text(ex)}\n\n" for ex in task.fewshot
+        f"Question: {question_text(ex)}\nAnswer: {answer_text(ex)}\n\n"
+        for ex in examples(task, item)
     )
     return f"{shots}Question: {question_text(item)}\nAnswer:"
 
