@@ -1,6 +1,7 @@
 """Per-query policies on a real SQLite store written by the test: the outcomes are synthetic
 (known by construction), the fitting, calibration, routing and evaluation are the real code."""
 
+import csv
 import json
 
 import numpy as np
@@ -255,3 +256,67 @@ def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):
     assert rich.calibration["accuracy"] >= cheap.calibration["accuracy"]
     chosen = set(rich.choose([it.prompt for it in items[:200]], ["synthetic"] * 200))
     assert chosen <= {"weak", "mid", "strong"} and len(chosen) >= 1
+
+
+def imported(tmp_path, rows):
+    """A run directory made by `tradeoff import outcomes` from (prompt, weak, strong) rows."""
+    path = tmp_path / "outcomes.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "weak_correct", "strong_correct"])
+        writer.writerows(rows)
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt",
+        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def coin_flips(n, seed=0):
+    """Correctness at random, unrelated to the prompt: nothing for a router to learn."""
+    rng = np.random.default_rng(seed)
+    return [
+        (" ".join(rng.choice(WORDS, size=8)), int(rng.random() < 0.5), int(rng.random() < 0.7))
+        for _ in range(n)
+    ]
+
+
+def fit_cli(run, *args):
+    return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args)
+
+
+def one_line_error(result, *needles):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        ("nosuchdir/p.json", "nosuchdir does not exist"),
+        ("afile/p.json", "afile is not a directory"),
+        ("adir", "is a directory"),
+    ],
+)
+def test_fit_checks_where_it_writes_before_fitting(tmp_path, out, needle):
+    run = imported(tmp_path, coin_flips(20))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    # No routing reaches accuracy 0.999 here: had the fit run first, that would be the error.
+    result = fit_cli(run, "--target-accuracy", "0.999", "-o", str(tmp_path / out))
+    one_line_error(result, str(tmp_path / out), needle)
+    assert "no routing reaches" not in result.stderr
+
+
+def test_eval_checks_where_it_draws_before_evaluating(tmp_path):
+    run = imported(tmp_path, coin_flips(20))
+    plot = tmp_path / "nosuchdir" / "x.html"
+    missing = tmp_path / "missing.json"
+    result = run_cli("policy", "eval", str(run), "--policy", str(missing), "--plot", str(plot))
+    one_line_error(result, str(plot), "nosuchdir does not exist")

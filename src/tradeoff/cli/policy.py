@@ -12,7 +12,8 @@ import typer
 from tradeoff.cli.output import (
     COST_METAVAR,
     ListFormat,
-    check_plot_suffix,
+    check_plot,
+    check_writable,
     console,
     cost_choice,
     err_console,
@@ -63,6 +64,7 @@ def fit(
         raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
     if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
         raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
     policy = fit_policy(table, targets, specs)
     policy.save(out)
@@ -104,7 +106,7 @@ def evaluate(
 
     if (policy is None) == (cv is None):
         raise UserError("give either --policy FILE or --cv K")
-    check_plot_suffix(plot)
+    check_plot(plot)
     if policy is not None:
         fitted = Policy.load(policy)
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis)

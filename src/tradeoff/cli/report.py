@@ -14,7 +14,7 @@ from tradeoff.cli.output import (
     COST_METAVAR,
     FrontierFormat,
     SummaryFormat,
-    check_plot_suffix,
+    check_plot,
     console,
     cost_choice,
     err_console,
@@ -140,7 +140,7 @@ def frontier(
     every query, else the costs given with imported outcomes, else latency."""
     import pandas as pd
 
-    check_plot_suffix(plot)
+    check_plot(plot)
     rows, label = frontier_rows(directory, cost)
     if format is FrontierFormat.table:
         print_frontier(rows, label)

@@ -160,7 +160,10 @@ class Policy:
         return [self.configs[i] for i in choice]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        try:
+            Path(path).write_text(json.dumps(asdict(self), indent=1))
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
