@@ -320,3 +320,24 @@ def test_eval_checks_where_it_draws_before_evaluating(tmp_path):
     missing = tmp_path / "missing.json"
     result = run_cli("policy", "eval", str(run), "--policy", str(missing), "--plot", str(plot))
     one_line_error(result, str(plot), "nosuchdir does not exist")
+
+
+@pytest.mark.parametrize(
+    ("k", "needles"),
+    [("500", ("--cv 500 is more than the 20 items of", "give at most 20")), ("1", ("at least 2",))],
+)
+def test_cv_folds_are_between_two_and_the_number_of_items(tmp_path, k, needles):
+    run = imported(tmp_path, coin_flips(20))
+    result = run_cli("policy", "eval", str(run), "--cv", k, "--configs", "weak,strong", timeout=60)
+    one_line_error(result, *needles)
+
+
+def test_folds_refuse_more_folds_than_items():
+    with pytest.raises(UserError, match="between 2 and 20"):
+        folds(20, 21)
+
+
+def test_fit_on_fewer_items_than_its_folds_is_refused(tmp_path):
+    run = imported(tmp_path, coin_flips(4))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    one_line_error(result, "only 4 items", "at least 10")

@@ -115,8 +115,13 @@ def evaluate(
         if configs is None:
             raise UserError("--cv needs --configs A,B[,C...]")
         if cv is None or cv < 2:
-            raise UserError("--cv K needs K >= 2")
+            raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")
         table, _ = run_table(directory, _names(configs), cost)
+        if cv > len(table.keys):
+            raise UserError(
+                f"--cv {cv} is more than the {len(table.keys)} items of {directory}; "
+                f"give at most {len(table.keys)}"
+            )
         result = evaluate_cv(table, cv)
     if plot is not None:
         from tradeoff.report.router_plot import plot_router

@@ -95,7 +95,9 @@ def expected_scores(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
-    """k disjoint index sets covering range(n), shuffled with `seed`."""
+    """k disjoint index sets covering range(n), shuffled with `seed`; none empty."""
+    if not 2 <= k <= n:
+        raise UserError(f"cannot split {n} items into {k} folds: give between 2 and {n}")
     order = np.random.default_rng(seed).permutation(n)
     return [order[i::k] for i in range(k)]
 
