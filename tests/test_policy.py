@@ -284,6 +284,17 @@ def coin_flips(n, seed=0):
     ]
 
 
+def one_word_decides(n, seed=0):
+    """Strong is always right; weak exactly when the prompt says 'easy'."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        easy = bool(rng.random() < 0.5)
+        words = [*rng.choice(WORDS, size=8), *(["easy"] if easy else [])]
+        rows.append((" ".join(rng.permutation(words)), int(easy), 1))
+    return rows
+
+
 def fit_cli(run, *args):
     return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args)
 
@@ -341,3 +352,33 @@ def test_fit_on_fewer_items_than_its_folds_is_refused(tmp_path):
     run = imported(tmp_path, coin_flips(4))
     result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
     one_line_error(result, "only 4 items", "at least 10")
+
+
+def warnings_of(result):
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_fit_on_twenty_coin_flips_warns_but_writes_the_policy(tmp_path):
+    run = imported(tmp_path, coin_flips(20))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    warned = warnings_of(result)
+    assert 1 <= len(warned) <= 2, result.stderr
+    assert any("20 items" in line and "50" in line for line in warned), warned
+    assert Policy.load(tmp_path / "p.json").configs == ["weak", "strong"]
+
+
+def test_fit_on_many_coin_flips_warns_that_it_routes_no_better_than_random(tmp_path):
+    run = imported(tmp_path, coin_flips(200, seed=1))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    warned = warnings_of(result)
+    assert len(warned) == 1 and "APGR" in warned[0] and "random" in warned[0], warned
+
+
+def test_fit_on_a_learnable_run_does_not_warn(tmp_path):
+    run = imported(tmp_path, one_word_decides(300))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    assert warnings_of(result) == [], result.stderr
+    assert "warning" not in result.stderr.lower()
+    cal = Policy.load(tmp_path / "p.json").calibration  # the file keeps the figures behind that
+    assert cal["apgr"] > 0.5 + 2 * cal["apgr_spread"] and cal["items"] == 300

@@ -76,6 +76,8 @@ def fit(
         soft_wrap=True,
         highlight=False,
     )
+    for warning in policy.warnings():
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def evaluate(
