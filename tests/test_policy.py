@@ -1,6 +1,7 @@
 """Per-query policies on a real SQLite store written by the test: the outcomes are synthetic
 (known by construction), the fitting, calibration, routing and evaluation are the real code."""
 
+import csv
 import json
 
 import numpy as np
@@ -255,3 +256,129 @@ def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):
     assert rich.calibration["accuracy"] >= cheap.calibration["accuracy"]
     chosen = set(rich.choose([it.prompt for it in items[:200]], ["synthetic"] * 200))
     assert chosen <= {"weak", "mid", "strong"} and len(chosen) >= 1
+
+
+def imported(tmp_path, rows):
+    """A run directory made by `tradeoff import outcomes` from (prompt, weak, strong) rows."""
+    path = tmp_path / "outcomes.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "weak_correct", "strong_correct"])
+        writer.writerows(rows)
+    out = tmp_path / "run"
+    result = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt",
+        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def coin_flips(n, seed=0):
+    """Correctness at random, unrelated to the prompt: nothing for a router to learn."""
+    rng = np.random.default_rng(seed)
+    return [
+        (" ".join(rng.choice(WORDS, size=8)), int(rng.random() < 0.5), int(rng.random() < 0.7))
+        for _ in range(n)
+    ]
+
+
+def one_word_decides(n, seed=0):
+    """Strong is always right; weak exactly when the prompt says 'easy'."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        easy = bool(rng.random() < 0.5)
+        words = [*rng.choice(WORDS, size=8), *(["easy"] if easy else [])]
+        rows.append((" ".join(rng.permutation(words)), int(easy), 1))
+    return rows
+
+
+def fit_cli(run, *args):
+    return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args)
+
+
+def one_line_error(result, *needles):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        ("nosuchdir/p.json", "nosuchdir does not exist"),
+        ("afile/p.json", "afile is not a directory"),
+        ("adir", "is a directory"),
+    ],
+)
+def test_fit_checks_where_it_writes_before_fitting(tmp_path, out, needle):
+    run = imported(tmp_path, coin_flips(20))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    # No routing reaches accuracy 0.999 here: had the fit run first, that would be the error.
+    result = fit_cli(run, "--target-accuracy", "0.999", "-o", str(tmp_path / out))
+    one_line_error(result, str(tmp_path / out), needle)
+    assert "no routing reaches" not in result.stderr
+
+
+def test_eval_checks_where_it_draws_before_evaluating(tmp_path):
+    run = imported(tmp_path, coin_flips(20))
+    plot = tmp_path / "nosuchdir" / "x.html"
+    missing = tmp_path / "missing.json"
+    result = run_cli("policy", "eval", str(run), "--policy", str(missing), "--plot", str(plot))
+    one_line_error(result, str(plot), "nosuchdir does not exist")
+
+
+@pytest.mark.parametrize(
+    ("k", "needles"),
+    [("500", ("--cv 500 is more than the 20 items of", "give at most 20")), ("1", ("at least 2",))],
+)
+def test_cv_folds_are_between_two_and_the_number_of_items(tmp_path, k, needles):
+    run = imported(tmp_path, coin_flips(20))
+    result = run_cli("policy", "eval", str(run), "--cv", k, "--configs", "weak,strong", timeout=60)
+    one_line_error(result, *needles)
+
+
+def test_folds_refuse_more_folds_than_items():
+    with pytest.raises(UserError, match="between 2 and 20"):
+        folds(20, 21)
+
+
+def test_fit_on_fewer_items_than_its_folds_is_refused(tmp_path):
+    run = imported(tmp_path, coin_flips(4))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    one_line_error(result, "only 4 items", "at least 10")
+
+
+def warnings_of(result):
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+
+
+def test_fit_on_twenty_coin_flips_warns_but_writes_the_policy(tmp_path):
+    run = imported(tmp_path, coin_flips(20))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    warned = warnings_of(result)
+    assert 1 <= len(warned) <= 2, result.stderr
+    assert any("20 items" in line and "50" in line for line in warned), warned
+    assert Policy.load(tmp_path / "p.json").configs == ["weak", "strong"]
+
+
+def test_fit_on_many_coin_flips_warns_that_it_routes_no_better_than_random(tmp_path):
+    run = imported(tmp_path, coin_flips(200, seed=1))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    warned = warnings_of(result)
+    assert len(warned) == 1 and "APGR" in warned[0] and "random" in warned[0], warned
+
+
+def test_fit_on_a_learnable_run_does_not_warn(tmp_path):
+    run = imported(tmp_path, one_word_decides(300))
+    result = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    assert warnings_of(result) == [], result.stderr
+    assert "warning" not in result.stderr.lower()
+    cal = Policy.load(tmp_path / "p.json").calibration  # the file keeps the figures behind that
+    assert cal["apgr"] > 0.5 + 2 * cal["apgr_spread"] and cal["items"] == 300

@@ -15,6 +15,7 @@ from tradeoff.analysis.router import (
     cpt,
     lambda_curve,
     oracle_curve,
+    random_apgr_spread,
     random_curve,
     threshold_curve,
     weak_strong,
@@ -154,6 +155,18 @@ def test_oracle_beats_routers_on_random_outcomes(seed):
     assert perfect.accuracy.max() == pytest.approx(np.maximum(weak, strong).mean())
     assert perfect.strong_fraction[np.argmax(perfect.accuracy)] == pytest.approx(wins.mean())
     assert oracle.strong_fraction[top] == pytest.approx(wins.mean())
+
+
+@pytest.mark.parametrize(("n", "p_weak", "p_strong"), [(20, 0.5, 0.7), (300, 0.3, 0.9)])
+def test_random_apgr_spread_is_the_spread_of_random_orders(n, p_weak, p_strong):
+    rng = np.random.default_rng(n)
+    weak = (rng.random(n) < p_weak).astype(float)
+    strong = (rng.random(n) < p_strong).astype(float)
+    acc_w, acc_s, ones = weak.mean(), strong.mean(), np.ones(n)
+    orders = [threshold_curve(weak, strong, ones, 2 * ones, rng.random(n)) for _ in range(2000)]
+    seen = np.std([apgr(curve, acc_w, acc_s) for curve in orders])
+    assert random_apgr_spread(weak, strong) == pytest.approx(seen, rel=0.1)
+    assert math.isnan(random_apgr_spread(weak, weak))
 
 
 def test_lambda_curve_by_hand():

@@ -251,6 +251,18 @@ def apgr(curve: Curve, acc_weak: float, acc_strong: float) -> float:
     return (auc(curve) - acc_weak) / gap if not math.isnan(gap) else math.nan
 
 
+def random_apgr_spread(scores_weak: ArrayLike, scores_strong: ArrayLike) -> float:
+    """Standard deviation of the APGR of a router that orders the N queries at random (the
+    random router's expected curve has APGR exactly 0.5; one random order's lies around it):
+    std(score_strong − score_weak) / ((acc_strong − acc_weak)·√(12·N)), the spread of the area
+    under the bridge its cumulative gain walks. A router whose APGR is within about two of these
+    of 0.5 is not shown better than random by these queries. nan when there is no gap."""
+    sw = _scores("scores_weak", scores_weak)
+    ss = _scores("scores_strong", scores_strong, sw.size)
+    gap = _gap(float(sw.mean()), float(ss.mean()))
+    return float(np.std(ss - sw) / (abs(gap) * math.sqrt(12 * sw.size)))
+
+
 def cpt(curve: Curve, acc_weak: float, acc_strong: float, x: float) -> float:
     """Call-performance threshold CPT(x) (RouteLLM): the smallest strong_fraction (0..1, not %)
     at which the curve reaches acc_weak + x·(acc_strong − acc_weak), x a share (0.5 for CPT(50%)).
@@ -311,6 +323,28 @@ def choose(expected: ArrayLike, costs: ArrayLike, lam: float) -> np.ndarray:
     # A choice sits exactly on a tie at each breakpoint; the slack absorbs rounding there.
     tied = utility >= best - 1e-9 * (1.0 + np.abs(best))
     return np.where(tied, c, np.inf).argmin(axis=1)
+
+
+def router_curve(
+    expected: ArrayLike,
+    scores: ArrayLike,
+    costs: ArrayLike,
+    weak: int,
+    strong: int,
+    label: str = "router",
+) -> Curve:
+    """The curve of routing by `expected` scores (N×M) against the true `scores` and `costs`:
+    between two configurations, a threshold on the predicted gain of strong over weak
+    (threshold_curve); among more, the λ router over each configuration's mean cost
+    (lambda_curve)."""
+    e = _matrix("expected", expected)
+    s = _matrix("scores", scores, e.shape)
+    c = _matrix("costs", costs, e.shape)
+    if e.shape[1] == 2:
+        pair = (s[:, weak], s[:, strong], c[:, weak], c[:, strong])
+        return threshold_curve(*pair, e[:, strong] - e[:, weak], label=label)
+    mean_costs = np.broadcast_to(c.mean(axis=0), c.shape)
+    return lambda_curve(e, mean_costs, s, c, strong=strong, label=label)
 
 
 def _breakpoints(expected: np.ndarray, costs: np.ndarray, block: int = 4096) -> np.ndarray:

@@ -3,6 +3,7 @@ choices (from `analysis.costs`, the one list of them)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -80,6 +81,23 @@ def write_text(text: str, output: Path | None = None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def check_plot_suffix(plot: Path | None) -> None:
-    if plot is not None and plot.suffix.lower() not in (".png", ".html"):
+def check_writable(option: str, path: Path) -> None:
+    """Refuses, before any work is done, an output file that could not be written."""
+    parent = path.parent
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a directory; give a file path")
+    if not parent.exists():
+        raise UserError(f"{option} {path}: the directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{option} {path}: permission denied; choose another path")
+
+
+def check_plot(plot: Path | None) -> None:
+    """--plot names a .png or .html file that can be written."""
+    if plot is None:
+        return
+    if plot.suffix.lower() not in (".png", ".html"):
         raise UserError(f"--plot {plot}: give a file ending in .png or .html")
+    check_writable("--plot", plot)

@@ -12,7 +12,8 @@ import typer
 from tradeoff.cli.output import (
     COST_METAVAR,
     ListFormat,
-    check_plot_suffix,
+    check_plot,
+    check_writable,
     console,
     cost_choice,
     err_console,
@@ -65,6 +66,7 @@ def fit(
         raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
     if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
         raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
     policy = fit_policy(table, targets, specs)
     policy.save(out)
@@ -76,6 +78,8 @@ def fit(
         soft_wrap=True,
         highlight=False,
     )
+    for warning in policy.warnings():
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
 def evaluate(
@@ -109,7 +113,7 @@ def evaluate(
 
     if (policy is None) == (cv is None):
         raise UserError("give either --policy FILE or --cv K")
-    check_plot_suffix(plot)
+    check_plot(plot)
     if policy is not None:
         fitted = Policy.load(policy)
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
@@ -118,8 +122,13 @@ def evaluate(
         if configs is None:
             raise UserError("--cv needs --configs A,B[,C...]")
         if cv is None or cv < 2:
-            raise UserError("--cv K needs K >= 2")
+            raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")
         table, _ = run_table(directory, _names(configs), cost)
+        if cv > len(table.keys):
+            raise UserError(
+                f"--cv {cv} is more than the {len(table.keys)} items of {directory}; "
+                f"give at most {len(table.keys)}"
+            )
         result = evaluate_cv(table, cv)
     if plot is not None:
         from tradeoff.report.router_plot import plot_router

@@ -14,7 +14,7 @@ from tradeoff.cli.output import (
     COST_METAVAR,
     FrontierFormat,
     SummaryFormat,
-    check_plot_suffix,
+    check_plot,
     console,
     cost_choice,
     err_console,
@@ -142,7 +142,7 @@ def frontier(
     """
     import pandas as pd
 
-    check_plot_suffix(plot)
+    check_plot(plot)
     rows, label = frontier_rows(directory, cost)
     if format is FrontierFormat.table:
         print_frontier(rows, label)

@@ -15,10 +15,9 @@ from tradeoff.analysis.router import (
     auc,
     cost_saved_at,
     cpt,
-    lambda_curve,
     oracle_curve,
     random_curve,
-    threshold_curve,
+    router_curve,
     weak_strong,
 )
 from tradeoff.policy.features import featurize
@@ -86,11 +85,7 @@ def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
     acc_w, acc_s = float(s[:, weak].mean()), float(s[:, strong].mean())
     cost_s = float(c[:, strong].mean())
     pair = (s[:, weak], s[:, strong], c[:, weak], c[:, strong])
-    if len(table.configs) == 2:
-        router = threshold_curve(*pair, expected[:, strong] - expected[:, weak], label="router")
-    else:
-        mean_costs = np.broadcast_to(c.mean(axis=0), c.shape)
-        router = lambda_curve(expected, mean_costs, s, c, strong=strong, label="router")
+    router = router_curve(expected, s, c, weak, strong)
     curves = [router, oracle_curve(*pair), random_curve(*pair)]
     return Evaluation(
         configs=table.configs,

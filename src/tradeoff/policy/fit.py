@@ -3,12 +3,14 @@ then route each query to argmax_j (expected score_j - lambda * cost_j), lambda c
 target accuracy, a budget, or a share of calls to the strongest configuration.
 
 Calibration uses out-of-fold predictions (5 folds over items), so the target is met on queries the
-predictor did not see; the final predictor is then refitted on every item.
+predictor did not see; the final predictor is then refitted on every item. The same predictions
+say whether the policy routes better than random at all (`Policy.warnings`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import record_costs, resolve
-from tradeoff.analysis.router import choose, lambda_curve
+from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize, prompt_text
 from tradeoff.policy.logistic import fit_logistic, predict
@@ -95,7 +97,9 @@ def expected_scores(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
-    """k disjoint index sets covering range(n), shuffled with `seed`."""
+    """k disjoint index sets covering range(n), shuffled with `seed`; none empty."""
+    if not 2 <= k <= n:
+        raise UserError(f"cannot split {n} items into {k} folds: give between 2 and {n}")
     order = np.random.default_rng(seed).permutation(n)
     return [order[i::k] for i in range(k)]
 
@@ -136,6 +140,24 @@ def sweep(
     ).sort_values("lam", ignore_index=True)
 
 
+def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float, float]:
+    """APGR of routing by out-of-fold predictions, and the spread of a random order's APGR on
+    these items (`analysis.router.random_apgr_spread`); nan when no configuration scores below
+    the strongest."""
+    s = table.scores
+    means = s.mean(axis=0)
+    weak = int(np.argmin(means))
+    if np.isclose(means[weak], means[strong]):
+        return math.nan, math.nan
+    curve = router_curve(oof, s, table.costs, weak, strong)
+    spread = random_apgr_spread(s[:, weak], s[:, strong])
+    return apgr(curve, float(means[weak]), float(means[strong])), spread
+
+
+# Fewer items than this per configuration are too few to learn hashed word features from.
+MIN_ITEMS_PER_CONFIG = 50
+
+
 @dataclass
 class Policy:
     """A fitted mapping from a query to a configuration, with what it was calibrated for."""
@@ -159,8 +181,28 @@ class Policy:
         choice = choose(self.expected(texts, tasks), np.asarray(self.mean_costs), self.lam)
         return [self.configs[i] for i in choice]
 
+    def warnings(self) -> list[str]:
+        """Why not to trust this policy, from its calibration (out of fold); empty if no reason."""
+        cal, found = self.calibration, []
+        items, floor = int(cal.get("items", 0)), MIN_ITEMS_PER_CONFIG * len(self.configs)
+        if items < floor:
+            found.append(
+                f"{items} items are too few to learn a router from: fit on at least "
+                f"{MIN_ITEMS_PER_CONFIG} per configuration ({floor} for {len(self.configs)})"
+            )
+        gained, spread = cal.get("apgr", math.nan), cal.get("apgr_spread", math.nan)
+        if gained <= 0.5 + 2 * spread:  # False when nan: no gap to recover
+            found.append(
+                f"out of fold, this policy routes no better than random: APGR {gained:.2f}, "
+                f"random 0.50 ± {2 * spread:.2f} (2 standard deviations over {items} items)"
+            )
+        return found
+
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        try:
+            Path(path).write_text(json.dumps(asdict(self), indent=1))
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -222,6 +264,15 @@ def fit_policy(
     else:
         row = calibrate(sweep(oof, table.scores, table.costs, mean_costs, strong), target)
     weights = fit_predictors(x, table.scores)
+    calibration = {
+        "items": float(len(table.keys)),
+        "accuracy": float(row["accuracy"]),
+        "cost": float(row["cost"]),
+        "strong_fraction": float(row["strong_fraction"]),
+    }
+    gained, spread = out_of_fold_apgr(table, oof, strong)
+    if not math.isnan(gained):  # the file stays strict JSON
+        calibration.update(apgr=gained, apgr_spread=spread)
     return Policy(
         configs=table.configs,
         config_specs=config_specs,
@@ -232,12 +283,7 @@ def fit_policy(
         weights=weights.tolist(),
         lam=float(row["lam"]),
         target=target,
-        calibration={
-            "items": float(len(table.keys)),
-            "accuracy": float(row["accuracy"]),
-            "cost": float(row["cost"]),
-            "strong_fraction": float(row["strong_fraction"]),
-        },
+        calibration=calibration,
     )
 
 
