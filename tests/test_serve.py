@@ -297,6 +297,24 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     assert [call["model"] for call in row["calls"]] == [routed]
 
 
+def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
+    """Serving scores nothing: a spec for it needs models, no tasks. Profiling does need them."""
+    spec = tmp_path / "serve.yaml"
+    spec.write_text("models:\n  small: smollm2-135m\n")
+    with (
+        serve_process("--spec", str(spec), "--out", str(tmp_path / "served")) as served,
+        _client(served.url) as c,
+    ):
+        answer = c.chat.completions.create(model="small", messages=ASK, max_tokens=4)
+        assert answer.usage is not None and answer.usage.completion_tokens >= 1
+    result = run_cli("profile", str(spec), "--out", str(tmp_path / "profiled"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "the spec has no tasks" in result.stderr
+    assert not (tmp_path / "profiled").exists()
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -1,17 +1,20 @@
 """`tradeoff serve`'s limits: the body size (413, also while the body is still arriving),
 requests in flight (429), slow and idle clients (--request-timeout: the connection closed, or
-408; kept-alive connections closed after KEEP_ALIVE_S) and open connections (--max-connections:
-503). Raw sockets play the clients that misbehave."""
+408; kept-alive connections closed after KEEP_ALIVE_S), open connections (--max-connections:
+503) and the model's context (400, on the bundled models). Raw sockets play the clients that
+misbehave."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
-from conftest import Served
+from conftest import Served, serve_process
 from serve_support import (
     CHAT,
     ENDPOINTS,
@@ -25,6 +28,7 @@ from serve_support import (
     dumps,
     head,
     in_flight,
+    metric,
     post,
     request,
     running,
@@ -226,3 +230,111 @@ def test_beyond_max_connections_a_completion_is_503(tmp_path: Path):
 
         wait_for(served, "a request served once the connections closed")
         assert_stopped_cleanly(server)
+
+
+# --- the model's context (400) ----------------------------------------------------------------
+
+
+SINGLE = "smollm2-135m"
+CASCADE = "cascade-smollm2-135m-gemma3-270m-logprob0.5"
+CONTEXT = 4096  # the bundled models' context (llama.cpp's n_ctx); also --max-tokens-limit's default
+# OpenAI's words, which clients and libraries look for.
+TOO_LONG = re.compile(
+    r"This model's maximum context length is (\d+) tokens\. However, you requested (\d+) tokens "
+    r"\((\d+) in the (messages|prompt), (\d+) in the completion\)\. Please reduce the length of "
+    r"the (messages|prompt) or completion\."
+)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The bundled llama.cpp models behind `tradeoff serve`, alone and in a cascade (gemma in
+    completion form), at the default limits. Requests refused for their length are not stored:
+    every record is of a request a model ran for (answered, or let go by its client)."""
+    out = tmp_path_factory.mktemp("context") / "run"
+    with serve_process("--config", SINGLE, "--config", CASCADE, "--out", str(out)) as served:
+        yield served
+        records = assert_stopped_cleanly(served)
+        assert len(records) and {e["http_status"] for e in records["extra"]} <= {200, 499}
+
+
+def too_long(r: httpx.Response, endpoint: str) -> tuple[int, int]:
+    """A 400 context_length_exceeded, in OpenAI's words: (prompt tokens, completion tokens)."""
+    error = assert_error(r, 400)
+    what = "messages" if endpoint == CHAT else "prompt"
+    assert error["type"] == "invalid_request_error", error
+    assert error["code"] == "context_length_exceeded", error
+    assert error["param"] == what, error
+    match = TOO_LONG.fullmatch(error["message"])
+    assert match, error["message"]
+    context, requested, prompt, where, completion, again = match.groups()
+    assert where == again == what, error["message"]
+    assert int(context) == CONTEXT
+    assert int(requested) == int(prompt) + int(completion) > CONTEXT
+    return int(prompt), int(completion)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tokens_of_the_whole_context_is_400_with_the_numbers(
+    local: Served, endpoint: str, stream: bool
+):
+    """max_tokens 4096 is within --max-tokens-limit, but no prompt fits beside it: 400 saying
+    how many tokens of each, not the model's failure (502, which clients retry)."""
+    with httpx.Client(base_url=local.root, timeout=PATIENCE_S) as client:
+        fits = client.post(endpoint, json=valid(endpoint, SINGLE, max_tokens=4))
+        assert_answer(fits, endpoint, stream=False)
+        prompt_tokens = fits.json()["usage"]["prompt_tokens"]
+        r = client.post(endpoint, json=valid(endpoint, SINGLE, max_tokens=CONTEXT, stream=stream))
+        assert too_long(r, endpoint) == (prompt_tokens, CONTEXT)
+        # one token over is refused, and the numbers say so
+        over = CONTEXT - prompt_tokens + 1
+        r = client.post(endpoint, json=valid(endpoint, SINGLE, max_tokens=over, stream=stream))
+        assert too_long(r, endpoint) == (prompt_tokens, over)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_prompt_and_max_tokens_of_exactly_the_context_are_served(local: Served, endpoint: str):
+    """The answer starts (its stream is then let go: the model stops at its next token)."""
+    with httpx.Client(base_url=local.root, timeout=PATIENCE_S) as client:
+        fits = client.post(endpoint, json=valid(endpoint, SINGLE, max_tokens=4))
+        assert_answer(fits, endpoint, stream=False)
+        exactly = CONTEXT - fits.json()["usage"]["prompt_tokens"]
+        request = valid(endpoint, SINGLE, max_tokens=exactly, stream=True)
+        with client.stream("POST", endpoint, json=request) as r:
+            assert r.status_code == 200
+            assert next(r.iter_lines()).startswith("data: {")
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("model", [SINGLE, CASCADE])
+def test_a_480_kb_prompt_is_400_not_502(local: Served, endpoint: str, model: str):
+    """Far beyond the context with a small max_tokens, for every model a configuration may
+    call."""
+    text = "The quick brown fox jumps over the lazy dog. " * 10_700  # 481.5 kB
+    prompt = (
+        {"messages": [{"role": "user", "content": text}]} if endpoint == CHAT else {"prompt": text}
+    )
+    request = valid(endpoint, model, max_tokens=16, **prompt)
+    with httpx.Client(base_url=local.root, timeout=PATIENCE_S) as client:
+        prompt, completion = too_long(client.post(endpoint, json=request), endpoint)
+        assert prompt > 50_000 and completion == 16
+        assert_answer(client.post(endpoint, json=valid(endpoint, model)), endpoint, stream=False)
+
+
+def test_an_openai_client_is_told_once_and_nothing_is_stored(local: Served):
+    """The official client does not retry a 400 (it retries 5xx twice); the refusal is counted
+    by status in /metrics, as other refusals, and is no record."""
+    served = metric(local.root, "tradeoff_served_total")
+    refused = metric(local.root, "tradeoff_requests_total", code="400")
+    with (
+        openai.OpenAI(base_url=local.url, api_key="x", timeout=PATIENCE_S) as client,
+        pytest.raises(openai.BadRequestError) as caught,
+    ):
+        client.chat.completions.create(
+            model=SINGLE, messages=[{"role": "user", "content": "Hi"}], max_tokens=CONTEXT
+        )
+    assert caught.value.code == "context_length_exceeded"
+    assert metric(local.root, "tradeoff_requests_total", code="400") == refused + 1
+    assert metric(local.root, "tradeoff_rejected_total", reason="400") >= 1
+    assert metric(local.root, "tradeoff_served_total") == served

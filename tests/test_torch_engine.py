@@ -358,3 +358,29 @@ def test_serve_answers_before_the_energy_settles_and_stores_it_after(tmp_path, m
     assert df["energy_j"].sum() + meter["idle_j"] == pytest.approx(meter["counter_total_j"])
     for calls in df["calls"].map(json.loads):
         assert calls[0]["energy_j"] > 0 and calls[0]["mean_power_w"] == counter.power
+
+
+def test_serve_refuses_a_prompt_beyond_the_ctx_in_the_models_own_tokens(tmp_path):
+    """The torch engine declares its context (`ctx=N`) and counts a prompt as it would feed it
+    (here one token a byte): `tradeoff serve` answers 400 before the model runs."""
+    import httpx
+    from conftest import serve_process
+
+    cfg = config_file(tmp_path, LLAMA, "llama")
+    spec_file = tmp_path / "serve.yaml"
+    spec_file.write_text(f'models:\n  tiny: "torch:{cfg}?random_weights=1&ctx=64"\n')
+    with serve_process("--spec", str(spec_file), "--out", str(tmp_path / "run")) as served:
+        url = f"{served.url}/completions"
+        fits = httpx.post(url, json={"model": "tiny", "prompt": "x" * 30, "max_tokens": 34})
+        assert fits.status_code == 200, fits.text
+        assert fits.json()["usage"] == {
+            "prompt_tokens": 30, "completion_tokens": 34, "total_tokens": 64,
+        }  # fmt: skip
+        over = httpx.post(url, json={"model": "tiny", "prompt": "x" * 30, "max_tokens": 35})
+        assert over.status_code == 400, over.text
+        error = over.json()["error"]
+        assert error["code"] == "context_length_exceeded"
+        assert error["message"].startswith(
+            "This model's maximum context length is 64 tokens. However, you requested 65 tokens "
+            "(30 in the prompt, 35 in the completion)."
+        )

@@ -222,7 +222,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, str] = Field(default_factory=dict)
-    tasks: list[TaskSpec]
+    tasks: list[TaskSpec] = Field(default_factory=list)  # none in a spec that is only served
     configs: list[StrategyParams] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
     samples: int = Field(1, ge=1, le=1000)
@@ -297,8 +297,6 @@ class RunSpec(BaseModel):
 
         if not self.models and not any(c.strategy == "route" for c in self.configs):
             raise ValueError("models: give at least one model")
-        if not self.tasks:
-            raise ValueError("tasks: give at least one task")
         if not self.configs:  # default: one `single` configuration per model
             self.configs = [Single(strategy="single", model=alias) for alias in self.models]
         for i, c in enumerate(self.configs):

@@ -204,6 +204,11 @@ def profile(
     if resume is None:
         if out is None:
             raise ValueError("profile needs `out` or `resume`")
+        if not spec.tasks:  # a spec only served needs none
+            raise UserError(
+                "the spec has no tasks: profiling needs at least one (list them under `tasks:`; "
+                "`tradeoff tasks` shows the built-in ones)"
+            )
         Store.ensure_free(out)
         spec = with_absolute_paths(spec)
         tasks = load_tasks(spec)

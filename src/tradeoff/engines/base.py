@@ -1,7 +1,8 @@
 """What engines offer. Every engine describes its model (`info`) and answers `agenerate`; a
 network `Engine` (an OpenAI-compatible server) does no more. An `InProcessEngine` runs its model
 in this process and declares the rest: where its work runs, its warm-up, batches, per-pass
-reporting, the token stream `switch` needs, and the GPU it runs on."""
+reporting, its context and prompt tokens, the token stream `switch` needs, and the GPU it runs
+on."""
 
 from __future__ import annotations
 
@@ -92,6 +93,8 @@ class InProcessEngine(ABC):
     inline: bool = False
     # The GPU this model runs on, its UUID as NVML names it less "GPU-"; None on the CPU.
     gpu_uuid: str | None = None
+    # The model's context: the most tokens a request's prompt and answer may take together.
+    n_ctx: int
 
     @abstractmethod
     def generate(
@@ -106,6 +109,11 @@ class InProcessEngine(ABC):
         """Answers to requests that share one prompt (the draws of a vote)."""
         sinks: list[PassSink | None] = list(on_pass) if on_pass else [None] * len(requests)
         return [self.generate(r, None, sink) for r, sink in zip(requests, sinks)]
+
+    @abstractmethod
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """The token ids the model is fed for `request` (a chat template applied to messages),
+        its `prefix` included: a prompt fits when these and `max_tokens` fit in `n_ctx`."""
 
     @abstractmethod
     def token_stream(self, request: Request) -> TokenStream:

@@ -160,7 +160,7 @@ class DecodeStep:
         model, device = engine.model, engine.device
         self.model = model
         self.batch = batch
-        self.cache = model.new_cache(batch, engine.ctx)
+        self.cache = model.new_cache(batch, engine.n_ctx)
         self.tokens = torch.zeros((batch, 1), dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.graph: Any = None
@@ -176,7 +176,7 @@ class DecodeStep:
             self.prefill_fn = torch.compile(model, fullgraph=True, dynamic=True)
         self.out: torch.Tensor | None = None
         if engine.use_graph:
-            self._capture(engine.ctx - 1)
+            self._capture(engine.n_ctx - 1)
 
     def _run(self) -> torch.Tensor:
         return self.fn(self.tokens, self.pos, self.cache)[:, -1]
@@ -242,7 +242,7 @@ class TorchEngine(InProcessEngine):
         on_gpu = self.device.type == "cuda"
         dtype_name = spec.dtype or ("bf16" if on_gpu else "fp32")
         self.dtype = DTYPES[dtype_name]
-        self.ctx = spec.ctx
+        self.n_ctx = spec.ctx
         self.use_graph = on_gpu if spec.graph is None else spec.graph
         if self.use_graph and not on_gpu:
             raise UserError(f"model '{ref}': graph=1 needs a CUDA device")
@@ -256,7 +256,7 @@ class TorchEngine(InProcessEngine):
         else:
             assert directory is not None
             load_weights(self.model, directory)
-        self.model.setup_rope(self.ctx, self.device, self.dtype)
+        self.model.setup_rope(self.n_ctx, self.device, self.dtype)
         self.model.eval()
         self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
         self._steps: dict[int, DecodeStep] = {}
@@ -290,7 +290,7 @@ class TorchEngine(InProcessEngine):
         at each padded length, before any request is timed (requests overwrite the caches)."""
         for batch in batches:
             step = self.decode_step(batch)
-            for t in range(PREFILL_BUCKET, self.ctx + 1, PREFILL_BUCKET):
+            for t in range(PREFILL_BUCKET, self.n_ctx + 1, PREFILL_BUCKET):
                 step.prefill(torch.zeros((batch, t), dtype=torch.long, device=self.device), 0)
             # and the whole request path (sampling greedy and at random, statistics), thrice
             for temperature in (0.0, 1.0, 1.0):
@@ -299,6 +299,9 @@ class TorchEngine(InProcessEngine):
                 )
                 self._batch([request] * batch, None, [])
         self.sync()
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        return self.codec.encode(request)
 
     def is_end(self, token: int) -> bool:
         return token in self.codec.end_ids
@@ -342,16 +345,16 @@ class TorchEngine(InProcessEngine):
         on_pass: list[PassSink],
     ) -> list[Generation]:
         first = requests[0]
-        prompt = self.codec.encode(first)
-        if any(self.codec.encode(r) != prompt for r in requests[1:]):
+        prompt = self.prompt_tokens(first)
+        if any(self.prompt_tokens(r) != prompt for r in requests[1:]):
             raise ValueError("a batch must share one prompt")
         if not prompt:
             raise ValueError("the prompt is empty")
         max_tokens = max(r.max_tokens for r in requests)
-        if len(prompt) + max_tokens > self.ctx:
+        if len(prompt) + max_tokens > self.n_ctx:
             raise ValueError(
                 f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds the context "
-                f"of {self.ctx} positions (raise it with ?ctx=N)"
+                f"of {self.n_ctx} positions (raise it with ?ctx=N)"
             )
         batch = len(requests)
         step = self.decode_step(batch)
@@ -417,7 +420,7 @@ class TorchTokenStream(TokenStream):
         self._logits: torch.Tensor | None = None
 
     def _prompt(self) -> list[int]:
-        return self.engine.codec.encode(self.request)
+        return self.engine.prompt_tokens(self.request)
 
     def _tokenize(self, text: bytes) -> list[int]:
         return self.engine.codec.encode_text(text.decode("utf-8", errors="ignore"))
@@ -425,8 +428,8 @@ class TorchTokenStream(TokenStream):
     @torch.inference_mode()
     def _run(self, tokens: list[int], start: int) -> None:
         engine = self.engine
-        if start + len(tokens) > engine.ctx:
-            raise ValueError(f"the answer outgrew the context of {engine.ctx} positions")
+        if start + len(tokens) > engine.n_ctx:
+            raise ValueError(f"the answer outgrew the context of {engine.n_ctx} positions")
         step = engine.decode_step(1)
         if len(tokens) == 1:
             one = torch.tensor(tokens, dtype=torch.long, device=engine.device)

@@ -19,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tradeoff.config import Config, Report
@@ -30,6 +31,7 @@ from tradeoff.serve.schema import (
     ApiError,
     ChatRequest,
     CompletionRequest,
+    context_exceeded,
     dumps,
     openapi,
     parse_body,
@@ -404,6 +406,7 @@ class ServeApp:
             )
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
             run = _Run(self, served, item, client, endpoint, parsed.stream, include_usage)
+            await run.check_context()
             await (run.stream(response, request) if parsed.stream else run.whole(response, request))
         finally:
             self.in_flight -= 1
@@ -443,6 +446,25 @@ class _Run:
             on_text=on_text,
             client=self.client,
         )
+
+    async def check_context(self) -> None:
+        """ApiError 400 when the prompt and max_tokens exceed the context of a model the
+        configuration may call, before any runs (the model would fail: 502, which clients
+        retry). The prompt is counted in each model's tokens, as it would be sent. A server's
+        model (`openai:`) has a context unknown here: its server checks."""
+        ctx = self._context(None)
+        for alias in self.served.config.models:
+            engine = self.app.meter.in_process(alias)
+            if engine is None:
+                continue
+            request = ctx.request_for(alias, self.item, 0)
+            try:
+                prompt = len(await engine.run_sync(partial(engine.prompt_tokens, request)))
+            except Exception:  # a prompt the model cannot take at all: its call will say why
+                continue
+            if prompt + request.max_tokens > engine.n_ctx:
+                what = "messages" if self.chat else "prompt"
+                raise context_exceeded(engine.n_ctx, prompt, request.max_tokens, what)
 
     async def _execute(self, ctx: ServeContext) -> tuple[Outcome, float]:
         run = STRATEGIES[self.served.config.strategy].run

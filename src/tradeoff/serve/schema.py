@@ -157,6 +157,19 @@ def parse_body(model: type[_Common], body: bytes) -> Any:
         ) from None
 
 
+def context_exceeded(context: int, prompt: int, completion: int, what: str) -> ApiError:
+    """400 for a prompt (`what`: "messages" or "prompt") and max_tokens beyond the model's
+    context, in OpenAI's words, which clients and libraries look for."""
+    return ApiError(
+        400,
+        f"This model's maximum context length is {context} tokens. However, you requested "
+        f"{prompt + completion} tokens ({prompt} in the {what}, {completion} in the completion). "
+        f"Please reduce the length of the {what} or completion.",
+        param=what,
+        code="context_length_exceeded",
+    )
+
+
 def _operation(summary: str, schema: str | None, streams: bool) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -166,7 +179,7 @@ def _operation(summary: str, schema: str | None, streams: bool) -> dict[str, Any
         },
     }
     for code, why in {
-        "400": "not JSON, or not a JSON object",
+        "400": "not JSON, not a JSON object, or the prompt and max_tokens exceed the context",
         "401": "missing or wrong API key",
         "404": "unknown model",
         "413": "body larger than the limit",
