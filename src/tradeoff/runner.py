@@ -226,16 +226,10 @@ def profile(
         spec = _resumable_spec(store, resume)
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say)
-        return eventloop.run(
-            _execute(
-                spec,
-                tasks,
-                lambda: store,
-                api_key=api_key,
-                on_progress=on_progress,
-                notify=say,
-            )  # fmt: skip
+        run = _execute(
+            spec, tasks, lambda: store, api_key=api_key, on_progress=on_progress, notify=say
         )
+        return eventloop.run(run)
     finally:
         store.close()  # done by the session once it opened it; again is harmless
 
