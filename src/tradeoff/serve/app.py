@@ -412,6 +412,22 @@ class ServeApp:
             self.in_flight -= 1
 
 
+# What a chat template may add around the messages, in tokens: its turn markers (a few per
+# message) and a default system prompt some inject (a few dozen tokens).
+TEMPLATE_TOKENS = 256
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+
+
+def _most_tokens(request: Request) -> int:
+    """An upper bound of the request's prompt tokens in any tokenizer: each token covers at
+    least one byte of the text (or is a template's special token), plus a beginning token."""
+    if request.prompt is not None:
+        return len(request.prompt.encode()) + 1
+    messages = request.messages or []
+    text = sum(len(m["content"].encode()) for m in messages)
+    return text + TEMPLATE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + 1
+
+
 class _Run:
     """One served request: the strategy's run, its answer to the client, and its record."""
 
@@ -458,6 +474,8 @@ class _Run:
             if engine is None:
                 continue
             request = ctx.request_for(alias, self.item, 0)
+            if _most_tokens(request) + request.max_tokens <= engine.n_ctx:
+                continue  # cannot exceed it: counting would cost a tokenization per request
             try:
                 prompt = len(await engine.run_sync(partial(engine.prompt_tokens, request)))
             except Exception:  # a prompt the model cannot take at all: its call will say why
