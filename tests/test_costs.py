@@ -139,10 +139,14 @@ def test_the_summary_table_says_what_is_unknown_and_what_each_mean_is_over(run_d
     shown = run_cli("report", str(run_dir))
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
-    assert "FLOPs not counted for 1 of 3 queries (failed calls are not counted)" in text
-    assert "n/a (failed before metering)[2]" in text
-    assert "[2] energy not measured: failed before metering: 1 of 3 queries" in text
-    assert "means over the queries that produced a first token (2 of 3 for paid" in text
+    assert "n/a[1]" in text and "[1] energy not measured: failed before metering: 1 of 3" in text
+    assert "tradeoff report --wide adds: in tok, out tok, TTFT s mean" in text
+    wide = run_cli("report", str(run_dir), "--wide")
+    assert wide.returncode == 0, wide.stderr
+    text = wide.stdout
+    assert "[1] FLOPs not counted for 1 of 3 queries (failed calls are not counted)" in text
+    assert "n/a[2]" in text and "[2] energy not measured: failed before metering: 1 of 3" in text
+    assert "over the queries that produced a first token (2 of 3 for paid" in text
 
 
 def test_auto_prefers_energy_then_given_costs_then_latency(records):

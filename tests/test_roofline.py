@@ -124,7 +124,9 @@ def test_without_calibration_the_report_says_how_to_get_one(tmp_path):
         "--out", str(run),
     )  # fmt: skip
     assert profiled.returncode == 0, profiled.stderr
-    assert "run `tradeoff calibrate` before profiling" in profiled.stdout
+    assert "tradeoff report --wide adds:" in profiled.stdout and "roofline eff." in profiled.stdout
+    report = run_cli("report", str(run), "--wide")
+    assert "run `tradeoff calibrate` before profiling" in report.stdout
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ costs (energy, latency, tokens, FLOPs, dollars): they were paid for. Where a fai
 measurement on a cost axis (no FLOPs are counted for a failed call), the configuration's cost on
 that axis is unknown and says why (`analysis.costs`), never a mean over the records that have
 one. What a failed request may never have (a first token, so TTFT, inter-token latency and
-decode tok/s) is a mean over the records that have it, with their count beside it. Roofline
-efficiency is the engine's, over the successful records' calls.
+decode tok/s) is a mean over the records that have it, with their count beside it. The medians
+of latency and TTFT are over the same records as their means. Roofline efficiency is the engine's,
+over the successful records' calls.
 """
 
 from __future__ import annotations
@@ -69,13 +70,6 @@ def record_scores(df: pd.DataFrame) -> np.ndarray:
     return df["score"].fillna(0.0).where(~failed, 0.0).to_numpy(dtype=float)
 
 
-def accuracy_text(acc: float, low: float, high: float) -> str:
-    """'0.850 [0.640, 0.948]', or why there is none."""
-    if math.isnan(acc):
-        return "n/a (unscored)"
-    return f"{acc:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def roofline(records: pd.DataFrame) -> tuple[float | None, float | None]:
     """(mean roofline time per query in s, efficiency = roofline time / measured engine time),
     over the records' engine calls; (None, None) unless every call has a roofline time."""
@@ -98,6 +92,11 @@ def _mean(series: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
+def _median(series: pd.Series) -> float | None:
+    values = series.dropna()
+    return float(values.median()) if len(values) else None
+
+
 @dataclass
 class Summary:
     """One configuration's records, aggregated once (the rule is in the module's docstring)."""
@@ -114,10 +113,14 @@ class Summary:
     input_tokens: float | None  # mean over the n_input_tokens queries that reported them
     n_input_tokens: int
     output_tokens: float  # mean over every query
-    ttft_s: float | None  # TTFT, ITL and decode tok/s: means over the n_first_token queries
-    itl_s: float | None  # that produced a first token
+    # TTFT (mean and median), ITL and decode tok/s: over the n_first_token queries that produced
+    # a first token
+    ttft_s: float | None
+    ttft_s_p50: float | None
+    itl_s: float | None
     decode_tps: float | None
     n_first_token: int
+    e2e_s_p50: float  # median latency over every query (the mean is costs["latency"])
     roofline_s: float | None  # analytic roofline time per successful query
     roofline_eff: float | None  # roofline time / measured engine time
     peak_rss_mb: float | None
@@ -136,10 +139,12 @@ class Summary:
             "n_input_tokens": self.n_input_tokens,
             "output_tokens": self.output_tokens,
             "ttft_s": self.ttft_s,
+            "ttft_s_p50": self.ttft_s_p50,
             "itl_s": self.itl_s,
             "decode_tps": self.decode_tps,
             "n_first_token": self.n_first_token,
             "e2e_s": latency.value,
+            "e2e_s_p50": self.e2e_s_p50,
             "energy_j": energy.value,
             "energy_source": self.energy_source if energy.value is not None else None,
             "energy_missing": energy.missing,
@@ -180,9 +185,11 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         n_input_tokens=int(df["input_tokens"].notna().sum()),
         output_tokens=float(df["output_tokens"].mean()),
         ttft_s=_mean(df["ttft_s"]),
+        ttft_s_p50=_median(df["ttft_s"]),
         itl_s=_mean(df["itl_s"]),
         decode_tps=_mean(df["decode_tps"]),
         n_first_token=int(df["ttft_s"].notna().sum()),
+        e2e_s_p50=float(df["e2e_s"].median()),
         roofline_s=roofline_s,
         roofline_eff=roofline_eff,
         peak_rss_mb=(

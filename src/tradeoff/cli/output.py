@@ -23,8 +23,11 @@ from rich.progress import (
 from tradeoff.analysis.costs import COST_CHOICES
 from tradeoff.errors import UserError
 
-# Tables are wide: when printing to a file or pipe, do not wrap them at 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
+# On a terminal, tables fit its width (names whole, other columns wrapped). Into a file or a pipe
+# nothing is wrapped or cut: a table prints at its natural width (Rich tables do not stretch to
+# the console's), a line of text on one line.
+UNWRAPPED = 1_000_000
+console = Console(width=None if sys.stdout.isatty() else UNWRAPPED)
 err_console = Console(stderr=True)
 
 

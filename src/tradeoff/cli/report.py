@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tradeoff.analysis.frontier import FrontierRow
+    from tradeoff.report.columns import ColumnTable
+
+
+WIDE_HELP = "Table: every column, the secondary ones too (the other formats always have them)."
 
 
 def _read(directory: Path) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]]]:
@@ -39,16 +43,24 @@ def _read(directory: Path) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]
         store.close()
 
 
-def print_summary(directory: Path) -> None:
+def _print_table(table: ColumnTable, notes: list[str]) -> None:
+    """A table, then its notes. A table that cannot fit the terminal is printed wider than it,
+    never cut (Rich crops at the console's width by default)."""
+    console.print(table, crop=False)
+    for note in notes:
+        console.print(note, style="dim", markup=False, highlight=False)
+
+
+def print_summary(directory: Path, wide: bool = False) -> None:
     """The summary table of a run, its footnotes and its meters' idle baselines."""
     from tradeoff.analysis.metrics import summarize
     from tradeoff.report.table import meter_notes, summary_table
 
     records, names, meters = _read(directory)
-    table, notes = summary_table(summarize(records, names), title=f"tradeoff run {directory}")
-    console.print(table)
-    for note in [*notes, *meter_notes(meters)]:
-        console.print(note, style="dim", markup=False, highlight=False)
+    table, notes = summary_table(
+        summarize(records, names), title=f"tradeoff run {directory}", wide=wide
+    )
+    _print_table(table, [*notes, *meter_notes(meters)])
 
 
 def frontier_rows(directory: Path, cost: str) -> tuple[list[FrontierRow], str]:
@@ -62,13 +74,10 @@ def frontier_rows(directory: Path, cost: str) -> tuple[list[FrontierRow], str]:
     return rows, axis_label(axis.name, rows)
 
 
-def print_frontier(rows: list[FrontierRow], label: str) -> None:
+def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> None:
     from tradeoff.report.table import frontier_table
 
-    table, notes = frontier_table(rows, label)
-    console.print(table)
-    for note in notes:
-        console.print(note, style="dim", markup=False, highlight=False)
+    _print_table(*frontier_table(rows, label, wide))
 
 
 def write_plot(rows: list[FrontierRow], label: str, plot: Path, directory: Path) -> None:
@@ -95,6 +104,7 @@ def report(
         Path | None,
         typer.Option("--output", "-o", help="Write to this file (required for parquet)."),
     ] = None,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
 ) -> None:
     """Per-configuration summary of a run (or, with --records, every per-query record)."""
     import pandas as pd
@@ -103,7 +113,7 @@ def report(
     from tradeoff.report.table import records_table
 
     if format is SummaryFormat.table and not records:
-        print_summary(directory)
+        print_summary(directory, wide)
         return
     df, names, _ = _read(directory)
     table = df if records else pd.DataFrame(summarize(df, names))
@@ -134,6 +144,7 @@ def frontier(
         Path | None,
         typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
     ] = None,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
 ) -> None:
     """Accuracy against cost per configuration, the Pareto-optimal ones marked (★).
 
@@ -145,7 +156,7 @@ def frontier(
     check_plot(plot)
     rows, label = frontier_rows(directory, cost)
     if format is FrontierFormat.table:
-        print_frontier(rows, label)
+        print_frontier(rows, label, wide)
     else:
         data = [r.to_dict() for r in rows]
         if format is FrontierFormat.json:

@@ -4,12 +4,13 @@ the random router, and accuracy at each share of calls to the strong configurati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from rich.markup import escape
-from rich.table import Table
 
-from tradeoff.policy.evaluate import Evaluation
+from tradeoff.policy.evaluate import Evaluation, RouterReport
+from tradeoff.report.columns import Column, ColumnTable, build_table
 
 ROUTER_NOTE = (
     "APGR: share of the weak-to-strong accuracy gap recovered, averaged over the curve "
@@ -30,28 +31,37 @@ def router_heading(result: Evaluation) -> str:
     )
 
 
-def router_tables(result: Evaluation) -> list[Table]:
+def router_tables(result: Evaluation) -> list[ColumnTable]:
     """The metrics table, then accuracy at 0%, 10%, ... 100% of calls to the strong one."""
-    metrics = Table(
-        "router",
-        "AUC",
-        "APGR",
-        "CPT(50%)\n% strong",
-        "CPT(80%)\n% strong",
-        "cost saved at 95%\nof strong accuracy",
+    metrics, _ = build_table(
+        None,
+        [
+            _labels("router"),
+            Column("AUC", lambda r, _: f"{r.auc:.3f}"),
+            Column("APGR", lambda r, _: f"{r.apgr:.3f}"),
+            Column("CPT(50%)\n% strong", lambda r, _: _pct(r.cpt50)),
+            Column("CPT(80%)\n% strong", lambda r, _: _pct(r.cpt80)),
+            Column("cost saved at 95%\nof strong accuracy", lambda r, _: _pct(r.cost_saved_95)),
+        ],
+        result.routers,
     )
-    for r in result.routers:
-        metrics.add_row(
-            escape(r.label),
-            f"{r.auc:.3f}",
-            f"{r.apgr:.3f}",
-            _pct(r.cpt50),
-            _pct(r.cpt80),
-            _pct(r.cost_saved_95),
-        )
     grid = np.linspace(0.0, 1.0, 11)
-    curves = Table("accuracy at % strong calls", *[f"{100 * g:.0f}%" for g in grid])
-    for r in result.routers:
-        accuracy = np.interp(grid, r.curve.strong_fraction, r.curve.accuracy)
-        curves.add_row(escape(r.label), *[f"{a:.3f}" for a in accuracy])
+    curves, _ = build_table(
+        None,
+        [
+            _labels("accuracy at % strong calls"),
+            *[Column(f"{100 * share:.0f}%", _accuracy_at(share)) for share in grid],
+        ],
+        result.routers,
+    )
     return [metrics, curves]
+
+
+def _labels(header: str) -> Column:
+    """The routers' labels, printed whole."""
+    return Column(header, lambda r, _: escape(r.label), justify="left", name=True)
+
+
+def _accuracy_at(share: float) -> Callable[[RouterReport, list[str]], str]:
+    """A cell: the router's accuracy at `share` of calls to the strong configuration."""
+    return lambda r, _: f"{np.interp(share, r.curve.strong_fraction, r.curve.accuracy):.3f}"

@@ -1,4 +1,5 @@
-"""Per-configuration summaries and frontiers as Rich tables, every unit and source in a header."""
+"""Per-configuration summaries and frontiers as console tables, every unit and source in a
+header, a missing value as 'n/a[k]' with footnote k giving the reason."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from tradeoff.analysis.metrics import accuracy_text
+from tradeoff.report.columns import Column, ColumnTable, build_table, visible
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -29,14 +30,13 @@ ROOFLINE_MISSING_NOTE = (
     "profiling), or the model runs behind a server on unknown hardware"
 )
 UNSCORED_NOTE = (
-    "n/a (unscored): these records have no reference answers (served traffic), so they have "
+    "accuracy unscored: these records have no reference answers (served traffic), so they have "
     "costs but no accuracy, and no frontier"
 )
-
-
 FIRST_TOKEN_NOTE = (
-    "TTFT s, decode tok/s: means over the queries that produced a first token ({counts}); every "
-    "other column counts every query, failed ones included (they score 0 and their costs count)"
+    "TTFT s (mean, p50), decode tok/s: over the queries that produced a first token ({counts}); "
+    "every other column counts every query, failed ones included (they score 0 and their costs "
+    "count)"
 )
 INPUT_TOKENS_NOTE = "in tok: mean over the queries whose input tokens were reported ({counts})"
 
@@ -47,67 +47,101 @@ def _counts(rows: list[dict[str, Any]], key: str) -> str | None:
     return ", ".join(short) or None
 
 
-def summary_table(rows: list[dict[str, Any]], title: str | None = None) -> tuple[Table, list[str]]:
-    """The table of `analysis.metrics.summarize` rows, and footnotes giving each missing
-    measurement's full reason and what each mean is over."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("config", style="bold")
-    table.add_column("n", justify="right")
-    for header in [
-        "accuracy [95% CI]",
-        "in tok",
-        "out tok",
-        "TTFT s",
-        "e2e s",
-        "decode tok/s",
-        "energy J/query",
-        "GFLOPs/query\n(analytic)",
-        "roofline eff.\n(analytic)",
-        "errors",
-    ]:
-        table.add_column(header, justify="right")
-    notes: list[str] = []
-    for r in rows:
-        if r["energy_j"] is not None:
-            energy = f"{r['energy_j']:.2f} ({r['energy_source']})"
-        else:
-            reason = f"energy not measured: {r['energy_missing'] or 'not measured'}"
-            energy = f"n/a ({short_reason(r['energy_missing'] or 'not measured')})"
-            energy += f"[{_footnote(notes, reason)}]"
-        if r["gflops"] is not None or not r["gflops_missing"]:
-            gflops = _num(r["gflops"], ".2f")
-        else:
-            gflops = f"n/a[{_footnote(notes, r['gflops_missing'])}]"
-        table.add_row(
-            escape(r["config"]),
-            str(r["n"]),
-            accuracy_text(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
-            _num(r["input_tokens"], ".1f"),
-            _num(r["output_tokens"], ".1f"),
-            _num(r["ttft_s"], ".3f"),
-            _num(r["e2e_s"], ".3f"),
-            _num(r["decode_tps"], ".1f"),
-            escape(energy),
-            escape(gflops),
-            "-" if r["roofline_eff"] is None else f"{r['roofline_eff']:.1%}",
-            str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]",
-        )
+def _footnote(notes: list[str], note: str) -> int:
+    if note not in notes:
+        notes.append(note)
+    return notes.index(note) + 1
+
+
+def _missing(notes: list[str], why: str) -> str:
+    """'n/a[k]': footnote k says why the value is missing."""
+    return f"n/a[{_footnote(notes, why)}]"
+
+
+def _accuracy(acc: float, notes: list[str]) -> str:
+    return _missing(notes, UNSCORED_NOTE) if math.isnan(acc) else f"{acc:.3f}"
+
+
+def _interval(acc: float, low: float, high: float) -> str:
+    """'0.231–0.882': narrower than '[0.231, 0.882]', so that long names fit beside it."""
+    return "" if math.isnan(acc) else f"{low:.3f}–{high:.3f}"
+
+
+def _errors(errors: int) -> str:
+    return str(errors) if not errors else f"[red]{errors}[/red]"
+
+
+def _roofline(eff: float | None) -> str:
+    return "-" if eff is None else f"{eff:.1%}"
+
+
+def _energy(r: dict[str, Any], notes: list[str], with_source: bool) -> str:
+    if r["energy_j"] is None:
+        return _missing(notes, f"energy not measured: {r['energy_missing'] or 'not measured'}")
+    if with_source:
+        return escape(f"{r['energy_j']:.2f} ({r['energy_source']})")
+    return f"{r['energy_j']:.2f}"
+
+
+def _gflops(r: dict[str, Any], notes: list[str]) -> str:
+    if r["gflops"] is not None or not r["gflops_missing"]:
+        return _num(r["gflops"], ".2f")
+    return _missing(notes, r["gflops_missing"])
+
+
+def _summary_columns(energy_sources: set[str]) -> list[Column]:
+    """The summary's columns, the wide ones included. Each energy names its meter where the
+    run's configurations were metered by different ones (else a footnote names the one)."""
+    return [
+        Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
+        Column("n", lambda r, _: str(r["n"])),
+        Column("accuracy", lambda r, notes: _accuracy(r["accuracy"], notes)),
+        Column(
+            "95% CI", lambda r, _: _interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"])
+        ),
+        Column("in tok", lambda r, _: _num(r["input_tokens"], ".1f"), wide=True),
+        Column("out tok", lambda r, _: _num(r["output_tokens"], ".1f"), wide=True),
+        Column("TTFT s\nmean", lambda r, _: _num(r["ttft_s"], ".3f"), wide=True),
+        Column("TTFT s\np50", lambda r, _: _num(r["ttft_s_p50"], ".3f"), wide=True),
+        Column("e2e s\nmean", lambda r, _: _num(r["e2e_s"], ".3f")),
+        Column("e2e s\np50", lambda r, _: _num(r["e2e_s_p50"], ".3f")),
+        Column("decode\ntok/s", lambda r, _: _num(r["decode_tps"], ".1f"), wide=True),
+        Column(
+            "energy\nJ/query",
+            lambda r, notes: _energy(r, notes, with_source=len(energy_sources) > 1),
+        ),
+        Column("GFLOPs/query\n(analytic)", _gflops, wide=True),
+        Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r["roofline_eff"]), wide=True),
+        Column("errors", lambda r, _: _errors(r["errors"])),
+    ]
+
+
+def summary_table(
+    rows: list[dict[str, Any]], title: str | None = None, wide: bool = False
+) -> tuple[ColumnTable, list[str]]:
+    """The table of `analysis.metrics.summarize` rows, and footnotes giving each missing value's
+    full reason and what each mean is over. Token counts, TTFT, decode tok/s, GFLOPs and roofline
+    efficiency are shown only when `wide`."""
+    sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
+    columns, more = visible(_summary_columns(sources), wide, "tradeoff report")
+    table, notes = build_table(title, columns, rows)
     footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
-    first_token = _counts(rows, "n_first_token")
-    if first_token:
-        footnotes.append(FIRST_TOKEN_NOTE.format(counts=first_token))
-    input_tokens = _counts(rows, "n_input_tokens")
-    if input_tokens:
-        footnotes.append(INPUT_TOKENS_NOTE.format(counts=input_tokens))
-    if any(r["roofline_eff"] is None for r in rows):
-        footnotes.append(ROOFLINE_MISSING_NOTE)
-    else:
-        footnotes.append(
-            "roofline eff. = analytic least time on the calibrated peaks / measured engine time"
-        )
-    if any(math.isnan(r["accuracy"]) for r in rows):
-        footnotes.append(UNSCORED_NOTE)
-    return table, footnotes
+    if len(sources) == 1:
+        footnotes.append(f"energy J/query: measured by {sources.pop()}")
+    if wide:
+        first_token = _counts(rows, "n_first_token")
+        if first_token:
+            footnotes.append(FIRST_TOKEN_NOTE.format(counts=first_token))
+        input_tokens = _counts(rows, "n_input_tokens")
+        if input_tokens:
+            footnotes.append(INPUT_TOKENS_NOTE.format(counts=input_tokens))
+        if any(r["roofline_eff"] is None for r in rows):
+            footnotes.append(ROOFLINE_MISSING_NOTE)
+        else:
+            footnotes.append(
+                "roofline eff. = analytic least time on the calibrated peaks / measured engine time"
+            )
+    return table, footnotes + more
 
 
 def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
@@ -133,79 +167,74 @@ def records_table(df: pd.DataFrame) -> Table:
     return table
 
 
-def _footnote(notes: list[str], note: str) -> int:
-    if note not in notes:
-        notes.append(note)
-    return notes.index(note) + 1
+def _cost(r: FrontierRow, notes: list[str]) -> str:
+    if r.cost is None:
+        why = r.cost_missing or "missing"
+        return _missing(notes, f"{r.cost_axis} unknown, so not on the frontier: {why}")
+    cost = format(r.cost, ".4g")
+    return cost + f"[{_footnote(notes, r.cost_note)}]" if r.cost_note else cost
 
 
-def frontier_table(rows: list[FrontierRow], cost_label: str) -> tuple[Table, list[str]]:
-    """The frontier as a table, ★ marking Pareto-optimal configurations; a value that cannot be
-    computed reads 'n/a (reason)[k]', footnote k giving the full reason. Cells are escaped Rich
-    markup; the footnotes are plain text (print them with markup=False)."""
+def _cost_of_pass(r: FrontierRow, notes: list[str]) -> str:
+    if r.cost is None:  # the cost's own footnote says why
+        return "n/a"
+    if r.accuracy > 0 or math.isnan(r.accuracy):
+        return _num(r.cost_of_pass, ".4g")
+    return _missing(notes, "cost of pass n/a: accuracy 0, no correct answer to pay for")
+
+
+def _energy_missing(r: FrontierRow) -> str:
+    why = r.energy_missing or "not measured"
+    if r.cost_axis == "energy":  # the cost's own footnote already says why
+        return f"energy unknown, so not on the frontier: {why}"
+    return f"energy not measured: {why}"
+
+
+def _per_joule(r: FrontierRow, notes: list[str]) -> str:
+    if r.energy_j is None:
+        return _missing(notes, _energy_missing(r))
+    return _num(r.accuracy_per_joule, ".3g")
+
+
+def _ipw(r: FrontierRow, notes: list[str]) -> str:
+    if r.energy_j is None:
+        return _missing(notes, _energy_missing(r))
+    return _num(r.ipw, ".3g")
+
+
+def frontier_table(
+    rows: list[FrontierRow], cost_label: str, wide: bool = False
+) -> tuple[ColumnTable, list[str]]:
+    """The frontier as a table, ★ marking Pareto-optimal configurations, and its footnotes.
+    Accuracy per joule, IPW, E³ and roofline efficiency are shown only when `wide`. Cells are
+    escaped Rich markup; the footnotes are plain text (print them with markup=False)."""
     unit = rows[0].cost_unit if rows else ""
-    table = Table(title=escape(f"accuracy against {cost_label}"), title_justify="left")
-    table.add_column("Pareto", justify="center")
-    table.add_column("config", style="bold")
-    table.add_column("n", justify="right")
-    for header in [
-        "accuracy [95% CI]",
-        f"cost\n{unit}/query",
-        f"cost-of-pass\n{unit}/correct",
-        "accuracy/J\n1/J",
-        "IPW\naccuracy/W",
-        "E³\nacc²/out tok",
-        "roofline eff.\n(analytic)",
-        "errors",
-    ]:
-        table.add_column(header, justify="right")
-    notes: list[str] = []
-    for r in rows:
-        if r.cost is None:
-            why = r.cost_missing or "missing"
-            mark = _footnote(notes, f"{r.cost_axis} unknown, so not on the frontier: {why}")
-            cost = escape(f"n/a ({short_reason(why)})[{mark}]")
-            cost_of_pass = "n/a"
-        else:
-            cost = format(r.cost, ".4g")
-            if r.cost_note:
-                cost += f"[{_footnote(notes, r.cost_note)}]"
-            cost_of_pass = (
-                _num(r.cost_of_pass, ".4g")
-                if r.accuracy > 0 or math.isnan(r.accuracy)
-                else "n/a (acc 0)"
-            )
-        if r.energy_j is None:
-            why = r.energy_missing or "not measured"
-            if r.cost_axis == "energy":  # the cost's own footnote already says why
-                why = f"energy unknown, so not on the frontier: {why}"
-            else:
-                why = f"energy not measured: {why}"
-            per_j = ipw = f"n/a[{_footnote(notes, why)}]"
-        else:
-            per_j, ipw = _num(r.accuracy_per_joule, ".3g"), _num(r.ipw, ".3g")
-        table.add_row(
-            "★" if r.pareto else "",
-            escape(r.config),
-            str(r.n),
-            accuracy_text(r.accuracy, r.accuracy_low, r.accuracy_high),
-            cost,
-            cost_of_pass,
-            per_j,
-            ipw,
-            _num(r.e3, ".3g"),
-            "-" if r.roofline_eff is None else f"{r.roofline_eff:.1%}",
-            str(r.errors) if not r.errors else f"[red]{r.errors}[/red]",
-        )
+    columns, more = visible(
+        [
+            Column("★", lambda r, _: "★" if r.pareto else "", justify="center"),
+            Column("config", lambda r, _: escape(r.config), justify="left", name=True),
+            Column("n", lambda r, _: str(r.n)),
+            Column("accuracy", lambda r, notes: _accuracy(r.accuracy, notes)),
+            Column("95% CI", lambda r, _: _interval(r.accuracy, r.accuracy_low, r.accuracy_high)),
+            Column(f"cost\n{unit}/query", _cost),
+            Column(f"cost of pass\n{unit}/correct", _cost_of_pass),
+            Column("accuracy/J\n1/J", _per_joule, wide=True),
+            Column("IPW\naccuracy/W", _ipw, wide=True),
+            Column("E³\nacc²/out tok", lambda r, _: _num(r.e3, ".3g"), wide=True),
+            Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r.roofline_eff), wide=True),
+            Column("errors", lambda r, _: _errors(r.errors)),
+        ],
+        wide,
+        "tradeoff frontier",
+    )
+    table, notes = build_table(f"accuracy against {cost_label}", columns, rows)
     footnotes = [
         "★ Pareto-optimal: no other configuration is more accurate at the same or lower cost, "
         "or as accurate at a lower cost. Failed queries score 0 and their cost counts."
     ]
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
-    if any(math.isnan(r.accuracy) for r in rows):
-        footnotes.append(UNSCORED_NOTE)
-    if any(r.roofline_eff is None for r in rows):
+    if wide and any(r.roofline_eff is None for r in rows):
         footnotes.append(ROOFLINE_MISSING_NOTE)
     if not rows:
         footnotes.append("no records stored in this run yet")
-    return table, footnotes
+    return table, footnotes + more

@@ -1,0 +1,175 @@
+"""The summary and frontier tables as a user reads them: on a terminal 100 columns wide (a real
+pseudo-terminal) and piped, from a real SQLite store of hand-made records with long configuration
+names. A name is what `policy fit --configs` takes: it must come out whole, never shortened or
+wrapped; a missing value reads n/a[k], its reason once, in footnote k; medians beside the means."""
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+
+import pytest
+from conftest import run_cli
+from rich.cells import cell_len
+
+from tradeoff.analysis.metrics import summarize
+from tradeoff.store import Store
+from tradeoff.types import Record
+
+NO_ENERGY = (
+    "no RAPL: /sys/class/powercap/intel-rapl:0 does not exist; no model runs on a GPU: "
+    "NVML has nothing to meter"
+)
+NAMES = [
+    "smollm2-135m",
+    "gemma3-270m",
+    "cascade-smollm2-135m-gemma3-270m-logprob-t1.5",
+    "vote-gemma3-270m-n5",
+    "switch-smollm2-135m-gemma3-270m-t1.5",
+]
+# Each configuration's queries: one slow one in five, so the mean is well above the median.
+E2E = [1.0, 1.0, 1.0, 2.0, 10.0]  # x (k + 1) for the k-th configuration: mean 3, median 1
+TTFT = [0.1, 0.1, 0.1, 0.2, 1.0]  # mean 0.3, median 0.1
+SCORES = [1.0, 0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("table") / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([(f"id-{name}", name, {"strategy": "single"}) for name in NAMES])
+    for k, name in enumerate(NAMES):
+        for i in range(len(E2E)):
+            store.write_record(
+                Record(
+                    config_id=f"id-{name}",
+                    task="arith",
+                    item_id=f"q{i}",
+                    sample=0,
+                    output="4",
+                    score=SCORES[i],
+                    parsed=None,
+                    error=None,
+                    input_tokens=30,
+                    output_tokens=10,
+                    ttft_s=TTFT[i],
+                    e2e_s=E2E[i] * (k + 1),
+                    itl_s=0.01,
+                    decode_tps=100.0,
+                    energy_j=None,
+                    energy_source=None,
+                    energy_missing=NO_ENERGY,
+                    flops=2e9,
+                    peak_rss_bytes=None,
+                    cost_usd=None,
+                    calls=[{"model": name, "input_tokens": 30}],
+                )
+            )
+    store.close()
+    return directory
+
+
+def on_terminal(*args: str, columns: int = 100) -> str:
+    """`tradeoff ARGS` run on a pseudo-terminal `columns` wide; what it showed, colours left out."""
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", *args], stdout=child, stderr=subprocess.PIPE, env=env
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(parent, 65536)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(parent)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    shown = b"".join(chunks).decode().replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+
+
+def row_of(text: str, name: str) -> str:
+    """The one line of `text` on which configuration `name` stands whole."""
+    lines = [line for line in text.splitlines() if re.search(rf"(^|\s){re.escape(name)}\s", line)]
+    assert len(lines) == 1, f"{name!r} whole on {len(lines)} lines of:\n{text}"
+    return lines[0]
+
+
+def test_at_100_columns_every_name_is_whole_and_the_summary_fits(run_dir):
+    shown = on_terminal("report", str(run_dir))
+    for name in NAMES:
+        assert "n/a[1]" in row_of(shown, name)
+    assert "n/a (" not in shown and "…" not in shown
+    assert "[1] energy not measured: " + NO_ENERGY in " ".join(shown.split())
+    assert max(cell_len(line.rstrip()) for line in shown.splitlines()) <= 100, shown
+
+
+def test_at_100_columns_the_frontier_keeps_every_name_whole(run_dir):
+    shown = on_terminal("frontier", str(run_dir), "--cost", "energy")
+    for name in NAMES:
+        assert "n/a[1]" in row_of(shown, name)
+    assert "n/a (" not in shown and "…" not in shown
+    assert max(cell_len(line.rstrip()) for line in shown.splitlines()) <= 100, shown
+
+
+def test_a_table_wider_than_the_terminal_is_printed_whole(run_dir):
+    shown = on_terminal("report", str(run_dir), "--wide")
+    for k, name in enumerate(NAMES):
+        # TTFT mean and median, then e2e's: every column there, none cut at the terminal's edge
+        assert f"0.300 0.100 {3 * (k + 1):.3f} {k + 1:.3f}" in " ".join(row_of(shown, name).split())
+    assert "n/a (" not in shown and "…" not in shown
+
+
+@pytest.mark.parametrize(
+    "args, footnoted",
+    [
+        (["report"], True),
+        (["report", "--wide"], True),
+        (["frontier"], False),  # on latency: no energy column
+        (["frontier", "--wide"], True),
+    ],
+)
+def test_piped_tables_are_one_line_per_configuration(run_dir, args, footnoted):
+    piped = run_cli(args[0], str(run_dir), *args[1:])
+    assert piped.returncode == 0, piped.stderr
+    text = piped.stdout
+    for k, name in enumerate(NAMES):
+        row = " ".join(row_of(text, name).split())
+        if args[0] == "report":  # mean and median latency on the name's line
+            assert f"{3 * (k + 1):.3f} {k + 1:.3f}" in row, row
+        assert "n/a[1]" in row if footnoted else "n/a" not in row
+    assert "n/a (" not in text and "…" not in text
+    if footnoted:  # the footnote whole on one line
+        assert any(line.endswith(": " + NO_ENERGY) for line in text.splitlines()), text
+
+
+def test_medians_beside_the_means_in_every_format(run_dir):
+    store = Store.open(run_dir)
+    try:
+        rows = {r["config"]: r for r in summarize(store.records())}
+    finally:
+        store.close()
+    for k, name in enumerate(NAMES):
+        assert rows[name]["e2e_s"] == pytest.approx(3 * (k + 1))
+        assert rows[name]["e2e_s_p50"] == pytest.approx(k + 1)
+        assert rows[name]["ttft_s"] == pytest.approx(0.3)
+        assert rows[name]["ttft_s_p50"] == pytest.approx(0.1)
+    shown = run_cli("report", str(run_dir), "--format", "json")
+    assert {r["config"]: r["e2e_s_p50"] for r in json.loads(shown.stdout)} == {
+        name: rows[name]["e2e_s_p50"] for name in NAMES
+    }
+    table = list(csv.DictReader(io.StringIO(run_cli("report", str(run_dir), "-f", "csv").stdout)))
+    assert [float(r["ttft_s_p50"]) for r in table] == pytest.approx([0.1] * len(NAMES))
