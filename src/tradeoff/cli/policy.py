@@ -143,5 +143,5 @@ def evaluate(
         return
     console.print(router_heading(result), soft_wrap=True, highlight=False)
     for table_out in router_tables(result):
-        console.print(table_out)
+        console.print(table_out, crop=False)
     console.print(ROUTER_NOTE, style="dim")
