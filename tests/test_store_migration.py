@@ -85,14 +85,14 @@ def test_a_store_from_before_versioning_resumes_and_reports(tmp_path):
 
 
 @dataclass
-class QueuedRecord(Record):
+class CachedRecord(Record):
     """A Record with the field a later schema adds, as a later tradeoff would declare it."""
 
-    queue_delay_s: float | None = None
+    prefix_cache_hit_s: float | None = None
 
 
-def add_queue_delay(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE records ADD COLUMN queue_delay_s REAL")
+def add_prefix_cache_hit(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE records ADD COLUMN prefix_cache_hit_s REAL")
 
 
 def test_a_record_field_added_by_a_migration_reads_as_none_in_old_rows(tmp_path, monkeypatch):
@@ -103,20 +103,20 @@ def test_a_record_field_added_by_a_migration_reads_as_none_in_old_rows(tmp_path,
     store.write_record(record("a"))
     store.close()
 
-    later = [*store_module.MIGRATIONS, add_queue_delay]
+    later = [*store_module.MIGRATIONS, add_prefix_cache_hit]
     monkeypatch.setattr(store_module, "MIGRATIONS", later)
     monkeypatch.setattr(
-        store_module, "RECORD_FIELDS", (*store_module.RECORD_FIELDS, "queue_delay_s")
+        store_module, "RECORD_FIELDS", (*store_module.RECORD_FIELDS, "prefix_cache_hit_s")
     )
     store = Store.open(directory)
     assert stored_version(directory) == len(later)
-    # The file now has created_at before queue_delay_s, the reverse of the order written in:
+    # The file now has created_at before prefix_cache_hit_s, the reverse of the order written in:
     # records are inserted by column name.
-    store.write_record(QueuedRecord(**vars(record("b")), queue_delay_s=0.25))
+    store.write_record(CachedRecord(**vars(record("b")), prefix_cache_hit_s=0.25))
     df = store.records().set_index("item_id")
     store.close()
-    assert pd.isna(df.loc["a", "queue_delay_s"])
-    assert df.loc["b", "queue_delay_s"] == 0.25
+    assert pd.isna(df.loc["a", "prefix_cache_hit_s"])
+    assert df.loc["b", "prefix_cache_hit_s"] == 0.25
     assert df.loc["a", "output"] == df.loc["b", "output"] == "4"
 
 

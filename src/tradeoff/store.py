@@ -109,18 +109,64 @@ def _create_tables(conn: sqlite3.Connection) -> None:
 Migration = Callable[[sqlite3.Connection], None]
 
 
-# MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
-# the version. A new store is an empty file taken through every step, so a new store and a
-# migrated one have the same tables, columns in the same order. Adding a field to Record is one
-# step here (e.g. `ALTER TABLE records ADD COLUMN queue_delay_s REAL`, NULL in old rows) plus the
-# field, with a default, on Record.
 def _item_hashes(conn: sqlite3.Connection) -> None:
     """1 -> 2. Each item's content hash (`item_hash`), so that resume finds items whose content
     changed since their records were written; NULL in old rows (their stored item is compared)."""
     conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
 
 
-MIGRATIONS: list[Migration] = [_create_tables, _item_hashes]
+_RECORDS_V1 = _TABLES_V1[-1]
+_LOAD_COLUMNS = """,
+    load_point TEXT NOT NULL DEFAULT '',
+    phase TEXT,
+    scheduled_s REAL,
+    sent_s REAL,
+    queue_delay_s REAL,
+    UNIQUE (run_id, config_id, task, item_id, sample, load_point)
+)"""
+
+
+def _load_points(conn: sqlite3.Connection) -> None:
+    """2 -> 3. Load runs (`tradeoff load`): each record's load point ('' for a profile run's),
+    its phase (warmup, measure, cooldown), scheduled and actual send times (s from the start of
+    its load point) and queue delay; records are unique per load point too, so the table is
+    rebuilt. Besides: the load points run, and time series of the host's conditions and of the
+    upstreams' own metrics (scraped)."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
+    head, _, _ = _RECORDS_V1.rpartition(",\n    UNIQUE")
+    conn.execute(head.replace("records (", "records_v3 (", 1) + _LOAD_COLUMNS)
+    names = ", ".join(columns)
+    conn.execute(f"INSERT INTO records_v3 ({names}) SELECT {names} FROM records ORDER BY rowid")
+    conn.execute("DROP TABLE records")
+    conn.execute("ALTER TABLE records_v3 RENAME TO records")
+    conn.execute(
+        """CREATE TABLE load_points (
+    run_id TEXT NOT NULL,
+    config_id TEXT NOT NULL,
+    load_point TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    status TEXT NOT NULL,
+    summary TEXT,
+    PRIMARY KEY (run_id, config_id, load_point)
+)"""
+    )
+    conn.execute(
+        "CREATE TABLE host_samples (run_id TEXT NOT NULL, t REAL NOT NULL, sample TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE scrapes (run_id TEXT NOT NULL, source TEXT NOT NULL, t REAL NOT NULL, "
+        "sample TEXT NOT NULL)"
+    )
+
+
+# MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
+# the version. A new store is an empty file taken through every step, so a new store and a
+# migrated one have the same tables, columns in the same order. Adding a field to Record is one
+# step here (e.g. `ALTER TABLE records ADD COLUMN cache_hit REAL`, NULL in old rows) plus the
+# field, with a default, on Record.
+MIGRATIONS: list[Migration] = [_create_tables, _item_hashes, _load_points]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
@@ -446,9 +492,12 @@ class Store:
     # --- records ------------------------------------------------------------------------------
 
     def done_keys(self) -> set[tuple[str, str, str, int]]:
-        """(config_id, task, item_id, sample) of every stored record."""
+        """(config_id, task, item_id, sample) of every stored record of a profile run (load runs'
+        records are keyed by their load point too)."""
         rows = self.conn.execute(
-            "SELECT config_id, task, item_id, sample FROM records WHERE run_id = ?", (self.run_id,)
+            "SELECT config_id, task, item_id, sample FROM records "
+            "WHERE run_id = ? AND load_point = ''",
+            (self.run_id,),
         )
         return {(r[0], r[1], r[2], int(r[3])) for r in rows}
 

@@ -194,3 +194,11 @@ class Record:
     cost_usd: float | None
     calls: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Under load (`tradeoff load`): the load point ('' in a profile run), the phase ("warmup",
+    # "measure", "cooldown"; statistics count "measure" only), when the request was scheduled and
+    # actually sent (s from the start of its load point), and the difference (queue delay).
+    load_point: str = ""
+    phase: str | None = None
+    scheduled_s: float | None = None
+    sent_s: float | None = None
+    queue_delay_s: float | None = None
