@@ -39,7 +39,7 @@ class RunResult:
     configs: list[Config] = field(default_factory=list)
 
 
-class _Writer(PerTurn[Record]):
+class Writer(PerTurn[Record]):
     """Records committed once per turn of the event loop (one transaction for those that complete
     together), so a killed run still loses only the requests in flight."""
 
@@ -58,7 +58,7 @@ class _Writer(PerTurn[Record]):
             raise self.failed
 
 
-class _Stop:
+class Stop:
     """First Ctrl-C (or SIGTERM): finish what is in flight, start nothing new. Second: abort.
 
     A plain signal handler, not the event loop's: in-process engines may run inline on the
@@ -136,8 +136,8 @@ async def _run_session(
         total = len(work)
         if on_progress:
             on_progress(0, total, skipped, 0)
-        stop = _Stop(notify)
-        writer = _Writer(store)
+        stop = Stop(notify)
+        writer = Writer(store)
 
         def count(record: Record, engine_s: float) -> None:
             result.done += 1

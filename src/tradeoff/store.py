@@ -537,6 +537,60 @@ class Store:
             )
             self.conn.executemany(self._insert_record, rows)
 
+    # --- load points ---------------------------------------------------------------------------
+
+    def start_load_point(self, config_id: str, label: str, spec: dict[str, Any]) -> None:
+        """A load point begins: any records of an earlier, unfinished attempt at it are deleted
+        (a load point is measured as a whole)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "DELETE FROM records WHERE run_id = ? AND config_id = ? AND load_point = ?",
+                (self.run_id, config_id, label),
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO load_points (run_id, config_id, load_point, spec, "
+                "started_at, status) VALUES (?, ?, ?, ?, ?, 'running')",
+                (self.run_id, config_id, label, json.dumps(spec), time.time()),
+            )
+
+    def end_load_point(
+        self, config_id: str, label: str, status: str, summary: dict[str, Any]
+    ) -> None:
+        self.conn.execute(
+            "UPDATE load_points SET ended_at = ?, status = ?, summary = ? "
+            "WHERE run_id = ? AND config_id = ? AND load_point = ?",
+            (time.time(), status, json.dumps(summary), self.run_id, config_id, label),
+        )
+
+    def load_points(self) -> list[dict[str, Any]]:
+        """The load points run, in the order they began: config_id, load_point (its label),
+        spec, started_at, ended_at, status, summary, and `ended` (it finished: resume skips it)."""
+        rows = self.conn.execute(
+            "SELECT config_id, load_point, spec, started_at, ended_at, status, summary "
+            "FROM load_points WHERE run_id = ? ORDER BY started_at",
+            (self.run_id,),
+        ).fetchall()
+        return [
+            {
+                "config_id": r[0],
+                "load_point": r[1],
+                "spec": json.loads(r[2]),
+                "started_at": r[3],
+                "ended_at": r[4],
+                "status": r[5],
+                "summary": json.loads(r[6]) if r[6] else {},
+                "ended": r[5] == "finished",
+            }
+            for r in rows
+        ]
+
+    def load_point_summary(self, config_id: str, label: str) -> dict[str, Any]:
+        for point in self.load_points():
+            if (point["config_id"], point["load_point"]) == (config_id, label):
+                return dict(point["summary"])
+        return {}
+
     def records(self) -> pd.DataFrame:
         import pandas as pd
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from tradeoff.cli import hardware, imports, listing, policy, report, run, serve
+from tradeoff.cli import hardware, imports, listing, load, policy, report, run, serve
 from tradeoff.cli.output import err_console
 from tradeoff.errors import UserError
 
@@ -38,6 +38,7 @@ def _add(group: typer.Typer, command: Callable[..., None], name: str | None = No
 for command in (
     run.demo,
     run.profile,
+    load.load,
     report.report,
     report.frontier,
     listing.models,

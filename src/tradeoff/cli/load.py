@@ -1,0 +1,187 @@
+"""`tradeoff load`: configurations driven at load profiles, with a progress line per load point,
+then the load table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tradeoff.cli.output import console, err_console
+from tradeoff.errors import UserError
+from tradeoff.load.profiles import PROFILE_FORMS
+
+if TYPE_CHECKING:
+    from tradeoff.load.run import LoadResult, PointProgress
+
+
+def load(
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model, as for `tradeoff profile`. Repeatable."),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            "-t",
+            "--data",
+            help="Requests to send: a built-in task, jsonl:PATH, hf:NAME (scored), or "
+            "synthetic:prompt=N,output=M (unscored). Repeatable.",
+        ),
+    ] = None,
+    profile: Annotated[str, typer.Option(help=f"Load profile: {PROFILE_FORMS}.")] = "sweep",
+    max_requests: Annotated[
+        int | None, typer.Option(help="Requests per load point (warm-up and cool-down included).")
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option(help="Seconds per load point (default 30 unless --max-requests is given)."),
+    ] = None,
+    warmup: Annotated[
+        str | None,
+        typer.Option(
+            help="Requests (e.g. 10) or seconds (e.g. 5s) at the start of each load "
+            "point: stored, marked, left out of the statistics."
+        ),  # fmt: skip
+    ] = None,
+    cooldown: Annotated[
+        str | None,
+        typer.Option(help="Requests or seconds at the end of each load point, likewise."),
+    ] = None,
+    rampup: Annotated[
+        float, typer.Option(help="Seconds over which a rate grows from 0 to its target.")
+    ] = 0.0,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            help="Service-level objective in seconds, e.g. ttft=0.5,itl=0.05,e2e=10: "
+            "goodput counts the requests that meet it."
+        ),  # fmt: skip
+    ] = None,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Most requests in flight (throughput, and the cap of rates).")
+    ] = 256,
+    max_errors: Annotated[
+        int | None, typer.Option(help="Stop once a load point has this many failed requests.")
+    ] = None,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(help="Stop once more than this share of a load point's requests failed."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of poisson gaps, sampling and tasks.")] = 0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds per request (openai engine).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory to create.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the load run in this directory (finished points skipped)."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
+    ] = None,
+) -> None:
+    """Drive configurations at load profiles: latency percentiles, throughput, goodput.
+
+    Each configuration runs at each load point of --profile until --max-requests or
+    --max-seconds; every request is stored as a record with its load point, scheduled and actual
+    send times and queue delay. Ctrl-C stops after the requests in flight; --resume DIR goes on
+    from the first load point that did not finish.
+    """
+    from tradeoff.config import profile_spec
+    from tradeoff.load.run import LoadOptions
+
+    if resume is not None:
+        if spec_file or model or task or out:
+            raise UserError("--resume DIR takes no spec, --model, --task or --out")
+        _finish(_run(None, None, None, resume, api_key))
+        return
+    spec = profile_spec(
+        spec_file,
+        model,
+        task,
+        out=out,
+        resume=None,
+        overrides={"limit": limit, "timeout_s": timeout},
+        sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
+    )
+    options = LoadOptions(
+        profile=profile,
+        max_requests=max_requests,
+        max_seconds=max_seconds if max_seconds is not None or max_requests else 30.0,
+        warmup=warmup,
+        cooldown=cooldown,
+        rampup_s=rampup,
+        slo=slo,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+        seed=seed,
+    )
+    _finish(_run(spec, options, out, None, api_key))
+
+
+def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-untyped-def]
+    from rich.live import Live
+
+    from tradeoff.load.run import load as drive
+
+    live = Live(console=err_console, transient=False, refresh_per_second=4)
+
+    def on_progress(config: str, p: PointProgress) -> None:
+        if not live.is_started:
+            live.start()
+        rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        bound = f"{p.sent}/{p.total}" if p.total else f"{p.sent} sent"
+        time_bound = f" of {p.max_seconds:g}" if p.max_seconds else ""
+        live.update(
+            f"{p.label}: {bound}, {p.in_flight} in flight, {p.done} done, {p.errors} errors, "
+            f"{rate:.2f} req/s, {p.elapsed_s:.0f}{time_bound} s"
+        )
+
+    try:
+        return drive(
+            spec,
+            options,
+            out,
+            resume=resume,
+            api_key=api_key,
+            on_progress=on_progress,
+            notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+        )
+    finally:
+        if live.is_started:
+            live.stop()
+
+
+def _finish(result: LoadResult) -> None:
+    for point in result.points:
+        achieved = "-" if point.achieved_rps is None else f"{point.achieved_rps:.2f} req/s"
+        mark = "  saturated" if point.saturated else ""
+        console.print(
+            f"{point.config} @ {point.label}: {point.done} done, {point.errors} errors, "
+            f"{achieved}{mark} ({point.status})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for skipped in result.skipped:
+        err_console.print(f"{skipped}: stored by an earlier run, skipped", soft_wrap=True)
+    console.print(f"run directory: {result.directory}", soft_wrap=True)
+    if result.status == "stopped":
+        err_console.print(
+            f"stopped; continue with: tradeoff load --resume {result.directory}", soft_wrap=True
+        )
+        raise typer.Exit(130)
+    if result.status == "errors":
+        err_console.print("stopped: too many failed requests (--max-errors / --max-error-rate)")
+        raise typer.Exit(1)

@@ -1,0 +1,134 @@
+"""Load profiles: what `tradeoff load --profile` accepts, the load points each one runs, and when
+each request of a rate profile is due.
+
+- `synchronous`: one request at a time, the next sent when the last one ends;
+- `concurrent:N[,M,...]`: N requests always in flight (one load point per number);
+- `constant:R[,...]` and `poisson:R[,...]`: R requests per second, at fixed or exponential gaps
+  (seeded), however many are in flight (up to `max_concurrency`: beyond it, requests wait, and
+  the wait shows as queue delay);
+- `throughput`: as many in flight as `max_concurrency` allows;
+- `sweep[:K]`: synchronous and throughput first, then K constant rates spread evenly between the
+  two rates they achieved, stopping at the first saturated one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tradeoff.errors import UserError
+
+Kind = Literal["synchronous", "concurrent", "constant", "poisson", "throughput"]
+
+PROFILE_FORMS = (
+    "synchronous, concurrent:N[,M,...], constant:R[,...], poisson:R[,...], throughput, sweep[:K]"
+)
+SWEEP_POINTS = 5  # constant rates of a sweep between synchronous and throughput, by default
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One operating point a configuration is driven at."""
+
+    kind: Kind
+    rate: float | None = None  # requests/s: constant, poisson
+    concurrency: int | None = None  # requests in flight: concurrent, throughput (its maximum)
+
+    @property
+    def label(self) -> str:
+        """How records, tables and `frontier --at` name it: 'constant:10', 'concurrent:4'."""
+        if self.rate is not None:
+            return f"{self.kind}:{self.rate:g}"
+        if self.kind == "concurrent":
+            return f"concurrent:{self.concurrency}"
+        return self.kind
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.rate is not None:
+            out["rate"] = self.rate
+        if self.concurrency is not None:
+            out["concurrency"] = self.concurrency
+        return out
+
+    @property
+    def paced(self) -> bool:
+        """Sent on a schedule (rate profiles), not as earlier requests end."""
+        return self.kind in ("constant", "poisson")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The load points to run, or a sweep of `sweep` rates decided as it goes."""
+
+    points: tuple[LoadPoint, ...]
+    sweep: int | None = None
+
+
+def parse_profile(text: str, max_concurrency: int) -> Profile:
+    """`--profile TEXT` as load points; one line naming the valid forms on bad input."""
+    kind, _, args = text.strip().partition(":")
+    values = [v.strip() for v in args.split(",")] if args else []
+
+    def bad(why: str) -> UserError:
+        return UserError(f"--profile {text!r}: {why}; profiles: {PROFILE_FORMS}")
+
+    synchronous = LoadPoint("synchronous")
+    throughput = LoadPoint("throughput", concurrency=max_concurrency)
+    if kind in ("synchronous", "throughput"):
+        if values:
+            raise bad(f"{kind} takes no value")
+        return Profile((synchronous if kind == "synchronous" else throughput,))
+    if kind == "sweep":
+        if len(values) > 1 or (values and not values[0].isdigit()) or values == ["0"]:
+            raise bad("sweep takes the number of rates, a whole number of at least 1")
+        return Profile((synchronous, throughput), sweep=int(values[0]) if values else SWEEP_POINTS)
+    if kind == "concurrent":
+        if not values or not all(v.isdigit() and int(v) >= 1 for v in values):
+            raise bad("concurrent takes whole numbers of requests in flight, e.g. concurrent:1,4")
+        return Profile(tuple(LoadPoint("concurrent", concurrency=int(v)) for v in values))
+    if kind in ("constant", "poisson"):
+        rates = []
+        for v in values:
+            try:
+                rate = float(v)
+            except ValueError:
+                raise bad(f"{v!r} is not a rate in requests per second") from None
+            if not math.isfinite(rate) or rate <= 0:
+                raise bad(f"a rate must be above 0 requests per second (got {v})")
+            rates.append(rate)
+        if not rates:
+            raise bad(f"{kind} takes a rate in requests per second, e.g. {kind}:10")
+        return Profile(tuple(LoadPoint(kind, rate=r) for r in rates))  # type: ignore[arg-type]
+    raise bad(f"{kind!r} is not a profile")
+
+
+def sweep_rates(low: float, high: float, k: int) -> list[float]:
+    """K rates spread evenly strictly between the synchronous and the throughput rates."""
+    if not (high > low > 0):
+        return []
+    step = (high - low) / (k + 1)
+    return [round(low + step * (i + 1), 6) for i in range(k)]
+
+
+def send_times(point: LoadPoint, seed: int, rampup_s: float = 0.0) -> Iterator[float]:
+    """When each request of a rate profile is due, in seconds from the start of its point: at
+    fixed gaps (constant) or exponential ones (poisson, seeded). With `rampup_s`, the rate grows
+    linearly from 0 to its target over that time: the n-th request is due when the expected
+    count ∫rate reaches n (arrivals of a unit-rate process, stretched in time)."""
+    if point.rate is None:
+        raise ValueError(f"{point.label} is not paced")
+    rate = point.rate
+    rng = random.Random(seed)
+    count = 0.0  # arrivals of the unit-rate process: i (constant), a sum of Exp(1) (poisson)
+    ramp_count = rate * rampup_s / 2  # expected requests during the ramp
+    while True:
+        if count < ramp_count:
+            yield math.sqrt(2 * rampup_s * count / rate)
+        else:
+            yield rampup_s + (count - ramp_count) / rate
+        count += 1.0 if point.kind == "constant" else rng.expovariate(1.0)

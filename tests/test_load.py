@@ -1,0 +1,152 @@
+"""`tradeoff load` against real processes on loopback: the canned server (benchmarks/
+fast_server.py) and the bundled model. Send times follow the profile, phases are marked, finished
+load points are skipped by --resume, and bad input is one line."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+from conftest import fast_server, run_cli
+
+from tradeoff.load.profiles import LoadPoint, parse_profile, send_times, sweep_rates
+
+
+@pytest.fixture(scope="module")
+def canned():
+    yield from fast_server("--delay-ms", "1")
+
+
+def _rows(out, sql):
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _load(canned, out, *args):
+    model = f"openai:{canned}#m"
+    return run_cli(
+        "load", "-m", model, "-t", "arith", "--max-tokens", "4", "--out", str(out), *args
+    )
+
+
+def test_a_constant_rate_sends_at_even_gaps(canned, tmp_path):
+    out = tmp_path / "run"
+    result = _load(canned, out, "--profile", "constant:50", "--max-requests", "100")
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out, "SELECT scheduled_s, sent_s, queue_delay_s, load_point FROM records")
+    assert len(rows) == 100 and {r[3] for r in rows} == {"constant:50"}
+    scheduled = sorted(r[0] for r in rows)
+    assert scheduled == pytest.approx([i / 50 for i in range(100)])
+    sent = sorted(r[1] for r in rows)
+    gaps = sorted(b - a for a, b in zip(sent, sent[1:], strict=False))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.02, abs=0.002)  # the median gap
+    delays = sorted(r[2] for r in rows)
+    assert delays[len(delays) // 2] < 0.005, delays  # sent when due (generous: shared machine)
+
+
+def test_poisson_gaps_fit_the_exponential():
+    """Kolmogorov-Smirnov against Exp(rate) on the seeded schedule (critical value at 1%)."""
+    times = send_times(LoadPoint("poisson", rate=20.0), seed=7)
+    due = [next(times) for _ in range(2001)]
+    gaps = sorted(b - a for a, b in zip(due, due[1:], strict=False))
+    n = len(gaps)
+    d = max(
+        max((i + 1) / n - (1 - math.exp(-20.0 * g)), (1 - math.exp(-20.0 * g)) - i / n)
+        for i, g in enumerate(gaps)
+    )
+    assert d < 1.63 / math.sqrt(n), d
+    assert sum(gaps) / n == pytest.approx(1 / 20.0, rel=0.05)
+    again = send_times(LoadPoint("poisson", rate=20.0), seed=7)
+    assert [next(again) for _ in range(2001)] == due, "seeded: the same schedule again"
+
+
+def test_a_rampup_grows_the_rate_to_its_target():
+    times = send_times(LoadPoint("constant", rate=10.0), seed=0, rampup_s=4.0)
+    due = [next(times) for _ in range(60)]
+    assert sum(t < 4.0 for t in due) == 20  # half the target rate over the ramp: 10 * 4 / 2
+    late = due[30:]
+    assert all(b - a == pytest.approx(0.1) for a, b in zip(late, late[1:], strict=False))
+
+
+def test_profiles_parse_and_sweeps_spread():
+    assert [p.label for p in parse_profile("concurrent:1,4", 64).points] == [
+        "concurrent:1",
+        "concurrent:4",
+    ]
+    sweep = parse_profile("sweep:3", 64)
+    assert [p.label for p in sweep.points] == ["synchronous", "throughput"] and sweep.sweep == 3
+    assert sweep_rates(10, 50, 3) == [20, 30, 40]
+
+
+def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "--profile",
+        "concurrent:1,2",
+        "--max-requests",
+        "8",
+        "--warmup",
+        "2",
+        "--cooldown",
+        "1",
+    ]
+    assert _load(canned, out, *args).returncode == 0
+    phases = _rows(
+        out, "SELECT load_point, phase, COUNT(*) FROM records GROUP BY load_point, phase"
+    )
+    assert sorted(phases) == [
+        ("concurrent:1", "cooldown", 1),
+        ("concurrent:1", "measure", 5),
+        ("concurrent:1", "warmup", 2),
+        ("concurrent:2", "cooldown", 1),
+        ("concurrent:2", "measure", 5),
+        ("concurrent:2", "warmup", 2),
+    ]
+    before = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
+    resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "skipped" in resumed.stderr
+    assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == before
+
+
+def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
+    out = tmp_path / "run"
+    assert _load(canned, out, "--profile", "concurrent:1,2", "--max-requests", "4").returncode == 0
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
+    con.execute(
+        "DELETE FROM records WHERE load_point = 'concurrent:2' AND sample = 0 AND rowid % 2"
+    )
+    con.commit()
+    con.close()
+    assert run_cli("load", "--resume", str(out)).returncode == 0
+    counts = _rows(out, "SELECT load_point, COUNT(*) FROM records GROUP BY load_point")
+    assert sorted(counts) == [("concurrent:1", 4), ("concurrent:2", 4)]
+    status = _rows(out, "SELECT load_point, status FROM load_points ORDER BY load_point")
+    assert status == [("concurrent:1", "finished"), ("concurrent:2", "finished")]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--profile", "steady:3"], "'steady' is not a profile"),
+        (["--profile", "constant:0"], "above 0 requests per second"),
+        (["--profile", "poisson:-2"], "above 0 requests per second"),
+        (["--profile", "concurrent:x"], "whole numbers"),
+        (["--warmup", "5s", "--max-requests", "10", "--max-seconds", "0"], "--max-seconds"),
+        (["--warmup", "ten"], "number of requests"),
+        (["--max-error-rate", "2"], "--max-error-rate"),
+    ],
+)
+def test_bad_load_options_are_one_line(tmp_path, args, needle):
+    out = tmp_path / "run"
+    result = run_cli("load", "-m", "smollm2-135m", "-t", "arith", "--out", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert not out.exists()
