@@ -133,10 +133,12 @@ def load(
 
 def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-untyped-def]
     from rich.live import Live
+    from rich.text import Text
 
     from tradeoff.load.run import load as drive
 
     live = Live(console=err_console, transient=False, refresh_per_second=4)
+    line = Text()
 
     def on_progress(config: str, p: PointProgress) -> None:
         if not live.is_started:
@@ -144,10 +146,11 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
         rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
         bound = f"{p.sent}/{p.total}" if p.total else f"{p.sent} sent"
         time_bound = f" of {p.max_seconds:g}" if p.max_seconds else ""
-        live.update(
+        line.plain = (
             f"{p.label}: {bound}, {p.in_flight} in flight, {p.done} done, {p.errors} errors, "
             f"{rate:.2f} req/s, {p.elapsed_s:.0f}{time_bound} s"
         )
+        live.update(line)
 
     try:
         return drive(
@@ -172,6 +175,8 @@ def _finish(result: LoadResult) -> None:
             f"{point.config} @ {point.label}: {point.done} done, {point.errors} errors, "
             f"{achieved}{mark} ({point.status})",
             highlight=False,
+            markup=False,
+            emoji=False,
             soft_wrap=True,
         )
     for skipped in result.skipped:
