@@ -348,7 +348,7 @@ def test_energy_and_dollars_per_output_token(stored):
     r = _rows(stored)[(A, "constant:10")]
     assert r["energy_j_per_query"] == pytest.approx(2.0)  # the warm-up's 100 J left out
     assert r["energy_j_per_output_token"] == pytest.approx(23 * 2.0 / 231)
-    assert r["energy_source"] == "measured by rapl"
+    assert r["energy_source"] == "rapl"
     # the hour of both models (1.6 + 2.0 $) over 2.4 s, spread over 231 output tokens:
     # per_hour / 3600 / (output tokens/s) * 1e6
     assert r["usd_per_m_output_tokens"] == pytest.approx(3.6 / 3600 / (231 / 2.4) * 1e6)

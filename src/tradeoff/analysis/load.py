@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import COST_AXES, called_models, extra_field, mean_cost, record_calls
+from tradeoff.analysis.costs import (
+    COST_AXES,
+    called_models,
+    energy_meters,
+    extra_field,
+    mean_cost,
+    record_calls,
+)
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED
 
@@ -335,7 +342,7 @@ def _energy(measure: pd.DataFrame, output_tokens: int) -> dict[str, Any]:
     return {
         "energy_j_per_query": cost.value,
         "energy_j_per_output_token": per_token,
-        "energy_source": cost.source,
+        "energy_source": energy_meters(measure) if cost.value is not None else None,
         "energy_missing": cost.missing,
     }
 
@@ -453,6 +460,13 @@ def load_stats(
             prices,
             models.get(config_id) or sorted(called_models(df)),
         )
-        row["status"] = None if point is None else point["status"]
-        rows.append(row)
+        status = None if point is None else point["status"]
+        rows.append(
+            {
+                "config": row.pop("config"),
+                "load_point": row.pop("load_point"),
+                "status": status,
+                **row,
+            }
+        )
     return rows

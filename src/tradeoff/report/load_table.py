@@ -164,6 +164,9 @@ def load_table(
             "correct goodput: those of them also scored correct (score 1); failed requests meet "
             "none"
         )
+    sources = sorted({r["energy_source"] for r in rows if r["energy_source"]})
+    if wide and sources:
+        footnotes.append(f"energy: measured by {', '.join(sources)}")
     if any(r["saturated"] for r in rows):
         footnotes.append(SATURATED_NOTE.format(margin=SATURATION_MARGIN))
     for r in rows:
