@@ -128,8 +128,11 @@ def test_at_100_columns_the_frontier_keeps_every_name_whole(run_dir):
 def test_a_table_wider_than_the_terminal_is_printed_whole(run_dir):
     shown = on_terminal("report", str(run_dir), "--wide")
     for k, name in enumerate(NAMES):
-        # TTFT mean and median, then e2e's: every column there, none cut at the terminal's edge
-        assert f"0.300 0.100 {3 * (k + 1):.3f} {k + 1:.3f}" in " ".join(row_of(shown, name).split())
+        # TTFT mean, p50, p90, p95, p99 (numpy's linear interpolation: p90 of 0.1, 0.1, 0.1, 0.2,
+        # 1.0 is 0.2 + 0.6 x 0.8), then e2e's: every column there, none cut at the terminal's edge
+        ttft = "0.300 0.100 0.680 0.840 0.968"
+        e2e = " ".join(f"{x * (k + 1):.3f}" for x in [3, 1, 6.8, 8.4, 9.68])
+        assert f"{ttft} {e2e}" in " ".join(row_of(shown, name).split())
     assert "n/a (" not in shown and "…" not in shown
 
 

@@ -108,35 +108,39 @@ def _flops_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     return why
 
 
-def _calls(df: pd.DataFrame) -> list[dict[str, Any]]:
+def record_calls(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every engine call of the records, in order (the `calls` column, decoded)."""
     out: list[dict[str, Any]] = []
     for calls in df["calls"]:
         out.extend(json.loads(calls) if isinstance(calls, str) else calls or [])
     return out
 
 
-def _models(df: pd.DataFrame) -> set[str]:
-    return {str(c.get("model")) for c in _calls(df)}
+def called_models(df: pd.DataFrame) -> set[str]:
+    """The models the records called (each call's `model`)."""
+    return {str(c.get("model")) for c in record_calls(df)}
 
 
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     """Why some queries of one configuration have no price. A model seen in a priced query of
     the run has a price in the spec; the others in unpriced queries have none."""
-    priced_models = _models(run[run["cost_usd"].notna()])
+    priced_models = called_models(run[run["cost_usd"].notna()])
     if not priced_models:
         return "no prices in the spec"
     unpriced = df[df["cost_usd"].isna()]
-    calls = _calls(unpriced)
+    calls = record_calls(unpriced)
     no_input = sorted({str(c.get("model")) for c in calls if c.get("input_tokens") is None})
     if no_input:
         return f"input tokens not reported by {', '.join(no_input)}, so not priced"
-    models = sorted(_models(unpriced) - priced_models)
+    models = sorted(called_models(unpriced) - priced_models)
     if models:
         return f"no price in the spec for {', '.join(models)}"
     return f"{len(unpriced)} of {len(df)} queries have no price"
 
 
-def _extra(df: pd.DataFrame, key: str) -> pd.Series:
+def extra_field(df: pd.DataFrame, key: str) -> pd.Series:
+    """Each record's `extra[key]` (None where it has none)."""
+
     def field(extra: Any) -> Any:
         data = json.loads(extra) if isinstance(extra, str) else extra or {}
         return data.get(key)
@@ -146,7 +150,7 @@ def _extra(df: pd.DataFrame, key: str) -> pd.Series:
 
 def given_costs(df: pd.DataFrame) -> pd.Series:
     """Each record's cost as given with imported outcomes (`extra.cost`); NaN where none was."""
-    return pd.to_numeric(_extra(df, "cost"), errors="coerce").astype(float)
+    return pd.to_numeric(extra_field(df, "cost"), errors="coerce").astype(float)
 
 
 def _given_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
@@ -158,7 +162,7 @@ def _given_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
 
 
 def _given_unit(df: pd.DataFrame) -> str:
-    units = sorted({str(u) for u in _extra(df, "cost_unit").dropna()})
+    units = sorted({str(u) for u in extra_field(df, "cost_unit").dropna()})
     return "+".join(units) if units else "as given"
 
 

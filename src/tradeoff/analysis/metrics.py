@@ -6,9 +6,10 @@ costs (energy, latency, tokens, FLOPs, dollars): they were paid for. Where a fai
 measurement on a cost axis (no FLOPs are counted for a failed call), the configuration's cost on
 that axis is unknown and says why (`analysis.costs`), never a mean over the records that have
 one. What a failed request may never have (a first token, so TTFT, inter-token latency and
-decode tok/s) is a mean over the records that have it, with their count beside it. The medians
-of latency and TTFT are over the same records as their means. Roofline efficiency is the engine's,
-over the successful records' calls.
+decode tok/s) is a mean over the records that have it, with their count beside it. The
+percentiles of latency, TTFT, ITL and TPOT are over the same records as their means
+(`analysis.load.percentiles`: numpy's, linear interpolation). Roofline efficiency is the
+engine's, over the successful records' calls.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import COST_AXES, AxisCost, energy_meters, mean_cost
+from tradeoff.analysis.load import latency_percentiles, tpot
 
 Z95 = 1.959963984540054
 
@@ -92,11 +94,6 @@ def _mean(series: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _median(series: pd.Series) -> float | None:
-    values = series.dropna()
-    return float(values.median()) if len(values) else None
-
-
 @dataclass
 class Summary:
     """One configuration's records, aggregated once (the rule is in the module's docstring)."""
@@ -113,17 +110,22 @@ class Summary:
     input_tokens: float | None  # mean over the n_input_tokens queries that reported them
     n_input_tokens: int
     output_tokens: float  # mean over every query
-    # TTFT (mean and median), ITL and decode tok/s: over the n_first_token queries that produced
-    # a first token
+    # TTFT, ITL, TPOT and decode tok/s: over the n_first_token queries that produced a first
+    # token (ITL and TPOT: of those, the ones of two output tokens or more)
     ttft_s: float | None
-    ttft_s_p50: float | None
     itl_s: float | None
+    tpot_s: float | None
     decode_tps: float | None
     n_first_token: int
-    e2e_s_p50: float  # median latency over every query (the mean is costs["latency"])
+    # 'ttft_s_p50' ... 'e2e_s_p999' (`analysis.load.latency_percentiles`): e2e over every query
+    # (its mean is costs["latency"]), the others over the queries that have them
+    percentiles: dict[str, float | None]
     roofline_s: float | None  # analytic roofline time per successful query
     roofline_eff: float | None  # roofline time / measured engine time
     peak_rss_mb: float | None
+
+    def _percentiles(self, latency: str) -> dict[str, float | None]:
+        return {k: v for k, v in self.percentiles.items() if k.startswith(latency + "_p")}
 
     def row(self) -> dict[str, Any]:
         """The summary as `tradeoff report` writes it: flat, one value per column."""
@@ -139,12 +141,15 @@ class Summary:
             "n_input_tokens": self.n_input_tokens,
             "output_tokens": self.output_tokens,
             "ttft_s": self.ttft_s,
-            "ttft_s_p50": self.ttft_s_p50,
+            **self._percentiles("ttft_s"),
             "itl_s": self.itl_s,
+            **self._percentiles("itl_s"),
+            "tpot_s": self.tpot_s,
+            **self._percentiles("tpot_s"),
             "decode_tps": self.decode_tps,
             "n_first_token": self.n_first_token,
             "e2e_s": latency.value,
-            "e2e_s_p50": self.e2e_s_p50,
+            **self._percentiles("e2e_s"),
             "energy_j": energy.value,
             "energy_source": self.energy_source if energy.value is not None else None,
             "energy_missing": energy.missing,
@@ -185,11 +190,11 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         n_input_tokens=int(df["input_tokens"].notna().sum()),
         output_tokens=float(df["output_tokens"].mean()),
         ttft_s=_mean(df["ttft_s"]),
-        ttft_s_p50=_median(df["ttft_s"]),
         itl_s=_mean(df["itl_s"]),
+        tpot_s=_mean(tpot(df)),
         decode_tps=_mean(df["decode_tps"]),
         n_first_token=int(df["ttft_s"].notna().sum()),
-        e2e_s_p50=float(df["e2e_s"].median()),
+        percentiles=latency_percentiles(df),
         roofline_s=roofline_s,
         roofline_eff=roofline_eff,
         peak_rss_mb=(

@@ -1,6 +1,6 @@
-"""`tradeoff report` and `tradeoff frontier`: a run's per-configuration summary, and accuracy
-against cost with the Pareto-optimal configurations marked (both from one aggregation,
-`analysis.metrics.summaries`)."""
+"""`tradeoff report` and `tradeoff frontier`: a run's per-configuration summary (and, for a load
+run, its statistics per load point, `analysis.load`), and accuracy against cost with the
+Pareto-optimal configurations marked (both from one aggregation, `analysis.metrics.summaries`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tradeoff.analysis.frontier import FrontierRow
+    from tradeoff.analysis.load import Slo
     from tradeoff.report.columns import ColumnTable
 
 
@@ -61,6 +62,31 @@ def print_summary(directory: Path, wide: bool = False) -> None:
         summarize(records, names), title=f"tradeoff run {directory}", wide=wide
     )
     _print_table(table, [*notes, *meter_notes(meters)])
+
+
+def load_rows(directory: Path, slo: Slo | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """A run's statistics per configuration and load point (none for a profile run), goodput
+    under `slo` or else the SLO the run was measured under; and where that SLO came from."""
+    from tradeoff.analysis.load import load_stats, parse_slo
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        spec = store.run()["spec"]
+        records, points, configs = store.records(), store.load_points(), store.configs()
+    finally:
+        store.close()
+    source = "--slo" if slo is not None else None
+    stored = (spec.get("load") or {}).get("slo")
+    if slo is None and stored:
+        slo, source = parse_slo(stored, f"{directory}: the run's load.slo"), "the run's spec"
+    return load_stats(records, points, slo, spec.get("prices") or {}, configs), source
+
+
+def print_load(rows: list[dict[str, Any]], source: str | None, wide: bool = False) -> None:
+    from tradeoff.report.load_table import load_table
+
+    _print_table(*load_table(rows, wide, source, title="under load"))
 
 
 def frontier_rows(directory: Path, cost: str) -> tuple[list[FrontierRow], str]:
@@ -105,22 +131,52 @@ def report(
         typer.Option("--output", "-o", help="Write to this file (required for parquet)."),
     ] = None,
     wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load", help="Only the statistics per configuration and load point (load runs)."
+        ),
+    ] = False,
+    slo: Annotated[
+        str | None,
+        typer.Option(
+            "--slo",
+            metavar="ttft=S,itl=S,tpot=S,e2e=S",
+            help="Goodput under this service-level objective (seconds; any of the keys) instead "
+            "of the one the load run was measured under.",
+        ),
+    ] = None,
 ) -> None:
-    """Per-configuration summary of a run (or, with --records, every per-query record)."""
+    """Per-configuration summary of a run (or, with --records, every per-query record), then,
+    for a load run, the statistics per configuration and load point (alone with --load)."""
     import pandas as pd
 
+    from tradeoff.analysis.load import parse_slo
     from tradeoff.analysis.metrics import summarize
     from tradeoff.report.table import records_table
 
+    if load and records:
+        raise UserError("--load and --records each choose what to report; give one of them")
+    objective = None if slo is None else parse_slo(slo)
     if format is SummaryFormat.table and not records:
-        print_summary(directory, wide)
+        if not load:
+            print_summary(directory, wide)
+        rows, source = load_rows(directory, objective)
+        if rows or load:
+            if not load:
+                console.print()
+            print_load(rows, source, wide)
         return
-    df, names, _ = _read(directory)
-    table = df if records else pd.DataFrame(summarize(df, names))
+    if load:
+        table = pd.DataFrame(load_rows(directory, objective)[0])
+    else:
+        df, names, _ = _read(directory)
+        table = df if records else pd.DataFrame(summarize(df, names))
     if format is SummaryFormat.table:
         console.print(records_table(table))
     elif format is SummaryFormat.parquet:
-        target = output or directory / ("records.parquet" if records else "summary.parquet")
+        kind = "records" if records else "load" if load else "summary"
+        target = output or directory / f"{kind}.parquet"
         table.to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:

@@ -32,6 +32,23 @@ class Column:
     name: bool = False  # the configuration's name: never wrapped, never shortened
 
 
+def number(value: float | None, fmt: str) -> str:
+    """A cell of a number in `fmt`, '-' for none."""
+    return "-" if value is None else format(value, fmt)
+
+
+def footnote(notes: list[str], note: str) -> int:
+    """The number of footnote `note` in `notes`, added if it is not there yet."""
+    if note not in notes:
+        notes.append(note)
+    return notes.index(note) + 1
+
+
+def missing_cell(notes: list[str], why: str) -> str:
+    """'n/a[k]': footnote k says why the value is missing."""
+    return f"n/a[{footnote(notes, why)}]"
+
+
 def visible(columns: list[Column], wide: bool, command: str) -> tuple[list[Column], list[str]]:
     """The columns a table shows, and a footnote saying which `command --wide` adds."""
     if wide:

@@ -10,7 +10,15 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from tradeoff.report.columns import Column, ColumnTable, build_table, visible
+from tradeoff.report.columns import (
+    Column,
+    ColumnTable,
+    build_table,
+    footnote,
+    missing_cell,
+    number,
+    visible,
+)
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -19,10 +27,6 @@ if TYPE_CHECKING:
 def short_reason(missing: str) -> str:
     """'no RAPL: /sys/... does not exist; no NVML: ...' -> 'no RAPL; no NVML'."""
     return ", ".join(part.split(":", 1)[0].strip() for part in missing.split(";"))
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 ROOFLINE_MISSING_NOTE = (
@@ -34,9 +38,13 @@ UNSCORED_NOTE = (
     "costs but no accuracy, and no frontier"
 )
 FIRST_TOKEN_NOTE = (
-    "TTFT s (mean, p50), decode tok/s: over the queries that produced a first token ({counts}); "
-    "every other column counts every query, failed ones included (they score 0 and their costs "
-    "count)"
+    "TTFT s (mean, percentiles), decode tok/s: over the queries that produced a first token "
+    "({counts}); every other column counts every query, failed ones included (they score 0 and "
+    "their costs count)"
+)
+PERCENTILES_NOTE = (
+    "p50, p90, p95, p99: percentiles over the same queries as the mean (numpy.percentile, "
+    "linear interpolation between the two nearest queries)"
 )
 INPUT_TOKENS_NOTE = "in tok: mean over the queries whose input tokens were reported ({counts})"
 
@@ -47,19 +55,8 @@ def _counts(rows: list[dict[str, Any]], key: str) -> str | None:
     return ", ".join(short) or None
 
 
-def _footnote(notes: list[str], note: str) -> int:
-    if note not in notes:
-        notes.append(note)
-    return notes.index(note) + 1
-
-
-def _missing(notes: list[str], why: str) -> str:
-    """'n/a[k]': footnote k says why the value is missing."""
-    return f"n/a[{_footnote(notes, why)}]"
-
-
 def _accuracy(acc: float, notes: list[str]) -> str:
-    return _missing(notes, UNSCORED_NOTE) if math.isnan(acc) else f"{acc:.3f}"
+    return missing_cell(notes, UNSCORED_NOTE) if math.isnan(acc) else f"{acc:.3f}"
 
 
 def _interval(acc: float, low: float, high: float) -> str:
@@ -77,7 +74,7 @@ def _roofline(eff: float | None) -> str:
 
 def _energy(r: dict[str, Any], notes: list[str], with_source: bool) -> str:
     if r["energy_j"] is None:
-        return _missing(notes, f"energy not measured: {r['energy_missing'] or 'not measured'}")
+        return missing_cell(notes, f"energy not measured: {r['energy_missing'] or 'not measured'}")
     if with_source:
         return escape(f"{r['energy_j']:.2f} ({r['energy_source']})")
     return f"{r['energy_j']:.2f}"
@@ -85,8 +82,23 @@ def _energy(r: dict[str, Any], notes: list[str], with_source: bool) -> str:
 
 def _gflops(r: dict[str, Any], notes: list[str]) -> str:
     if r["gflops"] is not None or not r["gflops_missing"]:
-        return _num(r["gflops"], ".2f")
-    return _missing(notes, r["gflops_missing"])
+        return number(r["gflops"], ".2f")
+    return missing_cell(notes, r["gflops_missing"])
+
+
+def percentile_column(header: str, key: str, p: str, wide: bool) -> Column:
+    """A column of one percentile of a latency (`key` as `tradeoff report` writes it, e.g.
+    'ttft_s'; `p` e.g. 'p99'), in seconds."""
+    label = "p99.9" if p == "p999" else p
+    return Column(f"{header}\n{label}", lambda r, _: number(r[f"{key}_{p}"], ".3f"), wide=wide)
+
+
+def _percentile_columns(
+    header: str, key: str, wide: bool, tails_only: bool = False
+) -> list[Column]:
+    """The p50 (unless `tails_only`), p90, p95 and p99 columns of a latency."""
+    shown = ["p90", "p95", "p99"] if tails_only else ["p50", "p90", "p95", "p99"]
+    return [percentile_column(header, key, p, wide) for p in shown]
 
 
 def _summary_columns(energy_sources: set[str]) -> list[Column]:
@@ -99,13 +111,14 @@ def _summary_columns(energy_sources: set[str]) -> list[Column]:
         Column(
             "95% CI", lambda r, _: _interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"])
         ),
-        Column("in tok", lambda r, _: _num(r["input_tokens"], ".1f"), wide=True),
-        Column("out tok", lambda r, _: _num(r["output_tokens"], ".1f"), wide=True),
-        Column("TTFT s\nmean", lambda r, _: _num(r["ttft_s"], ".3f"), wide=True),
-        Column("TTFT s\np50", lambda r, _: _num(r["ttft_s_p50"], ".3f"), wide=True),
-        Column("e2e s\nmean", lambda r, _: _num(r["e2e_s"], ".3f")),
-        Column("e2e s\np50", lambda r, _: _num(r["e2e_s_p50"], ".3f")),
-        Column("decode\ntok/s", lambda r, _: _num(r["decode_tps"], ".1f"), wide=True),
+        Column("in tok", lambda r, _: number(r["input_tokens"], ".1f"), wide=True),
+        Column("out tok", lambda r, _: number(r["output_tokens"], ".1f"), wide=True),
+        Column("TTFT s\nmean", lambda r, _: number(r["ttft_s"], ".3f"), wide=True),
+        *_percentile_columns("TTFT s", "ttft_s", wide=True),
+        Column("e2e s\nmean", lambda r, _: number(r["e2e_s"], ".3f")),
+        Column("e2e s\np50", lambda r, _: number(r["e2e_s_p50"], ".3f")),
+        *_percentile_columns("e2e s", "e2e_s", wide=True, tails_only=True),
+        Column("decode\ntok/s", lambda r, _: number(r["decode_tps"], ".1f"), wide=True),
         Column(
             "energy\nJ/query",
             lambda r, notes: _energy(r, notes, with_source=len(energy_sources) > 1),
@@ -120,8 +133,8 @@ def summary_table(
     rows: list[dict[str, Any]], title: str | None = None, wide: bool = False
 ) -> tuple[ColumnTable, list[str]]:
     """The table of `analysis.metrics.summarize` rows, and footnotes giving each missing value's
-    full reason and what each mean is over. Token counts, TTFT, decode tok/s, GFLOPs and roofline
-    efficiency are shown only when `wide`."""
+    full reason and what each mean is over. Token counts, TTFT, latency tails (p90, p95, p99),
+    decode tok/s, GFLOPs and roofline efficiency are shown only when `wide`."""
     sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
     columns, more = visible(_summary_columns(sources), wide, "tradeoff report")
     table, notes = build_table(title, columns, rows)
@@ -135,6 +148,7 @@ def summary_table(
         input_tokens = _counts(rows, "n_input_tokens")
         if input_tokens:
             footnotes.append(INPUT_TOKENS_NOTE.format(counts=input_tokens))
+        footnotes.append(PERCENTILES_NOTE)
         if any(r["roofline_eff"] is None for r in rows):
             footnotes.append(ROOFLINE_MISSING_NOTE)
         else:
@@ -170,17 +184,17 @@ def records_table(df: pd.DataFrame) -> Table:
 def _cost(r: FrontierRow, notes: list[str]) -> str:
     if r.cost is None:
         why = r.cost_missing or "missing"
-        return _missing(notes, f"{r.cost_axis} unknown, so not on the frontier: {why}")
+        return missing_cell(notes, f"{r.cost_axis} unknown, so not on the frontier: {why}")
     cost = format(r.cost, ".4g")
-    return cost + f"[{_footnote(notes, r.cost_note)}]" if r.cost_note else cost
+    return cost + f"[{footnote(notes, r.cost_note)}]" if r.cost_note else cost
 
 
 def _cost_of_pass(r: FrontierRow, notes: list[str]) -> str:
     if r.cost is None:  # the cost's own footnote says why
         return "n/a"
     if r.accuracy > 0 or math.isnan(r.accuracy):
-        return _num(r.cost_of_pass, ".4g")
-    return _missing(notes, "cost of pass n/a: accuracy 0, no correct answer to pay for")
+        return number(r.cost_of_pass, ".4g")
+    return missing_cell(notes, "cost of pass n/a: accuracy 0, no correct answer to pay for")
 
 
 def _energy_missing(r: FrontierRow) -> str:
@@ -192,14 +206,14 @@ def _energy_missing(r: FrontierRow) -> str:
 
 def _per_joule(r: FrontierRow, notes: list[str]) -> str:
     if r.energy_j is None:
-        return _missing(notes, _energy_missing(r))
-    return _num(r.accuracy_per_joule, ".3g")
+        return missing_cell(notes, _energy_missing(r))
+    return number(r.accuracy_per_joule, ".3g")
 
 
 def _ipw(r: FrontierRow, notes: list[str]) -> str:
     if r.energy_j is None:
-        return _missing(notes, _energy_missing(r))
-    return _num(r.ipw, ".3g")
+        return missing_cell(notes, _energy_missing(r))
+    return number(r.ipw, ".3g")
 
 
 def frontier_table(
@@ -220,7 +234,7 @@ def frontier_table(
             Column(f"cost of pass\n{unit}/correct", _cost_of_pass),
             Column("accuracy/J\n1/J", _per_joule, wide=True),
             Column("IPW\naccuracy/W", _ipw, wide=True),
-            Column("E³\nacc²/out tok", lambda r, _: _num(r.e3, ".3g"), wide=True),
+            Column("E³\nacc²/out tok", lambda r, _: number(r.e3, ".3g"), wide=True),
             Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r.roofline_eff), wide=True),
             Column("errors", lambda r, _: _errors(r.errors)),
         ],

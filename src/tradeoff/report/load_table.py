@@ -1,0 +1,177 @@
+"""The load table: one row per configuration and load point (`analysis.load.load_stats`), what was
+asked beside what was achieved, latency percentiles, goodput, and saturation marked with why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+
+from tradeoff.analysis.load import SATURATION_MARGIN, SLO_FORM, parse_slo
+from tradeoff.report.columns import (
+    Column,
+    ColumnTable,
+    build_table,
+    missing_cell,
+    number,
+    visible,
+)
+
+DEFINITIONS = (
+    "measured requests only: warm-up and cool-down ({excluded}) are left out. req/s: completed "
+    "requests / the measured window (first send to last end); conc.: mean requests in flight, "
+    "their summed e2e / window; ok/fail: completed / failed requests; tok/s: over the window, of "
+    "completed requests; latencies: over completed requests, ITL each request's mean gap between "
+    "tokens, TPOT (e2e - TTFT) / (output tokens - 1); percentiles: numpy.percentile, linear "
+    "interpolation"
+)
+SATURATED_NOTE = (
+    "▲ saturated, the upstream did not keep up: at a rate, its answers' pace fell more than "
+    "{margin:.0%} behind the schedule's; or queue delay grew through the load point. Which, and "
+    "by how much:"
+)
+NO_SLO_NOTE = "goodput needs a service-level objective: give --slo ({form})"
+UNSCORED_NOTE = "correct goodput: these requests have no reference answers (unscored)"
+
+
+def _target(r: dict[str, Any]) -> str:
+    if r["target_rate"] is not None:
+        return f"{r['target_rate']:g}/s"
+    if r["target_concurrency"] is not None:
+        return f"{r['target_concurrency']} conc."
+    if r["max_concurrency"] is not None:
+        return f"≤{r['max_concurrency']} conc."
+    return "-"
+
+
+def _done_failed(r: dict[str, Any]) -> str:
+    failed = f"[red]{r['failed']}[/red]" if r["failed"] else "0"
+    return f"{r['completed']}/{failed}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def _goodput(r: dict[str, Any], key: str, notes: list[str]) -> str:
+    if r["slo"] is None:
+        return missing_cell(notes, NO_SLO_NOTE.format(form=SLO_FORM.removeprefix("give ")))
+    if r[key] is None and key == "correct_goodput":
+        return missing_cell(notes, UNSCORED_NOTE)
+    return number(r[key], ".3g")
+
+
+def _saturated(r: dict[str, Any]) -> str:
+    return "[yellow]▲[/yellow]" if r["saturated"] else ""
+
+
+def _energy(r: dict[str, Any], key: str, fmt: str, notes: list[str]) -> str:
+    if r[key] is None and r["energy_missing"]:
+        return missing_cell(notes, f"energy not measured: {r['energy_missing']}")
+    return number(r[key], fmt)
+
+
+def _dollars(r: dict[str, Any], notes: list[str]) -> str:
+    if r["usd_per_m_output_tokens"] is None:
+        return missing_cell(notes, f"$/M out tok unknown: {r['usd_missing']}")
+    return number(r["usd_per_m_output_tokens"], ".3g")
+
+
+def _ms_column(header: str, key: str, wide: bool) -> Column:
+    return Column(header, lambda r, _: _ms(r[key]), wide=wide)
+
+
+def _s_column(header: str, key: str, wide: bool) -> Column:
+    return Column(header, lambda r, _: number(r[key], ".3f"), wide=wide)
+
+
+def _latency_columns() -> list[Column]:
+    """TTFT, ITL, TPOT (ms) and e2e (s): p50 and p99 in every table (ITL's p50 only), the
+    mean and the other percentiles in wide ones."""
+    columns = []
+    for name, key, column in [
+        ("TTFT ms", "ttft_s", _ms_column),
+        ("ITL ms", "itl_s", _ms_column),
+        ("TPOT ms", "tpot_s", _ms_column),
+        ("e2e s", "e2e_s", _s_column),
+    ]:
+        default = {"ttft_s": {"p50", "p99"}, "itl_s": {"p50"}, "e2e_s": {"p50", "p99"}}.get(key)
+        columns.append(column(f"{name}\nmean", key, True))
+        for p, label in [("p50", "p50"), ("p90", "p90"), ("p95", "p95"), ("p99", "p99")]:
+            columns.append(column(f"{name}\n{label}", f"{key}_{p}", p not in (default or ())))
+        columns.append(column(f"{name}\np99.9", f"{key}_p999", True))
+    return columns
+
+
+def _columns() -> list[Column]:
+    return [
+        Column("▲", lambda r, _: _saturated(r), justify="center"),
+        Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
+        Column("load\npoint", lambda r, _: escape(r["load_point"]), justify="left"),
+        Column("target", lambda r, _: _target(r), wide=True),
+        Column("req/s", lambda r, _: number(r["achieved_rate"], ".3g")),
+        Column("pace", lambda r, _: number(r["pace"], ".0%"), wide=True),
+        Column("conc.", lambda r, _: number(r["concurrency"], ".3g")),
+        Column("ok/\nfail", lambda r, _: _done_failed(r)),
+        Column("cancelled", lambda r, _: str(r["cancelled"]), wide=True),
+        Column("out\ntok/s", lambda r, _: number(r["output_tps"], ".4g")),
+        Column("total\ntok/s", lambda r, _: number(r["total_tps"], ".4g"), wide=True),
+        *_latency_columns(),
+        _ms_column("queue ms\nmean", "queue_delay_s", True),
+        _ms_column("queue ms\np50", "queue_delay_s_p50", True),
+        _ms_column("queue ms\np99", "queue_delay_s_p99", True),
+        Column("goodput\nreq/s", lambda r, notes: _goodput(r, "goodput", notes)),
+        Column("correct\ngoodput", lambda r, notes: _goodput(r, "correct_goodput", notes)),
+        Column("SLO met\nshare", lambda r, _: number(r["slo_attainment"], ".1%"), wide=True),
+        Column(
+            "energy\nJ/query",
+            lambda r, notes: _energy(r, "energy_j_per_query", ".3g", notes),
+            wide=True,
+        ),
+        Column(
+            "energy\nJ/out tok",
+            lambda r, notes: _energy(r, "energy_j_per_output_token", ".3g", notes),
+            wide=True,
+        ),
+        Column("$/M\nout tok", _dollars, wide=True),
+        Column("warm-up\ncool-down", lambda r, _: f"{r['n_warmup']}/{r['n_cooldown']}", wide=True),
+    ]
+
+
+def load_table(
+    rows: list[dict[str, Any]],
+    wide: bool = False,
+    slo_source: str | None = None,
+    title: str | None = "load",
+) -> tuple[ColumnTable, list[str]]:
+    """The table of `analysis.load.load_stats` rows and its footnotes: each missing value's and
+    each saturation's reason, the definitions, the SLO and where it came from (`slo_source`,
+    e.g. '--slo' or "the run's spec"). Cells are Rich markup; print the footnotes with
+    markup=False."""
+    columns, more = visible(_columns(), wide, "tradeoff report")
+    table, notes = build_table(title, columns, rows)
+    footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    warmup = sum(r["n_warmup"] for r in rows)
+    cooldown = sum(r["n_cooldown"] for r in rows)
+    footnotes.append(DEFINITIONS.format(excluded=f"{warmup} and {cooldown} requests in all"))
+    slos = {r["slo"] for r in rows if r["slo"] is not None}
+    if slos:
+        objectives = parse_slo(slos.pop()).objectives()
+        given = ", ".join(f"{key} ≤ {seconds:g} s" for key, seconds in objectives.items())
+        source = f" (from {slo_source})" if slo_source else ""
+        footnotes.append(
+            f"goodput: completed requests/s meeting every objective of the SLO {given}{source}; "
+            "correct goodput: those of them also scored correct (score 1); failed requests meet "
+            "none"
+        )
+    sources = sorted({r["energy_source"] for r in rows if r["energy_source"]})
+    if wide and sources:
+        footnotes.append(f"energy: measured by {', '.join(sources)}")
+    if any(r["saturated"] for r in rows):
+        footnotes.append(SATURATED_NOTE.format(margin=SATURATION_MARGIN))
+    for r in rows:
+        if r["saturated"]:
+            footnotes.append(f"▲ {r['config']} at {r['load_point']}: {r['saturation_reason']}")
+    if not rows:
+        footnotes.append("no load points stored in this run yet")
+    return table, footnotes + more
