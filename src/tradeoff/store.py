@@ -603,26 +603,3 @@ class Store:
             params=(self.run_id,),
         )
         return df.drop(columns=["run_id"])
-
-    def load_points(self) -> list[dict[str, Any]]:
-        """Every load point of the run, in the order they started: run_id, config_id,
-        load_point, spec and summary (decoded JSON; summary None until stored), started_at,
-        ended_at, status."""
-        rows = self.conn.execute(
-            "SELECT run_id, config_id, load_point, spec, started_at, ended_at, status, summary "
-            "FROM load_points WHERE run_id = ? ORDER BY started_at, rowid",
-            (self.run_id,),
-        ).fetchall()
-        return [
-            {
-                "run_id": r[0],
-                "config_id": r[1],
-                "load_point": r[2],
-                "spec": json.loads(r[3]),
-                "started_at": r[4],
-                "ended_at": r[5],
-                "status": r[6],
-                "summary": None if r[7] is None else json.loads(r[7]),
-            }
-            for r in rows
-        ]
