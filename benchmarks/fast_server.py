@@ -196,10 +196,11 @@ async def _answer(
     if settings.delay_s <= 0:
         writer.write(b"".join(events))
         return keep_alive
-    for event in events:
+    for i, event in enumerate(events):
+        if i:  # never after the last: a kept-alive connection's next request would wait for it
+            await asyncio.sleep(settings.delay_s)
         writer.write(event)
         await writer.drain()
-        await asyncio.sleep(settings.delay_s)
     return keep_alive
 
 
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep before each chunk")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep between chunks")
     parser.add_argument(
         "--no-usage",
         action="store_true",
