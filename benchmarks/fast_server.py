@@ -5,6 +5,7 @@ Plain asyncio sockets and a hand-written HTTP/1.1 parser keep the server's own c
 small next to the client under test.
 
     python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage] [--fail-every N]
+        [--log-requests FILE]
 
 Model names with special behaviour (for tests of error paths):
     fail-500      answers HTTP 500 with a JSON error body
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 WORDS = ["The", " answer", " is", " 42", ".", " Next", " we", " count", " again", ","]
 MAX_TOKENS_CAP = 4096
@@ -32,11 +34,14 @@ TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
 
 
 class Settings:
-    def __init__(self, delay_s: float, usage: bool, fail_every: int = 0) -> None:
+    def __init__(
+        self, delay_s: float, usage: bool, fail_every: int = 0, log: TextIO | None = None
+    ) -> None:
         self.delay_s = delay_s
         self.usage = usage
         self.fail_every = fail_every  # every Nth generation request answers HTTP 500 (0: never)
         self.generations = 0
+        self.log = log  # where each generation request's body goes, as one JSON line
 
 
 def _response_head(status: str, content_type: str, length: int | None, keep_alive: bool) -> bytes:
@@ -169,6 +174,9 @@ async def _answer(
         return keep_alive
     model = body.get("model")
     settings.generations += 1
+    if settings.log is not None:
+        settings.log.write(json.dumps(body) + "\n")
+        settings.log.flush()
     if model == "fail-500" or (
         settings.fail_every and settings.generations % settings.fail_every == 0
     ):
@@ -196,10 +204,11 @@ async def _answer(
     if settings.delay_s <= 0:
         writer.write(b"".join(events))
         return keep_alive
-    for event in events:
+    for i, event in enumerate(events):
+        if i:  # never after the last: a kept-alive connection's next request would wait for it
+            await asyncio.sleep(settings.delay_s)
         writer.write(event)
         await writer.drain()
-        await asyncio.sleep(settings.delay_s)
     return keep_alive
 
 
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep before each chunk")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="sleep between chunks")
     parser.add_argument(
         "--no-usage",
         action="store_true",
@@ -256,14 +265,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fail-every", type=int, default=0, help="answer every Nth generation with HTTP 500"
     )
-    args = parser.parse_args(argv)
-    settings = Settings(
-        delay_s=args.delay_ms / 1000.0, usage=not args.no_usage, fail_every=args.fail_every
+    parser.add_argument(
+        "--log-requests", metavar="FILE", help="append each generation request's JSON body"
     )
-    try:
-        asyncio.run(serve(args.host, args.port, settings))
-    except KeyboardInterrupt:
-        sys.exit(0)
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        log = (
+            stack.enter_context(open(args.log_requests, "a", encoding="utf-8"))
+            if args.log_requests
+            else None
+        )
+        settings = Settings(
+            delay_s=args.delay_ms / 1000.0,
+            usage=not args.no_usage,
+            fail_every=args.fail_every,
+            log=log,
+        )
+        try:
+            asyncio.run(serve(args.host, args.port, settings))
+        except KeyboardInterrupt:
+            sys.exit(0)
 
 
 if __name__ == "__main__":

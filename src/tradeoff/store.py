@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -603,3 +603,41 @@ class Store:
             params=(self.run_id,),
         )
         return df.drop(columns=["run_id"])
+
+    # --- scrapes of the upstreams' own metrics --------------------------------------------------
+
+    def add_scrapes(
+        self,
+        source: str,
+        rows: Iterable[tuple[float, dict[str, float]]],
+        gaps: Iterable[tuple[float, str]] = (),
+    ) -> None:
+        """A time series scraped from `source` (a URL): rows of (time.time(), {series: value}),
+        and the scrapes that failed as (time, why). Stored one scrape a row: `sample` is the JSON
+        object of its series, or, for a failed one, the JSON string saying why."""
+        entries = [(t, json.dumps(sample)) for t, sample in rows]
+        entries += [(t, json.dumps(reason)) for t, reason in gaps]
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO scrapes (run_id, source, t, sample) VALUES (?, ?, ?, ?)",
+                [(self.run_id, source, t, sample) for t, sample in sorted(entries)],
+            )
+
+    def scrapes(self) -> pd.DataFrame:
+        """Every scraped value, one row per (source, time, series): columns source, t, series,
+        value, error. A failed scrape is one row with no series or value and `error` saying why."""
+        import pandas as pd
+
+        rows = self.conn.execute(
+            "SELECT source, t, sample FROM scrapes WHERE run_id = ? ORDER BY t, rowid",
+            (self.run_id,),
+        ).fetchall()
+        table: list[tuple[str, float, str | None, float | None, str | None]] = []
+        for source, t, text in rows:
+            sample = json.loads(text)
+            if isinstance(sample, str):
+                table.append((source, t, None, None, sample))
+            else:
+                table.extend((source, t, series, value, None) for series, value in sample.items())
+        return pd.DataFrame(table, columns=["source", "t", "series", "value", "error"])

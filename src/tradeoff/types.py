@@ -39,6 +39,10 @@ class Request:
     # Text the answer already starts with (generated earlier, or forced, e.g. "</think>"): the
     # model continues after it. The returned text is the continuation only.
     prefix: str = ""
+    # Generate exactly `max_tokens` tokens, past the end-of-sequence token (synthetic load):
+    # `openai:` upstreams are sent `ignore_eos` and `min_tokens` (vLLM and SGLang accept them);
+    # in-process engines still stop at the end of sequence.
+    exact_tokens: bool = False
     # Set when the answer is no longer wanted (the client went away): engines stop at the next
     # token and return what they have, with error CANCELLED.
     cancel: threading.Event | None = field(default=None, repr=False, compare=False)

@@ -77,12 +77,17 @@ class Plan:
             self.contexts[(config_id, task_name)], item, sample
         )
         t1 = time.perf_counter()
-        error = outcome.error
+        score: float | None = None  # an unscored task's (synthetic load) records have none
+        parsed = None
+        if task.scored:
+            score = 0.0 if outcome.error else task.scorer.score(outcome.output, item)
+            parsed = None if outcome.error else task.scorer.parse(outcome.output)
         record = outcome_record(
             config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
-            score=0.0 if error else task.scorer.score(outcome.output, item),
-            parsed=None if error else task.scorer.parse(outcome.output),
+            score=score, parsed=parsed,
         )  # fmt: skip
+        if "max_tokens" in item.meta:  # asked of each call: a server that stops short shows
+            record.extra = {**record.extra, "asked_output_tokens": item.meta["max_tokens"]}
         return record, sum(c.generation.e2e_s for c in outcome.calls)
 
 

@@ -64,8 +64,8 @@ def accuracy_interval(scores: np.ndarray) -> tuple[float, float, float]:
 
 def record_scores(df: pd.DataFrame) -> np.ndarray:
     """The scores behind a configuration's accuracy: a failed record scores 0 (it was paid for,
-    and gave no answer). Records with no reference answer (served traffic) have no score; when
-    none of the records has one, there is no accuracy: an empty array."""
+    and gave no answer). Records with no reference answer (served traffic, synthetic load) have
+    no score; when none of the records has one, there is no accuracy: an empty array."""
     if df["score"].isna().all():
         return np.array([], dtype=float)
     failed = df["error"].notna()

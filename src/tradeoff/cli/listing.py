@@ -50,6 +50,7 @@ def tasks(
         console.print(f"{t.name:<8} {t.n_items:>4} items  scorer {t.scorer:<8} {t.description}")
     console.print(
         "also: jsonl:PATH (fields prompt|messages, answer), "
-        "hf:NAME[:CONFIG][:SPLIT] (local datasets)",
+        "hf:NAME[:CONFIG][:SPLIT] (local datasets), "
+        "synthetic:prompt=N,output=N[,stdev=S][,seed=K][,n=M] (unscored load)",
         style="dim",
     )

@@ -111,7 +111,8 @@ def profile(
         typer.Option(
             "--task",
             "-t",
-            help="Task: a built-in name, jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]. Repeatable.",
+            help="Task: a built-in name, jsonl:PATH, hf:NAME[:CONFIG][:SPLIT] or "
+            "synthetic:prompt=N,output=N[,stdev=S][,seed=K][,n=M]. Repeatable.",
         ),
     ] = None,
     prompt_field: Annotated[

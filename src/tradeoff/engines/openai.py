@@ -200,6 +200,9 @@ class OpenAIEngine:
             body["seed"] = request.seed
         if request.stop:
             body["stop"] = request.stop
+        if request.exact_tokens:
+            body["ignore_eos"] = True
+            body["min_tokens"] = request.max_tokens
         if request.messages is not None:
             url = self._chat_url
             body["messages"] = request.messages

@@ -34,8 +34,8 @@ ROOFLINE_MISSING_NOTE = (
     "profiling), or the model runs behind a server on unknown hardware"
 )
 UNSCORED_NOTE = (
-    "accuracy unscored: these records have no reference answers (served traffic), so they have "
-    "costs but no accuracy, and no frontier"
+    "accuracy unscored: these records have no reference answers (served traffic, synthetic load), "
+    "so they have costs but no accuracy, and no frontier"
 )
 FIRST_TOKEN_NOTE = (
     "TTFT s (mean, percentiles), decode tok/s: over the queries that produced a first token "

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tradeoff.errors import UserError
-from tradeoff.tasks import arith, choice, facts
+from tradeoff.tasks import arith, choice, facts, synthetic
 from tradeoff.tasks.base import Scorer, Task
 from tradeoff.tasks.loaders import INSTRUCTIONS, load_hf, load_jsonl
 from tradeoff.tasks.prompts import build_request, completion_prompt, question_text
@@ -58,13 +58,16 @@ def builtin_tasks() -> list[TaskInfo]:
 def _unknown(ref: str) -> UserError:
     return UserError(
         f"task {ref!r} is not known; built-in tasks: {', '.join(BUILTIN)}; "
-        "or use jsonl:PATH or hf:NAME[:CONFIG][:SPLIT]"
+        "or use jsonl:PATH, hf:NAME[:CONFIG][:SPLIT] or synthetic:prompt=N,output=N"
     )
 
 
 def task_name(ref: str) -> str:
-    """The name the task `ref` loads as: its reference, a bare path ending in .jsonl as jsonl:."""
+    """The name the task `ref` loads as: its reference, a bare path ending in .jsonl as jsonl:,
+    a synthetic: reference written canonically (UserError if malformed)."""
     ref = ref.strip()
+    if ref.startswith(synthetic.PREFIX):
+        return synthetic.parse(ref).name
     if ref.endswith(".jsonl") and not ref.startswith(("jsonl:", "hf:")) and ref not in BUILTIN:
         return f"jsonl:{ref}"
     return ref
@@ -81,20 +84,29 @@ def load_task(
     pattern: str | None = None,
 ) -> Task:
     """The task `ref` names: a built-in suite ("arith"), "jsonl:PATH" (a bare path ending in
-    .jsonl works too) or "hf:NAME[:CONFIG][:SPLIT]". `seed` generates the built-in suites and
-    picks few-shot examples from an hf train split; the field names override the loaders'
-    guesses; `scorer` (and `pattern`, for regex) replaces the task's scorer."""
+    .jsonl works too), "hf:NAME[:CONFIG][:SPLIT]" or "synthetic:prompt=N,output=N[,...]"
+    (unscored; its own seed). `seed` generates the built-in suites and picks few-shot examples
+    from an hf train split; the field names override the loaders' guesses; `scorer` (and
+    `pattern`, for regex) replaces the task's scorer."""
     ref = ref.strip()
-    if ref in BUILTIN:
-        given = [
-            flag
-            for flag, value in (
-                ("--prompt-field", prompt_field),
-                ("--answer-field", answer_field),
-                ("--id-field", id_field),
+    given = [
+        flag
+        for flag, value in (
+            ("--prompt-field", prompt_field),
+            ("--answer-field", answer_field),
+            ("--id-field", id_field),
+        )
+        if value is not None
+    ]
+    if ref.startswith(synthetic.PREFIX):
+        flags = [*given, *(["--scorer"] if scorer else []), *(["--pattern"] if pattern else [])]
+        if flags:
+            raise UserError(
+                f"{', '.join(flags)} do not apply to {ref!r}: synthetic tasks have generated "
+                "prompts and no answers to score"
             )
-            if value is not None
-        ]
+        return synthetic.build(ref)
+    if ref in BUILTIN:
         if given:
             raise UserError(
                 f"{', '.join(given)} apply only to jsonl: and hf: tasks, not to the built-in "

@@ -42,6 +42,9 @@ class Task:
     # shown as worked examples instead (loaded tasks without a train split).
     fewshot_from_items: int = 0
     stop: list[str] = field(default_factory=lambda: ["\n"])  # completion mode only
+    # False for a task without answers (synthetic load): its records store score None, and it
+    # has no accuracy.
+    scored: bool = True
 
 
 T = TypeVar("T")

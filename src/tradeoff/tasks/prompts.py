@@ -53,9 +53,14 @@ def build_request(
     seed: int | None,
     logprobs: bool = False,
 ) -> Request:
-    """The request that asks `item` of a model prompted in `mode`."""
+    """The request that asks `item` of a model prompted in `mode`. An item with its own
+    `max_tokens` in its meta (synthetic load) asks for exactly that many tokens instead."""
     if mode not in ("chat", "completion"):
         raise UserError(f"prompt mode {mode!r} is not known; modes: chat, completion")
+    own = item.meta.get("max_tokens")
+    exact = own is not None
+    if own is not None:
+        max_tokens = int(own)
     if mode == "completion":
         return Request(
             prompt=completion_prompt(task, item),
@@ -64,6 +69,7 @@ def build_request(
             seed=seed,
             stop=list(task.stop),
             logprobs=logprobs,
+            exact_tokens=exact,
         )
     if isinstance(item.prompt, list):
         messages = [dict(m) for m in item.prompt]
@@ -79,4 +85,5 @@ def build_request(
         seed=seed,
         stop=[],
         logprobs=logprobs,
+        exact_tokens=exact,
     )

@@ -1,0 +1,198 @@
+"""Scraping a server's Prometheus metrics through a run: a real `tradeoff serve` on loopback (in
+front of benchmarks/fast_server.py) scraped while it answers, endpoints that do not answer or do
+not speak Prometheus text, and a server killed mid-scrape. The time series goes to a real run
+store."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Served, free_port
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from serve_support import MESSAGES, running, wait_for
+
+from tradeoff.errors import UserError
+from tradeoff.load.scrape import Scraper, default_scrape_url, parse
+from tradeoff.store import Store
+
+SERVED = 'tradeoff_served_total{model="fast"}'
+
+
+def test_default_url_is_the_upstreams_metrics() -> None:
+    assert default_scrape_url("http://h:8000/v1") == "http://h:8000/metrics"
+    assert default_scrape_url("http://h:8000/v1/") == "http://h:8000/metrics"
+    assert default_scrape_url("http://h:8000") == "http://h:8000/metrics"
+
+
+def test_parse_keeps_the_serving_metrics_and_ignores_the_rest() -> None:
+    r = CollectorRegistry()
+    labels = ["model_name"]
+    Gauge("vllm:num_requests_running", "", labels, registry=r).labels("m").set(3)
+    Gauge("vllm:kv_cache_usage_perc", "", labels, registry=r).labels("m").set(0.25)
+    Counter("vllm:prompt_tokens", "", labels, registry=r).labels("m").inc(7)
+    ttft = Histogram("vllm:time_to_first_token_seconds", "", labels, buckets=[0.1, 1], registry=r)
+    ttft.labels("m").observe(0.5)
+    # Not kept: another histogram whose name contains a kept one, and process metrics.
+    Histogram("vllm:request_prompt_tokens", "", labels, registry=r).labels("m").observe(3)
+    Gauge("process_open_fds", "", registry=r).set(12)
+    Gauge("llamacpp:requests_deferred", "", registry=r).set(2)
+    Gauge("sglang:num_queue_reqs", "", registry=r).set(4)
+    Gauge("tgi_queue_size", "", registry=r).set(5)
+    sample, servers = parse(generate_latest(r).decode())
+    assert servers == {"vllm", "llama.cpp", "sglang", "tgi"}
+    assert sample['vllm:num_requests_running{model_name="m"}'] == 3
+    assert sample['vllm:kv_cache_usage_perc{model_name="m"}'] == 0.25
+    assert sample['vllm:prompt_tokens_total{model_name="m"}'] == 7
+    assert sample['vllm:time_to_first_token_seconds_bucket{le="0.1",model_name="m"}'] == 0
+    assert sample['vllm:time_to_first_token_seconds_bucket{le="1.0",model_name="m"}'] == 1
+    assert sample['vllm:time_to_first_token_seconds_count{model_name="m"}'] == 1
+    assert sample["llamacpp:requests_deferred"] == 2
+    assert sample["sglang:num_queue_reqs"] == 4 and sample["tgi_queue_size"] == 5
+    assert not any(k.startswith(("process_", "vllm:request_prompt")) for k in sample), sample
+    # Prometheus text without a known metric is still Prometheus text: kept empty.
+    assert parse("# TYPE other gauge\nother 1\n") == ({}, set())
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "<html><body>hi</body></html>", "ok"])
+def test_parse_refuses_what_is_not_prometheus_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse(text)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`tradeoff serve` before a canned upstream that sends a chunk every 50 ms."""
+    with running(tmp_path_factory.mktemp("serve"), upstream=("--delay-ms", "50")) as s:
+        yield s
+
+
+async def ask(client: httpx.AsyncClient, max_tokens: int) -> None:
+    body = {"model": "fast", "messages": MESSAGES, "max_tokens": max_tokens, "stream": True}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        async for _ in response.aiter_bytes():
+            pass
+
+
+def test_a_scrape_of_tradeoff_serve_is_a_time_series(served: Served, tmp_path: Path) -> None:
+    async def go() -> tuple[Scraper, float]:
+        scraper = Scraper(default_scrape_url(served.url), interval_s=0.1)
+        assert await scraper.check() == {"tradeoff"}
+        scraper.start()
+        async with httpx.AsyncClient(base_url=served.root, timeout=60) as client:
+            for _ in range(4):
+                await ask(client, max_tokens=2)
+            # One answer in flight (20 chunks, 50 ms apart) while this process scrapes.
+            slow = asyncio.ensure_future(ask(client, max_tokens=20))
+            while (await client.get("/metrics")).text.find("tradeoff_in_flight 1.0") < 0:
+                await asyncio.sleep(0.01)
+            await scraper.scrape_now()
+            in_flight = scraper.samples[-1][1]["tradeoff_in_flight"]
+            await slow
+        await asyncio.sleep(0.5)  # the child's scrapes after the last answer
+        await scraper.stop()
+        return scraper, in_flight
+
+    scraper, in_flight = asyncio.run(go())
+    assert in_flight == 1
+    assert not scraper.gaps, scraper.gaps
+    times = [t for t, _ in scraper.samples]
+    assert len(times) >= 6 and times == sorted(times)
+    served_counts = [sample.get(SERVED, 0.0) for _, sample in scraper.samples]
+    assert served_counts == sorted(served_counts)  # a counter, sampled in time order
+    assert served_counts[0] == 0 and served_counts[-1] == 5
+    assert len(set(served_counts)) >= 3  # seen growing, not only before and after
+    assert all("tradeoff_in_flight" in sample for _, sample in scraper.samples)
+    last = scraper.samples[-1][1]
+    assert last['tradeoff_time_to_first_token_seconds_count{model="fast"}'] == 5
+
+    store = Store.create(tmp_path / "run", spec={}, host={})
+    store.add_scrapes(scraper.url, scraper.samples, [(times[1], "a gap, for the test")])
+    store.close()
+    stored = Store.open(tmp_path / "run").scrapes()
+    gaps = stored[stored["error"].notna()]
+    assert list(gaps["error"]) == ["a gap, for the test"] and list(gaps["t"]) == [times[1]]
+    series = stored[stored["series"] == SERVED]
+    assert list(series["t"]) == [t for t, sample in scraper.samples if SERVED in sample]
+    assert list(series["value"]) == [
+        sample[SERVED] for _, sample in scraper.samples if SERVED in sample
+    ]
+    assert set(stored["source"]) == {scraper.url}
+
+
+def test_a_url_that_does_not_answer_is_a_user_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    with pytest.raises(UserError, match=f"scrape URL {url}: no answer"):
+        asyncio.run(Scraper(url).check())
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Python's http.server on a directory: its listing is HTML; an empty file is empty."""
+    root = tmp_path_factory.mktemp("static")
+    (root / "empty.txt").write_text("")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url), "http.server answering")
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_an_answer_that_is_not_prometheus_text_is_a_user_error(served: Served, static: str):
+    for url, why in [
+        (f"{served.url}/models", "not Prometheus text: the answer is application/json"),
+        (f"{static}/", "not Prometheus text: the answer is text/html"),
+        (f"{static}/empty.txt", "not Prometheus text (no metric families)"),
+        (f"{static}/nothing-here", "answered HTTP 404"),
+    ]:
+        with pytest.raises(UserError) as caught:
+            asyncio.run(Scraper(url).check())
+        message = str(caught.value)
+        assert message.startswith(f"scrape URL {url}: {why}") and "\n" not in message, message
+
+
+def test_a_server_killed_mid_scrape_is_a_gap_and_the_scraper_stops_cleanly(tmp_path) -> None:
+    with running(tmp_path) as doomed:
+
+        async def go() -> tuple[Scraper, float]:
+            scraper = Scraper(default_scrape_url(doomed.url), interval_s=0.05, timeout_s=2)
+            await scraper.check()
+            scraper.start()
+            while len(scraper.samples) < 3:  # the child's first rows
+                await asyncio.sleep(0.05)
+            doomed.proc.kill()
+            while not scraper.gaps:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            await scraper.stop()
+            return scraper, time.monotonic() - started
+
+        scraper, stopping_s = asyncio.run(go())
+        doomed.stop()
+    killed_at = scraper.gaps[0][0]
+    assert all(t < killed_at for t, _ in scraper.samples)
+    assert len(scraper.gaps) >= 2  # polling went on after the first failure
+    assert all(reason.startswith("no answer (") for _, reason in scraper.gaps), scraper.gaps
+    assert stopping_s < 2
