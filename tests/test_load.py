@@ -150,3 +150,32 @@ def test_bad_load_options_are_one_line(tmp_path, args, needle):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert not out.exists()
+
+
+def test_a_served_upstream_is_scraped_through_the_run(tmp_path):
+    from serve_support import UPSTREAM_MODELS, running
+
+    alias = next(iter(UPSTREAM_MODELS))
+    with running(tmp_path) as served:
+        out = tmp_path / "load"
+        result = run_cli(
+            "load", "-m", f"openai:{served.url}#{alias}", "-t", "arith", "--max-tokens", "4",
+            "--profile", "concurrent:2", "--max-seconds", "3", "--out", str(out),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    rows = _rows(out, "SELECT source, t, sample FROM scrapes ORDER BY t")
+    assert len(rows) >= 2 and {r[0] for r in rows} == {served.root + "/metrics"}
+    assert all("tradeoff_" in r[2] for r in rows), rows[0]
+
+
+def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned, tmp_path):
+    from conftest import free_port
+
+    out = tmp_path / "run"
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    result = _load(canned, out, "--profile", "synchronous", "--max-requests", "2", "--scrape", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert url in result.stderr
+    # auto: a server without /metrics is noted, and the run goes on
+    auto = _load(canned, tmp_path / "auto", "--profile", "synchronous", "--max-requests", "2")
+    assert auto.returncode == 0 and "not scraped" in auto.stderr, auto.stderr

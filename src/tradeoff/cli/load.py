@@ -73,6 +73,13 @@ def load(
         float | None,
         typer.Option(help="Stop once more than this share of a load point's requests failed."),
     ] = None,
+    scrape: Annotated[
+        str,
+        typer.Option(
+            help="Sample the server's Prometheus metrics through the run: auto (each "
+            "openai: upstream's /metrics, where it answers), off, or a URL."
+        ),  # fmt: skip
+    ] = "auto",
     limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
@@ -127,6 +134,7 @@ def load(
         max_errors=max_errors,
         max_error_rate=max_error_rate,
         seed=seed,
+        scrape=scrape,
     )
     _finish(_run(spec, options, out, None, api_key))
 

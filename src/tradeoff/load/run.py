@@ -20,8 +20,10 @@ from typing import Any
 
 from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
+from tradeoff.engines import parse_openai_ref
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import LoadPoint, Profile, parse_profile, send_times, sweep_rates
+from tradeoff.load.scrape import Scraper, default_scrape_url
 from tradeoff.meters.host import host_info
 from tradeoff.runner import Stop, Writer
 from tradeoff.session import open_session
@@ -74,6 +76,9 @@ class LoadOptions:
     max_errors: int | None = None
     max_error_rate: float | None = None
     seed: int = 0
+    # The upstreams' Prometheus metrics, sampled through the run: "auto" (each openai: model's
+    # server's /metrics, where it answers Prometheus text), "off", or a URL (which must answer).
+    scrape: str = "auto"
 
     def check(self) -> Profile:
         """The parsed profile; one line on any option that cannot work."""
@@ -104,6 +109,10 @@ class LoadOptions:
             from tradeoff.analysis.load import parse_slo
 
             parse_slo(self.slo)
+        if self.scrape not in ("auto", "off") and not self.scrape.startswith(
+            ("http://", "https://")
+        ):
+            raise UserError(f"--scrape {self.scrape!r}: give auto, off, or an http(s):// URL")
         return parse_profile(self.profile, self.max_concurrency)
 
     def phase(self, index: int, scheduled_s: float) -> str:
@@ -315,6 +324,9 @@ async def _drive(
         result = LoadResult(store.directory, "finished")
         stop = Stop(notify)
         writer = Writer(store)
+        scrapers = await _scrapers(options.scrape, configs, notify)
+        for scraper in scrapers:
+            scraper.start()
         stop.install()
         try:
             for config in configs:
@@ -327,9 +339,41 @@ async def _drive(
         finally:
             writer.flush()
             stop.uninstall()
+            for scraper in scrapers:
+                await scraper.stop()
+                store.add_scrapes(scraper.url, scraper.samples, scraper.gaps)
         writer.check()
         session.status = result.status
     return result
+
+
+async def _scrapers(
+    scrape: str, configs: list[Config], notify: Callable[[str], None]
+) -> list[Scraper]:
+    """The scrapers of the run, each checked: a URL given must answer Prometheus text (else the
+    run stops before it starts); with "auto", each openai: upstream's /metrics that does."""
+    if scrape == "off":
+        return []
+    if scrape != "auto":
+        scraper = Scraper(scrape)
+        await scraper.check()
+        return [scraper]
+    bases = {
+        parse_openai_ref(ref)[0]
+        for c in configs
+        for ref in c.models.values()
+        if ref.startswith("openai:")
+    }
+    scrapers = []
+    for base in sorted(bases):
+        scraper = Scraper(default_scrape_url(base))
+        try:
+            await scraper.check()
+        except UserError as exc:
+            notify(f"not scraped: {exc}".split("; give a server's")[0])
+            continue
+        scrapers.append(scraper)
+    return scrapers
 
 
 async def _drive_config(
