@@ -3,11 +3,12 @@ steal, and on the GPUs the models use their clocks and other processes. Sampled 
 thread, stored with the run (`host_samples`), summarised, and judged: a run measured on a busy
 host says so (on 2 cores, llama.cpp ran 3-5x slower while another job shared them).
 
-"Ours" is this process and every live descendant (dispatch helpers), found by walking
-/proc/<pid>/stat for parent ids at each sample (this kernel has no /proc/.../children), plus the
-children they have waited for (cutime, cstime); a child that is reaped moves from the one to the
-other, so nothing is counted twice or lost. os.times() alone would miss live children, which is
-what dispatch helpers are until the run ends. Other processes' CPU time is the busy time of the
+"Ours" is this process and every live descendant (dispatch helpers), found through the parent
+ids in every /proc/<pid>/stat at each sample (/proc/<pid>/task/<tid>/children needs a kernel
+option that VMs like ours lack; about 1 ms for 80 processes), plus the children they have waited
+for (cutime, cstime): a child that is reaped moves from the one to the other, so nothing is
+counted twice or lost. os.times() alone would miss live children, which is what dispatch helpers
+are until the run ends. Other processes' CPU time is the busy time of the
 CPUs this process may run on (its affinity) less ours: processes on other CPUs do not take ours.
 """
 
