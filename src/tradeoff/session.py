@@ -1,7 +1,8 @@
 """A session: what profiling, serving and the demo need open while they run, opened in one order
 and closed in the reverse. The engines (loaded, then warmed where their requests will run), the
 run store's session, the energy meter (and, for a stepped counter, its account and idle
-baseline), and the `CallMeter` every strategy calls through."""
+baseline), the sampler of the host's conditions, and the `CallMeter` every strategy calls
+through."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tradeoff.engines import open_engine
 from tradeoff.engines.base import Engine, InProcessEngine
 from tradeoff.errors import UserError
 from tradeoff.meters.account import EnergyAccount
+from tradeoff.meters.conditions import HostSampler
 from tradeoff.meters.energy import EnergyMeter, find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.store import Store
@@ -157,9 +159,12 @@ async def open_session(
         try:
             store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
             started = store.begin_session()
+            gpus = gpu_uuids(engines)
+            host = HostSampler(store.add_host_samples, gpus).start()
             session: Session | None = None
+            meters: dict[str, Any] = {}
             try:
-                energy, energy_missing = find_energy_meter(gpu_uuids=gpu_uuids(engines))
+                energy, energy_missing = find_energy_meter(gpu_uuids=gpus)
                 account = open_account(energy, notify)
                 try:
                     meter = CallMeter(
@@ -175,8 +180,9 @@ async def open_session(
                 finally:
                     if account is not None:
                         account.close()
-                        store.add_meter_summary(started, account.summary())
+                        meters = account.summary()
             finally:
+                store.add_meter_summary(started, {**meters, "host_conditions": host.stop()})
                 store.end_session(started, session.status if session else "failed")
         finally:
             store.close()

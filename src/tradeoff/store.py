@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -271,6 +272,10 @@ class Store:
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
         self._insert_record = _insert_record_sql(["run_id", *RECORD_FIELDS, "created_at"])
+        # Host samples come from the sampler's thread: written on a connection of their own, so
+        # that they never join (or collide with) a transaction of the records' writer.
+        self._samples_conn: sqlite3.Connection | None = None
+        self._samples_lock = threading.Lock()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -340,6 +345,10 @@ class Store:
 
     def close(self) -> None:
         """Close the connection and release the directory's lock (twice is harmless)."""
+        with self._samples_lock:
+            if self._samples_conn is not None:
+                self._samples_conn.close()
+                self._samples_conn = None
         self.conn.close()
         if self._lock is not None:
             os.close(self._lock)
@@ -381,11 +390,33 @@ class Store:
         return started
 
     def add_meter_summary(self, started: float, summary: dict[str, Any]) -> None:
-        """What the energy meter saw in the session begun at `started` (idle baseline, totals)."""
+        """What the meters saw in the session begun at `started`: a stepped energy counter's idle
+        baseline and totals, and the host's conditions (`meters.conditions.summarize`) under
+        "host_conditions"."""
         self.conn.execute(
             "INSERT INTO meters (run_id, session_started_at, summary) VALUES (?, ?, ?)",
             (self.run_id, started, json.dumps(summary)),
         )
+
+    def add_host_samples(self, samples: list[dict[str, Any]]) -> None:
+        """Samples of the host's conditions (`meters.conditions`: dicts with their time `t`), in
+        one transaction. Safe from any thread."""
+        rows = [(self.run_id, s["t"], json.dumps(s)) for s in samples]
+        with self._samples_lock:
+            if self._samples_conn is None:
+                self._samples_conn = self._connect(self.directory / STORE_FILE)
+            with self._samples_conn:
+                self._samples_conn.execute("BEGIN")
+                self._samples_conn.executemany(
+                    "INSERT INTO host_samples (run_id, t, sample) VALUES (?, ?, ?)", rows
+                )
+
+    def host_samples(self) -> list[dict[str, Any]]:
+        """Every sample of the host's conditions taken during the run, in time order."""
+        rows = self.conn.execute(
+            "SELECT sample FROM host_samples WHERE run_id = ? ORDER BY t", (self.run_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
 
     def end_session(self, started: float, status: str) -> None:
         now = time.time()

@@ -52,16 +52,32 @@ def _print_table(table: ColumnTable, notes: list[str]) -> None:
         console.print(note, style="dim", markup=False, highlight=False)
 
 
+def host_conditions(directory: Path) -> dict[str, Any]:
+    """The host's conditions over a run (every session's samples; `meters.conditions`)."""
+    from tradeoff.meters.conditions import summarize
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        return summarize(store.host_samples())
+    finally:
+        store.close()
+
+
 def print_summary(directory: Path, wide: bool = False) -> None:
-    """The summary table of a run, its footnotes and its meters' idle baselines."""
+    """The summary table of a run, its footnotes, its meters' idle baselines and the host's
+    conditions while it ran (a warning when the host was busy)."""
     from tradeoff.analysis.metrics import summarize
-    from tradeoff.report.table import meter_notes, summary_table
+    from tradeoff.report.table import host_notes, meter_notes, summary_table
 
     records, names, meters = _read(directory)
     table, notes = summary_table(
         summarize(records, names), title=f"tradeoff run {directory}", wide=wide
     )
-    _print_table(table, [*notes, *meter_notes(meters)])
+    host, busy = host_notes(host_conditions(directory))
+    _print_table(table, [*notes, *meter_notes(meters), *([host] if host else [])])
+    if busy:
+        console.print(busy, style="yellow", markup=False, highlight=False)
 
 
 def load_rows(directory: Path, slo: Slo | None = None) -> tuple[list[dict[str, Any]], str | None]:

@@ -163,6 +163,8 @@ def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
     the counter moved, as stored with the run."""
     notes = []
     for m in meters:
+        if "source" not in m:  # a session without a stepped counter: host conditions only
+            continue
         idle = "n/a" if m.get("idle_w") is None else f"{m['idle_w']:.1f} W"
         notes.append(
             f"{m['source']} idle baseline: {idle} over {m['idle_measured_s']:g} s before the "
@@ -170,6 +172,39 @@ def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
             f"while metering, {m['idle_j']:.1f} J of it between requests"
         )
     return notes
+
+
+def _mhz(span: list[int]) -> str:
+    low, high = span
+    return f"{high} MHz" if low == high else f"{low}-{high} MHz"
+
+
+def host_notes(host: dict[str, Any]) -> tuple[str | None, str | None]:
+    """One line on the host's conditions over the run (`meters.conditions.summarize`), and one
+    saying why it was busy, or None."""
+    if not host.get("samples"):
+        return None, None
+    steal = host["steal_share_mean"]
+    parts = [
+        f"{host['cores']} cores",
+        f"load avg {host['load1_mean']:.2g} (max {host['load1_max']:.2g})",
+        f"other processes {host['other_cores_mean']:.2g} cores ({host['other_share_mean']:.0%})",
+        "steal n/a" if steal is None else f"steal {steal:.0%}",
+    ]
+    if host["gpu_sm_mhz"]:
+        parts.append(f"GPU clocks: SM {_mhz(host['gpu_sm_mhz'])}")
+        if host["gpu_mem_mhz"]:
+            parts[-1] += f", memory {_mhz(host['gpu_mem_mhz'])}"
+        parts.append(f"other GPU processes: {host['gpu_other_processes_max'] or 'none'}")
+    source = "/proc, NVML" if host["gpu_sm_mhz"] else "/proc"
+    line = f"host ({host['seconds']:.0f} s sampled from {source}): " + "; ".join(parts)
+    busy = None
+    if host["busy"]:
+        busy = (
+            f"measured on a busy host: {host['busy_reason']}; latencies and energy may be "
+            "inflated (rerun on a quiet machine)"
+        )
+    return line, busy
 
 
 def records_table(df: pd.DataFrame) -> Table:
