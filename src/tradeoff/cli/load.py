@@ -145,12 +145,16 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
 
     from tradeoff.load.run import load as drive
 
-    live = Live(console=err_console, transient=False, refresh_per_second=4)
+    live = Live(console=err_console, transient=True, refresh_per_second=4)
     line = Text()
+    shown: list[str] = []  # the load point on display; its last line stays once it is done
 
     def on_progress(config: str, p: PointProgress) -> None:
         if not live.is_started:
             live.start()
+        if shown and shown[0] != p.label:
+            live.console.print(line.copy())
+        shown[:] = [p.label]
         rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
         bound = f"{p.sent}/{p.total}" if p.total else f"{p.sent} sent"
         time_bound = f" of {p.max_seconds:g}" if p.max_seconds else ""
@@ -173,23 +177,20 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
     finally:
         if live.is_started:
             live.stop()
+            err_console.print(line)
 
 
 def _finish(result: LoadResult) -> None:
-    for point in result.points:
-        achieved = "-" if point.achieved_rps is None else f"{point.achieved_rps:.2f} req/s"
-        mark = "  saturated" if point.saturated else ""
-        console.print(
-            f"{point.config} @ {point.label}: {point.done} done, {point.errors} errors, "
-            f"{achieved}{mark} ({point.status})",
-            highlight=False,
-            markup=False,
-            emoji=False,
-            soft_wrap=True,
-        )
+    """The load table of the whole run (every load point stored, earlier sessions' included),
+    what this session skipped, and how it ended."""
+    from tradeoff.cli.report import load_rows, print_load
+
     for skipped in result.skipped:
-        err_console.print(f"{skipped}: stored by an earlier run, skipped", soft_wrap=True)
-    console.print(f"run directory: {result.directory}", soft_wrap=True)
+        err_console.print(f"{skipped}: finished in an earlier session, skipped", soft_wrap=True)
+    rows, source = load_rows(result.directory)
+    if rows:
+        print_load(rows, source)
+    console.print(f"run directory: {result.directory}", soft_wrap=True, highlight=False)
     if result.status == "stopped":
         err_console.print(
             f"stopped; continue with: tradeoff load --resume {result.directory}", soft_wrap=True

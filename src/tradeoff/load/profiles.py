@@ -112,7 +112,12 @@ def sweep_rates(low: float, high: float, k: int) -> list[float]:
     if not (high > low > 0):
         return []
     step = (high - low) / (k + 1)
-    return [round(low + step * (i + 1), 6) for i in range(k)]
+    return [_three_digits(low + step * (i + 1)) for i in range(k)]
+
+
+def _three_digits(rate: float) -> float:
+    """A rate to three significant digits, so that its label reads 'constant:553'."""
+    return round(rate, 2 - math.floor(math.log10(rate)))
 
 
 def send_times(point: LoadPoint, seed: int, rampup_s: float = 0.0) -> Iterator[float]:
