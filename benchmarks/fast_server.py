@@ -5,6 +5,7 @@ Plain asyncio sockets and a hand-written HTTP/1.1 parser keep the server's own c
 small next to the client under test.
 
     python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage] [--fail-every N]
+        [--max-concurrent N]
         [--log-requests FILE]
 
 Model names with special behaviour (for tests of error paths):
@@ -35,9 +36,17 @@ TOP_PROBS = [0.6, 0.15, 0.1, 0.03, 0.02]
 
 class Settings:
     def __init__(
-        self, delay_s: float, usage: bool, fail_every: int = 0, log: TextIO | None = None
+        self,
+        delay_s: float,
+        usage: bool,
+        fail_every: int = 0,
+        log: TextIO | None = None,
+        max_concurrent: int = 0,
     ) -> None:
         self.delay_s = delay_s
+        # Streams generated at once (0: any number); the others wait, as requests queue for a
+        # serving engine's slots: a server that saturates at a known rate.
+        self.slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         self.usage = usage
         self.fail_every = fail_every  # every Nth generation request answers HTTP 500 (0: never)
         self.generations = 0
@@ -190,6 +199,20 @@ async def _answer(
     if not body.get("stream"):
         writer.write(_json_response("200 OK", _whole_answer(body, chat), keep_alive))
         return keep_alive
+    if settings.slots is not None:
+        async with settings.slots:
+            return await _stream(body, chat, model, writer, settings, keep_alive)
+    return await _stream(body, chat, model, writer, settings, keep_alive)
+
+
+async def _stream(
+    body: dict[str, Any],
+    chat: bool,
+    model: Any,
+    writer: asyncio.StreamWriter,
+    settings: Settings,
+    keep_alive: bool,
+) -> bool:
     events = _stream_events(body, chat, settings)
     writer.write(_response_head("200 OK", "text/event-stream", None, keep_alive))
     if model in ("fail-garbage", "fail-drop", "fail-cut"):
@@ -268,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--log-requests", metavar="FILE", help="append each generation request's JSON body"
     )
+    parser.add_argument(
+        "--max-concurrent", type=int, default=0, help="streams generated at once; others wait"
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         log = (
@@ -280,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             usage=not args.no_usage,
             fail_every=args.fail_every,
             log=log,
+            max_concurrent=args.max_concurrent,
         )
         try:
             asyncio.run(serve(args.host, args.port, settings))

@@ -4,6 +4,7 @@ load points are skipped by --resume, and bad input is one line."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 
@@ -179,3 +180,26 @@ def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned
     # auto: a server without /metrics is noted, and the run goes on
     auto = _load(canned, tmp_path / "auto", "--profile", "synchronous", "--max-requests", "2")
     assert auto.returncode == 0 and "not scraped" in auto.stderr, auto.stderr
+
+
+def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path):
+    """A server that streams 2 answers at a time, each taking 3 x 50 ms: about 12 requests/s at
+    most. At 4/s it keeps up; at 30/s requests queue, and the point is marked saturated."""
+    with contextlib.contextmanager(fast_server)("--delay-ms", "50", "--max-concurrent", "2") as url:
+        out = tmp_path / "run"
+        result = run_cli(
+            "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
+            "--profile", "constant:4,30", "--max-seconds", "4", "--scrape", "off",
+            "--out", str(out),
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "▲" in result.stdout  # the table marks it
+    summaries = dict(_rows(out, "SELECT load_point, summary FROM load_points"))
+    import json
+
+    assert json.loads(summaries["constant:4"])["saturated"] is False
+    assert json.loads(summaries["constant:30"])["saturated"] is True
+    report = run_cli("report", str(out), "--load", "--format", "json")
+    rows = {r["load_point"]: r for r in json.loads(report.stdout)}
+    assert rows["constant:30"]["saturated"] and rows["constant:30"]["saturation_reason"]
+    assert rows["constant:30"]["achieved_rate"] < 20

@@ -622,16 +622,24 @@ class Store:
                 return dict(point["summary"])
         return {}
 
-    def records(self) -> pd.DataFrame:
+    def records(
+        self, *, config_id: str | None = None, load_point: str | None = None
+    ) -> pd.DataFrame:
+        """Every record joined with its configuration's name, one row per record; or those of
+        one configuration and/or load point."""
         import pandas as pd
 
-        """Every record joined with its configuration's name, one row per record."""
+        where, params = "r.run_id = ?", [self.run_id]
+        if config_id is not None:
+            where, params = where + " AND r.config_id = ?", [*params, config_id]
+        if load_point is not None:
+            where, params = where + " AND r.load_point = ?", [*params, load_point]
         df = pd.read_sql_query(
             "SELECT c.name AS config, r.* FROM records r JOIN configs c "
-            "ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE r.run_id = ? "
+            f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "
             "ORDER BY r.rowid",
             self.conn,
-            params=(self.run_id,),
+            params=params,
         )
         return df.drop(columns=["run_id"])
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tradeoff import eventloop
+from tradeoff.analysis.load import point_stats
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
 from tradeoff.engines import parse_openai_ref
 from tradeoff.errors import UserError
@@ -31,8 +32,6 @@ from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.work import Plan, Work, load_tasks
 
-# A sweep stops at the first rate achieved below (1 - this) of its target.
-SATURATION_MARGIN = 0.1
 # Errors are judged as a rate only once this many requests of a load point have ended.
 MIN_FOR_ERROR_RATE = 10
 
@@ -139,7 +138,7 @@ class PointResult:
     done: int = 0
     errors: int = 0
     elapsed_s: float = 0.0
-    achieved_rps: float | None = None  # measured requests ended per second of the point
+    achieved_rps: float | None = None  # completed measured requests per second (its window)
     saturated: bool = False
 
 
@@ -197,7 +196,6 @@ class _Point:
         self.items = list(plan.items)
         self.t0 = 0.0
         self.status = "finished"
-        self.ended: list[float] = []  # when each measured request ended, s from the start
 
     def work(self, index: int) -> Work:
         task, item_id = self.items[index % len(self.items)]
@@ -230,8 +228,6 @@ class _Point:
         await self.writer.write(stamped)
         self.progress.done += 1
         self.progress.errors += record.error is not None
-        if phase == "measure" and record.error is None:
-            self.ended.append(sent_s + record.e2e_s)
         self._check_errors()
         self.on_progress(self.progress)
 
@@ -292,13 +288,6 @@ class _Point:
             task.add_done_callback(lambda _: slots.release())
         if running:
             await asyncio.gather(*running)
-
-    def achieved_rps(self) -> float | None:
-        """Measured requests ended per second, from the first one's end to the last one's."""
-        if len(self.ended) < 2:
-            return None
-        span = max(self.ended) - min(self.ended)
-        return (len(self.ended) - 1) / span if span > 0 else None
 
 
 async def _drive(
@@ -444,15 +433,16 @@ async def _drive_point(
     await driven.run()
     writer.flush()
     status = "stopped" if stop.requested else driven.status
-    achieved = driven.achieved_rps()
-    saturated = bool(
-        point.rate is not None
-        and achieved is not None
-        and achieved < (1 - SATURATION_MARGIN) * point.rate
-    )
+    stats = point_stats(
+        config.name, point.label, point.spec,
+        store.records(config_id=config.config_id, load_point=point.label),
+        None, {}, list(config.models),
+    )  # fmt: skip
+    achieved, saturated = stats["achieved_rate"], bool(stats["saturated"])
     summary = {
         "achieved_rps": achieved,
         "saturated": saturated,
+        "saturation_reason": stats["saturation_reason"],
         "sent": progress.sent,
         "done": progress.done,
         "errors": progress.errors,
