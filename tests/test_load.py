@@ -203,3 +203,44 @@ def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path
     rows = {r["load_point"]: r for r in json.loads(report.stdout)}
     assert rows["constant:30"]["saturated"] and rows["constant:30"]["saturation_reason"]
     assert rows["constant:30"]["achieved_rate"] < 20
+
+
+def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path):
+    import json
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f'models: {{a: "openai:{canned}#a", b: "openai:{canned}#b"}}\n'
+        "tasks: [arith]\nsampling: {max_tokens: 4}\n"
+        "prices: {a: {per_hour: 3.6}, b: {per_hour: 7.2}}\n"
+    )
+    out = tmp_path / "run"
+    result = run_cli(
+        "load", str(spec), "--profile", "concurrent:1,4", "--max-requests", "40",
+        "--warmup", "4", "--scrape", "off", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stats = {
+        (r["config"], r["load_point"]): r
+        for r in json.loads(run_cli("report", str(out), "--load", "-f", "json").stdout)
+    }
+    measured = _rows(
+        out,
+        "SELECT c.name, AVG(r.e2e_s) FROM records r JOIN configs c USING (config_id) "
+        "WHERE r.load_point = 'concurrent:4' AND r.phase = 'measure' GROUP BY c.name",
+    )
+    latency = json.loads(
+        run_cli("frontier", str(out), "--at", "concurrency=4", "-c", "latency", "-f", "json").stdout
+    )
+    for row in latency:
+        assert row["cost"] == pytest.approx(dict(measured)[row["config"]], rel=1e-6)
+        assert row["n"] == 36
+    dollars = json.loads(
+        run_cli("frontier", str(out), "--at", "concurrent:4", "-c", "dollars", "-f", "json").stdout
+    )
+    for row in dollars:
+        per_hour = {"a": 3.6, "b": 7.2}[row["config"]]
+        rate = stats[(row["config"], "concurrent:4")]["achieved_rate"]
+        assert row["cost"] == pytest.approx(per_hour / 3600 / rate, rel=1e-6)
+    missing = run_cli("frontier", str(out), "--at", "rate=5")
+    assert missing.returncode == 2 and "concurrent:1, concurrent:4" in missing.stderr

@@ -105,15 +105,40 @@ def print_load(rows: list[dict[str, Any]], source: str | None, wide: bool = Fals
     _print_table(*load_table(rows, wide, source, title="under load"))
 
 
-def frontier_rows(directory: Path, cost: str) -> tuple[list[FrontierRow], str]:
-    """The frontier of a run on `cost` (or auto), and its cost axis as a reader should see it."""
+def frontier_rows(
+    directory: Path, cost: str, at: str | None = None, slo: Slo | None = None
+) -> tuple[list[FrontierRow], str]:
+    """The frontier of a run on `cost` (or auto), and its cost axis as a reader should see it;
+    with `at`, of a load run's records at that operating point (`analysis.operating_point`)."""
     from tradeoff.analysis.costs import resolve
     from tradeoff.analysis.frontier import axis_label, frontier
 
     records, names, _ = _read(directory)
+    where = ""
+    if at is not None:
+        records, where = _records_at(directory, records, at, slo)
     axis = resolve(cost, records)
     rows = frontier(records, axis.name, names)
-    return rows, axis_label(axis.name, rows)
+    return rows, axis_label(axis.name, rows) + where
+
+
+def _records_at(
+    directory: Path, records: pd.DataFrame, at: str, slo: Slo | None
+) -> tuple[pd.DataFrame, str]:
+    from tradeoff.analysis.operating_point import choose, parse_at, records_at
+    from tradeoff.store import Store
+
+    point = parse_at(at)
+    stats, _ = load_rows(directory, slo)
+    chosen = choose(stats, point)
+    store = Store.open(directory)
+    try:
+        prices = store.run()["spec"].get("prices") or {}
+        models = {c["name"]: list(c["spec"].get("models", {})) for c in store.configs()}
+    finally:
+        store.close()
+    points = ", ".join(f"{config} @ {row['load_point']}" for config, row in chosen.items())
+    return records_at(records, chosen, prices, models), f", at {point} ({points})"
 
 
 def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> None:
@@ -217,6 +242,18 @@ def frontier(
         typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
     ] = None,
     wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="A load run's operating point: rate=R, concurrency=N, max-goodput or a load "
+            "point's label; costs as measured there (dollars: the hour shared by the requests "
+            "served in it)."
+        ),
+    ] = None,
+    slo: Annotated[
+        str | None,
+        typer.Option(help="The SLO that --at max-goodput judges by (default: the run's)."),
+    ] = None,
 ) -> None:
     """Accuracy against cost per configuration, the Pareto-optimal ones marked (★).
 
@@ -225,8 +262,11 @@ def frontier(
     """
     import pandas as pd
 
+    from tradeoff.analysis.load import parse_slo
+
     check_plot(plot)
-    rows, label = frontier_rows(directory, cost)
+    objective = None if slo is None else parse_slo(slo)
+    rows, label = frontier_rows(directory, cost, at, objective)
     if format is FrontierFormat.table:
         print_frontier(rows, label, wide)
     else:
