@@ -347,6 +347,14 @@ def _energy(measure: pd.DataFrame, output_tokens: int) -> dict[str, Any]:
     }
 
 
+def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
+    """Of the answers that asked for an exact length (synthetic data: `extra.asked_output_tokens`,
+    sent with ignore_eos and min_tokens), how many came back shorter: the server ignored them."""
+    asked = extra_field(done, "asked_output_tokens")
+    pairs = [(a, n) for a, n in zip(asked, done["output_tokens"], strict=True) if a is not None]
+    return {"n_asked_length": len(pairs), "n_shorter_than_asked": sum(n < a for a, n in pairs)}
+
+
 def point_stats(
     config: str,
     load_point: str,
@@ -395,6 +403,7 @@ def point_stats(
         "total_tps": (
             None if input_tokens.isna().any() else per_s(output_tokens + int(input_tokens.sum()))
         ),
+        **_asked_lengths(done),
     }
     for name in LATENCIES:
         row.update(_distribution(name, _latency(done, name)))
@@ -444,6 +453,7 @@ def load_stats(
     names = {c["config_id"]: c["name"] for c in configs or []}
     names.update(zip(loaded["config_id"], loaded["config"], strict=True))
     models = {c["config_id"]: list(c["spec"].get("models", {})) for c in configs or []}
+    refs_of = {c["config_id"]: list(c["spec"].get("models", {}).values()) for c in configs or []}
     groups = dict(tuple(loaded.groupby(["config_id", "load_point"], sort=False)))
     specs = {(p["config_id"], p["load_point"]): p for p in load_points}
     rows = []
@@ -461,12 +471,15 @@ def load_stats(
             models.get(config_id) or sorted(called_models(df)),
         )
         status = None if point is None else point["status"]
+        refs = refs_of.get(config_id, [])
         rows.append(
             {
                 "config": row.pop("config"),
                 "load_point": row.pop("load_point"),
                 "status": status,
                 **row,
+                # Models computed in this process (not behind a server): one request at a time.
+                "in_process": any(not ref.startswith("openai:") for ref in refs),
             }
         )
     return rows

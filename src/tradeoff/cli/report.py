@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from tradeoff.report.columns import ColumnTable
 
 
+LOAD_RUN_NOTE = (
+    "a load run: this summary pools the measured requests of every load point (warm-up and "
+    "cool-down left out); the load table gives each point, `frontier --at` one operating point"
+)
 WIDE_HELP = "Table: every column, the secondary ones too (the other formats always have them)."
 
 
@@ -39,9 +43,12 @@ def _read(directory: Path) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]
 
     store = Store.open(directory)
     try:
-        return store.records(), [c["name"] for c in store.configs()], store.run()["meters"]
+        records = store.records()
+        names, meters = [c["name"] for c in store.configs()], store.run()["meters"]
     finally:
         store.close()
+    # A load run's warm-up and cool-down requests are stored, never counted.
+    return records[records["phase"].fillna("measure") == "measure"], names, meters
 
 
 def _print_table(table: ColumnTable, notes: list[str]) -> None:
@@ -75,6 +82,8 @@ def print_summary(directory: Path, wide: bool = False) -> None:
         summarize(records, names), title=f"tradeoff run {directory}", wide=wide
     )
     host, busy = host_notes(host_conditions(directory))
+    if (records["load_point"] != "").any():
+        notes.append(LOAD_RUN_NOTE)
     _print_table(table, [*notes, *meter_notes(meters), *([host] if host else [])])
     if busy:
         console.print(busy, style="yellow", markup=False, highlight=False)

@@ -172,6 +172,19 @@ def load_table(
     for r in rows:
         if r["saturated"]:
             footnotes.append(f"▲ {r['config']} at {r['load_point']}: {r['saturation_reason']}")
+    for r in rows:
+        if r.get("n_shorter_than_asked"):
+            footnotes.append(
+                f"{r['config']} at {r['load_point']}: {r['n_shorter_than_asked']} of "
+                f"{r['n_asked_length']} answers came back shorter than asked: the server ignored "
+                "ignore_eos / min_tokens, so output lengths are not the ones given"
+            )
+    in_process = sorted({r["config"] for r in rows if r.get("in_process")})
+    if in_process:
+        footnotes.append(
+            f"{', '.join(in_process)}: in-process models answer one request at a time; the "
+            "others wait inside the model's call, so their queueing shows in TTFT and e2e"
+        )
     if not rows:
         footnotes.append("no load points stored in this run yet")
     return table, footnotes + more
