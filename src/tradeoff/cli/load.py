@@ -183,14 +183,20 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
 def _finish(result: LoadResult) -> None:
     """The load table of the whole run (every load point stored, earlier sessions' included),
     what this session skipped, and how it ended."""
-    from tradeoff.cli.report import load_rows, print_load
+    from tradeoff.cli.report import draw_load_plot, load_rows, print_load
 
     for skipped in result.skipped:
         err_console.print(f"{skipped}: finished in an earlier session, skipped", soft_wrap=True)
     rows, source = load_rows(result.directory)
+    plot = result.directory / "load.html"
     if rows:
         print_load(rows, source)
-    console.print(f"run directory: {result.directory}", soft_wrap=True, highlight=False)
+        draw_load_plot(rows, source, plot, result.directory)
+    console.print(
+        f"run directory: {result.directory}" + (f"  (plot: {plot})" if rows else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
     if result.status == "stopped":
         err_console.print(
             f"stopped; continue with: tradeoff load --resume {result.directory}", soft_wrap=True

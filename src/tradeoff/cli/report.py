@@ -114,6 +114,37 @@ def print_load(rows: list[dict[str, Any]], source: str | None, wide: bool = Fals
     _print_table(*load_table(rows, wide, source, title="under load"))
 
 
+def _no_load_points(directory: Path) -> str:
+    return (
+        f"{directory} has no load points to plot (a profile run, or a load run that stored none); "
+        "--plot draws a run of tradeoff load"
+    )
+
+
+def draw_load_plot(
+    rows: list[dict[str, Any]], source: str | None, path: Path, directory: Path
+) -> Path:
+    """Draws load statistics (`load_rows`) to `path`, a .png or else an .html file."""
+    from tradeoff.report.load_plot import plot_load_html, plot_load_png
+
+    if not rows:
+        raise UserError(_no_load_points(directory))
+    draw = plot_load_png if path.suffix.lower() == ".png" else plot_load_html
+    try:
+        return draw(rows, path, title=f"tradeoff load: {directory}", slo_source=source)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def write_load_plot(directory: Path, path: Path, slo: Slo | None = None) -> Path:
+    """Draws a load run's latency percentiles and goodput against achieved throughput, per
+    configuration, to `path` (.png, or one self-contained .html file); goodput under `slo`, else
+    the run's own. A run without load points, or a path that cannot be written, is a UserError."""
+    check_plot(path)
+    rows, source = load_rows(directory, slo)
+    return draw_load_plot(rows, source, path, directory)
+
+
 def frontier_rows(
     directory: Path, cost: str, at: str | None = None, slo: Slo | None = None
 ) -> tuple[list[FrontierRow], str]:
@@ -196,37 +227,65 @@ def report(
             "of the one the load run was measured under.",
         ),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            "-p",
+            help="Also draw latency percentiles and goodput against achieved throughput per "
+            "configuration (load runs) to this .png or .html file.",
+        ),
+    ] = None,
 ) -> None:
     """Per-configuration summary of a run (or, with --records, every per-query record), then,
-    for a load run, the statistics per configuration and load point (alone with --load)."""
+    for a load run, the statistics per configuration and load point (alone with --load); --plot
+    draws them against achieved throughput."""
     import pandas as pd
 
     from tradeoff.analysis.load import parse_slo
     from tradeoff.analysis.metrics import summarize
-    from tradeoff.report.table import records_table
 
     if load and records:
         raise UserError("--load and --records each choose what to report; give one of them")
+    if plot is not None and records:
+        raise UserError("--plot draws the load statistics, not --records; give one of them")
+    check_plot(plot)
     objective = None if slo is None else parse_slo(slo)
-    if format is SummaryFormat.table and not records:
+    tables = format is SummaryFormat.table and not records
+    wanted = load or plot is not None or tables
+    rows, source = load_rows(directory, objective) if wanted else ([], None)
+    if plot is not None and not rows:
+        raise UserError(_no_load_points(directory))
+    if tables:
         if not load:
             print_summary(directory, wide)
-        rows, source = load_rows(directory, objective)
         if rows or load:
             if not load:
                 console.print()
             print_load(rows, source, wide)
-        return
-    if load:
-        table = pd.DataFrame(load_rows(directory, objective)[0])
     else:
-        df, names, _ = _read(directory)
-        table = df if records else pd.DataFrame(summarize(df, names))
+        if load:
+            table = pd.DataFrame(rows)
+        else:
+            df, names, _ = _read(directory)
+            table = df if records else pd.DataFrame(summarize(df, names))
+        kind = "records" if records else "load" if load else "summary"
+        _write_table(table, format, output, directory / f"{kind}.parquet")
+    if plot is not None:
+        draw_load_plot(rows, source, plot, directory)
+        err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+def _write_table(
+    table: pd.DataFrame, format: SummaryFormat, output: Path | None, parquet: Path
+) -> None:
+    """A table in `format` to `output`, or stdout (parquet: to `parquet` unless `output`)."""
+    from tradeoff.report.table import records_table
+
     if format is SummaryFormat.table:
         console.print(records_table(table))
     elif format is SummaryFormat.parquet:
-        kind = "records" if records else "load" if load else "summary"
-        target = output or directory / f"{kind}.parquet"
+        target = output or parquet
         table.to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:

@@ -34,7 +34,8 @@ NO_SLO_NOTE = "goodput needs a service-level objective: give --slo ({form})"
 UNSCORED_NOTE = "correct goodput: these requests have no reference answers (unscored)"
 
 
-def _target(r: dict[str, Any]) -> str:
+def target_label(r: dict[str, Any]) -> str:
+    """What a load point asked: '10/s', '4 conc.', '≤256 conc.', or '-'."""
     if r["target_rate"] is not None:
         return f"{r['target_rate']:g}/s"
     if r["target_concurrency"] is not None:
@@ -42,6 +43,14 @@ def _target(r: dict[str, Any]) -> str:
     if r["max_concurrency"] is not None:
         return f"≤{r['max_concurrency']} conc."
     return "-"
+
+
+def describe_slo(slo: str, source: str | None = None) -> str:
+    """A stored SLO ('ttft=0.5,e2e=10') as a reader should see it: 'ttft ≤ 0.5 s, e2e ≤ 10 s',
+    then where it came from ('--slo', "the run's spec") when known."""
+    objectives = parse_slo(slo).objectives()
+    given = ", ".join(f"{key} ≤ {seconds:g} s" for key, seconds in objectives.items())
+    return given + (f" (from {source})" if source else "")
 
 
 def _done_failed(r: dict[str, Any]) -> str:
@@ -108,7 +117,7 @@ def _columns() -> list[Column]:
         Column("▲", lambda r, _: _saturated(r), justify="center"),
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
         Column("load\npoint", lambda r, _: escape(r["load_point"]), justify="left"),
-        Column("target", lambda r, _: _target(r), wide=True),
+        Column("target", lambda r, _: target_label(r), wide=True),
         Column("req/s", lambda r, _: number(r["achieved_rate"], ".3g")),
         Column("pace", lambda r, _: number(r["pace"], ".0%"), wide=True),
         Column("conc.", lambda r, _: number(r["concurrency"], ".3g")),
@@ -156,11 +165,9 @@ def load_table(
     footnotes.append(DEFINITIONS.format(excluded=f"{warmup} and {cooldown} requests in all"))
     slos = {r["slo"] for r in rows if r["slo"] is not None}
     if slos:
-        objectives = parse_slo(slos.pop()).objectives()
-        given = ", ".join(f"{key} ≤ {seconds:g} s" for key, seconds in objectives.items())
-        source = f" (from {slo_source})" if slo_source else ""
         footnotes.append(
-            f"goodput: completed requests/s meeting every objective of the SLO {given}{source}; "
+            "goodput: completed requests/s meeting every objective of the SLO "
+            f"{describe_slo(slos.pop(), slo_source)}; "
             "correct goodput: those of them also scored correct (score 1); failed requests meet "
             "none"
         )

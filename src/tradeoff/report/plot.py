@@ -9,6 +9,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from tradeoff.analysis.frontier import FrontierRow
+from tradeoff.report.page import (
+    Scale,
+    axis_ticks,
+    fmt,
+    hover_group,
+    html_page,
+    html_table,
+    nice_ticks,
+    use_log,
+)
 from tradeoff.report.table import short_reason
 
 FRONTIER_COLOUR = "#d95f02"
@@ -23,11 +33,6 @@ def _placed(rows: list[FrontierRow]) -> list[FrontierRow]:
 
 def _unplaced(rows: list[FrontierRow]) -> list[FrontierRow]:
     return [r for r in rows if r not in _placed(rows)]
-
-
-def _use_log(costs: list[float]) -> bool:
-    """Log scale when the costs are positive and span more than two decades."""
-    return bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 100
 
 
 def _frontier_path(rows: list[FrontierRow], right: float) -> list[tuple[float, float]]:
@@ -54,10 +59,6 @@ def _stack(rows: list[FrontierRow]) -> dict[str, int]:
     return order
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def details(row: FrontierRow) -> list[tuple[str, str]]:
     """What a reader hovering over one configuration is told, as (label, value) pairs."""
     unit = row.cost_unit
@@ -68,14 +69,14 @@ def details(row: FrontierRow) -> list[tuple[str, str]]:
     else:
         status = f"dominated by {row.dominated_by}"
     cost = (
-        f"{_fmt(row.cost)} {unit}/query ({row.cost_source})"
+        f"{fmt(row.cost)} {unit}/query ({row.cost_source})"
         if row.cost is not None
         else f"n/a ({row.cost_missing})"
     )
     if row.cost_note:
         cost += f"; {row.cost_note}"
     if row.cost_of_pass is not None:
-        cost_of_pass = f"{_fmt(row.cost_of_pass)} {unit}/correct answer"
+        cost_of_pass = f"{fmt(row.cost_of_pass)} {unit}/correct answer"
     else:
         cost_of_pass = "n/a (no correct answer)" if row.cost is not None else "n/a"
     pairs = [
@@ -87,12 +88,12 @@ def details(row: FrontierRow) -> list[tuple[str, str]]:
         ),
         ("cost", cost),
         ("cost-of-pass", cost_of_pass),
-        ("E³", f"{_fmt(row.e3)} acc²/output token ({row.output_tokens:.1f} tokens/query)"),
+        ("E³", f"{fmt(row.e3)} acc²/output token ({row.output_tokens:.1f} tokens/query)"),
     ]
     if row.energy_j is not None:
         pairs += [
-            ("accuracy/J", f"{_fmt(row.accuracy_per_joule)} 1/J ({row.energy_j:.4g} J/query)"),
-            ("IPW", f"{_fmt(row.ipw)} accuracy/W ({_fmt(row.power_w)} W, {row.energy_source})"),
+            ("accuracy/J", f"{fmt(row.accuracy_per_joule)} 1/J ({row.energy_j:.4g} J/query)"),
+            ("IPW", f"{fmt(row.ipw)} accuracy/W ({fmt(row.power_w)} W, {row.energy_source})"),
         ]
     else:
         pairs.append(("energy", f"not measured: {row.energy_missing}"))
@@ -150,7 +151,7 @@ def plot_png(rows: list[FrontierRow], cost_label: str, path: str | Path) -> Path
             textcoords="offset points",
             fontsize=8,
         )
-    if _use_log(costs):
+    if use_log(costs):
         ax.set_xscale("log")
     elif costs and min(costs) >= 0:
         ax.set_xlim(left=0, right=max(costs) * 1.15 or 1.0)
@@ -178,118 +179,17 @@ def plot_png(rows: list[FrontierRow], cost_label: str, path: str | Path) -> Path
 _W, _H = 900, 540
 _LEFT, _RIGHT, _TOP, _BOTTOM = 72, 150, 24, 64
 
-_CSS = """
-body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; }
-h1 { font-size: 18px; margin: 0 0 4px; }
-p.axis { color: #555; margin: 0 0 12px; }
-svg { background: #fff; border: 1px solid #ddd; }
-svg text { font: 12px system-ui, sans-serif; fill: #222; }
-svg .tick { fill: #555; font-size: 11px; }
-svg .grid { stroke: #eee; }
-svg .axis { stroke: #444; }
-svg .pt { cursor: pointer; }
-svg .pt:hover circle, svg .pt:focus circle { stroke-width: 3; }
-#tip { position: fixed; display: none; pointer-events: none; background: #fffff4;
-  border: 1px solid #999; border-radius: 4px; padding: 6px 8px; font-size: 12px;
-  box-shadow: 0 2px 6px rgba(0,0,0,.2); max-width: 420px; }
-#tip b { display: inline-block; min-width: 86px; color: #555; font-weight: normal; }
-table { border-collapse: collapse; margin-top: 16px; font-size: 13px; }
-th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-td.num { text-align: right; white-space: nowrap; }
-p.note { color: #555; font-size: 12px; }
-"""
-
-# Hovering a point shows its details, kept in data-tip as escaped "label\tvalue" lines.
-_SCRIPT = """
-(function () {
-  var tip = document.getElementById("tip");
-  function show(ev) {
-    var g = ev.currentTarget;
-    tip.textContent = "";
-    g.getAttribute("data-tip").split("\\n").forEach(function (line) {
-      var parts = line.split("\\t"), div = document.createElement("div"),
-          b = document.createElement("b");
-      b.textContent = parts[0];
-      div.appendChild(b);
-      div.appendChild(document.createTextNode(" " + parts.slice(1).join("\\t")));
-      tip.appendChild(div);
-    });
-    tip.style.display = "block";
-    move(ev);
-  }
-  function move(ev) {
-    var x = ev.clientX, y = ev.clientY;
-    if (x === undefined) {  // keyboard focus: beside the point
-      var r = ev.currentTarget.getBoundingClientRect();
-      x = r.right;
-      y = r.top;
-    }
-    tip.style.left = Math.min(x + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
-    tip.style.top = Math.min(y + 14, window.innerHeight - tip.offsetHeight - 8) + "px";
-  }
-  function hide() { tip.style.display = "none"; }
-  document.querySelectorAll(".pt").forEach(function (g) {
-    g.addEventListener("mouseenter", show);
-    g.addEventListener("mousemove", move);
-    g.addEventListener("mouseleave", hide);
-    g.addEventListener("focus", show);
-    g.addEventListener("blur", hide);
-  });
-})();
-"""
-
-
-def _nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
-    if high <= low:
-        high = low + 1.0
-    raw = (high - low) / count
-    base = 10 ** math.floor(math.log10(raw))
-    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    if ticks[-1] < high:
-        ticks.append(round(value, 12))
-    return ticks
-
-
-class _Scale:
-    """Data to pixel coordinates along one axis, linear or log10."""
-
-    def __init__(self, low: float, high: float, start: float, end: float, log: bool) -> None:
-        self.log = log
-        self.low, self.high = (math.log10(low), math.log10(high)) if log else (low, high)
-        self.start, self.end = start, end
-
-    def __call__(self, value: float) -> float:
-        v = math.log10(value) if self.log else value
-        span = self.high - self.low or 1.0
-        return self.start + (v - self.low) / span * (self.end - self.start)
-
-
-def _x_ticks(costs: list[float], log: bool) -> list[float]:
-    if log:
-        lo, hi = math.floor(math.log10(min(costs))), math.ceil(math.log10(max(costs)))
-        return [10.0**e for e in range(lo, hi + 1)]
-    low = 0.0 if min(costs) >= 0 else min(costs)
-    high = max(costs) * 1.1 if max(costs) > 0 else 1.0
-    return _nice_ticks(low, high)
-
 
 def _svg(rows: list[FrontierRow], cost_label: str) -> str:
     placed = _placed(rows)
     costs = [r.cost for r in placed if r.cost is not None] or [0.0, 1.0]
-    log = _use_log(costs)
-    xt = _x_ticks(costs, log)
+    log = use_log(costs)
+    xt = axis_ticks(costs, log)
     accs = [v for r in placed for v in (r.accuracy_low, r.accuracy_high)] or [0.0, 1.0]
     unit_range = min(accs) >= 0 and max(accs) <= 1
-    yt = [i / 10 for i in range(0, 11, 2)] if unit_range else _nice_ticks(min(accs), max(accs))
-    x = _Scale(xt[0], xt[-1], _LEFT, _W - _RIGHT, log)
-    y = _Scale(yt[0], yt[-1], _H - _BOTTOM, _TOP, False)
+    yt = [i / 10 for i in range(0, 11, 2)] if unit_range else nice_ticks(min(accs), max(accs))
+    x = Scale(xt[0], xt[-1], _LEFT, _W - _RIGHT, log)
+    y = Scale(yt[0], yt[-1], _H - _BOTTOM, _TOP, False)
     e = html.escape
     out = [
         f'<svg width="{_W}" height="{_H}" '
@@ -340,12 +240,9 @@ def _svg(rows: list[FrontierRow], cost_label: str) -> str:
         px, py = x(r.cost or 0.0), y(r.accuracy)
         lo, hi = y(r.accuracy_low), y(r.accuracy_high)
         colour = POINT_COLOUR if r.pareto else DOMINATED_COLOUR
-        pairs = details(r)
-        tip = "\n".join(f"{k}\t{v}" for k, v in pairs)
-        title = "\n".join(f"{k}: {v}" for k, v in pairs)
         out.append(
-            f'<g class="pt" tabindex="0" data-tip="{e(tip)}"><title>{e(title)}</title>'
-            f'<line x1="{px:.1f}" y1="{lo:.1f}" x2="{px:.1f}" y2="{hi:.1f}" '
+            hover_group(details(r))
+            + f'<line x1="{px:.1f}" y1="{lo:.1f}" x2="{px:.1f}" y2="{hi:.1f}" '
             f'stroke="{colour}" stroke-width="1.5"/>'
             f'<line x1="{px - 4:.1f}" y1="{lo:.1f}" x2="{px + 4:.1f}" y2="{lo:.1f}" '
             f'stroke="{colour}"/>'
@@ -371,7 +268,6 @@ def _svg(rows: list[FrontierRow], cost_label: str) -> str:
 
 
 def _html_table(rows: list[FrontierRow]) -> str:
-    e = html.escape
     unit = rows[0].cost_unit if rows else ""
     head = [
         "Pareto",
@@ -385,24 +281,24 @@ def _html_table(rows: list[FrontierRow]) -> str:
         "E³ acc²/token",
         "errors",
     ]
-    lines = ["<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>"]
+    cells = []
     for r in rows:
-        cost = _fmt(r.cost) if r.cost is not None else f"n/a ({short_reason(r.cost_missing or '')})"
-        cells = [
-            ("★" if r.pareto else "", ""),
-            (r.config, ""),
-            (str(r.n), "num"),
-            (f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]", "num"),
-            (cost, "num"),
-            (_fmt(r.cost_of_pass), "num"),
-            (_fmt(r.accuracy_per_joule, ".3g"), "num"),
-            (_fmt(r.ipw, ".3g"), "num"),
-            (_fmt(r.e3, ".3g"), "num"),
-            (str(r.errors), "num"),
-        ]
-        lines.append("<tr>" + "".join(f'<td class="{c}">{e(v)}</td>' for v, c in cells) + "</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
+        cost = fmt(r.cost) if r.cost is not None else f"n/a ({short_reason(r.cost_missing or '')})"
+        cells.append(
+            [
+                ("★" if r.pareto else "", ""),
+                (r.config, ""),
+                (str(r.n), "num"),
+                (f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]", "num"),
+                (cost, "num"),
+                (fmt(r.cost_of_pass), "num"),
+                (fmt(r.accuracy_per_joule, ".3g"), "num"),
+                (fmt(r.ipw, ".3g"), "num"),
+                (fmt(r.e3, ".3g"), "num"),
+                (str(r.errors), "num"),
+            ]
+        )
+    return html_table(head, cells)
 
 
 def plot_html(
@@ -422,22 +318,14 @@ def plot_html(
         "counts. accuracy/J and IPW only where energy was measured.</p>"
     )
     notes += [f'<p class="note">{e(r.config)}: {e(r.cost_note)}</p>' for r in rows if r.cost_note]
-    doc = "\n".join(
+    doc = html_page(
+        title,
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{e(title)}</title>",
-            f"<style>{_CSS}</style>",
-            "</head><body>",
-            f"<h1>{e(title)}</h1>",
             f'<p class="axis">accuracy against {e(cost_label)}</p>',
             _svg(rows, cost_label),
             *notes,
             _html_table(rows),
-            '<div id="tip"></div>',
-            f"<script>{_SCRIPT}</script>",
-            "</body></html>",
-        ]
+        ],
     )
     path = Path(path)
     path.write_text(doc + "\n", encoding="utf-8")

@@ -1,0 +1,204 @@
+"""The load plot (latency percentiles and goodput against achieved throughput): drawn from a real
+SQLite store of hand-made records of a load run, two configurations at three load points each, one
+of them saturated, through the library and the real CLI (`tradeoff report --plot`)."""
+
+import re
+import struct
+
+import pytest
+from conftest import run_cli
+from test_frontier import assert_one_line_error
+from test_load_stats import _record
+
+from tradeoff.analysis.load import load_stats
+from tradeoff.cli.report import load_rows, write_load_plot
+from tradeoff.report.load_plot import plot_load_html, plot_load_png
+from tradeoff.store import Store
+
+A = "cascade-smollm2-135m-gemma3-270m"
+B = "vote<&>-n5"  # drawn and listed escaped
+SPEC = {"load": {"slo": "ttft=0.1,e2e=0.5"}}
+POINTS = {
+    "a": ["constant:2", "constant:5", "constant:20"],
+    "b": ["concurrent:1", "concurrent:2", "concurrent:4"],
+}
+SATURATED = ("a", "constant:20")
+PANELS = 6  # TTFT p50, p99, e2e p50, p99, ITL p50, goodput
+
+
+def steady(config_id, point, gap, e2e, scored):
+    """12 requests sent every `gap` s, each `e2e` s end to end (TTFT a fifth of it)."""
+    return [
+        _record(
+            config_id,
+            point,
+            j,
+            "measure",
+            gap * j,
+            e2e,
+            ttft=e2e / 5,
+            score=(1.0 if j % 3 else 0.0) if scored else None,
+        )
+        for j in range(12)
+    ]
+
+
+def records():
+    out = steady("a", "constant:2", 0.5, 0.1, True) + steady("a", "constant:5", 0.2, 0.3, True)
+    # constant:20 sent on time, each answer 50 ms slower than the one before: answers come back
+    # at 10/s, half the rate scheduled
+    out += [
+        _record("a", "constant:20", j, "measure", 0.05 * j, 0.1 + 0.05 * j, ttft=0.05)
+        for j in range(20)
+    ]
+    for n in (1, 2, 4):
+        out += steady("b", f"concurrent:{n}", 0.2 / n, 0.2 * n**0.5, False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("load-plot") / "run"
+    store = Store.create(directory, SPEC, {"host": "test"})
+    store.add_configs([("a", A, {"models": {}}), ("b", B, {"models": {}})])
+    store.write_records(records())
+    for t, (config_id, point) in enumerate((c, p) for c, ps in POINTS.items() for p in ps):
+        kind, _, value = point.partition(":")
+        key = "rate" if kind == "constant" else "concurrency"
+        store.conn.execute(
+            "INSERT INTO load_points (run_id, config_id, load_point, spec, started_at, "
+            "ended_at, status) VALUES (?, ?, ?, ?, ?, ?, 'done')",
+            (
+                store.run_id,
+                config_id,
+                point,
+                f'{{"kind": "{kind}", "{key}": {value}}}',
+                float(t),
+                float(t) + 1,
+            ),
+        )
+    store.close()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def profile_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("profile-run") / "run"
+    store = Store.create(directory, {}, {"host": "test"})
+    store.add_configs([("a", A, {})])
+    store.write_records([_record("a", "", j, None, None, 0.1, ttft=0.02) for j in range(3)])
+    store.close()
+    return directory
+
+
+def test_the_run_has_one_saturated_point(run_dir):
+    rows, source = load_rows(run_dir)
+    assert source == "the run's spec"
+    assert [(r["config"], r["load_point"]) for r in rows] == [(A, p) for p in POINTS["a"]] + [
+        (B, p) for p in POINTS["b"]
+    ]
+    assert [r["load_point"] for r in rows if r["saturated"]] == ["constant:20"]
+    assert all(r["goodput"] is not None for r in rows)
+    assert [r["correct_goodput"] is None for r in rows] == [False] * 3 + [True] * 3
+
+
+def png_size(data):
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_cli_draws_a_png(run_dir, tmp_path):
+    png = tmp_path / "load.png"
+    result = run_cli("report", str(run_dir), "--load", "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {png}" in result.stderr
+    assert "constant:20" in result.stdout  # the table is printed too
+    data = png.read_bytes()
+    width, height = png_size(data)
+    assert (width, height) == (1210, 1320)  # 11 x 12 inches at 110 dpi
+    assert 30_000 < len(data) < 2_000_000
+
+
+def test_cli_draws_a_self_contained_html_page(run_dir, tmp_path):
+    page = tmp_path / "load.html"
+    result = run_cli("report", str(run_dir), "--load", "--format", "json", "--plot", str(page))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.lstrip().startswith("[")  # stdout stays JSON; the note is on stderr
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<(script|link|img|iframe)[^>]*(src|href)=", text)
+    assert text.count("<svg") == PANELS and "</html>" in text
+    assert A in text and "vote&lt;&amp;&gt;-n5" in text and B not in text
+    assert 'data-tip="panel\tTTFT p50\nconfig\t' in text
+    for points in POINTS.values():
+        for point in points:
+            assert f"load point\t{point} (done)" in text
+    assert "SLO: ttft ≤ 0.1 s, e2e ≤ 0.5 s (from the run&#x27;s spec)" in text
+    assert "correct goodput: n/a for vote&lt;&amp;&gt;-n5 (unscored)" in text
+
+
+def hover_points(text):
+    """Each drawn point: (its details, whether its marker is hollow)."""
+    found = re.findall(
+        r'<g class="pt" tabindex="0" data-tip="([^"]*)">.*?<(circle|rect)([^>]*)>', text, re.S
+    )
+    return [(tip, 'fill="#fff"' in attrs) for tip, _, attrs in found]
+
+
+def test_the_saturated_point_is_hollow_and_says_why(run_dir, tmp_path):
+    text = plot_load_html(load_rows(run_dir)[0], tmp_path / "load.html").read_text()
+    points = hover_points(text)
+    # every load point in each latency panel, and in the goodput panel; A's also in correct goodput
+    assert len(points) == 6 * PANELS + 3
+    saturated = [(tip, hollow) for tip, hollow in points if "constant:20 (done)" in tip]
+    assert len(saturated) == PANELS + 1
+    assert all(hollow for _, hollow in saturated)
+    assert all("saturated\tyes: answers came back at" in tip for tip, _ in saturated)
+    others = [(tip, hollow) for tip, hollow in points if "constant:20 (done)" not in tip]
+    assert not any(hollow for _, hollow in others)
+    assert all("saturated\tno" in tip for tip, _ in others)
+    assert "▲ answers came back at" in text  # and in the table under the panels
+
+
+def test_without_an_slo_the_goodput_panel_says_so(run_dir, tmp_path):
+    store = Store.open(run_dir)
+    try:
+        rows = load_stats(store.records(), store.load_points(), None, {}, store.configs())
+    finally:
+        store.close()
+    text = plot_load_html(rows, tmp_path / "no-slo.html").read_text()
+    assert "goodput needs a service-level objective: give --slo" in text
+    assert not any("\tcorrect goodput\n" in tip for tip, _ in hover_points(text))
+    assert "goodput\tn/a: no SLO" in text
+    png_size(plot_load_png(rows, tmp_path / "no-slo.png").read_bytes())
+
+
+def test_cli_slo_overrides_the_runs(run_dir, tmp_path):
+    page = tmp_path / "strict.html"
+    result = run_cli("report", str(run_dir), "--plot", str(page), "--slo", "e2e=0.15")
+    assert result.returncode == 0, result.stderr
+    assert "SLO: e2e ≤ 0.15 s (from --slo)" in page.read_text()
+
+
+def test_write_load_plot_for_tradeoff_load(run_dir, tmp_path):
+    path = write_load_plot(run_dir, tmp_path / "load.html")
+    assert path == tmp_path / "load.html" and "<svg" in path.read_text()
+
+
+def test_cli_errors(run_dir, profile_dir, tmp_path):
+    pdf = tmp_path / "load.pdf"
+    assert_one_line_error(
+        run_cli("report", str(run_dir), "--load", "--plot", str(pdf)), ".png or .html"
+    )
+    assert not pdf.exists()
+    none = run_cli("report", str(profile_dir), "--load", "--plot", str(tmp_path / "p.png"))
+    assert_one_line_error(none, "has no load points to plot")
+    assert none.stdout == "" and not (tmp_path / "p.png").exists()  # nothing printed first
+    assert_one_line_error(
+        run_cli("report", str(run_dir), "--plot", str(tmp_path / "no" / "x.html")),
+        "does not exist",
+    )
+    assert_one_line_error(
+        run_cli("report", str(run_dir), "--records", "--plot", str(tmp_path / "r.html")),
+        "--plot draws the load statistics",
+    )
