@@ -141,6 +141,10 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--warmup", "5s", "--max-requests", "10", "--max-seconds", "0"], "--max-seconds"),
         (["--warmup", "ten"], "number of requests"),
         (["--max-error-rate", "2"], "--max-error-rate"),
+        (["--slo", "ttft=abc"], "not a number of seconds"),
+        (["--slo", "latency=2"], "ttft, itl, tpot, e2e"),
+        (["--scrape", "ftp://x"], "auto, off, or an http(s):// URL"),
+        (["--task", "synthetic:prompt=abc,output=8"], "synthetic:"),
     ],
 )
 def test_bad_load_options_are_one_line(tmp_path, args, needle):
@@ -244,3 +248,38 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
         assert row["cost"] == pytest.approx(per_hour / 3600 / rate, rel=1e-6)
     missing = run_cli("frontier", str(out), "--at", "rate=5")
     assert missing.returncode == 2 and "concurrent:1, concurrent:4" in missing.stderr
+
+
+def test_a_price_without_a_unit_is_one_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("models: {a: smollm2-135m}\ntasks: [arith]\nprices: {a: 3.5}\n")
+    result = run_cli("load", str(spec), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has no unit" in result.stderr and "per_hour" in result.stderr
+
+
+def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", "--profile", "constant:20", "--max-seconds", "60",
+         "--scrape", "off", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not (out / "tradeoff.sqlite").exists() or not _rows(out, "SELECT 1 FROM records"):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "tradeoff load --resume" in err
+    kept = _rows(out, "SELECT COUNT(*) FROM records")[0][0]
+    assert kept >= 10
+    assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]

@@ -258,6 +258,18 @@ class RunSpec(BaseModel):
             seen.add(ref)
         return value
 
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices_with_units(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for alias, price in value.items():
+                if not isinstance(price, dict):
+                    raise ValueError(
+                        f"prices: {alias}: {price!r} has no unit; give {{input: USD, output: "
+                        "USD} per million tokens, or {per_hour: USD} for the hardware"
+                    )
+        return value
+
     @field_validator("models", mode="before")
     @classmethod
     def _model_list(cls, value: Any) -> Any:
