@@ -171,6 +171,22 @@ def test_a_served_upstream_is_scraped_through_the_run(tmp_path):
     rows = _rows(out, "SELECT source, t, sample FROM scrapes ORDER BY t")
     assert len(rows) >= 2 and {r[0] for r in rows} == {served.root + "/metrics"}
     assert all("tradeoff_" in r[2] for r in rows), rows[0]
+    # Shown beside the load table: the server's own count of requests in flight.
+    assert "the servers' own metrics (scraped)" in result.stdout
+    assert "tradeoff_in_flight" in result.stdout
+    import json
+
+    from tradeoff.analysis.scraped import scraped_rows
+    from tradeoff.store import Store
+
+    store = Store.open(out)
+    try:
+        [point] = scraped_rows(store.scrapes(), store.load_points())
+    finally:
+        store.close()
+    assert point["scrapes"] >= 2 and point["running_metric"] == "tradeoff_in_flight"
+    assert 0 < point["running_max"] <= 2  # concurrent:2: never more in flight at the server
+    assert json.loads(rows[-1][2])
 
 
 def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned, tmp_path):

@@ -190,7 +190,7 @@ def _finish(result: LoadResult) -> None:
     rows, source = load_rows(result.directory)
     plot = result.directory / "load.html"
     if rows:
-        print_load(rows, source)
+        print_load(rows, source, directory=result.directory)
         draw_load_plot(rows, source, plot, result.directory)
     console.print(
         f"run directory: {result.directory}" + (f"  (plot: {plot})" if rows else ""),

@@ -108,10 +108,34 @@ def load_rows(directory: Path, slo: Slo | None = None) -> tuple[list[dict[str, A
     return load_stats(records, points, slo, spec.get("prices") or {}, configs), source
 
 
-def print_load(rows: list[dict[str, Any]], source: str | None, wide: bool = False) -> None:
-    from tradeoff.report.load_table import load_table
+def print_load(
+    rows: list[dict[str, Any]],
+    source: str | None,
+    wide: bool = False,
+    directory: Path | None = None,
+) -> None:
+    """The load table; with `directory`, then what the servers reported of themselves (scraped)
+    during each load point, where they were scraped."""
+    from tradeoff.report.load_table import load_table, scraped_table
 
     _print_table(*load_table(rows, wide, source, title="under load"))
+    scraped = [] if directory is None else scraped_rows_of(directory)
+    if scraped:
+        console.print()
+        _print_table(*scraped_table(scraped))
+
+
+def scraped_rows_of(directory: Path) -> list[dict[str, Any]]:
+    from tradeoff.analysis.scraped import scraped_rows
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        names = {c["config_id"]: c["name"] for c in store.configs()}
+        rows = scraped_rows(store.scrapes(), store.load_points())
+    finally:
+        store.close()
+    return [{**r, "config": names.get(r["config_id"], r["config_id"])} for r in rows]
 
 
 def _no_load_points(directory: Path) -> str:

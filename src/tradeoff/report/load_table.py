@@ -195,3 +195,33 @@ def load_table(
     if not rows:
         footnotes.append("no load points stored in this run yet")
     return table, footnotes + more
+
+
+def scraped_table(rows: list[dict[str, Any]]) -> tuple[ColumnTable, list[str]]:
+    """What the servers reported of themselves per load point (`analysis.scraped`), beside the
+    load table: requests running and waiting, KV-cache use, each the mean and max over the
+    point's scrapes."""
+
+    def gauge(meaning: str, stat: str, fmt: str) -> Column:
+        return Column(
+            f"{meaning.replace('_', ' ')}\n{stat}",
+            lambda r, _: number(r[f"{meaning}_{stat}"], fmt),
+        )
+
+    columns = [
+        Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
+        Column("load\npoint", lambda r, _: escape(r["load_point"]), justify="left"),
+        Column("scrapes\nok/failed", lambda r, _: f"{r['scrapes']}/{r['failed']}"),
+        gauge("running", "mean", ".1f"),
+        gauge("running", "max", ".0f"),
+        gauge("waiting", "mean", ".1f"),
+        gauge("waiting", "max", ".0f"),
+        gauge("kv_cache", "max", ".2f"),
+    ]
+    table, _ = build_table("the servers' own metrics (scraped)", columns, rows)
+    sources = sorted({r["source"] for r in rows})
+    metrics = sorted(
+        {r[f"{m}_metric"] for r in rows for m in ("running", "waiting", "kv_cache")} - {None}
+    )
+    notes = [f"scraped from {', '.join(sources)}: {', '.join(metrics) or 'no known gauges'}"]
+    return table, notes
