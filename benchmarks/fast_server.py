@@ -84,6 +84,13 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, len(text.split()))
 
 
+def _max_tokens(body: dict[str, Any]) -> int:
+    """Tokens to answer: chat's newer `max_completion_tokens` (GuideLLM sends it) or
+    `max_tokens`, 16 when neither is given."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens") or 16
+    return max(1, min(int(asked), MAX_TOKENS_CAP))
+
+
 def _alternatives(word: str) -> list[tuple[str, float]]:
     tokens = [word] + [f"alt{i}" for i in range(1, len(TOP_PROBS))]
     return [(t, math.log(p)) for t, p in zip(tokens, TOP_PROBS, strict=True)]
@@ -110,7 +117,7 @@ def _completion_logprobs(word: str) -> dict[str, Any]:
 def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list[bytes]:
     """Every SSE event of one answer, already framed as HTTP chunks."""
     model = str(body.get("model", "fast"))
-    n = max(1, min(int(body.get("max_tokens") or 16), MAX_TOKENS_CAP))
+    n = _max_tokens(body)
     want_logprobs = bool(body.get("logprobs"))
     created = int(time.time())
     rid = f"fast-{created}"
@@ -145,7 +152,7 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
 
 def _whole_answer(body: dict[str, Any], chat: bool) -> dict[str, Any]:
     """The same canned answer without streaming."""
-    n = max(1, min(int(body.get("max_tokens") or 16), MAX_TOKENS_CAP))
+    n = _max_tokens(body)
     text = "".join(WORDS[i % len(WORDS)] for i in range(n))
     prompt = _prompt_tokens(body)
     choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}

@@ -46,3 +46,12 @@ def test_chunks_are_a_delay_apart(slow_url: str) -> None:
     with httpx.stream("POST", f"{slow_url}/completions", json=body, timeout=30) as response:
         b"".join(response.iter_raw())
     assert time.perf_counter() - start >= 3 * DELAY_S
+
+
+def test_chat_answers_max_completion_tokens(slow_url: str) -> None:
+    """Chat's newer max_completion_tokens (GuideLLM sends it, not max_tokens) sets the length."""
+    messages = [{"role": "user", "content": "hi"}]
+    body = {"model": "fast", "messages": messages, "max_completion_tokens": 3, "stream": False}
+    answer = httpx.post(f"{slow_url}/chat/completions", json=body, timeout=30).json()
+    assert answer["usage"]["completion_tokens"] == 3
+    assert answer["choices"][0]["message"]["content"] == "The answer is"
