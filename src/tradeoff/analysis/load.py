@@ -25,8 +25,9 @@ from tradeoff.analysis.costs import (
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED
 
-# numpy.percentile with its default (linear) interpolation, the method of GuideLLM and of
-# `vllm bench serve` too. p99.9 of fewer than P999_MIN_N values is mostly the largest one: None.
+# numpy.percentile with its default (linear) interpolation, as `vllm bench serve` (GuideLLM 0.8.1
+# takes the first value reaching p, with no interpolation: benchmarks/bench_load.py compares
+# both). p99.9 of fewer than P999_MIN_N values is mostly the largest one: None.
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
     ("p90", 90.0),
