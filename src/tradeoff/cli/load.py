@@ -8,6 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tradeoff.cli.options import (
+    ApiKey,
+    Limit,
+    MaxTokens,
+    Models,
+    Out,
+    SpecFile,
+    Temperature,
+    Timeout,
+)
 from tradeoff.cli.output import console, err_console
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
@@ -17,13 +27,8 @@ if TYPE_CHECKING:
 
 
 def load(
-    spec_file: Annotated[
-        Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")
-    ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", "-m", help="Model, as for `tradeoff profile`. Repeatable."),
-    ] = None,
+    spec_file: SpecFile = None,
+    model: Models = None,
     task: Annotated[
         list[str] | None,
         typer.Option(
@@ -80,23 +85,17 @@ def load(
             "openai: upstream's /metrics, where it answers), off, or a URL."
         ),  # fmt: skip
     ] = "auto",
-    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
+    limit: Limit = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
     seed: Annotated[int, typer.Option(help="Seed of poisson gaps, sampling and tasks.")] = 0,
-    timeout: Annotated[
-        float | None, typer.Option(help="Seconds per request (openai engine).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory to create.")
-    ] = None,
+    timeout: Timeout = None,
+    out: Out = None,
     resume: Annotated[
         Path | None,
         typer.Option(help="Continue the load run in this directory (finished points skipped)."),
     ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
-    ] = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Drive configurations at load profiles: latency percentiles, throughput, goodput.
 

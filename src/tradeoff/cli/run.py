@@ -9,6 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from tradeoff.cli.options import (
+    ApiKey,
+    Limit,
+    MaxTokens,
+    Models,
+    Out,
+    SpecFile,
+    Temperature,
+    Timeout,
+)
 from tradeoff.cli.output import console, err_console, progress_bar
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary, write_plot
 from tradeoff.errors import UserError
@@ -94,18 +104,8 @@ def demo(
 
 
 def profile(
-    spec_file: Annotated[
-        Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")
-    ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model: a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or "
-            "openai:BASE_URL#MODEL. Repeatable.",
-        ),
-    ] = None,
+    spec_file: SpecFile = None,
+    model: Models = None,
     task: Annotated[
         list[str] | None,
         typer.Option(
@@ -136,10 +136,10 @@ def profile(
     pattern: Annotated[
         str | None, typer.Option(help="The regex scorer's pattern (one group: the answer).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Items per task (default: all).")] = None,
+    limit: Limit = None,
     samples: Annotated[int | None, typer.Option(help="Samples per item and configuration.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Most output tokens per request.")] = None,
+    temperature: Temperature = None,
+    max_tokens: MaxTokens = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     processes: Annotated[
@@ -149,12 +149,8 @@ def profile(
             "requests in flight, at most one per core; the spec's `processes`).",
         ),
     ] = None,
-    timeout: Annotated[
-        float | None, typer.Option(help="Seconds per request (openai engine).")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run directory to create.")
-    ] = None,
+    timeout: Timeout = None,
+    out: Out = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run stored in this directory.")
     ] = None,
@@ -165,9 +161,7 @@ def profile(
             "records were written (without it, such a resume stops and names them).",
         ),
     ] = False,
-    api_key: Annotated[
-        str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
-    ] = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
 

@@ -1,0 +1,27 @@
+"""The options `profile` and `load` share, declared once (typer reads them from the annotations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SpecFile = Annotated[Path | None, typer.Argument(help="Run spec (YAML). Or use the flags.")]
+Models = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or "
+        "openai:BASE_URL#MODEL. Repeatable.",
+    ),
+]
+Limit = Annotated[int | None, typer.Option(help="Items per task (default: all).")]
+Temperature = Annotated[float | None, typer.Option(help="Sampling temperature.")]
+MaxTokens = Annotated[int | None, typer.Option(help="Most output tokens per request.")]
+Timeout = Annotated[float | None, typer.Option(help="Seconds per request (openai engine).")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create.")]
+ApiKey = Annotated[
+    str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
+]
