@@ -284,8 +284,11 @@ def saturation(profile: str, paced: float | None, measure: pd.DataFrame) -> str 
     return "; ".join(reasons) or None
 
 
-def _price(price: Any, key: str) -> float | None:
-    """A field of a price given as a `config.Price` or as its dict (a stored spec's)."""
+def price_field(price: Any, key: str) -> float | None:
+    """A field of a price given as a `config.Price` or as its dict (a stored spec's); None for
+    no price or no such field."""
+    if price is None:
+        return None
     value = price.get(key) if isinstance(price, Mapping) else getattr(price, key, None)
     return None if value is None else float(value)
 
@@ -312,13 +315,13 @@ def dollars_per_m_output(
         return None, f"no price in the spec for {', '.join(unpriced)}"
     if window is None or not output_tokens:
         return None, "no output tokens answered in the measured window"
-    dollars = sum(_price(prices[m], "per_hour") or 0.0 for m in models) * window / 3600
+    dollars = sum(price_field(prices[m], "per_hour") or 0.0 for m in models) * window / 3600
     for call in record_calls(measure):
         model = str(call.get("model"))
         if model not in prices:
             return None, f"no price in the spec for {model}"
-        per_input = _price(prices[model], "input") or 0.0
-        per_output = _price(prices[model], "output") or 0.0
+        per_input = price_field(prices[model], "input") or 0.0
+        per_output = price_field(prices[model], "output") or 0.0
         if per_input and call.get("input_tokens") is None:
             return None, f"input tokens not reported by {model}, so not priced"
         dollars += per_input * (call.get("input_tokens") or 0) / 1e6

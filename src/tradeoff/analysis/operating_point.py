@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradeoff.analysis.load import price_field
 from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
@@ -112,7 +113,9 @@ def records_at(
     out = records.loc[chosen_rows][phase.loc[chosen_rows] == "measure"].copy()
     for config, row in chosen.items():
         rows = out["config"] == config
-        per_hour = sum(_price(prices.get(m), "per_hour") for m in models.get(config, []))
+        per_hour = sum(
+            (price_field(prices.get(m), "per_hour") or 0.0) for m in models.get(config, [])
+        )
         rate = row.get("achieved_rate")
         if not per_hour or not rate:
             continue
@@ -127,14 +130,11 @@ def records_at(
 
 def _token_cost(calls: list[dict[str, Any]], prices: Mapping[str, Any]) -> float:
     return sum(
-        _price(prices.get(str(c.get("model"))), "input") * (c.get("input_tokens") or 0) / 1e6
-        + _price(prices.get(str(c.get("model"))), "output") * (c.get("output_tokens") or 0) / 1e6
+        _per(prices, str(c.get("model")), "input") * (c.get("input_tokens") or 0) / 1e6
+        + _per(prices, str(c.get("model")), "output") * (c.get("output_tokens") or 0) / 1e6
         for c in calls
     )
 
 
-def _price(price: Any, field: str) -> float:
-    if price is None:
-        return 0.0
-    value = price.get(field) if isinstance(price, Mapping) else getattr(price, field, None)
-    return float(value or 0.0)
+def _per(prices: Mapping[str, Any], model: str, key: str) -> float:
+    return price_field(prices.get(model), key) or 0.0

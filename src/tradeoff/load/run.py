@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,17 @@ class LoadOptions:
             raise UserError(f"--scrape {self.scrape!r}: give auto, off, or an http(s):// URL")
         return parse_profile(self.profile, self.max_concurrency)
 
+    @cached_property
+    def _warmup(self) -> Amount | None:
+        return Amount.parse(self.warmup, "--warmup")
+
+    @cached_property
+    def _cooldown(self) -> Amount | None:
+        return Amount.parse(self.cooldown, "--cooldown")
+
     def phase(self, index: int, scheduled_s: float) -> str:
         """'warmup', 'measure' or 'cooldown' for the index-th request, due at `scheduled_s`."""
-        warmup = Amount.parse(self.warmup, "--warmup")
-        cooldown = Amount.parse(self.cooldown, "--cooldown")
+        warmup, cooldown = self._warmup, self._cooldown
         if warmup and (scheduled_s < warmup.value if warmup.seconds else index < warmup.value):
             return "warmup"
         if cooldown:
