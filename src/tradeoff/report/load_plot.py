@@ -389,9 +389,12 @@ def _svg(chart: Chart, xs: list[float], x_log: bool, labels: bool) -> str:
         for px, py, row in s.points:
             cx, cy = x(px), y(py)
             pairs = [("panel", s.label), *details(row)]
+            # Right of the point, or left of it near the plot's right edge (never cut off there).
+            left = cx > _W - _RIGHT - 90
+            anchor = "end" if left else "start"
             label = (
-                f'<text class="tick" x="{cx + 6:.1f}" y="{cy - 6:.1f}">'
-                f"{e(row['load_point'])}</text>"
+                f'<text class="tick" x="{cx - 6 if left else cx + 6:.1f}" y="{cy - 6:.1f}" '
+                f'text-anchor="{anchor}">{e(row["load_point"])}</text>'
                 if labels
                 else ""
             )
@@ -441,7 +444,7 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     cells = [
         [
-            (r["config"], ""),
+            (r["config"], "name"),
             (r["load_point"], ""),
             (target_label(r), "num"),
             (fmt(r["achieved_rate"], ".4g"), "num"),

@@ -25,6 +25,7 @@ svg .pt:hover circle, svg .pt:focus circle { stroke-width: 3; }
 table { border-collapse: collapse; margin-top: 16px; font-size: 13px; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 td.num { text-align: right; white-space: nowrap; }
+td.name { white-space: nowrap; }  /* a configuration's name, whole on one line */
 p.note { color: #555; font-size: 12px; }
 """
 

@@ -287,7 +287,7 @@ def _html_table(rows: list[FrontierRow]) -> str:
         cells.append(
             [
                 ("★" if r.pareto else "", ""),
-                (r.config, ""),
+                (r.config, "name"),
                 (str(r.n), "num"),
                 (f"{r.accuracy:.3f} [{r.accuracy_low:.3f}, {r.accuracy_high:.3f}]", "num"),
                 (cost, "num"),
