@@ -5,8 +5,12 @@ Plain asyncio sockets and a hand-written HTTP/1.1 parser keep the server's own c
 small next to the client under test.
 
     python benchmarks/fast_server.py --port 8000 [--delay-ms 0] [--no-usage] [--fail-every N]
-        [--max-concurrent N]
+        [--max-concurrent N] [--slow-after N [--slow-factor F]]
         [--log-requests FILE]
+
+With --slow-after N, the generation requests after the first N stream F times slower (every
+delay times F, default 5): a server that degrades mid-run, as one shared with another tenant or
+thermally throttled.
 
 Model names with special behaviour (for tests of error paths):
     fail-500      answers HTTP 500 with a JSON error body
@@ -42,8 +46,14 @@ class Settings:
         fail_every: int = 0,
         log: TextIO | None = None,
         max_concurrent: int = 0,
+        slow_after: int = 0,
+        slow_factor: float = 5.0,
     ) -> None:
         self.delay_s = delay_s
+        # The first `slow_after` generation requests stream at `delay_s`, the later ones
+        # `slow_factor` times slower (0: none slower).
+        self.slow_after = slow_after
+        self.slow_factor = slow_factor
         # Streams generated at once (0: any number); the others wait, as requests queue for a
         # serving engine's slots: a server that saturates at a known rate.
         self.slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
@@ -51,6 +61,12 @@ class Settings:
         self.fail_every = fail_every  # every Nth generation request answers HTTP 500 (0: never)
         self.generations = 0
         self.log = log  # where each generation request's body goes, as one JSON line
+
+    def delay_of(self, generation: int) -> float:
+        """Seconds between the chunks of the `generation`-th generation request (from 1)."""
+        if self.slow_after and generation > self.slow_after:
+            return self.delay_s * self.slow_factor
+        return self.delay_s
 
 
 def _response_head(status: str, content_type: str, length: int | None, keep_alive: bool) -> bytes:
@@ -202,14 +218,15 @@ async def _answer(
     if model == "hang":
         await asyncio.sleep(3600)
         return False
+    delay_s = settings.delay_of(settings.generations)
     chat = path == "/v1/chat/completions"
     if not body.get("stream"):
         writer.write(_json_response("200 OK", _whole_answer(body, chat), keep_alive))
         return keep_alive
     if settings.slots is not None:
         async with settings.slots:
-            return await _stream(body, chat, model, writer, settings, keep_alive)
-    return await _stream(body, chat, model, writer, settings, keep_alive)
+            return await _stream(body, chat, model, writer, settings, delay_s, keep_alive)
+    return await _stream(body, chat, model, writer, settings, delay_s, keep_alive)
 
 
 async def _stream(
@@ -218,6 +235,7 @@ async def _stream(
     model: Any,
     writer: asyncio.StreamWriter,
     settings: Settings,
+    delay_s: float,
     keep_alive: bool,
 ) -> bool:
     events = _stream_events(body, chat, settings)
@@ -231,12 +249,12 @@ async def _stream(
             writer.write(_http_chunk(b"data: [DONE]\n\n"))
         await writer.drain()
         return False
-    if settings.delay_s <= 0:
+    if delay_s <= 0:
         writer.write(b"".join(events))
         return keep_alive
     for i, event in enumerate(events):
         if i:  # never after the last: a kept-alive connection's next request would wait for it
-            await asyncio.sleep(settings.delay_s)
+            await asyncio.sleep(delay_s)
         writer.write(event)
         await writer.drain()
     return keep_alive
@@ -301,6 +319,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-concurrent", type=int, default=0, help="streams generated at once; others wait"
     )
+    parser.add_argument(
+        "--slow-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generation requests after the first N stream --slow-factor times slower",
+    )
+    parser.add_argument(
+        "--slow-factor", type=float, default=5.0, help="delay multiplier past --slow-after"
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         log = (
@@ -314,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
             fail_every=args.fail_every,
             log=log,
             max_concurrent=args.max_concurrent,
+            slow_after=args.slow_after,
+            slow_factor=args.slow_factor,
         )
         try:
             asyncio.run(serve(args.host, args.port, settings))

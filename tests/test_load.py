@@ -225,6 +225,36 @@ def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path
     assert rows["constant:30"]["achieved_rate"] < 20
 
 
+def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
+    """A server that streams 2 answers at a time, each 7 x 5 ms, until it has served the 24
+    requests of synchronous and throughput (12 each); then 10 times slower: about 6 requests/s,
+    below any rate of the sweep (all above the synchronous rate, some 20/s). The first rate
+    saturates, and the sweep stops there."""
+    slow = ("--slow-after", "24", "--slow-factor", "10")
+    with contextlib.contextmanager(fast_server)(
+        "--delay-ms", "5", "--max-concurrent", "2", *slow
+    ) as url:
+        out = tmp_path / "run"
+        result = run_cli(
+            "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
+            "--profile", "sweep:3", "--max-requests", "12", "--scrape", "off", "--out", str(out),
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    import json
+
+    rows = _rows(out, "SELECT load_point, status, summary FROM load_points ORDER BY started_at")
+    assert all(status == "finished" for _, status, _ in rows)
+    points = {label: json.loads(summary) for label, _, summary in rows}
+    low, high = points["synchronous"]["achieved_rps"], points["throughput"]["achieved_rps"]
+    first = LoadPoint("constant", rate=sweep_rates(low, high, 3)[0]).label
+    assert list(points) == ["synchronous", "throughput", first]  # the higher rates never started
+    assert points[first]["saturated"] is True
+    reason = points[first]["saturation_reason"]
+    assert reason
+    line = f"sweep stopped at m @ {first} (saturated: {reason}); 2 higher rates not run"
+    assert line in result.stdout, result.stdout
+
+
 def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path):
     import json
 

@@ -181,7 +181,7 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
 
 def _finish(result: LoadResult) -> None:
     """The load table of the whole run (every load point stored, earlier sessions' included),
-    what this session skipped, and how it ended."""
+    what this session skipped, where a sweep stopped early, and how it ended."""
     from tradeoff.cli.report import draw_load_plot, load_rows, print_load
 
     for skipped in result.skipped:
@@ -191,6 +191,14 @@ def _finish(result: LoadResult) -> None:
     if rows:
         print_load(rows, source, directory=result.directory)
         draw_load_plot(rows, source, plot, result.directory)
+    for where, why, left in result.sweep_stops:
+        rates = "rate" if left == 1 else "rates"
+        console.print(
+            f"sweep stopped at {where} (saturated: {why}); {left} higher {rates} not run",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     console.print(
         f"run directory: {result.directory}" + (f"  (plot: {plot})" if rows else ""),
         soft_wrap=True,

@@ -148,6 +148,7 @@ class PointResult:
     elapsed_s: float = 0.0
     achieved_rps: float | None = None  # completed measured requests per second (its window)
     saturated: bool = False
+    saturation_reason: str | None = None
 
 
 @dataclass
@@ -156,6 +157,8 @@ class LoadResult:
     status: str  # "finished", "stopped", "errors"
     points: list[PointResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "config @ point" stored by an earlier run
+    # Each sweep that stopped early at a saturated rate: ("config @ point", why, rates not run).
+    sweep_stops: list[tuple[str, str | None, int]] = field(default_factory=list)
 
 
 Progress = Callable[[str, "PointProgress"], None]
@@ -407,7 +410,10 @@ async def _drive_config(
             if outcome.status != "finished":
                 return outcome.status
             if outcome.saturated and profile.sweep is not None and point.kind == "constant":
-                return "finished"  # a sweep stops at its first saturated rate
+                if i < len(points):  # a sweep stops at its first saturated rate
+                    where = f"{config.name} @ {point.label}"
+                    result.sweep_stops.append((where, outcome.saturation_reason, len(points) - i))
+                return "finished"
         if profile.sweep is not None and i == len(profile.points):
             low, high = rates.get("synchronous"), rates.get("throughput")
             if low and high:
@@ -459,7 +465,7 @@ async def _drive_point(
     store.end_load_point(config.config_id, point.label, status, summary)
     return PointResult(
         config.name, point.label, status, progress.sent, progress.done, progress.errors,
-        progress.elapsed_s, achieved, saturated,
+        progress.elapsed_s, achieved, saturated, stats["saturation_reason"],
     )  # fmt: skip
 
 
