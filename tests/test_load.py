@@ -229,8 +229,11 @@ def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
     """A server that streams 2 answers at a time, each 7 x 5 ms, until it has served the 24
     requests of synchronous and throughput (12 each); then 10 times slower: about 6 requests/s,
     below any rate of the sweep (all above the synchronous rate, some 20/s). The first rate
-    saturates, and the sweep stops there."""
+    saturates, and the sweep stops there; resumed, it stays stopped."""
+    import json
+
     slow = ("--slow-after", "24", "--slow-factor", "10")
+    points_sql = "SELECT load_point, status, summary FROM load_points ORDER BY started_at"
     with contextlib.contextmanager(fast_server)(
         "--delay-ms", "5", "--max-concurrent", "2", *slow
     ) as url:
@@ -239,10 +242,9 @@ def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
             "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
             "--profile", "sweep:3", "--max-requests", "12", "--scrape", "off", "--out", str(out),
         )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    import json
-
-    rows = _rows(out, "SELECT load_point, status, summary FROM load_points ORDER BY started_at")
+        assert result.returncode == 0, result.stderr
+        rows = _rows(out, points_sql)
+        resumed = run_cli("load", "--resume", str(out))  # nothing left to run
     assert all(status == "finished" for _, status, _ in rows)
     points = {label: json.loads(summary) for label, _, summary in rows}
     low, high = points["synchronous"]["achieved_rps"], points["throughput"]["achieved_rps"]
@@ -253,6 +255,8 @@ def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
     assert reason
     line = f"sweep stopped at m @ {first} (saturated: {reason}); 2 higher rates not run"
     assert line in result.stdout, result.stdout
+    assert resumed.returncode == 0 and line in resumed.stdout, resumed.stderr
+    assert _rows(out, points_sql) == rows
 
 
 def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path):

@@ -398,9 +398,9 @@ async def _drive_config(
         i += 1
         if (config.config_id, point.label) in ended:
             result.skipped.append(f"{config.name} @ {point.label}")
-            rates[point.kind] = store.load_point_summary(config.config_id, point.label).get(
-                "achieved_rps"
-            )
+            summary = store.load_point_summary(config.config_id, point.label)
+            rates[point.kind] = summary.get("achieved_rps")
+            saturated, why = bool(summary.get("saturated")), summary.get("saturation_reason")
         else:
             outcome = await _drive_point(
                 plan, config, point, options, store, writer, stop, on_progress
@@ -409,11 +409,12 @@ async def _drive_config(
             rates[point.kind] = outcome.achieved_rps
             if outcome.status != "finished":
                 return outcome.status
-            if outcome.saturated and profile.sweep is not None and point.kind == "constant":
-                if i < len(points):  # a sweep stops at its first saturated rate
-                    where = f"{config.name} @ {point.label}"
-                    result.sweep_stops.append((where, outcome.saturation_reason, len(points) - i))
-                return "finished"
+            saturated, why = outcome.saturated, outcome.saturation_reason
+        if saturated and profile.sweep is not None and point.kind == "constant":
+            if i < len(points):  # a sweep stops at its first saturated rate, resumed or not
+                where = f"{config.name} @ {point.label}"
+                result.sweep_stops.append((where, why, len(points) - i))
+            return "finished"
         if profile.sweep is not None and i == len(profile.points):
             low, high = rates.get("synchronous"), rates.get("throughput")
             if low and high:
