@@ -4,13 +4,14 @@ Prints a Markdown section for benchmarks/RESULTS.md.
 
     python benchmarks/bench_load.py [--seconds 8] [--rates 100,500,1000] [--rounds 2]
         [--agree-warmup 10] [--agree-requests 40] [--guidellm-venv DIR]
-        [--parts precision,throughput,dispatch,agreement]
+        [--parts precision,throughput,dispatch,agreement] [--no-pin] [--without-guidellm]
 
 1. Scheduling precision: `tradeoff load --profile constant:R` and `poisson:R` against
    benchmarks/fast_server.py (canned 8-token streams, no delay); from the run store, the rate
    requests were sent and completed at, each against the rate they were scheduled at, and the
    send lag (queue_delay_s: actual minus scheduled send time). Targets (issue 13): within 2%,
-   p99 lag at most 1 ms.
+   p99 lag at most 1 ms. Beside them, GuideLLM's `constant` profile at the same rates, the same
+   figures from its per-request timings.
 2. Highest sustained rate: tradeoff's `throughput` profile and GuideLLM's on the same server,
    64 in flight; and the dispatch comparison, 2,000 requests with 64 in flight (`concurrent`),
    `--rounds` times each, alternately. Rate = requests completed / (last completion - first
@@ -19,6 +20,10 @@ Prints a Markdown section for benchmarks/RESULTS.md.
 3. Agreement: `tradeoff serve` with the bundled smollm2-135m, the same 20 prompts from both
    tools (32 output tokens, temperature 0), `synchronous` and `concurrent:2`, warm-up left out
    by both; TTFT, inter-token latency and end-to-end medians and p99s side by side.
+
+With --pin (the default where 2 cores or more may be used), the server under test runs on the
+last of them and the tools on the others. --without-guidellm runs tradeoff's precision alone
+(on a machine where GuideLLM cannot be installed).
 
 GuideLLM 0.8.1 runs from a virtual environment of its own, never as a dependency of tradeoff:
 --guidellm-venv, else $TRADEOFF_GUIDELLM_VENV, else /tmp/guidellm-venv when it holds guidellm,
@@ -43,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,7 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.analysis.load import percentiles
+from tradeoff.meters.conditions import summarize
 from tradeoff.meters.host import cpu_model
 from tradeoff.tasks.synthetic import WORDS
 
@@ -95,12 +101,50 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@dataclass
+class Cores:
+    """Where the processes run: with `--pin` (the default on 2 cores or more), the server under
+    test on the last core this benchmark may use and the tools on the others, so that neither
+    takes CPU time from the other (on 2 shared cores the tools' latencies differed from each
+    other's by up to 40% before)."""
+
+    tools: set[int] | None = None
+    server: set[int] | None = None
+
+    def describe(self) -> str:
+        if self.tools is None or self.server is None:
+            return "not pinned: the tools and the server share every core"
+        return (
+            f"pinned: the server on core {', '.join(map(str, sorted(self.server)))}, the tools "
+            f"on core{'s' if len(self.tools) > 1 else ''} "
+            f"{', '.join(map(str, sorted(self.tools)))}"
+        )
+
+
+CORES = Cores()
+
+
+def on_cores(cores: set[int] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that pins the child process (and so its children) to `cores`."""
+    if cores is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def pythonpath() -> str:
+    """This tree's src first, then whatever PYTHONPATH already holds (a machine's extra
+    packages)."""
+    return os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Ran:
-    """Run `cmd` to its end, its output to `log`; its CPU time. A failure stops the benchmark
-    with the log's last lines."""
+    """Run `cmd` to its end on the tools' cores, its output to `log`; its CPU time. A failure
+    stops the benchmark with the log's last lines."""
     cpu0 = _children_cpu()
     with open(log, "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=on_cores(CORES.tools)
+        ).returncode
     ran = Ran(_children_cpu() - cpu0)
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
@@ -111,7 +155,7 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Ran:
 def tradeoff_load(model: str, data: str, flags: list[str], out: Path) -> Ran:
     """`tradeoff load` from this tree, in a process of its own."""
     cmd = [sys.executable, "-m", "tradeoff", "load", "-m", model, "--task", data, *flags]
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": pythonpath()}
     return run([*cmd, "-o", str(out)], out.with_suffix(".log"), env)
 
 
@@ -176,6 +220,7 @@ def fast_server() -> Iterator[str]:
         [sys.executable, str(HERE / "fast_server.py"), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=on_cores(CORES.server),
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -191,11 +236,15 @@ def fast_server() -> Iterator[str]:
 def tradeoff_serve(out: Path) -> Iterator[str]:
     """`tradeoff serve --config smollm2-135m` from this tree on a free port; its root."""
     log = out.with_suffix(".log")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "tradeoff", "serve", "--port", "0", "--config", SERVED]
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [*cmd, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err, env=env
+            [*cmd, "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            preexec_fn=on_cores(CORES.server),
         )
     try:
         deadline = time.monotonic() + 300
@@ -218,6 +267,21 @@ def records(run_dir: Path) -> pd.DataFrame:
     columns += "output_tokens, error"
     with contextlib.closing(sqlite3.connect(run_dir / "tradeoff.sqlite")) as conn:
         return pd.read_sql_query(f"SELECT {columns} FROM records", conn)
+
+
+def host_line(run_dir: Path) -> str:
+    """What the run's host sampler saw: the other processes' CPU and the hypervisor's steal."""
+    with contextlib.closing(sqlite3.connect(run_dir / "tradeoff.sqlite")) as conn:
+        rows = conn.execute("SELECT sample FROM host_samples").fetchall()
+    host = summarize([json.loads(sample) for (sample,) in rows])
+    if not host["samples"]:
+        return "no host samples"
+    steal = host["steal_share_mean"]
+    return (
+        f"other processes {host['other_cores_mean']:.2f} cores on average (max "
+        f"{host['other_cores_max']:.2f}), steal "
+        + ("not reported" if steal is None else f"{steal:.1%}")
+    )
 
 
 def rate(times: pd.Series) -> float | None:
@@ -290,11 +354,54 @@ def commit() -> str:
 # 1. Scheduling precision ---------------------------------------------------------------------
 
 
-def precision(root: str, args: argparse.Namespace, work: Path) -> str:
+def guidellm_precision(
+    venv: Path, root: str, target: float, args: argparse.Namespace, work: Path
+) -> list[str]:
+    """GuideLLM's `constant` profile at `target` requests/s on the same server: a row of the
+    precision table, from the per-request timings of its report (targeted_start: when it
+    scheduled the request; request_start: when its backend began it; request_end)."""
+    rows = int(target * args.seconds * 1.5) + 100
+    data = fast_data(work / f"fast-precision-{target:g}.jsonl", rows)
+    secs = args.seconds
+    limits = (
+        {"kind": "constant", "rate": [target]},
+        {"kind": "max_duration", "seconds": int(secs) if secs == int(secs) else secs},
+    )
+    say(f"precision: {shown(limits)}")
+    out = work / f"precision-guidellm-{target:g}.json"
+    _, bench = guidellm(venv, root, "fast", *limits, data, out, validate=False)
+    every = [r for kind in ("successful", "incomplete", "errored") for r in bench["requests"][kind]]
+    timings = pd.DataFrame([r["info"]["timings"] for r in every])
+    timings["ok"] = [r in bench["requests"]["successful"] for r in every]
+    start = timings.targeted_start.min()
+    measure = timings[timings.targeted_start >= start + args.warmup]
+    began = measure[measure.request_start.notna()]
+    ended = measure[measure.ok & measure.request_end.notna()]
+    scheduled, sent, done = (
+        rate(began.targeted_start),
+        rate(began.request_start),
+        rate(ended.request_end),
+    )
+    lag = percentiles(began.request_start - began.targeted_start)
+    errors = bench["metrics"]["request_totals"]["errored"]
+    return [
+        f"constant:{target:g} (GuideLLM {GUIDELLM})",
+        f"{len(began):,} of {len(measure):,}",
+        per_s(scheduled),
+        f"{per_s(sent)} ({pct(sent / scheduled - 1 if sent and scheduled else None)})",
+        f"{per_s(done)} ({pct(done / scheduled - 1 if done and scheduled else None)})",
+        f"{ms(lag['p50'])} / {ms(lag['p99'])}",
+        f"{errors}",
+        "-",
+        "-",
+    ]
+
+
+def precision(root: str, venv: Path | None, args: argparse.Namespace, work: Path) -> str:
     rates = [float(r) for r in args.rates.split(",")]
     model = f"openai:{root}/v1#fast"
     data = f"synthetic:prompt={FAST_PROMPT_WORDS},output={FAST_TOKENS}"
-    rows, misses = [], []
+    rows, misses, hosts = [], [], []
     for kind in ("constant", "poisson"):
         point = f"{kind}:{','.join(f'{r:g}' for r in rates)}"
         say(f"precision: tradeoff load --profile {point}")
@@ -302,6 +409,7 @@ def precision(root: str, args: argparse.Namespace, work: Path) -> str:
         flags = ["--profile", point, "--max-seconds", f"{args.seconds:g}"]
         flags += ["--warmup", f"{args.warmup:g}s", "--seed", "0"]
         tradeoff_load(model, data, flags, out)
+        hosts.append(f"- during the {kind} run (its host sampler): {host_line(out)}")
         frame = records(out)
         for target in rates:
             label = f"{kind}:{target:g}"
@@ -326,6 +434,7 @@ def precision(root: str, args: argparse.Namespace, work: Path) -> str:
                     verdict(rate_ok), verdict(lag_ok),
                 ]
             )  # fmt: skip
+    theirs = [guidellm_precision(venv, root, r, args, work) for r in rates] if venv else []
     header = [
         "profile", "measured requests", "scheduled req/s", "sent req/s (vs scheduled)",
         "completed req/s (vs scheduled)", "send lag p50 / p99 ms", "errors",
@@ -336,7 +445,7 @@ def precision(root: str, args: argparse.Namespace, work: Path) -> str:
         f"`tradeoff load -m openai:URL#fast --data synthetic:prompt={FAST_PROMPT_WORDS},"
         f"output={FAST_TOKENS} --profile KIND:{args.rates} --max-seconds {args.seconds:g} "
         f"--warmup {args.warmup:g}s --seed 0` against benchmarks/fast_server.py (canned "
-        f"{FAST_TOKENS}-token streams, no delay, another process on the same cores), one run "
+        f"{FAST_TOKENS}-token streams, no delay), one run "
         "per kind, all its rates in it. From the run store, over each load point's measured "
         "requests (its first "
         f"{args.warmup:g} s are warm-up): scheduled, sent and completed rate = (n - 1) / span "
@@ -344,8 +453,21 @@ def precision(root: str, args: argparse.Namespace, work: Path) -> str:
         "scheduled rate, which for `constant` is the target itself and for `poisson` the rate "
         "its seeded draws came to (a Poisson sample's own rate departs from the target by about "
         "1/sqrt(n)). Send lag = queue_delay_s (actual minus scheduled send time). Errors: all "
-        "requests of the point.\n",
-        table(header, rows),
+        "requests of the point. "
+        + (
+            f'GuideLLM\'s rows: `guidellm run --profile \'{{"kind":"constant","rate":'
+            f"[R]}}'` on the same server for {args.seconds:g} s, from the per-request timings of "
+            "its JSON report: its requests scheduled after the first "
+            f"{args.warmup:g} s, those begun of them, the same rates over targeted_start (when "
+            "it scheduled a request), request_start (when its backend began the request) and "
+            "request_end, and send lag = request_start - targeted_start. "
+            if theirs
+            else ""
+        )
+        + f"Processes {CORES.describe()}.\n",
+        table(header, rows + theirs),
+        "",
+        *hosts,
         "",
         "Target (issue 13): rate within 2% of the target and send lag p99 at most 1 ms. "
         + (
@@ -453,7 +575,7 @@ def throughput(root: str, venv: Path, args: argparse.Namespace, work: Path) -> s
         f"at most {IN_FLIGHT} in flight, {secs:g} s: `tradeoff load --profile throughput "
         f"--max-concurrency {IN_FLIGHT} --max-seconds {secs:g} --data synthetic:prompt="
         f"{FAST_PROMPT_WORDS},output={FAST_TOKENS}` and `{shown(limits)}` (GuideLLM "
-        f"with its default worker processes on {os.cpu_count()} cores). Requests/s = "
+        f"with its default worker processes; {CORES.describe()}). Requests/s = "
         "completed / (last completion - first send), the same for both, from tradeoff's store "
         "and from GuideLLM's per-request timings in its JSON report; client CPU includes each "
         "tool's start-up and, for GuideLLM, its report. Cut at the end: GuideLLM's "
@@ -673,13 +795,29 @@ def main() -> None:
     parser.add_argument("--guidellm-venv", help=f"GuideLLM {GUIDELLM}'s virtual environment")
     parser.add_argument("--parts", default=",".join(PARTS), help="which parts to run")
     parser.add_argument("--work", help="keep the run directories and logs here")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the server on one core, the tools on the others (where there are 2 or more)",
+    )
+    parser.add_argument(
+        "--without-guidellm",
+        action="store_true",
+        help="tradeoff's precision alone (where GuideLLM cannot be installed)",
+    )
     args = parser.parse_args()
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--parts: {', '.join(unknown)} unknown; parts: {', '.join(PARTS)}")
 
-    venv = guidellm_venv(args.guidellm_venv) if set(parts) - {"precision"} else None
+    if args.without_guidellm and set(parts) - {"precision"}:
+        parser.error("--without-guidellm: only the precision part runs without GuideLLM")
+    venv = None if args.without_guidellm else guidellm_venv(args.guidellm_venv)
+    cores = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cores) >= 2:
+        CORES.tools, CORES.server = set(cores[:-1]), {cores[-1]}
     before, started = loadavg(), time.perf_counter()
     sections = []
     with contextlib.ExitStack() as stack:
@@ -691,7 +829,7 @@ def main() -> None:
         if {"precision", "throughput", "dispatch"} & set(parts):
             root = stack.enter_context(fast_server())
             if "precision" in parts:
-                sections.append(precision(root, args, work))
+                sections.append(precision(root, venv, args, work))
             if "throughput" in parts:
                 assert venv is not None
                 sections.append(throughput(root, venv, args, work))

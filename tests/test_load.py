@@ -308,7 +308,8 @@ def test_a_price_without_a_unit_is_one_line(tmp_path):
     assert "has no unit" in result.stderr and "per_hour" in result.stderr
 
 
-def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_path):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_path, processes):
     import signal
     import subprocess
     import sys
@@ -318,7 +319,7 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
          "--max-tokens", "4", "--profile", "constant:20", "--max-seconds", "60",
-         "--scrape", "off", "--out", str(out)],
+         "--scrape", "off", "--processes", processes, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 60
@@ -333,3 +334,51 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     kept = _rows(out, "SELECT COUNT(*) FROM records")[0][0]
     assert kept >= 10
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
+
+
+def test_a_point_spread_over_processes_sends_each_request_once_on_one_schedule(canned, tmp_path):
+    """--processes 2: a helper process sends the odd requests of the schedule and this one the
+    even, from one start; each request is stored once, and the sends keep the one pace."""
+    out = tmp_path / "run"
+    args = ("--profile", "constant:100", "--max-requests", "120", "--processes", "2")
+    result = _load(canned, out, *args, "--scrape", "off")
+    assert result.returncode == 0, result.stderr
+    assert "constant:100: sent from 2 processes" in result.stderr
+    rows = _rows(out, "SELECT item_id, sample, scheduled_s, sent_s FROM records")
+    assert len(rows) == 120 and len({(r[0], r[1]) for r in rows}) == 120
+    assert sorted(r[2] for r in rows) == pytest.approx([i / 100 for i in range(120)])
+    sent = sorted(r[3] for r in rows)
+    gaps = sorted(b - a for a, b in zip(sent, sent[1:], strict=False))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.01, abs=0.002)  # the median gap
+    import json
+
+    summary = json.loads(_rows(out, "SELECT summary FROM load_points")[0][0])
+    assert summary["processes"] == 2 and summary["sent"] == summary["done"] == 120
+
+
+def test_a_closed_loop_spread_over_processes_keeps_its_requests_in_flight(canned, tmp_path):
+    out = tmp_path / "run"
+    args = ("--profile", "concurrent:4", "--max-requests", "60", "--processes", "2")
+    result = _load(canned, out, *args, "--scrape", "off")
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out, "SELECT item_id, sample, sent_s, e2e_s FROM records")
+    assert len(rows) == 60 and len({(r[0], r[1]) for r in rows}) == 60
+    # at most 4 in flight at any send, and more than 2 at some (both processes' workers)
+    spans = [(r[2], r[2] + r[3]) for r in rows]
+    in_flight = [sum(a <= s < b for a, b in spans) for s, _ in spans]
+    assert max(in_flight) <= 4 and max(in_flight) > 2, in_flight
+
+
+def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
+    """Every request fails: the helper's failures and this process's together stop the point
+    at --max-errors, long before its 400 requests."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "load", "-m", f"openai:{canned}#fail-500", "-t", "arith", "--max-tokens", "4",
+        "--profile", "constant:100", "--max-requests", "400", "--processes", "2",
+        "--max-errors", "20", "--scrape", "off", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "too many failed requests" in result.stderr
+    stored = _rows(out, "SELECT COUNT(*), COUNT(error) FROM records")[0]
+    assert 20 <= stored[0] == stored[1] < 100, stored

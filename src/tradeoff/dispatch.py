@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from multiprocessing.connection import Connection, wait
 
 from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
+from tradeoff.meters.host import usable_cores
 from tradeoff.session import open_engines
 from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
 from tradeoff.types import Record
@@ -51,8 +51,7 @@ def processes_for(spec: RunSpec, configs: list[Config]) -> int:
         return 1
     if spec.processes != "auto":
         return max(1, min(spec.processes, spec.concurrency))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, spec.concurrency // CONCURRENCY_PER_PROCESS))
+    return max(1, min(usable_cores(), spec.concurrency // CONCURRENCY_PER_PROCESS))
 
 
 def start_helpers(count: int) -> list[Helper]:
@@ -148,10 +147,11 @@ class Helper:
         self.conn = conn
 
     @classmethod
-    def start(cls) -> Helper:
+    def start(cls, module: str = "tradeoff.dispatch") -> Helper:
+        """`python -m MODULE FD`: the module's helper, talking over the socket FD."""
         ours, theirs = socket.socketpair()
         process = subprocess.Popen(
-            [sys.executable, "-m", "tradeoff.dispatch", str(theirs.fileno())],
+            [sys.executable, "-m", module, str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             start_new_session=True,  # Ctrl-C is the parent's: it tells the helpers when to stop
         )

@@ -14,16 +14,19 @@ from tradeoff.cli.options import (
     MaxTokens,
     Models,
     Out,
+    Processes,
     SpecFile,
     Temperature,
     Timeout,
+    processes_value,
 )
 from tradeoff.cli.output import console, err_console
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
 
 if TYPE_CHECKING:
-    from tradeoff.load.run import LoadResult, PointProgress
+    from tradeoff.load.driver import PointProgress
+    from tradeoff.load.run import LoadResult
 
 
 def load(
@@ -85,6 +88,7 @@ def load(
             "openai: upstream's /metrics, where it answers), off, or a URL."
         ),  # fmt: skip
     ] = "auto",
+    processes: Processes = None,
     limit: Limit = None,
     temperature: Temperature = None,
     max_tokens: MaxTokens = None,
@@ -105,7 +109,7 @@ def load(
     from the first load point that did not finish.
     """
     from tradeoff.config import profile_spec
-    from tradeoff.load.run import LoadOptions
+    from tradeoff.load.options import LoadOptions
 
     if resume is not None:
         if spec_file or model or task or out:
@@ -118,7 +122,11 @@ def load(
         task,
         out=out,
         resume=None,
-        overrides={"limit": limit, "timeout_s": timeout},
+        overrides={
+            "limit": limit,
+            "timeout_s": timeout,
+            "processes": processes_value(processes),
+        },
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
     )
     options = LoadOptions(

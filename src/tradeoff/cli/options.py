@@ -25,3 +25,16 @@ Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to 
 ApiKey = Annotated[
     str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
 ]
+Processes = Annotated[
+    str | None,
+    typer.Option(
+        help="Processes sending requests to openai: servers (N or auto; the spec's `processes`). "
+        "auto: profile, one per 32 requests in flight; load, one per 250 requests/s of a rate "
+        "or 32 in flight of a load point; at most one per core.",
+    ),
+]
+
+
+def processes_value(text: str | None) -> int | str | None:
+    """--processes as the spec takes it: a number, or "auto" (checked there)."""
+    return int(text) if text and text.isdigit() else text

@@ -27,8 +27,9 @@ from tradeoff.errors import UserError
 # nothing is wrapped or cut: a table prints at its natural width (Rich tables do not stretch to
 # the console's), a line of text on one line.
 UNWRAPPED = 1_000_000
-console = Console(width=None if sys.stdout.isatty() else UNWRAPPED)
-err_console = Console(stderr=True)
+# No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
+console = Console(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 class SummaryFormat(str, Enum):

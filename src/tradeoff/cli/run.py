@@ -15,9 +15,11 @@ from tradeoff.cli.options import (
     MaxTokens,
     Models,
     Out,
+    Processes,
     SpecFile,
     Temperature,
     Timeout,
+    processes_value,
 )
 from tradeoff.cli.output import console, err_console, progress_bar
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary, write_plot
@@ -142,13 +144,7 @@ def profile(
     max_tokens: MaxTokens = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
-    processes: Annotated[
-        str | None,
-        typer.Option(
-            help="Processes dispatching requests to openai: servers, or auto (one per 32 "
-            "requests in flight, at most one per core; the spec's `processes`).",
-        ),
-    ] = None,
+    processes: Processes = None,
     timeout: Timeout = None,
     out: Out = None,
     resume: Annotated[
@@ -186,7 +182,7 @@ def profile(
             "limit": limit,
             "samples": samples,
             "concurrency": concurrency,
-            "processes": int(processes) if processes and processes.isdigit() else processes,
+            "processes": processes_value(processes),
             "timeout_s": timeout,
         },
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},

@@ -10,7 +10,6 @@ base models in completion form; the request says which.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from tradeoff.engines.base import InProcessEngine, ModelInfo, ModelShape, PassSi
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
 from tradeoff.errors import UserError
+from tradeoff.meters.host import usable_cores
 from tradeoff.types import CANCELLED, Generation, PromptMode, Request
 
 
@@ -140,7 +140,7 @@ class LlamaCppEngine(InProcessEngine):
 
         self._lib = llama_cpp
         _quiet_llama_logs()
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or usable_cores()
         try:
             self.llm = Llama(
                 model_path=str(path),

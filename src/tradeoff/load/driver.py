@@ -1,0 +1,195 @@
+"""One configuration driven at one load point: requests sent on the point's schedule (paced) or
+as others end (closed loop), each stamped with its load point, phase, scheduled and actual send
+times and queue delay, and handed to a sink as it ends.
+
+A point may be spread over several processes (`tradeoff.load.spread`): each drives every P-th
+request of the same schedule from the same start, so `stride` and `t0` are given to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tradeoff.config import Config
+from tradeoff.load.options import LoadOptions
+from tradeoff.load.profiles import LoadPoint, send_times
+from tradeoff.types import Record
+from tradeoff.work import Plan, Work
+
+# Errors are judged as a rate only once this many requests of a load point have ended.
+MIN_FOR_ERROR_RATE = 10
+# A paced send wakes this long before it is due and spends the rest yielding to the loop's other
+# work (`PointDriver._until`): timers are rounded to a millisecond, and on a machine idle between
+# sends waking from sleep took milliseconds more (benchmarks/RESULTS.md, issue 13).
+SPIN_S = 0.002
+
+
+class RecordSink(Protocol):
+    """Where a driven request's record goes: the run store's writer, or a helper process's
+    connection to the parent."""
+
+    async def write(self, record: Record) -> None: ...
+
+
+class Stopping(Protocol):
+    requested: bool
+
+
+@dataclass
+class PointProgress:
+    """What the progress display shows for the running load point (every process's requests,
+    once their records are back)."""
+
+    label: str
+    total: int | None  # requests, when --max-requests bounds the point
+    max_seconds: float | None
+    sent: int = 0
+    done: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def share(total: int, k: int, of: int) -> int:
+    """Process k's part of `total` spread over `of` processes (the first ones take the rest)."""
+    return total // of + (k < total % of)
+
+
+class PointDriver:
+    """Drives one configuration at one load point: the requests of stride k of P (the indices
+    k, k + P, ...; all of them when P is 1), in the items' order (cycling, `sample` counting
+    the cycles), timed from `t0` (time.perf_counter(), the same clock in every process)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        config: Config,
+        point: LoadPoint,
+        options: LoadOptions,
+        sink: RecordSink,
+        stop: Stopping,
+        progress: PointProgress,
+        on_progress: Callable[[PointProgress], None],
+        stride: tuple[int, int] = (0, 1),
+    ):
+        self.plan, self.config, self.point, self.options = plan, config, point, options
+        self.sink, self.stop, self.progress = sink, stop, progress
+        self.on_progress = on_progress
+        self.k, self.of = stride
+        self.items = list(plan.items)
+        self.t0 = 0.0
+        # or "errors" (--max-errors / --max-error-rate), "failed" (a helper process failed)
+        self.status = "finished"
+
+    def work(self, index: int) -> Work:
+        task, item_id = self.items[index % len(self.items)]
+        return (self.config.config_id, task, item_id, index // len(self.items))
+
+    def more(self, index: int, scheduled_s: float) -> bool:
+        """Whether the index-th request, due at `scheduled_s`, is still part of this point."""
+        o = self.options
+        if self.stop.requested or self.status != "finished":
+            return False
+        if o.max_requests is not None and index >= o.max_requests:
+            return False
+        return o.max_seconds is None or scheduled_s < o.max_seconds
+
+    async def one(self, index: int, scheduled_s: float) -> None:
+        sent_s = time.perf_counter() - self.t0
+        self.progress.sent += 1
+        self.progress.in_flight += 1
+        record, _ = await self.plan.run(self.work(index))
+        self.progress.in_flight -= 1
+        stamped = dataclasses.replace(
+            record,
+            load_point=self.point.label,
+            phase=self.options.phase(index, scheduled_s),
+            scheduled_s=scheduled_s,
+            sent_s=sent_s,
+            queue_delay_s=max(sent_s - scheduled_s, 0.0),
+        )
+        await self.sink.write(stamped)
+        self.ended(1, record.error is not None)
+
+    def ended(self, n: int, errors: int) -> None:
+        """`n` requests ended (`errors` of them failed), here or in another process: counted,
+        judged against --max-errors and --max-error-rate, shown."""
+        o, p = self.options, self.progress
+        p.done += n
+        p.errors += errors
+        if (
+            o.max_errors is not None
+            and p.errors >= o.max_errors
+            or (
+                o.max_error_rate is not None
+                and p.done >= MIN_FOR_ERROR_RATE
+                and p.errors / p.done > o.max_error_rate
+            )
+        ):
+            self.status = "errors"
+        self.on_progress(p)
+
+    async def run(self, t0: float | None = None) -> None:
+        """Drive the point from `t0` (now when not given; a later time is waited for)."""
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.progress.started = self.t0
+        await self._until(0.0)
+        if self.point.paced:
+            await self._paced()
+        else:
+            workers = 1 if self.point.kind == "synchronous" else self.point.concurrency or 1
+            await self._closed_loop(share(workers, self.k, self.of))
+
+    async def _closed_loop(self, workers: int) -> None:
+        """`workers` requests always in flight: each sent as soon as one ends (due then)."""
+        counter = iter(range(self.k, sys.maxsize, self.of))
+
+        async def worker() -> None:
+            while True:
+                due = time.perf_counter() - self.t0
+                index = next(counter)
+                if not self.more(index, due):
+                    return
+                await self.one(index, due)
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    async def _paced(self) -> None:
+        """Requests sent when due, however many are in flight up to this process's share of
+        --max-concurrency; past it, each waits for a slot, and the wait is its queue delay."""
+        slots = asyncio.Semaphore(max(share(self.options.max_concurrency, self.k, self.of), 1))
+        running: set[asyncio.Task[None]] = set()
+        times: Iterator[float] = send_times(self.point, self.options.seed, self.options.rampup_s)
+        for index, due in enumerate(times):
+            if not self.more(index, due):
+                break
+            if index % self.of != self.k:
+                continue
+            await self._until(due)
+            await slots.acquire()
+            task = asyncio.ensure_future(self.one(index, due))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            task.add_done_callback(lambda _: slots.release())
+        if running:
+            await asyncio.gather(*running)
+
+    async def _until(self, due: float) -> None:
+        """Return at `due` seconds after t0: asleep until SPIN_S before it, then yielding to
+        the loop's other work until it comes (a timer alone wakes up to a millisecond late,
+        and a machine that idles between sends wakes later still)."""
+        delay = due - (time.perf_counter() - self.t0)
+        if delay > SPIN_S:
+            await asyncio.sleep(delay - SPIN_S)
+        while time.perf_counter() - self.t0 < due:
+            await asyncio.sleep(0)

@@ -1,0 +1,109 @@
+"""The options of a load run (`tradeoff load`'s flags), checked once and stored with the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from tradeoff.errors import UserError
+from tradeoff.load.profiles import Profile, parse_profile
+
+
+@dataclass(frozen=True)
+class Amount:
+    """A number of requests, or of seconds ('10' or '10s')."""
+
+    value: float
+    seconds: bool
+
+    @classmethod
+    def parse(cls, text: str | None, flag: str) -> Amount | None:
+        if text is None:
+            return None
+        body = text.strip()
+        seconds = body.endswith("s")
+        try:
+            value = float(body.removesuffix("s"))
+        except ValueError:
+            value = -1.0
+        if value < 0 or (not seconds and value != int(value)):
+            raise UserError(
+                f"{flag} {text!r}: give a number of requests (e.g. 10) or of seconds (e.g. 5s)"
+            )
+        return cls(value, seconds)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How each load point runs and when it stops. Stored with the run (`spec["load"]`)."""
+
+    profile: str = "sweep"
+    max_requests: int | None = None
+    max_seconds: float | None = 30.0
+    warmup: str | None = None
+    cooldown: str | None = None
+    rampup_s: float = 0.0
+    slo: str | None = None
+    max_concurrency: int = 256
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    seed: int = 0
+    # The upstreams' Prometheus metrics, sampled through the run: "auto" (each openai: model's
+    # server's /metrics, where it answers Prometheus text), "off", or a URL (which must answer).
+    scrape: str = "auto"
+
+    def check(self) -> Profile:
+        """The parsed profile; one line on any option that cannot work."""
+        if self.max_requests is None and self.max_seconds is None:
+            raise UserError("give --max-requests N and/or --max-seconds S: when a load point ends")
+        for flag, value in (
+            ("--max-requests", self.max_requests),
+            ("--max-errors", self.max_errors),
+        ):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} must be at least 1 (got {value})")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise UserError(f"--max-seconds must be above 0 (got {self.max_seconds})")
+        if self.max_concurrency < 1:
+            raise UserError(f"--max-concurrency must be at least 1 (got {self.max_concurrency})")
+        if self.rampup_s < 0:
+            raise UserError(f"--rampup must be 0 or more seconds (got {self.rampup_s})")
+        if self.max_error_rate is not None and not 0 < self.max_error_rate <= 1:
+            raise UserError(f"--max-error-rate must be in (0, 1] (got {self.max_error_rate})")
+        for flag, text in (("--warmup", self.warmup), ("--cooldown", self.cooldown)):
+            amount = Amount.parse(text, flag)
+            if amount is None:
+                continue
+            bound = "--max-seconds" if amount.seconds else "--max-requests"
+            if (self.max_seconds if amount.seconds else self.max_requests) is None:
+                raise UserError(f"{flag} {text} needs {bound}: it is a share of the load point")
+        if self.slo is not None:
+            from tradeoff.analysis.load import parse_slo
+
+            parse_slo(self.slo)
+        if self.scrape not in ("auto", "off") and not self.scrape.startswith(
+            ("http://", "https://")
+        ):
+            raise UserError(f"--scrape {self.scrape!r}: give auto, off, or an http(s):// URL")
+        return parse_profile(self.profile, self.max_concurrency)
+
+    @cached_property
+    def _warmup(self) -> Amount | None:
+        return Amount.parse(self.warmup, "--warmup")
+
+    @cached_property
+    def _cooldown(self) -> Amount | None:
+        return Amount.parse(self.cooldown, "--cooldown")
+
+    def phase(self, index: int, scheduled_s: float) -> str:
+        """'warmup', 'measure' or 'cooldown' for the index-th request, due at `scheduled_s`."""
+        warmup, cooldown = self._warmup, self._cooldown
+        if warmup and (scheduled_s < warmup.value if warmup.seconds else index < warmup.value):
+            return "warmup"
+        if cooldown:
+            if cooldown.seconds and self.max_seconds is not None:
+                if scheduled_s >= self.max_seconds - cooldown.value:
+                    return "cooldown"
+            elif self.max_requests is not None and index >= self.max_requests - cooldown.value:
+                return "cooldown"
+        return "measure"
