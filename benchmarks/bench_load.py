@@ -284,6 +284,13 @@ def host_line(run_dir: Path) -> str:
     )
 
 
+def sending_processes(run_dir: Path) -> dict[str, int]:
+    """How many processes sent each load point's requests (its stored summary)."""
+    with contextlib.closing(sqlite3.connect(run_dir / "tradeoff.sqlite")) as conn:
+        rows = conn.execute("SELECT load_point, summary FROM load_points").fetchall()
+    return {label: json.loads(summary).get("processes", 1) for label, summary in rows}
+
+
 def rate(times: pd.Series) -> float | None:
     """Events per second over their span: (n - 1) / (last - first)."""
     span = times.max() - times.min() if len(times) > 1 else 0.0
@@ -386,6 +393,7 @@ def guidellm_precision(
     errors = bench["metrics"]["request_totals"]["errored"]
     return [
         f"constant:{target:g} (GuideLLM {GUIDELLM})",
+        "its workers",
         f"{len(began):,} of {len(measure):,}",
         per_s(scheduled),
         f"{per_s(sent)} ({pct(sent / scheduled - 1 if sent and scheduled else None)})",
@@ -407,10 +415,11 @@ def precision(root: str, venv: Path | None, args: argparse.Namespace, work: Path
         say(f"precision: tradeoff load --profile {point}")
         out = work / f"precision-{kind}"
         flags = ["--profile", point, "--max-seconds", f"{args.seconds:g}"]
-        flags += ["--warmup", f"{args.warmup:g}s", "--seed", "0"]
+        flags += ["--warmup", f"{args.warmup:g}s", "--seed", "0", "--processes", args.processes]
         tradeoff_load(model, data, flags, out)
         hosts.append(f"- during the {kind} run (its host sampler): {host_line(out)}")
         frame = records(out)
+        senders = sending_processes(out)
         for target in rates:
             label = f"{kind}:{target:g}"
             here = frame[frame.load_point == label]
@@ -428,7 +437,7 @@ def precision(root: str, venv: Path | None, args: argparse.Namespace, work: Path
                 misses.append(label)
             rows.append(
                 [
-                    label, f"{len(measure):,}", per_s(scheduled),
+                    label, f"{senders.get(label, 1)}", f"{len(measure):,}", per_s(scheduled),
                     f"{per_s(sent)} ({pct(sent_err)})", f"{per_s(done)} ({pct(done_err)})",
                     f"{ms(lag['p50'])} / {ms(lag['p99'])}", f"{here.error.notna().sum()}",
                     verdict(rate_ok), verdict(lag_ok),
@@ -436,7 +445,8 @@ def precision(root: str, venv: Path | None, args: argparse.Namespace, work: Path
             )  # fmt: skip
     theirs = [guidellm_precision(venv, root, r, args, work) for r in rates] if venv else []
     header = [
-        "profile", "measured requests", "scheduled req/s", "sent req/s (vs scheduled)",
+        "profile", "sending processes", "measured requests", "scheduled req/s",
+        "sent req/s (vs scheduled)",
         "completed req/s (vs scheduled)", "send lag p50 / p99 ms", "errors",
         "rate within 2%", "lag p99 <= 1 ms",
     ]  # fmt: skip
@@ -444,7 +454,8 @@ def precision(root: str, venv: Path | None, args: argparse.Namespace, work: Path
         "### Scheduling precision\n",
         f"`tradeoff load -m openai:URL#fast --data synthetic:prompt={FAST_PROMPT_WORDS},"
         f"output={FAST_TOKENS} --profile KIND:{args.rates} --max-seconds {args.seconds:g} "
-        f"--warmup {args.warmup:g}s --seed 0` against benchmarks/fast_server.py (canned "
+        f"--warmup {args.warmup:g}s --seed 0 --processes {args.processes}` against "
+        "benchmarks/fast_server.py (canned "
         f"{FAST_TOKENS}-token streams, no delay), one run "
         "per kind, all its rates in it. From the run store, over each load point's measured "
         "requests (its first "
@@ -800,6 +811,9 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="the server on one core, the tools on the others (where there are 2 or more)",
+    )
+    parser.add_argument(
+        "--processes", default="auto", help="tradeoff load --processes in the precision part"
     )
     parser.add_argument(
         "--without-guidellm",

@@ -175,6 +175,10 @@ class Spread:
             )
 
     def close(self) -> None:
+        """End the helpers: each is told to (closing our end alone would not do: the thread
+        reading it holds the socket open), exits, and is reaped."""
+        for helper in self.helpers:
+            helper.send(("end", None))
         for helper in self.helpers:
             helper.process.close()
 
@@ -239,9 +243,11 @@ async def _helper(
                     kind, payload = conn.recv()
                     if kind == "stop":
                         current[0].requested = True
+                    elif kind == "end":
+                        raise EOFError
                     else:
                         loop.call_soon_threadsafe(jobs.put_nowait, payload)
-            except (EOFError, OSError):  # the parent is done (or gone)
+            except (EOFError, OSError):  # the parent is done ("end") or gone
                 current[0].requested = True
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(jobs.put_nowait, None)
