@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import resource
@@ -681,6 +682,56 @@ def agree_guidellm(
     return guidellm(venv, root, SERVED, profile, limit, data, out)[1]
 
 
+def served_records(run_dir: Path) -> pd.DataFrame:
+    """What `tradeoff serve` stored of each request it answered: when, and its own latencies."""
+    with contextlib.closing(sqlite3.connect(run_dir / "tradeoff.sqlite")) as conn:
+        return pd.read_sql_query(
+            "SELECT created_at, ttft_s, itl_s, e2e_s FROM records WHERE error IS NULL", conn
+        )
+
+
+SERVER_HEADER = [
+    "profile", "latency", "statistic", "server, tradeoff's requests ms",
+    "tradeoff vs the server", "server, GuideLLM's requests ms", "GuideLLM vs the server",
+]  # fmt: skip
+
+
+def server_rows(
+    ours: dict[str, pd.DataFrame],
+    theirs: dict[str, dict[str, Any]],
+    served: pd.DataFrame,
+    windows: dict[tuple[str, str], tuple[float, float]],
+    warm: int,
+) -> tuple[list[list[str]], dict[str, float]]:
+    """The server table's rows, and each tool's largest departure from the server's figures."""
+    rows, worst = [], {"tradeoff": 0.0, "guidellm": 0.0}
+    for label in AGREE_PROFILES:
+        seen = {}
+        for tool in ("tradeoff", "guidellm"):
+            begun, ended = windows[(label, tool)]
+            inside = served[(served.created_at >= begun) & (served.created_at <= ended)]
+            seen[tool] = inside.sort_values("created_at").iloc[warm:]
+        measured = guidellm_after(theirs[label], warm)
+        for name, (key, scale) in GUIDELLM_METRICS.items():
+            column = TRADEOFF_COLUMNS[name]
+            client = {
+                "tradeoff": percentiles(ours[label][column]),
+                "guidellm": percentiles(
+                    [scale * r[key] for r in measured if r.get(key) is not None]
+                ),
+            }
+            server = {tool: percentiles(seen[tool][column]) for tool in seen}
+            for stat, p in (("median", "p50"), ("p99", "p99")):
+                cells = []
+                for tool in ("tradeoff", "guidellm"):
+                    mine, truth = client[tool][p], server[tool][p]
+                    diff = mine / truth - 1 if mine and truth else None
+                    cells += [ms(truth), pct(diff)]
+                    worst[tool] = max(worst[tool], abs(diff) if diff is not None else math.inf)
+                rows.append([label, name, stat, *cells])
+    return rows, worst
+
+
 def agreement(venv: Path, args: argparse.Namespace, work: Path) -> str:
     warm, n = args.agree_warmup, args.agree_requests
     ours_data, theirs_data = agreement_data(work, warm + n)
@@ -689,10 +740,12 @@ def agreement(venv: Path, args: argparse.Namespace, work: Path) -> str:
     sync, conc = AGREE_PROFILES
     # neither tool always goes first
     order = [(sync, "tradeoff"), (sync, "guidellm"), (conc, "guidellm"), (conc, "tradeoff")]
+    windows: dict[tuple[str, str], tuple[float, float]] = {}
     with tradeoff_serve(work / "serve") as root:
         for label, tool in order:
             say(f"agreement: {tool} {label}, {warm} warm-up + {n} measured requests")
             name = label.replace(":", "")
+            begun = time.time()
             if tool == "tradeoff":
                 ours[label] = agree_tradeoff(
                     root, label, ours_data, warm, n, work / f"agree-{name}"
@@ -701,6 +754,9 @@ def agreement(venv: Path, args: argparse.Namespace, work: Path) -> str:
                 theirs[label] = agree_guidellm(
                     venv, root, label, theirs_data, warm, n, work / f"agree-guidellm-{name}.json"
                 )
+            windows[(label, tool)] = (begun, time.time())
+    served = served_records(work / "serve")
+    by_server, worst = server_rows(ours, theirs, served, windows, warm)
     rows, counts, misses = [], [], []
     for label in AGREE_PROFILES:
         frame, bench = ours[label], theirs[label]
@@ -764,6 +820,19 @@ def agreement(venv: Path, args: argparse.Namespace, work: Path) -> str:
         *[f"- {line}" for line in counts],
         "",
         table(header, rows),
+        "",
+        "The server's own figures. `tradeoff serve` stores every request it answers with the "
+        "latencies it measured itself (from the request's arrival to its first token and to "
+        "its end; inter-token latency over its tokens): below, each tool's measured requests as "
+        "the server saw them (the server's records written while that tool ran, its first "
+        f"{warm} left out), and each tool's figure against the server's figure for its own "
+        "requests. The server is the same program in both columns, so a difference between "
+        "the two server columns is a difference in how fast the server ran, not in how it was "
+        "measured.\n",
+        table(SERVER_HEADER, by_server),
+        "",
+        f"Largest departure from the server's own figure: tradeoff {worst['tradeoff']:.1%}, "
+        f"GuideLLM {worst['guidellm']:.1%}.",
         "",
         "Definitions. TTFT: tradeoff, from just before the client's POST (connection from the "
         "pool, request written) to the first chunk carrying text; GuideLLM, from the moment "

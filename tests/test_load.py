@@ -145,6 +145,7 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--slo", "latency=2"], "ttft, itl, tpot, e2e"),
         (["--scrape", "ftp://x"], "auto, off, or an http(s):// URL"),
         (["--task", "synthetic:prompt=abc,output=8"], "synthetic:"),
+        (["--processes", "many"], "give auto or a number"),
     ],
 )
 def test_bad_load_options_are_one_line(tmp_path, args, needle):
