@@ -260,6 +260,14 @@ def report(
             "configuration (load runs) to this .png or .html file.",
         ),
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Write the run's report as one self-contained HTML page (opens offline) to "
+            "DIR/report.html, or to --output.",
+        ),
+    ] = False,
 ) -> None:
     """Per-configuration summary of a run (or, with --records, every per-query record), then,
     for a load run, the statistics per configuration and load point (alone with --load); --plot
@@ -269,6 +277,14 @@ def report(
     from tradeoff.analysis.load import parse_slo
     from tradeoff.analysis.metrics import summarize
 
+    if html:
+        if records or load or plot is not None:
+            raise UserError(
+                "--html writes the whole report; give it without --records, --load or --plot"
+            )
+        written = _write_html(directory, output)
+        err_console.print(f"wrote {written}", highlight=False, soft_wrap=True)
+        return
     if load and records:
         raise UserError("--load and --records each choose what to report; give one of them")
     if plot is not None and records:
@@ -298,6 +314,17 @@ def report(
     if plot is not None:
         draw_load_plot(rows, source, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+def _write_html(directory: Path, output: Path | None) -> Path:
+    from tradeoff.report.html_report import write_report
+
+    path = output or directory / "report.html"
+    check_plot(path)
+    try:
+        return write_report(directory, path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _write_table(

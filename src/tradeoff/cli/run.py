@@ -22,7 +22,7 @@ from tradeoff.cli.options import (
     processes_value,
 )
 from tradeoff.cli.output import console, err_console, progress_bar
-from tradeoff.cli.report import frontier_rows, print_frontier, print_summary, write_plot
+from tradeoff.cli.report import frontier_rows, print_frontier, print_summary
 from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
@@ -94,13 +94,15 @@ def demo(
     print_summary(result.directory)
     rows, label = frontier_rows(result.directory, "auto")
     print_frontier(rows, label)
-    plot = result.directory / "frontier.html"
-    write_plot(rows, label, plot, result.directory)
+    from tradeoff.report.html_report import write_report
+
+    page = write_report(result.directory, result.directory / "report.html")
     wall = time.perf_counter() - t0
     console.print(
         f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s)\n"
-        f"frontier plot: {plot}  (tradeoff frontier {result.directory} --plot frontier.png "
-        "for a PNG; tradeoff report DIR --records for every query)",
+        f"report: {page}  (the whole run on one page, opens offline; tradeoff frontier "
+        f"{result.directory} --plot frontier.png for a PNG; tradeoff report DIR --records for "
+        "every query)",
         soft_wrap=True,
     )
 

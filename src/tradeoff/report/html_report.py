@@ -1,0 +1,372 @@
+"""`tradeoff report DIR --html`: one self-contained page per run (every script and style inline:
+it opens offline) with what ran and where, the summary table (sortable), the frontier on every
+cost axis the run has, accuracy by task, and latency distributions per configuration.
+
+Every figure comes from the same analysis as the terminal tables (`analysis.metrics`,
+`analysis.frontier`); the plots aggregate (quantiles, means), so the page's size follows the
+number of configurations and tasks, not of records.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.text import Text
+
+from tradeoff.report import vega
+
+QUANTILES = np.linspace(0.0, 1.0, 101)  # the points of each latency distribution drawn
+LATENCIES = {"ttft_s": "time to first token", "itl_s": "inter-token latency", "e2e_s": "end to end"}
+
+CSS = """
+body { font: 14px system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222;
+  padding: 0 16px; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 32px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+p.note, ul.notes { color: #555; font-size: 12px; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0; }
+dl.facts dt { color: #555; }
+dl.facts dd { margin: 0; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right; vertical-align: top; }
+th { cursor: pointer; user-select: none; background: #f6f6f6; position: sticky; top: 0; }
+th.sorted-asc::after { content: " \\25B2"; } th.sorted-desc::after { content: " \\25BC"; }
+td.text, th.text { text-align: left; white-space: nowrap; }
+div.scroll { overflow-x: auto; }
+pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
+.chart { margin: 8px 0; }
+"""
+
+# Click a header to sort by it (numbers by value, '-' and 'n/a' last), again to reverse.
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = !th.classList.contains("sorted-asc");
+      table.querySelectorAll("th").forEach(function (h) {
+        h.classList.remove("sorted-asc", "sorted-desc"); });
+      th.classList.add(asc ? "sorted-asc" : "sorted-desc");
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      function key(row) { var c = row.cells[col], v = c.getAttribute("data-v");
+        return v === null ? c.textContent : (v === "" ? null : parseFloat(v)); }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null) return 1; if (y === null) return -1;
+        var d = typeof x === "number" && typeof y === "number" ? x - y
+          : String(x).localeCompare(String(y));
+        return asc ? d : -d; });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+NUMBER = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?")
+
+
+def write_report(directory: Path, path: Path) -> Path:
+    """Write the report of the run in `directory` to `path`; returns `path`."""
+    path.write_text(report_html(directory), encoding="utf-8")
+    return path
+
+
+def report_html(directory: Path) -> str:
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        run = store.run()
+        records = store.records()
+        names = [c["name"] for c in store.configs()]
+        samples = store.host_samples()
+    finally:
+        store.close()
+    measured = records[records["phase"].fillna("measure") == "measure"]
+    sections = [
+        _header(directory, run, measured, samples),
+        _summary(measured, names, run),
+        _frontier(measured, names),
+        _by_task(measured, names),
+        _latencies(measured, names),
+    ]
+    return _page(f"tradeoff report: {directory.name}", sections)
+
+
+# The page -----------------------------------------------------------------------------------
+
+
+def _page(title: str, sections: list[str]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{CSS}</style>",
+            f"<script>{vega.bundle()}</script>",
+            "</head><body>",
+            *sections,
+            f"<script>{SORT_SCRIPT}</script>",
+            "</body></html>",
+        ]
+    )
+
+
+def _plain(markup: str) -> str:
+    """A table cell's text without its Rich markup."""
+    return Text.from_markup(markup).plain
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: set[int]) -> str:
+    """A sortable table; numeric cells sort by their value."""
+    head = "".join(
+        f'<th class="{"text" if i in text_columns else ""}">{html.escape(h)}</th>'
+        for i, h in enumerate(header)
+    )
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            if i in text_columns:
+                cells.append(f'<td class="text">{html.escape(cell)}</td>')
+                continue
+            found = NUMBER.match(cell.strip())
+            value = found.group(0).replace(",", "") if found else ""
+            cells.append(f'<td data-v="{value}">{html.escape(cell)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<div class="scroll"><table class="sortable"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+def _menu(data: pd.DataFrame, column: str, label: str, last: bool = False) -> Any:
+    """A chart parameter named `column`, chosen from a menu of that column's values (its first
+    value, or its last, to begin with); charts filter on it."""
+    import altair as alt
+
+    options = list(dict.fromkeys(data[column]))
+    return alt.param(
+        name=column,
+        value=options[-1 if last else 0],
+        bind=alt.binding_select(options=options, name=label),
+    )
+
+
+def _notes(lines: list[str]) -> str:
+    if not lines:
+        return ""
+    return '<ul class="notes">' + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+
+
+# Sections -----------------------------------------------------------------------------------
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _header(
+    directory: Path, run: dict[str, Any], records: pd.DataFrame, samples: list[dict[str, Any]]
+) -> str:
+    from tradeoff.meters.conditions import summarize
+    from tradeoff.report.table import host_notes, meter_notes
+
+    host = run.get("host") or {}
+    started, ended = run.get("created_at"), run.get("ended_at")
+    took = f"{ended - started:,.0f} s" if started and ended else "still running, or cut short"
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((host.get("versions") or {}).items()) if v)
+    facts = {
+        "run": f"{run.get('id')} ({run.get('status')})",
+        "directory": str(directory.resolve()),
+        "started": _when(started),
+        "took": took,
+        "records": f"{len(records):,} measured",
+        "host": f"{host.get('hostname', '-')}: {host.get('cpu', '-')}, "
+        f"{host.get('cpu_cores', '-')} cores",
+        "GPUs": ", ".join(host.get("gpus") or []) or "none",
+        "versions": versions or "-",
+    }
+    line, busy = host_notes(summarize(samples))
+    notes = [*meter_notes(run.get("meters") or []), *([line] if line else [])]
+    notes += [busy] if busy else []
+    spec = json.dumps(run.get("spec"), indent=2, default=str)
+    return (
+        f"<h1>tradeoff report: {html.escape(directory.name)}</h1>"
+        '<dl class="facts">'
+        + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts.items())
+        + "</dl>"
+        + _notes(notes)
+        + f"<details><summary>the spec</summary><pre>{html.escape(spec)}</pre></details>"
+    )
+
+
+def _summary(records: pd.DataFrame, names: list[str], run: dict[str, Any]) -> str:
+    from tradeoff.analysis.metrics import summarize
+    from tradeoff.report.table import summary_table
+
+    table, notes = summary_table(summarize(records, names), wide=True)
+    header = [c.header.replace("\n", " ") for c in table.columns]
+    rows = [[_plain(cell) for cell in row] for row in table.cells]
+    text = {i for i, c in enumerate(table.columns) if c.justify == "left"}
+    return "<h2>Summary</h2>" + _table(header, rows, text) + _notes(notes)
+
+
+def _frontier(records: pd.DataFrame, names: list[str]) -> str:
+    """The frontier on every cost axis with a cost for some configuration; a menu picks the axis."""
+    import altair as alt
+
+    from tradeoff.analysis.costs import COST_AXES
+    from tradeoff.analysis.frontier import axis_label, frontier
+
+    points = []
+    for name in COST_AXES:
+        rows = frontier(records, name, names)
+        label = axis_label(name, rows)
+        for r in rows:
+            if r.cost is None:
+                continue
+            points.append(
+                {
+                    "axis": label,
+                    "config": r.config,
+                    "cost": r.cost,
+                    "accuracy": r.accuracy,
+                    "low": r.accuracy_low,
+                    "high": r.accuracy_high,
+                    "pareto": "on the frontier" if r.pareto else "dominated",
+                    "n": r.n,
+                    "errors": r.errors,
+                }
+            )
+    if not points:
+        return "<h2>Frontier</h2><p class='note'>No configuration has a cost on any axis.</p>"
+    data = pd.DataFrame(points)
+    pick = _menu(data, "axis", "cost axis: ")
+    base = alt.Chart(data).transform_filter(alt.datum.axis == pick)
+    x = alt.X(
+        "cost:Q",
+        scale=alt.Scale(zero=False, padding=24),  # no point on the plot's edge
+        axis=alt.Axis(title="cost per query (the axis named above)", tickCount=8),
+    )
+    y = alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]))
+    tooltip = ["config:N", "cost:Q", "accuracy:Q", "low:Q", "high:Q", "n:Q", "errors:Q", "pareto:N"]
+    colour = alt.Color("config:N", title="configuration", sort=names)
+    bars = base.mark_rule(opacity=0.5).encode(x=x, y="low:Q", y2="high:Q", color=colour)
+    dots = base.mark_point(filled=True, size=80).encode(
+        x=x,
+        y=y,
+        color=colour,
+        shape=alt.Shape("pareto:N", title=None),
+        tooltip=tooltip,
+    )
+    line = (
+        base.transform_filter(alt.datum.pareto == "on the frontier")
+        .mark_line(color="#d95f02", strokeDash=[4, 3])
+        .encode(x=x, y=y, order="cost:Q")
+    )
+    chart = (
+        (bars + line + dots)
+        .add_params(pick)
+        .properties(
+            width=820,
+            height=420,
+            # titled by the cost axis chosen in the menu
+            title=alt.TitleParams(text=alt.ExprRef("'accuracy against ' + axis")),
+        )
+    )
+    return (
+        "<h2>Frontier</h2>"
+        + vega.embed("frontier", chart)
+        + _notes(
+            [
+                "Hover a point for its details; the bars are 95% intervals of accuracy. The "
+                "frontier (dashed) joins the configurations no other beats on both accuracy "
+                "and the chosen cost."
+            ]
+        )
+    )
+
+
+def _by_task(records: pd.DataFrame, names: list[str]) -> str:
+    import altair as alt
+
+    from tradeoff.analysis.metrics import accuracy_interval, record_scores
+
+    rows = []
+    for (config, task), group in records.groupby(["config", "task"], sort=False):
+        acc, low, high = accuracy_interval(record_scores(group))
+        rows.append({"config": config, "task": task, "accuracy": acc, "low": low, "high": high,
+                     "n": len(group)})  # fmt: skip
+    if not rows:
+        return ""
+    data = pd.DataFrame(rows)
+    heat = (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=alt.X("task:N", title="task"),
+            y=alt.Y("config:N", title="configuration", sort=names),
+            color=alt.Color(
+                "accuracy:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="accuracy"
+            ),
+            tooltip=["config:N", "task:N", "accuracy:Q", "low:Q", "high:Q", "n:Q"],
+        )
+    )
+    text = heat.mark_text(fontSize=11).encode(
+        text=alt.Text("accuracy:Q", format=".2f"),
+        color=alt.condition(alt.datum.accuracy > 0.6, alt.value("black"), alt.value("white")),
+    )
+    chart = (heat + text).properties(
+        title="accuracy by task and configuration", width=alt.Step(90), height=alt.Step(30)
+    )
+    return "<h2>Accuracy by task</h2>" + vega.embed("by-task", chart)
+
+
+def _latencies(records: pd.DataFrame, names: list[str]) -> str:
+    """Each configuration's distribution of each latency, as 101 quantiles (a CDF)."""
+    import altair as alt
+
+    rows = []
+    for config, group in records.groupby("config", sort=False):
+        for column, title in LATENCIES.items():
+            values = group[column].dropna().to_numpy(dtype=float)
+            if len(values) == 0:
+                continue
+            for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True):
+                rows.append({"config": config, "latency": title, "share": q, "ms": 1e3 * v})
+    if not rows:
+        return ""
+    data = pd.DataFrame(rows)
+    pick = _menu(data, "latency", "latency: ", last=True)
+    chart = (
+        alt.Chart(data)
+        .transform_filter(alt.datum.latency == pick)
+        .mark_line()
+        .encode(
+            x=alt.X("ms:Q", title="milliseconds", scale=alt.Scale(type="log")),
+            y=alt.Y("share:Q", title="share of requests at or below", axis=alt.Axis(format="%")),
+            color=alt.Color("config:N", title="configuration", sort=names),
+            tooltip=[
+                "config:N",
+                "latency:N",
+                alt.Tooltip("share:Q", format=".0%"),
+                alt.Tooltip("ms:Q", format=",.1f"),
+            ],  # fmt: skip
+        )
+        .add_params(pick)
+        .properties(width=820, height=360, title="latency distribution (CDF)")
+    )
+    return "<h2>Latency</h2>" + vega.embed("latency", chart)
