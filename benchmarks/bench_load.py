@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from section import commit, loadavg, table, verdict
 
 from tradeoff.analysis.load import percentiles
 from tradeoff.meters.conditions import summarize
@@ -334,29 +335,6 @@ def per_s(value: float | None) -> str:
 
 def pct(ratio: float | None) -> str:
     return "-" if ratio is None else f"{100 * ratio:+.1f}%"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def loadavg() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        found = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
-        return found.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
 
 
 # 1. Scheduling precision ---------------------------------------------------------------------

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from section import commit, loadavg, table, verdict
 
 from tradeoff.config import Config, parse_spec, resolve_configs
 from tradeoff.meters.host import cpu_model, host_info, usable_cores
@@ -491,29 +492,6 @@ def time_commands(cmds: list[Command], rounds: int, work: Path) -> dict[str, lis
 
 
 # The Markdown section ------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def loadavg() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        found = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
-        return found.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
 
 
 def memory_gib() -> float:

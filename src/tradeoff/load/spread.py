@@ -36,6 +36,7 @@ from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint
 from tradeoff.meters.host import usable_cores
+from tradeoff.runner import Stop, Writer
 from tradeoff.session import open_engines
 from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
 from tradeoff.types import Record
@@ -124,7 +125,7 @@ class Spread:
             if kind != "ready":
                 raise RuntimeError(f"a load helper process failed to start: {payload}")
 
-    async def drive(self, driver: PointDriver, processes: int, writer: Any, stop: Any) -> None:
+    async def drive(self, driver: PointDriver, processes: int, writer: Writer, stop: Stop) -> None:
         """Drive the point from this process (`driver`, stride 0 of `processes`) and
         `processes - 1` helpers, the helpers' records to `writer`. Raises if a helper fails
         (what came back is kept)."""
