@@ -317,10 +317,13 @@ def report(
 
 
 def _write_html(directory: Path, output: Path | None) -> Path:
+    from tradeoff.cli.output import check_writable
     from tradeoff.report.html_report import write_report
+    from tradeoff.store import Store
 
+    Store.open(directory).close()  # a directory that holds no run: one line saying so
     path = output or directory / "report.html"
-    check_plot(path)
+    check_writable("--output" if output else "--html", path)
     try:
         return write_report(directory, path)
     except OSError as exc:
