@@ -5,10 +5,9 @@ sorts."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
+from browser import chart_drawn, render, screenshot, script_errors
 from conftest import run_cli
 
 CHARTS = ("frontier", "by-task", "latency")
@@ -25,24 +24,6 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("the browser tests need Debian's chromium: apt-get install chromium")
-    return found
-
-
-def render(page, *flags: str) -> str:
-    """The page's DOM after its scripts ran (headless Chromium, no network)."""
-    result = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--virtual-time-budget=10000", *flags, "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def test_the_report_is_one_self_contained_page_and_every_chart_draws(run_dir):
     result = run_cli("report", str(run_dir), "--html")
     assert result.returncode == 0, result.stderr
@@ -51,16 +32,13 @@ def test_the_report_is_one_self_contained_page_and_every_chart_draws(run_dir):
     markup = re.sub(r"<script>.*?</script>", "", page.read_text(), flags=re.S)
     assert "<script" not in markup, "every script is inline, with no src"
     assert not re.search(r"<[a-z]+[^>]*\s(src|href)=", markup), "nothing loaded from outside"
-    dom = render(page, "--blink-settings=imagesEnabled=true")
+    dom = render(page)
+    assert script_errors(dom) == ""
     for chart in CHARTS:
-        drawn = re.search(rf'id="{chart}"[^>]*>(.*?)</div>\s*<script', dom, re.S)
-        assert drawn and "<svg" in drawn.group(1), f"{chart} did not draw"
-        assert "chart failed" not in drawn.group(1)
+        assert chart_drawn(dom, chart), f"{chart} did not draw"
     for name in ("smollm2-135m", "gemma3-270m"):
         assert name in dom
-    screenshot = run_dir / "report.png"
-    render(page, f"--screenshot={screenshot}", "--window-size=1250,2400")
-    assert screenshot.stat().st_size > 10_000
+    screenshot(page, run_dir / "report.png")
 
 
 def test_another_path_and_bad_input_are_one_line(run_dir, tmp_path):

@@ -162,12 +162,22 @@ def _load_points(conn: sqlite3.Connection) -> None:
     )
 
 
+def _evaluations(conn: sqlite3.Connection) -> None:
+    """3 -> 4. Evaluations made on a run's records after it ran (`tradeoff policy eval`), kept
+    with the run so that its report shows them: what was evaluated (`kind`, e.g. 'router') and
+    the result as JSON."""
+    conn.execute(
+        "CREATE TABLE evaluations (run_id TEXT NOT NULL, created_at REAL NOT NULL, "
+        "kind TEXT NOT NULL, result TEXT NOT NULL)"
+    )
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
 # step here (e.g. `ALTER TABLE records ADD COLUMN cache_hit REAL`, NULL in old rows) plus the
 # field, with a default, on Record.
-MIGRATIONS: list[Migration] = [_create_tables, _item_hashes, _load_points]
+MIGRATIONS: list[Migration] = [_create_tables, _item_hashes, _load_points, _evaluations]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
@@ -642,6 +652,25 @@ class Store:
             params=params,
         )
         return df.drop(columns=["run_id"])
+
+    # --- evaluations made after the run ------------------------------------------------------
+
+    def add_evaluation(self, kind: str, result: dict[str, Any]) -> None:
+        """An evaluation of the run's records (plain JSON data); a reader may add one while a
+        run is written (one small transaction)."""
+        self.conn.execute(
+            "INSERT INTO evaluations (run_id, created_at, kind, result) VALUES (?, ?, ?, ?)",
+            (self.run_id, time.time(), kind, json.dumps(result, allow_nan=True)),
+        )
+
+    def evaluations(self, kind: str) -> list[dict[str, Any]]:
+        """The evaluations of one kind, oldest first, each with its `created_at`."""
+        rows = self.conn.execute(
+            "SELECT created_at, result FROM evaluations WHERE run_id = ? AND kind = ? "
+            "ORDER BY created_at, rowid",
+            (self.run_id, kind),
+        ).fetchall()
+        return [{**json.loads(text), "created_at": t} for t, text in rows]
 
     # --- scrapes of the upstreams' own metrics --------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from tradeoff.cli.output import (
     err_console,
 )
 from tradeoff.errors import UserError
+
+if TYPE_CHECKING:
+    from tradeoff.policy.evaluate import Evaluation
 
 
 def _names(configs: str) -> list[str]:
@@ -82,6 +85,17 @@ def fit(
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
+def _keep(directory: Path, result: Evaluation) -> None:
+    """The evaluation, stored with the run (its report shows the latest of each pair)."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        store.add_evaluation("router", result.to_dict())
+    finally:
+        store.close()
+
+
 def evaluate(
     directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
     policy: Annotated[Path | None, typer.Option(help="Evaluate this policy file.")] = None,
@@ -105,7 +119,7 @@ def evaluate(
     """Router curves and metrics, beside the oracle and the random router.
 
     AUC, APGR, CPT(50%), CPT(80%) and the cost saved at 95% of the strongest configuration's
-    accuracy.
+    accuracy. The evaluation is kept with the run: `tradeoff report DIR --html` draws it.
     """
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
     from tradeoff.policy.fit import Policy, run_table
@@ -130,6 +144,7 @@ def evaluate(
                 f"give at most {len(table.keys)}"
             )
         result = evaluate_cv(table, cv)
+    _keep(directory, result)
     if plot is not None:
         from tradeoff.report.router_plot import plot_router
 

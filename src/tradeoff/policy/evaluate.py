@@ -4,7 +4,7 @@ configuration's accuracy, always beside the oracle and the random router."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,19 @@ class Evaluation:
                 "cost": [float(v) for v in curve.cost],
             }
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        """An evaluation as `to_dict` gave it (e.g. stored with the run); other keys ignored."""
+        routers = [
+            RouterReport(
+                **{k: v for k, v in r.items() if k != "curve"},
+                curve=Curve(label=r["label"], **r["curve"]),
+            )
+            for r in data["routers"]
+        ]
+        plain = {f.name for f in fields(cls)} - {"routers"}
+        return cls(**{k: data[k] for k in plain}, routers=routers)
 
 
 def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterReport:

@@ -12,63 +12,17 @@ from __future__ import annotations
 import datetime
 import html
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.text import Text
 
 from tradeoff.report import vega
+from tradeoff.report.html_page import column_table, menu, notes, page
 
 QUANTILES = np.linspace(0.0, 1.0, 101)  # the points of each latency distribution drawn
 LATENCIES = {"ttft_s": "time to first token", "itl_s": "inter-token latency", "e2e_s": "end to end"}
-
-CSS = """
-body { font: 14px system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222;
-  padding: 0 16px; }
-h1 { font-size: 20px; margin: 0 0 4px; }
-h2 { font-size: 16px; margin: 32px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-p.note, ul.notes { color: #555; font-size: 12px; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 8px 0; }
-dl.facts dt { color: #555; }
-dl.facts dd { margin: 0; }
-table { border-collapse: collapse; font-size: 13px; }
-th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right; vertical-align: top; }
-th { cursor: pointer; user-select: none; background: #f6f6f6; position: sticky; top: 0; }
-th.sorted-asc::after { content: " \\25B2"; } th.sorted-desc::after { content: " \\25BC"; }
-td.text, th.text { text-align: left; white-space: nowrap; }
-div.scroll { overflow-x: auto; }
-pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
-.chart { margin: 8px 0; }
-"""
-
-# Click a header to sort by it (numbers by value, '-' and 'n/a' last), again to reverse.
-SORT_SCRIPT = """
-document.querySelectorAll("table.sortable").forEach(function (table) {
-  table.querySelectorAll("th").forEach(function (th, col) {
-    th.addEventListener("click", function () {
-      var asc = !th.classList.contains("sorted-asc");
-      table.querySelectorAll("th").forEach(function (h) {
-        h.classList.remove("sorted-asc", "sorted-desc"); });
-      th.classList.add(asc ? "sorted-asc" : "sorted-desc");
-      var body = table.tBodies[0], rows = Array.from(body.rows);
-      function key(row) { var c = row.cells[col], v = c.getAttribute("data-v");
-        return v === null ? c.textContent : (v === "" ? null : parseFloat(v)); }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        if (x === null) return 1; if (y === null) return -1;
-        var d = typeof x === "number" && typeof y === "number" ? x - y
-          : String(x).localeCompare(String(y));
-        return asc ? d : -d; });
-      rows.forEach(function (r) { body.appendChild(r); });
-    });
-  });
-});
-"""
-
-NUMBER = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?")
 
 
 def write_report(directory: Path, path: Path) -> Path:
@@ -96,77 +50,7 @@ def report_html(directory: Path) -> str:
         _by_task(measured, names),
         _latencies(measured, names),
     ]
-    return _page(f"tradeoff report: {directory.name}", sections)
-
-
-# The page -----------------------------------------------------------------------------------
-
-
-def _page(title: str, sections: list[str]) -> str:
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{html.escape(title)}</title>",
-            f"<style>{CSS}</style>",
-            f"<script>{vega.bundle()}</script>",
-            "</head><body>",
-            *sections,
-            f"<script>{SORT_SCRIPT}</script>",
-            "</body></html>",
-        ]
-    )
-
-
-def _plain(markup: str) -> str:
-    """A table cell's text without its Rich markup."""
-    return Text.from_markup(markup).plain
-
-
-def _table(header: list[str], rows: list[list[str]], text_columns: set[int]) -> str:
-    """A sortable table; numeric cells sort by their value."""
-    head = "".join(
-        f'<th class="{"text" if i in text_columns else ""}">{html.escape(h)}</th>'
-        for i, h in enumerate(header)
-    )
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            if i in text_columns:
-                cells.append(f'<td class="text">{html.escape(cell)}</td>')
-                continue
-            found = NUMBER.match(cell.strip())
-            value = found.group(0).replace(",", "") if found else ""
-            cells.append(f'<td data-v="{value}">{html.escape(cell)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (
-        '<div class="scroll"><table class="sortable"><thead><tr>'
-        + head
-        + "</tr></thead><tbody>"
-        + "".join(body)
-        + "</tbody></table></div>"
-    )
-
-
-def _menu(data: pd.DataFrame, column: str, label: str, last: bool = False) -> Any:
-    """A chart parameter named `column`, chosen from a menu of that column's values (its first
-    value, or its last, to begin with); charts filter on it."""
-    import altair as alt
-
-    options = list(dict.fromkeys(data[column]))
-    return alt.param(
-        name=column,
-        value=options[-1 if last else 0],
-        bind=alt.binding_select(options=options, name=label),
-    )
-
-
-def _notes(lines: list[str]) -> str:
-    if not lines:
-        return ""
-    return '<ul class="notes">' + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+    return page(f"tradeoff report: {directory.name}", sections)
 
 
 # Sections -----------------------------------------------------------------------------------
@@ -200,15 +84,15 @@ def _header(
         "versions": versions or "-",
     }
     line, busy = host_notes(summarize(samples))
-    notes = [*meter_notes(run.get("meters") or []), *([line] if line else [])]
-    notes += [busy] if busy else []
+    lines = [*meter_notes(run.get("meters") or []), *([line] if line else [])]
+    lines += [busy] if busy else []
     spec = json.dumps(run.get("spec"), indent=2, default=str)
     return (
         f"<h1>tradeoff report: {html.escape(directory.name)}</h1>"
         '<dl class="facts">'
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts.items())
         + "</dl>"
-        + _notes(notes)
+        + notes(lines)
         + f"<details><summary>the spec</summary><pre>{html.escape(spec)}</pre></details>"
     )
 
@@ -217,11 +101,8 @@ def _summary(records: pd.DataFrame, names: list[str], run: dict[str, Any]) -> st
     from tradeoff.analysis.metrics import summarize
     from tradeoff.report.table import summary_table
 
-    table, notes = summary_table(summarize(records, names), wide=True)
-    header = [c.header.replace("\n", " ") for c in table.columns]
-    rows = [[_plain(cell) for cell in row] for row in table.cells]
-    text = {i for i, c in enumerate(table.columns) if c.justify == "left"}
-    return "<h2>Summary</h2>" + _table(header, rows, text) + _notes(notes)
+    table, lines = summary_table(summarize(records, names), wide=True)
+    return "<h2>Summary</h2>" + column_table(table) + notes(lines)
 
 
 def _frontier(records: pd.DataFrame, names: list[str]) -> str:
@@ -254,7 +135,7 @@ def _frontier(records: pd.DataFrame, names: list[str]) -> str:
     if not points:
         return "<h2>Frontier</h2><p class='note'>No configuration has a cost on any axis.</p>"
     data = pd.DataFrame(points)
-    pick = _menu(data, "axis", "cost axis: ")
+    pick = menu(list(data["axis"]), "axis", "cost axis: ")
     base = alt.Chart(data).transform_filter(alt.datum.axis == pick)
     x = alt.X(
         "cost:Q",
@@ -290,7 +171,7 @@ def _frontier(records: pd.DataFrame, names: list[str]) -> str:
     return (
         "<h2>Frontier</h2>"
         + vega.embed("frontier", chart)
-        + _notes(
+        + notes(
             [
                 "Hover a point for its details; the bars are 95% intervals of accuracy. The "
                 "frontier (dashed) joins the configurations no other beats on both accuracy "
@@ -350,7 +231,7 @@ def _latencies(records: pd.DataFrame, names: list[str]) -> str:
     if not rows:
         return ""
     data = pd.DataFrame(rows)
-    pick = _menu(data, "latency", "latency: ", last=True)
+    pick = menu(list(data["latency"]), "latency", "latency: ", last=True)
     chart = (
         alt.Chart(data)
         .transform_filter(alt.datum.latency == pick)
