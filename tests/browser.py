@@ -34,7 +34,8 @@ def drive(page: Path, script: str, out: Path) -> str:
     scripts: the script acts on the page and writes what it saw into the DOM."""
     text = page.read_text(encoding="utf-8")
     driver = f"<script>setTimeout(function () {{ {script} }}, 500);</script></body>"
-    out.write_text(text.replace("</body>", driver), encoding="utf-8")
+    head, _, tail = text.rpartition("</body>")  # the last: a library may hold the string too
+    out.write_text(head + driver + tail, encoding="utf-8")
     return render(out)
 
 

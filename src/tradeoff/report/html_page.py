@@ -33,6 +33,10 @@ td.text, th.text { text-align: left; white-space: nowrap; }
 div.scroll { overflow-x: auto; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 .chart { margin: 8px 0; }
+form.filters { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center; margin: 8px 0; }
+#records td.long { text-align: left; white-space: pre-wrap; min-width: 220px; max-width: 420px;
+  font-size: 12px; }
+#records tr.failed td { background: #fdecea; } #records tr.wrong td { background: #fff7e0; }
 """
 
 # Click a header to sort by it (numbers by value, '-' and 'n/a' last), again to reverse.

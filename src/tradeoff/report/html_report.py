@@ -1,10 +1,14 @@
 """`tradeoff report DIR --html`: one self-contained page per run (every script and style inline:
 it opens offline) with what ran and where, the summary table (sortable), the frontier on every
-cost axis the run has, accuracy by task, and latency distributions per configuration.
+cost axis the run has, accuracy by task, latency distributions per configuration, a load run's
+statistics per load point, energy against output tokens with a fitted line, the router
+evaluations kept with the run, and the records (filtered, paged).
 
 Every figure comes from the same analysis as the terminal tables (`analysis.metrics`,
-`analysis.frontier`); the plots aggregate (quantiles, means), so the page's size follows the
-number of configurations and tasks, not of records.
+`analysis.frontier`, `analysis.load`, `policy.evaluate`); the plots aggregate (quantiles, means,
+a bounded sample of points), and the records table inlines at most `html_records.MAX_RECORDS`,
+so the page's size follows the number of configurations and tasks, not of records. A run still
+being written is reported as far as it has got.
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradeoff.errors import UserError
 from tradeoff.report import vega
-from tradeoff.report.html_page import column_table, menu, notes, page
+from tradeoff.report.html_page import column_table, menu, notes, page, table
+from tradeoff.report.html_records import records_section
+
+ENERGY_POINTS = 200  # records drawn per configuration in the energy plot (the fit uses all)
 
 QUANTILES = np.linspace(0.0, 1.0, 101)  # the points of each latency distribution drawn
 LATENCIES = {"ttft_s": "time to first token", "itl_s": "inter-token latency", "e2e_s": "end to end"}
@@ -38,10 +46,16 @@ def report_html(directory: Path) -> str:
     try:
         run = store.run()
         records = store.records()
-        names = [c["name"] for c in store.configs()]
+        configs = store.configs()
         samples = store.host_samples()
+        points = store.load_points()
+        evaluations = store.evaluations("router")
+        items = store.items()
     finally:
         store.close()
+    if records.empty:
+        raise UserError(f"{directory} holds a run with no records yet; nothing to report")
+    names = [c["name"] for c in configs]
     measured = records[records["phase"].fillna("measure") == "measure"]
     sections = [
         _header(directory, run, measured, samples),
@@ -49,6 +63,10 @@ def report_html(directory: Path) -> str:
         _frontier(measured, names),
         _by_task(measured, names),
         _latencies(measured, names),
+        _load(records, points, run, configs),
+        _energy(measured, names),
+        _routers(evaluations),
+        records_section(measured, items, names),
     ]
     return page(f"tradeoff report: {directory.name}", sections)
 
@@ -251,3 +269,147 @@ def _latencies(records: pd.DataFrame, names: list[str]) -> str:
         .properties(width=820, height=360, title="latency distribution (CDF)")
     )
     return "<h2>Latency</h2>" + vega.embed("latency", chart)
+
+
+def _load(
+    records: pd.DataFrame,
+    points: list[dict[str, Any]],
+    run: dict[str, Any],
+    configs: list[dict[str, Any]],
+) -> str:
+    """A load run's latency percentiles and (correct) goodput against achieved throughput."""
+    if not points:
+        return ""
+    from tradeoff.analysis.load import load_stats, parse_slo
+    from tradeoff.report.charts import load_chart
+    from tradeoff.report.load_table import load_table
+
+    spec = run.get("spec") or {}
+    stored = (spec.get("load") or {}).get("slo")
+    slo = parse_slo(stored, "the run's load.slo") if stored else None
+    rows = load_stats(records, points, slo, spec.get("prices") or {}, configs)
+    if not rows:
+        return ""
+    source = "the run's spec" if stored else None
+    table, lines = load_table(rows, True, source, title="")
+    return (
+        "<h2>Under load</h2>"
+        + vega.embed("load", load_chart(rows, source))
+        + column_table(table)
+        + notes(lines)
+    )
+
+
+def _energy(records: pd.DataFrame, names: list[str]) -> str:
+    """Energy per query against output tokens per configuration, where measured, with the
+    fitted line: J per output token (slope) and fixed J per query (intercept)."""
+    import altair as alt
+
+    from tradeoff.analysis.energy_fit import fit_energy
+    from tradeoff.report.columns import number
+
+    fits, dots, lines = [], [], []
+    for config, group in records.groupby("config", sort=False):
+        fit = fit_energy(group, str(config))
+        fits.append(fit)
+        measured = group[group["energy_j"].notna() & group["error"].isna()]
+        if measured.empty:
+            continue
+        drawn = measured.sample(min(len(measured), ENERGY_POINTS), random_state=0)
+        dots += [
+            {"config": config, "output tokens": int(t), "J": float(j)}
+            for t, j in zip(drawn["output_tokens"], drawn["energy_j"], strict=True)
+        ]
+        if fit.j_per_token is not None and fit.j_fixed is not None:
+            ends = [float(measured["output_tokens"].min()), float(measured["output_tokens"].max())]
+            lines += [
+                {"config": config, "output tokens": t, "J": fit.j_fixed + fit.j_per_token * t}
+                for t in ends
+            ]
+    if not dots:
+        return (
+            "<h2>Energy</h2><p class='note'>No configuration has a measured energy per query "
+            "(see the summary's energy column for why).</p>"
+        )
+    colour = alt.Color("config:N", title="configuration", sort=names)
+    pick = alt.selection_point(fields=["config"], bind="legend")
+    scatter = (
+        alt.Chart(pd.DataFrame(dots))
+        .mark_circle(size=24)
+        .encode(
+            x=alt.X("output tokens:Q"),
+            y=alt.Y("J:Q", title="energy per query, J"),
+            color=colour,
+            opacity=alt.condition(pick, alt.value(0.55), alt.value(0.05)),
+            tooltip=["config:N", "output tokens:Q", alt.Tooltip("J:Q", format=",.4g")],
+        )
+        .add_params(pick)
+    )
+    layers = [scatter]
+    if lines:
+        layers.append(
+            alt.Chart(pd.DataFrame(lines))
+            .mark_line(strokeWidth=2)
+            .encode(
+                x="output tokens:Q",
+                y="J:Q",
+                color=colour,
+                opacity=alt.condition(pick, alt.value(1.0), alt.value(0.1)),
+            )
+        )
+    chart = alt.layer(*layers).properties(
+        width=820, height=360, title="energy per query against output tokens, with fitted lines"
+    )
+    header = ["configuration", "n", "J / output token", "95% CI", "fixed J / query", "R²",
+              "energy source", "no line because"]  # fmt: skip
+    rows = [
+        [
+            f.config,
+            str(f.n),
+            number(f.j_per_token, ".4g"),
+            "-"
+            if f.j_per_token_low is None
+            else f"[{f.j_per_token_low:.4g}, {f.j_per_token_high:.4g}]",
+            number(f.j_fixed, ".4g"),
+            number(f.r2, ".3f"),
+            f.source,
+            f.missing or "",
+        ]
+        for f in fits
+    ]
+    return (
+        "<h2>Energy</h2>"
+        + vega.embed("energy", chart)
+        + f'<div id="energy-fits">{table(header, rows, {0, 6, 7})}</div>'
+        + notes(
+            [
+                "Least squares over each configuration's measured, successful records: energy "
+                "per query = fixed J + J per output token × output tokens. The plot shows up to "
+                f"{ENERGY_POINTS} records per configuration (the fit uses all); click a legend "
+                "entry to pick one configuration out."
+            ]
+        )
+    )
+
+
+def _routers(evaluations: list[dict[str, Any]]) -> str:
+    """The router evaluations kept with the run (`tradeoff policy eval`): the latest of each
+    (weak, strong, source), accuracy against the share of strong calls beside oracle and random."""
+    if not evaluations:
+        return ""
+    from tradeoff.policy.evaluate import Evaluation
+    from tradeoff.report.charts import router_chart
+    from tradeoff.report.router_table import router_heading, router_tables
+
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for data in evaluations:
+        latest[(data["weak"], data["strong"], data["source"])] = data
+    parts = ["<h2>Routing</h2>"]
+    for i, data in enumerate(latest.values()):
+        result = Evaluation.from_dict(data)
+        parts += [
+            f"<p>{html.escape(router_heading(result))} (evaluated {_when(data['created_at'])})</p>",
+            vega.embed(f"router-{i}", router_chart(result)),
+            *(column_table(t) for t in router_tables(result)),
+        ]
+    return "".join(parts)

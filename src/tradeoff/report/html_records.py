@@ -1,0 +1,181 @@
+"""The records table of the HTML report: per record its prompt, output, reference, score and
+costs, with filters (configuration, task, failed only, wrong only) and pages, drawn by a small
+script from records inlined as JSON. A large run inlines a sample, and says so."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_RECORDS = 2000  # records inlined; beyond, a sample (the page stays small and fast)
+MAX_TEXT = 1200  # characters of a prompt, output or reference shown; the rest is cut, marked …
+PAGE_SIZE = 25
+
+# (record field, header); the script draws the table from these columns
+COLUMNS = (
+    ("config", "configuration"),
+    ("task", "task"),
+    ("item", "item #sample"),
+    ("score", "score"),
+    ("error", "error"),
+    ("e2e_s", "e2e s"),
+    ("ttft_s", "TTFT s"),
+    ("output_tokens", "out tok"),
+    ("energy_j", "energy J"),
+    ("prompt", "prompt"),
+    ("output", "output"),
+    ("reference", "reference"),
+)
+
+SCRIPT = """
+(function () {
+  var data = JSON.parse(document.getElementById("records-data").textContent);
+  var at = {}; data.columns.forEach(function (c, i) { at[c] = i; });
+  var form = document.getElementById("records-filter");
+  var body = document.querySelector("#records tbody");
+  var info = document.getElementById("records-info");
+  var page = 0, size = PAGE_SIZE, matching = data.rows;
+  function failed(r) { return r[at.error] !== null; }
+  function wrong(r) { return !failed(r) && r[at.score] !== null && r[at.score] < 1; }
+  function keep(r) {
+    return (!form.config.value || r[at.config] === form.config.value)
+      && (!form.task.value || r[at.task] === form.task.value)
+      && (!form.failed.checked || failed(r)) && (!form.wrong.checked || wrong(r));
+  }
+  function cell(value, cls) {
+    var td = document.createElement("td");
+    td.textContent = value === null ? "-" : String(value);
+    if (cls) td.className = cls;
+    return td;
+  }
+  function draw() {
+    body.textContent = "";
+    var first = page * size, rows = matching.slice(first, first + size);
+    rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      if (failed(r)) tr.className = "failed"; else if (wrong(r)) tr.className = "wrong";
+      data.columns.forEach(function (c, i) {
+        var cls = data.text.indexOf(c) >= 0 ? "text long"
+          : data.names.indexOf(c) >= 0 ? "text" : "";
+        tr.appendChild(cell(r[i], cls));
+      });
+      body.appendChild(tr);
+    });
+    var shown = matching.length ? (first + 1) + "-" + (first + rows.length) : "0";
+    info.textContent = shown + " of " + matching.length + " matching records" + data.of;
+    form.prev.disabled = page === 0;
+    form.next.disabled = first + size >= matching.length;
+  }
+  function filter() { matching = data.rows.filter(keep); page = 0; draw(); }
+  form.addEventListener("change", filter);
+  form.prev.addEventListener("click", function () { page -= 1; draw(); });
+  form.next.addEventListener("click", function () { page += 1; draw(); });
+  filter();
+})();
+""".replace("PAGE_SIZE", str(PAGE_SIZE))
+
+
+def _text(value: Any) -> str | None:
+    """A prompt (text, or chat messages), an output or a reference as text, cut at MAX_TEXT."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, list):  # chat messages
+        value = "\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" for m in value)
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
+
+
+def sample(records: pd.DataFrame, limit: int = MAX_RECORDS, seed: int = 0) -> pd.DataFrame:
+    """All records up to `limit`; beyond, as many from each configuration (its failed and wrong
+    ones first, up to half of its share), drawn at random, in the run's order."""
+    if len(records) <= limit:
+        return records
+    rng = np.random.default_rng(seed)
+    share = max(1, limit // records["config"].nunique())
+    picked: list[np.ndarray] = []
+    for _, group in records.groupby("config", sort=False):
+        bad = (group["error"].notna() | (group["score"].fillna(1.0) < 1)).to_numpy()
+        index = group.index.to_numpy()
+        worse = rng.permutation(index[bad])[: share // 2]
+        rest = rng.permutation(np.setdiff1d(index, worse))[: share - len(worse)]
+        picked += [worse, rest]
+    return records.loc[np.sort(np.concatenate(picked))]
+
+
+def records_section(records: pd.DataFrame, items: pd.DataFrame, names: list[str]) -> str:
+    """The section: filters, a page of the table, the records inlined as JSON."""
+    if records.empty:
+        return "<h2>Records</h2><p class='note'>No records yet.</p>"
+    shown = sample(records)
+    items = items.drop_duplicates(["task", "item_id"]).set_index(["task", "item_id"])
+    keys = pd.MultiIndex.from_frame(shown[["task", "item_id"]])
+    prompts = items["prompt"].reindex(keys).tolist()
+    references = items["reference"].reindex(keys).tolist()
+    rows = []
+    for i, r in enumerate(shown.itertuples(index=False)):
+        rows.append(
+            [
+                r.config,
+                r.task,
+                f"{r.item_id} #{r.sample}",
+                None if pd.isna(r.score) else round(float(r.score), 4),
+                None if pd.isna(r.error) else str(r.error),
+                _round(r.e2e_s),
+                _round(r.ttft_s),
+                None if pd.isna(r.output_tokens) else int(r.output_tokens),
+                _round(r.energy_j),
+                _text(prompts[i]),
+                _text(r.output),
+                _text(references[i]),
+            ]
+        )
+    whole = len(records)
+    of = (
+        f" (all {whole:,} records of the run)"
+        if len(shown) == whole
+        else f" (a sample of {len(shown):,} of the run's {whole:,} records: per configuration "
+        "the same number, its failed and wrong ones first; `tradeoff report DIR --records` "
+        "lists them all)"
+    )
+    data = {
+        "columns": [c for c, _ in COLUMNS],
+        "text": ["prompt", "output", "reference", "error"],
+        "names": ["config", "task", "item"],
+        "rows": rows,
+        "of": of,
+    }
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    configs = [n for n in names if n in set(shown["config"])]
+    tasks = list(dict.fromkeys(shown["task"]))
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS)
+    return (
+        "<h2>Records</h2>"
+        '<form id="records-filter" class="filters">'
+        + _select("config", "configuration", configs)
+        + _select("task", "task", tasks)
+        + '<label><input type="checkbox" name="failed"> failed only</label>'
+        '<label><input type="checkbox" name="wrong"> wrong only</label>'
+        '<button type="button" name="prev">previous</button>'
+        '<button type="button" name="next">next</button>'
+        '<span id="records-info"></span></form>'
+        f'<div class="scroll"><table id="records"><thead><tr>{head}</tr></thead>'
+        "<tbody></tbody></table></div>"
+        f'<script type="application/json" id="records-data">{payload}</script>'
+        f"<script>{SCRIPT}</script>"
+    )
+
+
+def _round(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(f"{float(value):.4g}")
+
+
+def _select(name: str, label: str, options: list[str]) -> str:
+    choices = "".join(f"<option>{html.escape(o)}</option>" for o in options)
+    return (
+        f'<label>{html.escape(label)} <select name="{name}">'
+        f'<option value="">all</option>{choices}</select></label>'
+    )
