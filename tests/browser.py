@@ -33,8 +33,11 @@ def drive(page: Path, script: str, out: Path) -> str:
     """The DOM of a copy of `page` (written to `out`) with `script` run after the page's own
     scripts: the script acts on the page and writes what it saw into the DOM."""
     text = page.read_text(encoding="utf-8")
-    driver = f"<script>setTimeout(function () {{ {script} }}, 500);</script></body>"
-    out.write_text(text.replace("</body>", driver), encoding="utf-8")
+    driver = f"<script>setTimeout(function () {{ {script} }}, 500);</script>"
+    # The page's own end of body: the last one (the inlined Vega bundle has '</body>' in a string).
+    head, end, tail = text.rpartition("</body>")
+    assert end, f"{page} has no </body>"
+    out.write_text(head + driver + end + tail, encoding="utf-8")
     return render(out)
 
 
