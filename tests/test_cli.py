@@ -186,7 +186,9 @@ def test_help_paragraphs_are_whole_sentences():
 
     from tradeoff.cli import app
 
-    commands = [["profile"], ["frontier"], ["serve"], ["policy", "fit"], ["import", "outcomes"]]
+    commands = [
+        ["profile"], ["frontier"], ["compare"], ["serve"], ["policy", "fit"], ["import", "outcomes"]
+    ]  # fmt: skip
     runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
     summaries = runner.invoke(app, ["--help"]).output
     assert "Pareto-optimal ones marked (★)." in summaries

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import typer
 
-from tradeoff.cli import hardware, imports, listing, load, policy, report, run, serve
+from tradeoff.cli import compare, hardware, imports, listing, load, policy, report, run, serve
 from tradeoff.cli.output import err_console
 from tradeoff.errors import UserError
 
@@ -41,6 +41,7 @@ for command in (
     load.load,
     report.report,
     report.frontier,
+    compare.compare,
     listing.models,
     listing.tasks,
     hardware.calibrate,

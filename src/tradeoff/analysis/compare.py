@@ -1,0 +1,319 @@
+"""Comparing runs of the same configurations (two machines, two versions of a server, yesterday's
+run and today's): per configuration they share, accuracy on the items both answered, paired, and
+what a query cost in one run over the other; and what differs between their hosts and specs.
+
+Run A, the first, is the baseline; each other run B is compared with it. Only measured records
+count (a load run's warm-up and cool-down are left out), scored as `analysis.metrics` scores them
+(a failed query scores 0) and summarised by its `summarize_config`, so that each run's numbers
+here are those `tradeoff report` gives for the same records. The accuracy difference's 95%
+interval is the paired t interval (scipy.stats) over the per-item score differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradeoff.analysis.metrics import Summary, record_scores, summarize_config
+from tradeoff.errors import UserError
+
+# What makes two records answers to the same question: the item, its sample, and (in a load
+# run) the load point it was sent at ('' in a profile run).
+PAIR_KEY = ["task", "item_id", "sample", "load_point"]
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A quantity compared as a ratio B/A: its title, its unit and where it comes from."""
+
+    title: str
+    unit: str
+    source: str
+
+
+QUANTITIES: dict[str, Quantity] = {
+    "e2e_mean": Quantity("end-to-end latency, mean", "s", "wall clock"),
+    "e2e_p50": Quantity("end-to-end latency, p50", "s", "wall clock"),
+    "ttft_mean": Quantity("time to first token, mean", "s", "wall clock"),
+    "energy": Quantity("energy per query", "J", "measured"),
+    "output_tokens": Quantity("output tokens per query", "tokens", "counted"),
+}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One quantity of a configuration in B over the same in A, each over the paired items; or
+    why there is no ratio."""
+
+    a: float | None
+    b: float | None
+    ratio: float | None
+    missing: str | None  # why ratio is None
+
+
+@dataclass(frozen=True)
+class ConfigComparison:
+    """One configuration that both runs have, over the items both answered (`n`)."""
+
+    config: str
+    n: int  # paired items: the same task, item, sample (and load point) answered in both runs
+    n_a: int  # A's measured records of the configuration, paired or not
+    n_b: int
+    accuracy_a: float | None  # over the paired items; None where there is no accuracy
+    accuracy_b: float | None
+    difference: float | None  # accuracy B - A, the mean of the per-item differences
+    low: float | None  # its 95% paired t interval, within [-1, 1]
+    high: float | None
+    accuracy_missing: str | None  # why difference is None
+    ratios: dict[str, Ratio]  # keyed as QUANTITIES
+    energy_source_a: str | None  # the meters behind A's energy, e.g. 'rapl'; None if unmeasured
+    energy_source_b: str | None
+
+
+@dataclass(frozen=True)
+class FieldDifference:
+    """A field of the runs' hosts or specs that differs, e.g. 'host.versions.llama-cpp-python';
+    None where a run does not have it."""
+
+    field: str
+    a: Any
+    b: Any
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What identifies a run: where it is stored, its id, when and where it ran."""
+
+    directory: str
+    id: str
+    status: str
+    created_at: float | None
+    ended_at: float | None
+    host: dict[str, Any]
+    records: int  # measured records
+    configs: list[str]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Run B against the baseline A."""
+
+    a: RunInfo
+    b: RunInfo
+    shared: list[str]  # the configurations both runs have, in A's order
+    only_a: list[str]
+    only_b: list[str]
+    configs: list[ConfigComparison]  # one per shared configuration
+    differences: list[FieldDifference]  # hosts first, then specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class _Run:
+    info: RunInfo
+    spec: dict[str, Any]
+    records: pd.DataFrame  # measured records only
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """The mean of the per-item differences b - a and its 95% paired t interval (Student's t
+    on the differences, through scipy.stats). One pair has no interval (NaN); pairs that all
+    differ by the same amount have one of zero width, as the t interval says."""
+    from scipy import stats
+
+    d = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if len(d) == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return (mean, math.nan, math.nan)
+    sem = float(stats.sem(d))
+    if sem == 0:
+        return (mean, mean, mean)
+    low, high = stats.t.interval(CONFIDENCE, len(d) - 1, loc=mean, scale=sem)
+    return (mean, float(low), float(high))
+
+
+def _read(directory: Path) -> _Run:
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        run = store.run()
+        names = [c["name"] for c in store.configs()]
+        records = store.records()
+    finally:
+        store.close()
+    measured = records[records["phase"].fillna("measure") == "measure"]
+    if measured.empty:
+        raise UserError(
+            f"{directory} holds no records yet (no query answered, or only warm-up and "
+            "cool-down); compare runs that have answered queries"
+        )
+    info = RunInfo(
+        directory=str(directory),
+        id=run["id"],
+        status=run["status"],
+        created_at=run.get("created_at"),
+        ended_at=run.get("ended_at"),
+        host=run.get("host") or {},
+        records=len(measured),
+        configs=names,
+    )
+    return _Run(info, run.get("spec") or {}, measured)
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A's and B's records of the items both answered, row i of each the same item (A's order)."""
+    left = a[PAIR_KEY].assign(_a=np.arange(len(a)))
+    right = b[PAIR_KEY].assign(_b=np.arange(len(b)))
+    both = left.merge(right, on=PAIR_KEY, how="inner", sort=False)
+    return a.iloc[both["_a"].to_numpy()], b.iloc[both["_b"].to_numpy()]
+
+
+def _values(s: Summary) -> dict[str, tuple[float | None, str | None]]:
+    """Each quantity of a summary, or why it has none."""
+    energy = s.costs["energy"]
+    return {
+        "e2e_mean": (s.costs["latency"].value, None),
+        "e2e_p50": (s.percentiles.get("e2e_s_p50"), None),
+        "ttft_mean": (s.ttft_s, "no query produced a first token"),
+        "energy": (energy.value, f"energy not measured: {energy.missing or 'not measured'}"),
+        "output_tokens": (s.output_tokens, None),
+    }
+
+
+def _ratio(a: tuple[float | None, str | None], b: tuple[float | None, str | None]) -> Ratio:
+    (va, why_a), (vb, why_b) = a, b
+    if va is None and vb is None and why_a == why_b:
+        return Ratio(va, vb, None, f"A and B: {why_a or 'none'}")
+    if va is None or vb is None:
+        sides = (("A", va, why_a), ("B", vb, why_b))
+        why = "; ".join(f"{run}: {w or 'none'}" for run, v, w in sides if v is None)
+        return Ratio(va, vb, None, why)
+    if va == 0:
+        return Ratio(va, vb, None, "A's value is 0")
+    return Ratio(va, vb, vb / va, None)
+
+
+def _none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
+    """One configuration both runs have, over the items both answered."""
+    records_a = a.records[a.records["config"] == name]
+    records_b = b.records[b.records["config"] == name]
+    pa, pb = paired(records_a, records_b)
+    n = len(pa)
+    if n == 0:
+        why = "no item answered in both runs"
+        return ConfigComparison(
+            name, 0, len(records_a), len(records_b), None, None, None, None, None, why,
+            {key: Ratio(None, None, None, why) for key in QUANTITIES}, None, None,
+        )  # fmt: skip
+    scores_a, scores_b = record_scores(pa), record_scores(pb)
+    unscored = [run for run, s in (("A", scores_a), ("B", scores_b)) if len(s) == 0]
+    if unscored:
+        acc_a = acc_b = diff = low = high = None
+        missing: str | None = (
+            f"unscored in {' and '.join(unscored)}: the records have no reference answers"
+        )
+    else:
+        acc_a, acc_b = float(scores_a.mean()), float(scores_b.mean())
+        mean, lo, hi = paired_difference(scores_a, scores_b)
+        # Scores lie in [0, 1], so a difference of them in [-1, 1]: a t interval of few items
+        # reaches past that, and is cut there (as the Wilson interval of accuracy is at 0 and 1).
+        lo, hi = max(lo, -1.0), min(hi, 1.0)
+        diff, low, high, missing = mean, _none(lo), _none(hi), None
+    summary_a = summarize_config(name, pa, a.records)
+    summary_b = summarize_config(name, pb, b.records)
+    values_a, values_b = _values(summary_a), _values(summary_b)
+    return ConfigComparison(
+        name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
+        {key: _ratio(values_a[key], values_b[key]) for key in QUANTITIES},
+        _source(summary_a), _source(summary_b),
+    )  # fmt: skip
+
+
+def _source(s: Summary) -> str | None:
+    return s.energy_source if s.costs["energy"].value is not None else None
+
+
+def flatten(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys ('host.versions.numpy'), a list of dicts by
+    index ('spec.tasks[0].ref'); other lists kept whole ('host.gpus')."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{name}[{i}]"))
+        else:
+            out[name] = value
+    return out
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[FieldDifference]:
+    """The fields of two nested dicts that differ, in A's order, then those only B has."""
+    flat_a, flat_b = flatten(a, prefix), flatten(b, prefix)
+    fields = list(dict.fromkeys([*flat_a, *flat_b]))
+    return [
+        FieldDifference(f, flat_a.get(f), flat_b.get(f))
+        for f in fields
+        if flat_a.get(f) != flat_b.get(f)
+    ]
+
+
+def _compare(a: _Run, b: _Run) -> Comparison:
+    names_b = set(b.info.configs)
+    shared = [name for name in a.info.configs if name in names_b]
+    if not shared:
+        raise UserError(
+            f"{a.info.directory} and {b.info.directory} share no configuration: "
+            f"{a.info.directory} has {', '.join(a.info.configs) or 'none'}; "
+            f"{b.info.directory} has {', '.join(b.info.configs) or 'none'} "
+            "(configurations are matched by name, as `tradeoff report` shows them)"
+        )
+    return Comparison(
+        a=a.info,
+        b=b.info,
+        shared=shared,
+        only_a=[name for name in a.info.configs if name not in names_b],
+        only_b=[name for name in b.info.configs if name not in set(shared)],
+        configs=[compare_config(name, a, b) for name in shared],
+        differences=differences(a.info.host, b.info.host, "host")
+        + differences(a.spec, b.spec, "spec"),
+    )
+
+
+def check_directories(directories: list[Path]) -> None:
+    """Refuses, before any work, fewer than two directories or one that holds no run."""
+    from tradeoff.store import Store
+
+    if len(directories) < 2:
+        raise UserError(
+            f"give two run directories or more (got {len(directories)}): the first is the "
+            "baseline, each other is compared with it"
+        )
+    for directory in directories:
+        Store.open(directory).close()
+
+
+def compare_runs(directories: list[Path]) -> list[Comparison]:
+    """Each run after the first compared with the first (the baseline). Every run is read before
+    any is compared, so that a bad directory is named before any work is done."""
+    check_directories(directories)
+    runs = [_read(directory) for directory in directories]
+    return [_compare(runs[0], b) for b in runs[1:]]

@@ -1,0 +1,90 @@
+"""`tradeoff compare`: runs of the same configurations side by side, each against the first (the
+baseline), from `analysis.compare`: accuracy on the items both answered, paired, the ratios of
+latency, energy and tokens, and what differs between the runs' hosts and specs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tradeoff.cli.output import ListFormat, check_writable, console, err_console, write_text
+from tradeoff.errors import UserError
+
+if TYPE_CHECKING:
+    from tradeoff.analysis.compare import Comparison
+
+
+def print_comparison(comparison: Comparison) -> None:
+    """One comparison's tables and their notes."""
+    from tradeoff.report.compare_table import SAME_NOTE, config_table, differences_table
+
+    table, notes = config_table(comparison)
+    console.print(table, crop=False)
+    for note in notes:
+        console.print(note, style="dim", markup=False, highlight=False)
+    console.print()
+    differences = differences_table(comparison.differences)
+    if differences is None:
+        console.print(SAME_NOTE, style="dim", markup=False, highlight=False)
+    else:
+        console.print(differences, crop=False)
+
+
+def compare(
+    directories: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Run directories: the first is the baseline (A), each other (B) is compared "
+            "with it.",
+            metavar="DIR_A DIR_B [DIR...]",
+            show_default=False,
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Also write the comparison as one self-contained HTML page (opens offline) to "
+            "this file.",
+        ),
+    ] = None,
+    format: Annotated[
+        ListFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ListFormat.table,
+) -> None:
+    """Compare runs of the same configurations: two machines, two versions of a server,
+    yesterday's run and today's. The first directory is the baseline A; each other run B is
+    compared with it.
+
+    Per configuration both runs have (matched by name), over the items both answered: accuracy
+    in A and in B, the paired difference B − A with its 95% t interval, and B/A of mean and p50
+    end-to-end latency, mean TTFT, energy per query and output tokens per query. Then what
+    differs between the runs' hosts (machine, CPU, GPUs, library versions) and specs.
+    --format json gives every number, each run's values beside their ratio; --html the same
+    tables as one page, with the differences and ratios charted. A run still being written is
+    compared as stored so far.
+    """
+    from tradeoff.analysis.compare import check_directories, compare_runs
+    from tradeoff.report.compare_html import write_comparison
+
+    given = directories or []
+    check_directories(given)
+    if html is not None:
+        check_writable("--html", html)
+    comparisons = compare_runs(given)
+    if format is ListFormat.json:
+        write_text(json.dumps([c.to_dict() for c in comparisons], indent=2))
+    else:
+        for i, comparison in enumerate(comparisons):
+            if i:
+                console.print()
+            print_comparison(comparison)
+    if html is not None:
+        try:
+            write_comparison(comparisons, html)
+        except OSError as exc:
+            raise UserError(f"cannot write {html}: {exc.strerror}") from None
+        err_console.print(f"wrote {html}", highlight=False, soft_wrap=True)

@@ -1,0 +1,205 @@
+"""`tradeoff compare --html`: the comparison of runs as one self-contained page (`html_page.page`:
+it opens offline): which runs, the table of paired differences and ratios (sortable), the accuracy
+difference and the ratios B/A charted per configuration, and what differs between the runs."""
+
+from __future__ import annotations
+
+import datetime
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tradeoff.analysis.compare import QUANTITIES, Comparison, RunInfo
+from tradeoff.report import vega
+from tradeoff.report.compare_table import (
+    SAME_NOTE,
+    config_table,
+    differences_table,
+    ratio_text,
+    title,
+)
+from tradeoff.report.html_page import column_table, notes, page, table
+
+
+def write_comparison(comparisons: list[Comparison], path: Path) -> Path:
+    """Write the page of `compare_runs`' comparisons to `path`; returns `path`."""
+    path.write_text(comparison_html(comparisons), encoding="utf-8")
+    return path
+
+
+def comparison_html(comparisons: list[Comparison]) -> str:
+    runs = [comparisons[0].a, *[c.b for c in comparisons]]
+    heading = f"tradeoff compare: {' vs '.join(Path(r.directory).name for r in runs)}"
+    sections = [f"<h1>{html.escape(heading)}</h1>", _runs(runs)]
+    for i, comparison in enumerate(comparisons, start=1):
+        sections.append(_comparison(comparison, i))
+    return page(heading, sections)
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _host(host: dict[str, Any]) -> str:
+    gpus = ", ".join(host.get("gpus") or []) or "no GPU"
+    return (
+        f"{host.get('hostname', '-')}: {host.get('cpu', '-')}, {host.get('cpu_cores', '-')} "
+        f"cores; {gpus}"
+    )
+
+
+def _runs(runs: list[RunInfo]) -> str:
+    """One row per run: the baseline A first, then each run compared with it."""
+    header = ["run", "directory", "id", "status", "started", "host", "records"]
+    rows = [
+        [
+            "A (baseline)" if i == 0 else f"B{i}" if len(runs) > 2 else "B",
+            str(Path(r.directory).resolve()),
+            r.id,
+            r.status,
+            _when(r.created_at),
+            _host(r.host),
+            f"{r.records:,}",
+        ]
+        for i, r in enumerate(runs)
+    ]
+    return "<h2>Runs</h2>" + table(header, rows, text_columns={0, 1, 2, 3, 4, 5})
+
+
+def _comparison(c: Comparison, i: int) -> str:
+    configs, lines = config_table(c)
+    configs.title = None  # the section's heading says it
+    differences = differences_table(c.differences)
+    return "".join(
+        [
+            f"<h2>{html.escape(title(c))}</h2>",
+            column_table(configs),
+            notes(lines),
+            _accuracy_chart(c, f"accuracy-{i}"),
+            _ratio_chart(c, f"ratios-{i}"),
+            "<h3>What differs between the runs</h3>",
+            notes([SAME_NOTE]) if differences is None else column_table(differences),
+        ]
+    )
+
+
+def _accuracy_chart(c: Comparison, element: str) -> str:
+    """The paired accuracy difference per configuration with its interval; a rule at 0."""
+    import altair as alt
+
+    rows = [
+        {
+            "config": r.config,
+            "n": r.n,
+            "accuracy A": r.accuracy_a,
+            "accuracy B": r.accuracy_b,
+            "B − A": r.difference,
+            "low": r.low,
+            "high": r.high,
+        }
+        for r in c.configs
+        if r.difference is not None
+    ]
+    if not rows:
+        return notes(["No accuracy difference to chart: no configuration is scored in both runs."])
+    data = pd.DataFrame(rows)
+    y = alt.Y("config:N", title="configuration", sort=c.shared)
+    x = alt.X("B − A:Q", title="accuracy B − A (95% paired t interval)")
+    tooltip = [
+        "config:N",
+        "n:Q",
+        alt.Tooltip("accuracy A:Q", format=".3f"),
+        alt.Tooltip("accuracy B:Q", format=".3f"),
+        alt.Tooltip("B − A:Q", format="+.3f"),
+        alt.Tooltip("low:Q", format="+.3f"),
+        alt.Tooltip("high:Q", format="+.3f"),
+    ]
+    base = alt.Chart(data)
+    intervals = base.mark_rule(strokeWidth=2, color="#4c78a8").encode(
+        x=alt.X("low:Q"), x2="high:Q", y=y, tooltip=tooltip
+    )
+    dots = base.mark_point(filled=True, size=90, color="#4c78a8").encode(x=x, y=y, tooltip=tooltip)
+    zero = (
+        alt.Chart(pd.DataFrame({"zero": [0.0]}))
+        .mark_rule(color="#888", strokeDash=[4, 3])
+        .encode(x="zero:Q")
+    )
+    chart = (zero + intervals + dots).properties(
+        width=760, height=alt.Step(32), title="accuracy difference on the paired items, B − A"
+    )
+    return vega.embed(element, chart)
+
+
+def _ratio_chart(c: Comparison, element: str) -> str:
+    """Each ratio B/A per configuration, on a log scale; a rule at 1 (the same in both)."""
+    import altair as alt
+
+    titles = [q.title for q in QUANTITIES.values()]
+    rows = [
+        {
+            "config": r.config,
+            "quantity": quantity.title,
+            "unit": quantity.unit,
+            "A": ratio.a,
+            "B": ratio.b,
+            "B/A": ratio.ratio,
+            "ratio": ratio_text(ratio.ratio),
+            "n": r.n,
+        }
+        for r in c.configs
+        for key, quantity in QUANTITIES.items()
+        if (ratio := r.ratios[key]).ratio is not None and ratio.ratio > 0
+    ]
+    if not rows:
+        return notes(["No ratio to chart: no configuration has a value in both runs."])
+    data = pd.DataFrame(rows)
+    shown = [t for t in titles if t in set(data["quantity"])]
+    y = alt.Y("config:N", title="configuration", sort=c.shared)
+    x = alt.X(
+        "B/A:Q",
+        title="B / A (log scale)",
+        scale=alt.Scale(type="log", padding=24),  # no point on the plot's edge
+    )
+    dots = (
+        alt.Chart(data)
+        .mark_point(filled=True, size=80)
+        .encode(
+            x=x,
+            y=y,
+            yOffset=alt.YOffset("quantity:N", sort=shown),
+            color=alt.Color("quantity:N", title="B / A of", scale=alt.Scale(domain=shown)),
+            shape=alt.Shape("quantity:N", title="B / A of", scale=alt.Scale(domain=shown)),
+            tooltip=[
+                "config:N",
+                "quantity:N",
+                alt.Tooltip("A:Q", format=".4g"),
+                alt.Tooltip("B:Q", format=".4g"),
+                "unit:N",
+                "ratio:N",
+                "n:Q",
+            ],
+        )
+    )
+    one = (
+        alt.Chart(pd.DataFrame({"one": [1.0]}))
+        .mark_rule(color="#888", strokeDash=[4, 3])
+        .encode(x="one:Q")
+    )
+    chart = (one + dots).properties(
+        width=760,
+        height=alt.Step(14),  # per quantity: the offset scale takes the step
+        title="latency, energy and tokens per query, B / A (below 1: less in B)",
+    )
+    missing = sorted(
+        {
+            f"{QUANTITIES[key].title}: {ratio.missing}"
+            for r in c.configs
+            for key, ratio in r.ratios.items()
+            if ratio.ratio is None and ratio.missing
+        }
+    )
+    return vega.embed(element, chart) + notes(["not charted, " + m for m in missing])

@@ -1,0 +1,163 @@
+"""`tradeoff compare` as tables (the terminal's, and the HTML page's through
+`html_page.column_table`): per configuration both runs have, the paired accuracy difference and
+the ratios B/A; then what differs between the runs' hosts and specs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.markup import escape
+
+from tradeoff.analysis.compare import QUANTITIES, Comparison, ConfigComparison, FieldDifference
+from tradeoff.report.columns import Column, ColumnTable, build_table, missing_cell
+
+PAIRED_NOTE = (
+    "n: the items both runs answered (same task, item and sample; measured records only); "
+    "accuracy and every ratio are over those items. A failed query scores 0 and its costs count."
+)
+DIFFERENCE_NOTE = (
+    "B − A: the mean per-item difference of score; 95% CI: the paired t interval over the "
+    "per-item differences (Student's t, scipy.stats), cut to [-1, 1], where differences lie"
+)
+RATIO_NOTE = (
+    "B/A: B's value over A's, 1× when the same (below 1×: B faster, using less energy, writing "
+    "fewer tokens); latency and TTFT by the wall clock, energy as measured"
+)
+HEADERS = {
+    "e2e_mean": "e2e s\nmean B/A",
+    "e2e_p50": "e2e s\np50 B/A",
+    "ttft_mean": "TTFT s\nmean B/A",
+    "energy": "energy J\nB/A",
+    "output_tokens": "out tok\nB/A",
+}
+
+
+def title(c: Comparison) -> str:
+    return (
+        f"B = {c.b.directory} (run {c.b.id}) against A = {c.a.directory} "
+        f"(run {c.a.id}, the baseline)"
+    )
+
+
+def ratio_text(ratio: float) -> str:
+    return f"{ratio:.3g}×"
+
+
+def _unpaired(r: ConfigComparison, notes: list[str]) -> str | None:
+    """The cell of a configuration with no item answered in both runs: one footnote for all."""
+    if r.n:
+        return None
+    return missing_cell(notes, f"n/a: n = 0, {r.accuracy_missing} (compare runs of one workload)")
+
+
+def _accuracy(value: float | None, r: ConfigComparison, notes: list[str]) -> str:
+    if value is None:
+        return _unpaired(r, notes) or missing_cell(notes, f"accuracy n/a: {r.accuracy_missing}")
+    return f"{value:.3f}"
+
+
+def _difference(r: ConfigComparison, notes: list[str]) -> str:
+    return _accuracy(r.difference, r, notes) if r.difference is None else f"{r.difference:+.3f}"
+
+
+def _interval(r: ConfigComparison, notes: list[str]) -> str:
+    if r.difference is None:
+        return "n/a"
+    if r.low is None or r.high is None:
+        return missing_cell(notes, "95% CI n/a: one paired item gives no interval")
+    return f"{r.low:+.3f} to {r.high:+.3f}"
+
+
+def _ratio(key: str) -> Column:
+    def cell(r: ConfigComparison, notes: list[str]) -> str:
+        unpaired = _unpaired(r, notes)
+        if unpaired:
+            return unpaired
+        ratio = r.ratios[key]
+        if ratio.ratio is None:
+            return missing_cell(notes, f"{QUANTITIES[key].title} B/A n/a: {ratio.missing}")
+        return ratio_text(ratio.ratio)
+
+    return Column(HEADERS[key], cell)
+
+
+COLUMNS = [
+    Column("config", lambda r, _: escape(r.config), justify="left", name=True),
+    Column("n", lambda r, _: str(r.n)),
+    Column("accuracy\nA", lambda r, notes: _accuracy(r.accuracy_a, r, notes)),
+    Column("accuracy\nB", lambda r, notes: _accuracy(r.accuracy_b, r, notes)),
+    Column("B − A", _difference),
+    Column("95% CI", _interval),
+    *[_ratio(key) for key in QUANTITIES],
+]
+
+
+def _energy_note(c: Comparison) -> str | None:
+    """Which meters measured the energy each run compares, where any did."""
+    sources = {
+        run: sorted({s for s in found if s})
+        for run, found in (
+            ("A", [r.energy_source_a for r in c.configs]),
+            ("B", [r.energy_source_b for r in c.configs]),
+        )
+    }
+    if not any(sources.values()):
+        return None
+    parts = [f"{'+'.join(found) or 'none'} in {run}" for run, found in sources.items()]
+    return "energy J: measured by " + ", ".join(parts)
+
+
+def config_table(c: Comparison) -> tuple[ColumnTable, list[str]]:
+    """The configurations both runs have, one row each, and the table's footnotes."""
+    table, cited = build_table(title(c), COLUMNS, c.configs)
+    notes = [f"[{i + 1}] {note}" for i, note in enumerate(cited)]
+    notes += [PAIRED_NOTE, DIFFERENCE_NOTE, RATIO_NOTE]
+    energy = _energy_note(c)
+    if energy:
+        notes.append(energy)
+    unpaired = [
+        f"{r.config} {r.n_a - r.n} of A's {r.n_a}, {r.n_b - r.n} of B's {r.n_b}"
+        for r in c.configs
+        if r.n < max(r.n_a, r.n_b)
+    ]
+    if unpaired:
+        notes.append("left out, answered in one run only: " + "; ".join(unpaired))
+    if c.only_a:
+        notes.append(f"only in A, not compared: {', '.join(c.only_a)}")
+    if c.only_b:
+        notes.append(f"only in B, not compared: {', '.join(c.only_b)}")
+    return table, notes
+
+
+def value_text(value: Any) -> str:
+    """A host's or spec's value as one line: '-' where the run has none."""
+    if value is None or value == []:
+        return "-"
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(", ", ": "), default=str)
+    return str(value)
+
+
+DIFFERENCE_COLUMNS = [
+    Column("field", lambda d, _: escape(d.field), justify="left", name=True),
+    Column("A", lambda d, _: escape(value_text(d.a)), justify="left"),
+    Column("B", lambda d, _: escape(value_text(d.b)), justify="left"),
+]
+
+
+def differences_table(differences: list[FieldDifference]) -> ColumnTable | None:
+    """What differs between the runs' hosts and specs, or None when nothing does."""
+    if not differences:
+        return None
+    table, _ = build_table(
+        "what differs between the runs (host: where each ran; spec: what each ran)",
+        DIFFERENCE_COLUMNS,
+        differences,
+    )
+    return table
+
+
+SAME_NOTE = "the runs' hosts (machine, CPU, GPUs, library versions) and specs are the same"

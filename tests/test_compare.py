@@ -1,0 +1,186 @@
+"""`tradeoff compare` on real runs of the bundled models: two runs of the same configurations that
+answer differently (B writes at most 4 tokens, on 3 of A's 4 items), one that shares none. The
+paired numbers are checked against the stores' records by hand; the page in headless Chromium.
+
+TRADEOFF_DOCS=1 also copies the page's screenshot to docs/compare.png (the README shows it)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+
+import pytest
+from browser import chart_drawn, drive, render, screenshot, script_errors
+from conftest import REPO, run_cli
+from scipy import stats
+
+from tradeoff.analysis.compare import QUANTITIES
+from tradeoff.store import Store
+
+CONFIGS = ("smollm2-135m", "gemma3-270m")
+OTHER_SPEC = """\
+models: {tiny: smollm2-135m}
+tasks: [facts]
+limit: 1
+configs: [{model: tiny, name: other}]
+"""
+
+
+def profile(out, *flags):
+    result = run_cli(
+        "profile", "-m", CONFIGS[0], "-m", CONFIGS[1], "-t", "facts", *flags, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A (4 items, 16 tokens), B (3 of the same items, 4 tokens: the longer answers are cut) and
+    C (one configuration, named as neither of the others')."""
+    root = tmp_path_factory.mktemp("compare")
+    a = profile(root / "a", "--limit", "4", "--max-tokens", "16")
+    b = profile(root / "b", "--limit", "3", "--max-tokens", "4")
+    spec = root / "other.yaml"
+    spec.write_text(OTHER_SPEC)
+    other = run_cli("profile", str(spec), "--out", str(root / "c"))
+    assert other.returncode == 0, other.stderr
+    return a, b, root / "c"
+
+
+def measured(directory, config):
+    """{(task, item_id, sample): score} and {...: e2e_s} of one configuration's measured
+    records, read straight from the store; a failed record scores 0."""
+    store = Store.open(directory)
+    try:
+        df = store.records()
+    finally:
+        store.close()
+    df = df[(df["config"] == config) & (df["phase"].fillna("measure") == "measure")]
+    return {
+        (r.task, r.item_id, r.sample): (
+            0.0 if isinstance(r.error, str) or math.isnan(r.score) else float(r.score)
+        )
+        for r in df.itertuples()
+    }, dict(zip(zip(df["task"], df["item_id"], df["sample"]), df["e2e_s"]))
+
+
+def test_the_table_names_each_shared_configuration_with_its_paired_count(runs):
+    a, b, _ = runs
+    result = run_cli("compare", str(a), str(b))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in CONFIGS:
+        # n = 3: the items both runs answered, not A's 4
+        assert any(re.match(rf"{name}\s+3\s", line) for line in lines), result.stdout
+    assert "left out, answered in one run only" in result.stdout
+    assert re.search(r"spec\.sampling\.max_tokens\s+16\s+4", result.stdout), result.stdout
+    assert re.search(r"spec\.limit\s+4\s+3", result.stdout), result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_the_json_has_every_field_and_the_paired_difference_is_the_records(runs):
+    a, b, _ = runs
+    result = run_cli("compare", str(a), str(b), str(a), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    first, itself = json.loads(result.stdout)
+    assert set(first) == {"a", "b", "shared", "only_a", "only_b", "configs", "differences"}
+    assert first["shared"] == list(CONFIGS) and first["only_a"] == first["only_b"] == []
+    assert {"field": "spec.sampling.max_tokens", "a": 16, "b": 4} in first["differences"]
+    for row in first["configs"]:
+        assert set(row["ratios"]) == set(QUANTITIES)
+        for ratio in row["ratios"].values():
+            assert set(ratio) == {"a", "b", "ratio", "missing"}
+            assert (ratio["ratio"] is None) == bool(ratio["missing"])
+        # by hand, from the stores: the items both answered, B's score minus A's
+        scores_a, e2e_a = measured(a, row["config"])
+        scores_b, e2e_b = measured(b, row["config"])
+        keys = [k for k in scores_a if k in scores_b]
+        diffs = [scores_b[k] - scores_a[k] for k in keys]
+        n = len(keys)
+        assert n == 3 and (row["n"], row["n_a"], row["n_b"]) == (3, 4, 3)
+        assert row["accuracy_a"] == pytest.approx(sum(scores_a[k] for k in keys) / n)
+        assert row["accuracy_b"] == pytest.approx(sum(scores_b[k] for k in keys) / n)
+        mean = sum(diffs) / n
+        assert row["difference"] == pytest.approx(mean)
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        interval = (max(mean - half, -1.0), min(mean + half, 1.0))  # scores lie in [0, 1]
+        assert (row["low"], row["high"]) == pytest.approx(interval)
+        e2e = sum(e2e_b[k] for k in keys) / sum(e2e_a[k] for k in keys)
+        assert row["ratios"]["e2e_mean"]["ratio"] == pytest.approx(e2e)
+    # B's answers cut at 4 tokens score lower: the runs differ, and compare sees it
+    assert any(row["difference"] < 0 for row in first["configs"]), first["configs"]
+    # a run against itself: every item paired, no difference, every ratio 1
+    assert itself["differences"] == []
+    for row in itself["configs"]:
+        assert row["n"] == 4 and row["difference"] == 0 and row["low"] == row["high"] == 0
+        for ratio in row["ratios"].values():
+            assert ratio["ratio"] is None or ratio["ratio"] == pytest.approx(1.0)
+
+
+def test_the_page_draws_every_chart_and_its_table_sorts(runs, tmp_path):
+    a, b, _ = runs
+    page = tmp_path / "compare.html"
+    result = run_cli("compare", str(a), str(b), "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {page}" in result.stderr
+    markup = re.sub(r"<script>.*?</script>", "", page.read_text(), flags=re.S)
+    assert "<script" not in markup, "every script is inline, with no src"
+    assert not re.search(r"<[a-z]+[^>]*\s(src|href)=", markup), "nothing loaded from outside"
+    dom = render(page)
+    assert script_errors(dom) == ""
+    for chart in ("accuracy-1", "ratios-1"):
+        assert chart_drawn(dom, chart), f"{chart} did not draw"
+    for text in (*CONFIGS, str(a.resolve()), str(b.resolve()), "spec.sampling.max_tokens"):
+        assert text in dom
+    # the configurations' table, in A's order (smollm2 first), sorted by name: then reversed
+    click = """
+    var table = Array.from(document.querySelectorAll("table.sortable")).find(
+      function (t) { return t.querySelector("th").textContent === "config"; });
+    var seen = [];
+    function first() { return table.tBodies[0].rows[0].cells[0].textContent; }
+    seen.push(first());
+    table.querySelector("th").click(); seen.push(first());
+    table.querySelector("th").click(); seen.push(first());
+    var out = document.createElement("pre"); out.id = "sorted";
+    out.textContent = seen.join("|"); document.body.appendChild(out);
+    """
+    driven = drive(page, click, tmp_path / "driven.html")
+    found = re.search(r'<pre id="sorted">(.*?)</pre>', driven)
+    assert found, "the sorting script did not run"
+    assert found.group(1) == "smollm2-135m|gemma3-270m|smollm2-135m"
+    assert script_errors(driven) == ""
+    shot = screenshot(page, tmp_path / "compare.png", height=1000)
+    if os.environ.get("TRADEOFF_DOCS") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(shot, REPO / "docs" / "compare.png")
+
+
+def test_bad_input_is_one_line(runs, tmp_path):
+    a, b, c = runs
+    empty = tmp_path / "empty"
+    store = Store.create(empty, {"models": {}}, {"hostname": "test"})
+    store.add_configs([("c0", CONFIGS[0], {})])
+    store.close()
+    cases = [
+        ([], "two run directories or more"),
+        ([str(a)], "two run directories or more"),
+        ([str(a), str(tmp_path / "nothing")], "nothing holds no tradeoff run"),
+        ([str(a), str(empty)], f"{empty} holds no records"),
+        ([str(a), str(c)], "share no configuration"),
+        ([str(a), str(b), "--html", str(tmp_path / "no" / "c.html")], "--html"),
+        # the output path is refused before any work: before the runs are compared
+        ([str(a), str(c), "--html", str(tmp_path / "no" / "c.html")], "does not exist"),
+    ]
+    for args, needle in cases:
+        bad = run_cli("compare", *args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and needle in lines[0], bad.stderr
+    share = run_cli("compare", str(a), str(c)).stderr
+    for name in (*CONFIGS, "other"):
+        assert name in share, share
