@@ -71,10 +71,10 @@ def test_the_report_is_one_self_contained_page_and_every_chart_draws(run_dir):
         assert chart_drawn(dom, chart), f"{chart} did not draw"
     for name in MODELS:
         assert name in dom
-    # No energy was measured on this machine (no RAPL in a VM): the section says so.
-    assert "No configuration has a measured energy per query" in dom
+    # Energy is drawn where it was measured (RAPL); where not (a VM), the section says so.
+    assert chart_drawn(dom, "energy") or "No configuration has a measured energy per query" in dom
     shot = screenshot(page, run_dir / "report.png", 1250, 1700)
-    if os.environ.get("TRADEOFF_WRITE_DOCS"):  # the README's screenshot: made by this test
+    if os.environ.get("TRADEOFF_DOCS") == "1":  # the README's screenshot, made by this test
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(shot, DOCS / "report.png")
 

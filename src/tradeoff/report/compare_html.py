@@ -4,7 +4,6 @@ difference and the ratios B/A charted per configuration, and what differs betwee
 
 from __future__ import annotations
 
-import datetime
 import html
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from tradeoff.report.compare_table import (
     ratio_text,
     title,
 )
-from tradeoff.report.html_page import column_table, notes, page, table
+from tradeoff.report.html_page import column_table, notes, page, table, when
 
 
 def write_comparison(comparisons: list[Comparison], path: Path) -> Path:
@@ -36,12 +35,6 @@ def comparison_html(comparisons: list[Comparison]) -> str:
     for i, comparison in enumerate(comparisons, start=1):
         sections.append(_comparison(comparison, i))
     return page(heading, sections)
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _host(host: dict[str, Any]) -> str:
@@ -61,7 +54,7 @@ def _runs(runs: list[RunInfo]) -> str:
             str(Path(r.directory).resolve()),
             r.id,
             r.status,
-            _when(r.created_at),
+            when(r.created_at),
             _host(r.host),
             f"{r.records:,}",
         ]

@@ -8,6 +8,7 @@ browser's `--dump-dom` shows whether the page ran cleanly.
 
 from __future__ import annotations
 
+import datetime
 import html
 import re
 from typing import Any
@@ -159,3 +160,10 @@ def notes(lines: list[str]) -> str:
     if not lines:
         return ""
     return '<ul class="notes">' + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+
+
+def when(stamp: float | None) -> str:
+    """A time.time() stamp as local date and time with its zone; '-' for none."""
+    if stamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -13,7 +13,6 @@ being written is reported as far as it has got.
 
 from __future__ import annotations
 
-import datetime
 import html
 import json
 from pathlib import Path
@@ -24,7 +23,7 @@ import pandas as pd
 
 from tradeoff.errors import UserError
 from tradeoff.report import vega
-from tradeoff.report.html_page import column_table, menu, notes, page, table
+from tradeoff.report.html_page import column_table, menu, notes, page, table, when
 from tradeoff.report.html_records import records_section
 
 ENERGY_POINTS = 200  # records drawn per configuration in the energy plot (the fit uses all)
@@ -74,12 +73,6 @@ def report_html(directory: Path) -> str:
 # Sections -----------------------------------------------------------------------------------
 
 
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
 def _header(
     directory: Path, run: dict[str, Any], records: pd.DataFrame, samples: list[dict[str, Any]]
 ) -> str:
@@ -93,7 +86,7 @@ def _header(
     facts = {
         "run": f"{run.get('id')} ({run.get('status')})",
         "directory": str(directory.resolve()),
-        "started": _when(started),
+        "started": when(started),
         "took": took,
         "records": f"{len(records):,} measured",
         "host": f"{host.get('hostname', '-')}: {host.get('cpu', '-')}, "
@@ -408,7 +401,7 @@ def _routers(evaluations: list[dict[str, Any]]) -> str:
     for i, data in enumerate(latest.values()):
         result = Evaluation.from_dict(data)
         parts += [
-            f"<p>{html.escape(router_heading(result))} (evaluated {_when(data['created_at'])})</p>",
+            f"<p>{html.escape(router_heading(result))} (evaluated {when(data['created_at'])})</p>",
             vega.embed(f"router-{i}", router_chart(result)),
             *(column_table(t) for t in router_tables(result)),
         ]
