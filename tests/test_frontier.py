@@ -1,11 +1,23 @@
 """The accuracy-cost frontier on a real SQLite store of hand-made records whose costs and scores
 make every Pareto decision (ties, missing energy, accuracy 0, a failed query) known in advance."""
 
+import html
 import json
 import math
 import re
 
 import pytest
+from browser import (
+    assert_self_contained,
+    chart_drawn,
+    drive,
+    hover,
+    legends,
+    png_size,
+    render,
+    script_errors,
+    symbols,
+)
 from conftest import run_cli
 
 from tradeoff.analysis.costs import COST_AXES
@@ -173,21 +185,40 @@ def test_cli_plots(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {png}" in result.stderr
     data = png.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    width, height = png_size(data)
+    assert 1000 < width < 3000 and 600 < height < 2000, (width, height)  # 2 px a point
+    assert len(data) > 20_000
 
     page = tmp_path / "frontier.html"
-    result = run_cli("frontier", str(run_dir), "--format", "json", "--plot", str(page))
+    result = run_cli(
+        "frontier", str(run_dir), "--cost", "energy", "--format", "json", "--plot", str(page)
+    )
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)  # the plot note goes to stderr, stdout stays JSON
     text = page.read_text()
-    assert "<svg" in text and "<polyline" in text
-    for name in CONFIGS:
-        if name != "C<&>":
-            assert name in text
-    assert "C&lt;&amp;&gt;" in text and "C<&>" not in text  # every text escaped
-    assert "http://" not in text and "https://" not in text
-    assert not re.search(r"<(script|link|img)[^>]*(src|href)=", text)
-    assert text.count("<svg") == 1 and "</html>" in text
+    assert_self_contained(text)
+    assert "C<&>" not in text  # escaped in the table, and "<" nowhere in the chart's script
+    markup = re.sub(r"<script>.*?</script>", "", text, flags=re.S)
+    assert markup.count("<tr>") == 1 + len(CONFIGS)  # the table of every configuration
+    assert "C&lt;&amp;&gt;" in markup and "energy unknown, so not on the frontier" in markup
+    dom = render(page)
+    assert script_errors(dom) == "" and chart_drawn(dom, "chart")
+    drawn = [name for name in CONFIGS if name != "M"]
+    assert legends(dom) == {"configuration": drawn, "frontier": ["Pareto-optimal", "dominated"]}
+    # M has no energy: not drawn, and said so under the title
+    assert "not plotted, cost unknown (" + NO_ENERGY + "): M" in html.unescape(dom)
+
+    points = symbols(page, "chart", tmp_path / "symbols.html")
+    assert sorted(p["datum"]["config"] for p in points) == sorted(drawn)
+    status = {p["datum"]["config"]: p["datum"]["status"] for p in points}
+    assert {c for c, s in status.items() if s == "Pareto-optimal"} == ON_FRONTIER
+    assert len({p["fill"] for p in points}) == len(drawn)  # a colour each
+    tip = hover(page, "chart", "config", "D", tmp_path / "hover.html")
+    for said in ("dominated by B", "0.800 [95% CI", "30 J/query (measured by rapl)", "errors"):
+        assert said in tip, tip
+    # B and C<&> are drawn on one spot: each one's details name the other
+    tip = hover(page, "chart", "config", "B", tmp_path / "hover-b.html")
+    assert "same point as" in tip and "C<&>" in tip, tip
 
 
 def assert_one_line_error(result, needle):
@@ -207,13 +238,55 @@ def test_cli_bad_input(run_dir, tmp_path):
     assert "energy" in bad_cost.stderr and "dollars" in bad_cost.stderr
 
 
+# Picks `label` in the chart's menu, then writes what the chart says into #picked.
+PICK = """
+var menu = document.querySelector("#chart select");
+menu.value = %s;
+menu.dispatchEvent(new Event("change"));
+setTimeout(function () {
+  var said = Array.from(document.querySelectorAll("#chart [aria-label]")).map(
+    function (e) { return e.getAttribute("aria-label"); });
+  var points = document.querySelectorAll("#chart g.mark-symbol.role-mark path").length;
+  var title = document.querySelector("#chart .role-title-text text").textContent;
+  var out = document.createElement("pre"); out.id = "picked";
+  out.textContent = JSON.stringify({said: said, points: points, title: title});
+  document.body.appendChild(out); }, 300);
+"""
+
+
+def test_a_menu_picks_the_cost_axis(records, tmp_path):
+    from tradeoff.report.charts import frontier_chart, write_chart
+
+    axes = {}
+    for name in ("energy", "latency", "flops"):
+        rows = frontier(records, name)
+        axes[axis_label(name, rows)] = rows
+    page = write_chart(frontier_chart(axes, list(CONFIGS)), tmp_path / "f.html", "axes")
+    dom = render(page)
+    assert script_errors(dom) == "" and chart_drawn(dom, "chart")
+    energy, latency, flops = axes
+    assert f"Title text 'accuracy against {energy}'" in html.unescape(dom)  # the first axis
+    picked = drive(page, PICK % json.dumps(flops), tmp_path / "picked.html")
+    found = re.search(r'<pre id="picked">(.*?)</pre>', picked, re.S)
+    assert found, script_errors(picked)
+    said = json.loads(html.unescape(found.group(1)))
+    assert said["title"] == f"accuracy against {flops}"
+    assert said["points"] == len(CONFIGS)  # every configuration has FLOPs, M too
+    # 3 GFLOPs a query for every configuration: the axis has room either side of it
+    x_axis = next(s for s in said["said"] if s.startswith("X-axis"))
+    assert "values from 2.7 to 3.3" in x_axis, x_axis
+
+
 def test_an_empty_frontier_still_draws(tmp_path):
-    from tradeoff.report.plot import plot_html, plot_png
+    from tradeoff.report.charts import write_frontier
 
     rows = frontier(_records_of_one_unmeasured_config(tmp_path), "energy")
     assert rows and not any(r.pareto for r in rows) and not math.isnan(rows[0].accuracy)
-    assert plot_png(rows, axis_label("energy", rows), tmp_path / "e.png").stat().st_size > 0
-    assert "<svg" in plot_html(rows, "energy", tmp_path / "e.html").read_text()
+    label = axis_label("energy", rows)
+    png_size(write_frontier(rows, label, tmp_path / "e.png").read_bytes())
+    dom = render(write_frontier(rows, label, tmp_path / "e.html"))
+    assert script_errors(dom) == "" and chart_drawn(dom, "chart")
+    assert "not plotted, cost unknown (" + NO_ENERGY + "): M" in html.unescape(dom)
 
 
 def _records_of_one_unmeasured_config(tmp_path):

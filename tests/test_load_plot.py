@@ -2,21 +2,32 @@
 SQLite store of hand-made records of a load run, two configurations at three load points each, one
 of them saturated, through the library and the real CLI (`tradeoff report --plot`)."""
 
+import html
+import json
 import re
-import struct
 
 import pytest
+from browser import (
+    assert_self_contained,
+    chart_drawn,
+    hover,
+    legends,
+    png_size,
+    render,
+    script_errors,
+    symbols,
+)
 from conftest import run_cli
 from test_frontier import assert_one_line_error
 from test_load_stats import _record
 
 from tradeoff.analysis.load import load_stats
 from tradeoff.cli.report import load_rows, write_load_plot
-from tradeoff.report.load_plot import plot_load_html, plot_load_png
+from tradeoff.report.charts import load_chart, write_load
 from tradeoff.store import Store
 
 A = "cascade-smollm2-135m-gemma3-270m"
-B = "vote<&>-n5"  # drawn and listed escaped
+B = "vote<&>-n5"  # listed escaped
 SPEC = {"load": {"slo": "ttft=0.1,e2e=0.5"}}
 POINTS = {
     "a": ["constant:2", "constant:5", "constant:20"],
@@ -102,11 +113,6 @@ def test_the_run_has_one_saturated_point(run_dir):
     assert [r["correct_goodput"] is None for r in rows] == [False] * 3 + [True] * 3
 
 
-def png_size(data):
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
-
-
 def test_cli_draws_a_png(run_dir, tmp_path):
     png = tmp_path / "load.png"
     result = run_cli("report", str(run_dir), "--load", "--plot", str(png))
@@ -115,8 +121,8 @@ def test_cli_draws_a_png(run_dir, tmp_path):
     assert "constant:20" in result.stdout  # the table is printed too
     data = png.read_bytes()
     width, height = png_size(data)
-    assert (width, height) == (1210, 1320)  # 11 x 12 inches at 110 dpi
-    assert 30_000 < len(data) < 2_000_000
+    assert 1500 < width < 3000 and 1500 < height < 4000, (width, height)  # 2 px a point
+    assert 50_000 < len(data) < 3_000_000
 
 
 def test_cli_draws_a_self_contained_html_page(run_dir, tmp_path):
@@ -125,39 +131,53 @@ def test_cli_draws_a_self_contained_html_page(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.lstrip().startswith("[")  # stdout stays JSON; the note is on stderr
     text = page.read_text()
-    assert "http://" not in text and "https://" not in text
-    assert not re.search(r"<(script|link|img|iframe)[^>]*(src|href)=", text)
-    assert text.count("<svg") == PANELS and "</html>" in text
-    assert A in text and "vote&lt;&amp;&gt;-n5" in text and B not in text
-    assert 'data-tip="panel\tTTFT p50\nconfig\t' in text
-    for points in POINTS.values():
-        for point in points:
-            assert f"load point\t{point} (done)" in text
-    assert "SLO: ttft ≤ 0.1 s, e2e ≤ 0.5 s (from the run&#x27;s spec)" in text
-    assert "correct goodput: n/a for vote&lt;&amp;&gt;-n5 (unscored)" in text
-
-
-def hover_points(text):
-    """Each drawn point: (its details, whether its marker is hollow)."""
-    found = re.findall(
-        r'<g class="pt" tabindex="0" data-tip="([^"]*)">.*?<(circle|rect)([^>]*)>', text, re.S
-    )
-    return [(tip, 'fill="#fff"' in attrs) for tip, _, attrs in found]
+    assert_self_contained(text)
+    assert B not in text and "vote&lt;&amp;&gt;-n5" in text  # the table's cells escaped
+    markup = re.sub(r"<script>.*?</script>", "", text, flags=re.S)
+    assert markup.count("<tr>") == 1 + 6  # the load table: every load point
+    dom = render(page)
+    assert script_errors(dom) == "" and chart_drawn(dom, "chart")
+    assert legends(dom) == {"configuration": [A, B]}
+    said = html.unescape(dom)
+    assert "SLO: ttft ≤ 0.1 s, e2e ≤ 0.5 s (from the run's spec)" in said
+    assert f"correct goodput: n/a for {B} (unscored)" in said
+    for panel in ("TTFT p50", "TTFT p99", "end-to-end p50", "end-to-end p99", "ITL p50"):
+        assert f"Title text '{panel}'" in said
+    assert "Title text 'goodput and correct goodput'" in said
+    assert "dotted: goodput = achieved throughput" in said
 
 
 def test_the_saturated_point_is_hollow_and_says_why(run_dir, tmp_path):
-    text = plot_load_html(load_rows(run_dir)[0], tmp_path / "load.html").read_text()
-    points = hover_points(text)
+    page = write_load(load_rows(run_dir)[0], tmp_path / "load.html")
+    points = symbols(page, "chart", tmp_path / "symbols.html")
     # every load point in each latency panel, and in the goodput panel; A's also in correct goodput
     assert len(points) == 6 * PANELS + 3
-    saturated = [(tip, hollow) for tip, hollow in points if "constant:20 (done)" in tip]
-    assert len(saturated) == PANELS + 1
-    assert all(hollow for _, hollow in saturated)
-    assert all("saturated\tyes: answers came back at" in tip for tip, _ in saturated)
-    others = [(tip, hollow) for tip, hollow in points if "constant:20 (done)" not in tip]
-    assert not any(hollow for _, hollow in others)
-    assert all("saturated\tno" in tip for tip, _ in others)
-    assert "▲ answers came back at" in text  # and in the table under the panels
+    for point in points:
+        tip = point["datum"]["tip"]
+        assert point["shape"] == ("square" if tip["panel"] == "correct goodput" else "circle")
+        hollow = point["fill"] == "white"
+        if tip["load point"].startswith("constant:20 (done)"):
+            assert hollow and tip["saturated"].startswith("yes: answers came back at"), point
+        else:
+            assert not hollow and point["fill"] == point["stroke"] and tip["saturated"] == "no"
+    assert sum(p["datum"]["tip"]["load point"].startswith("constant:20") for p in points) == 7
+    assert {p["datum"]["tip"]["load point"].split(" ")[0] for p in points} == {
+        point for points in POINTS.values() for point in points
+    }
+    tip = hover(page, "chart", "config", B, tmp_path / "hover.html")
+    for said in (B, "concurrent:1 (done), target 1 conc.", "TTFT ms", "p99", "saturated"):
+        assert said in tip, tip
+    # and in the notes under the table
+    assert f"▲ {html.escape(A)} at constant:20: answers came back at" in page.read_text()
+
+
+def tips_in(spec):
+    """The hover details of every point of a chart's spec."""
+    if isinstance(spec, dict):
+        return ([spec["tip"]] if "tip" in spec else []) + [
+            tip for value in spec.values() for tip in tips_in(value)
+        ]
+    return [tip for value in spec for tip in tips_in(value)] if isinstance(spec, list) else []
 
 
 def test_without_an_slo_the_goodput_panel_says_so(run_dir, tmp_path):
@@ -166,23 +186,28 @@ def test_without_an_slo_the_goodput_panel_says_so(run_dir, tmp_path):
         rows = load_stats(store.records(), store.load_points(), None, {}, store.configs())
     finally:
         store.close()
-    text = plot_load_html(rows, tmp_path / "no-slo.html").read_text()
-    assert "goodput needs a service-level objective: give --slo" in text
-    assert not any("\tcorrect goodput\n" in tip for tip, _ in hover_points(text))
-    assert "goodput\tn/a: no SLO" in text
-    png_size(plot_load_png(rows, tmp_path / "no-slo.png").read_bytes())
+    chart = load_chart(rows).to_dict()
+    goodput = chart["concat"][-1]
+    assert "goodput needs a service-level objective: give --slo" in " ".join(
+        goodput["title"]["subtitle"]
+    )
+    assert "dotted" not in json.dumps(chart["title"])  # no diagonal without an SLO
+    tips = tips_in(chart)
+    assert tips and all(tip["goodput"] == "n/a: no SLO" for tip in tips)
+    assert not any(tip["panel"] == "correct goodput" for tip in tips)
+    png_size(write_load(rows, tmp_path / "no-slo.png").read_bytes())
 
 
 def test_cli_slo_overrides_the_runs(run_dir, tmp_path):
     page = tmp_path / "strict.html"
     result = run_cli("report", str(run_dir), "--plot", str(page), "--slo", "e2e=0.15")
     assert result.returncode == 0, result.stderr
-    assert "SLO: e2e ≤ 0.15 s (from --slo)" in page.read_text()
+    assert "e2e ≤ 0.15 s (from --slo)" in page.read_text()  # the table's footnote
 
 
 def test_write_load_plot_for_tradeoff_load(run_dir, tmp_path):
     path = write_load_plot(run_dir, tmp_path / "load.html")
-    assert path == tmp_path / "load.html" and "<svg" in path.read_text()
+    assert path == tmp_path / "load.html" and 'vegaEmbed("#chart"' in path.read_text()
 
 
 def test_cli_errors(run_dir, profile_dir, tmp_path):

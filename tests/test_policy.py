@@ -2,10 +2,20 @@
 (known by construction), the fitting, calibration, routing and evaluation are the real code."""
 
 import csv
+import html
 import json
 
 import numpy as np
 import pytest
+from browser import (
+    assert_self_contained,
+    chart_drawn,
+    hover,
+    legends,
+    png_size,
+    render,
+    script_errors,
+)
 from conftest import run_cli
 
 from tradeoff.errors import UserError
@@ -173,9 +183,48 @@ def test_cli_fit_then_eval(tmp_path):
             str(tmp_path / name),
         )
         assert drawn.returncode == 0, drawn.stderr
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (tmp_path / "curves.html").read_text()
-    assert "data:image/png;base64," in page and "APGR" in page and "http" not in page
+    width, height = png_size((tmp_path / "curves.png").read_bytes())
+    assert 1000 < width < 3000 and 600 < height < 2000, (width, height)  # 2 px a point
+    page = tmp_path / "curves.html"
+    assert_self_contained(page.read_text())
+    assert "AUC" in page.read_text() and "CPT(80%)" in page.read_text()  # the metrics tables
+    dom = render(page)
+    assert script_errors(dom) == "" and chart_drawn(dom, "chart")
+    routers = legends(dom)["router"]
+    assert [r.split(" ")[0] for r in routers] == ["router", "oracle", "random"]
+    assert routers[2] == "random (APGR 0.50)"
+    assert "weak → strong, 400 items, policy " in html.unescape(dom)  # the chart's title
+    tip = hover(page, "chart", "router", routers[0], tmp_path / "hover.html")
+    assert "strong calls" in tip and "accuracy" in tip and routers[0] in tip, tip
+
+
+def test_router_chart_draws_long_curves_thinned_and_whole(tmp_path):
+    """A curve of one point per item is drawn with at most MAX_CURVE_POINTS of them, its ends
+    kept, every router in the legend with its APGR."""
+    from tradeoff.analysis.router import Curve
+    from tradeoff.policy.evaluate import Evaluation, RouterReport
+    from tradeoff.report.charts import MAX_CURVE_POINTS, router_chart, write_router
+
+    n = 5001
+    share = np.linspace(0.0, 1.0, n)
+    routers = [
+        RouterReport(
+            label, 0.0, apgr, 0.5, 0.8, 0.1, Curve(share, 0.4 + 0.4 * share**p, share, label)
+        )
+        for label, apgr, p in (("router", 0.71, 0.5), ("oracle", 0.93, 0.1), ("random", 0.5, 1.0))
+    ]
+    evaluation = Evaluation(
+        ["w", "s"], "w", "s", 0.4, 0.8, 1.0, 4.0, "latency", n, "5-fold cross-validation", routers
+    )
+    spec = router_chart(evaluation).to_dict()
+    points = spec["data"]["values"]
+    for label in ("router (APGR 0.71)", "oracle (APGR 0.93)", "random (APGR 0.50)"):
+        drawn = [p for p in points if p["router"] == label]
+        assert len(drawn) <= MAX_CURVE_POINTS
+        assert drawn[0]["share"] == 0.0 and drawn[-1]["share"] == 100.0
+        assert drawn[-1]["accuracy"] == pytest.approx(0.8)
+    assert spec["title"]["text"] == f"w → s, {n} items, 5-fold cross-validation"
+    png_size(write_router(evaluation, tmp_path / "r.png").read_bytes())
 
 
 @pytest.mark.parametrize(

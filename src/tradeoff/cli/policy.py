@@ -146,10 +146,10 @@ def evaluate(
         result = evaluate_cv(table, cv)
     _keep(directory, result)
     if plot is not None:
-        from tradeoff.report.router_plot import plot_router
+        from tradeoff.report.charts import write_router
 
         try:
-            plot_router(result, plot)
+            write_router(result, plot)
         except OSError as exc:
             raise UserError(f"cannot write {plot}: {exc.strerror}") from None
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)

@@ -149,13 +149,12 @@ def draw_load_plot(
     rows: list[dict[str, Any]], source: str | None, path: Path, directory: Path
 ) -> Path:
     """Draws load statistics (`load_rows`) to `path`, a .png or else an .html file."""
-    from tradeoff.report.load_plot import plot_load_html, plot_load_png
+    from tradeoff.report.charts import write_load
 
     if not rows:
         raise UserError(_no_load_points(directory))
-    draw = plot_load_png if path.suffix.lower() == ".png" else plot_load_html
     try:
-        return draw(rows, path, title=f"tradeoff load: {directory}", slo_source=source)
+        return write_load(rows, path, title=f"tradeoff load: {directory}", slo_source=source)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -212,13 +211,10 @@ def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> N
 
 
 def write_plot(rows: list[FrontierRow], label: str, plot: Path, directory: Path) -> None:
-    from tradeoff.report.plot import plot_html, plot_png
+    from tradeoff.report.charts import write_frontier
 
     try:
-        if plot.suffix.lower() == ".png":
-            plot_png(rows, label, plot)
-        else:
-            plot_html(rows, label, plot, title=f"tradeoff frontier: {directory}")
+        write_frontier(rows, label, plot, title=f"tradeoff frontier: {directory}")
     except OSError as exc:
         raise UserError(f"cannot write {plot}: {exc.strerror}") from None
 

@@ -118,78 +118,23 @@ def _summary(records: pd.DataFrame, names: list[str], run: dict[str, Any]) -> st
 
 def _frontier(records: pd.DataFrame, names: list[str]) -> str:
     """The frontier on every cost axis with a cost for some configuration; a menu picks the axis."""
-    import altair as alt
-
     from tradeoff.analysis.costs import COST_AXES
     from tradeoff.analysis.frontier import axis_label, frontier
+    from tradeoff.report.charts import frontier_chart, unplaced_notes
 
-    points = []
+    axes = {}
     for name in COST_AXES:
         rows = frontier(records, name, names)
-        label = axis_label(name, rows)
-        for r in rows:
-            if r.cost is None:
-                continue
-            points.append(
-                {
-                    "axis": label,
-                    "config": r.config,
-                    "cost": r.cost,
-                    "accuracy": r.accuracy,
-                    "low": r.accuracy_low,
-                    "high": r.accuracy_high,
-                    "pareto": "on the frontier" if r.pareto else "dominated",
-                    "n": r.n,
-                    "errors": r.errors,
-                }
-            )
-    if not points:
+        if any(r.cost is not None for r in rows):
+            axes[axis_label(name, rows)] = rows
+    if not axes:
         return "<h2>Frontier</h2><p class='note'>No configuration has a cost on any axis.</p>"
-    data = pd.DataFrame(points)
-    pick = menu(list(data["axis"]), "axis", "cost axis: ")
-    base = alt.Chart(data).transform_filter(alt.datum.axis == pick)
-    x = alt.X(
-        "cost:Q",
-        scale=alt.Scale(zero=False, padding=24),  # no point on the plot's edge
-        axis=alt.Axis(title="cost per query (the axis named above)", tickCount=8),
-    )
-    y = alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1]))
-    tooltip = ["config:N", "cost:Q", "accuracy:Q", "low:Q", "high:Q", "n:Q", "errors:Q", "pareto:N"]
-    colour = alt.Color("config:N", title="configuration", sort=names)
-    bars = base.mark_rule(opacity=0.5).encode(x=x, y="low:Q", y2="high:Q", color=colour)
-    dots = base.mark_point(filled=True, size=80).encode(
-        x=x,
-        y=y,
-        color=colour,
-        shape=alt.Shape("pareto:N", title=None),
-        tooltip=tooltip,
-    )
-    line = (
-        base.transform_filter(alt.datum.pareto == "on the frontier")
-        .mark_line(color="#d95f02", strokeDash=[4, 3])
-        .encode(x=x, y=y, order="cost:Q")
-    )
-    chart = (
-        (bars + line + dots)
-        .add_params(pick)
-        .properties(
-            width=820,
-            height=420,
-            # titled by the cost axis chosen in the menu
-            title=alt.TitleParams(text=alt.ExprRef("'accuracy against ' + axis")),
-        )
-    )
-    return (
-        "<h2>Frontier</h2>"
-        + vega.embed("frontier", chart)
-        + notes(
-            [
-                "Hover a point for its details; the bars are 95% intervals of accuracy. The "
-                "frontier (dashed) joins the configurations no other beats on both accuracy "
-                "and the chosen cost."
-            ]
-        )
-    )
+    lines = [
+        "Hover a point for its details; the bars are 95% intervals of accuracy. The frontier "
+        "(the line) joins the configurations no other beats on both accuracy and the chosen cost."
+    ]
+    lines += [f"{label}: {note}" for label, rows in axes.items() for note in unplaced_notes(rows)]
+    return "<h2>Frontier</h2>" + vega.embed("frontier", frontier_chart(axes, names)) + notes(lines)
 
 
 def _by_task(records: pd.DataFrame, names: list[str]) -> str:

@@ -43,8 +43,9 @@ def spec_of(chart: Any) -> dict[str, Any]:
 def embed(element_id: str, chart: Any) -> str:
     """The element a chart renders into, and the script that renders it (after the bundle)."""
     spec = json.dumps(spec_of(chart), separators=(",", ":"), default=str)
-    # "</" cannot end the script early inside a JSON string.
-    spec = spec.replace("</", "<\\/")
+    # No "<" in the script (a name's "</script" or "<!--" would end or change it): JSON reads
+    # \u003c as "<".
+    spec = spec.replace("<", "\\u003c")
     return (
         f'<div class="chart" id="{html.escape(element_id)}"></div>\n'
         f"<script>vegaEmbed({json.dumps('#' + element_id)}, {spec}, "
