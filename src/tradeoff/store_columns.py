@@ -4,10 +4,9 @@ columns (`calls`, `extra`) that the analysis needs of every record come from SQL
 functions, so that no record's JSON is decoded in Python, nor its text held.
 
 Reading every column with pandas.read_sql_query held a million records' JSON as Python strings
-(3 GiB, benchmarks/bench_report.py); here rows are fetched in chunks, numbers and the rest in two
-statements of one transaction, and become numpy arrays at once. `analysis.costs.with_facts`
-derives the same facts from a whole read's JSON columns: tests/test_store_columns.py checks that
-the two agree, to the last bit of every number.
+(3 GiB, benchmarks/bench_report.py); here rows are fetched in chunks that become numpy arrays at
+once. `analysis.costs.with_facts` derives the same facts from a whole read's JSON columns:
+tests/test_store_columns.py checks that the two agree, to the last bit of every number.
 """
 
 from __future__ import annotations
@@ -50,8 +49,8 @@ def _as_stored(json: str, *paths: str) -> str:
 # call_models, a JSON list of each call's model, in order; unreported_models, of the models of
 # the calls that reported no input tokens (so were not priced), None where every call did; both
 # categorical (a run has few distinct ones). call_rooflines: each call's roofline_s and e2e_s in
-# turn, a tuple of floats (parsed by Python from their text as stored, so exactly json.loads'),
-# or None where a call lacks either.
+# turn, as stored in the JSON (so Python's float() of them is json.loads'), separated by
+# commas; None where a call lacks either.
 _CALL_FACTS = {
     "call_models": _per_call(
         f"json_array({_FIRST_MODEL})", "json_group_array(json_extract(value, '$.model'))"
@@ -124,54 +123,43 @@ def read_columns(
     numeric = [c for c in wanted if not derived(c) and declared[c] in ("REAL", "INTEGER")]
     others = [c for c in wanted if c not in numeric]
     run_id = params[0]
+    configs = dict(conn.execute("SELECT config_id, name FROM configs WHERE run_id = ?", (run_id,)))
+    select = [
+        "r.config_id",
+        *(f"r.{c}" for c in numeric),
+        *(_expression(c) if derived(c) else f"r.{c}" for c in others),
+    ]
     # As a join with `configs` would: records of no stored configuration are left out.
-    sql = (
-        "SELECT {} FROM records r WHERE " + where + " AND r.config_id IN "
-        "(SELECT config_id FROM configs WHERE run_id = ?) ORDER BY r.rowid"
+    cursor = conn.execute(
+        f"SELECT {', '.join(select)} FROM records r WHERE {where} AND r.config_id IN "
+        "(SELECT config_id FROM configs WHERE run_id = ?) ORDER BY r.rowid",
+        [*params, run_id],
     )
-    # Numbers and the rest in two statements (numbers become a float array at once), one
-    # transaction: both see the same records while a run is being written.
-    began = not conn.in_transaction
-    if began:
-        conn.execute("BEGIN")
-    try:
-        configs = dict(
-            conn.execute("SELECT config_id, name FROM configs WHERE run_id = ?", (run_id,))
-        )
-        select = [f"r.{c}" for c in numeric] or ["NULL"]
-        numbers = _numbers(conn.execute(sql.format(", ".join(select)), [*params, run_id]))
-        select = ["r.config_id", *(_expression(c) if derived(c) else f"r.{c}" for c in others)]
-        objects = _objects(conn.execute(sql.format(", ".join(select)), [*params, run_id]))
-    finally:
-        if began:
-            conn.execute("COMMIT")
-    codes, ids = pd.factorize(objects[:, 0])
+    numbers, objects = _fetched(cursor, len(numeric))
+    codes, ids = pd.factorize(objects[0])
     names = np.array([configs[i] for i in ids], dtype=object)
     data: dict[str, pd.Series] = {"config": pd.Series(names[codes], dtype=object)}
     for i, name in enumerate(numeric):
         data[name] = pd.Series(_number_column(numbers[i], declared[name]), copy=False)
     for i, name in enumerate(others, 1):
-        values = _fact(name, objects[:, i]) if derived(name) else objects[:, i].copy()
+        values = _fact(name, objects[i]) if derived(name) else objects[i]
         data[name] = pd.Series(values, dtype=getattr(values, "dtype", object), copy=False)
     return pd.DataFrame({name: data[name] for name in ["config", *wanted]})
 
 
-def _numbers(cursor: sqlite3.Cursor) -> np.ndarray:
-    """The rows of numbers (None: NaN) as one float64 array, a row per column."""
-    chunks = [
-        np.array(rows, dtype=np.float64) for rows in iter(partial(cursor.fetchmany, CHUNK_ROWS), [])
-    ]
-    return np.concatenate(chunks).T.copy() if chunks else np.empty((len(cursor.description), 0))
-
-
-def _objects(cursor: sqlite3.Cursor) -> np.ndarray:
-    """The rows as one object array."""
-    chunks = [
-        np.array(rows, dtype=object) for rows in iter(partial(cursor.fetchmany, CHUNK_ROWS), [])
-    ]
-    return (
-        np.concatenate(chunks) if chunks else np.empty((0, len(cursor.description)), dtype=object)
-    )
+def _fetched(cursor: sqlite3.Cursor, n_numbers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows, their first column then `n_numbers` numbers then the rest: the numbers as one
+    float64 array (NULL: NaN), the others as one object array, a row of each per column. Chunk
+    by chunk, so that only one chunk's Python objects are alive at once."""
+    width = len(cursor.description)
+    numbers, objects = [], []
+    for rows in iter(partial(cursor.fetchmany, CHUNK_ROWS), []):
+        block = np.array(rows, dtype=object)
+        numbers.append(block[:, 1 : 1 + n_numbers].astype(np.float64).T)
+        objects.append(np.delete(block, np.s_[1 : 1 + n_numbers], axis=1).T)
+    if not numbers:
+        return np.empty((n_numbers, 0)), np.empty((width - n_numbers, 0), dtype=object)
+    return np.concatenate(numbers, axis=1), np.concatenate(objects, axis=1)
 
 
 def _number_column(values: np.ndarray, declared: str) -> np.ndarray:
@@ -187,17 +175,8 @@ def _fact(name: str, texts: np.ndarray) -> Any:
     import pandas as pd
 
     if name == "call_rooflines":
-        return _floats(texts)
+        return texts
     if name in _CALL_FACTS:
         codes, distinct = pd.factorize(texts)
         return pd.Categorical.from_codes(codes, pd.Index(distinct, dtype=object))
     return _extra_values(texts)
-
-
-def _floats(texts: np.ndarray) -> np.ndarray:
-    """Each text of numbers separated by commas as a tuple of floats (None stays None)."""
-    values = np.empty(len(texts), dtype=object)
-    for i in np.flatnonzero(texts != None):  # noqa: E711 (elementwise: None is NULL)
-        text = texts[i]
-        values[i] = tuple(map(float, text.split(","))) if text else ()
-    return values

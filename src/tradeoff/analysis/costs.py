@@ -117,13 +117,13 @@ def record_calls(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _call_facts(calls: Any) -> tuple[str, str | None, tuple[float, ...] | None]:
+def _call_facts(calls: Any) -> tuple[str, str | None, str | None]:
     """The facts of one record's calls, as the store reads them (`store_columns.CALL_FACTS`)."""
     found = json.loads(calls) if isinstance(calls, str) else calls or []
     models = [c.get("model") for c in found]
     unreported = [c.get("model") for c in found if c.get("input_tokens") is None]
     timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
-    rooflines = tuple(t for c in found for t in (c["roofline_s"], c["e2e_s"])) if timed else None
+    rooflines = ",".join(f"{c['roofline_s']!r},{c['e2e_s']!r}" for c in found) if timed else None
     return json.dumps(models), json.dumps(unreported) if unreported else None, rooflines
 
 

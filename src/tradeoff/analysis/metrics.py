@@ -105,11 +105,13 @@ def roofline(records: pd.DataFrame) -> tuple[float | None, float | None]:
     rooflines = call_fact(records, "call_rooflines")
     if rooflines.isna().any():
         return None, None
+    # each call's roofline_s and e2e_s in turn, every record's in order: summed one by one
+    found = ",".join(text for text in rooflines if text)
+    times = [float(t) for t in found.split(",")] if found else []
     total_roofline = total_measured = 0.0
-    for calls in rooflines:  # each call's roofline_s and e2e_s in turn
-        for roofline_s, e2e_s in zip(calls[::2], calls[1::2], strict=True):
-            total_roofline += roofline_s
-            total_measured += e2e_s
+    for roofline_s, e2e_s in zip(times[::2], times[1::2], strict=True):
+        total_roofline += roofline_s
+        total_measured += e2e_s
     n = len(rooflines)
     if not n or total_measured <= 0:
         return None, None
