@@ -202,6 +202,11 @@ def test_which_records_and_unknown_columns(store):
     assert list(loaded["phase"]) == ["warmup", "measure", "measure", "cooldown"]
     assert (store.records(columns=["e2e_s"], config_id="c3")["config"] == "priced").all()
     assert list(store.records(columns=[], config_id="nothing").columns) == ["config"]
+    # a sample of items to show, with every configuration's answer (and the whole read's)
+    shown = store.records(columns=["task", "item_id", "output"], items=[("arith", "q1")])
+    assert list(shown["config"]) == ["single", CONFIGS[1][1], "priced"]
+    assert len(store.records(items=[("facts", "q0"), ("arith", "q0")])) == 3
+    assert store.records(columns=["output"], items=[]).empty
     with pytest.raises(ValueError, match="unknown record columns"):
         store.records(columns=["e2e", "extra.a-b"])
     assert set(CALL_FACTS) <= set(FACT_COLUMNS)

@@ -640,11 +640,13 @@ class Store:
         load_point: str | None = None,
         load_only: bool = False,
         measured: bool = False,
+        items: Sequence[tuple[str, str]] | None = None,
     ) -> pd.DataFrame:
         """Every record joined with its configuration's name (`config`), one row per record, in
         the order written; or those of one configuration and/or load point, or (`load_only`)
         those of every load point; `measured`: without a load run's warm-up and cool-down
-        requests (stored, never counted).
+        requests (stored, never counted); `items`: only the records of these (task, item_id)
+        pairs (a sample to show: a few hundred at most).
 
         With `columns`, only those beside `config`, read fast (`store_columns`; a summary of a
         million records in seconds): stored ones, and facts of the JSON columns, e.g.
@@ -663,6 +665,11 @@ class Store:
             where += " AND r.load_point != ''"
         if measured:
             where += " AND coalesce(r.phase, 'measure') = 'measure'"
+        if items is not None:
+            keys = list(items)
+            rows = ", ".join(["(?, ?)"] * len(keys)) or "(NULL, NULL)"  # none: no record
+            where += f" AND (r.task, r.item_id) IN (VALUES {rows})"
+            params = [*params, *(value for key in keys for value in key)]
         if columns is not None:
             from tradeoff.store_columns import read_columns
 
