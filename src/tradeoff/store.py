@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -633,17 +633,47 @@ class Store:
         return {}
 
     def records(
-        self, *, config_id: str | None = None, load_point: str | None = None
+        self,
+        *,
+        columns: Sequence[str] | None = None,
+        config_id: str | None = None,
+        load_point: str | None = None,
+        load_only: bool = False,
+        measured: bool = False,
+        items: Sequence[tuple[str, str]] | None = None,
     ) -> pd.DataFrame:
-        """Every record joined with its configuration's name, one row per record; or those of
-        one configuration and/or load point."""
+        """Every record joined with its configuration's name (`config`), one row per record, in
+        the order written; or those of one configuration and/or load point, or (`load_only`)
+        those of every load point; `measured`: without a load run's warm-up and cool-down
+        requests (stored, never counted); `items`: only the records of these (task, item_id)
+        pairs (a sample to show: a few hundred at most).
+
+        With `columns`, only those beside `config`, read fast (`store_columns`; a summary of a
+        million records in seconds): stored ones, and facts of the JSON columns, e.g.
+        `call_models` or `extra.cost` (`store_columns.derived`). Without, every stored column,
+        `calls` and `extra` as their JSON text."""
         import pandas as pd
 
-        where, params = "r.run_id = ?", [self.run_id]
+        # With no configuration named, the table is scanned in rowid order (`+`: not through
+        # the unique index, whose rows would then be sorted back into that order).
+        where, params = ("r.run_id = ?" if config_id else "+r.run_id = ?"), [self.run_id]
         if config_id is not None:
             where, params = where + " AND r.config_id = ?", [*params, config_id]
         if load_point is not None:
             where, params = where + " AND r.load_point = ?", [*params, load_point]
+        if load_only:
+            where += " AND r.load_point != ''"
+        if measured:
+            where += " AND coalesce(r.phase, 'measure') = 'measure'"
+        if items is not None:
+            keys = list(items)
+            rows = ", ".join(["(?, ?)"] * len(keys)) or "(NULL, NULL)"  # none: no record
+            where += f" AND (r.task, r.item_id) IN (VALUES {rows})"
+            params = [*params, *(value for key in keys for value in key)]
+        if columns is not None:
+            from tradeoff.store_columns import read_columns
+
+            return read_columns(self.conn, columns, where, params)
         df = pd.read_sql_query(
             "SELECT c.name AS config, r.* FROM records r JOIN configs c "
             f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "

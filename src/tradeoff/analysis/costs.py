@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.errors import UserError
+from tradeoff.store_columns import CALL_FACTS, EXTRA_PREFIX
 
 AUTO = "auto"
 
@@ -59,7 +60,7 @@ def _never_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
 
 def energy_meters(df: pd.DataFrame) -> str | None:
     """The energy meters behind the records, e.g. 'rapl' or 'nvml+rapl'; None if none."""
-    return "+".join(sorted(set(df["energy_source"].dropna().astype(str)))) or None
+    return "+".join(sorted({str(s) for s in df["energy_source"].dropna().unique()})) or None
 
 
 def _energy_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
@@ -116,20 +117,57 @@ def record_calls(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+def _call_facts(calls: Any) -> tuple[str, str | None, str | None]:
+    """The facts of one record's calls, as the store reads them (`store_columns.CALL_FACTS`)."""
+    found = json.loads(calls) if isinstance(calls, str) else calls or []
+    models = [c.get("model") for c in found]
+    unreported = [c.get("model") for c in found if c.get("input_tokens") is None]
+    timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
+    rooflines = ",".join(f"{c['roofline_s']!r},{c['e2e_s']!r}" for c in found) if timed else None
+    return json.dumps(models), json.dumps(unreported) if unreported else None, rooflines
+
+
+def with_facts(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with FACT_COLUMNS, derived from its `calls` and `extra` where it was not read with
+    them (`Store.records(columns=...)` reads them in SQL), so that each record's JSON is
+    decoded once however many configurations and axes read it."""
+    missing = [c for c in FACT_COLUMNS if c not in df]
+    if not missing:
+        return df
+    added: dict[str, Any] = {}
+    if any(c in missing for c in CALL_FACTS):
+        facts = [_call_facts(calls) for calls in df["calls"]]
+        added.update({name: [f[i] for f in facts] for i, name in enumerate(CALL_FACTS)})
+    for column in missing:
+        if column.startswith(EXTRA_PREFIX):
+            added[column] = extra_field(df, column.removeprefix(EXTRA_PREFIX))
+    # Python objects, None where missing, as the store reads them
+    return df.assign(**{c: pd.Series(added[c], index=df.index, dtype=object) for c in missing})
+
+
+def call_fact(df: pd.DataFrame, name: str) -> pd.Series:
+    """Each record's fact `name` of `store_columns.CALL_FACTS`."""
+    return df[name] if name in df else with_facts(df)[name]
+
+
+def _models(facts: pd.Series) -> set[str]:
+    """The models named in facts of `call_models` or `unreported_models`."""
+    return {str(m) for text in facts.dropna().unique() for m in json.loads(text)}
+
+
 def called_models(df: pd.DataFrame) -> set[str]:
     """The models the records called (each call's `model`)."""
-    return {str(c.get("model")) for c in record_calls(df)}
+    return _models(call_fact(df, "call_models"))
 
 
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     """Why some queries of one configuration have no price. A model seen in a priced query of
     the run has a price in the spec; the others in unpriced queries have none."""
-    priced_models = called_models(run[run["cost_usd"].notna()])
+    priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     if not priced_models:
         return "no prices in the spec"
     unpriced = df[df["cost_usd"].isna()]
-    calls = record_calls(unpriced)
-    no_input = sorted({str(c.get("model")) for c in calls if c.get("input_tokens") is None})
+    no_input = sorted(_models(call_fact(unpriced, "unreported_models")))
     if no_input:
         return f"input tokens not reported by {', '.join(no_input)}, so not priced"
     models = sorted(called_models(unpriced) - priced_models)
@@ -139,7 +177,10 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
 
 
 def extra_field(df: pd.DataFrame, key: str) -> pd.Series:
-    """Each record's `extra[key]` (None where it has none)."""
+    """Each record's `extra[key]` (None where it has none): the column `extra.KEY` where the
+    records were read with it, else from `extra`."""
+    if EXTRA_PREFIX + key in df:
+        return df[EXTRA_PREFIX + key]
 
     def field(extra: Any) -> Any:
         data = json.loads(extra) if isinstance(extra, str) else extra or {}
@@ -211,6 +252,10 @@ COST_AXES: dict[str, CostAxis] = {
     ]
 }
 COST_CHOICES = [AUTO, *COST_AXES]
+
+# What the cost axes and the roofline read of each record's JSON columns, as columns of their
+# own (`with_facts`).
+FACT_COLUMNS: tuple[str, ...] = (*CALL_FACTS, EXTRA_PREFIX + "cost", EXTRA_PREFIX + "cost_unit")
 
 # The tokens axis counts output tokens only for records whose server reported no input tokens.
 OUTPUT_ONLY = "output only where input tokens were not reported"

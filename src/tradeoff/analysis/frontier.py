@@ -82,8 +82,14 @@ def frontier(
     record whose cost was not measured (no FLOPs are counted for a failed call) leaves the
     configuration's cost unknown on that axis rather than silently averaging it away.
     """
-    name = resolve(cost, records).name
-    rows = [_row(s, name) for s in summaries(records, config_order)]
+    name = resolve(cost, records).name  # an unknown axis fails before any aggregation
+    return frontier_of(summaries(records, config_order), name)
+
+
+def frontier_of(summarized: list[Summary], cost: str) -> list[FrontierRow]:
+    """The frontier (as `frontier`) of configurations already summarized, on the axis named
+    `cost` (not auto): one aggregation of a run's records serves every axis."""
+    rows = [_row(s, cost) for s in summarized]
     _mark_pareto(rows)
     return rows
 

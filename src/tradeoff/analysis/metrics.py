@@ -14,7 +14,6 @@ engine's, over the successful records' calls.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +21,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import COST_AXES, AxisCost, energy_meters, mean_cost
+from tradeoff.analysis.costs import (
+    COST_AXES,
+    FACT_COLUMNS,
+    AxisCost,
+    call_fact,
+    energy_meters,
+    mean_cost,
+    with_facts,
+)
 from tradeoff.analysis.load import latency_percentiles, tpot
 
 Z95 = 1.959963984540054
+
+# The columns of records that `summaries` reads (beside `config`): a run read with
+# `Store.records(columns=SUMMARY_COLUMNS)` is summarized as one read whole, and fast.
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "score",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "ttft_s",
+    "e2e_s",
+    "itl_s",
+    "decode_tps",
+    "energy_j",
+    "energy_source",
+    "energy_missing",
+    "flops",
+    "peak_rss_bytes",
+    "cost_usd",
+    *FACT_COLUMNS,
+)
 
 
 def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
@@ -75,15 +102,17 @@ def record_scores(df: pd.DataFrame) -> np.ndarray:
 def roofline(records: pd.DataFrame) -> tuple[float | None, float | None]:
     """(mean roofline time per query in s, efficiency = roofline time / measured engine time),
     over the records' engine calls; (None, None) unless every call has a roofline time."""
+    rooflines = call_fact(records, "call_rooflines")
+    if rooflines.isna().any():
+        return None, None
+    # each call's roofline_s and e2e_s in turn, every record's in order: summed one by one
+    found = ",".join(text for text in rooflines if text)
+    times = [float(t) for t in found.split(",")] if found else []
     total_roofline = total_measured = 0.0
-    n = 0
-    for calls in records["calls"]:
-        for call in json.loads(calls) if isinstance(calls, str) else calls:
-            if call.get("roofline_s") is None or call.get("e2e_s") is None:
-                return None, None
-            total_roofline += call["roofline_s"]
-            total_measured += call["e2e_s"]
-        n += 1
+    for roofline_s, e2e_s in zip(times[::2], times[1::2], strict=True):
+        total_roofline += roofline_s
+        total_measured += e2e_s
+    n = len(rooflines)
     if not n or total_measured <= 0:
         return None, None
     return total_roofline / n, total_roofline / total_measured
@@ -209,6 +238,7 @@ def summaries(records: pd.DataFrame, config_order: list[str] | None = None) -> l
     """One summary per configuration, in `config_order` (else first-seen order); a configuration
     without records has none."""
     names = config_order or list(dict.fromkeys(records["config"]))
+    records = with_facts(records)
     groups = dict(tuple(records.groupby("config", sort=False))) if len(records) else {}
     return [summarize_config(name, groups[name], records) for name in names if name in groups]
 

@@ -37,18 +37,52 @@ LOAD_RUN_NOTE = (
 WIDE_HELP = "Table: every column, the secondary ones too (the other formats always have them)."
 
 
-def _read(directory: Path) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]]]:
-    """A run's records, its configurations' names in order, and its meters' summaries."""
+# A run's measured records, its configurations' names in order, its meters' summaries (`_read`).
+Read = tuple["pd.DataFrame", list[str], list[dict[str, Any]]]
+
+
+def _read(directory: Path) -> Read:
+    """A run's measured records (a load run's warm-up and cool-down requests are stored, never
+    counted), with the columns its summary reads and `load_point`; its configurations' names in
+    order, and its meters' summaries."""
+    from tradeoff.analysis.metrics import SUMMARY_COLUMNS
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        records = store.records()
+        records = store.records(columns=[*SUMMARY_COLUMNS, "load_point"], measured=True)
         names, meters = [c["name"] for c in store.configs()], store.run()["meters"]
     finally:
         store.close()
-    # A load run's warm-up and cool-down requests are stored, never counted.
-    return records[records["phase"].fillna("measure") == "measure"], names, meters
+    return records, names, meters
+
+
+def _read_records(directory: Path) -> pd.DataFrame:
+    """A run's measured records, every column (`calls` and `extra` as JSON text)."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        return store.records(measured=True)
+    finally:
+        store.close()
+
+
+# A run's records of load points, its load points, configurations and spec (`_read_load`).
+LoadRead = tuple["pd.DataFrame", list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]
+
+
+def _read_load(directory: Path) -> LoadRead:
+    """A run's records of load points, every column (none for a profile run), its load points,
+    configurations and spec."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        records = store.records(load_only=True)
+        return records, store.load_points(), store.configs(), store.run()["spec"]
+    finally:
+        store.close()
 
 
 def _print_table(table: ColumnTable, notes: list[str]) -> None:
@@ -71,13 +105,13 @@ def host_conditions(directory: Path) -> dict[str, Any]:
         store.close()
 
 
-def print_summary(directory: Path, wide: bool = False) -> None:
-    """The summary table of a run, its footnotes, its meters' idle baselines and the host's
-    conditions while it ran (a warning when the host was busy)."""
+def print_summary(directory: Path, wide: bool = False, read: Read | None = None) -> None:
+    """The summary table of a run (`read` already, or read here), its footnotes, its meters'
+    idle baselines and the host's conditions while it ran (a warning when the host was busy)."""
     from tradeoff.analysis.metrics import summarize
     from tradeoff.report.table import host_notes, meter_notes, summary_table
 
-    records, names, meters = _read(directory)
+    records, names, meters = read or _read(directory)
     table, notes = summary_table(
         summarize(records, names), title=f"tradeoff run {directory}", wide=wide
     )
@@ -89,18 +123,33 @@ def print_summary(directory: Path, wide: bool = False) -> None:
         console.print(busy, style="yellow", markup=False, highlight=False)
 
 
+def _under_load(directory: Path, records: pd.DataFrame) -> bool:
+    """Whether a run has load points: its measured `records` of one, or one stored. (The load
+    runner stores a load point before its records, so a profile run is told apart without
+    reading its records again.)"""
+    from tradeoff.store import Store
+
+    if (records["load_point"] != "").any():
+        return True
+    store = Store.open(directory)
+    try:
+        return bool(store.load_points())
+    finally:
+        store.close()
+
+
 def load_rows(directory: Path, slo: Slo | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """A run's statistics per configuration and load point (none for a profile run), goodput
     under `slo` or else the SLO the run was measured under; and where that SLO came from."""
-    from tradeoff.analysis.load import load_stats, parse_slo
-    from tradeoff.store import Store
+    return _load_stats(directory, _read_load(directory), slo)
 
-    store = Store.open(directory)
-    try:
-        spec = store.run()["spec"]
-        records, points, configs = store.records(), store.load_points(), store.configs()
-    finally:
-        store.close()
+
+def _load_stats(
+    directory: Path, read: LoadRead, slo: Slo | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    from tradeoff.analysis.load import load_stats, parse_slo
+
+    records, points, configs, spec = read
     source = "--slo" if slo is not None else None
     stored = (spec.get("load") or {}).get("slo")
     if slo is None and stored:
@@ -176,32 +225,30 @@ def frontier_rows(
     from tradeoff.analysis.costs import resolve
     from tradeoff.analysis.frontier import axis_label, frontier
 
-    records, names, _ = _read(directory)
-    where = ""
-    if at is not None:
-        records, where = _records_at(directory, records, at, slo)
+    if at is None:
+        records, names, _ = _read(directory)
+        where = ""
+    else:
+        records, names, where = _records_at(directory, at, slo)
     axis = resolve(cost, records)
     rows = frontier(records, axis.name, names)
     return rows, axis_label(axis.name, rows) + where
 
 
-def _records_at(
-    directory: Path, records: pd.DataFrame, at: str, slo: Slo | None
-) -> tuple[pd.DataFrame, str]:
+def _records_at(directory: Path, at: str, slo: Slo | None) -> tuple[pd.DataFrame, list[str], str]:
+    """The measured records of each configuration at its load point chosen by `at`, priced
+    there; the configurations' names in order; and the operating point as a reader sees it."""
     from tradeoff.analysis.operating_point import choose, parse_at, records_at
-    from tradeoff.store import Store
 
     point = parse_at(at)
-    stats, _ = load_rows(directory, slo)
-    chosen = choose(stats, point)
-    store = Store.open(directory)
-    try:
-        prices = store.run()["spec"].get("prices") or {}
-        models = {c["name"]: list(c["spec"].get("models", {})) for c in store.configs()}
-    finally:
-        store.close()
-    points = ", ".join(f"{config} @ {row['load_point']}" for config, row in chosen.items())
-    return records_at(records, chosen, prices, models), f", at {point} ({points})"
+    read = _read_load(directory)
+    records, _, configs, spec = read
+    chosen = choose(_load_stats(directory, read, slo)[0], point)
+    prices = spec.get("prices") or {}
+    models = {c["name"]: list(c["spec"].get("models", {})) for c in configs}
+    where = ", ".join(f"{config} @ {row['load_point']}" for config, row in chosen.items())
+    names = [c["name"] for c in configs]
+    return records_at(records, chosen, prices, models), names, f", at {point} ({where})"
 
 
 def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> None:
@@ -288,13 +335,14 @@ def report(
     check_plot(plot)
     objective = None if slo is None else parse_slo(slo)
     tables = format is SummaryFormat.table and not records
-    wanted = load or plot is not None or tables
+    read = _read(directory) if tables and not load else None
+    wanted = load or plot is not None or (read is not None and _under_load(directory, read[0]))
     rows, source = load_rows(directory, objective) if wanted else ([], None)
     if plot is not None and not rows:
         raise UserError(_no_load_points(directory))
     if tables:
         if not load:
-            print_summary(directory, wide)
+            print_summary(directory, wide, read)
         if rows or load:
             if not load:
                 console.print()
@@ -302,9 +350,11 @@ def report(
     else:
         if load:
             table = pd.DataFrame(rows)
+        elif records:
+            table = _read_records(directory)
         else:
             df, names, _ = _read(directory)
-            table = df if records else pd.DataFrame(summarize(df, names))
+            table = pd.DataFrame(summarize(df, names))
         kind = "records" if records else "load" if load else "summary"
         _write_table(table, format, output, directory / f"{kind}.parquet")
     if plot is not None:

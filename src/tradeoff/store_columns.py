@@ -1,0 +1,182 @@
+"""Chosen columns of a run's records, read fast enough for a million of them (issue 14):
+`Store.records(columns=...)` reads here. Besides the stored columns, a few facts of the JSON
+columns (`calls`, `extra`) that the analysis needs of every record come from SQLite's JSON
+functions, so that no record's JSON is decoded in Python, nor its text held.
+
+Reading every column with pandas.read_sql_query held a million records' JSON as Python strings
+(3 GiB, benchmarks/bench_report.py); here rows are fetched in chunks that become numpy arrays at
+once. `analysis.costs.with_facts` derives the same facts from a whole read's JSON columns:
+tests/test_store_columns.py checks that the two agree, to the last bit of every number.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHUNK_ROWS = 50_000  # rows fetched and converted at once: bounds the Python objects alive
+
+# Most records made one engine call: their facts come from `$[0]` (SQLite parses a row's text
+# once for all its JSON functions); json_each, several times slower, only for the others.
+_ONE_CALL = "json_array_length(r.calls) = 1"
+_FIRST_MODEL = "json_extract(r.calls, '$[0].model')"
+
+
+def _per_call(one: str, each: str, where: str = "") -> str:
+    """`one` for a record of one call, else `each` aggregated over its calls (`value`)."""
+    return (
+        f"CASE WHEN {_ONE_CALL} THEN {one} ELSE (SELECT {each} FROM json_each(r.calls){where}) END"
+    )
+
+
+def _as_stored(json: str, *paths: str) -> str:
+    """The values at `paths` as their JSON text, separated by commas: json_extract of two paths
+    or more returns an array of them as stored (of one, SQLite's own parse of a number, which
+    may differ from Python's in the last bit)."""
+    return f"trim(json_extract({json}, {', '.join(paths)}), '[]')"
+
+
+# Facts of each record's engine calls (`analysis.costs.with_facts` derives the same from `calls`):
+# call_models, a JSON list of each call's model, in order; unreported_models, of the models of
+# the calls that reported no input tokens (so were not priced), None where every call did; both
+# categorical (a run has few distinct ones). call_rooflines: each call's roofline_s and e2e_s in
+# turn, as stored in the JSON (so Python's float() of them is json.loads'), separated by
+# commas; None where a call lacks either.
+_CALL_FACTS = {
+    "call_models": _per_call(
+        f"json_array({_FIRST_MODEL})", "json_group_array(json_extract(value, '$.model'))"
+    ),
+    "unreported_models": _per_call(
+        f"CASE WHEN json_extract(r.calls, '$[0].input_tokens') IS NULL "
+        f"THEN json_array({_FIRST_MODEL}) END",
+        "nullif(json_group_array(json_extract(value, '$.model')), '[]')",
+        " WHERE json_extract(value, '$.input_tokens') IS NULL",
+    ),
+    "call_rooflines": _per_call(
+        "CASE WHEN json_extract(r.calls, '$[0].roofline_s') IS NOT NULL "
+        "AND json_extract(r.calls, '$[0].e2e_s') IS NOT NULL "
+        f"THEN {_as_stored('r.calls', repr('$[0].roofline_s'), repr('$[0].e2e_s'))} END",
+        "CASE WHEN count(*) = count(json_extract(value, '$.roofline_s')) "
+        "AND count(*) = count(json_extract(value, '$.e2e_s')) THEN coalesce(group_concat("
+        f"{_as_stored('value', repr('$.roofline_s'), repr('$.e2e_s'))}, ','), '') END",
+    ),
+}
+CALL_FACTS = tuple(_CALL_FACTS)
+EXTRA_PREFIX = "extra."  # `extra.KEY`: each record's extra[KEY], None where it has none
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expression(name: str) -> str:
+    if name in _CALL_FACTS:
+        return _CALL_FACTS[name]
+    path = repr(f'$."{name.removeprefix(EXTRA_PREFIX)}"')
+    # [value, value] as stored (see _as_stored); NULL where the key is missing or null
+    return f"nullif(json_extract(r.extra, {path}, {path}), '[null,null]')"
+
+
+def derived(name: str) -> bool:
+    """Whether `name` is a derived column (a call fact or `extra.KEY`) rather than a stored one."""
+    return name in _CALL_FACTS or (
+        name.startswith(EXTRA_PREFIX) and bool(_KEY.fullmatch(name.removeprefix(EXTRA_PREFIX)))
+    )
+
+
+def _extra_values(texts: np.ndarray) -> np.ndarray:
+    """`extra.KEY` from its JSON text `[value, value]`, each distinct text decoded once."""
+    import pandas as pd
+
+    codes, distinct = pd.factorize(texts)
+    values = np.empty(len(distinct) + 1, dtype=object)  # the last one: for NULL (code -1)
+    for i, text in enumerate(distinct):
+        values[i] = json.loads(text)[0]
+    return values[codes]
+
+
+def read_columns(
+    conn: sqlite3.Connection, columns: Sequence[str], where: str, params: Sequence[Any]
+) -> pd.DataFrame:
+    """The records `where` (conditions on `records r`, the first `r.run_id = ?`, with `params`)
+    in rowid order, with `config` (their configuration's name) and `columns`: stored columns of
+    `records` and derived ones (`derived`).
+
+    Stored REAL columns are float64, INTEGER ones int64 (float64 where some are NULL or not
+    whole), as pandas.read_sql_query makes them; TEXT ones Python strings, None where NULL
+    (object dtype: pandas' str dtype would cost a conversion). Derived ones: see CALL_FACTS;
+    `extra.KEY`, the value, None where there is none."""
+    import pandas as pd
+
+    declared = {row[1]: row[2].upper() for row in conn.execute("PRAGMA table_info(records)")}
+    unknown = [c for c in columns if c not in declared and c != "config" and not derived(c)]
+    if unknown:
+        known = ", ".join([*declared, *CALL_FACTS, EXTRA_PREFIX + "KEY"])
+        raise ValueError(f"unknown record columns {unknown}; known: {known}")
+    wanted = [c for c in dict.fromkeys(columns) if c not in ("config", "run_id")]
+    numeric = [c for c in wanted if not derived(c) and declared[c] in ("REAL", "INTEGER")]
+    others = [c for c in wanted if c not in numeric]
+    run_id = params[0]
+    configs = dict(conn.execute("SELECT config_id, name FROM configs WHERE run_id = ?", (run_id,)))
+    select = [
+        "r.config_id",
+        *(f"r.{c}" for c in numeric),
+        *(_expression(c) if derived(c) else f"r.{c}" for c in others),
+    ]
+    # As a join with `configs` would: records of no stored configuration are left out.
+    cursor = conn.execute(
+        f"SELECT {', '.join(select)} FROM records r WHERE {where} AND r.config_id IN "
+        "(SELECT config_id FROM configs WHERE run_id = ?) ORDER BY r.rowid",
+        [*params, run_id],
+    )
+    numbers, objects = _fetched(cursor, len(numeric))
+    codes, ids = pd.factorize(objects[0])
+    names = np.array([configs[i] for i in ids], dtype=object)
+    data: dict[str, pd.Series] = {"config": pd.Series(names[codes], dtype=object)}
+    for i, name in enumerate(numeric):
+        data[name] = pd.Series(_number_column(numbers[i], declared[name]), copy=False)
+    for i, name in enumerate(others, 1):
+        values = _fact(name, objects[i]) if derived(name) else objects[i]
+        data[name] = pd.Series(values, dtype=getattr(values, "dtype", object), copy=False)
+    return pd.DataFrame({name: data[name] for name in ["config", *wanted]})
+
+
+def _fetched(cursor: sqlite3.Cursor, n_numbers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows, their first column then `n_numbers` numbers then the rest: the numbers as one
+    float64 array (NULL: NaN), the others as one object array, a row of each per column. Chunk
+    by chunk, so that only one chunk's Python objects are alive at once."""
+    width = len(cursor.description)
+    numbers, objects = [], []
+    for rows in iter(partial(cursor.fetchmany, CHUNK_ROWS), []):
+        block = np.array(rows, dtype=object)
+        numbers.append(block[:, 1 : 1 + n_numbers].astype(np.float64).T)
+        objects.append(np.delete(block, np.s_[1 : 1 + n_numbers], axis=1).T)
+    if not numbers:
+        return np.empty((n_numbers, 0)), np.empty((width - n_numbers, 0), dtype=object)
+    return np.concatenate(numbers, axis=1), np.concatenate(objects, axis=1)
+
+
+def _number_column(values: np.ndarray, declared: str) -> np.ndarray:
+    """An INTEGER column's values as int64 where all are there and whole, as pandas reads
+    them; else float64."""
+    if declared == "INTEGER" and not np.isnan(values).any() and (values == np.floor(values)).all():
+        return values.astype(np.int64)
+    return values
+
+
+def _fact(name: str, texts: np.ndarray) -> Any:
+    """A derived column's values from the text SQLite gave."""
+    import pandas as pd
+
+    if name == "call_rooflines":
+        return texts
+    if name in _CALL_FACTS:
+        codes, distinct = pd.factorize(texts)
+        return pd.Categorical.from_codes(codes, pd.Index(distinct, dtype=object))
+    return _extra_values(texts)
