@@ -487,3 +487,21 @@ def load_stats(
             }
         )
     return rows
+
+
+def run_load_stats(
+    records: pd.DataFrame,
+    points: list[dict[str, Any]],
+    configs: list[dict[str, Any]],
+    spec: dict[str, Any],
+    slo: Slo | None = None,
+    where: str = "the run",
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`load_stats` of a stored run (its load-point records, load points, configurations and
+    spec): goodput under `slo`, else under the SLO the run was measured under (its spec's
+    `load.slo`), and where that SLO came from ('--slo', "the run's spec", or None)."""
+    source = "--slo" if slo is not None else None
+    stored = (spec.get("load") or {}).get("slo")
+    if slo is None and stored:
+        slo, source = parse_slo(stored, f"{where}: the run's load.slo"), "the run's spec"
+    return load_stats(records, points, slo, spec.get("prices") or {}, configs), source

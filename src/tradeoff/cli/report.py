@@ -147,14 +147,10 @@ def load_rows(directory: Path, slo: Slo | None = None) -> tuple[list[dict[str, A
 def _load_stats(
     directory: Path, read: LoadRead, slo: Slo | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    from tradeoff.analysis.load import load_stats, parse_slo
+    from tradeoff.analysis.load import run_load_stats
 
     records, points, configs, spec = read
-    source = "--slo" if slo is not None else None
-    stored = (spec.get("load") or {}).get("slo")
-    if slo is None and stored:
-        slo, source = parse_slo(stored, f"{directory}: the run's load.slo"), "the run's spec"
-    return load_stats(records, points, slo, spec.get("prices") or {}, configs), source
+    return run_load_stats(records, points, configs, spec, slo, str(directory))
 
 
 def print_load(

@@ -106,11 +106,15 @@ def sample(records: pd.DataFrame, limit: int = MAX_RECORDS, seed: int = 0) -> pd
     return records.loc[np.sort(np.concatenate(picked))]
 
 
-def records_section(records: pd.DataFrame, items: pd.DataFrame, names: list[str]) -> str:
-    """The section: filters, a page of the table, the records inlined as JSON."""
-    if records.empty:
-        return "<h2>Records</h2><p class='note'>No records yet.</p>"
-    shown = sample(records)
+def records_section(
+    shown: pd.DataFrame, whole: int, texts: pd.DataFrame, items: pd.DataFrame, names: list[str]
+) -> str:
+    """The section: filters, a page of the table, the `shown` records (`sample` of the run's
+    `whole` records) inlined as JSON with their outputs (`texts`: the records of their items,
+    with `output`), and their items' prompts and references (`items`: `Store.items()`)."""
+    key = ["config", "task", "item_id", "sample", "load_point"]
+    outputs = texts.drop_duplicates(key).set_index(key)["output"]
+    outputs = outputs.reindex(pd.MultiIndex.from_frame(shown[key])).tolist()
     items = items.drop_duplicates(["task", "item_id"]).set_index(["task", "item_id"])
     keys = pd.MultiIndex.from_frame(shown[["task", "item_id"]])
     prompts = items["prompt"].reindex(keys).tolist()
@@ -129,11 +133,10 @@ def records_section(records: pd.DataFrame, items: pd.DataFrame, names: list[str]
                 None if pd.isna(r.output_tokens) else int(r.output_tokens),
                 _round(r.energy_j),
                 _text(prompts[i]),
-                _text(r.output),
+                _text(outputs[i]),
                 _text(references[i]),
             ]
         )
-    whole = len(records)
     of = (
         f" (all {whole:,} records of the run)"
         if len(shown) == whole

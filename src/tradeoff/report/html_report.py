@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,10 @@ import pandas as pd
 from tradeoff.errors import UserError
 from tradeoff.report import vega
 from tradeoff.report.html_page import column_table, menu, notes, page, table, when
-from tradeoff.report.html_records import records_section
+from tradeoff.report.html_records import records_section, sample
+
+if TYPE_CHECKING:
+    from tradeoff.analysis.metrics import Summary
 
 ENERGY_POINTS = 200  # records drawn per configuration in the energy plot (the fit uses all)
 
@@ -38,34 +41,46 @@ def write_report(directory: Path, path: Path) -> Path:
     return path
 
 
+# What the page reads of every record (the analysis's lean columns); a sample's text is read
+# apart (`html_records`), and a load run's load-point records whole (`analysis.load`).
+COLUMNS = ("task", "item_id", "sample", "load_point")
+
+
 def report_html(directory: Path) -> str:
+    from tradeoff.analysis.metrics import SUMMARY_COLUMNS, summaries
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
         run = store.run()
-        records = store.records()
+        measured = store.records(columns=[*SUMMARY_COLUMNS, *COLUMNS], measured=True)
         configs = store.configs()
         samples = store.host_samples()
         points = store.load_points()
+        under_load = store.records(load_only=True) if points else None
         evaluations = store.evaluations("router")
+        if measured.empty:
+            raise UserError(f"{directory} holds a run with no records yet; nothing to report")
+        shown = sample(measured)
+        texts = store.records(
+            columns=["task", "item_id", "sample", "load_point", "output"],
+            items=list(dict.fromkeys(zip(shown["task"], shown["item_id"], strict=True))),
+        )
         items = store.items()
     finally:
         store.close()
-    if records.empty:
-        raise UserError(f"{directory} holds a run with no records yet; nothing to report")
     names = [c["name"] for c in configs]
-    measured = records[records["phase"].fillna("measure") == "measure"]
+    summarized = summaries(measured, names)
     sections = [
         _header(directory, run, measured, samples),
-        _summary(measured, names, run),
-        _frontier(measured, names),
+        _summary(summarized),
+        _frontier(summarized, names),
         _by_task(measured, names),
         _latencies(measured, names),
-        _load(records, points, run, configs),
+        _load(under_load, points, run, configs),
         _energy(measured, names),
         _routers(evaluations),
-        records_section(measured, items, names),
+        records_section(shown, len(measured), texts, items, names),
     ]
     return page(f"tradeoff report: {directory.name}", sections)
 
@@ -108,23 +123,22 @@ def _header(
     )
 
 
-def _summary(records: pd.DataFrame, names: list[str], run: dict[str, Any]) -> str:
-    from tradeoff.analysis.metrics import summarize
+def _summary(summarized: list[Summary]) -> str:
     from tradeoff.report.table import summary_table
 
-    table, lines = summary_table(summarize(records, names), wide=True)
+    table, lines = summary_table([s.row() for s in summarized], wide=True)
     return "<h2>Summary</h2>" + column_table(table) + notes(lines)
 
 
-def _frontier(records: pd.DataFrame, names: list[str]) -> str:
+def _frontier(summarized: list[Summary], names: list[str]) -> str:
     """The frontier on every cost axis with a cost for some configuration; a menu picks the axis."""
     from tradeoff.analysis.costs import COST_AXES
-    from tradeoff.analysis.frontier import axis_label, frontier
+    from tradeoff.analysis.frontier import axis_label, frontier_of
     from tradeoff.report.charts import frontier_chart, unplaced_notes
 
     axes = {}
     for name in COST_AXES:
-        rows = frontier(records, name, names)
+        rows = frontier_of(summarized, name)
         if any(r.cost is not None for r in rows):
             axes[axis_label(name, rows)] = rows
     if not axes:
@@ -210,25 +224,21 @@ def _latencies(records: pd.DataFrame, names: list[str]) -> str:
 
 
 def _load(
-    records: pd.DataFrame,
+    records: pd.DataFrame | None,
     points: list[dict[str, Any]],
     run: dict[str, Any],
     configs: list[dict[str, Any]],
 ) -> str:
     """A load run's latency percentiles and (correct) goodput against achieved throughput."""
-    if not points:
+    if not points or records is None:
         return ""
-    from tradeoff.analysis.load import load_stats, parse_slo
+    from tradeoff.analysis.load import run_load_stats
     from tradeoff.report.charts import load_chart
     from tradeoff.report.load_table import load_table
 
-    spec = run.get("spec") or {}
-    stored = (spec.get("load") or {}).get("slo")
-    slo = parse_slo(stored, "the run's load.slo") if stored else None
-    rows = load_stats(records, points, slo, spec.get("prices") or {}, configs)
+    rows, source = run_load_stats(records, points, configs, run.get("spec") or {})
     if not rows:
         return ""
-    source = "the run's spec" if stored else None
     table, lines = load_table(rows, True, source, title="")
     return (
         "<h2>Under load</h2>"
