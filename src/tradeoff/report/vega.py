@@ -35,6 +35,12 @@ def bundle() -> str:
 
 def spec_of(chart: Any) -> dict[str, Any]:
     """An altair chart's Vega-Lite spec, with the page's shared config."""
+    import altair as alt
+
+    # Our charts draw aggregates (quantiles, means, bounded samples), sized by configurations and
+    # tasks; altair's 5,000-row guard against inlining raw data would refuse a 20-configuration
+    # run's latency curves.
+    alt.data_transformers.disable_max_rows()
     spec: dict[str, Any] = chart.to_dict()
     spec["config"] = {**CONFIG, **spec.get("config", {})}
     return spec
