@@ -1,6 +1,7 @@
-"""`tradeoff report` and `tradeoff frontier` timed on a synthetic run store of 1,000,000 records
-(issue 14): wall time and peak memory of each, in a process of its own, against the issue's
-targets. Prints a Markdown section for benchmarks/RESULTS.md.
+"""`tradeoff report`, `tradeoff frontier` and `tradeoff report --html` timed on a synthetic run
+store of 1,000,000 records (issue 14): wall time and peak memory of each, in a process of its
+own, the HTML file's size and its first render in headless Chromium (benchmarks/render_time.py),
+against the issue's targets. Prints a Markdown section for benchmarks/RESULTS.md.
 
     python benchmarks/bench_report.py [--records 1000000] [--rounds 3] [--write DIR]
         [--rewrite] [--seed 0]
@@ -26,7 +27,7 @@ targets. Prints a Markdown section for benchmarks/RESULTS.md.
    The store is written under ~/.cache/tradeoff/bench-report/ (or --write DIR) and reused while it
    holds the same records (DIR/bench_report.json says what was written, and how long it took).
 2. Timing: `python -m tradeoff report DIR` (the table), `tradeoff frontier DIR` and, where this
-   tree's `tradeoff report --help` offers `--html`, `tradeoff report DIR --html FILE`, each in a
+   tree's `tradeoff report --help` offers `--html`, `tradeoff report DIR --html -o FILE`, each in a
    fresh process with this tree's src first on PYTHONPATH, `--rounds` times, the commands
    alternating. Wall = from starting the process to reaping it (interpreter start-up and imports
    included). Peak memory = ru_maxrss of the rusage that os.wait4 returns for that one child
@@ -37,6 +38,7 @@ targets. Prints a Markdown section for benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -51,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from render_time import Render, render
 from section import commit, loadavg, table, verdict
 
 from tradeoff.config import Config, parse_spec, resolve_configs
@@ -69,6 +72,7 @@ MAX_TOKENS = 2048
 TABLE_WALL_S = 10.0  # issue 14: the table and the frontier in at most 10 s
 TABLE_PEAK_MIB = 2048.0  # and at most 2 GiB of memory
 HTML_MB = 15.0  # the HTML file at most 15 MB
+RENDER_S = 3.0  # and its first render in headless Chromium in at most 3 s
 
 
 def say(message: str) -> None:
@@ -470,8 +474,8 @@ def commands(directory: Path, work: Path, html: bool) -> list[Command]:
     ]
     if html:
         page = work / "report.html"
-        argv = [*found[0].argv, "--html", str(page)]
-        found.append(Command("`tradeoff report DIR --html FILE`", argv, page))
+        argv = [*found[0].argv, "--html", "-o", str(page)]
+        found.append(Command("`tradeoff report DIR --html -o FILE`", argv, page))
     return found
 
 
@@ -531,10 +535,11 @@ def section(
     runs: dict[str, list[Timed]],
     html: bool,
     load: tuple[str, str],
+    renders: list[Render],
 ) -> str:
     cmd = " ".join(["python benchmarks/bench_report.py", *sys.argv[1:]]).strip()
     out = [
-        f"## Issue 14: report speed on a {store.records:,}-record run (before the HTML report)\n",
+        f"## Issue 14: report speed on a {store.records:,}-record run\n",
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({usable_cores()} "
         f"usable; {cpu_model()}), {memory_gib():.0f} GiB of memory; load average (1 / 5 / 15 "
         f"min) {load[0]} before the timed commands, {load[1]} after; tradeoff at {commit()}; "
@@ -559,6 +564,17 @@ def section(
             [result_row(c, runs[c.label]) for c in cmds],
         ),  # fmt: skip
     ]
+    if renders:
+        drawn = [r.drawn_ms / 1e3 for r in renders]
+        out.append(
+            f"\nFirst render of the page (the last --html run's) in headless Chromium "
+            f"({len(renders)} fresh browsers; `benchmarks/render_time.py`: navigation start to "
+            "every chart drawn and the records table filled, the page's own clock through the "
+            f"DevTools protocol): median {statistics.median(drawn):.2f} s "
+            f"({', '.join(f'{d:.2f}' for d in drawn)}), {renders[0].charts} charts, script "
+            f"errors: {renders[0].errors or 'none'}; target <= {RENDER_S:g} s: "
+            f"{verdict(max(drawn) <= RENDER_S)}."
+        )
     if not html:
         out.append(
             "\n`tradeoff report --html` is not timed: this tree's `tradeoff report --help` "
@@ -624,9 +640,11 @@ def main() -> None:
         before = loadavg()
         runs = time_commands(cmds, args.rounds, work)
         after = loadavg()
+        page = work / "report.html"
+        renders = [asyncio.run(render(page)) for _ in range(args.rounds)] if page.exists() else []
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(section(args, store, cmds, runs, html, (before, after)))
+    print(section(args, store, cmds, runs, html, (before, after), renders))
 
 
 if __name__ == "__main__":
