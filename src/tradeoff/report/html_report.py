@@ -168,8 +168,14 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
         alt.Chart(data)
         .mark_rect()
         .encode(
-            x=alt.X("task:N", title="task"),
-            y=alt.Y("config:N", title="configuration", sort=names),
+            x=alt.X("task:N", title="task", axis=alt.Axis(grid=False, labelAngle=0)),
+            # names whole: a cut name could be another configuration's
+            y=alt.Y(
+                "config:N",
+                title=None,  # the title would overlap long names (Vega places it by a guess)
+                sort=names,
+                axis=alt.Axis(grid=False, labelLimit=0),
+            ),
             color=alt.Color(
                 "accuracy:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="accuracy"
             ),
