@@ -1,12 +1,15 @@
-"""`Store.records(columns=...)`, the fast reader of a run's records (`store_columns`): on a real
-SQLite store of hand-made records of every awkward kind, it reads what the whole read reads, its
-facts of the JSON columns equal those `analysis.costs.with_facts` derives in Python, and every
-summary and frontier drawn from it is the same, to the last bit."""
+"""`Store.records(columns=...)`, the fast reader of a run's records (`store_columns`), and the
+facts of each record's calls stored beside them (`store.CALL_FACTS`): on a real SQLite store of
+hand-made records of every awkward kind, the fast read reads what the whole read reads, the facts
+of records stored before they were are the ones written now, and every summary and frontier
+drawn from a fast read is the one drawn from a whole read, to the last bit."""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -15,8 +18,7 @@ import pytest
 from tradeoff.analysis.costs import COST_AXES, FACT_COLUMNS, with_facts
 from tradeoff.analysis.frontier import frontier
 from tradeoff.analysis.metrics import SUMMARY_COLUMNS, summarize
-from tradeoff.store import Store
-from tradeoff.store_columns import CALL_FACTS
+from tradeoff.store import CALL_FACTS, STORE_FILE, Store
 from tradeoff.types import Record
 
 CONFIGS = [("c1", "single"), ("c2", 'cascade "quoted" \\ name'), ("c3", "priced")]
@@ -168,6 +170,24 @@ def test_facts_of_the_calls_equal_those_derived_from_them(store):
     assert rooflines[3 * 4 + 2] is None  # its call has no roofline time
     assert rooflines[3 * 5 + 2] == ""  # a failed request, no call made
     assert lean.loc[lean["config"] == "priced", "extra.cost"].iloc[0] == "0"  # as given: text
+
+
+def test_records_stored_before_their_facts_were_get_the_same_ones(store, tmp_path):
+    written = store.records(columns=list(CALL_FACTS))
+    old = tmp_path / "old"
+    shutil.copytree(store.directory, old)
+    conn = sqlite3.connect(old / STORE_FILE)  # as schema 4 stored them: no facts
+    for name in CALL_FACTS:
+        conn.execute(f"ALTER TABLE records DROP COLUMN {name}")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    migrated = Store.open(old)
+    try:
+        found = migrated.records(columns=list(CALL_FACTS))
+    finally:
+        migrated.close()
+    for name in CALL_FACTS:
+        assert _same(found[name].astype(object), written[name].astype(object)), name
 
 
 def test_summaries_and_frontiers_are_the_same_to_the_last_bit(store):

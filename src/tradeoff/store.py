@@ -172,12 +172,53 @@ def _evaluations(conn: sqlite3.Connection) -> None:
     )
 
 
+# What the analysis reads of each record's engine calls (`calls`), stored beside them so that
+# summarizing a run decodes no JSON (issue 14: a million records in seconds): call_models, a
+# JSON list of each call's model, in order; unreported_models, of the models of the calls that
+# reported no input tokens (so were not priced), NULL where every call did; call_rooflines, each
+# call's roofline_s and e2e_s in turn, as JSON writes them (float() reads them back exactly),
+# separated by commas, NULL where a call lacks either. `call_facts` computes them.
+CALL_FACTS = ("call_models", "unreported_models", "call_rooflines")
+
+
+def call_facts(calls: Any) -> tuple[str, str | None, str | None]:
+    """A record's CALL_FACTS, from its calls (as stored: JSON text, or decoded)."""
+    found = json.loads(calls) if isinstance(calls, str) else calls or []
+    models = [c.get("model") for c in found]
+    unreported = [c.get("model") for c in found if c.get("input_tokens") is None]
+    timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
+    times = (json.dumps(t) for c in found for t in (c["roofline_s"], c["e2e_s"]))
+    rooflines = ",".join(times) if timed else None
+    return json.dumps(models), json.dumps(unreported) if unreported else None, rooflines
+
+
+def _call_fact_columns(conn: sqlite3.Connection) -> None:
+    """4 -> 5. The CALL_FACTS of each record, as columns of `records`: written with each record
+    from now on, computed here for the records already stored."""
+    for name in CALL_FACTS:
+        conn.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
+    update = f"UPDATE records SET {', '.join(f'{n} = ?' for n in CALL_FACTS)} WHERE rowid = ?"
+    last = 0
+    # a chunk at a time, so that a million records' calls are never decoded at once
+    while rows := conn.execute(
+        "SELECT rowid, calls FROM records WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,)
+    ).fetchall():
+        conn.executemany(update, [(*call_facts(calls), rowid) for rowid, calls in rows])
+        last = rows[-1][0]
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
 # step here (e.g. `ALTER TABLE records ADD COLUMN cache_hit REAL`, NULL in old rows) plus the
 # field, with a default, on Record.
-MIGRATIONS: list[Migration] = [_create_tables, _item_hashes, _load_points, _evaluations]
+MIGRATIONS: list[Migration] = [
+    _create_tables,
+    _item_hashes,
+    _load_points,
+    _evaluations,
+    _call_fact_columns,
+]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
@@ -281,7 +322,9 @@ class Store:
         self._lock = lock  # the directory's lock, held by a writer
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
-        self._insert_record = _insert_record_sql(["run_id", *RECORD_FIELDS, "created_at"])
+        self._insert_record = _insert_record_sql(
+            ["run_id", *RECORD_FIELDS, "created_at", *CALL_FACTS]
+        )
         # Host samples come from the sampler's thread: written on a connection of their own, so
         # that they never join (or collide with) a transaction of the records' writer.
         self._samples_conn: sqlite3.Connection | None = None
@@ -548,6 +591,7 @@ class Store:
             value = getattr(record, name)
             row.append(json.dumps(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
+        row.extend(call_facts(record.calls))
         return row
 
     def write_record(self, record: Record) -> None:
@@ -649,9 +693,8 @@ class Store:
         pairs (a sample to show: a few hundred at most).
 
         With `columns`, only those beside `config`, read fast (`store_columns`; a summary of a
-        million records in seconds): stored ones, and facts of the JSON columns, e.g.
-        `call_models` or `extra.cost` (`store_columns.derived`). Without, every stored column,
-        `calls` and `extra` as their JSON text."""
+        million records in seconds): stored ones, CALL_FACTS among them, and `extra.KEY`.
+        Without, every column of a Record, `calls` and `extra` as their JSON text."""
         import pandas as pd
 
         # With no configuration named, the table is scanned in rowid order (`+`: not through
@@ -681,7 +724,7 @@ class Store:
             self.conn,
             params=params,
         )
-        return df.drop(columns=["run_id"])
+        return df.drop(columns=["run_id", *CALL_FACTS])
 
     # --- evaluations made after the run ------------------------------------------------------
 

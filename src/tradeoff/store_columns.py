@@ -1,12 +1,12 @@
 """Chosen columns of a run's records, read fast enough for a million of them (issue 14):
-`Store.records(columns=...)` reads here. Besides the stored columns, a few facts of the JSON
-columns (`calls`, `extra`) that the analysis needs of every record come from SQLite's JSON
-functions, so that no record's JSON is decoded in Python, nor its text held.
+`Store.records(columns=...)` reads here. What the analysis needs of each record's calls is
+stored beside them (`store.CALL_FACTS`), and the few values it needs of `extra` come from
+SQLite's JSON functions, so that no record's JSON is decoded in Python, nor its text held.
 
 Reading every column with pandas.read_sql_query held a million records' JSON as Python strings
 (3 GiB, benchmarks/bench_report.py); here rows are fetched in chunks that become numpy arrays at
-once. `analysis.costs.with_facts` derives the same facts from a whole read's JSON columns:
-tests/test_store_columns.py checks that the two agree, to the last bit of every number.
+once, numbers as floats. tests/test_store_columns.py checks that a summary of records read here
+is the one of records read whole, to the last bit of every number.
 """
 
 from __future__ import annotations
@@ -25,69 +25,21 @@ if TYPE_CHECKING:
 
 CHUNK_ROWS = 50_000  # rows fetched and converted at once: bounds the Python objects alive
 
-# Most records made one engine call: their facts come from `$[0]` (SQLite parses a row's text
-# once for all its JSON functions); json_each, several times slower, only for the others.
-_ONE_CALL = "json_array_length(r.calls) = 1"
-_FIRST_MODEL = "json_extract(r.calls, '$[0].model')"
-
-
-def _per_call(one: str, each: str, where: str = "") -> str:
-    """`one` for a record of one call, else `each` aggregated over its calls (`value`)."""
-    return (
-        f"CASE WHEN {_ONE_CALL} THEN {one} ELSE (SELECT {each} FROM json_each(r.calls){where}) END"
-    )
-
-
-def _as_stored(json: str, *paths: str) -> str:
-    """The values at `paths` as their JSON text, separated by commas: json_extract of two paths
-    or more returns an array of them as stored (of one, SQLite's own parse of a number, which
-    may differ from Python's in the last bit)."""
-    return f"trim(json_extract({json}, {', '.join(paths)}), '[]')"
-
-
-# Facts of each record's engine calls (`analysis.costs.with_facts` derives the same from `calls`):
-# call_models, a JSON list of each call's model, in order; unreported_models, of the models of
-# the calls that reported no input tokens (so were not priced), None where every call did; both
-# categorical (a run has few distinct ones). call_rooflines: each call's roofline_s and e2e_s in
-# turn, as stored in the JSON (so Python's float() of them is json.loads'), separated by
-# commas; None where a call lacks either.
-_CALL_FACTS = {
-    "call_models": _per_call(
-        f"json_array({_FIRST_MODEL})", "json_group_array(json_extract(value, '$.model'))"
-    ),
-    "unreported_models": _per_call(
-        f"CASE WHEN json_extract(r.calls, '$[0].input_tokens') IS NULL "
-        f"THEN json_array({_FIRST_MODEL}) END",
-        "nullif(json_group_array(json_extract(value, '$.model')), '[]')",
-        " WHERE json_extract(value, '$.input_tokens') IS NULL",
-    ),
-    "call_rooflines": _per_call(
-        "CASE WHEN json_extract(r.calls, '$[0].roofline_s') IS NOT NULL "
-        "AND json_extract(r.calls, '$[0].e2e_s') IS NOT NULL "
-        f"THEN {_as_stored('r.calls', repr('$[0].roofline_s'), repr('$[0].e2e_s'))} END",
-        "CASE WHEN count(*) = count(json_extract(value, '$.roofline_s')) "
-        "AND count(*) = count(json_extract(value, '$.e2e_s')) THEN coalesce(group_concat("
-        f"{_as_stored('value', repr('$.roofline_s'), repr('$.e2e_s'))}, ','), '') END",
-    ),
-}
-CALL_FACTS = tuple(_CALL_FACTS)
 EXTRA_PREFIX = "extra."  # `extra.KEY`: each record's extra[KEY], None where it has none
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _expression(name: str) -> str:
-    if name in _CALL_FACTS:
-        return _CALL_FACTS[name]
+    """SQL of `extra.KEY`: json_extract of two paths or more returns an array of the values as
+    stored (of one path, SQLite's own parse of a number, which may differ from Python's in the
+    last bit); NULL where the key is missing or null."""
     path = repr(f'$."{name.removeprefix(EXTRA_PREFIX)}"')
-    # [value, value] as stored (see _as_stored); NULL where the key is missing or null
     return f"nullif(json_extract(r.extra, {path}, {path}), '[null,null]')"
 
 
 def derived(name: str) -> bool:
-    """Whether `name` is a derived column (a call fact or `extra.KEY`) rather than a stored one."""
-    return name in _CALL_FACTS or (
-        name.startswith(EXTRA_PREFIX) and bool(_KEY.fullmatch(name.removeprefix(EXTRA_PREFIX)))
-    )
+    """Whether `name` is a derived column, `extra.KEY`, rather than a stored one."""
+    return name.startswith(EXTRA_PREFIX) and bool(_KEY.fullmatch(name.removeprefix(EXTRA_PREFIX)))
 
 
 def _extra_values(texts: np.ndarray) -> np.ndarray:
@@ -110,14 +62,15 @@ def read_columns(
 
     Stored REAL columns are float64, INTEGER ones int64 (float64 where some are NULL or not
     whole), as pandas.read_sql_query makes them; TEXT ones Python strings, None where NULL
-    (object dtype: pandas' str dtype would cost a conversion). Derived ones: see CALL_FACTS;
-    `extra.KEY`, the value, None where there is none."""
+    (object dtype: pandas' str dtype would cost a conversion), but for call_models and
+    unreported_models, categorical (a run has few distinct ones). `extra.KEY`: the value, None
+    where there is none."""
     import pandas as pd
 
     declared = {row[1]: row[2].upper() for row in conn.execute("PRAGMA table_info(records)")}
     unknown = [c for c in columns if c not in declared and c != "config" and not derived(c)]
     if unknown:
-        known = ", ".join([*declared, *CALL_FACTS, EXTRA_PREFIX + "KEY"])
+        known = ", ".join([*declared, EXTRA_PREFIX + "KEY"])
         raise ValueError(f"unknown record columns {unknown}; known: {known}")
     wanted = [c for c in dict.fromkeys(columns) if c not in ("config", "run_id")]
     numeric = [c for c in wanted if not derived(c) and declared[c] in ("REAL", "INTEGER")]
@@ -142,7 +95,7 @@ def read_columns(
     for i, name in enumerate(numeric):
         data[name] = pd.Series(_number_column(numbers[i], declared[name]), copy=False)
     for i, name in enumerate(others, 1):
-        values = _fact(name, objects[i]) if derived(name) else objects[i]
+        values = _extra_values(objects[i]) if derived(name) else _text(name, objects[i])
         data[name] = pd.Series(values, dtype=getattr(values, "dtype", object), copy=False)
     return pd.DataFrame({name: data[name] for name in ["config", *wanted]})
 
@@ -164,19 +117,18 @@ def _fetched(cursor: sqlite3.Cursor, n_numbers: int) -> tuple[np.ndarray, np.nda
 
 def _number_column(values: np.ndarray, declared: str) -> np.ndarray:
     """An INTEGER column's values as int64 where all are there and whole, as pandas reads
-    them; else float64."""
+    them; else float64. (Read as floats first: exact below 2**53, as every count, size and
+    token number stored is.)"""
     if declared == "INTEGER" and not np.isnan(values).any() and (values == np.floor(values)).all():
         return values.astype(np.int64)
     return values
 
 
-def _fact(name: str, texts: np.ndarray) -> Any:
-    """A derived column's values from the text SQLite gave."""
+def _text(name: str, values: np.ndarray) -> Any:
+    """A TEXT column's values: categorical for the models of the calls, else as they are."""
     import pandas as pd
 
-    if name == "call_rooflines":
-        return texts
-    if name in _CALL_FACTS:
-        codes, distinct = pd.factorize(texts)
+    if name in ("call_models", "unreported_models"):
+        codes, distinct = pd.factorize(values)
         return pd.Categorical.from_codes(codes, pd.Index(distinct, dtype=object))
-    return _extra_values(texts)
+    return values

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.errors import UserError
-from tradeoff.store_columns import CALL_FACTS, EXTRA_PREFIX
+from tradeoff.store import CALL_FACTS, call_facts
+from tradeoff.store_columns import EXTRA_PREFIX
 
 AUTO = "auto"
 
@@ -117,26 +118,16 @@ def record_calls(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _call_facts(calls: Any) -> tuple[str, str | None, str | None]:
-    """The facts of one record's calls, as the store reads them (`store_columns.CALL_FACTS`)."""
-    found = json.loads(calls) if isinstance(calls, str) else calls or []
-    models = [c.get("model") for c in found]
-    unreported = [c.get("model") for c in found if c.get("input_tokens") is None]
-    timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
-    rooflines = ",".join(f"{c['roofline_s']!r},{c['e2e_s']!r}" for c in found) if timed else None
-    return json.dumps(models), json.dumps(unreported) if unreported else None, rooflines
-
-
 def with_facts(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with FACT_COLUMNS, derived from its `calls` and `extra` where it was not read with
-    them (`Store.records(columns=...)` reads them in SQL), so that each record's JSON is
-    decoded once however many configurations and axes read it."""
+    them (`Store.records(columns=...)` reads them), so that each record's JSON is decoded once
+    however many configurations and axes read it."""
     missing = [c for c in FACT_COLUMNS if c not in df]
     if not missing:
         return df
     added: dict[str, Any] = {}
     if any(c in missing for c in CALL_FACTS):
-        facts = [_call_facts(calls) for calls in df["calls"]]
+        facts = [call_facts(calls) for calls in df["calls"]]
         added.update({name: [f[i] for f in facts] for i, name in enumerate(CALL_FACTS)})
     for column in missing:
         if column.startswith(EXTRA_PREFIX):
@@ -146,7 +137,7 @@ def with_facts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def call_fact(df: pd.DataFrame, name: str) -> pd.Series:
-    """Each record's fact `name` of `store_columns.CALL_FACTS`."""
+    """Each record's fact `name` of `store.CALL_FACTS`."""
     return df[name] if name in df else with_facts(df)[name]
 
 
