@@ -96,15 +96,20 @@ async def _execute(
     api_key: str | None,
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
+    ray: str | None = None,
 ) -> RunResult:
     configs = resolve_configs(spec)
-    processes = dispatch.processes_for(spec, configs)
+    if ray:
+        from tradeoff.ray_run import connect
+
+        connect(ray)  # before any model loads: no cluster there is one line, and nothing stored
+    processes = 1 if ray else dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
     try:
         return await _run_session(
             spec, configs, tasks, open_store, helpers,
-            api_key=api_key, on_progress=on_progress, notify=notify,
+            api_key=api_key, on_progress=on_progress, notify=notify, ray=ray,
         )  # fmt: skip
     finally:
         for helper in helpers:  # those the run did not get to
@@ -121,6 +126,7 @@ async def _run_session(
     api_key: str | None,
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
+    ray: str | None = None,
 ) -> RunResult:
     async with open_session(
         configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify, inline=True
@@ -162,7 +168,14 @@ async def _run_session(
         stop.install()
         t_begin = time.perf_counter()
         try:
-            if helpers:
+            if ray:
+                from tradeoff.ray_run import run_on_ray
+
+                actors = await run_on_ray(
+                    plan, spec, ray, api_key, work, lambda: stop.requested, emit_batch
+                )
+                notify(f"ran on Ray ({ray}): {actors} actor(s), one per configuration")
+            elif helpers:
                 helped = await dispatch.run_in_processes(
                     plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
                 )
@@ -193,8 +206,10 @@ def profile(
     api_key: str | None = None,
     on_progress: Callable[[int, int, int, int], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    ray: str | None = None,
 ) -> RunResult:
     """Profile every configuration of `spec` on its tasks, writing records to a run directory.
+    With `ray` (an address, 'auto', or 'local'), the work runs on a Ray cluster (`ray_run`).
 
     With `resume`, the run directory's stored spec is used and stored records are skipped. Items
     whose content changed since their records were stored stop the resume, unless
@@ -218,7 +233,15 @@ def profile(
             return Store.create(out, spec.model_dump(mode="json"), host_info())
 
         return eventloop.run(
-            _execute(spec, tasks, open_store, api_key=api_key, on_progress=on_progress, notify=say)
+            _execute(
+                spec,
+                tasks,
+                open_store,
+                api_key=api_key,
+                on_progress=on_progress,
+                notify=say,
+                ray=ray,
+            )  # fmt: skip
         )
     # The directory is locked from here, before any model loads: a second writer fails at once.
     store = Store.open(resume, writer=True)
@@ -227,8 +250,9 @@ def profile(
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say)
         run = _execute(
-            spec, tasks, lambda: store, api_key=api_key, on_progress=on_progress, notify=say
-        )
+            spec, tasks, lambda: store,
+            api_key=api_key, on_progress=on_progress, notify=say, ray=ray,
+        )  # fmt: skip
         return eventloop.run(run)
     finally:
         store.close()  # done by the session once it opened it; again is harmless

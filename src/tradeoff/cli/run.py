@@ -35,6 +35,7 @@ def run_profile(
     resume: Path | None,
     api_key: str | None,
     rescore_changed: bool = False,
+    ray: str | None = None,
 ) -> RunResult:
     """`tradeoff.runner.profile` with a progress bar (`spec` is None with `resume`: the run's
     stored spec is used); exit code 130 when stopped by Ctrl-C."""
@@ -65,6 +66,7 @@ def run_profile(
             api_key=api_key,
             on_progress=on_progress,
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+            ray=ray,
         )
     finally:
         if task_id is not None:
@@ -160,6 +162,16 @@ def profile(
         ),
     ] = False,
     api_key: ApiKey = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="auto|local|ADDRESS",
+            help="Run the work on a Ray cluster: auto (the one `ray start` began on this "
+            "machine), local (start one here for this run) or its address (needs "
+            "pip install 'tradeoff[ray]').",
+        ),
+    ] = None,
 ) -> None:
     """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
 
@@ -190,11 +202,11 @@ def profile(
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
     )
     if spec is None:
-        result = run_profile(None, None, resume, api_key, rescore_changed)
+        result = run_profile(None, None, resume, api_key, rescore_changed, ray)
         print_summary(result.directory)
         return
     if rescore_changed:
         raise UserError("--rescore-changed applies only with --resume DIR")
-    result = run_profile(spec, out, None, api_key)
+    result = run_profile(spec, out, None, api_key, ray=ray)
     print_summary(result.directory)
     console.print(f"run directory: {result.directory}")
