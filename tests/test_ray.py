@@ -4,9 +4,12 @@ local run's at temperature 0, item for item; Ray is not imported without --ray."
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import run_cli
@@ -65,3 +68,74 @@ def test_ray_is_not_imported_without_the_flag():
     probe = "import sys, tradeoff.runner, tradeoff.cli; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def _count(run) -> int:
+    store = run / "tradeoff.sqlite"
+    if not store.exists():
+        return 0
+    con = sqlite3.connect(store)
+    try:
+        return con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return 0
+    finally:
+        con.close()
+
+
+def _start(cluster, out, limit: int) -> subprocess.Popen:
+    args = [*PROFILE[:6], "--limit", str(limit), "--max-tokens", "16", "--temperature", "0"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "profile", *args, "--out", str(out), "--ray", cluster],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for(run, n: int, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _count(run) < n:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, f"fewer than {n} records after {timeout_s} s"
+        time.sleep(0.2)
+
+
+def _worker_pids() -> list[int]:
+    """The processes of Ray workers running a ShardWorker actor (Ray names them for it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"ShardWorker" in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_nothing_is_stored_twice(cluster, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(cluster, out, 10)
+    _wait_for(out, 4, proc)
+    pids = _worker_pids()
+    assert pids, "no ShardWorker process found"
+    os.kill(pids[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    keys = list(_records(out))
+    assert len(keys) == len(set(keys)) == 2 * 10  # 2 models x 10 arith items, each once
+
+
+@pytest.mark.slow
+def test_a_ray_run_killed_at_the_driver_resumes_without_ray(cluster, tmp_path):
+    out = tmp_path / "run"
+    proc = _start(cluster, out, 10)
+    _wait_for(out, 4, proc)
+    proc.kill()
+    proc.communicate()
+    kept = _count(out)
+    resumed = run_cli("profile", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert kept < 20, "the driver was killed before the end"
+    assert len(_records(out)) == 20
