@@ -10,8 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tradeoff.cli.output import ListFormat, check_writable, console, err_console, write_text
-from tradeoff.errors import UserError
+from tradeoff.cli.output import (
+    ListFormat,
+    check_writable,
+    console,
+    err_console,
+    write_text,
+    writing,
+)
 
 if TYPE_CHECKING:
     from tradeoff.analysis.compare import Comparison
@@ -83,8 +89,6 @@ def compare(
                 console.print()
             print_comparison(comparison)
     if html is not None:
-        try:
+        with writing(html):
             write_comparison(comparisons, html)
-        except OSError as exc:
-            raise UserError(f"cannot write {html}: {exc.strerror}") from None
         err_console.print(f"wrote {html}", highlight=False, soft_wrap=True)

@@ -3,8 +3,10 @@ choices (from `analysis.costs`, the one list of them)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
@@ -96,6 +98,15 @@ def check_writable(option: str, path: Path) -> None:
         raise UserError(f"{option} {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"{option} {path}: permission denied; choose another path")
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OSError while writing `path` (a full disk, a directory gone) becomes one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def check_plot(plot: Path | None) -> None:

@@ -17,6 +17,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
+    writing,
 )
 from tradeoff.errors import UserError
 
@@ -148,10 +149,8 @@ def evaluate(
     if plot is not None:
         from tradeoff.report.charts import write_router
 
-        try:
+        with writing(plot):
             write_router(result, plot)
-        except OSError as exc:
-            raise UserError(f"cannot write {plot}: {exc.strerror}") from None
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if format is ListFormat.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=True))

@@ -19,6 +19,7 @@ from tradeoff.cli.output import (
     cost_choice,
     err_console,
     write_text,
+    writing,
 )
 from tradeoff.errors import UserError
 
@@ -198,10 +199,8 @@ def draw_load_plot(
 
     if not rows:
         raise UserError(_no_load_points(directory))
-    try:
+    with writing(path):
         return write_load(rows, path, title=f"tradeoff load: {directory}", slo_source=source)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def write_load_plot(directory: Path, path: Path, slo: Slo | None = None) -> Path:
@@ -256,10 +255,8 @@ def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> N
 def write_plot(rows: list[FrontierRow], label: str, plot: Path, directory: Path) -> None:
     from tradeoff.report.charts import write_frontier
 
-    try:
+    with writing(plot):
         write_frontier(rows, label, plot, title=f"tradeoff frontier: {directory}")
-    except OSError as exc:
-        raise UserError(f"cannot write {plot}: {exc.strerror}") from None
 
 
 def report(
@@ -366,10 +363,8 @@ def _write_html(directory: Path, output: Path | None) -> Path:
     Store.open(directory).close()  # a directory that holds no run: one line saying so
     path = output or directory / "report.html"
     check_writable("--output" if output else "--html", path)
-    try:
+    with writing(path):
         return write_report(directory, path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _write_table(
