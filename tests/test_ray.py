@@ -1,9 +1,12 @@
-"""`tradeoff profile --ray ADDRESS` on a real local Ray cluster of two nodes (ray.cluster_utils:
-a head and a second node, each a set of real Ray processes on loopback): the store equals a
-local run's at temperature 0, item for item; Ray is not imported without --ray."""
+"""`tradeoff profile` on a real local Ray cluster of two nodes (ray.cluster_utils: a head and a
+second node, each a set of real Ray processes on loopback): the store equals a local run's at
+temperature 0, item for item; a killed worker's shard is redone and nothing stored twice; a run
+killed at the driver resumes without Ray; a model no node can hold is one line; Ray is not
+imported without --ray."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -12,6 +15,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from conftest import run_cli
 
 ray = pytest.importorskip("ray", reason="the Ray tests need pip install 'tradeoff[ray]'")
@@ -24,8 +28,9 @@ PROFILE = ("-m", "smollm2-135m", "-m", "gemma3-270m", "-t", "arith", "-t", "fact
 def cluster():
     from ray.cluster_utils import Cluster
 
-    two = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    two.add_node(num_cpus=1)
+    # Two CPUs a node: `cascade` and `switch` load both models (one CPU each) in one worker.
+    two = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    two.add_node(num_cpus=2)
     two.wait_for_nodes()
     try:
         yield two.address
@@ -45,15 +50,71 @@ def _records(run) -> dict[tuple, tuple]:
     return {r[:4]: r[4:] for r in rows}
 
 
+def _spec(path, **fields) -> str:
+    spec = {
+        "models": {"small": "smollm2-135m", "big": "gemma3-270m"},
+        "tasks": ["arith"],
+        "limit": 20,
+        "sampling": {"max_tokens": 16, "temperature": 0},
+        "configs": [
+            {"strategy": "single", "model": ["small", "big"]},
+            {"strategy": "cascade", "models": ["small", "big"], "threshold": 0.5},
+            {"strategy": "switch", "models": ["small", "big"], "threshold": 1.5},
+        ],
+        **fields,
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _run(run) -> dict:
+    con = sqlite3.connect(run / "tradeoff.sqlite")
+    try:
+        host, summary = con.execute(
+            "SELECT runs.host, meters.summary FROM runs JOIN meters ON meters.run_id = runs.id"
+        ).fetchone()
+        missing = {r[0] for r in con.execute("SELECT DISTINCT energy_missing FROM records")}
+    finally:
+        con.close()
+    return {"host": json.loads(host), "meters": json.loads(summary), "energy_missing": missing}
+
+
 @pytest.mark.slow
 def test_a_ray_run_stores_what_a_local_run_does(cluster, tmp_path):
-    on_ray = run_cli("profile", *PROFILE, "--out", str(tmp_path / "ray"), "--ray", cluster)
+    """Two models x three strategies (single, cascade, switch) x 20 items, the cluster named by
+    the spec's `executor:`; each model group's worker meters its own devices."""
+    spec = _spec(tmp_path / "ray.yaml", executor={"ray": {"address": cluster}})
+    on_ray = run_cli("profile", spec, "--out", str(tmp_path / "ray"))
     assert on_ray.returncode == 0, on_ray.stderr
-    assert "ran on Ray" in on_ray.stderr and "2 actor(s)" in on_ray.stderr
-    local = run_cli("profile", *PROFILE, "--out", str(tmp_path / "local"))
+    assert "ran on Ray" in on_ray.stderr and "3 worker(s)" in on_ray.stderr, on_ray.stderr
+    local = run_cli("profile", spec, "--out", str(tmp_path / "local"), "--ray", "off")
     assert local.returncode == 0, local.stderr
+    assert "ran on Ray" not in local.stderr
     stored, expected = _records(tmp_path / "ray"), _records(tmp_path / "local")
-    assert len(expected) == 16 and stored == expected
+    assert len(expected) == 4 * 20 and stored == expected
+    run = _run(tmp_path / "ray")
+    nodes = run["host"]["nodes"]
+    assert nodes and all(n["node_id"] and n["cpu_cores"] for n in nodes), nodes
+    workers = run["meters"]["ray_workers"]
+    assert sorted(tuple(w["models"]) for w in workers) == [("big",), ("big", "small"), ("small",)]
+    assert {w["node_id"] for w in workers} <= {n["node_id"] for n in nodes}
+    # Each worker says what it metered with, or why nothing: the records say the same.
+    reasons = {w["energy_missing"] for w in workers if w["energy"] is None}
+    assert run["energy_missing"] <= reasons | {None}, (run["energy_missing"], reasons)
+
+
+def test_a_model_no_node_can_hold_is_one_line(cluster, tmp_path):
+    spec = _spec(
+        tmp_path / "gpu.yaml",
+        models={"small": {"ref": "smollm2-135m", "resources": {"num_gpus": 1}}},
+        configs=[{"strategy": "single", "model": "small"}],
+    )
+    bad = run_cli("profile", spec, "--out", str(tmp_path / "r"), "--ray", cluster)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, bad.stderr
+    assert "model 'small'" in lines[0] and "GPU 1" in lines[0], lines[0]
+    assert not (tmp_path / "r").exists()
 
 
 def test_no_cluster_at_the_address_is_one_line(tmp_path):
@@ -139,3 +200,43 @@ def test_a_ray_run_killed_at_the_driver_resumes_without_ray(cluster, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert kept < 20, "the driver was killed before the end"
     assert len(_records(out)) == 20
+
+
+def test_resources_in_the_spec_are_ray_s_and_leave_configuration_ids_alone():
+    from tradeoff.config import parse_spec, resolve_configs
+    from tradeoff.ray_run import executor_of, group_resources, groups_of
+
+    plain = {"models": {"a": "smollm2-135m", "b": "openai:http://h:1/v1#m"}, "tasks": ["arith"]}
+    plain["configs"] = [{"strategy": "cascade", "models": ["a", "b"], "threshold": 0.5}]
+    asked = {**plain, "models": {"a": {"ref": "smollm2-135m", "resources": {"num_cpus": 4}},
+                                 "b": "openai:http://h:1/v1#m"}}  # fmt: skip
+    asked["executor"] = {"ray": {"address": "auto", "workers": 3}}
+    spec, spec_plain = parse_spec(asked), parse_spec(plain)
+    configs = resolve_configs(spec)
+    assert [c.config_id for c in configs] == [c.config_id for c in resolve_configs(spec_plain)]
+    (group,) = groups_of(configs)
+    assert group == ("a", "b") and group_resources(spec, group) == {"num_cpus": 4}
+    assert group_resources(spec_plain, group) == {"num_cpus": 1}  # the openai model: nothing
+    assert executor_of(spec, None).workers == 3 and executor_of(spec, "off") is None
+    assert executor_of(spec, "10.0.0.1:6379").address == "10.0.0.1:6379"
+    assert executor_of(spec_plain, None) is None
+    assert parse_spec(spec.model_dump(mode="json")).resources == {"a": {"num_cpus": 4}}
+
+
+@pytest.mark.parametrize(
+    "models, says",
+    [
+        ({"a": {"ref": "smollm2-135m", "size": 1}}, "models: a: give {ref: REF"),
+        ({"a": {"resources": {}}}, "models: a: give {ref: REF"),
+        (
+            {"a": {"ref": "smollm2-135m", "resources": {"num_gpus": -1}}},
+            "resources.a.num_gpus must be at least 0",
+        ),
+    ],
+)
+def test_a_bad_model_entry_is_one_line(tmp_path, models, says):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"models": models, "tasks": ["arith"]}))
+    bad = run_cli("profile", str(spec), "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert says in bad.stderr, bad.stderr

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from tradeoff.errors import UserError
@@ -76,6 +77,30 @@ class ModelOptions(BaseModel):
 
 # Strategies that sample several answers need temperature > 0; this is their default.
 SAMPLING_TEMPERATURE = 0.7
+
+
+class RayExecutor(BaseModel):
+    """Where a run's work goes with `executor: {ray: ...}` (or `--ray`): the cluster's address
+    ('auto': the one `ray start` began on this machine; 'local': a new one for this run; or
+    HOST:PORT), and how many actors (workers) each model group gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = "auto"
+    workers: int = Field(1, ge=1, le=4096)
+
+
+class Executor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ray: RayExecutor | None = None
+
+
+# What a model's worker asks of a Ray node: num_cpus, num_gpus, memory (bytes), or a custom
+# resource a node was started with (`ray start --resources '{"big": 1}'`).
+Resources = dict[str, Annotated[float, Field(ge=0)]]
+
+
 # Fields every configuration entry may have whatever its strategy, and the sampling fields a
 # strategy may override; the rest of an entry are its strategy's own parameters.
 _ENTRY_FIELDS = {"strategy", "name", "model", "models", "temperature", "max_tokens"}
@@ -235,6 +260,34 @@ class RunSpec(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
+    # Per model alias, what its Ray worker asks of a node (given in `models:` as
+    # {NAME: {ref: REF, resources: {...}}}); read only on Ray (tradeoff.ray_run).
+    resources: dict[str, Resources] = Field(default_factory=dict)
+    executor: Executor | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_entries(cls, value: Any) -> Any:
+        """`models: {NAME: {ref: REF, resources: {...}}}`: the reference stays under `models`,
+        the resources go under `resources`, so that they never change a configuration's id."""
+        models = value.get("models") if isinstance(value, dict) else None
+        if not isinstance(models, dict) or not any(isinstance(v, dict) for v in models.values()):
+            return value
+        refs, resources = {}, dict(value.get("resources") or {})
+        for alias, entry in models.items():
+            if isinstance(entry, dict):
+                unknown = set(entry) - {"ref", "resources"}
+                if "ref" not in entry or unknown:
+                    raise ValueError(
+                        f"models: {alias}: give {{ref: REF, resources: {{...}}}}"
+                        + (f", not {', '.join(sorted(unknown))}" if unknown else "")
+                    )
+                refs[alias] = entry["ref"]
+                if entry.get("resources") is not None:
+                    resources[alias] = entry["resources"]
+            else:
+                refs[alias] = entry
+        return {**value, "models": refs, "resources": resources}
 
     @field_validator("tasks", mode="before")
     @classmethod
@@ -318,7 +371,7 @@ class RunSpec(BaseModel):
                         f"configs[{i}]: '{alias}' is not a model alias of this spec; "
                         f"aliases: {', '.join(self.models)}"
                     )
-        for field_name in ("prices", "model_options"):
+        for field_name in ("prices", "model_options", "resources"):
             for alias in getattr(self, field_name):
                 if alias not in self.models:
                     raise ValueError(

@@ -1,32 +1,45 @@
-"""A profile run's work spread over a Ray cluster (`tradeoff profile --ray auto|ADDRESS`).
+"""A profile run's work spread over a Ray cluster (`tradeoff profile --ray`, or `executor: {ray:
+...}` in the spec).
 
-One Ray actor per configuration loads that configuration's models once and runs shards of its
-work (a slice of its items and samples); each shard's records come back to the driver, the run
-store's only writer, as the shard completes. The store's unique key (configuration, item,
-sample) makes a retried shard harmless, and resume skips what is stored, as in a local run.
-Ray is imported only here, and only with --ray (`pip install 'tradeoff[ray]'`).
+The configurations are grouped by the models they use; each group gets `workers` Ray actors
+(`ShardWorker`), each of which loads the group's models once, on a node with the resources
+they ask for, meters the devices it uses, and runs shards of the group's work (a slice of its
+(configuration, item, sample) keys). The driver loads no model: it hands shards out, at most two
+in flight per actor, and writes each shard's records to the run store, whose only writer it is,
+as the shard completes. The store's unique key makes a shard Ray retries after its worker died
+harmless, and resume skips what is stored, as in a local run.
 
-First step of issue 15: the driver still opens the models itself (the session checks them);
-workers do not meter energy yet (their records say so); one actor per configuration.
+Ray is imported only here, and only on Ray (`pip install 'tradeoff[ray]'`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from tradeoff.config import Config, RunSpec
+from tradeoff.config import Config, RayExecutor, Resources, RunSpec, parse_spec
 from tradeoff.errors import UserError
+from tradeoff.session import Session
+from tradeoff.store import Store
+from tradeoff.strategies.calls import CallMeter
 from tradeoff.types import Record
 from tradeoff.work import Plan, Work
 
-SHARD = 4  # requests per shard: small, so that a lost worker costs little to redo
 RETRIES = 3  # Ray's own retries of a shard (and restarts of its actor) before the run fails
-NOT_METERED = "not metered on a Ray worker yet (issue 15)"
+IN_FLIGHT = 2  # shards handed to an actor at once: one running, one ready to start
+SHARED_RAPL = (
+    "RAPL measures the whole CPU package, which this Ray worker shares with other work on its "
+    "node; give its model resources: {num_cpus: N} with N the node's CPUs to meter it"
+)
 
 Batch = list[tuple[Record, float]]
+Group = tuple[str, ...]  # the model aliases a group's configurations use, sorted
 
 
 def _import_ray() -> Any:
@@ -39,49 +52,181 @@ def _import_ray() -> Any:
     return ray
 
 
-def resources_of(config: Config) -> dict[str, float]:
-    """What a configuration's actor asks of a node: a model on the GPU one GPU, an in-process
-    CPU model one CPU, models behind servers nothing beyond a fraction of a CPU (I/O bound)."""
-    refs = list(config.models.values())
-    if any(ref.startswith("torch:") and "device=cpu" not in ref for ref in refs):
-        return {"num_cpus": 1, "num_gpus": 1}
-    if all(ref.startswith("openai:") for ref in refs):
-        return {"num_cpus": 0.25}
+def executor_of(spec: RunSpec, ray: str | None) -> RayExecutor | None:
+    """Where the work runs: `--ray ADDRESS` over the spec's `executor: {ray: ...}`; `--ray off`
+    (or neither) here, without Ray."""
+    given = spec.executor.ray if spec.executor else None
+    if ray is None:
+        return given
+    if ray == "off":
+        return None
+    return RayExecutor(address=ray, workers=given.workers if given else 1)
+
+
+# --- what each model asks of a node ---------------------------------------------------------
+
+
+def model_resources(spec: RunSpec, alias: str) -> Resources:
+    """What model `alias` asks of a Ray node: the spec's `resources` for it, else a torch model on
+    CUDA one GPU, another in-process model (llama.cpp, torch on the CPU) one CPU (it runs as
+    many threads as CPUs it is given), a model behind a server nothing (its worker waits on I/O)."""
+    if alias in spec.resources:
+        return spec.resources[alias]
+    ref = spec.models[alias]
+    if ref.startswith("openai:"):
+        return {}
+    if ref.startswith("torch:") and "device=cpu" not in ref:
+        return {"num_gpus": 1}
     return {"num_cpus": 1}
 
 
-class ShardWorker:
-    """A Ray actor: the models of some configurations, loaded on first use, and shards run."""
+def group_resources(spec: RunSpec, group: Group) -> Resources:
+    """A group's actor asks for the sum of what its models ask."""
+    total: dict[str, float] = {}
+    for alias in group:
+        for key, amount in model_resources(spec, alias).items():
+            total[key] = total.get(key, 0.0) + amount
+    return total
 
-    def __init__(self, spec_data: dict[str, Any], api_key: str | None, config_ids: list[str]):
+
+_NODE_KEYS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+
+
+def _actor_options(asked: Resources) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": asked.get("num_cpus", 0)}
+    if asked.get("num_gpus"):
+        options["num_gpus"] = asked["num_gpus"]
+    if asked.get("memory"):
+        options["memory"] = asked["memory"]
+    custom = {k: v for k, v in asked.items() if k not in _NODE_KEYS}
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+def _describe(resources: Resources | dict[str, float]) -> str:
+    shown = {_NODE_KEYS.get(k, k): v for k, v in resources.items() if v}
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "nothing"
+
+
+def check_resources(spec: RunSpec, groups: list[Group], nodes: list[dict[str, float]]) -> None:
+    """Refuse, before any model loads, a group of models no node of the cluster can hold."""
+    for group in groups:
+        asked = group_resources(spec, group)
+        if any(all(n.get(_NODE_KEYS.get(k, k), 0.0) >= v for k, v in asked.items()) for n in nodes):
+            continue
+        shown = "; ".join(_describe(n) for n in nodes)
+        who = f"model '{group[0]}'" if len(group) == 1 else f"models {', '.join(group)} together"
+        raise UserError(
+            f"{who} ask(s) for {_describe(asked)}, which no node of the Ray cluster has "
+            f"({len(nodes)} node(s): {shown}); add such a node, or change `resources:` in the spec"
+        )
+
+
+def groups_of(configs: list[Config]) -> dict[Group, list[Config]]:
+    """Configurations by the models they use: one group's actors load those models once."""
+    groups: dict[Group, list[Config]] = {}
+    for config in configs:
+        groups.setdefault(tuple(sorted(config.aliases)), []).append(config)
+    return groups
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class ShardWorker:
+    """A Ray actor: one group's models, loaded, warmed and metered on first use, and shards run.
+    A restarted actor (its process died) sets them up again on its first shard."""
+
+    def __init__(self, spec_data: dict[str, Any], api_key: str | None, group: Group):
         self.spec_data = spec_data
         self.api_key = api_key
-        self.config_ids = config_ids
+        self.group = group
         self.plan: Plan | None = None
-        self.ready: asyncio.Lock | None = None
+        self.node: dict[str, Any] = {}
+        self.account: Any = None
+        self.engines: dict[str, Any] = {}
+        self.setup: asyncio.Lock | None = None
+        self.slots: asyncio.Semaphore | None = None
 
     async def _plan(self) -> Plan:
-        from tradeoff.config import parse_spec, resolve_configs
-        from tradeoff.session import open_engines, warm_engines
-        from tradeoff.strategies.calls import CallMeter
+        self.setup = self.setup or asyncio.Lock()
+        async with self.setup:
+            if self.plan is None:
+                self.plan = await self._open()
+        return self.plan
+
+    async def _open(self) -> Plan:
+        import ray
+
+        from tradeoff.config import resolve_configs
+        from tradeoff.meters.energy import find_energy_meter
+        from tradeoff.meters.hardware import local_peaks
+        from tradeoff.meters.host import host_info
+        from tradeoff.session import gpu_uuids, open_account, open_engines, warm_engines
         from tradeoff.work import load_tasks
 
-        self.ready = self.ready or asyncio.Lock()
-        async with self.ready:
-            if self.plan is None:
-                spec = parse_spec(self.spec_data)
-                configs = [c for c in resolve_configs(spec) if c.config_id in self.config_ids]
-                engines = await open_engines(
-                    configs, timeout_s=spec.timeout_s, api_key=self.api_key, check=False
-                )
-                await warm_engines(engines, configs)
-                meter = CallMeter(engines, None, NOT_METERED)
-                self.plan = Plan(spec, configs, load_tasks(spec), meter)
-        return self.plan
+        spec = parse_spec(self.spec_data)
+        configs = [c for c in resolve_configs(spec) if tuple(sorted(c.aliases)) == self.group]
+        context = ray.get_runtime_context()
+        cpus = context.get_assigned_resources().get("CPU", 0.0)
+        from tradeoff.engines.llamacpp import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(max(1, int(cpus)))  # llama.cpp: the CPUs Ray gave it
+        self.engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=self.api_key)
+        await warm_engines(self.engines, configs)
+        gpus = gpu_uuids(self.engines)
+        energy, missing = find_energy_meter(gpu_uuids=gpus)
+        if energy is not None and not gpus and cpus < _node_cpus(ray, context.get_node_id()):
+            energy, missing = None, SHARED_RAPL
+        self.account = open_account(energy, lambda _msg: None)
+        meter = CallMeter(self.engines, energy, missing, peaks=local_peaks(), account=self.account)
+        self.node = {
+            "node_id": context.get_node_id(),
+            **host_info(),
+            "models": list(self.group),
+            "energy": energy.source if energy is not None else None,
+            "energy_missing": missing or None,
+            "idle_w": self.account.idle_w if self.account is not None else None,
+        }
+        self.slots = asyncio.Semaphore(spec.concurrency)
+        return Plan(spec, configs, load_tasks(spec), meter)
+
+    async def ready(self) -> dict[str, Any]:
+        """Load, warm and meter the models; what this worker runs on (its node, its meter)."""
+        await self._plan()
+        return self.node
 
     async def run(self, shard: list[Work]) -> Batch:
         plan = await self._plan()
-        return list(await asyncio.gather(*(plan.run(w) for w in shard)))
+        assert self.slots is not None
+
+        async def one(work: Work) -> tuple[Record, float]:
+            assert self.slots is not None
+            async with self.slots:
+                return await plan.run(work)
+
+        return list(await asyncio.gather(*(one(w) for w in shard)))
+
+    async def finish(self) -> dict[str, Any]:
+        """Close the meter and the models; this worker's node and meter summary."""
+        summary: dict[str, Any] = {}
+        if self.account is not None:
+            self.account.close()
+            summary = self.account.summary()
+        for engine in self.engines.values():
+            await engine.aclose()
+        return {**self.node, "meter": summary}
+
+
+def _node_cpus(ray: Any, node_id: str) -> float:
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            return float(node["Resources"].get("CPU", 0.0))
+    return 0.0
+
+
+# --- the driver -----------------------------------------------------------------------------
 
 
 def connect(address: str) -> None:
@@ -114,63 +259,180 @@ def connect(address: str) -> None:
         ) from None
 
 
-def _check_resources(ray: Any, configs: list[Config]) -> None:
-    """Refuse, before any work, a configuration that no node can place."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    for config in configs:
-        asked = resources_of(config)
-        keys = {"num_cpus": "CPU", "num_gpus": "GPU"}
-        if not any(all(node.get(keys[k], 0.0) >= v for k, v in asked.items()) for node in nodes):
-            wants = ", ".join(f"{keys[k]} {v:g}" for k, v in asked.items())
-            raise UserError(
-                f"configuration '{config.name}' asks for {wants}, which no node of the Ray "
-                f"cluster has ({len(nodes)} node(s)); add such a node or run without --ray"
-            )
+def _unwrap(ray: Any, exc: BaseException) -> BaseException:
+    """The error a worker raised (a UserError for a bad model, say), out of Ray's wrapper."""
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        return exc.cause
+    return exc
 
 
-async def run_on_ray(
-    plan: Plan,
-    spec: RunSpec,
-    address: str,
-    api_key: str | None,
-    work: list[Work],
-    stopped: Callable[[], bool],
-    emit_batch: Callable[[Batch], None],
-) -> int:
-    """Run `work` on the cluster at `address`; records to `emit_batch` as shards complete.
-    Returns the number of actors used. Once `stopped()`, shards not yet done are cancelled."""
-    ray = _import_ray()
-    connect(address)
-    configs = list(plan.configs.values())
-    _check_resources(ray, configs)
-    spec_data = spec.model_dump(mode="json")
-    actor = ray.remote(ShardWorker)
-    actors = {
-        c.config_id: actor.options(
-            **resources_of(c),
-            max_restarts=RETRIES,
-            max_task_retries=RETRIES,
-            max_concurrency=max(1, spec.concurrency),
-        ).remote(spec_data, api_key, [c.config_id])
-        for c in configs
-    }
-    pending: dict[Any, list[Work]] = {}
-    for config_id, handle in actors.items():
-        mine = [w for w in work if w[0] == config_id]
-        for i in range(0, len(mine), SHARD):
-            shard = mine[i : i + SHARD]
-            pending[handle.run.remote(shard)] = shard
-    try:
+@dataclass
+class Pool:
+    """The actors of a Ray run: `workers` per model group."""
+
+    ray: Any
+    actors: dict[Group, list[Any]]
+    config_ids: dict[Group, set[str]]
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, spec: RunSpec, configs: list[Config], executor: RayExecutor, api_key: str | None
+    ) -> Pool:
+        ray = _import_ray()
+        connect(executor.address)
+        groups = groups_of(configs)
+        alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        check_resources(spec, list(groups), alive)
+        remote = ray.remote(ShardWorker)
+        spec_data = spec.model_dump(mode="json")
+        actors = {
+            group: [
+                remote.options(
+                    **_actor_options(group_resources(spec, group)),
+                    max_restarts=RETRIES,
+                    max_task_retries=RETRIES,
+                    max_concurrency=IN_FLIGHT + 2,
+                    scheduling_strategy="SPREAD",
+                ).remote(spec_data, api_key, group)
+                for _ in range(executor.workers)
+            ]
+            for group in groups
+        }
+        return cls(ray, actors, {g: {c.config_id for c in cs} for g, cs in groups.items()})
+
+    @property
+    def size(self) -> int:
+        return sum(len(a) for a in self.actors.values())
+
+    async def ready(self) -> list[dict[str, Any]]:
+        """Wait until every actor has its models loaded; the nodes they run on."""
+        refs = [a.ready.remote() for group in self.actors.values() for a in group]
+        try:
+            self.nodes = await asyncio.gather(*refs)
+        except Exception as exc:
+            raise _unwrap(self.ray, exc) from None
+        return self.nodes
+
+    async def run(
+        self,
+        work: list[Work],
+        shard_size: int,
+        stopped: Callable[[], bool],
+        emit_batch: Callable[[Batch], None],
+    ) -> None:
+        """Hand each group's work out to its actors in shards, at most IN_FLIGHT per actor, and
+        emit each shard's records as it completes. Once `stopped()`, hand out nothing more and
+        wait for the shards in flight."""
+        queues: dict[Any, list[list[Work]]] = {}
+        for group, config_ids in self.config_ids.items():
+            mine = [w for w in work if w[0] in config_ids]
+            shards = [mine[i : i + shard_size] for i in range(0, len(mine), shard_size)]
+            queues[group] = shards[::-1]  # popped from the end: in order
+        pending: dict[Any, Any] = {}  # object ref -> (group, actor)
+
+        def hand_out(group: Group, actor: Any) -> None:
+            if queues[group] and not stopped():
+                pending[actor.run.remote(queues[group].pop())] = (group, actor)
+
+        for group, actors in self.actors.items():
+            for _ in range(IN_FLIGHT):
+                for actor in actors:
+                    hand_out(group, actor)
+        wait = functools.partial(self.ray.wait, num_returns=1, timeout=0.2)
         while pending:
-            if stopped():
-                for ref in pending:
-                    ray.cancel(ref)
-                break
-            ready, _ = await asyncio.to_thread(ray.wait, list(pending), num_returns=1, timeout=0.2)
+            ready, _ = await asyncio.to_thread(wait, list(pending))
             for ref in ready:
-                del pending[ref]
-                emit_batch(ray.get(ref))
+                group, actor = pending.pop(ref)
+                try:
+                    batch = self.ray.get(ref)
+                except self.ray.exceptions.RayTaskError as exc:
+                    raise _unwrap(self.ray, exc) from None  # the worker's own error
+                except self.ray.exceptions.RayError as exc:  # its process or node, lost
+                    raise UserError(
+                        f"the Ray worker for {', '.join(group)} was lost {RETRIES + 1} times "
+                        f"({type(exc).__name__}); what completed is stored: --resume continues"
+                    ) from None
+                emit_batch(batch)
+                hand_out(group, actor)
+
+    async def finish(self) -> list[dict[str, Any]]:
+        """Each actor's node and meter summary (what could be collected), then the actors gone."""
+        refs = [a.finish.remote() for group in self.actors.values() for a in group]
+        done: list[dict[str, Any]] = []
+        for ref in refs:
+            try:
+                done.append(await asyncio.wait_for(asyncio.wrap_future(ref.future()), 30.0))
+            except Exception:  # a worker that died at the end: its summary is missing
+                continue
+        self.kill()
+        return done
+
+    def kill(self) -> None:
+        for group in self.actors.values():
+            for actor in group:
+                self.ray.kill(actor)
+
+
+# --- the session ----------------------------------------------------------------------------
+
+
+@dataclass
+class RaySession(Session):
+    pool: Pool | None = None
+
+
+def shard_size(spec: RunSpec) -> int:
+    """Requests per shard: a worker's concurrency (so that, with IN_FLIGHT shards, it always has
+    work), at least 4 and at most 64 (what a lost worker costs to redo)."""
+    return min(64, max(4, spec.concurrency))
+
+
+@asynccontextmanager
+async def open_ray_session(
+    spec: RunSpec,
+    configs: list[Config],
+    open_store: Callable[[], Store],
+    executor: RayExecutor,
+    *,
+    api_key: str | None,
+    notify: Callable[[str], None],
+) -> AsyncIterator[RaySession]:
+    """`session.open_session` for a Ray run: the actors (models loaded and metered on the
+    workers, none on the driver), then the store, with every worker's node in its host
+    description, and each worker's meter (idle baseline, totals) in the session's summary."""
+    pool = Pool.start(spec, configs, executor, api_key)
+    try:
+        notify(
+            f"Ray ({executor.address}): starting {pool.size} worker(s), "
+            f"{executor.workers} per model group; loading the models on them ..."
+        )
+        nodes = await pool.ready()
+        hosts = {n["node_id"] for n in nodes}
+        notify(f"{pool.size} worker(s) ready on {len(hosts)} node(s)")
+        store = open_store()
+        try:
+            store.add_configs([(c.config_id, c.name, c.content()) for c in configs])
+            store.add_nodes([_host_of(n) for n in nodes])
+            started = store.begin_session()
+            meter = CallMeter({}, None, "metered on the Ray workers")
+            session = RaySession({}, store, meter, None, started, pool=pool)
+            workers: list[dict[str, Any]] = []
+            try:
+                yield session
+                workers = await pool.finish()
+            finally:
+                store.add_meter_summary(started, {"ray_workers": workers})
+                store.end_session(started, session.status)
+        finally:
+            store.close()
     finally:
-        for handle in actors.values():
-            ray.kill(handle)
-    return len(actors)
+        pool.kill()
+
+
+_WORKER_KEYS = ("models", "energy", "energy_missing", "idle_w")
+
+
+def _host_of(node: dict[str, Any]) -> dict[str, Any]:
+    """A worker's description without what belongs to the worker rather than its node."""
+    return {k: v for k, v in node.items() if k not in _WORKER_KEYS}

@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from tradeoff import dispatch, eventloop
-from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
+from tradeoff.config import (
+    Config,
+    RayExecutor,
+    RunSpec,
+    parse_spec,
+    resolve_configs,
+    with_absolute_paths,
+)
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
+from tradeoff.ray_run import RaySession, executor_of, open_ray_session, shard_size
 from tradeoff.session import open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -96,13 +104,9 @@ async def _execute(
     api_key: str | None,
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
-    ray: str | None = None,
+    ray: RayExecutor | None = None,
 ) -> RunResult:
     configs = resolve_configs(spec)
-    if ray:
-        from tradeoff.ray_run import connect
-
-        connect(ray)  # before any model loads: no cluster there is one line, and nothing stored
     processes = 1 if ray else dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
@@ -126,11 +130,17 @@ async def _run_session(
     api_key: str | None,
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
-    ray: str | None = None,
+    ray: RayExecutor | None = None,
 ) -> RunResult:
-    async with open_session(
-        configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify, inline=True
-    ) as session:
+    opened = (
+        open_ray_session(spec, configs, open_store, ray, api_key=api_key, notify=notify)
+        if ray
+        else open_session(
+            configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify,
+            inline=True,
+        )
+    )  # fmt: skip
+    async with opened as session:
         store = session.store
         for task in tasks:
             store.add_items(items_of(task, spec.limit), task.scorer)
@@ -168,13 +178,13 @@ async def _run_session(
         stop.install()
         t_begin = time.perf_counter()
         try:
-            if ray:
-                from tradeoff.ray_run import run_on_ray
-
-                actors = await run_on_ray(
-                    plan, spec, ray, api_key, work, lambda: stop.requested, emit_batch
+            if isinstance(session, RaySession) and session.pool is not None:
+                pool = session.pool
+                await pool.run(work, shard_size(spec), lambda: stop.requested, emit_batch)
+                notify(
+                    f"ran on Ray ({ray.address if ray else ''}): {pool.size} worker(s), one per "
+                    f"model group{'' if pool.size == len(pool.actors) else ' and replica'}"
                 )
-                notify(f"ran on Ray ({ray}): {actors} actor(s), one per configuration")
             elif helpers:
                 helped = await dispatch.run_in_processes(
                     plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
@@ -209,7 +219,8 @@ def profile(
     ray: str | None = None,
 ) -> RunResult:
     """Profile every configuration of `spec` on its tasks, writing records to a run directory.
-    With `ray` (an address, 'auto', or 'local'), the work runs on a Ray cluster (`ray_run`).
+    With `ray` (an address, 'auto', or 'local'), or the spec's `executor: {ray: ...}`, the work
+    runs on a Ray cluster (`ray_run`); `ray="off"` runs here whatever the spec says.
 
     With `resume`, the run directory's stored spec is used and stored records are skipped. Items
     whose content changed since their records were stored stop the resume, unless
@@ -240,7 +251,7 @@ def profile(
                 api_key=api_key,
                 on_progress=on_progress,
                 notify=say,
-                ray=ray,
+                ray=executor_of(spec, ray),
             )  # fmt: skip
         )
     # The directory is locked from here, before any model loads: a second writer fails at once.
@@ -251,7 +262,7 @@ def profile(
         _check_items(store, spec, tasks, rescore_changed, say)
         run = _execute(
             spec, tasks, lambda: store,
-            api_key=api_key, on_progress=on_progress, notify=say, ray=ray,
+            api_key=api_key, on_progress=on_progress, notify=say, ray=executor_of(spec, ray),
         )  # fmt: skip
         return eventloop.run(run)
     finally:

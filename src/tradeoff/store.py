@@ -451,6 +451,18 @@ class Store:
             (self.run_id, started, json.dumps(summary)),
         )
 
+    def add_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        """The machines a Ray run's workers ran on (each a `host_info()` with its Ray `node_id`),
+        added to the run's host description under "nodes"; a node already listed is kept once."""
+        host = self.run()["host"]
+        listed = {n.get("node_id"): n for n in host.get("nodes", [])}
+        listed.update({n.get("node_id"): n for n in nodes})
+        host["nodes"] = list(listed.values())
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET host = ? WHERE id = ?", (json.dumps(host), self.run_id)
+            )
+
     def add_host_samples(self, samples: list[dict[str, Any]]) -> None:
         """Samples of the host's conditions (`meters.conditions`: dicts with their time `t`), in
         one transaction. Safe from any thread."""

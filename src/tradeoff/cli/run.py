@@ -166,10 +166,11 @@ def profile(
         str | None,
         typer.Option(
             "--ray",
-            metavar="auto|local|ADDRESS",
+            metavar="auto|local|ADDRESS|off",
             help="Run the work on a Ray cluster: auto (the one `ray start` began on this "
             "machine), local (start one here for this run) or its address (needs "
-            "pip install 'tradeoff[ray]').",
+            "pip install 'tradeoff[ray]'). Overrides the spec's `executor: {ray: {address}}`; "
+            "off runs here whatever the spec says (e.g. to resume a Ray run without Ray).",
         ),
     ] = None,
 ) -> None:

@@ -10,6 +10,7 @@ base models in completion form; the request says which.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,9 @@ def shape_from_metadata(
 # Every llama.cpp call runs on this one thread. llama.cpp's OpenMP thread team belongs to the
 # thread that calls it: calls from a pool of threads would each start a team, and the idle teams'
 # spin-waiting would halve decode speed on a small machine (measured: 36 ms vs 13 ms per token).
+# Threads per model where the process is given a share of its machine's cores (a Ray worker: the
+# CPUs Ray assigned it); unset, every usable core.
+THREADS_ENV = "TRADEOFF_LLAMA_THREADS"
 _LLAMA_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
 
 _LOG_CALLBACK: Any = None
@@ -140,7 +144,7 @@ class LlamaCppEngine(InProcessEngine):
 
         self._lib = llama_cpp
         _quiet_llama_logs()
-        threads = n_threads or usable_cores()
+        threads = n_threads or int(os.environ.get(THREADS_ENV) or 0) or usable_cores()
         try:
             self.llm = Llama(
                 model_path=str(path),

@@ -109,6 +109,12 @@ def _header(
         "GPUs": ", ".join(host.get("gpus") or []) or "none",
         "versions": versions or "-",
     }
+    if host.get("nodes"):  # a Ray run: the driver above, its workers' machines here
+        facts["Ray nodes"] = "; ".join(
+            f"{n.get('hostname', '-')}: {n.get('cpu', '-')}, {n.get('cpu_cores', '-')} cores, "
+            f"GPUs: {', '.join(n.get('gpus') or []) or 'none'}"
+            for n in host["nodes"]
+        )
     line, busy = host_notes(summarize(samples))
     lines = [*meter_notes(run.get("meters") or []), *([line] if line else [])]
     lines += [busy] if busy else []

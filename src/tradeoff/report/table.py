@@ -163,6 +163,7 @@ def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
     the counter moved, as stored with the run."""
     notes = []
     for m in meters:
+        notes += [_worker_note(w) for w in m.get("ray_workers", [])]
         if "source" not in m:  # a session without a stepped counter: host conditions only
             continue
         idle = "n/a" if m.get("idle_w") is None else f"{m['idle_w']:.1f} W"
@@ -172,6 +173,18 @@ def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
             f"while metering, {m['idle_j']:.1f} J of it between requests"
         )
     return notes
+
+
+def _worker_note(worker: dict[str, Any]) -> str:
+    """A Ray worker of the run: its models, its node, and what metered it (or why nothing)."""
+    where = f"Ray worker for {', '.join(worker['models'])} on {worker.get('hostname', '?')}"
+    where += f" (node {str(worker.get('node_id', '?'))[:8]})"
+    if worker.get("energy") is None:
+        return f"{where}: energy not metered ({worker.get('energy_missing')})"
+    idle = worker.get("idle_w")
+    return f"{where}: energy from {worker['energy']}" + (
+        "" if idle is None else f", idle baseline {idle:.1f} W (not subtracted)"
+    )
 
 
 def _mhz(span: list[int]) -> str:
