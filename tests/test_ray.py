@@ -57,7 +57,8 @@ def _spec(path, **fields) -> str:
         "limit": 20,
         "sampling": {"max_tokens": 16, "temperature": 0},
         "configs": [
-            {"strategy": "single", "model": ["small", "big"]},
+            {"strategy": "single", "model": "small"},
+            {"strategy": "single", "model": "big"},
             {"strategy": "cascade", "models": ["small", "big"], "threshold": 0.5},
             {"strategy": "switch", "models": ["small", "big"], "threshold": 1.5},
         ],

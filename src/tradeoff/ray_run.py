@@ -32,6 +32,7 @@ from tradeoff.types import Record
 from tradeoff.work import Plan, Work
 
 RETRIES = 3  # Ray's own retries of a shard (and restarts of its actor) before the run fails
+WAIT_NOTE_S = 30.0  # while workers get ready, a note this often on those that are not
 IN_FLIGHT = 2  # shards handed to an actor at once: one running, one ready to start
 SHARED_RAPL = (
     "RAPL measures the whole CPU package, which this Ray worker shares with other work on its "
@@ -286,6 +287,10 @@ class Pool:
         check_resources(spec, list(groups), alive)
         remote = ray.remote(ShardWorker)
         spec_data = spec.model_dump(mode="json")
+        # The largest asks are placed first, before smaller ones split the nodes between them.
+        groups = dict(
+            sorted(groups.items(), key=lambda g: -sum(group_resources(spec, g[0]).values()))
+        )
         actors = {
             group: [
                 remote.options(
@@ -305,13 +310,31 @@ class Pool:
     def size(self) -> int:
         return sum(len(a) for a in self.actors.values())
 
-    async def ready(self) -> list[dict[str, Any]]:
-        """Wait until every actor has its models loaded; the nodes they run on."""
-        refs = [a.ready.remote() for group in self.actors.values() for a in group]
-        try:
-            self.nodes = await asyncio.gather(*refs)
-        except Exception as exc:
-            raise _unwrap(self.ray, exc) from None
+    async def ready(self, notify: Callable[[str], None]) -> list[dict[str, Any]]:
+        """Wait until every actor has its models loaded, saying every WAIT_NOTE_S which are not
+        yet (a worker Ray cannot place waits for resources another frees); the nodes they run
+        on."""
+        refs = {a.ready.remote(): group for group, actors in self.actors.items() for a in actors}
+        waiting, clock = dict(refs), asyncio.get_running_loop().time
+        begun = noted = clock()
+        wait = functools.partial(self.ray.wait, num_returns=1, timeout=1.0)
+        while waiting:
+            done, _ = await asyncio.to_thread(wait, list(waiting))
+            for ref in done:  # a worker's error (a bad model, say) stops the run at once
+                waiting.pop(ref)
+                try:
+                    self.ray.get(ref)
+                except Exception as exc:
+                    raise _unwrap(self.ray, exc) from None
+            if waiting and clock() - noted >= WAIT_NOTE_S:
+                noted = clock()
+                late = sorted({", ".join(g) for g in waiting.values()})
+                notify(
+                    f"{len(waiting)} worker(s) not ready after {noted - begun:.0f} s (models "
+                    f"{'; '.join(late)}): loading, or waiting for a node with the resources "
+                    "they ask for"
+                )
+        self.nodes = [self.ray.get(ref) for ref in refs]
         return self.nodes
 
     async def run(
@@ -407,7 +430,7 @@ async def open_ray_session(
             f"Ray ({executor.address}): starting {pool.size} worker(s), "
             f"{executor.workers} per model group; loading the models on them ..."
         )
-        nodes = await pool.ready()
+        nodes = await pool.ready(notify)
         hosts = {n["node_id"] for n in nodes}
         notify(f"{pool.size} worker(s) ready on {len(hosts)} node(s)")
         store = open_store()
