@@ -130,7 +130,7 @@ async def real_batch(spec: RunSpec) -> Batch:
     work = Plan(spec, configs, load_tasks(spec), CallMeter({}, None, "not metered")).work()
     pool = Pool.start(spec, configs, RayExecutor(address="local", workers=1), None)
     try:
-        await pool.ready()
+        await pool.ready(say, lambda: False)
         (actor,) = next(iter(pool.actors.values()))
         batch: Batch = await actor.run.remote(work[:ECHO_SHARD])
         return batch
@@ -262,10 +262,6 @@ def main() -> None:
 
     load_before = loadavg()
     say("starting a local Ray cluster")
-    # connect("local") calls ray.init(address=None), which joins the cluster another process
-    # started on this machine, if any (RAY_ADDRESS, else /tmp/ray/ray_current_cluster); "local"
-    # in the environment makes it start a new one, as `--ray local` promises.
-    os.environ["RAY_ADDRESS"] = "local"
     connect("local")
     nodes = len([n for n in ray.nodes() if n.get("Alive")])
     if nodes != 1:

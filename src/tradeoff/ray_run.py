@@ -15,8 +15,10 @@ Ray is imported only here, and only on Ray (`pip install 'tradeoff[ray]'`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -140,6 +142,10 @@ class ShardWorker:
     A restarted actor (its process died) sets them up again on its first shard."""
 
     def __init__(self, spec_data: dict[str, Any], api_key: str | None, group: Group):
+        # A terminal's Ctrl-C reaches every process of its group, the workers of `--ray local`
+        # included: the driver alone decides what a Ctrl-C stops (the shards in flight finish).
+        with contextlib.suppress(ValueError):  # not the main thread: Ray delivers none there
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.spec_data = spec_data
         self.api_key = api_key
         self.group = group
@@ -248,7 +254,7 @@ def connect(address: str) -> None:
             ) from None
     try:
         ray.init(
-            address=None if address == "local" else address,
+            address=address,  # "local": always a new cluster (None would join one running here)
             log_to_driver=False,
             include_dashboard=False,
             configure_logging=False,
@@ -310,7 +316,9 @@ class Pool:
     def size(self) -> int:
         return sum(len(a) for a in self.actors.values())
 
-    async def ready(self, notify: Callable[[str], None]) -> list[dict[str, Any]]:
+    async def ready(
+        self, notify: Callable[[str], None], stopped: Callable[[], bool]
+    ) -> list[dict[str, Any]]:
         """Wait until every actor has its models loaded, saying every WAIT_NOTE_S which are not
         yet (a worker Ray cannot place waits for resources another frees); the nodes they run
         on."""
@@ -319,6 +327,8 @@ class Pool:
         begun = noted = clock()
         wait = functools.partial(self.ray.wait, num_returns=1, timeout=1.0)
         while waiting:
+            if stopped():  # Ctrl-C while they load: nothing stored yet, nothing to finish
+                raise KeyboardInterrupt
             done, _ = await asyncio.to_thread(wait, list(waiting))
             for ref in done:  # a worker's error (a bad model, say) stops the run at once
                 waiting.pop(ref)
@@ -362,9 +372,8 @@ class Pool:
             for _ in range(IN_FLIGHT):
                 for actor in actors:
                     hand_out(group, actor)
-        wait = functools.partial(self.ray.wait, num_returns=1, timeout=0.2)
         while pending:
-            ready, _ = await asyncio.to_thread(wait, list(pending))
+            ready = await asyncio.to_thread(self._completed, list(pending))
             for ref in ready:
                 group, actor = pending.pop(ref)
                 try:
@@ -378,6 +387,15 @@ class Pool:
                     ) from None
                 emit_batch(batch)
                 hand_out(group, actor)
+
+    def _completed(self, pending: list[Any]) -> list[Any]:
+        """The shards completed: at least one, within 0.2 s, and every other done by then, so
+        that what completed together is handled in one turn (and stored in one transaction)."""
+        ready, rest = self.ray.wait(pending, num_returns=1, timeout=0.2)
+        if ready and rest:
+            more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        return list(ready)
 
     async def finish(self) -> list[dict[str, Any]]:
         """Each actor's node and meter summary (what could be collected), then the actors gone."""
@@ -420,6 +438,7 @@ async def open_ray_session(
     *,
     api_key: str | None,
     notify: Callable[[str], None],
+    stopped: Callable[[], bool],
 ) -> AsyncIterator[RaySession]:
     """`session.open_session` for a Ray run: the actors (models loaded and metered on the
     workers, none on the driver), then the store, with every worker's node in its host
@@ -430,7 +449,7 @@ async def open_ray_session(
             f"Ray ({executor.address}): starting {pool.size} worker(s), "
             f"{executor.workers} per model group; loading the models on them ..."
         )
-        nodes = await pool.ready(notify)
+        nodes = await pool.ready(notify, stopped)
         hosts = {n["node_id"] for n in nodes}
         notify(f"{pool.size} worker(s) ready on {len(hosts)} node(s)")
         store = open_store()

@@ -86,6 +86,8 @@ class Stop:
         self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
 
     def install(self) -> None:
+        if self._previous:  # installed already
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: the caller handles it
                 self._previous[sig] = signal.signal(sig, self)
@@ -132,78 +134,88 @@ async def _run_session(
     notify: Callable[[str], None],
     ray: RayExecutor | None = None,
 ) -> RunResult:
+    stop = Stop(notify)
+    if ray:  # from now: the driver waits in the event loop while the workers load their models
+        stop.install()
     opened = (
-        open_ray_session(spec, configs, open_store, ray, api_key=api_key, notify=notify)
+        open_ray_session(
+            spec, configs, open_store, ray,
+            api_key=api_key, notify=notify, stopped=lambda: stop.requested,
+        )
         if ray
         else open_session(
             configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify,
             inline=True,
         )
     )  # fmt: skip
-    async with opened as session:
-        store = session.store
-        for task in tasks:
-            store.add_items(items_of(task, spec.limit), task.scorer)
-        plan = Plan(spec, configs, tasks, session.meter)
-        done_keys = store.done_keys()
-        work = [w for w in plan.work() if w not in done_keys]
-        skipped = len(done_keys & set(plan.work()))
-        result = RunResult(store.directory, "failed", 0, skipped, 0, 0.0, 0.0, configs)
-        total = len(work)
-        if on_progress:
-            on_progress(0, total, skipped, 0)
-        stop = Stop(notify)
-        writer = Writer(store)
-
-        def count(record: Record, engine_s: float) -> None:
-            result.done += 1
-            result.engine_s += engine_s
-            result.errors += record.error is not None
+    try:
+        async with opened as session:
+            store = session.store
+            for task in tasks:
+                store.add_items(items_of(task, spec.limit), task.scorer)
+            plan = Plan(spec, configs, tasks, session.meter)
+            done_keys = store.done_keys()
+            work = [w for w in plan.work() if w not in done_keys]
+            skipped = len(done_keys & set(plan.work()))
+            result = RunResult(store.directory, "failed", 0, skipped, 0, 0.0, 0.0, configs)
+            total = len(work)
             if on_progress:
-                on_progress(result.done, total, skipped, result.errors)
+                on_progress(0, total, skipped, 0)
+            writer = Writer(store)
 
-        async def emit(record: Record, engine_s: float) -> None:
-            await writer.write(record)
-            count(record, engine_s)
+            def count(record: Record, engine_s: float) -> None:
+                result.done += 1
+                result.engine_s += engine_s
+                result.errors += record.error is not None
+                if on_progress:
+                    on_progress(result.done, total, skipped, result.errors)
 
-        def emit_batch(batch: list[tuple[Record, float]]) -> None:
-            for record, engine_s in batch:
-                writer.add(record)
+            async def emit(record: Record, engine_s: float) -> None:
+                await writer.write(record)
                 count(record, engine_s)
 
-        # What was loaded (models, libraries) never becomes garbage: the collector need not
-        # scan it again on every full collection, a cost per request at a high rate.
-        gc.collect()
-        gc.freeze()
-        stop.install()
-        t_begin = time.perf_counter()
-        try:
-            if isinstance(session, RaySession) and session.pool is not None:
-                pool = session.pool
-                await pool.run(work, shard_size(spec), lambda: stop.requested, emit_batch)
-                notify(
-                    f"ran on Ray ({ray.address if ray else ''}): {pool.size} worker(s), one per "
-                    f"model group{'' if pool.size == len(pool.actors) else ' and replica'}"
-                )
-            elif helpers:
-                helped = await dispatch.run_in_processes(
-                    plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
-                )
-                notify(
-                    f"dispatched from {len(helpers) + 1} processes: {helped} of {result.done} "
-                    f"records by {len(helpers)} helper process(es)"
-                )
-            else:
-                concurrency = min(spec.concurrency, max(total, 1))
-                await run_work(plan, handing_out(work), concurrency, lambda: stop.requested, emit)
-        finally:
-            writer.flush()  # what completed as the run stopped
-            result.wall_s = time.perf_counter() - t_begin
-            stop.uninstall()
-            gc.unfreeze()
-        writer.check()
-        result.status = "stopped" if stop.requested and result.done < total else "finished"
-        session.status = result.status
+            def emit_batch(batch: list[tuple[Record, float]]) -> None:
+                for record, engine_s in batch:
+                    writer.add(record)
+                    count(record, engine_s)
+
+            # What was loaded (models, libraries) never becomes garbage: the collector need not
+            # scan it again on every full collection, a cost per request at a high rate.
+            gc.collect()
+            gc.freeze()
+            stop.install()
+            t_begin = time.perf_counter()
+            try:
+                if isinstance(session, RaySession) and session.pool is not None:
+                    pool = session.pool
+                    await pool.run(work, shard_size(spec), lambda: stop.requested, emit_batch)
+                    notify(
+                        f"ran on Ray ({ray.address if ray else ''}): {pool.size} worker(s) for "
+                        f"{len(pool.actors)} model group(s)"
+                    )
+                elif helpers:
+                    helped = await dispatch.run_in_processes(
+                        plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
+                    )
+                    notify(
+                        f"dispatched from {len(helpers) + 1} processes: {helped} of {result.done} "
+                        f"records by {len(helpers)} helper process(es)"
+                    )
+                else:
+                    concurrency = min(spec.concurrency, max(total, 1))
+                    await run_work(
+                        plan, handing_out(work), concurrency, lambda: stop.requested, emit
+                    )
+            finally:
+                writer.flush()  # what completed as the run stopped
+                result.wall_s = time.perf_counter() - t_begin
+                stop.uninstall()
+                gc.unfreeze()
+            writer.check()
+            result.status = "stopped" if stop.requested and result.done < total else "finished"
+            session.status = result.status
+    finally:
+        stop.uninstall()  # installed before the session opened, on Ray
     return result
 
 
