@@ -241,3 +241,24 @@ def test_a_bad_model_entry_is_one_line(tmp_path, models, says):
     bad = run_cli("profile", str(spec), "--out", str(tmp_path / "r"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     assert says in bad.stderr, bad.stderr
+
+
+@pytest.mark.slow
+def test_a_load_run_on_ray_drives_each_model_group_on_its_worker(cluster, tmp_path):
+    out = tmp_path / "load"
+    done = run_cli("load", "-m", "smollm2-135m", "-m", "gemma3-270m", "-t", "arith",
+                   "--profile", "concurrent:1,2", "--max-requests", "4", "--max-tokens", "8",
+                   "--scrape", "off", "--out", str(out), "--ray", cluster)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "2 worker(s) ready" in done.stderr, done.stderr
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    try:
+        points = con.execute("SELECT config_id, load_point, status FROM load_points").fetchall()
+        counts = con.execute(
+            "SELECT config_id, load_point, COUNT(*) FROM records GROUP BY config_id, load_point"
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(points) == 4 and {p[2] for p in points} == {"finished"}, points
+    assert sorted(c[2] for c in counts) == [4, 4, 4, 4], counts
+    assert _run(out)["host"]["nodes"]

@@ -27,6 +27,8 @@ from typing import Any
 
 from tradeoff.config import Config, RayExecutor, Resources, RunSpec, parse_spec
 from tradeoff.errors import UserError
+from tradeoff.load.options import LoadOptions
+from tradeoff.load.profiles import LoadPoint
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.strategies.calls import CallMeter
@@ -155,6 +157,7 @@ class ShardWorker:
         self.engines: dict[str, Any] = {}
         self.setup: asyncio.Lock | None = None
         self.slots: asyncio.Semaphore | None = None
+        self.stopping = _Stopping()
 
     async def _plan(self) -> Plan:
         self.setup = self.setup or asyncio.Lock()
@@ -215,6 +218,35 @@ class ShardWorker:
 
         return list(await asyncio.gather(*(one(w) for w in shard)))
 
+    async def drive_point(
+        self, config_id: str, point: LoadPoint, options: LoadOptions
+    ) -> tuple[list[Record], str, dict[str, Any]]:
+        """`tradeoff load` on Ray: drive one configuration at one load point here, as
+        `load.run` does locally; its records, how it ended, and its progress counts."""
+        from tradeoff.load.driver import PointDriver, PointProgress
+
+        plan = await self._plan()
+        records: list[Record] = []
+
+        class Collect:
+            async def write(self, record: Record) -> None:
+                records.append(record)
+
+        self.stopping = _Stopping()
+        progress = PointProgress(point.label, options.max_requests, options.max_seconds)
+        config = plan.configs[config_id]
+        driver = PointDriver(
+            plan, config, point, options, Collect(), self.stopping, progress, lambda p: None
+        )
+        await driver.run()
+        counts = {"sent": progress.sent, "done": progress.done, "errors": progress.errors,
+                  "elapsed_s": progress.elapsed_s}  # fmt: skip
+        return records, driver.status, counts
+
+    async def stop_point(self) -> None:
+        """Ctrl-C at the driver: the point being driven sends nothing more."""
+        self.stopping.requested = True
+
     async def finish(self) -> dict[str, Any]:
         """Close the meter and the models; this worker's node and meter summary."""
         summary: dict[str, Any] = {}
@@ -224,6 +256,11 @@ class ShardWorker:
         for engine in self.engines.values():
             await engine.aclose()
         return {**self.node, "meter": summary}
+
+
+@dataclass
+class _Stopping:
+    requested: bool = False
 
 
 def _node_cpus(ray: Any, node_id: str) -> float:
@@ -387,6 +424,30 @@ class Pool:
                     ) from None
                 emit_batch(batch)
                 hand_out(group, actor)
+
+    async def drive_point(
+        self, config: Config, point: LoadPoint, options: LoadOptions, stopped: Callable[[], bool]
+    ) -> tuple[list[Record], str, dict[str, Any]]:
+        """`tradeoff load` on Ray: one load point of `config`, driven by the first worker of its
+        model group (the others of a group, if any, stay idle: one point per group at a time);
+        once `stopped()`, the worker is told to send nothing more."""
+        group = next(g for g, ids in self.config_ids.items() if config.config_id in ids)
+        worker = self.actors[group][0]
+        ref, told = worker.drive_point.remote(config.config_id, point, options), False
+        while not (await asyncio.to_thread(self.ray.wait, [ref], timeout=0.2))[0]:
+            if stopped() and not told:
+                worker.stop_point.remote()
+                told = True
+        try:
+            result: tuple[list[Record], str, dict[str, Any]] = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            raise _unwrap(self.ray, exc) from None
+        except self.ray.exceptions.RayError as exc:
+            raise UserError(
+                f"the Ray worker for {', '.join(group)} was lost driving {config.name} @ "
+                f"{point.label} ({type(exc).__name__}); --resume measures that point again"
+            ) from None
+        return result
 
     def _completed(self, pending: list[Any]) -> list[Any]:
         """The shards completed: at least one, within 0.2 s, and every other done by then, so

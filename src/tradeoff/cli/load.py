@@ -15,6 +15,7 @@ from tradeoff.cli.options import (
     Models,
     Out,
     Processes,
+    RayAddress,
     SpecFile,
     Temperature,
     Timeout,
@@ -100,6 +101,7 @@ def load(
         typer.Option(help="Continue the load run in this directory (finished points skipped)."),
     ] = None,
     api_key: ApiKey = None,
+    ray: RayAddress = None,
 ) -> None:
     """Drive configurations at load profiles: latency percentiles, throughput, goodput.
 
@@ -114,7 +116,7 @@ def load(
     if resume is not None:
         if spec_file or model or task or out:
             raise UserError("--resume DIR takes no spec, --model, --task or --out")
-        _finish(_run(None, None, None, resume, api_key))
+        _finish(_run(None, None, None, resume, api_key, ray))
         return
     spec = profile_spec(
         spec_file,
@@ -143,10 +145,10 @@ def load(
         seed=seed,
         scrape=scrape,
     )
-    _finish(_run(spec, options, out, None, api_key))
+    _finish(_run(spec, options, out, None, api_key, ray))
 
 
-def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-untyped-def]
+def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignore[no-untyped-def]
     from rich.live import Live
     from rich.text import Text
 
@@ -180,6 +182,7 @@ def _run(spec, options, out, resume, api_key) -> LoadResult:  # type: ignore[no-
             api_key=api_key,
             on_progress=on_progress,
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+            ray=ray,
         )
     finally:
         if live.is_started:

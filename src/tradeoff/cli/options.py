@@ -38,3 +38,16 @@ Processes = Annotated[
 def processes_value(text: str | None) -> int | str | None:
     """--processes as the spec takes it: a number, or "auto" (checked there)."""
     return int(text) if text and text.isdigit() else text
+
+
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="auto|local|ADDRESS|off",
+        help="Run on a Ray cluster: auto (the one `ray start` began on this machine), local "
+        "(start one here for this run) or its address (needs pip install 'tradeoff[ray]'). "
+        "Overrides the spec's `executor: {ray: {address}}`; off runs here whatever the spec "
+        "says (e.g. to resume a Ray run without Ray).",
+    ),
+]

@@ -16,6 +16,7 @@ from tradeoff.cli.options import (
     Models,
     Out,
     Processes,
+    RayAddress,
     SpecFile,
     Temperature,
     Timeout,
@@ -162,17 +163,7 @@ def profile(
         ),
     ] = False,
     api_key: ApiKey = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            metavar="auto|local|ADDRESS|off",
-            help="Run the work on a Ray cluster: auto (the one `ray start` began on this "
-            "machine), local (start one here for this run) or its address (needs "
-            "pip install 'tradeoff[ray]'). Overrides the spec's `executor: {ray: {address}}`; "
-            "off runs here whatever the spec says (e.g. to resume a Ray run without Ray).",
-        ),
-    ] = None,
+    ray: RayAddress = None,
 ) -> None:
     """Profile configurations on tasks; every (configuration, item, sample) becomes a stored record.
 

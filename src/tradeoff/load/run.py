@@ -11,16 +11,25 @@ point is driven by `tradeoff.load.driver`, from several processes when its pace 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tradeoff import eventloop
 from tradeoff.analysis.load import point_stats
-from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs, with_absolute_paths
+from tradeoff.config import (
+    Config,
+    RayExecutor,
+    RunSpec,
+    parse_spec,
+    resolve_configs,
+    with_absolute_paths,
+)
 from tradeoff.engines import parse_openai_ref
 from tradeoff.errors import UserError
 from tradeoff.load.driver import PointDriver, PointProgress
@@ -29,8 +38,9 @@ from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
 from tradeoff.load.scrape import Scraper, default_scrape_url
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
+from tradeoff.ray_run import Pool, RaySession, executor_of, open_ray_session
 from tradeoff.runner import Stop, Writer
-from tradeoff.session import open_session
+from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.work import Plan, load_tasks
@@ -75,6 +85,7 @@ class _Run:
     stop: Stop
     spread: Spread | None  # helper processes, where every model is behind a server
     on_progress: Progress | None
+    pool: Pool | None = None  # on Ray: each model group's points driven by its worker
 
 
 async def _drive(
@@ -86,30 +97,76 @@ async def _drive(
     api_key: str | None,
     on_progress: Progress | None,
     notify: Callable[[str], None],
+    ray: RayExecutor | None = None,
 ) -> LoadResult:
     profile = options.check()
     configs = resolve_configs(spec)
-    async with open_session(
-        configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify
-    ) as session:
+    stop = Stop(notify)
+    if ray:  # from now: the driver waits in the event loop while the workers load their models
+        stop.install()
+    opened = (
+        open_ray_session(
+            spec, configs, open_store, ray,
+            api_key=api_key, notify=notify, stopped=lambda: stop.requested,
+        )
+        if ray
+        else open_session(
+            configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify
+        )
+    )  # fmt: skip
+    try:
+        return await _drive_session(
+            opened, spec, options, profile, configs, tasks, stop,
+            api_key=api_key, on_progress=on_progress, notify=notify,
+        )  # fmt: skip
+    finally:
+        stop.uninstall()
+
+
+async def _drive_session(
+    opened: AbstractAsyncContextManager[Session],
+    spec: RunSpec,
+    options: LoadOptions,
+    profile: Profile,
+    configs: list[Config],
+    tasks: list[Task],
+    stop: Stop,
+    *,
+    api_key: str | None,
+    on_progress: Progress | None,
+    notify: Callable[[str], None],
+) -> LoadResult:
+    async with opened as session:
         store = session.store
         for task in tasks:
             store.add_items(task.items[: spec.limit] if spec.limit else task.items, task.scorer)
         plan = Plan(spec, configs, tasks, session.meter)
         ended = {(p["config_id"], p["load_point"]) for p in store.load_points() if p["ended"]}
         result = LoadResult(store.directory, "finished")
+        pool = session.pool if isinstance(session, RaySession) else None
         spread = Spread(spec, options, api_key, notify) if spreadable(configs) else None
-        run = _Run(plan, options, store, Writer(store), Stop(notify), spread, on_progress)
+        spread = None if pool else spread
+        run = _Run(plan, options, store, Writer(store), stop, spread, on_progress, pool)
         scrapers = await _scrapers(options.scrape, configs, notify)
         for scraper in scrapers:
             scraper.start()
         run.stop.install()
-        try:
-            for config in configs:
+
+        async def drive(group: list[Config]) -> None:
+            for config in group:
                 status = await _drive_config(run, config, profile, ended, result)
                 if status != "finished":
                     result.status = status
                     break
+
+        try:
+            if pool is None:
+                await drive(configs)
+            else:  # each model group's points on its worker, the groups side by side
+                ids = pool.config_ids.values()
+                await asyncio.gather(
+                    *(drive([c for c in configs if c.config_id in g]) for g in ids)
+                )
         finally:
             run.writer.flush()
             run.stop.uninstall()
@@ -209,12 +266,25 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         run.plan, config, point, options, run.writer, stop, progress, report, (0, processes)
     )
     report(progress)
-    if run.spread is not None and processes > 1:
+    ended = driver.status
+    if run.pool is not None:
+        records, ended, counts = await run.pool.drive_point(
+            config, point, options, lambda: stop.requested
+        )
+        for record in records:
+            run.writer.add(record)
+        progress.sent, progress.done, progress.errors = (
+            counts[k] for k in ("sent", "done", "errors")
+        )
+        report(progress)
+    elif run.spread is not None and processes > 1:
         await run.spread.drive(driver, processes, run.writer, stop)
+        ended = driver.status
     else:
         await driver.run()
+        ended = driver.status
     run.writer.flush()
-    status = "stopped" if stop.requested else driver.status
+    status = "stopped" if stop.requested else ended
     stats = point_stats(
         config.name, point.label, point.spec,
         store.records(config_id=config.config_id, load_point=point.label),
@@ -247,10 +317,12 @@ def load(
     api_key: str | None = None,
     on_progress: Progress | None = None,
     notify: Callable[[str], None] | None = None,
+    ray: str | None = None,
 ) -> LoadResult:
     """Drive every configuration of `spec` at the load points of `options.profile`, writing
     records to a run directory. With `resume`, the stored spec and options are used and the load
-    points that ended are skipped."""
+    points that ended are skipped. With `ray` (or the spec's `executor: {ray: ...}`), each model
+    group's points are driven by its worker on a Ray cluster, the groups side by side."""
     say = notify or (lambda msg: print(msg, file=sys.stderr))
     if resume is None:
         if spec is None or options is None or out is None:
@@ -281,6 +353,7 @@ def load(
                 api_key=api_key,
                 on_progress=on_progress,
                 notify=say,
+                ray=executor_of(run_spec, ray),
             )  # fmt: skip
         )
     store = Store.open(resume, writer=True)
@@ -296,7 +369,7 @@ def load(
         tasks = load_tasks(run_spec)
         run = _drive(
             run_spec, run_options, tasks, lambda: store, api_key=api_key,
-            on_progress=on_progress, notify=say,
+            on_progress=on_progress, notify=say, ray=executor_of(run_spec, ray),
         )  # fmt: skip
         return eventloop.run(run)
     finally:
