@@ -9,6 +9,9 @@ in flight per actor, and writes each shard's records to the run store, whose onl
 as the shard completes. The store's unique key makes a shard Ray retries after its worker died
 harmless, and resume skips what is stored, as in a local run.
 
+`tradeoff load` on Ray uses the same workers: each model group's load points are driven by its
+first worker, one at a time, the groups side by side (`Pool.drive_point`).
+
 Ray is imported only here, and only on Ray (`pip install 'tradeoff[ray]'`).
 """
 
@@ -170,6 +173,7 @@ class ShardWorker:
         import ray
 
         from tradeoff.config import resolve_configs
+        from tradeoff.engines.llamacpp import THREADS_ENV
         from tradeoff.meters.energy import find_energy_meter
         from tradeoff.meters.hardware import local_peaks
         from tradeoff.meters.host import host_info
@@ -180,8 +184,6 @@ class ShardWorker:
         configs = [c for c in resolve_configs(spec) if tuple(sorted(c.aliases)) == self.group]
         context = ray.get_runtime_context()
         cpus = context.get_assigned_resources().get("CPU", 0.0)
-        from tradeoff.engines.llamacpp import THREADS_ENV
-
         os.environ[THREADS_ENV] = str(max(1, int(cpus)))  # llama.cpp: the CPUs Ray gave it
         self.engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=self.api_key)
         await warm_engines(self.engines, configs)
