@@ -431,3 +431,33 @@ def test_fit_on_a_learnable_run_does_not_warn(tmp_path):
     assert "warning" not in result.stderr.lower()
     cal = Policy.load(tmp_path / "p.json").calibration  # the file keeps the figures behind that
     assert cal["apgr"] > 0.5 + 2 * cal["apgr_spread"] and cal["items"] == 300
+
+
+def test_a_run_of_two_configurations_needs_no_configs(tmp_path):
+    build_store(tmp_path / "run", 40)
+    evaluated = run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "5", "-f", "json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["configs"] == ["weak", "strong"]
+    fitted = run_cli("policy", "fit", str(tmp_path / "run"), "--budget", "2", "-o", "p.json",
+                     cwd=tmp_path)  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["configs"] == ["weak", "strong"]
+
+
+@pytest.mark.parametrize(
+    ("configs", "needles"),
+    [
+        ([("w", "weak")], ("1 configuration(s) (weak)", "at least two")),
+        ([("w", "weak"), ("s", "strong"), ("m", "mid")], ("(weak, strong, mid)", "--configs")),
+    ],
+)
+def test_without_configs_a_run_of_other_than_two_is_one_line(tmp_path, configs, needles):
+    items, weak, _ = synthetic(12, 0)
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs([(cid, name, {"strategy": "single"}) for cid, name in configs])
+    store.add_items(items)
+    for cid, _name in configs:
+        for it, score in zip(items, weak):
+            store.write_record(_record(cid, it.id, score, 1.0))
+    store.close()
+    one_line_error(run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "3"), *needles)

@@ -25,14 +25,20 @@ if TYPE_CHECKING:
     from tradeoff.policy.evaluate import Evaluation
 
 
-def _names(configs: str) -> list[str]:
-    return [c.strip() for c in configs.split(",") if c.strip()]
+def _names(configs: str | None) -> list[str] | None:
+    return None if configs is None else [c.strip() for c in configs.split(",") if c.strip()]
 
 
 def fit(
     directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
-    configs: Annotated[str, typer.Option(help="Configurations to choose between: A,B[,C...]")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write (JSON).")],
+    configs: Annotated[
+        str | None,
+        typer.Option(
+            help="Configurations to choose between: A,B[,C...] (default: both of a run that "
+            "has two)."
+        ),
+    ] = None,
     target_accuracy: Annotated[
         float | None, typer.Option(help="Cheapest routing reaching this accuracy.")
     ] = None,
@@ -104,7 +110,11 @@ def evaluate(
         int | None, typer.Option(help="Or fit and evaluate with K-fold cross-validation.")
     ] = None,
     configs: Annotated[
-        str | None, typer.Option(help="A,B[,C...] (with --cv; a policy names its own).")
+        str | None,
+        typer.Option(
+            help="A,B[,C...] (with --cv; default: both of a run that has two; a policy names "
+            "its own)."
+        ),
     ] = None,
     cost: Annotated[
         str,
@@ -134,8 +144,6 @@ def evaluate(
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
         result = evaluate_policy(table, fitted, str(policy))
     else:
-        if configs is None:
-            raise UserError("--cv needs --configs A,B[,C...]")
         if cv is None or cv < 2:
             raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")
         table, _ = run_table(directory, _names(configs), cost)

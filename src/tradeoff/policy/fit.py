@@ -40,14 +40,27 @@ class Table:
 
 
 def outcome_table(
-    records: pd.DataFrame, items: pd.DataFrame, configs: list[str], cost: str = "auto"
+    records: pd.DataFrame, items: pd.DataFrame, configs: list[str] | None, cost: str = "auto"
 ) -> Table:
-    """Scores and costs per item for `configs` (mean over samples), only items all of them ran.
+    """Scores and costs per item for `configs` (mean over samples), only items all of them ran;
+    None: the run's configurations, when it has exactly two.
 
     Costs are on the axis `cost` names (`analysis.costs`), `auto` resolved on the records of
     `configs`. A failed record scores 0 and its cost counts, as in every summary of a run.
     """
     known = list(dict.fromkeys(records["config"]))
+    if configs is None:
+        if len(known) != 2:
+            has = f"{len(known)} configuration(s)" + (f" ({', '.join(known)})" if known else "")
+            raise UserError(
+                f"the run has {has}: "
+                + (
+                    "choose between them with --configs A,B[,C...]"
+                    if len(known) > 2
+                    else "a policy chooses between at least two"
+                )
+            )
+        configs = known
     unknown = [c for c in configs if c not in known]
     if unknown:
         raise UserError(
@@ -288,13 +301,14 @@ def fit_policy(
 
 
 def run_table(
-    directory: str | Path, configs: list[str], cost: str = "auto"
+    directory: str | Path, configs: list[str] | None, cost: str = "auto"
 ) -> tuple[Table, list[dict[str, Any]]]:
-    """The outcome table of `configs` in a run directory, and their stored specs (in order)."""
+    """The outcome table of `configs` (None: both of a run that has two) in a run directory,
+    and their stored specs (in order)."""
     store = Store.open(directory)
     try:
         table = outcome_table(store.records(), store.items(), configs, cost)
         specs = {c["name"]: c["spec"] for c in store.configs()}
     finally:
         store.close()
-    return table, [specs.get(name, {}) for name in configs]
+    return table, [specs.get(name, {}) for name in table.configs]
