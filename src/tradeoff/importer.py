@@ -98,6 +98,7 @@ def import_outcomes(
                 f"{shown} has no {what} {column!r}; its columns: {', '.join(map(repr, columns))}"
             )
 
+    used = {column for _, column in wanted}
     items: list[Item] = []
     scores: list[list[float]] = []
     first_line: dict[str, int] = {}
@@ -118,7 +119,9 @@ def import_outcomes(
             raise UserError(
                 f"{where}: column {prompt_col!r} holds {_shown(prompt)}; expected the prompt text"
             )
-        items.append(Item(id=item_id, prompt=prompt, reference="", task=task))
+        # Every other column is kept as the item's metadata (`policy eval --split-by COLUMN`).
+        meta = {k: v for k, v in row.values.items() if k not in used}
+        items.append(Item(id=item_id, prompt=prompt, reference="", task=task, meta=meta))
         scores.append([_score(row.values[col], where, col) for _, col, _ in models])
 
     usd = cost_unit.strip().upper() == "USD"

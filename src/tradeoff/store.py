@@ -571,7 +571,8 @@ class Store:
     def items(self) -> pd.DataFrame:
         import pandas as pd
 
-        """Every item of the run: task, item_id, prompt (text or chat messages), reference."""
+        """Every item of the run: task, item_id, prompt (text or chat messages), reference,
+        meta (a dict)."""
         rows = self.conn.execute(
             "SELECT task, item_id, item FROM items WHERE run_id = ? ORDER BY rowid", (self.run_id,)
         ).fetchall()
@@ -582,6 +583,7 @@ class Store:
                 "item_id": [r[1] for r in rows],
                 "prompt": [d.get("prompt") for d in data],
                 "reference": [d.get("reference") for d in data],
+                "meta": [d.get("meta") or {} for d in data],
             }
         )
 

@@ -122,6 +122,15 @@ def evaluate(
             parser=cost_choice, metavar=COST_METAVAR, help="Cost axis, as for policy fit."
         ),
     ] = "auto",
+    split_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FIELD",
+            help="With --cv (default 5): folds of whole groups of this item field (task, or a "
+            "column kept by `import outcomes`, e.g. subject), so that no group is both fitted "
+            "on and evaluated: how the router does on queries unlike its training set.",
+        ),
+    ] = None,
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
     plot: Annotated[
         Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
@@ -136,6 +145,9 @@ def evaluate(
     from tradeoff.policy.fit import Policy, run_table
     from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
 
+    if split_by is not None and policy is not None:
+        raise UserError("--split-by goes with --cv K (a policy file was fitted already)")
+    cv = 5 if split_by is not None and cv is None else cv
     if (policy is None) == (cv is None):
         raise UserError("give either --policy FILE or --cv K")
     check_plot(plot)
@@ -152,7 +164,7 @@ def evaluate(
                 f"--cv {cv} is more than the {len(table.keys)} items of {directory}; "
                 f"give at most {len(table.keys)}"
             )
-        result = evaluate_cv(table, cv)
+        result = evaluate_cv(table, cv, split_by=split_by)
     _keep(directory, result)
     if plot is not None:
         from tradeoff.report.charts import write_router

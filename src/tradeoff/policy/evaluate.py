@@ -115,10 +115,20 @@ def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
     )
 
 
-def evaluate_cv(table: Table, k: int, seed: int = 0) -> Evaluation:
-    """Every number from items the router did not train on: k folds over items."""
+def evaluate_cv(table: Table, k: int, seed: int = 0, split_by: str | None = None) -> Evaluation:
+    """Every number from items the router did not train on: k folds over items, or over whole
+    groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones)."""
     x = featurize(table.texts, table.tasks)
-    return evaluate(table, out_of_fold(x, table.scores, k, seed), f"{k}-fold cross-validation")
+    if split_by is None:
+        return evaluate(table, out_of_fold(x, table.scores, k, seed), f"{k}-fold cross-validation")
+    groups = table.groups(split_by)
+    folds = min(k, len(set(groups)))
+    expected = out_of_fold(x, table.scores, k, seed, groups=groups)
+    source = (
+        f"{folds}-fold cross-validation over whole {split_by} groups ({len(set(groups))} groups; "
+        "none both fitted on and evaluated)"
+    )
+    return evaluate(table, expected, source)
 
 
 def evaluate_policy(table: Table, policy: Policy, path: str) -> Evaluation:

@@ -37,6 +37,21 @@ class Table:
     scores: np.ndarray
     costs: np.ndarray
     cost_axis: str
+    meta: list[dict[str, Any]] = field(default_factory=list)  # each item's metadata, in order
+
+    def groups(self, name: str) -> list[str]:
+        """Each item's value of field `name` (`task`, or a metadata field such as a column kept
+        by `import outcomes`); a field some items lack is one line naming the fields they have."""
+        if name == "task":
+            return list(self.tasks)
+        lacking = [i for i, m in enumerate(self.meta or [{}] * len(self.keys)) if name not in m]
+        if lacking:
+            have = sorted({"task"} | {k for m in self.meta for k in m})
+            raise UserError(
+                f"--split-by {name}: {len(lacking):,} of {len(self.keys):,} items have no field "
+                f"{name!r}; fields they have: {', '.join(have)}"
+            )
+        return [str(m[name]) for m in self.meta]
 
 
 def outcome_table(
@@ -84,6 +99,9 @@ def outcome_table(
         (t, i): prompt_text(p)
         for t, i, p in items[["task", "item_id", "prompt"]].itertuples(index=False)
     }
+    metas = {
+        (t, i): m or {} for t, i, m in items[["task", "item_id", "meta"]].itertuples(index=False)
+    }
     keys = [(str(task), str(item)) for task, item in scores.index]
     if len(keys) < 10:
         raise UserError(
@@ -97,6 +115,7 @@ def outcome_table(
         scores=scores.to_numpy(dtype=float),
         costs=costs.to_numpy(dtype=float),
         cost_axis=axis.name,
+        meta=[metas.get(k, {}) for k in keys],
     )
 
 
@@ -117,10 +136,33 @@ def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     return [order[i::k] for i in range(k)]
 
 
-def out_of_fold(x: np.ndarray, scores: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
-    """Expected scores for every item from predictors that never saw it (k-fold)."""
+def group_folds(groups: list[str], k: int, seed: int = 0) -> list[np.ndarray]:
+    """Folds of whole groups: the distinct values of `groups` shuffled with `seed` and dealt to
+    min(k, groups) folds, each fold the items of its groups; no group is in two folds."""
+    names = sorted(set(groups))
+    if len(names) < 2:
+        raise UserError(
+            f"every item is in one group ({names[0] if names else 'none'}): a grouped split "
+            "needs at least two; choose another --split-by field"
+        )
+    order = np.random.default_rng(seed).permutation(len(names))
+    fold_of = {names[g]: i % min(k, len(names)) for i, g in enumerate(order)}
+    index = np.array([fold_of[g] for g in groups])
+    return [np.flatnonzero(index == f) for f in range(min(k, len(names)))]
+
+
+def out_of_fold(
+    x: np.ndarray,
+    scores: np.ndarray,
+    k: int = 5,
+    seed: int = 0,
+    groups: list[str] | None = None,
+) -> np.ndarray:
+    """Expected scores for every item from predictors that never saw it: k folds over items, or
+    over whole `groups` (a group's items are fitted and evaluated in none of the same folds)."""
     out = np.zeros_like(scores, dtype=float)
-    for test in folds(len(x), k, seed):
+    split = folds(len(x), k, seed) if groups is None else group_folds(groups, k, seed)
+    for test in split:
         train = np.setdiff1d(np.arange(len(x)), test)
         out[test] = expected_scores(x[test], fit_predictors(x[train], scores[train]))
     return out
