@@ -507,3 +507,24 @@ def test_out_of_fold_by_group_predicts_each_group_without_it(tmp_path):
     one_line_error(
         run_cli("policy", "eval", str(out), "--split-by", "task"), "every item is in one group"
     )
+
+
+def test_train_on_one_run_and_evaluate_on_another(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train = imported(tmp_path / "a", one_word_decides(300, seed=1))
+    test = imported(tmp_path / "b", one_word_decides(60, seed=2))
+    moved = run_cli("policy", "eval", str(test), "--train", str(train), "-f", "json")
+    assert moved.returncode == 0, moved.stderr
+    result = json.loads(moved.stdout)
+    assert result["source"] == f"fitted on {train} (300 items)"
+    router = next(r for r in result["routers"] if r["label"] == "router")
+    assert router["apgr"] > 0.7  # the word that decides means the same in both runs (random: 0.5)
+    # The same queries leave nothing to evaluate.
+    one_line_error(
+        run_cli("policy", "eval", str(train), "--train", str(train)), "nothing left to evaluate"
+    )
+    one_line_error(
+        run_cli("policy", "eval", str(test), "--train", str(train), "--cv", "5"),
+        "give one of --policy FILE, --cv K or --train RUN",
+    )

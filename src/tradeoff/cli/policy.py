@@ -131,6 +131,14 @@ def evaluate(
             "on and evaluated: how the router does on queries unlike its training set.",
         ),
     ] = None,
+    train: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="RUN",
+            help="Or fit on every item of this run and evaluate on DIRECTORY's (its items not "
+            "in RUN): the configurations are matched by name.",
+        ),
+    ] = None,
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
     plot: Annotated[
         Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
@@ -145,13 +153,19 @@ def evaluate(
     from tradeoff.policy.fit import Policy, run_table
     from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
 
-    if split_by is not None and policy is not None:
-        raise UserError("--split-by goes with --cv K (a policy file was fitted already)")
+    if split_by is not None and (policy is not None or train is not None):
+        raise UserError("--split-by goes with --cv K, not with --policy or --train")
     cv = 5 if split_by is not None and cv is None else cv
-    if (policy is None) == (cv is None):
-        raise UserError("give either --policy FILE or --cv K")
+    if sum(x is not None for x in (policy, cv, train)) != 1:
+        raise UserError("give one of --policy FILE, --cv K or --train RUN")
     check_plot(plot)
-    if policy is not None:
+    if train is not None:
+        from tradeoff.policy.evaluate import evaluate_transfer
+
+        fitted_on, _ = run_table(train, _names(configs), cost)
+        table, _ = run_table(directory, fitted_on.configs, fitted_on.cost_axis)
+        result = evaluate_transfer(fitted_on, table, str(train))
+    elif policy is not None:
         fitted = Policy.load(policy)
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
         result = evaluate_policy(table, fitted, str(policy))

@@ -20,8 +20,9 @@ from tradeoff.analysis.router import (
     router_curve,
     weak_strong,
 )
+from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize
-from tradeoff.policy.fit import Policy, Table, out_of_fold
+from tradeoff.policy.fit import Policy, Table, expected_scores, fit_predictors, out_of_fold
 
 
 @dataclass
@@ -129,6 +130,25 @@ def evaluate_cv(table: Table, k: int, seed: int = 0, split_by: str | None = None
         "none both fitted on and evaluated)"
     )
     return evaluate(table, expected, source)
+
+
+def evaluate_transfer(train: Table, test: Table, train_name: str) -> Evaluation:
+    """Fitted on every item of one run, evaluated on another's (the same configurations by
+    name): how the router does on traffic it was not fitted on. A query also in the training
+    run (the same text) is left out of the figures."""
+    seen = set(train.texts)
+    keep = np.array([t not in seen for t in test.texts])
+    if not keep.any():
+        raise UserError(
+            f"every query of the test run is also in {train_name}: nothing left to evaluate"
+        )
+    test = test.subset(keep)
+    weights = fit_predictors(featurize(train.texts, train.tasks), train.scores)
+    expected = expected_scores(featurize(test.texts, test.tasks), weights)
+    source = f"fitted on {train_name} ({len(train.keys):,} items)"
+    if not keep.all():
+        source += f"; {int((~keep).sum()):,} queries also there left out"
+    return evaluate(test, expected, source)
 
 
 def evaluate_policy(table: Table, policy: Policy, path: str) -> Evaluation:

@@ -39,6 +39,20 @@ class Table:
     cost_axis: str
     meta: list[dict[str, Any]] = field(default_factory=list)  # each item's metadata, in order
 
+    def subset(self, keep: np.ndarray) -> Table:
+        """The items where `keep` (a boolean mask) is true."""
+        at = np.flatnonzero(keep)
+        return Table(
+            configs=self.configs,
+            keys=[self.keys[i] for i in at],
+            texts=[self.texts[i] for i in at],
+            tasks=[self.tasks[i] for i in at],
+            scores=self.scores[at],
+            costs=self.costs[at],
+            cost_axis=self.cost_axis,
+            meta=[self.meta[i] for i in at] if self.meta else [],
+        )
+
     def groups(self, name: str) -> list[str]:
         """Each item's value of field `name` (`task`, or a metadata field such as a column kept
         by `import outcomes`); a field some items lack is one line naming the fields they have."""
