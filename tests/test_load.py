@@ -27,6 +27,16 @@ def _rows(out, sql):
         con.close()
 
 
+def _some_records(out):
+    """Whether a running load has stored a record yet (its store may not have its tables yet)."""
+    if not (out / "tradeoff.sqlite").exists():
+        return False
+    try:
+        return bool(_rows(out, "SELECT 1 FROM records LIMIT 1"))
+    except sqlite3.OperationalError:
+        return False
+
+
 def _load(canned, out, *args):
     model = f"openai:{canned}#m"
     return run_cli(
@@ -324,7 +334,7 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 60
-    while not (out / "tradeoff.sqlite").exists() or not _rows(out, "SELECT 1 FROM records"):
+    while not _some_records(out):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     time.sleep(1)
