@@ -50,7 +50,7 @@ from tradeoff.analysis.router import (
 )
 from tradeoff.meters.host import cpu_model
 from tradeoff.policy.features import featurize
-from tradeoff.policy.fit import expected_scores, fit_predictors
+from tradeoff.policy.logistic import expected_scores, fit_predictors
 
 ROOT = Path(__file__).resolve().parent.parent
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"

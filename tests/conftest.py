@@ -47,6 +47,15 @@ def run_cli(
 FAST_SERVER = REPO / "benchmarks" / "fast_server.py"
 
 
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """The CLI refused with exit 2 and one line on stderr holding every needle."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
 def fast_server(*flags: str) -> Iterator[str]:
     """Run benchmarks/fast_server.py (a canned OpenAI-compatible streaming server) on a free
     loopback port; yields its base URL (`http://127.0.0.1:PORT/v1`), kills it afterwards."""

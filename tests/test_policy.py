@@ -16,7 +16,7 @@ from browser import (
     render,
     script_errors,
 )
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize
@@ -96,7 +96,7 @@ def test_out_of_fold_predictions_never_see_their_own_item():
     y = rng.integers(0, 2, size=(n, 2)).astype(float)
     x = featurize(texts, ["t"] * n, dim=1024)
     oof = out_of_fold(x, y, k=5)
-    from tradeoff.policy.fit import expected_scores, fit_predictors
+    from tradeoff.policy.logistic import expected_scores, fit_predictors
 
     in_sample = expected_scores(x, fit_predictors(x, y, l2=1e-3))
     assert np.corrcoef(in_sample[:, 0], y[:, 0])[0, 1] > 0.5  # memorised when seen
@@ -346,14 +346,6 @@ def one_word_decides(n, seed=0):
 
 def fit_cli(run, *args):
     return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args)
-
-
-def one_line_error(result, *needles):
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, (needle, result.stderr)
 
 
 @pytest.mark.parametrize(

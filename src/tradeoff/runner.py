@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tradeoff.config import (
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import RaySession, executor_of, open_ray_session, shard_size
-from tradeoff.session import open_session
+from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.types import Record
@@ -122,6 +123,31 @@ async def _execute(
             helper.close()
 
 
+def open_run_session(
+    spec: RunSpec,
+    configs: list[Config],
+    open_store: Callable[[], Store],
+    stop: Stop,
+    *,
+    api_key: str | None,
+    notify: Callable[[str], None],
+    ray: RayExecutor | None,
+    inline: bool = False,
+) -> AbstractAsyncContextManager[Session | RaySession]:
+    """The session a run drives: on Ray's workers, with `stop` installed first (the driver waits
+    in the event loop while the workers load their models), or in this process."""
+    if ray:
+        stop.install()
+        return open_ray_session(
+            spec, configs, open_store, ray,
+            api_key=api_key, notify=notify, stopped=lambda: stop.requested,
+        )  # fmt: skip
+    return open_session(
+        configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify,
+        inline=inline,
+    )  # fmt: skip
+
+
 async def _run_session(
     spec: RunSpec,
     configs: list[Config],
@@ -135,19 +161,9 @@ async def _run_session(
     ray: RayExecutor | None = None,
 ) -> RunResult:
     stop = Stop(notify)
-    if ray:  # from now: the driver waits in the event loop while the workers load their models
-        stop.install()
-    opened = (
-        open_ray_session(
-            spec, configs, open_store, ray,
-            api_key=api_key, notify=notify, stopped=lambda: stop.requested,
-        )
-        if ray
-        else open_session(
-            configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify,
-            inline=True,
-        )
-    )  # fmt: skip
+    opened = open_run_session(
+        spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray, inline=True
+    )
     try:
         async with opened as session:
             store = session.store

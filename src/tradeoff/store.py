@@ -207,6 +207,16 @@ def _call_fact_columns(conn: sqlite3.Connection) -> None:
         last = rows[-1][0]
 
 
+def _embeddings(conn: sqlite3.Connection) -> None:
+    """5 -> 6. Sentence embeddings of the run's queries (`policy.embed`), by model and a digest
+    of the text, so that refitting or re-evaluating a router embeds nothing twice; `vector` is
+    float32, little-endian."""
+    conn.execute(
+        "CREATE TABLE embeddings (model TEXT NOT NULL, digest TEXT NOT NULL, "
+        "vector BLOB NOT NULL, PRIMARY KEY (model, digest))"
+    )
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -218,6 +228,7 @@ MIGRATIONS: list[Migration] = [
     _load_points,
     _evaluations,
     _call_fact_columns,
+    _embeddings,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
@@ -758,6 +769,27 @@ class Store:
             (self.run_id, kind),
         ).fetchall()
         return [{**json.loads(text), "created_at": t} for t, text in rows]
+
+    # --- embeddings of the queries (routers) ----------------------------------------------------
+
+    def embeddings(self, model: str, digests: list[str]) -> dict[str, bytes]:
+        """The stored vectors of `model` among `digests`, by digest."""
+        found: dict[str, bytes] = {}
+        for at in range(0, len(digests), 500):  # SQLite's limit on bound parameters
+            chunk = digests[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT digest, vector FROM embeddings WHERE model = ? AND digest IN ({marks})"
+            found.update(self.conn.execute(sql, (model, *chunk)).fetchall())
+        return found
+
+    def add_embeddings(self, model: str, vectors: dict[str, bytes]) -> None:
+        """Vectors of `model` by digest, in one transaction (a reader may add them)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO embeddings (model, digest, vector) VALUES (?, ?, ?)",
+                [(model, d, v) for d, v in vectors.items()],
+            )
 
     # --- scrapes of the upstreams' own metrics --------------------------------------------------
 

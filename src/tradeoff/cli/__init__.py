@@ -70,7 +70,9 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except UserError as exc:
-        err_console.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

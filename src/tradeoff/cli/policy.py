@@ -23,10 +23,37 @@ from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
     from tradeoff.policy.evaluate import Evaluation
+    from tradeoff.policy.routers import Featurizer
 
 
 def _names(configs: str | None) -> list[str] | None:
     return None if configs is None else [c.strip() for c in configs.split(",") if c.strip()]
+
+
+ROUTER_HELP = (
+    "Router family: words-lr (hashed words, logistic regression; nothing to install, fastest), "
+    "embed-lr, embed-knn, mf (two-tower, for many configurations), ensemble (embed-knn and "
+    "embed-lr stacked: the best on queries unlike the training set). All but words-lr read "
+    "sentence embeddings: pip install 'tradeoff[embed]'."
+)
+
+
+def _features(router: str, run: Path) -> Featurizer:
+    """The router's features for a run's queries; embeddings are cached in its store, with a
+    progress line while they are computed."""
+    from tradeoff.policy.routers import ROUTERS, Featurizer
+
+    if ROUTERS[router].features == "words":
+        return Featurizer(router)
+
+    def progress(done: int, total: int) -> None:
+        err_console.print(
+            f"embedding {done:,}/{total:,} queries of {run} (kept in its store)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    return Featurizer(router, run, progress)
 
 
 def fit(
@@ -56,12 +83,16 @@ def fit(
             help="What a query costs (given: the costs of imported outcomes).",
         ),
     ] = "auto",
+    router: Annotated[str, typer.Option(metavar="NAME", help=ROUTER_HELP)] = "words-lr",
 ) -> None:
     """Learn which configuration to use per query, calibrated to one target.
 
-    From text features that need no network; calibrated on out-of-fold predictions.
+    Calibrated on out-of-fold predictions (5 folds over items), whose figures it prints; the
+    router is then refitted on every item. `policy eval --split-by` says how it transfers to
+    queries unlike these.
     """
     from tradeoff.policy.fit import fit_policy, run_table
+    from tradeoff.policy.routers import resolve_router
 
     targets = {
         k: v
@@ -76,15 +107,22 @@ def fit(
         raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
     if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
         raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    kind = resolve_router(router)
     check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
-    policy = fit_policy(table, targets, specs)
+    policy = fit_policy(table, targets, specs, kind, _features(kind, directory))
     policy.save(out)
     cal = policy.calibration
+    gained = (
+        f"; APGR {cal['apgr']:.3f} (random 0.50 ± {2 * cal['apgr_spread']:.2f})"
+        if "apgr" in cal
+        else ""
+    )
     console.print(
-        f"wrote {out}: {len(table.configs)} configurations, {len(table.keys)} items, cost "
-        f"{table.cost_axis}; calibrated (out of fold): accuracy {cal['accuracy']:.3f}, mean cost "
-        f"{cal['cost']:.4g}, {cal['strong_fraction']:.0%} to {table.configs[policy.strong]}",
+        f"wrote {out}: router {kind}, {len(table.configs)} configurations, {len(table.keys)} "
+        f"items, cost {table.cost_axis}; calibrated out of fold ({cal['evaluation']}): accuracy "
+        f"{cal['accuracy']:.3f}, mean cost {cal['cost']:.4g}, {cal['strong_fraction']:.0%} to "
+        f"{table.configs[policy.strong]}{gained}",
         soft_wrap=True,
         highlight=False,
     )
@@ -139,6 +177,9 @@ def evaluate(
             "in RUN): the configurations are matched by name.",
         ),
     ] = None,
+    router: Annotated[
+        str | None, typer.Option(metavar="NAME", help="With --cv or --train: " + ROUTER_HELP)
+    ] = None,
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
     plot: Annotated[
         Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
@@ -151,6 +192,7 @@ def evaluate(
     """
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
     from tradeoff.policy.fit import Policy, run_table
+    from tradeoff.policy.routers import resolve_router
     from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
 
     if split_by is not None and (policy is not None or train is not None):
@@ -158,17 +200,21 @@ def evaluate(
     cv = 5 if split_by is not None and cv is None else cv
     if sum(x is not None for x in (policy, cv, train)) != 1:
         raise UserError("give one of --policy FILE, --cv K or --train RUN")
+    if policy is not None and router is not None:
+        raise UserError("--router goes with --cv K or --train RUN; a policy names its own")
     check_plot(plot)
+    kind = resolve_router(router or "words-lr") if policy is None else ""
     if train is not None:
         from tradeoff.policy.evaluate import evaluate_transfer
 
         fitted_on, _ = run_table(train, _names(configs), cost)
         table, _ = run_table(directory, fitted_on.configs, fitted_on.cost_axis)
-        result = evaluate_transfer(fitted_on, table, str(train))
+        features = (_features(kind, train), _features(kind, directory))
+        result = evaluate_transfer(fitted_on, table, str(train), kind, features)
     elif policy is not None:
         fitted = Policy.load(policy)
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
-        result = evaluate_policy(table, fitted, str(policy))
+        result = evaluate_policy(table, fitted, str(policy), directory)
     else:
         if cv is None or cv < 2:
             raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")
@@ -178,8 +224,12 @@ def evaluate(
                 f"--cv {cv} is more than the {len(table.keys)} items of {directory}; "
                 f"give at most {len(table.keys)}"
             )
-        result = evaluate_cv(table, cv, split_by=split_by)
+        result = evaluate_cv(
+            table, cv, split_by=split_by, router=kind, features=_features(kind, directory)
+        )
     _keep(directory, result)
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     if plot is not None:
         from tradeoff.report.charts import write_router
 

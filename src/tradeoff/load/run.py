@@ -38,9 +38,9 @@ from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
 from tradeoff.load.scrape import Scraper, default_scrape_url
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
-from tradeoff.ray_run import Pool, RaySession, executor_of, open_ray_session
-from tradeoff.runner import Stop, Writer
-from tradeoff.session import Session, open_session
+from tradeoff.ray_run import Pool, RaySession, executor_of
+from tradeoff.runner import Stop, Writer, open_run_session
+from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.work import Plan, load_tasks
@@ -102,18 +102,9 @@ async def _drive(
     profile = options.check()
     configs = resolve_configs(spec)
     stop = Stop(notify)
-    if ray:  # from now: the driver waits in the event loop while the workers load their models
-        stop.install()
-    opened = (
-        open_ray_session(
-            spec, configs, open_store, ray,
-            api_key=api_key, notify=notify, stopped=lambda: stop.requested,
-        )
-        if ray
-        else open_session(
-            configs, open_store, timeout_s=spec.timeout_s, api_key=api_key, notify=notify
-        )
-    )  # fmt: skip
+    opened = open_run_session(
+        spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray
+    )
     try:
         return await _drive_session(
             opened, spec, options, profile, configs, tasks, stop,

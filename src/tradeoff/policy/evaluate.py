@@ -4,7 +4,8 @@ configuration's accuracy, always beside the oracle and the random router."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ from tradeoff.analysis.router import (
     weak_strong,
 )
 from tradeoff.errors import UserError
-from tradeoff.policy.features import featurize
-from tradeoff.policy.fit import Policy, Table, expected_scores, fit_predictors, out_of_fold
+from tradeoff.policy.fit import Policy, Table, out_of_fold
+from tradeoff.policy.routers import Featurizer, WordsLR, new_router
 
 
 @dataclass
@@ -49,6 +50,8 @@ class Evaluation:
     items: int
     source: str  # "cv K" or "policy FILE"
     routers: list[RouterReport]
+    router: str = WordsLR.kind  # the router family evaluated (`routers.py`)
+    warnings: list[str] = field(default_factory=list)  # why these figures may mislead
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: each curve as lists of floats."""
@@ -73,7 +76,7 @@ class Evaluation:
             for r in data["routers"]
         ]
         plain = {f.name for f in fields(cls)} - {"routers"}
-        return cls(**{k: data[k] for k in plain}, routers=routers)
+        return cls(**{k: data[k] for k in plain if k in data}, routers=routers)
 
 
 def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterReport:
@@ -88,7 +91,9 @@ def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterRe
     )
 
 
-def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
+def evaluate(
+    table: Table, expected: np.ndarray, source: str, router: str = WordsLR.kind
+) -> Evaluation:
     """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes."""
     # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
     means = table.scores.mean(axis=0)
@@ -99,8 +104,11 @@ def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
     acc_w, acc_s = float(s[:, weak].mean()), float(s[:, strong].mean())
     cost_s = float(c[:, strong].mean())
     pair = (s[:, weak], s[:, strong], c[:, weak], c[:, strong])
-    router = router_curve(expected, s, c, weak, strong)
-    curves = [router, oracle_curve(*pair), random_curve(*pair)]
+    curves = [
+        router_curve(expected, s, c, weak, strong),
+        oracle_curve(*pair),
+        random_curve(*pair),
+    ]
     return Evaluation(
         configs=table.configs,
         weak=table.configs[weak],
@@ -113,29 +121,45 @@ def evaluate(table: Table, expected: np.ndarray, source: str) -> Evaluation:
         items=len(table.keys),
         source=source,
         routers=[_report(curve, acc_w, acc_s, cost_s) for curve in curves],
+        router=router,
     )
 
 
-def evaluate_cv(table: Table, k: int, seed: int = 0, split_by: str | None = None) -> Evaluation:
+def evaluate_cv(
+    table: Table,
+    k: int,
+    seed: int = 0,
+    split_by: str | None = None,
+    router: str = WordsLR.kind,
+    features: Featurizer | None = None,
+) -> Evaluation:
     """Every number from items the router did not train on: k folds over items, or over whole
     groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones)."""
-    x = featurize(table.texts, table.tasks)
+    x = (features or Featurizer(router))(table.texts, table.tasks)
     if split_by is None:
-        return evaluate(table, out_of_fold(x, table.scores, k, seed), f"{k}-fold cross-validation")
+        expected = out_of_fold(x, table.scores, k, seed, router=router)
+        return evaluate(table, expected, f"{k}-fold cross-validation", router)
     groups = table.groups(split_by)
     folds = min(k, len(set(groups)))
-    expected = out_of_fold(x, table.scores, k, seed, groups=groups)
+    expected = out_of_fold(x, table.scores, k, seed, groups=groups, router=router)
     source = (
         f"{folds}-fold cross-validation over whole {split_by} groups ({len(set(groups))} groups; "
         "none both fitted on and evaluated)"
     )
-    return evaluate(table, expected, source)
+    return evaluate(table, expected, source, router)
 
 
-def evaluate_transfer(train: Table, test: Table, train_name: str) -> Evaluation:
+def evaluate_transfer(
+    train: Table,
+    test: Table,
+    train_name: str,
+    router: str = WordsLR.kind,
+    features: tuple[Featurizer, Featurizer] | None = None,
+) -> Evaluation:
     """Fitted on every item of one run, evaluated on another's (the same configurations by
     name): how the router does on traffic it was not fitted on. A query also in the training
-    run (the same text) is left out of the figures."""
+    run (the same text) is left out of the figures. `features`: of the training run and of the
+    test run (each caches its own embeddings)."""
     seen = set(train.texts)
     keep = np.array([t not in seen for t in test.texts])
     if not keep.any():
@@ -143,13 +167,26 @@ def evaluate_transfer(train: Table, test: Table, train_name: str) -> Evaluation:
             f"every query of the test run is also in {train_name}: nothing left to evaluate"
         )
     test = test.subset(keep)
-    weights = fit_predictors(featurize(train.texts, train.tasks), train.scores)
-    expected = expected_scores(featurize(test.texts, test.tasks), weights)
+    on_train, on_test = features or (Featurizer(router), Featurizer(router))
+    fitted = new_router(router).fit(on_train(train.texts, train.tasks), train.scores)
+    expected = fitted.expected(on_test(test.texts, test.tasks))
     source = f"fitted on {train_name} ({len(train.keys):,} items)"
     if not keep.all():
         source += f"; {int((~keep).sum()):,} queries also there left out"
-    return evaluate(test, expected, source)
+    return evaluate(test, expected, source, router)
 
 
-def evaluate_policy(table: Table, policy: Policy, path: str) -> Evaluation:
-    return evaluate(table, policy.expected(table.texts, table.tasks), f"policy {path}")
+def evaluate_policy(
+    table: Table, policy: Policy, path: str, run: str | Path | None = None
+) -> Evaluation:
+    """The policy's routing of the table's items; in-sample where it was fitted on them (said in
+    the result's warnings: `--cv` or `--split-by` are the honest figures then)."""
+    expected = policy.expected(table.texts, table.tasks, run)
+    result = evaluate(table, expected, f"policy {path}", policy.kind)
+    seen = int(policy.seen(table.texts).sum())
+    if seen:
+        result.warnings.append(
+            f"in-sample: the policy was fitted on {seen:,} of these {len(table.keys):,} queries, "
+            "so these figures overstate it; --cv K or --split-by FIELD evaluate it out of sample"
+        )
+    return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ import pandas as pd
 from tradeoff.analysis.costs import record_costs, resolve
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
-from tradeoff.policy.features import featurize, prompt_text
-from tradeoff.policy.logistic import fit_logistic, predict
+from tradeoff.policy import embed
+from tradeoff.policy.features import prompt_text
+from tradeoff.policy.routers import Featurizer, Router, WordsLR, load_router, new_router
 from tradeoff.store import Store
 
 
@@ -133,15 +134,6 @@ def outcome_table(
     )
 
 
-def fit_predictors(x: np.ndarray, scores: np.ndarray, l2: float = 1.0) -> np.ndarray:
-    """One logistic predictor of P(score) per configuration: weights, shape (M, d)."""
-    return np.stack([fit_logistic(x, scores[:, j], l2=l2) for j in range(scores.shape[1])])
-
-
-def expected_scores(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.stack([predict(x, w) for w in weights], axis=1)
-
-
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     """k disjoint index sets covering range(n), shuffled with `seed`; none empty."""
     if not 2 <= k <= n:
@@ -159,6 +151,13 @@ def group_folds(groups: list[str], k: int, seed: int = 0) -> list[np.ndarray]:
             f"every item is in one group ({names[0] if names else 'none'}): a grouped split "
             "needs at least two; choose another --split-by field"
         )
+    sizes = pd.Series(groups).value_counts()
+    if (sizes == 1).any():
+        single = sizes[sizes == 1].index
+        raise UserError(
+            f"{len(single):,} of {len(names):,} groups have a single item (e.g. {single[0]!r}): "
+            "a grouped split needs groups of at least 2; choose a coarser --split-by field"
+        )
     order = np.random.default_rng(seed).permutation(len(names))
     fold_of = {names[g]: i % min(k, len(names)) for i, g in enumerate(order)}
     index = np.array([fold_of[g] for g in groups])
@@ -171,14 +170,15 @@ def out_of_fold(
     k: int = 5,
     seed: int = 0,
     groups: list[str] | None = None,
+    router: str = WordsLR.kind,
 ) -> np.ndarray:
-    """Expected scores for every item from predictors that never saw it: k folds over items, or
+    """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds)."""
     out = np.zeros_like(scores, dtype=float)
     split = folds(len(x), k, seed) if groups is None else group_folds(groups, k, seed)
     for test in split:
         train = np.setdiff1d(np.arange(len(x)), test)
-        out[test] = expected_scores(x[test], fit_predictors(x[train], scores[train]))
+        out[test] = new_router(router).fit(x[train], scores[train]).expected(x[test])
     return out
 
 
@@ -223,6 +223,9 @@ def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float,
     return apgr(curve, float(means[weak]), float(means[strong])), spread
 
 
+FORMAT = "tradeoff-policy/2"
+DIGEST = 16  # hex characters of a training query's digest kept in the policy file
+
 # Fewer items than this per configuration are too few to learn hashed word features from.
 MIN_ITEMS_PER_CONFIG = 50
 
@@ -236,15 +239,33 @@ class Policy:
     cost_axis: str
     mean_costs: list[float]
     strong: int
-    dim: int
-    weights: list[list[float]]
+    router: dict[str, Any]  # its kind and fitted state (`routers.py`)
     lam: float
     target: dict[str, float]
-    calibration: dict[str, float] = field(default_factory=dict)
-    format: str = "tradeoff-policy/1"
+    calibration: dict[str, Any] = field(default_factory=dict)
+    fitted_on: list[str] = field(default_factory=list)  # digests of the training queries
+    format: str = FORMAT
 
-    def expected(self, texts: list[str], tasks: list[str]) -> np.ndarray:
-        return expected_scores(featurize(texts, tasks, self.dim), np.asarray(self.weights))
+    def __post_init__(self) -> None:
+        self._router: Router | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.router["kind"])
+
+    def expected(
+        self, texts: list[str], tasks: list[str], run: str | Path | None = None
+    ) -> np.ndarray:
+        """Each configuration's expected score for each query; embeddings of a run directory's
+        queries are read from (and kept in) its store."""
+        if self._router is None:
+            self._router = load_router(self.router)
+        return self._router.expected(Featurizer(self.kind, run)(texts, tasks))
+
+    def seen(self, texts: list[str]) -> np.ndarray:
+        """Which of `texts` this policy was fitted on (an evaluation on them is in-sample)."""
+        fitted = set(self.fitted_on)
+        return np.array([embed.digest(t)[:DIGEST] in fitted for t in texts], dtype=bool)
 
     def choose(self, texts: list[str], tasks: list[str]) -> list[str]:
         choice = choose(self.expected(texts, tasks), np.asarray(self.mean_costs), self.lam)
@@ -269,7 +290,7 @@ class Policy:
 
     def save(self, path: str | Path) -> None:
         try:
-            Path(path).write_text(json.dumps(asdict(self), indent=1))
+            Path(path).write_text(json.dumps(asdict(self)))
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -281,9 +302,25 @@ class Policy:
             raise UserError(f"policy file {path} does not exist") from None
         except (OSError, ValueError) as exc:
             raise UserError(f"policy file {path} is not readable JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != "tradeoff-policy/1":
-            raise UserError(f"{path} is not a tradeoff policy file (format tradeoff-policy/1)")
-        return cls(**data)
+        found = data.get("format") if isinstance(data, dict) else None
+        if not isinstance(found, str) or not found.startswith("tradeoff-policy/"):
+            raise UserError(f"{path} is not a tradeoff policy file (format {FORMAT})")
+        if found == "tradeoff-policy/1":  # hashed words and their weights, before routers
+            data["router"] = {"kind": WordsLR.kind, "dim": data.pop("dim")}
+            data["router"]["weights"] = data.pop("weights")
+        elif found != FORMAT:
+            raise UserError(
+                f"{path} is a policy of format {found}; this tradeoff reads {FORMAT} and "
+                "tradeoff-policy/1: fit it again with this version (`tradeoff policy fit`)"
+            )
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise UserError(f"{path}: unknown field(s) {', '.join(unknown)} for {FORMAT}")
+        data["format"] = FORMAT
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise UserError(f"{path} is not a complete {FORMAT} policy: {exc}") from None
 
 
 def calibrate(curve: pd.DataFrame, target: dict[str, float]) -> pd.Series:
@@ -308,12 +345,18 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float]) -> pd.Series:
 
 
 def fit_policy(
-    table: Table, target: dict[str, float], config_specs: list[dict[str, Any]], dim: int = 512
+    table: Table,
+    target: dict[str, float],
+    config_specs: list[dict[str, Any]],
+    router: str = WordsLR.kind,
+    features: Featurizer | None = None,
 ) -> Policy:
-    x = featurize(table.texts, table.tasks, dim)
+    """A policy choosing among the table's configurations with a `router` (its kind), calibrated
+    to `target` on 5-fold out-of-fold predictions, then refitted on every item."""
+    x = (features or Featurizer(router))(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
     strong = int(np.argmax(table.scores.mean(axis=0)))
-    oof = out_of_fold(x, table.scores)
+    oof = out_of_fold(x, table.scores, router=router)
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
     if "strong_fraction" in target and priced_apart:
@@ -332,8 +375,9 @@ def fit_policy(
         )
     else:
         row = calibrate(sweep(oof, table.scores, table.costs, mean_costs, strong), target)
-    weights = fit_predictors(x, table.scores)
-    calibration = {
+    fitted = new_router(router).fit(x, table.scores)
+    calibration: dict[str, Any] = {
+        "evaluation": "5-fold cross-validation over items (out of fold)",
         "items": float(len(table.keys)),
         "accuracy": float(row["accuracy"]),
         "cost": float(row["cost"]),
@@ -348,11 +392,11 @@ def fit_policy(
         cost_axis=table.cost_axis,
         mean_costs=[float(c) for c in mean_costs],
         strong=strong,
-        dim=dim,
-        weights=weights.tolist(),
+        router={"kind": router, **fitted.state()},
         lam=float(row["lam"]),
         target=target,
         calibration=calibration,
+        fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
     )
 
 

@@ -33,3 +33,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 25)
 def predict(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Predicted probability of success for each row of x."""
     return _sigmoid(x @ w)
+
+
+def fit_predictors(x: np.ndarray, scores: np.ndarray, l2: float = 1.0) -> np.ndarray:
+    """One logistic predictor of P(score) per configuration: weights, shape (M, d)."""
+    return np.stack([fit_logistic(x, scores[:, j], l2=l2) for j in range(scores.shape[1])])
+
+
+def expected_scores(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.stack([predict(x, w) for w in weights], axis=1)

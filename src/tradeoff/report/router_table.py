@@ -25,9 +25,10 @@ def _pct(value: float) -> str:
 def router_heading(result: Evaluation) -> str:
     """One line: the items, where the predictions come from, and the weak and strong ends."""
     return (
-        f"{result.items} items, {result.source}; weak {result.weak}: accuracy "
-        f"{result.acc_weak:.3f}, cost {result.cost_weak:.4g}; strong {result.strong}: accuracy "
-        f"{result.acc_strong:.3f}, cost {result.cost_strong:.4g} ({result.cost_axis} per query)"
+        f"router {result.router}; {result.items} items, {result.source}; weak {result.weak}: "
+        f"accuracy {result.acc_weak:.3f}, cost {result.cost_weak:.4g}; strong {result.strong}: "
+        f"accuracy {result.acc_strong:.3f}, cost {result.cost_strong:.4g} "
+        f"({result.cost_axis} per query)"
     )
 
 

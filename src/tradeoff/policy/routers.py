@@ -1,0 +1,336 @@
+"""Router families: each predicts every configuration's expected score for a query (N x M, in
+[0, 1]); the policy routes on those predictions and the configurations' costs.
+
+- `words-lr`: logistic regression on hashed words (`features.featurize`), one per configuration,
+  fitted by our own IRLS (`logistic.py`). Needs nothing installed; the fastest.
+- `embed-lr`: logistic regression on sentence embeddings (`embed.py`), one per configuration
+  (scikit-learn; a fractional score is a weighted pair of a success and a failure).
+- `embed-knn`: the similarity-weighted mean score of the k nearest training queries by cosine
+  (scikit-learn's KNeighborsRegressor; weights exp(-distance / 0.1), as RouteLLM's
+  similarity-weighted ranking weighs by similarity).
+- `mf`: a two-tower scorer for N-way routing, sigmoid(<P e(q), v_j> + b_j): one projection P of
+  the query's embedding shared by all configurations, one vector v_j per configuration. Hand-written
+  (numpy, full-batch Adam): scikit-learn has no factorised multi-output model.
+- `ensemble`: `embed-knn` and `embed-lr` stacked: per configuration, a logistic regression on
+  the members' out-of-fold logits (scikit-learn), so its output is a calibrated probability.
+
+The settings below (k, C, rank) are those `benchmarks/bench_routers.py` measured best on
+RouteLLM's MMLU outcomes; none is tuned per run.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tradeoff.errors import UserError
+from tradeoff.policy import embed
+from tradeoff.policy.features import featurize
+from tradeoff.policy.logistic import expected_scores, fit_predictors
+
+WORDS_DIM = 512
+
+
+def _pack(a: np.ndarray) -> dict[str, Any]:
+    """An array in a JSON file: float16 (knn's training embeddings) or float32, base64."""
+    a = np.ascontiguousarray(a)
+    text = base64.b64encode(a.tobytes()).decode()
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "b64": text}
+
+
+def _unpack(d: dict[str, Any]) -> np.ndarray:
+    raw = base64.b64decode(d["b64"])
+    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).astype(np.float64)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(q / (1 - q))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+
+
+class Router:
+    """Fit on features and scores (N x M in [0, 1]); predict expected scores (N x M)."""
+
+    kind: ClassVar[str]
+    features: ClassVar[str]  # "words" or "embedding"
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        raise NotImplementedError
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        raise NotImplementedError
+
+
+class WordsLR(Router):
+    kind, features = "words-lr", "words"
+
+    def __init__(self, weights: np.ndarray | None = None, dim: int = WORDS_DIM) -> None:
+        self.weights, self.dim = weights, dim
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        self.weights = fit_predictors(x, scores)
+        return self
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        assert self.weights is not None
+        return expected_scores(x, self.weights)
+
+    def state(self) -> dict[str, Any]:
+        assert self.weights is not None
+        return {"dim": self.dim, "weights": self.weights.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        return cls(np.asarray(state["weights"], dtype=float), int(state["dim"]))
+
+
+def _weighted_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fractional target y as a success weighted y and a failure weighted 1 - y."""
+    return np.vstack([x, x]), np.r_[np.ones(len(y)), np.zeros(len(y))], np.r_[y, 1 - y]
+
+
+class EmbedLR(Router):
+    kind, features = "embed-lr", "embedding"
+    # L2 penalty on the mean log-loss, whatever the number of queries n (scikit-learn's C is
+    # 1 / (PENALTY * n)): C = 0.1 on RouteLLM's 8,770 training queries of a fold, the best there.
+    PENALTY = 1e-3
+
+    def __init__(self, coef: np.ndarray | None = None, intercept: np.ndarray | None = None):
+        self.coef, self.intercept = coef, intercept
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        from sklearn.linear_model import LogisticRegression
+
+        coef, intercept = [], []
+        for j in range(scores.shape[1]):
+            y = np.clip(scores[:, j], 0.0, 1.0)
+            if y.min() == y.max():  # one outcome only: a constant
+                coef.append(np.zeros(x.shape[1]))
+                intercept.append(float(_logit(np.array([y[0]]))[0]))
+                continue
+            xs, ys, ws = _weighted_pairs(x, y)
+            c = 1.0 / (self.PENALTY * len(x))
+            lr = LogisticRegression(C=c, max_iter=1000).fit(xs, ys, sample_weight=ws)
+            coef.append(lr.coef_[0])
+            intercept.append(float(lr.intercept_[0]))
+        self.coef, self.intercept = np.array(coef), np.array(intercept)
+        return self
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        assert self.coef is not None and self.intercept is not None
+        return _sigmoid(x @ self.coef.T + self.intercept)
+
+    def state(self) -> dict[str, Any]:
+        assert self.coef is not None and self.intercept is not None
+        return {"coef": _pack(self.coef.astype(np.float32)), "intercept": self.intercept.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        return cls(_unpack(state["coef"]), np.asarray(state["intercept"], dtype=float))
+
+
+def _similarity_weights(distance: np.ndarray) -> np.ndarray:
+    return np.exp(-distance / EmbedKNN.WIDTH)
+
+
+class EmbedKNN(Router):
+    kind, features = "embed-knn", "embedding"
+    K = 100
+    WIDTH = 0.1  # cosine distance at which a neighbour weighs 1/e of an identical query
+
+    def __init__(self, x: np.ndarray | None = None, scores: np.ndarray | None = None) -> None:
+        self.x, self.scores = x, scores
+        self.model: Any = None
+        if x is not None and scores is not None:
+            self.fit(x, scores)
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        from sklearn.neighbors import KNeighborsRegressor
+
+        self.x, self.scores = x, scores
+        self.model = KNeighborsRegressor(
+            n_neighbors=min(self.K, len(x)),
+            metric="cosine",
+            algorithm="brute",
+            weights=_similarity_weights,
+        ).fit(x, scores)
+        return self
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(self.model.predict(x)).reshape(len(x), -1), 0.0, 1.0)
+
+    def state(self) -> dict[str, Any]:
+        assert self.x is not None and self.scores is not None
+        return {"x": _pack(self.x.astype(np.float16)), "scores": _pack(self.scores)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        return cls(_unpack(state["x"]), _unpack(state["scores"]))
+
+
+class TwoTower(Router):
+    kind, features = "mf", "embedding"
+    RANK, STEPS, RATE, L2 = 16, 400, 0.02, 1e-2
+
+    def __init__(
+        self, p: np.ndarray | None = None, v: np.ndarray | None = None, b: np.ndarray | None = None
+    ) -> None:
+        self.p, self.v, self.b = p, v, b
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        rng = np.random.default_rng(0)
+        n, d = x.shape
+        m = scores.shape[1]
+        params = [
+            rng.normal(0, 1 / math.sqrt(d), (d, self.RANK)),
+            rng.normal(0, 1 / math.sqrt(self.RANK), (self.RANK, m)),
+            _logit(scores.mean(axis=0)),
+        ]
+        first = [np.zeros_like(a) for a in params]
+        second = [np.zeros_like(a) for a in params]
+        for step in range(1, self.STEPS + 1):
+            p, v, b = params
+            u = x @ p
+            err = (_sigmoid(u @ v + b) - scores) / (n * m)  # d(mean log-loss)/d(logit)
+            grads = [x.T @ (err @ v.T) + self.L2 * p, u.T @ err + self.L2 * v, err.sum(axis=0)]
+            for a, g, m1, m2 in zip(params, grads, first, second):  # Adam
+                m1 *= 0.9
+                m1 += 0.1 * g
+                m2 *= 0.999
+                m2 += 0.001 * g * g
+                a -= self.RATE * (m1 / (1 - 0.9**step)) / (np.sqrt(m2 / (1 - 0.999**step)) + 1e-8)
+        self.p, self.v, self.b = params
+        return self
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        assert self.p is not None and self.v is not None and self.b is not None
+        return _sigmoid(x @ self.p @ self.v + self.b)
+
+    def state(self) -> dict[str, Any]:
+        assert self.p is not None and self.v is not None and self.b is not None
+        return {"p": _pack(self.p.astype(np.float32)), "v": self.v.tolist(), "b": self.b.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        return cls(_unpack(state["p"]), np.asarray(state["v"]), np.asarray(state["b"]))
+
+
+class Ensemble(Router):
+    kind, features = "ensemble", "embedding"
+    MEMBERS: ClassVar[tuple[type[Router], ...]] = (EmbedKNN, EmbedLR)
+    FOLDS = 5
+
+    def __init__(self, members: list[Router] | None = None, stack: EmbedLR | None = None):
+        self.members, self.stack = members or [], stack
+
+    def _stacked(self, predictions: list[np.ndarray], j: int) -> np.ndarray:
+        return np.stack([_logit(p[:, j]) for p in predictions], axis=1)
+
+    def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
+        from sklearn.linear_model import LogisticRegression
+
+        order = np.random.default_rng(0).permutation(len(x))
+        folds = [order[i :: self.FOLDS] for i in range(min(self.FOLDS, len(x)))]
+        oof = [np.zeros_like(scores, dtype=float) for _ in self.MEMBERS]
+        for test in folds:
+            train = np.setdiff1d(order, test)
+            for out, member in zip(oof, self.MEMBERS):
+                out[test] = member().fit(x[train], scores[train]).expected(x[test])
+        coef, intercept = [], []
+        for j in range(scores.shape[1]):
+            z, y = self._stacked(oof, j), np.clip(scores[:, j], 0.0, 1.0)
+            if y.min() == y.max():
+                coef.append(np.zeros(len(self.MEMBERS)))
+                intercept.append(float(_logit(np.array([y[0]]))[0]))
+                continue
+            zs, ys, ws = _weighted_pairs(z, y)
+            lr = LogisticRegression(C=1.0, max_iter=1000).fit(zs, ys, sample_weight=ws)
+            coef.append(lr.coef_[0])
+            intercept.append(float(lr.intercept_[0]))
+        self.stack = EmbedLR(np.array(coef), np.array(intercept))
+        self.members = [member().fit(x, scores) for member in self.MEMBERS]
+        return self
+
+    def expected(self, x: np.ndarray) -> np.ndarray:
+        assert self.stack is not None and self.stack.coef is not None
+        predictions = [m.expected(x) for m in self.members]
+        assert self.stack.intercept is not None
+        columns = [
+            _sigmoid(self._stacked(predictions, j) @ self.stack.coef[j] + self.stack.intercept[j])
+            for j in range(len(self.stack.intercept))
+        ]
+        return np.stack(columns, axis=1)
+
+    def state(self) -> dict[str, Any]:
+        assert self.stack is not None
+        return {
+            "members": [{"kind": m.kind, **m.state()} for m in self.members],
+            "stack": self.stack.state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Router:
+        members = [ROUTERS[m["kind"]].from_state(m) for m in state["members"]]
+        stack = EmbedLR.from_state(state["stack"])
+        assert isinstance(stack, EmbedLR)
+        return cls(members, stack)
+
+
+ROUTERS: dict[str, type[Router]] = {
+    r.kind: r for r in (WordsLR, EmbedLR, EmbedKNN, TwoTower, Ensemble)
+}
+
+
+def resolve_router(name: str) -> str:
+    """A router's kind, checked: an unknown name, or one whose embedding model is not installed,
+    is one line saying what would do."""
+    if name not in ROUTERS:
+        raise UserError(f"unknown router '{name}'; known: {', '.join(ROUTERS)}")
+    if ROUTERS[name].features == "embedding" and not embed.available():
+        raise embed.missing(f"router '{name}'")
+    return name
+
+
+@dataclass
+class Featurizer:
+    """The features a router reads, for given queries; embeddings cached in `run`'s store."""
+
+    kind: str
+    run: str | Path | None = None
+    progress: Callable[[int, int], None] | None = None
+
+    def __call__(self, texts: list[str], tasks: list[str]) -> np.ndarray:
+        router = ROUTERS[self.kind]
+        if router.features == "words":
+            return featurize(texts, tasks, WORDS_DIM)
+        return embed.embed(texts, self.run, f"router '{self.kind}'", self.progress).astype(
+            np.float64
+        )
+
+
+def new_router(kind: str) -> Router:
+    return ROUTERS[kind]()
+
+
+def load_router(data: dict[str, Any]) -> Router:
+    kind = data.get("kind")
+    if kind not in ROUTERS:
+        raise UserError(f"unknown router '{kind}' in the policy file; known: {', '.join(ROUTERS)}")
+    return ROUTERS[kind].from_state(data)

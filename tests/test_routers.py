@@ -1,0 +1,250 @@
+"""Router families on outcomes the test writes (topics of known difficulty), through the real
+CLI, store, embedding model (all-MiniLM-L6-v2 from its PyPI package) and scikit-learn."""
+
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import one_line_error, run_cli
+
+from tradeoff.policy.fit import Policy, out_of_fold
+from tradeoff.policy.routers import ROUTERS, load_router, new_router
+
+# Two kinds of topic, each kind in words no other topic uses: medicine is hard (only the strong
+# model answers), sport easy (both do). A router that knows what the words mean can carry
+# "medicine is hard" to a medical topic it never saw; one that knows only the words cannot.
+TOPICS = {
+    "cardiology": ("medicine", ["heart", "artery", "cardiac valve", "arrhythmia", "ventricle"]),
+    "oncology": ("medicine", ["tumor", "cancer", "chemotherapy", "biopsy", "metastasis"]),
+    "neurology": ("medicine", ["brain", "neuron", "seizure", "stroke", "dementia"]),
+    "immunology": ("medicine", ["antibody", "vaccine", "immune system", "infection", "allergy"]),
+    "football": ("sport", ["goalkeeper", "penalty kick", "striker", "offside rule", "stadium"]),
+    "tennis": ("sport", ["racket", "backhand", "volley", "wimbledon", "tiebreak"]),
+    "basketball": ("sport", ["slam dunk", "rebound", "hoop", "dribbling", "three-pointer"]),
+    "baseball": ("sport", ["pitcher", "inning", "home run", "batter", "shortstop"]),
+}
+FRAMES_FREE_NOUNS = ["violin", "glacier", "tax law", "volcano", "poetry", "satellite", "bread"]
+FRAMES = [
+    "Explain how the {a} relates to the {b}.",
+    "What is the role of the {a} when considering the {b}?",
+    "Describe the {a} and compare it with the {b}.",
+    "Why does the {a} matter for the {b}?",
+]
+
+
+def topic_rows(per_topic=30, seed=0):
+    """(prompt, weak correct, strong correct, topic): weak fails 80% of medicine, 10% of sport;
+    strong is right on 95% of both."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for topic, (kind, words) in TOPICS.items():
+        for _ in range(per_topic):
+            a, b = rng.choice(words, size=2, replace=False)
+            prompt = FRAMES[rng.integers(len(FRAMES))].format(a=a, b=b)
+            weak_fails = 0.8 if kind == "medicine" else 0.1
+            rows.append((prompt, int(rng.random() >= weak_fails), int(rng.random() < 0.95), topic))
+    return rows
+
+
+def import_rows(tmp_path, rows, extra="topic"):
+    path = tmp_path / "outcomes.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "weak_correct", "strong_correct", extra])
+        writer.writerows(rows)
+    out = tmp_path / "run"
+    made = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt",
+        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def topics(tmp_path_factory):
+    return import_rows(tmp_path_factory.mktemp("topics"), topic_rows())
+
+
+def grouped_apgr(run, router, *more):
+    result = run_cli(
+        "policy", "eval", str(run), "--split-by", "topic", "--cv", "4", "--router", router,
+        "-f", "json", *more,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["router"] == router
+    assert data["source"].startswith("4-fold cross-validation over whole topic groups")
+    return next(r["apgr"] for r in data["routers"] if r["label"] == "router")
+
+
+def test_embeddings_carry_difficulty_to_unseen_topics_where_hashed_words_cannot(topics):
+    words = grouped_apgr(topics, "words-lr")
+    for router in ("embed-knn", "embed-lr", "mf", "ensemble"):
+        meaning = grouped_apgr(topics, router)
+        assert meaning > 0.6, (router, meaning)  # random 0.5 ± 0.05; the oracle 0.88
+        assert meaning > words + 0.15, (router, meaning, words)
+    assert words < 0.55  # the held-out topics' words were never seen: nothing to go on
+
+
+def test_the_embeddings_are_kept_in_the_store_and_reused(topics):
+    from tradeoff.policy import embed
+    from tradeoff.store import Store
+
+    grouped_apgr(topics, "embed-lr")
+    store = Store.open(topics)
+    try:
+        texts = store.items()["prompt"].tolist()
+        kept = store.embeddings(embed.MODEL, [embed.digest(t) for t in texts])
+    finally:
+        store.close()
+    assert set(kept) == {embed.digest(t) for t in texts}
+    again = embed.embed(texts[:5], topics)
+    assert np.allclose(again, embed.encode(texts[:5]), atol=1e-5)
+
+
+def test_a_grouped_split_never_lets_a_group_be_fitted_and_evaluated(tmp_path):
+    """Every query of a group is the same text and the same outcome, drawn at random per group:
+    a nearest-neighbour router that saw any of a group would route it perfectly; one that never
+    did has nothing to go on."""
+    rng = np.random.default_rng(3)
+    nouns = [w for _, words in TOPICS.values() for w in words] + FRAMES_FREE_NOUNS
+    rows = []
+    for g in range(24):
+        text = " ".join(rng.choice(nouns, size=3, replace=False))
+        rows += [(text, int(rng.random() < 0.5), 1, f"g{g}")] * 8
+    run = import_rows(tmp_path, rows)
+    grouped = grouped_apgr(run, "embed-knn")
+    random_folds = run_cli(
+        "policy", "eval", str(run), "--cv", "4", "--router", "embed-knn", "-f", "json"
+    )
+    router, oracle, _ = json.loads(random_folds.stdout)["routers"]
+    # Random folds put copies of a query on both sides: memorised, as good as the oracle.
+    assert router["apgr"] == pytest.approx(oracle["apgr"], abs=0.01)
+    assert oracle["apgr"] > 0.65
+    assert grouped < 0.58, grouped  # whole groups held out: no memory of them (random 0.5)
+
+
+def test_each_router_round_trips_through_its_state():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 384))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = (rng.random((60, 3)) < 0.5).astype(float)
+    scores[:, 1] = 0.5  # a fractional score
+    for kind, cls in ROUTERS.items():
+        if cls.features == "words":
+            continue
+        fitted = new_router(kind).fit(x, scores)
+        state = json.loads(json.dumps({"kind": kind, **fitted.state()}))
+        back = load_router(state)
+        expected = fitted.expected(x[:7])
+        assert expected.shape == (7, 3)
+        assert ((expected >= 0) & (expected <= 1)).all()
+        assert np.allclose(back.expected(x[:7]), expected, atol=2e-3), kind  # float16/32 stored
+
+
+def test_mf_routes_among_many_configurations_by_what_each_is_good_at():
+    """Three configurations, each right on its own cluster of queries: the two-tower scorer
+    predicts the right one for queries it did not see."""
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 384)
+    cluster = rng.integers(3, size=300)
+    x = centres[cluster] + rng.normal(scale=0.05, size=(300, 384))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = np.eye(3)[cluster]
+    oof = out_of_fold(x, scores, k=5, router="mf")
+    assert (oof.argmax(axis=1) == cluster).mean() > 0.95
+
+
+def test_fit_writes_the_router_and_says_its_out_of_fold_figures(topics, tmp_path):
+    policy_file = tmp_path / "p.json"
+    fitted = run_cli(
+        "policy", "fit", str(topics), "--router", "embed-knn", "--strong-fraction", "0.5",
+        "--out", str(policy_file),
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert "router embed-knn" in fitted.stdout
+    assert "calibrated out of fold (5-fold cross-validation over items" in fitted.stdout
+    assert "APGR" in fitted.stdout
+    policy = Policy.load(policy_file)
+    assert policy.kind == "embed-knn"
+    chosen = policy.choose(
+        [
+            "Describe the tumor and compare it with the biopsy.",
+            "Explain how the pitcher relates to the home run.",
+        ],
+        ["synthetic", "synthetic"],
+    )
+    assert chosen == ["strong", "weak"]
+    # Evaluated on the very items it was fitted on: said to be in-sample.
+    evaluated = run_cli("policy", "eval", str(topics), "--policy", str(policy_file))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "in-sample: the policy was fitted on 240 of these 240 queries" in evaluated.stderr
+
+
+def test_bad_router_input_is_one_line(topics, tmp_path):
+    one_line_error(
+        run_cli("policy", "eval", str(topics), "--cv", "3", "--router", "forest"),
+        "unknown router 'forest'", "words-lr", "ensemble",
+    )  # fmt: skip
+    # A field that names every item on its own: no group has two.
+    unique = import_rows(
+        tmp_path, [(f"question {i}", i % 2, 1, f"id{i}") for i in range(40)], extra="qid"
+    )
+    one_line_error(
+        run_cli("policy", "eval", str(unique), "--split-by", "qid"),
+        "40 of 40 groups have a single item", "coarser --split-by",
+    )  # fmt: skip
+    # A policy file from another version of tradeoff.
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"format": "tradeoff-policy/9", "configs": ["weak", "strong"]}))
+    one_line_error(
+        run_cli("policy", "eval", str(topics), "--policy", str(future)),
+        "format tradeoff-policy/9", "fit it again",
+    )  # fmt: skip
+    one_line_error(
+        run_cli("policy", "eval", str(topics), "--policy", str(future), "--router", "mf"),
+        "--router goes with --cv K or --train RUN",
+    )  # fmt: skip
+
+
+def test_an_embedding_router_without_the_model_installed_names_the_extra(topics):
+    """The embed extra hidden from the process (as if never installed)."""
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['sentence_transformers'] = None; "
+        "from tradeoff.cli import main; sys.argv = ['tradeoff'] + sys.argv[1:]; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "policy", "eval", str(topics), "--cv", "3",
+         "--router", "ensemble"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    one_line_error(
+        result, "router 'ensemble' needs the sentence-embedding model", "tradeoff[embed]"
+    )
+
+
+def test_a_policy_file_of_the_first_format_still_routes(topics, tmp_path):
+    policy_file = tmp_path / "p.json"
+    fitted = run_cli(
+        "policy", "fit", str(topics), "--strong-fraction", "0.5", "--out", str(policy_file)
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    data = json.loads(policy_file.read_text())
+    router = data.pop("router")
+    assert router["kind"] == "words-lr"
+    data.pop("fitted_on")
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps({**data, "format": "tradeoff-policy/1", "dim": router["dim"],
+                    "weights": router["weights"]})
+    )  # fmt: skip
+    texts = ["Why does the inning matter for the batter?", "Explain the brain and the neuron."]
+    assert Policy.load(old).choose(texts, ["t", "t"]) == Policy.load(policy_file).choose(
+        texts, ["t", "t"]
+    )
