@@ -109,12 +109,13 @@ _ENTRY_FIELDS = {"strategy", "name", "model", "models", "temperature", "max_toke
 @dataclass(frozen=True)
 class Report:
     """Something a strategy's outcome says (a key of `Outcome.extra`) that a served answer
-    reports: an `x-tradeoff-*` header, and a Prometheus counter by served model.
+    reports: an `x-tradeoff-*` header, and a Prometheus metric by served model.
     kind "flag" counts answers where it is true, "count" adds it up, "label" counts answers by
-    its value (under the label `label`)."""
+    its value (under the label `label`); "seconds" (a key ending `_s`) is a duration: a header
+    in milliseconds (`decision_s`: `x-tradeoff-decision-ms`) and a histogram."""
 
     key: str
-    kind: Literal["flag", "count", "label"]
+    kind: Literal["flag", "count", "label", "seconds"]
     metric: str
     help: str
     label: str = ""
@@ -177,6 +178,11 @@ class StrategyParams(BaseModel):
     def batch_sizes(cls, config: Config, alias: str) -> set[int]:
         """The batch sizes `config` asks of model `alias` (besides 1)."""
         return set()
+
+    @classmethod
+    def prepare(cls, config: Config) -> None:
+        """Load what runs of `config` need once per process, beside its models (a route's
+        policy), before the first request, so that no request's time includes it."""
 
     def expand(self) -> list[StrategyParams]:
         """One entry per combination of list-valued parameters."""

@@ -32,7 +32,7 @@ from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
 from tradeoff.meters.host import usable_cores
 from tradeoff.session import open_engines
-from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
+from tradeoff.strategies.calls import HELPER_UNMETERED, CallMeter
 from tradeoff.types import Record
 from tradeoff.work import Emit, PerTurn, Plan, Work, load_tasks, run_work
 
@@ -222,7 +222,7 @@ async def _dispatch(spec: RunSpec, api_key: str | None, concurrency: int, conn: 
     # The parent has checked that the servers answer.
     engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=api_key, check=False)
     try:
-        plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, REMOTE_ENERGY))
+        plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, HELPER_UNMETERED))
         source = _WorkFrom(conn, asyncio.get_running_loop(), concurrency)
         sending = PerTurn[tuple[Record, float]](lambda batch: conn.send(("records", batch)))
 

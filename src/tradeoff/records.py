@@ -6,16 +6,25 @@ from __future__ import annotations
 from typing import Any
 
 from tradeoff.meters.memory import peak_rss_bytes
-from tradeoff.types import Call, Outcome, Record
+from tradeoff.types import Outcome, Record
+
+# Energy a strategy spent itself, outside its engine calls, read from the same counter as its
+# calls' (a router's decision: `tradeoff.strategies.route`): part of the record's energy.
+OWN_ENERGY = ("decision_j",)
 
 
-def energy_fields(calls: list[Call]) -> tuple[float | None, str | None, str | None]:
-    """A record's energy from its calls': their sum, the source, or the first call's reason
-    for missing it."""
+def energy_fields(outcome: Outcome) -> tuple[float | None, str | None, str | None]:
+    """A record's energy from its calls': their sum with what the strategy metered of its own
+    work (OWN_ENERGY), the source, or the first call's reason for missing it. Own work whose
+    energy is missing while the calls' is measured ran where the calls' counter does not read
+    (the CPU, beside NVML's GPUs): the record's energy is the calls', as for the rest of the
+    host's work."""
+    calls = outcome.calls
     missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
     if missing is not None or not calls:
         return None, None, missing
-    return sum(c.energy_j or 0.0 for c in calls), calls[0].energy_source, None
+    own = sum(outcome.extra.get(key) or 0.0 for key in OWN_ENERGY)
+    return sum(c.energy_j or 0.0 for c in calls) + own, calls[0].energy_source, None
 
 
 def outcome_record(
@@ -44,7 +53,7 @@ def outcome_record(
         decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
         decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
     itls = [g.itl_s for g in gens if g.itl_s is not None]
-    energy_j, energy_source, missing = energy_fields(calls)
+    energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost = 0.0
     priced = bool(calls)

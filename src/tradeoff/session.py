@@ -97,8 +97,9 @@ async def warm_engines(
     engines: dict[str, Engine], configs: list[Config], notify: Notify | None = None
 ) -> None:
     """In-process engines build their per-batch-size state (the torch engine's KV caches,
-    compiled and captured decode steps) now, on the thread their requests will run on, so that
-    no request's time includes it."""
+    compiled and captured decode steps) now, on the thread their requests will run on, and the
+    strategies load what they need beside the models (a route's policy), so that no request's
+    time includes it."""
     for alias, engine in engines.items():
         if not isinstance(engine, InProcessEngine):
             continue
@@ -110,6 +111,8 @@ async def warm_engines(
         await engine.run_sync(functools.partial(engine.warm, sizes))
         if say:
             say(f"{alias} ready in {time.perf_counter() - t0:.1f} s")
+    for config in configs:
+        STRATEGIES[config.strategy].params.prepare(config)
 
 
 def gpu_uuids(engines: dict[str, Engine]) -> list[str]:

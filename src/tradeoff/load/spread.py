@@ -38,7 +38,7 @@ from tradeoff.load.profiles import LoadPoint
 from tradeoff.meters.host import usable_cores
 from tradeoff.runner import Stop, Writer
 from tradeoff.session import open_engines
-from tradeoff.strategies.calls import REMOTE_ENERGY, CallMeter
+from tradeoff.strategies.calls import HELPER_UNMETERED, CallMeter
 from tradeoff.types import Record
 from tradeoff.work import PerTurn, Plan, load_tasks
 
@@ -232,7 +232,7 @@ async def _helper(
     # The parent has checked that the servers answer.
     engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=api_key, check=False)
     try:
-        plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, REMOTE_ENERGY))
+        plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, HELPER_UNMETERED))
         by_id = {c.config_id: c for c in configs}
         loop = asyncio.get_running_loop()
         jobs: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()

@@ -196,9 +196,20 @@ def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         values["energy-missing"] = str(summary["energy_missing"] or "not measured")
     for report in _reports():
-        if report.key in summary:
-            values[report.key.replace("_", "-")] = str(summary[report.key]).lower()
+        if report.key not in summary:
+            continue
+        value = summary[report.key]
+        if report.kind == "seconds":
+            values[report.key.removesuffix("_s").replace("_", "-") + "-ms"] = f"{value * 1e3:.4g}"
+        else:
+            values[report.key.replace("_", "-")] = _header_value(value)
     return [(f"x-tradeoff-{k}", v) for k, v in values.items()]
+
+
+def _header_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _usage(record: Record) -> dict[str, int | None]:
@@ -575,7 +586,7 @@ class _Run:
 
     async def _account_settled(self, outcome: Outcome, record: Record, status: int) -> None:
         await self.app.meter.settle_calls(outcome.calls)
-        record.energy_j, record.energy_source, record.energy_missing = energy_fields(outcome.calls)
+        record.energy_j, record.energy_source, record.energy_missing = energy_fields(outcome)
         record.calls = [c.summary() for c in outcome.calls]
         self._account(outcome, record, status)
 

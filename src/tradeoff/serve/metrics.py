@@ -2,7 +2,8 @@
 
 Every metric has one label set. `model` is the served name a client asked for; `upstream` the
 alias of a model its configuration called. Besides these, each strategy's `reports` (an
-escalation, a switch, a route) get a counter of their own, declared with the strategy.
+escalation, a switch, a route, a router's decision time) get a counter (or, for durations, a
+histogram) of their own, declared with the strategy.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tradeoff.config import Report
 from tradeoff.strategies import STRATEGIES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# What a strategy times of its own work (a router's decision): from tens of microseconds (hashed
+# words) to tens of milliseconds (a sentence embedding on the CPU).
+STEP_BUCKETS = (1e-4, 2.5e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -75,27 +79,36 @@ class ServerMetrics:
         self.store_errors = Counter(
             "tradeoff_store_errors", "records the run store failed to write", registry=r
         )
-        self.reports: list[tuple[Report, Counter]] = []
+        self.reports: list[tuple[Report, Counter | Histogram]] = []
         for strategy in STRATEGIES.values():
             for report in strategy.params.reports:
                 labels = ["model", report.label] if report.kind == "label" else ["model"]
                 name = report.metric.removesuffix("_total")
-                self.reports.append((report, Counter(name, report.help, labels, registry=r)))
+                metric: Counter | Histogram = (
+                    Histogram(name, report.help, labels, buckets=STEP_BUCKETS, registry=r)
+                    if report.kind == "seconds"
+                    else Counter(name, report.help, labels, registry=r)
+                )
+                self.reports.append((report, metric))
 
     def observe_reports(self, model: str, extra: dict[str, object]) -> None:
-        """Count what the outcome's strategy reports (escalated, switches, routed_to)."""
-        for report, counter in self.reports:
+        """Count what the outcome's strategy reports (escalated, switches, routed_to), and
+        observe the durations it reports (decision_s)."""
+        for report, metric in self.reports:
             if report.key not in extra:
                 continue
             value = extra[report.key]
-            if report.kind == "flag":
+            if isinstance(metric, Histogram):
+                if isinstance(value, (int, float)):
+                    metric.labels(model=model).observe(value)
+            elif report.kind == "flag":
                 if value:
-                    counter.labels(model=model).inc()
+                    metric.labels(model=model).inc()
             elif report.kind == "count":
                 if isinstance(value, (int, float)):
-                    counter.labels(model=model).inc(value)
+                    metric.labels(model=model).inc(value)
             else:
-                counter.labels(model, str(value)).inc()
+                metric.labels(model, str(value)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

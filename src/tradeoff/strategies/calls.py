@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Generic, TypeVar
 
 from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import TextSink
@@ -20,6 +22,11 @@ from tradeoff.types import Call, Generation, Request
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
 SETTLING = "settling: in the record once the energy counter steps past the answer (~100 ms)"
+# Why a helper process's own work (a router's decision) has no energy: it opens no meter.
+HELPER_UNMETERED = "not metered: a process dispatching to servers reads no energy counter"
+CPU_WORK = "{source} meters the models' GPUs; this is work on the CPU, which no meter here reads"
+
+T = TypeVar("T")
 
 # Forward passes of one call: (first position, positions fed). A call's analytic costs are the
 # sum over its passes.
@@ -45,6 +52,17 @@ def _batch_passes(gens: list[Generation]) -> Passes | None:
     if not ok:
         return None
     return request_passes(ok[0].input_tokens or 0, max(g.output_tokens for g in ok))
+
+
+@dataclass
+class Measured(Generic[T]):
+    """Work a strategy does itself, in this process, outside its engine calls (a router's
+    decision): what it returned, its wall time, and its energy or why that is missing."""
+
+    value: T
+    seconds: float  # time.perf_counter across the work
+    energy_j: float | None
+    energy_missing: str | None  # why energy_j is None
 
 
 @dataclass
@@ -122,6 +140,28 @@ class CallMeter:
         if e0 is not None and e1 is not None and self.energy is not None:
             return self._call(alias, info, gen, e1 - e0, self.energy.source, None)
         return self._call(alias, info, gen, None, None, self.energy_missing)
+
+    async def measure(self, work: Callable[[], T]) -> Measured[T]:
+        """Run `work` (a strategy's own computation on this process's CPU, e.g. a router's
+        decision) on this thread, holding the in-process lock as an in-process call does, so
+        that no engine computes while it runs: its time is its own, and so is its energy.
+
+        Its energy is attributed as an in-process call's is with a fine-grained counter (RAPL):
+        the counter's difference across it. RAPL updates about every millisecond, so one short
+        piece of work reads 0 or a whole update; summed over many, the counter's total is kept.
+        Missing, with the reason, when the session has no counter, or when its counter is the
+        GPUs' (NVML), which none of this CPU work moves."""
+        energy = self.energy
+        async with self.inproc_lock:
+            e0 = energy.read_j() if energy is not None and not energy.stepped else None
+            t0 = time.perf_counter()
+            value = work()
+            t1 = time.perf_counter()
+            e1 = energy.read_j() if energy is not None and e0 is not None else None
+        if e0 is not None and e1 is not None:
+            return Measured(value, t1 - t0, e1 - e0, None)
+        missing = CPU_WORK.format(source=energy.source) if energy else self.energy_missing
+        return Measured(value, t1 - t0, None, missing)
 
     async def call_batch(self, alias: str, requests: list[Request]) -> list[Call]:
         """Requests that share a prompt (a vote's draws), as one batch where the engine batches

@@ -1,5 +1,8 @@
 """`route`: a fitted policy picks, per query, which of its configurations answers; that
-configuration's strategy then runs as it would alone, and its calls are this record's cost."""
+configuration's strategy then runs as it would alone. The record's cost is its calls' and the
+decision's own: its wall time (`extra.decision_s`, within the record's e2e latency) and its energy
+where the session's counter meters it (`extra.decision_j`, within the record's energy; else
+`extra.decision_energy_missing` says why; `CallMeter.measure`)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,18 @@ class Params(StrategyParams):
         Report(
             "routed_to", "label", "tradeoff_routes_total",
             "route requests, by the configuration the policy chose", label="route",
+        ),
+        Report(
+            "decision_s", "seconds", "tradeoff_route_decision_seconds",
+            "wall time of the policy's decision per route request (s)",
+        ),
+        Report(
+            "decision_j", "count", "tradeoff_route_decision_joules_total",
+            "energy of the policy's decisions, where metered (J; within tradeoff_energy_joules)",
+        ),
+        Report(
+            "decision_energy_missing", "label", "tradeoff_route_decisions_unmetered_total",
+            "route requests whose decision's energy was not measured, by why", label="reason",
         ),
     )  # fmt: skip
     names_max_tokens: ClassVar[bool] = False
@@ -55,9 +70,17 @@ class Params(StrategyParams):
     def base_name(self, config: Config) -> str:
         return f"route-{Path(config.params['policy']).stem}"
 
+    @classmethod
+    def prepare(cls, config: Config) -> None:
+        """Load the policy (and any model it holds), and decide once on an empty query, so that
+        neither the load nor a first call's one-time costs fall in a request."""
+        policy, _ = _load(config.params["policy"])
+        policy.choose([""], [""])
+
 
 @cache
 def _load(path: str) -> tuple[Policy, dict[str, Config]]:
+    """The policy in `path` and its configurations by name, loaded once per process."""
     from tradeoff.policy.fit import Policy  # with pandas: only once a policy is used
 
     return Policy.load(path), {c.name: c for c in policy_configs(path)}
@@ -68,8 +91,14 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     from tradeoff.strategies import STRATEGIES
 
     policy, configs = _load(ctx.params["policy"])
-    chosen = policy.choose([prompt_text(item.prompt)], [item.task])[0]
-    sub = configs[chosen]
+    text = prompt_text(item.prompt)
+    decision = await ctx.meter.measure(lambda: policy.choose([text], [item.task])[0])
+    sub = configs[decision.value]
     outcome = await STRATEGIES[sub.strategy].run(replace(ctx, config=sub), item, sample)
-    outcome.extra = {**outcome.extra, "routed_to": chosen}
+    cost: dict[str, float | str | None] = {"decision_s": decision.seconds}
+    if decision.energy_j is not None:
+        cost["decision_j"] = decision.energy_j
+    else:
+        cost["decision_energy_missing"] = decision.energy_missing
+    outcome.extra = {**outcome.extra, "routed_to": decision.value, **cost}
     return outcome
