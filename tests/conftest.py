@@ -4,6 +4,7 @@ processes (and one shared by the test_serve_* files, in front of a canned upstre
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -54,6 +56,24 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for needle in needles:
         assert needle in result.stderr, (needle, result.stderr)
+
+
+def import_outcomes(directory: Path, rows: list[tuple[Any, ...]], *extra: str) -> Path:
+    """A run directory made by `tradeoff import outcomes` from rows of (prompt, weak correct,
+    strong correct, *extra columns kept with each item); weak costs 0.1 a query, strong 1.0."""
+    path = directory / "outcomes.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "weak_correct", "strong_correct", *extra])
+        writer.writerows(rows)
+    out = directory / "run"
+    made = run_cli(
+        "import", "outcomes", str(path), "--prompt-col", "prompt",
+        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return out
 
 
 def fast_server(*flags: str) -> Iterator[str]:

@@ -1,7 +1,6 @@
 """Per-query policies on a real SQLite store written by the test: the outcomes are synthetic
 (known by construction), the fitting, calibration, routing and evaluation are the real code."""
 
-import csv
 import html
 import json
 
@@ -16,7 +15,7 @@ from browser import (
     render,
     script_errors,
 )
-from conftest import one_line_error, run_cli
+from conftest import import_outcomes, one_line_error, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize
@@ -309,19 +308,7 @@ def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):
 
 def imported(tmp_path, rows):
     """A run directory made by `tradeoff import outcomes` from (prompt, weak, strong) rows."""
-    path = tmp_path / "outcomes.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["prompt", "weak_correct", "strong_correct"])
-        writer.writerows(rows)
-    out = tmp_path / "run"
-    result = run_cli(
-        "import", "outcomes", str(path), "--prompt-col", "prompt",
-        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
-        "--out", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return out
+    return import_outcomes(tmp_path, rows)
 
 
 def coin_flips(n, seed=0):
@@ -469,23 +456,14 @@ def test_group_folds_never_put_a_group_in_two_folds():
 def test_out_of_fold_by_group_predicts_each_group_without_it(tmp_path):
     """A word that marks the easy queries in some subjects only: fitted on other subjects, the
     router never saw the subject it predicts, so what it learnt there must come from elsewhere."""
-    path = tmp_path / "outcomes.csv"
     rng = np.random.default_rng(0)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["prompt", "weak_correct", "strong_correct", "subject"])
-        for i in range(120):
-            easy = bool(rng.random() < 0.5)
-            subject = f"topic{i % 4}"
-            words = [*rng.choice(WORDS, size=6), subject, *(["easy"] if easy else [])]
-            writer.writerow([" ".join(words), int(easy), 1, subject])
-    out = tmp_path / "run"
-    made = run_cli(
-        "import", "outcomes", str(path), "--prompt-col", "prompt",
-        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
-        "--out", str(out),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    rows = []
+    for i in range(120):
+        easy = bool(rng.random() < 0.5)
+        subject = f"topic{i % 4}"
+        words = [*rng.choice(WORDS, size=6), subject, *(["easy"] if easy else [])]
+        rows.append((" ".join(words), int(easy), 1, subject))
+    out = import_outcomes(tmp_path, rows, "subject")
     grouped = run_cli("policy", "eval", str(out), "--split-by", "subject", "-f", "json")
     assert grouped.returncode == 0, grouped.stderr
     result = json.loads(grouped.stdout)

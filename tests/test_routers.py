@@ -1,13 +1,12 @@
 """Router families on outcomes the test writes (topics of known difficulty), through the real
 CLI, store, embedding model (all-MiniLM-L6-v2 from its PyPI package) and scikit-learn."""
 
-import csv
 import json
 import sys
 
 import numpy as np
 import pytest
-from conftest import one_line_error, run_cli
+from conftest import import_outcomes, one_line_error, run_cli
 
 from tradeoff.policy.fit import Policy, out_of_fold
 from tradeoff.policy.routers import ROUTERS, load_router, new_router
@@ -48,25 +47,9 @@ def topic_rows(per_topic=30, seed=0):
     return rows
 
 
-def import_rows(tmp_path, rows, extra="topic"):
-    path = tmp_path / "outcomes.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["prompt", "weak_correct", "strong_correct", extra])
-        writer.writerows(rows)
-    out = tmp_path / "run"
-    made = run_cli(
-        "import", "outcomes", str(path), "--prompt-col", "prompt",
-        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
-        "--out", str(out),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return out
-
-
 @pytest.fixture(scope="module")
 def topics(tmp_path_factory):
-    return import_rows(tmp_path_factory.mktemp("topics"), topic_rows())
+    return import_outcomes(tmp_path_factory.mktemp("topics"), topic_rows(), "topic")
 
 
 def grouped_apgr(run, router, *more):
@@ -116,7 +99,7 @@ def test_a_grouped_split_never_lets_a_group_be_fitted_and_evaluated(tmp_path):
     for g in range(24):
         text = " ".join(rng.choice(nouns, size=3, replace=False))
         rows += [(text, int(rng.random() < 0.5), 1, f"g{g}")] * 8
-    run = import_rows(tmp_path, rows)
+    run = import_outcomes(tmp_path, rows, "topic")
     grouped = grouped_apgr(run, "embed-knn")
     random_folds = run_cli(
         "policy", "eval", str(run), "--cv", "4", "--router", "embed-knn", "-f", "json"
@@ -191,8 +174,8 @@ def test_bad_router_input_is_one_line(topics, tmp_path):
         "unknown router 'forest'", "words-lr", "ensemble",
     )  # fmt: skip
     # A field that names every item on its own: no group has two.
-    unique = import_rows(
-        tmp_path, [(f"question {i}", i % 2, 1, f"id{i}") for i in range(40)], extra="qid"
+    unique = import_outcomes(
+        tmp_path, [(f"question {i}", i % 2, 1, f"id{i}") for i in range(40)], "qid"
     )
     one_line_error(
         run_cli("policy", "eval", str(unique), "--split-by", "qid"),
