@@ -377,7 +377,7 @@ def fit_policy(
         row = calibrate(sweep(oof, table.scores, table.costs, mean_costs, strong), target)
     fitted = new_router(router).fit(x, table.scores)
     calibration: dict[str, Any] = {
-        "evaluation": "5-fold cross-validation over items (out of fold)",
+        "evaluation": "5-fold cross-validation over items",
         "items": float(len(table.keys)),
         "accuracy": float(row["accuracy"]),
         "cost": float(row["cost"]),
