@@ -2,11 +2,10 @@
 records (a real SQLite store of hand-made records, and the real CLI), and `auto` resolves the same
 way for the frontier and for policy fit, also on imported outcomes with given costs."""
 
-import csv
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import import_outcomes, run_cli
 
 from tradeoff.analysis.costs import auto_axis, record_costs, resolve
 from tradeoff.analysis.frontier import frontier
@@ -159,26 +158,13 @@ def test_auto_prefers_energy_then_given_costs_then_latency(records):
     assert resolve("flops", given).unit == "GFLOPs"
 
 
-def _outcomes(path, n=20):
+def _outcomes(n=20):
     """Strong is right on every row, weak on every other one."""
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["prompt", "weak_correct", "strong_correct"])
-        for i in range(n):
-            words = " ".join(["long"] * (i % 7))
-            writer.writerow([f"question {i} {words}", int(i % 2 == 0), 1])
+    return [(f"question {i} {' '.join(['long'] * (i % 7))}", int(i % 2 == 0), 1) for i in range(n)]
 
 
 def test_auto_uses_the_costs_given_with_imported_outcomes(tmp_path):
-    path = tmp_path / "outcomes.csv"
-    _outcomes(path)
-    out = tmp_path / "imported"
-    imported = run_cli(
-        "import", "outcomes", str(path), "--prompt-col", "prompt",
-        "--model", "weak=weak_correct,cost=0.1", "--model", "strong=strong_correct,cost=1.0",
-        "--out", str(out),
-    )  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
+    out = import_outcomes(tmp_path, _outcomes())
 
     rows = json.loads(run_cli("frontier", str(out), "--format", "json").stdout)
     by = {r["config"]: r for r in rows}
