@@ -6,16 +6,17 @@
 - `embed-lr`: logistic regression on sentence embeddings (`embed.py`), one per configuration
   (scikit-learn; a fractional score is a weighted pair of a success and a failure).
 - `embed-knn`: the similarity-weighted mean score of the k nearest training queries by cosine
-  (scikit-learn's KNeighborsRegressor; weights exp(-distance / 0.1), as RouteLLM's
-  similarity-weighted ranking weighs by similarity).
+  (weights exp(-distance / 0.1), as RouteLLM's similarity-weighted ranking weighs by similarity;
+  numpy, see the class).
 - `mf`: a two-tower scorer for N-way routing, sigmoid(<P e(q), v_j> + b_j): one projection P of
   the query's embedding shared by all configurations, one vector v_j per configuration. Hand-written
   (numpy, full-batch Adam): scikit-learn has no factorised multi-output model.
 - `ensemble`: `embed-knn` and `embed-lr` stacked: per configuration, a logistic regression on
   the members' out-of-fold logits (scikit-learn), so its output is a calibrated probability.
 
-The settings below (k, C, rank) are those `benchmarks/bench_routers.py` measured best on
-RouteLLM's MMLU outcomes; none is tuned per run.
+The settings below (k, width, penalty, rank) were chosen by hand on RouteLLM's MMLU outcomes
+(k 50 to 400 and C 0.01 to 1 tried: under 0.03 APGR apart) and on the tests' topics (mf's L2);
+none is tuned per run. Their figures: `benchmarks/bench_routers.py` (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -146,35 +147,36 @@ class EmbedLR(Router):
         return cls(_unpack(state["coef"]), np.asarray(state["intercept"], dtype=float))
 
 
-def _similarity_weights(distance: np.ndarray) -> np.ndarray:
-    return np.exp(-distance / EmbedKNN.WIDTH)
-
-
 class EmbedKNN(Router):
+    """Hand-written in numpy: the training embeddings are unit vectors, so cosine similarity is
+    one matrix product. scikit-learn's KNeighborsRegressor (metric="cosine") re-normalised all
+    10,962 stored vectors on every call: 122 ms a decision against about 2 ms here
+    (benchmarks/RESULTS.md, issue 16)."""
+
     kind, features = "embed-knn", "embedding"
     K = 100
     WIDTH = 0.1  # cosine distance at which a neighbour weighs 1/e of an identical query
+    BLOCK = 1024  # queries scored against every training query at once
 
     def __init__(self, x: np.ndarray | None = None, scores: np.ndarray | None = None) -> None:
         self.x, self.scores = x, scores
-        self.model: Any = None
-        if x is not None and scores is not None:
-            self.fit(x, scores)
 
     def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
-        from sklearn.neighbors import KNeighborsRegressor
-
         self.x, self.scores = x, scores
-        self.model = KNeighborsRegressor(
-            n_neighbors=min(self.K, len(x)),
-            metric="cosine",
-            algorithm="brute",
-            weights=_similarity_weights,
-        ).fit(x, scores)
         return self
 
     def expected(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(np.asarray(self.model.predict(x)).reshape(len(x), -1), 0.0, 1.0)
+        assert self.x is not None and self.scores is not None
+        k = min(self.K, len(self.x))
+        out = np.empty((len(x), self.scores.shape[1]))
+        for at in range(0, len(x), self.BLOCK):
+            similarity = x[at : at + self.BLOCK] @ self.x.T
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            near = np.take_along_axis(similarity, nearest, axis=1)
+            weights = np.exp(-(1.0 - near) / self.WIDTH)
+            block = np.einsum("qk,qkm->qm", weights, self.scores[nearest])
+            out[at : at + self.BLOCK] = block / weights.sum(axis=1, keepdims=True)
+        return np.clip(out, 0.0, 1.0)
 
     def state(self) -> dict[str, Any]:
         assert self.x is not None and self.scores is not None
