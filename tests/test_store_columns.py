@@ -179,6 +179,7 @@ def test_records_stored_before_their_facts_were_get_the_same_ones(store, tmp_pat
     conn = sqlite3.connect(old / STORE_FILE)  # as schema 4 stored them: no facts
     for name in CALL_FACTS:
         conn.execute(f"ALTER TABLE records DROP COLUMN {name}")
+    conn.execute("DROP TABLE embeddings")  # schema 6's
     conn.execute("PRAGMA user_version = 4")
     conn.close()
     migrated = Store.open(old)
