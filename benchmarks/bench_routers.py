@@ -38,6 +38,7 @@ from bench_router_features import (
     load,
     measure,
     pct,
+    target_rows,
 )
 from section import commit, loadavg, table, verdict
 
@@ -374,9 +375,6 @@ def verdicts(fitted: list[Fitted], rand: Row, served: list[Served]) -> list[str]
     rows = [f.row for f in fitted]
     grouped = [r for r in rows if r.evaluation == EVALUATIONS[0]]
     shuffled = [r for r in rows if r.evaluation == EVALUATIONS[1]]
-    g_apgr = max(grouped, key=lambda r: r.apgr)
-    g_share = min(grouped, key=lambda r: r.at95)
-    s_apgr = max(shuffled, key=lambda r: r.apgr)
     words = next(s for s in served if s.kind == WordsLR.kind)
     words_single = 1e3 / statistics.median(words.single_ms)
     words_batched = words.decided / words.batched_s
@@ -390,24 +388,7 @@ def verdicts(fitted: list[Fitted], rand: Row, served: list[Served]) -> list[str]
         table(
             ["target", "best measured", "random", "verdict"],
             [
-                [
-                    "grouped APGR ≥ 0.65",
-                    f"{g_apgr.apgr:.3f} ({g_apgr.router})",
-                    f"{rand.apgr:.3f}",
-                    verdict(g_apgr.apgr >= 0.65),
-                ],
-                [
-                    "grouped: ≤ 65% strong calls at 95% of strong accuracy",
-                    f"{pct(g_share.at95)} ({g_share.router})",
-                    pct(rand.at95),
-                    verdict(g_share.at95 <= 0.65),
-                ],
-                [
-                    "5-fold APGR ≥ 0.70",
-                    f"{s_apgr.apgr:.3f} ({s_apgr.router})",
-                    f"{rand.apgr:.3f}",
-                    verdict(s_apgr.apgr >= 0.70),
-                ],
+                *target_rows(rows, rand, lambda r: r.router),
                 [
                     f"words-lr ≥ {DECISIONS_TARGET:,} decisions/s, one query a call (as serve)",
                     f"{words_single:,.0f}",
