@@ -142,18 +142,24 @@ class Served:
     decided: int
 
 
-def decide(
-    policy: Policy, texts: list[str], sample: list[str], shared: Batched | None
-) -> tuple[list[float], float]:
-    """Time `policy` deciding as serve does: batch 1 on each prompt of `sample` (Policy.choose,
-    after route.prepare's warm-up on an empty query), in ms; then the seconds for every prompt
-    in chunks of CHUNK, with `shared`'s embedding time when given."""
-    policy.choose([""], [""])
-    single = []
+def single_decisions(policies: dict[str, Policy], sample: list[str]) -> dict[str, list[float]]:
+    """Time each policy deciding as serve does, one prompt a call (Policy.choose, after
+    route.prepare's warm-up on an empty query), in ms: the policies take turns on each prompt of
+    `sample`, so that whatever else the machine does falls on all of them alike."""
+    for policy in policies.values():
+        policy.choose([""], [""])
+    single: dict[str, list[float]] = {kind: [] for kind in policies}
     for text in sample:
-        t0 = time.perf_counter()
-        policy.choose([text], [TASK])
-        single.append(1e3 * (time.perf_counter() - t0))
+        for kind, policy in policies.items():
+            t0 = time.perf_counter()
+            policy.choose([text], [TASK])
+            single[kind].append(1e3 * (time.perf_counter() - t0))
+    return single
+
+
+def batched_decisions(policy: Policy, texts: list[str], shared: Batched | None) -> float:
+    """The seconds `policy` takes to decide every prompt in chunks of CHUNK, with `shared`'s
+    embedding time when given."""
     chosen: list[str] = []
     t0 = time.perf_counter()
     if shared is None:  # words: the whole Policy.choose per chunk, features included
@@ -167,7 +173,7 @@ def decide(
             chosen += [policy.configs[i] for i in choose(router.expected(x), costs, policy.lam)]
         seconds = shared.seconds + time.perf_counter() - t0
     assert len(chosen) == len(texts)
-    return single, seconds
+    return seconds
 
 
 @dataclass
@@ -221,7 +227,7 @@ def settings() -> str:
         f"exp(−distance / {EmbedKNN.WIDTH:g}); **mf**: two-tower sigmoid(<P e, v_j> + b_j), rank "
         f"{TwoTower.RANK}, {TwoTower.STEPS} full-batch Adam steps; **ensemble**: "
         f"{' and '.join(m.kind for m in Ensemble.MEMBERS)} stacked by a logistic regression on "
-        f"their {Ensemble.FOLDS}-fold out-of-fold logits"
+        f"their {Ensemble.FOLDS}-fold out-of-fold predicted scores"
     )
 
 
@@ -337,7 +343,8 @@ def section(
         "the embedding routers given the cached embeddings as their features), saved with "
         "`Policy.save`, loaded with `Policy.load` and warmed on an empty query as "
         "`tradeoff serve` does (`strategies/route.py`). **Batch 1**: `Policy.choose([prompt], "
-        f'["{TASK}"])` on each of {SINGLE} random prompts, features (hashed words, or '
+        f'["{TASK}"])` on each of {SINGLE} random prompts, the routers taking turns on each '
+        "prompt, features (hashed words, or "
         "embedding the prompt with `embed.encode`), expected scores and argmax included; "
         f"wall-clock, median and 90th percentile; decisions/s = 1 / median. **Batched**: every "
         f"prompt, {CHUNK} per call: words-lr through `Policy.choose` itself; the embedding "
@@ -485,6 +492,7 @@ def main() -> None:
     shared = embed_batched(texts)
     checks["all"] = agreement(np.concatenate(shared.x), minilm.x)
     served = []
+    loaded: dict[str, Policy] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for kind, router in ROUTERS.items():
             # Any callable of (texts, tasks) serves as fit_policy's features: the cached vectors.
@@ -496,22 +504,25 @@ def main() -> None:
             fit_s = time.perf_counter() - t1
             path = Path(scratch) / f"{kind}.json"
             policy.save(path)
+            loaded[kind] = Policy.load(path)
             on = None if router.features == "words" else shared
-            single, seconds = decide(Policy.load(path), texts, sample, on)
             served.append(
                 Served(
                     kind,
                     fit_s,
                     float(policy.calibration.get("apgr", float("nan"))),
                     path.stat().st_size / 1e6,
-                    single,
-                    seconds,
+                    [],
+                    batched_decisions(loaded[kind], texts, on),
                     None if on is None else on.seconds,
                     len(texts),
                 )
             )
-            median = statistics.median(single)
-            say(f"{kind}: fit_policy {fit_s:.1f} s, batch 1 median {median:.2f} ms")
+            say(f"{kind}: fit_policy {fit_s:.1f} s")
+    single = single_decisions(loaded, sample)
+    for s in served:
+        s.single_ms[:] = single[s.kind]
+        say(f"{s.kind}: batch 1 median {statistics.median(s.single_ms):.2f} ms")
     wall = time.perf_counter() - t0
     print(
         section(

@@ -129,6 +129,29 @@ def test_each_router_round_trips_through_its_state():
         assert np.allclose(back.expected(x[:7]), expected, atol=2e-3), kind  # float16/32 stored
 
 
+def test_an_ensemble_file_from_before_stacking_on_scores_still_stacks_logits():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 384))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    scores = (rng.random((40, 2)) < 0.5).astype(float)
+    state = new_router("ensemble").fit(x, scores).state()
+    members = [load_router(m).expected(x[:5]) for m in state["members"]]
+    stack = load_router({"kind": "embed-lr", **state["stack"]})
+    old = {k: v for k, v in state.items() if k != "stacked_on"}  # as written before 2026-12-03
+    for name, loaded, take in (
+        ("scores", state, lambda p: p),
+        (
+            "logits",
+            old,
+            lambda p: np.log(np.clip(p, 1e-4, 1 - 1e-4) / (1 - np.clip(p, 1e-4, 1 - 1e-4))),
+        ),
+    ):
+        z = np.stack([take(p[:, 1]) for p in members], axis=1)
+        by_hand = 1 / (1 + np.exp(-(z @ stack.coef[1] + stack.intercept[1])))
+        got = load_router({"kind": "ensemble", **loaded}).expected(x[:5])[:, 1]
+        assert np.allclose(got, by_hand), name
+
+
 def test_mf_routes_among_many_configurations_by_what_each_is_good_at():
     """Three configurations, each right on its own cluster of queries: the two-tower scorer
     predicts the right one for queries it did not see."""
