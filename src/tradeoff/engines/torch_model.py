@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tradeoff.engines import decode_attention
 from tradeoff.errors import UserError
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -153,7 +154,10 @@ class Attention(nn.Module):
         q, kn = _rotate(q, cos, sin), _rotate(kn, cos, sin)
         k.index_copy_(2, pos, kn)
         v.index_copy_(2, pos, vn)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        if decode_attention.available(q):
+            y = decode_attention.decode_attention(q, k, v, pos)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         return self.wo(y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim))
 
 

@@ -1,0 +1,123 @@
+"""The torch engine's logits on the GPU against transformers' own model on the same weights, in
+bf16, and its Triton decode attention against SDPA (issue 17: the kernels may change, the
+logits may not).
+
+    PYTHONPATH=src python3 benchmarks/gpu_check_logits.py [--model qwen2.5-0.5b] [--out DIR]
+
+A checkpoint with random weights (normal, std 0.02; norms 1) is written by transformers from the
+shape's config, loaded by the engine, and both models run a random 96-token prompt, then decode
+24 tokens one at a time from the engine's static cache (eager, a CUDA graph, and compiled +
+graph), each step's logits against transformers' forward over the whole sequence so far.
+Error: max |engine − transformers| / max |transformers| over the vocabulary, the worst step.
+bf16 carries 8 bits of mantissa, so two correct implementations that round in different order
+differ by a few units of 2^-8 of the largest logit; the bound is 2^-4 (6.25%) for the worst of
+every step and 2^-5 for the median step. Exits 1 when a bound fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tradeoff.engines import decode_attention
+from tradeoff.engines.hf_config import load_hf_config
+from tradeoff.engines.torch_engine import TorchEngine
+
+PROMPT, STEPS = 96, 24
+WORST, MEDIAN = 2**-4, 2**-5
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+def checkpoint(model: str, directory: Path) -> torch.nn.Module:
+    import transformers
+
+    config = load_hf_config(model)
+    config = {**config, "torch_dtype": "bfloat16"}
+    (directory / "config.json").write_text(json.dumps(config))
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_config).to(torch.bfloat16).cuda().eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02)
+    hf.save_pretrained(directory)
+    return hf
+
+
+@torch.inference_mode()
+def compare(hf: torch.nn.Module, directory: Path, opts: str) -> list[float]:
+    engine = TorchEngine(f"torch:{directory}?ctx=256&{opts}")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, engine.arch.vocab, (1, PROMPT), generator=gen).cuda()
+    step = engine.decode_step(1)
+    errors = [relative(step.prefill(ids, 0), hf(ids).logits[:, -1])]
+    seq = ids
+    for i in range(STEPS):
+        nxt = torch.randint(0, engine.arch.vocab, (1,), generator=gen).cuda()
+        seq = torch.cat([seq, nxt[:, None]], 1)
+        got = step.step(nxt, PROMPT + i)
+        errors.append(relative(got, hf(seq).logits[:, -1]))
+    del engine
+    torch.cuda.empty_cache()
+    return errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="qwen2.5-0.5b")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = checkpoint(args.model, Path(tmp))
+        for opts, kernel in (
+            ("graph=0", True),
+            ("graph=0", False),
+            ("graph=1&compile=1", True),
+        ):
+            decode_attention.ENABLED = kernel
+            errors = compare(hf, Path(tmp), opts)
+            print(opts, "kernel" if kernel else "sdpa", errors, flush=True)
+            rows.append(
+                {
+                    "options": opts,
+                    "decode attention": "Triton kernel" if kernel else "SDPA",
+                    "prefill": errors[0],
+                    "worst step": max(errors[1:]),
+                    "median step": statistics.median(errors[1:]),
+                }
+            )
+    decode_attention.ENABLED = True
+    print(
+        f"{args.model} shape, random bf16 weights, {torch.cuda.get_device_name()}, torch "
+        f"{torch.__version__}: max |engine - transformers| / max |transformers| of the logits\n"
+    )
+    print("| options | decode attention | prefill | worst decode step | median decode step |")
+    print("| --- | --- | --- | --- | --- |")
+    failed = False
+    for r in rows:
+        ok = r["worst step"] <= WORST and r["median step"] <= MEDIAN and r["prefill"] <= WORST
+        failed |= not ok
+        print(
+            f"| {r['options']} | {r['decode attention']} | {r['prefill']:.2e} | "
+            f"{r['worst step']:.2e} | {r['median step']:.2e}{'' if ok else ' FAILED'} |"
+        )
+    if args.out:
+        (args.out / "check_logits.json").write_text(json.dumps(rows, indent=1))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

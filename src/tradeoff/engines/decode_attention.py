@@ -1,0 +1,157 @@
+"""Attention of one decode token over the static KV cache, as a Triton kernel for CUDA.
+
+Why hand-written: for a single query, `scaled_dot_product_attention` with the cache's boolean
+mask ran cuDNN's flash kernel over all the cache's positions, 9.2 µs a layer on an H200 for the
+Llama-3.1-8B shape, plus a kernel that turned the mask into a bias (benchmarks/RESULTS.md, issue
+17's breakdown): 7% of a decode step. This kernel reads only the positions written so far
+(0..pos, `pos` read on the device, so a captured CUDA graph replays it at every position) and
+needs no mask.
+
+Flash decoding: one program per (row, query head, block of BLOCK positions), `GROUP` query heads
+sharing a key/value head (GQA), each writing its block's max score, sum of weights and weighted
+values (float32, as SDPA computes); then one program per (row, query head) combines the blocks.
+A first version looped over the blocks in one program per (row, head): 18.3 µs a layer on the
+H200 against cuDNN's 9.2, its blocks' loads one after another. CPU tensors, and a
+machine without Triton, take SDPA in `torch_model.Attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+try:
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+except ImportError:  # the CPU install: no Triton, SDPA only
+    triton = None
+
+BLOCK = 64
+ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
+
+
+def available(q: Tensor) -> bool:
+    """Whether this kernel can take q: one token, on CUDA, a power-of-two head size."""
+    head_dim = q.shape[-1]
+    return (
+        ENABLED
+        and triton is not None
+        and q.is_cuda
+        and q.shape[2] == 1
+        and head_dim & (head_dim - 1) == 0
+        and q.stride(-1) == 1
+    )
+
+
+if triton is not None:
+
+    @triton.jit  # no annotations but constexpr: Triton reads them
+    def _decode_attention_split(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        part_ptr,
+        pos_ptr,
+        n_heads,
+        q_row,
+        q_head,
+        k_row,
+        k_head,
+        k_pos,
+        v_row,
+        v_head,
+        v_pos,
+        GROUP: tl.constexpr,
+        HEAD_DIM: tl.constexpr,
+        BLOCK_POS: tl.constexpr,
+        SPLITS: tl.constexpr,
+        SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
+    ):
+        """One (row, query head) over one block of positions: its max score, its sum of
+        exp(score - max) and its weighted sum of values, into part[program, split]."""
+        program, split = tl.program_id(0), tl.program_id(1)
+        row, head = program // n_heads, program % n_heads
+        kv_head = head // GROUP
+        last = tl.load(pos_ptr)  # attend to positions 0..last
+        d = tl.arange(0, HEAD_DIM)
+        p = split * BLOCK_POS + tl.arange(0, BLOCK_POS)
+        valid = p <= last  # a block past `last` loads nothing and weighs nothing
+        q = tl.load(q_ptr + row * q_row + head * q_head + d).to(tl.float32) * SCALE
+        k_at = k_ptr + row * k_row + kv_head * k_head + p[:, None] * k_pos + d[None, :]
+        v_at = v_ptr + row * v_row + kv_head * v_head + p[:, None] * v_pos + d[None, :]
+        k = tl.load(k_at, mask=valid[:, None], other=0.0)
+        v = tl.load(v_at, mask=valid[:, None], other=0.0)
+        score = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
+        best = tl.max(score, axis=0)
+        w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
+        at = part_ptr + (program * SPLITS + split) * (HEAD_DIM + 2)
+        tl.store(at + d, tl.sum(w[:, None] * v.to(tl.float32), axis=0))
+        tl.store(at + HEAD_DIM, best)
+        tl.store(at + HEAD_DIM + 1, tl.sum(w, axis=0))
+
+    @triton.jit
+    def _decode_attention_combine(
+        part_ptr,
+        out_ptr,
+        n_heads,
+        o_row,
+        o_head,
+        HEAD_DIM: tl.constexpr,
+        SPLITS: tl.constexpr,
+    ):
+        """The blocks' partial sums of one (row, query head), rescaled to the largest max."""
+        program = tl.program_id(0)
+        row, head = program // n_heads, program % n_heads
+        d = tl.arange(0, HEAD_DIM)
+        s = tl.arange(0, SPLITS)
+        at = part_ptr + (program * SPLITS + s) * (HEAD_DIM + 2)
+        best = tl.load(at + HEAD_DIM)
+        total = tl.load(at + HEAD_DIM + 1)
+        acc = tl.load(at[:, None] + d[None, :])
+        scale = tl.exp(best - tl.max(best, axis=0))  # 0 for blocks past the last position
+        out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
+        tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
+
+    @triton_op("tradeoff::decode_attention", mutates_args=())
+    def _decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
+        b, n_heads, _, head_dim = q.shape
+        splits = triton.next_power_of_2(triton.cdiv(k.shape[2], BLOCK))
+        part = torch.empty(
+            (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=q.device
+        )
+        out = torch.empty_like(q)
+        wrap_triton(_decode_attention_split)[(b * n_heads, splits)](
+            q,
+            k,
+            v,
+            part,
+            pos[-1:],
+            n_heads,
+            q.stride(0),
+            q.stride(1),
+            k.stride(0),
+            k.stride(1),
+            k.stride(2),
+            v.stride(0),
+            v.stride(1),
+            v.stride(2),
+            GROUP=n_heads // k.shape[1],
+            HEAD_DIM=head_dim,
+            BLOCK_POS=BLOCK,
+            SPLITS=splits,
+            SCALE=1.0 / math.sqrt(head_dim),
+        )
+        wrap_triton(_decode_attention_combine)[(b * n_heads,)](
+            part, out, n_heads, out.stride(0), out.stride(1), HEAD_DIM=head_dim, SPLITS=splits
+        )
+        return out
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
+    """Softmax attention of q (batch, heads, 1, head_dim) over the cache k, v (batch, kv heads,
+    length, head_dim) at positions 0..pos[-1]; the result has q's shape and dtype."""
+    assert triton is not None and q.shape[2] == 1
+    return _decode_attention(q, k, v, pos)
