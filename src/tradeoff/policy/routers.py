@@ -14,7 +14,8 @@
 - `ensemble`: `embed-knn` and `embed-lr` stacked: per configuration, a logistic regression on
   the members' out-of-fold predicted scores (scikit-learn), so its output is a calibrated
   probability. On the scores, not their logits: a neighbour mean of 0 or 1 is common and its
-  logit is only the clip, so stacking logits cost 0.014 grouped APGR on RouteLLM's MMLU outcomes.
+  logit is only the clip: stacking logits cost 0.013 grouped APGR on RouteLLM's MMLU outcomes
+  (benchmarks/RESULTS.md, issue 16).
 
 The settings below (k, width, penalty, rank) were chosen by hand on RouteLLM's MMLU outcomes
 (k 50 to 400 and C 0.01 to 1 tried: under 0.03 APGR apart) and on the tests' topics (mf's L2);
