@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -99,6 +100,36 @@ def test_a_decision_gets_the_counter_s_difference_across_it_and_nothing_else(tmp
     generation = Generation("12", 10, 2, 0.0, 0.1, 0.2)
     outcome = Outcome("12", [Call("large", generation, 0.75, "rapl")], {"decision_j": 2.5e-3})
     assert energy_fields(outcome) == (pytest.approx(0.7525), "rapl", None)
+
+
+def test_the_event_loop_keeps_serving_while_a_decision_computes():
+    """A decision (an embedding router's takes tens of ms) runs off the event loop's thread:
+    other requests' coroutines keep running meanwhile."""
+    meter = CallMeter({}, None, "no RAPL: none here")
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    def decide() -> str:
+        time.sleep(0.3)  # CPU-bound work holds its thread; the loop's is elsewhere
+        return "large"
+
+    async def both() -> tuple[float, float, object]:
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        decision = await meter.measure(decide)
+        t1 = time.perf_counter()
+        task.cancel()
+        return t0, t1, decision
+
+    t0, t1, decision = asyncio.run(both())
+    during = [t for t in ticks if t0 < t < t1]
+    assert len(during) >= 10, f"the loop ran {len(during)} times in a 0.3 s decision"
+    assert decision.value == "large" and 0.3 <= decision.seconds < t1 - t0 + 1e-3
 
 
 class SteppedCounter:

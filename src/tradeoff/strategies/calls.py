@@ -65,6 +65,13 @@ class Measured(Generic[T]):
     energy_missing: str | None  # why energy_j is None
 
 
+def _timed(work: Callable[[], T]) -> tuple[T, float]:
+    """work's value and its seconds, timed on the thread that runs it."""
+    t0 = time.perf_counter()
+    value = work()
+    return value, time.perf_counter() - t0
+
+
 @dataclass
 class CallMeter:
     """Runs engine calls and measures them.
@@ -143,8 +150,10 @@ class CallMeter:
 
     async def measure(self, work: Callable[[], T]) -> Measured[T]:
         """Run `work` (a strategy's own computation on this process's CPU, e.g. a router's
-        decision) on this thread, holding the in-process lock as an in-process call does, so
-        that no engine computes while it runs: its time is its own, and so is its energy.
+        decision) on a worker thread, holding the in-process lock as an in-process call does, so
+        that no engine computes while it runs: its time is its own, and so is its energy. The
+        event loop stays free meanwhile: an embedding router's decision takes tens of
+        milliseconds on a small CPU, which `tradeoff serve`'s other requests must not wait out.
 
         Its energy is attributed as an in-process call's is with a fine-grained counter (RAPL):
         the counter's difference across it. RAPL updates about every millisecond, so one short
@@ -154,14 +163,12 @@ class CallMeter:
         energy = self.energy
         async with self.inproc_lock:
             e0 = energy.read_j() if energy is not None and not energy.stepped else None
-            t0 = time.perf_counter()
-            value = work()
-            t1 = time.perf_counter()
+            value, seconds = await asyncio.to_thread(_timed, work)
             e1 = energy.read_j() if energy is not None and e0 is not None else None
         if e0 is not None and e1 is not None:
-            return Measured(value, t1 - t0, e1 - e0, None)
+            return Measured(value, seconds, e1 - e0, None)
         missing = CPU_WORK.format(source=energy.source) if energy else self.energy_missing
-        return Measured(value, t1 - t0, None, missing)
+        return Measured(value, seconds, None, missing)
 
     async def call_batch(self, alias: str, requests: list[Request]) -> list[Call]:
         """Requests that share a prompt (a vote's draws), as one batch where the engine batches
