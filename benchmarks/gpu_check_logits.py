@@ -1,6 +1,6 @@
 """The torch engine's logits on the GPU against transformers' own model on the same weights, in
-bf16, and its Triton decode attention against SDPA (issue 17: the kernels may change, the
-logits may not).
+bf16, with its Triton kernels (decode attention, the fused projections) and without them
+(SDPA, cuBLAS); issue 17: the kernels may change, the logits may not.
 
     PYTHONPATH=src python3 benchmarks/gpu_check_logits.py [--model qwen2.5-0.5b] [--out DIR]
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tradeoff.engines import decode_attention
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.hf_config import load_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 
@@ -78,40 +78,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="qwen2.5-0.5b")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--options",
+        default="graph=0:1,graph=0:0,graph=1&compile=1:1",
+        help="engine options:kernels (1: the Triton kernels, 0: SDPA and cuBLAS), comma-separated",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         hf = checkpoint(args.model, Path(tmp))
-        for opts, kernel in (
-            ("graph=0", True),
-            ("graph=0", False),
-            ("graph=1&compile=1", True),
-        ):
-            decode_attention.ENABLED = kernel
+        for case in args.options.split(","):
+            opts, kernel = case.rsplit(":", 1)[0], case.endswith(":1")
+            decode_attention.ENABLED = decode_linear.ENABLED = kernel
             errors = compare(hf, Path(tmp), opts)
-            print(opts, "kernel" if kernel else "sdpa", errors, flush=True)
+            print(opts, "kernels" if kernel else "sdpa+cublas", errors, flush=True)
             rows.append(
                 {
                     "options": opts,
-                    "decode attention": "Triton kernel" if kernel else "SDPA",
+                    "decode step": "Triton kernels" if kernel else "SDPA, cuBLAS",
                     "prefill": errors[0],
                     "worst step": max(errors[1:]),
                     "median step": statistics.median(errors[1:]),
                 }
             )
-    decode_attention.ENABLED = True
+    decode_attention.ENABLED = decode_linear.ENABLED = True
     print(
         f"{args.model} shape, random bf16 weights, {torch.cuda.get_device_name()}, torch "
         f"{torch.__version__}: max |engine - transformers| / max |transformers| of the logits\n"
     )
-    print("| options | decode attention | prefill | worst decode step | median decode step |")
+    print("| options | decode step | prefill | worst decode step | median decode step |")
     print("| --- | --- | --- | --- | --- |")
     failed = False
     for r in rows:
         ok = r["worst step"] <= WORST and r["median step"] <= MEDIAN and r["prefill"] <= WORST
         failed |= not ok
         print(
-            f"| {r['options']} | {r['decode attention']} | {r['prefill']:.2e} | "
+            f"| {r['options']} | {r['decode step']} | {r['prefill']:.2e} | "
             f"{r['worst step']:.2e} | {r['median step']:.2e}{'' if ok else ' FAILED'} |"
         )
     if args.out:

@@ -2,17 +2,20 @@
 
     PYTHONPATH=src python3 benchmarks/gpu_run.py --out DIR [--part calibrate,decode,profile]
         [--variants graph,compile+graph,max-autotune+graph] [--batches 1,8]
+        [--model llama-3.1-8b] [--repeats 1]
     PYTHONPATH=src python3 benchmarks/gpu_run.py --out DIR --smoke   # the same code on a CPU
 
 Parts (each prints a markdown block and adds to DIR/results.json as it finishes):
 - calibrate: `tradeoff calibrate --device cuda` (stored in DIR/calibration.json, which the
   other parts use as the device's measured peaks);
-- decode: the Llama-3.1-8B shape in bf16 with random weights through `TorchEngine`: a 128-token
-  prompt and 256 greedy tokens at batch 1 and 8; decode tokens/s and its share of the measured
-  bandwidth roofline (analytic bytes of every decode pass / calibrated copy bandwidth), prefill
-  time against its roofline (FLOP-bound), joules per token by the NVML counter, peak memory;
-  one variant per `--variants` (the decode step captured in a CUDA graph, with or without
-  torch.compile first);
+- decode: the Llama-3.1-8B shape (or `--model`'s) in bf16 with random weights through
+  `TorchEngine`: a 128-token prompt and 256 greedy tokens at batch 1 and 8, `--repeats` times
+  after a warm-up; decode tokens/s and its share of the measured bandwidth roofline (analytic
+  bytes of every decode pass / calibrated copy bandwidth), prefill time against its roofline
+  (FLOP-bound), joules per token by the NVML counter, peak memory; one variant per `--variants`
+  (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
+  suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
+  engine was before issue 17);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -25,6 +28,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ from typing import Any
 
 import torch
 
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import eval_cost
@@ -84,18 +89,22 @@ class Counter:
         return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3
 
 
-def part_decode(out: Path, smoke: bool, variants: list[str], batches: list[int]) -> None:
-    source = "tests-tiny" if smoke else "llama-3.1-8b"
+def part_decode(
+    out: Path, smoke: bool, variants: list[str], batches: list[int], model: str, repeats: int
+) -> None:
+    source = "tests-tiny" if smoke else model
     prompt_len, new = (16, 24) if smoke else (128, 256)
     counter = Counter()
     rows = []
     for variant in variants:
+        decode_attention.ENABLED = decode_linear.ENABLED = not variant.endswith("-before")
+        decode_linear.CHOICES.clear()
         opts = {
             "eager": "graph=0",
             "graph": "graph=1",
             "compile+graph": "graph=1&compile=1",
             "max-autotune+graph": "graph=1&compile=max-autotune",
-        }[variant]
+        }[variant.removesuffix("-before")]
         if smoke:
             opts = "graph=0"
         ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
@@ -115,12 +124,14 @@ def part_decode(out: Path, smoke: bool, variants: list[str], batches: list[int])
                 t0 = time.perf_counter()
                 engine.generate_batch([request] * batch)  # warm-up: builds and captures the step
                 setup_s = time.perf_counter() - t0
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                e0 = counter.read()
-                gens = engine.generate_batch([request] * batch)
-                e1 = counter.read()
+                runs = []
+                for _ in range(repeats):
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                    e0 = counter.read()
+                    gens = engine.generate_batch([request] * batch)
+                    runs.append((gens, e0, counter.read()))
             except Exception as exc:
                 rows.append(
                     {"variant": variant, "batch": batch, "error": f"{type(exc).__name__}: {exc}"}
@@ -135,10 +146,6 @@ def part_decode(out: Path, smoke: bool, variants: list[str], batches: list[int])
                     step_obj.graph.replay()
                 torch.cuda.synchronize()
                 replay_tok_s = batch * 100 / (time.perf_counter() - t0)
-            g = gens[0]
-            assert g.t_first is not None and g.output_tokens == new, g
-            decode_s = g.t_end - g.t_first
-            prefill_s = g.t_first - g.t_start
             decode_roof = (
                 sum(
                     eval_cost(shape, prompt_len + i, 1, batch).roofline_s(peaks)
@@ -149,40 +156,48 @@ def part_decode(out: Path, smoke: bool, variants: list[str], batches: list[int])
             )
             prefill_cost = eval_cost(shape, 0, prompt_len, batch)
             step = eval_cost(shape, prompt_len + new // 2, 1, batch)
-            row = {
-                "variant": variant,
-                "batch": batch,
-                "load_s": round(load_s, 1),
-                "first_batch_s (build/compile/capture)": round(setup_s, 1),
-                "decode_tok_s": batch * (new - 1) / decode_s,
-                "roofline_tok_s": batch / step.roofline_s(peaks) if peaks else None,
-                "graph_replay_tok_s": replay_tok_s,
-                "decode_roofline_share": decode_roof / decode_s if decode_roof else None,
-                "prefill_ms": prefill_s * 1e3,
-                "prefill_roofline_share": prefill_cost.roofline_s(peaks) / prefill_s
-                if peaks
-                else None,
-                "prefill_flop_share": prefill_cost.flops / peaks.flops_per_s / prefill_s
-                if peaks
-                else None,
-                "j_per_token": (e1 - e0) / (batch * new)
-                if e0 is not None and e1 is not None
-                else None,
-                "mean_w": (e1 - e0) / (g.t_end - g.t_start)
-                if e0 is not None and e1 is not None
-                else None,
-                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30
-                if torch.cuda.is_available()
-                else None,
-                "peaks": peaks.source if peaks else why,
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            save(out, f"decode {variant}", [r for r in rows if r["variant"] == variant])
+            for run, (gens, e0, e1) in enumerate(runs, 1):
+                g = gens[0]
+                assert g.t_first is not None and g.output_tokens == new, g
+                decode_s = g.t_end - g.t_first
+                prefill_s = g.t_first - g.t_start
+                row = {
+                    "variant": variant,
+                    "batch": batch,
+                    "run": run,
+                    "load_s": round(load_s, 1),
+                    "first_batch_s (build/compile/capture)": round(setup_s, 1),
+                    "tune_s (decode_linear, in the first batch)": round(step_obj.tune_s, 1),
+                    "decode_tok_s": batch * (new - 1) / decode_s,
+                    "roofline_tok_s": batch / step.roofline_s(peaks) if peaks else None,
+                    "graph_replay_tok_s": replay_tok_s,
+                    "decode_roofline_share": decode_roof / decode_s if decode_roof else None,
+                    "prefill_ms": prefill_s * 1e3,
+                    "prefill_roofline_share": prefill_cost.roofline_s(peaks) / prefill_s
+                    if peaks
+                    else None,
+                    "prefill_flop_share": prefill_cost.flops / peaks.flops_per_s / prefill_s
+                    if peaks
+                    else None,
+                    "j_per_token": (e1 - e0) / (batch * new)
+                    if e0 is not None and e1 is not None
+                    else None,
+                    "mean_w": (e1 - e0) / (g.t_end - g.t_start)
+                    if e0 is not None and e1 is not None
+                    else None,
+                    "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30
+                    if torch.cuda.is_available()
+                    else None,
+                    "peaks": peaks.source if peaks else why,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            save(out, f"decode {source} {variant}", [r for r in rows if r["variant"] == variant])
         del engine
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    decode_attention.ENABLED = decode_linear.ENABLED = True
     print(_decode_table(rows, source, prompt_len, new), flush=True)
 
 
@@ -193,20 +208,43 @@ def _decode_table(rows: list[dict[str, Any]], source: str, prompt_len: int, new:
     lines = [
         f"### Decode, {source} bf16 random weights, {prompt_len}-token prompt, {new} new tokens",
         "",
-        "| variant | batch | decode tok/s | roofline tok/s | share of roofline | prefill ms "
-        "| prefill share (roofline) | J/token | mean W | peak GiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | batch | run | decode tok/s | roofline tok/s | share of roofline "
+        "| prefill ms | prefill share (roofline) | prefill share (FLOP) | J/token | mean W "
+        "| peak GiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['variant']} | {r.get('batch', '')} | error: {r['error'][:120]} |")
             continue
+        runs.setdefault((r["variant"], r["batch"]), []).append(r)
         lines.append(
-            f"| {r['variant']} | {r['batch']} | {r['decode_tok_s']:.1f} "
+            f"| {r['variant']} | {r['batch']} | {r.get('run', 1)} | {r['decode_tok_s']:.1f} "
             f"| {f(r['roofline_tok_s'], '.1f')} | {f(r['decode_roofline_share'], '.1%')} "
-            f"| {r['prefill_ms']:.1f} "
-            f"| {f(r['prefill_roofline_share'], '.1%')} | {f(r['j_per_token'], '.3f')} "
+            f"| {r['prefill_ms']:.1f} | {f(r['prefill_roofline_share'], '.1%')} "
+            f"| {f(r.get('prefill_flop_share'), '.1%')} | {f(r['j_per_token'], '.3f')} "
             f"| {f(r['mean_w'], '.0f')} | {f(r['peak_mem_gib'], '.1f')} |"
+        )
+    spread = [(key, rs) for key, rs in runs.items() if len(rs) > 1]
+    if spread:
+        lines += [
+            "",
+            "| variant | batch | runs | decode tok/s, median (min–max) | share of roofline, "
+            "median (min–max) | J/token, median |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+    for (variant, batch), rs in spread:
+        tok = sorted(r["decode_tok_s"] for r in rs)
+        share = sorted(r["decode_roofline_share"] for r in rs if r["decode_roofline_share"])
+        joules = [r["j_per_token"] for r in rs if r["j_per_token"] is not None]
+        shares = (
+            f"{statistics.median(share):.1%} ({share[0]:.1%}–{share[-1]:.1%})" if share else "n/a"
+        )
+        lines.append(
+            f"| {variant} | {batch} | {len(rs)} | {statistics.median(tok):.1f} "
+            f"({tok[0]:.1f}–{tok[-1]:.1f}) | {shares} "
+            f"| {f(statistics.median(joules) if joules else None, '.3f')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -371,6 +409,8 @@ def main() -> None:
     parser.add_argument("--part", default="calibrate,decode,profile")
     parser.add_argument("--variants", default="graph,compile+graph")
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--model", default="llama-3.1-8b", help="the decode part's shape")
+    parser.add_argument("--repeats", type=int, default=1, help="decode runs after the warm-up")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -382,7 +422,8 @@ def main() -> None:
         part_calibrate(args.out, args.smoke)
     if "decode" in parts:
         batches = [int(b) for b in args.batches.split(",")]
-        part_decode(args.out, args.smoke, args.variants.split(","), batches)
+        variants = args.variants.split(",")
+        part_decode(args.out, args.smoke, variants, batches, args.model, args.repeats)
     if "profile" in parts:
         part_profile(args.out, args.smoke)
 

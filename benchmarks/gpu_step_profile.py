@@ -6,7 +6,9 @@
 
 For each model shape (random bf16 weights, a 512-position static cache), variant (`graph`: the
 decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`; either
-with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`) and batch:
+with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, and `-cublas`: the
+projections through cuBLAS with the norms and the rest op by op, instead of
+`engines/decode_linear.py`) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -17,7 +19,9 @@ with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`) a
   how long each kind takes, and the GPU's idle time between them inside the graph;
 - each matrix product's bytes: the same step run once more outside the graph under the profiler
   with shapes recorded, so that each GEMM kernel is tied to its operator's input dims (weights
-  in bf16, read once): its time against the time its bytes take at the measured bandwidth.
+  in bf16, read once): its time against the time its bytes take at the measured bandwidth;
+- `decode_linear`'s tuning: for each product of the step, cuBLAS's time and each candidate's
+  (µs, L2 flushed), and the eager step that tuned them.
 
 Prints Markdown for benchmarks/RESULTS.md and writes DIR/step_profile.json.
 """
@@ -36,7 +40,7 @@ from typing import Any
 import torch
 from gpu_run import _source
 
-from tradeoff.engines import decode_attention
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.types import Request
@@ -47,7 +51,7 @@ REPLAYS, PROFILED = 200, 20
 # Kernel kinds, by name (cuBLAS names its Hopper GEMMs nvjet_* or sm90_xmma_*, its GEMVs gemv*;
 # inductor names its kernels triton_{poi,red,per,tem}_fused_<ops>).
 KINDS = (
-    ("matrix product", r"gemm|gemv|nvjet|xmma|cutlass|triton_tem|splitk|matmul|_mm_"),
+    ("matrix product", r"gemm|gemv|nvjet|xmma|cutlass|triton_tem|splitk|matmul|_mm_|linear"),
     ("attention", r"flash|fmha|attention|sdpa"),
     ("norm / reduction", r"triton_red_|triton_per_|reduce|norm|rsqrt|mean"),
     ("copy / index", r"copy|index|scatter|gather|memcpy|memset|cat"),
@@ -120,10 +124,14 @@ def replay_ms(graph: Any, n: int) -> float:
 
 @torch.inference_mode()
 def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | None) -> list[dict]:
-    base = variant.removesuffix("-sdpa")
+    base, *flags = variant.split("-")
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
-    # "-sdpa": the decode step attends through SDPA, as before the Triton kernel
-    decode_attention.ENABLED = not variant.endswith("-sdpa")
+    # "-sdpa": the decode step attends through SDPA, as before the Triton kernel;
+    # "-cublas": its products through cuBLAS, norms and the rest op by op, as before
+    decode_attention.ENABLED = "sdpa" not in flags
+    decode_linear.ENABLED = "cublas" not in flags
+    decode_linear.CHOICES.clear()
+    decode_linear.TIMES.clear()
     ref = f"torch:{model}?random_weights=1&ctx=512&{opts}"
     t0 = time.perf_counter()
     engine = TorchEngine(ref)
@@ -149,6 +157,8 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
             "load_s": round(load_s, 1),
             "first_batch_s": round(setup_s, 1),
             "engine_decode_tok_s": engine_tok_s,
+            "tune_s": round(engine.decode_step(batch).tune_s, 1),
+            "tuning_us": {str(k): v for k, v in decode_linear.TIMES.items()},
         }
         cost = eval_cost(shape, POSITION, 1, batch)
         row["roofline_ms"] = cost.roofline_s(peaks) * 1e3 if peaks else None
@@ -192,12 +202,33 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         row["gemm_ops"] = gemm_bytes(events2, ks2)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("by_name", "gemm_ops")}))
+        print(tuning(row), flush=True)
     del engine
-    decode_attention.ENABLED = True
+    decode_attention.ENABLED = decode_linear.ENABLED = True
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rows
+
+
+def tuning(row: dict[str, Any]) -> str:
+    """Markdown: decode_linear's timings for each product of the step (µs, L2 flushed)."""
+    if not row["tuning_us"]:
+        return ""
+    lines = [
+        f"**{row['model']}, {row['variant']}, batch {row['batch']}**: `decode_linear` tuned in "
+        f"the first eager step ({row['tune_s']} s): µs for each product, (n, k, input kind "
+        "0 plain / 1 normed / 2 gated, bias, residual)",
+        "",
+        "| product | cuBLAS (product alone) | best candidate | its µs | all candidates |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, times in row["tuning_us"].items():
+        cands = {k: v for k, v in times.items() if k != "cublas"}
+        best = min(cands, key=cands.__getitem__)
+        every = ", ".join(f"{k} {v:.1f}" for k, v in cands.items())
+        lines.append(f"| {key} | {times['cublas']:.1f} | {best} | {cands[best]:.1f} | {every} |")
+    return "\n".join(lines) + "\n"
 
 
 def breakdown(row: dict[str, Any], peaks: Peaks | None) -> str:

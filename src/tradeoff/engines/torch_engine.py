@@ -164,6 +164,14 @@ class DecodeStep:
         self.tokens = torch.zeros((batch, 1), dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.graph: Any = None
+        self.tune_s = 0.0
+        if device.type == "cuda":
+            # One eager step first: `decode_linear` tunes its kernel for each of the step's
+            # products here, outside compilation and graph capture (seconds, once per shape).
+            self.pos.fill_(engine.n_ctx - 1)
+            t0 = time.perf_counter()
+            model(self.tokens, self.pos, self.cache)
+            self.tune_s = time.perf_counter() - t0
         fn: Callable[..., torch.Tensor] = model
         if engine.compile:
             mode = "max-autotune-no-cudagraphs" if engine.compile == "max-autotune" else None

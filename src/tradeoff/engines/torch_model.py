@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tradeoff.engines import decode_attention
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.errors import UserError
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -133,6 +133,28 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+def linear(
+    x: Tensor,
+    layer: nn.Linear,
+    norm: RMSNorm | None = None,
+    gated: bool = False,
+    residual: Tensor | None = None,
+) -> Tensor:
+    """`residual + layer(f(x))`, where f is `norm`, or SiLU(first half) * second half when
+    `gated`: through `decode_linear`'s fused kernel for a decode step on CUDA, else op by op."""
+    w, b = layer.weight, layer.bias
+    g, eps = (norm.weight, norm.eps) if norm is not None else (None, 0.0)
+    if decode_linear.takes(x, w, b, residual, g, eps, gated):
+        return decode_linear.decode_linear(x, w, b, residual, g, eps, gated)
+    if norm is not None:
+        x = norm(x)
+    if gated:
+        gate, up = x.chunk(2, dim=-1)
+        x = F.silu(gate) * up
+    y = layer(x)
+    return y if residual is None else residual + y
+
+
 class Attention(nn.Module):
     def __init__(self, arch: Arch):
         super().__init__()
@@ -143,11 +165,20 @@ class Attention(nn.Module):
         self.split = (q, kv, kv)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
+        self,
+        x: Tensor,
+        norm: RMSNorm,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor,
+        pos: Tensor,
+        k: Tensor,
+        v: Tensor,
     ) -> Tensor:
+        """x + attention(norm(x)), writing this step's keys and values into k and v."""
         a = self.arch
         b, t, _ = x.shape
-        q, kn, vn = self.wqkv(x).split(self.split, dim=-1)
+        q, kn, vn = linear(x, self.wqkv, norm=norm).split(self.split, dim=-1)
         q = q.view(b, t, a.n_heads, a.head_dim).transpose(1, 2)
         kn = kn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
         vn = vn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
@@ -158,7 +189,8 @@ class Attention(nn.Module):
             y = decode_attention.decode_attention(q, k, v, pos)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.wo(y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim))
+        y = y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim)
+        return linear(y, self.wo, residual=x)
 
 
 class FeedForward(nn.Module):
@@ -167,9 +199,9 @@ class FeedForward(nn.Module):
         self.w13 = nn.Linear(arch.dim, 2 * arch.ffn, bias=False)  # gate and up, fused
         self.w2 = nn.Linear(arch.ffn, arch.dim, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w13(x).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+    def forward(self, x: Tensor, norm: RMSNorm) -> Tensor:
+        """x + w2(SiLU(gate) * up), gate and up from w13(norm(x))."""
+        return linear(linear(x, self.w13, norm=norm), self.w2, gated=True, residual=x)
 
 
 class Block(nn.Module):
@@ -183,8 +215,8 @@ class Block(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
     ) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, pos, k, v)
-        return h + self.feed_forward(self.ffn_norm(h))
+        h = self.attention(x, self.attention_norm, cos, sin, mask, pos, k, v)
+        return self.feed_forward(h, self.ffn_norm)
 
 
 class Transformer(nn.Module):

@@ -1,0 +1,285 @@
+"""The decode step's projections at batch 1 to 16, as a Triton kernel for CUDA that also does the
+work around them: the RMSNorm before q/k/v and gate/up, SiLU(gate)·up before the down
+projection, the residual add after the output and down projections.
+
+Why hand-written: on an H200 at batch 1, cuBLAS ran the Llama-3.1-8B shape's q/k/v (4096×6144)
+and output (4096×4096) products at 74% of the bandwidth and split the output and down products
+along K with a reduce kernel each; the norms, SiLU·up and residual adds were 130 more kernels a
+step of 1–3 µs each (benchmarks/RESULTS.md, issue 17's breakdown). Here one program computes
+BLOCK_N outputs of every row: it streams its BLOCK_N rows of the weight once, block by block
+along K, and multiplies them with the rows of x on the CUDA cores (the kernel is bound by the
+weight's bytes, not by the multiplies; a first version padded x to 16 rows for the tensor cores
+and ran at 20-45% of the bandwidth, its loads waiting on each block's processing of x). The
+RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read once.
+
+Each (shape, input kind) is tuned once, eagerly, on first use: a few block shapes are timed
+against cuBLAS, and cuBLAS keeps the product (with the norm and the rest done as before) unless
+the kernel is faster. CPU tensors, prefill and a machine without Triton take
+`torch_model.linear`'s plain path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+try:
+    import triton
+    import triton.language as tl
+    from torch.library import triton_op, wrap_triton
+except ImportError:  # the CPU install: no Triton
+    triton = None
+
+MAX_ROWS = 8  # rows of x (a decode step's batch) one program multiplies
+ENABLED = True  # benchmarks turn it off to time cuBLAS in the same run
+PLAIN, NORMED, GATED = 0, 1, 2  # what the kernel does to x before the product
+
+
+class Blocks(NamedTuple):
+    """One launch configuration of the kernel."""
+
+    n: int  # outputs a program computes
+    k: int  # weight columns a program loads at a time
+    warps: int
+    stages: int
+
+
+def candidates(rows: int) -> list[Blocks]:
+    """The block shapes tuning tries for `rows` rows (a power of two): a program multiplies
+    2,048 to 8,192 products a step (more spills registers, fewer leaves bytes unrequested)."""
+    return [
+        Blocks(n, k, 4 if n * k * rows <= 4096 else 8, stages)
+        for n in (4, 8, 16)
+        for k in (64, 128, 256, 512, 1024)
+        if 2048 <= n * k * rows <= 8192
+        for stages in (1, 3)
+    ]
+
+
+def default(rows: int) -> Blocks:
+    """The blocks of a shape that was never tuned."""
+    return Blocks(8, max(64, 512 // rows), 4, 1)
+
+
+Key = tuple[int, int, int, bool, bool, int]  # n, k, input kind, bias, residual, rows
+CHOICES: dict[Key, Blocks | None] = {}  # the kernel's blocks, or None where cuBLAS is faster
+TIMES: dict[Key, dict[str, float]] = {}  # µs each candidate took in tuning, for the benchmarks
+
+
+def available(x: Tensor, weight: Tensor) -> bool:
+    """Whether this kernel can take x: a decode step's few rows, half precision, on CUDA."""
+    return (
+        ENABLED
+        and triton is not None
+        and x.is_cuda
+        and x.dim() == 3
+        and x.shape[1] == 1
+        and x.shape[0] <= MAX_ROWS
+        and x.dtype in (torch.bfloat16, torch.float16)
+        and weight.dtype == x.dtype
+        and x.stride(-1) == 1
+        and weight.is_contiguous()
+    )
+
+
+if triton is not None:
+
+    @triton.jit  # no annotations but constexpr: Triton reads them
+    def _decode_linear_kernel(
+        x_ptr,
+        w_ptr,
+        y_ptr,
+        bias_ptr,
+        res_ptr,
+        norm_ptr,
+        rows,
+        n,
+        k,
+        x_row,
+        y_row,
+        res_row,
+        INPUT: tl.constexpr,
+        BIAS: tl.constexpr,
+        RESIDUAL: tl.constexpr,
+        EPS: tl.constexpr,
+        ROWS: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
+        f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]."""
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m = tl.arange(0, ROWS)
+        kk = tl.arange(0, BLOCK_K)
+        row_ok = m < rows
+        col_ok = cols < n
+        x_at = x_ptr + m[:, None] * x_row + kk[None, :]
+        w_at = w_ptr + cols[:, None] * k + kk[None, :]
+        acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+        squares = tl.zeros([ROWS], dtype=tl.float32)
+        for k0 in range(0, k, BLOCK_K):
+            k_ok = k0 + kk < k
+            ok = row_ok[:, None] & k_ok[None, :]
+            w = tl.load(w_at + k0, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            if INPUT == 2:
+                gate = tl.load(x_at + k0, mask=ok, other=0.0).to(tl.float32)
+                up = tl.load(x_at + k + k0, mask=ok, other=0.0).to(tl.float32)
+                xs = gate / (1.0 + tl.exp(-gate)) * up
+            else:
+                xs = tl.load(x_at + k0, mask=ok, other=0.0).to(tl.float32)
+                if INPUT == 1:
+                    # RMSNorm: scale by g now, by the row's 1 / rms after the loop
+                    squares += tl.sum(xs * xs, axis=1)
+                    xs *= tl.load(norm_ptr + k0 + kk, mask=k_ok, other=0.0).to(tl.float32)
+            acc += tl.sum(xs[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        if INPUT == 1:
+            acc *= tl.rsqrt(squares / k + EPS)[:, None]
+        if BIAS:
+            acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        out = acc.to(y_ptr.dtype.element_ty)
+        ok = row_ok[:, None] & col_ok[None, :]
+        if RESIDUAL:  # rounded as `residual + y` in the model's dtype
+            r = tl.load(res_ptr + m[:, None] * res_row + cols[None, :], mask=ok, other=0.0)
+            out = (out.to(tl.float32) + r.to(tl.float32)).to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + m[:, None] * y_row + cols[None, :], out, mask=ok)
+
+    def _launch(
+        blocks: Blocks,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        residual: Tensor | None,
+        norm: Tensor | None,
+        eps: float,
+        gated: bool,
+        out: Tensor,
+        launch: Any,
+    ) -> None:
+        n, k = weight.shape
+        kind = GATED if gated else NORMED if norm is not None else PLAIN
+        launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n),)](
+            x,
+            weight,
+            out,
+            bias if bias is not None else weight,
+            residual if residual is not None else out,
+            norm if norm is not None else weight,
+            x.shape[0],
+            n,
+            k,
+            x.stride(0),
+            out.stride(0),
+            residual.stride(0) if residual is not None else 0,
+            INPUT=kind,
+            BIAS=bias is not None,
+            RESIDUAL=residual is not None,
+            EPS=eps,
+            ROWS=triton.next_power_of_2(x.shape[0]),
+            BLOCK_N=blocks.n,
+            BLOCK_K=blocks.k,
+            num_warps=blocks.warps,
+            num_stages=blocks.stages,
+        )
+
+    @triton_op("tradeoff::decode_linear", mutates_args=())
+    def _decode_linear(
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        residual: Tensor | None,
+        norm: Tensor | None,
+        eps: float,
+        gated: bool,
+    ) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        res = None if residual is None else residual.reshape(rows.shape[0], -1)
+        out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+        blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
+        blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
+        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton)
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def _key(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    norm: Tensor | None,
+    gated: bool,
+) -> Key:
+    kind = GATED if gated else NORMED if norm is not None else PLAIN
+    rows = 1 << (x.numel() // x.shape[-1] - 1).bit_length()  # the power of two the kernel pads to
+    return (weight.shape[0], weight.shape[1], kind, bias is not None, residual is not None, rows)
+
+
+def _tune(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    norm: Tensor | None,
+    eps: float,
+    gated: bool,
+) -> Blocks | None:
+    """The fastest candidate's blocks, or None if cuBLAS's product alone is faster (timed with
+    the L2 cache flushed between runs, as a step's weights arrive from memory)."""
+    from triton.testing import do_bench
+
+    rows = x.reshape(-1, x.shape[-1])
+    res = None if residual is None else residual.reshape(rows.shape[0], -1)
+    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    plain = rows[:, : weight.shape[1]].contiguous()
+    times = {"cublas": do_bench(lambda: F.linear(plain, weight, bias), warmup=5, rep=20) * 1e3}
+    best, best_us = None, times["cublas"] * 1.05  # within 5%: the kernel saves a launch or more
+    for blocks in candidates(_key(x, weight, bias, residual, norm, gated)[-1]):
+
+        def run(blocks: Blocks = blocks) -> None:
+            _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, lambda f: f)
+
+        us = do_bench(run, warmup=5, rep=20) * 1e3
+        times[f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}"] = us
+        if us < best_us:
+            best, best_us = blocks, us
+    TIMES[_key(x, weight, bias, residual, norm, gated)] = times
+    return best
+
+
+def takes(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    norm: Tensor | None = None,
+    eps: float = 0.0,
+    gated: bool = False,
+) -> bool:
+    """Whether the kernel computes this product: it can, and on this shape it beat cuBLAS.
+    A shape seen for the first time outside compilation and graph capture is tuned now."""
+    if not available(x, weight):
+        return False
+    key = _key(x, weight, bias, residual, norm, gated)
+    if key not in CHOICES:
+        if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
+            return True  # untuned: the default blocks
+        CHOICES[key] = _tune(x, weight, bias, residual, norm, eps, gated)
+    return CHOICES[key] is not None
+
+
+def decode_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    norm: Tensor | None = None,
+    eps: float = 0.0,
+    gated: bool = False,
+) -> Tensor:
+    """f(x) @ weight.T (+ bias) (+ residual) for x (rows, 1, k), or (rows, 1, 2k) when gated:
+    f is RMSNorm with weight `norm` and epsilon `eps` when `norm` is given, SiLU(x[..., :k]) *
+    x[..., k:] when `gated`, else the identity."""
+    assert triton is not None
+    return _decode_linear(x, weight, bias, residual, norm, eps, gated)

@@ -1,0 +1,33 @@
+"""The torch engine's Triton kernels, run by Triton's interpreter on the CPU: the same kernels
+the engine launches on CUDA, checked against the plain path each replaces (SDPA; RMSNorm, SiLU
+and F.linear op by op). Speed is the GPU's business (benchmarks/RESULTS.md, issue 17); what
+the kernels compute is checked here, in float32."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+HERE = Path(__file__).parent
+
+
+def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "triton_interpret.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert errors["decode_linear"] < 1e-5, errors
+    assert errors["decode_attention"] < 1e-5, errors

@@ -1,0 +1,80 @@
+"""Run under TRITON_INTERPRET=1 by tests/test_triton_kernels.py: the torch engine's CUDA kernels
+(`decode_linear`, `decode_attention`) on the CPU, in float32, against the plain path each
+replaces. Prints one JSON line: the largest absolute difference of each kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before importing triton"
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from tradeoff.engines import decode_attention, decode_linear  # noqa: E402
+from tradeoff.engines.torch_model import RMSNorm  # noqa: E402
+
+
+def linear_errors() -> float:
+    """Every input kind, with and without bias and residual, batch 1 to 8, odd sizes, each
+    block shape tuning may pick, and the untuned default."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(0)
+    for rows, n, k, kind, bias, res in [
+        (1, 96, 64, decode_linear.NORMED, False, False),
+        (3, 40, 48, decode_linear.GATED, False, True),
+        (8, 64, 128, decode_linear.PLAIN, True, True),
+        (1, 33, 80, decode_linear.NORMED, True, False),
+        (5, 48, 64, decode_linear.GATED, False, True),
+        (2, 17, 200, decode_linear.PLAIN, False, False),
+        (8, 30, 72, decode_linear.NORMED, True, True),
+    ]:
+        x = torch.randn(rows, 1, 2 * k if kind == decode_linear.GATED else k, generator=gen)
+        w = torch.randn(n, k, generator=gen) / k**0.5
+        b = torch.randn(n, generator=gen) if bias else None
+        r = torch.randn(rows, 1, n, generator=gen) if res else None
+        norm = RMSNorm(k, 1e-5)
+        norm.weight.data = torch.rand(k, generator=gen) + 0.5
+        g = norm.weight.data if kind == decode_linear.NORMED else None
+        h = norm(x) if kind == decode_linear.NORMED else x
+        if kind == decode_linear.GATED:
+            gate, up = x.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        want = F.linear(h, w, b) if r is None else r + F.linear(h, w, b)
+        padded = 1 << (rows - 1).bit_length()
+        for blocks in [*decode_linear.candidates(padded), decode_linear.default(padded)]:
+            decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
+            got = decode_linear.decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
+            assert got.shape == want.shape
+            worst = max(worst, float((got - want).abs().max()))
+    return worst
+
+
+def attention_errors() -> float:
+    """Grouped heads, one key/value head per query head, positions from the first to the
+    cache's last, the query a transposed view (as the model passes it)."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(1)
+    for b, heads, kv_heads, length, head_dim, pos in [
+        (1, 8, 2, 96, 64, 0),
+        (2, 8, 2, 96, 64, 37),
+        (3, 4, 4, 130, 32, 129),
+        (1, 14, 2, 64, 64, 63),
+        (1, 4, 1, 200, 16, 150),
+    ]:
+        q = torch.randn(b, 1, heads, head_dim, generator=gen).transpose(1, 2)
+        k = torch.randn(b, kv_heads, length, head_dim, generator=gen)
+        v = torch.randn(b, kv_heads, length, head_dim, generator=gen)
+        at = torch.tensor([pos])
+        mask = at[:, None] >= torch.arange(length)[None, :]
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        got = decode_attention.decode_attention(q, k, v, at)
+        assert got.shape == want.shape
+        worst = max(worst, float((got - want).abs().max()))
+    return worst
+
+
+if __name__ == "__main__":
+    with torch.no_grad():
+        print(json.dumps({"decode_linear": linear_errors(), "decode_attention": attention_errors()}))
