@@ -1,4 +1,4 @@
-"""The decode step's projections at batch 1 to 16, as a Triton kernel for CUDA that also does the
+"""The decode step's projections at batch 1 to 8, as a Triton kernel for CUDA that also does the
 work around them: the RMSNorm before q/k/v and gate/up, SiLU(gate)·up before the down
 projection, the residual add after the output and down projections.
 
@@ -12,10 +12,11 @@ weight's bytes, not by the multiplies; a first version padded x to 16 rows for t
 and ran at 20-45% of the bandwidth, its loads waiting on each block's processing of x). The
 RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read once.
 
-Each (shape, input kind) is tuned once, eagerly, on first use: a few block shapes are timed
-against cuBLAS, and cuBLAS keeps the product (with the norm and the rest done as before) unless
-the kernel is faster. CPU tensors, prefill and a machine without Triton take
-`torch_model.linear`'s plain path.
+Each (shape, input kind, batch) is tuned once, eagerly, on first use: a few block shapes are
+timed against cuBLAS, and cuBLAS keeps the product (with the norm and the rest done op by op)
+unless the kernel is within 5% of it. On the H200 the kernel took the Qwen2.5-0.5B shape's q/k/v
+and output products (3.1 µs each in the graph, against cuBLAS's 4.4), cuBLAS the larger ones.
+CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
 from __future__ import annotations
