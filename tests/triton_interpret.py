@@ -77,4 +77,6 @@ def attention_errors() -> float:
 
 if __name__ == "__main__":
     with torch.no_grad():
-        print(json.dumps({"decode_linear": linear_errors(), "decode_attention": attention_errors()}))
+        print(
+            json.dumps({"decode_linear": linear_errors(), "decode_attention": attention_errors()})
+        )
