@@ -15,7 +15,8 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (FLOP-bound), joules per token by the NVML counter, peak memory; one variant per `--variants`
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
-  engine was before issue 17);
+  engine was before issue 17); on CUDA, `decode_linear`'s tuning too (µs for each product of
+  the step: cuBLAS's and each candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -137,6 +138,10 @@ def part_decode(
                     {"variant": variant, "batch": batch, "error": f"{type(exc).__name__}: {exc}"}
                 )
                 continue
+            if decode_linear.TIMES:  # each product's µs, cuBLAS and the kernel's candidates
+                tuning = {str(k): v for k, v in decode_linear.TIMES.items()}
+                print(json.dumps({"decode_linear tuning, µs": tuning}), flush=True)
+                save(out, f"tuning {source} {variant}", tuning)
             replay_tok_s = None
             step_obj = engine.decode_step(batch)
             if step_obj.graph is not None:  # the captured step alone, back to back: no host work
