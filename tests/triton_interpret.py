@@ -45,7 +45,7 @@ def linear_errors() -> float:
         padded = 1 << (rows - 1).bit_length()
         for blocks in [*decode_linear.candidates(padded), decode_linear.default(padded)]:
             decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
-            got = decode_linear.decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
+            got = decode_linear._decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
             assert got.shape == want.shape
             worst = max(worst, float((got - want).abs().max()))
     return worst

@@ -249,7 +249,7 @@ def _tune(
     return best
 
 
-def takes(
+def fused(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None = None,
@@ -257,30 +257,19 @@ def takes(
     norm: Tensor | None = None,
     eps: float = 0.0,
     gated: bool = False,
-) -> bool:
-    """Whether the kernel computes this product: it can, and on this shape it beat cuBLAS.
-    A shape seen for the first time outside compilation and graph capture is tuned now."""
+) -> Tensor | None:
+    """f(x) @ weight.T (+ bias) (+ residual) through the kernel for x (rows, 1, k), or
+    (rows, 1, 2k) when gated: f is RMSNorm with weight `norm` and epsilon `eps` when `norm` is
+    given, SiLU(x[..., :k]) * x[..., k:] when `gated`, else the identity. None where the caller
+    computes it op by op: the kernel cannot take x, or cuBLAS was faster on this shape. A shape
+    seen for the first time outside compilation and graph capture is tuned now."""
     if not available(x, weight):
-        return False
+        return None
     key = _key(x, weight, bias, residual, norm, gated)
     if key not in CHOICES:
         if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
-            return True  # untuned: the default blocks
+            return _decode_linear(x, weight, bias, residual, norm, eps, gated)  # default blocks
         CHOICES[key] = _tune(x, weight, bias, residual, norm, eps, gated)
-    return CHOICES[key] is not None
-
-
-def decode_linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    residual: Tensor | None = None,
-    norm: Tensor | None = None,
-    eps: float = 0.0,
-    gated: bool = False,
-) -> Tensor:
-    """f(x) @ weight.T (+ bias) (+ residual) for x (rows, 1, k), or (rows, 1, 2k) when gated:
-    f is RMSNorm with weight `norm` and epsilon `eps` when `norm` is given, SiLU(x[..., :k]) *
-    x[..., k:] when `gated`, else the identity."""
-    assert triton is not None
+    if CHOICES[key] is None:
+        return None
     return _decode_linear(x, weight, bias, residual, norm, eps, gated)

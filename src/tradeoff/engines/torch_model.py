@@ -144,8 +144,9 @@ def linear(
     `gated`: through `decode_linear`'s fused kernel for a decode step on CUDA, else op by op."""
     w, b = layer.weight, layer.bias
     g, eps = (norm.weight, norm.eps) if norm is not None else (None, 0.0)
-    if decode_linear.takes(x, w, b, residual, g, eps, gated):
-        return decode_linear.decode_linear(x, w, b, residual, g, eps, gated)
+    y = decode_linear.fused(x, w, b, residual, g, eps, gated)
+    if y is not None:
+        return y
     if norm is not None:
         x = norm(x)
     if gated:
