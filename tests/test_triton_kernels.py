@@ -31,3 +31,4 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
     assert errors["decode_attention"] < 1e-5, errors
+    assert errors["decode_attention, new token"] < 1e-5, errors

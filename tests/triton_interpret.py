@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from tradeoff.engines import decode_attention, decode_linear  # noqa: E402
-from tradeoff.engines.torch_model import RMSNorm  # noqa: E402
+from tradeoff.engines.torch_model import RMSNorm, _rotate  # noqa: E402
 
 
 def linear_errors() -> float:
@@ -51,18 +51,22 @@ def linear_errors() -> float:
     return worst
 
 
+# batch, query heads, key/value heads, cache length, head size, position
+ATTENTION_CASES = [
+    (1, 8, 2, 96, 64, 0),
+    (2, 8, 2, 96, 64, 37),
+    (3, 4, 4, 130, 32, 129),
+    (1, 14, 2, 64, 64, 63),
+    (1, 4, 1, 200, 16, 150),
+]
+
+
 def attention_errors() -> float:
     """Grouped heads, one key/value head per query head, positions from the first to the
     cache's last, the query a transposed view (as the model passes it)."""
     worst = 0.0
     gen = torch.Generator().manual_seed(1)
-    for b, heads, kv_heads, length, head_dim, pos in [
-        (1, 8, 2, 96, 64, 0),
-        (2, 8, 2, 96, 64, 37),
-        (3, 4, 4, 130, 32, 129),
-        (1, 14, 2, 64, 64, 63),
-        (1, 4, 1, 200, 16, 150),
-    ]:
+    for b, heads, kv_heads, length, head_dim, pos in ATTENTION_CASES:
         q = torch.randn(b, 1, heads, head_dim, generator=gen).transpose(1, 2)
         k = torch.randn(b, kv_heads, length, head_dim, generator=gen)
         v = torch.randn(b, kv_heads, length, head_dim, generator=gen)
@@ -75,8 +79,39 @@ def attention_errors() -> float:
     return worst
 
 
+def new_token_errors() -> float:
+    """The kernel that also rotates this step's query and key and writes the key and value
+    into the cache, from the q/k/v projection's rows, against `torch_model`'s op-by-op path:
+    the attention and both caches afterwards."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(2)
+    for b, heads, kv_heads, length, head_dim, pos in ATTENTION_CASES:
+        qkv = torch.randn(b, 1, (heads + 2 * kv_heads) * head_dim, generator=gen)
+        k = torch.randn(b, kv_heads, length, head_dim, generator=gen)
+        v = torch.randn(b, kv_heads, length, head_dim, generator=gen)
+        angles = torch.rand(1, head_dim // 2, generator=gen) * 6.0
+        cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+        at = torch.tensor([pos])
+        q, kn, vn = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], -1)
+        q = _rotate(q.view(b, 1, heads, head_dim).transpose(1, 2), cos, sin)
+        kn = _rotate(kn.view(b, 1, kv_heads, head_dim).transpose(1, 2), cos, sin)
+        vn = vn.view(b, 1, kv_heads, head_dim).transpose(1, 2)
+        k_want, v_want = k.clone().index_copy_(2, at, kn), v.clone().index_copy_(2, at, vn)
+        mask = at[:, None] >= torch.arange(length)[None, :]
+        want = F.scaled_dot_product_attention(q, k_want, v_want, attn_mask=mask, enable_gqa=True)
+        want = want.transpose(1, 2).reshape(b, 1, heads * head_dim)
+        got = decode_attention._decode_attention_new(qkv, cos, sin, k, v, at, heads)
+        assert got.shape == want.shape
+        for a, e in ((got, want), (k, k_want), (v, v_want)):
+            worst = max(worst, float((a - e).abs().max()))
+    return worst
+
+
 if __name__ == "__main__":
     with torch.no_grad():
-        print(
-            json.dumps({"decode_linear": linear_errors(), "decode_attention": attention_errors()})
-        )
+        errors = {
+            "decode_linear": linear_errors(),
+            "decode_attention": attention_errors(),
+            "decode_attention, new token": new_token_errors(),
+        }
+        print(json.dumps(errors))

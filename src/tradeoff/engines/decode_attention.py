@@ -11,8 +11,13 @@ Flash decoding: one program per (row, query head, block of BLOCK positions), `GR
 sharing a key/value head (GQA), each writing its block's max score, sum of weights and weighted
 values (float32, as SDPA computes); then one program per (row, query head) combines the blocks.
 A first version looped over the blocks in one program per (row, head): 18.3 µs a layer on the
-H200 against cuDNN's 9.2, its blocks' loads one after another. CPU tensors, and a
-machine without Triton, take SDPA in `torch_model.Attention`.
+H200 against cuDNN's 9.2, its blocks' loads one after another.
+
+`fused` also takes the step's rotary and cache writes from the model (three kernels a layer,
+1-1.6 µs each): it reads the q/k/v projection's output, rotates the query and the new key in the
+split kernel, uses the new key and value at the current position, and writes them into the cache
+from one program per key/value head. CPU tensors, and a machine without Triton, take rotary,
+`index_copy_` and SDPA in `torch_model.Attention`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,19 @@ def available(q: Tensor) -> bool:
 
 if triton is not None:
 
+    @triton.jit
+    def _rotary(x_ptr, cos_ptr, sin_ptr, HEAD_DIM: tl.constexpr):
+        """One head of x rotated as `torch_model._rotate` does (x·cos + rotate_half(x)·sin),
+        in float32, rounded once to x's dtype as the compiled model rounds it."""
+        d = tl.arange(0, HEAD_DIM)
+        half = HEAD_DIM // 2
+        x = tl.load(x_ptr + d).to(tl.float32)
+        partner = tl.load(x_ptr + (d + half) % HEAD_DIM).to(tl.float32)
+        rotated = tl.where(d < half, -partner, partner)
+        c = tl.load(cos_ptr + d).to(tl.float32)
+        s = tl.load(sin_ptr + d).to(tl.float32)
+        return (x * c + rotated * s).to(x_ptr.dtype.element_ty)
+
     @triton.jit  # no annotations but constexpr: Triton reads them
     def _decode_attention_split(
         q_ptr,
@@ -55,6 +73,9 @@ if triton is not None:
         v_ptr,
         part_ptr,
         pos_ptr,
+        new_ptr,
+        cos_ptr,
+        sin_ptr,
         n_heads,
         q_row,
         q_head,
@@ -64,6 +85,7 @@ if triton is not None:
         v_row,
         v_head,
         v_pos,
+        NEW: tl.constexpr,
         GROUP: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK_POS: tl.constexpr,
@@ -71,7 +93,10 @@ if triton is not None:
         SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
     ):
         """One (row, query head) over one block of positions: its max score, its sum of
-        exp(score - max) and its weighted sum of values, into part[program, split]."""
+        exp(score - max) and its weighted sum of values, into part[program, split]. NEW: q is
+        the first part of a row of the q/k/v projection (new_ptr) and this step's key and value
+        follow it: the query and key are rotated here (cos and sin of position `last`), the key
+        and value taken at `last` from there and written into the cache by one program."""
         program, split = tl.program_id(0), tl.program_id(1)
         row, head = program // n_heads, program % n_heads
         kv_head = head // GROUP
@@ -79,11 +104,31 @@ if triton is not None:
         d = tl.arange(0, HEAD_DIM)
         p = split * BLOCK_POS + tl.arange(0, BLOCK_POS)
         valid = p <= last  # a block past `last` loads nothing and weighs nothing
-        q = tl.load(q_ptr + row * q_row + head * q_head + d).to(tl.float32) * SCALE
         k_at = k_ptr + row * k_row + kv_head * k_head + p[:, None] * k_pos + d[None, :]
         v_at = v_ptr + row * v_row + kv_head * v_head + p[:, None] * v_pos + d[None, :]
-        k = tl.load(k_at, mask=valid[:, None], other=0.0)
-        v = tl.load(v_at, mask=valid[:, None], other=0.0)
+        if NEW:
+            at = new_ptr + row * q_row
+            q = _rotary(at + head * HEAD_DIM, cos_ptr, sin_ptr, HEAD_DIM)
+            key_at = at + (n_heads + kv_head) * HEAD_DIM
+            k_new = _rotary(key_at, cos_ptr, sin_ptr, HEAD_DIM)
+            v_new = tl.load(key_at + (n_heads // GROUP) * HEAD_DIM + d)
+            here = (p == last)[:, None]
+            k = tl.where(
+                here, k_new[None, :], tl.load(k_at, mask=valid[:, None] & ~here, other=0.0)
+            )
+            v = tl.where(
+                here, v_new[None, :], tl.load(v_at, mask=valid[:, None] & ~here, other=0.0)
+            )
+            writer = (head % GROUP == 0) & (split == last // BLOCK_POS)  # one program a kv head
+            write = d < tl.where(writer, HEAD_DIM, 0)
+            cache_at = row * k_row + kv_head * k_head + last * k_pos + d
+            tl.store(k_ptr + cache_at, k_new, mask=write)
+            tl.store(v_ptr + row * v_row + kv_head * v_head + last * v_pos + d, v_new, mask=write)
+            q = q.to(tl.float32) * SCALE
+        else:
+            q = tl.load(q_ptr + row * q_row + head * q_head + d).to(tl.float32) * SCALE
+            k = tl.load(k_at, mask=valid[:, None], other=0.0)
+            v = tl.load(v_at, mask=valid[:, None], other=0.0)
         score = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
         best = tl.max(score, axis=0)
         w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
@@ -115,29 +160,46 @@ if triton is not None:
         out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
         tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
 
-    @triton_op("tradeoff::decode_attention", mutates_args=())
-    def _decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
-        b, n_heads, _, head_dim = q.shape
+    def _attend(
+        k: Tensor,
+        v: Tensor,
+        pos: Tensor,
+        out: Tensor,
+        out_strides: tuple[int, int],
+        n_heads: int,
+        q: Tensor | None = None,
+        new: Tensor | None = None,
+        cos: Tensor | None = None,
+        sin: Tensor | None = None,
+    ) -> None:
+        """Both kernels: attention of q (batch, heads, 1, head_dim), or of the q/k/v
+        projection's rows `new` with this step's rotary and cache writes, into out."""
+        b, head_dim = k.shape[0], k.shape[-1]
         splits = triton.next_power_of_2(triton.cdiv(k.shape[2], BLOCK))
         part = torch.empty(
-            (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=q.device
+            (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=k.device
         )
-        out = torch.empty_like(q)
+        query = q if q is not None else new
+        assert query is not None
+        q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
         wrap_triton(_decode_attention_split)[(b * n_heads, splits)](
-            q,
+            query,
             k,
             v,
             part,
             pos[-1:],
+            query,
+            cos if cos is not None else k,
+            sin if sin is not None else k,
             n_heads,
-            q.stride(0),
-            q.stride(1),
+            *q_strides,
             k.stride(0),
             k.stride(1),
             k.stride(2),
             v.stride(0),
             v.stride(1),
             v.stride(2),
+            NEW=new is not None,
             GROUP=n_heads // k.shape[1],
             HEAD_DIM=head_dim,
             BLOCK_POS=BLOCK,
@@ -145,8 +207,22 @@ if triton is not None:
             SCALE=1.0 / math.sqrt(head_dim),
         )
         wrap_triton(_decode_attention_combine)[(b * n_heads,)](
-            part, out, n_heads, out.stride(0), out.stride(1), HEAD_DIM=head_dim, SPLITS=splits
+            part, out, n_heads, *out_strides, HEAD_DIM=head_dim, SPLITS=splits
         )
+
+    @triton_op("tradeoff::decode_attention", mutates_args=())
+    def _decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
+        out = torch.empty_like(q)
+        _attend(k, v, pos, out, (out.stride(0), out.stride(1)), q.shape[1], q=q)
+        return out
+
+    @triton_op("tradeoff::decode_attention_new", mutates_args=("k", "v"))
+    def _decode_attention_new(
+        qkv: Tensor, cos: Tensor, sin: Tensor, k: Tensor, v: Tensor, pos: Tensor, n_heads: int
+    ) -> Tensor:
+        head_dim = k.shape[-1]
+        out = torch.empty((qkv.shape[0], 1, n_heads * head_dim), dtype=qkv.dtype, device=qkv.device)
+        _attend(k, v, pos, out, (out.stride(0), head_dim), n_heads, new=qkv, cos=cos, sin=sin)
         return out
 
 
@@ -155,3 +231,27 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
     length, head_dim) at positions 0..pos[-1]; the result has q's shape and dtype."""
     assert triton is not None and q.shape[2] == 1
     return _decode_attention(q, k, v, pos)
+
+
+def fused(
+    qkv: Tensor, cos: Tensor, sin: Tensor, k: Tensor, v: Tensor, pos: Tensor, n_heads: int
+) -> Tensor | None:
+    """A decode step's attention from its q/k/v projection qkv (batch, 1, (heads + 2 kv heads)
+    × head_dim): the query and key rotated by cos and sin (1, head_dim, of position pos[-1]),
+    this step's key and value written into the cache k, v at pos[-1], the result (batch, 1,
+    heads × head_dim). None where the kernel cannot take it (the caller goes op by op)."""
+    head_dim = k.shape[-1]
+    if not (
+        ENABLED
+        and triton is not None
+        and qkv.is_cuda
+        and qkv.shape[1] == 1
+        and qkv.is_contiguous()
+        and head_dim & (head_dim - 1) == 0
+        and cos.shape == (1, head_dim)
+        and cos.is_contiguous()
+        and sin.is_contiguous()
+        and k.stride(-1) == v.stride(-1) == 1
+    ):
+        return None
+    return _decode_attention_new(qkv, cos, sin, k, v, pos, n_heads)

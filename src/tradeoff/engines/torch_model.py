@@ -179,7 +179,11 @@ class Attention(nn.Module):
         """x + attention(norm(x)), writing this step's keys and values into k and v."""
         a = self.arch
         b, t, _ = x.shape
-        q, kn, vn = linear(x, self.wqkv, norm=norm).split(self.split, dim=-1)
+        qkv = linear(x, self.wqkv, norm=norm)
+        y = decode_attention.fused(qkv, cos, sin, k, v, pos, a.n_heads)
+        if y is not None:  # rotary, cache writes and attention in the kernel
+            return linear(y, self.wo, residual=x)
+        q, kn, vn = qkv.split(self.split, dim=-1)
         q = q.view(b, t, a.n_heads, a.head_dim).transpose(1, 2)
         kn = kn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
         vn = vn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)

@@ -1,0 +1,207 @@
+"""`decode_linear`'s block shapes, swept wide on the GPU, against cuBLAS (issue 17).
+
+    PYTHONPATH=src python3 benchmarks/gpu_gemv_sweep.py --out DIR
+        [--models llama-3.1-8b qwen2.5-0.5b] [--rows 1,8] [--top 3]
+
+For each model shape's four decode-step products (q/k/v with the RMSNorm before it, the output
+projection with the residual add, gate/up with the norm, down with SiLU·up and the residual
+add; dims from the shipped config) and each batch (rows of x): the µs of cuBLAS's product
+alone and of every candidate block shape of the kernel, both ways of summing along K (in every
+block, or once after the loop: `late`), each timed by `decode_linear.graph_us` (inside a CUDA
+graph, the weight arriving from memory), and its share of the bandwidth measured by
+`meters.calibrate.calibrate_cuda` in the same run (weight bytes / µs). The package's own
+`candidates()` are marked; what the sweep finds best decides them.
+
+Prints Markdown for benchmarks/RESULTS.md as it goes and writes DIR/gemv_sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from tradeoff.engines import decode_linear
+from tradeoff.engines.decode_linear import Blocks
+from tradeoff.engines.hf_config import load_hf_config
+from tradeoff.engines.torch_model import Arch
+
+WIDE_N = (2, 4, 8, 16)
+WIDE_K = (128, 256, 512, 1024, 2048)
+
+
+Product = tuple[str, int, int, int, bool, bool]  # name, n, k, input kind, bias, residual
+
+
+def wide(rows: int) -> list[Blocks]:
+    """Every block shape the sweep tries for `rows` (a power of two)."""
+    return [
+        Blocks(n, k, warps, stages, late)
+        for late in (False, True)
+        for n in WIDE_N
+        for k in WIDE_K
+        if 1024 <= n * k * rows <= 16384
+        for warps in (4, 8)
+        for stages in (1, 3)
+    ]
+
+
+def products(arch: Arch) -> list[Product]:
+    """(name, n, k, input kind, bias, residual) of a decode step's four products."""
+    q, kv = arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
+    return [
+        ("q/k/v, norm", q + 2 * kv, arch.dim, decode_linear.NORMED, arch.qkv_bias, False),
+        ("output, residual", arch.dim, q, decode_linear.PLAIN, False, True),
+        ("gate/up, norm", 2 * arch.ffn, arch.dim, decode_linear.NORMED, False, False),
+        ("down, SiLU·up and residual", arch.dim, arch.ffn, decode_linear.GATED, False, True),
+    ]
+
+
+def sweep(model: str, rows: int, bandwidth: float, top: int) -> list[dict[str, Any]]:
+    arch = Arch.from_hf(load_hf_config(model))
+    out = []
+    for product in products(arch):
+        row = sweep_product(product, rows, bandwidth, top)
+        out.append({"model": model, **row})
+        best = row["top"][0] if row["top"] else ("-", float("nan"))
+        print(
+            f"| {model} | {rows} | {row['product']} | {row['n']} × {row['k']} | "
+            f"{row['at_bandwidth_us']} | {row['cublas_us']} "
+            f"({row['at_bandwidth_us'] / row['cublas_us']:.0%}) | {row['candidates_now_best_us']} "
+            f"| {row['best_in_loop_us']} | {row['best_late_us']} | {best[0]} "
+            f"({row['at_bandwidth_us'] / best[1]:.0%}) | {row['sweep_s']} |",
+            flush=True,
+        )
+        torch.cuda.empty_cache()
+    return out
+
+
+def pad(rows: int) -> int:
+    """The power of two the kernel pads a batch to."""
+    return 1 << (rows - 1).bit_length()
+
+
+def inputs(product: Product, rows: int) -> tuple[torch.Tensor, ...]:
+    """Random bf16 weight, x, bias, residual, norm weight and output for one product."""
+    label, n, k, kind, has_bias, has_res = product
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    w = torch.randn(n, k, device=dev, dtype=dt) / k**0.5
+    x = torch.randn(rows, 2 * k if kind == decode_linear.GATED else k, device=dev, dtype=dt)
+    bias = torch.randn(n, device=dev, dtype=dt) if has_bias else None
+    res = torch.randn(rows, n, device=dev, dtype=dt) if has_res else None
+    g = torch.rand(k, device=dev, dtype=dt) + 0.5 if kind == decode_linear.NORMED else None
+    return w, x, bias, res, g, torch.empty(rows, n, device=dev, dtype=dt)
+
+
+def compile_all(work: tuple[Product, int, list[Blocks]]) -> int:
+    """Compile (by launching once) each block shape for one product, into Triton's on-disk
+    cache; run in worker processes so that the timing loop finds every kernel compiled."""
+    product, rows, blocks = work
+    w, x, bias, res, g, y = inputs(product, rows)
+    gated = product[3] == decode_linear.GATED
+    done = 0
+    for b in blocks:
+        try:
+            decode_linear._launch(b, x, w, bias, res, g, 1e-5, gated, y, lambda f: f)
+            done += 1
+        except Exception:  # noqa: BLE001, S112 - the timing loop reports it
+            continue
+    torch.cuda.synchronize()
+    return done
+
+
+def sweep_product(product: Product, rows: int, bandwidth: float, top: int) -> dict[str, Any]:
+    """One product's cuBLAS time and every block shape's, µs in a CUDA graph."""
+    label, n, k, kind, has_bias, has_res = product
+    w, x, bias, res, g, y = inputs(product, rows)
+    plain = x[:, :k].contiguous()
+    padded = pad(rows)
+    mine = set(decode_linear.candidates(padded))
+    gb = w.numel() * w.element_size() / 1e9
+    t0 = time.perf_counter()
+    cublas = decode_linear.graph_us(lambda v: F.linear(plain, v, bias), w)
+    times: dict[str, float] = {}
+    for blocks in sorted(set(wide(padded)) | mine):
+
+        def run(v: torch.Tensor, b: Blocks = blocks) -> None:
+            gated = kind == decode_linear.GATED
+            decode_linear._launch(b, x, v, bias, res, g, 1e-5, gated, y, lambda f: f)
+
+        try:
+            times[decode_linear.name(blocks)] = decode_linear.graph_us(run, w)
+        except Exception as e:  # noqa: BLE001 - a shape the compiler refuses is a result
+            print(f"  {decode_linear.name(blocks)}: {type(e).__name__}: {str(e)[:120]}")
+    ranked = sorted(times.items(), key=lambda kv: kv[1])
+    late = [v for key, v in times.items() if key.endswith("late")]
+    in_loop = [v for key, v in times.items() if not key.endswith("late")]
+    return {
+        "rows": rows,
+        "product": label,
+        "n": n,
+        "k": k,
+        "weight_MB": round(gb * 1e3, 1),
+        "at_bandwidth_us": round(gb * 1e9 / bandwidth * 1e6, 2),
+        "cublas_us": round(cublas, 2),
+        "candidates_now_best_us": round(min(times[decode_linear.name(b)] for b in mine), 2),
+        "best_late_us": round(min(late), 2) if late else None,
+        "best_in_loop_us": round(min(in_loop), 2) if in_loop else None,
+        "top": [(key, round(v, 2)) for key, v in ranked[:top]],
+        "all_us": {key: round(v, 2) for key, v in times.items()},
+        "sweep_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--models", nargs="+", default=["llama-3.1-8b", "qwen2.5-0.5b"])
+    parser.add_argument("--rows", default="1,8")
+    parser.add_argument("--top", type=int, default=3)
+    args = parser.parse_args()
+    from tradeoff.meters.calibrate import calibrate_cuda
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    bandwidth = calibrate_cuda(3.0).peaks.bytes_per_s
+    print(
+        f"{torch.cuda.get_device_name()}, triton {decode_linear.triton.__version__}, torch "
+        f"{torch.__version__}; measured bandwidth {bandwidth / 1e9:,.1f} GB/s (calibrate_cuda)\n"
+    )
+    print(
+        "| shape | rows | product | n × k | µs at the bandwidth | cuBLAS µs (share) | "
+        "candidates() best µs | best, sum in each block | best, sum after the loop (late) | "
+        "best of all (share) | sweep s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    batches = [int(r) for r in args.rows.split(",")]
+    work = [
+        (p, rows, sorted(set(wide(pad(rows))) | set(decode_linear.candidates(pad(rows))))[i::4])
+        for model in args.models
+        for p in products(Arch.from_hf(load_hf_config(model)))
+        for rows in batches
+        for i in range(4)
+    ]
+    t0 = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    workers = max(1, min(12, (os.cpu_count() or 2) - 2))
+    with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        compiled = sum(pool.map(compile_all, work))
+    print(f"compiled {compiled} kernels in {time.perf_counter() - t0:.0f} s ({workers} processes)")
+    rows_all: list[dict[str, Any]] = []
+    for model in args.models:
+        for rows in batches:
+            rows_all += sweep(model, rows, bandwidth, args.top)
+            (args.out / "gemv_sweep.json").write_text(json.dumps(rows_all, indent=1))
+    for row in rows_all:
+        print(f"{row['model']} rows {row['rows']} {row['product']}: top {row['top']}")
+
+
+if __name__ == "__main__":
+    main()
