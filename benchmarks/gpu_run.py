@@ -15,7 +15,8 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (FLOP-bound), joules per token by the NVML counter, peak memory; one variant per `--variants`
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
-  engine was before issue 17); on CUDA, `decode_linear`'s tuning too (µs for each product of
+  engine was before issue 17; a `-sync` suffix gives `overlap=0`: each token read before the next
+  step is queued); on CUDA, `decode_linear`'s tuning too (µs for each product of
   the step: cuBLAS's and each candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
@@ -98,16 +99,19 @@ def part_decode(
     counter = Counter()
     rows = []
     for variant in variants:
-        decode_attention.ENABLED = decode_linear.ENABLED = not variant.endswith("-before")
+        base, *flags = variant.split("-")
+        decode_attention.ENABLED = decode_linear.ENABLED = "before" not in flags
         decode_linear.CHOICES.clear()
         opts = {
             "eager": "graph=0",
             "graph": "graph=1",
             "compile+graph": "graph=1&compile=1",
             "max-autotune+graph": "graph=1&compile=max-autotune",
-        }[variant.removesuffix("-before")]
+        }[base]
         if smoke:
             opts = "graph=0"
+        if "sync" in flags:  # read each token before queuing the next step, as before overlap
+            opts += "&overlap=0"
         ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
         t0 = time.perf_counter()
         try:

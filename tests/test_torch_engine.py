@@ -294,6 +294,42 @@ def test_compiled_steps_give_the_eager_answers(tmp_path):
         assert all(g.error is None and g.output_tokens == 10 for g in got)
 
 
+def test_overlapped_steps_give_the_same_answers_and_count_the_step_a_stop_wastes(tmp_path):
+    """overlap=1 (the default on CUDA) queues each next step before reading the token: the same
+    tokens, statistics and stops as reading first, and a stop's wasted step counted as a pass."""
+    cfg = config_file(tmp_path, LLAMA, "llama")
+    plain = TorchEngine(f"torch:{cfg}?random_weights=1&overlap=0")
+    ahead = TorchEngine(f"torch:{cfg}?random_weights=1&overlap=1")
+    assert ahead.overlap and not plain.overlap
+    free = plain.generate(Request(prompt="12+7=", max_tokens=12, temperature=0.0))
+    stop = free.text[4:6]  # ends the answer early: its text is known from the first run
+    requests = [
+        Request(prompt="12+7=", max_tokens=12, temperature=0.0, logprobs=True),
+        Request(prompt="12+7=", max_tokens=12, temperature=0.0, stop=[stop]),
+    ]
+    for request in requests:
+        seen: tuple[list, list] = ([], [])
+        want = plain.generate(request, on_pass=lambda *p, into=seen[0]: into.append(p))
+        got = ahead.generate(request, on_pass=lambda *p, into=seen[1]: into.append(p))
+        passes = {"plain": seen[0], "ahead": seen[1]}
+        assert (got.text, got.output_tokens, got.finish_reason) == (
+            want.text,
+            want.output_tokens,
+            want.finish_reason,
+        )
+        assert got.token_logprobs == pytest.approx(want.token_logprobs)
+        assert got.token_entropies == pytest.approx(want.token_entropies)
+        assert got.token_times == sorted(got.token_times) and got.t_end >= got.token_times[-1]
+        last = passes["plain"][-1][0] + passes["plain"][-1][1]  # the position after it
+        wasted = [(last, 1, 1)] if want.finish_reason == "stop" else []
+        assert passes["ahead"] == passes["plain"] + wasted
+    assert want.finish_reason == "stop" and want.output_tokens < 12  # the stop case stopped
+    hot = [Request(prompt="hi", max_tokens=8, temperature=3.0, seed=2)] * 3
+    assert [g.text for g in ahead.generate_batch(hot)] == [
+        g.text for g in plain.generate_batch(hot)
+    ]
+
+
 def test_serve_answers_before_the_energy_settles_and_stores_it_after(tmp_path, monkeypatch):
     """`tradeoff serve` with a stepped counter: the answer does not wait for the counter's next
     step (its header says the energy is settling); the record gets the request's share."""

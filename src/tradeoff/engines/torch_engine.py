@@ -36,7 +36,7 @@ from tradeoff.engines.torch_text import TextCodec, codec_for
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED, Generation, Request
 
-OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed")
+OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed", "overlap")
 TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
 # Prefill pads its tokens to a multiple of this, so that few shapes recur: the first pass of each
 # new shape costs 60-80 ms more on an H100 (kernel selection; benchmarks/RESULTS.md), which would
@@ -57,6 +57,7 @@ class TorchSpec:
     graph: bool | None
     compile: str | None  # None, "default" or "max-autotune"
     seed: int
+    overlap: bool | None  # queue the next decode step before reading this step's token
 
 
 def parse_torch_ref(ref: str) -> TorchSpec:
@@ -108,6 +109,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
         graph=flag("graph"),
         compile=compile_mode,
         seed=integer("seed", 0),
+        overlap=flag("overlap"),
     )
 
 
@@ -255,6 +257,7 @@ class TorchEngine(InProcessEngine):
         if self.use_graph and not on_gpu:
             raise UserError(f"model '{ref}': graph=1 needs a CUDA device")
         self.compile = spec.compile
+        self.overlap = on_gpu if spec.overlap is None else spec.overlap
         directory = _directory(spec.source)
         shape = shape_from_hf_config(config, dtype_name)
         _check_fits(ref, shape.weight_bytes or 0, self.device)
@@ -372,19 +375,33 @@ class TorchEngine(InProcessEngine):
         passes = [(0, len(prompt))]
         rows = [_Row(r, self.codec, on_text if batch == 1 else None) for r in requests]
         position = len(prompt)
+        sampled = 0
         while True:
             tokens = self._sample(logits, first.temperature, gen)
             stats = self._stats(logits, tokens) if first.logprobs else None
-            chosen = tokens.tolist()  # the one synchronisation per step
+            fetch = _Fetch(tokens, stats)
+            sampled += 1
+            # With `overlap`, the next step is queued before this token is read, so that the GPU
+            # computes it while the host reads, decodes and checks the token; after a stop, that
+            # step was wasted: it is waited for and counted as this request's pass.
+            ahead = self.overlap and sampled < max_tokens
+            if ahead:
+                logits = step.step(tokens, position)
+            chosen, chosen_stats = fetch.result()  # waits for this step's token only
             now = time.perf_counter()
             for sink in on_pass:
                 sink(passes[-1][0], passes[-1][1], batch)
             for b, row in enumerate(rows):
                 if not row.done:
-                    row.accept(chosen[b], now, stats[b] if stats else None, self)
+                    row.accept(chosen[b], now, chosen_stats[b] if chosen_stats else None, self)
             if all(row.done for row in rows):
+                if ahead:
+                    for sink in on_pass:
+                        sink(position, 1, batch)
+                    self.sync()
                 break
-            logits = step.step(tokens, position)
+            if not ahead:
+                logits = step.step(tokens, position)
             passes.append((position, 1))
             position += 1
         t_end = time.perf_counter()
@@ -399,12 +416,13 @@ class TorchEngine(InProcessEngine):
         return index.gather(-1, pick).squeeze(-1)
 
     @staticmethod
-    def _stats(logits: torch.Tensor, tokens: torch.Tensor) -> list[tuple[float, float]]:
-        """(log-probability of each row's token, entropy in nats) under the raw distribution."""
+    def _stats(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(log-probability of each row's token, entropy in nats) under the raw distribution,
+        (batch, 2) on the device."""
         logp = torch.log_softmax(logits.float(), dim=-1)
         chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1)
-        return list(zip(chosen.tolist(), entropy.tolist()))
+        return torch.stack((chosen, entropy), dim=-1)
 
     def last_logprobs(self, logits: torch.Tensor) -> np.ndarray:
         """Log-probabilities (float64, on the host) of one row of logits."""
@@ -452,6 +470,25 @@ class TorchTokenStream(TokenStream):
 
     def _pieces(self) -> PieceDecoder:
         return self.engine.codec.pieces()
+
+
+class _Fetch:
+    """A step's sampled tokens (and their statistics) copied to the host behind the work queued
+    so far, without waiting for what is queued after them (CUDA: pinned memory and an event)."""
+
+    def __init__(self, tokens: torch.Tensor, stats: torch.Tensor | None):
+        cuda = tokens.is_cuda
+        self.tokens = tokens.to("cpu", non_blocking=cuda)
+        self.stats = None if stats is None else stats.to("cpu", non_blocking=cuda)
+        self.copied = torch.cuda.Event() if cuda else None
+        if self.copied is not None:
+            self.copied.record()
+
+    def result(self) -> tuple[list[int], list[tuple[float, float]] | None]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        stats = None if self.stats is None else [(a, b) for a, b in self.stats.tolist()]
+        return self.tokens.tolist(), stats
 
 
 class _Row:
