@@ -15,9 +15,9 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (FLOP-bound), joules per token by the NVML counter, peak memory; one variant per `--variants`
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
-  engine was before issue 17; a `-sync` suffix gives `overlap=0`: each token read before the next
-  step is queued); on CUDA, `decode_linear`'s tuning too (µs for each product of
-  the step: cuBLAS's and each candidate block shape's);
+  engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
+  queued; `-grouped` sets `decode_attention.GROUPED`); on CUDA, `decode_linear`'s tuning too
+  (µs for each product of the step: cuBLAS's and each candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -101,6 +101,7 @@ def part_decode(
     for variant in variants:
         base, *flags = variant.split("-")
         decode_attention.ENABLED = decode_linear.ENABLED = "before" not in flags
+        decode_attention.GROUPED = "grouped" in flags
         decode_linear.CHOICES.clear()
         opts = {
             "eager": "graph=0",
@@ -207,6 +208,7 @@ def part_decode(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     decode_attention.ENABLED = decode_linear.ENABLED = True
+    decode_attention.GROUPED = False
     print(_decode_table(rows, source, prompt_len, new), flush=True)
 
 

@@ -6,9 +6,9 @@
 
 For each model shape (random bf16 weights, a 512-position static cache), variant (`graph`: the
 decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`; either
-with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, and `-cublas`: the
+with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`: the
 projections through cuBLAS with the norms and the rest op by op, instead of
-`engines/decode_linear.py`) and batch:
+`engines/decode_linear.py`, `-grouped`: `decode_attention.GROUPED`) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -127,8 +127,10 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     base, *flags = variant.split("-")
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
     # "-sdpa": the decode step attends through SDPA, as before the Triton kernel;
-    # "-cublas": its products through cuBLAS, norms and the rest op by op, as before
+    # "-cublas": its products through cuBLAS, norms and the rest op by op, as before;
+    # "-grouped": the attention kernel's programs take a key/value head and its query heads
     decode_attention.ENABLED = "sdpa" not in flags
+    decode_attention.GROUPED = "grouped" in flags
     decode_linear.ENABLED = "cublas" not in flags
     decode_linear.CHOICES.clear()
     decode_linear.TIMES.clear()
@@ -205,6 +207,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         print(tuning(row), flush=True)
     del engine
     decode_attention.ENABLED = decode_linear.ENABLED = True
+    decode_attention.GROUPED = False
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

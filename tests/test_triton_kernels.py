@@ -30,5 +30,6 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
-    assert errors["decode_attention"] < 1e-5, errors
-    assert errors["decode_attention, new token"] < 1e-5, errors
+    for how in ("", ", grouped"):
+        assert errors[f"decode_attention{how}"] < 1e-5, errors
+        assert errors[f"decode_attention, new token{how}"] < 1e-5, errors

@@ -109,9 +109,10 @@ def new_token_errors() -> float:
 
 if __name__ == "__main__":
     with torch.no_grad():
-        errors = {
-            "decode_linear": linear_errors(),
-            "decode_attention": attention_errors(),
-            "decode_attention, new token": new_token_errors(),
-        }
+        errors = {"decode_linear": linear_errors()}
+        for grouped in (False, True):  # a program per query head, or per key/value head
+            decode_attention.GROUPED = grouped
+            how = ", grouped" if grouped else ""
+            errors[f"decode_attention{how}"] = attention_errors()
+            errors[f"decode_attention, new token{how}"] = new_token_errors()
         print(json.dumps(errors))

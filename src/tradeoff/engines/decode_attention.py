@@ -36,6 +36,10 @@ except ImportError:  # the CPU install: no Triton, SDPA only
 
 BLOCK = 64
 ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
+# One program per key/value head and its GROUP query heads, the cache's block loaded once for
+# all of them, instead of one per query head (which loads it GROUP times). Off until measured on
+# a GPU (benchmarks turn it on: gpu_step_profile's and gpu_run's `-grouped` variants).
+GROUPED = False
 
 
 def available(q: Tensor) -> bool:
@@ -87,19 +91,23 @@ if triton is not None:
         v_pos,
         NEW: tl.constexpr,
         GROUP: tl.constexpr,
+        HEADS: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK_POS: tl.constexpr,
         SPLITS: tl.constexpr,
         SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
     ):
-        """One (row, query head) over one block of positions: its max score, its sum of
-        exp(score - max) and its weighted sum of values, into part[program, split]. NEW: q is
-        the first part of a row of the q/k/v projection (new_ptr) and this step's key and value
-        follow it: the query and key are rotated here (cos and sin of position `last`), the key
-        and value taken at `last` from there and written into the cache by one program."""
+        """HEADS query heads of one row (1, or the GROUP that share a key/value head, which is
+        then loaded once) over one block of positions: each head's max score, sum of
+        exp(score - max) and weighted sum of values, into part[row * n_heads + head, split].
+        NEW: q is the first part of a row of the q/k/v projection (new_ptr) and this step's key
+        and value follow it: the query and key are rotated here (cos and sin of position
+        `last`), the key and value taken at `last` from there and written into the cache by one
+        program."""
         program, split = tl.program_id(0), tl.program_id(1)
-        row, head = program // n_heads, program % n_heads
-        kv_head = head // GROUP
+        blocks = n_heads // HEADS
+        row, first = program // blocks, (program % blocks) * HEADS
+        kv_head = first // GROUP
         last = tl.load(pos_ptr)  # attend to positions 0..last
         d = tl.arange(0, HEAD_DIM)
         p = split * BLOCK_POS + tl.arange(0, BLOCK_POS)
@@ -108,7 +116,6 @@ if triton is not None:
         v_at = v_ptr + row * v_row + kv_head * v_head + p[:, None] * v_pos + d[None, :]
         if NEW:
             at = new_ptr + row * q_row
-            q = _rotary(at + head * HEAD_DIM, cos_ptr, sin_ptr, HEAD_DIM)
             key_at = at + (n_heads + kv_head) * HEAD_DIM
             k_new = _rotary(key_at, cos_ptr, sin_ptr, HEAD_DIM)
             v_new = tl.load(key_at + (n_heads // GROUP) * HEAD_DIM + d)
@@ -119,23 +126,29 @@ if triton is not None:
             v = tl.where(
                 here, v_new[None, :], tl.load(v_at, mask=valid[:, None] & ~here, other=0.0)
             )
-            writer = (head % GROUP == 0) & (split == last // BLOCK_POS)  # one program a kv head
+            writer = (first % GROUP == 0) & (split == last // BLOCK_POS)  # one program a kv head
             write = d < tl.where(writer, HEAD_DIM, 0)
             cache_at = row * k_row + kv_head * k_head + last * k_pos + d
             tl.store(k_ptr + cache_at, k_new, mask=write)
             tl.store(v_ptr + row * v_row + kv_head * v_head + last * v_pos + d, v_new, mask=write)
-            q = q.to(tl.float32) * SCALE
         else:
-            q = tl.load(q_ptr + row * q_row + head * q_head + d).to(tl.float32) * SCALE
             k = tl.load(k_at, mask=valid[:, None], other=0.0)
             v = tl.load(v_at, mask=valid[:, None], other=0.0)
-        score = tl.where(valid, tl.sum(k.to(tl.float32) * q[None, :], axis=1), float("-inf"))
-        best = tl.max(score, axis=0)
-        w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
-        at = part_ptr + (program * SPLITS + split) * (HEAD_DIM + 2)
-        tl.store(at + d, tl.sum(w[:, None] * v.to(tl.float32), axis=0))
-        tl.store(at + HEAD_DIM, best)
-        tl.store(at + HEAD_DIM + 1, tl.sum(w, axis=0))
+        for g in tl.static_range(HEADS):
+            head = first + g
+            if NEW:
+                q = _rotary(at + head * HEAD_DIM, cos_ptr, sin_ptr, HEAD_DIM)
+            else:
+                q = tl.load(q_ptr + row * q_row + head * q_head + d)
+            q = q.to(tl.float32) * SCALE
+            score = tl.sum(k.to(tl.float32) * q[None, :], axis=1)
+            score = tl.where(valid, score, float("-inf"))
+            best = tl.max(score, axis=0)
+            w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
+            out = part_ptr + ((row * n_heads + head) * SPLITS + split) * (HEAD_DIM + 2)
+            tl.store(out + d, tl.sum(w[:, None] * v.to(tl.float32), axis=0))
+            tl.store(out + HEAD_DIM, best)
+            tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=0))
 
     @triton.jit
     def _decode_attention_combine(
@@ -182,7 +195,9 @@ if triton is not None:
         query = q if q is not None else new
         assert query is not None
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
-        wrap_triton(_decode_attention_split)[(b * n_heads, splits)](
+        group = n_heads // k.shape[1]
+        heads = group if GROUPED else 1
+        wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
             k,
             v,
@@ -200,7 +215,8 @@ if triton is not None:
             v.stride(1),
             v.stride(2),
             NEW=new is not None,
-            GROUP=n_heads // k.shape[1],
+            GROUP=group,
+            HEADS=heads,
             HEAD_DIM=head_dim,
             BLOCK_POS=BLOCK,
             SPLITS=splits,
