@@ -200,7 +200,6 @@ if triton is not None:
         launch: Any,
     ) -> None:
         n, k = weight.shape
-        kind = GATED if gated else NORMED if norm is not None else PLAIN
         launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n),)](
             x,
             weight,
@@ -214,7 +213,7 @@ if triton is not None:
             x.stride(0),
             out.stride(0),
             residual.stride(0) if residual is not None else 0,
-            INPUT=kind,
+            INPUT=_kind(norm, gated),
             BIAS=bias is not None,
             RESIDUAL=residual is not None,
             EPS=eps,
@@ -237,9 +236,7 @@ if triton is not None:
         eps: float,
         gated: bool,
     ) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        res = None if residual is None else residual.reshape(rows.shape[0], -1)
-        out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+        rows, res, out = _flat(x, weight, residual)
         blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
         blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
         _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton)
@@ -254,9 +251,24 @@ def _key(
     norm: Tensor | None,
     gated: bool,
 ) -> Key:
-    kind = GATED if gated else NORMED if norm is not None else PLAIN
     rows = 1 << (x.numel() // x.shape[-1] - 1).bit_length()  # the power of two the kernel pads to
+    kind = _kind(norm, gated)
     return (weight.shape[0], weight.shape[1], kind, bias is not None, residual is not None, rows)
+
+
+def _kind(norm: Tensor | None, gated: bool) -> int:
+    """What the kernel does to x before the product: PLAIN, NORMED or GATED."""
+    return GATED if gated else NORMED if norm is not None else PLAIN
+
+
+def _flat(
+    x: Tensor, weight: Tensor, residual: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """x and the residual as (rows, features), and the product's output, uninitialised."""
+    rows = x.reshape(-1, x.shape[-1])
+    res = None if residual is None else residual.reshape(rows.shape[0], -1)
+    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    return rows, res, out
 
 
 def graph_us(run: Callable[[Tensor], object], weight: Tensor, reps: int = 20) -> float:
@@ -300,9 +312,7 @@ def _tune(
     the norm, SiLU·up or residual add that the plain path runs as a kernel of its own (or
     inductor fuses with a neighbour that may be this kernel): cuBLAS's side is charged one small
     kernel's time, measured here on x, when there is any."""
-    rows = x.reshape(-1, x.shape[-1])
-    res = None if residual is None else residual.reshape(rows.shape[0], -1)
-    out = torch.empty((rows.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    rows, res, out = _flat(x, weight, residual)
     plain = rows[:, : weight.shape[1]].contiguous()
     times = {"cublas": graph_us(lambda w: F.linear(plain, w, bias), weight)}
     fuses = norm is not None or gated or residual is not None
