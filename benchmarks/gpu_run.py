@@ -16,8 +16,8 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
-  queued; `-grouped` sets `decode_attention.GROUPED`); on CUDA, `decode_linear`'s tuning too
-  (µs for each product of the step: cuBLAS's and each candidate block shape's);
+  queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`); on CUDA, `decode_linear`'s
+  tuning too (µs for each product of the step: cuBLAS's and each candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -101,7 +101,9 @@ def part_decode(
     for variant in variants:
         base, *flags = variant.split("-")
         decode_attention.ENABLED = decode_linear.ENABLED = "before" not in flags
-        decode_attention.GROUPED = "grouped" in flags
+        decode_attention.GROUPED = (
+            True if "grouped" in flags else False if "perhead" in flags else None
+        )
         decode_linear.CHOICES.clear()
         opts = {
             "eager": "graph=0",
@@ -208,7 +210,7 @@ def part_decode(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     decode_attention.ENABLED = decode_linear.ENABLED = True
-    decode_attention.GROUPED = False
+    decode_attention.GROUPED = None
     print(_decode_table(rows, source, prompt_len, new), flush=True)
 
 

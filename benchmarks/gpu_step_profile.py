@@ -8,7 +8,8 @@ For each model shape (random bf16 weights, a 512-position static cache), variant
 decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`; either
 with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`: the
 projections through cuBLAS with the norms and the rest op by op, instead of
-`engines/decode_linear.py`, `-grouped`: `decode_attention.GROUPED`) and batch:
+`engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off) and
+batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -128,9 +129,10 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
     # "-sdpa": the decode step attends through SDPA, as before the Triton kernel;
     # "-cublas": its products through cuBLAS, norms and the rest op by op, as before;
-    # "-grouped": the attention kernel's programs take a key/value head and its query heads
+    # "-grouped" / "-perhead": the attention kernel's programs take a key/value head and its
+    # query heads / one query head each (neither: `decode_attention.grouped`'s rule)
     decode_attention.ENABLED = "sdpa" not in flags
-    decode_attention.GROUPED = "grouped" in flags
+    decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_linear.ENABLED = "cublas" not in flags
     decode_linear.CHOICES.clear()
     decode_linear.TIMES.clear()
@@ -207,7 +209,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         print(tuning(row), flush=True)
     del engine
     decode_attention.ENABLED = decode_linear.ENABLED = True
-    decode_attention.GROUPED = False
+    decode_attention.GROUPED = None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

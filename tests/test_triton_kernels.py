@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from tradeoff.engines import decode_attention
 
 pytest.importorskip("triton")
 
@@ -33,3 +36,14 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     for how in ("", ", grouped"):
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
+
+
+def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_heads():
+    assert decode_attention.GROUPED is None  # the rule, unless a benchmark forces it
+    grouped = decode_attention.grouped
+    assert grouped(1, 8, 4, torch.bfloat16)  # Llama-3.1-8B at batch 1: 8 programs a block
+    assert grouped(8, 8, 4, torch.float16)
+    assert not grouped(1, 2, 7, torch.bfloat16)  # Qwen2.5-0.5B at batch 1: 2 would be too few
+    assert grouped(4, 2, 7, torch.bfloat16)
+    assert not grouped(8, 8, 1, torch.bfloat16)  # nothing to share
+    assert not grouped(8, 8, 4, torch.float32)  # float32 stays on the CUDA cores, exact

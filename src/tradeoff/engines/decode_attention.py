@@ -7,11 +7,14 @@ Llama-3.1-8B shape, plus a kernel that turned the mask into a bias (benchmarks/R
 (0..pos, `pos` read on the device, so a captured CUDA graph replays it at every position) and
 needs no mask.
 
-Flash decoding: one program per (row, query head, block of BLOCK positions), `GROUP` query heads
-sharing a key/value head (GQA), each writing its block's max score, sum of weights and weighted
-values (float32, as SDPA computes); then one program per (row, query head) combines the blocks.
-A first version looped over the blocks in one program per (row, head): 18.3 µs a layer on the
-H200 against cuDNN's 9.2, its blocks' loads one after another.
+Flash decoding: one program per (row, block of BLOCK positions, and either a query head or a
+key/value head with the GROUP query heads that share it (GQA), see `grouped`), each writing its
+block's max score, sum of weights and weighted values (float32, as SDPA computes); then one
+program per (row, query head) combines the blocks. A first version looped over the blocks in one
+program per (row, head): 18.3 µs a layer on the H200 against cuDNN's 9.2, its blocks' loads one
+after another. A program per query head reads its key/value head's block GROUP times and
+multiplies on the CUDA cores: 21.3 µs a layer at batch 8 against cuDNN's 10.2; a program per
+key/value head multiplies the group's queries (padded to 16) on the tensor cores: 6.9 µs.
 
 `fused` also takes the step's rotary and cache writes from the model (three kernels a layer,
 1-1.6 µs each): it reads the q/k/v projection's output, rotates the query and the new key in the
@@ -36,10 +39,21 @@ except ImportError:  # the CPU install: no Triton, SDPA only
 
 BLOCK = 64
 ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
-# One program per key/value head and its GROUP query heads, the cache's block loaded once for
-# all of them, instead of one per query head (which loads it GROUP times). Off until measured on
-# a GPU (benchmarks turn it on: gpu_step_profile's and gpu_run's `-grouped` variants).
-GROUPED = False
+# Whether the GROUP query heads that share a key/value head share a split program (their products
+# on the tensor cores, the cache's block loaded once) or each query head has its own (products on
+# the CUDA cores in float32). None: `grouped`'s rule; benchmarks force it either way.
+GROUPED: bool | None = None
+
+
+def grouped(rows: int, kv_heads: int, group: int, dtype: torch.dtype) -> bool:
+    """Whether a step attends with one split program per key/value head: for 16-bit caches
+    with grouped heads where that still leaves 8 programs or more a block of positions. On the
+    H200 (RESULTS.md, issue 17) a layer of the Llama-3.1-8B shape (8 key/value heads, groups
+    of 4) took 4.1 µs this way against 4.6 at batch 1 and 6.9 against 21.3 at batch 8; the
+    Qwen2.5-0.5B shape (2 key/value heads, groups of 7) 3.3 against 2.8 at batch 1."""
+    if GROUPED is not None:
+        return GROUPED
+    return group > 1 and rows * kv_heads >= 8 and dtype in (torch.bfloat16, torch.float16)
 
 
 def available(q: Tensor) -> bool:
@@ -58,17 +72,17 @@ def available(q: Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rotary(x_ptr, cos_ptr, sin_ptr, HEAD_DIM: tl.constexpr):
-        """One head of x rotated as `torch_model._rotate` does (x·cos + rotate_half(x)·sin),
-        in float32, rounded once to x's dtype as the compiled model rounds it."""
-        d = tl.arange(0, HEAD_DIM)
+    def _rotary(at, cos_ptr, sin_ptr, d, HEAD_DIM: tl.constexpr):
+        """The heads of x at `at` (d: offsets along a head) rotated as `torch_model._rotate`
+        does (x·cos + rotate_half(x)·sin), in float32, rounded once to x's dtype as the compiled
+        model rounds it."""
         half = HEAD_DIM // 2
-        x = tl.load(x_ptr + d).to(tl.float32)
-        partner = tl.load(x_ptr + (d + half) % HEAD_DIM).to(tl.float32)
+        x = tl.load(at + d).to(tl.float32)
+        partner = tl.load(at + (d + half) % HEAD_DIM).to(tl.float32)
         rotated = tl.where(d < half, -partner, partner)
         c = tl.load(cos_ptr + d).to(tl.float32)
         s = tl.load(sin_ptr + d).to(tl.float32)
-        return (x * c + rotated * s).to(x_ptr.dtype.element_ty)
+        return (x * c + rotated * s).to(at.dtype.element_ty)
 
     @triton.jit  # no annotations but constexpr: Triton reads them
     def _decode_attention_split(
@@ -92,16 +106,19 @@ if triton is not None:
         NEW: tl.constexpr,
         GROUP: tl.constexpr,
         HEADS: tl.constexpr,
+        TILE: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK_POS: tl.constexpr,
         SPLITS: tl.constexpr,
         SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
     ):
-        """HEADS query heads of one row (1, or the GROUP that share a key/value head, which is
-        then loaded once) over one block of positions: each head's max score, sum of
-        exp(score - max) and weighted sum of values, into part[row * n_heads + head, split].
+        """HEADS query heads of one row over one block of positions: each head's max score,
+        sum of exp(score - max) and weighted sum of values, into part[row * n_heads + head,
+        split]. HEADS is 1 (TILE 1: products on the CUDA cores, in float32) or the GROUP heads
+        that share a key/value head (TILE: GROUP padded to at least 16 rows, the products on
+        the tensor cores, the block of keys and values loaded once for all of them).
         NEW: q is the first part of a row of the q/k/v projection (new_ptr) and this step's key
-        and value follow it: the query and key are rotated here (cos and sin of position
+        and value follow it: the queries and key are rotated here (cos and sin of position
         `last`), the key and value taken at `last` from there and written into the cache by one
         program."""
         program, split = tl.program_id(0), tl.program_id(1)
@@ -110,6 +127,12 @@ if triton is not None:
         kv_head = first // GROUP
         last = tl.load(pos_ptr)  # attend to positions 0..last
         d = tl.arange(0, HEAD_DIM)
+        g = tl.arange(0, TILE)
+        head, real = first + g, g < HEADS  # the tile's rows past HEADS are padding
+        if TILE == 1:  # one query head: (HEAD_DIM,)
+            q_off, q_d = first, d
+        else:  # the group's heads, the padding a copy of the last: (TILE, HEAD_DIM)
+            q_off, q_d = tl.minimum(head, first + HEADS - 1)[:, None], d[None, :]
         p = split * BLOCK_POS + tl.arange(0, BLOCK_POS)
         valid = p <= last  # a block past `last` loads nothing and weighs nothing
         k_at = k_ptr + row * k_row + kv_head * k_head + p[:, None] * k_pos + d[None, :]
@@ -117,7 +140,7 @@ if triton is not None:
         if NEW:
             at = new_ptr + row * q_row
             key_at = at + (n_heads + kv_head) * HEAD_DIM
-            k_new = _rotary(key_at, cos_ptr, sin_ptr, HEAD_DIM)
+            k_new = _rotary(key_at, cos_ptr, sin_ptr, d, HEAD_DIM)
             v_new = tl.load(key_at + (n_heads // GROUP) * HEAD_DIM + d)
             here = (p == last)[:, None]
             k = tl.where(
@@ -131,24 +154,31 @@ if triton is not None:
             cache_at = row * k_row + kv_head * k_head + last * k_pos + d
             tl.store(k_ptr + cache_at, k_new, mask=write)
             tl.store(v_ptr + row * v_row + kv_head * v_head + last * v_pos + d, v_new, mask=write)
+            q = _rotary(at + q_off * HEAD_DIM, cos_ptr, sin_ptr, q_d, HEAD_DIM)
         else:
             k = tl.load(k_at, mask=valid[:, None], other=0.0)
             v = tl.load(v_at, mask=valid[:, None], other=0.0)
-        for g in tl.static_range(HEADS):
-            head = first + g
-            if NEW:
-                q = _rotary(at + head * HEAD_DIM, cos_ptr, sin_ptr, HEAD_DIM)
-            else:
-                q = tl.load(q_ptr + row * q_row + head * q_head + d)
+            q = tl.load(q_ptr + row * q_row + q_off * q_head + q_d)
+        if TILE == 1:  # on the CUDA cores, in float32
             q = q.to(tl.float32) * SCALE
             score = tl.sum(k.to(tl.float32) * q[None, :], axis=1)
             score = tl.where(valid, score, float("-inf"))
             best = tl.max(score, axis=0)
             w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
-            out = part_ptr + ((row * n_heads + head) * SPLITS + split) * (HEAD_DIM + 2)
+            out = part_ptr + ((row * n_heads + first) * SPLITS + split) * (HEAD_DIM + 2)
             tl.store(out + d, tl.sum(w[:, None] * v.to(tl.float32), axis=0))
             tl.store(out + HEAD_DIM, best)
             tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=0))
+        else:  # on the tensor cores: (TILE, BLOCK_POS) scores
+            score = tl.dot(q, tl.trans(k))
+            score = tl.where(valid[None, :], score * SCALE, float("-inf"))
+            best = tl.max(score, axis=1)
+            w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best)[:, None])
+            acc = tl.dot(w.to(v.dtype), v)  # the weights rounded as flash attention rounds them
+            out = part_ptr + ((row * n_heads + head) * SPLITS + split) * (HEAD_DIM + 2)
+            tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
+            tl.store(out + HEAD_DIM, best, mask=real)
+            tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
 
     @triton.jit
     def _decode_attention_combine(
@@ -196,7 +226,7 @@ if triton is not None:
         assert query is not None
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
         group = n_heads // k.shape[1]
-        heads = group if GROUPED else 1
+        heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
         wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
             k,
@@ -217,6 +247,7 @@ if triton is not None:
             NEW=new is not None,
             GROUP=group,
             HEADS=heads,
+            TILE=1 if heads == 1 else max(16, triton.next_power_of_2(heads)),
             HEAD_DIM=head_dim,
             BLOCK_POS=BLOCK,
             SPLITS=splits,
