@@ -7,10 +7,11 @@ For each model shape's four decode-step products (q/k/v with the RMSNorm before 
 projection with the residual add, gate/up with the norm, down with SiLU·up and the residual
 add; dims from the shipped config) and each batch (rows of x): the µs of cuBLAS's product
 alone and of every candidate block shape of the kernel, both ways of summing along K (in every
-block, or once after the loop: `late`), each timed by `decode_linear.graph_us` (inside a CUDA
-graph, the weight arriving from memory), and its share of the bandwidth measured by
-`meters.calibrate.calibrate_cuda` in the same run (weight bytes / µs). The package's own
-`candidates()` are marked; what the sweep finds best decides them.
+block, or once after the loop: `late`) and from 2 rows on the tensor cores (`tc`), each timed
+by `decode_linear.graph_us` (inside a CUDA graph, the weight arriving from memory), and its
+share of the bandwidth measured by `meters.calibrate.calibrate_cuda` in the same run (weight
+bytes / µs). The package's own `candidates()` are marked; what the sweep finds best decides
+them.
 
 Prints Markdown for benchmarks/RESULTS.md as it goes and writes DIR/gemv_sweep.json.
 """
@@ -36,14 +37,17 @@ from tradeoff.engines.torch_model import Arch
 
 WIDE_N = (2, 4, 8, 16)
 WIDE_K = (128, 256, 512, 1024, 2048)
+TC_N = (16, 32, 64, 128)  # the tensor-core shapes, from 2 rows
+TC_K = (64, 128, 256, 512)
 
 
 Product = tuple[str, int, int, int, bool, bool]  # name, n, k, input kind, bias, residual
 
 
 def wide(rows: int) -> list[Blocks]:
-    """Every block shape the sweep tries for `rows` (a power of two)."""
-    return [
+    """Every block shape the sweep tries for `rows` (a power of two): on the CUDA cores, and
+    from 2 rows on the tensor cores (x padded to 16 rows)."""
+    cuda_cores = [
         Blocks(n, k, warps, stages, late)
         for late in (False, True)
         for n in WIDE_N
@@ -52,6 +56,15 @@ def wide(rows: int) -> list[Blocks]:
         for warps in (4, 8)
         for stages in (1, 3)
     ]
+    tensor_cores = [
+        Blocks(n, k, warps, stages, dot=True)
+        for n in TC_N
+        for k in TC_K
+        if n * k <= 32768
+        for warps in (4, 8)
+        for stages in (2, 3, 4)
+    ]
+    return cuda_cores + (tensor_cores if rows > 1 else [])
 
 
 def products(arch: Arch) -> list[Product]:
@@ -76,7 +89,7 @@ def sweep(model: str, rows: int, bandwidth: float, top: int) -> list[dict[str, A
             f"| {model} | {rows} | {row['product']} | {row['n']} × {row['k']} | "
             f"{row['at_bandwidth_us']} | {row['cublas_us']} "
             f"({row['at_bandwidth_us'] / row['cublas_us']:.0%}) | {row['candidates_now_best_us']} "
-            f"| {row['best_in_loop_us']} | {row['best_late_us']} | {best[0]} "
+            f"| {row['best_in_loop_us']} | {row['best_late_us']} | {row['best_tc_us']} | {best[0]} "
             f"({row['at_bandwidth_us'] / best[1]:.0%}) | {row['sweep_s']} |",
             flush=True,
         )
@@ -141,7 +154,8 @@ def sweep_product(product: Product, rows: int, bandwidth: float, top: int) -> di
             print(f"  {decode_linear.name(blocks)}: {type(e).__name__}: {str(e)[:120]}")
     ranked = sorted(times.items(), key=lambda kv: kv[1])
     late = [v for key, v in times.items() if key.endswith("late")]
-    in_loop = [v for key, v in times.items() if not key.endswith("late")]
+    tc = [v for key, v in times.items() if key.endswith("tc")]
+    in_loop = [v for key, v in times.items() if not key.endswith(("late", "tc"))]
     return {
         "rows": rows,
         "product": label,
@@ -153,6 +167,7 @@ def sweep_product(product: Product, rows: int, bandwidth: float, top: int) -> di
         "candidates_now_best_us": round(min(times[decode_linear.name(b)] for b in mine), 2),
         "best_late_us": round(min(late), 2) if late else None,
         "best_in_loop_us": round(min(in_loop), 2) if in_loop else None,
+        "best_tc_us": round(min(tc), 2) if tc else None,
         "top": [(key, round(v, 2)) for key, v in ranked[:top]],
         "all_us": {key: round(v, 2) for key, v in times.items()},
         "sweep_s": round(time.perf_counter() - t0, 1),
@@ -177,9 +192,9 @@ def main() -> None:
     print(
         "| shape | rows | product | n × k | µs at the bandwidth | cuBLAS µs (share) | "
         "candidates() best µs | best, sum in each block | best, sum after the loop (late) | "
-        "best of all (share) | sweep s |"
+        "best on the tensor cores (tc) | best of all (share) | sweep s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     batches = [int(r) for r in args.rows.split(",")]
     work = [
         (p, rows, sorted(set(wide(pad(rows))) | set(decode_linear.candidates(pad(rows))))[i::4])

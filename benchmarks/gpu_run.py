@@ -16,8 +16,9 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
-  queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`); on CUDA, `decode_linear`'s
-  tuning too (µs for each product of the step: cuBLAS's and each candidate block shape's);
+  queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` launches the kernels
+  as dependents, `engines/dependent_launch.py`); on CUDA, `decode_linear`'s tuning too (µs for
+  each product of the step: cuBLAS's and each candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear
+from tradeoff.engines import decode_attention, decode_linear, dependent_launch
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import eval_cost
@@ -100,7 +101,12 @@ def part_decode(
     rows = []
     for variant in variants:
         base, *flags = variant.split("-")
+        # the variant's own entry in torch.compile's caches: in one process a second variant
+        # otherwise reused the first's compiled step whatever its kernels were launched with
+        # (`-sync` changes the host loop only: it shares the step)
+        torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
         decode_attention.ENABLED = decode_linear.ENABLED = "before" not in flags
+        dependent_launch.ENABLED = "pdl" in flags
         decode_attention.GROUPED = (
             True if "grouped" in flags else False if "perhead" in flags else None
         )
@@ -211,6 +217,7 @@ def part_decode(
             torch.cuda.empty_cache()
     decode_attention.ENABLED = decode_linear.ENABLED = True
     decode_attention.GROUPED = None
+    dependent_launch.ENABLED = False
     print(_decode_table(rows, source, prompt_len, new), flush=True)
 
 

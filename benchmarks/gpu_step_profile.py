@@ -8,8 +8,8 @@ For each model shape (random bf16 weights, a 512-position static cache), variant
 decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`; either
 with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`: the
 projections through cuBLAS with the norms and the rest op by op, instead of
-`engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off) and
-batch:
+`engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off,
+`-pdl`: the kernels launched as dependents, `engines/dependent_launch.py`) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from gpu_run import _source
 
-from tradeoff.engines import decode_attention, decode_linear
+from tradeoff.engines import decode_attention, decode_linear, dependent_launch
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.types import Request
@@ -126,12 +126,16 @@ def replay_ms(graph: Any, n: int) -> float:
 @torch.inference_mode()
 def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | None) -> list[dict]:
     base, *flags = variant.split("-")
+    # the variant's own entry in torch.compile's caches: in one process a second variant
+    # otherwise reused the first's compiled step whatever its kernels were launched with
+    torch.compiler.config.cache_key_tag = "-".join(flags)
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
     # "-sdpa": the decode step attends through SDPA, as before the Triton kernel;
     # "-cublas": its products through cuBLAS, norms and the rest op by op, as before;
     # "-grouped" / "-perhead": the attention kernel's programs take a key/value head and its
     # query heads / one query head each (neither: `decode_attention.grouped`'s rule)
     decode_attention.ENABLED = "sdpa" not in flags
+    dependent_launch.ENABLED = "pdl" in flags
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_linear.ENABLED = "cublas" not in flags
     decode_linear.CHOICES.clear()
@@ -210,6 +214,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     del engine
     decode_attention.ENABLED = decode_linear.ENABLED = True
     decode_attention.GROUPED = None
+    dependent_launch.ENABLED = False
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -47,3 +47,54 @@ def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_hea
     assert grouped(4, 2, 7, torch.bfloat16)
     assert not grouped(8, 8, 1, torch.bfloat16)  # nothing to share
     assert not grouped(8, 8, 4, torch.float32)  # float32 stays on the CUDA cores, exact
+
+
+def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options):
+    """The kernel compiled to PTX and a cubin for an sm_90 GPU (H100, H200) by Triton's own
+    compiler and the ptxas it ships, no GPU needed: what the interpreter cannot check, the
+    GPU-only paths (tensor cores, dependent launch), at least compiles."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {**types, **{name: "constexpr" for name in constants}}
+    where = {(kernel.arg_names.index(name),): value for name, value in constants.items()}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=where)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
+    from tradeoff.engines import decode_linear
+
+    ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
+    ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
+    for kind, dot, pdl in [(1, True, False), (2, True, True), (0, False, True)]:
+        blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot)
+        constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=True)
+        constants |= dict(ROWS=16 if dot else 8, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
+        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl)
+        compiled = compile_for_hopper(
+            decode_linear._decode_linear_kernel,
+            {**ptrs, **ints},
+            constants,
+            num_warps=blocks.warps,
+            num_stages=blocks.stages,
+            launch_pdl=pdl,
+        )
+        assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
+        assert ("prefetch.global.L2" in compiled.asm["ptx"]) == pdl
+        assert ("mma" in compiled.asm["ptx"]) == dot  # the tensor cores, or not
+    ptrs = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "new_ptr", "cos_ptr", "sin_ptr"), "*bf16")
+    ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64"}
+    strides = ("n_heads", "q_row", "q_head", "k_row", "k_head", "k_pos", "v_row", "v_head", "v_pos")
+    for new, group, heads, head_dim, pdl in [(True, 4, 4, 128, True), (True, 7, 1, 64, False)]:
+        constants = dict(NEW=new, GROUP=group, HEADS=heads, HEAD_DIM=head_dim, BLOCK_POS=64)
+        constants |= dict(TILE=16 if heads > 1 else 1, SPLITS=8, SCALE=head_dim**-0.5, PDL=pdl)
+        compiled = compile_for_hopper(
+            decode_attention._decode_attention_split,
+            {**ptrs, **dict.fromkeys(strides, "i32")},
+            constants,
+            launch_pdl=pdl,
+        )
+        assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
+        assert ("mma" in compiled.asm["ptx"]) == (heads > 1)

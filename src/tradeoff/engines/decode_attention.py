@@ -30,10 +30,14 @@ import math
 import torch
 from torch import Tensor
 
+from tradeoff.engines import dependent_launch
+
 try:
     import triton
     import triton.language as tl
     from torch.library import triton_op, wrap_triton
+
+    from tradeoff.engines.dependent_launch import wait_for_previous
 except ImportError:  # the CPU install: no Triton, SDPA only
     triton = None
 
@@ -111,6 +115,7 @@ if triton is not None:
         BLOCK_POS: tl.constexpr,
         SPLITS: tl.constexpr,
         SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
+        PDL: tl.constexpr,
     ):
         """HEADS query heads of one row over one block of positions: each head's max score,
         sum of exp(score - max) and weighted sum of values, into part[row * n_heads + head,
@@ -120,7 +125,8 @@ if triton is not None:
         NEW: q is the first part of a row of the q/k/v projection (new_ptr) and this step's key
         and value follow it: the queries and key are rotated here (cos and sin of position
         `last`), the key and value taken at `last` from there and written into the cache by one
-        program."""
+        program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's earlier
+        positions before it waits for the kernel before it."""
         program, split = tl.program_id(0), tl.program_id(1)
         blocks = n_heads // HEADS
         row, first = program // blocks, (program % blocks) * HEADS
@@ -138,17 +144,17 @@ if triton is not None:
         k_at = k_ptr + row * k_row + kv_head * k_head + p[:, None] * k_pos + d[None, :]
         v_at = v_ptr + row * v_row + kv_head * v_head + p[:, None] * v_pos + d[None, :]
         if NEW:
+            here = (p == last)[:, None]
+            k = tl.load(k_at, mask=valid[:, None] & ~here, other=0.0)
+            v = tl.load(v_at, mask=valid[:, None] & ~here, other=0.0)
+            if PDL:  # the cache's earlier positions never depend on the kernel before
+                wait_for_previous()
             at = new_ptr + row * q_row
             key_at = at + (n_heads + kv_head) * HEAD_DIM
             k_new = _rotary(key_at, cos_ptr, sin_ptr, d, HEAD_DIM)
             v_new = tl.load(key_at + (n_heads // GROUP) * HEAD_DIM + d)
-            here = (p == last)[:, None]
-            k = tl.where(
-                here, k_new[None, :], tl.load(k_at, mask=valid[:, None] & ~here, other=0.0)
-            )
-            v = tl.where(
-                here, v_new[None, :], tl.load(v_at, mask=valid[:, None] & ~here, other=0.0)
-            )
+            k = tl.where(here, k_new[None, :], k)
+            v = tl.where(here, v_new[None, :], v)
             writer = (first % GROUP == 0) & (split == last // BLOCK_POS)  # one program a kv head
             write = d < tl.where(writer, HEAD_DIM, 0)
             cache_at = row * k_row + kv_head * k_head + last * k_pos + d
@@ -156,6 +162,8 @@ if triton is not None:
             tl.store(v_ptr + row * v_row + kv_head * v_head + last * v_pos + d, v_new, mask=write)
             q = _rotary(at + q_off * HEAD_DIM, cos_ptr, sin_ptr, q_d, HEAD_DIM)
         else:
+            if PDL:
+                wait_for_previous()
             k = tl.load(k_at, mask=valid[:, None], other=0.0)
             v = tl.load(v_at, mask=valid[:, None], other=0.0)
             q = tl.load(q_ptr + row * q_row + q_off * q_head + q_d)
@@ -189,8 +197,11 @@ if triton is not None:
         o_head,
         HEAD_DIM: tl.constexpr,
         SPLITS: tl.constexpr,
+        PDL: tl.constexpr,
     ):
         """The blocks' partial sums of one (row, query head), rescaled to the largest max."""
+        if PDL:
+            wait_for_previous()
         program = tl.program_id(0)
         row, head = program // n_heads, program % n_heads
         d = tl.arange(0, HEAD_DIM)
@@ -252,9 +263,18 @@ if triton is not None:
             BLOCK_POS=BLOCK,
             SPLITS=splits,
             SCALE=1.0 / math.sqrt(head_dim),
+            PDL=dependent_launch.ENABLED,
+            **dependent_launch.options(),
         )
         wrap_triton(_decode_attention_combine)[(b * n_heads,)](
-            part, out, n_heads, *out_strides, HEAD_DIM=head_dim, SPLITS=splits
+            part,
+            out,
+            n_heads,
+            *out_strides,
+            HEAD_DIM=head_dim,
+            SPLITS=splits,
+            PDL=dependent_launch.ENABLED,
+            **dependent_launch.options(),
         )
 
     @triton_op("tradeoff::decode_attention", mutates_args=())

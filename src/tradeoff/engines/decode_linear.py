@@ -17,7 +17,10 @@ timed against cuBLAS inside a CUDA graph, and cuBLAS keeps the product (with the
 rest done op by op) where it is faster, charged one small kernel for the work the kernel fuses.
 On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and output products in
 3.0 and 2.7 µs against cuBLAS's 4.4 and 4.7, the Llama-3.1-8B shape's output product in 10.9
-against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product.
+against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product against the
+CUDA cores (the kernel reached 26-32% of the bandwidth there). From 2 rows tuning also tries the
+same loop on the tensor cores (`Blocks.dot`: f(x) padded to 16 rows and rounded to the weight's
+dtype, the weight's loads pipelined over 3-4 stages); not yet measured on a GPU.
 CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
@@ -30,10 +33,14 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from tradeoff.engines import dependent_launch
+
 try:
     import triton
     import triton.language as tl
     from torch.library import triton_op, wrap_triton
+
+    from tradeoff.engines.dependent_launch import prefetch, wait_for_previous
 except ImportError:  # the CPU install: no Triton
     triton = None
 
@@ -50,6 +57,7 @@ class Blocks(NamedTuple):
     warps: int
     stages: int
     late: bool = False  # sum along K after the loop, not in each block
+    dot: bool = False  # multiply on the tensor cores, x padded to 16 rows
 
 
 # The block shapes that came within 2% of the fastest for some product of the Llama-3.1-8B and
@@ -66,11 +74,20 @@ SWEPT = (
 )
 
 
+# Tensor-core block shapes for 2 to 8 rows: outputs a program computes, weight columns a load,
+# warps and pipeline stages. Not yet swept on a GPU (benchmarks/gpu_gemv_sweep.py's `tc` shapes
+# are); tuning keeps one only where it beats cuBLAS.
+DOT_SHAPES = ((32, 256, 4, 3), (64, 256, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3))
+
+
 def candidates(rows: int) -> list[Blocks]:
     """The block shapes tuning tries for `rows` rows (a power of two): the swept ones, each
     loading `rows` times fewer columns at a time so that a program multiplies as many products
-    (registers); at batch 8 cuBLAS's tensor cores won every product of the sweep."""
-    return [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
+    (registers); from 2 rows also the tensor-core shapes (at batch 8 cuBLAS's tensor cores won
+    every product of the sweep on the CUDA cores)."""
+    swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
+    dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
+    return swept + (dot if rows > 1 else [])
 
 
 def default(rows: int) -> Blocks:
@@ -124,12 +141,21 @@ if triton is not None:
         BLOCK_K: tl.constexpr,
         EVEN: tl.constexpr,
         LATE: tl.constexpr,
+        DOT: tl.constexpr,
+        PDL: tl.constexpr,
     ):
         """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
         f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]. EVEN: the
         blocks tile n and k exactly (no masks on the weight). LATE: sum along K once, after the
-        loop, instead of in every block (the loop then only loads and multiplies)."""
+        loop, instead of in every block (the loop then only loads and multiplies). DOT: multiply
+        on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16. PDL: launched
+        as a dependent, it prefetches its first block of the weight before it waits for the
+        kernel before it (`dependent_launch`)."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        if PDL:  # one address per 128-byte line of the first block, kept inside the weight
+            lines = tl.minimum(tl.arange(0, BLOCK_K // 64) * 64, k - 1)
+            prefetch(w_ptr + tl.minimum(cols, n - 1)[:, None] * k + lines[None, :])
+            wait_for_previous()
         m = tl.arange(0, ROWS)
         kk = tl.arange(0, BLOCK_K)
         row_ok = m < rows
@@ -169,7 +195,9 @@ if triton is not None:
                     else:
                         squares += tl.sum(xs * xs, axis=1)
                     xs *= g
-            if LATE:
+            if DOT:
+                acc += tl.dot(xs.to(w.dtype), tl.trans(w))
+            elif LATE:
                 acc3 += xs[:, None, :] * w.to(tl.float32)[None, :, :]
             else:
                 acc += tl.sum(xs[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
@@ -217,13 +245,16 @@ if triton is not None:
             BIAS=bias is not None,
             RESIDUAL=residual is not None,
             EPS=eps,
-            ROWS=triton.next_power_of_2(x.shape[0]),
+            ROWS=max(16 if blocks.dot else 1, triton.next_power_of_2(x.shape[0])),
             BLOCK_N=blocks.n,
             BLOCK_K=blocks.k,
             EVEN=n % blocks.n == 0 and k % blocks.k == 0,
-            LATE=blocks.late,
+            LATE=blocks.late and not blocks.dot,
+            DOT=blocks.dot,
+            PDL=dependent_launch.ENABLED,
             num_warps=blocks.warps,
             num_stages=blocks.stages,
+            **dependent_launch.options(),
         )
 
     @triton_op("tradeoff::decode_linear", mutates_args=())
@@ -332,9 +363,10 @@ def _tune(
 
 
 def name(blocks: Blocks) -> str:
-    """How tuning tables name a candidate: '8x512 w4 s1', 'late' when it sums after the loop."""
-    late = " late" if blocks.late else ""
-    return f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}{late}"
+    """How tuning tables name a candidate: '8x512 w4 s1', 'late' when it sums after the loop,
+    'tc' when it multiplies on the tensor cores."""
+    how = " tc" if blocks.dot else " late" if blocks.late else ""
+    return f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}{how}"
 
 
 def fused(
