@@ -70,7 +70,9 @@ def test_the_runs_own_children_are_its_own_cpu_time():
     )
     ours_s = summary["ours_cores_mean"] * summary["seconds"]
     # the child's second, its interpreter's start-up, the sampler's reads: 1.0 to about 1.4 s
-    assert 0.95 <= ours_s <= 1.6, summary
+    # on a quiet machine, 1.75 s seen with other processes on both cores; counted twice would
+    # be 2 s or more, lost under 0.5
+    assert 0.95 <= ours_s <= 1.9, summary
 
 
 def test_samples_are_written_in_batches_while_sampling():
