@@ -34,6 +34,7 @@ import gc
 import json
 import re
 import time
+import traceback
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,10 @@ def main() -> None:
         cases, variants = [(tiny, [1])], ["eager"]
     for model, batches in cases:
         for variant in variants:
-            rows += profile_case(model, variant, batches, peaks)
+            try:
+                rows += profile_case(model, variant, batches, peaks)
+            except Exception:  # noqa: BLE001 - a variant that fails is a result; the rest run
+                print(f"**{model}, {variant}** failed:\n```\n{traceback.format_exc()}```")
             (args.out / "step_profile.json").write_text(json.dumps(rows, indent=1, default=str))
     for row in rows:
         print(breakdown(row, peaks))
