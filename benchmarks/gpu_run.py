@@ -101,16 +101,7 @@ def part_decode(
     rows = []
     for variant in variants:
         base, *flags = variant.split("-")
-        # the variant's own entry in torch.compile's caches: in one process a second variant
-        # otherwise reused the first's compiled step whatever its kernels were launched with
-        # (`-sync` changes the host loop only: it shares the step)
-        torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
-        decode_attention.ENABLED = decode_linear.ENABLED = "before" not in flags
-        dependent_launch.ENABLED = "pdl" in flags
-        decode_attention.GROUPED = (
-            True if "grouped" in flags else False if "perhead" in flags else None
-        )
-        decode_linear.CHOICES.clear()
+        set_kernels(flags)
         opts = {
             "eager": "graph=0",
             "graph": "graph=1",
@@ -215,9 +206,7 @@ def part_decode(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    decode_attention.ENABLED = decode_linear.ENABLED = True
-    decode_attention.GROUPED = None
-    dependent_launch.ENABLED = False
+    set_kernels([])
     print(_decode_table(rows, source, prompt_len, new), flush=True)
 
 
@@ -287,6 +276,24 @@ TINY = {
     "tie_word_embeddings": True,
     "torch_dtype": "float32",
 }
+
+
+def set_kernels(flags: list[str]) -> None:
+    """Set the engine's kernels for a variant's flags (`[]`: as the package ships them):
+    `-before` turns both Triton kernels off, as the engine was before issue 17; `-sdpa` the
+    attention kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the
+    norms and the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on /
+    off (neither: its rule); `-pdl` launches the kernels as dependents. Each variant also gets
+    its own entry in torch.compile's caches: in one process a second variant otherwise reused
+    the first's compiled step whatever its kernels were launched with (`-sync` changes the host
+    loop only: it shares the step)."""
+    torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
+    decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
+    decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
+    decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
+    dependent_launch.ENABLED = "pdl" in flags
+    decode_linear.CHOICES.clear()
+    decode_linear.TIMES.clear()
 
 
 def _source(out: Path, name: str) -> str:

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_run import _source
+from gpu_run import _source, set_kernels
 
-from tradeoff.engines import decode_attention, decode_linear, dependent_launch
+from tradeoff.engines import decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.types import Request
@@ -127,20 +127,8 @@ def replay_ms(graph: Any, n: int) -> float:
 @torch.inference_mode()
 def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | None) -> list[dict]:
     base, *flags = variant.split("-")
-    # the variant's own entry in torch.compile's caches: in one process a second variant
-    # otherwise reused the first's compiled step whatever its kernels were launched with
-    torch.compiler.config.cache_key_tag = "-".join(flags)
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
-    # "-sdpa": the decode step attends through SDPA, as before the Triton kernel;
-    # "-cublas": its products through cuBLAS, norms and the rest op by op, as before;
-    # "-grouped" / "-perhead": the attention kernel's programs take a key/value head and its
-    # query heads / one query head each (neither: `decode_attention.grouped`'s rule)
-    decode_attention.ENABLED = "sdpa" not in flags
-    dependent_launch.ENABLED = "pdl" in flags
-    decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
-    decode_linear.ENABLED = "cublas" not in flags
-    decode_linear.CHOICES.clear()
-    decode_linear.TIMES.clear()
+    set_kernels(flags)
     ref = f"torch:{model}?random_weights=1&ctx=512&{opts}"
     t0 = time.perf_counter()
     engine = TorchEngine(ref)
@@ -213,9 +201,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         print(json.dumps({k: v for k, v in row.items() if k not in ("by_name", "gemm_ops")}))
         print(tuning(row), flush=True)
     del engine
-    decode_attention.ENABLED = decode_linear.ENABLED = True
-    decode_attention.GROUPED = None
-    dependent_launch.ENABLED = False
+    set_kernels([])
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
