@@ -16,9 +16,11 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   (the decode step captured in a CUDA graph, with or without torch.compile first; a `-before`
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
-  queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` launches the kernels
-  as dependents, `engines/dependent_launch.py`); on CUDA, `decode_linear`'s tuning too (µs for
-  each product of the step: cuBLAS's and each candidate block shape's);
+  queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` gives `pdl=1`, the
+  kernels launched as dependents, `engines/dependent_launch.py`; `-combine` turns
+  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own); on
+  CUDA, `decode_linear`'s tuning too (µs for each product of the step: cuBLAS's and each
+  candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -40,7 +42,7 @@ from typing import Any
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear, dependent_launch
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import eval_cost
@@ -112,6 +114,8 @@ def part_decode(
             opts = "graph=0"
         if "sync" in flags:  # read each token before queuing the next step, as before overlap
             opts += "&overlap=0"
+        if "pdl" in flags:  # the engine's kernels launched as dependents
+            opts += "&pdl=1"
         ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
         t0 = time.perf_counter()
         try:
@@ -283,15 +287,16 @@ def set_kernels(flags: list[str]) -> None:
     `-before` turns both Triton kernels off, as the engine was before issue 17; `-sdpa` the
     attention kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the
     norms and the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on /
-    off (neither: its rule); `-pdl` launches the kernels as dependents. Each variant also gets
-    its own entry in torch.compile's caches: in one process a second variant otherwise reused
-    the first's compiled step whatever its kernels were launched with (`-sync` changes the host
-    loop only: it shares the step)."""
+    off (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
+    (`decode_attention.COMBINED` off). Each variant also gets its own entry in torch.compile's
+    caches: in one process a second variant otherwise reused the first's compiled step whatever
+    its kernels were launched with (`-sync` changes the host loop only: it shares the step;
+    `-pdl` is the engine's `pdl=1`, set by the callers)."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
-    dependent_launch.ENABLED = "pdl" in flags
+    decode_attention.COMBINED = "combine" not in flags
     decode_linear.CHOICES.clear()
     decode_linear.TIMES.clear()
 

@@ -265,6 +265,8 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
         f"torch:{cfg}?random_weights=1&dtype=int3": "dtype 'int3' is not known",
         f"torch:{cfg}?random_weights=1&graph=1": "graph=1 needs a CUDA device",
+        f"torch:{cfg}?random_weights=1&pdl=1": "pdl=1 needs a CUDA GPU of compute capability",
+        f"torch:{cfg}?random_weights=1&pdl=yes": "pdl must be 0 or 1, not 'yes'",
         f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
         "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
         f"torch:{huge}?random_weights=1": "GB for its weights; this host has",

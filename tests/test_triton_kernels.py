@@ -33,7 +33,7 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
-    for how in ("", ", grouped"):
+    for how in ("", ", grouped", ", combined", ", grouped, combined"):
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
 
@@ -85,16 +85,22 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         assert ("prefetch.global.L2" in compiled.asm["ptx"]) == pdl
         assert ("mma" in compiled.asm["ptx"]) == dot  # the tensor cores, or not
     ptrs = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "new_ptr", "cos_ptr", "sin_ptr"), "*bf16")
-    ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64"}
+    ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64", "count_ptr": "*i32", "out_ptr": "*bf16"}
     strides = ("n_heads", "q_row", "q_head", "k_row", "k_head", "k_pos", "v_row", "v_head", "v_pos")
-    for new, group, heads, head_dim, pdl in [(True, 4, 4, 128, True), (True, 7, 1, 64, False)]:
+    strides += ("o_row", "o_head")
+    for new, group, heads, head_dim, pdl, combine in [
+        (True, 4, 4, 128, True, False),
+        (True, 7, 1, 64, False, True),
+    ]:
         constants = dict(NEW=new, GROUP=group, HEADS=heads, HEAD_DIM=head_dim, BLOCK_POS=64)
         constants |= dict(TILE=16 if heads > 1 else 1, SPLITS=8, SCALE=head_dim**-0.5, PDL=pdl)
         compiled = compile_for_hopper(
             decode_attention._decode_attention_split,
             {**ptrs, **dict.fromkeys(strides, "i32")},
-            constants,
+            constants | {"COMBINE": combine},
             launch_pdl=pdl,
         )
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
         assert ("mma" in compiled.asm["ptx"]) == (heads > 1)
+        # the count: acquire-release at the GPU's scope, so the last program sees the others'
+        assert ("atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]) == combine

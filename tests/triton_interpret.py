@@ -4,6 +4,7 @@ replaces. Prints one JSON line: the largest absolute difference of each kernel."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -100,8 +101,10 @@ def new_token_errors() -> float:
         mask = at[:, None] >= torch.arange(length)[None, :]
         want = F.scaled_dot_product_attention(q, k_want, v_want, attn_mask=mask, enable_gqa=True)
         want = want.transpose(1, 2).reshape(b, 1, heads * head_dim)
-        got = decode_attention._decode_attention_new(qkv, cos, sin, k, v, at, heads)
+        counts = decode_attention._counts(qkv.device, b * heads)
+        got = decode_attention._decode_attention_new(qkv, cos, sin, k, v, at, heads, counts)
         assert got.shape == want.shape
+        assert counts is None or not counts.any(), counts  # back at 0 for the next step
         for a, e in ((got, want), (k, k_want), (v, v_want)):
             worst = max(worst, float((a - e).abs().max()))
     return worst
@@ -110,9 +113,11 @@ def new_token_errors() -> float:
 if __name__ == "__main__":
     with torch.no_grad():
         errors = {"decode_linear": linear_errors()}
-        for grouped in (False, True):  # a program per query head, or per key/value head
-            decode_attention.GROUPED = grouped
-            how = ", grouped" if grouped else ""
+        # a program per query head, or per key/value head; a combine kernel, or the last
+        # program of the split kernel combining
+        for grouped, combined in itertools.product((False, True), (False, True)):
+            decode_attention.GROUPED, decode_attention.COMBINED = grouped, combined
+            how = (", grouped" if grouped else "") + (", combined" if combined else "")
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
         print(json.dumps(errors))

@@ -10,11 +10,13 @@ needs no mask.
 Flash decoding: one program per (row, block of BLOCK positions, and either a query head or a
 key/value head with the GROUP query heads that share it (GQA), see `grouped`), each writing its
 block's max score, sum of weights and weighted values (float32, as SDPA computes); then one
-program per (row, query head) combines the blocks. A first version looped over the blocks in one
-program per (row, head): 18.3 µs a layer on the H200 against cuDNN's 9.2, its blocks' loads one
-after another. A program per query head reads its key/value head's block GROUP times and
-multiplies on the CUDA cores: 21.3 µs a layer at batch 8 against cuDNN's 10.2; a program per
-key/value head multiplies the group's queries (padded to 16) on the tensor cores: 6.9 µs.
+program per (row, query head) combines the blocks: with a program per query head, the last of
+its programs to finish (`COMBINED`); with grouped programs, a second kernel. A first version
+looped over the blocks in one program per (row, head): 18.3 µs a layer on the H200 against
+cuDNN's 9.2, its blocks' loads one after another. A program per query head reads its key/value
+head's block GROUP times and multiplies on the CUDA cores: 21.3 µs a layer at batch 8 against
+cuDNN's 10.2; a program per key/value head multiplies the group's queries (padded to 16) on the
+tensor cores: 6.9 µs.
 
 `fused` also takes the step's rotary and cache writes from the model (three kernels a layer,
 1-1.6 µs each): it reads the q/k/v projection's output, rotates the query and the new key in the
@@ -47,6 +49,13 @@ ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
 # on the tensor cores, the cache's block loaded once) or each query head has its own (products on
 # the CUDA cores in float32). None: `grouped`'s rule; benchmarks force it either way.
 GROUPED: bool | None = None
+# Whether, on the per-head path, the split kernel's last program of each (row, query head)
+# combines the blocks (one kernel a layer) or a combine kernel does (two); benchmarks turn it off
+# to time both. On an H200 the Qwen2.5-0.5B shape's step took 717 against 728 µs with it; the
+# grouped path keeps the combine kernel: combining its heads in the split kernel took 6.3 µs a
+# layer against 3.9 + 1.3 (Llama-3.1-8B shape, batch 1), 13.4 against 9.9 + 1.6 at batch 8.
+COMBINED = True
+_COUNTS: dict[tuple[str, int], Tensor] = {}  # `_counts`, by device and size
 
 
 def grouped(rows: int, kv_heads: int, group: int, dtype: torch.dtype) -> bool:
@@ -116,6 +125,11 @@ if triton is not None:
         SPLITS: tl.constexpr,
         SCALE: tl.constexpr,  # 1 / sqrt(HEAD_DIM), a constant: a float argument may come as fp64
         PDL: tl.constexpr,
+        count_ptr,
+        out_ptr,
+        o_row,
+        o_head,
+        COMBINE: tl.constexpr,
     ):
         """HEADS query heads of one row over one block of positions: each head's max score,
         sum of exp(score - max) and weighted sum of values, into part[row * n_heads + head,
@@ -126,7 +140,9 @@ if triton is not None:
         and value follow it: the queries and key are rotated here (cos and sin of position
         `last`), the key and value taken at `last` from there and written into the cache by one
         program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's earlier
-        positions before it waits for the kernel before it."""
+        positions before it waits for the kernel before it. COMBINE: the last of the SPLITS
+        programs of these heads to finish (counted in count_ptr[program], which it sets back to
+        0 for the next step) combines their blocks into out_ptr, and no combine kernel runs."""
         program, split = tl.program_id(0), tl.program_id(1)
         blocks = n_heads // HEADS
         row, first = program // blocks, (program % blocks) * HEADS
@@ -187,6 +203,31 @@ if triton is not None:
             tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
             tl.store(out + HEAD_DIM, best, mask=real)
             tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
+        if COMBINE:  # the last of the SPLITS programs of these heads to finish combines them
+            tl.debug_barrier()  # every thread's stores above come before the count's release
+            done = tl.atomic_add(count_ptr + program, 1, sem="acq_rel", scope="gpu")
+            if done == SPLITS - 1:
+                tl.store(count_ptr + program, 0)  # no other program counts here this step
+                for i in tl.static_range(HEADS):
+                    _combine(part_ptr, out_ptr, row, first + i, n_heads, o_row, o_head,
+                             HEAD_DIM, SPLITS)  # fmt: skip
+
+    @triton.jit
+    def _combine(
+        part_ptr, out_ptr, row, head, n_heads, o_row, o_head, HEAD_DIM: tl.constexpr,
+        SPLITS: tl.constexpr,
+    ):  # fmt: skip
+        """The blocks' partial sums of one (row, query head), rescaled to the largest max. The
+        loads skip the L1 cache: other programs of the same kernel may have written them."""
+        d = tl.arange(0, HEAD_DIM)
+        s = tl.arange(0, SPLITS)
+        at = part_ptr + ((row * n_heads + head) * SPLITS + s) * (HEAD_DIM + 2)
+        best = tl.load(at + HEAD_DIM, cache_modifier=".cg")
+        total = tl.load(at + HEAD_DIM + 1, cache_modifier=".cg")
+        acc = tl.load(at[:, None] + d[None, :], cache_modifier=".cg")
+        scale = tl.exp(best - tl.max(best, axis=0))  # 0 for blocks past the last position
+        out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
+        tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
 
     @triton.jit
     def _decode_attention_combine(
@@ -199,20 +240,12 @@ if triton is not None:
         SPLITS: tl.constexpr,
         PDL: tl.constexpr,
     ):
-        """The blocks' partial sums of one (row, query head), rescaled to the largest max."""
+        """One (row, query head) a program: `_combine`, where the split kernel does not."""
         if PDL:
             wait_for_previous()
         program = tl.program_id(0)
         row, head = program // n_heads, program % n_heads
-        d = tl.arange(0, HEAD_DIM)
-        s = tl.arange(0, SPLITS)
-        at = part_ptr + (program * SPLITS + s) * (HEAD_DIM + 2)
-        best = tl.load(at + HEAD_DIM)
-        total = tl.load(at + HEAD_DIM + 1)
-        acc = tl.load(at[:, None] + d[None, :])
-        scale = tl.exp(best - tl.max(best, axis=0))  # 0 for blocks past the last position
-        out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
-        tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
+        _combine(part_ptr, out_ptr, row, head, n_heads, o_row, o_head, HEAD_DIM, SPLITS)
 
     def _attend(
         k: Tensor,
@@ -225,9 +258,12 @@ if triton is not None:
         new: Tensor | None = None,
         cos: Tensor | None = None,
         sin: Tensor | None = None,
+        counts: Tensor | None = None,
     ) -> None:
-        """Both kernels: attention of q (batch, heads, 1, head_dim), or of the q/k/v
-        projection's rows `new` with this step's rotary and cache writes, into out."""
+        """Attention of q (batch, heads, 1, head_dim), or of the q/k/v projection's rows `new`
+        with this step's rotary and cache writes, into out: the split kernel, then the combine
+        kernel unless the split kernel combines (per query head, given `counts`: zeros, one
+        per program)."""
         b, head_dim = k.shape[0], k.shape[-1]
         splits = triton.next_power_of_2(triton.cdiv(k.shape[2], BLOCK))
         part = torch.empty(
@@ -238,6 +274,7 @@ if triton is not None:
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
         group = n_heads // k.shape[1]
         heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
+        combine = counts is not None and heads == 1
         wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
             k,
@@ -264,8 +301,15 @@ if triton is not None:
             SPLITS=splits,
             SCALE=1.0 / math.sqrt(head_dim),
             PDL=dependent_launch.ENABLED,
+            count_ptr=counts if combine else part,
+            out_ptr=out,
+            o_row=out_strides[0],
+            o_head=out_strides[1],
+            COMBINE=combine,
             **dependent_launch.options(),
         )
+        if combine:
+            return
         wrap_triton(_decode_attention_combine)[(b * n_heads,)](
             part,
             out,
@@ -277,27 +321,52 @@ if triton is not None:
             **dependent_launch.options(),
         )
 
-    @triton_op("tradeoff::decode_attention", mutates_args=())
-    def _decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
+    @triton_op("tradeoff::decode_attention", mutates_args=("counts",))
+    def _decode_attention(
+        q: Tensor, k: Tensor, v: Tensor, pos: Tensor, counts: Tensor | None
+    ) -> Tensor:
         out = torch.empty_like(q)
-        _attend(k, v, pos, out, (out.stride(0), out.stride(1)), q.shape[1], q=q)
+        strides = (out.stride(0), out.stride(1))
+        _attend(k, v, pos, out, strides, q.shape[1], q=q, counts=counts)
         return out
 
-    @triton_op("tradeoff::decode_attention_new", mutates_args=("k", "v"))
+    @triton_op("tradeoff::decode_attention_new", mutates_args=("k", "v", "counts"))
     def _decode_attention_new(
-        qkv: Tensor, cos: Tensor, sin: Tensor, k: Tensor, v: Tensor, pos: Tensor, n_heads: int
+        qkv: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        k: Tensor,
+        v: Tensor,
+        pos: Tensor,
+        n_heads: int,
+        counts: Tensor | None,
     ) -> Tensor:
         head_dim = k.shape[-1]
         out = torch.empty((qkv.shape[0], 1, n_heads * head_dim), dtype=qkv.dtype, device=qkv.device)
-        _attend(k, v, pos, out, (out.stride(0), head_dim), n_heads, new=qkv, cos=cos, sin=sin)
+        strides = (out.stride(0), head_dim)
+        _attend(k, v, pos, out, strides, n_heads, new=qkv, cos=cos, sin=sin, counts=counts)
         return out
+
+
+def _counts(device: torch.device, n: int) -> Tensor | None:
+    """Zeros the split kernel counts its programs in, for n (row, query head) pairs on device,
+    or None (`COMBINED` off, or first asked for while compiling or capturing a graph): made once
+    and shared by every layer and step, since each program's count is back at 0 when its
+    attention ends, before the next kernel begins."""
+    key = (str(device), n)
+    if COMBINED and key not in _COUNTS:
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if torch.compiler.is_compiling() or capturing:
+            return None
+        _COUNTS[key] = torch.zeros(n, dtype=torch.int32, device=device)
+    return _COUNTS[key] if COMBINED else None
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
     """Softmax attention of q (batch, heads, 1, head_dim) over the cache k, v (batch, kv heads,
     length, head_dim) at positions 0..pos[-1]; the result has q's shape and dtype."""
     assert triton is not None and q.shape[2] == 1
-    return _decode_attention(q, k, v, pos)
+    return _decode_attention(q, k, v, pos, _counts(q.device, q.shape[0] * q.shape[1]))
 
 
 def fused(
@@ -321,4 +390,5 @@ def fused(
         and k.stride(-1) == v.stride(-1) == 1
     ):
         return None
-    return _decode_attention_new(qkv, cos, sin, k, v, pos, n_heads)
+    counts = _counts(qkv.device, qkv.shape[0] * n_heads)
+    return _decode_attention_new(qkv, cos, sin, k, v, pos, n_heads, counts)

@@ -14,7 +14,11 @@ RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read 
 
 Each (shape, input kind, batch) is tuned once, eagerly, on first use: a few block shapes are
 timed against cuBLAS inside a CUDA graph, and cuBLAS keeps the product (with the norm and the
-rest done op by op) where it is faster, charged one small kernel for the work the kernel fuses.
+rest done op by op) where it is faster, charged for the work the kernel fuses: one small kernel
+where the step is compiled (inductor fuses that work into one), the ops themselves where it is
+not (`COMPILED`). On the H200, uncompiled, the Qwen2.5-0.5B shape decoded at 961 tok/s where
+tuning had kept cuBLAS for its gate/up product on the compiled charge (6.92 + 1.30 µs against
+the kernel's 8.29), 1,347 tok/s in another call where the kernel had won by 0.1 µs.
 On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and output products in
 3.0 and 2.7 µs against cuBLAS's 4.4 and 4.7, the Llama-3.1-8B shape's output product in 10.9
 against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product against the
@@ -26,7 +30,8 @@ CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s pl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -93,6 +98,22 @@ def candidates(rows: int) -> list[Blocks]:
 def default(rows: int) -> Blocks:
     """The blocks of a shape that was never tuned."""
     return Blocks(4, max(64, 1024 // rows), 4, 1)
+
+
+# Whether the steps being tuned are compiled: the engine sets it around a step's tuning. Choices
+# are kept by shape alone: in one process, the first engine of a shape tunes it for the rest.
+COMPILED = False
+
+
+@contextmanager
+def tuning(compiled: bool) -> Iterator[None]:
+    """`COMPILED` set while the block runs: the engine tunes a step that it compiles, or not."""
+    global COMPILED
+    before, COMPILED = COMPILED, compiled
+    try:
+        yield
+    finally:
+        COMPILED = before
 
 
 Key = tuple[int, int, int, bool, bool, int]  # n, k, input kind, bias, residual, rows
@@ -340,15 +361,26 @@ def _tune(
 ) -> Blocks | None:
     """The fastest candidate's blocks, or None if cuBLAS is faster; each timed inside a CUDA
     graph with the weight arriving from memory, as in a step (`graph_us`). The kernel also does
-    the norm, SiLU·up or residual add that the plain path runs as a kernel of its own (or
-    inductor fuses with a neighbour that may be this kernel): cuBLAS's side is charged one small
-    kernel's time, measured here on x, when there is any."""
+    the norm, SiLU·up or residual add that the plain path runs around cuBLAS's product: where
+    the step is compiled, inductor fuses that work into one kernel (or with a neighbour that may
+    be this kernel), and cuBLAS's side is charged one small kernel's time, measured here on x;
+    where it is not, the plain path op by op is timed whole and charged the difference."""
+    from tradeoff.engines.torch_model import plain_linear  # imports this module
+
     rows, res, out = _flat(x, weight, residual)
     plain = rows[:, : weight.shape[1]].contiguous()
     times = {"cublas": graph_us(lambda w: F.linear(plain, w, bias), weight)}
-    fuses = norm is not None or gated or residual is not None
-    times["one small kernel"] = graph_us(lambda v: v.mul_(1.0), rows.clone()) if fuses else 0.0
-    best, best_us = None, times["cublas"] + times["one small kernel"]
+    if not (norm is not None or gated or residual is not None):
+        times["the work fused"] = 0.0
+    elif COMPILED:
+        times["the work fused"] = graph_us(lambda v: v.mul_(1.0), rows.clone())
+    else:
+
+        def op_by_op(w: Tensor) -> None:
+            plain_linear(rows, w, bias, res, norm, eps, gated)
+
+        times["the work fused"] = max(0.0, graph_us(op_by_op, weight) - times["cublas"])
+    best, best_us = None, times["cublas"] + times["the work fused"]
     for blocks in candidates(_key(x, weight, bias, residual, norm, gated)[-1]):
 
         def run(w: Tensor, blocks: Blocks = blocks) -> None:

@@ -9,13 +9,19 @@ it (`griddepcontrol.wait`, which returns once the previous kernel has completed 
 are visible), then lets the next kernel start. A kernel launched without it, or after one that
 never lets it start early, simply starts when the one before it ends.
 
-Off until measured on a GPU (`ENABLED`; benchmarks turn it on with their `-pdl` variants). The
-instructions exist on CUDA only: Triton's interpreter cannot run them, so the CPU tests cover
-the kernels with it off.
+Off by default; the torch engine's `pdl=1` turns it on while it tunes and captures a decode
+step (`enabled`). On an H200 (benchmarks/RESULTS.md, issue 17) the Qwen2.5-0.5B shape's
+captured step took 676 µs with it against 717 without, the GPU idle between kernels 4 µs a step
+against 39; the Llama-3.1-8B shape's took longer with it (4,688 against 4,468 µs at batch 1),
+and under torch.compile nothing changed (inductor launches the kernels without `launch_pdl`).
+The instructions exist on CUDA only: Triton's interpreter cannot run them, so the CPU tests
+cover the kernels with it off.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 try:
@@ -25,6 +31,17 @@ except ImportError:  # the CPU install: no Triton
     triton = None
 
 ENABLED = False
+
+
+@contextmanager
+def enabled(on: bool) -> Iterator[None]:
+    """`ENABLED` set to `on` while the block runs: kernels launched or captured in it."""
+    global ENABLED
+    before, ENABLED = ENABLED, on
+    try:
+        yield
+    finally:
+        ENABLED = before
 
 
 def options() -> dict[str, Any]:

@@ -122,9 +122,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """RMSNorm as transformers computes it: in float32, rounded to x's dtype, then scaled."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -147,12 +152,25 @@ def linear(
     y = decode_linear.fused(x, w, b, residual, g, eps, gated)
     if y is not None:
         return y
+    return plain_linear(x, w, b, residual, g, eps, gated)
+
+
+def plain_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    norm: Tensor | None,
+    eps: float,
+    gated: bool,
+) -> Tensor:
+    """`linear` op by op: RMSNorm with weight `norm` or SiLU·up, the product, the residual."""
     if norm is not None:
-        x = norm(x)
+        x = rms_norm(x, norm, eps)
     if gated:
         gate, up = x.chunk(2, dim=-1)
         x = F.silu(gate) * up
-    y = layer(x)
+    y = F.linear(x, weight, bias)
     return y if residual is None else residual + y
 
 
