@@ -15,8 +15,8 @@ RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read 
 Each (shape, input kind, batch) is tuned once, eagerly, on first use: a few block shapes are
 timed against cuBLAS inside a CUDA graph, and cuBLAS keeps the product (with the norm and the
 rest done op by op) where it is faster, charged for the work the kernel fuses: one small kernel
-where the step is compiled (inductor fuses that work into one), the ops themselves where it is
-not (`COMPILED`). On the H200, uncompiled, the Qwen2.5-0.5B shape decoded at 961 tok/s where
+for each piece of it where the step is compiled (inductor's kernels), the ops themselves where it
+is not (`COMPILED`). On the H200, uncompiled, the Qwen2.5-0.5B shape decoded at 961 tok/s where
 tuning had kept cuBLAS for its gate/up product on the compiled charge (6.92 + 1.30 µs against
 the kernel's 8.29), 1,347 tok/s in another call where the kernel had won by 0.1 µs.
 On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and output products in
@@ -361,19 +361,24 @@ def _tune(
 ) -> Blocks | None:
     """The fastest candidate's blocks, or None if cuBLAS is faster; each timed inside a CUDA
     graph with the weight arriving from memory, as in a step (`graph_us`). The kernel also does
-    the norm, SiLU·up or residual add that the plain path runs around cuBLAS's product: where
-    the step is compiled, inductor fuses that work into one kernel (or with a neighbour that may
-    be this kernel), and cuBLAS's side is charged one small kernel's time, measured here on x;
-    where it is not, the plain path op by op is timed whole and charged the difference."""
+    the norm or SiLU·up before the product and the residual add after it, which the plain path
+    runs around cuBLAS's product. Where the step is compiled, inductor makes each of those
+    pieces one kernel at best (fused with its neighbours' work, never with cuBLAS's product):
+    cuBLAS's side is charged one small kernel's time, measured here on x, for each. On the
+    H200, charged one kernel for the down product's two pieces, tuning called it a tie and the
+    Llama-3.1-8B shape's compiled step took 4,363 µs where it kept cuBLAS, 4,260 where it kept
+    the kernel (benchmarks/RESULTS.md, issue 17). Where the step is not compiled, the plain
+    path op by op is timed whole and charged the difference."""
     from tradeoff.engines.torch_model import plain_linear  # imports this module
 
     rows, res, out = _flat(x, weight, residual)
     plain = rows[:, : weight.shape[1]].contiguous()
     times = {"cublas": graph_us(lambda w: F.linear(plain, w, bias), weight)}
-    if not (norm is not None or gated or residual is not None):
+    pieces = (norm is not None or gated) + (residual is not None)
+    if not pieces:
         times["the work fused"] = 0.0
     elif COMPILED:
-        times["the work fused"] = graph_us(lambda v: v.mul_(1.0), rows.clone())
+        times["the work fused"] = pieces * graph_us(lambda v: v.mul_(1.0), rows.clone())
     else:
 
         def op_by_op(w: Tensor) -> None:
