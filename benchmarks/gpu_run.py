@@ -288,11 +288,13 @@ def set_kernels(flags: list[str]) -> None:
     attention kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the
     norms and the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on /
     off (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
-    (`decode_attention.COMBINED` off). Each variant also gets its own entry in torch.compile's
-    caches: in one process a second variant otherwise reused the first's compiled step whatever
-    its kernels were launched with (`-sync` changes the host loop only: it shares the step;
-    `-pdl` is the engine's `pdl=1`, set by the callers)."""
+    (`decode_attention.COMBINED` off). Each variant compiles its own step: dynamo's caches are
+    reset and inductor's get the variant's tag. In one process a second variant otherwise
+    reused the first's compiled step whatever its kernels were launched with (the new engine's
+    model passed its guards; the tag alone did not stop it). `-sync` changes the host loop only:
+    it shares inductor's entry. `-pdl` is the engine's `pdl=1`, set by the callers."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
+    torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None

@@ -7,9 +7,9 @@ fp32`, `device=cuda|cuda:N|cpu`, `ctx=N` (KV cache positions), `graph=0|1` (capt
 step in a CUDA graph; default 1 on CUDA), `compile=0|1|max-autotune` (torch.compile the decode
 step first; max-autotune also tunes its matrix products, and compiles for minutes),
 `pdl=0|1` (launch the engine's Triton kernels in the captured step as programmatic dependents,
-on Hopper GPUs and later; default 0: it sped the Qwen2.5-0.5B shape's step up by 6% on an H200
-without compile, slowed the Llama-3.1-8B shape's and does nothing under compile), `seed=N` (of
-the random weights).
+on Hopper GPUs and later; default 0: on an H200 without compile it sped the Qwen2.5-0.5B
+shape's step up by 6% and slowed the Llama-3.1-8B shape's; not yet measured with compile),
+`seed=N` (of the random weights).
 
 Decoding follows the gpt-fast recipe: a static KV cache per batch size and one decode step whose
 shapes never change, compiled and captured once, then replayed for every token. The same code
