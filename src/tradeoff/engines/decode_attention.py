@@ -140,9 +140,9 @@ if triton is not None:
         and value follow it: the queries and key are rotated here (cos and sin of position
         `last`), the key and value taken at `last` from there and written into the cache by one
         program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's earlier
-        positions before it waits for the kernel before it. COMBINE: the last of the SPLITS
-        programs of these heads to finish (counted in count_ptr[program], which it sets back to
-        0 for the next step) combines their blocks into out_ptr, and no combine kernel runs."""
+        positions before it waits for the kernel before it. COMBINE (HEADS 1): the last of the
+        head's SPLITS programs to finish (counted in count_ptr[program], which it sets back to 0
+        for the next step) combines their blocks into out_ptr, and no combine kernel runs."""
         program, split = tl.program_id(0), tl.program_id(1)
         blocks = n_heads // HEADS
         row, first = program // blocks, (program % blocks) * HEADS
@@ -203,14 +203,13 @@ if triton is not None:
             tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
             tl.store(out + HEAD_DIM, best, mask=real)
             tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
-        if COMBINE:  # the last of the SPLITS programs of these heads to finish combines them
+        if COMBINE:  # the last of this query head's SPLITS programs to finish combines them
+            tl.static_assert(HEADS == 1, "combined on the per-head path only")
             tl.debug_barrier()  # every thread's stores above come before the count's release
             done = tl.atomic_add(count_ptr + program, 1, sem="acq_rel", scope="gpu")
             if done == SPLITS - 1:
                 tl.store(count_ptr + program, 0)  # no other program counts here this step
-                for i in tl.static_range(HEADS):
-                    _combine(part_ptr, out_ptr, row, first + i, n_heads, o_row, o_head,
-                             HEAD_DIM, SPLITS)  # fmt: skip
+                _combine(part_ptr, out_ptr, row, first, n_heads, o_row, o_head, HEAD_DIM, SPLITS)
 
     @triton.jit
     def _combine(
