@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear, decode_mlp
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.hf_config import load_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 
@@ -89,7 +89,7 @@ def main() -> None:
         hf = checkpoint(args.model, Path(tmp))
         for case in args.options.split(","):
             opts, kernel = case.rsplit(":", 1)[0], case.endswith(":1")
-            decode_attention.ENABLED = decode_linear.ENABLED = decode_mlp.ENABLED = kernel
+            decode_attention.ENABLED = decode_linear.ENABLED = kernel
             errors = compare(hf, Path(tmp), opts)
             print(opts, "kernels" if kernel else "sdpa+cublas", errors, flush=True)
             rows.append(
@@ -101,7 +101,7 @@ def main() -> None:
                     "median step": statistics.median(errors[1:]),
                 }
             )
-    decode_attention.ENABLED = decode_linear.ENABLED = decode_mlp.ENABLED = True
+    decode_attention.ENABLED = decode_linear.ENABLED = True
     print(
         f"{args.model} shape, random bf16 weights, {torch.cuda.get_device_name()}, torch "
         f"{torch.__version__}: max |engine - transformers| / max |transformers| of the logits\n"

@@ -18,10 +18,9 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
   queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` gives `pdl=1`, the
   kernels launched as dependents, `engines/dependent_launch.py`; `-combine` turns
-  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own;
-  `-twomlp`: the feed-forward block as two products, `decode_mlp` off); on CUDA,
-  `decode_linear`'s and `decode_mlp`'s tuning too (µs for each product of the step: cuBLAS's
-  and each candidate block shape's);
+  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own); on
+  CUDA, `decode_linear`'s tuning too (µs for each product of the step: cuBLAS's and each
+  candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
   models, a batched vote of 8, and `switch` between them, metered by NVML through the energy
   account; the requests' energies against the counter's total, J per output token by config
@@ -43,7 +42,7 @@ from typing import Any
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear, decode_mlp
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import eval_cost
@@ -149,7 +148,6 @@ def part_decode(
                 continue
             if decode_linear.TIMES:  # each product's µs, cuBLAS and the kernel's candidates
                 tuning = {str(k): v for k, v in decode_linear.TIMES.items()}
-                tuning |= {f"mlp {k}": v for k, v in decode_mlp.TIMES.items()}
                 print(json.dumps({"decode_linear tuning, µs": tuning}), flush=True)
                 save(out, f"tuning {source} {variant}", tuning)
             replay_tok_s = None
@@ -290,23 +288,19 @@ def set_kernels(flags: list[str]) -> None:
     attention kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the
     norms and the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on /
     off (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
-    (`decode_attention.COMBINED` off); `-twomlp` runs the feed-forward block as two products
-    (`decode_mlp` off; also off with `-before` and `-cublas`). Each variant compiles its own
-    step: dynamo's caches are reset and inductor's get the variant's tag. In one process a
-    second variant otherwise reused the first's compiled step whatever its kernels were
-    launched with (the new engine's model passed its guards; the tag alone did not stop it).
-    `-sync` changes the host loop only: it shares inductor's entry. `-pdl` is the engine's
-    `pdl=1`, set by the callers."""
+    (`decode_attention.COMBINED` off). Each variant compiles its own step: dynamo's caches are
+    reset and inductor's get the variant's tag. In one process a second variant otherwise
+    reused the first's compiled step whatever its kernels were launched with (the new engine's
+    model passed its guards; the tag alone did not stop it). `-sync` changes the host loop only:
+    it shares inductor's entry. `-pdl` is the engine's `pdl=1`, set by the callers."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
-    decode_mlp.ENABLED = not {"before", "cublas", "twomlp"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_attention.COMBINED = "combine" not in flags
-    for kernel in (decode_linear, decode_mlp):
-        kernel.CHOICES.clear()
-        kernel.TIMES.clear()
+    decode_linear.CHOICES.clear()
+    decode_linear.TIMES.clear()
 
 
 def _source(out: Path, name: str) -> str:

@@ -10,8 +10,7 @@ with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `
 projections through cuBLAS with the norms and the rest op by op, instead of
 `engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off,
 `-pdl`: `pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
-attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off,
-`-twomlp`: the feed-forward block as two products, `engines/decode_mlp.py` off) and batch:
+attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -44,7 +43,7 @@ from typing import Any
 import torch
 from gpu_run import _source, set_kernels
 
-from tradeoff.engines import decode_linear, decode_mlp
+from tradeoff.engines import decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.roofline import Peaks, eval_cost
 from tradeoff.types import Request
@@ -159,8 +158,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
             "first_batch_s": round(setup_s, 1),
             "engine_decode_tok_s": engine_tok_s,
             "tune_s": round(engine.decode_step(batch).tune_s, 1),
-            "tuning_us": {str(k): v for k, v in decode_linear.TIMES.items()}
-            | {f"mlp {k}": v for k, v in decode_mlp.TIMES.items()},
+            "tuning_us": {str(k): v for k, v in decode_linear.TIMES.items()},
         }
         cost = eval_cost(shape, POSITION, 1, batch)
         row["roofline_ms"] = cost.roofline_s(peaks) * 1e3 if peaks else None
@@ -213,13 +211,9 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     return rows
 
 
-BASELINES = ("cublas", "the work fused", "two products")  # tuning's entries that are no candidate
-
-
 def tuning(row: dict[str, Any]) -> str:
     """Markdown: decode_linear's timings for each product of the step (µs in a CUDA graph,
-    each weight arriving from memory: `decode_linear.graph_us`), and decode_mlp's for the
-    feed-forward block (its "cuBLAS" column: the two products as tuned)."""
+    each weight arriving from memory: `decode_linear.graph_us`)."""
     if not row["tuning_us"]:
         return ""
     lines = [
@@ -232,16 +226,14 @@ def tuning(row: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, times in row["tuning_us"].items():
-        # `decode_mlp`'s rows ("mlp ..."): the two products as tuned, against the one kernel
-        base = times.get("cublas", times.get("two products", float("nan")))
         extra = times.get("the work fused", 0.0)
-        cands = {k: v for k, v in times.items() if k not in BASELINES}
+        cands = {k: v for k, v in times.items() if k not in ("cublas", "the work fused")}
         best = min(cands, key=cands.__getitem__)
-        other = "cuBLAS" if "cublas" in times else "two products"
-        kept = "kernel" if cands[best] < base + extra else other
+        kept = "kernel" if cands[best] < times["cublas"] + extra else "cuBLAS"
         every = ", ".join(f"{k} {v:.1f}" for k, v in cands.items())
         lines.append(
-            f"| {key} | {base:.1f} | {extra:.1f} | {best} | {cands[best]:.1f} | {kept} | {every} |"
+            f"| {key} | {times['cublas']:.1f} | {extra:.1f} | {best} | {cands[best]:.1f} | "
+            f"{kept} | {every} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -33,7 +33,6 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
-    assert errors["decode_mlp"] < 1e-5, errors
     for how in ("", ", grouped", ", combined", ", grouped, combined"):
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
@@ -65,7 +64,7 @@ def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options
 
 
 def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
-    from tradeoff.engines import decode_linear, decode_mlp
+    from tradeoff.engines import decode_linear
 
     ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
     ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
@@ -105,20 +104,3 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         assert ("mma" in compiled.asm["ptx"]) == (heads > 1)
         # the count: acquire-release at the GPU's scope, so the last program sees the others'
         assert ("atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]) == combine
-    ptrs = dict.fromkeys(("x_ptr", "w13_ptr", "w2_ptr", "norm_ptr", "y_ptr"), "*bf16")
-    ptrs |= {"acc_ptr": "*fp32", "count_ptr": "*i32"}
-    ints = dict.fromkeys(("rows", "dim", "ffn", "x_row", "y_row"), "i32")
-    for rows, pdl in [(1, True), (8, False)]:
-        blocks = decode_mlp.candidates(rows, 4864)[-1]
-        constants = dict(EPS=1e-6, ROWS=rows, BLOCK_J=blocks.j, BLOCK_K=blocks.k)
-        compiled = compile_for_hopper(
-            decode_mlp._decode_mlp_kernel,
-            {**ptrs, **ints},
-            constants | dict(BLOCK_D=blocks.d, PDL=pdl),
-            num_warps=blocks.warps,
-            launch_pdl=pdl,
-        )
-        ptx = compiled.asm["ptx"]
-        assert ("griddepcontrol.wait" in ptx) == pdl
-        assert "red.global.gpu.relaxed.add.f32" in ptx  # the sums added in L2, nothing read back
-        assert "atom.global.gpu.acq_rel.add" in ptx  # the count, as the attention's combine's

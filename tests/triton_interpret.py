@@ -1,6 +1,6 @@
 """Run under TRITON_INTERPRET=1 by tests/test_triton_kernels.py: the torch engine's CUDA kernels
-(`decode_linear`, `decode_mlp`, `decode_attention`) on the CPU, in float32, against the plain
-path each replaces. Prints one JSON line: the largest absolute difference of each kernel."""
+(`decode_linear`, `decode_attention`) on the CPU, in float32, against the plain path each
+replaces. Prints one JSON line: the largest absolute difference of each kernel."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from tradeoff.engines import decode_attention, decode_linear, decode_mlp  # noqa: E402
+from tradeoff.engines import decode_attention, decode_linear  # noqa: E402
 from tradeoff.engines.torch_model import RMSNorm, _rotate  # noqa: E402
 
 
@@ -48,34 +48,6 @@ def linear_errors() -> float:
             decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
             got = decode_linear._decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
             assert got.shape == want.shape
-            worst = max(worst, float((got - want).abs().max()))
-    return worst
-
-
-def mlp_errors() -> float:
-    """The feed-forward block in one kernel against `FeedForward`'s two products op by op:
-    batch 1 to 8, widths that the loads' blocks do not tile, every block shape tuning may pick;
-    the float32 sums and the count back at zero after each call, as the next layer needs them."""
-    worst = 0.0
-    gen = torch.Generator().manual_seed(3)
-    for rows, dim, ffn in [(1, 64, 64), (3, 48, 128), (8, 80, 48), (2, 200, 32)]:
-        x = torch.randn(rows, 1, dim, generator=gen)
-        w13 = torch.randn(2 * ffn, dim, generator=gen) / dim**0.5
-        w2 = torch.randn(dim, ffn, generator=gen) / ffn**0.5
-        norm = RMSNorm(dim, 1e-5)
-        norm.weight.data = torch.rand(dim, generator=gen) + 0.5
-        gate, up = F.linear(norm(x), w13).chunk(2, dim=-1)
-        want = x + F.linear(F.silu(gate) * up, w2)
-        acc = torch.zeros(rows, dim)
-        count = torch.zeros(1, dtype=torch.int32)
-        padded = 1 << (rows - 1).bit_length()
-        shapes = decode_mlp.candidates(padded, ffn)
-        assert shapes, (padded, ffn)
-        for blocks in shapes:
-            decode_mlp.CHOICES[decode_mlp._key(x, w2)] = blocks
-            got = decode_mlp._decode_mlp(x, w13, w2, norm.weight.data, 1e-5, acc, count)
-            assert got.shape == want.shape
-            assert not acc.any() and not count.any(), (acc, count)
             worst = max(worst, float((got - want).abs().max()))
     return worst
 
@@ -140,7 +112,7 @@ def new_token_errors() -> float:
 
 if __name__ == "__main__":
     with torch.no_grad():
-        errors = {"decode_linear": linear_errors(), "decode_mlp": mlp_errors()}
+        errors = {"decode_linear": linear_errors()}
         # a program per query head, or per key/value head; a combine kernel, or the last
         # program of the split kernel combining
         for grouped, combined in itertools.product((False, True), (False, True)):

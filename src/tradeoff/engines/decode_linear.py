@@ -323,24 +323,23 @@ def _flat(
     return rows, res, out
 
 
-def graph_us(run: Callable[..., object], *weight: Tensor, reps: int = 20) -> float:
-    """µs one call of `run(*w)` takes inside a CUDA graph, as the step runs it (no launch cost),
-    each call on its own copy of the weights so that they arrive from memory and not from the
-    L2 cache: copies of 4× the L2 cache in all, at most 64."""
-    l2 = torch.cuda.get_device_properties(weight[0].device).L2_cache_size
-    size = sum(w.numel() * w.element_size() for w in weight)
-    count = max(1, min(64, -(-4 * l2 // size)))
-    copies = [weight] + [tuple(w.clone() for w in weight) for _ in range(count - 1)]
+def graph_us(run: Callable[[Tensor], object], weight: Tensor, reps: int = 20) -> float:
+    """µs one call of `run(w)` takes inside a CUDA graph, as the step runs it (no launch cost),
+    each call on its own copy of the weight so that the weight arrives from memory and not from
+    the L2 cache: copies of 4× the L2 cache in all, at most 64."""
+    l2 = torch.cuda.get_device_properties(weight.device).L2_cache_size
+    count = max(1, min(64, -(-4 * l2 // (weight.numel() * weight.element_size()))))
+    weights = [weight] + [weight.clone() for _ in range(count - 1)]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm up outside the graph: compiling, cuBLAS's workspace
-        for w in copies:
-            run(*w)
+        for w in weights:
+            run(w)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for w in copies:
-            run(*w)
+        for w in weights:
+            run(w)
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tradeoff.engines import decode_attention, decode_linear, decode_mlp
+from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.errors import UserError
 
 SUPPORTED = ("llama", "qwen2", "mistral")
@@ -223,11 +223,7 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(arch.ffn, arch.dim, bias=False)
 
     def forward(self, x: Tensor, norm: RMSNorm) -> Tensor:
-        """x + w2(SiLU(gate) * up), gate and up from w13(norm(x)): one kernel for a decode step on
-        CUDA where `decode_mlp` is faster, else two products."""
-        y = decode_mlp.fused(x, self.w13.weight, self.w2.weight, norm.weight, norm.eps)
-        if y is not None:
-            return y
+        """x + w2(SiLU(gate) * up), gate and up from w13(norm(x))."""
         return linear(linear(x, self.w13, norm=norm), self.w2, gated=True, residual=x)
 
 
