@@ -18,7 +18,9 @@ rest done op by op) where it is faster, charged for the work the kernel fuses: o
 for each piece of it where the step is compiled (inductor's kernels), the ops themselves where it
 is not (`COMPILED`). On the H200, uncompiled, the Qwen2.5-0.5B shape decoded at 961 tok/s where
 tuning had kept cuBLAS for its gate/up product on the compiled charge (6.92 + 1.30 µs against
-the kernel's 8.29), 1,347 tok/s in another call where the kernel had won by 0.1 µs.
+the kernel's 8.29), 1,347 tok/s in another call where the kernel had won by 0.1 µs; compiled,
+the Llama-3.1-8B shape's down product went to the kernel on the charge of two pieces (33.7
+against 32.2 + 2.4 µs) and the shape decoded at 232 tok/s, 227 where it had kept cuBLAS.
 On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and output products in
 3.0 and 2.7 µs against cuBLAS's 4.4 and 4.7, the Llama-3.1-8B shape's output product in 10.9
 against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product against the
@@ -367,8 +369,8 @@ def _tune(
     cuBLAS's side is charged one small kernel's time, measured here on x, for each. On the
     H200, charged one kernel for the down product's two pieces, tuning called it a tie and the
     Llama-3.1-8B shape's compiled step took 4,363 µs where it kept cuBLAS, 4,260 where it kept
-    the kernel (benchmarks/RESULTS.md, issue 17). Where the step is not compiled, the plain
-    path op by op is timed whole and charged the difference."""
+    the kernel; charged two, it keeps the kernel (benchmarks/RESULTS.md, issue 17). Where the
+    step is not compiled, the plain path op by op is timed whole and charged the difference."""
     from tradeoff.engines.torch_model import plain_linear  # imports this module
 
     rows, res, out = _flat(x, weight, residual)

@@ -11,10 +11,12 @@ never lets it start early, simply starts when the one before it ends.
 
 Off by default; the torch engine's `pdl=1` turns it on while it tunes and captures a decode
 step (`enabled`). On an H200 (benchmarks/RESULTS.md, issue 17) the Qwen2.5-0.5B shape's
-captured step took 676 µs with it against 717 without, the GPU idle between kernels 4 µs a step
-against 39; the Llama-3.1-8B shape's took longer with it (4,688 against 4,468 µs at batch 1,
-with other tuning choices). Under torch.compile it is not yet measured (the benchmark's
-compiled variant with it reused the step compiled without it).
+captured step took 674-676 µs with it against 717-720 without, the GPU idle between kernels
+3-4 µs a step against 39-44; the Llama-3.1-8B shape's took longer with it (4,688 against 4,468
+µs at batch 1, with other tuning choices). Under torch.compile the 0.5B shape's step took
+1,303 µs with it, against about 720 compiled without it: 297 kernels against 137, inductor's
+compiled step adding 170 elementwise kernels (about 7 a layer, 1-9 µs each) around the engine's
+when they are launched this way. The engine refuses `pdl=1` with `compile`.
 The instructions exist on CUDA only: Triton's interpreter cannot run them, so the CPU tests
 cover the kernels with it off.
 """

@@ -7,8 +7,9 @@ fp32`, `device=cuda|cuda:N|cpu`, `ctx=N` (KV cache positions), `graph=0|1` (capt
 step in a CUDA graph; default 1 on CUDA), `compile=0|1|max-autotune` (torch.compile the decode
 step first; max-autotune also tunes its matrix products, and compiles for minutes),
 `pdl=0|1` (launch the engine's Triton kernels in the captured step as programmatic dependents,
-on Hopper GPUs and later; default 0: on an H200 without compile it sped the Qwen2.5-0.5B
-shape's step up by 6% and slowed the Llama-3.1-8B shape's; not yet measured with compile),
+on Hopper GPUs and later, without compile; default 0: on an H200 it sped the Qwen2.5-0.5B
+shape's step up by 6% and slowed the Llama-3.1-8B shape's; compiled, the 0.5B shape's step took
+1.8x as long, so `compile` refuses it),
 `seed=N` (of the random weights).
 
 Decoding follows the gpt-fast recipe: a static KV cache per batch size and one decode step whose
@@ -105,6 +106,11 @@ def parse_torch_ref(ref: str) -> TorchSpec:
     device = opts.get("device")
     if device is not None and not (device == "cpu" or device.startswith("cuda")):
         raise UserError(f"model '{ref}': device must be cpu, cuda or cuda:N, not '{device}'")
+    if flag("pdl") and compile_mode is not None:  # measured: benchmarks/RESULTS.md, issue 17
+        raise UserError(
+            f"model '{ref}': pdl=1 is for a step that is not compiled (compile=0); with "
+            "compile the step ran 1.8x slower on an H200"
+        )
     return TorchSpec(
         source=source,
         random_weights=bool(flag("random_weights")),
