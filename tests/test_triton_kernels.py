@@ -68,20 +68,11 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
 
     ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
     ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
-    ptrs |= {"part_ptr": "*fp32", "count_ptr": "*i32"}
-    for kind, dot, pdl, split in [
-        (1, True, False, False),
-        (2, True, True, False),
-        (0, False, True, False),
-        (2, False, True, True),
-    ]:
-        rows = 1 if split else 8
-        blocks = next(
-            b for b in decode_linear.candidates(rows) if b.dot == dot and (b.split > 1) == split
-        )
+    for kind, dot, pdl in [(1, True, False), (2, True, True), (0, False, True)]:
+        blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot)
         constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=True)
-        constants |= dict(ROWS=16 if dot else rows, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
-        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl, SPLIT=blocks.split)
+        constants |= dict(ROWS=16 if dot else 8, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
+        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl)
         compiled = compile_for_hopper(
             decode_linear._decode_linear_kernel,
             {**ptrs, **ints},
@@ -93,8 +84,6 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
         assert ("prefetch.global.L2" in compiled.asm["ptx"]) == pdl
         assert ("mma" in compiled.asm["ptx"]) == dot  # the tensor cores, or not
-        # a split's count: acquire-release at the GPU's scope, the last program sees the sums
-        assert ("atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]) == split
     ptrs = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "new_ptr", "cos_ptr", "sin_ptr"), "*bf16")
     ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64", "count_ptr": "*i32", "out_ptr": "*bf16"}
     strides = ("n_heads", "q_row", "q_head", "k_row", "k_head", "k_pos", "v_row", "v_head", "v_pos")

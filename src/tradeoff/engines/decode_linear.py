@@ -65,7 +65,6 @@ class Blocks(NamedTuple):
     stages: int
     late: bool = False  # sum along K after the loop, not in each block
     dot: bool = False  # multiply on the tensor cores, x padded to 16 rows
-    split: int = 1  # programs along K for each block of outputs (`SPLIT`)
 
 
 # The block shapes that came within 2% of the fastest for some product of the Llama-3.1-8B and
@@ -82,13 +81,6 @@ SWEPT = (
 )
 
 
-# Split along K, for batch 1: outputs a program computes, weight columns a load, whether it sums
-# after the loop, programs along K. For products with few outputs and a long K (the Qwen2.5-0.5B
-# shape's down product: 896 outputs, K 4,864, 31% of the bandwidth at best unsplit on an H200),
-# where too few programs stream the weight. Not yet measured on a GPU.
-SPLITS = ((2, 1024, True, 4), (4, 512, False, 4), (2, 512, True, 8))
-
-
 # Tensor-core block shapes for 2 to 8 rows: outputs a program computes, weight columns a load,
 # warps and pipeline stages. Not yet swept on a GPU (benchmarks/gpu_gemv_sweep.py's `tc` shapes
 # are); tuning keeps one only where it beats cuBLAS.
@@ -102,8 +94,7 @@ def candidates(rows: int) -> list[Blocks]:
     every product of the sweep on the CUDA cores)."""
     swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
     dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
-    split = [Blocks(n, k, 4, 1, late, split=parts) for n, k, late, parts in SPLITS]
-    return swept + (dot if rows > 1 else split)
+    return swept + (dot if rows > 1 else [])
 
 
 def default(rows: int) -> Blocks:
@@ -175,9 +166,6 @@ if triton is not None:
         LATE: tl.constexpr,
         DOT: tl.constexpr,
         PDL: tl.constexpr,
-        part_ptr,
-        count_ptr,
-        SPLIT: tl.constexpr,
     ):
         """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
         f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]. EVEN: the
@@ -185,20 +173,10 @@ if triton is not None:
         loop, instead of in every block (the loop then only loads and multiplies). DOT: multiply
         on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16. PDL: launched
         as a dependent, it prefetches its first block of the weight before it waits for the
-        kernel before it (`dependent_launch`). SPLIT > 1: SPLIT programs (axis 1) each take a
-        range of K, write their sums to part_ptr (float32, SPLIT × ROWS × (n + 1)), and the last
-        of them to finish (counted in count_ptr[block], set back to 0 after) adds them up and
-        writes y, as `decode_attention`'s combine does."""
-        block = tl.program_id(0)
-        cols = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        if SPLIT == 1:
-            k_lo, k_hi = 0, k
-        else:  # whole blocks of K a program, so that only the last block of K is partial
-            chunk = tl.cdiv(tl.cdiv(k, BLOCK_K), SPLIT) * BLOCK_K
-            k_lo = tl.program_id(1) * chunk
-            k_hi = tl.minimum(k, k_lo + chunk)
+        kernel before it (`dependent_launch`)."""
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         if PDL:  # one address per 128-byte line of the first block, kept inside the weight
-            lines = tl.minimum(k_lo + tl.arange(0, BLOCK_K // 64) * 64, k - 1)
+            lines = tl.minimum(tl.arange(0, BLOCK_K // 64) * 64, k - 1)
             prefetch(w_ptr + tl.minimum(cols, n - 1)[:, None] * k + lines[None, :])
             wait_for_previous()
         m = tl.arange(0, ROWS)
@@ -213,7 +191,7 @@ if triton is not None:
         else:
             acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             squares = tl.zeros([ROWS], dtype=tl.float32)
-        for k0 in range(k_lo, k_hi, BLOCK_K):
+        for k0 in range(0, k, BLOCK_K):
             if EVEN:  # no masks along K: the loads stay 16-byte vectors
                 w = tl.load(w_at + k0)
                 xa = tl.load(x_at + k0, mask=row_ok[:, None], other=0.0).to(tl.float32)
@@ -249,39 +227,12 @@ if triton is not None:
         if LATE:
             acc = tl.sum(acc3, axis=2)
             squares = tl.sum(squares2, axis=1)
-        if SPLIT == 1:
-            _finish(acc, squares, cols, m, y_ptr, bias_ptr, res_ptr, n, k, rows, y_row, res_row,
-                    INPUT, BIAS, RESIDUAL, EPS)  # fmt: skip
-        else:
-            s = tl.arange(0, SPLIT)
-            at = part_ptr + (tl.program_id(1) * ROWS + m[:, None]) * n + cols[None, :]
-            tl.store(at, acc, mask=col_ok[None, :])
-            sums = part_ptr + SPLIT * ROWS * n  # the squares of x (the same for every block)
-            tl.store(sums + tl.program_id(1) * ROWS + m, squares)
-            tl.debug_barrier()  # every thread's stores above come before the count's release
-            done = tl.atomic_add(count_ptr + block, 1, sem="acq_rel", scope="gpu")
-            if done == SPLIT - 1:  # the last of this block's programs: the others' sums are in
-                tl.store(count_ptr + block, 0)  # no other program counts here in this launch
-                parts = part_ptr + ((s[:, None] * ROWS + m[None, :]) * n)[:, :, None] + cols
-                acc = tl.sum(tl.load(parts, mask=col_ok, other=0.0, cache_modifier=".cg"), axis=0)
-                each = sums + s[:, None] * ROWS + m[None, :]
-                squares = tl.sum(tl.load(each, cache_modifier=".cg"), axis=0)
-                _finish(acc, squares, cols, m, y_ptr, bias_ptr, res_ptr, n, k, rows, y_row,
-                        res_row, INPUT, BIAS, RESIDUAL, EPS)  # fmt: skip
-
-    @triton.jit
-    def _finish(
-        acc, squares, cols, m, y_ptr, bias_ptr, res_ptr, n, k, rows, y_row, res_row,
-        INPUT: tl.constexpr, BIAS: tl.constexpr, RESIDUAL: tl.constexpr, EPS: tl.constexpr,
-    ):  # fmt: skip
-        """The products' sums acc (ROWS, BLOCK_N) to y: the norm's 1 / rms, bias, residual."""
         if INPUT == 1:
             acc *= tl.rsqrt(squares / k + EPS)[:, None]
-        col_ok = cols < n
         if BIAS:
             acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         out = acc.to(y_ptr.dtype.element_ty)
-        ok = (m < rows)[:, None] & col_ok[None, :]
+        ok = row_ok[:, None] & col_ok[None, :]
         if RESIDUAL:  # rounded as `residual + y` in the model's dtype
             r = tl.load(res_ptr + m[:, None] * res_row + cols[None, :], mask=ok, other=0.0)
             out = (out.to(tl.float32) + r.to(tl.float32)).to(y_ptr.dtype.element_ty)
@@ -298,17 +249,9 @@ if triton is not None:
         gated: bool,
         out: Tensor,
         launch: Any,
-        part: Tensor | None = None,
-        counts: Tensor | None = None,
     ) -> None:
-        """One launch; a split along K takes `scratch`'s buffers unless given them."""
         n, k = weight.shape
-        rows = max(16 if blocks.dot else 1, triton.next_power_of_2(x.shape[0]))
-        if blocks.split > 1 and (part is None or counts is None):
-            made = scratch(x.device, blocks, rows, n)
-            assert made is not None, "a split product's buffers are made outside graph capture"
-            part, counts = made
-        launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n), blocks.split)](
+        launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n),)](
             x,
             weight,
             out,
@@ -325,22 +268,19 @@ if triton is not None:
             BIAS=bias is not None,
             RESIDUAL=residual is not None,
             EPS=eps,
-            ROWS=rows,
+            ROWS=max(16 if blocks.dot else 1, triton.next_power_of_2(x.shape[0])),
             BLOCK_N=blocks.n,
             BLOCK_K=blocks.k,
             EVEN=n % blocks.n == 0 and k % blocks.k == 0,
             LATE=blocks.late and not blocks.dot,
             DOT=blocks.dot,
             PDL=dependent_launch.ENABLED,
-            part_ptr=part if part is not None else out,
-            count_ptr=counts if counts is not None else out,
-            SPLIT=blocks.split,
             num_warps=blocks.warps,
             num_stages=blocks.stages,
             **dependent_launch.options(),
         )
 
-    @triton_op("tradeoff::decode_linear", mutates_args=("part", "counts"))
+    @triton_op("tradeoff::decode_linear", mutates_args=())
     def _decode_linear(
         x: Tensor,
         weight: Tensor,
@@ -349,37 +289,12 @@ if triton is not None:
         norm: Tensor | None,
         eps: float,
         gated: bool,
-        part: Tensor | None,
-        counts: Tensor | None,
     ) -> Tensor:
         rows, res, out = _flat(x, weight, residual)
         blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
-        if blocks is None or (blocks.split > 1 and (part is None or counts is None)):
-            blocks = default(triton.next_power_of_2(rows.shape[0]))
-        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton, part, counts)
+        blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
+        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton)
         return out.view(*x.shape[:-1], weight.shape[0])
-
-
-_SCRATCH: dict[tuple[str, int, int, int, int], tuple[Tensor, Tensor]] = {}  # `scratch`'s
-
-
-def scratch(
-    device: torch.device, blocks: Blocks, rows: int, n: int
-) -> tuple[Tensor, Tensor] | None:
-    """A product split along K's float32 sums (SPLIT × rows × (n + 1)) and its count of programs
-    for each block of outputs (zeros), for `rows` rows (padded) and n outputs on device; None
-    where first asked for while compiling or capturing a graph. Made once and shared by every
-    layer and step, since the last program of each block sets its count back to 0 and every
-    program writes its sums before they are read."""
-    key = (str(device), blocks.split, rows, n, blocks.n)
-    if key not in _SCRATCH:
-        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if torch.compiler.is_compiling() or capturing:
-            return None
-        part = torch.empty(blocks.split * rows * (n + 1), dtype=torch.float32, device=device)
-        counts = torch.zeros(-(-n // blocks.n), dtype=torch.int32, device=device)
-        _SCRATCH[key] = part, counts
-    return _SCRATCH[key]
 
 
 def _key(
@@ -491,9 +406,8 @@ def _tune(
 
 def name(blocks: Blocks) -> str:
     """How tuning tables name a candidate: '8x512 w4 s1', 'late' when it sums after the loop,
-    'tc' when it multiplies on the tensor cores, 'split4' when 4 programs share each block's K."""
+    'tc' when it multiplies on the tensor cores."""
     how = " tc" if blocks.dot else " late" if blocks.late else ""
-    how += f" split{blocks.split}" if blocks.split > 1 else ""
     return f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}{how}"
 
 
@@ -516,12 +430,8 @@ def fused(
     key = _key(x, weight, bias, residual, norm, gated)
     if key not in CHOICES:
         if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
-            # default blocks
-            return _decode_linear(x, weight, bias, residual, norm, eps, gated, None, None)
+            return _decode_linear(x, weight, bias, residual, norm, eps, gated)  # default blocks
         CHOICES[key] = _tune(x, weight, bias, residual, norm, eps, gated)
-    blocks = CHOICES[key]
-    if blocks is None:
+    if CHOICES[key] is None:
         return None
-    made = scratch(x.device, blocks, key[-1], weight.shape[0]) if blocks.split > 1 else None
-    part, counts = made if made is not None else (None, None)
-    return _decode_linear(x, weight, bias, residual, norm, eps, gated, part, counts)
+    return _decode_linear(x, weight, bias, residual, norm, eps, gated)
