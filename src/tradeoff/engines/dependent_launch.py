@@ -14,9 +14,10 @@ step (`enabled`). On an H200 (benchmarks/RESULTS.md, issue 17) the Qwen2.5-0.5B 
 captured step took 674-676 µs with it against 717-720 without, the GPU idle between kernels
 3-4 µs a step against 39-44; the Llama-3.1-8B shape's took longer with it (4,688 against 4,468
 µs at batch 1, with other tuning choices). Under torch.compile the 0.5B shape's step took
-1,303 µs with it, against about 720 compiled without it: 297 kernels against 137, inductor's
-compiled step adding 170 elementwise kernels (about 7 a layer, 1-9 µs each) around the engine's
-when they are launched this way. The engine refuses `pdl=1` with `compile`.
+1,303 µs with it, against about 720 compiled without it: 297 kernels against 137 (a compiled
+step without it, measured the session before), inductor adding 170 elementwise kernels (about 7
+a layer, 1-9 µs each) around the engine's when they are launched this way. The engine refuses
+`pdl=1` with `compile`.
 The instructions exist on CUDA only: Triton's interpreter cannot run them, so the CPU tests
 cover the kernels with it off.
 """
