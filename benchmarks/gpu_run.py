@@ -18,7 +18,8 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
   queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` gives `pdl=1`, the
   kernels launched as dependents, `engines/dependent_launch.py`; `-combine` turns
-  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own); on
+  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own;
+  `-aheadN` gives `ahead=N`, each product prefetching up to N MiB of the next weight); on
   CUDA, `decode_linear`'s tuning too (µs for each product of the step: cuBLAS's and each
   candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
@@ -112,10 +113,7 @@ def part_decode(
         }[base]
         if smoke:
             opts = "graph=0"
-        if "sync" in flags:  # read each token before queuing the next step, as before overlap
-            opts += "&overlap=0"
-        if "pdl" in flags:  # the engine's kernels launched as dependents
-            opts += "&pdl=1"
+        opts += flag_options(flags)
         ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
         t0 = time.perf_counter()
         try:
@@ -280,6 +278,15 @@ TINY = {
     "tie_word_embeddings": True,
     "torch_dtype": "float32",
 }
+
+
+def flag_options(flags: list[str]) -> str:
+    """The engine options a variant's flags give: `-sync` is `overlap=0` (each token read before
+    the next step is queued), `-pdl` is `pdl=1` (the kernels launched as dependents), `-aheadN`
+    is `ahead=N` (each product prefetches up to N MiB of the next weight into L2)."""
+    opts = "&overlap=0" if "sync" in flags else ""
+    opts += "&pdl=1" if "pdl" in flags else ""
+    return opts + "".join(f"&ahead={f[5:]}" for f in flags if f.startswith("ahead"))
 
 
 def set_kernels(flags: list[str]) -> None:

@@ -10,7 +10,8 @@ with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `
 projections through cuBLAS with the norms and the rest op by op, instead of
 `engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off,
 `-pdl`: `pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
-attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off) and batch:
+attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off, `-aheadN`:
+`ahead=N`, each product prefetching up to N MiB of the next weight into L2) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_run import _source, set_kernels
+from gpu_run import _source, flag_options, set_kernels
 
 from tradeoff.engines import decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
@@ -130,8 +131,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     base, *flags = variant.split("-")
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
     set_kernels(flags)
-    if "pdl" in flags:  # the engine's kernels launched as dependents
-        opts += "&pdl=1"
+    opts += flag_options(flags)
     ref = f"torch:{model}?random_weights=1&ctx=512&{opts}"
     t0 = time.perf_counter()
     engine = TorchEngine(ref)
