@@ -18,8 +18,7 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
   queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` gives `pdl=1`, the
   kernels launched as dependents, `engines/dependent_launch.py`; `-combine` turns
-  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own;
-  `-aheadN` gives `ahead=N`, each product prefetching up to N MiB of the next weight); on
+  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own); on
   CUDA, `decode_linear`'s tuning too (µs for each product of the step: cuBLAS's and each
   candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
@@ -282,11 +281,9 @@ TINY = {
 
 def flag_options(flags: list[str]) -> str:
     """The engine options a variant's flags give: `-sync` is `overlap=0` (each token read before
-    the next step is queued), `-pdl` is `pdl=1` (the kernels launched as dependents), `-aheadN`
-    is `ahead=N` (each product prefetches up to N MiB of the next weight into L2)."""
+    the next step is queued), `-pdl` is `pdl=1` (the kernels launched as dependents)."""
     opts = "&overlap=0" if "sync" in flags else ""
-    opts += "&pdl=1" if "pdl" in flags else ""
-    return opts + "".join(f"&ahead={f[5:]}" for f in flags if f.startswith("ahead"))
+    return opts + ("&pdl=1" if "pdl" in flags else "")
 
 
 def set_kernels(flags: list[str]) -> None:

@@ -10,8 +10,7 @@ with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `
 projections through cuBLAS with the norms and the rest op by op, instead of
 `engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off,
 `-pdl`: `pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
-attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off, `-aheadN`:
-`ahead=N`, each product prefetching up to N MiB of the next weight into L2) and batch:
+attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and

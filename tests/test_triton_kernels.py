@@ -33,7 +33,6 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
-    assert errors["ahead_misses"] == 0, errors  # every line of the next weight, none beyond
     for how in ("", ", grouped", ", combined", ", grouped, combined"):
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
@@ -67,19 +66,13 @@ def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options
 def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
     from tradeoff.engines import decode_linear
 
-    ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row", "ahead"), "i32")
+    ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
     ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
-    ptrs["ahead_ptr"] = "*bf16"
-    for kind, dot, pdl, ahead in [
-        (1, True, False, 0),
-        (2, True, True, 0),
-        (0, False, True, 0),
-        (1, False, False, 256),
-    ]:
+    for kind, dot, pdl in [(1, True, False), (2, True, True), (0, False, True)]:
         blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot)
         constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=True)
         constants |= dict(ROWS=16 if dot else 8, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
-        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl, AHEAD_BLOCK=ahead)
+        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl)
         compiled = compile_for_hopper(
             decode_linear._decode_linear_kernel,
             {**ptrs, **ints},
@@ -89,7 +82,7 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
             launch_pdl=pdl,
         )
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
-        assert ("prefetch.global.L2" in compiled.asm["ptx"]) == (pdl or ahead > 0)
+        assert ("prefetch.global.L2" in compiled.asm["ptx"]) == pdl
         assert ("mma" in compiled.asm["ptx"]) == dot  # the tensor cores, or not
     ptrs = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "new_ptr", "cos_ptr", "sin_ptr"), "*bf16")
     ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64", "count_ptr": "*i32", "out_ptr": "*bf16"}

@@ -110,29 +110,9 @@ def new_token_errors() -> float:
     return worst
 
 
-def ahead_misses() -> int:
-    """`decode_linear.ahead_lines` walked as the kernel walks it, each line it names marked:
-    lines of the weight no program names, plus names outside the weight (must be 0)."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def mark(seen_ptr, lines, BLOCK: tl.constexpr):
-        for a0 in range(0, tl.cdiv(lines, tl.num_programs(0)), BLOCK):
-            tl.store(seen_ptr + decode_linear.ahead_lines(a0, lines, BLOCK), 1)
-
-    misses = 0
-    for lines, programs in [(1, 1), (7, 3), (100, 7), (3, 8), (5000, 3), (1024, 4), (999, 1000)]:
-        block = decode_linear._ahead_block(lines, programs)
-        seen = torch.zeros(lines + 64, dtype=torch.int32)  # past the end: must stay unmarked
-        mark[(programs,)](seen, lines, BLOCK=block)
-        misses += int((seen[:lines] == 0).sum()) + int(seen[lines:].sum())
-    return misses
-
-
 if __name__ == "__main__":
     with torch.no_grad():
-        errors = {"decode_linear": linear_errors(), "ahead_misses": ahead_misses()}
+        errors = {"decode_linear": linear_errors()}
         # a program per query head, or per key/value head; a combine kernel, or the last
         # program of the split kernel combining
         for grouped, combined in itertools.product((False, True), (False, True)):

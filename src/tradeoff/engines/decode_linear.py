@@ -27,10 +27,6 @@ against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every produc
 CUDA cores (the kernel reached 26-32% of the bandwidth there). From 2 rows tuning also tries the
 same loop on the tensor cores (`Blocks.dot`: f(x) padded to 16 rows and rounded to the weight's
 dtype, the weight's loads pipelined over 3-4 stages); not yet measured on a GPU.
-The step's products may also prefetch the next product's weight into the L2 cache (`ahead`,
-the torch engine's `ahead=MiB`): each program asks for its share of the first `AHEAD` bytes of
-that weight before its own loads, so that memory keeps streaming across the kernels' launch,
-ramp and tail, where a chain of short products otherwise leaves it idle.
 CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
@@ -111,23 +107,6 @@ def default(rows: int) -> Blocks:
 COMPILED = False
 
 
-# Bytes of the next product's weight each product prefetches into L2 (0: none): the engine sets
-# it around a step's capture (`prefetching`); tuning never prefetches.
-AHEAD = 0
-LINE = 128  # bytes of one L2 cache line: one prefetch each
-
-
-@contextmanager
-def prefetching(nbytes: int) -> Iterator[None]:
-    """`AHEAD` set to `nbytes` while the block runs: the steps captured in it prefetch."""
-    global AHEAD
-    before, AHEAD = AHEAD, nbytes
-    try:
-        yield
-    finally:
-        AHEAD = before
-
-
 @contextmanager
 def tuning(compiled: bool) -> Iterator[None]:
     """`COMPILED` set while the block runs: the engine tunes a step that it compiles, or not."""
@@ -162,16 +141,6 @@ def available(x: Tensor, weight: Tensor) -> bool:
 
 if triton is not None:
 
-    @triton.jit
-    def ahead_lines(start, lines, BLOCK: tl.constexpr):
-        """This program's share of the `lines` cache lines to prefetch, BLOCK of them from line
-        `start` of its share: each program takes cdiv(lines, programs) lines in turn, indices
-        past its share or past the end repeat its last line (a prefetch cannot be masked)."""
-        per = tl.cdiv(lines, tl.num_programs(0))
-        first = tl.program_id(0) * per
-        last = tl.minimum(first + per, lines) - 1
-        return tl.maximum(tl.minimum(first + start + tl.arange(0, BLOCK), last), 0)
-
     @triton.jit  # no annotations but constexpr: Triton reads them
     def _decode_linear_kernel(
         x_ptr,
@@ -180,14 +149,12 @@ if triton is not None:
         bias_ptr,
         res_ptr,
         norm_ptr,
-        ahead_ptr,
         rows,
         n,
         k,
         x_row,
         y_row,
         res_row,
-        ahead,
         INPUT: tl.constexpr,
         BIAS: tl.constexpr,
         RESIDUAL: tl.constexpr,
@@ -199,7 +166,6 @@ if triton is not None:
         LATE: tl.constexpr,
         DOT: tl.constexpr,
         PDL: tl.constexpr,
-        AHEAD_BLOCK: tl.constexpr,
     ):
         """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
         f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]. EVEN: the
@@ -207,12 +173,7 @@ if triton is not None:
         loop, instead of in every block (the loop then only loads and multiplies). DOT: multiply
         on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16. PDL: launched
         as a dependent, it prefetches its first block of the weight before it waits for the
-        kernel before it (`dependent_launch`). AHEAD_BLOCK (0: off): it first prefetches its
-        share of the `ahead` cache lines from ahead_ptr, AHEAD_BLOCK at a time (`ahead_lines`)."""
-        if AHEAD_BLOCK > 0:  # the next product's weight, into L2
-            line_elems = 1024 // ahead_ptr.dtype.element_ty.primitive_bitwidth  # 128 bytes
-            for a0 in range(0, tl.cdiv(ahead, tl.num_programs(0)), AHEAD_BLOCK):
-                prefetch(ahead_ptr + ahead_lines(a0, ahead, AHEAD_BLOCK).to(tl.int64) * line_elems)
+        kernel before it (`dependent_launch`)."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         if PDL:  # one address per 128-byte line of the first block, kept inside the weight
             lines = tl.minimum(tl.arange(0, BLOCK_K // 64) * 64, k - 1)
@@ -288,26 +249,21 @@ if triton is not None:
         gated: bool,
         out: Tensor,
         launch: Any,
-        ahead: Tensor | None = None,
     ) -> None:
         n, k = weight.shape
-        programs = triton.cdiv(n, blocks.n)
-        lines = 0 if ahead is None else min(AHEAD, ahead.numel() * ahead.element_size()) // LINE
-        launch(_decode_linear_kernel)[(programs,)](
+        launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n),)](
             x,
             weight,
             out,
             bias if bias is not None else weight,
             residual if residual is not None else out,
             norm if norm is not None else weight,
-            ahead if lines else weight,
             x.shape[0],
             n,
             k,
             x.stride(0),
             out.stride(0),
             residual.stride(0) if residual is not None else 0,
-            lines,
             INPUT=_kind(norm, gated),
             BIAS=bias is not None,
             RESIDUAL=residual is not None,
@@ -319,15 +275,10 @@ if triton is not None:
             LATE=blocks.late and not blocks.dot,
             DOT=blocks.dot,
             PDL=dependent_launch.ENABLED,
-            AHEAD_BLOCK=_ahead_block(lines, programs),
             num_warps=blocks.warps,
             num_stages=blocks.stages,
             **dependent_launch.options(),
         )
-
-    def _ahead_block(lines: int, programs: int) -> int:
-        """Prefetches a program issues at a time: its share of `lines`, at most 1024."""
-        return min(1024, triton.next_power_of_2(triton.cdiv(lines, programs))) if lines else 0
 
     @triton_op("tradeoff::decode_linear", mutates_args=())
     def _decode_linear(
@@ -338,12 +289,11 @@ if triton is not None:
         norm: Tensor | None,
         eps: float,
         gated: bool,
-        ahead: Tensor | None = None,
     ) -> Tensor:
         rows, res, out = _flat(x, weight, residual)
         blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
         blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
-        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton, ahead)
+        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton)
         return out.view(*x.shape[:-1], weight.shape[0])
 
 
@@ -469,21 +419,19 @@ def fused(
     norm: Tensor | None = None,
     eps: float = 0.0,
     gated: bool = False,
-    ahead: Tensor | None = None,
 ) -> Tensor | None:
     """f(x) @ weight.T (+ bias) (+ residual) through the kernel for x (rows, 1, k), or
     (rows, 1, 2k) when gated: f is RMSNorm with weight `norm` and epsilon `eps` when `norm` is
     given, SiLU(x[..., :k]) * x[..., k:] when `gated`, else the identity. None where the caller
     computes it op by op: the kernel cannot take x, or cuBLAS was faster on this shape. A shape
-    seen for the first time outside compilation and graph capture is tuned now. `ahead`: the
-    weight the step reads next, its first `AHEAD` bytes prefetched into L2 by the kernel."""
+    seen for the first time outside compilation and graph capture is tuned now."""
     if not available(x, weight):
         return None
     key = _key(x, weight, bias, residual, norm, gated)
     if key not in CHOICES:
         if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
-            return _decode_linear(x, weight, bias, residual, norm, eps, gated, ahead)  # default
+            return _decode_linear(x, weight, bias, residual, norm, eps, gated)  # default blocks
         CHOICES[key] = _tune(x, weight, bias, residual, norm, eps, gated)
     if CHOICES[key] is None:
         return None
-    return _decode_linear(x, weight, bias, residual, norm, eps, gated, ahead)
+    return _decode_linear(x, weight, bias, residual, norm, eps, gated)

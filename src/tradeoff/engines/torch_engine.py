@@ -10,8 +10,7 @@ step first; max-autotune also tunes its matrix products, and compiles for minute
 on Hopper GPUs and later, without compile; default 0: on an H200 it sped the Qwen2.5-0.5B
 shape's step up by 6% and slowed the Llama-3.1-8B shape's; compiled, the 0.5B shape's step took
 1.8x as long, so `compile` refuses it),
-`ahead=MiB` (each decode product prefetches up to that much of the next product's weight into
-the L2 cache, CUDA only; default 0, off: not yet measured), `seed=N` (of the random weights).
+`seed=N` (of the random weights).
 
 Decoding follows the gpt-fast recipe: a static KV cache per batch size and one decode step whose
 shapes never change, compiled and captured once, then replayed for every token. The same code
@@ -42,18 +41,7 @@ from tradeoff.engines.torch_text import TextCodec, codec_for
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED, Generation, Request
 
-OPTIONS = (
-    "random_weights",
-    "dtype",
-    "device",
-    "ctx",
-    "graph",
-    "compile",
-    "seed",
-    "overlap",
-    "pdl",
-    "ahead",
-)
+OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed", "overlap", "pdl")
 TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
 # Prefill pads its tokens to a multiple of this, so that few shapes recur: the first pass of each
 # new shape costs 60-80 ms more on an H100 (kernel selection; benchmarks/RESULTS.md), which would
@@ -76,7 +64,6 @@ class TorchSpec:
     seed: int
     overlap: bool | None  # queue the next decode step before reading this step's token
     pdl: bool  # launch the engine's kernels as programmatic dependents (`dependent_launch`)
-    ahead: int  # MiB of the next weight each decode product prefetches into L2 (`decode_linear`)
 
 
 def parse_torch_ref(ref: str) -> TorchSpec:
@@ -135,7 +122,6 @@ def parse_torch_ref(ref: str) -> TorchSpec:
         seed=integer("seed", 0),
         overlap=flag("overlap"),
         pdl=bool(flag("pdl")),
-        ahead=integer("ahead", 0),
     )
 
 
@@ -194,11 +180,7 @@ class DecodeStep:
         self.graph: Any = None
         self.tune_s = 0.0
         # tuned and captured as it will replay
-        with (
-            dependent_launch.enabled(engine.pdl),
-            decode_linear.tuning(bool(engine.compile)),
-            decode_linear.prefetching(engine.ahead << 20),
-        ):
+        with dependent_launch.enabled(engine.pdl), decode_linear.tuning(bool(engine.compile)):
             self._build(engine)
 
     def _build(self, engine: TorchEngine) -> None:
@@ -297,9 +279,6 @@ class TorchEngine(InProcessEngine):
         if spec.pdl and not (on_gpu and torch.cuda.get_device_capability(self.device)[0] >= 9):
             raise UserError(f"model '{ref}': pdl=1 needs a CUDA GPU of compute capability 9.0+")
         self.pdl = spec.pdl
-        if spec.ahead and not on_gpu:
-            raise UserError(f"model '{ref}': ahead={spec.ahead} needs a CUDA device")
-        self.ahead = spec.ahead
         directory = _directory(spec.source)
         shape = shape_from_hf_config(config, dtype_name)
         _check_fits(ref, shape.weight_bytes or 0, self.device)

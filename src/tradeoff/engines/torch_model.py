@@ -144,14 +144,12 @@ def linear(
     norm: RMSNorm | None = None,
     gated: bool = False,
     residual: Tensor | None = None,
-    ahead: Tensor | None = None,
 ) -> Tensor:
     """`residual + layer(f(x))`, where f is `norm`, or SiLU(first half) * second half when
-    `gated`: through `decode_linear`'s fused kernel for a decode step on CUDA, else op by op.
-    `ahead`: the weight the step reads next, which the kernel may prefetch."""
+    `gated`: through `decode_linear`'s fused kernel for a decode step on CUDA, else op by op."""
     w, b = layer.weight, layer.bias
     g, eps = (norm.weight, norm.eps) if norm is not None else (None, 0.0)
-    y = decode_linear.fused(x, w, b, residual, g, eps, gated, ahead)
+    y = decode_linear.fused(x, w, b, residual, g, eps, gated)
     if y is not None:
         return y
     return plain_linear(x, w, b, residual, g, eps, gated)
@@ -195,16 +193,14 @@ class Attention(nn.Module):
         pos: Tensor,
         k: Tensor,
         v: Tensor,
-        ahead: Tensor | None = None,
     ) -> Tensor:
-        """x + attention(norm(x)), writing this step's keys and values into k and v; `ahead`
-        is the weight the step reads after this block's."""
+        """x + attention(norm(x)), writing this step's keys and values into k and v."""
         a = self.arch
         b, t, _ = x.shape
-        qkv = linear(x, self.wqkv, norm=norm, ahead=self.wo.weight)
+        qkv = linear(x, self.wqkv, norm=norm)
         y = decode_attention.fused(qkv, cos, sin, k, v, pos, a.n_heads)
         if y is not None:  # rotary, cache writes and attention in the kernel
-            return linear(y, self.wo, residual=x, ahead=ahead)
+            return linear(y, self.wo, residual=x)
         q, kn, vn = qkv.split(self.split, dim=-1)
         q = q.view(b, t, a.n_heads, a.head_dim).transpose(1, 2)
         kn = kn.view(b, t, a.n_kv_heads, a.head_dim).transpose(1, 2)
@@ -217,7 +213,7 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         y = y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim)
-        return linear(y, self.wo, residual=x, ahead=ahead)
+        return linear(y, self.wo, residual=x)
 
 
 class FeedForward(nn.Module):
@@ -226,11 +222,9 @@ class FeedForward(nn.Module):
         self.w13 = nn.Linear(arch.dim, 2 * arch.ffn, bias=False)  # gate and up, fused
         self.w2 = nn.Linear(arch.ffn, arch.dim, bias=False)
 
-    def forward(self, x: Tensor, norm: RMSNorm, ahead: Tensor | None = None) -> Tensor:
-        """x + w2(SiLU(gate) * up), gate and up from w13(norm(x)); `ahead` is the weight the
-        step reads after w2."""
-        h = linear(x, self.w13, norm=norm, ahead=self.w2.weight)
-        return linear(h, self.w2, gated=True, residual=x, ahead=ahead)
+    def forward(self, x: Tensor, norm: RMSNorm) -> Tensor:
+        """x + w2(SiLU(gate) * up), gate and up from w13(norm(x))."""
+        return linear(linear(x, self.w13, norm=norm), self.w2, gated=True, residual=x)
 
 
 class Block(nn.Module):
@@ -242,20 +236,10 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(arch)
 
     def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        mask: Tensor,
-        pos: Tensor,
-        k: Tensor,
-        v: Tensor,
-        ahead: Tensor | None = None,
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
     ) -> Tensor:
-        """The block; `ahead` is the weight the step reads after it (the next block's q/k/v)."""
-        w13 = self.feed_forward.w13.weight
-        h = self.attention(x, self.attention_norm, cos, sin, mask, pos, k, v, ahead=w13)
-        return self.feed_forward(h, self.ffn_norm, ahead=ahead)
+        h = self.attention(x, self.attention_norm, cos, sin, mask, pos, k, v)
+        return self.feed_forward(h, self.ffn_norm)
 
 
 class Transformer(nn.Module):
@@ -306,12 +290,8 @@ class Transformer(nn.Module):
         mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
         cos, sin = self.cos[pos], self.sin[pos]
         x = self.embed(tokens)
-        # each block's last product may prefetch the next block's first weight, the last block's
-        # the output's (`decode_linear.AHEAD`)
-        blocks: list[Block] = list(self.layers)  # type: ignore[arg-type]
-        after = [block.attention.wqkv.weight for block in blocks[1:]] + [self.output.weight]
-        for layer, (k, v), ahead in zip(self.layers, cache, after):
-            x = layer(x, cos, sin, mask, pos, k, v, ahead)
+        for layer, (k, v) in zip(self.layers, cache):
+            x = layer(x, cos, sin, mask, pos, k, v)
         if take is not None:
             x = x.index_select(1, take)
         elif last_only:
