@@ -7,7 +7,8 @@ For each model shape's four decode-step products (q/k/v with the RMSNorm before 
 projection with the residual add, gate/up with the norm, down with SiLU·up and the residual
 add; dims from the shipped config) and each batch (rows of x): the µs of cuBLAS's product
 alone and of every candidate block shape of the kernel, both ways of summing along K (in every
-block, or once after the loop: `late`) and from 2 rows on the tensor cores (`tc`), each timed
+block, or once after the loop: `late`; loading the next block before multiplying this one or not:
+`pipe`) and from 2 rows on the tensor cores (`tc`), each timed
 by `decode_linear.graph_us` (inside a CUDA graph, the weight arriving from memory), and its
 share of the bandwidth measured by `meters.calibrate.calibrate_cuda` in the same run (weight
 bytes / µs). The package's own `candidates()` are marked; what the sweep finds best decides
@@ -48,13 +49,13 @@ def wide(rows: int) -> list[Blocks]:
     """Every block shape the sweep tries for `rows` (a power of two): on the CUDA cores, and
     from 2 rows on the tensor cores (x padded to 16 rows)."""
     cuda_cores = [
-        Blocks(n, k, warps, stages, late)
+        Blocks(n, k, warps, stages, late, pipe=pipe)
         for late in (False, True)
         for n in WIDE_N
         for k in WIDE_K
         if 1024 <= n * k * rows <= 16384
         for warps in (4, 8)
-        for stages in (1, 3)
+        for stages, pipe in ((1, False), (3, False), (1, True))
     ]
     tensor_cores = [
         Blocks(n, k, warps, stages, dot=True)

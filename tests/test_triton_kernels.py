@@ -68,11 +68,17 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
 
     ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
     ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
-    for kind, dot, pdl in [(1, True, False), (2, True, True), (0, False, True)]:
-        blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot)
-        constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=True)
+    for kind, dot, pdl, pipe, even in [
+        (1, True, False, False, True),
+        (2, True, True, False, True),
+        (0, False, True, False, True),
+        (1, False, False, True, True),
+        (2, False, True, True, False),
+    ]:
+        blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot and b.pipe == pipe)
+        constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=even)
         constants |= dict(ROWS=16 if dot else 8, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
-        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl)
+        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl, PIPE=pipe)
         compiled = compile_for_hopper(
             decode_linear._decode_linear_kernel,
             {**ptrs, **ints},

@@ -30,6 +30,8 @@ def linear_errors() -> float:
         (5, 48, 64, decode_linear.GATED, False, True),
         (2, 17, 200, decode_linear.PLAIN, False, False),
         (8, 30, 72, decode_linear.NORMED, True, True),
+        (1, 24, 4096, decode_linear.GATED, False, True),  # several blocks along K, even
+        (2, 20, 2200, decode_linear.NORMED, True, False),  # several, the last one ragged
     ]:
         x = torch.randn(rows, 1, 2 * k if kind == decode_linear.GATED else k, generator=gen)
         w = torch.randn(n, k, generator=gen) / k**0.5

@@ -65,6 +65,7 @@ class Blocks(NamedTuple):
     stages: int
     late: bool = False  # sum along K after the loop, not in each block
     dot: bool = False  # multiply on the tensor cores, x padded to 16 rows
+    pipe: bool = False  # load the next block along K before multiplying this one
 
 
 # The block shapes that came within 2% of the fastest for some product of the Llama-3.1-8B and
@@ -93,8 +94,9 @@ def candidates(rows: int) -> list[Blocks]:
     (registers); from 2 rows also the tensor-core shapes (at batch 8 cuBLAS's tensor cores won
     every product of the sweep on the CUDA cores)."""
     swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
+    pipe = [blocks._replace(pipe=True) for blocks in swept]
     dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
-    return swept + (dot if rows > 1 else [])
+    return swept + pipe + (dot if rows > 1 else [])
 
 
 def default(rows: int) -> Blocks:
@@ -141,6 +143,32 @@ def available(x: Tensor, weight: Tensor) -> bool:
 
 if triton is not None:
 
+    @triton.jit
+    def _load_block(x_at, w_at, norm_ptr, k0, k, kk, row_ok, col_ok, INPUT, EVEN):
+        """The weight's block at column k0 (BLOCK_N rows), x's (and up's, when gated) and the
+        norm's weight there (when normed), as float32 but the weight; unused parts are xa."""
+        if EVEN:  # no masks along K: the loads stay 16-byte vectors
+            w = tl.load(w_at + k0)
+            xa = tl.load(x_at + k0, mask=row_ok[:, None], other=0.0).to(tl.float32)
+            xb = xa
+            if INPUT == 2:
+                xb = tl.load(x_at + k + k0, mask=row_ok[:, None], other=0.0).to(tl.float32)
+            g = xa
+            if INPUT == 1:
+                g = tl.load(norm_ptr + k0 + kk).to(tl.float32)
+        else:
+            k_ok = k0 + kk < k
+            ok = row_ok[:, None] & k_ok[None, :]
+            w = tl.load(w_at + k0, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+            xa = tl.load(x_at + k0, mask=ok, other=0.0).to(tl.float32)
+            xb = xa
+            if INPUT == 2:
+                xb = tl.load(x_at + k + k0, mask=ok, other=0.0).to(tl.float32)
+            g = xa
+            if INPUT == 1:
+                g = tl.load(norm_ptr + k0 + kk, mask=k_ok, other=0.0).to(tl.float32)
+        return w, xa, xb, g
+
     @triton.jit  # no annotations but constexpr: Triton reads them
     def _decode_linear_kernel(
         x_ptr,
@@ -166,6 +194,7 @@ if triton is not None:
         LATE: tl.constexpr,
         DOT: tl.constexpr,
         PDL: tl.constexpr,
+        PIPE: tl.constexpr,
     ):
         """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
         f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]. EVEN: the
@@ -191,23 +220,21 @@ if triton is not None:
         else:
             acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
             squares = tl.zeros([ROWS], dtype=tl.float32)
+        if PIPE:  # the first block's loads, before the loop
+            w, xa, xb, g = _load_block(x_at, w_at, norm_ptr, 0, k, kk, row_ok, col_ok, INPUT, EVEN)
         for k0 in range(0, k, BLOCK_K):
-            if EVEN:  # no masks along K: the loads stay 16-byte vectors
-                w = tl.load(w_at + k0)
-                xa = tl.load(x_at + k0, mask=row_ok[:, None], other=0.0).to(tl.float32)
-                if INPUT == 2:
-                    xb = tl.load(x_at + k + k0, mask=row_ok[:, None], other=0.0).to(tl.float32)
-                if INPUT == 1:
-                    g = tl.load(norm_ptr + k0 + kk).to(tl.float32)
+            if PIPE:  # the next block's loads go out before this block's multiplies; past the
+                # last block they read nothing (masked), or the last block again when EVEN
+                at = k0 + BLOCK_K
+                if EVEN:
+                    at = tl.minimum(at, k - BLOCK_K)
+                nw, nxa, nxb, ng = _load_block(
+                    x_at, w_at, norm_ptr, at, k, kk, row_ok, col_ok, INPUT, EVEN
+                )
             else:
-                k_ok = k0 + kk < k
-                ok = row_ok[:, None] & k_ok[None, :]
-                w = tl.load(w_at + k0, mask=col_ok[:, None] & k_ok[None, :], other=0.0)
-                xa = tl.load(x_at + k0, mask=ok, other=0.0).to(tl.float32)
-                if INPUT == 2:
-                    xb = tl.load(x_at + k + k0, mask=ok, other=0.0).to(tl.float32)
-                if INPUT == 1:
-                    g = tl.load(norm_ptr + k0 + kk, mask=k_ok, other=0.0).to(tl.float32)
+                w, xa, xb, g = _load_block(
+                    x_at, w_at, norm_ptr, k0, k, kk, row_ok, col_ok, INPUT, EVEN
+                )
             if INPUT == 2:
                 xs = xa / (1.0 + tl.exp(-xa)) * xb  # SiLU(gate) * up
             else:
@@ -224,6 +251,8 @@ if triton is not None:
                 acc3 += xs[:, None, :] * w.to(tl.float32)[None, :, :]
             else:
                 acc += tl.sum(xs[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+            if PIPE:
+                w, xa, xb, g = nw, nxa, nxb, ng
         if LATE:
             acc = tl.sum(acc3, axis=2)
             squares = tl.sum(squares2, axis=1)
@@ -275,6 +304,7 @@ if triton is not None:
             LATE=blocks.late and not blocks.dot,
             DOT=blocks.dot,
             PDL=dependent_launch.ENABLED,
+            PIPE=blocks.pipe and not blocks.dot,
             num_warps=blocks.warps,
             num_stages=blocks.stages,
             **dependent_launch.options(),
@@ -406,8 +436,9 @@ def _tune(
 
 def name(blocks: Blocks) -> str:
     """How tuning tables name a candidate: '8x512 w4 s1', 'late' when it sums after the loop,
-    'tc' when it multiplies on the tensor cores."""
+    'tc' when it multiplies on the tensor cores, 'pipe' when it loads a block ahead."""
     how = " tc" if blocks.dot else " late" if blocks.late else ""
+    how += " pipe" if blocks.pipe and not blocks.dot else ""
     return f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}{how}"
 
 
