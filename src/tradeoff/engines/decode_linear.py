@@ -82,6 +82,14 @@ SWEPT = (
 )
 
 
+# Pipelined shapes (`Blocks.pipe`), the best three of the 1-row sweep where a product takes
+# several blocks along K (benchmarks/gpu_gemv_sweep.py, RESULTS.md, issue 17): outputs a
+# program computes, weight columns a load, late sum, warps. On the H200 the Qwen2.5-0.5B
+# shape's down product took 5.95 µs on the first against 6.4 unpipelined, the Llama-3.1-8B
+# shape's 31.94 on the second against 33.49 and cuBLAS's 32.06.
+PIPED = ((2, 1024, True, 4), (8, 512, True, 8), (8, 1024, False, 4))
+
+
 # Tensor-core block shapes for 2 to 8 rows: outputs a program computes, weight columns a load,
 # warps and pipeline stages. Not yet swept on a GPU (benchmarks/gpu_gemv_sweep.py's `tc` shapes
 # are); tuning keeps one only where it beats cuBLAS.
@@ -89,12 +97,12 @@ DOT_SHAPES = ((32, 256, 4, 3), (64, 256, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3
 
 
 def candidates(rows: int) -> list[Blocks]:
-    """The block shapes tuning tries for `rows` rows (a power of two): the swept ones, each
-    loading `rows` times fewer columns at a time so that a program multiplies as many products
-    (registers); from 2 rows also the tensor-core shapes (at batch 8 cuBLAS's tensor cores won
-    every product of the sweep on the CUDA cores)."""
+    """The block shapes tuning tries for `rows` rows (a power of two): the swept ones and the
+    pipelined ones, each loading `rows` times fewer columns at a time so that a program
+    multiplies as many products (registers); from 2 rows also the tensor-core shapes (at batch
+    8 cuBLAS's tensor cores won every product of the sweep on the CUDA cores)."""
     swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
-    pipe = [blocks._replace(pipe=True) for blocks in swept]
+    pipe = [Blocks(n, max(64, k // rows), w, 1, late, pipe=True) for n, k, late, w in PIPED]
     dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
     return swept + pipe + (dot if rows > 1 else [])
 
