@@ -10,7 +10,11 @@ BLOCK_N outputs of every row: it streams its BLOCK_N rows of the weight once, bl
 along K, and multiplies them with the rows of x on the CUDA cores (the kernel is bound by the
 weight's bytes, not by the multiplies; a first version padded x to 16 rows for the tensor cores
 and ran at 20-45% of the bandwidth, its loads waiting on each block's processing of x). The
-RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read once.
+RMSNorm's 1 / rms is a factor of each row, applied after the loop, so x is read once. Triton
+does not pipeline these plain loads, so a program waits for each block before it asks for the
+next; the pipelined shapes (`Blocks.pipe`) ask for the next block before they multiply the last,
+holding two in registers. On the H200 that took the Llama-3.1-8B shape's down product (K 14,336)
+from 33.5 to 31.3 µs and the compiled step at batch 1 from 232 to 238 tok/s.
 
 Each (shape, input kind, batch) is tuned once, eagerly, on first use: a few block shapes are
 timed against cuBLAS inside a CUDA graph, and cuBLAS keeps the product (with the norm and the
