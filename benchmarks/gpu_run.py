@@ -49,6 +49,7 @@ from tradeoff.meters.roofline import eval_cost
 from tradeoff.types import Request
 
 RESULTS: dict[str, Any] = {}
+ATTENTION_BLOCK = decode_attention.BLOCK  # as shipped: `-blockN` variants change it
 
 
 def save(out: Path, key: str, value: Any) -> None:
@@ -296,13 +297,16 @@ def set_kernels(flags: list[str]) -> None:
     reset and inductor's get the variant's tag. In one process a second variant otherwise
     reused the first's compiled step whatever its kernels were launched with (the new engine's
     model passed its guards; the tag alone did not stop it). `-sync` changes the host loop only:
-    it shares inductor's entry. `-pdl` is the engine's `pdl=1`, set by the callers."""
+    it shares inductor's entry. `-pdl` is the engine's `pdl=1`, set by the callers. `-blockN`:
+    the attention's programs take N positions each (`decode_attention.BLOCK`, else as shipped)."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_attention.COMBINED = "combine" not in flags
+    blocks = [int(f[5:]) for f in flags if f.startswith("block") and f[5:].isdigit()]
+    decode_attention.BLOCK = blocks[0] if blocks else ATTENTION_BLOCK
     decode_linear.CHOICES.clear()
     decode_linear.TIMES.clear()
 

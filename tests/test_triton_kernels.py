@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tradeoff.engines import decode_attention
+from tradeoff.engines import decode_attention, dependent_launch
 
 pytest.importorskip("triton")
 
@@ -33,7 +33,9 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
     assert errors["decode_linear"] < 1e-5, errors
-    for how in ("", ", grouped", ", combined", ", grouped, combined"):
+    hows = ["", ", grouped", ", combined", ", grouped, combined"]
+    hows += [f", blocks of {n}{g}" for n in (32, 128) for g in ("", ", grouped")]
+    for how in hows:
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
 
@@ -47,6 +49,18 @@ def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_hea
     assert grouped(4, 2, 7, torch.bfloat16)
     assert not grouped(8, 8, 1, torch.bfloat16)  # nothing to share
     assert not grouped(8, 8, 4, torch.float32)  # float32 stays on the CUDA cores, exact
+    with dependent_launch.enabled(True):  # the combine kernel's launch hidden: grouped anyway
+        assert grouped(1, 2, 7, torch.bfloat16)
+        assert not grouped(1, 2, 7, torch.float32) and not grouped(1, 8, 1, torch.bfloat16)
+
+
+def test_the_attention_s_blocks_of_positions_follow_the_step_s_shape():
+    assert decode_attention.BLOCK is None  # the rule, unless a benchmark forces a size
+    block = decode_attention.block
+    assert block(8, 8, True) == 128  # Llama-3.1-8B at batch 8
+    assert block(1, 8, True) == 64  # Llama-3.1-8B at batch 1
+    assert block(1, 2, True) == 32  # Qwen2.5-0.5B at batch 1, grouped with pdl=1
+    assert block(1, 2, False) == block(8, 8, False) == 64  # a program per query head
 
 
 def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options):

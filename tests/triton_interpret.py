@@ -122,4 +122,10 @@ if __name__ == "__main__":
             how = (", grouped" if grouped else "") + (", combined" if combined else "")
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
+        # the blocks of positions `block` may choose besides 64, on both paths
+        for decode_attention.BLOCK, grouped in itertools.product((32, 128), (False, True)):
+            decode_attention.GROUPED = grouped
+            how = f", blocks of {decode_attention.BLOCK}" + (", grouped" if grouped else "")
+            errors[f"decode_attention{how}"] = attention_errors()
+            errors[f"decode_attention, new token{how}"] = new_token_errors()
         print(json.dumps(errors))

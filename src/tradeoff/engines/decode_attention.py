@@ -7,7 +7,7 @@ Llama-3.1-8B shape, plus a kernel that turned the mask into a bias (benchmarks/R
 (0..pos, `pos` read on the device, so a captured CUDA graph replays it at every position) and
 needs no mask.
 
-Flash decoding: one program per (row, block of BLOCK positions, and either a query head or a
+Flash decoding: one program per (row, block of positions (`block`), and either a query head or a
 key/value head with the GROUP query heads that share it (GQA), see `grouped`), each writing its
 block's max score, sum of weights and weighted values (float32, as SDPA computes); then one
 program per (row, query head) combines the blocks: with a program per query head, the last of
@@ -43,7 +43,8 @@ try:
 except ImportError:  # the CPU install: no Triton, SDPA only
     triton = None
 
-BLOCK = 64
+# Positions a split program takes: None for `block`'s rule; benchmarks force a size.
+BLOCK: int | None = None
 ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
 # Whether the GROUP query heads that share a key/value head share a split program (their products
 # on the tensor cores, the cache's block loaded once) or each query head has its own (products on
@@ -60,13 +61,33 @@ _COUNTS: dict[tuple[str, int], Tensor] = {}  # `_counts`, by device and size
 
 def grouped(rows: int, kv_heads: int, group: int, dtype: torch.dtype) -> bool:
     """Whether a step attends with one split program per key/value head: for 16-bit caches
-    with grouped heads where that still leaves 8 programs or more a block of positions. On the
-    H200 (RESULTS.md, issue 17) a layer of the Llama-3.1-8B shape (8 key/value heads, groups
-    of 4) took 4.1 µs this way against 4.6 at batch 1 and 6.9 against 21.3 at batch 8; the
-    Qwen2.5-0.5B shape (2 key/value heads, groups of 7) 3.3 against 2.8 at batch 1."""
+    with grouped heads where that still leaves 8 programs or more a block of positions, or
+    where the kernels launch as dependents (`dependent_launch`), which hides the combine
+    kernel's launch. On the H200 (RESULTS.md, issue 17) a layer of the Llama-3.1-8B shape (8
+    key/value heads, groups of 4) took 4.1 µs this way against 4.6 at batch 1 and 6.9 against
+    21.3 at batch 8; the Qwen2.5-0.5B shape (2 key/value heads, groups of 7) 3.3 against 2.8
+    at batch 1, but its step with `pdl=1` took 661.5 µs this way against 674.1."""
     if GROUPED is not None:
         return GROUPED
-    return group > 1 and rows * kv_heads >= 8 and dtype in (torch.bfloat16, torch.float16)
+    if group == 1 or dtype not in (torch.bfloat16, torch.float16):
+        return False
+    return rows * kv_heads >= 8 or dependent_launch.ENABLED
+
+
+def block(rows: int, kv_heads: int, grouped: bool) -> int:
+    """Positions each split program takes (`BLOCK` unless None): on the grouped path 128 at 8
+    rows or more, 32 where fewer than 8 programs would share a block, else 64. On the H200
+    (RESULTS.md, issue 17) the Llama-3.1-8B shape's compiled step at batch 8 took 4,629.5 µs
+    with 128 against 4,752.2 with 64 (its attention 7.2 µs a layer against 9.8); the
+    Qwen2.5-0.5B shape's step at batch 1, grouped with `pdl=1`, 655.0 with 32 against 661.5
+    with 64 and 674.1 with 16."""
+    if BLOCK is not None:
+        return BLOCK
+    if grouped and rows >= 8:
+        return 128
+    if grouped and rows * kv_heads < 8:
+        return 32
+    return 64
 
 
 def available(q: Tensor) -> bool:
@@ -264,15 +285,16 @@ if triton is not None:
         kernel unless the split kernel combines (per query head, given `counts`: zeros, one
         per program)."""
         b, head_dim = k.shape[0], k.shape[-1]
-        splits = triton.next_power_of_2(triton.cdiv(k.shape[2], BLOCK))
+        group = n_heads // k.shape[1]
+        heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
+        positions = block(b, k.shape[1], heads > 1)
+        splits = triton.next_power_of_2(triton.cdiv(k.shape[2], positions))
         part = torch.empty(
             (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=k.device
         )
         query = q if q is not None else new
         assert query is not None
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
-        group = n_heads // k.shape[1]
-        heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
         combine = counts is not None and heads == 1
         wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
@@ -296,7 +318,7 @@ if triton is not None:
             HEADS=heads,
             TILE=1 if heads == 1 else max(16, triton.next_power_of_2(heads)),
             HEAD_DIM=head_dim,
-            BLOCK_POS=BLOCK,
+            BLOCK_POS=positions,
             SPLITS=splits,
             SCALE=1.0 / math.sqrt(head_dim),
             PDL=dependent_launch.ENABLED,
