@@ -214,7 +214,8 @@ if triton is not None:
         loop, instead of in every block (the loop then only loads and multiplies). DOT: multiply
         on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16. PDL: launched
         as a dependent, it prefetches its first block of the weight before it waits for the
-        kernel before it (`dependent_launch`)."""
+        kernel before it (`dependent_launch`). PIPE: it loads each next block along K before it
+        multiplies the one it holds (two blocks in registers; Triton pipelines no plain load)."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         if PDL:  # one address per 128-byte line of the first block, kept inside the weight
             lines = tl.minimum(tl.arange(0, BLOCK_K // 64) * 64, k - 1)
