@@ -114,7 +114,7 @@ def part_decode(
         if smoke:
             opts = "graph=0"
         opts += flag_options(flags)
-        ref = f"torch:{_source(out, source)}?random_weights=1&ctx=512&{opts}"
+        ref = f"torch:{_source(out, source)}?random_weights=1&{opts}"
         t0 = time.perf_counter()
         try:
             engine = TorchEngine(ref)
@@ -282,29 +282,35 @@ TINY = {
 
 def flag_options(flags: list[str]) -> str:
     """The engine options a variant's flags give: `-sync` is `overlap=0` (each token read before
-    the next step is queued), `-pdl` is `pdl=1` (the kernels launched as dependents)."""
-    opts = "&overlap=0" if "sync" in flags else ""
+    the next step is queued), `-pdl` is `pdl=1` (the kernels launched as dependents), `-ctxN`
+    a KV cache of N positions (`ctx=N`; 512 without it, the engine's default being 2048)."""
+    ctx = [f[3:] for f in flags if f.startswith("ctx") and f[3:].isdigit()]
+    opts = f"&ctx={ctx[0] if ctx else 512}"
+    opts += "&overlap=0" if "sync" in flags else ""
     return opts + ("&pdl=1" if "pdl" in flags else "")
 
 
 def set_kernels(flags: list[str]) -> None:
-    """Set the engine's kernels for a variant's flags (`[]`: as the package ships them):
-    `-before` turns both Triton kernels off, as the engine was before issue 17; `-sdpa` the
-    attention kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the
-    norms and the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on /
-    off (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
-    (`decode_attention.COMBINED` off). Each variant compiles its own step: dynamo's caches are
-    reset and inductor's get the variant's tag. In one process a second variant otherwise
-    reused the first's compiled step whatever its kernels were launched with (the new engine's
-    model passed its guards; the tag alone did not stop it). `-sync` changes the host loop only:
-    it shares inductor's entry. `-pdl` is the engine's `pdl=1`, set by the callers. `-blockN`:
-    the attention's programs take N positions each (`decode_attention.BLOCK`, else as shipped)."""
+    """Set the engine's kernels for a variant's flags (`[]`: as the package ships them): `-before`
+    turns both Triton kernels off, as the engine was before issue 17; `-sdpa` the attention
+    kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the norms and
+    the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on / off
+    (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
+    (`decode_attention.COMBINED` off); `-skip` / `-noskip` force `decode_attention.SKIP` on /
+    off (the blocks past the last position skipped, or attended to masked; neither: its rule).
+    Each variant compiles its own step: dynamo's caches are reset and inductor's get the
+    variant's tag. In one process a second variant otherwise reused the first's compiled step
+    whatever its kernels were launched with (the new engine's model passed its guards; the tag
+    alone did not stop it). `-sync` changes the host loop only: it shares inductor's entry.
+    `-pdl` is the engine's `pdl=1`, set by the callers. `-blockN`: the attention's programs take
+    N positions each (`decode_attention.BLOCK`, else as shipped)."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_attention.COMBINED = "combine" not in flags
+    decode_attention.SKIP = True if "skip" in flags else False if "noskip" in flags else None
     blocks = [int(f[5:]) for f in flags if f.startswith("block") and f[5:].isdigit()]
     decode_attention.BLOCK = blocks[0] if blocks else ATTENTION_BLOCK
     decode_linear.CHOICES.clear()

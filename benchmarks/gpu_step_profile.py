@@ -4,13 +4,15 @@
         [--models llama-3.1-8b:1,8 qwen2.5-0.5b:1] [--variants graph,compile]
     PYTHONPATH=src python3 benchmarks/gpu_step_profile.py --out DIR --smoke   # CPU, tiny shape
 
-For each model shape (random bf16 weights, a 512-position static cache), variant (`graph`: the
-decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`; either
-with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`: the
-projections through cuBLAS with the norms and the rest op by op, instead of
-`engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off,
-`-pdl`: `pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
-attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off) and batch:
+For each model shape (random bf16 weights, a 512-position static cache unless `-ctxN`), variant
+(`graph`: the decode step captured in a CUDA graph; `compile`: torch.compile first, as `compile=1`;
+either with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`:
+the projections through cuBLAS with the norms and the rest op by op, instead of
+`engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off, `-pdl`:
+`pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
+attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off, `-skip` /
+`-noskip`: `decode_attention.SKIP` on / off, `-blockN`: blocks of N positions, `-ctxN`: a cache of
+N positions; `gpu_run.set_kernels`) and batch:
 
 - the step's time: the captured graph replayed back to back (CUDA events, 200 replays), against
   its roofline (`meters.roofline.eval_cost` at position 256: weights once, the KV cache read and
@@ -131,7 +133,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
     opts = {"graph": "graph=1", "compile": "graph=1&compile=1", "eager": "graph=0"}[base]
     set_kernels(flags)
     opts += flag_options(flags)
-    ref = f"torch:{model}?random_weights=1&ctx=512&{opts}"
+    ref = f"torch:{model}?random_weights=1&{opts}"
     t0 = time.perf_counter()
     engine = TorchEngine(ref)
     load_s = time.perf_counter() - t0

@@ -35,6 +35,7 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     assert errors["decode_linear"] < 1e-5, errors
     hows = ["", ", grouped", ", combined", ", grouped, combined"]
     hows += [f", blocks of {n}{g}" for n in (32, 128) for g in ("", ", grouped")]
+    hows += [", every block", ", every block, grouped"]
     for how in hows:
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
@@ -61,6 +62,14 @@ def test_the_attention_s_blocks_of_positions_follow_the_step_s_shape():
     assert block(1, 8, True) == 64  # Llama-3.1-8B at batch 1
     assert block(1, 2, True) == 32  # Qwen2.5-0.5B at batch 1, grouped with pdl=1
     assert block(1, 2, False) == block(8, 8, False) == 64  # a program per query head
+
+
+def test_the_attention_skips_the_blocks_past_its_position_in_long_caches_only():
+    assert decode_attention.SKIP is None  # the rule, unless a benchmark forces it
+    assert decode_attention.skip(16)  # Qwen2.5-0.5B with pdl=1: 512 positions in blocks of 32
+    assert decode_attention.skip(32)  # Llama-3.1-8B at batch 1, the default 2,048 positions
+    assert not decode_attention.skip(8)  # Llama-3.1-8B at batch 1, 512 positions
+    assert not decode_attention.skip(4)  # ... and at batch 8, in blocks of 128
 
 
 def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options):
@@ -117,7 +126,7 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         compiled = compile_for_hopper(
             decode_attention._decode_attention_split,
             {**ptrs, **dict.fromkeys(strides, "i32")},
-            constants | {"COMBINE": combine},
+            constants | {"COMBINE": combine, "SKIP": True},
             launch_pdl=pdl,
         )
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl

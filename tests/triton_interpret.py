@@ -17,6 +17,12 @@ from tradeoff.engines import decode_attention, decode_linear  # noqa: E402
 from tradeoff.engines.torch_model import RMSNorm, _rotate  # noqa: E402
 
 
+def _error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """The largest absolute difference, infinite where got holds a NaN (which `max` would
+    otherwise pass over)."""
+    return float((got - want).abs().nan_to_num(nan=float("inf")).max())
+
+
 def linear_errors() -> float:
     """Every input kind, with and without bias and residual, batch 1 to 8, odd sizes, each
     block shape tuning may pick, and the untuned default."""
@@ -50,7 +56,7 @@ def linear_errors() -> float:
             decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
             got = decode_linear._decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
             assert got.shape == want.shape
-            worst = max(worst, float((got - want).abs().max()))
+            worst = max(worst, _error(got, want))
     return worst
 
 
@@ -78,7 +84,7 @@ def attention_errors() -> float:
         want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         got = decode_attention.decode_attention(q, k, v, at)
         assert got.shape == want.shape
-        worst = max(worst, float((got - want).abs().max()))
+        worst = max(worst, _error(got, want))
     return worst
 
 
@@ -108,15 +114,25 @@ def new_token_errors() -> float:
         assert got.shape == want.shape
         assert counts is None or not counts.any(), counts  # back at 0 for the next step
         for a, e in ((got, want), (k, k_want), (v, v_want)):
-            worst = max(worst, float((a - e).abs().max()))
+            worst = max(worst, _error(a, e))
     return worst
 
+
+def _poisoned(*args, **kwargs) -> torch.Tensor:
+    """torch.empty, filled with NaN: memory a kernel reads before writing it shows in the result
+    (a GPU's scratch memory holds whatever an earlier step left there)."""
+    return _empty(*args, **kwargs).fill_(float("nan"))
+
+
+_empty, torch.empty = torch.empty, _poisoned  # type: ignore[assignment]
 
 if __name__ == "__main__":
     with torch.no_grad():
         errors = {"decode_linear": linear_errors()}
-        # a program per query head, or per key/value head; a combine kernel, or the last
-        # program of the split kernel combining
+        # the blocks past the last position skipped (`skip`'s rule chooses it for long caches
+        # only); a program per query head, or per key/value head; a combine kernel, or the
+        # last program of the split kernel combining
+        decode_attention.SKIP = True
         for grouped, combined in itertools.product((False, True), (False, True)):
             decode_attention.GROUPED, decode_attention.COMBINED = grouped, combined
             how = (", grouped" if grouped else "") + (", combined" if combined else "")
@@ -126,6 +142,13 @@ if __name__ == "__main__":
         for decode_attention.BLOCK, grouped in itertools.product((32, 128), (False, True)):
             decode_attention.GROUPED = grouped
             how = f", blocks of {decode_attention.BLOCK}" + (", grouped" if grouped else "")
+            errors[f"decode_attention{how}"] = attention_errors()
+            errors[f"decode_attention, new token{how}"] = new_token_errors()
+        # every block of the cache attended to, those past the last position masked
+        decode_attention.BLOCK, decode_attention.SKIP = None, False
+        for grouped in (False, True):
+            decode_attention.GROUPED = grouped
+            how = ", every block" + (", grouped" if grouped else "")
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
         print(json.dumps(errors))

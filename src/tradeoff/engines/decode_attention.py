@@ -56,6 +56,10 @@ GROUPED: bool | None = None
 # grouped path keeps the combine kernel: combining its heads in the split kernel took 6.3 µs a
 # layer against 3.9 + 1.3 (Llama-3.1-8B shape, batch 1), 13.4 against 9.9 + 1.6 at batch 8.
 COMBINED = True
+# Whether the split programs whose block of positions lies past the last position written return
+# at once (and the combine reads only the blocks up to it), or every block of the cache is
+# attended to, the later ones masked. None: `skip`'s rule; benchmarks force it either way.
+SKIP: bool | None = None
 _COUNTS: dict[tuple[str, int], Tensor] = {}  # `_counts`, by device and size
 
 
@@ -88,6 +92,18 @@ def block(rows: int, kv_heads: int, grouped: bool) -> int:
     if grouped and rows * kv_heads < 8:
         return 32
     return 64
+
+
+def skip(splits: int) -> bool:
+    """Whether a step skips the blocks past its last position (`SKIP` unless None): where the
+    cache has more than 8 blocks. On the H200 (RESULTS.md, issue 17) the Qwen2.5-0.5B shape
+    with `pdl=1` (blocks of 32) decoded 1,473.8-1,475.8 tok/s skipping them against
+    1,447.0-1,468.9 with a 512-position cache (16 blocks), 1,451.8-1,453.4 against
+    1,425.3-1,426.2 with 2,048 positions (64 blocks); with 4 and 8 blocks (the Llama-3.1-8B
+    shape at batch 8 and 1, 512 positions) the combine, waiting for the position to know which
+    blocks to read, lost more than the split kernel gained (8.97 against 8.77 µs a layer at
+    batch 8)."""
+    return SKIP if SKIP is not None else splits > 8
 
 
 def available(q: Tensor) -> bool:
@@ -151,6 +167,7 @@ if triton is not None:
         o_row,
         o_head,
         COMBINE: tl.constexpr,
+        SKIP: tl.constexpr,
     ):
         """HEADS query heads of one row over one block of positions: each head's max score,
         sum of exp(score - max) and weighted sum of values, into part[row * n_heads + head,
@@ -163,12 +180,16 @@ if triton is not None:
         program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's earlier
         positions before it waits for the kernel before it. COMBINE (HEADS 1): the last of the
         head's SPLITS programs to finish (counted in count_ptr[program], which it sets back to 0
-        for the next step) combines their blocks into out_ptr, and no combine kernel runs."""
+        for the next step) combines their blocks into out_ptr, and no combine kernel runs.
+        SKIP: a program whose block lies past `last` returns at once (`_live`)."""
         program, split = tl.program_id(0), tl.program_id(1)
+        last = tl.load(pos_ptr)  # attend to positions 0..last
+        live = _live(last, BLOCK_POS, SPLITS, SKIP)
+        if split >= live:
+            return
         blocks = n_heads // HEADS
         row, first = program // blocks, (program % blocks) * HEADS
         kv_head = first // GROUP
-        last = tl.load(pos_ptr)  # attend to positions 0..last
         d = tl.arange(0, HEAD_DIM)
         g = tl.arange(0, TILE)
         head, real = first + g, g < HEADS  # the tile's rows past HEADS are padding
@@ -177,7 +198,7 @@ if triton is not None:
         else:  # the group's heads, the padding a copy of the last: (TILE, HEAD_DIM)
             q_off, q_d = tl.minimum(head, first + HEADS - 1)[:, None], d[None, :]
         p = split * BLOCK_POS + tl.arange(0, BLOCK_POS)
-        valid = p <= last  # a block past `last` loads nothing and weighs nothing
+        valid = p <= last  # a position past `last` loads nothing and weighs nothing
         k_at = k_ptr + row * k_row + kv_head * k_head + p[:, None] * k_pos + d[None, :]
         v_at = v_ptr + row * v_row + kv_head * v_head + p[:, None] * v_pos + d[None, :]
         if NEW:
@@ -224,27 +245,42 @@ if triton is not None:
             tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
             tl.store(out + HEAD_DIM, best, mask=real)
             tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
-        if COMBINE:  # the last of this query head's SPLITS programs to finish combines them
+        if COMBINE:  # the last of this query head's live programs to finish combines them
             tl.static_assert(HEADS == 1, "combined on the per-head path only")
             tl.debug_barrier()  # every thread's stores above come before the count's release
             done = tl.atomic_add(count_ptr + program, 1, sem="acq_rel", scope="gpu")
-            if done == SPLITS - 1:
+            if done == live - 1:
                 tl.store(count_ptr + program, 0)  # no other program counts here this step
-                _combine(part_ptr, out_ptr, row, first, n_heads, o_row, o_head, HEAD_DIM, SPLITS)
+                _combine(
+                    part_ptr, out_ptr, row, first, n_heads, o_row, o_head, live, HEAD_DIM, SPLITS
+                )
+
+    @triton.jit
+    def _live(last, BLOCK_POS: tl.constexpr, SPLITS: tl.constexpr, SKIP: tl.constexpr):
+        """How many blocks of positions the split kernel attends to: those up to `last`'s, or,
+        without SKIP, all SPLITS (the later ones masked to nothing)."""
+        if SKIP:
+            return last // BLOCK_POS + 1
+        else:
+            return SPLITS
 
     @triton.jit
     def _combine(
-        part_ptr, out_ptr, row, head, n_heads, o_row, o_head, HEAD_DIM: tl.constexpr,
+        part_ptr, out_ptr, row, head, n_heads, o_row, o_head, live, HEAD_DIM: tl.constexpr,
         SPLITS: tl.constexpr,
     ):  # fmt: skip
-        """The blocks' partial sums of one (row, query head), rescaled to the largest max. The
-        loads skip the L1 cache: other programs of the same kernel may have written them."""
+        """The first `live` blocks' partial sums of one (row, query head), rescaled to the
+        largest max; the blocks past them, which hold whatever an earlier step left there, are
+        not read. The loads skip the L1 cache: other programs of the same kernel may have
+        written them."""
         d = tl.arange(0, HEAD_DIM)
         s = tl.arange(0, SPLITS)
         at = part_ptr + ((row * n_heads + head) * SPLITS + s) * (HEAD_DIM + 2)
-        best = tl.load(at + HEAD_DIM, cache_modifier=".cg")
-        total = tl.load(at + HEAD_DIM + 1, cache_modifier=".cg")
-        acc = tl.load(at[:, None] + d[None, :], cache_modifier=".cg")
+        written = s < live
+        best = tl.load(at + HEAD_DIM, mask=written, other=float("-inf"), cache_modifier=".cg")
+        total = tl.load(at + HEAD_DIM + 1, mask=written, other=0.0, cache_modifier=".cg")
+        acc_at = at[:, None] + d[None, :]
+        acc = tl.load(acc_at, mask=written[:, None], other=0.0, cache_modifier=".cg")
         scale = tl.exp(best - tl.max(best, axis=0))  # 0 for blocks past the last position
         out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
         tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
@@ -253,19 +289,23 @@ if triton is not None:
     def _decode_attention_combine(
         part_ptr,
         out_ptr,
+        pos_ptr,
         n_heads,
         o_row,
         o_head,
         HEAD_DIM: tl.constexpr,
+        BLOCK_POS: tl.constexpr,
         SPLITS: tl.constexpr,
         PDL: tl.constexpr,
+        SKIP: tl.constexpr,
     ):
         """One (row, query head) a program: `_combine`, where the split kernel does not."""
+        live = _live(tl.load(pos_ptr), BLOCK_POS, SPLITS, SKIP)
         if PDL:
             wait_for_previous()
         program = tl.program_id(0)
         row, head = program // n_heads, program % n_heads
-        _combine(part_ptr, out_ptr, row, head, n_heads, o_row, o_head, HEAD_DIM, SPLITS)
+        _combine(part_ptr, out_ptr, row, head, n_heads, o_row, o_head, live, HEAD_DIM, SPLITS)
 
     def _attend(
         k: Tensor,
@@ -327,6 +367,7 @@ if triton is not None:
             o_row=out_strides[0],
             o_head=out_strides[1],
             COMBINE=combine,
+            SKIP=skip(splits),
             **dependent_launch.options(),
         )
         if combine:
@@ -334,11 +375,14 @@ if triton is not None:
         wrap_triton(_decode_attention_combine)[(b * n_heads,)](
             part,
             out,
+            pos[-1:],
             n_heads,
             *out_strides,
             HEAD_DIM=head_dim,
+            BLOCK_POS=positions,
             SPLITS=splits,
             PDL=dependent_launch.ENABLED,
+            SKIP=skip(splits),
             **dependent_launch.options(),
         )
 
