@@ -96,13 +96,14 @@ def block(rows: int, kv_heads: int, grouped: bool) -> int:
 
 def skip(splits: int) -> bool:
     """Whether a step skips the blocks past its last position (`SKIP` unless None): where the
-    cache has more than 8 blocks. On the H200 (RESULTS.md, issue 17) the Qwen2.5-0.5B shape
-    with `pdl=1` (blocks of 32) decoded 1,473.8-1,475.8 tok/s skipping them against
-    1,447.0-1,468.9 with a 512-position cache (16 blocks), 1,451.8-1,453.4 against
-    1,425.3-1,426.2 with 2,048 positions (64 blocks); with 4 and 8 blocks (the Llama-3.1-8B
-    shape at batch 8 and 1, 512 positions) the combine, waiting for the position to know which
-    blocks to read, lost more than the split kernel gained (8.97 against 8.77 µs a layer at
-    batch 8)."""
+    cache has more than 8 blocks. On the H200 (RESULTS.md, issue 17, change 17), with the
+    engine's default 2,048 positions, the Llama-3.1-8B shape's step at batch 8 (16 blocks) took
+    5,975 µs skipping them against 6,391, and the Qwen2.5-0.5B shape with `pdl=1` (64 blocks of
+    32) decoded 1,451.8-1,453.4 tok/s against 1,425.3-1,426.2. With 512 positions the 0.5B
+    shape (16 blocks) gained 0.5% in one call and nothing in another; with 4 and 8 blocks (the
+    8B shape at batch 8 and 1) the combine, waiting for the position to know which blocks to
+    read, lost more than the split kernel gained (7.13 + 1.89 against 7.30 + 1.45 µs a layer
+    at batch 8)."""
     return SKIP if SKIP is not None else splits > 8
 
 
