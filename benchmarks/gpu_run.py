@@ -102,15 +102,21 @@ def part_decode(
     prompt_len, new = (16, 24) if smoke else (128, 256)
     counter = Counter()
     rows = []
+    bases = {
+        "eager": "graph=0",
+        "graph": "graph=1",
+        "compile+graph": "graph=1&compile=1",
+        "max-autotune+graph": "graph=1&compile=max-autotune",
+    }
     for variant in variants:
-        base, *flags = variant.split("-")
+        # the longest base the variant starts with (one of them holds a "-"), then its flags
+        known = [b for b in bases if variant == b or variant.startswith(b + "-")]
+        if not known:
+            sys.exit(f"variant {variant!r}: it must start with one of {', '.join(bases)}")
+        base = max(known, key=len)
+        flags = variant[len(base) + 1 :].split("-") if variant != base else []
         set_kernels(flags)
-        opts = {
-            "eager": "graph=0",
-            "graph": "graph=1",
-            "compile+graph": "graph=1&compile=1",
-            "max-autotune+graph": "graph=1&compile=max-autotune",
-        }[base]
+        opts = bases[base]
         if smoke:
             opts = "graph=0"
         opts += flag_options(flags)
