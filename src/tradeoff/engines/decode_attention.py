@@ -330,6 +330,7 @@ if triton is not None:
         heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
         positions = block(b, k.shape[1], heads > 1)
         splits = triton.next_power_of_2(triton.cdiv(k.shape[2], positions))
+        skipping = skip(splits)
         part = torch.empty(
             (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=k.device
         )
@@ -368,7 +369,7 @@ if triton is not None:
             o_row=out_strides[0],
             o_head=out_strides[1],
             COMBINE=combine,
-            SKIP=skip(splits),
+            SKIP=skipping,
             **dependent_launch.options(),
         )
         if combine:
@@ -383,7 +384,7 @@ if triton is not None:
             BLOCK_POS=positions,
             SPLITS=splits,
             PDL=dependent_launch.ENABLED,
-            SKIP=skip(splits),
+            SKIP=skipping,
             **dependent_launch.options(),
         )
 
