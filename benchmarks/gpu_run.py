@@ -50,6 +50,7 @@ from tradeoff.types import Request
 
 RESULTS: dict[str, Any] = {}
 ATTENTION_BLOCK = decode_attention.BLOCK  # as shipped: `-blockN` variants change it
+SWAPPED = decode_linear.SWAPPED  # as shipped: `-noswap` variants tune without them
 
 
 def save(out: Path, key: str, value: Any) -> None:
@@ -309,7 +310,8 @@ def set_kernels(flags: list[str]) -> None:
     whatever its kernels were launched with (the new engine's model passed its guards; the tag
     alone did not stop it). `-sync` changes the host loop only: it shares inductor's entry.
     `-pdl` is the engine's `pdl=1`, set by the callers. `-blockN`: the attention's programs take
-    N positions each (`decode_attention.BLOCK`, else as shipped)."""
+    N positions each (`decode_attention.BLOCK`, else as shipped). `-noswap`: tuning leaves out
+    the projections' swapped tensor-core shapes (`decode_linear.SWAPPED`), as before change 18."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
@@ -319,6 +321,7 @@ def set_kernels(flags: list[str]) -> None:
     decode_attention.SKIP = True if "skip" in flags else False if "noskip" in flags else None
     blocks = [int(f[5:]) for f in flags if f.startswith("block") and f[5:].isdigit()]
     decode_attention.BLOCK = blocks[0] if blocks else ATTENTION_BLOCK
+    decode_linear.SWAPPED = () if "noswap" in flags else SWAPPED
     decode_linear.CHOICES.clear()
     decode_linear.TIMES.clear()
 

@@ -32,7 +32,8 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert errors["decode_linear"] < 1e-5, errors
+    for path in ["", ", tensor cores", ", tensor cores, swapped", ", tensor cores, swapped, split"]:
+        assert errors[f"decode_linear{path}"] < 1e-5, errors
     hows = ["", ", grouped", ", combined", ", grouped, combined"]
     hows += [f", blocks of {n}{g}" for n in (32, 128) for g in ("", ", grouped")]
     hows += [", every block", ", every block, grouped"]
@@ -72,17 +73,20 @@ def test_the_attention_skips_the_blocks_past_its_position_in_long_caches_only():
     assert not decode_attention.skip(4)  # ... and at batch 8, in blocks of 128
 
 
-def compile_for_hopper(kernel, types: dict[str, str], constants: dict, **options):
+def compile_for_hopper(kernel, types: dict[str, str], constants: dict, aligned=(), **options):
     """The kernel compiled to PTX and a cubin for an sm_90 GPU (H100, H200) by Triton's own
     compiler and the ptxas it ships, no GPU needed: what the interpreter cannot check, the
-    GPU-only paths (tensor cores, dependent launch), at least compiles."""
+    GPU-only paths (tensor cores, dependent launch), at least compiles. `aligned`: the
+    arguments a launch finds divisible by 16 (Triton specialises on it: vector and async
+    loads)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     signature = {**types, **{name: "constexpr" for name in constants}}
     where = {(kernel.arg_names.index(name),): value for name, value in constants.items()}
-    source = ASTSource(fn=kernel, signature=signature, constexprs=where)
+    hints = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=where, attrs=hints)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -91,28 +95,44 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
 
     ints = dict.fromkeys(("rows", "n", "k", "x_row", "y_row", "res_row"), "i32")
     ptrs = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "res_ptr", "norm_ptr"), "*bf16")
-    for kind, dot, pdl, pipe, even in [
-        (1, True, False, False, True),
-        (2, True, True, False, True),
-        (0, False, True, False, True),
-        (1, False, False, True, True),
-        (2, False, True, True, False),
+    ptrs |= {"part_ptr": "*fp32", "count_ptr": "*i32"}
+    aligned = [name for name in {**ptrs, **ints} if name != "rows"]  # the 8B shape at batch 8
+    for kind, dot, swap, split, pdl, pipe, even in [
+        (1, True, False, 1, False, False, True),
+        (2, True, False, 1, True, False, True),
+        (0, False, False, 1, True, False, True),
+        (1, False, False, 1, False, True, True),
+        (2, False, False, 1, True, True, False),
+        (1, True, True, 1, False, False, True),
+        (0, True, True, 2, True, False, True),
     ]:
-        blocks = next(b for b in decode_linear.candidates(8) if b.dot == dot and b.pipe == pipe)
+        blocks = next(
+            b
+            for b in decode_linear.candidates(8)
+            if (b.dot, b.swap, b.split, b.pipe) == (dot, swap, split, pipe)
+            and (b.n >= 64 or not swap)  # 64 rows or more: the warpgroup MMA
+        )
         constants = dict(INPUT=kind, BIAS=False, RESIDUAL=kind != 1, EPS=1e-5, EVEN=even)
         constants |= dict(ROWS=16 if dot else 8, BLOCK_N=blocks.n, BLOCK_K=blocks.k)
-        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl, PIPE=pipe)
+        constants |= dict(LATE=blocks.late, DOT=dot, PDL=pdl, PIPE=pipe, SWAP=swap, SPLIT=split)
         compiled = compile_for_hopper(
             decode_linear._decode_linear_kernel,
             {**ptrs, **ints},
             constants,
+            aligned=aligned,
             num_warps=blocks.warps,
             num_stages=blocks.stages,
             launch_pdl=pdl,
         )
-        assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
-        assert ("prefetch.global.L2" in compiled.asm["ptx"]) == pdl
-        assert ("mma" in compiled.asm["ptx"]) == dot  # the tensor cores, or not
+        ptx = compiled.asm["ptx"]
+        assert ("griddepcontrol.wait" in ptx) == pdl
+        assert ("prefetch.global.L2" in ptx) == pdl
+        assert ("mma" in ptx) == dot  # the tensor cores, or not
+        # swapped, the weight's 64-row tiles go to Hopper's warpgroup MMA from shared memory,
+        # filled by asynchronous copies, several blocks ahead
+        assert ("wgmma.mma_async" in ptx) == swap
+        assert ("cp.async.cg.shared.global" in ptx) == dot
+        assert ("atom.global.gpu.acq_rel.add" in ptx) == (split > 1)  # the last part adds up
     ptrs = dict.fromkeys(("q_ptr", "k_ptr", "v_ptr", "new_ptr", "cos_ptr", "sin_ptr"), "*bf16")
     ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64", "count_ptr": "*i32", "out_ptr": "*bf16"}
     strides = ("n_heads", "q_row", "q_head", "k_row", "k_head", "k_pos", "v_row", "v_head", "v_pos")

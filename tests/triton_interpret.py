@@ -23,10 +23,11 @@ def _error(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got - want).abs().nan_to_num(nan=float("inf")).max())
 
 
-def linear_errors() -> float:
+def linear_errors() -> dict[str, float]:
     """Every input kind, with and without bias and residual, batch 1 to 8, odd sizes, each
-    block shape tuning may pick, and the untuned default."""
-    worst = 0.0
+    block shape tuning may pick, and the untuned default; the worst error of each path (on the
+    CUDA cores, on the tensor cores, swapped, swapped and split along K)."""
+    worst: dict[str, float] = {}
     gen = torch.Generator().manual_seed(0)
     for rows, n, k, kind, bias, res in [
         (1, 96, 64, decode_linear.NORMED, False, False),
@@ -54,9 +55,14 @@ def linear_errors() -> float:
         padded = 1 << (rows - 1).bit_length()
         for blocks in [*decode_linear.candidates(padded), decode_linear.default(padded)]:
             decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
-            got = decode_linear._decode_linear(x, w, b, r, g, 1e-5, kind == decode_linear.GATED)
+            counts = decode_linear._counters(blocks, n, x.device)
+            gated = kind == decode_linear.GATED
+            got = decode_linear._decode_linear(x, w, b, r, g, 1e-5, gated, counts)
             assert got.shape == want.shape
-            worst = max(worst, _error(got, want))
+            assert counts is None or not counts.any(), counts  # back at 0 for the next launch
+            path = "decode_linear" + (", tensor cores" if blocks.dot else "")
+            path += (", swapped" if blocks.swap else "") + (", split" if counts is not None else "")
+            worst[path] = max(worst.get(path, 0.0), _error(got, want))
     return worst
 
 
@@ -128,7 +134,7 @@ _empty, torch.empty = torch.empty, _poisoned  # type: ignore[assignment]
 
 if __name__ == "__main__":
     with torch.no_grad():
-        errors = {"decode_linear": linear_errors()}
+        errors = linear_errors()
         # the blocks past the last position skipped (`skip`'s rule chooses it for long caches
         # only); a program per query head, or per key/value head; a combine kernel, or the
         # last program of the split kernel combining

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from tradeoff.engines import dependent_launch
+from tradeoff.engines.counters import counters
 
 try:
     import triton
@@ -60,7 +61,6 @@ COMBINED = True
 # at once (and the combine reads only the blocks up to it), or every block of the cache is
 # attended to, the later ones masked. None: `skip`'s rule; benchmarks force it either way.
 SKIP: bool | None = None
-_COUNTS: dict[tuple[str, int], Tensor] = {}  # `_counts`, by device and size
 
 
 def grouped(rows: int, kv_heads: int, group: int, dtype: torch.dtype) -> bool:
@@ -416,17 +416,9 @@ if triton is not None:
 
 
 def _counts(device: torch.device, n: int) -> Tensor | None:
-    """Zeros the split kernel counts its programs in, for n (row, query head) pairs on device,
-    or None (`COMBINED` off, or first asked for while compiling or capturing a graph): made once
-    and shared by every layer and step, since each program's count is back at 0 when its
-    attention ends, before the next kernel begins."""
-    key = (str(device), n)
-    if COMBINED and key not in _COUNTS:
-        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        if torch.compiler.is_compiling() or capturing:
-            return None
-        _COUNTS[key] = torch.zeros(n, dtype=torch.int32, device=device)
-    return _COUNTS[key] if COMBINED else None
+    """The counters the split kernel's programs count themselves in, for n (row, query head)
+    pairs on device (`counters`), or None where `COMBINED` is off."""
+    return counters(device, n) if COMBINED else None
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:

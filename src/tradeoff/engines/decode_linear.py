@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from tradeoff.engines import dependent_launch
+from tradeoff.engines.counters import counters
 
 try:
     import triton
@@ -70,6 +71,8 @@ class Blocks(NamedTuple):
     late: bool = False  # sum along K after the loop, not in each block
     dot: bool = False  # multiply on the tensor cores, x padded to 16 rows
     pipe: bool = False  # load the next block along K before multiplying this one
+    swap: bool = False  # with dot: the weight's rows fill the MMA's rows, x's rows its columns
+    split: int = 1  # with swap: programs that share a tile's K, the last one adding up
 
 
 # The block shapes that came within 2% of the fastest for some product of the Llama-3.1-8B and
@@ -100,6 +103,20 @@ PIPED = ((2, 1024, True, 4), (8, 512, True, 8), (8, 1024, False, 4))
 DOT_SHAPES = ((32, 256, 4, 3), (64, 256, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3))
 
 
+# Tensor-core shapes with the weight as the MMA's left operand (`Blocks.swap`), from 2 rows:
+# outputs a program computes, weight columns a load, warps, stages, programs sharing a tile's K.
+# Not yet measured on a GPU (benchmarks/gpu_gemv_sweep.py sweeps them).
+SWAPPED = (
+    (64, 128, 4, 4, 1),
+    (64, 256, 4, 3, 1),
+    (128, 128, 4, 4, 1),
+    (32, 256, 4, 4, 1),
+    (64, 128, 4, 4, 2),
+    (64, 256, 4, 3, 2),
+    (128, 128, 4, 4, 2),
+)
+
+
 def candidates(rows: int) -> list[Blocks]:
     """The block shapes tuning tries for `rows` rows (a power of two): the swept ones and the
     pipelined ones, each loading `rows` times fewer columns at a time so that a program
@@ -108,6 +125,7 @@ def candidates(rows: int) -> list[Blocks]:
     swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
     pipe = [Blocks(n, max(64, k // rows), w, 1, late, pipe=True) for n, k, late, w in PIPED]
     dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
+    dot += [Blocks(n, k, w, s, dot=True, swap=True, split=p) for n, k, w, s, p in SWAPPED]
     return swept + pipe + (dot if rows > 1 else [])
 
 
@@ -189,6 +207,8 @@ if triton is not None:
         bias_ptr,
         res_ptr,
         norm_ptr,
+        part_ptr,
+        count_ptr,
         rows,
         n,
         k,
@@ -207,18 +227,31 @@ if triton is not None:
         DOT: tl.constexpr,
         PDL: tl.constexpr,
         PIPE: tl.constexpr,
+        SWAP: tl.constexpr,
+        SPLIT: tl.constexpr,
     ):
         """y[:, cols] = f(x) @ w[cols].T (+ bias) (+ residual) for this program's BLOCK_N cols;
         f is the identity, RMSNorm with weight norm, or SiLU(x[:, :k]) * x[:, k:]. EVEN: the
         blocks tile n and k exactly (no masks on the weight). LATE: sum along K once, after the
         loop, instead of in every block (the loop then only loads and multiplies). DOT: multiply
-        on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16. PDL: launched
+        on the tensor cores, f(x) rounded to the weight's dtype, ROWS at least 16; SWAP: as
+        w[cols] @ f(x).T, the weight the left operand (its BLOCK_N rows fill the MMA's 64-row
+        tiles and stream through shared memory), x's rows the MMA's columns. PDL: launched
         as a dependent, it prefetches its first block of the weight before it waits for the
         kernel before it (`dependent_launch`). PIPE: it loads each next block along K before it
-        multiplies the one it holds (two blocks in registers; Triton pipelines no plain load)."""
-        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        multiplies the one it holds (two blocks in registers; Triton pipelines no plain load).
+        SPLIT (with SWAP): SPLIT programs share a tile's K, each writing its sums into part_ptr
+        (float32) and counting itself in count_ptr[tile]; the last adds the parts up and
+        finishes the tile, then sets the count back to 0."""
+        tile = tl.program_id(0)
+        cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        k_lo, k_hi = 0, k
+        if SPLIT > 1:  # this program's part of K: whole blocks, the last part maybe shorter
+            span = tl.cdiv(k, SPLIT * BLOCK_K) * BLOCK_K
+            k_lo = tl.program_id(1) * span
+            k_hi = tl.minimum(k, k_lo + span)
         if PDL:  # one address per 128-byte line of the first block, kept inside the weight
-            lines = tl.minimum(tl.arange(0, BLOCK_K // 64) * 64, k - 1)
+            lines = tl.minimum(k_lo + tl.arange(0, BLOCK_K // 64) * 64, k - 1)
             prefetch(w_ptr + tl.minimum(cols, n - 1)[:, None] * k + lines[None, :])
             wait_for_previous()
         m = tl.arange(0, ROWS)
@@ -229,13 +262,15 @@ if triton is not None:
         w_at = w_ptr + cols[:, None] * k + kk[None, :]
         if LATE:
             acc3 = tl.zeros([ROWS, BLOCK_N, BLOCK_K], dtype=tl.float32)
-            squares2 = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)
-        else:
-            acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
-            squares = tl.zeros([ROWS], dtype=tl.float32)
+        if LATE or DOT:  # the squares summed across the block after the loop: no reduction
+            squares2 = tl.zeros([ROWS, BLOCK_K], dtype=tl.float32)  # (and barrier) in it
+        acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+        squares = tl.zeros([ROWS], dtype=tl.float32)
+        if SWAP:
+            acc_t = tl.zeros([BLOCK_N, ROWS], dtype=tl.float32)
         if PIPE:  # the first block's loads, before the loop
             w, xa, xb, g = _load_block(x_at, w_at, norm_ptr, 0, k, kk, row_ok, col_ok, INPUT, EVEN)
-        for k0 in range(0, k, BLOCK_K):
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             if PIPE:  # the next block's loads go out before this block's multiplies; past the
                 # last block they read nothing (masked), or the last block again when EVEN
                 at = k0 + BLOCK_K
@@ -253,12 +288,14 @@ if triton is not None:
             else:
                 xs = xa
                 if INPUT == 1:  # RMSNorm: scale by g now, by the row's 1 / rms after the loop
-                    if LATE:
+                    if LATE or DOT:
                         squares2 += xs * xs
                     else:
                         squares += tl.sum(xs * xs, axis=1)
                     xs *= g
-            if DOT:
+            if SWAP:
+                acc_t += tl.dot(w, tl.trans(xs.to(w.dtype)))
+            elif DOT:
                 acc += tl.dot(xs.to(w.dtype), tl.trans(w))
             elif LATE:
                 acc3 += xs[:, None, :] * w.to(tl.float32)[None, :, :]
@@ -268,7 +305,87 @@ if triton is not None:
                 w, xa, xb, g = nw, nxa, nxb, ng
         if LATE:
             acc = tl.sum(acc3, axis=2)
+        if (LATE or DOT) and INPUT == 1:
             squares = tl.sum(squares2, axis=1)
+        if SPLIT == 1:
+            if SWAP:
+                acc = tl.trans(acc_t)
+            _finish(
+                acc,
+                squares,
+                cols,
+                m,
+                row_ok,
+                col_ok,
+                y_ptr,
+                bias_ptr,
+                res_ptr,
+                k,
+                y_row,
+                res_row,
+                INPUT,
+                BIAS,
+                RESIDUAL,
+                EPS,
+            )
+        else:  # each part's sums into part_ptr; the last of the tile's programs adds them up
+            tl.static_assert(SWAP, "split along K on the swapped tensor-core path only")
+            size = (BLOCK_N + 1) * ROWS  # a part: its (BLOCK_N, ROWS) sums, then its squares
+            at = part_ptr + (tl.program_id(1) * tl.num_programs(0) + tile) * size
+            at_t = at + tl.arange(0, BLOCK_N)[:, None] * ROWS + m[None, :]
+            tl.store(at_t, acc_t)
+            tl.store(at + BLOCK_N * ROWS + m, squares)
+            tl.debug_barrier()  # every thread's stores above come before the count's release
+            done = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
+            if done == SPLIT - 1:
+                tl.store(count_ptr + tile, 0)  # no other program counts here this launch
+                acc_t = tl.zeros([BLOCK_N, ROWS], dtype=tl.float32)
+                squares = tl.zeros([ROWS], dtype=tl.float32)
+                for part in tl.static_range(SPLIT):  # past the L1 cache: written by others
+                    at = part_ptr + (part * tl.num_programs(0) + tile) * size
+                    at_t = at + tl.arange(0, BLOCK_N)[:, None] * ROWS + m[None, :]
+                    acc_t += tl.load(at_t, cache_modifier=".cg")
+                    squares += tl.load(at + BLOCK_N * ROWS + m, cache_modifier=".cg")
+                _finish(
+                    tl.trans(acc_t),
+                    squares,
+                    cols,
+                    m,
+                    row_ok,
+                    col_ok,
+                    y_ptr,
+                    bias_ptr,
+                    res_ptr,
+                    k,
+                    y_row,
+                    res_row,
+                    INPUT,
+                    BIAS,
+                    RESIDUAL,
+                    EPS,
+                )
+
+    @triton.jit
+    def _finish(
+        acc,
+        squares,
+        cols,
+        m,
+        row_ok,
+        col_ok,
+        y_ptr,
+        bias_ptr,
+        res_ptr,
+        k,
+        y_row,
+        res_row,
+        INPUT,
+        BIAS,
+        RESIDUAL,
+        EPS,
+    ):
+        """The product's (ROWS, BLOCK_N) sums to y: scaled by each row's 1 / rms (sum of
+        squares given) when normed, plus bias and residual, rounded to y's dtype."""
         if INPUT == 1:
             acc *= tl.rsqrt(squares / k + EPS)[:, None]
         if BIAS:
@@ -291,15 +408,25 @@ if triton is not None:
         gated: bool,
         out: Tensor,
         launch: Any,
+        counts: Tensor | None = None,
     ) -> None:
         n, k = weight.shape
-        launch(_decode_linear_kernel)[(triton.cdiv(n, blocks.n),)](
+        tiles, rows = triton.cdiv(n, blocks.n), max(16 if blocks.dot else 1, _pad(x.shape[0]))
+        split = _split(blocks, counts)
+        part = out  # the parts' sums when split along K, float32
+        if split > 1:
+            part = torch.empty(
+                split * tiles * (blocks.n + 1) * rows, device=x.device, dtype=torch.float32
+            )
+        launch(_decode_linear_kernel)[(tiles, split)](
             x,
             weight,
             out,
             bias if bias is not None else weight,
             residual if residual is not None else out,
             norm if norm is not None else weight,
+            part,
+            counts if split > 1 else part,
             x.shape[0],
             n,
             k,
@@ -310,20 +437,22 @@ if triton is not None:
             BIAS=bias is not None,
             RESIDUAL=residual is not None,
             EPS=eps,
-            ROWS=max(16 if blocks.dot else 1, triton.next_power_of_2(x.shape[0])),
+            ROWS=rows,
             BLOCK_N=blocks.n,
             BLOCK_K=blocks.k,
-            EVEN=n % blocks.n == 0 and k % blocks.k == 0,
+            EVEN=n % blocks.n == 0 and k % (blocks.k * split) == 0,
             LATE=blocks.late and not blocks.dot,
             DOT=blocks.dot,
             PDL=dependent_launch.ENABLED,
             PIPE=blocks.pipe and not blocks.dot,
+            SWAP=blocks.swap and blocks.dot,
+            SPLIT=split,
             num_warps=blocks.warps,
             num_stages=blocks.stages,
             **dependent_launch.options(),
         )
 
-    @triton_op("tradeoff::decode_linear", mutates_args=())
+    @triton_op("tradeoff::decode_linear", mutates_args=("counts",))
     def _decode_linear(
         x: Tensor,
         weight: Tensor,
@@ -332,12 +461,31 @@ if triton is not None:
         norm: Tensor | None,
         eps: float,
         gated: bool,
+        counts: Tensor | None,
     ) -> Tensor:
         rows, res, out = _flat(x, weight, residual)
         blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
         blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
-        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton)
+        _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton, counts)
         return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def _pad(rows: int) -> int:
+    """The power of two the kernel pads `rows` rows of x to."""
+    return 1 << (rows - 1).bit_length()
+
+
+def _split(blocks: Blocks, counts: Tensor | None) -> int:
+    """How many programs share a tile's K: `blocks.split` on the swapped tensor-core path where
+    the counters are given, else 1."""
+    return blocks.split if blocks.dot and blocks.swap and counts is not None else 1
+
+
+def _counters(blocks: Blocks | None, n: int, device: torch.device) -> Tensor | None:
+    """The counters a launch split along K needs, one for each tile of the n outputs, or None."""
+    if blocks is None or blocks.split == 1:
+        return None
+    return counters(device, -(-n // blocks.n))
 
 
 def _key(
@@ -348,7 +496,7 @@ def _key(
     norm: Tensor | None,
     gated: bool,
 ) -> Key:
-    rows = 1 << (x.numel() // x.shape[-1] - 1).bit_length()  # the power of two the kernel pads to
+    rows = _pad(x.numel() // x.shape[-1])
     kind = _kind(norm, gated)
     return (weight.shape[0], weight.shape[1], kind, bias is not None, residual is not None, rows)
 
@@ -434,7 +582,8 @@ def _tune(
     for blocks in candidates(_key(x, weight, bias, residual, norm, gated)[-1]):
 
         def run(w: Tensor, blocks: Blocks = blocks) -> None:
-            _launch(blocks, rows, w, bias, res, norm, eps, gated, out, lambda f: f)
+            counts = _counters(blocks, w.shape[0], w.device)
+            _launch(blocks, rows, w, bias, res, norm, eps, gated, out, lambda f: f, counts)
 
         try:
             us = graph_us(run, weight)
@@ -449,8 +598,11 @@ def _tune(
 
 def name(blocks: Blocks) -> str:
     """How tuning tables name a candidate: '8x512 w4 s1', 'late' when it sums after the loop,
-    'tc' when it multiplies on the tensor cores, 'pipe' when it loads a block ahead."""
+    'tc' when it multiplies on the tensor cores ('swap' with the weight the left operand,
+    'splitN' with N programs along K), 'pipe' when it loads a block ahead."""
     how = " tc" if blocks.dot else " late" if blocks.late else ""
+    how += " swap" if blocks.swap and blocks.dot else ""
+    how += f" split{blocks.split}" if blocks.split > 1 and blocks.swap and blocks.dot else ""
     how += " pipe" if blocks.pipe and not blocks.dot else ""
     return f"{blocks.n}x{blocks.k} w{blocks.warps} s{blocks.stages}{how}"
 
@@ -474,8 +626,9 @@ def fused(
     key = _key(x, weight, bias, residual, norm, gated)
     if key not in CHOICES:
         if torch.compiler.is_compiling() or torch.cuda.is_current_stream_capturing():
-            return _decode_linear(x, weight, bias, residual, norm, eps, gated)  # default blocks
+            return _decode_linear(x, weight, bias, residual, norm, eps, gated, None)  # default
         CHOICES[key] = _tune(x, weight, bias, residual, norm, eps, gated)
     if CHOICES[key] is None:
         return None
-    return _decode_linear(x, weight, bias, residual, norm, eps, gated)
+    counts = _counters(CHOICES[key], weight.shape[0], x.device)
+    return _decode_linear(x, weight, bias, residual, norm, eps, gated, counts)
