@@ -104,7 +104,7 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         (1, False, False, 1, False, True, True),
         (2, False, False, 1, True, True, False),
         (1, True, True, 1, False, False, True),
-        (0, True, True, 2, True, False, True),
+        (0, True, True, 4, True, False, True),
     ]:
         blocks = next(
             b
