@@ -30,7 +30,12 @@ On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and outpu
 against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product against the
 CUDA cores (the kernel reached 26-32% of the bandwidth there). From 2 rows tuning also tries the
 same loop on the tensor cores (`Blocks.dot`: f(x) padded to 16 rows and rounded to the weight's
-dtype, the weight's loads pipelined over 3-4 stages); not yet measured on a GPU.
+dtype, the weight's loads copied ahead into shared memory over 3-6 stages), with f(x) as the
+left operand (Ampere's MMA; it won the 8B shape's output product alone) or the weight
+(`Blocks.swap`: Hopper's warpgroup MMA takes 64-row tiles of it from shared memory), the
+latter optionally split along K among 2-4 programs, the last of which adds the parts up
+(`Blocks.split`). Swapped, the Llama-3.1-8B shape's step at batch 8 went from 82% to 85.7% of
+its roofline on the H200, the kernel taking q/k/v, output and down from cuBLAS.
 CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
@@ -97,9 +102,8 @@ SWEPT = (
 PIPED = ((2, 1024, True, 4), (8, 512, True, 8), (8, 1024, False, 4))
 
 
-# Tensor-core block shapes for 2 to 8 rows: outputs a program computes, weight columns a load,
-# warps and pipeline stages. Not yet swept on a GPU (benchmarks/gpu_gemv_sweep.py's `tc` shapes
-# are); tuning keeps one only where it beats cuBLAS.
+# Tensor-core block shapes for 2 to 8 rows, f(x) the left operand: outputs a program computes,
+# weight columns a load, warps and pipeline stages; tuning keeps one only where it beats cuBLAS.
 DOT_SHAPES = ((32, 256, 4, 3), (64, 256, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3))
 
 
@@ -310,37 +314,18 @@ if triton is not None:
             acc = tl.sum(acc3, axis=2)
         if (LATE or DOT) and INPUT == 1:
             squares = tl.sum(squares2, axis=1)
-        if SPLIT == 1:
-            if SWAP:
-                acc = tl.trans(acc_t)
-            _finish(
-                acc,
-                squares,
-                cols,
-                m,
-                row_ok,
-                col_ok,
-                y_ptr,
-                bias_ptr,
-                res_ptr,
-                k,
-                y_row,
-                res_row,
-                INPUT,
-                BIAS,
-                RESIDUAL,
-                EPS,
-            )
-        else:  # each part's sums into part_ptr; the last of the tile's programs adds them up
+        finish = True  # this program finishes its tile
+        if SPLIT > 1:  # each part's sums into part_ptr; the last of the tile's programs adds
+            # them up and finishes the tile
             tl.static_assert(SWAP, "split along K on the swapped tensor-core path only")
             size = (BLOCK_N + 1) * ROWS  # a part: its (BLOCK_N, ROWS) sums, then its squares
             at = part_ptr + (tl.program_id(1) * tl.num_programs(0) + tile) * size
-            at_t = at + tl.arange(0, BLOCK_N)[:, None] * ROWS + m[None, :]
-            tl.store(at_t, acc_t)
+            tl.store(at + tl.arange(0, BLOCK_N)[:, None] * ROWS + m[None, :], acc_t)
             tl.store(at + BLOCK_N * ROWS + m, squares)
             tl.debug_barrier()  # every thread's stores above come before the count's release
             done = tl.atomic_add(count_ptr + tile, 1, sem="acq_rel", scope="gpu")
-            if done == SPLIT - 1:
+            finish = done == SPLIT - 1
+            if finish:
                 tl.store(count_ptr + tile, 0)  # no other program counts here this launch
                 acc_t = tl.zeros([BLOCK_N, ROWS], dtype=tl.float32)
                 squares = tl.zeros([ROWS], dtype=tl.float32)
@@ -349,56 +334,19 @@ if triton is not None:
                     at_t = at + tl.arange(0, BLOCK_N)[:, None] * ROWS + m[None, :]
                     acc_t += tl.load(at_t, cache_modifier=".cg")
                     squares += tl.load(at + BLOCK_N * ROWS + m, cache_modifier=".cg")
-                _finish(
-                    tl.trans(acc_t),
-                    squares,
-                    cols,
-                    m,
-                    row_ok,
-                    col_ok,
-                    y_ptr,
-                    bias_ptr,
-                    res_ptr,
-                    k,
-                    y_row,
-                    res_row,
-                    INPUT,
-                    BIAS,
-                    RESIDUAL,
-                    EPS,
-                )
-
-    @triton.jit
-    def _finish(
-        acc,
-        squares,
-        cols,
-        m,
-        row_ok,
-        col_ok,
-        y_ptr,
-        bias_ptr,
-        res_ptr,
-        k,
-        y_row,
-        res_row,
-        INPUT,
-        BIAS,
-        RESIDUAL,
-        EPS,
-    ):
-        """The product's (ROWS, BLOCK_N) sums to y: scaled by each row's 1 / rms (sum of
-        squares given) when normed, plus bias and residual, rounded to y's dtype."""
-        if INPUT == 1:
-            acc *= tl.rsqrt(squares / k + EPS)[:, None]
-        if BIAS:
-            acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        out = acc.to(y_ptr.dtype.element_ty)
-        ok = row_ok[:, None] & col_ok[None, :]
-        if RESIDUAL:  # rounded as `residual + y` in the model's dtype
-            r = tl.load(res_ptr + m[:, None] * res_row + cols[None, :], mask=ok, other=0.0)
-            out = (out.to(tl.float32) + r.to(tl.float32)).to(y_ptr.dtype.element_ty)
-        tl.store(y_ptr + m[:, None] * y_row + cols[None, :], out, mask=ok)
+        if finish:
+            if SWAP:
+                acc = tl.trans(acc_t)
+            if INPUT == 1:
+                acc *= tl.rsqrt(squares / k + EPS)[:, None]
+            if BIAS:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            out = acc.to(y_ptr.dtype.element_ty)
+            ok = row_ok[:, None] & col_ok[None, :]
+            if RESIDUAL:  # rounded as `residual + y` in the model's dtype
+                r = tl.load(res_ptr + m[:, None] * res_row + cols[None, :], mask=ok, other=0.0)
+                out = (out.to(tl.float32) + r.to(tl.float32)).to(y_ptr.dtype.element_ty)
+            tl.store(y_ptr + m[:, None] * y_row + cols[None, :], out, mask=ok)
 
     def _launch(
         blocks: Blocks,
