@@ -54,7 +54,14 @@ def checkpoint(model: str, directory: Path) -> torch.nn.Module:
     (directory / "config.json").write_text(json.dumps(config))
     hf_config = transformers.AutoConfig.from_pretrained(directory)
     torch.manual_seed(0)
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config).to(torch.bfloat16).cuda().eval()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in place: on the CPU in float32 the 8B
+    try:  # shape took more than the device call's minutes
+        with torch.device("cuda"):
+            hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+    finally:
+        torch.set_default_dtype(before)
+    hf = hf.to(torch.bfloat16).eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if "norm" in name:

@@ -153,3 +153,16 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         assert ("mma" in compiled.asm["ptx"]) == (heads > 1)
         # the count: acquire-release at the GPU's scope, so the last program sees the others'
         assert ("atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]) == combine
+
+
+def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():
+    from tradeoff.engines.decode_linear import agrees
+
+    want = torch.tensor([[4.0, -2.0, 1.0], [0.5, 0.0, -3.0]], dtype=torch.bfloat16)
+    assert agrees(want, want)
+    assert agrees(want + 0.1, want)  # rounding: within 2^-5 of the largest output
+    assert not agrees(want.flip(0), want)  # rows swapped: a wrong layout
+    assert not agrees(want * 1.1, want)
+    nan = want.clone()
+    nan[1, 1] = float("nan")
+    assert not agrees(nan, want)

@@ -41,6 +41,7 @@ CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s pl
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -512,10 +513,13 @@ def _tune(
     H200, charged one kernel for the down product's two pieces, tuning called it a tie and the
     Llama-3.1-8B shape's compiled step took 4,363 µs where it kept cuBLAS, 4,260 where it kept
     the kernel; charged two, it keeps the kernel (benchmarks/RESULTS.md, issue 17). Where the
-    step is not compiled, the plain path op by op is timed whole and charged the difference."""
+    step is not compiled, the plain path op by op is timed whole and charged the difference.
+    A candidate whose result does not agree with the plain path's (`agrees`) is never kept: its
+    time reads infinite, with a warning (a kernel this GPU or Triton version gets wrong)."""
     from tradeoff.engines.torch_model import plain_linear  # imports this module
 
     rows, res, out = _flat(x, weight, residual)
+    want = plain_linear(rows, weight, bias, res, norm, eps, gated)
     plain = rows[:, : weight.shape[1]].contiguous()
     times = {"cublas": graph_us(lambda w: F.linear(plain, w, bias), weight)}
     pieces = (norm is not None or gated) + (residual is not None)
@@ -540,11 +544,31 @@ def _tune(
             us = graph_us(run, weight)
         except Exception:  # noqa: BLE001 - a shape this GPU or Triton refuses is not a candidate
             us = float("nan")  # raised while warming up, before the graph's capture began
+        else:
+            run(weight)
+            if not agrees(out, want):
+                warnings.warn(
+                    f"decode_linear: {name(blocks)} disagrees with the plain path on "
+                    f"{tuple(weight.shape)}; not used",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                us = float("inf")
         times[name(blocks)] = us
         if us < best_us:
             best, best_us = blocks, us
     TIMES[_key(x, weight, bias, residual, norm, gated)] = times
     return best
+
+
+AGREE = 2**-5  # of the largest output: bf16 rounds to 2^-8 of it, a wrong kernel to about 1
+
+
+def agrees(got: Tensor, want: Tensor) -> bool:
+    """Whether the kernel's result is the plain path's up to rounding: every element within
+    `AGREE` of the largest one (a NaN never is)."""
+    bound = AGREE * float(want.float().abs().max())
+    return bool(((got.float() - want.float()).abs() <= bound).all())
 
 
 def name(blocks: Blocks) -> str:
