@@ -124,11 +124,6 @@ def sweep(
     return out
 
 
-def pad(rows: int) -> int:
-    """The power of two the kernel pads a batch to."""
-    return 1 << (rows - 1).bit_length()
-
-
 def inputs(product: Product, rows: int) -> tuple[torch.Tensor, ...]:
     """Random bf16 weight, x, bias, residual, norm weight and output for one product."""
     label, n, k, kind, has_bias, has_res = product
@@ -166,7 +161,7 @@ def sweep_product(
     label, n, k, input_kind, has_bias, has_res = product
     w, x, bias, res, g, y = inputs(product, rows)
     plain = x[:, :k].contiguous()
-    padded = pad(rows)
+    padded = decode_linear.pad(rows)
     mine = set(decode_linear.candidates(padded))
     gb = w.numel() * w.element_size() / 1e9
     t0 = time.perf_counter()
@@ -241,7 +236,10 @@ def main() -> None:
         (
             p,
             rows,
-            sorted(set(wide(pad(rows), kinds)) | set(decode_linear.candidates(pad(rows))))[i::4],
+            sorted(
+                set(wide(decode_linear.pad(rows), kinds))
+                | set(decode_linear.candidates(decode_linear.pad(rows)))
+            )[i::4],
         )
         for model in args.models
         for p in products(Arch.from_hf(load_hf_config(model)))

@@ -52,7 +52,7 @@ def linear_errors() -> dict[str, float]:
             gate, up = x.chunk(2, dim=-1)
             h = F.silu(gate) * up
         want = F.linear(h, w, b) if r is None else r + F.linear(h, w, b)
-        padded = 1 << (rows - 1).bit_length()
+        padded = decode_linear.pad(rows)
         for blocks in [*decode_linear.candidates(padded), decode_linear.default(padded)]:
             decode_linear.CHOICES[decode_linear._key(x, w, b, r, g, kind == 2)] = blocks
             counts = decode_linear._counters(blocks, n, x.device)

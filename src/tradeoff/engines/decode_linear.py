@@ -363,7 +363,7 @@ if triton is not None:
         counts: Tensor | None = None,
     ) -> None:
         n, k = weight.shape
-        tiles, rows = triton.cdiv(n, blocks.n), max(16 if blocks.dot else 1, _pad(x.shape[0]))
+        tiles, rows = triton.cdiv(n, blocks.n), max(16 if blocks.dot else 1, pad(x.shape[0]))
         split = _split(blocks, counts)
         part = out  # the parts' sums when split along K, float32
         if split > 1:
@@ -417,12 +417,12 @@ if triton is not None:
     ) -> Tensor:
         rows, res, out = _flat(x, weight, residual)
         blocks = CHOICES.get(_key(rows, weight, bias, residual, norm, gated))
-        blocks = blocks or default(triton.next_power_of_2(rows.shape[0]))
+        blocks = blocks or default(pad(rows.shape[0]))
         _launch(blocks, rows, weight, bias, res, norm, eps, gated, out, wrap_triton, counts)
         return out.view(*x.shape[:-1], weight.shape[0])
 
 
-def _pad(rows: int) -> int:
+def pad(rows: int) -> int:
     """The power of two the kernel pads `rows` rows of x to."""
     return 1 << (rows - 1).bit_length()
 
@@ -448,7 +448,7 @@ def _key(
     norm: Tensor | None,
     gated: bool,
 ) -> Key:
-    rows = _pad(x.numel() // x.shape[-1])
+    rows = pad(x.numel() // x.shape[-1])
     kind = _kind(norm, gated)
     return (weight.shape[0], weight.shape[1], kind, bias is not None, residual is not None, rows)
 
