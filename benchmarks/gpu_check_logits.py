@@ -5,10 +5,11 @@ bf16, with its Triton kernels (decode attention, the fused projections) and with
     PYTHONPATH=src python3 benchmarks/gpu_check_logits.py [--model qwen2.5-0.5b] [--out DIR]
         [--batch 1]
 
-A checkpoint with random weights (normal, std 0.02; norms 1) is written by transformers from the
-shape's config, loaded by the engine, and both models run a random 96-token prompt, then decode
-24 tokens one at a time from the engine's static cache (eager, a CUDA graph, and compiled +
-graph), each step's logits against transformers' forward over the whole sequence so far.
+A checkpoint with random weights (normal, std 0.02 or `--std`; norms 1) is written by
+transformers from the shape's config, loaded by the engine, and both models run a random
+96-token prompt, then decode 24 tokens one at a time from the engine's static cache (eager, a
+CUDA graph, and compiled + graph), each step's logits against transformers' forward over the
+whole sequence so far.
 `--batch N` runs N different prompts as one batch (from 2 rows the projections' kernel tunes
 its tensor-core shapes, swapped and split along K among them).
 Error: max |engine − transformers| / max |transformers| over the vocabulary, the worst row and
@@ -46,7 +47,7 @@ def worst_row(got: torch.Tensor, want: torch.Tensor) -> float:
     return max(relative(g, w) for g, w in zip(got.view(want.shape), want, strict=True))
 
 
-def checkpoint(model: str, directory: Path) -> torch.nn.Module:
+def checkpoint(model: str, directory: Path, std: float) -> torch.nn.Module:
     import transformers
 
     config = load_hf_config(model)
@@ -67,7 +68,7 @@ def checkpoint(model: str, directory: Path) -> torch.nn.Module:
             if "norm" in name:
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, 0.02)
+                p.normal_(0.0, std)
     hf.save_pretrained(directory)
     return hf
 
@@ -96,6 +97,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--batch", type=int, default=1, help="prompts decoded together")
     parser.add_argument(
+        "--std",
+        type=float,
+        default=0.02,
+        help="the random weights' standard deviation (transformers' 0.02 makes the Llama-3.1-8B "
+        "shape chaotic: bf16 rounding alone moves its logits by 20-30%%; 0.008 does not)",
+    )
+    parser.add_argument(
         "--options",
         default="graph=0:1,graph=0:0,graph=1&compile=1:1",
         help="engine options:kernels (1: the Triton kernels, 0: SDPA and cuBLAS), comma-separated",
@@ -103,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        hf = checkpoint(args.model, Path(tmp))
+        hf = checkpoint(args.model, Path(tmp), args.std)
         for case in args.options.split(","):
             opts, kernel = case.rsplit(":", 1)[0], case.endswith(":1")
             decode_attention.ENABLED = decode_linear.ENABLED = kernel
@@ -126,7 +134,7 @@ def main() -> None:
             )
     decode_attention.ENABLED = decode_linear.ENABLED = True
     print(
-        f"{args.model} shape, batch {args.batch}, random bf16 weights, "
+        f"{args.model} shape, batch {args.batch}, random bf16 weights (std {args.std}), "
         f"{torch.cuda.get_device_name()}, torch "
         f"{torch.__version__}: max |engine - transformers| / max |transformers| of the logits\n"
     )

@@ -158,6 +158,8 @@ def part_decode(
             replay_tok_s = None
             step_obj = engine.decode_step(batch)
             if step_obj.graph is not None:  # the captured step alone, back to back: no host work
+                with torch.inference_mode():  # a replay advances it by one
+                    step_obj.pos.fill_(max(0, prompt_len + new // 2 - 50))
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 for _ in range(100):

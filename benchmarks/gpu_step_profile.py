@@ -116,12 +116,18 @@ def busy_us(kernel_events: list[dict[str, Any]]) -> float:
     return total
 
 
-def replay_ms(graph: Any, n: int) -> float:
+def around(step: Any, n: int) -> None:
+    """Set the step's position so that n steps, each advancing it by one, center on POSITION."""
+    step.pos.fill_(POSITION - n // 2)
+
+
+def replay_ms(step: Any, n: int) -> float:
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    around(step, n)
     torch.cuda.synchronize()
     start.record()
     for _ in range(n):
-        graph.replay()
+        step.graph.replay()
     stop.record()
     stop.synchronize()
     return start.elapsed_time(stop) / n
@@ -150,7 +156,6 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         assert g.t_first is not None
         engine_tok_s = batch * (g.output_tokens - 1) / (g.t_end - g.t_first)
         step = engine.decode_step(batch)
-        step.pos.fill_(POSITION)
         row: dict[str, Any] = {
             "model": model,
             "variant": variant,
@@ -165,9 +170,10 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
         row["roofline_ms"] = cost.roofline_s(peaks) * 1e3 if peaks else None
         row["step_bytes"] = cost.bytes
         if step.graph is not None:
-            replay_ms(step.graph, 20)
-            row["replay_ms"] = replay_ms(step.graph, REPLAYS)
+            replay_ms(step, 20)
+            row["replay_ms"] = replay_ms(step, REPLAYS)
             activities = [torch.profiler.ProfilerActivity.CUDA]
+            around(step, PROFILED)
             with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(PROFILED):
                     step.graph.replay()
@@ -175,6 +181,7 @@ def profile_case(model: str, variant: str, batches: list[int], peaks: Peaks | No
             ks, _ = kernels(prof)
             row["kernels_from"] = "graph replays"
             if not ks:  # this profiler saw no kernels inside graphs: time them outside one
+                around(step, PROFILED)
                 with torch.profiler.profile(activities=activities) as prof:
                     for _ in range(PROFILED):
                         step._run()

@@ -104,12 +104,13 @@ def new_token_errors() -> float:
         qkv = torch.randn(b, 1, (heads + 2 * kv_heads) * head_dim, generator=gen)
         k = torch.randn(b, kv_heads, length, head_dim, generator=gen)
         v = torch.randn(b, kv_heads, length, head_dim, generator=gen)
-        angles = torch.rand(1, head_dim // 2, generator=gen) * 6.0
+        angles = torch.rand(length, head_dim // 2, generator=gen) * 6.0  # a row a position
         cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
         at = torch.tensor([pos])
+        rows = cos[at], sin[at]
         q, kn, vn = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], -1)
-        q = _rotate(q.view(b, 1, heads, head_dim).transpose(1, 2), cos, sin)
-        kn = _rotate(kn.view(b, 1, kv_heads, head_dim).transpose(1, 2), cos, sin)
+        q = _rotate(q.view(b, 1, heads, head_dim).transpose(1, 2), *rows)
+        kn = _rotate(kn.view(b, 1, kv_heads, head_dim).transpose(1, 2), *rows)
         vn = vn.view(b, 1, kv_heads, head_dim).transpose(1, 2)
         k_want, v_want = k.clone().index_copy_(2, at, kn), v.clone().index_copy_(2, at, vn)
         mask = at[:, None] >= torch.arange(length)[None, :]

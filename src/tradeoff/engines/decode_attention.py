@@ -123,16 +123,16 @@ def available(q: Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _rotary(at, cos_ptr, sin_ptr, d, HEAD_DIM: tl.constexpr):
+    def _rotary(at, cos_ptr, sin_ptr, last, d, HEAD_DIM: tl.constexpr):
         """The heads of x at `at` (d: offsets along a head) rotated as `torch_model._rotate`
-        does (x·cos + rotate_half(x)·sin), in float32, rounded once to x's dtype as the compiled
-        model rounds it."""
+        does (x·cos + rotate_half(x)·sin) at position `last` (the tables' row), in float32,
+        rounded once to x's dtype as the compiled model rounds it."""
         half = HEAD_DIM // 2
         x = tl.load(at + d).to(tl.float32)
         partner = tl.load(at + (d + half) % HEAD_DIM).to(tl.float32)
         rotated = tl.where(d < half, -partner, partner)
-        c = tl.load(cos_ptr + d).to(tl.float32)
-        s = tl.load(sin_ptr + d).to(tl.float32)
+        c = tl.load(cos_ptr + last * HEAD_DIM + d).to(tl.float32)
+        s = tl.load(sin_ptr + last * HEAD_DIM + d).to(tl.float32)
         return (x * c + rotated * s).to(at.dtype.element_ty)
 
     @triton.jit  # no annotations but constexpr: Triton reads them
@@ -176,12 +176,13 @@ if triton is not None:
         that share a key/value head (TILE: GROUP padded to at least 16 rows, the products on
         the tensor cores, the block of keys and values loaded once for all of them).
         NEW: q is the first part of a row of the q/k/v projection (new_ptr) and this step's key
-        and value follow it: the queries and key are rotated here (cos and sin of position
-        `last`), the key and value taken at `last` from there and written into the cache by one
-        program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's earlier
-        positions before it waits for the kernel before it. COMBINE (HEADS 1): the last of the
-        head's SPLITS programs to finish (counted in count_ptr[program], which it sets back to 0
-        for the next step) combines their blocks into out_ptr, and no combine kernel runs.
+        and value follow it: the queries and key are rotated here (row `last` of the cos and
+        sin tables), the key and value taken at `last` from there and written into the cache
+        by one program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's
+        earlier positions before it waits for the kernel before it. COMBINE (HEADS 1): the last
+        of the head's SPLITS programs to finish (counted in count_ptr[program], which it sets
+        back to 0 for the next step) combines their blocks into out_ptr, and no combine kernel
+        runs.
         SKIP: a program whose block lies past `last` returns at once (`_live`)."""
         program, split = tl.program_id(0), tl.program_id(1)
         last = tl.load(pos_ptr)  # attend to positions 0..last
@@ -210,7 +211,7 @@ if triton is not None:
                 wait_for_previous()
             at = new_ptr + row * q_row
             key_at = at + (n_heads + kv_head) * HEAD_DIM
-            k_new = _rotary(key_at, cos_ptr, sin_ptr, d, HEAD_DIM)
+            k_new = _rotary(key_at, cos_ptr, sin_ptr, last, d, HEAD_DIM)
             v_new = tl.load(key_at + (n_heads // GROUP) * HEAD_DIM + d)
             k = tl.where(here, k_new[None, :], k)
             v = tl.where(here, v_new[None, :], v)
@@ -219,7 +220,7 @@ if triton is not None:
             cache_at = row * k_row + kv_head * k_head + last * k_pos + d
             tl.store(k_ptr + cache_at, k_new, mask=write)
             tl.store(v_ptr + row * v_row + kv_head * v_head + last * v_pos + d, v_new, mask=write)
-            q = _rotary(at + q_off * HEAD_DIM, cos_ptr, sin_ptr, q_d, HEAD_DIM)
+            q = _rotary(at + q_off * HEAD_DIM, cos_ptr, sin_ptr, last, q_d, HEAD_DIM)
         else:
             if PDL:
                 wait_for_previous()
@@ -428,26 +429,28 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
     return _decode_attention(q, k, v, pos, _counts(q.device, q.shape[0] * q.shape[1]))
 
 
-def fused(
-    qkv: Tensor, cos: Tensor, sin: Tensor, k: Tensor, v: Tensor, pos: Tensor, n_heads: int
-) -> Tensor | None:
-    """A decode step's attention from its q/k/v projection qkv (batch, 1, (heads + 2 kv heads)
-    × head_dim): the query and key rotated by cos and sin (1, head_dim, of position pos[-1]),
-    this step's key and value written into the cache k, v at pos[-1], the result (batch, 1,
-    heads × head_dim). None where the kernel cannot take it (the caller goes op by op)."""
-    head_dim = k.shape[-1]
-    if not (
+def takes(tokens: Tensor, head_dim: int) -> bool:
+    """Whether a step of `tokens` (batch, T) attends through `fused`: one token a row, on CUDA,
+    a power-of-two head size. Decided once a step, so that the model gathers the rotary's rows
+    and builds the mask only where this kernel does not take them."""
+    return (
         ENABLED
         and triton is not None
-        and qkv.is_cuda
-        and qkv.shape[1] == 1
-        and qkv.is_contiguous()
+        and tokens.is_cuda
+        and tokens.shape[1] == 1
         and head_dim & (head_dim - 1) == 0
-        and cos.shape == (1, head_dim)
-        and cos.is_contiguous()
-        and sin.is_contiguous()
-        and k.stride(-1) == v.stride(-1) == 1
-    ):
-        return None
+    )
+
+
+def fused(
+    qkv: Tensor, cos: Tensor, sin: Tensor, k: Tensor, v: Tensor, pos: Tensor, n_heads: int
+) -> Tensor:
+    """A decode step's attention (where `takes` holds) from its q/k/v projection qkv (batch, 1,
+    (heads + 2 kv heads) × head_dim): the query and key rotated by row pos[-1] of the tables
+    cos and sin (positions, head_dim), this step's key and value written into the cache k, v
+    at pos[-1], the result (batch, 1, heads × head_dim)."""
+    head_dim = k.shape[-1]
+    assert qkv.is_contiguous() and cos.shape[-1] == head_dim and cos.is_contiguous()
+    assert sin.is_contiguous() and k.stride(-1) == v.stride(-1) == 1
     counts = _counts(qkv.device, qkv.shape[0] * n_heads)
     return _decode_attention_new(qkv, cos, sin, k, v, pos, n_heads, counts)

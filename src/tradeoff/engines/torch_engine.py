@@ -207,18 +207,25 @@ class DecodeStep:
             self._capture(engine.n_ctx - 1)
 
     def _run(self) -> torch.Tensor:
-        return self.fn(self.tokens, self.pos, self.cache)[:, -1]
+        """The step's logits; it then leaves its greedy token and the next position as the next
+        step's input (`advance`), in the graph, so that greedy decoding launches nothing else."""
+        logits = self.fn(self.tokens, self.pos, self.cache)[:, -1]
+        torch.argmax(logits, dim=-1, keepdim=True, out=self.tokens)
+        self.pos.add_(1)
+        return logits
 
     def _capture(self, scratch_pos: int) -> None:
         # Warm-up and capture write keys and values at the last position, which a real request
-        # overwrites before it can attend to it.
-        self.pos.fill_(scratch_pos)
+        # overwrites before it can attend to it; each run moves the position on (`_run`), so it
+        # is set back before each, and the cache is never written past its end.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
+                self.pos.fill_(scratch_pos)
                 self._run()
         torch.cuda.current_stream().wait_stream(side)
+        self.pos.fill_(scratch_pos)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.out = self._run()
@@ -240,11 +247,19 @@ class DecodeStep:
         """Logits after one token per row (`tokens`: (batch,)) at position `pos`."""
         self.tokens.copy_(tokens.view(self.batch, 1))
         self.pos.fill_(pos)
+        return self.advance()
+
+    def advance(self) -> torch.Tensor:
+        """Logits after the last step's greedy tokens (`chosen`) at the position after it."""
         if self.graph is not None:
             self.graph.replay()
             assert self.out is not None
             return self.out
         return self._run()
+
+    def chosen(self) -> torch.Tensor:
+        """The last step's greedy tokens (batch,), on the device: the input `advance` takes."""
+        return self.tokens.view(self.batch)
 
 
 class TorchEngine(InProcessEngine):
@@ -397,8 +412,11 @@ class TorchEngine(InProcessEngine):
         rows = [_Row(r, self.codec, on_text if batch == 1 else None) for r in requests]
         position = len(prompt)
         sampled = 0
+        # Greedy, each step after the first takes the token and position the last one left
+        # on the device (`DecodeStep.advance`): no argmax, copy or fill launched between steps.
+        chained = False
         while True:
-            tokens = self._sample(logits, first.temperature, gen)
+            tokens = step.chosen() if chained else self._sample(logits, first.temperature, gen)
             stats = self._stats(logits, tokens) if first.logprobs else None
             fetch = _Fetch(tokens, stats)
             sampled += 1
@@ -407,7 +425,8 @@ class TorchEngine(InProcessEngine):
             # step was wasted: it is waited for and counted as this request's pass.
             ahead = self.overlap and sampled < max_tokens
             if ahead:
-                logits = step.step(tokens, position)
+                logits = step.advance() if chained else step.step(tokens, position)
+                chained = first.temperature <= 0
             chosen, chosen_stats = fetch.result()  # waits for this step's token only
             now = time.perf_counter()
             for sink in on_pass:
@@ -422,7 +441,8 @@ class TorchEngine(InProcessEngine):
                     self.sync()
                 break
             if not ahead:
-                logits = step.step(tokens, position)
+                logits = step.advance() if chained else step.step(tokens, position)
+                chained = first.temperature <= 0
             passes.append((position, 1))
             position += 1
         t_end = time.perf_counter()
@@ -499,7 +519,8 @@ class _Fetch:
 
     def __init__(self, tokens: torch.Tensor, stats: torch.Tensor | None):
         cuda = tokens.is_cuda
-        self.tokens = tokens.to("cpu", non_blocking=cuda)
+        # a copy: the tokens may be the step's own input, which the next step overwrites
+        self.tokens = tokens.to("cpu", non_blocking=cuda, copy=True)
         self.stats = None if stats is None else stats.to("cpu", non_blocking=cuda)
         self.copied = torch.cuda.Event() if cuda else None
         if self.copied is not None:

@@ -189,17 +189,19 @@ class Attention(nn.Module):
         norm: RMSNorm,
         cos: Tensor,
         sin: Tensor,
-        mask: Tensor,
+        mask: Tensor | None,
         pos: Tensor,
         k: Tensor,
         v: Tensor,
     ) -> Tensor:
-        """x + attention(norm(x)), writing this step's keys and values into k and v."""
+        """x + attention(norm(x)), writing this step's keys and values into k and v. Without
+        a mask the step attends through `decode_attention.fused`, cos and sin whole tables;
+        else cos and sin are the rows of positions pos."""
         a = self.arch
         b, t, _ = x.shape
         qkv = linear(x, self.wqkv, norm=norm)
-        y = decode_attention.fused(qkv, cos, sin, k, v, pos, a.n_heads)
-        if y is not None:  # rotary, cache writes and attention in the kernel
+        if mask is None:  # rotary, cache writes and attention in the kernel
+            y = decode_attention.fused(qkv, cos, sin, k, v, pos, a.n_heads)
             return linear(y, self.wo, residual=x)
         q, kn, vn = qkv.split(self.split, dim=-1)
         q = q.view(b, t, a.n_heads, a.head_dim).transpose(1, 2)
@@ -236,7 +238,14 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(arch)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, pos: Tensor, k: Tensor, v: Tensor
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        pos: Tensor,
+        k: Tensor,
+        v: Tensor,
     ) -> Tensor:
         h = self.attention(x, self.attention_norm, cos, sin, mask, pos, k, v)
         return self.feed_forward(h, self.ffn_norm)
@@ -286,9 +295,13 @@ class Transformer(nn.Module):
         """Logits (float32) for `tokens` (batch, T) at positions `pos` (T,), writing their keys
         and values into `cache`: of the last position only unless `last_only` is False, or of
         the positions `take` (indices into T, a tensor so that compiled code needs no recompile)."""
-        length = cache[0][0].shape[2]
-        mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
-        cos, sin = self.cos[pos], self.sin[pos]
+        # A decode step on CUDA attends through one kernel that reads the rotary tables' row
+        # and the positions itself; elsewhere the rows are gathered and the mask built here.
+        cos, sin, mask = self.cos, self.sin, None
+        if not decode_attention.takes(tokens, self.arch.head_dim):
+            length = cache[0][0].shape[2]
+            mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
+            cos, sin = self.cos[pos], self.sin[pos]
         x = self.embed(tokens)
         for layer, (k, v) in zip(self.layers, cache):
             x = layer(x, cos, sin, mask, pos, k, v)
@@ -296,7 +309,9 @@ class Transformer(nn.Module):
             x = x.index_select(1, take)
         elif last_only:
             x = x[:, -1:]
-        return self.output(self.norm(x)).float()
+        if tokens.shape[1] > 1:  # prefill: cuBLAS, as tuning cannot run under its compile
+            return self.output(self.norm(x)).float()
+        return linear(x, self.output, norm=self.norm).float()  # a step: the norm in the product
 
 
 def build(arch: Arch, device: torch.device, dtype: torch.dtype) -> Transformer:
