@@ -9,7 +9,8 @@ A checkpoint with random weights (normal, std 0.02 or `--std`; norms 1) is writt
 transformers from the shape's config, loaded by the engine, and both models run a random
 96-token prompt, then decode 24 tokens one at a time from the engine's static cache (eager, a
 CUDA graph, and compiled + graph), each step's logits against transformers' forward over the
-whole sequence so far.
+whole sequence so far; then 8 steps more, each from the token and position the step before
+left on the device (greedy decoding), its tokens checked against the argmax of its logits.
 `--batch N` runs N different prompts as one batch (from 2 rows the projections' kernel tunes
 its tensor-core shapes, swapped and split along K among them).
 Error: max |engine − transformers| / max |transformers| over the vocabulary, the worst row and
@@ -34,7 +35,7 @@ from tradeoff.engines import decode_attention, decode_linear
 from tradeoff.engines.hf_config import load_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 
-PROMPT, STEPS = 96, 24
+PROMPT, STEPS, GREEDY = 96, 24, 8
 WORST, MEDIAN = 2**-4, 2**-5
 
 
@@ -85,6 +86,13 @@ def compare(hf: torch.nn.Module, directory: Path, opts: str, batch: int) -> list
         nxt = torch.randint(0, engine.arch.vocab, (batch,), generator=gen).cuda()
         seq = torch.cat([seq, nxt[:, None]], 1)
         got = step.step(nxt, PROMPT + i)
+        errors.append(worst_row(got.view(batch, -1), hf(seq).logits[:, -1]))
+    for _ in range(GREEDY):  # each step's own greedy token and position (`DecodeStep.advance`)
+        chosen = step.chosen().clone()
+        if not torch.equal(chosen, got.view(batch, -1).argmax(-1)):
+            raise SystemExit(f"{opts}: the step's greedy tokens {chosen} are not the argmax")
+        seq = torch.cat([seq, chosen[:, None]], 1)
+        got = step.advance()
         errors.append(worst_row(got.view(batch, -1), hf(seq).logits[:, -1]))
     del engine
     torch.cuda.empty_cache()

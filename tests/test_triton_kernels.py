@@ -40,6 +40,7 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     for how in hows:
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
+    assert errors["decode_greedy"] == 0.0, errors  # every token as torch.argmax picks it
 
 
 def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_heads():
@@ -153,6 +154,18 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
         assert ("mma" in compiled.asm["ptx"]) == (heads > 1)
         # the count: acquire-release at the GPU's scope, so the last program sees the others'
         assert ("atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]) == combine
+
+
+def test_the_greedy_kernel_compiles_for_an_sm90_gpu():
+    from tradeoff.engines import decode_greedy
+
+    ptrs = {"logits_ptr": "*fp32", "tokens_ptr": "*i64", "pos_ptr": "*i64"}
+    ptrs |= {"part_ptr": "*fp32", "count_ptr": "*i32", "vocab": "i32", "l_row": "i32"}
+    compiled = compile_for_hopper(
+        decode_greedy._decode_greedy, ptrs, {"BLOCK": decode_greedy.BLOCK, "BLOCKS": 64}
+    )
+    # the count: acquire-release at the GPU's scope, so the row's last program sees the others'
+    assert "atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]
 
 
 def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():

@@ -1,6 +1,6 @@
 """Run under TRITON_INTERPRET=1 by tests/test_triton_kernels.py: the torch engine's CUDA kernels
-(`decode_linear`, `decode_attention`) on the CPU, in float32, against the plain path each
-replaces. Prints one JSON line: the largest absolute difference of each kernel."""
+(`decode_linear`, `decode_attention`, `decode_greedy`) on the CPU, in float32, against the
+plain path each replaces. Prints one JSON line: the largest absolute difference of each kernel."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from tradeoff.engines import decode_attention, decode_linear  # noqa: E402
+from tradeoff.engines import decode_attention, decode_greedy, decode_linear  # noqa: E402
+from tradeoff.engines.counters import counters  # noqa: E402
 from tradeoff.engines.torch_model import RMSNorm, _rotate  # noqa: E402
 
 
@@ -125,6 +126,28 @@ def new_token_errors() -> float:
     return worst
 
 
+def greedy_errors() -> float:
+    """The greedy kernel's tokens against torch.argmax (0 where they agree, 1 where a row does
+    not), with a row's largest logit repeated across blocks (the first one wins), a vocabulary
+    that ends inside a block, one block, and several rows; and the position moved on once."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(3)
+    for rows, vocab in [(1, 151_936), (3, 10_000), (2, 4_096), (8, 9_000)]:
+        logits = torch.randn(rows, vocab, generator=gen)
+        for r in range(rows):  # the row's maximum at two places, in different blocks
+            a, b = sorted(torch.randint(0, vocab, (2,), generator=gen).tolist())
+            logits[r, a] = logits[r, b] = logits[r].max() + 1
+        tokens = torch.full((rows, 1), -1, dtype=torch.long)
+        pos = torch.tensor([41])
+        count = counters(logits.device, rows)
+        assert count is not None
+        decode_greedy.launch(logits, tokens, pos, count)
+        want = logits.argmax(dim=-1, keepdim=True)
+        worst = max(worst, float((tokens != want).any()), float(pos.item() != 42))
+        assert not count.any(), count  # back at 0 for the next step
+    return worst
+
+
 def _poisoned(*args, **kwargs) -> torch.Tensor:
     """torch.empty, filled with NaN: memory a kernel reads before writing it shows in the result
     (a GPU's scratch memory holds whatever an earlier step left there)."""
@@ -158,4 +181,5 @@ if __name__ == "__main__":
             how = ", every block" + (", grouped" if grouped else "")
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
+        errors["decode_greedy"] = greedy_errors()
         print(json.dumps(errors))

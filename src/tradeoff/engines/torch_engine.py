@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from tradeoff.engines import decode_linear, dependent_launch
+from tradeoff.engines import decode_greedy, decode_linear, dependent_launch
 from tradeoff.engines.base import InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
@@ -210,8 +210,7 @@ class DecodeStep:
         """The step's logits; it then leaves its greedy token and the next position as the next
         step's input (`advance`), in the graph, so that greedy decoding launches nothing else."""
         logits = self.fn(self.tokens, self.pos, self.cache)[:, -1]
-        torch.argmax(logits, dim=-1, keepdim=True, out=self.tokens)
-        self.pos.add_(1)
+        decode_greedy.advance(logits, self.tokens, self.pos)
         return logits
 
     def _capture(self, scratch_pos: int) -> None:
