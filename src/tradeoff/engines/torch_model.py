@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -174,6 +174,17 @@ def plain_linear(
     return y if residual is None else residual + y
 
 
+class Positions(NamedTuple):
+    """What every layer of one forward pass shares: the positions, the rotary's cos and sin (their
+    rows at pos, or the whole tables where a decode step attends through
+    `decode_attention.fused`, which reads the row itself) and the causal mask (None there)."""
+
+    pos: Tensor
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor | None
+
+
 class Attention(nn.Module):
     def __init__(self, arch: Arch):
         super().__init__()
@@ -183,22 +194,11 @@ class Attention(nn.Module):
         self.wo = nn.Linear(q, arch.dim, bias=False)
         self.split = (q, kv, kv)
 
-    def forward(
-        self,
-        x: Tensor,
-        norm: RMSNorm,
-        cos: Tensor,
-        sin: Tensor,
-        mask: Tensor | None,
-        pos: Tensor,
-        k: Tensor,
-        v: Tensor,
-    ) -> Tensor:
-        """x + attention(norm(x)), writing this step's keys and values into k and v. Without
-        a mask the step attends through `decode_attention.fused`, cos and sin whole tables;
-        else cos and sin are the rows of positions pos."""
+    def forward(self, x: Tensor, norm: RMSNorm, at: Positions, k: Tensor, v: Tensor) -> Tensor:
+        """x + attention(norm(x)), writing this step's keys and values into k and v."""
         a = self.arch
         b, t, _ = x.shape
+        pos, cos, sin, mask = at
         qkv = linear(x, self.wqkv, norm=norm)
         if mask is None:  # rotary, cache writes and attention in the kernel
             y = decode_attention.fused(qkv, cos, sin, k, v, pos, a.n_heads)
@@ -237,17 +237,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(arch.dim, arch.norm_eps)
         self.feed_forward = FeedForward(arch)
 
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        mask: Tensor | None,
-        pos: Tensor,
-        k: Tensor,
-        v: Tensor,
-    ) -> Tensor:
-        h = self.attention(x, self.attention_norm, cos, sin, mask, pos, k, v)
+    def forward(self, x: Tensor, at: Positions, k: Tensor, v: Tensor) -> Tensor:
+        h = self.attention(x, self.attention_norm, at, k, v)
         return self.feed_forward(h, self.ffn_norm)
 
 
@@ -297,14 +288,14 @@ class Transformer(nn.Module):
         the positions `take` (indices into T, a tensor so that compiled code needs no recompile)."""
         # A decode step on CUDA attends through one kernel that reads the rotary tables' row
         # and the positions itself; elsewhere the rows are gathered and the mask built here.
-        cos, sin, mask = self.cos, self.sin, None
+        at = Positions(pos, self.cos, self.sin, None)
         if not decode_attention.takes(tokens, self.arch.head_dim):
             length = cache[0][0].shape[2]
             mask = pos[:, None] >= torch.arange(length, device=pos.device)[None, :]
-            cos, sin = self.cos[pos], self.sin[pos]
+            at = Positions(pos, self.cos[pos], self.sin[pos], mask)
         x = self.embed(tokens)
         for layer, (k, v) in zip(self.layers, cache):
-            x = layer(x, cos, sin, mask, pos, k, v)
+            x = layer(x, at, k, v)
         if take is not None:
             x = x.index_select(1, take)
         elif last_only:
