@@ -107,19 +107,6 @@ def skip(splits: int) -> bool:
     return SKIP if SKIP is not None else splits > 8
 
 
-def available(q: Tensor) -> bool:
-    """Whether this kernel can take q: one token, on CUDA, a power-of-two head size."""
-    head_dim = q.shape[-1]
-    return (
-        ENABLED
-        and triton is not None
-        and q.is_cuda
-        and q.shape[2] == 1
-        and head_dim & (head_dim - 1) == 0
-        and q.stride(-1) == 1
-    )
-
-
 if triton is not None:
 
     @triton.jit
@@ -423,8 +410,10 @@ def _counts(device: torch.device, n: int) -> Tensor | None:
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:
-    """Softmax attention of q (batch, heads, 1, head_dim) over the cache k, v (batch, kv heads,
-    length, head_dim) at positions 0..pos[-1]; the result has q's shape and dtype."""
+    """Softmax attention of q (batch, heads, 1, head_dim), rotated and its key and value already
+    in the cache, over the cache k, v (batch, kv heads, length, head_dim) at positions
+    0..pos[-1]; the result has q's shape and dtype. The model attends through `fused` (where
+    `takes` holds) or SDPA; this entry point is the same kernel without the new token's work."""
     assert triton is not None and q.shape[2] == 1
     return _decode_attention(q, k, v, pos, _counts(q.device, q.shape[0] * q.shape[1]))
 

@@ -417,7 +417,7 @@ class TorchEngine(InProcessEngine):
         sampled = 0
         # Greedy, each step after the first takes the token and position the last one left
         # on the device (`DecodeStep.advance`): no argmax, copy or fill launched between steps.
-        chained = False
+        greedy, chained = first.temperature <= 0, False
         while True:
             tokens = step.chosen() if chained else self._sample(logits, first.temperature, gen)
             stats = self._stats(logits, tokens) if first.logprobs else None
@@ -429,7 +429,7 @@ class TorchEngine(InProcessEngine):
             ahead = self.overlap and sampled < max_tokens
             if ahead:
                 logits = step.advance() if chained else step.step(tokens, position)
-                chained = first.temperature <= 0
+                chained = greedy
             chosen, chosen_stats = fetch.result()  # waits for this step's token only
             now = time.perf_counter()
             for sink in on_pass:
@@ -445,7 +445,7 @@ class TorchEngine(InProcessEngine):
                 break
             if not ahead:
                 logits = step.advance() if chained else step.step(tokens, position)
-                chained = first.temperature <= 0
+                chained = greedy
             passes.append((position, 1))
             position += 1
         t_end = time.perf_counter()

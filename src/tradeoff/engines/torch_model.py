@@ -210,10 +210,7 @@ class Attention(nn.Module):
         q, kn = _rotate(q, cos, sin), _rotate(kn, cos, sin)
         k.index_copy_(2, pos, kn)
         v.index_copy_(2, pos, vn)
-        if decode_attention.available(q):
-            y = decode_attention.decode_attention(q, k, v, pos)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         y = y.transpose(1, 2).reshape(b, t, a.n_heads * a.head_dim)
         return linear(y, self.wo, residual=x)
 
