@@ -108,8 +108,9 @@ def main() -> None:
         "--std",
         type=float,
         default=0.02,
-        help="the random weights' standard deviation (transformers' 0.02 makes the Llama-3.1-8B "
-        "shape chaotic: bf16 rounding alone moves its logits by 20-30%%; 0.008 does not)",
+        help="the random weights' standard deviation (at transformers' 0.02 the Llama-3.1-8B "
+        "shape's logits were 19-34%% off transformers', in the prefill too, which runs none of "
+        "the kernels; at 0.008 within 2%%: RESULTS.md, issue 17)",
     )
     parser.add_argument(
         "--options",
