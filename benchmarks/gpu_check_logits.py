@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear
+from tradeoff.engines import decode_attention, decode_linear, rms_norm
 from tradeoff.engines.hf_config import load_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 
@@ -109,13 +109,14 @@ def main() -> None:
         type=float,
         default=0.02,
         help="the random weights' standard deviation (at transformers' 0.02 the Llama-3.1-8B "
-        "shape's logits were 19-34%% off transformers', in the prefill too, which runs none of "
-        "the kernels; at 0.008 within 2%%: RESULTS.md, issue 17)",
+        "shape's logits were 19-34%% off transformers', in the prefill too, which runs neither "
+        "the attention's nor the products' kernels; at 0.008 within 2%%: RESULTS.md, issue 17)",
     )
     parser.add_argument(
         "--options",
         default="graph=0:1,graph=0:0,graph=1&compile=1:1",
-        help="engine options:kernels (1: the Triton kernels, 0: SDPA and cuBLAS), comma-separated",
+        help="engine options:kernels (1: the Triton kernels, 0: SDPA, cuBLAS and the norms op "
+        "by op), comma-separated",
     )
     args = parser.parse_args()
     rows = []
@@ -123,7 +124,7 @@ def main() -> None:
         hf = checkpoint(args.model, Path(tmp), args.std)
         for case in args.options.split(","):
             opts, kernel = case.rsplit(":", 1)[0], case.endswith(":1")
-            decode_attention.ENABLED = decode_linear.ENABLED = kernel
+            decode_attention.ENABLED = decode_linear.ENABLED = rms_norm.ENABLED = kernel
             errors = compare(hf, Path(tmp), opts, args.batch)
             print(opts, "kernels" if kernel else "sdpa+cublas", errors, flush=True)
             if kernel:  # what tuning gave each product: the kernel's blocks, or cuBLAS
@@ -141,7 +142,7 @@ def main() -> None:
                     "median step": statistics.median(errors[1:]),
                 }
             )
-    decode_attention.ENABLED = decode_linear.ENABLED = True
+    decode_attention.ENABLED = decode_linear.ENABLED = rms_norm.ENABLED = True
     print(
         f"{args.model} shape, batch {args.batch}, random bf16 weights (std {args.std}), "
         f"{torch.cuda.get_device_name()}, torch "

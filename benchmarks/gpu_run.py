@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from tradeoff.engines import decode_attention, decode_linear
+from tradeoff.engines import decode_attention, decode_linear, rms_norm
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import eval_cost
@@ -301,7 +301,7 @@ def flag_options(flags: list[str]) -> str:
 
 def set_kernels(flags: list[str]) -> None:
     """Set the engine's kernels for a variant's flags (`[]`: as the package ships them): `-before`
-    turns both Triton kernels off, as the engine was before issue 17; `-sdpa` the attention
+    turns the Triton kernels off, as the engine was before issue 17; `-sdpa` the attention
     kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the norms and
     the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on / off
     (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
@@ -313,11 +313,14 @@ def set_kernels(flags: list[str]) -> None:
     alone did not stop it). `-sync` changes the host loop only: it shares inductor's entry.
     `-pdl` is the engine's `pdl=1`, set by the callers. `-blockN`: the attention's programs take
     N positions each (`decode_attention.BLOCK`, else as shipped). `-noswap`: tuning leaves out
-    the projections' swapped tensor-core shapes (`decode_linear.SWAPPED`), as before change 18."""
+    the projections' swapped tensor-core shapes (`decode_linear.SWAPPED`), as before change 18.
+    `-opnorm`: the norms that no product fuses run op by op, not as `rms_norm`'s kernel (as
+    before change 22)."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
+    rms_norm.ENABLED = not {"before", "opnorm"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
     decode_attention.COMBINED = "combine" not in flags
     decode_attention.SKIP = True if "skip" in flags else False if "noskip" in flags else None

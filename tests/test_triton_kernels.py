@@ -41,6 +41,7 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
     assert errors["decode_greedy"] == 0.0, errors  # every token as torch.argmax picks it
+    assert errors["rms_norm"] < 1e-5, errors
 
 
 def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_heads():
@@ -159,13 +160,35 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
 def test_the_greedy_kernel_compiles_for_an_sm90_gpu():
     from tradeoff.engines import decode_greedy
 
-    ptrs = {"logits_ptr": "*fp32", "tokens_ptr": "*i64", "pos_ptr": "*i64"}
-    ptrs |= {"part_ptr": "*fp32", "count_ptr": "*i32", "vocab": "i32", "l_row": "i32"}
-    compiled = compile_for_hopper(
-        decode_greedy._decode_greedy, ptrs, {"BLOCK": decode_greedy.BLOCK, "BLOCKS": 64}
-    )
-    # the count: acquire-release at the GPU's scope, so the row's last program sees the others'
-    assert "atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]
+    for logits in ("*fp32", "*bf16"):  # a decode step leaves its logits in the model's dtype
+        ptrs = {"logits_ptr": logits, "tokens_ptr": "*i64", "pos_ptr": "*i64"}
+        ptrs |= {"part_ptr": "*fp32", "count_ptr": "*i32", "vocab": "i32", "l_row": "i32"}
+        compiled = compile_for_hopper(
+            decode_greedy._decode_greedy, ptrs, {"BLOCK": decode_greedy.BLOCK, "BLOCKS": 64}
+        )
+        # the count: acquire-release at the GPU's scope, so the row's last program sees the
+        # others'
+        assert "atom.global.gpu.acq_rel.add" in compiled.asm["ptx"]
+
+
+def test_the_norm_kernel_compiles_for_an_sm90_gpu_and_waits_when_launched_as_a_dependent():
+    from tradeoff.engines import rms_norm
+
+    types = dict.fromkeys(("x_ptr", "w_ptr", "y_ptr"), "*bf16")
+    types |= dict.fromkeys(("n", "x_row", "y_row"), "i32")
+    for pdl in (False, True):
+        compiled = compile_for_hopper(
+            rms_norm._rms_norm, types, {"EPS": 1e-6, "BLOCK": 1024, "PDL": pdl}, launch_pdl=pdl
+        )
+        assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
+
+
+def test_the_norm_kernel_is_left_to_the_ops_where_it_cannot_run():
+    from tradeoff.engines import rms_norm
+
+    x, w = torch.randn(2, 1, 64), torch.ones(64)
+    assert rms_norm.fused(x, w, 1e-6) is None  # a CPU tensor: the ops
+    assert not rms_norm.available(x.to(torch.bfloat16), w)  # the weight's dtype differs
 
 
 def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():

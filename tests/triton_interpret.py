@@ -1,6 +1,7 @@
 """Run under TRITON_INTERPRET=1 by tests/test_triton_kernels.py: the torch engine's CUDA kernels
-(`decode_linear`, `decode_attention`, `decode_greedy`) on the CPU, in float32, against the
-plain path each replaces. Prints one JSON line: the largest absolute difference of each kernel."""
+(`decode_linear`, `decode_attention`, `decode_greedy`, `rms_norm`) on the CPU, in float32,
+against the plain path each replaces. Prints one JSON line: the largest absolute difference of
+each kernel."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from tradeoff.engines import decode_attention, decode_greedy, decode_linear  # noqa: E402
+from tradeoff.engines import decode_attention, decode_greedy, decode_linear, rms_norm  # noqa: E402
 from tradeoff.engines.counters import counters  # noqa: E402
-from tradeoff.engines.torch_model import RMSNorm, _rotate  # noqa: E402
+from tradeoff.engines.torch_model import RMSNorm, _rotate, rms_norm_ops  # noqa: E402
 
 
 def _error(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -129,11 +130,18 @@ def new_token_errors() -> float:
 def greedy_errors() -> float:
     """The greedy kernel's tokens against torch.argmax (0 where they agree, 1 where a row does
     not), with a row's largest logit repeated across blocks (the first one wins), a vocabulary
-    that ends inside a block, one block, and several rows; and the position moved on once."""
+    that ends inside a block, one block, several rows, and bfloat16 logits; and the position
+    moved on once."""
     worst = 0.0
     gen = torch.Generator().manual_seed(3)
-    for rows, vocab in [(1, 151_936), (3, 10_000), (2, 4_096), (8, 9_000)]:
-        logits = torch.randn(rows, vocab, generator=gen)
+    for rows, vocab, dtype in [
+        (1, 151_936, torch.float32),
+        (3, 10_000, torch.float32),
+        (2, 4_096, torch.float32),
+        (8, 9_000, torch.float32),
+        (2, 10_000, torch.bfloat16),  # a decode step's logits, as the model leaves them
+    ]:
+        logits = torch.randn(rows, vocab, generator=gen).to(dtype)
         for r in range(rows):  # the row's maximum at two places, in different blocks
             a, b = sorted(torch.randint(0, vocab, (2,), generator=gen).tolist())
             logits[r, a] = logits[r, b] = logits[r].max() + 1
@@ -145,6 +153,20 @@ def greedy_errors() -> float:
         want = logits.argmax(dim=-1, keepdim=True)
         worst = max(worst, float((tokens != want).any()), float(pos.item() != 42))
         assert not count.any(), count  # back at 0 for the next step
+    return worst
+
+
+def norm_errors() -> float:
+    """The norm kernel against the ops, in float32: one row and many, widths that fill their
+    block and widths that end inside it, rows further apart than their width."""
+    worst = 0.0
+    gen = torch.Generator().manual_seed(4)
+    for rows, n in [(1, 896), (3, 80), (128, 64), (2, 4096), (5, 1000)]:
+        x = torch.randn(rows, n + 16, generator=gen)[:, :n] * 3  # a row stride of n + 16
+        w = torch.rand(n, generator=gen) + 0.5
+        out = torch.empty(rows, n)
+        rms_norm.launch(x, w, 1e-6, out)
+        worst = max(worst, _error(out, rms_norm_ops(x, w, 1e-6)))
     return worst
 
 
@@ -182,4 +204,5 @@ if __name__ == "__main__":
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
         errors["decode_greedy"] = greedy_errors()
+        errors["rms_norm"] = norm_errors()
         print(json.dumps(errors))

@@ -47,6 +47,7 @@ if triton is not None:
         rows = tl.num_programs(1)
         at = block * BLOCK + tl.arange(0, BLOCK)
         x = tl.load(logits_ptr + row * l_row + at, mask=at < vocab, other=float("-inf"))
+        x = x.to(tl.float32)  # exact from the model's 16-bit logits
         best = tl.max(x, axis=0)
         first = tl.min(tl.where(x == best, at, vocab), axis=0)
         tl.store(part_ptr + row * BLOCKS + block, best)
@@ -71,12 +72,12 @@ if triton is not None:
 
 
 def advance(logits: Tensor, tokens: Tensor, pos: Tensor) -> None:
-    """tokens (rows, 1) ← each row's greedy token of logits (rows, vocab), float32; pos (1,)
+    """tokens (rows, 1) ← each row's greedy token of logits (rows, vocab); pos (1,)
     += 1. In one kernel on CUDA where the counters exist (they cannot be made while a graph is
     captured: a step runs eagerly first), else torch's argmax and add."""
     rows, vocab = logits.shape
     count = counters(logits.device, rows) if logits.is_cuda and triton is not None else None
-    if count is None or logits.stride(1) != 1 or logits.dtype != torch.float32:
+    if count is None or logits.stride(1) != 1:
         torch.argmax(logits, dim=-1, keepdim=True, out=tokens)
         pos.add_(1)
         return

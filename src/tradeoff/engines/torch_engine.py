@@ -455,7 +455,9 @@ class TorchEngine(InProcessEngine):
     def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
         if temperature <= 0:
             return logits.argmax(dim=-1)
-        top, index = torch.topk(logits / temperature, min(TOP_K, logits.shape[-1]), dim=-1)
+        top, index = torch.topk(
+            logits.float() / temperature, min(TOP_K, logits.shape[-1]), dim=-1
+        )
         pick = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=gen)
         return index.gather(-1, pick).squeeze(-1)
 
