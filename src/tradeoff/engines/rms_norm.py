@@ -62,12 +62,12 @@ def available(x: Tensor, weight: Tensor) -> bool:
     return (
         ENABLED
         and triton is not None
+        and not torch.compiler.is_compiling()  # first: nothing below is traced
         and x.is_cuda
         and x.dtype == weight.dtype
         and x.shape[-1] == weight.numel() <= MAX_FEATURES
         and x.stride(-1) == 1
         and weight.is_contiguous()
-        and not torch.compiler.is_compiling()
     )
 
 
