@@ -46,6 +46,25 @@ def run_cli(
     )
 
 
+def fitted_policy(root: Path, limit: int, max_tokens: int, cost: str) -> Path:
+    """A policy file between the two bundled models (`small`, `large`), half the queries to the
+    larger, fitted by `tradeoff policy fit` on a run of both over `limit` arith items."""
+    from tradeoff.config import parse_spec
+    from tradeoff.runner import profile
+
+    models = {"small": "smollm2-135m", "large": "gemma3-270m"}
+    sampling = {"max_tokens": max_tokens}
+    spec = parse_spec({"tasks": ["arith"], "limit": limit, "sampling": sampling, "models": models})
+    assert profile(spec, root / "records", notify=lambda m: None).errors == 0
+    path = root / "router.json"
+    fit = run_cli(
+        "policy", "fit", str(root / "records"), "--configs", "small,large",
+        "--strong-fraction", "0.5", "--cost", cost, "-o", str(path),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    return path
+
+
 FAST_SERVER = REPO / "benchmarks" / "fast_server.py"
 
 

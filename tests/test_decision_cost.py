@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_cli, serve_process
+from conftest import fitted_policy, serve_process
 from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.config import parse_spec
@@ -31,15 +31,7 @@ ASK = [{"role": "user", "content": "What is 7 + 5?"}]
 def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A policy between the two bundled models, fitted on a small run of them."""
     root = tmp_path_factory.mktemp("decision")
-    spec = parse_spec({**BASE, "models": {"small": "smollm2-135m", "large": "gemma3-270m"}})
-    assert profile(spec, root / "records", notify=lambda m: None).errors == 0
-    path = root / "router.json"
-    fit = run_cli(
-        "policy", "fit", str(root / "records"), "--configs", "small,large",
-        "--strong-fraction", "0.5", "--cost", "latency", "-o", str(path),
-    )  # fmt: skip
-    assert fit.returncode == 0, fit.stderr
-    return path
+    return fitted_policy(root, BASE["limit"], BASE["sampling"]["max_tokens"], "latency")
 
 
 def test_every_routed_record_carries_its_decision_inside_its_latency(policy_file, tmp_path):

@@ -11,7 +11,7 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import run_cli, serve_process
+from conftest import fitted_policy, run_cli, serve_process
 from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.engines.emit import StopHoldback
@@ -257,24 +257,7 @@ def test_restarting_on_the_same_directory_appends(tmp_path):
 
 @pytest.mark.slow
 def test_serving_a_fitted_policy_routes_each_request(tmp_path):
-    from tradeoff.config import parse_spec
-    from tradeoff.runner import profile
-
-    spec = parse_spec(
-        {
-            "tasks": ["arith"],
-            "limit": 12,
-            "sampling": {"max_tokens": 8},
-            "models": {"small": "smollm2-135m", "large": "gemma3-270m"},
-        }
-    )
-    assert profile(spec, tmp_path / "records", notify=lambda m: None).errors == 0
-    policy = tmp_path / "router.json"
-    fit = run_cli(
-        "policy", "fit", str(tmp_path / "records"), "--configs", "small,large",
-        "--strong-fraction", "0.5", "--cost", "flops", "-o", str(policy),
-    )  # fmt: skip
-    assert fit.returncode == 0, fit.stderr
+    policy = fitted_policy(tmp_path, limit=12, max_tokens=8, cost="flops")
     out = tmp_path / "served"
     with (
         serve_process("--policy", str(policy), "--out", str(out)) as served,
