@@ -455,9 +455,8 @@ class TorchEngine(InProcessEngine):
     def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
         if temperature <= 0:
             return logits.argmax(dim=-1)
-        top, index = torch.topk(
-            logits.float() / temperature, min(TOP_K, logits.shape[-1]), dim=-1
-        )
+        scaled = logits.float() / temperature  # a decode step's logits are 16-bit on a GPU
+        top, index = torch.topk(scaled, min(TOP_K, logits.shape[-1]), dim=-1)
         pick = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=gen)
         return index.gather(-1, pick).squeeze(-1)
 
