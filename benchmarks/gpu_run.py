@@ -132,6 +132,7 @@ def part_decode(
         shape = engine.info.shape
         assert shape is not None
         peaks, why = device_peaks(engine.info.device or _cpu_name())
+        step_obj = None  # a batch's decode step: it holds the model and the KV cache
         for batch in batches:
             request = Request(prompt="x" * prompt_len, max_tokens=new, temperature=0.0)
             try:
@@ -213,7 +214,9 @@ def part_decode(
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             save(out, f"decode {source} {variant}", [r for r in rows if r["variant"] == variant])
-        del engine
+        # Both released here: a step kept alive held this variant's model and cache in the next
+        # variant's peak memory
+        del engine, step_obj
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
