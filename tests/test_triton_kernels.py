@@ -183,12 +183,14 @@ def test_the_norm_kernel_compiles_for_an_sm90_gpu_and_waits_when_launched_as_a_d
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
 
 
-def test_the_norm_kernel_is_left_to_the_ops_where_it_cannot_run():
+def test_the_norm_kernel_leaves_cpu_tensors_to_the_ops():
     from tradeoff.engines import rms_norm
+    from tradeoff.engines.torch_model import rms_norm as model_norm
+    from tradeoff.engines.torch_model import rms_norm_ops
 
-    x, w = torch.randn(2, 1, 64), torch.ones(64)
-    assert rms_norm.fused(x, w, 1e-6) is None  # a CPU tensor: the ops
-    assert not rms_norm.available(x.to(torch.bfloat16), w)  # the weight's dtype differs
+    x, w = torch.randn(2, 1, 64), torch.rand(64)
+    assert rms_norm.fused(x, w, 1e-6) is None
+    assert torch.equal(model_norm(x, w, 1e-6), rms_norm_ops(x, w, 1e-6))
 
 
 def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():
