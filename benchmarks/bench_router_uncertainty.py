@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import shlex
 import sys
 import time
@@ -151,7 +152,8 @@ def main() -> None:
     correlations, speeds = [], []
     for name in filter(None, args.models.split(",")):
         logprobs, seconds = letter_logprobs(name, prompts, args.cache)
-        speeds.append(f"{name} {seconds:.2f} s a question" if seconds == seconds else "")
+        if not math.isnan(seconds):  # computed this run, not all from the cache
+            speeds.append(f"{name} {seconds:.2f} s a question")
         x = uncertainty(logprobs)
         names = [f"{f} ({form})" for form in ('" A"', '"A"') for f in FEATURES] + ["log tokens"]
         for j, feature in enumerate(names):
@@ -201,7 +203,7 @@ def main() -> None:
     print()
     print(
         f"Host: {cpu_model()}, load {before} before and {loadavg()} after; "
-        f"{'; '.join(s for s in speeds if s) or 'letters from the cache'}; tree {commit()}."
+        f"{'; '.join(speeds) or 'letters from the cache'}; tree {commit()}."
     )
 
 
