@@ -17,8 +17,9 @@ Parts (each prints a markdown block and adds to DIR/results.json as it finishes)
   suffix turns the engine's Triton kernels off, `decode_attention` and `decode_linear`, as the
   engine was before issue 17; `-sync` gives `overlap=0`: each token read before the next step is
   queued; `-grouped` and `-perhead` set `decode_attention.GROUPED`; `-pdl` gives `pdl=1`, the
-  kernels launched as dependents, `engines/dependent_launch.py`; `-combine` turns
-  `decode_attention.COMBINED` off, the attention's blocks combined by a kernel of their own); on
+  kernels launched as dependents, `engines/dependent_launch.py`; `-combine` and `-incombine`
+  force `decode_attention.COMBINED` off and on, the attention's blocks combined by a kernel of
+  their own or by the split kernel's last program on either path); on
   CUDA, `decode_linear`'s tuning too (µs for each product of the step: cuBLAS's and each
   candidate block shape's);
 - profile: `tradeoff.runner.profile` on the Qwen2.5-0.5B and -7B shapes (random weights): single
@@ -308,7 +309,8 @@ def set_kernels(flags: list[str]) -> None:
     kernel alone (SDPA instead), `-cublas` the projections' kernel alone (cuBLAS, the norms and
     the rest op by op); `-grouped` / `-perhead` force `decode_attention.GROUPED` on / off
     (neither: its rule); `-combine` runs the attention's combine as a kernel of its own
-    (`decode_attention.COMBINED` off); `-skip` / `-noskip` force `decode_attention.SKIP` on /
+    (`decode_attention.COMBINED` off), `-incombine` in the split kernel's last program, grouped
+    heads too (on; neither: its rule); `-skip` / `-noskip` force `decode_attention.SKIP` on /
     off (the blocks past the last position skipped, or attended to masked; neither: its rule).
     Each variant compiles its own step: dynamo's caches are reset and inductor's get the
     variant's tag. In one process a second variant otherwise reused the first's compiled step
@@ -325,7 +327,9 @@ def set_kernels(flags: list[str]) -> None:
     decode_linear.ENABLED = not {"before", "cublas"} & set(flags)
     rms_norm.ENABLED = not {"before", "opnorm"} & set(flags)
     decode_attention.GROUPED = True if "grouped" in flags else False if "perhead" in flags else None
-    decode_attention.COMBINED = "combine" not in flags
+    decode_attention.COMBINED = (
+        False if "combine" in flags else True if "incombine" in flags else None
+    )
     decode_attention.SKIP = True if "skip" in flags else False if "noskip" in flags else None
     blocks = [int(f[5:]) for f in flags if f.startswith("block") and f[5:].isdigit()]
     decode_attention.BLOCK = blocks[0] if blocks else ATTENTION_BLOCK

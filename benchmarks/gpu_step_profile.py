@@ -9,8 +9,9 @@ For each model shape (random bf16 weights, a 512-position static cache unless `-
 either with `-sdpa`: attention through SDPA instead of `engines/decode_attention.py`, `-cublas`:
 the projections through cuBLAS with the norms and the rest op by op, instead of
 `engines/decode_linear.py`, `-grouped` / `-perhead`: `decode_attention.GROUPED` on / off, `-pdl`:
-`pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine`: the
-attention's blocks combined by a kernel of their own, `decode_attention.COMBINED` off, `-skip` /
+`pdl=1`, the kernels launched as dependents, `engines/dependent_launch.py`, `-combine` /
+`-incombine`: the attention's blocks combined by a kernel of their own / by the split kernel's
+last program on either path, `decode_attention.COMBINED` off / on, `-skip` /
 `-noskip`: `decode_attention.SKIP` on / off, `-blockN`: blocks of N positions, `-ctxN`: a cache of
 N positions; `gpu_run.set_kernels`) and batch:
 

@@ -58,6 +58,11 @@ def test_grouped_attention_is_chosen_for_16_bit_caches_with_enough_key_value_hea
         assert not grouped(1, 2, 7, torch.float32) and not grouped(1, 8, 1, torch.bfloat16)
 
 
+def test_the_split_kernel_combines_per_query_head_and_a_kernel_combines_grouped_heads():
+    assert decode_attention.COMBINED is None  # the rule, unless a benchmark forces it
+    assert decode_attention.combined(False) and not decode_attention.combined(True)
+
+
 def test_the_attention_s_blocks_of_positions_follow_the_step_s_shape():
     assert decode_attention.BLOCK is None  # the rule, unless a benchmark forces a size
     block = decode_attention.block
@@ -142,6 +147,7 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
     for new, group, heads, head_dim, pdl, combine in [
         (True, 4, 4, 128, True, False),
         (True, 7, 1, 64, False, True),
+        (True, 7, 7, 64, True, True),  # the Qwen2.5-0.5B shape's group, combined in the kernel
     ]:
         constants = dict(NEW=new, GROUP=group, HEADS=heads, HEAD_DIM=head_dim, BLOCK_POS=64)
         constants |= dict(TILE=16 if heads > 1 else 1, SPLITS=8, SCALE=head_dim**-0.5, PDL=pdl)

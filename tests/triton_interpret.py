@@ -190,6 +190,7 @@ if __name__ == "__main__":
             how = (", grouped" if grouped else "") + (", combined" if combined else "")
             errors[f"decode_attention{how}"] = attention_errors()
             errors[f"decode_attention, new token{how}"] = new_token_errors()
+        decode_attention.COMBINED = None  # below, combined as shipped: `combined`'s rule
         # the blocks of positions `block` may choose besides 64, on both paths
         for decode_attention.BLOCK, grouped in itertools.product((32, 128), (False, True)):
             decode_attention.GROUPED = grouped

@@ -9,9 +9,10 @@ needs no mask.
 
 Flash decoding: one program per (row, block of positions (`block`), and either a query head or a
 key/value head with the GROUP query heads that share it (GQA), see `grouped`), each writing its
-block's max score, sum of weights and weighted values (float32, as SDPA computes); then one
-program per (row, query head) combines the blocks: with a program per query head, the last of
-its programs to finish (`COMBINED`); with grouped programs, a second kernel. A first version
+block's max score, sum of weights and weighted values (float32, as SDPA computes); then the
+blocks are combined, per (row, query head): by the last of the split programs of those heads to
+finish, or by a second kernel (`combined`: the former per query head, the latter grouped, by
+default). A first version
 looped over the blocks in one program per (row, head): 18.3 µs a layer on the H200 against
 cuDNN's 9.2, its blocks' loads one after another. A program per query head reads its key/value
 head's block GROUP times and multiplies on the CUDA cores: 21.3 µs a layer at batch 8 against
@@ -51,12 +52,10 @@ ENABLED = True  # benchmarks turn it off to time and check SDPA in the same run
 # on the tensor cores, the cache's block loaded once) or each query head has its own (products on
 # the CUDA cores in float32). None: `grouped`'s rule; benchmarks force it either way.
 GROUPED: bool | None = None
-# Whether, on the per-head path, the split kernel's last program of each (row, query head)
-# combines the blocks (one kernel a layer) or a combine kernel does (two); benchmarks turn it off
-# to time both. On an H200 the Qwen2.5-0.5B shape's step took 717 against 728 µs with it; the
-# grouped path keeps the combine kernel: combining its heads in the split kernel took 6.3 µs a
-# layer against 3.9 + 1.3 (Llama-3.1-8B shape, batch 1), 13.4 against 9.9 + 1.6 at batch 8.
-COMBINED = True
+# Whether the split kernel's last program of each group of heads combines the blocks (one kernel
+# a layer) or a combine kernel does (two). None: `combined`'s rule; benchmarks force it either
+# way to time both.
+COMBINED: bool | None = None
 # Whether the split programs whose block of positions lies past the last position written return
 # at once (and the combine reads only the blocks up to it), or every block of the cache is
 # attended to, the later ones masked. None: `skip`'s rule; benchmarks force it either way.
@@ -92,6 +91,15 @@ def block(rows: int, kv_heads: int, grouped: bool) -> int:
     if grouped and rows * kv_heads < 8:
         return 32
     return 64
+
+
+def combined(grouped: bool) -> bool:
+    """Whether the split kernel's last program combines the blocks (`COMBINED` unless None):
+    on the per-head path, not on the grouped one. On an H200 (RESULTS.md, issue 17) the
+    Qwen2.5-0.5B shape's step took 717 against 728 µs combined per head; grouped, the last
+    program combining its group's heads one after another took 6.3 µs a layer against 3.9 +
+    1.3 (Llama-3.1-8B shape, batch 1, launched plainly), 13.4 against 9.9 + 1.6 at batch 8."""
+    return COMBINED if COMBINED is not None else not grouped
 
 
 def skip(splits: int) -> bool:
@@ -166,10 +174,10 @@ if triton is not None:
         and value follow it: the queries and key are rotated here (row `last` of the cos and
         sin tables), the key and value taken at `last` from there and written into the cache
         by one program. PDL: launched as a dependent (`dependent_launch`), it loads the cache's
-        earlier positions before it waits for the kernel before it. COMBINE (HEADS 1): the last
-        of the head's SPLITS programs to finish (counted in count_ptr[program], which it sets
-        back to 0 for the next step) combines their blocks into out_ptr, and no combine kernel
-        runs.
+        earlier positions before it waits for the kernel before it. COMBINE: the last of the
+        live programs of this program's HEADS heads to finish (counted in count_ptr[program],
+        which it sets back to 0 for the next step) combines their blocks into out_ptr, a head
+        after another, and no combine kernel runs.
         SKIP: a program whose block lies past `last` returns at once (`_live`)."""
         program, split = tl.program_id(0), tl.program_id(1)
         last = tl.load(pos_ptr)  # attend to positions 0..last
@@ -234,15 +242,16 @@ if triton is not None:
             tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
             tl.store(out + HEAD_DIM, best, mask=real)
             tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
-        if COMBINE:  # the last of this query head's live programs to finish combines them
-            tl.static_assert(HEADS == 1, "combined on the per-head path only")
+        if COMBINE:  # the last of these heads' live programs to finish combines them
             tl.debug_barrier()  # every thread's stores above come before the count's release
             done = tl.atomic_add(count_ptr + program, 1, sem="acq_rel", scope="gpu")
             if done == live - 1:
                 tl.store(count_ptr + program, 0)  # no other program counts here this step
-                _combine(
-                    part_ptr, out_ptr, row, first, n_heads, o_row, o_head, live, HEAD_DIM, SPLITS
-                )
+                for h in tl.static_range(HEADS):
+                    _combine(
+                        part_ptr, out_ptr, row, first + h, n_heads, o_row, o_head, live,
+                        HEAD_DIM, SPLITS,
+                    )  # fmt: skip
 
     @triton.jit
     def _live(last, BLOCK_POS: tl.constexpr, SPLITS: tl.constexpr, SKIP: tl.constexpr):
@@ -311,8 +320,8 @@ if triton is not None:
     ) -> None:
         """Attention of q (batch, heads, 1, head_dim), or of the q/k/v projection's rows `new`
         with this step's rotary and cache writes, into out: the split kernel, then the combine
-        kernel unless the split kernel combines (per query head, given `counts`: zeros, one
-        per program)."""
+        kernel unless the split kernel combines (`combined`, given `counts`: zeros, one per
+        program)."""
         b, head_dim = k.shape[0], k.shape[-1]
         group = n_heads // k.shape[1]
         heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
@@ -325,7 +334,7 @@ if triton is not None:
         query = q if q is not None else new
         assert query is not None
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
-        combine = counts is not None and heads == 1
+        combine = counts is not None and combined(heads > 1)
         wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
             k,
@@ -405,8 +414,8 @@ if triton is not None:
 
 def _counts(device: torch.device, n: int) -> Tensor | None:
     """The counters the split kernel's programs count themselves in, for n (row, query head)
-    pairs on device (`counters`), or None where `COMBINED` is off."""
-    return counters(device, n) if COMBINED else None
+    pairs on device (`counters`), or None where `COMBINED` turns combining in it off."""
+    return counters(device, n) if COMBINED is not False else None
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, pos: Tensor) -> Tensor:

@@ -28,14 +28,17 @@ against 32.2 + 2.4 µs) and the shape decoded at 232 tok/s, 227 where it had kep
 On the H200, at batch 1, the kernel ran the Qwen2.5-0.5B shape's q/k/v and output products in
 3.0 and 2.7 µs against cuBLAS's 4.4 and 4.7, the Llama-3.1-8B shape's output product in 10.9
 against 13.1 (benchmarks/gpu_gemv_sweep.py); at batch 8 cuBLAS wins every product against the
-CUDA cores (the kernel reached 26-32% of the bandwidth there). From 2 rows tuning also tries the
-same loop on the tensor cores (`Blocks.dot`: f(x) padded to 16 rows and rounded to the weight's
-dtype, the weight's loads copied ahead into shared memory over 3-6 stages), with f(x) as the
-left operand (Ampere's MMA; it won the 8B shape's output product alone) or the weight
-(`Blocks.swap`: Hopper's warpgroup MMA takes 64-row tiles of it from shared memory), the
+CUDA cores (the kernel reached 26-32% of the bandwidth there). Tuning also tries the same loop
+on the tensor cores (`Blocks.dot`: f(x) padded to 16 rows and rounded to the weight's dtype, the
+weight's loads copied ahead into shared memory over 3-6 stages), from 2 rows with f(x) as the
+left operand (Ampere's MMA; it won the 8B shape's output product alone), at any batch with the
+weight (`Blocks.swap`: Hopper's warpgroup MMA takes 64-row tiles of it from shared memory), the
 latter optionally split along K among 2-4 programs, the last of which adds the parts up
 (`Blocks.split`). Swapped, the Llama-3.1-8B shape's step at batch 8 went from 82% to 85.7% of
-its roofline on the H200, the kernel taking q/k/v, output and down from cuBLAS.
+its roofline on the H200, the kernel taking q/k/v, output and down from cuBLAS. At batch 1 the
+swapped shapes are candidates too (change 25, not yet measured): cuBLAS runs the Qwen2.5-0.5B
+shape's gate/up product there as a 128x8 tensor-core tile at 57% of the bandwidth, the CUDA
+cores' best at 49%.
 CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
@@ -108,7 +111,7 @@ PIPED = ((2, 1024, True, 4), (8, 512, True, 8), (8, 1024, False, 4))
 DOT_SHAPES = ((32, 256, 4, 3), (64, 256, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3))
 
 
-# Tensor-core shapes with the weight as the MMA's left operand (`Blocks.swap`), from 2 rows:
+# Tensor-core shapes with the weight as the MMA's left operand (`Blocks.swap`), at any batch:
 # outputs a program computes, weight columns a load, warps, stages, programs sharing a tile's K.
 # The best of 192 swept at 8 rows for each of the Llama-3.1-8B shape's products on an H200, in
 # µs against cuBLAS alone (benchmarks/gpu_gemv_sweep.py, RESULTS.md, issue 17's change 18):
@@ -128,13 +131,14 @@ SWAPPED = (
 def candidates(rows: int) -> list[Blocks]:
     """The block shapes tuning tries for `rows` rows (a power of two): the swept ones and the
     pipelined ones, each loading `rows` times fewer columns at a time so that a program
-    multiplies as many products (registers); from 2 rows also the tensor-core shapes (at batch
-    8 cuBLAS's tensor cores won every product of the sweep on the CUDA cores)."""
+    multiplies as many products (registers); the swapped tensor-core shapes, and from 2 rows the
+    others (at batch 8 cuBLAS's tensor cores won every product of the sweep on the CUDA
+    cores)."""
     swept = [Blocks(n, max(64, k // rows), 4, 1, late) for n, k, late in SWEPT]
     pipe = [Blocks(n, max(64, k // rows), w, 1, late, pipe=True) for n, k, late, w in PIPED]
     dot = [Blocks(n, k, warps, stages, dot=True) for n, k, warps, stages in DOT_SHAPES]
-    dot += [Blocks(n, k, w, s, dot=True, swap=True, split=p) for n, k, w, s, p in SWAPPED]
-    return swept + pipe + (dot if rows > 1 else [])
+    swap = [Blocks(n, k, w, s, dot=True, swap=True, split=p) for n, k, w, s, p in SWAPPED]
+    return swept + pipe + (dot if rows > 1 else []) + swap
 
 
 def default(rows: int) -> Blocks:
