@@ -1,11 +1,14 @@
 """A run killed midway (SIGKILL) or stopped (Ctrl-C) loses at most what was in flight, and
 `--resume` completes it with every (configuration, item, sample) exactly once."""
 
+import contextlib
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 from conftest import run_cli
@@ -168,3 +171,45 @@ def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path):
     # The lock dies with its holder: the killed run resumes.
     assert run_cli("profile", "--resume", str(out)).returncode == 0
     assert _count(db) == EXPECTED
+
+
+def test_ctrl_c_before_a_run_begins_writes_nothing_and_says_so_in_one_line(tmp_path):
+    """Ctrl-C while the command line's modules load, or while the run's model is loaded (here
+    an OpenAI-compatible server on loopback that accepts and never answers), for `profile` and
+    for `load`: exit 130, one line, no traceback, no run directory."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []  # the server's side of each connection, kept open and never answered
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                held.append(listener.accept())
+
+    threading.Thread(target=accept, daemon=True).start()
+    model = f"openai:http://127.0.0.1:{listener.getsockname()[1]}/v1#silent"
+    cases = [  # command, seconds before the Ctrl-C, what the line says
+        ("profile", 0.2, "interrupted"),  # importing (or, on a fast machine, loading)
+        ("profile", 4.0, "interrupted before the run began; nothing was written"),
+        ("load", 4.0, "interrupted"),
+    ]
+    try:
+        for command, delay_s, says in cases:
+            out = tmp_path / f"{command}-{delay_s}"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tradeoff", command, "-m", model, "-t", "arith"]
+                + ["--limit", "2", "--out", str(out)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(delay_s)
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == 130, (command, delay_s, stderr)
+            assert "Traceback" not in stderr
+            lines = stderr.strip().splitlines()
+            assert len(lines) == 1 and says in lines[0], (command, delay_s, stderr)
+            assert not out.exists()
+    finally:
+        listener.close()

@@ -1,5 +1,5 @@
 """`python -m tradeoff`: the same as the `tradeoff` command."""
 
-from tradeoff.cli import main
+from tradeoff.launch import main
 
 main()

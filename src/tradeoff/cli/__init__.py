@@ -77,3 +77,15 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except SystemExit as exc:
+        if interrupted(exc):
+            err_console.print("interrupted")
+        raise
+
+
+def interrupted(exc: SystemExit) -> bool:
+    """Whether typer ended a command on a Ctrl-C: it exits with 130 and prints nothing (its
+    `Exit(130)` raised from the KeyboardInterrupt). A command that stops on Ctrl-C and says so
+    itself exits with 130 from no KeyboardInterrupt."""
+    ended = exc.__context__
+    return exc.code == 130 and ended is not None and isinstance(ended.__cause__, KeyboardInterrupt)

@@ -69,6 +69,18 @@ def run_profile(
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
             ray=ray,
         )
+    except KeyboardInterrupt:  # before the run's own Ctrl-C handler: loading, opening the store
+        from tradeoff.store import STORE_FILE
+
+        directory = resume or out
+        if directory is not None and (Path(directory) / STORE_FILE).exists():
+            err_console.print(
+                f"interrupted; continue with: tradeoff profile --resume {directory}",
+                soft_wrap=True,
+            )
+        else:
+            err_console.print("interrupted before the run began; nothing was written")
+        raise typer.Exit(130) from None
     finally:
         if task_id is not None:
             bar.stop()
