@@ -210,3 +210,20 @@ def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():
     nan = want.clone()
     nan[1, 1] = float("nan")
     assert not agrees(nan, want)
+
+
+def test_the_barrier_probe_s_kernels_compute_what_torch_computes():
+    """benchmarks/gpu_barrier_probe.py's kernels in the interpreter, one program a persistent
+    launch: the barrier's phases, and the feed-forward step persistent and chained."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    probe = HERE.parent / "benchmarks" / "gpu_barrier_probe.py"
+    proc = subprocess.run(
+        [sys.executable, str(probe), "--check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert errors["barrier"] < 1e-6 and errors["ffn"] < 1e-5, errors
