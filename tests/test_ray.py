@@ -118,12 +118,14 @@ def test_a_model_no_node_can_hold_is_one_line(cluster, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_no_cluster_at_the_address_is_one_line(tmp_path):
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "bogus", "http://127.0.0.1:1"])
+def test_no_cluster_at_the_address_or_no_address_is_one_line(tmp_path, address):
     bad = run_cli("profile", *PROFILE[:6], "--limit", "1", "--out", str(tmp_path / "r"),
-                  "--ray", "127.0.0.1:1")  # fmt: skip
+                  "--ray", address)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "--ray 127.0.0.1:1" in lines[0], bad.stderr
+    assert len(lines) == 1 and f"--ray {address}" in lines[0], bad.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_ray_is_not_imported_without_the_flag():

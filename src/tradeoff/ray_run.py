@@ -283,7 +283,13 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     host, _, port = address.rpartition(":")
-    if address not in ("auto", "local") and "://" not in address and port.isdigit():
+    scheme = address.partition("://")[0] if "://" in address else None
+    if address not in ("auto", "local") and (scheme not in (None, "ray") or not port.isdigit()):
+        raise UserError(
+            f"--ray {address}: not a cluster's address; give auto (the cluster `ray start` "
+            "began on this machine), local (a new one for this run), HOST:PORT or ray://HOST:PORT"
+        )
+    if address not in ("auto", "local") and "://" not in address:
         try:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0).close()
         except OSError as exc:
@@ -302,6 +308,10 @@ def connect(address: str) -> None:
         raise UserError(
             f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head`, "
             "or give --ray local for one on this machine"
+        ) from None
+    except ValueError as exc:  # an address Ray cannot parse, e.g. a scheme it does not know
+        raise UserError(
+            f"--ray {address}: {exc}; give auto, local, HOST:PORT or ray://HOST:PORT"
         ) from None
 
 
