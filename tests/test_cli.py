@@ -178,6 +178,15 @@ def test_profile_then_report_in_every_format(tmp_path):
     assert parquet.returncode == 0, parquet.stderr
     assert len(pd.read_parquet(out / "summary.parquet")) == 1
 
+    # an --output that cannot be written: one line before any work, whatever the format
+    for how, where, says in [
+        (["--format", "csv"], tmp_path / "no" / "s.csv", "does not exist"),
+        (["--format", "parquet"], tmp_path / "no" / "s.parquet", "does not exist"),
+        (["--records", "--format", "json"], tmp_path / "no" / "r.json", "does not exist"),
+        (["--format", "json"], tmp_path, "is a directory"),
+    ]:
+        assert_user_error(run_cli("report", str(out), *how, "-o", str(where)), says, "--output")
+
 
 def test_help_paragraphs_are_whole_sentences():
     """Each command's description reads as whole paragraphs (typer would keep the docstring's

@@ -81,7 +81,8 @@ def progress_bar() -> Progress:
 def write_text(text: str, output: Path | None = None) -> None:
     """To `output` (saying so on stderr), else to stdout, ending in one newline."""
     if output:
-        output.write_text(text)
+        with writing(output):
+            output.write_text(text)
         err_console.print(f"wrote {output}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -15,6 +15,7 @@ from tradeoff.cli.output import (
     FrontierFormat,
     SummaryFormat,
     check_plot,
+    check_writable,
     console,
     cost_choice,
     err_console,
@@ -269,7 +270,12 @@ def report(
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write to this file (required for parquet)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file instead of stdout (parquet: instead of DIR/KIND.parquet, "
+            "KIND being summary, records or load).",
+        ),
     ] = None,
     wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
     load: Annotated[
@@ -326,6 +332,8 @@ def report(
     if plot is not None and records:
         raise UserError("--plot draws the load statistics, not --records; give one of them")
     check_plot(plot)
+    if output is not None and format is not SummaryFormat.table:
+        check_writable("--output", output)
     objective = None if slo is None else parse_slo(slo)
     tables = format is SummaryFormat.table and not records
     read = _read(directory) if tables and not load else None
@@ -356,7 +364,6 @@ def report(
 
 
 def _write_html(directory: Path, output: Path | None) -> Path:
-    from tradeoff.cli.output import check_writable
     from tradeoff.report.html_report import write_report
     from tradeoff.store import Store
 
@@ -377,7 +384,8 @@ def _write_table(
         console.print(records_table(table))
     elif format is SummaryFormat.parquet:
         target = output or parquet
-        table.to_parquet(target, index=False)
+        with writing(target):
+            table.to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
         write_text(table.to_json(orient="records", indent=2), output)
