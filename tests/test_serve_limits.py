@@ -17,6 +17,7 @@ import pytest
 from conftest import Served, serve_process
 from serve_support import (
     CHAT,
+    COMPLETIONS,
     ENDPOINTS,
     MAX_BODY,
     MAX_CONCURRENCY,
@@ -320,6 +321,18 @@ def test_a_480_kb_prompt_is_400_not_502(local: Served, endpoint: str, model: str
         prompt, completion = too_long(client.post(endpoint, json=request), endpoint)
         assert prompt > 50_000 and completion == 16
         assert_answer(client.post(endpoint, json=valid(endpoint, model)), endpoint, stream=False)
+
+
+@pytest.mark.parametrize("model", [SINGLE, CASCADE])
+def test_an_empty_prompt_a_model_cannot_start_from_is_400_not_502(local: Served, model: str):
+    """SmolLM2 adds no beginning-of-sequence token, so "" is no token at all for it: the client
+    is told, before anything runs (llama.cpp would fail an assertion: a 502 blaming the model)."""
+    with httpx.Client(base_url=local.root, timeout=PATIENCE_S) as client:
+        for stream in (False, True):
+            body = valid(COMPLETIONS, model, prompt="", max_tokens=2, stream=stream)
+            error = assert_error(client.post(COMPLETIONS, json=body), 400)
+            assert error["type"] == "invalid_request_error" and error["param"] == "prompt", error
+            assert "the prompt is empty" in error["message"] and "smollm2" in error["message"]
 
 
 def test_an_openai_client_is_told_once_and_nothing_is_stored(local: Served):

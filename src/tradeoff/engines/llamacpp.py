@@ -257,6 +257,8 @@ class LlamaCppEngine(InProcessEngine):
         on_pass: PassSink | None = None,
     ) -> Generation:
         prompt = self.prompt_tokens(request)
+        if not prompt:  # llama.cpp would assert on it (a model that adds no BOS, an empty text)
+            raise ValueError("the prompt is empty")
         if len(prompt) + request.max_tokens > self.n_ctx:
             raise ValueError(
                 f"prompt of {len(prompt)} tokens + max_tokens {request.max_tokens} exceeds the "

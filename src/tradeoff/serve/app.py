@@ -476,21 +476,30 @@ class _Run:
 
     async def check_context(self) -> None:
         """ApiError 400 when the prompt and max_tokens exceed the context of a model the
-        configuration may call, before any runs (the model would fail: 502, which clients
-        retry). The prompt is counted in each model's tokens, as it would be sent. A server's
-        model (`openai:`) has a context unknown here: its server checks."""
+        configuration may call, or the prompt is no token at all in its tokenizer (an empty
+        text, where the model adds no beginning token), before any runs (the model would fail:
+        502, which clients retry). The prompt is counted in each model's tokens, as it would be
+        sent. A server's model (`openai:`) has a context unknown here: its server checks."""
         ctx = self._context(None)
         for alias in self.served.config.models:
             engine = self.app.meter.in_process(alias)
             if engine is None:
                 continue
             request = ctx.request_for(alias, self.item, 0)
-            if _most_tokens(request) + request.max_tokens <= engine.n_ctx:
+            empty = request.prompt == "" and not request.prefix
+            if not empty and _most_tokens(request) + request.max_tokens <= engine.n_ctx:
                 continue  # cannot exceed it: counting would cost a tokenization per request
             try:
                 prompt = len(await engine.run_sync(partial(engine.prompt_tokens, request)))
             except Exception:  # a prompt the model cannot take at all: its call will say why
                 continue
+            if prompt == 0:
+                raise ApiError(
+                    400,
+                    f"the prompt is empty, and model '{alias}' adds no beginning-of-sequence "
+                    "token: it has nothing to continue; send some text",
+                    param="prompt",
+                )
             if prompt + request.max_tokens > engine.n_ctx:
                 what = "messages" if self.chat else "prompt"
                 raise context_exceeded(engine.n_ctx, prompt, request.max_tokens, what)
