@@ -245,6 +245,7 @@ def test_router_chart_draws_long_curves_thinned_and_whole(tmp_path):
         ),
         (["--configs", "weak,huge", "--budget", "1", "-o", "p.json"], "'huge' is not in this run"),
         (["--configs", "weak", "--budget", "1", "-o", "p.json"], "at least two"),
+        (["--configs", "weak,weak", "--budget", "1", "-o", "p.json"], "names weak twice"),
     ],
 )
 def test_cli_fit_errors(tmp_path, args, needle):

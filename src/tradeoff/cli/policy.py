@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 
 
 def _names(configs: str | None) -> list[str] | None:
-    return None if configs is None else [c.strip() for c in configs.split(",") if c.strip()]
+    """--configs' names, in order; a name given twice is refused (nothing to route between)."""
+    if configs is None:
+        return None
+    names = [c.strip() for c in configs.split(",") if c.strip()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"--configs names {', '.join(twice)} twice; give each configuration once")
+    return names
 
 
 ROUTER_HELP = (
