@@ -208,6 +208,7 @@ def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned
     result = _load(canned, out, "--profile", "synchronous", "--max-requests", "2", "--scrape", url)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert url in result.stderr
+    assert not out.exists()  # checked before the store is made: the same command may run again
     # auto: a server without /metrics is noted, and the run goes on
     auto = _load(canned, tmp_path / "auto", "--profile", "synchronous", "--max-requests", "2")
     assert auto.returncode == 0 and "not scraped" in auto.stderr, auto.stderr

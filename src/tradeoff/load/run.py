@@ -101,13 +101,16 @@ async def _drive(
 ) -> LoadResult:
     profile = options.check()
     configs = resolve_configs(spec)
+    # Checked before the models load and the store is made: a scrape URL that does not answer
+    # leaves no run directory behind.
+    scrapers = await _scrapers(options.scrape, configs, notify)
     stop = Stop(notify)
     opened = open_run_session(
         spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray
     )
     try:
         return await _drive_session(
-            opened, spec, options, profile, configs, tasks, stop,
+            opened, spec, options, profile, configs, tasks, stop, scrapers,
             api_key=api_key, on_progress=on_progress, notify=notify,
         )  # fmt: skip
     finally:
@@ -122,6 +125,7 @@ async def _drive_session(
     configs: list[Config],
     tasks: list[Task],
     stop: Stop,
+    scrapers: list[Scraper],
     *,
     api_key: str | None,
     on_progress: Progress | None,
@@ -138,7 +142,6 @@ async def _drive_session(
         spread = Spread(spec, options, api_key, notify) if spreadable(configs) else None
         spread = None if pool else spread
         run = _Run(plan, options, store, Writer(store), stop, spread, on_progress, pool)
-        scrapers = await _scrapers(options.scrape, configs, notify)
         for scraper in scrapers:
             scraper.start()
         run.stop.install()
