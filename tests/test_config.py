@@ -115,6 +115,12 @@ def test_list_parameters_expand_into_one_configuration_each():
     assert len({c.config_id for c in configs}) == 5
 
 
+def test_an_empty_list_parameter_is_refused_not_expanded_into_nothing():
+    entry = {"strategy": "cascade", "models": ["small", "large"], "threshold": []}
+    with pytest.raises(UserError, match=r"threshold: \[\] gives no configuration"):
+        resolve_configs(parse_spec(spec(configs=[entry])))
+
+
 @pytest.mark.parametrize(
     ("entry", "needle"),
     [

@@ -191,6 +191,11 @@ class StrategyParams(BaseModel):
             out: list[StrategyParams] = []
             for entry in entries:
                 value = getattr(entry, field_name)
+                if value == []:
+                    raise UserError(
+                        f"{self.strategy}: {field_name}: [] gives no configuration; give one "
+                        "value, or a list of the values to try"
+                    )
                 if isinstance(value, list):
                     out += [entry.model_copy(update={field_name: v}) for v in value]
                 else:
