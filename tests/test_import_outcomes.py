@@ -75,6 +75,31 @@ def _check_store(directory, ids, prompts):
     for name, scores in EXPECTED.items():
         assert report[name]["n"] == len(ids)
         assert report[name]["accuracy"] == pytest.approx(sum(scores) / len(scores))
+        # nothing was timed or counted: no latency or tokens, not the 0 the store holds
+        assert report[name]["e2e_s"] is None and report[name]["e2e_s_p50"] is None
+        assert report[name]["output_tokens"] is None
+        assert "imported outcomes carry no energy" in report[name]["energy_missing"]
+
+
+@pytest.mark.parametrize("cost", ["latency", "tokens"])
+def test_imported_outcomes_have_no_latency_or_tokens_to_route_or_rank_by(tmp_path, cost):
+    """A run measures them; imported outcomes do not: frontier shows them as unknown, and a
+    policy fitted against them is refused, as for energy nobody measured."""
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    out = tmp_path / "run"
+    args = ["--prompt-col", "prompt", *MODEL_ARGS, "--out", str(out)]
+    assert run_cli("import", "outcomes", str(path), *args).returncode == 0
+    frontier = run_cli("frontier", str(out), "--cost", cost, "--format", "json")
+    assert frontier.returncode == 0, frontier.stderr
+    rows = json.loads(frontier.stdout)
+    assert all(
+        r["cost"] is None and "imported outcomes carry no" in r["cost_missing"] for r in rows
+    )
+    fit = run_cli("policy", "fit", str(out), "--configs", "small,big", "--strong-fraction", "0.5",
+                  "--cost", cost, "-o", str(tmp_path / "p.json"))  # fmt: skip
+    assert fit.returncode == 2 and "Traceback" not in fit.stderr, fit.stderr
+    assert f"cost '{cost}' is missing" in fit.stderr and "imported outcomes" in fit.stderr
 
 
 def test_csv_with_multiline_prompts_imports_every_row_and_model(tmp_path):

@@ -55,8 +55,25 @@ class AxisCost:
     note: str | None  # a caveat on how it was counted, e.g. output tokens only
 
 
-def _never_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
-    return "not known"  # unreachable for axes every record has
+def imported(df: pd.DataFrame) -> pd.Series:
+    """Which records are imported outcomes (`tradeoff import outcomes`): a score and maybe a
+    given cost, no time or tokens measured (stored as 0, which no axis may count)."""
+    return extra_field(df, "imported").fillna(False).astype(bool)
+
+
+def _measured(column: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataFrame], pd.Series]:
+    """An axis's values where a run measured them; NaN for imported outcomes."""
+    return lambda df: column(df).where(~imported(df)).astype(float)
+
+
+def _not_imported(what: str) -> Callable[[pd.DataFrame, pd.DataFrame], str]:
+    """Why an axis measured by runs has no value: the records are imported outcomes."""
+
+    def missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+        k = int(imported(df).sum())
+        return f"imported outcomes carry no {what} ({k} of {len(df)} queries)"
+
+    return missing
 
 
 def energy_meters(df: pd.DataFrame) -> str | None:
@@ -70,8 +87,10 @@ def _energy_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     if len(reasons):
         return str(reasons.iloc[0])
     counts = f"{int(unmeasured.sum())} of {len(df)} queries"
+    if (unmeasured & imported(df)).all():
+        return f"imported outcomes carry no energy ({counts})"
     if (unmeasured & df["error"].isna()).any():
-        return f"not measured: {counts}"
+        return f"no meter reading for {counts}"
     return f"failed before metering: {counts}"
 
 
@@ -215,16 +234,16 @@ COST_AXES: dict[str, CostAxis] = {
             "latency per query",
             "s",
             "wall clock",
-            lambda df: df["e2e_s"],
-            _never_missing,
+            _measured(lambda df: df["e2e_s"]),
+            _not_imported("latency"),
         ),
         CostAxis(
             "tokens",
             "tokens per query (input + output)",
             "tokens",
             "counted",
-            _tokens,
-            _never_missing,
+            _measured(_tokens),
+            _not_imported("token counts"),
             note_of=_tokens_note,
         ),
         CostAxis("flops", "compute per query", "GFLOPs", "analytic", _gflops, _flops_missing),
@@ -246,7 +265,12 @@ COST_CHOICES = [AUTO, *COST_AXES]
 
 # What the cost axes and the roofline read of each record's JSON columns, as columns of their
 # own (`with_facts`).
-FACT_COLUMNS: tuple[str, ...] = (*CALL_FACTS, EXTRA_PREFIX + "cost", EXTRA_PREFIX + "cost_unit")
+FACT_COLUMNS: tuple[str, ...] = (
+    *CALL_FACTS,
+    EXTRA_PREFIX + "cost",
+    EXTRA_PREFIX + "cost_unit",
+    EXTRA_PREFIX + "imported",
+)
 
 # The tokens axis counts output tokens only for records whose server reported no input tokens.
 OUTPUT_ONLY = "output only where input tokens were not reported"

@@ -39,7 +39,7 @@ class FrontierRow:
     accuracy_per_joule: float | None  # accuracy / energy_j, 1/J
     power_w: float | None  # mean of energy_j / e2e_s over queries
     ipw: float | None  # accuracy / power_w, 1/W
-    output_tokens: float  # mean generated tokens per query
+    output_tokens: float | None  # mean generated tokens per query (None: not counted)
     e3: float | None  # accuracy² / output_tokens, 1/token
     errors: int
     pareto: bool
@@ -118,7 +118,7 @@ def _row(s: Summary, cost: str) -> FrontierRow:
         power_w=power,
         ipw=acc / power if power and scored else None,
         output_tokens=s.output_tokens,
-        e3=acc * acc / s.output_tokens if s.output_tokens > 0 and scored else None,
+        e3=acc * acc / s.output_tokens if s.output_tokens and scored else None,
         errors=s.errors,
         pareto=False,
         dominated_by=None,

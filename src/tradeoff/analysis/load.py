@@ -19,6 +19,7 @@ from tradeoff.analysis.costs import (
     called_models,
     energy_meters,
     extra_field,
+    imported,
     mean_cost,
     record_calls,
 )
@@ -136,7 +137,9 @@ def tpot(records: pd.DataFrame) -> pd.Series:
 
 
 def _latency(records: pd.DataFrame, name: str) -> pd.Series:
-    return tpot(records) if name == "tpot_s" else records[name].astype(float)
+    """Each record's latency `name` (NaN where it has none: imported outcomes have none)."""
+    values = tpot(records) if name == "tpot_s" else records[name].astype(float)
+    return values.where(~imported(records))
 
 
 def latency_percentiles(records: pd.DataFrame) -> dict[str, float | None]:

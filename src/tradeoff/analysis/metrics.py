@@ -27,6 +27,7 @@ from tradeoff.analysis.costs import (
     AxisCost,
     call_fact,
     energy_meters,
+    imported,
     mean_cost,
     with_facts,
 )
@@ -138,7 +139,7 @@ class Summary:
     power_w: float | None  # mean of each query's energy / its wall-clock time
     input_tokens: float | None  # mean over the n_input_tokens queries that reported them
     n_input_tokens: int
-    output_tokens: float  # mean over every query
+    output_tokens: float | None  # mean over every query (None: imported outcomes count none)
     # TTFT, ITL, TPOT and decode tok/s: over the n_first_token queries that produced a first
     # token (ITL and TPOT: of those, the ones of two output tokens or more)
     ttft_s: float | None
@@ -217,7 +218,7 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         power_w=_power(df),
         input_tokens=_mean(df["input_tokens"]),
         n_input_tokens=int(df["input_tokens"].notna().sum()),
-        output_tokens=float(df["output_tokens"].mean()),
+        output_tokens=_mean(df["output_tokens"].where(~imported(df))),
         ttft_s=_mean(df["ttft_s"]),
         itl_s=_mean(df["itl_s"]),
         tpot_s=_mean(tpot(df)),

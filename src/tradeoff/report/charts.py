@@ -108,7 +108,7 @@ def frontier_details(row: FrontierRow) -> list[tuple[str, str]]:
         ),
         ("cost", cost),
         ("cost-of-pass", cost_of_pass),
-        ("E³", f"{fmt(row.e3)} acc²/output token ({row.output_tokens:.1f} tokens/query)"),
+        ("E³", f"{fmt(row.e3)} acc²/output token ({fmt(row.output_tokens, '.1f')} tokens/query)"),
     ]
     if row.energy_j is not None:
         pairs += [
