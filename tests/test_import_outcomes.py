@@ -229,3 +229,29 @@ def test_empty_file_and_duplicate_ids_are_user_errors(tmp_path):
         )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert not list(tmp_path.glob(f"**/{STORE_FILE}"))
+
+
+def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_share(tmp_path):
+    """No cost to trade: an evaluation (APGR ranks by predicted gain) runs; a budget or strong
+    share is refused in one line, a target accuracy is fitted."""
+    rows = [
+        {"prompt": f"question {i} on {'algebra' if i % 2 else 'history'}",
+         "weak": str(i % 3 == 0), "strong": str(i % 5 != 0)}
+        for i in range(60)
+    ]  # fmt: skip
+    _write_csv(tmp_path / "o.csv", rows)
+    out = tmp_path / "run"
+    models = ["--model", "weak=weak", "--model", "strong=strong"]
+    imported = run_cli("import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
+                       *models, "--out", str(out))  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    evaluated = run_cli("policy", "eval", str(out), "--cv", "5")
+    assert evaluated.returncode == 0 and "APGR" in evaluated.stdout, evaluated.stderr
+    for target in (["--strong-fraction", "0.5"], ["--budget", "1"]):
+        fit = run_cli("policy", "fit", str(out), *target, "-o", str(tmp_path / "p.json"))
+        assert fit.returncode == 2 and "Traceback" not in fit.stderr, fit.stderr
+        assert "every configuration costs the same" in fit.stderr and "cost=PRICE" in fit.stderr
+    fit = run_cli(
+        "policy", "fit", str(out), "--target-accuracy", "0.7", "-o", str(tmp_path / "p.json")
+    )
+    assert fit.returncode == 0, fit.stderr

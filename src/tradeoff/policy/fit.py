@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import record_costs, resolve
+from tradeoff.analysis.costs import AUTO, imported, record_costs, resolve
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -101,6 +101,11 @@ def outcome_table(
     df = records[records["config"].isin(configs)].copy()
     axis = resolve(cost, df)
     df["cost"] = record_costs(df, axis)
+    if cost == AUTO and imported(df).all() and df["cost"].isna().all():
+        # Outcomes imported without costs: none to trade, every configuration costs 0. Enough
+        # for an evaluation (APGR ranks by predicted gain); `fit_policy` refuses a budget or a
+        # strong share that nothing prices.
+        df["cost"] = 0.0
     if df["cost"].isna().any():
         raise UserError(
             f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
@@ -355,6 +360,13 @@ def fit_policy(
     to `target` on 5-fold out-of-fold predictions, then refitted on every item."""
     x = (features or Featurizer(router))(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
+    if ("budget" in target or "strong_fraction" in target) and np.ptp(table.costs) == 0:
+        raise UserError(
+            f"every configuration costs the same on '{table.cost_axis}' (outcomes imported "
+            "without costs count 0): a budget or a strong share has nothing to trade against; "
+            "import the outcomes with costs (--model NAME=COL,cost=PRICE), choose another "
+            "--cost, or fit to --target-accuracy"
+        )
     strong = int(np.argmax(table.scores.mean(axis=0)))
     oof = out_of_fold(x, table.scores, router=router)
     weak = 1 - strong
