@@ -210,3 +210,15 @@ def test_help_paragraphs_are_whole_sentences():
         for paragraph in paragraphs:  # a line ends early only where its paragraph ends
             for line in paragraph.splitlines()[:-1]:
                 assert len(line) > 250, f"{' '.join(words)}: {line!r}"
+
+
+def test_help_shows_the_install_extras_whole():
+    """Rich reads `[ray]` as markup and drops it: the help must show the command to copy."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    for words, extra in [(["profile"], "ray"), (["load"], "ray"), (["policy", "fit"], "embed")]:
+        output = runner.invoke(app, [*words, "--help"]).output
+        assert f"pip install 'tradeoff[{extra}]'" in output, (words, output)

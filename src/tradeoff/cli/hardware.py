@@ -57,7 +57,7 @@ def roofline(
     device: Annotated[
         str,
         typer.Option(
-            help="A GPU name (H100, H200, A100, L4: datasheet, or its "
+            help="A GPU name (H100, H200, A100, L40S, L4: datasheet, or its "
             "calibration) or cpu (needs `tradeoff calibrate`)."
         ),
     ] = "H100",

@@ -46,7 +46,7 @@ RayAddress = Annotated[
         "--ray",
         metavar="auto|local|ADDRESS|off",
         help="Run on a Ray cluster: auto (the one `ray start` began on this machine), local "
-        "(start one here for this run) or its address (needs pip install 'tradeoff[ray]'). "
+        "(start one here for this run) or its address (needs pip install 'tradeoff\\[ray]'). "
         "Overrides the spec's `executor: {ray: {address}}`; off runs here whatever the spec "
         "says (e.g. to resume a Ray run without Ray).",
     ),

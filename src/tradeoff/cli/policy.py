@@ -41,7 +41,7 @@ ROUTER_HELP = (
     "Router family: words-lr (hashed words, logistic regression; nothing to install, fastest), "
     "embed-lr, embed-knn, mf (two-tower, for many configurations), ensemble (embed-knn and "
     "embed-lr stacked: the best on queries unlike the training set). All but words-lr read "
-    "sentence embeddings: pip install 'tradeoff[embed]'."
+    "sentence embeddings: pip install 'tradeoff\\[embed]'."
 )
 
 
