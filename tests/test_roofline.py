@@ -169,3 +169,23 @@ def test_roofline_command(tmp_path):
     assert len(unknown.stderr.strip().splitlines()) == 1
     missing = run_cli("roofline", "no-such-config")
     assert missing.returncode == 2 and "not known" in missing.stderr
+
+
+def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
+    """A directory, or a file that is not JSON: calibrate says so before it measures, and the
+    roofline names the file, instead of a traceback or a silent 'no peaks'."""
+    import os
+
+    bad = tmp_path / "cal.json"
+    bad.write_text("{half a file")
+    try:
+        for path, says in [(tmp_path, "Is a directory"), (bad, "not JSON")]:
+            os.environ["TRADEOFF_CALIBRATION"] = str(path)
+            for args in (["calibrate", "--seconds", "0.1"], ["roofline", "qwen2.5-0.5b"]):
+                done = run_cli(*args)
+                assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+                lines = done.stderr.strip().splitlines()
+                assert len(lines) == 1 and str(path) in lines[0] and says in lines[0], lines
+                assert "measuring" not in done.stderr
+    finally:
+        os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")

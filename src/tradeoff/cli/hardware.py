@@ -34,9 +34,11 @@ def calibrate(
     ~/.cache/tradeoff/calibration.json (or $TRADEOFF_CALIBRATION).
     """
     from tradeoff.meters.calibrate import calibrate as measure
-    from tradeoff.meters.hardware import save_calibration
+    from tradeoff.meters.hardware import calibration_path, calibrations, save_calibration
     from tradeoff.report.hardware import calibration_table
 
+    if save:
+        calibrations(calibration_path())  # a file that cannot hold them: said before measuring
     err_console.print(f"measuring {device.value} for about {seconds:g} s ...")
     result = measure(device.value, seconds)
     console.print(calibration_table(result))

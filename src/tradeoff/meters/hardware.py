@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tradeoff.errors import UserError
 from tradeoff.meters.roofline import Peaks
 
 # (substring of the device name, as NVML reports it) -> (name, FLOP/s, bytes/s). First match wins.
@@ -48,18 +49,27 @@ def calibration_path() -> Path:
     return cache / "tradeoff" / "calibration.json"
 
 
-def _load(path: Path) -> dict[str, Any]:
+def calibrations(path: Path) -> dict[str, Any]:
+    """The calibrations kept in `path`: none where it does not exist; a path that is not a
+    calibration file (a directory, not JSON, not an object) is one line naming it."""
+    if not path.exists():
+        return {}
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+        raise UserError(
+            f"{path}: {why}; remove it, or point TRADEOFF_CALIBRATION elsewhere"
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a calibration file (a JSON object of devices)")
+    return data
 
 
 def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = None) -> Path:
     """Store a measurement under its device name (replacing an earlier one)."""
     path = path or calibration_path()
-    data = _load(path)
+    data = calibrations(path)
     data[peaks.device] = {
         "flops_per_s": peaks.flops_per_s,
         "bytes_per_s": peaks.bytes_per_s,
@@ -67,12 +77,14 @@ def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = 
         **details,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    written = path.with_name(path.name + ".tmp")  # replaced whole: never a half-written file
+    written.write_text(json.dumps(data, indent=2) + "\n")
+    written.replace(path)
     return path
 
 
 def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
-    entry = _load(path or calibration_path()).get(device)
+    entry = calibrations(path or calibration_path()).get(device)
     if not isinstance(entry, dict):
         return None
     try:
