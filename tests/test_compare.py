@@ -175,6 +175,7 @@ def test_bad_input_is_one_line(runs, tmp_path):
         ([str(a), str(b), "--html", str(tmp_path / "no" / "c.html")], "--html"),
         # the output path is refused before any work: before the runs are compared
         ([str(a), str(c), "--html", str(tmp_path / "no" / "c.html")], "does not exist"),
+        ([str(a), str(b), "--html", str(tmp_path / "c.svg")], "ending in .html"),
     ]
     for args, needle in cases:
         bad = run_cli("compare", *args)

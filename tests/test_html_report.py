@@ -227,6 +227,7 @@ def test_another_path_and_bad_input_are_one_line(run_dir, tmp_path):
     for args, needle in (
         ([str(tmp_path / "nothing"), "--html"], "nothing"),
         ([str(run_dir), "--html", "-o", str(tmp_path / "no" / "r.html")], "no"),
+        ([str(run_dir), "--html", "-o", str(tmp_path / "r.svg")], "ending in .html"),
         ([str(run_dir), "--html", "--records"], "--html"),
         ([str(empty), "--html"], "no records"),
     ):

@@ -12,7 +12,7 @@ import typer
 
 from tradeoff.cli.output import (
     ListFormat,
-    check_writable,
+    check_html,
     console,
     err_console,
     write_text,
@@ -79,7 +79,7 @@ def compare(
     given = directories or []
     check_directories(given)
     if html is not None:
-        check_writable("--html", html)
+        check_html("--html", html)
     comparisons = compare_runs(given)
     if format is ListFormat.json:
         write_text(json.dumps([c.to_dict() for c in comparisons], indent=2))

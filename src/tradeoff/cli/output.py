@@ -110,6 +110,13 @@ def writing(path: Path) -> Iterator[None]:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def check_html(option: str, path: Path) -> None:
+    """An HTML page's path: a file ending in .html that can be written."""
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"{option} {path}: the page is HTML; give a file ending in .html")
+    check_writable(option, path)
+
+
 def check_plot(plot: Path | None) -> None:
     """--plot names a .png or .html file that can be written."""
     if plot is None:

@@ -14,6 +14,7 @@ from tradeoff.cli.output import (
     COST_METAVAR,
     FrontierFormat,
     SummaryFormat,
+    check_html,
     check_plot,
     check_writable,
     console,
@@ -369,7 +370,7 @@ def _write_html(directory: Path, output: Path | None) -> Path:
 
     Store.open(directory).close()  # a directory that holds no run: one line saying so
     path = output or directory / "report.html"
-    check_writable("--output" if output else "--html", path)
+    check_html("--output" if output else "--html", path)
     with writing(path):
         return write_report(directory, path)
 
