@@ -173,6 +173,8 @@ def test_profile_then_report_in_every_format(tmp_path):
     df = pd.read_csv(tmp_path / "r.csv")
     assert len(df) == 6 and set(df["task"]) == {"arith", "facts"}
     assert (df["output_tokens"] <= 16).all()
+    # each record's prompt and reference beside its output and score: a score can be checked
+    assert df["prompt"].str.len().gt(0).all() and df["reference"].notna().all()
 
     parquet = run_cli("report", str(out), "--format", "parquet")
     assert parquet.returncode == 0, parquet.stderr

@@ -580,10 +580,10 @@ class Store:
         return deleted
 
     def items(self) -> pd.DataFrame:
-        import pandas as pd
-
         """Every item of the run: task, item_id, prompt (text or chat messages), reference,
         meta (a dict)."""
+        import pandas as pd
+
         rows = self.conn.execute(
             "SELECT task, item_id, item FROM items WHERE run_id = ? ORDER BY rowid", (self.run_id,)
         ).fetchall()

@@ -61,14 +61,24 @@ def _read(directory: Path) -> Read:
 
 
 def _read_records(directory: Path) -> pd.DataFrame:
-    """A run's measured records, every column (`calls` and `extra` as JSON text)."""
+    """A run's measured records, every column (`calls` and `extra` as JSON text), then each
+    one's prompt and reference (chat messages and structured references as JSON text), so that
+    a score can be checked from the export."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        return store.records(measured=True)
+        records = store.records(measured=True)
+        items = store.items()[["task", "item_id", "prompt", "reference"]]
     finally:
         store.close()
+    for column in ("prompt", "reference"):
+        items[column] = items[column].map(_as_text)
+    return records.merge(items, on=["task", "item_id"], how="left")
+
+
+def _as_text(value: object) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 # A run's records of load points, its load points, configurations and spec (`_read_load`).
