@@ -235,3 +235,6 @@ def test_another_path_and_bad_input_are_one_line(run_dir, tmp_path):
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
         lines = [line for line in bad.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and needle in lines[0], bad.stderr
+    for command in ("report", "frontier"):  # an empty table said nothing, with exit code 0
+        bad = run_cli(command, str(empty))
+        assert bad.returncode == 2 and "no records yet" in bad.stderr, bad.stderr

@@ -60,6 +60,13 @@ def _read(directory: Path) -> Read:
     return records, names, meters
 
 
+def _no_records(directory: Path) -> str:
+    return (
+        f"{directory} holds a run with no records yet (no query answered, or only a load run's "
+        "warm-up and cool-down); nothing to report"
+    )
+
+
 def _read_records(directory: Path) -> pd.DataFrame:
     """A run's measured records, every column (`calls` and `extra` as JSON text), then each
     one's prompt and reference (chat messages and structured references as JSON text), so that
@@ -348,6 +355,8 @@ def report(
     objective = None if slo is None else parse_slo(slo)
     tables = format is SummaryFormat.table and not records
     read = _read(directory) if tables and not load else None
+    if read is not None and read[0].empty:
+        raise UserError(_no_records(directory))
     wanted = load or plot is not None or (read is not None and _under_load(directory, read[0]))
     rows, source = load_rows(directory, objective) if wanted else ([], None)
     if plot is not None and not rows:
@@ -445,6 +454,8 @@ def frontier(
     check_plot(plot)
     objective = None if slo is None else parse_slo(slo)
     rows, label = frontier_rows(directory, cost, at, objective)
+    if not rows:
+        raise UserError(_no_records(directory))
     if format is FrontierFormat.table:
         print_frontier(rows, label, wide)
     else:
