@@ -119,6 +119,9 @@ def test_missing_out_and_missing_run(tmp_path):
     assert_user_error(run_cli("profile", "--model", "smollm2-135m", "--task", "arith"), "--out")
     assert_user_error(run_cli("report", str(tmp_path)), "holds no tradeoff run")
     assert_user_error(run_cli("profile", "--resume", str(tmp_path)), "holds no tradeoff run")
+    a_file = tmp_path / "tradeoff.sqlite"
+    a_file.write_text("")
+    assert_user_error(run_cli("report", str(a_file)), "is a file; give the run's directory")
 
 
 def test_listings_as_json():

@@ -221,6 +221,8 @@ def test_empty_file_and_duplicate_ids_are_user_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(UserError, match="is empty"):
         import_outcomes(empty, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
+    with pytest.raises(UserError, match="is a directory; give the .csv or .jsonl file"):
+        import_outcomes(tmp_path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
     dup = tmp_path / "dup.csv"
     dup.write_text("id,p,s\nx,a,1\nx,b,0\n")
     with pytest.raises(UserError, match="dup.csv line 3: id 'x' in column 'id' repeats line 2"):

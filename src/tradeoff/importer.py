@@ -214,6 +214,8 @@ def _check_models(models: list[ImportedModel]) -> None:
 
 def _read(path: Path, shown: str) -> tuple[list[str], list[_Row]]:
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise UserError(f"{shown} is a directory; give the .csv or .jsonl file of outcomes")
     if suffix not in CSV_SUFFIXES + JSONL_SUFFIXES:
         raise UserError(
             f"{shown}: cannot tell the file type from {suffix or 'no suffix'!r}; "

@@ -390,6 +390,10 @@ class Store:
         and fails at once with a clear error while another process holds it."""
         directory = Path(directory)
         path = directory / STORE_FILE
+        if directory.is_file():
+            raise UserError(
+                f"{directory} is a file; give the run's directory (it holds {STORE_FILE})"
+            )
         if not path.is_file():
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         lock = _lock(directory) if writer else None

@@ -55,7 +55,8 @@ def load(
         str | None,
         typer.Option(
             help="Requests (e.g. 10) or seconds (e.g. 5s) at the start of each load "
-            "point: stored, marked, left out of the statistics."
+            "point: stored, marked, left out of the statistics. Requests need --max-requests, "
+            "seconds --max-seconds."
         ),  # fmt: skip
     ] = None,
     cooldown: Annotated[

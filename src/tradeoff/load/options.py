@@ -76,7 +76,12 @@ class LoadOptions:
                 continue
             bound = "--max-seconds" if amount.seconds else "--max-requests"
             if (self.max_seconds if amount.seconds else self.max_requests) is None:
-                raise UserError(f"{flag} {text} needs {bound}: it is a share of the load point")
+                unit = "seconds" if amount.seconds else "requests"
+                raise UserError(
+                    f"{flag} {text} counts {unit}, so it needs {bound} (each load point's "
+                    f"length in {unit}); to bound points otherwise, give {flag} in "
+                    f"{'requests, e.g. 10' if amount.seconds else 'seconds, e.g. 5s'}"
+                )
         if self.slo is not None:
             from tradeoff.analysis.load import parse_slo
 
