@@ -255,6 +255,24 @@ def test_cli_fit_errors(tmp_path, args, needle):
     assert needle in result.stderr
 
 
+def test_a_run_without_scores_is_one_line_naming_why(tmp_path):
+    """Served traffic and unscored tasks have records without scores: nothing to learn from."""
+    items, _, _ = synthetic(20, 0)
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    store.add_items(items)
+    for it in items:
+        store.write_record(_record("w", it.id, None, 1.0))
+        store.write_record(_record("s", it.id, None, 4.0))
+    store.close()
+    result = run_cli("policy", "fit", str(tmp_path / "run"), "--strong-fraction", "0.5",
+                     "-o", str(tmp_path / "p.json"))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "records have no scores" in result.stderr
+
+
 def test_route_configuration_runs_end_to_end_on_the_bundled_models(tmp_path):
     from tradeoff.config import parse_spec
     from tradeoff.runner import profile

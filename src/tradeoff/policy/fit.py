@@ -111,6 +111,11 @@ def outcome_table(
             f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
             "choose another with --cost"
         )
+    if df["score"].isna().all():
+        raise UserError(
+            "the run's records have no scores (served traffic, or a task without a reference): "
+            "a policy learns from scored outcomes; give a profiled run or imported outcomes"
+        )
     df["score"] = df["score"].fillna(0.0).where(df["error"].isna(), 0.0)
     grouped = df.groupby(["task", "item_id", "config"])[["score", "cost"]].mean()
     scores = grouped["score"].unstack("config")[configs].dropna()
