@@ -197,6 +197,14 @@ def test_jsonl_bad_values(tmp_path: Path) -> None:
         tmp_path / "q.jsonl", [{"prompt": "a", "choices": ["x", "y"], "answer": "z"}]
     )
     assert "not an option index 0-1" in user_error(f"jsonl:{path}")
+    for messages, says in [
+        ([{"role": "bogus", "content": "2+2?"}], "role 'bogus'; roles are system, developer"),
+        ([{"role": "system", "content": "Be brief."}], "no message of role 'user'"),
+        ([{"role": "user", "content": 5}], "is a list but not of chat messages"),
+    ]:
+        path = write_jsonl(tmp_path / "q.jsonl", [{"messages": messages, "answer": "4"}])
+        assert "line 1: field 'messages' " in user_error(f"jsonl:{path}")
+        assert says in user_error(f"jsonl:{path}")
 
 
 def test_jsonl_duplicate_ids(tmp_path: Path) -> None:

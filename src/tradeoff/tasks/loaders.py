@@ -18,6 +18,7 @@ from tradeoff.tasks.scorers import LETTERS, ChoiceScorer, make_scorer, reference
 from tradeoff.types import Item, Message, Prompt
 
 PROMPT_FIELDS = ("prompt", "messages", "question", "input", "problem", "query", "text")
+ROLES = ("system", "developer", "user", "assistant", "tool")  # as OpenAI's chat API names them
 ANSWER_FIELDS = ("answer", "target", "label", "solution", "output", "answerKey")
 ID_FIELDS = ("id",)
 CHOICES_FIELD = "choices"
@@ -93,7 +94,14 @@ def _prompt(value: Any, field: str, where: str) -> Prompt:
                     f"{where}: field {field!r} is a list but not of chat messages; "
                     'give a string or a list of {"role": ..., "content": ...} objects'
                 )
+            if m["role"] not in ROLES:
+                raise UserError(
+                    f"{where}: field {field!r} has a message of role {m['role']!r}; roles are "
+                    f"{', '.join(ROLES)}"
+                )
             messages.append({"role": m["role"], "content": m["content"]})
+        if not any(m["role"] == "user" for m in messages):
+            raise UserError(f"{where}: field {field!r} has no message of role 'user'")
         return messages
     raise UserError(
         f"{where}: field {field!r} is {_describe(value)}; the prompt must be a non-empty string "
