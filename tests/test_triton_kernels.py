@@ -21,17 +21,18 @@ pytest.importorskip("triton")
 HERE = Path(__file__).parent
 
 
-def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
+def interpreted(script: Path, *args: str) -> dict[str, float]:
+    """The errors `script` prints as its last line (JSON), run in Triton's interpreter."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(HERE.parent / "src")}
     proc = subprocess.run(
-        [sys.executable, str(HERE / "triton_interpret.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
+    errors = interpreted(HERE / "triton_interpret.py")
     for path in ["", ", tensor cores", ", tensor cores, swapped", ", tensor cores, swapped, split"]:
         assert errors[f"decode_linear{path}"] < 1e-5, errors
     hows = ["", ", grouped", ", combined", ", grouped, combined"]
@@ -215,15 +216,5 @@ def test_tuning_keeps_no_kernel_whose_result_disagrees_with_the_plain_path():
 def test_the_barrier_probe_s_kernels_compute_what_torch_computes():
     """benchmarks/gpu_barrier_probe.py's kernels in the interpreter, one program a persistent
     launch: the barrier's phases, and the feed-forward step persistent and chained."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(HERE.parent / "src")}
-    probe = HERE.parent / "benchmarks" / "gpu_barrier_probe.py"
-    proc = subprocess.run(
-        [sys.executable, str(probe), "--check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    errors = json.loads(proc.stdout.strip().splitlines()[-1])
+    errors = interpreted(HERE.parent / "benchmarks" / "gpu_barrier_probe.py", "--check")
     assert errors["barrier"] < 1e-6 and errors["ffn"] < 1e-5, errors
