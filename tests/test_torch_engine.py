@@ -260,6 +260,13 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
     cfg = config_file(tmp_path, LLAMA, "llama")
     gpt2 = config_file(tmp_path, {**LLAMA, "model_type": "gpt2"}, "gpt2")
     huge = config_file(tmp_path, {**LLAMA, "hidden_size": 65536, "vocab_size": 10**7}, "huge")
+    bad = {  # shapes the model cannot be built in: refused as the config is read
+        "nohid": {k: v for k, v in LLAMA.items() if k != "hidden_size"},
+        "heads3": {**LLAMA, "num_attention_heads": 3, "num_key_value_heads": 3},
+        "kv3": {**LLAMA, "num_key_value_heads": 3},
+        "v100": {**LLAMA, "vocab_size": 100},
+    }
+    nohid, heads3, kv3, v100 = (config_file(tmp_path, c, name) for name, c in bad.items())
     cases = {
         f"torch:{cfg}": "add ?random_weights=1",
         f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
@@ -271,6 +278,11 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
         "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
         f"torch:{huge}?random_weights=1": "GB for its weights; this host has",
+        f"torch:{cfg}?random_weights=1&ctx=100000000": "for a KV cache of ctx=100000000",
+        f"torch:{nohid}?random_weights=1": "lacks a usable field: 'hidden_size'",
+        f"torch:{heads3}?random_weights=1": "not a multiple of num_attention_heads 3",
+        f"torch:{kv3}?random_weights=1": "not a multiple of num_key_value_heads 3",
+        f"torch:{v100}?random_weights=1": "vocab_size 100 is below 256",
     }
     for ref, message in cases.items():
         body = {"models": {"m": ref}, "tasks": ["arith"], "limit": 1, "configs": [{"model": "m"}]}

@@ -41,7 +41,7 @@ from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
 from tradeoff.engines.stream import TokenStream
 from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
-from tradeoff.engines.torch_text import TextCodec, codec_for
+from tradeoff.engines.torch_text import ByteCodec, TextCodec, codec_for
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED, Generation, Request
 
@@ -154,8 +154,11 @@ def _directory(source: str) -> Path | None:
     return path if path.is_dir() else path.parent if path.is_file() else None
 
 
-def _check_fits(ref: str, weight_bytes: int, device: torch.device) -> None:
-    """A clear error, not an out-of-memory kill, when the weights alone cannot fit."""
+def _check_fits(
+    ref: str, weight_bytes: int, cache_bytes: int, ctx: int, device: torch.device
+) -> None:
+    """A clear error, not an out-of-memory kill, when the weights and one row's KV cache and
+    rotary tables (`cache_bytes`, sized by `ctx` positions) cannot fit."""
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
         where = f"{torch.cuda.get_device_name(device)} has {free / 1e9:.1f} GB free"
@@ -168,6 +171,12 @@ def _check_fits(ref: str, weight_bytes: int, device: torch.device) -> None:
         raise UserError(
             f"model '{ref}' needs {weight_bytes / 1e9:.1f} GB for its weights; {where} "
             "(use a smaller model, dtype=bf16, or another device)"
+        )
+    if weight_bytes + cache_bytes > free:
+        raise UserError(
+            f"model '{ref}' needs {weight_bytes / 1e9:.1f} GB for its weights and "
+            f"{cache_bytes / 1e9:.1f} GB for a KV cache of ctx={ctx} positions; {where} "
+            "(lower ctx)"
         )
 
 
@@ -299,7 +308,17 @@ class TorchEngine(InProcessEngine):
         self.pdl = spec.pdl
         directory = _directory(spec.source)
         shape = shape_from_hf_config(config, dtype_name)
-        _check_fits(ref, shape.weight_bytes or 0, self.device)
+        self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
+        if isinstance(self.codec, ByteCodec) and self.arch.vocab < 256:
+            raise UserError(
+                f"model '{ref}': vocab_size {self.arch.vocab} is below 256, the byte tokenizer's "
+                "ids (a config with random weights and no tokenizer reads text as bytes)"
+            )
+        a, itemsize = self.arch, self.dtype.itemsize
+        per_position = (2 * a.n_layers * a.n_kv_heads * a.head_dim + 2 * a.head_dim) * itemsize
+        _check_fits(
+            ref, shape.weight_bytes or 0, per_position * self.n_ctx, self.n_ctx, self.device
+        )
         self.model: Transformer = build(self.arch, self.device, self.dtype)
         if spec.random_weights:
             randomize(self.model, spec.seed)
@@ -308,7 +327,6 @@ class TorchEngine(InProcessEngine):
             load_weights(self.model, directory)
         self.model.setup_rope(self.n_ctx, self.device, self.dtype)
         self.model.eval()
-        self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
         self._steps: dict[int, DecodeStep] = {}
         self.info = ModelInfo(
             ref=ref,

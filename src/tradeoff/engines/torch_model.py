@@ -65,8 +65,6 @@ class Arch:
             )
         if config.get("hidden_act", "silu") != "silu":
             raise UserError(f"activation '{config['hidden_act']}' is not supported (only silu)")
-        heads = int(config["num_attention_heads"])
-        dim = int(config["hidden_size"])
         # transformers 5 writes `rope_parameters` (theta and scaling together) where older
         # configs have `rope_theta` and `rope_scaling`.
         rope = config.get("rope_parameters") or {}
@@ -74,21 +72,54 @@ class Arch:
         scaling = config.get("rope_scaling") or (
             rope if rope.get("rope_type", "default") != "default" else None
         )
-        return cls(
-            vocab=int(config["vocab_size"]),
-            dim=dim,
-            n_layers=int(config["num_hidden_layers"]),
-            n_heads=heads,
-            n_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=int(config.get("head_dim") or dim // heads),
-            ffn=int(config["intermediate_size"]),
-            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(theta),
-            rope_scaling=scaling,
-            qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")),
-            tied=bool(config.get("tie_word_embeddings", False)),
-            max_positions=int(config.get("max_position_embeddings", 4096)),
-        )
+        try:
+            heads = int(config["num_attention_heads"])
+            dim = int(config["hidden_size"])
+            arch = cls(
+                vocab=int(config["vocab_size"]),
+                dim=dim,
+                n_layers=int(config["num_hidden_layers"]),
+                n_heads=heads,
+                n_kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or (dim // heads if heads > 0 else 0)),
+                ffn=int(config["intermediate_size"]),
+                norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(theta),
+                rope_scaling=scaling,
+                qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")),
+                tied=bool(config.get("tie_word_embeddings", False)),
+                max_positions=int(config.get("max_position_embeddings", 4096)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"model config lacks a usable field: {exc}") from None
+        arch.check(explicit_head_dim="head_dim" in config and config["head_dim"] is not None)
+        return arch
+
+    def check(self, explicit_head_dim: bool) -> None:
+        """A shape the model can be built in, else one line saying what does not fit."""
+        sizes = {
+            "vocab_size": self.vocab,
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "intermediate_size": self.ffn,
+        }
+        small = [name for name, value in sizes.items() if value < 1]
+        if small:
+            raise UserError(f"model config: {small[0]} must be at least 1")
+        if not explicit_head_dim and self.dim % self.n_heads:
+            raise UserError(
+                f"model config: hidden_size {self.dim} is not a multiple of "
+                f"num_attention_heads {self.n_heads} (or give head_dim)"
+            )
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise UserError(f"model config: head size {self.head_dim} must be even (rotary)")
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(
+                f"model config: num_attention_heads {self.n_heads} is not a multiple of "
+                f"num_key_value_heads {self.n_kv_heads}"
+            )
 
 
 def inverse_frequencies(arch: Arch) -> Tensor:
