@@ -151,6 +151,8 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--warmup", "5s", "--max-requests", "10", "--max-seconds", "0"], "--max-seconds"),
         (["--warmup", "ten"], "number of requests"),
         (["--warmup", "2", "--max-seconds", "3"], "counts requests, so it needs --max-requests"),
+        (["--warmup", "3s", "--max-seconds", "2"], "nothing would be measured"),
+        (["--warmup", "3", "--cooldown", "2", "--max-requests", "5"], "set aside 5 requests"),
         (["--max-error-rate", "2"], "--max-error-rate"),
         (["--slo", "ttft=abc"], "not a number of seconds"),
         (["--slo", "latency=2"], "ttft, itl, tpot, e2e"),

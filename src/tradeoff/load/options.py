@@ -70,10 +70,12 @@ class LoadOptions:
             raise UserError(f"--rampup must be 0 or more seconds (got {self.rampup_s})")
         if self.max_error_rate is not None and not 0 < self.max_error_rate <= 1:
             raise UserError(f"--max-error-rate must be in (0, 1] (got {self.max_error_rate})")
+        set_aside = {True: 0.0, False: 0.0}  # seconds, requests: the warm-up and cool-down's
         for flag, text in (("--warmup", self.warmup), ("--cooldown", self.cooldown)):
             amount = Amount.parse(text, flag)
             if amount is None:
                 continue
+            set_aside[amount.seconds] += amount.value
             bound = "--max-seconds" if amount.seconds else "--max-requests"
             if (self.max_seconds if amount.seconds else self.max_requests) is None:
                 unit = "seconds" if amount.seconds else "requests"
@@ -81,6 +83,16 @@ class LoadOptions:
                     f"{flag} {text} counts {unit}, so it needs {bound} (each load point's "
                     f"length in {unit}); to bound points otherwise, give {flag} in "
                     f"{'requests, e.g. 10' if amount.seconds else 'seconds, e.g. 5s'}"
+                )
+        lengths = ((True, self.max_seconds, "--max-seconds"),
+                   (False, self.max_requests, "--max-requests"))  # fmt: skip
+        for seconds, length, option in lengths:
+            if length is not None and set_aside[seconds] and set_aside[seconds] >= length:
+                unit = "s" if seconds else " requests"
+                raise UserError(
+                    f"--warmup and --cooldown set aside {set_aside[seconds]:g}{unit} of each "
+                    f"load point of {option} {length:g}: nothing would be measured; shorten "
+                    "them or lengthen the points"
                 )
         if self.slo is not None:
             from tradeoff.analysis.load import parse_slo
