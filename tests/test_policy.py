@@ -255,6 +255,28 @@ def test_cli_fit_errors(tmp_path, args, needle):
     assert needle in result.stderr
 
 
+def test_configurations_that_score_the_same_are_said_to_give_nothing_to_route(tmp_path):
+    """Both wrong on every item: eval has no gap to recover (one line naming them), and fit
+    cannot bring the strong share near the one asked (it warns, naming both shares)."""
+    items, _, _ = synthetic(120, 0)
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    store.add_items(items)
+    for it in items:
+        store.write_record(_record("w", it.id, 0.0, 1.0))
+        store.write_record(_record("s", it.id, 0.0, 4.0))
+    store.close()
+    evaluated = run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "5")
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr
+    assert "weak, strong score the same on average" in evaluated.stderr
+    fit = run_cli("policy", "fit", str(tmp_path / "run"), "--strong-fraction", "0.5",
+                  "-o", str(tmp_path / "p.json"))  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    assert "the strong share asked, 50%, could not be reached" in fit.stderr, fit.stderr
+
+
 def test_a_run_without_scores_is_one_line_naming_why(tmp_path):
     """Served traffic and unscored tasks have records without scores: nothing to learn from."""
     items, _, _ = synthetic(20, 0)

@@ -97,6 +97,12 @@ def evaluate(
     """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes."""
     # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
     means = table.scores.mean(axis=0)
+    if means.max() == means.min():
+        raise UserError(
+            f"{', '.join(table.configs)} score the same on average on these {len(table.keys)} "
+            f"items ({means[0]:.3f}): none is the stronger, so there is no gap to recover and "
+            "nothing to evaluate routing by"
+        )
     weak, strong = weak_strong(
         table.scores, table.costs, strong=int(np.argmax(means)), weak=int(np.argmin(means))
     )

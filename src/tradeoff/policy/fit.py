@@ -287,8 +287,16 @@ class Policy:
         items, floor = int(cal.get("items", 0)), MIN_ITEMS_PER_CONFIG * len(self.configs)
         if items < floor:
             found.append(
-                f"{items} items are too few to learn a router from: fit on at least "
-                f"{MIN_ITEMS_PER_CONFIG} per configuration ({floor} for {len(self.configs)})"
+                f"{items} items are too few to learn a router from: fit on at least {floor} "
+                f"({MIN_ITEMS_PER_CONFIG} for each of the {len(self.configs)} configurations it "
+                "chooses among)"
+            )
+        share = self.target.get("strong_fraction")
+        if share is not None and abs(cal.get("strong_fraction", share) - share) > 0.1:
+            found.append(
+                f"the strong share asked, {share:.0%}, could not be reached: out of fold the "
+                f"policy sends {cal['strong_fraction']:.0%} to {self.configs[self.strong]} (its "
+                "predicted gains do not spread enough to draw a line there)"
             )
         gained, spread = cal.get("apgr", math.nan), cal.get("apgr_spread", math.nan)
         if gained <= 0.5 + 2 * spread:  # False when nan: no gap to recover
