@@ -75,6 +75,9 @@ def test_vote_majority_and_adaptive_early_stop(tmp_path):
             assert counts[r["parsed"]] == top
             assert r["extra"]["share"] == pytest.approx(top / sum(counts.values()))
         assert r["output_tokens"] == sum(c["output_tokens"] for c in r["calls"])
+        # the answer is released once the draws are counted: that is its first token's time,
+        # after every draw (the first draw's first token would flatter it)
+        assert sum(c["e2e_s"] for c in r["calls"]) <= r["ttft_s"] <= r["e2e_s"]
     early = df[df["config"] == "adaptive"]
     for _, r in early.iterrows():
         answers = r["extra"]["answers"]
@@ -119,6 +122,8 @@ def test_cascade_escalates_exactly_when_the_signal_crosses_the_threshold(tmp_pat
             assert [c["model"] for c in r["calls"]] == (
                 ["small", "large"] if e["escalated"] else ["small"]
             )
+            # released whole once decided: after every call it made
+            assert sum(c["e2e_s"] for c in r["calls"]) <= r["ttft_s"] <= r["e2e_s"]
         if signal == "logprob":
             assert sum(df["extra"].map(lambda e: e["escalated"])) == 2
 

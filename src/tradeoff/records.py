@@ -84,7 +84,13 @@ def outcome_record(
             else sum(g.input_tokens or 0 for g in gens)
         ),
         output_tokens=sum(g.output_tokens for g in gens),
-        ttft_s=(min(firsts) - t0) if firsts else None,
+        ttft_s=(
+            outcome.t_released - t0
+            if outcome.t_released is not None
+            else (min(firsts) - t0)
+            if firsts
+            else None
+        ),
         e2e_s=t1 - t0,
         itl_s=sum(itls) / len(itls) if itls else None,
         decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,

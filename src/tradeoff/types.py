@@ -165,6 +165,10 @@ class Outcome:
     # When the strategy knows it better than its calls do (e.g. `switch`, whose calls interleave):
     # the perf_counter time of the answer's first token.
     t_first: float | None = None
+    # A strategy that decides on whole answers (`vote`, `cascade`) streams none of them: its
+    # answer is released whole once decided, at this perf_counter time, which is then the
+    # caller's first token (its record's TTFT). Its calls' own times still give the decode rate.
+    t_released: float | None = None
 
     @property
     def error(self) -> str | None:

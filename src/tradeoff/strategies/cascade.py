@@ -10,6 +10,7 @@ An answer with no tokens has u = infinity (always escalates).
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -87,4 +88,4 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         output = call.generation.text
     finite = uncertainty if math.isfinite(uncertainty) else None  # JSON has no infinity
     extra = {"signal": signal, "uncertainty": finite, "escalated": escalated}
-    return Outcome(output=output, calls=calls, extra=extra)
+    return Outcome(output=output, calls=calls, extra=extra, t_released=time.perf_counter())

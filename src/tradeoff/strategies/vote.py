@@ -4,6 +4,7 @@ On an engine that batches (torch), a non-adaptive vote draws all `n` answers as 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import ClassVar, Literal
 
@@ -90,4 +91,4 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             break
     output, winner, share = majority(outputs, answers)
     extra = {"samples_drawn": len(calls), "answers": answers, "majority": winner, "share": share}
-    return Outcome(output=output, calls=calls, extra=extra)
+    return Outcome(output=output, calls=calls, extra=extra, t_released=time.perf_counter())
