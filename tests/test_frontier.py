@@ -114,6 +114,7 @@ def test_metrics_equal_a_hand_computation(records):
     assert b.n == 5 and b.errors == 0
     assert b.accuracy == pytest.approx(0.8)
     assert (b.accuracy_low, b.accuracy_high) == pytest.approx(wilson_interval(4, 5))
+    assert wilson_interval(0, 12)[0] == 0.0 and wilson_interval(12, 12)[1] == 1.0  # exactly
     assert b.cost == pytest.approx(20.0) and b.cost_unit == "J"
     assert b.cost_source == "measured by rapl"
     assert b.cost_of_pass == pytest.approx(20.0 / 0.8)

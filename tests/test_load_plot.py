@@ -217,8 +217,11 @@ def test_cli_errors(run_dir, profile_dir, tmp_path):
     )
     assert not pdf.exists()
     none = run_cli("report", str(profile_dir), "--load", "--plot", str(tmp_path / "p.png"))
-    assert_one_line_error(none, "has no load points to plot")
+    assert_one_line_error(none, "has no load points")
+    assert "--plot draws a run of tradeoff load" in none.stderr
     assert none.stdout == "" and not (tmp_path / "p.png").exists()  # nothing printed first
+    table = run_cli("report", str(profile_dir), "--load")  # not an empty table and exit 0
+    assert_one_line_error(table, "--load reports a run of tradeoff load")
     assert_one_line_error(
         run_cli("report", str(run_dir), "--plot", str(tmp_path / "no" / "x.html")),
         "does not exist",

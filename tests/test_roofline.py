@@ -162,7 +162,7 @@ def test_llama_8b_decode_roofline_matches_the_measured_bandwidth_bound():
 def test_roofline_command(tmp_path):
     done = run_cli("roofline", "qwen2.5-0.5b", "--device", "H100", "--batch", "8")
     assert done.returncode == 0, done.stderr
-    assert "0.49 B parameters" in done.stdout and "datasheet: NVIDIA H100 SXM" in done.stdout
+    assert "494 M parameters" in done.stdout and "datasheet: NVIDIA H100 SXM" in done.stdout
     assert "decode (255 steps)" in done.stdout and "memory" in done.stdout
     unknown = run_cli("roofline", "qwen2.5-0.5b", "--device", "TPU")
     assert unknown.returncode == 2 and "name a GPU" in unknown.stderr

@@ -212,6 +212,12 @@ def _given_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     )
 
 
+def _priced_by(df: pd.DataFrame) -> str:
+    """Where dollars come from: the spec's prices, or costs in USD given with imported
+    outcomes."""
+    return "given with the imported outcomes" if imported(df).all() else "spec prices"
+
+
 def _given_unit(df: pd.DataFrame) -> str:
     units = sorted({str(u) for u in extra_field(df, "cost_unit").dropna()})
     return "+".join(units) if units else "as given"
@@ -248,7 +254,13 @@ COST_AXES: dict[str, CostAxis] = {
         ),
         CostAxis("flops", "compute per query", "GFLOPs", "analytic", _gflops, _flops_missing),
         CostAxis(
-            "dollars", "price per query", "$", "spec prices", lambda df: df["cost_usd"], _unpriced
+            "dollars",
+            "price per query",
+            "$",
+            "spec prices",
+            lambda df: df["cost_usd"],
+            _unpriced,
+            source_of=_priced_by,
         ),
         CostAxis(
             "given",

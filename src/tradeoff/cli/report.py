@@ -203,10 +203,11 @@ def scraped_rows_of(directory: Path) -> list[dict[str, Any]]:
     return [{**r, "config": names.get(r["config_id"], r["config_id"])} for r in rows]
 
 
-def _no_load_points(directory: Path) -> str:
+def _no_load_points(directory: Path, option: str = "--plot") -> str:
+    does = "draws" if option == "--plot" else "reports"
     return (
-        f"{directory} has no load points to plot (a profile run, or a load run that stored none); "
-        "--plot draws a run of tradeoff load"
+        f"{directory} has no load points (a profile run, or a load run that stored none yet); "
+        f"{option} {does} a run of tradeoff load"
     )
 
 
@@ -361,6 +362,8 @@ def report(
     rows, source = load_rows(directory, objective) if wanted else ([], None)
     if plot is not None and not rows:
         raise UserError(_no_load_points(directory))
+    if load and not rows:
+        raise UserError(_no_load_points(directory, "--load"))
     if tables:
         if not load:
             print_summary(directory, wide, read)

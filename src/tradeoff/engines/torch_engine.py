@@ -95,8 +95,9 @@ def parse_torch_ref(ref: str) -> TorchSpec:
             value = int(opts.get(key, default))
         except ValueError:
             raise UserError(f"model '{ref}': {key} must be an integer") from None
-        if value < 0 or (key == "ctx" and value < 16):
-            raise UserError(f"model '{ref}': {key} = {value} is out of range")
+        least = 16 if key == "ctx" else 0
+        if value < least:
+            raise UserError(f"model '{ref}': {key} = {value} is out of range (at least {least})")
         return value
 
     compile_mode = {"0": None, "false": None, "1": "default", "true": "default"}.get(

@@ -16,13 +16,29 @@ ROOFLINE_NOTE = (
 )
 
 
+def scaled(value: float, unit: str) -> str:
+    """`value` with an SI prefix and three significant figures: '7.62 B' parameters at unit
+    '' reads '7.62 G'; so counts use 'K', 'M', 'B' and bytes 'kB', 'MB', 'GB'."""
+    prefixes = ("", "K", "M", "B") if unit == "" else ("", "k", "M", "G", "T")
+    step = 0
+    while abs(value) >= 1000 and step < len(prefixes) - 1:
+        value, step = value / 1000, step + 1
+    return f"{value:.3g} {prefixes[step]}{unit}".rstrip()
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds to three significant figures, whole above 100 (no exponent)."""
+    ms = seconds * 1e3
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.3g} ms"
+
+
 def roofline_table(estimate: RooflineEstimate) -> Table:
     """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic)."""
     shape, peaks = estimate.shape, estimate.peaks
-    weights = f"{(shape.weight_bytes or 0) / 1e9:.2f} GB of weights"
+    weights = f"{scaled(shape.weight_bytes or 0, 'B')} of weights"
     table = Table(
         title=escape(
-            f"{estimate.model} ({shape.n_params / 1e9:.2f} B parameters, {weights}) on "
+            f"{estimate.model} ({scaled(shape.n_params, '')} parameters, {weights}) on "
             f"{peaks.device} ({peaks.source}), batch {estimate.batch}"
         ),
         title_justify="left",
@@ -31,11 +47,10 @@ def roofline_table(estimate: RooflineEstimate) -> Table:
         table.add_column(column, justify="left" if column == "phase" else "right")
     for p in estimate.phases:
         if p.phase == "prefill":
-            name, time, rate = f"prefill ({p.steps} tokens)", f"{p.seconds * 1e3:.2f} ms", ",.0f"
+            name, time, rate = f"prefill ({p.steps} tokens)", _ms(p.seconds), ",.0f"
         else:
-            per_step = p.seconds / p.steps * 1e3
             name = f"decode ({p.steps} steps)"
-            time, rate = f"{p.seconds * 1e3:.1f} ms ({per_step:.2f} ms/step)", ",.1f"
+            time, rate = f"{_ms(p.seconds)} ({_ms(p.seconds / p.steps)}/step)", ",.1f"
         table.add_row(
             name,
             f"{p.flops / 1e12:.3f}",
