@@ -176,3 +176,10 @@ def test_medians_beside_the_means_in_every_format(run_dir):
     }
     table = list(csv.DictReader(io.StringIO(run_cli("report", str(run_dir), "-f", "csv").stdout)))
     assert [float(r["ttft_s_p50"]) for r in table] == pytest.approx([0.1] * len(NAMES))
+
+
+def test_a_number_too_large_for_its_figures_shows_whole_not_as_an_exponent():
+    from tradeoff.report.columns import number
+
+    assert number(1550.3, ".3g") == "1,550" and number(12360.0, ".4g") == "12,360"
+    assert number(12.345, ".3g") == "12.3" and number(None, ".3g") == "-"

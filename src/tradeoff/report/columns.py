@@ -8,6 +8,7 @@ numbers come out cut ('smoll…') or folded mid-number."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,15 @@ class Column:
 
 
 def number(value: float | None, fmt: str) -> str:
-    """A cell of a number in `fmt`, '-' for none."""
-    return "-" if value is None else format(value, fmt)
+    """A cell of a number in `fmt`, '-' for none. A 'g' format whose figures do not reach the
+    units shows the whole number instead of an exponent: 1,550, not 1.55e+03."""
+    if value is None:
+        return "-"
+    if fmt.endswith("g") and math.isfinite(value):
+        figures = int(fmt.rstrip("g").rpartition(".")[2] or 6)
+        if abs(value) >= 10**figures:
+            return f"{value:,.0f}"
+    return format(value, fmt)
 
 
 def footnote(notes: list[str], note: str) -> int:
