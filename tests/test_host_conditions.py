@@ -120,6 +120,12 @@ def test_summary_means_are_weighted_by_time_and_the_verdict_names_its_reason():
         "other processes 0.2 cores (10%); steal 0%"
     )
 
+    brief = summarize([{**sample(0, 0.0), "interval_s": 0.3}])  # a run of a third of a second
+    assert host_notes(brief) == (
+        "host: the run took under a second, too short to sample its conditions",
+        None,
+    )
+
     stolen = summarize([sample(0, 0.0, steal=0.08), sample(1, 0.0, steal=None)])
     assert stolen["steal_share_mean"] == 0.08  # over the samples that report steal
     assert stolen["busy"] and "withheld 8% of the CPU time (steal)" in stolen["busy_reason"]

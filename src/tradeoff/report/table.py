@@ -197,6 +197,8 @@ def host_notes(host: dict[str, Any]) -> tuple[str | None, str | None]:
     saying why it was busy, or None."""
     if not host.get("samples"):
         return None, None
+    if host["seconds"] < 1:  # one sample, or a fraction of a second: no CPU time to share out
+        return "host: the run took under a second, too short to sample its conditions", None
     steal = host["steal_share_mean"]
     parts = [
         f"{host['cores']} cores",
