@@ -65,8 +65,12 @@ def synthetic(n, seed):
     return items, weak, strong
 
 
-def build_store(path, n, seed=0):
+def build_store(path, n, seed=0, every="synthetic"):
+    """A run of a weak and a strong configuration on n synthetic items; `every`: one score
+    (or None, unscored) for every record instead of the synthetic ones."""
     items, weak, strong = synthetic(n, seed)
+    if every != "synthetic":
+        weak = strong = [every] * n
     store = Store.create(path, {"synthetic": True}, {})
     store.add_configs(
         [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
@@ -258,16 +262,7 @@ def test_cli_fit_errors(tmp_path, args, needle):
 def test_configurations_that_score_the_same_are_said_to_give_nothing_to_route(tmp_path):
     """Both wrong on every item: eval has no gap to recover (one line naming them), and fit
     cannot bring the strong share near the one asked (it warns, naming both shares)."""
-    items, _, _ = synthetic(120, 0)
-    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
-    store.add_configs(
-        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
-    )
-    store.add_items(items)
-    for it in items:
-        store.write_record(_record("w", it.id, 0.0, 1.0))
-        store.write_record(_record("s", it.id, 0.0, 4.0))
-    store.close()
+    build_store(tmp_path / "run", 120, every=0.0)
     evaluated = run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "5")
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr
     assert "weak, strong score the same on average" in evaluated.stderr
@@ -279,16 +274,7 @@ def test_configurations_that_score_the_same_are_said_to_give_nothing_to_route(tm
 
 def test_a_run_without_scores_is_one_line_naming_why(tmp_path):
     """Served traffic and unscored tasks have records without scores: nothing to learn from."""
-    items, _, _ = synthetic(20, 0)
-    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
-    store.add_configs(
-        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
-    )
-    store.add_items(items)
-    for it in items:
-        store.write_record(_record("w", it.id, None, 1.0))
-        store.write_record(_record("s", it.id, None, 4.0))
-    store.close()
+    build_store(tmp_path / "run", 20, every=None)
     result = run_cli("policy", "fit", str(tmp_path / "run"), "--strong-fraction", "0.5",
                      "-o", str(tmp_path / "p.json"))  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
