@@ -17,8 +17,8 @@ ROOFLINE_NOTE = (
 
 
 def scaled(value: float, unit: str) -> str:
-    """`value` with an SI prefix and three significant figures: '7.62 B' parameters at unit
-    '' reads '7.62 G'; so counts use 'K', 'M', 'B' and bytes 'kB', 'MB', 'GB'."""
+    """`value` to three significant figures with a prefix: counts (unit '') in K, M and B
+    (billions, as parameter counts are said: '8.03 B'), bytes (unit 'B') in kB, MB, GB, TB."""
     prefixes = ("", "K", "M", "B") if unit == "" else ("", "k", "M", "G", "T")
     step = 0
     while abs(value) >= 1000 and step < len(prefixes) - 1:
