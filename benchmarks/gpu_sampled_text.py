@@ -3,7 +3,7 @@ change that leaves every value the sampler sees alone must leave what it samples
 
     PYTHONPATH=src python3 benchmarks/gpu_sampled_text.py [--model qwen2.5-0.5b]
         [--options "graph=1&pdl=1"] [--temperature 0.8] [--seeds 0,1,2] [--tokens 64]
-        [--opnorm]
+        [--opnorm] [--noswap]
 
 Random weights (the engine's `random_weights=1`, seed 0 of the weights), a 512-position cache,
 one completion request per seed at `--temperature` (the engine's top-40 sampling, drawn from a
@@ -11,9 +11,11 @@ generator seeded by the request's seed), `--tokens` tokens with their log-probab
 JSON line per seed: the text and the log-probabilities, rounded to 6 decimals (the sampled
 tokens' values in float32, so equal runs print equal lines). `--opnorm` runs the norms that no
 product fuses op by op (`rms_norm.ENABLED` off, change 22); a tree without that module runs them
-so anyway. Diff two trees' output, e.g. this one against an older `src` copied to ab_old:
+so anyway. `--noswap` tunes without the swapped tensor-core shapes (change 25). Tuning's choice
+for each product goes to stderr: two trees round alike only where their choices are the same.
+Diff two trees' output, e.g. this one against an older `src` copied to ab_old:
 
-    python3 benchmarks/gpu_sampled_text.py --opnorm > new.jsonl
+    python3 benchmarks/gpu_sampled_text.py --opnorm --noswap > new.jsonl
     PYTHONPATH=ab_old/src python3 benchmarks/gpu_sampled_text.py > old.jsonl
     diff new.jsonl old.jsonl && echo same
 """
@@ -24,7 +26,9 @@ import argparse
 import contextlib
 import importlib
 import json
+import sys
 
+from tradeoff.engines import decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.types import Request
 
@@ -39,10 +43,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="the requests' seeds, comma-separated")
     parser.add_argument("--tokens", type=int, default=64, help="tokens each answer samples")
     parser.add_argument("--opnorm", action="store_true", help="the norms op by op (change 22)")
+    parser.add_argument(
+        "--noswap", action="store_true", help="tuning without the swapped shapes (change 25)"
+    )
     args = parser.parse_args()
     if args.opnorm:  # a tree from before change 22 has no such module: op by op already
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module("tradeoff.engines.rms_norm").ENABLED = False
+    if args.noswap:  # a tree from before change 25 tunes batch 1 without them already
+        decode_linear.SWAPPED = ()
     engine = TorchEngine(f"torch:{args.model}?random_weights=1&ctx=512&{args.options}")
     try:
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -61,6 +70,11 @@ def main() -> None:
             print(json.dumps({"seed": seed, "text": answer.text, "logprobs": logprobs}))
     finally:
         engine.close()
+    # what tuning gave each product: where two trees' choices differ, so may their roundings
+    chosen = {
+        str(k): decode_linear.name(b) if b else "cuBLAS" for k, b in decode_linear.CHOICES.items()
+    }
+    print("decode_linear's choices:", json.dumps(chosen), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,8 @@ weight (`Blocks.swap`: Hopper's warpgroup MMA takes 64-row tiles of it from shar
 latter optionally split along K among 2-4 programs, the last of which adds the parts up
 (`Blocks.split`). Swapped, the Llama-3.1-8B shape's step at batch 8 went from 82% to 85.7% of
 its roofline on the H200, the kernel taking q/k/v, output and down from cuBLAS. At batch 1 the
-swapped shapes are candidates too (change 25, not yet measured): cuBLAS runs the Qwen2.5-0.5B
-shape's gate/up product there as a 128x8 tensor-core tile at 57% of the bandwidth, the CUDA
-cores' best at 49%.
+swapped shapes are candidates too (change 25): there they won the Qwen2.5-0.5B shape's gate/up
+and LM head and the 8B shape's q/k/v and LM head, +1.2% on the 0.5B step.
 CPU tensors, prefill and a machine without Triton take `torch_model.linear`'s plain path.
 """
 
