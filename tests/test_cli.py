@@ -84,6 +84,31 @@ def test_flag_errors_and_tasks_given_twice(tmp_path):
     assert_user_error(run_cli("profile", *flags, "-t", "arith"), "'arith' is given twice")
 
 
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (
+            ["report", "-f", "xml", "r"],
+            ["tradeoff report:", "'xml'", "csv", "tradeoff report --help"],
+        ),
+        (["profile", "--limit", "abc"], ["tradeoff profile:", "'--limit'", "integer"]),
+        (["profile", "--bogus"], ["no such option: --bogus"]),
+        (["bogus"], ["no such command 'bogus'", "demo, profile, load", "tradeoff --help"]),
+        (["policy", "evl"], ["tradeoff policy:", "commands: fit, eval"]),
+        (["report"], ["tradeoff report:", "missing argument 'directory'"]),
+    ],
+)
+def test_usage_errors_are_one_line_naming_what_is_valid(args, needles):
+    """Typer draws its own usage errors as a box of five or six lines; they are bad input too."""
+    assert_user_error(run_cli(*args), *needles)
+
+
+def test_a_group_without_its_command_shows_its_help():
+    result = run_cli("policy")
+    assert result.returncode == 2, result.stderr
+    assert "Commands" in result.stdout and "fit" in result.stdout, result.stdout
+
+
 def test_jsonl_fields_named_by_flags(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text('{"q": "What is 1+1?", "sol": "2"}\n{"q": "What is 2+2?", "sol": "4"}\n')

@@ -9,12 +9,17 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
+from typing import Any, NoReturn
 
 import typer
+from typer import rich_utils
 
 from tradeoff.cli import compare, hardware, imports, listing, load, policy, report, run, serve
 from tradeoff.cli.output import err_console
 from tradeoff.errors import UserError
+
+# click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
+clicks = sys.modules[typer.BadParameter.__module__]
 
 app = typer.Typer(
     help="Measure, optimize and serve LLM inference on the accuracy-cost frontier.",
@@ -67,25 +72,43 @@ app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:
+    """Run the command line, every way it can end on one line: bad input (typer's usage errors
+    too) exits with 2, a Ctrl-C with 130. Typer runs outside its standalone mode so that its
+    usage errors reach here, not its boxed rendering of them."""
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+    except clicks.NoArgsIsHelpError as exc:  # `tradeoff` alone: its help
+        rich_utils.rich_format_error(exc)
+        sys.exit(exc.exit_code)
+    except clicks.UsageError as exc:
+        fail(usage_error(exc), 2)
+    except clicks.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        fail("aborted", 1)
     except UserError as exc:
-        err_console.print(
-            f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False
-        )
-        sys.exit(2)
+        fail(str(exc), 2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except SystemExit as exc:
-        if interrupted(exc):
-            err_console.print("interrupted")
-        raise
+    if code == 130:  # typer's own end of a Ctrl-C, silent (commands that say why sys.exit)
+        err_console.print("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-def interrupted(exc: SystemExit) -> bool:
-    """Whether typer ended a command on a Ctrl-C: it exits with 130 and prints nothing (its
-    `Exit(130)` raised from the KeyboardInterrupt). A command that stops on Ctrl-C and says so
-    itself exits with 130 from no KeyboardInterrupt."""
-    ended = exc.__context__
-    return exc.code == 130 and ended is not None and isinstance(ended.__cause__, KeyboardInterrupt)
+def fail(message: str, code: int) -> NoReturn:
+    err_console.print(
+        f"error: {message}", style="red", highlight=False, soft_wrap=True, markup=False
+    )
+    sys.exit(code)
+
+
+def usage_error(exc: Any) -> str:
+    """A usage error on one line: the command, the problem, and where the valid choices are."""
+    message = " ".join(exc.format_message().replace("Value error, ", "").split()).rstrip(".")
+    ctx = exc.ctx
+    if ctx is None:
+        return message
+    if message.startswith("No such command"):
+        message += f"; commands: {', '.join(ctx.command.list_commands(ctx))}"
+    return f"{ctx.command_path}: {message[0].lower()}{message[1:]} (see {ctx.command_path} --help)"

@@ -3,6 +3,7 @@ then the load table."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -220,7 +221,7 @@ def _finish(result: LoadResult) -> None:
         err_console.print(
             f"stopped; continue with: tradeoff load --resume {result.directory}", soft_wrap=True
         )
-        raise typer.Exit(130)
+        sys.exit(130)  # said why: not typer's silent 130
     if result.status == "errors":
         err_console.print("stopped: too many failed requests (--max-errors / --max-error-rate)")
         raise typer.Exit(1)

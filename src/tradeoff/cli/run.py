@@ -3,6 +3,7 @@ print the run's summary."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -80,7 +81,7 @@ def run_profile(
             )
         else:
             err_console.print("interrupted before the run began; nothing was written")
-        raise typer.Exit(130) from None
+        sys.exit(130)  # said why: not typer's silent 130
     finally:
         if task_id is not None:
             bar.stop()
@@ -90,7 +91,7 @@ def run_profile(
             f"tradeoff profile --resume {result.directory}",
             soft_wrap=True,
         )
-        raise typer.Exit(130)
+        sys.exit(130)  # said why: not typer's silent 130
     return result
 
 
