@@ -59,6 +59,20 @@ def test_a_constant_rate_sends_at_even_gaps(canned, tmp_path):
     assert delays[len(delays) // 2] < 0.005, delays  # sent when due (generous: shared machine)
 
 
+def test_progress_lines_stay_whole_when_stderr_is_a_file(canned, tmp_path):
+    """Rich wraps a console that is not a terminal at its width (80 columns, or COLUMNS: 200 in
+    these tests); a progress line naming a long model must stay one line in a log."""
+    name = "a-model-name-long-enough-to-push-the-progress-line-past-the-width" * 3
+    result = run_cli(
+        "load", "-m", f"openai:{canned}#{name}", "-t", "arith", "--max-tokens", "4",
+        "--profile", "constant:50", "--max-requests", "20", "--scrape", "off",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = [line for line in result.stderr.splitlines() if line.startswith(f"{name} @ ")][-1]
+    assert len(last) > 200 and "20/20" in last and last.endswith(" s"), result.stderr
+
+
 def test_poisson_gaps_fit_the_exponential():
     """Kolmogorov-Smirnov against Exp(rate) on the seeded schedule (critical value at 1%)."""
     times = send_times(LoadPoint("poisson", rate=20.0), seed=7)

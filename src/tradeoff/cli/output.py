@@ -27,11 +27,11 @@ from tradeoff.errors import UserError
 
 # On a terminal, tables fit its width (names whole, other columns wrapped). Into a file or a pipe
 # nothing is wrapped or cut: a table prints at its natural width (Rich tables do not stretch to
-# the console's), a line of text on one line.
+# the console's), a line of text on one line; stderr's messages and progress lines too.
 UNWRAPPED = 1_000_000
 # No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
 console = Console(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
-err_console = Console(stderr=True, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else UNWRAPPED, emoji=False)
 
 
 class SummaryFormat(str, Enum):
