@@ -1,11 +1,14 @@
 """`tradeoff report DIR --html`: one self-contained page of a real run (the bundled models),
 rendered in headless Chromium with no network: every chart draws, no script fails, the summary
 table sorts, the records table filters and pages; a load run's points, a measured energy's
-fitted line and a kept router evaluation each get their section; bad input is one line."""
+fitted line and a kept router evaluation each get their section; what a run lacks (imported
+outcomes' time, served traffic's scores, a failed record) is said, not drawn empty; bad input is
+one line."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from browser import chart_drawn, drive, render, screenshot, script_errors
 from conftest import fast_server, run_cli
@@ -110,11 +114,14 @@ def _driven(dom: str) -> dict[str, str]:
 
 
 def test_the_summary_sorts_and_the_records_filter(run_dir, tmp_path):
-    page = _html(run_dir)
+    copy = _copy(run_dir, tmp_path)  # with two failed records, for the failed filter to find
+    _sql(copy, "UPDATE records SET error = 'failed on purpose' WHERE rowid IN "
+         "(SELECT rowid FROM records ORDER BY rowid LIMIT 2)")  # fmt: skip
+    page = _html(copy)
     seen = _driven(drive(page, DRIVER, tmp_path / "driven.html"))
     accuracy = dict(
         _sql(
-            run_dir,
+            copy,
             "SELECT c.name, AVG(CASE WHEN r.error IS NULL THEN COALESCE(r.score, 0) ELSE 0 END) "
             "FROM records r JOIN configs c USING (run_id, config_id) GROUP BY c.name",
         )
@@ -125,7 +132,7 @@ def test_the_summary_sorts_and_the_records_filter(run_dir, tmp_path):
 
     def count(where: str) -> int:
         return _sql(
-            run_dir, f"SELECT COUNT(*) FROM records r JOIN configs c USING (run_id, config_id) "
+            copy, f"SELECT COUNT(*) FROM records r JOIN configs c USING (run_id, config_id) "
             f"WHERE {where}"
         )[0][0]  # fmt: skip
 
@@ -135,12 +142,74 @@ def test_the_summary_sorts_and_the_records_filter(run_dir, tmp_path):
         "config": count("c.name = 'gemma3-270m'"),
         "config+task": count("c.name = 'gemma3-270m' AND r.task = 'facts'"),
         "wrong": count("r.error IS NULL AND r.score < 1"),
-        "failed": count("r.error IS NOT NULL"),
+        "failed": 2,
     }
     for label, n in expected.items():
         rows, info = seen[label].split("|")
         assert int(rows) == min(n, 25), (label, seen[label])
         assert f"of {n} matching records (all {total} records of the run)" in info, info
+
+
+def test_the_failed_filter_is_not_offered_when_no_record_failed(run_dir):
+    """It could only find "0 of 0 matching records"."""
+    assert _sql(run_dir, "SELECT COUNT(*) FROM records WHERE error IS NOT NULL") == [(0,)]
+    dom = render(_html(run_dir))
+    assert script_errors(dom) == ""
+    form = dom.split('id="records-filter"')[1].split("</form>")[0]
+    assert "no record failed" in form and 'name="failed"' not in form
+    total = _sql(run_dir, "SELECT COUNT(*) FROM records")[0][0]
+    assert f"1-{min(total, 25)} of {total} matching records" in form, form  # still drawn
+
+
+def _section(dom: str, heading: str) -> str:
+    """The page's section under `<h2>heading</h2>`, up to the next."""
+    return dom.split(f"<h2>{heading}</h2>")[1].split("<h2>")[0]
+
+
+def test_imported_outcomes_say_why_they_have_no_latency(tmp_path):
+    """Imported outcomes were not timed: the reason where a latency chart over the 0 s the store
+    holds drew nothing (and Vega warned of a log scale over [0, 0]); their scores still draw."""
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text("prompt,big,small\n2+2?,1,0\n3+3?,1,1\nA prime?,0,0\n")
+    out = tmp_path / "imported"
+    result = run_cli(
+        "import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+        "--model", "big=big,cost=0.03", "--model", "small=small,cost=0.001", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dom = render(_html(out))
+    assert script_errors(dom) == ""
+    assert chart_drawn(dom, "frontier") and chart_drawn(dom, "by-task")
+    assert 'id="latency"' not in dom
+    assert "imported outcomes carry no latency (3 of 3 queries)" in _section(dom, "Latency")
+    data = _records_data(dom)  # the records table: "-" for what was not measured, not 0
+    for column in ("e2e_s", "ttft_s", "output_tokens"):
+        assert {row[data["columns"].index(column)] for row in data["rows"]} == {None}, column
+    assert {row[data["columns"].index("score")] for row in data["rows"]} == {0, 1}
+
+
+def test_served_traffic_says_it_has_no_frontier(tmp_path):
+    """Served requests have no reference answers, so no scores: one line says so where an empty
+    frontier and an empty accuracy heatmap were; their latencies still draw."""
+    from serve_support import CHAT, COMPLETIONS, running, valid
+
+    with running(tmp_path) as served:
+        for endpoint in (CHAT, COMPLETIONS):
+            answer = httpx.post(served.root + endpoint, json=valid(endpoint), timeout=60)
+            assert answer.status_code == 200, answer.text
+    assert served.out is not None
+    assert _sql(served.out, "SELECT COUNT(*), COUNT(score) FROM records") == [(2, 0)]
+    dom = render(_html(served.out))
+    assert script_errors(dom) == "" and chart_drawn(dom, "latency")
+    assert 'id="frontier"' not in dom and 'id="by-task"' not in dom
+    assert "no reference answers (served traffic" in _section(dom, "Frontier")
+    form = dom.split('id="records-filter"')[1].split("</form>")[0]
+    assert "no record is scored" in form and 'name="wrong"' not in form
+
+
+def _records_data(dom: str) -> dict:
+    """The records inlined in the page for its table's script."""
+    return json.loads(dom.split('id="records-data">')[1].split("</script>")[0])
 
 
 def test_a_measured_energy_gets_its_fitted_line(run_dir, tmp_path):

@@ -1,6 +1,6 @@
 """The records table of the HTML report: per record its prompt, output, reference, score and
-costs, with filters (configuration, task, failed only, wrong only) and pages, drawn by a small
-script from records inlined as JSON. A large run inlines a sample, and says so."""
+costs, with filters (configuration, task, failed only and wrong only where one is) and pages,
+drawn by a small script from records inlined as JSON. A large run inlines a sample, and says so."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from tradeoff.analysis.costs import imported
 
 MAX_RECORDS = 2000  # records inlined; beyond, a sample (the page stays small and fast)
 MAX_TEXT = 1200  # characters of a prompt, output or reference shown; the rest is cut, marked …
@@ -44,7 +46,8 @@ SCRIPT = """
   function keep(r) {
     return (!form.config.value || r[at.config] === form.config.value)
       && (!form.task.value || r[at.task] === form.task.value)
-      && (!form.failed.checked || failed(r)) && (!form.wrong.checked || wrong(r));
+      && (!form.failed || !form.failed.checked || failed(r))
+      && (!form.wrong || !form.wrong.checked || wrong(r));
   }
   function cell(value, cls) {
     var td = document.createElement("td");
@@ -107,11 +110,15 @@ def sample(records: pd.DataFrame, limit: int = MAX_RECORDS, seed: int = 0) -> pd
 
 
 def records_section(
-    shown: pd.DataFrame, whole: int, texts: pd.DataFrame, items: pd.DataFrame, names: list[str]
+    shown: pd.DataFrame,
+    records: pd.DataFrame,
+    texts: pd.DataFrame,
+    items: pd.DataFrame,
+    names: list[str],
 ) -> str:
     """The section: filters, a page of the table, the `shown` records (`sample` of the run's
-    `whole` records) inlined as JSON with their outputs (`texts`: the records of their items,
-    with `output`), and their items' prompts and references (`items`: `Store.items()`)."""
+    `records`) inlined as JSON with their outputs (`texts`: the records of their items, with
+    `output`), and their items' prompts and references (`items`: `Store.items()`)."""
     key = ["config", "task", "item_id", "sample", "load_point"]
     outputs = texts.drop_duplicates(key).set_index(key)["output"]
     outputs = outputs.reindex(pd.MultiIndex.from_frame(shown[key])).tolist()
@@ -119,6 +126,7 @@ def records_section(
     keys = pd.MultiIndex.from_frame(shown[["task", "item_id"]])
     prompts = items["prompt"].reindex(keys).tolist()
     references = items["reference"].reindex(keys).tolist()
+    timed = (~imported(shown)).tolist()  # imported outcomes store 0 s and 0 tokens: not measured
     rows = []
     for i, r in enumerate(shown.itertuples(index=False)):
         rows.append(
@@ -128,15 +136,16 @@ def records_section(
                 f"{r.item_id} #{r.sample}",
                 None if pd.isna(r.score) else round(float(r.score), 4),
                 None if pd.isna(r.error) else str(r.error),
-                _round(r.e2e_s),
-                _round(r.ttft_s),
-                None if pd.isna(r.output_tokens) else int(r.output_tokens),
+                _round(r.e2e_s) if timed[i] else None,
+                _round(r.ttft_s) if timed[i] else None,
+                None if pd.isna(r.output_tokens) or not timed[i] else int(r.output_tokens),
                 _round(r.energy_j),
                 _text(prompts[i]),
                 _text(outputs[i]),
                 _text(references[i]),
             ]
         )
+    whole = len(records)
     of = (
         f" (all {whole:,} records of the run)"
         if len(shown) == whole
@@ -155,14 +164,26 @@ def records_section(
     configs = [n for n in names if n in set(shown["config"])]
     tasks = list(dict.fromkeys(shown["task"]))
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS)
+    # a filter that could only find nothing is not offered
+    failed = (
+        '<label><input type="checkbox" name="failed"> failed only</label>'
+        if records["error"].notna().any()
+        else "<span>no record failed</span>"
+    )
+    scored = records["score"].notna()
+    wrong = (
+        '<label><input type="checkbox" name="wrong"> wrong only</label>'
+        if (scored & (records["score"] < 1) & records["error"].isna()).any()
+        else f"<span>{'no record was wrong' if scored.any() else 'no record is scored'}</span>"
+    )
     return (
         "<h2>Records</h2>"
         '<form id="records-filter" class="filters">'
         + _select("config", "configuration", configs)
         + _select("task", "task", tasks)
-        + '<label><input type="checkbox" name="failed"> failed only</label>'
-        '<label><input type="checkbox" name="wrong"> wrong only</label>'
-        '<button type="button" name="prev">previous</button>'
+        + failed
+        + wrong
+        + '<button type="button" name="prev">previous</button>'
         '<button type="button" name="next">next</button>'
         '<span id="records-info"></span></form>'
         f'<div class="scroll"><table id="records"><thead><tr>{head}</tr></thead>'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,11 +77,11 @@ def report_html(directory: Path) -> str:
         _summary(summarized),
         _frontier(summarized, names),
         _by_task(measured, names),
-        _latencies(measured, names),
+        _latencies(measured, summarized, names),
         _load(under_load, points, run, configs),
-        _energy(measured, names),
+        _energy(measured, summarized, names),
         _routers(evaluations),
-        records_section(shown, len(measured), texts, items, names),
+        records_section(shown, measured, texts, items, names),
     ]
     return page(f"tradeoff report: {directory.name}", sections)
 
@@ -141,7 +142,10 @@ def _frontier(summarized: list[Summary], names: list[str]) -> str:
     from tradeoff.analysis.costs import COST_AXES
     from tradeoff.analysis.frontier import axis_label, frontier_of
     from tradeoff.report.charts import frontier_chart, unplaced_notes
+    from tradeoff.report.table import UNSCORED
 
+    if all(math.isnan(s.accuracy) for s in summarized):
+        return f"<h2>Frontier</h2><p class='note'>Nothing to place on a frontier: {UNSCORED}.</p>"
     axes = {}
     for name in COST_AXES:
         rows = frontier_of(summarized, name)
@@ -165,6 +169,8 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
     rows = []
     for (config, task), group in records.groupby(["config", "task"], sort=False):
         acc, low, high = accuracy_interval(record_scores(group))
+        if math.isnan(acc):  # unscored (served traffic): the frontier's note says so
+            continue
         rows.append({"config": config, "task": task, "accuracy": acc, "low": low, "high": high,
                      "n": len(group)})  # fmt: skip
     if not rows:
@@ -198,20 +204,23 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
     return "<h2>Accuracy by task</h2>" + vega.embed("by-task", chart)
 
 
-def _latencies(records: pd.DataFrame, names: list[str]) -> str:
+def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str]) -> str:
     """Each configuration's distribution of each latency, as 101 quantiles (a CDF)."""
     import altair as alt
 
+    from tradeoff.analysis.costs import imported
+
     rows = []
     for config, group in records.groupby("config", sort=False):
+        timed = group[~imported(group)]  # imported outcomes hold 0 s, not a time
         for column, title in LATENCIES.items():
-            values = group[column].dropna().to_numpy(dtype=float)
+            values = timed[column].dropna().to_numpy(dtype=float)
             if len(values) == 0:
                 continue
             for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True):
                 rows.append({"config": config, "latency": title, "share": q, "ms": 1e3 * v})
     if not rows:
-        return ""
+        return _unmeasured("Latency", "a measured latency", summarized, "latency")
     data = pd.DataFrame(rows)
     pick = menu(list(data["latency"]), "latency", "latency: ", last=True)
     chart = (
@@ -260,7 +269,7 @@ def _load(
     )
 
 
-def _energy(records: pd.DataFrame, names: list[str]) -> str:
+def _energy(records: pd.DataFrame, summarized: list[Summary], names: list[str]) -> str:
     """Energy per query against output tokens per configuration, where measured, with the
     fitted line: J per output token (slope) and fixed J per query (intercept)."""
     import altair as alt
@@ -287,10 +296,7 @@ def _energy(records: pd.DataFrame, names: list[str]) -> str:
                 for t in ends
             ]
     if not dots:
-        return (
-            "<h2>Energy</h2><p class='note'>No configuration has a measured energy per query "
-            "(see the summary's energy column for why).</p>"
-        )
+        return _unmeasured("Energy", "a measured energy per query", summarized, "energy")
     colour = alt.Color("config:N", title="configuration", sort=names)
     pick = alt.selection_point(fields=["config"], bind="legend")
     scatter = (
@@ -350,6 +356,14 @@ def _energy(records: pd.DataFrame, names: list[str]) -> str:
             ]
         )
     )
+
+
+def _unmeasured(heading: str, what: str, summarized: list[Summary], axis: str) -> str:
+    """A section with nothing to draw: no configuration has `what`, and why, as each one's
+    cost on `axis` says (`analysis.costs`), each reason once."""
+    reasons = [m for m in dict.fromkeys(s.costs[axis].missing for s in summarized) if m]
+    why = f": {'; '.join(reasons)}" if reasons else ""
+    return f"<h2>{heading}</h2><p class='note'>No configuration has {what}{html.escape(why)}.</p>"
 
 
 def _routers(evaluations: list[dict[str, Any]]) -> str:

@@ -33,10 +33,11 @@ ROOFLINE_MISSING_NOTE = (
     "roofline eff. -: the device's peaks are unknown (run `tradeoff calibrate` before "
     "profiling), or the model runs behind a server on unknown hardware"
 )
-UNSCORED_NOTE = (
-    "accuracy unscored: these records have no reference answers (served traffic, synthetic load), "
-    "so they have costs but no accuracy, and no frontier"
+UNSCORED = (
+    "these records have no reference answers (served traffic, synthetic load), so they have costs "
+    "but no accuracy"
 )
+UNSCORED_NOTE = f"accuracy unscored: {UNSCORED}, and no frontier"
 FIRST_TOKEN_NOTE = (
     "TTFT s (mean, percentiles), decode tok/s: over the queries that produced a first token "
     "({counts}); every other column counts every query, failed ones included (they score 0 and "
