@@ -183,3 +183,4 @@ def test_a_number_too_large_for_its_figures_shows_whole_not_as_an_exponent():
 
     assert number(1550.3, ".3g") == "1,550" and number(12360.0, ".4g") == "12,360"
     assert number(12.345, ".3g") == "12.3" and number(None, ".3g") == "-"
+    assert number(4594.3, ".4g") == "4,594" and number(999.5, ".4g") == "999.5"

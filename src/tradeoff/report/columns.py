@@ -35,13 +35,15 @@ class Column:
 
 def number(value: float | None, fmt: str) -> str:
     """A cell of a number in `fmt`, '-' for none. A 'g' format whose figures do not reach the
-    units shows the whole number instead of an exponent: 1,550, not 1.55e+03."""
+    units shows the whole number instead of an exponent: 1,550, not 1.55e+03; its thousands are
+    separated at any size, so that a column reads 4,594 above 14,173, not 4594."""
     if value is None:
         return "-"
     if fmt.endswith("g") and math.isfinite(value):
         figures = int(fmt.rstrip("g").rpartition(".")[2] or 6)
         if abs(value) >= 10**figures:
             return f"{value:,.0f}"
+        return format(value, fmt if "," in fmt else "," + fmt)
     return format(value, fmt)
 
 
