@@ -203,6 +203,10 @@ def test_profile_then_report_in_every_format(tmp_path):
     assert (df["output_tokens"] <= 16).all()
     # each record's prompt and reference beside its output and score: a score can be checked
     assert df["prompt"].str.len().gt(0).all() and df["reference"].notna().all()
+    # in JSON a record's calls and extra are objects, not JSON text to parse again
+    as_json = json.loads(run_cli("report", str(out), "--records", "--format", "json").stdout)
+    assert len(as_json) == 6 and all(isinstance(r["extra"], dict) for r in as_json)
+    assert all(r["calls"][0]["model"] == "smollm2-135m" for r in as_json)
 
     parquet = run_cli("report", str(out), "--format", "parquet")
     assert parquet.returncode == 0, parquet.stderr

@@ -115,6 +115,8 @@ def test_a_model_no_node_can_hold_is_one_line(cluster, tmp_path):
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, bad.stderr
     assert "model 'small'" in lines[0] and "GPU 1" in lines[0], lines[0]
+    # the nodes as a person reads them: memory in GB, not Ray's own per-node keys
+    assert " GB" in lines[0] and "node:" not in lines[0] and "e+" not in lines[0], lines[0]
     assert not (tmp_path / "r").exists()
 
 

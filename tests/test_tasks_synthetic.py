@@ -100,7 +100,7 @@ def test_profile_asks_the_server_for_exact_lengths_and_stores_no_score(logged, t
     for r in records:
         asked = items[r["item_id"]].meta["max_tokens"]
         assert r["score"] is None and r["parsed"] is None and r["error"] is None
-        assert json.loads(r["extra"])["asked_output_tokens"] == asked
+        assert r["extra"]["asked_output_tokens"] == asked
         assert r["output_tokens"] == asked  # the canned server always honours it
         assert r["input_tokens"] == 24  # it counts words: the prompt is sent as it is
     bodies = [json.loads(line) for line in log.read_text().splitlines()]

@@ -113,8 +113,20 @@ def _actor_options(asked: Resources) -> dict[str, Any]:
 
 
 def _describe(resources: Resources | dict[str, float]) -> str:
-    shown = {_NODE_KEYS.get(k, k): v for k, v in resources.items() if v}
-    return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "nothing"
+    """Resources as a person reads them: memory in GB, and without the ones Ray gives every node
+    itself (`node:IP`, `node:__internal_head__`, the object store), which no spec asks for."""
+    shown = {
+        _NODE_KEYS.get(k, k): v
+        for k, v in resources.items()
+        if v and not k.startswith("node:") and k != "object_store_memory"
+    }
+    return (
+        ", ".join(
+            f"memory {v / 1e9:.3g} GB" if k == "memory" else f"{k} {v:g}"
+            for k, v in sorted(shown.items())
+        )
+        or "nothing"
+    )
 
 
 def check_resources(spec: RunSpec, groups: list[Group], nodes: list[dict[str, float]]) -> None:

@@ -67,10 +67,11 @@ def _no_records(directory: Path) -> str:
     )
 
 
-def _read_records(directory: Path) -> pd.DataFrame:
-    """A run's measured records, every column (`calls` and `extra` as JSON text), then each
-    one's prompt and reference (chat messages and structured references as JSON text), so that
-    a score can be checked from the export."""
+def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
+    """A run's measured records, every column, then each one's prompt and reference, so that a
+    score can be checked from the export. `calls`, `extra`, chat messages and structured
+    references are JSON text for flat formats (CSV, parquet, the table); `nested`, for JSON,
+    they are objects (`extra.routed_to` is a field, not text to parse again)."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
@@ -79,8 +80,12 @@ def _read_records(directory: Path) -> pd.DataFrame:
         items = store.items()[["task", "item_id", "prompt", "reference"]]
     finally:
         store.close()
-    for column in ("prompt", "reference"):
-        items[column] = items[column].map(_as_text)
+    if nested:
+        for column in ("calls", "extra"):
+            records[column] = records[column].map(lambda text: json.loads(text) if text else None)
+    else:
+        for column in ("prompt", "reference"):
+            items[column] = items[column].map(_as_text)
     return records.merge(items, on=["task", "item_id"], how="left")
 
 
@@ -375,7 +380,7 @@ def report(
         if load:
             table = pd.DataFrame(rows)
         elif records:
-            table = _read_records(directory)
+            table = _read_records(directory, nested=format is SummaryFormat.json)
         else:
             df, names, _ = _read(directory)
             table = pd.DataFrame(summarize(df, names))
