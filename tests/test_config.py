@@ -130,6 +130,8 @@ def test_an_empty_list_parameter_is_refused_not_expanded_into_nothing():
         ({"strategy": "budget", "model": "small"}, "needs budget"),
         ({"strategy": "single", "model": "small", "n": 3}, "takes no n"),
         ({"strategy": "switch", "models": ["small", "huge"], "threshold": 1}, "'huge'"),
+        ({"strategy": "cascade", "models": ["small"] * 2, "threshold": 1}, "two different models"),
+        ({"strategy": "switch", "models": ["large"] * 2, "threshold": 1}, "two different models"),
     ],
 )
 def test_strategy_parameter_errors(entry, needle):

@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +33,20 @@ PositiveInts = PositiveInt | list[PositiveInt]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
 Temperatures = Temperature | list[Temperature]
 MaxTokens = Annotated[int, Field(ge=1, le=32768)]
+
+
+def _two_different(models: list[str]) -> list[str]:
+    if len(models) == 2 and models[0] == models[1]:
+        raise ValueError("needs two different models, [SMALL, LARGE]")
+    return models
+
+
+# cascade's and switch's models: a small one that hands over to a large one
+SmallLarge = Annotated[
+    list[str],
+    Field(min_length=2, max_length=2, description="[SMALL, LARGE]"),
+    AfterValidator(_two_different),
+]
 MaxTokenses = MaxTokens | list[MaxTokens]
 
 
@@ -575,7 +590,7 @@ def _entry_error(err: Any) -> str:
     # Union members name themselves in the location ("constrained-int"): not the user's words.
     where = ".".join(str(p) for p in (field, *rest) if not any(c in str(p) for c in "-[("))
     got = f" (got {err.get('input')!r})"
-    if shape:
+    if shape and err["type"] != "value_error":  # a value_error says itself what is wrong
         return f"{prefix} needs {field}{shape}{got}"
     return f"{prefix}: {where}: {err['msg'].removeprefix('Value error, ')}{got}"
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, ClassVar, Literal
-
-from pydantic import Field
+from typing import ClassVar, Literal
 
 from tradeoff.config import (
     Config,
@@ -21,6 +19,7 @@ from tradeoff.config import (
     Num,
     PositiveInts,
     Report,
+    SmallLarge,
     StrategyParams,
     Temperatures,
 )
@@ -31,7 +30,7 @@ from tradeoff.types import Call, Item, Outcome
 
 class Params(StrategyParams):
     strategy: Literal["cascade"] = "cascade"
-    models: Annotated[list[str], Field(min_length=2, max_length=2, description="[SMALL, LARGE]")]
+    models: SmallLarge
     temperature: Temperatures | None = None
     max_tokens: MaxTokenses | None = None
     signal: Literal["agreement", "logprob", "entropy"] = "logprob"

@@ -17,12 +17,19 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
 
-from tradeoff.config import Config, MaxTokenses, Num, PositiveInts, Report, StrategyParams
+from tradeoff.config import (
+    Config,
+    MaxTokenses,
+    Num,
+    PositiveInts,
+    Report,
+    SmallLarge,
+    StrategyParams,
+)
 from tradeoff.engines.emit import AnswerText, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
 from tradeoff.strategies.context import StrategyContext
@@ -31,7 +38,7 @@ from tradeoff.types import Generation, Item, Outcome, Request
 
 class Params(StrategyParams):
     strategy: Literal["switch"] = "switch"
-    models: Annotated[list[str], Field(min_length=2, max_length=2, description="[SMALL, LARGE]")]
+    models: SmallLarge
     max_tokens: MaxTokenses | None = None
     threshold: Num  # the large model takes over above this mean entropy (nats)
     threshold_low: Num | None = None  # and hands back below this one (default: threshold)
