@@ -270,3 +270,36 @@ def test_the_unzipped_model_is_kept_by_version_and_older_copies_go(tmp_path, mon
     stamp = (kept / "config.json").stat().st_mtime_ns
     assert embed.model_dir() == kept and (kept / "config.json").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [kept.name]
+
+
+def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
+    """Checked when it loads, not at its first query: a traceback there would stop `serve`."""
+    from tradeoff.errors import UserError
+
+    policy_file = tmp_path / "p.json"
+    fitted = run_cli(
+        "policy", "fit", str(topics), "--strong-fraction", "0.5", "--out", str(policy_file)
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    data = json.loads(policy_file.read_text())
+    router = data["router"]
+    first = {k: v for k, v in data.items() if k not in ("router", "fitted_on")}
+    cases = {
+        "weights-of-another-width": {**data, "router": {**router, "weights": [[1.0, 2.0]]}},
+        "no-weights": {**data, "router": {"kind": "words-lr"}},
+        "weights-as-text": {**data, "router": {**router, "weights": "abc"}},
+        "router-as-text": {**data, "router": "words-lr"},
+        "first-format-without-dim": {**first, "format": "tradeoff-policy/1", "weights": [[0.0]]},
+        "one-configuration": {**data, "configs": ["weak"]},
+        "no-configs": {k: v for k, v in data.items() if k != "configs"},
+    }
+    for label, body in cases.items():
+        edited = tmp_path / f"{label}.json"
+        edited.write_text(json.dumps(body))
+        with pytest.raises(UserError) as exc:
+            Policy.load(edited)
+        assert str(edited) in str(exc.value) and "\n" not in str(exc.value), label
+    one_line_error(
+        run_cli("policy", "eval", str(topics), "--policy", str(tmp_path / "no-weights.json")),
+        "words-lr router is not valid", "fit the policy again",
+    )  # fmt: skip

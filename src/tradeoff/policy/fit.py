@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -324,8 +324,8 @@ class Policy:
         if not isinstance(found, str) or not found.startswith("tradeoff-policy/"):
             raise UserError(f"{path} is not a tradeoff policy file (format {FORMAT})")
         if found == "tradeoff-policy/1":  # hashed words and their weights, before routers
-            data["router"] = {"kind": WordsLR.kind, "dim": data.pop("dim")}
-            data["router"]["weights"] = data.pop("weights")
+            data["router"] = {"kind": WordsLR.kind, "dim": data.pop("dim", None)}
+            data["router"]["weights"] = data.pop("weights", None)
         elif found != FORMAT:
             raise UserError(
                 f"{path} is a policy of format {found}; this tradeoff reads {FORMAT} and "
@@ -335,10 +335,17 @@ class Policy:
         if unknown := sorted(set(data) - known):
             raise UserError(f"{path}: unknown field(s) {', '.join(unknown)} for {FORMAT}")
         data["format"] = FORMAT
+        required = [f.name for f in fields(cls) if f.default is f.default_factory is MISSING]
+        if missing := [name for name in required if name not in data]:
+            raise UserError(f"{path} is not a complete {FORMAT} policy: no {', '.join(missing)}")
+        policy = cls(**data)
+        if not isinstance(policy.configs, list) or len(policy.configs) < 2:
+            raise UserError(f"{path}: configs must list the policy's configurations' names")
         try:
-            return cls(**data)
-        except TypeError as exc:
-            raise UserError(f"{path} is not a complete {FORMAT} policy: {exc}") from None
+            policy._router = load_router(policy.router, len(policy.configs))
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
+        return policy
 
 
 def calibrate(curve: pd.DataFrame, target: dict[str, float]) -> pd.Series:

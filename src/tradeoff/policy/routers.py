@@ -342,8 +342,24 @@ def new_router(kind: str) -> Router:
     return ROUTERS[kind]()
 
 
-def load_router(data: dict[str, Any]) -> Router:
-    kind = data.get("kind")
+def load_router(data: dict[str, Any], configs: int | None = None) -> Router:
+    """The router a policy file keeps, checked: its state whole, and, given the policy's number
+    of `configs`, its expected scores for an empty query (zeros for an embedding), one for each.
+    A file edited or cut short is one line, here, not a traceback at the first query."""
+    kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in ROUTERS:
         raise UserError(f"unknown router '{kind}' in the policy file; known: {', '.join(ROUTERS)}")
-    return ROUTERS[kind].from_state(data)
+    try:
+        router = ROUTERS[kind].from_state(data)
+        if configs is not None:  # a policy's router (not an ensemble's stack): a query's scores
+            words = router.features == "words"
+            query = featurize([""], [""], WORDS_DIM) if words else np.zeros((1, embed.DIM))
+            shape = router.expected(query).shape
+            if shape != (1, configs):
+                raise ValueError(f"it gives {shape[-1]} scores for the {configs} configurations")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, AssertionError) as exc:
+        raise UserError(
+            f"the policy file's {kind} router is not valid ({exc}); fit the policy again "
+            "(`tradeoff policy fit`)"
+        ) from None
+    return router
