@@ -257,3 +257,39 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
         "policy", "fit", str(out), "--target-accuracy", "0.7", "-o", str(tmp_path / "p.json")
     )
     assert fit.returncode == 0, fit.stderr
+
+    # Costs imported for one model only: `auto` has nothing to compare them by (it fell back to
+    # latency, which imports lack, and counted 0 for both).
+    half = tmp_path / "half"
+    priced = ["--model", "weak=weak,cost=0.1", "--model", "strong=strong"]
+    assert run_cli("import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
+                   *priced, "--out", str(half)).returncode == 0  # fmt: skip
+    for command in (
+        ["eval", str(half), "--cv", "5"],
+        ["fit", str(half), "--target-accuracy", "0.7", "-o", str(tmp_path / "q.json")],
+    ):
+        refused = run_cli("policy", *command)  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "not for 'strong'" in refused.stderr and "cost= on every --model" in refused.stderr
+
+
+def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
+    """A header naming a column twice is refused (csv kept the last); a prompt past the csv
+    module's 131,072 characters imports; JSONL objects may add columns after the first line;
+    a .json file holding one JSON array says what to give instead."""
+    twice = tmp_path / "twice.csv"
+    twice.write_text("prompt,a,a\nhi,1,0\n")
+    with pytest.raises(UserError, match="the header names column 'a' twice"):
+        import_outcomes(twice, prompt_col="prompt", models=[("m", "a", None)], out=tmp_path / "t")
+    long = tmp_path / "long.csv"
+    long.write_text(f'prompt,s\n"{"word " * 40_000}",1\n')
+    import_outcomes(long, prompt_col="prompt", models=[("m", "s", None)], out=tmp_path / "long")
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"p": "a", "s": 1}\n{"p": "b", "s": 0, "s2": 1}\n')
+    with pytest.raises(UserError, match=r"later.jsonl line 1: has no score column 's2'"):
+        import_outcomes(later, prompt_col="p", models=[("m", "s2", None)], out=tmp_path / "j")
+    array = tmp_path / "array.json"
+    array.write_text('[{"p": "a", "s": 1},\n {"p": "b", "s": 0}]\n')
+    with pytest.raises(UserError, match=r"holds a JSON array; give one JSON object per line"):
+        import_outcomes(array, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
+    assert not any((tmp_path / d).exists() for d in ("t", "j", "a"))

@@ -21,6 +21,7 @@ from tradeoff.types import Item, Record
 
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".json")
+MAX_FIELD = 1 << 30  # characters a CSV field may hold (the csv module stops at 131,072)
 
 MODEL_EXAMPLE = "e.g. --model gpt4=gpt4_correct,cost=0.03"
 
@@ -247,6 +248,7 @@ def _read(path: Path, shown: str) -> tuple[list[str], list[_Row]]:
 
 
 def _read_csv(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
+    csv.field_size_limit(MAX_FIELD)  # a long prompt is a field of any length, as in JSONL
     reader = csv.reader(f)
     columns: list[str] = []
     rows: list[_Row] = []
@@ -258,6 +260,11 @@ def _read_csv(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
                 continue
             if not columns:
                 columns = [c.strip() for c in fields]
+                if twice := sorted({c for c in columns if columns.count(c) > 1}):
+                    raise UserError(
+                        f"{shown}: the header names column {twice[0]!r} twice; each column "
+                        "needs its own name"
+                    )
                 continue
             if len(fields) != len(columns):
                 raise UserError(
@@ -274,8 +281,7 @@ def _read_jsonl(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
     columns: list[str] = []
     rows: list[_Row] = []
     for lineno, value in jsonl_rows(list(f), shown):
-        if not columns:
-            columns = list(value)  # the first object names the columns
+        columns += [c for c in value if c not in columns]  # every object's, in order of first use
         rows.append(_Row(lineno, value))
     return columns, rows
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import AUTO, imported, record_costs, resolve
+from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -101,6 +101,13 @@ def outcome_table(
     df = records[records["config"].isin(configs)].copy()
     axis = resolve(cost, df)
     df["cost"] = record_costs(df, axis)
+    given = given_costs(df)
+    if cost == AUTO and imported(df).all() and given.notna().any() and given.isna().any():
+        unpriced = df.loc[given.isna(), "config"].iloc[0]
+        raise UserError(
+            f"costs were imported for some configurations but not for '{unpriced}': import the "
+            "outcomes again with cost= on every --model (cost=0 for a free one)"
+        )
     if cost == AUTO and imported(df).all() and df["cost"].isna().all():
         # Outcomes imported without costs: none to trade, every configuration costs 0. Enough
         # for an evaluation (APGR ranks by predicted gain); `fit_policy` refuses a budget or a

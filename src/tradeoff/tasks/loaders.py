@@ -321,9 +321,16 @@ def _read_lines(path: Path, shown: str) -> list[str]:
 def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a line that is not a JSON object is a
     UserError naming its line."""
+    first = True
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if first and line.lstrip().startswith("["):
+            raise UserError(
+                f"{shown} holds a JSON array; give one JSON object per line (JSON Lines: "
+                f"`jq -c '.[]' {shown}` writes them)"
+            )
+        first = False
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
