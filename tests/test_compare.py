@@ -185,3 +185,24 @@ def test_bad_input_is_one_line(runs, tmp_path):
     share = run_cli("compare", str(a), str(c)).stderr
     for name in (*CONFIGS, "other"):
         assert name in share, share
+
+
+def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):
+    """Imported without an id column, items are numbered by row: two files of other questions
+    share every id. Only the rows whose prompt is the same pair."""
+    from conftest import import_outcomes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows_a = [(f"question {i}", i % 2, 1) for i in range(6)]
+    rows_b = rows_a[:2] + [(f"another question {i}", 1, 0) for i in range(2, 6)]
+    a, b = import_outcomes(tmp_path / "a", rows_a), import_outcomes(tmp_path / "b", rows_b)
+    result = run_cli("compare", str(a), str(b), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    (comparison,) = json.loads(result.stdout)
+    assert {c["config"]: c["n"] for c in comparison["configs"]} == {"weak": 2, "strong": 2}
+    (tmp_path / "c").mkdir()
+    c = import_outcomes(tmp_path / "c", [(f"yet another {i}", 1, 1) for i in range(6)])
+    none = json.loads(run_cli("compare", str(a), str(c), "--format", "json").stdout)[0]
+    assert {cfg["n"] for cfg in none["configs"]} == {0}
+    assert "their items' prompts or references differ" in none["configs"][0]["accuracy_missing"]

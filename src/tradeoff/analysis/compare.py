@@ -12,6 +12,7 @@ interval is the paired t interval (scipy.stats) over the per-item score differen
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from tradeoff.errors import UserError
 
 # What makes two records answers to the same question: the item, its sample, and (in a load
 # run) the load point it was sent at ('' in a profile run).
-PAIR_KEY = ["task", "item_id", "sample", "load_point"]
+# Records pair when they answer the same item: its task, id and content (prompt and reference,
+# so that two imports numbering different questions alike do not pair), sample and load point.
+PAIR_KEY = ["task", "item_id", "item_content", "sample", "load_point"]
 CONFIDENCE = 0.95
 
 
@@ -63,7 +66,7 @@ class ConfigComparison:
     """One configuration that both runs have, over the items both answered (`n`)."""
 
     config: str
-    n: int  # paired items: the same task, item, sample (and load point) answered in both runs
+    n: int  # paired items: the same task, item (id and content), sample and load point in both
     n_a: int  # A's measured records of the configuration, paired or not
     n_b: int
     accuracy_a: float | None  # over the paired items; None where there is no accuracy
@@ -151,8 +154,18 @@ def _read(directory: Path) -> _Run:
         run = store.run()
         names = [c["name"] for c in store.configs()]
         records = store.records()
+        items = store.items()
     finally:
         store.close()
+    content = {
+        (task, item_id): json.dumps([prompt, reference], sort_keys=True, default=str)
+        for task, item_id, prompt, reference in items[
+            ["task", "item_id", "prompt", "reference"]
+        ].itertuples(index=False)
+    }
+    records["item_content"] = [
+        content.get(key) for key in zip(records["task"], records["item_id"], strict=True)
+    ]
     measured = records[records["phase"].fillna("measure") == "measure"]
     if measured.empty:
         raise UserError(
@@ -216,7 +229,14 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     pa, pb = paired(records_a, records_b)
     n = len(pa)
     if n == 0:
-        why = "no item answered in both runs"
+        ids = PAIR_KEY[:2]
+        alike = len(records_a[ids].merge(records_b[ids].drop_duplicates(), on=ids))
+        why = (
+            f"no item answered in both runs ({alike} records share a task and id, but their items' "
+            "prompts or references differ: not the same questions)"
+            if alike
+            else "no item answered in both runs"
+        )
         return ConfigComparison(
             name, 0, len(records_a), len(records_b), None, None, None, None, None, why,
             {key: Ratio(None, None, None, why) for key in QUANTITIES}, None, None,

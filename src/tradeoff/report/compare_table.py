@@ -13,7 +13,8 @@ from tradeoff.analysis.compare import QUANTITIES, Comparison, ConfigComparison, 
 from tradeoff.report.columns import Column, ColumnTable, build_table, missing_cell
 
 PAIRED_NOTE = (
-    "n: the items both runs answered (same task, item and sample; measured records only); "
+    "n: the items both runs answered (same task, item, prompt, reference and sample; measured "
+    "records only); "
     "accuracy and every ratio are over those items. A failed query scores 0 and its costs count."
 )
 DIFFERENCE_NOTE = (
