@@ -451,6 +451,23 @@ def test_a_run_of_two_configurations_needs_no_configs(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        (["--target-accuracy", "-1"], "--target-accuracy is a mean score"),
+        (["--target-accuracy", "nan"], "--target-accuracy is a mean score"),
+        (["--budget", "inf"], "--budget is a mean cost per query"),
+        (["--budget", "-2"], "--budget is a mean cost per query"),
+        (["--strong-fraction", "1.5"], "--strong-fraction is a share"),
+    ],
+)
+def test_a_target_out_of_its_range_is_one_line(tmp_path, target, needle):
+    """Refused before any fitting: -1 was fitted, and nan said 'no routing reaches nan'."""
+    one_line_error(
+        run_cli("policy", "fit", "no-run", *target, "-o", str(tmp_path / "p.json")), needle
+    )
+
+
+@pytest.mark.parametrize(
     ("configs", "needles"),
     [
         ([("w", "weak")], ("1 configuration(s) (weak)", "at least two")),

@@ -4,6 +4,7 @@ and its evaluation as RouteLLM does it."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -114,6 +115,10 @@ def fit(
         raise UserError("give exactly one of --target-accuracy, --budget, --strong-fraction")
     if strong_fraction is not None and not 0.0 <= strong_fraction <= 1.0:
         raise UserError("--strong-fraction is a share: give a number in [0, 1]")
+    if target_accuracy is not None and not 0.0 <= target_accuracy <= 1.0:
+        raise UserError("--target-accuracy is a mean score: give a number in [0, 1]")
+    if budget is not None and not 0.0 <= budget < math.inf:
+        raise UserError("--budget is a mean cost per query: give a number >= 0")
     kind = resolve_router(router)
     check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
