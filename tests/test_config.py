@@ -230,3 +230,18 @@ def test_flag_errors_name_the_flag_in_plain_words():
 
     assert error(limit=-1) == "--limit must be at least 1 (got -1)"
     assert error(concurrency=5000) == "--concurrency must be at most 4096 (got 5000)"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"limit": True},
+        {"sampling": {"max_tokens": True}},
+        {"configs": [{"strategy": "vote", "model": "small", "n": True, "temperature": 0.7}]},
+    ],
+)
+def test_a_yaml_boolean_is_not_a_count(extra):
+    """`limit: yes` is YAML's true, which pydantic's lax mode took as 1."""
+    with pytest.raises(UserError, match="must be a valid integer") as exc:
+        resolve_configs(parse_spec(spec(**extra)))
+    assert "(got True)" in str(exc.value)

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_serializer,
     field_validator,
@@ -26,13 +27,15 @@ from pydantic import (
 
 from tradeoff.errors import UserError
 
+# A whole number as YAML writes one: `true` is not 1 (pydantic's lax mode would take it).
+Int = Annotated[int, Strict()]
 # A parameter that takes one value, or a list of values (one configuration each).
 Num = float | list[float]
-PositiveInt = Annotated[int, Field(ge=1)]
+PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
 Temperatures = Temperature | list[Temperature]
-MaxTokens = Annotated[int, Field(ge=1, le=32768)]
+MaxTokens = Annotated[Int, Field(ge=1, le=32768)]
 
 
 def _two_different(models: list[str]) -> list[str]:
@@ -55,7 +58,7 @@ class Sampling(BaseModel):
 
     temperature: Temperature = 0.0
     max_tokens: MaxTokens = 64
-    seed: int = 0
+    seed: Int = 0
 
 
 class TaskSpec(BaseModel):
@@ -102,7 +105,7 @@ class RayExecutor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: str = "auto"
-    workers: int = Field(1, ge=1, le=4096)
+    workers: Int = Field(1, ge=1, le=4096)
 
 
 class Executor(BaseModel):
@@ -275,14 +278,14 @@ class RunSpec(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)
     tasks: list[TaskSpec] = Field(default_factory=list)  # none in a spec that is only served
     configs: list[StrategyParams] = Field(default_factory=list)
-    limit: int | None = Field(None, ge=1)
-    samples: int = Field(1, ge=1, le=1000)
+    limit: Int | None = Field(None, ge=1)
+    samples: Int = Field(1, ge=1, le=1000)
     sampling: Sampling = Field(default_factory=Sampling)
-    concurrency: int = Field(1, ge=1, le=4096)
+    concurrency: Int = Field(1, ge=1, le=4096)
     # Processes that dispatch requests to models behind servers (openai:), each with its own
     # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
     # requests in flight, at most one per core, for runs of 1,000 requests or more.
-    processes: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
+    processes: Literal["auto"] | Annotated[Int, Field(ge=1, le=256)] = "auto"
     timeout_s: float = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
@@ -592,7 +595,9 @@ def _entry_error(err: Any) -> str:
     got = f" (got {err.get('input')!r})"
     if shape and err["type"] != "value_error":  # a value_error says itself what is wrong
         return f"{prefix} needs {field}{shape}{got}"
-    return f"{prefix}: {where}: {err['msg'].removeprefix('Value error, ')}{got}"
+    if err["type"] == "value_error":
+        return f"{prefix}: {where}: {err['msg'].removeprefix('Value error, ')}{got}"
+    return f"{prefix}: {where} {_plainly(err['msg'])}{got}"
 
 
 _NESTED: dict[str, type[BaseModel]] = {
