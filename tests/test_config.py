@@ -245,3 +245,10 @@ def test_a_yaml_boolean_is_not_a_count(extra):
     with pytest.raises(UserError, match="must be a valid integer") as exc:
         resolve_configs(parse_spec(spec(**extra)))
     assert "(got True)" in str(exc.value)
+
+
+def test_a_section_given_as_a_number_asks_for_a_mapping():
+    with pytest.raises(
+        UserError, match=r"sampling must be a mapping of its fields \(name: value\)"
+    ):
+        parse_spec(spec(sampling=5))

@@ -569,6 +569,8 @@ _BOUNDS = {
 
 def _plainly(msg: str) -> str:
     """pydantic's 'Input should be greater than or equal to 1' as 'must be at least 1'."""
+    if msg.startswith("Input should be a valid dictionary"):  # "... or instance of Sampling"
+        return "must be a mapping of its fields (name: value)"
     for theirs, ours in _BOUNDS.items():
         if msg.startswith(theirs):
             return ours + msg.removeprefix(theirs)
