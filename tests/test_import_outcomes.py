@@ -292,4 +292,27 @@ def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
     array.write_text('[{"p": "a", "s": 1},\n {"p": "b", "s": 0}]\n')
     with pytest.raises(UserError, match=r"holds a JSON array; give one JSON object per line"):
         import_outcomes(array, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
-    assert not any((tmp_path / d).exists() for d in ("t", "j", "a"))
+    for empty in ({"task": " "}, {"cost_unit": ""}):
+        with pytest.raises(UserError, match="is empty; give a name"):
+            import_outcomes(later, prompt_col="p", models=[("m", "s", 1.0)], out=tmp_path / "e",
+                            **empty)  # fmt: skip
+    assert not any((tmp_path / d).exists() for d in ("t", "j", "a", "e"))
+
+
+def test_a_task_column_splits_an_evaluation_by_its_values(tmp_path):
+    """The import names every row's task `imported`; a file's own `task` column is what
+    `--split-by task` means (it said: every item is in one group)."""
+    rows = [
+        {"prompt": f"question {i}", "task": ("alg", "geo", "bio")[i % 3],
+         "weak": str(i % 2), "strong": "1"}
+        for i in range(30)
+    ]  # fmt: skip
+    _write_csv(tmp_path / "t.csv", rows)
+    out = tmp_path / "run"
+    models = ["--model", "weak=weak,cost=1", "--model", "strong=strong,cost=2"]
+    made = run_cli("import", "outcomes", str(tmp_path / "t.csv"), "--prompt-col", "prompt",
+                   *models, "--out", str(out))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    split = run_cli("policy", "eval", str(out), "--split-by", "task", "-f", "json")
+    assert split.returncode == 0, split.stderr
+    assert "3 groups" in json.loads(split.stdout)["source"]

@@ -89,6 +89,9 @@ def import_outcomes(
     path = Path(path)
     shown = str(path)
     _check_models(models)
+    for flag, value, example in (("--task", task, "mmlu"), ("--cost-unit", cost_unit, "USD")):
+        if not value.strip():
+            raise UserError(f"{flag} is empty; give a name (e.g. {flag} {example})")
     columns, rows = _read(path, shown)
     wanted = [("prompt column", prompt_col)] + [("score column", col) for _, col, _ in models]
     if id_col is not None:

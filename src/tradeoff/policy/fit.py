@@ -56,7 +56,11 @@ class Table:
 
     def groups(self, name: str) -> list[str]:
         """Each item's value of field `name` (`task`, or a metadata field such as a column kept
-        by `import outcomes`); a field some items lack is one line naming the fields they have."""
+        by `import outcomes`); a field some items lack is one line naming the fields they have.
+        A column every item keeps wins over the item's own field of that name: an imported
+        file's `task` column, not the one task name the import gave every row."""
+        if self.meta and all(name in m for m in self.meta):
+            return [str(m[name]) for m in self.meta]
         if name == "task":
             return list(self.tasks)
         lacking = [i for i, m in enumerate(self.meta or [{}] * len(self.keys)) if name not in m]
