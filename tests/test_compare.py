@@ -172,7 +172,6 @@ def test_bad_input_is_one_line(runs, tmp_path):
         ([str(a), str(tmp_path / "nothing")], "nothing holds no tradeoff run"),
         ([str(a), str(empty)], f"{empty} holds no records"),
         ([str(a), str(c)], "share no configuration"),
-        ([str(a), str(a)], "hold the same run"),
         ([str(a), str(b), "--html", str(tmp_path / "no" / "c.html")], "--html"),
         # the output path is refused before any work: before the runs are compared
         ([str(a), str(c), "--html", str(tmp_path / "no" / "c.html")], "does not exist"),

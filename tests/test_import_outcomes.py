@@ -38,6 +38,17 @@ def _write_csv(path, rows):
         writer.writerows(rows)
 
 
+def _imported(tmp_path, name, rows, *models):
+    """A run directory `tmp_path/name` imported by the CLI from `rows` (written as CSV, prompts
+    in column `prompt`), with the `--model` flags `models`."""
+    _write_csv(tmp_path / f"{name}.csv", rows)
+    flags = [flag for model in models for flag in ("--model", model)]
+    made = run_cli("import", "outcomes", str(tmp_path / f"{name}.csv"), "--prompt-col", "prompt",
+                   *flags, "--out", str(tmp_path / name))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return tmp_path / name
+
+
 def _report(directory):
     result = run_cli("report", str(directory), "--format", "json")
     assert result.returncode == 0, result.stderr
@@ -241,12 +252,7 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
          "weak": str(i % 3 == 0), "strong": str(i % 5 != 0)}
         for i in range(60)
     ]  # fmt: skip
-    _write_csv(tmp_path / "o.csv", rows)
-    out = tmp_path / "run"
-    models = ["--model", "weak=weak", "--model", "strong=strong"]
-    imported = run_cli("import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
-                       *models, "--out", str(out))  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
+    out = _imported(tmp_path, "run", rows, "weak=weak", "strong=strong")
     evaluated = run_cli("policy", "eval", str(out), "--cv", "5")
     assert evaluated.returncode == 0 and "APGR" in evaluated.stdout, evaluated.stderr
     for target in (["--strong-fraction", "0.5"], ["--budget", "1"]):
@@ -260,10 +266,7 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
 
     # Costs imported for one model only: `auto` has nothing to compare them by (it fell back to
     # latency, which imports lack, and counted 0 for both).
-    half = tmp_path / "half"
-    priced = ["--model", "weak=weak,cost=0.1", "--model", "strong=strong"]
-    assert run_cli("import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
-                   *priced, "--out", str(half)).returncode == 0  # fmt: skip
+    half = _imported(tmp_path, "half", rows, "weak=weak,cost=0.1", "strong=strong")
     for command in (
         ["eval", str(half), "--cv", "5"],
         ["fit", str(half), "--target-accuracy", "0.7", "-o", str(tmp_path / "q.json")],
@@ -307,12 +310,7 @@ def test_a_task_column_splits_an_evaluation_by_its_values(tmp_path):
          "weak": str(i % 2), "strong": "1"}
         for i in range(30)
     ]  # fmt: skip
-    _write_csv(tmp_path / "t.csv", rows)
-    out = tmp_path / "run"
-    models = ["--model", "weak=weak,cost=1", "--model", "strong=strong,cost=2"]
-    made = run_cli("import", "outcomes", str(tmp_path / "t.csv"), "--prompt-col", "prompt",
-                   *models, "--out", str(out))  # fmt: skip
-    assert made.returncode == 0, made.stderr
+    out = _imported(tmp_path, "run", rows, "weak=weak,cost=1", "strong=strong,cost=2")
     split = run_cli("policy", "eval", str(out), "--split-by", "task", "-f", "json")
     assert split.returncode == 0, split.stderr
     assert "3 groups" in json.loads(split.stdout)["source"]

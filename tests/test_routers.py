@@ -235,13 +235,18 @@ def test_an_embedding_router_without_the_model_installed_names_the_extra(topics)
     )
 
 
-def test_a_policy_file_of_the_first_format_still_routes(topics, tmp_path):
-    policy_file = tmp_path / "p.json"
+def _fitted(topics, policy_file):
+    """A words-lr policy fitted on `topics` by the CLI, written to `policy_file`; its JSON."""
     fitted = run_cli(
         "policy", "fit", str(topics), "--strong-fraction", "0.5", "--out", str(policy_file)
     )
     assert fitted.returncode == 0, fitted.stderr
-    data = json.loads(policy_file.read_text())
+    return json.loads(policy_file.read_text())
+
+
+def test_a_policy_file_of_the_first_format_still_routes(topics, tmp_path):
+    policy_file = tmp_path / "p.json"
+    data = _fitted(topics, policy_file)
     router = data.pop("router")
     assert router["kind"] == "words-lr"
     data.pop("fitted_on")
@@ -276,12 +281,7 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
     """Checked when it loads, not at its first query: a traceback there would stop `serve`."""
     from tradeoff.errors import UserError
 
-    policy_file = tmp_path / "p.json"
-    fitted = run_cli(
-        "policy", "fit", str(topics), "--strong-fraction", "0.5", "--out", str(policy_file)
-    )
-    assert fitted.returncode == 0, fitted.stderr
-    data = json.loads(policy_file.read_text())
+    data = _fitted(topics, tmp_path / "p.json")
     router = data["router"]
     first = {k: v for k, v in data.items() if k not in ("router", "fitted_on")}
     cases = {

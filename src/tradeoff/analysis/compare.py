@@ -336,10 +336,4 @@ def compare_runs(directories: list[Path]) -> list[Comparison]:
     any is compared, so that a bad directory is named before any work is done."""
     check_directories(directories)
     runs = [_read(directory) for directory in directories]
-    for b in runs[1:]:
-        if b.info.id == runs[0].info.id:
-            raise UserError(
-                f"{runs[0].info.directory} and {b.info.directory} hold the same run "
-                f"({b.info.id}): every difference would be 0; compare two runs"
-            )
     return [_compare(runs[0], b) for b in runs[1:]]
