@@ -24,10 +24,9 @@ import pandas as pd
 from tradeoff.analysis.metrics import Summary, record_scores, summarize_config
 from tradeoff.errors import UserError
 
-# What makes two records answers to the same question: the item, its sample, and (in a load
-# run) the load point it was sent at ('' in a profile run).
-# Records pair when they answer the same item: its task, id and content (prompt and reference,
-# so that two imports numbering different questions alike do not pair), sample and load point.
+# What makes two records answers to the same question: the item (its task, id and content: the
+# prompt and reference, so that two imports numbering other questions alike do not pair), its
+# sample, and (in a load run) the load point it was sent at ('' in a profile run).
 PAIR_KEY = ["task", "item_id", "item_content", "sample", "load_point"]
 CONFIDENCE = 0.95
 

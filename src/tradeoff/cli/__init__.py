@@ -20,6 +20,7 @@ from tradeoff.errors import UserError
 
 # click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
 clicks = sys.modules[typer.BadParameter.__module__]
+NO_ARGS = getattr(clicks, "NoArgsIsHelpError", ())  # click 8.2 and later; before, help and exit 0
 
 app = typer.Typer(
     help="Measure, optimize and serve LLM inference on the accuracy-cost frontier.",
@@ -77,7 +78,7 @@ def main() -> None:
     usage errors reach here, not its boxed rendering of them."""
     try:
         code = app(standalone_mode=False)
-    except clicks.NoArgsIsHelpError as exc:  # `tradeoff` alone: its help
+    except NO_ARGS as exc:  # `tradeoff` alone: its help
         rich_utils.rich_format_error(exc)
         sys.exit(exc.exit_code)
     except clicks.UsageError as exc:
