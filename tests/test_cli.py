@@ -186,7 +186,9 @@ def test_profile_then_report_in_every_format(tmp_path):
     again = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--out", str(out))
     assert_user_error(again, "already holds a run", "--resume")
 
-    summary = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    shown = run_cli("report", str(out), "--format", "json").stdout
+    assert "\\/" not in shown  # a path or a ratio as written, not pandas' escaped "\/"
+    summary = json.loads(shown)
     assert len(summary) == 1
     row = summary[0]
     assert row["config"] == "smollm2-135m" and row["n"] == 6

@@ -70,7 +70,7 @@ def test_config_model_must_be_an_alias():
 
 def test_prices_must_name_aliases():
     with pytest.raises(UserError, match="prices"):
-        parse_spec(spec(prices={"huge": {"input": 1}}))
+        parse_spec(spec(prices={"huge": {"input": 1, "output": 2}}))
 
 
 def test_models_as_list_get_aliases():
@@ -252,3 +252,34 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
         UserError, match=r"sampling must be a mapping of its fields \(name: value\)"
     ):
         parse_spec(spec(sampling=5))
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ({"models": {"": "smollm2-135m"}}, "models: the alias '' is empty; name each model"),
+        ({"models": {"s": " "}}, "models: s: the reference is empty"),
+        ({"prices": {"small": {"input": 1}}}, "prices: small: output is missing; give both"),
+        ({"prices": {"large": {"output": 1, "per_hour": 2}}}, "prices: large: input is missing"),
+        (
+            {"configs": [{"strategy": "vote", "model": "small", "n": 10**9}]},
+            "strategy 'vote': n must be at most 1000",
+        ),
+        (
+            {"configs": [{"strategy": "cascade", "models": ["small", "large"], "threshold": 1,
+                          "signal": "agreement", "k": [3, 5000]}]},
+            "strategy 'cascade': k[1] must be at most 1000 (got 5000)",
+        ),
+        (
+            {"configs": [{"strategy": "switch", "models": ["small", "large"], "threshold": 1,
+                          "threshold_low": [0.5, 2]}]},
+            "switch: threshold_low 2 is above threshold 1; the large model hands back below",
+        ),
+    ],
+)  # fmt: skip
+def test_values_that_would_run_but_mean_nothing_are_refused(extra, said):
+    """An unnamed model, a free side of a price nobody said was free, a billion votes, a switch
+    that hands back above the mean that made it take over: each named, not run."""
+    with pytest.raises(UserError) as exc:
+        resolve_configs(parse_spec(spec(**extra)))
+    assert said in str(exc.value) and "\n" not in str(exc.value)

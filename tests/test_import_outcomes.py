@@ -227,11 +227,36 @@ def test_other_cost_units_stay_out_of_cost_usd(tmp_path):
         )
 
 
+def test_dollars_on_imported_outcomes_say_why_they_are_missing(tmp_path):
+    """Imports are priced by costs given in USD, never by a spec's prices: a model imported
+    without a cost, or with costs in another unit, says so on the dollars axis."""
+    _write_csv(tmp_path / "outcomes.csv", ROWS)
+    for unit, models in (("USD", MODEL_ARGS), ("J", ["--model", "big=big,cost=2"])):
+        out = tmp_path / unit
+        made = run_cli("import", "outcomes", str(tmp_path / "outcomes.csv"), "--prompt-col",
+                       "prompt", *models, "--cost-unit", unit, "--out", str(out))  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        frontier = run_cli("frontier", str(out), "--cost", "dollars", "--format", "json")
+        assert frontier.returncode == 0, frontier.stderr
+        missing = {r["config"]: r["cost_missing"] for r in json.loads(frontier.stdout)}
+        assert not any("spec" in (why or "") for why in missing.values()), missing
+        if unit == "USD":
+            assert missing["big"] is None and missing["small"] is None
+            assert "no cost given in USD for 4 of 4 imported queries" in missing["mid"]
+        else:
+            assert "imported costs are in J, not USD" in missing["big"]
+            assert "--cost given" in missing["big"]
+
+
 def test_empty_file_and_duplicate_ids_are_user_errors(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(UserError, match="is empty"):
         import_outcomes(empty, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
+    fieldless = tmp_path / "fieldless.jsonl"
+    fieldless.write_text("{}\n{}\n")
+    with pytest.raises(UserError, match="its 2 JSON object.s. have no fields; give each line a"):
+        import_outcomes(fieldless, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
     with pytest.raises(UserError, match="is a directory; give the .csv or .jsonl file"):
         import_outcomes(tmp_path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "a")
     dup = tmp_path / "dup.csv"

@@ -33,6 +33,9 @@ Int = Annotated[int, Strict()]
 Num = float | list[float]
 PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
+# Answers drawn for one query (vote's n, cascade's k): at most as many as a spec's `samples`.
+Draws = Annotated[Int, Field(ge=1, le=1000)]
+Drawses = Draws | list[Draws]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
 Temperatures = Temperature | list[Temperature]
 MaxTokens = Annotated[Int, Field(ge=1, le=32768)]
@@ -350,6 +353,12 @@ class RunSpec(BaseModel):
                         f"prices: {alias}: {price!r} has no unit; give {{input: USD, output: "
                         "USD} per million tokens, or {per_hour: USD} for the hardware"
                     )
+                if len({"input", "output"} & set(price)) == 1:  # else one side is free unsaid
+                    missing = "output" if "input" in price else "input"
+                    raise ValueError(
+                        f"prices: {alias}: {missing} is missing; give both input and output in "
+                        "USD per million tokens (0 for a side that is free)"
+                    )
         return value
 
     @field_validator("models", mode="before")
@@ -368,6 +377,16 @@ class RunSpec(BaseModel):
                     )
                 aliases[alias] = ref
             return aliases
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _named(cls, value: dict[str, str]) -> dict[str, str]:
+        for alias, ref in value.items():
+            if not alias.strip():
+                raise ValueError(f"models: the alias {alias!r} is empty; name each model")
+            if not ref.strip():
+                raise ValueError(f"models: {alias}: the reference is empty; give a model")
         return value
 
     @field_validator("configs", mode="before")
@@ -516,10 +535,23 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
     return out
 
 
+def _first_error(errors: list[Any]) -> Any:
+    """The error to report. What an entry takes matters before what it lacks: a field it takes
+    no part in comes first. A list given where one value or a list is taken: what is wrong with a
+    member, not that the list is no single value."""
+    if extra := next((e for e in errors if e["type"] == "extra_forbidden"), None):
+        return extra
+    first = errors[0]
+    if isinstance(first.get("input"), list):
+        field = first["loc"][:-1]
+        for e in errors:
+            if e["loc"][: len(field)] == field and str(e["loc"][len(field)]).startswith("list["):
+                return e
+    return first
+
+
 def _format_error(source: str, exc: ValidationError) -> str:
-    errors = exc.errors()
-    # What an entry takes matters before what it lacks: report a field it takes no part in first.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    err = _first_error(exc.errors())
     loc = err["loc"]
     where = ".".join(str(p) for p in loc) or "spec"
     if err["type"] == "union_tag_invalid":
@@ -593,7 +625,11 @@ def _entry_error(err: Any) -> str:
     if err["type"] == "missing":
         return f"{prefix} needs {field}{shape}"
     # Union members name themselves in the location ("constrained-int"): not the user's words.
-    where = ".".join(str(p) for p in (field, *rest) if not any(c in str(p) for c in "-[("))
+    where = str(field) + "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}"
+        for p in rest
+        if not any(c in str(p) for c in "-[(")
+    )
     got = f" (got {err.get('input')!r})"
     if shape and err["type"] != "value_error":  # a value_error says itself what is wrong
         return f"{prefix} needs {field}{shape}{got}"

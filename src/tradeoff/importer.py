@@ -240,6 +240,11 @@ def _read(path: Path, shown: str) -> tuple[list[str], list[_Row]]:
         raise UserError(f"{shown} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:
         raise UserError(f"cannot read {shown}: {e.strerror or e}") from None
+    if not columns and rows:
+        raise UserError(
+            f"{shown}: its {len(rows):,} JSON object(s) have no fields; give each line a prompt "
+            'and a score per model, e.g. {"prompt": "2+2?", "big": 1, "small": 0}'
+        )
     if not columns:
         raise UserError(
             f"{shown} is empty; give a CSV header and one row per prompt, "

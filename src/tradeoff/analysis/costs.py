@@ -172,11 +172,26 @@ def called_models(df: pd.DataFrame) -> set[str]:
 
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     """Why some queries of one configuration have no price. A model seen in a priced query of
-    the run has a price in the spec; the others in unpriced queries have none."""
+    the run has a price in the spec; the others in unpriced queries have none. Imported
+    outcomes are priced only by costs given in USD."""
+    unpriced = df[df["cost_usd"].isna()]
+    if len(unpriced) and imported(unpriced).all():
+        units = sorted(
+            {str(u) for u in extra_field(unpriced, "cost_unit").dropna()} - {"USD", "usd"}
+        )
+        given = given_costs(unpriced).notna()
+        if given.any() and units:
+            return (
+                f"imported costs are in {'+'.join(units)}, not USD "
+                f"({int(given.sum())} of {len(df)} queries; --cost given plots them)"
+            )
+        return (
+            f"no cost given in USD for {len(unpriced)} of {len(df)} imported queries "
+            "(tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE --cost-unit USD)"
+        )
     priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     if not priced_models:
         return "no prices in the spec"
-    unpriced = df[df["cost_usd"].isna()]
     no_input = sorted(_models(call_fact(unpriced, "unreported_models")))
     if no_input:
         return f"input tokens not reported by {', '.join(no_input)}, so not priced"

@@ -3,6 +3,7 @@ and its evaluation as RouteLLM does it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -23,8 +24,19 @@ from tradeoff.cli.output import (
 from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from tradeoff.policy.evaluate import Evaluation
     from tradeoff.policy.routers import Featurizer
+
+
+@contextlib.contextmanager
+def _naming(run: Path, role: str) -> Iterator[None]:
+    """A refusal about one of two runs names which one it is about."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"{run} ({role}): {e}") from None
 
 
 def _names(configs: str | None) -> list[str] | None:
@@ -219,8 +231,10 @@ def evaluate(
     if train is not None:
         from tradeoff.policy.evaluate import evaluate_transfer
 
-        fitted_on, _ = run_table(train, _names(configs), cost)
-        table, _ = run_table(directory, fitted_on.configs, fitted_on.cost_axis)
+        with _naming(train, "the run fitted on"):
+            fitted_on, _ = run_table(train, _names(configs), cost)
+        with _naming(directory, "the run evaluated"):
+            table, _ = run_table(directory, fitted_on.configs, fitted_on.cost_axis)
         features = (_features(kind, train), _features(kind, directory))
         result = evaluate_transfer(fitted_on, table, str(train), kind, features)
     elif policy is not None:

@@ -416,7 +416,10 @@ def _write_table(
             table.to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
-        write_text(table.to_json(orient="records", indent=2), output)
+        # pandas writes NaN and timestamps as JSON does; the standard library then writes "/"
+        # as itself, not pandas' "\/"
+        rows = json.loads(table.to_json(orient="records"))
+        write_text(json.dumps(rows, indent=2, ensure_ascii=False), output)
     else:
         write_text(table.to_csv(index=False), output)
 

@@ -15,9 +15,9 @@ from typing import ClassVar, Literal
 
 from tradeoff.config import (
     Config,
+    Drawses,
     MaxTokenses,
     Num,
-    PositiveInts,
     Report,
     SmallLarge,
     StrategyParams,
@@ -34,7 +34,7 @@ class Params(StrategyParams):
     temperature: Temperatures | None = None
     max_tokens: MaxTokenses | None = None
     signal: Literal["agreement", "logprob", "entropy"] = "logprob"
-    k: PositiveInts = 3  # sampled answers, for `agreement`
+    k: Drawses = 3  # sampled answers, for `agreement`
     threshold: Num  # escalate when the uncertainty exceeds it
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")

@@ -32,6 +32,7 @@ from tradeoff.config import (
 )
 from tradeoff.engines.emit import AnswerText, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
+from tradeoff.errors import UserError
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
 
@@ -56,6 +57,12 @@ class Params(StrategyParams):
     def strategy_params(self) -> dict[str, Any]:
         params = super().strategy_params()
         params.setdefault("threshold_low", params["threshold"])
+        if params["threshold_low"] > params["threshold"]:
+            raise UserError(
+                f"switch: threshold_low {params['threshold_low']:g} is above threshold "
+                f"{params['threshold']:g}; the large model hands back below threshold_low, so "
+                "give one at most threshold (in a grid, list each pair as its own entry)"
+            )
         return params
 
     def base_name(self, config: Config) -> str:

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import ClassVar, Literal
 
-from tradeoff.config import Config, MaxTokenses, PositiveInts, StrategyParams, Temperatures
+from tradeoff.config import Config, Drawses, MaxTokenses, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Item, Outcome
 
@@ -18,7 +18,7 @@ class Params(StrategyParams):
     model: str
     temperature: Temperatures | None = None  # default: the spec's, or 0.7 where that is 0
     max_tokens: MaxTokenses | None = None
-    n: PositiveInts = 5  # answers drawn
+    n: Drawses = 5  # answers drawn
     adaptive: bool = False  # stop once the leader can no longer be overtaken
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "n")
