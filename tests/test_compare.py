@@ -120,6 +120,9 @@ def test_the_json_has_every_field_and_the_paired_difference_is_the_records(runs)
         assert row["n"] == 4 and row["difference"] == 0 and row["low"] == row["high"] == 0
         for ratio in row["ratios"].values():
             assert ratio["ratio"] is None or ratio["ratio"] == pytest.approx(1.0)
+    shown = run_cli("compare", str(a), str(a))
+    assert shown.returncode == 0, shown.stderr
+    assert "A and B are one run" in shown.stdout and "compare it with another run" in shown.stdout
 
 
 def test_the_page_draws_every_chart_and_its_table_sorts(runs, tmp_path):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def print_comparison(comparison: Comparison) -> None:
     """One comparison's tables and their notes."""
-    from tradeoff.report.compare_table import SAME_NOTE, config_table, differences_table
+    from tradeoff.report.compare_table import config_table, differences_table, same_note
 
     table, notes = config_table(comparison)
     console.print(table, crop=False)
@@ -34,7 +34,7 @@ def print_comparison(comparison: Comparison) -> None:
     console.print()
     differences = differences_table(comparison.differences)
     if differences is None:
-        console.print(SAME_NOTE, style="dim", markup=False, highlight=False)
+        console.print(same_note(comparison), style="dim", markup=False, highlight=False)
     else:
         console.print(differences, crop=False)
 

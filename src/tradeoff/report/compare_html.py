@@ -13,10 +13,10 @@ import pandas as pd
 from tradeoff.analysis.compare import QUANTITIES, Comparison, RunInfo
 from tradeoff.report import vega
 from tradeoff.report.compare_table import (
-    SAME_NOTE,
     config_table,
     differences_table,
     ratio_text,
+    same_note,
     title,
 )
 from tradeoff.report.html_page import column_table, notes, page, table, when
@@ -75,7 +75,7 @@ def _comparison(c: Comparison, i: int) -> str:
             _accuracy_chart(c, f"accuracy-{i}"),
             _ratio_chart(c, f"ratios-{i}"),
             "<h3>What differs between the runs</h3>",
-            notes([SAME_NOTE]) if differences is None else column_table(differences),
+            notes([same_note(c)]) if differences is None else column_table(differences),
         ]
     )
 

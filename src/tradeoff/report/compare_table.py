@@ -161,4 +161,11 @@ def differences_table(differences: list[FieldDifference]) -> ColumnTable | None:
     return table
 
 
-SAME_NOTE = "the runs' hosts (machine, CPU, GPUs, library versions) and specs are the same"
+def same_note(c: Comparison) -> str:
+    """What a comparison whose runs differ in nothing says in place of their differences."""
+    if c.a.id == c.b.id:
+        return (
+            f"A and B are one run ({c.a.id}): every difference is 0 and every ratio 1× by "
+            "construction; compare it with another run"
+        )
+    return "the runs' hosts (machine, CPU, GPUs, library versions) and specs are the same"
