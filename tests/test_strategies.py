@@ -134,7 +134,11 @@ def test_switch_accounting_extremes_and_cross_tokenizer(tmp_path):
         [
             {"model": "small"},
             {"model": "large"},
-            {"strategy": "switch", "models": ["small", "large"], "threshold": [0.0, 1.0, 1e9]},
+            {
+                "strategy": "switch",
+                "models": ["small", "large"],
+                "threshold": [0.0, 1.0, 1.5, 1e9],
+            },  # fmt: skip
         ],
         tasks=("arith", "facts"),
         limit=3,
@@ -151,6 +155,19 @@ def test_switch_accounting_extremes_and_cross_tokenizer(tmp_path):
             assert e["tokens_small"] + e["tokens_large"] == r["output_tokens"]
             assert sum(c["output_tokens"] for c in r["calls"]) == r["output_tokens"]
             assert "\ufffd" not in r["output"]
+    for name in ("switch-small-large-t1", "switch-small-large-t1.5"):
+        for _, r in by[name].iterrows():
+            e = r["extra"]
+            turns = {c["model"]: c["finish_reason"] for c in r["calls"]}
+            assert turns.pop(e["last_turn"]) == e["finish_reason"]
+            assert set(turns.values()) <= {"switch"}  # its turn ended by a hand-over
+            # The large model is prompted few-shot: once the answer holds its stop string "\n"
+            # (the small chat model wrote one), the answer has ended in its format, and it does
+            # not get the turn to write the next question. What follows is the small model's.
+            if "\n" in r["output"]:
+                assert e["text_small"].endswith(r["output"][r["output"].index("\n") :])
+    hand_back = by["switch-small-large-t1.5"]["output"]
+    assert hand_back.str.contains("\n").any()  # the case above, met by these items
     assert (all_large["extra"].map(lambda e: e["tokens_small"]) == 0).all()
     assert (all_small["extra"].map(lambda e: e["tokens_large"]) == 0).all()
     # at the extremes, switch is the single model, token for token

@@ -77,6 +77,10 @@ class AnswerText:
             self._emit.update(self.text)
         return False
 
+    def holds(self, stop: list[str]) -> bool:
+        """Whether the text so far holds one of `stop` (another model's stop strings)."""
+        return any(s and s in self.text for s in stop)
+
     def finish(self) -> str:
         if not self.stopped:
             self.text += self._decoder.decode(b"", final=True)

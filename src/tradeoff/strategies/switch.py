@@ -5,7 +5,10 @@ distribution joins a rolling window of the last `window` entropies; when the win
 `threshold`, the large model generates (this token included) until the mean falls below
 `threshold_low`, then the small model takes over again. Models hand over at the text level, so
 they may have different tokenizers: each keeps its own context and KV cache and catches up on the
-text it has not seen with one batched prefill, counted as that model's cost.
+text it has not seen with one batched prefill, counted as that model's cost. Each model's stop
+strings are checked on the text it adds; a model whose stop string the answer already holds does
+not take the turn (in its prompt format the answer has ended: a few-shot model would write the
+next question), so the answer ends there.
 
 Runs on in-process models only (llama.cpp or torch: it needs every next-token distribution).
 Energy by model: with a fine-grained counter, its difference across each model's turns; with a
@@ -106,11 +109,17 @@ def run_switch_sync(
     finish = "length"
     text = AnswerText(small.request.stop, on_text)
 
-    def hand_over(to: int) -> None:
+    def hand_over(to: int) -> bool:
+        """Give `to` the turn; False where the answer holds one of its stop strings already:
+        in that model's prompt format the answer has ended (a completion-mode model would go on
+        to write the next few-shot question), so it ends here."""
         nonlocal current, switches
+        if text.holds(streams[to].request.stop):
+            return False
         current, switches = to, switches + 1
         if on_turn is not None:
             on_turn(to)
+        return True
 
     while by_model[0] + by_model[1] < max_tokens:
         if small.request.cancelled:
@@ -121,7 +130,9 @@ def run_switch_sync(
         entropies.append(entropy_of(logp))
         mean = sum(entropies) / len(entropies)
         if current == 0 and mean > threshold:
-            hand_over(1)  # the large model produces this token
+            if not hand_over(1):  # the large model produces this token
+                finish = "stop"
+                break
             stream = streams[current]
             logp = stream.next_distribution(answer)
             entropies[-1] = entropy_of(logp)
@@ -139,8 +150,9 @@ def run_switch_sync(
             finish = "stop"
             break
         mean = sum(entropies) / len(entropies)
-        if current == 1 and mean < threshold_low:
-            hand_over(0)
+        if current == 1 and mean < threshold_low and not hand_over(0):
+            finish = "stop"
+            break
     stats: dict[str, object] = {
         "tokens_small": by_model[0],
         "tokens_large": by_model[1],
@@ -149,6 +161,7 @@ def run_switch_sync(
         "catchup_tokens_small": small.catchup_tokens,
         "catchup_tokens_large": large.catchup_tokens,
         "finish_reason": finish,
+        "last_turn": ("small", "large")[current],
         "text_small": pieces[0].decode("utf-8", errors="replace"),
         "text_large": pieces[1].decode("utf-8", errors="replace"),
     }
@@ -156,10 +169,11 @@ def run_switch_sync(
 
 
 def _generation(
-    stream: TokenStream, text: str, t_start: float, t_first: float | None
+    stream: TokenStream, text: str, t_start: float, t_first: float | None, finish: str
 ) -> Generation:
     """One model's part of the answer as a generation: its tokens in and out, and the time it
-    computed (not wall time: the models' turns interleave)."""
+    computed (not wall time: the models' turns interleave). `finish`: the answer's, for the model
+    whose turn was last; `switch` for the other, whose last turn a hand-over ended."""
     return Generation(
         text=text,
         input_tokens=stream.prompt_tokens + stream.catchup_tokens,
@@ -167,7 +181,7 @@ def _generation(
         t_start=t_start,
         t_first=t_first,
         t_end=t_start + stream.busy_s,
-        finish_reason="stop",
+        finish_reason=finish,
         mode=stream.request.mode,
     )
 
@@ -197,7 +211,11 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     done = {
         alias: (
             _generation(
-                stream, str(stats[f"text_{key}"]), t_start, t_first if key == "small" else None
+                stream,
+                str(stats[f"text_{key}"]),
+                t_start,
+                t_first if key == "small" else None,
+                str(stats["finish_reason"]) if stats["last_turn"] == key else "switch",
             ),
             stream.evals,
         )
