@@ -16,6 +16,7 @@ from conftest import fitted_policy, serve_process
 from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.config import parse_spec
+from tradeoff.errors import UserError
 from tradeoff.meters.energy import rapl_meter
 from tradeoff.records import energy_fields
 from tradeoff.runner import profile
@@ -37,7 +38,9 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_routed_record_carries_its_decision_inside_its_latency(policy_file, tmp_path):
     from tradeoff.analysis.metrics import SUMMARY_COLUMNS, summaries
 
-    route = {"strategy": "route", "policy": str(policy_file)}
+    policy = tmp_path / "policy.json"
+    policy.write_bytes(policy_file.read_bytes())
+    route = {"strategy": "route", "policy": str(policy)}
     routed = parse_spec({**BASE, "limit": 4, "configs": [route]})
     result = profile(routed, tmp_path / "routed", notify=lambda m: None)
     assert result.status == "finished" and result.errors == 0 and result.done == 4
@@ -61,6 +64,15 @@ def test_every_routed_record_carries_its_decision_inside_its_latency(policy_file
     latency = summary.costs["latency"].value
     assert latency is not None and latency >= sum(decisions) / len(decisions)
     assert list(read["extra.decision_s"]) == decisions  # read by the store's column path too
+    # A policy fitted again to the same path is another configuration: resuming refuses to mix
+    # its records with the first one's, and goes on once the file is the one that ran.
+    first = policy.read_bytes()
+    policy.write_text(json.dumps(json.loads(first), indent=1))
+    with pytest.raises(UserError, match=f"configuration 'route-policy' .* its policy {policy}"):
+        profile(routed, resume=tmp_path / "routed", notify=lambda m: None)
+    policy.write_bytes(first)
+    again = profile(routed, resume=tmp_path / "routed", notify=lambda m: None)
+    assert again.status == "finished" and again.done == 0
 
 
 def _powercap(root: Path, energy_uj: int) -> Path:

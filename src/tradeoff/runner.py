@@ -286,6 +286,7 @@ def profile(
     store = Store.open(resume, writer=True)
     try:
         spec = _resumable_spec(store, resume)
+        _check_configs(store, spec)
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say)
         run = _execute(
@@ -303,6 +304,24 @@ def _resumable_spec(store: Store, resume: str | Path) -> RunSpec:
         what = "imported outcomes" if "imported_from" in stored else "served traffic"
         raise UserError(f"{resume} holds {what}, not a profile run: nothing to resume")
     return parse_spec(stored, f"{resume} (stored spec)")
+
+
+def _check_configs(store: Store, spec: RunSpec) -> None:
+    """Each stored configuration still runs what its records ran: a route's policy file fitted
+    again at the same path is another configuration under the same name."""
+    stored = {c["name"]: c["config_id"] for c in store.configs()}
+    for config in resolve_configs(spec):
+        if stored.get(config.name, config.config_id) == config.config_id:
+            continue
+        what = (
+            f"its policy {config.params['policy']} changed since"
+            if config.strategy == "route"
+            else "what it runs changed since (a file it reads, or tradeoff's version)"
+        )
+        raise UserError(
+            f"{store.directory}: configuration '{config.name}' is not what its records ran: "
+            f"{what}; restore it, or profile into a new --out"
+        )
 
 
 def _check_items(

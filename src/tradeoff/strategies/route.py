@@ -6,6 +6,7 @@ where the session's counter meters it (`extra.decision_j`, within the record's e
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -50,6 +51,7 @@ class Params(StrategyParams):
         """The models come from the policy's configurations, not from the spec."""
         path = str(Path(self.policy).expanduser().resolve())
         subs = policy_configs(path)
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         models: dict[str, str] = {}
         for sub in subs:
             for alias, ref in sub.models.items():
@@ -63,7 +65,9 @@ class Params(StrategyParams):
                 models=models,
                 model=subs[0].model,
                 sampling=subs[0].sampling,
-                params={"policy": path, "configs": [s.name for s in subs]},
+                # the file's content too: a policy fitted again to the same path is another
+                # configuration, which `--resume` refuses to mix with the first one's records
+                params={"policy": path, "configs": [s.name for s in subs], "policy_sha256": digest},
             )
         )
 
