@@ -3,6 +3,7 @@
 
 import html
 import json
+import re
 
 import numpy as np
 import pytest
@@ -437,6 +438,28 @@ def test_fit_on_a_learnable_run_does_not_warn(tmp_path):
     assert "warning" not in result.stderr.lower()
     cal = Policy.load(tmp_path / "p.json").calibration  # the file keeps the figures behind that
     assert cal["apgr"] > 0.5 + 2 * cal["apgr_spread"] and cal["items"] == 300
+
+
+def test_costs_are_said_in_their_unit_and_a_cheaper_strong_is_warned_of(tmp_path):
+    run = imported(tmp_path, one_word_decides(60))  # weak 0.1, strong 1.0 USD a query
+    fitted = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    assert fitted.returncode == 0, fitted.stderr
+    assert re.search(r"mean cost [0-9.]+ USD, ", fitted.stdout), fitted.stdout
+    one_line_error(
+        fit_cli(run, "--budget", "0.01", "-o", str(tmp_path / "p.json")),
+        "no routing costs at most 0.01 USD a query (cheapest 0.1)",
+    )
+    shown = run_cli("policy", "eval", str(run), "--cv", "5")
+    assert "(cost: given, USD per query)" in shown.stdout and not warnings_of(shown)
+    # Strong by accuracy, but the cheaper: routing to the weak one saves nothing, and it says so.
+    swapped = tmp_path / "swapped"
+    made = run_cli("import", "outcomes", str(tmp_path / "outcomes.csv"), "--prompt-col", "prompt",
+                   "--model", "weak=weak_correct,cost=1",
+                   "--model", "strong=strong_correct,cost=0.1", "--out", str(swapped))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    (warned,) = warnings_of(run_cli("policy", "eval", str(swapped), "--cv", "5"))
+    assert "the stronger strong costs no more than weak on 'given'" in warned
+    assert "every cost saved is 0" in warned
 
 
 def test_a_run_of_two_configurations_needs_no_configs(tmp_path):

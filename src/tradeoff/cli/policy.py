@@ -90,7 +90,11 @@ def fit(
         float | None, typer.Option(help="Cheapest routing reaching this accuracy.")
     ] = None,
     budget: Annotated[
-        float | None, typer.Option(help="Most accurate routing within this mean cost per query.")
+        float | None,
+        typer.Option(
+            help="Most accurate routing within this mean cost per query, in the --cost axis's "
+            "unit (latency s, energy J, tokens, flops GFLOPs, dollars $, given: as imported)."
+        ),
     ] = None,
     strong_fraction: Annotated[
         float | None, typer.Option(help="Share of queries for the most accurate configuration.")
@@ -145,7 +149,8 @@ def fit(
     console.print(
         f"wrote {out}: router {kind}, {len(table.configs)} configurations, {len(table.keys)} "
         f"items, cost {table.cost_axis}; calibrated out of fold ({cal['evaluation']}): accuracy "
-        f"{cal['accuracy']:.3f}, mean cost {cal['cost']:.4g}, {cal['strong_fraction']:.0%} to "
+        f"{cal['accuracy']:.3f}, mean cost {cal['cost']:.4g} {table.cost_unit}, "
+        f"{cal['strong_fraction']:.0%} to "
         f"{table.configs[policy.strong]}{gained}",
         soft_wrap=True,
         highlight=False,

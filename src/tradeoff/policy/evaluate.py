@@ -52,6 +52,7 @@ class Evaluation:
     routers: list[RouterReport]
     router: str = WordsLR.kind  # the router family evaluated (`routers.py`)
     warnings: list[str] = field(default_factory=list)  # why these figures may mislead
+    cost_unit: str = ""  # the cost axis's unit ("" in evaluations stored before it was kept)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: each curve as lists of floats."""
@@ -128,7 +129,22 @@ def evaluate(
         source=source,
         routers=[_report(curve, acc_w, acc_s, cost_s) for curve in curves],
         router=router,
+        warnings=_cheaper_strong(table, weak, strong),
+        cost_unit=table.cost_unit,
     )
+
+
+def _cheaper_strong(table: Table, weak: int, strong: int) -> list[str]:
+    """Weak and strong are named by accuracy, as RouteLLM does; where the strong one costs no
+    more, sending queries to the weak one saves nothing, and the figures should say so."""
+    cost_w, cost_s = table.costs[:, weak].mean(), table.costs[:, strong].mean()
+    if cost_s > cost_w or not table.costs.any():  # or nothing is priced (imports without costs)
+        return []
+    return [
+        f"the stronger {table.configs[strong]} costs no more than {table.configs[weak]} on "
+        f"'{table.cost_axis}' ({cost_s:.4g} against {cost_w:.4g} a query): routing to the weaker "
+        "saves nothing, so every cost saved is 0; choose another --cost"
+    ]
 
 
 def evaluate_cv(

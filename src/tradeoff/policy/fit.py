@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve
+from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -39,6 +39,7 @@ class Table:
     costs: np.ndarray
     cost_axis: str
     meta: list[dict[str, Any]] = field(default_factory=list)  # each item's metadata, in order
+    cost_unit: str = ""  # the axis's unit for these records (`analysis.costs.unit`)
 
     def subset(self, keep: np.ndarray) -> Table:
         """The items where `keep` (a boolean mask) is true."""
@@ -52,6 +53,7 @@ class Table:
             costs=self.costs[at],
             cost_axis=self.cost_axis,
             meta=[self.meta[i] for i in at] if self.meta else [],
+            cost_unit=self.cost_unit,
         )
 
     def groups(self, name: str) -> list[str]:
@@ -152,6 +154,7 @@ def outcome_table(
         costs=costs.to_numpy(dtype=float),
         cost_axis=axis.name,
         meta=[metas.get(k, {}) for k in keys],
+        cost_unit=unit(axis, df),
     )
 
 
@@ -359,7 +362,7 @@ class Policy:
         return policy
 
 
-def calibrate(curve: pd.DataFrame, target: dict[str, float]) -> pd.Series:
+def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = "") -> pd.Series:
     """The sweep row meeting the target: the cheapest reaching `accuracy`, the most accurate
     within `budget`, or the one whose strong share is closest to `strong_fraction`."""
     if "accuracy" in target:
@@ -373,7 +376,8 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float]) -> pd.Series:
         if ok.empty:
             cheapest = curve["cost"].min()
             raise UserError(
-                f"no routing costs at most {target['budget']:g} (cheapest {cheapest:.4g})"
+                f"no routing costs at most {target['budget']:g} {cost_unit} a query (cheapest "
+                f"{cheapest:.4g})"
             )
         return ok.sort_values(["accuracy", "cost"], ascending=[False, True]).iloc[0]
     gap = (curve["strong_fraction"] - target["strong_fraction"]).abs()
@@ -417,7 +421,8 @@ def fit_policy(
             }
         )
     else:
-        row = calibrate(sweep(oof, table.scores, table.costs, mean_costs, strong), target)
+        curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
+        row = calibrate(curve, target, table.cost_unit)
     fitted = new_router(router).fit(x, table.scores)
     calibration: dict[str, Any] = {
         "evaluation": "5-fold cross-validation over items",

@@ -28,7 +28,8 @@ def router_heading(result: Evaluation) -> str:
         f"router {result.router}; {result.items} items, {result.source}; weak {result.weak}: "
         f"accuracy {result.acc_weak:.3f}, cost {result.cost_weak:.4g}; strong {result.strong}: "
         f"accuracy {result.acc_strong:.3f}, cost {result.cost_strong:.4g} "
-        f"({result.cost_axis} per query)"
+        f"(cost: {result.cost_axis}{', ' + result.cost_unit if result.cost_unit else ''} per "
+        "query)"
     )
 
 
