@@ -327,6 +327,8 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
         assert row["cost"] == pytest.approx(per_hour / 3600 / rate, rel=1e-6)
     missing = run_cli("frontier", str(out), "--at", "rate=5")
     assert missing.returncode == 2 and "concurrent:1, concurrent:4" in missing.stderr
+    ignored = run_cli("frontier", str(out), "--slo", "e2e=1")  # an SLO judges only --at's pick
+    assert ignored.returncode == 2 and "--slo goes with --at max-goodput" in ignored.stderr
 
 
 def test_a_price_without_a_unit_is_one_line(tmp_path):

@@ -77,6 +77,10 @@ def test_sigkill_then_resume_completes_exactly_once(tmp_path):
     proc.wait()
     before = _keys_and_times(db)
     assert 4 <= len(before) < EXPECTED
+    # Its report says that the run did not finish, and how to go on.
+    shown = run_cli("report", str(out))
+    assert shown.returncode == 0, shown.stderr
+    assert "its process died" in shown.stderr and f"--resume {out}" in shown.stderr
 
     result = run_cli("profile", "--resume", str(out))
     assert result.returncode == 0, result.stderr
@@ -105,9 +109,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "stopped"
     con.close()
+    for command in ("report", "frontier"):
+        shown = run_cli(command, str(out))
+        assert shown.returncode == 0, shown.stderr
+        assert f"note: the run stopped before it finished: {stored} records;" in shown.stderr
     result = run_cli("profile", "--resume", str(out))
     assert result.returncode == 0, result.stderr
     assert _count(db) == EXPECTED
+    assert "note:" not in run_cli("report", str(out)).stderr  # finished now
 
 
 def _jsonl(path, rows):

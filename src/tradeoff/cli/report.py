@@ -130,6 +130,43 @@ def host_conditions(directory: Path) -> dict[str, Any]:
         store.close()
 
 
+def unfinished_note(directory: Path) -> str | None:
+    """Where a profile run did not finish: what it holds so far, which configurations have no
+    record yet, and how to go on (its figures are over the items answered so far, which may
+    differ between configurations)."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        run = store.run()
+        if run["status"] == "finished" or store.load_points() or _not_profiled(run["spec"]):
+            return None
+        keys = store.done_keys()
+        done = {key[0] for key in keys}
+        empty = [c["name"] for c in store.configs() if c["config_id"] not in done]
+    finally:
+        store.close()
+    state = (
+        "stopped before it finished"
+        if run["status"] == "stopped"
+        else f"is {run['status']} (still being written, or its process died)"
+    )
+    lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
+    return (
+        f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
+        f"over the items it answered; continue with: tradeoff profile --resume {directory}"
+    )
+
+
+def _not_profiled(spec: Any) -> bool:
+    return isinstance(spec, dict) and ("imported_from" in spec or "serve" in spec)
+
+
+def print_unfinished(directory: Path) -> None:
+    if note := unfinished_note(directory):
+        err_console.print(f"note: {note}", style="yellow", highlight=False, soft_wrap=True)
+
+
 def print_summary(directory: Path, wide: bool = False, read: Read | None = None) -> None:
     """The summary table of a run (`read` already, or read here), its footnotes, its meters'
     idle baselines and the host's conditions while it ran (a warning when the host was busy)."""
@@ -146,6 +183,7 @@ def print_summary(directory: Path, wide: bool = False, read: Read | None = None)
     _print_table(table, [*notes, *meter_notes(meters), *([host] if host else [])])
     if busy:
         console.print(busy, style="yellow", markup=False, highlight=False)
+    print_unfinished(directory)
 
 
 def _under_load(directory: Path, records: pd.DataFrame) -> bool:
@@ -462,6 +500,8 @@ def frontier(
 
     from tradeoff.analysis.load import parse_slo
 
+    if slo is not None and at is None:
+        raise UserError("--slo goes with --at max-goodput (the SLO it judges a load run by)")
     check_plot(plot)
     objective = None if slo is None else parse_slo(slo)
     rows, label = frontier_rows(directory, cost, at, objective)
@@ -478,3 +518,5 @@ def frontier(
     if plot is not None:
         write_plot(rows, label, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    if at is None:
+        print_unfinished(directory)
