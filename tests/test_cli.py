@@ -222,6 +222,19 @@ def test_profile_then_report_in_every_format(tmp_path):
         (["--format", "json"], tmp_path, "is a directory"),
     ]:
         assert_user_error(run_cli("report", str(out), *how, "-o", str(where)), says, "--output")
+    # the format follows --output's suffix; an --output the format would not write is refused
+    written = run_cli("report", str(out), "-o", str(tmp_path / "s.json"))
+    assert written.returncode == 0, written.stderr
+    assert json.loads((tmp_path / "s.json").read_text())[0]["config"] == "smollm2-135m"
+    for how, says in [
+        ([], "cannot tell the format from '.txt'"),
+        (["-f", "table"], "the table goes to the terminal"),
+        (["-f", "parquet"], "names csv but --format is parquet"),
+        (["--html", "-f", "json"], "without --records, --load, --plot or --format"),
+    ]:
+        where = tmp_path / ("s.txt" if not how else "s.csv")
+        assert_user_error(run_cli("report", str(out), *how, "-o", str(where)), says)
+        assert not where.exists()
 
 
 def test_help_paragraphs_are_whole_sentences():

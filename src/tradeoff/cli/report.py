@@ -325,8 +325,13 @@ def write_plot(rows: list[FrontierRow], label: str, plot: Path, directory: Path)
 def report(
     directory: Annotated[Path, typer.Argument(help="A run directory.")],
     format: Annotated[
-        SummaryFormat, typer.Option("--format", "-f", help="Output format.")
-    ] = SummaryFormat.table,
+        SummaryFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format (default: --output's suffix, .csv, .json or .parquet; else table).",
+        ),
+    ] = None,
     records: Annotated[
         bool, typer.Option("--records", help="Per-query records instead of the summary.")
     ] = False,
@@ -382,13 +387,15 @@ def report(
     from tradeoff.analysis.metrics import summarize
 
     if html:
-        if records or load or plot is not None:
+        if records or load or plot is not None or format is not None:
             raise UserError(
-                "--html writes the whole report; give it without --records, --load or --plot"
+                "--html writes the whole report; give it without --records, --load, --plot or "
+                "--format"
             )
         written = _write_html(directory, output)
         err_console.print(f"wrote {written}", highlight=False, soft_wrap=True)
         return
+    format = _format_for(format, output)
     if load and records:
         raise UserError("--load and --records each choose what to report; give one of them")
     if plot is not None and records:
@@ -421,12 +428,45 @@ def report(
             table = _read_records(directory, nested=format is SummaryFormat.json)
         else:
             df, names, _ = _read(directory)
+            if df.empty:  # an empty file would look like a summary of nothing
+                raise UserError(_no_records(directory))
             table = pd.DataFrame(summarize(df, names))
         kind = "records" if records else "load" if load else "summary"
         _write_table(table, format, output, directory / f"{kind}.parquet")
     if plot is not None:
         draw_load_plot(rows, source, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+
+
+SUFFIXES = {"." + f.value: f for f in SummaryFormat if f is not SummaryFormat.table}
+
+
+def _format_for(format: SummaryFormat | None, output: Path | None) -> SummaryFormat:
+    """The format given, or the one `output`'s suffix names; an output the format would not
+    write, or one whose suffix names another format, is refused rather than ignored."""
+    if output is None:
+        return format or SummaryFormat.table
+    suffix = output.suffix.lower()
+    if suffix == ".html":
+        raise UserError(f"--output {output}: the HTML report is written by --html -o {output}")
+    named = SUFFIXES.get(suffix)
+    chosen = format or named
+    if chosen is None:
+        raise UserError(
+            f"--output {output}: cannot tell the format from {suffix or 'no suffix'!r}; give "
+            "--format csv, json or parquet (or a .csv, .json or .parquet name)"
+        )
+    if chosen is SummaryFormat.table:
+        raise UserError(
+            "--output writes csv, json or parquet; the table goes to the terminal (give "
+            "--format csv, json or parquet)"
+        )
+    if named is not None and named is not chosen:
+        raise UserError(
+            f"--output {output} names {named.value} but --format is {chosen.value}; give one "
+            "that agrees"
+        )
+    return chosen
 
 
 def _write_html(directory: Path, output: Path | None) -> Path:
