@@ -273,7 +273,7 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
         (
             {"configs": [{"strategy": "switch", "models": ["small", "large"], "threshold": 1,
                           "threshold_low": [0.5, 2]}]},
-            "switch: threshold_low 2 is above threshold 1; the large model hands back below",
+            "configs[0]: strategy 'switch': threshold_low 2 is above threshold 1; the large",
         ),
     ],
 )  # fmt: skip

@@ -570,6 +570,8 @@ def _format_error(source: str, exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"{source}: missing required field '{where}'"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and len(loc) == 3 and loc[0] == "configs":
+        return f"{source}: configs[{loc[1]}]: strategy '{loc[2]}': {msg}"  # the entry's check
     if err["type"] == "value_error":
         return msg if source == FLAGS_SOURCE else f"{source}: {msg}"
     if source == FLAGS_SOURCE and where in FLAG_NAMES:

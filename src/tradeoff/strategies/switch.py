@@ -17,12 +17,14 @@ stepped one (NVML), each model's passes are a request in the energy account, spl
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from tradeoff.config import (
     Config,
@@ -35,7 +37,6 @@ from tradeoff.config import (
 )
 from tradeoff.engines.emit import AnswerText, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
-from tradeoff.errors import UserError
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
 
@@ -60,13 +61,22 @@ class Params(StrategyParams):
     def strategy_params(self) -> dict[str, Any]:
         params = super().strategy_params()
         params.setdefault("threshold_low", params["threshold"])
-        if params["threshold_low"] > params["threshold"]:
-            raise UserError(
-                f"switch: threshold_low {params['threshold_low']:g} is above threshold "
-                f"{params['threshold']:g}; the large model hands back below threshold_low, so "
-                "give one at most threshold (in a grid, list each pair as its own entry)"
-            )
         return params
+
+    @model_validator(mode="after")
+    def _hands_back_below(self) -> Params:
+        """The large model hands back below threshold_low: above threshold it would take the turn
+        and hand it back at once. Every pair a grid of lists would run is checked."""
+        highs = self.threshold if isinstance(self.threshold, list) else [self.threshold]
+        lows = self.threshold_low if isinstance(self.threshold_low, list) else [self.threshold_low]
+        for high, low in itertools.product(highs, lows):
+            if low is not None and low > high:
+                raise ValueError(
+                    f"threshold_low {low:g} is above threshold {high:g}; the large model hands "
+                    "back below threshold_low, so give one at most threshold (in a grid, list "
+                    "each pair as its own entry)"
+                )
+        return self
 
     def base_name(self, config: Config) -> str:
         small, large = config.aliases
