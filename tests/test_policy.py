@@ -495,6 +495,7 @@ def test_a_target_out_of_its_range_is_one_line(tmp_path, target, needle):
     [
         ([("w", "weak")], ("1 configuration(s) (weak)", "at least two")),
         ([("w", "weak"), ("s", "strong"), ("m", "mid")], ("(weak, strong, mid)", "--configs")),
+        ([], ("the run has no records yet", "profile the run first")),
     ],
 )
 def test_without_configs_a_run_of_other_than_two_is_one_line(tmp_path, configs, needles):

@@ -105,6 +105,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert "Traceback" not in stderr
     assert f"--resume {out}" in stderr
     stored = _count(db)
+    assert f"stopped after {stored} new records ({stored} stored in all)" in stderr
     assert 2 <= stored < EXPECTED
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "stopped"
@@ -117,6 +118,23 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert result.returncode == 0, result.stderr
     assert _count(db) == EXPECTED
     assert "note:" not in run_cli("report", str(out)).stderr  # finished now
+    again = run_cli("profile", "--resume", str(out))  # nothing left: said, and no model loaded
+    assert again.returncode == 0 and f"nothing to resume: {out} holds every record" in again.stderr
+    assert "loading" not in again.stderr.lower() and _count(db) == EXPECTED
+
+
+def test_a_second_ctrl_c_aborts_and_says_how_to_resume(tmp_path):
+    """The run's own handler, in a process of its own: the second signal exits at once."""
+    code = (
+        "import signal; from pathlib import Path; from tradeoff.runner import Stop\n"
+        "stop = Stop(lambda m: print(m, flush=True)); stop.directory = Path('runs/a')\n"
+        "stop(signal.SIGINT, None); stop(signal.SIGINT, None)\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ended.returncode == 130, ended.stderr
+    assert ended.stdout.splitlines()[-1] == (
+        "aborting now; requests in flight are lost; continue with: tradeoff profile --resume runs/a"
+    )
 
 
 def _jsonl(path, rows):

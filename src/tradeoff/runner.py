@@ -33,7 +33,7 @@ from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
 from tradeoff.types import Record
-from tradeoff.work import PerTurn, Plan, handing_out, items_of, load_tasks, run_work
+from tradeoff.work import PerTurn, Plan, handing_out, items_of, load_tasks, run_work, work_keys
 
 
 @dataclass
@@ -77,11 +77,13 @@ class Stop:
     def __init__(self, notify: Callable[[str], None]):
         self.requested = False
         self.notify = notify
+        self.directory: Path | None = None  # the run's, once its store is open: to resume
         self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
-            self.notify("aborting now; requests in flight are lost")
+            then = f"; continue with: tradeoff profile --resume {self.directory}"
+            self.notify("aborting now; requests in flight are lost" + then * bool(self.directory))
             os._exit(130)  # records written so far are committed; in-flight ones are lost
         self.requested = True
         self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
@@ -167,6 +169,7 @@ async def _run_session(
     try:
         async with opened as session:
             store = session.store
+            stop.directory = store.directory
             for task in tasks:
                 store.add_items(items_of(task, spec.limit), task.scorer)
             plan = Plan(spec, configs, tasks, session.meter)
@@ -289,6 +292,13 @@ def profile(
         _check_configs(store, spec)
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say)
+        if store.run()["status"] == "finished":
+            configs = resolve_configs(spec)
+            items = [(t.name, i.id) for t in tasks for i in items_of(t, spec.limit)]
+            stored = store.done_keys()
+            if set(work_keys(spec, [c.config_id for c in configs], items)) <= stored:
+                say(f"nothing to resume: {resume} holds every record its spec asks for")
+                return RunResult(store.directory, "finished", 0, len(stored), 0, 0.0, 0.0, configs)
         run = _execute(
             spec, tasks, lambda: store,
             api_key=api_key, on_progress=on_progress, notify=say, ray=executor_of(spec, ray),

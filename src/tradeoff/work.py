@@ -43,6 +43,17 @@ def items_of(task: Task, limit: int | None) -> list[Item]:
     return task.items[:limit] if limit else task.items
 
 
+def work_keys(spec: RunSpec, config_ids: list[str], items: list[tuple[str, str]]) -> list[Work]:
+    """Every request of a run of `config_ids` on `items` ((task, item id) pairs), configuration
+    by configuration: the keys its records are stored under."""
+    return [
+        (config_id, task, item_id, sample)
+        for config_id in config_ids
+        for task, item_id in items
+        for sample in range(spec.samples)
+    ]
+
+
 class Plan:
     """What a run's work keys name: configurations, tasks and items, and a strategy context for
     each (configuration, task) whose calls go through `meter`."""
@@ -60,12 +71,7 @@ class Plan:
 
     def work(self) -> list[Work]:
         """Every request of the run, configuration by configuration."""
-        return [
-            (config_id, task, item_id, sample)
-            for config_id in self.configs
-            for task, item_id in self.items
-            for sample in range(self.spec.samples)
-        ]
+        return work_keys(self.spec, list(self.configs), list(self.items))
 
     async def run(self, work: Work) -> tuple[Record, float]:
         """Run one request: its record (scored) and the time its engine calls took."""

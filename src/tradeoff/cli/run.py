@@ -87,7 +87,8 @@ def run_profile(
             bar.stop()
     if result.status == "stopped":
         err_console.print(
-            f"stopped after {result.done} records; continue with: "
+            f"stopped after {result.done} new records ({result.done + result.skipped} stored in "
+            "all); continue with: "
             f"tradeoff profile --resume {result.directory}",
             soft_wrap=True,
         )

@@ -84,6 +84,11 @@ def outcome_table(
     Costs are on the axis `cost` names (`analysis.costs`), `auto` resolved on the records of
     `configs`. A failed record scores 0 and its cost counts, as in every summary of a run.
     """
+    if records.empty:
+        raise UserError(
+            "the run has no records yet (no query answered): a policy learns from scored "
+            "outcomes; profile the run first, or give imported outcomes"
+        )
     known = list(dict.fromkeys(records["config"]))
     if configs is None:
         if len(known) != 2:
