@@ -25,6 +25,7 @@ def assert_user_error(result, *needles):
         (["--model", "smollm2-135m", "--task", "arth"], ["'arth'", "arith", "jsonl:PATH"]),
         (["--model", "gguf:/no/such.gguf", "--task", "arith"], ["/no/such.gguf", "does not exist"]),
         (["--model", "smollm2-135m", "--task", "jsonl:/no/such.jsonl"], ["/no/such.jsonl"]),
+        (["--model", "smollm2-135m", "--task", "jsonl:"], ["jsonl: needs a path"]),
         (["--model", "openai:http://127.0.0.1:{port}/v1#m", "--task", "arith"], ["unreachable"]),
     ],
 )

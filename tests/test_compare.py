@@ -172,7 +172,7 @@ def test_bad_input_is_one_line(runs, tmp_path):
     cases = [
         ([], "two run directories or more"),
         ([str(a)], "two run directories or more"),
-        ([str(a), str(tmp_path / "nothing")], "nothing holds no tradeoff run"),
+        ([str(a), str(tmp_path / "nothing")], "nothing does not exist; give a run directory"),
         ([str(a), str(empty)], f"{empty} holds no records"),
         ([str(a), str(c)], "share no configuration"),
         ([str(a), str(b), "--html", str(tmp_path / "no" / "c.html")], "--html"),

@@ -233,7 +233,7 @@ def test_cli_bad_input(run_dir, tmp_path):
     bad_plot = run_cli("frontier", str(run_dir), "--plot", str(tmp_path / "f.pdf"))
     assert_one_line_error(bad_plot, ".png or .html")
     assert not (tmp_path / "f.pdf").exists()
-    assert_one_line_error(run_cli("frontier", str(tmp_path / "nope")), "holds no tradeoff run")
+    assert_one_line_error(run_cli("frontier", str(tmp_path / "nope")), "nope does not exist")
     bad_cost = run_cli("frontier", str(run_dir), "--cost", "watts")
     assert bad_cost.returncode == 2 and "Traceback" not in bad_cost.stderr
     assert "energy" in bad_cost.stderr and "dollars" in bad_cost.stderr

@@ -55,8 +55,11 @@ def test_create_refuses_an_existing_run_and_open_needs_one(tmp_path):
     Store.create(tmp_path, {}, {}).close()
     with pytest.raises(UserError, match="--resume"):
         Store.create(tmp_path, {}, {})
-    with pytest.raises(UserError, match="holds no tradeoff run"):
+    with pytest.raises(UserError, match="elsewhere does not exist; give a run directory"):
         Store.open(tmp_path / "elsewhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no tradeoff run"):
+        Store.open(tmp_path / "empty")
 
 
 def test_open_rejects_a_file_that_is_not_a_store(tmp_path):

@@ -101,6 +101,13 @@ def test_jsonl_choices_are_rendered_as_options(tmp_path: Path) -> None:
     assert task.scorer.parse("D") is None  # three options: A to C
 
 
+def test_jsonl_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "2+2?", "answer": "4"}).encode())
+    (item,) = load_task(f"jsonl:{path}").items
+    assert (item.prompt, item.reference) == ("2+2?", "4")
+
+
 def test_jsonl_messages_prompt(tmp_path: Path) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+3?"}]
     path = write_jsonl(tmp_path / "q.jsonl", [{"messages": messages, "answer": "5"}])

@@ -694,6 +694,8 @@ def load_spec(path: str | Path) -> RunSpec:
 def _absolute(ref: str, prefix: str) -> str:
     body = ref[len(prefix) :]
     head, sep, rest = body.partition(":" if prefix == "hf:" else "?")
+    if not head.strip():
+        return ref  # no path: its loader says what is missing
     path = Path(head).expanduser()
     if prefix == "hf:" and not path.exists():
         return ref  # a dataset name in the local cache, not a path

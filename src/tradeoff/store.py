@@ -394,6 +394,8 @@ class Store:
             raise UserError(
                 f"{directory} is a file; give the run's directory (it holds {STORE_FILE})"
             )
+        if not directory.exists():
+            raise UserError(f"{directory} does not exist; give a run directory")
         if not path.is_file():
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         lock = _lock(directory) if writer else None

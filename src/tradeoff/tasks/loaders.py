@@ -301,7 +301,8 @@ def _make_task(
 
 def _read_lines(path: Path, shown: str) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: editors on Windows often start a UTF-8 file with a byte-order mark
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise UserError(
             f"task file {shown!r} does not exist; jsonl:PATH needs a file with one JSON object "
