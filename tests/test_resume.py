@@ -179,6 +179,13 @@ def test_resume_refuses_items_whose_content_changed_and_redoes_them_when_asked(t
     # Now stored as they are: a further resume has nothing to refuse or redo.
     again = run_cli("profile", "--resume", str(out))
     assert again.returncode == 0 and "changed" not in again.stderr, again.stderr
+    # An item taken out of the file: its records stay, and the resume says so.
+    _jsonl(data, [{"prompt": "2+2?", "answer": "5"}, {"prompt": "Capital of France?",
+                                                      "answer": "Paris"}])  # fmt: skip
+    shrunk = run_cli("profile", "--resume", str(out))
+    assert shrunk.returncode == 0, shrunk.stderr
+    said = " ".join(shrunk.stderr.split())
+    assert f"1 stored item(s) are no longer in their task (jsonl:{data}#3)" in said, said
 
 
 def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path):

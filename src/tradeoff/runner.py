@@ -334,6 +334,10 @@ def _check_configs(store: Store, spec: RunSpec) -> None:
         )
 
 
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _check_items(
     store: Store,
     spec: RunSpec,
@@ -344,11 +348,22 @@ def _check_items(
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file), since their records would score answers to other questions; or, with
     `rescore_changed`, delete those records so that they are redone."""
-    changed = {t.name: store.changed_items(items_of(t, spec.limit), t.scorer) for t in tasks}
+    now = {t.name: items_of(t, spec.limit) for t in tasks}
+    gone = [
+        f"{t.name}#{i}"
+        for t in tasks
+        for i in sorted(store.item_ids(t.name) - {item.id for item in now[t.name]})
+    ]
+    if gone:
+        notify(
+            f"{len(gone)} stored item(s) are no longer in their task ({_few(gone)}): their "
+            "records stay in the run and its report; profile into a new --out to leave them out"
+        )
+    changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
     ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
     if not ids:
         return
-    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    shown = _few(ids)
     if not rescore_changed:
         raise UserError(
             f"{store.directory}: {len(ids)} stored item(s) changed since their records were "

@@ -540,6 +540,13 @@ class Store:
                 ],
             )
 
+    def item_ids(self, task: str) -> set[str]:
+        """The ids of the items stored for `task`."""
+        rows = self.conn.execute(
+            "SELECT item_id FROM items WHERE run_id = ? AND task = ?", (self.run_id, task)
+        )
+        return {row[0] for row in rows}
+
     def changed_items(self, items: list[Item], scorer: object) -> list[Item]:
         """Those of `items` (of one task, checked by `scorer`) stored with other content: their
         stored records answer or score something else. Old stores kept no hash: there the stored
