@@ -367,6 +367,34 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_between_slow_sends_stops_at_once_and_sends_nothing_more(
+    canned, tmp_path, processes
+):
+    """One send every 100 s: Ctrl-C after the first ends the run, not the wait for the next."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", "--profile", "constant:0.01", "--max-requests", "3",
+         "--scrape", "off", "--processes", processes, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not _some_records(out):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)  # the second send is due 100 s after the first
+    assert proc.returncode == 130, err
+    assert _rows(out, "SELECT COUNT(*) FROM records") == [(1,)]
+    assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
+
+
 def test_a_point_spread_over_processes_sends_each_request_once_on_one_schedule(canned, tmp_path):
     """--processes 2: a helper process sends the odd requests of the schedule and this one the
     even, from one start; each request is stored once, and the sends keep the one pace."""

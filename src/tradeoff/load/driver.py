@@ -28,6 +28,9 @@ MIN_FOR_ERROR_RATE = 10
 # work (`PointDriver._until`): timers are rounded to a millisecond, and on a machine idle between
 # sends waking from sleep took milliseconds more (benchmarks/RESULTS.md, issue 13).
 SPIN_S = 0.002
+# A wait for a paced send looks at least this often for a stop (Ctrl-C): a signal handler sets the
+# flag without waking the event loop, and the next send may be due minutes later.
+STOP_POLL_S = 0.1
 
 
 class RecordSink(Protocol):
@@ -176,6 +179,8 @@ class PointDriver:
             if index % self.of != self.k:
                 continue
             await self._until(due)
+            if self.stop.requested:  # while it waited: nothing more is sent
+                break
             await slots.acquire()
             task = asyncio.ensure_future(self.one(index, due))
             running.add(task)
@@ -185,11 +190,13 @@ class PointDriver:
             await asyncio.gather(*running)
 
     async def _until(self, due: float) -> None:
-        """Return at `due` seconds after t0: asleep until SPIN_S before it, then yielding to
-        the loop's other work until it comes (a timer alone wakes up to a millisecond late,
-        and a machine that idles between sends wakes later still)."""
-        delay = due - (time.perf_counter() - self.t0)
-        if delay > SPIN_S:
-            await asyncio.sleep(delay - SPIN_S)
-        while time.perf_counter() - self.t0 < due:
+        """Return at `due` seconds after t0, or once a stop is requested: asleep until SPIN_S
+        before it, then yielding to the loop's other work until it comes (a timer alone wakes up
+        to a millisecond late, and a machine that idles between sends wakes later still)."""
+        while not self.stop.requested:
+            delay = due - (time.perf_counter() - self.t0)
+            if delay <= SPIN_S:
+                break
+            await asyncio.sleep(min(delay - SPIN_S, STOP_POLL_S))
+        while not self.stop.requested and time.perf_counter() - self.t0 < due:
             await asyncio.sleep(0)
