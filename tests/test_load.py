@@ -136,6 +136,11 @@ def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "skipped" in resumed.stderr
     assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == before
+    # What a resume cannot change is refused, not ignored: the run goes on as it was started.
+    for flags in (["--profile", "constant:3"], ["--rampup", "0", "--slo", "ttft=1"]):
+        refused = run_cli("load", "--resume", str(out), *flags)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"it takes no {', '.join(f for f in flags if f.startswith('--'))}" in refused.stderr
 
 
 def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
@@ -168,6 +173,9 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--warmup", "3s", "--max-seconds", "2"], "nothing would be measured"),
         (["--warmup", "3", "--cooldown", "2", "--max-requests", "5"], "set aside 5 requests"),
         (["--max-error-rate", "2"], "--max-error-rate"),
+        (["--max-seconds", "nan"], "--max-seconds must be a number above 0 (got nan)"),
+        (["--max-seconds", "inf"], "--max-seconds must be a number above 0 (got inf)"),
+        (["--rampup", "nan"], "--rampup must be a number of seconds"),
         (["--slo", "ttft=abc"], "not a number of seconds"),
         (["--slo", "latency=2"], "ttft, itl, tpot, e2e"),
         (["--scrape", "ftp://x"], "auto, off, or an http(s):// URL"),

@@ -20,6 +20,7 @@ from tradeoff.cli.options import (
     SpecFile,
     Temperature,
     Timeout,
+    given_options,
     processes_value,
 )
 from tradeoff.cli.output import console, err_console
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 
 def load(
+    ctx: typer.Context,
     spec_file: SpecFile = None,
     model: Models = None,
     task: Annotated[
@@ -118,6 +120,11 @@ def load(
     if resume is not None:
         if spec_file or model or task or out:
             raise UserError("--resume DIR takes no spec, --model, --task or --out")
+        if given := given_options(ctx, "resume", "api_key", "ray"):
+            raise UserError(
+                f"--resume DIR goes on as the run was started; it takes no {', '.join(given)} "
+                "(only --api-key and --ray)"
+            )
         _finish(_run(None, None, None, resume, api_key, ray))
         return
     spec = profile_spec(

@@ -51,3 +51,16 @@ RayAddress = Annotated[
         "says (e.g. to resume a Ray run without Ray).",
     ),
 ]
+
+
+def given_options(ctx: typer.Context, *allowed: str) -> list[str]:
+    """The options of the command of `ctx` given on its command line, other than `allowed`
+    (parameter names), as a user typed them (their first flag). Compared by name: typer may
+    carry its own copy of click, whose enums are not the installed click's."""
+    return [
+        p.opts[0]
+        for p in ctx.command.params
+        if p.param_type_name == "option"
+        and p.name not in allowed
+        and getattr(ctx.get_parameter_source(str(p.name)), "name", None) == "COMMANDLINE"
+    ]

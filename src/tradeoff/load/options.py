@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -62,12 +63,14 @@ class LoadOptions:
         ):
             if value is not None and value < 1:
                 raise UserError(f"{flag} must be at least 1 (got {value})")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise UserError(f"--max-seconds must be above 0 (got {self.max_seconds})")
+        if self.max_seconds is not None and not 0 < self.max_seconds < math.inf:
+            raise UserError(f"--max-seconds must be a number above 0 (got {self.max_seconds})")
         if self.max_concurrency < 1:
             raise UserError(f"--max-concurrency must be at least 1 (got {self.max_concurrency})")
-        if self.rampup_s < 0:
-            raise UserError(f"--rampup must be 0 or more seconds (got {self.rampup_s})")
+        if not 0 <= self.rampup_s < math.inf:
+            raise UserError(
+                f"--rampup must be a number of seconds, 0 or more (got {self.rampup_s})"
+            )
         if self.max_error_rate is not None and not 0 < self.max_error_rate <= 1:
             raise UserError(f"--max-error-rate must be in (0, 1] (got {self.max_error_rate})")
         set_aside = {True: 0.0, False: 0.0}  # seconds, requests: the warm-up and cool-down's
