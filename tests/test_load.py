@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 from conftest import fast_server, run_cli
 
+from tradeoff.errors import UserError
 from tradeoff.load.profiles import LoadPoint, parse_profile, send_times, sweep_rates
 
 
@@ -105,6 +106,30 @@ def test_profiles_parse_and_sweeps_spread():
     sweep = parse_profile("sweep:3", 64)
     assert [p.label for p in sweep.points] == ["synchronous", "throughput"] and sweep.sweep == 3
     assert sweep_rates(10, 50, 3) == [20, 30, 40]
+    # Rates that round alike (to three digits) run once, and none equal to an end.
+    assert sweep_rates(2.52, 2.55, 5) == [2.53, 2.54]
+    assert sweep_rates(5, 5, 3) == sweep_rates(5, 4, 3) == []
+    with pytest.raises(UserError, match="sweep takes at most 100 rates"):
+        parse_profile("sweep:1000000", 64)
+
+
+def test_a_sweep_whose_throughput_is_no_faster_says_why_it_ran_no_rate(tmp_path):
+    """One stream at a time, ten times slower once synchronous's 12 requests are served:
+    throughput is below synchronous, so no constant rate lies between them, and the sweep ends
+    with a line saying so, not in silence."""
+    slow = ("--max-concurrent", "1", "--slow-after", "12", "--slow-factor", "10")
+    with contextlib.contextmanager(fast_server)("--delay-ms", "2", *slow) as url:
+        result = run_cli(
+            "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
+            "--profile", "sweep:3", "--max-requests", "12", "--scrape", "off",
+            "--out", str(tmp_path / "run"),
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    points = _rows(tmp_path / "run", "SELECT load_point FROM load_points ORDER BY started_at")
+    assert points == [("synchronous",), ("throughput",)]
+    said = [line for line in result.stdout.splitlines() if line.startswith("sweep of m: ")]
+    assert len(said) == 1 and said[0].startswith("sweep of m: 0 of 3 rates run, throughput ("), said
+    assert "is no more than synchronous" in said[0]
 
 
 def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):

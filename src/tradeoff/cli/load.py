@@ -211,6 +211,8 @@ def _finish(result: LoadResult) -> None:
     if rows:
         print_load(rows, source, directory=result.directory)
         draw_load_plot(rows, source, plot, result.directory)
+    for line in result.sweep_short:
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     for where, why, left in result.sweep_stops:
         rates = "rate" if left == 1 else "rates"
         console.print(

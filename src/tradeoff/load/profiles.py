@@ -27,6 +27,7 @@ PROFILE_FORMS = (
     "synchronous, concurrent:N[,M,...], constant:R[,...], poisson:R[,...], throughput, sweep[:K]"
 )
 SWEEP_POINTS = 5  # constant rates of a sweep between synchronous and throughput, by default
+MAX_SWEEP = 100
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ def parse_profile(text: str, max_concurrency: int) -> Profile:
     if kind == "sweep":
         if len(values) > 1 or (values and not values[0].isdigit()) or values == ["0"]:
             raise bad("sweep takes the number of rates, a whole number of at least 1")
+        if values and int(values[0]) > MAX_SWEEP:
+            raise bad(f"sweep takes at most {MAX_SWEEP} rates (each is a load point of its own)")
         return Profile((synchronous, throughput), sweep=int(values[0]) if values else SWEEP_POINTS)
     if kind == "concurrent":
         if not values or not all(v.isdigit() and int(v) >= 1 for v in values):
@@ -108,11 +111,15 @@ def parse_profile(text: str, max_concurrency: int) -> Profile:
 
 
 def sweep_rates(low: float, high: float, k: int) -> list[float]:
-    """K rates spread evenly strictly between the synchronous and the throughput rates."""
+    """K rates spread evenly strictly between the synchronous and the throughput rates, each to
+    three significant digits: fewer where two of them, or one and an end, round alike (a label
+    run twice would measure its point again over the first)."""
     if not (high > low > 0):
         return []
     step = (high - low) / (k + 1)
-    return [_three_digits(low + step * (i + 1)) for i in range(k)]
+    ends = {_three_digits(low), _three_digits(high)}
+    rates = (_three_digits(low + step * (i + 1)) for i in range(k))
+    return [r for r in dict.fromkeys(rates) if r not in ends]
 
 
 def _three_digits(rate: float) -> float:

@@ -69,6 +69,8 @@ class LoadResult:
     skipped: list[str] = field(default_factory=list)  # "config @ point" stored by an earlier run
     # Each sweep that stopped early at a saturated rate: ("config @ point", why, rates not run).
     sweep_stops: list[tuple[str, str | None, int]] = field(default_factory=list)
+    # Each sweep that ran fewer constant rates than asked for, and why.
+    sweep_short: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[str, "PointProgress"], None]
@@ -238,9 +240,20 @@ async def _drive_config(
         if profile.sweep is not None and i == len(profile.points):
             low, high = rates.get("synchronous"), rates.get("throughput")
             if low and high:
-                points += [
-                    LoadPoint("constant", rate=r) for r in sweep_rates(low, high, profile.sweep)
-                ]
+                between = sweep_rates(low, high, profile.sweep)
+                points += [LoadPoint("constant", rate=r) for r in between]
+                if len(between) < profile.sweep:
+                    result.sweep_short.append(
+                        f"sweep of {config.name}: {len(between)} of {profile.sweep} rates run, "
+                        + (
+                            f"throughput ({high:.3g} req/s) is no more than synchronous "
+                            f"({low:.3g} req/s): the server answers no faster with requests "
+                            "sent together, so no rate lies between them"
+                            if high <= low
+                            else f"the rest round alike between synchronous ({low:.3g} req/s) "
+                            f"and throughput ({high:.3g} req/s)"
+                        )
+                    )
     return "finished"
 
 
