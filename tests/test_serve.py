@@ -306,6 +306,7 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--policy", "p.json", "--config", SINGLE], "either --policy or --spec/--config"),
         (["--name", "x"], "--name names a --policy"),
         (["--port", "70000"], "is not a port number"),
+        (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, needle):
@@ -313,6 +314,13 @@ def test_bad_options_fail_in_one_line(tmp_path, args, needle):
     assert result.returncode == 2
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_key_in_the_environment_is_refused_not_taken_as_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRADEOFF_API_KEY", "")
+    result = run_cli("serve", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "$TRADEOFF_API_KEY) is empty" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

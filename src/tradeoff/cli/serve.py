@@ -102,6 +102,13 @@ def serve(
         raise UserError("--name names a --policy; configurations are served under their names")
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a port number (0 to 65535)")
+    if api_key is None:  # click takes an empty variable as unset
+        api_key = os.environ.get("TRADEOFF_API_KEY")
+    if api_key is not None and not api_key.strip():  # "$KEY" of a variable that is not set
+        raise UserError(
+            "--api-key (or $TRADEOFF_API_KEY) is empty: the server would take any client; give "
+            "a key, or leave both unset to serve without one"
+        )
     spec = None
     if policy is None:
         spec = load_spec(spec_file) if spec_file is not None else demo_spec()
