@@ -364,6 +364,20 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
     assert ignored.returncode == 2 and "--slo goes with --at max-goodput" in ignored.stderr
 
 
+def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(canned, tmp_path):
+    result = run_cli(
+        "load", "-m", f"openai:{canned}#fail-500", "-t", "arith", "--max-tokens", "4",
+        "--profile", "synchronous", "--max-requests", "3", "--scrape", "off",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "fail-500 @ synchronous: 3 of 3 requests failed; the first: " in said, said
+    assert "fake failure for tests" in said and "every request of this session failed" in said
+    some = _load(canned, tmp_path / "some", "--profile", "synchronous", "--max-requests", "3")
+    assert some.returncode == 0 and "requests failed" not in some.stderr, some.stderr
+
+
 def test_a_price_without_a_unit_is_one_line(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("models: {a: smollm2-135m}\ntasks: [arith]\nprices: {a: 3.5}\n")

@@ -199,6 +199,31 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
             err_console.print(line)
 
 
+def _failures(result: LoadResult) -> list[str]:
+    """For each load point this session ran with failed requests: how many, and the first one's
+    error (the table counts them; this says why)."""
+    from tradeoff.store import Store
+
+    failed = [p for p in result.points if p.errors]
+    if not failed:
+        return []
+    store = Store.open(result.directory)
+    try:
+        records = store.records(columns=["config", "load_point", "error"], load_only=True)
+    finally:
+        store.close()
+    lines = []
+    for p in failed:
+        errors = records[
+            (records["config"] == p.config)
+            & (records["load_point"] == p.label)
+            & records["error"].notna()
+        ]["error"]
+        first = f"; the first: {errors.iloc[0]}" if len(errors) else ""
+        lines.append(f"{p.config} @ {p.label}: {p.errors} of {p.done} requests failed{first}")
+    return lines
+
+
 def _finish(result: LoadResult) -> None:
     """The load table of the whole run (every load point stored, earlier sessions' included),
     what this session skipped, where a sweep stopped early, and how it ended."""
@@ -211,6 +236,8 @@ def _finish(result: LoadResult) -> None:
     if rows:
         print_load(rows, source, directory=result.directory)
         draw_load_plot(rows, source, plot, result.directory)
+    for line in _failures(result):
+        err_console.print(line, style="yellow", soft_wrap=True, highlight=False, markup=False)
     for line in result.sweep_short:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     for where, why, left in result.sweep_stops:
@@ -233,4 +260,7 @@ def _finish(result: LoadResult) -> None:
         sys.exit(130)  # said why: not typer's silent 130
     if result.status == "errors":
         err_console.print("stopped: too many failed requests (--max-errors / --max-error-rate)")
+        raise typer.Exit(1)
+    if result.points and all(p.done and p.errors == p.done for p in result.points):
+        err_console.print("every request of this session failed (the first error of each is above)")
         raise typer.Exit(1)
