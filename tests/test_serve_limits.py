@@ -187,6 +187,7 @@ def test_a_body_that_stops_arriving_is_408(impatient: Served):
         assert answer.status == 408, answer
         error = answer.json()["error"]
         assert error["code"] == "timeout" and "--request-timeout" in error["message"], error
+        assert error["type"] == "invalid_request_error", error  # the client's, not the server's
         assert answer.headers["connection"] == "close"
         assert conn.wait_closed() >= 0.9 * REQUEST_TIMEOUT_S
 

@@ -535,7 +535,7 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
     return out
 
 
-def _first_error(errors: list[Any]) -> Any:
+def first_error(errors: list[Any]) -> Any:
     """The error to report. What an entry takes matters before what it lacks: a field it takes
     no part in comes first. A list given where one value or a list is taken: what is wrong with a
     member, not that the list is no single value."""
@@ -551,7 +551,7 @@ def _first_error(errors: list[Any]) -> Any:
 
 
 def _format_error(source: str, exc: ValidationError) -> str:
-    err = _first_error(exc.errors())
+    err = first_error(exc.errors())
     loc = err["loc"]
     where = ".".join(str(p) for p in loc) or "spec"
     if err["type"] == "union_tag_invalid":

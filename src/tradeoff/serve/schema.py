@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tradeoff.config import first_error
 from tradeoff.types import Message
 
 
@@ -23,6 +24,7 @@ class ApiError(Exception):
         401: "authentication_error",
         404: "not_found_error",
         405: "invalid_request_error",
+        408: "invalid_request_error",
         413: "invalid_request_error",
         422: "invalid_request_error",
         429: "rate_limit_error",
@@ -98,6 +100,11 @@ class _Common(_Strict):
     stop: Stop = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None  # one choice per request
 
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_stream(cls, value: Any) -> Any:
+        return False if value is None else value  # OpenAI's schema takes null: not streamed
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -136,6 +143,9 @@ class CompletionRequest(_Common):
         return self.max_tokens
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
+
+
 def parse_body(model: type[_Common], body: bytes) -> Any:
     """The validated request, or ApiError 400 (not JSON, not an object) or 422 (a bad field)."""
     try:
@@ -147,11 +157,18 @@ def parse_body(model: type[_Common], body: bytes) -> Any:
             raise ApiError(400, f"request body is not valid JSON: {first['msg']}") from None
         if not first["loc"]:  # the body itself, not one of its fields
             raise ApiError(400, "request body must be a JSON object") from None
-        param = ".".join(str(part) for part in first["loc"])
+        first = first_error(errors)
+        # A union's members name themselves in the location ("str", "list[str]"): not fields.
+        param = ".".join(
+            str(part)
+            for part in first["loc"]
+            if not (isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or "-" in part))
+        )
+        more = len({e["loc"][0] for e in errors}) - 1  # other fields at fault
         raise ApiError(
             422,
             f"{param}: {first['msg']}"
-            + (f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""),
+            + (f" (and {more} more field{'s' * (more > 1)})" if more else ""),
             param=param,
             code="invalid_value",
         ) from None
