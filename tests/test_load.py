@@ -386,28 +386,36 @@ def test_a_price_without_a_unit_is_one_line(tmp_path):
     assert "has no unit" in result.stderr and "per_hour" in result.stderr
 
 
-@pytest.mark.parametrize("processes", ["1", "2"])
-def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_path, processes):
+def _interrupted(canned, out, processes, *pace, wait_s=0.0):
+    """A load run against the canned server, sent Ctrl-C `wait_s` after its first record is
+    stored; its stderr once it has ended with 130."""
     import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
-         "--max-tokens", "4", "--profile", "constant:20", "--max-seconds", "60",
-         "--scrape", "off", "--processes", processes, "--out", str(out)],
+         "--max-tokens", "4", *pace, "--scrape", "off", "--processes", processes,
+         "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 60
     while not _some_records(out):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    time.sleep(1)
+    time.sleep(wait_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    return err
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_path, processes):
+    out = tmp_path / "run"
+    pace = ("--profile", "constant:20", "--max-seconds", "60")
+    err = _interrupted(canned, out, processes, *pace, wait_s=1.0)
     assert "tradeoff load --resume" in err
     kept = _rows(out, "SELECT COUNT(*) FROM records")[0][0]
     assert kept >= 10
@@ -418,26 +426,10 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
 def test_ctrl_c_between_slow_sends_stops_at_once_and_sends_nothing_more(
     canned, tmp_path, processes
 ):
-    """One send every 100 s: Ctrl-C after the first ends the run, not the wait for the next."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
+    """One send every 100 s: Ctrl-C after the first ends the run, not the wait for the next
+    (`_interrupted` waits 60 s at most for it to end)."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
-         "--max-tokens", "4", "--profile", "constant:0.01", "--max-requests", "3",
-         "--scrape", "off", "--processes", processes, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.time() + 60
-    while not _some_records(out):
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)  # the second send is due 100 s after the first
-    assert proc.returncode == 130, err
+    _interrupted(canned, out, processes, "--profile", "constant:0.01", "--max-requests", "3")
     assert _rows(out, "SELECT COUNT(*) FROM records") == [(1,)]
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
 
