@@ -38,11 +38,11 @@ def _some_records(out):
         return False
 
 
-def _load(canned, out, *args):
-    model = f"openai:{canned}#m"
+def _load(canned, out, *args, model="m"):
     return run_cli(
-        "load", "-m", model, "-t", "arith", "--max-tokens", "4", "--out", str(out), *args
-    )
+        "load", "-m", f"openai:{canned}#{model}", "-t", "arith", "--max-tokens", "4",
+        "--out", str(out), *args,
+    )  # fmt: skip
 
 
 def test_a_constant_rate_sends_at_even_gaps(canned, tmp_path):
@@ -119,11 +119,8 @@ def test_a_sweep_whose_throughput_is_no_faster_says_why_it_ran_no_rate(tmp_path)
     with a line saying so, not in silence."""
     slow = ("--max-concurrent", "1", "--slow-after", "12", "--slow-factor", "10")
     with contextlib.contextmanager(fast_server)("--delay-ms", "2", *slow) as url:
-        result = run_cli(
-            "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
-            "--profile", "sweep:3", "--max-requests", "12", "--scrape", "off",
-            "--out", str(tmp_path / "run"),
-        )  # fmt: skip
+        sweep = ("--profile", "sweep:3", "--max-requests", "12", "--scrape", "off")
+        result = _load(url, tmp_path / "run", *sweep)
     assert result.returncode == 0, result.stderr
     points = _rows(tmp_path / "run", "SELECT load_point FROM load_points ORDER BY started_at")
     assert points == [("synchronous",), ("throughput",)]
@@ -365,16 +362,13 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
 
 
 def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(canned, tmp_path):
-    result = run_cli(
-        "load", "-m", f"openai:{canned}#fail-500", "-t", "arith", "--max-tokens", "4",
-        "--profile", "synchronous", "--max-requests", "3", "--scrape", "off",
-        "--out", str(tmp_path / "run"),
-    )  # fmt: skip
+    args = ("--profile", "synchronous", "--max-requests", "3", "--scrape", "off")
+    result = _load(canned, tmp_path / "run", *args, model="fail-500")
     assert result.returncode == 1, result.stderr
     said = " ".join(result.stderr.split())
     assert "fail-500 @ synchronous: 3 of 3 requests failed; the first: " in said, said
     assert "fake failure for tests" in said and "every request of this session failed" in said
-    some = _load(canned, tmp_path / "some", "--profile", "synchronous", "--max-requests", "3")
+    some = _load(canned, tmp_path / "some", *args)
     assert some.returncode == 0 and "requests failed" not in some.stderr, some.stderr
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tradeoff.analysis.costs import is_usd
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import STORE_FILE, Store
@@ -128,7 +129,7 @@ def import_outcomes(
         items.append(Item(id=item_id, prompt=prompt, reference="", task=task, meta=meta))
         scores.append([_score(row.values[col], where, col) for _, col, _ in models])
 
-    usd = cost_unit.strip().upper() == "USD"
+    usd = is_usd(cost_unit)
     configs = [
         (
             config_id(name, col),

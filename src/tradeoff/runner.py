@@ -289,11 +289,11 @@ def profile(
     store = Store.open(resume, writer=True)
     try:
         spec = _resumable_spec(store, resume)
-        _check_configs(store, spec)
+        configs = resolve_configs(spec)
+        _check_configs(store, configs)
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say)
         if store.run()["status"] == "finished":
-            configs = resolve_configs(spec)
             items = [(t.name, i.id) for t in tasks for i in items_of(t, spec.limit)]
             stored = store.done_keys()
             if set(work_keys(spec, [c.config_id for c in configs], items)) <= stored:
@@ -316,11 +316,12 @@ def _resumable_spec(store: Store, resume: str | Path) -> RunSpec:
     return parse_spec(stored, f"{resume} (stored spec)")
 
 
-def _check_configs(store: Store, spec: RunSpec) -> None:
-    """Each stored configuration still runs what its records ran: a route's policy file fitted
-    again at the same path is another configuration under the same name."""
+def _check_configs(store: Store, configs: list[Config]) -> None:
+    """Each stored configuration still runs what its records ran (`configs`: the stored spec's,
+    resolved now): a route's policy file fitted again at the same path is another configuration
+    under the same name."""
     stored = {c["name"]: c["config_id"] for c in store.configs()}
-    for config in resolve_configs(spec):
+    for config in configs:
         if stored.get(config.name, config.config_id) == config.config_id:
             continue
         what = (

@@ -170,15 +170,19 @@ def called_models(df: pd.DataFrame) -> set[str]:
     return _models(call_fact(df, "call_models"))
 
 
+def is_usd(unit: str) -> bool:
+    """Whether costs given in `unit` (`import outcomes --cost-unit`) are dollars, and so priced."""
+    return unit.strip().upper() == "USD"
+
+
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     """Why some queries of one configuration have no price. A model seen in a priced query of
     the run has a price in the spec; the others in unpriced queries have none. Imported
     outcomes are priced only by costs given in USD."""
     unpriced = df[df["cost_usd"].isna()]
     if len(unpriced) and imported(unpriced).all():
-        units = sorted(
-            {str(u) for u in extra_field(unpriced, "cost_unit").dropna()} - {"USD", "usd"}
-        )
+        units = sorted({str(u) for u in extra_field(unpriced, "cost_unit").dropna()})
+        units = [u for u in units if not is_usd(u)]
         given = given_costs(unpriced).notna()
         if given.any() and units:
             return (
