@@ -120,6 +120,22 @@ def test_a_model_no_node_can_hold_is_one_line(cluster, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_more_workers_than_the_cluster_holds_is_one_line(cluster, tmp_path):
+    """Three workers each of two 1-CPU groups ask 6 CPUs of a 4-CPU cluster: they would wait for
+    ever, since none starts until all can."""
+    spec = _spec(
+        tmp_path / "many.yaml",
+        configs=[{"strategy": "single", "model": "small"}, {"strategy": "single", "model": "big"}],
+        executor={"ray": {"address": cluster, "workers": 3}},
+    )
+    bad = run_cli("profile", spec, "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, bad.stderr
+    assert "6 Ray worker(s) (3 per model group) ask for CPU 6 in all" in lines[0], lines[0]
+    assert "workers: N" in lines[0] and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "bogus", "http://127.0.0.1:1"])
 def test_no_cluster_at_the_address_or_no_address_is_one_line(tmp_path, address):
     bad = run_cli("profile", *PROFILE[:6], "--limit", "1", "--out", str(tmp_path / "r"),
@@ -205,6 +221,30 @@ def test_a_ray_run_killed_at_the_driver_resumes_without_ray(cluster, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert kept < 20, "the driver was killed before the end"
     assert len(_records(out)) == 20
+
+
+def test_workers_are_placed_together_whatever_the_order_they_come_in(cluster):
+    """Two 2-CPU nodes, workers asking 1, 1 and 2 CPUs: placed one by one, the first two can
+    take a CPU of each node and leave the third no room, for ever (CI saw it). Reserved
+    together, the 2-CPU worker gets a node and the 1-CPU workers share the other; a worker that
+    asks nothing (a model behind a server) needs no place."""
+    from ray.util.placement_group import placement_group_table
+
+    from tradeoff.ray_run import _Places
+
+    ray.init(address=cluster, log_to_driver=False, include_dashboard=False)
+    try:
+        asks = [{"num_cpus": 1}, {"num_cpus": 1}, {"num_cpus": 2}, {}]
+        places = _Places.reserve(asks, 1)
+        assert places.strategy(3, 0) == "SPREAD"
+        ray.get(places.group.ready(), timeout=60)
+        nodes = placement_group_table(places.group)["bundles_to_node_id"]
+        where = [nodes[places.strategy(g, 0).placement_group_bundle_index] for g in range(3)]
+        assert where[0] == where[1] != where[2], where
+        places.release()
+        assert places.group is None
+    finally:
+        ray.shutdown()
 
 
 def test_resources_in_the_spec_are_ray_s_and_leave_configuration_ids_alone():

@@ -112,6 +112,54 @@ def _actor_options(asked: Resources) -> dict[str, Any]:
     return options
 
 
+def _bundle(asked: Resources) -> dict[str, float]:
+    """What a worker asks of its node, in a placement group's keys (CPU, GPU, memory, custom)."""
+    return {_NODE_KEYS.get(k, k): float(v) for k, v in asked.items() if v}
+
+
+@dataclass
+class _Places:
+    """Every worker's resources, reserved at once in one Ray placement group (SPREAD: over as
+    many nodes as fit) before any worker starts. Ray places a group's bundles together, the
+    largest first, so that workers asking one CPU each cannot take one CPU of each node while a
+    worker asking two waits forever for a node they left no room on (seen on a cluster of two
+    2-CPU nodes, where actors placed one by one raced). A worker that asks nothing (a model
+    behind a server) needs no place and is only spread."""
+
+    group: Any  # ray.util.placement_group.PlacementGroup, or None when no worker asks anything
+    index: dict[tuple[int, int], int]  # (model group, worker) -> its bundle
+
+    @classmethod
+    def reserve(cls, asks: list[Resources], workers: int) -> _Places:
+        """Places for `workers` workers of each model group, `asks` what each group's ask."""
+        from ray.util.placement_group import placement_group
+
+        keys = [(g, w) for g in range(len(asks)) for w in range(workers)]
+        asking = [(key, _bundle(asks[key[0]])) for key in keys if _bundle(asks[key[0]])]
+        if not asking:
+            return cls(None, {})
+        group = placement_group([bundle for _, bundle in asking], strategy="SPREAD")
+        return cls(group, {key: i for i, (key, _) in enumerate(asking)})
+
+    def strategy(self, group: int, worker: int) -> Any:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle = self.index.get((group, worker))
+        if bundle is None:
+            return "SPREAD"
+        return PlacementGroupSchedulingStrategy(
+            placement_group=self.group, placement_group_bundle_index=bundle
+        )
+
+    def release(self) -> None:
+        if self.group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            with contextlib.suppress(Exception):  # the cluster gone already: nothing to free
+                remove_placement_group(self.group)
+            self.group = None
+
+
 def _describe(resources: Resources | dict[str, float]) -> str:
     """Resources as a person reads them: memory in GB, and without the ones Ray gives every node
     itself (`node:IP`, `node:__internal_head__`, the object store), which no spec asks for."""
@@ -129,17 +177,31 @@ def _describe(resources: Resources | dict[str, float]) -> str:
     )
 
 
-def check_resources(spec: RunSpec, groups: list[Group], nodes: list[dict[str, float]]) -> None:
-    """Refuse, before any model loads, a group of models no node of the cluster can hold."""
+def check_resources(
+    spec: RunSpec, groups: list[Group], nodes: list[dict[str, float]], workers: int = 1
+) -> None:
+    """Refuse, before any model loads, a group of models no node of the cluster can hold, and
+    workers that together ask more than the whole cluster has (they start together or not at
+    all)."""
+    shown = "; ".join(_describe(n) for n in nodes)
     for group in groups:
         asked = group_resources(spec, group)
         if any(all(n.get(_NODE_KEYS.get(k, k), 0.0) >= v for k, v in asked.items()) for n in nodes):
             continue
-        shown = "; ".join(_describe(n) for n in nodes)
         who = f"model '{group[0]}'" if len(group) == 1 else f"models {', '.join(group)} together"
         raise UserError(
             f"{who} ask(s) for {_describe(asked)}, which no node of the Ray cluster has "
             f"({len(nodes)} node(s): {shown}); add such a node, or change `resources:` in the spec"
+        )
+    total: dict[str, float] = {}
+    for group in groups:
+        for key, amount in _bundle(group_resources(spec, group)).items():
+            total[key] = total.get(key, 0.0) + amount * workers
+    if any(amount > sum(n.get(key, 0.0) for n in nodes) for key, amount in total.items()):
+        raise UserError(
+            f"the {len(groups) * workers} Ray worker(s) ({workers} per model group) ask for "
+            f"{_describe(total)} in all, more than the Ray cluster has ({len(nodes)} node(s): "
+            f"{shown}); give fewer workers (executor: {{ray: {{workers: N}}}}), or add nodes"
         )
 
 
@@ -341,6 +403,7 @@ class Pool:
     ray: Any
     actors: dict[Group, list[Any]]
     config_ids: dict[Group, set[str]]
+    places: _Places | None = None
     nodes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -351,13 +414,10 @@ class Pool:
         connect(executor.address)
         groups = groups_of(configs)
         alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        check_resources(spec, list(groups), alive)
+        check_resources(spec, list(groups), alive, executor.workers)
         remote = ray.remote(ShardWorker)
         spec_data = spec.model_dump(mode="json")
-        # The largest asks are placed first, before smaller ones split the nodes between them.
-        groups = dict(
-            sorted(groups.items(), key=lambda g: -sum(group_resources(spec, g[0]).values()))
-        )
+        places = _Places.reserve([group_resources(spec, g) for g in groups], executor.workers)
         actors = {
             group: [
                 remote.options(
@@ -365,13 +425,14 @@ class Pool:
                     max_restarts=RETRIES,
                     max_task_retries=RETRIES,
                     max_concurrency=IN_FLIGHT + 2,
-                    scheduling_strategy="SPREAD",
+                    scheduling_strategy=places.strategy(g, w),
                 ).remote(spec_data, api_key, group)
-                for _ in range(executor.workers)
+                for w in range(executor.workers)
             ]
-            for group in groups
+            for g, group in enumerate(groups)
         }
-        return cls(ray, actors, {g: {c.config_id for c in cs} for g, cs in groups.items()})
+        config_ids = {g: {c.config_id for c in cs} for g, cs in groups.items()}
+        return cls(ray, actors, config_ids, places=places)
 
     @property
     def size(self) -> int:
@@ -381,8 +442,8 @@ class Pool:
         self, notify: Callable[[str], None], stopped: Callable[[], bool]
     ) -> list[dict[str, Any]]:
         """Wait until every actor has its models loaded, saying every WAIT_NOTE_S which are not
-        yet (a worker Ray cannot place waits for resources another frees); the nodes they run
-        on."""
+        yet (none starts until the cluster has room for all of them: a node added, or work of
+        another job finished); the nodes they run on."""
         refs = {a.ready.remote(): group for group, actors in self.actors.items() for a in actors}
         waiting, clock = dict(refs), asyncio.get_running_loop().time
         begun = noted = clock()
@@ -402,8 +463,8 @@ class Pool:
                 late = sorted({", ".join(g) for g in waiting.values()})
                 notify(
                     f"{len(waiting)} worker(s) not ready after {noted - begun:.0f} s (models "
-                    f"{'; '.join(late)}): loading, or waiting for a node with the resources "
-                    "they ask for"
+                    f"{'; '.join(late)}): loading, or waiting until the cluster has room for "
+                    "every worker at once"
                 )
         self.nodes = [self.ray.get(ref) for ref in refs]
         return self.nodes
@@ -498,6 +559,8 @@ class Pool:
         for group in self.actors.values():
             for actor in group:
                 self.ray.kill(actor)
+        if self.places is not None:
+            self.places.release()
 
 
 # --- the session ----------------------------------------------------------------------------
