@@ -157,6 +157,9 @@ def test_every_strategy_streams_the_answer_it_stores(server, client, model):
 def test_models_health_metrics_and_live_reports(server, client):
     names = {m.id for m in client.models.list()}
     assert names == {SINGLE, CASCADE, SWITCH, VOTE}
+    assert client.models.retrieve(CASCADE).id == CASCADE  # GET /v1/models/{model}
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
     assert httpx.get(f"{server.root}/health").json() == {"status": "ok"}
 
     client.chat.completions.create(model=SINGLE, messages=ASK, max_tokens=4)

@@ -58,6 +58,9 @@ def test_missing_or_wrong_api_key_is_401(anonymous: httpx.Client, headers: dict[
         assert error["type"] == "authentication_error"
         assert KEY not in r.text
     assert_error(anonymous.get("/v1/models", headers=headers), 401)
+    r = anonymous.get(f"/v1/models/{SERVED[0]}", headers=headers)
+    assert_error(r, 401)
+    assert r.headers["www-authenticate"] == "Bearer"  # RFC 9110: a 401 names its scheme
 
 
 def test_health_metrics_and_openapi_need_no_key(anonymous: httpx.Client):
@@ -89,6 +92,17 @@ def test_unknown_model_is_404_listing_the_served_names(
         assert name in error["message"], error
 
 
+def test_each_served_model_is_retrieved_by_name_and_another_is_404(client: httpx.Client):
+    listed = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in listed] == list(SERVED)
+    for model in listed:
+        for prefix in ("/v1/models/", "/models/"):
+            assert client.get(prefix + model["id"]).json() == model
+    for name in ("nope", "", f"{SERVED[0]}/x"):
+        error = assert_error(client.get(f"/v1/models/{name}"), 404)
+        assert error["code"] == "model_not_found" and all(n in error["message"] for n in SERVED)
+
+
 @pytest.mark.parametrize(
     "path", ["/v1/nope", "/nope", "/v1/chat/completions/x", "/v1/chat", "/v2/chat/completions",
              "/v1//chat/completions", "/v1/chat/completions%00", "/%ff", "/" + "a" * 3000],
@@ -107,13 +121,16 @@ def test_unknown_path_is_404(client: httpx.Client, path: str):
 def test_wrong_method_is_405(client: httpx.Client, endpoint: str, method: str):
     r = client.request(method, endpoint)
     assert r.status_code == 405, (r.status_code, r.text)
+    assert r.headers["allow"] == "POST"  # RFC 9110: a 405 says what the path takes
     if method != "HEAD":  # HEAD answers have no body
         assert_error_shape(r)
 
 
 def test_post_to_a_get_endpoint_is_405(client: httpx.Client):
-    for path in ("/v1/models", "/health", "/metrics", "/openapi.json"):
-        assert_error(client.post(path, json={}), 405)
+    for path in ("/v1/models", f"/v1/models/{SERVED[0]}", "/health", "/metrics", "/openapi.json"):
+        r = client.post(path, json={})
+        assert_error(r, 405)
+        assert r.headers["allow"] == "GET, HEAD"
 
 
 # --- 422 ------------------------------------------------------------------------------------

@@ -276,12 +276,18 @@ class ServeApp:
         try:
             if endpoint is not None:
                 if method != "POST":
-                    raise ApiError(405, f"{path} takes POST, not {method}")
+                    raise ApiError(
+                        405, f"{path} takes POST, not {method}", headers={"allow": "POST"}
+                    )
                 await self._complete(request, response, endpoint)
             elif path in ("/v1/models", "/models"):
                 self._get_only(method, path)
                 self._authorize(request)
-                await self._json(response, 200, self._models())
+                await self._json(response, 200, {"object": "list", "data": self._models()})
+            elif path.startswith(("/v1/models/", "/models/")):
+                self._get_only(method, path)
+                self._authorize(request)
+                await self._json(response, 200, self._model(path.split("/models/", 1)[1]))
             elif path == "/health":
                 self._get_only(method, path)
                 await self._json(response, 200, {"status": "draining" if self.draining else "ok"})
@@ -304,7 +310,7 @@ class ServeApp:
     @staticmethod
     def _get_only(method: str, path: str) -> None:
         if method not in ("GET", "HEAD"):
-            raise ApiError(405, f"{path} takes GET, not {method}")
+            raise ApiError(405, f"{path} takes GET, not {method}", headers={"allow": "GET, HEAD"})
 
     def _authorize(self, request: HttpRequest) -> None:
         if self.api_key is None:
@@ -315,6 +321,7 @@ class ServeApp:
                 401,
                 "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
                 code="invalid_api_key",
+                headers={"www-authenticate": "Bearer"},
             )
 
     async def _json(
@@ -330,26 +337,39 @@ class ServeApp:
             return
         await self._json(response, exc.status, exc.body(), list(exc.headers.items()))
 
-    def _models(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": s.name,
-                    "object": "model",
-                    "created": s.created,
-                    "owned_by": "tradeoff",
-                    "tradeoff": {
-                        "kind": s.kind,
-                        "strategy": s.config.strategy,
-                        "config_id": s.config.config_id,
-                        "models": s.config.models,
-                        "streams": STRATEGIES[s.config.strategy].params.streams,
-                    },
-                }
-                for s in self.served.values()
-            ],
-        }
+    def _models(self) -> list[dict[str, Any]]:
+        """What GET /v1/models lists, OpenAI's model objects with what tradeoff runs for each."""
+        return [
+            {
+                "id": s.name,
+                "object": "model",
+                "created": s.created,
+                "owned_by": "tradeoff",
+                "tradeoff": {
+                    "kind": s.kind,
+                    "strategy": s.config.strategy,
+                    "config_id": s.config.config_id,
+                    "models": s.config.models,
+                    "streams": STRATEGIES[s.config.strategy].params.streams,
+                },
+            }
+            for s in self.served.values()
+        ]
+
+    def _model(self, name: str) -> dict[str, Any]:
+        """GET /v1/models/{name}: one of them, or 404 naming those served."""
+        for model in self._models():
+            if model["id"] == name:
+                return model
+        raise self._unknown_model(name, param=None)
+
+    def _unknown_model(self, name: str, param: str | None) -> ApiError:
+        return ApiError(
+            404,
+            f"model '{name}' is not served here; served: {', '.join(self.served)}",
+            param=param,
+            code="model_not_found",
+        )
 
     # --- completions --------------------------------------------------------------------------
 
@@ -379,12 +399,7 @@ class ServeApp:
             parsed = parse_body(ChatRequest if chat else CompletionRequest, body)
             served = self.served.get(parsed.model)
             if served is None:
-                raise ApiError(
-                    404,
-                    f"model '{parsed.model}' is not served here; served: {', '.join(self.served)}",
-                    param="model",
-                    code="model_not_found",
-                )
+                raise self._unknown_model(parsed.model, param="model")
             max_tokens = parsed.max_new_tokens() or served.config.sampling.max_tokens
             if max_tokens > self.limits.max_tokens:
                 field = (

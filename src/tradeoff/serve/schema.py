@@ -220,6 +220,18 @@ def _operation(summary: str, schema: str | None, streams: bool) -> dict[str, Any
     return op
 
 
+def _one_model() -> dict[str, Any]:
+    op = _operation("one served model", None, streams=False)
+    op["responses"]["404"] = {
+        "description": "unknown model",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    op["parameters"] = [
+        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    return op
+
+
 def openapi() -> dict[str, Any]:
     """The server's OpenAPI 3.1 document (served at /openapi.json; fuzzers start from it)."""
     schemas: dict[str, Any] = {}
@@ -254,6 +266,7 @@ def openapi() -> dict[str, Any]:
                 "post": _operation("text completion", "CompletionRequest", streams=True)
             },
             "/v1/models": {"get": _operation("the served models", None, streams=False)},
+            "/v1/models/{model}": {"get": _one_model()},
             "/health": {
                 "get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}
             },
