@@ -310,6 +310,8 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--name", "x"], "--name names a --policy"),
         (["--port", "70000"], "is not a port number"),
         (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
+        (["--request-timeout", "inf"], "--request-timeout must be a number of seconds"),
+        (["--request-timeout", "nan"], "'--request-timeout': Input should be greater than"),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, needle):

@@ -4,6 +4,7 @@ served request stored as a record."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -100,6 +101,10 @@ def serve(
         raise UserError("give either --policy or --spec/--config, not both")
     if name is not None and policy is None:
         raise UserError("--name names a --policy; configurations are served under their names")
+    if not 0.1 <= request_timeout < math.inf:  # click lets nan through min=0.1, and inf
+        raise UserError(
+            f"--request-timeout must be a number of seconds, 0.1 or more (got {request_timeout})"
+        )
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a port number (0 to 65535)")
     if api_key is None:  # click takes an empty variable as unset
