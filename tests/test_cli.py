@@ -2,6 +2,7 @@
 give one clear line, exit code 2 and no traceback."""
 
 import json
+import re
 import sqlite3
 
 import pandas as pd
@@ -210,6 +211,18 @@ def test_profile_then_report_in_every_format(tmp_path):
     as_json = json.loads(run_cli("report", str(out), "--records", "--format", "json").stdout)
     assert len(as_json) == 6 and all(isinstance(r["extra"], dict) for r in as_json)
     assert all(r["calls"][0]["model"] == "smollm2-135m" for r in as_json)
+
+    # as a table: the main columns, numbers to 4 figures, what --wide adds and why energy is blank
+    table = run_cli("report", str(out), "--records")
+    assert table.returncode == 0, table.stderr
+    head = table.stdout.splitlines()[1]
+    assert "e2e_s" in head and "config_id" not in head and "prompt" not in head, head
+    rows = [line for line in table.stdout.splitlines() if "smollm2-135m" in line]
+    assert len(rows) == 6 and not any(re.search(r"\d\.\d{5}", line) for line in rows), rows
+    assert "--records --wide adds: config_id" in table.stdout
+    assert ("energy_j blank: not measured" in table.stdout) == (row["energy_j"] is None)
+    wide = run_cli("report", str(out), "--records", "--wide")
+    assert "config_id" in wide.stdout and "--wide adds" not in wide.stdout
 
     parquet = run_cli("report", str(out), "--format", "parquet")
     assert parquet.returncode == 0, parquet.stderr

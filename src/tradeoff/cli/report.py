@@ -432,7 +432,7 @@ def report(
                 raise UserError(_no_records(directory))
             table = pd.DataFrame(summarize(df, names))
         kind = "records" if records else "load" if load else "summary"
-        _write_table(table, format, output, directory / f"{kind}.parquet")
+        _write_table(table, format, output, directory / f"{kind}.parquet", wide)
     if plot is not None:
         draw_load_plot(rows, source, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
@@ -481,13 +481,16 @@ def _write_html(directory: Path, output: Path | None) -> Path:
 
 
 def _write_table(
-    table: pd.DataFrame, format: SummaryFormat, output: Path | None, parquet: Path
+    table: pd.DataFrame, format: SummaryFormat, output: Path | None, parquet: Path, wide: bool
 ) -> None:
     """A table in `format` to `output`, or stdout (parquet: to `parquet` unless `output`)."""
     from tradeoff.report.table import records_table
 
     if format is SummaryFormat.table:
-        console.print(records_table(table))
+        shown, more = records_table(table, wide)
+        console.print(shown)
+        if more:
+            console.print(more, style="dim", markup=False, highlight=False)
     elif format is SummaryFormat.parquet:
         target = output or parquet
         with writing(target):

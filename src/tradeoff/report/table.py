@@ -223,13 +223,41 @@ def host_notes(host: dict[str, Any]) -> tuple[str | None, str | None]:
     return line, busy
 
 
-def records_table(df: pd.DataFrame) -> Table:
-    """Any table of records or summaries, one column per field (the JSON ones left out)."""
+# What `report --records` shows without --wide: who answered what, how well, at what cost.
+RECORD_COLUMNS = ("config", "task", "item_id", "sample", "score", "output", "error",
+                  "input_tokens", "output_tokens", "ttft_s", "e2e_s", "energy_j")  # fmt: skip
+TIMESTAMPS = ("created_at",)  # Unix seconds, shown as UTC times
+
+
+def records_table(df: pd.DataFrame, wide: bool = False) -> tuple[Table, str | None]:
+    """Records as a table, one column per field (the JSON ones left out; without `wide`, only
+    RECORD_COLUMNS), numbers to 4 significant figures and times in UTC; and, without `wide`,
+    notes: the columns --wide adds, and why energy_j is blank (its reason is one of them)."""
     shown = df.drop(columns=["calls", "extra"], errors="ignore")
+    hidden = [c for c in shown.columns if c not in RECORD_COLUMNS]
+    notes = []
+    if not wide:
+        shown = shown[[c for c in shown.columns if c in RECORD_COLUMNS]]
+        if hidden:
+            notes.append(f"tradeoff report --records --wide adds: {', '.join(hidden)}")
+        if "energy_missing" in df and "energy_j" in shown:
+            why = sorted({short_reason(m) for m in df["energy_missing"].dropna() if m})
+            if why:  # the reason is a hidden column: say it once
+                notes.append(f"energy_j blank: not measured ({'; '.join(why)})")
     table = Table(*[str(c) for c in shown.columns])
     for row in shown.itertuples(index=False):
-        table.add_row(*[escape("" if v is None else str(v)) for v in row])
-    return table
+        table.add_row(*[escape(_cell(name, v)) for name, v in zip(shown.columns, row)])
+    return table, "\n".join(notes) or None
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and column in TIMESTAMPS:
+        return pd.Timestamp(value, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return number(value, ".4g")
+    return str(value)
 
 
 def _cost(r: FrontierRow, notes: list[str]) -> str:
