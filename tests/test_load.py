@@ -259,6 +259,10 @@ def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned
     # auto: a server without /metrics is noted, and the run goes on
     auto = _load(canned, tmp_path / "auto", "--profile", "synchronous", "--max-requests", "2")
     assert auto.returncode == 0 and "not scraped" in auto.stderr, auto.stderr
+    # auto, with the upstream itself down: its one line, not a "not scraped" line first
+    down = _load(f"http://127.0.0.1:{free_port()}/v1", tmp_path / "down", "--max-requests", "2")
+    assert down.returncode == 2 and "not scraped" not in down.stderr, down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1 and "unreachable" in down.stderr
 
 
 def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path):

@@ -104,8 +104,10 @@ async def _drive(
     profile = options.check()
     configs = resolve_configs(spec)
     # Checked before the models load and the store is made: a scrape URL that does not answer
-    # leaves no run directory behind.
-    scrapers = await _scrapers(options.scrape, configs, notify)
+    # leaves no run directory behind. What --scrape auto could not scrape is said once the
+    # upstreams answered (one that does not stops the run, and that is the line to read).
+    unscraped: list[str] = []
+    scrapers = await _scrapers(options.scrape, configs, unscraped.append)
     stop = Stop(notify)
     opened = open_run_session(
         spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray
@@ -113,7 +115,7 @@ async def _drive(
     try:
         return await _drive_session(
             opened, spec, options, profile, configs, tasks, stop, scrapers,
-            api_key=api_key, on_progress=on_progress, notify=notify,
+            api_key=api_key, on_progress=on_progress, notify=notify, unscraped=unscraped,
         )  # fmt: skip
     finally:
         stop.uninstall()
@@ -132,8 +134,11 @@ async def _drive_session(
     api_key: str | None,
     on_progress: Progress | None,
     notify: Callable[[str], None],
+    unscraped: list[str],
 ) -> LoadResult:
     async with opened as session:
+        for note in unscraped:
+            notify(note)
         store = session.store
         for task in tasks:
             store.add_items(task.items[: spec.limit] if spec.limit else task.items, task.scorer)
