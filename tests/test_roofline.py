@@ -168,6 +168,15 @@ def test_roofline_command(tmp_path):
     assert len(unknown.stderr.strip().splitlines()) == 1
     missing = run_cli("roofline", "no-such-config")
     assert missing.returncode == 2 and "not known" in missing.stderr
+    # a request longer than the model's context (config: max_position_embeddings; a bundled
+    # model: its GGUF's context_length) is none the model serves
+    for model, context in (("qwen2.5-0.5b", "32,768"), ("smollm2-135m", "8,192")):
+        long = run_cli("roofline", model, "--input", "100000", "--output", "1")
+        assert long.returncode == 2 and len(long.stderr.strip().splitlines()) == 1, long.stderr
+        assert f"({context} positions)" in long.stderr and "--input 100,000" in long.stderr
+    assert run_cli("roofline", "smollm2-135m", "--input", "8191", "--output", "1").returncode == 0
+    forever = run_cli("calibrate", "--seconds", "inf", "--no-save")
+    assert forever.returncode == 2 and "--seconds must be" in forever.stderr, forever.stderr
 
 
 def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):

@@ -3,12 +3,14 @@ time of a request on a device."""
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Annotated
 
 import typer
 
 from tradeoff.cli.output import console, err_console
+from tradeoff.errors import UserError
 
 
 class CalibrateDevice(str, Enum):
@@ -37,6 +39,8 @@ def calibrate(
     from tradeoff.meters.hardware import calibration_path, calibrations, save_calibration
     from tradeoff.report.hardware import calibration_table
 
+    if not seconds < math.inf:
+        raise UserError(f"--seconds must be a number of seconds (got {seconds})")
     if save:
         calibrations(calibration_path())  # a file that cannot hold them: said before measuring
     err_console.print(f"measuring {device.value} for about {seconds:g} s ...")

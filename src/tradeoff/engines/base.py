@@ -42,6 +42,7 @@ class ModelShape:
     # bytes per cached key or value element (llama.cpp's default KV cache is f16).
     weight_bytes: int | None = None
     kv_bytes_per_value: int = 2
+    context: int | None = None  # the positions it was trained for, where its metadata says
 
 
 @dataclass(frozen=True)

@@ -76,4 +76,7 @@ def shape_from_hf_config(config: dict[str, Any], dtype: str | None = None) -> Mo
         gated_ffn=True,
         weight_bytes=n_params * size,
         kv_bytes_per_value=size,
+        context=int(config["max_position_embeddings"])
+        if "max_position_embeddings" in config
+        else None,
     )

@@ -56,6 +56,7 @@ def shape_from_metadata(
         vocab=vocab,
         gated_ffn=arch not in {"gpt2", "gptj", "gptneox", "phi2", "starcoder", "bloom", "falcon"},
         weight_bytes=weight_bytes,
+        context=get("context_length"),
     )
 
 

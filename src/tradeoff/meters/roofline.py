@@ -159,6 +159,12 @@ def request_roofline(
         shape = _engine_shape(model)
     if shape.weight_bytes is None:
         raise UserError(f"model '{model}': its weight bytes are unknown, so no roofline")
+    if shape.context is not None and input_tokens + output_tokens > shape.context:
+        raise UserError(
+            f"--input {input_tokens:,} + --output {output_tokens:,} tokens exceed "
+            f"the context of model '{model}' ({shape.context:,} positions); no request of it "
+            "is that long"
+        )
     peaks, why = device_peaks(cpu_device() if device.lower() == "cpu" else device)
     if peaks is None:
         gpus = ", ".join(sorted({needle for needle, *_ in DATASHEET}))
