@@ -2,6 +2,7 @@
 and the summary counts them. The server is benchmarks/fast_server.py on loopback, told to answer
 every third generation with HTTP 500."""
 
+import contextlib
 import json
 
 import pytest
@@ -29,6 +30,9 @@ def test_failed_requests_are_stored_counted_and_the_run_goes_on(tmp_path, flaky_
         str(out),
     )
     assert result.returncode == 0, result.stderr
+    # the table counts them; a line says why, with the first error
+    assert "fast: 3 of 9 requests failed; the first: " in result.stderr, result.stderr
+    assert "HTTP 500" in result.stderr and "every request" not in result.stderr
     summary = json.loads(run_cli("report", str(out), "--format", "json").stdout)
     assert summary[0]["n"] == 9 and summary[0]["errors"] == 3
     records = json.loads(run_cli("report", str(out), "--records", "--format", "json").stdout)
@@ -36,3 +40,13 @@ def test_failed_requests_are_stored_counted_and_the_run_goes_on(tmp_path, flaky_
     assert len(failed) == 3
     assert all("HTTP 500" in r["error"] and r["score"] == 0.0 for r in failed)
     assert all(r["output"] for r in records if not r["error"])
+
+
+def test_a_run_whose_every_request_failed_exits_1_saying_why(tmp_path):
+    with contextlib.contextmanager(fast_server)("--fail-every", "1") as url:
+        result = run_cli("profile", "--model", f"openai:{url}#fast", "--task", "arith",
+                         "--limit", "3", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "fast: 3 of 3 requests failed; the first: " in result.stderr, result.stderr
+    assert "every request of this session failed" in result.stderr
+    assert "errors" in result.stdout  # the summary is printed all the same

@@ -23,7 +23,7 @@ from tradeoff.cli.options import (
     given_options,
     processes_value,
 )
-from tradeoff.cli.output import console, err_console
+from tradeoff.cli.output import console, err_console, first_errors
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
 
@@ -202,25 +202,15 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
 def _failures(result: LoadResult) -> list[str]:
     """For each load point this session ran with failed requests: how many, and the first one's
     error (the table counts them; this says why)."""
-    from tradeoff.store import Store
-
     failed = [p for p in result.points if p.errors]
     if not failed:
         return []
-    store = Store.open(result.directory)
-    try:
-        records = store.records(columns=["config", "load_point", "error"], load_only=True)
-    finally:
-        store.close()
+    first = first_errors(result.directory, ["config", "load_point"], load_only=True)
     lines = []
     for p in failed:
-        errors = records[
-            (records["config"] == p.config)
-            & (records["load_point"] == p.label)
-            & records["error"].notna()
-        ]["error"]
-        first = f"; the first: {errors.iloc[0]}" if len(errors) else ""
-        lines.append(f"{p.config} @ {p.label}: {p.errors} of {p.done} requests failed{first}")
+        error = first.get((p.config, p.label))
+        why = f"; the first: {error[2]}" if error else ""
+        lines.append(f"{p.config} @ {p.label}: {p.errors} of {p.done} requests failed{why}")
     return lines
 
 

@@ -124,3 +124,25 @@ def check_plot(plot: Path | None) -> None:
     if plot.suffix.lower() not in (".png", ".html"):
         raise UserError(f"--plot {plot}: give a file ending in .png or .html")
     check_writable("--plot", plot)
+
+
+def first_errors(
+    directory: Path, by: list[str], load_only: bool = False
+) -> dict[tuple[str, ...], tuple[int, int, str]]:
+    """For each group (the values of the `by` columns) of a run's records with failures: how
+    many failed, of how many, and the first failed one's error (a table counts them; this says
+    why)."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        records = store.records(columns=[*by, "error"], load_only=load_only)
+    finally:
+        store.close()
+    found = {}
+    for key, group in records.groupby(by, sort=False):
+        errors = group["error"].dropna()
+        errors = errors[errors != ""]
+        if len(errors):
+            found[tuple(key)] = (len(errors), len(group), str(errors.iloc[0]))
+    return found

@@ -23,7 +23,7 @@ from tradeoff.cli.options import (
     Timeout,
     processes_value,
 )
-from tradeoff.cli.output import console, err_console, progress_bar
+from tradeoff.cli.output import console, err_console, first_errors, progress_bar
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary
 from tradeoff.errors import UserError
 
@@ -210,9 +210,26 @@ def profile(
     if spec is None:
         result = run_profile(None, None, resume, api_key, rescore_changed, ray)
         print_summary(result.directory)
+        _failures(result)
         return
     if rescore_changed:
         raise UserError("--rescore-changed applies only with --resume DIR")
     result = run_profile(spec, out, None, api_key, ray=ray)
     print_summary(result.directory)
     console.print(f"run directory: {result.directory}")
+    _failures(result)
+
+
+def _failures(result: RunResult) -> None:
+    """Where requests failed, each configuration's count and first error (the table counts
+    them; this says why); exit 1 when every request of the session failed."""
+    if not result.errors:
+        return
+    for (config,), (failed, total, error) in first_errors(result.directory, ["config"]).items():
+        err_console.print(
+            f"{config}: {failed} of {total} requests failed; the first: {error}",
+            style="yellow", soft_wrap=True, highlight=False, markup=False,
+        )  # fmt: skip
+    if result.errors == result.done:
+        err_console.print("every request of this session failed (the first error of each is above)")
+        raise typer.Exit(1)
