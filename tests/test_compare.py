@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 
 import pytest
 from browser import chart_drawn, drive, render, screenshot, script_errors
@@ -188,6 +189,51 @@ def test_bad_input_is_one_line(runs, tmp_path):
     share = run_cli("compare", str(a), str(c)).stderr
     for name in (*CONFIGS, "other"):
         assert name in share, share
+    # a run not finished (its process killed, say) is named, with how to go on
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(b, unfinished)
+    con = sqlite3.connect(unfinished / "tradeoff.sqlite")
+    with con:
+        con.execute("UPDATE runs SET status = 'running'")
+    con.close()
+    said = run_cli("compare", str(a), str(unfinished)).stderr
+    assert "note: the run is running" in said and f"--resume {unfinished}" in said, said
+    # among several runs, one that shares nothing is left out, saying why; the others compared
+    some = run_cli("compare", str(a), str(c), str(b), "--format", "json")
+    assert some.returncode == 0 and "left out: " in some.stderr, some.stderr
+    assert "share no configuration" in some.stderr
+    assert [cmp["b"]["directory"] for cmp in json.loads(some.stdout)] == [str(b)]
+
+
+def test_failures_are_counted_and_other_load_points_named(tmp_path):
+    """B's server fails every request: its queries 'answer' fast, and the table must say they
+    failed, not that B is faster. A load run pairs with no profile run: the load point is why."""
+    import contextlib
+
+    from conftest import fast_server
+
+    def run(url, out, *how):
+        done = run_cli(*how, "-m", f"openai:{url}#m", "-t", "arith", "--limit", "3",
+                       "--max-tokens", "4", "--out", str(out))  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr
+        return str(out)
+
+    with contextlib.contextmanager(fast_server)() as good:
+        with contextlib.contextmanager(fast_server)("--fail-every", "1") as bad:
+            a = run(good, tmp_path / "a", "profile")
+            b = run(bad, tmp_path / "b", "profile")
+        load = run(good, tmp_path / "load", "load", "--profile", "synchronous",
+                   "--max-requests", "3", "--scrape", "off")  # fmt: skip
+    table = run_cli("compare", a, b)
+    assert table.returncode == 0, table.stderr
+    assert "errors" in table.stdout and "0 / 3" in table.stdout, table.stdout
+    assert "warning: the runs failed different numbers" in table.stdout
+    (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
+    assert (cmp["configs"][0]["errors_a"], cmp["configs"][0]["errors_b"]) == (0, 3)
+    (cmp,) = json.loads(run_cli("compare", a, load, "--format", "json").stdout)
+    why = cmp["configs"][0]["accuracy_missing"]
+    assert "at the same load point" in why and "B's: synchronous" in why, why
+    assert "none (a profile run)" in why, why
 
 
 def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):

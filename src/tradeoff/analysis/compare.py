@@ -77,6 +77,8 @@ class ConfigComparison:
     ratios: dict[str, Ratio]  # keyed as QUANTITIES
     energy_source_a: str | None  # the meters behind A's energy, e.g. 'rapl'; None if unmeasured
     energy_source_b: str | None
+    errors_a: int = 0  # of the paired queries, those that failed in A (they score 0)
+    errors_b: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,14 +230,7 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     pa, pb = paired(records_a, records_b)
     n = len(pa)
     if n == 0:
-        ids = PAIR_KEY[:2]
-        alike = len(records_a[ids].merge(records_b[ids].drop_duplicates(), on=ids))
-        why = (
-            f"no item answered in both runs ({alike} records share a task and id, but their items' "
-            "prompts or references differ: not the same questions)"
-            if alike
-            else "no item answered in both runs"
-        )
+        why = _unpaired_reason(records_a, records_b)
         return ConfigComparison(
             name, 0, len(records_a), len(records_b), None, None, None, None, None, why,
             {key: Ratio(None, None, None, why) for key in QUANTITIES}, None, None,
@@ -260,8 +255,36 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     return ConfigComparison(
         name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
         {key: _ratio(values_a[key], values_b[key]) for key in QUANTITIES},
-        _source(summary_a), _source(summary_b),
+        _source(summary_a), _source(summary_b), _failed(pa), _failed(pb),
     )  # fmt: skip
+
+
+def _failed(records: pd.DataFrame) -> int:
+    return int((records["error"].fillna("") != "").sum())
+
+
+def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """Why no record of A pairs with one of B: they answered other questions, questions that
+    share a task and id but not their content, or the same questions at other load points."""
+
+    def alike(key: list[str]) -> int:
+        return len(a[key].merge(b[key].drop_duplicates(), on=key))
+
+    if alike(PAIR_KEY[:-1]):
+        points = [
+            ", ".join(sorted(set(r["load_point"]))).strip() or "none (a profile run)"
+            for r in (a, b)
+        ]
+        return (
+            "no item answered at the same load point in both runs (A's load points: "
+            f"{points[0]}; B's: {points[1]})"
+        )
+    if same_ids := alike(PAIR_KEY[:2]):
+        return (
+            f"no item answered in both runs ({same_ids} records share a task and id, but their "
+            "items' prompts or references differ: not the same questions)"
+        )
+    return "no item answered in both runs"
 
 
 def _source(s: Summary) -> str | None:
@@ -330,9 +353,18 @@ def check_directories(directories: list[Path]) -> None:
         Store.open(directory).close()
 
 
-def compare_runs(directories: list[Path]) -> list[Comparison]:
-    """Each run after the first compared with the first (the baseline). Every run is read before
-    any is compared, so that a bad directory is named before any work is done."""
+def compare_runs(directories: list[Path]) -> tuple[list[Comparison], list[str]]:
+    """Each run after the first compared with the first (the baseline), and why any was left
+    out (it shares no configuration with A; refused when no run is left). Every run is read
+    before any is compared, so that a bad directory is named before any work is done."""
     check_directories(directories)
     runs = [_read(directory) for directory in directories]
-    return [_compare(runs[0], b) for b in runs[1:]]
+    comparisons, left_out = [], []
+    for b in runs[1:]:
+        try:
+            comparisons.append(_compare(runs[0], b))
+        except UserError as exc:
+            left_out.append(f"left out: {exc}")
+    if not comparisons:
+        raise UserError(left_out[0].removeprefix("left out: "))
+    return comparisons, left_out

@@ -74,13 +74,18 @@ def compare(
     compared as stored so far.
     """
     from tradeoff.analysis.compare import check_directories, compare_runs
+    from tradeoff.cli.report import print_unfinished
     from tradeoff.report.compare_html import write_comparison
 
     given = directories or []
     check_directories(given)
     if html is not None:
         check_html("--html", html)
-    comparisons = compare_runs(given)
+    comparisons, left_out = compare_runs(given)
+    for line in left_out:
+        err_console.print(line, style="yellow", highlight=False, soft_wrap=True, markup=False)
+    for directory in given:
+        print_unfinished(directory)
     if format is ListFormat.json:
         write_text(json.dumps([c.to_dict() for c in comparisons], indent=2))
     else:
@@ -90,5 +95,5 @@ def compare(
             print_comparison(comparison)
     if html is not None:
         with writing(html):
-            write_comparison(comparisons, html)
+            write_comparison(comparisons, html, left_out)
         err_console.print(f"wrote {html}", highlight=False, soft_wrap=True)

@@ -22,16 +22,21 @@ from tradeoff.report.compare_table import (
 from tradeoff.report.html_page import column_table, notes, page, table, when
 
 
-def write_comparison(comparisons: list[Comparison], path: Path) -> Path:
-    """Write the page of `compare_runs`' comparisons to `path`; returns `path`."""
-    path.write_text(comparison_html(comparisons), encoding="utf-8")
+def write_comparison(
+    comparisons: list[Comparison], path: Path, left_out: list[str] | None = None
+) -> Path:
+    """Write the page of `compare_runs`' comparisons (and why any run was left out) to `path`;
+    returns `path`."""
+    path.write_text(comparison_html(comparisons, left_out or []), encoding="utf-8")
     return path
 
 
-def comparison_html(comparisons: list[Comparison]) -> str:
+def comparison_html(comparisons: list[Comparison], left_out: list[str] | None = None) -> str:
     runs = [comparisons[0].a, *[c.b for c in comparisons]]
     heading = f"tradeoff compare: {' vs '.join(Path(r.directory).name for r in runs)}"
     sections = [f"<h1>{html.escape(heading)}</h1>", _runs(runs)]
+    if left_out:
+        sections.append(notes(left_out))
     for i, comparison in enumerate(comparisons, start=1):
         sections.append(_comparison(comparison, i))
     return page(heading, sections)
@@ -193,6 +198,13 @@ def _ratio_chart(c: Comparison, element: str) -> str:
             for r in c.configs
             for key, ratio in r.ratios.items()
             if ratio.ratio is None and ratio.missing
+        }
+        | {
+            f"{QUANTITIES[key].title} of {r.config}: B/A is 0× (B's value is 0), which a log "
+            "scale cannot show"
+            for r in c.configs
+            for key, ratio in r.ratios.items()
+            if ratio.ratio == 0
         }
     )
     return vega.embed(element, chart) + notes(["not charted, " + m for m in missing])

@@ -13,9 +13,10 @@ from tradeoff.analysis.compare import QUANTITIES, Comparison, ConfigComparison, 
 from tradeoff.report.columns import Column, ColumnTable, build_table, missing_cell
 
 PAIRED_NOTE = (
-    "n: the items both runs answered (same task, item, prompt, reference and sample; measured "
-    "records only); "
-    "accuracy and every ratio are over those items. A failed query scores 0 and its costs count."
+    "n: the items both runs answered (same task, item, prompt, reference and sample, and in a "
+    "load run the same load point; measured records only); accuracy and every ratio are over "
+    "those items. A failed query scores 0 and its costs count; errors: the paired queries that "
+    "failed in each run."
 )
 DIFFERENCE_NOTE = (
     "B − A: the mean per-item difference of score; 95% CI: the paired t interval over the "
@@ -90,6 +91,7 @@ COLUMNS = [
     Column("accuracy\nB", lambda r, notes: _accuracy(r.accuracy_b, r, notes)),
     Column("B − A", _difference),
     Column("95% CI", _interval),
+    Column("errors\nA / B", lambda r, _: f"{r.errors_a} / {r.errors_b}"),
     *[_ratio(key) for key in QUANTITIES],
 ]
 
@@ -113,6 +115,17 @@ def config_table(c: Comparison) -> tuple[ColumnTable, list[str]]:
     """The configurations both runs have, one row each, and the table's footnotes."""
     table, cited = build_table(title(c), COLUMNS, c.configs)
     notes = [f"[{i + 1}] {note}" for i, note in enumerate(cited)]
+    failing = [
+        f"{r.config} (A {r.errors_a}, B {r.errors_b} of {r.n})"
+        for r in c.configs
+        if r.errors_a != r.errors_b
+    ]
+    if failing:  # a request that fails at once looks fast: say so before the ratios are read
+        notes.append(
+            "warning: the runs failed different numbers of the paired queries, "
+            f"{'; '.join(failing)}; a failed query's latency, tokens and energy are those of "
+            "its failure (one refused at once looks fast), so these ratios compare failures"
+        )
     notes += [PAIRED_NOTE, DIFFERENCE_NOTE, RATIO_NOTE]
     energy = _energy_note(c)
     if energy:
