@@ -224,6 +224,11 @@ def test_profile_then_report_in_every_format(tmp_path):
     wide = run_cli("report", str(out), "--records", "--wide")
     assert "config_id" in wide.stdout and "--wide adds" not in wide.stdout
 
+    # an SLO judges a load run's goodput: on a profile run it would be ignored, so it is refused
+    for html in ([], ["--html"]):
+        slo = run_cli("report", str(out), "--slo", "e2e=1", *html)
+        assert_user_error(slo, "--slo judges a load run's goodput", "no load points")
+
     parquet = run_cli("report", str(out), "--format", "parquet")
     assert parquet.returncode == 0, parquet.stderr
     assert len(pd.read_parquet(out / "summary.parquet")) == 1

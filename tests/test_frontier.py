@@ -152,6 +152,16 @@ def test_other_cost_axes(records):
     dollars = frontier(records, "dollars")
     assert all(r.cost is None and not r.pareto for r in dollars)
     assert {r.cost_missing for r in dollars} == {"no prices in the spec"}
+    # no ★ anywhere: the legend says why rather than define a mark no row has
+    from tradeoff.report.table import frontier_table
+
+    _, footnotes = frontier_table(dollars, "dollars")
+    assert footnotes[0].startswith("no ★: no configuration has both") and not any(
+        "★ Pareto-optimal" in f for f in footnotes
+    )
+    assert frontier_table(latency_rows := frontier(records, "latency"), "s")[1][0].startswith(
+        "★ Pareto-optimal"
+    ), latency_rows
     assert set(COST_AXES) == {"energy", "latency", "tokens", "flops", "dollars", "given"}
     with pytest.raises(UserError, match="known: energy, latency"):
         frontier(records, "watts")

@@ -361,8 +361,17 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
         assert row["cost"] == pytest.approx(per_hour / 3600 / rate, rel=1e-6)
     missing = run_cli("frontier", str(out), "--at", "rate=5")
     assert missing.returncode == 2 and "concurrent:1, concurrent:4" in missing.stderr
-    ignored = run_cli("frontier", str(out), "--slo", "e2e=1")  # an SLO judges only --at's pick
-    assert ignored.returncode == 2 and "--slo goes with --at max-goodput" in ignored.stderr
+    for at in ([], ["--at", "concurrency=4"]):  # an SLO judges only --at max-goodput's pick
+        ignored = run_cli("frontier", str(out), "--slo", "e2e=1", *at)
+        assert ignored.returncode == 2 and "--slo goes with --at max-goodput" in ignored.stderr
+    # without --at, the frontier pools every load point, and says so
+    pooled = run_cli("frontier", str(out))
+    assert pooled.returncode == 0 and "pools the measured requests of every load point" in (
+        pooled.stderr
+    ), pooled.stderr
+    # an SLO no point meets: the pick is any, and it says so
+    none = run_cli("frontier", str(out), "--at", "max-goodput", "--slo", "e2e=0.000001")
+    assert none.returncode == 0 and "goodput 0 at every point" in none.stdout, none.stdout
 
 
 def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(canned, tmp_path):

@@ -472,10 +472,17 @@ def test_at_100_columns_every_name_is_whole_in_the_load_table(run_dir):
     assert f"▲ {A} at constant:20: answers came back at 50%" in shown
 
 
-def test_report_slo_overrides_the_runs(run_dir):
+def test_report_slo_overrides_the_runs(run_dir, tmp_path):
     result = run_cli("report", str(run_dir), "--load", "--slo", "e2e=0.105")
     assert result.returncode == 0, result.stderr
     assert "e2e ≤ 0.105 s (from --slo)" in result.stdout
+    # the HTML report too, and a malformed one is refused there as well
+    page = tmp_path / "r.html"
+    written = run_cli("report", str(run_dir), "--html", "-o", str(page), "--slo", "e2e=0.105")
+    assert written.returncode == 0, written.stderr
+    assert "e2e ≤ 0.105 s (from --slo)" in page.read_text()
+    bad = run_cli("report", str(run_dir), "--html", "-o", str(tmp_path / "b.html"), "--slo", "x")
+    assert bad.returncode == 2 and not (tmp_path / "b.html").exists(), bad.stderr
 
 
 def test_load_rows_as_json_csv_and_parquet(run_dir):

@@ -37,6 +37,10 @@ LOAD_RUN_NOTE = (
     "a load run: this summary pools the measured requests of every load point (warm-up and "
     "cool-down left out); the load table gives each point, `frontier --at` one operating point"
 )
+POOLED_NOTE = (
+    "a load run: this frontier pools the measured requests of every load point; give --at "
+    "(max-goodput, concurrency=N, rate=R or a point's label) for one operating point"
+)
 WIDE_HELP = "Table: every column, the secondary ones too (the other formats always have them)."
 
 
@@ -190,10 +194,12 @@ def _under_load(directory: Path, records: pd.DataFrame) -> bool:
     """Whether a run has load points: its measured `records` of one, or one stored. (The load
     runner stores a load point before its records, so a profile run is told apart without
     reading its records again.)"""
+    return bool((records["load_point"] != "").any()) or _has_load_points(directory)
+
+
+def _has_load_points(directory: Path) -> bool:
     from tradeoff.store import Store
 
-    if (records["load_point"] != "").any():
-        return True
     store = Store.open(directory)
     try:
         return bool(store.load_points())
@@ -304,7 +310,11 @@ def _records_at(directory: Path, at: str, slo: Slo | None) -> tuple[pd.DataFrame
     chosen = choose(_load_stats(directory, read, slo)[0], point)
     prices = spec.get("prices") or {}
     models = {c["name"]: list(c["spec"].get("models", {})) for c in configs}
-    where = ", ".join(f"{config} @ {row['load_point']}" for config, row in chosen.items())
+    where = ", ".join(
+        f"{config} @ {row['load_point']}"
+        + (" (goodput 0 at every point: none met the SLO)" if row.get("goodput") == 0 else "")
+        for config, row in chosen.items()
+    )
     names = [c["name"] for c in configs]
     return records_at(records, chosen, prices, models), names, f", at {point} ({where})"
 
@@ -386,13 +396,19 @@ def report(
     from tradeoff.analysis.load import parse_slo
     from tradeoff.analysis.metrics import summarize
 
+    objective = None if slo is None else parse_slo(slo)
+    if objective is not None and not _has_load_points(directory):
+        raise UserError(
+            f"--slo judges a load run's goodput; {directory} has no load points (tradeoff load "
+            "measures them)"
+        )
     if html:
         if records or load or plot is not None or format is not None:
             raise UserError(
                 "--html writes the whole report; give it without --records, --load, --plot or "
                 "--format"
             )
-        written = _write_html(directory, output)
+        written = _write_html(directory, output, objective)
         err_console.print(f"wrote {written}", highlight=False, soft_wrap=True)
         return
     format = _format_for(format, output)
@@ -403,7 +419,6 @@ def report(
     check_plot(plot)
     if output is not None and format is not SummaryFormat.table:
         check_writable("--output", output)
-    objective = None if slo is None else parse_slo(slo)
     tables = format is SummaryFormat.table and not records
     read = _read(directory) if tables and not load else None
     if read is not None and read[0].empty:
@@ -469,7 +484,7 @@ def _format_for(format: SummaryFormat | None, output: Path | None) -> SummaryFor
     return chosen
 
 
-def _write_html(directory: Path, output: Path | None) -> Path:
+def _write_html(directory: Path, output: Path | None, slo: Slo | None = None) -> Path:
     from tradeoff.report.html_report import write_report
     from tradeoff.store import Store
 
@@ -477,7 +492,7 @@ def _write_html(directory: Path, output: Path | None) -> Path:
     path = output or directory / "report.html"
     check_html("--output" if output else "--html", path)
     with writing(path):
-        return write_report(directory, path)
+        return write_report(directory, path, slo)
 
 
 def _write_table(
@@ -543,7 +558,7 @@ def frontier(
 
     from tradeoff.analysis.load import parse_slo
 
-    if slo is not None and at is None:
+    if slo is not None and (at is None or at.strip() != "max-goodput"):
         raise UserError("--slo goes with --at max-goodput (the SLO it judges a load run by)")
     check_plot(plot)
     objective = None if slo is None else parse_slo(slo)
@@ -563,3 +578,7 @@ def frontier(
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if at is None:
         print_unfinished(directory)
+        if _has_load_points(directory):
+            err_console.print(
+                f"note: {POOLED_NOTE}", style="yellow", highlight=False, soft_wrap=True
+            )

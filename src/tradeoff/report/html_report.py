@@ -28,6 +28,7 @@ from tradeoff.report.html_page import column_table, menu, notes, page, table, wh
 from tradeoff.report.html_records import records_section, sample
 
 if TYPE_CHECKING:
+    from tradeoff.analysis.load import Slo
     from tradeoff.analysis.metrics import Summary
 
 ENERGY_POINTS = 200  # records drawn per configuration in the energy plot (the fit uses all)
@@ -36,9 +37,10 @@ QUANTILES = np.linspace(0.0, 1.0, 101)  # the points of each latency distributio
 LATENCIES = {"ttft_s": "time to first token", "itl_s": "inter-token latency", "e2e_s": "end to end"}
 
 
-def write_report(directory: Path, path: Path) -> Path:
-    """Write the report of the run in `directory` to `path`; returns `path`."""
-    path.write_text(report_html(directory), encoding="utf-8")
+def write_report(directory: Path, path: Path, slo: Slo | None = None) -> Path:
+    """Write the report of the run in `directory` to `path` (a load run's goodput under `slo`,
+    else the one it was measured under); returns `path`."""
+    path.write_text(report_html(directory, slo), encoding="utf-8")
     return path
 
 
@@ -47,7 +49,7 @@ def write_report(directory: Path, path: Path) -> Path:
 COLUMNS = ("task", "item_id", "sample", "load_point")
 
 
-def report_html(directory: Path) -> str:
+def report_html(directory: Path, slo: Slo | None = None) -> str:
     from tradeoff.analysis.metrics import SUMMARY_COLUMNS, summaries
     from tradeoff.store import Store
 
@@ -78,7 +80,7 @@ def report_html(directory: Path) -> str:
         _frontier(summarized, names),
         _by_task(measured, names),
         _latencies(measured, summarized, names),
-        _load(under_load, points, run, configs),
+        _load(under_load, points, run, configs, slo),
         _energy(measured, summarized, names),
         _routers(evaluations),
         records_section(shown, measured, texts, items, names),
@@ -249,6 +251,7 @@ def _load(
     points: list[dict[str, Any]],
     run: dict[str, Any],
     configs: list[dict[str, Any]],
+    slo: Slo | None = None,
 ) -> str:
     """A load run's latency percentiles and (correct) goodput against achieved throughput."""
     if not points or records is None:
@@ -257,7 +260,7 @@ def _load(
     from tradeoff.report.charts import load_chart
     from tradeoff.report.load_table import load_table
 
-    rows, source = run_load_stats(records, points, configs, run.get("spec") or {})
+    rows, source = run_load_stats(records, points, configs, run.get("spec") or {}, slo)
     if not rows:
         return ""
     table, lines = load_table(rows, True, source, title="")

@@ -321,10 +321,14 @@ def frontier_table(
         "tradeoff frontier",
     )
     table, notes = build_table(f"accuracy against {cost_label}", columns, rows)
-    footnotes = [
-        "★ Pareto-optimal: no other configuration is more accurate at the same or lower cost, "
-        "or as accurate at a lower cost. Failed queries score 0 and their cost counts."
-    ]
+    footnotes = (
+        [
+            "★ Pareto-optimal: no other configuration is more accurate at the same or lower "
+            "cost, or as accurate at a lower cost. Failed queries score 0 and their cost counts."
+        ]
+        if any(r.pareto for r in rows)
+        else ["no ★: no configuration has both an accuracy and this cost, so none is compared"]
+    )
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if wide and any(r.roofline_eff is None for r in rows):
         footnotes.append(ROOFLINE_MISSING_NOTE)
