@@ -230,3 +230,18 @@ def test_cli_errors(run_dir, profile_dir, tmp_path):
         run_cli("report", str(run_dir), "--records", "--plot", str(tmp_path / "r.html")),
         "--plot draws the load statistics",
     )
+
+
+def test_failed_requests_are_named_above_the_panels(run_dir):
+    """Failures are in neither throughput nor goodput: a point whose requests failed would sit
+    on the goodput line, or at 0, with nothing to say why."""
+    store = Store.open(run_dir)
+    try:
+        rows = load_stats(store.records(), store.load_points(), None, {}, store.configs())
+    finally:
+        store.close()
+    assert "failed requests" not in json.dumps(load_chart(rows).to_dict()["title"])
+    rows[0] = {**rows[0], "failed": 3}
+    said = " ".join(load_chart(rows).to_dict()["title"]["subtitle"])
+    assert "failed requests, in neither throughput" in said, said
+    assert f"{rows[0]['config']} at {rows[0]['load_point']} 3 of {rows[0]['n_measure']}" in said

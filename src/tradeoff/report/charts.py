@@ -402,6 +402,16 @@ def load_chart(rows: Sequence[dict[str, Any]], slo_source: str | None = None) ->
         for r in rows
         if r["achieved_rate"] is None
     ]
+    failures = [
+        f"{r['config']} at {r['load_point']} {r['failed']} of {r['n_measure']}"
+        for r in rows
+        if r.get("failed")
+    ]
+    if failures:  # a point whose requests failed would look merely slow, or sit at 0
+        unplaced += _wrap(
+            "failed requests, in neither throughput nor goodput nor the latencies: "
+            + "; ".join(failures)
+        )
     return alt.concat(*panels, columns=2).properties(
         title=alt.TitleParams(
             "latency percentiles and goodput against achieved throughput",
