@@ -90,6 +90,13 @@ def _check_store(directory, ids, prompts):
         assert report[name]["e2e_s"] is None and report[name]["e2e_s_p50"] is None
         assert report[name]["output_tokens"] is None
         assert "imported outcomes carry no energy" in report[name]["energy_missing"]
+        assert "imported outcomes carry no latency" in report[name]["e2e_missing"]
+    assert (report["big"]["given_cost"], report["big"]["given_cost_unit"]) == (0.03, "USD")
+    assert report["mid"]["given_cost"] is None  # imported without a cost
+    # the table: the given cost as a column, and why latency is n/a
+    table = run_cli("report", str(directory)).stdout
+    assert "given cost" in table and "USD/query" in table, table
+    assert "e2e s n/a: imported outcomes carry no latency" in table, table
 
 
 @pytest.mark.parametrize("cost", ["latency", "tokens"])

@@ -163,7 +163,7 @@ class Summary:
     def row(self) -> dict[str, Any]:
         """The summary as `tradeoff report` writes it: flat, one value per column."""
         energy, latency = self.costs["energy"], self.costs["latency"]
-        flops, dollars = self.costs["flops"], self.costs["dollars"]
+        flops, dollars, given = self.costs["flops"], self.costs["dollars"], self.costs["given"]
         return {
             "config": self.config,
             "n": self.n,
@@ -182,6 +182,7 @@ class Summary:
             "decode_tps": self.decode_tps,
             "n_first_token": self.n_first_token,
             "e2e_s": latency.value,
+            "e2e_missing": latency.missing,
             **self._percentiles("e2e_s"),
             "energy_j": energy.value,
             "energy_source": self.energy_source if energy.value is not None else None,
@@ -190,6 +191,8 @@ class Summary:
             "gflops_missing": flops.missing,
             "cost_usd": dollars.value,
             "cost_usd_missing": dollars.missing,
+            "given_cost": given.value,
+            "given_cost_unit": given.unit if given.value is not None else None,
             "roofline_s": self.roofline_s,
             "roofline_eff": self.roofline_eff,
             "peak_rss_mb": self.peak_rss_mb,

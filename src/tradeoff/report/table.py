@@ -102,9 +102,10 @@ def _percentile_columns(
     return [percentile_column(header, key, p, wide) for p in shown]
 
 
-def _summary_columns(energy_sources: set[str]) -> list[Column]:
+def _summary_columns(energy_sources: set[str], given_unit: str | None = None) -> list[Column]:
     """The summary's columns, the wide ones included. Each energy names its meter where the
-    run's configurations were metered by different ones (else a footnote names the one)."""
+    run's configurations were metered by different ones (else a footnote names the one); the
+    cost given with imported outcomes where there is one, in `given_unit`."""
     return [
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
         Column("n", lambda r, _: str(r["n"])),
@@ -116,8 +117,8 @@ def _summary_columns(energy_sources: set[str]) -> list[Column]:
         Column("out tok", lambda r, _: number(r["output_tokens"], ".1f"), wide=True),
         Column("TTFT s\nmean", lambda r, _: number(r["ttft_s"], ".3f"), wide=True),
         *_percentile_columns("TTFT s", "ttft_s", wide=True),
-        Column("e2e s\nmean", lambda r, _: number(r["e2e_s"], ".3f")),
-        Column("e2e s\np50", lambda r, _: number(r["e2e_s_p50"], ".3f")),
+        Column("e2e s\nmean", lambda r, notes: _latency(r, "e2e_s", notes)),
+        Column("e2e s\np50", lambda r, notes: _latency(r, "e2e_s_p50", notes)),
         *_percentile_columns("e2e s", "e2e_s", wide=True, tails_only=True),
         Column("decode\ntok/s", lambda r, _: number(r["decode_tps"], ".1f"), wide=True),
         Column(
@@ -126,8 +127,20 @@ def _summary_columns(energy_sources: set[str]) -> list[Column]:
         ),
         Column("GFLOPs/query\n(analytic)", _gflops, wide=True),
         Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r["roofline_eff"]), wide=True),
+        *(
+            [Column(f"given cost\n{given_unit}/query", lambda r, _: number(r["given_cost"], ".4g"))]
+            if given_unit
+            else []
+        ),
         Column("errors", lambda r, _: _errors(r["errors"])),
     ]
+
+
+def _latency(r: dict[str, Any], key: str, notes: list[str]) -> str:
+    """A latency in seconds, or n/a with why (imported outcomes carry none)."""
+    if r[key] is None and r.get("e2e_missing"):
+        return missing_cell(notes, f"e2e s n/a: {r['e2e_missing']}")
+    return number(r[key], ".3f")
 
 
 def summary_table(
@@ -137,7 +150,10 @@ def summary_table(
     full reason and what each mean is over. Token counts, TTFT, latency tails (p90, p95, p99),
     decode tok/s, GFLOPs and roofline efficiency are shown only when `wide`."""
     sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
-    columns, more = visible(_summary_columns(sources), wide, "tradeoff report")
+    units = sorted({r["given_cost_unit"] for r in rows if r.get("given_cost_unit")})
+    columns, more = visible(
+        _summary_columns(sources, "+".join(units) or None), wide, "tradeoff report"
+    )
     table, notes = build_table(title, columns, rows)
     footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if len(sources) == 1:
