@@ -84,6 +84,22 @@ def test_flag_errors_and_tasks_given_twice(tmp_path):
     flags = ["-m", "smollm2-135m", "-t", "arith", "--out", out]
     assert_user_error(run_cli("profile", *flags, "--limit", "-1"), "--limit must be at least 1")
     assert_user_error(run_cli("profile", *flags, "-t", "arith"), "'arith' is given twice")
+    # llama.cpp draws a seed at random for -1: no run could be repeated
+    assert_user_error(run_cli("profile", *flags, "--seed", "-1"), "--seed must be at least 0")
+
+
+def test_the_seeds_of_neighbouring_runs_share_no_draw():
+    """Runs seeded 0, 1, 2 (to see the spread) must not share draws, as seed + sample did."""
+    from tradeoff.strategies.context import request_seed
+
+    seeds = {
+        seed: {request_seed(seed, sample, draw) for sample in range(20) for draw in range(20)}
+        for seed in range(20)
+    }
+    assert all(len(drawn) == 400 for drawn in seeds.values())
+    assert all(seeds[a].isdisjoint(seeds[b]) for a in seeds for b in seeds if a < b)
+    assert request_seed(7, 0, 0) == 7  # a single sample keeps the run's seed
+    assert 0 <= request_seed(2**31 - 1, 999, 999) < 2**31 and request_seed(-1, 0, 0) >= 0
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,10 @@ Drawses = Draws | list[Draws]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
 Temperatures = Temperature | list[Temperature]
 MaxTokens = Annotated[Int, Field(ge=1, le=32768)]
+# How a record's requests' seeds step from the run's (`strategies.context.request_seed`), and
+# the largest seed: 2**31 - 1, which every engine takes.
+SAMPLE_STRIDE, DRAW_STRIDE = 2_000_029, 1_000_003
+SEED_MAX = 2**31 - 1
 
 
 def _two_different(models: list[str]) -> list[str]:
@@ -61,7 +65,9 @@ class Sampling(BaseModel):
 
     temperature: Temperature = 0.0
     max_tokens: MaxTokens = 64
-    seed: Int = 0
+    # At least 0: llama.cpp takes a negative seed (-1) as "draw one at random", which no run
+    # could repeat.
+    seed: Annotated[Int, Field(ge=0, le=SEED_MAX)] = 0
 
 
 class TaskSpec(BaseModel):

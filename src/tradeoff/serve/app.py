@@ -38,6 +38,7 @@ from tradeoff.serve.schema import (
 )
 from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
+from tradeoff.strategies.context import request_seed
 from tradeoff.tasks import Task, make_scorer
 from tradeoff.types import Item, Outcome, Record, Request
 
@@ -94,7 +95,7 @@ class ServeContext(StrategyContext):
         c = self.client
         assert c is not None
         s = self.config.sampling
-        seed = (c.seed if c.seed is not None else s.seed) + sample + 1_000_003 * draw
+        seed = request_seed(c.seed if c.seed is not None else s.seed, sample, draw)
         messages, prompt, stop = c.messages, c.prompt, list(c.stop)
         if messages is not None and self.meter.engines[alias].info.prompt_mode == "completion":
             # A base model (no chat template) gets the conversation as a completion prompt,

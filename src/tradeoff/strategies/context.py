@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradeoff.config import DRAW_STRIDE, SAMPLE_STRIDE, SEED_MAX
 from tradeoff.engines.emit import TextSink
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, build_request
@@ -32,7 +33,7 @@ class StrategyContext:
     ) -> Request:
         """The task's request for `item`, in the prompt form the model needs (chat or few-shot
         completion), with the configuration's sampling. Sample k, draw j (the j-th answer a
-        strategy draws for one record) uses seed + k + 1,000,003 j."""
+        strategy draws for one record) uses `request_seed`."""
         s = self.config.sampling
         request = build_request(
             self.task,
@@ -40,8 +41,16 @@ class StrategyContext:
             self.meter.engines[alias].info.prompt_mode,
             max_tokens=s.max_tokens,
             temperature=s.temperature,
-            seed=s.seed + sample + 1_000_003 * draw,
+            seed=request_seed(s.seed, sample, draw),
         )
         for key, value in overrides.items():
             setattr(request, key, value)
         return request
+
+
+def request_seed(seed: int, sample: int, draw: int = 0) -> int:
+    """The seed of sample k's j-th draw of a run seeded `seed`: seed + 2,000,029 k + 1,000,003 j
+    (modulo 2**31, the seeds every engine takes).
+    Far-apart strides, so that runs of neighbouring seeds (0, 1, 2 to see the spread) draw
+    nothing alike, as seed + k would (sample 1 of seed 0 was sample 0 of seed 1)."""
+    return (seed + SAMPLE_STRIDE * sample + DRAW_STRIDE * draw) % (SEED_MAX + 1)
