@@ -45,6 +45,8 @@ def test_decided_and_majority_rules():
     assert (out, answer, share) == ("b 5", "5", 2 / 3)
     out, answer, share = majority(["x", "y"], [None, None])
     assert (out, answer, share) == ("x", None, 0.0)
+    # an unreadable answer agrees with none: one "7" of four answers is no consensus
+    assert majority(["7", "", "?", "-"], ["7", None, None, None])[1:] == ("7", 0.25)
 
 
 def test_vote_majority_and_adaptive_early_stop(tmp_path):
@@ -73,7 +75,7 @@ def test_vote_majority_and_adaptive_early_stop(tmp_path):
         if counts:
             top = max(counts.values())
             assert counts[r["parsed"]] == top
-            assert r["extra"]["share"] == pytest.approx(top / sum(counts.values()))
+            assert r["extra"]["share"] == pytest.approx(top / len(answers))
         assert r["output_tokens"] == sum(c["output_tokens"] for c in r["calls"])
         # the answer is released once the draws are counted: that is its first token's time,
         # after every draw (the first draw's first token would flatter it)

@@ -51,16 +51,19 @@ def decided(counts: Counter[str], remaining: int) -> bool:
 
 
 def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | None, float]:
-    """(an output carrying the majority answer, that answer, its share of parsed answers).
+    """(an output carrying the majority answer, that answer, its share of all the answers).
 
-    Ties go to the answer reached first; with no parsed answer at all, the first output."""
+    An answer the scorer cannot read agrees with none: one readable answer of four is a share
+    of 1/4, not the 1/1 that would make a cascade's `agreement` sure of a model that mostly
+    wrote nothing usable. Ties go to the answer reached first; with no parsed answer at all,
+    the first output."""
     counts = Counter(a for a in answers if a is not None)
     if not counts:
         return (outputs[0] if outputs else ""), None, 0.0
     best = max(counts.values())
     winner = next(a for a in answers if a is not None and counts[a] == best)
     output = outputs[answers.index(winner)]
-    return output, winner, best / sum(counts.values())
+    return output, winner, best / len(answers)
 
 
 async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
