@@ -306,3 +306,15 @@ def test_help_shows_the_install_extras_whole():
     for words, extra in [(["profile"], "ray"), (["load"], "ray"), (["policy", "fit"], "embed")]:
         output = runner.invoke(app, [*words, "--help"]).output
         assert f"pip install 'tradeoff[{extra}]'" in output, (words, output)
+
+
+def test_repeated_samples_at_temperature_0_are_noted(tmp_path):
+    """Each sample of a greedy configuration is the same answer: the interval would count them
+    as other queries. At a temperature above 0 they differ, and nothing is said."""
+    args = ("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "1", "--samples", "2",
+            "--max-tokens", "2")  # fmt: skip
+    greedy = run_cli(*args, "--out", str(tmp_path / "g"))
+    assert greedy.returncode == 0, greedy.stderr
+    assert "samples 2 at temperature 0 (smollm2-135m)" in greedy.stderr, greedy.stderr
+    sampled = run_cli(*args, "--temperature", "0.8", "--out", str(tmp_path / "s"))
+    assert sampled.returncode == 0 and "at temperature 0" not in sampled.stderr, sampled.stderr

@@ -269,6 +269,7 @@ def profile(
         Store.ensure_free(out)
         spec = with_absolute_paths(spec)
         tasks = load_tasks(spec)
+        _warn_repeated_samples(spec, say)
 
         def open_store() -> Store:
             # Called once every model is loaded, so a bad model leaves no directory behind.
@@ -372,3 +373,18 @@ def _check_items(
         )
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
     notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")
+
+
+def _warn_repeated_samples(spec: RunSpec, say: Callable[[str], None]) -> None:
+    """`samples` above 1 where a configuration answers at temperature 0: its samples repeat one
+    answer, and accuracy's 95% interval, which counts every record as a query of its own, comes
+    out narrower than its items can support."""
+    if spec.samples < 2:
+        return
+    greedy = [c.name for c in resolve_configs(spec) if c.sampling.temperature == 0]
+    if greedy:
+        say(
+            f"note: samples {spec.samples} at temperature 0 ({', '.join(greedy)}): each item's "
+            "samples repeat one answer, and the 95% CI counts them as other queries, so it is "
+            "too narrow; give a temperature above 0, or samples 1 to measure each item once"
+        )
