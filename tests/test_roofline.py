@@ -195,5 +195,14 @@ def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
                 lines = done.stderr.strip().splitlines()
                 assert len(lines) == 1 and str(path) in lines[0] and says in lines[0], lines
                 assert "measuring" not in done.stderr
+        # a hand-edited peak of 0 or less: the roofline would divide by it
+        from tradeoff.meters.calibrate import cpu_device
+
+        zero = tmp_path / "zero.json"
+        zero.write_text(json.dumps({cpu_device(): {"flops_per_s": -1, "bytes_per_s": 0}}))
+        os.environ["TRADEOFF_CALIBRATION"] = str(zero)
+        done = run_cli("roofline", "smollm2-135m", "--device", "cpu")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "each must be a number above 0" in done.stderr, done.stderr
     finally:
         os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")

@@ -9,6 +9,7 @@ NVIDIA's product datasheets. A CPU has no entry: calibrate it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -88,14 +89,16 @@ def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
     if not isinstance(entry, dict):
         return None
     try:
-        return Peaks(
-            device,
-            float(entry["flops_per_s"]),
-            float(entry["bytes_per_s"]),
-            f"calibrated: {entry.get('measured_at', '?')}",
-        )
+        flops, bandwidth = float(entry["flops_per_s"]), float(entry["bytes_per_s"])
     except (KeyError, TypeError, ValueError):
         return None
+    if not (0 < flops < math.inf and 0 < bandwidth < math.inf):  # a roofline divides by them
+        raise UserError(
+            f"{path or calibration_path()}: the calibration of {device} has peaks "
+            f"flops_per_s {entry['flops_per_s']} and bytes_per_s {entry['bytes_per_s']}; each "
+            "must be a number above 0: run `tradeoff calibrate` again"
+        )
+    return Peaks(device, flops, bandwidth, f"calibrated: {entry.get('measured_at', '?')}")
 
 
 def device_peaks(device: str, path: Path | None = None) -> tuple[Peaks | None, str]:
