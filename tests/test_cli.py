@@ -53,6 +53,14 @@ def test_bad_spec_files(tmp_path):
         "unknown field 'limt'",
         "limit",
     )
+    # a key given twice: YAML keeps the last, which would drop a model without a word
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("models: {a: smollm2-135m, a: gemma3-270m}\ntasks: [arith]\n")
+    assert_user_error(
+        run_cli("profile", str(twice), "--out", str(tmp_path / "o")),
+        "line 1",
+        "the key 'a' is given twice",
+    )
 
 
 def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
