@@ -211,6 +211,13 @@ def test_profile_then_report_in_every_format(tmp_path):
     assert "smollm2-135m" in result.stdout and "accuracy" in result.stdout
     again = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--out", str(out))
     assert_user_error(again, "already holds a run", "--resume")
+    # a directory of other files is no run directory: `--out .` in a project would mix them
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    elsewhere = run_cli(
+        "profile", "-m", "smollm2-135m", "-t", "arith", "--out", "", cwd=tmp_path / "data"
+    )
+    assert_user_error(elsewhere, "--out .: the directory holds other files (notes.txt)")
 
     shown = run_cli("report", str(out), "--format", "json").stdout
     assert "\\/" not in shown  # a path or a ratio as written, not pandas' escaped "\/"

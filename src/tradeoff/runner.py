@@ -266,7 +266,7 @@ def profile(
                 "the spec has no tasks: profiling needs at least one (list them under `tasks:`; "
                 "`tradeoff tasks` shows the built-in ones)"
             )
-        Store.ensure_free(out)
+        Store.ensure_new(out)
         spec = with_absolute_paths(spec)
         tasks = load_tasks(spec)
         _warn_repeated_samples(spec, say)

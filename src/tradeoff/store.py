@@ -359,6 +359,22 @@ class Store:
                 "or choose another --out"
             )
 
+    @staticmethod
+    def ensure_new(directory: str | Path) -> None:
+        """Raise if `directory` already holds a run, or other files: a run directory is the
+        run's alone (`--out .` in a project, or a folder of data, would mix them)."""
+        Store.ensure_free(directory)
+        path = Path(directory)
+        if path.is_dir() and any(path.iterdir()):
+            names = sorted(p.name for p in path.iterdir())
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise UserError(
+                f"--out {directory}: the directory holds other files ({shown}); give a new or "
+                "empty directory for the run"
+            )
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--out {directory} is a file; give a new or empty directory")
+
     @classmethod
     def create(cls, directory: str | Path, spec: dict[str, Any], host: dict[str, Any]) -> Store:
         cls.ensure_free(directory)
