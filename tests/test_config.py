@@ -275,6 +275,19 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
                           "threshold_low": [0.5, 2]}]},
             "configs[0]: strategy 'switch': threshold_low 2 is above threshold 1; the large",
         ),
+        # NaN compares false with every uncertainty (never escalates); inf never times out
+        (
+            {"configs": [{"strategy": "cascade", "models": ["small", "large"],
+                          "threshold": float("nan")}]},
+            "strategy 'cascade': threshold must be a finite number (got nan)",
+        ),
+        (
+            {"configs": [{"strategy": "cascade", "models": ["small", "large"],
+                          "threshold": [1, float("-inf")]}]},
+            "strategy 'cascade': threshold[1] must be a finite number",
+        ),
+        ({"timeout_s": float("inf")}, "timeout_s must be a finite number"),
+        ({"prices": {"small": {"per_hour": float("nan")}}}, "must be a finite number"),
     ],
 )  # fmt: skip
 def test_values_that_would_run_but_mean_nothing_are_refused(extra, said):

@@ -30,13 +30,15 @@ from tradeoff.errors import UserError
 # A whole number as YAML writes one: `true` is not 1 (pydantic's lax mode would take it).
 Int = Annotated[int, Strict()]
 # A parameter that takes one value, or a list of values (one configuration each).
-Num = float | list[float]
+# A number of the spec: finite (NaN compares false to every threshold, inf never times out).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Num = Finite | list[Finite]
 PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
 # Answers drawn for one query (vote's n, cascade's k): at most as many as a spec's `samples`.
 Draws = Annotated[Int, Field(ge=1, le=1000)]
 Drawses = Draws | list[Draws]
-Temperature = Annotated[float, Field(ge=0.0, le=5.0)]
+Temperature = Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)]
 Temperatures = Temperature | list[Temperature]
 MaxTokens = Annotated[Int, Field(ge=1, le=32768)]
 # How a record's requests' seeds step from the run's (`strategies.context.request_seed`), and
@@ -88,9 +90,9 @@ class Price(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(0.0, ge=0)
-    output: float = Field(0.0, ge=0)
-    per_hour: float | None = Field(None, ge=0)
+    input: float = Field(0.0, ge=0, allow_inf_nan=False)
+    output: float = Field(0.0, ge=0, allow_inf_nan=False)
+    per_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 class ModelOptions(BaseModel):
@@ -295,7 +297,7 @@ class RunSpec(BaseModel):
     # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
     # requests in flight, at most one per core, for runs of 1,000 requests or more.
     processes: Literal["auto"] | Annotated[Int, Field(ge=1, le=256)] = "auto"
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
     # Per model alias, what its Ray worker asks of a node (given in `models:` as
@@ -617,6 +619,9 @@ def _plainly(msg: str) -> str:
     return f"is not valid: {msg}"
 
 
+_TYPE_TAGS = ("float", "int", "str", "bool")  # a union's plain members, named in its locations
+
+
 def _entry_error(err: Any) -> str:
     """An error in configuration entry `configs[i]`, located at (configs, i, STRATEGY, FIELD...),
     said in the strategy's terms."""
@@ -636,7 +641,7 @@ def _entry_error(err: Any) -> str:
     where = str(field) + "".join(
         f"[{p}]" if isinstance(p, int) else f".{p}"
         for p in rest
-        if not any(c in str(p) for c in "-[(")
+        if not any(c in str(p) for c in "-[(") and p not in _TYPE_TAGS
     )
     got = f" (got {err.get('input')!r})"
     if shape and err["type"] != "value_error":  # a value_error says itself what is wrong
