@@ -210,7 +210,7 @@ def test_profile_then_report_in_every_format(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "smollm2-135m" in result.stdout and "accuracy" in result.stdout
     again = run_cli("profile", "--model", "smollm2-135m", "--task", "arith", "--out", str(out))
-    assert_user_error(again, "already holds a run", "--resume")
+    assert_user_error(again, "already holds a run", f"tradeoff profile --resume {out}")
     # a directory of other files is no run directory: `--out .` in a project would mix them
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.txt").write_text("mine")

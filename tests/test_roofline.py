@@ -175,6 +175,11 @@ def test_roofline_command(tmp_path):
         assert long.returncode == 2 and len(long.stderr.strip().splitlines()) == 1, long.stderr
         assert f"({context} positions)" in long.stderr and "--input 100,000" in long.stderr
     assert run_cli("roofline", "smollm2-135m", "--input", "8191", "--output", "1").returncode == 0
+    # a loadable model's weights are as stored: --dtype would be ignored, so it is refused
+    typed = run_cli("roofline", "smollm2-135m", "--dtype", "fp32")
+    assert typed.returncode == 2 and "--dtype fp32 applies to an architecture config" in (
+        typed.stderr
+    ), typed.stderr
     forever = run_cli("calibrate", "--seconds", "inf", "--no-save")
     assert forever.returncode == 2 and "--seconds must be" in forever.stderr, forever.stderr
 

@@ -351,19 +351,19 @@ class Store:
         return conn
 
     @staticmethod
-    def ensure_free(directory: str | Path) -> None:
-        """Raise if `directory` already holds a run."""
+    def ensure_free(directory: str | Path, command: str = "tradeoff profile") -> None:
+        """Raise if `directory` already holds a run (which `command --resume` continues)."""
         if (Path(directory) / STORE_FILE).exists():
             raise UserError(
-                f"{directory} already holds a run; continue it with --resume {directory} "
-                "or choose another --out"
+                f"{directory} already holds a run; continue it with {command} --resume "
+                f"{directory} or choose another --out"
             )
 
     @staticmethod
-    def ensure_new(directory: str | Path) -> None:
+    def ensure_new(directory: str | Path, command: str = "tradeoff profile") -> None:
         """Raise if `directory` already holds a run, or other files: a run directory is the
         run's alone (`--out .` in a project, or a folder of data, would mix them)."""
-        Store.ensure_free(directory)
+        Store.ensure_free(directory, command)
         path = Path(directory)
         if path.is_dir() and any(path.iterdir()):
             names = sorted(p.name for p in path.iterdir())

@@ -344,7 +344,7 @@ def load(
                 "the spec has no tasks: a load run needs at least one (--task or --data)"
             )
         options.check()
-        Store.ensure_new(out)
+        Store.ensure_new(out, "tradeoff load")
         spec = with_absolute_paths(spec)
         tasks = load_tasks(spec)
         stored: dict[str, Any] = {

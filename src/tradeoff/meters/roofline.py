@@ -155,6 +155,11 @@ def request_roofline(
 
     if model in shipped_configs() or model.endswith(".json") or Path(model).is_dir():
         shape = shape_from_hf_config(load_hf_config(model), dtype)
+    elif dtype is not None:  # a loadable model's weights are as stored: ignoring it would mislead
+        raise UserError(
+            f"--dtype {dtype} applies to an architecture config; model '{model}' is read as it "
+            "loads, its weights in their stored types: leave --dtype out"
+        )
     else:
         shape = _engine_shape(model)
     if shape.weight_bytes is None:
