@@ -223,6 +223,23 @@ def test_jsonl_duplicate_ids(tmp_path: Path) -> None:
     assert "id '1' is used twice" in message and "line 1" in message and "line 2" in message
 
 
+def test_jsonl_ids_on_some_lines_only_are_refused(tmp_path: Path) -> None:
+    """Numbered by line where line 1 has no id, by id where it has one: a file that mixes them
+    would mix the two, silently (and a line number could then clash with an id)."""
+    later = write_jsonl(
+        tmp_path / "later.jsonl",
+        [{"prompt": "a", "answer": "1"}, {"id": "x", "prompt": "b", "answer": "2"}],
+    )
+    message = user_error(f"jsonl:{later}")
+    assert "line 2: field 'id' gives an id, but" in message and "line 1 has none" in message
+    missing = write_jsonl(
+        tmp_path / "missing.jsonl",
+        [{"id": "2", "prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}],
+    )
+    message = user_error(f"jsonl:{missing}")
+    assert "line 2: no 'id' (an id, which" in message and "give every line an id" in message
+
+
 def test_jsonl_forced_numeric_scorer_checks_references(tmp_path: Path) -> None:
     path = write_jsonl(
         tmp_path / "q.jsonl", [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "two"}]

@@ -369,6 +369,8 @@ def load_jsonl(
         if fields is None:
             # The first object decides the fields; every later line must have them too.
             fields = resolve_fields(list(row), where, prompt_field, answer_field, id_field)
+            first = where
+        _check_id(row, fields, where, first)
         items.append(row_to_item(row, fields, default_id=str(lineno), where=where, task=name))
         wheres.append(where)
     if not items:
@@ -379,6 +381,24 @@ def load_jsonl(
     _check_unique_ids(items, wheres, path)
     description = f"{len(items)} items from {path}"
     return _make_task(name, description, items, wheres, scorer, pattern, [])
+
+
+def _check_id(row: dict[str, Any], fields: Fields, where: str, first: str) -> None:
+    """Every line numbered alike: by its id field, or (no line has one) by its line number. A
+    line whose id the first line's fields leave out, or that lacks the id the first line has,
+    would be numbered by line among ids, silently."""
+    if fields.id is None:
+        given = next((k for k in ID_FIELDS if row.get(k) not in (None, "")), None)
+        if given is not None:
+            raise UserError(
+                f"{where}: field {given!r} gives an id, but {first} has none, so the items are "
+                "numbered by line; give every line an id, or none"
+            )
+    elif row.get(fields.id) in (None, ""):
+        raise UserError(
+            f"{where}: no {fields.id!r} (an id, which {first} has); give every line an id, or "
+            "none to number the items by line"
+        )
 
 
 # Hugging Face datasets ----------------------------------------------------------------------
