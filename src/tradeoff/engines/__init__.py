@@ -109,6 +109,10 @@ def parse_llama_ref(ref: str) -> LlamaRef | None:
     if base not in BUNDLED and not base.startswith("gguf:"):
         return None
     options = dict(LLAMA_OPTIONS)
+    keys = [pair.partition("=")[0] for pair in filter(None, query.split("&"))]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:  # the last would win, silently
+        raise UserError(f"model '{ref}': {twice} is given twice; give it once")
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
         if key not in LLAMA_OPTIONS:

@@ -146,6 +146,13 @@ class LlamaCppEngine(InProcessEngine):
         self._lib = llama_cpp
         _quiet_llama_logs()
         threads = n_threads or int(os.environ.get(THREADS_ENV) or 0) or usable_cores()
+        if n_threads is not None and n_threads > (os.cpu_count() or 1):
+            # Checked where it runs (a Ray worker's node may have more cores than the driver's):
+            # more threads than cores, and every token waits on the threads that do not run.
+            raise UserError(
+                f"model '{ref}': threads={n_threads} is more than this machine's "
+                f"{os.cpu_count()} cores; give at most that many, or leave it out for every core"
+            )
         try:
             self.llm = Llama(
                 model_path=str(path),

@@ -76,7 +76,12 @@ def parse_torch_ref(ref: str) -> TorchSpec:
     source, _, query = body.partition("?")
     if not source:
         raise UserError(f"model '{ref}' needs a source: torch:CONFIG_OR_DIR[?options]")
-    opts = dict(parse_qsl(query, keep_blank_values=True))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:  # the last would win, silently
+        raise UserError(f"model '{ref}': {twice} is given twice; give it once")
+    opts = dict(pairs)
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
         raise UserError(
