@@ -287,6 +287,22 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
             "strategy 'cascade': threshold[1] must be a finite number",
         ),
         ({"timeout_s": float("inf")}, "timeout_s must be a finite number"),
+        # settings that run but mean nothing: a vote of one, thinking that leaves no answer, a
+        # k that signal logprob never reads (two ids for one configuration)
+        (
+            {"configs": [{"strategy": "vote", "model": "small", "n": [3, 1]}]},
+            "strategy 'vote': n 1 draws one answer, no vote",
+        ),
+        (
+            {"configs": [{"strategy": "budget", "model": "small", "budget": [64, 16],
+                          "think_budget": 32}]},
+            "strategy 'budget': think_budget 32 leaves none of budget 16",
+        ),
+        (
+            {"configs": [{"strategy": "cascade", "models": ["small", "large"], "threshold": 1,
+                          "k": 7}]},
+            "strategy 'cascade': k counts the sampled answers of signal agreement; signal logprob",
+        ),
         ({"prices": {"small": {"per_hour": float("nan")}}}, "must be a finite number"),
     ],
 )  # fmt: skip

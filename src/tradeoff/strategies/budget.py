@@ -3,7 +3,10 @@ thinking at `think_budget`, then close it and force the answer (budget forcing).
 
 from __future__ import annotations
 
+import itertools
 from typing import ClassVar, Literal
+
+from pydantic import model_validator
 
 from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
@@ -24,6 +27,22 @@ class Params(StrategyParams):
 
     def aliases(self) -> list[str]:
         return [self.model]
+
+    @model_validator(mode="after")
+    def _thinks_within_budget(self) -> Params:
+        """Thinking before the answer is forced must leave the answer some of the budget; every
+        pair a grid of lists would run is checked."""
+        if self.think_budget is None:
+            return self
+        budgets = self.budget if isinstance(self.budget, list) else [self.budget]
+        thinks = self.think_budget if isinstance(self.think_budget, list) else [self.think_budget]
+        for budget, think in itertools.product(budgets, thinks):
+            if think >= budget:
+                raise ValueError(
+                    f"think_budget {think} leaves none of budget {budget} (output tokens in all, "
+                    "thinking included) for the answer: give one below budget"
+                )
+        return self
 
     def sampling(self, base: Sampling) -> Sampling:
         return super().sampling(base).model_copy(update={"max_tokens": self.budget})

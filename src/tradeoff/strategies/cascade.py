@@ -13,6 +13,8 @@ import math
 import time
 from typing import ClassVar, Literal
 
+from pydantic import model_validator
+
 from tradeoff.config import (
     Config,
     Drawses,
@@ -27,6 +29,8 @@ from tradeoff.strategies.context import StrategyContext
 from tradeoff.strategies.vote import majority
 from tradeoff.types import Call, Item, Outcome
 
+DEFAULT_K = 3
+
 
 class Params(StrategyParams):
     strategy: Literal["cascade"] = "cascade"
@@ -34,7 +38,7 @@ class Params(StrategyParams):
     temperature: Temperatures | None = None
     max_tokens: MaxTokenses | None = None
     signal: Literal["agreement", "logprob", "entropy"] = "logprob"
-    k: Drawses = 3  # sampled answers, for `agreement`
+    k: Drawses = DEFAULT_K  # sampled answers, for `agreement`
     threshold: Num  # escalate when the uncertainty exceeds it
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")
@@ -47,6 +51,18 @@ class Params(StrategyParams):
 
     def aliases(self) -> list[str]:
         return list(self.models)
+
+    @model_validator(mode="after")
+    def _k_for_agreement(self) -> Params:
+        """`k` counts the answers `agreement` samples; another signal takes one answer, and a k
+        given with it would name configurations that run alike as different ones. (Its default
+        is stored with every cascade, so only another value is refused.)"""
+        if self.k != DEFAULT_K and self.signal != "agreement":
+            raise ValueError(
+                f"k counts the sampled answers of signal agreement; signal {self.signal} reads "
+                "one answer: leave k out"
+            )
+        return self
 
     def samples_several(self) -> bool:
         return self.signal == "agreement"

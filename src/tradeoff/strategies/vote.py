@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from typing import ClassVar, Literal
 
+from pydantic import model_validator
+
 from tradeoff.config import Config, Drawses, MaxTokenses, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Call, Item, Outcome
@@ -26,6 +28,14 @@ class Params(StrategyParams):
 
     def aliases(self) -> list[str]:
         return [self.model]
+
+    @model_validator(mode="after")
+    def _several(self) -> Params:
+        """A vote of one answer is `single` at a temperature: under another name, it would be
+        taken for a vote."""
+        if 1 in (self.n if isinstance(self.n, list) else [self.n]):
+            raise ValueError("n 1 draws one answer, no vote: give n of 2 or more, or use single")
+        return self
 
     def samples_several(self) -> bool:
         return True
