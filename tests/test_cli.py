@@ -80,6 +80,7 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
         ("smollm2-135m?threads=x", ["threads must be a whole number"]),
         ("smollm2-135m?thread=2", ["unknown option 'thread'", "threads=N"]),
         ("smollm2-135m?threads=1&threads=2", ["threads is given twice"]),
+        ("gguf:", ["gguf: needs a path"]),
         ("torch:qwen2.5-0.5b?random_weights=1&random_weights=0", ["random_weights is given twice"]),
         # more threads than cores: each token waits on the threads that do not run
         ("smollm2-135m?threads=100000", ["threads=100000 is more than this machine's"]),

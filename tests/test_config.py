@@ -141,10 +141,16 @@ def test_strategy_parameter_errors(entry, needle):
 
 
 def test_vote_at_temperature_zero_is_refused():
-    with pytest.raises(UserError, match="temperature > 0"):
-        resolve_configs(
-            parse_spec(spec(configs=[{"strategy": "vote", "model": "small", "temperature": 0}]))
-        )
+    single = {"strategy": "single", "model": "small"}
+    greedy = {"strategy": "vote", "model": "small", "temperature": 0}
+    with pytest.raises(UserError, match=r"^configs\[1\]: strategy 'vote' .*temperature > 0"):
+        resolve_configs(parse_spec(spec(configs=[single, greedy])))
+
+
+def test_identical_configurations_are_named():
+    twice = [{"strategy": "single", "model": "small"}, {"strategy": "single", "model": "small"}]
+    with pytest.raises(UserError, match="configurations 'small' and 'small-2' are identical"):
+        resolve_configs(parse_spec(spec(configs=twice)))
 
 
 # Names and ids as tradeoff computed them before strategies declared their own params (commit

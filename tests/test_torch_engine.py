@@ -265,8 +265,9 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         "heads3": {**LLAMA, "num_attention_heads": 3, "num_key_value_heads": 3},
         "kv3": {**LLAMA, "num_key_value_heads": 3},
         "v100": {**LLAMA, "vocab_size": 100},
+        "untyped": {k: v for k, v in LLAMA.items() if k != "model_type"},
     }
-    nohid, heads3, kv3, v100 = (config_file(tmp_path, c, name) for name, c in bad.items())
+    nohid, heads3, kv3, v100, untyped = (config_file(tmp_path, c, name) for name, c in bad.items())
     cases = {
         f"torch:{cfg}": "add ?random_weights=1",
         f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
@@ -283,6 +284,7 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{heads3}?random_weights=1": "not a multiple of num_attention_heads 3",
         f"torch:{kv3}?random_weights=1": "not a multiple of num_key_value_heads 3",
         f"torch:{v100}?random_weights=1": "vocab_size 100 is below 256",
+        f"torch:{untyped}?random_weights=1": "config.json has no model_type",
     }
     for ref, message in cases.items():
         body = {"models": {"m": ref}, "tasks": ["arith"], "limit": 1, "configs": [{"model": "m"}]}

@@ -441,7 +441,7 @@ def model_alias(ref: str) -> str:
     if ref.startswith("openai:"):
         return ref.split("#", 1)[1] if "#" in ref else "openai"
     if ref.startswith("gguf:"):
-        return Path(ref[5:].partition("?")[0]).stem
+        return Path(ref[5:].partition("?")[0]).stem or "gguf"  # no path: its loader says so
     return ref.partition("?")[0] if not ref.startswith("torch:") else ref
 
 
@@ -518,10 +518,16 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
     """Every configuration of the spec, list-valued parameters expanded, named and hashed."""
     out: list[Config] = []
     names: set[str] = set()
-    for entry in spec.configs:
+    for i, entry in enumerate(spec.configs):
         expanded = entry.expand()
         for c in expanded:
-            config = c.resolve(spec)
+            try:
+                config = c.resolve(spec)
+            except UserError as exc:  # e.g. a vote at temperature 0: which entry, as parse does
+                message = str(exc)
+                if message.startswith(f"strategy '{c.strategy}'"):
+                    raise UserError(f"configs[{i}]: {message}") from None
+                raise
             name = c.name or c.derived_name(config, spec)
             if entry.name and len(expanded) > 1:
                 name = f"{entry.name}-{c.derived_name(config, spec)}"
@@ -537,9 +543,14 @@ def resolve_configs(spec: RunSpec) -> list[Config]:
             names.add(name)
             config.name = name
             out.append(config)
-    ids = [c.config_id for c in out]
-    if len(set(ids)) != len(ids):
-        raise UserError("two configurations are identical; remove the duplicate")
+    seen: dict[str, str] = {}
+    for config in out:
+        if config.config_id in seen:
+            raise UserError(
+                f"configurations '{seen[config.config_id]}' and '{config.name}' are identical "
+                "(the same strategy, models and settings); remove the duplicate"
+            )
+        seen[config.config_id] = config.name
     return out
 
 

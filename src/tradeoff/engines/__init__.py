@@ -108,6 +108,8 @@ def parse_llama_ref(ref: str) -> LlamaRef | None:
     base, _, query = ref.partition("?")
     if base not in BUNDLED and not base.startswith("gguf:"):
         return None
+    if base.startswith("gguf:") and not base[5:].strip():
+        raise UserError(f"model '{ref}': gguf: needs a path, e.g. gguf:models/qwen.gguf")
     options = dict(LLAMA_OPTIONS)
     keys = [pair.partition("=")[0] for pair in filter(None, query.split("&"))]
     twice = next((key for key in keys if keys.count(key) > 1), None)

@@ -58,6 +58,11 @@ class Arch:
     @classmethod
     def from_hf(cls, config: dict[str, Any]) -> Arch:
         kind = config.get("model_type")
+        if kind is None:
+            raise UserError(
+                "the model's config.json has no model_type; the torch engine reads "
+                f"{', '.join(SUPPORTED)}"
+            )
         if kind not in SUPPORTED:
             raise UserError(
                 f"model type '{kind}' is not supported by the torch engine; "
