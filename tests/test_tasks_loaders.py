@@ -208,6 +208,7 @@ def test_jsonl_bad_values(tmp_path: Path) -> None:
         ([{"role": "bogus", "content": "2+2?"}], "role 'bogus'; roles are system, developer"),
         ([{"role": "system", "content": "Be brief."}], "no message of role 'user'"),
         ([{"role": "user", "content": 5}], "is a list but not of chat messages"),
+        ([], "is an empty list; give the messages"),
     ]:
         path = write_jsonl(tmp_path / "q.jsonl", [{"messages": messages, "answer": "4"}])
         assert "line 1: field 'messages' " in user_error(f"jsonl:{path}")

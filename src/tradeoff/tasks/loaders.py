@@ -82,6 +82,11 @@ def resolve_fields(
 def _prompt(value: Any, field: str, where: str) -> Prompt:
     if isinstance(value, str) and value.strip():
         return value
+    if value == []:
+        raise UserError(
+            f"{where}: field {field!r} is an empty list; give the messages, at least one "
+            'of them {"role": "user", "content": ...}'
+        )
     if isinstance(value, list) and value:
         messages: list[Message] = []
         for m in value:
