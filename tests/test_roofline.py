@@ -168,6 +168,9 @@ def test_roofline_command(tmp_path):
     assert len(unknown.stderr.strip().splitlines()) == 1
     missing = run_cli("roofline", "no-such-config")
     assert missing.returncode == 2 and "not known" in missing.stderr
+    assert "shipped config (llama-3.1-8b" in missing.stderr and "openai:" not in missing.stderr
+    served = run_cli("roofline", "openai:http://127.0.0.1:9/v1#m")  # nothing asked of the network
+    assert served.returncode == 2 and "architecture is unknown here" in served.stderr
     # a request longer than the model's context (config: max_position_embeddings; a bundled
     # model: its GGUF's context_length) is none the model serves
     for model, context in (("qwen2.5-0.5b", "32,768"), ("smollm2-135m", "8,192")):

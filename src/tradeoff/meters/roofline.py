@@ -149,12 +149,27 @@ def request_roofline(
     once calibrated)."""
     # Imported here: meters.hardware imports this module, and the engines load only for a model
     # that is not a config.
+    from tradeoff.engines import BUNDLED
     from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
     from tradeoff.meters.calibrate import cpu_device
     from tradeoff.meters.hardware import DATASHEET, device_peaks
 
-    if model in shipped_configs() or model.endswith(".json") or Path(model).is_dir():
+    if model.startswith("openai:"):  # behind a server: its architecture is not ours to read
+        raise UserError(
+            f"model '{model}' is served elsewhere, so its architecture is unknown here; give its "
+            "config.json (or a shipped config such as llama-3.1-8b) to roofline"
+        )
+    loads = model.startswith(("gguf:", "torch:"))
+    if not loads and (
+        model in shipped_configs() or model.endswith(".json") or Path(model).is_dir()
+    ):
         shape = shape_from_hf_config(load_hf_config(model), dtype)
+    elif not loads and model.partition("?")[0] not in BUNDLED:
+        raise UserError(
+            f"model '{model}' is not known; give a shipped config "
+            f"({', '.join(shipped_configs())}), a config.json or its directory, a bundled model "
+            f"({', '.join(BUNDLED)}), gguf:PATH or torch:CONFIG_OR_DIR"
+        )
     elif dtype is not None:  # a loadable model's weights are as stored: ignoring it would mislead
         raise UserError(
             f"--dtype {dtype} applies to an architecture config; model '{model}' is read as it "
