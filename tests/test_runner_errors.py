@@ -50,3 +50,6 @@ def test_a_run_whose_every_request_failed_exits_1_saying_why(tmp_path):
     assert "fast: 3 of 3 requests failed; the first: " in result.stderr, result.stderr
     assert "every request of this session failed" in result.stderr
     assert "errors" in result.stdout  # the summary is printed all the same
+    # on the frontier it is cheapest (it fails at once): starred, and worth nothing, said so
+    frontier = run_cli("frontier", str(tmp_path / "run"))
+    assert "warning: every query of fast failed" in frontier.stdout, frontier.stdout
