@@ -39,25 +39,22 @@ def test_bad_references(tmp_path, args, needles):
 
 
 def test_bad_spec_files(tmp_path):
-    assert_user_error(
-        run_cli("profile", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")),
-        "does not exist",
-    )
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("models: {small: smollm2-135m\ntasks: [arith]\n")
-    assert_user_error(run_cli("profile", str(bad), "--out", str(tmp_path / "o")), "malformed YAML")
-    unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("models: {small: smollm2-135m}\ntasks: [arith]\nlimt: 3\n")
-    assert_user_error(
-        run_cli("profile", str(unknown), "--out", str(tmp_path / "o")),
-        "unknown field 'limt'",
-        "limit",
+    def refused(text: str | None, *needles: str) -> None:
+        spec = tmp_path / "spec.yaml"
+        if text is None:
+            spec.unlink(missing_ok=True)
+        else:
+            spec.write_text(text)
+        assert_user_error(run_cli("profile", str(spec), "--out", str(tmp_path / "o")), *needles)
+
+    refused(None, "does not exist")
+    refused("models: {small: smollm2-135m\ntasks: [arith]\n", "malformed YAML")
+    refused(
+        "models: {small: smollm2-135m}\ntasks: [arith]\nlimt: 3\n", "unknown field 'limt'", "limit"
     )
     # a key given twice: YAML keeps the last, which would drop a model without a word
-    twice = tmp_path / "twice.yaml"
-    twice.write_text("models: {a: smollm2-135m, a: gemma3-270m}\ntasks: [arith]\n")
-    assert_user_error(
-        run_cli("profile", str(twice), "--out", str(tmp_path / "o")),
+    refused(
+        "models: {a: smollm2-135m, a: gemma3-270m}\ntasks: [arith]\n",
         "line 1",
         "the key 'a' is given twice",
     )
