@@ -184,3 +184,11 @@ def test_a_number_too_large_for_its_figures_shows_whole_not_as_an_exponent():
     assert number(1550.3, ".3g") == "1,550" and number(12360.0, ".4g") == "12,360"
     assert number(12.345, ".3g") == "12.3" and number(None, ".3g") == "-"
     assert number(4594.3, ".4g") == "4,594" and number(999.5, ".4g") == "999.5"
+
+
+def test_a_number_too_small_for_its_decimals_is_not_shown_as_zero():
+    """An e2e p50 of 0.4 ms beside a mean of 1 ms read '0.000' and '0.001': a zero it is not."""
+    from tradeoff.report.columns import number
+
+    assert number(0.0004, ".3f") == "0.0004" and number(0.0012, ".3f") == "0.001"
+    assert number(0.0, ".3f") == "0.000" and number(-0.00004, ".3f") == "-4e-05"

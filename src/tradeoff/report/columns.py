@@ -36,9 +36,15 @@ class Column:
 def number(value: float | None, fmt: str) -> str:
     """A cell of a number in `fmt`, '-' for none. A 'g' format whose figures do not reach the
     units shows the whole number instead of an exponent: 1,550, not 1.55e+03; its thousands are
-    separated at any size, so that a column reads 4,594 above 14,173, not 4594."""
+    separated at any size, so that a column reads 4,594 above 14,173, not 4594. A value that an 'f'
+    format rounds to zero shows two figures (0.00042), not a zero it is not."""
     if value is None:
         return "-"
+    if fmt.endswith("f") and math.isfinite(value) and value != 0:
+        shown = format(value, fmt)
+        if not shown.strip("-0.,"):  # 0.0004 s at ".3f" is no 0.000: two figures instead
+            return format(value, ".2g")
+        return shown
     if fmt.endswith("g") and math.isfinite(value):
         figures = int(fmt.rstrip("g").rpartition(".")[2] or 6)
         if abs(value) >= 10**figures:
