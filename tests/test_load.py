@@ -427,6 +427,11 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     kept = _rows(out, "SELECT COUNT(*) FROM records")[0][0]
     assert kept >= 10
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
+    # report and frontier say it did not finish, and how to go on, as for a profile run
+    for command in ("report", "frontier"):
+        said = run_cli(command, str(out)).stderr
+        assert "note: the load run stopped before it finished: 0 of the 1" in said, said
+        assert f"tradeoff load --resume {out}" in said
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])

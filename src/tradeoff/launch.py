@@ -11,6 +11,6 @@ def main() -> None:
     try:
         from tradeoff.cli import main as command_line
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write("interrupted before the command began; nothing was written\n")
         sys.exit(130)
     command_line()

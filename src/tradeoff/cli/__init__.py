@@ -89,8 +89,8 @@ def main() -> None:
         fail("aborted", 1)
     except UserError as exc:
         fail(str(exc), 2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
+    except KeyboardInterrupt:  # before a command's own handler: while its modules load
+        err_console.print("interrupted before the command began; nothing was written")
         sys.exit(130)
     if code == 130:  # typer's own end of a Ctrl-C, silent (commands that say why sys.exit)
         err_console.print("interrupted")

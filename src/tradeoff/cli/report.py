@@ -135,16 +135,25 @@ def host_conditions(directory: Path) -> dict[str, Any]:
 
 
 def unfinished_note(directory: Path) -> str | None:
-    """Where a profile run did not finish: what it holds so far, which configurations have no
-    record yet, and how to go on (its figures are over the items answered so far, which may
-    differ between configurations)."""
+    """Where a run did not finish: what it holds so far (a load run: its points), which
+    configurations have no record yet, and how to go on (its figures are over the items
+    answered so far, which may differ between configurations)."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
         run = store.run()
-        if run["status"] == "finished" or store.load_points() or _not_profiled(run["spec"]):
+        if run["status"] == "finished" or _not_profiled(run["spec"]):
             return None
+        points = store.load_points()
+        if points:  # a load run: its points, and the one it stopped in
+            ended = sum(1 for p in points if p["ended"])
+            state = "stopped" if run["status"] == "stopped" else f"is {run['status']}"
+            return (
+                f"the load run {state} before it finished: {ended} of the {len(points)} load "
+                f"point(s) begun ended (an unfinished one is measured again from its start); "
+                f"continue with: tradeoff load --resume {directory}"
+            )
         keys = store.done_keys()
         done = {key[0] for key in keys}
         empty = [c["name"] for c in store.configs() if c["config_id"] not in done]

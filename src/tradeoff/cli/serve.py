@@ -85,12 +85,12 @@ def serve(
 ) -> None:
     """Serve a configuration or a policy behind an OpenAI-compatible endpoint.
 
-    Endpoints: POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models,
-    /health, /metrics (Prometheus) and /openapi.json. The request's `model` names what runs: a
-    configuration of the spec, or the policy. Every served request is stored as a record in
-    --out, so `tradeoff report` and `tradeoff frontier` work on live traffic. A client that goes
-    away cancels its generation (stored as `client disconnected`). Ctrl-C or SIGTERM finish the
-    requests in flight, then stop.
+    Endpoints: POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models
+    and /v1/models/{model}, /health, /metrics (Prometheus) and /openapi.json. The request's
+    `model` names what runs: a configuration of the spec, or the policy. Every served request is
+    stored as a record in --out, so `tradeoff report` and `tradeoff frontier` work on live
+    traffic. A client that goes away cancels its generation (stored as `client disconnected`).
+    Ctrl-C or SIGTERM finish the requests in flight, then stop.
     """
     from tradeoff.config import load_spec
     from tradeoff.demo import demo_spec

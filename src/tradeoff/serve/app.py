@@ -303,7 +303,8 @@ class ServeApp:
                 raise ApiError(
                     404,
                     f"no endpoint {path}; endpoints: POST /v1/chat/completions, "
-                    "POST /v1/completions, GET /v1/models, /health, /metrics, /openapi.json",
+                    "POST /v1/completions, GET /v1/models and /v1/models/{model}, /health, "
+                    "/metrics, /openapi.json",
                 )
         except ApiError as exc:
             await self._error(response, exc, endpoint)
