@@ -112,6 +112,7 @@ async def _execute(
     ray: RayExecutor | None = None,
 ) -> RunResult:
     configs = resolve_configs(spec)
+    _warn_repeated_samples(spec, configs, notify)
     processes = 1 if ray else dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
@@ -269,7 +270,6 @@ def profile(
         Store.ensure_new(out)
         spec = with_absolute_paths(spec)
         tasks = load_tasks(spec)
-        _warn_repeated_samples(spec, say)
 
         def open_store() -> Store:
             # Called once every model is loaded, so a bad model leaves no directory behind.
@@ -375,13 +375,15 @@ def _check_items(
     notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")
 
 
-def _warn_repeated_samples(spec: RunSpec, say: Callable[[str], None]) -> None:
+def _warn_repeated_samples(
+    spec: RunSpec, configs: list[Config], say: Callable[[str], None]
+) -> None:
     """`samples` above 1 where a configuration answers at temperature 0: its samples repeat one
     answer, and accuracy's 95% interval, which counts every record as a query of its own, comes
     out narrower than its items can support."""
     if spec.samples < 2:
         return
-    greedy = [c.name for c in resolve_configs(spec) if c.sampling.temperature == 0]
+    greedy = [c.name for c in configs if c.sampling.temperature == 0]
     if greedy:
         say(
             f"note: samples {spec.samples} at temperature 0 ({', '.join(greedy)}): each item's "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo
+from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, refuse_repeated_options
 from tradeoff.engines.bundled import BUNDLED, bundled_path
 from tradeoff.errors import UserError
 from tradeoff.types import PromptMode
@@ -111,10 +111,9 @@ def parse_llama_ref(ref: str) -> LlamaRef | None:
     if base.startswith("gguf:") and not base[5:].strip():
         raise UserError(f"model '{ref}': gguf: needs a path, e.g. gguf:models/qwen.gguf")
     options = dict(LLAMA_OPTIONS)
-    keys = [pair.partition("=")[0] for pair in filter(None, query.split("&"))]
-    twice = next((key for key in keys if keys.count(key) > 1), None)
-    if twice is not None:  # the last would win, silently
-        raise UserError(f"model '{ref}': {twice} is given twice; give it once")
+    refuse_repeated_options(
+        ref, [pair.partition("=")[0] for pair in filter(None, query.split("&"))]
+    )
     for pair in filter(None, query.split("&")):
         key, _, value = pair.partition("=")
         if key not in LLAMA_OPTIONS:

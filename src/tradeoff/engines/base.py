@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 from tradeoff.engines.emit import TextSink
+from tradeoff.errors import UserError
 from tradeoff.types import Generation, PromptMode, Request
 
 if TYPE_CHECKING:
@@ -152,3 +153,10 @@ class InProcessEngine(ABC):
 
     async def aclose(self) -> None:
         self.close()
+
+
+def refuse_repeated_options(ref: str, keys: list[str]) -> None:
+    """A model reference's `?options` each given once: given twice, the last would win silently."""
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise UserError(f"model '{ref}': {twice} is given twice; give it once")

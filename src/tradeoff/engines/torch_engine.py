@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from tradeoff.engines import decode_greedy, decode_linear, dependent_launch
-from tradeoff.engines.base import InProcessEngine, ModelInfo, PassSink
+from tradeoff.engines.base import InProcessEngine, ModelInfo, PassSink, refuse_repeated_options
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
 from tradeoff.engines.stream import TokenStream
@@ -77,10 +77,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
     if not source:
         raise UserError(f"model '{ref}' needs a source: torch:CONFIG_OR_DIR[?options]")
     pairs = parse_qsl(query, keep_blank_values=True)
-    keys = [key for key, _ in pairs]
-    twice = next((key for key in keys if keys.count(key) > 1), None)
-    if twice is not None:  # the last would win, silently
-        raise UserError(f"model '{ref}': {twice} is given twice; give it once")
+    refuse_repeated_options(ref, [key for key, _ in pairs])
     opts = dict(pairs)
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
