@@ -320,8 +320,7 @@ def set_kernels(flags: list[str]) -> None:
     N positions each (`decode_attention.BLOCK`, else as shipped). `-noswap`: tuning leaves out
     the projections' swapped tensor-core shapes (`decode_linear.SWAPPED`), as before change 18.
     `-opnorm`: the norms that no product fuses run op by op, not as `rms_norm`'s kernel (as
-    before change 22). `-whole` / `-nowhole` force `decode_attention.WHOLE` on / off (grouped
-    heads in one pass over the live positions, change 26; neither: its rule)."""
+    before change 22)."""
     torch.compiler.config.cache_key_tag = "-".join(f for f in flags if f != "sync")
     torch._dynamo.reset()  # a new engine's model passed the last compiled step's guards
     decode_attention.ENABLED = not {"before", "sdpa"} & set(flags)
@@ -332,7 +331,6 @@ def set_kernels(flags: list[str]) -> None:
         False if "combine" in flags else True if "incombine" in flags else None
     )
     decode_attention.SKIP = True if "skip" in flags else False if "noskip" in flags else None
-    decode_attention.WHOLE = True if "whole" in flags else False if "nowhole" in flags else None
     blocks = [int(f[5:]) for f in flags if f.startswith("block") and f[5:].isdigit()]
     decode_attention.BLOCK = blocks[0] if blocks else ATTENTION_BLOCK
     decode_linear.SWAPPED = () if "noswap" in flags else SWAPPED

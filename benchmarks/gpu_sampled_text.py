@@ -3,7 +3,7 @@ change that leaves every value the sampler sees alone must leave what it samples
 
     PYTHONPATH=src python3 benchmarks/gpu_sampled_text.py [--model qwen2.5-0.5b]
         [--options "graph=1&pdl=1"] [--temperature 0.8] [--seeds 0,1,2] [--tokens 64]
-        [--opnorm] [--noswap] [--nowhole]
+        [--opnorm] [--noswap]
 
 Random weights (the engine's `random_weights=1`, seed 0 of the weights), a 512-position cache,
 one completion request per seed at `--temperature` (the engine's top-40 sampling, drawn from a
@@ -11,12 +11,11 @@ generator seeded by the request's seed), `--tokens` tokens with their log-probab
 JSON line per seed: the text and the log-probabilities, rounded to 6 decimals (the sampled
 tokens' values in float32, so equal runs print equal lines). `--opnorm` runs the norms that no
 product fuses op by op (`rms_norm.ENABLED` off, change 22); a tree without that module runs them
-so anyway. `--noswap` tunes without the swapped tensor-core shapes (change 25). `--nowhole`
-attends in blocks as before change 26 (`decode_attention.WHOLE` off). Tuning's choice for each
-product goes to stderr: two trees round alike only where their choices are the same.
+so anyway. `--noswap` tunes without the swapped tensor-core shapes (change 25). Tuning's choice
+for each product goes to stderr: two trees round alike only where their choices are the same.
 Diff two trees' output, e.g. this one against an older `src` copied to ab_old:
 
-    python3 benchmarks/gpu_sampled_text.py --opnorm --noswap --nowhole > new.jsonl
+    python3 benchmarks/gpu_sampled_text.py --opnorm --noswap > new.jsonl
     PYTHONPATH=ab_old/src python3 benchmarks/gpu_sampled_text.py > old.jsonl
     diff new.jsonl old.jsonl && echo same
 """
@@ -29,7 +28,7 @@ import importlib
 import json
 import sys
 
-from tradeoff.engines import decode_attention, decode_linear
+from tradeoff.engines import decode_linear
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.types import Request
 
@@ -47,12 +46,7 @@ def main() -> None:
     parser.add_argument(
         "--noswap", action="store_true", help="tuning without the swapped shapes (change 25)"
     )
-    parser.add_argument(
-        "--nowhole", action="store_true", help="attention in blocks, as before change 26"
-    )
     args = parser.parse_args()
-    if args.nowhole:  # a tree from before change 26 attends so already
-        decode_attention.WHOLE = False
     if args.opnorm:  # a tree from before change 22 has no such module: op by op already
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module("tradeoff.engines.rms_norm").ENABLED = False

@@ -38,7 +38,6 @@ def test_the_engine_s_triton_kernels_compute_what_the_plain_path_computes():
     hows = ["", ", grouped", ", combined", ", grouped, combined"]
     hows += [f", blocks of {n}{g}" for n in (32, 128) for g in ("", ", grouped")]
     hows += [", every block", ", every block, grouped"]
-    hows += [", one pass", ", one pass, blocks of 64", ", one pass, blocks of 32"]
     for how in hows:
         assert errors[f"decode_attention{how}"] < 1e-5, errors
         assert errors[f"decode_attention, new token{how}"] < 1e-5, errors
@@ -72,16 +71,6 @@ def test_the_attention_s_blocks_of_positions_follow_the_step_s_shape():
     assert block(1, 8, True) == 64  # Llama-3.1-8B at batch 1
     assert block(1, 2, True) == 32  # Qwen2.5-0.5B at batch 1, grouped with pdl=1
     assert block(1, 2, False) == block(8, 8, False) == 64  # a program per query head
-
-
-def test_grouped_heads_attend_in_one_pass_with_few_key_value_heads_launched_as_dependents():
-    assert decode_attention.WHOLE is None  # the rule, unless a benchmark forces it
-    whole = decode_attention.whole
-    assert not whole(1, 2, 512)  # Qwen2.5-0.5B at batch 1, launched plainly
-    with dependent_launch.enabled(True):
-        assert whole(1, 2, 512) and whole(1, 2, 4096)  # ... with pdl=1
-        assert not whole(1, 2, 8192)  # more than 8 blocks of 512 to combine
-        assert not whole(4, 2, 512) and not whole(1, 8, 512)  # 8 programs a block: split
 
 
 def test_the_attention_skips_the_blocks_past_its_position_in_long_caches_only():
@@ -156,20 +145,18 @@ def test_the_gpu_only_paths_compile_for_an_sm90_gpu():
     ptrs |= {"part_ptr": "*fp32", "pos_ptr": "*i64", "count_ptr": "*i32", "out_ptr": "*bf16"}
     strides = ("n_heads", "q_row", "q_head", "k_row", "k_head", "k_pos", "v_row", "v_head", "v_pos")
     strides += ("o_row", "o_head")
-    for new, group, heads, head_dim, pdl, combine, positions, splits in [
-        (True, 4, 4, 128, True, False, 64, 8),
-        (True, 7, 1, 64, False, True, 64, 8),
-        (True, 7, 7, 64, True, True, 64, 8),  # the Qwen2.5-0.5B shape's group, combined in it
-        (True, 7, 7, 64, True, True, 512, 4),  # ... in one pass (`whole`), 8 warps
+    for new, group, heads, head_dim, pdl, combine in [
+        (True, 4, 4, 128, True, False),
+        (True, 7, 1, 64, False, True),
+        (True, 7, 7, 64, True, True),  # the Qwen2.5-0.5B shape's group, combined in the kernel
     ]:
-        constants = dict(NEW=new, GROUP=group, HEADS=heads, HEAD_DIM=head_dim, BLOCK_POS=positions)
-        constants |= dict(TILE=16 if heads > 1 else 1, SPLITS=splits, SCALE=head_dim**-0.5)
+        constants = dict(NEW=new, GROUP=group, HEADS=heads, HEAD_DIM=head_dim, BLOCK_POS=64)
+        constants |= dict(TILE=16 if heads > 1 else 1, SPLITS=8, SCALE=head_dim**-0.5, PDL=pdl)
         compiled = compile_for_hopper(
             decode_attention._decode_attention_split,
             {**ptrs, **dict.fromkeys(strides, "i32")},
-            constants | {"PDL": pdl, "COMBINE": combine, "SKIP": True},
+            constants | {"COMBINE": combine, "SKIP": True},
             launch_pdl=pdl,
-            num_warps=8 if positions >= 256 else 4,
         )
         assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == pdl
         assert ("mma" in compiled.asm["ptx"]) == (heads > 1)

@@ -60,11 +60,6 @@ COMBINED: bool | None = None
 # at once (and the combine reads only the blocks up to it), or every block of the cache is
 # attended to, the later ones masked. None: `skip`'s rule; benchmarks force it either way.
 SKIP: bool | None = None
-# Whether the grouped heads of a step with few key/value heads attend to every live position in
-# one program a (row, key/value head), writing the result with no partial sums to combine while
-# the positions fit one block of WHOLE_POSITIONS. None: `whole`'s rule; benchmarks force it.
-WHOLE: bool | None = None
-WHOLE_POSITIONS = 512
 
 
 def grouped(rows: int, kv_heads: int, group: int, dtype: torch.dtype) -> bool:
@@ -119,21 +114,6 @@ def skip(splits: int) -> bool:
     read, lost more than the split kernel gained (7.13 + 1.89 against 7.30 + 1.45 µs a layer
     at batch 8)."""
     return SKIP if SKIP is not None else splits > 8
-
-
-def whole(rows: int, kv_heads: int, length: int) -> bool:
-    """Whether a grouped step attends in blocks of WHOLE_POSITIONS (`WHOLE` unless None): one
-    program a (row, key/value head) while the live positions fit one block, which then writes
-    the result itself (no partial sums, no count, no combine kernel), its later blocks skipped
-    and, past WHOLE_POSITIONS, combined by the last program. Where fewer than 8 programs would
-    share a block of positions and the kernels launch as dependents (`dependent_launch`), and
-    the cache holds at most 8 such blocks: the Qwen2.5-0.5B shape at batch 1 with `pdl=1`,
-    whose grouped attention took 4.2 + 2.4 µs a layer in blocks of 32 (split and combine
-    kernels) for a few hundred positions on an H200 (RESULTS.md, issue 17)."""
-    if WHOLE is not None:
-        return WHOLE
-    few = rows * kv_heads < 8
-    return few and dependent_launch.ENABLED and length <= 8 * WHOLE_POSITIONS
 
 
 if triton is not None:
@@ -249,50 +229,30 @@ if triton is not None:
             score = tl.where(valid, score, float("-inf"))
             best = tl.max(score, axis=0)
             w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best))
-            acc, total = tl.sum(w[:, None] * v.to(tl.float32), axis=0), tl.sum(w, axis=0)
-            if COMBINE:  # noqa: SIM102 (a constexpr: without it, the branch is not compiled)
-                if live == 1:  # the only block: the result itself, as `_combine` would give it
-                    result = acc / total
-                    o_at = out_ptr + row * o_row + first * o_head + d
-                    tl.store(o_at, result.to(out_ptr.dtype.element_ty))
-                    return
             out = part_ptr + ((row * n_heads + first) * SPLITS + split) * (HEAD_DIM + 2)
-            tl.store(out + d, acc)
+            tl.store(out + d, tl.sum(w[:, None] * v.to(tl.float32), axis=0))
             tl.store(out + HEAD_DIM, best)
-            tl.store(out + HEAD_DIM + 1, total)
+            tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=0))
         else:  # on the tensor cores: (TILE, BLOCK_POS) scores
             score = tl.dot(q, tl.trans(k))
             score = tl.where(valid[None, :], score * SCALE, float("-inf"))
             best = tl.max(score, axis=1)
             w = tl.exp(score - tl.where(best == float("-inf"), 0.0, best)[:, None])
             acc = tl.dot(w.to(v.dtype), v)  # the weights rounded as flash attention rounds them
-            total = tl.sum(w, axis=1)
-            if COMBINE:  # noqa: SIM102 (a constexpr: without it, the branch is not compiled)
-                if live == 1:  # the only block: the result itself, as `_combine` would give it
-                    result = (acc / total[:, None]).to(out_ptr.dtype.element_ty)
-                    o_at = out_ptr + row * o_row + head[:, None] * o_head + d[None, :]
-                    tl.store(o_at, result, mask=real[:, None])
-                    return
             out = part_ptr + ((row * n_heads + head) * SPLITS + split) * (HEAD_DIM + 2)
             tl.store(out[:, None] + d[None, :], acc, mask=real[:, None])
             tl.store(out + HEAD_DIM, best, mask=real)
-            tl.store(out + HEAD_DIM + 1, total, mask=real)
+            tl.store(out + HEAD_DIM + 1, tl.sum(w, axis=1), mask=real)
         if COMBINE:  # the last of these heads' live programs to finish combines them
             tl.debug_barrier()  # every thread's stores above come before the count's release
             done = tl.atomic_add(count_ptr + program, 1, sem="acq_rel", scope="gpu")
             if done == live - 1:
                 tl.store(count_ptr + program, 0)  # no other program counts here this step
-                if TILE * SPLITS <= 256:  # the group's heads at once
-                    _combine_heads(
-                        part_ptr, out_ptr, row, first, n_heads, o_row, o_head, live, HEAD_DIM,
-                        SPLITS, TILE, HEADS,
+                for h in tl.static_range(HEADS):
+                    _combine(
+                        part_ptr, out_ptr, row, first + h, n_heads, o_row, o_head, live,
+                        HEAD_DIM, SPLITS,
                     )  # fmt: skip
-                else:  # too many partial sums to hold at once: a head after another
-                    for h in tl.static_range(HEADS):
-                        _combine(
-                            part_ptr, out_ptr, row, first + h, n_heads, o_row, o_head, live,
-                            HEAD_DIM, SPLITS,
-                        )  # fmt: skip
 
     @triton.jit
     def _live(last, BLOCK_POS: tl.constexpr, SPLITS: tl.constexpr, SKIP: tl.constexpr):
@@ -323,30 +283,6 @@ if triton is not None:
         scale = tl.exp(best - tl.max(best, axis=0))  # 0 for blocks past the last position
         out = tl.sum(scale[:, None] * acc, axis=0) / tl.sum(scale * total, axis=0)
         tl.store(out_ptr + row * o_row + head * o_head + d, out.to(out_ptr.dtype.element_ty))
-
-    @triton.jit
-    def _combine_heads(
-        part_ptr, out_ptr, row, first, n_heads, o_row, o_head, live, HEAD_DIM: tl.constexpr,
-        SPLITS: tl.constexpr, TILE: tl.constexpr, HEADS: tl.constexpr,
-    ):  # fmt: skip
-        """`_combine` for the HEADS query heads from `first` at once: their partial sums loaded
-        together, (TILE, SPLITS, HEAD_DIM), the rows past HEADS neither read nor written."""
-        g = tl.arange(0, TILE)
-        s = tl.arange(0, SPLITS)
-        d = tl.arange(0, HEAD_DIM)
-        head = first + g
-        at = part_ptr + ((row * n_heads + head)[:, None] * SPLITS + s[None, :]) * (HEAD_DIM + 2)
-        written = (g < HEADS)[:, None] & (s < live)[None, :]
-        best = tl.load(at + HEAD_DIM, mask=written, other=float("-inf"), cache_modifier=".cg")
-        total = tl.load(at + HEAD_DIM + 1, mask=written, other=0.0, cache_modifier=".cg")
-        acc_at = at[:, :, None] + d[None, None, :]
-        acc = tl.load(acc_at, mask=written[:, :, None], other=0.0, cache_modifier=".cg")
-        top = tl.max(best, axis=1)  # -inf on the padding rows only
-        scale = tl.exp(best - tl.where(top == float("-inf"), 0.0, top)[:, None])
-        weight = tl.where(g < HEADS, tl.sum(scale * total, axis=1), 1.0)  # padding: not 0 / 0
-        out = tl.sum(scale[:, :, None] * acc, axis=1) / weight[:, None]
-        o_at = out_ptr + row * o_row + head[:, None] * o_head + d[None, :]
-        tl.store(o_at, out.to(out_ptr.dtype.element_ty), mask=(g < HEADS)[:, None])
 
     @triton.jit
     def _decode_attention_combine(
@@ -390,20 +326,16 @@ if triton is not None:
         b, head_dim = k.shape[0], k.shape[-1]
         group = n_heads // k.shape[1]
         heads = group if grouped(b, k.shape[1], group, k.dtype) else 1
-        one_pass = heads > 1 and whole(b, k.shape[1], k.shape[2])
-        if one_pass:
-            positions = BLOCK if BLOCK is not None else WHOLE_POSITIONS
-        else:
-            positions = block(b, k.shape[1], heads > 1)
+        positions = block(b, k.shape[1], heads > 1)
         splits = triton.next_power_of_2(triton.cdiv(k.shape[2], positions))
-        skipping = one_pass or skip(splits)
+        skipping = skip(splits)
         part = torch.empty(
             (b * n_heads, splits, head_dim + 2), dtype=torch.float32, device=k.device
         )
         query = q if q is not None else new
         assert query is not None
         q_strides = (q.stride(0), q.stride(1)) if q is not None else (query.stride(0), head_dim)
-        combine = counts is not None and (one_pass or combined(heads > 1))
+        combine = counts is not None and combined(heads > 1)
         wrap_triton(_decode_attention_split)[(b * n_heads // heads, splits)](
             query,
             k,
@@ -436,7 +368,6 @@ if triton is not None:
             o_head=out_strides[1],
             COMBINE=combine,
             SKIP=skipping,
-            num_warps=8 if positions >= 256 else 4,  # 512 positions: 128 KB of keys and values
             **dependent_launch.options(),
         )
         if combine:
