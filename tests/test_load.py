@@ -198,6 +198,8 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--max-seconds", "nan"], "--max-seconds must be a number above 0 (got nan)"),
         (["--max-seconds", "inf"], "--max-seconds must be a number above 0 (got inf)"),
         (["--rampup", "nan"], "--rampup must be a number of seconds"),
+        (["--rampup", "1e308"], "no request would go at the target rate"),
+        (["--rampup", "40"], "(--max-seconds 30)"),  # the default length of a point
         (["--slo", "ttft=abc"], "not a number of seconds"),
         (["--slo", "latency=2"], "ttft, itl, tpot, e2e"),
         (["--scrape", "ftp://x"], "auto, off, or an http(s):// URL"),

@@ -71,6 +71,12 @@ class LoadOptions:
             raise UserError(
                 f"--rampup must be a number of seconds, 0 or more (got {self.rampup_s})"
             )
+        if self.max_seconds is not None and self.rampup_s >= self.max_seconds:
+            raise UserError(
+                f"--rampup {self.rampup_s:g} is as long as each load point or longer "
+                f"(--max-seconds {self.max_seconds:g}): no request would go at the target rate; "
+                "shorten it"
+            )
         if self.max_error_rate is not None and not 0 < self.max_error_rate <= 1:
             raise UserError(f"--max-error-rate must be in (0, 1] (got {self.max_error_rate})")
         set_aside = {True: 0.0, False: 0.0}  # seconds, requests: the warm-up and cool-down's
