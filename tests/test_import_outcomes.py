@@ -287,14 +287,23 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
     out = _imported(tmp_path, "run", rows, "weak=weak", "strong=strong")
     evaluated = run_cli("policy", "eval", str(out), "--cv", "5")
     assert evaluated.returncode == 0 and "APGR" in evaluated.stdout, evaluated.stderr
+    assert "(no costs: outcomes imported without them)" in evaluated.stdout  # not "latency"
     for target in (["--strong-fraction", "0.5"], ["--budget", "1"]):
         fit = run_cli("policy", "fit", str(out), *target, "-o", str(tmp_path / "p.json"))
         assert fit.returncode == 2 and "Traceback" not in fit.stderr, fit.stderr
-        assert "every configuration costs the same" in fit.stderr and "cost=PRICE" in fit.stderr
-    fit = run_cli(
-        "policy", "fit", str(out), "--target-accuracy", "0.7", "-o", str(tmp_path / "p.json")
-    )
+        assert "imported without costs count 0 each" in fit.stderr, fit.stderr
+        assert "cost=PRICE" in fit.stderr
+    policy = tmp_path / "p.json"
+    fit = run_cli("policy", "fit", str(out), "--target-accuracy", "0.7", "-o", str(policy))
     assert fit.returncode == 0, fit.stderr
+    assert "no costs (imported without them)" in fit.stdout and "mean cost" not in fit.stdout
+    # the policy reads the run as it was fitted: every configuration at 0, not a missing latency
+    again = run_cli("policy", "eval", str(out), "--policy", str(policy))
+    assert again.returncode == 0 and "APGR" in again.stdout, again.stderr
+    priced = _imported(tmp_path, "priced", rows, "weak=weak,cost=0.1", "strong=strong,cost=1")
+    refused = run_cli("policy", "eval", str(priced), "--policy", str(policy))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "fitted on outcomes imported without costs" in refused.stderr
 
     # Costs imported for one model only: `auto` has nothing to compare them by (it fell back to
     # latency, which imports lack, and counted 0 for both).

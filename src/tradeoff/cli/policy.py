@@ -115,7 +115,7 @@ def fit(
     router is then refitted on every item. `policy eval --split-by` says how it transfers to
     queries unlike these.
     """
-    from tradeoff.policy.fit import fit_policy, run_table
+    from tradeoff.policy.fit import NO_COSTS, fit_policy, run_table
     from tradeoff.policy.routers import resolve_router
 
     targets = {
@@ -146,11 +146,15 @@ def fit(
         if "apgr" in cal
         else ""
     )
+    if table.cost_axis == NO_COSTS:
+        costs, mean = "no costs (imported without them)", ""
+    else:
+        costs = f"cost {table.cost_axis}"
+        mean = f"mean cost {cal['cost']:.4g} {table.cost_unit}, "
     console.print(
         f"wrote {out}: router {kind}, {len(table.configs)} configurations, {len(table.keys)} "
-        f"items, cost {table.cost_axis}; calibrated out of fold ({cal['evaluation']}): accuracy "
-        f"{cal['accuracy']:.3f}, mean cost {cal['cost']:.4g} {table.cost_unit}, "
-        f"{cal['strong_fraction']:.0%} to "
+        f"items, {costs}; calibrated out of fold ({cal['evaluation']}): accuracy "
+        f"{cal['accuracy']:.3f}, {mean}{cal['strong_fraction']:.0%} to "
         f"{table.configs[policy.strong]}{gained}",
         soft_wrap=True,
         highlight=False,

@@ -26,6 +26,10 @@ from tradeoff.policy.features import prompt_text
 from tradeoff.policy.routers import Featurizer, Router, WordsLR, load_router, new_router
 from tradeoff.store import Store
 
+# The cost axis of outcomes imported without costs: every configuration counts 0 (a policy
+# fitted on them keeps it, so that `policy eval --policy` reads the run the same way).
+NO_COSTS = "none"
+
 
 @dataclass
 class Table:
@@ -110,25 +114,33 @@ def outcome_table(
     if len(configs) < 2:
         raise UserError("a policy chooses between at least two configurations: --configs A,B")
     df = records[records["config"].isin(configs)].copy()
-    axis = resolve(cost, df)
-    df["cost"] = record_costs(df, axis)
     given = given_costs(df)
+    unpriced_import = bool(imported(df).all() and given.isna().all())
     if cost == AUTO and imported(df).all() and given.notna().any() and given.isna().any():
         unpriced = df.loc[given.isna(), "config"].iloc[0]
         raise UserError(
             f"costs were imported for some configurations but not for '{unpriced}': import the "
             "outcomes again with cost= on every --model (cost=0 for a free one)"
         )
-    if cost == AUTO and imported(df).all() and df["cost"].isna().all():
+    if cost == NO_COSTS and not unpriced_import:
+        raise UserError(
+            "the policy was fitted on outcomes imported without costs, and these records have "
+            "costs; fit a policy on this run (tradeoff policy fit) to evaluate it here"
+        )
+    if cost == NO_COSTS or (cost == AUTO and unpriced_import):
         # Outcomes imported without costs: none to trade, every configuration costs 0. Enough
         # for an evaluation (APGR ranks by predicted gain); `fit_policy` refuses a budget or a
         # strong share that nothing prices.
-        df["cost"] = 0.0
-    if df["cost"].isna().any():
-        raise UserError(
-            f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
-            "choose another with --cost"
-        )
+        df["cost"], axis_name, axis_unit = 0.0, NO_COSTS, ""
+    else:
+        axis = resolve(cost, df)
+        df["cost"] = record_costs(df, axis)
+        axis_name, axis_unit = axis.name, unit(axis, df)
+        if df["cost"].isna().any():
+            raise UserError(
+                f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
+                "choose another with --cost"
+            )
     if df["score"].isna().all():
         raise UserError(
             "the run's records have no scores (served traffic, or a task without a reference): "
@@ -157,9 +169,9 @@ def outcome_table(
         tasks=[k[0] for k in keys],
         scores=scores.to_numpy(dtype=float),
         costs=costs.to_numpy(dtype=float),
-        cost_axis=axis.name,
+        cost_axis=axis_name,
         meta=[metas.get(k, {}) for k in keys],
-        cost_unit=unit(axis, df),
+        cost_unit=axis_unit,
     )
 
 
@@ -401,11 +413,15 @@ def fit_policy(
     x = (features or Featurizer(router))(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
     if ("budget" in target or "strong_fraction" in target) and np.ptp(table.costs) == 0:
+        same = (
+            "outcomes imported without costs count 0 each"
+            if table.cost_axis == NO_COSTS
+            else f"every configuration costs the same on '{table.cost_axis}'"
+        )
         raise UserError(
-            f"every configuration costs the same on '{table.cost_axis}' (outcomes imported "
-            "without costs count 0): a budget or a strong share has nothing to trade against; "
-            "import the outcomes with costs (--model NAME=COL,cost=PRICE), choose another "
-            "--cost, or fit to --target-accuracy"
+            f"{same}: a budget or a strong share has nothing to trade against; import the "
+            "outcomes with costs (--model NAME=COL,cost=PRICE), choose another --cost, or fit "
+            "to --target-accuracy"
         )
     strong = int(np.argmax(table.scores.mean(axis=0)))
     oof = out_of_fold(x, table.scores, router=router)

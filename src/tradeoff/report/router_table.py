@@ -10,6 +10,7 @@ import numpy as np
 from rich.markup import escape
 
 from tradeoff.policy.evaluate import Evaluation, RouterReport
+from tradeoff.policy.fit import NO_COSTS
 from tradeoff.report.columns import Column, ColumnTable, build_table
 
 ROUTER_NOTE = (
@@ -24,12 +25,17 @@ def _pct(value: float) -> str:
 
 def router_heading(result: Evaluation) -> str:
     """One line: the items, where the predictions come from, and the weak and strong ends."""
+    head = f"router {result.router}; {result.items} items, {result.source}; "
+    if result.cost_axis == NO_COSTS:  # nothing priced: no cost saved to show either
+        return (
+            f"{head}weak {result.weak}: accuracy {result.acc_weak:.3f}; strong {result.strong}: "
+            f"accuracy {result.acc_strong:.3f} (no costs: outcomes imported without them)"
+        )
     return (
-        f"router {result.router}; {result.items} items, {result.source}; weak {result.weak}: "
-        f"accuracy {result.acc_weak:.3f}, cost {result.cost_weak:.4g}; strong {result.strong}: "
-        f"accuracy {result.acc_strong:.3f}, cost {result.cost_strong:.4g} "
-        f"(cost: {result.cost_axis}{', ' + result.cost_unit if result.cost_unit else ''} per "
-        "query)"
+        f"{head}weak {result.weak}: accuracy {result.acc_weak:.3f}, cost {result.cost_weak:.4g}; "
+        f"strong {result.strong}: accuracy {result.acc_strong:.3f}, cost "
+        f"{result.cost_strong:.4g} (cost: {result.cost_axis}"
+        f"{', ' + result.cost_unit if result.cost_unit else ''} per query)"
     )
 
 
