@@ -1,5 +1,6 @@
 """Run specs: validation errors name the field and the valid choices; names and ids are stable."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,20 @@ def test_unknown_nested_field_lists_that_level():
     with pytest.raises(UserError) as exc:
         parse_spec(spec(sampling={"temp": 1}))
     assert "sampling.temp" in str(exc.value) and "temperature" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("executor", "says"),
+    [
+        ({"ray": {"address": "local", "bogus": 1}}, "valid fields here: address, workers"),
+        ({"dask": {}}, "unknown field 'executor.dask'; valid fields here: ray"),
+        # YAML's unquoted off: a boolean, not the string a person typed
+        ({"ray": {"address": False}}, "YAML reads an unquoted on, off, yes or no as true or"),
+    ],
+)
+def test_an_executor_s_errors_name_its_own_fields(executor, says):
+    with pytest.raises(UserError, match=re.escape(says)):
+        parse_spec(spec(executor=executor))
 
 
 def test_bad_strategy_names_valid_ones():

@@ -167,3 +167,22 @@ def test_a_helper_that_dies_fails_the_run_and_resume_completes(tmp_path, slow_ur
     assert "a dispatch process failed" in err and "--resume" in err, err
     assert 0 < len(stored_keys(out)) < 4 * ITEMS
     _resume_completes(out, 4 * ITEMS)
+
+
+def test_processes_the_run_cannot_use_are_named(url):
+    """A number of processes given for in-process models, or on Ray, is said to be unused;
+    `auto`, one process, and models all behind servers say nothing."""
+    from tradeoff.config import resolve_configs
+    from tradeoff.dispatch import unused_processes
+
+    def note(models: dict[str, str], processes: int | str, on_ray: bool = False) -> str | None:
+        spec = parse_spec({"models": models, "tasks": ["arith"], "processes": processes})
+        return unused_processes(spec, resolve_configs(spec), on_ray)
+
+    served = {"m": f"openai:{url}#m"}
+    assert note(served, 2) is None and note(served, "auto") is None
+    assert note({"m": "smollm2-135m"}, 1) is None and note({"m": "smollm2-135m"}, "auto") is None
+    local = note({"small": "smollm2-135m", **served}, 3)
+    assert local and local.startswith("--processes 3 is not used") and "llama.cpp" in local
+    ray = note(served, 2, on_ray=True)
+    assert ray and "on Ray the workers send the requests" in ray

@@ -134,6 +134,18 @@ def test_more_workers_than_the_cluster_holds_is_one_line(cluster, tmp_path):
     assert len(lines) == 1, bad.stderr
     assert "6 Ray worker(s) (3 per model group) ask for CPU 6 in all" in lines[0], lines[0]
     assert "workers: N" in lines[0] and not (tmp_path / "r").exists()
+    # One worker a group already: what would fit is asking less of each, not fewer workers.
+    two_cpus = {"num_cpus": 2}
+    spec = _spec(
+        tmp_path / "wide.yaml",
+        models={name: {"ref": "smollm2-135m", "resources": two_cpus} for name in "abc"},
+        configs=[{"strategy": "single", "model": name} for name in "abc"],
+        executor={"ray": {"address": cluster}},
+    )
+    bad = run_cli("profile", spec, "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert "3 Ray worker(s) (1 per model group) ask for CPU 6 in all" in bad.stderr, bad.stderr
+    assert "workers: N" not in bad.stderr and "num_cpus: 0.5" in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "bogus", "http://127.0.0.1:1"])
@@ -142,7 +154,7 @@ def test_no_cluster_at_the_address_or_no_address_is_one_line(tmp_path, address):
                   "--ray", address)  # fmt: skip
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and f"--ray {address}" in lines[0], bad.stderr
+    assert len(lines) == 1 and f"Ray address {address!r}" in lines[0], bad.stderr
     assert not (tmp_path / "r").exists()
 
 

@@ -593,6 +593,11 @@ def _format_error(source: str, exc: ValidationError) -> str:
         return f"{source}: configs[{loc[1]}]: strategy '{loc[2]}': {msg}"  # the entry's check
     if err["type"] == "value_error":
         return msg if source == FLAGS_SOURCE else f"{source}: {msg}"
+    if err["type"] == "string_type" and isinstance(err.get("input"), bool):
+        return (
+            f"{source}: {where} must be a string (got {err['input']}: YAML reads an unquoted "
+            "on, off, yes or no as true or false; quote it)"
+        )
     if source == FLAGS_SOURCE and where in FLAG_NAMES:
         return f"{FLAG_NAMES[where]} {_plainly(msg)} (got {err.get('input')!r})"
     return f"{source}: {where} {_plainly(msg)} (got {err.get('input')!r})"
@@ -667,13 +672,16 @@ _NESTED: dict[str, type[BaseModel]] = {
     "tasks": TaskSpec,
     "prices": Price,
     "model_options": ModelOptions,
+    "executor": Executor,
 }
 
 
 def _valid_fields(loc: tuple[Any, ...]) -> str:
     model: type[BaseModel] = RunSpec
     for part in loc:
-        if isinstance(part, str) and part in _NESTED:
+        if model is Executor and part == "ray":
+            model = RayExecutor
+        elif isinstance(part, str) and part in _NESTED:
             model = _NESTED[part]
     return ", ".join(model.model_fields)
 

@@ -54,6 +54,18 @@ def processes_for(spec: RunSpec, configs: list[Config]) -> int:
     return max(1, min(usable_cores(), spec.concurrency // CONCURRENCY_PER_PROCESS))
 
 
+def unused_processes(spec: RunSpec, configs: list[Config], on_ray: bool) -> str | None:
+    """Why a `processes` above 1 that the user gave is not used (a note for them), or None."""
+    if spec.processes == "auto" or spec.processes <= 1:
+        return None
+    given = f"--processes {spec.processes} is not used"
+    if on_ray:
+        return f"{given}: on Ray the workers send the requests"
+    if any(not ref.startswith("openai:") for c in configs for ref in c.models.values()):
+        return f"{given}: a model computed in this process (llama.cpp, torch) is driven from it"
+    return None
+
+
 def start_helpers(count: int) -> list[Helper]:
     """Start `count` helper processes (a second or so until they are ready to work: start them
     before the rest of the run's setup)."""

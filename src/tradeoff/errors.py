@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints their message on one line and exits with code 2."""
+"""Errors the CLI prints on one line: bad input a user can fix (`UserError`, exit code 2), and
+a run that could not go on although its input was good (`RunFailed`, exit code 1)."""
 
 
 class UserError(Exception):
@@ -6,3 +7,8 @@ class UserError(Exception):
 
     The message names the problem and what would be valid, in one line.
     """
+
+
+class RunFailed(Exception):
+    """A run stopped by a failure that is not its input's (a Ray worker lost for good): the
+    message says what failed and how to continue (what completed is stored)."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradeoff.config import Config, RayExecutor, Resources, RunSpec, parse_spec
-from tradeoff.errors import UserError
+from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint
 from tradeoff.session import Session
@@ -198,10 +198,12 @@ def check_resources(
         for key, amount in _bundle(group_resources(spec, group)).items():
             total[key] = total.get(key, 0.0) + amount * workers
     if any(amount > sum(n.get(key, 0.0) for n in nodes) for key, amount in total.items()):
+        fewer = "give fewer workers (executor: {ray: {workers: N}}), " if workers > 1 else ""
         raise UserError(
             f"the {len(groups) * workers} Ray worker(s) ({workers} per model group) ask for "
             f"{_describe(total)} in all, more than the Ray cluster has ({len(nodes)} node(s): "
-            f"{shown}); give fewer workers (executor: {{ray: {{workers: N}}}}), or add nodes"
+            f"{shown}); {fewer}ask less of each (`resources:` of the models in the spec, e.g. "
+            "num_cpus: 0.5), or add nodes"
         )
 
 
@@ -360,16 +362,17 @@ def connect(address: str) -> None:
     scheme = address.partition("://")[0] if "://" in address else None
     if address not in ("auto", "local") and (scheme not in (None, "ray") or not port.isdigit()):
         raise UserError(
-            f"--ray {address}: not a cluster's address; give auto (the cluster `ray start` "
-            "began on this machine), local (a new one for this run), HOST:PORT or ray://HOST:PORT"
+            f"Ray address {address!r}: not a cluster's address; give auto (the cluster `ray "
+            "start` began on this machine), local (a new one for this run), HOST:PORT or "
+            "ray://HOST:PORT (to run on this machine alone: --ray off, or no executor: in the spec)"
         )
     if address not in ("auto", "local") and "://" not in address:
         try:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=3.0).close()
         except OSError as exc:
             raise UserError(
-                f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
-                "one with `ray start --head`, or give --ray local for one on this machine"
+                f"Ray address {address!r}: no Ray cluster answers there ({exc.strerror or exc}); "
+                "start one with `ray start --head`, or give --ray local for one on this machine"
             ) from None
     try:
         ray.init(
@@ -379,13 +382,20 @@ def connect(address: str) -> None:
             configure_logging=False,
         )
     except ConnectionError as exc:
-        raise UserError(
-            f"--ray {address}: no Ray cluster there ({exc}); start one with `ray start --head`, "
-            "or give --ray local for one on this machine"
+        if address in ("auto", "local") or "://" in address:
+            raise UserError(
+                f"Ray address {address!r}: no Ray cluster there ({exc}); start one with `ray start "
+                "--head`, or give --ray local for one on this machine"
+            ) from None
+        raise UserError(  # the port answered (checked above), but not as a cluster Ray joins
+            f"Ray address {address!r}: a server answers there but Ray could not join it as a "
+            f"cluster ({exc}); give the address `ray start --head` printed, and check that this "
+            "machine's Ray matches the cluster's (its version, and RAY_AUTH_TOKEN where the "
+            "cluster requires a token)"
         ) from None
     except ValueError as exc:  # an address Ray cannot parse, e.g. a scheme it does not know
         raise UserError(
-            f"--ray {address}: {exc}; give auto, local, HOST:PORT or ray://HOST:PORT"
+            f"Ray address {address!r}: {exc}; give auto, local, HOST:PORT or ray://HOST:PORT"
         ) from None
 
 
@@ -503,7 +513,7 @@ class Pool:
                 except self.ray.exceptions.RayTaskError as exc:
                     raise _unwrap(self.ray, exc) from None  # the worker's own error
                 except self.ray.exceptions.RayError as exc:  # its process or node, lost
-                    raise UserError(
+                    raise RunFailed(
                         f"the Ray worker for {', '.join(group)} was lost {RETRIES + 1} times "
                         f"({type(exc).__name__}); what completed is stored: --resume continues"
                     ) from None
@@ -528,7 +538,7 @@ class Pool:
         except self.ray.exceptions.RayTaskError as exc:
             raise _unwrap(self.ray, exc) from None
         except self.ray.exceptions.RayError as exc:
-            raise UserError(
+            raise RunFailed(
                 f"the Ray worker for {', '.join(group)} was lost driving {config.name} @ "
                 f"{point.label} ({type(exc).__name__}); --resume measures that point again"
             ) from None

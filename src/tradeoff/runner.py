@@ -113,6 +113,9 @@ async def _execute(
 ) -> RunResult:
     configs = resolve_configs(spec)
     _warn_repeated_samples(spec, configs, notify)
+    unused = dispatch.unused_processes(spec, configs, on_ray=ray is not None)
+    if unused:
+        notify(unused)
     processes = 1 if ray else dispatch.processes_for(spec, configs)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)

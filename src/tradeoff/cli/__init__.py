@@ -16,7 +16,7 @@ from typer import rich_utils
 
 from tradeoff.cli import compare, hardware, imports, listing, load, policy, report, run, serve
 from tradeoff.cli.output import err_console
-from tradeoff.errors import UserError
+from tradeoff.errors import RunFailed, UserError
 
 # click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
 clicks = sys.modules[typer.BadParameter.__module__]
@@ -74,8 +74,9 @@ app.add_typer(policy_app, name="policy")
 
 def main() -> None:
     """Run the command line, every way it can end on one line: bad input (typer's usage errors
-    too) exits with 2, a Ctrl-C with 130. Typer runs outside its standalone mode so that its
-    usage errors reach here, not its boxed rendering of them."""
+    too) exits with 2, a run that failed on good input with 1, a Ctrl-C with 130. Typer runs
+    outside its standalone mode so that its usage errors reach here, not its boxed rendering of
+    them."""
     try:
         code = app(standalone_mode=False)
     except NO_ARGS as exc:  # `tradeoff` alone: its help
@@ -89,6 +90,8 @@ def main() -> None:
         fail("aborted", 1)
     except UserError as exc:
         fail(str(exc), 2)
+    except RunFailed as exc:
+        fail(str(exc), 1)
     except KeyboardInterrupt:  # before a command's own handler: while its modules load
         err_console.print("interrupted before the command began; nothing was written")
         sys.exit(130)

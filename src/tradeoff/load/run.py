@@ -30,6 +30,7 @@ from tradeoff.config import (
     resolve_configs,
     with_absolute_paths,
 )
+from tradeoff.dispatch import unused_processes
 from tradeoff.engines import parse_openai_ref
 from tradeoff.errors import UserError
 from tradeoff.load.driver import PointDriver, PointProgress
@@ -148,6 +149,14 @@ async def _drive_session(
         pool = session.pool if isinstance(session, RaySession) else None
         spread = Spread(spec, options, api_key, notify) if spreadable(configs) else None
         spread = None if pool else spread
+        unused = unused_processes(spec, configs, on_ray=pool is not None)
+        if unused:
+            notify(unused)
+        if pool is not None and any(len(actors) > 1 for actors in pool.actors.values()):
+            notify(
+                "load drives each point from its model group's first Ray worker: the others "
+                "(executor: {ray: {workers: N}}) stay idle"
+            )
         run = _Run(plan, options, store, Writer(store), stop, spread, on_progress, pool)
         for scraper in scrapers:
             scraper.start()
