@@ -430,8 +430,8 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     assert kept >= 10
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
     # report and frontier say it did not finish, and how to go on, as for a profile run
-    for command in ("report", "frontier"):
-        said = run_cli(command, str(out)).stderr
+    for command in (("report",), ("frontier",), ("report", "--load")):
+        said = run_cli(*command, str(out)).stderr
         assert "note: the load run stopped before it finished: 0 of the 1" in said, said
         assert f"tradeoff load --resume {out}" in said
 

@@ -20,7 +20,14 @@ from conftest import import_outcomes, one_line_error, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.policy.features import featurize
-from tradeoff.policy.fit import Policy, fit_policy, folds, out_of_fold, outcome_table
+from tradeoff.policy.fit import (
+    Policy,
+    _apart,
+    fit_policy,
+    folds,
+    out_of_fold,
+    outcome_table,
+)
 from tradeoff.store import Store
 from tradeoff.types import Item, Record
 
@@ -120,6 +127,28 @@ def test_strong_fraction_calibration_holds_on_held_out_items(tmp_path):
         assert abs(share - target) <= 0.02, (target, share)
 
 
+def test_a_query_of_a_task_the_policy_never_saw_is_scored_over_the_tasks_it_did(tmp_path):
+    """Served traffic has no task: the words router, which reads the task, scores such a query
+    as the mean over its training tasks (by share), so one fitted on a single task routes a
+    served query as it routes that task's (it routed 20 of 300 otherwise)."""
+    build_store(tmp_path / "run", 600)
+    store = Store.open(tmp_path / "run")
+    table = outcome_table(store.records(), store.items(), ["weak", "strong"], "latency")
+    store.close()
+    policy = fit_policy(table, {"strong_fraction": 0.5}, [{}, {}])
+    assert policy.tasks == {"synthetic": 1.0}
+    texts = [it.prompt for it in synthetic(300, seed=5)[0]]
+    assert policy.choose(texts, ["serve"] * 300) == policy.choose(texts, ["synthetic"] * 300)
+    policy.tasks = {"synthetic": 0.25, "other": 0.75}  # as if fitted on two tasks
+    served = policy.expected(texts, ["serve"] * 300)
+    np.testing.assert_allclose(
+        served,
+        0.25 * policy.expected(texts, ["synthetic"] * 300)
+        + 0.75 * policy.expected(texts, ["other"] * 300),
+    )
+    assert not np.allclose(served, policy.expected(texts, ["synthetic"] * 300))
+
+
 def test_target_accuracy_and_budget_are_met_out_of_fold(tmp_path):
     build_store(tmp_path / "run", 600)
     store = Store.open(tmp_path / "run")
@@ -131,6 +160,13 @@ def test_target_accuracy_and_budget_are_met_out_of_fold(tmp_path):
     assert budget.calibration["cost"] <= 2.0
     with pytest.raises(UserError, match="no routing reaches"):
         fit_policy(table, {"accuracy": 0.999}, [{}, {}])
+    # Every query to the strong one is a routing too: its accuracy is reachable, and a budget
+    # that affords it buys at least that (it was 0.01-0.02 short, λ stopping at 0).
+    strong = float(table.scores[:, 1].mean())
+    assert fit_policy(table, {"accuracy": strong}, [{}, {}]).calibration["accuracy"] >= strong
+    rich = fit_policy(table, {"budget": 4.0}, [{}, {}]).calibration  # the strong one costs 4
+    assert rich["accuracy"] >= strong and rich["cost"] <= 4.0
+    assert _apart(0.78667, 0.787) == "0.7867"  # a best short of the target reads as short
 
 
 def test_cli_fit_then_eval(tmp_path):
@@ -176,6 +212,18 @@ def test_cli_fit_then_eval(tmp_path):
     assert by["router"]["apgr"] > 0.5  # length predicts who fails: better than random
     table = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(policy_file))
     assert table.returncode == 0 and "APGR" in table.stdout
+    # a policy names its own configurations and cost axis: flags that would be ignored are not
+    for extra in (["--cost", "tokens"], ["--configs", "strong,weak"]):
+        one_line_error(
+            run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(policy_file), *extra),
+            "--configs and --cost go with --cv K or --train RUN",
+        )
+    # JSON has no NaN: a figure not reached (CPT, cost saved) is null, strictly parsed
+    as_json = run_cli(
+        "policy", "eval", str(tmp_path / "run"), "--policy", str(policy_file), "-f", "json"
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    json.loads(as_json.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
     for name in ("curves.png", "curves.html"):
         drawn = run_cli(
             "policy",

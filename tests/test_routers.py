@@ -292,6 +292,14 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
         "first-format-without-dim": {**first, "format": "tradeoff-policy/1", "weights": [[0.0]]},
         "one-configuration": {**data, "configs": ["weak"]},
         "no-configs": {k: v for k, v in data.items() if k != "configs"},
+        # fields of the right name and the wrong type or length: refused here, not a traceback
+        # (or a cost broadcast over both configurations) at the first served query
+        "lam-as-text": {**data, "lam": "abc"},
+        "lam-null": {**data, "lam": None},
+        "one-cost": {**data, "mean_costs": [1.0]},
+        "strong-out-of-range": {**data, "strong": 5},
+        "specs-as-text": {**data, "config_specs": "x"},
+        "tasks-as-list": {**data, "tasks": ["a"]},
     }
     for label, body in cases.items():
         edited = tmp_path / f"{label}.json"

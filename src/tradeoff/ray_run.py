@@ -628,6 +628,22 @@ async def open_ray_session(
             store.close()
     finally:
         pool.kill()
+        _leave(pool.ray)
+
+
+def _leave(ray: Any) -> None:
+    """Leave the cluster now (one started for this run, `local`, stops with it), a Ctrl-C held
+    off meanwhile (a second or two). Left to Ray's exit handler, a Ctrl-C then interrupted it
+    with a traceback and left the local cluster's processes running."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to hold off
+        ray.shutdown()
+        return
+    try:
+        ray.shutdown()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _WORKER_KEYS = ("models", "energy", "energy_missing", "idle_w")

@@ -7,7 +7,7 @@ import contextlib
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -235,6 +235,11 @@ def evaluate(
         raise UserError("give one of --policy FILE, --cv K or --train RUN")
     if policy is not None and router is not None:
         raise UserError("--router goes with --cv K or --train RUN; a policy names its own")
+    if policy is not None and (configs is not None or cost != "auto"):
+        raise UserError(
+            "--configs and --cost go with --cv K or --train RUN; a policy names its own "
+            "configurations and cost axis"
+        )
     check_plot(plot)
     kind = resolve_router(router or "words-lr") if policy is None else ""
     if train is not None:
@@ -248,7 +253,8 @@ def evaluate(
         result = evaluate_transfer(fitted_on, table, str(train), kind, features)
     elif policy is not None:
         fitted = Policy.load(policy)
-        table, _ = run_table(directory, fitted.configs, fitted.cost_axis)
+        hint = "the policy was fitted on that cost axis: fit one on this run to evaluate it here"
+        table, _ = run_table(directory, fitted.configs, fitted.cost_axis, missing_hint=hint)
         result = evaluate_policy(table, fitted, str(policy), directory)
     else:
         if cv is None or cv < 2:
@@ -272,9 +278,20 @@ def evaluate(
             write_router(result, plot)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if format is ListFormat.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=True))
+        print(json.dumps(_strict_json(result.to_dict()), indent=2, allow_nan=False))
         return
     console.print(router_heading(result), soft_wrap=True, highlight=False)
     for table_out in router_tables(result):
         console.print(table_out, crop=False)
     console.print(ROUTER_NOTE, style="dim")
+
+
+def _strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinity (a figure not reached) as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(v) for v in value]
+    return value

@@ -445,6 +445,8 @@ def report(
             if not load:
                 console.print()
             print_load(rows, source, wide)
+        if load:  # the summary above says it otherwise
+            print_unfinished(directory)
     else:
         if load:
             table = pd.DataFrame(rows)

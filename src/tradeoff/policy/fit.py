@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,19 @@ from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spr
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
 from tradeoff.policy.features import prompt_text
-from tradeoff.policy.routers import Featurizer, Router, WordsLR, load_router, new_router
+from tradeoff.policy.routers import (
+    Featurizer,
+    Router,
+    WordsLR,
+    load_router,
+    new_router,
+    reads_task,
+)
 from tradeoff.store import Store
 
+# What to do where the cost axis asked for is missing: the CLI's own advice, unless a policy
+# fixes the axis (`policy eval --policy`)
+MISSING_COST_HINT = "choose another with --cost"
 # The cost axis of outcomes imported without costs: every configuration counts 0 (a policy
 # fitted on them keeps it, so that `policy eval --policy` reads the run the same way).
 NO_COSTS = "none"
@@ -80,7 +91,11 @@ class Table:
 
 
 def outcome_table(
-    records: pd.DataFrame, items: pd.DataFrame, configs: list[str] | None, cost: str = "auto"
+    records: pd.DataFrame,
+    items: pd.DataFrame,
+    configs: list[str] | None,
+    cost: str = "auto",
+    missing_hint: str = MISSING_COST_HINT,
 ) -> Table:
     """Scores and costs per item for `configs` (mean over samples), only items all of them ran;
     None: the run's configurations, when it has exactly two.
@@ -139,7 +154,7 @@ def outcome_table(
         if df["cost"].isna().any():
             raise UserError(
                 f"cost '{axis.name}' is missing for some records ({axis.missing(df, records)}); "
-                "choose another with --cost"
+                f"{missing_hint}"
             )
     if df["score"].isna().all():
         raise UserError(
@@ -250,6 +265,30 @@ def sweep(
     ).sort_values("lam", ignore_index=True)
 
 
+def gain_sweep(
+    expected: np.ndarray, scores: np.ndarray, costs: np.ndarray, mean_costs: np.ndarray, strong: int
+) -> pd.DataFrame:
+    """`sweep` for two configurations, the stronger dearer: λ at SWEEP_POINTS quantiles of the
+    predicted gain per unit of cost and past both ends, so that the shares sent to the strong
+    one run from none to all (λ < 0 sends it queries it is predicted to do no better on; λ ≥ 0
+    alone stops short of all of them)."""
+    weak = 1 - strong
+    gain = (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+    levels = np.unique(np.quantile(gain, np.linspace(0.0, 1.0, SWEEP_POINTS)))
+    rows, found = np.arange(len(gain)), []
+    for lam in np.concatenate([[levels[0] - 1.0], levels, [levels[-1] + 1.0]]):
+        choice = choose(expected, mean_costs, float(lam))
+        found.append(
+            {
+                "lam": float(lam),
+                "accuracy": float(scores[rows, choice].mean()),
+                "cost": float(costs[rows, choice].mean()),
+                "strong_fraction": float((choice == strong).mean()),
+            }
+        )
+    return pd.DataFrame(found)
+
+
 def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float, float]:
     """APGR of routing by out-of-fold predictions, and the spread of a random order's APGR on
     these items (`analysis.router.random_apgr_spread`); nan when no configuration scores below
@@ -285,6 +324,9 @@ class Policy:
     target: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)
     fitted_on: list[str] = field(default_factory=list)  # digests of the training queries
+    # The training queries' tasks and each one's share: a query of another task (served
+    # traffic, say) is scored as the mean over them, where the router reads the task
+    tasks: dict[str, float] = field(default_factory=dict)
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -301,7 +343,17 @@ class Policy:
         queries are read from (and kept in) its store."""
         if self._router is None:
             self._router = load_router(self.router)
-        return self._router.expected(Featurizer(self.kind, run)(texts, tasks))
+        featurizer = Featurizer(self.kind, run)
+        scores = self._router.expected(featurizer(texts, tasks))
+        unknown = [i for i, task in enumerate(tasks) if task not in self.tasks]
+        if self.tasks and unknown and reads_task(self.kind):
+            # the task is not one the router learnt: its expected scores over the tasks it did
+            asked = [texts[i] for i in unknown]
+            scores[unknown] = sum(
+                share * self._router.expected(featurizer(asked, [task] * len(asked)))
+                for task, share in self.tasks.items()
+            )
+        return scores
 
     def seen(self, texts: list[str]) -> np.ndarray:
         """Which of `texts` this policy was fitted on (an evaluation on them is in-sample)."""
@@ -336,6 +388,30 @@ class Policy:
                 f"random 0.50 ± {2 * spread:.2f} (2 standard deviations over {items} items)"
             )
         return found
+
+    def _malformed(self) -> str | None:
+        """What in a loaded file does not have the type or length a policy's fields have."""
+        n = len(self.configs)
+
+        def number(x: Any) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        if not (isinstance(self.mean_costs, list) and len(self.mean_costs) == n):
+            return f"mean_costs must give one cost for each of the {n} configurations"
+        if not all(number(c) for c in self.mean_costs):
+            return "mean_costs must be finite numbers"
+        if not number(self.lam):
+            return "lam must be a finite number"
+        if not (isinstance(self.strong, int) and 0 <= self.strong < n):
+            return f"strong must be the index of one of the {n} configurations"
+        specs = self.config_specs
+        if not (
+            isinstance(specs, list) and len(specs) == n and all(isinstance(c, dict) for c in specs)
+        ):
+            return f"config_specs must describe each of the {n} configurations (a mapping each)"
+        if not (isinstance(self.tasks, dict) and all(number(v) for v in self.tasks.values())):
+            return "tasks must map each task to its share of the training queries"
+        return None
 
     def save(self, path: str | Path) -> None:
         try:
@@ -372,11 +448,22 @@ class Policy:
         policy = cls(**data)
         if not isinstance(policy.configs, list) or len(policy.configs) < 2:
             raise UserError(f"{path}: configs must list the policy's configurations' names")
+        if problem := policy._malformed():
+            raise UserError(f"{path}: {problem}; fit the policy again (`tradeoff policy fit`)")
         try:
             policy._router = load_router(policy.router, len(policy.configs))
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
         return policy
+
+
+def _apart(value: float, target: float) -> str:
+    """`value` with enough figures (3 to 8) not to read as `target` as the message gives it."""
+    for figures in range(3, 9):
+        shown = f"{value:.{figures}g}"
+        if float(shown) != float(f"{target:g}"):
+            return shown
+    return f"{value:.8g}"
 
 
 def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = "") -> pd.Series:
@@ -385,8 +472,8 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = ""
     if "accuracy" in target:
         ok = curve[curve["accuracy"] >= target["accuracy"]]
         if ok.empty:
-            best = curve["accuracy"].max()
-            raise UserError(f"no routing reaches accuracy {target['accuracy']:g} (best {best:.3f})")
+            best = _apart(curve["accuracy"].max(), target["accuracy"])
+            raise UserError(f"no routing reaches accuracy {target['accuracy']:g} (best {best})")
         return ok.sort_values(["cost", "accuracy"], ascending=[True, False]).iloc[0]
     if "budget" in target:
         ok = curve[curve["cost"] <= target["budget"]]
@@ -394,7 +481,7 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = ""
             cheapest = curve["cost"].min()
             raise UserError(
                 f"no routing costs at most {target['budget']:g} {cost_unit} a query (cheapest "
-                f"{cheapest:.4g})"
+                f"{_apart(cheapest, target['budget'])})"
             )
         return ok.sort_values(["accuracy", "cost"], ascending=[False, True]).iloc[0]
     gap = (curve["strong_fraction"] - target["strong_fraction"]).abs()
@@ -441,6 +528,9 @@ def fit_policy(
                 "strong_fraction": float((choice == strong).mean()),
             }
         )
+    elif priced_apart:  # from no query to every one to the strong one, all-strong included
+        curve = gain_sweep(oof, table.scores, table.costs, mean_costs, strong)
+        row = calibrate(curve, target, table.cost_unit)
     else:
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
         row = calibrate(curve, target, table.cost_unit)
@@ -466,17 +556,21 @@ def fit_policy(
         target=target,
         calibration=calibration,
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
+        tasks={t: n / len(table.tasks) for t, n in sorted(Counter(table.tasks).items())},
     )
 
 
 def run_table(
-    directory: str | Path, configs: list[str] | None, cost: str = "auto"
+    directory: str | Path,
+    configs: list[str] | None,
+    cost: str = "auto",
+    missing_hint: str = MISSING_COST_HINT,
 ) -> tuple[Table, list[dict[str, Any]]]:
     """The outcome table of `configs` (None: both of a run that has two) in a run directory,
     and their stored specs (in order)."""
     store = Store.open(directory)
     try:
-        table = outcome_table(store.records(), store.items(), configs, cost)
+        table = outcome_table(store.records(), store.items(), configs, cost, missing_hint)
         specs = {c["name"]: c["spec"] for c in store.configs()}
     finally:
         store.close()

@@ -338,6 +338,11 @@ class Featurizer:
         )
 
 
+def reads_task(kind: str) -> bool:
+    """Whether router `kind` reads a query's task (the words routers' features hold it)."""
+    return ROUTERS[kind].features == "words"
+
+
 def new_router(kind: str) -> Router:
     return ROUTERS[kind]()
 
