@@ -318,3 +318,18 @@ def test_a_load_run_on_ray_drives_each_model_group_on_its_worker(cluster, tmp_pa
     assert len(points) == 4 and {p[2] for p in points} == {"finished"}, points
     assert sorted(c[2] for c in counts) == [4, 4, 4, 4], counts
     assert _run(out)["host"]["nodes"]
+
+
+@pytest.mark.slow
+def test_a_throwaway_cluster_samples_this_host(tmp_path):
+    """`--ray local` runs on this machine: its conditions are sampled as a local run's are."""
+    out = tmp_path / "run"
+    done = run_cli(*("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "2"),
+                   *("--max-tokens", "8", "--ray", "local", "--out", str(out)))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    try:
+        assert con.execute("SELECT COUNT(*) FROM host_samples").fetchone()[0] > 0
+    finally:
+        con.close()
+    assert "sampled from /proc" in run_cli("report", str(out)).stdout

@@ -32,6 +32,7 @@ from tradeoff.config import Config, RayExecutor, Resources, RunSpec, parse_spec
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint
+from tradeoff.meters.conditions import HostSampler
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.strategies.calls import CallMeter
@@ -618,11 +619,18 @@ async def open_ray_session(
             meter = CallMeter({}, None, "metered on the Ray workers")
             session = RaySession({}, store, meter, None, started, pool=pool)
             workers: list[dict[str, Any]] = []
+            # A cluster started for this run is on this machine: its conditions are the run's
+            # (the cluster's processes are this one's children, so not counted as others)
+            here = executor.address == "local"
+            host = HostSampler(store.add_host_samples).start() if here else None
             try:
                 yield session
                 workers = await pool.finish()
             finally:
-                store.add_meter_summary(started, {"ray_workers": workers})
+                summary: dict[str, Any] = {"ray_workers": workers}
+                if host is not None:
+                    summary["host_conditions"] = host.stop()
+                store.add_meter_summary(started, summary)
                 store.end_session(started, session.status)
         finally:
             store.close()
