@@ -229,9 +229,16 @@ def out_of_fold(
     router: str = WordsLR.kind,
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
-    over whole `groups` (a group's items are fitted and evaluated in none of the same folds)."""
+    over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
+    Items of the same features (one query under several ids) share a fold: otherwise the router
+    is scored on a query it was fitted on. Where every item differs, the folds are `folds`'."""
     out = np.zeros_like(scores, dtype=float)
-    split = folds(len(x), k, seed) if groups is None else group_folds(groups, k, seed)
+    if groups is None:
+        first: dict[bytes, int] = {}
+        query = np.array([first.setdefault(row.tobytes(), len(first)) for row in x])
+        split = [np.flatnonzero(np.isin(query, f)) for f in folds(len(first), k, seed)]
+    else:
+        split = group_folds(groups, k, seed)
     for test in split:
         train = np.setdiff1d(np.arange(len(x)), test)
         out[test] = new_router(router).fit(x[train], scores[train]).expected(x[test])
@@ -376,10 +383,17 @@ class Policy:
             )
         share = self.target.get("strong_fraction")
         if share is not None and abs(cal.get("strong_fraction", share) - share) > 0.1:
+            strongest = self.configs[self.strong]
+            others = [c for i, c in enumerate(self.mean_costs) if i != self.strong]
+            why = (
+                f"{strongest} costs no more than the others on '{self.cost_axis}', so no "
+                "trade of cost for accuracy sends queries away from it; choose another --cost"
+                if all(self.mean_costs[self.strong] <= c for c in others)
+                else "its predicted gains do not spread enough to draw a line there"
+            )
             found.append(
                 f"the strong share asked, {share:.0%}, could not be reached: out of fold the "
-                f"policy sends {cal['strong_fraction']:.0%} to {self.configs[self.strong]} (its "
-                "predicted gains do not spread enough to draw a line there)"
+                f"policy sends {cal['strong_fraction']:.0%} to {strongest} ({why})"
             )
         gained, spread = cal.get("apgr", math.nan), cal.get("apgr_spread", math.nan)
         if gained <= 0.5 + 2 * spread:  # False when nan: no gap to recover
