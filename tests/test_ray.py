@@ -229,8 +229,16 @@ def test_a_ray_run_killed_at_the_driver_resumes_without_ray(cluster, tmp_path):
     proc.kill()
     proc.communicate()
     kept = _count(out)
-    resumed = run_cli("profile", "--resume", str(out))
+    # `--ray` is stored with the run, so a plain --resume would go on on that cluster
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    try:
+        stored = json.loads(con.execute("SELECT spec FROM runs").fetchone()[0])
+    finally:
+        con.close()
+    assert stored["executor"] == {"ray": {"address": cluster, "workers": 1}}, stored["executor"]
+    resumed = run_cli("profile", "--resume", str(out), "--ray", "off")
     assert resumed.returncode == 0, resumed.stderr
+    assert "ran on Ray" not in resumed.stderr
     assert kept < 20, "the driver was killed before the end"
     assert len(_records(out)) == 20
 

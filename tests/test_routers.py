@@ -312,3 +312,12 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
         run_cli("policy", "eval", str(topics), "--policy", str(tmp_path / "no-weights.json")),
         "words-lr router is not valid", "fit the policy again",
     )  # fmt: skip
+
+
+def test_more_folds_than_groups_is_said(topics):
+    """Whole groups cannot be dealt to more folds than there are groups: a fold each, said."""
+    result = run_cli("policy", "eval", str(topics), "--split-by", "topic", "--cv", "50")
+    assert result.returncode == 0, result.stderr
+    groups = len(TOPICS)
+    assert f"--cv 50 asks for more folds than the {groups} topic groups" in result.stderr
+    assert f"{groups}-fold cross-validation over whole topic groups" in result.stdout

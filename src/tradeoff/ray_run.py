@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tradeoff.config import Config, RayExecutor, Resources, RunSpec, parse_spec
+from tradeoff.config import Config, Executor, RayExecutor, Resources, RunSpec, parse_spec
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint
@@ -70,6 +70,12 @@ def executor_of(spec: RunSpec, ray: str | None) -> RayExecutor | None:
     if ray == "off":
         return None
     return RayExecutor(address=ray, workers=given.workers if given else 1)
+
+
+def as_run(spec: RunSpec, executor: RayExecutor | None) -> RunSpec:
+    """The spec to store: its `executor` the one the run uses (`--ray` over the spec's), so that
+    `--resume` goes on where it began (a run started with `--ray local` went on here)."""
+    return spec.model_copy(update={"executor": Executor(ray=executor) if executor else None})
 
 
 # --- what each model asks of a node ---------------------------------------------------------

@@ -28,7 +28,7 @@ from tradeoff.config import (
 )
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
-from tradeoff.ray_run import RaySession, executor_of, open_ray_session, shard_size
+from tradeoff.ray_run import RaySession, as_run, executor_of, open_ray_session, shard_size
 from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -271,7 +271,8 @@ def profile(
                 "`tradeoff tasks` shows the built-in ones)"
             )
         Store.ensure_new(out)
-        spec = with_absolute_paths(spec)
+        executor = executor_of(spec, ray)
+        spec = as_run(with_absolute_paths(spec), executor)
         tasks = load_tasks(spec)
 
         def open_store() -> Store:
@@ -286,7 +287,7 @@ def profile(
                 api_key=api_key,
                 on_progress=on_progress,
                 notify=say,
-                ray=executor_of(spec, ray),
+                ray=executor,
             )  # fmt: skip
         )
     # The directory is locked from here, before any model loads: a second writer fails at once.

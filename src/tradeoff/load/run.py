@@ -39,7 +39,7 @@ from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
 from tradeoff.load.scrape import Scraper, default_scrape_url
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
-from tradeoff.ray_run import Pool, RaySession, executor_of
+from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
 from tradeoff.runner import Stop, Writer, open_run_session
 from tradeoff.session import Session
 from tradeoff.store import Store
@@ -354,7 +354,8 @@ def load(
             )
         options.check()
         Store.ensure_new(out, "tradeoff load")
-        spec = with_absolute_paths(spec)
+        executor = executor_of(spec, ray)
+        spec = as_run(with_absolute_paths(spec), executor)
         tasks = load_tasks(spec)
         stored: dict[str, Any] = {
             **spec.model_dump(mode="json"),
@@ -374,7 +375,7 @@ def load(
                 api_key=api_key,
                 on_progress=on_progress,
                 notify=say,
-                ray=executor_of(run_spec, ray),
+                ray=executor,
             )  # fmt: skip
         )
     store = Store.open(resume, writer=True)

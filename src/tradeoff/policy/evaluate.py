@@ -168,7 +168,13 @@ def evaluate_cv(
         f"{folds}-fold cross-validation over whole {split_by} groups ({len(set(groups))} groups; "
         "none both fitted on and evaluated)"
     )
-    return evaluate(table, expected, source, router)
+    result = evaluate(table, expected, source, router)
+    if folds < k:
+        result.warnings.append(
+            f"--cv {k} asks for more folds than the {folds} {split_by} groups: {folds} folds, "
+            "a group each"
+        )
+    return result
 
 
 def evaluate_transfer(
