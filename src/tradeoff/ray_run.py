@@ -74,7 +74,7 @@ def executor_of(spec: RunSpec, ray: str | None) -> RayExecutor | None:
 
 def as_run(spec: RunSpec, executor: RayExecutor | None) -> RunSpec:
     """The spec to store: its `executor` the one the run uses (`--ray` over the spec's), so that
-    `--resume` goes on where it began (a run started with `--ray local` went on here)."""
+    `--resume` goes on where the run began, whether Ray came from the spec or from `--ray`."""
     return spec.model_copy(update={"executor": Executor(ray=executor) if executor else None})
 
 
