@@ -279,21 +279,37 @@ def gain_sweep(
     predicted gain per unit of cost and past both ends, so that the shares sent to the strong
     one run from none to all (λ < 0 sends it queries it is predicted to do no better on; λ ≥ 0
     alone stops short of all of them)."""
-    weak = 1 - strong
-    gain = (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+    gain = _gain_per_cost(expected, mean_costs, strong)
     levels = np.unique(np.quantile(gain, np.linspace(0.0, 1.0, SWEEP_POINTS)))
-    rows, found = np.arange(len(gain)), []
-    for lam in np.concatenate([[levels[0] - 1.0], levels, [levels[-1] + 1.0]]):
-        choice = choose(expected, mean_costs, float(lam))
-        found.append(
-            {
-                "lam": float(lam),
-                "accuracy": float(scores[rows, choice].mean()),
-                "cost": float(costs[rows, choice].mean()),
-                "strong_fraction": float((choice == strong).mean()),
-            }
-        )
-    return pd.DataFrame(found)
+    lams = np.concatenate([[levels[0] - 1.0], levels, [levels[-1] + 1.0]])
+    return pd.DataFrame(
+        [_routed(expected, scores, costs, mean_costs, strong, float(lam)) for lam in lams]
+    )
+
+
+def _gain_per_cost(expected: np.ndarray, mean_costs: np.ndarray, strong: int) -> np.ndarray:
+    """Two configurations: each query's predicted gain of the strong one per unit of cost."""
+    weak = 1 - strong
+    return (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+
+
+def _routed(
+    expected: np.ndarray,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    mean_costs: np.ndarray,
+    strong: int,
+    lam: float,
+) -> dict[str, float]:
+    """Routing by `expected` at `lam`: the accuracy, mean cost and strong share it gives."""
+    choice = choose(expected, mean_costs, lam)
+    rows = np.arange(len(choice))
+    return {
+        "lam": lam,
+        "accuracy": float(scores[rows, choice].mean()),
+        "cost": float(costs[rows, choice].mean()),
+        "strong_fraction": float((choice == strong).mean()),
+    }
 
 
 def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float, float]:
@@ -530,18 +546,9 @@ def fit_policy(
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
     if "strong_fraction" in target and priced_apart:
         # Two configurations: choose the threshold on the predicted gain directly, as a quantile.
-        gain = (oof[:, strong] - oof[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+        gain = _gain_per_cost(oof, mean_costs, strong)
         lam = float(np.quantile(gain, 1 - target["strong_fraction"]))
-        choice = choose(oof, mean_costs, lam)
-        idx = np.arange(len(choice))
-        row = pd.Series(
-            {
-                "lam": lam,
-                "accuracy": float(table.scores[idx, choice].mean()),
-                "cost": float(table.costs[idx, choice].mean()),
-                "strong_fraction": float((choice == strong).mean()),
-            }
-        )
+        row = pd.Series(_routed(oof, table.scores, table.costs, mean_costs, strong, lam))
     elif priced_apart:  # from no query to every one to the strong one, all-strong included
         curve = gain_sweep(oof, table.scores, table.costs, mean_costs, strong)
         row = calibrate(curve, target, table.cost_unit)
