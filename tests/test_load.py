@@ -395,9 +395,9 @@ def test_a_price_without_a_unit_is_one_line(tmp_path):
     assert "has no unit" in result.stderr and "per_hour" in result.stderr
 
 
-def _interrupted(canned, out, processes, *pace, wait_s=0.0):
+def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1):
     """A load run against the canned server, sent Ctrl-C `wait_s` after its first record is
-    stored; its stderr once it has ended with 130."""
+    stored (`signals` times, 0.3 s apart); its stderr once it has ended with 130."""
     import signal
     import subprocess
     import sys
@@ -414,7 +414,9 @@ def _interrupted(canned, out, processes, *pace, wait_s=0.0):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     time.sleep(wait_s)
-    proc.send_signal(signal.SIGINT)
+    for i in range(signals):
+        time.sleep(0.3 * bool(i))
+        proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     return err
@@ -434,6 +436,23 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
         said = run_cli(*command, str(out)).stderr
         assert "note: the load run stopped before it finished: 0 of the 1" in said, said
         assert f"tradeoff load --resume {out}" in said
+
+
+def test_ctrl_c_twice_aborts_and_says_how_to_resume_the_load_run(tmp_path):
+    """The abort names `load --resume` (it named nothing), and report says the run may have
+    died rather than that it is running. Half a second a token: the second Ctrl-C comes while
+    the first waits for the requests in flight."""
+    out = tmp_path / "run"
+    pace = ("--profile", "constant:20", "--max-seconds", "60")
+    with contextlib.contextmanager(fast_server)("--delay-ms", "500") as slow:
+        err = _interrupted(slow, out, "1", *pace, signals=2)
+    assert (
+        f"aborting now; requests in flight are lost; continue with: tradeoff load --resume {out}"
+        in err
+    )
+    said = run_cli("report", str(out)).stderr
+    assert "the load run is running (still being written, or its process died): 0 of the 1" in said
+    assert f"tradeoff load --resume {out}" in said
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -341,3 +342,82 @@ def test_a_throwaway_cluster_samples_this_host(tmp_path):
     finally:
         con.close()
     assert "sampled from /proc" in run_cli("report", str(out)).stdout
+
+
+def _local_run(command: str, out, *extra: str) -> subprocess.Popen:
+    """`tradeoff COMMAND ... --ray local` in a session of its own, as a terminal's foreground job
+    is: a signal to its group reaches every process it started, the cluster's too."""
+    args = ["-m", "smollm2-135m", "-t", "arith", "--max-tokens", "8", *extra]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", command, *args, "--ray", "local", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+    )  # fmt: skip
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 180) -> str:
+    """stderr up to the line holding `text` (the process still running)."""
+    assert proc.stderr is not None
+    seen, deadline = "", time.monotonic() + timeout_s
+    while text not in seen:
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, seen
+        assert time.monotonic() < deadline, seen
+        seen += line
+    return seen
+
+
+def _group_left(pgid: int) -> list[str]:
+    """The processes of group `pgid` still alive (zombies aside), by their command lines."""
+    left = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
+            if stat[0] != "Z" and int(stat[3]) == pgid:
+                left.append(Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " "))
+        except (OSError, IndexError, ValueError):
+            continue
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["profile", "load"])
+def test_ctrl_c_while_ray_workers_load_stops_before_the_run_begins(tmp_path, command):
+    """A Ctrl-C while the workers load the models stops there: no request is sent (`load` sent
+    one), no directory is made, nothing of the cluster is left."""
+    out = tmp_path / "run"
+    extra = ["--limit", "4"] + (
+        ["--profile", "constant:1", "--max-seconds", "4"] * (command == "load")
+    )
+    proc = _local_run(command, out, *extra)
+    _wait_for_line(proc, "loading the models")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "the run will not begin" in stderr, stderr
+    assert "interrupted before the run began; nothing was written" in stderr, stderr
+    assert not out.exists()
+    time.sleep(2)
+    assert not _group_left(proc.pid)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_on_a_throwaway_cluster_leaves_no_process_behind(tmp_path):
+    """An abort (Ctrl-C twice) skips the shutdown that stops a `--ray local` cluster: its
+    processes are killed with the run, and what was stored resumes."""
+    out = tmp_path / "run"
+    proc = _local_run("profile", out, "--limit", "40")
+    _wait_for_line(proc, "ready on")
+    _wait_for(out, 1, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert (
+        f"aborting now; requests in flight are lost; continue with: tradeoff profile --resume {out}"
+        in stderr
+    )
+    time.sleep(2)
+    assert not _group_left(proc.pid)
+    assert 1 <= _count(out) < 40

@@ -483,6 +483,8 @@ class Pool:
                     f"{'; '.join(late)}): loading, or waiting until the cluster has room for "
                     "every worker at once"
                 )
+        if stopped():  # Ctrl-C as the last of them got ready: the run has not begun
+            raise KeyboardInterrupt
         self.nodes = [self.ray.get(ref) for ref in refs]
         return self.nodes
 

@@ -74,19 +74,24 @@ class Stop:
     loop's thread, and the flag must be seen between requests without the loop turning.
     """
 
-    def __init__(self, notify: Callable[[str], None]):
+    def __init__(self, notify: Callable[[str], None], command: str = "profile"):
         self.requested = False
         self.notify = notify
+        self.command = command  # the one that resumes the run
         self.directory: Path | None = None  # the run's, once its store is open: to resume
         self._previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
-            then = f"; continue with: tradeoff profile --resume {self.directory}"
+            then = f"; continue with: tradeoff {self.command} --resume {self.directory}"
             self.notify("aborting now; requests in flight are lost" + then * bool(self.directory))
+            _kill_descendants()
             os._exit(130)  # records written so far are committed; in-flight ones are lost
         self.requested = True
-        self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
+        if self.directory is None:  # on Ray, while the workers load the models
+            self.notify("stopping: the run will not begin (Ctrl-C again to abort)")
+        else:
+            self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
 
     def install(self) -> None:
         if self._previous:  # installed already
@@ -99,6 +104,28 @@ class Stop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def _kill_descendants() -> None:
+    """Kill every process this one started, and theirs: an abort skips the shutdown that stops
+    them (a `--ray local` cluster's processes, which ignore the terminal's Ctrl-C, outlived an
+    abort). Listed from Linux's /proc before any is killed, so none is missed by being reparented
+    as its parent dies; elsewhere nothing is killed."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # after the command's name, in parentheses: state, then the parent's pid
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def _execute(

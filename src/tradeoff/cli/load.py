@@ -23,7 +23,7 @@ from tradeoff.cli.options import (
     given_options,
     processes_value,
 )
-from tradeoff.cli.output import console, err_console, first_errors
+from tradeoff.cli.output import console, err_console, first_errors, interrupted
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
 
@@ -193,6 +193,8 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
             ray=ray,
         )
+    except KeyboardInterrupt:  # before the run's own Ctrl-C handler: loading, opening the store
+        interrupted("load", resume or out)
     finally:
         if live.is_started:
             live.stop()

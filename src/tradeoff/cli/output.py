@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -60,6 +61,20 @@ def cost_choice(value: str) -> str:
     if value not in COST_CHOICES:
         raise typer.BadParameter(f"'{value}' is not one of {', '.join(COST_CHOICES)}")
     return value
+
+
+def interrupted(command: str, directory: Path | None) -> NoReturn:
+    """A Ctrl-C before the run's own handler took over (the models loading, the store opening):
+    how to go on where a store exists, else that nothing was written; exit 130."""
+    from tradeoff.store import STORE_FILE
+
+    if directory is not None and (Path(directory) / STORE_FILE).exists():
+        err_console.print(
+            f"interrupted; continue with: tradeoff {command} --resume {directory}", soft_wrap=True
+        )
+    else:
+        err_console.print("interrupted before the run began; nothing was written")
+    sys.exit(130)  # said why: not typer's silent 130
 
 
 def progress_bar() -> Progress:

@@ -145,12 +145,16 @@ def unfinished_note(directory: Path) -> str | None:
         run = store.run()
         if run["status"] == "finished" or _not_profiled(run["spec"]):
             return None
+        state = (
+            "stopped before it finished"
+            if run["status"] == "stopped"
+            else f"is {run['status']} (still being written, or its process died)"
+        )
         points = store.load_points()
         if points:  # a load run: its points, and the one it stopped in
             ended = sum(1 for p in points if p["ended"])
-            state = "stopped" if run["status"] == "stopped" else f"is {run['status']}"
             return (
-                f"the load run {state} before it finished: {ended} of the {len(points)} load "
+                f"the load run {state}: {ended} of the {len(points)} load "
                 f"point(s) begun ended (an unfinished one is measured again from its start); "
                 f"continue with: tradeoff load --resume {directory}"
             )
@@ -159,11 +163,6 @@ def unfinished_note(directory: Path) -> str | None:
         empty = [c["name"] for c in store.configs() if c["config_id"] not in done]
     finally:
         store.close()
-    state = (
-        "stopped before it finished"
-        if run["status"] == "stopped"
-        else f"is {run['status']} (still being written, or its process died)"
-    )
     lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
     return (
         f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "

@@ -23,7 +23,13 @@ from tradeoff.cli.options import (
     Timeout,
     processes_value,
 )
-from tradeoff.cli.output import console, err_console, first_errors, progress_bar
+from tradeoff.cli.output import (
+    console,
+    err_console,
+    first_errors,
+    interrupted,
+    progress_bar,
+)
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary
 from tradeoff.errors import UserError
 
@@ -71,17 +77,7 @@ def run_profile(
             ray=ray,
         )
     except KeyboardInterrupt:  # before the run's own Ctrl-C handler: loading, opening the store
-        from tradeoff.store import STORE_FILE
-
-        directory = resume or out
-        if directory is not None and (Path(directory) / STORE_FILE).exists():
-            err_console.print(
-                f"interrupted; continue with: tradeoff profile --resume {directory}",
-                soft_wrap=True,
-            )
-        else:
-            err_console.print("interrupted before the run began; nothing was written")
-        sys.exit(130)  # said why: not typer's silent 130
+        interrupted("profile", resume or out)
     finally:
         if task_id is not None:
             bar.stop()

@@ -109,7 +109,7 @@ async def _drive(
     # upstreams answered (one that does not stops the run, and that is the line to read).
     unscraped: list[str] = []
     scrapers = await _scrapers(options.scrape, configs, unscraped.append)
-    stop = Stop(notify)
+    stop = Stop(notify, "load")
     opened = open_run_session(
         spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray
     )
@@ -141,6 +141,7 @@ async def _drive_session(
         for note in unscraped:
             notify(note)
         store = session.store
+        stop.directory = store.directory
         for task in tasks:
             store.add_items(task.items[: spec.limit] if spec.limit else task.items, task.scorer)
         plan = Plan(spec, configs, tasks, session.meter)
