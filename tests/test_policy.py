@@ -19,6 +19,7 @@ from browser import (
 from conftest import import_outcomes, one_line_error, run_cli
 
 from tradeoff.errors import UserError
+from tradeoff.policy.evaluate import evaluate_cv
 from tradeoff.policy.features import featurize
 from tradeoff.policy.fit import (
     Policy,
@@ -380,6 +381,30 @@ def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):
     assert rich.calibration["accuracy"] >= cheap.calibration["accuracy"]
     chosen = set(rich.choose([it.prompt for it in items[:200]], ["synthetic"] * 200))
     assert chosen <= {"weak", "mid", "strong"} and len(chosen) >= 1
+
+
+def test_three_way_fit_reaches_every_query_on_the_strong_one_where_it_is_the_dearest(tmp_path):
+    """λ below 0 sends queries to dearer configurations predicted no better: the strong one's own
+    accuracy is a target a fit reaches (it stopped at λ = 0 and refused it), and the evaluated
+    curve runs to a strong share of 1 rather than being extended flat past λ = 0."""
+    items, weak, strong = build_store(tmp_path / "run", 500)
+    store = Store.open(tmp_path / "run")
+    store.add_configs([("m", "mid", {"strategy": "single"})])
+    for it, a in zip(items, weak):
+        store.write_record(_record("m", it.id, a, 2.0))
+    table = outcome_table(store.records(), store.items(), ["weak", "mid", "strong"], "latency")
+    store.close()
+    top = float(np.mean(strong))
+    assert top > float(np.mean(weak))
+    policy = fit_policy(table, {"accuracy": top}, [{}, {}, {}])
+    assert policy.calibration["accuracy"] >= top - 1e-12
+    assert policy.configs[policy.strong] == "strong"
+    every = set(policy.choose([it.prompt for it in items], ["synthetic"] * len(items)))
+    assert "strong" in every
+    result = evaluate_cv(table, 5)
+    curve = result.routers[0].curve
+    assert curve.strong_fraction.max() == 1.0
+    assert curve.accuracy[-1] == pytest.approx(top)
 
 
 def imported(tmp_path, rows):

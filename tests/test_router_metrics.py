@@ -178,16 +178,26 @@ def test_lambda_curve_by_hand():
     #   0.25 (C, mean 0.75, is the strong default).
     # λ = 1/9: q2 switches C → A (1 − 10λ = −λ): accuracy 0.5, cost 6/4 = 1.5.
     # λ = 1/2: q1 switches B → A (1 − 3λ = −λ): everything on A, accuracy 0.25, cost 1.
-    assert curve.strong_fraction == pytest.approx([0, 0, 0.25])
-    assert curve.cost == pytest.approx([1.0, 1.5, 3.75])
-    assert curve.accuracy == pytest.approx([0.25, 0.5, 0.75])
-    assert curve.knob == pytest.approx([0.5, 1 / 9, 0.0])
+    # λ < 0: the ties go to the dearest, everything on C: accuracy 0.75, cost 10, C share 1.
+    assert curve.strong_fraction == pytest.approx([0, 0, 0.25, 1])
+    assert curve.cost == pytest.approx([1.0, 1.5, 3.75, 10.0])
+    assert curve.accuracy == pytest.approx([0.25, 0.5, 0.75, 0.75])
+    assert curve.knob == pytest.approx([0.5, 1 / 9, 0.0, -1.0])
+    # A dearer config predicted to score less is reached below λ = 0: q0 predicts A 1, C 0.5,
+    # so it goes to C below λ = −0.5 / 9; every query is on C below the lowest breakpoint.
+    guessed = scores.copy()
+    guessed[0] = [1.0, 0.2, 0.5]
+    below = lambda_curve(guessed, costs, scores, costs)
+    assert below.knob.min() < -0.5 / 9 and below.strong_fraction.max() == 1.0
+    assert below.cost.max() == pytest.approx(10.0)
     # A given sweep: only λ = 0 and λ = 100 (all on A).
     two = lambda_curve(scores, costs, scores, costs, lambdas=[100.0, 0.0])
     assert two.cost == pytest.approx([1.0, 3.75])
-    # Strong index given explicitly: B is routed to at λ = 0 and λ = 1/9.
+    # Strong index given explicitly: B is routed to at λ = 0 and λ = 1/9; B is not the dearest,
+    # so no λ < 0 is swept (it would send queries to a dearer config for no better score).
     on_b = lambda_curve(scores, costs, scores, costs, strong=1)
     assert sorted(on_b.strong_fraction) == pytest.approx([0, 0.25, 0.25])
+    assert on_b.knob.min() == 0.0
     # Columns in any order (here C, B, A): ties still go to the cheaper config, not column 0.
     flipped = lambda_curve(scores[:, ::-1], costs[:, ::-1], scores[:, ::-1], costs[:, ::-1])
     assert flipped.cost == pytest.approx(curve.cost)

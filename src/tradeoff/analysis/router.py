@@ -348,14 +348,15 @@ def router_curve(
 
 
 def _breakpoints(expected: np.ndarray, costs: np.ndarray, block: int = 4096) -> np.ndarray:
-    """Every λ > 0 at which some query's choice can change: where a dearer, better-scoring
-    config's utility equals a cheaper one's, λ = Δscore / Δcost."""
+    """Every λ at which some query's choice can change: where a dearer config's utility equals a
+    cheaper one's, λ = Δscore / Δcost; negative where the dearer one is predicted to score less
+    (only a λ < 0, one that values cost, sends the query there)."""
     found = []
     for start in range(0, expected.shape[0], block):
         e, c = expected[start : start + block], costs[start : start + block]
         d_score = e[:, :, None] - e[:, None, :]
         d_cost = c[:, :, None] - c[:, None, :]
-        keep = (d_cost > 0) & (d_score > 0)
+        keep = d_cost > 0
         found.append(np.unique(d_score[keep] / d_cost[keep]))
     return np.unique(np.concatenate(found)) if found else np.empty(0)
 
@@ -377,10 +378,13 @@ def lambda_curve(
     All four inputs are N×M (a row per query, a column per config). λ is in score per cost unit.
     strong_fraction is the share of queries routed to column `strong` (default: the highest mean
     true score). Without `lambdas`, the sweep is λ = 0 (most accurate predicted) and every λ at
-    which some query's choice changes, up to where each query takes its cheapest predicted config;
-    above max_points such λ, an evenly spaced subset of them (by rank) is kept. Points with the same
-    outcome as a smaller λ are dropped. The curve is sorted by strong_fraction as every Curve is;
-    sort by cost to plot accuracy against cost.
+    which some query's choice changes, up to where each query takes its cheapest predicted config,
+    and, where the strong config is the dearest, down past 0 to where each takes its dearest (λ <
+    0: a query goes to a dearer config predicted to score no better, as a two-way threshold below
+    zero gain does, so that the curve reaches "all to the strong one"); above max_points such λ,
+    an evenly spaced subset of them (by rank) is kept. Points with the same outcome as a smaller
+    λ are dropped. The curve is sorted by strong_fraction as every Curve is; sort by cost to
+    plot accuracy against cost.
     """
     e = _matrix("expected_scores", expected_scores)
     c = _matrix("costs_pred", costs_pred, e.shape)
@@ -393,9 +397,17 @@ def lambda_curve(
         raise UserError(f"strong index {strong} is out of range; there are {m} configurations")
     if lambdas is None:
         points = _breakpoints(e, c)
+        # Below 0, queries go to dearer configs: worth a sweep where that leads to the strong one
+        dearest_strong = int(np.argmax(c.mean(axis=0))) == strong
+        if not dearest_strong:
+            points = points[points >= 0]
         if points.size > max_points:
             points = points[np.linspace(0, points.size - 1, max_points).round().astype(int)]
-        sweep = np.concatenate([[0.0], points])
+        # Below every breakpoint, each query on its dearest config (ties at a breakpoint go to
+        # the cheaper one; at 0, between configs predicted alike).
+        lowest = 2.0 * points[0] if points.size and points[0] < 0 else -1.0
+        below = [lowest] if dearest_strong else []
+        sweep = np.unique(np.concatenate([below, [0.0], points]))
     else:
         sweep = np.unique(_vector("lambdas", lambdas))
         if (sweep < 0).any():

@@ -253,7 +253,8 @@ def sweep(
     expected: np.ndarray, scores: np.ndarray, costs: np.ndarray, mean_costs: np.ndarray, strong: int
 ) -> pd.DataFrame:
     """Accuracy, mean cost and strong share of the routed choices at every λ where some query's
-    choice changes (`analysis.router.lambda_curve`), in order of λ."""
+    choice changes (`analysis.router.lambda_curve`: past 0 both ways, from every query on its
+    cheapest configuration to every one on its dearest), in order of λ."""
     curve = lambda_curve(
         expected,
         np.broadcast_to(mean_costs, expected.shape),
@@ -270,21 +271,6 @@ def sweep(
             "strong_fraction": curve.strong_fraction,
         }
     ).sort_values("lam", ignore_index=True)
-
-
-def gain_sweep(
-    expected: np.ndarray, scores: np.ndarray, costs: np.ndarray, mean_costs: np.ndarray, strong: int
-) -> pd.DataFrame:
-    """`sweep` for two configurations, the stronger dearer: λ at SWEEP_POINTS quantiles of the
-    predicted gain per unit of cost and past both ends, so that the shares sent to the strong
-    one run from none to all (λ < 0 sends it queries it is predicted to do no better on; λ ≥ 0
-    alone stops short of all of them)."""
-    gain = _gain_per_cost(expected, mean_costs, strong)
-    levels = np.unique(np.quantile(gain, np.linspace(0.0, 1.0, SWEEP_POINTS)))
-    lams = np.concatenate([[levels[0] - 1.0], levels, [levels[-1] + 1.0]])
-    return pd.DataFrame(
-        [_routed(expected, scores, costs, mean_costs, strong, float(lam)) for lam in lams]
-    )
 
 
 def _gain_per_cost(expected: np.ndarray, mean_costs: np.ndarray, strong: int) -> np.ndarray:
@@ -549,10 +535,7 @@ def fit_policy(
         gain = _gain_per_cost(oof, mean_costs, strong)
         lam = float(np.quantile(gain, 1 - target["strong_fraction"]))
         row = pd.Series(_routed(oof, table.scores, table.costs, mean_costs, strong, lam))
-    elif priced_apart:  # from no query to every one to the strong one, all-strong included
-        curve = gain_sweep(oof, table.scores, table.costs, mean_costs, strong)
-        row = calibrate(curve, target, table.cost_unit)
-    else:
+    else:  # from no query to every one to the dearest, all-strong where it is the dearest
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
         row = calibrate(curve, target, table.cost_unit)
     fitted = new_router(router).fit(x, table.scores)
