@@ -12,10 +12,11 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 
 import pytest
 from browser import chart_drawn, drive, render, screenshot, script_errors
-from conftest import REPO, run_cli
+from conftest import REPO, one_line_error, run_cli
 from scipy import stats
 
 from tradeoff.analysis.compare import QUANTITIES
@@ -230,10 +231,44 @@ def test_failures_are_counted_and_other_load_points_named(tmp_path):
     assert "warning: the runs failed different numbers" in table.stdout
     (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
     assert (cmp["configs"][0]["errors_a"], cmp["configs"][0]["errors_b"]) == (0, 3)
-    (cmp,) = json.loads(run_cli("compare", a, load, "--format", "json").stdout)
-    why = cmp["configs"][0]["accuracy_missing"]
-    assert "at the same load point" in why and "B's: synchronous" in why, why
-    assert "none (a profile run)" in why, why
+    # no item pairs: one line, exit 2 (it was a table of n/a and exit 0)
+    unpaired = run_cli("compare", a, load, "--format", "json")
+    assert unpaired.stdout == "", unpaired.stdout
+    one_line_error(unpaired, "answered no item in common", "at the same load point",
+                   "B's: synchronous", "none (a profile run)")  # fmt: skip
+
+
+def test_load_runs_pair_their_common_load_points_and_name_them(tmp_path):
+    """Two load runs with one load point in common: the row pools only that one, and the notes
+    name it. The page is written even when the reader of the tables stops early."""
+    import contextlib
+    import subprocess
+
+    from conftest import fast_server
+
+    def run(url, out, points):
+        done = run_cli("load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
+                       "--profile", points, "--max-requests", "6", "--scrape", "off",
+                       "--out", str(out))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return str(out)
+
+    with contextlib.contextmanager(fast_server)() as url:
+        a = run(url, tmp_path / "a", "constant:20,40")
+        b = run(url, tmp_path / "b", "constant:20,30")
+    table = run_cli("compare", a, b)
+    assert table.returncode == 0, table.stderr
+    said = " ".join(table.stdout.split())
+    assert "load points measured in both runs, pooled in each row: m constant:20" in said, said
+    (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
+    assert cmp["configs"][0]["load_points"] == ["constant:20"]
+    assert cmp["configs"][0]["n"] == 6
+    page = tmp_path / "cmp.html"
+    piped = subprocess.run(
+        ["bash", "-c", f'"$0" -m tradeoff compare {a} {b} --html {page} | head -1', sys.executable],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert page.exists() and "load points measured in both runs" in page.read_text(), piped
 
 
 def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):
@@ -252,6 +287,8 @@ def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):
     assert {c["config"]: c["n"] for c in comparison["configs"]} == {"weak": 2, "strong": 2}
     (tmp_path / "c").mkdir()
     c = import_outcomes(tmp_path / "c", [(f"yet another {i}", 1, 1) for i in range(6)])
-    none = json.loads(run_cli("compare", str(a), str(c), "--format", "json").stdout)[0]
-    assert {cfg["n"] for cfg in none["configs"]} == {0}
-    assert "their items' prompts or references differ" in none["configs"][0]["accuracy_missing"]
+    none = run_cli("compare", str(a), str(c), "--format", "json")
+    one_line_error(none, "their items' prompts or references differ")
+    # imported outcomes carry no latency: the ratios say so (they said "none")
+    ratios = comparison["configs"][0]["ratios"]
+    assert "imported outcomes carry no latency" in ratios["e2e_mean"]["missing"], ratios

@@ -249,16 +249,29 @@ def test_a_kept_router_evaluation_is_drawn(run_dir, tmp_path):
 
 
 def test_a_load_run_gets_its_load_points(tmp_path):
+    """Beside its load points, the page says what the terminal says: the summary pools them,
+    and a configuration every query of which failed sits on the frontier for failing at once.
+    Its latency distribution is of completed requests (a failure's time is not an answer's)."""
     out = tmp_path / "load"
-    with contextlib.contextmanager(fast_server)("--delay-ms", "1") as url:
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1", "--fail-every", "2") as url:
         result = run_cli(
-            "load", "-m", f"openai:{url}#m", "-t", "arith", "--max-tokens", "4",
-            "--profile", "constant:20,40", "--max-requests", "20", "--out", str(out),
+            "load", "-m", f"openai:{url}#m", "-m", f"openai:{url}#fail-500", "-t", "arith",
+            "--max-tokens", "4", "--profile", "constant:20,40", "--max-requests", "20",
+            "--scrape", "off", "--out", str(out),
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     dom = render(_html(out))
     assert script_errors(dom) == "" and chart_drawn(dom, "load")
     assert "constant:20" in dom and "constant:40" in dom
+    assert "this summary pools the measured requests of every load point" in dom
+    assert "warning: every query of fail-500 failed" in dom
+    latency = _section(dom, "Latency")
+    assert "completed requests only" in latency and "failed requests left out: m " in latency
+    failed = _sql(out, "SELECT MAX(e2e_s) FROM records WHERE error IS NOT NULL")[0][0]
+    completed = _sql(out, "SELECT MIN(e2e_s) FROM records WHERE error IS NULL")[0][0]
+    shown = re.findall(r'"latency":\s*"end to end"[^}]*"ms":\s*([0-9.e+-]+)', dom)
+    assert shown and min(float(v) for v in shown) >= 1e3 * completed - 1e-6 > 0
+    assert failed is not None
 
 
 def test_a_run_still_being_written_reports_what_is_there(tmp_path):
@@ -280,6 +293,8 @@ def test_a_run_still_being_written_reports_what_is_there(tmp_path):
         assert profile.poll() is None, "the run should still be going"
         dom = render(out / "report.html")
         assert "(running)" in dom and script_errors(dom) == ""
+        assert "note: the run is running (still being written, or its process died)" in dom
+        assert f"tradeoff profile --resume {out}" in dom
     finally:
         profile.send_signal(signal.SIGINT)
         profile.wait(timeout=60)

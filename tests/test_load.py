@@ -436,6 +436,8 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
         said = run_cli(*command, str(out)).stderr
         assert "note: the load run stopped before it finished: 0 of the 1" in said, said
         assert f"tradeoff load --resume {out}" in said
+    # the load table marks the point that did not finish (it looked like any other)
+    assert "constant:20 (stopped)" in run_cli("report", "--load", str(out)).stdout
 
 
 def test_ctrl_c_twice_aborts_and_says_how_to_resume_the_load_run(tmp_path):

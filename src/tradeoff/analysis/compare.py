@@ -79,6 +79,8 @@ class ConfigComparison:
     energy_source_b: str | None
     errors_a: int = 0  # of the paired queries, those that failed in A (they score 0)
     errors_b: int = 0
+    # Load runs: the load points of the paired queries, pooled in the row (in A's order)
+    load_points: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -196,13 +198,13 @@ def paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 def _values(s: Summary) -> dict[str, tuple[float | None, str | None]]:
     """Each quantity of a summary, or why it has none."""
-    energy = s.costs["energy"]
+    energy, latency, tokens = s.costs["energy"], s.costs["latency"], s.costs["tokens"]
     return {
-        "e2e_mean": (s.costs["latency"].value, None),
-        "e2e_p50": (s.percentiles.get("e2e_s_p50"), None),
-        "ttft_mean": (s.ttft_s, "no query produced a first token"),
+        "e2e_mean": (latency.value, latency.missing),
+        "e2e_p50": (s.percentiles.get("e2e_s_p50"), latency.missing),
+        "ttft_mean": (s.ttft_s, latency.missing or "no query produced a first token"),
         "energy": (energy.value, f"energy not measured: {energy.missing or 'not measured'}"),
-        "output_tokens": (s.output_tokens, None),
+        "output_tokens": (s.output_tokens, tokens.missing),
     }
 
 
@@ -256,6 +258,7 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
         name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
         {key: _ratio(values_a[key], values_b[key]) for key in QUANTITIES},
         _source(summary_a), _source(summary_b), _failed(pa), _failed(pb),
+        [p for p in dict.fromkeys(pa["load_point"]) if p],
     )  # fmt: skip
 
 
@@ -328,13 +331,20 @@ def _compare(a: _Run, b: _Run) -> Comparison:
             f"{b.info.directory} has {', '.join(b.info.configs) or 'none'} "
             "(configurations are matched by name, as `tradeoff report` shows them)"
         )
+    configs = [compare_config(name, a, b) for name in shared]
+    if not any(c.n for c in configs):  # a table of n/a, every cell
+        raise UserError(
+            f"{a.info.directory} and {b.info.directory} answered no item in common: "
+            f"{configs[0].accuracy_missing} (compare runs of the same questions, a load run "
+            "with a load run)"
+        )
     return Comparison(
         a=a.info,
         b=b.info,
         shared=shared,
         only_a=[name for name in a.info.configs if name not in names_b],
         only_b=[name for name in b.info.configs if name not in set(shared)],
-        configs=[compare_config(name, a, b) for name in shared],
+        configs=configs,
         differences=differences(a.info.host, b.info.host, "host")
         + differences(a.spec, b.spec, "spec"),
     )

@@ -82,6 +82,9 @@ def compare(
     if html is not None:
         check_html("--html", html)
     comparisons, left_out = compare_runs(given)
+    if html is not None:  # first: a reader that stops reading the tables early loses no page
+        with writing(html):
+            write_comparison(comparisons, html, left_out)
     for line in left_out:
         err_console.print(line, style="yellow", highlight=False, soft_wrap=True, markup=False)
     for directory in given:
@@ -94,6 +97,4 @@ def compare(
                 console.print()
             print_comparison(comparison)
     if html is not None:
-        with writing(html):
-            write_comparison(comparisons, html, left_out)
         err_console.print(f"wrote {html}", highlight=False, soft_wrap=True)

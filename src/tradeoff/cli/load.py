@@ -225,9 +225,9 @@ def _finish(result: LoadResult) -> None:
         err_console.print(f"{skipped}: finished in an earlier session, skipped", soft_wrap=True)
     rows, source = load_rows(result.directory)
     plot = result.directory / "load.html"
-    if rows:
-        print_load(rows, source, directory=result.directory)
+    if rows:  # the plot first: a reader that stops reading the table early loses no plot
         draw_load_plot(rows, source, plot, result.directory)
+        print_load(rows, source, directory=result.directory)
     for line in _failures(result):
         err_console.print(line, style="yellow", soft_wrap=True, highlight=False, markup=False)
     for line in result.sweep_short:

@@ -24,6 +24,7 @@ from tradeoff.cli.output import (
     writing,
 )
 from tradeoff.errors import UserError
+from tradeoff.report.notes import LOAD_RUN_NOTE, POOLED_NOTE, unfinished_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
     from tradeoff.report.columns import ColumnTable
 
 
-LOAD_RUN_NOTE = (
-    "a load run: this summary pools the measured requests of every load point (warm-up and "
-    "cool-down left out); the load table gives each point, `frontier --at` one operating point"
-)
-POOLED_NOTE = (
-    "a load run: this frontier pools the measured requests of every load point; give --at "
-    "(max-goodput, concurrency=N, rate=R or a point's label) for one operating point"
-)
 WIDE_HELP = "Table: every column, the secondary ones too (the other formats always have them)."
 
 
@@ -132,46 +125,6 @@ def host_conditions(directory: Path) -> dict[str, Any]:
         return summarize(store.host_samples())
     finally:
         store.close()
-
-
-def unfinished_note(directory: Path) -> str | None:
-    """Where a run did not finish: what it holds so far (a load run: its points), which
-    configurations have no record yet, and how to go on (its figures are over the items
-    answered so far, which may differ between configurations)."""
-    from tradeoff.store import Store
-
-    store = Store.open(directory)
-    try:
-        run = store.run()
-        if run["status"] == "finished" or _not_profiled(run["spec"]):
-            return None
-        state = (
-            "stopped before it finished"
-            if run["status"] == "stopped"
-            else f"is {run['status']} (still being written, or its process died)"
-        )
-        points = store.load_points()
-        if points:  # a load run: its points, and the one it stopped in
-            ended = sum(1 for p in points if p["ended"])
-            return (
-                f"the load run {state}: {ended} of the {len(points)} load "
-                f"point(s) begun ended (an unfinished one is measured again from its start); "
-                f"continue with: tradeoff load --resume {directory}"
-            )
-        keys = store.done_keys()
-        done = {key[0] for key in keys}
-        empty = [c["name"] for c in store.configs() if c["config_id"] not in done]
-    finally:
-        store.close()
-    lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
-    return (
-        f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
-        f"over the items it answered; continue with: tradeoff profile --resume {directory}"
-    )
-
-
-def _not_profiled(spec: Any) -> bool:
-    return isinstance(spec, dict) and ("imported_from" in spec or "serve" in spec)
 
 
 def print_unfinished(directory: Path) -> None:
@@ -437,6 +390,8 @@ def report(
         raise UserError(_no_load_points(directory))
     if load and not rows:
         raise UserError(_no_load_points(directory, "--load"))
+    if plot is not None:  # first: a reader that stops reading the tables early loses no plot
+        draw_load_plot(rows, source, plot, directory)
     if tables:
         if not load:
             print_summary(directory, wide, read)
@@ -459,7 +414,6 @@ def report(
         kind = "records" if records else "load" if load else "summary"
         _write_table(table, format, output, directory / f"{kind}.parquet", wide)
     if plot is not None:
-        draw_load_plot(rows, source, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
 
 

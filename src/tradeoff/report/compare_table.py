@@ -135,6 +135,9 @@ def config_table(c: Comparison) -> tuple[ColumnTable, list[str]]:
         for r in c.configs
         if r.n < max(r.n_a, r.n_b)
     ]
+    points = [f"{r.config} {', '.join(r.load_points)}" for r in c.configs if r.load_points]
+    if points:  # one row a configuration: its load points pooled
+        notes.append("load points measured in both runs, pooled in each row: " + "; ".join(points))
     if unpaired:
         notes.append("left out, answered in one run only: " + "; ".join(unpaired))
     if c.only_a:

@@ -26,6 +26,7 @@ from tradeoff.errors import UserError
 from tradeoff.report import vega
 from tradeoff.report.html_page import column_table, menu, notes, page, table, when
 from tradeoff.report.html_records import records_section, sample
+from tradeoff.report.notes import LOAD_RUN_NOTE, all_failed_note, unfinished_note
 
 if TYPE_CHECKING:
     from tradeoff.analysis.load import Slo
@@ -76,7 +77,7 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
     summarized = summaries(measured, names)
     sections = [
         _header(directory, run, measured, samples),
-        _summary(summarized),
+        _summary(summarized, bool((measured["load_point"] != "").any())),
         _frontier(summarized, names),
         _by_task(measured, names),
         _latencies(measured, summarized, names),
@@ -121,6 +122,8 @@ def _header(
     line, busy = host_notes(summarize(samples))
     lines = [*meter_notes(run.get("meters") or []), *([line] if line else [])]
     lines += [busy] if busy else []
+    if unfinished := unfinished_note(directory):
+        lines.insert(0, f"note: {unfinished}")
     spec = json.dumps(run.get("spec"), indent=2, default=str)
     return (
         f"<h1>tradeoff report: {html.escape(directory.name)}</h1>"
@@ -132,10 +135,11 @@ def _header(
     )
 
 
-def _summary(summarized: list[Summary]) -> str:
+def _summary(summarized: list[Summary], pooled: bool) -> str:
     from tradeoff.report.table import summary_table
 
     table, lines = summary_table([s.row() for s in summarized], wide=True)
+    lines += [LOAD_RUN_NOTE] if pooled else []
     return "<h2>Summary</h2>" + column_table(table) + notes(lines)
 
 
@@ -160,6 +164,8 @@ def _frontier(summarized: list[Summary], names: list[str]) -> str:
         "(the line) joins the configurations no other beats on both accuracy and the chosen cost."
     ]
     lines += [f"{label}: {note}" for label, rows in axes.items() for note in unplaced_notes(rows)]
+    if failed := all_failed_note(next(iter(axes.values()))):
+        lines.append(failed)
     return "<h2>Frontier</h2>" + vega.embed("frontier", frontier_chart(axes, names)) + notes(lines)
 
 
@@ -212,23 +218,34 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
 
     from tradeoff.analysis.costs import imported
 
-    rows = []
+    rows, failed = [], []
     for config, group in records.groupby("config", sort=False):
         timed = group[~imported(group)]  # imported outcomes hold 0 s, not a time
+        errors = timed["error"].notna()
+        if errors.any():
+            failed.append(f"{config} {int(errors.sum())} of {len(timed)}")
+        timed = timed[~errors]  # a failure's time is not a latency of an answer
         for column, title in LATENCIES.items():
             values = timed[column].dropna().to_numpy(dtype=float)
             if len(values) == 0:
                 continue
-            for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True):
-                rows.append({"config": config, "latency": title, "share": q, "ms": 1e3 * v})
+            # Measured values only (no point between two requests), each at its share.
+            shown = np.quantile(values, QUANTILES, method="inverted_cdf")
+            for v in shown:
+                share = float(np.mean(values <= v))
+                rows.append({"config": config, "latency": title, "share": share, "ms": 1e3 * v})
     if not rows:
         return _unmeasured("Latency", "a measured latency", summarized, "latency")
-    data = pd.DataFrame(rows)
-    pick = menu(list(data["latency"]), "latency", "latency: ", last=True)
+    data = pd.DataFrame(rows).drop_duplicates()
+    present = set(data["latency"])
+    pick = menu([t for t in LATENCIES.values() if t in present], "latency", "latency: ", last=True)
+    lines = ["completed requests only, each step a measured latency"]
+    if failed:
+        lines[0] += f"; failed requests left out: {', '.join(failed)}"
     chart = (
         alt.Chart(data)
         .transform_filter(alt.datum.latency == pick)
-        .mark_line()
+        .mark_line(interpolate="step-after")
         .encode(
             x=alt.X("ms:Q", title="milliseconds", scale=alt.Scale(type="log")),
             y=alt.Y("share:Q", title="share of requests at or below", axis=alt.Axis(format="%")),
@@ -243,7 +260,7 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
         .add_params(pick)
         .properties(width=820, height=360, title="latency distribution (CDF)")
     )
-    return "<h2>Latency</h2>" + vega.embed("latency", chart)
+    return "<h2>Latency</h2>" + vega.embed("latency", chart) + notes(lines)
 
 
 def _load(

@@ -112,11 +112,17 @@ def _latency_columns() -> list[Column]:
     return columns
 
 
+def _point(r: dict[str, Any]) -> str:
+    """The point's label, and how it ended where it did not finish (stopped, errors, running)."""
+    status = r.get("status")
+    return r["load_point"] + (f" ({status})" if status not in (None, "finished") else "")
+
+
 def _columns() -> list[Column]:
     return [
         Column("▲", lambda r, _: _saturated(r), justify="center"),
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
-        Column("load\npoint", lambda r, _: escape(r["load_point"]), justify="left"),
+        Column("load\npoint", lambda r, _: escape(_point(r)), justify="left"),
         Column("target", lambda r, _: target_label(r), wide=True),
         Column("req/s", lambda r, _: number(r["achieved_rate"], ".3g")),
         Column("pace", lambda r, _: number(r["pace"], ".0%"), wide=True),
@@ -210,7 +216,7 @@ def scraped_table(rows: list[dict[str, Any]]) -> tuple[ColumnTable, list[str]]:
 
     columns = [
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
-        Column("load\npoint", lambda r, _: escape(r["load_point"]), justify="left"),
+        Column("load\npoint", lambda r, _: escape(_point(r)), justify="left"),
         Column("scrapes\nok/failed", lambda r, _: f"{r['scrapes']}/{r['failed']}"),
         gauge("running", "mean", ".1f"),
         gauge("running", "max", ".0f"),

@@ -19,6 +19,7 @@ from tradeoff.report.columns import (
     number,
     visible,
 )
+from tradeoff.report.notes import all_failed_note
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -346,12 +347,8 @@ def frontier_table(
         else ["no ★: no configuration has both an accuracy and this cost, so none is compared"]
     )
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
-    failed = [r.config for r in rows if r.n and r.errors == r.n]
-    if failed:  # cheapest by failing at once: on the frontier, and worth nothing
-        footnotes.append(
-            f"warning: every query of {', '.join(failed)} failed; its cost is that of the "
-            "failures (see the errors with tradeoff report)"
-        )
+    if failed := all_failed_note(rows):
+        footnotes.append(failed)
     if wide and any(r.roofline_eff is None for r in rows):
         footnotes.append(ROOFLINE_MISSING_NOTE)
     if not rows:

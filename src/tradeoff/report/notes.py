@@ -1,0 +1,75 @@
+"""The notes a run's figures need wherever they are shown (the terminal's tables, the report
+page): a load run pooled, a run that did not finish, configurations whose every query failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tradeoff.analysis.frontier import FrontierRow
+
+LOAD_RUN_NOTE = (
+    "a load run: this summary pools the measured requests of every load point (warm-up and "
+    "cool-down left out); the load table gives each point, `frontier --at` one operating point"
+)
+POOLED_NOTE = (
+    "a load run: this frontier pools the measured requests of every load point; give --at "
+    "(max-goodput, concurrency=N, rate=R or a point's label) for one operating point"
+)
+
+
+def unfinished_note(directory: Path) -> str | None:
+    """Where a run did not finish: what it holds so far (a load run: its points), which
+    configurations have no record yet, and how to go on (its figures are over the items
+    answered so far, which may differ between configurations)."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        run = store.run()
+        if run["status"] == "finished" or _not_profiled(run["spec"]):
+            return None
+        state = (
+            "stopped before it finished"
+            if run["status"] == "stopped"
+            else f"is {run['status']} (still being written, or its process died)"
+        )
+        points = store.load_points()
+        if points:  # a load run: its points, and the one it stopped in
+            ended = sum(1 for p in points if p["ended"])
+            begun = {p["config_id"] for p in points}
+            idle = [c["name"] for c in store.configs() if c["config_id"] not in begun]
+            return (
+                f"the load run {state}: {ended} of the {len(points)} load "
+                f"point(s) begun ended (an unfinished one is measured again from its start)"
+                + (f"; not begun: {', '.join(idle)}" if idle else "")
+                + f"; continue with: tradeoff load --resume {directory}"
+            )
+        keys = store.done_keys()
+        done = {key[0] for key in keys}
+        empty = [c["name"] for c in store.configs() if c["config_id"] not in done]
+    finally:
+        store.close()
+    lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
+    return (
+        f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
+        f"over the items it answered; continue with: tradeoff profile --resume {directory}"
+    )
+
+
+def _not_profiled(spec: Any) -> bool:
+    return isinstance(spec, dict) and ("imported_from" in spec or "serve" in spec)
+
+
+def all_failed_note(rows: Sequence[FrontierRow]) -> str | None:
+    """Configurations every query of which failed: cheapest by failing at once, on the frontier,
+    and worth nothing."""
+    failed = [r.config for r in rows if r.n and r.errors == r.n]
+    if not failed:
+        return None
+    return (
+        f"warning: every query of {', '.join(failed)} failed; its cost is that of the failures "
+        "(see the errors with tradeoff report)"
+    )
