@@ -63,6 +63,8 @@ def test_unknown_weight_bytes_give_no_roofline():
         ("NVIDIA H200", "NVIDIA H200 SXM"),
         ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 SXM 80GB"),
         ("NVIDIA L4", "NVIDIA L4"),
+        ("NVIDIA L40S", "NVIDIA L40S"),
+        ("NVIDIA L40", None),  # not an L4 (a substring matched it, and gave it an L4's peaks)
         ("NVIDIA GeForce RTX 4090", None),
     ],
 )
@@ -79,6 +81,47 @@ def test_a_calibration_is_preferred_to_the_datasheet(tmp_path):
     assert peaks.bytes_per_s == 4.1e12 and peaks.source.startswith("calibrated") and not why
     assert device_peaks("cpu: unknown", path) == (None, device_peaks("cpu: unknown", path)[1])
     assert "tradeoff calibrate" in device_peaks("cpu: unknown", path)[1]
+
+
+def test_a_calibration_is_found_by_the_words_of_its_device_name(tmp_path):
+    """`calibrate --device cuda` keeps torch's full name; `roofline --device H100` finds it
+    (it fell back to the datasheet), unless two calibrated devices share the words."""
+    path = tmp_path / "cal.json"
+    save_calibration(Peaks("NVIDIA H100 80GB HBM3", 700e12, 3e12, "c"), {"method": "t"}, path)
+    assert device_peaks("H100", path)[0].bytes_per_s == 3e12
+    assert device_peaks("h100", path)[0].source.startswith("calibrated")
+    save_calibration(Peaks("NVIDIA H100 PCIe", 600e12, 2e12, "c"), {"method": "t"}, path)
+    assert device_peaks("H100", path)[0].source == "datasheet: NVIDIA H100 SXM"
+    peaks, why = device_peaks("cuda", path)
+    assert peaks is None and "calibrated here: NVIDIA H100 80GB HBM3, NVIDIA H100 PCIe" in why
+
+
+def test_calibrate_says_a_folder_it_cannot_make_before_it_measures_and_warns_of_a_busy_host(
+    tmp_path,
+):
+    import os
+    import subprocess
+    import sys
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    try:
+        os.environ["TRADEOFF_CALIBRATION"] = str(blocked / "cal.json")
+        done = run_cli("calibrate", "--seconds", "0.1")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "its folder cannot be made" in done.stderr and "measuring" not in done.stderr
+    finally:
+        os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
+    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        busy = run_cli("calibrate", "--seconds", "3", "--no-save")
+    finally:
+        for p in spin:
+            p.kill()
+            p.wait()
+    assert busy.returncode == 0, busy.stderr
+    said = " ".join(busy.stderr.split())
+    assert "measured on a busy host" in said and "the peaks measured may be too low" in said, said
 
 
 def test_calibrate_then_profile_reports_roofline_efficiency(tmp_path):

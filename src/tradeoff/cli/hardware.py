@@ -36,17 +36,34 @@ def calibrate(
     ~/.cache/tradeoff/calibration.json (or $TRADEOFF_CALIBRATION).
     """
     from tradeoff.meters.calibrate import calibrate as measure
+    from tradeoff.meters.conditions import HostSampler
     from tradeoff.meters.hardware import calibration_path, calibrations, save_calibration
     from tradeoff.report.hardware import calibration_table
+    from tradeoff.report.table import host_notes
 
     if not seconds < math.inf:
         raise UserError(f"--seconds must be a number of seconds (got {seconds})")
-    if save:
-        calibrations(calibration_path())  # a file that cannot hold them: said before measuring
+    if save:  # a file or folder that cannot hold them: said before measuring
+        path = calibration_path()
+        calibrations(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"{path}: its folder cannot be made ({exc.strerror or exc}); point "
+                "TRADEOFF_CALIBRATION elsewhere, or give --no-save"
+            ) from None
     err_console.print(f"measuring {device.value} for about {seconds:g} s ...")
-    result = measure(device.value, seconds)
+    host = HostSampler(lambda _samples: None).start()  # other work lowers the peaks measured
+    try:
+        result = measure(device.value, seconds)
+    finally:
+        _, busy = host_notes(host.stop(), "the peaks measured may be too low")
     console.print(calibration_table(result))
     console.print(f"method: {result.details['method']}")
+    if busy:
+        result.details["busy_host"] = busy
+        err_console.print(busy, style="yellow", markup=False, highlight=False, soft_wrap=True)
     if save:
         path = save_calibration(result.peaks, result.details)
         console.print(f"saved to {path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from tradeoff.errors import UserError
 from tradeoff.meters.roofline import Peaks
 
-# (substring of the device name, as NVML reports it) -> (name, FLOP/s, bytes/s). First match wins.
+# (words of the device name, as NVML reports it) -> (name, FLOP/s, bytes/s). First match wins.
 DATASHEET: list[tuple[str, str, float, float]] = [
     ("H200", "NVIDIA H200 SXM", 989e12, 4.8e12),
     ("H100 PCIe", "NVIDIA H100 PCIe", 756e12, 2.0e12),
@@ -33,10 +34,19 @@ DATASHEET: list[tuple[str, str, float, float]] = [
 ]
 
 
+def _names(words: str, device: str) -> bool:
+    """Whether `device` holds `words` whole, in any case: "L4" names "NVIDIA L4", not "NVIDIA
+    L40" (a substring did, and gave an L40 an L4's peaks)."""
+    return (
+        re.search(rf"(?<![a-z0-9]){re.escape(words.lower())}(?![a-z0-9])", device.lower())
+        is not None
+    )
+
+
 def datasheet_peaks(device: str) -> Peaks | None:
     """The datasheet peaks of a GPU by its reported name, None if not in the table."""
     for needle, name, flops, bandwidth in DATASHEET:
-        if needle.lower() in device.lower():
+        if _names(needle, device):
             return Peaks(device, flops, bandwidth, f"datasheet: {name}")
     return None
 
@@ -85,7 +95,13 @@ def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = 
 
 
 def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
-    entry = calibrations(path or calibration_path()).get(device)
+    """The peaks `tradeoff calibrate` measured on `device`: by its full name, or by the words
+    of one calibrated device's name ("H100" for "NVIDIA H100 80GB HBM3", as torch names it)."""
+    kept = calibrations(path or calibration_path())
+    if device not in kept:
+        named = [name for name in kept if _names(device, name)]
+        device = named[0] if len(named) == 1 else device
+    entry = kept.get(device)
     if not isinstance(entry, dict):
         return None
     try:
@@ -106,7 +122,9 @@ def device_peaks(device: str, path: Path | None = None) -> tuple[Peaks | None, s
     peaks = calibrated_peaks(device, path) or datasheet_peaks(device)
     if peaks is not None:
         return peaks, ""
-    return None, f"no peaks for {device}: run `tradeoff calibrate` on this machine"
+    kept = ", ".join(calibrations(path or calibration_path()))
+    also = f" (calibrated here: {kept})" if kept else ""
+    return None, f"no peaks for {device}{also}: run `tradeoff calibrate` on this machine"
 
 
 def local_peaks() -> Peaks | None:

@@ -210,9 +210,11 @@ def _mhz(span: list[int]) -> str:
     return f"{high} MHz" if low == high else f"{low}-{high} MHz"
 
 
-def host_notes(host: dict[str, Any]) -> tuple[str | None, str | None]:
+def host_notes(
+    host: dict[str, Any], effect: str = "latencies and energy may be inflated"
+) -> tuple[str | None, str | None]:
     """One line on the host's conditions over the run (`meters.conditions.summarize`), and one
-    saying why it was busy, or None."""
+    saying why it was busy and its `effect` on what was measured, or None."""
     if not host.get("samples"):
         return None, None
     if host["seconds"] < 1:  # one sample, or a fraction of a second: no CPU time to share out
@@ -234,8 +236,7 @@ def host_notes(host: dict[str, Any]) -> tuple[str | None, str | None]:
     busy = None
     if host["busy"]:
         busy = (
-            f"measured on a busy host: {host['busy_reason']}; latencies and energy may be "
-            "inflated (rerun on a quiet machine)"
+            f"measured on a busy host: {host['busy_reason']}; {effect} (rerun on a quiet machine)"
         )
     return line, busy
 
