@@ -257,10 +257,18 @@ def test_a_load_run_gets_its_load_points(tmp_path):
         result = run_cli(
             "load", "-m", f"openai:{url}#m", "-m", f"openai:{url}#fail-500", "-t", "arith",
             "--max-tokens", "4", "--profile", "constant:20,40", "--max-requests", "20",
-            "--scrape", "off", "--out", str(out),
+            "--warmup", "2", "--scrape", "off", "--out", str(out),
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     dom = render(_html(out))
+    # each record with its load point (an item is answered at each), warm-up said left out
+    data = _records_data(dom)
+    at = data["columns"].index("load_point")
+    assert {row[at] for row in data["rows"]} == {"constant:20", "constant:40"}
+    assert "all 72 measured records of the run; 8 of warm-up and cool-down left out" in data["of"]
+    assert '<select name="load_point">' in dom
+    # fail-500's points have no latency: the load table says why, not "-"
+    assert "latencies n/a: no request of the load point completed" in _section(dom, "Under load")
     assert script_errors(dom) == "" and chart_drawn(dom, "load")
     assert "constant:20" in dom and "constant:40" in dom
     assert "this summary pools the measured requests of every load point" in dom

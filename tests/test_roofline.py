@@ -257,3 +257,12 @@ def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
         assert "each must be a number above 0" in done.stderr, done.stderr
     finally:
         os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
+
+
+def test_a_config_without_a_shape_field_is_one_line_naming_it(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama"}')
+    done = run_cli("roofline", str(config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"model config '{config}' lacks a usable field: 'hidden_size'" in done.stderr

@@ -780,6 +780,15 @@ class Store:
         )
         return df.drop(columns=["run_id", *CALL_FACTS])
 
+    def unmeasured_count(self) -> int:
+        """A load run's warm-up and cool-down records: stored, never counted."""
+        (count,) = self.conn.execute(
+            "SELECT COUNT(*) FROM records WHERE run_id = ? "
+            "AND coalesce(phase, 'measure') != 'measure'",
+            (self.run_id,),
+        ).fetchone()
+        return int(count)
+
     # --- evaluations made after the run ------------------------------------------------------
 
     def add_evaluation(self, kind: str, result: dict[str, Any]) -> None:

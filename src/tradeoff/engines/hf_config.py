@@ -39,9 +39,12 @@ def load_hf_config(ref: str) -> dict[str, Any]:
     return data
 
 
-def shape_from_hf_config(config: dict[str, Any], dtype: str | None = None) -> ModelShape:
+def shape_from_hf_config(
+    config: dict[str, Any], dtype: str | None = None, name: str = ""
+) -> ModelShape:
     """The shape of a decoder-only transformer config (Llama, Qwen2, Mistral and alike), with
-    its parameter count and weight bytes in `dtype` (default: the config's torch_dtype)."""
+    its parameter count and weight bytes in `dtype` (default: the config's torch_dtype);
+    `name`: where the config came from, for the error a config without a field gets."""
     try:
         d = int(config["hidden_size"])
         layers = int(config["num_hidden_layers"])
@@ -51,7 +54,12 @@ def shape_from_hf_config(config: dict[str, Any], dtype: str | None = None) -> Mo
         d_ff = int(config["intermediate_size"])
         vocab = int(config["vocab_size"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"model config lacks a usable field: {exc}") from None
+        which = f"model config '{name}'" if name else "model config"
+        raise UserError(
+            f"{which} lacks a usable field: {exc} (a decoder-only transformer's config.json "
+            "has hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and "
+            "vocab_size)"
+        ) from None
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
     # Qwen2 always has q/k/v biases; others say so with attention_bias.
     biased = config.get("model_type") == "qwen2" or bool(config.get("attention_bias"))

@@ -163,7 +163,7 @@ def request_roofline(
     if not loads and (
         model in shipped_configs() or model.endswith(".json") or Path(model).is_dir()
     ):
-        shape = shape_from_hf_config(load_hf_config(model), dtype)
+        shape = shape_from_hf_config(load_hf_config(model), dtype, model)
     elif not loads and model.partition("?")[0] not in BUNDLED:
         raise UserError(
             f"model '{model}' is not known; give a shipped config "

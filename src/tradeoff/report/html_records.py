@@ -46,6 +46,7 @@ SCRIPT = """
   function keep(r) {
     return (!form.config.value || r[at.config] === form.config.value)
       && (!form.task.value || r[at.task] === form.task.value)
+      && (!form.load_point || !form.load_point.value || r[at.load_point] === form.load_point.value)
       && (!form.failed || !form.failed.checked || failed(r))
       && (!form.wrong || !form.wrong.checked || wrong(r));
   }
@@ -115,10 +116,12 @@ def records_section(
     texts: pd.DataFrame,
     items: pd.DataFrame,
     names: list[str],
+    unmeasured: int = 0,
 ) -> str:
     """The section: filters, a page of the table, the `shown` records (`sample` of the run's
-    `records`) inlined as JSON with their outputs (`texts`: the records of their items, with
-    `output`), and their items' prompts and references (`items`: `Store.items()`)."""
+    measured `records`) inlined as JSON with their outputs (`texts`: the records of their items,
+    with `output`), and their items' prompts and references (`items`: `Store.items()`);
+    `unmeasured`: the warm-up and cool-down records left out."""
     key = ["config", "task", "item_id", "sample", "load_point"]
     outputs = texts.drop_duplicates(key).set_index(key)["output"]
     outputs = outputs.reindex(pd.MultiIndex.from_frame(shown[key])).tolist()
@@ -127,12 +130,16 @@ def records_section(
     prompts = items["prompt"].reindex(keys).tolist()
     references = items["reference"].reindex(keys).tolist()
     timed = (~imported(shown)).tolist()  # imported outcomes store 0 s and 0 tokens: not measured
+    # A load run answers an item at each load point: the point tells its records apart.
+    pointed = bool((records["load_point"].fillna("") != "").any())
+    columns = [*COLUMNS[:2], ("load_point", "load point"), *COLUMNS[2:]] if pointed else COLUMNS
     rows = []
     for i, r in enumerate(shown.itertuples(index=False)):
         rows.append(
             [
                 r.config,
                 r.task,
+                *([r.load_point] if pointed else []),
                 f"{r.item_id} #{r.sample}",
                 None if pd.isna(r.score) else round(float(r.score), 4),
                 None if pd.isna(r.error) else str(r.error),
@@ -146,24 +153,27 @@ def records_section(
             ]
         )
     whole = len(records)
+    measured = f"{whole:,} measured records" if unmeasured else f"{whole:,} records"
+    left = f"; {unmeasured:,} of warm-up and cool-down left out" if unmeasured else ""
     of = (
-        f" (all {whole:,} records of the run)"
+        f" (all {measured} of the run{left})"
         if len(shown) == whole
-        else f" (a sample of {len(shown):,} of the run's {whole:,} records: per configuration "
+        else f" (a sample of {len(shown):,} of the run's {measured}{left}: per configuration "
         "the same number, its failed and wrong ones first; `tradeoff report DIR --records` "
         "lists them all)"
     )
     data = {
-        "columns": [c for c, _ in COLUMNS],
+        "columns": [c for c, _ in columns],
         "text": ["prompt", "output", "reference", "error"],
-        "names": ["config", "task", "item"],
+        "names": ["config", "task", "load_point", "item"],
         "rows": rows,
         "of": of,
     }
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     configs = [n for n in names if n in set(shown["config"])]
     tasks = list(dict.fromkeys(shown["task"]))
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS)
+    points = list(dict.fromkeys(shown["load_point"])) if pointed else []
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
     # a filter that could only find nothing is not offered
     failed = (
         '<label><input type="checkbox" name="failed"> failed only</label>'
@@ -181,6 +191,7 @@ def records_section(
         '<form id="records-filter" class="filters">'
         + _select("config", "configuration", configs)
         + _select("task", "task", tasks)
+        + (_select("load_point", "load point", points) if pointed else "")
         + failed
         + wrong
         + '<button type="button" name="prev">previous</button>'

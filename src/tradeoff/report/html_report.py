@@ -71,6 +71,7 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
             items=list(dict.fromkeys(zip(shown["task"], shown["item_id"], strict=True))),
         )
         items = store.items()
+        unmeasured = store.unmeasured_count()
     finally:
         store.close()
     names = [c["name"] for c in configs]
@@ -84,7 +85,7 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
         _load(under_load, points, run, configs, slo),
         _energy(measured, summarized, names),
         _routers(evaluations),
-        records_section(shown, measured, texts, items, names),
+        records_section(shown, measured, texts, items, names, unmeasured),
     ]
     return page(f"tradeoff report: {directory.name}", sections)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from tradeoff.analysis.load import SATURATION_MARGIN, SLO_FORM, parse_slo
+from tradeoff.analysis.load import SATURATION_MARGIN, SLO_FORM, TREND_MIN_N, parse_slo
 from tradeoff.report.columns import (
     Column,
     ColumnTable,
@@ -86,12 +86,33 @@ def _dollars(r: dict[str, Any], notes: list[str]) -> str:
     return number(r["usd_per_m_output_tokens"], ".3g")
 
 
+NONE_COMPLETED = "latencies n/a: no request of the load point completed (see its failures)"
+NO_PACE = (
+    f"pace n/a: fewer than {TREND_MIN_N} measured requests answered, or all of them scheduled "
+    "at once"
+)
+
+
 def _ms_column(header: str, key: str, wide: bool) -> Column:
-    return Column(header, lambda r, _: _ms(r[key]), wide=wide)
+    def cell(r: dict[str, Any], notes: list[str]) -> str:
+        if r[key] is None and not r["completed"]:
+            return missing_cell(notes, NONE_COMPLETED)
+        return _ms(r[key])
+
+    return Column(header, cell, wide=wide)
 
 
 def _s_column(header: str, key: str, wide: bool) -> Column:
-    return Column(header, lambda r, _: number(r[key], ".3f"), wide=wide)
+    def cell(r: dict[str, Any], notes: list[str]) -> str:
+        if r[key] is None and not r["completed"]:
+            return missing_cell(notes, NONE_COMPLETED)
+        return number(r[key], ".3f")
+
+    return Column(header, cell, wide=wide)
+
+
+def _pace(r: dict[str, Any], notes: list[str]) -> str:
+    return missing_cell(notes, NO_PACE) if r["pace"] is None else number(r["pace"], ".0%")
 
 
 def _latency_columns() -> list[Column]:
@@ -125,7 +146,7 @@ def _columns() -> list[Column]:
         Column("load\npoint", lambda r, _: escape(_point(r)), justify="left"),
         Column("target", lambda r, _: target_label(r), wide=True),
         Column("req/s", lambda r, _: number(r["achieved_rate"], ".3g")),
-        Column("pace", lambda r, _: number(r["pace"], ".0%"), wide=True),
+        Column("pace", _pace, wide=True),
         Column("conc.", lambda r, _: number(r["concurrency"], ".3g")),
         Column("ok/\nfail", lambda r, _: _done_failed(r)),
         Column("cancelled", lambda r, _: str(r["cancelled"]), wide=True),
