@@ -56,6 +56,7 @@ def test_upstream_timeout_is_504(client: httpx.Client, endpoint: str, stream: bo
 def test_failed_requests_are_stored_with_their_error(tmp_path: Path):
     """A 502 or 504 is still accounted for: a record with its error, once the server stops."""
     sent = {("broken", 502): 0, ("slow", 504): 0, ("dropper", 502): 0}
+    ids = []  # a failure's answer names its record, as a success's does
     with (
         running(tmp_path, "--api-key", KEY) as server,
         httpx.Client(base_url=server.root, headers=AUTH, timeout=PATIENCE_S) as c,
@@ -66,6 +67,8 @@ def test_failed_requests_are_stored_with_their_error(tmp_path: Path):
                 r = c.post(endpoint, json=valid(endpoint, model, stream=stream))
                 assert r.status_code == (200 if stream else status), r.text
                 sent[(model, status)] += 1
+                if not stream:
+                    ids.append(r.headers["x-tradeoff-request-id"])
         assert c.post(CHAT, json=valid(CHAT)).status_code == 200
     records = assert_stopped_cleanly(server)
     for (model, status), count in sent.items():
@@ -76,5 +79,6 @@ def test_failed_requests_are_stored_with_their_error(tmp_path: Path):
             assert extra["http_status"] == status, (model, extra)
             if status == 504:
                 assert "timeout" in error, error
+    assert set(ids) <= set(records["item_id"]) and len(set(ids)) == len(ids), ids
     ok = records[records["config"] == "fast"]
     assert len(ok) == 1 and ok["error"].isna().all()

@@ -152,7 +152,10 @@ class InProcessEngine(ABC):
         return await self.run_sync(lambda: self.generate_batch(requests, on_pass))
 
     async def aclose(self) -> None:
-        self.close()
+        """Free the model on its own thread, after the work queued there: a generation whose
+        request was cancelled (its client gone) may still be running, and freeing the model
+        under it crashed the process (a segfault as `tradeoff serve` stopped)."""
+        await self.run_sync(self.close)
 
 
 def refuse_repeated_options(ref: str, keys: list[str]) -> None:

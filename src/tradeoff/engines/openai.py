@@ -27,6 +27,9 @@ _JSON = json.JSONDecoder()
 # uvicorn (behind vLLM, SGLang, llama-cpp-python) closes idle connections, so that a request is
 # not written onto a connection the server is closing.
 KEEPALIVE_S = 4.0
+# A cancellable request (served) checks this often, while it waits on the stream, whether its
+# client is gone.
+CANCEL_POLL_S = 0.05
 
 
 def api_root(base_url: str) -> str:
@@ -263,7 +266,7 @@ class OpenAIEngine:
                     error = f"HTTP {status}: {_one_line(body)}"
                 else:
                     feed = SSEDecoder().feed
-                    async for received in response.content.iter_any():
+                    while received := await _next_bytes(response.content, request):
                         if request.cancelled:  # closing the connection tells the server to stop
                             error = CANCELLED
                             break
@@ -311,6 +314,8 @@ class OpenAIEngine:
                                 _read_logprobs(choice["logprobs"], logprobs, entropies)
                         if error is not None:
                             break
+                    if error is None and not done and request.cancelled:  # while it waited
+                        error = CANCELLED
         except asyncio.TimeoutError as exc:  # aiohttp's connect and read timeouts among them
             error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
         except aiohttp.ClientError as exc:
@@ -358,6 +363,22 @@ class OpenAIEngine:
             token_count_source=source,
             error=error,
         )
+
+
+async def _next_bytes(stream: aiohttp.StreamReader, request: Request) -> bytes:
+    """The stream's next bytes (b"" at its end). A request that can be cancelled (a served
+    one, its client gone) stops waiting at once, giving b"" with `request.cancelled` set: a
+    slow upstream's next token is not waited for, so the answer so far, its tokens and timings,
+    are kept (cut short later by `serve`, they were lost)."""
+    if request.cancel is None:
+        return await stream.readany()
+    read = asyncio.ensure_future(stream.readany())
+    while not request.cancelled:
+        done, _ = await asyncio.wait({read}, timeout=CANCEL_POLL_S)
+        if done:
+            return read.result()
+    read.cancel()
+    return b""
 
 
 def _read_logprobs(block: dict[str, Any], logprobs: list[float], entropies: list[float]) -> None:

@@ -621,7 +621,12 @@ class _Run:
             (c.generation.error for c in outcome.calls if c.generation.error), "no answer"
         )
         what = "timed out" if status == 504 else "failed"
-        failure = ApiError(status, f"the upstream model {what}: {error}", code="upstream_error")
+        failure = ApiError(
+            status,
+            f"the upstream model {what}: {error}",
+            code="upstream_error",
+            headers={"x-tradeoff-request-id": self.item.id},  # its record's id, as a 200's
+        )
         failure.counted = True
         return failure
 

@@ -1,0 +1,83 @@
+"""`tradeoff serve` when a client goes away mid-answer: the answer so far is stored with its tokens
+(a slow upstream's next token is not waited for), and stopping the server while a cancelled
+in-process generation still runs on the model's thread ends cleanly (it freed the model under
+that generation and crashed with a segfault)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import fast_server, serve_process
+from serve_support import assert_stopped_cleanly, stored
+
+
+def _spec(path: Path, models: dict[str, str]) -> Path:
+    spec = {
+        "models": models,
+        "sampling": {"max_tokens": 8},
+        "configs": [{"strategy": "single", "model": alias, "name": alias} for alias in models],
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_stream_left_mid_answer_keeps_its_tokens_from_a_slow_upstream(tmp_path):
+    """The upstream streams a token every 1.5 s, longer than the grace a gone client's request
+    is given: the record still holds the tokens the client was sent."""
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1500") as upstream:
+        spec = _spec(tmp_path / "spec.yaml", {"slow": f"openai:{upstream}#slow"})
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            body = {
+                "model": "slow",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 8,
+                "stream": True,
+            }
+            received = []
+            with (
+                httpx.Client(base_url=served.url, timeout=60) as client,
+                client.stream("POST", "/chat/completions", json=body) as r,
+            ):
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        delta = json.loads(line[6:])["choices"][0]["delta"]
+                        received += [delta["content"]] if delta.get("content") else []
+                    if len(received) == 2:
+                        break  # leaves: the connection closes
+            t_left = time.monotonic()
+            records = assert_stopped_cleanly(served)
+    assert time.monotonic() - t_left < 30
+    (record,) = records.to_dict("records")
+    assert record["error"] == "client disconnected", record
+    assert record["output_tokens"] >= 2 and record["ttft_s"] is not None, record
+    assert record["output"].startswith("".join(received)), (record["output"], received)
+    assert record["calls"] not in ("[]", None), record
+
+
+@pytest.mark.slow
+def test_stopping_while_a_cancelled_generation_runs_on_the_model_thread_is_clean(tmp_path):
+    """A long prompt's prefill, its client gone after half a second: the request is cancelled
+    after the grace while llama.cpp still computes; a Ctrl-C then stops the server with exit 0
+    once that computation ends, and the request is stored."""
+    out = tmp_path / "run"
+    spec = _spec(tmp_path / "spec.yaml", {"small": "smollm2-135m"})
+    with serve_process("--spec", str(spec), "--out", str(out)) as served:
+        body = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
+        with (
+            httpx.Client(base_url=served.url, timeout=0.5) as client,
+            contextlib.suppress(httpx.TimeoutException),
+        ):
+            client.post("/completions", json=body)
+        time.sleep(1.5)
+        code = served.stop(signal.SIGINT)
+        assert code == 0, served.lines
+    assert "Segmentation fault" not in "\n".join(served.lines)
+    assert len(stored(out)) == 1
