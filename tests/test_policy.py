@@ -402,9 +402,54 @@ def test_three_way_fit_reaches_every_query_on_the_strong_one_where_it_is_the_dea
     every = set(policy.choose([it.prompt for it in items], ["synthetic"] * len(items)))
     assert "strong" in every
     result = evaluate_cv(table, 5)
+    assert any("3 configurations: the oracle and random rows route between weak and strong" in w
+               for w in result.warnings), result.warnings  # fmt: skip
     curve = result.routers[0].curve
     assert curve.strong_fraction.max() == 1.0
     assert curve.accuracy[-1] == pytest.approx(top)
+
+
+def _kinds_store(path, seed=1):
+    """Three configurations on 300 queries of three kinds (a kind word among filler words, and
+    a word of its own): cheap (1 a query) is right on alpha, mid (3) on alpha and beta, dear
+    (10) on all. In-sample the router also learns each query's own word: sharper than out of
+    fold."""
+    rng = np.random.default_rng(seed)
+    right = {"cheap": {"alpha"}, "mid": {"alpha", "beta"}, "dear": {"alpha", "beta", "gamma"}}
+    store = Store.create(path, {"synthetic": True}, {})
+    store.add_configs([(c, c, {"strategy": "single"}) for c in right])
+    items = []
+    for i in range(300):
+        kind = ("alpha", "beta", "gamma")[i % 3]
+        words = [*rng.choice(WORDS, size=4), kind, f"q{i}"]
+        items.append(Item(f"k{i}", " ".join(words), "", "synthetic"))
+    store.add_items(items)
+    for it in items:
+        kind = it.prompt.split()[4]
+        for config, price in (("cheap", 1.0), ("mid", 3.0), ("dear", 10.0)):
+            store.write_record(_record(config, it.id, float(kind in right[config]), price))
+    table = outcome_table(store.records(), store.items(), ["cheap", "mid", "dear"], "latency")
+    store.close()
+    return items, table
+
+
+@pytest.mark.parametrize("target", [{"budget": 2.0}, {"strong_fraction": 0.5}])
+def test_a_fitted_policy_routes_its_training_queries_at_its_target(tmp_path, target):
+    """λ is calibrated out of fold, then the router is refitted on every item, whose predictions
+    are sharper: the λ kept is the refitted router's that routes as calibrated (the calibrated λ
+    itself spent 3.3 a query against a budget of 2, and sent 65% for a strong share of 50%)."""
+    items, table = _kinds_store(tmp_path / "run")
+    policy = fit_policy(table, target, [{}, {}, {}])
+    chosen = policy.choose([it.prompt for it in items], ["synthetic"] * len(items))
+    price = {"cheap": 1.0, "mid": 3.0, "dear": 10.0}
+    spent = float(np.mean([price[c] for c in chosen]))
+    share = float(np.mean([c == "dear" for c in chosen]))
+    cal = policy.calibration
+    if "budget" in target:
+        assert spent <= target["budget"] + 1e-9, (spent, cal)
+        assert spent == pytest.approx(cal["cost"], abs=0.1), (spent, cal)
+    else:
+        assert share == pytest.approx(cal["strong_fraction"], abs=0.03), (share, cal)
 
 
 def imported(tmp_path, rows):
@@ -520,7 +565,7 @@ def test_costs_are_said_in_their_unit_and_a_cheaper_strong_is_warned_of(tmp_path
     assert re.search(r"mean cost [0-9.]+ USD, ", fitted.stdout), fitted.stdout
     one_line_error(
         fit_cli(run, "--budget", "0.01", "-o", str(tmp_path / "p.json")),
-        "no routing costs at most 0.01 USD a query (cheapest 0.1)",
+        "no routing costs at most 0.01 USD a query (cheapest 0.1 USD)",
     )
     shown = run_cli("policy", "eval", str(run), "--cv", "5")
     assert "(cost: given, USD per query)" in shown.stdout and not warnings_of(shown)

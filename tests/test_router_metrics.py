@@ -204,6 +204,17 @@ def test_lambda_curve_by_hand():
     assert flipped.strong_fraction == pytest.approx(curve.strong_fraction)
 
 
+def test_a_strong_config_tied_as_the_dearest_is_swept_below_zero_whatever_its_column():
+    # twin (10, never right), cheap (1, right on the first half), dear (10, always right)
+    scores = np.array([[0, 1, 1]] * 4 + [[0, 0, 1]] * 4, dtype=float)
+    costs = np.tile([10.0, 1.0, 10.0], (8, 1))
+    guessed = scores + 0.1 * (np.arange(8)[:, None] % 2)  # noisy guesses, same order
+    for order in ([0, 1, 2], [2, 1, 0]):
+        curve = lambda_curve(guessed[:, order], costs[:, order], scores[:, order],
+                             costs[:, order])  # fmt: skip
+        assert curve.strong_fraction.max() == 1.0, order
+
+
 def test_weak_strong_defaults_and_errors():
     scores = np.array([[0.9, 0.2, 0.5], [0.7, 0.0, 0.5]])
     costs = np.array([[9.0, 2.0, 1.0], [11.0, 2.0, 1.0]])

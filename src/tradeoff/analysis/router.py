@@ -398,7 +398,8 @@ def lambda_curve(
     if lambdas is None:
         points = _breakpoints(e, c)
         # Below 0, queries go to dearer configs: worth a sweep where that leads to the strong one
-        dearest_strong = int(np.argmax(c.mean(axis=0))) == strong
+        mean_costs = c.mean(axis=0)
+        dearest_strong = bool(mean_costs[strong] >= mean_costs.max())  # ties count: by order not
         if not dearest_strong:
             points = points[points >= 0]
         if points.size > max_points:

@@ -129,9 +129,21 @@ def evaluate(
         source=source,
         routers=[_report(curve, acc_w, acc_s, cost_s) for curve in curves],
         router=router,
-        warnings=_cheaper_strong(table, weak, strong),
+        warnings=_cheaper_strong(table, weak, strong) + _pairwise(table, weak, strong),
         cost_unit=table.cost_unit,
     )
+
+
+def _pairwise(table: Table, weak: int, strong: int) -> list[str]:
+    """Among more than two configurations, the baselines are RouteLLM's, between two."""
+    if len(table.configs) <= 2:
+        return []
+    return [
+        f"{len(table.configs)} configurations: the oracle and random rows route between "
+        f"{table.configs[weak]} and {table.configs[strong]} only, and APGR and CPT measure the "
+        "gap between those two; the router chooses among all of them, so it can beat that "
+        "oracle"
+    ]
 
 
 def _cheaper_strong(table: Table, weak: int, strong: int) -> list[str]:
@@ -140,6 +152,12 @@ def _cheaper_strong(table: Table, weak: int, strong: int) -> list[str]:
     cost_w, cost_s = table.costs[:, weak].mean(), table.costs[:, strong].mean()
     if cost_s > cost_w or not table.costs.any():  # or nothing is priced (imports without costs)
         return []
+    if len(table.configs) > 2:  # the router may still save on the others
+        return [
+            f"the stronger {table.configs[strong]} costs no more than {table.configs[weak]} (the "
+            f"least accurate) on '{table.cost_axis}' ({cost_s:.4g} against {cost_w:.4g} a "
+            "query): the oracle's and random's costs saved, between those two, are 0"
+        ]
     return [
         f"the stronger {table.configs[strong]} costs no more than {table.configs[weak]} on "
         f"'{table.cost_axis}' ({cost_s:.4g} against {cost_w:.4g} a query): routing to the weaker "

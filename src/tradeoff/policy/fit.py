@@ -494,10 +494,10 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = ""
     if "budget" in target:
         ok = curve[curve["cost"] <= target["budget"]]
         if ok.empty:
-            cheapest = curve["cost"].min()
+            cheapest, unit = curve["cost"].min(), f" {cost_unit}" if cost_unit else ""
             raise UserError(
-                f"no routing costs at most {target['budget']:g} {cost_unit} a query (cheapest "
-                f"{_apart(cheapest, target['budget'])})"
+                f"no routing costs at most {target['budget']:g}{unit} a query (cheapest "
+                f"{_apart(cheapest, target['budget'])}{unit})"
             )
         return ok.sort_values(["accuracy", "cost"], ascending=[False, True]).iloc[0]
     gap = (curve["strong_fraction"] - target["strong_fraction"]).abs()
@@ -539,6 +539,7 @@ def fit_policy(
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
         row = calibrate(curve, target, table.cost_unit)
     fitted = new_router(router).fit(x, table.scores)
+    lam = _transferred(row, target, fitted.expected(x), table, mean_costs, strong, priced_apart)
     calibration: dict[str, Any] = {
         "evaluation": "5-fold cross-validation over items",
         "items": float(len(table.keys)),
@@ -556,12 +557,42 @@ def fit_policy(
         mean_costs=[float(c) for c in mean_costs],
         strong=strong,
         router={"kind": router, **fitted.state()},
-        lam=float(row["lam"]),
+        lam=lam,
         target=target,
         calibration=calibration,
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
         tasks={t: n / len(table.tasks) for t, n in sorted(Counter(table.tasks).items())},
     )
+
+
+def _transferred(
+    row: pd.Series,
+    target: dict[str, float],
+    final: np.ndarray,
+    table: Table,
+    mean_costs: np.ndarray,
+    strong: int,
+    priced_apart: bool,
+) -> float:
+    """The λ of the router fitted on every item that routes the training queries as the
+    calibrated (out-of-fold) `row` did: the same strong share, or the same mean cost within the
+    target. Its predictions on the items it was fitted on are sharper than the out-of-fold ones,
+    so the calibrated λ itself routed otherwise (a policy calibrated to a budget of 2 spent 3.3
+    a query on its own training queries)."""
+    if "strong_fraction" in target and priced_apart:
+        gain = _gain_per_cost(final, mean_costs, strong)
+        return float(np.quantile(gain, 1 - target["strong_fraction"]))
+    curve = sweep(final, table.scores, table.costs, mean_costs, strong)
+    if "strong_fraction" in target:
+        gap = (curve["strong_fraction"] - row["strong_fraction"]).abs()
+        return float(curve.loc[gap.idxmin(), "lam"])
+    if "budget" in target:  # the dearest within the budget, as near the calibrated cost as that
+        within = curve[curve["cost"] <= min(row["cost"], target["budget"]) + 1e-12]
+        chosen = within["cost"].idxmax() if not within.empty else curve["cost"].idxmin()
+    else:  # accuracy: the cheapest that costs what the calibrated routing did
+        enough = curve[curve["cost"] >= row["cost"] - 1e-12]
+        chosen = enough["cost"].idxmin() if not enough.empty else curve["cost"].idxmax()
+    return float(curve.loc[chosen, "lam"])
 
 
 def run_table(
