@@ -399,7 +399,7 @@ def lambda_curve(
         points = _breakpoints(e, c)
         # Below 0, queries go to dearer configs: worth a sweep where that leads to the strong one
         mean_costs = c.mean(axis=0)
-        dearest_strong = bool(mean_costs[strong] >= mean_costs.max())  # ties count: by order not
+        dearest_strong = bool(mean_costs[strong] >= mean_costs.max())  # a tie counts too
         if not dearest_strong:
             points = points[points >= 0]
         if points.size > max_points:

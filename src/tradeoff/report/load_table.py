@@ -3,6 +3,7 @@ asked beside what was achieved, latency percentiles, goodput, and saturation mar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
@@ -93,22 +94,23 @@ NO_PACE = (
 )
 
 
-def _ms_column(header: str, key: str, wide: bool) -> Column:
+def _timed(key: str, show: Callable[[float | None], str]) -> Callable[[Any, list[str]], str]:
+    """A time's cell as `show` writes it, or n/a saying why where no request completed."""
+
     def cell(r: dict[str, Any], notes: list[str]) -> str:
         if r[key] is None and not r["completed"]:
             return missing_cell(notes, NONE_COMPLETED)
-        return _ms(r[key])
+        return show(r[key])
 
-    return Column(header, cell, wide=wide)
+    return cell
+
+
+def _ms_column(header: str, key: str, wide: bool) -> Column:
+    return Column(header, _timed(key, _ms), wide=wide)
 
 
 def _s_column(header: str, key: str, wide: bool) -> Column:
-    def cell(r: dict[str, Any], notes: list[str]) -> str:
-        if r[key] is None and not r["completed"]:
-            return missing_cell(notes, NONE_COMPLETED)
-        return number(r[key], ".3f")
-
-    return Column(header, cell, wide=wide)
+    return Column(header, _timed(key, lambda v: number(v, ".3f")), wide=wide)
 
 
 def _pace(r: dict[str, Any], notes: list[str]) -> str:
