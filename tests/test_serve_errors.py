@@ -172,6 +172,7 @@ COMPLETIONS_ONLY: list[tuple[str, Any]] = [
     ("prompt", 5), ("prompt", []), ("prompt", ["a", "b"]), ("prompt", [1]), ("prompt", None),
     ("prompt", [[1, 2]]), ("prompt", {"text": "x"}),
     ("logprobs", 1), ("logprobs", 5), ("logprobs", True), ("echo", True), ("suffix", "x"),
+    ("best_of", 2), ("best_of", 0), ("best_of", "1"),  # best_of 2 was accepted and ignored
 ]  # fmt: skip
 CASES = (
     [(endpoint, f, v) for endpoint in ENDPOINTS for f, v in BOTH]
@@ -252,6 +253,7 @@ ACCEPTED_CHAT = [
 ACCEPTED_COMPLETIONS = [
     {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": 0},
     {"logprobs": None}, {"echo": False}, {"suffix": ""}, {"suffix": None},
+    {"best_of": 1}, {"best_of": None},
 ]  # fmt: skip
 ACCEPTED = (
     [(endpoint, f) for endpoint in ENDPOINTS for f in ACCEPTED_BOTH]

@@ -133,6 +133,7 @@ class CompletionRequest(_Common):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[0] | None = None
+    best_of: Annotated[int, Field(ge=1, le=1)] | None = None  # one candidate, as n: one choice
     echo: Literal[False] | None = None
     suffix: Literal[""] | None = None
 
