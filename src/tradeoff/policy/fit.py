@@ -273,10 +273,12 @@ def sweep(
     ).sort_values("lam", ignore_index=True)
 
 
-def _gain_per_cost(expected: np.ndarray, mean_costs: np.ndarray, strong: int) -> np.ndarray:
-    """Two configurations: each query's predicted gain of the strong one per unit of cost."""
+def _share_lam(expected: np.ndarray, mean_costs: np.ndarray, strong: int, share: float) -> float:
+    """Two configurations: the λ that sends `share` of the queries to the strong one, that
+    quantile of their predicted gain of it per unit of cost."""
     weak = 1 - strong
-    return (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+    gain = (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
+    return float(np.quantile(gain, 1 - share))
 
 
 def _routed(
@@ -532,8 +534,7 @@ def fit_policy(
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
     if "strong_fraction" in target and priced_apart:
         # Two configurations: choose the threshold on the predicted gain directly, as a quantile.
-        gain = _gain_per_cost(oof, mean_costs, strong)
-        lam = float(np.quantile(gain, 1 - target["strong_fraction"]))
+        lam = _share_lam(oof, mean_costs, strong, target["strong_fraction"])
         row = pd.Series(_routed(oof, table.scores, table.costs, mean_costs, strong, lam))
     else:  # from no query to every one to the dearest, all-strong where it is the dearest
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
@@ -580,8 +581,7 @@ def _transferred(
     so the calibrated λ itself routed otherwise (a policy calibrated to a budget of 2 spent 3.3
     a query on its own training queries)."""
     if "strong_fraction" in target and priced_apart:
-        gain = _gain_per_cost(final, mean_costs, strong)
-        return float(np.quantile(gain, 1 - target["strong_fraction"]))
+        return _share_lam(final, mean_costs, strong, target["strong_fraction"])
     curve = sweep(final, table.scores, table.costs, mean_costs, strong)
     if "strong_fraction" in target:
         gap = (curve["strong_fraction"] - row["strong_fraction"]).abs()
