@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -66,6 +67,20 @@ def fitted_policy(root: Path, limit: int, max_tokens: int, cost: str) -> Path:
 
 
 FAST_SERVER = REPO / "benchmarks" / "fast_server.py"
+
+
+def records_so_far(run_dir: Path) -> int:
+    """How many records a run being written holds: 0 until its store exists and has its
+    tables (the writer creates the file a moment before its schema)."""
+    if not (run_dir / "tradeoff.sqlite").exists():
+        return 0
+    con = sqlite3.connect(run_dir / "tradeoff.sqlite")
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

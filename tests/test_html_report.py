@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from browser import chart_drawn, drive, render, screenshot, script_errors
-from conftest import fast_server, run_cli
+from conftest import fast_server, records_so_far, run_cli
 
 CHARTS = ("frontier", "by-task", "latency")
 MODELS = ("smollm2-135m", "gemma3-270m")
@@ -292,8 +292,7 @@ def test_a_run_still_being_written_reports_what_is_there(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            store = out / "tradeoff.sqlite"
-            if store.exists() and _sql(out, "SELECT COUNT(*) FROM records")[0][0] >= 2:
+            if records_so_far(out) >= 2:
                 break
             time.sleep(0.5)
         result = run_cli("report", str(out), "--html")

@@ -9,7 +9,7 @@ import math
 import sqlite3
 
 import pytest
-from conftest import fast_server, run_cli
+from conftest import fast_server, records_so_far, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import LoadPoint, parse_profile, send_times, sweep_rates
@@ -26,16 +26,6 @@ def _rows(out, sql):
         return con.execute(sql).fetchall()
     finally:
         con.close()
-
-
-def _some_records(out):
-    """Whether a running load has stored a record yet (its store may not have its tables yet)."""
-    if not (out / "tradeoff.sqlite").exists():
-        return False
-    try:
-        return bool(_rows(out, "SELECT 1 FROM records LIMIT 1"))
-    except sqlite3.OperationalError:
-        return False
 
 
 def _load(canned, out, *args, model="m"):
@@ -410,7 +400,7 @@ def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 60
-    while not _some_records(out):
+    while not records_so_far(out):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     time.sleep(wait_s)
