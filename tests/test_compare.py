@@ -94,9 +94,14 @@ def test_the_json_has_every_field_and_the_paired_difference_is_the_records(runs)
     assert {"field": "spec.sampling.max_tokens", "a": 16, "b": 4} in first["differences"]
     for row in first["configs"]:
         assert set(row["ratios"]) == set(QUANTITIES)
-        for ratio in row["ratios"].values():
-            assert set(ratio) == {"a", "b", "ratio", "missing"}
+        for key, ratio in row["ratios"].items():
+            assert set(ratio) == {"a", "b", "ratio", "missing", "unit", "source"}
             assert (ratio["ratio"] is None) == bool(ratio["missing"])
+            assert (ratio["unit"], ratio["source"]) == (
+                QUANTITIES[key].unit,
+                QUANTITIES[key].source,
+            )
+        assert row["ratios"]["e2e_mean"]["unit"] == "s" and row["ratios"]["energy"]["unit"] == "J"
         # by hand, from the stores: the items both answered, B's score minus A's
         scores_a, e2e_a = measured(a, row["config"])
         scores_b, e2e_b = measured(b, row["config"])

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from conftest import run_cli
+from conftest import one_line_error, records_so_far, run_cli
 
 ARGS = [
     "--model",
@@ -28,19 +28,6 @@ ARGS = [
 EXPECTED = 12 * 2
 
 
-def _count(db):
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
-
 def _start(out):
     return subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "profile", *ARGS, "--out", str(out)],
@@ -52,7 +39,7 @@ def _start(out):
 
 def _wait_for_records(db, proc, n, timeout=120):
     deadline = time.time() + timeout
-    while _count(db) < n:
+    while records_so_far(db.parent) < n:
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.time() < deadline, "no progress"
         time.sleep(0.05)
@@ -104,7 +91,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert f"--resume {out}" in stderr
-    stored = _count(db)
+    stored = records_so_far(db.parent)
     assert f"stopped after {stored} new records ({stored} stored in all)" in stderr
     assert 2 <= stored < EXPECTED
     con = sqlite3.connect(db)
@@ -116,11 +103,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         assert f"note: the run stopped before it finished: {stored} records;" in shown.stderr
     result = run_cli("profile", "--resume", str(out))
     assert result.returncode == 0, result.stderr
-    assert _count(db) == EXPECTED
+    assert records_so_far(db.parent) == EXPECTED
     assert "note:" not in run_cli("report", str(out)).stderr  # finished now
     again = run_cli("profile", "--resume", str(out))  # nothing left: said, and no model loaded
     assert again.returncode == 0 and f"nothing to resume: {out} holds every record" in again.stderr
-    assert "loading" not in again.stderr.lower() and _count(db) == EXPECTED
+    assert "loading" not in again.stderr.lower() and records_so_far(db.parent) == EXPECTED
 
 
 def test_a_second_ctrl_c_aborts_and_says_how_to_resume(tmp_path):
@@ -204,7 +191,7 @@ def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path):
         proc.wait()
     # The lock dies with its holder: the killed run resumes.
     assert run_cli("profile", "--resume", str(out)).returncode == 0
-    assert _count(db) == EXPECTED
+    assert records_so_far(db.parent) == EXPECTED
 
 
 def test_ctrl_c_before_a_run_begins_writes_nothing_and_says_so_in_one_line(tmp_path):
@@ -247,3 +234,31 @@ def test_ctrl_c_before_a_run_begins_writes_nothing_and_says_so_in_one_line(tmp_p
             assert not out.exists()
     finally:
         listener.close()
+
+
+def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_page(tmp_path):
+    """A Ctrl-C in `tradeoff demo` names `tradeoff demo --resume DIR`, which completes the run
+    (nothing stored is redone) and, as a whole demo does, prints the tables and writes the
+    page (`profile --resume` writes none)."""
+    out = tmp_path / "demo"
+    db = out / "tradeoff.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "demo", "--limit", "1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_records(db, proc, 2, timeout=300)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert f"continue with: tradeoff demo --resume {out}" in stderr, stderr
+    before = _keys_and_times(db)
+    assert not (out / "report.html").exists()
+
+    one_line_error(
+        run_cli("demo", "--resume", str(out), "--limit", "3"), "give no --out or --limit"
+    )
+    resumed = run_cli("demo", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "report.html").stat().st_size > 0 and f"report: {out}" in resumed.stdout
+    after = _keys_and_times(db)
+    assert set(before) < set(after) and len({row[:4] for row in after}) == len(after)

@@ -137,6 +137,7 @@ async def _execute(
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
     ray: RayExecutor | None = None,
+    command: str = "profile",
 ) -> RunResult:
     configs = resolve_configs(spec)
     _warn_repeated_samples(spec, configs, notify)
@@ -149,7 +150,7 @@ async def _execute(
     try:
         return await _run_session(
             spec, configs, tasks, open_store, helpers,
-            api_key=api_key, on_progress=on_progress, notify=notify, ray=ray,
+            api_key=api_key, on_progress=on_progress, notify=notify, ray=ray, command=command,
         )  # fmt: skip
     finally:
         for helper in helpers:  # those the run did not get to
@@ -192,8 +193,9 @@ async def _run_session(
     on_progress: Callable[[int, int, int, int], None] | None,
     notify: Callable[[str], None],
     ray: RayExecutor | None = None,
+    command: str = "profile",
 ) -> RunResult:
-    stop = Stop(notify)
+    stop = Stop(notify, command)
     opened = open_run_session(
         spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray, inline=True
     )
@@ -279,6 +281,7 @@ def profile(
     on_progress: Callable[[int, int, int, int], None] | None = None,
     notify: Callable[[str], None] | None = None,
     ray: str | None = None,
+    command: str = "profile",
 ) -> RunResult:
     """Profile every configuration of `spec` on its tasks, writing records to a run directory.
     With `ray` (an address, 'auto', or 'local'), or the spec's `executor: {ray: ...}`, the work
@@ -286,7 +289,8 @@ def profile(
 
     With `resume`, the run directory's stored spec is used and stored records are skipped. Items
     whose content changed since their records were stored stop the resume, unless
-    `rescore_changed`: then their records are deleted and redone.
+    `rescore_changed`: then their records are deleted and redone. `command` is the one a
+    stopped run names to continue it (`tradeoff demo` runs this too).
     """
     say = notify or (lambda msg: print(msg, file=sys.stderr))
     if resume is None:
@@ -315,6 +319,7 @@ def profile(
                 on_progress=on_progress,
                 notify=say,
                 ray=executor,
+                command=command,
             )  # fmt: skip
         )
     # The directory is locked from here, before any model loads: a second writer fails at once.
@@ -334,6 +339,7 @@ def profile(
         run = _execute(
             spec, tasks, lambda: store,
             api_key=api_key, on_progress=on_progress, notify=say, ray=executor_of(spec, ray),
+            command=command,
         )  # fmt: skip
         return eventloop.run(run)
     finally:

@@ -120,7 +120,12 @@ class Comparison:
     differences: list[FieldDifference]  # hosts first, then specs
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data, each ratio's `a` and `b` with their `unit` and `source` beside them."""
+        data = dataclasses.asdict(self)
+        for config in data["configs"]:
+            for key, ratio in config["ratios"].items():
+                ratio.update(unit=QUANTITIES[key].unit, source=QUANTITIES[key].source)
+        return data
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,11 @@ def run_profile(
     api_key: str | None,
     rescore_changed: bool = False,
     ray: str | None = None,
+    command: str = "profile",
 ) -> RunResult:
     """`tradeoff.runner.profile` with a progress bar (`spec` is None with `resume`: the run's
-    stored spec is used); exit code 130 when stopped by Ctrl-C."""
+    stored spec is used); exit code 130 when stopped by Ctrl-C, naming `tradeoff COMMAND
+    --resume DIR`."""
     from tradeoff.runner import profile
 
     # The bar starts at the first progress report, once models are loaded: a bad reference
@@ -75,9 +77,10 @@ def run_profile(
             on_progress=on_progress,
             notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
             ray=ray,
+            command=command,
         )
     except KeyboardInterrupt:  # before the run's own Ctrl-C handler: loading, opening the store
-        interrupted("profile", resume or out)
+        interrupted(command, resume or out)
     finally:
         if task_id is not None:
             bar.stop()
@@ -85,7 +88,7 @@ def run_profile(
         err_console.print(
             f"stopped after {result.done} new records ({result.done + result.skipped} stored in "
             "all); continue with: "
-            f"tradeoff profile --resume {result.directory}",
+            f"tradeoff {command} --resume {result.directory}",
             soft_wrap=True,
         )
         sys.exit(130)  # said why: not typer's silent 130
@@ -96,14 +99,31 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Items per built-in task.")] = 20,
+    limit: Annotated[
+        int | None, typer.Option(help="Items per built-in task. [default: 20]")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Continue a stopped demo (its stored records are kept), then print the "
+            "tables and write its page.",
+        ),
+    ] = None,
 ) -> None:
     """Profile both bundled models on the built-in tasks (no network, no GPU); print the table."""
     from tradeoff.demo import demo_spec
 
-    out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
-    result = run_profile(demo_spec(limit), out, None, None)
+    if resume is not None:
+        if out is not None or limit is not None:
+            raise UserError("--resume continues the demo as it began: give no --out or --limit")
+        result = run_profile(None, None, resume, None, command="demo")
+    else:
+        out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+        result = run_profile(
+            demo_spec(20 if limit is None else limit), out, None, None, command="demo"
+        )
     print_summary(result.directory)
     rows, label = frontier_rows(result.directory, "auto")
     print_frontier(rows, label)
