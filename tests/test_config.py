@@ -88,6 +88,20 @@ def test_prices_must_name_aliases():
         parse_spec(spec(prices={"huge": {"input": 1, "output": 2}}))
 
 
+def test_prices_of_a_route_configuration_s_models_say_where_to_name_them():
+    """A route configuration brings its policy's models; prices named them against an empty
+    list of aliases ("aliases: ")."""
+    route_only = {"tasks": ["arith"], "configs": [{"strategy": "route", "policy": "p.json"}],
+                  "prices": {"small": {"input": 1, "output": 2}}}  # fmt: skip
+    with pytest.raises(UserError) as exc:
+        parse_spec(route_only)
+    assert "prices: 'small' is not a model alias; aliases: none (a route configuration" in str(
+        exc.value
+    )
+    assert "name them under models: too" in str(exc.value)
+    parse_spec({**route_only, "models": {"small": "smollm2-135m"}})
+
+
 def test_models_as_list_get_aliases():
     s = parse_spec({"models": ["smollm2-135m", "openai:http://h:1/v1#m"], "tasks": ["arith"]})
     assert s.models == {"smollm2-135m": "smollm2-135m", "m": "openai:http://h:1/v1#m"}

@@ -4,10 +4,15 @@ real CLI)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.importer import config_id, import_outcomes, parse_model_option
@@ -355,3 +360,89 @@ def test_a_task_column_splits_an_evaluation_by_its_values(tmp_path):
     split = run_cli("policy", "eval", str(out), "--split-by", "task", "-f", "json")
     assert split.returncode == 0, split.stderr
     assert "3 groups" in json.loads(split.stdout)["source"]
+
+
+def test_a_task_column_some_rows_lack_is_named_not_one_group(tmp_path):
+    """A `task` column missing from some rows fell back, silently, to the import's one task
+    name for every row: "every item is in one group"."""
+    rows = [{"prompt": f"question {i}", "weak": str(i % 2), "strong": "1",
+             **({"task": ("alg", "geo")[i % 2]} if i != 7 else {})}
+            for i in range(30)]  # fmt: skip
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    made = run_cli("import", "outcomes", str(path), "--prompt-col", "prompt",
+                   "--model", "weak=weak,cost=1", "--model", "strong=strong,cost=2",
+                   "--out", str(tmp_path / "run"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    one_line_error(
+        run_cli("policy", "eval", str(tmp_path / "run"), "--split-by", "task"),
+        "--split-by task: 1 of 30 items have no field 'task'",
+    )
+
+
+def test_folds_of_few_distinct_queries_say_so(tmp_path):
+    """20 items holding two distinct queries: the folds were refused as "cannot split 2 items
+    into 5 folds: give between 2 and 2", a fix `policy fit` has no flag for."""
+    rows = [{"id": f"q{i}", "prompt": ("same question", "other question")[i % 2],
+             "weak": str(i % 2), "strong": "1"} for i in range(20)]  # fmt: skip
+    out = _imported(tmp_path, "run", rows, "weak=weak,cost=1", "strong=strong,cost=2")
+    for command in (
+        ["eval", str(out), "--cv", "5"],
+        ["fit", str(out), "--target-accuracy", "0.9", "-o", str(tmp_path / "p.json")],
+    ):
+        needles = ("the 20 items hold only 2 distinct queries", "too few for 5 folds")
+        one_line_error(run_cli("policy", *command), *needles)
+
+
+def test_imported_records_export_no_latency_or_output_rather_than_zeros(tmp_path):
+    out = _imported(tmp_path, "run", ROWS, "big=big", "small=small")
+    for fmt in ("json", "csv"):
+        shown = run_cli("report", str(out), "--records", "-f", fmt)
+        assert shown.returncode == 0, shown.stderr
+        if fmt == "json":
+            records = json.loads(shown.stdout)
+        else:
+            records = list(csv.DictReader(io.StringIO(shown.stdout)))
+        assert len(records) == 8
+        assert all(r["e2e_s"] in (None, "") and r["output_tokens"] in (None, "") for r in records)
+    parquet = tmp_path / "r.parquet"
+    assert (
+        run_cli("report", str(out), "--records", "-f", "parquet", "-o", str(parquet)).returncode
+        == 0
+    )
+    import pandas as pd
+
+    frame = pd.read_parquet(parquet)
+    assert frame["e2e_s"].isna().all() and frame["output_tokens"].isna().all()
+
+
+def test_a_stopped_import_leaves_no_directory_behind(tmp_path):
+    """Ctrl-C mid-import removes what it wrote; its lock file kept the directory alive."""
+    path = tmp_path / "big.csv"
+    _write_csv(path, [{"prompt": f"question number {i}", "a": str(i % 2), "b": "1"}
+                      for i in range(200_000)])  # fmt: skip
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "import", "outcomes", str(path),
+         "--prompt-col", "prompt", "--model", "a=a", "--model", "b=b", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out / STORE_FILE).exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_an_empty_prompt_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    _write_csv(path, [{"prompt": "a question", "a": "1"}, {"prompt": "  ", "a": "0"}])
+    one_line_error(
+        run_cli("import", "outcomes", str(path), "--prompt-col", "prompt", "--model", "a=a",
+                "--out", str(tmp_path / "run")),
+        "line 3", "column 'prompt' holds '  '; expected the prompt text",
+    )  # fmt: skip
+    assert not (tmp_path / "run").exists()

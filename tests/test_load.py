@@ -12,6 +12,7 @@ import pytest
 from conftest import fast_server, records_so_far, run_cli
 
 from tradeoff.errors import UserError
+from tradeoff.load.options import Amount
 from tradeoff.load.profiles import LoadPoint, parse_profile, send_times, sweep_rates
 
 
@@ -101,6 +102,17 @@ def test_profiles_parse_and_sweeps_spread():
     assert sweep_rates(5, 5, 3) == sweep_rates(5, 4, 3) == []
     with pytest.raises(UserError, match="sweep takes at most 100 rates"):
         parse_profile("sweep:1000000", 64)
+    # '00' is no rate, '³' no number for int(): both refused, not 0 rates or a traceback
+    for bad in ("sweep:00", "sweep:³", "concurrent:²", "concurrent:0"):
+        with pytest.raises(UserError, match="whole number"):
+            parse_profile(bad, 64)
+
+
+@pytest.mark.parametrize("text", ["nan", "nans", "inf", "1e400", "-1", "2.5"])
+def test_a_warmup_that_is_no_number_of_requests_or_seconds_is_one_line(text):
+    with pytest.raises(UserError, match="give a number of requests"):
+        Amount.parse(text, "--warmup")
+    assert Amount.parse("2.5s", "--warmup") == Amount(2.5, True)
 
 
 def test_a_sweep_whose_throughput_is_no_faster_says_why_it_ran_no_rate(tmp_path):
@@ -343,7 +355,7 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
     )
     for row in latency:
         assert row["cost"] == pytest.approx(dict(measured)[row["config"]], rel=1e-6)
-        assert row["n"] == 36
+        assert row["n"] == 36 and row["load_point"] == "concurrent:4"  # the output says where
     dollars = json.loads(
         run_cli("frontier", str(out), "--at", "concurrent:4", "-c", "dollars", "-f", "json").stdout
     )
@@ -364,6 +376,48 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
     # an SLO no point meets: the pick is any, and it says so
     none = run_cli("frontier", str(out), "--at", "max-goodput", "--slo", "e2e=0.000001")
     assert none.returncode == 0 and "goodput 0 at every point" in none.stdout, none.stdout
+    # ... which is for --at max-goodput only: a point named by its load is not chosen by goodput
+    named = run_cli("frontier", str(out), "--at", "concurrency=4")
+    assert named.returncode == 0 and "goodput 0" not in named.stdout, named.stdout
+    pooled_json = json.loads(run_cli("frontier", str(out), "-f", "json").stdout)
+    assert all(row["load_point"] is None for row in pooled_json)
+
+
+def test_a_point_of_warm_up_only_says_it_measured_nothing(tmp_path):
+    """Every request of the point was warm-up: its table said "no request completed (see its
+    failures)" with none failed, and "no reference answers" on a scored task."""
+    out = tmp_path / "run"
+    args = ("--profile", "synchronous", "--max-seconds", "1", "--max-requests", "12",
+            "--warmup", "1", "--slo", "e2e=10", "--scrape", "off")  # fmt: skip
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1500") as slow:
+        result = _load(slow, out, *args)  # its one request, of warm-up, outlasts the point
+        # a sweep whose synchronous point so measured no rate runs none between: said, not
+        # silent
+        swept = _load(slow, tmp_path / "swept", "--profile", "sweep:2", "--max-concurrency", "2",
+                      *args[2:])  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert "sweep of m: 0 of 2 rates run, synchronous measured no rate" in swept.stdout
+    assert result.returncode == 0, result.stderr
+    shown = run_cli("report", str(out), "--load", "--wide")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "the load point measured no request (each one it sent was warm-up" in text, text
+    assert "no request of the load point completed" not in text
+    assert "no reference answers" not in text
+
+
+def test_max_goodput_takes_a_finished_point_over_a_stopped_one():
+    """A point stopped after a few requests is measured over a short window: its goodput read
+    11.5 against the finished point's 5, and --at max-goodput took it, with no word."""
+    from tradeoff.analysis.operating_point import choose, parse_at
+
+    rows = [
+        {"config": "m", "load_point": "constant:5", "goodput": 5.0, "status": "finished"},
+        {"config": "m", "load_point": "constant:10", "goodput": 11.5, "status": "stopped"},
+    ]
+    assert choose(rows, parse_at("max-goodput"))["m"]["load_point"] == "constant:5"
+    only_stopped = [rows[1]]
+    assert choose(only_stopped, parse_at("max-goodput"))["m"]["load_point"] == "constant:10"
 
 
 def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(canned, tmp_path):
@@ -422,10 +476,18 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     assert kept >= 10
     assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
     # report and frontier say it did not finish, and how to go on, as for a profile run
-    for command in (("report",), ("frontier",), ("report", "--load")):
+    for command in (
+        ("report",),
+        ("frontier",),
+        ("report", "--load"),
+        ("frontier", "--at", "rate=20"),
+    ):
         said = run_cli(*command, str(out)).stderr
         assert "note: the load run stopped before it finished: 0 of the 1" in said, said
         assert f"tradeoff load --resume {out}" in said
+    # the operating point says its load point stopped (it was shown as if measured whole)
+    at = run_cli("frontier", str(out), "--at", "rate=20")
+    assert "(m @ constant:20 (stopped))" in at.stdout, at.stdout
     # the load table marks the point that did not finish (it looked like any other)
     assert "constant:20 (stopped)" in run_cli("report", "--load", str(out)).stdout
 

@@ -452,6 +452,54 @@ def test_a_fitted_policy_routes_its_training_queries_at_its_target(tmp_path, tar
         assert share == pytest.approx(cal["strong_fraction"], abs=0.03), (share, cal)
 
 
+def test_eval_of_a_policy_file_says_where_its_own_lambda_routes_fresh_queries(tmp_path):
+    """`policy eval --policy` on queries the policy never saw: beside the router's curve, the
+    policy's own routing at its λ (what serving it would do), against its target and what its
+    fit promised; the figures are those of the policy's choices, and the chart marks them."""
+    build_store(tmp_path / "fit", 400)
+    items, weak, strong = build_store(tmp_path / "fresh", 300, seed=7)
+    policy_file = tmp_path / "policy.json"
+    fitted = run_cli(
+        "policy", "fit", str(tmp_path / "fit"), "--budget", "2.5", "--cost", "latency",
+        "-o", str(policy_file),
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    policy = Policy.load(policy_file)
+    chosen = policy.choose([it.prompt for it in items], ["synthetic"] * len(items))
+    score = {"weak": weak, "strong": strong}
+    accuracy = np.mean([score[c][i] for i, c in enumerate(chosen)])
+    spent = np.mean([{"weak": 1.0, "strong": 4.0}[c] for c in chosen])
+    share = np.mean([c == "strong" for c in chosen])
+    assert 0.1 < share < 0.9  # a routing, not one configuration
+
+    as_json = run_cli("policy", "eval", str(tmp_path / "fresh"), "--policy", str(policy_file),
+                      "-f", "json")  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    op = json.loads(as_json.stdout)["operating"]
+    assert op["lam"] == policy.lam and op["strong"] == "strong"
+    assert op["accuracy"] == pytest.approx(accuracy) and op["cost"] == pytest.approx(spent)
+    assert op["strong_fraction"] == pytest.approx(share)
+    assert op["target"] == {"budget": 2.5} and op["promised"]["cost"] <= 2.5
+
+    table = run_cli("policy", "eval", str(tmp_path / "fresh"), "--policy", str(policy_file))
+    line = next(x for x in table.stdout.splitlines() if x.startswith("the policy's own routing"))
+    verdict = "within it" if spent <= 2.5 else f"{spent - 2.5:.4g} s over it"
+    assert f"fitted for a budget of 2.5 s a query): accuracy {accuracy:.3f}" in line, line
+    assert f"cost {spent:.4g} s a query, {share:.0%} to strong, {verdict}" in line, line
+    assert "its fit promised, out of fold on its own run: accuracy" in line, line
+    # --cv evaluates a router's curve: there is no policy's own point to give
+    cv = run_cli("policy", "eval", str(tmp_path / "fresh"), "--cv", "3", "--cost", "latency")
+    assert cv.returncode == 0 and "the policy's own routing" not in cv.stdout, cv.stderr
+
+    page = tmp_path / "curves.html"
+    drawn = run_cli("policy", "eval", str(tmp_path / "fresh"), "--policy", str(policy_file),
+                    "--plot", str(page))  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert "the policy&#x27;s own routing" in page.read_text()
+    dom = render(page)
+    assert script_errors(dom) == "" and "the policy as fitted" in html.unescape(dom)
+
+
 def imported(tmp_path, rows):
     """A run directory made by `tradeoff import outcomes` from (prompt, weak, strong) rows."""
     return import_outcomes(tmp_path, rows)

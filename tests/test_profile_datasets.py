@@ -64,3 +64,32 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     assert len(df) == 3
     assert set(df["task"]) == {f"hf:{saved.resolve()}:test"}
     assert df["error"].isna().all()
+
+
+def test_a_bare_jsonl_path_is_stored_absolute_and_resumes_from_elsewhere(tmp_path, monkeypatch):
+    """`-t w/t.jsonl` (no `jsonl:`) was stored as given, relative: `--resume` from another
+    directory failed, or read another file of that name there; `compare` of it against the
+    same file given as jsonl:PATH found no item in common."""
+    from conftest import run_cli
+
+    (tmp_path / "w").mkdir()
+    rows = [{"prompt": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(3)]
+    (tmp_path / "w" / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["-m", "smollm2-135m", "--limit", "2", "--max-tokens", "4"]
+    bare = run_cli("profile", "-t", "w/t.jsonl", *args, "--out", "bare")
+    assert bare.returncode == 0, bare.stderr
+    prefixed = run_cli("profile", "-t", "jsonl:w/t.jsonl", *args, "--out", "prefixed")
+    assert prefixed.returncode == 0, prefixed.stderr
+    store = Store.open(tmp_path / "bare")
+    try:
+        ref = store.run()["spec"]["tasks"][0]["ref"]
+    finally:
+        store.close()
+    assert ref == f"jsonl:{(tmp_path / 'w' / 't.jsonl').resolve()}"
+    compared = run_cli("compare", "prefixed", "bare", "-f", "json")
+    assert compared.returncode == 0, compared.stderr
+    assert json.loads(compared.stdout)[0]["configs"][0]["n"] == 2
+    monkeypatch.chdir(tmp_path / "w")
+    resumed = run_cli("profile", "--resume", str(tmp_path / "bare"))
+    assert resumed.returncode == 0 and "nothing to resume" in resumed.stderr, resumed.stderr

@@ -229,3 +229,22 @@ def test_weak_strong_defaults_and_errors():
         threshold_curve(WEAK, STRONG, COST_W, COST_S, [0.1, 0.2, 0.3, 0.4])
     with pytest.raises(UserError, match=r"in \[0, 1\]"):
         random_curve([2, 0], [1, 1], [1, 1], [2, 2])
+
+
+def test_a_curve_short_of_an_end_is_joined_to_always_weak_or_always_strong():
+    """Three configurations, the most accurate also the cheapest: no λ ≥ 0 routes a query away
+    from it, so the λ router's curve is one point at 100% strong. Extended flat, it read as
+    APGR 1 (above the oracle's); joined to always-weak, it is what mixing the two gives: 0.5."""
+    one_point = Curve(np.array([1.0]), np.array([0.8]), np.zeros(1), "λ router")
+    assert apgr(one_point, 0.2, 0.8) == pytest.approx(0.5)
+    assert auc(one_point, 0.2, 0.8) == pytest.approx(0.5)
+    assert auc(one_point) == pytest.approx(0.8)  # no ends given: flat, as before
+    rng = np.random.default_rng(3)
+    n = 200
+    scores = np.stack([rng.random(n) < p for p in (0.8, 0.2, 0.5)], axis=1).astype(float)
+    costs = np.broadcast_to([1.0, 3.0, 2.0], (n, 3))  # the strongest is the cheapest
+    expected = np.array([0.8, 0.2, 0.5]) + 0.01 * rng.random((n, 3))  # as a router learns it
+    curve = lambda_curve(expected, costs, scores, costs)
+    assert curve.strong_fraction.min() > 0.99  # the router never leaves the strongest
+    acc_w, acc_s = scores[:, 1].mean(), scores[:, 0].mean()
+    assert apgr(curve, acc_w, acc_s) == pytest.approx(0.5, abs=0.02)

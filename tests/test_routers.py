@@ -278,6 +278,24 @@ def test_the_unzipped_model_is_kept_by_version_and_older_copies_go(tmp_path, mon
     assert [p.name for p in tmp_path.iterdir()] == [kept.name]
 
 
+def test_an_embedding_decision_does_not_look_for_the_model_again(monkeypatch):
+    """Finding the model's folder reads every installed package's metadata (a quarter of a
+    second here): each served decision of an embedding router paid it, once per query."""
+    import importlib.metadata
+
+    from tradeoff.policy import embed
+
+    embed.encode(["found once"])
+    scans = []
+    real = importlib.metadata.packages_distributions
+    monkeypatch.setattr(
+        importlib.metadata, "packages_distributions", lambda: scans.append(1) or real()
+    )
+    for i in range(3):
+        assert embed.encode([f"question {i}"]).shape == (1, embed.DIM)
+    assert scans == []
+
+
 def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
     """Checked when it loads, not at its first query: a traceback there would stop `serve`."""
     from tradeoff.errors import UserError
@@ -312,6 +330,41 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
         run_cli("policy", "eval", str(topics), "--policy", str(tmp_path / "no-weights.json")),
         "words-lr router is not valid", "fit the policy again",
     )  # fmt: skip
+
+
+def test_a_policy_file_whose_configurations_were_edited_is_one_line(topics, tmp_path):
+    """The configurations a policy runs (`route`, `serve --policy`) read from its file: a field
+    missing, of the wrong type, or one this version does not know gave a 50-line traceback."""
+    from tradeoff.config import policy_configs
+    from tradeoff.errors import UserError
+
+    data = _fitted(topics, tmp_path / "p.json")
+    runnable = {"strategy": "single", "model": "small", "models": {"small": "smollm2-135m"},
+                "sampling": {"temperature": 0.0, "max_tokens": 8, "seed": 0}}  # fmt: skip
+    sampling = runnable["sampling"]
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({**data, "config_specs": [runnable, runnable]}))
+    assert [c.name for c in policy_configs(str(good))] == data["configs"]
+    cases = {
+        "no-sampling": {k: v for k, v in runnable.items() if k != "sampling"},
+        "no-model": {k: v for k, v in runnable.items() if k != "model"},
+        "hot": {**runnable, "sampling": {**sampling, "temperature": "hot"}},
+        "unknown-option": {**runnable, "sampling": {**sampling, "top_k": 5}},
+        "params-as-number": {**runnable, "params": 5},
+        "models-as-list": {**runnable, "models": ["smollm2-135m"]},
+    }
+    for label, spec in cases.items():
+        edited = tmp_path / f"{label}.json"
+        edited.write_text(json.dumps({**data, "config_specs": [spec, runnable]}))
+        with pytest.raises(UserError) as exc:
+            policy_configs(str(edited))
+        message = str(exc.value)
+        assert f"policy {edited}: configuration '{data['configs'][0]}'" in message, label
+        assert "fit the policy again" in message and "\n" not in message, label
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({**data, "configs": [1, 2]}))
+    with pytest.raises(UserError, match="configs must be a list of configuration names"):
+        Policy.load(names)
 
 
 def test_more_folds_than_groups_is_said(topics):

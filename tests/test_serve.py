@@ -11,7 +11,7 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import fitted_policy, run_cli, serve_process
+from conftest import fitted_policy, one_line_error, run_cli, serve_process
 from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.engines.emit import StopHoldback
@@ -281,6 +281,23 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     (row,) = _records(out).values()
     assert row["extra"]["routed_to"] == routed
     assert [call["model"] for call in row["calls"]] == [routed]
+
+    # The policy fitted again (an embedding router) at the same path: its records would be
+    # reported under one name with the first one's, so the same --out is refused.
+    refit = run_cli("policy", "fit", str(tmp_path / "records"), "--strong-fraction", "0.5",
+                    "--cost", "flops", "--router", "embed-lr", "-o", str(policy))  # fmt: skip
+    assert refit.returncode == 0, refit.stderr
+    one_line_error(
+        run_cli("serve", "--policy", str(policy), "--out", str(out), "--port", "0"),
+        "already holds records served as 'router' by another configuration",
+    )
+    # Served elsewhere, it stops in one line: the embedding router's torch brings nanobind
+    # objects, which a frozen collector reported as some 35 lines of leaks.
+    with serve_process("--policy", str(policy), "--out", str(tmp_path / "again")) as served:
+        body = {"model": "router", "messages": ASK, "max_tokens": 4}
+        assert httpx.post(f"{served.url}/chat/completions", json=body, timeout=120).is_success
+        assert served.stop() == 0
+    assert not [line for line in served.lines if "nanobind" in line], served.lines[-5:]
 
 
 def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):

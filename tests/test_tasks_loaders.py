@@ -401,3 +401,103 @@ def test_hf_without_the_datasets_package(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     message = user_error("hf:whatever")
     assert message == "hf: tasks need the 'datasets' package: pip install 'tradeoff[hf]'"
+
+
+# What the data says, read as it says it ------------------------------------------------------
+
+
+def test_digit_answers_of_number_options_read_one_way_for_the_whole_file(tmp_path: Path) -> None:
+    """An answer "3" among the options 3, 5, 7, 9 was read as the index 3 (D) and "5" as the
+    text of B, in one file: each answer now reads as its option's text when every one of them
+    is one, as an index when every one is one, and a file where both readings hold and differ
+    is refused."""
+    rows = [
+        {"prompt": "2+1?", "choices": ["3", "5", "7", "9"], "answer": "3"},
+        {"prompt": "4+1?", "choices": ["3", "5", "7", "9"], "answer": "5"},
+    ]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'text.jsonl', rows)}")
+    assert [it.reference for it in task.items] == ["A", "B"]
+    by_index = [
+        {"prompt": "Pick fig", "choices": ["apple", "pear", "fig"], "answer": "2"},
+        {"prompt": "Pick pear", "choices": ["apple", "pear", "fig"], "answer": "1"},
+    ]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'index.jsonl', by_index)}")
+    assert [it.reference for it in task.items] == ["C", "B"]
+    either = [
+        {"prompt": "1+0?", "choices": ["0", "1", "2", "3"], "answer": "1"},
+        {"prompt": "0+0?", "choices": ["3", "2", "1", "0"], "answer": "2"},
+    ]
+    message = user_error(f"jsonl:{write_jsonl(tmp_path / 'either.jsonl', either)}")
+    assert "either.jsonl line 2: answer '2' is both the text of option B" in message
+    assert "write the answers as letters" in message
+
+
+def test_answers_are_kept_as_written(tmp_path: Path) -> None:
+    """A number in exponent form is the number (5e-05 was a string the numeric scorer could
+    not read); a boolean is yes or no; a raw U+2028 inside a JSON string does not end the line;
+    an answer that normalizes to nothing is refused, naming its line."""
+    text = "\n".join(
+        [
+            json.dumps({"prompt": "tiny?", "answer": 0.00005}),
+            json.dumps({"prompt": "huge?", "answer": 1e20}),
+            json.dumps({"prompt": "one\u2028two: 2+2?", "answer": 4}, ensure_ascii=False),
+        ]
+    )
+    (tmp_path / "n.jsonl").write_text(text + "\n", encoding="utf-8")
+    task = load_task(f"jsonl:{tmp_path / 'n.jsonl'}")
+    assert [it.reference for it in task.items] == ["0.00005", "100000000000000000000", "4"]
+    assert task.scorer.name == "numeric" and task.items[2].prompt.startswith("one\u2028two")
+    assert task.scorer.score("It is 0.00005.", task.items[0]) == 1.0
+    yes_no = [{"prompt": "Is ice cold?", "answer": True}, {"prompt": "Is fire?", "answer": "False"}]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'b.jsonl', yes_no)}")
+    assert task.scorer.name == "exact" and [it.reference for it in task.items] == [
+        "yes|true",
+        "no|false",
+    ]
+    assert task.scorer.score("Yes.", task.items[0]) == 1.0
+    assert task.scorer.score("No, not true", task.items[0]) == 0.0
+    empty = [{"prompt": "Capital of France?", "answer": "Paris"}, {"prompt": "?", "answer": "The"}]
+    message = user_error(f"jsonl:{write_jsonl(tmp_path / 'e.jsonl', empty)}")
+    assert "e.jsonl line 2: answer 'The' is nothing once normalized" in message
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "b\n', encoding="utf-8")
+    assert "(Unterminated string starting at column 27)" in user_error(f"jsonl:{bad}")
+
+
+@needs_datasets
+def test_hf_unlabelled_split_and_csv_text(tmp_path: Path) -> None:
+    """GLUE's test splits are labelled -1: read as the answer "-1" they scored every item 0;
+    now refused, naming the row. A directory of CSV files is read as text: 007 stays 007 and
+    True is an answer, not a boolean the loader refused."""
+    features = datasets.Features(
+        {
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+        }
+    )
+    split = {"sentence": ["good", "bad"]}
+    datasets.DatasetDict(
+        {
+            "validation": datasets.Dataset.from_dict({**split, "label": [1, 0]}, features=features),
+            "test": datasets.Dataset.from_dict({**split, "label": [-1, -1]}, features=features),
+        }
+    ).save_to_disk(str(tmp_path / "glue"))
+    message = user_error(f"hf:{tmp_path / 'glue'}", prompt_field="sentence")
+    assert "(test) row 0: label -1 is none of the 2 classes of 'label'" in message
+    assert "hf:NAME:validation" in message
+    task = load_task(f"hf:{tmp_path / 'glue'}:validation", prompt_field="sentence")
+    assert [it.reference for it in task.items] == ["positive", "negative"]
+
+    (tmp_path / "zips").mkdir()
+    (tmp_path / "zips" / "test.csv").write_text(
+        "question,answer,known\nzip of x,007,True\nzip of y,090210,False\n", encoding="utf-8"
+    )
+    task = load_task(f"hf:{tmp_path / 'zips'}", scorer="exact")
+    assert [it.reference for it in task.items] == ["007", "090210"]
+    assert task.items[0].meta["known"] == "True"
+    (tmp_path / "boolq").mkdir()
+    (tmp_path / "boolq" / "test.csv").write_text(
+        "question,answer\nis the sky blue,True\nis grass red,False\n", encoding="utf-8"
+    )
+    task = load_task(f"hf:{tmp_path / 'boolq'}")
+    assert [it.reference for it in task.items] == ["yes|true", "no|false"]

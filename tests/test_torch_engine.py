@@ -266,8 +266,11 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         "kv3": {**LLAMA, "num_key_value_heads": 3},
         "v100": {**LLAMA, "vocab_size": 100},
         "untyped": {k: v for k, v in LLAMA.items() if k != "model_type"},
+        "long": {**LLAMA, "max_position_embeddings": 10**9},
     }
-    nohid, heads3, kv3, v100, untyped = (config_file(tmp_path, c, name) for name, c in bad.items())
+    nohid, heads3, kv3, v100, untyped, long = (
+        config_file(tmp_path, c, name) for name, c in bad.items()
+    )
     cases = {
         f"torch:{cfg}": "add ?random_weights=1",
         f"torch:{cfg}?random_weights=1&colour=red": "unknown option 'colour'",
@@ -279,7 +282,9 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
         "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
         f"torch:{huge}?random_weights=1": "GB for its weights; this host has",
-        f"torch:{cfg}?random_weights=1&ctx=100000000": "for a KV cache of ctx=100000000",
+        f"torch:{long}?random_weights=1&ctx=100000000": "for a KV cache of ctx=100000000",
+        # past the architecture's positions: it was accepted, then warmed every length to it
+        f"torch:{cfg}?random_weights=1&ctx=1024": "ctx = 1024 is beyond the 512 positions",
         f"torch:{nohid}?random_weights=1": "lacks a usable field: 'hidden_size'",
         f"torch:{heads3}?random_weights=1": "not a multiple of num_attention_heads 3",
         f"torch:{kv3}?random_weights=1": "not a multiple of num_key_value_heads 3",

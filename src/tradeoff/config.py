@@ -427,12 +427,20 @@ class RunSpec(BaseModel):
                         f"configs[{i}]: '{alias}' is not a model alias of this spec; "
                         f"aliases: {', '.join(self.models)}"
                     )
+        routed = any(c.strategy == "route" for c in self.configs)
         for field_name in ("prices", "model_options", "resources"):
             for alias in getattr(self, field_name):
                 if alias not in self.models:
                     raise ValueError(
-                        f"{field_name}: '{alias}' is not a model alias; "
-                        f"aliases: {', '.join(self.models)}"
+                        f"{field_name}: '{alias}' is not a model alias; aliases: "
+                        f"{', '.join(self.models) or 'none'}"
+                        + (
+                            " (a route configuration's models come from its policy: name "
+                            "them under models: too, by the same aliases, to give them "
+                            f"{field_name})"
+                            if routed
+                            else ""
+                        )
                     )
 
 
@@ -488,21 +496,30 @@ def policy_configs(path: str) -> list[Config]:
                 f"policy {path}: configuration '{name}' cannot be run (imported outcomes have no "
                 "model to call); route needs a policy fitted on profiled configurations"
             )
-        out.append(
-            with_id(
-                Config(
-                    config_id="",
-                    name=name,
-                    strategy=content["strategy"],
-                    models=content["models"],
-                    model=content["model"],
-                    sampling=Sampling(**content["sampling"]),
-                    params=content.get("params", {}),
-                    model_options=content.get("model_options", {}),
-                )
+        try:
+            config = Config(
+                config_id="",
+                name=name,
+                strategy=content["strategy"],
+                models=content["models"],
+                model=content["model"],
+                sampling=Sampling(**content["sampling"]),
+                params=content.get("params", {}),
+                model_options=content.get("model_options", {}),
             )
-        )
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError too
+            why = f"no {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+            raise UserError(
+                f"policy {path}: configuration '{name}' is not one this tradeoff can run ({why}); "
+                "fit the policy again (`tradeoff policy fit`)"
+            ) from None
+        out.append(with_id(config))
     return out
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:160] if lines else type(exc).__name__
 
 
 def route_config(policy: str | Path, name: str) -> Config:
@@ -754,9 +771,12 @@ def with_absolute_paths(spec: RunSpec) -> RunSpec:
         alias: _absolute(ref, "gguf:") if ref.startswith("gguf:") else ref
         for alias, ref in spec.models.items()
     }
+    from tradeoff.tasks import task_name
+
     tasks = []
     for t in spec.tasks:
-        ref = t.ref
+        # a bare path ending in .jsonl is a jsonl: task: made absolute as one
+        ref = t.ref if t.ref.startswith("synthetic:") else task_name(t.ref)
         for prefix in ("jsonl:", "hf:"):
             if ref.startswith(prefix):
                 ref = _absolute(ref, prefix)

@@ -16,7 +16,7 @@ from typing import Any
 from tradeoff.analysis.costs import is_usd
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
-from tradeoff.store import STORE_FILE, Store
+from tradeoff.store import LOCK_FILE, STORE_FILE, Store
 from tradeoff.tasks.loaders import jsonl_rows
 from tradeoff.types import Item, Record
 
@@ -120,7 +120,7 @@ def import_outcomes(
             )
         first_line[item_id] = row.line
         prompt = row.values[prompt_col]
-        if not isinstance(prompt, str):
+        if not isinstance(prompt, str) or not prompt.strip():
             raise UserError(
                 f"{where}: column {prompt_col!r} holds {_shown(prompt)}; expected the prompt text"
             )
@@ -156,8 +156,9 @@ def import_outcomes(
     if (out / STORE_FILE).exists():  # Store.ensure_free would suggest --resume, which cannot apply
         raise UserError(f"{out} already holds a run; choose another --out")
     new_dir = not out.exists()
-    store = Store.create(out, spec, host_info())
+    store: Store | None = None
     try:
+        store = Store.create(out, spec, host_info())
         store.add_configs(configs)
         store.add_items(items)
         started = store.begin_session()
@@ -168,9 +169,17 @@ def import_outcomes(
                 store.write_record(_record(cid, item, score, cost, cost_unit, usd))
         store.conn.execute("COMMIT")
         store.end_session(started, "finished")
-    except BaseException:
-        # A half-written import would look like a run to resume; remove it instead.
+    except UserError:
+        if store is None:  # another writer's store, made first: not this import's to remove
+            raise
         store.close()
+        _discard(out, new_dir)
+        raise
+    except BaseException:
+        # A half-written import (a Ctrl-C as early as while its store is made) would look like
+        # a run to resume; remove it instead.
+        if store is not None:
+            store.close()
         _discard(out, new_dir)
         raise
     store.close()
@@ -331,7 +340,9 @@ def _shown(value: Any) -> str:
 
 
 def _discard(directory: Path, new_dir: bool) -> None:
-    for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm"):
+    """Remove what a stopped import wrote (its store closed, so its lock released): the store,
+    its lock file, and the directory where the import made it."""
+    for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE):
         (directory / name).unlink(missing_ok=True)
     if new_dir:
         with contextlib.suppress(OSError):

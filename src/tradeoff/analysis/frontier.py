@@ -48,6 +48,9 @@ class FrontierRow:
     # unless the device's peaks were calibrated and every call has one.
     roofline_s: float | None = None
     roofline_eff: float | None = None
+    # The load point of a load run the row is measured at (`frontier --at`, "(stopped)" where
+    # it did not finish); None: over every record
+    load_point: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,7 +86,10 @@ def choose(stats: list[dict[str, Any]], at: At) -> dict[str, dict[str, Any]]:
                     "--at max-goodput needs an SLO: give --slo (e.g. --slo ttft=0.5,e2e=10) or "
                     "measure the run with one"
                 )
-            chosen[config] = max(scored, key=lambda r: r["goodput"])
+            # a point stopped before it finished is measured over a short window, often of the
+            # fastest requests: chosen only where no finished point is scored
+            finished = [r for r in scored if r.get("status") in (None, "finished")]
+            chosen[config] = max(finished or scored, key=lambda r: r["goodput"])
             continue
         matching = [r for r in rows if _matches(r, at)]
         if not matching:

@@ -221,19 +221,32 @@ def oracle_curve(
     return Curve(frac, acc, cost, label)
 
 
-def auc(curve: Curve) -> float:
-    """Area under accuracy against strong_fraction over [0, 1] (trapezoid rule), in accuracy ×
-    fraction: equal to the curve's mean accuracy over fractions.
-
-    A curve that does not cover [0, 1] is extended flat: at its first accuracy down to fraction 0
-    and at its last up to 1 (the curves built here all cover [0, 1] already).
-    """
+def covering(
+    curve: Curve, acc_weak: float | None = None, acc_strong: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The curve's (strong_fraction, accuracy) points over all of [0, 1]. One that does not
+    reach an end is joined to it: to always-weak (0, acc_weak) and always-strong (1,
+    acc_strong), which a mix of those and the curve's end point reaches (one or the other at
+    random per query); without them, flat at its end's accuracy. The threshold curves built
+    here cover [0, 1]; an N-way λ router's need not (the strongest configuration also the
+    cheapest: no λ ≥ 0 sends a query from it)."""
     x = np.clip(curve.strong_fraction, 0.0, 1.0)
     y = curve.accuracy
     if x[0] > 0:
-        x, y = np.concatenate([[0.0], x]), np.concatenate([[y[0]], y])
+        low = y[0] if acc_weak is None else acc_weak
+        x, y = np.concatenate([[0.0], x]), np.concatenate([[low], y])
     if x[-1] < 1:
-        x, y = np.concatenate([x, [1.0]]), np.concatenate([y, [y[-1]]])
+        high = y[-1] if acc_strong is None else acc_strong
+        x, y = np.concatenate([x, [1.0]]), np.concatenate([y, [high]])
+    return x, y
+
+
+def auc(curve: Curve, acc_weak: float | None = None, acc_strong: float | None = None) -> float:
+    """Area under accuracy against strong_fraction over [0, 1] (trapezoid rule), in accuracy ×
+    fraction: equal to the curve's mean accuracy over fractions. A curve short of an end is
+    joined to it as `covering` says (it was extended flat, and a router that never left the
+    strong configuration had APGR 1)."""
+    x, y = covering(curve, acc_weak, acc_strong)
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
 
 
@@ -248,7 +261,7 @@ def apgr(curve: Curve, acc_weak: float, acc_strong: float) -> float:
     better than always weak, 0.5 the random router, 1 as good as always strong on average over
     the curve (the oracle can exceed 1). nan when acc_strong == acc_weak: there is no gap."""
     gap = _gap(acc_weak, acc_strong)
-    return (auc(curve) - acc_weak) / gap if not math.isnan(gap) else math.nan
+    return (auc(curve, acc_weak, acc_strong) - acc_weak) / gap if not math.isnan(gap) else math.nan
 
 
 def random_apgr_spread(scores_weak: ArrayLike, scores_strong: ArrayLike) -> float:

@@ -226,7 +226,12 @@ def evaluate(
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
     from tradeoff.policy.fit import Policy, run_table
     from tradeoff.policy.routers import resolve_router
-    from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
+    from tradeoff.report.router_table import (
+        ROUTER_NOTE,
+        policy_line,
+        router_heading,
+        router_tables,
+    )
 
     if split_by is not None and (policy is not None or train is not None):
         raise UserError("--split-by goes with --cv K, not with --policy or --train")
@@ -281,6 +286,8 @@ def evaluate(
         print(json.dumps(_strict_json(result.to_dict()), indent=2, allow_nan=False))
         return
     console.print(router_heading(result), soft_wrap=True, highlight=False)
+    if line := policy_line(result):
+        console.print(line, soft_wrap=True, highlight=False)
     for table_out in router_tables(result):
         console.print(table_out, crop=False)
     console.print(ROUTER_NOTE, style="dim")

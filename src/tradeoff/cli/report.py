@@ -4,6 +4,7 @@ Pareto-optimal configurations marked (both from one aggregation, `analysis.metri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -77,6 +78,12 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
         items = store.items()[["task", "item_id", "prompt", "reference"]]
     finally:
         store.close()
+    # Imported outcomes carry no latency and no output: stored as 0 (the columns are NOT NULL),
+    # exported as missing
+    imported = records["extra"].map(lambda text: bool(text) and json.loads(text).get("imported"))
+    if imported.any():
+        for column in ("e2e_s", "output_tokens"):
+            records[column] = records[column].astype(object).where(~imported.astype(bool), None)
     if nested:
         for column in ("calls", "extra"):
             records[column] = records[column].map(lambda text: json.loads(text) if text else None)
@@ -250,20 +257,28 @@ def frontier_rows(
     from tradeoff.analysis.costs import resolve
     from tradeoff.analysis.frontier import axis_label, frontier
 
+    points: dict[str, str] = {}
     if at is None:
         records, names, _ = _read(directory)
         where = ""
     else:
-        records, names, where = _records_at(directory, at, slo)
+        records, names, where, points = _records_at(directory, at, slo)
     axis = resolve(cost, records)
-    rows = frontier(records, axis.name, names)
+    rows = [
+        dataclasses.replace(r, load_point=points.get(r.config))
+        for r in frontier(records, axis.name, names)
+    ]
     return rows, axis_label(axis.name, rows) + where
 
 
-def _records_at(directory: Path, at: str, slo: Slo | None) -> tuple[pd.DataFrame, list[str], str]:
+def _records_at(
+    directory: Path, at: str, slo: Slo | None
+) -> tuple[pd.DataFrame, list[str], str, dict[str, str]]:
     """The measured records of each configuration at its load point chosen by `at`, priced
-    there; the configurations' names in order; and the operating point as a reader sees it."""
+    there; the configurations' names in order; the operating point as a reader sees it; and
+    each configuration's point, labelled as the load table labels it."""
     from tradeoff.analysis.operating_point import choose, parse_at, records_at
+    from tradeoff.report.load_table import point_label
 
     point = parse_at(at)
     read = _read_load(directory)
@@ -271,13 +286,15 @@ def _records_at(directory: Path, at: str, slo: Slo | None) -> tuple[pd.DataFrame
     chosen = choose(_load_stats(directory, read, slo)[0], point)
     prices = spec.get("prices") or {}
     models = {c["name"]: list(c["spec"].get("models", {})) for c in configs}
+    none_met = " (goodput 0 at every point: none met the SLO)"
     where = ", ".join(
-        f"{config} @ {row['load_point']}"
-        + (" (goodput 0 at every point: none met the SLO)" if row.get("goodput") == 0 else "")
+        f"{config} @ {point_label(row)}"
+        + (none_met if point.kind == "max-goodput" and row.get("goodput") == 0 else "")
         for config, row in chosen.items()
     )
     names = [c["name"] for c in configs]
-    return records_at(records, chosen, prices, models), names, f", at {point} ({where})"
+    points = {config: point_label(row) for config, row in chosen.items()}
+    return records_at(records, chosen, prices, models), names, f", at {point} ({where})", points
 
 
 def print_frontier(rows: list[FrontierRow], label: str, wide: bool = False) -> None:
@@ -540,9 +557,6 @@ def frontier(
     if plot is not None:
         write_plot(rows, label, plot, directory)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
-    if at is None:
-        print_unfinished(directory)
-        if _has_load_points(directory):
-            err_console.print(
-                f"note: {POOLED_NOTE}", style="yellow", highlight=False, soft_wrap=True
-            )
+    print_unfinished(directory)  # with --at too: a stopped point is measured over less
+    if at is None and _has_load_points(directory):
+        err_console.print(f"note: {POOLED_NOTE}", style="yellow", highlight=False, soft_wrap=True)

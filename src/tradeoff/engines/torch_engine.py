@@ -51,6 +51,7 @@ TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as
 # new shape costs 60-80 ms more on an H100 (kernel selection; benchmarks/RESULTS.md), which would
 # otherwise land in the time to first token of every prompt of a new length.
 PREFILL_BUCKET = 64
+DEFAULT_CTX = 2048  # positions of the KV cache where `ctx` is not given (or the model's fewer)
 
 # All torch work runs on one thread: CUDA graphs and the KV caches are not shared across threads.
 _TORCH_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
@@ -62,7 +63,7 @@ class TorchSpec:
     random_weights: bool
     dtype: str | None
     device: str | None
-    ctx: int
+    ctx: int | None  # None: not given, DEFAULT_CTX within the architecture's positions
     graph: bool | None
     compile: str | None  # None, "default" or "max-autotune"
     seed: int
@@ -123,7 +124,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
         random_weights=bool(flag("random_weights")),
         dtype=dtype,
         device=device,
-        ctx=integer("ctx", 2048),
+        ctx=integer("ctx", DEFAULT_CTX) if "ctx" in opts else None,
         graph=flag("graph"),
         compile=compile_mode,
         seed=integer("seed", 0),
@@ -300,7 +301,13 @@ class TorchEngine(InProcessEngine):
         on_gpu = self.device.type == "cuda"
         dtype_name = spec.dtype or ("bf16" if on_gpu else "fp32")
         self.dtype = DTYPES[dtype_name]
-        self.n_ctx = spec.ctx
+        self.n_ctx = min(DEFAULT_CTX, self.arch.max_positions) if spec.ctx is None else spec.ctx
+        if spec.ctx is not None and spec.ctx > self.arch.max_positions:
+            raise UserError(
+                f"model '{ref}': ctx = {spec.ctx} is beyond the {self.arch.max_positions} "
+                "positions the architecture was trained for (max_position_embeddings); give at "
+                f"most ctx={self.arch.max_positions}"
+            )
         self.use_graph = on_gpu if spec.graph is None else spec.graph
         if self.use_graph and not on_gpu:
             raise UserError(f"model '{ref}': graph=1 needs a CUDA device")

@@ -27,7 +27,7 @@ class Amount:
             value = float(body.removesuffix("s"))
         except ValueError:
             value = -1.0
-        if value < 0 or (not seconds and value != int(value)):
+        if not 0 <= value < math.inf or (not seconds and value != int(value)):  # and nan
             raise UserError(
                 f"{flag} {text!r}: give a number of requests (e.g. 10) or of seconds (e.g. 5s)"
             )

@@ -70,6 +70,12 @@ class Profile:
     sweep: int | None = None
 
 
+def _whole(text: str) -> bool:
+    """Whether `text` is a whole number of at least 1 in ASCII digits ('³' is a digit to
+    str.isdigit, not to int; '00' is 0)."""
+    return text.isascii() and text.isdigit() and int(text) >= 1
+
+
 def parse_profile(text: str, max_concurrency: int) -> Profile:
     """`--profile TEXT` as load points; one line naming the valid forms on bad input."""
     kind, _, args = text.strip().partition(":")
@@ -85,13 +91,13 @@ def parse_profile(text: str, max_concurrency: int) -> Profile:
             raise bad(f"{kind} takes no value")
         return Profile((synchronous if kind == "synchronous" else throughput,))
     if kind == "sweep":
-        if len(values) > 1 or (values and not values[0].isdigit()) or values == ["0"]:
+        if len(values) > 1 or (values and not _whole(values[0])):
             raise bad("sweep takes the number of rates, a whole number of at least 1")
         if values and int(values[0]) > MAX_SWEEP:
             raise bad(f"sweep takes at most {MAX_SWEEP} rates (each is a load point of its own)")
         return Profile((synchronous, throughput), sweep=int(values[0]) if values else SWEEP_POINTS)
     if kind == "concurrent":
-        if not values or not all(v.isdigit() and int(v) >= 1 for v in values):
+        if not values or not all(_whole(v) for v in values):
             raise bad("concurrent takes whole numbers of requests in flight, e.g. concurrent:1,4")
         return Profile(tuple(LoadPoint("concurrent", concurrency=int(v)) for v in values))
     if kind in ("constant", "poisson"):

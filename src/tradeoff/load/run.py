@@ -254,7 +254,16 @@ async def _drive_config(
             return "finished"
         if profile.sweep is not None and i == len(profile.points):
             low, high = rates.get("synchronous"), rates.get("throughput")
-            if low and high:
+            if not (low and high):
+                unmeasured = " and ".join(
+                    k for k, v in (("synchronous", low), ("throughput", high)) if not v
+                )
+                result.sweep_short.append(
+                    f"sweep of {config.name}: 0 of {profile.sweep} rates run, {unmeasured} "
+                    "measured no rate (no measured request completed): the rates lie between "
+                    "the two; give the points more requests or seconds, or less --warmup"
+                )
+            else:
                 between = sweep_rates(low, high, profile.sweep)
                 points += [LoadPoint("constant", rate=r) for r in between]
                 if len(between) < profile.sweep:

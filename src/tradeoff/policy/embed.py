@@ -80,10 +80,17 @@ def model_dir(why: str = "this router") -> Path:
     return target
 
 
+# model_dir's answer, once found: finding it reads every installed package's metadata (a
+# quarter of a second), which each routing decision paid before it was kept
+_found: list[Path] = []
+
+
 def _encoder(why: str) -> Any:
-    if not available():
-        raise missing(why)
-    return _load(model_dir(why))
+    if not _found:
+        if not available():
+            raise missing(why)
+        _found.append(model_dir(why))
+    return _load(_found[0])
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from tradeoff.analysis.router import (
     weak_strong,
 )
 from tradeoff.errors import UserError
-from tradeoff.policy.fit import Policy, Table, out_of_fold
+from tradeoff.policy.fit import Policy, Table, out_of_fold, routed
 from tradeoff.policy.routers import Featurizer, WordsLR, new_router
 
 
@@ -53,6 +53,9 @@ class Evaluation:
     router: str = WordsLR.kind  # the router family evaluated (`routers.py`)
     warnings: list[str] = field(default_factory=list)  # why these figures may mislead
     cost_unit: str = ""  # the cost axis's unit ("" in evaluations stored before it was kept)
+    # A policy file's own routing of these items, at the λ it was fitted with (`policy_point`);
+    # empty for --cv and --train, which evaluate a router's whole curve
+    operating: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON: each curve as lists of floats."""
@@ -83,7 +86,7 @@ class Evaluation:
 def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterReport:
     return RouterReport(
         label=curve.label,
-        auc=auc(curve),
+        auc=auc(curve, acc_w, acc_s),
         apgr=apgr(curve, acc_w, acc_s),
         cpt50=cpt(curve, acc_w, acc_s, 0.5),
         cpt80=cpt(curve, acc_w, acc_s, 0.8),
@@ -229,6 +232,7 @@ def evaluate_policy(
     the result's warnings: `--cv` or `--split-by` are the honest figures then)."""
     expected = policy.expected(table.texts, table.tasks, run)
     result = evaluate(table, expected, f"policy {path}", policy.kind)
+    result.operating = policy_point(table, expected, policy)
     seen = int(policy.seen(table.texts).sum())
     if seen:
         result.warnings.append(
@@ -236,3 +240,24 @@ def evaluate_policy(
             "so these figures overstate it; --cv K or --split-by FIELD evaluate it out of sample"
         )
     return result
+
+
+def policy_point(table: Table, expected: np.ndarray, policy: Policy) -> dict[str, Any]:
+    """Where the policy itself routes these items: at the λ it was fitted with, the accuracy,
+    mean cost and share to its strongest configuration it gives, beside the target it was
+    fitted for and what its calibration promised (out of fold, on the run it was fitted on)."""
+    point = routed(
+        expected, table.scores, table.costs, np.asarray(policy.mean_costs), policy.strong,
+        policy.lam,
+    )  # fmt: skip
+    promised = {
+        k: float(policy.calibration[k])
+        for k in ("accuracy", "cost", "strong_fraction")
+        if k in policy.calibration
+    }
+    return {
+        **point,
+        "strong": policy.configs[policy.strong],
+        "target": dict(policy.target),
+        "promised": promised,
+    }

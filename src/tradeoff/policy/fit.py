@@ -78,8 +78,10 @@ class Table:
         file's `task` column, not the one task name the import gave every row."""
         if self.meta and all(name in m for m in self.meta):
             return [str(m[name]) for m in self.meta]
-        if name == "task":
+        if name == "task" and not any(name in m for m in self.meta):
             return list(self.tasks)
+        # (a `task` column some items lack is refused too: their own task, the import's one
+        # name for every row, would read as one group of them)
         lacking = [i for i, m in enumerate(self.meta or [{}] * len(self.keys)) if name not in m]
         if lacking:
             have = sorted({"task"} | {k for m in self.meta for k in m})
@@ -236,6 +238,12 @@ def out_of_fold(
     if groups is None:
         first: dict[bytes, int] = {}
         query = np.array([first.setdefault(row.tobytes(), len(first)) for row in x])
+        if len(first) < k <= len(x):
+            raise UserError(
+                f"the {len(x):,} items hold only {len(first):,} distinct queries (one query "
+                f"under several ids is one), too few for {k} folds: a router learns from "
+                "distinct queries"
+            )
         split = [np.flatnonzero(np.isin(query, f)) for f in folds(len(first), k, seed)]
     else:
         split = group_folds(groups, k, seed)
@@ -281,7 +289,7 @@ def _share_lam(expected: np.ndarray, mean_costs: np.ndarray, strong: int, share:
     return float(np.quantile(gain, 1 - share))
 
 
-def _routed(
+def routed(
     expected: np.ndarray,
     scores: np.ndarray,
     costs: np.ndarray,
@@ -409,6 +417,8 @@ class Policy:
 
     def _malformed(self) -> str | None:
         """What in a loaded file does not have the type or length a policy's fields have."""
+        if not (isinstance(self.configs, list) and all(isinstance(c, str) for c in self.configs)):
+            return "configs must be a list of configuration names"
         n = len(self.configs)
 
         def number(x: Any) -> bool:
@@ -535,7 +545,7 @@ def fit_policy(
     if "strong_fraction" in target and priced_apart:
         # Two configurations: choose the threshold on the predicted gain directly, as a quantile.
         lam = _share_lam(oof, mean_costs, strong, target["strong_fraction"])
-        row = pd.Series(_routed(oof, table.scores, table.costs, mean_costs, strong, lam))
+        row = pd.Series(routed(oof, table.scores, table.costs, mean_costs, strong, lam))
     else:  # from no query to every one to the dearest, all-strong where it is the dearest
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
         row = calibrate(curve, target, table.cost_unit)

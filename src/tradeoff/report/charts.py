@@ -498,6 +498,26 @@ def _end(accuracy: float, name: str, at: float, align: Literal["left", "right"])
     return rule + text
 
 
+def _policy_mark(e: Evaluation) -> list[alt.Chart]:
+    """A policy file's own routing of the items, as a marked point on the curves (where the
+    share it gives is to the curves' strong configuration); none for a router's curve alone."""
+    op = e.operating
+    if not op or op.get("strong") != e.strong:
+        return []
+    share, accuracy = 100 * float(op["strong_fraction"]), float(op["accuracy"])
+    tip = {
+        "point": f"the policy as fitted (λ {op['lam']:.4g})",
+        "strong calls": f"{share:.1f}%",
+        "accuracy": f"{accuracy:.3f}",
+    }
+    at = alt.Chart(alt.Data(values=[{"share": share, "accuracy": accuracy, "tip": tip}]))
+    mark = at.mark_point(shape="diamond", size=160, filled=True, color="#222222", tooltip=TOOLTIP)
+    text = at.mark_text(align="left", dx=10, dy=12, color="#222222").encode(
+        x="share:Q", y="accuracy:Q", text=alt.datum("the policy as fitted")
+    )
+    return [mark.encode(x="share:Q", y="accuracy:Q"), text]
+
+
 def router_chart(evaluation: Evaluation) -> alt.LayerChart:
     """Accuracy against the share of calls to the strong configuration, one line per router
     (the router, the oracle, random) with its APGR in the legend, and rules at the weak and
@@ -536,7 +556,7 @@ def router_chart(evaluation: Evaluation) -> alt.LayerChart:
         _end(e.acc_weak, f"{e.weak} (weak): {e.acc_weak:.3f}", 100, "right"),
         _end(e.acc_strong, f"{e.strong} (strong): {e.acc_strong:.3f}", 0, "left"),
     ]
-    return alt.layer(*ends, lines, dots, data=alt.Data(values=points)).properties(
+    return alt.layer(*ends, lines, dots, *_policy_mark(e), data=alt.Data(values=points)).properties(
         width=640,
         height=400,
         title=alt.TitleParams(
@@ -549,10 +569,15 @@ def router_chart(evaluation: Evaluation) -> alt.LayerChart:
 
 def write_router(evaluation: Evaluation, path: str | Path) -> Path:
     """A router's curves to a .png, or to an .html page with its metrics tables."""
-    from tradeoff.report.router_table import ROUTER_NOTE, router_heading, router_tables
+    from tradeoff.report.router_table import (
+        ROUTER_NOTE,
+        policy_line,
+        router_heading,
+        router_tables,
+    )
 
     e = evaluation
-    below = f"<p>{html.escape(router_heading(e))}</p>"
+    below = "".join(f"<p>{html.escape(t)}</p>" for t in (router_heading(e), policy_line(e)) if t)
     below += "".join(column_table(t) for t in router_tables(e)) + notes([ROUTER_NOTE])
     title = f"tradeoff router evaluation: {e.weak} → {e.strong}"
     return write_chart(router_chart(e), path, title, below)

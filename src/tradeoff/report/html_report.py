@@ -394,7 +394,7 @@ def _routers(evaluations: list[dict[str, Any]]) -> str:
         return ""
     from tradeoff.policy.evaluate import Evaluation
     from tradeoff.report.charts import router_chart
-    from tradeoff.report.router_table import router_heading, router_tables
+    from tradeoff.report.router_table import policy_line, router_heading, router_tables
 
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for data in evaluations:
@@ -404,6 +404,7 @@ def _routers(evaluations: list[dict[str, Any]]) -> str:
         result = Evaluation.from_dict(data)
         parts += [
             f"<p>{html.escape(router_heading(result))} (evaluated {when(data['created_at'])})</p>",
+            *(f"<p>{html.escape(line)}</p>" for line in [policy_line(result)] if line),
             vega.embed(f"router-{i}", router_chart(result)),
             *(column_table(t) for t in router_tables(result)),
         ]

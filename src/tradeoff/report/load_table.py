@@ -3,7 +3,7 @@ asked beside what was achieved, latency percentiles, goodput, and saturation mar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.markup import escape
@@ -66,6 +66,8 @@ def _ms(value: float | None) -> str:
 def _goodput(r: dict[str, Any], key: str, notes: list[str]) -> str:
     if r["slo"] is None:
         return missing_cell(notes, NO_SLO_NOTE.format(form=SLO_FORM.removeprefix("give ")))
+    if r[key] is None and not r.get("n_measure", 1):
+        return missing_cell(notes, NONE_MEASURED)
     if r[key] is None and key == "correct_goodput":
         return missing_cell(notes, UNSCORED_NOTE)
     return number(r[key], ".3g")
@@ -88,6 +90,10 @@ def _dollars(r: dict[str, Any], notes: list[str]) -> str:
 
 
 NONE_COMPLETED = "latencies n/a: no request of the load point completed (see its failures)"
+NONE_MEASURED = (
+    "n/a: the load point measured no request (each one it sent was warm-up or cool-down: "
+    "give it more requests or seconds, or less --warmup)"
+)
 NO_PACE = (
     f"pace n/a: fewer than {TREND_MIN_N} measured requests answered, or all of them scheduled "
     "at once"
@@ -99,7 +105,7 @@ def _timed(key: str, show: Callable[[float | None], str]) -> Callable[[Any, list
 
     def cell(r: dict[str, Any], notes: list[str]) -> str:
         if r[key] is None and not r["completed"]:
-            return missing_cell(notes, NONE_COMPLETED)
+            return missing_cell(notes, NONE_COMPLETED if r.get("n_measure", 1) else NONE_MEASURED)
         return show(r[key])
 
     return cell
@@ -135,7 +141,7 @@ def _latency_columns() -> list[Column]:
     return columns
 
 
-def _point(r: dict[str, Any]) -> str:
+def point_label(r: Mapping[str, Any]) -> str:
     """The point's label, and how it ended where it did not finish (stopped, errors, running)."""
     status = r.get("status")
     return r["load_point"] + (f" ({status})" if status not in (None, "finished") else "")
@@ -145,7 +151,7 @@ def _columns() -> list[Column]:
     return [
         Column("▲", lambda r, _: _saturated(r), justify="center"),
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
-        Column("load\npoint", lambda r, _: escape(_point(r)), justify="left"),
+        Column("load\npoint", lambda r, _: escape(point_label(r)), justify="left"),
         Column("target", lambda r, _: target_label(r), wide=True),
         Column("req/s", lambda r, _: number(r["achieved_rate"], ".3g")),
         Column("pace", _pace, wide=True),
@@ -239,7 +245,7 @@ def scraped_table(rows: list[dict[str, Any]]) -> tuple[ColumnTable, list[str]]:
 
     columns = [
         Column("config", lambda r, _: escape(r["config"]), justify="left", name=True),
-        Column("load\npoint", lambda r, _: escape(_point(r)), justify="left"),
+        Column("load\npoint", lambda r, _: escape(point_label(r)), justify="left"),
         Column("scrapes\nok/failed", lambda r, _: f"{r['scrapes']}/{r['failed']}"),
         gauge("running", "mean", ".1f"),
         gauge("running", "max", ".0f"),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from rich.markup import escape
 
+from tradeoff.analysis.router import covering
 from tradeoff.policy.evaluate import Evaluation, RouterReport
 from tradeoff.policy.fit import NO_COSTS
 from tradeoff.report.columns import Column, ColumnTable, build_table
@@ -39,6 +40,39 @@ def router_heading(result: Evaluation) -> str:
     )
 
 
+def policy_line(result: Evaluation) -> str:
+    """One line, for a policy file's evaluation: where its own λ routes these items, against
+    its target and what its fit promised; "" for a router's curve alone (--cv, --train)."""
+    op = result.operating
+    if not op:
+        return ""
+    priced = result.cost_axis != NO_COSTS
+    unit = f" {result.cost_unit}" if result.cost_unit else ""
+
+    def figures(point: dict[str, float]) -> str:
+        cost = f", cost {point['cost']:.4g}{unit} a query" if priced and "cost" in point else ""
+        share = point.get("strong_fraction")
+        shown = f", {share:.0%} to {op['strong']}" if share is not None else ""
+        return f"accuracy {point.get('accuracy', math.nan):.3f}{cost}{shown}"
+
+    target, verdict = op["target"], ""
+    if "accuracy" in target:
+        aim = f"accuracy ≥ {target['accuracy']:g}"
+        gap = op["accuracy"] - target["accuracy"]
+        verdict = "reaches it" if gap >= 0 else f"{-gap:.3f} short of it"
+    elif "budget" in target:
+        aim = f"a budget of {target['budget']:g}{unit} a query"
+        over = op["cost"] - target["budget"]
+        verdict = "within it" if over <= 0 else f"{over:.4g}{unit} over it"
+    else:
+        aim = f"{target['strong_fraction']:.0%} of queries to {op['strong']}"
+    line = f"the policy's own routing (λ {op['lam']:.4g}, fitted for {aim}): {figures(op)}"
+    line += f", {verdict}" if verdict else ""
+    if op.get("promised"):
+        line += f"; its fit promised, out of fold on its own run: {figures(op['promised'])}"
+    return line
+
+
 def router_tables(result: Evaluation) -> list[ColumnTable]:
     """The metrics table, then accuracy at 0%, 10%, ... 100% of calls to the strong one."""
     metrics, _ = build_table(
@@ -58,7 +92,7 @@ def router_tables(result: Evaluation) -> list[ColumnTable]:
         None,
         [
             _labels("accuracy at % strong calls"),
-            *[Column(f"{100 * share:.0f}%", _accuracy_at(share)) for share in grid],
+            *[Column(f"{100 * share:.0f}%", _accuracy_at(share, result)) for share in grid],
         ],
         result.routers,
     )
@@ -70,6 +104,12 @@ def _labels(header: str) -> Column:
     return Column(header, lambda r, _: escape(r.label), justify="left", name=True)
 
 
-def _accuracy_at(share: float) -> Callable[[RouterReport, list[str]], str]:
-    """A cell: the router's accuracy at `share` of calls to the strong configuration."""
-    return lambda r, _: f"{np.interp(share, r.curve.strong_fraction, r.curve.accuracy):.3f}"
+def _accuracy_at(share: float, result: Evaluation) -> Callable[[RouterReport, list[str]], str]:
+    """A cell: the router's accuracy at `share` of calls to the strong configuration (past its
+    curve's ends, mixed with always-weak or always-strong, as its AUC counts it)."""
+
+    def cell(r: RouterReport, _: list[str]) -> str:
+        x, y = covering(r.curve, result.acc_weak, result.acc_strong)
+        return f"{np.interp(share, x, y):.3f}"
+
+    return cell

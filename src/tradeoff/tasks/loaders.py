@@ -4,17 +4,26 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from tradeoff.errors import UserError
 from tradeoff.tasks.base import Scorer, Task
-from tradeoff.tasks.scorers import LETTERS, ChoiceScorer, make_scorer, reference_number
+from tradeoff.tasks.scorers import (
+    LETTERS,
+    ChoiceScorer,
+    alternatives,
+    make_scorer,
+    reference_number,
+)
 from tradeoff.types import Item, Message, Prompt
 
 PROMPT_FIELDS = ("prompt", "messages", "question", "input", "problem", "query", "text")
@@ -24,6 +33,9 @@ ID_FIELDS = ("id",)
 CHOICES_FIELD = "choices"
 SPLIT_ORDER = ("test", "validation", "train")
 N_FEWSHOT = 3
+DATA_FILES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt"}  # `datasets` reads
+YES, NO = "yes|true", "no|false"  # a boolean answer's reference
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 INSTRUCTIONS = {
     "numeric": "Answer with just the final number.",
@@ -123,13 +135,23 @@ def _describe(value: Any) -> str:
 
 
 def _reference(value: Any, field: str, where: str) -> str:
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool):  # BoolQ's answers: either word accepted
+        return YES if value else NO
+    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):  # a CSV's
+        return YES if value.strip().casefold() == "true" else NO
+    if value is None:
         raise UserError(
             f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, "
             "a number, or a list of accepted strings"
         )
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UserError(f"{where}: field {field!r} is {value}; a numeric answer must be finite")
+        # positional, as a model would write it: 5e-05 is 0.00005 (the numeric scorer reads no
+        # exponent)
+        return format(Decimal(repr(value)), "f")
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
@@ -160,7 +182,12 @@ def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
     return texts, labels
 
 
-def _choice_letter(answer: Any, texts: list[str], labels: list[str] | None, where: str) -> str:
+def _choice_letter(
+    answer: Any, texts: list[str], labels: list[str] | None, where: str, digits: str | None = None
+) -> str:
+    """The option letter an answer names: an int index, one of the data's labels, a letter, a
+    string of digits (read as `digits` says: "index" or "text", `digit_reading`), or an option's
+    text."""
     n = len(texts)
     if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < n:
         return LETTERS[answer]
@@ -169,7 +196,7 @@ def _choice_letter(answer: Any, texts: list[str], labels: list[str] | None, wher
         return LETTERS[labels.index(text)]
     if len(text) == 1 and text.upper() in LETTERS[:n]:
         return text.upper()
-    if text.isdigit() and int(text) < n:
+    if text.isdigit() and int(text) < n and digits != "text":
         return LETTERS[int(text)]
     if text in texts:
         return LETTERS[texts.index(text)]
@@ -177,6 +204,37 @@ def _choice_letter(answer: Any, texts: list[str], labels: list[str] | None, wher
         f"{where}: answer {text[:40]!r} is not an option index 0-{n - 1}, a letter "
         f"A-{LETTERS[n - 1]}, nor the text of one of the {n} choices"
     )
+
+
+def digit_reading(rows: Iterable[tuple[str, dict[str, Any]]], fields: Fields) -> str | None:
+    """How a data set's multiple-choice answers written as digit strings are read, the same way
+    for every row: "text" where each one is an option's text ("3" of 3, 5, 7, 9), "index" where
+    each one is an option's index; None where no answer is such a string. A data set in which
+    both hold and the two readings differ is a UserError naming a row: it cannot be read
+    safely."""
+    found: list[tuple[str, str, list[str]]] = []
+    for where, row in rows:
+        if fields.choices is None or row.get(fields.choices) is None:
+            continue
+        answer = row.get(fields.answer)
+        if isinstance(answer, str) and answer.strip().isdigit():
+            texts, labels = _options(row[fields.choices], where)
+            if labels is None or answer.strip() not in labels:
+                found.append((where, answer.strip(), texts))
+    if not found:
+        return None
+    as_text = all(a in texts for _, a, texts in found)
+    as_index = all(int(a) < len(texts) for _, a, texts in found)
+    if as_text and as_index:
+        for where, a, texts in found:
+            if texts.index(a) != int(a):
+                raise UserError(
+                    f"{where}: answer {a!r} is both the text of option "
+                    f"{LETTERS[texts.index(a)]} and the index of option {LETTERS[int(a)]}, and "
+                    "every answer of the data reads either way; write the answers as letters "
+                    "(A, B, ...) or as JSON numbers (indexes from 0)"
+                )
+    return "text" if as_text else "index" if as_index else None
 
 
 def _with_options(prompt: Prompt, texts: list[str]) -> Prompt:
@@ -197,8 +255,10 @@ def row_to_item(
     where: str,
     task: str,
     class_names: list[str] | None = None,
+    digits: str | None = None,
 ) -> Item:
-    """One item from one row; `where` ("data.jsonl line 3") names the row in errors."""
+    """One item from one row; `where` ("data.jsonl line 3") names the row in errors; `digits`:
+    how its data set's digit-string choice answers read (`digit_reading`)."""
     for name in (fields.prompt, fields.answer):
         if name not in row:
             have = ", ".join(row) or "none"
@@ -208,10 +268,17 @@ def row_to_item(
     answer = row[fields.answer]
     if fields.choices is not None and row.get(fields.choices) is not None:
         texts, labels = _options(row[fields.choices], where)
-        reference = _choice_letter(answer, texts, labels, where)
+        reference = _choice_letter(answer, texts, labels, where, digits)
         prompt = _with_options(prompt, texts)
         meta["choices"] = texts
-    elif class_names is not None and isinstance(answer, int) and 0 <= answer < len(class_names):
+    elif class_names is not None and isinstance(answer, int) and not isinstance(answer, bool):
+        if not 0 <= answer < len(class_names):  # GLUE's test splits are labelled -1
+            raise UserError(
+                f"{where}: label {answer} is none of the {len(class_names)} classes of "
+                f"{fields.answer!r} ({', '.join(class_names[:4])}"
+                f"{', ...' if len(class_names) > 4 else ''}): an unlabelled split? name a "
+                "labelled one, e.g. hf:NAME:validation"
+            )
         reference = class_names[answer]  # a ClassLabel column: the label's name, not its index
     else:
         reference = _reference(answer, fields.answer, where)
@@ -245,6 +312,8 @@ def choose_scorer(
             scorer = "choice"
         elif all(reference_number(it.reference) is not None for it in items):
             scorer = "numeric"
+        elif all(it.reference in (YES, NO) for it in items):
+            scorer = "exact"  # yes or no: "contains" would take "no, not true" for true
         else:
             scorer = "contains"
     chosen = make_scorer(scorer, pattern)
@@ -255,6 +324,12 @@ def choose_scorer(
             raise UserError(
                 f"{where}: answer {item.reference[:40]!r} is not a number, which the numeric "
                 "scorer needs (a number, or GSM8K's '... #### 42'); choose another with --scorer"
+            )
+        if scorer in ("exact", "contains") and not alternatives(item.reference):
+            raise UserError(
+                f"{where}: answer {item.reference[:40]!r} is nothing once normalized (case, "
+                "punctuation and the articles a, an, the are dropped before comparing), so no "
+                "answer could match it; give a fuller answer, or --scorer regex"
             )
         if scorer == "choice" and not _is_letter(item.reference):
             raise UserError(
@@ -307,7 +382,9 @@ def _make_task(
 def _read_lines(path: Path, shown: str) -> list[str]:
     try:
         # utf-8-sig: editors on Windows often start a UTF-8 file with a byte-order mark
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        # Lines end at \n, \r\n or \r only: str.splitlines would also split at U+2028, U+2029
+        # and U+0085, which JSON allows raw inside its strings.
+        return _LINE_END.split(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(
             f"task file {shown!r} does not exist; jsonl:PATH needs a file with one JSON object "
@@ -341,7 +418,8 @@ def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, An
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(
-                f"{shown} line {lineno} is not valid JSON ({e.msg} at column {e.colno}); "
+                f"{shown} line {lineno} is not valid JSON ({e.msg.removesuffix(' at')} at "
+                f"column {e.colno}); "
                 "each line must be one JSON object"
             ) from None
         if not isinstance(row, dict):
@@ -366,17 +444,21 @@ def load_jsonl(
     `messages` list), an `answer`, and optionally an `id` and a `choices` list."""
     name = name or f"jsonl:{path}"
     lines = _read_lines(Path(path).expanduser(), path)
+    rows = [(f"{path} line {lineno}", lineno, row) for lineno, row in jsonl_rows(lines, path)]
     items: list[Item] = []
     wheres: list[str] = []
     fields: Fields | None = None
-    for lineno, row in jsonl_rows(lines, path):
-        where = f"{path} line {lineno}"
+    digits: str | None = None
+    for where, lineno, row in rows:
         if fields is None:
             # The first object decides the fields; every later line must have them too.
             fields = resolve_fields(list(row), where, prompt_field, answer_field, id_field)
             first = where
+            digits = digit_reading(((w, r) for w, _, r in rows), fields)
         _check_id(row, fields, where, first)
-        items.append(row_to_item(row, fields, default_id=str(lineno), where=where, task=name))
+        items.append(
+            row_to_item(row, fields, default_id=str(lineno), where=where, task=name, digits=digits)
+        )
         wheres.append(where)
     if not items:
         raise UserError(
@@ -504,7 +586,8 @@ def _load_hf_object(datasets: Any, name: str, config: str | None, local: bool) -
     with _offline(datasets):
         try:
             # A directory of data files (csv, json, parquet) or a data set in the local cache.
-            return datasets.load_dataset(str(path) if local else name, config)
+            loaded = datasets.load_dataset(str(path) if local else name, config)
+            return _as_text(datasets, path, loaded) if local else loaded
         except Exception as e:
             if local:
                 raise UserError(
@@ -515,6 +598,20 @@ def _load_hf_object(datasets: Any, name: str, config: str | None, local: bool) -
                 f"hf dataset {name!r} is not in the local cache and there is no network "
                 f"({_reason(e)}); save it with Dataset.save_to_disk and use hf:PATH"
             ) from None
+
+
+def _as_text(datasets: Any, directory: Path, loaded: Any) -> Any:
+    """A directory of CSV files read again with every column a string: `datasets` infers types
+    as pandas does, and so reads the answer 007 as 7 and True as a boolean."""
+    kinds = {p.suffix.lower() for p in directory.rglob("*") if p.is_file()} & DATA_FILES
+    if not kinds or not kinds <= {".csv", ".tsv"}:
+        return loaded
+    first = next(iter(loaded.values())) if hasattr(loaded, "values") else loaded
+    text = datasets.Features({c: datasets.Value("string") for c in first.column_names})
+    try:
+        return datasets.load_dataset(str(directory), features=text)
+    except Exception:  # splits of other columns: keep what was read
+        return loaded
 
 
 def _reason(e: Exception) -> str:
@@ -550,6 +647,7 @@ def _hf_items(dataset: Any, fields: Fields, name: str, shown: str) -> tuple[list
     items: list[Item] = []
     wheres: list[str] = []
     rows: Iterable[dict[str, Any]] = dataset
+    digits = digit_reading(((f"{shown} row {i}", row) for i, row in enumerate(rows)), fields)
     for i, row in enumerate(rows):
         where = f"{shown} row {i}"
         items.append(
@@ -560,6 +658,7 @@ def _hf_items(dataset: Any, fields: Fields, name: str, shown: str) -> tuple[list
                 where=where,
                 task=name,
                 class_names=class_names,
+                digits=digits,
             )
         )
         wheres.append(where)
