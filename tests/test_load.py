@@ -406,6 +406,29 @@ def test_a_point_of_warm_up_only_says_it_measured_nothing(tmp_path):
     assert "no reference answers" not in text
 
 
+def test_a_sweep_takes_its_top_rate_from_every_answer_of_the_throughput_point(tmp_path):
+    """Behind a warm-up of requests kept in flight, the measured ones wait, and their rate reads
+    low (2.5× on a short point): the sweep's rates, taken from it, stopped short of what the
+    server kept up. Its top now comes from every answer of the point."""
+    from tradeoff.store import Store
+
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "20", "--max-concurrent", "2") as url:
+        result = _load(url, out, "--profile", "sweep:1", "--max-concurrency", "64",
+                       "--warmup", "0.3s", "--max-seconds", "1.5", "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    store = Store.open(out)
+    try:
+        points = {p["load_point"]: p for p in store.load_points()}
+    finally:
+        store.close()
+    sync, top = points["synchronous"]["summary"], points["throughput"]["summary"]
+    assert top["served_rps"] > top["achieved_rps"], top  # the warm-up's answers counted
+    (swept,) = [label for label in points if label.startswith("constant:")]
+    middle = (sync["achieved_rps"] + top["served_rps"]) / 2
+    assert float(swept.removeprefix("constant:")) == pytest.approx(middle, rel=0.01), points
+
+
 def test_max_goodput_takes_a_finished_point_over_a_stopped_one():
     """A point stopped after a few requests is measured over a short window: its goodput read
     11.5 against the finished point's 5, and --at max-goodput took it, with no word."""

@@ -294,6 +294,9 @@ def test_the_steady_point_by_hand(stored):
     # window: first send 1.0 s to the last end, 3.2 + 0.05 + 0.15 = 3.4 s
     assert r["window_s"] == pytest.approx(2.4)
     assert r["achieved_rate"] == pytest.approx(21 / 2.4)  # 8.75/s: the drain lowers it
+    # every answer, warm-up and cool-down too (5 s each), over the whole point: 0.0 s to the
+    # last cool-down's end, 3.6 + 5.0 s (the failed and the cancelled one are no answers)
+    assert r["served_rate"] == pytest.approx((3 + 21 + 2) / 8.6)
     # answers kept pace with the schedule: the medians of the waits of the first and last 7
     # requests differ by little against the 1.5 s between their schedules
     assert r["pace"] == pytest.approx(1.0, abs=0.05)
@@ -499,6 +502,7 @@ def test_load_rows_as_json_csv_and_parquet(run_dir):
     for key in [
         "target_rate",
         "achieved_rate",
+        "served_rate",
         "concurrency",
         "completed",
         "failed",
