@@ -167,6 +167,10 @@ CHAT_ONLY: list[tuple[str, Any]] = [
     ("logprobs", True), ("logprobs", "false"),
     ("max_completion_tokens", 0), ("max_completion_tokens", "3"),
     ("max_completion_tokens", MAX_TOKENS + 1),
+    # offered tools and a JSON format were answered with plain text, as if never asked for
+    ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tools", "f"),
+    ("response_format", {"type": "json_object"}), ("response_format", "text"),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
 ]  # fmt: skip
 COMPLETIONS_ONLY: list[tuple[str, Any]] = [
     ("prompt", 5), ("prompt", []), ("prompt", ["a", "b"]), ("prompt", [1]), ("prompt", None),
@@ -233,7 +237,7 @@ ACCEPTED_BOTH = [
     {"stop": ["\u0000"]}, {"stop": ["😀"]},
     {"n": 1}, {"n": None}, {"stream": False}, {"stream": None},  # OpenAI's schema: nullable
     {"top_p": 0.5, "user": "u", "frequency_penalty": 0, "presence_penalty": 0,
-     "tools": [{"junk": True}], "unknown": {"deep": [1, {"x": None}]}},
+     "unknown": {"deep": [1, {"x": None}]}},
     {"stream_options": {"include_usage": True}}, {"stream_options": None},
 ]  # fmt: skip
 ACCEPTED_CHAT = [
@@ -249,11 +253,13 @@ ACCEPTED_CHAT = [
     {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
                                                 {"type": "text", "text": "b"}]}]},
     {"messages": [{"role": "user", "content": "\u0000\u202e😀\ufeff", "name": "x"}]},
+    {"tools": []}, {"tools": None}, {"response_format": {"type": "text"}},
+    {"response_format": None},
 ]  # fmt: skip
 ACCEPTED_COMPLETIONS = [
     {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": 0},
     {"logprobs": None}, {"echo": False}, {"suffix": ""}, {"suffix": None},
-    {"best_of": 1}, {"best_of": None},
+    {"best_of": 1}, {"best_of": None}, {"tools": [{"junk": True}]},  # not a chat field
 ]  # fmt: skip
 ACCEPTED = (
     [(endpoint, f) for endpoint in ENDPOINTS for f in ACCEPTED_BOTH]

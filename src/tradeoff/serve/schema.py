@@ -1,8 +1,9 @@
 """The request bodies the server accepts, checked strictly, and its OpenAI-style errors.
 
-Fields tradeoff does not use (`top_p`, `frequency_penalty`, `tools`, `user`, ...) are accepted and
+Fields tradeoff does not use (`top_p`, `frequency_penalty`, `user`, ...) are accepted and
 ignored, as OpenAI-compatible servers do; fields whose meaning it cannot honour (`n` > 1,
-`logprobs`, `echo`, `suffix`) are rejected with 422 rather than silently dropped.
+`logprobs`, `echo`, `suffix`, `tools` offered, a `response_format` other than text) are rejected
+with 422 rather than silently dropped.
 """
 
 from __future__ import annotations
@@ -119,11 +120,26 @@ class _Common(_Strict):
         return value
 
 
+class TextFormat(_Strict):
+    type: Literal["text"]  # json_object and json_schema would need constrained decoding
+
+
 class ChatRequest(_Common):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[False] | None = None
+    # Tools would be offered to the model and its calls parsed; tradeoff answers text only, so a
+    # request that offers some is refused rather than answered as if it had not
+    tools: Annotated[list[dict[str, Any]], Field(json_schema_extra={"maxItems": 0})] | None = None
+    response_format: TextFormat | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if value:
+            raise ValueError("tradeoff answers with text and calls no tools; offer none")
+        return value
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
