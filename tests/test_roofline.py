@@ -230,6 +230,31 @@ def test_roofline_command(tmp_path):
     assert forever.returncode == 2 and "--seconds must be" in forever.stderr, forever.stderr
 
 
+def test_a_torch_reference_s_roofline_is_of_the_dtype_and_context_it_runs_with():
+    """Built on this host, a torch model took the CPU's fp32: a GPU's roofline read twice the
+    bytes, an 8B shape was refused for this host's memory, and ?ctx= was ignored."""
+    import re
+
+    def gb(*args: str) -> float:
+        done = run_cli("roofline", *args)
+        assert done.returncode == 0, done.stderr
+        found = re.search(r"([0-9.]+) (MB|GB) of weights", done.stdout)
+        assert found, done.stdout
+        return float(found[1]) / (1e3 if found[2] == "MB" else 1)
+
+    on_gpu = gb("torch:qwen2.5-0.5b?random_weights=1", "--device", "H100")
+    assert on_gpu == pytest.approx(gb("qwen2.5-0.5b", "--device", "H100", "--dtype", "bf16"))
+    as_fp32 = gb("torch:qwen2.5-0.5b?random_weights=1&dtype=fp32", "--device", "H100")
+    assert as_fp32 == pytest.approx(2 * on_gpu, rel=0.01)  # as printed, to 3 figures
+    big = run_cli("roofline", "torch:llama-3.1-8b?random_weights=1", "--device", "H200")
+    assert big.returncode == 0 and "16.1 GB of weights" in big.stdout, big.stderr
+    short = run_cli("roofline", "torch:qwen2.5-0.5b?random_weights=1&ctx=256", "--device",
+                    "H100", "--input", "300", "--output", "1")  # fmt: skip
+    assert short.returncode == 2 and "(256 positions)" in short.stderr, short.stderr
+    typed = run_cli("roofline", "torch:qwen2.5-0.5b?random_weights=1", "--dtype", "fp16")
+    assert typed.returncode == 2 and "?dtype=fp16 instead" in typed.stderr, typed.stderr
+
+
 def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
     """A directory, or a file that is not JSON: calibrate says so before it measures, and the
     roofline names the file, instead of a traceback or a silent 'no peaks'."""

@@ -13,7 +13,7 @@ roofline time / measured time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tradeoff.engines.base import ModelShape
@@ -170,6 +170,8 @@ def request_roofline(
             f"({', '.join(shipped_configs())}), a config.json or its directory, a bundled model "
             f"({', '.join(BUNDLED)}), gguf:PATH or torch:CONFIG_OR_DIR"
         )
+    elif model.startswith("torch:"):
+        shape = _torch_shape(model, device, dtype)
     elif dtype is not None:  # a loadable model's weights are as stored: ignoring it would mislead
         raise UserError(
             f"--dtype {dtype} applies to an architecture config; model '{model}' is read as it "
@@ -191,6 +193,25 @@ def request_roofline(
         raise UserError(f"{why}; or name a GPU: {gpus}")
     phases = phase_rooflines(shape, input_tokens, output_tokens, peaks, batch)
     return RooflineEstimate(model, shape, peaks, batch, phases)
+
+
+def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:
+    """The shape the torch engine would run `model` in on `device`, from its config, building
+    nothing: in `?dtype=`, else bf16 on a GPU and fp32 on the CPU, as the engine chooses, with
+    `?ctx=` its context. (Built here, it took this host's dtype, fp32: a GPU's roofline read
+    twice the bytes, and a shape larger than this host's memory was refused.)"""
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
+    from tradeoff.engines.torch_engine import parse_torch_ref
+
+    if dtype is not None:
+        raise UserError(
+            f"--dtype {dtype}: a torch model runs in the dtype its reference gives; write "
+            f"{model.partition('?')[0]}?dtype={dtype} instead"
+        )
+    spec = parse_torch_ref(model)
+    chosen = spec.dtype or ("fp32" if device.lower() == "cpu" else "bf16")
+    shape = shape_from_hf_config(load_hf_config(spec.source), chosen, model)
+    return shape if spec.ctx is None else replace(shape, context=spec.ctx)
 
 
 def _engine_shape(model: str) -> ModelShape:
