@@ -49,8 +49,24 @@ def list_models() -> list[ModelListing]:
     from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
 
     has_torch = find_spec("torch") is not None
+    # Without a GPU the engine runs in fp32 in this host's memory: a shape larger is no option
+    # here (its weights alone; the engine's own check adds the KV cache)
+    gpu = any(Path("/proc/driver/nvidia/gpus").glob("*"))
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     for name in shipped_configs():
-        shape = shape_from_hf_config(load_hf_config(name), "bf16")
+        config = load_hf_config(name)
+        shape = shape_from_hf_config(config, "bf16")
+        weights = shape_from_hf_config(config, "fp32").weight_bytes or 0
+        fits = gpu or weights < memory
+        if not has_torch:
+            detail = "needs PyTorch: pip install 'tradeoff[torch]'"
+        elif not fits:
+            detail = (
+                f"installed; its fp32 weights ({weights / 1e9:.1f} GB) exceed this host's "
+                f"{memory / 1e9:.1f} GB without a GPU"
+            )
+        else:
+            detail = "installed"
         out.append(
             ModelListing(
                 f"torch:{name}?random_weights=1",
@@ -58,8 +74,8 @@ def list_models() -> list[ModelListing]:
                 "completion",
                 f"the {name} architecture ({shape.n_params / 1e9:.2f} B parameters), "
                 "random weights",
-                has_torch,
-                "installed" if has_torch else "needs PyTorch: pip install 'tradeoff[torch]'",
+                has_torch and fits,
+                detail,
             )
         )
     return out
