@@ -325,6 +325,7 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--policy", "missing.json"], "policy file missing.json does not exist"),
         (["--policy", "p.json", "--config", SINGLE], "either --policy or --spec/--config"),
         (["--name", "x"], "--name names a --policy"),
+        (["--policy", "p.json", "--name", " "], "--name is empty"),  # it served as 'policy'
         (["--port", "70000"], "is not a port number"),
         (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
         (["--request-timeout", "inf"], "--request-timeout must be a number of seconds"),

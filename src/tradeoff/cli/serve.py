@@ -101,6 +101,8 @@ def serve(
         raise UserError("give either --policy or --spec/--config, not both")
     if name is not None and policy is None:
         raise UserError("--name names a --policy; configurations are served under their names")
+    if name is not None and not name.strip():
+        raise UserError("--name is empty; give the model name clients will ask for")
     if not 0.1 <= request_timeout < math.inf:  # min=0.1 lets inf through
         raise UserError(
             f"--request-timeout must be a number of seconds, 0.1 or more (got {request_timeout})"
