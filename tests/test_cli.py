@@ -346,3 +346,26 @@ def test_repeated_samples_at_temperature_0_are_noted(tmp_path):
     assert "samples 2 at temperature 0 (smollm2-135m)" in greedy.stderr, greedy.stderr
     sampled = run_cli(*args, "--temperature", "0.8", "--out", str(tmp_path / "s"))
     assert sampled.returncode == 0 and "at temperature 0" not in sampled.stderr, sampled.stderr
+
+
+def test_exported_counts_stay_whole_numbers_where_some_are_missing(tmp_path):
+    """A column of counts with a missing value was made float by pandas: the export read
+    "input_tokens": 144.0."""
+    from test_load_stats import _record
+
+    from tradeoff.store import Store
+
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs([("a", "a", {"strategy": "single"})])
+    counted = _record("a", "", 0, None, None, 1.0, ttft=0.1)
+    unknown = _record("a", "", 1, None, None, 1.0, ttft=0.1)
+    unknown.input_tokens = None  # a server that reported none
+    store.write_records([counted, unknown])
+    store.close()
+    rows = json.loads(run_cli("report", str(tmp_path / "run"), "--records", "-f", "json").stdout)
+    assert [r["input_tokens"] for r in rows] == [30, None] and type(rows[0]["input_tokens"]) is int
+    assert all(type(r["output_tokens"]) is int and type(r["sample"]) is int for r in rows)
+    as_csv = run_cli("report", str(tmp_path / "run"), "--records", "-f", "csv").stdout
+    assert ",30," in as_csv and "30.0" not in as_csv
+    shown = run_cli("report", str(tmp_path / "run"), "--records")
+    assert shown.returncode == 0 and "<NA>" not in shown.stdout, shown.stdout

@@ -347,3 +347,12 @@ def test_values_that_would_run_but_mean_nothing_are_refused(extra, said):
     with pytest.raises(UserError) as exc:
         resolve_configs(parse_spec(spec(**extra)))
     assert said in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_agreement_of_one_answer_is_refused():
+    """k 1 samples one answer, which agrees with itself (uncertainty 0 or 1): refused, as vote
+    refuses n 1; it ran."""
+    one = {"strategy": "cascade", "models": ["small", "large"], "signal": "agreement",
+           "threshold": 0.5, "k": [1, 3]}  # fmt: skip
+    with pytest.raises(UserError, match="k 1 samples one answer"):
+        parse_spec(spec(configs=[one]))

@@ -38,9 +38,27 @@ def run(tmp_path, configs, *, tasks=("arith",), limit=3, max_tokens=24, name="ru
 
 def test_decided_and_majority_rules():
     assert decided(Counter({"4": 3}), 2)  # 3 > 0 + 2
-    assert not decided(Counter({"4": 2}), 2)
-    assert not decided(Counter({"4": 2, "5": 1}), 1)  # 2 > 1 + 1 is false: a tie is possible
+    # a tie goes to the answer seen first: two of "4" with two draws left is decided (a new
+    # answer drawn twice ties, seen after "4"); it drew one answer more than it needed
+    assert decided(Counter({"4": 2}), 2)
+    assert not decided(Counter({"4": 2}), 3)  # a new answer drawn thrice overtakes
+    assert decided(Counter({"4": 2, "5": 1}), 1)  # "5" can tie, but was seen after "4"
+    assert not decided(Counter({"5": 1, "4": 2}), 1)  # seen before "4", "5" would win the tie
     assert decided(Counter({"4": 3, "5": 1}), 1)
+    # what the rule spares changes no answer: every order of five draws of three answers,
+    # stopped where it is decided, has the full vote's majority
+    import itertools
+
+    for draws in itertools.product("abc", repeat=5):
+        counts: Counter[str] = Counter()
+        for i, answer in enumerate(draws):
+            counts[answer] += 1
+            if decided(counts, len(draws) - i - 1):
+                assert (
+                    majority(list(draws[: i + 1]), list(draws[: i + 1]))[1]
+                    == (majority(list(draws), list(draws))[1])
+                ), draws
+                break
     out, answer, share = majority(["a 4", "b 5", "c 5"], ["4", "5", "5"])
     assert (out, answer, share) == ("b 5", "5", 2 / 3)
     out, answer, share = majority(["x", "y"], [None, None])
@@ -155,6 +173,10 @@ def test_switch_accounting_extremes_and_cross_tokenizer(tmp_path):
         for _, r in frame.iterrows():
             e = r["extra"]
             assert e["tokens_small"] + e["tokens_large"] == r["output_tokens"]
+            # the models' turns interleave: a call has no first-token time of its own (the
+            # small one's read beyond its computed time, even where it wrote no token)
+            assert all(c["ttft_s"] is None for c in r["calls"]), r["calls"]
+            assert r["ttft_s"] is not None and r["ttft_s"] <= r["e2e_s"]
             assert sum(c["output_tokens"] for c in r["calls"]) == r["output_tokens"]
             assert "\ufffd" not in r["output"]
     for name in ("switch-small-large-t1", "switch-small-large-t1.5"):
@@ -187,8 +209,93 @@ def test_switch_accounting_extremes_and_cross_tokenizer(tmp_path):
 
 
 def test_budget_caps_output_and_records_when_the_cap_bit(tmp_path):
-    df = run(tmp_path, [{"strategy": "budget", "model": "small", "budget": 6}], limit=3)
-    assert (df["output_tokens"] <= 6).all()
-    for _, r in df.iterrows():
+    df = run(
+        tmp_path,
+        [{"strategy": "budget", "model": "small", "budget": 6},
+         {"strategy": "budget", "model": "small", "budget": 14, "think_budget": 4}],
+        limit=3,
+    )  # fmt: skip
+    plain = df[df["config"] == "budget6-small"]
+    assert (plain["output_tokens"] <= 6).all()
+    for _, r in plain.iterrows():
         assert r["extra"]["cap_hit"] == (r["calls"][0]["finish_reason"] == "length")
-    assert df["extra"].map(lambda e: e["cap_hit"]).any()
+    assert plain["extra"].map(lambda e: e["cap_hit"]).any()
+    # cut at think_budget (a model that does not think: the cut text is its answer so far),
+    # then finished inside the budget: the cap is the budget's, not think_budget's (it read
+    # cap_hit for an answer of 9 tokens of 14)
+    forced = df[df["config"] == "budget14-small-think4"]
+    finished = 0
+    for _, r in forced.iterrows():
+        assert r["output_tokens"] <= 14
+        assert r["extra"]["cap_hit"] == (r["calls"][-1]["finish_reason"] == "length"), r
+        finished += len(r["calls"]) == 2 and r["calls"][-1]["finish_reason"] == "stop"
+    assert finished >= 1
+
+
+def _fast_records(tmp_path, configs, *, failing=False):
+    """Records of `configs` over two arith items against two loopback fast servers: models
+    `small` (every generation failing where `failing`), `large` and `text` (completion mode)."""
+    import contextlib
+
+    from conftest import fast_server
+
+    serve = contextlib.contextmanager(fast_server)
+    with serve(*(["--fail-every", "1"] if failing else [])) as small, serve() as large:
+        spec = parse_spec(
+            {
+                "models": {"small": f"openai:{small}#small", "large": f"openai:{large}#large",
+                           "text": f"openai:{large}#large@completion"},
+                "tasks": ["arith"], "limit": 2, "sampling": {"max_tokens": 16},
+                "configs": configs,
+            }
+        )  # fmt: skip
+        result = profile(spec, tmp_path / "run", notify=lambda m: None)
+    assert result.status == "finished"
+    store = Store.open(tmp_path / "run")
+    try:
+        df = store.records()
+    finally:
+        store.close()
+    df["extra"] = df["extra"].map(json.loads)
+    df["calls"] = df["calls"].map(json.loads)
+    return df
+
+
+def test_a_small_answer_without_log_probabilities_escalates(tmp_path):
+    """A failed small call has no tokens: infinitely uncertain, as the docstring says. The
+    logprob signal read minus the mean of none, -inf, and never escalated (entropy did)."""
+    df = _fast_records(
+        tmp_path,
+        [
+            {"strategy": "cascade", "models": ["small", "large"], "signal": s, "threshold": 0}
+            for s in ("logprob", "entropy")
+        ],  # fmt: skip
+        failing=True,
+    )
+    assert len(df) == 4
+    for _, r in df.iterrows():
+        assert r["extra"]["escalated"] is True and r["extra"]["uncertainty"] is None, r
+        assert [c["model"] for c in r["calls"]] == ["small", "large"] and r["error"] is None
+
+
+def test_budget_forcing_records_its_cap_and_a_failed_continuation(tmp_path):
+    """A chat endpoint cannot continue an answer cut at think_budget: the record kept the cut
+    part with no error (the summary counted errors 0); the failed continuation is its error."""
+    df = _fast_records(
+        tmp_path, [{"strategy": "budget", "model": "small", "budget": 14, "think_budget": 2}]
+    )
+    assert len(df) == 2
+    for _, r in df.iterrows():
+        assert r["calls"][0]["finish_reason"] == "length" and r["calls"][1]["error"], r["calls"]
+        assert r["error"] and "completion mode" in r["error"], r["error"]
+        assert r["output"] and r["score"] == 0.0
+
+
+def test_a_reasoning_answer_is_scored_after_its_thinking():
+    from tradeoff.tasks.scorers import after_thinking
+
+    assert after_thinking("<think> 3 plus 10 is 13\n</think>\n The answer is unclear") == (
+        "\n The answer is unclear"
+    )
+    assert after_thinking("  <think> 3 plus 10 is 13") == ""  # cut off: no answer given
+    assert after_thinking("13, I think") == "13, I think"

@@ -169,9 +169,15 @@ class Outcome:
     # answer is released whole once decided, at this perf_counter time, which is then the
     # caller's first token (its record's TTFT). Its calls' own times still give the decode rate.
     t_released: float | None = None
+    # Why the answer is incomplete where a call after the first failed and the strategy keeps
+    # what came before (`budget`'s forced answer): the record's error though its output is not
+    # empty
+    failed: str | None = None
 
     @property
     def error(self) -> str | None:
+        if self.failed:
+            return self.failed
         errors = [c.generation.error for c in self.calls if c.generation.error]
         return errors[-1] if errors and not self.output else None
 

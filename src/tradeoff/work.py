@@ -14,6 +14,7 @@ from tradeoff.records import outcome_record
 from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, load_task
+from tradeoff.tasks.scorers import after_thinking
 from tradeoff.types import Item, Record
 
 T = TypeVar("T")
@@ -86,8 +87,9 @@ class Plan:
         score: float | None = None  # an unscored task's (synthetic load) records have none
         parsed = None
         if task.scored:
-            score = 0.0 if outcome.error else task.scorer.score(outcome.output, item)
-            parsed = None if outcome.error else task.scorer.parse(outcome.output)
+            answer = after_thinking(outcome.output)
+            score = 0.0 if outcome.error else task.scorer.score(answer, item)
+            parsed = None if outcome.error else task.scorer.parse(answer)
         record = outcome_record(
             config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
             score=score, parsed=parsed,

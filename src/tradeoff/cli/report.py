@@ -65,11 +65,16 @@ def _no_records(directory: Path) -> str:
     )
 
 
+COUNT_COLUMNS = ("sample", "input_tokens", "output_tokens", "peak_rss_bytes")
+
+
 def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     """A run's measured records, every column, then each one's prompt and reference, so that a
     score can be checked from the export. `calls`, `extra`, chat messages and structured
     references are JSON text for flat formats (CSV, parquet, the table); `nested`, for JSON,
     they are objects (`extra.routed_to` is a field, not text to parse again)."""
+    import pandas as pd
+
     from tradeoff.store import Store
 
     store = Store.open(directory)
@@ -83,7 +88,12 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     imported = records["extra"].map(lambda text: bool(text) and json.loads(text).get("imported"))
     if imported.any():
         for column in ("e2e_s", "output_tokens"):
-            records[column] = records[column].astype(object).where(~imported.astype(bool), None)
+            records[column] = records[column].where(~imported.astype(bool))
+    # Counts stay whole numbers where some are missing (pandas makes such a column float, and
+    # the export read 144.0 tokens)
+    for column in COUNT_COLUMNS:
+        if column in records:
+            records[column] = pd.to_numeric(records[column]).round().astype("Int64")
     if nested:
         for column in ("calls", "extra"):
             records[column] = records[column].map(lambda text: json.loads(text) if text else None)

@@ -269,7 +269,7 @@ def records_table(df: pd.DataFrame, wide: bool = False) -> tuple[Table, str | No
 
 
 def _cell(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float) and column in TIMESTAMPS:
         return pd.Timestamp(value, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")

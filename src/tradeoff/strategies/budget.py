@@ -10,9 +10,8 @@ from pydantic import model_validator
 
 from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
+from tradeoff.tasks.scorers import THINK_CLOSE, THINK_OPEN
 from tradeoff.types import Item, Outcome
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class Params(StrategyParams):
@@ -73,15 +72,14 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         ),
     )
     text = first.generation.text
+    cut = first.generation.finish_reason == "length"  # at think_budget (or budget, the lower)
     if first.generation.error or not text.lstrip().startswith(THINK_OPEN):
         # Not a reasoning answer: what was generated is the answer, within the overall budget.
-        capped = first.generation.finish_reason == "length"
-        if not capped or first.generation.error:
-            return Outcome(text, [first], {"cap_hit": capped, "forced": False})
+        if not cut or first.generation.error:
+            return Outcome(text, [first], {"cap_hit": False, "forced": False})
         prefix, forced = text, False
     else:
-        capped = first.generation.finish_reason == "length"
-        prefix, forced = text + ("\n" if capped else "") + THINK_CLOSE + "\n", capped
+        prefix, forced = text + ("\n" if cut else "") + THINK_CLOSE + "\n", cut
     left = budget - first.generation.output_tokens
     if left <= 0:
         return Outcome(text, [first], {"cap_hit": True, "forced": False})
@@ -89,5 +87,11 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         alias, ctx.request_for(alias, item, sample, max_tokens=left, prefix=prefix)
     )
     answer = prefix + second.generation.text
-    capped = capped or second.generation.finish_reason == "length"
-    return Outcome(answer, [first, second], {"cap_hit": capped, "forced": forced})
+    # cap_hit: the answer ran into `budget` (the output tokens in all); `forced`: the thinking
+    # was cut at think_budget and closed. (An answer cut at think_budget that then finished
+    # well inside the budget read cap_hit.)
+    capped = second.generation.finish_reason == "length"
+    return Outcome(
+        answer, [first, second], {"cap_hit": capped, "forced": forced},
+        failed=second.generation.error,  # e.g. a chat endpoint cannot continue a prefix
+    )  # fmt: skip

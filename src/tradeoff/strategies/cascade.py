@@ -27,6 +27,7 @@ from tradeoff.config import (
 )
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.strategies.vote import majority
+from tradeoff.tasks.scorers import after_thinking
 from tradeoff.types import Call, Item, Outcome
 
 DEFAULT_K = 3
@@ -62,6 +63,11 @@ class Params(StrategyParams):
                 f"k counts the sampled answers of signal agreement; signal {self.signal} reads "
                 "one answer: leave k out"
             )
+        if self.signal == "agreement" and 1 in (self.k if isinstance(self.k, list) else [self.k]):
+            raise ValueError(
+                "k 1 samples one answer, which agrees with itself: give k of 2 or more for "
+                "signal agreement (as vote takes n of 2 or more)"
+            )
         return self
 
     def samples_several(self) -> bool:
@@ -86,7 +92,11 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             call = await ctx.meter.call(small, ctx.request_for(small, item, sample, draw))
             calls.append(call)
             outputs.append(call.generation.text)
-            answers.append(None if call.generation.error else ctx.task.scorer.parse(outputs[-1]))
+            answers.append(
+                None
+                if call.generation.error
+                else ctx.task.scorer.parse(after_thinking(outputs[-1]))
+            )
         output, _, share = majority(outputs, answers)
         uncertainty = 1.0 - share
     else:
@@ -95,7 +105,10 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         output = call.generation.text
         g = call.generation
         logprob = signal == "logprob"
-        uncertainty = -_mean(g.token_logprobs) if logprob else _mean(g.token_entropies)
+        values = g.token_logprobs if logprob else g.token_entropies
+        # None (a failed call, an empty answer, a server that sends no log-probabilities):
+        # infinitely uncertain. (-_mean of none was -inf: such answers never escalated.)
+        uncertainty = math.inf if not values else -_mean(values) if logprob else _mean(values)
     escalated = uncertainty > threshold
     if escalated:
         call = await ctx.meter.call(large, ctx.request_for(large, item, sample))

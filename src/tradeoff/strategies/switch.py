@@ -178,18 +178,19 @@ def run_switch_sync(
     return text.finish(), stats, t_first
 
 
-def _generation(
-    stream: TokenStream, text: str, t_start: float, t_first: float | None, finish: str
-) -> Generation:
+def _generation(stream: TokenStream, text: str, t_start: float, finish: str) -> Generation:
     """One model's part of the answer as a generation: its tokens in and out, and the time it
     computed (not wall time: the models' turns interleave). `finish`: the answer's, for the model
-    whose turn was last; `switch` for the other, whose last turn a hand-over ended."""
+    whose turn was last; `switch` for the other, whose last turn a hand-over ended. No first
+    token time: on the wall clock it counts the other model's turns, and it read beyond the
+    call's computed time, or was given to a model that wrote no token (the answer's own TTFT
+    is the record's)."""
     return Generation(
         text=text,
         input_tokens=stream.prompt_tokens + stream.catchup_tokens,
         output_tokens=stream.generated,
         t_start=t_start,
-        t_first=t_first,
+        t_first=None,
         t_end=t_start + stream.busy_s,
         finish_reason=finish,
         mode=stream.request.mode,
@@ -224,7 +225,6 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
                 stream,
                 str(stats[f"text_{key}"]),
                 t_start,
-                t_first if key == "small" else None,
                 str(stats["finish_reason"]) if stats["last_turn"] == key else "switch",
             ),
             stream.evals,

@@ -1,6 +1,7 @@
 """`vote`: self-consistency. Draw `n` answers at temperature > 0 and keep the majority of the
-answers the task's scorer parses; `adaptive` stops once the leader can no longer be overtaken.
-On an engine that batches (torch), a non-adaptive vote draws all `n` answers as one batch."""
+answers the task's scorer parses; `adaptive` stops once the remaining draws cannot change the
+majority. On an engine that batches (torch), a non-adaptive vote draws all `n` answers as one
+batch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import model_validator
 
 from tradeoff.config import Config, Drawses, MaxTokenses, StrategyParams, Temperatures
 from tradeoff.strategies.context import StrategyContext
+from tradeoff.tasks.scorers import after_thinking
 from tradeoff.types import Call, Item, Outcome
 
 
@@ -52,12 +54,22 @@ class Params(StrategyParams):
 
 
 def decided(counts: Counter[str], remaining: int) -> bool:
-    """True when the leading answer cannot be overtaken (nor tied) by the remaining draws."""
-    top = counts.most_common(2)
-    if not top:
+    """True when the remaining draws cannot change the majority (`majority`'s rule: the most
+    answers, a tie to the answer seen first; `counts` in the order answers were first seen): no
+    other answer can overtake the leader, nor tie it having been seen before it. (A tie with an
+    answer seen after it, or not yet seen, is the leader's: that draw was spared.)"""
+    if not counts:
         return False
-    second = top[1][1] if len(top) > 1 else 0
-    return top[0][1] > second + remaining
+    best = max(counts.values())
+    order = list(counts)
+    leader = next(a for a in order if counts[a] == best)
+    for answer in order:
+        if answer == leader:
+            continue
+        reach = counts[answer] + remaining
+        if reach > best or (reach == best and order.index(answer) < order.index(leader)):
+            return False
+    return remaining <= best  # an answer not seen yet ties at most, and is seen after
 
 
 def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | None, float]:
@@ -95,7 +107,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         )
         calls.append(call)
         text = call.generation.text
-        answer = None if call.generation.error else ctx.task.scorer.parse(text)
+        answer = None if call.generation.error else ctx.task.scorer.parse(after_thinking(text))
         outputs.append(text)
         answers.append(answer)
         if answer is not None:

@@ -29,6 +29,20 @@ _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u
 _ANSWER_PREFIX = re.compile(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", re.IGNORECASE)
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def after_thinking(output: str) -> str:
+    """The answer in a reasoning model's output: what follows a closed <think>...</think> at
+    its start, and nothing where the thinking was never closed (it was cut off: no answer was
+    given); any other output as it is. (A number in the thinking scored as the answer.)"""
+    body = output.lstrip()
+    if not body.startswith(THINK_OPEN):
+        return output
+    end = body.find(THINK_CLOSE)
+    return "" if end < 0 else body[end + len(THINK_CLOSE) :]
+
+
 def normalize(text: str) -> str:
     """Lowercase, drop accents, punctuation and the articles a/an/the, collapse whitespace."""
     text = unicodedata.normalize("NFKD", text)
