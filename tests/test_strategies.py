@@ -26,7 +26,12 @@ def run(tmp_path, configs, *, tasks=("arith",), limit=3, max_tokens=24, name="ru
     )
     result = profile(spec, tmp_path / name, notify=lambda m: None)
     assert result.status == "finished" and result.errors == 0
-    store = Store.open(tmp_path / name)
+    return _records(tmp_path / name)
+
+
+def _records(directory):
+    """A run's records, `extra` and `calls` parsed."""
+    store = Store.open(directory)
     try:
         df = store.records()
     finally:
@@ -234,7 +239,7 @@ def test_budget_caps_output_and_records_when_the_cap_bit(tmp_path):
 
 def _fast_records(tmp_path, configs, *, failing=False):
     """Records of `configs` over two arith items against two loopback fast servers: models
-    `small` (every generation failing where `failing`), `large` and `text` (completion mode)."""
+    `small` (every generation failing where `failing`) and `large`."""
     import contextlib
 
     from conftest import fast_server
@@ -243,22 +248,14 @@ def _fast_records(tmp_path, configs, *, failing=False):
     with serve(*(["--fail-every", "1"] if failing else [])) as small, serve() as large:
         spec = parse_spec(
             {
-                "models": {"small": f"openai:{small}#small", "large": f"openai:{large}#large",
-                           "text": f"openai:{large}#large@completion"},
+                "models": {"small": f"openai:{small}#small", "large": f"openai:{large}#large"},
                 "tasks": ["arith"], "limit": 2, "sampling": {"max_tokens": 16},
                 "configs": configs,
             }
         )  # fmt: skip
         result = profile(spec, tmp_path / "run", notify=lambda m: None)
     assert result.status == "finished"
-    store = Store.open(tmp_path / "run")
-    try:
-        df = store.records()
-    finally:
-        store.close()
-    df["extra"] = df["extra"].map(json.loads)
-    df["calls"] = df["calls"].map(json.loads)
-    return df
+    return _records(tmp_path / "run")
 
 
 def test_a_small_answer_without_log_probabilities_escalates(tmp_path):
