@@ -169,13 +169,9 @@ def import_outcomes(
                 store.write_record(_record(cid, item, score, cost, cost_unit, usd))
         store.conn.execute("COMMIT")
         store.end_session(started, "finished")
-    except UserError:
-        if store is None:  # another writer's store, made first: not this import's to remove
-            raise
-        store.close()
-        _discard(out, new_dir)
-        raise
-    except BaseException:
+    except BaseException as exc:
+        if store is None and isinstance(exc, UserError):
+            raise  # refused before a store was made (another writer's may be there): none to remove
         # A half-written import (a Ctrl-C as early as while its store is made) would look like
         # a run to resume; remove it instead.
         if store is not None:
