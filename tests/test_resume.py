@@ -262,3 +262,5 @@ def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_pa
     assert (out / "report.html").stat().st_size > 0 and f"report: {out}" in resumed.stdout
     after = _keys_and_times(db)
     assert set(before) < set(after) and len({row[:4] for row in after}) == len(after)
+    said = f"({len(after) - len(before)} records in "  # the new ones, and those stored before
+    assert said in resumed.stdout and f", {len(before)} stored before)" in resumed.stdout

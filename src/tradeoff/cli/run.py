@@ -132,7 +132,8 @@ def demo(
     page = write_report(result.directory, result.directory / "report.html")
     wall = time.perf_counter() - t0
     console.print(
-        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s)\n"
+        f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s"
+        f"{f', {result.skipped} stored before' if result.skipped else ''})\n"
         f"report: {page}  (the whole run on one page, opens offline; tradeoff frontier "
         f"{result.directory} --plot frontier.png for a PNG; tradeoff report DIR --records for "
         "every query)",
