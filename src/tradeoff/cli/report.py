@@ -296,14 +296,14 @@ def _records_at(
     chosen = choose(_load_stats(directory, read, slo)[0], point)
     prices = spec.get("prices") or {}
     models = {c["name"]: list(c["spec"].get("models", {})) for c in configs}
+    points = {config: point_label(row) for config, row in chosen.items()}
     none_met = " (goodput 0 at every point: none met the SLO)"
     where = ", ".join(
-        f"{config} @ {point_label(row)}"
+        f"{config} @ {points[config]}"
         + (none_met if point.kind == "max-goodput" and row.get("goodput") == 0 else "")
         for config, row in chosen.items()
     )
     names = [c["name"] for c in configs]
-    points = {config: point_label(row) for config, row in chosen.items()}
     return records_at(records, chosen, prices, models), names, f", at {point} ({where})", points
 
 
