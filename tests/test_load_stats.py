@@ -373,6 +373,17 @@ def test_saturation_at_half_the_target_rate(stored):
     )
 
 
+def test_a_point_whose_every_request_failed_has_no_pace(stored):
+    # refused as fast as they were sent: the failures kept the schedule, the server did not
+    records, points, configs = stored
+    failing = records[records["load_point"] == "constant:20"].assign(
+        error=FAILED, e2e_s=0.001, ttft_s=None
+    )
+    rows = load_stats(failing, points, RUN_SLO, SPEC["prices"], configs)
+    (row,) = (r for r in rows if r["load_point"] == "constant:20")
+    assert row["failed"] == 20 and row["pace"] is None and not row["saturated"]
+
+
 def test_saturation_by_growing_queue_delay(stored):
     r = _rows(stored)[(B, "constant:10")]
     # scheduled 2.0 s apart, answered 2.1 s apart: within 10% of the schedule

@@ -252,9 +252,10 @@ def pace(measure: pd.DataFrame) -> float | None:
     scheduled time + queue delay + e2e). 1: answers came back as fast as requests were
     scheduled; 0.5: at half that rate, the wait growing by as much as the schedule advanced.
     Unlike the achieved rate it is not lowered by the last requests' drain, nor by a Poisson
-    schedule that ran below its target by chance. Cancelled requests (cut short) are left out;
-    None below TREND_MIN_N requests."""
-    answered = measure[~cancelled(measure)]
+    schedule that ran below its target by chance. Only answers count: a failed request returns
+    as fast as the upstream refuses it (a point whose every request failed read 100%), and a
+    cancelled one was cut short. None below TREND_MIN_N answers."""
+    answered = measure[measure["error"].isna() & ~cancelled(measure)]
     thirds = _thirds(answered, ["sent_s", "e2e_s"])
     if thirds is None:
         return None
