@@ -20,6 +20,7 @@ from tradeoff.errors import UserError
 from tradeoff.meters.energy import rapl_meter
 from tradeoff.records import energy_fields
 from tradeoff.runner import profile
+from tradeoff.serve.app import _headers
 from tradeoff.store import Store
 from tradeoff.strategies.calls import CPU_WORK, CallMeter
 from tradeoff.types import Call, Generation, Outcome
@@ -172,7 +173,7 @@ def test_serving_a_policy_reports_each_decision(policy_file, tmp_path):
         assert whole.status_code == 200, whole.text
         summary = whole.json()["tradeoff"]
         assert float(whole.headers["x-tradeoff-decision-ms"]) > 0
-        assert whole.headers["x-tradeoff-decision-ms"] == f"{summary['decision_s'] * 1e3:.4g}"
+        assert whole.headers["x-tradeoff-decision-ms"] == f"{summary['decision_s'] * 1e3:.3f}"
         assert 0 < summary["decision_s"] < summary["latency_s"]
         metered = "x-tradeoff-decision-j" in whole.headers  # a readable RAPL counter
         if metered:
@@ -205,3 +206,20 @@ def test_serving_a_policy_reports_each_decision(policy_file, tmp_path):
     assert sorted(e["decision_s"] for e in stored) == sorted(
         [summary["decision_s"], chunks[-1]["tradeoff"]["decision_s"]]
     )
+
+
+def test_a_slow_decision_is_written_in_milliseconds_not_exponent_form():
+    summary = {
+        "request_id": "r",
+        "config": "router",
+        "strategy": "route",
+        "tokens_by_model": {"small": {"input": 3, "output": 2}},
+        "latency_s": 12.0,
+        "ttft_s": None,
+        "energy_j": None,
+        "energy_missing": "no RAPL",
+        "decision_s": 10.0,
+    }
+    headers = dict(_headers(summary))
+    assert headers["x-tradeoff-decision-ms"] == "10000.000"  # was 1e+04
+    assert headers["x-tradeoff-latency-ms"] == "12000.000"

@@ -201,7 +201,7 @@ def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         value = summary[report.key]
         if report.kind == "seconds":
-            values[report.key.removesuffix("_s").replace("_", "-") + "-ms"] = f"{value * 1e3:.4g}"
+            values[report.key.removesuffix("_s").replace("_", "-") + "-ms"] = f"{value * 1e3:.3f}"
         else:
             values[report.key.replace("_", "-")] = _header_value(value)
     return [(f"x-tradeoff-{k}", v) for k, v in values.items()]
