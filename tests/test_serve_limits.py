@@ -336,6 +336,22 @@ def test_an_empty_prompt_a_model_cannot_start_from_is_400_not_502(local: Served,
             assert "the prompt is empty" in error["message"] and "smollm2" in error["message"]
 
 
+def test_every_get_endpoint_answered_is_counted_by_endpoint(local: Served):
+    """tradeoff_requests_total counts the GET endpoints' 200s too, each under its own name (it
+    counted completions and refusals only); a scrape counts itself."""
+    names = ["models", "model", "health", "openapi", "metrics"]
+    before = {name: metric(local.root, "tradeoff_requests_total", endpoint=name) for name in names}
+    with httpx.Client(base_url=local.root, timeout=PATIENCE_S) as client:
+        for path in ["/v1/models", f"/v1/models/{SINGLE}", "/health", "/openapi.json"]:
+            assert client.get(path).status_code == 200, path
+    after = {name: metric(local.root, "tradeoff_requests_total", endpoint=name, code="200")
+             for name in names}  # fmt: skip
+    # each once; /metrics: the scrapes between the two reads of its count, the second one too
+    assert {name: after[name] - before[name] for name in names} == {
+        "models": 1, "model": 1, "health": 1, "openapi": 1, "metrics": len(names)
+    }  # fmt: skip
+
+
 def test_an_openai_client_is_told_once_and_nothing_is_stored(local: Served):
     """The official client does not retry a 400 (it retries 5xx twice); the refusal is counted
     by status in /metrics, as other refusals, and is no record."""

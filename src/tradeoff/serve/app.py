@@ -285,20 +285,25 @@ class ServeApp:
                 self._get_only(method, path)
                 self._authorize(request)
                 await self._json(response, 200, {"object": "list", "data": self._models()})
+                self._answered("models")
             elif path.startswith(("/v1/models/", "/models/")):
                 self._get_only(method, path)
                 self._authorize(request)
                 await self._json(response, 200, self._model(path.split("/models/", 1)[1]))
+                self._answered("model")
             elif path == "/health":
                 self._get_only(method, path)
                 await self._json(response, 200, {"status": "draining" if self.draining else "ok"})
+                self._answered("health")
             elif path == "/metrics":
                 self._get_only(method, path)
                 self.metrics.in_flight.set(self.in_flight)
+                self._answered("metrics")  # before the render: a scrape counts itself
                 await response.send(200, [("content-type", CONTENT_TYPE)], self.metrics.render())
             elif path == "/openapi.json":
                 self._get_only(method, path)
                 await self._json(response, 200, openapi())
+                self._answered("openapi")
             else:
                 raise ApiError(
                     404,
@@ -308,6 +313,10 @@ class ServeApp:
                 )
         except ApiError as exc:
             await self._error(response, exc, endpoint)
+
+    def _answered(self, endpoint: str) -> None:
+        """A GET endpoint answered 200 (completions are counted when accounted for)."""
+        self.metrics.requests.labels(endpoint, "200").inc()
 
     @staticmethod
     def _get_only(method: str, path: str) -> None:
