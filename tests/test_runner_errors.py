@@ -53,3 +53,18 @@ def test_a_run_whose_every_request_failed_exits_1_saying_why(tmp_path):
     # on the frontier it is cheapest (it fails at once): starred, and worth nothing, said so
     frontier = run_cli("frontier", str(tmp_path / "run"))
     assert "warning: every query of fast failed" in frontier.stdout, frontier.stdout
+
+
+def test_a_stream_that_broke_after_some_text_is_a_failed_request(tmp_path):
+    """The upstream drops the connection after two words: the record keeps them, with the
+    error (the request counted as answered, errors 0, before)."""
+    with contextlib.contextmanager(fast_server)() as url:
+        result = run_cli("profile", "--model", f"openai:{url}#fail-drop", "--task", "arith",
+                         "--limit", "3", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "fail-drop: 3 of 3 requests failed; the first: " in result.stderr, result.stderr
+    records = json.loads(
+        run_cli("report", str(tmp_path / "run"), "--records", "--format", "json").stdout
+    )
+    assert [(r["output"], r["score"]) for r in records] == [("The answer", 0.0)] * 3
+    assert all(r["error"] for r in records), records

@@ -10,6 +10,7 @@ from tradeoff.config import parse_spec
 from tradeoff.runner import profile
 from tradeoff.store import Store
 from tradeoff.strategies.vote import decided, majority
+from tradeoff.types import Call, Generation, Outcome
 
 MODELS = {"small": "smollm2-135m", "large": "gemma3-270m"}
 
@@ -64,12 +65,25 @@ def test_decided_and_majority_rules():
                     == (majority(list(draws), list(draws))[1])
                 ), draws
                 break
-    out, answer, share = majority(["a 4", "b 5", "c 5"], ["4", "5", "5"])
-    assert (out, answer, share) == ("b 5", "5", 2 / 3)
-    out, answer, share = majority(["x", "y"], [None, None])
-    assert (out, answer, share) == ("x", None, 0.0)
+    chosen, answer, share = majority(["a 4", "b 5", "c 5"], ["4", "5", "5"])
+    assert (chosen, answer, share) == (1, "5", 2 / 3)
+    chosen, answer, share = majority(["x", "y"], [None, None])
+    assert (chosen, answer, share) == (0, None, 0.0)
     # an unreadable answer agrees with none: one "7" of four answers is no consensus
     assert majority(["7", "", "?", "-"], ["7", None, None, None])[1:] == ("7", 0.25)
+
+
+def test_an_answer_is_failed_where_the_call_it_came_from_failed():
+    def call(text, error=None):
+        return Call("m", Generation(text, 3, 2, 0.0, 0.1, 0.2, "stop", "chat", error=error))
+
+    broken = call("The answer", "ServerDisconnectedError")  # partial text, then the drop
+    assert Outcome("The answer", [broken]).error == "ServerDisconnectedError"
+    # a vote's failed draw, or a cascade's small answer before it escalated: not the answer's
+    assert Outcome("4", [call("4"), broken, call("4")], answered_by=0).error is None
+    assert Outcome("4", [broken, call("4")]).error is None
+    assert Outcome("", [call("4"), broken], answered_by=1).error == "ServerDisconnectedError"
+    assert Outcome("", []).error is None
 
 
 def test_vote_majority_and_adaptive_early_stop(tmp_path):

@@ -173,13 +173,21 @@ class Outcome:
     # what came before (`budget`'s forced answer): the record's error though its output is not
     # empty
     failed: str | None = None
+    # The index in `calls` of the call whose text is the answer, where it is not the last one
+    # (`vote`'s majority, a cascade's agreeing small answers).
+    answered_by: int | None = None
 
     @property
     def error(self) -> str | None:
+        """Why there is no answer, or no whole one: `failed`, else the error of the call whose
+        text is the answer (a stream that broke after some text is no answer); a failed call
+        the answer did not come from (a vote's other draw, a cascade's small answer before it
+        escalated) is none."""
         if self.failed:
             return self.failed
-        errors = [c.generation.error for c in self.calls if c.generation.error]
-        return errors[-1] if errors and not self.output else None
+        if not self.calls:
+            return None
+        return self.calls[-1 if self.answered_by is None else self.answered_by].generation.error
 
 
 @dataclass

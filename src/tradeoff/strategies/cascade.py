@@ -86,6 +86,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     small, large = ctx.config.aliases
     signal, threshold = ctx.params["signal"], ctx.params["threshold"]
     calls: list[Call] = []
+    answered_by: int | None = None  # the last call's, unless the small answers agreed on one
     if signal == "agreement":
         outputs, answers = [], []
         for draw in range(ctx.params["k"]):
@@ -97,7 +98,8 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
                 if call.generation.error
                 else ctx.task.scorer.parse(after_thinking(outputs[-1]))
             )
-        output, _, share = majority(outputs, answers)
+        chosen, _, share = majority(outputs, answers)
+        output, answered_by = outputs[chosen], chosen
         uncertainty = 1.0 - share
     else:
         call = await ctx.meter.call(small, ctx.request_for(small, item, sample, logprobs=True))
@@ -113,7 +115,10 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     if escalated:
         call = await ctx.meter.call(large, ctx.request_for(large, item, sample))
         calls.append(call)
-        output = call.generation.text
+        output, answered_by = call.generation.text, None
     finite = uncertainty if math.isfinite(uncertainty) else None  # JSON has no infinity
     extra = {"signal": signal, "uncertainty": finite, "escalated": escalated}
-    return Outcome(output=output, calls=calls, extra=extra, t_released=time.perf_counter())
+    return Outcome(
+        output=output, calls=calls, extra=extra, t_released=time.perf_counter(),
+        answered_by=answered_by,
+    )  # fmt: skip

@@ -72,8 +72,9 @@ def decided(counts: Counter[str], remaining: int) -> bool:
     return remaining <= best  # an answer not seen yet ties at most, and is seen after
 
 
-def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | None, float]:
-    """(an output carrying the majority answer, that answer, its share of all the answers).
+def majority(outputs: list[str], answers: list[str | None]) -> tuple[int, str | None, float]:
+    """(the index of an output carrying the majority answer, that answer, its share of all
+    the answers).
 
     An answer the scorer cannot read agrees with none: one readable answer of four is a share
     of 1/4, not the 1/1 that would make a cascade's `agreement` sure of a model that mostly
@@ -81,11 +82,10 @@ def majority(outputs: list[str], answers: list[str | None]) -> tuple[str, str | 
     the first output."""
     counts = Counter(a for a in answers if a is not None)
     if not counts:
-        return (outputs[0] if outputs else ""), None, 0.0
+        return 0, None, 0.0
     best = max(counts.values())
     winner = next(a for a in answers if a is not None and counts[a] == best)
-    output = outputs[answers.index(winner)]
-    return output, winner, best / len(answers)
+    return answers.index(winner), winner, best / len(answers)
 
 
 async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
@@ -114,6 +114,9 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             counts[answer] += 1
         if adaptive and decided(counts, n - draw - 1):
             break
-    output, winner, share = majority(outputs, answers)
+    chosen, winner, share = majority(outputs, answers)
     extra = {"samples_drawn": len(calls), "answers": answers, "majority": winner, "share": share}
-    return Outcome(output=output, calls=calls, extra=extra, t_released=time.perf_counter())
+    return Outcome(
+        output=outputs[chosen], calls=calls, extra=extra, t_released=time.perf_counter(),
+        answered_by=chosen,
+    )  # fmt: skip
