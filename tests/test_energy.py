@@ -28,6 +28,25 @@ def test_rapl_sums_package_domains_and_handles_wraparound(tmp_path):
     assert abs(meter.read_j() - 451e-6) < 1e-12
 
 
+def test_rapl_sums_the_packages_only_not_the_zones_that_hold_or_repeat_them(tmp_path):
+    # As an Intel laptop lays them out: the package, psys (the platform, the package inside
+    # it), the package again through MMIO, and a part of the package (core).
+    zones = {"intel-rapl:0": "package-0", "intel-rapl:1": "psys",
+             "intel-rapl-mmio:0": "package-0", "intel-rapl:0:0": "core"}  # fmt: skip
+    for zone, name in zones.items():
+        (_domain(tmp_path, zone, 0, max_uj=10**9) / "name").write_text(f"{name}\n")
+    meter, why = rapl_meter(tmp_path)
+    assert meter is not None, why
+    assert [d.name for d in meter.domains] == ["intel-rapl:0"]
+    for zone, joules in [("intel-rapl:0", 10), ("intel-rapl:1", 12), ("intel-rapl-mmio:0", 10)]:
+        (tmp_path / zone / "energy_uj").write_text(f"{joules * 10**6}\n")
+    assert meter.read_j() == 10.0  # 32 J before
+    (tmp_path / "intel-rapl:0" / "name").unlink()
+    (tmp_path / "intel-rapl:1" / "name").write_text("package-1\n")  # a second socket
+    meter, why = rapl_meter(tmp_path)
+    assert meter is not None and [d.name for d in meter.domains] == ["intel-rapl:0", "intel-rapl:1"]
+
+
 def test_rapl_missing_root_gives_reason(tmp_path):
     meter, why = rapl_meter(tmp_path / "absent")
     assert meter is None and "does not exist" in why

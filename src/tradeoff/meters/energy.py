@@ -8,6 +8,7 @@ difference is the request's own; overlapping requests are split by a later meter
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +35,7 @@ class EnergyMeter(Protocol):
 
 @dataclass
 class RaplMeter:
-    """Sum of the top-level RAPL package domains (intel-rapl:N), counter wrap-around handled."""
+    """Sum of the RAPL package domains (`_package`), counter wrap-around handled."""
 
     domains: list[Path]
     source: str = "rapl"
@@ -98,15 +99,26 @@ def _read_int(path: Path) -> int:
     return int(path.read_text().strip())
 
 
+def _package(domain: Path) -> bool:
+    """Whether a powercap zone is a CPU package: `intel-rapl:N` (AMD's too) named `package-N`.
+    Not `psys` (the whole platform, a package inside it), nor `intel-rapl-mmio:N` (a package
+    read again through another interface), nor `intel-rapl:N:M` (a part of one): summed with
+    the packages they would count their energy two or three times. A zone without a `name`
+    file (no such kernel seen) is taken for a package."""
+    if not re.fullmatch(r"(intel|amd)-rapl:\d+", domain.name):
+        return False
+    try:
+        name = (domain / "name").read_text().strip()
+    except OSError:
+        return True
+    return name.startswith("package")
+
+
 def rapl_meter(root: Path = POWERCAP_ROOT) -> tuple[RaplMeter | None, str]:
     """A RAPL meter over the package domains under `root`, or None and why not."""
     if not root.is_dir():
         return None, f"no RAPL: {root} does not exist (VM or non-Intel/AMD host)"
-    domains = sorted(
-        d
-        for d in root.iterdir()
-        if d.name.count(":") == 1 and d.name.startswith(("intel-rapl", "amd-rapl"))
-    )
+    domains = sorted(d for d in root.iterdir() if _package(d))
     if not domains:
         return None, f"no RAPL package domains under {root}"
     unreadable = [d for d in domains if not os.access(d / "energy_uj", os.R_OK)]
