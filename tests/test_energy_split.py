@@ -4,12 +4,16 @@ NVML's does (about every 100 ms on an H100)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import pytest
 
+from tradeoff.meters.account import EnergyAccount
 from tradeoff.meters.split import IntervalSplitter, Sampler, measure_idle_w
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.types import Call, Request
 
 
 def test_one_interval_is_shared_by_tokens_and_ended_requests_settle_after_it():
@@ -101,3 +105,52 @@ def test_tokens_weighted_by_their_cost():
     s.end("large")
     s.sample(8.0)
     assert s.energy_j("small") == pytest.approx(2.0) and s.energy_j("large") == pytest.approx(6.0)
+
+
+class ClockCounter:
+    """A stepped counter (as NVML's) of a device drawing a constant POWER_W, stepping every
+    STEP_S: each request's share should be POWER_W x the time its engine worked for it."""
+
+    source, stepped = "nvml", True
+    POWER_W, STEP_S = 100.0, 0.01
+
+    def __init__(self) -> None:
+        self.origin = time.perf_counter()
+
+    def read_j(self) -> float:
+        steps = int((time.perf_counter() - self.origin) / self.STEP_S)
+        return self.POWER_W * self.STEP_S * steps
+
+    def power_w(self) -> float | None:
+        return self.POWER_W
+
+    def memory_used_bytes(self) -> int | None:
+        return None
+
+
+def test_a_request_waiting_for_the_engine_takes_no_share_of_another_s_prefill(smollm):
+    """Two requests at once on the real llama.cpp engine, long prompts and one-token answers:
+    nearly every step is a prefill's, which writes no token. The one waiting for the engine
+    took half of the other's (its energy 1.5-2x its own, the other's about half)."""
+    counter = ClockCounter()
+    account = EnergyAccount(counter, period_s=0.002, idle_s=0).open()
+    meter = CallMeter({"s": smollm}, counter, "", account=account)
+    words = " ".join(f"w{i}" for i in range(300))
+
+    async def both() -> list[Call]:
+        asks = [Request(prompt=f"{n}: {words}", max_tokens=1) for n in ("one", "two")]
+        return list(await asyncio.gather(*(meter.call("s", a) for a in asks)))
+
+    try:
+        calls = asyncio.run(both())
+    finally:
+        account.close()
+    for call in calls:
+        own = ClockCounter.POWER_W * call.generation.e2e_s
+        assert call.energy_j is not None, call.energy_missing
+        # within the two steps its start and end fall in, shared with the other
+        assert abs(call.energy_j - own) <= 2 * ClockCounter.POWER_W * ClockCounter.STEP_S, (
+            call.energy_j,
+            own,
+        )
+        assert call.mean_power_w == ClockCounter.POWER_W

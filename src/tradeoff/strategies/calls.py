@@ -128,13 +128,15 @@ class CallMeter:
             return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
         if self.account is not None:
-            rid = self.account.begin()
-            sink = self.account.sink(rid, self.pass_weight(info))
-            try:
-                async with self.inproc_lock:
+            # Opened once the engine is this request's: a request waiting for the lock does no
+            # work, and took a share of every step of another's that wrote no token (a prefill).
+            async with self.inproc_lock:
+                rid = self.account.begin()
+                sink = self.account.sink(rid, self.pass_weight(info))
+                try:
                     gen = await engine.agenerate(request, on_text, sink)
-            finally:
-                self.account.end(rid)
+                finally:
+                    self.account.end(rid)
             if self.defer_settle:
                 call = self._call(alias, info, gen, None, None, SETTLING)
                 call.pending = asyncio.ensure_future(self.account.settle(rid))
@@ -180,15 +182,15 @@ class CallMeter:
         info = engine.info
         n = len(requests)
         if self.account is not None:
-            rids = [self.account.begin() for _ in requests]
             weight = self.pass_weight(info)
-            sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
-            try:
-                async with self.inproc_lock:
+            async with self.inproc_lock:  # opened once the engine is theirs, as in `call`
+                rids = [self.account.begin() for _ in requests]
+                sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
+                try:
                     gens = await engine.agenerate_batch(requests, sinks)
-            finally:
-                for rid in rids:
-                    self.account.end(rid)
+                finally:
+                    for rid in rids:
+                        self.account.end(rid)
             settled = [await self.account.settle(rid) for rid in rids]
             passes = _batch_passes(gens)
             calls = [
@@ -224,17 +226,17 @@ class CallMeter:
                 raise TypeError(f"'{alias}' is not an in-process model")
             engines[alias] = engine
         turns = Turns(self, engines)
-        if self.account is not None:
-            turns.rids = {alias: self.account.begin() for alias in aliases}
-        try:
-            async with self.inproc_lock:
+        async with self.inproc_lock:  # opened once the engines are theirs, as in `call`
+            if self.account is not None:
+                turns.rids = {alias: self.account.begin() for alias in aliases}
+            try:
                 turns.turn(aliases[0])
                 yield turns
                 turns.turn(None)
-        finally:
-            if self.account is not None:
-                for rid in turns.rids.values():
-                    self.account.end(rid)
+            finally:
+                if self.account is not None:
+                    for rid in turns.rids.values():
+                        self.account.end(rid)
 
     def _settled(
         self,
