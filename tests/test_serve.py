@@ -300,6 +300,46 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     assert not [line for line in served.lines if "nanobind" in line], served.lines[-5:]
 
 
+@pytest.mark.slow
+def test_a_budget_caps_what_a_client_asks_and_a_base_model_answers_one_line(tmp_path):
+    """A client's max_tokens above a `budget` configuration's cap gets the cap (it got what it
+    asked, stored under the budget's name); a client's stop strings on a base model keep the
+    end of its line (the model wrote on, the next "Question:" and its answer too)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models: {small: smollm2-135m, base: gemma3-270m}\n"
+        "configs:\n"
+        "  - {strategy: budget, model: small, budget: 6, name: capped}\n"
+        "  - {strategy: single, model: base, name: base}\n"
+    )
+    out = tmp_path / "run"
+    with serve_process("--spec", str(spec), "--out", str(out)) as served:
+        client = _client(served.url)
+        count = [{"role": "user", "content": "Count from 1 to 30, separated by commas."}]
+        for stream in (False, True):
+            if stream:
+                chunks = list(client.chat.completions.create(
+                    model="capped", messages=count, max_tokens=32, stream=True,
+                    stream_options={"include_usage": True},
+                ))  # fmt: skip
+                usage = chunks[-1].usage
+                finish = next(c.choices[0].finish_reason for c in chunks if c.choices and
+                              c.choices[0].finish_reason)  # fmt: skip
+            else:
+                whole = client.chat.completions.create(model="capped", messages=count,
+                                                       max_tokens=32)  # fmt: skip
+                usage, finish = whole.usage, whole.choices[0].finish_reason
+            assert usage.completion_tokens == 6 and finish == "length", (usage, finish)
+        fewer = client.chat.completions.create(model="capped", messages=count, max_tokens=3)
+        assert fewer.usage.completion_tokens == 3
+        answer = client.chat.completions.create(
+            model="base", messages=ASK, max_tokens=24, stop=["zzz"]
+        )
+        assert "\n" not in answer.choices[0].message.content, answer.choices[0].message.content
+    capped = [r for r in _records(out).values() if r["config"] == "capped"]
+    assert sorted(r["output_tokens"] for r in capped) == [3, 6, 6]
+
+
 def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
     """Serving scores nothing: a spec for it needs models, no tasks. Profiling does need them."""
     spec = tmp_path / "serve.yaml"

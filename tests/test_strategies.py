@@ -8,6 +8,7 @@ import pytest
 
 from tradeoff.config import parse_spec
 from tradeoff.runner import profile
+from tradeoff.serve.app import _Run
 from tradeoff.store import Store
 from tradeoff.strategies.vote import decided, majority
 from tradeoff.types import Call, Generation, Outcome
@@ -84,6 +85,10 @@ def test_an_answer_is_failed_where_the_call_it_came_from_failed():
     assert Outcome("4", [broken, call("4")]).error is None
     assert Outcome("", [call("4"), broken], answered_by=1).error == "ServerDisconnectedError"
     assert Outcome("", []).error is None
+    # its finish reason too: a vote of a draw that stopped, beside one cut at max_tokens
+    cut = Call("m", Generation("4 and", 3, 2, 0.0, 0.1, 0.2, "length", "chat"))
+    assert _Run._finish_reason(Outcome("4", [call("4"), cut], answered_by=0)) == "stop"
+    assert _Run._finish_reason(Outcome("4 and", [call("4"), cut])) == "length"
 
 
 def test_vote_majority_and_adaptive_early_stop(tmp_path):

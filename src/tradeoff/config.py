@@ -173,6 +173,9 @@ class StrategyParams(BaseModel):
     # The derived name shows a max_tokens, a temperature that differs from the spec's sampling.
     names_max_tokens: ClassVar[bool] = True
     names_temperature: ClassVar[bool] = True
+    # The configuration's max_tokens is what it is (`budget`): a served request may ask for
+    # fewer tokens, never more.
+    caps_max_tokens: ClassVar[bool] = False
 
     def aliases(self) -> list[str]:
         """The model aliases this configuration uses; the first one answers."""

@@ -185,9 +185,15 @@ class Outcome:
         escalated) is none."""
         if self.failed:
             return self.failed
+        answer = self.answer_call
+        return None if answer is None else answer.generation.error
+
+    @property
+    def answer_call(self) -> Call | None:
+        """The call whose text is the answer (its error, its finish reason); None without any."""
         if not self.calls:
             return None
-        return self.calls[-1 if self.answered_by is None else self.answered_by].generation.error
+        return self.calls[-1 if self.answered_by is None else self.answered_by]
 
 
 @dataclass

@@ -100,12 +100,17 @@ class ServeContext(StrategyContext):
         if messages is not None and self.meter.engines[alias].info.prompt_mode == "completion":
             # A base model (no chat template) gets the conversation as a completion prompt,
             # in the form tradeoff prompts it with when profiling, and answers one line.
+            # (The client's stop strings are added to the line's end: without it the model
+            # writes on, the next "Question:" and its answer too.)
             prompt, messages = conversation_prompt(messages), None
-            stop = stop or ["\n"]
+            stop = stop if "\n" in stop else [*stop, "\n"]
+        max_tokens = c.max_tokens
+        if STRATEGIES[self.config.strategy].params.caps_max_tokens:  # `budget`: at most its own
+            max_tokens = min(max_tokens, s.max_tokens)
         request = Request(
             messages=[dict(m) for m in messages] if messages is not None else None,
             prompt=prompt,
-            max_tokens=c.max_tokens,
+            max_tokens=max_tokens,
             temperature=c.temperature if c.temperature is not None else s.temperature,
             seed=seed % (1 << 32),  # llama.cpp seeds are 32-bit
             stop=stop,
@@ -690,8 +695,8 @@ class _Run:
     @staticmethod
     def _finish_reason(outcome: Outcome) -> str:
         reason = outcome.extra.get("finish_reason")
-        if not isinstance(reason, str) and outcome.calls:
-            reason = outcome.calls[-1].generation.finish_reason
+        if not isinstance(reason, str) and (answer := outcome.answer_call) is not None:
+            reason = answer.generation.finish_reason  # a vote's: the chosen draw's, not the last
         return "length" if reason == "length" else "stop"
 
     # --- streamed answers ---------------------------------------------------------------------

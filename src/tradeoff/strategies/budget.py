@@ -23,6 +23,7 @@ class Params(StrategyParams):
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "budget", "think_budget")
     names_max_tokens: ClassVar[bool] = False  # the budget is in the name
+    caps_max_tokens: ClassVar[bool] = True
 
     def aliases(self) -> list[str]:
         return [self.model]
@@ -61,6 +62,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
 
     # Phase 1: think, at most think_budget tokens, stopping where the model closes its thinking.
     base = ctx.request_for(alias, item, sample)
+    budget = min(budget, base.max_tokens)  # a served client may ask for fewer
     first = await ctx.meter.call(
         alias,
         ctx.request_for(
