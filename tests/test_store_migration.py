@@ -145,10 +145,14 @@ def test_another_programs_sqlite_file_is_refused_and_left_untouched(tmp_path):
     conn = sqlite3.connect(tmp_path / STORE_FILE)
     conn.execute("CREATE TABLE notes (text TEXT)")
     conn.close()
+    before = (tmp_path / STORE_FILE).read_bytes()
     with pytest.raises(UserError, match="not a readable tradeoff store: it has no runs table"):
         Store.open(tmp_path)
     assert list(tables(tmp_path)) == ["notes"]
     assert stored_version(tmp_path) == 0
+    # not even its journal mode (it was set to WAL, in the file, before the check)
+    assert (tmp_path / STORE_FILE).read_bytes() == before
+    assert not (tmp_path / f"{STORE_FILE}-wal").exists()
 
 
 def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, monkeypatch):
@@ -159,8 +163,8 @@ def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, 
     begun = threading.Semaphore(0)
     connect = Store._connect
 
-    def traced_connect(path: Path) -> sqlite3.Connection:
-        conn = connect(path)
+    def traced_connect(path: Path, journal: bool = True) -> sqlite3.Connection:
+        conn = connect(path, journal)
         conn.set_trace_callback(lambda sql: begun.release() if sql == "BEGIN IMMEDIATE" else None)
         return conn
 

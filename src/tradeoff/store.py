@@ -263,6 +263,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
+def _journal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
 def _first_run(conn: sqlite3.Connection, path: Path) -> str:
     """The id of the store's run, once the store is migrated to the current schema."""
     try:
@@ -342,12 +347,14 @@ class Store:
         self._samples_lock = threading.Lock()
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
+    def _connect(path: Path, journal: bool = True) -> sqlite3.Connection:
+        """A connection to the store; `journal`: in WAL mode (set in the file), which `open`
+        sets only once the file is known to be a store (another program's is left as it was)."""
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        if journal:
+            _journal(conn)
         return conn
 
     @staticmethod
@@ -416,13 +423,15 @@ class Store:
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         lock = _lock(directory) if writer else None
         try:
-            conn = cls._connect(path)
+            conn = cls._connect(path, journal=False)
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 os.close(lock)
             raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
         try:
-            return cls(directory, conn, _first_run(conn, path), lock)
+            run_id = _first_run(conn, path)
+            _journal(conn)
+            return cls(directory, conn, run_id, lock)
         except BaseException:
             conn.close()
             if lock is not None:
