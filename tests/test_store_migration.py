@@ -3,7 +3,7 @@ then resumes and reports; one written by a newer tradeoff is refused in one line
 
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +82,28 @@ def test_a_store_from_before_versioning_resumes_and_reports(tmp_path):
     frontier = run_cli("frontier", str(old))
     assert frontier.returncode == 0, frontier.stderr
     assert "smollm2-135m" in frontier.stdout
+
+
+def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
+    """Before schema 7 a vote's or a cascade's TTFT was its first draw's first token; now the
+    answer's release, which a resumed run's new records would otherwise be mixed with."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "vote-n3", {"strategy": "vote"}),
+                       ("c2", "small", {"strategy": "single"})])  # fmt: skip
+    store.add_items([Item("a", "2+2?", "4", "arith")])
+    store.write_record(record("a"))
+    store.write_record(replace(record("a"), config_id="c2"))
+    store.write_record(replace(record("a", sample=1), ttft_s=None))
+    store.conn.execute("PRAGMA user_version = 6")
+    store.close()
+    store = Store.open(directory)
+    found = store.records()
+    store.close()
+    ttft = {(c, s): t for c, s, t in zip(found["config_id"], found["sample"], found["ttft_s"])}
+    assert ttft[("c1", 0)] == 0.2 and ttft[("c2", 0)] == 0.1  # the vote's e2e; single's as was
+    assert pd.isna(ttft[("c1", 1)])  # none: still none
+    assert stored_version(directory) == schema_version()
 
 
 @dataclass

@@ -217,6 +217,18 @@ def _embeddings(conn: sqlite3.Connection) -> None:
     )
 
 
+def _released_ttft(conn: sqlite3.Connection) -> None:
+    """6 -> 7. A `vote` or `cascade` record's TTFT is when its chosen answer is released whole,
+    after every call, as those strategies record it since 2f2e86d; stores written before held
+    the first draw's first token, which no client saw (a run resumed after would mix the two).
+    Their TTFT becomes the release's, the end of the strategy's work: the record's e2e."""
+    conn.execute(
+        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND EXISTS (SELECT 1 FROM "
+        "configs c WHERE c.run_id = records.run_id AND c.config_id = records.config_id AND "
+        "json_extract(c.spec, '$.strategy') IN ('vote', 'cascade'))"
+    )
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -229,6 +241,7 @@ MIGRATIONS: list[Migration] = [
     _evaluations,
     _call_fact_columns,
     _embeddings,
+    _released_ttft,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
