@@ -617,6 +617,22 @@ def test_costs_are_said_in_their_unit_and_a_cheaper_strong_is_warned_of(tmp_path
     )
     shown = run_cli("policy", "eval", str(run), "--cv", "5")
     assert "(cost: given, USD per query)" in shown.stdout and not warnings_of(shown)
+    # The same outcomes priced in euros: the USD policy is not evaluated on them (its budget
+    # and promised cost read as euros); a file without the unit takes its configurations'.
+    euros = tmp_path / "euros"
+    made = run_cli("import", "outcomes", str(tmp_path / "outcomes.csv"), "--prompt-col", "prompt",
+                   "--model", "weak=weak_correct,cost=0.1",
+                   "--model", "strong=strong_correct,cost=1",
+                   "--cost-unit", "EUR", "--out", str(euros))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert Policy.load(tmp_path / "p.json").cost_unit == "USD"
+    refused = f"{tmp_path / 'p.json'} was fitted on costs in USD; those of {euros} are in EUR"
+    one_line_error(run_cli("policy", "eval", str(euros), "--policy", str(tmp_path / "p.json")),
+                   refused)  # fmt: skip
+    unmarked = json.loads((tmp_path / "p.json").read_text())
+    del unmarked["cost_unit"]
+    (tmp_path / "old.json").write_text(json.dumps(unmarked))
+    assert Policy.load(tmp_path / "old.json").cost_unit == "USD"
     # Strong by accuracy, but the cheaper: routing to the weak one saves nothing, and it says so.
     swapped = tmp_path / "swapped"
     made = run_cli("import", "outcomes", str(tmp_path / "outcomes.csv"), "--prompt-col", "prompt",

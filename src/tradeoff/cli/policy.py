@@ -260,6 +260,11 @@ def evaluate(
         fitted = Policy.load(policy)
         hint = "the policy was fitted on that cost axis: fit one on this run to evaluate it here"
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis, missing_hint=hint)
+        if fitted.cost_unit and table.cost_unit and fitted.cost_unit != table.cost_unit:
+            raise UserError(
+                f"{policy} was fitted on costs in {fitted.cost_unit}; those of {directory} are "
+                f"in {table.cost_unit}: fit a policy on this run to evaluate it here"
+            )
         result = evaluate_policy(table, fitted, str(policy), directory)
     else:
         if cv is None or cv < 2:

@@ -346,6 +346,9 @@ class Policy:
     # The training queries' tasks and each one's share: a query of another task (served
     # traffic, say) is scored as the mean over them, where the router reads the task
     tasks: dict[str, float] = field(default_factory=dict)
+    # The unit of its costs (`mean_costs`, a budget target): another run's costs must share it.
+    # "" in files fitted before it was kept: taken from imported configurations' own unit.
+    cost_unit: str = ""
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -439,6 +442,8 @@ class Policy:
             return f"config_specs must describe each of the {n} configurations (a mapping each)"
         if not (isinstance(self.tasks, dict) and all(number(v) for v in self.tasks.values())):
             return "tasks must map each task to its share of the training queries"
+        if not isinstance(self.cost_unit, str):
+            return "cost_unit must be the unit of its costs, a string"
         return None
 
     def save(self, path: str | Path) -> None:
@@ -478,6 +483,9 @@ class Policy:
             raise UserError(f"{path}: configs must list the policy's configurations' names")
         if problem := policy._malformed():
             raise UserError(f"{path}: {problem}; fit the policy again (`tradeoff policy fit`)")
+        if not policy.cost_unit and policy.cost_axis == "given":  # imported, fitted before 7
+            units = {str(s.get("cost_unit", "")) for s in policy.config_specs}
+            policy.cost_unit = units.pop() if len(units) == 1 else ""
         try:
             policy._router = load_router(policy.router, len(policy.configs))
         except UserError as exc:
@@ -573,6 +581,7 @@ def fit_policy(
         calibration=calibration,
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
         tasks={t: n / len(table.tasks) for t, n in sorted(Counter(table.tasks).items())},
+        cost_unit=table.cost_unit,
     )
 
 
