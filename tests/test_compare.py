@@ -297,3 +297,37 @@ def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):
     # imported outcomes carry no latency: the ratios say so (they said "none")
     ratios = comparison["configs"][0]["ratios"]
     assert "imported outcomes carry no latency" in ratios["e2e_mean"]["missing"], ratios
+
+
+def test_imported_costs_are_compared_in_their_unit(tmp_path):
+    """Imports carry a cost and nothing else measured: the cost is compared (every ratio was
+    n/a, a doubled price only in the spec's differences), unless the runs' units differ."""
+    outcomes = tmp_path / "o.jsonl"
+    outcomes.write_text("".join(
+        json.dumps({"prompt": f"what is {i}+{i}?", "big": 1, "small": i % 2}) + "\n"
+        for i in range(10)
+    ))  # fmt: skip
+
+    def imported(name: str, big: float, *unit: str) -> str:
+        out = str(tmp_path / name)
+        made = run_cli("import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+                       "--model", f"big=big,cost={big}", "--model", "small=small,cost=0.5",
+                       *unit, "--out", out)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        return out
+
+    usd, dearer = imported("usd", 3, "--cost-unit", "USD"), imported("dearer", 6)
+    eur, eur_dearer = (imported(n, b, "--cost-unit", "EUR") for n, b in [("eur", 3), ("e2", 6)])
+    result = run_cli("compare", usd, dearer, eur, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    priced, other_unit = json.loads(result.stdout)
+    costs = {row["config"]: row["ratios"]["cost"] for row in priced["configs"]}
+    assert costs["big"]["ratio"] == pytest.approx(2.0) and costs["big"]["unit"] == "$"
+    assert costs["small"]["ratio"] == pytest.approx(1.0)
+    missing = {row["ratios"]["cost"]["missing"] for row in other_unit["configs"]}
+    assert missing == {"A's cost is in $, B's in EUR"}
+    euros = json.loads(run_cli("compare", eur, eur_dearer, "--format", "json").stdout)
+    big = next(row for row in euros[0]["configs"] if row["config"] == "big")["ratios"]["cost"]
+    assert (big["ratio"], big["a"], big["b"], big["unit"]) == (pytest.approx(2.0), 3, 6, "EUR")
+    shown = run_cli("compare", usd, dearer).stdout
+    assert "cost" in shown and "2×" in shown, shown

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ QUANTITIES: dict[str, Quantity] = {
     "ttft_mean": Quantity("time to first token, mean", "s", "wall clock"),
     "energy": Quantity("energy per query", "J", "measured"),
     "output_tokens": Quantity("output tokens per query", "tokens", "counted"),
+    # dollars (the spec's prices, or costs given in USD), else costs given at import: a
+    # ratio's `unit` says which (a comparison of costs in two units has none)
+    "cost": Quantity("cost per query", "$", "spec prices, or given with imported outcomes"),
 }
 
 
@@ -58,6 +61,7 @@ class Ratio:
     b: float | None
     ratio: float | None
     missing: str | None  # why ratio is None
+    unit: str | None = None  # of a and b, where not the quantity's own
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,8 @@ class Comparison:
         data = dataclasses.asdict(self)
         for config in data["configs"]:
             for key, ratio in config["ratios"].items():
-                ratio.update(unit=QUANTITIES[key].unit, source=QUANTITIES[key].source)
+                ratio.update(unit=ratio["unit"] or QUANTITIES[key].unit)
+                ratio.update(source=QUANTITIES[key].source)
         return data
 
 
@@ -202,7 +207,7 @@ def paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def _values(s: Summary) -> dict[str, tuple[float | None, str | None]]:
-    """Each quantity of a summary, or why it has none."""
+    """Each quantity of a summary, or why it has none (cost: `_cost`)."""
     energy, latency, tokens = s.costs["energy"], s.costs["latency"], s.costs["tokens"]
     return {
         "e2e_mean": (latency.value, latency.missing),
@@ -211,6 +216,26 @@ def _values(s: Summary) -> dict[str, tuple[float | None, str | None]]:
         "energy": (energy.value, f"energy not measured: {energy.missing or 'not measured'}"),
         "output_tokens": (s.output_tokens, tokens.missing),
     }
+
+
+def _cost(s: Summary) -> tuple[float | None, str | None, str]:
+    """A summary's cost per query, why it has none, and its unit: dollars where it has them,
+    else the cost given with imported outcomes (in the unit given with them)."""
+    dollars, given = s.costs["dollars"], s.costs["given"]
+    if dollars.value is not None:
+        return dollars.value, None, dollars.unit
+    if given.value is not None:
+        return given.value, None, given.unit
+    return None, dollars.missing, dollars.unit
+
+
+def _cost_ratio(a: Summary, b: Summary) -> Ratio:
+    (va, why_a, unit_a), (vb, why_b, unit_b) = _cost(a), _cost(b)
+    if va is not None and vb is not None and unit_a != unit_b:
+        return Ratio(
+            va, vb, None, f"A's cost is in {unit_a}, B's in {unit_b}", f"{unit_a}/{unit_b}"
+        )
+    return replace(_ratio((va, why_a), (vb, why_b)), unit=unit_a if va is not None else unit_b)
 
 
 def _ratio(a: tuple[float | None, str | None], b: tuple[float | None, str | None]) -> Ratio:
@@ -259,9 +284,10 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     summary_a = summarize_config(name, pa, a.records)
     summary_b = summarize_config(name, pb, b.records)
     values_a, values_b = _values(summary_a), _values(summary_b)
+    ratios = {key: _ratio(values_a[key], values_b[key]) for key in values_a}
     return ConfigComparison(
         name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
-        {key: _ratio(values_a[key], values_b[key]) for key in QUANTITIES},
+        {**ratios, "cost": _cost_ratio(summary_a, summary_b)},
         _source(summary_a), _source(summary_b), _failed(pa), _failed(pb),
         [p for p in dict.fromkeys(pa["load_point"]) if p],
     )  # fmt: skip

@@ -141,7 +141,7 @@ def _ratio_chart(c: Comparison, element: str) -> str:
         {
             "config": r.config,
             "quantity": quantity.title,
-            "unit": quantity.unit,
+            "unit": ratio.unit or quantity.unit,
             "A": ratio.a,
             "B": ratio.b,
             "B/A": ratio.ratio,

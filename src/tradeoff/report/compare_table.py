@@ -24,7 +24,8 @@ DIFFERENCE_NOTE = (
 )
 RATIO_NOTE = (
     "B/A: B's value over A's, 1× when the same (below 1×: B faster, using less energy, writing "
-    "fewer tokens); latency and TTFT by the wall clock, energy as measured"
+    "fewer tokens, cheaper); latency and TTFT by the wall clock, energy as measured, cost by the "
+    "spec's prices or as given with imported outcomes"
 )
 HEADERS = {
     "e2e_mean": "e2e s\nmean B/A",
@@ -32,6 +33,7 @@ HEADERS = {
     "ttft_mean": "TTFT s\nmean B/A",
     "energy": "energy J\nB/A",
     "output_tokens": "out tok\nB/A",
+    "cost": "cost\nB/A",
 }
 
 
