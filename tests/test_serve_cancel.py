@@ -8,14 +8,18 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 from conftest import fast_server, serve_process
 from serve_support import assert_stopped_cleanly, stored
+
+from tradeoff.types import CANCELLED, Request
 
 
 def _spec(path: Path, models: dict[str, str]) -> Path:
@@ -81,3 +85,47 @@ def test_stopping_while_a_cancelled_generation_runs_on_the_model_thread_is_clean
         assert code == 0, served.lines
     assert "Segmentation fault" not in "\n".join(served.lines)
     assert len(stored(out)) == 1
+
+
+def test_a_cascade_or_vote_left_by_its_client_calls_no_further_model(tmp_path):
+    """Left after half a second of a slow upstream's first answer: the cascade does not
+    escalate (it did, and counted an escalation), the vote draws no more (it drew every draw);
+    no TTFT (the answer, released whole, reached nobody)."""
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1500") as upstream:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({
+            "models": {"small": f"openai:{upstream}#small", "large": f"openai:{upstream}#large"},
+            "sampling": {"max_tokens": 8},
+            "configs": [
+                {"strategy": "cascade", "models": ["small", "large"], "signal": "logprob",
+                 "threshold": 0.0, "name": "cascade"},
+                {"strategy": "vote", "model": "small", "n": 3, "name": "vote"},
+            ],
+        }))  # fmt: skip
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            for model in ("cascade", "vote"):
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                with (
+                    httpx.Client(base_url=served.url, timeout=0.5) as client,
+                    contextlib.suppress(httpx.TimeoutException),
+                ):
+                    client.post("/chat/completions", json=body)
+            records = assert_stopped_cleanly(served)
+    by_config = {r["config"]: r for r in records.to_dict("records")}
+    assert sorted(by_config) == ["cascade", "vote"]
+    for record in by_config.values():
+        assert record["error"] == "client disconnected", record
+        assert len(json.loads(record["calls"])) == 1, record["calls"]
+        assert pd.isna(record["ttft_s"]), record
+    assert by_config["cascade"]["extra"]["escalated"] is False
+    assert by_config["vote"]["extra"]["samples_drawn"] == 1
+
+
+def test_a_call_cancelled_before_it_began_read_no_input_tokens(smollm):
+    """0, not unknown: a record sums its calls' input tokens, and one unknown made the whole
+    record's unknown (a cancelled vote's draws that ran were lost)."""
+    cancel = threading.Event()
+    cancel.set()
+    gen = smollm.generate(Request(prompt="2+2=", max_tokens=4, cancel=cancel))
+    assert (gen.error, gen.input_tokens, gen.output_tokens) == (CANCELLED, 0, 0)

@@ -82,9 +82,17 @@ class Generation:
 
     @classmethod
     def failed(cls, mode: PromptMode, t_start: float, error: str) -> Generation:
-        """A call that produced nothing, with why."""
+        """A call that produced nothing, with why (its input tokens unknown)."""
         now = time.perf_counter()
         return cls("", None, 0, t_start, None, now, "error", mode, error=error)
+
+    @classmethod
+    def cancelled_before(cls, mode: PromptMode, t_start: float) -> Generation:
+        """A call cancelled before its engine read a token of it: 0 input tokens (unknown, a
+        record of a cancelled cascade or vote lost the input tokens of its calls that ran)."""
+        gen = cls.failed(mode, t_start, CANCELLED)
+        gen.input_tokens = 0
+        return gen
 
     @property
     def ttft_s(self) -> float | None:

@@ -251,7 +251,7 @@ class LlamaCppEngine(InProcessEngine):
         with self._lock:
             t_start = time.perf_counter()
             if request.cancelled:
-                return Generation.failed(request.mode, t_start, CANCELLED)
+                return Generation.cancelled_before(request.mode, t_start)
             try:
                 return self._generate(request, t_start, on_text, on_pass)
             except Exception as exc:  # a failed request is a record with its error

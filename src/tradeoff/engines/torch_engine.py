@@ -408,7 +408,7 @@ class TorchEngine(InProcessEngine):
     ) -> list[Generation]:
         t_start = time.perf_counter()
         if requests[0].cancelled:
-            return [Generation.failed(r.mode, t_start, CANCELLED) for r in requests]
+            return [Generation.cancelled_before(r.mode, t_start) for r in requests]
         try:
             return self._generate(requests, t_start, on_text, on_pass)
         except Exception as exc:  # a failed request is a record with its error

@@ -89,6 +89,10 @@ class ServeContext(StrategyContext):
 
     client: ClientParams | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        return self.client is not None and self.client.cancel.is_set()
+
     def request_for(
         self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object
     ) -> Request:
@@ -579,6 +583,8 @@ class _Run:
         )  # fmt: skip
         if self.disconnected:
             record.error = DISCONNECTED
+            if outcome.t_released is not None:  # an answer released whole: none was sent
+                record.ttft_s = None
         elif record.error is None and status >= 500:
             record.error = outcome.extra.get("exception") or next(
                 (c.generation.error for c in outcome.calls if c.generation.error), "failed"

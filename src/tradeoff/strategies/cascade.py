@@ -90,6 +90,8 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     if signal == "agreement":
         outputs, answers = [], []
         for draw in range(ctx.params["k"]):
+            if draw and ctx.cancelled:  # (the first is drawn: a cancelled one, at once)
+                break
             call = await ctx.meter.call(small, ctx.request_for(small, item, sample, draw))
             calls.append(call)
             outputs.append(call.generation.text)
@@ -111,7 +113,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         # None (a failed call, an empty answer, a server that sends no log-probabilities):
         # infinitely uncertain. (-_mean of none was -inf: such answers never escalated.)
         uncertainty = math.inf if not values else -_mean(values) if logprob else _mean(values)
-    escalated = uncertainty > threshold
+    escalated = uncertainty > threshold and not ctx.cancelled
     if escalated:
         call = await ctx.meter.call(large, ctx.request_for(large, item, sample))
         calls.append(call)

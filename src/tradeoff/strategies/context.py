@@ -28,6 +28,12 @@ class StrategyContext:
     def params(self) -> dict[str, Any]:
         return self.config.params
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether the answer is no longer wanted (a served client went away): a strategy makes
+        no further call (a cascade does not escalate, a vote draws no more)."""
+        return False
+
     def request_for(
         self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object
     ) -> Request:

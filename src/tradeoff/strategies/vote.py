@@ -100,6 +100,8 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         requests = [ctx.request_for(alias, item, sample, draw) for draw in range(n)]
         drawn = iter(await ctx.meter.call_batch(alias, requests))
     for draw in range(n):
+        if draw and ctx.cancelled and not batched:  # (the first is drawn: cancelled, at once;
+            break  # a batch's draws all ran)
         call = (
             next(drawn)
             if batched
