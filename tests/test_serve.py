@@ -304,13 +304,15 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
 def test_a_budget_caps_what_a_client_asks_and_a_base_model_answers_one_line(tmp_path):
     """A client's max_tokens above a `budget` configuration's cap gets the cap (it got what it
     asked, stored under the budget's name); a client's stop strings on a base model keep the
-    end of its line (the model wrote on, the next "Question:" and its answer too)."""
+    end of its line (the model wrote on, the next "Question:" and its answer too). A budget's
+    answer streams."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         "models: {small: smollm2-135m, base: gemma3-270m}\n"
         "configs:\n"
         "  - {strategy: budget, model: small, budget: 6, name: capped}\n"
         "  - {strategy: single, model: base, name: base}\n"
+        "  - {strategy: budget, model: small, budget: 10, think_budget: 3, name: think}\n"
     )
     out = tmp_path / "run"
     with serve_process("--spec", str(spec), "--out", str(out)) as served:
@@ -325,6 +327,11 @@ def test_a_budget_caps_what_a_client_asks_and_a_base_model_answers_one_line(tmp_
                 usage = chunks[-1].usage
                 finish = next(c.choices[0].finish_reason for c in chunks if c.choices and
                               c.choices[0].finish_reason)  # fmt: skip
+                # streamed as generated (sent whole at the end, after the TTFT it recorded)
+                pieces = [c.choices[0].delta.content for c in chunks if c.choices and
+                          c.choices[0].delta.content]  # fmt: skip
+                assert len(pieces) > 1, pieces
+                streamed = "".join(pieces)
             else:
                 whole = client.chat.completions.create(model="capped", messages=count,
                                                        max_tokens=32)  # fmt: skip
@@ -336,8 +343,14 @@ def test_a_budget_caps_what_a_client_asks_and_a_base_model_answers_one_line(tmp_
             model="base", messages=ASK, max_tokens=24, stop=["zzz"]
         )
         assert "\n" not in answer.choices[0].message.content, answer.choices[0].message.content
+        # cut at think_budget, then continued: both calls' text streamed, as stored
+        chunks = list(client.chat.completions.create(model="think", messages=count, stream=True))
+        continued = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     capped = [r for r in _records(out).values() if r["config"] == "capped"]
     assert sorted(r["output_tokens"] for r in capped) == [3, 6, 6]
+    assert streamed in {r["output"] for r in capped if r["extra"]["stream"]}
+    (thought,) = [r for r in _records(out).values() if r["config"] == "think"]
+    assert len(thought["calls"]) == 2 and thought["output"] == continued, thought
 
 
 def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):

@@ -24,6 +24,8 @@ class Params(StrategyParams):
     listable: ClassVar[tuple[str, ...]] = ("temperature", "budget", "think_budget")
     names_max_tokens: ClassVar[bool] = False  # the budget is in the name
     caps_max_tokens: ClassVar[bool] = True
+    # Its answer only grows: the thinking, the close it forces, then the answer's continuation.
+    streams: ClassVar[bool] = True
 
     def aliases(self) -> list[str]:
         return [self.model]
@@ -56,7 +58,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     budget, think_budget = ctx.params["budget"], ctx.params.get("think_budget")
     alias = ctx.config.model
     if think_budget is None:
-        call = await ctx.meter.call(alias, ctx.request_for(alias, item, sample))
+        call = await ctx.meter.call(alias, ctx.request_for(alias, item, sample), ctx.on_text)
         capped = call.generation.finish_reason == "length"
         return Outcome(call.generation.text, [call], {"cap_hit": capped, "forced": False})
 
@@ -72,6 +74,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
             max_tokens=min(think_budget, budget),
             stop=[*base.stop, THINK_CLOSE],
         ),
+        ctx.on_text,
     )
     text = first.generation.text
     cut = first.generation.finish_reason == "length"  # at think_budget (or budget, the lower)
@@ -85,8 +88,10 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     left = budget - first.generation.output_tokens
     if left <= 0:
         return Outcome(text, [first], {"cap_hit": True, "forced": False})
+    if ctx.on_text is not None and prefix != text:
+        ctx.on_text(prefix[len(text) :])  # the close it forced, after the thinking sent
     second = await ctx.meter.call(
-        alias, ctx.request_for(alias, item, sample, max_tokens=left, prefix=prefix)
+        alias, ctx.request_for(alias, item, sample, max_tokens=left, prefix=prefix), ctx.on_text
     )
     answer = prefix + second.generation.text
     # cap_hit: the answer ran into `budget` (the output tokens in all); `forced`: the thinking
