@@ -68,7 +68,8 @@ def _record(config_id: str, i: int, energy: float | None, score: int | None) -> 
         flops=1e9 * (i + 1),
         peak_rss_bytes=1,
         cost_usd=None,
-        calls=[{"model": config_id.lower(), "input_tokens": 100}],
+        # its engine call took half its time (it waited for the engine the other half)
+        calls=[{"model": config_id.lower(), "input_tokens": 100, "e2e_s": E2E[i] / 2}],
     )
 
 
@@ -119,7 +120,8 @@ def test_metrics_equal_a_hand_computation(records):
     assert b.cost_source == "measured by rapl"
     assert b.cost_of_pass == pytest.approx(20.0 / 0.8)
     assert b.accuracy_per_joule == pytest.approx(0.8 / 20.0)
-    power = (18 / 1 + 22 / 2 + 20 / 1 + 19 / 2 + 21 / 1) / 5  # mean of each query's J / s
+    # mean of each query's J over its engine call's seconds (not its wall time's)
+    power = (18 / 0.5 + 22 / 1 + 20 / 0.5 + 19 / 1 + 21 / 0.5) / 5
     assert b.power_w == pytest.approx(power)
     assert b.ipw == pytest.approx(0.8 / power)
     assert b.e3 == pytest.approx(0.8**2 / 30.0)

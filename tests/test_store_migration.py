@@ -95,6 +95,7 @@ def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     store.write_record(record("a"))
     store.write_record(replace(record("a"), config_id="c2"))
     store.write_record(replace(record("a", sample=1), ttft_s=None))
+    store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
     store.conn.execute("PRAGMA user_version = 6")
     store.close()
     store = Store.open(directory)

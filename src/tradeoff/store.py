@@ -177,11 +177,14 @@ def _evaluations(conn: sqlite3.Connection) -> None:
 # JSON list of each call's model, in order; unreported_models, of the models of the calls that
 # reported no input tokens (so were not priced), NULL where every call did; call_rooflines, each
 # call's roofline_s and e2e_s in turn, as JSON writes them (float() reads them back exactly),
-# separated by commas, NULL where a call lacks either. `call_facts` computes them.
-CALL_FACTS = ("call_models", "unreported_models", "call_rooflines")
+# separated by commas, NULL where a call lacks either; call_seconds, the seconds the calls took
+# (their e2e_s summed: the time their energy was measured over, without the waits between),
+# NULL where a call lacks it or there is none. `call_facts` computes them.
+CALL_FACTS = ("call_models", "unreported_models", "call_rooflines", "call_seconds")
+CALL_FACTS_V5 = CALL_FACTS[:3]  # those schema 5 added
 
 
-def call_facts(calls: Any) -> tuple[str, str | None, str | None]:
+def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None]:
     """A record's CALL_FACTS, from its calls (as stored: JSON text, or decoded)."""
     found = json.loads(calls) if isinstance(calls, str) else calls or []
     models = [c.get("model") for c in found]
@@ -189,21 +192,31 @@ def call_facts(calls: Any) -> tuple[str, str | None, str | None]:
     timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
     times = (json.dumps(t) for c in found for t in (c["roofline_s"], c["e2e_s"]))
     rooflines = ",".join(times) if timed else None
-    return json.dumps(models), json.dumps(unreported) if unreported else None, rooflines
+    spans = [c.get("e2e_s") for c in found]
+    seconds = None if not spans or None in spans else float(sum(spans))
+    unreported_text = json.dumps(unreported) if unreported else None
+    return json.dumps(models), unreported_text, rooflines, seconds
 
 
 def _call_fact_columns(conn: sqlite3.Connection) -> None:
-    """4 -> 5. The CALL_FACTS of each record, as columns of `records`: written with each record
-    from now on, computed here for the records already stored."""
-    for name in CALL_FACTS:
+    """4 -> 5. The CALL_FACTS of each record then (CALL_FACTS_V5), as columns of `records`:
+    written with each record from now on, computed here for the records already stored."""
+    for name in CALL_FACTS_V5:
         conn.execute(f"ALTER TABLE records ADD COLUMN {name} TEXT")
-    update = f"UPDATE records SET {', '.join(f'{n} = ?' for n in CALL_FACTS)} WHERE rowid = ?"
+    _fill_call_facts(conn, CALL_FACTS_V5)
+
+
+def _fill_call_facts(conn: sqlite3.Connection, names: tuple[str, ...]) -> None:
+    """The CALL_FACTS `names` of every stored record, from its calls."""
+    update = f"UPDATE records SET {', '.join(f'{n} = ?' for n in names)} WHERE rowid = ?"
+    indices = [CALL_FACTS.index(name) for name in names]
     last = 0
     # a chunk at a time, so that a million records' calls are never decoded at once
     while rows := conn.execute(
         "SELECT rowid, calls FROM records WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,)
     ).fetchall():
-        conn.executemany(update, [(*call_facts(calls), rowid) for rowid, calls in rows])
+        facts = [(call_facts(calls), rowid) for rowid, calls in rows]
+        conn.executemany(update, [(*(f[i] for i in indices), rowid) for f, rowid in facts])
         last = rows[-1][0]
 
 
@@ -229,6 +242,13 @@ def _released_ttft(conn: sqlite3.Connection) -> None:
     )
 
 
+def _call_seconds(conn: sqlite3.Connection) -> None:
+    """7 -> 8. call_seconds (CALL_FACTS): the time a record's energy was measured over, for its
+    mean power (a record's e2e counts its waits for the engine: under load, power read low)."""
+    conn.execute("ALTER TABLE records ADD COLUMN call_seconds REAL")
+    _fill_call_facts(conn, ("call_seconds",))
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -242,6 +262,7 @@ MIGRATIONS: list[Migration] = [
     _call_fact_columns,
     _embeddings,
     _released_ttft,
+    _call_seconds,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.

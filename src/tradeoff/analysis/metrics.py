@@ -139,7 +139,7 @@ class Summary:
     errors: int
     costs: dict[str, AxisCost]  # every cost axis: the mean per query, or why it is unknown
     energy_source: str | None  # the meters, e.g. "rapl" or "nvml"
-    power_w: float | None  # mean of each query's energy / its wall-clock time
+    power_w: float | None  # mean of each query's energy / its engine calls' time
     input_tokens: float | None  # mean over the n_input_tokens queries that reported them
     n_input_tokens: int
     output_tokens: float | None  # mean over every query (None: imported outcomes count none)
@@ -201,11 +201,14 @@ class Summary:
 
 
 def _power(df: pd.DataFrame) -> float | None:
-    """Mean power per query (W): each query's energy over its wall-clock time."""
-    timed = df["e2e_s"] > 0
+    """Mean power per query (W): each query's energy over the time its engine calls took (the
+    time the energy was measured over; its wall-clock time counts waits for the engine, which
+    under load read the power low)."""
+    seconds = pd.to_numeric(call_fact(df, "call_seconds"), errors="coerce").astype(float)
+    timed = seconds > 0
     if not timed.any() or df["energy_j"].isna().any():
         return None
-    return float(np.mean(df.loc[timed, "energy_j"] / df.loc[timed, "e2e_s"]))
+    return float(np.mean(df.loc[timed, "energy_j"] / seconds[timed]))
 
 
 def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
