@@ -12,8 +12,8 @@ import pytest
 
 from tradeoff.meters.account import EnergyAccount
 from tradeoff.meters.split import IntervalSplitter, Sampler, measure_idle_w
-from tradeoff.strategies.calls import CallMeter
-from tradeoff.types import Call, Request
+from tradeoff.strategies.calls import CallMeter, request_passes
+from tradeoff.types import Call, Generation, Request
 
 
 def test_one_interval_is_shared_by_tokens_and_ended_requests_settle_after_it():
@@ -154,3 +154,18 @@ def test_a_request_waiting_for_the_engine_takes_no_share_of_another_s_prefill(sm
             own,
         )
         assert call.mean_power_w == ClockCounter.POWER_W
+
+
+def test_the_passes_counted_are_the_passes_the_engine_ran(smollm):
+    """An answer that ends on its own ran one pass more than its tokens: the one whose token
+    ended it, counted in its FLOPs and bytes (it was left out); one cut at max_tokens did not.
+    An answer that ends at once has no first token."""
+    for ask, max_tokens in [("Say hi.", 64), ("Count to ten.", 3)]:
+        ran: list[tuple[int, int]] = []
+        request = Request(messages=[{"role": "user", "content": ask}], max_tokens=max_tokens)
+        gen = smollm.generate(request, on_pass=lambda start, n, _, ran=ran: ran.append((start, n)))
+        assert gen.finish_reason == ("stop" if max_tokens == 64 else "length"), gen
+        assert gen.end_pass == (gen.finish_reason == "stop")
+        assert request_passes(gen.input_tokens, gen.output_tokens, gen.end_pass) == ran
+    ended = Generation("", 5, 0, 0.0, None, 0.1, "stop", end_pass=True)
+    assert request_passes(5, 0, ended.end_pass) == [(0, 5)]  # the prefill gave the end

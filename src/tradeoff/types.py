@@ -79,6 +79,9 @@ class Generation:
     # from stream chunks.
     token_count_source: str = "exact"
     error: str | None = None
+    # The engine ran one pass more than its output tokens need: the one whose token ended the
+    # sequence, which is no output token (in-process engines know; a server does not say).
+    end_pass: bool = False
 
     @classmethod
     def failed(cls, mode: PromptMode, t_start: float, error: str) -> Generation:

@@ -285,21 +285,24 @@ class LlamaCppEngine(InProcessEngine):
         entropies: list[float] = []
         t_first: float | None = None
         finish = "length"
+        end_pass = False
         answer = AnswerText(request.stop, on_text)
+        prefill = True
         for token in self.llm.generate(
             prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
         ):
             now = time.perf_counter()
             if on_pass is not None:  # the pass that produced this token
-                on_pass(*((0, len(prompt)) if t_first is None else (self.llm.n_tokens - 1, 1)), 1)
-            if t_first is None:
-                t_first = now
+                on_pass(*((0, len(prompt)) if prefill else (self.llm.n_tokens - 1, 1)), 1)
+            prefill = False
             if self._lib.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
+                finish, end_pass = "stop", True
                 break
             if request.cancelled:
                 finish = "cancelled"
                 break
+            if t_first is None:  # (an answer that ends at once has no first token)
+                t_first = now
             if request.logprobs:
                 lp, ent = self._next_token_stats(token)
                 logprobs.append(lp)
@@ -327,6 +330,7 @@ class LlamaCppEngine(InProcessEngine):
             token_entropies=entropies,
             token_count_source="exact",
             error=CANCELLED if finish == "cancelled" else None,
+            end_pass=end_pass,
         )
 
     def close(self) -> None:

@@ -579,12 +579,14 @@ class _Row:
         self.done = False
         self.finish = "length"
         self.t_done: float | None = None
+        self.end_pass = False  # its last pass produced the end of sequence
 
     def accept(
         self, token: int, now: float, stats: tuple[float, float] | None, engine: TorchEngine
     ) -> None:
         if engine.is_end(token):
             self.done, self.finish, self.t_done = True, "stop", now
+            self.end_pass = True
             return
         if self.request.cancelled:
             self.done, self.finish, self.t_done = True, "cancelled", now
@@ -615,4 +617,5 @@ class _Row:
             token_entropies=self.entropies,
             token_count_source="exact",
             error=CANCELLED if self.finish == "cancelled" else None,
+            end_pass=self.end_pass,
         )

@@ -38,11 +38,17 @@ def _device_peaks(device: str) -> Peaks | None:
     return device_peaks(device)[0]
 
 
-def request_passes(input_tokens: int, output_tokens: int) -> Passes:
+def request_passes(input_tokens: int, output_tokens: int, end_pass: bool = False) -> Passes:
     """The passes of a plain request: prefill of the prompt, then one pass per output token after
-    the first (which the prefill's last position gives)."""
+    the first (which the prefill's last position gives), and one more where a pass produced the
+    end of the sequence after them (`Generation.end_pass`)."""
     p = max(input_tokens, 0)
-    return [(0, p)] + [(p + i, 1) for i in range(max(output_tokens - 1, 0))]
+    return [(0, p)] + [(p + i, 1) for i in range(_decodes(output_tokens, end_pass))]
+
+
+def _decodes(output_tokens: int, end_pass: bool) -> int:
+    """Passes after the prefill: one per output token after the first, and the end's."""
+    return max(output_tokens - 1, 0) + (end_pass and output_tokens > 0)
 
 
 def _batch_passes(gens: list[Generation]) -> Passes | None:
@@ -51,7 +57,8 @@ def _batch_passes(gens: list[Generation]) -> Passes | None:
     ok = [g for g in gens if g.error is None and g.input_tokens]
     if not ok:
         return None
-    return request_passes(ok[0].input_tokens or 0, max(g.output_tokens for g in ok))
+    longest = max(ok, key=lambda g: _decodes(g.output_tokens, g.end_pass))
+    return request_passes(ok[0].input_tokens or 0, longest.output_tokens, longest.end_pass)
 
 
 @dataclass
@@ -284,7 +291,7 @@ class CallMeter:
         if shape is None or gen.error is not None or gen.input_tokens is None:
             return call
         if passes is None:
-            passes = request_passes(gen.input_tokens, gen.output_tokens)
+            passes = request_passes(gen.input_tokens, gen.output_tokens, gen.end_pass)
         call.flops = sum(eval_flops(shape, start, n) for start, n in passes)
         if shape.weight_bytes is not None:
             costs = [eval_cost(shape, start, n, batch) for start, n in passes]
