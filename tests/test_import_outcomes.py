@@ -298,6 +298,12 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
         assert fit.returncode == 2 and "Traceback" not in fit.stderr, fit.stderr
         assert "imported without costs count 0 each" in fit.stderr, fit.stderr
         assert "cost=PRICE" in fit.stderr
+    # nothing on the frontier's axis to draw: said in one line, not an empty chart
+    one_line_error(
+        run_cli("frontier", str(out), "--plot", str(tmp_path / "f.html")),
+        "--plot has nothing to draw on latency per query",
+    )
+    assert not (tmp_path / "f.html").exists()
     policy = tmp_path / "p.json"
     fit = run_cli("policy", "fit", str(out), "--target-accuracy", "0.7", "-o", str(policy))
     assert fit.returncode == 0, fit.stderr

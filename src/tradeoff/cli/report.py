@@ -556,6 +556,14 @@ def frontier(
     rows, label = frontier_rows(directory, cost, at, objective)
     if not rows:
         raise UserError(_no_records(directory))
+    if plot is not None:
+        from tradeoff.report.charts import placed, unplaced_notes
+
+        if not placed(rows):  # an empty chart (imported outcomes on the latency axis, say)
+            raise UserError(
+                f"--plot has nothing to draw on {label}: {'; '.join(unplaced_notes(rows))}; "
+                "choose another --cost"
+            )
     if format is FrontierFormat.table:
         print_frontier(rows, label, wide)
     else:
