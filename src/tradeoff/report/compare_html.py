@@ -190,7 +190,7 @@ def _ratio_chart(c: Comparison, element: str) -> str:
     chart = (one + dots).properties(
         width=760,
         height=alt.Step(14),  # per quantity: the offset scale takes the step
-        title="latency, energy and tokens per query, B / A (below 1: less in B)",
+        title="latency, energy, tokens and cost per query, B / A (below 1: less in B)",
     )
     missing = sorted(
         {
