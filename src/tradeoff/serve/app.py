@@ -55,9 +55,11 @@ _DONE = object()  # the strategy has finished
 _GONE = object()  # the client went away
 _JSON = ("content-type", "application/json")
 DISCONNECTED = "client disconnected"
-# After its client went away, a request's generation stops at its next token; a call to a model
-# behind a server that sends nothing more within this long is cancelled outright.
-CANCEL_GRACE_S = 1.0
+# After its client went away, a request's generation stops at its next token (a call to a server
+# at once); one still computing after this long is cancelled outright, and its calls are lost.
+# (It was 1 s: under load a token of an in-process model took longer, and a request of streamed
+# tokens was stored with none.) A prefill cannot stop, and may take this long on a slow CPU.
+CANCEL_GRACE_S = 60.0
 
 
 @dataclass
