@@ -19,6 +19,7 @@ import yaml
 from conftest import fast_server, serve_process
 from serve_support import assert_stopped_cleanly, stored
 
+from tradeoff.strategies.calls import NOT_RUN
 from tradeoff.types import CANCELLED, Request
 
 
@@ -87,8 +88,9 @@ def test_stopping_while_a_cancelled_generation_runs_on_the_model_thread_is_clean
         assert code == 0, served.lines
     assert "Segmentation fault" not in "\n".join(served.lines)
     (record,) = stored(out).to_dict("records")
-    (call,) = json.loads(record["calls"])
-    assert record["error"] == "client disconnected" and call["input_tokens"] > 1000, call
+    calls = json.loads(record["calls"])
+    assert len(calls) == 1, (record, served.lines)
+    assert record["error"] == "client disconnected" and calls[0]["input_tokens"] > 1000, calls
 
 
 def test_a_cascade_or_vote_left_by_its_client_calls_no_further_model(tmp_path):
@@ -133,3 +135,31 @@ def test_a_call_cancelled_before_it_began_read_no_input_tokens(smollm):
     cancel.set()
     gen = smollm.generate(Request(prompt="2+2=", max_tokens=4, cancel=cancel))
     assert (gen.error, gen.input_tokens, gen.output_tokens) == (CANCELLED, 0, 0)
+
+
+def test_a_request_left_while_it_waited_for_the_engine_is_let_go_at_once(tmp_path):
+    """Behind a long prefill, a request whose client left stops waiting for the model (it
+    waited for the prefill to end, holding its place among the requests in flight): stored
+    at once, its call not run."""
+    out = tmp_path / "run"
+    spec = _spec(tmp_path / "spec.yaml", {"small": "smollm2-135m"})
+    with serve_process("--spec", str(spec), "--out", str(out)) as served:
+        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
+        first = threading.Thread(
+            target=lambda: httpx.post(f"{served.url}/completions", json=long, timeout=300)
+        )
+        first.start()
+        time.sleep(0.3)  # the prefill has begun
+        short = {"model": "small", "prompt": "2+2=", "max_tokens": 2}
+        with (
+            httpx.Client(base_url=served.url, timeout=0.3) as client,
+            contextlib.suppress(httpx.TimeoutException),
+        ):
+            client.post("/completions", json=short)
+        first.join()
+        records = assert_stopped_cleanly(served)
+    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
+    (call,) = json.loads(waited["calls"])
+    assert waited["error"] == "client disconnected" and call["input_tokens"] == 0, waited
+    assert call["energy_missing"] == NOT_RUN and pd.isna(answered["error"]), call
+    assert waited["e2e_s"] < answered["e2e_s"] / 2, (waited["e2e_s"], answered["e2e_s"])

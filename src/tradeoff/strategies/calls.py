@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import TextSink
@@ -25,6 +25,9 @@ SETTLING = "settling: in the record once the energy counter steps past the answe
 # Why a helper process's own work (a router's decision) has no energy: it opens no meter.
 HELPER_UNMETERED = "not metered: a process dispatching to servers reads no energy counter"
 CPU_WORK = "{source} meters the models' GPUs; this is work on the CPU, which no meter here reads"
+NOT_RUN = "not run: cancelled while it waited for the engine"
+# How often a served request waiting for an in-process engine looks whether its client left.
+CANCEL_POLL_S = 0.1
 
 T = TypeVar("T")
 
@@ -134,28 +137,66 @@ class CallMeter:
             gen = await remote.agenerate(request, on_text)
             return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
-        if self.account is not None:
-            # Opened once the engine is this request's: a request waiting for the lock does no
-            # work, and took a share of every step of another's that wrote no token (a prefill).
-            async with self.inproc_lock:
+        e0 = e1 = None
+        async with self._engine(request) as taken:
+            if not taken:  # cancelled while it waited for the engine: nothing ran
+                gen = Generation.cancelled_before(request.mode, time.perf_counter())
+                return self._call(alias, info, gen, None, None, NOT_RUN)
+            if self.account is not None:
+                # Opened once the engine is this request's: a request waiting for the lock does
+                # no work, and took a share of every step of another's that wrote no token.
                 rid = self.account.begin()
                 sink = self.account.sink(rid, self.pass_weight(info))
                 try:
                     gen = await engine.agenerate(request, on_text, sink)
                 finally:
                     self.account.end(rid)
+            else:
+                e0 = self.energy.read_j() if self.energy else None
+                gen = await engine.agenerate(request, on_text)
+                e1 = self.energy.read_j() if self.energy else None
+        if self.account is not None:
             if self.defer_settle:
                 call = self._call(alias, info, gen, None, None, SETTLING)
                 call.pending = asyncio.ensure_future(self.account.settle(rid))
                 return call
             return self._settled(alias, info, gen, await self.account.settle(rid))
-        async with self.inproc_lock:
-            e0 = self.energy.read_j() if self.energy else None
-            gen = await engine.agenerate(request, on_text)
-            e1 = self.energy.read_j() if self.energy else None
         if e0 is not None and e1 is not None and self.energy is not None:
             return self._call(alias, info, gen, e1 - e0, self.energy.source, None)
         return self._call(alias, info, gen, None, None, self.energy_missing)
+
+    @asynccontextmanager
+    async def _engine(self, request: Request) -> AsyncIterator[bool]:
+        """The in-process lock, held inside; not taken (False) where the request was cancelled
+        while it waited (a served client gone: it waited for every request ahead of it, holding
+        a place among the server's requests in flight, only to stop at once)."""
+        if request.cancel is None:
+            async with self.inproc_lock:
+                yield True
+            return
+        acquire = asyncio.ensure_future(self.inproc_lock.acquire())
+        try:
+            while not acquire.done() and not request.cancelled:
+                await asyncio.wait({acquire}, timeout=CANCEL_POLL_S)
+        except BaseException:
+            self._let_go(acquire)
+            raise
+        if not acquire.done():
+            self._let_go(acquire)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self.inproc_lock.release()
+
+    def _let_go(self, acquire: asyncio.Future[Any]) -> None:
+        """Give up a wait for the lock: cancelled, it takes none (asyncio.Lock passes its turn
+        on); released where it already had it."""
+        if not acquire.done():
+            acquire.cancel()
+        elif not acquire.cancelled() and acquire.exception() is None:
+            self.inproc_lock.release()
 
     async def measure(self, work: Callable[[], T]) -> Measured[T]:
         """Run `work` (a strategy's own computation on this process's CPU, e.g. a router's
