@@ -163,3 +163,26 @@ def test_a_request_left_while_it_waited_for_the_engine_is_let_go_at_once(tmp_pat
     assert waited["error"] == "client disconnected" and call["input_tokens"] == 0, waited
     assert call["energy_missing"] == NOT_RUN and pd.isna(answered["error"]), call
     assert waited["e2e_s"] < answered["e2e_s"] / 2, (waited["e2e_s"], answered["e2e_s"])
+
+
+def test_a_vote_whose_other_draw_failed_answers(tmp_path):
+    """The upstream fails every third request: one draw of a vote of three fails, the other
+    two answer, and so does the vote (a 502 before, though it had its majority)."""
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--fail-every", "3") as upstream:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({
+            "models": {"flaky": f"openai:{upstream}#flaky"},
+            "sampling": {"max_tokens": 4},
+            "configs": [{"strategy": "vote", "model": "flaky", "n": 3, "name": "vote"}],
+        }))  # fmt: skip
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            body = {"model": "vote", "messages": [{"role": "user", "content": "hi"}]}
+            answer = httpx.post(f"{served.url}/chat/completions", json=body, timeout=60)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] == "The answer is 42"
+            records = assert_stopped_cleanly(served)
+    (record,) = records.to_dict("records")
+    calls = json.loads(record["calls"])
+    assert [bool(c["error"]) for c in calls] == [False, False, True], calls
+    assert pd.isna(record["error"]) and record["extra"]["http_status"] == 200, record

@@ -587,10 +587,8 @@ class _Run:
             record.error = DISCONNECTED
             if outcome.t_released is not None:  # an answer released whole: none was sent
                 record.ttft_s = None
-        elif record.error is None and status >= 500:
-            record.error = outcome.extra.get("exception") or next(
-                (c.generation.error for c in outcome.calls if c.generation.error), "failed"
-            )
+        elif record.error is None and status >= 500:  # no call made, or the strategy failed
+            record.error = outcome.extra.get("exception") or "failed"
         record.extra = {
             **record.extra,
             "endpoint": self.endpoint,
@@ -639,9 +637,7 @@ class _Run:
         self._account(outcome, record, status)
 
     def _failure(self, outcome: Outcome, status: int) -> ApiError:
-        error = outcome.extra.get("exception") or next(
-            (c.generation.error for c in outcome.calls if c.generation.error), "no answer"
-        )
+        error = outcome.extra.get("exception") or outcome.error or "no answer"
         what = "timed out" if status == 504 else "failed"
         failure = ApiError(
             status,
@@ -654,13 +650,15 @@ class _Run:
 
     def _status(self, outcome: Outcome) -> int | None:
         """499 (nginx's "client closed request") when the client went away, 502 when the
-        answer's model call failed, 504 when it timed out; None when it succeeded."""
+        answer's model call failed, 504 when it timed out; None when it succeeded. Only the
+        answer's call counts (`Outcome.error`): a vote whose other draws answered, a cascade
+        whose large model answered after its small one failed, answer (they were 502s)."""
         if self.disconnected:
             return 499
-        errors = [c.generation.error for c in outcome.calls if c.generation.error]
-        if not errors:
+        error = outcome.error
+        if error is None:
             return None if outcome.calls else 502
-        return 504 if errors[-1].startswith("timeout") else 502
+        return 504 if error.startswith("timeout") else 502
 
     # --- whole answers ------------------------------------------------------------------------
 
