@@ -4,6 +4,8 @@ every third generation with HTTP 500."""
 
 import contextlib
 import json
+import resource
+import signal
 
 import pytest
 from conftest import fast_server, run_cli
@@ -68,3 +70,41 @@ def test_a_stream_that_broke_after_some_text_is_a_failed_request(tmp_path):
     )
     assert [(r["output"], r["score"]) for r in records] == [("The answer", 0.0)] * 3
     assert all(r["error"] for r in records), records
+
+
+def _files_up_to(size: int):
+    """A limit on the size of any file the process writes (RLIMIT_FSIZE): past it a write fails
+    (EFBIG), as it would on a full disk."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+def test_a_store_that_cannot_be_made_leaves_nothing_behind(tmp_path):
+    """The disk full as the store is made: one line, and no half-made store that neither
+    --resume nor a new run could use (each told to use the other)."""
+    out = tmp_path / "run"
+    result = run_cli("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "2",
+                     "--out", str(out), preexec_fn=_files_up_to(4096))  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot create the run store in {out}: " in result.stderr
+    assert not out.exists()
+
+
+def test_a_store_that_fills_up_mid_run_says_how_to_go_on(tmp_path):
+    """The disk full mid-run: one line naming what to do (it was two tracebacks); the records
+    committed before are kept, and --resume completes the run."""
+    out = tmp_path / "run"
+    result = run_cli("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "6",
+                     "--max-tokens", "4", "--out", str(out),
+                     preexec_fn=_files_up_to(200_000))  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"the run store in {out} could not be written: " in result.stderr
+    assert f"continue with tradeoff profile --resume {out}" in result.stderr
+    resumed = run_cli("profile", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    records = json.loads(run_cli("report", str(out), "--records", "--format", "json").stdout)
+    assert sorted(r["item_id"] for r in records) == [f"arith-{i:04d}" for i in range(6)]

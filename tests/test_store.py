@@ -1,6 +1,9 @@
 """The SQLite run store: records unique per (configuration, item, sample), committed at once."""
 
+import errno
+import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +80,39 @@ def test_an_item_is_stored_with_every_field():
 
     item = Item("a-1", [{"role": "user", "content": "hi"}], "ref", "serve", {"k": [1, 2]})
     assert json.loads(item_json(item)) == asdict(item)
+
+
+def test_a_store_is_read_as_it_is_where_its_directory_cannot_be_written(tmp_path, monkeypatch):
+    """A reader that cannot write the directory (a read-only file system; root can write any
+    other) could not open a store in WAL mode ("not a readable tradeoff store"): it reads the
+    file as it is. A name with a space and a # is no URI's query or fragment."""
+    directory = tmp_path / "runs #1" / "a run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "small", {"strategy": "single"})])
+    store.add_items([Item("a", "2+2?", "4", "arith")])
+    store.write_record(record("a"))
+    store.close()
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == directory else real(p, mode)
+    )
+    frozen = Store.open(directory)
+    try:
+        assert list(frozen.records()["item_id"]) == ["a"]
+    finally:
+        frozen.close()
+    assert not (directory / "tradeoff.sqlite-shm").exists()
+    with pytest.raises(UserError, match="cannot write to"):
+        monkeypatch.setattr(os, "open", _read_only_open(os.open))
+        Store.open(directory, writer=True)
+
+
+def _read_only_open(real_open):
+    """os.open as on a read-only file system: creating or writing fails with EROFS."""
+
+    def refused(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    return refused

@@ -186,8 +186,10 @@ def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, 
     begun = threading.Semaphore(0)
     connect = Store._connect
 
-    def traced_connect(path: Path, journal: bool = True) -> sqlite3.Connection:
-        conn = connect(path, journal)
+    def traced_connect(
+        path: Path, journal: bool = True, frozen: bool = False
+    ) -> sqlite3.Connection:
+        conn = connect(path, journal, frozen)
         conn.set_trace_callback(lambda sql: begun.release() if sql == "BEGIN IMMEDIATE" else None)
         return conn
 

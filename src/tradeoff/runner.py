@@ -9,6 +9,7 @@ import contextlib
 import gc
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from tradeoff.config import (
     resolve_configs,
     with_absolute_paths,
 )
-from tradeoff.errors import UserError
+from tradeoff.errors import RunFailed, UserError
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import RaySession, as_run, executor_of, open_ray_session, shard_size
 from tradeoff.session import Session, open_session
@@ -266,6 +267,12 @@ async def _run_session(
             writer.check()
             result.status = "stopped" if stop.requested and result.done < total else "finished"
             session.status = result.status
+    except sqlite3.Error as exc:  # the store could not be written (a full disk, say)
+        where = stop.directory
+        raise RunFailed(
+            f"the run store in {where} could not be written: {exc}; the records committed are "
+            f"kept: make room, then continue with tradeoff {command} --resume {where}"
+        ) from None
     finally:
         stop.uninstall()  # installed before the session opened, on Ray
     return result

@@ -7,6 +7,7 @@ through."""
 from __future__ import annotations
 
 import functools
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -185,8 +186,12 @@ async def open_session(
                         account.close()
                         meters = account.summary()
             finally:
-                store.add_meter_summary(started, {**meters, "host_conditions": host.stop()})
-                store.end_session(started, session.status if session else "failed")
+                conditions = host.stop()
+                try:  # best effort: a store that cannot be written (a full disk) has said so
+                    store.add_meter_summary(started, {**meters, "host_conditions": conditions})
+                    store.end_session(started, session.status if session else "failed")
+                except sqlite3.Error as exc:
+                    notify(f"could not record the session's end in {store.directory}: {exc}")
         finally:
             store.close()
     finally:

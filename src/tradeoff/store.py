@@ -7,6 +7,7 @@ version; opening an older store migrates it forward, so old run directories resu
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -345,7 +346,10 @@ def _hash_or_none(item: Item, scorer: object) -> str | None:
 
 def _lock(directory: Path) -> int:
     """An exclusive lock on the run directory, held until the returned descriptor is closed."""
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # a read-only file system, a directory not ours to write
+        raise UserError(f"cannot write to {directory}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -381,12 +385,15 @@ class Store:
         self._samples_lock = threading.Lock()
 
     @staticmethod
-    def _connect(path: Path, journal: bool = True) -> sqlite3.Connection:
+    def _connect(path: Path, journal: bool = True, frozen: bool = False) -> sqlite3.Connection:
         """A connection to the store; `journal`: in WAL mode (set in the file), which `open`
-        sets only once the file is known to be a store (another program's is left as it was)."""
+        sets only once the file is known to be a store (another program's is left as it was);
+        `frozen`: read as an immutable file (a directory this process cannot write)."""
+        where: str | Path = f"{path.resolve().as_uri()}?immutable=1" if frozen else path
         conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S
-        )
+            where, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT_S,
+            uri=frozen,
+        )  # fmt: skip
         if journal:
             _journal(conn)
         return conn
@@ -421,13 +428,19 @@ class Store:
         cls.ensure_free(directory)
         directory = Path(directory)
         path = directory / STORE_FILE
+        made = not directory.exists()
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {directory}: {exc.strerror}") from None
         lock = _lock(directory)
+        conn: sqlite3.Connection | None = None
         try:
             cls.ensure_free(directory)  # again, under the lock: another writer may have been first
+        except BaseException:
+            os.close(lock)
+            raise
+        try:
             conn = cls._connect(path)
             _migrate(conn, path)
             run_id = uuid.uuid4().hex[:12]
@@ -436,8 +449,20 @@ class Store:
                 "VALUES (?, ?, 'running', ?, ?)",
                 (run_id, time.time(), json.dumps(spec), json.dumps(host)),
             )
-        except BaseException:
+        except BaseException as exc:
+            # A store half made (a full disk) would hold no run, and neither --resume nor a
+            # new run could use its directory: none is left.
+            if conn is not None:
+                conn.close()
+            for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE):
+                with contextlib.suppress(OSError):
+                    (directory / name).unlink(missing_ok=True)
             os.close(lock)
+            if made:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise UserError(f"cannot create the run store in {directory}: {exc}") from None
             raise
         return cls(directory, conn, run_id, lock)
 
@@ -456,15 +481,20 @@ class Store:
         if not path.is_file():
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         lock = _lock(directory) if writer else None
+        # A reader of a directory it cannot write (a read-only file system, another user's
+        # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
+        # file as it is, which no one can be changing there.
+        frozen = not writer and not os.access(directory, os.W_OK)
         try:
-            conn = cls._connect(path, journal=False)
+            conn = cls._connect(path, journal=False, frozen=frozen)
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 os.close(lock)
             raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
         try:
             run_id = _first_run(conn, path)
-            _journal(conn)
+            if not frozen:
+                _journal(conn)
             return cls(directory, conn, run_id, lock)
         except BaseException:
             conn.close()
