@@ -4,6 +4,7 @@ load points are skipped by --resume, and bad input is one line."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sqlite3
@@ -11,9 +12,10 @@ import sqlite3
 import pytest
 from conftest import fast_server, records_so_far, run_cli
 
-from tradeoff.errors import UserError
+from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import Amount
 from tradeoff.load.profiles import LoadPoint, parse_profile, send_times, sweep_rates
+from tradeoff.load.run import side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -590,3 +592,27 @@ def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
     assert "too many failed requests" in result.stderr
     stored = _rows(out, "SELECT COUNT(*), COUNT(error) FROM records")[0]
     assert 20 <= stored[0] == stored[1] < 100, stored
+
+
+def test_the_first_model_group_to_fail_stops_the_others_before_its_error_is_raised():
+    """Ray load runs drive each model group's points side by side: a lost worker's error must
+    reach the run only once the other groups stopped (they ran on, under a session closing)."""
+    stopped: list[str] = []
+
+    async def lost() -> None:
+        await asyncio.sleep(0.01)
+        raise RunFailed("the Ray worker for small was lost")
+
+    async def driving() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append("large")
+            raise
+
+    async def run() -> list[str]:
+        with pytest.raises(RunFailed, match="was lost"):
+            await side_by_side([lost(), driving()])
+        return list(stopped)
+
+    assert asyncio.run(run()) == ["large"]

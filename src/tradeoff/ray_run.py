@@ -538,10 +538,14 @@ class Pool:
         group = next(g for g, ids in self.config_ids.items() if config.config_id in ids)
         worker = self.actors[group][0]
         ref, told = worker.drive_point.remote(config.config_id, point, options), False
-        while not (await asyncio.to_thread(self.ray.wait, [ref], timeout=0.2))[0]:
-            if stopped() and not told:
-                worker.stop_point.remote()
-                told = True
+        try:
+            while not (await asyncio.to_thread(self.ray.wait, [ref], timeout=0.2))[0]:
+                if stopped() and not told:
+                    worker.stop_point.remote()
+                    told = True
+        except asyncio.CancelledError:  # another group failed: the run ends
+            worker.stop_point.remote()
+            raise
         try:
             result: tuple[list[Record], str, dict[str, Any]] = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:

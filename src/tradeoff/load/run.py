@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,9 +176,7 @@ async def _drive_session(
                 await drive(configs)
             else:  # each model group's points on its worker, the groups side by side
                 ids = pool.config_ids.values()
-                await asyncio.gather(
-                    *(drive([c for c in configs if c.config_id in g]) for g in ids)
-                )
+                await side_by_side([drive([c for c in configs if c.config_id in g]) for g in ids])
         finally:
             run.writer.flush()
             run.stop.uninstall()
@@ -190,6 +188,20 @@ async def _drive_session(
         run.writer.check()
         session.status = result.status
     return result
+
+
+async def side_by_side(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Run `work` at once; the first to fail stops the others (awaited before its error is
+    raised). With asyncio.gather the others ran on: the session closed, and Ray, shut down
+    under a group still waiting for its worker, exited the process with 0, the error lost."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _scrapers(
