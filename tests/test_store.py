@@ -116,3 +116,15 @@ def _read_only_open(real_open):
         return real_open(path, flags, *args)
 
     return refused
+
+
+def test_a_machine_a_resumed_ray_run_ran_on_again_is_listed_once(tmp_path):
+    """Each session's throwaway cluster (`--ray local`) gives the same machine another node id:
+    it was listed once per session."""
+    store = Store.create(tmp_path / "run", {}, {"hostname": "driver"})
+    store.add_nodes([{"hostname": "vm", "node_id": "a1", "cpu_cores": 2}])
+    store.add_nodes([{"hostname": "vm", "node_id": "b2", "cpu_cores": 2},
+                     {"hostname": "other", "node_id": "c3", "cpu_cores": 8}])  # fmt: skip
+    nodes = store.run()["host"]["nodes"]
+    store.close()
+    assert [(n["hostname"], n["node_id"]) for n in nodes] == [("vm", "b2"), ("other", "c3")]

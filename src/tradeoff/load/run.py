@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -330,6 +331,8 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         progress.sent, progress.done, progress.errors = (
             counts[k] for k in ("sent", "done", "errors")
         )
+        if "elapsed_s" in counts:  # the worker's time, not Ray's round trips (or a restart)
+            progress.started = time.perf_counter() - float(counts["elapsed_s"])
         report(progress)
     elif run.spread is not None and processes > 1:
         await run.spread.drive(driver, processes, run.writer, stop)
