@@ -1,6 +1,7 @@
 """A run killed midway (SIGKILL) or stopped (Ctrl-C) loses at most what was in flight, and
 `--resume` completes it with every (configuration, item, sample) exactly once."""
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -264,3 +265,37 @@ def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_pa
     assert set(before) < set(after) and len({row[:4] for row in after}) == len(after)
     said = f"({len(after) - len(before)} records in "  # the new ones, and those stored before
     assert said in resumed.stdout and f", {len(before)} stored before)" in resumed.stdout
+
+
+def test_a_record_is_committed_before_an_inline_engine_runs_the_next_request(tmp_path):
+    """In-process models run inline on the event loop: at --concurrency 2 the other worker's
+    whole request ran before the turn in which a record completed ended, and a kill meanwhile
+    lost a record already complete."""
+    from test_store import record
+
+    from tradeoff.runner import Writer
+    from tradeoff.store import Store
+    from tradeoff.types import Item
+
+    store = Store.create(tmp_path / "run", {}, {})
+    store.add_configs([("c1", "small", {"strategy": "single"})])
+    store.add_items([Item("a", "2+2?", "4", "arith")])
+    seen: list[int] = []
+
+    def committed() -> int:
+        with contextlib.closing(sqlite3.connect(tmp_path / "run" / "tradeoff.sqlite")) as other:
+            return other.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    async def next_request() -> None:  # ready as the record completes; blocks as inline work
+        seen.append(committed())
+        time.sleep(0.05)
+
+    async def both() -> None:
+        writer = Writer(store, inline=True)
+        other = asyncio.ensure_future(next_request())
+        await writer.write(record("a"))
+        await other
+
+    asyncio.run(both())
+    store.close()
+    assert seen == [1]

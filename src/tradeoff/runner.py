@@ -53,13 +53,19 @@ class Writer(PerTurn[Record]):
     """Records committed once per turn of the event loop (one transaction for those that complete
     together), so a killed run still loses only the requests in flight."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, inline: bool = False):
         super().__init__(store.write_records)
+        # Engines run inline on the loop's thread: the next request's whole generation may run
+        # before the turn ends (at --concurrency 2 a record waited out another request, and a
+        # kill then lost it), and no two records complete in one turn to share a commit.
+        self.inline = inline
 
     async def write(self, record: Record) -> None:
         """Queue `record`, yield the turn (an inline engine would otherwise never give the loop
         one), and return once it is committed; a failed commit is raised here."""
         self.add(record)
+        if self.inline:
+            self.flush()
         await asyncio.sleep(0)
         self.check()
 
@@ -214,7 +220,8 @@ async def _run_session(
             total = len(work)
             if on_progress:
                 on_progress(0, total, skipped, 0)
-            writer = Writer(store)
+            inline = any(getattr(e, "inline", False) for e in session.meter.engines.values())
+            writer = Writer(store, inline)
 
             def count(record: Record, engine_s: float) -> None:
                 result.done += 1
