@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import pytest
 from conftest import one_line_error, records_so_far, run_cli
 
 ARGS = [
@@ -254,6 +255,9 @@ def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_pa
     assert f"continue with: tradeoff demo --resume {out}" in stderr, stderr
     before = _keys_and_times(db)
     assert not (out / "report.html").exists()
+    # the report of the stopped run says the same (it named profile --resume, which writes none)
+    noted = run_cli("report", str(out))
+    assert f"continue with: tradeoff demo --resume {out}" in noted.stderr + noted.stdout, noted
 
     one_line_error(
         run_cli("demo", "--resume", str(out), "--limit", "3"), "give no --out or --limit"
@@ -299,3 +303,14 @@ def test_a_record_is_committed_before_an_inline_engine_runs_the_next_request(tmp
     asyncio.run(both())
     store.close()
     assert seen == [1]
+
+
+def test_a_ctrl_c_once_the_run_is_stored_says_where_it_is(tmp_path, capsys):
+    """While the tables print or the page is written, the run is complete: it said
+    "interrupted", or that nothing was written."""
+    from tradeoff.cli.run import _stored
+
+    with pytest.raises(SystemExit) as ended, _stored(tmp_path, "; see it so"):
+        raise KeyboardInterrupt
+    assert ended.value.code == 130
+    assert f"interrupted; the run is stored in {tmp_path}; see it so" in capsys.readouterr().err

@@ -4,6 +4,7 @@ vote, cascade and switch; no network, no GPU."""
 from __future__ import annotations
 
 from tradeoff.config import RunSpec, parse_spec
+from tradeoff.errors import UserError
 
 
 def demo_spec(limit: int = 20) -> RunSpec:
@@ -34,3 +35,15 @@ def demo_spec(limit: int = 20) -> RunSpec:
         },
         "demo",
     )
+
+
+def is_demo(spec: object) -> bool:
+    """Whether a run's stored spec is one `tradeoff demo` ran (it continues with `tradeoff demo
+    --resume`, which writes its page too)."""
+    if not isinstance(spec, dict) or type(spec.get("limit")) is not int:
+        return False
+    try:
+        stored = parse_spec(spec, "the stored spec").model_dump(mode="json")
+    except UserError:
+        return False
+    return bool(stored == demo_spec(spec["limit"]).model_dump(mode="json"))

@@ -3,8 +3,10 @@ print the run's summary."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -124,12 +126,14 @@ def demo(
         result = run_profile(
             demo_spec(20 if limit is None else limit), out, None, None, command="demo"
         )
-    print_summary(result.directory)
-    rows, label = frontier_rows(result.directory, "auto")
-    print_frontier(rows, label)
-    from tradeoff.report.html_report import write_report
+    then = f"; tradeoff demo --resume {result.directory} prints its tables and writes its page"
+    with _stored(result.directory, then):
+        print_summary(result.directory)
+        rows, label = frontier_rows(result.directory, "auto")
+        print_frontier(rows, label)
+        from tradeoff.report.html_report import write_report
 
-    page = write_report(result.directory, result.directory / "report.html")
+        page = write_report(result.directory, result.directory / "report.html")
     wall = time.perf_counter() - t0
     console.print(
         f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s"
@@ -226,15 +230,29 @@ def profile(
     )
     if spec is None:
         result = run_profile(None, None, resume, api_key, rescore_changed, ray)
-        print_summary(result.directory)
+        with _stored(result.directory, f"; tradeoff report {result.directory} shows it"):
+            print_summary(result.directory)
         _failures(result)
         return
     if rescore_changed:
         raise UserError("--rescore-changed applies only with --resume DIR")
     result = run_profile(spec, out, None, api_key, ray=ray)
-    print_summary(result.directory)
+    with _stored(result.directory, f"; tradeoff report {result.directory} shows it"):
+        print_summary(result.directory)
     console.print(f"run directory: {result.directory}")
     _failures(result)
+
+
+@contextlib.contextmanager
+def _stored(directory: Path, then: str) -> Iterator[None]:
+    """A Ctrl-C once the run is stored (while its tables print, its page is written): it says
+    where the run is and `then` how to see it (it said "interrupted", or that nothing was
+    written)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; the run is stored in {directory}{then}", soft_wrap=True)
+        sys.exit(130)
 
 
 def _failures(result: RunResult) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tradeoff.demo import is_demo
+
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
 
@@ -53,9 +55,10 @@ def unfinished_note(directory: Path) -> str | None:
     finally:
         store.close()
     lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
+    command = "demo" if is_demo(run["spec"]) else "profile"  # the demo's writes its page too
     return (
         f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
-        f"over the items it answered; continue with: tradeoff profile --resume {directory}"
+        f"over the items it answered; continue with: tradeoff {command} --resume {directory}"
     )
 
 
