@@ -337,8 +337,8 @@ def test_help_shows_the_install_extras_whole():
 
 
 def test_repeated_samples_at_temperature_0_are_noted(tmp_path):
-    """Each sample of a greedy configuration is the same answer: the interval would count them
-    as other queries. At a temperature above 0 they differ, and nothing is said."""
+    """Each sample of a greedy configuration is the same answer, computed again for nothing. At
+    a temperature above 0 they differ, and nothing is said."""
     args = ("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "1", "--samples", "2",
             "--max-tokens", "2")  # fmt: skip
     greedy = run_cli(*args, "--out", str(tmp_path / "g"))

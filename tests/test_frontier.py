@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 from browser import (
     assert_self_contained,
@@ -22,9 +23,9 @@ from conftest import run_cli
 
 from tradeoff.analysis.costs import COST_AXES
 from tradeoff.analysis.frontier import axis_label, frontier
-from tradeoff.analysis.metrics import wilson_interval
+from tradeoff.analysis.metrics import accuracy_interval, wilson_interval
 from tradeoff.errors import UserError
-from tradeoff.store import Store
+from tradeoff.store import Store, call_facts
 from tradeoff.types import Record
 
 NO_ENERGY = "no RAPL: /sys/class/powercap does not exist; no NVML: pynvml is not installed"
@@ -313,3 +314,25 @@ def _records_of_one_unmeasured_config(tmp_path):
         return store.records()
     finally:
         store.close()
+
+
+def test_the_interval_of_repeated_samples_is_over_items():
+    """Five items, four samples each, the same answer every time: 12 of 20 records correct,
+    but five questions. Wilson over the records (0.39-0.78) claimed what 20 independent
+    queries would show; over items, 3 of 5 right reads 0.2 to 1.0."""
+    items = np.repeat([f"q{i}" for i in range(5)], 4)
+    scores = np.repeat([1.0, 1.0, 1.0, 0.0, 0.0], 4)
+    mean, low, high = accuracy_interval(scores, items)
+    assert mean == pytest.approx(0.6) and (low, high) == pytest.approx((0.2, 1.0))
+    assert high - low > np.subtract(*wilson_interval(12, 20)[::-1])
+    # one record an item: the records' Wilson interval, as before
+    assert accuracy_interval(scores[::4], items[::4])[1:] == pytest.approx(wilson_interval(3, 5))
+
+
+def test_a_batch_s_time_counts_once_in_the_time_energy_was_measured_over():
+    """A vote's three draws decoded as one batch each last the batch's 2 s: 30 J over 2 s is
+    15 W (over their summed 6 s, 5 W); calls one after another add up."""
+    batched = [{"model": "m", "e2e_s": 2.0, "batch": 3}] * 3
+    assert call_facts(batched)[3] == 2.0
+    assert call_facts([{"model": "m", "e2e_s": 0.5}, {"model": "m", "e2e_s": 1.5}])[3] == 2.0
+    assert call_facts([{"model": "m", "e2e_s": None}])[3] is None

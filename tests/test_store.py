@@ -128,3 +128,22 @@ def test_a_machine_a_resumed_ray_run_ran_on_again_is_listed_once(tmp_path):
     nodes = store.run()["host"]["nodes"]
     store.close()
     assert [(n["hostname"], n["node_id"]) for n in nodes] == [("vm", "b2"), ("other", "c3")]
+
+
+def test_a_store_whose_last_records_are_in_its_wal_is_not_read_as_it_is(tmp_path, monkeypatch):
+    """Read as an immutable file, a store leaves out what its -wal holds (a run killed, or
+    still being written): refused in one line, not read stale."""
+    directory = tmp_path / "run"
+    writer = Store.create(directory, {}, {})
+    writer.add_configs([("c1", "small", {"strategy": "single"})])
+    writer.add_items([Item("a", "2+2?", "4", "arith")])
+    writer.write_record(record("a"))  # in the WAL while the writer has the store open
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == directory else real(p, mode)
+    )
+    try:
+        with pytest.raises(UserError, match="the last records of its run are still in"):
+            Store.open(directory)
+    finally:
+        writer.close()

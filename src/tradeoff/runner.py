@@ -203,13 +203,18 @@ async def _run_session(
     command: str = "profile",
 ) -> RunResult:
     stop = Stop(notify, command)
+
+    def store_opened() -> Store:
+        store = open_store()
+        stop.directory = store.directory  # from here, a failure names it to resume
+        return store
+
     opened = open_run_session(
-        spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray, inline=True
+        spec, configs, store_opened, stop, api_key=api_key, notify=notify, ray=ray, inline=True
     )
     try:
         async with opened as session:
             store = session.store
-            stop.directory = store.directory
             for task in tasks:
                 store.add_items(items_of(task, spec.limit), task.scorer)
             plan = Plan(spec, configs, tasks, session.meter)
@@ -276,6 +281,8 @@ async def _run_session(
             session.status = result.status
     except sqlite3.Error as exc:  # the store could not be written (a full disk, say)
         where = stop.directory
+        if where is None:  # (a store that cannot be made is a UserError of Store.create)
+            raise RunFailed(f"the run store could not be written: {exc}") from None
         raise RunFailed(
             f"the run store in {where} could not be written: {exc}; the records committed are "
             f"kept: make room, then continue with tradeoff {command} --resume {where}"
@@ -430,14 +437,13 @@ def _warn_repeated_samples(
     spec: RunSpec, configs: list[Config], say: Callable[[str], None]
 ) -> None:
     """`samples` above 1 where a configuration answers at temperature 0: its samples repeat one
-    answer, and accuracy's 95% interval, which counts every record as a query of its own, comes
-    out narrower than its items can support."""
+    answer, computed again for nothing."""
     if spec.samples < 2:
         return
     greedy = [c.name for c in configs if c.sampling.temperature == 0]
     if greedy:
         say(
             f"note: samples {spec.samples} at temperature 0 ({', '.join(greedy)}): each item's "
-            "samples repeat one answer, and the 95% CI counts them as other queries, so it is "
-            "too narrow; give a temperature above 0, or samples 1 to measure each item once"
+            "samples repeat one answer (the 95% CI is over items, so nothing is gained); give a "
+            "temperature above 0, or samples 1 to measure each item once"
         )

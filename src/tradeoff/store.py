@@ -179,8 +179,8 @@ def _evaluations(conn: sqlite3.Connection) -> None:
 # reported no input tokens (so were not priced), NULL where every call did; call_rooflines, each
 # call's roofline_s and e2e_s in turn, as JSON writes them (float() reads them back exactly),
 # separated by commas, NULL where a call lacks either; call_seconds, the seconds the calls took
-# (their e2e_s summed: the time their energy was measured over, without the waits between),
-# NULL where a call lacks it or there is none. `call_facts` computes them.
+# (their e2e_s summed, a batch's once: the time their energy was measured over, without the
+# waits between), NULL where a call lacks it or there is none. `call_facts` computes them.
 CALL_FACTS = ("call_models", "unreported_models", "call_rooflines", "call_seconds")
 CALL_FACTS_V5 = CALL_FACTS[:3]  # those schema 5 added
 
@@ -194,7 +194,12 @@ def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None]:
     times = (json.dumps(t) for c in found for t in (c["roofline_s"], c["e2e_s"]))
     rooflines = ",".join(times) if timed else None
     spans = [c.get("e2e_s") for c in found]
-    seconds = None if not spans or None in spans else float(sum(spans))
+    # a batch's rows each last the whole batch: its time counts once (one batch a record)
+    batched = [s for c, s in zip(found, spans, strict=True) if c.get("batch", 1) > 1]
+    alone = [s for c, s in zip(found, spans, strict=True) if c.get("batch", 1) <= 1]
+    seconds = (
+        None if not spans or None in spans else float(sum(alone)) + float(max(batched, default=0.0))
+    )
     unreported_text = json.dumps(unreported) if unreported else None
     return json.dumps(models), unreported_text, rooflines, seconds
 
@@ -485,6 +490,13 @@ class Store:
         # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
         # file as it is, which no one can be changing there.
         frozen = not writer and not os.access(directory, os.W_OK)
+        wal = directory / f"{STORE_FILE}-wal"
+        if frozen and wal.exists() and wal.stat().st_size > 0:  # read as it is, it lacks them
+            raise UserError(
+                f"{directory} cannot be written, and the last records of its run are still in "
+                f"{wal.name} (a run stopped hard, or still being written there): read a copy of "
+                "the directory made where it can be written"
+            )
         try:
             conn = cls._connect(path, journal=False, frozen=frozen)
         except sqlite3.DatabaseError as exc:

@@ -62,9 +62,9 @@ def read_columns(
 
     Stored REAL columns are float64, INTEGER ones int64 (float64 where some are NULL or not
     whole), as pandas.read_sql_query makes them; TEXT ones Python strings, None where NULL
-    (object dtype: pandas' str dtype would cost a conversion), but for call_models and
-    unreported_models, categorical (a run has few distinct ones). `extra.KEY`: the value, None
-    where there is none."""
+    (object dtype: pandas' str dtype would cost a conversion), but for call_models,
+    unreported_models and task, categorical (a run has few distinct ones). `extra.KEY`: the
+    value, None where there is none."""
     import pandas as pd
 
     declared = {row[1]: row[2].upper() for row in conn.execute("PRAGMA table_info(records)")}
@@ -125,10 +125,11 @@ def _number_column(values: np.ndarray, declared: str) -> np.ndarray:
 
 
 def _text(name: str, values: np.ndarray) -> Any:
-    """A TEXT column's values: categorical for the models of the calls, else as they are."""
+    """A TEXT column's values: categorical for the models of the calls and the task, else as
+    they are."""
     import pandas as pd
 
-    if name in ("call_models", "unreported_models"):
+    if name in ("call_models", "unreported_models", "task"):
         codes, distinct = pd.factorize(values)
         return pd.Categorical.from_codes(codes, pd.Index(distinct, dtype=object))
     return values

@@ -138,6 +138,9 @@ class Call:
     # device's peak memory in use (bytes, all processes on the device).
     mean_power_w: float | None = None
     device_memory_bytes: int | None = None
+    # The rows of the batch the call was one of (a vote's draws decoded together): its time is
+    # the batch's, shared with the others.
+    batch: int = 1
     # Energy still settling (`tradeoff serve` answers before NVML's counter steps): an awaitable
     # of its `tradeoff.meters.account.Settled`; `CallMeter.settle_calls` fills the fields above.
     pending: Any = field(default=None, repr=False, compare=False)
@@ -163,7 +166,7 @@ class Call:
             "mean_power_w": self.mean_power_w,
             "device_memory_bytes": self.device_memory_bytes,
             "error": g.error,
-        }
+        } | ({"batch": self.batch} if self.batch > 1 else {})
 
 
 @dataclass

@@ -38,6 +38,9 @@ Z95 = 1.959963984540054
 # The columns of records that `summaries` reads (beside `config`): a run read with
 # `Store.records(columns=SUMMARY_COLUMNS)` is summarized as one read whole, and fast.
 SUMMARY_COLUMNS: tuple[str, ...] = (
+    "task",
+    "item_id",
+    "sample",
     "score",
     "error",
     "input_tokens",
@@ -81,16 +84,49 @@ def bootstrap_interval(
     return (float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)))
 
 
-def accuracy_interval(scores: np.ndarray) -> tuple[float, float, float]:
-    """Mean score and its 95% interval: Wilson for 0/1 scores, bootstrap otherwise."""
+def item_bootstrap_interval(
+    scores: np.ndarray, items: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean score, resampling items (each with all its
+    records: the samples of one item are not independent queries), as the ratio of the resampled
+    items' score sums to their record counts."""
+    codes, _ = pd.factorize(items)
+    sums = np.bincount(codes, weights=scores)
+    counts = np.bincount(codes).astype(float)
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, 250):  # a few MB at a time, however many items
+        picks = rng.integers(0, len(sums), size=(min(250, resamples - start), len(sums)))
+        means.append(sums[picks].sum(axis=1) / counts[picks].sum(axis=1))
+    found = np.concatenate(means)
+    return (float(np.quantile(found, 0.025)), float(np.quantile(found, 0.975)))
+
+
+def accuracy_interval(
+    scores: np.ndarray, items: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Mean score and its 95% interval: Wilson for 0/1 scores, bootstrap otherwise; where
+    `items` (each score's item) holds an item more than once (`samples` above 1), a bootstrap
+    over items (`item_bootstrap_interval`): Wilson over every record counted each sample as a
+    query of its own, too narrow for what the items support."""
     if len(scores) == 0:
         return (math.nan, math.nan, math.nan)
     mean = float(scores.mean())
-    if np.isin(scores, [0.0, 1.0]).all():
+    if items is not None and len(pd.unique(items)) < len(items):
+        low, high = item_bootstrap_interval(scores, items)
+    elif np.isin(scores, [0.0, 1.0]).all():
         low, high = wilson_interval(float(scores.sum()), len(scores))
     else:
         low, high = bootstrap_interval(scores)
     return (mean, low, high)
+
+
+def record_items(df: pd.DataFrame) -> np.ndarray | None:
+    """Each record's item (task and id), for an interval over items (`accuracy_interval`); None
+    where every record is an item's first sample (none repeats one)."""
+    if not (df["sample"] > 0).any():
+        return None
+    return (df["task"].astype(str) + "\x1f" + df["item_id"].astype(str)).to_numpy()
 
 
 def record_scores(df: pd.DataFrame) -> np.ndarray:
@@ -213,7 +249,7 @@ def _power(df: pd.DataFrame) -> float | None:
 
 def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
     """The summary of one configuration's records `df`; `run` holds every record of the run."""
-    acc, low, high = accuracy_interval(record_scores(df))
+    acc, low, high = accuracy_interval(record_scores(df), record_items(df))
     roofline_s, roofline_eff = roofline(df[df["error"].isna()])
     return Summary(
         config=name,

@@ -155,7 +155,7 @@ def first_errors(
     finally:
         store.close()
     found = {}
-    for key, group in records.groupby(by, sort=False):
+    for key, group in records.groupby(by, sort=False, observed=True):
         errors = group["error"].dropna()
         errors = errors[errors != ""]
         if len(errors):

@@ -56,10 +56,12 @@ _GONE = object()  # the client went away
 _JSON = ("content-type", "application/json")
 DISCONNECTED = "client disconnected"
 # After its client went away, a request's generation stops at its next token (a call to a server
-# at once); one still computing after this long is cancelled outright, and its calls are lost.
-# (It was 1 s: under load a token of an in-process model took longer, and a request of streamed
-# tokens was stored with none.) A prefill cannot stop, and may take this long on a slow CPU.
-CANCEL_GRACE_S = 60.0
+# at once, one waiting for an in-process model's turn at once); one still going after
+# CANCEL_GRACE_S is cancelled outright, and its calls are lost; but one an in-process model is
+# computing is waited for up to COMPUTE_GRACE_S (a prefill cannot stop, and under load a token
+# took longer than a second: a request of streamed tokens was stored with none).
+CANCEL_GRACE_S = 1.0
+COMPUTE_GRACE_S = 60.0
 
 
 @dataclass
@@ -560,7 +562,8 @@ class _Run:
         self, task: asyncio.Future[Any], gone: asyncio.Event
     ) -> tuple[Outcome, float]:
         """The strategy's outcome; if the client goes away first, the generation is stopped
-        (at its next token, or cancelled after CANCEL_GRACE_S) and the outcome is what it had."""
+        (at its next token, or cancelled after CANCEL_GRACE_S, COMPUTE_GRACE_S while an
+        in-process model computes it) and the outcome is what it had."""
         watch = asyncio.ensure_future(gone.wait())
         try:
             await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -568,8 +571,10 @@ class _Run:
             watch.cancel()
         if not task.done():
             self._client_gone()
-            done, _ = await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
-            if not done:
+            await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+            if not task.done() and self.client.cancel in self.app.meter.computing:
+                await asyncio.wait({task}, timeout=COMPUTE_GRACE_S - CANCEL_GRACE_S)
+            if not task.done():
                 task.cancel()
         return await task
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,6 @@ SETTLING = "settling: in the record once the energy counter steps past the answe
 # Why a helper process's own work (a router's decision) has no energy: it opens no meter.
 HELPER_UNMETERED = "not metered: a process dispatching to servers reads no energy counter"
 CPU_WORK = "{source} meters the models' GPUs; this is work on the CPU, which no meter here reads"
-NOT_RUN = "not run: cancelled while it waited for the engine"
 # How often a served request waiting for an in-process engine looks whether its client left.
 CANCEL_POLL_S = 0.1
 
@@ -103,6 +103,9 @@ class CallMeter:
     # Return calls before their share of a stepped counter is known (`tradeoff serve`: the
     # answer must not wait for the counter's next step); `settle_calls` completes them.
     defer_settle: bool = False
+    # The cancel events (`Request.cancel`) of the served requests an in-process model is
+    # computing now: `tradeoff serve` waits for those longer once their client left.
+    computing: set[threading.Event] = field(default_factory=set)
 
     def in_process(self, alias: str) -> InProcessEngine | None:
         engine = self.engines[alias]
@@ -139,9 +142,8 @@ class CallMeter:
         info = engine.info
         e0 = e1 = None
         async with self._engine(request) as taken:
-            if not taken:  # cancelled while it waited for the engine: nothing ran
-                gen = Generation.cancelled_before(request.mode, time.perf_counter())
-                return self._call(alias, info, gen, None, None, NOT_RUN)
+            if not taken:  # cancelled while it waited for the engine: nothing ran, 0 J
+                return self._not_run(alias, info, request)
             if self.account is not None:
                 # Opened once the engine is this request's: a request waiting for the lock does
                 # no work, and took a share of every step of another's that wrote no token.
@@ -174,6 +176,7 @@ class CallMeter:
             async with self.inproc_lock:
                 yield True
             return
+        cancel = request.cancel
         acquire = asyncio.ensure_future(self.inproc_lock.acquire())
         try:
             while not acquire.done() and not request.cancelled:
@@ -185,10 +188,25 @@ class CallMeter:
             self._let_go(acquire)
             yield False
             return
+        self.computing.add(cancel)
         try:
             yield True
         finally:
+            self.computing.discard(cancel)
             self.inproc_lock.release()
+
+    def _not_run(self, alias: str, info: ModelInfo, request: Request) -> Call:
+        """A call cancelled before its engine was free: no token, no energy (0 J where a meter
+        reads this machine; before, the record's energy was missing for it)."""
+        gen = Generation.cancelled_before(request.mode, time.perf_counter())
+        source = (
+            self.account.meter.source
+            if self.account
+            else (self.energy.source if self.energy else None)
+        )
+        if source is None:
+            return self._call(alias, info, gen, None, None, self.energy_missing)
+        return self._call(alias, info, gen, 0.0, source, None)
 
     def _let_go(self, acquire: asyncio.Future[Any]) -> None:
         """Give up a wait for the lock: cancelled, it takes none (asyncio.Lock passes its turn
@@ -231,7 +249,9 @@ class CallMeter:
         n = len(requests)
         if self.account is not None:
             weight = self.pass_weight(info)
-            async with self.inproc_lock:  # opened once the engine is theirs, as in `call`
+            async with self._engine(requests[0]) as taken:  # opened once the engine is theirs
+                if not taken:
+                    return [self._not_run(alias, info, r) for r in requests]
                 rids = [self.account.begin() for _ in requests]
                 sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
                 try:
@@ -245,7 +265,9 @@ class CallMeter:
                 self._settled(alias, info, g, s, passes, batch=n) for g, s in zip(gens, settled)
             ]
         else:
-            async with self.inproc_lock:
+            async with self._engine(requests[0]) as taken:
+                if not taken:
+                    return [self._not_run(alias, info, r) for r in requests]
                 e0 = self.energy.read_j() if self.energy else None
                 gens = await engine.agenerate_batch(requests)
                 e1 = self.energy.read_j() if self.energy else None
@@ -327,7 +349,7 @@ class CallMeter:
         """The call with its analytic costs: FLOPs and bytes of its passes (`passes`, else those
         of a plain request of its tokens) and their roofline time. A row of a batch of `batch`
         gets a share of the batch's bytes and the batch's whole roofline time."""
-        call = Call(alias, gen, energy_j, source, missing)
+        call = Call(alias, gen, energy_j, source, missing, batch=batch)
         shape = info.shape
         if shape is None or gen.error is not None or gen.input_tokens is None:
             return call
