@@ -122,12 +122,17 @@ def test_a_machine_a_resumed_ray_run_ran_on_again_is_listed_once(tmp_path):
     """Each session's throwaway cluster (`--ray local`) gives the same machine another node id:
     it was listed once per session."""
     store = Store.create(tmp_path / "run", {}, {"hostname": "driver"})
-    store.add_nodes([{"hostname": "vm", "node_id": "a1", "cpu_cores": 2}])
+    store.add_nodes([{"hostname": "vm", "node_id": "a1", "cpu_cores": 2},
+                     {"hostname": "gone", "node_id": "g1", "cpu_cores": 4}])  # fmt: skip
+    # the next session: vm again (a new node id), another machine, and two nodes on one machine
     store.add_nodes([{"hostname": "vm", "node_id": "b2", "cpu_cores": 2},
-                     {"hostname": "other", "node_id": "c3", "cpu_cores": 8}])  # fmt: skip
+                     {"hostname": "big", "node_id": "c3", "cpu_cores": 8},
+                     {"hostname": "big", "node_id": "c4", "cpu_cores": 8}])  # fmt: skip
     nodes = store.run()["host"]["nodes"]
     store.close()
-    assert [(n["hostname"], n["node_id"]) for n in nodes] == [("vm", "b2"), ("other", "c3")]
+    assert [(n["hostname"], n["node_id"]) for n in nodes] == [
+        ("gone", "g1"), ("vm", "b2"), ("big", "c3"), ("big", "c4")
+    ]  # fmt: skip
 
 
 def test_a_store_whose_last_records_are_in_its_wal_is_not_read_as_it_is(tmp_path, monkeypatch):

@@ -571,16 +571,16 @@ class Store:
 
     def add_nodes(self, nodes: list[dict[str, Any]]) -> None:
         """The machines a Ray run's workers ran on (each a `host_info()` with its Ray `node_id`),
-        added to the run's host description under "nodes"; a machine already listed is kept
-        once, as it was last seen (by its hostname: a resumed run's new cluster, `--ray local`,
-        gives the same machine another node id)."""
+        this session's `nodes`, added to the run's host description under "nodes". A node an
+        earlier session listed on a machine this one ran on again is replaced (a resumed run's
+        new cluster, `--ray local`, gives the same machine another node id: it was listed once
+        a session); this session's are kept, each (several nodes may share a machine)."""
         host = self.run()["host"]
-
-        def machine(node: dict[str, Any]) -> Any:
-            return node.get("hostname") or node.get("node_id")
-
-        listed = {machine(n): n for n in host.get("nodes", [])}
-        listed.update({machine(n): n for n in nodes})
+        again = {n.get("hostname") for n in nodes}
+        listed = {
+            n.get("node_id"): n for n in host.get("nodes", []) if n.get("hostname") not in again
+        }
+        listed.update({n.get("node_id"): n for n in nodes})
         host["nodes"] = list(listed.values())
         with self.conn:
             self.conn.execute(
