@@ -18,6 +18,7 @@ from tradeoff.engines.base import ModelInfo
 from tradeoff.engines.emit import TextSink
 from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
+from tradeoff.eventloop import unless_cancelled
 from tradeoff.types import CANCELLED, Generation, Request
 
 TOP_LOGPROBS = 5
@@ -27,9 +28,6 @@ _JSON = json.JSONDecoder()
 # uvicorn (behind vLLM, SGLang, llama-cpp-python) closes idle connections, so that a request is
 # not written onto a connection the server is closing.
 KEEPALIVE_S = 4.0
-# A cancellable request (served) checks this often, while it waits on the stream, whether its
-# client is gone.
-CANCEL_POLL_S = 0.05
 
 
 def api_root(base_url: str) -> str:
@@ -373,10 +371,8 @@ async def _next_bytes(stream: aiohttp.StreamReader, request: Request) -> bytes:
     if request.cancel is None:
         return await stream.readany()
     read = asyncio.ensure_future(stream.readany())
-    while not request.cancelled:
-        done, _ = await asyncio.wait({read}, timeout=CANCEL_POLL_S)
-        if done:
-            return read.result()
+    if await unless_cancelled(read, request.cancel):
+        return read.result()
     read.cancel()
     return b""
 

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import TextSink
+from tradeoff.eventloop import unless_cancelled
 from tradeoff.meters.account import EnergyAccount, Settled
 from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.flops import eval_flops
@@ -26,8 +27,6 @@ SETTLING = "settling: in the record once the energy counter steps past the answe
 # Why a helper process's own work (a router's decision) has no energy: it opens no meter.
 HELPER_UNMETERED = "not metered: a process dispatching to servers reads no energy counter"
 CPU_WORK = "{source} meters the models' GPUs; this is work on the CPU, which no meter here reads"
-# How often a served request waiting for an in-process engine looks whether its client left.
-CANCEL_POLL_S = 0.1
 
 T = TypeVar("T")
 
@@ -179,12 +178,11 @@ class CallMeter:
         cancel = request.cancel
         acquire = asyncio.ensure_future(self.inproc_lock.acquire())
         try:
-            while not acquire.done() and not request.cancelled:
-                await asyncio.wait({acquire}, timeout=CANCEL_POLL_S)
+            taken = await unless_cancelled(acquire, cancel)
         except BaseException:
             self._let_go(acquire)
             raise
-        if not acquire.done():
+        if not taken:
             self._let_go(acquire)
             yield False
             return
