@@ -245,11 +245,13 @@ class CallMeter:
             return [await self.call(alias, r) for r in requests]
         info = engine.info
         n = len(requests)
-        if self.account is not None:
-            weight = self.pass_weight(info)
-            async with self._engine(requests[0]) as taken:  # opened once the engine is theirs
-                if not taken:
-                    return [self._not_run(alias, info, r) for r in requests]
+        rids: list[str] = []
+        e0 = e1 = None
+        async with self._engine(requests[0]) as taken:  # opened once the engine is theirs
+            if not taken:
+                return [self._not_run(alias, info, r) for r in requests]
+            if self.account is not None:
+                weight = self.pass_weight(info)
                 rids = [self.account.begin() for _ in requests]
                 sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
                 try:
@@ -257,29 +259,26 @@ class CallMeter:
                 finally:
                     for rid in rids:
                         self.account.end(rid)
-            settled = [await self.account.settle(rid) for rid in rids]
-            passes = _batch_passes(gens)
-            calls = [
-                self._settled(alias, info, g, s, passes, batch=n) for g, s in zip(gens, settled)
-            ]
-        else:
-            async with self._engine(requests[0]) as taken:
-                if not taken:
-                    return [self._not_run(alias, info, r) for r in requests]
+            else:
                 e0 = self.energy.read_j() if self.energy else None
                 gens = await engine.agenerate_batch(requests)
                 e1 = self.energy.read_j() if self.energy else None
-            total = sum(g.output_tokens for g in gens)
-            passes = _batch_passes(gens)
-            calls = []
-            for g in gens:
-                energy_j: float | None = None
-                source: str | None = None
-                missing: str | None = self.energy_missing
-                if e0 is not None and e1 is not None and self.energy is not None:
-                    share = g.output_tokens / total if total else 1 / n
-                    energy_j, source, missing = (e1 - e0) * share, self.energy.source, None
-                calls.append(self._call(alias, info, g, energy_j, source, missing, passes, n))
+        passes = _batch_passes(gens)
+        if self.account is not None:
+            settled = [await self.account.settle(rid) for rid in rids]
+            return [
+                self._settled(alias, info, g, s, passes, batch=n) for g, s in zip(gens, settled)
+            ]
+        total = sum(g.output_tokens for g in gens)
+        calls = []
+        for g in gens:
+            energy_j: float | None = None
+            source: str | None = None
+            missing: str | None = self.energy_missing
+            if e0 is not None and e1 is not None and self.energy is not None:
+                share = g.output_tokens / total if total else 1 / n
+                energy_j, source, missing = (e1 - e0) * share, self.energy.source, None
+            calls.append(self._call(alias, info, g, energy_j, source, missing, passes, n))
         return calls
 
     @asynccontextmanager
