@@ -166,6 +166,42 @@ def test_a_request_left_while_it_waited_for_the_engine_is_let_go_at_once(tmp_pat
     assert waited["e2e_s"] < answered["e2e_s"] / 2, (waited["e2e_s"], answered["e2e_s"])
 
 
+def test_a_switch_left_while_it_waited_for_the_engines_is_let_go_at_once(tmp_path):
+    """`switch` takes both models' turns under one wait for the engines: a request whose client
+    left during that wait stops at once, its call not run (it waited out the prefill ahead of
+    it, and was cancelled only by the server's backstop a second after)."""
+    out = tmp_path / "run"
+    spec = {
+        "models": {"small": "smollm2-135m", "large": "smollm2-135m"},
+        "sampling": {"max_tokens": 8},
+        "configs": [
+            {"strategy": "single", "model": "small", "name": "small"},
+            {"strategy": "switch", "models": ["small", "large"], "threshold": 2.0, "name": "sw"},
+        ],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(out)) as served:
+        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
+        first = threading.Thread(
+            target=lambda: httpx.post(f"{served.url}/completions", json=long, timeout=300)
+        )
+        first.start()
+        time.sleep(0.3)  # the prefill has begun
+        short = {"model": "sw", "prompt": "2+2=", "max_tokens": 2}
+        with (
+            httpx.Client(base_url=served.url, timeout=0.3) as client,
+            contextlib.suppress(httpx.TimeoutException),
+        ):
+            client.post("/completions", json=short)
+        first.join()
+        records = assert_stopped_cleanly(served)
+    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
+    assert waited["config"] == "sw" and waited["error"] == "client disconnected", waited
+    (call,) = json.loads(waited["calls"])
+    assert (call["output_tokens"], call["error"], call["input_tokens"]) == (0, CANCELLED, 0)
+    assert waited["e2e_s"] < answered["e2e_s"] / 2, (waited["e2e_s"], answered["e2e_s"])
+
+
 def test_a_vote_whose_other_draw_failed_answers(tmp_path):
     """The upstream fails every third request: one draw of a vote of three fails, the other
     two answer, and so does the vote (a 502 before, though it had its majority)."""

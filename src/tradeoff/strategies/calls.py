@@ -193,6 +193,10 @@ class CallMeter:
             self.computing.discard(cancel)
             self.inproc_lock.release()
 
+    def not_run(self, alias: str, request: Request) -> Call:
+        """`alias`'s call for a request cancelled before the engine was its own (`turns`)."""
+        return self._not_run(alias, self.engines[alias].info, request)
+
     def _not_run(self, alias: str, info: ModelInfo, request: Request) -> Call:
         """A call cancelled before its engine was free: no token, no energy (0 J where a meter
         reads this machine; before, the record's energy was missing for it)."""
@@ -282,10 +286,12 @@ class CallMeter:
         return calls
 
     @asynccontextmanager
-    async def turns(self, aliases: list[str]) -> AsyncIterator[Turns]:
+    async def turns(self, aliases: list[str], request: Request) -> AsyncIterator[Turns | None]:
         """In-process models that take turns within one request (`switch`), holding the lock
         for all of them. Inside, the loop reports each model's passes (`Turns.sink`) and each
-        hand-over (`Turns.turn`); afterwards `Turns.calls` gives one measured call per model."""
+        hand-over (`Turns.turn`); afterwards `Turns.calls` gives one measured call per model.
+        None inside where `request` was cancelled while it waited for the engines (`_engine`):
+        nothing ran (`not_run`)."""
         engines = {}
         for alias in aliases:
             engine = self.in_process(alias)
@@ -293,7 +299,10 @@ class CallMeter:
                 raise TypeError(f"'{alias}' is not an in-process model")
             engines[alias] = engine
         turns = Turns(self, engines)
-        async with self.inproc_lock:  # opened once the engines are theirs, as in `call`
+        async with self._engine(request) as taken:  # opened once the engines are theirs
+            if not taken:
+                yield None
+                return
             if self.account is not None:
                 turns.rids = {alias: self.account.begin() for alias in aliases}
             try:

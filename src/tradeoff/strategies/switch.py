@@ -201,7 +201,10 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     aliases = ctx.config.aliases
     p = ctx.params
     requests: list[Request] = [ctx.request_for(a, item, sample) for a in aliases]
-    async with ctx.meter.turns(aliases) as turns:
+    async with ctx.meter.turns(aliases, requests[0]) as turns:
+        if turns is None:  # its client left while it waited for the engines
+            call = ctx.meter.not_run(aliases[0], requests[0])
+            return Outcome("", [call], {"finish_reason": "cancelled", "switches": 0})
         small, large = (turns.engines[a].token_stream(r) for a, r in zip(aliases, requests))
         small.on_pass, large.on_pass = turns.sink(aliases[0]), turns.sink(aliases[1])
         t_start = time.perf_counter()  # not before: waiting for another request is not latency
