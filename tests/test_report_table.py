@@ -192,3 +192,31 @@ def test_a_number_too_small_for_its_decimals_is_not_shown_as_zero():
 
     assert number(0.0004, ".3f") == "0.0004" and number(0.0012, ".3f") == "0.001"
     assert number(0.0, ".3f") == "0.000" and number(-0.00004, ".3f") == "-4e-05"
+
+
+def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
+    """Served traffic: a request whose client went away (499) is no failure of the model or the
+    server; the errors counted both, so a run of impatient clients read as a failing one."""
+    from tradeoff.types import DISCONNECTED
+
+    directory = tmp_path / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "served-a", {"strategy": "single"})])
+    for i, error in enumerate([None, "upstream: 502 Bad Gateway", DISCONNECTED, DISCONNECTED]):
+        store.write_record(
+            Record(
+                config_id="id-a", task="serve", item_id=f"r{i}", sample=0, output="",
+                score=None, parsed=None, error=error, input_tokens=3, output_tokens=1,
+                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+                energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
+                cost_usd=None, calls=[],
+            )
+        )  # fmt: skip
+    store.close()
+    (row,) = json.loads(run_cli("report", str(directory), "--format", "json").stdout)
+    assert (row["n"], row["errors"], row["disconnected"]) == (4, 1, 2)
+    text = run_cli("report", str(directory)).stdout
+    row_text = " ".join(row_of(text, "served-a").split())
+    assert re.search(r" 1 \+2 left\[(\d)\]$", row_text), row_text
+    k = re.search(r"left\[(\d)\]$", row_text).group(1)
+    assert f"[{k}] left: served requests whose client went away" in " ".join(text.split()), text

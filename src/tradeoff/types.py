@@ -57,6 +57,9 @@ class Request:
 
 
 CANCELLED = "cancelled: the answer was no longer wanted"
+# A served request's error where its client went away before the answer (HTTP 499): not a
+# failure of the model or the server, and counted apart from the errors.
+DISCONNECTED = "client disconnected"
 
 
 @dataclass

@@ -32,6 +32,7 @@ from tradeoff.analysis.costs import (
     with_facts,
 )
 from tradeoff.analysis.load import latency_percentiles, tpot
+from tradeoff.types import DISCONNECTED
 
 Z95 = 1.959963984540054
 
@@ -172,7 +173,8 @@ class Summary:
     accuracy: float
     accuracy_low: float
     accuracy_high: float
-    errors: int
+    errors: int  # records that failed (a client that went away is not counted: `disconnected`)
+    disconnected: int  # served requests whose client went away before the answer (HTTP 499)
     costs: dict[str, AxisCost]  # every cost axis: the mean per query, or why it is unknown
     energy_source: str | None  # the meters, e.g. "rapl" or "nvml"
     power_w: float | None  # mean of each query's energy / its engine calls' time
@@ -233,6 +235,7 @@ class Summary:
             "roofline_eff": self.roofline_eff,
             "peak_rss_mb": self.peak_rss_mb,
             "errors": self.errors,
+            "disconnected": self.disconnected,
         }
 
 
@@ -257,7 +260,8 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         accuracy=acc,
         accuracy_low=low,
         accuracy_high=high,
-        errors=int(df["error"].notna().sum()),
+        errors=int((df["error"].notna() & (df["error"] != DISCONNECTED)).sum()),
+        disconnected=int((df["error"] == DISCONNECTED).sum()),
         costs={key: mean_cost(df, axis, run) for key, axis in COST_AXES.items()},
         energy_source=energy_meters(df),
         power_w=_power(df),

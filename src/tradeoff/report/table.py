@@ -66,8 +66,17 @@ def _interval(acc: float, low: float, high: float) -> str:
     return "" if math.isnan(acc) else f"{low:.3f}–{high:.3f}"
 
 
+LEFT = "left: served requests whose client went away before its answer (HTTP 499); not errors"
+
+
 def _errors(errors: int) -> str:
     return str(errors) if not errors else f"[red]{errors}[/red]"
+
+
+def _errors_and_left(r: dict[str, Any], notes: list[str]) -> str:
+    """The errors, and beside them the served requests whose client left (not failures)."""
+    left = r.get("disconnected") or 0
+    return _errors(r["errors"]) + (f" +{left} left[{footnote(notes, LEFT)}]" if left else "")
 
 
 def _roofline(eff: float | None) -> str:
@@ -133,7 +142,7 @@ def _summary_columns(energy_sources: set[str], given_unit: str | None = None) ->
             if given_unit
             else []
         ),
-        Column("errors", lambda r, _: _errors(r["errors"])),
+        Column("errors", _errors_and_left),
     ]
 
 

@@ -40,7 +40,7 @@ from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.strategies.context import request_seed
 from tradeoff.tasks import Task, make_scorer
-from tradeoff.types import Item, Outcome, Record, Request
+from tradeoff.types import DISCONNECTED, Item, Outcome, Record, Request
 
 log = logging.getLogger("tradeoff.serve")
 
@@ -54,7 +54,6 @@ SERVE_TASK = Task(
 _DONE = object()  # the strategy has finished
 _GONE = object()  # the client went away
 _JSON = ("content-type", "application/json")
-DISCONNECTED = "client disconnected"
 # After its client went away, a request's generation stops at its next token (a call to a server
 # at once, one waiting for an in-process model's turn at once); one still going after
 # CANCEL_GRACE_S is cancelled outright, and its calls are lost; but one an in-process model is
