@@ -202,6 +202,21 @@ def test_invalid_field_is_422_naming_it(client: httpx.Client, endpoint: str, fie
         assert "problems" not in error["message"], error
 
 
+@pytest.mark.parametrize(
+    ("prompt", "says"),
+    [
+        ([1, 2, 3], "token ids are not taken: send the prompt as text"),
+        ([[1, 2]], "token ids are not taken"),
+        (["a", "b"], "one prompt per request, not a batch of 2"),
+    ],
+)
+def test_a_prompt_of_token_ids_or_a_batch_is_told_why(client: httpx.Client, prompt, says):
+    """OpenAI's schema takes token ids and batches of prompts; tradeoff takes neither, and said
+    "List should have at most 1 item" or "Input should be a valid string"."""
+    error = assert_error(client.post(COMPLETIONS, json=valid(COMPLETIONS, prompt=prompt)), 422)
+    assert error["message"].startswith(f"prompt: {says}"), error
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("missing", ["model", "messages/prompt"])
 def test_missing_required_field_is_422(client: httpx.Client, endpoint: str, missing: str):

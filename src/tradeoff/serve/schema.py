@@ -153,6 +153,23 @@ class CompletionRequest(_Common):
     echo: Literal[False] | None = None
     suffix: Literal[""] | None = None
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_prompt(cls, value: Any) -> Any:
+        """Say what is wrong with a prompt OpenAI's schema takes and tradeoff does not (the
+        union's own message spoke of list lengths and strings)."""
+        if isinstance(value, list):
+            if any(isinstance(v, (int, list)) and not isinstance(v, bool) for v in value):
+                raise ValueError(
+                    "token ids are not taken: send the prompt as text (the configuration's "
+                    "models each tokenize it with their own tokenizer)"
+                )
+            if len(value) > 1:
+                raise ValueError(
+                    f"one prompt per request, not a batch of {len(value)}: send each apart"
+                )
+        return value
+
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
@@ -184,7 +201,7 @@ def parse_body(model: type[_Common], body: bytes) -> Any:
         more = len({e["loc"][0] for e in errors}) - 1  # other fields at fault
         raise ApiError(
             422,
-            f"{param}: {first['msg']}"
+            f"{param}: {first['msg'].removeprefix('Value error, ')}"
             + (f" (and {more} more field{'s' * (more > 1)})" if more else ""),
             param=param,
             code="invalid_value",
