@@ -220,3 +220,21 @@ def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
     assert re.search(r" 1 \+2 left\[(\d)\]$", row_text), row_text
     k = re.search(r"left\[(\d)\]$", row_text).group(1)
     assert f"[{k}] left: served requests whose client went away" in " ".join(text.split()), text
+
+
+def test_a_wide_table_leaves_out_the_columns_no_configuration_has(tmp_path):
+    """An imported run has no tokens, TTFT or latency tails: `--wide` (and the page, which shows
+    the wide table) drew a dozen columns of '-' and scrolled sideways; they are named instead."""
+    (tmp_path / "o.csv").write_text("prompt,a,b\nq1,1,0\nq2,0,1\n")
+    imported = run_cli(
+        "import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
+        "--model", "weak=a,cost=0.1", "--model", "strong=b,cost=1", "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    text = run_cli("report", str(tmp_path / "r"), "--wide").stdout
+    header = text.split("─")[0]
+    assert "TTFT" not in header and "tok" not in header and "p99" not in header, text
+    assert "roofline" in header and "given cost" in header, text  # its note says how to get one
+    left_out = next(line for line in text.splitlines() if line.startswith("left out"))
+    assert "in tok, out tok, TTFT s mean" in left_out and "decode tok/s" in left_out, left_out
+    assert "TTFT s (mean, percentiles)" not in text  # no note on a column not shown

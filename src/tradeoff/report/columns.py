@@ -152,3 +152,27 @@ def build_table(
     notes: list[str] = []
     cells = [[column.cell(row, notes) for column in columns] for row in rows]
     return ColumnTable(title, columns, cells), notes
+
+
+def without_empty(table: ColumnTable, kept: tuple[str, ...] = ()) -> tuple[ColumnTable, str | None]:
+    """The table without its wide columns that hold no value in any row ('-' throughout: an
+    imported run's latencies and tokens), but those headed as in `kept` (whose footnote says
+    how to get the value), and a footnote naming them (None: none left out)."""
+    keep = [
+        i
+        for i, column in enumerate(table.columns)
+        if not column.wide
+        or column.header in kept
+        or any(Text.from_markup(row[i]).plain != "-" for row in table.cells)
+    ]
+    if len(keep) == len(table.columns):
+        return table, None
+    dropped = ", ".join(
+        c.header.replace("\n", " ") for i, c in enumerate(table.columns) if i not in keep
+    )
+    kept = ColumnTable(
+        table.title,
+        [table.columns[i] for i in keep],
+        [[row[i] for i in keep] for row in table.cells],
+    )
+    return kept, f"left out, no configuration has a value: {dropped}"

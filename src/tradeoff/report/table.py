@@ -18,6 +18,7 @@ from tradeoff.report.columns import (
     missing_cell,
     number,
     visible,
+    without_empty,
 )
 from tradeoff.report.notes import all_failed_note
 
@@ -66,6 +67,7 @@ def _interval(acc: float, low: float, high: float) -> str:
     return "" if math.isnan(acc) else f"{low:.3f}–{high:.3f}"
 
 
+ROOFLINE_HEADER = "roofline eff.\n(analytic)"
 LEFT = "left: served requests whose client went away before its answer (HTTP 499); not errors"
 
 
@@ -136,7 +138,7 @@ def _summary_columns(energy_sources: set[str], given_unit: str | None = None) ->
             lambda r, notes: _energy(r, notes, with_source=len(energy_sources) > 1),
         ),
         Column("GFLOPs/query\n(analytic)", _gflops, wide=True),
-        Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r["roofline_eff"]), wide=True),
+        Column(ROOFLINE_HEADER, lambda r, _: _roofline(r["roofline_eff"]), wide=True),
         *(
             [Column(f"given cost\n{given_unit}/query", lambda r, _: number(r["given_cost"], ".4g"))]
             if given_unit
@@ -158,31 +160,35 @@ def summary_table(
 ) -> tuple[ColumnTable, list[str]]:
     """The table of `analysis.metrics.summarize` rows, and footnotes giving each missing value's
     full reason and what each mean is over. Token counts, TTFT, latency tails (p90, p95, p99),
-    decode tok/s, GFLOPs and roofline efficiency are shown only when `wide`."""
+    decode tok/s, GFLOPs and roofline efficiency are shown only when `wide`, and only where a
+    configuration has a value (an imported run has none of them)."""
     sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
     units = sorted({r["given_cost_unit"] for r in rows if r.get("given_cost_unit")})
     columns, more = visible(
         _summary_columns(sources, "+".join(units) or None), wide, "tradeoff report"
     )
     table, notes = build_table(title, columns, rows)
+    table, empty = without_empty(table, kept=(ROOFLINE_HEADER,))  # its note: how to get one
     footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if len(sources) == 1:
         footnotes.append(f"energy J/query: measured by {sources.pop()}")
+    shown = {c.header for c in table.columns}
     if wide:
         first_token = _counts(rows, "n_first_token")
-        if first_token:
+        if first_token and "TTFT s\nmean" in shown:
             footnotes.append(FIRST_TOKEN_NOTE.format(counts=first_token))
         input_tokens = _counts(rows, "n_input_tokens")
-        if input_tokens:
+        if input_tokens and "in tok" in shown:
             footnotes.append(INPUT_TOKENS_NOTE.format(counts=input_tokens))
         footnotes.append(PERCENTILES_NOTE)
-        if any(r["roofline_eff"] is None for r in rows):
-            footnotes.append(ROOFLINE_MISSING_NOTE)
-        else:
+        if ROOFLINE_HEADER in shown:
             footnotes.append(
-                "roofline eff. = analytic least time on the calibrated peaks / measured engine time"
+                ROOFLINE_MISSING_NOTE
+                if any(r["roofline_eff"] is None for r in rows)
+                else "roofline eff. = analytic least time on the calibrated peaks / measured "
+                "engine time"
             )
-    return table, footnotes + more
+    return table, footnotes + more + ([empty] if empty else [])
 
 
 def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
