@@ -170,9 +170,9 @@ def without_empty(table: ColumnTable, kept: tuple[str, ...] = ()) -> tuple[Colum
     dropped = ", ".join(
         c.header.replace("\n", " ") for i, c in enumerate(table.columns) if i not in keep
     )
-    kept = ColumnTable(
+    smaller = ColumnTable(
         table.title,
         [table.columns[i] for i in keep],
         [[row[i] for i in keep] for row in table.cells],
     )
-    return kept, f"left out, no configuration has a value: {dropped}"
+    return smaller, f"left out, no configuration has a value: {dropped}"
