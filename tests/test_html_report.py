@@ -188,6 +188,35 @@ def test_imported_outcomes_say_why_they_have_no_latency(tmp_path):
     assert {row[data["columns"].index("score")] for row in data["rows"]} == {0, 1}
 
 
+def test_a_prompt_holding_script_markup_leaves_the_records_whole(tmp_path):
+    """A prompt "<!--<script>" put the rest of the page inside the records' JSON <script>: no
+    record was drawn and no script after it ran, the error script's included. A name with a run
+    of spaces was not found by its own filter (an option's text collapses them)."""
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text('prompt,a,b\n"hello <!--<script> world",1,0\nsecond,0,1\n')
+    out = tmp_path / "imported"
+    result = run_cli(
+        "import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+        "--model", "big  model=a", "--model", "small=b", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    script = """
+    var f = document.getElementById("records-filter"), out = [];
+    function seen(label) { out.push(label + "=" + document.querySelectorAll("#records tbody tr")
+      .length + "|" + document.getElementById("records-info").textContent); }
+    seen("all"); f.config.value = "big  model"; f.dispatchEvent(new Event("change"));
+    seen("big");
+    var p = document.createElement("pre"); p.id = "driven"; p.textContent = out.join("\\n");
+    document.body.appendChild(p);
+    """
+    dom = drive(_html(out), script, tmp_path / "driven.html")
+    assert script_errors(dom) == ""
+    seen = _driven(dom)
+    assert seen["all"].startswith("4|") and "of 4 matching records" in seen["all"], seen
+    assert seen["big"].startswith("2|") and "of 2 matching records" in seen["big"], seen
+    assert "hello <!--<script> world" in _records_data(dom)["rows"][0]
+
+
 def test_served_traffic_says_it_has_no_frontier(tmp_path):
     """Served requests have no reference answers, so no scores: one line says so where an empty
     frontier and an empty accuracy heatmap were; their latencies still draw."""

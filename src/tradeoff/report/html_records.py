@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import imported
+from tradeoff.report.vega import script_json
 
 MAX_RECORDS = 2000  # records inlined; beyond, a sample (the page stays small and fast)
 MAX_TEXT = 1200  # characters of a prompt, output or reference shown; the rest is cut, marked …
@@ -169,7 +170,7 @@ def records_section(
         "rows": rows,
         "of": of,
     }
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    payload = script_json(data, allow_nan=False)
     configs = [n for n in names if n in set(shown["config"])]
     tasks = list(dict.fromkeys(shown["task"]))
     points = list(dict.fromkeys(shown["load_point"])) if pointed else []
@@ -209,7 +210,10 @@ def _round(value: Any) -> float | None:
 
 
 def _select(name: str, label: str, options: list[str]) -> str:
-    choices = "".join(f"<option>{html.escape(o)}</option>" for o in options)
+    # The value as given: an option's text is read with its runs of spaces collapsed.
+    choices = "".join(
+        f'<option value="{html.escape(o)}">{html.escape(o)}</option>' for o in options
+    )
     return (
         f'<label>{html.escape(label)} <select name="{name}">'
         f'<option value="">all</option>{choices}</select></label>'

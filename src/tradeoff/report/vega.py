@@ -33,6 +33,13 @@ def bundle() -> str:
     return str(vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"))
 
 
+def script_json(data: Any, **dumps: Any) -> str:
+    """`data` as JSON to stand inside a <script> element: with no "<" in it (a text's
+    "</script" would end the element, and "<!--<script" leaves the rest of the page inside it),
+    as JSON and JavaScript both read \\u003c as "<"."""
+    return json.dumps(data, separators=(",", ":"), **dumps).replace("<", "\\u003c")
+
+
 def spec_of(chart: Any) -> dict[str, Any]:
     """An altair chart's Vega-Lite spec, with the page's shared config."""
     import altair as alt
@@ -48,10 +55,7 @@ def spec_of(chart: Any) -> dict[str, Any]:
 
 def embed(element_id: str, chart: Any) -> str:
     """The element a chart renders into, and the script that renders it (after the bundle)."""
-    spec = json.dumps(spec_of(chart), separators=(",", ":"), default=str)
-    # No "<" in the script (a name's "</script" or "<!--" would end or change it): JSON reads
-    # \u003c as "<".
-    spec = spec.replace("<", "\\u003c")
+    spec = script_json(spec_of(chart), default=str)
     return (
         f'<div class="chart" id="{html.escape(element_id)}"></div>\n'
         f"<script>vegaEmbed({json.dumps('#' + element_id)}, {spec}, "
