@@ -238,3 +238,36 @@ def test_a_wide_table_leaves_out_the_columns_no_configuration_has(tmp_path):
     left_out = next(line for line in text.splitlines() if line.startswith("left out"))
     assert "in tok, out tok, TTFT s mean" in left_out and "decode tok/s" in left_out, left_out
     assert "TTFT s (mean, percentiles)" not in text  # no note on a column not shown
+
+
+def test_json_carries_every_figure_whole_and_no_nan(tmp_path):
+    """pandas' JSON writer rounded every float to 10 decimals (a cost of 2e-11 $ read 0.0, and
+    the JSON disagreed with the CSV); the frontier of unscored records wrote NaN, not JSON."""
+    (tmp_path / "o.csv").write_text("prompt,a,b\nx,1,0\ny,0,1\n")
+    imported = run_cli(
+        "import", "outcomes", str(tmp_path / "o.csv"), "--prompt-col", "prompt",
+        "--model", "A=a,cost=0.00000000002", "--model", "B=b,cost=0.0000001234567",
+        "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    summary = json.loads(run_cli("report", str(tmp_path / "r"), "-f", "json").stdout)
+    assert [r["cost_usd"] for r in summary] == [2e-11, 1.234567e-07]
+    records = json.loads(run_cli("report", str(tmp_path / "r"), "--records", "-f", "json").stdout)
+    assert {r["cost_usd"] for r in records} == {2e-11, 1.234567e-07}
+    assert {r["extra"]["cost"] for r in records} == {2e-11, 1.234567e-07}
+
+    unscored = tmp_path / "served"
+    store = Store.create(unscored, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "served-a", {"strategy": "single"})])
+    store.write_record(
+        Record(
+            config_id="id-a", task="serve", item_id="r0", sample=0, output="4", score=None,
+            parsed=None, error=None, input_tokens=3, output_tokens=1, ttft_s=0.1, e2e_s=0.2,
+            itl_s=None, decode_tps=None, energy_j=None, energy_source=None,
+            energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None, cost_usd=None, calls=[],
+        )
+    )  # fmt: skip
+    store.close()
+    text = run_cli("frontier", str(unscored), "-f", "json").stdout
+    (row,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert row["accuracy"] is None, row

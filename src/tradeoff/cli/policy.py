@@ -4,10 +4,9 @@ and its evaluation as RouteLLM does it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +18,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
+    write_json,
     writing,
 )
 from tradeoff.errors import UserError
@@ -288,7 +288,7 @@ def evaluate(
             write_router(result, plot)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
     if format is ListFormat.json:
-        print(json.dumps(_strict_json(result.to_dict()), indent=2, allow_nan=False))
+        write_json(result.to_dict())
         return
     console.print(router_heading(result), soft_wrap=True, highlight=False)
     if line := policy_line(result):
@@ -296,14 +296,3 @@ def evaluate(
     for table_out in router_tables(result):
         console.print(table_out, crop=False)
     console.print(ROUTER_NOTE, style="dim")
-
-
-def _strict_json(value: Any) -> Any:
-    """`value` with every NaN or infinity (a figure not reached) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict_json(v) for v in value]
-    return value

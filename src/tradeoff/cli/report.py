@@ -21,6 +21,8 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
+    json_rows,
+    write_json,
     write_text,
     writing,
 )
@@ -503,10 +505,7 @@ def _write_table(
             table.to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
-        # pandas writes NaN and timestamps as JSON does; the standard library then writes "/"
-        # as itself, not pandas' "\/"
-        rows = json.loads(table.to_json(orient="records"))
-        write_text(json.dumps(rows, indent=2, ensure_ascii=False), output)
+        write_json(json_rows(table), output)
     else:
         write_text(table.to_csv(index=False), output)
 
@@ -569,7 +568,7 @@ def frontier(
     else:
         data = [r.to_dict() for r in rows]
         if format is FrontierFormat.json:
-            write_text(json.dumps(data, indent=2))
+            write_json(data)
         else:
             write_text(pd.DataFrame(data).to_csv(index=False))
     if plot is not None:
