@@ -4,7 +4,6 @@ latency, energy and tokens, and what differs between the runs' hosts and specs."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +14,7 @@ from tradeoff.cli.output import (
     check_html,
     console,
     err_console,
-    write_text,
+    write_json,
     writing,
 )
 
@@ -90,7 +89,7 @@ def compare(
     for directory in given:
         print_unfinished(directory)
     if format is ListFormat.json:
-        write_text(json.dumps([c.to_dict() for c in comparisons], indent=2))
+        write_json([c.to_dict() for c in comparisons])
     else:
         for i, comparison in enumerate(comparisons):
             if i:
