@@ -182,6 +182,28 @@ def test_score_out_of_range_in_jsonl_names_the_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_lone_surrogate_in_jsonl_names_the_line(tmp_path):
+    """JSON's \\ud800 with no pair was imported, then every export and the page broke on it
+    with a traceback (UTF-8 cannot hold it); a pair is one character, and imports."""
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text('{"p": "ok \\ud83d\\ude00", "s": 1}\n{"p": "lone \\ud800 one", "s": 0}\n')
+    with pytest.raises(UserError, match=r"outcomes.jsonl line 2 holds a lone surrogate"):
+        import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    path.write_text('{"p": "ok \\ud83d\\ude00", "s": 1}\n')
+    import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
+    exported = run_cli("report", str(tmp_path / "run"), "--records", "-f", "json")
+    assert json.loads(exported.stdout)[0]["prompt"] == "ok \U0001f600"
+
+
+def test_records_of_a_run_with_none_are_one_line(tmp_path):
+    """A run with no records (a server stopped before any request) crashed in pandas' merge."""
+    Store.create(tmp_path / "run", {"models": {}}, {"host": "test"}).close()
+    for fmt in ("json", "csv", "table"):
+        exported = run_cli("report", str(tmp_path / "run"), "--records", "-f", fmt)
+        one_line_error(exported, "holds a run with no records yet")
+
+
 def test_missing_column_lists_the_columns_the_file_has(tmp_path):
     path = tmp_path / "outcomes.csv"
     _write_csv(path, ROWS)

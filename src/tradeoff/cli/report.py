@@ -85,6 +85,8 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
         items = store.items()[["task", "item_id", "prompt", "reference"]]
     finally:
         store.close()
+    if records.empty:
+        return records
     # Imported outcomes carry no latency and no output: stored as 0 (the columns are NOT NULL),
     # exported as missing
     imported = records["extra"].map(lambda text: bool(text) and json.loads(text).get("imported"))
@@ -435,6 +437,8 @@ def report(
             table = pd.DataFrame(rows)
         elif records:
             table = _read_records(directory, nested=format is SummaryFormat.json)
+            if table.empty:  # as the summary: an empty file would look like a run of nothing
+                raise UserError(_no_records(directory))
         else:
             df, names, _ = _read(directory)
             if df.empty:  # an empty file would look like a summary of nothing

@@ -427,7 +427,22 @@ def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, An
                 f"{shown} line {lineno} is a JSON {type(row).__name__}, not an object; each line "
                 "must be one JSON object"
             )
+        if "\\u" in line and not _is_text(row):
+            raise UserError(
+                f"{shown} line {lineno} holds a lone surrogate (an escape \\ud800 to \\udfff "
+                "without its pair), which is no character; write the text as UTF-8"
+            )
         yield lineno, row
+
+
+def _is_text(row: dict[str, Any]) -> bool:
+    """Whether every string of `row` is text UTF-8 can hold: JSON's \\u escapes can name half
+    a surrogate pair, which Python reads and then cannot store, send or write."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_jsonl(
