@@ -271,3 +271,17 @@ def test_json_carries_every_figure_whole_and_no_nan(tmp_path):
     text = run_cli("frontier", str(unscored), "-f", "json").stdout
     (row,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert row["accuracy"] is None, row
+
+
+@pytest.mark.parametrize(
+    "args", [["report"], ["report", "--records", "-f", "csv"], ["frontier", "-f", "json"]]
+)
+def test_a_standard_output_that_cannot_be_written_is_one_line(run_dir, args):
+    """`> file` on a full disk: a traceback ending in OSError, where `--output` said one line."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "tradeoff", args[0], str(run_dir), *args[1:]],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "error: cannot write the standard output: No space left on device\n"
