@@ -122,6 +122,11 @@ def test_profile_asks_the_server_for_exact_lengths_and_stores_no_score(logged, t
         ("synthetic:prompt=8", "output missing"),
         ("synthetic:prompt=8,output=-2", "output=-2 must be positive"),
         ("synthetic:prompt=8,output=8,stdev=-1", "stdev=-1 must be >= 0"),
+        # each draw overflowed: a traceback; a huge prompt was built until memory ran out
+        ("synthetic:prompt=8,output=8,stdev=1e308", "stdev=1e308 is more than 10,000,000"),
+        ("synthetic:prompt=99999999999,output=8", "prompt=99999999999 is more than 10,000,000"),
+        ("synthetic:prompt=100000,output=8", "1,000 prompts of 100,000 tokens are more than"),
+        ("synthetic:prompt=8,output=8,seed=-1", "seed=-1 must be >= 0"),
     ],
 )
 def test_bad_references_fail_in_one_line_naming_the_form(logged, tmp_path, ref, problem) -> None:
@@ -132,3 +137,12 @@ def test_bad_references_fail_in_one_line_naming_the_form(logged, tmp_path, ref, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0] and FORM in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_deviations_that_print_alike_name_two_tasks() -> None:
+    """`:g` wrote 1.23456789 and 1.234571 alike: one name, refused as given twice."""
+    from tradeoff.tasks.synthetic import parse
+
+    names = {parse(f"synthetic:prompt=8,output=8,stdev={s}").name for s in (1.23456789, 1.234571)}
+    assert len(names) == 2
+    assert parse("synthetic:prompt=8,output=8,stdev=2.0").name.endswith("stdev=2")  # as before

@@ -13,9 +13,16 @@ from tradeoff.tasks.base import Task
 from tradeoff.types import Item
 
 PREFIX = "synthetic:"
+# Beyond any model's context (the longest are about 10M tokens): a larger length is a typo, and
+# building its prompts would take all memory.
+MAX_TOKENS = 10_000_000
+MAX_ITEMS = 1_000_000
+# Prompt tokens of all n items together: they are built at once (about 10 s and 1 GB here).
+MAX_TOTAL = 50_000_000
 FORM = (
-    "synthetic:prompt=N,output=N[,stdev=S][,seed=K][,n=M] "
-    "(whole numbers > 0, stdev >= 0; e.g. synthetic:prompt=256,output=128)"
+    "synthetic:prompt=N,output=N[,stdev=S][,seed=K][,n=M] (whole numbers > 0, seed >= 0, "
+    f"stdev >= 0; lengths and stdev at most {MAX_TOKENS:,}, n at most {MAX_ITEMS:,}; e.g. "
+    "synthetic:prompt=256,output=128)"
 )
 
 # Common English words that are one token each, after a space, in the BPE vocabularies of
@@ -59,12 +66,19 @@ class Synthetic:
         """The reference written canonically: keys in order, defaults left out."""
         parts = [f"prompt={self.prompt}", f"output={self.output}"]
         if self.stdev:
-            parts.append(f"stdev={self.stdev:g}")
+            parts.append(f"stdev={_shortest(self.stdev)}")
         if self.seed:
             parts.append(f"seed={self.seed}")
         if self.n != Synthetic.n:
             parts.append(f"n={self.n}")
         return PREFIX + ",".join(parts)
+
+
+def _shortest(value: float) -> str:
+    """`value` as `:g` writes it where that is the value (names of runs so far), else whole: two
+    deviations `:g` wrote alike (1.23456789 and 1.234571) named one task."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _bad(ref: str, problem: str) -> UserError:
@@ -88,12 +102,21 @@ def parse(ref: str) -> Synthetic:
             raise _bad(ref, f"{key}={text!r} is not a number") from None
         if key in ("prompt", "output", "n") and value <= 0:
             raise _bad(ref, f"{key}={text} must be positive")
-        if key == "stdev" and not 0 <= value < float("inf"):
-            raise _bad(ref, f"stdev={text} must be >= 0")
+        if key in ("stdev", "seed") and not value >= 0:  # NaN included
+            raise _bad(ref, f"{key}={text} must be >= 0")
+        most = MAX_ITEMS if key == "n" else MAX_TOKENS if key != "seed" else None
+        if most is not None and value > most:
+            raise _bad(ref, f"{key}={text} is more than {most:,}")
         values[key] = value
     missing = [key for key in ("prompt", "output") if key not in values]
     if missing:
         raise _bad(ref, f"{' and '.join(missing)} missing")
+    n = values.get("n", Synthetic.n)
+    if values["prompt"] * n > MAX_TOTAL:
+        raise _bad(
+            ref, f"{n:,.0f} prompts of {values['prompt']:,.0f} tokens are more than "
+            f"{MAX_TOTAL:,} tokens to build; give a smaller n",
+        )  # fmt: skip
     return Synthetic(
         prompt=int(values["prompt"]),
         output=int(values["output"]),
@@ -124,7 +147,11 @@ def build(ref: str) -> Task:
     items = []
     for i in range(spec.n):
         words = rng.choices(WORDS, k=spec.prompt)
-        output = max(1, round(rng.gauss(spec.output, spec.stdev))) if spec.stdev else spec.output
+        output = (
+            min(MAX_TOKENS, max(1, round(rng.gauss(spec.output, spec.stdev))))
+            if spec.stdev
+            else spec.output
+        )
         items.append(
             Item(
                 id=f"synthetic-{i:04d}",
