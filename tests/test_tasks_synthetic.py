@@ -114,6 +114,26 @@ def test_profile_asks_the_server_for_exact_lengths_and_stores_no_score(logged, t
     assert summary[0]["n"] == 6 and summary[0]["accuracy"] is None
 
 
+def test_a_null_field_of_extra_body_is_left_out_of_the_request(logged, tmp_path) -> None:
+    """A strict server (OpenAI's) refuses ignore_eos and min_tokens; `extra_body` could only
+    replace them, sending null, which such a server refuses too."""
+    import yaml
+
+    url, log = logged
+    spec = {
+        "models": {"m": f"openai:{url}#m"},
+        "model_options": {"m": {"extra_body": {"ignore_eos": None, "min_tokens": None}}},
+        "tasks": ["synthetic:prompt=8,output=4,n=2"],
+        "configs": [{"strategy": "single", "model": "m"}],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = run_cli("profile", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    bodies = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(bodies) == 2 and all(b["max_tokens"] == 4 for b in bodies), bodies
+    assert not any("ignore_eos" in b or "min_tokens" in b for b in bodies), bodies
+
+
 @pytest.mark.parametrize(
     ("ref", "problem"),
     [

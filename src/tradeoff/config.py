@@ -97,7 +97,8 @@ class Price(BaseModel):
 
 class ModelOptions(BaseModel):
     """Per-model engine options. `extra_body`: fields added to every request to an `openai:`
-    server (e.g. llama.cpp's `repeat_penalty`, vLLM's `top_k`)."""
+    server (e.g. llama.cpp's `repeat_penalty`, vLLM's `top_k`), replacing tradeoff's own; one
+    given as null is left out of the request."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -76,7 +76,8 @@ class OpenAIEngine:
     """One model behind an OpenAI-compatible server, over aiohttp (http:// and https://).
 
     `extra_body`: fields added to every request body (e.g. llama.cpp's `repeat_penalty`, vLLM's
-    `top_k`); they override tradeoff's own fields, except that the answer is always streamed.
+    `top_k`); they override tradeoff's own fields (one given as None is left out), except that
+    the answer is always streamed.
     `timeout_s` bounds connecting and each wait for more bytes from the server (not the whole
     answer: a long generation that keeps streaming never times out). Waiting for one of the
     `max_connections` pooled connections is not bounded, so keep the caller's concurrency at or
@@ -216,7 +217,11 @@ class OpenAIEngine:
             if request.logprobs:
                 body["logprobs"] = TOP_LOGPROBS
         if self.extra_body:
-            body.update(self.extra_body)
+            for key, value in self.extra_body.items():
+                if value is None:  # `null` leaves the field out (a strict server refuses it)
+                    body.pop(key, None)
+                else:
+                    body[key] = value
             body["stream"] = True
         return url, json.dumps(body).encode()
 
