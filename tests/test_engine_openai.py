@@ -228,3 +228,17 @@ def test_https_roots_take_the_proxy_the_environment_names(monkeypatch: pytest.Mo
     assert https_proxy("https://api.example") == "http://proxy.example:3128"
     assert https_proxy("https://internal.example") is None
     assert https_proxy("http://127.0.0.1:8000") is None  # plain http: a server nearby, direct
+
+
+def test_inter_token_latency_is_per_token_when_a_chunk_holds_several() -> None:
+    """16 tokens in 4 chunks 40 ms apart (a server streaming 4 tokens a chunk): the tokens are
+    8 ms apart on average (120 ms over 15 gaps); over the chunks, ITL read 40 ms, and TTFT +
+    ITL x 15 was 4 times the answer's time."""
+    from tradeoff.types import Generation
+
+    times = [0.1, 0.14, 0.18, 0.22]
+    g = Generation("x" * 16, 5, 16, 0.0, 0.1, 0.22, token_times=times, token_count_source="usage")
+    assert g.itl_s == pytest.approx(0.12 / 15)
+    assert g.ttft_s is not None and g.ttft_s + 15 * g.itl_s == pytest.approx(g.e2e_s)
+    counted = Generation("x" * 4, None, 4, 0.0, 0.1, 0.22, token_times=times)  # one a chunk
+    assert counted.itl_s == pytest.approx(0.04)

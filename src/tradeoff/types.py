@@ -74,7 +74,7 @@ class Generation:
     t_end: float
     finish_reason: str = "stop"
     mode: PromptMode = "chat"
-    # Time at which each output token (or stream chunk) arrived.
+    # Time at which each output token (or stream chunk, of one token or more) arrived.
     token_times: list[float] = field(default_factory=list)
     token_logprobs: list[float] = field(default_factory=list)
     token_entropies: list[float] = field(default_factory=list)
@@ -117,10 +117,14 @@ class Generation:
 
     @property
     def itl_s(self) -> float | None:
-        """Mean inter-token (or inter-chunk) latency."""
+        """Mean gap between output tokens after the first: from the first token's arrival to the
+        last's over the gaps between them, one fewer than the tokens. A server that streams
+        several tokens a chunk (speculative decoding, a stream interval) sends some together,
+        gaps of 0: over its chunks instead, the mean read the chunk's gap as each token's."""
         if len(self.token_times) < 2:
             return None
-        return (self.token_times[-1] - self.token_times[0]) / (len(self.token_times) - 1)
+        gaps = max(self.output_tokens, len(self.token_times)) - 1
+        return (self.token_times[-1] - self.token_times[0]) / gaps
 
 
 @dataclass
