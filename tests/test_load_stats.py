@@ -566,3 +566,48 @@ def test_summary_json_carries_the_percentiles(run_dir):
         "tpot_s_p50",
     ]:
         assert key in row, key
+
+
+def test_answers_shorter_than_asked_are_found_call_by_call():
+    """A vote's two draws of 8 tokens each, asked 16: the record's 16 hid them; a server that
+    sends no usage is counted in chunks, which says nothing of a short answer (it was blamed
+    for ignoring ignore_eos while it sent all 16 tokens, 4 a chunk)."""
+    from tradeoff.analysis.load import _asked_lengths
+
+    def record(calls: list[dict], asked: int | None = 16) -> dict:
+        extra = {} if asked is None else {"asked_output_tokens": asked}
+        return {"extra": json.dumps(extra), "calls": json.dumps(calls)}
+
+    usage = {"token_count_source": "usage", "error": None}
+    done = pd.DataFrame(
+        [
+            record([{**usage, "output_tokens": 8}, {**usage, "output_tokens": 8}]),  # a vote
+            record([{**usage, "output_tokens": 16}]),
+            record([{"output_tokens": 4, "token_count_source": "chunks", "error": None}]),
+            record([{**usage, "output_tokens": 3}], asked=None),  # not a synthetic item
+        ]
+    )
+    assert _asked_lengths(done) == {
+        "n_asked_length": 3, "n_shorter_than_asked": 1, "n_counted_in_chunks": 1,
+    }  # fmt: skip
+
+
+def test_a_budget_caps_the_length_a_synthetic_item_asks_for():
+    """`budget: 4` on a synthetic item of 16 tokens asked for 16, under a name saying 4."""
+    from tradeoff.config import parse_spec, resolve_configs
+    from tradeoff.strategies.context import asked_length
+    from tradeoff.types import Item
+
+    spec = parse_spec(
+        {
+            "models": {"m": "smollm2-135m"},
+            "configs": [
+                {"strategy": "budget", "model": "m", "budget": 4},
+                {"strategy": "single", "model": "m"},
+            ],
+        }
+    )
+    budget, single = resolve_configs(spec)
+    item = Item(id="0", prompt="x", reference="", task="t", meta={"max_tokens": 16})
+    assert (asked_length(budget, item), asked_length(single, item)) == (4, 16)
+    assert asked_length(single, Item(id="1", prompt="x", reference="", task="t")) is None

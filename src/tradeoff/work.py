@@ -13,6 +13,7 @@ from tradeoff.config import Config, RunSpec
 from tradeoff.records import outcome_record
 from tradeoff.strategies import STRATEGIES, StrategyContext
 from tradeoff.strategies.calls import CallMeter
+from tradeoff.strategies.context import asked_length
 from tradeoff.tasks import Task, load_task
 from tradeoff.tasks.scorers import after_thinking
 from tradeoff.types import Item, Record
@@ -94,8 +95,9 @@ class Plan:
             config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
             score=score, parsed=parsed,
         )  # fmt: skip
-        if "max_tokens" in item.meta:  # asked of each call: a server that stops short shows
-            record.extra = {**record.extra, "asked_output_tokens": item.meta["max_tokens"]}
+        asked = asked_length(config, item)
+        if asked is not None:  # asked of each call: a server that stops short shows
+            record.extra = {**record.extra, "asked_output_tokens": asked}
         return record, sum(c.generation.e2e_s for c in outcome.calls)
 
 

@@ -129,11 +129,16 @@ def _flops_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     return why
 
 
+def calls_of(calls: Any) -> list[dict[str, Any]]:
+    """One record's engine calls: its `calls` value (JSON text as stored, or decoded), decoded."""
+    return json.loads(calls) if isinstance(calls, str) else list(calls or [])
+
+
 def record_calls(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Every engine call of the records, in order (the `calls` column, decoded)."""
     out: list[dict[str, Any]] = []
     for calls in df["calls"]:
-        out.extend(json.loads(calls) if isinstance(calls, str) else calls or [])
+        out.extend(calls_of(calls))
     return out
 
 

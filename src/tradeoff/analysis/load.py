@@ -17,6 +17,7 @@ import pandas as pd
 from tradeoff.analysis.costs import (
     COST_AXES,
     called_models,
+    calls_of,
     energy_meters,
     extra_field,
     imported,
@@ -367,11 +368,28 @@ def _energy(measure: pd.DataFrame, output_tokens: int) -> dict[str, Any]:
 
 
 def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
-    """Of the answers that asked for an exact length (synthetic data: `extra.asked_output_tokens`,
-    sent with ignore_eos and min_tokens), how many came back shorter: the server ignored them."""
+    """Of the answers that asked each call for an exact length (synthetic data:
+    `extra.asked_output_tokens`, sent with ignore_eos and min_tokens), how many had a call come
+    back shorter (a server that ignored them, an in-process model at its end of sequence), and
+    how many were counted in stream chunks (a server that sent no usage: a chunk may hold
+    several tokens, so a short count says nothing). Each call, not the record's sum: a vote's
+    two draws of half the length each added up to the length asked."""
     asked = extra_field(done, "asked_output_tokens")
-    pairs = [(a, n) for a, n in zip(asked, done["output_tokens"], strict=True) if a is not None]
-    return {"n_asked_length": len(pairs), "n_shorter_than_asked": sum(n < a for a, n in pairs)}
+    n_asked = shorter = chunks = 0
+    for length, calls in zip(asked, done["calls"], strict=True):
+        if length is None or pd.isna(length):  # not asked (NaN beside asked ones)
+            continue
+        n_asked += 1
+        answered = [c for c in calls_of(calls) if c.get("error") is None]
+        if any(str(c.get("token_count_source", "")).startswith("chunks") for c in answered):
+            chunks += 1
+        elif any(c.get("output_tokens", length) < length for c in answered):
+            shorter += 1
+    return {
+        "n_asked_length": n_asked,
+        "n_shorter_than_asked": shorter,
+        "n_counted_in_chunks": chunks,
+    }
 
 
 def point_stats(

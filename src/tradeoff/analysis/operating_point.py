@@ -11,12 +11,12 @@ hour shared by the requests served in it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradeoff.analysis.costs import calls_of
 from tradeoff.analysis.load import price_field
 from tradeoff.errors import UserError
 
@@ -124,9 +124,7 @@ def records_at(
             continue
         share = per_hour / 3600 / rate
         out.loc[rows, "cost_usd"] = [
-            _token_cost(json.loads(calls) if isinstance(calls, str) else calls or [], prices)
-            + share
-            for calls in out.loc[rows, "calls"]
+            _token_cost(calls_of(calls), prices) + share for calls in out.loc[rows, "calls"]
         ]
     return out
 

@@ -218,8 +218,16 @@ def load_table(
         if r.get("n_shorter_than_asked"):
             footnotes.append(
                 f"{r['config']} at {r['load_point']}: {r['n_shorter_than_asked']} of "
-                f"{r['n_asked_length']} answers came back shorter than asked: the server ignored "
-                "ignore_eos / min_tokens, so output lengths are not the ones given"
+                f"{r['n_asked_length']} answers came back shorter than asked (a server that "
+                "ignores ignore_eos / min_tokens, or an in-process model at its end of sequence), "
+                "so output lengths are not the ones given"
+            )
+        if r.get("n_counted_in_chunks"):
+            footnotes.append(
+                f"{r['config']} at {r['load_point']}: {r['n_counted_in_chunks']} of "
+                f"{r['n_asked_length']} answers were counted in stream chunks (the server sent no "
+                "usage): a chunk may hold several tokens, so their output tokens and tok/s may "
+                "read low"
             )
     in_process = sorted({r["config"] for r in rows if r.get("in_process")})
     if in_process:

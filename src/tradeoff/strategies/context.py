@@ -49,9 +49,26 @@ class StrategyContext:
             temperature=s.temperature,
             seed=request_seed(s.seed, sample, draw),
         )
+        asked = asked_length(self.config, item)
+        if asked is not None:
+            request.max_tokens = asked
         for key, value in overrides.items():
             setattr(request, key, value)
         return request
+
+
+def asked_length(config: Config, item: Item) -> int | None:
+    """The exact number of output tokens `item` asks for (synthetic load: its meta's
+    `max_tokens`, in place of the configuration's), within the budget of a configuration that caps
+    its tokens (`budget`: its budget went unheeded); None where it asks for none."""
+    from tradeoff.strategies import STRATEGIES
+
+    own = item.meta.get("max_tokens")
+    if own is None:
+        return None
+    if STRATEGIES[config.strategy].params.caps_max_tokens:
+        return min(int(own), config.sampling.max_tokens)
+    return int(own)
 
 
 def request_seed(seed: int, sample: int, draw: int = 0) -> int:
