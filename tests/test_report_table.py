@@ -285,3 +285,16 @@ def test_a_standard_output_that_cannot_be_written_is_one_line(run_dir, args):
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert result.stderr == "error: cannot write the standard output: No space left on device\n"
+
+
+def test_no_output_is_written_over_a_run_s_store(run_dir, tmp_path):
+    """`-o DIR/tradeoff.sqlite` wrote a CSV over the store it had just read: the run was lost."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = (copy / "tradeoff.sqlite").read_bytes()
+    for args in (["report", "-f", "csv"], ["report", "--records", "-f", "json"]):
+        result = run_cli(args[0], str(copy), *args[1:], "-o", str(copy / "tradeoff.sqlite"))
+        assert result.returncode == 2 and "is a file of a run's store" in result.stderr, result
+    assert (copy / "tradeoff.sqlite").read_bytes() == before

@@ -31,6 +31,8 @@ STORE_FILE = "tradeoff.sqlite"
 # Held (flock, exclusive) by the one process that writes a run directory: profile, serve, import.
 # Readers (report, frontier, policy) take no lock.
 LOCK_FILE = "tradeoff.lock"
+# The files of a store: no output is written over one (`cli.output.check_writable`).
+STORE_FILES = (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE)
 
 # How long a connection waits for another process's write lock (a migration, a serving writer)
 # before failing with "database is locked": generous, since a loaded machine can stall a writer.
@@ -459,7 +461,7 @@ class Store:
             # new run could use its directory: none is left.
             if conn is not None:
                 conn.close()
-            for name in (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE):
+            for name in STORE_FILES:
                 with contextlib.suppress(OSError):
                     (directory / name).unlink(missing_ok=True)
             os.close(lock)

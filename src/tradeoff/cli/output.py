@@ -141,8 +141,13 @@ def write_text(text: str, output: Path | None = None) -> None:
 
 
 def check_writable(option: str, path: Path) -> None:
-    """Refuses, before any work is done, an output file that could not be written."""
+    """Refuses, before any work is done, an output file that could not be written, or one of a
+    run's store (`report DIR -o DIR/tradeoff.sqlite` wrote a CSV over the run it read)."""
+    from tradeoff.store import STORE_FILES
+
     parent = path.parent
+    if path.name in STORE_FILES:
+        raise UserError(f"{option} {path} is a file of a run's store; give another file")
     if path.is_dir():
         raise UserError(f"{option} {path} is a directory; give a file path")
     if not parent.exists():
