@@ -433,6 +433,9 @@ def test_imported_records_export_no_latency_or_output_rather_than_zeros(tmp_path
             records = list(csv.DictReader(io.StringIO(shown.stdout)))
         assert len(records) == 8
         assert all(r["e2e_s"] in (None, "") and r["output_tokens"] in (None, "") for r in records)
+        # the columns the import kept with each item (a subject to group by): they were left out
+        metas = [r["meta"] if fmt == "json" else json.loads(r["meta"]) for r in records]
+        assert {m["qid"] for m in metas} == {"q1", "q2", "q3", "q4"}, metas
     parquet = tmp_path / "r.parquet"
     assert (
         run_cli("report", str(out), "--records", "-f", "parquet", "-o", str(parquet)).returncode

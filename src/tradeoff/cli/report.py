@@ -72,7 +72,8 @@ COUNT_COLUMNS = ("sample", "input_tokens", "output_tokens", "peak_rss_bytes")
 
 def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     """A run's measured records, every column, then each one's prompt and reference, so that a
-    score can be checked from the export. `calls`, `extra`, chat messages and structured
+    score can be checked from the export, and its item's metadata (`meta`: the columns `import
+    outcomes` kept, a benchmark's subject). `calls`, `extra`, chat messages and structured
     references are JSON text for flat formats (CSV, parquet, the table); `nested`, for JSON,
     they are objects (`extra.routed_to` is a field, not text to parse again)."""
     import pandas as pd
@@ -82,7 +83,7 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     store = Store.open(directory)
     try:
         records = store.records(measured=True)
-        items = store.items()[["task", "item_id", "prompt", "reference"]]
+        items = store.items()[["task", "item_id", "prompt", "reference", "meta"]]
     finally:
         store.close()
     if records.empty:
@@ -101,9 +102,11 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     if nested:
         for column in ("calls", "extra"):
             records[column] = records[column].map(lambda text: json.loads(text) if text else None)
+        items["meta"] = items["meta"].map(lambda meta: meta or None)
     else:
         for column in ("prompt", "reference"):
             items[column] = items[column].map(_as_text)
+        items["meta"] = items["meta"].map(lambda meta: json.dumps(meta) if meta else None)
     return records.merge(items, on=["task", "item_id"], how="left")
 
 
