@@ -442,3 +442,26 @@ def test_serve_refuses_a_prompt_beyond_the_ctx_in_the_models_own_tokens(tmp_path
             "This model's maximum context length is 64 tokens. However, you requested 65 tokens "
             "(30 in the prompt, 35 in the completion)."
         )
+
+
+def test_an_answer_is_decoded_after_its_prompt(tmp_path):
+    """A sentencepiece-style tokenizer (Mistral's) marks a leading space on the token: decoded
+    alone, the answer's first token lost it ("...France isParis."); after the prompt, it is the
+    text the prompt and answer decode to, less the prompt's."""
+    from test_answer_text import _trained_tokenizer
+
+    from tradeoff.engines.torch_engine import _Row
+
+    (tmp_path / "ckpt").mkdir()
+    codec = _trained_tokenizer(tmp_path / "ckpt", "metaspace")
+    hf_checkpoint(tmp_path / "ckpt", {**LLAMA, "vocab_size": codec.tokenizer.get_vocab_size()})
+    engine = TorchEngine(f"torch:{tmp_path / 'ckpt'}?ctx=128")
+    request = Request(prompt="The answer is", max_tokens=16)
+    prompt = engine.codec.encode(request)
+    answer = engine.codec.encode_text(" 42. Next we count")
+    row = _Row(request, engine.codec, prompt, None)
+    for token in answer:
+        row.accept(token, 0.0, None, engine)
+    whole = engine.codec.decode(prompt + answer)
+    expected = whole[len(engine.codec.decode(prompt)) :].decode()
+    assert expected.startswith(" 42") and row.generation(len(prompt), 0.0, 1.0).text == expected

@@ -440,7 +440,7 @@ class TorchEngine(InProcessEngine):
         ids = torch.tensor([prompt] * batch, dtype=torch.long, device=self.device)
         logits = step.prefill(ids, 0)
         passes = [(0, len(prompt))]
-        rows = [_Row(r, self.codec, on_text if batch == 1 else None) for r in requests]
+        rows = [_Row(r, self.codec, prompt, on_text if batch == 1 else None) for r in requests]
         position = len(prompt)
         sampled = 0
         # Greedy, each step after the first takes the token and position the last one left
@@ -568,13 +568,18 @@ class _Fetch:
 class _Row:
     """One row of a batch: its tokens, timings and stop handling."""
 
-    def __init__(self, request: Request, codec: TextCodec, on_text: TextSink | None):
+    def __init__(
+        self, request: Request, codec: TextCodec, prompt: list[int], on_text: TextSink | None
+    ):
         self.request = request
         self.completion: list[int] = []
         self.times: list[float] = []
         self.logprobs: list[float] = []
         self.entropies: list[float] = []
         self.pieces = codec.pieces()
+        # Decoded after the prompt: a sentencepiece tokenizer's first "▁the" is " the" there
+        # (alone, the answer's leading space was dropped: "...France isParis").
+        self.pieces.context(prompt)
         self.answer = AnswerText(request.stop, on_text)
         self.done = False
         self.finish = "length"

@@ -132,6 +132,8 @@ class _HFPieces:
         self.read = 0  # tokens before this one have been emitted (or were context)
 
     def context(self, tokens: list[int]) -> None:
+        if not tokens:  # (`switch` gives none on most turns): keep the half character withheld
+            return
         self.tokens += tokens
         self.read = len(self.tokens)
         self.prefix = max(0, self.read - self.WINDOW)
