@@ -465,3 +465,45 @@ def test_an_answer_is_decoded_after_its_prompt(tmp_path):
     whole = engine.codec.decode(prompt + answer)
     expected = whole[len(engine.codec.decode(prompt)) :].decode()
     assert expected.startswith(" 42") and row.generation(len(prompt), 0.0, 1.0).text == expected
+
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] }}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+def test_a_conversation_the_chat_template_refuses_is_400_not_502(tmp_path):
+    """Mistral's template raises on a system turn: `raise_exception` was undefined, and the
+    server answered 502 upstream_error, stored a failed record and counted an upstream error;
+    it is the request's to mend, as transformers and vLLM say."""
+    import httpx
+    import yaml
+    from conftest import serve_process
+    from test_answer_text import _trained_tokenizer
+
+    (tmp_path / "ckpt").mkdir()
+    codec = _trained_tokenizer(tmp_path / "ckpt", "bytelevel")
+    hf_checkpoint(tmp_path / "ckpt", {**LLAMA, "vocab_size": codec.tokenizer.get_vocab_size()})
+    settings = {"chat_template": MISTRAL_TEMPLATE, "bos_token": "", "eos_token": "<unk>"}
+    (tmp_path / "ckpt" / "tokenizer_config.json").write_text(json.dumps(settings))
+    spec = {
+        "models": {"m": f"torch:{tmp_path / 'ckpt'}?ctx=128"},
+        "configs": [{"strategy": "single", "model": "m", "name": "m"}],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run")) as s:
+        chat = f"{s.url}/chat/completions"
+        user = {"role": "user", "content": "Hi"}
+        refused = httpx.post(
+            chat, json={"model": "m", "max_tokens": 2, "messages": [
+                {"role": "system", "content": "Be brief"}, user]}, timeout=60,
+        )  # fmt: skip
+        answered = httpx.post(chat, json={"model": "m", "max_tokens": 2, "messages": [user]})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages", error
+    assert "Only user and assistant roles are supported!" in error["message"], error
+    assert answered.status_code == 200, answered.text

@@ -9,6 +9,11 @@ class UserError(Exception):
     """
 
 
+class PromptRefused(ValueError):
+    """A model's chat template refuses a conversation (it calls `raise_exception`, as Mistral's
+    does for a system turn): the request's to mend, not a failure of the model (`serve`: 400)."""
+
+
 class RunFailed(Exception):
     """A run stopped by a failure that is not its input's (a Ray worker lost for good): the
     message says what failed and how to continue (what completed is stored)."""

@@ -93,6 +93,9 @@ class InProcessEngine(ABC):
     # `warm` does real work (compiling, capturing): worth telling the user it is under way.
     warm_takes_time: ClassVar[bool] = False
     inline: bool = False
+    # Its chat template may refuse a conversation (`PromptRefused`): `serve` renders each chat
+    # request's prompt before running it, to answer 400 rather than fail the model's call.
+    template_refuses: bool = False
     # The GPU this model runs on, its UUID as NVML names it less "GPU-"; None on the CPU.
     gpu_uuid: str | None = None
     # The model's context: the most tokens a request's prompt and answer may take together.

@@ -22,7 +22,7 @@ import numpy as np
 from tradeoff.engines.base import InProcessEngine, ModelInfo, ModelShape, PassSink
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
-from tradeoff.errors import UserError
+from tradeoff.errors import PromptRefused, UserError
 from tradeoff.meters.host import usable_cores
 from tradeoff.types import CANCELLED, Generation, PromptMode, Request
 
@@ -166,6 +166,7 @@ class LlamaCppEngine(InProcessEngine):
         metadata = dict(self.llm.metadata)
         template = metadata.get("tokenizer.chat_template")
         self._formatter: Any = None
+        self.template_refuses = "raise_exception" in (template or "")
         if template:
             eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
             self._formatter = llama_chat_format.Jinja2ChatFormatter(
@@ -209,7 +210,10 @@ class LlamaCppEngine(InProcessEngine):
         if request.messages is not None:
             if self._formatter is None:
                 raise ValueError(f"{self.info.ref} has no chat template; send a completion prompt")
-            formatted = self._formatter(messages=request.messages)
+            try:
+                formatted = self._formatter(messages=request.messages)
+            except ValueError as exc:  # the template's raise_exception (llama-cpp-python's)
+                raise PromptRefused(str(exc)) from None
             tokens = self.llm.tokenize(
                 formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
             )

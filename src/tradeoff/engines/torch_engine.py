@@ -319,6 +319,7 @@ class TorchEngine(InProcessEngine):
         directory = _directory(spec.source)
         shape = shape_from_hf_config(config, dtype_name)
         self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
+        self.template_refuses = getattr(self.codec, "refuses", False)
         if isinstance(self.codec, ByteCodec) and self.arch.vocab < 256:
             raise UserError(
                 f"model '{ref}': vocab_size {self.arch.vocab} is below 256, the byte tokenizer's "

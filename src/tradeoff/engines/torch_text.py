@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tradeoff.engines.emit import PieceDecoder
+from tradeoff.errors import PromptRefused
 from tradeoff.types import Request
 
 
@@ -76,11 +77,13 @@ class HFCodec:
         if template is None and jinja_file.is_file():
             template = jinja_file.read_text()
         self.chat = isinstance(template, str)
+        self.refuses = self.chat and "raise_exception" in str(template)
         self._template: Any = None
         if self.chat:
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+            env.globals["raise_exception"] = _refuse  # as transformers renders templates
             self._template = env.from_string(str(template))
         self._bos = _token_text(settings.get("bos_token"))
         self._eos = _token_text(settings.get("eos_token"))
@@ -148,6 +151,10 @@ class _HFPieces:
         self.read = len(self.tokens)
         self.prefix = max(0, self.read - self.WINDOW)
         return str(after[len(before) :]).encode("utf-8")
+
+
+def _refuse(message: str) -> None:
+    raise PromptRefused(message)
 
 
 def _token_text(value: Any) -> str | None:

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from tradeoff.config import Config, Report
+from tradeoff.errors import PromptRefused
 from tradeoff.records import energy_fields, outcome_record
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.asgi import ClientGone, Headers, HttpRequest, HttpResponse, Receive, Scope, Send
@@ -525,10 +526,17 @@ class _Run:
                 continue
             request = ctx.request_for(alias, self.item, 0)
             empty = request.prompt == "" and not request.prefix
-            if not empty and _most_tokens(request) + request.max_tokens <= engine.n_ctx:
+            refuses = request.messages is not None and engine.template_refuses
+            fits = _most_tokens(request) + request.max_tokens <= engine.n_ctx
+            if not empty and not refuses and fits:
                 continue  # cannot exceed it: counting would cost a tokenization per request
             try:
                 prompt = len(await engine.run_sync(partial(engine.prompt_tokens, request)))
+            except PromptRefused as exc:
+                raise ApiError(
+                    400, f"model '{alias}' refuses these messages; its chat template says: {exc}",
+                    param="messages",
+                ) from None  # fmt: skip
             except Exception:  # a prompt the model cannot take at all: its call will say why
                 continue
             if prompt == 0:
