@@ -202,3 +202,12 @@ def test_record_costs_are_in_the_axis_unit(records):
     assert record_costs(paid, resolve("flops", records)).tolist()[:2] == [2.0, 2.0]  # GFLOPs
     assert record_costs(paid, resolve("tokens", records)).tolist() == [30, 30, 20]
     assert record_costs(paid, resolve("latency", records)).tolist() == [1.0, 2.0, 9.0]
+
+
+def test_a_record_without_calls_says_why_it_has_no_energy():
+    """A request that ended before any call was kept (a strategy that failed, a served client
+    gone before its model ran) had neither energy nor a reason: a missing value must say why."""
+    from tradeoff.records import NO_CALLS, energy_fields
+    from tradeoff.types import Outcome
+
+    assert energy_fields(Outcome("", [], {"exception": "boom"})) == (None, None, NO_CALLS)

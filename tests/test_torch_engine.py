@@ -507,3 +507,22 @@ def test_a_conversation_the_chat_template_refuses_is_400_not_502(tmp_path):
     assert error["type"] == "invalid_request_error" and error["param"] == "messages", error
     assert "Only user and assistant roles are supported!" in error["message"], error
     assert answered.status_code == 200, answered.text
+
+
+def test_a_switch_whose_model_runs_out_of_context_ends_its_answer_there(tmp_path):
+    """A model's context full mid-answer (the other's text re-tokenized in its tokens can take
+    more positions than it wrote) failed the strategy: a traceback, and a record with no calls,
+    no tokens and no energy reason. It is an answer cut by length, its calls kept."""
+    from tradeoff.tasks import build_request, load_task
+
+    body = spec(tmp_path, [{"strategy": "switch", "models": ["small", "large"], "threshold": 99}])
+    task = load_task("arith")
+    small = TorchEngine(body["models"]["small"])
+    request = build_request(task, task.items[0], "completion", max_tokens=16, temperature=0, seed=0)
+    room = len(small.prompt_tokens(request)) + 4  # five tokens of answer (the last not fed)
+    body["models"]["small"] += f"&ctx={room}"
+    df, _ = run_profile(tmp_path, {**body, "limit": 1})
+    (record,) = df.to_dict("records")
+    assert record["error"] is None and record["extra"]["finish_reason"] == "length", record
+    assert record["output_tokens"] == 5 and record["extra"]["tokens_small"] == 5
+    assert [c["model"] for c in record["calls"]] == ["small"] and record["flops"] > 0

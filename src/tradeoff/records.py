@@ -13,6 +13,10 @@ from tradeoff.types import Outcome, Record
 OWN_ENERGY = ("decision_j",)
 
 
+# Why a record without calls has no energy.
+NO_CALLS = "no engine call to meter: the request ended before any was kept (see its error)"
+
+
 def energy_fields(outcome: Outcome) -> tuple[float | None, str | None, str | None]:
     """A record's energy from its calls': their sum with what the strategy metered of its own
     work (OWN_ENERGY), the source, or the first call's reason for missing it. Own work whose
@@ -20,8 +24,10 @@ def energy_fields(outcome: Outcome) -> tuple[float | None, str | None, str | Non
     (the CPU, beside NVML's GPUs): the record's energy is the calls', as for the rest of the
     host's work."""
     calls = outcome.calls
+    if not calls:
+        return None, None, NO_CALLS
     missing = next((c.energy_missing for c in calls if c.energy_j is None), None)
-    if missing is not None or not calls:
+    if missing is not None:
         return None, None, missing
     own = sum(outcome.extra.get(key) or 0.0 for key in OWN_ENERGY)
     return sum(c.energy_j or 0.0 for c in calls) + own, calls[0].energy_source, None

@@ -28,6 +28,12 @@ def entropy_of(logp: np.ndarray) -> float:
     return float(-(np.exp(logp) * logp).sum())
 
 
+class ContextFull(Exception):
+    """A model's context has no room for what it must read: the answer ends there ("length").
+    Each model's prompt and max_tokens fit (the server checks), but the other model's text,
+    re-tokenized in this one's tokens, may take more positions than it wrote."""
+
+
 class TokenStream(ABC):
     def __init__(self, engine: InProcessEngine, request: Request):
         self.engine = engine
@@ -69,6 +75,8 @@ class TokenStream(ABC):
 
     def _eval(self, tokens: list[int]) -> None:
         start = self._length
+        if start + len(tokens) > self.engine.n_ctx:
+            raise ContextFull(f"{start + len(tokens)} positions of {self.engine.n_ctx}")
         self.evals.append((start, len(tokens)))
         self._run(tokens, start)
         self._length += len(tokens)
@@ -80,6 +88,10 @@ class TokenStream(ABC):
         t0 = time.perf_counter()
         if not self.started:
             prompt = self._prompt()
+            if len(prompt) > self.engine.n_ctx:  # no answer at all: the request's to mend
+                raise ValueError(
+                    f"prompt of {len(prompt)} tokens exceeds the context of {self.engine.n_ctx}"
+                )
             self.prompt_tokens = len(prompt)
             self._decoder.context(prompt)
             self._eval(prompt)

@@ -528,9 +528,7 @@ class TorchTokenStream(TokenStream):
     @torch.inference_mode()
     def _run(self, tokens: list[int], start: int) -> None:
         engine = self.engine
-        if start + len(tokens) > engine.n_ctx:
-            raise ValueError(f"the answer outgrew the context of {engine.n_ctx} positions")
-        step = engine.decode_step(1)
+        step = engine.decode_step(1)  # within n_ctx: `TokenStream._eval` checked
         if len(tokens) == 1:
             one = torch.tensor(tokens, dtype=torch.long, device=engine.device)
             self._logits = step.step(one, start)

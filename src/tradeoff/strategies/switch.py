@@ -36,7 +36,7 @@ from tradeoff.config import (
     StrategyParams,
 )
 from tradeoff.engines.emit import AnswerText, TextSink
-from tradeoff.engines.stream import TokenStream, entropy_of
+from tradeoff.engines.stream import ContextFull, TokenStream, entropy_of
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
 
@@ -131,38 +131,41 @@ def run_switch_sync(
             on_turn(to)
         return True
 
-    while by_model[0] + by_model[1] < max_tokens:
-        if small.request.cancelled:
-            finish = "cancelled"
-            break
-        stream = streams[current]
-        logp = stream.next_distribution(answer)
-        entropies.append(entropy_of(logp))
-        mean = sum(entropies) / len(entropies)
-        if current == 0 and mean > threshold:
-            if not hand_over(1):  # the large model produces this token
-                finish = "stop"
+    try:
+        while by_model[0] + by_model[1] < max_tokens:
+            if small.request.cancelled:
+                finish = "cancelled"
                 break
             stream = streams[current]
             logp = stream.next_distribution(answer)
-            entropies[-1] = entropy_of(logp)
-        token = _choose(logp, temperature, rng)
-        if stream.is_end(token):
-            finish = "stop"
-            break
-        piece = stream.take(token)
-        if t_first is None:
-            t_first = time.perf_counter()
-        answer += piece
-        pieces[current] += piece
-        by_model[current] += 1
-        if text.add(piece, stream.request.stop):
-            finish = "stop"
-            break
-        mean = sum(entropies) / len(entropies)
-        if current == 1 and mean < threshold_low and not hand_over(0):
-            finish = "stop"
-            break
+            entropies.append(entropy_of(logp))
+            mean = sum(entropies) / len(entropies)
+            if current == 0 and mean > threshold:
+                if not hand_over(1):  # the large model produces this token
+                    finish = "stop"
+                    break
+                stream = streams[current]
+                logp = stream.next_distribution(answer)
+                entropies[-1] = entropy_of(logp)
+            token = _choose(logp, temperature, rng)
+            if stream.is_end(token):
+                finish = "stop"
+                break
+            piece = stream.take(token)
+            if t_first is None:
+                t_first = time.perf_counter()
+            answer += piece
+            pieces[current] += piece
+            by_model[current] += 1
+            if text.add(piece, stream.request.stop):
+                finish = "stop"
+                break
+            mean = sum(entropies) / len(entropies)
+            if current == 1 and mean < threshold_low and not hand_over(0):
+                finish = "stop"
+                break
+    except ContextFull:  # a model's context is full: the answer ends there, as at max_tokens
+        finish = "length"
     stats: dict[str, object] = {
         "tokens_small": by_model[0],
         "tokens_large": by_model[1],
