@@ -526,3 +526,35 @@ def test_a_switch_whose_model_runs_out_of_context_ends_its_answer_there(tmp_path
     assert record["error"] is None and record["extra"]["finish_reason"] == "length", record
     assert record["output_tokens"] == 5 and record["extra"]["tokens_small"] == 5
     assert [c["model"] for c in record["calls"]] == ["small"] and record["flops"] > 0
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_while_a_model_warms_up_stops_there_and_leaves_no_run(tmp_path):
+    """The warm-up runs inline, holding the loop: a Ctrl-C was heard once it ended (minutes on a
+    GPU with compile), and the store was opened meanwhile, leaving a run of nothing to resume."""
+    import signal
+    import subprocess
+    import sys
+
+    big = {**LLAMA, "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
+           "num_attention_heads": 16, "num_key_value_heads": 4, "max_position_embeddings": 2048,
+           "rope_scaling": None}  # fmt: skip
+    model = f"torch:{config_file(tmp_path, big, 'big')}?random_weights=1&ctx=2048"
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "profile", "-m", model, "-t", "arith", "--limit", "1",
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("preparing"):
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, lines + [rest]
+    assert "interrupted before the run began; nothing was written" in rest, rest
+    assert " ready in " not in rest and not out.exists(), rest  # stopped inside the warm-up

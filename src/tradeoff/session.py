@@ -6,6 +6,7 @@ through."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
 import time
@@ -94,6 +95,15 @@ def batch_sizes(configs: list[Config], alias: str) -> list[int]:
     return sorted(sizes)
 
 
+def _cancel_asked() -> Callable[[], bool]:
+    """Whether the running task was asked to cancel (asyncio.run's Ctrl-C cancels the main task,
+    which an inline warm-up, holding the loop, would hear of only once done). Python 3.10's
+    asyncio.run raises KeyboardInterrupt in the warm-up itself: never asked there."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return lambda: cancelling is not None and cancelling() > 0
+
+
 async def warm_engines(
     engines: dict[str, Engine], configs: list[Config], notify: Notify | None = None
 ) -> None:
@@ -109,11 +119,16 @@ async def warm_engines(
         if say:
             say(f"preparing {alias} (batch {', '.join(map(str, sizes))}) ...")
         t0 = time.perf_counter()
-        await engine.run_sync(functools.partial(engine.warm, sizes))
+        await engine.run_sync(functools.partial(engine.warm, sizes, _cancel_asked()))
+        # An inline warm-up holds the loop: a Ctrl-C meanwhile cancelled the run's task, which
+        # hears of it at its next await. Here, before the next model or the store: a run that
+        # never began left a run directory to resume.
+        await asyncio.sleep(0)
         if say:
             say(f"{alias} ready in {time.perf_counter() - t0:.1f} s")
     for config in configs:
         STRATEGIES[config.strategy].params.prepare(config)
+    await asyncio.sleep(0)  # (as above: a route's policy may take a while to load)
 
 
 def gpu_uuids(engines: dict[str, Engine]) -> list[str]:

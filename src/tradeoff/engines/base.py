@@ -129,10 +129,10 @@ class InProcessEngine(ABC):
         """Whether `token` ends the answer (end of sequence or of turn)."""
 
     @abstractmethod
-    def warm(self, batch_sizes: list[int]) -> None:
+    def warm(self, batch_sizes: list[int], stopped: Callable[[], bool] = lambda: False) -> None:
         """Build whatever a request of each batch size would otherwise pay for once (caches,
         compiled and captured steps), so that no request's time includes it. Runs where the
-        requests will run (`run_sync`)."""
+        requests will run (`run_sync`); gives up, half done, once `stopped()` (a Ctrl-C)."""
 
     @abstractmethod
     def close(self) -> None:

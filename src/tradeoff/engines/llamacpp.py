@@ -13,6 +13,7 @@ import ctypes
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,7 @@ class LlamaCppEngine(InProcessEngine):
     def token_stream(self, request: Request) -> TokenStream:
         return LlamaTokenStream(self, request)
 
-    def warm(self, batch_sizes: list[int]) -> None:
+    def warm(self, batch_sizes: list[int], stopped: Callable[[], bool] = lambda: False) -> None:
         """Nothing to build: llama.cpp sets up its context when the model loads."""
 
     # --- prompts ------------------------------------------------------------------------------

@@ -364,12 +364,15 @@ class TorchEngine(InProcessEngine):
         return self._steps[batch]
 
     @torch.inference_mode()
-    def warm(self, batches: list[int]) -> None:
+    def warm(self, batches: list[int], stopped: Callable[[], bool] = lambda: False) -> None:
         """Build, compile and capture the decode step of each batch size, and run prefill once
-        at each padded length, before any request is timed (requests overwrite the caches)."""
+        at each padded length, before any request is timed (requests overwrite the caches).
+        Checks `stopped` between passes: on a GPU with compile this takes minutes."""
         for batch in batches:
             step = self.decode_step(batch)
             for t in range(PREFILL_BUCKET, self.n_ctx + 1, PREFILL_BUCKET):
+                if stopped():
+                    return
                 step.prefill(torch.zeros((batch, t), dtype=torch.long, device=self.device), 0)
             # and the whole request path (sampling greedy and at random, statistics), thrice
             for temperature in (0.0, 1.0, 1.0):
