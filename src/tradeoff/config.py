@@ -213,6 +213,12 @@ class StrategyParams(BaseModel):
         return set()
 
     @classmethod
+    def choices(cls, config: Config) -> list[Config]:
+        """The configurations a query to `config` may run as: itself, or a route's policy's
+        (each with its own max_tokens and model options)."""
+        return [config]
+
+    @classmethod
     def prepare(cls, config: Config) -> None:
         """Load what runs of `config` need once per process, beside its models (a route's
         policy), before the first request, so that no request's time includes it."""

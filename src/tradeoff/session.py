@@ -52,7 +52,9 @@ async def open_engines(
     unknown model, an alias used twice, or `switch` on a model behind a server."""
     refs: dict[str, str] = {}
     extra_body: dict[str, Any] = {}
-    for c in configs:
+    # A route's policy's configurations carry their models' options (the route's own, none).
+    choices = [c for config in configs for c in STRATEGIES[config.strategy].params.choices(config)]
+    for c in [*configs, *choices]:
         for alias, ref in c.models.items():
             if refs.setdefault(alias, ref) != ref:
                 raise UserError(
@@ -71,7 +73,7 @@ async def open_engines(
                 extra_body=extra_body.get(alias),
                 check=check,
             )
-        for c in configs:
+        for c in [*configs, *choices]:
             if c.strategy == "switch":
                 for alias in c.aliases:
                     if not isinstance(engines[alias], InProcessEngine):

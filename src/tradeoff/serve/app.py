@@ -18,7 +18,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -75,11 +75,12 @@ class Limits:
 
 @dataclass
 class ClientParams:
-    """What the client asked for; unset fields fall back to the configuration's sampling."""
+    """What the client asked for; unset fields (None) fall back to the configuration's sampling
+    (a route's: the configuration it routes to)."""
 
     messages: list[dict[str, str]] | None
     prompt: str | None
-    max_tokens: int
+    max_tokens: int | None
     temperature: float | None
     seed: int | None
     stop: list[str]
@@ -112,7 +113,7 @@ class ServeContext(StrategyContext):
             # writes on, the next "Question:" and its answer too.)
             prompt, messages = conversation_prompt(messages), None
             stop = stop if "\n" in stop else [*stop, "\n"]
-        max_tokens = c.max_tokens
+        max_tokens = c.max_tokens if c.max_tokens is not None else s.max_tokens
         if STRATEGIES[self.config.strategy].params.caps_max_tokens:  # `budget`: at most its own
             max_tokens = min(max_tokens, s.max_tokens)
         request = Request(
@@ -424,7 +425,9 @@ class ServeApp:
             served = self.served.get(parsed.model)
             if served is None:
                 raise self._unknown_model(parsed.model, param="model")
-            max_tokens = parsed.max_new_tokens() or served.config.sampling.max_tokens
+            asked = parsed.max_new_tokens()
+            choices = STRATEGIES[served.config.strategy].params.choices(served.config)
+            max_tokens = asked or max(c.sampling.max_tokens for c in choices)
             if max_tokens > self.limits.max_tokens:
                 field = (
                     "max_completion_tokens"
@@ -441,7 +444,7 @@ class ServeApp:
             client = ClientParams(
                 messages=[m.as_message() for m in parsed.messages] if chat else None,
                 prompt=None if chat else parsed.prompt_text(),
-                max_tokens=max_tokens,
+                max_tokens=asked,
                 temperature=parsed.temperature,
                 seed=parsed.seed,
                 stop=parsed.stop_list(),
@@ -519,12 +522,17 @@ class _Run:
         text, where the model adds no beginning token), before any runs (the model would fail:
         502, which clients retry). The prompt is counted in each model's tokens, as it would be
         sent. A server's model (`openai:`) has a context unknown here: its server checks."""
-        ctx = self._context(None)
-        for alias in self.served.config.models:
+        ctx, config = self._context(None), self.served.config
+        asking: dict[str, Request] = {}  # by model, the request that asks it the most tokens
+        for choice in STRATEGIES[config.strategy].params.choices(config):  # a route's: each
+            for alias in choice.models:
+                request = replace(ctx, config=choice).request_for(alias, self.item, 0)
+                if alias not in asking or request.max_tokens > asking[alias].max_tokens:
+                    asking[alias] = request
+        for alias, request in asking.items():
             engine = self.app.meter.in_process(alias)
             if engine is None:
                 continue
-            request = ctx.request_for(alias, self.item, 0)
             empty = request.prompt == "" and not request.prefix
             refuses = request.messages is not None and engine.template_refuses
             fits = _most_tokens(request) + request.max_tokens <= engine.n_ctx

@@ -75,6 +75,10 @@ class Params(StrategyParams):
         return f"route-{Path(config.params['policy']).stem}"
 
     @classmethod
+    def choices(cls, config: Config) -> list[Config]:
+        return list(_load(config.params["policy"])[1].values())
+
+    @classmethod
     def prepare(cls, config: Config) -> None:
         """Load the policy (and any model it holds), and decide once on an empty query, so that
         neither the load nor a first call's one-time costs fall in a request."""
