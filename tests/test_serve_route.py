@@ -1,19 +1,33 @@
 """`tradeoff serve --policy`: each request runs as the configuration its policy routes it to,
 with that configuration's own max_tokens and model options (the route's were its first
-configuration's, and none), against benchmarks/fast_server.py, which logs the bodies it gets."""
+configuration's, and none), against benchmarks/fast_server.py, which logs the bodies it gets; a
+route whose client leaves while it waits for its decision stops at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 from conftest import fast_server, run_cli, serve_process
+from serve_support import assert_stopped_cleanly
+
+from tradeoff.serve.app import CANCEL_GRACE_S
 
 
-def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(tmp_path):
-    log = tmp_path / "bodies.jsonl"
+@pytest.fixture(scope="module")
+def routed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(a policy between `long` (7 tokens, the policy's first) and `short` (3 tokens, model
+    options with a marker) that sends every query to `short`, the upstream's log of bodies)."""
+    root = tmp_path_factory.mktemp("route")
+    log = root / "bodies.jsonl"
     for url in fast_server("--log-requests", str(log)):
         spec = {
             "models": {"a": f"openai:{url}#m", "b": f"openai:{url}#m2"},
@@ -25,9 +39,9 @@ def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(t
                 {"strategy": "single", "model": "b", "max_tokens": 7, "name": "long"},
             ],
         }
-        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-        run = tmp_path / "run"
-        assert run_cli("profile", str(tmp_path / "spec.yaml"), "--out", str(run)).returncode == 0
+        (root / "spec.yaml").write_text(yaml.safe_dump(spec))
+        run = root / "run"
+        assert run_cli("profile", str(root / "spec.yaml"), "--out", str(run)).returncode == 0
         con = sqlite3.connect(run / "tradeoff.sqlite")  # long right, short wrong: as scored
         with con:
             con.execute(
@@ -35,18 +49,57 @@ def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(t
                 "(SELECT config_id FROM configs WHERE name = 'long')"
             )
         con.close()
-        policy = tmp_path / "p.json"
+        policy = root / "p.json"
         fit = run_cli(
             "policy", "fit", str(run), "--configs", "long,short", "--strong-fraction", "0",
             "--cost", "tokens", "-o", str(policy),
         )  # fmt: skip
         assert fit.returncode == 0, fit.stderr
-        log.write_text("")
-        with serve_process("--policy", str(policy), "--out", str(tmp_path / "served")) as s:
-            ask = {"model": "p", "messages": [{"role": "user", "content": "What is 2+2?"}]}
-            answer = httpx.post(f"{s.url}/chat/completions", json=ask, timeout=60)
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["x-tradeoff-routed-to"] == "short"
-        (body,) = [json.loads(line) for line in log.read_text().splitlines()]
-        # short's 3 tokens, not long's 7 (the policy's first); a's options, not none
-        assert (body["max_tokens"], body.get("marker")) == (3, 1), body
+        yield policy, log
+
+
+def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(routed, tmp_path):
+    policy, log = routed
+    log.write_text("")
+    with serve_process("--policy", str(policy), "--out", str(tmp_path / "served")) as s:
+        ask = {"model": "p", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+        answer = httpx.post(f"{s.url}/chat/completions", json=ask, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-tradeoff-routed-to"] == "short"
+    (body,) = [json.loads(line) for line in log.read_text().splitlines()]
+    # short's 3 tokens, not long's 7 (the policy's first); a's options, not none
+    assert (body["max_tokens"], body.get("marker")) == (3, 1), body
+
+
+def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_path):
+    """The decision waits for the in-process engines (its time and energy are its own): behind
+    a long prefill, a request whose client left sat out the server's backstop, and its record
+    lost everything but the disconnect."""
+    policy, _ = routed
+    spec = {
+        "models": {"small": "smollm2-135m"},
+        "configs": [
+            {"strategy": "single", "model": "small", "name": "small", "max_tokens": 2},
+            {"strategy": "route", "policy": str(policy), "name": "router"},
+        ],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "o")) as s:
+        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
+        first = threading.Thread(
+            target=lambda: httpx.post(f"{s.url}/completions", json=long, timeout=300)
+        )
+        first.start()
+        time.sleep(0.3)  # the prefill has begun
+        routed_ask = {"model": "router", "prompt": "2+2=", "max_tokens": 2}
+        with (
+            httpx.Client(base_url=s.url, timeout=0.3) as client,
+            contextlib.suppress(httpx.TimeoutException),
+        ):
+            client.post("/completions", json=routed_ask)
+        first.join()
+        records = assert_stopped_cleanly(s)
+    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
+    assert waited["config"] == "router" and waited["error"] == "client disconnected", waited
+    assert json.loads(waited["calls"]) == [] and waited["e2e_s"] < answered["e2e_s"] / 2
+    assert waited["e2e_s"] < CANCEL_GRACE_S, waited  # let go at once, not by the backstop

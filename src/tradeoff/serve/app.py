@@ -95,8 +95,8 @@ class ServeContext(StrategyContext):
     client: ClientParams | None = None
 
     @property
-    def cancelled(self) -> bool:
-        return self.client is not None and self.client.cancel.is_set()
+    def cancel(self) -> threading.Event | None:
+        return self.client.cancel if self.client is not None else None
 
     def request_for(
         self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object

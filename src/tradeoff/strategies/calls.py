@@ -140,7 +140,7 @@ class CallMeter:
             return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
         e0 = e1 = None
-        async with self._engine(request) as taken:
+        async with self._engine(request.cancel) as taken:
             if not taken:  # cancelled while it waited for the engine: nothing ran, 0 J
                 return self._not_run(alias, info, request)
             if self.account is not None:
@@ -167,15 +167,14 @@ class CallMeter:
         return self._call(alias, info, gen, None, None, self.energy_missing)
 
     @asynccontextmanager
-    async def _engine(self, request: Request) -> AsyncIterator[bool]:
+    async def _engine(self, cancel: threading.Event | None) -> AsyncIterator[bool]:
         """The in-process lock, held inside; not taken (False) where the request was cancelled
-        while it waited (a served client gone: it waited for every request ahead of it, holding
-        a place among the server's requests in flight, only to stop at once)."""
-        if request.cancel is None:
+        (`cancel` set) while it waited (a served client gone: it waited for every request ahead
+        of it, holding a place among the server's requests in flight, only to stop at once)."""
+        if cancel is None:
             async with self.inproc_lock:
                 yield True
             return
-        cancel = request.cancel
         acquire = asyncio.ensure_future(self.inproc_lock.acquire())
         try:
             taken = await unless_cancelled(acquire, cancel)
@@ -218,7 +217,9 @@ class CallMeter:
         elif not acquire.cancelled() and acquire.exception() is None:
             self.inproc_lock.release()
 
-    async def measure(self, work: Callable[[], T]) -> Measured[T]:
+    async def measure(
+        self, work: Callable[[], T], cancel: threading.Event | None = None
+    ) -> Measured[T] | None:
         """Run `work` (a strategy's own computation on this process's CPU, e.g. a router's
         decision) on a worker thread, holding the in-process lock as an in-process call does, so
         that no engine computes while it runs: its time is its own, and so is its energy. The
@@ -229,9 +230,12 @@ class CallMeter:
         the counter's difference across it. RAPL updates about every millisecond, so one short
         piece of work reads 0 or a whole update; summed over many, the counter's total is kept.
         Missing, with the reason, when the session has no counter, or when its counter is the
-        GPUs' (NVML), which none of this CPU work moves."""
+        GPUs' (NVML), which none of this CPU work moves. None, and not run, where `cancel` was
+        set while it waited for the engines (its served client gone)."""
         energy = self.energy
-        async with self.inproc_lock:
+        async with self._engine(cancel) as taken:
+            if not taken:
+                return None
             e0 = energy.read_j() if energy is not None and not energy.stepped else None
             value, seconds = await asyncio.to_thread(_timed, work)
             e1 = energy.read_j() if energy is not None and e0 is not None else None
@@ -251,7 +255,7 @@ class CallMeter:
         n = len(requests)
         rids: list[str] = []
         e0 = e1 = None
-        async with self._engine(requests[0]) as taken:  # opened once the engine is theirs
+        async with self._engine(requests[0].cancel) as taken:  # opened once the engine is theirs
             if not taken:
                 return [self._not_run(alias, info, r) for r in requests]
             if self.account is not None:
@@ -299,7 +303,7 @@ class CallMeter:
                 raise TypeError(f"'{alias}' is not an in-process model")
             engines[alias] = engine
         turns = Turns(self, engines)
-        async with self._engine(request) as taken:  # opened once the engines are theirs
+        async with self._engine(request.cancel) as taken:  # opened once the engines are theirs
             if not taken:
                 yield None
                 return

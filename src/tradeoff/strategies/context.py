@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +30,16 @@ class StrategyContext:
         return self.config.params
 
     @property
+    def cancel(self) -> threading.Event | None:
+        """Set once the answer is no longer wanted (a served client went away); None where
+        nothing cancels it (a profile run)."""
+        return None
+
+    @property
     def cancelled(self) -> bool:
-        """Whether the answer is no longer wanted (a served client went away): a strategy makes
-        no further call (a cascade does not escalate, a vote draws no more)."""
-        return False
+        """Whether the answer is no longer wanted: a strategy makes no further call (a cascade
+        does not escalate, a vote draws no more)."""
+        return self.cancel is not None and self.cancel.is_set()
 
     def request_for(
         self, alias: str, item: Item, sample: int, draw: int = 0, **overrides: object

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from tradeoff.config import Config, Report, StrategyParams, policy_configs, with_id
 from tradeoff.errors import UserError
 from tradeoff.strategies.context import StrategyContext
-from tradeoff.types import Item, Outcome
+from tradeoff.types import CANCELLED, Item, Outcome
 
 if TYPE_CHECKING:
     from tradeoff.policy.fit import Policy
@@ -100,7 +100,9 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
 
     policy, configs = _load(ctx.params["policy"])
     text = prompt_text(item.prompt)
-    decision = await ctx.meter.measure(lambda: policy.choose([text], [item.task])[0])
+    decision = await ctx.meter.measure(lambda: policy.choose([text], [item.task])[0], ctx.cancel)
+    if decision is None:  # its client left while it waited for the engines: nothing decided
+        return Outcome(output="", calls=[], extra={"exception": CANCELLED})
     sub = configs[decision.value]
     outcome = await STRATEGIES[sub.strategy].run(replace(ctx, config=sub), item, sample)
     cost: dict[str, float | str | None] = {"decision_s": decision.seconds}
