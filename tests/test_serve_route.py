@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -103,3 +104,34 @@ def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_
     assert waited["config"] == "router" and waited["error"] == "client disconnected", waited
     assert json.loads(waited["calls"]) == [] and waited["e2e_s"] < answered["e2e_s"] / 2
     assert waited["e2e_s"] < CANCEL_GRACE_S, waited  # let go at once, not by the backstop
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda p: p["config_specs"][1].update(strategy="vote", params={"n": 1}), "n 1 draws one"),
+        (lambda p: p["config_specs"][1].update(params={"bogus": 1}), "bogus: no such parameter"),
+        (lambda p: p["config_specs"][1].update(model="nosuch"), "its model 'nosuch' is not one"),
+        (lambda p: p["config_specs"][1].update(strategy="nosuch"), "strategy 'nosuch' is not one"),
+        (lambda p: p.update(configs=["long", "long"]), "configs must name each configuration once"),
+        (lambda p: p.update(configs=["long", " "]), "by a name that is not empty"),
+        (lambda p: p.update(target=5), "target must be one of accuracy, budget or strong_fraction"),
+        (lambda p: p.update(target={"strong_fraction": "half"}), "target must be one of"),
+        (lambda p: p.update(calibration="accuracy"), "calibration must map its figures"),
+        (lambda p: p.update(fitted_on=5), "fitted_on must list"),
+        (lambda p: p["router"]["weights"][0].__setitem__(0, float("nan")), "not finite"),
+    ],
+)
+def test_an_edited_policy_file_is_refused_in_one_line(routed, tmp_path, edit, says):
+    """Each was served as it came (a vote of 1, every query to the first configuration on a
+    NaN weight, a 502 on an alias it lacks), or was a traceback in `policy eval --policy`."""
+    from tradeoff.config import policy_configs
+    from tradeoff.errors import UserError
+
+    policy, _ = routed
+    data = json.loads(policy.read_text())
+    edit(data)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=re.escape(says)):
+        policy_configs(str(edited))

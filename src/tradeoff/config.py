@@ -496,17 +496,17 @@ class Config(BaseModel):
 def policy_configs(path: str) -> list[Config]:
     """The configurations a policy file chooses between, as they were profiled."""
     from tradeoff.policy.fit import Policy
-    from tradeoff.strategies import STRATEGIES
 
     policy = Policy.load(path)
     out = []
     for name, content in zip(policy.configs, policy.config_specs):
-        if not content.get("models") or content.get("strategy") not in STRATEGIES:
+        if not content.get("models"):
             raise UserError(
                 f"policy {path}: configuration '{name}' cannot be run (imported outcomes have no "
                 "model to call); route needs a policy fitted on profiled configurations"
             )
         try:
+            _check_params(content)
             config = Config(
                 config_id="",
                 name=name,
@@ -518,13 +518,51 @@ def policy_configs(path: str) -> list[Config]:
                 model_options=content.get("model_options", {}),
             )
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError too
-            why = f"no {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+            why = (
+                f"no {exc}"
+                if isinstance(exc, KeyError)
+                else _field_error(exc.errors()[0])
+                if isinstance(exc, ValidationError)
+                else _first_line(exc)
+            )
             raise UserError(
                 f"policy {path}: configuration '{name}' is not one this tradeoff can run ({why}); "
                 "fit the policy again (`tradeoff policy fit`)"
             ) from None
         out.append(with_id(config))
     return out
+
+
+def _check_params(content: dict[str, Any]) -> None:
+    """A configuration read from a file (a policy's) holds what its strategy takes, as a spec's
+    entry would: a known strategy, an answering model among its models, valid parameters (a
+    vote of 1, a cascade's unknown signal were served as they came). ValueError if not."""
+    from tradeoff.strategies import STRATEGIES
+
+    strategy, models = content.get("strategy"), content["models"]
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if not isinstance(models, dict) or content.get("model") not in models:
+        raise ValueError(f"its model {content.get('model')!r} is not one of its models")
+    if strategy == "route":  # its parameters are what `resolve` made of the policy it names
+        return
+    params = STRATEGIES[strategy].params
+    entry = {"strategy": strategy, **(content.get("params") or {})}
+    entry["models" if "models" in params.model_fields else "model"] = (
+        list(models) if "models" in params.model_fields else content["model"]
+    )
+    params.model_validate(entry)
+
+
+def _field_error(err: Any) -> str:
+    """pydantic's first error as one phrase: the field and what is wrong with it."""
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{where}: no such parameter"
+    if err["type"] == "value_error":  # says itself what is wrong
+        message = err["msg"].removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    return f"{where}: {_plainly(err['msg'])}"
 
 
 def _first_line(exc: Exception) -> str:

@@ -422,6 +422,8 @@ class Policy:
         """What in a loaded file does not have the type or length a policy's fields have."""
         if not (isinstance(self.configs, list) and all(isinstance(c, str) for c in self.configs)):
             return "configs must be a list of configuration names"
+        if len(set(self.configs)) < len(self.configs) or not all(c.strip() for c in self.configs):
+            return "configs must name each configuration once, by a name that is not empty"
         n = len(self.configs)
 
         def number(x: Any) -> bool:
@@ -444,6 +446,25 @@ class Policy:
             return "tasks must map each task to its share of the training queries"
         if not isinstance(self.cost_unit, str):
             return "cost_unit must be the unit of its costs, a string"
+        target = self.target
+        if not (
+            isinstance(target, dict)
+            and len(target) == 1
+            and set(target) <= {"accuracy", "budget", "strong_fraction"}
+            and all(number(v) for v in target.values())
+        ):
+            return "target must be one of accuracy, budget or strong_fraction, with a number"
+        calibration = self.calibration
+        if not (
+            isinstance(calibration, dict)
+            and all(number(v) for k, v in calibration.items() if k != "evaluation")
+            and isinstance(calibration.get("evaluation", ""), str)
+        ):
+            return "calibration must map its figures to numbers (and evaluation to a string)"
+        if not (
+            isinstance(self.fitted_on, list) and all(isinstance(d, str) for d in self.fitted_on)
+        ):
+            return "fitted_on must list the training queries' digests"
         return None
 
     def save(self, path: str | Path) -> None:

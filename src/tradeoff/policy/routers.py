@@ -347,6 +347,19 @@ def new_router(kind: str) -> Router:
     return ROUTERS[kind]()
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in `value` (a router's state, as read from JSON) is finite: a NaN
+    weight routed every query to the first configuration, without a word."""
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        try:
+            return bool(np.isfinite(np.asarray(value, dtype=float)).all())
+        except (TypeError, ValueError):  # not numbers alone: its members one by one
+            return all(_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def load_router(data: dict[str, Any], configs: int | None = None) -> Router:
     """The router a policy file keeps, checked: its state whole, and, given the policy's number
     of `configs`, its expected scores for an empty query (zeros for an embedding), one for each.
@@ -355,6 +368,8 @@ def load_router(data: dict[str, Any], configs: int | None = None) -> Router:
     if kind not in ROUTERS:
         raise UserError(f"unknown router '{kind}' in the policy file; known: {', '.join(ROUTERS)}")
     try:
+        if not _finite(data):
+            raise ValueError("it holds a number that is not finite (NaN or infinity)")
         router = ROUTERS[kind].from_state(data)
         if configs is not None:  # a policy's router (not an ensemble's stack): a query's scores
             words = router.features == "words"
