@@ -192,8 +192,8 @@ def evaluate_cv(
     result = evaluate(table, expected, source, router)
     if folds < k:
         result.warnings.append(
-            f"--cv {k} asks for more folds than the {folds} {split_by} groups: {folds} folds, "
-            "a group each"
+            f"{k} folds asked (--cv, 5 unless given) but only {folds} {split_by} groups: "
+            f"{folds} folds, a group each"
         )
     return result
 
