@@ -135,3 +135,21 @@ def test_an_edited_policy_file_is_refused_in_one_line(routed, tmp_path, edit, sa
     edited.write_text(json.dumps(data))
     with pytest.raises(UserError, match=re.escape(says)):
         policy_configs(str(edited))
+
+
+def test_a_routed_request_that_fails_says_where_it_went(routed, tmp_path):
+    """A route's 502 carried only its request id: which configuration failed was in the record
+    alone (a 200 says it in x-tradeoff-routed-to)."""
+    policy, _ = routed
+    data = json.loads(policy.read_text())
+    for url in fast_server("--fail-every", "1"):  # every generation fails
+        for spec in data["config_specs"]:
+            spec["models"] = {a: f"openai:{url}#m" for a in spec["models"]}
+        failing = tmp_path / "failing.json"
+        failing.write_text(json.dumps(data))
+        with serve_process("--policy", str(failing), "--out", str(tmp_path / "served")) as s:
+            ask = {"model": "failing", "prompt": "2+2=", "max_tokens": 2}
+            answer = httpx.post(f"{s.url}/completions", json=ask, timeout=60)
+    assert answer.status_code == 502, answer.text
+    assert answer.headers["x-tradeoff-routed-to"] == "short", answer.headers
+    assert "x-tradeoff-request-id" in answer.headers

@@ -210,15 +210,23 @@ def _headers(summary: dict[str, Any]) -> list[tuple[str, str]]:
         values["energy-j"] = f"{summary['energy_j']:.6g}"
     else:
         values["energy-missing"] = str(summary["energy_missing"] or "not measured")
-    for report in _reports():
-        if report.key not in summary:
-            continue
-        value = summary[report.key]
-        if report.kind == "seconds":
-            values[report.key.removesuffix("_s").replace("_", "-") + "-ms"] = f"{value * 1e3:.3f}"
-        else:
-            values[report.key.replace("_", "-")] = _header_value(value)
+    values.update(_reported(summary))
     return [(f"x-tradeoff-{k}", v) for k, v in values.items()]
+
+
+def _reported(values: dict[str, Any]) -> dict[str, str]:
+    """What the strategy reports of an outcome (`values`: its extra, or the summary holding it)
+    as header values by name: a failed answer's too (a route's 502 says where it went)."""
+    out: dict[str, str] = {}
+    for report in _reports():
+        if report.key not in values:
+            continue
+        value = values[report.key]
+        if report.kind == "seconds":
+            out[report.key.removesuffix("_s").replace("_", "-") + "-ms"] = f"{value * 1e3:.3f}"
+        else:
+            out[report.key.replace("_", "-")] = _header_value(value)
+    return out
 
 
 def _header_value(value: Any) -> str:
@@ -663,7 +671,10 @@ class _Run:
             status,
             f"the upstream model {what}: {error}",
             code="upstream_error",
-            headers={"x-tradeoff-request-id": self.item.id},  # its record's id, as a 200's
+            headers={  # its record's id, and what its strategy reports, as a 200's
+                "x-tradeoff-request-id": self.item.id,
+                **{f"x-tradeoff-{k}": v for k, v in _reported(outcome.extra).items()},
+            },
         )
         failure.counted = True
         return failure
