@@ -279,6 +279,7 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         f"torch:{cfg}?random_weights=1&pdl=1": "pdl=1 needs a CUDA GPU of compute capability",
         f"torch:{cfg}?random_weights=1&pdl=yes": "pdl must be 0 or 1, not 'yes'",
         f"torch:{cfg}?random_weights=1&pdl=1&compile=1": "pdl=1 is for a step that is not",
+        f"torch:{cfg}?seed=3": "seed sets the random weights; give it with random_weights=1",
         f"torch:{gpt2}?random_weights=1": "model type 'gpt2' is not supported",
         "torch:no-such-config?random_weights=1": "shipped: llama-3.1-8b",
         f"torch:{huge}?random_weights=1": "GB for its weights; this host has",

@@ -114,6 +114,11 @@ def parse_torch_ref(ref: str) -> TorchSpec:
     device = opts.get("device")
     if device is not None and not (device == "cpu" or device.startswith("cuda")):
         raise UserError(f"model '{ref}': device must be cpu, cuda or cuda:N, not '{device}'")
+    if "seed" in opts and not flag("random_weights"):  # it would change nothing, silently
+        raise UserError(
+            f"model '{ref}': seed sets the random weights; give it with random_weights=1 "
+            "(the run's --seed seeds the sampling)"
+        )
     if flag("pdl") and compile_mode is not None:  # measured: benchmarks/RESULTS.md, issue 17
         raise UserError(
             f"model '{ref}': pdl=1 is for a step that is not compiled (compile=0); with "
