@@ -136,6 +136,31 @@ def test_a_call_cancelled_before_it_began_read_no_input_tokens(smollm):
     assert (gen.error, gen.input_tokens, gen.output_tokens) == (CANCELLED, 0, 0)
 
 
+def test_a_call_cancelled_mid_answer_counts_the_flops_it_computed(smollm):
+    """Its prefill and tokens ran: a disconnected request's FLOPs read unknown, and blanked its
+    configuration's FLOPs in the report."""
+    import asyncio
+
+    from tradeoff.strategies.calls import CallMeter
+
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        if len(seen) == 3:
+            cancel.set()
+
+    request = Request(prompt="Count: 1, 2, 3,", max_tokens=32, cancel=cancel)
+    meter = CallMeter({"small": smollm}, None, "no meter here")
+    call = asyncio.run(meter.call("small", request, on_text))
+    gen = call.generation
+    assert gen.error == CANCELLED and 0 < gen.output_tokens < 32, gen
+    assert call.flops is not None and call.flops > 0 and call.bytes, call
+    whole = asyncio.run(meter.call("small", Request(prompt="Count: 1, 2, 3,", max_tokens=32)))
+    assert whole.flops is not None and call.flops < whole.flops
+
+
 def test_a_request_left_while_it_waited_for_the_engine_is_let_go_at_once(tmp_path):
     """Behind a long prefill, a request whose client left stops waiting for the model (it
     waited for the prefill to end, holding its place among the requests in flight): stored

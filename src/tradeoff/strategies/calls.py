@@ -20,7 +20,7 @@ from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import Peaks, eval_cost
-from tradeoff.types import Call, Generation, Request
+from tradeoff.types import CANCELLED, Call, Generation, Request
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
 SETTLING = "settling: in the record once the energy counter steps past the answer (~100 ms)"
@@ -358,10 +358,13 @@ class CallMeter:
     ) -> Call:
         """The call with its analytic costs: FLOPs and bytes of its passes (`passes`, else those
         of a plain request of its tokens) and their roofline time. A row of a batch of `batch`
-        gets a share of the batch's bytes and the batch's whole roofline time."""
+        gets a share of the batch's bytes and the batch's whole roofline time. A failed call
+        has none (what ran is unknown), but a cancelled one (its client gone) counts the tokens
+        it computed before it stopped."""
         call = Call(alias, gen, energy_j, source, missing, batch=batch)
         shape = info.shape
-        if shape is None or gen.error is not None or gen.input_tokens is None:
+        failed = gen.error is not None and gen.error != CANCELLED
+        if shape is None or failed or gen.input_tokens is None:
             return call
         if passes is None:
             passes = request_passes(gen.input_tokens, gen.output_tokens, gen.end_pass)
