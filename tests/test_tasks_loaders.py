@@ -285,18 +285,6 @@ def test_hf_saved_dataset_gsm8k_style(tmp_path: Path) -> None:
 
 
 @needs_datasets
-def test_hf_saved_dataset_has_no_other_split(tmp_path: Path) -> None:
-    """A single saved Dataset took any ':SPLIT' and stored its records under a split it lacks."""
-    gsm8k_like(3).save_to_disk(str(tmp_path / "ds"))
-    message = user_error(f"hf:{tmp_path / 'ds'}:validation")
-    assert "is one saved Dataset" in message and "without ':validation'" in message
-    split = datasets.Dataset.from_dict(gsm8k_like(2).to_dict(), split=datasets.Split.TRAIN)
-    split.save_to_disk(str(tmp_path / "train"))
-    assert len(load_task(f"hf:{tmp_path / 'train'}:train").items) == 2
-    assert "or as ':train'" in user_error(f"hf:{tmp_path / 'train'}:test")
-
-
-@needs_datasets
 def test_hf_dataset_dict_splits_and_fewshot(tmp_path: Path) -> None:
     dd = datasets.DatasetDict(
         {"train": gsm8k_like(8, offset=100), "test": gsm8k_like(4), "validation": gsm8k_like(2)}

@@ -635,15 +635,7 @@ def _reason(e: Exception) -> str:
 
 
 def _pick_split(obj: Any, split: str | None, shown: str) -> tuple[Any, str | None]:
-    if not hasattr(obj, "keys"):  # a single Dataset: the split it was saved from, if any
-        own = str(obj.split) if getattr(obj, "split", None) is not None else None
-        if split is not None and split != own:
-            raise UserError(
-                f"hf dataset {shown!r} is one saved Dataset"
-                + (f" (split {own!r})" if own else ", of no named split")
-                + f", so it has no split {split!r}; give it without ':{split}'"
-                + (f" or as ':{own}'" if own else "")
-            )
+    if not hasattr(obj, "keys"):  # a single Dataset
         return obj, split
     splits = list(obj.keys())
     if split is not None:
