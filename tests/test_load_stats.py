@@ -579,16 +579,24 @@ def test_answers_shorter_than_asked_are_found_call_by_call():
         return {"extra": json.dumps(extra), "calls": json.dumps(calls)}
 
     usage = {"token_count_source": "usage", "error": None}
+    stopped, whole = {**usage, "finish_reason": "stop"}, {**usage, "finish_reason": "length"}
     done = pd.DataFrame(
         [
-            record([{**usage, "output_tokens": 8}, {**usage, "output_tokens": 8}]),  # a vote
-            record([{**usage, "output_tokens": 16}]),
+            record([{**stopped, "output_tokens": 8}, {**stopped, "output_tokens": 8}]),  # a vote
+            record([{**whole, "output_tokens": 16}]),
+            # a switch: each model writes its share, the first's turn ended by a hand-over
+            record(
+                [
+                    {**usage, "finish_reason": "switch", "output_tokens": 10},
+                    {**whole, "output_tokens": 6},
+                ]
+            ),  # fmt: skip
             record([{"output_tokens": 4, "token_count_source": "chunks", "error": None}]),
-            record([{**usage, "output_tokens": 3}], asked=None),  # not a synthetic item
+            record([{**stopped, "output_tokens": 3}], asked=None),  # not a synthetic item
         ]
     )
     assert _asked_lengths(done) == {
-        "n_asked_length": 3, "n_shorter_than_asked": 1, "n_counted_in_chunks": 1,
+        "n_asked_length": 4, "n_shorter_than_asked": 1, "n_counted_in_chunks": 1,
     }  # fmt: skip
 
 

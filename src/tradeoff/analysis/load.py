@@ -369,11 +369,12 @@ def _energy(measure: pd.DataFrame, output_tokens: int) -> dict[str, Any]:
 
 def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
     """Of the answers that asked each call for an exact length (synthetic data:
-    `extra.asked_output_tokens`, sent with ignore_eos and min_tokens), how many had a call come
-    back shorter (a server that ignored them, an in-process model at its end of sequence), and
-    how many were counted in stream chunks (a server that sent no usage: a chunk may hold
-    several tokens, so a short count says nothing). Each call, not the record's sum: a vote's
-    two draws of half the length each added up to the length asked."""
+    `extra.asked_output_tokens`, sent with ignore_eos and min_tokens), how many had a call end
+    before its length (finish "stop": a server that ignored them, an in-process model at its
+    end of sequence; a call asked for its length ends at it, "length", or hands the answer over,
+    "switch"), and how many were counted in stream chunks (a server that sent no usage: a chunk
+    may hold several tokens). Call by call: a vote's two draws of half the length each added up
+    to the length asked, and a switch's models each write a share of it."""
     asked = extra_field(done, "asked_output_tokens")
     n_asked = shorter = chunks = 0
     for length, calls in zip(asked, done["calls"], strict=True):
@@ -383,7 +384,7 @@ def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
         answered = [c for c in calls_of(calls) if c.get("error") is None]
         if any(str(c.get("token_count_source", "")).startswith("chunks") for c in answered):
             chunks += 1
-        elif any(c.get("output_tokens", length) < length for c in answered):
+        elif any(c.get("finish_reason") == "stop" for c in answered):
             shorter += 1
     return {
         "n_asked_length": n_asked,
