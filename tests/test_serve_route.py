@@ -120,6 +120,7 @@ def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_
         (lambda p: p.update(calibration="accuracy"), "calibration must map its figures"),
         (lambda p: p.update(fitted_on=5), "fitted_on must list"),
         (lambda p: p["router"]["weights"][0].__setitem__(0, float("nan")), "not finite"),
+        (lambda p: p["router"]["weights"][0].__setitem__(0, 10**400), "not finite"),
     ],
 )
 def test_an_edited_policy_file_is_refused_in_one_line(routed, tmp_path, edit, says):
@@ -153,3 +154,32 @@ def test_a_routed_request_that_fails_says_where_it_went(routed, tmp_path):
     assert answer.status_code == 502, answer.text
     assert answer.headers["x-tradeoff-routed-to"] == "short", answer.headers
     assert "x-tradeoff-request-id" in answer.headers
+
+
+def test_a_packed_router_array_that_is_not_finite_is_refused():
+    """An embedding router's state is packed arrays, which the file's own numbers left unread:
+    a NaN score there loaded, and every query's expected score was NaN."""
+    import numpy as np
+
+    from tradeoff.errors import UserError
+    from tradeoff.policy.routers import _pack, load_router
+
+    x, scores = np.ones((4, 384)), np.array([[np.nan, 1.0]] * 4)
+    with pytest.raises(UserError, match="not finite"):
+        load_router({"kind": "embed-knn", "x": _pack(x), "scores": _pack(scores)}, 2)
+
+
+def test_a_route_warms_the_batches_its_configurations_ask_for(routed, tmp_path):
+    """The warm-up asked the route itself, which declares no batch: a policy choosing a vote of
+    five paid its model's batch-of-five set-up (compile, capture) inside the first routed vote."""
+    from tradeoff.config import route_config
+    from tradeoff.session import batch_sizes
+
+    policy, _ = routed
+    data = json.loads(policy.read_text())
+    data["config_specs"][0].update(strategy="vote", params={"n": 5, "adaptive": False})
+    data["config_specs"][0]["sampling"]["temperature"] = 0.7
+    voting = tmp_path / "voting.json"
+    voting.write_text(json.dumps(data))
+    route = route_config(voting, "router")
+    assert batch_sizes([route], "b") == [1, 5] and batch_sizes([route], "a") == [1]

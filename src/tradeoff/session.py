@@ -92,8 +92,9 @@ def batch_sizes(configs: list[Config], alias: str) -> list[int]:
     """The batch sizes the configurations will ask of model `alias` (1, and those their
     strategies declare, e.g. a vote's `n` drawn as one batch)."""
     sizes = {1}
-    for c in configs:
-        sizes |= STRATEGIES[c.strategy].params.batch_sizes(c, alias)
+    for config in configs:  # a route's: those of the configurations it may run as
+        for c in STRATEGIES[config.strategy].params.choices(config):
+            sizes |= STRATEGIES[c.strategy].params.batch_sizes(c, alias)
     return sorted(sizes)
 
 

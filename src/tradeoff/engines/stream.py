@@ -98,11 +98,11 @@ class TokenStream(ABC):
             self.started = True
         missing = answer[self.seen :]
         catchup = self._tokenize(missing) if missing else []
-        self.catchup_tokens += len(catchup)
         self._decoder.context(catchup)
         if self._unfed or catchup:
-            self._eval(self._unfed + catchup)
+            self._eval(self._unfed + catchup)  # (ContextFull: not read, so not counted)
             self._unfed = []
+        self.catchup_tokens += len(catchup)
         self.seen = len(answer)
         logp = self._logprobs()
         self.busy_s += time.perf_counter() - t0

@@ -50,7 +50,10 @@ def _pack(a: np.ndarray) -> dict[str, Any]:
 
 def _unpack(d: dict[str, Any]) -> np.ndarray:
     raw = base64.b64decode(d["b64"])
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).astype(np.float64)
+    array = np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).astype(np.float64)
+    if not np.isfinite(array).all():  # (a packed array: `_finite` reads the file's numbers)
+        raise ValueError("it holds a number that is not finite (NaN or infinity)")
+    return array
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -355,6 +358,8 @@ def _finite(value: Any) -> bool:
     if isinstance(value, list):
         try:
             return bool(np.isfinite(np.asarray(value, dtype=float)).all())
+        except OverflowError:  # an integer beyond any float
+            return False
         except (TypeError, ValueError):  # not numbers alone: its members one by one
             return all(_finite(v) for v in value)
     return not isinstance(value, float) or math.isfinite(value)
