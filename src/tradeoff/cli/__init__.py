@@ -6,7 +6,6 @@ Each command lives in the module named for what it does; this one lists them, in
 
 from __future__ import annotations
 
-import errno
 import inspect
 import os
 import sys
@@ -17,7 +16,7 @@ import typer
 from typer import rich_utils
 
 from tradeoff.cli import compare, hardware, imports, listing, load, policy, report, run, serve
-from tradeoff.cli.output import err_console
+from tradeoff.cli.output import OutputFailed, err_console
 from tradeoff.errors import RunFailed, UserError
 
 # click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
@@ -74,10 +73,6 @@ _add(policy_app, policy.evaluate, "eval")
 app.add_typer(policy_app, name="policy")
 
 
-# The errors of a write that reached its device (no file named: the standard output's).
-OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
-
-
 def main() -> None:
     """Run the command line, every way it can end on one line: bad input (typer's usage errors
     too) exits with 2, a run that failed on good input with 1, a Ctrl-C with 130. Typer runs
@@ -98,13 +93,11 @@ def main() -> None:
         fail(str(exc), 2)
     except RunFailed as exc:
         fail(str(exc), 1)
-    except OSError as exc:
-        if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
-            raise
+    except OutputFailed as exc:
         # The standard output could not be written (a full disk behind `> file`): as `--output`
         # says it (`output.writing`). Its buffer goes nowhere, not into a second failure at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        fail(f"cannot write the standard output: {exc.strerror}", 2)
+        fail(str(exc), 2)
     except KeyboardInterrupt:  # before a command's own handler: while its modules load
         err_console.print("interrupted before the command began; nothing was written")
         sys.exit(130)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tradeoff.cli.output import console, err_console
+from tradeoff.cli.output import console, err_console, writing
 from tradeoff.errors import UserError
 
 
@@ -65,7 +65,8 @@ def calibrate(
         result.details["busy_host"] = busy
         err_console.print(busy, style="yellow", markup=False, highlight=False, soft_wrap=True)
     if save:
-        path = save_calibration(result.peaks, result.details)
+        with writing(calibration_path()):
+            path = save_calibration(result.peaks, result.details)
         console.print(f"saved to {path}")
 
 

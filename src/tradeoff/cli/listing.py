@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Annotated
 
 import typer
 
-from tradeoff.cli.output import ListFormat, console
+from tradeoff.cli.output import ListFormat, console, write_json
 
 
 def models(
@@ -22,7 +21,7 @@ def models(
 
     listing = list_models()
     if format is ListFormat.json:
-        print(json.dumps([asdict(m) for m in listing], indent=2))
+        write_json([asdict(m) for m in listing])
         return
     width = max(len(m.name) for m in listing)
     for m in listing:
@@ -44,7 +43,7 @@ def tasks(
 
     listing = builtin_tasks()
     if format is ListFormat.json:
-        print(json.dumps([asdict(t) for t in listing], indent=2))
+        write_json([asdict(t) for t in listing])
         return
     for t in listing:
         console.print(f"{t.name:<8} {t.n_items:>4} items  scorer {t.scorer:<8} {t.description}")

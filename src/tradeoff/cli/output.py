@@ -35,8 +35,30 @@ from tradeoff.errors import UserError
 # nothing is wrapped or cut: a table prints at its natural width (Rich tables do not stretch to
 # the console's), a line of text on one line; stderr's messages and progress lines too.
 UNWRAPPED = 1_000_000
+
+
+class OutputFailed(Exception):
+    """The standard output could not be written (a full disk behind `> file`): one line."""
+
+    def __init__(self, exc: OSError):
+        super().__init__(f"cannot write the standard output: {exc.strerror}")
+
+
+class _Stdout(Console):
+    """The console of the standard output: a write it cannot make is `OutputFailed` (an OSError
+    names no file: raised as it is, a full disk anywhere would read as the output's)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except BrokenPipeError:  # `| head` left: as before (click's handling)
+            raise
+        except OSError as exc:
+            raise OutputFailed(exc) from None
+
+
 # No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
-console = Console(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
+console = _Stdout(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else UNWRAPPED, emoji=False)
 
 
@@ -137,7 +159,13 @@ def write_text(text: str, output: Path | None = None) -> None:
             output.write_text(text)
         err_console.print(f"wrote {output}")
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputFailed(exc) from None
 
 
 def check_writable(option: str, path: Path) -> None:
