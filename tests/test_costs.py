@@ -4,6 +4,7 @@ way for the frontier and for policy fit, also on imported outcomes with given co
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import import_outcomes, run_cli
 
@@ -211,3 +212,21 @@ def test_a_record_without_calls_says_why_it_has_no_energy():
     from tradeoff.types import Outcome
 
     assert energy_fields(Outcome("", [], {"exception": "boom"})) == (None, None, NO_CALLS)
+
+
+def test_a_configuration_s_energy_reason_is_its_meter_s_not_a_call_less_record_s():
+    """The first unmeasured record had failed before any call: its 'no engine call' stood for
+    the whole configuration, hiding that no meter reads this machine."""
+    from tradeoff.analysis.costs import _energy_missing
+    from tradeoff.records import NO_CALLS
+
+    df = pd.DataFrame(
+        {
+            "energy_j": [None, None, None],
+            "energy_missing": [NO_CALLS, "no RAPL here", "no RAPL here"],
+            "error": ["boom", None, None],
+            "extra": ["{}"] * 3,
+        }
+    )
+    assert _energy_missing(df, df) == "no RAPL here"
+    assert _energy_missing(df.iloc[:1], df) == NO_CALLS  # the only reason there is

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.errors import UserError
+from tradeoff.records import NO_CALLS
 from tradeoff.store import CALL_FACTS, call_facts
 from tradeoff.store_columns import EXTRA_PREFIX
 
@@ -82,10 +83,14 @@ def energy_meters(df: pd.DataFrame) -> str | None:
 
 
 def _energy_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
+    """Why the configuration's energy is unknown: the first unmeasured record's reason, a
+    meter's (of a record that ran its calls) before that of a record that ended before any call
+    (`records.NO_CALLS`), which says nothing of the meters."""
     unmeasured = df["energy_j"].isna()
     reasons = df.loc[unmeasured, "energy_missing"].dropna()
     if len(reasons):
-        return str(reasons.iloc[0])
+        metered = reasons[reasons != NO_CALLS]
+        return str((metered if len(metered) else reasons).iloc[0])
     counts = f"{int(unmeasured.sum())} of {len(df)} queries"
     if (unmeasured & imported(df)).all():
         return f"imported outcomes carry no energy ({counts})"
