@@ -238,6 +238,9 @@ def test_a_wide_table_leaves_out_the_columns_no_configuration_has(tmp_path):
     left_out = next(line for line in text.splitlines() if line.startswith("left out"))
     assert "in tok, out tok, TTFT s mean" in left_out and "decode tok/s" in left_out, left_out
     assert "TTFT s (mean, percentiles)" not in text  # no note on a column not shown
+    plain = run_cli("report", str(tmp_path / "r")).stdout  # nor offers them under --wide
+    adds = next(line for line in plain.splitlines() if "--wide adds" in line)
+    assert "TTFT" not in adds and "in tok" not in adds and "GFLOPs" in adds, adds
 
 
 def test_json_carries_every_figure_whole_and_no_nan(tmp_path):

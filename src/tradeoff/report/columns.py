@@ -154,25 +154,15 @@ def build_table(
     return ColumnTable(title, columns, cells), notes
 
 
-def without_empty(table: ColumnTable, kept: tuple[str, ...] = ()) -> tuple[ColumnTable, str | None]:
-    """The table without its wide columns that hold no value in any row ('-' throughout: an
-    imported run's latencies and tokens), but those headed as in `kept` (whose footnote says
-    how to get the value), and a footnote naming them (None: none left out)."""
-    keep = [
-        i
-        for i, column in enumerate(table.columns)
-        if not column.wide
-        or column.header in kept
-        or any(Text.from_markup(row[i]).plain != "-" for row in table.cells)
+def empty_columns(columns: list[Column], rows: list[Any], kept: tuple[str, ...] = ()) -> list[str]:
+    """The headers of the wide columns that hold no value in any row ('-' throughout: an
+    imported run's latencies and tokens), but those headed as in `kept` (whose footnote says how
+    to get the value): a table leaves them out, and says so."""
+    scratch: list[str] = []
+    return [
+        c.header
+        for c in columns
+        if c.wide
+        and c.header not in kept
+        and all(Text.from_markup(c.cell(row, scratch)).plain == "-" for row in rows)
     ]
-    if len(keep) == len(table.columns):
-        return table, None
-    dropped = ", ".join(
-        c.header.replace("\n", " ") for i, c in enumerate(table.columns) if i not in keep
-    )
-    smaller = ColumnTable(
-        table.title,
-        [table.columns[i] for i in keep],
-        [[row[i] for i in keep] for row in table.cells],
-    )
-    return smaller, f"left out, no configuration has a value: {dropped}"

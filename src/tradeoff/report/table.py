@@ -14,11 +14,11 @@ from tradeoff.report.columns import (
     Column,
     ColumnTable,
     build_table,
+    empty_columns,
     footnote,
     missing_cell,
     number,
     visible,
-    without_empty,
 )
 from tradeoff.report.notes import all_failed_note
 
@@ -164,11 +164,10 @@ def summary_table(
     configuration has a value (an imported run has none of them)."""
     sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
     units = sorted({r["given_cost_unit"] for r in rows if r.get("given_cost_unit")})
-    columns, more = visible(
-        _summary_columns(sources, "+".join(units) or None), wide, "tradeoff report"
-    )
+    every = _summary_columns(sources, "+".join(units) or None)
+    empty = empty_columns(every, rows, kept=(ROOFLINE_HEADER,))  # its note: how to get one
+    columns, more = visible([c for c in every if c.header not in empty], wide, "tradeoff report")
     table, notes = build_table(title, columns, rows)
-    table, empty = without_empty(table, kept=(ROOFLINE_HEADER,))  # its note: how to get one
     footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if len(sources) == 1:
         footnotes.append(f"energy J/query: measured by {sources.pop()}")
@@ -188,7 +187,10 @@ def summary_table(
                 else "roofline eff. = analytic least time on the calibrated peaks / measured "
                 "engine time"
             )
-    return table, footnotes + more + ([empty] if empty else [])
+    if wide and empty:
+        left_out = ", ".join(h.replace("\n", " ") for h in empty)
+        footnotes.append(f"left out, no configuration has a value: {left_out}")
+    return table, footnotes + more
 
 
 def meter_notes(meters: list[dict[str, Any]]) -> list[str]:
