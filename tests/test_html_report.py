@@ -359,3 +359,30 @@ def test_another_path_and_bad_input_are_one_line(run_dir, tmp_path):
     for args in (["report"], ["frontier"], ["report", "-f", "csv"], ["report", "-f", "parquet"]):
         bad = run_cli(*args[:1], str(empty), *args[1:])
         assert bad.returncode == 2 and "no records yet" in bad.stderr, bad.stderr
+
+
+def test_clients_that_left_are_not_failures_on_the_page(tmp_path):
+    """Served requests whose client went away were offered under "failed only" and named as
+    failed beside the latencies, as the summary's errors counted them."""
+    from tradeoff.store import Store
+    from tradeoff.types import DISCONNECTED, Record
+
+    out = tmp_path / "served"
+    store = Store.create(out, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "served-a", {"strategy": "single"})])
+    for i, error in enumerate([None, DISCONNECTED]):
+        store.write_record(
+            Record(
+                config_id="id-a", task="serve", item_id=f"r{i}", sample=0, output="4",
+                score=None, parsed=None, error=error, input_tokens=3, output_tokens=1,
+                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+                energy_source=None, energy_missing="none here", flops=None, peak_rss_bytes=None,
+                cost_usd=None, calls=[],
+            )
+        )  # fmt: skip
+    store.close()
+    dom = render(_html(out))
+    assert script_errors(dom) == ""
+    form = dom.split('id="records-filter"')[1].split("</form>")[0]
+    assert "no record failed" in form and 'name="failed"' not in form, form
+    assert "served-a 1 of 2" not in _section(dom, "Latency")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradeoff.analysis.costs import failed
 from tradeoff.analysis.metrics import Summary, record_scores, summarize_config
 from tradeoff.errors import UserError
 
@@ -294,7 +295,7 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
 
 
 def _failed(records: pd.DataFrame) -> int:
-    return int((records["error"].fillna("") != "").sum())
+    return int((failed(records) & (records["error"].fillna("") != "")).sum())
 
 
 def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:

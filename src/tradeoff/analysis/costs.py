@@ -19,6 +19,7 @@ from tradeoff.errors import UserError
 from tradeoff.records import NO_CALLS
 from tradeoff.store import CALL_FACTS, call_facts
 from tradeoff.store_columns import EXTRA_PREFIX
+from tradeoff.types import DISCONNECTED
 
 AUTO = "auto"
 
@@ -132,6 +133,12 @@ def _flops_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     if not failed:
         return why + " (model shape unknown or input tokens not reported)"
     return why
+
+
+def failed(df: pd.DataFrame) -> pd.Series:
+    """Which records failed: an error, but not a served client's going away (`DISCONNECTED`),
+    which is no failure of the model or the server."""
+    return df["error"].notna() & (df["error"] != DISCONNECTED)
 
 
 def calls_of(calls: Any) -> list[dict[str, Any]]:

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradeoff.analysis.costs import failed as failed_records
 from tradeoff.analysis.costs import imported
 from tradeoff.report.vega import script_json
+from tradeoff.types import DISCONNECTED
 
 MAX_RECORDS = 2000  # records inlined; beyond, a sample (the page stays small and fast)
 MAX_TEXT = 1200  # characters of a prompt, output or reference shown; the rest is cut, marked …
@@ -42,7 +44,7 @@ SCRIPT = """
   var body = document.querySelector("#records tbody");
   var info = document.getElementById("records-info");
   var page = 0, size = PAGE_SIZE, matching = data.rows;
-  function failed(r) { return r[at.error] !== null; }
+  function failed(r) { return r[at.error] !== null && r[at.error] !== data.left; }
   function wrong(r) { return !failed(r) && r[at.score] !== null && r[at.score] < 1; }
   function keep(r) {
     return (!form.config.value || r[at.config] === form.config.value)
@@ -169,6 +171,7 @@ def records_section(
         "names": ["config", "task", "load_point", "item"],
         "rows": rows,
         "of": of,
+        "left": DISCONNECTED,  # a served client gone: no failure (`analysis.costs.failed`)
     }
     payload = script_json(data, allow_nan=False)
     configs = [n for n in names if n in set(shown["config"])]
@@ -178,7 +181,7 @@ def records_section(
     # a filter that could only find nothing is not offered
     failed = (
         '<label><input type="checkbox" name="failed"> failed only</label>'
-        if records["error"].notna().any()
+        if failed_records(records).any()
         else "<span>no record failed</span>"
     )
     scored = records["score"].notna()

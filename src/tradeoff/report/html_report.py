@@ -217,14 +217,15 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
     """Each configuration's distribution of each latency, as 101 quantiles (a CDF)."""
     import altair as alt
 
+    from tradeoff.analysis.costs import failed as failed_records
     from tradeoff.analysis.costs import imported
 
     rows, failed = [], []
     for config, group in records.groupby("config", sort=False):
         timed = group[~imported(group)]  # imported outcomes hold 0 s, not a time
-        errors = timed["error"].notna()
-        if errors.any():
-            failed.append(f"{config} {int(errors.sum())} of {len(timed)}")
+        errors = timed["error"].notna()  # a client gone too: no answer was timed
+        if failed_records(timed).any():
+            failed.append(f"{config} {int(failed_records(timed).sum())} of {len(timed)}")
         timed = timed[~errors]  # a failure's time is not a latency of an answer
         for column, title in LATENCIES.items():
             values = timed[column].dropna().to_numpy(dtype=float)
