@@ -19,6 +19,7 @@ import pytest
 import yaml
 from conftest import fast_server, run_cli, serve_process
 from serve_support import assert_stopped_cleanly
+from serve_support import stored as records
 
 from tradeoff.serve.app import CANCEL_GRACE_S
 
@@ -70,6 +71,8 @@ def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(r
     (body,) = [json.loads(line) for line in log.read_text().splitlines()]
     # short's 3 tokens, not long's 7 (the policy's first); a's options, not none
     assert (body["max_tokens"], body.get("marker")) == (3, 1), body
+    (record,) = records(tmp_path / "served").to_dict("records")
+    assert record["extra"]["max_tokens"] == 3  # what it was asked with
 
 
 def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_path):

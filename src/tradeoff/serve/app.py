@@ -622,9 +622,21 @@ class _Run:
             "endpoint": self.endpoint,
             "stream": self.is_stream,
             "http_status": status,
-            "max_tokens": self.client.max_tokens,
+            "max_tokens": self._max_tokens(outcome),
         }
         return record
+
+    def _max_tokens(self, outcome: Outcome) -> int:
+        """The max_tokens the answer was asked with: the client's, else its configuration's (a
+        route's: the one it routed to), within a budget's."""
+        config = self.served.config
+        routed = outcome.extra.get("routed_to")
+        answering = next(
+            (c for c in STRATEGIES[config.strategy].params.choices(config) if c.name == routed),
+            config,
+        )
+        context = replace(self._context(None), config=answering)
+        return context.request_for(answering.model, self.item, 0).max_tokens
 
     def _account(self, outcome: Outcome, record: Record, status: int) -> None:
         """Count the request in /metrics and queue its record for the store (after the answer
