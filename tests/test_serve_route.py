@@ -114,6 +114,10 @@ def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_
     [
         (lambda p: p["config_specs"][1].update(strategy="vote", params={"n": 1}), "n 1 draws one"),
         (lambda p: p["config_specs"][1].update(params={"bogus": 1}), "bogus: no such parameter"),
+        (  # a vote at temperature 0 draws one answer n times
+            lambda p: p["config_specs"][1].update(strategy="vote", params={"n": 3}),
+            "samples several answers: it needs temperature > 0",
+        ),
         (lambda p: p["config_specs"][1].update(model="nosuch"), "its model 'nosuch' is not one"),
         (lambda p: p["config_specs"][1].update(strategy="nosuch"), "strategy 'nosuch' is not one"),
         (lambda p: p.update(configs=["long", "long"]), "configs must name each configuration once"),

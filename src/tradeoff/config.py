@@ -551,7 +551,9 @@ def _check_params(content: dict[str, Any]) -> None:
     entry["models" if "models" in params.model_fields else "model"] = (
         list(models) if "models" in params.model_fields else content["model"]
     )
-    params.model_validate(entry)
+    validated = params.model_validate(entry)
+    if validated.samples_several() and not (content.get("sampling") or {}).get("temperature"):
+        raise ValueError(f"strategy '{strategy}' samples several answers: it needs temperature > 0")
 
 
 def _field_error(err: Any) -> str:
