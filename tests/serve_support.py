@@ -10,6 +10,7 @@ import json
 import re
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -345,3 +346,23 @@ class RawConnection:
         self._closed = not data
         self._received += len(data)
         return data
+
+
+def left_behind_a_prefill(served: Served, ask: dict[str, Any]) -> tuple[dict, dict]:
+    """Send `ask` (a completion) while model `small` prefills a long prompt, leave it after
+    0.3 s, and stop the server cleanly: (the record of the request left, the long one's)."""
+    long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
+    first = threading.Thread(
+        target=lambda: httpx.post(f"{served.url}/completions", json=long, timeout=300)
+    )
+    first.start()
+    time.sleep(0.3)  # the prefill has begun
+    with (
+        httpx.Client(base_url=served.url, timeout=0.3) as client,
+        contextlib.suppress(httpx.TimeoutException),
+    ):
+        client.post("/completions", json=ask)
+    first.join()
+    records = assert_stopped_cleanly(served)
+    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
+    return waited, answered

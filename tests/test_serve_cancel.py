@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import fast_server, serve_process
-from serve_support import assert_stopped_cleanly, stored
+from serve_support import assert_stopped_cleanly, left_behind_a_prefill, stored
 
 from tradeoff.types import CANCELLED, Request
 
@@ -168,21 +168,9 @@ def test_a_request_left_while_it_waited_for_the_engine_is_let_go_at_once(tmp_pat
     out = tmp_path / "run"
     spec = _spec(tmp_path / "spec.yaml", {"small": "smollm2-135m"})
     with serve_process("--spec", str(spec), "--out", str(out)) as served:
-        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
-        first = threading.Thread(
-            target=lambda: httpx.post(f"{served.url}/completions", json=long, timeout=300)
+        waited, answered = left_behind_a_prefill(
+            served, {"model": "small", "prompt": "2+2=", "max_tokens": 2}
         )
-        first.start()
-        time.sleep(0.3)  # the prefill has begun
-        short = {"model": "small", "prompt": "2+2=", "max_tokens": 2}
-        with (
-            httpx.Client(base_url=served.url, timeout=0.3) as client,
-            contextlib.suppress(httpx.TimeoutException),
-        ):
-            client.post("/completions", json=short)
-        first.join()
-        records = assert_stopped_cleanly(served)
-    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
     (call,) = json.loads(waited["calls"])
     assert waited["error"] == "client disconnected" and call["input_tokens"] == 0, waited
     assert (call["output_tokens"], call["error"]) == (0, CANCELLED) and pd.isna(answered["error"])
@@ -206,21 +194,9 @@ def test_a_switch_left_while_it_waited_for_the_engines_is_let_go_at_once(tmp_pat
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(out)) as served:
-        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
-        first = threading.Thread(
-            target=lambda: httpx.post(f"{served.url}/completions", json=long, timeout=300)
+        waited, answered = left_behind_a_prefill(
+            served, {"model": "sw", "prompt": "2+2=", "max_tokens": 2}
         )
-        first.start()
-        time.sleep(0.3)  # the prefill has begun
-        short = {"model": "sw", "prompt": "2+2=", "max_tokens": 2}
-        with (
-            httpx.Client(base_url=served.url, timeout=0.3) as client,
-            contextlib.suppress(httpx.TimeoutException),
-        ):
-            client.post("/completions", json=short)
-        first.join()
-        records = assert_stopped_cleanly(served)
-    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
     assert waited["config"] == "sw" and waited["error"] == "client disconnected", waited
     (call,) = json.loads(waited["calls"])
     assert (call["output_tokens"], call["error"], call["input_tokens"]) == (0, CANCELLED, 0)

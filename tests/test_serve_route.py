@@ -5,12 +5,9 @@ route whose client leaves while it waits for its decision stops at once."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import httpx
 import pytest
 import yaml
 from conftest import fast_server, run_cli, serve_process
-from serve_support import assert_stopped_cleanly
+from serve_support import left_behind_a_prefill
 from serve_support import stored as records
 
 from tradeoff.serve.app import CANCEL_GRACE_S
@@ -89,21 +86,9 @@ def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "o")) as s:
-        long = {"model": "small", "prompt": "the cat sat on the mat " * 300, "max_tokens": 2}
-        first = threading.Thread(
-            target=lambda: httpx.post(f"{s.url}/completions", json=long, timeout=300)
+        waited, answered = left_behind_a_prefill(
+            s, {"model": "router", "prompt": "2+2=", "max_tokens": 2}
         )
-        first.start()
-        time.sleep(0.3)  # the prefill has begun
-        routed_ask = {"model": "router", "prompt": "2+2=", "max_tokens": 2}
-        with (
-            httpx.Client(base_url=s.url, timeout=0.3) as client,
-            contextlib.suppress(httpx.TimeoutException),
-        ):
-            client.post("/completions", json=routed_ask)
-        first.join()
-        records = assert_stopped_cleanly(s)
-    waited, answered = sorted(records.to_dict("records"), key=lambda r: r["e2e_s"])
     assert waited["config"] == "router" and waited["error"] == "client disconnected", waited
     assert json.loads(waited["calls"]) == [] and waited["e2e_s"] < answered["e2e_s"] / 2
     assert waited["e2e_s"] < CANCEL_GRACE_S, waited  # let go at once, not by the backstop
