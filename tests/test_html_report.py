@@ -166,17 +166,27 @@ def _section(dom: str, heading: str) -> str:
     return dom.split(f"<h2>{heading}</h2>")[1].split("<h2>")[0]
 
 
+def _imported(tmp_path: Path, csv_text: str, *models: str) -> Path:
+    """A run imported by `tradeoff import outcomes` from `csv_text` (prompts in `prompt`), with
+    the `--model` flags `models`."""
+    outcomes = tmp_path / "outcomes.csv"
+    outcomes.write_text(csv_text)
+    out = tmp_path / "imported"
+    flags = [flag for model in models for flag in ("--model", model)]
+    result = run_cli(
+        "import", "outcomes", str(outcomes), "--prompt-col", "prompt", *flags, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
 def test_imported_outcomes_say_why_they_have_no_latency(tmp_path):
     """Imported outcomes were not timed: the reason where a latency chart over the 0 s the store
     holds drew nothing (and Vega warned of a log scale over [0, 0]); their scores still draw."""
-    outcomes = tmp_path / "outcomes.csv"
-    outcomes.write_text("prompt,big,small\n2+2?,1,0\n3+3?,1,1\nA prime?,0,0\n")
-    out = tmp_path / "imported"
-    result = run_cli(
-        "import", "outcomes", str(outcomes), "--prompt-col", "prompt",
-        "--model", "big=big,cost=0.03", "--model", "small=small,cost=0.001", "--out", str(out),
+    out = _imported(
+        tmp_path, "prompt,big,small\n2+2?,1,0\n3+3?,1,1\nA prime?,0,0\n",
+        "big=big,cost=0.03", "small=small,cost=0.001",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     dom = render(_html(out))
     assert script_errors(dom) == ""
     assert chart_drawn(dom, "frontier") and chart_drawn(dom, "by-task")
@@ -192,14 +202,10 @@ def test_a_prompt_holding_script_markup_leaves_the_records_whole(tmp_path):
     """A prompt "<!--<script>" put the rest of the page inside the records' JSON <script>: no
     record was drawn and no script after it ran, the error script's included. A name with a run
     of spaces was not found by its own filter (an option's text collapses them)."""
-    outcomes = tmp_path / "outcomes.csv"
-    outcomes.write_text('prompt,a,b\n"hello <!--<script> world",1,0\nsecond,0,1\n')
-    out = tmp_path / "imported"
-    result = run_cli(
-        "import", "outcomes", str(outcomes), "--prompt-col", "prompt",
-        "--model", "big  model=a", "--model", "small=b", "--out", str(out),
+    out = _imported(
+        tmp_path, 'prompt,a,b\n"hello <!--<script> world",1,0\nsecond,0,1\n', "big  model=a",
+        "small=b",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     script = """
     var f = document.getElementById("records-filter"), out = [];
     function seen(label) { out.push(label + "=" + document.querySelectorAll("#records tbody tr")
