@@ -90,6 +90,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 
 def test_profile_asks_the_server_for_exact_lengths_and_stores_no_score(logged, tmp_path) -> None:
     url, log = logged
+    log.write_text("")  # only this test's bodies
     out = tmp_path / "run"
     ref = "synthetic:prompt=24,output=6,stdev=3,seed=5,n=6"
     result = run_cli("profile", "--model", f"openai:{url}#m", "--task", ref, "--out", str(out))
@@ -120,6 +121,7 @@ def test_a_null_field_of_extra_body_is_left_out_of_the_request(logged, tmp_path)
     import yaml
 
     url, log = logged
+    log.write_text("")  # the module's server logged the tests' before
     spec = {
         "models": {"m": f"openai:{url}#m"},
         "model_options": {"m": {"extra_body": {"ignore_eos": None, "min_tokens": None}}},
