@@ -24,7 +24,7 @@ from tradeoff.meters.conditions import HostSampler
 from tradeoff.meters.energy import EnergyMeter, find_energy_meter
 from tradeoff.meters.hardware import local_peaks
 from tradeoff.store import Store
-from tradeoff.strategies import STRATEGIES
+from tradeoff.strategies import STRATEGIES, choices
 from tradeoff.strategies.calls import CallMeter
 
 # Seconds of idle power measured before the first request when the energy counter is NVML's.
@@ -53,8 +53,8 @@ async def open_engines(
     refs: dict[str, str] = {}
     extra_body: dict[str, Any] = {}
     # A route's policy's configurations carry their models' options (the route's own, none).
-    choices = [c for config in configs for c in STRATEGIES[config.strategy].params.choices(config)]
-    for c in [*configs, *choices]:
+    routed = [c for config in configs for c in choices(config)]
+    for c in [*configs, *routed]:
         for alias, ref in c.models.items():
             if refs.setdefault(alias, ref) != ref:
                 raise UserError(
@@ -73,7 +73,7 @@ async def open_engines(
                 extra_body=extra_body.get(alias),
                 check=check,
             )
-        for c in [*configs, *choices]:
+        for c in [*configs, *routed]:
             if c.strategy == "switch":
                 for alias in c.aliases:
                     if not isinstance(engines[alias], InProcessEngine):
@@ -93,7 +93,7 @@ def batch_sizes(configs: list[Config], alias: str) -> list[int]:
     strategies declare, e.g. a vote's `n` drawn as one batch)."""
     sizes = {1}
     for config in configs:  # a route's: those of the configurations it may run as
-        for c in STRATEGIES[config.strategy].params.choices(config):
+        for c in choices(config):
             sizes |= STRATEGIES[c.strategy].params.batch_sizes(c, alias)
     return sorted(sizes)
 

@@ -37,7 +37,7 @@ from tradeoff.serve.schema import (
     openapi,
     parse_body,
 )
-from tradeoff.strategies import STRATEGIES, StrategyContext
+from tradeoff.strategies import STRATEGIES, StrategyContext, choices
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.strategies.context import request_seed
 from tradeoff.tasks import Task, make_scorer
@@ -434,8 +434,7 @@ class ServeApp:
             if served is None:
                 raise self._unknown_model(parsed.model, param="model")
             asked = parsed.max_new_tokens()
-            choices = STRATEGIES[served.config.strategy].params.choices(served.config)
-            max_tokens = asked or max(c.sampling.max_tokens for c in choices)
+            max_tokens = asked or max(c.sampling.max_tokens for c in choices(served.config))
             if max_tokens > self.limits.max_tokens:
                 field = (
                     "max_completion_tokens"
@@ -532,7 +531,7 @@ class _Run:
         sent. A server's model (`openai:`) has a context unknown here: its server checks."""
         ctx, config = self._context(None), self.served.config
         asking: dict[str, Request] = {}  # by model, the request that asks it the most tokens
-        for choice in STRATEGIES[config.strategy].params.choices(config):  # a route's: each
+        for choice in choices(config):  # a route's: each
             for alias in choice.models:
                 request = replace(ctx, config=choice).request_for(alias, self.item, 0)
                 if alias not in asking or request.max_tokens > asking[alias].max_tokens:
@@ -632,7 +631,7 @@ class _Run:
         config = self.served.config
         routed = outcome.extra.get("routed_to")
         answering = next(
-            (c for c in STRATEGIES[config.strategy].params.choices(config) if c.name == routed),
+            (c for c in choices(config) if c.name == routed),
             config,
         )
         context = replace(self._context(None), config=answering)

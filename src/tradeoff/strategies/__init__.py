@@ -14,7 +14,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from tradeoff.config import StrategyParams
+from tradeoff.config import Config, StrategyParams
 from tradeoff.strategies import budget, cascade, route, single, switch, vote
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Item, Outcome
@@ -42,6 +42,11 @@ def register(params: type[StrategyParams], run: Run) -> Strategy:
     return STRATEGIES[name]
 
 
+def choices(config: Config) -> list[Config]:
+    """The configurations a query to `config` may run as: itself, or a route's policy's."""
+    return STRATEGIES[config.strategy].params.choices(config)
+
+
 @cache
 def params_adapter() -> TypeAdapter[list[StrategyParams]]:
     """Validates `configs:` entries as the union of the registered strategies' params."""
@@ -58,4 +63,4 @@ register(cascade.Params, cascade.run)
 register(switch.Params, switch.run)
 register(route.Params, route.run)
 
-__all__ = ["STRATEGIES", "Strategy", "StrategyContext", "params_adapter", "register"]
+__all__ = ["STRATEGIES", "Strategy", "StrategyContext", "choices", "params_adapter", "register"]
