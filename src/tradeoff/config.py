@@ -539,19 +539,17 @@ def _check_params(content: dict[str, Any]) -> None:
     vote of 1, a cascade's unknown signal were served as they came). ValueError if not."""
     from tradeoff.strategies import STRATEGIES
 
-    strategy, models = content.get("strategy"), content["models"]
+    strategy, models, model = content.get("strategy"), content["models"], content.get("model")
+    params_of = content.get("params") or {}
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
-    if not isinstance(models, dict) or content.get("model") not in models:
-        raise ValueError(f"its model {content.get('model')!r} is not one of its models")
+    if not isinstance(models, dict) or model not in models:
+        raise ValueError(f"its model {model!r} is not one of its models")
     if strategy == "route":  # its parameters are what `resolve` made of the policy it names
         return
     params = STRATEGIES[strategy].params
-    entry = {"strategy": strategy, **(content.get("params") or {})}
-    entry["models" if "models" in params.model_fields else "model"] = (
-        list(models) if "models" in params.model_fields else content["model"]
-    )
-    validated = params.model_validate(entry)
+    answering = {"models": list(models)} if "models" in params.model_fields else {"model": model}
+    validated = params.model_validate({"strategy": strategy, **params_of, **answering})
     if validated.samples_several() and not (content.get("sampling") or {}).get("temperature"):
         raise ValueError(f"strategy '{strategy}' samples several answers: it needs temperature > 0")
 
