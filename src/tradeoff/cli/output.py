@@ -49,12 +49,20 @@ class _Stdout(Console):
     names no file: raised as it is, a full disk anywhere would read as the output's)."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
-        try:
+        with _to_stdout():
             super().print(*objects, **kwargs)
-        except BrokenPipeError:  # `| head` left: as before (click's handling)
-            raise
-        except OSError as exc:
-            raise OutputFailed(exc) from None
+
+
+@contextlib.contextmanager
+def _to_stdout() -> Iterator[None]:
+    """A write the standard output cannot take is `OutputFailed`; a pipe whose reader left
+    (`| head`) is left to click, as before."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputFailed(exc) from None
 
 
 # No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
@@ -159,13 +167,9 @@ def write_text(text: str, output: Path | None = None) -> None:
             output.write_text(text)
         err_console.print(f"wrote {output}")
     else:
-        try:
+        with _to_stdout():
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             sys.stdout.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputFailed(exc) from None
 
 
 def check_writable(option: str, path: Path) -> None:
