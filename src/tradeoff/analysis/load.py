@@ -378,7 +378,7 @@ def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
     asked = extra_field(done, "asked_output_tokens")
     n_asked = shorter = chunks = 0
     for length, calls in zip(asked, done["calls"], strict=True):
-        if length is None or pd.isna(length):  # not asked (NaN beside asked ones)
+        if pd.isna(length):  # not asked (None, or NaN beside asked ones)
             continue
         n_asked += 1
         answered = [c for c in calls_of(calls) if c.get("error") is None]
