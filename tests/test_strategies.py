@@ -4,6 +4,7 @@ Each runs through the runner into a real SQLite store, as a user's spec would.""
 import json
 from collections import Counter
 
+import pandas as pd
 import pytest
 
 from tradeoff.config import parse_spec
@@ -202,6 +203,13 @@ def test_switch_accounting_extremes_and_cross_tokenizer(tmp_path):
             assert all(c["ttft_s"] is None for c in r["calls"]), r["calls"]
             assert r["ttft_s"] is not None and r["ttft_s"] <= r["e2e_s"]
             assert sum(c["output_tokens"] for c in r["calls"]) == r["output_tokens"]
+            # its ITL: the answer's own gaps between tokens, whichever model wrote them
+            if r["output_tokens"] >= 2:
+                span = r["itl_s"] * (r["output_tokens"] - 1)
+                assert 0 < span <= r["e2e_s"] - r["ttft_s"]
+                assert r["decode_tps"] == pytest.approx(1 / r["itl_s"])
+            else:
+                assert pd.isna(r["itl_s"])
             assert "\ufffd" not in r["output"]
     for name in ("switch-small-large-t1", "switch-small-large-t1.5"):
         for _, r in by[name].iterrows():

@@ -51,14 +51,17 @@ def outcome_record(
     calls = outcome.calls
     gens = [c.generation for c in calls]
     if outcome.t_first is not None:
+        # The answer's own timeline (`switch`, whose calls interleave): its ITL is the mean gap
+        # between its tokens, whichever model wrote them.
         firsts = [outcome.t_first]
-        decode_s = t1 - outcome.t_first
+        decode_s = (t1 if outcome.t_last is None else outcome.t_last) - outcome.t_first
         decode_tokens = max(sum(g.output_tokens for g in gens) - 1, 0)
+        itls = [decode_s / decode_tokens] if outcome.t_last is not None and decode_tokens else []
     else:
         firsts = [g.t_first for g in gens if g.t_first is not None]
         decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
         decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
-    itls = [g.itl_s for g in gens if g.itl_s is not None]
+        itls = [g.itl_s for g in gens if g.itl_s is not None]
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost = 0.0

@@ -184,8 +184,9 @@ class Outcome:
     calls: list[Call]
     extra: dict[str, Any] = field(default_factory=dict)
     # When the strategy knows it better than its calls do (e.g. `switch`, whose calls interleave):
-    # the perf_counter time of the answer's first token.
+    # the perf_counter times of the answer's first and last tokens.
     t_first: float | None = None
+    t_last: float | None = None
     # A strategy that decides on whole answers (`vote`, `cascade`) streams none of them: its
     # answer is released whole once decided, at this perf_counter time, which is then the
     # caller's first token (its record's TTFT). Its calls' own times still give the decode rate.

@@ -105,8 +105,9 @@ def run_switch_sync(
     seed: int,
     on_turn: Callable[[int], None] | None = None,
     on_text: TextSink | None = None,
-) -> tuple[str, dict[str, object], float | None]:
-    """The decoding loop. Returns (answer, stats, first-token time). `on_turn` hears of each
+) -> tuple[str, dict[str, object], tuple[float, float] | None]:
+    """The decoding loop. Returns (answer, stats, the perf_counter times of its first and last
+    tokens, None without any). `on_turn` hears of each
     hand-over (0: the small model generates from now on, 1: the large); `on_text` receives the
     answer's text as it is committed."""
     rng = np.random.default_rng(seed)
@@ -116,6 +117,7 @@ def run_switch_sync(
     entropies: deque[float] = deque(maxlen=window)
     current, switches, by_model = 0, 0, [0, 0]
     t_first: float | None = None
+    t_last = 0.0
     finish = "length"
     text = AnswerText(small.request.stop, on_text)
 
@@ -152,8 +154,9 @@ def run_switch_sync(
                 finish = "stop"
                 break
             piece = stream.take(token)
+            t_last = time.perf_counter()
             if t_first is None:
-                t_first = time.perf_counter()
+                t_first = t_last
             answer += piece
             pieces[current] += piece
             by_model[current] += 1
@@ -178,7 +181,7 @@ def run_switch_sync(
         "text_small": pieces[0].decode("utf-8", errors="replace"),
         "text_large": pieces[1].decode("utf-8", errors="replace"),
     }
-    return text.finish(), stats, t_first
+    return text.finish(), stats, None if t_first is None else (t_first, t_last)
 
 
 def _generation(stream: TokenStream, text: str, t_start: float, finish: str) -> Generation:
@@ -211,7 +214,7 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         small, large = (turns.engines[a].token_stream(r) for a, r in zip(aliases, requests))
         small.on_pass, large.on_pass = turns.sink(aliases[0]), turns.sink(aliases[1])
         t_start = time.perf_counter()  # not before: waiting for another request is not latency
-        answer, stats, t_first = await turns.engines[aliases[0]].run_sync(
+        answer, stats, span = await turns.engines[aliases[0]].run_sync(
             lambda: run_switch_sync(
                 small,
                 large,
@@ -239,4 +242,6 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         if stream.started  # never asked for a token: no cost
     }
     calls = await turns.calls(done)
-    return Outcome(answer, calls, stats, t_first=t_first)
+    if span is None:
+        return Outcome(answer, calls, stats)
+    return Outcome(answer, calls, stats, t_first=span[0], t_last=span[1])
