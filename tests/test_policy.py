@@ -725,6 +725,11 @@ def test_out_of_fold_by_group_predicts_each_group_without_it(tmp_path):
     assert result["source"].startswith("4-fold cross-validation over whole subject groups")
     router = next(r for r in result["routers"] if r["label"] == "router")
     assert router["apgr"] > 0.7  # "easy" means the same in every subject: it transfers
+    # More folds than items asked: folds of groups are as many as the groups, and it says so
+    many = run_cli("policy", "eval", str(out), "--split-by", "subject", "--cv", "200", "-f", "json")
+    assert many.returncode == 0, many.stderr
+    assert json.loads(many.stdout)["source"] == result["source"]
+    assert "200 folds asked" in many.stderr and "4 folds, a group each" in many.stderr
     one_line_error(
         run_cli("policy", "eval", str(out), "--split-by", "grade"),
         "--split-by grade: 120 of 120 items have no field 'grade'", "subject",

@@ -270,7 +270,7 @@ def evaluate(
         if cv is None or cv < 2:
             raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")
         table, _ = run_table(directory, _names(configs), cost)
-        if cv > len(table.keys):
+        if split_by is None and cv > len(table.keys):  # folds of groups: as many as there are
             raise UserError(
                 f"--cv {cv} is more than the {len(table.keys)} items of {directory}; "
                 f"give at most {len(table.keys)}"
