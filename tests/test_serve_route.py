@@ -72,6 +72,26 @@ def test_a_routed_request_runs_with_its_configuration_s_max_tokens_and_options(r
     assert record["extra"]["max_tokens"] == 3  # what it was asked with
 
 
+def test_a_route_in_a_spec_runs_with_the_spec_s_model_options(routed, tmp_path):
+    """The spec's options for a route's model replace the policy's (they were ignored, though
+    the spec's check tells a user to name the model under models: to give it options)."""
+    policy, log = routed
+    log.write_text("")
+    models = [c["models"] for c in json.loads(policy.read_text())["config_specs"]]
+    spec = {
+        "models": {a: ref for m in models for a, ref in m.items()},
+        "model_options": {"a": {"extra_body": {"marker": 2}}},
+        "configs": [{"strategy": "route", "policy": str(policy), "name": "router"}],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with serve_process("--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "o")) as s:
+        ask = {"model": "router", "messages": [{"role": "user", "content": "What is 2+2?"}]}
+        answer = httpx.post(f"{s.url}/chat/completions", json=ask, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (body,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert (body["max_tokens"], body.get("marker")) == (3, 2), body
+
+
 def test_a_route_left_while_it_waits_for_its_decision_stops_at_once(routed, tmp_path):
     """The decision waits for the in-process engines (its time and energy are its own): behind
     a long prefill, a request whose client left sat out the server's backstop, and its record

@@ -52,7 +52,8 @@ async def open_engines(
     unknown model, an alias used twice, or `switch` on a model behind a server."""
     refs: dict[str, str] = {}
     extra_body: dict[str, Any] = {}
-    # A route's policy's configurations carry their models' options (the route's own, none).
+    # A route's policy's configurations carry their models' options; the route's own (its
+    # spec's), first, replace them.
     routed = [c for config in configs for c in choices(config)]
     for c in [*configs, *routed]:
         for alias, ref in c.models.items():

@@ -48,7 +48,9 @@ class Params(StrategyParams):
     names_temperature: ClassVar[bool] = False
 
     def resolve(self, spec: Any = None) -> Config:
-        """The models come from the policy's configurations, not from the spec."""
+        """The models come from the policy's configurations, not from the spec; the spec's
+        `model_options` for them are the route's own, over those the policy's configurations
+        carry (its engines are opened with them first)."""
         path = str(Path(self.policy).expanduser().resolve())
         subs = policy_configs(path)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
@@ -68,6 +70,11 @@ class Params(StrategyParams):
                 # the file's content too: a policy fitted again to the same path is another
                 # configuration, which `--resume` refuses to mix with the first one's records
                 params={"policy": path, "configs": [s.name for s in subs], "policy_sha256": digest},
+                model_options={
+                    a: spec.model_options[a].model_dump()
+                    for a in models
+                    if spec is not None and a in spec.model_options
+                },
             )
         )
 
