@@ -331,3 +331,32 @@ def test_imported_costs_are_compared_in_their_unit(tmp_path):
     assert (big["ratio"], big["a"], big["b"], big["unit"]) == (pytest.approx(2.0), 3, 6, "EUR")
     shown = run_cli("compare", usd, dearer).stdout
     assert "cost" in shown and "2×" in shown, shown
+
+
+def test_an_unscored_task_beside_a_scored_one_counts_toward_no_accuracy(tmp_path):
+    """Synthetic load has no reference answers: beside a scored task, its records counted as
+    wrong answers (accuracy 0.5 for every answer right) in `report`, `compare` and its paired
+    interval."""
+    import contextlib
+
+    from conftest import fast_server
+
+    def run(url, out):
+        tasks = ("-t", "arith", "-t", "synthetic:prompt=8,output=4,n=2")
+        done = run_cli(
+            "profile", "-m", f"openai:{url}#m", *tasks, "--limit", "2", "--out", str(out)
+        )
+        assert done.returncode == 0, done.stderr
+        con = sqlite3.connect(out / "tradeoff.sqlite")  # every scored answer right
+        with con:
+            con.execute("UPDATE records SET score = 1 WHERE score IS NOT NULL")
+        con.close()
+        return str(out)
+
+    with contextlib.contextmanager(fast_server)() as url:
+        a, b = run(url, tmp_path / "a"), run(url, tmp_path / "b")
+    (row,) = json.loads(run_cli("report", a, "--format", "json").stdout)
+    assert (row["n"], row["accuracy"]) == (4, 1.0), row
+    (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
+    (config,) = cmp["configs"]
+    assert config["n"] == 4 and (config["accuracy_a"], config["accuracy_b"]) == (1.0, 1.0)

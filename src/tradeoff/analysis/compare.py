@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import failed
-from tradeoff.analysis.metrics import Summary, record_scores, summarize_config
+from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
 from tradeoff.errors import UserError
 
 # What makes two records answers to the same question: the item (its task, id and content: the
@@ -268,7 +268,8 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
             name, 0, len(records_a), len(records_b), None, None, None, None, None, why,
             {key: Ratio(None, None, None, why) for key in QUANTITIES}, None, None,
         )  # fmt: skip
-    scores_a, scores_b = record_scores(pa), record_scores(pb)
+    counted = (scored(pa).to_numpy() | scored(pb).to_numpy()) if n else np.array([], bool)
+    scores_a, scores_b = record_scores(pa[counted]), record_scores(pb[counted])
     unscored = [run for run, s in (("A", scores_a), ("B", scores_b)) if len(s) == 0]
     if unscored:
         acc_a = acc_b = diff = low = high = None

@@ -150,14 +150,25 @@ def record_items(df: pd.DataFrame) -> np.ndarray | None:
     return (df["task"].astype(str) + "\x1f" + df["item_id"].astype(str)).to_numpy()
 
 
+def scored(df: pd.DataFrame) -> pd.Series:
+    """Which records count toward an accuracy: those of the tasks with reference answers (a
+    task any of whose records has a score). A task without (synthetic load, served traffic)
+    has none: beside a scored task, its records read as wrong answers."""
+    return df["task"].isin(df.loc[df["score"].notna(), "task"].unique())
+
+
 def record_scores(df: pd.DataFrame) -> np.ndarray:
-    """The scores behind a configuration's accuracy: a failed record scores 0 (it was paid for,
-    and gave no answer). Records with no reference answer (served traffic, synthetic load) have
-    no score; when none of the records has one, there is no accuracy: an empty array."""
-    if df["score"].isna().all():
-        return np.array([], dtype=float)
+    """The scores of records that `scored` counts: a failed record scores 0 (it was paid for,
+    and gave no answer)."""
     failed = df["error"].notna()
     return df["score"].fillna(0.0).where(~failed, 0.0).to_numpy(dtype=float)
+
+
+def accuracy_of(df: pd.DataFrame) -> tuple[float, float, float]:
+    """The accuracy of records `df` and its 95% interval (`accuracy_interval`), over those
+    `scored` counts; NaN where none is."""
+    counted = df[scored(df)]
+    return accuracy_interval(record_scores(counted), record_items(counted))
 
 
 def roofline(records: pd.DataFrame) -> tuple[float | None, float | None]:
@@ -272,7 +283,7 @@ def _power(df: pd.DataFrame) -> float | None:
 
 def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
     """The summary of one configuration's records `df`; `run` holds every record of the run."""
-    acc, low, high = accuracy_interval(record_scores(df), record_items(df))
+    acc, low, high = accuracy_of(df)
     roofline_s, roofline_eff = roofline(df[df["error"].isna()])
     return Summary(
         config=name,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
+from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -163,6 +164,7 @@ def outcome_table(
             "the run's records have no scores (served traffic, or a task without a reference): "
             "a policy learns from scored outcomes; give a profiled run or imported outcomes"
         )
+    df = df[scored(df)]
     df["score"] = df["score"].fillna(0.0).where(df["error"].isna(), 0.0)
     grouped = df.groupby(["task", "item_id", "config"])[["score", "cost"]].mean()
     scores = grouped["score"].unstack("config")[configs].dropna()

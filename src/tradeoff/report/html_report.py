@@ -173,11 +173,11 @@ def _frontier(summarized: list[Summary], names: list[str]) -> str:
 def _by_task(records: pd.DataFrame, names: list[str]) -> str:
     import altair as alt
 
-    from tradeoff.analysis.metrics import accuracy_interval, record_items, record_scores
+    from tradeoff.analysis.metrics import accuracy_of
 
     rows = []
     for (config, task), group in records.groupby(["config", "task"], sort=False, observed=True):
-        acc, low, high = accuracy_interval(record_scores(group), record_items(group))
+        acc, low, high = accuracy_of(group)
         if math.isnan(acc):  # unscored (served traffic): the frontier's note says so
             continue
         rows.append({"config": config, "task": task, "accuracy": acc, "low": low, "high": high,
