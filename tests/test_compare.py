@@ -209,6 +209,10 @@ def test_bad_input_is_one_line(runs, tmp_path):
     assert some.returncode == 0 and "left out: " in some.stderr, some.stderr
     assert "share no configuration" in some.stderr
     assert [cmp["b"]["directory"] for cmp in json.loads(some.stdout)] == [str(b)]
+    # where every run is left out, each one's reason (only the first's was said)
+    shutil.copytree(c, tmp_path / "c2")
+    one_line_error(run_cli("compare", str(a), str(c), str(tmp_path / "c2")),
+                   f"{a} and {c} share no", f"{a} and {tmp_path / 'c2'} share no")  # fmt: skip
 
 
 def test_failures_are_counted_and_other_load_points_named(tmp_path):
@@ -360,3 +364,37 @@ def test_an_unscored_task_beside_a_scored_one_counts_toward_no_accuracy(tmp_path
     (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
     (config,) = cmp["configs"]
     assert config["n"] == 4 and (config["accuracy_a"], config["accuracy_b"]) == (1.0, 1.0)
+
+
+def test_one_data_file_at_two_paths_pairs_and_served_runs_say_why_they_cannot(tmp_path):
+    """A run names a file's task by its absolute path: two machines' checkouts of the same
+    data paired nothing. Served requests are items of their own, and the refusal says so."""
+    import contextlib
+
+    import httpx
+    from conftest import fast_server, serve_process
+
+    lines = "".join(json.dumps({"prompt": f"What is {i}+{i}?", "answer": 2 * i}) + "\n"
+                    for i in range(3))  # fmt: skip
+    for place in ("one", "two"):
+        (tmp_path / place).mkdir()
+        (tmp_path / place / "q.jsonl").write_text(lines)
+    with contextlib.contextmanager(fast_server)() as url:
+        for place in ("one", "two"):
+            task = f"jsonl:{tmp_path / place / 'q.jsonl'}"
+            out = str(tmp_path / f"r{place}")
+            done = run_cli("profile", "-m", f"openai:{url}#m", "-t", task, "--out", out)
+            assert done.returncode == 0, done.stderr
+        (tmp_path / "spec.yaml").write_text(f"models: {{m: 'openai:{url}#m'}}\n")
+        for name in ("s1", "s2"):
+            served = ("--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / name))
+            with serve_process(*served) as s:
+                ask = {"model": "m", "prompt": "What is 2+2?", "max_tokens": 4}
+                assert httpx.post(f"{s.url}/completions", json=ask, timeout=60).status_code == 200
+    paired = run_cli("compare", str(tmp_path / "rone"), str(tmp_path / "rtwo"), "-f", "json")
+    assert paired.returncode == 0, paired.stderr
+    assert [c["n"] for c in json.loads(paired.stdout)[0]["configs"]] == [3]
+    one_line_error(
+        run_cli("compare", str(tmp_path / "s1"), str(tmp_path / "s2")),
+        "served requests are no task's questions",
+    )

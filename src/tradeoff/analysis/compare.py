@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from tradeoff.analysis.costs import failed
 from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
 from tradeoff.errors import UserError
 
-# What makes two records answers to the same question: the item (its task, id and content: the
-# prompt and reference, so that two imports numbering other questions alike do not pair), its
-# sample, and (in a load run) the load point it was sent at ('' in a profile run).
-PAIR_KEY = ["task", "item_id", "item_content", "sample", "load_point"]
+# What makes two records answers to the same question: the item (its task, as `task_key` names
+# it, id and content: the prompt and reference, so that two imports numbering other questions
+# alike do not pair), its sample, and (in a load run) the load point it was sent at ('' in a
+# profile run).
+PAIR_KEY = ["task_key", "item_id", "item_content", "sample", "load_point"]
+FILE_TASKS = ("jsonl:", "hf:")
+SERVED = "serve"  # the task of `tradeoff serve`'s records (`serve.app.SERVE_TASK`)
 CONFIDENCE = 0.95
 
 
@@ -160,6 +164,24 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
     return (mean, float(low), float(high))
 
 
+def task_keys(tasks: list[str]) -> dict[str, str]:
+    """What pairs a task with the same task in another run: a file's task by the file's name
+    (a run stores it by its absolute path, which differs between two machines' checkouts of
+    the same data), unless two of this run's tasks share that name; any other by its name."""
+
+    def short(task: str) -> str:
+        prefix = next((p for p in FILE_TASKS if task.startswith(p)), None)
+        if prefix is None:
+            return task
+        head, sep, rest = task[len(prefix) :].partition(":" if prefix == "hf:" else "?")
+        path = Path(head)
+        return f"{prefix}{path.name}{sep}{rest}" if path.is_absolute() else task
+
+    shorts = {task: short(task) for task in tasks}
+    taken = Counter(shorts.values())
+    return {task: key if taken[key] == 1 else task for task, key in shorts.items()}
+
+
 def _read(directory: Path) -> _Run:
     from tradeoff.store import Store
 
@@ -180,6 +202,7 @@ def _read(directory: Path) -> _Run:
     records["item_content"] = [
         content.get(key) for key in zip(records["task"], records["item_id"], strict=True)
     ]
+    records["task_key"] = records["task"].map(task_keys(list(records["task"].unique())))
     measured = records[records["phase"].fillna("measure") == "measure"]
     if measured.empty:
         raise UserError(
@@ -320,6 +343,11 @@ def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
             f"no item answered in both runs ({same_ids} records share a task and id, but their "
             "items' prompts or references differ: not the same questions)"
         )
+    if (a["task"] == SERVED).all() and (b["task"] == SERVED).all():
+        return (
+            "no item answered in both runs (served requests are no task's questions: each is "
+            "its own item; compare load runs that sent the same questions to each server)"
+        )
     return "no item answered in both runs"
 
 
@@ -408,6 +436,6 @@ def compare_runs(directories: list[Path]) -> tuple[list[Comparison], list[str]]:
             comparisons.append(_compare(runs[0], b))
         except UserError as exc:
             left_out.append(f"left out: {exc}")
-    if not comparisons:
-        raise UserError(left_out[0].removeprefix("left out: "))
+    if not comparisons:  # each run's reason, in one line
+        raise UserError("; ".join(why.removeprefix("left out: ") for why in left_out))
     return comparisons, left_out

@@ -64,9 +64,10 @@ def compare(
     yesterday's run and today's. The first directory is the baseline A; each other run B is
     compared with it.
 
-    Per configuration both runs have (matched by name), over the items both answered: accuracy
-    in A and in B, the paired difference B − A with its 95% t interval, and B/A of mean and p50
-    end-to-end latency, mean TTFT, energy per query and output tokens per query. Then what
+    Per configuration both runs have (matched by name), over the items both answered (a data
+    file's task by its file name, wherever each run read it): accuracy in A and in B, the
+    paired difference B − A with its 95% t interval, B/A of mean and p50 end-to-end latency,
+    mean TTFT, energy, output tokens and cost per query, and the failed queries of each. Then what
     differs between the runs' hosts (machine, CPU, GPUs, library versions) and specs.
     --format json gives every number, each run's values beside their ratio; --html the same
     tables as one page, with the differences and ratios charted. A run still being written is
