@@ -15,6 +15,7 @@ import sqlite3
 import sys
 
 import pytest
+import yaml
 from browser import chart_drawn, drive, render, screenshot, script_errors
 from conftest import REPO, one_line_error, run_cli
 from scipy import stats
@@ -398,3 +399,40 @@ def test_one_data_file_at_two_paths_pairs_and_served_runs_say_why_they_cannot(tm
         run_cli("compare", str(tmp_path / "s1"), str(tmp_path / "s2")),
         "served requests are no task's questions",
     )
+
+
+def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path):
+    """A query's hourly price is its own latency's: under load that bills one hour once per
+    request in flight, and compare's cost B/A read 11.7x where the load table's said 1.18x.
+    An hourly price needs no token counts (a failed query was unpriced for want of its input
+    tokens), and queries unpriced because they failed say so (not 'no prices in the spec')."""
+    import contextlib
+
+    from conftest import fast_server
+
+    def run(url, out, price, *how):
+        spec = tmp_path / f"{out}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "models": {"m": f"openai:{url}#m"}, "prices": {"m": price}, "tasks": ["arith"],
+            "limit": 4, "sampling": {"max_tokens": 4},
+        }))  # fmt: skip
+        done = run_cli(*how, str(spec), "--out", str(tmp_path / out))
+        assert done.returncode in (0, 1), done.stderr
+        return str(tmp_path / out)
+
+    hourly, tokens = {"per_hour": 3.6}, {"input": 1.0, "output": 2.0}
+    load = ("load", "--profile", "concurrent:2", "--max-requests", "4", "--scrape", "off")
+    with contextlib.contextmanager(fast_server)() as good:
+        a, b = run(good, "la", hourly, *load), run(good, "lb", hourly, *load)
+        fine = run(good, "fine", hourly, "profile")
+    with contextlib.contextmanager(fast_server)("--fail-every", "2") as half:
+        some_failed = run(half, "half", hourly, "profile")
+    with contextlib.contextmanager(fast_server)("--fail-every", "1") as dead:
+        all_failed = run(dead, "dead", tokens, "profile")
+    (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
+    cost = cmp["configs"][0]["ratios"]["cost"]
+    assert cost["ratio"] is None and "A and B priced per hour under load" in cost["missing"]
+    (cmp,) = json.loads(run_cli("compare", fine, some_failed, "--format", "json").stdout)
+    assert cmp["configs"][0]["ratios"]["cost"]["ratio"] is not None, cmp["configs"][0]
+    (row,) = json.loads(run_cli("report", all_failed, "--format", "json").stdout)
+    assert "they failed, and a failure reports no tokens to price" in row["cost_usd_missing"]

@@ -72,10 +72,10 @@ def outcome_record(
             priced = False
             continue
         g = c.generation
-        if g.input_tokens is None:
+        if g.input_tokens is None and price.input:  # an hourly price needs no token counts
             priced = False
             continue
-        cost += price.input * g.input_tokens / 1e6 + price.output * g.output_tokens / 1e6
+        cost += price.input * (g.input_tokens or 0) / 1e6 + price.output * g.output_tokens / 1e6
         if price.per_hour is not None:
             cost += price.per_hour * g.e2e_s / 3600
     return Record(

@@ -210,6 +210,11 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
             f"no cost given in USD for {len(unpriced)} of {len(df)} imported queries "
             "(tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE --cost-unit USD)"
         )
+    if failed(unpriced).all():  # a failed call's tokens are unknown (a server's 500 says none)
+        return (
+            f"{len(unpriced)} of {len(df)} queries have no price: they failed, and a failure "
+            "reports no tokens to price"
+        )
     priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     if not priced_models:
         return "no prices in the spec"
