@@ -314,3 +314,50 @@ def test_a_ctrl_c_once_the_run_is_stored_says_where_it_is(tmp_path, capsys):
         raise KeyboardInterrupt
     assert ended.value.code == 130
     assert f"interrupted; the run is stored in {tmp_path}; see it so" in capsys.readouterr().err
+
+
+def test_each_kind_of_run_names_the_command_that_continues_it(tmp_path):
+    """`profile --resume` of a load run read 'unknown field load' (a store gone bad, it
+    seemed); `load --resume` sent a served or profile run to `profile --resume` alike; a
+    report of a run stopped before its first record said nothing of going on; a store its
+    user cannot write was found at the first record, after the models loaded, with 'make room'."""
+    import shutil
+
+    import httpx
+    from conftest import fast_server, serve_process
+
+    from tradeoff.store import Store
+
+    with contextlib.contextmanager(fast_server)() as url:
+        model = ("-m", f"openai:{url}#m", "-t", "arith", "--limit", "2", "--max-tokens", "4")
+        load, done = tmp_path / "load", tmp_path / "done"
+        made = run_cli("load", *model, "--max-requests", "2", "--scrape", "off", "--out", str(load))
+        assert made.returncode == 0, made.stderr
+        assert run_cli("profile", *model, "--out", str(done)).returncode == 0
+        (tmp_path / "spec.yaml").write_text(f"models: {{m: 'openai:{url}#m'}}\n")
+        with serve_process(
+            "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "s")
+        ) as s:
+            ask = {"model": "m", "prompt": "2+2=", "max_tokens": 2}
+            assert httpx.post(f"{s.url}/completions", json=ask, timeout=60).status_code == 200
+        said = f"holds a load run; continue with: tradeoff load --resume {load}"
+        one_line_error(run_cli("profile", "--resume", str(load)), said)
+        one_line_error(run_cli("load", "--resume", str(done)),
+                       f"continue with: tradeoff profile --resume {done}")  # fmt: skip
+        one_line_error(run_cli("load", "--resume", str(tmp_path / "s")),
+                       "holds served traffic, nothing to resume")  # fmt: skip
+        # a store this user cannot write (as root: without the capability to override modes)
+        locked = tmp_path / "locked"
+        shutil.copytree(done, locked)
+        (locked / "tradeoff.sqlite").chmod(0o444)
+        drop = "-dac_override,-dac_read_search,-fowner"
+        refused = subprocess.run(
+            ["setpriv", "--bounding-set", drop, "--inh-caps", drop, sys.executable, "-m",
+             "tradeoff", "profile", "--resume", str(locked)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        one_line_error(refused, f"cannot write {locked / 'tradeoff.sqlite'}: Permission denied")
+    empty = tmp_path / "empty"
+    Store.create(empty, {"models": {"m": "smollm2-135m"}, "tasks": ["arith"]}, {}).close()
+    said = f"nothing to report; continue with: tradeoff profile --resume {empty}"
+    one_line_error(run_cli("report", str(empty)), said)

@@ -30,6 +30,7 @@ from tradeoff.config import (
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import RaySession, as_run, executor_of, open_ray_session, shard_size
+from tradeoff.resumes import continued_by, how_to_continue, not_profiled
 from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -283,9 +284,10 @@ async def _run_session(
         where = stop.directory
         if where is None:  # (a store that cannot be made is a UserError of Store.create)
             raise RunFailed(f"the run store could not be written: {exc}") from None
+        mend = STORE_MENDS.get(getattr(exc, "sqlite_errorname", ""), "mend that")
         raise RunFailed(
             f"the run store in {where} could not be written: {exc}; the records committed are "
-            f"kept: make room, then continue with tradeoff {command} --resume {where}"
+            f"kept: {mend}, then continue with tradeoff {command} --resume {where}"
         ) from None
     finally:
         stop.uninstall()  # installed before the session opened, on Ray
@@ -367,11 +369,20 @@ def profile(
         store.close()  # done by the session once it opened it; again is harmless
 
 
+# What to do about a store SQLite could not write, by its error (others: "mend that").
+STORE_MENDS = {
+    "SQLITE_FULL": "make room",
+    "SQLITE_READONLY": "give this user write access to it",
+    "SQLITE_IOERR": "check the disk",
+}
+
+
 def _resumable_spec(store: Store, resume: str | Path) -> RunSpec:
     stored = store.run()["spec"]
-    if isinstance(stored, dict) and ("imported_from" in stored or "serve" in stored):
-        what = "imported outcomes" if "imported_from" in stored else "served traffic"
+    if what := not_profiled(stored):
         raise UserError(f"{resume} holds {what}, not a profile run: nothing to resume")
+    if continued_by(stored) == "load":
+        raise UserError(f"{resume} holds a load run{how_to_continue(stored, resume)}")
     return parse_spec(stored, f"{resume} (stored spec)")
 
 

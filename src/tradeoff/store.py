@@ -371,6 +371,21 @@ def _lock(directory: Path) -> int:
     return fd
 
 
+def _check_writable(path: Path) -> None:
+    """A writer's store file and its journal files can be opened for writing: before the run
+    loads its models (SQLite said "attempt to write a readonly database" at the first record)."""
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            with open(file, "r+b"):
+                pass
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {file}: {exc.strerror}; give this user write access to it"
+            ) from None
+
+
 class Store:
     """A run directory's SQLite store. One run per directory."""
 
@@ -488,6 +503,12 @@ class Store:
         if not path.is_file():
             raise UserError(f"{directory} holds no tradeoff run ({STORE_FILE} not found)")
         lock = _lock(directory) if writer else None
+        if lock is not None:
+            try:
+                _check_writable(path)
+            except UserError:
+                os.close(lock)
+                raise
         # A reader of a directory it cannot write (a read-only file system, another user's
         # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
         # file as it is, which no one can be changing there.

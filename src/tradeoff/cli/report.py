@@ -27,7 +27,7 @@ from tradeoff.cli.output import (
     writing,
 )
 from tradeoff.errors import UserError
-from tradeoff.report.notes import LOAD_RUN_NOTE, POOLED_NOTE, unfinished_note
+from tradeoff.report.notes import LOAD_RUN_NOTE, POOLED_NOTE, no_records, unfinished_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,13 +58,6 @@ def _read(directory: Path) -> Read:
     finally:
         store.close()
     return records, names, meters
-
-
-def _no_records(directory: Path) -> str:
-    return (
-        f"{directory} holds a run with no records yet (no query answered, or only a load run's "
-        "warm-up and cool-down); nothing to report"
-    )
 
 
 COUNT_COLUMNS = ("sample", "input_tokens", "output_tokens", "peak_rss_bytes")
@@ -417,7 +410,7 @@ def report(
     tables = format is SummaryFormat.table and not records
     read = _read(directory) if tables and not load else None
     if read is not None and read[0].empty:
-        raise UserError(_no_records(directory))
+        raise UserError(no_records(directory))
     wanted = load or plot is not None or (read is not None and _under_load(directory, read[0]))
     rows, source = load_rows(directory, objective) if wanted else ([], None)
     if plot is not None and not rows:
@@ -441,11 +434,11 @@ def report(
         elif records:
             table = _read_records(directory, nested=format is SummaryFormat.json)
             if table.empty:  # as the summary: an empty file would look like a run of nothing
-                raise UserError(_no_records(directory))
+                raise UserError(no_records(directory))
         else:
             df, names, _ = _read(directory)
             if df.empty:  # an empty file would look like a summary of nothing
-                raise UserError(_no_records(directory))
+                raise UserError(no_records(directory))
             table = pd.DataFrame(summarize(df, names))
         kind = "records" if records else "load" if load else "summary"
         _write_table(table, format, output, directory / f"{kind}.parquet", wide)
@@ -561,7 +554,7 @@ def frontier(
     objective = None if slo is None else parse_slo(slo)
     rows, label = frontier_rows(directory, cost, at, objective)
     if not rows:
-        raise UserError(_no_records(directory))
+        raise UserError(no_records(directory))
     if plot is not None:
         from tradeoff.report.charts import placed, unplaced_notes
 

@@ -41,6 +41,7 @@ from tradeoff.load.scrape import Scraper, default_scrape_url
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
+from tradeoff.resumes import how_to_continue, not_profiled
 from tradeoff.runner import Stop, Writer, open_run_session
 from tradeoff.session import Session
 from tradeoff.store import Store
@@ -420,8 +421,11 @@ def load(
     try:
         data = store.run()["spec"]
         if not isinstance(data, dict) or "load" not in data:
+            what = not_profiled(data)
             raise UserError(
-                f"{resume} holds no load run; continue a profile run with profile --resume"
+                f"{resume} holds no load run: "
+                + (f"it holds {what}, nothing to resume" if what else "a run of queries")
+                + how_to_continue(data, resume)
             )
         saved = {k: v for k, v in data.items() if k != "load"}
         run_spec = parse_spec(saved, f"{resume} (stored spec)")

@@ -26,7 +26,7 @@ from tradeoff.errors import UserError
 from tradeoff.report import vega
 from tradeoff.report.html_page import column_table, menu, notes, page, table, when
 from tradeoff.report.html_records import records_section, sample
-from tradeoff.report.notes import LOAD_RUN_NOTE, all_failed_note, unfinished_note
+from tradeoff.report.notes import LOAD_RUN_NOTE, all_failed_note, no_records, unfinished_note
 
 if TYPE_CHECKING:
     from tradeoff.analysis.load import Slo
@@ -64,7 +64,7 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
         under_load = store.records(load_only=True) if points else None
         evaluations = store.evaluations("router")
         if measured.empty:
-            raise UserError(f"{directory} holds a run with no records yet; nothing to report")
+            raise UserError(no_records(directory))
         shown = sample(measured)
         texts = store.records(
             columns=["task", "item_id", "sample", "load_point", "output"],

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from tradeoff.demo import is_demo
+from tradeoff.resumes import how_to_continue, not_profiled
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -22,6 +22,22 @@ POOLED_NOTE = (
 )
 
 
+def no_records(directory: Path) -> str:
+    """Why a run has nothing to report, and how to go on where it did not finish."""
+    from tradeoff.store import Store
+
+    store = Store.open(directory)
+    try:
+        run = store.run()
+    finally:
+        store.close()
+    then = "" if run["status"] == "finished" else how_to_continue(run["spec"], directory)
+    return (
+        f"{directory} holds a run with no records yet (no query answered, or only a load run's "
+        f"warm-up and cool-down); nothing to report{then}"
+    )
+
+
 def unfinished_note(directory: Path) -> str | None:
     """Where a run did not finish: what it holds so far (a load run: its points), which
     configurations have no record yet, and how to go on (its figures are over the items
@@ -31,7 +47,7 @@ def unfinished_note(directory: Path) -> str | None:
     store = Store.open(directory)
     try:
         run = store.run()
-        if run["status"] == "finished" or _not_profiled(run["spec"]):
+        if run["status"] == "finished" or not_profiled(run["spec"]):
             return None
         state = (
             "stopped before it finished"
@@ -47,7 +63,7 @@ def unfinished_note(directory: Path) -> str | None:
                 f"the load run {state}: {ended} of the {len(points)} load "
                 f"point(s) begun ended (an unfinished one is measured again from its start)"
                 + (f"; not begun: {', '.join(idle)}" if idle else "")
-                + f"; continue with: tradeoff load --resume {directory}"
+                + how_to_continue(run["spec"], directory)
             )
         keys = store.done_keys()
         done = {key[0] for key in keys}
@@ -55,15 +71,10 @@ def unfinished_note(directory: Path) -> str | None:
     finally:
         store.close()
     lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
-    command = "demo" if is_demo(run["spec"]) else "profile"  # the demo's writes its page too
     return (
         f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
-        f"over the items it answered; continue with: tradeoff {command} --resume {directory}"
+        f"over the items it answered{how_to_continue(run['spec'], directory)}"
     )
-
-
-def _not_profiled(spec: Any) -> bool:
-    return isinstance(spec, dict) and ("imported_from" in spec or "serve" in spec)
 
 
 def all_failed_note(rows: Sequence[FrontierRow]) -> str | None:
