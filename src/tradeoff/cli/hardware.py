@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tradeoff.cli.output import console, err_console, writing
+from tradeoff.cli.output import ListFormat, console, err_console, write_json, writing
 from tradeoff.errors import UserError
 
 
@@ -33,7 +33,8 @@ def calibrate(
 
     Runs profiled afterwards on this device get an analytic roofline time per request and
     `report` shows the efficiency (roofline time / measured time). Stored in
-    ~/.cache/tradeoff/calibration.json (or $TRADEOFF_CALIBRATION).
+    $TRADEOFF_CALIBRATION where set, else $XDG_CACHE_HOME/tradeoff/calibration.json, else
+    ~/.cache/tradeoff/calibration.json.
     """
     from tradeoff.meters.calibrate import calibrate as measure
     from tradeoff.meters.conditions import HostSampler
@@ -70,12 +71,19 @@ def calibrate(
         console.print(f"saved to {path}")
 
 
+# Beyond any context a model has; the arithmetic of larger requests left the range of floats.
+MAX_TOKENS = 10_000_000
+MAX_BATCH = 100_000
+
+
 def roofline(
     model: Annotated[
         str,
         typer.Argument(
-            help="A shipped architecture config (llama-3.1-8b, qwen2.5-0.5b, "
-            "qwen2.5-7b), a config.json or its directory, or a bundled model name."
+            help="A shipped architecture config (llama-3.1-8b, qwen2.5-0.5b, qwen2.5-7b), a "
+            "config.json or a directory holding one, a bundled model (smollm2-135m, "
+            "gemma3-270m[?ctx=N]), gguf:PATH[?ctx=N], or torch:CONFIG_OR_DIR[?dtype=&ctx=] as "
+            "the torch engine runs it."
         ),
     ],
     device: Annotated[
@@ -85,20 +93,40 @@ def roofline(
             "calibration) or cpu (needs `tradeoff calibrate`)."
         ),
     ] = "H100",
-    input_tokens: Annotated[int, typer.Option("--input", min=1, help="Prompt tokens.")] = 128,
-    output_tokens: Annotated[int, typer.Option("--output", min=1, help="Tokens generated.")] = 256,
-    batch: Annotated[int, typer.Option(min=1, help="Requests decoded together.")] = 1,
+    input_tokens: Annotated[
+        int, typer.Option("--input", min=1, max=MAX_TOKENS, help="Prompt tokens.")
+    ] = 128,
+    output_tokens: Annotated[
+        int, typer.Option("--output", min=1, max=MAX_TOKENS, help="Tokens generated.")
+    ] = 256,
+    batch: Annotated[
+        int, typer.Option(min=1, max=MAX_BATCH, help="Requests decoded together.")
+    ] = 1,
     dtype: Annotated[
-        str | None, typer.Option(help="Weight and KV dtype for configs (default: the config's).")
+        str | None,
+        typer.Option(
+            help="Weight and KV dtype for configs: bf16, fp16 or fp32 (default: the config's); "
+            "fp32 is timed against the device's FP32 FLOP/s, the others its tensor cores'."
+        ),
     ] = None,
+    format: Annotated[ListFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ListFormat.table
+    ),
 ) -> None:
     """The analytic least time of a request on a device, bound by compute or by memory.
 
     FLOPs and bytes moved per pass, and whether each phase is bound by compute or by memory.
     """
+    from dataclasses import asdict
+
     from tradeoff.meters.roofline import request_roofline
     from tradeoff.report.hardware import ROOFLINE_NOTE, roofline_table
 
     estimate = request_roofline(model, device, input_tokens, output_tokens, batch, dtype)
+    if format is ListFormat.json:
+        write_json(asdict(estimate))
+        return
     console.print(roofline_table(estimate))
     console.print(ROOFLINE_NOTE)
+    for note in estimate.notes:
+        err_console.print(f"note: {note}", style="yellow", markup=False, highlight=False)

@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The architecture numbers the analytic cost model needs (read from GGUF metadata)."""
+    """The architecture numbers the analytic cost model needs (read from GGUF metadata or a
+    Hugging Face config)."""
 
     n_params: int
     n_layers: int
@@ -39,11 +40,21 @@ class ModelShape:
     d_ff: int
     vocab: int
     gated_ffn: bool = True
-    # Bytes of all weight tensors as stored (read once per forward pass), None when unknown; and
-    # bytes per cached key or value element (llama.cpp's default KV cache is f16).
+    # Bytes of all weight tensors as stored (what memory holds; a pass reads all but the rows of
+    # an untied embedding it does not gather), None when unknown; and bytes per cached key or
+    # value element (llama.cpp's default KV cache is f16).
     weight_bytes: int | None = None
     kv_bytes_per_value: int = 2
     context: int | None = None  # the positions it was trained for, where its metadata says
+    # The weights' type ("bf16", "fp16" or "fp32"): which of a device's FLOP/s peaks applies;
+    # None where mixed or unknown (a GGUF's quantized tensors).
+    dtype: str | None = None
+    # Bytes of an input embedding table not tied to the LM head (0 when tied, or unknown): a pass
+    # gathers a few of its rows, where the LM head reads a tied table whole.
+    embedding_bytes: int = 0
+    # Positions a sliding-window attention sees (None: full attention everywhere); the roofline
+    # counts full attention, and says so where a request runs past the window.
+    sliding_window: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,27 @@ from tradeoff.engines.base import ModelShape
 from tradeoff.errors import UserError
 
 CONFIG_DIR = Path(__file__).with_name("configs")
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
+# A weight type by each name transformers and tradeoff give it, and its bytes per value.
+DTYPE_NAMES = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+DTYPE_NAMES |= {"float16": "fp16", "fp16": "fp16"}
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# The model types sized here (decoder-only, dense, unquantized, each layer's MLP the gated
+# three matrices gate, up and down), with transformers' default for tie_word_embeddings where a
+# config leaves it out: the Gemma family ties its LM head to the embedding, the others do not.
+# A config without a model_type is read as one of these.
+GATED_DENSE = {"llama": False, "mistral": False, "qwen2": False, "qwen3": False}
+GATED_DENSE |= {"gemma": True, "gemma2": True, "gemma3_text": True}
+SUPPORTED = (
+    f"sized here: decoder-only, dense, unquantized, gated-MLP configs ({', '.join(GATED_DENSE)}, "
+    "or one without a model_type)"
+)
+# Fields only a mixture of experts has: its MLP is many, a few of which run for each token.
+MOE_FIELDS = ["num_local_experts", "num_experts", "n_routed_experts", "n_shared_experts"]
+MOE_FIELDS += ["moe_intermediate_size", "num_experts_per_tok"]
+# Qwen's sliding window applies only where use_sliding_window says so (transformers' default:
+# off); other types use a sliding_window wherever a config gives one.
+WINDOW_OFF_BY_DEFAULT = {"qwen2", "qwen3"}
+MAX_SIZE = 10**9  # beyond any model's dimension or context; the arithmetic stays in range
 
 
 def shipped_configs() -> list[str]:
@@ -43,35 +63,50 @@ def shape_from_hf_config(
     config: dict[str, Any], dtype: str | None = None, name: str = ""
 ) -> ModelShape:
     """The shape of a decoder-only transformer config (Llama, Qwen2, Mistral and alike), with
-    its parameter count and weight bytes in `dtype` (default: the config's torch_dtype);
-    `name`: where the config came from, for the error a config without a field gets."""
-    try:
-        d = int(config["hidden_size"])
-        layers = int(config["num_hidden_layers"])
-        heads = int(config["num_attention_heads"])
-        kv_heads = int(config.get("num_key_value_heads") or heads)
-        head_dim = int(config.get("head_dim") or d // heads)
-        d_ff = int(config["intermediate_size"])
-        vocab = int(config["vocab_size"])
-    except (KeyError, TypeError, ValueError) as exc:
-        which = f"model config '{name}'" if name else "model config"
+    its parameter count and weight bytes in `dtype` (default: the config's dtype, else bf16);
+    `name`: where the config came from, for the one-line error a config not sized here gets."""
+    which = f"model config '{name}'" if name else "model config"
+    kind = _checked_kind(config, which)
+
+    def optional(field: str) -> int | None:
+        return _size(config, field, which)
+
+    def size(field: str) -> int:
+        value = optional(field)
+        if value is None:
+            raise UserError(
+                f"{which} lacks a usable field: '{field}' (a decoder-only transformer's "
+                "config.json has hidden_size, num_hidden_layers, num_attention_heads, "
+                "intermediate_size and vocab_size)"
+            )
+        return value
+
+    d, layers, heads = size("hidden_size"), size("num_hidden_layers"), size("num_attention_heads")
+    d_ff, vocab = size("intermediate_size"), size("vocab_size")
+    kv_heads = optional("num_key_value_heads") or heads
+    head_dim = optional("head_dim") or d // heads
+    if head_dim < 1:
         raise UserError(
-            f"{which} lacks a usable field: {exc} (a decoder-only transformer's config.json "
-            "has hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and "
-            "vocab_size)"
-        ) from None
+            f"{which}: hidden_size {d} is less than num_attention_heads {heads}; give head_dim"
+        )
     q_dim, kv_dim = heads * head_dim, kv_heads * head_dim
-    # Qwen2 always has q/k/v biases; others say so with attention_bias.
-    biased = config.get("model_type") == "qwen2" or bool(config.get("attention_bias"))
-    attention = d * q_dim + 2 * d * kv_dim + q_dim * d + (q_dim + 2 * kv_dim if biased else 0)
-    per_layer = attention + 3 * d * d_ff + 2 * d  # gated MLP, two norms
+    # Qwen2 always has q/k/v biases; the others say so with attention_bias, on o too.
+    biased = bool(config.get("attention_bias"))
+    q_k_v_bias = q_dim + 2 * kv_dim if kind == "qwen2" or biased else 0
+    attention = d * q_dim + 2 * d * kv_dim + q_dim * d + q_k_v_bias + (d if biased else 0)
+    mlp = 3 * d * d_ff + (2 * d_ff + d if config.get("mlp_bias") else 0)
+    per_layer = attention + mlp + _norm_params(kind, d, head_dim)
+    tied = config.get("tie_word_embeddings")
+    tied = GATED_DENSE.get(kind or "", False) if tied is None else bool(tied)
     embedding = vocab * d
-    head = 0 if config.get("tie_word_embeddings") else vocab * d
-    n_params = embedding + layers * per_layer + d + head
-    name = (dtype or str(config.get("torch_dtype") or "bfloat16")).removeprefix("torch.")
-    if name not in DTYPE_BYTES:
-        raise UserError(f"dtype '{name}' is not known; known: {', '.join(DTYPE_BYTES)}")
-    size = DTYPE_BYTES[name]
+    n_params = embedding + layers * per_layer + d + (0 if tied else vocab * d)
+    # transformers >= 4.56 writes `dtype` where older ones wrote `torch_dtype`
+    given = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    stored = (str(given) if dtype is None else dtype).removeprefix("torch.")
+    if stored not in DTYPE_NAMES:
+        raise UserError(f"dtype '{stored}' is not known; known: {', '.join(DTYPE_NAMES)}")
+    value_bytes = DTYPE_BYTES[DTYPE_NAMES[stored]]
+    window_on = config.get("use_sliding_window", kind not in WINDOW_OFF_BY_DEFAULT)
     return ModelShape(
         n_params=n_params,
         n_layers=layers,
@@ -82,9 +117,49 @@ def shape_from_hf_config(
         d_ff=d_ff,
         vocab=vocab,
         gated_ffn=True,
-        weight_bytes=n_params * size,
-        kv_bytes_per_value=size,
-        context=int(config["max_position_embeddings"])
-        if "max_position_embeddings" in config
-        else None,
+        weight_bytes=n_params * value_bytes,
+        kv_bytes_per_value=value_bytes,
+        context=optional("max_position_embeddings"),
+        dtype=DTYPE_NAMES[stored],
+        embedding_bytes=0 if tied else embedding * value_bytes,
+        sliding_window=optional("sliding_window") if window_on else None,
     )
+
+
+def _checked_kind(config: dict[str, Any], which: str) -> str | None:
+    """The config's model_type, where it is one sized here: a mixture of experts, a quantized
+    checkpoint or another MLP (a plain two-matrix one: GPT-2, Phi, Falcon ...) was read as a
+    dense gated model and sized wrong (Mixtral as 7.2 B parameters), so each is one line."""
+    kind = config.get("model_type")
+    if kind is not None and kind not in GATED_DENSE:
+        raise UserError(f"{which}: model_type '{kind}' is not {SUPPORTED}")
+    for field in MOE_FIELDS:
+        if config.get(field):
+            raise UserError(
+                f"{which}: {field} = {config[field]} makes it a mixture of experts, not {SUPPORTED}"
+            )
+    if config.get("quantization_config"):
+        raise UserError(f"{which}: its quantization_config makes it quantized, not {SUPPORTED}")
+    return kind
+
+
+def _size(config: dict[str, Any], field: str, which: str) -> int | None:
+    """`config[field]`, an integer from 1 to MAX_SIZE (a whole float such as 4096.0 too), None
+    where absent or null. A 0 divided by zero, a string raised TypeError, a 1e300 overflowed
+    and a negative size gave negative costs."""
+    value = config.get(field)
+    if value is None:
+        return None
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or not 1 <= value <= MAX_SIZE:
+        raise UserError(
+            f"{which}: {field} is {json.dumps(value)}; it must be an integer from 1 to {MAX_SIZE:,}"
+        )
+    return int(value)
+
+
+def _norm_params(kind: str | None, d: int, head_dim: int) -> int:
+    """Weights of a layer's norms: two (before attention and before the MLP), four in Gemma 2
+    and 3 (after each too), and query and key norms in Qwen3 and Gemma 3."""
+    norms = (4 if kind in ("gemma2", "gemma3_text") else 2) * d
+    return norms + (2 * head_dim if kind in ("qwen3", "gemma3_text") else 0)

@@ -58,6 +58,11 @@ def shape_from_metadata(
         gated_ffn=arch not in {"gpt2", "gptj", "gptneox", "phi2", "starcoder", "bloom", "falcon"},
         weight_bytes=weight_bytes,
         context=get("context_length"),
+        # The tensor list (is there an output.weight, or does the LM head reuse the embedding?)
+        # is not among what llama-cpp-python reads out, so an untied embedding's rows are not
+        # told from the rest: embedding_bytes stays 0, its table counted as read every pass.
+        embedding_bytes=0,
+        sliding_window=get("attention.sliding_window"),
     )
 
 

@@ -63,7 +63,7 @@ def calibrate_cpu(seconds: float = 3.0, buffer_mib: int = 256, n: int = 1024) ->
     matmul_s = _best(matmul, seconds / 2)
     bandwidth = 2 * src.nbytes / copy_s
     flops = 2 * n**3 / matmul_s
-    peaks = Peaks(cpu_device(), flops, bandwidth, "calibrated")
+    peaks = Peaks(cpu_device(), flops, bandwidth, "calibrated", "fp32")
     return Calibration(
         peaks,
         {
@@ -101,7 +101,7 @@ def calibrate_cuda(seconds: float = 3.0, buffer_mib: int = 2048, n: int = 8192) 
     copy_s = _best(timed(lambda: dst.copy_(src)), seconds / 2)
     matmul_s = _best(timed(lambda: torch.matmul(a, b)), seconds / 2)
     name = torch.cuda.get_device_name(device)
-    peaks = Peaks(name, 2 * n**3 / matmul_s, 2 * src.numel() / copy_s, "calibrated")
+    peaks = Peaks(name, 2 * n**3 / matmul_s, 2 * src.numel() / copy_s, "calibrated", "bf16")
     return Calibration(
         peaks,
         {

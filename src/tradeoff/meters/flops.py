@@ -4,7 +4,8 @@ Counted: every weight matrix multiply (2 FLOPs per multiply-add) over each posit
 the model, attention scores and the weighted sum of values (2 x 2 x head_dim x n_heads FLOPs per
 attended position per layer), and the output projection (d_model x vocab) only where logits are
 needed: the last prompt position and each decode step. Not counted: norms, activations, softmax,
-embeddings lookup (a gather). Sliding-window attention is not modelled (prompts here are short).
+embeddings lookup (a gather). Sliding-window attention is not modelled: every position attends to
+all before it, an upper bound past the window (`tradeoff roofline` says where a request is).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 `tradeoff calibrate` measured on this machine (preferred where present: it is what the device
 achieves, not what it is rated for).
 
-Datasheet figures are dense BF16 tensor-core FLOP/s (no sparsity) and HBM/GDDR bandwidth, from
-NVIDIA's product datasheets. A CPU has no entry: calibrate it.
+Datasheet figures are HBM/GDDR bandwidth and dense FLOP/s (no sparsity) from NVIDIA's product
+datasheets, in two precisions: 16-bit (bf16 and fp16 on tensor cores) and fp32 (the plain FP32
+units, without TF32: PyTorch leaves TF32 off for matmuls unless told, and the torch engine does
+not turn it on). A model in fp32 timed against the 16-bit peak was 15 times too fast where
+compute-bound. A CPU has no entry: calibrate it.
 """
 
 from __future__ import annotations
@@ -13,41 +16,58 @@ import math
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tradeoff.errors import UserError
 from tradeoff.meters.roofline import Peaks
 
-# (words of the device name, as NVML reports it) -> (name, FLOP/s, bytes/s). First match wins.
-DATASHEET: list[tuple[str, str, float, float]] = [
-    ("H200", "NVIDIA H200 SXM", 989e12, 4.8e12),
-    ("H100 PCIe", "NVIDIA H100 PCIe", 756e12, 2.0e12),
-    ("H100 NVL", "NVIDIA H100 NVL", 835e12, 3.9e12),
-    ("H100", "NVIDIA H100 SXM", 989e12, 3.35e12),
-    ("A100-SXM4-80GB", "NVIDIA A100 SXM 80GB", 312e12, 2.039e12),
-    ("A100-SXM4-40GB", "NVIDIA A100 SXM 40GB", 312e12, 1.555e12),
-    ("A100 80GB PCIe", "NVIDIA A100 PCIe 80GB", 312e12, 1.935e12),
-    ("A100", "NVIDIA A100 40GB PCIe", 312e12, 1.555e12),
-    ("L40S", "NVIDIA L40S", 362e12, 0.864e12),
-    ("L4", "NVIDIA L4", 121e12, 0.3e12),
+# (words of the device name, as NVML reports it) -> (name, 16-bit FLOP/s, fp32 FLOP/s, bytes/s).
+# First match wins.
+DATASHEET: list[tuple[str, str, float, float, float]] = [
+    ("H200", "NVIDIA H200 SXM", 989e12, 67e12, 4.8e12),
+    ("H100 PCIe", "NVIDIA H100 PCIe", 756e12, 51e12, 2.0e12),
+    ("H100 NVL", "NVIDIA H100 NVL", 835e12, 60e12, 3.9e12),
+    ("H100", "NVIDIA H100 SXM", 989e12, 67e12, 3.35e12),
+    ("A100-SXM4-80GB", "NVIDIA A100 SXM 80GB", 312e12, 19.5e12, 2.039e12),
+    ("A100-SXM4-40GB", "NVIDIA A100 SXM 40GB", 312e12, 19.5e12, 1.555e12),
+    ("A100 80GB PCIe", "NVIDIA A100 PCIe 80GB", 312e12, 19.5e12, 1.935e12),
+    ("A100", "NVIDIA A100 40GB PCIe", 312e12, 19.5e12, 1.555e12),
+    ("L40S", "NVIDIA L40S", 362e12, 91.6e12, 0.864e12),
+    ("L4", "NVIDIA L4", 121e12, 30.3e12, 0.3e12),
 ]
+# A precision by each name a model's dtype or a calibration gives it.
+PRECISIONS = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
+PRECISIONS |= {"fp32": "fp32", "float32": "fp32"}
+
+
+def _is_fp32(dtype: str | None) -> bool:
+    """Whether `dtype` runs on the FP32 units (None: 16-bit, the tensor-core figure)."""
+    if dtype is not None and dtype not in PRECISIONS:
+        raise ValueError(f"precision '{dtype}' is not known; known: {', '.join(PRECISIONS)}")
+    return dtype is not None and PRECISIONS[dtype] == "fp32"
 
 
 def _names(words: str, device: str) -> bool:
     """Whether `device` holds `words` whole, in any case: "L4" names "NVIDIA L4", not "NVIDIA
-    L40" (a substring did, and gave an L40 an L4's peaks)."""
-    return (
+    L40" (a substring did, and gave an L40 an L4's peaks). Blank words name nothing (they
+    matched the end of "cpu: ... (2 threads)")."""
+    return bool(words.strip()) and (
         re.search(rf"(?<![a-z0-9]){re.escape(words.lower())}(?![a-z0-9])", device.lower())
         is not None
     )
 
 
-def datasheet_peaks(device: str) -> Peaks | None:
-    """The datasheet peaks of a GPU by its reported name, None if not in the table."""
-    for needle, name, flops, bandwidth in DATASHEET:
+def datasheet_peaks(device: str, dtype: str | None = None) -> Peaks | None:
+    """The datasheet peaks of a GPU by its reported name, for a model in `dtype` (None: 16-bit),
+    None if not in the table."""
+    fp32 = _is_fp32(dtype)
+    precision = PRECISIONS[dtype] if dtype else "bf16"
+    for needle, name, flops_16, flops_32, bandwidth in DATASHEET:
         if _names(needle, device):
-            return Peaks(device, flops, bandwidth, f"datasheet: {name}")
+            source = f"datasheet: {name}, {precision} {'no TF32' if fp32 else 'tensor core'}"
+            return Peaks(device, flops_32 if fp32 else flops_16, bandwidth, source, precision)
     return None
 
 
@@ -114,17 +134,46 @@ def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
             f"flops_per_s {entry['flops_per_s']} and bytes_per_s {entry['bytes_per_s']}; each "
             "must be a number above 0: run `tradeoff calibrate` again"
         )
-    return Peaks(device, flops, bandwidth, f"calibrated: {entry.get('measured_at', '?')}")
+    measured_in = entry.get("precision")
+    precision = PRECISIONS.get(measured_in) if isinstance(measured_in, str) else None
+    matmul = f", {precision} matmul" if precision else ""
+    source = f"calibrated: {entry.get('measured_at', '?')}{matmul}"
+    return Peaks(device, flops, bandwidth, source, precision)
 
 
-def device_peaks(device: str, path: Path | None = None) -> tuple[Peaks | None, str]:
-    """(peaks, "") for a device: calibrated if measured, else the datasheet; or (None, why)."""
-    peaks = calibrated_peaks(device, path) or datasheet_peaks(device)
+def device_peaks(
+    device: str, dtype: str | None = None, *, path: Path | None = None
+) -> tuple[Peaks | None, str]:
+    """(peaks, "") for a device running a model in `dtype` (None: as calibrated, else 16-bit):
+    calibrated if measured, else the datasheet; or (None, why)."""
+    measured = calibrated_peaks(device, path)
+    peaks = datasheet_peaks(device, dtype) if measured is None else _as(measured, dtype)
     if peaks is not None:
         return peaks, ""
     kept = ", ".join(calibrations(path or calibration_path()))
     also = f" (calibrated here: {kept})" if kept else ""
     return None, f"no peaks for {device}{also}: run `tradeoff calibrate` on this machine"
+
+
+def _as(measured: Peaks, dtype: str | None) -> Peaks:
+    """Calibrated peaks for a model in `dtype`: a matmul measured in bf16 says nothing of fp32
+    (15 times slower on an H100), so where the widths differ the datasheet's FLOP/s for `dtype`
+    go with the measured bandwidth; a device with no datasheet entry (a CPU) keeps its measured
+    figure, and its source says in what it was measured."""
+    if dtype is None or measured.precision is None:
+        return measured
+    if _is_fp32(dtype) == _is_fp32(measured.precision):
+        return measured
+    sheet = datasheet_peaks(measured.device, dtype)
+    if sheet is None:
+        return replace(measured, source=f"{measured.source}; the model runs in {dtype}")
+    calibrated = measured.source.removesuffix(f", {measured.precision} matmul")
+    return replace(
+        sheet,
+        bytes_per_s=measured.bytes_per_s,
+        source=f"{calibrated} bandwidth, {sheet.source.removeprefix('datasheet: ')} FLOP/s "
+        f"from the datasheet (calibrated in {measured.precision})",
+    )
 
 
 def local_peaks() -> Peaks | None:

@@ -11,8 +11,9 @@ from tradeoff.meters.hardware import datasheet_peaks
 from tradeoff.meters.roofline import RooflineEstimate
 
 ROOFLINE_NOTE = (
-    "analytic: FLOPs as `tradeoff.meters.flops`, bytes = weights once per pass + KV cache "
-    "read and written; time per pass = max(FLOPs / peak, bytes / peak bandwidth)"
+    "analytic: FLOPs as `tradeoff.meters.flops`, bytes = weights once per pass (of an untied "
+    "input embedding, only the rows gathered) + KV cache read and written; time per pass = "
+    "max(FLOPs / peak FLOP/s of the model's precision, bytes / peak bandwidth)"
 )
 
 

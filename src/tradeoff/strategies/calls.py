@@ -36,8 +36,8 @@ Passes = list[tuple[int, int]]
 
 
 @cache
-def _device_peaks(device: str) -> Peaks | None:
-    return device_peaks(device)[0]
+def _device_peaks(device: str, dtype: str | None) -> Peaks | None:
+    return device_peaks(device, dtype)[0]
 
 
 def request_passes(input_tokens: int, output_tokens: int, end_pass: bool = False) -> Passes:
@@ -116,7 +116,9 @@ class CallMeter:
         return engine is not None and engine.batches
 
     def peaks_for(self, info: ModelInfo) -> Peaks | None:
-        return _device_peaks(info.device) if info.device else self.peaks
+        if not info.device:
+            return self.peaks
+        return _device_peaks(info.device, info.shape.dtype if info.shape else None)
 
     def pass_weight(self, info: ModelInfo) -> Callable[[int, int, int], float]:
         """Weight of a token produced by a pass: the pass's roofline time shared by its rows
