@@ -787,3 +787,13 @@ def test_one_query_under_several_ids_is_never_on_both_sides_of_a_fold(tmp_path):
     by = {r["label"]: r for r in json.loads(evaluated.stdout)["routers"]}
     # random 0.5 (± 0.1 on these items); dealt apart the copies gave 0.81, the oracle 0.84
     assert by["router"]["apgr"] < 0.65, by
+
+
+def test_a_budget_met_exactly_by_the_cheapest_is_met_despite_rounding(tmp_path):
+    """12 weak queries at 0.1 each cost 0.10000000000000002 a query on average: a budget of
+    0.1 was refused as 'cheapest 0.1'."""
+    rows = [(f"question {i} {WORDS[i % len(WORDS)]}", i % 2, 1) for i in range(12)]
+    run = import_outcomes(tmp_path, rows)
+    fitted = run_cli("policy", "fit", str(run), "--budget", "0.1", "-o", str(tmp_path / "p.json"))
+    assert fitted.returncode == 0, fitted.stderr
+    assert Policy.load(tmp_path / "p.json").calibration["strong_fraction"] == 0.0

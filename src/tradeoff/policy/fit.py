@@ -525,17 +525,23 @@ def _apart(value: float, target: float) -> str:
     return f"{value:.8g}"
 
 
+def _rounding(value: float) -> float:
+    """What a mean of many floats may be off by: a budget of 0.1 met exactly by a mean cost of
+    0.1 that sums to 0.10000000000000002 was refused as out of reach."""
+    return 1e-9 * max(abs(value), 1e-3)
+
+
 def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = "") -> pd.Series:
     """The sweep row meeting the target: the cheapest reaching `accuracy`, the most accurate
     within `budget`, or the one whose strong share is closest to `strong_fraction`."""
     if "accuracy" in target:
-        ok = curve[curve["accuracy"] >= target["accuracy"]]
+        ok = curve[curve["accuracy"] >= target["accuracy"] - _rounding(target["accuracy"])]
         if ok.empty:
             best = _apart(curve["accuracy"].max(), target["accuracy"])
             raise UserError(f"no routing reaches accuracy {target['accuracy']:g} (best {best})")
         return ok.sort_values(["cost", "accuracy"], ascending=[True, False]).iloc[0]
     if "budget" in target:
-        ok = curve[curve["cost"] <= target["budget"]]
+        ok = curve[curve["cost"] <= target["budget"] + _rounding(target["budget"])]
         if ok.empty:
             cheapest, unit = curve["cost"].min(), f" {cost_unit}" if cost_unit else ""
             raise UserError(
