@@ -797,3 +797,38 @@ def test_a_budget_met_exactly_by_the_cheapest_is_met_despite_rounding(tmp_path):
     fitted = run_cli("policy", "fit", str(run), "--budget", "0.1", "-o", str(tmp_path / "p.json"))
     assert fitted.returncode == 0, fitted.stderr
     assert Policy.load(tmp_path / "p.json").calibration["strong_fraction"] == 0.0
+
+
+def test_words_of_any_script_are_words_and_old_policies_split_as_they_were_fitted(tmp_path):
+    """The words router kept ASCII letters alone: a Cyrillic word that decides was invisible
+    (APGR below random's), and distinct Japanese queries were 'one query under several ids'."""
+    from tradeoff.policy.features import featurize
+
+    rng = np.random.default_rng(0)
+    cyrillic = ["гора", "река", "море", "небо", "луна", "снег"]  # of one length: words alone tell
+    rows = []
+    for _ in range(200):
+        easy = bool(rng.random() < 0.5)
+        words = [*rng.choice(cyrillic, size=6), "лиса" if easy else "волк"]
+        rows.append((" ".join(rng.permutation(words)), int(easy), 1))
+    run = imported(tmp_path, rows)
+    result = run_cli("policy", "eval", str(run), "--cv", "5", "-f", "json")
+    assert result.returncode == 0, result.stderr
+    router = next(r for r in json.loads(result.stdout)["routers"] if r["label"] == "router")
+    assert router["apgr"] > 0.75, router  # the word that decides is read (random: 0.5)
+    kanji = featurize(["東京はどこ", "大阪はどこ"], ["t", "t"])
+    assert not np.array_equal(kanji[0], kanji[1])
+    assert featurize(["Café"], ["t"])[0].tolist() == featurize(["café"], ["t"])[0].tolist()
+    # A policy file of before (no `tokens` in its router) splits words as it was fitted to.
+    fit = fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json"))
+    assert fit.returncode == 0, fit.stderr
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert data["router"]["tokens"] == 2
+    del data["router"]["tokens"]
+    old = Policy(**{k: v for k, v in data.items() if k != "format"})
+    query = ["гора река лиса"]
+    old_rows = featurize(query, ["imported"], tokens=1)
+    np.testing.assert_allclose(
+        old.expected(query, ["imported"]),
+        old._router.expected(old_rows),  # type: ignore[union-attr]
+    )

@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-_WORD = re.compile(r"[a-z]+|\d+")
+# A query's words, by the version of the tokenizer a policy was fitted with: 1 kept ASCII letters
+# alone (a Cyrillic, Greek or CJK query had no words, "café" was "caf"); 2, any script's.
+WORDS = {1: re.compile(r"[a-z]+|\d+"), 2: re.compile(r"[^\W\d_]+|\d+")}
+TOKENS = 2
 _OPTION = re.compile(r"^\s*[A-J][.)]\s", re.MULTILINE)
 
 
@@ -30,13 +33,17 @@ def _bucket(token: str, dim: int) -> int:
     return zlib.crc32(token.encode()) % dim
 
 
-def featurize(texts: list[str], tasks: list[str], dim: int = 512) -> np.ndarray:
+def featurize(
+    texts: list[str], tasks: list[str], dim: int = 512, tokens: int = TOKENS
+) -> np.ndarray:
     """One row per query: hashed word unigrams and bigrams (counts, log-scaled), the task name,
-    log length in characters and words, number of numbers, number of answer options, a bias."""
+    log length in characters and words, number of numbers, number of answer options, a bias.
+    `tokens`: the version of `WORDS` that splits the words."""
     dense = 6
+    word = WORDS[tokens]
     x = np.zeros((len(texts), dim + dense), dtype=np.float64)
     for i, (text, task) in enumerate(zip(texts, tasks)):
-        words = _WORD.findall(text.lower())
+        words = word.findall(text.lower() if tokens == 1 else text.casefold())
         for w in words:
             x[i, _bucket("w:" + w, dim)] += 1.0
         for a, b in zip(words, words[1:]):

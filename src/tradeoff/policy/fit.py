@@ -24,7 +24,7 @@ from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
-from tradeoff.policy.features import prompt_text
+from tradeoff.policy.features import TOKENS, prompt_text
 from tradeoff.policy.routers import (
     Featurizer,
     Router,
@@ -367,7 +367,7 @@ class Policy:
         queries are read from (and kept in) its store."""
         if self._router is None:
             self._router = load_router(self.router)
-        featurizer = Featurizer(self.kind, run)
+        featurizer = Featurizer(self.kind, run, tokens=getattr(self._router, "tokens", TOKENS))
         scores = self._router.expected(featurizer(texts, tasks))
         unknown = [i for i, task in enumerate(tasks) if task not in self.tasks]
         if self.tasks and unknown and reads_task(self.kind):

@@ -35,7 +35,7 @@ import numpy as np
 
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
-from tradeoff.policy.features import featurize
+from tradeoff.policy.features import TOKENS, WORDS, featurize
 from tradeoff.policy.logistic import expected_scores, fit_predictors
 
 WORDS_DIM = 512
@@ -88,8 +88,10 @@ class Router:
 class WordsLR(Router):
     kind, features = "words-lr", "words"
 
-    def __init__(self, weights: np.ndarray | None = None, dim: int = WORDS_DIM) -> None:
-        self.weights, self.dim = weights, dim
+    def __init__(
+        self, weights: np.ndarray | None = None, dim: int = WORDS_DIM, tokens: int = TOKENS
+    ) -> None:
+        self.weights, self.dim, self.tokens = weights, dim, tokens
 
     def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
         self.weights = fit_predictors(x, scores)
@@ -101,11 +103,17 @@ class WordsLR(Router):
 
     def state(self) -> dict[str, Any]:
         assert self.weights is not None
-        return {"dim": self.dim, "weights": self.weights.tolist()}
+        return {"dim": self.dim, "tokens": self.tokens, "weights": self.weights.tolist()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Router:
-        return cls(np.asarray(state["weights"], dtype=float), int(state["dim"]))
+        """A policy fitted before `tokens` was kept split words as version 1 does."""
+        tokens = state.get("tokens", 1)
+        if tokens not in WORDS:
+            raise ValueError(
+                f"tokens {tokens!r} is not a known version ({', '.join(map(str, WORDS))})"
+            )
+        return cls(np.asarray(state["weights"], dtype=float), int(state["dim"]), tokens)
 
 
 def _weighted_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -331,11 +339,12 @@ class Featurizer:
     kind: str
     run: str | Path | None = None
     progress: Callable[[int, int], None] | None = None
+    tokens: int = TOKENS  # how a words router's policy splits words (`features.WORDS`)
 
     def __call__(self, texts: list[str], tasks: list[str]) -> np.ndarray:
         router = ROUTERS[self.kind]
         if router.features == "words":
-            return featurize(texts, tasks, WORDS_DIM)
+            return featurize(texts, tasks, WORDS_DIM, self.tokens)
         return embed.embed(texts, self.run, f"router '{self.kind}'", self.progress).astype(
             np.float64
         )
