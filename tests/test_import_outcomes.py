@@ -16,6 +16,7 @@ from conftest import one_line_error, run_cli
 
 from tradeoff.errors import UserError
 from tradeoff.importer import config_id, import_outcomes, parse_model_option
+from tradeoff.policy.fit import Policy
 from tradeoff.store import STORE_FILE, Store
 
 # Scores as spreadsheets and notebooks write them: booleans, 0/1 and graded floats.
@@ -303,9 +304,9 @@ def test_empty_file_and_duplicate_ids_are_user_errors(tmp_path):
     assert not list(tmp_path.glob(f"**/{STORE_FILE}"))
 
 
-def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_share(tmp_path):
-    """No cost to trade: an evaluation (APGR ranks by predicted gain) runs; a budget or strong
-    share is refused in one line, a target accuracy is fitted."""
+def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget(tmp_path):
+    """No cost to trade: an evaluation (APGR ranks by predicted gain) runs; a budget is refused
+    in one line, a target accuracy or a strong share is fitted."""
     rows = [
         {"prompt": f"question {i} on {'algebra' if i % 2 else 'history'}",
          "weak": str(i % 3 == 0), "strong": str(i % 5 != 0)}
@@ -315,11 +316,12 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget_or_strong_sh
     evaluated = run_cli("policy", "eval", str(out), "--cv", "5")
     assert evaluated.returncode == 0 and "APGR" in evaluated.stdout, evaluated.stderr
     assert "(no costs: outcomes imported without them)" in evaluated.stdout  # not "latency"
-    for target in (["--strong-fraction", "0.5"], ["--budget", "1"]):
-        fit = run_cli("policy", "fit", str(out), *target, "-o", str(tmp_path / "p.json"))
-        assert fit.returncode == 2 and "Traceback" not in fit.stderr, fit.stderr
-        assert "imported without costs count 0 each" in fit.stderr, fit.stderr
-        assert "cost=PRICE" in fit.stderr
+    fit = run_cli("policy", "fit", str(out), "--budget", "1", "-o", str(tmp_path / "p.json"))
+    one_line_error(fit, "imported without costs have no budget to keep to", "cost=PRICE")
+    shared = run_cli("policy", "fit", str(out), "--strong-fraction", "0.5", "-o",
+                     str(tmp_path / "half.json"))  # fmt: skip
+    assert shared.returncode == 0, shared.stderr
+    assert "50% to strong" in shared.stdout, shared.stdout
     # nothing on the frontier's axis to draw: said in one line, not an empty chart
     one_line_error(
         run_cli("frontier", str(out), "--plot", str(tmp_path / "f.html")),
@@ -477,3 +479,29 @@ def test_an_empty_prompt_is_refused_naming_its_line(tmp_path):
         "line 3", "column 'prompt' holds '  '; expected the prompt text",
     )  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_three_configurations_imported_without_costs_route_by_their_accuracy(tmp_path):
+    """At equal costs the λ sweep had one routing (each query to its best predicted): among
+    three configurations APGR read 0.50 where the router predicts every outcome, and an
+    accuracy the strongest alone reaches was refused. The configurations' ranks by accuracy
+    order them now."""
+    kinds = [("alpha zeta", (0, 0, 1)), ("beta eta", (0, 1, 1)), ("gamma theta", (1, 1, 1))]
+    rows = []
+    for i in range(300):
+        words, (w, m, s) = kinds[i % 3]
+        rows.append({"prompt": f"q{i} {words} filler{i % 7}", "w": w, "m": m, "s": s})
+    out = _imported(tmp_path, "run", rows, "w=w", "m=m", "s=s")
+    evaluated = run_cli("policy", "eval", str(out), "--cv", "5", "--configs", "w,m,s", "-f", "json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    routers = {r["label"]: r for r in json.loads(evaluated.stdout)["routers"]}
+    assert routers["router"]["apgr"] > 0.8, routers  # the oracle's, near enough (was 0.50)
+    # every query right: the strong one for the two kinds (of three) the weak gets wrong; for one
+    # of three where the middle one answers the other
+    for configs, share in (("w,s", 2 / 3), ("w,m,s", 1 / 3)):
+        fit = run_cli("policy", "fit", str(out), "--configs", configs, "--target-accuracy", "1",
+                      "-o", str(tmp_path / "p.json"))  # fmt: skip
+        assert fit.returncode == 0, fit.stderr
+        calibrated = Policy.load(tmp_path / "p.json").calibration
+        assert calibrated["accuracy"] == 1.0, calibrated
+        assert calibrated["strong_fraction"] == pytest.approx(share, abs=0.02), calibrated

@@ -146,9 +146,8 @@ def outcome_table(
             "costs; fit a policy on this run (tradeoff policy fit) to evaluate it here"
         )
     if cost == NO_COSTS or (cost == AUTO and unpriced_import):
-        # Outcomes imported without costs: none to trade, every configuration costs 0. Enough
-        # for an evaluation (APGR ranks by predicted gain); `fit_policy` refuses a budget or a
-        # strong share that nothing prices.
+        # Outcomes imported without costs: none to trade; each configuration costs its rank by
+        # accuracy (`ranked`), never shown. `fit_policy` refuses a budget that nothing prices.
         df["cost"], axis_name, axis_unit = 0.0, NO_COSTS, ""
     else:
         axis = resolve(cost, df)
@@ -181,17 +180,28 @@ def outcome_table(
         raise UserError(
             f"only {len(keys)} items were run by every configuration; a policy needs at least 10"
         )
+    score_table = scores.to_numpy(dtype=float)
     return Table(
         configs=configs,
         keys=keys,
         texts=[prompts.get(k, "") for k in keys],
         tasks=[k[0] for k in keys],
-        scores=scores.to_numpy(dtype=float),
-        costs=costs.to_numpy(dtype=float),
+        scores=score_table,
+        costs=ranked(score_table) if axis_name == NO_COSTS else costs.to_numpy(dtype=float),
         cost_axis=axis_name,
         meta=[metas.get(k, {}) for k in keys],
         cost_unit=axis_unit,
     )
+
+
+def ranked(scores: np.ndarray) -> np.ndarray:
+    """Outcomes imported without costs: each configuration's rank by mean score (0 the least
+    accurate) as its cost on every item, never shown. Nothing else orders them for a λ sweep:
+    at equal costs it had one routing (each query to its best predicted), so among three
+    configurations APGR read 0.50 on outcomes a router predicts exactly, and an accuracy the
+    strongest alone reaches was out of reach."""
+    order = np.argsort(np.argsort(scores.mean(axis=0), kind="stable"), kind="stable")
+    return np.broadcast_to(order.astype(float), scores.shape).copy()
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -564,16 +574,16 @@ def fit_policy(
     to `target` on 5-fold out-of-fold predictions, then refitted on every item."""
     x = (features or Featurizer(router))(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
-    if ("budget" in target or "strong_fraction" in target) and np.ptp(table.costs) == 0:
-        same = (
-            "outcomes imported without costs count 0 each"
-            if table.cost_axis == NO_COSTS
-            else f"every configuration costs the same on '{table.cost_axis}'"
-        )
+    if "budget" in target and table.cost_axis == NO_COSTS:
         raise UserError(
-            f"{same}: a budget or a strong share has nothing to trade against; import the "
-            "outcomes with costs (--model NAME=COL,cost=PRICE), choose another --cost, or fit "
-            "to --target-accuracy"
+            "outcomes imported without costs have no budget to keep to; import them with costs "
+            "(--model NAME=COL,cost=PRICE), or fit to --target-accuracy or --strong-fraction"
+        )
+    if ("budget" in target or "strong_fraction" in target) and np.ptp(table.costs) == 0:
+        raise UserError(
+            f"every configuration costs the same on '{table.cost_axis}': a budget or a strong "
+            "share has nothing to trade against; choose another --cost, or fit to "
+            "--target-accuracy"
         )
     strong = int(np.argmax(table.scores.mean(axis=0)))
     oof = out_of_fold(x, table.scores, router=router)
