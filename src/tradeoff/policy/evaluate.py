@@ -22,7 +22,7 @@ from tradeoff.analysis.router import (
     weak_strong,
 )
 from tradeoff.errors import UserError
-from tradeoff.policy.fit import Policy, Table, out_of_fold, routed
+from tradeoff.policy.fit import Policy, Table, out_of_fold, routed, task_mixture, task_shares
 from tradeoff.policy.routers import Featurizer, WordsLR, new_router
 
 
@@ -178,13 +178,15 @@ def evaluate_cv(
 ) -> Evaluation:
     """Every number from items the router did not train on: k folds over items, or over whole
     groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones)."""
-    x = (features or Featurizer(router))(table.texts, table.tasks)
+    featurizer = features or Featurizer(router)
+    x = featurizer(table.texts, table.tasks)
+    queries = (table.texts, table.tasks, featurizer)
     if split_by is None:
-        expected = out_of_fold(x, table.scores, k, seed, router=router)
+        expected = out_of_fold(x, table.scores, k, seed, router=router, queries=queries)
         return evaluate(table, expected, f"{k}-fold cross-validation", router)
     groups = table.groups(split_by)
     folds = min(k, len(set(groups)))
-    expected = out_of_fold(x, table.scores, k, seed, groups=groups, router=router)
+    expected = out_of_fold(x, table.scores, k, seed, groups=groups, router=router, queries=queries)
     source = (
         f"{folds}-fold cross-validation over whole {split_by} groups ({len(set(groups))} groups; "
         "none both fitted on and evaluated)"
@@ -219,6 +221,8 @@ def evaluate_transfer(
     on_train, on_test = features or (Featurizer(router), Featurizer(router))
     fitted = new_router(router).fit(on_train(train.texts, train.tasks), train.scores)
     expected = fitted.expected(on_test(test.texts, test.tasks))
+    shares = task_shares(train.tasks)
+    expected = task_mixture(expected, fitted, on_test, test.texts, test.tasks, shares)
     source = f"fitted on {train_name} ({len(train.keys):,} items)"
     if not keep.all():
         source += f"; {int((~keep).sum()):,} queries also there left out"

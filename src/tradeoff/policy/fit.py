@@ -204,6 +204,35 @@ def ranked(scores: np.ndarray) -> np.ndarray:
     return np.broadcast_to(order.astype(float), scores.shape).copy()
 
 
+def task_shares(tasks: list[str]) -> dict[str, float]:
+    """Each task's share of the queries a router is fitted on."""
+    return {t: n / len(tasks) for t, n in sorted(Counter(tasks).items())}
+
+
+def task_mixture(
+    expected: np.ndarray,
+    router: Router,
+    features: Featurizer,
+    texts: list[str],
+    tasks: list[str],
+    shares: dict[str, float],
+) -> np.ndarray:
+    """`expected` with each query of a task the router was not fitted on (not in `shares`)
+    scored as the mixture of the tasks it was, by their shares: a words router reads the task,
+    and had learnt nothing of this one's. How a policy scores it, so also how a held-out task is
+    evaluated (`--train`, `--split-by task`: they scored its task feature raw)."""
+    unknown = [i for i, task in enumerate(tasks) if task not in shares]
+    if not (shares and unknown and reads_task(features.kind)):
+        return expected
+    asked = [texts[i] for i in unknown]
+    mixed = expected.copy()
+    mixed[unknown] = sum(
+        share * router.expected(features(asked, [task] * len(asked)))
+        for task, share in shares.items()
+    )
+    return mixed
+
+
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     """k disjoint index sets covering range(n), shuffled with `seed`; none empty."""
     if not 2 <= k <= n:
@@ -241,11 +270,14 @@ def out_of_fold(
     seed: int = 0,
     groups: list[str] | None = None,
     router: str = WordsLR.kind,
+    queries: tuple[list[str], list[str], Featurizer] | None = None,
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
     Items of the same features (one query under several ids) share a fold: otherwise the router
-    is scored on a query it was fitted on. Where every item differs, the folds are `folds`'."""
+    is scored on a query it was fitted on. Where every item differs, the folds are `folds`'.
+    `queries` (the items' texts, tasks and the features of `x`): a fold's queries of a task its
+    router was not fitted on are scored as a policy scores them (`task_mixture`)."""
     out = np.zeros_like(scores, dtype=float)
     if groups is None:
         first: dict[bytes, int] = {}
@@ -261,7 +293,13 @@ def out_of_fold(
         split = group_folds(groups, k, seed)
     for test in split:
         train = np.setdiff1d(np.arange(len(x)), test)
-        out[test] = new_router(router).fit(x[train], scores[train]).expected(x[test])
+        fitted = new_router(router).fit(x[train], scores[train])
+        out[test] = fitted.expected(x[test])
+        if queries is not None:
+            texts, tasks, features = queries
+            shares = task_shares([tasks[i] for i in train])
+            held = ([texts[i] for i in test], [tasks[i] for i in test])
+            out[test] = task_mixture(out[test], fitted, features, *held, shares)
     return out
 
 
@@ -379,15 +417,7 @@ class Policy:
             self._router = load_router(self.router)
         featurizer = Featurizer(self.kind, run, tokens=getattr(self._router, "tokens", TOKENS))
         scores = self._router.expected(featurizer(texts, tasks))
-        unknown = [i for i, task in enumerate(tasks) if task not in self.tasks]
-        if self.tasks and unknown and reads_task(self.kind):
-            # the task is not one the router learnt: its expected scores over the tasks it did
-            asked = [texts[i] for i in unknown]
-            scores[unknown] = sum(
-                share * self._router.expected(featurizer(asked, [task] * len(asked)))
-                for task, share in self.tasks.items()
-            )
-        return scores
+        return task_mixture(scores, self._router, featurizer, texts, tasks, self.tasks)
 
     def seen(self, texts: list[str]) -> np.ndarray:
         """Which of `texts` this policy was fitted on (an evaluation on them is in-sample)."""
@@ -572,7 +602,8 @@ def fit_policy(
 ) -> Policy:
     """A policy choosing among the table's configurations with a `router` (its kind), calibrated
     to `target` on 5-fold out-of-fold predictions, then refitted on every item."""
-    x = (features or Featurizer(router))(table.texts, table.tasks)
+    featurizer = features or Featurizer(router)
+    x = featurizer(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
     if "budget" in target and table.cost_axis == NO_COSTS:
         raise UserError(
@@ -586,7 +617,9 @@ def fit_policy(
             "--target-accuracy"
         )
     strong = int(np.argmax(table.scores.mean(axis=0)))
-    oof = out_of_fold(x, table.scores, router=router)
+    oof = out_of_fold(
+        x, table.scores, router=router, queries=(table.texts, table.tasks, featurizer)
+    )
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
     if "strong_fraction" in target and priced_apart:
@@ -619,7 +652,7 @@ def fit_policy(
         target=target,
         calibration=calibration,
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
-        tasks={t: n / len(table.tasks) for t, n in sorted(Counter(table.tasks).items())},
+        tasks=task_shares(table.tasks),
         cost_unit=table.cost_unit,
     )
 
