@@ -473,19 +473,22 @@ class Policy:
 
         if not (isinstance(self.mean_costs, list) and len(self.mean_costs) == n):
             return f"mean_costs must give one cost for each of the {n} configurations"
-        if not all(number(c) for c in self.mean_costs):
-            return "mean_costs must be finite numbers"
+        if not all(number(c) and c >= 0 for c in self.mean_costs):
+            return "mean_costs must be finite numbers, none below 0"
         if not number(self.lam):
             return "lam must be a finite number"
-        if not (isinstance(self.strong, int) and 0 <= self.strong < n):
+        if not (isinstance(self.strong, int) and not isinstance(self.strong, bool)) or not (
+            0 <= self.strong < n
+        ):
             return f"strong must be the index of one of the {n} configurations"
         specs = self.config_specs
         if not (
             isinstance(specs, list) and len(specs) == n and all(isinstance(c, dict) for c in specs)
         ):
             return f"config_specs must describe each of the {n} configurations (a mapping each)"
-        if not (isinstance(self.tasks, dict) and all(number(v) for v in self.tasks.values())):
-            return "tasks must map each task to its share of the training queries"
+        shares = self.tasks.values() if isinstance(self.tasks, dict) else [math.nan]
+        if not (all(number(v) and 0 <= v <= 1 for v in shares) and sum(shares) <= 1 + 1e-6):
+            return "tasks must map each task to its share of the training queries (0 to 1)"
         if not isinstance(self.cost_unit, str):
             return "cost_unit must be the unit of its costs, a string"
         target = self.target
@@ -496,6 +499,9 @@ class Policy:
             and all(number(v) for v in target.values())
         ):
             return "target must be one of accuracy, budget or strong_fraction, with a number"
+        ((aim, value),) = target.items()
+        if value < 0 or (aim != "budget" and value > 1):
+            return f"target {aim} {value:g} is out of its range (a budget ≥ 0; a share 0 to 1)"
         calibration = self.calibration
         if not (
             isinstance(calibration, dict)
