@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tradeoff.config import parse_spec
+from tradeoff.errors import UserError
 from tradeoff.runner import profile
 from tradeoff.serve.app import _Run
 from tradeoff.store import Store
@@ -303,16 +304,33 @@ def test_a_small_answer_without_log_probabilities_escalates(tmp_path):
 
 
 def test_budget_forcing_records_its_cap_and_a_failed_continuation(tmp_path):
-    """A chat endpoint cannot continue an answer cut at think_budget: the record kept the cut
-    part with no error (the summary counted errors 0); the failed continuation is its error."""
-    df = _fast_records(
-        tmp_path, [{"strategy": "budget", "model": "small", "budget": 14, "think_budget": 2}]
-    )
+    """An answer cut at think_budget whose continuation fails: the record kept the cut part
+    with no error (the summary counted errors 0); the failed continuation is its error. A chat
+    endpoint, which cannot continue an answer at all, is refused before the run (every answer
+    that thought past think_budget failed)."""
+    import contextlib
+
+    from conftest import fast_server
+
+    thinking = {"strategy": "budget", "model": "small", "budget": 14, "think_budget": 2}
+    with contextlib.contextmanager(fast_server)("--fail-every", "2") as url:
+        for mode in ("@completion", ""):  # every second generation fails: each continuation
+            spec = parse_spec({
+                "models": {"small": f"openai:{url}#small{mode}"}, "tasks": ["arith"],
+                "limit": 2, "concurrency": 1, "configs": [thinking],
+            })  # fmt: skip
+            if not mode:
+                with pytest.raises(UserError, match="a chat endpoint cannot; 'small' is openai:"):
+                    profile(spec, tmp_path / "chat", notify=lambda m: None)
+                continue
+            assert profile(spec, tmp_path / "run", notify=lambda m: None).status == "finished"
+    df = _records(tmp_path / "run")
     assert len(df) == 2
     for _, r in df.iterrows():
         assert r["calls"][0]["finish_reason"] == "length" and r["calls"][1]["error"], r["calls"]
-        assert r["error"] and "completion mode" in r["error"], r["error"]
+        assert r["error"] and "500" in r["error"], r["error"]
         assert r["output"] and r["score"] == 0.0
+    assert not (tmp_path / "chat").exists()
 
 
 def test_a_reasoning_answer_is_scored_after_its_thinking():

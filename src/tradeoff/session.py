@@ -82,6 +82,16 @@ async def open_engines(
                             f"configuration '{c.name}': switch needs in-process models "
                             f"(a bundled name, gguf:PATH or torch:...); '{alias}' is {refs[alias]}"
                         )
+            remote = engines[c.model]
+            chat = remote.info.prompt_mode == "chat" and not isinstance(remote, InProcessEngine)
+            if c.strategy == "budget" and c.params.get("think_budget") is not None and chat:
+                # every answer that thinks past think_budget failed, at its continuation
+                raise UserError(
+                    f"configuration '{c.name}': think_budget continues the answer after the "
+                    f"thinking it cuts, which a chat endpoint cannot; '{c.model}' is "
+                    f"{refs[c.model]}: use {refs[c.model]}@completion (its raw "
+                    "prompt), or leave think_budget out"
+                )
     except BaseException:
         for engine in engines.values():
             await engine.aclose()
