@@ -152,3 +152,19 @@ def test_a_store_whose_last_records_are_in_its_wal_is_not_read_as_it_is(tmp_path
             Store.open(directory)
     finally:
         writer.close()
+
+
+def test_call_facts_share_a_batch_and_tell_a_failed_call_from_unreported_tokens():
+    """A row of a batch of 3 holds the batch's whole roofline and time: a vote drawn as one
+    batch read three batches' least time a query. A failed call has no tokens because it
+    failed, not because its model reports none (the cost's reason said the latter)."""
+    from tradeoff.store import call_facts
+
+    row = {"model": "m", "input_tokens": 5, "roofline_s": 0.3, "e2e_s": 0.9, "batch": 3}
+    _, unreported, rooflines, seconds = call_facts([row, row, row])
+    times = [float(t) for t in rooflines.split(",")]
+    assert sum(times[::2]) == pytest.approx(0.3) and sum(times[1::2]) == pytest.approx(0.9)
+    assert seconds == pytest.approx(0.9) and unreported is None
+    failed = {"model": "m", "input_tokens": None, "error": "HTTP 500", "e2e_s": 0.1}
+    silent = {"model": "n", "input_tokens": None, "e2e_s": 0.1}
+    assert call_facts([failed, silent])[1] == '["n"]'

@@ -177,7 +177,8 @@ STRATEGIES = [
 
 
 def test_every_strategy_runs_on_the_torch_engine(tmp_path):
-    df, _ = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
+    hourly = {"small": {"per_hour": 3.6}, "large": {"per_hour": 3.6}}
+    df, _ = run_profile(tmp_path, spec(tmp_path, STRATEGIES, prices=hourly))
     by = {name.split("-")[0]: g for name, g in df.groupby("config")}
     assert set(by) == {"small", "vote", "cascade", "switch"}
     for _, r in df.iterrows():
@@ -188,6 +189,11 @@ def test_every_strategy_runs_on_the_torch_engine(tmp_path):
     for _, r in vote.iterrows():  # one batch of three draws: three calls, one shared prompt
         assert len(r["calls"]) == 3 and r["extra"]["samples_drawn"] == 3
         assert len({c["input_tokens"] for c in r["calls"]}) == 1
+        # the hardware's hour for the batch's time once (each of its rows lasts it whole: it
+        # was charged three times)
+        assert {c["batch"] for c in r["calls"]} == {3}
+        batch_s = sum(c["e2e_s"] for c in r["calls"]) / 3  # each row's, its end its own
+        assert r["cost_usd"] == pytest.approx(3.6 * batch_s / 3600)
     cascade = by["cascade"]
     assert cascade["extra"].map(lambda e: e["escalated"] and e["uncertainty"] > 0).all()
     switch = by["switch"]

@@ -76,8 +76,8 @@ def outcome_record(
             priced = False
             continue
         cost += price.input * (g.input_tokens or 0) / 1e6 + price.output * g.output_tokens / 1e6
-        if price.per_hour is not None:
-            cost += price.per_hour * g.e2e_s / 3600
+        if price.per_hour is not None:  # a batch's hour once: each row of it lasts it whole
+            cost += price.per_hour * g.e2e_s / c.batch / 3600
     return Record(
         config_id=config_id,
         task=task,

@@ -191,9 +191,16 @@ def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None]:
     """A record's CALL_FACTS, from its calls (as stored: JSON text, or decoded)."""
     found = json.loads(calls) if isinstance(calls, str) else calls or []
     models = [c.get("model") for c in found]
-    unreported = [c.get("model") for c in found if c.get("input_tokens") is None]
+    # a failed call reports no tokens because it failed, not because its model reports none
+    unreported = [
+        c.get("model") for c in found if c.get("input_tokens") is None and not c.get("error")
+    ]
     timed = all(c.get("roofline_s") is not None and c.get("e2e_s") is not None for c in found)
-    times = (json.dumps(t) for c in found for t in (c["roofline_s"], c["e2e_s"]))
+    # a row of a batch of b: its share, 1/b of the batch's roofline time and of its time (each
+    # row holds the whole batch's: a vote of 3 drawn as one batch read 3 batches' least time)
+    times = (
+        json.dumps(t / c.get("batch", 1)) for c in found for t in (c["roofline_s"], c["e2e_s"])
+    )
     rooflines = ",".join(times) if timed else None
     spans = [c.get("e2e_s") for c in found]
     # a batch's rows each last the whole batch: its time counts once (one batch a record)

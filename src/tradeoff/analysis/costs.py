@@ -224,7 +224,10 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     models = sorted(called_models(unpriced) - priced_models)
     if models:
         return f"no price in the spec for {', '.join(models)}"
-    return f"{len(unpriced)} of {len(df)} queries have no price"
+    return (
+        f"{len(unpriced)} of {len(df)} queries have no price: a call of theirs failed, and a "
+        "failed call reports no tokens to price (or none was made)"
+    )
 
 
 def extra_field(df: pd.DataFrame, key: str) -> pd.Series:
