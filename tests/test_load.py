@@ -361,10 +361,11 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
     dollars = json.loads(
         run_cli("frontier", str(out), "--at", "concurrent:4", "-c", "dollars", "-f", "json").stdout
     )
-    for row in dollars:
+    for row in dollars:  # the hour over the window, shared by the requests measured in it
         per_hour = {"a": 3.6, "b": 7.2}[row["config"]]
-        rate = stats[(row["config"], "concurrent:4")]["achieved_rate"]
-        assert row["cost"] == pytest.approx(per_hour / 3600 / rate, rel=1e-6)
+        point = stats[(row["config"], "concurrent:4")]
+        hour = per_hour / 3600 * point["window_s"]
+        assert row["cost"] == pytest.approx(hour / point["n_measure"], rel=1e-6)
     missing = run_cli("frontier", str(out), "--at", "rate=5")
     assert missing.returncode == 2 and "concurrent:1, concurrent:4" in missing.stderr
     for at in ([], ["--at", "concurrency=4"]):  # an SLO judges only --at max-goodput's pick
@@ -616,3 +617,30 @@ def test_the_first_model_group_to_fail_stops_the_others_before_its_error_is_rais
         return list(stopped)
 
     assert asyncio.run(run()) == ["large"]
+
+
+def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_path):
+    """Shared over the completed requests alone, each failed request's share of the hour was
+    charged again to the others: half the requests failing read 2x the hour."""
+    import contextlib
+    import json
+
+    from conftest import fast_server
+
+    with contextlib.contextmanager(fast_server)("--fail-every", "2") as url:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            f'models: {{a: "openai:{url}#a"}}\ntasks: [arith]\nsampling: {{max_tokens: 4}}\n'
+            "prices: {a: {per_hour: 3.6}}\n"
+        )
+        out = str(tmp_path / "run")
+        result = run_cli("load", str(spec), "--profile", "concurrent:2", "--max-requests", "20",
+                         "--scrape", "off", "--out", out)  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    (point,) = json.loads(run_cli("report", out, "--load", "-f", "json").stdout)
+    assert 0 < point["failed"] < point["n_measure"], point
+    (row,) = json.loads(
+        run_cli("frontier", out, "--at", "concurrent:2", "-c", "dollars", "-f", "json").stdout
+    )
+    hour = 3.6 / 3600 * point["window_s"]
+    assert row["cost"] * point["n_measure"] == pytest.approx(hour, rel=1e-6)

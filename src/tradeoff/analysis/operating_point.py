@@ -106,9 +106,10 @@ def records_at(
     models: Mapping[str, list[str]],
 ) -> pd.DataFrame:
     """The measured records of each configuration at its chosen load point, their `cost_usd`
-    priced at it: each call's per-token prices, plus the configuration's hardware per hour
-    shared by the requests the point served (per_hour / 3600 / achieved requests/s), not charged
-    per second of each request's own latency."""
+    priced at it: each call's per-token prices, plus the configuration's hardware per hour over
+    the measured window shared by the requests measured in it, failed ones too (per_hour / 3600
+    × window / requests), not charged per second of each request's own latency. (Shared over
+    the completed ones alone, a failed request's share was charged again to each.)"""
     phase = records["phase"].fillna("measure")
     keep = {(config, row["load_point"]) for config, row in chosen.items()}
     pairs = zip(records["config"], records["load_point"], strict=True)
@@ -119,10 +120,10 @@ def records_at(
         per_hour = sum(
             (price_field(prices.get(m), "per_hour") or 0.0) for m in models.get(config, [])
         )
-        rate = row.get("achieved_rate")
-        if not per_hour or not rate:
+        window, measured = row.get("window_s"), int(rows.sum())
+        if not per_hour or not window or not measured:
             continue
-        share = per_hour / 3600 / rate
+        share = per_hour / 3600 * window / measured
         out.loc[rows, "cost_usd"] = [
             _token_cost(calls_of(calls), prices) + share for calls in out.loc[rows, "calls"]
         ]
