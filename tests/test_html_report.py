@@ -276,10 +276,13 @@ def test_a_kept_router_evaluation_is_drawn(run_dir, tmp_path):
         MODELS[1],
     )
     configs = ",".join(MODELS)
-    result = run_cli("policy", "eval", str(copy), "--cv", "2", "--configs", configs)
-    assert result.returncode == 0, result.stderr
+    for router in ("words-lr", "embed-lr"):  # each router's evaluation (the second replaced it)
+        result = run_cli("policy", "eval", str(copy), "--cv", "2", "--configs", configs,
+                         "--router", router)  # fmt: skip
+        assert result.returncode == 0, result.stderr
     dom = render(_html(copy))
     assert script_errors(dom) == "" and chart_drawn(dom, "router-0")
+    assert chart_drawn(dom, "router-1") and "router words-lr;" in dom and "router embed-lr;" in dom
     assert "2-fold cross-validation" in dom and "oracle" in dom and "random" in dom
 
 
@@ -392,3 +395,29 @@ def test_clients_that_left_are_not_failures_on_the_page(tmp_path):
     form = dom.split('id="records-filter"')[1].split("</form>")[0]
     assert "no record failed" in form and 'name="failed"' not in form, form
     assert "served-a 1 of 2" not in _section(dom, "Latency")
+
+
+def test_a_configuration_has_one_colour_on_the_page_and_its_name_whole(run_dir, tmp_path):
+    """The latency distributions were drawn on Vega's default scheme, the frontier on the
+    page's: one configuration in two colours. Legends cut names at 160 px."""
+    copy = _copy(run_dir, tmp_path)
+    page = _html(copy).read_text()
+    scales, legends = {}, []
+
+    def walk(node, chart):
+        if isinstance(node, dict):
+            if node.get("field") == "config" and "scale" in node:
+                scales.setdefault(chart, []).append(node["scale"])
+                legends.append(node.get("legend"))
+            for value in node.values():
+                walk(value, chart)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, chart)
+
+    for chart, spec in re.findall(r'vegaEmbed\("#([\w-]+)", (\{.*?\}), \{"actions"', page):
+        walk(json.loads(spec), chart)
+    assert {"frontier", "latency"} <= set(scales), scales.keys()
+    found = [s for chart in scales.values() for s in chart]
+    assert all(s == found[0] for s in found) and found[0]["domain"] == list(MODELS), found
+    assert all(legend is None or legend.get("labelLimit") == 0 for legend in legends), legends

@@ -56,10 +56,33 @@ def use_log(values: Sequence[float]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) > 100
 
 
-def colours(names: Sequence[str]) -> alt.Scale:
-    """One colour per configuration, in `names` order (distinct for up to 20)."""
-    scheme: Literal["category10", "tableau20"] = "category10" if len(names) <= 10 else "tableau20"
-    return alt.Scale(domain=list(names), scheme=scheme) if names else alt.Scale(scheme=scheme)
+# Vega's category10 and tableau20 schemes, as Vega defines them: given as colours, so that a
+# chart drawing some of a page's configurations gives each the colour it has on the others.
+CATEGORY10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+              "#7f7f7f", "#bcbd22", "#17becf"]  # fmt: skip
+TABLEAU20 = ["#4c78a8", "#9ecae9", "#f58518", "#ffbf79", "#54a24b", "#88d27a", "#b79a20",
+             "#f2cf5b", "#439894", "#83bcb6", "#e45756", "#ff9d98", "#79706e", "#bab0ac",
+             "#d67195", "#fcbfd2", "#b279a2", "#d6a5c9", "#9e765f", "#d8b5a5"]  # fmt: skip
+
+
+def colours(names: Sequence[str], shown: Sequence[str] | None = None) -> alt.Scale:
+    """One colour per configuration of `names` (distinct for up to 20), for those `shown`
+    (default: all): a configuration has its colour whichever of the others a chart draws."""
+    palette = CATEGORY10 if len(names) <= 10 else TABLEAU20
+    order = {name: i for i, name in enumerate(names)}
+    domain = list(names if shown is None else shown)
+    return alt.Scale(
+        domain=domain, range=[palette[order.get(n, i) % len(palette)] for i, n in enumerate(domain)]
+    )
+
+
+def config_colour(scale: alt.Scale) -> alt.Color:
+    """The configuration's colour channel, on `colours`' scale: the same colour for a
+    configuration in every chart of a page (one on Vega's default scheme gave it another); each
+    name whole in the legend (cut at 160 px, two long names read alike)."""
+    return alt.Color(
+        "config:N", title="configuration", scale=scale, legend=alt.Legend(labelLimit=0)
+    )
 
 
 def write_chart(chart: alt.TopLevelMixin, path: str | Path, title: str, below: str = "") -> Path:
@@ -200,7 +223,7 @@ def frontier_chart(axes: dict[str, list[FrontierRow]], names: list[str]) -> alt.
         title="accuracy",
         scale=alt.Scale(domain=[0, 1]) if in_unit else alt.Scale(zero=False),
     )
-    colour = alt.Color("config:N", title="configuration", scale=colours(legend))
+    colour = config_colour(colours([*names, *sorted(drawn - set(names))], legend))
     bars = base.mark_rule(strokeWidth=1.5, strokeOpacity=0.6, tooltip=TOOLTIP).encode(
         x=x, y="low:Q", y2="high:Q", color=colour
     )
@@ -326,7 +349,7 @@ def _panel(
     lines = base.mark_line(strokeWidth=1.5).encode(
         x=x,
         y=y,
-        color=alt.Color("config:N", title="configuration", scale=colour),
+        color=config_colour(colour),
         strokeDash=alt.StrokeDash(
             "series:N",
             legend=None,
@@ -365,12 +388,15 @@ def _panel(
     )
 
 
-def load_chart(rows: Sequence[dict[str, Any]], slo_source: str | None = None) -> alt.ConcatChart:
+def load_chart(
+    rows: Sequence[dict[str, Any]], slo_source: str | None = None, names: Sequence[str] = ()
+) -> alt.ConcatChart:
     """The panels of a load run (rows of `analysis.load.load_stats`), two a row, each against
     the throughput achieved: TTFT p50 and p99, e2e p50 and p99, ITL p50, then goodput and correct
     goodput under the SLO (from `slo_source`) beside the line goodput = throughput. A colour per
     configuration, a marker per load point (hollow: saturated), its details on hover."""
-    colour = colours(list(dict.fromkeys(r["config"] for r in rows)))
+    found = dict.fromkeys(r["config"] for r in rows)  # in `names` order: a page's colours
+    colour = colours([*(n for n in names if n in found), *(c for c in found if c not in names)])
     xs = [r["achieved_rate"] for r in rows if r["achieved_rate"] is not None]
     x_log = use_log(xs)
     if not xs:

@@ -189,7 +189,10 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
         alt.Chart(data)
         .mark_rect()
         .encode(
-            x=alt.X("task:N", title="task", axis=alt.Axis(grid=False, labelAngle=0)),
+            # slanted, whole: side by side, two file tasks' paths ran into each other
+            x=alt.X(
+                "task:N", title="task", axis=alt.Axis(grid=False, labelAngle=-30, labelLimit=0)
+            ),
             # names whole: a cut name could be another configuration's
             y=alt.Y(
                 "config:N",
@@ -219,6 +222,7 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
 
     from tradeoff.analysis.costs import failed as failed_records
     from tradeoff.analysis.costs import imported
+    from tradeoff.report.charts import colours, config_colour
 
     rows, failed = [], []
     for config, group in records.groupby("config", sort=False):
@@ -251,7 +255,7 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
         .encode(
             x=alt.X("ms:Q", title="milliseconds", scale=alt.Scale(type="log")),
             y=alt.Y("share:Q", title="share of requests at or below", axis=alt.Axis(format="%")),
-            color=alt.Color("config:N", title="configuration", sort=names),
+            color=config_colour(colours(names)),
             tooltip=[
                 "config:N",
                 "latency:N",
@@ -285,7 +289,7 @@ def _load(
     table, lines = load_table(rows, True, source, title="")
     return (
         "<h2>Under load</h2>"
-        + vega.embed("load", load_chart(rows, source))
+        + vega.embed("load", load_chart(rows, source, [c["name"] for c in configs]))
         + column_table(table)
         + notes(lines)
     )
@@ -297,6 +301,7 @@ def _energy(records: pd.DataFrame, summarized: list[Summary], names: list[str]) 
     import altair as alt
 
     from tradeoff.analysis.energy_fit import fit_energy
+    from tradeoff.report.charts import colours, config_colour
     from tradeoff.report.columns import number
 
     fits, dots, lines = [], [], []
@@ -319,7 +324,7 @@ def _energy(records: pd.DataFrame, summarized: list[Summary], names: list[str]) 
             ]
     if not dots:
         return _unmeasured("Energy", "a measured energy per query", summarized, "energy")
-    colour = alt.Color("config:N", title="configuration", sort=names)
+    colour = config_colour(colours(names))
     pick = alt.selection_point(fields=["config"], bind="legend")
     scatter = (
         alt.Chart(pd.DataFrame(dots))
@@ -390,16 +395,18 @@ def _unmeasured(heading: str, what: str, summarized: list[Summary], axis: str) -
 
 def _routers(evaluations: list[dict[str, Any]]) -> str:
     """The router evaluations kept with the run (`tradeoff policy eval`): the latest of each
-    (weak, strong, source), accuracy against the share of strong calls beside oracle and random."""
+    router, configurations and source (a second router's evaluation replaced the first's),
+    accuracy against the share of strong calls beside oracle and random."""
     if not evaluations:
         return ""
     from tradeoff.policy.evaluate import Evaluation
     from tradeoff.report.charts import router_chart
     from tradeoff.report.router_table import policy_line, router_heading, router_tables
 
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for data in evaluations:
-        latest[(data["weak"], data["strong"], data["source"])] = data
+        configs = tuple(data.get("configs") or (data["weak"], data["strong"]))
+        latest[(data.get("router"), configs, data["source"])] = data
     parts = ["<h2>Routing</h2>"]
     for i, data in enumerate(latest.values()):
         result = Evaluation.from_dict(data)
