@@ -336,3 +336,19 @@ def test_a_batch_s_time_counts_once_in_the_time_energy_was_measured_over():
     assert call_facts(batched)[3] == 2.0
     assert call_facts([{"model": "m", "e2e_s": 0.5}, {"model": "m", "e2e_s": 1.5}])[3] == 2.0
     assert call_facts([{"model": "m", "e2e_s": None}])[3] is None
+
+
+def test_a_run_without_scores_is_told_why_no_cost_axis_plots_it(tmp_path):
+    """Synthetic load has no accuracy on any cost axis: 'choose another --cost' sent the user
+    looking for one."""
+    import contextlib
+
+    from conftest import fast_server, one_line_error
+
+    with contextlib.contextmanager(fast_server)() as url:
+        made = run_cli("profile", "-m", f"openai:{url}#m", "-t", "synthetic:prompt=8,output=4,n=2",
+                       "--out", str(tmp_path / "run"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    refused = run_cli("frontier", str(tmp_path / "run"), "--plot", str(tmp_path / "f.html"))
+    one_line_error(refused, "no reference answers to score")
+    assert "choose another --cost" not in refused.stderr

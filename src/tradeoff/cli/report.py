@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -559,9 +560,15 @@ def frontier(
         from tradeoff.report.charts import placed, unplaced_notes
 
         if not placed(rows):  # an empty chart (imported outcomes on the latency axis, say)
+            scored = any(not math.isnan(r.accuracy) for r in rows)
             raise UserError(
                 f"--plot has nothing to draw on {label}: {'; '.join(unplaced_notes(rows))}; "
-                "choose another --cost"
+                + (
+                    "choose another --cost"
+                    if scored  # no cost axis gives an unscored run an accuracy
+                    else "its tasks have no reference answers to score (synthetic load, served "
+                    "traffic): profile a scored task for a frontier"
+                )
             )
     if format is FrontierFormat.table:
         print_frontier(rows, label, wide)
