@@ -227,3 +227,29 @@ def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, 
     assert stored_version(directory) == len(later)
     assert runs == [0]
     assert "migration_run_1" in tables(directory)
+
+
+def test_an_old_batched_record_s_roofline_becomes_its_share(tmp_path):
+    """Before schema 9 each row of a batch held the batch's whole roofline time in the stored
+    call_rooflines (and a failed call read as a model reporting no tokens): a resumed run mixed
+    the two counts in one configuration."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "vote-n3", {"strategy": "vote"})])
+    store.add_items([Item("a", "2+2?", "4", "arith")])
+    row = {"model": "m", "input_tokens": 5, "roofline_s": 0.3, "e2e_s": 0.9, "batch": 3}
+    failed = {"model": "m", "input_tokens": None, "error": "HTTP 500", "e2e_s": 0.1,
+              "roofline_s": 0.0}  # fmt: skip
+    store.write_record(replace(record("a"), calls=[row, row, row, failed]))
+    old_facts = "UPDATE records SET call_rooflines = ?, unreported_models = ?"  # as written then
+    store.conn.execute(old_facts, ("0.3,0.9,0.3,0.9,0.3,0.9,0.0,0.1", '["m"]'))
+    store.conn.execute("PRAGMA user_version = 8")
+    store.close()
+    store = Store.open(directory)
+    rooflines, unreported = store.conn.execute(
+        "SELECT call_rooflines, unreported_models FROM records"
+    ).fetchone()
+    store.close()
+    times = [float(t) for t in rooflines.split(",")]
+    assert sum(times[0:6:2]) == pytest.approx(0.3) and unreported is None
+    assert stored_version(directory) == schema_version()

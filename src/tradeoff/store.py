@@ -264,6 +264,14 @@ def _call_seconds(conn: sqlite3.Connection) -> None:
     _fill_call_facts(conn, ("call_seconds",))
 
 
+def _batch_shares(conn: sqlite3.Connection) -> None:
+    """8 -> 9. call_rooflines and unreported_models (CALL_FACTS) as `call_facts` computes them
+    since c0308d6: a batch's row its share of the batch's roofline time (each held the whole
+    batch's: a vote of 3 drawn as one batch read 3 batches' least time), and a failed call no
+    model that reports no tokens. Refilled, so that a resumed run does not mix the two."""
+    _fill_call_facts(conn, ("unreported_models", "call_rooflines"))
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -278,6 +286,7 @@ MIGRATIONS: list[Migration] = [
     _embeddings,
     _released_ttft,
     _call_seconds,
+    _batch_shares,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
