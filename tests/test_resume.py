@@ -361,3 +361,19 @@ def test_each_kind_of_run_names_the_command_that_continues_it(tmp_path):
     Store.create(empty, {"models": {"m": "smollm2-135m"}, "tasks": ["arith"]}, {}).close()
     said = f"nothing to report; continue with: tradeoff profile --resume {empty}"
     one_line_error(run_cli("report", str(empty)), said)
+
+
+def test_a_store_the_disk_cannot_take_says_to_check_it(tmp_path):
+    """SQLite names its errors by their extended codes (SQLITE_IOERR_WRITE): the advice looked
+    up by the primary one found none and said 'mend that'."""
+    from conftest import fast_server
+
+    with contextlib.contextmanager(fast_server)() as url:
+        command = (
+            f"ulimit -f 400; {sys.executable} -m tradeoff profile -m openai:{url}#m -t arith "
+            f"-t facts -t choice --max-tokens 64 --out {tmp_path / 'run'}"
+        )
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "could not be written: disk I/O error" in done.stderr, done.stderr
+    assert "kept: check the disk, then continue with" in done.stderr

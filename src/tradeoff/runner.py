@@ -284,7 +284,9 @@ async def _run_session(
         where = stop.directory
         if where is None:  # (a store that cannot be made is a UserError of Store.create)
             raise RunFailed(f"the run store could not be written: {exc}") from None
-        mend = STORE_MENDS.get(getattr(exc, "sqlite_errorname", ""), "mend that")
+        # by its primary code ("SQLITE_IOERR"): Python names the extended one ("..._WRITE")
+        code = "_".join(str(getattr(exc, "sqlite_errorname", "")).split("_")[:2])
+        mend = STORE_MENDS.get(code, "mend that")
         raise RunFailed(
             f"the run store in {where} could not be written: {exc}; the records committed are "
             f"kept: {mend}, then continue with tradeoff {command} --resume {where}"
@@ -395,7 +397,8 @@ def _check_configs(store: Store, configs: list[Config]) -> None:
         if stored.get(config.name, config.config_id) == config.config_id:
             continue
         what = (
-            f"its policy {config.params['policy']} changed since"
+            f"its policy {config.params['policy']}, or the spec's model_options for its models, "
+            "changed since"
             if config.strategy == "route"
             else "what it runs changed since (a file it reads, or tradeoff's version)"
         )
