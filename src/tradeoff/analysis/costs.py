@@ -210,20 +210,22 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
             f"no cost given in USD for {len(unpriced)} of {len(df)} imported queries "
             "(tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE --cost-unit USD)"
         )
-    if failed(unpriced).all():  # a failed call's tokens are unknown (a server's 500 says none)
+    priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
+    models = sorted(called_models(unpriced) - priced_models)
+    if models and priced_models:
+        return f"no price in the spec for {', '.join(models)}"
+    if failed(unpriced).all() and (priced_models or failed(run).all()):
+        # a failed call's tokens are unknown (a server's 500 says none); where nothing in the
+        # run was priced, the prices may be missing too: said where something did not fail
         return (
             f"{len(unpriced)} of {len(df)} queries have no price: they failed, and a failure "
             "reports no tokens to price"
         )
-    priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     if not priced_models:
         return "no prices in the spec"
     no_input = sorted(_models(call_fact(unpriced, "unreported_models")))
     if no_input:
         return f"input tokens not reported by {', '.join(no_input)}, so not priced"
-    models = sorted(called_models(unpriced) - priced_models)
-    if models:
-        return f"no price in the spec for {', '.join(models)}"
     return (
         f"{len(unpriced)} of {len(df)} queries have no price: a call of theirs failed, and a "
         "failed call reports no tokens to price (or none was made)"
