@@ -496,6 +496,9 @@ def test_three_configurations_imported_without_costs_route_by_their_accuracy(tmp
     assert evaluated.returncode == 0, evaluated.stderr
     routers = {r["label"]: r for r in json.loads(evaluated.stdout)["routers"]}
     assert routers["router"]["apgr"] > 0.8, routers  # the oracle's, near enough (was 0.50)
+    # the ranks order the sweep; they are no costs, and none is shown
+    assert all(r["cost_saved_95"] is None for r in routers.values()), routers
+    assert all(set(r["curve"]["cost"]) == {0.0} for r in routers.values())
     # every query right: the strong one for the two kinds (of three) the weak gets wrong; for one
     # of three where the middle one answers the other
     for configs, share in (("w,s", 2 / 3), ("w,m,s", 1 / 3)):

@@ -4,7 +4,8 @@ configuration's accuracy, always beside the oracle and the random router."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from tradeoff.analysis.router import (
     weak_strong,
 )
 from tradeoff.errors import UserError
-from tradeoff.policy.fit import Policy, Table, out_of_fold, routed, task_mixture, task_shares
+from tradeoff.policy.fit import (
+    NO_COSTS,
+    Policy,
+    Table,
+    out_of_fold,
+    routed,
+    task_mixture,
+    task_shares,
+)
 from tradeoff.policy.routers import Featurizer, WordsLR, new_router
 
 
@@ -119,18 +128,24 @@ def evaluate(
         oracle_curve(*pair),
         random_curve(*pair),
     ]
+    reports = [_report(curve, acc_w, acc_s, cost_s) for curve in curves]
+    if table.cost_axis == NO_COSTS:  # the ranks that ordered the sweep are no costs: none shown
+        cost_s = 0.0
+        for report in reports:
+            report.cost_saved_95 = math.nan
+            report.curve = replace(report.curve, cost=np.zeros_like(report.curve.cost))
     return Evaluation(
         configs=table.configs,
         weak=table.configs[weak],
         strong=table.configs[strong],
         acc_weak=acc_w,
         acc_strong=acc_s,
-        cost_weak=float(c[:, weak].mean()),
+        cost_weak=float(c[:, weak].mean()) if table.cost_axis != NO_COSTS else 0.0,
         cost_strong=cost_s,
         cost_axis=table.cost_axis,
         items=len(table.keys),
         source=source,
-        routers=[_report(curve, acc_w, acc_s, cost_s) for curve in curves],
+        routers=reports,
         router=router,
         warnings=_cheaper_strong(table, weak, strong) + _pairwise(table, weak, strong),
         cost_unit=table.cost_unit,
