@@ -436,3 +436,24 @@ def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path
     assert cmp["configs"][0]["ratios"]["cost"]["ratio"] is not None, cmp["configs"][0]
     (row,) = json.loads(run_cli("report", all_failed, "--format", "json").stdout)
     assert "they failed, and a failure reports no tokens to price" in row["cost_usd_missing"]
+
+
+def test_a_failing_model_without_a_price_is_named_as_unpriced(tmp_path):
+    """Every query of `bad` failed, and it has no price: its reason said it failed, hiding
+    that no price was given for it."""
+    import contextlib
+
+    from conftest import fast_server
+
+    serve = contextlib.contextmanager(fast_server)
+    with serve() as good, serve("--fail-every", "1") as dead:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({
+            "models": {"ok": f"openai:{good}#ok", "bad": f"openai:{dead}#bad"},
+            "prices": {"ok": {"input": 1.0, "output": 2.0}}, "tasks": ["arith"], "limit": 2,
+        }))  # fmt: skip
+        done = run_cli("profile", str(spec), "--out", str(tmp_path / "run"))
+    assert done.returncode in (0, 1), done.stderr
+    rows = {r["config"]: r for r in json.loads(run_cli("report", str(tmp_path / "run"), "-f",
+                                                       "json").stdout)}  # fmt: skip
+    assert rows["bad"]["cost_usd_missing"] == "no price in the spec for bad", rows["bad"]
