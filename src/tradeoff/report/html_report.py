@@ -255,7 +255,7 @@ def _latencies(records: pd.DataFrame, summarized: list[Summary], names: list[str
         .encode(
             x=alt.X("ms:Q", title="milliseconds", scale=alt.Scale(type="log")),
             y=alt.Y("share:Q", title="share of requests at or below", axis=alt.Axis(format="%")),
-            color=config_colour(colours(names)),
+            color=config_colour(colours(names, [n for n in names if n in set(data["config"])])),
             tooltip=[
                 "config:N",
                 "latency:N",
@@ -324,7 +324,8 @@ def _energy(records: pd.DataFrame, summarized: list[Summary], names: list[str]) 
             ]
     if not dots:
         return _unmeasured("Energy", "a measured energy per query", summarized, "energy")
-    colour = config_colour(colours(names))
+    drawn = {dot["config"] for dot in dots}
+    colour = config_colour(colours(names, [n for n in names if n in drawn]))
     pick = alt.selection_point(fields=["config"], bind="legend")
     scatter = (
         alt.Chart(pd.DataFrame(dots))
