@@ -802,9 +802,18 @@ def load_spec(path: str | Path) -> RunSpec:
     return parse_spec(data, str(path))
 
 
+# The tasks that read a local file (`hf:`: a saved dataset's directory) named in their reference.
+FILE_TASKS = ("jsonl:", "hf:")
+
+
+def split_path(ref: str, prefix: str) -> tuple[str, str, str]:
+    """A file reference's path, and what follows it: (path, separator, the rest); `hf:PATH:SPLIT`
+    and `gguf:PATH?OPTIONS`, `jsonl:PATH?OPTIONS`."""
+    return ref[len(prefix) :].partition(":" if prefix == "hf:" else "?")
+
+
 def _absolute(ref: str, prefix: str) -> str:
-    body = ref[len(prefix) :]
-    head, sep, rest = body.partition(":" if prefix == "hf:" else "?")
+    head, sep, rest = split_path(ref, prefix)
     if not head.strip():
         return ref  # no path: its loader says what is missing
     path = Path(head).expanduser()
@@ -825,7 +834,7 @@ def with_absolute_paths(spec: RunSpec) -> RunSpec:
     for t in spec.tasks:
         # a bare path ending in .jsonl is a jsonl: task: made absolute as one
         ref = t.ref if t.ref.startswith("synthetic:") else task_name(t.ref)
-        for prefix in ("jsonl:", "hf:"):
+        for prefix in FILE_TASKS:
             if ref.startswith(prefix):
                 ref = _absolute(ref, prefix)
         tasks.append(t.model_copy(update={"ref": ref}))

@@ -25,6 +25,7 @@ import pandas as pd
 from tradeoff.analysis.costs import called_models, failed
 from tradeoff.analysis.load import price_field
 from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
+from tradeoff.config import FILE_TASKS, split_path
 from tradeoff.errors import UserError
 
 # What makes two records answers to the same question: the item (its task, as `task_key` names
@@ -32,7 +33,6 @@ from tradeoff.errors import UserError
 # alike do not pair), its sample, and (in a load run) the load point it was sent at ('' in a
 # profile run).
 PAIR_KEY = ["task_key", "item_id", "item_content", "sample", "load_point"]
-FILE_TASKS = ("jsonl:", "hf:")
 SERVED = "serve"  # the task of `tradeoff serve`'s records (`serve.app.SERVE_TASK`)
 CONFIDENCE = 0.95
 
@@ -174,7 +174,7 @@ def task_keys(tasks: list[str]) -> dict[str, str]:
         prefix = next((p for p in FILE_TASKS if task.startswith(p)), None)
         if prefix is None:
             return task
-        head, sep, rest = task[len(prefix) :].partition(":" if prefix == "hf:" else "?")
+        head, sep, rest = split_path(task, prefix)
         path = Path(head)
         return f"{prefix}{path.name}{sep}{rest}" if path.is_absolute() else task
 
