@@ -684,10 +684,11 @@ def _transferred(
         gap = (curve["strong_fraction"] - row["strong_fraction"]).abs()
         return float(curve.loc[gap.idxmin(), "lam"])
     if "budget" in target:  # the dearest within the budget, as near the calibrated cost as that
-        within = curve[curve["cost"] <= min(row["cost"], target["budget"]) + 1e-12]
+        limit = min(row["cost"], target["budget"])
+        within = curve[curve["cost"] <= limit + _rounding(limit)]
         chosen = within["cost"].idxmax() if not within.empty else curve["cost"].idxmin()
     else:  # accuracy: the cheapest that costs what the calibrated routing did
-        enough = curve[curve["cost"] >= row["cost"] - 1e-12]
+        enough = curve[curve["cost"] >= row["cost"] - _rounding(row["cost"])]
         chosen = enough["cost"].idxmin() if not enough.empty else curve["cost"].idxmax()
     return float(curve.loc[chosen, "lam"])
 
