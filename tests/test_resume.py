@@ -4,6 +4,7 @@
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -377,3 +378,27 @@ def test_a_store_the_disk_cannot_take_says_to_check_it(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "could not be written: disk I/O error" in done.stderr, done.stderr
     assert "kept: check the disk, then continue with" in done.stderr
+
+
+def test_a_ctrl_c_while_generated_code_runs_ends_with_130_not_a_signal(tmp_path):
+    """A Ctrl-C that lands while a dataclass makes its methods (source text run by `exec`) as the
+    command line's modules load: one line and exit 130. Under `python -m` CPython ended the
+    process by SIGINT (-2) instead, as if nothing had caught it (one Ctrl-C in six, early in a
+    run). Here the interrupt is raised in such code as `tradeoff.cli` begins to load."""
+    (tmp_path / "interrupted_loading.py").write_text(
+        "import sys\n"
+        "class Interrupting:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tradeoff.cli':\n"
+        "            exec('raise KeyboardInterrupt', {})\n"
+        "sys.meta_path.insert(0, Interrupting())\n"
+        "sys.argv = ['tradeoff', 'tasks']\n"
+        "from tradeoff.launch import main\n"
+        "main()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    done = subprocess.run(
+        [sys.executable, "-m", "interrupted_loading"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr == "interrupted before the command began; nothing was written\n"
