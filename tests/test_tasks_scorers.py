@@ -114,6 +114,42 @@ def test_normalize() -> None:
 
 
 @pytest.mark.parametrize(
+    ("scorer", "output", "reference", "expected"),
+    [
+        ("exact", "7", "-7", 0.0),  # the sign went with the punctuation: "-7" read as "7"
+        ("exact", "-7", "-7", 1.0),
+        ("exact", "\u22127", "-7", 1.0),  # a minus sign written as such
+        ("exact", "25", "2.5", 0.0),  # the point went too: "2.5" read as "25"
+        ("exact", "5", ".5", 0.0),
+        ("exact", "0.5", ".5", 1.0),
+        ("exact", "3.0", "3", 1.0),  # one number, written two ways
+        ("exact", "3,14", "3.14", 0.0),
+        ("exact", "1,234", "1234", 1.0),
+        ("exact", "7", "007", 0.0),  # leading zeros: an identifier, kept as written
+        ("exact", "007", "007", 1.0),
+        ("contains", "It is 7 degrees.", "Paris|-7", 0.0),
+        ("contains", "It is -7 degrees.", "Paris|-7", 1.0),
+        ("contains", "The ratio is 25 to 1.", "2.5|Paris", 0.0),
+        ("contains", "The ratio is 2.5.", "2.5|Paris", 1.0),
+        ("contains", "Paris, of course.", "Paris|-7", 1.0),
+    ],
+)
+def test_text_scorers_keep_a_numbers_sign_and_point(
+    scorer: str, output: str, reference: str, expected: float
+) -> None:
+    assert make_scorer(scorer).score(output, item(reference)) == expected
+
+
+@pytest.mark.parametrize("reference", [".5", "+5", "42.", "5%."])
+def test_a_reference_written_as_outputs_write_numbers_is_a_number(reference: str) -> None:
+    """The forms the numeric scorer reads in an output, read in a reference too (".5" was
+    "not a number", and an automatic choice fell to `contains`)."""
+    value = float(reference.strip("+.%") if reference != ".5" else reference)
+    assert make_scorer("numeric").score(f"It is {value}", item(reference)) == 1.0
+    assert make_scorer("numeric").score("It is 7", item(reference)) == 0.0
+
+
+@pytest.mark.parametrize(
     ("output", "reference", "expected"),
     [
         ("The United States.", "USA|United States", 1.0),

@@ -22,7 +22,12 @@ _NUMBER = re.compile(
     r"(?<![\w.])(?:(?<![\w)])-)?\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
     r"|(?:(?<![\w)])-)?(?<!\d)\.\d+"
 )
-_BARE_NUMBER = re.compile(r"\s*[-\u2212]?\s*\$?\s*(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s*%?\s*")
+_NUMBER_PIECE = re.compile(f"({_NUMBER.pattern})")
+# A reference that is a number and nothing else: "42", "-3", "+5", ".5", "$1,234.50", "12%",
+# "42." (a full stop after it).
+_BARE_NUMBER = re.compile(
+    r"\s*[-+\u2212]?\s*\$?\s*(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)\s*%?\.?\s*"
+)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
@@ -44,11 +49,25 @@ def after_thinking(output: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """Lowercase, drop accents, punctuation and the articles a/an/the, collapse whitespace."""
-    text = unicodedata.normalize("NFKD", text)
+    """Lowercase, drop accents, punctuation and the articles a/an/the, collapse whitespace.
+    A number keeps its sign and decimal point, in one form ("-7", "2.5", "1,234" as "1234",
+    "3.0" as "3"): the punctuation went from inside numbers too, so "-7" read as "7" and "2.5"
+    as "25"."""
+    text = unicodedata.normalize("NFKD", text.replace("\u2212", "-"))
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
-    text = text.translate(_PUNCT_TO_SPACE).translate(_PUNCT_DELETE)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    pieces = _NUMBER_PIECE.split(text)  # words, then a number, then words, ...
+    words = [p.translate(_PUNCT_TO_SPACE).translate(_PUNCT_DELETE) for p in pieces[::2]]
+    numbers = [_number_word(p) for p in pieces[1::2]]
+    joined = " ".join(w for pair in zip(words, [*numbers, ""]) for w in pair)
+    return " ".join(_ARTICLES.sub(" ", joined).split())
+
+
+def _number_word(number: str) -> str:
+    """A number as `normalize` writes it: its canonical form, or, with leading zeros ("007",
+    an identifier more than a quantity), its digits as written."""
+    if re.match(r"-?\$?0\d", number):
+        return number.replace(",", "").replace("$", "")
+    return canonical_number(number) or number
 
 
 def alternatives(reference: str) -> list[str]:
@@ -59,7 +78,7 @@ def alternatives(reference: str) -> list[str]:
 def canonical_number(text: str) -> str | None:
     """'1,234' -> '1234', '$3.50' -> '3.5', '-0' -> '0'; None when `text` is no number."""
     cleaned = text.replace("\u2212", "-").replace(",", "").replace("$", "").replace(" ", "")
-    cleaned = cleaned.rstrip("%")
+    cleaned = cleaned.removesuffix(".").rstrip("%")
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
