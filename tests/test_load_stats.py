@@ -604,6 +604,7 @@ def test_a_budget_caps_the_length_a_synthetic_item_asks_for():
     """`budget: 4` on a synthetic item of 16 tokens asked for 16, under a name saying 4."""
     from tradeoff.config import parse_spec, resolve_configs
     from tradeoff.strategies.context import asked_length
+    from tradeoff.tasks import load_task
     from tradeoff.types import Item
 
     spec = parse_spec(
@@ -616,6 +617,7 @@ def test_a_budget_caps_the_length_a_synthetic_item_asks_for():
         }
     )
     budget, single = resolve_configs(spec)
-    item = Item(id="0", prompt="x", reference="", task="t", meta={"max_tokens": 16})
-    assert (asked_length(budget, item), asked_length(single, item)) == (4, 16)
-    assert asked_length(single, Item(id="1", prompt="x", reference="", task="t")) is None
+    task = load_task("synthetic:prompt=4,output=16,n=1")
+    item = task.items[0]
+    assert (asked_length(budget, task, item), asked_length(single, task, item)) == (4, 16)
+    assert asked_length(single, task, Item(id="1", prompt="x", reference="", task="t")) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tradeoff.errors import UserError
@@ -127,3 +129,18 @@ def test_jsonl_tasks_show_base_models_their_own_items_never_the_one_asked(tmp_pa
     # Chat prompts are unchanged: the examples are for base models only.
     chat = build_request(task, task.items[0], "chat", max_tokens=8, temperature=0, seed=0)
     assert chat.messages is not None and "1+1" not in chat.messages[0]["content"]
+
+
+@pytest.mark.parametrize("column", [5, "lots"])
+def test_a_data_files_max_tokens_column_is_metadata_not_an_exact_length(tmp_path, column):
+    """A scored task's column named `max_tokens` stays the user's metadata: its requests asked
+    for exactly 5 tokens, as synthetic load's do (and "lots" crashed the run mid-profile)."""
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"prompt": "What is 1+1?", "answer": "2", "max_tokens": column}))
+    task = load_task(f"jsonl:{path}")
+    req = build_request(task, task.items[0], "chat", max_tokens=48, temperature=0, seed=None)
+    assert (req.max_tokens, req.exact_tokens) == (48, False)
+    assert task.items[0].meta["max_tokens"] == column
+    synthetic = load_task("synthetic:prompt=4,output=7,n=1")
+    req = build_request(synthetic, synthetic.items[0], "chat", max_tokens=48, temperature=0, seed=0)
+    assert (req.max_tokens, req.exact_tokens) == (7, True)

@@ -95,7 +95,7 @@ class Plan:
             config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
             score=score, parsed=parsed,
         )  # fmt: skip
-        asked = asked_length(config, item)
+        asked = asked_length(config, task, item)
         if asked is not None:  # asked of each call: a server that stops short shows
             record.extra = {**record.extra, "asked_output_tokens": asked}
         return record, sum(c.generation.e2e_s for c in outcome.calls)

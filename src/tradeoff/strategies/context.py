@@ -10,6 +10,7 @@ from tradeoff.config import DRAW_STRIDE, SAMPLE_STRIDE, SEED_MAX
 from tradeoff.engines.emit import TextSink
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.tasks import Task, build_request
+from tradeoff.tasks.base import exact_length
 from tradeoff.types import Item, Request
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class StrategyContext:
             temperature=s.temperature,
             seed=request_seed(s.seed, sample, draw),
         )
-        asked = asked_length(self.config, item)
+        asked = asked_length(self.config, self.task, item)
         if asked is not None:
             request.max_tokens = asked
         for key, value in overrides.items():
@@ -64,18 +65,18 @@ class StrategyContext:
         return request
 
 
-def asked_length(config: Config, item: Item) -> int | None:
-    """The exact number of output tokens `item` asks for (synthetic load: its meta's
-    `max_tokens`, in place of the configuration's), within the budget of a configuration that caps
-    its tokens (`budget`: its budget went unheeded); None where it asks for none."""
+def asked_length(config: Config, task: Task, item: Item) -> int | None:
+    """The exact number of output tokens `item` asks for (synthetic load: `exact_length`, in
+    place of the configuration's), within the budget of a configuration that caps its tokens
+    (`budget`: its budget went unheeded); None where it asks for none."""
     from tradeoff.strategies import STRATEGIES
 
-    own = item.meta.get("max_tokens")
+    own = exact_length(task, item)
     if own is None:
         return None
     if STRATEGIES[config.strategy].params.caps_max_tokens:
-        return min(int(own), config.sampling.max_tokens)
-    return int(own)
+        return min(own, config.sampling.max_tokens)
+    return own
 
 
 def request_seed(seed: int, sample: int, draw: int = 0) -> int:

@@ -45,6 +45,16 @@ class Task:
     # False for a task without answers (synthetic load): its records store score None, and it
     # has no accuracy.
     scored: bool = True
+    # Each item asks for exactly its meta's `max_tokens` output tokens (synthetic load). Only
+    # such a task's: a data file's column of that name is the user's metadata (it made a scored
+    # task's requests exact-length load requests, and a text in it crashed the run).
+    exact_lengths: bool = False
+
+
+def exact_length(task: Task, item: Item) -> int | None:
+    """The exact number of output tokens `item` of `task` asks for; None where it asks for none."""
+    own = item.meta.get("max_tokens") if task.exact_lengths else None
+    return None if own is None else int(own)
 
 
 T = TypeVar("T")

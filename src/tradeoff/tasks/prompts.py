@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from tradeoff.errors import UserError
-from tradeoff.tasks.base import Task
+from tradeoff.tasks.base import Task, exact_length
 from tradeoff.types import Item, Request
 
 
@@ -54,13 +54,13 @@ def build_request(
     logprobs: bool = False,
 ) -> Request:
     """The request that asks `item` of a model prompted in `mode`. An item with its own
-    `max_tokens` in its meta (synthetic load) asks for exactly that many tokens instead."""
+    length (`exact_length`: synthetic load) asks for exactly that many tokens instead."""
     if mode not in ("chat", "completion"):
         raise UserError(f"prompt mode {mode!r} is not known; modes: chat, completion")
-    own = item.meta.get("max_tokens")
+    own = exact_length(task, item)
     exact = own is not None
     if own is not None:
-        max_tokens = int(own)
+        max_tokens = own
     if mode == "completion":
         return Request(
             prompt=completion_prompt(task, item),

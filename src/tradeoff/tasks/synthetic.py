@@ -168,6 +168,7 @@ def build(ref: str) -> Task:
             f"{spec.output}{f' ± {spec.stdev:g}' if spec.stdev else ''} output tokens (unscored)"
         ),
         items=items,
+        exact_lengths=True,
         scorer=Unscored(),
         stop=[],  # a stop string would end an output before the length it asks for
         scored=False,
