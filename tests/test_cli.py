@@ -96,6 +96,15 @@ def test_flag_errors_and_tasks_given_twice(tmp_path):
     flags = ["-m", "smollm2-135m", "-t", "arith", "--out", out]
     assert_user_error(run_cli("profile", *flags, "--limit", "-1"), "--limit must be at least 1")
     assert_user_error(run_cli("profile", *flags, "-t", "arith"), "'arith' is given twice")
+    # one file named two ways: it ran once, one entry's scorer lost
+    (tmp_path / "s.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models: {m: smollm2-135m}\n"
+        f"tasks: [{{ref: 'jsonl:{tmp_path}/s.jsonl', scorer: numeric}},"
+        f" {{ref: 'jsonl:{tmp_path}/./s.jsonl', scorer: contains}}]\n"
+    )
+    assert_user_error(run_cli("profile", str(spec), "--out", out), "/./s.jsonl' is given twice")
     # llama.cpp draws a seed at random for -1: no run could be repeated
     assert_user_error(run_cli("profile", *flags, "--seed", "-1"), "--seed must be at least 0")
 

@@ -350,12 +350,11 @@ class RunSpec(BaseModel):
     @classmethod
     def _tasks_once(cls, value: list[TaskSpec]) -> list[TaskSpec]:
         # A task's items are keyed by its reference: one given twice would run its requests
-        # twice and keep one record of each.
-        from tradeoff.tasks import task_name
-
+        # twice and keep one record of each. Compared as stored, paths made absolute: one file
+        # named two ways ("s.jsonl", "./s.jsonl") ran once, with one entry's scorer lost.
         seen: set[str] = set()
         for task in value:
-            ref = task_name(task.ref)
+            ref = _absolute_task(task.ref)
             if ref in seen:
                 raise ValueError(f"tasks: {task.ref!r} is given twice; give each task once")
             seen.add(ref)
@@ -828,17 +827,20 @@ def with_absolute_paths(spec: RunSpec) -> RunSpec:
         alias: _absolute(ref, "gguf:") if ref.startswith("gguf:") else ref
         for alias, ref in spec.models.items()
     }
+    tasks = [t.model_copy(update={"ref": _absolute_task(t.ref)}) for t in spec.tasks]
+    return spec.model_copy(update={"models": models, "tasks": tasks})
+
+
+def _absolute_task(ref: str) -> str:
+    """A task reference as stored: a local file's path made absolute (a bare path ending in
+    .jsonl is a jsonl: task, made absolute as one)."""
     from tradeoff.tasks import task_name
 
-    tasks = []
-    for t in spec.tasks:
-        # a bare path ending in .jsonl is a jsonl: task: made absolute as one
-        ref = t.ref if t.ref.startswith("synthetic:") else task_name(t.ref)
-        for prefix in FILE_TASKS:
-            if ref.startswith(prefix):
-                ref = _absolute(ref, prefix)
-        tasks.append(t.model_copy(update={"ref": ref}))
-    return spec.model_copy(update={"models": models, "tasks": tasks})
+    ref = ref if ref.startswith("synthetic:") else task_name(ref)
+    for prefix in FILE_TASKS:
+        if ref.startswith(prefix):
+            ref = _absolute(ref, prefix)
+    return ref
 
 
 def profile_spec(
