@@ -12,6 +12,7 @@ import pytest
 
 from tradeoff.errors import UserError
 from tradeoff.tasks import build_request, load_task
+from tradeoff.tasks.loaders import Fields, jsonl_rows, row_to_item
 
 try:
     import datasets
@@ -250,6 +251,133 @@ def test_jsonl_forced_numeric_scorer_checks_references(tmp_path: Path) -> None:
     assert "scorers: numeric, choice" in user_error(f"jsonl:{path}", scorer="nope")
 
 
+def test_a_builtin_task_refuses_a_scorer_that_can_score_none_of_its_answers() -> None:
+    """--scorer on a built-in task replaced its scorer unchecked: `choice` scored with exact
+    (its answer 'A' normalizes to nothing) or numeric scored every item 0. Its items are now
+    checked as a file's are."""
+    message = user_error("choice", scorer="exact")
+    assert "built-in task 'choice', item choice-0000: answer 'A' is nothing once" in message
+    assert "score a letter with --scorer choice" in message
+    assert "answer 'A' is not a number" in user_error("choice", scorer="numeric")
+    assert "is nothing once normalized" in user_error("choice", pattern=r"(\S+)")
+    assert "is not a letter A-J" in user_error("arith", scorer="choice")
+    assert load_task("arith", scorer="exact").scorer.name == "exact"  # what can score, still may
+
+
+def test_an_answer_that_normalizes_to_nothing_is_refused_for_regex_too(tmp_path: Path) -> None:
+    """The regex scorer compares its group normalized, so it cannot score 'A', 'The' or '!'
+    either: the error recommended it. It is now refused for regex too, pointing a letter at
+    the choice scorer, which does score it."""
+    for answer, fix in [("A", "score a letter with --scorer choice"), ("!", "a fuller answer")]:
+        path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "?", "answer": answer}])
+        message = user_error(f"jsonl:{path}", scorer="regex", pattern=r"(\S+)")
+        assert f"line 1: answer {answer!r} is nothing once normalized" in message
+        assert "so the regex scorer could match no output to it" in message
+        assert fix in message and "--scorer regex" not in message
+    path = write_jsonl(tmp_path / "the.jsonl", [{"prompt": "?", "answer": "The"}])
+    assert "give a fuller answer" in user_error(f"jsonl:{path}", scorer="contains")
+    letter = write_jsonl(tmp_path / "letter.jsonl", [{"prompt": "?", "answer": "A"}])
+    task = load_task(f"jsonl:{letter}", scorer="choice")
+    assert task.scorer.score("A", task.items[0]) == 1.0
+
+
+def test_list_answers_are_written_as_single_answers_are(tmp_path: Path) -> None:
+    """Each answer of a list was written by str(): [0.00001] as '1e-05', which the numeric
+    scorer cannot read, and [true] as 'True'. Each is now written as it would be alone."""
+    rows = [
+        {"prompt": "tiny?", "answer": [0.00001]},
+        {"prompt": "cold?", "answer": [True, "maybe"]},
+        {"prompt": "huge?", "answer": [1e20, " 7 "]},
+    ]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'q.jsonl', rows)}", scorer="contains")
+    assert [it.reference for it in task.items] == [
+        "0.00001",
+        "yes|true|maybe",
+        "100000000000000000000|7",
+    ]
+    path = write_jsonl(tmp_path / "nan.jsonl", [{"prompt": "?", "answer": [1, float("nan")]}])
+    assert "line 1: field 'answer' holds nan; a numeric answer must be finite" in user_error(
+        f"jsonl:{path}"
+    )
+
+
+def test_choices_that_are_not_text_are_read_or_refused(tmp_path: Path) -> None:
+    """Options that were not strings were shown to the model as Python reprs ("{'label': 'A',
+    'text': 'Paris'}", "None"). Numbers are written as numbers, {label, text} objects are read
+    as ARC's labelled choices are, and anything else is refused, naming its line."""
+    rows = [
+        {
+            "prompt": "Capital of France?",
+            "choices": [{"label": "1", "text": "Paris"}, {"label": "2", "text": "Lyon"}],
+            "answer": "1",
+        },
+        {"prompt": "Smallest?", "choices": [3, 0.00001, 2], "answer": 1},
+    ]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'q.jsonl', rows)}")
+    assert task.items[0].prompt == "Capital of France?\nA. Paris\nB. Lyon"
+    assert task.items[1].prompt == "Smallest?\nA. 3\nB. 0.00001\nC. 2"
+    assert [it.reference for it in task.items] == ["A", "B"]
+    for choices, says in [
+        (["Paris", None], "holds null among its options"),
+        (["Paris", ["Lyon"]], "holds a list among its options"),
+        (["Paris", True], "holds a bool among its options"),
+        ([{"label": "A"}, {"label": "B", "text": "Lyon"}], "holds null among its options"),
+    ]:
+        path = write_jsonl(
+            tmp_path / "bad.jsonl", [{"prompt": "?", "choices": choices, "answer": 0}]
+        )
+        message = user_error(f"jsonl:{path}")
+        assert message.startswith(f"{path} line 1: field 'choices' {says}"), message
+        assert "an option is a string or a number" in message
+
+
+def test_unreadable_json_lines_name_their_line(tmp_path: Path) -> None:
+    """An integer of more than 4300 digits, or arrays nested 100,000 deep, raised ValueError
+    and RecursionError past the loader: a traceback (exit 1). Both name their line now."""
+    first = json.dumps({"prompt": "a", "answer": "1"})
+    for line, says in [
+        ('{"prompt": "b", "answer": ' + "9" * 5000 + "}", "line 2 cannot be read (Exceeds"),
+        ("[" * 100_000, "line 2 is nested too deeply to read"),
+    ]:
+        with pytest.raises(UserError) as err:
+            list(jsonl_rows([first, line], "q.jsonl"))
+        assert str(err.value).startswith(f"q.jsonl {says}") and "\n" not in str(err.value)
+    path = write_jsonl(tmp_path / "q.jsonl", [first, "[" * 100_000])
+    assert "line 2 is nested too deeply" in user_error(f"jsonl:{path}")
+
+
+def test_a_blank_chat_message_is_refused_as_a_blank_prompt_is(tmp_path: Path) -> None:
+    """A message of only whitespace was sent as an empty turn, where a blank prompt string is
+    refused."""
+    fields = Fields(prompt="messages", answer="answer", id=None, choices=None)
+    for messages in (
+        [{"role": "user", "content": "   "}],
+        [{"role": "system", "content": ""}, {"role": "user", "content": "2+2?"}],
+    ):
+        with pytest.raises(UserError) as err:
+            row_to_item(
+                {"messages": messages, "answer": "4"},
+                fields,
+                default_id="1",
+                where="q.jsonl line 1",
+                task="t",
+            )
+        role = messages[0]["role"]
+        assert str(err.value) == (
+            f"q.jsonl line 1: field 'messages' has a message of role {role!r} whose content is "
+            "an empty string; every message needs text, as a prompt does"
+        )
+
+
+def test_error_wording(tmp_path: Path) -> None:
+    """'a int', '--id-field apply only', and an empty answer list called 'a list'."""
+    path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": 5, "answer": "x"}])
+    assert "line 1: field 'prompt' is an int;" in user_error(f"jsonl:{path}")
+    path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "?", "answer": []}])
+    assert "line 1: field 'answer' is an empty list;" in user_error(f"jsonl:{path}")
+    assert user_error("arith", id_field="k").startswith("--id-field applies only to jsonl:")
+
+
 def test_unknown_refs() -> None:
     assert "needs a path" in user_error("jsonl:")
     assert "built-in tasks: arith, choice, facts" in user_error("data.csv")
@@ -395,6 +523,108 @@ def test_hf_uncached_hub_dataset_fails_offline_and_leaves_the_environment(
 @needs_datasets
 def test_hf_ref_with_too_many_parts() -> None:
     assert "too many parts" in user_error("hf:a:b:c:d")
+
+
+@needs_datasets
+def test_hf_a_dataset_saved_without_splits_refuses_a_split(tmp_path: Path) -> None:
+    """hf:PATH:banana on a saved Dataset (not a DatasetDict) ran every row, ignoring it."""
+    gsm8k_like(3).save_to_disk(str(tmp_path / "cls"))
+    message = user_error(f"hf:{tmp_path / 'cls'}:banana")
+    assert "was saved without splits" in message and "no split 'banana'; drop :banana" in message
+    assert len(load_task(f"hf:{tmp_path / 'cls'}").items) == 3
+
+
+def gsm8k_snapshot(directory: Path) -> Path:
+    """A local snapshot of a Hub data set with two configs, laid out as GSM8K's is."""
+    for config, n in (("main", 4), ("socratic", 2)):
+        (directory / config).mkdir(parents=True)
+        gsm8k_like(n).to_parquet(str(directory / config / "test-00000-of-00001.parquet"))
+        gsm8k_like(n + 3, offset=100).to_parquet(
+            str(directory / config / "train-00000-of-00001.parquet")
+        )
+    card = ["---", "configs:"]
+    for config in ("main", "socratic"):
+        card += [f"- config_name: {config}", "  data_files:"]
+        card += [f"  - split: {s}\n    path: {config}/{s}-*" for s in ("train", "test")]
+    (directory / "README.md").write_text("\n".join([*card, "---", "# gsm"]) + "\n")
+    return directory
+
+
+@needs_datasets
+def test_hf_local_snapshot_with_configs(tmp_path: Path) -> None:
+    """A snapshot whose README declares configs could not be loaded: hf:PATH gave "Config name
+    is missing" and hf:PATH:main:test "too many parts". A config is read where the directory
+    declares one, and a directory of data files without configs still takes hf:PATH:SPLIT."""
+    gsm = gsm8k_snapshot(tmp_path / "gsm")
+    configs = f"{str(gsm)!r} declares the configs main, socratic; name one, e.g."
+    assert user_error(f"hf:{gsm}") == f"{configs} hf:{gsm}:main"
+    assert user_error(f"hf:{gsm}:test") == f"{configs} hf:{gsm}:main:test"
+    task = load_task(f"hf:{gsm}:main:test")
+    assert len(task.items) == 4 and "(test)" in task.description and len(task.fewshot) == 3
+    assert len(load_task(f"hf:{gsm}:socratic").items) == 2
+    assert len(load_task(f"hf:{gsm}:main:train").items) == 7
+    assert "has no config 'nope'; configs: main, socratic" in user_error(f"hf:{gsm}:nope:test")
+    assert "too many parts" in user_error(f"hf:{gsm}:main:test:x")
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for split, n in (("test", 2), ("validation", 5)):
+        (plain / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"question": f"q{i}", "answer": str(i)}) + "\n" for i in range(n))
+        )
+    assert len(load_task(f"hf:{plain}:validation").items) == 5
+    assert len(load_task(f"hf:{plain}").items) == 2
+    message = user_error(f"hf:{plain}:main:test")
+    assert "declares no configs, so none is called 'main'" in message
+
+
+@needs_datasets
+def test_hf_data_file_errors_name_the_file_and_their_cause(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A Latin-1 CSV or a JSONL file with a broken line said only "DatasetGenerationError: An
+    error occurred while generating the dataset"; the error now names the file and what is
+    wrong with it. Nor does `datasets` print progress bars or log lines while loading."""
+    latin = tmp_path / "latin"
+    latin.mkdir()
+    (latin / "test.csv").write_bytes("question,answer\ncafé?,1\n".encode("latin-1"))
+    message = user_error(f"hf:{latin}")
+    assert f"({latin / 'test.csv'}: UnicodeDecodeError: 'utf-8' codec can't decode" in message
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "test.jsonl").write_text('{"question": "a", "answer": "1"}\n{"question": "b", \n')
+    message = user_error(f"hf:{broken}")
+    assert f"({broken / 'test.jsonl'}: ArrowInvalid: JSON parse error" in message
+    fine = tmp_path / "fine"
+    fine.mkdir()
+    (fine / "test.csv").write_text("question,answer\nq,1\n", encoding="utf-8")
+    capfd.readouterr()
+    assert len(load_task(f"hf:{fine}").items) == 1
+    assert capfd.readouterr().err == ""
+
+
+@needs_datasets
+def test_hf_rows_are_read_without_decoding_columns_no_item_uses(tmp_path: Path) -> None:
+    """Rows were read one by one through `datasets`' formatting, every row twice: 200,000
+    parquet rows took about 10 s, and an image column was decoded for every row (an image PIL
+    cannot read failed the load). The columns an item uses are now read in one pass."""
+    text = datasets.Value("string")
+    features = datasets.Features(
+        {"question": text, "answer": text, "source": text, "image": datasets.Image()}
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "question": ["2+2?", "3+3?"],
+            "answer": ["4", "6"],
+            "source": ["a", "b"],
+            "image": [{"bytes": b"not an image", "path": None}] * 2,
+        },
+        features=features,
+    )
+    ds.save_to_disk(str(tmp_path / "vqa"))
+    task = load_task(f"hf:{tmp_path / 'vqa'}")
+    assert [it.reference for it in task.items] == ["4", "6"]
+    assert task.items[1].meta == {"source": "b"}
 
 
 def test_hf_without_the_datasets_package(monkeypatch: pytest.MonkeyPatch) -> None:

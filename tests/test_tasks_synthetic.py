@@ -76,8 +76,10 @@ def test_requests_ask_for_exactly_the_items_output_length(mode) -> None:
 
 
 def test_field_and_scorer_flags_do_not_apply() -> None:
-    with pytest.raises(UserError, match="--scorer do not apply to 'synthetic:"):
+    with pytest.raises(UserError, match="--scorer does not apply to 'synthetic:"):
         load_task("synthetic:prompt=4,output=4", scorer="exact")
+    with pytest.raises(UserError, match="--scorer, --pattern do not apply to 'synthetic:"):
+        load_task("synthetic:prompt=4,output=4", scorer="regex", pattern="(x)")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from tradeoff.errors import UserError
 from tradeoff.tasks import arith, choice, facts, synthetic
 from tradeoff.tasks.base import Scorer, Task
-from tradeoff.tasks.loaders import INSTRUCTIONS, load_hf, load_jsonl
+from tradeoff.tasks.loaders import INSTRUCTIONS, check_references, load_hf, load_jsonl
 from tradeoff.tasks.prompts import build_request, completion_prompt, question_text
 from tradeoff.tasks.scorers import SCORER_NAMES, make_scorer, normalize
 
@@ -102,19 +102,21 @@ def load_task(
         flags = [*given, *(["--scorer"] if scorer else []), *(["--pattern"] if pattern else [])]
         if flags:
             raise UserError(
-                f"{', '.join(flags)} do not apply to {ref!r}: synthetic tasks have generated "
-                "prompts and no answers to score"
+                f"{', '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply to "
+                f"{ref!r}: synthetic tasks have generated prompts and no answers to score"
             )
         return synthetic.build(ref)
     if ref in BUILTIN:
         if given:
             raise UserError(
-                f"{', '.join(given)} apply only to jsonl: and hf: tasks, not to the built-in "
-                f"task {ref!r}"
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to jsonl: "
+                f"and hf: tasks, not to the built-in task {ref!r}"
             )
         task = BUILTIN[ref](seed)
         if (scorer is not None and scorer != task.scorer.name) or pattern:
             chosen = make_scorer(scorer or "regex", pattern)
+            wheres = [f"built-in task {ref!r}, item {it.id}" for it in task.items]
+            check_references(task.items, wheres, chosen.name)
             task = replace(task, scorer=chosen, instruction=INSTRUCTIONS[chosen.name])
         return task
     fields = {

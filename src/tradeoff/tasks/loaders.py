@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -116,6 +117,11 @@ def _prompt(value: Any, field: str, where: str) -> Prompt:
                     f"{where}: field {field!r} has a message of role {m['role']!r}; roles are "
                     f"{', '.join(ROLES)}"
                 )
+            if not m["content"].strip():
+                raise UserError(
+                    f"{where}: field {field!r} has a message of role {m['role']!r} whose content "
+                    f"is {_describe(m['content'])}; every message needs text, as a prompt does"
+                )
             messages.append({"role": m["role"], "content": m["content"]})
         if not any(m["role"] == "user" for m in messages):
             raise UserError(f"{where}: field {field!r} has no message of role 'user'")
@@ -131,45 +137,60 @@ def _describe(value: Any) -> str:
         return "null"
     if isinstance(value, str):
         return "an empty string" if not value.strip() else f"the string {value[:40]!r}"
-    return f"a {type(value).__name__}"
+    kind = type(value).__name__
+    if isinstance(value, (list, dict)) and not value:
+        return f"an empty {kind}"
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def _reference(value: Any, field: str, where: str) -> str:
-    if isinstance(value, bool):  # BoolQ's answers: either word accepted
-        return YES if value else NO
-    if isinstance(value, str) and value.strip().casefold() in ("true", "false"):  # a CSV's
-        return YES if value.strip().casefold() == "true" else NO
-    if value is None:
-        raise UserError(
-            f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, "
-            "a number, or a list of accepted strings"
-        )
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise UserError(f"{where}: field {field!r} is {value}; a numeric answer must be finite")
-        # positional, as a model would write it: 5e-05 is 0.00005 (the numeric scorer reads no
-        # exponent)
-        return format(Decimal(repr(value)), "f")
-    if isinstance(value, str) and value.strip():
-        return value.strip()
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
-        return "|".join(str(v).strip() for v in value)
+        return "|".join(_scalar(v, field, where) for v in value)
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip()):
+        return _scalar(value, field, where)
     raise UserError(
         f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, a number, "
         "or a list of accepted strings"
     )
 
 
+def _scalar(value: str | int | float, field: str, where: str) -> str:
+    """One accepted answer as a reference writes it; each of a list's the same way."""
+    if isinstance(value, bool):  # BoolQ's answers: either word accepted
+        return YES if value else NO
+    if isinstance(value, str):
+        if value.strip().casefold() in ("true", "false"):  # a CSV's
+            return YES if value.strip().casefold() == "true" else NO
+        return value.strip()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{where}: field {field!r} holds {value}; a numeric answer must be finite")
+    return _number_text(value)
+
+
+def _number_text(value: int | float) -> str:
+    """A number positionally, as a model would write it: 5e-05 is 0.00005 (the numeric scorer
+    reads no exponent)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")
+    return str(value)
+
+
 def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
-    """A `choices` value as (option texts, their labels if the data names them, as ARC does)."""
+    """A `choices` value as (option texts, their labels if the data names them): a list of
+    texts; ARC's {"text": [...], "label": [...]}; or the same as a list of {"label": ...,
+    "text": ...} objects, as JSON written row by row has it."""
     if isinstance(value, dict) and isinstance(value.get("text"), list):
-        texts = [str(t) for t in value["text"]]
+        texts = [_option_text(t, where) for t in value["text"]]
         labels = value.get("label")
-        labels = [str(label) for label in labels] if isinstance(labels, list) else None
+        labels = (
+            [_option_text(label, where) for label in labels] if isinstance(labels, list) else None
+        )
+    elif isinstance(value, list) and value and all(isinstance(o, dict) for o in value):
+        texts = [_option_text(o.get("text"), where) for o in value]
+        labeled = all("label" in o for o in value)
+        labels = [_option_text(o["label"], where) for o in value] if labeled else None
     elif isinstance(value, list):
-        texts, labels = [str(t) for t in value], None
+        texts, labels = [_option_text(t, where) for t in value], None
     else:
         raise UserError(
             f"{where}: field 'choices' is {_describe(value)}; it must be a list of option texts"
@@ -180,6 +201,17 @@ def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
             f"supported (letters {LETTERS[0]}-{LETTERS[-1]})"
         )
     return texts, labels
+
+
+def _option_text(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number_text(value)
+    raise UserError(
+        f"{where}: field 'choices' holds {_describe(value)} among its options; an option is a "
+        'string or a number, or an object {"label": ..., "text": ...}'
+    )
 
 
 def _choice_letter(
@@ -307,10 +339,11 @@ def choose_scorer(
     n_options = max((len(it.meta.get("choices", [])) for it in items), default=0)
     if scorer is None and pattern:
         scorer = "regex"
+    every_number = False
     if scorer is None:
         if n_options or all(_is_letter(it.reference) for it in items):
             scorer = "choice"
-        elif all(reference_number(it.reference) is not None for it in items):
+        elif every_number := all(reference_number(it.reference) is not None for it in items):
             scorer = "numeric"
         elif all(it.reference in (YES, NO) for it in items):
             scorer = "exact"  # yes or no: "contains" would take "no, not true" for true
@@ -319,24 +352,39 @@ def choose_scorer(
     chosen = make_scorer(scorer, pattern)
     if scorer == "choice" and n_options:
         chosen = ChoiceScorer(letters=LETTERS[:n_options])
+    if not every_number:  # chosen as numeric because each answer is one: nothing to check
+        check_references(items, wheres, scorer)
+    return chosen
+
+
+def check_references(items: list[Item], wheres: list[str], scorer: str) -> None:
+    """A UserError naming the first item (at its `wheres`) whose reference the scorer called
+    `scorer` could never match: every item would score 0, silently."""
     for item, where in zip(items, wheres, strict=True):
-        if scorer == "numeric" and reference_number(item.reference) is None:
+        reference = item.reference
+        if scorer == "numeric" and reference_number(reference) is None:
             raise UserError(
-                f"{where}: answer {item.reference[:40]!r} is not a number, which the numeric "
+                f"{where}: answer {reference[:40]!r} is not a number, which the numeric "
                 "scorer needs (a number, or GSM8K's '... #### 42'); choose another with --scorer"
             )
-        if scorer in ("exact", "contains") and not alternatives(item.reference):
-            raise UserError(
-                f"{where}: answer {item.reference[:40]!r} is nothing once normalized (case, "
-                "punctuation and the articles a, an, the are dropped before comparing), so no "
-                "answer could match it; give a fuller answer, or --scorer regex"
+        if scorer in ("exact", "contains", "regex") and not alternatives(reference):
+            # The regex scorer compares its group normalized, as these do.
+            fix = (
+                "score a letter with --scorer choice"
+                if _is_letter(reference)
+                else "give a fuller answer"
             )
-        if scorer == "choice" and not _is_letter(item.reference):
             raise UserError(
-                f"{where}: answer {item.reference[:40]!r} is not a letter A-J, which the choice "
-                "scorer needs; give a 'choices' list or choose another scorer with --scorer"
+                f"{where}: answer {reference[:40]!r} is nothing once normalized (case, "
+                "punctuation and the articles a, an, the are dropped before comparing), so the "
+                f"{scorer} scorer could match no output to it; {fix}"
             )
-    return chosen
+        if scorer == "choice" and not _is_letter(reference):
+            raise UserError(
+                f"{where}: answer {reference[:40]!r} is not a letter A-J, which the choice "
+                "scorer needs; choose another scorer with --scorer (or, in a data file, give "
+                "a 'choices' list)"
+            )
 
 
 def _is_letter(reference: str) -> bool:
@@ -421,6 +469,16 @@ def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, An
                 f"{shown} line {lineno} is not valid JSON ({e.msg.removesuffix(' at')} at "
                 f"column {e.colno}); "
                 "each line must be one JSON object"
+            ) from None
+        except RecursionError:
+            raise UserError(
+                f"{shown} line {lineno} is nested too deeply to read (arrays or objects "
+                "within each other, hundreds deep); each line must be one JSON object"
+            ) from None
+        except ValueError as e:  # Python reads no integer of more than 4300 digits
+            raise UserError(
+                f"{shown} line {lineno} cannot be read ({str(e).split(';')[0]}); "
+                "write a number that long as a string"
             ) from None
         if not isinstance(row, dict):
             raise UserError(
@@ -547,13 +605,47 @@ def _offline(datasets: Any) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextmanager
+def _quiet(datasets: Any) -> Iterator[list[str]]:
+    """`datasets` without its progress bars, and with the errors it logs kept rather than
+    printed: a failure becomes one UserError line, and only those log lines name the file that
+    failed."""
+    logged: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    def below_error(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    logger = logging.getLogger("datasets")
+    printers = list(logger.handlers)
+    keep = Keep(logging.ERROR)
+    for handler in printers:
+        handler.addFilter(below_error)
+    logger.addHandler(keep)
+    bars_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield logged
+    finally:
+        if bars_on:
+            datasets.enable_progress_bars()
+        logger.removeHandler(keep)
+        for handler in printers:
+            handler.removeFilter(below_error)
+
+
 def _looks_local(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or os.path.exists(name)
 
 
 def parse_hf_ref(spec: str) -> tuple[str, str | None, str | None, bool]:
-    """'NAME[:CONFIG][:SPLIT]' (or 'PATH[:SPLIT]' for a local directory) as
-    (name, config, split, is_local)."""
+    """'NAME[:CONFIG][:SPLIT]' as (name, config, split, is_local). A local directory takes
+    'PATH[:SPLIT]', or 'PATH:CONFIG[:SPLIT]' where it declares configs: its one part comes back
+    as the split, which `_local_config` reads as a config if the directory declares one so
+    named."""
     parts = spec.split(":")
     name = parts[0]
     if not name:
@@ -562,22 +654,24 @@ def parse_hf_ref(spec: str) -> tuple[str, str | None, str | None, bool]:
             "written by Dataset.save_to_disk"
         )
     rest = [p or None for p in parts[1:]]
-    local = _looks_local(name)
-    if local:
-        if len(rest) > 2 or (len(rest) == 2 and rest[0] is not None):
-            raise UserError(
-                f"hf:{spec} has too many parts; a local directory takes hf:PATH or hf:PATH:SPLIT"
-            )
-        return name, None, rest[-1] if rest else None, True
     if len(rest) > 2:
+        if _looks_local(name):
+            raise UserError(
+                f"hf:{spec} has too many parts; a local directory takes hf:PATH[:SPLIT], or "
+                "hf:PATH:CONFIG[:SPLIT] where its README declares configs"
+            )
         raise UserError(f"hf:{spec} has too many parts; write hf:NAME[:CONFIG][:SPLIT]")
+    if _looks_local(name):
+        return name, rest[0] if len(rest) == 2 else None, rest[-1] if rest else None, True
     config = rest[0] if rest else None
     split = rest[1] if len(rest) == 2 else None
     return name, config, split, False
 
 
-def _load_hf_object(datasets: Any, name: str, config: str | None, local: bool) -> Any:
-    """A Dataset or DatasetDict, without network."""
+def _load_hf_object(
+    datasets: Any, name: str, config: str | None, split: str | None, local: bool
+) -> tuple[Any, str | None]:
+    """A Dataset or DatasetDict, without network, and the split asked of it."""
     path = Path(name).expanduser()
     if local:
         if not path.exists():
@@ -590,32 +684,69 @@ def _load_hf_object(datasets: Any, name: str, config: str | None, local: bool) -
                 f"{name!r} is a file; hf:PATH takes a directory written by Dataset.save_to_disk "
                 "(for a JSONL file use jsonl:PATH)"
             )
-        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+    with _quiet(datasets) as logged, _offline(datasets):
+        if local and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            if config is not None:
+                raise UserError(
+                    f"{name!r} was written by save_to_disk, which keeps no configs; write "
+                    f"hf:{name}[:SPLIT]"
+                )
             try:
-                return datasets.load_from_disk(str(path))
+                return datasets.load_from_disk(str(path)), split
             except Exception as e:
                 raise UserError(
-                    f"cannot read the saved data set in {name!r} ({_reason(e)}); write it again "
-                    "with Dataset.save_to_disk"
+                    f"cannot read the saved data set in {name!r} ({_reason(e, logged)}); write "
+                    "it again with Dataset.save_to_disk"
                 ) from None
-    with _offline(datasets):
+        if local:
+            config, split = _local_config(datasets, path, name, config, split)
         try:
             # A directory of data files (csv, json, parquet) or a data set in the local cache.
             loaded = datasets.load_dataset(str(path) if local else name, config)
-            return _as_text(datasets, path, loaded) if local else loaded
+            return (_as_text(datasets, path, config, loaded) if local else loaded), split
         except Exception as e:
             if local:
                 raise UserError(
                     f"{name!r} is neither a directory written by save_to_disk nor one of data "
-                    f"files that datasets can read ({_reason(e)})"
+                    f"files that datasets can read ({_reason(e, logged)})"
                 ) from None
             raise UserError(
                 f"hf dataset {name!r} is not in the local cache and there is no network "
-                f"({_reason(e)}); save it with Dataset.save_to_disk and use hf:PATH"
+                f"({_reason(e, logged)}); save it with Dataset.save_to_disk and use hf:PATH"
             ) from None
 
 
-def _as_text(datasets: Any, directory: Path, loaded: Any) -> Any:
+def _local_config(
+    datasets: Any, path: Path, name: str, config: str | None, split: str | None
+) -> tuple[str | None, str | None]:
+    """The config and split that hf:PATH[:CONFIG][:SPLIT] names in a directory of data files.
+    One part names a config where the directory declares one so named (a snapshot of GSM8K
+    declares main and socratic in its README.md), else a split."""
+    try:
+        configs = list(datasets.get_dataset_config_names(str(path)))
+    except Exception:  # no data files there: loading says so
+        return config, split
+    if config is None and split in configs:
+        return split, None
+    if config is not None and config not in configs:
+        if configs == ["default"]:
+            raise UserError(
+                f"{name!r} declares no configs, so none is called {config!r}; write "
+                f"hf:{name}[:SPLIT]"
+            )
+        raise UserError(f"{name!r} has no config {config!r}; configs: {', '.join(configs)}")
+    if config is None and len(configs) > 1:
+        try:
+            datasets.load_dataset_builder(str(path))
+        except ValueError:  # none is the default
+            raise UserError(
+                f"{name!r} declares the configs {', '.join(configs)}; name one, e.g. "
+                f"hf:{name}:{configs[0]}{'' if split is None else f':{split}'}"
+            ) from None
+    return config, split
+
+
+def _as_text(datasets: Any, directory: Path, config: str | None, loaded: Any) -> Any:
     """A directory of CSV files read again with every column a string: `datasets` infers types
     as pandas does, and so reads the answer 007 as 7 and True as a boolean."""
     kinds = {p.suffix.lower() for p in directory.rglob("*") if p.is_file()} & DATA_FILES
@@ -624,19 +755,35 @@ def _as_text(datasets: Any, directory: Path, loaded: Any) -> Any:
     first = next(iter(loaded.values())) if hasattr(loaded, "values") else loaded
     text = datasets.Features({c: datasets.Value("string") for c in first.column_names})
     try:
-        return datasets.load_dataset(str(directory), features=text)
+        return datasets.load_dataset(str(directory), config, features=text)
     except Exception:  # splits of other columns: keep what was read
         return loaded
 
 
-def _reason(e: Exception) -> str:
+_LOGGED_FILE = re.compile(r"(?:file|from) '([^']+)'")  # "Failed to read file '/d/test.csv' ..."
+
+
+def _reason(e: BaseException, logged: list[str] | None = None) -> str:
+    """Why loading failed, in one line: the innermost error raised `from` another (`datasets`
+    wraps a file's error in DatasetGenerationError), after the file its log named. Not an
+    implicit __context__: that is whatever was being handled, often a first attempt that failed
+    otherwise (datasets reads JSON with pyarrow, then pandas)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    reason = f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    files = [m.group(1) for line in logged or [] if (m := _LOGGED_FILE.search(line))]
+    return f"{files[-1]}: {reason}" if files else reason
 
 
 def _pick_split(obj: Any, split: str | None, shown: str) -> tuple[Any, str | None]:
     if not hasattr(obj, "keys"):  # a single Dataset
-        return obj, split
+        if split is not None:
+            raise UserError(
+                f"hf dataset {shown!r} was saved without splits (a Dataset, not a "
+                f"DatasetDict), so it has no split {split!r}; drop :{split}"
+            )
+        return obj, None
     splits = list(obj.keys())
     if split is not None:
         if split not in obj:
@@ -656,27 +803,38 @@ def _class_names(dataset: Any, column: str) -> list[str] | None:
     return list(names) if isinstance(names, list) else None
 
 
-def _hf_items(dataset: Any, fields: Fields, name: str, shown: str) -> tuple[list[Item], list[str]]:
+def _rows(datasets: Any, dataset: Any, fields: Fields) -> list[dict[str, Any]]:
+    """Every row as plain values, in one read of the Arrow table (iterating a Dataset formats
+    each row on its own, tens of times slower), of the columns an item uses: its fields, and
+    the scalar ones its meta keeps (an image or audio column is not read)."""
+    scalar = (datasets.Value, datasets.ClassLabel)
+    used = {fields.prompt, fields.answer, fields.id, fields.choices}
+    features = dataset.features
+    columns = [c for c in dataset.column_names if c in used or isinstance(features[c], scalar)]
+    rows: list[dict[str, Any]] = dataset.select_columns(columns).to_list()
+    return rows
+
+
+def _hf_items(
+    datasets: Any, dataset: Any, fields: Fields, name: str, shown: str
+) -> tuple[list[Item], list[str]]:
     """Items from every row; without an id field a row's id is its index in the split."""
     class_names = _class_names(dataset, fields.answer)
-    items: list[Item] = []
-    wheres: list[str] = []
-    rows: Iterable[dict[str, Any]] = dataset
-    digits = digit_reading(((f"{shown} row {i}", row) for i, row in enumerate(rows)), fields)
-    for i, row in enumerate(rows):
-        where = f"{shown} row {i}"
-        items.append(
-            row_to_item(
-                row,
-                fields,
-                default_id=str(i),
-                where=where,
-                task=name,
-                class_names=class_names,
-                digits=digits,
-            )
+    rows = _rows(datasets, dataset, fields)
+    wheres = [f"{shown} row {i}" for i in range(len(rows))]
+    digits = digit_reading(zip(wheres, rows, strict=True), fields)
+    items = [
+        row_to_item(
+            row,
+            fields,
+            default_id=str(i),
+            where=where,
+            task=name,
+            class_names=class_names,
+            digits=digits,
         )
-        wheres.append(where)
+        for i, (where, row) in enumerate(zip(wheres, rows, strict=True))
+    ]
     return items, wheres
 
 
@@ -692,17 +850,18 @@ def load_hf(
     pattern: str | None = None,
 ) -> Task:
     """A task from a Hugging Face data set, offline: a directory written by `save_to_disk`, a
-    directory of data files, or a data set already in the local cache. When the data set also
-    has a train split, 3 of its rows (chosen by `seed`) become the few-shot examples."""
+    directory of data files (a local snapshot of a Hub data set too, configs and all), or a data
+    set already in the local cache. When the data set also has a train split, 3 of its rows
+    (chosen by `seed`) become the few-shot examples."""
     datasets = _import_datasets()
     name = name or f"hf:{spec}"
     ds_name, config, split, local = parse_hf_ref(spec)
-    obj = _load_hf_object(datasets, ds_name, config, local)
+    obj, split = _load_hf_object(datasets, ds_name, config, split, local)
     dataset, chosen_split = _pick_split(obj, split, ds_name)
     shown = ds_name if chosen_split is None else f"{ds_name} ({chosen_split})"
     columns = list(dataset.column_names)
     fields = resolve_fields(columns, f"hf dataset {shown}", prompt_field, answer_field, id_field)
-    items, wheres = _hf_items(dataset, fields, name, shown)
+    items, wheres = _hf_items(datasets, dataset, fields, name, shown)
     if not items:
         raise UserError(f"hf dataset {shown!r} has no rows")
     _check_unique_ids(items, wheres, shown)
@@ -711,7 +870,9 @@ def load_hf(
         train = obj["train"]
         picks = sorted(random.Random(seed).sample(range(len(train)), min(N_FEWSHOT, len(train))))
         try:
-            fewshot, _ = _hf_items(train.select(picks), fields, name, f"{ds_name} (train)")
+            fewshot, _ = _hf_items(
+                datasets, train.select(picks), fields, name, f"{ds_name} (train)"
+            )
         except UserError:
             fewshot = []  # a train split shaped unlike the test split gives no examples
         for i, shot in enumerate(fewshot):
