@@ -173,6 +173,26 @@ def test_a_routed_request_that_fails_says_where_it_went(routed, tmp_path):
     assert "x-tradeoff-request-id" in answer.headers
 
 
+def test_a_policy_moved_or_copied_is_the_same_configuration(routed, tmp_path):
+    """A configuration's id is what it runs: the same policy file at another path appended to
+    a served directory as the same configuration (it was refused as "another configuration");
+    a policy fitted again is still another."""
+    from tradeoff.strategies.route import Params as RouteParams
+
+    policy, _ = routed
+    copy = tmp_path / "deployed" / policy.name
+    copy.parent.mkdir()
+    copy.write_bytes(policy.read_bytes())
+    refitted = tmp_path / policy.name  # other bytes, as a policy fitted again has
+    refitted.write_text(json.dumps(json.loads(policy.read_text()), indent=1))
+
+    def config_id(path: Path) -> str:
+        return RouteParams(strategy="route", policy=str(path)).resolve().config_id
+
+    assert config_id(copy) == config_id(policy)
+    assert config_id(refitted) != config_id(policy)
+
+
 def test_a_packed_router_array_that_is_not_finite_is_refused():
     """An embedding router's state is packed arrays, which the file's own numbers left unread:
     a NaN score there loaded, and every query's expected score was NaN."""

@@ -38,6 +38,7 @@ def test_upstream_failure_is_502(client: httpx.Client, endpoint: str, model: str
         payloads = sse_events(r.text)
         last = json.loads(payloads[-2])
         assert last["error"]["type"] == "upstream_error", last
+        assert last["tradeoff"]["config"] == model, last  # what ran, as a finished stream says
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

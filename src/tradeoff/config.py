@@ -271,8 +271,13 @@ class StrategyParams(BaseModel):
 
 
 def with_id(config: Config) -> Config:
-    """`config` with its id: a hash of what it runs."""
-    content = json.dumps(config.content(), sort_keys=True)
+    """`config` with its id: a hash of what it runs. Not of where a file it reads sits: a
+    route's policy moved or copied is the same configuration (the file's content hash is in its
+    parameters); its path made a restart from another directory "another configuration"."""
+    content_of = config.content()
+    if "policy_sha256" in config.params:
+        content_of["params"] = {k: v for k, v in config.params.items() if k != "policy"}
+    content = json.dumps(content_of, sort_keys=True)
     config.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
     return config
 

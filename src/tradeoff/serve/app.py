@@ -847,8 +847,10 @@ class _Run:
         record = self._record(outcome, t1, status or 200)
         summary = _summary(self.served.config, record, outcome)
         if status is not None:  # failed after the answer started: say so in the stream
+            # with what was run and what it cost, as a finished stream's last chunk says (a
+            # route's 502 says where it went; here its headers had gone out already)
             failure = self._failure(outcome, status)
-            body += b"data: " + dumps(failure.body()) + b"\n\n"
+            body += b"data: " + dumps({**failure.body(), "tradeoff": summary}) + b"\n\n"
         else:
             body += self._chunk(None, self._finish_reason(outcome), tradeoff=summary)
             if self.include_usage:
