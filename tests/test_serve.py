@@ -383,6 +383,8 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
         (["--request-timeout", "inf"], "--request-timeout must be a number of seconds"),
         (["--request-timeout", "nan"], "'--request-timeout': Input should be greater than"),
+        # every request naming no max_tokens was refused, for a max_tokens it never sent
+        (["--max-tokens-limit", "2"], "where a request names no max_tokens, above --max-tokens"),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, needle):
