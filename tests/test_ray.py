@@ -1,11 +1,12 @@
 """`tradeoff profile` on a real local Ray cluster of two nodes (ray.cluster_utils: a head and a
 second node, each a set of real Ray processes on loopback): the store equals a local run's at
 temperature 0, item for item; a killed worker's shard is redone and nothing stored twice; a run
-killed at the driver resumes without Ray; a model no node can hold is one line; Ray is not
-imported without --ray."""
+killed at the driver resumes without Ray; a model no node can hold is one line, and so is an
+address where no cluster answers (in seconds); Ray is not imported without --ray."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,11 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import fast_server, one_line_error, run_cli
 
 ray = pytest.importorskip("ray", reason="the Ray tests need pip install 'tradeoff[ray]'")
 
@@ -157,6 +160,44 @@ def test_no_cluster_at_the_address_or_no_address_is_one_line(tmp_path, address):
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"Ray address {address!r}" in lines[0], bad.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[str]:
+    """A port that answers, but not as Ray: benchmarks/fast_server.py (OpenAI-compatible)."""
+    yield from fast_server()
+
+
+def test_a_port_that_is_not_ray_is_one_line_in_seconds_and_ctrl_c_stops_the_wait(web, tmp_path):
+    """`--ray HOST:PORT` where a server listens that is no Ray cluster (here the model's own
+    server): Ray itself retried for minutes, deaf to Ctrl-C and SIGTERM."""
+    address = f"127.0.0.1:{urlsplit(web).port}"
+    model = f"openai:{web}#fast"
+    begun = time.monotonic()
+    bad = run_cli("profile", "-m", model, "-t", "arith", "--limit", "1",
+                  "--out", str(tmp_path / "r"), "--ray", address, timeout=60)  # fmt: skip
+    assert time.monotonic() - begun < 30, bad.stderr
+    one_line_error(bad, f"Ray address {address!r}: no Ray cluster answers there", "auto",
+                   "local", "`ray start --head`")  # fmt: skip
+    assert not (tmp_path / "r").exists()
+    # A Ctrl-C while it waits for the answer stops the run there, as while workers load.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", model, "-t", "arith", "--limit", "1",
+         "--profile", "constant:1", "--max-requests", "1", "--scrape", "off",
+         "--out", str(tmp_path / "l"), "--ray", address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted before the run began; nothing was written" in stderr, stderr
+    assert not (tmp_path / "l").exists()
 
 
 def test_ray_is_not_imported_without_the_flag():

@@ -23,6 +23,9 @@ import functools
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +45,9 @@ from tradeoff.work import Plan, Work
 RETRIES = 3  # Ray's own retries of a shard (and restarts of its actor) before the run fails
 WAIT_NOTE_S = 30.0  # while workers get ready, a note this often on those that are not
 IN_FLIGHT = 2  # shards handed to an actor at once: one running, one ready to start
+# A Ray GCS answers `ray status` in about 1 s here, 3 s with every core busy; a port that has not
+# answered as one in 10 s is not one (or one still starting: asked again, it answers).
+PROBE_S = 10.0
 SHARED_RAPL = (
     "RAPL measures the whole CPU package, which this Ray worker shares with other work on its "
     "node; give its model resources: {num_cpus: N} with N the node's CPUs to meter it"
@@ -358,10 +364,11 @@ def _node_cpus(ray: Any, node_id: str) -> float:
 # --- the driver -----------------------------------------------------------------------------
 
 
-def connect(address: str) -> None:
+def connect(address: str, stopped: Callable[[], bool] = lambda: False) -> None:
     """Join the cluster at `address` ('auto': the one `ray start` began on this machine;
     'local': a new one here, for this run), before any model is loaded or anything stored: an
-    address where no cluster answers is one line (Ray itself would retry for minutes)."""
+    address where no cluster answers is one line, in seconds (Ray itself would retry for
+    minutes); a Ctrl-C meanwhile (`stopped()`) is a KeyboardInterrupt."""
     ray = _import_ray()
     if ray.is_initialized():
         return
@@ -381,6 +388,7 @@ def connect(address: str) -> None:
                 f"Ray address {address!r}: no Ray cluster answers there ({exc.strerror or exc}); "
                 "start one with `ray start --head`, or give --ray local for one on this machine"
             ) from None
+        _check_gcs(address, stopped)
     try:
         ray.init(
             address=address,  # "local": always a new cluster (None would join one running here)
@@ -406,6 +414,50 @@ def connect(address: str) -> None:
         ) from None
 
 
+def _check_gcs(address: str, stopped: Callable[[], bool]) -> None:
+    """Refuse HOST:PORT, a port something listens on, unless a Ray cluster's GCS answers there.
+
+    Ray's own client, given a port that is not a GCS (a web server, say), retries for minutes
+    inside its C++ code, logging each try, where neither Ctrl-C nor SIGTERM reaches it: ray.init
+    cannot be given a deadline. So the question goes first to `ray status --address` (Ray's
+    documented CLI; `ray.scripts.scripts` is what the `ray` command runs, here run by this
+    interpreter, so with this Ray) in a process of its own, killed after PROBE_S or at a Ctrl-C
+    (`stopped()`), its output kept. It connects as ray.init does: the same GCS client, the
+    environment's token and TLS settings, and a check that the cluster's Ray version is this
+    one; it exits 0 once the GCS has answered."""
+    command = [sys.executable, "-m", "ray.scripts.scripts", "status", "--address", address]
+    deadline = time.monotonic() + PROBE_S
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,  # a terminal's Ctrl-C is this process's to handle
+    ) as probe:  # fmt: skip
+        try:
+            while True:
+                try:
+                    _, said = probe.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stopped():  # Ctrl-C: nothing started yet, nothing to finish
+                        raise KeyboardInterrupt from None
+                    if time.monotonic() > deadline:
+                        raise UserError(
+                            f"Ray address {address!r}: no Ray cluster answers there (a server "
+                            f"listens on that port, but no Ray GCS answered in {PROBE_S:g} s); "
+                            "give auto (with `ray start --head` run on this machine), local (a "
+                            "new cluster here, for this run), or the HOST:PORT of the head's GCS "
+                            "(the address `ray start --head` prints)"
+                        ) from None
+        finally:
+            probe.kill()  # nothing once it has exited
+    if probe.returncode != 0:
+        lines = [line.strip() for line in said.splitlines() if line.strip()]
+        raise UserError(
+            f"Ray address {address!r}: `ray status` there failed "
+            f"({lines[-1] if lines else f'exit code {probe.returncode}'}); give the address `ray "
+            "start --head` printed, and check that this machine's Ray matches the cluster's"
+        )
+
+
 def _unwrap(ray: Any, exc: BaseException) -> BaseException:
     """The error a worker raised (a UserError for a bad model, say), out of Ray's wrapper."""
     if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
@@ -425,10 +477,15 @@ class Pool:
 
     @classmethod
     def start(
-        cls, spec: RunSpec, configs: list[Config], executor: RayExecutor, api_key: str | None
+        cls,
+        spec: RunSpec,
+        configs: list[Config],
+        executor: RayExecutor,
+        api_key: str | None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> Pool:
         ray = _import_ray()
-        connect(executor.address)
+        connect(executor.address, stopped)
         groups = groups_of(configs)
         alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         check_resources(spec, list(groups), alive, executor.workers)
@@ -614,7 +671,7 @@ async def open_ray_session(
     """`session.open_session` for a Ray run: the actors (models loaded and metered on the
     workers, none on the driver), then the store, with every worker's node in its host
     description, and each worker's meter (idle baseline, totals) in the session's summary."""
-    pool = Pool.start(spec, configs, executor, api_key)
+    pool = Pool.start(spec, configs, executor, api_key, stopped)
     try:
         notify(
             f"Ray ({executor.address}): starting {pool.size} worker(s), "
