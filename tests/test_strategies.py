@@ -341,3 +341,37 @@ def test_a_reasoning_answer_is_scored_after_its_thinking():
     )
     assert after_thinking("  <think> 3 plus 10 is 13") == ""  # cut off: no answer given
     assert after_thinking("13, I think") == "13, I think"
+
+
+def test_agreement_samples_the_small_model_and_the_large_answers_at_the_given_temperature(
+    tmp_path,
+):
+    """`agreement` raises the temperature of the small model's draws to 0.7 (the spec's is 0);
+    the large model's one answer was drawn at 0.7 too, so an escalated answer was a sample, not
+    the large model's greedy answer. An entry's own temperature is both models'."""
+    import contextlib
+
+    from conftest import fast_server
+
+    serve = contextlib.contextmanager(fast_server)
+    small_log, large_log = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    always = {"strategy": "cascade", "models": ["small", "large"], "signal": "agreement"}
+    with (
+        serve("--log-requests", str(small_log)) as small,
+        serve("--log-requests", str(large_log)) as large,
+    ):
+        spec = parse_spec(
+            {
+                "models": {"small": f"openai:{small}#small", "large": f"openai:{large}#large"},
+                "tasks": ["arith"], "limit": 1, "sampling": {"max_tokens": 4},
+                "configs": [
+                    {**always, "threshold": -1, "name": "raised"},
+                    {**always, "threshold": -1, "temperature": 0.4, "name": "given"},
+                ],
+            }
+        )  # fmt: skip
+        assert profile(spec, tmp_path / "run", notify=lambda m: None).status == "finished"
+    drawn = [json.loads(line)["temperature"] for line in small_log.read_text().splitlines()]
+    answered = [json.loads(line)["temperature"] for line in large_log.read_text().splitlines()]
+    assert sorted(drawn) == [0.4] * 3 + [0.7] * 3
+    assert sorted(answered) == [0.0, 0.4]

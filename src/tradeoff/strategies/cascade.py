@@ -13,7 +13,7 @@ import math
 import time
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from tradeoff.config import (
     Config,
@@ -21,6 +21,7 @@ from tradeoff.config import (
     MaxTokenses,
     Num,
     Report,
+    RunSpec,
     SmallLarge,
     StrategyParams,
     Temperatures,
@@ -41,6 +42,9 @@ class Params(StrategyParams):
     signal: Literal["agreement", "logprob", "entropy"] = "logprob"
     k: Drawses = DEFAULT_K  # sampled answers, for `agreement`
     threshold: Num  # escalate when the uncertainty exceeds it
+    # The large model's temperature, where `agreement` raised the draws' (set by `resolve`):
+    # the large model answered at the draws' 0.7 too, not at the spec's temperature.
+    large_temperature: Num | None = Field(None, ge=0)
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")
     reports: ClassVar[tuple[Report, ...]] = (
@@ -63,6 +67,11 @@ class Params(StrategyParams):
                 f"k counts the sampled answers of signal agreement; signal {self.signal} reads "
                 "one answer: leave k out"
             )
+        if self.large_temperature is not None and self.signal != "agreement":
+            raise ValueError(
+                f"large_temperature is the large model's where signal agreement samples the "
+                f"small one; with signal {self.signal} both answer at temperature: leave it out"
+            )
         if self.signal == "agreement" and 1 in (self.k if isinstance(self.k, list) else [self.k]):
             raise ValueError(
                 "k 1 samples one answer, which agrees with itself: give k of 2 or more for "
@@ -72,6 +81,15 @@ class Params(StrategyParams):
 
     def samples_several(self) -> bool:
         return self.signal == "agreement"
+
+    def resolve(self, spec: RunSpec) -> Config:
+        """With `agreement` the small model's answers are sampled, at 0.7 where the entry and
+        spec give temperature 0; the large model's one answer keeps the temperature given."""
+        if self.signal == "agreement" and self.large_temperature is None:
+            given = spec.sampling.temperature if self.temperature is None else self.temperature
+            if self.sampling(spec.sampling).temperature != given:
+                return self.model_copy(update={"large_temperature": given}).resolve(spec)
+        return super().resolve(spec)
 
     def base_name(self, config: Config) -> str:
         small, large = config.aliases
@@ -115,7 +133,9 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         uncertainty = math.inf if not values else -_mean(values) if logprob else _mean(values)
     escalated = uncertainty > threshold and not ctx.cancelled
     if escalated:
-        call = await ctx.meter.call(large, ctx.request_for(large, item, sample))
+        given = ctx.params.get("large_temperature")
+        overrides = {} if given is None else {"temperature": given}
+        call = await ctx.meter.call(large, ctx.request_for(large, item, sample, **overrides))
         calls.append(call)
         output, answered_by = call.generation.text, None
     finite = uncertainty if math.isfinite(uncertainty) else None  # JSON has no infinity
