@@ -5,6 +5,7 @@ stops the helpers too; a helper that dies fails the run without losing what was 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -86,6 +87,27 @@ def test_one_process_when_asked(tmp_path, url):
         parse_spec(spec_body(url, samples=1, processes=1)), tmp_path / "run", notify=said.append
     )
     assert result.done == ITEMS and not [m for m in said if m.startswith("dispatched")]
+
+
+def test_processes_keep_no_more_in_flight_than_the_concurrency(tmp_path):
+    """--concurrency 3 over 2 processes: each kept 2 in flight, 4 in all. Against a server that
+    streams 3 answers at a time (each 11 gaps of 30 ms), a 4th waited for one to end before its
+    first token (a TTFT of a gap or two); split exactly (2 + 1), none waits."""
+    body = {**spec_body("", samples=1), "concurrency": 3, "limit": 45}
+    body["sampling"] = {"max_tokens": 8}
+    said: list[str] = []
+    with contextlib.contextmanager(fast_server)("--delay-ms", "30", "--max-concurrent", "3") as url:
+        body["models"] = {"fast": f"openai:{url}#fast"}
+        result = profile(parse_spec(body), tmp_path / "run", notify=said.append)
+    assert (result.done, result.errors) == (45, 0)
+    [line] = [m for m in said if m.startswith("dispatched from 2 processes")]
+    assert int(re.search(r": (\d+) of", line).group(1)) > 0, line  # the helper sent some
+    store = Store.open(tmp_path / "run")
+    try:
+        ttft = store.records()["ttft_s"]
+    finally:
+        store.close()
+    assert ttft.max() < 0.09, sorted(ttft)[-5:]  # 3 gaps: none waited out another's stream
 
 
 def _start(spec: Path, out: Path) -> subprocess.Popen[str]:

@@ -110,6 +110,27 @@ def test_profiles_parse_and_sweeps_spread():
             parse_profile(bad, 64)
 
 
+def test_a_profile_that_repeats_a_load_point_is_refused():
+    """A load point is stored under its label: one given twice ran twice, the second replacing
+    the first. Distinct rates get distinct labels (1000000.5 and 1000001 were both 1e+06)."""
+    for text, label in [
+        ("constant:1,1", "constant:1"),
+        ("constant:5,5.0", "constant:5"),
+        ("poisson:2,3,2", "poisson:2"),
+        ("concurrent:4,4", "concurrent:4"),
+    ]:
+        with pytest.raises(UserError, match=f"{label} is given twice; give each load point once"):
+            parse_profile(text, 64)
+    labels = [p.label for p in parse_profile("constant:1000000.5,1000001,1e6,10,2.53", 64).points]
+    assert labels == [
+        "constant:1000000.5",
+        "constant:1000001",
+        "constant:1e+06",  # as before, where the short form reads back as the same rate
+        "constant:10",
+        "constant:2.53",
+    ]
+
+
 @pytest.mark.parametrize("text", ["nan", "nans", "inf", "1e400", "-1", "2.5"])
 def test_a_warmup_that_is_no_number_of_requests_or_seconds_is_one_line(text):
     with pytest.raises(UserError, match="give a number of requests"):
@@ -193,6 +214,7 @@ def test_an_unfinished_point_is_measured_again_on_resume(canned, tmp_path):
         (["--profile", "constant:0"], "above 0 requests per second"),
         (["--profile", "poisson:-2"], "above 0 requests per second"),
         (["--profile", "concurrent:x"], "whole numbers"),
+        (["--profile", "constant:1e400"], "'1e400' is no finite number of requests per second"),
         (["--warmup", "5s", "--max-requests", "10", "--max-seconds", "0"], "--max-seconds"),
         (["--warmup", "ten"], "number of requests"),
         (["--warmup", "2", "--max-seconds", "3"], "counts requests, so it needs --max-requests"),
@@ -644,3 +666,142 @@ def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_pat
     )
     hour = 3.6 / 3600 * point["window_s"]
     assert row["cost"] * point["n_measure"] == pytest.approx(hour, rel=1e-6)
+
+
+def _in_flight(out):
+    """The most requests of the run in flight at once, from their stored send and end times."""
+    spans = [(sent, sent + e2e) for sent, e2e in _rows(out, "SELECT sent_s, e2e_s FROM records")]
+    return max(sum(a <= s < b for a, b in spans) for s, _ in spans)
+
+
+def test_a_rate_spread_over_processes_keeps_to_max_concurrency(canned, tmp_path):
+    """--processes 2 at --max-concurrency 1: each process kept a slot of its own, and two
+    requests were in flight. Now the point is sent from no more processes than it may keep
+    requests in flight."""
+    import json
+
+    out = tmp_path / "run"
+    args = ("--profile", "constant:1000", "--max-seconds", "0.2", "--max-concurrency", "1",
+            "--processes", "2", "--scrape", "off")  # fmt: skip
+    result = _load(canned, out, *args)
+    assert result.returncode == 0, result.stderr
+    assert "sent from 2 processes" not in result.stderr, result.stderr
+    assert json.loads(_rows(out, "SELECT summary FROM load_points")[0][0])["processes"] == 1
+    assert _in_flight(out) == 1
+
+
+def test_max_seconds_ends_a_rate_whose_sends_wait_for_a_slot(tmp_path):
+    """1,000 requests/s, one at a time, each some 30 ms: the 200 due in 0.2 s took 6 s to send,
+    the point running 30 times its --max-seconds. Now sending stops at 0.2 s, and the requests
+    due that were not sent are counted: stored, in the progress line and after the table."""
+    import json
+
+    out = tmp_path / "run"
+    args = ("--profile", "constant:1000", "--max-seconds", "0.2", "--max-concurrency", "1",
+            "--processes", "1", "--scrape", "off")  # fmt: skip
+    with contextlib.contextmanager(fast_server)("--delay-ms", "5") as url:
+        result = _load(url, out, *args)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(_rows(out, "SELECT summary FROM load_points")[0][0])
+    assert summary["elapsed_s"] < 1.0, summary
+    assert 0 < summary["sent"] < 200 and summary["sent"] + summary.get("unsent", 0) == 200
+    said = " ".join(result.stderr.split())
+    assert f"{summary['unsent']} not sent in time" in said, said
+    assert f"{summary['unsent']} requests due within --max-seconds were not sent" in said, said
+    assert _rows(out, "SELECT COUNT(*), MAX(sent_s) < 0.2 FROM records") == [(summary["sent"], 1)]
+
+
+def test_ctrl_c_sends_nothing_more_from_a_rate_waiting_for_a_slot(tmp_path):
+    """One request in flight at --max-concurrency 1, the next one due and waiting for its slot:
+    after Ctrl-C, the one in flight ends and the waiting one is not sent (it was)."""
+    out = tmp_path / "run"
+    pace = ("--profile", "constant:20", "--max-seconds", "60", "--max-concurrency", "1")
+    with contextlib.contextmanager(fast_server)("--delay-ms", "250") as slow:
+        _interrupted(slow, out, "1", *pace)  # once the first request is stored
+    assert _rows(out, "SELECT COUNT(*) FROM records") == [(2,)]
+    assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
+
+
+def test_a_run_that_sends_no_request_fails_and_says_why(canned, tmp_path):
+    """Points too short for a first request: the run exited 0, its table saying that what each
+    point sent was warm-up or cool-down."""
+    out = tmp_path / "run"
+    result = _load(canned, out, "--profile", "sweep:2", "--max-seconds", "0.000001",
+                   "--scrape", "off")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "no request of this session was sent: each load point's --max-seconds ran out" in said
+    table = " ".join(result.stdout.split())
+    assert "the load point sent no request (its --max-seconds ran out" in table, table
+    assert "warm-up or cool-down" not in table, table
+    assert _rows(out, "SELECT COUNT(*) FROM records") == [(0,)]
+
+
+def test_ctrl_c_while_the_table_is_drawn_says_the_run_is_stored(canned, tmp_path):
+    """The run has ended and is stored; a Ctrl-C as its table and plot are drawn said only
+    "interrupted". It says where the run is and how to see it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = (
+        "import os, signal, sys\n"
+        "import tradeoff.cli.report as report\n"
+        "drawn = report.draw_load_plot\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, as the plot is drawn\n"
+        "    return drawn(*args, **kwargs)\n"
+        "report.draw_load_plot = interrupted\n"
+        "from tradeoff.launch import main\n"
+        "main()\n"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", code, "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", "--profile", "synchronous", "--max-requests", "2",
+         "--scrape", "off", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ended.returncode == 130, ended.stderr
+    said = " ".join(ended.stderr.split())
+    assert f"interrupted; the run is stored in {out}; tradeoff report {out} --load shows it" in (
+        said
+    ), said
+    assert _rows(out, "SELECT status FROM load_points") == [("finished",)]
+
+
+def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
+    """A rewritten JSONL line: the resumed point sent the new prompt, its records stored against
+    the old item (its prompt, its reference). The resume stops and names the items, as
+    `profile --resume` does."""
+    import json
+
+    data, out = tmp_path / "items.jsonl", tmp_path / "run"
+
+    def write(second):
+        rows = [{"prompt": "2+2?", "answer": "4"}, {"prompt": second, "answer": "10"}]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("5+5?")
+    made = run_cli("load", "-m", f"openai:{canned}#m", "-t", f"jsonl:{data}", "--max-tokens", "4",
+                   "--profile", "concurrent:1,2", "--max-requests", "4", "--scrape", "off",
+                   "--out", str(out))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
+    con.commit()
+    con.close()
+    before = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
+    write("Capital of France?")
+    refused = run_cli("load", "--resume", str(out))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    line = refused.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "1 stored item(s) changed since their records were written" in line, line
+    assert "#2" in line and "#1" not in line and "--out" in line, line
+    assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == before
+    write("5+5?")  # restored: the resume measures the stopped point again
+    resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _rows(out, "SELECT status FROM load_points WHERE load_point = 'concurrent:2'") == [
+        ("finished",)
+    ]

@@ -268,6 +268,28 @@ def test_one_row_per_configuration_and_load_point_in_the_order_they_ran(stored):
     assert rows[3]["profile"] == "concurrent" and rows[3]["target_concurrency"] == 2
 
 
+def test_a_throughput_points_cap_is_its_max_concurrency_and_counts_stay_whole(stored):
+    """A throughput point is stored as {"kind": "throughput", "concurrency": N}: its cap read
+    as null (`max_concurrency` came from a key it never has). And in the table the JSON is
+    written from, a count column with nulls (a rate's target concurrency) read 2.0, not 2."""
+    from tradeoff.analysis.load import load_frame, target
+    from tradeoff.cli.output import json_rows
+
+    throughput = target({"kind": "throughput", "concurrency": 64}, "throughput")
+    assert throughput["max_concurrency"] == throughput["target_concurrency"] == 64
+    assert (
+        target({"kind": "concurrent", "concurrency": 4}, "concurrent:4")["max_concurrency"] is None
+    )
+    records, points, configs = stored
+    rows = json_rows(load_frame(load_stats(records, points, None, SPEC["prices"], configs)))
+    by_point = {(r["config"], r["load_point"]): r for r in rows}
+    assert by_point[(B, "concurrent:2")]["target_concurrency"] == 2
+    assert by_point[(A, "constant:10")]["target_concurrency"] is None
+    for row in rows:
+        for key in ("target_concurrency", "n_measure", "completed", "failed", "n_ttft_s"):
+            assert row[key] is None or type(row[key]) is int, (key, row[key])
+
+
 def test_percentiles_are_numpys_linear_ones_and_p999_needs_1000_values():
     # 21 values 0..20: rank p/100 * 20, interpolated
     found = percentiles(list(range(21)))

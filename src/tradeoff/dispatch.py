@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import signal
 import socket
 import subprocess
@@ -54,6 +53,12 @@ def processes_for(spec: RunSpec, configs: list[Config]) -> int:
     return max(1, min(usable_cores(), spec.concurrency // CONCURRENCY_PER_PROCESS))
 
 
+def share(total: int, k: int, of: int) -> int:
+    """Process k's part of `total` spread over `of` processes (the first ones take the rest):
+    the parts add up to `total`, so the processes together keep no more in flight than asked."""
+    return total // of + (k < total % of)
+
+
 def unused_processes(spec: RunSpec, configs: list[Config], on_ray: bool) -> str | None:
     """Why a `processes` above 1 that the user gave is not used (a note for them), or None."""
     if spec.processes == "auto" or spec.processes <= 1:
@@ -82,16 +87,19 @@ async def run_in_processes(
     emit_batch: Callable[[Batch], None],
 ) -> int:
     """Run `work` from this process (records to `emit`) and the `helpers` (batches of records to
-    `emit_batch`, on this event loop), the concurrency split evenly. Work is handed out as it is
-    asked for; once `stopped()`, none is, and every process finishes what is in flight. Returns
-    how many records the helpers made; raises if one fails (what it had done is kept). The
-    helpers are closed on return."""
+    `emit_batch`, on this event loop), the concurrency split exactly (`share`; `processes_for`
+    starts no more processes than requests in flight). Work is handed out as it is asked for;
+    once `stopped()`, none is, and every process finishes what is in flight. Returns how many
+    records the helpers made; raises if one fails (what it had done is kept). The helpers are
+    closed on return."""
     spec = plan.spec
     loop = asyncio.get_running_loop()
     queue = iter(work)
-    share = math.ceil(spec.concurrency / (len(helpers) + 1))
-    for helper in helpers:
-        helper.conn.send((spec.model_dump(mode="json"), api_key, share))
+    of = len(helpers) + 1
+    if spec.concurrency < of:
+        raise ValueError(f"{of} processes for {spec.concurrency} requests in flight")
+    for k, helper in enumerate(helpers, 1):
+        helper.conn.send((spec.model_dump(mode="json"), api_key, share(spec.concurrency, k, of)))
 
     def hand_out(helper: Helper, count: int) -> None:
         """On this loop: the next `count` requests to `helper` (none once stopped)."""
@@ -132,7 +140,7 @@ async def run_in_processes(
         async def next_work() -> Work | None:
             return next(queue, None)
 
-        await run_work(plan, next_work, share, stopped, emit)
+        await run_work(plan, next_work, share(spec.concurrency, 0, of), stopped, emit)
         failures = await finished
     finally:
         stopper.cancel()

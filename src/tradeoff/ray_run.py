@@ -331,7 +331,7 @@ class ShardWorker:
         )
         await driver.run()
         counts = {"sent": progress.sent, "done": progress.done, "errors": progress.errors,
-                  "elapsed_s": progress.elapsed_s}  # fmt: skip
+                  "elapsed_s": progress.elapsed_s, "unsent": progress.unsent}  # fmt: skip
         return records, driver.status, counts
 
     async def stop_point(self) -> None:

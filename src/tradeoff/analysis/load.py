@@ -200,11 +200,14 @@ def target(spec: Mapping[str, Any] | None, load_point: str) -> dict[str, Any]:
             spec = {"kind": kind}
     kind = str(spec.get("kind", ""))
     concurrency = 1 if kind == "synchronous" else spec.get("concurrency")
+    # A throughput point is stored with its cap as its concurrency ({"kind": "throughput",
+    # "concurrency": 256}), and keeps that many in flight: both its target and its cap.
+    cap = spec.get("max_concurrency", concurrency if kind == "throughput" else None)
     return {
         "profile": kind,
         "target_rate": spec.get("rate") if kind in RATE_PROFILES else None,
         "target_concurrency": None if concurrency is None else int(concurrency),
-        "max_concurrency": spec.get("max_concurrency"),
+        "max_concurrency": None if cap is None else int(cap),
     }
 
 
@@ -522,6 +525,19 @@ def load_stats(
             }
         )
     return rows
+
+
+# Fields of a `load_stats` row that count (requests, requests in flight), besides the n_ ones.
+COUNTS = ("target_concurrency", "max_concurrency", "completed", "failed", "cancelled")
+
+
+def load_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """`load_stats` rows as one table (JSON, CSV, parquet) whose counts stay whole numbers:
+    pandas reads a column of numbers and nulls (a rate point's target concurrency) as floats,
+    and the JSON then said 1.0 requests in flight."""
+    frame = pd.DataFrame(rows)
+    counts = [c for c in frame.columns if c in COUNTS or c.startswith("n_")]
+    return frame.astype(dict.fromkeys(counts, "Int64"))
 
 
 def run_load_stats(

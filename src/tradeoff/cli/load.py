@@ -176,9 +176,10 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
         rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
         bound = f"{p.sent}/{p.total}" if p.total else f"{p.sent} sent"
         time_bound = f" of {p.max_seconds:g}" if p.max_seconds else ""
+        unsent = f", {p.unsent} not sent in time" if p.unsent else ""
         line.plain = (
-            f"{p.label}: {bound}, {p.in_flight} in flight, {p.done} done, {p.errors} errors, "
-            f"{rate:.2f} req/s, {p.elapsed_s:.0f}{time_bound} s"
+            f"{p.label}: {bound}, {p.in_flight} in flight, {p.done} done, {p.errors} errors"
+            f"{unsent}, {rate:.2f} req/s, {p.elapsed_s:.0f}{time_bound} s"
         )
         live.update(line)
 
@@ -216,19 +217,34 @@ def _failures(result: LoadResult) -> list[str]:
     return lines
 
 
+def _unsent(result: LoadResult) -> list[str]:
+    """For each load point this session ran whose time ran out with requests still due: how
+    many were not sent, and why."""
+    return [
+        f"{p.config} @ {p.label}: {p.unsent} requests due within --max-seconds were not sent: "
+        "the point's time ran out while they waited for a slot (--max-concurrency) or for a "
+        "process that could not keep the pace"
+        for p in result.points
+        if p.unsent
+    ]
+
+
 def _finish(result: LoadResult) -> None:
     """The load table of the whole run (every load point stored, earlier sessions' included),
-    what this session skipped, where a sweep stopped early, and how it ended."""
+    what this session skipped, where a sweep stopped early, and how it ended. A Ctrl-C while the
+    table and plot are drawn says that the run is stored, and where."""
     from tradeoff.cli.report import draw_load_plot, load_rows, print_load
+    from tradeoff.cli.run import _stored
 
     for skipped in result.skipped:
         err_console.print(f"{skipped}: finished in an earlier session, skipped", soft_wrap=True)
-    rows, source = load_rows(result.directory)
-    plot = result.directory / "load.html"
-    if rows:  # the plot first: a reader that stops reading the table early loses no plot
-        draw_load_plot(rows, source, plot, result.directory)
-        print_load(rows, source, directory=result.directory)
-    for line in _failures(result):
+    with _stored(result.directory, f"; tradeoff report {result.directory} --load shows it"):
+        rows, source = load_rows(result.directory)
+        plot = result.directory / "load.html"
+        if rows:  # the plot first: a reader that stops reading the table early loses no plot
+            draw_load_plot(rows, source, plot, result.directory)
+            print_load(rows, source, directory=result.directory)
+    for line in _failures(result) + _unsent(result):
         err_console.print(line, style="yellow", soft_wrap=True, highlight=False, markup=False)
     for line in result.sweep_short:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
@@ -252,6 +268,12 @@ def _finish(result: LoadResult) -> None:
         sys.exit(130)  # said why: not typer's silent 130
     if result.status == "errors":
         err_console.print("stopped: too many failed requests (--max-errors / --max-error-rate)")
+        raise typer.Exit(1)
+    if result.points and not any(p.sent for p in result.points):
+        err_console.print(
+            "no request of this session was sent: each load point's --max-seconds ran out "
+            "before its first request went out; give the points more seconds"
+        )
         raise typer.Exit(1)
     if result.points and all(p.done and p.errors == p.done for p in result.points):
         err_console.print("every request of this session failed (the first error of each is above)")

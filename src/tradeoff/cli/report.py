@@ -431,7 +431,9 @@ def report(
             print_unfinished(directory)
     else:
         if load:
-            table = pd.DataFrame(rows)
+            from tradeoff.analysis.load import load_frame
+
+            table = load_frame(rows)
         elif records:
             table = _read_records(directory, nested=format is SummaryFormat.json)
             if table.empty:  # as the summary: an empty file would look like a run of nothing

@@ -14,9 +14,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain, takewhile
 from typing import Protocol
 
 from tradeoff.config import Config
+from tradeoff.dispatch import share
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, send_times
 from tradeoff.types import Record
@@ -56,16 +58,14 @@ class PointProgress:
     done: int = 0
     errors: int = 0
     in_flight: int = 0
+    # due within --max-seconds, not sent: its time ran out while they waited for a free slot
+    # (--max-concurrency) or for a process that could not keep the pace
+    unsent: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     @property
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
-
-
-def share(total: int, k: int, of: int) -> int:
-    """Process k's part of `total` spread over `of` processes (the first ones take the rest)."""
-    return total // of + (k < total % of)
 
 
 class PointDriver:
@@ -99,13 +99,16 @@ class PointDriver:
         return (self.config.config_id, task, item_id, index // len(self.items))
 
     def more(self, index: int, scheduled_s: float) -> bool:
-        """Whether the index-th request, due at `scheduled_s`, is still part of this point."""
+        """Whether the index-th request, due at `scheduled_s`, is still part of this point: not
+        past --max-requests, and due and sent within --max-seconds (a send that waited for a
+        slot past it is not sent: the point ends on time, as GuideLLM's max_seconds does)."""
         o = self.options
         if self.stop.requested or self.status != "finished":
             return False
         if o.max_requests is not None and index >= o.max_requests:
             return False
-        return o.max_seconds is None or scheduled_s < o.max_seconds
+        now = time.perf_counter() - self.t0
+        return o.max_seconds is None or max(scheduled_s, now) < o.max_seconds
 
     async def one(self, index: int, scheduled_s: float) -> None:
         sent_s = time.perf_counter() - self.t0
@@ -169,12 +172,15 @@ class PointDriver:
 
     async def _paced(self) -> None:
         """Requests sent when due, however many are in flight up to this process's share of
-        --max-concurrency; past it, each waits for a slot, and the wait is its queue delay."""
-        slots = asyncio.Semaphore(max(share(self.options.max_concurrency, self.k, self.of), 1))
+        --max-concurrency (`point_processes` starts no more processes than it allows); past it,
+        each waits for a slot, and the wait is its queue delay."""
+        slots = asyncio.Semaphore(share(self.options.max_concurrency, self.k, self.of))
         running: set[asyncio.Task[None]] = set()
         times: Iterator[float] = send_times(self.point, self.options.seed, self.options.rampup_s)
-        for index, due in enumerate(times):
+        schedule = enumerate(times)
+        for index, due in schedule:
             if not self.more(index, due):
+                self.progress.unsent += self._unsent(chain([(index, due)], schedule))
                 break
             if index % self.of != self.k:
                 continue
@@ -182,12 +188,27 @@ class PointDriver:
             if self.stop.requested:  # while it waited: nothing more is sent
                 break
             await slots.acquire()
+            if not self.more(index, due):  # while it waited for a slot (a stop, its time up)
+                slots.release()
+                self.progress.unsent += self._unsent(chain([(index, due)], schedule))
+                break
             task = asyncio.ensure_future(self.one(index, due))
             running.add(task)
             task.add_done_callback(running.discard)
             task.add_done_callback(lambda _: slots.release())
         if running:
             await asyncio.gather(*running)
+
+    def _unsent(self, left: Iterator[tuple[int, float]]) -> int:
+        """Of the requests `left` in the schedule, this process's that were due within the
+        point's bounds but not sent because its time ran out (none when it was stopped)."""
+        o = self.options
+        if self.stop.requested or self.status != "finished" or o.max_seconds is None:
+            return 0
+        end: float = o.max_seconds
+        last = sys.maxsize if o.max_requests is None else o.max_requests
+        due = takewhile(lambda it: it[0] < last and it[1] < end, left)
+        return sum(index % self.of == self.k for index, _ in due)
 
     async def _until(self, due: float) -> None:
         """Return at `due` seconds after t0, or once a stop is requested: asleep until SPIN_S

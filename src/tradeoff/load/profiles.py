@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice, takewhile
 from typing import Any, Literal
 
 from tradeoff.errors import UserError
@@ -40,9 +41,14 @@ class LoadPoint:
 
     @property
     def label(self) -> str:
-        """How records, tables and `frontier --at` name it: 'constant:10', 'concurrent:4'."""
+        """How records, tables and `frontier --at` name it: 'constant:10', 'concurrent:4'. A
+        rate is written short ('10', '2.53') where that reads back as the same rate, else in
+        full: as '1e+06', 1000000.5 and 1000001 were one label, and one point replaced the
+        other's."""
         if self.rate is not None:
-            return f"{self.kind}:{self.rate:g}"
+            short = f"{self.rate:g}"
+            whole = short if float(short) == self.rate else repr(self.rate).removesuffix(".0")
+            return f"{self.kind}:{whole}"
         if self.kind == "concurrent":
             return f"concurrent:{self.concurrency}"
         return self.kind
@@ -99,7 +105,7 @@ def parse_profile(text: str, max_concurrency: int) -> Profile:
     if kind == "concurrent":
         if not values or not all(_whole(v) for v in values):
             raise bad("concurrent takes whole numbers of requests in flight, e.g. concurrent:1,4")
-        return Profile(tuple(LoadPoint("concurrent", concurrency=int(v)) for v in values))
+        return _once(tuple(LoadPoint("concurrent", concurrency=int(v)) for v in values), bad)
     if kind in ("constant", "poisson"):
         rates = []
         for v in values:
@@ -107,13 +113,26 @@ def parse_profile(text: str, max_concurrency: int) -> Profile:
                 rate = float(v)
             except ValueError:
                 raise bad(f"{v!r} is not a rate in requests per second") from None
-            if not math.isfinite(rate) or rate <= 0:
+            if not math.isfinite(rate):
+                raise bad(f"{v!r} is no finite number of requests per second (e.g. {kind}:10)")
+            if rate <= 0:
                 raise bad(f"a rate must be above 0 requests per second (got {v})")
             rates.append(rate)
         if not rates:
             raise bad(f"{kind} takes a rate in requests per second, e.g. {kind}:10")
-        return Profile(tuple(LoadPoint(kind, rate=r) for r in rates))  # type: ignore[arg-type]
+        return _once(tuple(LoadPoint(kind, rate=r) for r in rates), bad)  # type: ignore[arg-type]
     raise bad(f"{kind!r} is not a profile")
+
+
+def _once(points: tuple[LoadPoint, ...], bad: Callable[[str], UserError]) -> Profile:
+    """`points`, each given once: a load point is stored under its label, and one run twice
+    was measured again over the first."""
+    seen: set[str] = set()
+    for point in points:
+        if point.label in seen:
+            raise bad(f"{point.label} is given twice; give each load point once")
+        seen.add(point.label)
+    return Profile(points)
 
 
 def sweep_rates(low: float, high: float, k: int) -> list[float]:
@@ -150,3 +169,12 @@ def send_times(point: LoadPoint, seed: int, rampup_s: float = 0.0) -> Iterator[f
         else:
             yield rampup_s + (count - ramp_count) / rate
         count += 1.0 if point.kind == "constant" else rng.expovariate(1.0)
+
+
+def due_within(
+    point: LoadPoint, seed: int, rampup_s: float, seconds: float, most: int | None = None
+) -> int:
+    """How many requests of a rate profile's schedule are due before `seconds` (`most` at most:
+    the count stops there)."""
+    times = islice(send_times(point, seed, rampup_s), most)
+    return sum(1 for _ in takewhile(lambda t: t < seconds, times))

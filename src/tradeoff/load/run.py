@@ -42,11 +42,11 @@ from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
 from tradeoff.resumes import how_to_continue, not_profiled
-from tradeoff.runner import Stop, Writer, open_run_session
+from tradeoff.runner import Stop, Writer, _few, open_run_session
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
-from tradeoff.work import Plan, load_tasks
+from tradeoff.work import Plan, items_of, load_tasks
 
 
 @dataclass
@@ -63,6 +63,7 @@ class PointResult:
     saturated: bool = False
     saturation_reason: str | None = None
     processes: int = 1  # that sent its requests
+    unsent: int = 0  # due within --max-seconds, not sent: its time ran out while they waited
 
 
 @dataclass
@@ -146,7 +147,7 @@ async def _drive_session(
         store = session.store
         stop.directory = store.directory
         for task in tasks:
-            store.add_items(task.items[: spec.limit] if spec.limit else task.items, task.scorer)
+            store.add_items(items_of(task, spec.limit), task.scorer)
         plan = Plan(spec, configs, tasks, session.meter)
         ended = {(p["config_id"], p["load_point"]) for p in store.load_points() if p["ended"]}
         result = LoadResult(store.directory, "finished")
@@ -332,6 +333,7 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         progress.sent, progress.done, progress.errors = (
             counts[k] for k in ("sent", "done", "errors")
         )
+        progress.unsent = int(counts.get("unsent", 0))
         if "elapsed_s" in counts:  # the worker's time, not Ray's round trips (or a restart)
             progress.started = time.perf_counter() - float(counts["elapsed_s"])
         report(progress)
@@ -342,6 +344,7 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         await driver.run()
         ended = driver.status
     run.writer.flush()
+    report(progress)  # as it ended: what was not sent in time is counted once the sends stop
     status = "stopped" if stop.requested else ended
     stats = point_stats(
         config.name, point.label, point.spec,
@@ -359,13 +362,30 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         "errors": progress.errors,
         "elapsed_s": progress.elapsed_s,
         "processes": processes,
+        "unsent": progress.unsent,
     }
     store.end_load_point(config.config_id, point.label, status, summary)
     return PointResult(
         config.name, point.label, status, progress.sent, progress.done, progress.errors,
         progress.elapsed_s, achieved, stats["served_rate"], saturated,
-        stats["saturation_reason"], processes,
+        stats["saturation_reason"], processes, progress.unsent,
     )  # fmt: skip
+
+
+def _check_items(store: Store, spec: RunSpec, tasks: list[Task]) -> None:
+    """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
+    JSONL file): the points left would send the new prompts, recorded against the stored items,
+    questions and references of the old."""
+    changed = [
+        f"{t.name}#{item.id}"
+        for t in tasks
+        for item in store.changed_items(items_of(t, spec.limit), t.scorer)
+    ]
+    if changed:
+        raise UserError(
+            f"{store.directory}: {len(changed)} stored item(s) changed since their records were "
+            f"written ({_few(changed)}); restore them, or load into a new --out"
+        )
 
 
 def load(
@@ -431,6 +451,7 @@ def load(
         run_spec = parse_spec(saved, f"{resume} (stored spec)")
         run_options = LoadOptions(**data["load"])
         tasks = load_tasks(run_spec)
+        _check_items(store, run_spec, tasks)
         run = _drive(
             run_spec, run_options, tasks, lambda: store, api_key=api_key,
             on_progress=on_progress, notify=say, ray=executor_of(run_spec, ray),

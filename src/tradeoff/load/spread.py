@@ -34,7 +34,7 @@ from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
 from tradeoff.dispatch import CONCURRENCY_PER_PROCESS, Helper
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
-from tradeoff.load.profiles import LoadPoint
+from tradeoff.load.profiles import LoadPoint, due_within
 from tradeoff.meters.host import usable_cores
 from tradeoff.runner import Stop, Writer
 from tradeoff.session import open_engines
@@ -49,20 +49,27 @@ RATE_PER_PROCESS = 250
 START_AHEAD_S = 0.1
 
 
-def point_processes(setting: str | int, point: LoadPoint) -> int:
+def point_processes(setting: str | int, point: LoadPoint, options: LoadOptions) -> int:
     """How many processes drive `point` (this one included): `setting` (the spec's
     `processes`), or for "auto" one per RATE_PER_PROCESS requests/s or CONCURRENCY_PER_PROCESS
-    requests in flight, at most one per core. One request at a time needs one process."""
+    requests in flight, at most one per core. Never more than the requests it may keep in flight
+    (its concurrency; a rate's --max-concurrency), each process keeping its share of them, nor
+    than the requests it has to send (--max-requests; a rate's due within --max-seconds): a
+    process beyond those would send nothing. One request at a time needs one process."""
     if point.kind == "synchronous":
         return 1
-    in_flight = point.concurrency or sys.maxsize
+    in_flight = options.max_concurrency if point.paced else point.concurrency or 1
     if setting != "auto":
-        return max(1, min(int(setting), in_flight))
-    if point.paced:
-        wanted = math.ceil((point.rate or 0.0) / RATE_PER_PROCESS)
+        wanted = int(setting)
+    elif point.paced:
+        wanted = min(math.ceil((point.rate or 0.0) / RATE_PER_PROCESS), usable_cores())
     else:
-        wanted = math.ceil(in_flight / CONCURRENCY_PER_PROCESS)
-    return max(1, min(wanted, usable_cores()))
+        wanted = min(math.ceil(in_flight / CONCURRENCY_PER_PROCESS), usable_cores())
+    most = min(wanted, in_flight, options.max_requests or sys.maxsize)
+    seconds = options.max_seconds
+    if point.paced and seconds is not None:
+        most = min(most, due_within(point, options.seed, options.rampup_s, seconds, most))
+    return max(1, most)
 
 
 def spreadable(configs: list[Config]) -> bool:
@@ -108,12 +115,13 @@ class Spread:
         notify: Callable[[str], None],
     ):
         self.setting = spec.processes
+        self.options = options
         self.init = ("init", spec.model_dump(mode="json"), api_key, dataclasses.asdict(options))
         self.notify = notify
         self.helpers: list[_Helper] = []
 
     def processes(self, point: LoadPoint) -> int:
-        return point_processes(self.setting, point)
+        return point_processes(self.setting, point, self.options)
 
     async def _ensure(self, count: int) -> None:
         """At least `count` helpers, each ready to drive."""
@@ -152,6 +160,7 @@ class Spread:
                     driver.ended(len(records), sum(r.error is not None for r in records))
                 elif kind == "point-done":
                     driver.progress.in_flight -= in_flight
+                    driver.progress.unsent += payload
                     return
                 else:
                     failures.append(str(payload))
@@ -266,7 +275,7 @@ async def _helper(
             )
             await driver.run(t0)
             sending.flush()
-            conn.send(("point-done", None))
+            conn.send(("point-done", progress.unsent))
     finally:
         for engine in engines.values():
             await engine.aclose()

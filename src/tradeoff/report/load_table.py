@@ -67,7 +67,7 @@ def _goodput(r: dict[str, Any], key: str, notes: list[str]) -> str:
     if r["slo"] is None:
         return missing_cell(notes, NO_SLO_NOTE.format(form=SLO_FORM.removeprefix("give ")))
     if r[key] is None and not r.get("n_measure", 1):
-        return missing_cell(notes, NONE_MEASURED)
+        return missing_cell(notes, _none_measured(r))
     if r[key] is None and key == "correct_goodput":
         return missing_cell(notes, UNSCORED_NOTE)
     return number(r[key], ".3g")
@@ -94,6 +94,17 @@ NONE_MEASURED = (
     "n/a: the load point measured no request (each one it sent was warm-up or cool-down: "
     "give it more requests or seconds, or less --warmup)"
 )
+NONE_SENT = (
+    "n/a: the load point sent no request (its --max-seconds ran out before the first went out: "
+    "give it more seconds)"
+)
+
+
+def _none_measured(r: dict[str, Any]) -> str:
+    """Why a point measured nothing: it sent nothing, or only warm-up and cool-down requests."""
+    return NONE_MEASURED if r.get("n_warmup", 1) or r.get("n_cooldown", 1) else NONE_SENT
+
+
 NO_PACE = (
     f"pace n/a: fewer than {TREND_MIN_N} measured requests answered, or all of them scheduled "
     "at once"
@@ -105,7 +116,9 @@ def _timed(key: str, show: Callable[[float | None], str]) -> Callable[[Any, list
 
     def cell(r: dict[str, Any], notes: list[str]) -> str:
         if r[key] is None and not r["completed"]:
-            return missing_cell(notes, NONE_COMPLETED if r.get("n_measure", 1) else NONE_MEASURED)
+            return missing_cell(
+                notes, NONE_COMPLETED if r.get("n_measure", 1) else _none_measured(r)
+            )
         return show(r[key])
 
     return cell
