@@ -389,6 +389,8 @@ def connect(address: str, stopped: Callable[[], bool] = lambda: False) -> None:
                 "start one with `ray start --head`, or give --ray local for one on this machine"
             ) from None
         _check_gcs(address, stopped)
+    if address == "auto":  # the cluster `ray start` recorded here may have stopped since
+        _check_gcs(address, stopped)
     try:
         ray.init(
             address=address,  # "local": always a new cluster (None would join one running here)
@@ -424,7 +426,9 @@ def _check_gcs(address: str, stopped: Callable[[], bool]) -> None:
     interpreter, so with this Ray) in a process of its own, killed after PROBE_S or at a Ctrl-C
     (`stopped()`), its output kept. It connects as ray.init does: the same GCS client, the
     environment's token and TLS settings, and a check that the cluster's Ray version is this
-    one; it exits 0 once the GCS has answered."""
+    one; it exits 0 once the GCS has answered. For 'auto' (the address `ray start` recorded
+    on this machine, which outlives a cluster stopped without `ray stop`) only the deadline is
+    this check's: where `ray status` fails at once (no cluster recorded), ray.init says why."""
     command = [sys.executable, "-m", "ray.scripts.scripts", "status", "--address", address]
     deadline = time.monotonic() + PROBE_S
     with subprocess.Popen(
@@ -440,16 +444,22 @@ def _check_gcs(address: str, stopped: Callable[[], bool]) -> None:
                     if stopped():  # Ctrl-C: nothing started yet, nothing to finish
                         raise KeyboardInterrupt from None
                     if time.monotonic() > deadline:
+                        where = (
+                            "at the address `ray start` recorded on this machine: that cluster "
+                            "may have stopped without `ray stop`"
+                            if address == "auto"
+                            else "though a server listens on that port"
+                        )
                         raise UserError(
-                            f"Ray address {address!r}: no Ray cluster answers there (a server "
-                            f"listens on that port, but no Ray GCS answered in {PROBE_S:g} s); "
+                            f"Ray address {address!r}: no Ray cluster answers there (no Ray GCS "
+                            f"answered in {PROBE_S:g} s, {where}); "
                             "give auto (with `ray start --head` run on this machine), local (a "
                             "new cluster here, for this run), or the HOST:PORT of the head's GCS "
                             "(the address `ray start --head` prints)"
                         ) from None
         finally:
             probe.kill()  # nothing once it has exited
-    if probe.returncode != 0:
+    if probe.returncode != 0 and address != "auto":
         lines = [line.strip() for line in said.splitlines() if line.strip()]
         raise UserError(
             f"Ray address {address!r}: `ray status` there failed "
