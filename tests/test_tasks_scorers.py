@@ -122,9 +122,16 @@ def test_normalize() -> None:
         ("exact", "25", "2.5", 0.0),  # the point went too: "2.5" read as "25"
         ("exact", "5", ".5", 0.0),
         ("exact", "0.5", ".5", 1.0),
-        ("exact", "3.0", "3", 1.0),  # one number, written two ways
         ("exact", "3,14", "3.14", 0.0),
         ("exact", "1,234", "1234", 1.0),
+        ("exact", "1,00,000", "100000", 1.0),  # grouped in any way
+        # as written otherwise: a version, a dotted date, digits in a word
+        ("exact", "3.1", "3.10", 0.0),
+        ("exact", "Python 3.1", "Python 3.10", 0.0),
+        ("exact", "1.1.0", "1.10.0", 0.0),
+        ("exact", "1.1.2024", "1.10.2024", 0.0),
+        ("exact", "Room 4", "Room 4a", 0.0),
+        ("exact", "1" * 5000, "Paris", 0.0),  # a model repeating a digit: no crash
         ("exact", "7", "007", 0.0),  # leading zeros: an identifier, kept as written
         ("exact", "007", "007", 1.0),
         ("contains", "It is 7 degrees.", "Paris|-7", 0.0),
@@ -225,3 +232,18 @@ def test_scores_stay_in_unit_interval() -> None:
         scorer = make_scorer(name, pattern)
         for out in outputs:
             assert 0.0 <= scorer.score(out, item("42")) <= 1.0
+
+
+def test_numbers_are_compared_exactly_at_any_length() -> None:
+    """canonical_number rounded to 28 digits (two long numbers read as one) and refused more
+    than 4,300 digits (a crash mid-run)."""
+    from tradeoff.tasks.scorers import canonical_number
+
+    assert canonical_number("0.1234567890123456789012345678901") != canonical_number(
+        "0.1234567890123456789012345678902"
+    )
+    assert canonical_number("1" * 5000) == "1" * 5000
+    assert [canonical_number(t) for t in ("-0", "3.50", "1,234", "1e5", "0.000")] == [
+        "0", "3.5", "1234", "100000", "0",
+    ]  # fmt: skip
+    assert make_scorer("numeric").score("7" * 5000, item("7")) == 0.0

@@ -22,7 +22,12 @@ _NUMBER = re.compile(
     r"(?<![\w.])(?:(?<![\w)])-)?\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
     r"|(?:(?<![\w)])-)?(?<!\d)\.\d+"
 )
-_NUMBER_PIECE = re.compile(f"({_NUMBER.pattern})")
+# A number standing alone in text, for `normalize`: an optional sign where it cannot be a binary
+# minus, digits (comma-grouped in any way: "1,00,000"), an optional decimal part; not touching a
+# word ("4a", "v2") or a dotted run ("1.10.0", "1.10.2024").
+_NUMBER_PIECE = re.compile(
+    r"((?:(?<![\w)])-)?(?<![\w.])\$?(?:\d+(?:,\d+)*(?:\.\d+)?|\.\d+)(?!\w|\.\d))"
+)
 # A reference that is a number and nothing else: "42", "-3", "+5", ".5", "$1,234.50", "12%",
 # "42." (a full stop after it).
 _BARE_NUMBER = re.compile(
@@ -33,6 +38,11 @@ _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
 _ANSWER_PREFIX = re.compile(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", re.IGNORECASE)
 
+
+# The version of `normalize`'s rules, in the text scorers' repr and so in each stored item's
+# hash: records scored by earlier rules are found on --resume, not mixed with new ones (2: a
+# number keeps its sign and point).
+NORMALIZE_RULES = 2
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -50,9 +60,10 @@ def after_thinking(output: str) -> str:
 
 def normalize(text: str) -> str:
     """Lowercase, drop accents, punctuation and the articles a/an/the, collapse whitespace.
-    A number keeps its sign and decimal point, in one form ("-7", "2.5", "1,234" as "1234",
-    "3.0" as "3"): the punctuation went from inside numbers too, so "-7" read as "7" and "2.5"
-    as "25"."""
+    A number standing alone keeps its sign and decimal point ("-7", "2.5"; "1,234" as "1234",
+    ".5" as "0.5"): the punctuation went from inside numbers too, so "-7" read as "7" and "2.5"
+    as "25". Otherwise as written: "3.0" is not "3" here (the numeric scorer compares values),
+    and digits within a word or a dotted run ("4a", "1.10.0") are left to the rules for text."""
     text = unicodedata.normalize("NFKD", text.replace("\u2212", "-"))
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     pieces = _NUMBER_PIECE.split(text)  # words, then a number, then words, ...
@@ -63,11 +74,10 @@ def normalize(text: str) -> str:
 
 
 def _number_word(number: str) -> str:
-    """A number as `normalize` writes it: its canonical form, or, with leading zeros ("007",
-    an identifier more than a quantity), its digits as written."""
-    if re.match(r"-?\$?0\d", number):
-        return number.replace(",", "").replace("$", "")
-    return canonical_number(number) or number
+    """A number as `normalize` writes it: as written, without its grouping commas and currency
+    sign, a bare leading point given its zero."""
+    number = number.replace(",", "").replace("$", "")
+    return re.sub(r"^(-?)\.", r"\g<1>0.", number)
 
 
 def alternatives(reference: str) -> list[str]:
@@ -85,9 +95,13 @@ def canonical_number(text: str) -> str | None:
         return None
     if not value.is_finite():
         return None
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
+    # As text: exact (Decimal.normalize rounds to 28 digits, so two long numbers read as one)
+    # and of any length (int() refuses a number of more than 4,300 digits, a crash mid-run on
+    # a model that repeats a digit).
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def reference_number(reference: str) -> str | None:
@@ -177,6 +191,7 @@ class ExactScorer:
     after normalization."""
 
     name: str = "exact"
+    rules: int = NORMALIZE_RULES  # in its repr, so in each item's hash: a resume sees them change
 
     def parse(self, output: str) -> str | None:
         return normalize(first_line(output)) or None
@@ -192,6 +207,7 @@ class ContainsScorer:
     for short factual questions answered by chatty models."""
 
     name: str = "contains"
+    rules: int = NORMALIZE_RULES  # in its repr, so in each item's hash: a resume sees them change
     window: int = 200  # characters of the output searched; the answer comes first or not at all
 
     def parse(self, output: str) -> str | None:
@@ -210,6 +226,7 @@ class RegexScorer:
 
     pattern: str
     name: str = "regex"
+    rules: int = NORMALIZE_RULES
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
