@@ -402,3 +402,33 @@ def test_a_ctrl_c_while_generated_code_runs_ends_with_130_not_a_signal(tmp_path)
     )
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert done.stderr == "interrupted before the command began; nothing was written\n"
+
+
+def test_records_scored_by_earlier_text_rules_are_found_on_resume(tmp_path):
+    """A run stored before `normalize` kept a number's sign and point (its items hashed with
+    the scorer's repr of then, without `rules`): a resume found nothing changed, so one run
+    held records scored by two sets of rules ("4.2" against "42": right, then wrong)."""
+    import hashlib
+
+    from tradeoff.store import item_json
+    from tradeoff.types import Item
+
+    data, out = tmp_path / "q.jsonl", tmp_path / "run"
+    _jsonl(data, [{"prompt": "Say Paris.", "answer": "Paris"}])
+    args = ["--model", "smollm2-135m", "--task", f"jsonl:{data}", "--max-tokens", "2"]
+    assert run_cli("profile", *args, "--out", str(out)).returncode == 0
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    with con:  # as the version before stored it
+        for rowid, stored in con.execute("SELECT rowid, item FROM items").fetchall():
+            item = Item(**json.loads(stored))
+            old = f"{item_json(item)}\0ContainsScorer(name='contains', window=200)"
+            digest = hashlib.sha256(old.encode()).hexdigest()[:16]
+            con.execute("UPDATE items SET content_hash = ? WHERE rowid = ?", (digest, rowid))
+    con.close()
+    refused = run_cli("profile", "--resume", str(out))
+    assert refused.returncode == 2, refused.stderr
+    assert "1 stored item(s) changed" in refused.stderr and "the scorer" in refused.stderr
+    redone = run_cli("profile", "--resume", str(out), "--rescore-changed")
+    assert redone.returncode == 0 and "1 stored record(s) deleted" in " ".join(
+        redone.stderr.split()
+    ), redone.stderr

@@ -441,7 +441,9 @@ def _check_items(
     if not rescore_changed:
         raise UserError(
             f"{store.directory}: {len(ids)} stored item(s) changed since their records were "
-            f"written ({shown}); profile into a new --out, or add --rescore-changed to redo them"
+            f"written ({shown}: their question or answer, or the scorer that checks them, chosen "
+            "from the answers or updated); profile into a new --out, or add --rescore-changed "
+            "to redo them"
         )
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
     notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")

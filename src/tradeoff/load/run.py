@@ -384,7 +384,8 @@ def _check_items(store: Store, spec: RunSpec, tasks: list[Task]) -> None:
     if changed:
         raise UserError(
             f"{store.directory}: {len(changed)} stored item(s) changed since their records were "
-            f"written ({_few(changed)}); restore them, or load into a new --out"
+            f"written ({_few(changed)}: their question or answer, or the scorer that checks "
+            "them); restore them, or load into a new --out"
         )
 
 
