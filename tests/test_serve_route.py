@@ -173,24 +173,25 @@ def test_a_routed_request_that_fails_says_where_it_went(routed, tmp_path):
     assert "x-tradeoff-request-id" in answer.headers
 
 
-def test_a_policy_moved_or_copied_is_the_same_configuration(routed, tmp_path):
-    """A configuration's id is what it runs: the same policy file at another path appended to
-    a served directory as the same configuration (it was refused as "another configuration");
-    a policy fitted again is still another."""
-    from tradeoff.strategies.route import Params as RouteParams
-
+def test_a_policy_moved_or_copied_appends_to_its_served_directory(routed, tmp_path):
+    """A restart on the same --out with the same policy file at another path (deployed, or the
+    project moved) appends, its records under one configuration id (it was refused as "another
+    configuration": the id hashes the path); a policy fitted again is still refused."""
     policy, _ = routed
     copy = tmp_path / "deployed" / policy.name
     copy.parent.mkdir()
     copy.write_bytes(policy.read_bytes())
-    refitted = tmp_path / policy.name  # other bytes, as a policy fitted again has
+    out = tmp_path / "served"
+    ask = {"model": "p", "prompt": "2+2=", "max_tokens": 2}
+    for path in (policy, copy):
+        with serve_process("--policy", str(path), "--out", str(out)) as s:
+            assert httpx.post(f"{s.url}/completions", json=ask, timeout=60).status_code == 200
+    assert records(out)["config_id"].nunique() == 1 and len(records(out)) == 2
+    refitted = tmp_path / "refitted" / policy.name  # other bytes, as a policy fitted again has
+    refitted.parent.mkdir()
     refitted.write_text(json.dumps(json.loads(policy.read_text()), indent=1))
-
-    def config_id(path: Path) -> str:
-        return RouteParams(strategy="route", policy=str(path)).resolve().config_id
-
-    assert config_id(copy) == config_id(policy)
-    assert config_id(refitted) != config_id(policy)
+    refused = run_cli("serve", "--policy", str(refitted), "--out", str(out), "--port", "0")
+    assert refused.returncode == 2 and "by another configuration" in refused.stderr
 
 
 def test_a_packed_router_array_that_is_not_finite_is_refused():

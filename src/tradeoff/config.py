@@ -271,15 +271,23 @@ class StrategyParams(BaseModel):
 
 
 def with_id(config: Config) -> Config:
-    """`config` with its id: a hash of what it runs. Not of where a file it reads sits: a
-    route's policy moved or copied is the same configuration (the file's content hash is in its
-    parameters); its path made a restart from another directory "another configuration"."""
-    content_of = config.content()
-    if "policy_sha256" in config.params:
-        content_of["params"] = {k: v for k, v in config.params.items() if k != "policy"}
-    content = json.dumps(content_of, sort_keys=True)
+    """`config` with its id: a hash of what it runs (a route's: its policy file's path and
+    content hash; `same_but_where` tells a policy moved or copied)."""
+    content = json.dumps(config.content(), sort_keys=True)
     config.config_id = hashlib.sha256(content.encode()).hexdigest()[:12]
     return config
+
+
+def same_but_where(stored: dict[str, Any], config: Config) -> bool:
+    """Whether `stored` (a configuration's content as a run stored it) runs what `config`
+    runs, but for where a route's policy file sits: the same file moved or copied (its content
+    hash the same) is the same configuration, though its id, which hashes the path, is not."""
+    now = config.content()
+    if "policy_sha256" not in config.params or not isinstance(stored.get("params"), dict):
+        return stored == now
+    unplaced = [{**c, "params": {k: v for k, v in c["params"].items() if k != "policy"}}
+                for c in (stored, now)]  # fmt: skip
+    return unplaced[0] == unplaced[1]
 
 
 def _entries(value: Any) -> Any:

@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tradeoff import eventloop
-from tradeoff.config import Config, RunSpec, resolve_configs, route_config
+from tradeoff.config import Config, RunSpec, resolve_configs, route_config, same_but_where
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
@@ -92,9 +92,16 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
         if "serve" not in store.run()["spec"]:
             store.close()
             raise UserError(f"{out} holds a profile run, not served traffic; choose another --out")
-        stored = {c["name"]: c["config_id"] for c in store.configs()}
-        changed = [s.name for s in served.values() if stored.get(s.name, s.config.config_id)
-                   != s.config.config_id]  # fmt: skip
+        stored = {c["name"]: c for c in store.configs()}
+        changed = []
+        for s in served.values():
+            before = stored.get(s.name)
+            if before is None or before["config_id"] == s.config.config_id:
+                continue
+            if same_but_where(before["spec"], s.config):  # its policy moved or copied
+                s.config.config_id = before["config_id"]  # its records keep one id
+            else:
+                changed.append(s.name)
         if changed:
             # Two configurations under one name would be reported as one, each row holding the
             # records of both
