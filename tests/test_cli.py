@@ -378,3 +378,13 @@ def test_exported_counts_stay_whole_numbers_where_some_are_missing(tmp_path):
     assert ",30," in as_csv and "30.0" not in as_csv
     shown = run_cli("report", str(tmp_path / "run"), "--records")
     assert shown.returncode == 0 and "<NA>" not in shown.stdout, shown.stdout
+
+
+def test_one_synthetic_task_written_two_ways_is_given_twice(tmp_path):
+    """Its parameters in another order name the same task (it ran once, the other dropped)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models: {m: smollm2-135m}\n"
+        "tasks: ['synthetic:prompt=20,output=5', 'synthetic:output=5,prompt=20']\n"
+    )
+    assert_user_error(run_cli("profile", str(spec), "--out", str(tmp_path / "o")), "given twice")

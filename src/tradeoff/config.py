@@ -365,9 +365,11 @@ class RunSpec(BaseModel):
         # A task's items are keyed by its reference: one given twice would run its requests
         # twice and keep one record of each. Compared as stored, paths made absolute: one file
         # named two ways ("s.jsonl", "./s.jsonl") ran once, with one entry's scorer lost.
+        from tradeoff.tasks import task_name
+
         seen: set[str] = set()
         for task in value:
-            ref = _absolute_task(task.ref)
+            ref = task_name(_absolute_task(task.ref))  # a synthetic: one canonically
             if ref in seen:
                 raise ValueError(f"tasks: {task.ref!r} is given twice; give each task once")
             seen.add(ref)
