@@ -312,15 +312,16 @@ def test_choices_that_are_not_text_are_read_or_refused(tmp_path: Path) -> None:
             "answer": "1",
         },
         {"prompt": "Smallest?", "choices": [3, 0.00001, 2], "answer": 1},
+        {"prompt": "Is it?", "choices": [True, False], "answer": 0},  # as before: True, False
     ]
     task = load_task(f"jsonl:{write_jsonl(tmp_path / 'q.jsonl', rows)}")
     assert task.items[0].prompt == "Capital of France?\nA. Paris\nB. Lyon"
     assert task.items[1].prompt == "Smallest?\nA. 3\nB. 0.00001\nC. 2"
-    assert [it.reference for it in task.items] == ["A", "B"]
+    assert task.items[2].prompt == "Is it?\nA. True\nB. False"
+    assert [it.reference for it in task.items] == ["A", "B", "A"]
     for choices, says in [
         (["Paris", None], "holds null among its options"),
         (["Paris", ["Lyon"]], "holds a list among its options"),
-        (["Paris", True], "holds a bool among its options"),
         ([{"label": "A"}, {"label": "B", "text": "Lyon"}], "holds null among its options"),
     ]:
         path = write_jsonl(
@@ -328,7 +329,7 @@ def test_choices_that_are_not_text_are_read_or_refused(tmp_path: Path) -> None:
         )
         message = user_error(f"jsonl:{path}")
         assert message.startswith(f"{path} line 1: field 'choices' {says}"), message
-        assert "an option is a string or a number" in message
+        assert "an option is a string, a number or a boolean" in message
 
 
 def test_unreadable_json_lines_name_their_line(tmp_path: Path) -> None:

@@ -206,11 +206,13 @@ def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
 def _option_text(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):  # options True and False, as a data set writes them
+        return str(value)
+    if isinstance(value, (int, float)):
         return _number_text(value)
     raise UserError(
         f"{where}: field 'choices' holds {_describe(value)} among its options; an option is a "
-        'string or a number, or an object {"label": ..., "text": ...}'
+        'string, a number or a boolean, or an object {"label": ..., "text": ...}'
     )
 
 
