@@ -11,7 +11,8 @@ import threading
 import httpx
 import openai
 import pytest
-from conftest import fitted_policy, one_line_error, run_cli, serve_process
+import yaml
+from conftest import fast_server, fitted_policy, one_line_error, run_cli, serve_process
 from serve_support import PATIENCE_S, metric, wait_for
 
 from tradeoff.engines.emit import StopHoldback
@@ -383,8 +384,6 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
         (["--request-timeout", "inf"], "--request-timeout must be a number of seconds"),
         (["--request-timeout", "nan"], "'--request-timeout': Input should be greater than"),
-        # every request naming no max_tokens was refused, for a max_tokens it never sent
-        (["--max-tokens-limit", "2"], "where a request names no max_tokens, above --max-tokens"),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, needle):
@@ -492,3 +491,24 @@ def test_the_bearer_scheme_is_case_insensitive_the_key_is_not(server):
 
     assert status("bearer sekrit") == 200 and status("BEARER  sekrit") == 200
     assert status("Bearer SEKRIT") == 401 and status("Basic sekrit") == 401
+
+
+def test_a_configuration_answering_past_the_token_limit_is_noted_and_its_422_says_why(tmp_path):
+    """A configuration whose own max_tokens is above --max-tokens-limit: the server says so as
+    it starts, and a request naming no max_tokens is refused for the configuration's length,
+    not for a max_tokens its client never sent; one naming a length within the limit is served."""
+    for url in fast_server():
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            yaml.safe_dump({"models": {"m": f"openai:{url}#fast"},
+                            "configs": [{"model": "m", "max_tokens": 64, "name": "long"}]})
+        )  # fmt: skip
+        args = ("--spec", str(spec), "--max-tokens-limit", "8", "--out", str(tmp_path / "o"))
+        with serve_process(*args) as s:
+            unnamed = httpx.post(f"{s.url}/completions", json={"model": "long", "prompt": "x"})
+            named = {"model": "long", "prompt": "x", "max_tokens": 8}
+            assert httpx.post(f"{s.url}/completions", json=named).status_code == 200
+        assert any("'long' answers with up to 64 tokens" in line for line in s.lines), s.lines
+    assert unnamed.status_code == 422, unnamed.text
+    message = unnamed.json()["error"]["message"]
+    assert "answers with up to 64 tokens where a request names no max_tokens" in message, message

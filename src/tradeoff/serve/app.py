@@ -441,10 +441,16 @@ class ServeApp:
                     if isinstance(parsed, ChatRequest) and parsed.max_completion_tokens
                     else "max_tokens"
                 )
+                asked_for = (
+                    f"{field} {max_tokens}"
+                    if asked
+                    else f"model {parsed.model!r} answers with up to {max_tokens} tokens where a "
+                    "request names no max_tokens, which"  # not the client's: it named none
+                )
                 raise ApiError(
                     422,
-                    f"{field} {max_tokens} is above this server's limit of "
-                    f"{self.limits.max_tokens} (--max-tokens-limit)",
+                    f"{asked_for} is above this server's limit of {self.limits.max_tokens} "
+                    f"(--max-tokens-limit){'' if asked else '; name max_tokens'}",
                     param=field,
                     code="invalid_value",
                 )

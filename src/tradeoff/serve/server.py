@@ -284,22 +284,24 @@ async def _run_server(
         gc.unfreeze()
 
 
-def _check_default_lengths(served: dict[str, Served], limits: Limits) -> None:
-    """A UserError where a configuration's own max_tokens, what a request that names none is
-    answered with, is above --max-tokens-limit: every such request was refused (422) for a
-    max_tokens its client never sent."""
+def default_lengths_above(served: dict[str, Served], limits: Limits) -> list[str]:
+    """A note for each configuration whose own max_tokens, what a request that names none is
+    answered with, is above --max-tokens-limit: such requests are refused (a budget's is its
+    budget, a route's come from its policy, so the server serves the others and says so)."""
     from tradeoff.strategies import choices
 
+    notes = []
     for s in served.values():
         for config in choices(s.config):
             if config.sampling.max_tokens > limits.max_tokens:
                 via = "" if config.name == s.name else f" (a configuration of '{s.name}')"
-                raise UserError(
-                    f"configuration '{config.name}'{via} answers with up to "
-                    f"{config.sampling.max_tokens} tokens where a request names no max_tokens, "
-                    f"above --max-tokens-limit {limits.max_tokens}; raise the limit to "
-                    f"{config.sampling.max_tokens}, or serve it with a smaller max_tokens"
+                notes.append(
+                    f"note: configuration '{config.name}'{via} answers with up to "
+                    f"{config.sampling.max_tokens} tokens, above --max-tokens-limit "
+                    f"{limits.max_tokens}: a request to it that names no max_tokens is refused "
+                    f"(422); raise the limit to {config.sampling.max_tokens} to serve those"
                 )
+    return notes
 
 
 def serve(
@@ -312,6 +314,7 @@ def serve(
     notify: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; every served request becomes a record in `out`."""
-    _check_default_lengths(served, options.limits or Limits())
     say = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    for note in default_lengths_above(served, options.limits or Limits()):
+        say(note)
     eventloop.run(_serve(served, spec, Path(out), source, options, say))
