@@ -61,9 +61,28 @@ QWEN = {  # q/k/v biases and tied embeddings
 }
 
 
-def hf_checkpoint(directory: Path, config: dict, seed: int = 0):
-    """A Hugging Face checkpoint with random (non-trivial) weights, saved by transformers."""
+def byte_tokenizer(directory: Path) -> None:
+    """A `tokenizer.json` whose token k is byte k (GPT-2's byte-level alphabet, no merges): a
+    checkpoint's own tokenizer, with the ids the byte codec would give (ids from 256 decode as
+    nothing)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    shown = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    shown += range(ord("®"), ord("ÿ") + 1)
+    hidden = [b for b in range(256) if b not in shown]
+    chars = {b: chr(b) for b in shown} | {b: chr(256 + i) for i, b in enumerate(hidden)}
+    tokenizer = Tokenizer(models.BPE(vocab={c: b for b, c in chars.items()}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(directory / "tokenizer.json"))
+
+
+def hf_checkpoint(directory: Path, config: dict, seed: int = 0, tokenizer: bool = True):
+    """A Hugging Face checkpoint with random (non-trivial) weights, saved by transformers, with
+    a byte tokenizer where `tokenizer` and the directory has none."""
     directory.mkdir(parents=True, exist_ok=True)
+    if tokenizer and not (directory / "tokenizer.json").is_file():
+        byte_tokenizer(directory)
     (directory / "config.json").write_text(json.dumps(config))
     hf_config = transformers.AutoConfig.from_pretrained(directory)
     torch.manual_seed(seed)
@@ -106,14 +125,14 @@ def test_logits_match_transformers_on_the_same_checkpoint(tmp_path, config):
 def test_greedy_generation_matches_transformers_generate(tmp_path):
     hf = hf_checkpoint(tmp_path / "ckpt", LLAMA, seed=3)
     engine = TorchEngine(f"torch:{tmp_path / 'ckpt'}")
-    prompt = "12+7="  # the byte codec: no tokenizer in the directory
+    prompt = "12+7="  # the byte tokenizer: one token a byte
     gen = engine.generate(Request(prompt=prompt, max_tokens=20, temperature=0.0))
     ids = torch.tensor([list(prompt.encode())])
     out = hf.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
     expected = out[0, ids.shape[1] :].tolist()
     assert gen.output_tokens == 20 and gen.input_tokens == len(prompt)
     assert gen.text.encode("utf-8", errors="surrogateescape") != b""  # text is produced
-    assert gen.text == bytes(t % 256 for t in expected).decode("utf-8", errors="replace")
+    assert gen.text == engine.codec.decode(expected).decode("utf-8")
     assert len(gen.token_times) == 20 and gen.t_first is not None and gen.t_first <= gen.t_end
 
 

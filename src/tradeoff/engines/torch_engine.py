@@ -93,14 +93,15 @@ def parse_torch_ref(ref: str) -> TorchSpec:
             raise UserError(f"model '{ref}': {key} must be 0 or 1, not '{opts[key]}'")
         return opts[key] in ("1", "true")
 
-    def integer(key: str, default: int) -> int:
+    def integer(key: str, default: int, most: int | None = None) -> int:
         try:
             value = int(opts.get(key, default))
         except ValueError:
             raise UserError(f"model '{ref}': {key} must be an integer") from None
         least = 16 if key == "ctx" else 0
-        if value < least:
-            raise UserError(f"model '{ref}': {key} = {value} is out of range (at least {least})")
+        if value < least or (most is not None and value > most):
+            bounds = f"at least {least}" if most is None else f"{least} to {most}"
+            raise UserError(f"model '{ref}': {key} = {value} is out of range ({bounds})")
         return value
 
     compile_mode = {"0": None, "false": None, "1": "default", "true": "default"}.get(
@@ -132,7 +133,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
         ctx=integer("ctx", DEFAULT_CTX) if "ctx" in opts else None,
         graph=flag("graph"),
         compile=compile_mode,
-        seed=integer("seed", 0),
+        seed=integer("seed", 0, most=2**64 - 1),  # what torch's generators take
         overlap=flag("overlap"),
         pdl=bool(flag("pdl")),
     )
@@ -143,16 +144,42 @@ def check_torch_ref(ref: str) -> TorchSpec:
     spec = parse_torch_ref(ref)
     directory = _directory(spec.source)
     load_hf_config(spec.source)
-    if not spec.random_weights:
-        has_weights = directory is not None and (
-            (directory / "model.safetensors").is_file()
-            or (directory / "model.safetensors.index.json").is_file()
+    if spec.random_weights:
+        return spec
+    if directory is None and Path(spec.source).expanduser().is_dir():  # shadowed by a shipped one
+        raise UserError(
+            f"model '{ref}': {spec.source} names the shipped config (no weights), not the "
+            f"directory of that name; write ./{spec.source} for the directory, or add "
+            "?random_weights=1 to profile the shape"
         )
-        if not has_weights:
-            raise UserError(
-                f"model '{ref}': no weights at {spec.source}; add ?random_weights=1 to profile "
-                "the shape with random weights"
+    has_weights = directory is not None and (
+        (directory / "model.safetensors").is_file()
+        or (directory / "model.safetensors.index.json").is_file()
+    )
+    if not has_weights and directory is not None and any(directory.glob("pytorch_model*.bin")):
+        raise UserError(
+            f"model '{ref}': {directory} holds PyTorch .bin weights; the torch engine reads only "
+            "safetensors (convert them, e.g. with transformers' "
+            "save_pretrained(..., safe_serialization=True))"
+        )
+    if not has_weights:
+        raise UserError(
+            f"model '{ref}': no weights at {spec.source}; add ?random_weights=1 to profile "
+            "the shape with random weights"
+        )
+    assert directory is not None
+    if not (directory / "tokenizer.json").is_file():  # its weights' text, not bytes
+        sentencepiece = (directory / "tokenizer.model").is_file()
+        raise UserError(
+            f"model '{ref}': {directory} has no tokenizer.json, which the torch engine reads "
+            "its text with"
+            + (
+                " (its tokenizer.model is sentencepiece's: convert it, e.g. with transformers' "
+                "AutoTokenizer.from_pretrained(dir).save_pretrained(dir))"
+                if sentencepiece
+                else ""
             )
+        )
     return spec
 
 
@@ -172,9 +199,7 @@ def _check_fits(
         free = torch.cuda.mem_get_info(device)[0]
         where = f"{torch.cuda.get_device_name(device)} has {free / 1e9:.1f} GB free"
     else:
-        import os
-
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free = _available_memory()
         where = f"this host has {free / 1e9:.1f} GB of memory available"
     if weight_bytes > free:
         raise UserError(
@@ -187,6 +212,21 @@ def _check_fits(
             f"{cache_bytes / 1e9:.1f} GB for a KV cache of ctx={ctx} positions; {where} "
             "(lower ctx)"
         )
+
+
+def _available_memory() -> int:
+    """Bytes the kernel could give a new allocation: MemAvailable, which counts the page cache
+    it can drop (free pages alone, SC_AVPHYS_PAGES, refused models that fit on a host whose
+    memory held cached files), else the free pages where /proc/meminfo has no such line."""
+    import os
+
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class DecodeStep:
@@ -306,12 +346,23 @@ class TorchEngine(InProcessEngine):
         on_gpu = self.device.type == "cuda"
         dtype_name = spec.dtype or ("bf16" if on_gpu else "fp32")
         self.dtype = DTYPES[dtype_name]
-        self.n_ctx = min(DEFAULT_CTX, self.arch.max_positions) if spec.ctx is None else spec.ctx
+        window = self.arch.window or self.arch.max_positions
+        self.n_ctx = (
+            min(DEFAULT_CTX, self.arch.max_positions, window) if spec.ctx is None else spec.ctx
+        )
         if spec.ctx is not None and spec.ctx > self.arch.max_positions:
             raise UserError(
                 f"model '{ref}': ctx = {spec.ctx} is beyond the {self.arch.max_positions} "
                 "positions the architecture was trained for (max_position_embeddings); give at "
                 f"most ctx={self.arch.max_positions}"
+            )
+        # Within the window a sliding-window model's attention is the full one; past it the
+        # model sees only the last `window` positions, and this engine would attend to all.
+        if spec.ctx is not None and spec.ctx > window:
+            raise UserError(
+                f"model '{ref}': ctx = {spec.ctx} is beyond the model's sliding window of "
+                f"{window} positions, and the torch engine attends over the whole context (a "
+                f"longer prompt would not be the model's computation); give at most ctx={window}"
             )
         self.use_graph = on_gpu if spec.graph is None else spec.graph
         if self.use_graph and not on_gpu:
@@ -323,7 +374,9 @@ class TorchEngine(InProcessEngine):
         self.pdl = spec.pdl
         directory = _directory(spec.source)
         shape = shape_from_hf_config(config, dtype_name)
-        self.codec: TextCodec = codec_for(None if spec.random_weights else directory, config)
+        # A directory's own tokenizer and template with random weights too: the workload (its
+        # prompts' tokens, chat or completion) is the one its weights would be measured on.
+        self.codec: TextCodec = codec_for(directory, config)
         self.template_refuses = getattr(self.codec, "refuses", False)
         if isinstance(self.codec, ByteCodec) and self.arch.vocab < 256:
             raise UserError(
@@ -371,11 +424,37 @@ class TorchEngine(InProcessEngine):
     @torch.inference_mode()
     def warm(self, batches: list[int], stopped: Callable[[], bool] = lambda: False) -> None:
         """Build, compile and capture the decode step of each batch size, and run prefill once
-        at each padded length, before any request is timed (requests overwrite the caches).
-        Checks `stopped` between passes: on a GPU with compile this takes minutes."""
+        at each padded length (at one on the CPU without compile), before any request is timed
+        (requests overwrite the caches).
+        Checks `stopped` between passes: on a GPU with compile this takes minutes. Compiling on
+        a host without a C++ compiler is one line, not inductor's traceback."""
+        if not (self.compile and self.device.type == "cpu"):
+            return self._warm(batches, stopped)
+        from torch._dynamo.exc import BackendCompilerFailed
+        from torch._inductor.exc import InductorError
+
+        try:
+            self._warm(batches, stopped)
+        except (InductorError, BackendCompilerFailed) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if not any(word in reason.lower() for word in ("cxx", "cpp", "compiler")):
+                raise  # inductor failed otherwise: its own message
+            raise UserError(
+                f"model '{self.info.ref}': compile=1 on the CPU needs a working C++ compiler "
+                f"({reason}); give compile=0"
+            ) from None
+
+    def _warm(self, batches: list[int], stopped: Callable[[], bool]) -> None:
+        # A GPU's first pass at each new prefill length costs 60-80 ms of kernel selection
+        # (PREFILL_BUCKET), so it warms every padded length, as compile does; the CPU without
+        # compile runs a new length at its usual cost, and one warms it (every padded length to
+        # ctx=1024 took 46 s for the Qwen2.5-0.5B shape).
+        lengths = list(range(PREFILL_BUCKET, self.n_ctx + 1, PREFILL_BUCKET))
+        if self.device.type == "cpu" and not self.compile:
+            lengths = [min(PREFILL_BUCKET, self.n_ctx)]
         for batch in batches:
             step = self.decode_step(batch)
-            for t in range(PREFILL_BUCKET, self.n_ctx + 1, PREFILL_BUCKET):
+            for t in lengths:
                 if stopped():
                     return
                 step.prefill(torch.zeros((batch, t), dtype=torch.long, device=self.device), 0)

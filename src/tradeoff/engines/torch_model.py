@@ -54,6 +54,12 @@ class Arch:
     qkv_bias: bool
     tied: bool
     max_positions: int
+    o_bias: bool = False  # Llama's attention_bias puts one on o_proj too
+    mlp_bias: bool = False  # Llama's mlp_bias: on gate, up and down
+    # Positions a layer attends back over (Mistral's sliding_window, Qwen2's where
+    # use_sliding_window is on), None where every layer sees the whole context: the engine
+    # attends over the whole context, so its context must not exceed the window.
+    window: int | None = None
 
     @classmethod
     def from_hf(cls, config: dict[str, Any]) -> Arch:
@@ -73,10 +79,22 @@ class Arch:
         # transformers 5 writes `rope_parameters` (theta and scaling together) where older
         # configs have `rope_theta` and `rope_scaling`.
         rope = config.get("rope_parameters") or {}
+        for field, value in (
+            ("rope_parameters", rope),
+            ("rope_scaling", config.get("rope_scaling")),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise UserError(
+                    f"model config: {field} is {json.dumps(value)}; it must be an object such "
+                    'as {"rope_type": "llama3", "factor": 8.0, ...} (or null)'
+                )
         theta = config.get("rope_theta", rope.get("rope_theta", 10000.0))
         scaling = config.get("rope_scaling") or (
             rope if rope.get("rope_type", "default") != "default" else None
         )
+        # Biases as transformers builds each family: Qwen2 has them on q/k/v only, Mistral none.
+        llama = kind == "llama"
+        attention_bias = llama and bool(config.get("attention_bias"))
         try:
             heads = int(config["num_attention_heads"])
             dim = int(config["hidden_size"])
@@ -91,13 +109,17 @@ class Arch:
                 norm_eps=float(config.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(theta),
                 rope_scaling=scaling,
-                qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")),
+                qkv_bias=kind == "qwen2" or attention_bias,
                 tied=bool(config.get("tie_word_embeddings", False)),
                 max_positions=int(config.get("max_position_embeddings", 4096)),
+                o_bias=attention_bias,
+                mlp_bias=llama and bool(config.get("mlp_bias")),
+                window=_window(kind, config),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"model config lacks a usable field: {exc}") from None
         arch.check(explicit_head_dim="head_dim" in config and config["head_dim"] is not None)
+        inverse_frequencies(arch)  # a malformed rope scaling is refused here, as the config is read
         return arch
 
     def check(self, explicit_head_dim: bool) -> None:
@@ -127,6 +149,28 @@ class Arch:
             )
 
 
+def _window(kind: str, config: dict[str, Any]) -> int | None:
+    """The sliding window as transformers applies it: Mistral's wherever given (4096 where the
+    field is absent, null for none); Qwen2's only with use_sliding_window, and then only on the
+    layers from max_window_layers on (none slide where that is all of them)."""
+    if kind == "mistral":
+        window = config.get("sliding_window", 4096)
+    elif kind == "qwen2" and config.get("use_sliding_window"):
+        window = config.get("sliding_window", 4096)
+        if int(config.get("max_window_layers", 28)) >= int(config["num_hidden_layers"]):
+            window = None
+    else:
+        return None
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise UserError(
+            f"model config: sliding_window is {json.dumps(window)}; it must be a positive "
+            "integer (or null for none)"
+        )
+    return window
+
+
 def inverse_frequencies(arch: Arch) -> Tensor:
     """Rotary inverse frequencies (float64), with Llama-3's long-context scaling when asked."""
     hd = arch.head_dim
@@ -137,12 +181,24 @@ def inverse_frequencies(arch: Arch) -> Tensor:
         return inv
     if kind != "llama3":
         raise UserError(f"rope scaling '{kind}' is not supported (default and llama3 are)")
-    factor = float(scaling["factor"])
-    low, high = (
-        float(scaling.get("low_freq_factor", 1.0)),
-        float(scaling.get("high_freq_factor", 4.0)),
-    )
-    old = float(scaling["original_max_position_embeddings"])
+
+    def number(key: str, default: float | None = None) -> float:
+        value = scaling.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise UserError(
+                f"model config: llama3 rope scaling needs {key} as a positive number, not "
+                f"{json.dumps(value)}"
+            )
+        return float(value)
+
+    factor = number("factor")
+    low, high = number("low_freq_factor", 1.0), number("high_freq_factor", 4.0)
+    if high <= low:
+        raise UserError(
+            f"model config: llama3 rope scaling's high_freq_factor {high} must exceed its "
+            f"low_freq_factor {low}"
+        )
+    old = number("original_max_position_embeddings")
     wavelen = 2 * math.pi / inv
     # Long wavelengths are slowed by `factor`, short ones kept, those between blended.
     scaled = torch.where(wavelen > old / low, inv / factor, inv)
@@ -235,7 +291,7 @@ class Attention(nn.Module):
         self.arch = arch
         q, kv = arch.n_heads * arch.head_dim, arch.n_kv_heads * arch.head_dim
         self.wqkv = nn.Linear(arch.dim, q + 2 * kv, bias=arch.qkv_bias)
-        self.wo = nn.Linear(q, arch.dim, bias=False)
+        self.wo = nn.Linear(q, arch.dim, bias=arch.o_bias)
         self.split = (q, kv, kv)
 
     def forward(self, x: Tensor, norm: RMSNorm, at: Positions, k: Tensor, v: Tensor) -> Tensor:
@@ -262,8 +318,8 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, arch: Arch):
         super().__init__()
-        self.w13 = nn.Linear(arch.dim, 2 * arch.ffn, bias=False)  # gate and up, fused
-        self.w2 = nn.Linear(arch.ffn, arch.dim, bias=False)
+        self.w13 = nn.Linear(arch.dim, 2 * arch.ffn, bias=arch.mlp_bias)  # gate and up, fused
+        self.w2 = nn.Linear(arch.ffn, arch.dim, bias=arch.mlp_bias)
 
     def forward(self, x: Tensor, norm: RMSNorm) -> Tensor:
         """x + w2(SiLU(gate) * up), gate and up from w13(norm(x))."""
@@ -374,9 +430,23 @@ def randomize(model: Transformer, seed: int = 0) -> None:
 
 
 def _weight_files(directory: Path) -> list[Path]:
+    """The checkpoint's safetensors files, each one there, else one line naming what is wrong
+    (an unreadable index or a shard it names that is missing gave a traceback)."""
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(
+                f"{index}: not an index of safetensors shards (a JSON object whose weight_map "
+                f"maps tensor names to files): {type(exc).__name__}: {exc}"
+            ) from None
+        missing = [n for n in names if not (directory / str(n)).is_file()]
+        if missing:
+            raise UserError(
+                f"{directory / str(missing[0])}: missing, though {index.name} names it "
+                f"({len(missing)} of its {len(names)} shards are missing)"
+            )
         return [directory / n for n in names]
     single = directory / "model.safetensors"
     if single.is_file():
@@ -389,15 +459,20 @@ def _weight_files(directory: Path) -> list[Path]:
 
 @torch.no_grad()
 def load_weights(model: Transformer, directory: Path) -> None:
-    """Copy a Hugging Face checkpoint's tensors into `model`, fusing q/k/v and gate/up."""
-    from safetensors import safe_open
+    """Copy a Hugging Face checkpoint's tensors into `model`, fusing q/k/v and gate/up; a
+    checkpoint tensor left over is refused (biases the model lacked were dropped silently, and
+    the logits were another model's)."""
+    from safetensors import SafetensorError, safe_open
 
     device = model.embed.weight.device
     tensors: dict[str, Tensor] = {}
     for path in _weight_files(directory):
-        with safe_open(str(path), framework="pt", device=str(device)) as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                tensors[key.removeprefix("model.")] = f.get_tensor(key)
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                    tensors[key.removeprefix("model.")] = f.get_tensor(key)
+        except (SafetensorError, OSError) as exc:  # truncated or not safetensors at all
+            raise UserError(f"{path}: not a readable safetensors file: {exc}") from None
 
     def take(key: str) -> Tensor:
         if key not in tensors:
@@ -432,10 +507,27 @@ def load_weights(model: Transformer, directory: Path) -> None:
                 at + "v_proj.bias",
             )
         put(layer.attention.wo.weight, at + "o_proj.weight")
+        if layer.attention.wo.bias is not None:
+            put(layer.attention.wo.bias, at + "o_proj.bias")
         put(layer.feed_forward.w13.weight, p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight")
         put(layer.feed_forward.w2.weight, p + "mlp.down_proj.weight")
+        if layer.feed_forward.w13.bias is not None:
+            put(layer.feed_forward.w13.bias, p + "mlp.gate_proj.bias", p + "mlp.up_proj.bias")
+            put(layer.feed_forward.w2.bias, p + "mlp.down_proj.bias")
         put(layer.attention_norm.weight, p + "input_layernorm.weight")
         put(layer.ffn_norm.weight, p + "post_attention_layernorm.weight")
     put(model.norm.weight, "norm.weight")
     if not model.arch.tied:
         put(model.output.weight, "lm_head.weight")
+    # What transformers itself ignores: a tied head saved anyway, old checkpoints' rotary tables
+    left = [
+        k
+        for k in tensors
+        if not (k == "lm_head.weight" and model.arch.tied) and not k.endswith("rotary_emb.inv_freq")
+    ]
+    if left:
+        raise UserError(
+            f"{directory}: the checkpoint has {len(left)} tensors this model does not use "
+            f"({', '.join(sorted(left)[:3])}{', ...' if len(left) > 3 else ''}): its config "
+            "does not describe it (a bias, a norm or a layer the torch engine would drop)"
+        )

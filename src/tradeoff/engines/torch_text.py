@@ -1,6 +1,7 @@
 """Text in and out of the `torch` engine: a Hugging Face directory's own tokenizer and chat
-template, or, for a config with random weights, a byte tokenizer (token id k is byte k mod 256;
-the text is as meaningless as the weights)."""
+template (with random weights too, whose ids past its vocabulary decode as nothing), or, for a
+config with random weights and no tokenizer, a byte tokenizer (token id k is byte k mod 256; the
+text is as meaningless as the weights)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tradeoff.engines.emit import PieceDecoder
-from tradeoff.errors import PromptRefused
+from tradeoff.errors import PromptRefused, UserError
 from tradeoff.types import Request
 
 
@@ -67,11 +68,14 @@ class HFCodec:
     def __init__(self, directory: Path, config: dict[str, Any]):
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-        settings: dict[str, Any] = {}
-        path = directory / "tokenizer_config.json"
-        if path.is_file():
-            settings = json.loads(path.read_text())
+        path = directory / "tokenizer.json"
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises a bare Exception for a malformed file
+            raise UserError(
+                f"{path}: not a tokenizer the tokenizers library reads: {exc}"
+            ) from None
+        settings = _read_json(directory / "tokenizer_config.json")
         template = settings.get("chat_template")
         jinja_file = directory / "chat_template.jinja"
         if template is None and jinja_file.is_file():
@@ -80,11 +84,18 @@ class HFCodec:
         self.refuses = self.chat and "raise_exception" in str(template)
         self._template: Any = None
         if self.chat:
+            from jinja2 import TemplateSyntaxError
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             env.globals["raise_exception"] = _refuse  # as transformers renders templates
-            self._template = env.from_string(str(template))
+            try:
+                self._template = env.from_string(str(template))
+            except TemplateSyntaxError as exc:
+                raise UserError(
+                    f"{directory}: its chat template is not valid Jinja (line {exc.lineno}: "
+                    f"{exc.message})"
+                ) from None
         self._bos = _token_text(settings.get("bos_token"))
         self._eos = _token_text(settings.get("eos_token"))
         ends = set()
@@ -164,9 +175,13 @@ def _token_text(value: Any) -> str | None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object's file, {} where there is none; one line where it is not valid JSON."""
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from None
     return data if isinstance(data, dict) else {}
 
 
