@@ -553,3 +553,21 @@ def test_the_decode_in_closed_form_is_the_sum_of_its_passes(first, steps, batch)
     cross = Peaks("x", 1000, 250, "t")
     bound = [p.flops / 1000 >= p.bytes / 250 for p in (eval_cost(TINY, s, 1, 2) for s in (0, 9))]
     assert bound == [True, False] and decode_sums(TINY, 0, 10, cross, 2)[2] > 0
+
+
+def test_a_torch_ctx_past_a_sliding_window_is_refused_as_the_engine_refuses_it(tmp_path):
+    """The roofline of a context the engine would not open (past a Mistral-style sliding
+    window: the engine attends over the whole context) was given as if it would."""
+    config = {
+        "model_type": "mistral", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": 512, "max_position_embeddings": 512, "sliding_window": 32,
+    }  # fmt: skip
+    path = tmp_path / "mistral.json"
+    path.write_text(json.dumps(config))
+    ok = run_cli("roofline", f"torch:{path}?random_weights=1&ctx=32", "--device", "H100",
+                 "--input", "16", "--output", "4")  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    past = run_cli("roofline", f"torch:{path}?random_weights=1&ctx=64", "--device", "H100",
+                   "--input", "16", "--output", "4")  # fmt: skip
+    assert past.returncode == 2 and "sliding window of 32 positions" in past.stderr, past.stderr

@@ -323,6 +323,30 @@ class DecodeStep:
         return self.tokens.view(self.batch)
 
 
+def torch_context(ref: str, arch: Arch, ctx: int | None) -> int:
+    """The context the engine opens `ref` with: `?ctx=` (`ctx`), else DEFAULT_CTX within the
+    architecture's positions and sliding window; a ctx past either is a UserError (the roofline
+    refuses what the engine refuses)."""
+    window = arch.window or arch.max_positions
+    if ctx is None:
+        return min(DEFAULT_CTX, arch.max_positions, window)
+    if ctx > arch.max_positions:
+        raise UserError(
+            f"model '{ref}': ctx = {ctx} is beyond the {arch.max_positions} positions the "
+            "architecture was trained for (max_position_embeddings); give at most "
+            f"ctx={arch.max_positions}"
+        )
+    # Within the window a sliding-window model's attention is the full one; past it the
+    # model sees only the last `window` positions, and this engine would attend to all.
+    if ctx > window:
+        raise UserError(
+            f"model '{ref}': ctx = {ctx} is beyond the model's sliding window of {window} "
+            "positions, and the torch engine attends over the whole context (a longer prompt "
+            f"would not be the model's computation); give at most ctx={window}"
+        )
+    return ctx
+
+
 class TorchEngine(InProcessEngine):
     """A model in PyTorch on one device, generating one request (or one batch) at a time."""
 
@@ -346,24 +370,7 @@ class TorchEngine(InProcessEngine):
         on_gpu = self.device.type == "cuda"
         dtype_name = spec.dtype or ("bf16" if on_gpu else "fp32")
         self.dtype = DTYPES[dtype_name]
-        window = self.arch.window or self.arch.max_positions
-        self.n_ctx = (
-            min(DEFAULT_CTX, self.arch.max_positions, window) if spec.ctx is None else spec.ctx
-        )
-        if spec.ctx is not None and spec.ctx > self.arch.max_positions:
-            raise UserError(
-                f"model '{ref}': ctx = {spec.ctx} is beyond the {self.arch.max_positions} "
-                "positions the architecture was trained for (max_position_embeddings); give at "
-                f"most ctx={self.arch.max_positions}"
-            )
-        # Within the window a sliding-window model's attention is the full one; past it the
-        # model sees only the last `window` positions, and this engine would attend to all.
-        if spec.ctx is not None and spec.ctx > window:
-            raise UserError(
-                f"model '{ref}': ctx = {spec.ctx} is beyond the model's sliding window of "
-                f"{window} positions, and the torch engine attends over the whole context (a "
-                f"longer prompt would not be the model's computation); give at most ctx={window}"
-            )
+        self.n_ctx = torch_context(ref, self.arch, spec.ctx)
         self.use_graph = on_gpu if spec.graph is None else spec.graph
         if self.use_graph and not on_gpu:
             raise UserError(f"model '{ref}': graph=1 needs a CUDA device")

@@ -287,11 +287,12 @@ def model_shape(model: str, device: str, dtype: str | None = None) -> ModelShape
 def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:
     """The shape the torch engine would run `model` in on `device`, from its config, building
     nothing: in `?dtype=`, else bf16 on a GPU and fp32 on the CPU, as the engine chooses, with
-    `?ctx=` its context, refused past the architecture's positions as the engine refuses it.
+    `?ctx=` its context, refused past the architecture's positions or sliding window as the
+    engine refuses it.
     (Built here, it took this host's dtype, fp32: a GPU's roofline read twice the bytes, and a
     shape larger than this host's memory was refused.)"""
     from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
-    from tradeoff.engines.torch_engine import parse_torch_ref
+    from tradeoff.engines.torch_engine import parse_torch_ref, torch_context
     from tradeoff.engines.torch_model import Arch
 
     if dtype is not None:
@@ -302,17 +303,9 @@ def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:
     spec = parse_torch_ref(model)
     config = load_hf_config(spec.source)
     chosen = spec.dtype or ("fp32" if device.lower() == "cpu" else "bf16")
-    positions = Arch.from_hf(config).max_positions  # what the engine refuses, refused here
+    context = torch_context(model, Arch.from_hf(config), spec.ctx)  # as the engine refuses
     shape = shape_from_hf_config(config, chosen, model)
-    if spec.ctx is None:
-        return shape
-    if spec.ctx > positions:  # the engine's own check (TorchEngine.__init__)
-        raise UserError(
-            f"model '{model}': ctx = {spec.ctx} is beyond the {positions} positions the "
-            "architecture was trained for (max_position_embeddings); give at most "
-            f"ctx={positions}"
-        )
-    return replace(shape, context=spec.ctx)
+    return shape if spec.ctx is None else replace(shape, context=context)
 
 
 def _engine_shape(model: str) -> ModelShape:
