@@ -203,11 +203,11 @@ def test_a_port_that_is_not_ray_is_one_line_in_seconds_and_ctrl_c_stops_the_wait
 def test_auto_whose_recorded_cluster_is_gone_is_one_line_in_seconds(web, tmp_path, monkeypatch):
     """`--ray auto` reads the address `ray start` recorded on this machine, which outlives a
     cluster stopped without `ray stop`; where no Ray answers there any more, Ray retried for
-    minutes, deaf to Ctrl-C. (Ray's temporary directory, where it keeps that address, moved to
-    this test's own by RAY_TMPDIR.)"""
+    minutes, deaf to Ctrl-C. `auto` takes $RAY_ADDRESS before that file and before any cluster
+    running here (this module's own, which it joined when only the file was stale): the address
+    is given there, and Ray's temporary directory is this test's own (RAY_TMPDIR)."""
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    (tmp_path / "ray").mkdir()
-    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{urlsplit(web).port}")
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{urlsplit(web).port}")
     begun = time.monotonic()
     bad = run_cli("profile", "-m", f"openai:{web}#fast", "-t", "arith", "--limit", "1",
                   "--out", str(tmp_path / "r"), "--ray", "auto", timeout=60)  # fmt: skip
