@@ -557,7 +557,8 @@ def test_a_switch_whose_model_runs_out_of_context_ends_its_answer_there(tmp_path
 @pytest.mark.slow
 def test_a_ctrl_c_while_a_model_warms_up_stops_there_and_leaves_no_run(tmp_path):
     """The warm-up runs inline, holding the loop: a Ctrl-C was heard once it ended (minutes on a
-    GPU with compile), and the store was opened meanwhile, leaving a run of nothing to resume."""
+    GPU with compile), and the store was opened meanwhile, leaving a run of nothing to resume.
+    (With compile here too: an eager CPU engine warms one prefill length, over in a moment.)"""
     import signal
     import subprocess
     import sys
@@ -565,7 +566,7 @@ def test_a_ctrl_c_while_a_model_warms_up_stops_there_and_leaves_no_run(tmp_path)
     big = {**LLAMA, "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
            "num_attention_heads": 16, "num_key_value_heads": 4, "max_position_embeddings": 2048,
            "rope_scaling": None}  # fmt: skip
-    model = f"torch:{config_file(tmp_path, big, 'big')}?random_weights=1&ctx=2048"
+    model = f"torch:{config_file(tmp_path, big, 'big')}?random_weights=1&ctx=2048&compile=1"
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "profile", "-m", model, "-t", "arith", "--limit", "1",
