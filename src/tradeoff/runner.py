@@ -408,8 +408,19 @@ def _check_configs(store: Store, configs: list[Config]) -> None:
         )
 
 
-def _few(names: list[str]) -> str:
+def few(names: list[str]) -> str:
+    """The first five names, and how many more."""
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def changed_items_said(store: Store, ids: list[str], then: str) -> str:
+    """The one line that stops a resume over items stored with other content (`ids`), and
+    what to do `then`."""
+    return (
+        f"{store.directory}: {len(ids)} stored item(s) changed since their records were written "
+        f"({few(ids)}: their question or answer, or the scorer that checks them, chosen from the "
+        f"answers or updated); {then}"
+    )
 
 
 def _check_items(
@@ -430,21 +441,19 @@ def _check_items(
     ]
     if gone:
         notify(
-            f"{len(gone)} stored item(s) are no longer in their task ({_few(gone)}): their "
+            f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
             "records stay in the run and its report; profile into a new --out to leave them out"
         )
     changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
     ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
     if not ids:
         return
-    shown = _few(ids)
+    shown = few(ids)
     if not rescore_changed:
         raise UserError(
-            f"{store.directory}: {len(ids)} stored item(s) changed since their records were "
-            f"written ({shown}: their question or answer, or the scorer that checks them, chosen "
-            "from the answers or updated); profile into a new --out, or add --rescore-changed "
-            "to redo them"
-        )
+            changed_items_said(store, ids, "profile into a new --out, or add --rescore-changed "
+                               "to redo them")
+        )  # fmt: skip
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
     notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")
 

@@ -42,7 +42,7 @@ from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
 from tradeoff.resumes import how_to_continue, not_profiled
-from tradeoff.runner import Stop, Writer, _few, open_run_session
+from tradeoff.runner import Stop, Writer, changed_items_said, open_run_session
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -383,9 +383,7 @@ def _check_items(store: Store, spec: RunSpec, tasks: list[Task]) -> None:
     ]
     if changed:
         raise UserError(
-            f"{store.directory}: {len(changed)} stored item(s) changed since their records were "
-            f"written ({_few(changed)}: their question or answer, or the scorer that checks "
-            "them); restore them, or load into a new --out"
+            changed_items_said(store, changed, "restore them, or load into a new --out")
         )
 
 
