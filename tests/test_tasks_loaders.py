@@ -144,6 +144,16 @@ def test_jsonl_missing_file(tmp_path: Path) -> None:
     assert "nope.jsonl" in message and "does not exist" in message
 
 
+@pytest.mark.parametrize(
+    "name", ["jsonl:~nosuchuser-of-this-host/x.jsonl", "~nosuchuser-of-this-host/x.jsonl"]
+)
+def test_a_home_of_no_user_is_a_missing_file_not_a_crash(name: str) -> None:
+    message = user_error(
+        name
+    )  # pathlib's expanduser raised RuntimeError ("Could not determine home")
+    assert "~nosuchuser-of-this-host/x.jsonl" in message and "does not exist" in message
+
+
 def test_jsonl_directory_and_bad_encoding(tmp_path: Path) -> None:
     assert "is a directory" in user_error(f"jsonl:{tmp_path}")
     bad = tmp_path / "bad.jsonl"

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 
 # A whole number as YAML writes one: `true` is not 1 (pydantic's lax mode would take it).
 Int = Annotated[int, Strict()]
@@ -830,7 +831,7 @@ def _absolute(ref: str, prefix: str) -> str:
     head, sep, rest = split_path(ref, prefix)
     if not head.strip():
         return ref  # no path: its loader says what is missing
-    path = Path(head).expanduser()
+    path = user_path(head)
     if prefix == "hf:" and not path.exists():
         return ref  # a dataset name in the local cache, not a path
     return f"{prefix}{path.resolve()}{sep}{rest}"

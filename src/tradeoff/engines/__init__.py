@@ -18,6 +18,7 @@ from typing import Any
 from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, refuse_repeated_options
 from tradeoff.engines.bundled import BUNDLED, bundled_path
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 from tradeoff.types import PromptMode
 
 
@@ -142,7 +143,7 @@ def parse_llama_ref(ref: str) -> LlamaRef | None:
         options[key] = int(value)
     if base in BUNDLED:
         return LlamaRef(base, Path(), options["threads"] or None, options["ctx"])
-    path = Path(base[5:]).expanduser()
+    path = user_path(base[5:])
     if path.is_dir():
         raise UserError(f"model '{ref}': {path} is a directory; give the .gguf file in it")
     if not path.is_file():

@@ -10,6 +10,7 @@ from typing import Any
 
 from tradeoff.engines.base import ModelShape
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 # A weight type by each name transformers and tradeoff give it, and its bytes per value.
@@ -42,7 +43,7 @@ def shipped_configs() -> list[str]:
 
 def load_hf_config(ref: str) -> dict[str, Any]:
     """A shipped config by name, a config.json file, or a directory holding one."""
-    path = CONFIG_DIR / f"{ref}.json" if ref in shipped_configs() else Path(ref).expanduser()
+    path = CONFIG_DIR / f"{ref}.json" if ref in shipped_configs() else user_path(ref)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():

@@ -43,6 +43,7 @@ from tradeoff.engines.stream import TokenStream
 from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
 from tradeoff.engines.torch_text import ByteCodec, TextCodec, codec_for
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 from tradeoff.types import CANCELLED, Generation, Request
 
 OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed", "overlap", "pdl")
@@ -146,7 +147,7 @@ def check_torch_ref(ref: str) -> TorchSpec:
     load_hf_config(spec.source)
     if spec.random_weights:
         return spec
-    if directory is None and Path(spec.source).expanduser().is_dir():  # shadowed by a shipped one
+    if directory is None and user_path(spec.source).is_dir():  # shadowed by a shipped one
         raise UserError(
             f"model '{ref}': {spec.source} names the shipped config (no weights), not the "
             f"directory of that name; write ./{spec.source} for the directory, or add "
@@ -186,7 +187,7 @@ def check_torch_ref(ref: str) -> TorchSpec:
 def _directory(source: str) -> Path | None:
     if source in shipped_configs():
         return None
-    path = Path(source).expanduser()
+    path = user_path(source)
     return path if path.is_dir() else path.parent if path.is_file() else None
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 from tradeoff.engines.base import ModelShape
 from tradeoff.errors import UserError
 from tradeoff.meters.flops import eval_flops
+from tradeoff.paths import user_path
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def model_shape(model: str, device: str, dtype: str | None = None) -> ModelShape
     elif (
         model in shipped_configs()
         or model.endswith(".json")
-        or (Path(model).expanduser() / "config.json").is_file()
+        or (user_path(model) / "config.json").is_file()
     ):
         shape = shape_from_hf_config(load_hf_config(model), dtype, model)
     else:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from tradeoff.config import Config, Report, StrategyParams, policy_configs, with_id
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import CANCELLED, Item, Outcome
 
@@ -51,7 +52,7 @@ class Params(StrategyParams):
         """The models come from the policy's configurations, not from the spec; the spec's
         `model_options` for them are the route's own, over those the policy's configurations
         carry (its engines are opened with them first)."""
-        path = str(Path(self.policy).expanduser().resolve())
+        path = str(user_path(self.policy).resolve())
         subs = policy_configs(path)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
         models: dict[str, str] = {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tradeoff.errors import UserError
+from tradeoff.paths import user_path
 from tradeoff.tasks.base import Scorer, Task
 from tradeoff.tasks.scorers import (
     LETTERS,
@@ -518,7 +519,7 @@ def load_jsonl(
     """A task from a JSONL file: one object per line with a prompt (`prompt` string or
     `messages` list), an `answer`, and optionally an `id` and a `choices` list."""
     name = name or f"jsonl:{path}"
-    lines = _read_lines(Path(path).expanduser(), path)
+    lines = _read_lines(user_path(path), path)
     rows = [(f"{path} line {lineno}", lineno, row) for lineno, row in jsonl_rows(lines, path)]
     items: list[Item] = []
     wheres: list[str] = []
@@ -674,7 +675,7 @@ def _load_hf_object(
     datasets: Any, name: str, config: str | None, split: str | None, local: bool
 ) -> tuple[Any, str | None]:
     """A Dataset or DatasetDict, without network, and the split asked of it."""
-    path = Path(name).expanduser()
+    path = user_path(name)
     if local:
         if not path.exists():
             raise UserError(
