@@ -100,8 +100,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT status FROM runs").fetchone()[0] == "stopped"
     con.close()
-    for command in ("report", "frontier"):
-        shown = run_cli(command, str(out))
+    exports = (["report", "--format", "csv"], ["report", "--records", "--format", "json"])
+    for command, *options in (["report"], ["frontier"], *exports):  # exports said nothing
+        shown = run_cli(command, str(out), *options)
         assert shown.returncode == 0, shown.stderr
         assert f"note: the run stopped before it finished: {stored} records;" in shown.stderr
     result = run_cli("profile", "--resume", str(out))

@@ -65,6 +65,32 @@ def test_create_refuses_an_existing_run_and_open_needs_one(tmp_path):
         Store.open(tmp_path / "empty")
 
 
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"models": ["m"]}, "continue it with tradeoff profile --resume"),
+        (
+            {"models": ["m"], "load": {"profile": "sweep"}},
+            "continue it with tradeoff load --resume",
+        ),
+        ("demo", "continue it with tradeoff demo --resume"),
+        ({"imported_from": "x.csv"}, "already holds a run; choose another --out"),
+    ],
+)
+def test_a_taken_directory_names_the_command_that_continues_its_run(tmp_path, spec, said):
+    """Every run's refusal said `tradeoff profile --resume`: a demo or a load run needs its own
+    command, and imported outcomes have nothing to continue."""
+    from tradeoff.demo import demo_spec
+
+    stored = demo_spec(3).model_dump(mode="json") if spec == "demo" else spec
+    Store.create(tmp_path, stored, {}).close()
+    with pytest.raises(UserError) as caught:
+        Store.ensure_new(tmp_path)
+    assert said in str(caught.value)
+    if said.startswith("continue"):
+        assert str(caught.value).endswith(f"--resume {tmp_path} or choose another --out")
+
+
 def test_open_rejects_a_file_that_is_not_a_store(tmp_path):
     (tmp_path / STORE_FILE).write_text("not sqlite at all" * 100)
     with pytest.raises(UserError, match="not a readable tradeoff store"):

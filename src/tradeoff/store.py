@@ -402,6 +402,26 @@ def _check_writable(path: Path) -> None:
             ) from None
 
 
+def _continued(directory: str | Path) -> str:
+    """'continue it with tradeoff CMD --resume DIR or ' for the run stored in `directory`, or ''
+    where nothing continues it (imported outcomes, served traffic) or its store is unreadable."""
+    from tradeoff.resumes import continued_by
+
+    try:
+        store = Store.open(directory)
+    except UserError:
+        return ""
+    try:
+        command = continued_by(store.run()["spec"])
+    except sqlite3.DatabaseError:
+        return ""
+    finally:
+        store.close()
+    return (
+        "" if command is None else f"continue it with tradeoff {command} --resume {directory} or "
+    )
+
+
 class Store:
     """A run directory's SQLite store. One run per directory."""
 
@@ -437,19 +457,20 @@ class Store:
         return conn
 
     @staticmethod
-    def ensure_free(directory: str | Path, command: str = "tradeoff profile") -> None:
-        """Raise if `directory` already holds a run (which `command --resume` continues)."""
+    def ensure_free(directory: str | Path) -> None:
+        """Raise if `directory` already holds a run, naming the command that continues it (read
+        from its stored spec: `profile`, `demo` or `load --resume`; nothing for imported
+        outcomes or served traffic)."""
         if (Path(directory) / STORE_FILE).exists():
             raise UserError(
-                f"{directory} already holds a run; continue it with {command} --resume "
-                f"{directory} or choose another --out"
+                f"{directory} already holds a run; {_continued(directory)}choose another --out"
             )
 
     @staticmethod
-    def ensure_new(directory: str | Path, command: str = "tradeoff profile") -> None:
+    def ensure_new(directory: str | Path) -> None:
         """Raise if `directory` already holds a run, or other files: a run directory is the
         run's alone (`--out .` in a project, or a folder of data, would mix them)."""
-        Store.ensure_free(directory, command)
+        Store.ensure_free(directory)
         path = Path(directory)
         if path.is_dir() and any(path.iterdir()):
             names = sorted(p.name for p in path.iterdir())

@@ -411,7 +411,7 @@ def load(
                 "the spec has no tasks: a load run needs at least one (--task or --data)"
             )
         options.check()
-        Store.ensure_new(out, "tradeoff load")
+        Store.ensure_new(out)
         executor = executor_of(spec, ray)
         spec = as_run(with_absolute_paths(spec), executor)
         tasks = load_tasks(spec)

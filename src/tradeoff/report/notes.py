@@ -71,8 +71,9 @@ def unfinished_note(directory: Path) -> str | None:
     finally:
         store.close()
     lacking = f"; no records yet: {', '.join(empty)}" if empty else ""
+    counted = f"{len(keys):,} record{'' if len(keys) == 1 else 's'}"
     return (
-        f"the run {state}: {len(keys):,} records{lacking}; each configuration's figures are "
+        f"the run {state}: {counted}{lacking}; each configuration's figures are "
         f"over the items it answered{how_to_continue(run['spec'], directory)}"
     )
 
