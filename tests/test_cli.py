@@ -345,6 +345,34 @@ def test_help_shows_the_install_extras_whole():
         assert f"pip install 'tradeoff[{extra}]'" in output, (words, output)
 
 
+def test_no_option_help_loses_a_bracketed_part():
+    """Rich reads `[default: 20]` or `[ray]` in a help text as markup and drops it: every
+    bracketed part of an option's help is shown."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+
+    def commands(group, words):
+        for name, command in getattr(group, "commands", {}).items():
+            yield from commands(command, [*words, name])
+        if not hasattr(group, "commands"):
+            yield words, group
+
+    checked = 0
+    for words, command in commands(typer.main.get_command(app), []):
+        shown = " ".join(runner.invoke(app, [*words, "--help"]).output.replace("│", " ").split())
+        for param in command.params:
+            for part in re.findall(r"\[[^\]]*\]", getattr(param, "help", None) or ""):
+                checked += 1
+                assert part in shown, (words, param.name, part)
+    assert checked  # `--processes`' `[ray]` at least
+
+
 def test_repeated_samples_at_temperature_0_are_noted(tmp_path):
     """Each sample of a greedy configuration is the same answer, computed again for nothing. At
     a temperature above 0 they differ, and nothing is said."""

@@ -102,7 +102,7 @@ def demo(
         Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="Items per built-in task. [default: 20]")
+        int | None, typer.Option(help="Items per built-in task (default 20).")
     ] = None,
     resume: Annotated[
         Path | None,
