@@ -197,6 +197,16 @@ def test_a_lone_surrogate_in_jsonl_names_the_line(tmp_path):
     assert json.loads(exported.stdout)[0]["prompt"] == "ok \U0001f600"
 
 
+def test_flat_exports_write_metadata_letters_as_letters(tmp_path):
+    """CSV cells of item metadata read `"\\u65e5\\u672c"`, unlike the outputs beside them."""
+    out = _imported(
+        tmp_path, "run", [{"prompt": "Écris «bonjour»", "subject": "日本 🎉", "m": 1}], "m=m"
+    )
+    shown = run_cli("report", str(out), "--records", "-f", "csv")
+    assert shown.returncode == 0, shown.stderr
+    assert '""subject"": ""日本 🎉""' in shown.stdout and "\\u" not in shown.stdout
+
+
 def test_records_of_a_run_with_none_are_one_line(tmp_path):
     """A run with no records (a server stopped before any request) crashed in pandas' merge."""
     Store.create(tmp_path / "run", {"models": {}}, {"host": "test"}).close()

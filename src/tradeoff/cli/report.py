@@ -100,12 +100,17 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     else:
         for column in ("prompt", "reference"):
             items[column] = items[column].map(_as_text)
-        items["meta"] = items["meta"].map(lambda meta: json.dumps(meta) if meta else None)
+        items["meta"] = items["meta"].map(
+            lambda meta: json.dumps(meta, ensure_ascii=False) if meta else None
+        )
     return records.merge(items, on=["task", "item_id"], how="left")
 
 
 def _as_text(value: object) -> str | None:
-    return value if value is None or isinstance(value, str) else json.dumps(value)
+    """A chat prompt (or a structured reference) as JSON text, its letters written as letters."""
+    return (
+        value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    )
 
 
 # A run's records of load points, its load points, configurations and spec (`_read_load`).

@@ -101,9 +101,7 @@ def demo(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
     ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Items per built-in task (default 20).")
-    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Items per built-in task (default 20).")] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -139,8 +137,8 @@ def demo(
         f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s"
         f"{f', {result.skipped} stored before' if result.skipped else ''})\n"
         f"report: {page}  (the whole run on one page, opens offline; tradeoff frontier "
-        f"{result.directory} --plot frontier.png for a PNG; tradeoff report DIR --records for "
-        "every query)",
+        f"{result.directory} --plot frontier.png for a PNG; tradeoff report "
+        f"{result.directory} --records for every query)",
         soft_wrap=True,
     )
 
