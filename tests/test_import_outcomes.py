@@ -457,6 +457,22 @@ def test_imported_records_export_no_latency_or_output_rather_than_zeros(tmp_path
 
     frame = pd.read_parquet(parquet)
     assert frame["e2e_s"].isna().all() and frame["output_tokens"].isna().all()
+    # A column with no value is typed as where it has some (it was Arrow's `null`, and another
+    # run's file, with energy or errors, would not read together with this one).
+    import pyarrow.parquet as pq
+
+    for kind, file, args in (
+        ("records", parquet, ["--records"]),
+        ("summary", tmp_path / "s.parquet", []),
+    ):
+        assert run_cli("report", str(out), *args, "-f", "parquet", "-o", str(file)).returncode == 0
+        types = {field.name: str(field.type) for field in pq.read_schema(file)}
+        assert "null" not in types.values(), (kind, types)
+        assert types["energy_j"] == "double" and types["energy_source"] in (
+            "string",
+            "large_string",
+        )
+    assert types["ttft_s_p99"] == "double" and types["e2e_missing"] in ("string", "large_string")
 
 
 def test_a_stopped_import_leaves_no_directory_behind(tmp_path):

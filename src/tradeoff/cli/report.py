@@ -511,12 +511,29 @@ def _write_table(
     elif format is SummaryFormat.parquet:
         target = output or parquet
         with writing(target):
-            table.to_parquet(target, index=False)
+            typed(table).to_parquet(target, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
         write_json(json_rows(table), output)
     else:
         write_text(table.to_csv(index=False), output)
+
+
+# Columns of text in every export (records, summary, load): the rest are numbers.
+TEXT_COLUMNS = frozenset(
+    ["config", "config_id", "task", "item_id", "output", "parsed", "error", "calls", "extra"]
+    + ["load_point", "phase", "prompt", "reference", "meta", "status", "profile", "slo"]
+)
+TEXT_SUFFIXES = ("_missing", "_source", "_unit", "_reason")
+
+
+def typed(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with each column that holds no value typed as the column is where it has some,
+    text or a float (a record's counts are Int64 already): parquet wrote such a column as
+    Arrow's `null` type, and one run's file would not read together with another's."""
+    empty = [c for c in table.columns if table[c].dtype == object and table[c].isna().all()]
+    text = [c for c in empty if c in TEXT_COLUMNS or c.endswith(TEXT_SUFFIXES)]
+    return table.astype({c: "string" if c in text else "float64" for c in empty})
 
 
 def frontier(
