@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import sqlite3
+from collections import Counter
 
 import pytest
 from conftest import fast_server, records_so_far, run_cli
@@ -178,6 +180,11 @@ def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
         ("concurrent:2", "measure", 5),
         ("concurrent:2", "warmup", 2),
     ]
+    # The records export lists them all, marked (it held the measured ones alone)
+    exported = run_cli("report", str(out), "--records", "-f", "json")
+    assert exported.returncode == 0, exported.stderr
+    shown = Counter((r["load_point"], r["phase"]) for r in json.loads(exported.stdout))
+    assert sorted((*key, n) for key, n in shown.items()) == sorted(phases)
     before = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
     resumed = run_cli("load", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
