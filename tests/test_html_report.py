@@ -426,3 +426,21 @@ def test_a_configuration_has_one_colour_on_the_page_and_its_name_whole(run_dir, 
     assert all(s == found[0] for s in found) and found[0]["domain"] == list(MODELS), found
     limits = [legend is None or legend.get("labelLimit") == 0 for legend in found_legends]
     assert all(limits), found_legends
+
+
+def test_took_counts_the_sessions_not_the_time_a_run_sat_stopped():
+    """A demo stopped after 6 s and resumed 3 minutes later for 157 s read "took 330 s"."""
+    from tradeoff.report.html_report import _took
+
+    run = {"created_at": 1000.0, "ended_at": 1337.0}
+    two = [{"started_at": 1000.0, "ended_at": 1006.0}, {"started_at": 1180.0, "ended_at": 1337.0}]
+    assert _took({**run, "sessions": two}) == "163 s in 2 sessions"
+    killed = [{"started_at": 900.0, "ended_at": None}, *two]
+    assert _took({**run, "sessions": killed}) == (
+        "163 s in 2 sessions, and 1 session(s) cut short (not counted)"
+    )
+    assert _took({**run, "sessions": two[:1]}) == "6 s"
+    assert _took({**run, "sessions": []}) == "337 s"  # a store from before sessions
+    assert _took({"created_at": 1000.0, "ended_at": None, "sessions": killed[:1]}) == (
+        "still running, or cut short"
+    )

@@ -66,11 +66,12 @@ COUNT_COLUMNS = ("sample", "input_tokens", "output_tokens", "peak_rss_bytes")
 
 def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     """A run's records (a load run's warm-up and cool-down ones too, told by `phase`: stored,
-    never counted, and the page says this export lists them), every column, then each one's prompt and reference, so that a
-    score can be checked from the export, and its item's metadata (`meta`: the columns `import
-    outcomes` kept, a benchmark's subject). `calls`, `extra`, chat messages and structured
-    references are JSON text for flat formats (CSV, parquet, the table); `nested`, for JSON,
-    they are objects (`extra.routed_to` is a field, not text to parse again)."""
+    never counted, and the page says this export lists them), every column, then each one's
+    prompt and reference, so that a score can be checked from the export, and its item's metadata
+    (`meta`: the columns `import outcomes` kept, a benchmark's subject). `calls`, `extra`, chat
+    messages and structured references are JSON text for flat formats (CSV, parquet, the table);
+    `nested`, for JSON, they are objects (`extra.routed_to` is a field, not text to parse
+    again)."""
     import pandas as pd
 
     from tradeoff.store import Store

@@ -93,6 +93,23 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
 # Sections -----------------------------------------------------------------------------------
 
 
+def _took(run: dict[str, Any]) -> str:
+    """The time spent measuring: each session's, summed (a run stopped and resumed the next day
+    did not take a day), those cut short said."""
+    sessions = run.get("sessions") or []
+    ended = [s["ended_at"] - s["started_at"] for s in sessions if s.get("ended_at")]
+    if not sessions and run.get("created_at") and run.get("ended_at"):  # a store with no sessions
+        ended = [run["ended_at"] - run["created_at"]]
+    if not ended:
+        return "still running, or cut short"
+    short = sum(1 for s in sessions if not s.get("ended_at"))
+    return (
+        f"{sum(ended):,.0f} s"
+        + (f" in {len(ended)} sessions" if len(ended) > 1 else "")
+        + (f", and {short} session(s) cut short (not counted)" if short else "")
+    )
+
+
 def _header(
     directory: Path, run: dict[str, Any], records: pd.DataFrame, samples: list[dict[str, Any]]
 ) -> str:
@@ -100,14 +117,13 @@ def _header(
     from tradeoff.report.table import host_notes, meter_notes
 
     host = run.get("host") or {}
-    started, ended = run.get("created_at"), run.get("ended_at")
-    took = f"{ended - started:,.0f} s" if started and ended else "still running, or cut short"
+    started = run.get("created_at")
     versions = ", ".join(f"{k} {v}" for k, v in sorted((host.get("versions") or {}).items()) if v)
     facts = {
         "run": f"{run.get('id')} ({run.get('status')})",
         "directory": str(directory.resolve()),
         "started": when(started),
-        "took": took,
+        "took": _took(run),
         "records": f"{len(records):,} measured",
         "host": f"{host.get('hostname', '-')}: {host.get('cpu', '-')}, "
         f"{host.get('cpu_cores', '-')} cores",
