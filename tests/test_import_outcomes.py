@@ -207,6 +207,20 @@ def test_flat_exports_write_metadata_letters_as_letters(tmp_path):
     assert '""subject"": ""日本 🎉""' in shown.stdout and "\\u" not in shown.stdout
 
 
+def test_names_and_paths_with_brackets_print_as_written(tmp_path):
+    """Rich read `[/]` in a model's name or a path as markup: a MarkupError traceback (exit 1)
+    after the work was done, and `[fp8]` cut from names."""
+    rows = [{"prompt": f"q{i}", "a": str(i % 2), "b": "1"} for i in range(20)]
+    out = _imported(tmp_path, "run[red]1", rows, "a[/]=a,cost=1", "b[fp8]=b,cost=5")
+    evaluated = run_cli("policy", "eval", str(out), "--cv", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "weak a[/]:" in evaluated.stdout and "strong b[fp8]:" in evaluated.stdout
+    policy = tmp_path / "p[red].json"
+    fitted = run_cli("policy", "fit", str(out), "--strong-fraction", "0.5", "-o", str(policy))
+    assert fitted.returncode == 0 and f"wrote {policy}:" in fitted.stderr + fitted.stdout, fitted
+    assert "b[fp8]" in run_cli("report", str(out)).stdout
+
+
 def test_records_of_a_run_with_none_are_one_line(tmp_path):
     """A run with no records (a server stopped before any request) crashed in pandas' merge."""
     Store.create(tmp_path / "run", {"models": {}}, {"host": "test"}).close()

@@ -191,7 +191,7 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
             resume=resume,
             api_key=api_key,
             on_progress=on_progress,
-            notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+            notify=lambda msg: err_console.print(msg, style="yellow"),
             ray=ray,
         )
     except KeyboardInterrupt:  # before the run's own Ctrl-C handler: loading, opening the store

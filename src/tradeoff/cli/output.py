@@ -27,6 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from tradeoff.analysis.costs import COST_CHOICES
 from tradeoff.errors import UserError
@@ -44,7 +45,16 @@ class OutputFailed(Exception):
         super().__init__(f"cannot write the standard output: {exc.strerror}")
 
 
-class _Stdout(Console):
+class _Literal(Console):
+    """A console that prints text as written: a model's, a task's or a file's name holding
+    `[red]` or `[/]` was read as Rich markup (cut short, or a MarkupError traceback after the
+    work was done). Styles are given by `style=`; tables escape their own cells."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(Text(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+class _Stdout(_Literal):
     """The console of the standard output: a write it cannot make is `OutputFailed` (an OSError
     names no file: raised as it is, a full disk anywhere would read as the output's)."""
 
@@ -67,7 +77,7 @@ def _to_stdout() -> Iterator[None]:
 
 # No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
 console = _Stdout(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else UNWRAPPED, emoji=False)
+err_console = _Literal(stderr=True, width=None if sys.stderr.isatty() else UNWRAPPED, emoji=False)
 
 
 class SummaryFormat(str, Enum):
@@ -114,7 +124,7 @@ def interrupted(command: str, directory: Path | None) -> NoReturn:
 
 def progress_bar() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),

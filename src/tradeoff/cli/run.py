@@ -77,7 +77,7 @@ def run_profile(
             rescore_changed=rescore_changed,
             api_key=api_key,
             on_progress=on_progress,
-            notify=lambda msg: err_console.print(f"[yellow]{msg}[/yellow]"),
+            notify=lambda msg: err_console.print(msg, style="yellow"),
             ray=ray,
             command=command,
         )
