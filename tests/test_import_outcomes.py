@@ -229,6 +229,24 @@ def test_records_of_a_run_with_none_are_one_line(tmp_path):
         one_line_error(exported, "holds a run with no records yet")
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--prompt-col", "small"], "--prompt-col 'small' is also a model's score column"),
+        (["--prompt-col", "prompt", "--id-col", "big"], "--id-col 'big' is also a model's score"),
+        (["--prompt-col", "prompt", "--id-col", "prompt"], "--id-col 'prompt' is also the prompt"),
+    ],
+)
+def test_a_column_given_two_roles_is_refused(tmp_path, flags, said):
+    """A score column as the prompt imported every prompt as "0" or "1" without a word."""
+    path = tmp_path / "outcomes.csv"
+    _write_csv(path, ROWS)
+    made = run_cli("import", "outcomes", str(path), *flags, "--model", "big=big",
+                   "--model", "small=small", "--out", str(tmp_path / "run"))  # fmt: skip
+    one_line_error(made, said)
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_column_lists_the_columns_the_file_has(tmp_path):
     path = tmp_path / "outcomes.csv"
     _write_csv(path, ROWS)

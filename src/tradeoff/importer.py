@@ -93,6 +93,12 @@ def import_outcomes(
     for flag, value, example in (("--task", task, "mmlu"), ("--cost-unit", cost_unit, "USD")):
         if not value.strip():
             raise UserError(f"{flag} is empty; give a name (e.g. {flag} {example})")
+    scored = {col for _, col, _ in models}
+    for flag, column in (("--prompt-col", prompt_col), ("--id-col", id_col)):
+        if column in scored:  # every prompt read "0" or "1", and no error said why
+            raise UserError(f"{flag} {column!r} is also a model's score column; give each its own")
+    if id_col is not None and id_col == prompt_col:
+        raise UserError(f"--id-col {id_col!r} is also the prompt column; give each its own")
     columns, rows = _read(path, shown)
     wanted = [("prompt column", prompt_col)] + [("score column", col) for _, col, _ in models]
     if id_col is not None:
