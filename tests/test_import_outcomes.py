@@ -247,6 +247,24 @@ def test_a_column_given_two_roles_is_refused(tmp_path, flags, said):
     assert not (tmp_path / "run").exists()
 
 
+def test_usd_in_any_case_is_one_unit(tmp_path):
+    """`--cost-unit usd` priced the records in dollars, then a policy fitted on USD was refused
+    there: "fitted on costs in USD; those of ... are in usd"."""
+    rows = [{"prompt": f"q{i}", "w": str(i % 2), "s": "1"} for i in range(20)]
+    priced = _imported(tmp_path, "a", rows, "w=w,cost=1", "s=s,cost=5")
+    _write_csv(tmp_path / "b.csv", rows)
+    made = run_cli("import", "outcomes", str(tmp_path / "b.csv"), "--prompt-col", "prompt",
+                   "-m", "w=w,cost=1", "-m", "s=s,cost=5", "--cost-unit", "usd",
+                   "--out", str(tmp_path / "b"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    policy = tmp_path / "p.json"
+    fitted = run_cli("policy", "fit", str(priced), "--strong-fraction", "0.5", "-o", str(policy))
+    assert fitted.returncode == 0, fitted.stderr
+    evaluated = run_cli("policy", "eval", str(tmp_path / "b"), "--policy", str(policy))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "USD per query" in evaluated.stdout and "usd per" not in evaluated.stdout
+
+
 def test_missing_column_lists_the_columns_the_file_has(tmp_path):
     path = tmp_path / "outcomes.csv"
     _write_csv(path, ROWS)

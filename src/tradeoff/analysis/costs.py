@@ -192,6 +192,12 @@ def is_usd(unit: str) -> bool:
     return unit.strip().upper() == "USD"
 
 
+def same_unit(a: str, b: str) -> bool:
+    """Whether costs in `a` and in `b` are in one unit ("usd" and "USD" are; runs imported
+    before the unit was written one way hold either)."""
+    return a.strip() == b.strip() or is_usd(a) and is_usd(b)
+
+
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
     """Why some queries of one configuration have no price. A model seen in a priced query of
     the run has a price in the spec; the others in unpriced queries have none. Imported

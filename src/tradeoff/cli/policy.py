@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tradeoff.analysis.costs import same_unit
 from tradeoff.cli.output import (
     COST_METAVAR,
     ListFormat,
@@ -260,7 +261,11 @@ def evaluate(
         fitted = Policy.load(policy)
         hint = "the policy was fitted on that cost axis: fit one on this run to evaluate it here"
         table, _ = run_table(directory, fitted.configs, fitted.cost_axis, missing_hint=hint)
-        if fitted.cost_unit and table.cost_unit and fitted.cost_unit != table.cost_unit:
+        if (
+            fitted.cost_unit
+            and table.cost_unit
+            and not same_unit(fitted.cost_unit, table.cost_unit)
+        ):
             raise UserError(
                 f"{policy} was fitted on costs in {fitted.cost_unit}; those of {directory} are "
                 f"in {table.cost_unit}: fit a policy on this run to evaluate it here"
