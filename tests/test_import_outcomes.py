@@ -265,6 +265,21 @@ def test_usd_in_any_case_is_one_unit(tmp_path):
     assert "USD per query" in evaluated.stdout and "usd per" not in evaluated.stdout
 
 
+def test_train_on_a_run_without_costs_and_evaluate_on_one_with_them(tmp_path):
+    """--train fits scores only; the run evaluated was held to the training run's cost axis, so
+    a priced and an unpriced import were refused either way round, with advice about a policy."""
+
+    def rows(word):
+        return [{"prompt": f"{word} {i}", "w": str(i % 2), "s": "1"} for i in range(30)]
+
+    priced = _imported(tmp_path, "priced", rows("alpha"), "w=w,cost=1", "s=s,cost=5")
+    unpriced = _imported(tmp_path, "unpriced", rows("beta"), "w=w", "s=s")
+    for evaluated, fitted_on, cost in ((priced, unpriced, "USD per query"), (unpriced, priced, "")):
+        shown = run_cli("policy", "eval", str(evaluated), "--train", str(fitted_on))
+        assert shown.returncode == 0, shown.stderr
+        assert f"fitted on {fitted_on}" in shown.stdout and cost in shown.stdout
+
+
 def test_missing_column_lists_the_columns_the_file_has(tmp_path):
     path = tmp_path / "outcomes.csv"
     _write_csv(path, ROWS)

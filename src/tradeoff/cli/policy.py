@@ -253,8 +253,8 @@ def evaluate(
 
         with _naming(train, "the run fitted on"):
             fitted_on, _ = run_table(train, _names(configs), cost)
-        with _naming(directory, "the run evaluated"):
-            table, _ = run_table(directory, fitted_on.configs, fitted_on.cost_axis)
+        with _naming(directory, "the run evaluated"):  # its own costs: the router uses none
+            table, _ = run_table(directory, fitted_on.configs, cost)
         features = (_features(kind, train), _features(kind, directory))
         result = evaluate_transfer(fitted_on, table, str(train), kind, features)
     elif policy is not None:
