@@ -129,6 +129,20 @@ def test_strong_fraction_calibration_holds_on_held_out_items(tmp_path):
         assert abs(share - target) <= 0.02, (target, share)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_a_strong_fraction_routes_that_share_of_the_queries_fitted_on(tmp_path, share):
+    """λ sat on the quantile's query, which a tie sends to the cheaper: `--strong-fraction 1`
+    left one query of 200 on the weak configuration (and said "100%")."""
+    build_store(tmp_path / "run", 200)
+    store = Store.open(tmp_path / "run")
+    table = outcome_table(store.records(), store.items(), ["weak", "strong"], "latency")
+    store.close()
+    policy = fit_policy(table, {"strong_fraction": share}, [{}, {}])
+    chosen = policy.choose(table.texts, table.tasks)
+    assert chosen.count("strong") == round(share * 200)
+    assert policy.calibration["strong_fraction"] == pytest.approx(share, abs=0.02)
+
+
 def test_a_query_of_a_task_the_policy_never_saw_is_scored_over_the_tasks_it_did(tmp_path):
     """Served traffic has no task: the words router, which reads the task, scores such a query
     as the mean over its training tasks (by share), so one fitted on a single task routes a

@@ -336,7 +336,17 @@ def _share_lam(expected: np.ndarray, mean_costs: np.ndarray, strong: int, share:
     quantile of their predicted gain of it per unit of cost."""
     weak = 1 - strong
     gain = (expected[:, strong] - expected[:, weak]) / (mean_costs[strong] - mean_costs[weak])
-    return float(np.quantile(gain, 1 - share))
+    # The strong one answers where the gain is above λ (a tie goes to the cheaper): λ lies
+    # halfway between the k-th largest gain and the next, or past the ends (the quantile itself
+    # sat on a query, so a share of 1 left one query on the weak one).
+    ranked = np.sort(gain)[::-1]
+    k = int(round(share * len(ranked)))
+    margin = 1e-6 * (1.0 + float(np.abs(ranked).max()))
+    if k >= len(ranked):
+        return float(ranked[-1] - margin)
+    if k == 0:
+        return float(ranked[0] + margin)
+    return float((ranked[k - 1] + ranked[k]) / 2)
 
 
 def routed(
