@@ -410,6 +410,12 @@ def test_outcomes_imported_without_costs_evaluate_but_fit_no_budget(tmp_path):
     # the policy reads the run as it was fitted: every configuration at 0, not a missing latency
     again = run_cli("policy", "eval", str(out), "--policy", str(policy))
     assert again.returncode == 0 and "APGR" in again.stdout, again.stderr
+    assert "cost saved" not in again.stdout + evaluated.stdout  # every cell read n/a
+    as_json = json.loads(
+        run_cli("policy", "eval", str(out), "--policy", str(policy), "-f", "json").stdout
+    )
+    operating = as_json["operating"]  # the ranks that order the configurations are no costs
+    assert "cost" not in operating and "cost" not in operating["promised"], operating
     priced = _imported(tmp_path, "priced", rows, "weak=weak,cost=0.1", "strong=strong,cost=1")
     refused = run_cli("policy", "eval", str(priced), "--policy", str(policy))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr

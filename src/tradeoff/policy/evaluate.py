@@ -261,6 +261,9 @@ def evaluate_policy(
     return result
 
 
+FIGURES = ("accuracy", "cost", "strong_fraction")
+
+
 def policy_point(table: Table, expected: np.ndarray, policy: Policy) -> dict[str, Any]:
     """Where the policy itself routes these items: at the λ it was fitted with, the accuracy,
     mean cost and share to its strongest configuration it gives, beside the target it was
@@ -269,11 +272,10 @@ def policy_point(table: Table, expected: np.ndarray, policy: Policy) -> dict[str
         expected, table.scores, table.costs, np.asarray(policy.mean_costs), policy.strong,
         policy.lam,
     )  # fmt: skip
-    promised = {
-        k: float(policy.calibration[k])
-        for k in ("accuracy", "cost", "strong_fraction")
-        if k in policy.calibration
-    }
+    shown = ("accuracy", "strong_fraction") if table.cost_axis == NO_COSTS else FIGURES
+    promised = {k: float(policy.calibration[k]) for k in shown if k in policy.calibration}
+    if table.cost_axis == NO_COSTS:  # the ranks that order the configurations are no costs
+        point.pop("cost")
     return {
         **point,
         "strong": policy.configs[policy.strong],

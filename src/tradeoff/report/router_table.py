@@ -83,7 +83,15 @@ def router_tables(result: Evaluation) -> list[ColumnTable]:
             Column("APGR", lambda r, _: f"{r.apgr:.3f}"),
             Column("CPT(50%)\n% strong", lambda r, _: _pct(r.cpt50)),
             Column("CPT(80%)\n% strong", lambda r, _: _pct(r.cpt80)),
-            Column("cost saved at 95%\nof strong accuracy", lambda r, _: _pct(r.cost_saved_95)),
+            *(
+                [
+                    Column(
+                        "cost saved at 95%\nof strong accuracy", lambda r, _: _pct(r.cost_saved_95)
+                    )
+                ]
+                if result.cost_axis != NO_COSTS  # nothing priced: nothing saved, every cell n/a
+                else []
+            ),
         ],
         result.routers,
     )
