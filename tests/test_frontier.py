@@ -139,6 +139,16 @@ def test_metrics_equal_a_hand_computation(records):
     assert m.e3 == pytest.approx(1.0 / 30.0)
 
 
+def test_peak_memory_is_in_the_megabytes_its_name_says(records):
+    """peak_rss_mb was bytes / 2**20 (MiB): 715.8 for 750.6 MB."""
+    from tradeoff.analysis.metrics import summarize
+
+    df = records.copy()
+    df["peak_rss_bytes"] = 750_600_000
+    rows = {row["config"]: row for row in summarize(df, list(CONFIGS))}
+    assert rows["B"]["peak_rss_mb"] == pytest.approx(750.6)
+
+
 def test_other_cost_axes(records):
     latency = {r.config: r for r in frontier(records, "latency")}
     assert latency["M"].cost == pytest.approx(sum(E2E) / 5) and latency["M"].pareto

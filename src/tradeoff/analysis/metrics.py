@@ -308,7 +308,7 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         roofline_s=roofline_s,
         roofline_eff=roofline_eff,
         peak_rss_mb=(
-            float(df["peak_rss_bytes"].dropna().max()) / 2**20
+            float(df["peak_rss_bytes"].dropna().max()) / 1e6  # MB as named (it was MiB)
             if df["peak_rss_bytes"].notna().any()
             else None
         ),
