@@ -185,6 +185,9 @@ def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
     assert exported.returncode == 0, exported.stderr
     shown = Counter((r["load_point"], r["phase"]) for r in json.loads(exported.stdout))
     assert sorted((*key, n) for key, n in shown.items()) == sorted(phases)
+    table = run_cli("report", str(out), "--records").stdout  # rows told apart without --wide
+    header = table.splitlines()[1]
+    assert "load_point" in header and "phase" in header and "concurrent:2" in table, header
     before = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
     resumed = run_cli("load", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr

@@ -261,6 +261,7 @@ def host_notes(
 # What `report --records` shows without --wide: who answered what, how well, at what cost.
 RECORD_COLUMNS = ("config", "task", "item_id", "sample", "score", "output", "error",
                   "input_tokens", "output_tokens", "ttft_s", "e2e_s", "energy_j")  # fmt: skip
+LOAD_RECORD_COLUMNS = ("load_point", "phase")
 TIMESTAMPS = ("created_at",)  # Unix seconds, shown as UTC times
 
 
@@ -269,10 +270,13 @@ def records_table(df: pd.DataFrame, wide: bool = False) -> tuple[Table, str | No
     RECORD_COLUMNS), numbers to 4 significant figures and times in UTC; and, without `wide`,
     notes: the columns --wide adds, and why energy_j is blank (its reason is one of them)."""
     shown = df.drop(columns=["calls", "extra"], errors="ignore")
-    hidden = [c for c in shown.columns if c not in RECORD_COLUMNS]
+    kept: tuple[str, ...] = RECORD_COLUMNS
+    if "load_point" in df and (df["load_point"].fillna("") != "").any():
+        kept += LOAD_RECORD_COLUMNS  # a load run's rows are told apart by these
+    hidden = [c for c in shown.columns if c not in kept]
     notes = []
     if not wide:
-        shown = shown[[c for c in shown.columns if c in RECORD_COLUMNS]]
+        shown = shown[[c for c in shown.columns if c in kept]]
         if hidden:
             notes.append(f"tradeoff report --records --wide adds: {', '.join(hidden)}")
         if "energy_missing" in df and "energy_j" in shown:
