@@ -301,3 +301,19 @@ def test_no_output_is_written_over_a_run_s_store(run_dir, tmp_path):
         result = run_cli(args[0], str(copy), *args[1:], "-o", str(copy / "tradeoff.sqlite"))
         assert result.returncode == 2 and "is a file of a run's store" in result.stderr, result
     assert (copy / "tradeoff.sqlite").read_bytes() == before
+
+
+def test_a_long_output_is_cut_in_the_records_table_and_whole_with_wide():
+    """One 200,000-character answer padded every row of a piped records table to its width."""
+    import pandas as pd
+
+    from tradeoff.report.table import TEXT_CUT, records_table
+
+    df = pd.DataFrame(
+        {"config": ["a", "b"], "output": ["x" * 200_000, "short"], "score": [1.0, 0.0]}
+    )
+    table, notes = records_table(df)
+    cells = list(table.columns[1].cells)
+    assert cells == ["x" * TEXT_CUT + "…", "short"] and "cut at" in (notes or "")
+    wide, _ = records_table(df, wide=True)
+    assert list(wide.columns[1].cells)[0] == "x" * 200_000

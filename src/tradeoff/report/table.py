@@ -283,10 +283,24 @@ def records_table(df: pd.DataFrame, wide: bool = False) -> tuple[Table, str | No
             why = sorted({short_reason(m) for m in df["energy_missing"].dropna() if m})
             if why:  # the reason is a hidden column: say it once
                 notes.append(f"energy_j blank: not measured ({'; '.join(why)})")
+    cut = not wide and "output" in shown and shown["output"].fillna("").str.len().gt(TEXT_CUT).any()
+    if cut:  # one long answer widened every row (a table piped to a file: 5.6 MB for 16 rows)
+        shown = shown.assign(output=shown["output"].map(_shortened))
+        notes.append(
+            f"outputs cut at {TEXT_CUT} characters (…); --wide, or --format csv or json, shows "
+            "them whole"
+        )
     table = Table(*[str(c) for c in shown.columns])
     for row in shown.itertuples(index=False):
         table.add_row(*[escape(_cell(name, v)) for name, v in zip(shown.columns, row)])
     return table, "\n".join(notes) or None
+
+
+TEXT_CUT = 200  # characters of an output the records table shows without --wide
+
+
+def _shortened(text: Any) -> Any:
+    return text[:TEXT_CUT] + "…" if isinstance(text, str) and len(text) > TEXT_CUT else text
 
 
 def _cell(column: str, value: Any) -> str:
