@@ -571,3 +571,20 @@ def test_a_torch_ctx_past_a_sliding_window_is_refused_as_the_engine_refuses_it(t
     past = run_cli("roofline", f"torch:{path}?random_weights=1&ctx=64", "--device", "H100",
                    "--input", "16", "--output", "4")  # fmt: skip
     assert past.returncode == 2 and "sliding window of 32 positions" in past.stderr, past.stderr
+
+
+def test_a_cpu_calibration_is_named_for_the_cores_it_may_run_on():
+    """Under `taskset -c 0` a one-core measurement was filed as the machine's two."""
+    import os
+
+    from tradeoff.meters.calibrate import cpu_device
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores and CPU affinity")
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert cpu_device().endswith("(1 threads)")
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert cpu_device().endswith(f"({len(cores)} threads)")

@@ -8,7 +8,6 @@ CPU: numpy (float32, its BLAS, all its threads). CUDA: PyTorch (bf16 matmul, dev
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tradeoff.errors import UserError
-from tradeoff.meters.host import cpu_model
+from tradeoff.meters.host import cpu_model, usable_cores
 from tradeoff.meters.roofline import Peaks
 
 
@@ -38,8 +37,9 @@ def _best(run: Callable[[], float], seconds: float, minimum: int = 3) -> float:
 
 
 def cpu_device() -> str:
-    """This machine's CPU as calibrations name it."""
-    return f"cpu: {cpu_model()} ({os.cpu_count()} threads)"
+    """This machine's CPU as calibrations name it: the cores this process may run on (under
+    `taskset -c 0` of 2, one core was measured and was filed as the machine's 2)."""
+    return f"cpu: {cpu_model()} ({usable_cores()} threads)"
 
 
 def calibrate_cpu(seconds: float = 3.0, buffer_mib: int = 256, n: int = 1024) -> Calibration:
