@@ -77,6 +77,11 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
     [
         ("gguf:{tmp}", ["is a directory", "the .gguf file in it"]),
         ("smollm2-135m?threads=x", ["threads must be a whole number"]),
+        (
+            "smollm2-135m?threads=²",
+            ["threads must be a whole number"],
+        ),  # isdigit, not int: a traceback
+        ("smollm2-135m?ctx=٣٠٠", ["ctx must be a whole number"]),  # read as 300
         ("smollm2-135m?thread=2", ["unknown option 'thread'", "threads=N"]),
         ("smollm2-135m?threads=1&threads=2", ["threads is given twice"]),
         ("gguf:", ["gguf: needs a path"]),

@@ -37,7 +37,7 @@ Processes = Annotated[
 
 def processes_value(text: str | None) -> int | str | None:
     """--processes as the spec takes it: a number, or "auto" (checked there)."""
-    return int(text) if text and text.isdigit() else text
+    return int(text) if text and text.isascii() and text.isdigit() else text
 
 
 RayAddress = Annotated[

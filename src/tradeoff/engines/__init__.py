@@ -138,7 +138,7 @@ def parse_llama_ref(ref: str) -> LlamaRef | None:
                 f"model '{ref}': unknown option {key!r}; llama.cpp models take "
                 f"{', '.join(f'{k}=N' for k in LLAMA_OPTIONS)}"
             )
-        if not value.isdigit() or int(value) < 1:
+        if not (value.isascii() and value.isdigit()) or int(value) < 1:  # not '²', nor '٣'
             raise UserError(f"model '{ref}': {key} must be a whole number of at least 1")
         options[key] = int(value)
     if base in BUNDLED:

@@ -37,7 +37,7 @@ class HttpRequest:
         declared Content-Length is checked before anything is read), 408 when the client has not
         sent it all within `timeout_s`. Either closes the connection after the answer."""
         declared = self.header(b"content-length")
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
         parts: list[bytes] = []
         size = 0

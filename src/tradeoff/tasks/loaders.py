@@ -231,7 +231,7 @@ def _choice_letter(
         return LETTERS[labels.index(text)]
     if len(text) == 1 and text.upper() in LETTERS[:n]:
         return text.upper()
-    if text.isdigit() and int(text) < n and digits != "text":
+    if text.isascii() and text.isdigit() and int(text) < n and digits != "text":
         return LETTERS[int(text)]
     if text in texts:
         return LETTERS[texts.index(text)]
