@@ -773,15 +773,18 @@ def test_train_on_one_run_and_evaluate_on_another(tmp_path):
         run_cli("policy", "eval", str(test), "--train", str(train), "--cv", "5"),
         "give one of --policy FILE, --cv K or --train RUN",
     )
-    # A test run without the cost the policy was fitted on: the refusal names that run.
+    # A test run without costs is evaluated on its own (the router fits scores only); asked
+    # for a cost it lacks, the refusal names that run.
     (tmp_path / "c").mkdir()
     unpriced = tmp_path / "c" / "run"
     made = run_cli("import", "outcomes", str(tmp_path / "b" / "outcomes.csv"), "--prompt-col",
                    "prompt", "--model", "weak=weak_correct", "--model", "strong=strong_correct",
                    "--out", str(unpriced))  # fmt: skip
     assert made.returncode == 0, made.stderr
+    evaluated = run_cli("policy", "eval", str(unpriced), "--train", str(train))
+    assert evaluated.returncode == 0 and "no costs" in evaluated.stdout, evaluated.stderr
     one_line_error(
-        run_cli("policy", "eval", str(unpriced), "--train", str(train)),
+        run_cli("policy", "eval", str(unpriced), "--train", str(train), "--cost", "given"),
         f"{unpriced} (the run evaluated): cost 'given' is missing",
     )
 
