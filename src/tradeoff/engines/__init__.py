@@ -99,8 +99,16 @@ def parse_openai_ref(ref: str) -> tuple[str, str, PromptMode]:
     mode: PromptMode = "chat"
     if model.endswith("@completion"):
         model, mode = model[: -len("@completion")], "completion"
+        if not model:  # it was sent to the server as ""
+            raise UserError(f"model '{ref}' needs a served model name: openai:BASE_URL#MODEL")
     if not base_url.startswith(("http://", "https://")):
         raise UserError(f"model '{ref}': BASE_URL must start with http:// or https://")
+    from yarl import URL
+
+    try:  # a port past 65535, or not a number, was a traceback where the engine was made
+        URL(base_url).port  # noqa: B018
+    except ValueError as exc:
+        raise UserError(f"model '{ref}': BASE_URL is not a valid URL ({exc})") from None
     return base_url, model, mode
 
 
