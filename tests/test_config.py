@@ -358,3 +358,23 @@ def test_agreement_of_one_answer_is_refused():
            "threshold": 0.5, "k": [1, 3]}  # fmt: skip
     with pytest.raises(UserError, match="k 1 samples one answer"):
         parse_spec(spec(configs=[one]))
+
+
+def test_yaml_merge_keys_build_configurations_and_may_be_overridden(tmp_path):
+    """`<<: *anchor` was refused as malformed YAML (the check for keys given twice built the
+    merge key itself); a key given twice beside it is still refused."""
+    from tradeoff.config import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models: {small: smollm2-135m, large: gemma3-270m}\ntasks: [arith]\nconfigs:\n"
+        "  - &b {strategy: single, model: small, max_tokens: 8}\n"
+        "  - {<<: *b, model: large}\n"
+    )
+    configs = load_spec(spec).configs
+    assert [(c.model, c.max_tokens) for c in configs] == [("small", 8), ("large", 8)]
+    spec.write_text(
+        spec.read_text().replace("{<<: *b, model: large}", "{<<: *b, model: large, model: small}")
+    )
+    with pytest.raises(UserError, match="the key 'model' is given twice"):
+        load_spec(spec)
