@@ -89,6 +89,8 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
         ("smollm2-135m?threads=1&threads=2", ["threads is given twice"]),
         ("gguf:", ["gguf: needs a path"]),
         ("torch:qwen2.5-0.5b?random_weights=1&random_weights=0", ["random_weights is given twice"]),
+        ("torch:qwen2.5-0.5b?device=cudax", ["device must be cpu, cuda or cuda:N"]),
+        ("torch:qwen2.5-0.5b?device=cuda:x", ["device must be cpu, cuda or cuda:N"]),
         # more threads than cores: each token waits on the threads that do not run
         ("smollm2-135m?threads=100000", ["threads=100000 is more than this machine's"]),
     ],

@@ -24,6 +24,7 @@ synchronisation per step), and `on_pass` hooks report each forward pass for ener
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +115,7 @@ def parse_torch_ref(ref: str) -> TorchSpec:
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"model '{ref}': dtype '{dtype}' is not known; known: bf16, fp16, fp32")
     device = opts.get("device")
-    if device is not None and not (device == "cpu" or device.startswith("cuda")):
+    if device is not None and not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):  # not cudax
         raise UserError(f"model '{ref}': device must be cpu, cuda or cuda:N, not '{device}'")
     if "seed" in opts and not flag("random_weights"):  # it would change nothing, silently
         raise UserError(
