@@ -61,6 +61,9 @@ def test_unknown_weight_bytes_give_no_roofline():
         ("NVIDIA H100 80GB HBM3", "NVIDIA H100 SXM"),
         ("NVIDIA H100 PCIe", "NVIDIA H100 PCIe"),
         ("NVIDIA H200", "NVIDIA H200 SXM"),
+        ("NVIDIA H200 NVL", "NVIDIA H200 NVL"),  # it read the SXM's 989 TFLOP/s
+        ("NVIDIA A100 80GB PCIe", "NVIDIA A100 PCIe 80GB"),
+        ("A100 80GB", "NVIDIA A100 PCIe 80GB"),  # it read a 40 GB card's 1.555 TB/s
         ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 SXM 80GB"),
         ("NVIDIA L4", "NVIDIA L4"),
         ("NVIDIA L40S", "NVIDIA L40S"),

@@ -26,13 +26,14 @@ from tradeoff.meters.roofline import Peaks
 # (words of the device name, as NVML reports it) -> (name, 16-bit FLOP/s, fp32 FLOP/s, bytes/s).
 # First match wins.
 DATASHEET: list[tuple[str, str, float, float, float]] = [
+    ("H200 NVL", "NVIDIA H200 NVL", 835e12, 60e12, 4.8e12),  # before "H200": it gave SXM's
     ("H200", "NVIDIA H200 SXM", 989e12, 67e12, 4.8e12),
     ("H100 PCIe", "NVIDIA H100 PCIe", 756e12, 51e12, 2.0e12),
     ("H100 NVL", "NVIDIA H100 NVL", 835e12, 60e12, 3.9e12),
     ("H100", "NVIDIA H100 SXM", 989e12, 67e12, 3.35e12),
     ("A100-SXM4-80GB", "NVIDIA A100 SXM 80GB", 312e12, 19.5e12, 2.039e12),
     ("A100-SXM4-40GB", "NVIDIA A100 SXM 40GB", 312e12, 19.5e12, 1.555e12),
-    ("A100 80GB PCIe", "NVIDIA A100 PCIe 80GB", 312e12, 19.5e12, 1.935e12),
+    ("A100 80GB", "NVIDIA A100 PCIe 80GB", 312e12, 19.5e12, 1.935e12),  # any 80GB but SXM4's
     ("A100", "NVIDIA A100 40GB PCIe", 312e12, 19.5e12, 1.555e12),
     ("L40S", "NVIDIA L40S", 362e12, 91.6e12, 0.864e12),
     ("L4", "NVIDIA L4", 121e12, 30.3e12, 0.3e12),
