@@ -82,6 +82,8 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
             ["threads must be a whole number"],
         ),  # isdigit, not int: a traceback
         ("smollm2-135m?ctx=٣٠٠", ["ctx must be a whole number"]),  # read as 300
+        # llama.cpp allocated the cache asked: the machine's OOM killer ended it
+        ("smollm2-135m?ctx=100000000000", ["past the 8,192 positions it was trained for"]),
         ("openai:http://127.0.0.1:99999/v1#m", ["not a valid URL", "65535"]),  # a traceback
         ("openai:http://[::1/v1#m", ["not a valid URL", "IPv6"]),
         ("openai:http://127.0.0.1:9/v1#@completion", ["needs a served model name"]),  # sent ""

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tradeoff.engines import LLAMA_OPTIONS
 from tradeoff.engines.base import InProcessEngine, ModelInfo, ModelShape, PassSink
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.stream import TokenStream, entropy_of
@@ -131,6 +132,25 @@ class LlamaTokenStream(TokenStream):
         return _Pieces(self.engine)
 
 
+def _refuse_past_trained(llama: Any, path: Path, ref: str, n_ctx: int) -> None:
+    """Refuse a context longer than the model was trained for, read from its metadata alone
+    (its vocabulary loaded, no weights, no cache: a fraction of a second)."""
+    try:
+        probe = llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"model '{ref}': llama.cpp cannot load {path}: {exc}") from None
+    try:
+        metadata = dict(probe.metadata)
+    finally:
+        probe.close()
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    if trained is not None and str(trained).isdecimal() and n_ctx > int(trained):
+        raise UserError(
+            f"model '{ref}': ctx={n_ctx} is past the {int(trained):,} positions it was trained "
+            f"for; give ctx={trained} or less"
+        )
+
+
 class LlamaCppEngine(InProcessEngine):
     """One GGUF model loaded once, generating one request at a time."""
 
@@ -144,7 +164,7 @@ class LlamaCppEngine(InProcessEngine):
         kind: str,
         prompt_mode: PromptMode | None = None,
         description: str = "",
-        n_ctx: int = 4096,
+        n_ctx: int = LLAMA_OPTIONS["ctx"],
         n_threads: int | None = None,
     ):
         from llama_cpp import Llama, llama_chat_format, llama_cpp
@@ -159,6 +179,10 @@ class LlamaCppEngine(InProcessEngine):
                 f"model '{ref}': threads={n_threads} is more than this machine's "
                 f"{os.cpu_count()} cores; give at most that many, or leave it out for every core"
             )
+        if (
+            n_ctx > LLAMA_OPTIONS["ctx"]
+        ):  # past the model's own, llama.cpp allocates the cache asked
+            _refuse_past_trained(Llama, path, ref, n_ctx)  # (ctx=10**11: the machine's OOM kill)
         try:
             self.llm = Llama(
                 model_path=str(path),
