@@ -9,6 +9,7 @@ import pytest
 from conftest import run_cli
 
 from tradeoff.engines.base import ModelShape
+from tradeoff.errors import UserError
 from tradeoff.meters.flops import request_flops
 from tradeoff.meters.hardware import (
     calibrated_peaks,
@@ -16,7 +17,13 @@ from tradeoff.meters.hardware import (
     device_peaks,
     save_calibration,
 )
-from tradeoff.meters.roofline import Peaks, eval_cost, kv_bytes_per_position, request_cost
+from tradeoff.meters.roofline import (
+    Peaks,
+    eval_cost,
+    kv_bytes_per_position,
+    model_shape,
+    request_cost,
+)
 
 # 2 layers, d_model 8, 2 query heads and 1 KV head of 4, gated FFN of 16, vocab 10.
 TINY = ModelShape(
@@ -591,3 +598,19 @@ def test_a_cpu_calibration_is_named_for_the_cores_it_may_run_on():
     finally:
         os.sched_setaffinity(0, cores)
     assert cpu_device().endswith(f"({len(cores)} threads)")
+
+
+def test_a_shipped_name_shadowed_by_a_directory_here_is_refused(tmp_path, monkeypatch):
+    """A ./qwen2.5-0.5b holding another config.json: `roofline qwen2.5-0.5b` read the shipped
+    one without a word (the torch engine refuses that name for the same reason)."""
+    from tradeoff.engines.hf_config import CONFIG_DIR
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qwen2.5-0.5b").mkdir()
+    config = json.loads((CONFIG_DIR / "qwen2.5-0.5b.json").read_text()) | {"num_hidden_layers": 48}
+    (tmp_path / "qwen2.5-0.5b" / "config.json").write_text(json.dumps(config))
+    for name in ("qwen2.5-0.5b", "torch:qwen2.5-0.5b"):
+        with pytest.raises(UserError, match="write ./qwen2.5-0.5b for the directory's"):
+            model_shape(name, "H100")
+    shipped = model_shape("torch:qwen2.5-0.5b?random_weights=1", "H100")  # as the engine builds
+    assert shipped.n_layers == 24 and model_shape("./qwen2.5-0.5b", "H100").n_layers == 48

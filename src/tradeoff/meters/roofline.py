@@ -258,6 +258,13 @@ def model_shape(model: str, device: str, dtype: str | None = None) -> ModelShape
         )
     if dtype is not None and dtype not in DTYPE_NAMES:  # a blank one read as none given
         raise UserError(f"--dtype '{dtype}' is not known; known: {', '.join(DTYPE_NAMES)}")
+    source, _, options = model.removeprefix("torch:").partition("?")
+    shadowed = source in shipped_configs() and (user_path(source) / "config.json").is_file()
+    if shadowed and "random_weights=1" not in options:  # the torch engine's rule, too
+        raise UserError(  # the shipped one was read without a word
+            f"model '{model}': {source} names a shipped config and the directory here that holds "
+            f"a config.json; write ./{source} for the directory's"
+        )
     if model.startswith("torch:"):
         shape = _torch_shape(model, device, dtype)
     elif model.startswith("gguf:") or model.partition("?")[0] in BUNDLED:
