@@ -87,6 +87,7 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
         ("openai:http://127.0.0.1:99999/v1#m", ["not a valid URL", "65535"]),  # a traceback
         ("openai:http://[::1/v1#m", ["not a valid URL", "IPv6"]),
         ("openai:http://127.0.0.1:9/v1#@completion", ["needs a served model name"]),  # sent ""
+        ("openai:http://127.0.0.1:9/v1#", ["needs a served model name"]),  # "the alias '' is empty"
         ("smollm2-135m?thread=2", ["unknown option 'thread'", "threads=N"]),
         ("smollm2-135m?threads=1&threads=2", ["threads is given twice"]),
         ("gguf:", ["gguf: needs a path"]),

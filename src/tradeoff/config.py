@@ -472,7 +472,7 @@ class RunSpec(BaseModel):
 def model_alias(ref: str) -> str:
     """A short alias for a model reference: the bundled name, the file stem, or the served name."""
     if ref.startswith("openai:"):
-        return ref.split("#", 1)[1] if "#" in ref else "openai"
+        return ref.partition("#")[2] or "openai"  # none: its loader says what is missing
     if ref.startswith("gguf:"):
         return Path(ref[5:].partition("?")[0]).stem or "gguf"  # no path: its loader says so
     return ref.partition("?")[0] if not ref.startswith("torch:") else ref
