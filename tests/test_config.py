@@ -183,22 +183,24 @@ def test_identical_configurations_are_named():
 
 
 # Names and ids as tradeoff computed them before strategies declared their own params (commit
-# d7a97a1): a run directory resumes only if its configurations keep their ids.
+# d7a97a1): a run directory resumes only if its configurations keep their ids. (Names since
+# show a vote's temperature, a cascade's k and a switch's window where they are not the
+# defaults: lists of them were told apart by "-2", and compare paired them across runs.)
 EARLIER_IDS = [
     ("small", "446c40187ce4"),
     ("remote-max16-t0.5", "78b9be1f831e"),
     ("vote-n3a-small", "1a564fff7eec"),
     ("vote-n5a-small", "bedd4c1a71fd"),
-    ("vote-n5-large", "bd5fe8f87a4f"),
+    ("vote-n5-large-t0.9", "bd5fe8f87a4f"),
     ("budget20-small-think8", "7bd866fccbc1"),
     ("budget20-small-think12", "7f3f49fe01bb"),
     ("cascade-small-large-logprob0.5", "7ea87e0558d3"),
     ("cascade-small-large-logprob1", "a63783c233f9"),
     # (dd7c05be2669 until its large model answered at the spec's temperature, not the draws'
     # 0.7: it runs otherwise, so it is another configuration)
-    ("cascade-small-large-agreement0.3-t0.7", "a8d3d6aa11f1"),
-    ("switch-small-large-t1.5-1", "7325b51e4b19"),
-    ("switch-small-large-t1.5-1-2", "16b484793df9"),
+    ("cascade-small-large-agreement0.3-k4-t0.7", "a8d3d6aa11f1"),
+    ("switch-small-large-t1.5-1-w2", "7325b51e4b19"),
+    ("switch-small-large-t1.5-1", "16b484793df9"),
     ("sw", "973f2ceeb8ce"),
 ]
 
@@ -378,3 +380,21 @@ def test_yaml_merge_keys_build_configurations_and_may_be_overridden(tmp_path):
     )
     with pytest.raises(UserError, match="the key 'model' is given twice"):
         load_spec(spec)
+
+
+def test_a_list_of_a_strategy_s_parameter_names_each_configuration_by_its_value():
+    """Votes at temperatures [0.3, 0.9], cascades at k [2, 4] and switches at window [2, 8] were
+    named "X" and "X-2": compare pairs configurations by name, so a run with the list in another
+    order was compared configuration for other configuration."""
+    configs = [
+        {"strategy": "vote", "model": "small", "temperature": [0.3, 0.9, 0.7]},
+        {"strategy": "cascade", "models": ["small", "large"], "signal": "agreement",
+         "threshold": 0.4, "k": [2, 3]},
+        {"strategy": "switch", "models": ["small", "large"], "threshold": 1.5, "window": [8, 4]},
+    ]  # fmt: skip
+    names = [c.name for c in resolve_configs(parse_spec(spec(configs=configs)))]
+    assert names == [
+        "vote-n5-small-t0.3", "vote-n5-small-t0.9", "vote-n5-small",
+        "cascade-small-large-agreement0.4-k2-t0.7", "cascade-small-large-agreement0.4-t0.7",
+        "switch-small-large-t1.5-w8", "switch-small-large-t1.5",
+    ]  # fmt: skip

@@ -93,7 +93,8 @@ class Params(StrategyParams):
 
     def base_name(self, config: Config) -> str:
         small, large = config.aliases
-        return f"cascade-{small}-{large}-{self.signal}{self.threshold:g}"
+        name = f"cascade-{small}-{large}-{self.signal}{self.threshold:g}"
+        return name if self.k == DEFAULT_K else f"{name}-k{self.k}"  # k [2, 4]: told apart
 
 
 def _mean(values: list[float]) -> float:

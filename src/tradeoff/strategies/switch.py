@@ -40,6 +40,8 @@ from tradeoff.engines.stream import ContextFull, TokenStream, entropy_of
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
 
+DEFAULT_WINDOW = 4
+
 
 class Params(StrategyParams):
     strategy: Literal["switch"] = "switch"
@@ -47,7 +49,7 @@ class Params(StrategyParams):
     max_tokens: MaxTokenses | None = None
     threshold: Num  # the large model takes over above this mean entropy (nats)
     threshold_low: Num | None = None  # and hands back below this one (default: threshold)
-    window: PositiveInts = 4  # entropies in the rolling mean
+    window: PositiveInts = DEFAULT_WINDOW  # entropies in the rolling mean
 
     listable: ClassVar[tuple[str, ...]] = ("max_tokens", "threshold", "threshold_low", "window")
     streams: ClassVar[bool] = True
@@ -82,7 +84,8 @@ class Params(StrategyParams):
         small, large = config.aliases
         p = config.params
         name = f"switch-{small}-{large}-t{p['threshold']:g}"
-        return name if p["threshold_low"] == p["threshold"] else f"{name}-{p['threshold_low']:g}"
+        name = name if p["threshold_low"] == p["threshold"] else f"{name}-{p['threshold_low']:g}"
+        return name if p["window"] == DEFAULT_WINDOW else f"{name}-w{p['window']}"
 
 
 def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

@@ -11,7 +11,14 @@ from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
-from tradeoff.config import Config, Drawses, MaxTokenses, StrategyParams, Temperatures
+from tradeoff.config import (
+    Config,
+    Drawses,
+    MaxTokenses,
+    RunSpec,
+    StrategyParams,
+    Temperatures,
+)
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.tasks.scorers import after_thinking
 from tradeoff.types import Call, Item, Outcome
@@ -44,6 +51,14 @@ class Params(StrategyParams):
 
     def base_name(self, config: Config) -> str:
         return f"vote-n{self.n}{'a' if self.adaptive else ''}-{config.model}"
+
+    def derived_name(self, config: Config, spec: RunSpec) -> str:
+        """A temperature other than the vote's default is named (votes at 0.3 and 0.9 were
+        `vote-n5-m` and `vote-n5-m-2`, and `compare` paired them across runs by name)."""
+        name = super().derived_name(config, spec)
+        default = self.model_copy(update={"temperature": None}).sampling(spec.sampling)
+        t = config.sampling.temperature
+        return name if t == default.temperature else f"{name}-t{t:g}"
 
     @classmethod
     def batch_sizes(cls, config: Config, alias: str) -> set[int]:
