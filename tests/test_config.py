@@ -332,6 +332,10 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
             {"configs": [{"strategy": "vote", "model": "small", "n": [3, 1]}]},
             "strategy 'vote': n 1 draws one answer, no vote",
         ),
+        (  # it said "n must be at least 1 (got 0)", then refused 1 too
+            {"configs": [{"strategy": "vote", "model": "small", "n": 0}]},
+            "strategy 'vote': n 0 draws no answers, no vote: give n of 2 or more",
+        ),
         (
             {"configs": [{"strategy": "budget", "model": "small", "budget": [64, 16],
                           "think_budget": 32}]},
@@ -358,8 +362,10 @@ def test_agreement_of_one_answer_is_refused():
     refuses n 1; it ran."""
     one = {"strategy": "cascade", "models": ["small", "large"], "signal": "agreement",
            "threshold": 0.5, "k": [1, 3]}  # fmt: skip
-    with pytest.raises(UserError, match="k 1 samples one answer"):
+    with pytest.raises(UserError, match="k 1 samples fewer than two answers"):
         parse_spec(spec(configs=[one]))
+    with pytest.raises(UserError, match="k 0 samples fewer than two answers"):
+        parse_spec(spec(configs=[one | {"k": 0}]))
 
 
 def test_yaml_merge_keys_build_configurations_and_may_be_overridden(tmp_path):

@@ -37,7 +37,7 @@ Num = Finite | list[Finite]
 PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
 # Answers drawn for one query (vote's n, cascade's k): at most as many as a spec's `samples`.
-Draws = Annotated[Int, Field(ge=1, le=1000)]
+Draws = Annotated[Int, Field(le=1000)]  # at least 2: each strategy says why (n 1 is single)
 Drawses = Draws | list[Draws]
 Temperature = Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)]
 Temperatures = Temperature | list[Temperature]

@@ -570,7 +570,7 @@ def frontier(
     """Accuracy against cost per configuration, the Pareto-optimal ones marked (★).
 
     With cost-of-pass, accuracy per joule, IPW and E³. --cost auto: energy where it was measured
-    for every query, else the costs given with imported outcomes, else latency.
+    for every successful query, else the costs given with imported outcomes, else latency.
     """
     import pandas as pd
 

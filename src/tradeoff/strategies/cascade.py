@@ -72,10 +72,11 @@ class Params(StrategyParams):
                 f"large_temperature is the large model's where signal agreement samples the "
                 f"small one; with signal {self.signal} both answer at temperature: leave it out"
             )
-        if self.signal == "agreement" and 1 in (self.k if isinstance(self.k, list) else [self.k]):
+        ks = self.k if isinstance(self.k, list) else [self.k]
+        if self.signal == "agreement" and any(k < 2 for k in ks):
             raise ValueError(
-                "k 1 samples one answer, which agrees with itself: give k of 2 or more for "
-                "signal agreement (as vote takes n of 2 or more)"
+                f"k {min(ks)} samples fewer than two answers, which agree with themselves: give "
+                "k of 2 or more for signal agreement (as vote takes n of 2 or more)"
             )
         return self
 

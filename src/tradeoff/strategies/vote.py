@@ -42,8 +42,12 @@ class Params(StrategyParams):
     def _several(self) -> Params:
         """A vote of one answer is `single` at a temperature: under another name, it would be
         taken for a vote."""
-        if 1 in (self.n if isinstance(self.n, list) else [self.n]):
-            raise ValueError("n 1 draws one answer, no vote: give n of 2 or more, or use single")
+        for n in self.n if isinstance(self.n, list) else [self.n]:
+            if n < 2:  # (a bound of 1 said "at least 1" for 0, then 1 was refused too)
+                raise ValueError(
+                    f"n {n} draws {'one answer' if n == 1 else 'no answers'}, no vote: give n "
+                    "of 2 or more" + (", or use single" if n == 1 else "")
+                )
         return self
 
     def samples_several(self) -> bool:
