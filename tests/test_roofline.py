@@ -123,6 +123,11 @@ def test_calibrate_says_a_folder_it_cannot_make_before_it_measures_and_warns_of_
         done = run_cli("calibrate", "--seconds", "0.1")
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "its folder cannot be made" in done.stderr and "measuring" not in done.stderr
+        # a folder that exists and takes no file: it measured, then failed to save
+        os.environ["TRADEOFF_CALIBRATION"] = "/proc/cal.json"
+        done = run_cli("calibrate", "--seconds", "0.1")
+        assert done.returncode == 2 and "cannot be written there" in done.stderr, done.stderr
+        assert "measuring" not in done.stderr
     finally:
         os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
     spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

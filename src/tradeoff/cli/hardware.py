@@ -54,6 +54,15 @@ def calibrate(
                 f"{path}: its folder cannot be made ({exc.strerror or exc}); point "
                 "TRADEOFF_CALIBRATION elsewhere, or give --no-save"
             ) from None
+        probe = path.with_name(path.name + ".tmp")  # the file saving writes, then renames
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:  # (/proc: its folder exists, and takes no file)
+            raise UserError(
+                f"{path}: cannot be written there ({exc.strerror or exc}); point "
+                "TRADEOFF_CALIBRATION elsewhere, or give --no-save"
+            ) from None
     err_console.print(f"measuring {device.value} for about {seconds:g} s ...")
     host = HostSampler(lambda _samples: None).start()  # other work lowers the peaks measured
     try:
