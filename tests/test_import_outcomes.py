@@ -278,6 +278,9 @@ def test_train_on_a_run_without_costs_and_evaluate_on_one_with_them(tmp_path):
         shown = run_cli("policy", "eval", str(evaluated), "--train", str(fitted_on))
         assert shown.returncode == 0, shown.stderr
         assert f"fitted on {fitted_on}" in shown.stdout and cost in shown.stdout
+    # a cost named is the evaluated run's: the training run's costs are never read
+    named = run_cli("policy", "eval", str(priced), "--train", str(unpriced), "--cost", "given")
+    assert named.returncode == 0 and "USD per query" in named.stdout, named.stderr
 
 
 def test_missing_column_lists_the_columns_the_file_has(tmp_path):

@@ -225,7 +225,7 @@ def evaluate(
     accuracy. The evaluation is kept with the run: `tradeoff report DIR --html` draws it.
     """
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
-    from tradeoff.policy.fit import Policy, run_table
+    from tradeoff.policy.fit import SCORES_ONLY, Policy, run_table
     from tradeoff.policy.routers import resolve_router
     from tradeoff.report.router_table import (
         ROUTER_NOTE,
@@ -251,8 +251,8 @@ def evaluate(
     if train is not None:
         from tradeoff.policy.evaluate import evaluate_transfer
 
-        with _naming(train, "the run fitted on"):
-            fitted_on, _ = run_table(train, _names(configs), cost)
+        with _naming(train, "the run fitted on"):  # its scores alone: the router fits those
+            fitted_on, _ = run_table(train, _names(configs), SCORES_ONLY)
         with _naming(directory, "the run evaluated"):  # its own costs: the router uses none
             table, _ = run_table(directory, fitted_on.configs, cost)
         features = (_features(kind, train), _features(kind, directory))

@@ -41,6 +41,8 @@ MISSING_COST_HINT = "choose another with --cost"
 # The cost axis of outcomes imported without costs: every configuration counts 0 (a policy
 # fitted on them keeps it, so that `policy eval --policy` reads the run the same way).
 NO_COSTS = "none"
+# A table read for its scores alone (`policy eval --train`: the run fitted on), costed as none.
+SCORES_ONLY = "scores only"
 
 
 @dataclass
@@ -145,7 +147,7 @@ def outcome_table(
             "the policy was fitted on outcomes imported without costs, and these records have "
             "costs; fit a policy on this run (tradeoff policy fit) to evaluate it here"
         )
-    if cost == NO_COSTS or (cost == AUTO and unpriced_import):
+    if cost in (NO_COSTS, SCORES_ONLY) or (cost == AUTO and unpriced_import):
         # Outcomes imported without costs: none to trade; each configuration costs its rank by
         # accuracy (`ranked`), never shown. `fit_policy` refuses a budget that nothing prices.
         df["cost"], axis_name, axis_unit = 0.0, NO_COSTS, ""
