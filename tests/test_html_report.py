@@ -439,6 +439,9 @@ def test_took_counts_the_sessions_not_the_time_a_run_sat_stopped():
     assert _took({**run, "sessions": killed}) == (
         "163 s in 2 sessions, and 1 session(s) cut short (not counted)"
     )
+    assert _took({**run, "status": "running", "sessions": [*two, {"started_at": 2000.0}]}) == (
+        "163 s in 2 sessions, and 1 session(s) still running, or cut short (not counted)"
+    )
     assert _took({**run, "sessions": two[:1]}) == "6 s"
     assert _took({**run, "sessions": []}) == "337 s"  # a store from before sessions
     assert _took({"created_at": 1000.0, "ended_at": None, "sessions": killed[:1]}) == (

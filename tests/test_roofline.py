@@ -617,5 +617,5 @@ def test_a_shipped_name_shadowed_by_a_directory_here_is_refused(tmp_path, monkey
     for name in ("qwen2.5-0.5b", "torch:qwen2.5-0.5b"):
         with pytest.raises(UserError, match="write ./qwen2.5-0.5b for the directory's"):
             model_shape(name, "H100")
-    shipped = model_shape("torch:qwen2.5-0.5b?random_weights=1", "H100")  # as the engine builds
+    shipped = model_shape("torch:qwen2.5-0.5b?random_weights=true", "H100")  # as the engine builds
     assert shipped.n_layers == 24 and model_shape("./qwen2.5-0.5b", "H100").n_layers == 48

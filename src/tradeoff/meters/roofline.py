@@ -258,9 +258,9 @@ def model_shape(model: str, device: str, dtype: str | None = None) -> ModelShape
         )
     if dtype is not None and dtype not in DTYPE_NAMES:  # a blank one read as none given
         raise UserError(f"--dtype '{dtype}' is not known; known: {', '.join(DTYPE_NAMES)}")
-    source, _, options = model.removeprefix("torch:").partition("?")
+    source = model.removeprefix("torch:").partition("?")[0]
     shadowed = source in shipped_configs() and (user_path(source) / "config.json").is_file()
-    if shadowed and "random_weights=1" not in options:  # the torch engine's rule, too
+    if shadowed and not _random_weights(model):  # the torch engine's rule, too
         raise UserError(  # the shipped one was read without a word
             f"model '{model}': {source} names a shipped config and the directory here that holds "
             f"a config.json; write ./{source} for the directory's"
@@ -289,6 +289,13 @@ def model_shape(model: str, device: str, dtype: str | None = None) -> ModelShape
     if shape.weight_bytes is None:
         raise UserError(f"model '{model}': its weight bytes are unknown, so no roofline")
     return shape
+
+
+def _random_weights(model: str) -> bool:
+    """Whether `model` is a torch reference built with random weights (the engine's parse)."""
+    from tradeoff.engines.torch_engine import parse_torch_ref
+
+    return model.startswith("torch:") and bool(parse_torch_ref(model).random_weights)
 
 
 def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:

@@ -103,10 +103,11 @@ def _took(run: dict[str, Any]) -> str:
     if not ended:
         return "still running, or cut short"
     short = sum(1 for s in sessions if not s.get("ended_at"))
+    unended = "still running, or cut short" if run.get("status") == "running" else "cut short"
     return (
         f"{sum(ended):,.0f} s"
         + (f" in {len(ended)} sessions" if len(ended) > 1 else "")
-        + (f", and {short} session(s) cut short (not counted)" if short else "")
+        + (f", and {short} session(s) {unended} (not counted)" if short else "")
     )
 
 
