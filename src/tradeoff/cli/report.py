@@ -452,7 +452,7 @@ def report(
             table = pd.DataFrame(summarize(df, names))
         kind = "records" if records else "load" if load else "summary"
         _write_table(table, format, output, directory / f"{kind}.parquet", wide)
-        print_unfinished(directory)  # on stderr: an export of a stopped run is one of part of it
+        print_unfinished(directory)  # on stderr: an export of a stopped run holds part of it
     if plot is not None:
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
 

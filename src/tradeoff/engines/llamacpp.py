@@ -179,10 +179,10 @@ class LlamaCppEngine(InProcessEngine):
                 f"model '{ref}': threads={n_threads} is more than this machine's "
                 f"{os.cpu_count()} cores; give at most that many, or leave it out for every core"
             )
-        if (
-            n_ctx > LLAMA_OPTIONS["ctx"]
-        ):  # past the model's own, llama.cpp allocates the cache asked
-            _refuse_past_trained(Llama, path, ref, n_ctx)  # (ctx=10**11: the machine's OOM kill)
+        # Past the model's own context llama.cpp allocates the cache asked (ctx=10**11: the
+        # machine's OOM killer ended the process): only a ctx past the default can be.
+        if n_ctx > LLAMA_OPTIONS["ctx"]:
+            _refuse_past_trained(Llama, path, ref, n_ctx)
         try:
             self.llm = Llama(
                 model_path=str(path),
