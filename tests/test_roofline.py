@@ -619,3 +619,9 @@ def test_a_shipped_name_shadowed_by_a_directory_here_is_refused(tmp_path, monkey
             model_shape(name, "H100")
     shipped = model_shape("torch:qwen2.5-0.5b?random_weights=true", "H100")  # as the engine builds
     assert shipped.n_layers == 24 and model_shape("./qwen2.5-0.5b", "H100").n_layers == 48
+
+
+def test_one_token_and_one_step_are_singular():
+    shown = run_cli("roofline", "llama-3.1-8b", "--input", "1", "--output", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert "prefill (1 token)" in shown.stdout and "decode (1 step)" in shown.stdout

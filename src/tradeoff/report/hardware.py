@@ -48,9 +48,9 @@ def roofline_table(estimate: RooflineEstimate) -> Table:
         table.add_column(column, justify="left" if column == "phase" else "right")
     for p in estimate.phases:
         if p.phase == "prefill":
-            name, time, rate = f"prefill ({p.steps} tokens)", _ms(p.seconds), ",.0f"
+            name, time, rate = f"prefill ({p.steps} token{_s(p.steps)})", _ms(p.seconds), ",.0f"
         else:
-            name = f"decode ({p.steps} steps)"
+            name = f"decode ({p.steps} step{_s(p.steps)})"
             time, rate = f"{_ms(p.seconds)} ({_ms(p.seconds / p.steps)}/step)", ",.1f"
         table.add_row(
             name,
@@ -86,3 +86,7 @@ def calibration_table(result: Calibration) -> Table:
         else "-",
     )
     return table
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
