@@ -500,11 +500,14 @@ def test_folds_of_few_distinct_queries_say_so(tmp_path):
     rows = [{"id": f"q{i}", "prompt": ("same question", "other question")[i % 2],
              "weak": str(i % 2), "strong": "1"} for i in range(20)]  # fmt: skip
     out = _imported(tmp_path, "run", rows, "weak=weak,cost=1", "strong=strong,cost=2")
-    for command in (
-        ["eval", str(out), "--cv", "5"],
-        ["fit", str(out), "--target-accuracy", "0.9", "-o", str(tmp_path / "p.json")],
+    for command, why in (
+        (["eval", str(out), "--cv", "5"], "5 folds:"),
+        (
+            ["fit", str(out), "--target-accuracy", "0.9", "-o", str(tmp_path / "p.json")],
+            "5 folds (a policy is calibrated out of fold, on 5 folds)",  # not the user's folds
+        ),
     ):
-        needles = ("the 20 items hold only 2 distinct queries", "too few for 5 folds")
+        needles = ("the 20 items hold only 2 distinct queries", f"too few for {why}")
         one_line_error(run_cli("policy", *command), *needles)
 
 

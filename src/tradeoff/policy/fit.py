@@ -273,13 +273,15 @@ def out_of_fold(
     groups: list[str] | None = None,
     router: str = WordsLR.kind,
     queries: tuple[list[str], list[str], Featurizer] | None = None,
+    why: str = "",
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
     Items of the same features (one query under several ids) share a fold: otherwise the router
     is scored on a query it was fitted on. Where every item differs, the folds are `folds`'.
     `queries` (the items' texts, tasks and the features of `x`): a fold's queries of a task its
-    router was not fitted on are scored as a policy scores them (`task_mixture`)."""
+    router was not fitted on are scored as a policy scores them (`task_mixture`). `why`: where
+    the folds come from, when the user did not ask for them."""
     out = np.zeros_like(scores, dtype=float)
     if groups is None:
         first: dict[bytes, int] = {}
@@ -287,7 +289,7 @@ def out_of_fold(
         if len(first) < k <= len(x):
             raise UserError(
                 f"the {len(x):,} items hold only {len(first):,} distinct queries (one query "
-                f"under several ids is one), too few for {k} folds: a router learns from "
+                f"under several ids is one), too few for {k} folds{why}: a router learns from "
                 "distinct queries"
             )
         split = [np.flatnonzero(np.isin(query, f)) for f in folds(len(first), k, seed)]
@@ -636,7 +638,11 @@ def fit_policy(
         )
     strong = int(np.argmax(table.scores.mean(axis=0)))
     oof = out_of_fold(
-        x, table.scores, router=router, queries=(table.texts, table.tasks, featurizer)
+        x,
+        table.scores,
+        router=router,
+        queries=(table.texts, table.tasks, featurizer),
+        why=" (a policy is calibrated out of fold, on 5 folds)",
     )
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
