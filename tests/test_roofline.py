@@ -295,12 +295,20 @@ def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
         # a hand-edited peak of 0 or less: the roofline would divide by it
         from tradeoff.meters.calibrate import cpu_device
 
+        # and text, true (once read as 1 FLOP/s) or a missing peak: once "no peaks for CPU
+        # (calibrated here: CPU)", a message that contradicted itself
         zero = tmp_path / "zero.json"
-        zero.write_text(json.dumps({cpu_device(): {"flops_per_s": -1, "bytes_per_s": 0}}))
-        os.environ["TRADEOFF_CALIBRATION"] = str(zero)
-        done = run_cli("roofline", "smollm2-135m", "--device", "cpu")
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert "each must be a number above 0" in done.stderr, done.stderr
+        for peaks, shown in [
+            ({"flops_per_s": -1, "bytes_per_s": 0}, "flops_per_s -1 and bytes_per_s 0"),
+            ({"flops_per_s": "fast", "bytes_per_s": 1e9}, 'flops_per_s "fast" and'),
+            ({"flops_per_s": True, "bytes_per_s": 1e9}, "flops_per_s true and"),
+            ({"flops_per_s": 1e9}, "and bytes_per_s missing"),
+        ]:
+            zero.write_text(json.dumps({cpu_device(): peaks}))
+            os.environ["TRADEOFF_CALIBRATION"] = str(zero)
+            done = run_cli("roofline", "smollm2-135m", "--device", "cpu")
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            assert f"{shown}" in done.stderr and "each must be a number above 0" in done.stderr
     finally:
         os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
 

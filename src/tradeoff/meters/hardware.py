@@ -125,21 +125,28 @@ def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
     entry = kept.get(device)
     if not isinstance(entry, dict):
         return None
-    try:
-        flops, bandwidth = float(entry["flops_per_s"]), float(entry["bytes_per_s"])
-    except (KeyError, TypeError, ValueError):
-        return None
+    given = [entry.get(key) for key in ("flops_per_s", "bytes_per_s")]
+    flops, bandwidth = (_number(value) for value in given)
     if not (0 < flops < math.inf and 0 < bandwidth < math.inf):  # a roofline divides by them
+        shown = [json.dumps(value) if key in entry else "missing" for key, value in zip(
+            ("flops_per_s", "bytes_per_s"), given, strict=True)]  # fmt: skip
         raise UserError(
             f"{path or calibration_path()}: the calibration of {device} has peaks "
-            f"flops_per_s {entry['flops_per_s']} and bytes_per_s {entry['bytes_per_s']}; each "
-            "must be a number above 0: run `tradeoff calibrate` again"
+            f"flops_per_s {shown[0]} and bytes_per_s {shown[1]}; each must be a number above "
+            "0: run `tradeoff calibrate` again"
         )
     measured_in = entry.get("precision")
     precision = PRECISIONS.get(measured_in) if isinstance(measured_in, str) else None
     matmul = f", {precision} matmul" if precision else ""
     source = f"calibrated: {entry.get('measured_at', '?')}{matmul}"
     return Peaks(device, flops, bandwidth, source, precision)
+
+
+def _number(value: Any) -> float:
+    """A JSON number as a float; anything else (text, true, null) NaN, which no check passes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    return float(value)
 
 
 def device_peaks(
