@@ -435,7 +435,7 @@ def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path
     (cmp,) = json.loads(run_cli("compare", fine, some_failed, "--format", "json").stdout)
     assert cmp["configs"][0]["ratios"]["cost"]["ratio"] is not None, cmp["configs"][0]
     (row,) = json.loads(run_cli("report", all_failed, "--format", "json").stdout)
-    assert "they failed, and a failure reports no tokens to price" in row["cost_usd_missing"]
+    assert "a call of m failed, and a failure reports no tokens to price" in row["cost_usd_missing"]
 
 
 def test_a_failing_model_without_a_price_is_named_as_unpriced(tmp_path):

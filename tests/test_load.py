@@ -416,6 +416,18 @@ def test_frontier_at_an_operating_point_takes_that_points_costs(canned, tmp_path
     assert named.returncode == 0 and "goodput 0" not in named.stdout, named.stdout
     pooled_json = json.loads(run_cli("frontier", str(out), "-f", "json").stdout)
     assert all(row["load_point"] is None for row in pooled_json)
+    # pooled, each point's hour is shared by its own requests, as at the point: charged per
+    # second of each request's own latency, the hour was billed once per request in flight
+    pooled_dollars = json.loads(run_cli("frontier", str(out), "-c", "dollars", "-f", "json").stdout)
+    summary = json.loads(run_cli("report", str(out), "-f", "json").stdout)
+    for row in pooled_dollars:
+        per_hour = {"a": 3.6, "b": 7.2}[row["config"]]
+        points = [stats[(row["config"], p)] for p in ("concurrent:1", "concurrent:4")]
+        hours = sum(per_hour / 3600 * p["window_s"] for p in points)
+        mean = hours / sum(p["n_measure"] for p in points)
+        assert row["cost"] == pytest.approx(mean, rel=1e-6)
+        (summarized,) = [s for s in summary if s["config"] == row["config"]]
+        assert summarized["cost_usd"] == pytest.approx(mean, rel=1e-6)
 
 
 def test_a_point_of_warm_up_only_says_it_measured_nothing(tmp_path):
@@ -489,12 +501,13 @@ def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(cann
     assert some.returncode == 0 and "requests failed" not in some.stderr, some.stderr
 
 
-def test_a_price_without_a_unit_is_one_line(tmp_path):
+@pytest.mark.parametrize("price", ["3.5", "{}"])  # {} once priced every query at $0
+def test_a_price_without_a_unit_is_one_line(tmp_path, price):
     spec = tmp_path / "spec.yaml"
-    spec.write_text("models: {a: smollm2-135m}\ntasks: [arith]\nprices: {a: 3.5}\n")
+    spec.write_text(f"models: {{a: smollm2-135m}}\ntasks: [arith]\nprices: {{a: {price}}}\n")
     result = run_cli("load", str(spec), "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "has no unit" in result.stderr and "per_hour" in result.stderr
+    assert f"a: {price} has no unit" in result.stderr and "per_hour" in result.stderr
 
 
 def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1):
@@ -676,6 +689,34 @@ def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_pat
     )
     hour = 3.6 / 3600 * point["window_s"]
     assert row["cost"] * point["n_measure"] == pytest.approx(hour, rel=1e-6)
+
+
+def test_a_query_of_no_price_has_no_cost_at_an_operating_point_either(tmp_path):
+    """A server that reports no input tokens, a model priced on them: every record is unpriced
+    (n/a, and off the frontier), but `--at` charged the input tokens as 0 and starred it."""
+    import contextlib
+    import json
+
+    from conftest import fast_server
+
+    serve = contextlib.contextmanager(fast_server)
+    with serve("--no-usage") as url, serve() as counted:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            f'models: {{a: "openai:{url}#a", b: "openai:{counted}#b"}}\ntasks: [arith]\n'
+            "sampling: {max_tokens: 4}\nprices: {a: {input: 1000, output: 2000, per_hour: "
+            "3600}, b: {input: 1, output: 2}}\n"
+        )
+        out = str(tmp_path / "run")
+        result = run_cli("load", str(spec), "--profile", "concurrent:2", "--max-requests", "8",
+                         "--scrape", "off", "--out", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for at in ([], ["--at", "concurrent:2"]):
+        rows = json.loads(run_cli("frontier", out, *at, "-c", "dollars", "-f", "json").stdout)
+        (row,) = [r for r in rows if r["config"] == "a"]
+        assert row["cost"] is None and not row["pareto"], row
+        # not "no price in the spec for a", as where another model of the run had a cost
+        assert row["cost_missing"] == "input tokens not reported by a, so not priced", row
 
 
 def _in_flight(out):

@@ -381,7 +381,7 @@ class RunSpec(BaseModel):
     def _prices_with_units(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for alias, price in value.items():
-                if not isinstance(price, dict):
+                if not isinstance(price, dict) or not price:  # {} priced every query at 0
                     raise ValueError(
                         f"prices: {alias}: {price!r} has no unit; give {{input: USD, output: "
                         "USD} per million tokens, or {per_hour: USD} for the hardware"

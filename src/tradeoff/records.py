@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tradeoff.meters.memory import peak_rss_bytes
-from tradeoff.types import Outcome, Record
+from tradeoff.types import Call, Outcome, Record
 
 # Energy a strategy spent itself, outside its engine calls, read from the same counter as its
 # calls' (a router's decision: `tradeoff.strategies.route`): part of the record's energy.
@@ -64,20 +64,7 @@ def outcome_record(
         itls = [g.itl_s for g in gens if g.itl_s is not None]
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
-    cost = 0.0
-    priced = bool(calls)
-    for c in calls:
-        price = prices.get(c.model)
-        if price is None:
-            priced = False
-            continue
-        g = c.generation
-        if g.input_tokens is None and price.input:  # an hourly price needs no token counts
-            priced = False
-            continue
-        cost += price.input * (g.input_tokens or 0) / 1e6 + price.output * g.output_tokens / 1e6
-        if price.per_hour is not None:  # a batch's hour once: each row of it lasts it whole
-            cost += price.per_hour * g.e2e_s / c.batch / 3600
+    cost, unpriced = _cost(calls, prices)
     return Record(
         config_id=config_id,
         task=task,
@@ -108,7 +95,29 @@ def outcome_record(
         energy_missing=missing,
         flops=None if any(f is None for f in flops) or not calls else sum(f or 0.0 for f in flops),
         peak_rss_bytes=peak_rss_bytes(),
-        cost_usd=cost if priced else None,
+        cost_usd=None if unpriced else cost,
         calls=[c.summary() for c in calls],
-        extra=outcome.extra,
+        # why a query of a priced run has no price, as only here it is known
+        extra={**outcome.extra, "unpriced": unpriced} if unpriced and prices else outcome.extra,
     )
+
+
+def _cost(calls: list[Call], prices: dict[str, Any]) -> tuple[float, str | None]:
+    """The dollars of a query's calls, and why it has none (None where it has)."""
+    cost, why = 0.0, [] if calls else ["no engine call was made"]
+    for c in calls:
+        price, g = prices.get(c.model), c.generation
+        if price is None:
+            why.append(f"no price in the spec for {c.model}")
+            continue
+        if g.input_tokens is None and price.input:  # an hourly price needs no token counts
+            why.append(
+                f"a call of {c.model} failed, and a failure reports no tokens to price"
+                if g.error
+                else f"input tokens not reported by {c.model}, so not priced"
+            )
+            continue
+        cost += price.input * (g.input_tokens or 0) / 1e6 + price.output * g.output_tokens / 1e6
+        if price.per_hour is not None:  # a batch's hour once: each row of it lasts it whole
+            cost += price.per_hour * g.e2e_s / c.batch / 3600
+    return cost, "; ".join(dict.fromkeys(why)) or None

@@ -199,9 +199,10 @@ def same_unit(a: str, b: str) -> bool:
 
 
 def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
-    """Why some queries of one configuration have no price. A model seen in a priced query of
-    the run has a price in the spec; the others in unpriced queries have none. Imported
-    outcomes are priced only by costs given in USD."""
+    """Why some queries of one configuration have no price: as each record says (`unpriced`,
+    where the run has prices); in runs stored before records said, a model seen in a priced
+    query of the run has a price in the spec and the others in unpriced queries have none.
+    Imported outcomes are priced only by costs given in USD."""
     unpriced = df[df["cost_usd"].isna()]
     if len(unpriced) and imported(unpriced).all():
         units = sorted({str(u) for u in extra_field(unpriced, "cost_unit").dropna()})
@@ -216,6 +217,12 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
             f"no cost given in USD for {len(unpriced)} of {len(df)} imported queries "
             "(tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE --cost-unit USD)"
         )
+    said = extra_field(unpriced, "unpriced").dropna()
+    if len(said):  # each record says why, where the run has prices
+        reasons = said.value_counts().index[:3]
+        return f"{len(unpriced)} of {len(df)} queries have no price: " * (
+            len(unpriced) < len(df)
+        ) + "; ".join(reasons)
     priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     models = sorted(called_models(unpriced) - priced_models)
     if models and priced_models:
@@ -334,6 +341,7 @@ FACT_COLUMNS: tuple[str, ...] = (
     EXTRA_PREFIX + "cost",
     EXTRA_PREFIX + "cost_unit",
     EXTRA_PREFIX + "imported",
+    EXTRA_PREFIX + "unpriced",
 )
 
 # The tokens axis counts output tokens only for records whose server reported no input tokens.

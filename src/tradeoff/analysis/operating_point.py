@@ -21,7 +21,11 @@ from tradeoff.analysis.load import price_field
 from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
+
+    from tradeoff.store import Store
 
 AT_FORMS = "rate=R, concurrency=N, max-goodput, or a load point's label (e.g. constant:10)"
 
@@ -106,26 +110,60 @@ def records_at(
     models: Mapping[str, list[str]],
 ) -> pd.DataFrame:
     """The measured records of each configuration at its chosen load point, their `cost_usd`
-    priced at it: each call's per-token prices, plus the configuration's hardware per hour over
-    the measured window shared by the requests measured in it, failed ones too (per_hour / 3600
-    × window / requests), not charged per second of each request's own latency. (Shared over
-    the completed ones alone, a failed request's share was charged again to each.)"""
+    priced there (`hour_shared`)."""
     phase = records["phase"].fillna("measure")
     keep = {(config, row["load_point"]) for config, row in chosen.items()}
     pairs = zip(records["config"], records["load_point"], strict=True)
     chosen_rows = records.index[[pair in keep for pair in pairs]]
-    out = records.loc[chosen_rows][phase.loc[chosen_rows] == "measure"].copy()
-    for config, row in chosen.items():
-        rows = out["config"] == config
+    return hour_shared(
+        records.loc[chosen_rows][phase.loc[chosen_rows] == "measure"], prices, models
+    )
+
+
+def measured_records(store: Store, columns: Sequence[str]) -> pd.DataFrame:
+    """A run's measured records with `columns` (and `config`); a load run's priced as under
+    load (`hour_shared`), so that a summary or frontier pooling its load points charges each
+    point's hour once."""
+    if not store.load_points():
+        return store.records(columns=columns, measured=True)
+    wanted = list(dict.fromkeys([*columns, "load_point", "sent_s", "calls"]))
+    records = store.records(columns=wanted, measured=True)
+    prices = store.run()["spec"].get("prices") or {}
+    priced = hour_shared(records, prices, models_of(store.configs()))
+    return priced[["config", *dict.fromkeys(columns)]]
+
+
+def models_of(configs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each stored configuration's model aliases, by its name: what its prices are summed over."""
+    return {c["name"]: list(c["spec"].get("models", {})) for c in configs}
+
+
+def hour_shared(
+    records: pd.DataFrame, prices: Mapping[str, Any], models: Mapping[str, list[str]]
+) -> pd.DataFrame:
+    """`records` (measured ones) with the `cost_usd` of those of a load point charged as under
+    load: each call's per-token prices, plus the configuration's hardware per hour over the
+    point's measured window shared by the requests measured in it, failed ones too (per_hour /
+    3600 × window / requests), not per second of each request's own latency as stored (under
+    load that charged the hour once per request in flight). (Shared over the completed ones
+    alone, a failed request's share was charged again to each.) A record that has no cost (a
+    model without a price, input tokens not reported) keeps none; records of no load point, or
+    of configurations without a `per_hour` price, keep theirs."""
+    from tradeoff.analysis.load import measure_window
+
+    out = records.copy()
+    for (config, point), rows in out.groupby(["config", "load_point"], sort=False).groups.items():
         per_hour = sum(
-            (price_field(prices.get(m), "per_hour") or 0.0) for m in models.get(config, [])
+            (price_field(prices.get(m), "per_hour") or 0.0) for m in models.get(str(config), [])
         )
-        window, measured = row.get("window_s"), int(rows.sum())
-        if not per_hour or not window or not measured:
+        window = measure_window(out.loc[rows]) if point and per_hour else None
+        if not window:
             continue
-        share = per_hour / 3600 * window / measured
-        out.loc[rows, "cost_usd"] = [
-            _token_cost(calls_of(calls), prices) + share for calls in out.loc[rows, "calls"]
+        share = per_hour / 3600 * window / len(rows)
+        costs = out.loc[rows, "cost_usd"]
+        priced = costs.index[costs.notna()]
+        out.loc[priced, "cost_usd"] = [
+            _token_cost(calls_of(out.at[i, "calls"]), prices) + share for i in priced
         ]
     return out
 

@@ -50,11 +50,12 @@ def _read(directory: Path) -> Read:
     counted), with the columns its summary reads and `load_point`; its configurations' names in
     order, and its meters' summaries."""
     from tradeoff.analysis.metrics import SUMMARY_COLUMNS
+    from tradeoff.analysis.operating_point import measured_records
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        records = store.records(columns=[*SUMMARY_COLUMNS, "load_point"], measured=True)
+        records = measured_records(store, [*SUMMARY_COLUMNS, "load_point"])
         names, meters = [c["name"] for c in store.configs()], store.run()["meters"]
     finally:
         store.close()
@@ -295,7 +296,7 @@ def _records_at(
     """The measured records of each configuration at its load point chosen by `at`, priced
     there; the configurations' names in order; the operating point as a reader sees it; and
     each configuration's point, labelled as the load table labels it."""
-    from tradeoff.analysis.operating_point import choose, parse_at, records_at
+    from tradeoff.analysis.operating_point import choose, models_of, parse_at, records_at
     from tradeoff.report.load_table import point_label
 
     point = parse_at(at)
@@ -303,7 +304,7 @@ def _records_at(
     records, _, configs, spec = read
     chosen = choose(_load_stats(directory, read, slo)[0], point)
     prices = spec.get("prices") or {}
-    models = {c["name"]: list(c["spec"].get("models", {})) for c in configs}
+    models = models_of(configs)
     points = {config: point_label(row) for config, row in chosen.items()}
     none_met = " (goodput 0 at every point: none met the SLO)"
     where = ", ".join(

@@ -52,12 +52,13 @@ COLUMNS = ("task", "item_id", "sample", "load_point")
 
 def report_html(directory: Path, slo: Slo | None = None) -> str:
     from tradeoff.analysis.metrics import SUMMARY_COLUMNS, summaries
+    from tradeoff.analysis.operating_point import measured_records
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
         run = store.run()
-        measured = store.records(columns=[*SUMMARY_COLUMNS, *COLUMNS], measured=True)
+        measured = measured_records(store, [*SUMMARY_COLUMNS, *COLUMNS])
         configs = store.configs()
         samples = store.host_samples()
         points = store.load_points()
