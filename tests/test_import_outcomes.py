@@ -247,16 +247,20 @@ def test_a_column_given_two_roles_is_refused(tmp_path, flags, said):
     assert not (tmp_path / "run").exists()
 
 
-def test_usd_in_any_case_is_one_unit(tmp_path):
+@pytest.mark.parametrize("unit", ["usd", "$"])  # "$": as tradeoff itself writes dollars
+def test_usd_in_any_case_is_one_unit(tmp_path, unit):
     """`--cost-unit usd` priced the records in dollars, then a policy fitted on USD was refused
-    there: "fitted on costs in USD; those of ... are in usd"."""
+    there: "fitted on costs in USD; those of ... are in usd". `$` was not dollars at all: its
+    frontier said "imported costs are in $, not USD"."""
     rows = [{"prompt": f"q{i}", "w": str(i % 2), "s": "1"} for i in range(20)]
     priced = _imported(tmp_path, "a", rows, "w=w,cost=1", "s=s,cost=5")
     _write_csv(tmp_path / "b.csv", rows)
     made = run_cli("import", "outcomes", str(tmp_path / "b.csv"), "--prompt-col", "prompt",
-                   "-m", "w=w,cost=1", "-m", "s=s,cost=5", "--cost-unit", "usd",
+                   "-m", "w=w,cost=1", "-m", "s=s,cost=5", "--cost-unit", unit,
                    "--out", str(tmp_path / "b"))  # fmt: skip
     assert made.returncode == 0, made.stderr
+    dollars = run_cli("frontier", str(tmp_path / "b"), "-c", "dollars", "-f", "json")
+    assert [row["cost"] for row in json.loads(dollars.stdout)] == [1, 5], dollars.stdout
     policy = tmp_path / "p.json"
     fitted = run_cli("policy", "fit", str(priced), "--strong-fraction", "0.5", "-o", str(policy))
     assert fitted.returncode == 0, fitted.stderr

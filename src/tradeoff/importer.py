@@ -136,7 +136,7 @@ def import_outcomes(
         scores.append([_score(row.values[col], where, col) for _, col, _ in models])
 
     usd = is_usd(cost_unit)
-    cost_unit = "USD" if usd else cost_unit.strip()  # "usd" is dollars too, written one way
+    cost_unit = "USD" if usd else cost_unit.strip()  # "usd" and "$" are dollars, written one way
     configs = [
         (
             config_id(name, col),

@@ -188,8 +188,9 @@ def called_models(df: pd.DataFrame) -> set[str]:
 
 
 def is_usd(unit: str) -> bool:
-    """Whether costs given in `unit` (`import outcomes --cost-unit`) are dollars, and so priced."""
-    return unit.strip().upper() == "USD"
+    """Whether costs given in `unit` (`import outcomes --cost-unit`) are dollars, and so priced:
+    USD in any case, `$` (as tradeoff writes dollars) or `US$`."""
+    return unit.strip().upper() in ("USD", "$", "US$")
 
 
 def same_unit(a: str, b: str) -> bool:

@@ -23,7 +23,10 @@ def outcomes(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
     cost_unit: Annotated[
-        str, typer.Option("--cost-unit", help="Unit of the cost= prices (USD fills cost_usd).")
+        str,
+        typer.Option(
+            "--cost-unit", help="Unit of the cost= prices (USD, in any case, or $ fills cost_usd)."
+        ),
     ] = "USD",
     id_col: Annotated[
         str | None, typer.Option("--id-col", help="Column holding row ids (default: row number).")
