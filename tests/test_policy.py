@@ -884,3 +884,11 @@ def test_a_task_the_router_was_not_fitted_on_is_evaluated_as_the_policy_routes_i
         return next(r for r in routers if r["label"] not in ("oracle", "random"))["apgr"]
 
     assert apgr("--train", train) == pytest.approx(apgr("--policy", policy))
+
+
+def test_a_share_rounding_below_zero_prints_as_zero():
+    """A cost saved of -7e-15 (every configuration dearer than the weak one by nothing) printed
+    "-0.0%" beside a warning that every cost saved is 0."""
+    from tradeoff.report.router_table import _pct
+
+    assert [_pct(v) for v in (-7e-15, -0.0004, 0.1234, -0.05)] == ["0.0%", "0.0%", "12.3%", "-5.0%"]

@@ -21,7 +21,8 @@ ROUTER_NOTE = (
 
 
 def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}%"
+    """A share as a percentage; a rounding residue below 0 (-7e-15) is 0.0%, not -0.0%."""
+    return "n/a" if math.isnan(value) else f"{round(100 * value, 1) + 0.0:.1f}%"
 
 
 def router_heading(result: Evaluation) -> str:
