@@ -625,6 +625,24 @@ def test_a_closed_loop_spread_over_processes_keeps_its_requests_in_flight(canned
     assert max(in_flight) <= 4 and max(in_flight) > 2, in_flight
 
 
+def test_a_closed_loop_of_uneven_shares_deals_its_requests_as_its_workers(tmp_path):
+    """concurrent:3 over 2 processes is 2 workers and 1: dealt half the requests each, the
+    process of one worker sent its half alone at the end, 2 in flight on average (not 3), and
+    throughput read a third low."""
+    import contextlib
+
+    from conftest import fast_server
+
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "30") as url:
+        result = _load(url, out, "--profile", "concurrent:3", "--max-requests", "30",
+                       "--processes", "2", "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spans = [(sent, sent + e2e) for sent, e2e in _rows(out, "SELECT sent_s, e2e_s FROM records")]
+    window = max(b for _, b in spans) - min(a for a, _ in spans)
+    assert len(spans) == 30 and sum(b - a for a, b in spans) / window > 2.5, spans
+
+
 def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
     """Every request fails: the helper's failures and this process's together stop the point
     at --max-errors, long before its 400 requests."""

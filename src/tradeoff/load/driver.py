@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, takewhile
+from itertools import chain, count, takewhile
 from typing import Protocol
 
 from tradeoff.config import Config
@@ -154,11 +154,20 @@ class PointDriver:
             await self._paced()
         else:
             workers = 1 if self.point.kind == "synchronous" else self.point.concurrency or 1
-            await self._closed_loop(share(workers, self.k, self.of))
+            await self._closed_loop(workers)
 
-    async def _closed_loop(self, workers: int) -> None:
-        """`workers` requests always in flight: each sent as soon as one ends (due then)."""
-        counter = iter(range(self.k, sys.maxsize, self.of))
+    async def _closed_loop(self, total: int) -> None:
+        """`total` requests always in flight, this process's share of them here: each sent as
+        soon as one ends (due then). The requests are dealt as the workers are, so that each
+        process sends in proportion to its workers: dealt evenly, a process of 1 worker beside
+        one of 2 sent its half alone at the end of a --max-requests point. No more workers than
+        requests are started (3 million of them, idle, read as the server's latency)."""
+        if self.options.max_requests is not None:
+            total = min(total, self.options.max_requests)
+        first = sum(share(total, j, self.of) for j in range(self.k))
+        workers = share(total, self.k, self.of)
+        # this process's workers are the total's first+0 .. first+workers-1, round after round
+        counter = (r * total + first + w for r in count() for w in range(workers))
 
         async def worker() -> None:
             while True:
