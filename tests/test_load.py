@@ -497,6 +497,7 @@ def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(cann
     said = " ".join(result.stderr.split())
     assert "fail-500 @ synchronous: 3 of 3 requests failed; the first: " in said, said
     assert "fake failure for tests" in said and "every request of this session failed" in said
+    assert "3 done, 3 errors, 0.00 req/s" in said  # failures are not throughput, as in the table
     some = _load(canned, tmp_path / "some", *args)
     assert some.returncode == 0 and "requests failed" not in some.stderr, some.stderr
 

@@ -173,7 +173,8 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
         if shown and shown[0] != p.label:
             live.console.print(line.copy())
         shown[:] = [p.label]
-        rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        # completed requests a second, as the table's req/s: failures are not throughput
+        rate = (p.done - p.errors) / p.elapsed_s if p.elapsed_s > 0 else 0.0
         bound = f"{p.sent}/{p.total}" if p.total else f"{p.sent} sent"
         time_bound = f" of {p.max_seconds:g}" if p.max_seconds else ""
         unsent = f", {p.unsent} not sent in time" if p.unsent else ""
