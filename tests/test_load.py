@@ -626,6 +626,17 @@ def test_a_closed_loop_spread_over_processes_keeps_its_requests_in_flight(canned
     assert max(in_flight) <= 4 and max(in_flight) > 2, in_flight
 
 
+def test_a_rampup_no_point_uses_is_said(canned, tmp_path):
+    """--rampup grows a rate: beside closed-loop points alone it did nothing, unsaid."""
+    args = ("--max-requests", "4", "--max-seconds", "5", "--rampup", "2", "--scrape", "off")
+    closed = _load(canned, tmp_path / "closed", "--profile", "concurrent:2", *args)
+    assert closed.returncode == 0, closed.stderr
+    said = " ".join(closed.stderr.split())
+    assert "--rampup 2 is not used: it grows a rate, and closed-loop points (concurrent:2)" in said
+    paced = _load(canned, tmp_path / "paced", "--profile", "constant:5", *args)
+    assert paced.returncode == 0 and "--rampup" not in paced.stderr, paced.stderr
+
+
 def test_a_closed_loop_of_uneven_shares_deals_its_requests_as_its_workers(tmp_path):
     """concurrent:3 over 2 processes is 2 workers and 1: dealt half the requests each, the
     process of one worker sent its half alone at the end, 2 in flight on average (not 3), and

@@ -157,6 +157,12 @@ async def _drive_session(
         unused = unused_processes(spec, configs, on_ray=pool is not None)
         if unused:
             notify(unused)
+        if options.rampup_s and profile.sweep is None and not any(p.paced for p in profile.points):
+            notify(
+                f"--rampup {options.rampup_s:g} is not used: it grows a rate, and closed-loop "
+                f"points ({', '.join(p.label for p in profile.points)}) send each request as "
+                "one ends"
+            )
         if pool is not None and any(len(actors) > 1 for actors in pool.actors.values()):
             notify(
                 "load drives each point from its model group's first Ray worker: the others "
