@@ -303,6 +303,60 @@ def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned
     assert len(down.stderr.strip().splitlines()) == 1 and "unreachable" in down.stderr
 
 
+def test_a_scrape_url_of_no_metrics_kept_is_said_and_one_gone_stops_no_resume(canned, tmp_path):
+    """A URL answering Prometheus text of none of the metrics kept ran with no word, and
+    nothing was scraped. A run started with --scrape URL could not be resumed once the URL was
+    gone, though --resume takes no --scrape: the error's advice could not be followed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    (tmp_path / "other.txt").write_text('foo_bar 1\nfoo_baz{a="b"} 2\n')
+    (tmp_path / "kept.txt").write_text("tradeoff_in_flight 3\n")
+    port = free_port()
+    files = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        root = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{root}/kept.txt", timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        other = _load(canned, tmp_path / "other", "--profile", "synchronous",
+                      "--max-requests", "2", "--scrape", f"{root}/other.txt")  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        said = " ".join(other.stderr.split())
+        assert f"{root}/other.txt: Prometheus text, but none of the metrics kept" in said, said
+        out = tmp_path / "stopped"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+             "--max-tokens", "4", "--profile", "constant:5,10", "--max-seconds", "3",
+             "--scrape", f"{root}/kept.txt", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while not records_so_far(out):
+            assert time.time() < deadline + 60 and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        files.kill()
+        files.wait()
+    resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"not scraped: scrape URL {root}/kept.txt" in " ".join(resumed.stderr.split())
+
+
 def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path):
     """A server that streams 2 answers at a time, each taking 3 x 50 ms: about 12 requests/s at
     most. At 4/s it keeps up; at 30/s requests queue, and the point is marked saturated."""

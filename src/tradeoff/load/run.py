@@ -37,7 +37,7 @@ from tradeoff.errors import UserError
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
-from tradeoff.load.scrape import Scraper, default_scrape_url
+from tradeoff.load.scrape import NONE_KEPT, Scraper, default_scrape_url
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
@@ -105,6 +105,7 @@ async def _drive(
     on_progress: Progress | None,
     notify: Callable[[str], None],
     ray: RayExecutor | None = None,
+    resumed: bool = False,
 ) -> LoadResult:
     profile = options.check()
     configs = resolve_configs(spec)
@@ -112,7 +113,7 @@ async def _drive(
     # leaves no run directory behind. What --scrape auto could not scrape is said once the
     # upstreams answered (one that does not stops the run, and that is the line to read).
     unscraped: list[str] = []
-    scrapers = await _scrapers(options.scrape, configs, unscraped.append)
+    scrapers = await _scrapers(options.scrape, configs, unscraped.append, resumed)
     stop = Stop(notify, "load")
     opened = open_run_session(
         spec, configs, open_store, stop, api_key=api_key, notify=notify, ray=ray
@@ -214,15 +215,25 @@ async def side_by_side(work: list[Coroutine[Any, Any, None]]) -> None:
 
 
 async def _scrapers(
-    scrape: str, configs: list[Config], notify: Callable[[str], None]
+    scrape: str, configs: list[Config], notify: Callable[[str], None], resumed: bool = False
 ) -> list[Scraper]:
     """The scrapers of the run, each checked: a URL given must answer Prometheus text (else the
-    run stops before it starts); with "auto", each openai: upstream's /metrics that does."""
+    run stops before it starts; on a resume it is left unscraped, said); with "auto", each
+    openai: upstream's /metrics that does."""
     if scrape == "off":
         return []
     if scrape != "auto":
         scraper = Scraper(scrape)
-        await scraper.check()
+        try:
+            servers = await scraper.check()
+        except UserError as exc:
+            if not resumed:
+                raise
+            # the run was started with it: a metrics endpoint gone since stops no resume
+            notify(f"not scraped: {exc}".split("; give a server's")[0])
+            return []
+        if not servers:
+            notify(f"{scrape}: {NONE_KEPT}; its samples will be empty")
         return [scraper]
     bases = {
         parse_openai_ref(ref)[0]
@@ -459,7 +470,7 @@ def load(
         _check_items(store, run_spec, tasks)
         run = _drive(
             run_spec, run_options, tasks, lambda: store, api_key=api_key,
-            on_progress=on_progress, notify=say, ray=executor_of(run_spec, ray),
+            on_progress=on_progress, notify=say, ray=executor_of(run_spec, ray), resumed=True,
         )  # fmt: skip
         return eventloop.run(run)
     finally:

@@ -73,6 +73,10 @@ KNOWN: dict[str, frozenset[str]] = {
     ),
 }
 TRADEOFF_PREFIX = "tradeoff_"  # tradeoff serve's own (tradeoff.serve.metrics)
+# What a URL answering Prometheus text of no family kept is told.
+NONE_KEPT = (
+    f"Prometheus text, but none of the metrics kept ({', '.join(KNOWN)}'s or tradeoff serve's)"
+)
 _SERVER_OF = {family: server for server, families in KNOWN.items() for family in families}
 # The lines of the families kept (HELP and TYPE comments, samples): only these go to the parser,
 # a third or less of a vLLM page.
