@@ -285,6 +285,55 @@ def test_a_served_upstream_is_scraped_through_the_run(tmp_path):
     assert json.loads(rows[-1][2])
 
 
+def test_each_configuration_is_shown_its_own_servers_metrics(tmp_path):
+    """Two upstreams scraped (auto): each configuration's points were shown both servers' rows,
+    alike but for the figures, half of them the other server's, idle meanwhile."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+    from serve_support import UPSTREAM_MODELS, running
+
+    from tradeoff.cli.report import scraped_rows_of
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "metrics").write_text("tradeoff_in_flight 7\n")  # a static "server"
+    (tmp_path / "v1" / "models").write_text('{"object": "list", "data": []}')
+    port = free_port()
+    static = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    other = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{other}/metrics", timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        alias = next(iter(UPSTREAM_MODELS))
+        with running(tmp_path, upstream=("--delay-ms", "100")) as served:
+            out = tmp_path / "load"
+            result = run_cli(
+                "load", "-m", f"openai:{served.url}#{alias}", "-m", f"openai:{other}/v1#x",
+                "-t", "arith", "--max-tokens", "4", "--profile", "concurrent:2",
+                "--max-seconds", "3", "--out", str(out),
+            )  # fmt: skip
+    finally:
+        static.kill()
+        static.wait()
+    assert result.returncode in (0, 1), result.stderr  # the static server answers no request
+    rows = scraped_rows_of(out)
+    sources = {r["config"]: {s["source"] for s in rows if s["config"] == r["config"]} for r in rows}
+    assert sources == {alias: {served.root + "/metrics"}, "x": {other + "/metrics"}}, rows
+    assert {r["running_max"] for r in rows if r["config"] == "x"} == {7}
+
+
 def test_a_scrape_url_that_does_not_answer_stops_the_run_before_it_starts(canned, tmp_path):
     from conftest import free_port
 
@@ -940,3 +989,23 @@ def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
     assert _rows(out, "SELECT status FROM load_points WHERE load_point = 'concurrent:2'") == [
         ("finished",)
     ]
+
+
+def test_a_configuration_of_two_scraped_servers_names_each_row_by_its_server():
+    from rich.console import Console
+
+    from tradeoff.report.load_table import scraped_table
+
+    gauges = {f"{m}_{s}": None for m in ("running", "waiting", "kv_cache") for s in ("mean", "max")}
+    rows = [
+        {**gauges, "config": c, "load_point": "concurrent:2", "profile": "concurrent",
+         "source": f"http://{host}/metrics", "scrapes": 3, "failed": 0, "running_metric": None,
+         "waiting_metric": None, "kv_cache_metric": None}
+        for c, host in (("casc", "small:8000"), ("casc", "large:8000"))
+    ]  # fmt: skip
+    console = Console(width=160, record=True)
+    console.print(scraped_table(rows)[0])
+    text = console.export_text()
+    assert "server" in text and "http://small:8000/metrics" in text, text
+    console.print(scraped_table(rows[:1])[0])  # one server a configuration: no column for it
+    assert "server" not in console.export_text()

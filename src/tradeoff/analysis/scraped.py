@@ -3,6 +3,7 @@ running and waiting, and KV-cache use, as each server names them, over the point
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,10 +38,16 @@ def _family(series: str) -> str:
     return series.split("{", 1)[0]
 
 
-def scraped_rows(scrapes: pd.DataFrame, load_points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def scraped_rows(
+    scrapes: pd.DataFrame,
+    load_points: list[dict[str, Any]],
+    upstreams: Mapping[str, set[str]] | None = None,
+) -> list[dict[str, Any]]:
     """Per load point and scraped server: mean and max of each gauge over the scrapes taken
     while the point ran (summed over a gauge's label sets, e.g. one per served model), the number
-    of scrapes and of failed ones. Empty when nothing was scraped."""
+    of scrapes and of failed ones. Empty when nothing was scraped. `upstreams`: each
+    configuration's own servers' scrape URLs (--scrape auto), the only ones of its points;
+    without, every server scraped (a URL the user gave speaks for every configuration)."""
     if scrapes.empty:
         return []
     scrapes = scrapes.assign(family=scrapes["series"].fillna("").map(_family))
@@ -48,6 +55,8 @@ def scraped_rows(scrapes: pd.DataFrame, load_points: list[dict[str, Any]]) -> li
     for point in load_points:
         start, end = point["started_at"], point["ended_at"] or float("inf")
         during = scrapes[(scrapes["t"] >= start) & (scrapes["t"] <= end)]
+        if upstreams is not None:  # another configuration's server, idle meanwhile, is not its
+            during = during[during["source"].isin(upstreams.get(point["config_id"], set()))]
         for source, rows in during.groupby("source", sort=False):
             row: dict[str, Any] = {
                 "config_id": point["config_id"],

@@ -228,14 +228,18 @@ def print_load(
 
 def scraped_rows_of(directory: Path) -> list[dict[str, Any]]:
     from tradeoff.analysis.scraped import scraped_rows
+    from tradeoff.load.scrape import scrape_urls
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        names = {c["config_id"]: c["name"] for c in store.configs()}
-        rows = scraped_rows(store.scrapes(), store.load_points())
+        configs = store.configs()
+        auto = store.run()["spec"].get("load", {}).get("scrape", "auto") == "auto"
+        upstreams = {c["config_id"]: scrape_urls(c["spec"].get("models", {})) for c in configs}
+        rows = scraped_rows(store.scrapes(), store.load_points(), upstreams if auto else None)
     finally:
         store.close()
+    names = {c["config_id"]: c["name"] for c in configs}
     return [{**r, "config": names.get(r["config_id"], r["config_id"])} for r in rows]
 
 

@@ -32,12 +32,11 @@ from tradeoff.config import (
     with_absolute_paths,
 )
 from tradeoff.dispatch import unused_processes
-from tradeoff.engines import parse_openai_ref
 from tradeoff.errors import UserError
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
-from tradeoff.load.scrape import NONE_KEPT, Scraper, default_scrape_url
+from tradeoff.load.scrape import NONE_KEPT, Scraper, scrape_urls
 from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
@@ -235,15 +234,9 @@ async def _scrapers(
         if not servers:
             notify(f"{scrape}: {NONE_KEPT}; its samples will be empty")
         return [scraper]
-    bases = {
-        parse_openai_ref(ref)[0]
-        for c in configs
-        for ref in c.models.values()
-        if ref.startswith("openai:")
-    }
     scrapers = []
-    for base in sorted(bases):
-        scraper = Scraper(default_scrape_url(base))
+    for url in sorted(set().union(*(scrape_urls(c.models) for c in configs))):
+        scraper = Scraper(url)
         try:
             await scraper.check()
         except UserError as exc:

@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import time
+from collections.abc import Mapping
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -95,6 +96,14 @@ _LINE_LIMIT = 64 * 2**20
 def default_scrape_url(base_url: str) -> str:
     """The upstream's `/metrics`, beside its `/v1`: `http://host:8000/v1` -> `.../metrics`."""
     return f"{api_root(base_url)}/metrics"
+
+
+def scrape_urls(models: Mapping[str, str]) -> set[str]:
+    """The `/metrics` of each openai: upstream among a configuration's `models` (alias: ref)."""
+    from tradeoff.engines import parse_openai_ref
+
+    refs = [ref for ref in models.values() if ref.startswith("openai:")]
+    return {default_scrape_url(parse_openai_ref(ref)[0]) for ref in refs}
 
 
 def series_key(name: str, labels: dict[str, str]) -> str:

@@ -274,6 +274,9 @@ def scraped_table(rows: list[dict[str, Any]]) -> tuple[ColumnTable, list[str]]:
         gauge("waiting", "max", ".0f"),
         gauge("kv_cache", "max", ".2f"),
     ]
+    if len({(r["config"], r["load_point"]) for r in rows}) < len(rows):  # several servers each
+        server = Column("server", lambda r, _: escape(r["source"]), justify="left")
+        columns.insert(2, server)
     table, _ = build_table("the servers' own metrics (scraped)", columns, rows)
     sources = sorted({r["source"] for r in rows})
     metrics = sorted(
