@@ -285,6 +285,38 @@ def test_a_served_upstream_is_scraped_through_the_run(tmp_path):
     assert json.loads(rows[-1][2])
 
 
+def test_a_killed_load_run_keeps_what_was_scraped_of_its_finished_points(tmp_path):
+    """Scrapes were stored once, as the run ended: a run killed (or aborted by a second Ctrl-C)
+    kept its finished points' records and none of their server's metrics."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from serve_support import UPSTREAM_MODELS, running
+
+    alias = next(iter(UPSTREAM_MODELS))
+    out = tmp_path / "load"
+    with running(tmp_path, upstream=("--delay-ms", "20")) as served:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{served.url}#{alias}",
+             "-t", "arith", "--max-tokens", "4", "--profile", "concurrent:1,2",
+             "--max-seconds", "3", "--out", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 60
+        while True:
+            if records_so_far(out) and _rows(out, "SELECT 1 FROM load_points WHERE ended_at"):
+                break
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ((first,),) = _rows(out, "SELECT started_at FROM load_points WHERE ended_at IS NOT NULL")
+    scraped = _rows(out, "SELECT t FROM scrapes")
+    assert len(scraped) >= 2 and min(t for (t,) in scraped) <= first + 1.5, scraped
+
+
 def test_each_configuration_is_shown_its_own_servers_metrics(tmp_path):
     """Two upstreams scraped (auto): each configuration's points were shown both servers' rows,
     alike but for the figures, half of them the other server's, idle meanwhile."""

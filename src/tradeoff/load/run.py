@@ -92,6 +92,7 @@ class _Run:
     spread: Spread | None  # helper processes, where every model is behind a server
     on_progress: Progress | None
     pool: Pool | None = None  # on Ray: each model group's points driven by its worker
+    scrapers: list[Scraper] = field(default_factory=list)  # stored as each point ends
 
 
 async def _drive(
@@ -168,7 +169,7 @@ async def _drive_session(
                 "load drives each point from its model group's first Ray worker: the others "
                 "(executor: {ray: {workers: N}}) stay idle"
             )
-        run = _Run(plan, options, store, Writer(store), stop, spread, on_progress, pool)
+        run = _Run(plan, options, store, Writer(store), stop, spread, on_progress, pool, scrapers)
         for scraper in scrapers:
             scraper.start()
         run.stop.install()
@@ -193,7 +194,7 @@ async def _drive_session(
                 spread.close()
             for scraper in scrapers:
                 await scraper.stop()
-                store.add_scrapes(scraper.url, scraper.samples, scraper.gaps)
+                store.add_scrapes(scraper.url, *scraper.take())
         run.writer.check()
         session.status = result.status
     return result
@@ -375,6 +376,8 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         "unsent": progress.unsent,
     }
     store.end_load_point(config.config_id, point.label, status, summary)
+    for scraper in run.scrapers:  # a run killed later keeps them
+        store.add_scrapes(scraper.url, *scraper.take())
     return PointResult(
         config.name, point.label, status, progress.sent, progress.done, progress.errors,
         progress.elapsed_s, achieved, stats["served_rate"], saturated,

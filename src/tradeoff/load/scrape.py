@@ -205,16 +205,25 @@ class Scraper:
         self.samples: list[Row] = []
         self.gaps: list[Gap] = []
         self.servers: set[str] = set()  # whose metrics were seen: "vllm", "tradeoff", ...
+        self._untaken: tuple[list[Row], list[Gap]] = ([], [])  # since the last `take`
         self._task: asyncio.Task[None] | None = None
         self._child: asyncio.subprocess.Process | None = None
         self._stopping = False
 
     def _add(self, row: Row, servers: set[str]) -> None:
         bisect.insort(self.samples, row, key=lambda r: r[0])
+        self._untaken[0].append(row)
         self.servers |= servers
 
     def _gap(self, t: float, reason: str) -> None:
         bisect.insort(self.gaps, (t, reason), key=lambda g: g[0])
+        self._untaken[1].append((t, reason))
+
+    def take(self) -> tuple[list[Row], list[Gap]]:
+        """The rows and gaps that came since the last call: to store as the run goes, so that
+        a run killed keeps what was scraped of the points it finished."""
+        taken, self._untaken = self._untaken, ([], [])
+        return taken
 
     async def check(self) -> set[str]:
         """The first scrape, from this process: UserError (one line, naming the URL and the
