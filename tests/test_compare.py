@@ -457,3 +457,35 @@ def test_a_failing_model_without_a_price_is_named_as_unpriced(tmp_path):
     rows = {r["config"]: r for r in json.loads(run_cli("report", str(tmp_path / "run"), "-f",
                                                        "json").stdout)}  # fmt: skip
     assert rows["bad"]["cost_usd_missing"] == "no price in the spec for bad", rows["bad"]
+
+
+def test_spec_differences_pair_configurations_by_name(tmp_path):
+    """The differences paired the specs' configurations by position: the same two in another
+    order read as every field changed. An empty mapping beside one with prices is said by the
+    prices alone."""
+
+    def run(name, configs, prices):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "models": {"s": "smollm2-135m?threads=1"}, "tasks": ["arith"], "limit": 2,
+            "sampling": {"temperature": 0.0, "max_tokens": 8, "seed": 0},
+            "configs": configs, "prices": prices,
+        }))  # fmt: skip
+        done = run_cli("profile", str(spec), "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        return str(tmp_path / name)
+
+    unnamed, short = {"model": "s"}, {"model": "s", "name": "short", "max_tokens": 4}
+    a = run("a", [unnamed, short], {})
+    b = run("b", [short, unnamed, {"model": "s", "name": "extra", "max_tokens": 2}],
+            {"s": {"input": 1.0, "output": 2.0}})  # fmt: skip
+    (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
+    spec = {d["field"]: (d["a"], d["b"]) for d in cmp["differences"]}
+    assert {f: v for f, v in spec.items() if f.startswith("spec.")} == {
+        "spec.configs[extra].strategy": (None, "single"),
+        "spec.configs[extra].name": (None, "extra"),
+        "spec.configs[extra].model": (None, "s"),
+        "spec.configs[extra].max_tokens": (None, 2),
+        "spec.prices.s.input": (None, 1.0),
+        "spec.prices.s.output": (None, 2.0),
+    }, cmp["differences"]

@@ -378,29 +378,64 @@ def _source(s: Summary) -> str | None:
 
 def flatten(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Nested dicts as one level of dotted keys ('host.versions.numpy'), a list of dicts by
-    index ('spec.tasks[0].ref'); other lists kept whole ('host.gpus')."""
+    `_keys` ('spec.configs[short].max_tokens', 'spec.tasks[0].ref'); other lists kept whole
+    ('host.gpus')."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}.{key}"
         if isinstance(value, dict) and value:
             out.update(flatten(value, name))
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                out.update(flatten(item, f"{name}[{i}]"))
+            for item_key, item in zip(_keys(value), value, strict=True):
+                out.update(flatten(item, f"{name}[{item_key}]"))
         else:
             out[name] = value
     return out
 
 
+def _keys(items: list[dict[str, Any]]) -> list[str]:
+    """Each dict's name where every one has a name of its own, so that two runs' lists of the
+    same configurations in another order pair them as the table does; else its index."""
+    names = [item.get("name") for item in items]
+    if all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names):
+        return [str(n) for n in names]
+    return [str(i) for i in range(len(items))]
+
+
+def _named_configs(run: _Run) -> dict[str, Any]:
+    """The run's spec, each configuration entry named as the configuration it ran (an entry
+    given no name runs under the name `config.resolve_configs` derived), where each entry ran
+    one (a list-valued parameter runs several, named after the entry)."""
+    entries = run.spec.get("configs")
+    names = run.info.configs
+    if not isinstance(entries, list) or len(entries) != len(names):
+        return run.spec
+    if not all(isinstance(e, dict) for e in entries):
+        return run.spec
+    named = [{**e, "name": e.get("name") or n} for e, n in zip(entries, names, strict=True)]
+    return {**run.spec, "configs": named}
+
+
 def differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[FieldDifference]:
-    """The fields of two nested dicts that differ, in A's order, then those only B has."""
+    """The fields of two nested dicts that differ, in A's order, then those only B has. An empty
+    dict or list on one side where the other has fields under it is said by those fields."""
     flat_a, flat_b = flatten(a, prefix), flatten(b, prefix)
     fields = list(dict.fromkeys([*flat_a, *flat_b]))
     return [
         FieldDifference(f, flat_a.get(f), flat_b.get(f))
         for f in fields
         if flat_a.get(f) != flat_b.get(f)
+        and not (_emptied(f, flat_a, flat_b) or _emptied(f, flat_b, flat_a))
     ]
+
+
+def _emptied(field: str, flat: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether `field` is an empty dict or list in `flat` that `other` has fields under."""
+    return (
+        flat.get(field) in ({}, [])
+        and field not in other
+        and any(k.startswith((f"{field}.", f"{field}[")) for k in other)
+    )
 
 
 def _compare(a: _Run, b: _Run) -> Comparison:
@@ -428,7 +463,7 @@ def _compare(a: _Run, b: _Run) -> Comparison:
         only_b=[name for name in b.info.configs if name not in set(shared)],
         configs=configs,
         differences=differences(a.info.host, b.info.host, "host")
-        + differences(a.spec, b.spec, "spec"),
+        + differences(_named_configs(a), _named_configs(b), "spec"),
     )
 
 
