@@ -6,6 +6,7 @@ TRADEOFF_DOCS=1 also copies the page's screenshot to docs/compare.png (the READM
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -489,3 +490,30 @@ def test_spec_differences_pair_configurations_by_name(tmp_path):
         "spec.prices.s.input": (None, 1.0),
         "spec.prices.s.output": (None, 2.0),
     }, cmp["differences"]
+
+
+def test_the_page_says_why_no_ratio_is_charted(tmp_path):
+    """Costs in two units and nothing else measured: the page said no configuration had a value
+    in both runs, and dropped every other reason the table gives."""
+    outcomes = tmp_path / "o.jsonl"
+    outcomes.write_text("".join(
+        json.dumps({"prompt": f"what is {i}+{i}?", "big": 1, "small": i % 2}) + "\n"
+        for i in range(6)
+    ))  # fmt: skip
+    runs = []
+    for name, unit in (("usd", "USD"), ("eur", "EUR")):
+        runs.append(str(tmp_path / name))
+        made = run_cli("import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+                       "--model", "big=big,cost=2", "--model", "small=small,cost=1",
+                       "--cost-unit", unit, "--out", runs[-1])  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    page = tmp_path / "cmp.html"
+    result = run_cli("compare", *runs, "--html", str(page))
+    assert "cost per query B/A n/a: A's cost is in $, B's in EUR" in result.stdout, result.stdout
+    said = html.unescape(page.read_text())
+    assert "no configuration has a value in both runs" not in said
+    for reason in (
+        "cost per query: A's cost is in $, B's in EUR",
+        "end-to-end latency, mean: A and B: imported outcomes carry no latency",
+    ):
+        assert f"not charted, {reason}" in said, said

@@ -153,7 +153,7 @@ def _ratio_chart(c: Comparison, element: str) -> str:
         if (ratio := r.ratios[key]).ratio is not None and ratio.ratio > 0
     ]
     if not rows:
-        return notes(["No ratio to chart: no configuration has a value in both runs."])
+        return notes(["No ratio to chart.", *_uncharted(c)])
     data = pd.DataFrame(rows)
     shown = [t for t in titles if t in set(data["quantity"])]
     y = alt.Y("config:N", title="configuration", sort=c.shared)
@@ -192,19 +192,21 @@ def _ratio_chart(c: Comparison, element: str) -> str:
         height=alt.Step(14),  # per quantity: the offset scale takes the step
         title="latency, energy, tokens and cost per query, B / A (below 1: less in B)",
     )
-    missing = sorted(
-        {
-            f"{QUANTITIES[key].title}: {ratio.missing}"
-            for r in c.configs
-            for key, ratio in r.ratios.items()
-            if ratio.ratio is None and ratio.missing
-        }
-        | {
-            f"{QUANTITIES[key].title} of {r.config}: B/A is 0× (B's value is 0), which a log "
-            "scale cannot show"
-            for r in c.configs
-            for key, ratio in r.ratios.items()
-            if ratio.ratio == 0
-        }
-    )
-    return vega.embed(element, chart) + notes(["not charted, " + m for m in missing])
+    return vega.embed(element, chart) + notes(_uncharted(c))
+
+
+def _uncharted(c: Comparison) -> list[str]:
+    """Why each ratio the chart leaves out is not on it, as the table's footnotes say."""
+    missing = {
+        f"{QUANTITIES[key].title}: {ratio.missing}"
+        for r in c.configs
+        for key, ratio in r.ratios.items()
+        if ratio.ratio is None and ratio.missing
+    } | {
+        f"{QUANTITIES[key].title} of {r.config}: B/A is 0× (B's value is 0), which a log scale "
+        "cannot show"
+        for r in c.configs
+        for key, ratio in r.ratios.items()
+        if ratio.ratio == 0
+    }
+    return ["not charted, " + m for m in sorted(missing)]
