@@ -517,3 +517,23 @@ def test_the_page_says_why_no_ratio_is_charted(tmp_path):
         "end-to-end latency, mean: A and B: imported outcomes carry no latency",
     ):
         assert f"not charted, {reason}" in said, said
+
+
+def test_a_configuration_with_no_paired_item_has_no_error_counts(tmp_path):
+    """B stopped before answering `strong` (its records deleted here): every cell of its row
+    said n/a but its errors, 0 / 0."""
+    from conftest import import_outcomes
+
+    a = import_outcomes(tmp_path, [(f"question {i}", i % 2, 1) for i in range(4)])
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    con = sqlite3.connect(b / "tradeoff.sqlite")
+    with con:
+        con.execute("DELETE FROM records WHERE config_id IN "
+                    "(SELECT config_id FROM configs WHERE name = 'strong')")  # fmt: skip
+    con.close()
+    result = run_cli("compare", str(a), str(b))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[4:6]}
+    assert re.match(r"weak\s+4\s.*\s0 / 0\s", rows["weak"]), result.stdout
+    assert re.match(r"strong\s+0\s", rows["strong"]) and "0 / 0" not in rows["strong"]

@@ -73,6 +73,10 @@ def _interval(r: ConfigComparison, notes: list[str]) -> str:
     return f"{r.low:+.3f} to {r.high:+.3f}"
 
 
+def _errors(r: ConfigComparison, notes: list[str]) -> str:
+    return _unpaired(r, notes) or f"{r.errors_a} / {r.errors_b}"
+
+
 def _ratio(key: str) -> Column:
     def cell(r: ConfigComparison, notes: list[str]) -> str:
         unpaired = _unpaired(r, notes)
@@ -93,7 +97,7 @@ COLUMNS = [
     Column("accuracy\nB", lambda r, notes: _accuracy(r.accuracy_b, r, notes)),
     Column("B − A", _difference),
     Column("95% CI", _interval),
-    Column("errors\nA / B", lambda r, _: f"{r.errors_a} / {r.errors_b}"),
+    Column("errors\nA / B", _errors),
     *[_ratio(key) for key in QUANTITIES],
 ]
 
