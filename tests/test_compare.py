@@ -14,6 +14,7 @@ import re
 import shutil
 import sqlite3
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -537,3 +538,26 @@ def test_a_configuration_with_no_paired_item_has_no_error_counts(tmp_path):
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[4:6]}
     assert re.match(r"weak\s+4\s.*\s0 / 0\s", rows["weak"]), result.stdout
     assert re.match(r"strong\s+0\s", rows["strong"]) and "0 / 0" not in rows["strong"]
+
+
+def test_runs_are_labelled_alike_in_the_runs_table_the_headings_and_the_terminal(tmp_path):
+    """Of A B C D, C shares no question with A and is left out: the page's runs table called
+    D B2 and its heading B; the terminal said B of both."""
+    from conftest import import_outcomes
+
+    rows = [(f"question {i}", i % 2, 1) for i in range(4)]
+    made = {}
+    for name in "abcd":
+        (tmp_path / name).mkdir()
+        some = [(f"other {i}", 1, 1) for i in range(4)] if name == "c" else rows
+        made[name] = str(import_outcomes(tmp_path / name, some))
+    page = tmp_path / "cmp.html"
+    result = run_cli("compare", *made.values(), "--html", str(page))
+    assert result.returncode == 0 and "left out" in result.stderr, result.stderr
+    titles = re.findall(r"^(B\d?) = (\S+) \(run", result.stdout, flags=re.M)
+    assert titles == [("B1", made["b"]), ("B2", made["d"])], result.stdout
+    said = page.read_text()
+    headings = re.findall(r"<h2>(B\d?) = (\S+) \(run", said)
+    runs = re.findall(r'<tr><td class="text">(B\d?)</td><td class="text">([^<]*)</td>', said)
+    assert headings == titles, headings
+    assert runs == [(label, str(Path(d).resolve())) for label, d in titles], runs

@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from tradeoff.analysis.compare import Comparison
 
 
-def print_comparison(comparison: Comparison) -> None:
-    """One comparison's tables and their notes."""
+def print_comparison(comparison: Comparison, label: str = "B") -> None:
+    """One comparison's tables and their notes, B named `label` (`compare_table.labels`)."""
     from tradeoff.report.compare_table import config_table, differences_table, same_note
 
-    table, notes = config_table(comparison)
+    table, notes = config_table(comparison, label)
     console.print(table, crop=False)
     for note in notes:
         console.print(note, style="dim", markup=False, highlight=False)
@@ -76,6 +76,7 @@ def compare(
     from tradeoff.analysis.compare import check_directories, compare_runs
     from tradeoff.cli.report import print_unfinished
     from tradeoff.report.compare_html import write_comparison
+    from tradeoff.report.compare_table import labels
 
     given = directories or []
     check_directories(given)
@@ -92,9 +93,9 @@ def compare(
     if format is ListFormat.json:
         write_json([c.to_dict() for c in comparisons])
     else:
-        for i, comparison in enumerate(comparisons):
+        for i, (comparison, label) in enumerate(zip(comparisons, labels(comparisons), strict=True)):
             if i:
                 console.print()
-            print_comparison(comparison)
+            print_comparison(comparison, label)
     if html is not None:
         err_console.print(f"wrote {html}", highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ from tradeoff.report import vega
 from tradeoff.report.compare_table import (
     config_table,
     differences_table,
+    labels,
     ratio_text,
     same_note,
     title,
@@ -34,11 +35,12 @@ def write_comparison(
 def comparison_html(comparisons: list[Comparison], left_out: list[str] | None = None) -> str:
     runs = [comparisons[0].a, *[c.b for c in comparisons]]
     heading = f"tradeoff compare: {' vs '.join(Path(r.directory).name for r in runs)}"
-    sections = [f"<h1>{html.escape(heading)}</h1>", _runs(runs)]
+    names = labels(comparisons)
+    sections = [f"<h1>{html.escape(heading)}</h1>", _runs(runs, names)]
     if left_out:
         sections.append(notes(left_out))
-    for i, comparison in enumerate(comparisons, start=1):
-        sections.append(_comparison(comparison, i))
+    for i, (comparison, label) in enumerate(zip(comparisons, names, strict=True), start=1):
+        sections.append(_comparison(comparison, i, label))
     return page(heading, sections)
 
 
@@ -50,12 +52,13 @@ def _host(host: dict[str, Any]) -> str:
     )
 
 
-def _runs(runs: list[RunInfo]) -> str:
-    """One row per run: the baseline A first, then each run compared with it."""
+def _runs(runs: list[RunInfo], names: list[str]) -> str:
+    """One row per run: the baseline A first, then each run compared with it, as `names` (its
+    section's heading) names it."""
     header = ["run", "directory", "id", "status", "started", "host", "records"]
     rows = [
         [
-            "A (baseline)" if i == 0 else f"B{i}" if len(runs) > 2 else "B",
+            label,
             str(Path(r.directory).resolve()),
             r.id,
             r.status,
@@ -63,18 +66,18 @@ def _runs(runs: list[RunInfo]) -> str:
             _host(r.host),
             f"{r.records:,}",
         ]
-        for i, r in enumerate(runs)
+        for label, r in zip(["A (baseline)", *names], runs, strict=True)
     ]
     return "<h2>Runs</h2>" + table(header, rows, text_columns={0, 1, 2, 3, 4, 5})
 
 
-def _comparison(c: Comparison, i: int) -> str:
-    configs, lines = config_table(c)
+def _comparison(c: Comparison, i: int, label: str) -> str:
+    configs, lines = config_table(c, label)
     configs.title = None  # the section's heading says it
     differences = differences_table(c.differences)
     return "".join(
         [
-            f"<h2>{html.escape(title(c))}</h2>",
+            f"<h2>{html.escape(title(c, label))}</h2>",
             column_table(configs),
             notes(lines),
             _accuracy_chart(c, f"accuracy-{i}"),

@@ -37,9 +37,17 @@ HEADERS = {
 }
 
 
-def title(c: Comparison) -> str:
+def labels(comparisons: list[Comparison]) -> list[str]:
+    """Each comparison's run B as the page and the terminal name it: B, or B1, B2... in the
+    order compared where there are several (a run left out is given no label)."""
+    if len(comparisons) == 1:
+        return ["B"]
+    return [f"B{i}" for i in range(1, len(comparisons) + 1)]
+
+
+def title(c: Comparison, label: str = "B") -> str:
     return (
-        f"B = {c.b.directory} (run {c.b.id}) against A = {c.a.directory} "
+        f"{label} = {c.b.directory} (run {c.b.id}) against A = {c.a.directory} "
         f"(run {c.a.id}, the baseline)"
     )
 
@@ -117,9 +125,10 @@ def _energy_note(c: Comparison) -> str | None:
     return "energy J: measured by " + ", ".join(parts)
 
 
-def config_table(c: Comparison) -> tuple[ColumnTable, list[str]]:
-    """The configurations both runs have, one row each, and the table's footnotes."""
-    table, cited = build_table(title(c), COLUMNS, c.configs)
+def config_table(c: Comparison, label: str = "B") -> tuple[ColumnTable, list[str]]:
+    """The configurations both runs have, one row each, and the table's footnotes; `label`
+    names B in its title (`labels`)."""
+    table, cited = build_table(title(c, label), COLUMNS, c.configs)
     notes = [f"[{i + 1}] {note}" for i, note in enumerate(cited)]
     failing = [
         f"{r.config} (A {r.errors_a}, B {r.errors_b} of {r.n})"
