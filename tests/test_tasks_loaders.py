@@ -102,6 +102,22 @@ def test_jsonl_choices_are_rendered_as_options(tmp_path: Path) -> None:
     assert task.scorer.parse("D") is None  # three options: A to C
 
 
+def test_options_a_later_line_gives_are_read_though_the_first_has_none(tmp_path: Path) -> None:
+    """Only the first line's fields were read: a later line's options were dropped, and its
+    question asked and scored as free text (the word "b" looked for), with no word."""
+    rows = [
+        {"prompt": "Which is a fruit?\nA. pear\nB. stone", "answer": "A"},  # options inline
+        {"prompt": "Which is a colour?", "answer": "B", "choices": ["car", "red", "rock"]},
+    ]
+    task = load_task(f"jsonl:{write_jsonl(tmp_path / 'q.jsonl', rows)}")
+    assert task.items[1].prompt == "Which is a colour?\nA. car\nB. red\nC. rock"
+    assert task.items[1].meta["choices"] == ["car", "red", "rock"]
+    # as with the lines the other way round, a free-text line among options is said
+    rows[0]["answer"] = "Paris"
+    with pytest.raises(UserError, match="line 1: answer 'Paris' is not a letter A-J"):
+        load_task(f"jsonl:{write_jsonl(tmp_path / 'mixed.jsonl', rows)}")
+
+
 def test_jsonl_with_a_byte_order_mark_reads_as_without(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "2+2?", "answer": "4"}).encode())

@@ -11,7 +11,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -529,6 +529,11 @@ def load_jsonl(
         if fields is None:
             # The first object decides the fields; every later line must have them too.
             fields = resolve_fields(list(row), where, prompt_field, answer_field, id_field)
+            # options are any line's to give: a later line's were dropped, and its question
+            # asked and scored as free text, when the first line had none
+            later_options = any(CHOICES_FIELD in later for _, _, later in rows)
+            if fields.choices is None and fields.prompt != CHOICES_FIELD and later_options:
+                fields = replace(fields, choices=CHOICES_FIELD)
             first = where
             digits = digit_reading(((w, r) for w, _, r in rows), fields)
         _check_id(row, fields, where, first)
