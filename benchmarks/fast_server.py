@@ -19,6 +19,7 @@ Model names with special behaviour (for tests of error paths):
     fail-cut      sends two good chunks and [DONE], then closes without ending the body (as
                   llama-cpp-python's server does to a stream when another request arrives)
     hang          reads the request and never answers
+    one-chunk     streams the whole answer in one chunk (as a server that buffers it)
 """
 
 from __future__ import annotations
@@ -146,9 +147,11 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     if chat:
         opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
         events.append(chunk(choices=[opening]))
-    for i in range(n):
-        word = WORDS[i % len(WORDS)]
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if i == n - 1 else None}
+    words = [WORDS[i % len(WORDS)] for i in range(n)]
+    pieces = ["".join(words)] if model == "one-chunk" else words
+    for i, word in enumerate(pieces):
+        last = i == len(pieces) - 1
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
         if chat:
             choice["delta"] = {"content": word}
             choice["logprobs"] = _chat_logprobs(word) if want_logprobs else None

@@ -625,6 +625,17 @@ def test_max_goodput_takes_a_finished_point_over_a_stopped_one():
     assert choose(only_stopped, parse_at("max-goodput"))["m"]["load_point"] == "constant:10"
 
 
+def test_an_answer_streamed_in_one_chunk_has_no_decode_rate(canned, tmp_path):
+    """Its few microseconds from the chunk to the stream's end read as 10^5 decode tokens/s;
+    its ITL was rightly unknown."""
+    out = tmp_path / "run"
+    result = _load(canned, out, "--profile", "synchronous", "--max-requests", "3",
+                   "--scrape", "off", model="one-chunk")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out, "SELECT output_tokens, ttft_s, itl_s, decode_tps FROM records")
+    assert len(rows) == 3 and all(r[0] == 4 and r[1] and r[2:] == (None, None) for r in rows)
+
+
 def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(canned, tmp_path):
     args = ("--profile", "synchronous", "--max-requests", "3", "--scrape", "off")
     result = _load(canned, tmp_path / "run", *args, model="fail-500")

@@ -59,9 +59,16 @@ def outcome_record(
         itls = [decode_s / decode_tokens] if outcome.t_last is not None and decode_tokens else []
     else:
         firsts = [g.t_first for g in gens if g.t_first is not None]
-        decode_s = sum(g.t_end - g.t_first for g in gens if g.t_first is not None)
-        decode_tokens = sum(max(g.output_tokens - 1, 0) for g in gens if g.t_first is not None)
-        itls = [g.itl_s for g in gens if g.itl_s is not None]
+        # decoding is timed where tokens came apart: an answer sent in one chunk has no time
+        # after its first token (its few microseconds to the stream's end read 10^5 tok/s)
+        timed = [
+            (g.t_end - g.t_first, max(g.output_tokens - 1, 0), itl)
+            for g in gens
+            if g.t_first is not None and (itl := g.itl_s) is not None
+        ]
+        decode_s = sum(seconds for seconds, _, _ in timed)
+        decode_tokens = sum(tokens for _, tokens, _ in timed)
+        itls = [itl for _, _, itl in timed]
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost, unpriced = _cost(calls, prices)
@@ -89,7 +96,7 @@ def outcome_record(
         ),
         e2e_s=t1 - t0,
         itl_s=sum(itls) / len(itls) if itls else None,
-        decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens else None,
+        decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens and itls else None,
         energy_j=energy_j,
         energy_source=energy_source,
         energy_missing=missing,
