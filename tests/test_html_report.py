@@ -280,10 +280,19 @@ def test_a_kept_router_evaluation_is_drawn(run_dir, tmp_path):
         result = run_cli("policy", "eval", str(copy), "--cv", "2", "--configs", configs,
                          "--router", router)  # fmt: skip
         assert result.returncode == 0, result.stderr
+    # a policy evaluated on the queries it was fitted on: the page warns, as the terminal did
+    policy = tmp_path / "policy.json"
+    fitted = run_cli("policy", "fit", str(copy), "--configs", configs, "--strong-fraction", "0.5",
+                     "-o", str(policy))  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    in_sample = run_cli("policy", "eval", str(copy), "--policy", str(policy))
+    assert in_sample.returncode == 0 and "in-sample" in in_sample.stderr, in_sample.stderr
     dom = render(_html(copy))
     assert script_errors(dom) == "" and chart_drawn(dom, "router-0")
     assert chart_drawn(dom, "router-1") and "router words-lr;" in dom and "router embed-lr;" in dom
     assert "2-fold cross-validation" in dom and "oracle" in dom and "random" in dom
+    (warned,) = re.findall(r"warning: in-sample[^<]*", dom)
+    assert "overstate" in warned, warned
 
 
 def test_a_load_run_gets_its_load_points(tmp_path):

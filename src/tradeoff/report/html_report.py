@@ -432,6 +432,8 @@ def _routers(evaluations: list[dict[str, Any]]) -> str:
         parts += [
             f"<p>{html.escape(router_heading(result))} (evaluated {when(data['created_at'])})</p>",
             *(f"<p>{html.escape(line)}</p>" for line in [policy_line(result)] if line),
+            # as `policy eval` warned (an in-sample evaluation overstates the router)
+            *(f"<p class='note'>warning: {html.escape(w)}</p>" for w in result.warnings),
             vega.embed(f"router-{i}", router_chart(result)),
             *(column_table(t) for t in router_tables(result)),
         ]
