@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from conftest import fast_server, records_so_far, run_cli
+from conftest import fast_server, records_so_far, run_cli, static_files
 
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import Amount
@@ -320,12 +320,6 @@ def test_a_killed_load_run_keeps_what_was_scraped_of_its_finished_points(tmp_pat
 def test_each_configuration_is_shown_its_own_servers_metrics(tmp_path):
     """Two upstreams scraped (auto): each configuration's points were shown both servers' rows,
     alike but for the figures, half of them the other server's, idle meanwhile."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from conftest import free_port
     from serve_support import UPSTREAM_MODELS, running
 
     from tradeoff.cli.report import scraped_rows_of
@@ -333,32 +327,17 @@ def test_each_configuration_is_shown_its_own_servers_metrics(tmp_path):
     (tmp_path / "v1").mkdir()
     (tmp_path / "metrics").write_text("tradeoff_in_flight 7\n")  # a static "server"
     (tmp_path / "v1" / "models").write_text('{"object": "list", "data": []}')
-    port = free_port()
-    static = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    other = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{other}/metrics", timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline
-                time.sleep(0.2)
-        alias = next(iter(UPSTREAM_MODELS))
-        with running(tmp_path, upstream=("--delay-ms", "100")) as served:
-            out = tmp_path / "load"
-            result = run_cli(
-                "load", "-m", f"openai:{served.url}#{alias}", "-m", f"openai:{other}/v1#x",
-                "-t", "arith", "--max-tokens", "4", "--profile", "concurrent:2",
-                "--max-seconds", "3", "--out", str(out),
-            )  # fmt: skip
-    finally:
-        static.kill()
-        static.wait()
+    alias = next(iter(UPSTREAM_MODELS))
+    with (
+        static_files(tmp_path) as other,
+        running(tmp_path, upstream=("--delay-ms", "100")) as served,
+    ):
+        out = tmp_path / "load"
+        result = run_cli(
+            "load", "-m", f"openai:{served.url}#{alias}", "-m", f"openai:{other}/v1#x",
+            "-t", "arith", "--max-tokens", "4", "--profile", "concurrent:2",
+            "--max-seconds", "3", "--out", str(out),
+        )  # fmt: skip
     assert result.returncode in (0, 1), result.stderr  # the static server answers no request
     rows = scraped_rows_of(out)
     sources = {r["config"]: {s["source"] for s in rows if s["config"] == r["config"]} for r in rows}
@@ -392,27 +371,11 @@ def test_a_scrape_url_of_no_metrics_kept_is_said_and_one_gone_stops_no_resume(ca
     import subprocess
     import sys
     import time
-    import urllib.request
-
-    from conftest import free_port
 
     (tmp_path / "other.txt").write_text('foo_bar 1\nfoo_baz{a="b"} 2\n')
     (tmp_path / "kept.txt").write_text("tradeoff_in_flight 3\n")
-    port = free_port()
-    files = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        root = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{root}/kept.txt", timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline
-                time.sleep(0.2)
+    with static_files(tmp_path) as root:
+        deadline = time.time() + 60
         other = _load(canned, tmp_path / "other", "--profile", "synchronous",
                       "--max-requests", "2", "--scrape", f"{root}/other.txt")  # fmt: skip
         assert other.returncode == 0, other.stderr
@@ -426,13 +389,10 @@ def test_a_scrape_url_of_no_metrics_kept_is_said_and_one_gone_stops_no_resume(ca
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         while not records_so_far(out):
-            assert time.time() < deadline + 60 and proc.poll() is None
+            assert time.time() < deadline and proc.poll() is None
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 130
-    finally:
-        files.kill()
-        files.wait()
     resumed = run_cli("load", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert f"not scraped: scrape URL {root}/kept.txt" in " ".join(resumed.stderr.split())

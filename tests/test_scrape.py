@@ -6,17 +6,15 @@ store."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Served, free_port
+from conftest import Served, free_port, static_files
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from serve_support import MESSAGES, running, wait_for
+from serve_support import MESSAGES, running
 
 from tradeoff.errors import UserError
 from tradeoff.load.scrape import Scraper, default_scrape_url, parse
@@ -138,25 +136,8 @@ def static(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Python's http.server on a directory: its listing is HTML; an empty file is empty."""
     root = tmp_path_factory.mktemp("static")
     (root / "empty.txt").write_text("")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(url), "http.server answering")
+    with static_files(root) as url:
         yield url
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_an_answer_that_is_not_prometheus_text_is_a_user_error(served: Served, static: str):
