@@ -155,7 +155,11 @@ def test_batched_rows_match_single_requests_and_sample_apart(tmp_path):
     assert all(0 <= e <= math.log(vocab) + 1e-6 for e in with_stats.token_entropies)
     assert all(lp <= 0 for lp in with_stats.token_logprobs)
     too_long = engine.generate(Request(prompt="x" * 30, max_tokens=2040))
-    assert too_long.error and "context" in too_long.error
+    # at the model's 512 positions already: "raise it with ?ctx=N" was advice ctx refuses
+    assert too_long.error and "context of 512 positions (the most the model" in too_long.error
+    short = TorchEngine(f"torch:{config_file(tmp_path, LLAMA, 'llama')}?random_weights=1&ctx=64")
+    raisable = short.generate(Request(prompt="x" * 30, max_tokens=60))
+    assert raisable.error and "(raise it with ?ctx=N, up to 512)" in raisable.error
 
 
 def spec(tmp_path: Path, configs: list[dict], **extra) -> dict:

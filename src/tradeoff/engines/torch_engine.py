@@ -325,13 +325,19 @@ class DecodeStep:
         return self.tokens.view(self.batch)
 
 
+def context_ceiling(arch: Arch) -> int:
+    """The most positions the engine opens a model with: its trained positions, within its
+    sliding window."""
+    return min(arch.max_positions, arch.window or arch.max_positions)
+
+
 def torch_context(ref: str, arch: Arch, ctx: int | None) -> int:
     """The context the engine opens `ref` with: `?ctx=` (`ctx`), else DEFAULT_CTX within the
     architecture's positions and sliding window; a ctx past either is a UserError (the roofline
     refuses what the engine refuses)."""
     window = arch.window or arch.max_positions
     if ctx is None:
-        return min(DEFAULT_CTX, arch.max_positions, window)
+        return min(DEFAULT_CTX, context_ceiling(arch))
     if ctx > arch.max_positions:
         raise UserError(
             f"model '{ref}': ctx = {ctx} is beyond the {arch.max_positions} positions the "
@@ -527,10 +533,13 @@ class TorchEngine(InProcessEngine):
             raise ValueError("the prompt is empty")
         max_tokens = max(r.max_tokens for r in requests)
         if len(prompt) + max_tokens > self.n_ctx:
+            most = context_ceiling(self.arch)
             raise ValueError(
                 f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds the context "
-                f"of {self.n_ctx} positions (raise it with ?ctx=N)"
-            )
+                f"of {self.n_ctx} positions "
+                + (f"(raise it with ?ctx=N, up to {most})" if self.n_ctx < most else
+                   "(the most the model takes: shorten the prompt or max_tokens)")
+            )  # fmt: skip
         batch = len(requests)
         step = self.decode_step(batch)
         gen = torch.Generator(device=self.device).manual_seed(first.seed or 0)
