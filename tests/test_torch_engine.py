@@ -329,6 +329,9 @@ def test_bad_torch_references_are_one_line_errors(tmp_path):
         assert out.returncode == 2, (ref, out.stderr)
         assert message in out.stderr and "Traceback" not in out.stderr, (ref, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        # which of a spec's models it is: by its reference, or its config's name
+        named = f"model '{ref}'" in out.stderr or "'no-such-config' not found" in out.stderr
+        assert named, out.stderr
         assert not (tmp_path / "never").exists()
 
 

@@ -367,7 +367,7 @@ class TorchEngine(InProcessEngine):
     def __init__(self, ref: str):
         spec = check_torch_ref(ref)
         config = load_hf_config(spec.source)
-        self.arch = Arch.from_hf(config)
+        self.arch = Arch.of_model(ref, config)
         if (
             spec.device is not None
             and spec.device.startswith("cuda")

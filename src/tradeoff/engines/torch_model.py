@@ -62,6 +62,15 @@ class Arch:
     window: int | None = None
 
     @classmethod
+    def of_model(cls, ref: str, config: dict[str, Any]) -> Arch:
+        """`from_hf`, a config it refuses named by the model's reference (a spec may hold
+        several)."""
+        try:
+            return cls.from_hf(config)
+        except UserError as exc:
+            raise UserError(f"model '{ref}': {exc}") from None
+
+    @classmethod
     def from_hf(cls, config: dict[str, Any]) -> Arch:
         kind = config.get("model_type")
         if kind is None:

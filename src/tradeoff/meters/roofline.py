@@ -317,7 +317,7 @@ def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:
     spec = parse_torch_ref(model)
     config = load_hf_config(spec.source)
     chosen = spec.dtype or ("fp32" if device.lower() == "cpu" else "bf16")
-    context = torch_context(model, Arch.from_hf(config), spec.ctx)  # as the engine refuses
+    context = torch_context(model, Arch.of_model(model, config), spec.ctx)  # as the engine does
     shape = shape_from_hf_config(config, chosen, model)
     return shape if spec.ctx is None else replace(shape, context=context)
 
