@@ -295,6 +295,23 @@ def test_max_tokens_of_the_whole_context_is_400_with_the_numbers(
         assert too_long(r, endpoint) == (prompt_tokens, over)
 
 
+def test_a_request_naming_no_max_tokens_is_not_told_it_asked_for_the_configurations(tmp_path):
+    """The configuration's max_tokens past a small context: the 400 said "you requested 202
+    tokens (2 in the prompt, 200 in the completion)" to a request that named no max_tokens."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "models: {small: \"smollm2-135m?ctx=64\"}\nsampling: {max_tokens: 200}\n"
+        "configs: [{strategy: single, model: small, name: s}]\n"
+    )
+    with serve_process("--spec", str(spec), "--out", str(tmp_path / "run")) as served:
+        body = {k: v for k, v in valid(COMPLETIONS, "s").items() if k != "max_tokens"}
+        r = httpx.post(served.root + COMPLETIONS, json=body, timeout=PATIENCE_S)
+    error = assert_error(r, 400)
+    assert error["code"] == "context_length_exceeded" and "you requested" not in error["message"]
+    said = "200 in the completion: configuration 's' answers with up to 200 where a request"
+    assert said in error["message"] and "name a smaller max_tokens" in error["message"], error
+
+
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 def test_a_prompt_and_max_tokens_of_exactly_the_context_are_served(local: Served, endpoint: str):
     """The answer starts (its stream is then let go: the model stops at its next token)."""

@@ -569,7 +569,12 @@ class _Run:
                 )
             if prompt + request.max_tokens > engine.n_ctx:
                 what = "messages" if self.chat else "prompt"
-                raise context_exceeded(engine.n_ctx, prompt, request.max_tokens, what)
+                named = self.client.max_tokens is not None  # else the configuration's own
+                unasked = f"configuration '{config.name}' answers with up to {request.max_tokens}"
+                raise context_exceeded(
+                    engine.n_ctx, prompt, request.max_tokens, what,
+                    None if named else f"{unasked} where a request names no max_tokens",
+                )  # fmt: skip
 
     async def _execute(self, ctx: ServeContext) -> tuple[Outcome, float]:
         run = STRATEGIES[self.served.config.strategy].run

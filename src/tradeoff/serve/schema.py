@@ -208,14 +208,24 @@ def parse_body(model: type[_Common], body: bytes) -> Any:
         ) from None
 
 
-def context_exceeded(context: int, prompt: int, completion: int, what: str) -> ApiError:
+def context_exceeded(
+    context: int, prompt: int, completion: int, what: str, unasked: str | None = None
+) -> ApiError:
     """400 for a prompt (`what`: "messages" or "prompt") and max_tokens beyond the model's
-    context, in OpenAI's words, which clients and libraries look for."""
+    context, in OpenAI's words, which clients and libraries look for; `unasked`: where the
+    completion's length is the configuration's, the request naming none."""
+    if unasked is None:
+        asked = f"However, you requested {prompt + completion} tokens "
+        reduce = f"Please reduce the length of the {what} or completion."
+    else:
+        asked = f"However, {prompt + completion} tokens were asked "
+        reduce = f"Please reduce the length of the {what}, or name a smaller max_tokens."
     return ApiError(
         400,
-        f"This model's maximum context length is {context} tokens. However, you requested "
-        f"{prompt + completion} tokens ({prompt} in the {what}, {completion} in the completion). "
-        f"Please reduce the length of the {what} or completion.",
+        f"This model's maximum context length is {context} tokens. {asked}({prompt} in the "
+        f"{what}, {completion} in the completion"
+        + (f": {unasked}" if unasked else "")
+        + f"). {reduce}",
         param=what,
         code="context_length_exceeded",
     )
