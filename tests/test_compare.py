@@ -404,8 +404,9 @@ def test_one_data_file_at_two_paths_pairs_and_served_runs_say_why_they_cannot(tm
 
 
 def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path):
-    """A query's hourly price is its own latency's: under load that bills one hour once per
-    request in flight, and compare's cost B/A read 11.7x where the load table's said 1.18x.
+    """A query's hourly price was its own latency's: under load that billed one hour once per
+    request in flight, and compare's cost B/A read 11.7x where the load table's said 1.18x;
+    then compare refused it. It is now each query's share of its point's hour.
     An hourly price needs no token counts (a failed query was unpriced for want of its input
     tokens), and queries unpriced because they failed say so (not 'no prices in the spec')."""
     import contextlib
@@ -431,9 +432,11 @@ def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path
         some_failed = run(half, "half", hourly, "profile")
     with contextlib.contextmanager(fast_server)("--fail-every", "1") as dead:
         all_failed = run(dead, "dead", tokens, "profile")
+    # each query's cost is its share of its point's hour, as `report` charges it
     (cmp,) = json.loads(run_cli("compare", a, b, "--format", "json").stdout)
     cost = cmp["configs"][0]["ratios"]["cost"]
-    assert cost["ratio"] is None and "A and B priced per hour under load" in cost["missing"]
+    (ra,), (rb,) = (json.loads(run_cli("report", d, "-f", "json").stdout) for d in (a, b))
+    assert cost["ratio"] == pytest.approx(rb["cost_usd"] / ra["cost_usd"], rel=1e-6), cost
     (cmp,) = json.loads(run_cli("compare", fine, some_failed, "--format", "json").stdout)
     assert cmp["configs"][0]["ratios"]["cost"]["ratio"] is not None, cmp["configs"][0]
     (row,) = json.loads(run_cli("report", all_failed, "--format", "json").stdout)

@@ -827,6 +827,40 @@ def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_pat
     assert row["cost"] * point["n_measure"] == pytest.approx(hour, rel=1e-6)
 
 
+def test_failed_requests_of_a_model_priced_on_tokens_too_share_the_hour(tmp_path):
+    """A failure reports no tokens: priced on tokens as well as by the hour, its query was left
+    unpriced, and so was the configuration at the point, its share of the hour charged to no
+    one."""
+    import contextlib
+    import json
+
+    from conftest import fast_server
+
+    with contextlib.contextmanager(fast_server)("--fail-every", "5") as url:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            f'models: {{a: "openai:{url}#a"}}\ntasks: [arith]\nsampling: {{max_tokens: 4}}\n'
+            "prices: {a: {input: 1, output: 2, per_hour: 3.6}}\n"
+        )
+        out = str(tmp_path / "run")
+        result = run_cli("load", str(spec), "--profile", "concurrent:2", "--max-requests", "20",
+                         "--scrape", "off", "--out", out)  # fmt: skip
+    assert result.returncode in (0, 1), result.stderr
+    (point,) = json.loads(run_cli("report", out, "--load", "-f", "json").stdout)
+    records = json.loads(run_cli("report", out, "--records", "-f", "json").stdout)
+    tokens = sum(
+        (c["input_tokens"] or 0) * 1e-6 + c["output_tokens"] * 2e-6
+        for r in records for c in r["calls"]
+    )  # fmt: skip
+    hour = 3.6 / 3600 * point["window_s"]
+    assert point["failed"] > 0
+    for at in ([], ["--at", "concurrent:2"]):
+        (row,) = json.loads(run_cli("frontier", out, *at, "-c", "dollars", "-f", "json").stdout)
+        assert row["cost"] * len(records) == pytest.approx(hour + tokens, rel=1e-6), row
+    # the export charges each query as the summary does
+    assert sum(r["cost_usd"] for r in records) == pytest.approx(hour + tokens, rel=1e-6)
+
+
 def test_a_query_of_no_price_has_no_cost_at_an_operating_point_either(tmp_path):
     """A server that reports no input tokens, a model priced on them: every record is unpriced
     (n/a, and off the frontier), but `--at` charged the input tokens as 0 and starred it."""

@@ -32,9 +32,13 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _expression(name: str) -> str:
     """SQL of `extra.KEY`: json_extract of two paths or more returns an array of the values as
     stored (of one path, SQLite's own parse of a number, which may differ from Python's in the
-    last bit); NULL where the key is missing or null."""
-    path = repr(f'$."{name.removeprefix(EXTRA_PREFIX)}"')
-    return f"nullif(json_extract(r.extra, {path}, {path}), '[null,null]')"
+    last bit); NULL where the key is missing or null. The JSON is parsed only where the key's
+    name is in its text (a key is written as itself, "name"): most records lack most keys, and
+    a parse a key costs a summary a fifth of its time."""
+    key = name.removeprefix(EXTRA_PREFIX)
+    path = repr(f'$."{key}"')
+    extract = f"nullif(json_extract(r.extra, {path}, {path}), '[null,null]')"
+    return f"""CASE WHEN instr(r.extra, '"{key}"') THEN {extract} END"""
 
 
 def derived(name: str) -> bool:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradeoff.analysis.costs import called_models, failed
-from tradeoff.analysis.load import price_field
+from tradeoff.analysis.costs import failed
 from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
+from tradeoff.analysis.operating_point import hour_shared, models_of
 from tradeoff.config import FILE_TASKS, split_path
 from tradeoff.errors import UserError
 
@@ -189,11 +189,14 @@ def _read(directory: Path) -> _Run:
     store = Store.open(directory)
     try:
         run = store.run()
-        names = [c["name"] for c in store.configs()]
+        configs = store.configs()
         records = store.records()
         items = store.items()
     finally:
         store.close()
+    names = [c["name"] for c in configs]
+    # under load a query's cost is its share of each point's hour, as `report` charges it
+    records = hour_shared(records, run["spec"].get("prices") or {}, models_of(configs))
     content = {
         (task, item_id): json.dumps([prompt, reference], sort_keys=True, default=str)
         for task, item_id, prompt, reference in items[
@@ -312,31 +315,12 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     values_a, values_b = _values(summary_a), _values(summary_b)
     ratios = {key: _ratio(values_a[key], values_b[key]) for key in values_a}
     cost = _cost_ratio(summary_a, summary_b)
-    if hourly := [r for r, p in (("A", pa), ("B", pb)) if _hourly_under_load(p, r, a, b)]:
-        cost = Ratio(None, None, None, HOURLY_UNDER_LOAD.format(runs=" and ".join(hourly)))
     return ConfigComparison(
         name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
         {**ratios, "cost": cost},
         _source(summary_a), _source(summary_b), _failed(pa), _failed(pb),
         [p for p in dict.fromkeys(pa["load_point"]) if p],
     )  # fmt: skip
-
-
-# A record's cost charges the hour for its own latency: under load, the same hour once per
-# request in flight (`analysis.load.dollars_per_m_output` shares it over the measured window).
-HOURLY_UNDER_LOAD = (
-    "{runs} priced per hour under load: the hour is shared by the requests in flight, so a "
-    "query has no cost of its own (`tradeoff report --load` gives $ per M output tokens)"
-)
-
-
-def _hourly_under_load(records: pd.DataFrame, side: str, a: _Run, b: _Run) -> bool:
-    """Whether `records` (of run A or B, as `side` says) were sent under load to a model priced
-    per hour."""
-    if not (records["load_point"] != "").any():
-        return False
-    prices = ((a if side == "A" else b).spec.get("prices")) or {}
-    return any(price_field(prices.get(m), "per_hour") for m in called_models(records))
 
 
 def _failed(records: pd.DataFrame) -> int:

@@ -218,12 +218,12 @@ def _unpriced(df: pd.DataFrame, run: pd.DataFrame) -> str:
             f"no cost given in USD for {len(unpriced)} of {len(df)} imported queries "
             "(tradeoff import outcomes --model NAME=SCORE_COL,cost=PRICE --cost-unit USD)"
         )
-    said = extra_field(unpriced, "unpriced").dropna()
-    if len(said):  # each record says why, where the run has prices
-        reasons = said.value_counts().index[:3]
-        return f"{len(unpriced)} of {len(df)} queries have no price: " * (
-            len(unpriced) < len(df)
-        ) + "; ".join(reasons)
+    said = extra_field(unpriced, "unpriced")
+    if len(said) and said.notna().all():  # each record says why, where the run has prices
+        reasons = list(said.value_counts().index)
+        more = f"; and {len(reasons) - 3} more reasons" if len(reasons) > 3 else ""
+        some = f"{len(unpriced)} of {len(df)} queries have no price: "
+        return some * (len(unpriced) < len(df)) + "; ".join(reasons[:3]) + more
     priced_models = _models(call_fact(run, "call_models")[run["cost_usd"].notna()])
     models = sorted(called_models(unpriced) - priced_models)
     if models and priced_models:

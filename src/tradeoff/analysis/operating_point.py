@@ -123,14 +123,19 @@ def records_at(
 def measured_records(store: Store, columns: Sequence[str]) -> pd.DataFrame:
     """A run's measured records with `columns` (and `config`); a load run's priced as under
     load (`hour_shared`), so that a summary or frontier pooling its load points charges each
-    point's hour once."""
-    if not store.load_points():
-        return store.records(columns=columns, measured=True)
-    wanted = list(dict.fromkeys([*columns, "load_point", "sent_s", "calls"]))
-    records = store.records(columns=wanted, measured=True)
+    point's hour once. Each record's calls are read (JSON) only where the hardware is priced by
+    the hour."""
     prices = store.run()["spec"].get("prices") or {}
-    priced = hour_shared(records, prices, models_of(store.configs()))
+    models = models_of(store.configs())
+    if not store.load_points() or not hourly(prices, models):
+        return store.records(columns=columns, measured=True)
+    wanted = list(dict.fromkeys([*columns, *HOUR_SHARED_COLUMNS]))
+    priced = hour_shared(store.records(columns=wanted, measured=True), prices, models)
     return priced[["config", *dict.fromkeys(columns)]]
+
+
+# What `hour_shared` reads of each record.
+HOUR_SHARED_COLUMNS = ("load_point", "sent_s", "e2e_s", "error", "cost_usd", "calls")
 
 
 def models_of(configs: list[dict[str, Any]]) -> dict[str, list[str]]:
@@ -138,30 +143,44 @@ def models_of(configs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return {c["name"]: list(c["spec"].get("models", {})) for c in configs}
 
 
+def hourly(prices: Mapping[str, Any], models: Mapping[str, list[str]]) -> set[str]:
+    """The configurations whose hardware is priced by the hour."""
+    return {
+        config
+        for config, aliases in models.items()
+        if any(price_field(prices.get(m), "per_hour") for m in aliases)
+    }
+
+
 def hour_shared(
     records: pd.DataFrame, prices: Mapping[str, Any], models: Mapping[str, list[str]]
 ) -> pd.DataFrame:
-    """`records` (measured ones) with the `cost_usd` of those of a load point charged as under
+    """`records` with the `cost_usd` of the measured ones of a load point charged as under
     load: each call's per-token prices, plus the configuration's hardware per hour over the
     point's measured window shared by the requests measured in it, failed ones too (per_hour /
     3600 × window / requests), not per second of each request's own latency as stored (under
     load that charged the hour once per request in flight). (Shared over the completed ones
-    alone, a failed request's share was charged again to each.) A record that has no cost (a
-    model without a price, input tokens not reported) keeps none; records of no load point, or
-    of configurations without a `per_hour` price, keep theirs."""
+    alone, a failed request's share was charged again to each.) A failed request is charged its
+    share and the tokens it reported (a failure reports none); a record with no cost for want
+    of a price, or of input tokens a model priced on them did not report, keeps none. Warm-up
+    and cool-down records, those of no load point, and configurations without a `per_hour`
+    price keep theirs."""
     from tradeoff.analysis.load import measure_window
 
     out = records.copy()
-    for (config, point), rows in out.groupby(["config", "load_point"], sort=False).groups.items():
-        per_hour = sum(
-            (price_field(prices.get(m), "per_hour") or 0.0) for m in models.get(str(config), [])
-        )
+    phase = out["phase"].fillna("measure") if "phase" in out else None
+    measured = out if phase is None else out[phase == "measure"]
+    for (config, point), rows in measured.groupby(
+        ["config", "load_point"], sort=False
+    ).groups.items():
+        aliases = models.get(str(config), [])
+        per_hour = sum((price_field(prices.get(m), "per_hour") or 0.0) for m in aliases)
         window = measure_window(out.loc[rows]) if point and per_hour else None
         if not window:
             continue
         share = per_hour / 3600 * window / len(rows)
-        costs = out.loc[rows, "cost_usd"]
-        priced = costs.index[costs.notna()]
+        failed = out.loc[rows, "error"].notna() & all(m in prices for m in aliases)
+        priced = out.loc[rows].index[out.loc[rows, "cost_usd"].notna() | failed]
         out.loc[priced, "cost_usd"] = [
             _token_cost(calls_of(out.at[i, "calls"]), prices) + share for i in priced
         ]

@@ -75,11 +75,14 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
     again)."""
     import pandas as pd
 
+    from tradeoff.analysis.operating_point import hour_shared, models_of
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        records = store.records()
+        # a load run's measured requests cost their share of their point's hour, as summed
+        prices, models = store.run()["spec"].get("prices") or {}, models_of(store.configs())
+        records = hour_shared(store.records(), prices, models)
         items = store.items()[["task", "item_id", "prompt", "reference", "meta"]]
     finally:
         store.close()

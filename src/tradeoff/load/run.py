@@ -375,9 +375,9 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         "processes": processes,
         "unsent": progress.unsent,
     }
-    store.end_load_point(config.config_id, point.label, status, summary)
-    for scraper in run.scrapers:  # a run killed later keeps them
+    for scraper in run.scrapers:  # before the point is marked ended: a run killed keeps them
         store.add_scrapes(scraper.url, *scraper.take())
+    store.end_load_point(config.config_id, point.label, status, summary)
     return PointResult(
         config.name, point.label, status, progress.sent, progress.done, progress.errors,
         progress.elapsed_s, achieved, stats["served_rate"], saturated,

@@ -21,6 +21,7 @@ import pandas as pd
 
 from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
 from tradeoff.analysis.metrics import scored
+from tradeoff.analysis.operating_point import hour_shared, models_of
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -721,8 +722,16 @@ def run_table(
     and their stored specs (in order)."""
     store = Store.open(directory)
     try:
-        table = outcome_table(store.records(), store.items(), configs, cost, missing_hint)
-        specs = {c["name"]: c["spec"] for c in store.configs()}
+        stored = store.configs()
+        # a load run's measured requests (warm-up and cool-down are stored, never counted),
+        # each costing its share of its point's hour, as `report` charges it
+        records = hour_shared(
+            store.records(measured=True),
+            store.run()["spec"].get("prices") or {},
+            models_of(stored),
+        )
+        table = outcome_table(records, store.items(), configs, cost, missing_hint)
+        specs = {c["name"]: c["spec"] for c in stored}
     finally:
         store.close()
     return table, [specs.get(name, {}) for name in table.configs]
