@@ -300,7 +300,7 @@ def test_a_request_naming_no_max_tokens_is_not_told_it_asked_for_the_configurati
     tokens (2 in the prompt, 200 in the completion)" to a request that named no max_tokens."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(
-        "models: {small: \"smollm2-135m?ctx=64\"}\nsampling: {max_tokens: 200}\n"
+        'models: {small: "smollm2-135m?ctx=64"}\nsampling: {max_tokens: 200}\n'
         "configs: [{strategy: single, model: small, name: s}]\n"
     )
     with serve_process("--spec", str(spec), "--out", str(tmp_path / "run")) as served:
