@@ -800,24 +800,32 @@ def test_the_first_model_group_to_fail_stops_the_others_before_its_error_is_rais
     assert asyncio.run(run()) == ["large"]
 
 
-def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_path):
-    """Shared over the completed requests alone, each failed request's share of the hour was
-    charged again to the others: half the requests failing read 2x the hour."""
+def _failing_priced_load(tmp_path, fail_every: str, price: str) -> str:
+    """A load run (concurrent:2, 20 requests) of model `a` priced `price`, against a server
+    failing every `fail_every`-th request; its directory."""
     import contextlib
-    import json
 
     from conftest import fast_server
 
-    with contextlib.contextmanager(fast_server)("--fail-every", "2") as url:
+    with contextlib.contextmanager(fast_server)("--fail-every", fail_every) as url:
         spec = tmp_path / "spec.yaml"
         spec.write_text(
             f'models: {{a: "openai:{url}#a"}}\ntasks: [arith]\nsampling: {{max_tokens: 4}}\n'
-            "prices: {a: {per_hour: 3.6}}\n"
+            f"prices: {{a: {price}}}\n"
         )
         out = str(tmp_path / "run")
         result = run_cli("load", str(spec), "--profile", "concurrent:2", "--max-requests", "20",
                          "--scrape", "off", "--out", out)  # fmt: skip
     assert result.returncode in (0, 1), result.stderr
+    return out
+
+
+def test_the_hour_at_an_operating_point_is_shared_by_failed_requests_too(tmp_path):
+    """Shared over the completed requests alone, each failed request's share of the hour was
+    charged again to the others: half the requests failing read 2x the hour."""
+    import json
+
+    out = _failing_priced_load(tmp_path, "2", "{per_hour: 3.6}")
     (point,) = json.loads(run_cli("report", out, "--load", "-f", "json").stdout)
     assert 0 < point["failed"] < point["n_measure"], point
     (row,) = json.loads(
@@ -831,21 +839,9 @@ def test_failed_requests_of_a_model_priced_on_tokens_too_share_the_hour(tmp_path
     """A failure reports no tokens: priced on tokens as well as by the hour, its query was left
     unpriced, and so was the configuration at the point, its share of the hour charged to no
     one."""
-    import contextlib
     import json
 
-    from conftest import fast_server
-
-    with contextlib.contextmanager(fast_server)("--fail-every", "5") as url:
-        spec = tmp_path / "spec.yaml"
-        spec.write_text(
-            f'models: {{a: "openai:{url}#a"}}\ntasks: [arith]\nsampling: {{max_tokens: 4}}\n'
-            "prices: {a: {input: 1, output: 2, per_hour: 3.6}}\n"
-        )
-        out = str(tmp_path / "run")
-        result = run_cli("load", str(spec), "--profile", "concurrent:2", "--max-requests", "20",
-                         "--scrape", "off", "--out", out)  # fmt: skip
-    assert result.returncode in (0, 1), result.stderr
+    out = _failing_priced_load(tmp_path, "5", "{input: 1, output: 2, per_hour: 3.6}")
     (point,) = json.loads(run_cli("report", out, "--load", "-f", "json").stdout)
     records = json.loads(run_cli("report", out, "--records", "-f", "json").stdout)
     tokens = sum(
