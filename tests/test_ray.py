@@ -390,8 +390,9 @@ def test_a_load_run_on_ray_drives_each_model_group_on_its_worker(cluster, tmp_pa
 def test_a_throwaway_cluster_samples_this_host(tmp_path):
     """`--ray local` runs on this machine: its conditions are sampled as a local run's are."""
     out = tmp_path / "run"
-    done = run_cli(*("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "2"),
-                   *("--max-tokens", "8", "--ray", "local", "--out", str(out)))  # fmt: skip
+    # enough work to outlast a second of sampling on a fast host (two short items once took less)
+    done = run_cli(*("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "12"),
+                   *("--max-tokens", "32", "--ray", "local", "--out", str(out)))  # fmt: skip
     assert done.returncode == 0, done.stderr
     con = sqlite3.connect(out / "tradeoff.sqlite")
     try:
