@@ -273,7 +273,8 @@ async def _serve_connection(
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             lines = head.decode("latin-1").split("\r\n")
-            method, path, version = lines[0].split(" ", 2)
+            method, target, version = lines[0].split(" ", 2)
+            path = target.partition("?")[0]  # a query (Azure's ?api-version=) routes as its path
             headers = {}
             for line in lines[1:]:
                 if line:

@@ -220,6 +220,16 @@ def test_base_url_with_or_without_v1() -> None:
     )
 
 
+def test_a_base_url_query_string_goes_with_every_request(url: str) -> None:
+    """Azure-style `?api-version=`: the query follows the path, it is not a path of its own."""
+    assert api_root("http://h:8000/v1/?api-version=2024") == "http://h:8000"
+    engine = OpenAIEngine(f"{url}?api-version=2024-06-01", "fast")
+    assert (engine.root, engine.query) == (url.removesuffix("/v1"), "?api-version=2024-06-01")
+    asyncio.run(engine.check())
+    g = generate(engine, Request(messages=CHAT, max_tokens=2))
+    assert (g.error, g.text) == (None, "The answer")
+
+
 def test_https_roots_take_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)

@@ -32,11 +32,18 @@ KEEPALIVE_S = 4.0
 
 def api_root(base_url: str) -> str:
     """`http://host:8000/v1`, `http://host:8000/v1/` and `http://host:8000` all give
-    `http://host:8000`; requests then go to `{root}/v1/...`."""
-    root = base_url.strip().rstrip("/")
+    `http://host:8000`; requests then go to `{root}/v1/...`. A query string (Azure's
+    `?api-version=`) is not part of the root: `api_query` keeps it for every request."""
+    root = base_url.strip().partition("?")[0].rstrip("/")
     if root.endswith("/v1"):
         root = root[: -len("/v1")]
     return root
+
+
+def api_query(base_url: str) -> str:
+    """The base URL's query string, `?api-version=2024-06-01` or empty: added to every URL."""
+    query = base_url.strip().partition("?")[2]
+    return f"?{query}" if query else ""
 
 
 def topk_entropy(logprobs: list[float]) -> float:
@@ -99,6 +106,7 @@ class OpenAIEngine:
         if max_connections < 1:
             raise UserError(f"max_connections must be at least 1, not {max_connections}")
         self.root = api_root(base_url)
+        self.query = api_query(base_url)
         self.model = model
         self.extra_body = dict(extra_body or {})
         self.timeout_s = timeout_s
@@ -111,8 +119,8 @@ class OpenAIEngine:
             in_process=False,
         )
         # Parsed once: aiohttp would parse a string URL on every request.
-        self._chat_url = URL(f"{self.root}/v1/chat/completions")
-        self._completion_url = URL(f"{self.root}/v1/completions")
+        self._chat_url = URL(f"{self.root}/v1/chat/completions{self.query}")
+        self._completion_url = URL(f"{self.root}/v1/completions{self.query}")
         # identity: the body is read as it arrives, undecompressed (auto_decompress=False)
         self._headers = {
             "content-type": "application/json",
@@ -170,7 +178,7 @@ class OpenAIEngine:
         The model id is not required to be listed: many servers serve one model under any name.
         Uses a connection of its own, so `asyncio.run(engine.check())` leaves nothing open.
         """
-        url = f"{self.root}/v1/models"
+        url = f"{self.root}/v1/models{self.query}"
         try:
             async with (
                 self._new_session(limit=1) as session,
