@@ -120,6 +120,15 @@ def test_load_spec_errors(tmp_path):
         load_spec(notmap)
 
 
+def test_an_unquoted_option_in_a_flow_mapping_says_to_quote_it(tmp_path):
+    spec = tmp_path / "flow.yaml"
+    spec.write_text("models: {small: smollm2-135m?threads=1}\ntasks: [arith]\n")
+    with pytest.raises(UserError, match=r"at line 1: .*quote a reference with \?OPTIONS"):
+        load_spec(spec)
+    spec.write_text("models: {small: 'smollm2-135m?threads=1'}\ntasks: [arith]\n")
+    assert load_spec(spec).models == {"small": "smollm2-135m?threads=1"}
+
+
 def test_list_parameters_expand_into_one_configuration_each():
     configs = resolve_configs(
         parse_spec(

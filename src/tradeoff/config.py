@@ -817,7 +817,13 @@ def load_spec(path: str | Path) -> RunSpec:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = str(getattr(exc, "problem", exc))
+        if "'?'" in problem:  # in {...} or [...], YAML reads `?` as a key marker, not text
+            problem += (
+                "; inside {...} or [...], quote a reference with ?OPTIONS, e.g. "
+                "'smollm2-135m?threads=1'"
+            )
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
     return parse_spec(data, str(path))
 
 
