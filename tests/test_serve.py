@@ -401,6 +401,25 @@ def test_an_empty_key_in_the_environment_is_refused_not_taken_as_none(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_the_port_refuses_connections_until_the_models_are_warm():
+    """Bound at once (a port in use is said before the models load), listening only once they
+    are ready: a health check during a long warm-up (a torch model's, 17 s on this CPU) is
+    refused and tries again, where it had connected and then hung until the warm-up ended."""
+    import socket
+
+    from tradeoff.serve.server import _bind, _listen
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        _listen(sock)
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        sock.close()
+
+
 @pytest.mark.slow
 def test_a_port_in_use_and_a_profile_directory_are_refused(tmp_path):
     import socket

@@ -31,6 +31,8 @@ from tradeoff.store import STORE_FILE, Store
 
 # Seconds a kept-alive connection may idle between requests before the server closes it.
 KEEP_ALIVE_S = 5
+# Connections the kernel holds for the server to accept.
+BACKLOG = 2048
 
 
 @dataclass
@@ -66,6 +68,9 @@ def served_configs(
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """The socket, bound now so that a port in use is said before the models load; it listens
+    only once they are warm (`_listen`), so that a client meanwhile is refused, not left waiting
+    (a health check that connected during a long warm-up hung until it ended)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -80,9 +85,18 @@ def _bind(host: str, port: int) -> socket.socket:
         raise UserError(
             f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
         ) from None
-    sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+def _listen(sock: socket.socket) -> None:
+    try:
+        sock.listen(BACKLOG)
+    except OSError as exc:  # another process bound the same port, and listened first
+        host, port = sock.getsockname()[:2]
+        raise UserError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+        ) from None
 
 
 def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) -> Store:
@@ -256,7 +270,7 @@ async def _run_server(
         lifespan="off",  # the session is opened around the server
         interface="asgi3",
         timeout_keep_alive=KEEP_ALIVE_S,
-        backlog=2048,
+        backlog=BACKLOG,
         access_log=False,
         log_config=None,
         server_header=False,
@@ -270,6 +284,7 @@ async def _run_server(
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(0.001)
+    _listen(sock)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     notify(
