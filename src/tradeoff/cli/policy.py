@@ -116,7 +116,7 @@ def fit(
     router is then refitted on every item. `policy eval --split-by` says how it transfers to
     queries unlike these.
     """
-    from tradeoff.policy.fit import NO_COSTS, fit_policy, run_table
+    from tradeoff.policy.fit import NO_COSTS, fit_policy, run_prices, run_table
     from tradeoff.policy.routers import resolve_router
 
     targets = {
@@ -139,7 +139,9 @@ def fit(
     kind = resolve_router(router)
     check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
-    policy = fit_policy(table, targets, specs, kind, _features(kind, directory))
+    policy = fit_policy(
+        table, targets, specs, kind, _features(kind, directory), run_prices(directory)
+    )
     policy.save(out)
     cal = policy.calibration
     gained = (

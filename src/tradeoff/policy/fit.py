@@ -23,6 +23,7 @@ from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, r
 from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.operating_point import hour_shared, models_of
 from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
+from tradeoff.config import Price
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
 from tradeoff.policy.features import TOKENS, prompt_text
@@ -414,6 +415,9 @@ class Policy:
     # The unit of its costs (`mean_costs`, a budget target): another run's costs must share it.
     # "" in files fitted before it was kept: taken from imported configurations' own unit.
     cost_unit: str = ""
+    # The fitted run's prices of the models its configurations call, by alias (as a spec's
+    # `prices:`): `serve --policy`, which takes no spec, prices its records with them.
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -528,7 +532,15 @@ class Policy:
             isinstance(self.fitted_on, list) and all(isinstance(d, str) for d in self.fitted_on)
         ):
             return "fitted_on must list the training queries' digests"
+        try:
+            self.model_prices()
+        except (TypeError, ValueError, AttributeError):  # pydantic's ValidationError too
+            return "prices must map model aliases to prices (input, output, per_hour)"
         return None
+
+    def model_prices(self) -> dict[str, Price]:
+        """`prices` as a spec's: what each model's calls cost."""
+        return {alias: Price(**price) for alias, price in self.prices.items()}
 
     def save(self, path: str | Path) -> None:
         try:
@@ -620,9 +632,11 @@ def fit_policy(
     config_specs: list[dict[str, Any]],
     router: str = WordsLR.kind,
     features: Featurizer | None = None,
+    prices: dict[str, dict[str, Any]] | None = None,
 ) -> Policy:
     """A policy choosing among the table's configurations with a `router` (its kind), calibrated
-    to `target` on 5-fold out-of-fold predictions, then refitted on every item."""
+    to `target` on 5-fold out-of-fold predictions, then refitted on every item. `prices`: the
+    run's, by model alias (those of the configurations' models are kept)."""
     featurizer = features or Featurizer(router)
     x = featurizer(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
@@ -679,6 +693,11 @@ def fit_policy(
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
         tasks=task_shares(table.tasks),
         cost_unit=table.cost_unit,
+        prices={
+            alias: price
+            for alias, price in (prices or {}).items()
+            if any(alias in (spec.get("models") or {}) for spec in config_specs)
+        },
     )
 
 
@@ -712,6 +731,15 @@ def _transferred(
     return float(curve.loc[chosen, "lam"])
 
 
+def run_prices(directory: str | Path) -> dict[str, dict[str, Any]]:
+    """The prices of a run's spec, by model alias ({} for none, or an imported run)."""
+    store = Store.open(directory)
+    try:
+        return dict(store.run()["spec"].get("prices") or {})
+    finally:
+        store.close()
+
+
 def run_table(
     directory: str | Path,
     configs: list[str] | None,
@@ -726,9 +754,7 @@ def run_table(
         # a load run's measured requests (warm-up and cool-down are stored, never counted),
         # each costing its share of its point's hour, as `report` charges it
         records = hour_shared(
-            store.records(measured=True),
-            store.run()["spec"].get("prices") or {},
-            models_of(stored),
+            store.records(measured=True), store.run()["spec"].get("prices") or {}, models_of(stored)
         )
         table = outcome_table(records, store.items(), configs, cost, missing_hint)
         specs = {c["name"]: c["spec"] for c in stored}

@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tradeoff import eventloop
-from tradeoff.config import Config, RunSpec, resolve_configs, route_config, same_but_where
+from tradeoff.config import Config, Price, RunSpec, resolve_configs, route_config, same_but_where
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
@@ -65,6 +65,17 @@ def served_configs(
         )
     chosen = [by_name[n] for n in names] if names else configs
     return {c.name: Served(c.name, c, "configuration") for c in chosen}
+
+
+def _policy_prices(served: dict[str, Served]) -> dict[str, Price]:
+    """A served policy's prices: those of the run it was fitted on (its file keeps them)."""
+    from tradeoff.policy.fit import Policy
+
+    prices: dict[str, Price] = {}
+    for s in served.values():
+        if s.kind == "policy":
+            prices.update(Policy.load(s.config.params["policy"]).model_prices())
+    return prices
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -158,7 +169,7 @@ async def _serve(
                 metrics,
                 limits=options.limits or Limits(),
                 api_key=options.api_key,
-                prices=spec.prices if spec else {},
+                prices=spec.prices if spec else _policy_prices(served),
             )
             try:
                 await _run_server(app, sock, out, notify)
