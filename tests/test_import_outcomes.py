@@ -103,6 +103,13 @@ def _check_store(directory, ids, prompts):
     table = run_cli("report", str(directory)).stdout
     assert "given cost" in table and "USD/query" in table, table
     assert "e2e s n/a: imported outcomes carry no latency" in table, table
+    assert "given cost n/a: mid was imported without cost=" in table, table  # not a bare "-"
+    # the frontier's auto axis: the given costs, mid n/a; latency left all three n/a
+    frontier = run_cli("frontier", str(directory), "--format", "json")
+    assert frontier.returncode == 0, frontier.stderr
+    rows = {r["config"]: r for r in json.loads(frontier.stdout)}
+    assert {r["cost_axis"] for r in rows.values()} == {"given"}
+    assert rows["big"]["cost"] == pytest.approx(0.03) and rows["mid"]["cost"] is None, rows
 
 
 @pytest.mark.parametrize("cost", ["latency", "tokens"])

@@ -360,12 +360,14 @@ def axis(name: str) -> CostAxis:
 
 def auto_axis(records: pd.DataFrame) -> str:
     """What `auto` means for these records: energy when every successful record has it
-    measured; else the given costs when every successful record has one (imported outcomes);
-    else latency, which every record has."""
+    measured; else the given costs when every successful record has one, or when all are
+    imported outcomes and some have one (those imported without a cost are n/a: latency would
+    leave every one n/a); else latency, which every record has."""
     ok = records[records["error"].isna()]
     if len(ok) and ok["energy_j"].notna().all():
         return "energy"
-    if len(ok) and given_costs(ok).notna().all():
+    given = given_costs(ok)
+    if len(ok) and (given.notna().all() or (imported(ok).all() and given.notna().any())):
         return "given"
     return "latency"
 

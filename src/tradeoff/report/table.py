@@ -139,13 +139,16 @@ def _summary_columns(energy_sources: set[str], given_unit: str | None = None) ->
         ),
         Column("GFLOPs/query\n(analytic)", _gflops, wide=True),
         Column(ROOFLINE_HEADER, lambda r, _: _roofline(r["roofline_eff"]), wide=True),
-        *(
-            [Column(f"given cost\n{given_unit}/query", lambda r, _: number(r["given_cost"], ".4g"))]
-            if given_unit
-            else []
-        ),
+        *([Column(f"given cost\n{given_unit}/query", _given_cost)] if given_unit else []),
         Column("errors", _errors_and_left),
     ]
+
+
+def _given_cost(r: dict[str, Any], notes: list[str]) -> str:
+    """The mean cost given at import, or n/a where a model was imported without one."""
+    if r["given_cost"] is None:
+        return missing_cell(notes, f"given cost n/a: {r['config']} was imported without cost=")
+    return number(r["given_cost"], ".4g")
 
 
 def _latency(r: dict[str, Any], key: str, notes: list[str]) -> str:
