@@ -14,7 +14,9 @@ import threading
 import time
 
 import pytest
-from conftest import one_line_error, records_so_far, run_cli
+from conftest import fast_server, one_line_error, records_so_far, run_cli
+
+from tradeoff.store import Store
 
 ARGS = [
     "--model",
@@ -130,6 +132,47 @@ def test_a_second_ctrl_c_aborts_and_says_how_to_resume(tmp_path):
 
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_an_item_edited_before_it_was_answered_is_asked_as_it_now_is(tmp_path):
+    """Only answered items can disagree with their records: one edited while the run was stopped,
+    before anything answered it, is asked anew (it was refused as "changed since its records
+    were written"); an answered one edited is still refused."""
+    data, out = tmp_path / "items.jsonl", tmp_path / "run"
+    rows = [{"prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(8)]
+    _jsonl(data, rows)
+    for url in fast_server("--delay-ms", "150"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "profile", "-m", f"openai:{url}#fast",
+             "-t", f"jsonl:{data}", "--max-tokens", "4", "--out", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        _wait_for_records(out / "tradeoff.sqlite", proc, 2)
+        proc.kill()
+        proc.communicate()
+        answered = {row[2] for row in _keys_and_times(out / "tradeoff.sqlite")}
+        assert "8" not in answered, answered
+        _jsonl(data, [*rows[:7], {"prompt": "100+1?", "answer": "101"}])
+        resumed = run_cli("profile", "--resume", str(out))
+        assert resumed.returncode == 0, resumed.stderr
+        stored = Store.open(out)
+        try:
+            items = stored.items().set_index("item_id")
+        finally:
+            stored.close()
+        assert (
+            items.loc["8", "reference"] == "101"
+            and len(_keys_and_times(out / "tradeoff.sqlite")) == 8
+        )
+        _jsonl(
+            data,
+            [
+                {"prompt": "0+1?", "answer": "9"},
+                *rows[1:7],
+                {"prompt": "100+1?", "answer": "101"},
+            ],
+        )
+        one_line_error(run_cli("profile", "--resume", str(out)), "1 stored item(s) changed")
 
 
 def test_resume_refuses_items_whose_content_changed_and_redoes_them_when_asked(tmp_path):

@@ -444,6 +444,8 @@ def _check_items(
             f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
             "records stay in the run and its report; profile into a new --out to leave them out"
         )
+    for t in tasks:
+        store.renew_unanswered(now[t.name], t.scorer)
     changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
     ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
     if not ids:

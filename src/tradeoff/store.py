@@ -714,12 +714,41 @@ class Store:
         )
         return {row[0] for row in rows}
 
+    def _answered(self, task: str) -> set[str]:
+        """The ids of `task`'s items that have a record."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT item_id FROM records WHERE run_id = ? AND task = ?",
+            (self.run_id, task),
+        )
+        return {row[0] for row in rows}
+
+    def renew_unanswered(self, items: list[Item], scorer: object) -> None:
+        """Store `items` (of one task) that no record answers yet with their content now: a task
+        file edited while the run was stopped is asked as it now is, where nothing was asked of
+        the old (`changed_items` is about the answered ones)."""
+        if not items:
+            return
+        answered = self._answered(items[0].task)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "UPDATE items SET item = ?, content_hash = ? "
+                "WHERE run_id = ? AND task = ? AND item_id = ?",
+                [
+                    (item_json(it), item_hash(it, scorer), self.run_id, it.task, it.id)
+                    for it in items
+                    if it.id not in answered
+                ],
+            )
+
     def changed_items(self, items: list[Item], scorer: object) -> list[Item]:
-        """Those of `items` (of one task, checked by `scorer`) stored with other content: their
-        stored records answer or score something else. Old stores kept no hash: there the stored
-        item is compared, the scorer (from the same stored spec) taken as unchanged."""
+        """Those of `items` (of one task, checked by `scorer`) stored with other content that
+        records answer: those records answer or score something else. Old stores kept no hash:
+        there the stored item is compared, the scorer (from the same stored spec) taken as
+        unchanged."""
         if not items:
             return []
+        answered = self._answered(items[0].task)
         stored = {
             row[0]: (row[1], row[2])
             for row in self.conn.execute(
@@ -729,7 +758,7 @@ class Store:
         }
         changed = []
         for item in items:
-            if item.id not in stored:
+            if item.id not in stored or item.id not in answered:
                 continue
             old_item, old_hash = stored[item.id]
             same = (

@@ -389,10 +389,11 @@ def _check_items(store: Store, spec: RunSpec, tasks: list[Task]) -> None:
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file): the points left would send the new prompts, recorded against the stored items,
     questions and references of the old."""
+    now = {t.name: items_of(t, spec.limit) for t in tasks}
+    for t in tasks:
+        store.renew_unanswered(now[t.name], t.scorer)
     changed = [
-        f"{t.name}#{item.id}"
-        for t in tasks
-        for item in store.changed_items(items_of(t, spec.limit), t.scorer)
+        f"{t.name}#{item.id}" for t in tasks for item in store.changed_items(now[t.name], t.scorer)
     ]
     if changed:
         raise UserError(
