@@ -758,3 +758,33 @@ def test_hf_unlabelled_split_and_csv_text(tmp_path: Path) -> None:
     )
     task = load_task(f"hf:{tmp_path / 'boolq'}")
     assert [it.reference for it in task.items] == ["yes|true", "no|false"]
+
+
+@needs_datasets
+def test_hf_float32_numbers_are_read_as_the_file_writes_them(tmp_path: Path) -> None:
+    """A float32 answer 1.3 was the reference '1.2999999523162842', so the output "1.3" scored
+    0 under exact, and a few-shot example read "Answer: 0.30000001192092896". Floats of
+    float32 and float16 columns, options too, now read as the shortest number of their
+    precision."""
+    import pandas as pd
+
+    (tmp_path / "parquet").mkdir()
+    for split, answers in (("test", [1.3, 1.25]), ("train", [0.3])):
+        frame = pd.DataFrame({"question": ["q?"] * len(answers), "answer": answers})
+        frame.astype({"answer": "float32"}).to_parquet(tmp_path / "parquet" / f"{split}.parquet")
+    task = load_task(f"hf:{tmp_path / 'parquet'}", scorer="exact")
+    assert [it.reference for it in task.items] == ["1.3", "1.25"]
+    assert task.scorer.score("1.3", task.items[0]) == 1.0
+    assert [shot.reference for shot in task.fewshot] == ["0.3"]
+
+    features = datasets.Features(
+        {
+            "question": datasets.Value("string"),
+            "choices": datasets.List(datasets.Value("float16")),
+            "answer": datasets.Value("int64"),
+        }
+    )
+    rows = {"question": ["0.1 + 0.2?"], "choices": [[0.1, 0.3]], "answer": [1]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
+    task = load_task(f"hf:{tmp_path / 'saved'}")
+    assert task.items[0].meta["choices"] == ["0.1", "0.3"]

@@ -16,6 +16,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tradeoff.errors import UserError
 from tradeoff.paths import user_path
 from tradeoff.tasks.base import Scorer, Task
@@ -36,6 +38,7 @@ CHOICES_FIELD = "choices"
 SPLIT_ORDER = ("test", "validation", "train")
 N_FEWSHOT = 3
 DATA_FILES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt"}  # `datasets` reads
+NARROW_FLOATS = ("float16", "float32")  # Arrow's names of floats narrower than Python's
 YES, NO = "yes|true", "no|false"  # a boolean answer's reference
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -820,7 +823,44 @@ def _rows(datasets: Any, dataset: Any, fields: Fields) -> list[dict[str, Any]]:
     features = dataset.features
     columns = [c for c in dataset.column_names if c in used or isinstance(features[c], scalar)]
     rows: list[dict[str, Any]] = dataset.select_columns(columns).to_list()
+    narrow = [c for c in columns if _holds_narrow_floats(features[c])]
+    for row in rows:
+        for c in narrow:
+            row[c] = _as_written(row[c], features[c])
     return rows
+
+
+def _holds_narrow_floats(feature: Any) -> bool:
+    if isinstance(feature, dict):
+        return any(_holds_narrow_floats(f) for f in feature.values())
+    element = _element(feature)
+    if element is not None:
+        return _holds_narrow_floats(element)
+    return getattr(feature, "dtype", None) in NARROW_FLOATS
+
+
+def _as_written(value: Any, feature: Any) -> Any:
+    """`value` with each float32 or float16 of `feature` the shortest number of that
+    precision: Arrow hands out the float64 it widens to, so the 1.3 a file holds would be the
+    reference 1.2999999523162842, which no model writes."""
+    element = _element(feature)
+    if isinstance(value, dict) and isinstance(feature, dict):
+        return {k: _as_written(v, feature.get(k)) for k, v in value.items()}
+    if isinstance(value, dict) and isinstance(element, dict):  # datasets < 3: Sequence of dicts
+        return {k: _as_written(v, [element.get(k)]) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written(v, element) for v in value]
+    dtype = getattr(feature, "dtype", None)
+    if isinstance(value, float) and dtype in NARROW_FLOATS:
+        return float(str(np.dtype(dtype).type(value)))
+    return value
+
+
+def _element(feature: Any) -> Any:
+    """The feature of a list's elements; None for a feature not a list."""
+    if isinstance(feature, list):  # datasets' shorthand [feature]
+        return feature[0]
+    return getattr(feature, "feature", None)  # List, LargeList, Sequence
 
 
 def _hf_items(
