@@ -788,3 +788,52 @@ def test_hf_float32_numbers_are_read_as_the_file_writes_them(tmp_path: Path) -> 
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
     task = load_task(f"hf:{tmp_path / 'saved'}")
     assert task.items[0].meta["choices"] == ["0.1", "0.3"]
+
+
+def csv_directory(directory: Path, **splits: str) -> Path:
+    """A directory of CSV files, one a split, each a header line and `splits`' rows."""
+    directory.mkdir()
+    for split, rows in splits.items():
+        (directory / f"{split}.csv").write_text(f"question,answer\n{rows}", encoding="utf-8")
+    return directory
+
+
+@needs_datasets
+def test_hf_csv_words_pandas_reads_as_missing_are_answers(tmp_path: Path) -> None:
+    """The text NA (Namibia's country code), None, null, N/A and nan in a CSV file were read as
+    null: "field 'answer' is null". They are answers as written; an empty cell is the empty
+    string, refused as an empty answer is."""
+    words = "Namibia?,NA\nPython's nothing?,None\nJSON's?,null\nNot applicable?,N/A\nNaN?,nan\n"
+    task = load_task(f"hf:{csv_directory(tmp_path / 'codes', test=words)}", scorer="exact")
+    assert [it.reference for it in task.items] == ["NA", "None", "null", "N/A", "nan"]
+    blank = csv_directory(tmp_path / "blank", test="Namibia?,NA\nNothing?,\n")
+    message = user_error(f"hf:{blank}")
+    assert message.endswith(
+        "(test) row 1: field 'answer' is an empty string; the answer must be "
+        "a string, a number, or a list of accepted strings"
+    )
+
+
+@needs_datasets
+def test_hf_csv_text_whatever_lies_beside_the_files(tmp_path: Path) -> None:
+    """A LICENSE.txt or a dataset_infos.json beside the CSV files turned their reading as text
+    off, so the answer 007 was 7. Only the files `datasets` reads decide it."""
+    zips = csv_directory(tmp_path / "zips", test="zip of x?,007\nzip of y?,090210\n")
+    (zips / "LICENSE.txt").write_text("CC BY 4.0\n")
+    (zips / "dataset_infos.json").write_text("{}\n")
+    (zips / "README.md").write_text("# zips\n")
+    task = load_task(f"hf:{zips}", scorer="exact")
+    assert [it.reference for it in task.items] == ["007", "090210"]
+
+
+@needs_datasets
+def test_hf_csv_splits_of_numbers_and_of_words_are_both_read(tmp_path: Path) -> None:
+    """Answers 1, 2 in train.csv and Paris, 3 in test.csv were refused ("ArrowInvalid: Failed to
+    parse string: 'Paris' as a scalar of type int64"): each split is read as text."""
+    mixed = csv_directory(
+        tmp_path / "mixed", train="one?,1\ntwo?,2\n", test="France?,Paris\nthree?,3\n"
+    )
+    task = load_task(f"hf:{mixed}")
+    assert [it.reference for it in task.items] == ["Paris", "3"]
+    assert sorted(shot.reference for shot in task.fewshot) == ["1", "2"]
+    assert [it.reference for it in load_task(f"hf:{mixed}:train").items] == ["1", "2"]

@@ -37,7 +37,7 @@ ID_FIELDS = ("id",)
 CHOICES_FIELD = "choices"
 SPLIT_ORDER = ("test", "validation", "train")
 N_FEWSHOT = 3
-DATA_FILES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".arrow", ".txt"}  # `datasets` reads
+CSV_FILES = (".csv", ".tsv")
 NARROW_FLOATS = ("float16", "float32")  # Arrow's names of floats narrower than Python's
 YES, NO = "yes|true", "no|false"  # a boolean answer's reference
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -712,9 +712,9 @@ def _load_hf_object(
         if local:
             config, split = _local_config(datasets, path, name, config, split)
         try:
-            # A directory of data files (csv, json, parquet) or a data set in the local cache.
-            loaded = datasets.load_dataset(str(path) if local else name, config)
-            return (_as_text(datasets, path, config, loaded) if local else loaded), split
+            if local:
+                return _load_data_files(datasets, path, config), split
+            return datasets.load_dataset(name, config), split  # a data set in the local cache
         except Exception as e:
             if local:
                 raise UserError(
@@ -757,18 +757,45 @@ def _local_config(
     return config, split
 
 
-def _as_text(datasets: Any, directory: Path, config: str | None, loaded: Any) -> Any:
-    """A directory of CSV files read again with every column a string: `datasets` infers types
-    as pandas does, and so reads the answer 007 as 7 and True as a boolean."""
-    kinds = {p.suffix.lower() for p in directory.rglob("*") if p.is_file()} & DATA_FILES
-    if not kinds or not kinds <= {".csv", ".tsv"}:
-        return loaded
-    first = next(iter(loaded.values())) if hasattr(loaded, "values") else loaded
-    text = datasets.Features({c: datasets.Value("string") for c in first.column_names})
-    try:
-        return datasets.load_dataset(str(directory), config, features=text)
-    except Exception:  # splits of other columns: keep what was read
-        return loaded
+def _load_data_files(datasets: Any, directory: Path, config: str | None) -> Any:
+    """A directory of data files (csv, json, parquet), as a DatasetDict."""
+    builder = datasets.load_dataset_builder(str(directory), config)
+    # The files `datasets` reads, not whatever else lies beside them (a LICENSE, a README)
+    files = {str(split): [str(f) for f in fs] for split, fs in builder.config.data_files.items()}
+    if not all(Path(f).suffix.lower() in CSV_FILES for fs in files.values() for f in fs):
+        return datasets.load_dataset(str(directory), config)
+    return datasets.DatasetDict(
+        {
+            split: _csv_as_text(datasets, directory, config, builder.config, split, fs)
+            for split, fs in files.items()
+        }
+    )
+
+
+def _csv_as_text(
+    datasets: Any, directory: Path, config: str | None, csv: Any, split: str, files: list[str]
+) -> Any:
+    """One split of CSV files, every column a string as written: `datasets` infers types as
+    pandas does, so it read the answer 007 as 7, True as a boolean, NA (Namibia) as null, and
+    a column of numbers in one split and of words in another not at all. An empty cell
+    reads as the empty string."""
+    text = datasets.Features({c: datasets.Value("string") for c in _csv_columns(csv, files[0])})
+    return datasets.load_dataset(
+        str(directory),
+        config,
+        data_files={split: files},
+        features=text,
+        keep_default_na=False,
+    )[split]
+
+
+def _csv_columns(csv: Any, file: str) -> list[str]:
+    """The columns of a CSV file, read as `datasets` reads it (its separator, its header)."""
+    import pandas as pd  # slow to import; `datasets` has by now
+
+    # A file that is not UTF-8 fails when `datasets` reads it, in an error naming the file.
+    head = {**csv.pd_read_csv_kwargs, "nrows": 0, "chunksize": None, "encoding_errors": "replace"}
+    return [str(c) for c in pd.read_csv(file, **head).columns]
 
 
 _LOGGED_FILE = re.compile(r"(?:file|from) '([^']+)'")  # "Failed to read file '/d/test.csv' ..."
