@@ -837,3 +837,29 @@ def test_hf_csv_splits_of_numbers_and_of_words_are_both_read(tmp_path: Path) -> 
     assert [it.reference for it in task.items] == ["Paris", "3"]
     assert sorted(shot.reference for shot in task.fewshot) == ["1", "2"]
     assert [it.reference for it in load_task(f"hf:{mixed}:train").items] == ["1", "2"]
+
+
+@needs_datasets
+def test_hf_ids_on_some_rows_only_are_refused(tmp_path: Path) -> None:
+    """A row whose id was null, empty or NaN was numbered by its index among the others' ids,
+    silently, or said "id '1' is used twice" of a row with no id. It is refused, naming the
+    row, as a JSONL line without the id other lines have is; a data set whose rows have no
+    id at all is still numbered by row."""
+    rows = {"question": ["a?", "b?", "c?"], "answer": ["1", "2", "3"]}
+    for shown, ids in (("empty", ["1", "", "x"]), ("null", ["x", "y", None])):
+        datasets.Dataset.from_dict({**rows, "id": ids}).save_to_disk(str(tmp_path / shown))
+    message = user_error(f"hf:{tmp_path / 'empty'}")
+    assert message == (
+        f"{tmp_path / 'empty'} row 1: no 'id' (an id, which {tmp_path / 'empty'} row 0 has); "
+        "give every row an id, or none to number the items by row"
+    )
+    assert "null row 2: no 'id' (an id, which" in user_error(f"hf:{tmp_path / 'null'}")
+
+    import pandas as pd
+
+    (tmp_path / "nan").mkdir()
+    frame = pd.DataFrame({**rows, "id": [7.0, float("nan"), 9.0]})
+    frame.to_parquet(tmp_path / "nan" / "test.parquet")
+    assert "(test) row 1: no 'id' (an id, which" in user_error(f"hf:{tmp_path / 'nan'}")
+    datasets.Dataset.from_dict({**rows, "id": [None] * 3}).save_to_disk(str(tmp_path / "none"))
+    assert [it.id for it in load_task(f"hf:{tmp_path / 'none'}").items] == ["0", "1", "2"]

@@ -328,7 +328,7 @@ def row_to_item(
         if k not in used and (v is None or isinstance(v, (str, int, float, bool)))
     )
     return Item(
-        id=default_id if ident is None or ident == "" else str(ident),
+        id=default_id if _no_id(ident) else str(ident),
         prompt=prompt,
         reference=reference,
         task=task,
@@ -559,17 +559,22 @@ def _check_id(row: dict[str, Any], fields: Fields, where: str, first: str) -> No
     line whose id the first line's fields leave out, or that lacks the id the first line has,
     would be numbered by line among ids, silently."""
     if fields.id is None:
-        given = next((k for k in ID_FIELDS if row.get(k) not in (None, "")), None)
+        given = next((k for k in ID_FIELDS if not _no_id(row.get(k))), None)
         if given is not None:
             raise UserError(
                 f"{where}: field {given!r} gives an id, but {first} has none, so the items are "
                 "numbered by line; give every line an id, or none"
             )
-    elif row.get(fields.id) in (None, ""):
+    elif _no_id(row.get(fields.id)):
         raise UserError(
             f"{where}: no {fields.id!r} (an id, which {first} has); give every line an id, or "
             "none to number the items by line"
         )
+
+
+def _no_id(value: Any) -> bool:
+    """Whether an id field's value gives no id: null, empty, or NaN (a pandas column's null)."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 # Hugging Face datasets ----------------------------------------------------------------------
@@ -897,6 +902,7 @@ def _hf_items(
     class_names = _class_names(dataset, fields.answer)
     rows = _rows(datasets, dataset, fields)
     wheres = [f"{shown} row {i}" for i in range(len(rows))]
+    _check_hf_ids(rows, wheres, fields)
     digits = digit_reading(zip(wheres, rows, strict=True), fields)
     items = [
         row_to_item(
@@ -911,6 +917,22 @@ def _hf_items(
         for i, (where, row) in enumerate(zip(wheres, rows, strict=True))
     ]
     return items, wheres
+
+
+def _check_hf_ids(rows: list[dict[str, Any]], wheres: list[str], fields: Fields) -> None:
+    """Every row numbered alike, as `_check_id` has every JSONL line: by its id where any row
+    has one, else by its index. A row without one would be numbered by index among ids,
+    silently, or clash with the row whose id its index is."""
+    if fields.id is None:
+        return
+    ids = [row.get(fields.id) for row in rows]
+    given = next((where for where, i in zip(wheres, ids, strict=True) if not _no_id(i)), None)
+    missing = next((where for where, i in zip(wheres, ids, strict=True) if _no_id(i)), None)
+    if given is not None and missing is not None:
+        raise UserError(
+            f"{missing}: no {fields.id!r} (an id, which {given} has); give every row an id, or "
+            "none to number the items by row"
+        )
 
 
 def load_hf(
