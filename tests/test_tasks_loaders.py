@@ -863,3 +863,25 @@ def test_hf_ids_on_some_rows_only_are_refused(tmp_path: Path) -> None:
     assert "(test) row 1: no 'id' (an id, which" in user_error(f"hf:{tmp_path / 'nan'}")
     datasets.Dataset.from_dict({**rows, "id": [None] * 3}).save_to_disk(str(tmp_path / "none"))
     assert [it.id for it in load_task(f"hf:{tmp_path / 'none'}").items] == ["0", "1", "2"]
+
+
+@needs_datasets
+def test_hf_a_split_of_no_rows_stops_only_itself(tmp_path: Path) -> None:
+    """An empty test split made every split unloadable: "Instruction "test" corresponds to no
+    data!" for a CSV directory, "IndexError: list index out of range; write it again" for a
+    saved DatasetDict. Only the splits a task reads are read; an empty one it reads says so."""
+    csvs = csv_directory(tmp_path / "csvs", train="one?,1\ntwo?,2\n", test="")
+    question = datasets.Value("string")
+    features = datasets.Features({"question": question, "answer": question})
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"question": ["one?"], "answer": ["1"]}, features=features
+            ),
+            "test": datasets.Dataset.from_dict({"question": [], "answer": []}, features=features),
+        }
+    ).save_to_disk(str(tmp_path / "saved"))
+    for directory in (csvs, tmp_path / "saved"):
+        assert load_task(f"hf:{directory}:train").items[0].reference == "1"
+        assert user_error(f"hf:{directory}") == f"hf dataset '{directory} (test)' has no rows"
+        assert user_error(f"hf:{directory}:test") == f"hf dataset '{directory} (test)' has no rows"

@@ -708,7 +708,9 @@ def _load_hf_object(
                     f"hf:{name}[:SPLIT]"
                 )
             try:
-                return datasets.load_from_disk(str(path)), split
+                return _load_saved(datasets, path, name, split)
+            except UserError:
+                raise
             except Exception as e:
                 raise UserError(
                     f"cannot read the saved data set in {name!r} ({_reason(e, logged)}); write "
@@ -718,8 +720,10 @@ def _load_hf_object(
             config, split = _local_config(datasets, path, name, config, split)
         try:
             if local:
-                return _load_data_files(datasets, path, config), split
+                return _load_data_files(datasets, path, name, config, split)
             return datasets.load_dataset(name, config), split  # a data set in the local cache
+        except UserError:
+            raise
         except Exception as e:
             if local:
                 raise UserError(
@@ -762,19 +766,44 @@ def _local_config(
     return config, split
 
 
-def _load_data_files(datasets: Any, directory: Path, config: str | None) -> Any:
-    """A directory of data files (csv, json, parquet), as a DatasetDict."""
+def _load_saved(
+    datasets: Any, directory: Path, name: str, split: str | None
+) -> tuple[Any, str | None]:
+    """A directory written by save_to_disk: a Dataset, or a DatasetDict of the splits a task
+    reads (`_wanted`), and the split asked of it."""
+    if not (directory / "dataset_dict.json").exists():
+        return _saved_split(datasets, directory), split
+    splits = json.loads((directory / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+    chosen = _split_name(splits, split, name)
+    wanted = {s: _saved_split(datasets, directory / s) for s in _wanted(splits, chosen)}
+    return datasets.DatasetDict(wanted), chosen
+
+
+def _saved_split(datasets: Any, directory: Path) -> Any:
+    """One Dataset written by save_to_disk; one of no rows too, which load_from_disk cannot
+    read (it writes no data file)."""
+    state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    if not state.get("_data_files"):
+        return _no_rows(datasets, datasets.DatasetInfo.from_directory(str(directory)).features)
+    return datasets.load_from_disk(str(directory))
+
+
+def _load_data_files(
+    datasets: Any, directory: Path, name: str, config: str | None, split: str | None
+) -> tuple[Any, str]:
+    """A directory of data files (csv, json, parquet), as a DatasetDict of the splits a task
+    reads (`_wanted`), and the split asked of it."""
     builder = datasets.load_dataset_builder(str(directory), config)
     # The files `datasets` reads, not whatever else lies beside them (a LICENSE, a README)
     files = {str(split): [str(f) for f in fs] for split, fs in builder.config.data_files.items()}
-    if not all(Path(f).suffix.lower() in CSV_FILES for fs in files.values() for f in fs):
-        return datasets.load_dataset(str(directory), config)
-    return datasets.DatasetDict(
-        {
-            split: _csv_as_text(datasets, directory, config, builder.config, split, fs)
-            for split, fs in files.items()
-        }
-    )
+    chosen = _split_name(list(files), split, name)
+    wanted = _wanted(list(files), chosen)
+    if all(Path(f).suffix.lower() in CSV_FILES for fs in files.values() for f in fs):
+        csv = builder.config
+        texts = {s: _csv_as_text(datasets, directory, config, csv, s, files[s]) for s in wanted}
+        return datasets.DatasetDict(texts), chosen
+    builder.download_and_prepare()
+    return datasets.DatasetDict({s: _prepared_split(datasets, builder, s) for s in wanted}), chosen
 
 
 def _csv_as_text(
@@ -785,13 +814,23 @@ def _csv_as_text(
     a column of numbers in one split and of words in another not at all. An empty cell
     reads as the empty string."""
     text = datasets.Features({c: datasets.Value("string") for c in _csv_columns(csv, files[0])})
-    return datasets.load_dataset(
-        str(directory),
-        config,
-        data_files={split: files},
-        features=text,
-        keep_default_na=False,
-    )[split]
+    builder = datasets.load_dataset_builder(
+        str(directory), config, data_files={split: files}, features=text, keep_default_na=False
+    )
+    builder.download_and_prepare()
+    return _prepared_split(datasets, builder, split)
+
+
+def _prepared_split(datasets: Any, builder: Any, split: str) -> Any:
+    """One split of a prepared builder; one of no rows too, which as_dataset refuses ("corresponds
+    to no data")."""
+    if not builder.info.splits[split].num_examples:
+        return _no_rows(datasets, builder.info.features)
+    return builder.as_dataset(split=split)
+
+
+def _no_rows(datasets: Any, features: Any) -> Any:
+    return datasets.Dataset.from_dict({c: [] for c in features or {}}, features=features)
 
 
 def _csv_columns(csv: Any, file: str) -> list[str]:
@@ -827,17 +866,27 @@ def _pick_split(obj: Any, split: str | None, shown: str) -> tuple[Any, str | Non
                 f"DatasetDict), so it has no split {split!r}; drop :{split}"
             )
         return obj, None
-    splits = list(obj.keys())
+    chosen = _split_name(list(obj.keys()), split, shown)
+    return obj[chosen], chosen
+
+
+def _split_name(splits: list[str], split: str | None, shown: str) -> str:
+    """The split asked for, or else the first of test, validation and train there is."""
     if split is not None:
-        if split not in obj:
+        if split not in splits:
             raise UserError(
                 f"hf dataset {shown!r} has no split {split!r}; splits: {', '.join(splits)}"
             )
-        return obj[split], split
+        return split
     if not splits:
         raise UserError(f"hf dataset {shown!r} has no splits")
-    chosen = next((s for s in SPLIT_ORDER if s in obj), splits[0])
-    return obj[chosen], chosen
+    return next((s for s in SPLIT_ORDER if s in splits), splits[0])
+
+
+def _wanted(splits: list[str], chosen: str) -> list[str]:
+    """The splits a task reads: its own, and train for the few-shot examples (`load_hf`); the
+    others are not read, so one that cannot be (a split of no rows) does not stop it."""
+    return [chosen, *(["train"] if "train" in splits and chosen != "train" else [])]
 
 
 def _class_names(dataset: Any, column: str) -> list[str] | None:
@@ -956,11 +1005,11 @@ def load_hf(
     obj, split = _load_hf_object(datasets, ds_name, config, split, local)
     dataset, chosen_split = _pick_split(obj, split, ds_name)
     shown = ds_name if chosen_split is None else f"{ds_name} ({chosen_split})"
+    if not len(dataset):  # before its fields: a split of no rows may have no columns either
+        raise UserError(f"hf dataset {shown!r} has no rows")
     columns = list(dataset.column_names)
     fields = resolve_fields(columns, f"hf dataset {shown}", prompt_field, answer_field, id_field)
     items, wheres = _hf_items(datasets, dataset, fields, name, shown)
-    if not items:
-        raise UserError(f"hf dataset {shown!r} has no rows")
     _check_unique_ids(items, wheres, shown)
     fewshot: list[Item] = []
     if hasattr(obj, "keys") and "train" in obj and chosen_split != "train":
