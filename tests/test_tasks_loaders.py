@@ -225,6 +225,13 @@ def test_jsonl_empty_file(tmp_path: Path) -> None:
 def test_jsonl_bad_values(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a", "answer": None}])
     assert "line 1: field 'answer' is null" in user_error(f"jsonl:{path}")
+    # "field 'answer' is a list; the answer must be ... or a list of accepted strings" said
+    # no more than that of a list holding a null
+    path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "a", "answer": ["Paris", None]}])
+    assert user_error(f"jsonl:{path}").endswith(
+        "line 1: field 'answer' holds null at position 1; every accepted answer must be a "
+        "string or a number"
+    )
     path = write_jsonl(tmp_path / "q.jsonl", [{"prompt": "", "answer": "x"}])
     assert "line 1: field 'prompt' is an empty string" in user_error(f"jsonl:{path}")
     path = write_jsonl(

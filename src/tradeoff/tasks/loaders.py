@@ -148,7 +148,13 @@ def _describe(value: Any) -> str:
 
 
 def _reference(value: Any, field: str, where: str) -> str:
-    if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) for v in value):
+    if isinstance(value, list) and value:
+        for position, v in enumerate(value):
+            if not isinstance(v, (str, int, float)):
+                raise UserError(
+                    f"{where}: field {field!r} holds {_describe(v)} at position {position}; "
+                    "every accepted answer must be a string or a number"
+                )
         return "|".join(_scalar(v, field, where) for v in value)
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip()):
         return _scalar(value, field, where)
