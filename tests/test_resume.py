@@ -130,6 +130,20 @@ def test_a_second_ctrl_c_aborts_and_says_how_to_resume(tmp_path):
     )
 
 
+def test_signals_stop_and_abort_when_stderr_has_no_reader():
+    """A notice to a stderr whose reader is gone raises BrokenPipeError: the first signal still
+    asks the run to stop, the second still aborts."""
+    code = (
+        "import signal; from pathlib import Path; from tradeoff.runner import Stop\n"
+        "def gone(message): raise BrokenPipeError(32, 'Broken pipe')\n"
+        "stop = Stop(gone); stop.directory = Path('runs/a')\n"
+        "stop(signal.SIGINT, None); assert stop.requested\n"
+        "stop(signal.SIGINT, None)\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert ended.returncode == 130, ended.stderr
+
+
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -564,3 +564,37 @@ def test_a_policy_fitted_on_dollars_prices_its_served_requests(tmp_path):
     (call,) = row["calls"]
     expected = (price["input"] * call["input_tokens"] + price["output"] * 3) / 1e6
     assert row["cost_usd"] == pytest.approx(expected)
+
+
+def test_a_server_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path):
+    """`serve ... | tee log` with tee gone: its notice of the signal raised BrokenPipeError in
+    the loop's handler before the flags were set, and it served on, deaf to every signal."""
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    for url in fast_server():
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({"models": {"m": f"openai:{url}#fast"}}))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "serve", "--spec", str(spec), "--out", str(out),
+             "--port", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            served = None
+            while served is None:
+                line = proc.stderr.readline()
+                assert line, "serve exited before it listened"
+                served = re.search(r" at (http://\S+/v1) ", line)
+            proc.stderr.close()  # its reader goes away
+            body = {"model": "m", "prompt": "1 + 1 =", "max_tokens": 2}
+            assert httpx.post(f"{served.group(1)}/completions", json=body).is_success
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+    assert len(_records(out)) == 1

@@ -92,14 +92,18 @@ class Stop:
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
             then = f"; continue with: tradeoff {self.command} --resume {self.directory}"
-            self.notify("aborting now; requests in flight are lost" + then * bool(self.directory))
+            with contextlib.suppress(OSError):  # a stderr whose reader is gone: abort all the same
+                self.notify(
+                    "aborting now; requests in flight are lost" + then * bool(self.directory)
+                )
             _kill_descendants()
             os._exit(130)  # records written so far are committed; in-flight ones are lost
         self.requested = True
-        if self.directory is None:  # on Ray, while the workers load the models
-            self.notify("stopping: the run will not begin (Ctrl-C again to abort)")
-        else:
-            self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
+        with contextlib.suppress(OSError):  # (raised here, it would stop the run at any point)
+            if self.directory is None:  # on Ray, while the workers load the models
+                self.notify("stopping: the run will not begin (Ctrl-C again to abort)")
+            else:
+                self.notify("stopping: finishing requests in flight (Ctrl-C again to abort)")
 
     def install(self) -> None:
         if self._previous:  # installed already

@@ -258,14 +258,19 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(sig)
 
     def on_signal(self) -> None:
+        # What the signal does comes before what is said of it: a notice to a stderr whose
+        # reader is gone raises, and the server went on serving, deaf to every signal
         if self.should_exit:
-            self.notify("aborting now; requests in flight are lost")
+            with contextlib.suppress(OSError):
+                self.notify("aborting now; requests in flight are lost")
             os._exit(130)  # records already queued may be lost too; stored ones are committed
-        self.notify(
-            f"stopping: finishing {self.app.in_flight} request(s) in flight (Ctrl-C again to abort)"
-        )
         self.app.draining = True
         self.should_exit = True
+        with contextlib.suppress(OSError):
+            self.notify(
+                f"stopping: finishing {self.app.in_flight} request(s) in flight "
+                "(Ctrl-C again to abort)"
+            )
 
 
 async def _run_server(
@@ -330,6 +335,13 @@ def default_lengths_above(served: dict[str, Served], limits: Limits) -> list[str
     return notes
 
 
+def _say(message: str) -> None:
+    """A line to stderr; none once its reader is gone (`serve ... | tee log`, tee stopped): the
+    server goes on serving and storing what it serves."""
+    with contextlib.suppress(OSError):
+        print(message, file=sys.stderr, flush=True)
+
+
 def serve(
     served: dict[str, Served],
     spec: RunSpec | None,
@@ -340,7 +352,7 @@ def serve(
     notify: Callable[[str], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C; every served request becomes a record in `out`."""
-    say = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = notify or _say
     for note in default_lengths_above(served, options.limits or Limits()):
         say(note)
     eventloop.run(_serve(served, spec, Path(out), source, options, say))
