@@ -206,8 +206,9 @@ def test_a_kept_alive_connection_idle_after_its_answer_is_closed(canned_server: 
 
 
 def test_beyond_max_connections_a_completion_is_503(tmp_path: Path):
-    """With 4 connections open (idle), a completion request on one more gets 503; once they
-    close, requests are served again."""
+    """With 4 connections open (idle), a completion request on one more gets 503, and one on
+    any of the 4 is served (it was refused too: the limit counted every open connection); once
+    they close, requests are served again."""
     cap = 4
     # a long --request-timeout: the idle connections stay open for as long as the test needs
     with running(tmp_path, "--max-connections", str(cap), "--request-timeout", "600") as server:
@@ -223,6 +224,12 @@ def test_beyond_max_connections_a_completion_is_503(tmp_path: Path):
         assert r.headers["connection"] == "close"
         # only completions are refused: /health still answers
         assert httpx.get(f"{server.root}/health", timeout=PATIENCE_S).status_code == 200
+        within = RawConnection(server.root)  # one more, open while the 4 are
+        for conn in (*idle, within):
+            conn.send(request(dumps(valid(CHAT))))
+        assert [conn.answer().status for conn in idle] == [200] * cap
+        assert within.answer().status == 503
+        within.close()
         for conn in idle:
             conn.close()
 

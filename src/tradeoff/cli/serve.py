@@ -72,7 +72,10 @@ def serve(
     ] = 4096,
     max_connections: Annotated[
         int,
-        typer.Option(min=1, help="Open connections at once; a request on one more gets 503."),
+        typer.Option(
+            min=1,
+            help="Open connections served at once; a request on one opened past them gets 503.",
+        ),
     ] = 1024,
     request_timeout: Annotated[
         float,

@@ -69,7 +69,7 @@ class Limits:
     max_concurrency: int = 64  # requests in flight; beyond it, 429
     max_body_bytes: int = 1 << 20  # beyond it, 413
     max_tokens: int = 4096  # the largest max_tokens a request may ask for; beyond it, 422
-    max_connections: int = 1024  # open connections; a request on one more gets 503
+    max_connections: int = 1024  # open connections served; a request on one more gets 503
     request_timeout_s: float = 30.0  # to send a request's head and body; beyond it, closed or 408
 
 
@@ -247,9 +247,32 @@ def _usage(record: Record) -> dict[str, int | None]:
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
 
 
+class Admission:
+    """The connections whose requests are served: at most `limit` open at once, each admitted as
+    it opens or, once others have closed, at its next request. A request on a connection past
+    them gets 503 (and the connection is closed); counted over every open connection instead,
+    one connection too many had every request on every connection refused."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.admitted: set[tuple[str, int] | None] = set()
+
+    def opened(self, client: tuple[str, int] | None) -> None:
+        if len(self.admitted) < self.limit:
+            self.admitted.add(client)
+
+    def closed(self, client: tuple[str, int] | None) -> None:
+        self.admitted.discard(client)
+
+    def admits(self, client: tuple[str, int] | None) -> bool:
+        self.opened(client)  # a slot freed since it opened
+        return client in self.admitted
+
+
 class ServeApp:
     """The ASGI application. `served` maps the names clients send as `model` to what runs.
-    `connections` counts the open connections (the server's), for the connection limit."""
+    `admission` says which connections' requests are served (the first --max-connections open);
+    None serves every connection's."""
 
     def __init__(
         self,
@@ -261,7 +284,7 @@ class ServeApp:
         limits: Limits,
         api_key: str | None = None,
         prices: dict[str, Any] | None = None,
-        connections: Callable[[], int] = lambda: 0,
+        admission: Admission | None = None,
     ):
         self.served = served
         self.meter = meter
@@ -270,7 +293,7 @@ class ServeApp:
         self.limits = limits
         self.api_key = api_key.encode() if api_key else None
         self.prices = prices or {}
-        self.connections = connections
+        self.admission = admission
         self.in_flight = 0
         self.draining = False
         self.settling: set[asyncio.Future[None]] = set()  # records waiting for their energy
@@ -410,7 +433,7 @@ class ServeApp:
         self._authorize(request)
         if self.draining:
             raise ApiError(503, "the server is shutting down", headers={"retry-after": "5"})
-        if self.connections() > self.limits.max_connections:
+        if self.admission is not None and not self.admission.admits(request.client):
             raise ApiError(
                 503,
                 f"more than {self.limits.max_connections} open connections (--max-connections); "

@@ -24,6 +24,7 @@ class HttpRequest:
         self.path: str = scope["path"]
         # Lower-case names; a repeated header keeps its last value.
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        self.client: tuple[str, int] | None = scope.get("client")  # the connection's far end
         self._receive = receive
         self.disconnected = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None

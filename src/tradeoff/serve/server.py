@@ -24,7 +24,7 @@ from tradeoff.config import Config, Price, RunSpec, resolve_configs, route_confi
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
-from tradeoff.serve.app import Limits, ServeApp, Served
+from tradeoff.serve.app import Admission, Limits, ServeApp, Served
 from tradeoff.serve.metrics import ServerMetrics
 from tradeoff.session import open_session
 from tradeoff.store import STORE_FILE, Store
@@ -195,9 +195,11 @@ class _Protocol(HttpToolsProtocol):
     pipelined (that one's generation ran on, and its next write failed, losing its record)."""
 
     request_timeout_s: float = Limits().request_timeout_s
+    admission: Admission = Admission(Limits().max_connections)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.admission.opened(self.client)
         self._head_deadline: asyncio.TimerHandle | None = None
         self._unanswered: list[RequestResponseCycle] = []
         self._arm()
@@ -228,6 +230,7 @@ class _Protocol(HttpToolsProtocol):
             self._unanswered.append(self.cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.admission.closed(self.client)
         self._disarm()
         for cycle in self._unanswered:
             if not cycle.response_complete:
@@ -278,7 +281,13 @@ async def _run_server(
 ) -> None:
     """Serve on `sock` with uvicorn until SIGTERM or Ctrl-C, then finish the requests in flight."""
     limits = app.limits
-    protocol = type("Protocol", (_Protocol,), {"request_timeout_s": limits.request_timeout_s})
+    admission = Admission(limits.max_connections)
+    app.admission = admission
+    protocol = type(
+        "Protocol",
+        (_Protocol,),
+        {"request_timeout_s": limits.request_timeout_s, "admission": admission},
+    )
     config = uvicorn.Config(
         app,
         http=protocol,
@@ -293,7 +302,6 @@ async def _run_server(
         date_header=False,
     )
     server = _Server(config, app, notify)
-    app.connections = lambda: len(server.server_state.connections)
     # Latency: what was loaded so far (models, libraries) never becomes garbage, so the collector
     # need not scan it on every full collection; and the store's thread hands the interpreter
     # back within 1 ms instead of 5 when a request needs it.
