@@ -321,6 +321,10 @@ def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_pa
     one_line_error(
         run_cli("demo", "--resume", str(out), "--limit", "3"), "give no --out or --limit"
     )
+    (out / "report.html").mkdir()  # its page cannot be written: said before any work (a traceback)
+    one_line_error(run_cli("demo", "--resume", str(out)), "report.html is a directory")
+    assert _keys_and_times(db) == before
+    (out / "report.html").rmdir()
     resumed = run_cli("demo", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "report.html").stat().st_size > 0 and f"report: {out}" in resumed.stdout
@@ -328,6 +332,21 @@ def test_a_stopped_demo_names_its_own_resume_which_finishes_it_and_writes_its_pa
     assert set(before) < set(after) and len({row[:4] for row in after}) == len(after)
     said = f"({len(after) - len(before)} records in "  # the new ones, and those stored before
     assert said in resumed.stdout and f", {len(before)} stored before)" in resumed.stdout
+
+
+def test_demo_resume_refuses_a_run_that_is_not_a_demo(tmp_path):
+    """It continued a profile run's own spec, said `demo --resume` where `report` said
+    `profile --resume`, and wrote a demo's page for it."""
+    out = tmp_path / "profiled"
+    made = run_cli("profile", "-m", "smollm2-135m", "-t", "arith", "--limit", "1",
+                   "--max-tokens", "2", "--out", str(out))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    one_line_error(
+        run_cli("demo", "--resume", str(out)),
+        f"holds a run of `tradeoff profile`, not a demo; continue with: tradeoff profile "
+        f"--resume {out}",
+    )
+    assert not (out / "report.html").exists()
 
 
 def test_a_record_is_committed_before_an_inline_engine_runs_the_next_request(tmp_path):

@@ -26,11 +26,13 @@ from tradeoff.cli.options import (
     processes_value,
 )
 from tradeoff.cli.output import (
+    check_html,
     console,
     err_console,
     first_errors,
     interrupted,
     progress_bar,
+    writing,
 )
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary
 from tradeoff.errors import UserError
@@ -118,6 +120,7 @@ def demo(
     if resume is not None:
         if out is not None or limit is not None:
             raise UserError("--resume continues the demo as it began: give no --out or --limit")
+        _check_demo(resume)
         result = run_profile(None, None, resume, None, command="demo")
     else:
         out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -131,7 +134,8 @@ def demo(
         print_frontier(rows, label)
         from tradeoff.report.html_report import write_report
 
-        page = write_report(result.directory, result.directory / "report.html")
+        with writing(result.directory / "report.html"):
+            page = write_report(result.directory, result.directory / "report.html")
     wall = time.perf_counter() - t0
     console.print(
         f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s"
@@ -141,6 +145,29 @@ def demo(
         f"{result.directory} --records for every query)",
         soft_wrap=True,
     )
+
+
+def _check_demo(directory: Path) -> None:
+    """`demo --resume` continues a demo, whose page it writes where the demo's goes: another
+    profile or load run is refused with its own command, and a page path that cannot be
+    written before any work is done."""
+    from tradeoff.resumes import continued_by, how_to_continue
+    from tradeoff.store import STORE_FILE, Store
+
+    if not (directory / STORE_FILE).is_file():
+        return  # not a run: `run_profile` says what it is
+    store = Store.open(directory)
+    try:
+        spec = store.run()["spec"]
+    finally:
+        store.close()
+    command = continued_by(spec)
+    if command not in ("demo", None):  # None: imported or served, which `run_profile` refuses
+        raise UserError(
+            f"{directory} holds a run of `tradeoff {command}`, not a demo"
+            f"{how_to_continue(spec, directory)}"
+        )
+    check_html("--resume", directory / "report.html")
 
 
 def profile(
