@@ -104,6 +104,9 @@ def _check_store(directory, ids, prompts):
     assert "given cost" in table and "USD/query" in table, table
     assert "e2e s n/a: imported outcomes carry no latency" in table, table
     assert "given cost n/a: mid was imported without cost=" in table, table  # not a bare "-"
+    wide = run_cli("report", str(directory), "--wide").stdout
+    assert "imported outcomes carry no FLOPs (4 of 4 queries)" in wide, wide  # not "shape unknown"
+    assert "calibrate" not in wide, wide  # no roofline to get by calibrating
     # the frontier's auto axis: the given costs, mid n/a; latency left all three n/a
     frontier = run_cli("frontier", str(directory), "--format", "json")
     assert frontier.returncode == 0, frontier.stderr

@@ -68,12 +68,16 @@ def _measured(column: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataF
     return lambda df: column(df).where(~imported(df)).astype(float)
 
 
+# How every reason a value of imported outcomes is missing begins.
+IMPORTED_NONE = "imported outcomes carry no"
+
+
 def _not_imported(what: str) -> Callable[[pd.DataFrame, pd.DataFrame], str]:
     """Why an axis measured by runs has no value: the records are imported outcomes."""
 
     def missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
         k = int(imported(df).sum())
-        return f"imported outcomes carry no {what} ({k} of {len(df)} queries)"
+        return f"{IMPORTED_NONE} {what} ({k} of {len(df)} queries)"
 
     return missing
 
@@ -94,7 +98,7 @@ def _energy_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
         return str((metered if len(metered) else reasons).iloc[0])
     counts = f"{int(unmeasured.sum())} of {len(df)} queries"
     if (unmeasured & imported(df)).all():
-        return f"imported outcomes carry no energy ({counts})"
+        return f"{IMPORTED_NONE} energy ({counts})"
     if (unmeasured & df["error"].isna()).any():
         return f"no meter reading for {counts}"
     return f"failed before metering: {counts}"
@@ -126,6 +130,8 @@ def _gflops(df: pd.DataFrame) -> pd.Series:
 def _flops_missing(df: pd.DataFrame, run: pd.DataFrame) -> str:
     uncounted = df["flops"].isna()
     k = int(uncounted.sum())
+    if (uncounted & imported(df)).all():
+        return f"{IMPORTED_NONE} FLOPs ({k} of {len(df)} queries)"
     failed = int((uncounted & df["error"].notna()).sum())
     why = f"FLOPs not counted for {k} of {len(df)} queries"
     if failed == k:

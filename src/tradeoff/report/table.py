@@ -10,6 +10,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
+from tradeoff.analysis.costs import IMPORTED_NONE
 from tradeoff.report.columns import (
     Column,
     ColumnTable,
@@ -168,7 +169,10 @@ def summary_table(
     sources = {r["energy_source"] for r in rows if r["energy_j"] is not None}
     units = sorted({r["given_cost_unit"] for r in rows if r.get("given_cost_unit")})
     every = _summary_columns(sources, "+".join(units) or None)
-    empty = empty_columns(every, rows, kept=(ROOFLINE_HEADER,))  # its note: how to get one
+    # an empty roofline column is kept for its note on how to get one; imported outcomes have
+    # nothing to get one from
+    imported_only = all(str(r["gflops_missing"]).startswith(IMPORTED_NONE) for r in rows)
+    empty = empty_columns(every, rows, kept=() if imported_only else (ROOFLINE_HEADER,))
     columns, more = visible([c for c in every if c.header not in empty], wide, "tradeoff report")
     table, notes = build_table(title, columns, rows)
     footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
