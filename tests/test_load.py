@@ -1016,9 +1016,13 @@ def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
     assert "1 stored item(s) changed since their records were written" in line, line
     assert "#2" in line and "#1" not in line and "--out" in line, line
     assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == before
-    write("5+5?")  # restored: the resume measures the stopped point again
+    # the changed line taken out: its records stay, which the resume says (it said nothing), and
+    # it measures the stopped point again
+    data.write_text(json.dumps({"prompt": "2+2?", "answer": "4"}) + "\n")
     resumed = run_cli("load", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
+    assert "1 stored item(s) are no longer in their task" in resumed.stderr, resumed.stderr
+    assert "load into a new --out" in resumed.stderr, resumed.stderr
     assert _rows(out, "SELECT status FROM load_points WHERE load_point = 'concurrent:2'") == [
         ("finished",)
     ]

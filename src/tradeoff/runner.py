@@ -34,7 +34,7 @@ from tradeoff.resumes import continued_by, how_to_continue, not_profiled
 from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
-from tradeoff.types import Record
+from tradeoff.types import Item, Record
 from tradeoff.work import PerTurn, Plan, handing_out, items_of, load_tasks, run_work, work_keys
 
 
@@ -427,6 +427,28 @@ def changed_items_said(store: Store, ids: list[str], then: str) -> str:
     )
 
 
+def say_gone_items(
+    store: Store,
+    tasks: list[Task],
+    now: dict[str, list[Item]],
+    notify: Callable[[str], None],
+    command: str,
+) -> None:
+    """Say which stored items a resumed run's tasks (their items `now`) no longer hold: their
+    records stay, and are reported, though the run asks nothing more of them."""
+    gone = [
+        f"{t.name}#{i}"
+        for t in tasks
+        for i in sorted(store.item_ids(t.name) - {item.id for item in now[t.name]})
+    ]
+    if gone:
+        notify(
+            f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
+            f"records stay in the run and its report; {command} into a new --out to leave them "
+            "out"
+        )
+
+
 def _check_items(
     store: Store,
     spec: RunSpec,
@@ -438,16 +460,7 @@ def _check_items(
     JSONL file), since their records would score answers to other questions; or, with
     `rescore_changed`, delete those records so that they are redone."""
     now = {t.name: items_of(t, spec.limit) for t in tasks}
-    gone = [
-        f"{t.name}#{i}"
-        for t in tasks
-        for i in sorted(store.item_ids(t.name) - {item.id for item in now[t.name]})
-    ]
-    if gone:
-        notify(
-            f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
-            "records stay in the run and its report; profile into a new --out to leave them out"
-        )
+    say_gone_items(store, tasks, now, notify, "profile")
     for t in tasks:
         store.renew_unanswered(now[t.name], t.scorer)
     changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}

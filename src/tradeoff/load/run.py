@@ -41,7 +41,7 @@ from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
 from tradeoff.resumes import how_to_continue, not_profiled
-from tradeoff.runner import Stop, Writer, changed_items_said, open_run_session
+from tradeoff.runner import Stop, Writer, changed_items_said, open_run_session, say_gone_items
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -385,11 +385,14 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
     )  # fmt: skip
 
 
-def _check_items(store: Store, spec: RunSpec, tasks: list[Task]) -> None:
+def _check_items(
+    store: Store, spec: RunSpec, tasks: list[Task], notify: Callable[[str], None]
+) -> None:
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file): the points left would send the new prompts, recorded against the stored items,
-    questions and references of the old."""
+    questions and references of the old. Items no longer in their task are said."""
     now = {t.name: items_of(t, spec.limit) for t in tasks}
+    say_gone_items(store, tasks, now, notify, "load")
     for t in tasks:
         store.renew_unanswered(now[t.name], t.scorer)
     changed = [
@@ -464,7 +467,7 @@ def load(
         run_spec = parse_spec(saved, f"{resume} (stored spec)")
         run_options = LoadOptions(**data["load"])
         tasks = load_tasks(run_spec)
-        _check_items(store, run_spec, tasks)
+        _check_items(store, run_spec, tasks, say)
         run = _drive(
             run_spec, run_options, tasks, lambda: store, api_key=api_key,
             on_progress=on_progress, notify=say, ray=executor_of(run_spec, ray), resumed=True,
