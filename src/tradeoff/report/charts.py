@@ -28,6 +28,10 @@ FRONTIER_COLOUR = "#d95f02"
 TOOLTIP = alt.ExprRef("datum.tip")
 NOTE_WIDTH = 64  # characters of a note under a load panel's title, per line
 MAX_CURVE_POINTS = 1000  # of a router curve drawn: one per item would grow with the run
+# Costs below this (dollars per query: 1.3e-6) get e-notation axis labels: fixed point is mostly
+# zeros ("0.0000015"), too long to tell apart. A log axis's unlabelled ticks stay unlabelled.
+SMALL_COST = 1e-3
+SMALL_COST_LABEL = "datum.label == '' ? '' : datum.value == 0 ? '0' : format(datum.value, '.3~e')"
 
 LOAD_X_TITLE = "achieved throughput, requests/s (completed / measured window)"
 SATURATED_LEGEND = "hollow: saturated, the upstream did not keep up"
@@ -198,6 +202,7 @@ def frontier_chart(axes: dict[str, list[FrontierRow]], names: list[str]) -> alt.
         log = use_log([p["cost"] for p in points])
         domain: Any = _cost_domain([p["cost"] for p in points], log)
         x_title = label + (" (log scale)" if log else "")
+        label_expr = SMALL_COST_LABEL if _small(domain) else None
         title: Any = f"accuracy against {label}"
         subtitle += unplaced_notes(rows)
     else:
@@ -210,12 +215,19 @@ def frontier_chart(axes: dict[str, list[FrontierRow]], names: list[str]) -> alt.
             for label in axes
         }
         domain = alt.ExprRef(f"{json.dumps(domains)}[axis]")  # the chosen axis's
+        small = {label: _small(d) for label, d in domains.items()}
+        label_expr = (
+            f"{json.dumps(small)}[axis] ? ({SMALL_COST_LABEL}) : datum.label"
+            if any(small.values())
+            else None
+        )
         x_title = "cost per query, on the axis chosen in the menu (its unit in the title)"
         title = alt.ExprRef("'accuracy against ' + axis")
     x = alt.X(
         "cost:Q",
         title=x_title,
         scale=alt.Scale(type="log" if log else "linear", domain=domain, nice=False),
+        axis=alt.Axis(labelExpr=label_expr) if label_expr else alt.Undefined,
     )
     in_unit = all(p["low"] >= 0 and p["high"] <= 1 for p in points)
     y = alt.Y(
@@ -259,6 +271,11 @@ def _cost_domain(costs: list[float], log: bool) -> list[float]:
         return [low / 1.5, high * 1.5]
     room = 0.08 * (high - low) or 0.1 * abs(high) or 1.0
     return [low - room if low - room >= 0 or low < 0 else 0.0, high + room]
+
+
+def _small(domain: list[float]) -> bool:
+    """Whether a cost axis's range is below SMALL_COST (and not just 0)."""
+    return 0 < max(abs(v) for v in domain) < SMALL_COST
 
 
 def write_frontier(

@@ -15,11 +15,19 @@ import html
 import json
 from typing import Any
 
-# What every chart of the page shares: one font, no border around the plot area.
+# What every chart of the page shares: one font, no border around the plot area, room between
+# an axis's labels (by default only overlapping labels are thinned out: labels that touch read
+# as one number, "0.00000100.0000015", where vl-convert's text is wider than a browser's).
 CONFIG: dict[str, Any] = {
     "font": "system-ui, sans-serif",
     "view": {"stroke": None},
-    "axis": {"labelFontSize": 11, "titleFontSize": 12, "grid": True, "gridColor": "#eee"},
+    "axis": {
+        "labelFontSize": 11,
+        "titleFontSize": 12,
+        "grid": True,
+        "gridColor": "#eee",
+        "labelSeparation": 8,
+    },
     "legend": {"labelFontSize": 11, "titleFontSize": 12, "labelLimit": 320},
 }
 
