@@ -71,3 +71,36 @@ def test_the_frontier_png_keeps_its_cost_labels_apart(costs):
     for (_, end, text), (start, _, after) in zip(labels, labels[1:]):
         assert start - end >= 8, f"{text!r} and {after!r} run together: {labels}"
     assert all(len(text) <= 7 for _, _, text in labels), labels
+
+
+def legend_texts(chart) -> list[str]:
+    """Every line of the chart's legends as drawn: titles and entries."""
+    svg = vl_convert.vegalite_to_svg(vega.spec_of(chart))
+    groups = re.findall(r'role-legend-(?:title|label)".*?</g>', svg, re.S)
+    return [
+        line
+        for group in groups
+        for text in re.findall(r"<text[^>]*>(.*?)</text>", group)
+        for line in re.split(r"<tspan[^>]*>|</tspan>", text)
+        if line
+    ]
+
+
+def test_every_configuration_of_many_is_in_the_legend_and_repeated_colours_are_said():
+    """40 configurations: the legend stopped at 29, then "…11 entries"; configurations 20 on
+    had the colours of the first 20, and nothing said so."""
+    rows = [_row(f"model{i}", i + 1.0, (i + 1) / 41) for i in range(40)]
+    _mark_pareto(rows)
+    texts = legend_texts(frontier_chart({"cost": rows}, [r.config for r in rows]))
+    assert [t for t in texts if t.startswith("model")] == [r.config for r in rows], texts
+    assert not any("entries" in t for t in texts), texts
+    assert "(colours repeat past 20:" in texts, texts
+
+
+def test_twenty_configurations_have_twenty_colours_and_no_note():
+    rows = [_row(f"model{i}", i + 1.0, (i + 1) / 21) for i in range(20)]
+    _mark_pareto(rows)
+    spec = vega.spec_of(frontier_chart({"cost": rows}, [r.config for r in rows]))
+    colour = spec["layer"][0]["encoding"]["color"]
+    assert len(set(colour["scale"]["range"])) == 20
+    assert colour["legend"].get("title", colour["title"]) == "configuration"

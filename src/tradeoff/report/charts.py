@@ -80,13 +80,20 @@ def colours(names: Sequence[str], shown: Sequence[str] | None = None) -> alt.Sca
     )
 
 
+def config_legend(scale: alt.Scale) -> alt.Legend:
+    """The configurations' legend, on `colours`' scale: every configuration listed (Vega lists
+    30, then "…10 entries"), each name whole (cut at 160 px, two long names read alike); past
+    the palette's colours, its title says they repeat."""
+    title: str | list[str] = "configuration"
+    if len(set(scale.range)) < len(scale.range):
+        title = ["configuration", f"(colours repeat past {len(TABLEAU20)}:", "hover for names)"]
+    return alt.Legend(title=title, labelLimit=0, symbolLimit=0)
+
+
 def config_colour(scale: alt.Scale) -> alt.Color:
     """The configuration's colour channel, on `colours`' scale: the same colour for a
-    configuration in every chart of a page (one on Vega's default scheme gave it another); each
-    name whole in the legend (cut at 160 px, two long names read alike)."""
-    return alt.Color(
-        "config:N", title="configuration", scale=scale, legend=alt.Legend(labelLimit=0)
-    )
+    configuration in every chart of a page (one on Vega's default scheme gave it another)."""
+    return alt.Color("config:N", title="configuration", scale=scale, legend=config_legend(scale))
 
 
 def write_chart(chart: alt.TopLevelMixin, path: str | Path, title: str, below: str = "") -> Path:
@@ -378,11 +385,15 @@ def _panel(
     dots = marks.encode(
         x=x,
         y=y,
-        stroke=alt.Stroke("config:N", title="configuration", scale=colour),
+        stroke=alt.Stroke(
+            "config:N", title="configuration", scale=colour, legend=config_legend(colour)
+        ),
         fill=alt.when(alt.datum.saturated)
         .then(alt.value("white"))
         # a legend of its own (legend=None) would take the configurations' legend away
-        .otherwise(alt.Fill("config:N", title="configuration", scale=colour)),
+        .otherwise(
+            alt.Fill("config:N", title="configuration", scale=colour, legend=config_legend(colour))
+        ),
         shape=alt.Shape(
             "series:N",
             legend=None,
