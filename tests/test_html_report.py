@@ -456,3 +456,41 @@ def test_took_counts_the_sessions_not_the_time_a_run_sat_stopped():
     assert _took({"created_at": 1000.0, "ended_at": None, "sessions": killed[:1]}) == (
         "still running, or cut short"
     )
+
+
+# Whether the page scrolls sideways, and how wide each chart is against its box, into #widths.
+WIDTHS = """
+var out = ["page=" + document.documentElement.scrollWidth + "/"
+           + document.documentElement.clientWidth];
+document.querySelectorAll("div.chart").forEach(function (c) {
+  out.push(c.id + "=" + c.scrollWidth + "/" + c.clientWidth); });
+var p = document.createElement("pre"); p.id = "widths"; p.textContent = out.join("\\n");
+document.body.appendChild(p);
+"""
+
+
+def test_a_long_configuration_name_keeps_the_charts_within_the_page(tmp_path):
+    """A 90-character name, whole in the legend, made the frontier 1370 px wide: the page
+    scrolled sideways and the name was cut at the window's edge."""
+    long = (
+        "a-very-long-configuration-name-that-goes-on-and-on-and-on-forever-v1.2.3-instruct-q4_k_m"
+    )
+    out = _imported(tmp_path, "prompt,a,b\n2+2?,1,0\n3+3?,1,1\nA prime?,0,0\n",
+                    f"{long}=a,cost=0.5", "b=b,cost=1")  # fmt: skip
+    page = _html(out).read_text(encoding="utf-8")
+    head, _, tail = page.rpartition("</body>")  # as browser.drive, in a 1250 px window
+    driven = tmp_path / "widths.html"
+    driven.write_text(f"{head}<script>setTimeout(function () {{ {WIDTHS} }}, 500);</script>"
+                      f"</body>{tail}", encoding="utf-8")  # fmt: skip
+    dom = render(driven, "--window-size=1250,1000")
+    assert script_errors(dom) == ""
+    found = re.search(r'<pre id="widths">(.*?)</pre>', dom, re.S)
+    assert found, "the driver script did not run"
+    widths = dict(line.split("=") for line in found.group(1).splitlines())
+    assert {"page", "frontier"} <= set(widths), widths
+    for name, pair in widths.items():
+        if name == "by-task":  # its axis names each configuration whole, beside its row
+            continue
+        scroll, client = map(int, pair.split("/"))
+        assert scroll <= client, f"{name} is {scroll} px wide in {client} px: {widths}"
+    assert ">a-very-long-configur…-v1.2.3-instruct-q4_k_m</text>" in dom  # both ends, in the legend

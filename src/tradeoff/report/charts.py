@@ -33,6 +33,13 @@ MAX_CURVE_POINTS = 1000  # of a router curve drawn: one per item would grow with
 SMALL_COST = 1e-3
 SMALL_COST_LABEL = "datum.label == '' ? '' : datum.value == 0 ? '0' : format(datum.value, '.3~e')"
 
+# A configuration's name in a legend: its first 20 and last 23 characters where longer than 44
+# (the whole name is in each point's details on hover, and in the tables).
+LEGEND_NAME = (
+    "length(datum.label) > 44 ? slice(datum.label, 0, 20) + '…' + slice(datum.label, -23)"
+    " : datum.label"
+)
+
 LOAD_X_TITLE = "achieved throughput, requests/s (completed / measured window)"
 SATURATED_LEGEND = "hollow: saturated, the upstream did not keep up"
 CORRECT_LEGEND = "dashed, squares: correct goodput"
@@ -82,12 +89,14 @@ def colours(names: Sequence[str], shown: Sequence[str] | None = None) -> alt.Sca
 
 def config_legend(scale: alt.Scale) -> alt.Legend:
     """The configurations' legend, on `colours`' scale: every configuration listed (Vega lists
-    30, then "…10 entries"), each name whole (cut at 160 px, two long names read alike); past
-    the palette's colours, its title says they repeat."""
+    30, then "…10 entries"); a long name cut in its middle, so that the chart stays within the
+    page and names that differ at either end still read apart (cut at its end, at 160 px, two
+    long names read alike; whole, a 90-character name pushed the chart past the page); past the
+    palette's colours, its title says they repeat."""
     title: str | list[str] = "configuration"
     if len(set(scale.range)) < len(scale.range):
         title = ["configuration", f"(colours repeat past {len(TABLEAU20)}:", "hover for names)"]
-    return alt.Legend(title=title, labelLimit=0, symbolLimit=0)
+    return alt.Legend(title=title, labelLimit=0, labelExpr=LEGEND_NAME, symbolLimit=0)
 
 
 def config_colour(scale: alt.Scale) -> alt.Color:

@@ -33,7 +33,7 @@ th.sorted-asc::after { content: " \\25B2"; } th.sorted-desc::after { content: " 
 td.text, th.text { text-align: left; white-space: nowrap; }
 div.scroll { overflow-x: auto; }
 pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
-.chart { margin: 8px 0; }
+.chart { margin: 8px 0; overflow-x: auto; }  /* a wide chart scrolls, not the page */
 form.filters { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center; margin: 8px 0; }
 #records td.long { text-align: left; white-space: pre-wrap; min-width: 220px; max-width: 420px;
   font-size: 12px; }
