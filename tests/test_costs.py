@@ -230,3 +230,21 @@ def test_a_configuration_s_energy_reason_is_its_meter_s_not_a_call_less_record_s
     )
     assert _energy_missing(df, df) == "no RAPL here"
     assert _energy_missing(df.iloc[:1], df) == NO_CALLS  # the only reason there is
+
+
+def test_a_record_s_itl_is_its_mean_gap_over_every_call_s_tokens():
+    """A 2-token continuation weighed as much as the 20 tokens before it (`budget`'s forced
+    answer, an escalated cascade): the record's ITL read 0.3 s where its tokens came 0.14 s
+    apart, and disagreed with its own decode rate."""
+    from tradeoff.records import outcome_record
+    from tradeoff.types import Call, Generation, Outcome
+
+    def call(tokens: int, first: float, gap: float) -> Call:
+        times = [first + gap * i for i in range(tokens)]
+        generation = Generation("x", 5, tokens, first - 0.1, first, times[-1], token_times=times)
+        return Call("m", generation)
+
+    outcome = Outcome("x", [call(21, 1.0, 0.1), call(3, 4.0, 0.5)])
+    record = outcome_record("c", "t", "i", 0, outcome, 0.0, 5.5, {}, score=None, parsed=None)
+    assert record.itl_s == pytest.approx((20 * 0.1 + 2 * 0.5) / 22)
+    assert record.itl_s == pytest.approx(1 / record.decode_tps)

@@ -68,7 +68,13 @@ def outcome_record(
         ]
         decode_s = sum(seconds for seconds, _, _ in timed)
         decode_tokens = sum(tokens for _, tokens, _ in timed)
-        itls = [itl for _, _, itl in timed]
+        # the mean gap between the answer's tokens: each call's mean weighted by its gaps (a
+        # 2-token continuation weighed as much as the 20 tokens before it)
+        itls = (
+            [sum(itl * tokens for _, tokens, itl in timed) / decode_tokens]
+            if decode_tokens
+            else [itl for _, _, itl in timed]
+        )
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost, unpriced = _cost(calls, prices)
