@@ -337,6 +337,11 @@ def test_the_interval_of_repeated_samples_is_over_items():
     assert high - low > np.subtract(*wilson_interval(12, 20)[::-1])
     # one record an item: the records' Wilson interval, as before
     assert accuracy_interval(scores[::4], items[::4])[1:] == pytest.approx(wilson_interval(3, 5))
+    # every sample of every item wrong (or right): a bootstrap has no spread (it read
+    # 0.000-0.000, surer with two samples than one); Wilson's over the five items
+    for every in (0.0, 1.0):
+        alike = np.full(20, every)
+        assert accuracy_interval(alike, items)[1:] == pytest.approx(wilson_interval(5 * every, 5))
 
 
 def test_a_batch_s_time_counts_once_in_the_time_energy_was_measured_over():
