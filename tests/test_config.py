@@ -295,6 +295,22 @@ def test_a_yaml_boolean_is_not_a_count(extra):
     assert "(got True)" in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"sampling": {"temperature": True}},
+        {"timeout_s": True},
+        {"prices": {"small": {"input": True, "output": 1}}},
+        {"configs": [{"strategy": "vote", "model": "small", "n": 3, "temperature": True}]},
+        {"configs": [{"strategy": "cascade", "models": ["small", "large"], "threshold": False}]},
+    ],
+)
+def test_a_yaml_boolean_is_not_a_number(extra):
+    """A threshold or temperature of `true` ran as 1.0 (`switch-small-large-t1`)."""
+    with pytest.raises(UserError, match=r"must be a valid number.*\(got (True|False)\)"):
+        resolve_configs(parse_spec(spec(**extra)))
+
+
 def test_a_section_given_as_a_number_asks_for_a_mapping():
     with pytest.raises(
         UserError, match=r"sampling must be a mapping of its fields \(name: value\)"

@@ -31,15 +31,16 @@ from tradeoff.paths import user_path
 # A whole number as YAML writes one: `true` is not 1 (pydantic's lax mode would take it).
 Int = Annotated[int, Strict()]
 # A parameter that takes one value, or a list of values (one configuration each).
-# A number of the spec: finite (NaN compares false to every threshold, inf never times out).
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# A number of the spec: finite (NaN compares false to every threshold, inf never times out),
+# and a number as YAML writes one (`true` is not 1.0).
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Num = Finite | list[Finite]
 PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
 # Answers drawn for one query (vote's n, cascade's k): at most as many as a spec's `samples`.
 Draws = Annotated[Int, Field(le=1000)]  # at least 2: each strategy says why (n 1 is single)
 Drawses = Draws | list[Draws]
-Temperature = Annotated[float, Field(ge=0.0, le=5.0, allow_inf_nan=False)]
+Temperature = Annotated[Finite, Field(ge=0.0, le=5.0)]
 Temperatures = Temperature | list[Temperature]
 MaxTokens = Annotated[Int, Field(ge=1, le=32768)]
 # How a record's requests' seeds step from the run's (`strategies.context.request_seed`), and
@@ -91,9 +92,9 @@ class Price(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(0.0, ge=0, allow_inf_nan=False)
-    output: float = Field(0.0, ge=0, allow_inf_nan=False)
-    per_hour: float | None = Field(None, ge=0, allow_inf_nan=False)
+    input: float = Field(0.0, ge=0, allow_inf_nan=False, strict=True)
+    output: float = Field(0.0, ge=0, allow_inf_nan=False, strict=True)
+    per_hour: float | None = Field(None, ge=0, allow_inf_nan=False, strict=True)
 
 
 class ModelOptions(BaseModel):
@@ -321,7 +322,7 @@ class RunSpec(BaseModel):
     # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
     # requests in flight, at most one per core, for runs of 1,000 requests or more.
     processes: Literal["auto"] | Annotated[Int, Field(ge=1, le=256)] = "auto"
-    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False, strict=True)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
     # Per model alias, what its Ray worker asks of a node (given in `models:` as
