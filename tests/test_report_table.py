@@ -293,6 +293,28 @@ def test_a_standard_output_that_cannot_be_written_is_one_line(run_dir, args):
     assert result.stderr == "error: cannot write the standard output: No space left on device\n"
 
 
+@pytest.mark.parametrize("args", [["report"], ["frontier"]])
+def test_a_standard_output_without_the_table_s_characters_is_one_line(run_dir, args):
+    """PYTHONIOENCODING=ascii: ★, ± and – (or a prompt's é) ended in a UnicodeEncodeError
+    traceback; a closed stdout (`>&-`) in one before any command began."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tradeoff", args[0], str(run_dir), *args[1:]],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith("error: cannot write the standard output: its encoding, ascii,")
+    assert "PYTHONIOENCODING=utf-8" in message
+    closed = subprocess.run(
+        [sys.executable, "-m", "tradeoff", args[0], str(run_dir), *args[1:]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
+
+
 def test_no_output_is_written_over_a_run_s_store(run_dir, tmp_path):
     """`-o DIR/tradeoff.sqlite` wrote a CSV over the store it had just read: the run was lost."""
     import shutil

@@ -39,10 +39,19 @@ UNWRAPPED = 1_000_000
 
 
 class OutputFailed(Exception):
-    """The standard output could not be written (a full disk behind `> file`): one line."""
+    """The standard output could not be written (a full disk behind `> file`, an encoding
+    without the text's characters): one line."""
 
-    def __init__(self, exc: OSError):
-        super().__init__(f"cannot write the standard output: {exc.strerror}")
+    def __init__(self, exc: OSError | UnicodeEncodeError):
+        if isinstance(exc, UnicodeEncodeError):
+            shown = exc.object[exc.start : exc.end]
+            why = (
+                f"its encoding, {exc.encoding}, has no {shown!r}; set PYTHONIOENCODING=utf-8 "
+                "(or a UTF-8 locale)"
+            )
+        else:
+            why = str(exc.strerror)
+        super().__init__(f"cannot write the standard output: {why}")
 
 
 class _Literal(Console):
@@ -71,13 +80,29 @@ def _to_stdout() -> Iterator[None]:
         yield
     except BrokenPipeError:
         raise
-    except OSError as exc:
+    except (OSError, UnicodeEncodeError) as exc:
         raise OutputFailed(exc) from None
 
 
+def _width(stream: Any) -> int | None:
+    """A terminal's width (None: Rich asks it), else UNWRAPPED; a stream the shell closed
+    (`>&-`) is None here, and writes to it go nowhere (`_open_closed`)."""
+    return None if stream is not None and stream.isatty() else UNWRAPPED
+
+
+def _open_closed() -> None:
+    """A standard stream the shell closed (`tradeoff serve >&-`) is None, which every print
+    would fail on (a traceback before any command began): it writes to nowhere instead."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (for the process)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+
+
+_open_closed()
 # No emoji codes: a load point's label followed by a colon ("constant:100:") would print as one.
-console = _Stdout(width=None if sys.stdout.isatty() else UNWRAPPED, emoji=False)
-err_console = _Literal(stderr=True, width=None if sys.stderr.isatty() else UNWRAPPED, emoji=False)
+console = _Stdout(width=_width(sys.stdout), emoji=False)
+err_console = _Literal(stderr=True, width=_width(sys.stderr), emoji=False)
 
 
 class SummaryFormat(str, Enum):
@@ -174,7 +199,7 @@ def write_text(text: str, output: Path | None = None) -> None:
     """To `output` (saying so on stderr), else to stdout, ending in one newline."""
     if output:
         with writing(output):
-            output.write_text(text)
+            output.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {output}")
     else:
         with _to_stdout():
