@@ -226,6 +226,8 @@ def test_roofline_command(tmp_path):
     done = run_cli("roofline", "qwen2.5-0.5b", "--device", "H100", "--batch", "8")
     assert done.returncode == 0, done.stderr
     assert "494 M parameters" in done.stdout and "datasheet: NVIDIA H100 SXM" in done.stdout
+    heading = done.stdout.splitlines()[0]  # one line into a pipe (wrapped at the table's width)
+    assert heading.startswith("qwen2.5-0.5b (") and heading.endswith("), batch 8"), heading
     assert "decode (255 steps)" in done.stdout and "memory" in done.stdout
     unknown = run_cli("roofline", "qwen2.5-0.5b", "--device", "TPU")
     assert unknown.returncode == 2 and "name a GPU" in unknown.stderr

@@ -377,6 +377,7 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
     [
         (["--config", "nope"], "configuration 'nope' is not in the spec; its configurations:"),
         (["--policy", "missing.json"], "policy file missing.json does not exist"),
+        (["--policy", "."], "policy file . is a directory"),  # it said "does not exist"
         (["--policy", "p.json", "--config", SINGLE], "either --policy or --spec/--config"),
         (["--name", "x"], "--name names a --policy"),
         (["--policy", "p.json", "--name", " "], "--name is empty"),  # it served as 'policy'

@@ -129,12 +129,13 @@ def roofline(
     from dataclasses import asdict
 
     from tradeoff.meters.roofline import request_roofline
-    from tradeoff.report.hardware import ROOFLINE_NOTE, roofline_table
+    from tradeoff.report.hardware import ROOFLINE_NOTE, roofline_heading, roofline_table
 
     estimate = request_roofline(model, device, input_tokens, output_tokens, batch, dtype)
     if format is ListFormat.json:
         write_json(asdict(estimate))
         return
+    console.print(roofline_heading(estimate), soft_wrap=True, highlight=False)
     console.print(roofline_table(estimate))
     console.print(ROOFLINE_NOTE)
     for note in estimate.notes:

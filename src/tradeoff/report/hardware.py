@@ -33,17 +33,20 @@ def _ms(seconds: float) -> str:
     return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.3g} ms"
 
 
-def roofline_table(estimate: RooflineEstimate) -> Table:
-    """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic)."""
+def roofline_heading(estimate: RooflineEstimate) -> str:
+    """What `roofline_table` is of: the model, its size, the device and the batch (a line of
+    its own: as the table's title, it was wrapped at the table's width, in a file too)."""
     shape, peaks = estimate.shape, estimate.peaks
     weights = f"{scaled(shape.weight_bytes or 0, 'B')} of weights"
-    table = Table(
-        title=escape(
-            f"{estimate.model} ({scaled(shape.n_params, '')} parameters, {weights}) on "
-            f"{peaks.device} ({peaks.source}), batch {estimate.batch}"
-        ),
-        title_justify="left",
+    return (
+        f"{estimate.model} ({scaled(shape.n_params, '')} parameters, {weights}) on "
+        f"{peaks.device} ({peaks.source}), batch {estimate.batch}"
     )
+
+
+def roofline_table(estimate: RooflineEstimate) -> Table:
+    """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic)."""
+    table = Table()
     for column in ["phase", "TFLOPs", "GB moved", "roofline time", "bound", "tokens/s"]:
         table.add_column(column, justify="left" if column == "phase" else "right")
     for p in estimate.phases:

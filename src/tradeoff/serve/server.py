@@ -50,6 +50,10 @@ def served_configs(
     """What clients may ask for, by name: a policy, or the spec's configurations (all of them,
     or those named)."""
     if policy is not None:
+        if policy.is_dir():
+            raise UserError(
+                f"policy file {policy} is a directory; give the file `policy fit` wrote"
+            )
         if not policy.is_file():
             raise UserError(f"policy file {policy} does not exist (make one with `policy fit`)")
         name = policy_name or policy.stem
