@@ -346,6 +346,20 @@ def test_help_paragraphs_are_whole_sentences():
                 assert len(line) > 250, f"{' '.join(words)}: {line!r}"
 
 
+def test_help_shows_no_value_for_an_on_off_flag():
+    """`--wide <bool>` read as if it took a value; `--wide true` is refused."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    for words in (["report"], ["profile"], ["demo"]):
+        output = runner.invoke(app, [*words, "--help"]).output
+        assert "<bool>" not in output, output
+        assert "--wide" in output or "--rescore-changed" in output or "--resume" in output
+    assert "<table|json|csv|parquet>" in runner.invoke(app, ["report", "--help"]).output
+
+
 def test_help_shows_the_install_extras_whole():
     """Rich reads `[ray]` as markup and drops it: the help must show the command to copy."""
     from typer.testing import CliRunner

@@ -23,6 +23,21 @@ from tradeoff.errors import RunFailed, UserError
 clicks = sys.modules[typer.BadParameter.__module__]
 NO_ARGS = getattr(clicks, "NoArgsIsHelpError", ())  # click 8.2 and later; before, help and exit 0
 
+
+def _flag_type(original: Callable[..., Any]) -> Callable[..., Any]:
+    """typer's help shows an on/off flag's type, `<bool>`, as if it took a value (`--wide true`
+    is refused): a flag shows none."""
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    return display_type_rich
+
+
+_option = getattr(typer.core, "TyperOption", None)
+if _option is not None and hasattr(_option, "display_type_rich"):  # typer 0.2x; older show none
+    _option.display_type_rich = _flag_type(_option.display_type_rich)
+
 app = typer.Typer(
     help="Measure, optimize and serve LLM inference on the accuracy-cost frontier.",
     no_args_is_help=True,
