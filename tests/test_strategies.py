@@ -375,3 +375,40 @@ def test_agreement_samples_the_small_model_and_the_large_answers_at_the_given_te
     answered = [json.loads(line)["temperature"] for line in large_log.read_text().splitlines()]
     assert sorted(drawn) == [0.4] * 3 + [0.7] * 3
     assert sorted(answered) == [0.0, 0.4]
+
+
+@pytest.mark.parametrize(
+    ("small", "large", "max_tokens", "threshold", "refused"),
+    [
+        # the large model's context is shorter than its prompt: switch does not crash the run
+        ("smollm2-135m", "gemma3-270m?ctx=128", 8, 0, "large"),
+        # the small model's prompt fits, but not with max_tokens: no truncated "length" answer
+        ("smollm2-135m?ctx=64", "gemma3-270m", 24, 100, "small"),
+    ],
+)
+def test_switch_fails_a_prompt_past_a_models_context_as_single_does(
+    tmp_path, small, large, max_tokens, threshold, refused
+):
+    spec = parse_spec(
+        {
+            "models": {"small": small, "large": large},
+            "tasks": ["arith"], "limit": 2,
+            "sampling": {"temperature": 0.0, "max_tokens": max_tokens, "seed": 0},
+            "configs": [
+                {"model": refused},
+                {"strategy": "switch", "models": ["small", "large"], "threshold": threshold},
+            ],
+        }
+    )  # fmt: skip
+    result = profile(spec, tmp_path / "run", notify=lambda m: None)
+    assert result.status == "finished" and result.errors >= 2
+    by = {name: g.set_index("item_id") for name, g in _records(tmp_path / "run").groupby("config")}
+    single, switch = by[refused], by[f"switch-small-large-t{threshold:g}"]
+    assert single["error"].notna().any()
+    for item, r in switch.iterrows():
+        error = single.loc[item, "error"]
+        if pd.isna(error):  # this item's prompt fits: switch answers it
+            assert pd.isna(r["error"]) and r["output"]
+            continue
+        assert r["error"] == error and "exceeds the context" in error and r["output"] == ""
+        assert [(c["model"], c["finish_reason"]) for c in r["calls"]] == [(refused, "error")]

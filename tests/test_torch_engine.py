@@ -542,23 +542,31 @@ def test_a_conversation_the_chat_template_refuses_is_400_not_502(tmp_path):
     assert answered.status_code == 200, answered.text
 
 
-def test_a_switch_whose_model_runs_out_of_context_ends_its_answer_there(tmp_path):
-    """A model's context full mid-answer (the other's text re-tokenized in its tokens can take
-    more positions than it wrote) failed the strategy: a traceback, and a record with no calls,
-    no tokens and no energy reason. It is an answer cut by length, its calls kept."""
+def test_a_switch_whose_prompt_and_max_tokens_overflow_a_model_fails_as_single_does(tmp_path):
+    """A model whose context holds the prompt but not max_tokens more: the answer was cut where
+    the context filled and stored as a success ("length"), where `single` fails the request. It
+    fails as `single`'s does, with the engine's message, before any model generates."""
     from tradeoff.tasks import build_request, load_task
 
-    body = spec(tmp_path, [{"strategy": "switch", "models": ["small", "large"], "threshold": 99}])
+    body = spec(
+        tmp_path,
+        [{"model": "small"}, {"strategy": "switch", "models": ["small", "large"], "threshold": 99}],
+    )
     task = load_task("arith")
     small = TorchEngine(body["models"]["small"])
     request = build_request(task, task.items[0], "completion", max_tokens=16, temperature=0, seed=0)
-    room = len(small.prompt_tokens(request)) + 4  # five tokens of answer (the last not fed)
-    body["models"]["small"] += f"&ctx={room}"
-    df, _ = run_profile(tmp_path, {**body, "limit": 1})
-    (record,) = df.to_dict("records")
-    assert record["error"] is None and record["extra"]["finish_reason"] == "length", record
-    assert record["output_tokens"] == 5 and record["extra"]["tokens_small"] == 5
-    assert [c["model"] for c in record["calls"]] == ["small"] and record["flops"] > 0
+    body["models"]["small"] += f"&ctx={len(small.prompt_tokens(request)) + 4}"
+    result = profile(parse_spec({**body, "limit": 1}), tmp_path / "run", notify=lambda m: None)
+    assert result.status == "finished" and result.errors == 2
+    store = Store.open(tmp_path / "run")
+    try:
+        by = {r["config"]: r for r in store.records().to_dict("records")}
+    finally:
+        store.close()
+    single, switch = by["small"], by["switch-small-large-t99"]
+    assert "exceeds the context" in single["error"] and "?ctx=N" in single["error"]
+    assert switch["error"] == single["error"] and switch["output"] == ""
+    assert [c["model"] for c in json.loads(switch["calls"])] == ["small"]
 
 
 @pytest.mark.slow

@@ -125,6 +125,9 @@ class LlamaTokenStream(TokenStream):
     def _run(self, tokens: list[int], start: int) -> None:
         self.engine.llm.eval(tokens)
 
+    def _refuse_overlong(self, prompt: int) -> None:
+        self.engine.refuse_overlong(prompt, self.request.max_tokens)
+
     def _logprobs(self) -> np.ndarray:
         return self.engine.last_logprobs()
 
@@ -291,6 +294,14 @@ class LlamaCppEngine(InProcessEngine):
             except Exception as exc:  # a failed request is a record with its error
                 return Generation.failed(request.mode, t_start, f"{type(exc).__name__}: {exc}")
 
+    def refuse_overlong(self, prompt: int, max_tokens: int) -> None:
+        """ValueError where a prompt of `prompt` tokens and `max_tokens` do not fit the context."""
+        if prompt + max_tokens > self.n_ctx:
+            raise ValueError(
+                f"prompt of {prompt} tokens + max_tokens {max_tokens} exceeds the context of "
+                f"{self.n_ctx} tokens"
+            )
+
     def _generate(
         self,
         request: Request,
@@ -301,11 +312,7 @@ class LlamaCppEngine(InProcessEngine):
         prompt = self.prompt_tokens(request)
         if not prompt:  # llama.cpp would assert on it (a model that adds no BOS, an empty text)
             raise ValueError("the prompt is empty")
-        if len(prompt) + request.max_tokens > self.n_ctx:
-            raise ValueError(
-                f"prompt of {len(prompt)} tokens + max_tokens {request.max_tokens} exceeds the "
-                f"context of {self.n_ctx} tokens"
-            )
+        self.refuse_overlong(len(prompt), request.max_tokens)
         self.llm.set_seed(request.seed if request.seed is not None else 0)
         # No prompt-prefix reuse across requests: a reused prefix changes the logits slightly
         # (batched vs single-token kernels), which would make an answer depend on which request

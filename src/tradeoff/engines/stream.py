@@ -30,7 +30,7 @@ def entropy_of(logp: np.ndarray) -> float:
 
 class ContextFull(Exception):
     """A model's context has no room for what it must read: the answer ends there ("length").
-    Each model's prompt and max_tokens fit (the server checks), but the other model's text,
+    Each model's prompt and max_tokens fit (`TokenStream.fit`), but the other model's text,
     re-tokenized in this one's tokens, may take more positions than it wrote."""
 
 
@@ -47,6 +47,7 @@ class TokenStream(ABC):
         self.started = False
         self.on_pass: PassSink | None = None
         self._unfed: list[int] = []
+        self._prompt_ids: list[int] | None = None
         self._length = 0  # positions in the model's context
         self._decoder = self._pieces()
 
@@ -55,6 +56,11 @@ class TokenStream(ABC):
     @abstractmethod
     def _prompt(self) -> list[int]:
         """The request's prompt tokens (the model's context starts empty)."""
+
+    @abstractmethod
+    def _refuse_overlong(self, prompt: int) -> None:
+        """ValueError, the engine's own for a request, where a prompt of `prompt` tokens and the
+        request's max_tokens do not fit the model's context."""
 
     @abstractmethod
     def _tokenize(self, text: bytes) -> list[int]: ...
@@ -83,15 +89,19 @@ class TokenStream(ABC):
         if self.on_pass is not None:
             self.on_pass(start, len(tokens), 1)
 
+    def fit(self) -> list[int]:
+        """Read the prompt; ValueError (the engine's, as its own request would fail) where it
+        and max_tokens do not fit the model's context. `switch` checks every model before any
+        generates: an answer cut short by a context that never had room for it is none."""
+        self._prompt_ids = self._prompt()
+        self._refuse_overlong(len(self._prompt_ids))
+        return self._prompt_ids
+
     def next_distribution(self, answer: bytes) -> np.ndarray:
         """Bring this model up to date with `answer`, then give its next-token log-probabilities."""
         t0 = time.perf_counter()
         if not self.started:
-            prompt = self._prompt()
-            if len(prompt) > self.engine.n_ctx:  # no answer at all: the request's to mend
-                raise ValueError(
-                    f"prompt of {len(prompt)} tokens exceeds the context of {self.engine.n_ctx}"
-                )
+            prompt = self.fit() if self._prompt_ids is None else self._prompt_ids
             self.prompt_tokens = len(prompt)
             self._decoder.context(prompt)
             self._eval(prompt)

@@ -518,6 +518,17 @@ class TorchEngine(InProcessEngine):
             error = f"{type(exc).__name__}: {exc}"
             return [Generation.failed(r.mode, t_start, error) for r in requests]
 
+    def refuse_overlong(self, prompt: int, max_tokens: int) -> None:
+        """ValueError where a prompt of `prompt` tokens and `max_tokens` do not fit the context."""
+        if prompt + max_tokens > self.n_ctx:
+            most = context_ceiling(self.arch)
+            raise ValueError(
+                f"prompt of {prompt} tokens + max_tokens {max_tokens} exceeds the context "
+                f"of {self.n_ctx} positions "
+                + (f"(raise it with ?ctx=N, up to {most})" if self.n_ctx < most else
+                   "(the most the model takes: shorten the prompt or max_tokens)")
+            )  # fmt: skip
+
     def _generate(
         self,
         requests: list[Request],
@@ -532,14 +543,7 @@ class TorchEngine(InProcessEngine):
         if not prompt:
             raise ValueError("the prompt is empty")
         max_tokens = max(r.max_tokens for r in requests)
-        if len(prompt) + max_tokens > self.n_ctx:
-            most = context_ceiling(self.arch)
-            raise ValueError(
-                f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds the context "
-                f"of {self.n_ctx} positions "
-                + (f"(raise it with ?ctx=N, up to {most})" if self.n_ctx < most else
-                   "(the most the model takes: shorten the prompt or max_tokens)")
-            )  # fmt: skip
+        self.refuse_overlong(len(prompt), max_tokens)
         batch = len(requests)
         step = self.decode_step(batch)
         gen = torch.Generator(device=self.device).manual_seed(first.seed or 0)
@@ -640,6 +644,9 @@ class TorchTokenStream(TokenStream):
         else:
             ids = torch.tensor([tokens], dtype=torch.long, device=engine.device)
             self._logits = step.prefill(ids, start)
+
+    def _refuse_overlong(self, prompt: int) -> None:
+        self.engine.refuse_overlong(prompt, self.request.max_tokens)
 
     def _logprobs(self) -> np.ndarray:
         assert self._logits is not None

@@ -37,6 +37,7 @@ from tradeoff.config import (
 )
 from tradeoff.engines.emit import AnswerText, TextSink
 from tradeoff.engines.stream import ContextFull, TokenStream, entropy_of
+from tradeoff.strategies.calls import Passes
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
 
@@ -206,6 +207,17 @@ def _generation(stream: TokenStream, text: str, t_start: float, finish: str) -> 
     )
 
 
+def _refusal(streams: tuple[TokenStream, TokenStream]) -> tuple[int, str] | None:
+    """The first model whose prompt and max_tokens do not fit its context, with the error its
+    own request would have (`single`'s); None where both fit."""
+    for i, stream in enumerate(streams):
+        try:
+            stream.fit()
+        except ValueError as exc:
+            return i, f"{type(exc).__name__}: {exc}"
+    return None
+
+
 async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     aliases = ctx.config.aliases
     p = ctx.params
@@ -217,20 +229,29 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         small, large = (turns.engines[a].token_stream(r) for a, r in zip(aliases, requests))
         small.on_pass, large.on_pass = turns.sink(aliases[0]), turns.sink(aliases[1])
         t_start = time.perf_counter()  # not before: waiting for another request is not latency
-        answer, stats, span = await turns.engines[aliases[0]].run_sync(
-            lambda: run_switch_sync(
-                small,
-                large,
-                max_tokens=requests[0].max_tokens,
-                threshold=p["threshold"],
-                threshold_low=p["threshold_low"],
-                window=p["window"],
-                temperature=requests[0].temperature,
-                seed=requests[0].seed or 0,
-                on_turn=lambda i: turns.turn(aliases[i]),
-                on_text=ctx.on_text,
+        engine = turns.engines[aliases[0]]
+        refused = await engine.run_sync(lambda: _refusal((small, large)))
+        if refused is not None:  # no model generated: the record fails as `single`'s would
+            index, error = refused
+            gen = Generation.failed(requests[index].mode, t_start, error)
+            failed: dict[str, tuple[Generation, Passes]] = {aliases[index]: (gen, [])}
+        else:
+            answer, stats, span = await engine.run_sync(
+                lambda: run_switch_sync(
+                    small,
+                    large,
+                    max_tokens=requests[0].max_tokens,
+                    threshold=p["threshold"],
+                    threshold_low=p["threshold_low"],
+                    window=p["window"],
+                    temperature=requests[0].temperature,
+                    seed=requests[0].seed or 0,
+                    on_turn=lambda i: turns.turn(aliases[i]),
+                    on_text=ctx.on_text,
+                )
             )
-        )
+    if refused is not None:
+        return Outcome("", await turns.calls(failed), {"finish_reason": "error", "switches": 0})
     done = {
         alias: (
             _generation(
