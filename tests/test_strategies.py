@@ -412,3 +412,40 @@ def test_switch_fails_a_prompt_past_a_models_context_as_single_does(
             continue
         assert r["error"] == error and "exceeds the context" in error and r["output"] == ""
         assert [(c["model"], c["finish_reason"]) for c in r["calls"]] == [(refused, "error")]
+
+
+def test_switch_and_the_torch_engine_sample_from_llama_cpps_candidates(smollm, gemma):
+    """At a temperature above 0 `switch` drew from the whole vocabulary, where the engines' own
+    answers keep llama.cpp's top-k, top-p and min-p candidates: gibberish where `single`
+    answered. Drawn this hot, a token from the whole vocabulary would fall almost anywhere."""
+    import numpy as np
+    import torch
+
+    from tradeoff.engines.stream import MIN_P, TOP_K, candidates
+    from tradeoff.engines.torch_engine import TorchEngine
+    from tradeoff.strategies.switch import run_switch_sync
+    from tradeoff.tasks import build_request, load_task
+
+    task = load_task("facts")
+    request = build_request(
+        task, task.items[0], "completion", max_tokens=8, temperature=50.0, seed=0
+    )
+    small, large = smollm.token_stream(request), gemma.token_stream(request)
+    read, take = small.next_distribution, small.take
+    drawn, chosen = [], []
+    small.next_distribution = lambda answer: drawn.append(read(answer)) or drawn[-1]
+    small.take = lambda token: chosen.append(token) or take(token)
+    _, stats, _ = run_switch_sync(
+        small, large, max_tokens=8, threshold=1e9, threshold_low=1e9, window=4,
+        temperature=50.0, seed=0,
+    )  # fmt: skip
+    assert stats["tokens_large"] == 0 and len(chosen) == stats["tokens_small"] >= 4
+    for logp, token in zip(drawn, chosen):
+        assert token in candidates(logp)
+        assert token in np.argsort(-logp)[:TOP_K] and logp[token] >= logp.max() + np.log(MIN_P)
+    # the torch engine's draws keep the same candidates
+    logits = torch.from_numpy(np.stack(drawn)).float()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        for row, token in zip(drawn, TorchEngine._sample(logits, 50.0, gen).tolist()):
+            assert token in candidates(row)

@@ -23,7 +23,7 @@ import numpy as np
 from tradeoff.engines import LLAMA_OPTIONS
 from tradeoff.engines.base import InProcessEngine, ModelInfo, ModelShape, PassSink
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
-from tradeoff.engines.stream import TokenStream, entropy_of
+from tradeoff.engines.stream import MIN_P, TOP_K, TOP_P, TokenStream, entropy_of
 from tradeoff.errors import PromptRefused, UserError
 from tradeoff.meters.host import usable_cores
 from tradeoff.types import CANCELLED, Generation, PromptMode, Request
@@ -330,7 +330,12 @@ class LlamaCppEngine(InProcessEngine):
         answer = AnswerText(request.stop, on_text)
         prefill = True
         for token in self.llm.generate(
-            prompt, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
+            prompt,
+            temp=request.temperature,
+            top_k=TOP_K,
+            top_p=TOP_P,
+            min_p=MIN_P,
+            repeat_penalty=1.0,
         ):
             now = time.perf_counter()
             if on_pass is not None:  # the pass that produced this token

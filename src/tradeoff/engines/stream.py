@@ -23,6 +23,34 @@ if TYPE_CHECKING:
     from tradeoff.engines.base import InProcessEngine
 
 
+# Sampling at a temperature above 0, every engine's and `switch`'s, in llama.cpp's order: of the
+# TOP_K likeliest tokens, the fewest that hold TOP_P of their probability, less those under MIN_P
+# times the likeliest's; the temperature then reshapes what is left.
+TOP_K, TOP_P, MIN_P = 40, 0.95, 0.05
+
+
+def candidates(logp: np.ndarray) -> np.ndarray:
+    """The tokens a draw at a temperature above 0 chooses among, likeliest first, given the
+    log-probabilities over the vocabulary."""
+    k = min(TOP_K, len(logp))
+    top = np.argpartition(-logp, k - 1)[:k]
+    top = top[np.argsort(-logp[top], kind="stable")]
+    p = np.exp(logp[top] - logp[top[0]])
+    p /= p.sum()
+    keep = (np.cumsum(p) - p < TOP_P) & (logp[top] >= logp[top[0]] + np.log(MIN_P))
+    return top[keep]
+
+
+def sample(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """A token drawn from log-probabilities `logp` (the likeliest at temperature 0)."""
+    if temperature <= 0:
+        return int(np.argmax(logp))
+    top = candidates(logp)
+    scaled = logp[top] / temperature
+    p = np.exp(scaled - scaled.max())
+    return int(top[rng.choice(len(top), p=p / p.sum())])
+
+
 def entropy_of(logp: np.ndarray) -> float:
     """Entropy in nats of a distribution given as log-probabilities."""
     return float(-(np.exp(logp) * logp).sum())

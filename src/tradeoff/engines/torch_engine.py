@@ -24,6 +24,7 @@ synchronisation per step), and `on_pass` hooks report each forward pass for ener
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from tradeoff.engines import decode_greedy, decode_linear, dependent_launch
 from tradeoff.engines.base import InProcessEngine, ModelInfo, PassSink, refuse_repeated_options
 from tradeoff.engines.emit import AnswerText, PieceDecoder, TextSink
 from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config, shipped_configs
-from tradeoff.engines.stream import TokenStream
+from tradeoff.engines.stream import MIN_P, TOP_K, TOP_P, TokenStream
 from tradeoff.engines.torch_model import DTYPES, Arch, Transformer, build, load_weights, randomize
 from tradeoff.engines.torch_text import ByteCodec, TextCodec, codec_for
 from tradeoff.errors import UserError
@@ -48,7 +49,6 @@ from tradeoff.paths import user_path
 from tradeoff.types import CANCELLED, Generation, Request
 
 OPTIONS = ("random_weights", "dtype", "device", "ctx", "graph", "compile", "seed", "overlap", "pdl")
-TOP_K = 40  # sampling at temperature > 0 draws from the 40 likeliest tokens, as llama.cpp does
 # Prefill pads its tokens to a multiple of this, so that few shapes recur: the first pass of each
 # new shape costs 60-80 ms more on an H100 (kernel selection; benchmarks/RESULTS.md), which would
 # otherwise land in the time to first token of every prompt of a new length.
@@ -593,9 +593,12 @@ class TorchEngine(InProcessEngine):
     def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
         if temperature <= 0:
             return logits.argmax(dim=-1)
-        scaled = logits.float() / temperature  # a decode step's logits are 16-bit on a GPU
-        top, index = torch.topk(scaled, min(TOP_K, logits.shape[-1]), dim=-1)
-        pick = torch.multinomial(torch.softmax(top, dim=-1), 1, generator=gen)
+        # as llama.cpp samples (`stream.candidates`); a decode step's logits are 16-bit on a GPU
+        top, index = torch.topk(logits.float(), min(TOP_K, logits.shape[-1]), dim=-1)
+        p = torch.softmax(top, dim=-1)
+        keep = (p.cumsum(-1) - p < TOP_P) & (top >= top[..., :1] + math.log(MIN_P))
+        scaled = top.masked_fill(~keep, -torch.inf) / temperature
+        pick = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=gen)
         return index.gather(-1, pick).squeeze(-1)
 
     @staticmethod

@@ -36,7 +36,7 @@ from tradeoff.config import (
     StrategyParams,
 )
 from tradeoff.engines.emit import AnswerText, TextSink
-from tradeoff.engines.stream import ContextFull, TokenStream, entropy_of
+from tradeoff.engines.stream import ContextFull, TokenStream, entropy_of, sample
 from tradeoff.strategies.calls import Passes
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.types import Generation, Item, Outcome, Request
@@ -87,14 +87,6 @@ class Params(StrategyParams):
         name = f"switch-{small}-{large}-t{p['threshold']:g}"
         name = name if p["threshold_low"] == p["threshold"] else f"{name}-{p['threshold_low']:g}"
         return name if p["window"] == DEFAULT_WINDOW else f"{name}-w{p['window']}"
-
-
-def _choose(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    if temperature <= 0:
-        return int(np.argmax(logp))
-    scaled = logp / temperature
-    p = np.exp(scaled - scaled.max())
-    return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def run_switch_sync(
@@ -153,7 +145,7 @@ def run_switch_sync(
                 stream = streams[current]
                 logp = stream.next_distribution(answer)
                 entropies[-1] = entropy_of(logp)
-            token = _choose(logp, temperature, rng)
+            token = sample(logp, temperature, rng)
             if stream.is_end(token):
                 finish = "stop"
                 break
