@@ -241,6 +241,21 @@ def test_beyond_max_connections_a_completion_is_503(tmp_path: Path):
         assert_stopped_cleanly(server)
 
 
+def test_a_forwarded_client_holds_no_connection_slot_after_it_leaves(tmp_path: Path):
+    """uvicorn rewrites a request's client to the address X-Forwarded-For names (a proxy on
+    loopback): counted by it, each request behind a proxy took a slot that its connection's
+    close never gave back, and the third was refused with nothing open."""
+    with running(tmp_path, "--max-connections", "2") as server:
+        for i in range(4):
+            with httpx.Client(timeout=PATIENCE_S) as client:
+                forwarded = {"x-forwarded-for": f"10.0.0.{i}"}
+                r = client.post(
+                    f"{server.url}/chat/completions", json=valid(CHAT), headers=forwarded
+                )
+            assert r.status_code == 200, (i, r.text)
+        assert_stopped_cleanly(server)
+
+
 # --- the model's context (400) ----------------------------------------------------------------
 
 

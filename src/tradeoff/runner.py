@@ -358,7 +358,7 @@ def profile(
         configs = resolve_configs(spec)
         _check_configs(store, configs)
         tasks = load_tasks(spec)
-        _check_items(store, spec, tasks, rescore_changed, say)
+        _check_items(store, spec, tasks, rescore_changed, say, command)
         if store.run()["status"] == "finished":
             items = [(t.name, i.id) for t in tasks for i in items_of(t, spec.limit)]
             stored = store.done_keys()
@@ -455,12 +455,13 @@ def _check_items(
     tasks: list[Task],
     rescore_changed: bool,
     notify: Callable[[str], None],
+    command: str = "profile",
 ) -> None:
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file), since their records would score answers to other questions; or, with
     `rescore_changed`, delete those records so that they are redone."""
     now = {t.name: items_of(t, spec.limit) for t in tasks}
-    say_gone_items(store, tasks, now, notify, "profile")
+    say_gone_items(store, tasks, now, notify, command)
     for t in tasks:
         store.renew_unanswered(now[t.name], t.scorer)
     changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}

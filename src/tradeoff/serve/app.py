@@ -255,18 +255,20 @@ class Admission:
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.admitted: set[tuple[str, int] | None] = set()
+        self.admitted: set[object] = set()  # the connections (`server._Protocol`)
 
-    def opened(self, client: tuple[str, int] | None) -> None:
+    def opened(self, connection: object) -> None:
         if len(self.admitted) < self.limit:
-            self.admitted.add(client)
+            self.admitted.add(connection)
 
-    def closed(self, client: tuple[str, int] | None) -> None:
-        self.admitted.discard(client)
+    def closed(self, connection: object) -> None:
+        self.admitted.discard(connection)
 
-    def admits(self, client: tuple[str, int] | None) -> bool:
-        self.opened(client)  # a slot freed since it opened
-        return client in self.admitted
+    def admits(self, connection: object) -> bool:
+        if connection is None:  # not on a connection of ours: nothing to count it by
+            return True
+        self.opened(connection)  # a slot freed since it opened
+        return connection in self.admitted
 
 
 class ServeApp:
@@ -433,7 +435,7 @@ class ServeApp:
         self._authorize(request)
         if self.draining:
             raise ApiError(503, "the server is shutting down", headers={"retry-after": "5"})
-        if self.admission is not None and not self.admission.admits(request.client):
+        if self.admission is not None and not self.admission.admits(request.connection):
             raise ApiError(
                 503,
                 f"more than {self.limits.max_connections} open connections (--max-connections); "

@@ -18,13 +18,19 @@ Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[str, str]]
 
 
+# The scope's key for the connection a request came on.
+CONNECTION = "tradeoff.connection"
+
+
 class HttpRequest:
     def __init__(self, scope: Scope, receive: Receive):
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         # Lower-case names; a repeated header keeps its last value.
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
-        self.client: tuple[str, int] | None = scope.get("client")  # the connection's far end
+        # the connection it came on (`server._Protocol`): not its "client", which uvicorn's proxy
+        # headers rewrite to the address a proxy forwards
+        self.connection: object = scope.get(CONNECTION)
         self._receive = receive
         self.disconnected = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None

@@ -25,6 +25,7 @@ from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
 from tradeoff.serve.app import Admission, Limits, ServeApp, Served
+from tradeoff.serve.asgi import CONNECTION
 from tradeoff.serve.metrics import ServerMetrics
 from tradeoff.session import open_session
 from tradeoff.store import STORE_FILE, Store
@@ -83,9 +84,11 @@ def _policy_prices(served: dict[str, Served]) -> dict[str, Price]:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """The socket, bound now so that a port in use is said before the models load; it listens
-    only once they are warm (`_listen`), so that a client meanwhile is refused, not left waiting
-    (a health check that connected during a long warm-up hung until it ended)."""
+    """The socket, bound now so that a port another server listens on is said before the models
+    load; it listens only once they are warm (`_listen`), so that a client meanwhile is refused,
+    not left waiting (a health check that connected during a long warm-up hung until it ended).
+    Two servers bound to one port, neither listening yet (SO_REUSEADDR lets them), learn of each
+    other only as the second begins to listen."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -203,7 +206,7 @@ class _Protocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.admission.opened(self.client)
+        self.admission.opened(self)
         self._head_deadline: asyncio.TimerHandle | None = None
         self._unanswered: list[RequestResponseCycle] = []
         self._arm()
@@ -224,6 +227,7 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[CONNECTION] = self  # type: ignore[literal-required]
         self._arm()
 
     def on_headers_complete(self) -> None:
@@ -234,7 +238,7 @@ class _Protocol(HttpToolsProtocol):
             self._unanswered.append(self.cycle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.admission.closed(self.client)
+        self.admission.closed(self)
         self._disarm()
         for cycle in self._unanswered:
             if not cycle.response_complete:
