@@ -311,6 +311,18 @@ def test_a_yaml_boolean_is_not_a_number(extra):
         resolve_configs(parse_spec(spec(**extra)))
 
 
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    """PyYAML reads `1e-7` as text (YAML 1.1): a price per token in that form is a number."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "models: {small: smollm2-135m}\ntasks: [arith]\ntimeout_s: 1e3\n"
+        "prices: {small: {input: 1e-7, output: 2e-7}}\nsampling: {temperature: 7e-1}\n"
+    )
+    loaded = load_spec(path)
+    assert (loaded.prices["small"].input, loaded.timeout_s) == (1e-7, 1000.0)
+    assert loaded.sampling.temperature == 0.7
+
+
 def test_a_section_given_as_a_number_asks_for_a_mapping():
     with pytest.raises(
         UserError, match=r"sampling must be a mapping of its fields \(name: value\)"

@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -24,16 +25,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from tradeoff.errors import UserError
 from tradeoff.paths import user_path
 
 # A whole number as YAML writes one: `true` is not 1 (pydantic's lax mode would take it).
 Int = Annotated[int, Strict()]
-# A parameter that takes one value, or a list of values (one configuration each).
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """A YAML `true` or `false` where a number belongs is refused as no number: pydantic's lax
+    mode took it as 1.0 or 0.0. (Strict mode would refuse `1e-7` too, which YAML 1.1, PyYAML's,
+    reads as text.)"""
+    if isinstance(value, bool):
+        raise PydanticCustomError("float_type", "Input should be a valid number")
+    return value
+
+
 # A number of the spec: finite (NaN compares false to every threshold, inf never times out),
-# and a number as YAML writes one (`true` is not 1.0).
-Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+# and not a YAML boolean.
+Finite = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
+# A parameter that takes one value, or a list of values (one configuration each).
 Num = Finite | list[Finite]
 PositiveInt = Annotated[Int, Field(ge=1)]
 PositiveInts = PositiveInt | list[PositiveInt]
@@ -92,9 +105,9 @@ class Price(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: float = Field(0.0, ge=0, allow_inf_nan=False, strict=True)
-    output: float = Field(0.0, ge=0, allow_inf_nan=False, strict=True)
-    per_hour: float | None = Field(None, ge=0, allow_inf_nan=False, strict=True)
+    input: Finite = Field(0.0, ge=0)
+    output: Finite = Field(0.0, ge=0)
+    per_hour: Finite | None = Field(None, ge=0)
 
 
 class ModelOptions(BaseModel):
@@ -322,7 +335,7 @@ class RunSpec(BaseModel):
     # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
     # requests in flight, at most one per core, for runs of 1,000 requests or more.
     processes: Literal["auto"] | Annotated[Int, Field(ge=1, le=256)] = "auto"
-    timeout_s: float = Field(120.0, gt=0, allow_inf_nan=False, strict=True)
+    timeout_s: Finite = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)
     # Per model alias, what its Ray worker asks of a node (given in `models:` as
