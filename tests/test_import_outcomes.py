@@ -107,6 +107,10 @@ def _check_store(directory, ids, prompts):
     wide = run_cli("report", str(directory), "--wide").stdout
     assert "imported outcomes carry no FLOPs (4 of 4 queries)" in wide, wide  # not "shape unknown"
     assert "calibrate" not in wide, wide  # no roofline to get by calibrating
+    # nor in the frontier's: no column of what a run measures, which it would offer
+    frontier_wide = run_cli("frontier", str(directory), "--wide").stdout
+    assert "calibrate" not in frontier_wide and "IPW" not in frontier_wide, frontier_wide
+    assert "--wide adds" not in run_cli("frontier", str(directory)).stdout
     # the frontier's auto axis: the given costs, mid n/a; latency left all three n/a
     frontier = run_cli("frontier", str(directory), "--format", "json")
     assert frontier.returncode == 0, frontier.stderr

@@ -66,11 +66,12 @@ def missing_cell(notes: list[str], why: str) -> str:
 
 
 def visible(columns: list[Column], wide: bool, command: str) -> tuple[list[Column], list[str]]:
-    """The columns a table shows, and a footnote saying which `command --wide` adds."""
+    """The columns a table shows, and a footnote saying which `command --wide` adds (none
+    where it adds none)."""
     if wide:
         return columns, []
     hidden = ", ".join(c.header.replace("\n", " ") for c in columns if c.wide)
-    return [c for c in columns if not c.wide], [f"{command} --wide adds: {hidden}"]
+    return [c for c in columns if not c.wide], [f"{command} --wide adds: {hidden}"] * bool(hidden)
 
 
 def fit(high: list[int], floors: list[list[int]], room: int) -> list[int]:

@@ -355,6 +355,23 @@ def _ipw(r: FrontierRow, notes: list[str]) -> str:
     return number(r.ipw, ".3g")
 
 
+def _frontier_columns(unit: str) -> list[Column]:
+    return [
+        Column("★", lambda r, _: "★" if r.pareto else "", justify="center"),
+        Column("config", lambda r, _: escape(r.config), justify="left", name=True),
+        Column("n", lambda r, _: str(r.n)),
+        Column("accuracy", lambda r, notes: _accuracy(r.accuracy, notes)),
+        Column("95% CI", lambda r, _: _interval(r.accuracy, r.accuracy_low, r.accuracy_high)),
+        Column(f"cost\n{unit}/query", _cost),
+        Column(f"cost of pass\n{unit}/correct", _cost_of_pass),
+        Column("accuracy/J\n1/J", _per_joule, wide=True),
+        Column("IPW\naccuracy/W", _ipw, wide=True),
+        Column("E³\nacc²/out tok", lambda r, _: number(r.e3, ".3g"), wide=True),
+        Column(ROOFLINE_HEADER, lambda r, _: _roofline(r.roofline_eff), wide=True),
+        Column("errors", lambda r, _: _errors(r.errors)),
+    ]
+
+
 def frontier_table(
     rows: list[FrontierRow], cost_label: str, wide: bool = False
 ) -> tuple[ColumnTable, list[str]]:
@@ -362,20 +379,16 @@ def frontier_table(
     Accuracy per joule, IPW, E³ and roofline efficiency are shown only when `wide`. Cells are
     escaped Rich markup; the footnotes are plain text (print them with markup=False)."""
     unit = rows[0].cost_unit if rows else ""
+    # imported outcomes carry no energy, tokens or time: no column of what a run measures
+    imported_only = bool(rows) and all(
+        str(r.energy_missing).startswith(IMPORTED_NONE) for r in rows
+    )
+    measured = ("accuracy/J\n1/J", "IPW\naccuracy/W", "E³\nacc²/out tok", ROOFLINE_HEADER)
     columns, more = visible(
         [
-            Column("★", lambda r, _: "★" if r.pareto else "", justify="center"),
-            Column("config", lambda r, _: escape(r.config), justify="left", name=True),
-            Column("n", lambda r, _: str(r.n)),
-            Column("accuracy", lambda r, notes: _accuracy(r.accuracy, notes)),
-            Column("95% CI", lambda r, _: _interval(r.accuracy, r.accuracy_low, r.accuracy_high)),
-            Column(f"cost\n{unit}/query", _cost),
-            Column(f"cost of pass\n{unit}/correct", _cost_of_pass),
-            Column("accuracy/J\n1/J", _per_joule, wide=True),
-            Column("IPW\naccuracy/W", _ipw, wide=True),
-            Column("E³\nacc²/out tok", lambda r, _: number(r.e3, ".3g"), wide=True),
-            Column("roofline eff.\n(analytic)", lambda r, _: _roofline(r.roofline_eff), wide=True),
-            Column("errors", lambda r, _: _errors(r.errors)),
+            column
+            for column in _frontier_columns(unit)
+            if not (imported_only and column.header in measured)
         ],
         wide,
         "tradeoff frontier",
@@ -392,7 +405,7 @@ def frontier_table(
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
     if failed := all_failed_note(rows):
         footnotes.append(failed)
-    if wide and any(r.roofline_eff is None for r in rows):
+    if wide and not imported_only and any(r.roofline_eff is None for r in rows):
         footnotes.append(ROOFLINE_MISSING_NOTE)
     if not rows:
         footnotes.append("no records stored in this run yet")
