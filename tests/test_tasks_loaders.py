@@ -892,3 +892,15 @@ def test_hf_a_split_of_no_rows_stops_only_itself(tmp_path: Path) -> None:
         assert load_task(f"hf:{directory}:train").items[0].reference == "1"
         assert user_error(f"hf:{directory}") == f"hf dataset '{directory} (test)' has no rows"
         assert user_error(f"hf:{directory}:test") == f"hf dataset '{directory} (test)' has no rows"
+
+
+def test_hf_a_json_split_of_other_columns_stops_only_itself(tmp_path: Path) -> None:
+    """A directory of jsonl files was prepared whole: a validation split of other columns
+    failed the test split asked for ("CastError"). Only the splits a task reads are read."""
+    directory = tmp_path / "jsonl"
+    directory.mkdir()
+    (directory / "test.jsonl").write_text('{"question": "2+2?", "answer": "4"}\n')
+    (directory / "train.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    (directory / "validation.jsonl").write_text('{"other": "x", "count": 1}\n')
+    task = load_task(f"hf:{directory}:test")
+    assert [(item.prompt, item.reference) for item in task.items] == [("2+2?", "4")]

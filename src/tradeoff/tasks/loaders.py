@@ -808,6 +808,10 @@ def _load_data_files(
         csv = builder.config
         texts = {s: _csv_as_text(datasets, directory, config, csv, s, files[s]) for s in wanted}
         return datasets.DatasetDict(texts), chosen
+    # only the splits wanted: one of other columns (or none) would fail the whole preparation
+    builder = datasets.load_dataset_builder(
+        str(directory), config, data_files={s: files[s] for s in wanted}
+    )
     builder.download_and_prepare()
     return datasets.DatasetDict({s: _prepared_split(datasets, builder, s) for s in wanted}), chosen
 
