@@ -427,15 +427,18 @@ def changed_items_said(store: Store, ids: list[str], then: str) -> str:
     )
 
 
-def say_gone_items(
+def changed_on_resume(
     store: Store,
     tasks: list[Task],
-    now: dict[str, list[Item]],
+    limit: int | None,
     notify: Callable[[str], None],
     command: str,
-) -> None:
-    """Say which stored items a resumed run's tasks (their items `now`) no longer hold: their
-    records stay, and are reported, though the run asks nothing more of them."""
+) -> dict[str, list[Item]]:
+    """What a resume finds of its tasks' items now (`limit` of each) against the stored ones,
+    by task: those stored with other content that records answer. Stored items no longer in
+    their task are said (their records stay, and are reported, though nothing more is asked of
+    them); those no record answers yet are stored as they now are."""
+    now = {t.name: items_of(t, limit) for t in tasks}
     gone = [
         f"{t.name}#{i}"
         for t in tasks
@@ -447,6 +450,9 @@ def say_gone_items(
             f"records stay in the run and its report; {command} into a new --out to leave them "
             "out"
         )
+    for t in tasks:
+        store.renew_unanswered(now[t.name], t.scorer)
+    return {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
 
 
 def _check_items(
@@ -460,11 +466,7 @@ def _check_items(
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file), since their records would score answers to other questions; or, with
     `rescore_changed`, delete those records so that they are redone."""
-    now = {t.name: items_of(t, spec.limit) for t in tasks}
-    say_gone_items(store, tasks, now, notify, command)
-    for t in tasks:
-        store.renew_unanswered(now[t.name], t.scorer)
-    changed = {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
+    changed = changed_on_resume(store, tasks, spec.limit, notify, command)
     ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
     if not ids:
         return

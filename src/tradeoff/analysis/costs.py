@@ -9,7 +9,7 @@ unknown too, with the reason, never a mean over the records that happen to have 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,12 @@ def _measured(column: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataF
 
 # How every reason a value of imported outcomes is missing begins.
 IMPORTED_NONE = "imported outcomes carry no"
+
+
+def all_imported(reasons: Iterable[object]) -> bool:
+    """Whether every one of these reasons a value is missing says the records are imported
+    outcomes (`IMPORTED_NONE`): nothing a run measures is to be had of them."""
+    return all(str(reason).startswith(IMPORTED_NONE) for reason in reasons)
 
 
 def _not_imported(what: str) -> Callable[[pd.DataFrame, pd.DataFrame], str]:

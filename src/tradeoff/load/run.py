@@ -41,7 +41,13 @@ from tradeoff.load.spread import Spread, spreadable
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import Pool, RaySession, as_run, executor_of
 from tradeoff.resumes import how_to_continue, not_profiled
-from tradeoff.runner import Stop, Writer, changed_items_said, open_run_session, say_gone_items
+from tradeoff.runner import (
+    Stop,
+    Writer,
+    changed_items_said,
+    changed_on_resume,
+    open_run_session,
+)
 from tradeoff.session import Session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -391,13 +397,8 @@ def _check_items(
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file): the points left would send the new prompts, recorded against the stored items,
     questions and references of the old. Items no longer in their task are said."""
-    now = {t.name: items_of(t, spec.limit) for t in tasks}
-    say_gone_items(store, tasks, now, notify, "load")
-    for t in tasks:
-        store.renew_unanswered(now[t.name], t.scorer)
-    changed = [
-        f"{t.name}#{item.id}" for t in tasks for item in store.changed_items(now[t.name], t.scorer)
-    ]
+    found = changed_on_resume(store, tasks, spec.limit, notify, "load")
+    changed = [f"{name}#{item.id}" for name, items in found.items() for item in items]
     if changed:
         raise UserError(
             changed_items_said(store, changed, "restore them, or load into a new --out")

@@ -10,7 +10,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from tradeoff.analysis.costs import IMPORTED_NONE
+from tradeoff.analysis.costs import all_imported
 from tradeoff.report.columns import (
     Column,
     ColumnTable,
@@ -171,7 +171,7 @@ def summary_table(
     every = _summary_columns(sources, "+".join(units) or None)
     # an empty roofline column is kept for its note on how to get one; imported outcomes have
     # nothing to get one from
-    imported_only = all(str(r["gflops_missing"]).startswith(IMPORTED_NONE) for r in rows)
+    imported_only = all_imported(r["gflops_missing"] for r in rows)
     empty = empty_columns(every, rows, kept=() if imported_only else (ROOFLINE_HEADER,))
     columns, more = visible([c for c in every if c.header not in empty], wide, "tradeoff report")
     table, notes = build_table(title, columns, rows)
@@ -380,9 +380,7 @@ def frontier_table(
     escaped Rich markup; the footnotes are plain text (print them with markup=False)."""
     unit = rows[0].cost_unit if rows else ""
     # imported outcomes carry no energy, tokens or time: no column of what a run measures
-    imported_only = bool(rows) and all(
-        str(r.energy_missing).startswith(IMPORTED_NONE) for r in rows
-    )
+    imported_only = bool(rows) and all_imported(r.energy_missing for r in rows)
     measured = ("accuracy/J\n1/J", "IPW\naccuracy/W", "E³\nacc²/out tok", ROOFLINE_HEADER)
     columns, more = visible(
         [
