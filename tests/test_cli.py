@@ -5,6 +5,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -358,6 +360,36 @@ def test_help_shows_no_value_for_an_on_off_flag():
         assert "<bool>" not in output, output
         assert "--wide" in output or "--rescore-changed" in output or "--resume" in output
     assert "<table|json|csv|parquet>" in runner.invoke(app, ["report", "--help"]).output
+
+
+def test_help_fits_an_80_column_terminal_without_cutting_words():
+    """At 80 columns the help column of `profile` was squeezed by `<list[str]>`,
+    `--no-rescore-changed` and `auto|local|ADDRESS|off` until `torch:CONFIG_OR…` lost its end."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    commands = [["demo"], ["profile"], ["load"], ["report"], ["frontier"], ["compare"],
+                ["serve"], ["calibrate"], ["roofline"], ["policy", "fit"], ["policy", "eval"],
+                ["import", "outcomes"]]  # fmt: skip
+    for words in commands:
+        output = runner.invoke(app, [*words, "--help"]).output
+        assert "…" not in output, f"{' '.join(words)}:\n{output}"
+        assert "list[" not in output, output
+    assert "`tradeoff models` lists them" in runner.invoke(app, ["profile", "--help"]).output
+
+
+def test_help_into_a_full_disk_is_one_line():
+    """typer printed `--help` through a console of its own: `> /dev/full` gave a traceback."""
+    with open("/dev/full", "w") as full:
+        for words in (["--help"], ["profile", "--help"], ["policy", "--help"]):
+            result = subprocess.run(
+                [sys.executable, "-m", "tradeoff", *words],
+                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+            )  # fmt: skip
+            result.stdout = ""
+            assert_user_error(result, "cannot write the standard output")
 
 
 def test_help_shows_the_install_extras_whole():

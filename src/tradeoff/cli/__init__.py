@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,7 +17,7 @@ import typer
 from typer import rich_utils
 
 from tradeoff.cli import compare, hardware, imports, listing, load, policy, report, run, serve
-from tradeoff.cli.output import OutputFailed, err_console
+from tradeoff.cli.output import OutputFailed, err_console, to_stdout
 from tradeoff.errors import RunFailed, UserError
 
 # click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
@@ -26,17 +27,44 @@ NO_ARGS = getattr(clicks, "NoArgsIsHelpError", ())  # click 8.2 and later; befor
 
 def _flag_type(original: Callable[..., Any]) -> Callable[..., Any]:
     """typer's help shows an on/off flag's type, `<bool>`, as if it took a value (`--wide true`
-    is refused): a flag shows none."""
+    is refused): a flag shows none. A repeatable option shows the type of one value, not
+    `<list[str]>`, which takes a narrow terminal's width from the help beside it."""
 
     def display_type_rich(self: Any, ctx: Any) -> Any:
-        return None if getattr(self, "is_flag", False) else original(self, ctx)
+        if getattr(self, "is_flag", False):
+            return None
+        shown = original(self, ctx)
+        return re.sub(r"^<list\[(.*)\]>$", r"<\1>", shown) if isinstance(shown, str) else shown
 
     return display_type_rich
 
 
-_option = getattr(typer.core, "TyperOption", None)
-if _option is not None and hasattr(_option, "display_type_rich"):  # typer 0.2x; older show none
-    _option.display_type_rich = _flag_type(_option.display_type_rich)
+for _kind in ("TyperOption", "TyperArgument"):
+    _param = getattr(typer.core, _kind, None)
+    if _param is not None and hasattr(_param, "display_type_rich"):  # typer 0.2x; older: none
+        _param.display_type_rich = _flag_type(_param.display_type_rich)
+
+
+def _help_console(original: Callable[..., Any]) -> Callable[..., Any]:
+    """typer prints `--help` through a console of its own: a standard output it cannot write
+    (`--help > /dev/full`) ended in a traceback. Its writes fail as every command's do."""
+
+    def console(stderr: bool = False) -> Any:
+        made = original(stderr=stderr)
+        if not stderr:
+            printing = made.print
+
+            def print_(*objects: Any, **kwargs: Any) -> None:
+                with to_stdout():
+                    printing(*objects, **kwargs)
+
+            made.print = print_
+        return made
+
+    return console
+
+
+rich_utils._get_rich_console = _help_console(rich_utils._get_rich_console)
 
 app = typer.Typer(
     help="Measure, optimize and serve LLM inference on the accuracy-cost frontier.",

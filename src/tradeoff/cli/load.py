@@ -43,7 +43,7 @@ def load(
             "-t",
             "--data",
             help="Requests to send: a built-in task, jsonl:PATH, hf:NAME (scored), or "
-            "synthetic:prompt=N,output=M (unscored). Repeatable.",
+            "synthetic:prompt=N,output=N (unscored; `tradeoff tasks` lists them). Repeatable.",
         ),
     ] = None,
     profile: Annotated[str, typer.Option(help=f"Load profile: {PROFILE_FORMS}.")] = "sweep",

@@ -13,8 +13,8 @@ Models = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Model: a bundled name, gguf:PATH, torch:CONFIG_OR_DIR[?options] or "
-        "openai:BASE_URL#MODEL. Repeatable.",
+        help="Model: a bundled name, gguf:PATH, torch:DIR, torch:CONFIG or openai:URL#MODEL, "
+        "each with its ?options (`tradeoff models` lists them). Repeatable.",
     ),
 ]
 Limit = Annotated[int | None, typer.Option(help="Items per task (default: all).")]
@@ -44,7 +44,7 @@ RayAddress = Annotated[
     str | None,
     typer.Option(
         "--ray",
-        metavar="auto|local|ADDRESS|off",
+        metavar="WHERE",
         help="Run on a Ray cluster: auto (the one `ray start` began on this machine), local "
         "(start one here for this run) or its address (needs pip install 'tradeoff\\[ray]'). "
         "Overrides the spec's `executor: {ray: {address}}`; off runs here whatever the spec "

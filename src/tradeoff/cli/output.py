@@ -68,12 +68,12 @@ class _Stdout(_Literal):
     names no file: raised as it is, a full disk anywhere would read as the output's)."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
-        with _to_stdout():
+        with to_stdout():
             super().print(*objects, **kwargs)
 
 
 @contextlib.contextmanager
-def _to_stdout() -> Iterator[None]:
+def to_stdout() -> Iterator[None]:
     """A write the standard output cannot take is `OutputFailed`; a pipe whose reader left
     (`| head`) is left to click, as before."""
     try:
@@ -202,7 +202,7 @@ def write_text(text: str, output: Path | None = None) -> None:
             output.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {output}")
     else:
-        with _to_stdout():
+        with to_stdout():
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
             sys.stdout.flush()
 

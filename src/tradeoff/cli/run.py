@@ -178,8 +178,8 @@ def profile(
         typer.Option(
             "--task",
             "-t",
-            help="Task: a built-in name, jsonl:PATH, hf:NAME[:CONFIG][:SPLIT] or "
-            "synthetic:prompt=N,output=N[,stdev=S][,seed=K][,n=M]. Repeatable.",
+            help="Task: a built-in name, jsonl:PATH, hf:NAME (with :CONFIG and :SPLIT) or "
+            "synthetic:prompt=N,output=N (`tradeoff tasks` lists them). Repeatable.",
         ),
     ] = None,
     prompt_field: Annotated[
@@ -218,6 +218,7 @@ def profile(
     rescore_changed: Annotated[
         bool,
         typer.Option(
+            "--rescore-changed",
             help="With --resume: redo the stored items whose content changed since their "
             "records were written (without it, such a resume stops and names them).",
         ),
