@@ -110,6 +110,8 @@ def test_flag_errors_and_tasks_given_twice(tmp_path):
     out = str(tmp_path / "o")
     flags = ["-m", "smollm2-135m", "-t", "arith", "--out", out]
     assert_user_error(run_cli("profile", *flags, "--limit", "-1"), "--limit must be at least 1")
+    result = run_cli("demo", "--limit", "0", "--out", out)  # it said "demo: limit must be ..."
+    assert_user_error(result, "--limit must be at least 1 (got 0)")
     assert_user_error(run_cli("profile", *flags, "-t", "arith"), "'arith' is given twice")
     # one file named two ways: it ran once, one entry's scorer lost
     (tmp_path / "s.jsonl").write_text('{"prompt": "1+1?", "answer": "2"}\n')

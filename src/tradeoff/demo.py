@@ -3,7 +3,7 @@ vote, cascade and switch; no network, no GPU."""
 
 from __future__ import annotations
 
-from tradeoff.config import RunSpec, parse_spec
+from tradeoff.config import FLAGS_SOURCE, RunSpec, parse_spec
 from tradeoff.errors import UserError
 
 
@@ -33,7 +33,7 @@ def demo_spec(limit: int = 20) -> RunSpec:
                 },
             ],
         },
-        "demo",
+        FLAGS_SOURCE,  # its one field a user sets is --limit
     )
 
 

@@ -51,8 +51,12 @@ def outcomes(
         task=task,
     )
     console.print(
-        f"imported {result.n_rows} rows x {len(models)} models = {result.n_records} records "
-        f"into {result.directory}",
+        f"imported {_counted(result.n_rows, 'row')} x {_counted(len(models), 'model')} = "
+        f"{_counted(result.n_records, 'record')} into {result.directory}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
