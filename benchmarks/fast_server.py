@@ -20,6 +20,8 @@ Model names with special behaviour (for tests of error paths):
                   llama-cpp-python's server does to a stream when another request arrives)
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
+    reasoning     a chat stream's first half of its tokens in `reasoning_content` (as vLLM's
+                  reasoning parsers send a model's thinking), the rest in `content`
 """
 
 from __future__ import annotations
@@ -153,7 +155,8 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         last = i == len(pieces) - 1
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
         if chat:
-            choice["delta"] = {"content": word}
+            thinking = model == "reasoning" and i < len(pieces) // 2
+            choice["delta"] = {"reasoning_content" if thinking else "content": word}
             choice["logprobs"] = _chat_logprobs(word) if want_logprobs else None
         else:
             choice["text"] = word

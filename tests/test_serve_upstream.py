@@ -3,6 +3,7 @@ after the spec's timeout, and every failed request stored with its error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -83,3 +84,42 @@ def test_failed_requests_are_stored_with_their_error(tmp_path: Path):
     assert set(ids) <= set(records["item_id"]) and len(set(ids)) == len(ids), ids
     ok = records[records["config"] == "fast"]
     assert len(ok) == 1 and ok["error"].isna().all()
+
+
+def test_an_upstreams_reasoning_reaches_a_chat_stream_as_reasoning(tmp_path: Path):
+    """An upstream that streams its thinking in `reasoning_content` (vLLM's reasoning parsers):
+    serve dropped it, so its client's first token came after the thinking while the record,
+    the summary and /metrics gave the time of the first reasoning token (0.20 s where the client
+    waited 0.71 s). The reasoning goes on in the same field; the answer is the content alone."""
+    from conftest import fast_server, serve_process
+    from serve_support import streamed_text
+
+    delay_s, tokens = 0.05, 10  # the upstream thinks for 5 tokens, then answers 5
+    with contextlib.contextmanager(fast_server)("--delay-ms", str(int(delay_s * 1e3))) as url:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(f'models:\n  thinker: "openai:{url}#reasoning"\ntasks: [arith]\n')
+        with (
+            serve_process("--spec", str(spec), "--out", str(tmp_path / "run")) as server,
+            httpx.Client(base_url=server.root, timeout=PATIENCE_S) as c,
+        ):
+            ask = {"model": "thinker", "messages": [{"role": "user", "content": "6*7?"}]}
+            t0 = time.perf_counter()
+            with c.stream("POST", CHAT, json={**ask, "stream": True, "max_tokens": tokens}) as r:
+                assert r.status_code == 200
+                first_s, body = None, ""
+                for text in r.iter_text():
+                    if first_s is None and "reasoning_content" in text:
+                        first_s = time.perf_counter() - t0
+                    body += text
+            payloads = sse_events(body)
+            deltas = [
+                json.loads(p)["choices"][0]["delta"]
+                for p in payloads[:-1]
+                if json.loads(p)["choices"]
+            ]
+            thought = "".join(d.get("reasoning_content", "") for d in deltas)
+            assert thought == "The answer is 42.", deltas
+            assert streamed_text(payloads) == " Next we count again,", deltas
+            assert first_s is not None
+            ttft_s = json.loads(payloads[-2])["tradeoff"]["ttft_s"]
+            assert ttft_s <= first_s, (ttft_s, first_s)  # the client saw it no earlier

@@ -17,6 +17,12 @@ from typing import Protocol
 TextSink = Callable[[str], None]
 
 
+class Thought(str):
+    """A piece of reasoning a server streams apart from the answer (vLLM's and SGLang's
+    `reasoning_content`), given to a sink as such: never part of the answer text, passed on by
+    `tradeoff serve` to its client's stream in the same field."""
+
+
 class StopHoldback:
     """Feeds a sink the new text of a growing answer, holding back a possible stop string."""
 

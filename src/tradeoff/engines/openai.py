@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from tradeoff.engines.base import ModelInfo
-from tradeoff.engines.emit import TextSink
+from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
 from tradeoff.eventloop import unless_cancelled
@@ -315,6 +315,8 @@ class OpenAIEngine:
                                 if t_first is None:
                                     t_first = now
                                 token_times.append(now)
+                                if thought and on_text is not None:
+                                    on_text(Thought(thought))
                                 if text:
                                     pieces.append(text)
                                     if on_text is not None:

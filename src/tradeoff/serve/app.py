@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from functools import partial
 from typing import Any
 
 from tradeoff.config import Config, Report
+from tradeoff.engines.emit import Thought
 from tradeoff.errors import PromptRefused
 from tradeoff.records import energy_fields, outcome_record
 from tradeoff.serve.accounting import RecordWriter
@@ -785,6 +787,21 @@ class _Run:
 
     # --- streamed answers ---------------------------------------------------------------------
 
+    def _pieces(self, pieces: list[str], sent: list[str]) -> bytes:
+        """The chunks of the pieces that piled up, the answer's text noted in `sent`. An
+        upstream's reasoning (`Thought`) goes on to a chat client in the field it came in, as
+        vLLM streams it: its first token is the client's too (a completion has no such field,
+        and gets the answer alone)."""
+        chunks = []
+        for thought, run in itertools.groupby(pieces, key=lambda p: isinstance(p, Thought)):
+            text = "".join(run)
+            if not thought:
+                sent.append(text)
+                chunks.append(self._text_chunk(text))
+            elif self.chat:
+                chunks.append(self._chunk(None, None, reasoning_content=text))
+        return b"".join(chunks)
+
     def _text_chunk(self, text: str) -> bytes:
         """A content chunk: the same bytes `_chunk(text, None)` gives, from a template made once
         per request (chunks are the per-token cost of streaming)."""
@@ -798,6 +815,8 @@ class _Run:
     def _chunk(self, text: str | None, finish: str | None, **extra: Any) -> bytes:
         if self.chat:
             delta: dict[str, Any] = {} if text is None else {"content": text}
+            if "reasoning_content" in extra:
+                delta = {"reasoning_content": extra.pop("reasoning_content")}
             if extra.pop("role", False):
                 delta = {"role": "assistant", "content": ""}
             choice: dict[str, Any] = {
@@ -863,9 +882,9 @@ class _Run:
                 texts.append(nxt)
             else:
                 piece = None
-            text = "".join(texts)
-            sent.append(text)
-            await response.write(body + self._text_chunk(text))
+            body += self._pieces(texts, sent)
+            if body:  # (an empty write would end the chunked body)
+                await response.write(body)
             body = b""
             if piece is None:
                 piece = await queue.get()
