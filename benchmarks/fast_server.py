@@ -20,6 +20,10 @@ Model names with special behaviour (for tests of error paths):
                   llama-cpp-python's server does to a stream when another request arrives)
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
+    thinks        a completion that thinks on several lines before it answers, honouring
+                  the request's stop strings as a real server does (`<think>` and its lines,
+                  `</think>`, then ` 42` and a next line; after a prompt that closed the
+                  thinking, the answer alone)
     reasoning     a chat stream's first half of its tokens in `reasoning_content` (as vLLM's
                   reasoning parsers send a model's thinking), the rest in `content`
 """
@@ -151,9 +155,13 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         events.append(chunk(choices=[opening]))
     words = [WORDS[i % len(WORDS)] for i in range(n)]
     pieces = ["".join(words)] if model == "one-chunk" else words
+    finish = "length"
+    if model == "thinks":
+        pieces, finish = _thinking(body, n)
+        n = len(pieces)
     for i, word in enumerate(pieces):
         last = i == len(pieces) - 1
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish if last else None}
         if chat:
             thinking = model == "reasoning" and i < len(pieces) // 2
             choice["delta"] = {"reasoning_content" if thinking else "content": word}
@@ -170,6 +178,26 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     events.append(_http_chunk(b"data: [DONE]\n\n"))
     events.append(b"0\r\n\r\n")
     return events
+
+
+THINKING = ["<think>", "\n", "6", " times", " 7", "\n", "is", " 42", "\n", "</think>"]
+ANSWER = [" 42", "\n", "Question", ":"]
+
+
+def _thinking(body: dict[str, Any], n: int) -> tuple[list[str], str]:
+    """The `thinks` model's tokens within max_tokens `n`, cut before the first of the request's
+    stop strings, and its finish reason."""
+    prompt = str(body.get("prompt", ""))
+    words = ANSWER if "</think>" in prompt else THINKING + ANSWER
+    stops = [s for s in (body.get("stop") or []) if s]
+    text = ""
+    for i, word in enumerate(words[:n]):
+        text += word
+        if any(s in text for s in stops):
+            cut = min(text.find(s) for s in stops if s in text)
+            kept = cut - (len(text) - len(word))
+            return [*words[:i], *([word[:kept]] if kept > 0 else [])], "stop"
+    return words[:n], "length" if n < len(words) else "stop"
 
 
 def _whole_answer(body: dict[str, Any], chat: bool) -> dict[str, Any]:

@@ -333,6 +333,57 @@ def test_budget_forcing_records_its_cap_and_a_failed_continuation(tmp_path):
     assert not (tmp_path / "chat").exists()
 
 
+def test_budget_thinks_past_a_line_break_in_completion_mode(tmp_path):
+    """A completion's answer ends at its first line break, and the thinking call was sent that
+    stop too: a model that writes `<think>` and a new line thought for 1 token whatever
+    think_budget said, then had its empty thinking closed (`forced: false`). The thinking now
+    stops only at its close, and the answer after it at the line's end."""
+    import contextlib
+
+    from conftest import fast_server
+
+    task = tmp_path / "q.jsonl"
+    task.write_text('{"prompt": "What is 6 times 7?", "answer": "42"}\n')
+    with contextlib.contextmanager(fast_server)() as url:
+        spec = parse_spec({
+            "models": {"thinker": f"openai:{url}#thinks@completion"}, "tasks": [f"jsonl:{task}"],
+            "sampling": {"max_tokens": 40},
+            "configs": [
+                {"strategy": "budget", "model": "thinker", "budget": 40, "think_budget": 30},
+                {"strategy": "budget", "model": "thinker", "budget": 40, "think_budget": 4},
+            ],
+        })  # fmt: skip
+        assert profile(spec, tmp_path / "run", notify=lambda m: None).errors == 0
+    df = _records(tmp_path / "run").set_index("config")
+    closed = df.loc["budget40-thinker-think30"]  # closed its thinking itself, within 30
+    assert closed["output"] == "<think>\n6 times 7\nis 42\n</think>\n 42", closed["calls"]
+    assert closed["calls"][0]["output_tokens"] == 9 and closed["extra"]["forced"] is False
+    assert closed["score"] == 1.0
+    forced = df.loc["budget40-thinker-think4"]  # cut after 4 tokens, closed, then answered
+    assert forced["output"] == "<think>\n6 times\n</think>\n 42", forced["calls"]
+    assert forced["calls"][0]["output_tokens"] == 4 and forced["extra"]["forced"] is True
+    assert forced["score"] == 1.0
+
+
+def test_the_thinking_calls_stream_keeps_an_unthinking_answer_to_its_stops():
+    """The thinking call stops only at `</think>`: an answer that does not think runs on past
+    its own stop strings, which a served stream must not show."""
+    from tradeoff.engines.emit import Thought
+    from tradeoff.strategies.budget import _FirstCall
+
+    for pieces, shown in [
+        (["The", " answer\nQues", "tion: 2"], "The answer"),
+        (["<th", "ink>\n6 times", "\n7</think>"], "<think>\n6 times\n7</think>"),
+        ([Thought("hmm"), " 4", "2", "\n"], "hmm 42"),  # an upstream's reasoning goes on
+    ]:
+        got: list[str] = []
+        sink = _FirstCall(got.append, ["\n"])
+        for piece in pieces:
+            sink(piece)
+        sink.finish()
+        assert "".join(got) == shown, got
+
+
 def test_a_reasoning_answer_is_scored_after_its_thinking():
     from tradeoff.tasks.scorers import after_thinking
 

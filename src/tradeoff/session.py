@@ -89,8 +89,8 @@ async def open_engines(
                 raise UserError(
                     f"configuration '{c.name}': think_budget continues the answer after the "
                     f"thinking it cuts, which a chat endpoint cannot; '{c.model}' is "
-                    f"{refs[c.model]}: use {refs[c.model]}@completion (its raw "
-                    "prompt), or leave think_budget out"
+                    f"{refs[c.model]}: use {refs[c.model]}@completion (the completions endpoint, "
+                    "which continues a text), or leave think_budget out"
                 )
     except BaseException:
         for engine in engines.values():

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
+from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.tasks.scorers import THINK_CLOSE, THINK_OPEN
 from tradeoff.types import Item, Outcome
@@ -63,21 +64,25 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         return Outcome(call.generation.text, [call], {"cap_hit": capped, "forced": False})
 
     # Phase 1: think, at most think_budget tokens, stopping where the model closes its thinking.
+    # The answer's stop strings are not the thinking's: a completion's one-line stop ended the
+    # thinking at its first line break (`<think>\n`), so think_budget never took effect.
     base = ctx.request_for(alias, item, sample)
     budget = min(budget, base.max_tokens)  # a served client may ask for fewer
+    sink = _FirstCall(ctx.on_text, base.stop) if ctx.on_text is not None else None
     first = await ctx.meter.call(
         alias,
         ctx.request_for(
-            alias,
-            item,
-            sample,
-            max_tokens=min(think_budget, budget),
-            stop=[*base.stop, THINK_CLOSE],
+            alias, item, sample, max_tokens=min(think_budget, budget), stop=[THINK_CLOSE]
         ),
-        ctx.on_text,
+        sink,
     )
+    if sink is not None:
+        sink.finish()
     text = first.generation.text
     cut = first.generation.finish_reason == "length"  # at think_budget (or budget, the lower)
+    if not text.lstrip().startswith(THINK_OPEN):  # an answer without thinking: its stops apply
+        answer = _until_stop(text, base.stop)
+        cut, text = cut and answer == text, answer
     if first.generation.error or not text.lstrip().startswith(THINK_OPEN):
         # Not a reasoning answer: what was generated is the answer, within the overall budget.
         if not cut or first.generation.error:
@@ -102,3 +107,48 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         answer, [first, second], {"cap_hit": capped, "forced": forced},
         failed=second.generation.error,  # e.g. a chat endpoint cannot continue a prefix
     )  # fmt: skip
+
+
+def _until_stop(text: str, stop: list[str]) -> str:
+    """`text` up to the first of the `stop` strings in it."""
+    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(found)] if found else text
+
+
+class _FirstCall:
+    """The sink of the thinking call, which stops only at the thinking's close: once the answer
+    shows it opens with <think>, its text is passed on as it comes; an answer that does not
+    think is passed on up to its first stop string (held back while one could be forming), as
+    its own stop strings would have ended it. An upstream's separate reasoning goes on as is."""
+
+    def __init__(self, sink: TextSink, stop: list[str]):
+        self.sink = sink
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) - 1 for s in self.stop), default=0)
+        self.text = ""
+        self.sent = 0
+        self.thinks: bool | None = None  # undecided until the answer's start shows it
+
+    def __call__(self, piece: str) -> None:
+        if isinstance(piece, Thought):
+            self.sink(piece)
+            return
+        self.text += piece
+        self._send(final=False)
+
+    def finish(self) -> None:
+        self._send(final=True)
+
+    def _send(self, final: bool) -> None:
+        if self.thinks is None:
+            start = self.text.lstrip()
+            if not final and THINK_OPEN.startswith(start):
+                return  # `<thi`: it may yet open the thinking
+            self.thinks = start.startswith(THINK_OPEN)
+        end = len(self.text)
+        if not self.thinks:
+            answer = _until_stop(self.text, self.stop)
+            end = len(answer) if final or answer != self.text else end - self.hold
+        if end > self.sent:
+            self.sink(self.text[self.sent : end])
+            self.sent = end
