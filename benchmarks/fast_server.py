@@ -18,6 +18,10 @@ Model names with special behaviour (for tests of error paths):
     fail-drop     sends two good chunks, then closes the connection mid-stream
     fail-cut      sends two good chunks and [DONE], then closes without ending the body (as
                   llama-cpp-python's server does to a stream when another request arrives)
+    fail-error-field  sends an SSE `error:` field, then [DONE] (as llama.cpp's llama-server
+                  reports a failure after the response head)
+    fail-empty-done   sends a chunk without choices, then [DONE]: no token and no finish_reason
+    no-finish     the answer with no finish_reason on any chunk, then [DONE]
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
     thinks        a completion that thinks on several lines before it answers, honouring
@@ -160,7 +164,7 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         pieces, finish = _thinking(body, n)
         n = len(pieces)
     for i, word in enumerate(pieces):
-        last = i == len(pieces) - 1
+        last = i == len(pieces) - 1 and model != "no-finish"
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish if last else None}
         if chat:
             thinking = model == "reasoning" and i < len(pieces) // 2
@@ -274,6 +278,15 @@ async def _stream(
 ) -> bool:
     events = _stream_events(body, chat, settings)
     writer.write(_response_head("200 OK", "text/event-stream", None, keep_alive))
+    if model in ("fail-error-field", "fail-empty-done"):
+        if model == "fail-error-field":  # llama.cpp's message when a prompt exceeds its context
+            error = {"code": 400, "message": "the request exceeds the available context size",
+                     "type": "exceed_context_size_error"}  # fmt: skip
+            writer.write(_http_chunk(b"error: " + json.dumps(error).encode() + b"\n\n"))
+        else:
+            writer.write(_sse({"choices": []}))
+        writer.write(events[-2] + events[-1])  # [DONE] and the body's end
+        return keep_alive
     if model in ("fail-garbage", "fail-drop", "fail-cut"):
         first_two = 3 if chat else 2  # a chat stream opens with a role-only chunk
         writer.write(b"".join(events[:first_two]))

@@ -43,9 +43,15 @@ UPSTREAM_MODELS = {
     "slow": "hang",
     "dropper": "fail-drop",
     "garbage": "fail-garbage",
+    "llamacpp": "fail-error-field",
 }
 SERVED = list(UPSTREAM_MODELS)
-FAILING = {"broken", "dropper", "garbage"}  # 502 (or, streamed after the start, an error event)
+FAILING = {
+    "broken",
+    "dropper",
+    "garbage",
+    "llamacpp",
+}  # 502 (or, streamed after the start, an error event)
 TIMING_OUT = {"slow"}  # 504 after the spec's timeout_s
 UPSTREAM_TIMEOUT_S = 1
 ENDPOINTS = ["/v1/chat/completions", "/v1/completions"]

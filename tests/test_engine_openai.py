@@ -149,6 +149,28 @@ def test_a_cut_stream_says_how_to_avoid_it(url: str) -> None:
     assert g.error is not None and "--interrupt_requests False" in g.error
 
 
+def test_an_error_field_in_the_stream_fails_the_request_with_its_message(url: str) -> None:
+    """llama.cpp's llama-server reports a failure after the response head as an SSE `error:`
+    field, then [DONE]: it was stored as a complete empty answer, finish_reason "stop"."""
+    g = generate(OpenAIEngine(url, "fail-error-field"), Request(messages=CHAT, max_tokens=4))
+    assert g.error == ("server error in stream: the request exceeds the available context size"), (
+        g.error
+    )
+    assert (g.text, g.output_tokens, g.finish_reason) == ("", 0, "error")
+
+
+def test_done_with_no_token_and_no_finish_reason_is_an_error(url: str) -> None:
+    g = generate(OpenAIEngine(url, "fail-empty-done"), Request(messages=CHAT, max_tokens=4))
+    assert g.error is not None and "[DONE] with no token and no finish_reason" in g.error
+    assert g.finish_reason == "error"
+
+
+def test_an_answer_without_a_finish_reason_is_kept_with_the_reason_unknown(url: str) -> None:
+    g = generate(OpenAIEngine(url, "no-finish"), Request(messages=CHAT, max_tokens=4))
+    assert (g.error, g.text, g.output_tokens) == (None, "The answer is 42", 4)
+    assert g.finish_reason == "unknown"  # not made up as "stop"
+
+
 def test_timeout_is_an_error(url: str) -> None:
     g = generate(OpenAIEngine(url, "hang", timeout_s=0.3), Request(messages=CHAT))
     # aiohttp's read timeout: SocketTimeoutError (ServerTimeoutError before aiohttp 3.10)

@@ -90,3 +90,15 @@ def test_payloads_come_out_as_soon_as_their_line_ends() -> None:
     assert decoder.feed(b": 1}") == []
     assert decoder.feed(b"\n") == [b'{"x": 1}']
     assert decoder.feed(b"\ndata: [DONE]\n") == [b"[DONE]"]
+
+
+def test_an_error_field_is_kept_at_every_split_point() -> None:
+    """llama.cpp's llama-server reports a failure as an `error:` field, then `data: [DONE]`."""
+    stream = b'data: {"a": 1}\n\nerror: {"message": "too long"}\n\ndata: [DONE]\n\n'
+    for cut in range(len(stream) + 1):
+        decoder = SSEDecoder()
+        payloads = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+        assert (payloads, decoder.error) == ([b'{"a": 1}', b"[DONE]"], b'{"message": "too long"}')
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"text": "error: none"}\n\n') == [b'{"text": "error: none"}']
+    assert decoder.error is None  # the word inside a payload is no error field

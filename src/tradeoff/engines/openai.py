@@ -79,6 +79,21 @@ def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
 
+def _server_error(err: Any) -> str:
+    """A failure the server reported inside a stream: its `message`, or the whole value."""
+    message = err.get("message", err) if isinstance(err, dict) else err
+    return f"server error in stream: {_one_line(str(message))}"
+
+
+def _json_or_text(payload: bytes) -> Any:
+    """A field's value as JSON if it parses, else as the text sent."""
+    text = payload.decode("utf-8", "replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 class OpenAIEngine:
     """One model behind an OpenAI-compatible server, over aiohttp (http:// and https://).
 
@@ -276,7 +291,8 @@ class OpenAIEngine:
                     body = (await response.read()).decode("utf-8", "replace")
                     error = f"HTTP {status}: {_one_line(body)}"
                 else:
-                    feed = SSEDecoder().feed
+                    decoder = SSEDecoder()
+                    feed = decoder.feed
                     while received := await _next_bytes(response.content, request):
                         if request.cancelled:  # closing the connection tells the server to stop
                             error = CANCELLED
@@ -292,9 +308,7 @@ class OpenAIEngine:
                             if chunk.get("usage"):
                                 usage = chunk["usage"]
                             if "error" in chunk:  # vLLM reports failures inside the stream
-                                err = chunk["error"]
-                                message = err.get("message", err) if isinstance(err, dict) else err
-                                error = f"server error in stream: {_one_line(str(message))}"
+                                error = _server_error(chunk["error"])
                                 break
                             choices = chunk.get("choices")
                             if not choices:
@@ -325,6 +339,8 @@ class OpenAIEngine:
                                 finish_reason = choice["finish_reason"]
                             if request.logprobs and choice.get("logprobs"):
                                 _read_logprobs(choice["logprobs"], logprobs, entropies)
+                        if decoder.error is not None and error is None:  # llama.cpp's failure
+                            error = _server_error(_json_or_text(decoder.error))
                         if error is not None:
                             break
                     if error is None and not done and request.cancelled:  # while it waited
@@ -345,8 +361,11 @@ class OpenAIEngine:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
         t_end = perf_counter()
-        if error is None and not done and finish_reason is None:
-            error = f"stream from {url} ended without [DONE] or a finish_reason"
+        if error is None and finish_reason is None:
+            if not done:
+                error = f"stream from {url} ended without [DONE] or a finish_reason"
+            elif not token_times:
+                error = f"stream from {url} ended at [DONE] with no token and no finish_reason"
 
         # Without usage the prompt's token count is unknown: recorded as missing (None), not 0.
         input_tokens: int | None
@@ -368,7 +387,8 @@ class OpenAIEngine:
             t_start=t_start,
             t_first=t_first,
             t_end=t_end,
-            finish_reason=finish_reason or ("error" if error else "stop"),
+            # [DONE] after tokens but no finish_reason: an answer, why it ended not said.
+            finish_reason=finish_reason or ("error" if error else "unknown"),
             mode="chat" if chat else "completion",
             token_times=token_times,
             token_logprobs=logprobs,
