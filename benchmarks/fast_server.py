@@ -22,6 +22,8 @@ Model names with special behaviour (for tests of error paths):
                   reports a failure after the response head)
     fail-empty-done   sends a chunk without choices, then [DONE]: no token and no finish_reason
     no-finish     the answer with no finish_reason on any chunk, then [DONE]
+    usage-null    usage with a null completion_tokens
+    usage-text    usage with a prompt_tokens that is text
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
     thinks        a completion that thinks on several lines before it answers, honouring
@@ -178,6 +180,10 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     if include_usage and settings.usage:
         prompt = _prompt_tokens(body)
         usage = {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+        if model == "usage-null":
+            usage["completion_tokens"] = None
+        elif model == "usage-text":
+            usage["prompt_tokens"] = "x"
         events.append(chunk(choices=[], usage=usage))
     events.append(_http_chunk(b"data: [DONE]\n\n"))
     events.append(b"0\r\n\r\n")

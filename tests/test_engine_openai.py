@@ -108,6 +108,23 @@ def test_counts_chunks_when_server_sends_no_usage(url_no_usage: str) -> None:
     )
 
 
+def test_a_null_completion_count_in_usage_falls_back_to_counting_chunks(url: str) -> None:
+    """`int(None)` raised out of agenerate and ended the whole run with a traceback."""
+    g = generate(OpenAIEngine(url, "usage-null"), Request(messages=CHAT, max_tokens=5))
+    assert (g.error, g.text) == (None, "The answer is 42.")
+    assert (g.output_tokens, g.input_tokens, g.token_count_source) == (
+        5,
+        None,
+        "chunks; input unknown",
+    )
+
+
+def test_a_prompt_count_in_usage_that_is_not_a_number_is_unknown(url: str) -> None:
+    g = generate(OpenAIEngine(url, "usage-text"), Request(messages=CHAT, max_tokens=5))
+    assert g.error is None
+    assert (g.output_tokens, g.input_tokens, g.token_count_source) == (5, None, "usage")
+
+
 @pytest.mark.parametrize("chat", [True, False])
 def test_logprobs_and_topk_entropies(url_no_usage: str, chat: bool) -> None:
     request = (

@@ -94,6 +94,14 @@ def _json_or_text(payload: bytes) -> Any:
         return text
 
 
+def _token_count(value: Any) -> int | None:
+    """A count from the server's `usage`: a whole number not below 0 (12 or 12.0); None for
+    anything else (missing, null, text), which leaves the count to the client."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class OpenAIEngine:
     """One model behind an OpenAI-compatible server, over aiohttp (http:// and https://).
 
@@ -367,12 +375,12 @@ class OpenAIEngine:
             elif not token_times:
                 error = f"stream from {url} ended at [DONE] with no token and no finish_reason"
 
-        # Without usage the prompt's token count is unknown: recorded as missing (None), not 0.
+        # Without usage (or with an output count that is no number) the prompt's token count is
+        # unknown: recorded as missing (None), not 0.
         input_tokens: int | None
-        if usage is not None and "completion_tokens" in usage:
-            output_tokens = int(usage["completion_tokens"])
-            prompt_tokens = usage.get("prompt_tokens")
-            input_tokens = int(prompt_tokens) if prompt_tokens is not None else None
+        counted = _token_count(usage.get("completion_tokens")) if isinstance(usage, dict) else None
+        if usage is not None and counted is not None:
+            output_tokens, input_tokens = counted, _token_count(usage.get("prompt_tokens"))
             source = "usage"
         elif logprobs:
             output_tokens, input_tokens, source = len(logprobs), None, "logprobs; input unknown"
