@@ -382,6 +382,19 @@ def test_help_fits_an_80_column_terminal_without_cutting_words():
     assert "`tradeoff models` lists them" in runner.invoke(app, ["profile", "--help"]).output
 
 
+def test_timeout_help_says_what_it_bounds():
+    """ "Seconds per request" read as a deadline for the whole answer; it bounds each wait."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    for command in ("profile", "load"):
+        output = " ".join(runner.invoke(app, [command, "--help"]).output.split())
+        assert "Seconds to wait for the connection and for each piece of an answer" in output
+        assert "a long answer that keeps streaming is not cut" in output
+
+
 def test_help_into_a_full_disk_is_one_line():
     """typer printed `--help` through a console of its own: `> /dev/full` gave a traceback."""
     with open("/dev/full", "w") as full:

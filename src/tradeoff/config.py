@@ -335,6 +335,8 @@ class RunSpec(BaseModel):
     # event loop, connections and share of `concurrency` (tradeoff.dispatch). "auto": one per 32
     # requests in flight, at most one per core, for runs of 1,000 requests or more.
     processes: Literal["auto"] | Annotated[Int, Field(ge=1, le=256)] = "auto"
+    # openai: seconds to wait for a connection and for each piece of an answer (not the whole
+    # answer: a long one that keeps streaming is not cut; tradeoff.engines.openai)
     timeout_s: Finite = Field(120.0, gt=0)
     prices: dict[str, Price] = Field(default_factory=dict)
     model_options: dict[str, ModelOptions] = Field(default_factory=dict)

@@ -20,7 +20,13 @@ Models = Annotated[
 Limit = Annotated[int | None, typer.Option(help="Items per task (default: all).")]
 Temperature = Annotated[float | None, typer.Option(help="Sampling temperature.")]
 MaxTokens = Annotated[int | None, typer.Option(help="Most output tokens per request.")]
-Timeout = Annotated[float | None, typer.Option(help="Seconds per request (openai engine).")]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds to wait for the connection and for each piece of an answer (openai "
+        "engine; default 120); a long answer that keeps streaming is not cut.",
+    ),
+]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create.")]
 ApiKey = Annotated[
     str | None, typer.Option(help="API key for openai: models (default $OPENAI_API_KEY).")
