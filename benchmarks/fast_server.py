@@ -24,6 +24,8 @@ Model names with special behaviour (for tests of error paths):
     no-finish     the answer with no finish_reason on any chunk, then [DONE]
     usage-null    usage with a null completion_tokens
     usage-text    usage with a prompt_tokens that is text
+    zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
+                  Python's json.dumps writes it)
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
     thinks        a completion that thinks on several lines before it answers, honouring
@@ -120,13 +122,15 @@ def _max_tokens(body: dict[str, Any]) -> int:
     return max(1, min(int(asked), MAX_TOKENS_CAP))
 
 
-def _alternatives(word: str) -> list[tuple[str, float]]:
+def _alternatives(word: str, zero: bool) -> list[tuple[str, float]]:
+    """The top tokens and their log-probabilities; with `zero`, one more of probability 0."""
     tokens = [word] + [f"alt{i}" for i in range(1, len(TOP_PROBS))]
-    return [(t, math.log(p)) for t, p in zip(tokens, TOP_PROBS, strict=True)]
+    top = [(t, math.log(p)) for t, p in zip(tokens, TOP_PROBS, strict=True)]
+    return top + [("never", -math.inf)] if zero else top
 
 
-def _chat_logprobs(word: str) -> dict[str, Any]:
-    top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in _alternatives(word)]
+def _chat_logprobs(word: str, zero: bool) -> dict[str, Any]:
+    top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in _alternatives(word, zero)]
     return {
         "content": [
             {"token": word, "logprob": math.log(TOP_PROBS[0]), "bytes": None, "top_logprobs": top}
@@ -134,11 +138,11 @@ def _chat_logprobs(word: str) -> dict[str, Any]:
     }
 
 
-def _completion_logprobs(word: str) -> dict[str, Any]:
+def _completion_logprobs(word: str, zero: bool) -> dict[str, Any]:
     return {
         "tokens": [word],
         "token_logprobs": [math.log(TOP_PROBS[0])],
-        "top_logprobs": [dict(_alternatives(word))],
+        "top_logprobs": [dict(_alternatives(word, zero))],
         "text_offset": [0],
     }
 
@@ -148,6 +152,7 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     model = str(body.get("model", "fast"))
     n = _max_tokens(body)
     want_logprobs = bool(body.get("logprobs"))
+    zero = model == "zero-alternative"
     created = int(time.time())
     rid = f"fast-{created}"
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -171,10 +176,10 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         if chat:
             thinking = model == "reasoning" and i < len(pieces) // 2
             choice["delta"] = {"reasoning_content" if thinking else "content": word}
-            choice["logprobs"] = _chat_logprobs(word) if want_logprobs else None
+            choice["logprobs"] = _chat_logprobs(word, zero) if want_logprobs else None
         else:
             choice["text"] = word
-            choice["logprobs"] = _completion_logprobs(word) if want_logprobs else None
+            choice["logprobs"] = _completion_logprobs(word, zero) if want_logprobs else None
         events.append(chunk(choices=[choice]))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:

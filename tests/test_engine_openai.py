@@ -146,6 +146,22 @@ def test_topk_entropy_is_exact_for_a_complete_distribution() -> None:
     assert topk_entropy([0.0]) == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_an_alternative_of_probability_zero_adds_no_entropy(url_no_usage: str, chat: bool) -> None:
+    """A listed log-probability of -Infinity (log 0) made 0 * -inf = NaN of the entropy: a
+    cascade on it never escalated."""
+    assert topk_entropy([-0.01, -5.0, -math.inf]) == pytest.approx(topk_entropy([-0.01, -5.0]))
+    request = (
+        Request(messages=CHAT, max_tokens=3, logprobs=True)
+        if chat
+        else Request(prompt="Q:", max_tokens=3, logprobs=True)
+    )
+    g = generate(OpenAIEngine(url_no_usage, "zero-alternative"), request)
+    assert g.error is None
+    expected = -sum(p * math.log(p) for p in TOP_PROBS) - 0.1 * math.log(0.1)
+    assert g.token_entropies == pytest.approx([expected] * 3)
+
+
 def test_http_500_is_an_error_not_an_exception(url: str) -> None:
     g = generate(OpenAIEngine(url, "fail-500"), Request(messages=CHAT, max_tokens=4))
     assert g.error is not None and g.error.startswith("HTTP 500: ")

@@ -265,9 +265,10 @@ def test_budget_caps_output_and_records_when_the_cap_bit(tmp_path):
     assert finished >= 1
 
 
-def _fast_records(tmp_path, configs, *, failing=False):
+def _fast_records(tmp_path, configs, *, failing=False, small_model="small"):
     """Records of `configs` over two arith items against two loopback fast servers: models
-    `small` (every generation failing where `failing`) and `large`."""
+    `small` (every generation failing where `failing`; the server's model `small_model`) and
+    `large`."""
     import contextlib
 
     from conftest import fast_server
@@ -276,7 +277,10 @@ def _fast_records(tmp_path, configs, *, failing=False):
     with serve(*(["--fail-every", "1"] if failing else [])) as small, serve() as large:
         spec = parse_spec(
             {
-                "models": {"small": f"openai:{small}#small", "large": f"openai:{large}#large"},
+                "models": {
+                    "small": f"openai:{small}#{small_model}",
+                    "large": f"openai:{large}#large",
+                },
                 "tasks": ["arith"], "limit": 2, "sampling": {"max_tokens": 16},
                 "configs": configs,
             }
@@ -301,6 +305,19 @@ def test_a_small_answer_without_log_probabilities_escalates(tmp_path):
     for _, r in df.iterrows():
         assert r["extra"]["escalated"] is True and r["extra"]["uncertainty"] is None, r
         assert [c["model"] for c in r["calls"]] == ["small", "large"] and r["error"] is None
+
+
+def test_an_alternative_of_probability_zero_leaves_the_entropy_a_number(tmp_path):
+    """A top log-probability of -Infinity made the entropy NaN: never above the threshold, so
+    never escalated, and stored as null (the mark of an infinitely uncertain answer)."""
+    config = {"strategy": "cascade", "models": ["small", "large"], "signal": "entropy"}
+    df = _fast_records(tmp_path, [{**config, "threshold": 0.01}], small_model="zero-alternative")
+    assert len(df) == 2
+    for _, r in df.iterrows():
+        assert r["extra"]["escalated"] is True, r
+        # fast_server's top five (0.6, 0.15, 0.1, 0.03, 0.02), the rest 0.1: 1.235 nats a token
+        assert r["extra"]["uncertainty"] == pytest.approx(1.235, abs=1e-3), r
+        assert [c["model"] for c in r["calls"]] == ["small", "large"]
 
 
 def test_budget_forcing_records_its_cap_and_a_failed_continuation(tmp_path):

@@ -56,8 +56,9 @@ def topk_entropy(logprobs: list[float]) -> float:
     mass = 0.0
     for lp in logprobs:
         p = math.exp(lp)
-        mass += p
-        entropy -= p * lp
+        if p > 0:  # 0 * log 0 is 0: a listed -Infinity (log 0) made the sum NaN; NaN is skipped
+            mass += p
+            entropy -= p * lp
     rest = 1.0 - mass
     if rest > 1e-12:
         entropy -= rest * math.log(rest)
