@@ -24,6 +24,7 @@ Model names with special behaviour (for tests of error paths):
     no-finish     the answer with no finish_reason on any chunk, then [DONE]
     usage-null    usage with a null completion_tokens
     usage-text    usage with a prompt_tokens that is text
+    error-null    every chunk carries `"error": null` (as some gateways send when all is well)
     zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
                   Python's json.dumps writes it)
     hang          reads the request and never answers
@@ -157,8 +158,11 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
     rid = f"fast-{created}"
     obj = "chat.completion.chunk" if chat else "text_completion"
 
+    no_error = {"error": None} if model == "error-null" else {}
+
     def chunk(**fields: Any) -> bytes:
-        return _sse({"id": rid, "object": obj, "created": created, "model": model, **fields})
+        head = {"id": rid, "object": obj, "created": created, "model": model}
+        return _sse({**head, **fields, **no_error})
 
     events = []
     if chat:

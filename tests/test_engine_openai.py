@@ -204,6 +204,13 @@ def test_an_answer_without_a_finish_reason_is_kept_with_the_reason_unknown(url: 
     assert g.finish_reason == "unknown"  # not made up as "stop"
 
 
+def test_a_null_error_in_every_chunk_is_no_error(url: str) -> None:
+    """Some gateways send `"error": null` on every chunk: each answer failed with "server error
+    in stream: None"."""
+    g = generate(OpenAIEngine(url, "error-null"), Request(messages=CHAT, max_tokens=4))
+    assert (g.error, g.text, g.finish_reason) == (None, "The answer is 42", "length")
+
+
 def test_timeout_is_an_error(url: str) -> None:
     g = generate(OpenAIEngine(url, "hang", timeout_s=0.3), Request(messages=CHAT))
     # aiohttp's read timeout: SocketTimeoutError (ServerTimeoutError before aiohttp 3.10)

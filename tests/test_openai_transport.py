@@ -470,3 +470,25 @@ def test_a_redirect_is_an_error_not_followed() -> None:
 
     g = asyncio.run(go())
     assert (g.error, g.finish_reason, requests) == ("HTTP 307: moved", "error", 1)
+
+
+def test_an_error_object_in_a_chunk_fails_the_answer_with_its_message() -> None:
+    """vLLM's failure after the response head: a chunk holding an `error` object."""
+    failure = {"error": {"object": "error", "message": "engine dead", "code": 500}}
+    events = [sse_events()[0], b"data: " + json.dumps(failure).encode() + b"\n\n"]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(CHUNKED_HEAD + chunked([*events, b"data: [DONE]\n\n"]))
+
+    async def go() -> Generation:
+        async with TinyServer(handler) as server:
+            engine = OpenAIEngine(server.url, "m")
+            return await closing(engine, ask(engine))
+
+    g = asyncio.run(go())
+    assert (g.error, g.text, g.finish_reason) == (
+        "server error in stream: engine dead",
+        "The",
+        "error",
+    )

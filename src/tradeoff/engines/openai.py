@@ -316,8 +316,10 @@ class OpenAIEngine:
                             chunk = decode(data.decode())
                             if chunk.get("usage"):
                                 usage = chunk["usage"]
-                            if "error" in chunk:  # vLLM reports failures inside the stream
-                                error = _server_error(chunk["error"])
+                            # vLLM reports failures inside the stream; some gateways send
+                            # `"error": null` on every chunk of a healthy one.
+                            if err := chunk.get("error"):
+                                error = _server_error(err)
                                 break
                             choices = chunk.get("choices")
                             if not choices:
