@@ -27,6 +27,8 @@ Model names with special behaviour (for tests of error paths):
     error-null    every chunk carries `"error": null` (as some gateways send when all is well)
     zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
                   Python's json.dumps writes it)
+    fail-json     answers HTTP 200 with a JSON error body, not a stream
+    not-streamed  answers the whole completion as JSON, as a server that ignores `stream: true`
     hang          reads the request and never answers
     one-chunk     streams the whole answer in one chunk (as a server that buffers it)
     thinks        a completion that thinks on several lines before it answers, honouring
@@ -273,7 +275,11 @@ async def _answer(
         return False
     delay_s = settings.delay_of(settings.generations)
     chat = path == "/v1/chat/completions"
-    if not body.get("stream"):
+    if model == "fail-json":
+        error = {"error": {"message": "model not loaded", "type": "server_error"}}
+        writer.write(_json_response("200 OK", error, keep_alive))
+        return keep_alive
+    if not body.get("stream") or model == "not-streamed":
         writer.write(_json_response("200 OK", _whole_answer(body, chat), keep_alive))
         return keep_alive
     if settings.slots is not None:

@@ -211,6 +211,22 @@ def test_a_null_error_in_every_chunk_is_no_error(url: str) -> None:
     assert (g.error, g.text, g.finish_reason) == (None, "The answer is 42", "length")
 
 
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ("fail-json", ": model not loaded"),
+        ("not-streamed", ' (does it ignore stream: true?): {"id": "fast", '),
+    ],
+)
+def test_an_answer_that_is_no_event_stream_says_what_it_is(url: str, model: str, said: str) -> None:
+    """A 200 with a JSON body read as an empty stream: "ended without [DONE] or a finish_reason",
+    the server's own message hidden."""
+    g = generate(OpenAIEngine(url, model), Request(messages=CHAT, max_tokens=4))
+    assert g.error is not None and "\n" not in g.error
+    assert g.error.startswith("the server answered application/json, not an event stream" + said)
+    assert g.finish_reason == "error"
+
+
 def test_timeout_is_an_error(url: str) -> None:
     g = generate(OpenAIEngine(url, "hang", timeout_s=0.3), Request(messages=CHAT))
     # aiohttp's read timeout: SocketTimeoutError (ServerTimeoutError before aiohttp 3.10)

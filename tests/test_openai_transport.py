@@ -492,3 +492,20 @@ def test_an_error_object_in_a_chunk_fails_the_answer_with_its_message() -> None:
         "The",
         "error",
     )
+
+
+def test_a_stream_whose_response_names_no_content_type_is_still_read() -> None:
+    """A 2xx of another content type is no stream (an error says which); one naming none is
+    read as a stream, as a hand-written server that forgot the header sends it."""
+    body = b"".join(sse_events())
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    async def go() -> Generation:
+        async with TinyServer(handler) as server:
+            engine = OpenAIEngine(server.url, "m")
+            return await closing(engine, ask(engine))
+
+    assert_answer(asyncio.run(go()))

@@ -80,10 +80,27 @@ def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _server_error(err: Any) -> str:
-    """A failure the server reported inside a stream: its `message`, or the whole value."""
+def _message(err: Any) -> str:
+    """An error the server reported, in one line: its `message`, or the whole value."""
     message = err.get("message", err) if isinstance(err, dict) else err
-    return f"server error in stream: {_one_line(str(message))}"
+    return _one_line(str(message))
+
+
+def _server_error(err: Any) -> str:
+    """A failure the server reported inside a stream."""
+    return f"server error in stream: {_message(err)}"
+
+
+def _not_a_stream(content_type: str, body: bytes) -> str:
+    """Why a 2xx answer of another content type than an event stream failed: that type, and the
+    server's message where the body is a JSON error, else the body's start."""
+    said = _json_or_text(body)
+    head = f"the server answered {content_type}, not an event stream"
+    if isinstance(said, dict) and said.get("error"):
+        return f"{head}: {_message(said['error'])}"
+    if isinstance(said, dict):  # an answer whole, as a server that ignores `stream` sends it
+        head += " (does it ignore stream: true?)"
+    return f"{head}: {_one_line(body.decode('utf-8', 'replace'))}"
 
 
 def _json_or_text(payload: bytes) -> Any:
@@ -299,6 +316,8 @@ class OpenAIEngine:
                 if status >= 300:
                     body = (await response.read()).decode("utf-8", "replace")
                     error = f"HTTP {status}: {_one_line(body)}"
+                elif not _is_event_stream(response):
+                    error = _not_a_stream(response.content_type, await response.read())
                 else:
                     decoder = SSEDecoder()
                     feed = decoder.feed
@@ -407,6 +426,12 @@ class OpenAIEngine:
             token_count_source=source,
             error=error,
         )
+
+
+def _is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    """Whether a response is read as server-sent events: its content type says so, or it names
+    none (a server that forgets the header still streams)."""
+    return response.content_type == "text/event-stream" or "content-type" not in response.headers
 
 
 async def _next_bytes(stream: aiohttp.StreamReader, request: Request) -> bytes:
