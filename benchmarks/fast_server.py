@@ -14,6 +14,8 @@ thermally throttled.
 
 Model names with special behaviour (for tests of error paths):
     fail-500      answers HTTP 500 with a JSON error body
+    fail-400      refuses the request with HTTP 400, as OpenAI and vLLM refuse a prompt past the
+                  model's context (`context_length_exceeded`)
     fail-garbage  sends two good chunks, then a data line that is not JSON
     fail-drop     sends two good chunks, then closes the connection mid-stream
     fail-cut      sends two good chunks and [DONE], then closes without ending the body (as
@@ -269,6 +271,19 @@ async def _answer(
     ):
         error = {"error": {"message": "fake failure for tests", "type": "server_error"}}
         writer.write(_json_response("500 Internal Server Error", error, keep_alive))
+        return keep_alive
+    if model == "fail-400":
+        error = {
+            "error": {
+                "message": f"This model's maximum context length is 512 tokens. However, you "
+                f"requested {_max_tokens(body) + _prompt_tokens(body)} tokens. Please reduce "
+                "the length of the messages or completion.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+        writer.write(_json_response("400 Bad Request", error, keep_alive))
         return keep_alive
     if model == "hang":
         await asyncio.sleep(3600)

@@ -44,6 +44,7 @@ UPSTREAM_MODELS = {
     "dropper": "fail-drop",
     "garbage": "fail-garbage",
     "llamacpp": "fail-error-field",
+    "refuser": "fail-400",  # 400 context_length_exceeded: passed on as it is, not a 502
 }
 SERVED = list(UPSTREAM_MODELS)
 FAILING = {

@@ -20,6 +20,7 @@ from serve_support import (
     UPSTREAM_TIMEOUT_S,
     assert_error,
     assert_stopped_cleanly,
+    metric,
     running,
     sse_events,
     valid,
@@ -43,6 +44,26 @@ def test_upstream_failure_is_502(client: httpx.Client, endpoint: str, model: str
         last = json.loads(payloads[-2])
         assert last["error"]["type"] == "upstream_error", last
         assert last["tradeoff"]["config"] == model, last  # what ran, as a finished stream says
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstreams_refusal_of_the_request_is_passed_on(
+    client: httpx.Client, canned_server, endpoint: str, stream: bool
+):
+    """An upstream's 400 `context_length_exceeded` was answered 502 `upstream_error`, its code
+    and param lost and its JSON cut mid-string: an OpenAI client retried it twice, three error
+    records for one request. It is the upstream's 400, in its own fields, and no upstream
+    failure in /metrics."""
+    failures = metric(canned_server.root, "tradeoff_upstream_errors_total", model="refuser")
+    r = client.post(endpoint, json=valid(endpoint, "refuser", stream=stream))
+    error = assert_error(r, 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages", error
+    assert error["type"] == "invalid_request_error", error
+    assert error["message"].startswith("This model's maximum context length is 512"), error
+    assert error["message"].endswith("the length of the messages or completion."), error
+    after = metric(canned_server.root, "tradeoff_upstream_errors_total", model="refuser")
+    assert after == failures
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)

@@ -62,6 +62,18 @@ CANCELLED = "cancelled: the answer was no longer wanted"
 DISCONNECTED = "client disconnected"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A server's refusal of a request as invalid (HTTP 400, 413 or 422: a prompt past the
+    model's context, a bad parameter), in OpenAI's error fields: `tradeoff serve` answers its
+    client the same, where a 502 would have it retry what can never succeed."""
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+
 @dataclass
 class Generation:
     """What one engine call produced, with timings on the `time.perf_counter()` clock."""
@@ -82,6 +94,7 @@ class Generation:
     # from stream chunks.
     token_count_source: str = "exact"
     error: str | None = None
+    refused: Refusal | None = None  # the error was the server's refusal of the request
     # The engine ran one pass more than its output tokens need: the one whose token ended the
     # sequence, which is no output token (in-process engines know; a server does not say).
     end_pass: bool = False

@@ -19,7 +19,7 @@ from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
 from tradeoff.eventloop import unless_cancelled
-from tradeoff.types import CANCELLED, Generation, Request
+from tradeoff.types import CANCELLED, Generation, Refusal, Request
 
 TOP_LOGPROBS = 5
 # Parses one streamed chunk. (json.loads on bytes first guesses their encoding: twice the time.)
@@ -89,6 +89,32 @@ def _message(err: Any) -> str:
 def _server_error(err: Any) -> str:
     """A failure the server reported inside a stream."""
     return f"server error in stream: {_message(err)}"
+
+
+REFUSALS = (400, 413, 422)  # the request's own fault: sent again, it is refused again
+
+
+def _http_failure(status: int, body: bytes) -> tuple[str, Refusal | None]:
+    """An error answer's line (the server's message where its body is OpenAI's error JSON, not
+    that JSON cut short) and, for a refusal of the request, OpenAI's fields of it."""
+    said = _json_or_text(body)
+    err = said.get("error") if isinstance(said, dict) else None
+    if isinstance(said, dict) and isinstance(said.get("message"), str):  # vLLM's older shape
+        err = said
+    fields = err if isinstance(err, dict) else {}
+    message = fields.get("message")
+    if not isinstance(message, str) or not message.strip():
+        message = body.decode("utf-8", "replace") if err is None else str(err)
+    line = _one_line(message, 1000)
+    if status not in REFUSALS:
+        return f"HTTP {status}: {line}", None
+    param, code = fields.get("param"), fields.get("code")
+    refused = Refusal(
+        status, line,
+        param=param if isinstance(param, str) else None,
+        code=str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+    )  # fmt: skip
+    return f"HTTP {status}: {line}", refused
 
 
 def _not_a_stream(content_type: str, body: bytes) -> str:
@@ -304,6 +330,7 @@ class OpenAIEngine:
         usage: dict[str, Any] | None = None
         finish_reason: str | None = None
         error: str | None = None
+        refused: Refusal | None = None
         done = False
         t_first: float | None = None
         t_start = perf_counter()
@@ -314,8 +341,7 @@ class OpenAIEngine:
             ) as response:
                 status = response.status
                 if status >= 300:
-                    body = (await response.read()).decode("utf-8", "replace")
-                    error = f"HTTP {status}: {_one_line(body)}"
+                    error, refused = _http_failure(status, await response.read())
                 elif not _is_event_stream(response):
                     error = _not_a_stream(response.content_type, await response.read())
                 else:
@@ -425,6 +451,7 @@ class OpenAIEngine:
             token_entropies=entropies,
             token_count_source=source,
             error=error,
+            refused=refused,
         )
 
 

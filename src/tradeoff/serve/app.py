@@ -43,7 +43,7 @@ from tradeoff.strategies import STRATEGIES, StrategyContext, choices
 from tradeoff.strategies.calls import CallMeter
 from tradeoff.strategies.context import request_seed
 from tradeoff.tasks import Task, make_scorer
-from tradeoff.types import DISCONNECTED, Item, Outcome, Record, Request
+from tradeoff.types import DISCONNECTED, Item, Outcome, Record, Refusal, Request
 
 log = logging.getLogger("tradeoff.serve")
 
@@ -716,10 +716,12 @@ class _Run:
     def _failure(self, outcome: Outcome, status: int) -> ApiError:
         error = outcome.extra.get("exception") or outcome.error or "no answer"
         what = "timed out" if status == 504 else "failed"
+        refused = _refusal(outcome)
         failure = ApiError(
             status,
-            f"the upstream model {what}: {error}",
-            code="upstream_error",
+            refused.message if refused else f"the upstream model {what}: {error}",
+            param=refused.param if refused else None,
+            code=refused.code if refused else "upstream_error",
             headers={  # its record's id, and what its strategy reports, as a 200's
                 "x-tradeoff-request-id": self.item.id,
                 **{f"x-tradeoff-{k}": v for k, v in _reported(outcome.extra).items()},
@@ -730,7 +732,8 @@ class _Run:
 
     def _status(self, outcome: Outcome) -> int | None:
         """499 (nginx's "client closed request") when the client went away, 502 when the
-        answer's model call failed, 504 when it timed out; None when it succeeded. Only the
+        answer's model call failed, 504 when it timed out, the upstream's own 400, 413 or 422
+        when it refused the request (a 502 would be retried); None when it succeeded. Only the
         answer's call counts (`Outcome.error`): a vote whose other draws answered, a cascade
         whose large model answered after its small one failed, answer (they were 502s)."""
         if self.disconnected:
@@ -738,6 +741,8 @@ class _Run:
         error = outcome.error
         if error is None:
             return None if outcome.calls else 502
+        if (refused := _refusal(outcome)) is not None:
+            return refused.status
         return 504 if error.startswith("timeout") else 502
 
     # --- whole answers ------------------------------------------------------------------------
@@ -930,3 +935,9 @@ class _Run:
         """The client went away: stop the generation, store what it cost."""
         outcome, t1 = await self._until_done_or_gone(task, gone)
         self._account(outcome, self._record(outcome, t1, 499), 499)
+
+
+def _refusal(outcome: Outcome) -> Refusal | None:
+    """The upstream's refusal of the request, where that is why there is no answer."""
+    answer = outcome.answer_call
+    return None if outcome.failed or answer is None else answer.generation.refused
