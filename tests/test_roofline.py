@@ -415,6 +415,41 @@ def test_the_supported_types_have_transformers_parameter_counts_and_tie_defaults
     assert ours == counts
 
 
+def test_a_config_without_head_dim_or_sliding_window_takes_transformers_defaults():
+    """Qwen3 heads are 128 wide and Gemma's 256 whatever hidden_size / heads is; Mistral and
+    Gemma 2 and 3 slide a window of 4096 where their config.json leaves it out. Sized as
+    hidden_size / heads with no window, a Qwen3-0.6B lost 15% of its weights and half its KV
+    cache."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from tradeoff.engines.hf_config import shape_from_hf_config
+
+    qwen3 = {
+        "model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072,
+        "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+        "vocab_size": 151936, "tie_word_embeddings": True,
+    }  # fmt: skip
+    assert shape_from_hf_config(qwen3).n_params == 596_049_920  # Qwen3-0.6B, as published
+    numbers = {
+        "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+    }  # fmt: skip
+    theirs, ours = {}, {}
+    for kind in ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"]:
+        hf = transformers.AutoConfig.for_model(kind, **numbers)
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(hf)
+        n_params = sum(p.numel() for p in model.parameters())
+        head_dim = getattr(hf, "head_dim", None) or 64 // 4  # Qwen2 and Llama-like: the quotient
+        theirs[kind] = (n_params, head_dim, getattr(hf, "sliding_window", None))
+        shape = shape_from_hf_config({"model_type": kind, **numbers})
+        ours[kind] = (shape.n_params, shape.head_dim, shape.sliding_window)
+    assert ours == theirs
+    assert theirs["gemma2"][1:] == (256, 4096)  # the defaults this test is about
+    none = shape_from_hf_config({"model_type": "mistral", **numbers, "sliding_window": None})
+    assert none.sliding_window is None  # null: no window, as transformers reads it
+
+
 def test_a_config_s_dtype_field_gives_its_weight_type(tmp_path):
     """transformers >= 4.56 writes `dtype`, not `torch_dtype`: it was read as bf16."""
     from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config

@@ -30,6 +30,15 @@ SUPPORTED = (
 # Fields only a mixture of experts has: its MLP is many, a few of which run for each token.
 MOE_FIELDS = ["num_local_experts", "num_experts", "n_routed_experts", "n_shared_experts"]
 MOE_FIELDS += ["moe_intermediate_size", "num_experts_per_tok"]
+# transformers' head_dim where a config leaves it out: Qwen3Config declares `head_dim: int =
+# 128` and GemmaConfig, Gemma2Config and Gemma3TextConfig `head_dim: int = 256`, whatever
+# hidden_size / num_attention_heads is; the others take that quotient.
+HEAD_DIM_DEFAULT = {"qwen3": 128, "gemma": 256, "gemma2": 256, "gemma3_text": 256}
+# transformers' sliding_window where a config leaves it out (null is none): MistralConfig,
+# Gemma2Config, Gemma3TextConfig, Qwen2Config and Qwen3Config declare `sliding_window = 4096`;
+# GemmaConfig and LlamaConfig have none.
+WINDOW_DEFAULT = {"mistral": 4096, "gemma2": 4096, "gemma3_text": 4096}
+WINDOW_DEFAULT |= {"qwen2": 4096, "qwen3": 4096}
 # Qwen's sliding window applies only where use_sliding_window says so (transformers' default:
 # off); other types use a sliding_window wherever a config gives one.
 WINDOW_OFF_BY_DEFAULT = {"qwen2", "qwen3"}
@@ -85,7 +94,7 @@ def shape_from_hf_config(
     d, layers, heads = size("hidden_size"), size("num_hidden_layers"), size("num_attention_heads")
     d_ff, vocab = size("intermediate_size"), size("vocab_size")
     kv_heads = optional("num_key_value_heads") or heads
-    head_dim = optional("head_dim") or d // heads
+    head_dim = optional("head_dim") or HEAD_DIM_DEFAULT.get(kind or "") or d // heads
     if head_dim < 1:
         raise UserError(
             f"{which}: hidden_size {d} is less than num_attention_heads {heads}; give head_dim"
@@ -108,6 +117,8 @@ def shape_from_hf_config(
         raise UserError(f"dtype '{stored}' is not known; known: {', '.join(DTYPE_NAMES)}")
     value_bytes = DTYPE_BYTES[DTYPE_NAMES[stored]]
     window_on = config.get("use_sliding_window", kind not in WINDOW_OFF_BY_DEFAULT)
+    window = WINDOW_DEFAULT.get(kind or "")
+    window = optional("sliding_window") if "sliding_window" in config else window
     return ModelShape(
         n_params=n_params,
         n_layers=layers,
@@ -123,7 +134,7 @@ def shape_from_hf_config(
         context=optional("max_position_embeddings"),
         dtype=DTYPE_NAMES[stored],
         embedding_bytes=0 if tied else embedding * value_bytes,
-        sliding_window=optional("sliding_window") if window_on else None,
+        sliding_window=window if window_on else None,
     )
 
 
