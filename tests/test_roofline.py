@@ -315,6 +315,29 @@ def test_a_calibration_path_that_holds_no_calibrations_is_one_line(tmp_path):
         os.environ["TRADEOFF_CALIBRATION"] = str(tmp_path / "none.json")
 
 
+def test_a_broken_calibration_file_stops_a_run_before_it_begins(tmp_path, monkeypatch):
+    """It stopped profile, load and serve after the models loaded, leaving in --out a failed
+    run that only --resume would take; a GPU's bad entry stopped the run at its first call."""
+    cal, out, spec = tmp_path / "cal.json", tmp_path / "run", tmp_path / "spec.yaml"
+    monkeypatch.setenv("TRADEOFF_CALIBRATION", str(cal))
+    spec.write_text("models: {small: smollm2-135m}\ntasks: [arith]\nsampling: {max_tokens: 2}\n")
+    gpu = {"NVIDIA H100 80GB HBM3": {"flops_per_s": 0, "bytes_per_s": 3e12}}
+    for text, says in [
+        ('{"cpu: typo": {"flops_per_s": 3e10, "bytes_per_s": 1.1e10},}', "not JSON"),
+        (json.dumps(gpu), "NVIDIA H100 80GB HBM3 has peaks flops_per_s 0"),
+    ]:
+        cal.write_text(text)
+        for command in [
+            ["profile", str(spec), "--limit", "1"],
+            ["load", str(spec), "--profile", "synchronous", "--max-requests", "1"],
+            ["serve", "--spec", str(spec), "--port", "0"],
+        ]:
+            done = run_cli(*command, "--out", str(out), timeout=120)
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+            assert str(cal) in done.stderr and says in done.stderr, done.stderr
+            assert not out.exists(), f"{command[0]} left a run directory behind"
+
+
 def test_a_config_without_a_shape_field_is_one_line_naming_it(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"model_type": "llama"}')

@@ -274,6 +274,7 @@ class ShardWorker:
         context = ray.get_runtime_context()
         cpus = context.get_assigned_resources().get("CPU", 0.0)
         os.environ[THREADS_ENV] = str(max(1, int(cpus)))  # llama.cpp: the CPUs Ray gave it
+        peaks = local_peaks()  # this node's; a broken calibration file stops it before a load
         self.engines = await open_engines(configs, timeout_s=spec.timeout_s, api_key=self.api_key)
         await warm_engines(self.engines, configs)
         gpus = gpu_uuids(self.engines)
@@ -281,7 +282,7 @@ class ShardWorker:
         if energy is not None and not gpus and cpus < _node_cpus(ray, context.get_node_id()):
             energy, missing = None, SHARED_RAPL
         self.account = open_account(energy, lambda _msg: None)
-        meter = CallMeter(self.engines, energy, missing, peaks=local_peaks(), account=self.account)
+        meter = CallMeter(self.engines, energy, missing, peaks=peaks, account=self.account)
         self.node = {
             "node_id": context.get_node_id(),
             **host_info(),

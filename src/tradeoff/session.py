@@ -175,12 +175,14 @@ async def open_session(
 ) -> AsyncIterator[Session]:
     """Open everything a run of `configs` needs, yield it, close it in reverse.
 
-    `open_store` is called once the models are loaded and warm, so that a bad model leaves no
-    run directory behind; the session closes the store. `inline`: run in-process models on the
-    event loop's thread when every model is in process (nothing else needs the loop while they
-    compute). `defer_settle`: answers do not wait for a stepped counter's next step (serving).
+    `open_store` is called once the models are loaded and warm, so that a bad model (or a bad
+    calibration file, read before they load) leaves no run directory behind; the session closes
+    the store. `inline`: run in-process models on the event loop's thread when every model is in
+    process (nothing else needs the loop while they compute). `defer_settle`: answers do not
+    wait for a stepped counter's next step (serving).
     Set `Session.status` before leaving; it is stored as the session's end.
     """
+    peaks = local_peaks()  # a broken calibration file stops the run before a model loads
     engines = await open_engines(configs, timeout_s=timeout_s, api_key=api_key)
     try:
         in_process = [e for e in engines.values() if isinstance(e, InProcessEngine)]
@@ -204,7 +206,7 @@ async def open_session(
                         engines,
                         energy,
                         energy_missing,
-                        peaks=local_peaks(),
+                        peaks=peaks,
                         account=account,
                         defer_settle=defer_settle,
                     )

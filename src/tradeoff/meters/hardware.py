@@ -118,11 +118,17 @@ def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = 
 def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
     """The peaks `tradeoff calibrate` measured on `device`: by its full name, or by the words
     of one calibrated device's name ("H100" for "NVIDIA H100 80GB HBM3", as torch names it)."""
-    kept = calibrations(path or calibration_path())
+    path = path or calibration_path()
+    kept = calibrations(path)
     if device not in kept:
         named = [name for name in kept if _names(device, name)]
         device = named[0] if len(named) == 1 else device
-    entry = kept.get(device)
+    return _entry_peaks(path, device, kept.get(device))
+
+
+def _entry_peaks(path: Path, device: str, entry: Any) -> Peaks | None:
+    """The peaks of `device`'s calibration `entry` in `path` (None where it is not an object);
+    peaks that are not numbers above 0 are one line naming the file and the device."""
     if not isinstance(entry, dict):
         return None
     given = [entry.get(key) for key in ("flops_per_s", "bytes_per_s")]
@@ -131,9 +137,9 @@ def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
         shown = [json.dumps(value) if key in entry else "missing" for key, value in zip(
             ("flops_per_s", "bytes_per_s"), given, strict=True)]  # fmt: skip
         raise UserError(
-            f"{path or calibration_path()}: the calibration of {device} has peaks "
-            f"flops_per_s {shown[0]} and bytes_per_s {shown[1]}; each must be a number above "
-            "0: run `tradeoff calibrate` again"
+            f"{path}: the calibration of {device} has peaks flops_per_s {shown[0]} and "
+            f"bytes_per_s {shown[1]}; each must be a number above 0: run `tradeoff calibrate` "
+            "again"
         )
     measured_in = entry.get("precision")
     precision = PRECISIONS.get(measured_in) if isinstance(measured_in, str) else None
@@ -185,7 +191,12 @@ def _as(measured: Peaks, dtype: str | None) -> Peaks:
 
 
 def local_peaks() -> Peaks | None:
-    """The peaks of the device in-process llama.cpp models run on (this CPU), if calibrated."""
+    """The peaks of the device in-process llama.cpp models run on (this CPU), if calibrated.
+    Every calibration kept is checked too: a run calls this before its models load, and a model
+    on a GPU looks its device's up only at its first call, when the run directory exists."""
     from tradeoff.meters.calibrate import cpu_device
 
-    return calibrated_peaks(cpu_device())
+    path = calibration_path()
+    for device, entry in calibrations(path).items():
+        _entry_peaks(path, device, entry)
+    return calibrated_peaks(cpu_device(), path)
