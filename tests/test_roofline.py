@@ -391,6 +391,34 @@ def test_an_fp32_model_is_timed_against_the_fp32_peak(tmp_path):
     assert cpu.flops_per_s == 1e12 and "fp32 matmul" in cpu.source and "bf16" in cpu.source
 
 
+def test_a_calibration_s_precision_is_read_in_any_case_and_an_unknown_one_is_refused(
+    tmp_path, monkeypatch
+):
+    """ "BF16" was read as no precision at all: an fp32 model was timed against the bf16 FLOP/s
+    measured, a compute-bound prefill 10 times too fast, and "tf32" the same without a word."""
+    path = tmp_path / "cal.json"
+
+    def calibrated(precision: str) -> None:
+        entry = {"flops_per_s": 7e14, "bytes_per_s": 3e12, "precision": precision}
+        path.write_text(json.dumps({"NVIDIA H100 80GB HBM3": entry}))
+
+    for name in ("BF16", "BFloat16", "bf16"):
+        calibrated(name)
+        peaks, _ = device_peaks("NVIDIA H100 80GB HBM3", "fp32", path=path)
+        assert (peaks.flops_per_s, peaks.bytes_per_s, peaks.precision) == (67e12, 3e12, "fp32")
+        assert "calibrated in bf16" in peaks.source, peaks.source
+    calibrated("FP32")
+    assert device_peaks("NVIDIA H100 80GB HBM3", "fp32", path=path)[0].flops_per_s == 7e14
+    assert datasheet_peaks("NVIDIA H100 80GB HBM3", "Float32").flops_per_s == 67e12
+    calibrated("tf32")
+    monkeypatch.setenv("TRADEOFF_CALIBRATION", str(path))
+    done = run_cli("roofline", "llama-3.1-8b", "--device", "NVIDIA H100 80GB HBM3")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(path) in line and "NVIDIA H100 80GB HBM3" in line and '"tf32"' in line, line
+    assert "known: bf16, bfloat16, fp16, float16, fp32, float32" in line, line
+
+
 @pytest.mark.parametrize(
     "fields, says",
     [

@@ -38,16 +38,22 @@ DATASHEET: list[tuple[str, str, float, float, float]] = [
     ("L40S", "NVIDIA L40S", 362e12, 91.6e12, 0.864e12),
     ("L4", "NVIDIA L4", 121e12, 30.3e12, 0.3e12),
 ]
-# A precision by each name a model's dtype or a calibration gives it.
+# A precision by each name a model's dtype or a calibration gives it, in lower case.
 PRECISIONS = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
 PRECISIONS |= {"fp32": "fp32", "float32": "fp32"}
 
 
+def _precision(name: str) -> str | None:
+    """The precision `name` gives in any case ("BF16", "bfloat16": "bf16"), None if unknown."""
+    return PRECISIONS.get(name.lower())
+
+
 def _is_fp32(dtype: str | None) -> bool:
     """Whether `dtype` runs on the FP32 units (None: 16-bit, the tensor-core figure)."""
-    if dtype is not None and dtype not in PRECISIONS:
+    precision = None if dtype is None else _precision(dtype)
+    if dtype is not None and precision is None:
         raise ValueError(f"precision '{dtype}' is not known; known: {', '.join(PRECISIONS)}")
-    return dtype is not None and PRECISIONS[dtype] == "fp32"
+    return precision == "fp32"
 
 
 def _names(words: str, device: str) -> bool:
@@ -64,7 +70,7 @@ def datasheet_peaks(device: str, dtype: str | None = None) -> Peaks | None:
     """The datasheet peaks of a GPU by its reported name, for a model in `dtype` (None: 16-bit),
     None if not in the table."""
     fp32 = _is_fp32(dtype)
-    precision = PRECISIONS[dtype] if dtype else "bf16"
+    precision = _precision(dtype) if dtype else "bf16"
     for needle, name, flops_16, flops_32, bandwidth in DATASHEET:
         if _names(needle, device):
             source = f"datasheet: {name}, {precision} {'no TF32' if fp32 else 'tensor core'}"
@@ -142,7 +148,12 @@ def _entry_peaks(path: Path, device: str, entry: Any) -> Peaks | None:
             "again"
         )
     measured_in = entry.get("precision")
-    precision = PRECISIONS.get(measured_in) if isinstance(measured_in, str) else None
+    precision = _precision(measured_in) if isinstance(measured_in, str) else None
+    if measured_in is not None and precision is None:  # read as none, it timed fp32 as bf16
+        raise UserError(
+            f"{path}: the calibration of {device} has precision {json.dumps(measured_in)}; "
+            f"known: {', '.join(PRECISIONS)} (or run `tradeoff calibrate` again)"
+        )
     matmul = f", {precision} matmul" if precision else ""
     source = f"calibrated: {entry.get('measured_at', '?')}{matmul}"
     return Peaks(device, flops, bandwidth, source, precision)
