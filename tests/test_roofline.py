@@ -167,6 +167,9 @@ def test_calibrate_then_profile_reports_roofline_efficiency(tmp_path):
     (row,) = json.loads(report.stdout)
     # llama.cpp cannot beat the roofline of the peaks measured on the same machine
     assert 0 < row["roofline_eff"] <= 1
+    wide = " ".join(run_cli("report", str(run), "--wide").stdout.split())
+    says = "least time on the device's peaks (as `tradeoff calibrate` measured them, else a GPU's"
+    assert f"{says} datasheet figures) / measured engine time" in wide, wide  # not "calibrated"
     frontier = run_cli("frontier", str(run), "--format", "json")
     (point,) = json.loads(frontier.stdout)
     assert point["roofline_eff"] == pytest.approx(row["roofline_eff"])

@@ -45,7 +45,8 @@ class FrontierRow:
     pareto: bool
     dominated_by: str | None  # one configuration that dominates this one
     # Analytic roofline time per query (s) and roofline time / measured engine time; None
-    # unless the device's peaks were calibrated and every call has one.
+    # unless the device's peaks are known (calibrated, else a GPU's datasheet) and every call
+    # has one.
     roofline_s: float | None = None
     roofline_eff: float | None = None
     # The load point of a load run the row is measured at (`frontier --at`, "(stopped)" where

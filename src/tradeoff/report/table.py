@@ -33,8 +33,9 @@ def short_reason(missing: str) -> str:
 
 
 ROOFLINE_MISSING_NOTE = (
-    "roofline eff. -: the device's peaks are unknown (run `tradeoff calibrate` before "
-    "profiling), or the model runs behind a server on unknown hardware"
+    "roofline eff. -: the device's peaks are unknown (a CPU, or a GPU not in the datasheet "
+    "table: run `tradeoff calibrate` before profiling), or the model runs behind a server on "
+    "unknown hardware"
 )
 UNSCORED = (
     "these records have no reference answers (served traffic, synthetic load), so they have costs "
@@ -191,8 +192,8 @@ def summary_table(
             footnotes.append(
                 ROOFLINE_MISSING_NOTE
                 if any(r["roofline_eff"] is None for r in rows)
-                else "roofline eff. = analytic least time on the calibrated peaks / measured "
-                "engine time"
+                else "roofline eff. = analytic least time on the device's peaks (as `tradeoff "
+                "calibrate` measured them, else a GPU's datasheet figures) / measured engine time"
             )
     if wide and empty:
         left_out = ", ".join(h.replace("\n", " ") for h in empty)
