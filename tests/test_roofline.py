@@ -566,6 +566,46 @@ def test_a_context_asked_of_an_engine_bounds_the_request():
     assert request_roofline("smollm2-135m?ctx=256", "H100", 200, 56).shape.context == 256
 
 
+def test_a_rope_scaling_that_extends_the_context_bounds_the_request(tmp_path):
+    """Qwen2.5-7B with the YaRN block its model card gives for 131,072 tokens: a request of
+    65,536 was refused as longer than any the model serves (32,768, max_position_embeddings).
+    The context is as vLLM derives it; llama3's and Gemma 3's are already in
+    max_position_embeddings."""
+    from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
+    from tradeoff.meters.roofline import request_roofline
+
+    yarn = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    qwen = load_hf_config("qwen2.5-7b") | {"rope_scaling": yarn}
+    path = tmp_path / "qwen-yarn.json"
+    path.write_text(json.dumps(qwen))
+    done = run_cli("roofline", str(path), "--input", "65536", "--output", "512")
+    assert done.returncode == 0, done.stderr
+    past = run_cli("roofline", str(path), "--input", "131072", "--output", "1")
+    assert past.returncode == 2 and "(131,072 positions)" in past.stderr, past.stderr
+    # transformers 5 writes rope_parameters; dynamic and linear scale max_position_embeddings
+    v5 = {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+          "original_max_position_embeddings": 8192}  # fmt: skip
+    for scaling, context in [
+        ({"rope_parameters": v5}, 32768),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, 65536),
+        ({"rope_scaling": {"type": "linear", "factor": 2}}, 65536),
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}, 32768),
+    ]:
+        config = load_hf_config("qwen2.5-7b") | scaling
+        assert shape_from_hf_config(config).context == context, scaling
+    assert shape_from_hf_config(load_hf_config("llama-3.1-8b")).context == 131072
+    gemma3 = load_hf_config(_config(tmp_path, "gemma3.json", model_type="gemma3_text",
+                            rope_scaling={"rope_type": "linear", "factor": 8.0}))  # fmt: skip
+    assert shape_from_hf_config(gemma3).context == 8192
+    with pytest.raises(UserError, match='rope scaling\'s factor is "4"; it must be a number'):
+        shape_from_hf_config(
+            load_hf_config("qwen2.5-7b") | {"rope_scaling": yarn | {"factor": "4"}}
+        )
+    # the torch engine does not run YaRN, and its roofline says so
+    with pytest.raises(UserError, match="rope scaling 'yarn' is not supported"):
+        request_roofline(f"torch:{path}?random_weights=1", "H100", 65536, 512)
+
+
 def test_an_untied_embedding_is_gathered_not_read_whole():
     """A pass reads the rows of the tokens it feeds, at most the table; a tied table is read
     whole as the LM head's."""

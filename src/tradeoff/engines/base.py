@@ -45,7 +45,9 @@ class ModelShape:
     # value element (llama.cpp's default KV cache is f16).
     weight_bytes: int | None = None
     kv_bytes_per_value: int = 2
-    context: int | None = None  # the positions it was trained for, where its metadata says
+    # The positions it serves, where its metadata says: those it was trained for, as a rope
+    # scaling (YaRN ...) stretches them.
+    context: int | None = None
     # The weights' type ("bf16", "fp16" or "fp32"): which of a device's FLOP/s peaks applies;
     # None where mixed or unknown (a GGUF's quantized tensors).
     dtype: str | None = None

@@ -43,6 +43,10 @@ WINDOW_DEFAULT |= {"qwen2": 4096, "qwen3": 4096}
 # off); other types use a sliding_window wherever a config gives one.
 WINDOW_OFF_BY_DEFAULT = {"qwen2", "qwen3"}
 MAX_SIZE = 10**9  # beyond any model's dimension or context; the arithmetic stays in range
+# Rope scalings that stretch the positions a model was trained for by their factor, as vLLM
+# derives a model's context; llama3's is in max_position_embeddings already, and so is Gemma
+# 3's (its linear factor 8 is how its config reaches 131,072).
+STRETCHING_ROPE = {"yarn", "dynamic", "linear"}
 
 
 def shipped_configs() -> list[str]:
@@ -131,7 +135,7 @@ def shape_from_hf_config(
         gated_ffn=True,
         weight_bytes=n_params * value_bytes,
         kv_bytes_per_value=value_bytes,
-        context=optional("max_position_embeddings"),
+        context=_context(config, kind, optional("max_position_embeddings"), which),
         dtype=DTYPE_NAMES[stored],
         embedding_bytes=0 if tied else embedding * value_bytes,
         sliding_window=window if window_on else None,
@@ -153,6 +157,27 @@ def _checked_kind(config: dict[str, Any], which: str) -> str | None:
     if config.get("quantization_config"):
         raise UserError(f"{which}: its quantization_config makes it quantized, not {SUPPORTED}")
     return kind
+
+
+def _context(
+    config: dict[str, Any], kind: str | None, trained: int | None, which: str
+) -> int | None:
+    """The positions the model serves: `trained` (max_position_embeddings), or where a rope
+    scaling stretches them, its factor times its original_max_position_embeddings (YaRN gives
+    them), else times `trained`. transformers 5 writes rope_parameters for rope_scaling."""
+    rope = config.get("rope_scaling") or config.get("rope_parameters")
+    if not isinstance(rope, dict) or kind == "gemma3_text":
+        return trained
+    if rope.get("rope_type", rope.get("type")) not in STRETCHING_ROPE:
+        return trained
+    factor = rope.get("factor")
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 <= factor <= 1e3:
+        raise UserError(
+            f"{which}: its rope scaling's factor is {json.dumps(factor)}; it must be a number "
+            "from 1 to 1,000"
+        )
+    original = _size(rope, "original_max_position_embeddings", which) or trained
+    return None if original is None else int(original * factor)
 
 
 def _size(config: dict[str, Any], field: str, which: str) -> int | None:
