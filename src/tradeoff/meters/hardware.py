@@ -123,13 +123,19 @@ def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = 
 
 def calibrated_peaks(device: str, path: Path | None = None) -> Peaks | None:
     """The peaks `tradeoff calibrate` measured on `device`: by its full name, or by the words
-    of one calibrated device's name ("H100" for "NVIDIA H100 80GB HBM3", as torch names it)."""
-    path = path or calibration_path()
+    one calibrated device's name and `device` share whole, either way round ("H100" for "NVIDIA
+    H100 80GB HBM3", as torch names it, and a calibration kept as "H100" for a run on that)."""
+    return _calibrated(device, path or calibration_path())[0]
+
+
+def _calibrated(device: str, path: Path) -> tuple[Peaks | None, list[str]]:
+    """`calibrated_peaks`, and the calibrated names that name `device`: none of them is used
+    where there are two or more."""
     kept = calibrations(path)
-    if device not in kept:
-        named = [name for name in kept if _names(device, name)]
-        device = named[0] if len(named) == 1 else device
-    return _entry_peaks(path, device, kept.get(device))
+    named = [device] if device in kept else [
+        name for name in kept if _names(device, name) or _names(name, device)
+    ]  # fmt: skip
+    return (_entry_peaks(path, named[0], kept[named[0]]) if len(named) == 1 else None), named
 
 
 def _entry_peaks(path: Path, device: str, entry: Any) -> Peaks | None:
@@ -171,11 +177,18 @@ def device_peaks(
 ) -> tuple[Peaks | None, str]:
     """(peaks, "") for a device running a model in `dtype` (None: as calibrated, else 16-bit):
     calibrated if measured, else the datasheet; or (None, why)."""
-    measured = calibrated_peaks(device, path)
+    path = path or calibration_path()
+    measured, named = _calibrated(device, path)
     peaks = datasheet_peaks(device, dtype) if measured is None else _as(measured, dtype)
+    twice = (
+        f"{device} matches {len(named)} calibrated devices ({', '.join(named)}), so neither "
+        "calibration is used"
+    )
     if peaks is not None:
-        return peaks, ""
-    kept = ", ".join(calibrations(path or calibration_path()))
+        return (replace(peaks, source=f"{peaks.source}; {twice}") if len(named) > 1 else peaks), ""
+    if len(named) > 1:
+        return None, f"no peaks: {twice}; name one of them whole"
+    kept = ", ".join(calibrations(path))
     also = f" (calibrated here: {kept})" if kept else ""
     return None, f"no peaks for {device}{also}: run `tradeoff calibrate` on this machine"
 
