@@ -29,6 +29,7 @@ Model names with special behaviour (for tests of error paths):
     error-null    every chunk carries `"error": null` (as some gateways send when all is well)
     zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
                   Python's json.dumps writes it)
+    nan-logprob   each chosen token's log-probability is NaN (as json.dumps writes it)
     fail-json     answers HTTP 200 with a JSON error body, not a stream
     not-streamed  answers the whole completion as JSON, as a server that ignores `stream: true`
     hang          reads the request and never answers
@@ -188,6 +189,11 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         else:
             choice["text"] = word
             choice["logprobs"] = _completion_logprobs(word, zero) if want_logprobs else None
+        if model == "nan-logprob" and want_logprobs:
+            if chat:
+                choice["logprobs"]["content"][0]["logprob"] = math.nan
+            else:
+                choice["logprobs"]["token_logprobs"] = [math.nan]
         events.append(chunk(choices=[choice]))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:

@@ -320,6 +320,17 @@ def test_an_alternative_of_probability_zero_leaves_the_entropy_a_number(tmp_path
         assert [c["model"] for c in r["calls"]] == ["small", "large"]
 
 
+def test_a_nan_log_probability_is_infinitely_uncertain(tmp_path):
+    """A server's NaN log-probability made the mean NaN, which is never above a threshold: the
+    small answer was kept, unescalated, stored with the null of an infinitely uncertain one."""
+    config = {"strategy": "cascade", "models": ["small", "large"], "signal": "logprob"}
+    df = _fast_records(tmp_path, [{**config, "threshold": 0.5}], small_model="nan-logprob")
+    assert len(df) == 2
+    for _, r in df.iterrows():
+        assert r["extra"]["escalated"] is True and r["extra"]["uncertainty"] is None, r
+        assert [c["model"] for c in r["calls"]] == ["small", "large"]
+
+
 def test_budget_forcing_records_its_cap_and_a_failed_continuation(tmp_path):
     """An answer cut at think_budget whose continuation fails: the record kept the cut part
     with no error (the summary counted errors 0); the failed continuation is its error. A chat

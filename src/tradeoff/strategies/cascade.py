@@ -133,6 +133,8 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
         # None (a failed call, an empty answer, a server that sends no log-probabilities):
         # infinitely uncertain. (-_mean of none was -inf: such answers never escalated.)
         uncertainty = math.inf if not values else -_mean(values) if logprob else _mean(values)
+        if math.isnan(uncertainty):  # a server's NaN log-probability tells nothing: as none
+            uncertainty = math.inf
     escalated = uncertainty > threshold and not ctx.cancelled
     if escalated:
         given = ctx.params.get("large_temperature")
