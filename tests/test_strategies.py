@@ -398,18 +398,39 @@ def test_the_thinking_calls_stream_keeps_an_unthinking_answer_to_its_stops():
     its own stop strings, which a served stream must not show."""
     from tradeoff.engines.emit import Thought
     from tradeoff.strategies.budget import _FirstCall
+    from tradeoff.types import StopEarly
 
-    for pieces, shown in [
-        (["The", " answer\nQues", "tion: 2"], "The answer"),
-        (["<th", "ink>\n6 times", "\n7</think>"], "<think>\n6 times\n7</think>"),
-        ([Thought("hmm"), " 4", "2", "\n"], "hmm 42"),  # an upstream's reasoning goes on
+    for pieces, shown, stops in [
+        (["The", " answer\nQues", "tion: 2"], "The answer", True),
+        (["<th", "ink>\n6 times", "\n7</think>"], "<think>\n6 times\n7</think>", False),
+        ([Thought("hmm"), " 4", "2", "\n"], "hmm 42", True),  # an upstream's reasoning goes on
     ]:
         got: list[str] = []
-        sink = _FirstCall(got.append, ["\n"])
+        sink = _FirstCall(got.append, ["\n"], StopEarly(None))
         for piece in pieces:
             sink(piece)
         sink.finish()
         assert "".join(got) == shown, got
+        assert sink.stop_early.is_set() is stops  # the engine is told to stop there
+
+
+def test_budget_stops_an_answer_that_does_not_think_at_its_own_stop(tmp_path):
+    """The thinking call stops only at `</think>`: an answer that does not think (a base model
+    prompted few-shot) ran on to think_budget past its line's end, paying 32 tokens for the 4
+    of `single`'s answer. It is stopped at its stop string as `single` is."""
+    df = run(
+        tmp_path,
+        [{"strategy": "single", "model": "large"},
+         {"strategy": "budget", "model": "large", "budget": 64, "think_budget": 32}],
+        limit=3, max_tokens=64,
+    )  # fmt: skip
+    single = df[df["config"] == "large"].set_index("item_id")
+    budget = df[df["config"] == "budget64-large-think32"].set_index("item_id")
+    for item, r in budget.iterrows():
+        assert r["output"] == single.loc[item, "output"], (r["output"], single.loc[item])
+        first = r["calls"][0]
+        assert first["error"] is None and first["finish_reason"] == "stop", first
+        assert first["output_tokens"] <= single.loc[item, "output_tokens"] + 2, r["calls"]
 
 
 def test_a_reasoning_answer_is_scored_after_its_thinking():

@@ -57,6 +57,26 @@ class Request:
 
 
 CANCELLED = "cancelled: the answer was no longer wanted"
+
+
+class StopEarly(threading.Event):
+    """A call's own cancel, for a strategy that has what it wanted before the model ends (a
+    `budget` answer that did not think, past its stop string), set too whenever the request's
+    cancel `outer` is (a served client gone): engines check `is_set`, and stop at their next
+    token either way. `root` is the cancel the request's others share."""
+
+    def __init__(self, outer: threading.Event | None):
+        super().__init__()
+        self.outer = outer
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.outer is not None and self.outer.is_set())
+
+    @property
+    def root(self) -> threading.Event:
+        return self.outer if self.outer is not None else self
+
+
 # A served request's error where its client went away before the answer (HTTP 499): not a
 # failure of the model or the server, and counted apart from the errors.
 DISCONNECTED = "client disconnected"

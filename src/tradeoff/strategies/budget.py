@@ -4,6 +4,7 @@ thinking at `think_budget`, then close it and force the answer (budget forcing).
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 from pydantic import model_validator
@@ -12,7 +13,7 @@ from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Tempe
 from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.tasks.scorers import THINK_CLOSE, THINK_OPEN
-from tradeoff.types import Item, Outcome
+from tradeoff.types import Item, Outcome, StopEarly
 
 
 class Params(StrategyParams):
@@ -66,18 +67,23 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     # Phase 1: think, at most think_budget tokens, stopping where the model closes its thinking.
     # The answer's stop strings are not the thinking's: a completion's one-line stop ended the
     # thinking at its first line break (`<think>\n`), so think_budget never took effect.
+    # An answer that does not think is stopped at its own stop strings all the same, by the
+    # sink that watches it (it would have run on, paid for, to think_budget).
     base = ctx.request_for(alias, item, sample)
     budget = min(budget, base.max_tokens)  # a served client may ask for fewer
-    sink = _FirstCall(ctx.on_text, base.stop) if ctx.on_text is not None else None
+    sink = _FirstCall(ctx.on_text, base.stop, StopEarly(ctx.cancel))
     first = await ctx.meter.call(
         alias,
         ctx.request_for(
-            alias, item, sample, max_tokens=min(think_budget, budget), stop=[THINK_CLOSE]
+            alias, item, sample, max_tokens=min(think_budget, budget), stop=[THINK_CLOSE],
+            cancel=sink.stop_early,
         ),
         sink,
-    )
-    if sink is not None:
-        sink.finish()
+    )  # fmt: skip
+    sink.finish()
+    if sink.stopped and not ctx.cancelled:  # its own stop, not a cancel: the answer ended there
+        done = replace(first.generation, error=None, finish_reason="stop")
+        first = replace(first, generation=done)
     text = first.generation.text
     cut = first.generation.finish_reason == "length"  # at think_budget (or budget, the lower)
     if not text.lstrip().startswith(THINK_OPEN):  # an answer without thinking: its stops apply
@@ -118,20 +124,24 @@ def _until_stop(text: str, stop: list[str]) -> str:
 class _FirstCall:
     """The sink of the thinking call, which stops only at the thinking's close: once the answer
     shows it opens with <think>, its text is passed on as it comes; an answer that does not
-    think is passed on up to its first stop string (held back while one could be forming), as
-    its own stop strings would have ended it. An upstream's separate reasoning goes on as is."""
+    think is passed on up to its first stop string (held back while one could be forming), and
+    ended there through `stop_early`, as its own stop strings would have ended it. An upstream's
+    separate reasoning goes on as is. `sink` None: it only watches (a profile run)."""
 
-    def __init__(self, sink: TextSink, stop: list[str]):
+    def __init__(self, sink: TextSink | None, stop: list[str], stop_early: StopEarly):
         self.sink = sink
         self.stop = [s for s in stop if s]
+        self.stop_early = stop_early
         self.hold = max((len(s) - 1 for s in self.stop), default=0)
         self.text = ""
         self.sent = 0
         self.thinks: bool | None = None  # undecided until the answer's start shows it
+        self.stopped = False  # an answer that does not think met its stop string
 
     def __call__(self, piece: str) -> None:
         if isinstance(piece, Thought):
-            self.sink(piece)
+            if self.sink is not None:
+                self.sink(piece)
             return
         self.text += piece
         self._send(final=False)
@@ -148,7 +158,10 @@ class _FirstCall:
         end = len(self.text)
         if not self.thinks:
             answer = _until_stop(self.text, self.stop)
-            end = len(answer) if final or answer != self.text else end - self.hold
-        if end > self.sent:
+            if answer != self.text and not self.stopped:
+                self.stopped = True
+                self.stop_early.set()
+            end = len(answer) if final or self.stopped else end - self.hold
+        if end > self.sent and self.sink is not None:
             self.sink(self.text[self.sent : end])
-            self.sent = end
+        self.sent = max(self.sent, end)

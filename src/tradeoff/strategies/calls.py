@@ -20,7 +20,7 @@ from tradeoff.meters.energy import EnergyMeter
 from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import Peaks, eval_cost
-from tradeoff.types import CANCELLED, Call, Generation, Request
+from tradeoff.types import CANCELLED, Call, Generation, Request, StopEarly
 
 REMOTE_ENERGY = "remote server: its energy is not visible to the client"
 SETTLING = "settling: in the record once the energy counter steps past the answer (~100 ms)"
@@ -187,11 +187,12 @@ class CallMeter:
             self._let_go(acquire)
             yield False
             return
-        self.computing.add(cancel)
+        request_cancel = cancel.root if isinstance(cancel, StopEarly) else cancel
+        self.computing.add(request_cancel)
         try:
             yield True
         finally:
-            self.computing.discard(cancel)
+            self.computing.discard(request_cancel)
             self.inproc_lock.release()
 
     def not_run(self, alias: str, request: Request) -> Call:
