@@ -330,3 +330,16 @@ def test_inter_token_latency_is_per_token_when_a_chunk_holds_several() -> None:
     assert g.ttft_s is not None and g.ttft_s + 15 * g.itl_s == pytest.approx(g.e2e_s)
     counted = Generation("x" * 4, None, 4, 0.0, 0.1, 0.22, token_times=times)  # one a chunk
     assert counted.itl_s == pytest.approx(0.04)
+
+
+def test_a_refusal_without_a_body_still_says_what_happened():
+    """An upstream's 413 with an empty body (a proxy's limit) gave its served client the
+    message "": the refusal names its status instead."""
+    from tradeoff.engines.openai import _http_failure
+
+    error, refused = _http_failure(413, b"")
+    assert refused is not None and refused.status == 413
+    assert refused.message == "the server answered HTTP 413 with no message", refused
+    error, refused = _http_failure(400, b'{"error": {"message": "bad", "code": "x"}}')
+    assert (error, refused.message, refused.code) == ("HTTP 400: bad", "bad", "x")
+    assert _http_failure(500, b"boom") == ("HTTP 500: boom", None)

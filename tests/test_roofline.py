@@ -440,6 +440,8 @@ def test_a_calibration_s_precision_is_read_in_any_case_and_an_unknown_one_is_ref
     (line,) = done.stderr.strip().splitlines()
     assert str(path) in line and "NVIDIA H100 80GB HBM3" in line and '"tf32"' in line, line
     assert "known: bf16, bfloat16, fp16, float16, fp32, float32" in line, line
+    # `calibrate` here rewrites only this machine's entry: the line says what mends another's
+    assert "edit or remove the entry 'NVIDIA H100 80GB HBM3'" in line, line
 
 
 @pytest.mark.parametrize(

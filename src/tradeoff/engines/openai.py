@@ -105,7 +105,7 @@ def _http_failure(status: int, body: bytes) -> tuple[str, Refusal | None]:
     message = fields.get("message")
     if not isinstance(message, str) or not message.strip():
         message = body.decode("utf-8", "replace") if err is None else str(err)
-    line = _one_line(message, 1000)
+    line = _one_line(message, 1000) or f"the server answered HTTP {status} with no message"
     if status not in REFUSALS:
         return f"HTTP {status}: {line}", None
     param, code = fields.get("param"), fields.get("code")

@@ -150,19 +150,27 @@ def _entry_peaks(path: Path, device: str, entry: Any) -> Peaks | None:
             ("flops_per_s", "bytes_per_s"), given, strict=True)]  # fmt: skip
         raise UserError(
             f"{path}: the calibration of {device} has peaks flops_per_s {shown[0]} and "
-            f"bytes_per_s {shown[1]}; each must be a number above 0: run `tradeoff calibrate` "
-            "again"
+            f"bytes_per_s {shown[1]}; each must be a number above 0: {_remedy(device)}"
         )
     measured_in = entry.get("precision")
     precision = _precision(measured_in) if isinstance(measured_in, str) else None
     if measured_in is not None and precision is None:  # read as none, it timed fp32 as bf16
         raise UserError(
             f"{path}: the calibration of {device} has precision {json.dumps(measured_in)}; "
-            f"known: {', '.join(PRECISIONS)} (or run `tradeoff calibrate` again)"
+            f"known: {', '.join(PRECISIONS)}: {_remedy(device)}"
         )
     matmul = f", {precision} matmul" if precision else ""
     source = f"calibrated: {entry.get('measured_at', '?')}{matmul}"
     return Peaks(device, flops, bandwidth, source, precision)
+
+
+def _remedy(device: str) -> str:
+    """What mends a bad entry: every entry is checked before a run, the other machines' too
+    (one file may be shared), and `calibrate` here rewrites only this machine's."""
+    return (
+        f"edit or remove the entry '{device}', or run `tradeoff calibrate` (--device cuda for a "
+        "GPU) on that machine"
+    )
 
 
 def _number(value: Any) -> float:
