@@ -32,12 +32,17 @@ def _no_calibration(tmp_path_factory):
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 600, **kw
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    wrapper: tuple[str, ...] = (),
+    **kw,
 ) -> subprocess.CompletedProcess:
-    """Run `python -m tradeoff ARGS` in a fresh process, as a user would."""
+    """Run `python -m tradeoff ARGS` in a fresh process, as a user would; `wrapper`: a command
+    that runs it (`setpriv ...`)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "tradeoff", *args],
+        [*wrapper, sys.executable, "-m", "tradeoff", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -45,6 +50,20 @@ def run_cli(
         env=env,
         **kw,
     )
+
+
+def run_cli_unable_to_write(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    """`run_cli` by a user who cannot write `directory` (a read-only mount, another user's run):
+    its mode takes write permission away, and root, which writes whatever the mode says, runs
+    without the capabilities that override modes."""
+    drop = "-dac_override,-dac_read_search,-fowner"
+    unprivileged = ("setpriv", "--bounding-set", drop, "--inh-caps", drop)
+    mode = directory.stat().st_mode
+    directory.chmod(0o555)
+    try:
+        return run_cli(*args, wrapper=unprivileged if os.geteuid() == 0 else ())
+    finally:
+        directory.chmod(mode)
 
 
 def fitted_policy(root: Path, limit: int, max_tokens: int, cost: str) -> Path:

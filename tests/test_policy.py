@@ -17,7 +17,7 @@ from browser import (
     render,
     script_errors,
 )
-from conftest import import_outcomes, one_line_error, run_cli
+from conftest import import_outcomes, one_line_error, run_cli, run_cli_unable_to_write
 
 from tradeoff.errors import UserError
 from tradeoff.policy.evaluate import evaluate_cv
@@ -787,6 +787,34 @@ def test_train_on_one_run_and_evaluate_on_another(tmp_path):
         run_cli("policy", "eval", str(unpriced), "--train", str(train), "--cost", "given"),
         f"{unpriced} (the run evaluated): cost 'given' is missing",
     )
+
+
+def test_eval_of_a_run_that_cannot_be_written_is_printed_and_not_kept(tmp_path):
+    """A run this user cannot write (a read-only mount, another user's run) is read as it is,
+    as `report` reads it; `policy eval` wrote its result into it before printing anything: a
+    traceback and no figures, whichever way it evaluated."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run = imported(tmp_path / "a", one_word_decides(60, seed=1))
+    other = imported(tmp_path / "b", one_word_decides(60, seed=2))
+    policy_file = tmp_path / "p.json"
+    assert fit_cli(other, "--strong-fraction", "0.5", "-o", str(policy_file)).returncode == 0
+    note = f"note: the evaluation is not kept with the run: {run} cannot be written"
+    for how in (("--cv", "3"), ("--policy", str(policy_file)), ("--train", str(other))):
+        shown = run_cli_unable_to_write(run, "policy", "eval", str(run), *how)
+        assert shown.returncode == 0, (how, shown.stderr)
+        assert "APGR" in shown.stdout, (how, shown.stdout)
+        assert [x for x in shown.stderr.splitlines() if x.startswith("note:")] == [note]
+    as_json = run_cli_unable_to_write(run, "policy", "eval", str(run), "--cv", "3", "-f", "json")
+    assert as_json.returncode == 0 and note in as_json.stderr, as_json.stderr
+    assert json.loads(as_json.stdout)["items"] == 60
+    store = Store.open(run)
+    try:
+        assert store.evaluations("router") == []
+    finally:
+        store.close()
+    kept = run_cli("policy", "eval", str(run), "--cv", "3")  # where it can be: kept, no note
+    assert kept.returncode == 0 and "note:" not in kept.stderr, kept.stderr
 
 
 def test_one_query_under_several_ids_is_never_on_both_sides_of_a_fold(tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import import_outcomes, one_line_error, run_cli
+from conftest import import_outcomes, one_line_error, run_cli, run_cli_unable_to_write
 
 from tradeoff.policy.fit import Policy, out_of_fold
 from tradeoff.policy.routers import ROUTERS, load_router, new_router
@@ -87,6 +87,32 @@ def test_the_embeddings_are_kept_in_the_store_and_reused(topics):
     assert set(kept) == {embed.digest(t) for t in texts}
     again = embed.embed(texts[:5], topics)
     assert np.allclose(again, embed.encode(texts[:5]), atol=1e-5)
+
+
+def test_a_run_that_cannot_be_written_is_embedded_and_nothing_kept_there(tmp_path):
+    """The embeddings computed for a run this user cannot write (a read-only mount) were added
+    to its store, read as it is: a traceback, in `policy fit` and `policy eval` alike."""
+    from tradeoff.store import Store
+
+    run = import_outcomes(tmp_path, topic_rows(per_topic=5), "topic")
+    policy_file = tmp_path / "p.json"
+    fitted = run_cli_unable_to_write(
+        run, "policy", "fit", str(run), "--strong-fraction", "0.5", "--router", "embed-lr",
+        "-o", str(policy_file),
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert f"queries of {run} (not kept: it cannot be written)" in fitted.stderr
+    assert Policy.load(policy_file).kind == "embed-lr"
+    shown = run_cli_unable_to_write(
+        run, "policy", "eval", str(run), "--cv", "3", "--router", "embed-lr", "-f", "json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["router"] == "embed-lr"
+    store = Store.open(run)
+    try:
+        assert store.conn.execute("SELECT COUNT(*) FROM embeddings").fetchone() == (0,)
+    finally:
+        store.close()
 
 
 def test_a_grouped_split_never_lets_a_group_be_fitted_and_evaluated(tmp_path):

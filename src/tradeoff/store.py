@@ -402,6 +402,12 @@ def _check_writable(path: Path) -> None:
             ) from None
 
 
+def can_write(directory: str | Path) -> bool:
+    """Whether this process can write `directory`; a reader of a run it cannot write (a
+    read-only file system, another user's run) reads the store as it is and adds nothing."""
+    return os.access(directory, os.W_OK)
+
+
 def _continued(directory: str | Path) -> str:
     """'continue it with tradeoff CMD --resume DIR or ' for the run stored in `directory`, or ''
     where nothing continues it (imported outcomes, served traffic) or its store is unreadable."""
@@ -426,12 +432,20 @@ class Store:
     """A run directory's SQLite store. One run per directory."""
 
     def __init__(
-        self, directory: Path, conn: sqlite3.Connection, run_id: str, lock: int | None = None
+        self,
+        directory: Path,
+        conn: sqlite3.Connection,
+        run_id: str,
+        lock: int | None = None,
+        writable: bool = True,
     ):
         self.directory = directory
         self.conn = conn
         self.run_id = run_id
         self._lock = lock  # the directory's lock, held by a writer
+        # False for a store read as it is (`open` of a directory this process cannot write):
+        # what a reader adds after a run (evaluations, embeddings) is then not kept
+        self.writable = writable
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
         self._insert_record = _insert_record_sql(
@@ -549,7 +563,7 @@ class Store:
         # A reader of a directory it cannot write (a read-only file system, another user's
         # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
         # file as it is, which no one can be changing there.
-        frozen = not writer and not os.access(directory, os.W_OK)
+        frozen = not writer and not can_write(directory)
         wal = directory / f"{STORE_FILE}-wal"
         if frozen and wal.exists() and wal.stat().st_size > 0:  # read as it is, it lacks them
             raise UserError(
@@ -567,7 +581,7 @@ class Store:
             run_id = _first_run(conn, path)
             if not frozen:
                 _journal(conn)
-            return cls(directory, conn, run_id, lock)
+            return cls(directory, conn, run_id, lock, writable=not frozen)
         except BaseException:
             conn.close()
             if lock is not None:

@@ -60,16 +60,18 @@ ROUTER_HELP = (
 
 
 def _features(router: str, run: Path) -> Featurizer:
-    """The router's features for a run's queries; embeddings are cached in its store, with a
-    progress line while they are computed."""
+    """The router's features for a run's queries; embeddings are cached in its store where it
+    can be written, with a progress line while they are computed."""
     from tradeoff.policy.routers import ROUTERS, Featurizer
+    from tradeoff.store import can_write
 
     if ROUTERS[router].features == "words":
         return Featurizer(router)
+    kept = "kept in its store" if can_write(run) else "not kept: it cannot be written"
 
     def progress(done: int, total: int) -> None:
         err_console.print(
-            f"embedding {done:,}/{total:,} queries of {run} (kept in its store)",
+            f"embedding {done:,}/{total:,} queries of {run} ({kept})",
             highlight=False,
             soft_wrap=True,
         )
@@ -167,14 +169,23 @@ def fit(
 
 
 def _keep(directory: Path, result: Evaluation) -> None:
-    """The evaluation, stored with the run (its report shows the latest of each pair)."""
+    """The evaluation, stored with the run (its report shows the latest of each pair); a run
+    this process cannot write (read as it is) keeps nothing, and a note says so."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
-        store.add_evaluation("router", result.to_dict())
+        if store.writable:
+            store.add_evaluation("router", result.to_dict())
     finally:
         store.close()
+    if not store.writable:
+        err_console.print(
+            f"note: the evaluation is not kept with the run: {directory} cannot be written",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def evaluate(
@@ -224,17 +235,12 @@ def evaluate(
     """Router curves and metrics, beside the oracle and the random router.
 
     AUC, APGR, CPT(50%), CPT(80%) and the cost saved at 95% of the strongest configuration's
-    accuracy. The evaluation is kept with the run: `tradeoff report DIR --html` draws it.
+    accuracy. The evaluation is kept with the run where it can be written: `tradeoff report DIR
+    --html` draws it.
     """
     from tradeoff.policy.evaluate import evaluate_cv, evaluate_policy
     from tradeoff.policy.fit import SCORES_ONLY, Policy, run_table
     from tradeoff.policy.routers import resolve_router
-    from tradeoff.report.router_table import (
-        ROUTER_NOTE,
-        policy_line,
-        router_heading,
-        router_tables,
-    )
 
     if split_by is not None and (policy is not None or train is not None):
         raise UserError("--split-by goes with --cv K, not with --policy or --train")
@@ -285,7 +291,6 @@ def evaluate(
         result = evaluate_cv(
             table, cv, split_by=split_by, router=kind, features=_features(kind, directory)
         )
-    _keep(directory, result)
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     if plot is not None:
@@ -294,6 +299,19 @@ def evaluate(
         with writing(plot):
             write_router(result, plot)
         err_console.print(f"wrote {plot}", highlight=False, soft_wrap=True)
+    _show(result, format)
+    _keep(directory, result)
+
+
+def _show(result: Evaluation, format: ListFormat) -> None:
+    """The evaluation on stdout: JSON, or its heading, the policy's own point and the tables."""
+    from tradeoff.report.router_table import (
+        ROUTER_NOTE,
+        policy_line,
+        router_heading,
+        router_tables,
+    )
+
     if format is ListFormat.json:
         write_json(result.to_dict())
         return

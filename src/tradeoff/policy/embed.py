@@ -123,7 +123,8 @@ def embed(
 ) -> np.ndarray:
     """Embeddings of `texts`; those of a run directory's store are read from it, and the ones
     computed here are added to it, a batch at a time (an interrupted embedding keeps its
-    progress). `progress(done, total)` follows the texts that had to be computed."""
+    progress), where this process can write it. `progress(done, total)` follows the texts that
+    had to be computed."""
     from tradeoff.store import Store
 
     keys = [digest(t) for t in texts]
@@ -137,7 +138,7 @@ def embed(
             chunk = todo[at : at + step]
             fresh = encode([t for _, t in chunk], why)
             vectors.update({k: v for (k, _), v in zip(chunk, fresh)})
-            if store:
+            if store and store.writable:
                 store.add_embeddings(
                     MODEL, {k: v.astype("<f4").tobytes() for (k, _), v in zip(chunk, fresh)}
                 )
