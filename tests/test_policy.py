@@ -662,6 +662,17 @@ def test_costs_are_said_in_their_unit_and_a_cheaper_strong_is_warned_of(tmp_path
     assert fitted.returncode == 0, fitted.stderr
     (warned,) = [w for w in warnings_of(fitted) if "could not be reached" in w]
     assert "strong costs no more than the others" in warned
+    # evaluated as a policy, whose cost axis is its own (--cost is refused): fit another
+    (warned,) = [
+        w
+        for w in warnings_of(
+            run_cli("policy", "eval", str(swapped), "--policy", str(tmp_path / "q.json"))
+        )
+        if "costs no more" in w
+    ]
+    assert warned.endswith(
+        "every cost saved is 0; fit a policy on another cost axis (tradeoff policy fit --cost ...)"
+    ), warned
 
 
 def test_a_run_of_two_configurations_needs_no_configs(tmp_path):

@@ -104,10 +104,21 @@ def _report(curve: Curve, acc_w: float, acc_s: float, cost_s: float) -> RouterRe
     )
 
 
+# What to do where the strong configuration costs no more than the weak one: the CLI's own
+# advice, unless a policy fixes the cost axis (`policy eval --policy` refuses --cost)
+CHEAPER_STRONG_HINT = "choose another --cost"
+POLICY_COST_HINT = "fit a policy on another cost axis (tradeoff policy fit --cost ...)"
+
+
 def evaluate(
-    table: Table, expected: np.ndarray, source: str, router: str = WordsLR.kind
+    table: Table,
+    expected: np.ndarray,
+    source: str,
+    router: str = WordsLR.kind,
+    cost_hint: str = CHEAPER_STRONG_HINT,
 ) -> Evaluation:
-    """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes."""
+    """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes;
+    `cost_hint`: the advice where the strongest configuration costs no more than the weakest."""
     # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
     means = table.scores.mean(axis=0)
     if means.max() == means.min():
@@ -147,7 +158,7 @@ def evaluate(
         source=source,
         routers=reports,
         router=router,
-        warnings=_cheaper_strong(table, weak, strong) + _pairwise(table, weak, strong),
+        warnings=_cheaper_strong(table, weak, strong, cost_hint) + _pairwise(table, weak, strong),
         cost_unit=table.cost_unit,
     )
 
@@ -164,9 +175,10 @@ def _pairwise(table: Table, weak: int, strong: int) -> list[str]:
     ]
 
 
-def _cheaper_strong(table: Table, weak: int, strong: int) -> list[str]:
+def _cheaper_strong(table: Table, weak: int, strong: int, hint: str) -> list[str]:
     """Weak and strong are named by accuracy, as RouteLLM does; where the strong one costs no
-    more, sending queries to the weak one saves nothing, and the figures should say so."""
+    more, sending queries to the weak one saves nothing, and the figures should say so (and
+    `hint`, what to do about it)."""
     cost_w, cost_s = table.costs[:, weak].mean(), table.costs[:, strong].mean()
     if cost_s > cost_w or not table.costs.any():  # or nothing is priced (imports without costs)
         return []
@@ -179,7 +191,7 @@ def _cheaper_strong(table: Table, weak: int, strong: int) -> list[str]:
     return [
         f"the stronger {table.configs[strong]} costs no more than {table.configs[weak]} on "
         f"'{table.cost_axis}' ({cost_s:.4g} against {cost_w:.4g} a query): routing to the weaker "
-        "saves nothing, so every cost saved is 0; choose another --cost"
+        f"saves nothing, so every cost saved is 0; {hint}"
     ]
 
 
@@ -250,7 +262,7 @@ def evaluate_policy(
     """The policy's routing of the table's items; in-sample where it was fitted on them (said in
     the result's warnings: `--cv` or `--split-by` are the honest figures then)."""
     expected = policy.expected(table.texts, table.tasks, run)
-    result = evaluate(table, expected, f"policy {path}", policy.kind)
+    result = evaluate(table, expected, f"policy {path}", policy.kind, POLICY_COST_HINT)
     result.operating = policy_point(table, expected, policy)
     seen = int(policy.seen(table.texts).sum())
     if seen:
