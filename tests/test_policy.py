@@ -765,6 +765,28 @@ def test_out_of_fold_by_group_predicts_each_group_without_it(tmp_path):
     )
 
 
+def test_a_split_by_a_field_some_items_lack_names_the_fields_every_item_has(tmp_path):
+    """The refusal listed the fields any item has, so the field refused was among those "they
+    have": a split can use only those every item has."""
+    items, weak, strong = synthetic(40, seed=3)
+    for i, it in enumerate(items):
+        it.meta = {"level": i % 2, **({"subject": f"s{i % 3}"} if i < 30 else {})}
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    store.add_items(items)
+    for it, a, b in zip(items, weak, strong):
+        store.write_record(_record("w", it.id, a, 1.0))
+        store.write_record(_record("s", it.id, b, 4.0))
+    store.close()
+    one_line_error(
+        run_cli("policy", "eval", str(tmp_path / "run"), "--split-by", "subject"),
+        "--split-by subject: 10 of 40 items have no field 'subject'; fields every item has: "
+        "level, task; only some have: subject",
+    )
+
+
 def test_train_on_one_run_and_evaluate_on_another(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

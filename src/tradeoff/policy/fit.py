@@ -87,14 +87,24 @@ class Table:
             return list(self.tasks)
         # (a `task` column some items lack is refused too: their own task, the import's one
         # name for every row, would read as one group of them)
-        lacking = [i for i, m in enumerate(self.meta or [{}] * len(self.keys)) if name not in m]
+        metas = self.meta or [{}] * len(self.keys)
+        lacking = [i for i, m in enumerate(metas) if name not in m]
         if lacking:
-            have = sorted({"task"} | {k for m in self.meta for k in m})
             raise UserError(
                 f"--split-by {name}: {len(lacking):,} of {len(self.keys):,} items have no field "
-                f"{name!r}; fields they have: {', '.join(have)}"
+                f"{name!r}; {_fields(metas, name)}"
             )
         return [str(m[name]) for m in self.meta]
+
+
+def _fields(metas: list[dict[str, Any]], refused: str) -> str:
+    """The fields a split can use, those every item has (and its task, unless a `task` column
+    was `refused`), then the ones only some items have."""
+    kept = [set(m) for m in metas]
+    every = set.intersection(*kept) | ({"task"} if refused != "task" else set())
+    some = set.union(*kept) - every
+    named = f"fields every item has: {', '.join(sorted(every)) or 'none'}"
+    return named + (f"; only some have: {', '.join(sorted(some))}" if some else "")
 
 
 def outcome_table(
