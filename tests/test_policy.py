@@ -36,10 +36,10 @@ from tradeoff.types import Item, Record
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
 
 
-def _record(config_id, item_id, score, cost):
+def _record(config_id, item_id, score, cost, task="synthetic"):
     return Record(
         config_id=config_id,
-        task="synthetic",
+        task=task,
         item_id=item_id,
         sample=0,
         output="",
@@ -163,6 +163,70 @@ def test_a_query_of_a_task_the_policy_never_saw_is_scored_over_the_tasks_it_did(
         + 0.75 * policy.expected(texts, ["other"] * 300),
     )
     assert not np.allclose(served, policy.expected(texts, ["synthetic"] * 300))
+
+
+def two_tasks(path, n=300, seed=0):
+    """A weak (1 a query) and a strong (4) configuration on queries of two tasks: weak is right
+    on most of task `easy` and few of `hard`, and less often where the query says "tricky".
+    A words router learns the task above all, so its predictions for a query whose task it does
+    not know (the mixture of both) are flatter than for one whose task it does."""
+    rng = np.random.default_rng(seed)
+    store = Store.create(path, {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    items = []
+    for i in range(n):
+        task, tricky = ("easy", "hard")[i % 2], bool(rng.random() < 0.5)
+        words = [*rng.choice(WORDS, size=6), *(["tricky"] if tricky else []), f"q{i}"]
+        items.append(Item(f"t{i}", " ".join(words), "", task))
+        right = (0.9 if task == "easy" else 0.4) - (0.3 if tricky else 0.0)
+        store.write_record(_record("w", f"t{i}", float(rng.random() < right), 1.0, task))
+        store.write_record(_record("s", f"t{i}", float(rng.random() < 0.95), 4.0, task))
+    store.add_items(items)
+    store.close()
+    return [it.prompt for it in items], [it.task for it in items]
+
+
+@pytest.mark.parametrize("target", [("--strong-fraction", "0.3"), ("--budget", "2")])
+def test_a_policy_fitted_on_two_tasks_is_served_at_its_target(tmp_path, target):
+    """`serve` knows no request's task, so a words policy scores it as the mixture over the
+    tasks it was fitted on; at the λ calibrated with each query's task, the training queries so
+    served sent 30 of 300 to strong where the fit (and `policy eval --policy`, "what serve
+    would do") said 90. The policy keeps a λ for served queries, and eval reports that routing,
+    and beside it the one with the task known where they differ."""
+    from tradeoff.analysis.router import choose
+
+    texts, tasks = two_tasks(tmp_path / "run")
+    path = tmp_path / "p.json"
+    fitted = run_cli("policy", "fit", str(tmp_path / "run"), *target, "-o", str(path))
+    assert fitted.returncode == 0, fitted.stderr
+    policy = Policy.load(path)
+    served, known = policy.choose(texts, ["serve"] * 300), policy.choose(texts, tasks)
+    if target[0] == "--strong-fraction":
+        assert abs(served.count("strong") - 90) <= 1, served.count("strong")
+        assert abs(known.count("strong") - 90) <= 1, known.count("strong")
+    else:
+        spent = np.mean([{"weak": 1.0, "strong": 4.0}[c] for c in served])
+        assert spent <= 2.0 and spent == pytest.approx(policy.calibration["cost"], abs=0.05)
+    assert served != known  # the routings differ, query by query: eval gives both
+    shown = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(path), "-f", "json")
+    assert shown.returncode == 0, shown.stderr
+    op = json.loads(shown.stdout)["operating"]
+    assert op["lam"] == policy.served_lam != policy.lam
+    assert op["strong_fraction"] == pytest.approx(served.count("strong") / 300)
+    assert op["with_tasks"]["strong_fraction"] == pytest.approx(known.count("strong") / 300)
+    line = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(path)).stdout
+    assert f"the policy's own routing as served (λ {policy.served_lam:.4g}, fitted for" in line
+    assert "; with each query's task known (as a route configuration in a profile): " in line
+    # A file of the format before keeps no λ for served queries: they route at its one λ.
+    data = json.loads(path.read_text())
+    del data["served_lam"]
+    (tmp_path / "old.json").write_text(json.dumps({**data, "format": "tradeoff-policy/2"}))
+    old = Policy.load(tmp_path / "old.json")
+    at_lam = choose(old.expected(texts, ["serve"] * 300), old.mean_costs, old.lam)
+    assert old.choose(texts, ["serve"] * 300) == [old.configs[i] for i in at_lam]
+    assert old.choose(texts, tasks) == known
 
 
 def test_target_accuracy_and_budget_are_met_out_of_fold(tmp_path):
@@ -512,7 +576,7 @@ def test_eval_of_a_policy_file_says_where_its_own_lambda_routes_fresh_queries(tm
     assert drawn.returncode == 0, drawn.stderr
     assert "the policy&#x27;s own routing" in page.read_text()
     dom = render(page)
-    assert script_errors(dom) == "" and "the policy as fitted" in html.unescape(dom)
+    assert script_errors(dom) == "" and "the policy as served" in html.unescape(dom)
 
 
 def imported(tmp_path, rows):

@@ -325,13 +325,14 @@ def cost_saved_at(curve: Curve, target_accuracy: float, strong_cost: float) -> f
     return float(1.0 - reached.min() / strong_cost)
 
 
-def choose(expected: ArrayLike, costs: ArrayLike, lam: float) -> np.ndarray:
+def choose(expected: ArrayLike, costs: ArrayLike, lam: ArrayLike) -> np.ndarray:
     """Per query (row of the N×M `expected` scores), the column j maximising expected[i, j] −
     λ·costs[i, j]; ties go to the lower cost, then the lower index. `costs` is N×M, or one cost
-    per column (M). This is what a λ router does, in evaluation and when serving a policy."""
+    per column (M); `lam` one λ, or one per query (N). This is what a λ router does, in
+    evaluation and when serving a policy."""
     e = np.asarray(expected, dtype=float)
     c = np.broadcast_to(np.asarray(costs, dtype=float), e.shape)
-    utility = e - lam * c
+    utility = e - np.reshape(np.asarray(lam, dtype=float), (-1, 1)) * c
     best = utility.max(axis=1, keepdims=True)
     # A choice sits exactly on a tie at each breakpoint; the slack absorbs rounding there.
     tied = utility >= best - 1e-9 * (1.0 + np.abs(best))

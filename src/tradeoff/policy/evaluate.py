@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tradeoff.analysis.compare import SERVED
 from tradeoff.analysis.router import (
     Curve,
     apgr,
@@ -28,11 +29,11 @@ from tradeoff.policy.fit import (
     Policy,
     Table,
     out_of_fold,
-    routed,
+    routing,
     task_mixture,
     task_shares,
 )
-from tradeoff.policy.routers import Featurizer, WordsLR, new_router
+from tradeoff.policy.routers import Featurizer, WordsLR, new_router, reads_task
 
 
 @dataclass
@@ -62,7 +63,8 @@ class Evaluation:
     router: str = WordsLR.kind  # the router family evaluated (`routers.py`)
     warnings: list[str] = field(default_factory=list)  # why these figures may mislead
     cost_unit: str = ""  # the cost axis's unit ("" in evaluations stored before it was kept)
-    # A policy file's own routing of these items, at the λ it was fitted with (`policy_point`);
+    # A policy file's own routing of these items as served, at the λ it keeps for that
+    # (`policy_point`), and under `with_tasks` each routed with its own task where that differs;
     # empty for --cv and --train, which evaluate a router's whole curve
     operating: dict[str, Any] = field(default_factory=dict)
 
@@ -259,11 +261,20 @@ def evaluate_transfer(
 def evaluate_policy(
     table: Table, policy: Policy, path: str, run: str | Path | None = None
 ) -> Evaluation:
-    """The policy's routing of the table's items; in-sample where it was fitted on them (said in
-    the result's warnings: `--cv` or `--split-by` are the honest figures then)."""
+    """The policy's routing of the table's items: its curve with each query's own task, its own
+    routing as served (and with their tasks, where that differs); in-sample where it was fitted
+    on them (said in the result's warnings: `--cv` or `--split-by` are the honest figures
+    then)."""
     expected = policy.expected(table.texts, table.tasks, run)
     result = evaluate(table, expected, f"policy {path}", policy.kind, POLICY_COST_HINT)
-    result.operating = policy_point(table, expected, policy)
+    served = [SERVED] * len(table.keys)
+    as_served = policy.expected(table.texts, served, run) if reads_task(policy.kind) else expected
+    result.operating = policy_point(table, as_served, policy)
+    with_tasks = policy.decide(expected, table.tasks)
+    if not np.array_equal(with_tasks, policy.decide(as_served, served)):
+        result.operating["with_tasks"] = _shown(
+            table, routing(with_tasks, table.scores, table.costs, policy.strong)
+        )
     seen = int(policy.seen(table.texts).sum())
     if seen:
         result.warnings.append(
@@ -276,21 +287,26 @@ def evaluate_policy(
 FIGURES = ("accuracy", "cost", "strong_fraction")
 
 
-def policy_point(table: Table, expected: np.ndarray, policy: Policy) -> dict[str, Any]:
-    """Where the policy itself routes these items: at the λ it was fitted with, the accuracy,
-    mean cost and share to its strongest configuration it gives, beside the target it was
-    fitted for and what its calibration promised (out of fold, on the run it was fitted on)."""
-    point = routed(
-        expected, table.scores, table.costs, np.asarray(policy.mean_costs), policy.strong,
-        policy.lam,
-    )  # fmt: skip
-    shown = ("accuracy", "strong_fraction") if table.cost_axis == NO_COSTS else FIGURES
-    promised = {k: float(policy.calibration[k]) for k in shown if k in policy.calibration}
-    if table.cost_axis == NO_COSTS:  # the ranks that order the configurations are no costs
-        point.pop("cost")
+def policy_point(table: Table, as_served: np.ndarray, policy: Policy) -> dict[str, Any]:
+    """Where the policy itself routes these items as `serve --policy` does (no task known: its
+    `as_served` expected scores, at the λ it keeps for that): the accuracy, mean cost and share
+    to its strongest configuration it gives, beside the target it was fitted for and what its
+    calibration promised (out of fold, on the run it was fitted on)."""
+    served = [SERVED] * len(table.keys)
+    point = routing(policy.decide(as_served, served), table.scores, table.costs, policy.strong)
+    promised = {k: float(policy.calibration[k]) for k in FIGURES if k in policy.calibration}
     return {
-        **point,
+        "lam": float(policy.lams(served)[0]),
+        **_shown(table, point),
         "strong": policy.configs[policy.strong],
         "target": dict(policy.target),
-        "promised": promised,
+        "promised": _shown(table, promised),
     }
+
+
+def _shown(table: Table, figures: dict[str, float]) -> dict[str, float]:
+    """`figures` less the cost where nothing is priced (the ranks that order the configurations
+    of outcomes imported without costs are no costs)."""
+    if table.cost_axis == NO_COSTS:
+        return {k: v for k, v in figures.items() if k != "cost"}
+    return figures

@@ -238,13 +238,22 @@ def task_mixture(
     unknown = [i for i, task in enumerate(tasks) if task not in shares]
     if not (shares and unknown and reads_task(features.kind)):
         return expected
-    asked = [texts[i] for i in unknown]
     mixed = expected.copy()
-    mixed[unknown] = sum(
-        share * router.expected(features(asked, [task] * len(asked)))
-        for task, share in shares.items()
-    )
+    mixed[unknown] = mixture(router, features, [texts[i] for i in unknown], shares)
     return mixed
+
+
+def mixture(
+    router: Router, features: Featurizer, texts: list[str], shares: dict[str, float]
+) -> np.ndarray:
+    """Expected scores of `texts` as the mean over the tasks of `shares`, weighted by them: how a
+    router that reads the task scores a query whose task it does not know."""
+    return np.asarray(
+        sum(
+            share * router.expected(features(texts, [task] * len(texts)))
+            for task, share in shares.items()
+        )
+    )
 
 
 def folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
@@ -374,10 +383,16 @@ def routed(
     lam: float,
 ) -> dict[str, float]:
     """Routing by `expected` at `lam`: the accuracy, mean cost and strong share it gives."""
-    choice = choose(expected, mean_costs, lam)
+    return {"lam": lam, **routing(choose(expected, mean_costs, lam), scores, costs, strong)}
+
+
+def routing(
+    choice: np.ndarray, scores: np.ndarray, costs: np.ndarray, strong: int
+) -> dict[str, float]:
+    """The accuracy, mean cost and strong share of sending each query to its `choice` (a
+    column of `scores` and `costs`)."""
     rows = np.arange(len(choice))
     return {
-        "lam": lam,
         "accuracy": float(scores[rows, choice].mean()),
         "cost": float(costs[rows, choice].mean()),
         "strong_fraction": float((choice == strong).mean()),
@@ -398,7 +413,9 @@ def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float,
     return apgr(curve, float(means[weak]), float(means[strong])), spread
 
 
-FORMAT = "tradeoff-policy/2"
+FORMAT = "tradeoff-policy/3"
+# Format 2 lacks `served_lam`: a query of a task it was not fitted on routes at `lam`.
+SERVED_LAM_ADDED = "tradeoff-policy/2"
 DIGEST = 16  # hex characters of a training query's digest kept in the policy file
 
 # Fewer items than this per configuration are too few to learn hashed word features from.
@@ -428,6 +445,13 @@ class Policy:
     # The fitted run's prices of the models its configurations call, by alias (as a spec's
     # `prices:`): `serve --policy`, which takes no spec, prices its records with them.
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The λ for a query of a task the policy was not fitted on (every served one), scored as the
+    # mixture over `tasks`: those predictions are flatter than with the task known, so at `lam`
+    # served traffic like the training queries missed the target (90% to the weak configuration
+    # of a policy fitted for 70%). Calibrated on the training queries' mixture predictions as
+    # `lam` is on theirs with the task. None: `lam` (a router that reads no task, a policy fitted
+    # on one task, or a file of format 2).
+    served_lam: float | None = None
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -453,9 +477,19 @@ class Policy:
         fitted = set(self.fitted_on)
         return np.array([embed.digest(t)[:DIGEST] in fitted for t in texts], dtype=bool)
 
+    def lams(self, tasks: list[str]) -> np.ndarray:
+        """The λ each query is routed at: `lam` where its task is one the policy was fitted on,
+        `served_lam` (where kept) otherwise."""
+        other = self.lam if self.served_lam is None else self.served_lam
+        return np.array([self.lam if task in self.tasks else other for task in tasks], dtype=float)
+
+    def decide(self, expected: np.ndarray, tasks: list[str]) -> np.ndarray:
+        """Each query's configuration (its index) from its expected scores (`Policy.expected`),
+        at the λ of its task (`lams`)."""
+        return choose(expected, np.asarray(self.mean_costs), self.lams(tasks))
+
     def choose(self, texts: list[str], tasks: list[str]) -> list[str]:
-        choice = choose(self.expected(texts, tasks), np.asarray(self.mean_costs), self.lam)
-        return [self.configs[i] for i in choice]
+        return [self.configs[i] for i in self.decide(self.expected(texts, tasks), tasks)]
 
     def warnings(self) -> list[str]:
         """Why not to trust this policy, from its calibration (out of fold); empty if no reason."""
@@ -506,6 +540,8 @@ class Policy:
             return "mean_costs must be finite numbers, none below 0"
         if not number(self.lam):
             return "lam must be a finite number"
+        if self.served_lam is not None and not number(self.served_lam):
+            return "served_lam must be a finite number, or left out"
         if not (isinstance(self.strong, int) and not isinstance(self.strong, bool)) or not (
             0 <= self.strong < n
         ):
@@ -572,10 +608,11 @@ class Policy:
         if found == "tradeoff-policy/1":  # hashed words and their weights, before routers
             data["router"] = {"kind": WordsLR.kind, "dim": data.pop("dim", None)}
             data["router"]["weights"] = data.pop("weights", None)
-        elif found != FORMAT:
+        elif found not in (FORMAT, SERVED_LAM_ADDED):
             raise UserError(
-                f"{path} is a policy of format {found}; this tradeoff reads {FORMAT} and "
-                "tradeoff-policy/1: fit it again with this version (`tradeoff policy fit`)"
+                f"{path} is a policy of format {found}; this tradeoff reads {FORMAT}, "
+                f"{SERVED_LAM_ADDED} and tradeoff-policy/1: fit it again with this version "
+                "(`tradeoff policy fit`)"
             )
         known = {f.name for f in fields(cls)}
         if unknown := sorted(set(data) - known):
@@ -645,8 +682,10 @@ def fit_policy(
     prices: dict[str, dict[str, Any]] | None = None,
 ) -> Policy:
     """A policy choosing among the table's configurations with a `router` (its kind), calibrated
-    to `target` on 5-fold out-of-fold predictions, then refitted on every item. `prices`: the
-    run's, by model alias (those of the configurations' models are kept)."""
+    to `target` on 5-fold out-of-fold predictions, then refitted on every item; a router that
+    reads the task, fitted on several, also keeps the λ that meets the target with the task
+    unknown (`Policy.served_lam`). `prices`: the run's, by model alias (those of the
+    configurations' models are kept)."""
     featurizer = features or Featurizer(router)
     x = featurizer(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
@@ -680,6 +719,11 @@ def fit_policy(
         row = calibrate(curve, target, table.cost_unit)
     fitted = new_router(router).fit(x, table.scores)
     lam = _transferred(row, target, fitted.expected(x), table, mean_costs, strong, priced_apart)
+    shares = task_shares(table.tasks)
+    served_lam = None
+    if reads_task(router) and len(shares) > 1:  # else a query's task changes nothing
+        served = mixture(fitted, featurizer, table.texts, shares)
+        served_lam = _transferred(row, target, served, table, mean_costs, strong, priced_apart)
     calibration: dict[str, Any] = {
         "evaluation": "5-fold cross-validation over items",
         "items": float(len(table.keys)),
@@ -701,13 +745,14 @@ def fit_policy(
         target=target,
         calibration=calibration,
         fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
-        tasks=task_shares(table.tasks),
+        tasks=shares,
         cost_unit=table.cost_unit,
         prices={
             alias: price
             for alias, price in (prices or {}).items()
             if any(alias in (spec.get("models") or {}) for spec in config_specs)
         },
+        served_lam=served_lam,
     )
 
 
@@ -722,9 +767,10 @@ def _transferred(
 ) -> float:
     """The λ of the router fitted on every item that routes the training queries as the
     calibrated (out-of-fold) `row` did: the same strong share, or the same mean cost within the
-    target. Its predictions on the items it was fitted on are sharper than the out-of-fold ones,
-    so the calibrated λ itself routed otherwise (a policy calibrated to a budget of 2 spent 3.3
-    a query on its own training queries)."""
+    target. `final`: that router's expected scores of them (with their tasks, or as served).
+    Its predictions on the items it was fitted on are sharper than the out-of-fold ones, so the
+    calibrated λ itself routed otherwise (a policy calibrated to a budget of 2 spent 3.3 a query
+    on its own training queries)."""
     if "strong_fraction" in target and priced_apart:
         return _share_lam(final, mean_costs, strong, target["strong_fraction"])
     curve = sweep(final, table.scores, table.costs, mean_costs, strong)

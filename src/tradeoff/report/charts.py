@@ -562,21 +562,22 @@ def _end(accuracy: float, name: str, at: float, align: Literal["left", "right"])
 
 
 def _policy_mark(e: Evaluation) -> list[alt.Chart]:
-    """A policy file's own routing of the items, as a marked point on the curves (where the
-    share it gives is to the curves' strong configuration); none for a router's curve alone."""
+    """A policy file's own routing of the items as served, as a marked point on the curves
+    (where the share it gives is to the curves' strong configuration); none for a router's
+    curve alone."""
     op = e.operating
     if not op or op.get("strong") != e.strong:
         return []
     share, accuracy = 100 * float(op["strong_fraction"]), float(op["accuracy"])
     tip = {
-        "point": f"the policy as fitted (λ {op['lam']:.4g})",
+        "point": f"the policy as served (λ {op['lam']:.4g})",
         "strong calls": f"{share:.1f}%",
         "accuracy": f"{accuracy:.3f}",
     }
     at = alt.Chart(alt.Data(values=[{"share": share, "accuracy": accuracy, "tip": tip}]))
     mark = at.mark_point(shape="diamond", size=160, filled=True, color="#222222", tooltip=TOOLTIP)
     text = at.mark_text(align="left", dx=10, dy=12, color="#222222").encode(
-        x="share:Q", y="accuracy:Q", text=alt.datum("the policy as fitted")
+        x="share:Q", y="accuracy:Q", text=alt.datum("the policy as served")
     )
     return [mark.encode(x="share:Q", y="accuracy:Q"), text]
 

@@ -42,8 +42,9 @@ def router_heading(result: Evaluation) -> str:
 
 
 def policy_line(result: Evaluation) -> str:
-    """One line, for a policy file's evaluation: where its own λ routes these items, against
-    its target and what its fit promised; "" for a router's curve alone (--cv, --train)."""
+    """One line, for a policy file's evaluation: where its own λ routes these items as served,
+    against its target, with each query's task known where that routes otherwise, and what its
+    fit promised; "" for a router's curve alone (--cv, --train)."""
     op = result.operating
     if not op:
         return ""
@@ -67,8 +68,13 @@ def policy_line(result: Evaluation) -> str:
         verdict = "within it" if over <= 0 else f"{over:.4g}{unit} over it"
     else:
         aim = f"{target['strong_fraction']:.0%} of queries to {op['strong']}"
-    line = f"the policy's own routing (λ {op['lam']:.4g}, fitted for {aim}): {figures(op)}"
-    line += f", {verdict}" if verdict else ""
+    line = f"the policy's own routing as served (λ {op['lam']:.4g}, fitted for {aim}): "
+    line += figures(op) + (f", {verdict}" if verdict else "")
+    if op.get("with_tasks"):
+        line += (
+            "; with each query's task known (as a route configuration in a profile): "
+            + figures(op["with_tasks"])
+        )
     if op.get("promised"):
         line += f"; its fit promised, out of fold on its own run: {figures(op['promised'])}"
     return line
