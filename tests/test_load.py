@@ -855,6 +855,12 @@ def test_failed_requests_of_a_model_priced_on_tokens_too_share_the_hour(tmp_path
         assert row["cost"] * len(records) == pytest.approx(hour + tokens, rel=1e-6), row
     # the export charges each query as the summary does
     assert sum(r["cost_usd"] for r in records) == pytest.approx(hour + tokens, rel=1e-6)
+    # and the load table's $/M output tokens likewise (it said n/a: "input tokens not reported")
+    answered = sum(r["output_tokens"] for r in records if r["error"] is None)
+    assert point["usd_missing"] is None, point
+    assert point["usd_per_m_output_tokens"] == pytest.approx(
+        (hour + tokens) / answered * 1e6, rel=1e-6
+    )
 
 
 def test_a_query_of_no_price_has_no_cost_at_an_operating_point_either(tmp_path):

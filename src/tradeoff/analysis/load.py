@@ -341,7 +341,8 @@ def dollars_per_m_output(
             return None, f"no price in the spec for {model}"
         per_input = price_field(prices[model], "input") or 0.0
         per_output = price_field(prices[model], "output") or 0.0
-        if per_input and call.get("input_tokens") is None:
+        if per_input and call.get("input_tokens") is None and not call.get("error"):
+            # (a failed call reports none, and is charged its share of the hour alone)
             return None, f"input tokens not reported by {model}, so not priced"
         dollars += per_input * (call.get("input_tokens") or 0) / 1e6
         dollars += per_output * (call.get("output_tokens") or 0) / 1e6
