@@ -125,14 +125,15 @@ def test_a_prompt_count_in_usage_that_is_not_a_number_is_unknown(url: str) -> No
     assert (g.output_tokens, g.input_tokens, g.token_count_source) == (5, None, "usage")
 
 
+def _asking_logprobs(chat: bool) -> Request:
+    if chat:
+        return Request(messages=CHAT, max_tokens=3, logprobs=True)
+    return Request(prompt="Q:", max_tokens=3, logprobs=True)
+
+
 @pytest.mark.parametrize("chat", [True, False])
 def test_logprobs_and_topk_entropies(url_no_usage: str, chat: bool) -> None:
-    request = (
-        Request(messages=CHAT, max_tokens=3, logprobs=True)
-        if chat
-        else Request(prompt="Q:", max_tokens=3, logprobs=True)
-    )
-    g = generate(OpenAIEngine(url_no_usage, "fast"), request)
+    g = generate(OpenAIEngine(url_no_usage, "fast"), _asking_logprobs(chat))
     assert g.error is None
     assert g.token_logprobs == pytest.approx([math.log(0.6)] * 3)
     # The five listed tokens plus the remaining 0.1 of probability as one outcome.
@@ -151,12 +152,7 @@ def test_an_alternative_of_probability_zero_adds_no_entropy(url_no_usage: str, c
     """A listed log-probability of -Infinity (log 0) made 0 * -inf = NaN of the entropy: a
     cascade on it never escalated."""
     assert topk_entropy([-0.01, -5.0, -math.inf]) == pytest.approx(topk_entropy([-0.01, -5.0]))
-    request = (
-        Request(messages=CHAT, max_tokens=3, logprobs=True)
-        if chat
-        else Request(prompt="Q:", max_tokens=3, logprobs=True)
-    )
-    g = generate(OpenAIEngine(url_no_usage, "zero-alternative"), request)
+    g = generate(OpenAIEngine(url_no_usage, "zero-alternative"), _asking_logprobs(chat))
     assert g.error is None
     expected = -sum(p * math.log(p) for p in TOP_PROBS) - 0.1 * math.log(0.1)
     assert g.token_entropies == pytest.approx([expected] * 3)

@@ -81,6 +81,12 @@ def build_store(path, n, seed=0, every="synthetic"):
     items, weak, strong = synthetic(n, seed)
     if every != "synthetic":
         weak = strong = [every] * n
+    return store_of(path, items, weak, strong)
+
+
+def store_of(path, items, weak, strong):
+    """A run of configurations `w` (cost 1) and `s` (cost 4) scoring `weak` and `strong` on
+    `items`."""
     store = Store.create(path, {"synthetic": True}, {})
     store.add_configs(
         [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
@@ -835,15 +841,7 @@ def test_a_split_by_a_field_some_items_lack_names_the_fields_every_item_has(tmp_
     items, weak, strong = synthetic(40, seed=3)
     for i, it in enumerate(items):
         it.meta = {"level": i % 2, **({"subject": f"s{i % 3}"} if i < 30 else {})}
-    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
-    store.add_configs(
-        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
-    )
-    store.add_items(items)
-    for it, a, b in zip(items, weak, strong):
-        store.write_record(_record("w", it.id, a, 1.0))
-        store.write_record(_record("s", it.id, b, 4.0))
-    store.close()
+    store_of(tmp_path / "run", items, weak, strong)
     one_line_error(
         run_cli("policy", "eval", str(tmp_path / "run"), "--split-by", "subject"),
         "--split-by subject: 10 of 40 items have no field 'subject'; fields every item has: "
