@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradeoff.analysis.compare import SERVED
 from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
 from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.operating_point import hour_shared, models_of
@@ -295,14 +296,16 @@ def out_of_fold(
     router: str = WordsLR.kind,
     queries: tuple[list[str], list[str], Featurizer] | None = None,
     why: str = "",
+    as_served: bool = False,
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
     Items of the same features (one query under several ids) share a fold: otherwise the router
     is scored on a query it was fitted on. Where every item differs, the folds are `folds`'.
     `queries` (the items' texts, tasks and the features of `x`): a fold's queries of a task its
-    router was not fitted on are scored as a policy scores them (`task_mixture`). `why`: where
-    the folds come from, when the user did not ask for them."""
+    router was not fitted on are scored as a policy scores them (`task_mixture`); `as_served`:
+    every held-out query is, its task unknown as a served one's. `why`: where the folds come
+    from, when the user did not ask for them."""
     out = np.zeros_like(scores, dtype=float)
     if groups is None:
         first: dict[bytes, int] = {}
@@ -323,8 +326,10 @@ def out_of_fold(
         if queries is not None:
             texts, tasks, features = queries
             shares = task_shares([tasks[i] for i in train])
-            held = ([texts[i] for i in test], [tasks[i] for i in test])
-            out[test] = task_mixture(out[test], fitted, features, *held, shares)
+            held = [SERVED] * len(test) if as_served else [tasks[i] for i in test]
+            out[test] = task_mixture(
+                out[test], fitted, features, [texts[i] for i in test], held, shares
+            )
     return out
 
 
@@ -710,20 +715,33 @@ def fit_policy(
     )
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
-    if "strong_fraction" in target and priced_apart:
-        # Two configurations: choose the threshold on the predicted gain directly, as a quantile.
-        lam = _share_lam(oof, mean_costs, strong, target["strong_fraction"])
-        row = pd.Series(routed(oof, table.scores, table.costs, mean_costs, strong, lam))
-    else:  # from no query to every one to the dearest, all-strong where it is the dearest
+
+    def calibrated(oof: np.ndarray) -> pd.Series:
+        """Where routing by out-of-fold `oof` meets the target."""
+        if "strong_fraction" in target and priced_apart:
+            # Two configurations: the threshold on the predicted gain directly, as a quantile.
+            lam = _share_lam(oof, mean_costs, strong, target["strong_fraction"])
+            return pd.Series(routed(oof, table.scores, table.costs, mean_costs, strong, lam))
+        # from no query to every one to the dearest, all-strong where it is the dearest
         curve = sweep(oof, table.scores, table.costs, mean_costs, strong)
-        row = calibrate(curve, target, table.cost_unit)
+        return calibrate(curve, target, table.cost_unit)
+
+    row = calibrated(oof)
     fitted = new_router(router).fit(x, table.scores)
     lam = _transferred(row, target, fitted.expected(x), table, mean_costs, strong, priced_apart)
     shares = task_shares(table.tasks)
     served_lam = None
     if reads_task(router) and len(shares) > 1:  # else a query's task changes nothing
+        # Calibrated on its own out-of-fold predictions with the task unknown, as served: the
+        # mixture is flatter, and reaches an accuracy only at a higher cost than with the task.
+        served_oof = out_of_fold(
+            x, table.scores, router=router, queries=(table.texts, table.tasks, featurizer),
+            as_served=True,
+        )  # fmt: skip
         served = mixture(fitted, featurizer, table.texts, shares)
-        served_lam = _transferred(row, target, served, table, mean_costs, strong, priced_apart)
+        served_lam = _transferred(
+            calibrated(served_oof), target, served, table, mean_costs, strong, priced_apart
+        )
     calibration: dict[str, Any] = {
         "evaluation": "5-fold cross-validation over items",
         "items": float(len(table.keys)),
