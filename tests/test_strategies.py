@@ -433,6 +433,29 @@ def test_budget_stops_an_answer_that_does_not_think_at_its_own_stop(tmp_path):
         assert first["output_tokens"] <= single.loc[item, "output_tokens"] + 2, r["calls"]
 
 
+def test_budget_reads_a_servers_answer_that_does_not_think_to_its_end(tmp_path):
+    """Stopped early at its stop string, a server's stream closed before its usage came: the
+    record lost its input tokens, so its FLOPs and any input price. A server's answer is read to
+    its end; only its text stops at the stop string."""
+    import contextlib
+
+    from conftest import fast_server
+
+    task = tmp_path / "q.jsonl"  # a prompt that closed the thinking: `thinks` answers at once
+    task.write_text('{"prompt": "</think> What is 6 times 7?", "answer": "42"}\n')
+    with contextlib.contextmanager(fast_server)("--delay-ms", "20") as url:
+        spec = parse_spec({
+            "models": {"m": f"openai:{url}#thinks@completion"}, "tasks": [f"jsonl:{task}"],
+            "sampling": {"max_tokens": 40},
+            "configs": [{"strategy": "budget", "model": "m", "budget": 40, "think_budget": 30}],
+        })  # fmt: skip
+        assert profile(spec, tmp_path / "run", notify=lambda m: None).errors == 0
+    (r,) = _records(tmp_path / "run").to_dict("records")
+    assert r["output"] == " 42" and r["score"] == 1.0, r
+    (call,) = r["calls"]
+    assert call["input_tokens"] is not None and call["token_count_source"] == "usage", call
+
+
 def test_a_reasoning_answer_is_scored_after_its_thinking():
     from tradeoff.tasks.scorers import after_thinking
 

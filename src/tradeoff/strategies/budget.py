@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 from pydantic import model_validator
 
 from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
+from tradeoff.engines.base import InProcessEngine
 from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.tasks.scorers import THINK_CLOSE, THINK_OPEN
@@ -68,18 +69,17 @@ async def run(ctx: StrategyContext, item: Item, sample: int) -> Outcome:
     # The answer's stop strings are not the thinking's: a completion's one-line stop ended the
     # thinking at its first line break (`<think>\n`), so think_budget never took effect.
     # An answer that does not think is stopped at its own stop strings all the same, by the
-    # sink that watches it (it would have run on, paid for, to think_budget).
+    # sink that watches it (it would have run on, paid for, to think_budget); not a server's,
+    # whose stream, closed early, would not report its input tokens.
     base = ctx.request_for(alias, item, sample)
     budget = min(budget, base.max_tokens)  # a served client may ask for fewer
     sink = _FirstCall(ctx.on_text, base.stop, StopEarly(ctx.cancel))
-    first = await ctx.meter.call(
-        alias,
-        ctx.request_for(
-            alias, item, sample, max_tokens=min(think_budget, budget), stop=[THINK_CLOSE],
-            cancel=sink.stop_early,
-        ),
-        sink,
-    )  # fmt: skip
+    thinking = ctx.request_for(
+        alias, item, sample, max_tokens=min(think_budget, budget), stop=[THINK_CLOSE]
+    )
+    if isinstance(ctx.meter.engines[alias], InProcessEngine):
+        thinking.cancel = sink.stop_early
+    first = await ctx.meter.call(alias, thinking, sink)
     sink.finish()
     if sink.stopped and not ctx.cancelled:  # its own stop, not a cancel: the answer ended there
         done = replace(first.generation, error=None, finish_reason="stop")
