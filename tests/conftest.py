@@ -52,18 +52,18 @@ def run_cli(
     )
 
 
-def run_cli_unable_to_write(directory: Path, *args: str) -> subprocess.CompletedProcess:
-    """`run_cli` by a user who cannot write `directory` (a read-only mount, another user's run):
-    its mode takes write permission away, and root, which writes whatever the mode says, runs
-    without the capabilities that override modes."""
+def run_cli_unable_to_write(path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`run_cli` by a user who cannot write `path`, a directory or a file (a read-only mount,
+    another user's run): its mode takes write permission away, and root, which writes whatever
+    the mode says, runs without the capabilities that override modes."""
     drop = "-dac_override,-dac_read_search,-fowner"
     unprivileged = ("setpriv", "--bounding-set", drop, "--inh-caps", drop)
-    mode = directory.stat().st_mode
-    directory.chmod(0o555)
+    mode = path.stat().st_mode
+    path.chmod(0o555 if path.is_dir() else 0o444)
     try:
         return run_cli(*args, wrapper=unprivileged if os.geteuid() == 0 else ())
     finally:
-        directory.chmod(mode)
+        path.chmod(mode)
 
 
 def fitted_policy(root: Path, limit: int, max_tokens: int, cost: str) -> Path:

@@ -865,6 +865,14 @@ def test_a_split_by_a_field_some_items_lack_names_the_fields_every_item_has(tmp_
         "--split-by subject: 10 of 40 items have no field 'subject'; fields every item has: "
         "level, task; only some have: subject",
     )
+    # a `task` column some items have is refused too: not offered as one every item has
+    for i, it in enumerate(items):
+        it.meta = {"level": i % 2, **({"task": f"t{i % 2}"} if i < 20 else {})}
+    store_of(tmp_path / "tasks", items, weak, strong)
+    one_line_error(
+        run_cli("policy", "eval", str(tmp_path / "tasks"), "--split-by", "subject"),
+        "fields every item has: level; only some have: task",
+    )
 
 
 def test_train_on_one_run_and_evaluate_on_another(tmp_path):
@@ -926,6 +934,11 @@ def test_eval_of_a_run_that_cannot_be_written_is_printed_and_not_kept(tmp_path):
         assert store.evaluations("router") == []
     finally:
         store.close()
+    # a store file that cannot be written, in a directory that can: the same
+    shown = run_cli_unable_to_write(
+        run / "tradeoff.sqlite", "policy", "eval", str(run), "--cv", "3"
+    )
+    assert shown.returncode == 0 and note in shown.stderr, shown.stderr
     kept = run_cli("policy", "eval", str(run), "--cv", "3")  # where it can be: kept, no note
     assert kept.returncode == 0 and "note:" not in kept.stderr, kept.stderr
 

@@ -403,9 +403,11 @@ def _check_writable(path: Path) -> None:
 
 
 def can_write(directory: str | Path) -> bool:
-    """Whether this process can write `directory`; a reader of a run it cannot write (a
-    read-only file system, another user's run) reads the store as it is and adds nothing."""
-    return os.access(directory, os.W_OK)
+    """Whether this process can write `directory` and the store in it; a reader of a run it
+    cannot write (a read-only file system, another user's run) reads the store as it is and
+    adds nothing."""
+    store = Path(directory) / STORE_FILE
+    return os.access(directory, os.W_OK) and (not store.exists() or os.access(store, os.W_OK))
 
 
 def _continued(directory: str | Path) -> str:

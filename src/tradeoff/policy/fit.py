@@ -93,16 +93,16 @@ class Table:
         if lacking:
             raise UserError(
                 f"--split-by {name}: {len(lacking):,} of {len(self.keys):,} items have no field "
-                f"{name!r}; {_fields(metas, name)}"
+                f"{name!r}; {_fields(metas)}"
             )
         return [str(m[name]) for m in self.meta]
 
 
-def _fields(metas: list[dict[str, Any]], refused: str) -> str:
-    """The fields a split can use, those every item has (and its task, unless a `task` column
-    was `refused`), then the ones only some items have."""
+def _fields(metas: list[dict[str, Any]]) -> str:
+    """The fields a split can use, those every item has (and its task, where no item has a
+    `task` column of its own: some with one refuse it), then the ones only some items have."""
     kept = [set(m) for m in metas]
-    every = set.intersection(*kept) | ({"task"} if refused != "task" else set())
+    every = set.intersection(*kept) | (set() if any("task" in m for m in metas) else {"task"})
     some = set.union(*kept) - every
     named = f"fields every item has: {', '.join(sorted(every)) or 'none'}"
     return named + (f"; only some have: {', '.join(sorted(some))}" if some else "")
