@@ -269,9 +269,10 @@ def evaluate_policy(
     result = evaluate(table, expected, f"policy {path}", policy.kind, POLICY_COST_HINT)
     served = [SERVED] * len(table.keys)
     as_served = policy.expected(table.texts, served, run) if reads_task(policy.kind) else expected
-    result.operating = policy_point(table, as_served, policy)
+    served_choice = policy.decide(as_served, served)
+    result.operating = policy_point(table, served_choice, policy)
     with_tasks = policy.decide(expected, table.tasks)
-    if not np.array_equal(with_tasks, policy.decide(as_served, served)):
+    if not np.array_equal(with_tasks, served_choice):
         result.operating["with_tasks"] = _shown(
             table, routing(with_tasks, table.scores, table.costs, policy.strong)
         )
@@ -287,16 +288,15 @@ def evaluate_policy(
 FIGURES = ("accuracy", "cost", "strong_fraction")
 
 
-def policy_point(table: Table, as_served: np.ndarray, policy: Policy) -> dict[str, Any]:
-    """Where the policy itself routes these items as `serve --policy` does (no task known: its
-    `as_served` expected scores, at the λ it keeps for that): the accuracy, mean cost and share
-    to its strongest configuration it gives, beside the target it was fitted for and what its
-    calibration promised (out of fold, on the run it was fitted on)."""
-    served = [SERVED] * len(table.keys)
-    point = routing(policy.decide(as_served, served), table.scores, table.costs, policy.strong)
+def policy_point(table: Table, served_choice: np.ndarray, policy: Policy) -> dict[str, Any]:
+    """Where the policy itself routes these items as `serve --policy` does (no task known, at
+    the λ it keeps for that: `served_choice`, each item's configuration): the accuracy, mean
+    cost and share to its strongest configuration it gives, beside the target it was fitted for
+    and what its calibration promised (out of fold, on the run it was fitted on)."""
+    point = routing(served_choice, table.scores, table.costs, policy.strong)
     promised = {k: float(policy.calibration[k]) for k in FIGURES if k in policy.calibration}
     return {
-        "lam": float(policy.lams(served)[0]),
+        "lam": float(policy.lams([SERVED])[0]),
         **_shown(table, point),
         "strong": policy.configs[policy.strong],
         "target": dict(policy.target),

@@ -453,9 +453,9 @@ class Policy:
     # The λ for a query of a task the policy was not fitted on (every served one), scored as the
     # mixture over `tasks`: those predictions are flatter than with the task known, so at `lam`
     # served traffic like the training queries missed the target (90% to the weak configuration
-    # of a policy fitted for 70%). Calibrated on the training queries' mixture predictions as
-    # `lam` is on theirs with the task. None: `lam` (a router that reads no task, a policy fitted
-    # on one task, or a file of format 2).
+    # of a policy fitted for 70%). Calibrated as `lam` is, on out-of-fold predictions, but with
+    # each held-out query's task unknown. None: `lam` (a router that reads no task, a policy
+    # fitted on one task, or a file of format 2).
     served_lam: float | None = None
     format: str = FORMAT
 

@@ -11,7 +11,7 @@ from pydantic import model_validator
 
 from tradeoff.config import Config, MaxTokenses, Sampling, StrategyParams, Temperatures
 from tradeoff.engines.base import InProcessEngine
-from tradeoff.engines.emit import TextSink, Thought
+from tradeoff.engines.emit import StopHoldback, TextSink, Thought
 from tradeoff.strategies.context import StrategyContext
 from tradeoff.tasks.scorers import THINK_CLOSE, THINK_OPEN
 from tradeoff.types import Item, Outcome, StopEarly
@@ -132,11 +132,10 @@ class _FirstCall:
         self.sink = sink
         self.stop = [s for s in stop if s]
         self.stop_early = stop_early
-        self.hold = max((len(s) - 1 for s in self.stop), default=0)
         self.text = ""
-        self.sent = 0
         self.thinks: bool | None = None  # undecided until the answer's start shows it
         self.stopped = False  # an answer that does not think met its stop string
+        self._emit: StopHoldback | None = None  # once decided, what passes the text on
 
     def __call__(self, piece: str) -> None:
         if isinstance(piece, Thought):
@@ -155,13 +154,16 @@ class _FirstCall:
             if not final and THINK_OPEN.startswith(start):
                 return  # `<thi`: it may yet open the thinking
             self.thinks = start.startswith(THINK_OPEN)
-        end = len(self.text)
+            if self.sink is not None:
+                self._emit = StopHoldback(self.sink, [] if self.thinks else self.stop)
+        answer = self.text
         if not self.thinks:
             answer = _until_stop(self.text, self.stop)
             if answer != self.text and not self.stopped:
                 self.stopped = True
                 self.stop_early.set()
-            end = len(answer) if final or self.stopped else end - self.hold
-        if end > self.sent and self.sink is not None:
-            self.sink(self.text[self.sent : end])
-        self.sent = max(self.sent, end)
+        if self._emit is not None:
+            if final or self.stopped:
+                self._emit.finish(answer)
+            else:
+                self._emit.update(answer)
