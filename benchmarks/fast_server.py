@@ -30,6 +30,9 @@ Model names with special behaviour (for tests of error paths):
     zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
                   Python's json.dumps writes it)
     nan-logprob   each chosen token's log-probability is NaN (as json.dumps writes it)
+    null-logprob  each chosen token's log-probability is null
+    cut-after-finish  the whole answer, its finish_reason and usage, then closes the connection
+                  before [DONE] and the body's end (a proxy's idle cut, a server killed)
     fail-json     answers HTTP 200 with a JSON error body, not a stream
     not-streamed  answers the whole completion as JSON, as a server that ignores `stream: true`
     hang          reads the request and never answers
@@ -189,11 +192,12 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
         else:
             choice["text"] = word
             choice["logprobs"] = _completion_logprobs(word, zero) if want_logprobs else None
-        if model == "nan-logprob" and want_logprobs:
+        if model in ("nan-logprob", "null-logprob") and want_logprobs:
+            chosen = math.nan if model == "nan-logprob" else None
             if chat:
-                choice["logprobs"]["content"][0]["logprob"] = math.nan
+                choice["logprobs"]["content"][0]["logprob"] = chosen
             else:
-                choice["logprobs"]["token_logprobs"] = [math.nan]
+                choice["logprobs"]["token_logprobs"] = [chosen]
         events.append(chunk(choices=[choice]))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:
@@ -329,6 +333,10 @@ async def _stream(
             writer.write(_sse({"choices": []}))
         writer.write(events[-2] + events[-1])  # [DONE] and the body's end
         return keep_alive
+    if model == "cut-after-finish":
+        writer.write(b"".join(events[:-2]))  # all but [DONE] and the body's end
+        await writer.drain()
+        return False
     if model in ("fail-garbage", "fail-drop", "fail-cut"):
         first_two = 3 if chat else 2  # a chat stream opens with a role-only chunk
         writer.write(b"".join(events[:first_two]))

@@ -158,6 +158,16 @@ def test_an_alternative_of_probability_zero_adds_no_entropy(url_no_usage: str, c
     assert g.token_entropies == pytest.approx([expected] * 3)
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_a_null_log_probability_is_unknown_not_a_malformed_stream(
+    url_no_usage: str, chat: bool
+) -> None:
+    """A chosen token's `logprob: null` failed the whole answer as malformed (float(None))."""
+    g = generate(OpenAIEngine(url_no_usage, "null-logprob"), _asking_logprobs(chat))
+    assert (g.error, g.text, g.output_tokens) == (None, "The answer is", 3)
+    assert len(g.token_logprobs) == 3 and all(math.isnan(lp) for lp in g.token_logprobs)
+
+
 def test_http_500_is_an_error_not_an_exception(url: str) -> None:
     g = generate(OpenAIEngine(url, "fail-500"), Request(messages=CHAT, max_tokens=4))
     assert g.error is not None and g.error.startswith("HTTP 500: ")
@@ -171,6 +181,17 @@ def test_broken_stream_keeps_partial_text(url: str, model: str) -> None:
     assert g.error is not None and "\n" not in g.error
     assert g.text == "The answer"
     assert len(g.token_times) == 2
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_a_stream_cut_after_its_finish_reason_keeps_the_answer(url: str, chat: bool) -> None:
+    """The connection dropped after the last chunk, its finish_reason and usage, before [DONE]:
+    the answer was whole, yet the record failed (aiohttp's payload error)."""
+    engine = OpenAIEngine(url, "cut-after-finish")
+    request = Request(messages=CHAT, max_tokens=4) if chat else Request(prompt="Q:", max_tokens=4)
+    g = generate(engine, request)
+    assert (g.error, g.text, g.finish_reason) == (None, "The answer is 42", "length")
+    assert (g.output_tokens, g.token_count_source) == (4, "usage")
 
 
 def test_a_cut_stream_says_how_to_avoid_it(url: str) -> None:

@@ -411,9 +411,10 @@ class OpenAIEngine:
                     "then the connection dropped); for llama-cpp-python's server start it "
                     "with --interrupt_requests False or send one request at a time"
                 )
-            elif not done:
+            elif not done and finish_reason is None:
                 error = f"{type(exc).__name__} from {url}: {_one_line(str(exc))}"
-            # else: the answer was complete; only the connection's teardown failed.
+            # else: the answer was complete (its finish_reason came, or [DONE]); only the
+            # connection's end failed, as when a proxy cuts it before [DONE].
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
         t_end = perf_counter()
@@ -484,7 +485,7 @@ def _read_logprobs(block: dict[str, Any], logprobs: list[float], entropies: list
     if "content" in block:
         # Chat: {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}
         for entry in block["content"] or ():
-            logprobs.append(float(entry["logprob"]))
+            logprobs.append(_logprob(entry.get("logprob")))
             top = entry.get("top_logprobs")
             if top:
                 entropies.append(topk_entropy([float(t["logprob"]) for t in top]))
@@ -492,8 +493,12 @@ def _read_logprobs(block: dict[str, Any], logprobs: list[float], entropies: list
         # Completions: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{tok: lp}]}
         tops = block.get("top_logprobs") or []
         for i, lp in enumerate(block.get("token_logprobs") or ()):
-            if lp is None:  # an echoed first prompt token has none
-                continue
-            logprobs.append(float(lp))
+            logprobs.append(_logprob(lp))
             if i < len(tops) and tops[i]:
                 entropies.append(topk_entropy([float(v) for v in tops[i].values()]))
+
+
+def _logprob(value: Any) -> float:
+    """A sampled token's log-probability; one a server sends as null is unknown (NaN, which a
+    cascade reads as uncertain), the token still counted."""
+    return math.nan if value is None else float(value)
