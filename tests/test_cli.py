@@ -482,6 +482,27 @@ def test_exported_counts_stay_whole_numbers_where_some_are_missing(tmp_path):
     assert shown.returncode == 0 and "<NA>" not in shown.stdout, shown.stdout
 
 
+def test_flat_exports_write_calls_and_extra_letters_as_letters(tmp_path):
+    """`calls` and `extra` cells read `"\\u00e9"` in CSV and the table, unlike the outputs and
+    metadata beside them."""
+    from test_load_stats import _record
+
+    from tradeoff.store import Store
+
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs([("a", "a", {"strategy": "single"})])
+    record = _record("a", "", 0, None, None, 1.0, ttft=0.1)
+    record.calls = [{"model": "modèle-日本", "output_tokens": 11}]
+    record.extra = {"routed_to": "modèle-日本"}
+    store.write_records([record])
+    store.close()
+    as_csv = run_cli("report", str(tmp_path / "run"), "--records", "-f", "csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert as_csv.stdout.count("modèle-日本") == 2 and "\\u" not in as_csv.stdout, as_csv.stdout
+    rows = json.loads(run_cli("report", str(tmp_path / "run"), "--records", "-f", "json").stdout)
+    assert rows[0]["extra"] == {"routed_to": "modèle-日本"}
+
+
 def test_one_synthetic_task_written_two_ways_is_given_twice(tmp_path):
     """Its parameters in another order name the same task (it ran once, the other dropped)."""
     spec = tmp_path / "spec.yaml"

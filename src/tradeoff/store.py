@@ -839,7 +839,7 @@ class Store:
         row: list[Any] = [self.run_id]
         for name in self._record_fields:
             value = getattr(record, name)
-            row.append(json.dumps(value) if name in _JSON_FIELDS else value)
+            row.append(json.dumps(value, ensure_ascii=False) if name in _JSON_FIELDS else value)
         row.append(time.time())
         row.extend(call_facts(record.calls))
         return row

@@ -104,12 +104,21 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
             records[column] = records[column].map(lambda text: json.loads(text) if text else None)
         items["meta"] = items["meta"].map(lambda meta: meta or None)
     else:
+        for column in ("calls", "extra"):  # stores before 2026-12-07 kept them ASCII-escaped
+            records[column] = records[column].map(_letters_as_letters)
         for column in ("prompt", "reference"):
             items[column] = items[column].map(_as_text)
         items["meta"] = items["meta"].map(
             lambda meta: json.dumps(meta, ensure_ascii=False) if meta else None
         )
     return records.merge(items, on=["task", "item_id"], how="left")
+
+
+def _letters_as_letters(text: str | None) -> str | None:
+    """JSON text with its escaped letters (`\\u00e9`) written as letters."""
+    if not text or "\\u" not in text:
+        return text
+    return json.dumps(json.loads(text), ensure_ascii=False)
 
 
 def _as_text(value: object) -> str | None:
