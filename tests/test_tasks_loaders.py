@@ -534,6 +534,15 @@ def test_hf_field_override(tmp_path: Path) -> None:
 
 
 @needs_datasets
+def test_hf_ids_of_a_float_column_read_as_written(tmp_path: Path) -> None:
+    """A column of ids stored as floats (as pandas keeps integers beside a missing value) gave
+    ids "7.0", matching no other export of the same data."""
+    rows = {"id": [7.0, 8.0, 2.5], "question": ["1+1?", "2+2?", "3+3?"], "answer": ["2", "4", "6"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "f"))
+    assert [item.id for item in load_task(f"hf:{tmp_path / 'f'}").items] == ["7", "8", "2.5"]
+
+
+@needs_datasets
 def test_hf_missing_local_directory(tmp_path: Path) -> None:
     message = user_error(f"hf:{tmp_path / 'missing'}")
     assert "does not exist" in message and "save_to_disk" in message

@@ -334,7 +334,7 @@ def row_to_item(
         if k not in used and (v is None or isinstance(v, (str, int, float, bool)))
     )
     return Item(
-        id=default_id if _no_id(ident) else str(ident),
+        id=default_id if _no_id(ident) else _id_text(ident),
         prompt=prompt,
         reference=reference,
         task=task,
@@ -576,6 +576,14 @@ def _check_id(row: dict[str, Any], fields: Fields, where: str, first: str) -> No
             f"{where}: no {fields.id!r} (an id, which {first} has); give every line an id, or "
             "none to number the items by line"
         )
+
+
+def _id_text(value: Any) -> str:
+    """An item's id as text: a whole number kept as a float (a column pandas or Arrow widened)
+    as written, 7 not 7.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _no_id(value: Any) -> bool:
