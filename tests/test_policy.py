@@ -225,6 +225,12 @@ def test_a_policy_fitted_on_two_tasks_is_served_at_its_target(tmp_path, target):
     line = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(path)).stdout
     assert f"the policy's own routing as served (λ {policy.served_lam:.4g}, fitted for" in line
     assert "; with each query's task known (as a route configuration in a profile): " in line
+    # The chart marks both: the curves know each query's task, so only that one lies on them.
+    plot = tmp_path / "eval.html"
+    drawn = run_cli("policy", "eval", str(tmp_path / "run"), "--policy", str(path), "-p", str(plot))
+    assert drawn.returncode == 0, drawn.stderr
+    page = plot.read_text()
+    assert "the policy as served" in page and "the policy, each query's task known" in page
     # A file of the format before keeps no λ for served queries: they route at its one λ.
     data = json.loads(path.read_text())
     del data["served_lam"]

@@ -562,24 +562,30 @@ def _end(accuracy: float, name: str, at: float, align: Literal["left", "right"])
 
 
 def _policy_mark(e: Evaluation) -> list[alt.Chart]:
-    """A policy file's own routing of the items as served, as a marked point on the curves
-    (where the share it gives is to the curves' strong configuration); none for a router's
-    curve alone."""
+    """A policy file's own routing of the items as served, as a marked point (where the share
+    it gives is to the curves' strong configuration); where knowing each query's task routes
+    otherwise, that routing too, an open mark: the curves know each query's task, so it lies on
+    the policy's curve and the served one may not. None for a router's curve alone."""
     op = e.operating
     if not op or op.get("strong") != e.strong:
         return []
-    share, accuracy = 100 * float(op["strong_fraction"]), float(op["accuracy"])
-    tip = {
-        "point": f"the policy as served (λ {op['lam']:.4g})",
-        "strong calls": f"{share:.1f}%",
-        "accuracy": f"{accuracy:.3f}",
-    }
-    at = alt.Chart(alt.Data(values=[{"share": share, "accuracy": accuracy, "tip": tip}]))
-    mark = at.mark_point(shape="diamond", size=160, filled=True, color="#222222", tooltip=TOOLTIP)
-    text = at.mark_text(align="left", dx=10, dy=12, color="#222222").encode(
-        x="share:Q", y="accuracy:Q", text=alt.datum("the policy as served")
-    )
-    return [mark.encode(x="share:Q", y="accuracy:Q"), text]
+    marks = [(op, f"the policy as served (λ {op['lam']:.4g})", "the policy as served", True)]
+    if op.get("with_tasks"):
+        known = "the policy, each query's task known"
+        marks.append((op["with_tasks"], known, known, False))
+    layers: list[alt.Chart] = []
+    for point, name, text, filled in marks:
+        share, accuracy = 100 * float(point["strong_fraction"]), float(point["accuracy"])
+        tip = {"point": name, "strong calls": f"{share:.1f}%", "accuracy": f"{accuracy:.3f}"}
+        at = alt.Chart(alt.Data(values=[{"share": share, "accuracy": accuracy, "tip": tip}]))
+        mark = at.mark_point(
+            shape="diamond", size=160, filled=filled, color="#222222", tooltip=TOOLTIP
+        )
+        label = at.mark_text(align="left", dx=10, dy=12 if filled else -12, color="#222222").encode(
+            x="share:Q", y="accuracy:Q", text=alt.datum(text)
+        )
+        layers += [mark.encode(x="share:Q", y="accuracy:Q"), label]
+    return layers
 
 
 def router_chart(evaluation: Evaluation) -> alt.LayerChart:
