@@ -526,6 +526,33 @@ def test_a_config_without_head_dim_or_sliding_window_takes_transformers_defaults
     assert none.sliding_window is None  # null: no window, as transformers reads it
 
 
+def test_qwen_slides_only_the_layers_from_max_window_layers_on():
+    """A Qwen config with use_sliding_window and max_window_layers at least its layers slides
+    no layer (transformers and the torch engine attend in full); its roofline said "a sliding
+    window of 16" and called its exact figures upper bounds."""
+    transformers = pytest.importorskip("transformers")
+    from tradeoff.engines.hf_config import shape_from_hf_config
+
+    numbers = {
+        "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+        "sliding_window": 16,
+    }  # fmt: skip
+    for kind in ["qwen2", "qwen3"]:
+        for fields in [
+            {"use_sliding_window": True},  # max_window_layers 28 by default: none slides
+            {"use_sliding_window": True, "max_window_layers": 1},
+            {"use_sliding_window": True, "max_window_layers": 0},
+            {"use_sliding_window": False, "max_window_layers": 0},
+        ]:
+            hf = transformers.AutoConfig.for_model(kind, **numbers, **fields)
+            theirs = 16 if "sliding_attention" in hf.layer_types else None
+            ours = shape_from_hf_config({"model_type": kind, **numbers, **fields})
+            assert ours.sliding_window == theirs, (kind, fields)
+            listed = {"model_type": kind, **numbers, "layer_types": hf.layer_types}
+            assert shape_from_hf_config(listed).sliding_window == theirs, (kind, fields)
+
+
 def test_a_config_s_dtype_field_gives_its_weight_type(tmp_path):
     """transformers >= 4.56 writes `dtype`, not `torch_dtype`: it was read as bf16."""
     from tradeoff.engines.hf_config import load_hf_config, shape_from_hf_config
@@ -650,7 +677,7 @@ def test_a_request_past_a_sliding_window_says_attention_is_an_upper_bound(tmp_pa
     off = _config(tmp_path, "off.json", model_type="qwen2", sliding_window=4096)  # Qwen: off
     assert request_roofline(off, "H100", 5000, 10).notes == []
     on = _config(tmp_path, "on.json", model_type="qwen2", sliding_window=4096,
-                 use_sliding_window=True)  # fmt: skip
+                 use_sliding_window=True, max_window_layers=1)  # fmt: skip
     assert len(request_roofline(on, "H100", 5000, 10).notes) == 1
     gemma = request_roofline("gemma3-270m", "H100", 600, 10)  # its GGUF: a window of 512
     assert gemma.shape.sliding_window == 512 and len(gemma.notes) == 1

@@ -120,7 +120,7 @@ def shape_from_hf_config(
     if stored not in DTYPE_NAMES:
         raise UserError(f"dtype '{stored}' is not known; known: {', '.join(DTYPE_NAMES)}")
     value_bytes = DTYPE_BYTES[DTYPE_NAMES[stored]]
-    window_on = config.get("use_sliding_window", kind not in WINDOW_OFF_BY_DEFAULT)
+    window_on = _slides(config, kind, layers, which)
     window = WINDOW_DEFAULT.get(kind or "")
     window = optional("sliding_window") if "sliding_window" in config else window
     return ModelShape(
@@ -178,6 +178,27 @@ def _context(
         )
     original = _size(rope, "original_max_position_embeddings", which) or trained
     return None if original is None else int(original * factor)
+
+
+def _slides(config: dict[str, Any], kind: str | None, layers: int, which: str) -> bool:
+    """Whether some layer attends within a sliding window, as transformers decides: by the
+    config's `layer_types` where it lists them; Qwen's only with use_sliding_window, and then
+    on the layers from max_window_layers on (default 28: none, in a model of 28 layers or
+    fewer, which the torch engine runs on full attention too); the others wherever a window
+    is given."""
+    types = config.get("layer_types")
+    if isinstance(types, list) and types:
+        return "sliding_attention" in types
+    if kind not in WINDOW_OFF_BY_DEFAULT:
+        return bool(config.get("use_sliding_window", True))
+    if not config.get("use_sliding_window"):
+        return False
+    first = config.get("max_window_layers", 28)
+    if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+        raise UserError(
+            f"{which}: max_window_layers is {json.dumps(first)}; it must be an integer from 0"
+        )
+    return first < layers
 
 
 def _size(config: dict[str, Any], field: str, which: str) -> int | None:
