@@ -146,7 +146,7 @@ def test_other_directories_say_what_is_read(tmp_path, monkeypatch):
     assert TorchEngine("torch:./qwen2.5-0.5b?ctx=64").arch.dim == QWEN["hidden_size"]
 
 
-def test_out_of_range_seeds_and_malformed_rope_settings_are_one_line_errors(tmp_path):
+def test_out_of_range_seeds_and_malformed_rope_and_norm_settings_are_one_line_errors(tmp_path):
     """A seed of 2**64 overflowed in the generator; each rope setting here was a KeyError,
     ValueError or AttributeError traceback (the last in `tradeoff roofline` too)."""
     cfg = config_file(tmp_path, LLAMA, "llama")
@@ -159,6 +159,11 @@ def test_out_of_range_seeds_and_malformed_rope_settings_are_one_line_errors(tmp_
         "needs factor as a positive number": {"rope_scaling": {**llama3, "factor": "big"}},
         'rope_scaling is "yes"; it must be an object': {"rope_scaling": "yes"},
         'rope_parameters is "abc"; it must be an object': {"rope_parameters": "abc"},
+        # NaN logits: greedy answers of token 0 stored as successes, sampled ones a traceback
+        "rope_theta is 0; it must be a positive number": {"rope_theta": 0},
+        "rope_theta is -1; it must be a positive number": {"rope_theta": -1.0},
+        "rms_norm_eps is -1; it must be a positive number": {"rms_norm_eps": -1},
+        "rms_norm_eps is 0; it must be a positive number": {"rms_norm_eps": 0},
     }
     for expected, change in bad.items():
         with pytest.raises(UserError, match=expected):

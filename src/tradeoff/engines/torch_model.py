@@ -144,6 +144,10 @@ class Arch:
         small = [name for name, value in sizes.items() if value < 1]
         if small:
             raise UserError(f"model config: {small[0]} must be at least 1")
+        # Either at 0 or below makes every logit NaN.
+        for name, value in (("rope_theta", self.rope_theta), ("rms_norm_eps", self.norm_eps)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"model config: {name} is {value:g}; it must be a positive number")
         if not explicit_head_dim and self.dim % self.n_heads:
             raise UserError(
                 f"model config: hidden_size {self.dim} is not a multiple of "
