@@ -774,6 +774,10 @@ def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
     assert "too many failed requests" in result.stderr
     stored = _rows(out, "SELECT COUNT(*), COUNT(error) FROM records")[0]
     assert 20 <= stored[0] == stored[1] < 100, stored
+    # Its report said the run "is errors (still being written, or its process died)".
+    said = " ".join(run_cli("report", str(out)).stderr.split())
+    assert "the load run stopped at its error limit (--max-errors / --max-error-rate): 0 of" in said
+    assert "died" not in said, said
 
 
 def test_the_first_model_group_to_fail_stops_the_others_before_its_error_is_raised():

@@ -38,6 +38,15 @@ def no_records(directory: Path) -> str:
     )
 
 
+# How a run that did not finish ended, by its status; "running" (or one not known here): it
+# is being written, or its process died without a word.
+UNFINISHED = {
+    "stopped": "stopped before it finished",
+    "errors": "stopped at its error limit (--max-errors / --max-error-rate)",
+    "failed": "stopped when a process of it failed",
+}
+
+
 def unfinished_note(directory: Path) -> str | None:
     """Where a run did not finish: what it holds so far (a load run: its points), which
     configurations have no record yet, and how to go on (its figures are over the items
@@ -49,10 +58,8 @@ def unfinished_note(directory: Path) -> str | None:
         run = store.run()
         if run["status"] == "finished" or not_profiled(run["spec"]):
             return None
-        state = (
-            "stopped before it finished"
-            if run["status"] == "stopped"
-            else f"is {run['status']} (still being written, or its process died)"
+        state = UNFINISHED.get(
+            run["status"], f"is {run['status']} (still being written, or its process died)"
         )
         points = store.load_points()
         if points:  # a load run: its points, and the one it stopped in
