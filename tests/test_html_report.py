@@ -266,6 +266,28 @@ def test_a_measured_energy_gets_its_fitted_line(run_dir, tmp_path):
         assert float(r2) == pytest.approx(1.0)
 
 
+def test_an_energy_fit_of_failed_records_says_they_failed():
+    """A configuration whose every metered query failed read "energy not measured" in the fit,
+    beside its measured J/query in the summary of the same page."""
+    import pandas as pd
+
+    from tradeoff.analysis.energy_fit import fit_energy
+
+    failed = pd.DataFrame(
+        {
+            "energy_j": [2.0, 2.5, 3.0],
+            "error": ["HTTP 500"] * 3,
+            "output_tokens": [0, 0, 0],
+            "energy_source": ["rapl"] * 3,
+        }
+    )
+    assert fit_energy(failed, "bad").missing == (
+        "every record with a measured energy failed (3); the line fits answers"
+    )
+    unmetered = failed.assign(energy_j=None, error=None)
+    assert fit_energy(unmetered, "ok").missing == "energy not measured"
+
+
 def test_a_kept_router_evaluation_is_drawn(run_dir, tmp_path):
     copy = _copy(run_dir, tmp_path)
     # The small models may score alike on so few items: make one the stronger on `facts`.

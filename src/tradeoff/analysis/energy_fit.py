@@ -36,11 +36,13 @@ def fit_energy(records: pd.DataFrame, config: str) -> EnergyFit:
     source = ", ".join(sorted(str(s) for s in sources)) or "-"
     n = len(measured)
     if n < MIN_POINTS or np.unique(tokens).size < 2:
-        why = (
-            "energy not measured"
-            if n == 0
-            else f"{n} measured record(s) over {np.unique(tokens).size} token count(s)"
-        )
+        metered = int(records["energy_j"].notna().sum())
+        if n:
+            why = f"{n} measured record(s) over {np.unique(tokens).size} token count(s)"
+        elif metered:
+            why = f"every record with a measured energy failed ({metered}); the line fits answers"
+        else:
+            why = "energy not measured"
         return EnergyFit(config, n, source, None, None, None, None, None, why)
     line = stats.linregress(tokens, joules)
     half = float(stats.t.ppf(0.975, n - 2) * line.stderr)
