@@ -585,6 +585,37 @@ def test_max_goodput_takes_a_finished_point_over_a_stopped_one():
     assert choose(only_stopped, parse_at("max-goodput"))["m"]["load_point"] == "constant:10"
 
 
+def test_a_configuration_with_nothing_measured_is_named_at_an_operating_point(canned, tmp_path):
+    """A configuration whose point measured no request (Ctrl-C in its warm-up leaves it so):
+    --at max-goodput said the run measured under an SLO "needs an SLO: give --slo", even with
+    --slo given, and --at rate=R left it out of the table with no word."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"models: {{a: 'openai:{canned}#fast', b: 'openai:{canned}#fast'}}\n"
+        "tasks: [arith]\nlimit: 5\nsampling: {max_tokens: 4}\n"
+        "configs: [{model: a, name: first}, {model: b, name: second}]\n"
+    )
+    out = tmp_path / "run"
+    ran = run_cli(
+        "load", str(spec), "--profile", "constant:20", "--max-requests", "10", "--slo", "e2e=1",
+        "--scrape", "off", "--out", str(out),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with sqlite3.connect(out / "tradeoff.sqlite") as db:  # as the warm-up stopped left it
+        db.execute(
+            "DELETE FROM records WHERE phase = 'measure' AND config_id = "
+            "(SELECT config_id FROM configs WHERE name = 'second')"
+        )
+    for at in (["--at", "max-goodput"], ["--at", "max-goodput", "--slo", "e2e=5"]):
+        shown = run_cli("frontier", str(out), *at)
+        assert shown.returncode == 0, shown.stderr
+        said = " ".join(shown.stdout.split())
+        assert "second @ constant:20 (no request measured: not on this frontier)" in said, said
+    at_rate = run_cli("frontier", str(out), "--at", "rate=20")
+    said = " ".join(at_rate.stdout.split())
+    assert "second @ constant:20 (no request measured: not on this frontier)" in said, said
+
+
 def test_an_answer_streamed_in_one_chunk_has_no_decode_rate(canned, tmp_path):
     """Its few microseconds from the chunk to the stream's end read as 10^5 decode tokens/s;
     its ITL was rightly unknown."""

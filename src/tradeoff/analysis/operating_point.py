@@ -74,8 +74,9 @@ def _matches(row: Mapping[str, Any], at: At) -> bool:
 
 
 def choose(stats: list[dict[str, Any]], at: At) -> dict[str, dict[str, Any]]:
-    """Each configuration's statistics row at the operating point `at`; one line naming the
-    load points there are when a configuration has none that matches."""
+    """Each configuration's statistics row at the operating point `at` (for max-goodput, one of
+    a configuration none of whose points measured a request, its `n_measure` 0); one line
+    naming the load points there are when a configuration has none that matches."""
     if not stats:
         raise UserError("--at needs a load run (tradeoff load); this run has no load points")
     by_config: dict[str, list[dict[str, Any]]] = {}
@@ -85,6 +86,9 @@ def choose(stats: list[dict[str, Any]], at: At) -> dict[str, dict[str, Any]]:
     for config, rows in by_config.items():
         if at.kind == "max-goodput":
             scored = [r for r in rows if r.get("goodput") is not None]
+            if not scored and any(r.get("slo") for r in stats):
+                chosen[config] = rows[0]  # no point measured a request: no goodput to compare
+                continue
             if not scored:
                 raise UserError(
                     "--at max-goodput needs an SLO: give --slo (e.g. --slo ttft=0.5,e2e=10) or "

@@ -326,6 +326,7 @@ def _records_at(
     where = ", ".join(
         f"{config} @ {points[config]}"
         + (none_met if point.kind == "max-goodput" and row.get("goodput") == 0 else "")
+        + (" (no request measured: not on this frontier)" if not row.get("n_measure") else "")
         for config, row in chosen.items()
     )
     names = [c["name"] for c in configs]
