@@ -405,6 +405,23 @@ def test_agreement_of_one_answer_is_refused():
         parse_spec(spec(configs=[one | {"k": 0}]))
 
 
+@pytest.mark.parametrize(
+    ("large_temperature", "said"),
+    [
+        ([0.1, 0.2], "large_temperature must be a valid number (got [0.1, 0.2])"),
+        (99, "large_temperature must be at most 5 (got 99)"),
+    ],
+)
+def test_a_cascade_s_large_temperature_is_a_temperature(large_temperature, said):
+    """A list of large temperatures crashed with pydantic's TypeError (a traceback), and 99 ran,
+    sent upstream as the large model's temperature, where `temperature: 99` is refused."""
+    entry = {"strategy": "cascade", "models": ["small", "large"], "threshold": 0.5,
+             "signal": "agreement", "large_temperature": large_temperature}  # fmt: skip
+    with pytest.raises(UserError) as exc:
+        parse_spec(spec(configs=[entry]))
+    assert str(exc.value) == f"spec: configs[0]: strategy 'cascade': {said}"
+
+
 def test_yaml_merge_keys_build_configurations_and_may_be_overridden(tmp_path):
     """`<<: *anchor` was refused as malformed YAML (the check for keys given twice built the
     merge key itself); a key given twice beside it is still refused."""

@@ -13,7 +13,7 @@ import math
 import time
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from tradeoff.config import (
     Config,
@@ -24,6 +24,7 @@ from tradeoff.config import (
     RunSpec,
     SmallLarge,
     StrategyParams,
+    Temperature,
     Temperatures,
 )
 from tradeoff.strategies.context import StrategyContext
@@ -44,7 +45,7 @@ class Params(StrategyParams):
     threshold: Num  # escalate when the uncertainty exceeds it
     # The large model's temperature, where `agreement` raised the draws' (set by `resolve`):
     # the large model answered at the draws' 0.7 too, not at the spec's temperature.
-    large_temperature: Num | None = Field(None, ge=0)
+    large_temperature: Temperature | None = None
 
     listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")
     reports: ClassVar[tuple[Report, ...]] = (
