@@ -330,6 +330,18 @@ def test_a_section_given_as_a_number_asks_for_a_mapping():
         parse_spec(spec(sampling=5))
 
 
+@pytest.mark.parametrize("resources", [5, [1, 2], "abc"])
+@pytest.mark.parametrize("model", ["smollm2-135m", {"ref": "smollm2-135m"}])
+def test_resources_given_as_no_mapping_ask_for_one_whichever_form_models_take(model, resources):
+    """With a model given as {ref: ...}, `resources: 5` crashed with a TypeError and `abc` said
+    Python's own words about dictionary update sequences; a plain reference asked for a mapping."""
+    with pytest.raises(UserError) as exc:
+        parse_spec(spec(models={"small": model}, resources=resources))
+    assert str(exc.value) == (
+        f"spec: resources must be a mapping of its fields (name: value) (got {resources!r})"
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "said"),
     [

@@ -353,7 +353,8 @@ class RunSpec(BaseModel):
         models = value.get("models") if isinstance(value, dict) else None
         if not isinstance(models, dict) or not any(isinstance(v, dict) for v in models.values()):
             return value
-        refs, resources = {}, dict(value.get("resources") or {})
+        given = value.get("resources")
+        refs, resources = {}, dict(given) if isinstance(given, dict) else {}
         for alias, entry in models.items():
             if isinstance(entry, dict):
                 unknown = set(entry) - {"ref", "resources"}
@@ -367,6 +368,8 @@ class RunSpec(BaseModel):
                     resources[alias] = entry["resources"]
             else:
                 refs[alias] = entry
+        if given is not None and not isinstance(given, dict):
+            return {**value, "models": refs}  # field validation asks for a mapping
         return {**value, "models": refs, "resources": resources}
 
     @field_validator("tasks", mode="before")
