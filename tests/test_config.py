@@ -280,6 +280,32 @@ def test_flag_errors_name_the_flag_in_plain_words():
     assert error(concurrency=5000) == "--concurrency must be at most 4096 (got 5000)"
 
 
+@pytest.mark.parametrize("with_file", [True, False])
+def test_a_bad_flag_is_named_as_its_flag_whether_a_spec_file_is_given_or_not(tmp_path, with_file):
+    """With a spec file, `--limit 0` said "spec.yaml: limit must be at least 1", sending the user
+    to mend a file that held no limit; `--processes 0` said "processes: ..." even with flags
+    alone."""
+    from tradeoff.config import profile_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("models: {small: smollm2-135m}\ntasks: [arith]\n")
+
+    def error(overrides=None, sampling=None):
+        with pytest.raises(UserError) as info:
+            profile_spec(
+                path if with_file else None, None if with_file else ["smollm2-135m"],
+                None if with_file else ["arith"], out=tmp_path / "run", resume=None,
+                overrides=overrides or {}, sampling=sampling or {},
+            )  # fmt: skip
+        return str(info.value)
+
+    assert error({"limit": 0}) == "--limit must be at least 1 (got 0)"
+    assert error(sampling={"max_tokens": 0}) == "--max-tokens must be at least 1 (got 0)"
+    assert error(sampling={"temperature": 9}) == "--temperature must be at most 5 (got 9)"
+    assert error({"processes": 0}) == "--processes: give auto or a number from 1 to 256, not 0"
+    assert error({"processes": "x"}).startswith("--processes: give auto or a number")
+
+
 @pytest.mark.parametrize(
     "extra",
     [

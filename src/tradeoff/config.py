@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -668,10 +669,12 @@ def first_error(errors: list[Any]) -> Any:
     return first
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def _format_error(source: str, exc: ValidationError, flags: Collection[str] = ()) -> str:
     err = first_error(exc.errors())
     loc = err["loc"]
     where = ".".join(str(p) for p in loc) or "spec"
+    # A field a flag set is named as its flag, not blamed on the spec file.
+    flag = FLAG_NAMES.get(where) if source == FLAGS_SOURCE or where in flags else None
     if err["type"] == "union_tag_invalid":
         expected = err.get("ctx", {}).get("expected_tags", "")
         tag = err.get("ctx", {}).get("tag")
@@ -691,14 +694,16 @@ def _format_error(source: str, exc: ValidationError) -> str:
     if err["type"] == "value_error" and len(loc) == 3 and loc[0] == "configs":
         return f"{source}: configs[{loc[1]}]: strategy '{loc[2]}': {msg}"  # the entry's check
     if err["type"] == "value_error":
+        if flag:  # the field's own check, which names the field first ("processes: ...")
+            return flag + msg.removeprefix(where)
         return msg if source == FLAGS_SOURCE else f"{source}: {msg}"
     if err["type"] == "string_type" and isinstance(err.get("input"), bool):
         return (
             f"{source}: {where} must be a string (got {err['input']}: YAML reads an unquoted "
             "on, off, yes or no as true or false; quote it)"
         )
-    if source == FLAGS_SOURCE and where in FLAG_NAMES:
-        return f"{FLAG_NAMES[where]} {_plainly(msg)} (got {err.get('input')!r})"
+    if flag:
+        return f"{flag} {_plainly(msg)} (got {err.get('input')!r})"
     return f"{source}: {where} {_plainly(msg)} (got {err.get('input')!r})"
 
 
@@ -785,7 +790,9 @@ def _valid_fields(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
-def parse_spec(data: Any, source: str = "spec") -> RunSpec:
+def parse_spec(data: Any, source: str = "spec", flags: Collection[str] = ()) -> RunSpec:
+    """The spec `data` read from `source`; `flags`: the fields (as `FLAG_NAMES` keys) that
+    command-line flags set, named as those flags in an error."""
     if not isinstance(data, dict):
         raise UserError(
             f"{source}: expected a mapping with fields {', '.join(RunSpec.model_fields)}"
@@ -793,7 +800,7 @@ def parse_spec(data: Any, source: str = "spec") -> RunSpec:
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_error(source, exc)) from None
+        raise UserError(_format_error(source, exc, flags)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -901,9 +908,8 @@ def profile_spec(
 ) -> RunSpec | None:
     """The spec `tradeoff profile` runs, from a spec file or --model/--task, with the flags given
     (`overrides`: limit, samples, concurrency, processes, timeout_s; `sampling`: temperature,
-    max_tokens,
-    seed; None for a flag not given) laid over it. None with --resume DIR: the stored run's own
-    spec is used, so nothing else may be given."""
+    max_tokens, seed; None for a flag not given) laid over it, a bad value named as its flag.
+    None with --resume DIR: the stored run's own spec is used, so nothing else may be given."""
     if resume is not None:
         if spec_file or models or tasks or out:
             raise UserError(
@@ -929,9 +935,9 @@ def profile_spec(
         if not models or not tasks:
             raise UserError("give a spec file, or at least one --model and one --task")
         data = {"models": models, "tasks": [{"ref": t, **given_fields} for t in tasks]}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    data["sampling"] = {
-        **data.get("sampling", {}),
-        **{k: v for k, v in sampling.items() if v is not None},
-    }
-    return parse_spec(data, str(spec_file) if spec_file else FLAGS_SOURCE)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    given_sampling = {k: v for k, v in sampling.items() if v is not None}
+    data.update(given)
+    data["sampling"] = {**data.get("sampling", {}), **given_sampling}
+    flagged = [*given, *(f"sampling.{k}" for k in given_sampling)]
+    return parse_spec(data, str(spec_file) if spec_file else FLAGS_SOURCE, flagged)
