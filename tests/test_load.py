@@ -69,6 +69,33 @@ def test_progress_lines_stay_whole_when_stderr_is_a_file(canned, tmp_path):
     assert len(last) > 200 and "20/20" in last and last.endswith(" s"), result.stderr
 
 
+def test_a_spec_s_seed_is_kept_unless_seed_is_given(canned, tmp_path):
+    """`load SPEC` ran every configuration at seed 0 whatever the spec's sampling.seed (other
+    arith items than `profile SPEC` asks, which compare could not pair), and gave the poisson
+    gaps seed 0 too."""
+    from tradeoff.store import Store
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"models: {{m: 'openai:{canned}#m'}}\ntasks: [arith]\n"
+        "sampling: {max_tokens: 4, seed: 7}\n"
+    )
+    for flags, seed in [((), 7), (("--seed", "3"), 3)]:
+        out = tmp_path / f"seed{seed}"
+        done = run_cli("load", str(spec), "--profile", "poisson:200", "--max-requests", "5",
+                       "--scrape", "off", "--out", str(out), *flags)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        store = Store.open(out)
+        try:
+            stored = [store.run()["spec"], *(c["spec"] for c in store.configs())]
+        finally:
+            store.close()
+        assert [s["sampling"]["seed"] for s in stored] == [seed, seed]
+        due = send_times(LoadPoint("poisson", rate=200.0), seed=seed)
+        scheduled = sorted(r[0] for r in _rows(out, "SELECT scheduled_s FROM records"))
+        assert scheduled == pytest.approx([next(due) for _ in range(5)])
+
+
 def test_poisson_gaps_fit_the_exponential():
     """Kolmogorov-Smirnov against Exp(rate) on the seeded schedule (critical value at 1%)."""
     times = send_times(LoadPoint("poisson", rate=20.0), seed=7)

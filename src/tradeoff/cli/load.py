@@ -97,7 +97,13 @@ def load(
     limit: Limit = None,
     temperature: Temperature = None,
     max_tokens: MaxTokens = None,
-    seed: Annotated[int, typer.Option(help="Seed of poisson gaps, sampling and tasks.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of poisson gaps, sampling and tasks (default: the spec's "
+            "sampling.seed, else 0)."
+        ),
+    ] = None,
     timeout: Timeout = None,
     out: Out = None,
     resume: Annotated[
@@ -140,6 +146,7 @@ def load(
         },
         sampling={"temperature": temperature, "max_tokens": max_tokens, "seed": seed},
     )
+    assert spec is not None  # (not resumed)
     options = LoadOptions(
         profile=profile,
         max_requests=max_requests,
@@ -151,7 +158,7 @@ def load(
         max_concurrency=max_concurrency,
         max_errors=max_errors,
         max_error_rate=max_error_rate,
-        seed=seed,
+        seed=spec.sampling.seed,  # --seed, or the spec's
         scrape=scrape,
     )
     _finish(_run(spec, options, out, None, api_key, ray))
