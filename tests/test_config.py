@@ -45,6 +45,24 @@ def test_explicit_names_must_be_unique():
         )
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("   ", "configs[1].name: '   ' is blank"),
+        ("", "configs[1].name: '' is blank"),
+        ("weak,cheap", "configs[1].name: 'weak,cheap' holds a comma, which separates names"),
+        ("multi\nline", "configs[1].name: 'multi\\nline' holds a control character"),
+    ],
+)
+def test_a_configuration_name_that_no_table_or_configs_list_can_show_is_refused(name, said):
+    """A blank name ran as a row of no name ('' as the derived one, silently), a newline split
+    its row in two, and `--configs` could never pick a name holding its separator, a comma."""
+    configs = [{"model": "small"}, {"model": "large", "name": name}]
+    with pytest.raises(UserError) as exc:
+        parse_spec(spec(configs=configs))
+    assert str(exc.value).startswith(f"spec: {said}") and "\n" not in str(exc.value)
+
+
 def test_unknown_top_level_field_lists_valid_fields():
     with pytest.raises(UserError) as exc:
         parse_spec(spec(modles={}))

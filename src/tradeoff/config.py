@@ -466,6 +466,8 @@ class RunSpec(BaseModel):
         if not self.configs:  # default: one `single` configuration per model
             self.configs = [Single(strategy="single", model=alias) for alias in self.models]
         for i, c in enumerate(self.configs):
+            if c.name is not None and (problem := _name_problem(c.name)):
+                raise ValueError(f"configs[{i}].name: {c.name!r} {problem}")
             for alias in c.aliases():
                 if alias not in self.models:
                     raise ValueError(
@@ -487,6 +489,18 @@ class RunSpec(BaseModel):
                             else ""
                         )
                     )
+
+
+def _name_problem(name: str) -> str | None:
+    """What keeps `name` from naming a configuration: every table shows it on one line, and
+    --configs takes names separated by commas."""
+    if not name.strip():
+        return "is blank; give a name, or leave name out for one derived from the configuration"
+    if "," in name:
+        return "holds a comma, which separates names in --configs; give a name without one"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character (a newline, a tab); give a name on one line"
+    return None
 
 
 def model_alias(ref: str) -> str:
