@@ -125,6 +125,26 @@ def test_models_as_list_get_aliases():
     assert s.models == {"smollm2-135m": "smollm2-135m", "m": "openai:http://h:1/v1#m"}
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        (None, "spec: models[1]: give a model reference as text, not None"),
+        (True, "spec: models[1]: give a model reference as text, not True"),
+        (
+            {"ref": "gemma3-270m"},
+            "spec: models[1]: give a model reference as text, not {'ref': 'gemma3-270m'}; to "
+            "give a model resources, name it: models: {NAME: {ref: REF, resources: {...}}}",
+        ),
+    ],
+)
+def test_a_model_list_entry_that_is_no_text_is_refused_by_its_place(entry, said):
+    """`models: [smollm2-135m, {ref: gemma3-270m}]` said model "{'ref': 'gemma3-270m'}" is not
+    known, and `[null]` model 'None': Python's text of the entry, taken for a model's name."""
+    with pytest.raises(UserError) as exc:
+        parse_spec({"models": ["smollm2-135m", entry], "tasks": ["arith"]})
+    assert str(exc.value) == said
+
+
 def test_load_spec_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_spec(tmp_path / "none.yaml")

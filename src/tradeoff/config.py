@@ -419,7 +419,17 @@ class RunSpec(BaseModel):
     def _model_list(cls, value: Any) -> Any:
         if isinstance(value, list):  # a plain list of references: each is its own alias
             aliases: dict[str, str] = {}
-            for ref in map(str, value):
+            for i, ref in enumerate(value):
+                if not isinstance(ref, str):  # its Python text was taken for a model's name
+                    raise ValueError(
+                        f"models[{i}]: give a model reference as text, not {ref!r}"
+                        + (
+                            "; to give a model resources, name it: models: {NAME: {ref: REF, "
+                            "resources: {...}}}"
+                            if isinstance(ref, dict)
+                            else ""
+                        )
+                    )
                 alias = model_alias(ref)
                 if aliases.get(alias) == ref:
                     raise ValueError(f"models: {ref!r} is given twice")
