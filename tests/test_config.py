@@ -359,6 +359,17 @@ def test_a_yaml_boolean_is_not_a_count(extra):
     assert "(got True)" in str(exc.value)
 
 
+@pytest.mark.parametrize("processes", [True, False, 0, "many"])
+def test_processes_of_no_number_or_auto_are_told_what_to_give(processes):
+    """`processes: true` said "processes.literal['auto']: True is not valid", pydantic's own
+    place in its type, where every other bad value is told to give auto or a number."""
+    with pytest.raises(UserError) as exc:
+        parse_spec(spec(processes=processes))
+    assert str(exc.value) == (
+        f"spec: processes: give auto or a number from 1 to 256, not {processes!r}"
+    )
+
+
 @pytest.mark.parametrize(
     "extra",
     [

@@ -460,7 +460,8 @@ class RunSpec(BaseModel):
     @field_validator("processes", mode="before")
     @classmethod
     def _processes(cls, value: Any) -> Any:
-        if value != "auto" and not (isinstance(value, int) and 1 <= value <= 256):
+        number = isinstance(value, int) and not isinstance(value, bool)  # `true` is no 1
+        if value != "auto" and not (number and 1 <= value <= 256):
             raise ValueError(f"processes: give auto or a number from 1 to 256, not {value!r}")
         return value
 
