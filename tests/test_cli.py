@@ -395,6 +395,19 @@ def test_timeout_help_says_what_it_bounds():
         assert "a long answer that keeps streaming is not cut" in output
 
 
+def test_max_tokens_help_says_an_entry_s_own_max_tokens_wins():
+    """ "Most output tokens per request" promised a cap, but a spec entry with its own
+    max_tokens answered at that, whatever --max-tokens said."""
+    from typer.testing import CliRunner
+
+    from tradeoff.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300", "TERMINAL_WIDTH": "300"})
+    for command in ("profile", "load"):
+        output = " ".join(runner.invoke(app, [command, "--help"]).output.split())
+        assert "the spec's sampling.max_tokens; an entry's own max_tokens wins" in output
+
+
 def test_help_into_a_full_disk_is_one_line():
     """typer printed `--help` through a console of its own: `> /dev/full` gave a traceback."""
     with open("/dev/full", "w") as full:

@@ -19,7 +19,13 @@ Models = Annotated[
 ]
 Limit = Annotated[int | None, typer.Option(help="Items per task (default: all).")]
 Temperature = Annotated[float | None, typer.Option(help="Sampling temperature.")]
-MaxTokens = Annotated[int | None, typer.Option(help="Most output tokens per request.")]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(
+        help="Most output tokens per request (the spec's sampling.max_tokens; an entry's own "
+        "max_tokens wins)."
+    ),
+]
 Timeout = Annotated[
     float | None,
     typer.Option(
