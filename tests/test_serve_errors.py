@@ -202,6 +202,25 @@ def test_invalid_field_is_422_naming_it(client: httpx.Client, endpoint: str, fie
         assert "problems" not in error["message"], error
 
 
+SAMPLING = [
+    ("top_p", 0.01), ("top_p", 0.95), ("top_p", 0), ("top_p", "1"), ("presence_penalty", 2),
+    ("presence_penalty", -0.5), ("frequency_penalty", 1), ("frequency_penalty", 1e-9),
+    ("logit_bias", {"32": -100}), ("logit_bias", {"32": 0}), ("logit_bias", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(("field", "value"), SAMPLING, ids=repr)
+def test_sampling_a_configuration_does_not_do_is_refused_saying_so(
+    client: httpx.Client, endpoint: str, field: str, value
+):
+    """top_p, the penalties and logit_bias were accepted and dropped: the answer was drawn as
+    the configuration samples, not as asked, with a 200 and nothing saying so."""
+    error = assert_error(client.post(endpoint, json=valid(endpoint, **{field: value})), 422)
+    assert error["param"] == field and error["code"] == "invalid_value", error
+    assert error["message"].startswith(f"{field}: tradeoff samples as its configuration says")
+
+
 @pytest.mark.parametrize(
     ("prompt", "says"),
     [
@@ -251,8 +270,12 @@ ACCEPTED_BOTH = [
     {"stop": ["a", "b", "c", "d"]}, {"stop": "x"}, {"stop": None}, {"stop": []},
     {"stop": ["\u0000"]}, {"stop": ["😀"]},
     {"n": 1}, {"n": None}, {"stream": False}, {"stream": None},  # OpenAI's schema: nullable
-    {"top_p": 0.5, "user": "u", "frequency_penalty": 0, "presence_penalty": 0,
+    {"top_p": 1, "user": "u", "frequency_penalty": 0, "presence_penalty": 0,
      "unknown": {"deep": [1, {"x": None}]}},
+    # sampling a configuration does not take from a request, at the values that change nothing,
+    # as clients such as LangChain send on every request
+    {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": -0.0, "logit_bias": {}},
+    {"top_p": None, "frequency_penalty": None, "presence_penalty": None, "logit_bias": None},
     {"stream_options": {"include_usage": True}}, {"stream_options": None},
 ]  # fmt: skip
 ACCEPTED_CHAT = [

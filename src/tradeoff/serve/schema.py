@@ -1,9 +1,10 @@
 """The request bodies the server accepts, checked strictly, and its OpenAI-style errors.
 
-Fields tradeoff does not use (`top_p`, `frequency_penalty`, `user`, ...) are accepted and
-ignored, as OpenAI-compatible servers do; fields whose meaning it cannot honour (`n` > 1,
-`logprobs`, `echo`, `suffix`, `tools` offered, a `response_format` other than text) are rejected
-with 422 rather than silently dropped.
+Fields that change nothing of the answer (`user`, ...) are accepted and ignored; fields whose
+meaning it cannot honour (`n` > 1, `logprobs`, `echo`, `suffix`, `tools` offered, a
+`response_format` other than text, sampling other than the configuration's: `top_p`, the
+penalties, `logit_bias` at any but their neutral values) are rejected with 422 rather than
+silently dropped.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tradeoff.config import first_error
 from tradeoff.types import Message
@@ -91,6 +99,15 @@ class StreamOptions(_Strict):
 
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
+# A configuration samples as its spec says (as it was profiled), so a request may name these only
+# at the value that changes nothing, as clients such as LangChain send on every request.
+NEUTRAL_SAMPLING: dict[str, Any] = {
+    "top_p": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logit_bias": {},
+}
+
 
 class _Common(_Strict):
     model: Annotated[str, Field(min_length=1)]
@@ -100,11 +117,27 @@ class _Common(_Strict):
     stream_options: StreamOptions | None = None
     stop: Stop = None
     n: Annotated[int, Field(ge=1, le=1)] | None = None  # one choice per request
+    # NEUTRAL_SAMPLING's values, bounded so in the OpenAPI document too
+    top_p: Annotated[float, Field(ge=1, le=1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
+    logit_bias: Annotated[dict[str, float], Field(max_length=0)] | None = None
 
     @field_validator("stream", mode="before")
     @classmethod
     def _null_stream(cls, value: Any) -> Any:
         return False if value is None else value  # OpenAI's schema takes null: not streamed
+
+    @field_validator(*NEUTRAL_SAMPLING, mode="before")
+    @classmethod
+    def _neutral_sampling(cls, value: Any, info: ValidationInfo) -> Any:
+        neutral = NEUTRAL_SAMPLING[str(info.field_name)]
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"tradeoff samples as its configuration says; send {json.dumps(neutral)} "
+                "(which changes nothing) or null, or leave it out"
+            )
+        return value
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
