@@ -222,6 +222,27 @@ def test_sampling_a_configuration_does_not_do_is_refused_saying_so(
 
 
 @pytest.mark.parametrize(
+    ("endpoint", "field", "value", "says"),
+    [
+        (COMPLETIONS, "logprobs", 0, "tradeoff returns no log-probabilities"),
+        (CHAT, "top_logprobs", 5, "tradeoff returns no log-probabilities"),
+        (CHAT, "top_logprobs", 30, "tradeoff returns no log-probabilities"),
+        (CHAT, "tool_choice", "required", "tradeoff answers with text and calls no tools"),
+        (CHAT, "tool_choice", {"type": "function", "function": {"name": "f"}}, "tradeoff answers"),
+    ],
+    ids=repr,
+)
+def test_asking_for_log_probabilities_or_a_tool_call_is_refused(
+    client: httpx.Client, endpoint: str, field: str, value, says: str
+):
+    """Completions' logprobs 0 (the sampled tokens' own log-probabilities), chat's top_logprobs
+    and a tool_choice that needs a call were answered as if never asked: logprobs null, no call."""
+    error = assert_error(client.post(endpoint, json=valid(endpoint, **{field: value})), 422)
+    assert error["param"] == field and error["code"] == "invalid_value", error
+    assert error["message"].startswith(f"{field}: {says}"), error
+
+
+@pytest.mark.parametrize(
     ("prompt", "says"),
     [
         ([1, 2, 3], "token ids are not taken: send the prompt as text"),
@@ -292,12 +313,13 @@ ACCEPTED_CHAT = [
                                                 {"type": "text", "text": "b"}]}]},
     {"messages": [{"role": "user", "content": "\u0000\u202e😀\ufeff", "name": "x"}]},
     {"tools": []}, {"tools": None}, {"response_format": {"type": "text"}},
-    {"response_format": None},
+    {"response_format": None}, {"top_logprobs": 0}, {"top_logprobs": None},
+    {"tool_choice": "none"}, {"tool_choice": "auto"}, {"tool_choice": None},
 ]  # fmt: skip
 ACCEPTED_COMPLETIONS = [
-    {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": 0},
-    {"logprobs": None}, {"echo": False}, {"suffix": ""}, {"suffix": None},
-    {"best_of": 1}, {"best_of": None}, {"tools": [{"junk": True}]},  # not a chat field
+    {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": None},
+    {"echo": False}, {"suffix": ""}, {"suffix": None}, {"best_of": 1}, {"best_of": None},
+    {"tools": [{"junk": True}]},  # not a chat field
 ]  # fmt: skip
 ACCEPTED = (
     [(endpoint, f) for endpoint in ENDPOINTS for f in ACCEPTED_BOTH]

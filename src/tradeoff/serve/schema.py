@@ -1,10 +1,10 @@
 """The request bodies the server accepts, checked strictly, and its OpenAI-style errors.
 
 Fields that change nothing of the answer (`user`, ...) are accepted and ignored; fields whose
-meaning it cannot honour (`n` > 1, `logprobs`, `echo`, `suffix`, `tools` offered, a
-`response_format` other than text, sampling other than the configuration's: `top_p`, the
-penalties, `logit_bias` at any but their neutral values) are rejected with 422 rather than
-silently dropped.
+meaning it cannot honour (`n` > 1, `logprobs`, `top_logprobs`, `echo`, `suffix`, `tools`
+offered or a `tool_choice` that calls one, a `response_format` other than text, sampling other
+than the configuration's: `top_p`, the penalties, `logit_bias` at any but their neutral values)
+are rejected with 422 rather than silently dropped.
 """
 
 from __future__ import annotations
@@ -157,21 +157,41 @@ class TextFormat(_Strict):
     type: Literal["text"]  # json_object and json_schema would need constrained decoding
 
 
+NO_LOGPROBS = "tradeoff returns no log-probabilities; leave it out"
+NO_TOOLS = "tradeoff answers with text and calls no tools"
+
+
 class ChatRequest(_Common):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[False] | None = None
+    top_logprobs: Literal[0] | None = None
     # Tools would be offered to the model and its calls parsed; tradeoff answers text only, so a
-    # request that offers some is refused rather than answered as if it had not
+    # request that offers some, or asks for a call, is refused rather than answered as if it had not
     tools: Annotated[list[dict[str, Any]], Field(json_schema_extra={"maxItems": 0})] | None = None
+    tool_choice: Literal["none", "auto"] | None = None
     response_format: TextFormat | None = None
+
+    @field_validator("logprobs", "top_logprobs", mode="before")
+    @classmethod
+    def _no_logprobs(cls, value: Any) -> Any:
+        if value not in (None, False, 0):
+            raise ValueError(NO_LOGPROBS)
+        return value
 
     @field_validator("tools")
     @classmethod
     def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if value:
-            raise ValueError("tradeoff answers with text and calls no tools; offer none")
+            raise ValueError(f"{NO_TOOLS}; offer none")
+        return value
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _no_tool_choice(cls, value: Any) -> Any:
+        if value not in (None, "none", "auto"):
+            raise ValueError(f'{NO_TOOLS}; send "none" or "auto", or leave it out')
         return value
 
     def max_new_tokens(self) -> int | None:
@@ -181,10 +201,17 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: Literal[0] | None = None
+    logprobs: None = None  # 0 too: it asks for the sampled tokens' own (OpenAI, vLLM)
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None  # one candidate, as n: one choice
     echo: Literal[False] | None = None
     suffix: Literal[""] | None = None
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _no_logprobs(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(NO_LOGPROBS)
+        return value
 
     @field_validator("prompt", mode="before")
     @classmethod
