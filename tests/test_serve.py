@@ -134,6 +134,24 @@ def test_tradeoff_headers_and_field_describe_what_ran(client):
     assert headers["x-tradeoff-tokens"].count("=") == len(by_model)
 
 
+def test_text_parts_reach_the_model_on_lines_of_their_own(server, client):
+    """A message's text parts were glued together ("three." and "Answer" read and stored as
+    "three.Answer"): they are joined with a newline, as vLLM joins them."""
+    parts = [{"type": "text", "text": "Count to three."}, {"type": "text", "text": "Answer."}]
+    answers = [
+        client.chat.completions.create(
+            model=SINGLE, messages=[{"role": "user", "content": content}], max_tokens=1
+        )
+        for content in (parts, "Count to three.\nAnswer.", "Count to three.Answer.")
+    ]
+    parted, joined, glued = (a.usage.prompt_tokens for a in answers)
+    assert parted == joined != glued, (parted, joined, glued)
+    rows = _wait_stored(server.out, {answers[0].id})
+    assert rows[answers[0].id]["prompt"] == [
+        {"role": "user", "content": "Count to three.\nAnswer."}
+    ]
+
+
 @pytest.mark.parametrize("model", [CASCADE, SWITCH, VOTE])
 def test_every_strategy_streams_the_answer_it_stores(server, client, model):
     chunks = list(

@@ -367,3 +367,15 @@ def test_escaped_unicode(client: httpx.Client, endpoint: str):
 def test_max_tokens_is_honoured(client: httpx.Client):
     r = client.post(CHAT, json=valid(CHAT, max_tokens=7))
     assert r.json()["usage"]["completion_tokens"] == 7
+
+
+def test_text_parts_reach_the_upstream_on_lines_of_their_own(client: httpx.Client):
+    """A message's text parts were glued together ("Hello" and "world" sent as "Helloworld"):
+    they are joined with a newline, as vLLM joins them. (The upstream counts words.)"""
+
+    def prompt_tokens(content) -> int:
+        body = valid(CHAT, messages=[{"role": "user", "content": content}])
+        return client.post(CHAT, json=body).json()["usage"]["prompt_tokens"]
+
+    parts = [{"type": "text", "text": "Hello"}, {"type": "text", "text": "world"}]
+    assert prompt_tokens(parts) == prompt_tokens("Hello\nworld") == 2

@@ -87,7 +87,7 @@ class ChatMessage(_Strict):
     def as_message(self) -> Message:
         content = self.content
         if isinstance(content, list):
-            content = "".join(part.text for part in content)
+            content = "\n".join(part.text for part in content)  # as vLLM joins them
         # llama.cpp chat templates know "system", not OpenAI's newer "developer".
         role = "system" if self.role == "developer" else self.role
         return {"role": role, "content": content or ""}
