@@ -537,6 +537,34 @@ def test_switch_fails_a_prompt_past_a_models_context_as_single_does(
         assert [(c["model"], c["finish_reason"]) for c in r["calls"]] == [(refused, "error")]
 
 
+def test_a_temperature_too_small_to_divide_by_draws_the_likeliest_token(smollm, gemma):
+    """At a temperature as small as 5e-324 (valid: in [0, 2]) every scaled log-probability
+    overflowed to -inf and `switch` failed with "Probabilities contain NaN", served as a 502;
+    it is greedy decoding, the temperature-0 answer."""
+    import numpy as np
+
+    from tradeoff.engines.stream import sample
+    from tradeoff.strategies.switch import run_switch_sync
+    from tradeoff.tasks import build_request, load_task
+
+    logp = np.log(np.array([0.1, 0.6, 0.3]))
+    rng = np.random.default_rng(0)
+    assert [sample(logp, t, rng) for t in (5e-324, 1e-300, 1e-12)] == [1, 1, 1]
+
+    task = load_task("facts")
+    answers = []
+    for temperature in (0.0, 5e-324):
+        request = build_request(
+            task, task.items[0], "completion", max_tokens=8, temperature=temperature, seed=0
+        )
+        answer, _, _ = run_switch_sync(
+            smollm.token_stream(request), gemma.token_stream(request), max_tokens=8,
+            threshold=1.5, threshold_low=0.5, window=4, temperature=temperature, seed=0,
+        )  # fmt: skip
+        answers.append(answer)
+    assert answers[0] and answers[1] == answers[0]
+
+
 def test_switch_and_the_torch_engine_sample_from_llama_cpps_candidates(smollm, gemma):
     """At a temperature above 0 `switch` drew from the whole vocabulary, where the engines' own
     answers keep llama.cpp's top-k, top-p and min-p candidates: gibberish where `single`

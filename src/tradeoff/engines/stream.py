@@ -46,8 +46,9 @@ def sample(logp: np.ndarray, temperature: float, rng: np.random.Generator) -> in
     if temperature <= 0:
         return int(np.argmax(logp))
     top = candidates(logp)
-    scaled = logp[top] / temperature
-    p = np.exp(scaled - scaled.max())
+    # The likeliest taken off before dividing, so a temperature as small as 5e-324 leaves it at
+    # 0 and the rest at -inf at worst: greedy. Divided first, all overflowed to -inf, then NaN.
+    p = np.exp((logp[top] - logp[top].max()) / temperature)
     return int(top[rng.choice(len(top), p=p / p.sum())])
 
 
