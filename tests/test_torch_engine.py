@@ -136,6 +136,16 @@ def test_greedy_generation_matches_transformers_generate(tmp_path):
     assert len(gen.token_times) == 20 and gen.t_first is not None and gen.t_first <= gen.t_end
 
 
+def test_a_temperature_too_small_to_divide_by_is_greedy(tmp_path):
+    """5e-324 (valid: in [0, 2]) is 0 as float32: the top log-probability divided by it was
+    0/0, and sampling failed with "probability tensor contains either inf, nan"."""
+    engine = TorchEngine(f"torch:{config_file(tmp_path, LLAMA, 'llama')}?random_weights=1")
+    greedy = engine.generate(Request(prompt="hello", max_tokens=8, temperature=0.0))
+    for temperature in (5e-324, 1e-40):
+        tiny = engine.generate(Request(prompt="hello", max_tokens=8, temperature=temperature))
+        assert (tiny.error, tiny.text) == (None, greedy.text), temperature
+
+
 def test_batched_rows_match_single_requests_and_sample_apart(tmp_path):
     engine = TorchEngine(f"torch:{config_file(tmp_path, LLAMA, 'llama')}?random_weights=1")
     single = engine.generate(Request(prompt="hello", max_tokens=12, temperature=0.0))

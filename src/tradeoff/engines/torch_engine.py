@@ -597,7 +597,9 @@ class TorchEngine(InProcessEngine):
         top, index = torch.topk(logits.float(), min(TOP_K, logits.shape[-1]), dim=-1)
         p = torch.softmax(top, dim=-1)
         keep = (p.cumsum(-1) - p < TOP_P) & (top >= top[..., :1] + math.log(MIN_P))
-        scaled = top.masked_fill(~keep, -torch.inf) / temperature
+        # Less the top one, in float64: a temperature as small as 5e-324 is 0 as a float32, and
+        # the top log-probability over it 0/0; so each other one is -inf, the top one 0.
+        scaled = (top - top[..., :1]).double().masked_fill(~keep, -torch.inf) / temperature
         pick = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=gen)
         return index.gather(-1, pick).squeeze(-1)
 
