@@ -397,7 +397,7 @@ def test_timeout_help_says_what_it_bounds():
 
 def test_max_tokens_help_says_an_entry_s_own_max_tokens_wins():
     """ "Most output tokens per request" promised a cap, but a spec entry with its own
-    max_tokens answered at that, whatever --max-tokens said."""
+    max_tokens answered at that, whatever --max-tokens said (its own temperature likewise)."""
     from typer.testing import CliRunner
 
     from tradeoff.cli import app
@@ -406,6 +406,7 @@ def test_max_tokens_help_says_an_entry_s_own_max_tokens_wins():
     for command in ("profile", "load"):
         output = " ".join(runner.invoke(app, [command, "--help"]).output.split())
         assert "the spec's sampling.max_tokens; an entry's own max_tokens wins" in output
+        assert "the spec's sampling.temperature; an entry's own temperature wins" in output
 
 
 def test_help_into_a_full_disk_is_one_line():

@@ -18,7 +18,13 @@ Models = Annotated[
     ),
 ]
 Limit = Annotated[int | None, typer.Option(help="Items per task (default: all).")]
-Temperature = Annotated[float | None, typer.Option(help="Sampling temperature.")]
+Temperature = Annotated[
+    float | None,
+    typer.Option(
+        help="Sampling temperature (the spec's sampling.temperature; an entry's own temperature "
+        "wins)."
+    ),
+]
 MaxTokens = Annotated[
     int | None,
     typer.Option(
