@@ -52,6 +52,7 @@ def test_explicit_names_must_be_unique():
         ("", "configs[1].name: '' is blank"),
         ("weak,cheap", "configs[1].name: 'weak,cheap' holds a comma, which separates names"),
         ("multi\nline", "configs[1].name: 'multi\\nline' holds a control character"),
+        (" weak", "configs[1].name: ' weak' begins or ends with a space"),
     ],
 )
 def test_a_configuration_name_that_no_table_or_configs_list_can_show_is_refused(name, said):
@@ -61,6 +62,9 @@ def test_a_configuration_name_that_no_table_or_configs_list_can_show_is_refused(
     with pytest.raises(UserError) as exc:
         parse_spec(spec(configs=configs))
     assert str(exc.value).startswith(f"spec: {said}") and "\n" not in str(exc.value)
+    # A model's alias names the configurations derived from it: the same holds for it.
+    with pytest.raises(UserError, match=r"models: the alias 'a,b' holds a comma"):
+        parse_spec({"models": {"a,b": "smollm2-135m"}})
 
 
 def test_unknown_top_level_field_lists_valid_fields():

@@ -448,6 +448,8 @@ class RunSpec(BaseModel):
         for alias, ref in value.items():
             if not alias.strip():
                 raise ValueError(f"models: the alias {alias!r} is empty; name each model")
+            if problem := _name_problem(alias):  # it names the configurations derived from it
+                raise ValueError(f"models: the alias {alias!r} {problem}")
             if not ref.strip():
                 raise ValueError(f"models: {alias}: the reference is empty; give a model")
         return value
@@ -507,6 +509,8 @@ def _name_problem(name: str) -> str | None:
     --configs takes names separated by commas."""
     if not name.strip():
         return "is blank; give a name, or leave name out for one derived from the configuration"
+    if name != name.strip():
+        return "begins or ends with a space, which --configs leaves out; give it without"
     if "," in name:
         return "holds a comma, which separates names in --configs; give a name without one"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
