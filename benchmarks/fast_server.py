@@ -30,7 +30,7 @@ Model names with special behaviour (for tests of error paths):
     zero-alternative  top log-probabilities that list one more token, at -Infinity (log 0, as
                   Python's json.dumps writes it)
     nan-logprob   each chosen token's log-probability is NaN (as json.dumps writes it)
-    null-logprob  each chosen token's log-probability is null
+    null-logprob  each chosen token's log-probability is null, in the alternatives too
     cut-after-finish  the whole answer, its finish_reason and usage, then closes the connection
                   before [DONE] and the body's end (a proxy's idle cut, a server killed)
     fail-json     answers HTTP 200 with a JSON error body, not a stream
@@ -198,6 +198,11 @@ def _stream_events(body: dict[str, Any], chat: bool, settings: Settings) -> list
                 choice["logprobs"]["content"][0]["logprob"] = chosen
             else:
                 choice["logprobs"]["token_logprobs"] = [chosen]
+            if chosen is None:  # and in the list of alternatives, where it is the first
+                if chat:
+                    choice["logprobs"]["content"][0]["top_logprobs"][0]["logprob"] = None
+                else:
+                    choice["logprobs"]["top_logprobs"][0][word] = None
         events.append(chunk(choices=[choice]))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if include_usage and settings.usage:

@@ -166,6 +166,8 @@ def test_a_null_log_probability_is_unknown_not_a_malformed_stream(
     g = generate(OpenAIEngine(url_no_usage, "null-logprob"), _asking_logprobs(chat))
     assert (g.error, g.text, g.output_tokens) == (None, "The answer is", 3)
     assert len(g.token_logprobs) == 3 and all(math.isnan(lp) for lp in g.token_logprobs)
+    # a server that nulls it nulls it among the alternatives too: that entropy is unknown
+    assert len(g.token_entropies) == 3 and all(math.isnan(e) for e in g.token_entropies)
 
 
 def test_http_500_is_an_error_not_an_exception(url: str) -> None:

@@ -488,17 +488,24 @@ def _read_logprobs(block: dict[str, Any], logprobs: list[float], entropies: list
             logprobs.append(_logprob(entry.get("logprob")))
             top = entry.get("top_logprobs")
             if top:
-                entropies.append(topk_entropy([float(t["logprob"]) for t in top]))
+                entropies.append(_entropy([t.get("logprob") for t in top]))
     else:
         # Completions: {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{tok: lp}]}
         tops = block.get("top_logprobs") or []
         for i, lp in enumerate(block.get("token_logprobs") or ()):
             logprobs.append(_logprob(lp))
             if i < len(tops) and tops[i]:
-                entropies.append(topk_entropy([float(v) for v in tops[i].values()]))
+                entropies.append(_entropy(list(tops[i].values())))
 
 
 def _logprob(value: Any) -> float:
     """A sampled token's log-probability; one a server sends as null is unknown (NaN, which a
     cascade reads as uncertain), the token still counted."""
     return math.nan if value is None else float(value)
+
+
+def _entropy(alternatives: list[Any]) -> float:
+    """The top-k entropy of one token's listed alternatives; unknown (NaN, uncertain) where a
+    server sends one of them as null."""
+    values = [_logprob(v) for v in alternatives]
+    return math.nan if any(math.isnan(v) for v in values) else topk_entropy(values)
