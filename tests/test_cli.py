@@ -515,6 +515,14 @@ def test_flat_exports_write_calls_and_extra_letters_as_letters(tmp_path):
     assert as_csv.stdout.count("modèle-日本") == 2 and "\\u" not in as_csv.stdout, as_csv.stdout
     rows = json.loads(run_cli("report", str(tmp_path / "run"), "--records", "-f", "json").stdout)
     assert rows[0]["extra"] == {"routed_to": "modèle-日本"}
+    # A lone surrogate (an upstream's broken message) cannot be UTF-8: it stays escaped.
+    store = Store.open(tmp_path / "run")
+    broken = _record("a", "", 1, None, None, 1.0, ttft=0.1)
+    broken.extra = {"upstream": "bad \ud800 text"}
+    store.write_records([broken])
+    store.close()
+    as_csv = run_cli("report", str(tmp_path / "run"), "--records", "-f", "csv")
+    assert as_csv.returncode == 0 and "bad \\ud800 text" in as_csv.stdout, as_csv.stderr
 
 
 def test_one_synthetic_task_written_two_ways_is_given_twice(tmp_path):

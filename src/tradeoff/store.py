@@ -294,6 +294,17 @@ RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Record))
 _JSON_FIELDS = {"calls", "extra"}
 
 
+def json_text(value: Any) -> str:
+    """`value` as JSON, its letters written as letters; escaped where a lone surrogate (as an
+    upstream's broken error message may hold) could not be stored as UTF-8."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
+
+
 def schema_version() -> int:
     """The schema version this tradeoff writes, and the newest it reads."""
     return len(MIGRATIONS)
@@ -839,7 +850,7 @@ class Store:
         row: list[Any] = [self.run_id]
         for name in self._record_fields:
             value = getattr(record, name)
-            row.append(json.dumps(value, ensure_ascii=False) if name in _JSON_FIELDS else value)
+            row.append(json_text(value) if name in _JSON_FIELDS else value)
         row.append(time.time())
         row.extend(call_facts(record.calls))
         return row

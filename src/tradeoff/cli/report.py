@@ -116,9 +116,11 @@ def _read_records(directory: Path, nested: bool = False) -> pd.DataFrame:
 
 def _letters_as_letters(text: str | None) -> str | None:
     """JSON text with its escaped letters (`\\u00e9`) written as letters."""
+    from tradeoff.store import json_text
+
     if not text or "\\u" not in text:
         return text
-    return json.dumps(json.loads(text), ensure_ascii=False)
+    return json_text(json.loads(text))
 
 
 def _as_text(value: object) -> str | None:
