@@ -206,6 +206,7 @@ SAMPLING = [
     ("top_p", 0.01), ("top_p", 0.95), ("top_p", 0), ("top_p", "1"), ("presence_penalty", 2),
     ("presence_penalty", -0.5), ("frequency_penalty", 1), ("frequency_penalty", 1e-9),
     ("logit_bias", {"32": -100}), ("logit_bias", {"32": 0}), ("logit_bias", []),
+    ("top_k", 5), ("min_p", 0.1), ("repetition_penalty", 1.2),  # vLLM's own
 ]  # fmt: skip
 
 
@@ -229,6 +230,8 @@ def test_sampling_a_configuration_does_not_do_is_refused_saying_so(
         (CHAT, "top_logprobs", 30, "tradeoff returns no log-probabilities"),
         (CHAT, "tool_choice", "required", "tradeoff answers with text and calls no tools"),
         (CHAT, "tool_choice", {"type": "function", "function": {"name": "f"}}, "tradeoff answers"),
+        (CHAT, "functions", [{"name": "f", "parameters": {}}], "tradeoff answers with text"),
+        (CHAT, "function_call", {"name": "f"}, "tradeoff answers with text and calls no tools"),
     ],
     ids=repr,
 )
@@ -297,6 +300,7 @@ ACCEPTED_BOTH = [
     # as clients such as LangChain send on every request
     {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": -0.0, "logit_bias": {}},
     {"top_p": None, "frequency_penalty": None, "presence_penalty": None, "logit_bias": None},
+    {"top_k": -1, "min_p": 0, "repetition_penalty": 1.0},
     {"stream_options": {"include_usage": True}}, {"stream_options": None},
 ]  # fmt: skip
 ACCEPTED_CHAT = [
@@ -315,9 +319,11 @@ ACCEPTED_CHAT = [
     {"tools": []}, {"tools": None}, {"response_format": {"type": "text"}},
     {"response_format": None}, {"top_logprobs": 0}, {"top_logprobs": None},
     {"tool_choice": "none"}, {"tool_choice": "auto"}, {"tool_choice": None},
+    {"functions": []}, {"function_call": "none"}, {"function_call": None},
 ]  # fmt: skip
 ACCEPTED_COMPLETIONS = [
     {"prompt": ["one"]}, {"prompt": ""}, {"prompt": "😀\u0000"}, {"logprobs": None},
+    {"logprobs": False},
     {"echo": False}, {"suffix": ""}, {"suffix": None}, {"best_of": 1}, {"best_of": None},
     {"tools": [{"junk": True}]},  # not a chat field
 ]  # fmt: skip

@@ -106,6 +106,10 @@ NEUTRAL_SAMPLING: dict[str, Any] = {
     "presence_penalty": 0,
     "frequency_penalty": 0,
     "logit_bias": {},
+    # vLLM's own, which its clients (LangChain's VLLMOpenAI) send
+    "top_k": -1,
+    "min_p": 0,
+    "repetition_penalty": 1,
 }
 
 
@@ -122,6 +126,9 @@ class _Common(_Strict):
     presence_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=0, le=0)] | None = None
     logit_bias: Annotated[dict[str, float], Field(max_length=0)] | None = None
+    top_k: Annotated[int, Field(ge=-1, le=-1)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=0)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=1, le=1)] | None = None
 
     @field_validator("stream", mode="before")
     @classmethod
@@ -171,6 +178,11 @@ class ChatRequest(_Common):
     # request that offers some, or asks for a call, is refused rather than answered as if it had not
     tools: Annotated[list[dict[str, Any]], Field(json_schema_extra={"maxItems": 0})] | None = None
     tool_choice: Literal["none", "auto"] | None = None
+    # their names before tools (OpenAI's deprecated function calling)
+    functions: Annotated[list[dict[str, Any]], Field(json_schema_extra={"maxItems": 0})] | None = (
+        None
+    )
+    function_call: Literal["none", "auto"] | None = None
     response_format: TextFormat | None = None
 
     @field_validator("logprobs", "top_logprobs", mode="before")
@@ -180,14 +192,14 @@ class ChatRequest(_Common):
             raise ValueError(NO_LOGPROBS)
         return value
 
-    @field_validator("tools")
+    @field_validator("tools", "functions")
     @classmethod
     def _no_tools(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
         if value:
             raise ValueError(f"{NO_TOOLS}; offer none")
         return value
 
-    @field_validator("tool_choice", mode="before")
+    @field_validator("tool_choice", "function_call", mode="before")
     @classmethod
     def _no_tool_choice(cls, value: Any) -> Any:
         if value not in (None, "none", "auto"):
@@ -201,7 +213,8 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: None = None  # 0 too: it asks for the sampled tokens' own (OpenAI, vLLM)
+    # false asks for none; 0 does ask, for the sampled tokens' own (OpenAI, vLLM)
+    logprobs: Literal[False] | None = None
     best_of: Annotated[int, Field(ge=1, le=1)] | None = None  # one candidate, as n: one choice
     echo: Literal[False] | None = None
     suffix: Literal[""] | None = None
@@ -209,7 +222,7 @@ class CompletionRequest(_Common):
     @field_validator("logprobs", mode="before")
     @classmethod
     def _no_logprobs(cls, value: Any) -> Any:
-        if value is not None:
+        if value is not None and value is not False:  # 0 == False
             raise ValueError(NO_LOGPROBS)
         return value
 
