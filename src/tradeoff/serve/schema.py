@@ -2,9 +2,10 @@
 
 Fields that change nothing of the answer (`user`, ...) are accepted and ignored; fields whose
 meaning it cannot honour (`n` > 1, `logprobs`, `top_logprobs`, `echo`, `suffix`, `tools`
-offered or a `tool_choice` that calls one, a `response_format` other than text, sampling other
-than the configuration's: `top_p`, the penalties, `logit_bias` at any but their neutral values)
-are rejected with 422 rather than silently dropped.
+or `functions` offered, a `tool_choice` or `function_call` that calls one, a `response_format`
+other than text, sampling other than the configuration's: `top_p`, the penalties, `logit_bias`,
+vLLM's `top_k`, `min_p` and `repetition_penalty` at any but their neutral values) are rejected
+with 422 rather than silently dropped.
 """
 
 from __future__ import annotations
