@@ -675,9 +675,9 @@ def test_a_price_without_a_unit_is_one_line(tmp_path, price):
     assert f"a: {price} has no unit" in result.stderr and "per_hour" in result.stderr
 
 
-def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1):
+def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1, code=130):
     """A load run against the canned server, sent Ctrl-C `wait_s` after its first record is
-    stored (`signals` times, 0.3 s apart); its stderr once it has ended with 130."""
+    stored (`signals` times, 0.3 s apart); its stderr once it has ended with `code`."""
     import signal
     import subprocess
     import sys
@@ -698,7 +698,7 @@ def _interrupted(canned, out, processes, *pace, wait_s=0.0, signals=1):
         time.sleep(0.3 * bool(i))
         proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     return err
 
 
@@ -726,6 +726,22 @@ def test_ctrl_c_keeps_what_was_measured_and_marks_the_point_stopped(canned, tmp_
     assert "(m @ constant:20 (stopped))" in at.stdout, at.stdout
     # the load table marks the point that did not finish (it looked like any other)
     assert "constant:20 (stopped)" in run_cli("report", "--load", str(out)).stdout
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_ctrl_c_after_every_request_of_a_point_was_sent_keeps_the_point(tmp_path, processes):
+    """Ctrl-C while a point's last requests streamed, every send of its schedule made: the point
+    was marked stopped, and --resume deleted its records and measured it again from its start."""
+    out = tmp_path / "run"
+    pace = ("--profile", "constant:1", "--max-seconds", "2")  # sent at 0 and 1 s, 2 s each
+    with contextlib.contextmanager(fast_server)("--delay-ms", "500") as slow:
+        _interrupted(slow, out, processes, *pace, code=0)  # once the first has ended
+        assert _rows(out, "SELECT status FROM load_points") == [("finished",)]
+        kept = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
+        assert len(kept) == 2, kept
+        resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0 and "skipped" in resumed.stderr, resumed.stderr
+    assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == kept
 
 
 def test_ctrl_c_twice_aborts_and_says_how_to_resume_the_load_run(tmp_path):

@@ -91,7 +91,8 @@ class PointDriver:
         self.k, self.of = stride
         self.items = list(plan.items)
         self.t0 = 0.0
-        # or "errors" (--max-errors / --max-error-rate), "failed" (a helper process failed)
+        # or "errors" (--max-errors / --max-error-rate), "failed" (a helper process failed),
+        # "stopped" (a stop came before its schedule's last send: not once its sends were made)
         self.status = "finished"
 
     def work(self, index: int) -> Work:
@@ -103,12 +104,17 @@ class PointDriver:
         past --max-requests, and due and sent within --max-seconds (a send that waited for a
         slot past it is not sent: the point ends on time, as GuideLLM's max_seconds does)."""
         o = self.options
-        if self.stop.requested or self.status != "finished":
+        if self.status != "finished":
             return False
         if o.max_requests is not None and index >= o.max_requests:
             return False
         now = time.perf_counter() - self.t0
-        return o.max_seconds is None or max(scheduled_s, now) < o.max_seconds
+        if o.max_seconds is not None and max(scheduled_s, now) >= o.max_seconds:
+            return False
+        if self.stop.requested:
+            self.status = "stopped"
+            return False
+        return True
 
     async def one(self, index: int, scheduled_s: float) -> None:
         sent_s = time.perf_counter() - self.t0
@@ -195,6 +201,7 @@ class PointDriver:
                 continue
             await self._until(due)
             if self.stop.requested:  # while it waited: nothing more is sent
+                self.status = "stopped"
                 break
             await slots.acquire()
             if not self.more(index, due):  # while it waited for a slot (a stop, its time up)

@@ -58,7 +58,9 @@ from tradeoff.work import Plan, items_of, load_tasks
 class PointResult:
     config: str
     label: str
-    status: str  # "finished", "stopped" (Ctrl-C), "errors" (--max-errors / --max-error-rate)
+    # "finished", "stopped" (Ctrl-C before its last send), "errors" (--max-errors /
+    # --max-error-rate)
+    status: str
     sent: int = 0
     done: int = 0
     errors: int = 0
@@ -362,7 +364,7 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         ended = driver.status
     run.writer.flush()
     report(progress)  # as it ended: what was not sent in time is counted once the sends stop
-    status = "stopped" if stop.requested else ended
+    status = ended  # "stopped" only where the stop came before its last send (as profile's)
     stats = point_stats(
         config.name, point.label, point.spec,
         store.records(config_id=config.config_id, load_point=point.label),

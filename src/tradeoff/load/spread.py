@@ -159,8 +159,11 @@ class Spread:
                     sent, in_flight = now_sent, now_in_flight
                     driver.ended(len(records), sum(r.error is not None for r in records))
                 elif kind == "point-done":
+                    unsent, ended = payload
                     driver.progress.in_flight -= in_flight
-                    driver.progress.unsent += payload
+                    driver.progress.unsent += unsent
+                    if ended == "stopped" and driver.status == "finished":
+                        driver.status = ended  # a stop cut the helper's part short
                     return
                 else:
                     failures.append(str(payload))
@@ -275,7 +278,7 @@ async def _helper(
             )
             await driver.run(t0)
             sending.flush()
-            conn.send(("point-done", progress.unsent))
+            conn.send(("point-done", (progress.unsent, driver.status)))
     finally:
         for engine in engines.values():
             await engine.aclose()
