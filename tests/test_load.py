@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from conftest import fast_server, records_so_far, run_cli, static_files
+from conftest import fast_server, one_line_error, records_so_far, run_cli, static_files
 
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import Amount
@@ -1110,6 +1110,51 @@ def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
     assert _rows(out, "SELECT status FROM load_points WHERE load_point = 'concurrent:2'") == [
         ("finished",)
     ]
+
+
+def test_resume_refuses_a_route_whose_policy_was_fitted_again(canned, tmp_path):
+    """A policy file fitted again at its path: the resume measured every point again under a
+    second configuration of the same name, and each table pooled the records of both policies.
+    It is refused in one line, as `profile --resume` refuses it."""
+    import json
+
+    data, policy, out = tmp_path / "items.jsonl", tmp_path / "policy.json", tmp_path / "run"
+    rows = [{"prompt": f"{i}: {'forty two' if i % 2 else 'seven'}?", "answer": 42 if i % 2 else 7}
+            for i in range(20)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f'models: {{m: "openai:{canned}#m"}}\ntasks: ["jsonl:{data}"]\n'
+        "configs: [{strategy: budget, model: m, budget: 2, name: cheap}, "
+        "{strategy: budget, model: m, budget: 8, name: dear}]\n"
+    )
+    assert run_cli("profile", str(spec), "--out", str(tmp_path / "both")).returncode == 0
+
+    def fit(fraction):
+        fitted = run_cli("policy", "fit", str(tmp_path / "both"), "--strong-fraction", fraction,
+                         "-o", str(policy))  # fmt: skip
+        assert fitted.returncode == 0, fitted.stderr
+
+    fit("0.5")
+    routed = tmp_path / "routed.yaml"
+    routed.write_text(
+        f'tasks: ["jsonl:{data}"]\nconfigs: [{{strategy: route, policy: "{policy}", '
+        "name: routed}]\n"
+    )
+    made = run_cli("load", str(routed), "--profile", "concurrent:1,2", "--max-requests", "4",
+                   "--scrape", "off", "--out", str(out))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
+    con.commit()
+    con.close()
+    before = _rows(out, "SELECT rowid, config_id, created_at FROM records ORDER BY rowid")
+    fit("0.2")
+    refused = run_cli("load", "--resume", str(out))
+    one_line_error(refused, "configuration 'routed' is not what its records ran", "its policy",
+                   "load into a new --out")  # fmt: skip
+    assert _rows(out, "SELECT rowid, config_id, created_at FROM records ORDER BY rowid") == before
+    assert len(_rows(out, "SELECT * FROM configs")) == 1
 
 
 def test_a_configuration_of_two_scraped_servers_names_each_row_by_its_server():

@@ -356,7 +356,7 @@ def profile(
     try:
         spec = _resumable_spec(store, resume)
         configs = resolve_configs(spec)
-        _check_configs(store, configs)
+        check_configs(store, configs)
         tasks = load_tasks(spec)
         _check_items(store, spec, tasks, rescore_changed, say, command)
         if store.run()["status"] == "finished":
@@ -392,10 +392,10 @@ def _resumable_spec(store: Store, resume: str | Path) -> RunSpec:
     return parse_spec(stored, f"{resume} (stored spec)")
 
 
-def _check_configs(store: Store, configs: list[Config]) -> None:
+def check_configs(store: Store, configs: list[Config], command: str = "profile") -> None:
     """Each stored configuration still runs what its records ran (`configs`: the stored spec's,
     resolved now): a route's policy file fitted again at the same path is another configuration
-    under the same name."""
+    under the same name. `command` is the one that made the run."""
     stored = {c["name"]: c["config_id"] for c in store.configs()}
     for config in configs:
         if stored.get(config.name, config.config_id) == config.config_id:
@@ -408,7 +408,7 @@ def _check_configs(store: Store, configs: list[Config]) -> None:
         )
         raise UserError(
             f"{store.directory}: configuration '{config.name}' is not what its records ran: "
-            f"{what}; restore it, or profile into a new --out"
+            f"{what}; restore it, or {command} into a new --out"
         )
 
 

@@ -46,6 +46,7 @@ from tradeoff.runner import (
     Writer,
     changed_items_said,
     changed_on_resume,
+    check_configs,
     open_run_session,
 )
 from tradeoff.session import Session
@@ -469,6 +470,7 @@ def load(
         saved = {k: v for k, v in data.items() if k != "load"}
         run_spec = parse_spec(saved, f"{resume} (stored spec)")
         run_options = LoadOptions(**data["load"])
+        check_configs(store, resolve_configs(run_spec), "load")
         tasks = load_tasks(run_spec)
         _check_items(store, run_spec, tasks, say)
         run = _drive(
