@@ -835,6 +835,49 @@ def test_a_closed_loop_of_uneven_shares_deals_its_requests_as_its_workers(tmp_pa
     assert len(spans) == 30 and sum(b - a for a, b in spans) / window > 2.5, spans
 
 
+def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_point(
+    canned, tmp_path
+):
+    """A killed --processes helper ended the run with a traceback of some 60 lines and no
+    command to continue it; now one line says how, and --resume measures the point again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    def helper(parent):
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                line = (stat.parent / "cmdline").read_bytes()
+                if b"tradeoff.load.spread" in line and f") S {parent} " in stat.read_text():
+                    return int(stat.parent.name)
+        return None
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", "--profile", "constant:10", "--max-requests", "40",
+         "--processes", "2", "--scrape", "off", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not (records_so_far(out) and (pid := helper(proc.pid))):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: a load helper process failed (helper process exited"), last
+    assert last.endswith(f"continue with: tradeoff load --resume {out}"), last
+    resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _rows(out, "SELECT status FROM load_points") == [("finished",)]
+    assert _rows(out, "SELECT COUNT(*) FROM records") == [(40,)]
+
+
 def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
     """Every request fails: the helper's failures and this process's together stop the point
     at --max-errors, long before its 400 requests."""

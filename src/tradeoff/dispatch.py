@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection, wait
 
 from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
+from tradeoff.errors import RunFailed
 from tradeoff.meters.host import usable_cores
 from tradeoff.session import open_engines
 from tradeoff.strategies.calls import HELPER_UNMETERED, CallMeter
@@ -85,13 +86,15 @@ async def run_in_processes(
     stopped: Callable[[], bool],
     emit: Emit,
     emit_batch: Callable[[Batch], None],
+    to_continue: str,
 ) -> int:
     """Run `work` from this process (records to `emit`) and the `helpers` (batches of records to
     `emit_batch`, on this event loop), the concurrency split exactly (`share`; `processes_for`
     starts no more processes than requests in flight). Work is handed out as it is asked for;
     once `stopped()`, none is, and every process finishes what is in flight. Returns how many
-    records the helpers made; raises if one fails (what it had done is kept). The helpers are
-    closed on return."""
+    records the helpers made; raises RunFailed if one fails (what it had done is kept; the
+    message ends with `to_continue`, how to resume the run). The helpers are closed on
+    return."""
     spec = plan.spec
     loop = asyncio.get_running_loop()
     queue = iter(work)
@@ -147,11 +150,16 @@ async def run_in_processes(
         for helper in helpers:
             helper.close()
     if failures:
-        raise RuntimeError(
-            f"a dispatch process failed (the records made so far are stored; --resume "
-            f"continues): {failures[0]}"
+        raise RunFailed(
+            f"a dispatch process failed ({why_failed(failures[0])}): the records made so far "
+            f"are stored{to_continue}"
         )
     return from_helpers
+
+
+def why_failed(failure: str) -> str:
+    """A helper's failure in one line: its error, without the traceback that follows it."""
+    return failure.splitlines()[0] if failure.strip() else "no reason given"
 
 
 def _resolve(future: asyncio.Future[list[str]], failures: list[str]) -> None:

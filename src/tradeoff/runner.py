@@ -89,13 +89,17 @@ class Stop:
         self.directory: Path | None = None  # the run's, once its store is open: to resume
         self._previous: dict[int, Any] = {}
 
+    @property
+    def to_continue(self) -> str:
+        """'; continue with: tradeoff CMD --resume DIR' once the run's store is open, else ''."""
+        if self.directory is None:
+            return ""
+        return f"; continue with: tradeoff {self.command} --resume {self.directory}"
+
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
-            then = f"; continue with: tradeoff {self.command} --resume {self.directory}"
             with contextlib.suppress(OSError):  # a stderr whose reader is gone: abort all the same
-                self.notify(
-                    "aborting now; requests in flight are lost" + then * bool(self.directory)
-                )
+                self.notify("aborting now; requests in flight are lost" + self.to_continue)
             _kill_descendants()
             os._exit(130)  # records written so far are committed; in-flight ones are lost
         self.requested = True
@@ -265,8 +269,9 @@ async def _run_session(
                     )
                 elif helpers:
                     helped = await dispatch.run_in_processes(
-                        plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch
-                    )
+                        plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch,
+                        stop.to_continue,
+                    )  # fmt: skip
                     notify(
                         f"dispatched from {len(helpers) + 1} processes: {helped} of {result.done} "
                         f"records by {len(helpers)} helper process(es)"

@@ -31,7 +31,8 @@ from typing import Any
 
 from tradeoff import eventloop
 from tradeoff.config import Config, RunSpec, parse_spec, resolve_configs
-from tradeoff.dispatch import CONCURRENCY_PER_PROCESS, Helper
+from tradeoff.dispatch import CONCURRENCY_PER_PROCESS, Helper, why_failed
+from tradeoff.errors import RunFailed
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, due_within
@@ -94,7 +95,7 @@ class _Helper:
                 message = self.process.conn.recv()
                 self.loop.call_soon_threadsafe(self.messages.put_nowait, message)
         except (EOFError, OSError):
-            code = self.process.process.poll()
+            code = self.process.process.wait()  # its end of the connection closed as it exited
             gone = ("failed", f"helper process exited (code {code})")
             with contextlib.suppress(RuntimeError):  # the loop has ended
                 self.loop.call_soon_threadsafe(self.messages.put_nowait, gone)
@@ -123,7 +124,7 @@ class Spread:
     def processes(self, point: LoadPoint) -> int:
         return point_processes(self.setting, point, self.options)
 
-    async def _ensure(self, count: int) -> None:
+    async def _ensure(self, count: int, to_continue: str) -> None:
         """At least `count` helpers, each ready to drive."""
         loop = asyncio.get_running_loop()
         new = [_Helper(self.init, loop) for _ in range(count - len(self.helpers))]
@@ -131,13 +132,16 @@ class Spread:
         for helper in new:
             kind, payload = await helper.messages.get()
             if kind != "ready":
-                raise RuntimeError(f"a load helper process failed to start: {payload}")
+                raise RunFailed(
+                    f"a load helper process failed to start ({why_failed(payload)}): this point "
+                    f"sent nothing{to_continue}"
+                )
 
     async def drive(self, driver: PointDriver, processes: int, writer: Writer, stop: Stop) -> None:
         """Drive the point from this process (`driver`, stride 0 of `processes`) and
-        `processes - 1` helpers, the helpers' records to `writer`. Raises if a helper fails
-        (what came back is kept)."""
-        await self._ensure(processes - 1)
+        `processes - 1` helpers, the helpers' records to `writer`. Raises RunFailed if a helper
+        fails (what came back is kept)."""
+        await self._ensure(processes - 1, stop.to_continue)
         helpers = self.helpers[: processes - 1]
         self.notify(f"{driver.progress.label}: sent from {processes} processes")
         t0 = time.perf_counter() + START_AHEAD_S
@@ -182,9 +186,9 @@ class Spread:
         finally:
             relay.cancel()
         if failures:
-            raise RuntimeError(
-                f"a load helper process failed (the records made so far are stored; --resume "
-                f"measures this load point again): {failures[0]}"
+            raise RunFailed(
+                f"a load helper process failed ({why_failed(failures[0])}): the records made so "
+                f"far are stored, and --resume measures this load point again{stop.to_continue}"
             )
 
     def close(self) -> None:
