@@ -570,8 +570,11 @@ def test_imported_records_export_no_latency_or_output_rather_than_zeros(tmp_path
     assert types["ttft_s_p99"] == "double" and types["e2e_missing"] in ("string", "large_string")
 
 
-def test_a_stopped_import_leaves_no_directory_behind(tmp_path):
-    """Ctrl-C mid-import removes what it wrote; its lock file kept the directory alive."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_import_leaves_no_directory_behind(tmp_path, sig):
+    """Ctrl-C mid-import removes what it wrote; its lock file kept the directory alive. SIGTERM
+    killed the import at once, leaving a store of no records that nothing could resume, report
+    or import into."""
     path = tmp_path / "big.csv"
     _write_csv(path, [{"prompt": f"question number {i}", "a": str(i % 2), "b": "1"}
                       for i in range(200_000)])  # fmt: skip
@@ -585,7 +588,7 @@ def test_a_stopped_import_leaves_no_directory_behind(tmp_path):
     while not (out / STORE_FILE).exists() and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     assert not out.exists(), sorted(p.name for p in out.iterdir())

@@ -9,6 +9,8 @@ import csv
 import hashlib
 import json
 import math
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,17 +167,21 @@ def import_outcomes(
     new_dir = not out.exists()
     store: Store | None = None
     try:
-        store = Store.create(out, spec, host_info())
-        store.add_configs(configs)
-        store.add_items(items)
-        started = store.begin_session()
-        # One transaction for all records: a file of 100k rows imports in seconds, not minutes.
-        store.conn.execute("BEGIN")
-        for item, row_scores in zip(items, scores, strict=True):
-            for (cid, _, _), (_, _, cost), score in zip(configs, models, row_scores, strict=True):
-                store.write_record(_record(cid, item, score, cost, cost_unit, usd))
-        store.conn.execute("COMMIT")
-        store.end_session(started, "finished")
+        with _terminated_as_interrupted():
+            store = Store.create(out, spec, host_info())
+            store.add_configs(configs)
+            store.add_items(items)
+            started = store.begin_session()
+            # One transaction for all records: a file of 100k rows imports in seconds, not
+            # minutes.
+            store.conn.execute("BEGIN")
+            for item, row_scores in zip(items, scores, strict=True):
+                for (cid, _, _), (_, _, cost), score in zip(
+                    configs, models, row_scores, strict=True
+                ):
+                    store.write_record(_record(cid, item, score, cost, cost_unit, usd))
+            store.conn.execute("COMMIT")
+            store.end_session(started, "finished")
     except BaseException as exc:
         if store is None and isinstance(exc, UserError):
             raise  # refused before a store was made (another writer's may be there): none to remove
@@ -187,6 +193,21 @@ def import_outcomes(
         raise
     store.close()
     return ImportResult(out, len(items), len(items) * len(models))
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a half-written import is removed
+    (Python's default ended the process at once, leaving a store of no records behind)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread: the caller handles signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _record(
