@@ -744,6 +744,35 @@ def test_ctrl_c_after_every_request_of_a_point_was_sent_keeps_the_point(tmp_path
     assert _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid") == kept
 
 
+def test_ctrl_c_starts_no_point_after_the_one_it_came_in(tmp_path):
+    """Ctrl-C as a point's last requests streamed: the next point was started all the same,
+    stored as stopped with nothing sent, and blamed on its --max-seconds."""
+    out = tmp_path / "run"
+    pace = ("--profile", "constant:1,2", "--max-seconds", "2")  # the first sent at 0 and 1 s
+    with contextlib.contextmanager(fast_server)("--delay-ms", "500") as slow:
+        err = _interrupted(slow, out, "1", *pace)
+    assert f"continue with: tradeoff load --resume {out}" in err, err
+    assert "constant:2" not in err, err
+    assert _rows(out, "SELECT load_point, status FROM load_points") == [("constant:1", "finished")]
+
+
+def test_a_point_stopped_before_its_first_request_says_so(canned, tmp_path):
+    """Its footnote blamed --max-seconds ("give it more seconds"), which a Ctrl-C as the point
+    began (while its helper processes started) had nothing to do with."""
+    out = tmp_path / "run"
+    assert _load(canned, out, "--profile", "concurrent:1,2", "--max-requests", "4").returncode == 0
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
+    con.execute("DELETE FROM records WHERE load_point = 'concurrent:2'")
+    con.commit()
+    con.close()
+    shown = run_cli("report", str(out), "--load")
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "the load point sent no request (it was stopped before its first went out" in text, text
+    assert "--max-seconds" not in text, text
+
+
 def test_ctrl_c_twice_aborts_and_says_how_to_resume_the_load_run(tmp_path):
     """The abort names `load --resume` (it named nothing), and report says the run may have
     died rather than that it is running. Half a second a token: the second Ctrl-C comes while

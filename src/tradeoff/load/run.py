@@ -277,6 +277,8 @@ async def _drive_config(
             rates[point.kind] = _sweep_end(point, summary.get("achieved_rps"),
                                            summary.get("served_rps"))  # fmt: skip
             saturated, why = bool(summary.get("saturated")), summary.get("saturation_reason")
+        elif run.stop.requested:  # as the point before ended: no new point is started
+            return "stopped"
         else:
             outcome = await _drive_point(run, config, point)
             result.points.append(outcome)

@@ -100,9 +100,18 @@ NONE_SENT = (
 )
 
 
+STOPPED_UNSENT = (
+    "n/a: the load point sent no request (it was stopped before its first went out: --resume "
+    "measures it again)"
+)
+
+
 def _none_measured(r: dict[str, Any]) -> str:
-    """Why a point measured nothing: it sent nothing, or only warm-up and cool-down requests."""
-    return NONE_MEASURED if r.get("n_warmup", 1) or r.get("n_cooldown", 1) else NONE_SENT
+    """Why a point measured nothing: it sent nothing (stopped first, or out of time), or only
+    warm-up and cool-down requests."""
+    if r.get("n_warmup", 1) or r.get("n_cooldown", 1):
+        return NONE_MEASURED
+    return STOPPED_UNSENT if r.get("status") == "stopped" else NONE_SENT
 
 
 NO_PACE = (
