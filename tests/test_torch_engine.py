@@ -260,11 +260,12 @@ class SteppedCounter:
     stepped = True
     power = 250.0
 
-    def __init__(self):
+    def __init__(self, step_s: float = 0.02):
         self.origin = time.perf_counter()
+        self.step_s = step_s
 
     def read_j(self) -> float:
-        return self.power * 0.02 * int((time.perf_counter() - self.origin) / 0.02)
+        return self.power * self.step_s * int((time.perf_counter() - self.origin) / self.step_s)
 
     def power_w(self) -> float:
         return self.power
@@ -293,6 +294,24 @@ def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatc
     for _, r in switch.iterrows():  # energy by model, each share of the record's total
         by_model = {c["model"]: c["energy_j"] for c in r["calls"]}
         assert sum(by_model.values()) == pytest.approx(r["energy_j"])
+
+
+def test_a_record_s_latency_ends_with_its_answer_not_the_counter_s_next_step(tmp_path, monkeypatch):
+    """With a stepped counter each call waited for the counter's next step before it returned,
+    so every record's e2e (and a vote's or cascade's TTFT) held up to a whole step after its
+    answer was done; its energy now settles after the answer's time is taken."""
+    counter = SteppedCounter(step_s=0.5)
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
+    df, run = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
+    for _, r in df.iterrows():
+        engine_s = sum(c["e2e_s"] for c in r["calls"])
+        assert r["e2e_s"] - engine_s < 0.05, (r["config"], r["e2e_s"], engine_s)
+        assert r["ttft_s"] <= r["e2e_s"]
+        assert r["energy_source"] == "nvml" and r["energy_j"] >= 0
+    [meter] = run["meters"]
+    total = df["energy_j"].sum() + meter["idle_j"]
+    assert total == pytest.approx(meter["counter_total_j"], rel=1e-9)
 
 
 def test_bad_torch_references_are_one_line_errors(tmp_path):

@@ -282,7 +282,9 @@ class ShardWorker:
         if energy is not None and not gpus and cpus < _node_cpus(ray, context.get_node_id()):
             energy, missing = None, SHARED_RAPL
         self.account = open_account(energy, lambda _msg: None)
-        meter = CallMeter(self.engines, energy, missing, peaks=peaks, account=self.account)
+        meter = CallMeter(
+            self.engines, energy, missing, peaks=peaks, account=self.account, defer_settle=True
+        )
         self.node = {
             "node_id": context.get_node_id(),
             **host_info(),

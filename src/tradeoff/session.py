@@ -171,15 +171,14 @@ async def open_session(
     api_key: str | None,
     notify: Notify,
     inline: bool = False,
-    defer_settle: bool = False,
 ) -> AsyncIterator[Session]:
     """Open everything a run of `configs` needs, yield it, close it in reverse.
 
     `open_store` is called once the models are loaded and warm, so that a bad model (or a bad
     calibration file, read before they load) leaves no run directory behind; the session closes
     the store. `inline`: run in-process models on the event loop's thread when every model is in
-    process (nothing else needs the loop while they compute). `defer_settle`: answers do not
-    wait for a stepped counter's next step (serving).
+    process (nothing else needs the loop while they compute). Calls do not wait for a stepped
+    counter's next step: their energy settles after the answer (`CallMeter.settle_calls`).
     Set `Session.status` before leaving; it is stored as the session's end.
     """
     peaks = local_peaks()  # a broken calibration file stops the run before a model loads
@@ -208,7 +207,7 @@ async def open_session(
                         energy_missing,
                         peaks=peaks,
                         account=account,
-                        defer_settle=defer_settle,
+                        defer_settle=True,
                     )
                     session = Session(engines, store, meter, account, started)
                     yield session

@@ -62,6 +62,7 @@ class Plan:
 
     def __init__(self, spec: RunSpec, configs: list[Config], tasks: list[Task], meter: CallMeter):
         self.spec = spec
+        self.meter = meter
         self.configs = {c.config_id: c for c in configs}
         self.tasks = {t.name: t for t in tasks}
         self.items = {(t.name, i.id): i for t in tasks for i in items_of(t, spec.limit)}
@@ -85,6 +86,9 @@ class Plan:
             self.contexts[(config_id, task_name)], item, sample
         )
         t1 = time.perf_counter()
+        # a stepped counter's share of each call is known once it steps past the answer: not
+        # part of the answer's time
+        await self.meter.settle_calls(outcome.calls)
         score: float | None = None  # an unscored task's (synthetic load) records have none
         parsed = None
         if task.scored:

@@ -166,7 +166,6 @@ async def _serve(
             timeout_s=spec.timeout_s if spec else 120.0,
             api_key=options.upstream_api_key,
             notify=notify,
-            defer_settle=True,
         ) as session:
             writer = RecordWriter(session.store, metrics)
             app = ServeApp(

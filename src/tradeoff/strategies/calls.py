@@ -99,8 +99,8 @@ class CallMeter:
     # an engine on a GPU (ModelInfo.device) uses that device's calibrated or datasheet peaks.
     peaks: Peaks | None = None
     account: EnergyAccount | None = None
-    # Return calls before their share of a stepped counter is known (`tradeoff serve`: the
-    # answer must not wait for the counter's next step); `settle_calls` completes them.
+    # Return calls before their share of a stepped counter is known (a session's: no answer's
+    # latency waits for the counter's next step); `settle_calls` completes them.
     defer_settle: bool = False
     # The cancel events (`Request.cancel`) of the served requests an in-process model is
     # computing now: `tradeoff serve` waits for those longer once their client left.
@@ -159,11 +159,9 @@ class CallMeter:
                 gen = await engine.agenerate(request, on_text)
                 e1 = self.energy.read_j() if self.energy else None
         if self.account is not None:
-            if self.defer_settle:
-                call = self._call(alias, info, gen, None, None, SETTLING)
-                call.pending = asyncio.ensure_future(self.account.settle(rid))
-                return call
-            return self._settled(alias, info, gen, await self.account.settle(rid))
+            call = self._call(alias, info, gen, None, None, SETTLING)
+            call.pending = asyncio.ensure_future(self.account.settle(rid))
+            return (await self._unless_deferred([call]))[0]
         if e0 is not None and e1 is not None and self.energy is not None:
             return self._call(alias, info, gen, e1 - e0, self.energy.source, None)
         return self._call(alias, info, gen, None, None, self.energy_missing)
@@ -276,10 +274,10 @@ class CallMeter:
                 e1 = self.energy.read_j() if self.energy else None
         passes = _batch_passes(gens)
         if self.account is not None:
-            settled = [await self.account.settle(rid) for rid in rids]
-            return [
-                self._settled(alias, info, g, s, passes, batch=n) for g, s in zip(gens, settled)
-            ]
+            calls = [self._call(alias, info, g, None, None, SETTLING, passes, n) for g in gens]
+            for call, rid in zip(calls, rids):
+                call.pending = asyncio.ensure_future(self.account.settle(rid))
+            return await self._unless_deferred(calls)
         total = sum(g.output_tokens for g in gens)
         calls = []
         for g in gens:
@@ -321,18 +319,11 @@ class CallMeter:
                     for rid in turns.rids.values():
                         self.account.end(rid)
 
-    def _settled(
-        self,
-        alias: str,
-        info: ModelInfo,
-        gen: Generation,
-        s: Settled,
-        passes: Passes | None = None,
-        batch: int = 1,
-    ) -> Call:
-        call = self._call(alias, info, gen, None, None, None, passes, batch)
-        self._apply(call, s)
-        return call
+    async def _unless_deferred(self, calls: list[Call]) -> list[Call]:
+        """The calls, their energies settled here unless they settle later (`defer_settle`)."""
+        if not self.defer_settle:
+            await self.settle_calls(calls)
+        return calls
 
     def _apply(self, call: Call, s: Settled) -> None:
         call.energy_j, call.energy_missing = s.energy_j, s.missing
@@ -416,28 +407,35 @@ class Turns:
     async def calls(self, done: dict[str, tuple[Generation, Passes]]) -> list[Call]:
         """One call per model that ran (`done`: its generation and its passes). A model that
         never ran has no call; with the energy account, what it was given goes to the others."""
-        meter, account = self.meter, self.meter.account
-        settled: dict[str, Settled] = {}
-        if account is not None:
-            for alias, rid in self.rids.items():
-                settled[alias] = await account.settle(rid)
-            idle = sum(s.energy_j or 0.0 for a, s in settled.items() if a not in done)
-            if done and idle:
-                first = next(iter(done))
-                s = settled[first]
-                settled[first] = Settled(
-                    (s.energy_j or 0.0) + idle, s.missing, s.mean_power_w, s.peak_memory_bytes
-                )
+        meter = self.meter
+        shares = asyncio.ensure_future(self._shares(list(done))) if meter.account else None
         calls = []
         for alias, (gen, passes) in done.items():
             info = self.engines[alias].info
-            if alias in settled:
-                call = meter._call(alias, info, gen, None, None, None, passes)
-                meter._apply(call, settled[alias])
+            if shares is not None:
+                call = meter._call(alias, info, gen, None, None, SETTLING, passes)
+                call.pending = asyncio.ensure_future(_share(shares, alias))
             elif meter.energy is not None:
                 energy_j = self.energy_j.get(alias, 0.0)
                 call = meter._call(alias, info, gen, energy_j, meter.energy.source, None, passes)
             else:
                 call = meter._call(alias, info, gen, None, None, meter.energy_missing, passes)
             calls.append(call)
-        return calls
+        return await meter._unless_deferred(calls)
+
+    async def _shares(self, done: list[str]) -> dict[str, Settled]:
+        """Each model's share of the account once settled; what a model that never ran (not in
+        `done`) was given goes to the first that did."""
+        assert self.meter.account is not None
+        settled = {alias: await self.meter.account.settle(rid) for alias, rid in self.rids.items()}
+        idle = sum(s.energy_j or 0.0 for a, s in settled.items() if a not in done)
+        if done and idle:
+            s = settled[done[0]]
+            settled[done[0]] = Settled(
+                (s.energy_j or 0.0) + idle, s.missing, s.mean_power_w, s.peak_memory_bytes
+            )
+        return settled
+
+
+async def _share(shares: asyncio.Future[dict[str, Settled]], alias: str) -> Settled:
+    return (await shares)[alias]
