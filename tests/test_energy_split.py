@@ -128,11 +128,12 @@ class ClockCounter:
         return None
 
 
-def test_a_request_waiting_for_the_engine_takes_no_share_of_another_s_prefill(smollm):
+def test_a_request_waiting_for_the_engine_takes_no_share_of_another_s_prefill(smollm, monkeypatch):
     """Two requests at once on the real llama.cpp engine, long prompts and one-token answers:
     nearly every step is a prefill's, which writes no token. The one waiting for the engine
     took half of the other's (its energy 1.5-2x its own, the other's about half)."""
     counter = ClockCounter()
+    monkeypatch.setattr(smollm, "gpu_uuid", "GPU-stand-in")  # on the counter's GPU
     account = EnergyAccount(counter, period_s=0.002, idle_s=0).open()
     meter = CallMeter({"s": smollm}, counter, "", account=account)
     words = " ".join(f"w{i}" for i in range(300))

@@ -20,6 +20,7 @@ from tradeoff.engines.hf_config import shape_from_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.runner import profile
 from tradeoff.store import Store
+from tradeoff.strategies.calls import CPU_WORK
 from tradeoff.types import Request
 
 LLAMA = {
@@ -277,6 +278,7 @@ class SteppedCounter:
 def test_stepped_counter_is_split_among_requests_and_models(tmp_path, monkeypatch):
     counter = SteppedCounter()
     monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")  # the counter's GPU
     monkeypatch.setattr("tradeoff.session.IDLE_S", 0.2)
     df, run = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
     [meter] = run["meters"]
@@ -302,6 +304,7 @@ def test_a_record_s_latency_ends_with_its_answer_not_the_counter_s_next_step(tmp
     answer was done; its energy now settles after the answer's time is taken."""
     counter = SteppedCounter(step_s=0.5)
     monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")  # the counter's GPU
     monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
     df, run = run_profile(tmp_path, spec(tmp_path, STRATEGIES))
     for _, r in df.iterrows():
@@ -311,6 +314,30 @@ def test_a_record_s_latency_ends_with_its_answer_not_the_counter_s_next_step(tmp
         assert r["energy_source"] == "nvml" and r["energy_j"] >= 0
     [meter] = run["meters"]
     total = df["energy_j"].sum() + meter["idle_j"]
+    assert total == pytest.approx(meter["counter_total_j"], rel=1e-9)
+
+
+def test_a_model_on_the_cpu_is_not_charged_the_counter_of_the_gpu_beside_it(tmp_path, monkeypatch):
+    """In a session with a model on a GPU, the llama.cpp model on the CPU was charged the GPU's
+    counter (its idle power over the CPU model's time, labelled nvml); its energy is missing,
+    with the reason, as a router's CPU work already is."""
+    counter = SteppedCounter()
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
+    # stands for a torch engine on CUDA (no GPU on this machine): it reports its GPU's UUID
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")
+    body = spec(tmp_path, [{"model": "cpu"}, {"model": "small"}])
+    body["models"]["cpu"] = "smollm2-135m?threads=1"
+    df, run = run_profile(tmp_path, body)
+    cpu, gpu = df[df["config"] == "cpu"], df[df["config"] == "small"]
+    assert len(cpu) == len(gpu) == 3
+    assert cpu["energy_j"].isna().all() and cpu["energy_source"].isna().all()
+    assert cpu["energy_missing"].eq(CPU_WORK.format(source="nvml")).all()
+    for calls in cpu["calls"]:
+        assert calls[0]["mean_power_w"] is None and calls[0]["device_memory_bytes"] is None
+    assert gpu["energy_source"].eq("nvml").all() and gpu["energy_j"].gt(0).all()
+    [meter] = run["meters"]  # the counter's steps in the CPU model's calls are the GPU's idle
+    total = gpu["energy_j"].sum() + meter["idle_j"]
     assert total == pytest.approx(meter["counter_total_j"], rel=1e-9)
 
 
@@ -429,6 +456,7 @@ def test_serve_answers_before_the_energy_settles_and_stores_it_after(tmp_path, m
 
     counter = SteppedCounter()
     monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")  # the counter's GPU
     monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
     body = spec(tmp_path, [{"model": "small"}])
     run_spec = parse_spec(body)

@@ -88,7 +88,8 @@ class CallMeter:
     In-process engines share this machine's CPU (or GPU), so their calls run one at a time under
     one lock. With a fine-grained counter (RAPL) a call's energy is the counter's difference
     across it; with a stepped one (NVML, `account`) the counter's steps are split among the
-    requests active in them by their cost-weighted tokens.
+    requests active in them on its GPUs by their cost-weighted tokens, and a model on the CPU
+    beside them is not metered (`CPU_WORK`): its work moves no GPU's counter.
     """
 
     engines: dict[str, Engine]
@@ -114,6 +115,22 @@ class CallMeter:
         """Whether the model decodes several draws of one prompt as one batch (torch)."""
         engine = self.in_process(alias)
         return engine is not None and engine.batches
+
+    def account_for(self, engine: InProcessEngine) -> EnergyAccount | None:
+        """The stepped counter's account (NVML) where `engine` runs on a GPU; None for a model
+        on the CPU, whose work moves no GPU's counter."""
+        return self.account if engine.gpu_uuid else None
+
+    @property
+    def cpu_energy(self) -> EnergyMeter | None:
+        """The counter read around work on this process's CPU: a fine-grained one (RAPL), never
+        a stepped one (NVML), which meters the models' GPUs."""
+        return self.energy if self.energy is not None and not self.energy.stepped else None
+
+    @property
+    def cpu_missing(self) -> str:
+        """Why work on the CPU has no energy where `cpu_energy` is None."""
+        return CPU_WORK.format(source=self.energy.source) if self.energy else self.energy_missing
 
     def peaks_for(self, info: ModelInfo) -> Peaks | None:
         if not info.device:
@@ -141,30 +158,31 @@ class CallMeter:
             gen = await remote.agenerate(request, on_text)
             return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
+        account, energy = self.account_for(engine), self.cpu_energy
         e0 = e1 = None
         async with self._engine(request.cancel) as taken:
             if not taken:  # cancelled while it waited for the engine: nothing ran, 0 J
-                return self._not_run(alias, info, request)
-            if self.account is not None:
+                return self._not_run(alias, engine, request)
+            if account is not None:
                 # Opened once the engine is this request's: a request waiting for the lock does
                 # no work, and took a share of every step of another's that wrote no token.
-                rid = self.account.begin()
-                sink = self.account.sink(rid, self.pass_weight(info))
+                rid = account.begin()
+                sink = account.sink(rid, self.pass_weight(info))
                 try:
                     gen = await engine.agenerate(request, on_text, sink)
                 finally:
-                    self.account.end(rid)
+                    account.end(rid)
             else:
-                e0 = self.energy.read_j() if self.energy else None
+                e0 = energy.read_j() if energy else None
                 gen = await engine.agenerate(request, on_text)
-                e1 = self.energy.read_j() if self.energy else None
-        if self.account is not None:
+                e1 = energy.read_j() if energy else None
+        if account is not None:
             call = self._call(alias, info, gen, None, None, SETTLING)
-            call.pending = asyncio.ensure_future(self.account.settle(rid))
+            call.pending = asyncio.ensure_future(account.settle(rid))
             return (await self._unless_deferred([call]))[0]
-        if e0 is not None and e1 is not None and self.energy is not None:
-            return self._call(alias, info, gen, e1 - e0, self.energy.source, None)
-        return self._call(alias, info, gen, None, None, self.energy_missing)
+        if e0 is not None and e1 is not None and energy is not None:
+            return self._call(alias, info, gen, e1 - e0, energy.source, None)
+        return self._call(alias, info, gen, None, None, self.cpu_missing)
 
     @asynccontextmanager
     async def _engine(self, cancel: threading.Event | None) -> AsyncIterator[bool]:
@@ -195,20 +213,20 @@ class CallMeter:
 
     def not_run(self, alias: str, request: Request) -> Call:
         """`alias`'s call for a request cancelled before the engine was its own (`turns`)."""
-        return self._not_run(alias, self.engines[alias].info, request)
+        engine = self.in_process(alias)
+        if engine is None:
+            raise TypeError(f"'{alias}' is not an in-process model")
+        return self._not_run(alias, engine, request)
 
-    def _not_run(self, alias: str, info: ModelInfo, request: Request) -> Call:
+    def _not_run(self, alias: str, engine: InProcessEngine, request: Request) -> Call:
         """A call cancelled before its engine was free: no token, no energy (0 J where a meter
-        reads this machine; before, the record's energy was missing for it)."""
+        reads where it runs; before, the record's energy was missing for it)."""
         gen = Generation.cancelled_before(request.mode, time.perf_counter())
-        source = (
-            self.account.meter.source
-            if self.account
-            else (self.energy.source if self.energy else None)
-        )
+        account, energy = self.account_for(engine), self.cpu_energy
+        source = account.meter.source if account else (energy.source if energy else None)
         if source is None:
-            return self._call(alias, info, gen, None, None, self.energy_missing)
-        return self._call(alias, info, gen, 0.0, source, None)
+            return self._call(alias, engine.info, gen, None, None, self.cpu_missing)
+        return self._call(alias, engine.info, gen, 0.0, source, None)
 
     def _let_go(self, acquire: asyncio.Future[Any]) -> None:
         """Give up a wait for the lock: cancelled, it takes none (asyncio.Lock passes its turn
@@ -233,17 +251,16 @@ class CallMeter:
         Missing, with the reason, when the session has no counter, or when its counter is the
         GPUs' (NVML), which none of this CPU work moves. None, and not run, where `cancel` was
         set while it waited for the engines (its served client gone)."""
-        energy = self.energy
+        energy = self.cpu_energy
         async with self._engine(cancel) as taken:
             if not taken:
                 return None
-            e0 = energy.read_j() if energy is not None and not energy.stepped else None
+            e0 = energy.read_j() if energy is not None else None
             value, seconds = await asyncio.to_thread(_timed, work)
-            e1 = energy.read_j() if energy is not None and e0 is not None else None
+            e1 = energy.read_j() if energy is not None else None
         if e0 is not None and e1 is not None:
             return Measured(value, seconds, e1 - e0, None)
-        missing = CPU_WORK.format(source=energy.source) if energy else self.energy_missing
-        return Measured(value, seconds, None, missing)
+        return Measured(value, seconds, None, self.cpu_missing)
 
     async def call_batch(self, alias: str, requests: list[Request]) -> list[Call]:
         """Requests that share a prompt (a vote's draws), as one batch where the engine batches
@@ -253,40 +270,41 @@ class CallMeter:
         if engine is None or not engine.batches or len(requests) < 2:
             return [await self.call(alias, r) for r in requests]
         info = engine.info
+        account, energy = self.account_for(engine), self.cpu_energy
         n = len(requests)
         rids: list[str] = []
         e0 = e1 = None
         async with self._engine(requests[0].cancel) as taken:  # opened once the engine is theirs
             if not taken:
-                return [self._not_run(alias, info, r) for r in requests]
-            if self.account is not None:
+                return [self._not_run(alias, engine, r) for r in requests]
+            if account is not None:
                 weight = self.pass_weight(info)
-                rids = [self.account.begin() for _ in requests]
-                sinks: list[PassSink] = [self.account.sink(r, weight) for r in rids]
+                rids = [account.begin() for _ in requests]
+                sinks: list[PassSink] = [account.sink(r, weight) for r in rids]
                 try:
                     gens = await engine.agenerate_batch(requests, sinks)
                 finally:
                     for rid in rids:
-                        self.account.end(rid)
+                        account.end(rid)
             else:
-                e0 = self.energy.read_j() if self.energy else None
+                e0 = energy.read_j() if energy else None
                 gens = await engine.agenerate_batch(requests)
-                e1 = self.energy.read_j() if self.energy else None
+                e1 = energy.read_j() if energy else None
         passes = _batch_passes(gens)
-        if self.account is not None:
+        if account is not None:
             calls = [self._call(alias, info, g, None, None, SETTLING, passes, n) for g in gens]
             for call, rid in zip(calls, rids):
-                call.pending = asyncio.ensure_future(self.account.settle(rid))
+                call.pending = asyncio.ensure_future(account.settle(rid))
             return await self._unless_deferred(calls)
         total = sum(g.output_tokens for g in gens)
         calls = []
         for g in gens:
             energy_j: float | None = None
             source: str | None = None
-            missing: str | None = self.energy_missing
-            if e0 is not None and e1 is not None and self.energy is not None:
+            missing: str | None = self.cpu_missing
+            if e0 is not None and e1 is not None and energy is not None:
                 share = g.output_tokens / total if total else 1 / n
-                energy_j, source, missing = (e1 - e0) * share, self.energy.source, None
+                energy_j, source, missing = (e1 - e0) * share, energy.source, None
             calls.append(self._call(alias, info, g, energy_j, source, missing, passes, n))
         return calls
 
@@ -308,8 +326,9 @@ class CallMeter:
             if not taken:
                 yield None
                 return
-            if self.account is not None:
-                turns.rids = {alias: self.account.begin() for alias in aliases}
+            for alias, engine in engines.items():
+                if (account := self.account_for(engine)) is not None:
+                    turns.rids[alias] = account.begin()
             try:
                 turns.turn(aliases[0])
                 yield turns
@@ -376,9 +395,10 @@ class CallMeter:
 class Turns:
     """The measurement of models taking turns within one request (see `CallMeter.turns`).
 
-    With a stepped counter (NVML) each model's passes are a request of the energy account; with
-    a fine-grained one (RAPL) the counter is read at each hand-over and the difference goes to
-    the model whose turn ended; with none, energy is missing with the meter's reason."""
+    With a stepped counter (NVML) each model's passes on a GPU are a request of the energy
+    account; with a fine-grained one (RAPL) the counter is read at each hand-over and the
+    difference goes to the model whose turn ended; with none that reads where a model runs, its
+    energy is missing with the reason."""
 
     meter: CallMeter
     engines: dict[str, InProcessEngine]
@@ -390,14 +410,14 @@ class Turns:
     def sink(self, alias: str) -> PassSink | None:
         """Where `alias`'s passes are reported (for the energy account), or None."""
         account = self.meter.account
-        if account is None:
+        if account is None or alias not in self.rids:
             return None
         return account.sink(self.rids[alias], self.meter.pass_weight(self.engines[alias].info))
 
     def turn(self, alias: str | None) -> None:
         """`alias` generates from now on (None: the request is over)."""
-        energy = self.meter.energy
-        if energy is None or self.meter.account is not None:
+        energy = self.meter.cpu_energy
+        if energy is None:
             return
         now = energy.read_j()
         if self._current is not None and self._mark is not None:
@@ -407,31 +427,32 @@ class Turns:
     async def calls(self, done: dict[str, tuple[Generation, Passes]]) -> list[Call]:
         """One call per model that ran (`done`: its generation and its passes). A model that
         never ran has no call; with the energy account, what it was given goes to the others."""
-        meter = self.meter
-        shares = asyncio.ensure_future(self._shares(list(done))) if meter.account else None
+        meter, energy = self.meter, self.meter.cpu_energy
+        shares = asyncio.ensure_future(self._shares(list(done))) if self.rids else None
         calls = []
         for alias, (gen, passes) in done.items():
             info = self.engines[alias].info
-            if shares is not None:
+            if shares is not None and alias in self.rids:
                 call = meter._call(alias, info, gen, None, None, SETTLING, passes)
                 call.pending = asyncio.ensure_future(_share(shares, alias))
-            elif meter.energy is not None:
+            elif energy is not None:
                 energy_j = self.energy_j.get(alias, 0.0)
-                call = meter._call(alias, info, gen, energy_j, meter.energy.source, None, passes)
+                call = meter._call(alias, info, gen, energy_j, energy.source, None, passes)
             else:
-                call = meter._call(alias, info, gen, None, None, meter.energy_missing, passes)
+                call = meter._call(alias, info, gen, None, None, meter.cpu_missing, passes)
             calls.append(call)
         return await meter._unless_deferred(calls)
 
     async def _shares(self, done: list[str]) -> dict[str, Settled]:
-        """Each model's share of the account once settled; what a model that never ran (not in
+        """Each GPU model's share of the account once settled; what one that never ran (not in
         `done`) was given goes to the first that did."""
         assert self.meter.account is not None
         settled = {alias: await self.meter.account.settle(rid) for alias, rid in self.rids.items()}
         idle = sum(s.energy_j or 0.0 for a, s in settled.items() if a not in done)
-        if done and idle:
-            s = settled[done[0]]
-            settled[done[0]] = Settled(
+        ran = [alias for alias in done if alias in settled]
+        if ran and idle:
+            s = settled[ran[0]]
+            settled[ran[0]] = Settled(
                 (s.energy_j or 0.0) + idle, s.missing, s.mean_power_w, s.peak_memory_bytes
             )
         return settled
