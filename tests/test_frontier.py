@@ -121,8 +121,8 @@ def test_metrics_equal_a_hand_computation(records):
     assert b.cost_source == "measured by rapl"
     assert b.cost_of_pass == pytest.approx(20.0 / 0.8)
     assert b.accuracy_per_joule == pytest.approx(0.8 / 20.0)
-    # mean of each query's J over its engine call's seconds (not its wall time's)
-    power = (18 / 0.5 + 22 / 1 + 20 / 0.5 + 19 / 1 + 21 / 0.5) / 5
+    # the queries' J over their engine calls' seconds (not their wall time's)
+    power = (18 + 22 + 20 + 19 + 21) / (0.5 + 1 + 0.5 + 1 + 0.5)
     assert b.power_w == pytest.approx(power)
     assert b.ipw == pytest.approx(0.8 / power)
     assert b.e3 == pytest.approx(0.8**2 / 30.0)
@@ -137,6 +137,26 @@ def test_metrics_equal_a_hand_computation(records):
     m = rows["M"]
     assert m.accuracy_per_joule is None and m.ipw is None and m.energy_missing == NO_ENERGY
     assert m.e3 == pytest.approx(1.0 / 30.0)
+
+
+def test_mean_power_weighs_each_query_by_its_engine_time(tmp_path):
+    """Mean power was the mean of each query's energy over its time, so a query refused at once
+    (1 ms, read as 0 J or one whole RAPL update) weighed as much as a 1 s answer: a steady 10 W
+    read 8.75 W here, and IPW 14% high. It is the queries' energy over their engine time."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-P", "P", {"strategy": "single"})])
+    # (J, engine seconds): two answers at 10 W, two refusals for the context
+    for i, (energy, seconds) in enumerate([(10.0, 1.0), (10.0, 1.0), (0.0, 1e-3), (0.015, 1e-3)]):
+        rec = _record("P", i, energy, 1 if i < 2 else 0)
+        rec.config_id = "id-P"
+        rec.calls = [{"model": "p", "input_tokens": 100, "e2e_s": seconds}]
+        store.write_record(rec)
+    df = store.records()
+    store.close()
+    [p] = frontier(df, "energy")
+    assert p.power_w == pytest.approx(20.015 / 2.002)
+    assert p.ipw == pytest.approx(0.5 / (20.015 / 2.002))
 
 
 def test_peak_memory_is_in_the_megabytes_its_name_says(records):

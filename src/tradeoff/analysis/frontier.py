@@ -37,7 +37,7 @@ class FrontierRow:
     energy_source: str | None
     energy_missing: str | None
     accuracy_per_joule: float | None  # accuracy / energy_j, 1/J
-    power_w: float | None  # mean of energy_j / the engine calls' seconds, over queries
+    power_w: float | None  # the queries' energy_j / their engine calls' seconds
     ipw: float | None  # accuracy / power_w, 1/W
     output_tokens: float | None  # mean generated tokens per query (None: not counted)
     e3: float | None  # accuracy² / output_tokens, 1/token

@@ -214,7 +214,7 @@ class Summary:
     disconnected: int  # served requests whose client went away before the answer (HTTP 499)
     costs: dict[str, AxisCost]  # every cost axis: the mean per query, or why it is unknown
     energy_source: str | None  # the meters, e.g. "rapl" or "nvml"
-    power_w: float | None  # mean of each query's energy / its engine calls' time
+    power_w: float | None  # the queries' energy / their engine calls' time
     input_tokens: float | None  # mean over the n_input_tokens queries that reported them
     n_input_tokens: int
     output_tokens: float | None  # mean over every query (None: imported outcomes count none)
@@ -277,14 +277,15 @@ class Summary:
 
 
 def _power(df: pd.DataFrame) -> float | None:
-    """Mean power per query (W): each query's energy over the time its engine calls took (the
-    time the energy was measured over; its wall-clock time counts waits for the engine, which
-    under load read the power low)."""
+    """Mean power (W): the queries' energy over the time their engine calls took (the time the
+    energy was measured over; wall-clock time counts waits for the engine, which under load read
+    the power low). Weighed by time: a query refused in a millisecond, read as 0 J or one whole
+    RAPL update, counts for its millisecond, not as much as a long answer."""
     seconds = pd.to_numeric(call_fact(df, "call_seconds"), errors="coerce").astype(float)
     timed = seconds > 0
     if not timed.any() or df["energy_j"].isna().any():
         return None
-    return float(np.mean(df.loc[timed, "energy_j"] / seconds[timed]))
+    return float(df.loc[timed, "energy_j"].sum() / seconds[timed].sum())
 
 
 def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
