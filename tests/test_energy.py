@@ -1,9 +1,12 @@
 """Energy meters. RAPL is read from a directory laid out like /sys/class/powercap that the test
 writes: this VM has no RAPL, so the real files cannot be read here."""
 
+import asyncio
 from pathlib import Path
 
 from tradeoff.meters.energy import POWERCAP_ROOT, _uuid_key, find_energy_meter, rapl_meter
+from tradeoff.strategies.calls import CallMeter
+from tradeoff.types import Request
 
 
 def _domain(root: Path, name: str, energy_uj: int, max_uj: int = 1000) -> Path:
@@ -81,3 +84,25 @@ def test_models_on_a_gpu_are_metered_by_its_counter_never_by_rapl(tmp_path):
 def test_gpu_uuids_match_across_nvml_and_torch_spellings():
     assert _uuid_key("GPU-5A5D9C0F-1234") == _uuid_key("5a5d9c0f-1234") == "5a5d9c0f1234"
     assert _uuid_key(b"GPU-5a5d9c0f-1234") == "5a5d9c0f1234"
+
+
+def test_a_rapl_counter_that_fails_mid_run_costs_only_the_call_s_energy(tmp_path, smollm):
+    """A counter read that failed after the meter opened (EIO from sysfs) raised out of the call:
+    `profile` stopped with a traceback, `serve` answered 502 though the model answered. Now the
+    call keeps its answer and its energy is missing with the reason."""
+    domain = _domain(tmp_path, "intel-rapl:0", 1000)
+    rapl, why = rapl_meter(tmp_path)
+    assert rapl is not None, why
+    meter = CallMeter({"s": smollm}, rapl, "")
+    ask = Request(messages=[{"role": "user", "content": "2+2?"}], max_tokens=4)
+    metered = asyncio.run(meter.call("s", ask))
+    assert metered.energy_j == 0.0 and metered.energy_source == "rapl"
+    (domain / "energy_uj").unlink()  # the counter's file is gone: every read fails from here
+    call = asyncio.run(meter.call("s", ask))
+    assert call.generation.error is None and call.generation.text == metered.generation.text
+    assert call.energy_j is None and call.energy_source is None
+    assert call.energy_missing is not None
+    assert call.energy_missing.startswith("RAPL counter unreadable: [Errno 2]")
+    decision = asyncio.run(meter.measure(lambda: "small"))
+    assert decision is not None and decision.value == "small"
+    assert decision.energy_j is None and decision.energy_missing == call.energy_missing

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tradeoff.meters.account import EnergyAccount
+from tradeoff.meters.energy import NvmlMeter
 from tradeoff.meters.split import IntervalSplitter, Sampler, measure_idle_w
 from tradeoff.strategies.calls import CallMeter, request_passes
 from tradeoff.types import Call, Generation, Request
@@ -126,6 +127,42 @@ class ClockCounter:
 
     def memory_used_bytes(self) -> int | None:
         return None
+
+
+class LostCounter(ClockCounter):
+    """A GPU's counter that NVML stops answering after `good` reads (a GPU fallen off the bus):
+    from then on it is read through the real NvmlMeter, which finds NVML not initialized."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+        self.lost = NvmlMeter([object()])
+
+    def read_j(self) -> float:
+        self.good -= 1
+        return super().read_j() if self.good >= 0 else self.lost.read_j()
+
+
+def test_a_stepped_counter_that_fails_mid_run_settles_at_once_with_why():
+    """An NVML error in the sampler thread killed it silently: every later request waited out the
+    settle timeout (2 s) and was stored as "counter did not step". Settling now answers at once
+    with the error, and a request settled before it keeps its share."""
+    counter = LostCounter(good=20)
+    account = EnergyAccount(counter, period_s=0.002, idle_s=0).open()
+    try:
+        before = account.begin()
+        account.end(before)
+        assert asyncio.run(account.settle(before)).energy_j is not None
+        time.sleep(0.1)  # the counter is lost meanwhile
+        after = account.begin()
+        account.end(after)
+        t0 = time.perf_counter()
+        settled = asyncio.run(account.settle(after))
+        assert time.perf_counter() - t0 < 0.1
+    finally:
+        account.close()
+    assert settled.energy_j is None
+    assert settled.missing == "NVML counter unreadable: Uninitialized"
 
 
 def test_a_request_waiting_for_the_engine_takes_no_share_of_another_s_prefill(smollm, monkeypatch):

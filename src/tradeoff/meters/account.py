@@ -4,7 +4,8 @@ An `EnergyAccount` starts a sampler thread over the meter's counter, measures th
 first (reported beside the requests, never subtracted), and splits every step of the counter
 among the requests active in it by their cost-weighted tokens (`tradeoff.meters.split`). Each
 request is opened with `begin`, reports its forward passes through `sink`, and is closed with
-`end`; `settle` waits for the counter's next step and gives the request's share.
+`end`; `settle` waits for the counter's next step and gives the request's share (none, with
+the reason, once the counter could no longer be read).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class EnergyAccount:
         self._sampler.__enter__()
         return self
 
+    @property
+    def failed(self) -> str | None:
+        """Why the counter stopped being read mid-run (its sampler's CounterError), or None."""
+        return self._sampler.failed if self._sampler is not None else None
+
     def close(self) -> None:
         if self._sampler is not None:
             self._sampler.__exit__()
@@ -110,7 +116,7 @@ class EnergyAccount:
         """The ended request's energy once the counter has stepped past its end."""
         deadline = time.monotonic() + timeout_s
         while (energy := self.splitter.energy_j(rid)) is None:
-            if time.monotonic() > deadline:
+            if self.failed is not None or time.monotonic() > deadline:
                 break
             await asyncio.sleep(self.period_s)
         with self._lock:
@@ -118,7 +124,9 @@ class EnergyAccount:
         self.splitter.forget(rid)
         missing = None
         if energy is None:
-            missing = f"{self.meter.source} counter did not step within {timeout_s:g} s"
+            missing = (
+                self.failed or f"{self.meter.source} counter did not step within {timeout_s:g} s"
+            )
         return Settled(energy, missing, usage.mean_power_w, usage.peak_memory_bytes)
 
     def summary(self) -> dict[str, Any]:

@@ -16,13 +16,20 @@ from typing import Protocol
 POWERCAP_ROOT = Path("/sys/class/powercap")
 
 
+class CounterError(Exception):
+    """A counter that opened could not be read later (EIO from sysfs, an NVML error): the
+    message says which and why. It costs the energy of the work it was read around, no more."""
+
+
 class EnergyMeter(Protocol):
     source: str  # "rapl", "nvml"
     # True when the counter moves in coarse steps (NVML: about every 100 ms), so that requests
     # are metered by splitting its steps (tradeoff.meters.account), not by two readings.
     stepped: bool
 
-    def read_j(self) -> float: ...
+    def read_j(self) -> float:
+        """The counter (J); raises CounterError where it cannot be read."""
+        ...
 
     def power_w(self) -> float | None:
         """The instantaneous power reading (W), where the hardware gives one."""
@@ -48,7 +55,10 @@ class RaplMeter:
 
     def read_j(self) -> float:
         for i, domain in enumerate(self.domains):
-            now = _read_int(domain / "energy_uj")
+            try:
+                now = _read_int(domain / "energy_uj")
+            except (OSError, ValueError) as exc:
+                raise CounterError(f"RAPL counter unreadable: {exc}") from exc
             delta = now - self._last_uj[i]
             if delta < 0:  # the counter wrapped
                 delta += self._max_uj[i] + 1
@@ -74,7 +84,10 @@ class NvmlMeter:
     def read_j(self) -> float:
         import pynvml
 
-        return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1e3
+        try:
+            return sum(pynvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1e3
+        except pynvml.NVMLError as exc:
+            raise CounterError(f"NVML counter unreadable: {exc}") from exc
 
     def power_w(self) -> float | None:
         """The GPUs' summed power reading (NVML averages it over about a second)."""

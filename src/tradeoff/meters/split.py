@@ -13,9 +13,14 @@ baseline (`measure_idle_w`) is reported beside, never subtracted.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+
+from tradeoff.meters.energy import CounterError
+
+log = logging.getLogger(__name__)
 
 
 class IntervalSplitter:
@@ -100,6 +105,7 @@ class Sampler:
         self.splitter = splitter
         self.period_s = period_s
         self.on_tick = on_tick  # also called every period (e.g. to sample power and memory)
+        self.failed: str | None = None  # why the counter stopped being read (CounterError)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="energy-sampler", daemon=True)
 
@@ -114,7 +120,12 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            self.splitter.sample(self.read_j())
+            try:
+                self.splitter.sample(self.read_j())
+            except CounterError as exc:  # no interval closes from here on
+                log.warning("energy not metered from here on: %s", exc)
+                self.failed = str(exc)
+                return
             if self.on_tick is not None:
                 self.on_tick()
 

@@ -16,7 +16,7 @@ from tradeoff.engines.base import Engine, InProcessEngine, ModelInfo, PassSink
 from tradeoff.engines.emit import TextSink
 from tradeoff.eventloop import unless_cancelled
 from tradeoff.meters.account import EnergyAccount, Settled
-from tradeoff.meters.energy import EnergyMeter
+from tradeoff.meters.energy import CounterError, EnergyMeter
 from tradeoff.meters.flops import eval_flops
 from tradeoff.meters.hardware import device_peaks
 from tradeoff.meters.roofline import Peaks, eval_cost
@@ -72,6 +72,27 @@ class Measured(Generic[T]):
     seconds: float  # time.perf_counter across the work
     energy_j: float | None
     energy_missing: str | None  # why energy_j is None
+
+
+def _read(energy: EnergyMeter | None) -> tuple[float | None, str | None]:
+    """The counter's reading (None with none), or None and why it could not be read: that
+    costs the energy of the work it was read around, not the work."""
+    if energy is None:
+        return None, None
+    try:
+        return energy.read_j(), None
+    except CounterError as exc:
+        return None, str(exc)
+
+
+def _across(
+    energy: EnergyMeter | None, e0: float | None, failed: str | None
+) -> tuple[float | None, str | None]:
+    """The counter's difference from reading `e0` (`failed`: why there is none) to now."""
+    if failed is not None or e0 is None:
+        return None, failed
+    e1, failed = _read(energy)
+    return (None, failed) if e1 is None else (e1 - e0, None)
 
 
 def _timed(work: Callable[[], T]) -> tuple[T, float]:
@@ -159,7 +180,8 @@ class CallMeter:
             return self._call(alias, remote.info, gen, None, None, REMOTE_ENERGY)
         info = engine.info
         account, energy = self.account_for(engine), self.cpu_energy
-        e0 = e1 = None
+        used: float | None = None
+        failed: str | None = None
         async with self._engine(request.cancel) as taken:
             if not taken:  # cancelled while it waited for the engine: nothing ran, 0 J
                 return self._not_run(alias, engine, request)
@@ -173,16 +195,16 @@ class CallMeter:
                 finally:
                     account.end(rid)
             else:
-                e0 = energy.read_j() if energy else None
+                e0, failed = _read(energy)
                 gen = await engine.agenerate(request, on_text)
-                e1 = energy.read_j() if energy else None
+                used, failed = _across(energy, e0, failed)
         if account is not None:
             call = self._call(alias, info, gen, None, None, SETTLING)
             call.pending = asyncio.ensure_future(account.settle(rid))
             return (await self._unless_deferred([call]))[0]
-        if e0 is not None and e1 is not None and energy is not None:
-            return self._call(alias, info, gen, e1 - e0, energy.source, None)
-        return self._call(alias, info, gen, None, None, self.cpu_missing)
+        if used is not None and energy is not None:
+            return self._call(alias, info, gen, used, energy.source, None)
+        return self._call(alias, info, gen, None, None, failed or self.cpu_missing)
 
     @asynccontextmanager
     async def _engine(self, cancel: threading.Event | None) -> AsyncIterator[bool]:
@@ -255,12 +277,12 @@ class CallMeter:
         async with self._engine(cancel) as taken:
             if not taken:
                 return None
-            e0 = energy.read_j() if energy is not None else None
+            e0, failed = _read(energy)
             value, seconds = await asyncio.to_thread(_timed, work)
-            e1 = energy.read_j() if energy is not None else None
-        if e0 is not None and e1 is not None:
-            return Measured(value, seconds, e1 - e0, None)
-        return Measured(value, seconds, None, self.cpu_missing)
+            used, failed = _across(energy, e0, failed)
+        return Measured(
+            value, seconds, used, None if used is not None else failed or self.cpu_missing
+        )
 
     async def call_batch(self, alias: str, requests: list[Request]) -> list[Call]:
         """Requests that share a prompt (a vote's draws), as one batch where the engine batches
@@ -273,7 +295,8 @@ class CallMeter:
         account, energy = self.account_for(engine), self.cpu_energy
         n = len(requests)
         rids: list[str] = []
-        e0 = e1 = None
+        used: float | None = None
+        failed: str | None = None
         async with self._engine(requests[0].cancel) as taken:  # opened once the engine is theirs
             if not taken:
                 return [self._not_run(alias, engine, r) for r in requests]
@@ -287,9 +310,9 @@ class CallMeter:
                     for rid in rids:
                         account.end(rid)
             else:
-                e0 = energy.read_j() if energy else None
+                e0, failed = _read(energy)
                 gens = await engine.agenerate_batch(requests)
-                e1 = energy.read_j() if energy else None
+                used, failed = _across(energy, e0, failed)
         passes = _batch_passes(gens)
         if account is not None:
             calls = [self._call(alias, info, g, None, None, SETTLING, passes, n) for g in gens]
@@ -301,10 +324,10 @@ class CallMeter:
         for g in gens:
             energy_j: float | None = None
             source: str | None = None
-            missing: str | None = self.cpu_missing
-            if e0 is not None and e1 is not None and energy is not None:
+            missing: str | None = failed or self.cpu_missing
+            if used is not None and energy is not None:
                 share = g.output_tokens / total if total else 1 / n
-                energy_j, source, missing = (e1 - e0) * share, energy.source, None
+                energy_j, source, missing = used * share, energy.source, None
             calls.append(self._call(alias, info, g, energy_j, source, missing, passes, n))
         return calls
 
@@ -404,6 +427,7 @@ class Turns:
     engines: dict[str, InProcessEngine]
     rids: dict[str, str] = field(default_factory=dict)
     energy_j: dict[str, float] = field(default_factory=dict)
+    failed: str | None = None  # why the counter could not be read at a hand-over
     _current: str | None = None
     _mark: float | None = None
 
@@ -417,9 +441,11 @@ class Turns:
     def turn(self, alias: str | None) -> None:
         """`alias` generates from now on (None: the request is over)."""
         energy = self.meter.cpu_energy
-        if energy is None:
+        if energy is None or self.failed is not None:
             return
-        now = energy.read_j()
+        now, self.failed = _read(energy)
+        if now is None:
+            return
         if self._current is not None and self._mark is not None:
             self.energy_j[self._current] = self.energy_j.get(self._current, 0.0) + now - self._mark
         self._current, self._mark = alias, now
@@ -435,11 +461,12 @@ class Turns:
             if shares is not None and alias in self.rids:
                 call = meter._call(alias, info, gen, None, None, SETTLING, passes)
                 call.pending = asyncio.ensure_future(_share(shares, alias))
-            elif energy is not None:
+            elif energy is not None and self.failed is None:
                 energy_j = self.energy_j.get(alias, 0.0)
                 call = meter._call(alias, info, gen, energy_j, energy.source, None, passes)
             else:
-                call = meter._call(alias, info, gen, None, None, meter.cpu_missing, passes)
+                missing = self.failed or meter.cpu_missing
+                call = meter._call(alias, info, gen, None, None, missing, passes)
             calls.append(call)
         return await meter._unless_deferred(calls)
 
