@@ -25,6 +25,12 @@ def canned():
     yield from fast_server("--delay-ms", "1")
 
 
+def _mark_stopped(out, point: str) -> None:
+    """Mark a load point stopped before it ended, as a Ctrl-C in it leaves it."""
+    with contextlib.closing(sqlite3.connect(out / "tradeoff.sqlite")) as con, con:
+        con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = ?", (point,))
+
+
 def _rows(out, sql):
     con = sqlite3.connect(out / "tradeoff.sqlite")
     try:
@@ -1159,10 +1165,7 @@ def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
                    "--profile", "concurrent:1,2", "--max-requests", "4", "--scrape", "off",
                    "--out", str(out))  # fmt: skip
     assert made.returncode == 0, made.stderr
-    con = sqlite3.connect(out / "tradeoff.sqlite")
-    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
-    con.commit()
-    con.close()
+    _mark_stopped(out, "concurrent:2")
     before = _rows(out, "SELECT rowid, created_at FROM records ORDER BY rowid")
     write("Capital of France?")
     refused = run_cli("load", "--resume", str(out))
@@ -1216,10 +1219,7 @@ def test_resume_refuses_a_route_whose_policy_was_fitted_again(canned, tmp_path):
     made = run_cli("load", str(routed), "--profile", "concurrent:1,2", "--max-requests", "4",
                    "--scrape", "off", "--out", str(out))  # fmt: skip
     assert made.returncode == 0, made.stderr
-    con = sqlite3.connect(out / "tradeoff.sqlite")
-    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
-    con.commit()
-    con.close()
+    _mark_stopped(out, "concurrent:2")
     before = _rows(out, "SELECT rowid, config_id, created_at FROM records ORDER BY rowid")
     fit("0.2")
     refused = run_cli("load", "--resume", str(out))
