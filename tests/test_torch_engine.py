@@ -317,6 +317,36 @@ def test_a_record_s_latency_ends_with_its_answer_not_the_counter_s_next_step(tmp
     assert total == pytest.approx(meter["counter_total_j"], rel=1e-9)
 
 
+def test_a_closed_loop_sends_its_next_request_without_waiting_for_the_counter(
+    tmp_path, monkeypatch
+):
+    """`tradeoff load` at a closed loop of 1 with a stepped counter (NVML's) sent each request
+    only once the last one's energy had settled, up to a counter step later: requests/s low by
+    up to a step a request. The next is sent when the answer is done; the energy is still the
+    request's share."""
+    from tradeoff.load.options import LoadOptions
+    from tradeoff.load.run import load
+
+    counter = SteppedCounter(step_s=0.5)
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")  # the counter's GPU
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
+    options = LoadOptions(profile="synchronous", max_requests=4, max_seconds=None, scrape="off")
+    result = load(parse_spec(spec(tmp_path, [{"model": "small"}])), options, tmp_path / "load")
+    assert result.status == "finished"
+    store = Store.open(tmp_path / "load")
+    try:
+        df, run = store.records().sort_values("sent_s"), store.run()
+    finally:
+        store.close()
+    assert len(df) == 4 and df["energy_source"].eq("nvml").all()
+    ends = (df["sent_s"] + df["e2e_s"]).to_numpy()
+    waits = df["sent_s"].to_numpy()[1:] - ends[:-1]  # from one answer to the next send
+    assert waits.max() < 0.1, waits
+    [meter] = run["meters"]
+    assert df["energy_j"].sum() + meter["idle_j"] == pytest.approx(meter["counter_total_j"])
+
+
 def test_a_model_on_the_cpu_is_not_charged_the_counter_of_the_gpu_beside_it(tmp_path, monkeypatch):
     """In a session with a model on a GPU, the llama.cpp model on the CPU was charged the GPU's
     counter (its idle power over the CPU model's time, labelled nvml); its energy is missing,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tradeoff.config import Config, RunSpec
@@ -16,7 +17,7 @@ from tradeoff.strategies.calls import CallMeter
 from tradeoff.strategies.context import asked_length
 from tradeoff.tasks import Task, load_task
 from tradeoff.tasks.scorers import after_thinking
-from tradeoff.types import Item, Record
+from tradeoff.types import Item, Outcome, Record
 
 T = TypeVar("T")
 
@@ -56,6 +57,21 @@ def work_keys(spec: RunSpec, config_ids: list[str], items: list[tuple[str, str]]
     ]
 
 
+@dataclass
+class Answered:
+    """A request's answer and the times it was sent and answered (time.perf_counter())."""
+
+    work: Work
+    outcome: Outcome
+    t0: float
+    t1: float
+
+    @property
+    def settling(self) -> bool:
+        """Whether any of its calls' energies waits for a stepped counter's next step."""
+        return any(c.pending is not None for c in self.outcome.calls)
+
+
 class Plan:
     """What a run's work keys name: configurations, tasks and items, and a strategy context for
     each (configuration, task) whose calls go through `meter`."""
@@ -78,16 +94,25 @@ class Plan:
 
     async def run(self, work: Work) -> tuple[Record, float]:
         """Run one request: its record (scored) and the time its engine calls took."""
+        return await self.record(await self.answer(work))
+
+    async def answer(self, work: Work) -> Answered:
+        """The request answered and timed; its energy may still be settling (`record` waits)."""
         config_id, task_name, item_id, sample = work
-        config, task = self.configs[config_id], self.tasks[task_name]
         item = self.items[(task_name, item_id)]
         t0 = time.perf_counter()
-        outcome = await STRATEGIES[config.strategy].run(
+        outcome = await STRATEGIES[self.configs[config_id].strategy].run(
             self.contexts[(config_id, task_name)], item, sample
         )
-        t1 = time.perf_counter()
-        # a stepped counter's share of each call is known once it steps past the answer: not
-        # part of the answer's time
+        return Answered(work, outcome, t0, time.perf_counter())
+
+    async def record(self, answered: Answered) -> tuple[Record, float]:
+        """The answer's record (scored) and the time its engine calls took, once its energy has
+        settled: a stepped counter's share of each call is known once it steps past the answer,
+        which is not part of the answer's time."""
+        (config_id, task_name, item_id, sample), outcome = answered.work, answered.outcome
+        config, task = self.configs[config_id], self.tasks[task_name]
+        item = self.items[(task_name, item_id)]
         await self.meter.settle_calls(outcome.calls)
         score: float | None = None  # an unscored task's (synthetic load) records have none
         parsed = None
@@ -96,8 +121,8 @@ class Plan:
             score = 0.0 if outcome.error else task.scorer.score(answer, item)
             parsed = None if outcome.error else task.scorer.parse(answer)
         record = outcome_record(
-            config_id, task_name, item_id, sample, outcome, t0, t1, self.spec.prices,
-            score=score, parsed=parsed,
+            config_id, task_name, item_id, sample, outcome, answered.t0, answered.t1,
+            self.spec.prices, score=score, parsed=parsed,
         )  # fmt: skip
         asked = asked_length(config, task, item)
         if asked is not None:  # asked of each call: a server that stops short shows

@@ -22,7 +22,7 @@ from tradeoff.dispatch import share
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, send_times
 from tradeoff.types import Record
-from tradeoff.work import Plan, Work
+from tradeoff.work import Answered, Plan, Work
 
 # Errors are judged as a rate only once this many requests of a load point have ended.
 MIN_FOR_ERROR_RATE = 10
@@ -94,6 +94,8 @@ class PointDriver:
         # or "errors" (--max-errors / --max-error-rate), "failed" (a helper process failed),
         # "stopped" (a stop came before its schedule's last send: not once its sends were made)
         self.status = "finished"
+        # records waiting for their energy to settle (`one`)
+        self.settling: set[asyncio.Task[None]] = set()
 
     def work(self, index: int) -> Work:
         task, item_id = self.items[index % len(self.items)]
@@ -120,8 +122,23 @@ class PointDriver:
         sent_s = time.perf_counter() - self.t0
         self.progress.sent += 1
         self.progress.in_flight += 1
-        record, _ = await self.plan.run(self.work(index))
+        answered = await self.plan.answer(self.work(index))
         self.progress.in_flight -= 1
+        self.ended(1, answered.outcome.error is not None)
+        stored = self._stored(answered, index, scheduled_s, sent_s)
+        if not answered.settling:
+            await stored
+            return
+        # its energy waits for a stepped counter's next step (NVML's, 100 ms apart): the next
+        # request (a closed loop's, a --max-concurrency slot's) is not held back by it
+        task = asyncio.ensure_future(stored)
+        self.settling.add(task)
+        task.add_done_callback(self._settled)
+
+    async def _stored(
+        self, answered: Answered, index: int, scheduled_s: float, sent_s: float
+    ) -> None:
+        record, _ = await self.plan.record(answered)
         stamped = dataclasses.replace(
             record,
             load_point=self.point.label,
@@ -131,7 +148,12 @@ class PointDriver:
             queue_delay_s=max(sent_s - scheduled_s, 0.0),
         )
         await self.sink.write(stamped)
-        self.ended(1, record.error is not None)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        """A record stored once its energy settled; one that failed is kept to be raised when
+        the point ends."""
+        if not task.cancelled() and task.exception() is None:
+            self.settling.discard(task)
 
     def ended(self, n: int, errors: int) -> None:
         """`n` requests ended (`errors` of them failed), here or in another process: counted,
@@ -161,6 +183,7 @@ class PointDriver:
         else:
             workers = 1 if self.point.kind == "synchronous" else self.point.concurrency or 1
             await self._closed_loop(workers)
+        await asyncio.gather(*self.settling)  # the point's answers stored before it ends
 
     async def _closed_loop(self, total: int) -> None:
         """`total` requests always in flight, this process's share of them here: each sent as
