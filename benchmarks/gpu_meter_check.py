@@ -1,7 +1,7 @@
 """Check NVML metering on a GPU: a record's latency against its calls', energies against the
 counter's total, and a model on the CPU beside one on the GPU.
 
-    python benchmarks/gpu_meter_check.py --out DIR [--limit 8] [--max-tokens 64]
+    python benchmarks/gpu_meter_check.py --out DIR [--limit 8] [--max-tokens 64] [--load 16]
 
 Profiles three configurations on the arith task: `single` and a batched `vote` of the
 Qwen2.5-0.5B shape (random weights) on the GPU, and `single` of a tiny Llama-like shape on the CPU.
@@ -10,7 +10,10 @@ Then it reads the run's store and prints, per configuration:
   its engine calls: before 2026-12-07 it held the wait for NVML's next counter step, ~100 ms);
 - J/query and the energy's source, or why it is missing;
 and for the run: the records' energies plus the idle energy between them against the counter's
-total over the session (they should add up).
+total over the session (they should add up). With `--load N` it then runs `tradeoff load` of
+`gpu-single` at a closed loop of 1 (`--profile synchronous`, N requests) and prints the time from
+each answer to the next send (before 2026-12-07 the next request waited for the last one's energy
+to settle, up to a counter step) and the requests/s it achieved.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--load", type=int, default=0, help="requests of a closed loop of 1")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     tiny = args.out / "tiny.json"
     tiny.write_text(json.dumps(TINY))
-    spec = args.out / "spec.yaml"
-    spec.write_text(
+    head = (
         "models:\n"
         "  gpu: torch:qwen2.5-0.5b?random_weights=1&ctx=512\n"
         f"  cpu: torch:{tiny}?random_weights=1&device=cpu\n"
@@ -49,7 +52,10 @@ def main() -> None:
         f"sampling: {{temperature: 0.0, max_tokens: {args.max_tokens}, seed: 0}}\n"
         "configs:\n"
         "  - {strategy: single, model: gpu, name: gpu-single}\n"
-        "  - {strategy: vote, model: gpu, n: 4, temperature: 0.7, name: gpu-vote}\n"
+    )
+    spec = args.out / "spec.yaml"
+    spec.write_text(
+        head + "  - {strategy: vote, model: gpu, n: 4, temperature: 0.7, name: gpu-vote}\n"
         "  - {strategy: single, model: cpu, name: cpu-single}\n"
     )
     run = args.out / "run"
@@ -57,6 +63,19 @@ def main() -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     report(run)
+    if args.load:
+        run, spec = args.out / "load", args.out / "load.yaml"
+        spec.write_text(head)
+        command = [
+            sys.executable, "-m", "tradeoff", "load", str(spec), "--out", str(run),
+            "--profile", "synchronous", "--scrape", "off",
+            "--max-requests", str(args.load), "--max-seconds", "600",
+        ]  # fmt: skip
+        print("$", " ".join(command), flush=True)
+        done = subprocess.run(command)
+        if done.returncode:  # its records are stored before its chart is drawn (altair, vl-convert)
+            print(f"(load exited {done.returncode} after its run)")
+        report_load(run)
 
 
 def report(run: Path) -> None:
@@ -83,6 +102,11 @@ def report(run: Path) -> None:
         gap = f"{statistics.median(gaps):.2f} / {max(gaps):.2f}" if gaps else "n/a"
         joules = f"{energy.mean():.2f}" if len(energy) else "n/a"
         print(f"| {config} | {len(group)} | {gap} | {joules} | {sources} | {missing} |")
+    print_counter(records, meters)
+
+
+def print_counter(records, meters: list[dict]) -> None:
+    """The records' energies plus the idle energy between them against the counter's total."""
     records_j = float(records["energy_j"].dropna().sum())
     for m in meters:
         if "counter_total_j" in m:
@@ -93,6 +117,28 @@ def report(run: Path) -> None:
                 f"({100 * (records_j + idle) / total:.3f}% of it); idle baseline "
                 f"{m['idle_w']:.1f} W (not subtracted)"
             )
+
+
+def report_load(run: Path) -> None:
+    from tradeoff.store import Store
+
+    store = Store.open(run)
+    try:
+        records = store.records().sort_values("sent_s")
+        meters = store.run().get("meters") or []
+    finally:
+        store.close()
+    sent, ends = list(records["sent_s"]), list(records["sent_s"] + records["e2e_s"])
+    waits = [1000 * (s - e) for s, e in zip(sent[1:], ends[:-1], strict=True)]
+    busy = sum(records["e2e_s"])
+    print(
+        f"\nload, closed loop of 1, {len(records)} requests: from an answer to the next send, "
+        f"median {statistics.median(waits):.2f} ms, max {max(waits):.2f} ms; "
+        f"{len(records) / (ends[-1] - sent[0]):.3f} requests/s sent over "
+        f"{ends[-1] - sent[0]:.3f} s, of which {busy:.3f} s answering "
+        f"({100 * busy / (ends[-1] - sent[0]):.1f}%)"
+    )
+    print_counter(records, meters)
 
 
 if __name__ == "__main__":
