@@ -112,6 +112,14 @@ def evaluate(
     return found
 
 
+def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `n` questions the package's encoder is checked on (CHECK) and which are decided
+    one at a time (SINGLE), drawn at random: every question of a cut smaller than that."""
+    rng = np.random.default_rng(SEED)
+    check = rng.choice(n, min(CHECK, n), replace=False)
+    return check, rng.choice(n, min(SINGLE, n), replace=False)
+
+
 # 2. Decisions, as serve makes them ---------------------------------------------------------------
 
 
@@ -238,6 +246,7 @@ def section(
     baselines: list[Row],
     served: list[Served],
     checks: dict[str, tuple[float, float]],
+    checked: int,
     encode_ms: float,
     cache_note: str,
     wall: float,
@@ -255,6 +264,8 @@ def section(
     scope = f"**cut: {', '.join(cut)}**" if cut else "all of them"
     cmd = "PYTHONPATH=src python benchmarks/bench_routers.py " + shlex.join(sys.argv[1:])
     rand = next(r for r in baselines if r.router == "random")
+    grouped = min(FOLDS, data["subject"].nunique())  # group_folds deals whole subjects
+    fits = f"all {FOLDS}" if grouped == FOLDS else f"{grouped} grouped or {FOLDS} random"
     cores = f"{os.cpu_count()}-core {cpu_model()}"
 
     result_rows = [
@@ -306,24 +317,24 @@ def section(
         "(`tradeoff.policy.routers.ROUTERS`, `new_router`), its out-of-fold expected scores "
         f"(weak, strong) from `tradeoff.policy.fit.out_of_fold(x, scores, k={FOLDS}, "
         f"seed={SEED}, groups=...)`: **grouped by subject** passes groups = subject "
-        f"(`group_folds`: whole subjects dealt to {min(FOLDS, data['subject'].nunique())} folds, "
+        f"(`group_folds`: whole subjects dealt to {grouped} folds, "
         "none on both sides), **5-fold "
         "random** passes none (`folds`). Each query is ranked by its predicted gain (strong − "
         "weak) through `tradeoff.analysis.router.threshold_curve`; APGR and CPT by its `apgr` "
         'and `cpt`, "strong share at 95%" is `cpt` at the x above. A random order\'s APGR '
         f"spreads ±{spread:.3f} (one standard deviation, `random_apgr_spread`). Fit s: wall "
-        f"time of the router's `out_of_fold` (all {FOLDS} fits and predictions).",
+        f"time of the router's `out_of_fold` ({fits} fits and predictions).",
         "",
         f"Routers: {settings()}.",
         "",
         f"Embeddings: {embed.MODEL} from bench_router_features' cache ({args.cache}; "
         f"{cache_note}), looked up by `cached()` with the package's `embed.encode` as the "
         "encoder for anything missing. The cache was computed by transformers with mean pooling; "
-        f"the package's `embed.encode` (sentence-transformers) agrees with it on {CHECK} random "
+        f"the package's `embed.encode` (sentence-transformers) agrees with it on {checked} random "
         f"prompts to max |difference| {checks['sample'][0]:.2e}, min cosine "
         f"{checks['sample'][1]:.6f}, and over every prompt of the batched pass below to "
         f"{checks['all'][0]:.2e} and {checks['all'][1]:.6f}. `embed.encode` at batch 1: "
-        f"median {encode_ms:.1f} ms per prompt over those {CHECK}.",
+        f"median {encode_ms:.1f} ms per prompt over those {checked}.",
         "",
         table(
             [
@@ -343,8 +354,8 @@ def section(
         "the embedding routers given the cached embeddings as their features), saved with "
         "`Policy.save`, loaded with `Policy.load` and warmed on an empty query as "
         "`tradeoff serve` does (`strategies/route.py`). **Batch 1**: `Policy.choose([prompt], "
-        f'["{TASK}"])` on each of {SINGLE} random prompts, the routers taking turns on each '
-        "prompt, features (hashed words, or "
+        f'["{TASK}"])` on each of {len(served[0].single_ms)} random prompts, the routers '
+        "taking turns on each prompt, features (hashed words, or "
         "embedding the prompt with `embed.encode`), expected scores and argmax included; "
         f"wall-clock, median and 90th percentile; decisions/s = 1 / median. **Batched**: every "
         f"prompt, {CHUNK} per call: words-lr through `Policy.choose` itself; the embedding "
@@ -465,9 +476,8 @@ def main() -> None:
     data = load(args.data, args.subjects, args.limit)
     texts, groups = data["prompt"].tolist(), data["subject"].tolist()
     y = data[["weak", "strong"]].to_numpy()
-    rng = np.random.default_rng(SEED)
-    check = rng.choice(len(texts), CHECK, replace=False)
-    sample = [texts[i] for i in rng.choice(len(texts), min(SINGLE, len(texts)), replace=False)]
+    check, single = draw(len(texts))
+    sample = [texts[i] for i in single]
     say(f"{len(data)} questions, {data['subject'].nunique()} subjects")
 
     words = Featurizer(WordsLR.kind)(texts, [TASK] * len(texts))
@@ -532,6 +542,7 @@ def main() -> None:
             baselines,
             served,
             checks,
+            len(check),
             minilm.latency_ms,
             minilm.note.split(";")[0],  # the rest is the cache's embedding rate: not used here
             wall,
