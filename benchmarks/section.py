@@ -25,11 +25,17 @@ def loadavg() -> str:
 
 
 def commit() -> str:
-    """This tree's commit, and whether tracked files differ from it."""
+    """This tree's commit, and whether tracked files differ from it; "unknown" and why where git
+    cannot tell (git not installed, or not a checkout: an sdist, a `git archive`)."""
 
-    def git(*args: str) -> str:
-        found = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
-        return found.stdout.strip()
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True)
 
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if dirty else "")
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+    except OSError:
+        return "unknown (git not found)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + (" with uncommitted changes" if dirty else "")

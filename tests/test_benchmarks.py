@@ -3,7 +3,12 @@ figures they measure (those are RESULTS.md's, on a quiet machine)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -29,3 +34,30 @@ def test_bench_routers_draws_every_question_of_a_cut_smaller_than_its_samples(
     check, single = draw(20)
     assert sorted(check) == list(range(20))
     assert sorted(single) == list(range(20))
+
+
+def roofline_embedding(script: Path, path: str) -> subprocess.CompletedProcess[str]:
+    """benchmarks/roofline_embedding.py (arithmetic only, so quick) on one recorded figure, its
+    section ending with the tree it ran on; `path`: the PATH it runs with."""
+    env = {**os.environ, "PATH": path}
+    args = [sys.executable, str(script), "llama-3.1-8b:1:241.1:263.3"]
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_section_without_git_names_the_tree_unknown(tmp_path: Path) -> None:
+    """Without git on PATH, every script's section was lost at its last line: a traceback
+    (FileNotFoundError: 'git'), after the whole run's measuring."""
+    done = roofline_embedding(BENCHMARKS / "roofline_embedding.py", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "| llama-3.1-8b | 1 |" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "Tree unknown (git not found)."
+
+
+def test_section_outside_a_git_checkout_names_the_tree_unknown(tmp_path: Path) -> None:
+    """Run from a tree that is not a git checkout (an sdist, a `git archive`), a section named a
+    blank tree ("Tree **.**"), read as a formatting slip."""
+    for name in ("roofline_embedding.py", "section.py"):
+        shutil.copy(BENCHMARKS / name, tmp_path / name)
+    done = roofline_embedding(tmp_path / "roofline_embedding.py", os.environ["PATH"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "Tree unknown (not a git checkout)."
