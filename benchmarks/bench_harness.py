@@ -114,10 +114,12 @@ def compare(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             runs[name].append(over_http_in(trees[name], args.requests, args.concurrency))
+    made = sorted({int(x["requests"]) for results in runs.values() for x in results})
+    requests = str(made[0]) if len(made) == 1 else f"{made[0]}-{made[-1]}"
     cmd = "python benchmarks/bench_harness.py " + " ".join(sys.argv[1:])
     print(f"Command: `{cmd.strip()}`\n")
     print(
-        f"The runner against benchmarks/fast_server.py, {args.requests} requests of 4 tokens at "
+        f"The runner against benchmarks/fast_server.py, {requests} requests of 4 tokens at "
         f"concurrency {args.concurrency}, {args.rounds} runs per tree in alternation, each in a "
         f"fresh process ({os.cpu_count()} cores).\n"
     )
@@ -141,7 +143,13 @@ def compare(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=5000,
+        help="requests over HTTP, rounded up to whole passes over arith's 60 items (default "
+        "5000: 5040 run)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--items", type=int, default=60, help="items per task, in-process part")
     parser.add_argument("--before", metavar="SRC", help="compare with this source tree")

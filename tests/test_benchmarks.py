@@ -61,3 +61,17 @@ def test_section_outside_a_git_checkout_names_the_tree_unknown(tmp_path: Path) -
     done = roofline_embedding(tmp_path / "roofline_embedding.py", os.environ["PATH"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "Tree unknown (not a git checkout)."
+
+
+def test_bench_harness_before_states_the_requests_each_run_made() -> None:
+    """--before stated the requests asked for (100), not the 120 each run made: arith's 60 items
+    are run whole, 2 samples each."""
+    args = ["--before", str(REPO / "src"), "--rounds", "1", "--requests", "100"]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_harness.py"), *args, "--concurrency", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "fast_server.py, 120 requests of 4 tokens at concurrency 4" in done.stdout
