@@ -49,7 +49,7 @@ def measure(code: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[20_000, 100_000])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()

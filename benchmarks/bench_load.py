@@ -838,7 +838,7 @@ def agreement(venv: Path, args: argparse.Namespace, work: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per precision load point")
     parser.add_argument("--warmup", type=float, default=1.0, help="precision warm-up, seconds")
     parser.add_argument("--rates", default="100,500,1000", help="precision rates, req/s")

@@ -72,7 +72,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--requests", type=int, default=5000)
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=4)

@@ -243,7 +243,7 @@ def round_trips(batch: Batch, shards: list[int], records: int, scratch: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-r", "--requests", type=int, default=2000, help="about; at least 64")
     parser.add_argument("-c", "--concurrency", type=int, default=16, help="in flight per worker")
     parser.add_argument(

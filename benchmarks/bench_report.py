@@ -610,7 +610,7 @@ def section(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records in the store")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each command")
     parser.add_argument("--write", help="the store's directory (default: under ~/.cache)")

@@ -40,7 +40,7 @@ SAMPLE = 32  # prompts embedded one at a time, for the latency
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="a sentence-transformers folder")
     parser.add_argument(
         "data", nargs="?", type=Path, default=ROOT.parent / "shared" / "data" / "routellm-mmlu"

@@ -454,12 +454,13 @@ def verdicts(fitted: list[Fitted], rand: Row, served: list[Served]) -> list[str]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "data",
         nargs="?",
         type=Path,
         default=ROOT.parent / "shared" / "data" / "routellm-mmlu",
+        help="RouteLLM's MMLU folder of mmlu_SUBJECT.csv files (default: %(default)s)",
     )
     parser.add_argument(
         "--cache", type=Path, default=Path("/tmp/rf-cache"), help="bench_router_features' cache"

@@ -28,7 +28,7 @@ CASCADE = [0.0, 0.25, 0.5, 1.0, 2.0, 1e9]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", action="append", help="built-in task(s); default facts")
     parser.add_argument("--limit", type=int, default=None, help="items per task (default all)")
     parser.add_argument("--max-tokens", type=int, default=32)

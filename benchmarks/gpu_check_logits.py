@@ -100,7 +100,7 @@ def compare(hf: torch.nn.Module, directory: Path, opts: str, batch: int) -> list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="qwen2.5-0.5b")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--batch", type=int, default=1, help="prompts decoded together")

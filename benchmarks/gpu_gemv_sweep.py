@@ -202,7 +202,7 @@ def sweep_product(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", nargs="+", default=["llama-3.1-8b", "qwen2.5-0.5b"])
     parser.add_argument("--rows", default="1,8")

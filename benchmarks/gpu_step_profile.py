@@ -299,7 +299,7 @@ def breakdown(row: dict[str, Any], peaks: Peaks | None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", nargs="+", default=["llama-3.1-8b:1,8", "qwen2.5-0.5b:1"])
     parser.add_argument("--variants", default="graph,compile")

@@ -3,6 +3,7 @@ figures they measure (those are RESULTS.md's, on a quiet machine)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -75,3 +76,34 @@ def test_bench_harness_before_states_the_requests_each_run_made() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "fast_server.py, 120 requests of 4 tokens at concurrency 4" in done.stdout
+
+
+# The scripts whose description runs past its docstring's first line; not gpu_check_logits, which
+# imports torch before it parses (some 9 s).
+DESCRIBED = [
+    "bench_harness.py",
+    "bench_intervals.py",
+    "bench_load.py",
+    "bench_ray.py",
+    "bench_report.py",
+    "bench_router_embedders.py",
+    "bench_router_features.py",
+    "bench_routers.py",
+    "gpu_meter_check.py",
+]
+
+
+@pytest.mark.parametrize("script", DESCRIBED)
+def test_help_describes_the_script_in_its_docstrings_whole_first_paragraph(script: str) -> None:
+    """--help cut the description after the docstring's first line, mid-sentence ("... and the
+    rate at which")."""
+    path = BENCHMARKS / script
+    docstring = ast.get_docstring(ast.parse(path.read_text()))
+    assert docstring is not None
+    done = subprocess.run(
+        [sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    # argparse wraps the text at spaces and hyphens: compare without any whitespace
+    first = "".join(docstring.split("\n\n")[0].split())
+    assert first in "".join(done.stdout.split())
