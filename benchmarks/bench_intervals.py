@@ -17,9 +17,8 @@ import subprocess
 import sys
 import time
 
-from section import HERE, commit, loadavg, table
+from section import SRC, commit, loadavg, table
 
-SRC = HERE.parent / "src"
 SETUP = (
     "import numpy as np\n"
     "from tradeoff.analysis.metrics import accuracy_interval\n"

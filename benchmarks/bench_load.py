@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from section import commit, loadavg, table, verdict
+from section import commit, loadavg, pythonpath, table, verdict
 
 from tradeoff.analysis.load import percentiles
 from tradeoff.meters.conditions import summarize
@@ -63,7 +63,6 @@ from tradeoff.meters.host import cpu_model
 from tradeoff.tasks.synthetic import WORDS
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
 GUIDELLM = "0.8.1"
 GUIDELLM_ENV = "TRADEOFF_GUIDELLM_VENV"
 GUIDELLM_SHARED = Path("/tmp/guidellm-venv")
@@ -131,12 +130,6 @@ def on_cores(cores: set[int] | None) -> Callable[[], None] | None:
     if cores is None:
         return None
     return lambda: os.sched_setaffinity(0, cores)
-
-
-def pythonpath() -> str:
-    """This tree's src first, then whatever PYTHONPATH already holds (a machine's extra
-    packages)."""
-    return os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Ran:

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 from render_time import Render, render
-from section import commit, loadavg, table, verdict
+from section import commit, loadavg, pythonpath, table, verdict
 
 from tradeoff.config import Config, parse_spec, resolve_configs
 from tradeoff.meters.host import cpu_model, host_info, usable_cores
@@ -62,8 +62,6 @@ from tradeoff.store import STORE_FILE, Store
 from tradeoff.tasks.synthetic import WORDS
 from tradeoff.types import Call, Generation, Item, Record
 
-HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
 MARKER = "bench_report.json"  # in the store's directory: what this script wrote there
 GENERATOR = 1  # bumped when the records drawn change, so that an old store is rewritten
 
@@ -420,11 +418,6 @@ class Timed:
     peak_mib: float
     output_bytes: int  # standard output, or the file the command wrote
     stderr_tail: str
-
-
-def pythonpath() -> str:
-    """This tree's src first, then whatever PYTHONPATH already holds."""
-    return os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def tradeoff_env() -> dict[str, str]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from section import SRC, pythonpath
 
 from tradeoff.engines.bundled import bundled_path
 from tradeoff.engines.sse import SSEDecoder
@@ -84,9 +85,9 @@ def start_fast_upstream(delay_ms: float) -> tuple[subprocess.Popen, int]:
     return proc, int(match.group(1))
 
 
-def start_tradeoff(spec: Path, out: Path, src: str | None = None) -> tuple[subprocess.Popen, str]:
+def start_tradeoff(spec: Path, out: Path, src: Path = SRC) -> tuple[subprocess.Popen, str]:
     """`tradeoff serve` from this tree, or from the source tree `src` (another version)."""
-    env = {**os.environ, "PYTHONPATH": src} if src else None
+    env = {**os.environ, "PYTHONPATH": pythonpath(src)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradeoff", "serve", "--spec", str(spec), "--out", str(out),
          "--port", "0", "--max-concurrency", "256"],
@@ -315,7 +316,7 @@ def main() -> None:
             outs["before"] = Path(tmp) / "run-before"
         try:
             for name, directory in outs.items():
-                src = args.before if name == "before" else None
+                src = Path(args.before) if name == "before" else SRC
                 procs[name], served[name] = start_tradeoff(spec, directory, src)
             rows = asyncio.run(latency(args, upstream, served))
             soaked = asyncio.run(soak(args, served["via"], procs["via"].pid)) if args.soak else None

@@ -1,5 +1,6 @@
 """What the benchmark scripts' Markdown sections for benchmarks/RESULTS.md share: tables,
-verdicts against a target, and where and on which tree a figure was measured."""
+verdicts against a target, and where and on which tree a figure was measured (and the PYTHONPATH
+that has a child process run that tree)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
 
 
 def verdict(ok: bool) -> str:
@@ -22,6 +24,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def loadavg() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def pythonpath(src: Path = SRC) -> str:
+    """`src` (this tree's unless another version's is given) first, then whatever PYTHONPATH
+    already holds (a machine's extra packages): a child process runs the tree its figures are
+    labelled with, not whichever tradeoff the caller's environment imports."""
+    return os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
 
 
 def commit() -> str:

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import REPO
+from conftest import REPO, fast_server
 
 BENCHMARKS = REPO / "benchmarks"
 
@@ -107,3 +108,31 @@ def test_help_describes_the_script_in_its_docstrings_whole_first_paragraph(scrip
     # argparse wraps the text at spaces and hyphens: compare without any whitespace
     first = "".join(docstring.split("\n\n")[0].split())
     assert first in "".join(done.stdout.split())
+
+
+def test_bench_serve_serves_this_trees_tradeoff_whatever_the_environment_imports(
+    benchmarks_importable: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench_serve labelled its served rows "this tree" but started whichever `tradeoff` the
+    caller's environment imported (another checkout's, an installed one): here a stand-in
+    package on PYTHONPATH that only says what it is."""
+    from bench_serve import start_tradeoff
+
+    other = tmp_path / "other" / "tradeoff"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    (other / "__main__.py").write_text("import sys\nprint('another tradeoff', file=sys.stderr)\n")
+    monkeypatch.setenv("PYTHONPATH", str(other.parent))
+    upstream = fast_server()
+    url = next(upstream)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"models:\n  fast: 'openai:{url}#fast'\ntasks: [arith]\n")
+    try:
+        proc, served = start_tradeoff(spec, tmp_path / "run")
+        try:
+            assert httpx.get(f"{served}/v1/models", timeout=30).status_code == 200
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    finally:
+        upstream.close()
