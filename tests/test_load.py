@@ -932,6 +932,19 @@ def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):
     assert "died" not in said, said
 
 
+def test_max_error_rate_is_judged_on_the_point_not_on_each_process(tmp_path):
+    """Every 2nd answer fails, so one process's share fails whole while the point fails half:
+    the helper judged --max-error-rate 0.6 on its own share and quietly stopped sending, and the
+    point read finished with a quarter of its schedule never sent."""
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1", "--fail-every", "2") as url:
+        args = ("--profile", "constant:20", "--max-requests", "40", "--processes", "2")
+        result = _load(url, out, *args, "--max-error-rate", "0.6", "--scrape", "off")
+    assert result.returncode == 0, result.stderr
+    assert _rows(out, "SELECT COUNT(*), COUNT(error) FROM records") == [(40, 20)]
+    assert _rows(out, "SELECT status FROM load_points") == [("finished",)]
+
+
 def test_the_first_model_group_to_fail_stops_the_others_before_its_error_is_raised():
     """Ray load runs drive each model group's points side by side: a lost worker's error must
     reach the run only once the other groups stopped (they ran on, under a session closing)."""

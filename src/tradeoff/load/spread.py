@@ -166,8 +166,8 @@ class Spread:
                     unsent, ended = payload
                     driver.progress.in_flight -= in_flight
                     driver.progress.unsent += unsent
-                    if ended == "stopped" and driver.status == "finished":
-                        driver.status = ended  # a stop cut the helper's part short
+                    if ended != "finished" and driver.status == "finished":
+                        driver.status = ended  # its part was cut short (a stop)
                     return
                 else:
                     failures.append(str(payload))
@@ -234,7 +234,9 @@ def _main(fd: int) -> None:
     except (EOFError, OSError):
         return  # the run ended before it needed this helper
     try:
-        options = LoadOptions(**options_data)
+        # --max-errors and --max-error-rate are judged on the point's every process, by the
+        # parent, which tells the helpers to stop: a helper's own share may fail more often
+        options = LoadOptions(**{**options_data, "max_errors": None, "max_error_rate": None})
         eventloop.run(_helper(parse_spec(spec_data), api_key, options, conn))
     except BaseException as exc:
         with contextlib.suppress(OSError):
