@@ -870,6 +870,30 @@ def test_a_closed_loop_of_uneven_shares_deals_its_requests_as_its_workers(tmp_pa
     assert len(spans) == 30 and sum(b - a for a, b in spans) / window > 2.5, spans
 
 
+def _spread_run(canned, out, *pace):
+    """A load run against the canned server from 2 processes, begun (not waited for)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", *pace, "--processes", "2", "--scrape", "off", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _helper_of(parent: int) -> int | None:
+    """The pid of the load helper process `parent` started, once it runs."""
+    from pathlib import Path
+
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            line = (stat.parent / "cmdline").read_bytes()
+            if b"tradeoff.load.spread" in line and f") S {parent} " in stat.read_text():
+                return int(stat.parent.name)
+    return None
+
+
 def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_point(
     canned, tmp_path
 ):
@@ -877,28 +901,12 @@ def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_po
     command to continue it; now one line says how, and --resume measures the point again."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
-
-    def helper(parent):
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                line = (stat.parent / "cmdline").read_bytes()
-                if b"tradeoff.load.spread" in line and f") S {parent} " in stat.read_text():
-                    return int(stat.parent.name)
-        return None
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
-         "--max-tokens", "4", "--profile", "constant:10", "--max-requests", "40",
-         "--processes", "2", "--scrape", "off", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _spread_run(canned, out, "--profile", "constant:10", "--max-requests", "40")
     deadline = time.time() + 60
-    while not (records_so_far(out) and (pid := helper(proc.pid))):
+    while not (records_so_far(out) and (pid := _helper_of(proc.pid))):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
@@ -911,6 +919,52 @@ def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_po
     assert resumed.returncode == 0, resumed.stderr
     assert _rows(out, "SELECT status FROM load_points") == [("finished",)]
     assert _rows(out, "SELECT COUNT(*) FROM records") == [(40,)]
+
+
+def test_ctrl_c_while_a_helper_process_starts_sends_nothing_more(canned, tmp_path):
+    """The stop reached the helper before its part of the point did, and was lost: it sent its
+    whole share of the point after the Ctrl-C, for all of --max-seconds."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = _spread_run(canned, out, "--profile", "constant:10", "--max-seconds", "10")
+    deadline = time.time() + 60
+    while not _helper_of(proc.pid):  # importing tradeoff and opening the engines
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert _rows(out, "SELECT COUNT(*) FROM records") == [(0,)]
+    assert _rows(out, "SELECT status FROM load_points") == [("stopped",)]
+
+
+def test_a_stop_right_behind_a_helper_s_part_of_a_point_reaches_it(canned):
+    """A Ctrl-C as a point began sent the helper its part with a stop right behind: the stop
+    reached the helper before its loop took the part, and was lost, the part driven whole."""
+    import dataclasses
+    import time
+
+    from tradeoff.config import parse_spec, resolve_configs
+    from tradeoff.dispatch import Helper
+    from tradeoff.load.options import LoadOptions
+
+    models = {"m": f"openai:{canned}#m"}
+    spec = parse_spec({"models": models, "tasks": ["arith"], "sampling": {"max_tokens": 4}})
+    options = LoadOptions(profile="constant:10", max_seconds=10)
+    point = LoadPoint("constant", rate=10)
+    helper = Helper.start("tradeoff.load.spread")
+    try:
+        helper.conn.send(("init", spec.model_dump(mode="json"), None, dataclasses.asdict(options)))
+        assert helper.conn.recv() == ("ready", None)
+        config_id = resolve_configs(spec)[0].config_id
+        part = (config_id, dataclasses.asdict(point), time.perf_counter(), 2, 1)  # stride 1 of 2
+        helper.conn.send(("point", part))
+        helper.conn.send(("stop", None))
+        assert helper.conn.recv() == ("point-done", (0, "stopped"))  # no record: none was sent
+    finally:
+        helper.close()
 
 
 def test_errors_in_every_process_count_toward_max_errors(canned, tmp_path):

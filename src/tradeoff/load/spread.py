@@ -142,6 +142,9 @@ class Spread:
         `processes - 1` helpers, the helpers' records to `writer`. Raises RunFailed if a helper
         fails (what came back is kept)."""
         await self._ensure(processes - 1, stop.to_continue)
+        if stop.requested:  # while the helpers started: the point sends nothing
+            driver.status = "stopped"
+            return
         helpers = self.helpers[: processes - 1]
         self.notify(f"{driver.progress.label}: sent from {processes} processes")
         t0 = time.perf_counter() + START_AHEAD_S
@@ -253,8 +256,11 @@ async def _helper(
         plan = Plan(spec, configs, load_tasks(spec), CallMeter(engines, None, HELPER_UNMETERED))
         by_id = {c.config_id: c for c in configs}
         loop = asyncio.get_running_loop()
-        jobs: asyncio.Queue[tuple[Any, ...] | None] = asyncio.Queue()
-        current = [_Flag()]  # the running point's stop flag, set by the parent's "stop"
+        jobs: asyncio.Queue[tuple[tuple[Any, ...], _Flag] | None] = asyncio.Queue()
+        # The latest point's stop flag, set by the parent's "stop". Made as its part arrives,
+        # not as the loop takes it: a stop right behind the part (a Ctrl-C as the point began)
+        # set the point before's flag, and the part was driven whole.
+        current = [_Flag()]
 
         def listen() -> None:
             try:
@@ -265,7 +271,8 @@ async def _helper(
                     elif kind == "end":
                         raise EOFError
                     else:
-                        loop.call_soon_threadsafe(jobs.put_nowait, payload)
+                        current[0] = flag = _Flag()
+                        loop.call_soon_threadsafe(jobs.put_nowait, (payload, flag))
             except (EOFError, OSError):  # the parent is done ("end") or gone
                 current[0].requested = True
                 with contextlib.suppress(RuntimeError):
@@ -274,9 +281,8 @@ async def _helper(
         threading.Thread(target=listen, daemon=True).start()
         conn.send(("ready", None))
         while (job := await jobs.get()) is not None:
-            config_id, point_data, t0, of, k = job
+            (config_id, point_data, t0, of, k), flag = job
             config, point = by_id[config_id], LoadPoint(**point_data)
-            current[0] = flag = _Flag()
             progress = PointProgress(point.label, options.max_requests, options.max_seconds)
             sending = _Sending(conn, progress)
             driver = PointDriver(
