@@ -898,7 +898,8 @@ def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_po
     canned, tmp_path
 ):
     """A killed --processes helper ended the run with a traceback of some 60 lines and no
-    command to continue it; now one line says how, and --resume measures the point again."""
+    command to continue it; now one line says how, and --resume measures the point again. The
+    point it cut short read "running" for good; it is marked failed."""
     import os
     import signal
     import time
@@ -915,6 +916,8 @@ def test_a_helper_that_dies_fails_the_run_in_one_line_and_resume_measures_its_po
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: a load helper process failed (helper process exited"), last
     assert last.endswith(f"continue with: tradeoff load --resume {out}"), last
+    assert _rows(out, "SELECT status FROM load_points") == [("failed",)]
+    assert "constant:10 (failed)" in run_cli("report", "--load", str(out)).stdout
     resumed = run_cli("load", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert _rows(out, "SELECT status FROM load_points") == [("finished",)]

@@ -32,7 +32,7 @@ from tradeoff.config import (
     with_absolute_paths,
 )
 from tradeoff.dispatch import unused_processes
-from tradeoff.errors import UserError
+from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint, Profile, sweep_rates
@@ -345,26 +345,11 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         run.plan, config, point, options, run.writer, stop, progress, report, (0, processes)
     )
     report(progress)
-    ended = driver.status
-    if run.pool is not None:
-        records, ended, counts = await run.pool.drive_point(
-            config, point, options, lambda: stop.requested
-        )
-        for record in records:
-            run.writer.add(record)
-        progress.sent, progress.done, progress.errors = (
-            counts[k] for k in ("sent", "done", "errors")
-        )
-        progress.unsent = int(counts.get("unsent", 0))
-        if "elapsed_s" in counts:  # the worker's time, not Ray's round trips (or a restart)
-            progress.started = time.perf_counter() - float(counts["elapsed_s"])
-        report(progress)
-    elif run.spread is not None and processes > 1:
-        await run.spread.drive(driver, processes, run.writer, stop)
-        ended = driver.status
-    else:
-        await driver.run()
-        ended = driver.status
+    failed: RunFailed | None = None
+    try:
+        ended = await _drive_on(run, driver, processes)
+    except RunFailed as exc:  # a helper process or a Ray worker lost: marked, then raised
+        failed, ended = exc, "failed"
     run.writer.flush()
     report(progress)  # as it ended: what was not sent in time is counted once the sends stop
     status = ended  # "stopped" only where the stop came before its last send (as profile's)
@@ -389,11 +374,34 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
     for scraper in run.scrapers:  # before the point is marked ended: a run killed keeps them
         store.add_scrapes(scraper.url, *scraper.take())
     store.end_load_point(config.config_id, point.label, status, summary)
+    if failed is not None:
+        raise failed
     return PointResult(
         config.name, point.label, status, progress.sent, progress.done, progress.errors,
         progress.elapsed_s, achieved, stats["served_rate"], saturated,
         stats["saturation_reason"], processes, progress.unsent,
     )  # fmt: skip
+
+
+async def _drive_on(run: _Run, driver: PointDriver, processes: int) -> str:
+    """Drive the point here, from `processes` processes, or on its Ray worker; how it ended."""
+    if run.pool is None:
+        if run.spread is not None and processes > 1:
+            await run.spread.drive(driver, processes, run.writer, run.stop)
+        else:
+            await driver.run()
+        return driver.status
+    records, ended, counts = await run.pool.drive_point(
+        driver.config, driver.point, run.options, lambda: run.stop.requested
+    )
+    for record in records:
+        run.writer.add(record)
+    progress = driver.progress
+    progress.sent, progress.done, progress.errors = (counts[k] for k in ("sent", "done", "errors"))
+    progress.unsent = int(counts.get("unsent", 0))
+    if "elapsed_s" in counts:  # the worker's time, not Ray's round trips (or a restart)
+        progress.started = time.perf_counter() - float(counts["elapsed_s"])
+    return ended
 
 
 def _check_items(
