@@ -386,6 +386,40 @@ def test_a_load_run_on_ray_drives_each_model_group_on_its_worker(cluster, tmp_pa
     assert _run(out)["host"]["nodes"]
 
 
+def _load_points(out) -> list[tuple]:
+    con = sqlite3.connect(out / "tradeoff.sqlite")
+    try:
+        return con.execute(
+            "SELECT configs.name, load_point, status FROM load_points JOIN configs USING "
+            "(config_id) ORDER BY 1, started_at"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_killed_load_worker_restarts_stops_the_point(cluster, tmp_path):
+    """The restarted worker drove its point again with a stop flag of its own, the Ctrl-C
+    told only to the worker that died: the point ran whole, and read finished (exit 0)."""
+    out = tmp_path / "load"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1") as url:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{url}#m", "-t", "arith",
+             "--max-tokens", "4", "--profile", "constant:5", "--max-seconds", "20",
+             "--scrape", "off", "--out", str(out), "--ray", cluster],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        _wait_for_line(proc, "ready on")
+        time.sleep(1.5)  # the point is being driven
+        os.kill(_worker_pids()[0], signal.SIGKILL)
+        time.sleep(0.3)  # Ray restarts it, and drives the point there again
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert [p[1:] for p in _load_points(out)] == [("constant:5", "stopped")]
+
+
 @pytest.mark.slow
 def test_a_throwaway_cluster_samples_this_host(tmp_path):
     """`--ray local` runs on this machine: its conditions are sampled as a local run's are."""

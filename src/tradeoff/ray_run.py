@@ -319,6 +319,9 @@ class ShardWorker:
         `load.run` does locally; its records, how it ended, and its progress counts."""
         from tradeoff.load.driver import PointDriver, PointProgress
 
+        # Before the models are set up (a restarted worker's first point): a stop that comes
+        # meanwhile is this point's (made after, it lost the stop and drove the point whole).
+        self.stopping = stopping = _Stopping()
         plan = await self._plan()
         records: list[Record] = []
 
@@ -326,11 +329,10 @@ class ShardWorker:
             async def write(self, record: Record) -> None:
                 records.append(record)
 
-        self.stopping = _Stopping()
         progress = PointProgress(point.label, options.max_requests, options.max_seconds)
         config = plan.configs[config_id]
         driver = PointDriver(
-            plan, config, point, options, Collect(), self.stopping, progress, lambda p: None
+            plan, config, point, options, Collect(), stopping, progress, lambda p: None
         )
         await driver.run()
         counts = {"sent": progress.sent, "done": progress.done, "errors": progress.errors,
@@ -604,15 +606,15 @@ class Pool:
     ) -> tuple[list[Record], str, dict[str, Any]]:
         """`tradeoff load` on Ray: one load point of `config`, driven by the first worker of its
         model group (the others of a group, if any, stay idle: one point per group at a time);
-        once `stopped()`, the worker is told to send nothing more."""
+        once `stopped()`, the worker is told to send nothing more, and told again as long as it
+        drives (a worker that died with the stop is restarted, and drives the point again)."""
         group = next(g for g, ids in self.config_ids.items() if config.config_id in ids)
         worker = self.actors[group][0]
-        ref, told = worker.drive_point.remote(config.config_id, point, options), False
+        ref = worker.drive_point.remote(config.config_id, point, options)
         try:
             while not (await asyncio.to_thread(self.ray.wait, [ref], timeout=0.2))[0]:
-                if stopped() and not told:
+                if stopped():
                     worker.stop_point.remote()
-                    told = True
         except asyncio.CancelledError:  # another group failed: the run ends
             worker.stop_point.remote()
             raise
