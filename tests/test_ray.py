@@ -398,6 +398,26 @@ def _load_points(out) -> list[tuple]:
 
 
 @pytest.mark.slow
+def test_an_error_limit_on_ray_stops_every_model_group(cluster, tmp_path):
+    """Each model group drives its points side by side: --max-errors stopped the group that
+    failed, and the others went on to run every point of theirs to its end."""
+    out, spec = tmp_path / "load", tmp_path / "spec.yaml"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "1") as url:
+        models = {"bad": f"openai:{url}#fail-500", "good": f"openai:{url}#m"}
+        spec.write_text(yaml.safe_dump({"models": models, "tasks": ["arith"], "limit": 4}))
+        done = run_cli("load", str(spec), "--profile", "constant:10,20,30", "--max-seconds", "2",
+                       "--max-errors", "5", "--max-tokens", "4", "--scrape", "off",
+                       "--out", str(out), "--ray", cluster)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "too many failed requests" in done.stderr, done.stderr
+    # the point `good` was driving as `bad` failed ends; no other is started
+    assert _load_points(out) == [
+        ("bad", "constant:10", "errors"),
+        ("good", "constant:10", "finished"),
+    ]
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_a_killed_load_worker_restarts_stops_the_point(cluster, tmp_path):
     """The restarted worker drove its point again with a stop flag of its own, the Ctrl-C
     told only to the worker that died: the point ran whole, and read finished (exit 0)."""

@@ -187,7 +187,8 @@ async def _drive_session(
             for config in group:
                 status = await _drive_config(run, config, profile, ended, result)
                 if status != "finished":
-                    result.status = status
+                    if result.status == "finished":  # not another group's stop after its errors
+                        result.status = status
                     break
 
         try:
@@ -277,7 +278,9 @@ async def _drive_config(
             rates[point.kind] = _sweep_end(point, summary.get("achieved_rps"),
                                            summary.get("served_rps"))  # fmt: skip
             saturated, why = bool(summary.get("saturated")), summary.get("saturation_reason")
-        elif run.stop.requested:  # as the point before ended: no new point is started
+        elif run.stop.requested or result.status != "finished":
+            # as the point before ended, or another model group's on Ray (its error limit): no
+            # new point is started
             return "stopped"
         else:
             outcome = await _drive_point(run, config, point)
