@@ -3,6 +3,7 @@ then resumes and reports; one written by a newer tradeoff is refused in one line
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -227,6 +228,46 @@ def test_two_connections_opening_an_old_store_at_once_migrate_it_once(tmp_path, 
     assert stored_version(directory) == len(later)
     assert runs == [0]
     assert "migration_run_1" in tables(directory)
+
+
+def test_an_opener_waits_for_a_migration_longer_than_the_lock_timeout(tmp_path, monkeypatch):
+    """A migration of steps longer together than the lock timeout (a store of a million records)
+    starved a second opener of the write lock: it was told the store "is not a readable tradeoff
+    store: database is locked". It waits while the version moves on; a lock held with the
+    version still is said to be another process's, to wait for."""
+    directory = tmp_path / "run"
+    Store.create(directory, {}, {}).close()
+    monkeypatch.setattr(store_module, "LOCK_TIMEOUT_S", 0.5)
+    begun = threading.Event()
+
+    def slow_step(conn: sqlite3.Connection) -> None:
+        begun.set()
+        time.sleep(0.2)
+
+    later = [*store_module.MIGRATIONS, *[slow_step] * 10]  # 2 s of steps, each 0.2 s
+    monkeypatch.setattr(store_module, "MIGRATIONS", later)
+    migrated: list[Store] = []
+    first = threading.Thread(target=lambda: migrated.append(Store.open(directory)))
+    first.start()
+    assert begun.wait(timeout=60)
+    try:
+        second = Store.open(directory)
+    finally:
+        first.join()
+    assert second.run_id == migrated[0].run_id and stored_version(directory) == len(later)
+    second.close()
+    migrated[0].close()
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*later, slow_step])
+    holder = sqlite3.connect(directory / STORE_FILE, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write, at this version
+    try:
+        with pytest.raises(UserError, match="is locked by another process") as caught:
+            Store.open(directory)
+    finally:
+        holder.close()
+    assert "try again when it ends" in str(caught.value)
+    assert "not a readable" not in str(caught.value)
 
 
 def test_an_old_batched_record_s_roofline_becomes_its_share(tmp_path):

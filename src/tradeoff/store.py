@@ -317,7 +317,9 @@ def _stored_version(conn: sqlite3.Connection) -> int:
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the store to `schema_version()`, one step per transaction. Each step takes the write
     lock first and re-reads the version under it, so of two processes opening an old store at
-    once, one migrates and the other finds it done."""
+    once, one migrates and the other finds it done. The other waits as long as the version
+    moves on: the migrating one takes the lock again at once after each step, so a migration
+    longer than LOCK_TIMEOUT_S (a million records) would starve it."""
     target = schema_version()
     while (version := _stored_version(conn)) != target:
         if version > target:
@@ -326,10 +328,21 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 f"to {target}); upgrade tradeoff"
             )
         with conn:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or _stored_version(conn) == version:
+                    raise
+                continue
             if _stored_version(conn) == version:
                 MIGRATIONS[version](conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Whether `exc` is SQLite's "database is locked": another process held the lock longer than
+    LOCK_TIMEOUT_S."""
+    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
 
 
 def _journal(conn: sqlite3.Connection) -> None:
@@ -346,6 +359,11 @@ def _first_run(conn: sqlite3.Connection, path: Path) -> str:
         _migrate(conn, path)
         row = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()
     except sqlite3.DatabaseError as exc:
+        if _busy(exc):  # busy, not unreadable: fine once the other process ends
+            raise UserError(
+                f"{path} is locked by another process (a tradeoff migrating it to schema "
+                f"{schema_version()}, or writing it); try again when it ends"
+            ) from None
         raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
     if row is None:
         raise UserError(f"{path} holds no run")
