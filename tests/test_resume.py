@@ -236,6 +236,32 @@ def test_resume_refuses_items_whose_content_changed_and_redoes_them_when_asked(t
     assert f"1 stored item(s) are no longer in their task (jsonl:{data}#3)" in said, said
 
 
+def test_a_resume_that_deleted_changed_items_records_leaves_the_run_unfinished(tmp_path):
+    """--rescore-changed deletes the changed items' records before the models load: a resume
+    that stopped there (a model no longer reachable, a Ctrl-C) left the run "finished" with
+    records missing, and report showed the rest with no note and no --resume."""
+    data, out = tmp_path / "items.jsonl", tmp_path / "run"
+    rows = [{"prompt": f"{i}+1?", "answer": str(i + 1)} for i in range(3)]
+    _jsonl(data, rows)
+    for url in fast_server():
+        args = ["-m", f"openai:{url}#fast", "-t", f"jsonl:{data}", "--max-tokens", "4"]
+        assert run_cli("profile", *args, "--out", str(out)).returncode == 0
+    _jsonl(data, [rows[0], {"prompt": "1+1?", "answer": "3"}, {"prompt": "2+1?", "answer": "4"}])
+    stopped = run_cli("profile", "--resume", str(out), "--rescore-changed")  # its server is gone
+    assert stopped.returncode == 2, stopped.stderr
+    assert "2 stored record(s) deleted" in stopped.stderr, stopped.stderr
+    store = Store.open(out)
+    try:
+        assert store.run()["status"] != "finished" and len(store.done_keys()) == 1
+    finally:
+        store.close()
+    report = run_cli("report", str(out))
+    assert report.returncode == 0, report.stderr
+    said = " ".join((report.stdout + report.stderr).split())
+    assert "stopped before it finished: 1 record" in said, said
+    assert f"continue with: tradeoff profile --resume {out}" in said, said
+
+
 def test_a_second_writer_is_refused_while_a_run_is_written(tmp_path):
     out = tmp_path / "run"
     db = out / "tradeoff.sqlite"

@@ -817,9 +817,15 @@ class Store:
 
     def replace_items(self, items: list[Item], scorer: object) -> int:
         """Store `items` with their new content and delete their records, in one transaction, so
-        that a resume redoes them; the number of records deleted."""
+        that a resume redoes them; the number of records deleted. A finished run no longer is
+        (until the resume finishes it): it reads as stopped while the resume loads its models, and
+        after, where the resume stops before its session begins."""
         with self.conn:
             self.conn.execute("BEGIN")
+            self.conn.execute(
+                "UPDATE runs SET status = 'stopped' WHERE id = ? AND status = 'finished'",
+                (self.run_id,),
+            )
             deleted = 0
             for it in items:
                 self.conn.execute(
