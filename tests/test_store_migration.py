@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_cli_unable_to_write
 from test_store import record
 
 from tradeoff import store as store_module
@@ -83,6 +83,20 @@ def test_a_store_from_before_versioning_resumes_and_reports(tmp_path):
     frontier = run_cli("frontier", str(old))
     assert frontier.returncode == 0, frontier.stderr
     assert "smollm2-135m" in frontier.stdout
+
+
+def test_an_old_store_is_read_where_its_directory_cannot_be_written(tmp_path):
+    """A reader that cannot write the run directory (a read-only mount, another user's run) read
+    an old store as it is and migrated it there: the first write failed, "not a readable tradeoff
+    store". It reads a migrated copy of its own, and the file is left as it was."""
+    old = old_store(tmp_path / "old")
+    before = (old / STORE_FILE).read_bytes()
+    for command in ("report", "frontier"):
+        result = run_cli_unable_to_write(old, command, str(old))
+        assert result.returncode == 0, result.stderr
+        assert "smollm2-135m" in result.stdout
+    assert (old / STORE_FILE).read_bytes() == before
+    assert sorted(p.name for p in old.iterdir()) == [STORE_FILE]
 
 
 def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):

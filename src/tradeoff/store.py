@@ -439,6 +439,20 @@ def can_write(directory: str | Path) -> bool:
     return os.access(directory, os.W_OK) and (not store.exists() or os.access(store, os.W_OK))
 
 
+def _private_copy(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """A copy of the store `conn` reads, of this process's own, in place of `conn` (closed): a
+    temporary file that SQLite deletes when the copy is closed (its name is "")."""
+    copy = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+    try:
+        conn.backup(copy)
+    except BaseException:
+        copy.close()
+        raise
+    finally:
+        conn.close()
+    return copy
+
+
 def _continued(directory: str | Path) -> str:
     """'continue it with tradeoff CMD --resume DIR or ' for the run stored in `directory`, or ''
     where nothing continues it (imported outcomes, served traffic) or its store is unreadable."""
@@ -593,7 +607,8 @@ class Store:
                 raise
         # A reader of a directory it cannot write (a read-only file system, another user's
         # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
-        # file as it is, which no one can be changing there.
+        # file as it is, which no one can be changing there (an older tradeoff's, through a
+        # migrated copy of its own).
         frozen = not writer and not can_write(directory)
         wal = directory / f"{STORE_FILE}-wal"
         if frozen and wal.exists() and wal.stat().st_size > 0:  # read as it is, it lacks them
@@ -604,6 +619,8 @@ class Store:
             )
         try:
             conn = cls._connect(path, journal=False, frozen=frozen)
+            if frozen and _stored_version(conn) < schema_version():
+                conn = _private_copy(conn)  # migrated there: this process cannot write the file
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 os.close(lock)
