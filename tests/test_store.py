@@ -3,6 +3,8 @@
 import errno
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,32 @@ def test_a_taken_directory_names_the_command_that_continues_its_run(tmp_path, sp
     assert said in str(caught.value)
     if said.startswith("continue"):
         assert str(caught.value).endswith(f"--resume {tmp_path} or choose another --out")
+
+
+def test_a_directory_another_process_writes_names_it_not_a_resume(tmp_path):
+    """A run directory refused while another process wrote it said "continue it with tradeoff
+    profile --resume DIR", which was then refused too ("being written"): it names the writer's
+    pid; the --resume, once no process holds the directory."""
+    code = (
+        "import sys; from tradeoff.store import Store; "
+        f"Store.create({str(tmp_path)!r}, {{'models': ['m']}}, {{}}); "
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        with pytest.raises(UserError) as caught:
+            Store.ensure_new(tmp_path)
+    finally:
+        writer.communicate()  # its stdin closed, it ends
+    assert str(caught.value) == (
+        f"{tmp_path} is being written by another tradeoff process (pid {writer.pid}); wait for "
+        "it to end, or choose another --out"
+    )
+    with pytest.raises(UserError, match="continue it with tradeoff profile --resume"):
+        Store.ensure_new(tmp_path)
 
 
 def test_open_rejects_a_file_that_is_not_a_store(tmp_path):

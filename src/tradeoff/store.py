@@ -405,7 +405,7 @@ def _lock(directory: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        holder = _holder(fd)
         os.close(fd)
         raise UserError(
             f"{directory} is being written by another tradeoff process (pid {holder}); wait "
@@ -414,6 +414,28 @@ def _lock(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _holder(fd: int) -> str:
+    """The pid the directory's lock file `fd` holds: its writer's."""
+    return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+
+
+def writer_pid(directory: str | Path) -> str | None:
+    """The pid of another process that writes `directory` (holds its lock) now, or None."""
+    try:
+        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no lock file: no writer ever
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        # this process, under `Store.create`'s lock, is not another
+        return None if holder == str(os.getpid()) else holder
+    finally:
+        os.close(fd)
+    return None
 
 
 def _check_writable(path: Path) -> None:
@@ -517,13 +539,19 @@ class Store:
 
     @staticmethod
     def ensure_free(directory: str | Path) -> None:
-        """Raise if `directory` already holds a run, naming the command that continues it (read
-        from its stored spec: `profile`, `demo` or `load --resume`; nothing for imported
-        outcomes or served traffic)."""
-        if (Path(directory) / STORE_FILE).exists():
+        """Raise if `directory` already holds a run, naming the process writing it, or else the
+        command that continues it (read from its stored spec: `profile`, `demo` or `load
+        --resume`; nothing for imported outcomes or served traffic)."""
+        if not (Path(directory) / STORE_FILE).exists():
+            return
+        if (pid := writer_pid(directory)) is not None:  # a --resume would be refused
             raise UserError(
-                f"{directory} already holds a run; {_continued(directory)}choose another --out"
+                f"{directory} is being written by another tradeoff process (pid {pid}); wait "
+                "for it to end, or choose another --out"
             )
+        raise UserError(
+            f"{directory} already holds a run; {_continued(directory)}choose another --out"
+        )
 
     @staticmethod
     def ensure_new(directory: str | Path) -> None:
