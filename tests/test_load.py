@@ -1160,6 +1160,24 @@ def test_max_seconds_ends_a_rate_whose_sends_wait_for_a_slot(tmp_path):
     assert _rows(out, "SELECT COUNT(*), MAX(sent_s) < 0.2 FROM records") == [(summary["sent"], 1)]
 
 
+def test_a_rate_no_server_keeps_ends_on_time_counting_what_it_did_not_send(canned, tmp_path):
+    """constant:10000000000 for 0.5 s: the requests due and not sent were counted one by one, a
+    blocking loop of 5 billion steps (a quarter of an hour, deaf to Ctrl-C). The rest of the
+    schedule is counted by its length: the sent and the unsent are the 5 billion due."""
+    import json
+
+    out = tmp_path / "run"
+    args = ("--profile", "constant:10000000000", "--max-seconds", "0.5", "--processes", "1",
+            "--scrape", "off")  # fmt: skip
+    result = run_cli(
+        "load", "-m", f"openai:{canned}#m", "-t", "arith", "--max-tokens", "4",
+        "--out", str(out), *args, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(_rows(out, "SELECT summary FROM load_points")[0][0])
+    assert summary["sent"] + summary["unsent"] == 5_000_000_000, summary
+
+
 def test_ctrl_c_sends_nothing_more_from_a_rate_waiting_for_a_slot(tmp_path):
     """One request in flight at --max-concurrency 1, the next one due and waiting for its slot:
     after Ctrl-C, the one in flight ends and the waiting one is not sent (it was)."""

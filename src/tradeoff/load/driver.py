@@ -14,16 +14,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, count, takewhile
+from itertools import chain, count, islice, takewhile
 from typing import Protocol
 
 from tradeoff.config import Config
 from tradeoff.dispatch import share
 from tradeoff.load.options import LoadOptions
-from tradeoff.load.profiles import LoadPoint, send_times
+from tradeoff.load.profiles import LoadPoint, expected_due, send_times
 from tradeoff.types import Record
 from tradeoff.work import Answered, Plan, Work
 
+# The requests due but not sent when a rate's --max-seconds ran out are counted one by one up
+# to this many; the rest of its schedule (constant:100000000 due 100 million) by its length.
+COUNTED = 100_000
 # Errors are judged as a rate only once this many requests of a load point have ended.
 MIN_FOR_ERROR_RATE = 10
 # A paced send wakes this long before it is due and spends the rest yielding to the loop's other
@@ -66,6 +69,11 @@ class PointProgress:
     @property
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.started
+
+
+def _strided(n: int, k: int, of: int) -> int:
+    """How many of the indices 0 .. n-1 are stride k of `of` (k, k + of, ...)."""
+    return max(n - k + of - 1, 0) // of
 
 
 class PointDriver:
@@ -246,8 +254,12 @@ class PointDriver:
             return 0
         end: float = o.max_seconds
         last = sys.maxsize if o.max_requests is None else o.max_requests
-        due = takewhile(lambda it: it[0] < last and it[1] < end, left)
-        return sum(index % self.of == self.k for index, _ in due)
+        due = list(islice(takewhile(lambda it: it[0] < last and it[1] < end, left), COUNTED))
+        unsent = sum(index % self.of == self.k for index, _ in due)
+        if len(due) == COUNTED:  # the rest without walking it: rate × seconds steps, blocking
+            first, then = due[-1][0] + 1, min(expected_due(self.point, o.rampup_s, end), last)
+            unsent += max(_strided(then, self.k, self.of) - _strided(first, self.k, self.of), 0)
+        return unsent
 
     async def _until(self, due: float) -> None:
         """Return at `due` seconds after t0, or once a stop is requested: asleep until SPIN_S

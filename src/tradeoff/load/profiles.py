@@ -171,6 +171,18 @@ def send_times(point: LoadPoint, seed: int, rampup_s: float = 0.0) -> Iterator[f
         count += 1.0 if point.kind == "constant" else rng.expovariate(1.0)
 
 
+def expected_due(point: LoadPoint, rampup_s: float, seconds: float) -> int:
+    """How many requests of a rate profile's schedule are due before `seconds`, without walking
+    it: exact for constant, the expected count for poisson (its first request at 0, then the
+    unit-rate process's arrivals up to ∫rate, as `send_times`)."""
+    rate = point.rate or 0.0
+    if seconds <= rampup_s:
+        expected = rate * seconds * seconds / (2 * rampup_s) if rampup_s > 0 else 0.0
+    else:
+        expected = rate * rampup_s / 2 + (seconds - rampup_s) * rate
+    return math.ceil(expected) if point.kind == "constant" else 1 + round(expected)
+
+
 def due_within(
     point: LoadPoint, seed: int, rampup_s: float, seconds: float, most: int | None = None
 ) -> int:
