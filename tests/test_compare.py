@@ -237,6 +237,8 @@ def test_failures_are_counted_and_other_load_points_named(tmp_path):
             b = run(bad, tmp_path / "b", "profile")
         load = run(good, tmp_path / "load", "load", "--profile", "synchronous",
                    "--max-requests", "3", "--scrape", "off")  # fmt: skip
+        warmed = run(good, tmp_path / "warmed", "load", "--profile", "synchronous",
+                     "--max-requests", "6", "--warmup", "3", "--scrape", "off")  # fmt: skip
     table = run_cli("compare", a, b)
     assert table.returncode == 0, table.stderr
     assert "errors" in table.stdout and "0 / 3" in table.stdout, table.stdout
@@ -248,6 +250,11 @@ def test_failures_are_counted_and_other_load_points_named(tmp_path):
     assert unpaired.stdout == "", unpaired.stdout
     one_line_error(unpaired, "answered no item in common", "at the same load point",
                    "B's: synchronous", "none (a profile run)")  # fmt: skip
+    # the same questions, the warm-up taking their first pass: it said their prompts or
+    # references differed
+    other_pass = run_cli("compare", load, warmed)
+    one_line_error(other_pass, "answered no item in common", "A as sample 0 and B as sample 1",
+                   "--warmup")  # fmt: skip
 
 
 def test_load_runs_pair_their_common_load_points_and_name_them(tmp_path):

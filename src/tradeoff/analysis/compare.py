@@ -329,7 +329,8 @@ def _failed(records: pd.DataFrame) -> int:
 
 def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
     """Why no record of A pairs with one of B: they answered other questions, questions that
-    share a task and id but not their content, or the same questions at other load points."""
+    share a task and id but not their content, the same questions as other samples (passes over
+    the items), or at other load points."""
 
     def alike(key: list[str]) -> int:
         return len(a[key].merge(b[key].drop_duplicates(), on=key))
@@ -343,6 +344,14 @@ def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
             "no item answered at the same load point in both runs (A's load points: "
             f"{points[0]}; B's: {points[1]})"
         )
+    if same := alike(PAIR_KEY[:3]):
+        samples = [_listed(r["sample"]) for r in (a, b)]
+        return (
+            f"no item answered as the same sample in both runs ({same} records answer the same "
+            f"questions, A as sample {samples[0]} and B as sample {samples[1]}: a load run's "
+            "--warmup takes the first passes over the items, so runs of other warm-ups measure "
+            "other passes)"
+        )
     if same_ids := alike(PAIR_KEY[:2]):
         return (
             f"no item answered in both runs ({same_ids} records share a task and id, but their "
@@ -354,6 +363,12 @@ def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
             "its own item; compare load runs that sent the same questions to each server)"
         )
     return "no item answered in both runs"
+
+
+def _listed(values: pd.Series) -> str:
+    """Whole numbers as "0", "0, 1" or a range "0–7" when more than three."""
+    found = sorted({int(v) for v in values})
+    return ", ".join(map(str, found)) if len(found) <= 3 else f"{found[0]}–{found[-1]}"
 
 
 def _source(s: Summary) -> str | None:
