@@ -347,6 +347,34 @@ def test_a_closed_loop_sends_its_next_request_without_waiting_for_the_counter(
     assert df["energy_j"].sum() + meter["idle_j"] == pytest.approx(meter["counter_total_j"])
 
 
+def test_a_record_that_cannot_be_stored_while_its_energy_settles_stops_the_point(
+    tmp_path, monkeypatch
+):
+    """A record stored after its energy settles (the test above) that fails to be written (the
+    disk full) stops the sends at once, as before: the failure waited for the point's end, a
+    closed loop sending for all of --max-seconds with every record lost."""
+    from tradeoff.errors import RunFailed, UserError
+    from tradeoff.load.options import LoadOptions
+    from tradeoff.load.run import load
+
+    counter = SteppedCounter(step_s=0.05)
+    monkeypatch.setattr("tradeoff.session.find_energy_meter", lambda **kw: (counter, ""))
+    monkeypatch.setattr(TorchEngine, "gpu_uuid", "GPU-stand-in")  # the counter's GPU
+    monkeypatch.setattr("tradeoff.session.IDLE_S", 0.1)
+    tried: list[int] = []
+
+    def disk_full(store: Store, records: list) -> None:  # the disk, not the driver, stands in
+        tried.append(len(records))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Store, "write_records", disk_full)
+    options = LoadOptions(profile="synchronous", max_seconds=30.0, scrape="off")
+    with pytest.raises((OSError, RunFailed, UserError)) as failed:
+        load(parse_spec(spec(tmp_path, [{"model": "small"}])), options, tmp_path / "load")
+    assert "No space left on device" in str(failed.value)
+    assert len(tried) <= 2, tried
+
+
 def test_a_model_on_the_cpu_is_not_charged_the_counter_of_the_gpu_beside_it(tmp_path, monkeypatch):
     """In a session with a model on a GPU, the llama.cpp model on the CPU was charged the GPU's
     counter (its idle power over the CPU model's time, labelled nvml); its energy is missing,

@@ -102,8 +102,9 @@ class PointDriver:
         # or "errors" (--max-errors / --max-error-rate), "failed" (a helper process failed),
         # "stopped" (a stop came before its schedule's last send: not once its sends were made)
         self.status = "finished"
-        # records waiting for their energy to settle (`one`)
+        # records waiting for their energy to settle (`one`); whether storing one failed
         self.settling: set[asyncio.Task[None]] = set()
+        self.broken = False
 
     def work(self, index: int) -> Work:
         task, item_id = self.items[index % len(self.items)]
@@ -114,7 +115,7 @@ class PointDriver:
         past --max-requests, and due and sent within --max-seconds (a send that waited for a
         slot past it is not sent: the point ends on time, as GuideLLM's max_seconds does)."""
         o = self.options
-        if self.status != "finished":
+        if self.status != "finished" or self.broken:
             return False
         if o.max_requests is not None and index >= o.max_requests:
             return False
@@ -158,9 +159,11 @@ class PointDriver:
         await self.sink.write(stamped)
 
     def _settled(self, task: asyncio.Task[None]) -> None:
-        """A record stored once its energy settled; one that failed is kept to be raised when
-        the point ends."""
-        if not task.cancelled() and task.exception() is None:
+        """A record stored once its energy settled; one whose storing failed stops the sends
+        and is kept, to be raised as the point ends (as a failure in `one` is at once)."""
+        if task.cancelled() or task.exception() is not None:
+            self.broken = True
+        else:
             self.settling.discard(task)
 
     def ended(self, n: int, errors: int) -> None:
@@ -185,12 +188,16 @@ class PointDriver:
         """Drive the point from `t0` (now when not given; a later time is waited for)."""
         self.t0 = time.perf_counter() if t0 is None else t0
         self.progress.started = self.t0
-        await self._until(0.0)
-        if self.point.paced:
-            await self._paced()
-        else:
-            workers = 1 if self.point.kind == "synchronous" else self.point.concurrency or 1
-            await self._closed_loop(workers)
+        try:
+            await self._until(0.0)
+            if self.point.paced:
+                await self._paced()
+            else:
+                workers = 1 if self.point.kind == "synchronous" else self.point.concurrency or 1
+                await self._closed_loop(workers)
+        except BaseException:  # what was answered is stored all the same
+            await asyncio.gather(*self.settling, return_exceptions=True)
+            raise
         await asyncio.gather(*self.settling)  # the point's answers stored before it ends
 
     async def _closed_loop(self, total: int) -> None:
