@@ -1335,3 +1335,52 @@ def test_a_configuration_of_two_scraped_servers_names_each_row_by_its_server():
     assert " server " in text and "http://small:8000/metrics" in text, text
     console.print(scraped_table(rows[:1])[0])  # one server a configuration: no column for it
     assert " server " not in console.export_text()
+
+
+def test_a_point_cut_short_by_another_group_s_lost_worker_reads_stopped(tmp_path):
+    """On Ray, a model group whose worker is lost fails the run and the other groups are
+    cancelled: their points read (running) for good. Ray's pool is stood in for by one whose
+    first group's worker is lost (the thing under test is how the points end)."""
+    from tradeoff.config import parse_spec, resolve_configs
+    from tradeoff.load import run as load_run
+    from tradeoff.load.options import LoadOptions
+    from tradeoff.runner import Stop, Writer
+    from tradeoff.store import Store
+    from tradeoff.strategies.calls import CallMeter
+    from tradeoff.work import Plan, items_of, load_tasks
+
+    spec = parse_spec({
+        "models": {"a": "openai:http://127.0.0.1:9/v1#a", "b": "openai:http://127.0.0.1:9/v1#b"},
+        "tasks": ["arith"], "limit": 2,
+    })  # fmt: skip
+    configs, tasks = resolve_configs(spec), load_tasks(spec)
+    options = LoadOptions(profile="constant:1", max_seconds=5, scrape="off")
+
+    class OneWorkerLost:
+        async def drive_point(self, config, point, options, stopped):
+            if config is configs[0]:
+                await asyncio.sleep(0.2)
+                raise RunFailed("the Ray worker for a was lost")
+            await asyncio.sleep(5)
+            raise AssertionError("the other group's point was not stopped")
+
+    async def main() -> None:
+        store = Store.create(tmp_path / "run", {}, {})
+        for task in tasks:
+            store.add_items(items_of(task, spec.limit), task.scorer)
+        plan = Plan(spec, configs, tasks, CallMeter({}, None, ""))
+        run = load_run._Run(
+            plan, options, store, Writer(store), Stop(lambda _: None, "load"), None, None,
+            OneWorkerLost(),  # type: ignore[arg-type]
+        )  # fmt: skip
+        result = load_run.LoadResult(store.directory, "finished")
+        with pytest.raises(RunFailed):
+            await side_by_side(
+                [load_run._drive_config(run, c, options.check(), set(), result) for c in configs]
+            )
+        store.close()
+
+    asyncio.run(main())
+    names = {c.config_id: c.name for c in configs}
+    points = _rows(tmp_path / "run", "SELECT config_id, status FROM load_points")
+    assert {names[c]: status for c, status in points} == {"a": "failed", "b": "stopped"}

@@ -348,11 +348,13 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         run.plan, config, point, options, run.writer, stop, progress, report, (0, processes)
     )
     report(progress)
-    failed: RunFailed | None = None
+    failed: BaseException | None = None
     try:
         ended = await _drive_on(run, driver, processes)
     except RunFailed as exc:  # a helper process or a Ray worker lost: marked, then raised
         failed, ended = exc, "failed"
+    except asyncio.CancelledError as exc:  # another model group's worker was lost (on Ray)
+        failed, ended = exc, "stopped"
     run.writer.flush()
     report(progress)  # as it ended: what was not sent in time is counted once the sends stop
     status = ended  # "stopped" only where the stop came before its last send (as profile's)
