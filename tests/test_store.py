@@ -113,7 +113,7 @@ def test_a_directory_another_process_writes_names_it_not_a_resume(tmp_path):
         writer.communicate()  # its stdin closed, it ends
     assert str(caught.value) == (
         f"{tmp_path} is being written by another tradeoff process (pid {writer.pid}); wait for "
-        "it to end, or choose another --out"
+        "it to end, or write to another directory"
     )
     with pytest.raises(UserError, match="continue it with tradeoff profile --resume"):
         Store.ensure_new(tmp_path)

@@ -308,3 +308,14 @@ def test_an_old_batched_record_s_roofline_becomes_its_share(tmp_path):
     times = [float(t) for t in rooflines.split(",")]
     assert sum(times[0:6:2]) == pytest.approx(0.3) and unreported is None
     assert stored_version(directory) == schema_version()
+
+
+def test_a_lock_is_told_from_its_message_where_sqlite_names_no_error():
+    """Python 3.10's sqlite3 errors carry no `sqlite_errorname` (3.11 on): there a migration
+    holding the lock read as an unreadable store. The message tells it."""
+    import sqlite3
+
+    from tradeoff.store import _busy
+
+    assert _busy(sqlite3.OperationalError("database is locked"))
+    assert not _busy(sqlite3.OperationalError("no such table: runs"))

@@ -342,7 +342,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 def _busy(exc: sqlite3.Error) -> bool:
     """Whether `exc` is SQLite's "database is locked": another process held the lock longer than
     LOCK_TIMEOUT_S."""
-    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11 on; 3.10 has the message only
+    return name.startswith("SQLITE_BUSY") or (not name and "database is locked" in str(exc))
 
 
 def _journal(conn: sqlite3.Connection) -> None:
@@ -396,6 +397,14 @@ def _hash_or_none(item: Item, scorer: object) -> str | None:
     return None if scorer is None else item_hash(item, scorer)
 
 
+def being_written(directory: str | Path, pid: str | None) -> UserError:
+    """The refusal of a run directory another tradeoff process holds (its lock's pid)."""
+    return UserError(
+        f"{directory} is being written by another tradeoff process (pid {pid}); wait for it to "
+        "end, or write to another directory"
+    )
+
+
 def _lock(directory: Path) -> int:
     """An exclusive lock on the run directory, held until the returned descriptor is closed."""
     try:
@@ -407,10 +416,7 @@ def _lock(directory: Path) -> int:
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
-        raise UserError(
-            f"{directory} is being written by another tradeoff process (pid {holder}); wait "
-            "for it to end, or write to another directory"
-        ) from None
+        raise being_written(directory, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
@@ -545,10 +551,7 @@ class Store:
         if not (Path(directory) / STORE_FILE).exists():
             return
         if (pid := writer_pid(directory)) is not None:  # a --resume would be refused
-            raise UserError(
-                f"{directory} is being written by another tradeoff process (pid {pid}); wait "
-                "for it to end, or choose another --out"
-            )
+            raise being_written(directory, pid)
         raise UserError(
             f"{directory} already holds a run; {_continued(directory)}choose another --out"
         )
