@@ -255,6 +255,8 @@ def test_failures_are_counted_and_other_load_points_named(tmp_path):
     other_pass = run_cli("compare", load, warmed)
     one_line_error(other_pass, "answered no item in common", "A as sample 0 and B as sample 1",
                    "--warmup")  # fmt: skip
+    # a profile run pairs with no load run, whatever passes the load run measured
+    one_line_error(run_cli("compare", a, warmed), "at the same load point")
 
 
 def test_load_runs_pair_their_common_load_points_and_name_them(tmp_path):

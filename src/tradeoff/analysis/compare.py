@@ -335,7 +335,15 @@ def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
     def alike(key: list[str]) -> int:
         return len(a[key].merge(b[key].drop_duplicates(), on=key))
 
-    if alike(PAIR_KEY[:-1]):
+    if same := alike([*PAIR_KEY[:3], "load_point"]):
+        samples = [_listed(r["sample"]) for r in (a, b)]
+        return (
+            f"no item answered as the same sample in both runs ({same} records answer the same "
+            f"questions, A as sample {samples[0]} and B as sample {samples[1]}: a load run's "
+            "--warmup takes the first passes over the items, so runs of other warm-ups measure "
+            "other passes)"
+        )
+    if alike(PAIR_KEY[:3]):
         points = [
             ", ".join(sorted(set(r["load_point"]))).strip() or "none (a profile run)"
             for r in (a, b)
@@ -343,14 +351,6 @@ def _unpaired_reason(a: pd.DataFrame, b: pd.DataFrame) -> str:
         return (
             "no item answered at the same load point in both runs (A's load points: "
             f"{points[0]}; B's: {points[1]})"
-        )
-    if same := alike(PAIR_KEY[:3]):
-        samples = [_listed(r["sample"]) for r in (a, b)]
-        return (
-            f"no item answered as the same sample in both runs ({same} records answer the same "
-            f"questions, A as sample {samples[0]} and B as sample {samples[1]}: a load run's "
-            "--warmup takes the first passes over the items, so runs of other warm-ups measure "
-            "other passes)"
         )
     if same_ids := alike(PAIR_KEY[:2]):
         return (
