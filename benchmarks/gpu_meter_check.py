@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--load", type=int, default=0, help="requests of a closed loop of 1")
     args = parser.parse_args()
+    if args.load == 1 or args.load < 0:
+        parser.error("--load takes 2 requests or more (the time between two), or 0: none")
     args.out.mkdir(parents=True, exist_ok=True)
     tiny = args.out / "tiny.json"
     tiny.write_text(json.dumps(TINY))
@@ -128,6 +130,9 @@ def report_load(run: Path) -> None:
         meters = store.run().get("meters") or []
     finally:
         store.close()
+    if len(records) < 2:
+        print(f"\nload: {len(records)} records stored, no time between two to measure")
+        return
     sent, ends = list(records["sent_s"]), list(records["sent_s"] + records["e2e_s"])
     waits = [1000 * (s - e) for s, e in zip(sent[1:], ends[:-1], strict=True)]
     busy = sum(records["e2e_s"])
