@@ -214,6 +214,17 @@ def test_a_record_without_calls_says_why_it_has_no_energy():
     assert energy_fields(Outcome("", [], {"exception": "boom"})) == (None, None, NO_CALLS)
 
 
+def test_a_record_without_calls_has_its_input_tokens_unknown():
+    """A served client gone before its upstream answered, or a strategy that raised, stored 0
+    input tokens, which `report` counted as reported and averaged into `in tok`."""
+    from tradeoff.records import outcome_record
+    from tradeoff.types import Outcome
+
+    outcome = Outcome("", [], {"exception": "boom"})
+    record = outcome_record("c", "t", "i", 0, outcome, 0.0, 0.5, {}, score=None, parsed=None)
+    assert (record.input_tokens, record.cost_usd) == (None, None)
+
+
 def test_a_configuration_s_energy_reason_is_its_meter_s_not_a_call_less_record_s():
     """The first unmeasured record had failed before any call: its 'no engine call' stood for
     the whole configuration, hiding that no meter reads this machine."""

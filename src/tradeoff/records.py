@@ -87,9 +87,10 @@ def outcome_record(
         score=score,
         parsed=parsed,
         error=outcome.error,
+        # unknown without calls, as their cost: an upstream dropped before it answered had read it
         input_tokens=(
             None
-            if any(g.input_tokens is None for g in gens)
+            if not gens or any(g.input_tokens is None for g in gens)
             else sum(g.input_tokens or 0 for g in gens)
         ),
         output_tokens=sum(g.output_tokens for g in gens),
