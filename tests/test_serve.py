@@ -277,6 +277,32 @@ def test_restarting_on_the_same_directory_appends(tmp_path):
     store.close()
 
 
+def test_a_configuration_restarted_under_another_name_is_refused(tmp_path):
+    """A spec entry renamed, then served again on the same --out, was served and counted under
+    its new name while its records were stored under the old one: the report had no row for
+    the name clients used, and nothing said so."""
+    out, spec = tmp_path / "run", tmp_path / "spec.yaml"
+    for url in fast_server():
+        models = {"m": f"openai:{url}#fast"}
+        spec.write_text(
+            yaml.safe_dump({"models": models, "configs": [{"model": "m", "name": "first"}]})
+        )
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            body = {"model": "first", "prompt": "1 + 1 =", "max_tokens": 2}
+            assert httpx.post(f"{served.url}/completions", json=body).is_success
+        spec.write_text(
+            yaml.safe_dump({"models": models, "configs": [{"model": "m", "name": "second"}]})
+        )
+        # (served, it would run until killed)
+        again = run_cli("serve", "--spec", str(spec), "--out", str(out), "--port", "0", timeout=60)
+        one_line_error(
+            again,
+            f"{out} holds records of what 'second' runs, served as 'first'",
+            "serve it as 'first', or give another --out",
+        )
+    assert [r["config"] for r in _records(out).values()] == ["first"]
+
+
 @pytest.mark.slow
 def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     policy = fitted_policy(tmp_path, limit=12, max_tokens=8, cost="flops")
@@ -301,6 +327,12 @@ def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     assert row["extra"]["routed_to"] == routed
     assert [call["model"] for call in row["calls"]] == [routed]
 
+    # Served again under another name, its records would be reported under the first one.
+    one_line_error(
+        run_cli("serve", "--policy", str(policy), "--name", "other", "--out", str(out),
+                "--port", "0", timeout=120),
+        "what 'other' runs, served as 'router'", "serve it with --name router",
+    )  # fmt: skip
     # The policy fitted again (an embedding router) at the same path: its records would be
     # reported under one name with the first one's, so the same --out is refused.
     refit = run_cli("policy", "fit", str(tmp_path / "records"), "--strong-fraction", "0.5",

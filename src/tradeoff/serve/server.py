@@ -125,10 +125,22 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
             store.close()
             raise UserError(f"{out} holds a profile run, not served traffic; choose another --out")
         stored = {c["name"]: c for c in store.configs()}
+        names = {c["config_id"]: c["name"] for c in stored.values()}
         changed = []
         for s in served.values():
             before = stored.get(s.name)
-            if before is None or before["config_id"] == s.config.config_id:
+            if before is None:
+                # Its records would be stored under the name it ran as (one configuration has
+                # one name), not under the one its clients ask for
+                if (old := names.get(s.config.config_id)) is not None:
+                    store.close()
+                    again = f"with --name {old}" if s.kind == "policy" else f"as '{old}'"
+                    raise UserError(
+                        f"{out} holds records of what '{s.name}' runs, served as '{old}'; serve "
+                        f"it {again}, or give another --out"
+                    )
+                continue
+            if before["config_id"] == s.config.config_id:
                 continue
             if same_but_where(before["spec"], s.config):  # its policy moved or copied
                 s.config.config_id = before["config_id"]  # its records keep one id
