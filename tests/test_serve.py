@@ -303,6 +303,31 @@ def test_a_configuration_restarted_under_another_name_is_refused(tmp_path):
     assert [r["config"] for r in _records(out).values()] == ["first"]
 
 
+def test_a_configuration_that_served_nothing_may_change_or_be_renamed_on_restart(tmp_path):
+    """A server stopped before it served anything left its configuration in --out: a restart
+    with another max_tokens was refused for records the directory "already holds", though it
+    held none (`report` said so), and the directory was lost to it."""
+    out, spec = tmp_path / "run", tmp_path / "spec.yaml"
+    for url in fast_server():
+        models = {"m": f"openai:{url}#fast"}
+        for max_tokens, name in ((8, "first"), (9, "first"), (9, "second")):
+            entry = {"model": "m", "name": name, "max_tokens": max_tokens}
+            spec.write_text(yaml.safe_dump({"models": models, "configs": [entry]}))
+            with serve_process("--spec", str(spec), "--out", str(out)) as served:
+                # (answered once it serves: a SIGTERM before then is not yet its own to handle)
+                assert httpx.get(f"{served.root}/health").is_success
+                assert served.stop() == 0
+        body = {"model": "second", "prompt": "1 + 1 =", "max_tokens": 2}
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            assert httpx.post(f"{served.url}/completions", json=body).is_success
+    assert [r["config"] for r in _records(out).values()] == ["second"]
+    store = Store.open(out)
+    assert [(c["name"], c["spec"]["sampling"]["max_tokens"]) for c in store.configs()] == [
+        ("second", 9)
+    ]
+    store.close()
+
+
 @pytest.mark.slow
 def test_serving_a_fitted_policy_routes_each_request(tmp_path):
     policy = fitted_policy(tmp_path, limit=12, max_tokens=8, cost="flops")

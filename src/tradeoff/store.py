@@ -779,6 +779,20 @@ class Store:
             [(self.run_id, cid, name, json.dumps(spec)) for cid, name, spec in configs],
         )
 
+    def forget_config(self, config_id: str) -> bool:
+        """Delete a configuration that no record ran (a server's, stopped before it served), so
+        that another may take its name or its id; False, and nothing deleted, where records ran
+        it."""
+        (ran,) = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM records WHERE run_id = ? AND config_id = ?)",
+            (self.run_id, config_id),
+        ).fetchone()
+        if not ran:
+            self.conn.execute(
+                "DELETE FROM configs WHERE run_id = ? AND config_id = ?", (self.run_id, config_id)
+            )
+        return not ran
+
     def configs(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT config_id, name, spec FROM configs WHERE run_id = ? ORDER BY rowid",

@@ -131,8 +131,9 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
             before = stored.get(s.name)
             if before is None:
                 # Its records would be stored under the name it ran as (one configuration has
-                # one name), not under the one its clients ask for
-                if (old := names.get(s.config.config_id)) is not None:
+                # one name), not under the one its clients ask for; a name that ran nothing goes
+                old = names.get(s.config.config_id)
+                if old is not None and not store.forget_config(s.config.config_id):
                     store.close()
                     again = f"with --name {old}" if s.kind == "policy" else f"as '{old}'"
                     raise UserError(
@@ -144,7 +145,7 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
                 continue
             if same_but_where(before["spec"], s.config):  # its policy moved or copied
                 s.config.config_id = before["config_id"]  # its records keep one id
-            else:
+            elif not store.forget_config(before["config_id"]):  # (none: nothing to mix)
                 changed.append(s.name)
         if changed:
             # Two configurations under one name would be reported as one, each row holding the
