@@ -303,6 +303,33 @@ def test_a_configuration_restarted_under_another_name_is_refused(tmp_path):
     assert [r["config"] for r in _records(out).values()] == ["first"]
 
 
+def test_a_sigterm_as_serve_says_it_serves_stops_it_cleanly(tmp_path):
+    """A supervisor that stops the server as soon as it says it serves: the line came before
+    the server's signal handlers, and a SIGTERM right after it killed the process (-15) in
+    about one start of four."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    command = [sys.executable, "-m", "tradeoff", "serve", "--port", "0", "--spec", str(spec),
+               "--out", str(tmp_path / "run")]  # fmt: skip
+    for url in fast_server():
+        spec.write_text(yaml.safe_dump({"models": {"m": f"openai:{url}#fast"}}))
+        for _ in range(6):
+            proc = subprocess.Popen(
+                command, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith("serving "):
+                    proc.send_signal(signal.SIGTERM)  # at once, as the line comes
+                    break
+            said = proc.stderr.read()
+            assert proc.wait(60) == 0, said
+
+
 def test_a_configuration_that_served_nothing_may_change_or_be_renamed_on_restart(tmp_path):
     """A server stopped before it served anything left its configuration in --out: a restart
     with another max_tokens was refused for records the directory "already holds", though it

@@ -264,10 +264,20 @@ class _Server(uvicorn.Server):
     finishes the requests in flight; the second aborts. (uvicorn's own handlers re-raise the
     signal once it has stopped, which would kill the process before the records are written.)"""
 
-    def __init__(self, config: uvicorn.Config, app: ServeApp, notify: Callable[[str], None]):
+    def __init__(
+        self, config: uvicorn.Config, app: ServeApp, notify: Callable[[str], None], ready: str
+    ):
         super().__init__(config)
         self.app = app
         self.notify = notify
+        self.ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Said to serve once it does, its signals handled here: a SIGTERM sent as the line
+        appeared (a supervisor's stop at ready) killed the server before `capture_signals`."""
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.notify(self.ready)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -321,7 +331,6 @@ async def _run_server(
         server_header=False,
         date_header=False,
     )
-    server = _Server(config, app, notify)
     # Latency: what was loaded so far (models, libraries) never becomes garbage, so the collector
     # need not scan it on every full collection; and the store's thread hands the interpreter
     # back within 1 ms instead of 5 when a request needs it.
@@ -331,10 +340,11 @@ async def _run_server(
     _listen(sock)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    notify(
+    ready = (
         f"serving {', '.join(app.served)} at http://{shown}:{port}/v1 "
         f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
     )
+    server = _Server(config, app, notify, ready)
     try:
         await server.serve(sockets=[sock])
     finally:
