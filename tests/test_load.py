@@ -762,20 +762,24 @@ def test_ctrl_c_starts_no_point_after_the_one_it_came_in(tmp_path):
     assert _rows(out, "SELECT load_point, status FROM load_points") == [("constant:1", "finished")]
 
 
-def test_a_point_stopped_before_its_first_request_says_so(canned, tmp_path):
+@pytest.mark.parametrize(
+    "status, why", [("stopped", "it was stopped"), ("failed", "a process of it failed")]
+)
+def test_a_point_stopped_before_its_first_request_says_so(canned, tmp_path, status, why):
     """Its footnote blamed --max-seconds ("give it more seconds"), which a Ctrl-C as the point
-    began (while its helper processes started) had nothing to do with."""
+    began (while its helper processes started), or a helper that failed to start, had nothing
+    to do with."""
     out = tmp_path / "run"
     assert _load(canned, out, "--profile", "concurrent:1,2", "--max-requests", "4").returncode == 0
     con = sqlite3.connect(out / "tradeoff.sqlite")
-    con.execute("UPDATE load_points SET status = 'stopped' WHERE load_point = 'concurrent:2'")
+    con.execute("UPDATE load_points SET status = ? WHERE load_point = 'concurrent:2'", (status,))
     con.execute("DELETE FROM records WHERE load_point = 'concurrent:2'")
     con.commit()
     con.close()
     shown = run_cli("report", str(out), "--load")
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split())
-    assert "the load point sent no request (it was stopped before its first went out" in text, text
+    assert f"the load point sent no request ({why} before its first went out" in text, text
     assert "--max-seconds" not in text, text
 
 

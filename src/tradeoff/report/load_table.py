@@ -101,17 +101,20 @@ NONE_SENT = (
 
 
 STOPPED_UNSENT = (
-    "n/a: the load point sent no request (it was stopped before its first went out: --resume "
-    "measures it again)"
+    "n/a: the load point sent no request ({why} before its first went out: --resume measures "
+    "it again)"
 )
+# Why a point that did not finish sent nothing, by its status
+WHY_UNSENT = {"stopped": "it was stopped", "failed": "a process of it failed"}
 
 
 def _none_measured(r: dict[str, Any]) -> str:
-    """Why a point measured nothing: it sent nothing (stopped first, or out of time), or only
-    warm-up and cool-down requests."""
+    """Why a point measured nothing: it sent nothing (stopped first, a process of it failed, or
+    out of time), or only warm-up and cool-down requests."""
     if r.get("n_warmup", 1) or r.get("n_cooldown", 1):
         return NONE_MEASURED
-    return STOPPED_UNSENT if r.get("status") == "stopped" else NONE_SENT
+    why = WHY_UNSENT.get(r.get("status") or "")
+    return STOPPED_UNSENT.format(why=why) if why else NONE_SENT
 
 
 NO_PACE = (
