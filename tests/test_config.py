@@ -105,6 +105,19 @@ def test_config_model_must_be_an_alias():
         parse_spec(spec(configs=[{"model": "medium"}]))
 
 
+def test_a_configuration_beside_a_route_naming_its_policy_s_model_says_where_to_name_it():
+    """A `single` of one of the policy's models, in a spec whose models come only from a route:
+    the line ended "aliases: " with nothing after it, and no word of where models come from."""
+    configs = [{"strategy": "route", "policy": "p.json"}, {"model": "small"}]
+    beside = {"tasks": ["arith"], "configs": configs}
+    with pytest.raises(UserError) as exc:
+        parse_spec(beside)
+    assert "configs[1]: 'small' is not a model alias of this spec; aliases: none (a route" in str(
+        exc.value
+    )
+    assert "to use them in other configurations" in str(exc.value)
+
+
 def test_prices_must_name_aliases():
     with pytest.raises(UserError, match="prices"):
         parse_spec(spec(prices={"huge": {"input": 1, "output": 2}}))

@@ -478,6 +478,17 @@ class RunSpec(BaseModel):
             raise ValueError("models: give at least one model")
         if not self.configs:  # default: one `single` configuration per model
             self.configs = [Single(strategy="single", model=alias) for alias in self.models]
+        routed = any(c.strategy == "route" for c in self.configs)
+
+        def from_policy(use: str) -> str:
+            """The hint where a route's models were taken for the spec's."""
+            return (
+                " (a route configuration's models come from its policy: name them under "
+                f"models: too, by the same aliases, to {use})"
+                if routed
+                else ""
+            )
+
         for i, c in enumerate(self.configs):
             if c.name is not None and (problem := _name_problem(c.name)):
                 raise ValueError(f"configs[{i}].name: {c.name!r} {problem}")
@@ -485,22 +496,16 @@ class RunSpec(BaseModel):
                 if alias not in self.models:
                     raise ValueError(
                         f"configs[{i}]: '{alias}' is not a model alias of this spec; "
-                        f"aliases: {', '.join(self.models)}"
+                        f"aliases: {', '.join(self.models) or 'none'}"
+                        + from_policy("use them in other configurations")
                     )
-        routed = any(c.strategy == "route" for c in self.configs)
         for field_name in ("prices", "model_options", "resources"):
             for alias in getattr(self, field_name):
                 if alias not in self.models:
                     raise ValueError(
                         f"{field_name}: '{alias}' is not a model alias; aliases: "
                         f"{', '.join(self.models) or 'none'}"
-                        + (
-                            " (a route configuration's models come from its policy: name "
-                            "them under models: too, by the same aliases, to give them "
-                            f"{field_name})"
-                            if routed
-                            else ""
-                        )
+                        + from_policy(f"give them {field_name}")
                     )
 
 
