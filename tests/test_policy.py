@@ -656,6 +656,36 @@ def test_fit_checks_where_it_writes_before_fitting(tmp_path, out, needle):
     assert "no routing reaches" not in result.stderr
 
 
+def test_a_route_is_no_choice_of_a_policy(tmp_path):
+    """A policy fitted over a route configuration ran a route inside a route: the inner
+    decision's time, energy and model were overwritten by the outer one's in every record, and
+    the inner policy file, fitted again, changed what the outer one ran without a word."""
+    from tradeoff.config import policy_configs
+
+    items, weak, strong = synthetic(40, 0)
+    store = Store.create(tmp_path / "run", {"synthetic": True}, {})
+    store.add_configs([("w", "weak", {"strategy": "single"}),
+                       ("s", "router", {"strategy": "route"})])  # fmt: skip
+    store.add_items(items)
+    for item, a, b in zip(items, weak, strong, strict=True):
+        store.write_record(_record("w", item.id, a, 1.0))
+        store.write_record(_record("s", item.id, b, 4.0))
+    store.close()
+    refused = run_cli("policy", "fit", str(tmp_path / "run"), "--strong-fraction", "0.5",
+                      "-o", str(tmp_path / "p.json"))  # fmt: skip
+    one_line_error(refused, "configuration 'router' routes by a policy of its own")
+    # a file that holds one all the same (written by hand, or by a tradeoff before) is refused
+    build_store(tmp_path / "plain", 40)
+    path = tmp_path / "plain.json"
+    made = fit_cli(tmp_path / "plain", "--strong-fraction", "0.5", "-o", str(path))
+    assert made.returncode == 0, made.stderr
+    policy = json.loads(path.read_text())
+    policy["config_specs"][0] = {**policy["config_specs"][0], "strategy": "route"}
+    path.write_text(json.dumps(policy))
+    with pytest.raises(UserError, match="configuration 'weak' routes by a policy of its own"):
+        policy_configs(str(path))
+
+
 def test_eval_checks_where_it_draws_before_evaluating(tmp_path):
     run = imported(tmp_path, coin_flips(20))
     plot = tmp_path / "nosuchdir" / "x.html"

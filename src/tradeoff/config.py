@@ -564,11 +564,13 @@ class Config(BaseModel):
 
 def policy_configs(path: str) -> list[Config]:
     """The configurations a policy file chooses between, as they were profiled."""
-    from tradeoff.policy.fit import Policy
+    from tradeoff.policy.fit import ROUTES_ITSELF, Policy
 
     policy = Policy.load(path)
     out = []
     for name, content in zip(policy.configs, policy.config_specs):
+        if content.get("strategy") == "route":
+            raise UserError(f"policy {path}: configuration '{name}' {ROUTES_ITSELF}")
         if not content.get("models"):
             raise UserError(
                 f"policy {path}: configuration '{name}' cannot be run (imported outcomes have no "

@@ -22,14 +22,14 @@ Temperature = Annotated[
     float | None,
     typer.Option(
         help="Sampling temperature (the spec's sampling.temperature; an entry's own temperature "
-        "wins)."
+        "wins, and a route answers at its policy's)."
     ),
 ]
 MaxTokens = Annotated[
     int | None,
     typer.Option(
         help="Most output tokens per request (the spec's sampling.max_tokens; an entry's own "
-        "max_tokens wins)."
+        "max_tokens wins, and a route answers at its policy's)."
     ),
 ]
 Timeout = Annotated[

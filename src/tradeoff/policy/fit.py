@@ -678,6 +678,13 @@ def calibrate(curve: pd.DataFrame, target: dict[str, float], cost_unit: str = ""
     return curve.loc[gap.idxmin()]
 
 
+# A route among a policy's choices: its decisions and their costs would be hidden behind the
+# outer route's, and the file it names could change under it unnoticed.
+ROUTES_ITSELF = (
+    "routes by a policy of its own; fit over the configurations it routes among (--configs)"
+)
+
+
 def fit_policy(
     table: Table,
     target: dict[str, float],
@@ -691,6 +698,9 @@ def fit_policy(
     reads the task, fitted on several, also keeps the λ that meets the target with the task
     unknown (`Policy.served_lam`). `prices`: the run's, by model alias (those of the
     configurations' models are kept)."""
+    for name, spec in zip(table.configs, config_specs, strict=True):
+        if spec.get("strategy") == "route":
+            raise UserError(f"configuration '{name}' {ROUTES_ITSELF}")
     featurizer = features or Featurizer(router)
     x = featurizer(table.texts, table.tasks)
     mean_costs = table.costs.mean(axis=0)
