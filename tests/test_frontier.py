@@ -364,6 +364,25 @@ def test_the_interval_of_repeated_samples_is_over_items():
         assert accuracy_interval(alike, items)[1:] == pytest.approx(wilson_interval(5 * every, 5))
 
 
+def test_scores_all_alike_have_an_interval_and_ties_tie_in_any_order(tmp_path):
+    """Partial credit: one query of score 0.5 (or four of 0.5) read 0.500-0.500, surer than one
+    right-or-wrong answer (0.207-1.000); and two configurations of the same scores in another
+    order differed in their sum's last bit, one of them off the frontier at the same cost."""
+    assert accuracy_interval(np.array([0.5]))[1:] == pytest.approx(wilson_interval(0.5, 1))
+    four = accuracy_interval(np.full(4, 0.5))
+    assert four[1:] == pytest.approx(wilson_interval(2.0, 4)) and four[1] < 0.5 < four[2]
+    path = tmp_path / "tie.csv"
+    path.write_text("prompt,x,y\nq1,0.1,0.1\nq2,0.7,0.2\nq3,0.3,0.3\nq4,0.2,0.7\n")
+    made = run_cli("import", "outcomes", str(path), "--prompt-col", "prompt",
+                   "--model", "x=x,cost=0.5", "--model", "y=y,cost=0.5",
+                   "--out", str(tmp_path / "run"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shown = run_cli("frontier", str(tmp_path / "run"), "--format", "json")
+    rows = {r["config"]: r for r in json.loads(shown.stdout)}
+    assert rows["x"]["accuracy"] == rows["y"]["accuracy"]
+    assert rows["x"]["pareto"] and rows["y"]["pareto"], rows
+
+
 def test_a_batch_s_time_counts_once_in_the_time_energy_was_measured_over():
     """A vote's three draws decoded as one batch each last the batch's 2 s: 30 J over 2 s is
     15 W (over their summed 6 s, 5 W); calls one after another add up."""

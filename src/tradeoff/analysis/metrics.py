@@ -134,14 +134,17 @@ def accuracy_interval(
     one): theirs is Wilson's over the items, as if each were asked once."""
     if len(scores) == 0:
         return (math.nan, math.nan, math.nan)
-    mean = float(scores.mean())
+    mean = math.fsum(scores) / len(scores)  # the same scores in any order: the same mean
     binary = bool(np.isin(scores, [0.0, 1.0]).all())
+    # Scores all alike leave a bootstrap nothing to resample (an interval of no width): as many
+    # right-or-wrong answers of that mean, the most a score in [0, 1] can vary, give Wilson's.
+    alike = bool(np.ptp(scores) == 0)
     if items is not None and (k := len(pd.unique(items))) < len(items):
-        if binary and mean in (0.0, 1.0):
+        if alike:
             low, high = wilson_interval(mean * k, k)
         else:
             low, high = item_bootstrap_interval(scores, items)
-    elif binary:
+    elif binary or alike:
         low, high = wilson_interval(float(scores.sum()), len(scores))
     else:
         low, high = bootstrap_interval(scores)
