@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from browser import chart_drawn, drive, render, screenshot, script_errors
@@ -290,6 +291,44 @@ def test_load_runs_pair_their_common_load_points_and_name_them(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert page.exists() and "load points measured in both runs" in page.read_text(), piped
+
+
+def test_an_item_s_samples_are_one_difference_in_the_paired_interval(tmp_path):
+    """Four items of three samples each: the t interval ran over the twelve records as if they
+    were independent queries (n 12, 45% narrower); it runs over the four items' differences,
+    and n counts items, as the README says."""
+    from scipy import stats
+
+    from tradeoff.store import Store
+    from tradeoff.types import Item, Record
+
+    a_scores = [1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0]
+    b_scores = [1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1]
+
+    def run(name, scores):
+        store = Store.create(tmp_path / name, {"samples": 3}, {})
+        store.add_configs([("id-m", "m", {"strategy": "single"})])
+        store.add_items([Item(f"i{k}", f"question {k}", "4", "arith") for k in range(4)])
+        for k, score in enumerate(scores):
+            store.write_record(Record(
+                config_id="id-m", task="arith", item_id=f"i{k // 3}", sample=k % 3, output="",
+                score=float(score), parsed=None, error=None, input_tokens=10, output_tokens=5,
+                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+                energy_source=None, energy_missing="none", flops=1e9, peak_rss_bytes=None,
+                cost_usd=None,
+            ))  # fmt: skip
+        store.close()
+        return str(tmp_path / name)
+
+    shown = run_cli("compare", run("a", a_scores), run("b", b_scores), "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)[0]["configs"]
+    per_item = np.subtract(b_scores, a_scores).reshape(4, 3).mean(axis=1)
+    low, high = stats.t.interval(0.95, 3, loc=per_item.mean(), scale=stats.sem(per_item))
+    assert row["n"] == 4, row
+    assert (row["difference"], row["low"], row["high"]) == pytest.approx(
+        (per_item.mean(), max(low, -1.0), min(high, 1.0))
+    )
 
 
 def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):

@@ -33,6 +33,7 @@ from tradeoff.errors import UserError
 # alike do not pair), its sample, and (in a load run) the load point it was sent at ('' in a
 # profile run).
 PAIR_KEY = ["task_key", "item_id", "item_content", "sample", "load_point"]
+ITEM_KEY = PAIR_KEY[:3]  # one question, however often it was asked
 SERVED = "serve"  # the task of `tradeoff serve`'s records (`serve.app.SERVE_TASK`)
 CONFIDENCE = 0.95
 
@@ -288,7 +289,7 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
     records_a = a.records[a.records["config"] == name]
     records_b = b.records[b.records["config"] == name]
     pa, pb = paired(records_a, records_b)
-    n = len(pa)
+    n = len(pa.drop_duplicates(ITEM_KEY))  # items: an item's samples are not independent
     if n == 0:
         why = _unpaired_reason(records_a, records_b)
         return ConfigComparison(
@@ -305,7 +306,11 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
         )
     else:
         acc_a, acc_b = float(scores_a.mean()), float(scores_b.mean())
-        mean, lo, hi = paired_difference(scores_a, scores_b)
+        items = pd.DataFrame({"a": scores_a, "b": scores_b}).groupby(
+            [pa.loc[counted, k].to_numpy() for k in ITEM_KEY]
+        )
+        by_item = items.mean()  # each item's samples: one difference
+        mean, lo, hi = paired_difference(by_item["a"].to_numpy(), by_item["b"].to_numpy())
         # Scores lie in [0, 1], so a difference of them in [-1, 1]: a t interval of few items
         # reaches past that, and is cut there (as the Wilson interval of accuracy is at 0 and 1).
         lo, hi = max(lo, -1.0), min(hi, 1.0)
