@@ -375,6 +375,43 @@ def test_a_record_that_cannot_be_stored_while_its_energy_settles_stops_the_point
     assert len(tried) <= 2, tried
 
 
+def test_a_library_call_leaves_the_caller_s_process_as_it_was(tmp_path):
+    """Called from a program: `profile` unfroze the caller's own frozen objects (gc.freeze, for
+    memory shared across a fork), `serve` left the thread switch interval at 1 ms, and a call
+    from a running event loop (a notebook's) failed in asyncio's words, warning of a coroutine
+    never awaited. The heap and interval are put back; the loop is refused in one line."""
+    import asyncio
+    import gc
+    import sys
+    import warnings
+
+    from tradeoff.errors import UserError
+    from tradeoff.eventloop import steady
+
+    body = spec(tmp_path, [{"model": "small"}])
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run_profile(tmp_path, body)
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()
+    interval = sys.getswitchinterval()
+    with steady(switch_s=interval / 5):  # as serve's
+        assert sys.getswitchinterval() == pytest.approx(interval / 5)
+    assert sys.getswitchinterval() == interval and gc.get_freeze_count() == 0
+
+    async def in_a_notebook() -> None:
+        profile(parse_spec(body), tmp_path / "nb", notify=lambda m: None)
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError, match="call it in a thread, e.g. await asyncio.to_thread"):
+            asyncio.run(in_a_notebook())
+        gc.collect()
+    assert not [w for w in warned if "never awaited" in str(w.message)], warned
+
+
 def test_a_model_on_the_cpu_is_not_charged_the_counter_of_the_gpu_beside_it(tmp_path, monkeypatch):
     """In a session with a model on a GPU, the llama.cpp model on the CPU was charged the GPU's
     counter (its idle power over the CPU model's time, labelled nvml); its energy is missing,

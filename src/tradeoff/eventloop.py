@@ -4,9 +4,14 @@ of asyncio's own loop for a server or a client of many connections), else asynci
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
+
+from tradeoff.errors import UserError
 
 T = TypeVar("T")
 
@@ -15,12 +20,46 @@ CANCEL_POLL_S = 0.05
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` to completion on a new event loop, as `asyncio.run` does."""
+    """Run `main` to completion on a new event loop, as `asyncio.run` does; a library call from
+    a running loop (a notebook's, an async application's) is refused in one line saying how."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # none: the usual case
+        pass
+    else:
+        main.close()  # never awaited, and not to be warned of
+        raise UserError(
+            "tradeoff runs its own event loop, and this thread runs one already (a notebook's, "
+            "an async application's): call it in a thread, e.g. "
+            "await asyncio.to_thread(tradeoff.runner.profile, ...)"
+        )
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+@contextlib.contextmanager
+def steady(switch_s: float | None = None) -> Iterator[None]:
+    """While the block runs: what was loaded so far (models, libraries), which never becomes
+    garbage, frozen out of the collector's full scans (a cost per request at a high rate), and
+    the interpreter's switch interval `switch_s` where given. Both are put back as they were: a
+    caller that froze objects of its own (to share them across a fork) keeps them frozen, and
+    a library call leaves the interval it found. (Frozen objects are never freed at exit:
+    nanobind, through torch, reports each of its own as leaked, some 35 lines.)"""
+    froze = gc.get_freeze_count() == 0
+    interval = sys.getswitchinterval()
+    gc.collect()
+    gc.freeze()
+    if switch_s is not None:
+        sys.setswitchinterval(switch_s)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        if froze:
+            gc.unfreeze()
 
 
 async def unless_cancelled(waited: asyncio.Future[Any], cancel: threading.Event) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sqlite3
@@ -253,39 +252,35 @@ async def _run_session(
                     writer.add(record)
                     count(record, engine_s)
 
-            # What was loaded (models, libraries) never becomes garbage: the collector need not
-            # scan it again on every full collection, a cost per request at a high rate.
-            gc.collect()
-            gc.freeze()
             stop.install()
             t_begin = time.perf_counter()
             try:
-                if isinstance(session, RaySession) and session.pool is not None:
-                    pool = session.pool
-                    await pool.run(work, shard_size(spec), lambda: stop.requested, emit_batch)
-                    notify(
-                        f"ran on Ray ({ray.address if ray else ''}): {pool.size} worker(s) for "
-                        f"{len(pool.actors)} model group(s)"
-                    )
-                elif helpers:
-                    helped = await dispatch.run_in_processes(
-                        plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch,
-                        stop.to_continue,
-                    )  # fmt: skip
-                    notify(
-                        f"dispatched from {len(helpers) + 1} processes: {helped} of {result.done} "
-                        f"records by {len(helpers)} helper process(es)"
-                    )
-                else:
-                    concurrency = min(spec.concurrency, max(total, 1))
-                    await run_work(
-                        plan, handing_out(work), concurrency, lambda: stop.requested, emit
-                    )
+                with eventloop.steady():  # what was loaded, never garbage, is not scanned again
+                    if isinstance(session, RaySession) and session.pool is not None:
+                        pool = session.pool
+                        await pool.run(work, shard_size(spec), lambda: stop.requested, emit_batch)
+                        notify(
+                            f"ran on Ray ({ray.address if ray else ''}): {pool.size} worker(s) for "
+                            f"{len(pool.actors)} model group(s)"
+                        )
+                    elif helpers:
+                        helped = await dispatch.run_in_processes(
+                            plan, api_key, work, helpers, lambda: stop.requested, emit, emit_batch,
+                            stop.to_continue,
+                        )  # fmt: skip
+                        notify(
+                            f"dispatched from {len(helpers) + 1} processes: {helped} of "
+                            f"{result.done} records by {len(helpers)} helper process(es)"
+                        )
+                    else:
+                        concurrency = min(spec.concurrency, max(total, 1))
+                        await run_work(
+                            plan, handing_out(work), concurrency, lambda: stop.requested, emit
+                        )
             finally:
                 writer.flush()  # what completed as the run stopped
                 result.wall_s = time.perf_counter() - t_begin
                 stop.uninstall()
-                gc.unfreeze()
             writer.check()
             result.status = "stopped" if stop.requested and result.done < total else "finished"
             session.status = result.status

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import socket
@@ -331,12 +330,6 @@ async def _run_server(
         server_header=False,
         date_header=False,
     )
-    # Latency: what was loaded so far (models, libraries) never becomes garbage, so the collector
-    # need not scan it on every full collection; and the store's thread hands the interpreter
-    # back within 1 ms instead of 5 when a request needs it.
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(0.001)
     _listen(sock)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -345,12 +338,10 @@ async def _run_server(
         f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
     )
     server = _Server(config, app, notify, ready)
-    try:
+    # Latency: what was loaded never becomes garbage, and the store's thread hands the
+    # interpreter back within 1 ms instead of 5 when a request needs it.
+    with eventloop.steady(switch_s=0.001):
         await server.serve(sockets=[sock])
-    finally:
-        # Frozen objects are never freed at exit: nanobind (triton's, through an embedding
-        # router's torch) reports each of its own as leaked, some 35 lines on stopping
-        gc.unfreeze()
 
 
 def default_lengths_above(served: dict[str, Served], limits: Limits) -> list[str]:
