@@ -467,6 +467,26 @@ def test_each_kind_of_run_names_the_command_that_continues_it(tmp_path):
     one_line_error(run_cli("report", str(empty)), said)
 
 
+def test_a_suggested_resume_of_a_directory_with_a_space_can_be_pasted(tmp_path):
+    """The directory was pasted into "continue with: tradeoff profile --resume DIR" unquoted: for
+    `runs/sp ace` the command as printed gave --resume an extra word, refused as "takes no spec,
+    --model, --task or --out"."""
+    import shlex
+
+    with contextlib.contextmanager(fast_server)() as url:
+        out = tmp_path / "sp ace"
+        args = ["-m", f"openai:{url}#m", "-t", "arith", "--limit", "2", "--max-tokens", "4"]
+        assert run_cli("profile", *args, "--out", str(out)).returncode == 0
+        taken = run_cli("profile", *args, "--out", str(out))
+        one_line_error(taken, f"continue it with tradeoff profile --resume '{out}' or")
+        suggested = taken.stderr.split("continue it with ")[1].split(" or choose")[0]
+        assert run_cli(*shlex.split(suggested)[1:]).returncode == 0
+    empty = tmp_path / "st op"
+    Store.create(empty, {"models": {"m": "smollm2-135m"}, "tasks": ["arith"]}, {}).close()
+    said = f"nothing to report; continue with: tradeoff profile --resume '{empty}'"
+    one_line_error(run_cli("report", str(empty)), said)
+
+
 def test_a_store_the_disk_cannot_take_says_to_check_it(tmp_path):
     """SQLite names its errors by their extended codes (SQLITE_IOERR_WRITE): the advice looked
     up by the primary one found none and said 'mend that'."""

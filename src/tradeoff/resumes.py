@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 IMPORTED, SERVED = "imported outcomes", "served traffic"
@@ -30,7 +31,18 @@ def continued_by(spec: Any) -> str | None:
     return "demo" if is_demo(spec) else "profile"
 
 
+def command_line(*words: object) -> str:
+    """`tradeoff WORDS` as a shell reads it: a word quoted where it must be (a run directory
+    with a space), so that a command we suggest runs as printed when pasted."""
+    return shlex.join(["tradeoff", *map(str, words)])
+
+
+def resume_command(command: str, directory: object) -> str:
+    """'tradeoff CMD --resume DIR', DIR quoted for the shell."""
+    return command_line(command, "--resume", directory)
+
+
 def how_to_continue(spec: Any, directory: object) -> str:
     """'; continue with: tradeoff CMD --resume DIR', or '' where nothing is to continue."""
     command = continued_by(spec)
-    return "" if command is None else f"; continue with: tradeoff {command} --resume {directory}"
+    return "" if command is None else f"; continue with: {resume_command(command, directory)}"

@@ -29,7 +29,7 @@ from tradeoff.config import (
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import RaySession, as_run, executor_of, open_ray_session, shard_size
-from tradeoff.resumes import continued_by, how_to_continue, not_profiled
+from tradeoff.resumes import continued_by, how_to_continue, not_profiled, resume_command
 from tradeoff.session import Session, open_session
 from tradeoff.store import Store
 from tradeoff.tasks import Task
@@ -93,7 +93,7 @@ class Stop:
         """'; continue with: tradeoff CMD --resume DIR' once the run's store is open, else ''."""
         if self.directory is None:
             return ""
-        return f"; continue with: tradeoff {self.command} --resume {self.directory}"
+        return f"; continue with: {resume_command(self.command, self.directory)}"
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.requested:
@@ -293,7 +293,7 @@ async def _run_session(
         mend = STORE_MENDS.get(code, "mend that")
         raise RunFailed(
             f"the run store in {where} could not be written: {exc}; the records committed are "
-            f"kept: {mend}, then continue with tradeoff {command} --resume {where}"
+            f"kept: {mend}, then continue with {resume_command(command, where)}"
         ) from None
     finally:
         stop.uninstall()  # installed before the session opened, on Ray

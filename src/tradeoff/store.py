@@ -484,7 +484,7 @@ def _private_copy(conn: sqlite3.Connection) -> sqlite3.Connection:
 def _continued(directory: str | Path) -> str:
     """'continue it with tradeoff CMD --resume DIR or ' for the run stored in `directory`, or ''
     where nothing continues it (imported outcomes, served traffic) or its store is unreadable."""
-    from tradeoff.resumes import continued_by
+    from tradeoff.resumes import continued_by, resume_command
 
     try:
         store = Store.open(directory)
@@ -496,9 +496,7 @@ def _continued(directory: str | Path) -> str:
         return ""
     finally:
         store.close()
-    return (
-        "" if command is None else f"continue it with tradeoff {command} --resume {directory} or "
-    )
+    return "" if command is None else f"continue it with {resume_command(command, directory)} or "
 
 
 class Store:

@@ -26,6 +26,7 @@ from tradeoff.cli.options import (
 from tradeoff.cli.output import console, err_console, first_errors, interrupted
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
+from tradeoff.resumes import command_line, resume_command
 
 if TYPE_CHECKING:
     from tradeoff.load.driver import PointProgress
@@ -246,7 +247,9 @@ def _finish(result: LoadResult) -> None:
 
     for skipped in result.skipped:
         err_console.print(f"{skipped}: finished in an earlier session, skipped", soft_wrap=True)
-    with _stored(result.directory, f"; tradeoff report {result.directory} --load shows it"):
+    with _stored(
+        result.directory, f"; {command_line('report', result.directory, '--load')} shows it"
+    ):
         rows, source = load_rows(result.directory)
         plot = result.directory / "load.html"
         if rows:  # the plot first: a reader that stops reading the table early loses no plot
@@ -271,7 +274,7 @@ def _finish(result: LoadResult) -> None:
     )
     if result.status == "stopped":
         err_console.print(
-            f"stopped; continue with: tradeoff load --resume {result.directory}", soft_wrap=True
+            f"stopped; continue with: {resume_command('load', result.directory)}", soft_wrap=True
         )
         sys.exit(130)  # said why: not typer's silent 130
     if result.status == "errors":

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from tradeoff.analysis.costs import COST_CHOICES
 from tradeoff.errors import UserError
+from tradeoff.resumes import resume_command
 
 # On a terminal, tables fit its width (names whole, other columns wrapped). Into a file or a pipe
 # nothing is wrapped or cut: a table prints at its natural width (Rich tables do not stretch to
@@ -140,7 +141,7 @@ def interrupted(command: str, directory: Path | None) -> NoReturn:
 
     if directory is not None and (Path(directory) / STORE_FILE).exists():
         err_console.print(
-            f"interrupted; continue with: tradeoff {command} --resume {directory}", soft_wrap=True
+            f"interrupted; continue with: {resume_command(command, directory)}", soft_wrap=True
         )
     else:
         err_console.print("interrupted before the run began; nothing was written")

@@ -36,6 +36,7 @@ from tradeoff.cli.output import (
 )
 from tradeoff.cli.report import frontier_rows, print_frontier, print_summary
 from tradeoff.errors import UserError
+from tradeoff.resumes import command_line, resume_command
 
 if TYPE_CHECKING:
     from tradeoff.runner import RunResult
@@ -91,8 +92,7 @@ def run_profile(
     if result.status == "stopped":
         err_console.print(
             f"stopped after {result.done} new records ({result.done + result.skipped} stored in "
-            "all); continue with: "
-            f"tradeoff {command} --resume {result.directory}",
+            f"all); continue with: {resume_command(command, result.directory)}",
             soft_wrap=True,
         )
         sys.exit(130)  # said why: not typer's silent 130
@@ -127,7 +127,7 @@ def demo(
         result = run_profile(
             demo_spec(20 if limit is None else limit), out, None, None, command="demo"
         )
-    then = f"; tradeoff demo --resume {result.directory} prints its tables and writes its page"
+    then = f"; {resume_command('demo', result.directory)} prints its tables and writes its page"
     with _stored(result.directory, then):
         print_summary(result.directory)
         rows, label = frontier_rows(result.directory, "auto")
@@ -140,9 +140,9 @@ def demo(
     console.print(
         f"run directory: {result.directory}  ({result.done} records in {wall:.0f} s"
         f"{f', {result.skipped} stored before' if result.skipped else ''})\n"
-        f"report: {page}  (the whole run on one page, opens offline; tradeoff frontier "
-        f"{result.directory} --plot frontier.png for a PNG; tradeoff report "
-        f"{result.directory} --records for every query)",
+        f"report: {page}  (the whole run on one page, opens offline; "
+        f"{command_line('frontier', result.directory, '--plot', 'frontier.png')} for a PNG; "
+        f"{command_line('report', result.directory, '--records')} for every query)",
         soft_wrap=True,
     )
 
@@ -256,14 +256,14 @@ def profile(
     )
     if spec is None:
         result = run_profile(None, None, resume, api_key, rescore_changed, ray)
-        with _stored(result.directory, f"; tradeoff report {result.directory} shows it"):
+        with _stored(result.directory, f"; {command_line('report', result.directory)} shows it"):
             print_summary(result.directory)
         _failures(result)
         return
     if rescore_changed:
         raise UserError("--rescore-changed applies only with --resume DIR")
     result = run_profile(spec, out, None, api_key, ray=ray)
-    with _stored(result.directory, f"; tradeoff report {result.directory} shows it"):
+    with _stored(result.directory, f"; {command_line('report', result.directory)} shows it"):
         print_summary(result.directory)
     console.print(f"run directory: {result.directory}")
     _failures(result)
