@@ -205,6 +205,28 @@ def test_missing_out_and_missing_run(tmp_path):
     assert_user_error(run_cli("report", str(a_file)), "is a file; give the run's directory")
 
 
+def test_a_path_with_a_part_too_long_for_the_file_system_is_one_line(tmp_path):
+    """A path with a part over 255 bytes made pathlib's exists() and is_dir() raise "File name
+    too long": every command given one (--out, -o, --plot, a run directory, gguf:, import
+    outcomes' FILE) ended in a traceback, exit 1."""
+    from conftest import import_outcomes
+
+    run = import_outcomes(tmp_path, [("2+2?", 1, 1), ("3+3?", 0, 1)])
+    long = str(tmp_path / ("e" * 260))
+    (tmp_path / "s.yaml").write_text("models: [smollm2-135m]\n")
+    for args in (
+        ["profile", "-m", "smollm2-135m", "-t", "arith", "--out", long],
+        ["profile", "-m", f"gguf:{long}.gguf", "-t", "arith", "--out", str(tmp_path / "o")],
+        ["report", str(run), "-o", f"{long}.csv"],
+        ["frontier", str(run), "--plot", f"{long}.png"],
+        ["report", long],
+        ["compare", str(run), long],
+        ["serve", "--spec", str(tmp_path / "s.yaml"), "--out", long, "--port", "0"],
+        ["import", "outcomes", f"{long}.csv", "--prompt-col", "p", "-m", "a=b", "-o", "x"],
+    ):
+        assert_user_error(run_cli(*args), f"cannot use {long}", "File name too long")
+
+
 def test_listings_as_json():
     models = json.loads(run_cli("models", "--format", "json").stdout)
     assert {m["name"] for m in models} == {

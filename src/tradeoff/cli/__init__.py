@@ -6,6 +6,7 @@ Each command lives in the module named for what it does; this one lists them, in
 
 from __future__ import annotations
 
+import errno
 import inspect
 import os
 import re
@@ -23,6 +24,10 @@ from tradeoff.errors import RunFailed, UserError
 # click's exceptions: typer re-exports only some, and from 0.2x on it carries its own copy of click
 clicks = sys.modules[typer.BadParameter.__module__]
 NO_ARGS = getattr(clicks, "NoArgsIsHelpError", ())  # click 8.2 and later; before, help and exit 0
+# What a path given can raise wherever it is first looked at (pathlib's exists() and is_dir()
+# pass over only a missing file): the name itself is unusable. A failure of the work (a full
+# disk mid-run) is not one of these, and is said where it happens.
+PATH_ERRORS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM}
 
 
 def _flag_type(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,6 +146,10 @@ def main() -> None:
         # says it (`output.writing`). Its buffer goes nowhere, not into a second failure at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         fail(str(exc), 2)
+    except OSError as exc:
+        if exc.errno not in PATH_ERRORS or exc.filename is None:
+            raise
+        fail(f"cannot use {exc.filename}: {exc.strerror}; give another path", 2)
     except KeyboardInterrupt:  # before a command's own handler: while its modules load
         err_console.print("interrupted before the command began; nothing was written")
         sys.exit(130)
