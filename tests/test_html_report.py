@@ -223,6 +223,21 @@ def test_a_prompt_holding_script_markup_leaves_the_records_whole(tmp_path):
     assert "hello <!--<script> world" in _records_data(dom)["rows"][0]
 
 
+def test_a_run_directory_named_in_bytes_that_are_not_utf8_gets_its_pages(tmp_path):
+    """A directory name is any bytes on Linux: one not UTF-8 (`runs/\\xffbad`) reached the page
+    as a lone surrogate, which UTF-8 cannot write: report --html and frontier --plot X.html
+    ended in a traceback and left an empty report.html."""
+    out = _imported(tmp_path, "prompt,a,b\n2+2?,1,0\n3+3?,1,1\n", "a=a,cost=0.1", "b=b,cost=1")
+    named = out.rename(tmp_path / os.fsdecode(b"\xffbad"))
+    report = run_cli("report", str(named), "--html")
+    assert report.returncode == 0 and "Traceback" not in report.stderr, report.stderr
+    assert "<h1>tradeoff report: \ufffdbad</h1>" in (named / "report.html").read_text("utf-8")
+    plot = tmp_path / "frontier.html"
+    frontier = run_cli("frontier", str(named), "--plot", str(plot))
+    assert frontier.returncode == 0 and "Traceback" not in frontier.stderr, frontier.stderr
+    assert "\ufffdbad</" in plot.read_text("utf-8")
+
+
 def test_served_traffic_says_it_has_no_frontier(tmp_path):
     """Served requests have no reference answers, so no scores: one line says so where an empty
     frontier and an empty accuracy heatmap were; their latencies still draw."""

@@ -85,8 +85,10 @@ ERROR_SCRIPT = """
 
 
 def page(title: str, sections: list[str]) -> str:
-    """One self-contained page: `sections` (HTML) under the title, every script inline."""
-    return "\n".join(
+    """One self-contained page: `sections` (HTML) under the title, every script inline. A file
+    name's bytes that are not UTF-8 (held as lone surrogates, which UTF-8 cannot write) show as
+    U+FFFD."""
+    whole = "\n".join(
         [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
@@ -102,6 +104,7 @@ def page(title: str, sections: list[str]) -> str:
             "</body></html>",
         ]
     )
+    return whole.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def plain(markup: str) -> str:
