@@ -372,7 +372,9 @@ def test_a_record_that_cannot_be_stored_while_its_energy_settles_stops_the_point
     with pytest.raises((OSError, RunFailed, UserError)) as failed:
         load(parse_spec(spec(tmp_path, [{"model": "small"}])), options, tmp_path / "load")
     assert "No space left on device" in str(failed.value)
-    assert len(tried) <= 2, tried
+    # the sends stop once the first store has failed, about a counter step (50 ms) after its
+    # answer: a few requests, not all of --max-seconds (1,793 before)
+    assert len(tried) <= 10, tried
 
 
 def test_a_library_call_leaves_the_caller_s_process_as_it_was(tmp_path):
