@@ -71,11 +71,6 @@ class PointProgress:
         return time.perf_counter() - self.started
 
 
-def _strided(n: int, k: int, of: int) -> int:
-    """How many of the indices 0 .. n-1 are stride k of `of` (k, k + of, ...)."""
-    return max(n - k + of - 1, 0) // of
-
-
 class PointDriver:
     """Drives one configuration at one load point: the requests of stride k of P (the indices
     k, k + P, ...; all of them when P is 1), in the items' order (cycling, `sample` counting
@@ -265,7 +260,7 @@ class PointDriver:
         unsent = sum(index % self.of == self.k for index, _ in due)
         if len(due) == COUNTED:  # the rest without walking it: rate × seconds steps, blocking
             first, then = due[-1][0] + 1, min(expected_due(self.point, o.rampup_s, end), last)
-            unsent += max(_strided(then, self.k, self.of) - _strided(first, self.k, self.of), 0)
+            unsent += max(share(then, self.k, self.of) - share(first, self.k, self.of), 0)
         return unsent
 
     async def _until(self, due: float) -> None:
