@@ -117,9 +117,10 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
 
 
 def test_a_second_ctrl_c_aborts_and_says_how_to_resume(tmp_path):
-    """The run's own handler, in a process of its own: the second signal exits at once."""
+    """The run's own handler, in the command line's process: the second signal exits at once."""
     code = (
         "import signal; from pathlib import Path; from tradeoff.runner import Stop\n"
+        "from tradeoff.abort import end_process; end_process()\n"
         "stop = Stop(lambda m: print(m, flush=True)); stop.directory = Path('runs/a')\n"
         "stop(signal.SIGINT, None); stop(signal.SIGINT, None)\n"
     )
@@ -135,6 +136,7 @@ def test_signals_stop_and_abort_when_stderr_has_no_reader():
     asks the run to stop, the second still aborts."""
     code = (
         "import signal; from pathlib import Path; from tradeoff.runner import Stop\n"
+        "from tradeoff.abort import end_process; end_process()\n"
         "def gone(message): raise BrokenPipeError(32, 'Broken pipe')\n"
         "stop = Stop(gone); stop.directory = Path('runs/a')\n"
         "stop(signal.SIGINT, None); assert stop.requested\n"
@@ -142,6 +144,60 @@ def test_signals_stop_and_abort_when_stderr_has_no_reader():
     )
     ended = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert ended.returncode == 130, ended.stderr
+
+
+HOST = """
+import signal, subprocess, sys
+from tradeoff.config import parse_spec
+from tradeoff.runner import profile
+from tradeoff.store import Store
+
+child = subprocess.Popen(["sleep", "120"])  # the host's own, none of tradeoff's
+spec = parse_spec({"models": ["smollm2-135m"], "tasks": ["arith"], "limit": 6,
+                   "sampling": {"max_tokens": 8}})
+
+
+def interrupt(done, total, skipped, errors):
+    if done == 1:
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C pressed twice in a notebook
+        signal.raise_signal(signal.SIGINT)
+
+
+try:
+    profile(spec, sys.argv[1], on_progress=interrupt, notify=lambda m: None)
+except KeyboardInterrupt:
+    print("interrupted")
+print("child", "alive" if child.poll() is None else "killed")
+store = Store.open(sys.argv[1])
+print("status", store.run()["status"], len(store.done_keys()) >= 1)
+store.close()
+handler = signal.getsignal(signal.SIGINT)
+print("handler", "default" if handler is signal.default_int_handler else handler)
+result = profile(spec, resume=sys.argv[1], notify=lambda m: None)
+print("resumed", result.status, result.done + result.skipped)
+child.kill()
+"""
+
+
+def test_a_second_ctrl_c_in_a_library_call_raises_in_its_caller(tmp_path):
+    """Called as a library (a notebook, an application), a second Ctrl-C neither ends the
+    caller's process nor kills processes tradeoff did not start (both happened: the host's own
+    child SIGKILLed, the host os._exit(130)): KeyboardInterrupt reaches the caller, the run reads
+    stopped (not failed), SIGINT's
+    handler is the one it had (a closed loop's was left installed), and the run resumes."""
+    host, out = tmp_path / "host.py", tmp_path / "run"
+    host.write_text(HOST)
+    ended = subprocess.run(
+        [sys.executable, str(host), str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert ended.returncode == 0, ended.stderr[-2000:]
+    assert ended.stdout.splitlines() == [
+        "interrupted",
+        "child alive",
+        "status stopped True",
+        "handler default",
+        "resumed finished 6",
+    ]
 
 
 def _jsonl(path, rows):

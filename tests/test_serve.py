@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -701,3 +703,73 @@ def test_a_server_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path):
             proc.kill()
             proc.wait()
     assert len(_records(out)) == 1
+
+
+SERVE_HOST = """
+import os, signal, subprocess, sys, threading, time
+import httpx
+from tradeoff.config import parse_spec
+from tradeoff.serve.server import ServeOptions, serve, served_configs
+from tradeoff.store import Store
+
+child = subprocess.Popen(["sleep", "120"])  # the host's own, none of tradeoff's
+body = {"models": ["smollm2-135m"], "tasks": [], "sampling": {"max_tokens": 200}}
+spec, port = parse_spec(body), int(sys.argv[2])
+url = f"http://127.0.0.1:{port}"
+
+
+def interrupt():
+    while httpx.get(f"{url}/metrics").text.count("tradeoff_in_flight 1.0") == 0:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed twice with a request in flight
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def ask():
+    for _ in range(200):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        httpx.post(f"{url}/v1/completions", timeout=60,
+                   json={"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200})
+    except httpx.TransportError:
+        pass
+
+
+threading.Thread(target=ask, daemon=True).start()
+try:
+    serve(served_configs(spec, [], None, None), spec, sys.argv[1], source={"spec": body},
+          options=ServeOptions(port=port), notify=lambda m: None)
+except KeyboardInterrupt:
+    print("interrupted")
+print("child", "alive" if child.poll() is None else "killed")
+handler = signal.getsignal(signal.SIGINT)
+print("handler", "default" if handler is signal.default_int_handler else handler)
+store = Store.open(sys.argv[1])
+print("status", store.run()["status"])
+child.kill()
+"""
+
+
+def test_a_second_ctrl_c_in_a_library_call_to_serve_raises_in_its_caller(tmp_path):
+    """`serve()` called as a library: a second Ctrl-C with a request in flight raised nothing its
+    caller could catch (os._exit(130)); KeyboardInterrupt now, the caller's processes untouched,
+    SIGINT's handler its own again, the run stopped, and no traceback of the cancelled request."""
+    from conftest import free_port
+
+    host = tmp_path / "host.py"
+    host.write_text(SERVE_HOST)
+    ended = subprocess.run(
+        [sys.executable, str(host), str(tmp_path / "served"), str(free_port())],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-2000:]
+    assert ended.stdout.splitlines() == [
+        "interrupted", "child alive", "handler default", "status stopped"
+    ]  # fmt: skip
+    assert "Traceback" not in ended.stderr

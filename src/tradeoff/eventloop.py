@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
@@ -33,11 +34,32 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             "an async application's): call it in a thread, e.g. "
             "await asyncio.to_thread(tradeoff.runner.profile, ...)"
         )
+    with _signal_handlers_kept():
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main)
+        return uvloop.run(main)
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """SIGINT's and SIGTERM's handlers as the caller had them once the loop is closed. A run
+    installs its own while it runs (`runner.Stop`) and puts back the ones it found, which were
+    the loop's own; a KeyboardInterrupt raised inside a run (an `on_progress` callback's, a
+    second Ctrl-C's) left the loop before the run's cleanup, which then put back the closed
+    loop's handler for good: every later `asyncio.run` of the caller found SIGINT taken and
+    left Ctrl-C to raise wherever it struck."""
+    if threading.current_thread() is not threading.main_thread():  # handlers are the main's
+        yield
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        yield
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:  # (None: installed other than from Python; left as it is)
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

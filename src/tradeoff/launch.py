@@ -14,6 +14,9 @@ def main() -> None:
         except KeyboardInterrupt:
             sys.stderr.write("interrupted before the command began; nothing was written\n")
             sys.exit(130)
+        from tradeoff.abort import end_process
+
+        end_process()  # a second Ctrl-C ends the command; a library call raises in its caller
         command_line()
     finally:
         _forget_caught_interrupts()

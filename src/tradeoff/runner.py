@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sqlite3
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tradeoff import dispatch, eventloop
+from tradeoff.abort import abort
 from tradeoff.config import (
     Config,
     RayExecutor,
@@ -99,8 +99,7 @@ class Stop:
         if self.requested:
             with contextlib.suppress(OSError):  # a stderr whose reader is gone: abort all the same
                 self.notify("aborting now; requests in flight are lost" + self.to_continue)
-            _kill_descendants()
-            os._exit(130)  # records written so far are committed; in-flight ones are lost
+            abort()  # ends the command line's process; a library call's caller gets Ctrl-C
         self.requested = True
         with contextlib.suppress(OSError):  # (raised here, it would stop the run at any point)
             if self.directory is None:  # on Ray, while the workers load the models
@@ -119,28 +118,6 @@ class Stop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-
-def _kill_descendants() -> None:
-    """Kill every process this one started, and theirs: an abort skips the shutdown that stops
-    them (a `--ray local` cluster's processes, which ignore the terminal's Ctrl-C, outlived an
-    abort). Listed from Linux's /proc before any is killed, so none is missed by being reparented
-    as its parent dies; elsewhere nothing is killed."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:  # after the command's name, in parentheses: state, then the parent's pid
-            parent = int(stat.read_text().rpartition(")")[2].split()[1])
-        except (OSError, IndexError, ValueError):  # gone meanwhile
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [os.getpid()]
-    while todo:
-        below = children.get(todo.pop(), [])
-        found += below
-        todo += below
-    for pid in found:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
 
 
 async def _execute(
@@ -281,6 +258,8 @@ async def _run_session(
                 writer.flush()  # what completed as the run stopped
                 result.wall_s = time.perf_counter() - t_begin
                 stop.uninstall()
+                if stop.requested:  # (a library call's second Ctrl-C leaves by KeyboardInterrupt)
+                    session.status = "stopped"
             writer.check()
             result.status = "stopped" if stop.requested and result.done < total else "finished"
             session.status = result.status
