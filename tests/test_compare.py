@@ -293,34 +293,38 @@ def test_load_runs_pair_their_common_load_points_and_name_them(tmp_path):
     assert page.exists() and "load points measured in both runs" in page.read_text(), piped
 
 
+def _three_samples_a_item(path, scores, failed=()):
+    """A run of one configuration 'm' whose items i0, i1, ... are answered three times each
+    (`scores` in that order); the records at the indices `failed` failed."""
+    from tradeoff.store import Store
+    from tradeoff.types import Item, Record
+
+    store = Store.create(path, {"samples": 3}, {})
+    store.add_configs([("id-m", "m", {"strategy": "single"})])
+    store.add_items([Item(f"i{k}", f"question {k}", "4", "arith") for k in range(4)])
+    for k, score in enumerate(scores):
+        store.write_record(Record(
+            config_id="id-m", task="arith", item_id=f"i{k // 3}", sample=k % 3, output="",
+            score=float(score), parsed=None, error="HTTP 500" if k in failed else None,
+            input_tokens=10, output_tokens=5, ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None,
+            energy_j=None, energy_source=None, energy_missing="none", flops=1e9,
+            peak_rss_bytes=None, cost_usd=None,
+        ))  # fmt: skip
+    store.close()
+    return str(path)
+
+
 def test_an_item_s_samples_are_one_difference_in_the_paired_interval(tmp_path):
     """Four items of three samples each: the t interval ran over the twelve records as if they
     were independent queries (n 12, 45% narrower); it runs over the four items' differences,
     and n counts items, as the README says."""
     from scipy import stats
 
-    from tradeoff.store import Store
-    from tradeoff.types import Item, Record
-
     a_scores = [1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0]
     b_scores = [1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 1, 1]
-
-    def run(name, scores):
-        store = Store.create(tmp_path / name, {"samples": 3}, {})
-        store.add_configs([("id-m", "m", {"strategy": "single"})])
-        store.add_items([Item(f"i{k}", f"question {k}", "4", "arith") for k in range(4)])
-        for k, score in enumerate(scores):
-            store.write_record(Record(
-                config_id="id-m", task="arith", item_id=f"i{k // 3}", sample=k % 3, output="",
-                score=float(score), parsed=None, error=None, input_tokens=10, output_tokens=5,
-                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
-                energy_source=None, energy_missing="none", flops=1e9, peak_rss_bytes=None,
-                cost_usd=None,
-            ))  # fmt: skip
-        store.close()
-        return str(tmp_path / name)
-
-    shown = run_cli("compare", run("a", a_scores), run("b", b_scores), "--format", "json")
+    a = _three_samples_a_item(tmp_path / "a", a_scores)
+    shown = run_cli("compare", a, _three_samples_a_item(tmp_path / "b", b_scores), "--format",
+                    "json")  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     (row,) = json.loads(shown.stdout)[0]["configs"]
     per_item = np.subtract(b_scores, a_scores).reshape(4, 3).mean(axis=1)
@@ -329,6 +333,21 @@ def test_an_item_s_samples_are_one_difference_in_the_paired_interval(tmp_path):
     assert (row["difference"], row["low"], row["high"]) == pytest.approx(
         (per_item.mean(), max(low, -1.0), min(high, 1.0))
     )
+
+
+def test_records_left_out_and_failed_are_counted_as_records(tmp_path):
+    """n counts items, the runs' sizes records: the notes took one from the other. Two runs
+    whose every record paired said "8 of A's 12, 8 of B's 12" were left out, and B's 2 failed
+    records of 9 paired ones read "2 of 3"."""
+    scores = [1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0]
+    a = _three_samples_a_item(tmp_path / "a", scores)
+    same = _three_samples_a_item(tmp_path / "same", scores)
+    fewer = _three_samples_a_item(tmp_path / "fewer", scores[:9], failed=(0, 4))
+    alike = run_cli("compare", a, same)
+    assert alike.returncode == 0 and "left out" not in alike.stdout, alike.stdout
+    shown = " ".join(run_cli("compare", a, fewer).stdout.split())
+    assert "left out, answered in one run only: m 3 of A's 12, 0 of B's 9" in shown, shown
+    assert "failed different numbers of the paired queries, m (A 0, B 2 of 9)" in shown, shown
 
 
 def test_items_that_share_an_id_but_not_their_question_do_not_pair(tmp_path):

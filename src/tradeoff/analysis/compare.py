@@ -92,6 +92,9 @@ class ConfigComparison:
     errors_b: int = 0
     # Load runs: the load points of the paired queries, pooled in the row (in A's order)
     load_points: list[str] = dataclasses.field(default_factory=list)
+    # The paired records of each run (an item answered at several samples or load points pairs
+    # as many): what n_a and n_b, and errors_a and errors_b, are counted against
+    paired: int = 0
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,7 @@ def compare_config(name: str, a: _Run, b: _Run) -> ConfigComparison:
         name, n, len(records_a), len(records_b), acc_a, acc_b, diff, low, high, missing,
         {**ratios, "cost": cost},
         _source(summary_a), _source(summary_b), _failed(pa), _failed(pb),
-        [p for p in dict.fromkeys(pa["load_point"]) if p],
+        [p for p in dict.fromkeys(pa["load_point"]) if p], len(pa),
     )  # fmt: skip
 
 

@@ -131,7 +131,7 @@ def config_table(c: Comparison, label: str = "B") -> tuple[ColumnTable, list[str
     table, cited = build_table(title(c, label), COLUMNS, c.configs)
     notes = [f"[{i + 1}] {note}" for i, note in enumerate(cited)]
     failing = [
-        f"{r.config} (A {r.errors_a}, B {r.errors_b} of {r.n})"
+        f"{r.config} (A {r.errors_a}, B {r.errors_b} of {r.paired})"
         for r in c.configs
         if r.errors_a != r.errors_b
     ]
@@ -146,9 +146,9 @@ def config_table(c: Comparison, label: str = "B") -> tuple[ColumnTable, list[str
     if energy:
         notes.append(energy)
     unpaired = [
-        f"{r.config} {r.n_a - r.n} of A's {r.n_a}, {r.n_b - r.n} of B's {r.n_b}"
+        f"{r.config} {r.n_a - r.paired} of A's {r.n_a}, {r.n_b - r.paired} of B's {r.n_b}"
         for r in c.configs
-        if r.n < max(r.n_a, r.n_b)
+        if r.paired < max(r.n_a, r.n_b)
     ]
     points = [f"{r.config} {', '.join(r.load_points)}" for r in c.configs if r.load_points]
     if points:  # one row a configuration: its load points pooled
