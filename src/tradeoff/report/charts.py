@@ -513,8 +513,12 @@ def _goodput_panel(
     if x_log and not all(p["y"] > 0 for p in points):
         y = alt.Y("y:Q", title=y_title)
         return _panel(points, GOODPUT_TITLE, subtitle, x, y, colour), False
-    y = alt.Y("y:Q", title=y_title + (" (log)" if x_log else ""), scale=x_scale)
     lo, hi = x_scale.domain
+    lowest = min((p["y"] for p in points), default=lo) / 1.5
+    y_scale = x_scale
+    if x_log and lowest < lo:  # a goodput far under every throughput was drawn below the panel
+        y_scale = alt.Scale(type="log", domain=[lowest, hi], nice=False)
+    y = alt.Y("y:Q", title=y_title + (" (log)" if x_log else ""), scale=y_scale)
     return _panel(points, GOODPUT_TITLE, subtitle, x, y, colour, diagonal=(lo, hi)), True
 
 
