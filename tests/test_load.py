@@ -665,7 +665,7 @@ def test_failed_requests_say_why_and_a_session_of_failures_is_not_a_success(cann
     result = _load(canned, tmp_path / "run", *args, model="fail-500")
     assert result.returncode == 1, result.stderr
     said = " ".join(result.stderr.split())
-    assert "fail-500 @ synchronous: 3 of 3 requests failed; the first: " in said, said
+    assert "fail-500 @ synchronous: 3 of 3 measured requests failed; the first: " in said, said
     assert "fake failure for tests" in said and "every request of this session failed" in said
     assert "3 done, 3 errors, 0.00 req/s" in said  # failures are not throughput, as in the table
     some = _load(canned, tmp_path / "some", *args)
@@ -1388,3 +1388,21 @@ def test_a_point_cut_short_by_another_group_s_lost_worker_reads_stopped(tmp_path
     names = {c.config_id: c.name for c in configs}
     points = _rows(tmp_path / "run", "SELECT config_id, status FROM load_points")
     assert {names[c]: status for c, status in points} == {"a": "failed", "b": "stopped"}
+
+
+def test_the_failures_line_counts_as_the_table_and_names_the_warm_up_s_apart(tmp_path):
+    """The line under the table counted every phase: "2 of 8 requests failed" under a table of
+    5 measured requests, none failed. It gives the table's count, and the warm-up's besides."""
+    for url in fast_server("--fail-every", "2"):
+        result = _load(url, tmp_path / "run", "--profile", "synchronous", "--max-requests", "6",
+                       "--warmup", "2", "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    phases = dict(_rows(tmp_path / "run", "SELECT phase, COUNT(*) FROM records GROUP BY phase"))
+    failed = dict(_rows(tmp_path / "run", "SELECT phase, COUNT(*) FROM records "
+                        "WHERE error IS NOT NULL GROUP BY phase"))  # fmt: skip
+    assert phases["warmup"] == 2 and failed["warmup"] == 1, (phases, failed)
+    said = " ".join(result.stderr.split())
+    assert (
+        f"m @ synchronous: {failed['measure']} of {phases['measure']} measured requests failed, "
+        "and 1 of its 2 warm-up and cool-down requests; the first: "
+    ) in said, said

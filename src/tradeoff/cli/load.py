@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -211,18 +211,29 @@ def _run(spec, options, out, resume, api_key, ray) -> LoadResult:  # type: ignor
             err_console.print(line)
 
 
-def _failures(result: LoadResult) -> list[str]:
-    """For each load point this session ran with failed requests: how many, and the first one's
-    error (the table counts them; this says why)."""
+def _failures(result: LoadResult, rows: list[dict[str, Any]]) -> list[str]:
+    """For each load point this session ran with failed requests: how many, as the table
+    (`rows`) counts them, those of its warm-up and cool-down besides, and the first one's error
+    (the table counts them; this says why)."""
     failed = [p for p in result.points if p.errors]
     if not failed:
         return []
     first = first_errors(result.directory, ["config", "load_point"], load_only=True)
+    tabled = {(r["config"], r["load_point"]): r for r in rows}
     lines = []
     for p in failed:
         error = first.get((p.config, p.label))
         why = f"; the first: {error[2]}" if error else ""
-        lines.append(f"{p.config} @ {p.label}: {p.errors} of {p.done} requests failed{why}")
+        row = tabled.get((p.config, p.label))
+        if row is None:  # (stored in none of the table's rows)
+            counted = f"{p.errors} of {p.done} requests failed"
+        else:  # the table's figure: its measured requests only
+            counted = f"{row['failed']} of {row['n_measure']} measured requests failed"
+            aside = row["n_warmup"] + row["n_cooldown"]
+            besides = p.errors - row["failed"] - row["cancelled"]
+            if aside and besides > 0:
+                counted += f", and {besides} of its {aside} warm-up and cool-down requests"
+        lines.append(f"{p.config} @ {p.label}: {counted}{why}")
     return lines
 
 
@@ -255,7 +266,7 @@ def _finish(result: LoadResult) -> None:
         if rows:  # the plot first: a reader that stops reading the table early loses no plot
             draw_load_plot(rows, source, plot, result.directory)
             print_load(rows, source, directory=result.directory)
-    for line in _failures(result) + _unsent(result):
+    for line in _failures(result, rows) + _unsent(result):
         err_console.print(line, style="yellow", soft_wrap=True, highlight=False, markup=False)
     for line in result.sweep_short:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
