@@ -1341,6 +1341,36 @@ def test_a_configuration_of_two_scraped_servers_names_each_row_by_its_server():
     assert " server " not in console.export_text()
 
 
+def test_a_data_parallel_server_s_kv_cache_use_is_a_share_and_its_requests_a_count(tmp_path):
+    """vLLM with data parallelism 2 exposes its gauges once per engine: two engines 70% full
+    read "kv cache max 1.40" (their shares summed); the requests running on them are added."""
+    import time
+
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from tradeoff.analysis.scraped import scraped_rows
+    from tradeoff.load.scrape import parse
+    from tradeoff.store import Store
+
+    r = CollectorRegistry()
+    labels = ["model_name", "engine"]
+    running = Gauge("vllm:num_requests_running", "", labels, registry=r)
+    kv_cache = Gauge("vllm:kv_cache_usage_perc", "", labels, registry=r)
+    for engine, (requests, share) in enumerate([(3, 0.7), (2, 0.5)]):
+        running.labels("m", str(engine)).set(requests)
+        kv_cache.labels("m", str(engine)).set(share)
+    store = Store.create(tmp_path / "run", spec={}, host={})
+    try:
+        store.start_load_point("m", "concurrent:5", {})
+        sample, _ = parse(generate_latest(r).decode())
+        store.add_scrapes("http://dp:8000/metrics", [(time.time(), sample)])
+        store.end_load_point("m", "concurrent:5", "finished", {})
+        [point] = scraped_rows(store.scrapes(), store.load_points())
+    finally:
+        store.close()
+    assert point["running_max"] == 5 and point["kv_cache_max"] == pytest.approx(0.6), point
+
+
 def test_a_point_cut_short_by_another_group_s_lost_worker_reads_stopped(tmp_path):
     """On Ray, a model group whose worker is lost fails the run and the other groups are
     cancelled: their points read (running) for good. Ray's pool is stood in for by one whose

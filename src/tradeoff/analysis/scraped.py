@@ -32,6 +32,10 @@ GAUGES = {
         "llamacpp:kv_cache_usage_ratio",
     ),
 }
+# How a gauge's label sets in one scrape make the server's figure: requests are counted, so
+# summed (over served models, and engines); a KV-cache share is one per engine (vLLM, SGLang with
+# data parallelism), so averaged, a share of the whole server's cache if the engines are alike.
+AGGREGATE = {"running": "sum", "waiting": "sum", "kv_cache": "mean"}
 
 
 def _family(series: str) -> str:
@@ -44,8 +48,9 @@ def scraped_rows(
     upstreams: Mapping[str, set[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per load point and scraped server: mean and max of each gauge over the scrapes taken
-    while the point ran (summed over a gauge's label sets, e.g. one per served model), the number
-    of scrapes and of failed ones. Empty when nothing was scraped. `upstreams`: each
+    while the point ran (over a scrape's label sets, e.g. one per served model or engine,
+    requests summed and KV-cache shares averaged: AGGREGATE), the number of scrapes and of failed
+    ones. Empty when nothing was scraped. `upstreams`: each
     configuration's own servers' scrape URLs (--scrape auto), the only ones of its points;
     without, every server scraped (a URL the user gave speaks for every configuration)."""
     if scrapes.empty:
@@ -70,7 +75,7 @@ def scraped_rows(
                 per_scrape = (
                     None
                     if name is None
-                    else rows[rows["family"] == name].groupby("t")["value"].sum()
+                    else rows[rows["family"] == name].groupby("t")["value"].agg(AGGREGATE[meaning])
                 )
                 row[f"{meaning}_mean"] = None if per_scrape is None else float(per_scrape.mean())
                 row[f"{meaning}_max"] = None if per_scrape is None else float(per_scrape.max())
