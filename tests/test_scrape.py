@@ -6,12 +6,14 @@ store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 from conftest import Served, free_port, static_files
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from serve_support import MESSAGES, running
@@ -56,6 +58,89 @@ def test_parse_keeps_the_serving_metrics_and_ignores_the_rest() -> None:
     assert not any(k.startswith(("process_", "vllm:request_prompt")) for k in sample), sample
     # Prometheus text without a known metric is still Prometheus text: kept empty.
     assert parse("# TYPE other gauge\nother 1\n") == ({}, set())
+
+
+def test_parse_keeps_counters_and_histograms_exposed_without_a_type() -> None:
+    """A counter or a histogram's count without a `# TYPE` line is a family of its sample's name
+    (`vllm:prompt_tokens_total`), not the name kept: it was dropped, and an untyped gauge kept."""
+    page = (
+        "vllm:num_requests_running 2\n"
+        'vllm:prompt_tokens_total{model_name="m"} 10\n'
+        "vllm:e2e_request_latency_seconds_count 4\n"
+        "vllm:request_prompt_tokens_count 3\n"  # not kept, though it ends as a kept one's series
+    )
+    assert parse(page) == (
+        {
+            "vllm:num_requests_running": 2,
+            'vllm:prompt_tokens_total{model_name="m"}': 10,
+            "vllm:e2e_request_latency_seconds_count": 4,
+        },
+        {"vllm"},
+    )
+
+
+@contextlib.asynccontextmanager
+async def answering(routes: list[web.RouteDef]) -> AsyncIterator[str]:
+    """A small aiohttp server on loopback, on this event loop: its URL, the server stopped after."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+# vLLM's metrics as an OpenMetrics exporter writes them: a counter's family is named without
+# _total, its samples with it, and _created beside them; an exemplar; # EOF at the end.
+OPENMETRICS_PAGE = """\
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 2.0
+# HELP vllm:prompt_tokens Number of prefill tokens processed.
+# TYPE vllm:prompt_tokens counter
+vllm:prompt_tokens_total{model_name="m"} 300.0
+vllm:prompt_tokens_created{model_name="m"} 1.7e+09
+# HELP vllm:request_success Count of successfully processed requests.
+# TYPE vllm:request_success counter
+vllm:request_success_total{finished_reason="length",model_name="m"} 30.0
+# HELP vllm:e2e_request_latency_seconds Histogram of end to end request latency in seconds.
+# TYPE vllm:e2e_request_latency_seconds histogram
+vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="m"} 29.0 # {trace_id="a"} 0.5
+vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="m"} 30.0
+vllm:e2e_request_latency_seconds_count{model_name="m"} 30.0
+vllm:e2e_request_latency_seconds_sum{model_name="m"} 12.5
+vllm:e2e_request_latency_seconds_created{model_name="m"} 1.7e+09
+# EOF
+"""
+
+
+def test_an_openmetrics_page_keeps_its_counters() -> None:
+    """A server answering OpenMetrics (whatever the Accept header asks) was read with the 0.0.4
+    parser, which names a counter's family by its sample, `vllm:prompt_tokens_total`: no counter
+    of the page was kept, and nothing said so."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        kind = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        return web.Response(body=OPENMETRICS_PAGE.encode(), headers={"content-type": kind})
+
+    async def go() -> dict[str, float]:
+        async with answering([web.get("/metrics", metrics)]) as url:
+            scraper = Scraper(f"{url}/metrics")
+            assert await scraper.check() == {"vllm"}
+        return scraper.samples[0][1]
+
+    assert asyncio.run(go()) == {
+        'vllm:num_requests_running{model_name="m"}': 2,
+        'vllm:prompt_tokens_total{model_name="m"}': 300,
+        'vllm:request_success_total{finished_reason="length",model_name="m"}': 30,
+        'vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="m"}': 29,
+        'vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="m"}': 30,
+        'vllm:e2e_request_latency_seconds_count{model_name="m"}': 30,
+        'vllm:e2e_request_latency_seconds_sum{model_name="m"}': 12.5,
+    }
 
 
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "<html><body>hi</body></html>", "ok"])

@@ -23,6 +23,10 @@ import time
 from collections.abc import Mapping
 
 import aiohttp
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tradeoff.engines.openai import api_root
@@ -89,6 +93,7 @@ _KEPT_LINE = re.compile(
     + r")(?:_bucket|_sum|_count|_total|_created)?(?=[ \t{]).*$",
     re.MULTILINE,
 )
+_SERIES_SUFFIX = re.compile(r"_(?:total|count|sum|bucket)$")
 # A scrape's line from the child process can be long (a page of many label sets).
 _LINE_LIMIT = 64 * 2**20
 
@@ -114,26 +119,35 @@ def series_key(name: str, labels: dict[str, str]) -> str:
     return f"{name}{{{inner}}}"
 
 
-def _server(family: str) -> str | None:
-    if family.startswith(TRADEOFF_PREFIX):
+def _server(family: Metric) -> str | None:
+    if family.name.startswith(TRADEOFF_PREFIX):
         return "tradeoff"
-    return _SERVER_OF.get(family)
+    name = family.name
+    if family.type == "unknown" and name not in _SERVER_OF:
+        # A series without a # TYPE line is a family of its own name: a counter's ends in
+        # _total, a histogram's in _count, _sum or _bucket.
+        name = _SERIES_SUFFIX.sub("", name)
+    return _SERVER_OF.get(name)
 
 
-def parse(text: str) -> tuple[dict[str, float], set[str]]:
-    """The known series in a Prometheus text page, and the servers they come from. ValueError if
-    the page is not Prometheus text: the parser's complaint, or no metric family at all (the
-    parser reads an empty page, or one of comments only, without complaint)."""
+def parse(text: str, openmetrics: bool = False) -> tuple[dict[str, float], set[str]]:
+    """The known series in a Prometheus text page (`openmetrics`: an OpenMetrics page, read by
+    its own parser), and the servers they come from. ValueError if the page is not Prometheus
+    text: the parser's complaint, or no metric family at all (the parser reads an empty page, or
+    one of comments only, without complaint)."""
+    families = openmetrics_families if openmetrics else text_string_to_metric_families
+    kept = _KEPT_LINE.findall(text) + (["# EOF"] if openmetrics else [])  # its parser needs it
     sample: dict[str, float] = {}
     servers: set[str] = set()
-    for family in text_string_to_metric_families("\n".join(_KEPT_LINE.findall(text)) + "\n"):
-        server = _server(family.name)
+    for family in families("".join(line + "\n" for line in kept)):
+        server = _server(family)
         if server is None:
             continue
         servers.add(server)
         for s in family.samples:
-            sample[series_key(s.name, s.labels)] = float(s.value)
-    if not servers and next(iter(text_string_to_metric_families(text)), None) is None:
+            if s.name != f"{family.name}_created":  # its start time: left out, as on a 0.0.4 page
+                sample[series_key(s.name, s.labels)] = float(s.value)
+    if not servers and next(iter(families(text)), None) is None:
         raise ValueError("no metric families")
     return sample, servers
 
@@ -177,7 +191,7 @@ async def scrape(
     if content_type.endswith(("json", "html")):
         raise ScrapeFailed(f"not Prometheus text: the answer is {content_type}")
     try:
-        sample, servers = parse(text)
+        sample, servers = parse(text, openmetrics=content_type == "application/openmetrics-text")
     except ValueError as exc:
         raise ScrapeFailed(f"not Prometheus text ({_one_line(str(exc), 80)})") from None
     return (t, sample), servers
