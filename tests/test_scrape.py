@@ -143,6 +143,35 @@ def test_an_openmetrics_page_keeps_its_counters() -> None:
     }
 
 
+def test_a_metrics_endpoint_that_redirects_is_followed() -> None:
+    """prometheus_client's app mounted at /metrics (FastAPI's recipe) answers 307 to /metrics/;
+    Prometheus follows it, tradeoff refused the URL as "answered HTTP 307 ()", naming no target."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_running 2\n")
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(request.path + "/")
+
+    async def go() -> tuple[str, dict[str, float], str]:
+        routes = [
+            web.get("/metrics", moved),
+            web.get("/metrics/", metrics),
+            web.get("/gone", moved),
+        ]
+        async with answering(routes) as root:
+            followed = Scraper(f"{root}/metrics")
+            assert await followed.check() == {"vllm"}
+            with pytest.raises(UserError) as gone:  # to a page that is not there
+                await Scraper(f"{root}/gone").check()
+        return root, followed.samples[0][1], str(gone.value)
+
+    root, sample, gone = asyncio.run(go())
+    assert sample == {"vllm:num_requests_running": 2}
+    assert gone.startswith(f"scrape URL {root}/gone: redirected to {root}/gone/, answered HTTP 404")
+    assert "\n" not in gone
+
+
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "<html><body>hi</body></html>", "ok"])
 def test_parse_refuses_what_is_not_prometheus_text(text: str) -> None:
     with pytest.raises(ValueError):

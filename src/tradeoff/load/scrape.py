@@ -176,24 +176,30 @@ async def scrape(
     a few words) if no answer came within `timeout_s`, an HTTP error did, or not Prometheus text."""
     asked = time.time()
     try:
-        async with session.get(url, allow_redirects=False) as response:
+        async with session.get(url) as response:  # redirects followed, as Prometheus does
             body = await response.read()
             status = response.status
             content_type = response.content_type
+            redirected = f"redirected to {response.url}, " if response.history else ""
     except asyncio.TimeoutError:
         raise ScrapeFailed(f"no answer within {timeout_s:g} s") from None
+    except aiohttp.TooManyRedirects as exc:
+        last = exc.history[-1].url if exc.history else url
+        raise ScrapeFailed(
+            f"more than {len(exc.history)} redirects, the last from {last}"
+        ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ScrapeFailed(f"no answer ({type(exc).__name__}: {_one_line(str(exc))})") from None
     t = (asked + time.time()) / 2
     text = body.decode("utf-8", "replace")
     if not 200 <= status < 300:
-        raise ScrapeFailed(f"answered HTTP {status} ({_one_line(text, 80)})")
+        raise ScrapeFailed(f"{redirected}answered HTTP {status} ({_one_line(text, 80)})")
     if content_type.endswith(("json", "html")):
-        raise ScrapeFailed(f"not Prometheus text: the answer is {content_type}")
+        raise ScrapeFailed(f"{redirected}not Prometheus text: the answer is {content_type}")
     try:
         sample, servers = parse(text, openmetrics=content_type == "application/openmetrics-text")
     except ValueError as exc:
-        raise ScrapeFailed(f"not Prometheus text ({_one_line(str(exc), 80)})") from None
+        raise ScrapeFailed(f"{redirected}not Prometheus text ({_one_line(str(exc), 80)})") from None
     return (t, sample), servers
 
 
