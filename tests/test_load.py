@@ -431,6 +431,23 @@ def test_a_scrape_url_of_no_metrics_kept_is_said_and_one_gone_stops_no_resume(ca
     assert f"not scraped: scrape URL {root}/kept.txt" in " ".join(resumed.stderr.split())
 
 
+def test_report_of_a_load_run_shows_the_servers_own_metrics(canned, tmp_path):
+    """`tradeoff load` printed the servers' own metrics (scraped) under its load table; `report
+    DIR` and `report DIR --load`, which print that table again, never showed them."""
+    (tmp_path / "metrics.txt").write_text("tradeoff_in_flight 3\n")
+    out = tmp_path / "run"
+    with static_files(tmp_path) as root:
+        made = _load(canned, out, "--profile", "constant:10", "--max-seconds", "2",
+                     "--scrape", f"{root}/metrics.txt")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "the servers' own metrics (scraped)" in made.stdout, made.stdout
+    for args in ([], ["--load"]):
+        shown = run_cli("report", str(out), *args)
+        assert shown.returncode == 0, shown.stderr
+        assert "the servers' own metrics (scraped)" in shown.stdout, (args, shown.stdout)
+        assert "tradeoff_in_flight" in shown.stdout, (args, shown.stdout)
+
+
 def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path):
     """A server that streams 2 answers at a time, each taking 3 x 50 ms: about 12 requests/s at
     most. At 4/s it keeps up; at 30/s requests queue, and the point is marked saturated."""

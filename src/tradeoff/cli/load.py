@@ -265,7 +265,7 @@ def _finish(result: LoadResult) -> None:
         plot = result.directory / "load.html"
         if rows:  # the plot first: a reader that stops reading the table early loses no plot
             draw_load_plot(rows, source, plot, result.directory)
-            print_load(rows, source, directory=result.directory)
+            print_load(rows, source, result.directory)
     for line in _failures(result, rows) + _unsent(result):
         err_console.print(line, style="yellow", soft_wrap=True, highlight=False, markup=False)
     for line in result.sweep_short:

@@ -224,17 +224,14 @@ def _load_stats(
 
 
 def print_load(
-    rows: list[dict[str, Any]],
-    source: str | None,
-    wide: bool = False,
-    directory: Path | None = None,
+    rows: list[dict[str, Any]], source: str | None, directory: Path, wide: bool = False
 ) -> None:
-    """The load table; with `directory`, then what the servers reported of themselves (scraped)
-    during each load point, where they were scraped."""
+    """The load table of the run in `directory`, then what the servers reported of themselves
+    (scraped) during each load point, where they were scraped."""
     from tradeoff.report.load_table import load_table, scraped_table
 
     _print_table(*load_table(rows, wide, source, title="under load"))
-    scraped = [] if directory is None else scraped_rows_of(directory)
+    scraped = scraped_rows_of(directory)
     if scraped:
         console.print()
         _print_table(*scraped_table(scraped))
@@ -374,7 +371,9 @@ def report(
     load: Annotated[
         bool,
         typer.Option(
-            "--load", help="Only the statistics per configuration and load point (load runs)."
+            "--load",
+            help="Only the statistics per configuration and load point, and the servers' own "
+            "metrics where they were scraped (load runs).",
         ),
     ] = False,
     slo: Annotated[
@@ -453,7 +452,7 @@ def report(
         if rows or load:
             if not load:
                 console.print()
-            print_load(rows, source, wide)
+            print_load(rows, source, directory, wide)
         if load:  # the summary above says it otherwise
             print_unfinished(directory)
     else:
