@@ -6,6 +6,7 @@ responses, https). Every failure must come back as a Generation's `error`, never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import ssl
@@ -509,3 +510,34 @@ def test_a_stream_whose_response_names_no_content_type_is_still_read() -> None:
             return await closing(engine, ask(engine))
 
     assert_answer(asyncio.run(go()))
+
+
+def test_as_many_requests_are_open_at_the_server_as_the_caller_sends() -> None:
+    """A fixed pool of 256 connections held the rest of 300 requests sent at once in this
+    client, their wait counted as the server's time to first token; the caller's concurrency
+    bounds them now."""
+    sent = 300
+    all_open = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if server.open_now == sent:
+            all_open.set()
+        with contextlib.suppress(asyncio.TimeoutError):  # (the pool's 256 never reached 300)
+            await asyncio.wait_for(all_open.wait(), 10)
+        writer.write(length_response(b"".join(sse_events())))
+        await writer.drain()
+
+    async def go() -> list[Generation]:
+        engine = OpenAIEngine(server.url, "m")
+        return await closing(engine, asyncio.gather(*(ask(engine) for _ in range(sent))))
+
+    async def serving() -> list[Generation]:
+        async with server:
+            return await go()
+
+    server = TinyServer(handler)
+    answers = asyncio.run(serving())
+    assert server.most_open == sent
+    for g in answers:
+        assert_answer(g)
