@@ -1082,3 +1082,23 @@ def test_a_share_rounding_below_zero_prints_as_zero():
     from tradeoff.report.router_table import _pct
 
     assert [_pct(v) for v in (-7e-15, -0.0004, 0.1234, -0.05)] == ["0.0%", "0.0%", "12.3%", "-5.0%"]
+
+
+def test_long_fits_say_how_many_folds_are_fitted(tmp_path, monkeypatch, capsys):
+    """A router fitted out of fold on a large run (20,000 items: 100 s) showed nothing until
+    its table: once the folds take long, each one fitted is said (here: at once)."""
+    import tradeoff.cli.policy as cli_policy
+
+    build_store(tmp_path / "run", 200)
+    monkeypatch.setattr(cli_policy, "QUIET_FOLDS_S", 0.0)
+    cli_policy.evaluate(tmp_path / "run", cv=4, configs=None, cost="auto", split_by=None,
+                        train=None, policy=None, router=None, plot=None)  # fmt: skip
+    said = " ".join(capsys.readouterr().err.split())
+    folds = [f"evaluating: router 'words-lr' fitted on {i} of 4 folds" for i in range(1, 5)]
+    assert all(fold in said for fold in folds), said
+    cli_policy.fit(tmp_path / "run", out=tmp_path / "p.json", configs=None, target_accuracy=None,
+                   budget=None, strong_fraction=0.5)  # fmt: skip
+    said = " ".join(capsys.readouterr().err.split())
+    assert "calibrating: router 'words-lr' fitted on 5 of 5 folds" in said, said
+    quiet = run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "4")
+    assert quiet.returncode == 0 and "fitted on" not in quiet.stderr, quiet.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +26,7 @@ from tradeoff.cli.output import (
 from tradeoff.errors import UserError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from tradeoff.policy.evaluate import Evaluation
     from tradeoff.policy.routers import Featurizer
@@ -77,6 +78,27 @@ def _features(router: str, run: Path) -> Featurizer:
         )
 
     return Featurizer(router, run, progress)
+
+
+# A router fitted out of fold says how far it got once its folds have taken this long.
+QUIET_FOLDS_S = 5.0
+
+
+def _fold_progress(router: str, what: str) -> Callable[[int, int], None]:
+    """A line for each fold fitted, from the first to end past QUIET_FOLDS_S: a large run's
+    folds took minutes with nothing shown (20,000 items: 100 s)."""
+    start = time.monotonic()
+
+    def fitted(done: int, folds: int) -> None:
+        took = time.monotonic() - start
+        if took >= QUIET_FOLDS_S:
+            err_console.print(
+                f"{what}: router '{router}' fitted on {done} of {folds} folds ({took:.0f} s)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    return fitted
 
 
 def fit(
@@ -142,8 +164,9 @@ def fit(
     check_writable("--out", out)
     table, specs = run_table(directory, _names(configs), cost)
     policy = fit_policy(
-        table, targets, specs, kind, _features(kind, directory), run_prices(directory)
-    )
+        table, targets, specs, kind, _features(kind, directory), run_prices(directory),
+        _fold_progress(kind, "calibrating"),
+    )  # fmt: skip
     policy.save(out)
     cal = policy.calibration
     gained = (
@@ -289,8 +312,9 @@ def evaluate(
                 f"give at most {len(table.keys)}"
             )
         result = evaluate_cv(
-            table, cv, split_by=split_by, router=kind, features=_features(kind, directory)
-        )
+            table, cv, split_by=split_by, router=kind, features=_features(kind, directory),
+            on_fold=_fold_progress(kind, "evaluating"),
+        )  # fmt: skip
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     if plot is not None:

@@ -5,6 +5,7 @@ configuration's accuracy, always beside the oracle and the random router."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -204,18 +205,24 @@ def evaluate_cv(
     split_by: str | None = None,
     router: str = WordsLR.kind,
     features: Featurizer | None = None,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """Every number from items the router did not train on: k folds over items, or over whole
-    groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones)."""
+    groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones).
+    `on_fold(done, k)` follows the folds fitted."""
     featurizer = features or Featurizer(router)
     x = featurizer(table.texts, table.tasks)
     queries = (table.texts, table.tasks, featurizer)
     if split_by is None:
-        expected = out_of_fold(x, table.scores, k, seed, router=router, queries=queries)
+        expected = out_of_fold(
+            x, table.scores, k, seed, router=router, queries=queries, on_fold=on_fold
+        )
         return evaluate(table, expected, f"{k}-fold cross-validation", router)
     groups = table.groups(split_by)
     folds = min(k, len(set(groups)))
-    expected = out_of_fold(x, table.scores, k, seed, groups=groups, router=router, queries=queries)
+    expected = out_of_fold(
+        x, table.scores, k, seed, groups=groups, router=router, queries=queries, on_fold=on_fold
+    )
     source = (
         f"{folds}-fold cross-validation over whole {split_by} groups ({len(set(groups))} groups; "
         "none both fitted on and evaluated)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,7 @@ def out_of_fold(
     queries: tuple[list[str], list[str], Featurizer] | None = None,
     why: str = "",
     as_served: bool = False,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
@@ -305,7 +307,7 @@ def out_of_fold(
     `queries` (the items' texts, tasks and the features of `x`): a fold's queries of a task its
     router was not fitted on are scored as a policy scores them (`task_mixture`); `as_served`:
     every held-out query is, its task unknown as a served one's. `why`: where the folds come
-    from, when the user did not ask for them."""
+    from, when the user did not ask for them. `on_fold(done, k)` follows the folds fitted."""
     out = np.zeros_like(scores, dtype=float)
     if groups is None:
         first: dict[bytes, int] = {}
@@ -319,7 +321,7 @@ def out_of_fold(
         split = [np.flatnonzero(np.isin(query, f)) for f in folds(len(first), k, seed)]
     else:
         split = group_folds(groups, k, seed)
-    for test in split:
+    for done, test in enumerate(split, 1):
         train = np.setdiff1d(np.arange(len(x)), test)
         fitted = new_router(router).fit(x[train], scores[train])
         out[test] = fitted.expected(x[test])
@@ -330,6 +332,8 @@ def out_of_fold(
             out[test] = task_mixture(
                 out[test], fitted, features, [texts[i] for i in test], held, shares
             )
+        if on_fold:
+            on_fold(done, len(split))
     return out
 
 
@@ -692,12 +696,13 @@ def fit_policy(
     router: str = WordsLR.kind,
     features: Featurizer | None = None,
     prices: dict[str, dict[str, Any]] | None = None,
+    on_fold: Callable[[int, int], None] | None = None,
 ) -> Policy:
     """A policy choosing among the table's configurations with a `router` (its kind), calibrated
     to `target` on 5-fold out-of-fold predictions, then refitted on every item; a router that
     reads the task, fitted on several, also keeps the λ that meets the target with the task
     unknown (`Policy.served_lam`). `prices`: the run's, by model alias (those of the
-    configurations' models are kept)."""
+    configurations' models are kept). `on_fold`: as `out_of_fold`'s."""
     for name, spec in zip(table.configs, config_specs, strict=True):
         if spec.get("strategy") == "route":
             raise UserError(f"configuration '{name}' {ROUTES_ITSELF}")
@@ -722,6 +727,7 @@ def fit_policy(
         router=router,
         queries=(table.texts, table.tasks, featurizer),
         why=" (a policy is calibrated out of fold, on 5 folds)",
+        on_fold=on_fold,
     )
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
@@ -746,7 +752,7 @@ def fit_policy(
         # mixture is flatter, and reaches an accuracy only at a higher cost than with the task.
         served_oof = out_of_fold(
             x, table.scores, router=router, queries=(table.texts, table.tasks, featurizer),
-            as_served=True,
+            as_served=True, on_fold=on_fold,
         )  # fmt: skip
         served = mixture(fitted, featurizer, table.texts, shares)
         served_lam = _transferred(
