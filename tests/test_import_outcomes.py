@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -209,6 +210,28 @@ def test_a_lone_surrogate_in_jsonl_names_the_line(tmp_path):
     import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
     exported = run_cli("report", str(tmp_path / "run"), "--records", "-f", "json")
     assert json.loads(exported.stdout)[0]["prompt"] == "ok \U0001f600"
+
+
+def test_a_file_not_utf8_names_the_line_and_offset_of_its_byte(tmp_path):
+    """The offset was counted within the 8 KiB chunk being decoded, and after a byte-order
+    mark: a Latin-1 byte at 93,912 read "byte 3800", where the file held plain ASCII."""
+    csv_rows = b"".join(b"Question %d?,1\n" % i for i in range(5000))
+    jsonl_rows = b"".join(b'{"prompt": "Question %d?", "s": 1}\n' % i for i in range(3000))
+    for name, data in (
+        ("long.csv", b"prompt,s\n" + csv_rows + b"Caf\xe9?,1\n"),
+        ("bom.csv", b"\xef\xbb\xbfprompt,s\r\nCaf\xe9?,1\r\n"),
+        ("long.jsonl", jsonl_rows + b'{"prompt": "Caf\xe9?", "s": 1}\n'),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        at = data.index(b"\xe9")
+        line = data.count(b"\n", 0, at) + 1
+        said = f"{name} line {line} is not UTF-8 text (byte 0xe9 at offset {at}); save it as UTF-8"
+        with pytest.raises(UserError, match=re.escape(said)):
+            import_outcomes(
+                path, prompt_col="prompt", models=[("m", "s", None)], out=tmp_path / "r"
+            )
+    assert not (tmp_path / "r").exists()
 
 
 def test_flat_exports_write_metadata_letters_as_letters(tmp_path):

@@ -173,8 +173,9 @@ def test_a_home_of_no_user_is_a_missing_file_not_a_crash(name: str) -> None:
 def test_jsonl_directory_and_bad_encoding(tmp_path: Path) -> None:
     assert "is a directory" in user_error(f"jsonl:{tmp_path}")
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(b'{"prompt": "caf\xe9", "answer": "x"}\n')
-    assert "not UTF-8" in user_error(f"jsonl:{bad}")
+    bad.write_bytes(b'\xef\xbb\xbf{"prompt": "a", "answer": "x"}\n{"prompt": "caf\xe9"}\n')
+    # the offset in the file: past the byte-order mark, which the decoder did not count
+    assert "line 2 is not UTF-8 text (byte 0xe9 at offset 49)" in user_error(f"jsonl:{bad}")
 
 
 def test_jsonl_invalid_json_names_the_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from tradeoff.analysis.costs import is_usd
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import LOCK_FILE, STORE_FILE, Store
-from tradeoff.tasks.loaders import jsonl_rows
+from tradeoff.tasks.loaders import jsonl_rows, not_utf8
 from tradeoff.types import Item, Record
 
 CSV_SUFFIXES = (".csv",)
@@ -270,8 +270,8 @@ def _read(path: Path, shown: str) -> tuple[list[str], list[_Row]]:
         raise UserError(f"{shown} does not exist") from None
     except IsADirectoryError:
         raise UserError(f"{shown} is a directory; give a .csv or .jsonl file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{shown} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, shown) from None
     except OSError as e:
         raise UserError(f"cannot read {shown}: {e.strerror or e}") from None
     if not columns and rows:

@@ -455,10 +455,28 @@ def _read_lines(path: Path, shown: str) -> list[str]:
             f"{shown!r} is a directory; jsonl:PATH needs a file with one JSON object per line "
             "(for a saved Hugging Face data set use hf:PATH)"
         ) from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{shown!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path, repr(shown)) from None
     except OSError as e:
         raise UserError(f"cannot read {shown!r}: {e.strerror or e}") from None
+
+
+def not_utf8(path: Path, shown: str) -> UserError:
+    """The error for a file that is not UTF-8, naming the line and the offset in the file of its
+    first such byte (a decoder's own offset counts from the chunk it read, or past a byte-order
+    mark)."""
+    try:
+        data = path.read_bytes()
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = len(_LINE_END.findall(data[: e.start].decode("utf-8"))) + 1
+        return UserError(
+            f"{shown} line {line} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8"
+        )
+    except OSError:
+        pass
+    return UserError(f"{shown} is not UTF-8 text; save it as UTF-8")
 
 
 def jsonl_rows(lines: list[str], shown: str) -> Iterator[tuple[int, dict[str, Any]]]:
