@@ -198,6 +198,17 @@ def test_score_out_of_range_in_jsonl_names_the_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_score_too_large_for_a_float_in_jsonl_names_the_line(tmp_path):
+    """An integer of 401 digits (past a float's 1.8e308) ended in an OverflowError traceback,
+    exit 1, where any other score out of [0, 1] is refused in one line."""
+    path = tmp_path / "outcomes.jsonl"
+    path.write_text(f'{{"p": "a", "s": 1}}\n{{"p": "b", "s": 1{"0" * 400}}}\n')
+    refused = run_cli("import", "outcomes", str(path), "--prompt-col", "p", "-m", "m=s",
+                      "-o", str(tmp_path / "run"))  # fmt: skip
+    one_line_error(refused, "outcomes.jsonl line 2: column 's' holds 1000", "a number in [0, 1]")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_lone_surrogate_in_jsonl_names_the_line(tmp_path):
     """JSON's \\ud800 with no pair was imported, then every export and the page broke on it
     with a traceback (UTF-8 cannot hold it); a pair is one character, and imports."""

@@ -341,7 +341,8 @@ def _score(value: Any, where: str, column: str) -> float:
     """Booleans, 0/1 and numbers in [0, 1]; as JSON values or as CSV text."""
     score: float | None = None
     if isinstance(value, int | float):  # bool included: True is 1.0
-        score = float(value)
+        with contextlib.suppress(OverflowError):  # an integer past a float's 1.8e308
+            score = float(value)
     elif isinstance(value, str):
         text = value.strip()
         if text.lower() in ("true", "false"):
