@@ -392,6 +392,24 @@ def test_other_cost_units_stay_out_of_cost_usd(tmp_path):
         )
 
 
+def test_a_directory_of_other_files_is_no_run_directory(tmp_path):
+    """`--out ''` (an unset variable) wrote the run into the current directory among the
+    project's files, and `--out data` into the folder of the data, where profile and load
+    refuse both."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_csv(data / "outcomes.csv", ROWS)
+    for cwd, out in ((data, ""), (tmp_path, "data")):
+        refused = run_cli("import", "outcomes", str(data / "outcomes.csv"), "--prompt-col",
+                          "prompt", *MODEL_ARGS, "--out", out, cwd=cwd)  # fmt: skip
+        one_line_error(
+            refused,
+            f"--out {out or '.'}: the directory holds other files (outcomes.csv)",
+            "give a new or empty directory",
+        )
+    assert not list(tmp_path.glob(f"**/{STORE_FILE}"))
+
+
 def test_dollars_on_imported_outcomes_say_why_they_are_missing(tmp_path):
     """Imports are priced by costs given in USD, never by a spec's prices: a model imported
     without a cost, or with costs in another unit, says so on the dollars axis."""

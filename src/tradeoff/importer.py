@@ -162,8 +162,7 @@ def import_outcomes(
         "task": task,
     }
     out = Path(out)
-    if (out / STORE_FILE).exists():  # Store.ensure_free would suggest --resume, which cannot apply
-        raise UserError(f"{out} already holds a run; choose another --out")
+    Store.ensure_new(out)
     new_dir = not out.exists()
     store: Store | None = None
     try:
