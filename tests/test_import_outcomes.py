@@ -198,6 +198,15 @@ def test_score_out_of_range_in_jsonl_names_the_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_csv_line_of_only_spaces_is_blank(tmp_path):
+    """A line holding a space or a tab was refused as a row of 1 field (is a quote left open?),
+    where an empty line is skipped, and JSONL skips the same line."""
+    path = tmp_path / "outcomes.csv"
+    path.write_text("p,s\na,1\n \nb,0\n\t\n")
+    result = import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
+    assert (result.n_rows, result.n_records) == (2, 2)
+
+
 def test_a_score_too_large_for_a_float_in_jsonl_names_the_line(tmp_path):
     """An integer of 401 digits (past a float's 1.8e308) ended in an OverflowError traceback,
     exit 1, where any other score out of [0, 1] is refused in one line."""

@@ -297,7 +297,7 @@ def _read_csv(f: Any, shown: str) -> tuple[list[str], list[_Row]]:
     try:
         for fields in reader:
             start, line = line, reader.line_num + 1
-            if not fields:  # a blank line
+            if len(fields) <= 1 and not "".join(fields).strip():  # a blank line, or spaces
                 continue
             if not columns:
                 columns = [c.strip() for c in fields]
