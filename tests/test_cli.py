@@ -360,7 +360,8 @@ def test_profile_then_report_in_every_format(tmp_path):
         ([], "cannot tell the format from '.txt'"),
         (["-f", "table"], "the table goes to the terminal"),
         (["-f", "parquet"], "names csv but --format is parquet"),
-        (["--html", "-f", "json"], "without --records, --load, --plot or --format"),
+        (["--html", "-f", "json"], "without --records, --load, --wide, --plot or --format"),
+        (["--html", "--wide"], "without --records, --load, --wide, --plot or --format"),
     ]:
         where = tmp_path / ("s.txt" if not how else "s.csv")
         assert_user_error(run_cli("report", str(out), *how, "-o", str(where)), says)

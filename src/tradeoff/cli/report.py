@@ -418,10 +418,10 @@ def report(
             "measures them)"
         )
     if html:
-        if records or load or plot is not None or format is not None:
+        if records or load or wide or plot is not None or format is not None:
             raise UserError(
-                "--html writes the whole report; give it without --records, --load, --plot or "
-                "--format"
+                "--html writes the whole report; give it without --records, --load, --wide, "
+                "--plot or --format"
             )
         written = _write_html(directory, output, objective)
         err_console.print(f"wrote {written}", highlight=False, soft_wrap=True)
