@@ -212,3 +212,58 @@ def test_processes_the_run_cannot_use_are_named(url):
     assert local and local.startswith("--processes 3 is not used") and "llama.cpp" in local
     ray = note(served, 2, on_ray=True)
     assert ray and "on Ray the workers send the requests" in ray
+
+
+ABORTING_HOST = """
+import os, signal, sys, threading, time
+from tradeoff.config import parse_spec
+from tradeoff.store import Store
+
+url, out, command = sys.argv[1:4]
+spec = parse_spec({"models": {"m": f"openai:{url}#hang"}, "tasks": ["arith"], "limit": 50,
+                   "processes": 3, "concurrency": 6, "sampling": {"max_tokens": 8}})
+second = []
+
+
+def interrupt():  # Ctrl-C twice while every request hangs
+    while not (Path(out) / "tradeoff.sqlite").exists():
+        time.sleep(0.05)
+    time.sleep(1.5)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.3)
+    second.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+from pathlib import Path
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    if command == "profile":
+        from tradeoff.runner import profile
+        profile(spec, out, notify=lambda m: None)
+    else:
+        from tradeoff.load.options import LoadOptions
+        from tradeoff.load.run import load
+        load(spec, LoadOptions(profile="concurrent:6", max_seconds=60, scrape="off"), out,
+             notify=lambda m: None)
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - second[0]:.1f} s after")
+store = Store.open(out)
+print("status", store.run()["status"])
+"""
+
+
+@pytest.mark.parametrize("command", ["profile", "load"])
+def test_a_library_call_s_second_ctrl_c_ends_its_helper_processes_at_once(tmp_path, command):
+    """A library call's abort (KeyboardInterrupt, not the command line's exit) waited 10 s for
+    each helper process to finish requests that hung (20 s for two); a load read failed."""
+    host = tmp_path / "host.py"
+    host.write_text(ABORTING_HOST)
+    for url in fast_server():
+        ended = subprocess.run(
+            [sys.executable, str(host), url, str(tmp_path / "run"), command],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-2000:]
+    interrupted, status = ended.stdout.splitlines()
+    assert float(interrupted.split()[1]) < 5 and status == "status stopped", ended.stdout

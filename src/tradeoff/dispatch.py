@@ -138,6 +138,7 @@ async def run_in_processes(
 
     threading.Thread(target=receive, name="tradeoff-dispatch", daemon=True).start()
     stopper = asyncio.ensure_future(relay_stop())
+    aborted = True
     try:
 
         async def next_work() -> Work | None:
@@ -145,10 +146,11 @@ async def run_in_processes(
 
         await run_work(plan, next_work, share(spec.concurrency, 0, of), stopped, emit)
         failures = await finished
+        aborted = False
     finally:
         stopper.cancel()
-        for helper in helpers:
-            helper.close()
+        for helper in helpers:  # left by an exception (an abort): nothing would take their records
+            helper.close(patience_s=0 if aborted else 10)
     if failures:
         raise RunFailed(
             f"a dispatch process failed ({why_failed(failures[0])}): the records made so far "
@@ -186,11 +188,12 @@ class Helper:
         theirs.close()
         return cls(process, Connection(ours.detach()))
 
-    def close(self) -> None:
-        """Close the connection (a helper still waiting for work then exits) and reap it."""
+    def close(self, patience_s: float = 10.0) -> None:
+        """Close the connection (a helper still waiting for work then exits) and reap it, killed
+        once `patience_s` has passed (0: at once, as an abort leaves)."""
         self.conn.close()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=patience_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

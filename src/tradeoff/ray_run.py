@@ -686,7 +686,12 @@ async def open_ray_session(
     """`session.open_session` for a Ray run: the actors (models loaded and metered on the
     workers, none on the driver), then the store, with every worker's node in its host
     description, and each worker's meter (idle baseline, totals) in the session's summary."""
-    pool = Pool.start(spec, configs, executor, api_key, stopped)
+    try:
+        pool = Pool.start(spec, configs, executor, api_key, stopped)
+    except BaseException:  # (an abort, a library call's second Ctrl-C, may come in ray.init)
+        if "ray" in sys.modules:  # a cluster begun for this run stops with it: its processes ran on
+            _leave(sys.modules["ray"])
+        raise
     try:
         notify(
             f"Ray ({executor.address}): starting {pool.size} worker(s), "

@@ -191,17 +191,21 @@ async def _drive_session(
                         result.status = status
                     break
 
+        aborted = True
         try:
             if pool is None:
                 await drive(configs)
             else:  # each model group's points on its worker, the groups side by side
                 ids = pool.config_ids.values()
                 await side_by_side([drive([c for c in configs if c.config_id in g]) for g in ids])
+            aborted = False
         finally:
             run.writer.flush()
             run.stop.uninstall()
-            if spread is not None:
-                spread.close()
+            if run.stop.requested:  # (a library call's second Ctrl-C leaves by KeyboardInterrupt)
+                session.status = "stopped"
+            if spread is not None:  # left by an exception (an abort): nothing takes their records
+                spread.close(patience_s=0 if aborted else 10)
             for scraper in scrapers:
                 await scraper.stop()
                 store.add_scrapes(scraper.url, *scraper.take())

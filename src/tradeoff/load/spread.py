@@ -194,13 +194,14 @@ class Spread:
                 f"far are stored, and --resume measures this load point again{stop.to_continue}"
             )
 
-    def close(self) -> None:
+    def close(self, patience_s: float = 10.0) -> None:
         """End the helpers: each is told to (closing our end alone would not do: the thread
-        reading it holds the socket open), exits, and is reaped."""
+        reading it holds the socket open), exits, and is reaped; killed once `patience_s` has
+        passed (0: at once, as an abort leaves)."""
         for helper in self.helpers:
             helper.send(("end", None))
         for helper in self.helpers:
-            helper.process.close()
+            helper.process.close(patience_s)
 
 
 # The helper process ----------------------------------------------------------------------------
