@@ -721,13 +721,23 @@ def fit_policy(
             "--target-accuracy"
         )
     strong = int(np.argmax(table.scores.mean(axis=0)))
+    shares = task_shares(table.tasks)
+    as_served = reads_task(router) and len(shares) > 1  # else a query's task changes nothing
+    passes = 2 if as_served else 1
+
+    def folds_of(first: int) -> Callable[[int, int], None] | None:
+        """`on_fold` over both passes: the second's folds counted after the first's."""
+        if on_fold is None:
+            return None
+        return lambda done, k: on_fold(first * k + done, passes * k)
+
     oof = out_of_fold(
         x,
         table.scores,
         router=router,
         queries=(table.texts, table.tasks, featurizer),
         why=" (a policy is calibrated out of fold, on 5 folds)",
-        on_fold=on_fold,
+        on_fold=folds_of(0),
     )
     weak = 1 - strong
     priced_apart = len(table.configs) == 2 and mean_costs[strong] > mean_costs[weak]
@@ -745,14 +755,13 @@ def fit_policy(
     row = calibrated(oof)
     fitted = new_router(router).fit(x, table.scores)
     lam = _transferred(row, target, fitted.expected(x), table, mean_costs, strong, priced_apart)
-    shares = task_shares(table.tasks)
     served_lam = None
-    if reads_task(router) and len(shares) > 1:  # else a query's task changes nothing
+    if as_served:
         # Calibrated on its own out-of-fold predictions with the task unknown, as served: the
         # mixture is flatter, and reaches an accuracy only at a higher cost than with the task.
         served_oof = out_of_fold(
             x, table.scores, router=router, queries=(table.texts, table.tasks, featurizer),
-            as_served=True, on_fold=on_fold,
+            as_served=True, on_fold=folds_of(1),
         )  # fmt: skip
         served = mixture(fitted, featurizer, table.texts, shares)
         served_lam = _transferred(
