@@ -1138,6 +1138,30 @@ def test_a_query_of_no_price_has_no_cost_at_an_operating_point_either(tmp_path):
         assert row["cost_missing"] == "input tokens not reported by a, so not priced", row
 
 
+def test_answers_counted_in_chunks_are_noted_under_every_table(tmp_path):
+    """A server that sends no usage and its answer in one chunk: each answer was counted as one
+    token (out tok/s read as req/s), and neither the load table nor the summary said so; only a
+    synthetic task's answers were noted, and only their tok/s."""
+    with contextlib.contextmanager(fast_server)("--no-usage") as url:
+        out = tmp_path / "run"
+        result = _load(url, out, "--profile", "synchronous", "--max-requests", "3",
+                       "--scrape", "off")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        report = run_cli("report", str(out))
+    (point,) = json.loads(run_cli("report", str(out), "--load", "-f", "json").stdout)
+    assert point["n_counted_in_chunks"] == 3, point
+    (row,) = json.loads(run_cli("report", str(out), "-f", "json").stdout)
+    assert row["n_counted_in_chunks"] == 3, row
+    said = (
+        "3 of 3 answers were counted in stream chunks (the server sent no usage): a chunk may "
+        "hold several tokens, so their out tok/s, decode tok/s and $/M may read low, and ITL, "
+        "TPOT and the itl/tpot SLO checks high"
+    )
+    for printed in (result.stdout, report.stdout):  # the load table's, the summary's
+        assert f"m at synchronous: {said}" in " ".join(printed.split()), printed
+    assert f"m: {said}" in " ".join(report.stdout.split()), report.stdout
+
+
 def _in_flight(out):
     """The most requests of the run in flight at once, from their stored send and end times."""
     spans = [(sent, sent + e2e) for sent, e2e in _rows(out, "SELECT sent_s, e2e_s FROM records")]

@@ -215,7 +215,7 @@ def test_call_facts_share_a_batch_and_tell_a_failed_call_from_unreported_tokens(
     from tradeoff.store import call_facts
 
     row = {"model": "m", "input_tokens": 5, "roofline_s": 0.3, "e2e_s": 0.9, "batch": 3}
-    _, unreported, rooflines, seconds = call_facts([row, row, row])
+    _, unreported, rooflines, seconds, _ = call_facts([row, row, row])
     times = [float(t) for t in rooflines.split(",")]
     assert sum(times[::2]) == pytest.approx(0.3) and sum(times[1::2]) == pytest.approx(0.9)
     assert seconds == pytest.approx(0.9) and unreported is None

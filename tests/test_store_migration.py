@@ -110,6 +110,7 @@ def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     store.write_record(record("a"))
     store.write_record(replace(record("a"), config_id="c2"))
     store.write_record(replace(record("a", sample=1), ttft_s=None))
+    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
     store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
     store.conn.execute("PRAGMA user_version = 6")
     store.close()
@@ -298,6 +299,7 @@ def test_an_old_batched_record_s_roofline_becomes_its_share(tmp_path):
     store.write_record(replace(record("a"), calls=[row, row, row, failed]))
     old_facts = "UPDATE records SET call_rooflines = ?, unreported_models = ?"  # as written then
     store.conn.execute(old_facts, ("0.3,0.9,0.3,0.9,0.3,0.9,0.0,0.1", '["m"]'))
+    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
     store.conn.execute("PRAGMA user_version = 8")
     store.close()
     store = Store.open(directory)

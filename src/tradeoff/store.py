@@ -182,12 +182,16 @@ def _evaluations(conn: sqlite3.Connection) -> None:
 # call's roofline_s and e2e_s in turn, as JSON writes them (float() reads them back exactly),
 # separated by commas, NULL where a call lacks either; call_seconds, the seconds the calls took
 # (their e2e_s summed, a batch's once: the time their energy was measured over, without the
-# waits between), NULL where a call lacks it or there is none. `call_facts` computes them.
-CALL_FACTS = ("call_models", "unreported_models", "call_rooflines", "call_seconds")
+# waits between), NULL where a call lacks it or there is none; counted_in_chunks, 1 where a call
+# that answered had its output tokens counted in stream chunks (a server that sent no usage: a
+# chunk may hold several tokens), else 0. `call_facts` computes them.
+CALL_FACTS = (
+    "call_models", "unreported_models", "call_rooflines", "call_seconds", "counted_in_chunks",
+)  # fmt: skip
 CALL_FACTS_V5 = CALL_FACTS[:3]  # those schema 5 added
 
 
-def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None]:
+def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None, int]:
     """A record's CALL_FACTS, from its calls (as stored: JSON text, or decoded)."""
     found = json.loads(calls) if isinstance(calls, str) else calls or []
     models = [c.get("model") for c in found]
@@ -210,7 +214,11 @@ def call_facts(calls: Any) -> tuple[str, str | None, str | None, float | None]:
         None if not spans or None in spans else float(sum(alone)) + float(max(batched, default=0.0))
     )
     unreported_text = json.dumps(unreported) if unreported else None
-    return json.dumps(models), unreported_text, rooflines, seconds
+    chunks = any(
+        str(c.get("token_count_source", "")).startswith("chunks") and not c.get("error")
+        for c in found
+    )
+    return json.dumps(models), unreported_text, rooflines, seconds, int(chunks)
 
 
 def _call_fact_columns(conn: sqlite3.Connection) -> None:
@@ -272,6 +280,13 @@ def _batch_shares(conn: sqlite3.Connection) -> None:
     _fill_call_facts(conn, ("unreported_models", "call_rooflines"))
 
 
+def _counted_in_chunks(conn: sqlite3.Connection) -> None:
+    """9 -> 10. counted_in_chunks (CALL_FACTS): the tables note answers whose tokens were counted
+    in stream chunks, whatever the task (only a synthetic task's were, its calls decoded)."""
+    conn.execute("ALTER TABLE records ADD COLUMN counted_in_chunks INTEGER")
+    _fill_call_facts(conn, ("counted_in_chunks",))
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -287,6 +302,7 @@ MIGRATIONS: list[Migration] = [
     _released_ttft,
     _call_seconds,
     _batch_shares,
+    _counted_in_chunks,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.

@@ -189,6 +189,12 @@ def call_fact(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else with_facts(df)[name]
 
 
+def counted_in_chunks(df: pd.DataFrame) -> pd.Series:
+    """Which records had an answer's output tokens counted in stream chunks (a server that sent
+    no usage: a chunk may hold several tokens, so their tokens read low, ITL and TPOT high)."""
+    return call_fact(df, "counted_in_chunks").fillna(0).astype(bool)
+
+
 def _models(facts: pd.Series) -> set[str]:
     """The models named in facts of `call_models` or `unreported_models`."""
     return {str(m) for text in facts.dropna().unique() for m in json.loads(text)}

@@ -18,6 +18,7 @@ from tradeoff.analysis.costs import (
     COST_AXES,
     called_models,
     calls_of,
+    counted_in_chunks,
     energy_meters,
     extra_field,
     imported,
@@ -376,24 +377,24 @@ def _asked_lengths(done: pd.DataFrame) -> dict[str, int]:
     `extra.asked_output_tokens`, sent with ignore_eos and min_tokens), how many had a call end
     before its length (finish "stop": a server that ignored them, an in-process model at its
     end of sequence; a call asked for its length ends at it, "length", or hands the answer over,
-    "switch"), and how many were counted in stream chunks (a server that sent no usage: a chunk
-    may hold several tokens). Call by call: a vote's two draws of half the length each added up
-    to the length asked, and a switch's models each write a share of it."""
+    "switch"); and of every answer, how many were counted in stream chunks (a server that sent
+    no usage: a chunk may hold several tokens, which says nothing of a short answer). Call by
+    call: a vote's two draws of half the length each added up to the length asked, and a
+    switch's models each write a share of it."""
     asked = extra_field(done, "asked_output_tokens")
-    n_asked = shorter = chunks = 0
-    for length, calls in zip(asked, done["calls"], strict=True):
+    chunked = counted_in_chunks(done)
+    n_asked = shorter = 0
+    for length, calls, in_chunks in zip(asked, done["calls"], chunked, strict=True):
         if pd.isna(length):  # not asked (None, or NaN beside asked ones)
             continue
         n_asked += 1
         answered = [c for c in calls_of(calls) if c.get("error") is None]
-        if any(str(c.get("token_count_source", "")).startswith("chunks") for c in answered):
-            chunks += 1
-        elif any(c.get("finish_reason") == "stop" for c in answered):
+        if not in_chunks and any(c.get("finish_reason") == "stop" for c in answered):
             shorter += 1
     return {
         "n_asked_length": n_asked,
         "n_shorter_than_asked": shorter,
-        "n_counted_in_chunks": chunks,
+        "n_counted_in_chunks": int(chunked.sum()),
     }
 
 

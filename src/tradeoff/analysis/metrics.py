@@ -26,6 +26,7 @@ from tradeoff.analysis.costs import (
     FACT_COLUMNS,
     AxisCost,
     call_fact,
+    counted_in_chunks,
     energy_meters,
     failed,
     imported,
@@ -228,6 +229,7 @@ class Summary:
     tpot_s: float | None
     decode_tps: float | None
     n_first_token: int
+    n_counted_in_chunks: int  # answers whose output tokens were counted in stream chunks
     # 'ttft_s_p50' ... 'e2e_s_p999' (`analysis.load.latency_percentiles`): e2e over every query
     # (its mean is costs["latency"]), the others over the queries that have them
     percentiles: dict[str, float | None]
@@ -259,6 +261,7 @@ class Summary:
             **self._percentiles("tpot_s"),
             "decode_tps": self.decode_tps,
             "n_first_token": self.n_first_token,
+            "n_counted_in_chunks": self.n_counted_in_chunks,
             "e2e_s": latency.value,
             "e2e_missing": latency.missing,
             **self._percentiles("e2e_s"),
@@ -314,6 +317,7 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         tpot_s=_mean(tpot(df)),
         decode_tps=_mean(df["decode_tps"]),
         n_first_token=int(df["ttft_s"].notna().sum()),
+        n_counted_in_chunks=int(counted_in_chunks(df).sum()),
         percentiles=latency_percentiles(df),
         roofline_s=roofline_s,
         roofline_eff=roofline_eff,

@@ -17,6 +17,7 @@ from tradeoff.report.columns import (
     number,
     visible,
 )
+from tradeoff.report.notes import CHUNKS_NOTE
 
 DEFINITIONS = (
     "measured requests only: warm-up and cool-down ({excluded}) are left out. req/s: completed "
@@ -249,10 +250,8 @@ def load_table(
             )
         if r.get("n_counted_in_chunks"):
             footnotes.append(
-                f"{r['config']} at {r['load_point']}: {r['n_counted_in_chunks']} of "
-                f"{r['n_asked_length']} answers were counted in stream chunks (the server sent no "
-                "usage): a chunk may hold several tokens, so their output tokens and tok/s may "
-                "read low"
+                f"{r['config']} at {r['load_point']}: "
+                + CHUNKS_NOTE.format(counted=r["n_counted_in_chunks"], answers=r["completed"])
             )
     in_process = sorted({r["config"] for r in rows if r.get("in_process")})
     if in_process:

@@ -21,6 +21,14 @@ POOLED_NOTE = (
     "(max-goodput, concurrency=N, rate=R or a point's label) for one operating point"
 )
 
+# Answers of a server that sent no usage were counted a token a stream chunk: `analysis.costs.
+# counted_in_chunks`. What it does to each figure, wherever those answers are tabled.
+CHUNKS_NOTE = (
+    "{counted} of {answers} answers were counted in stream chunks (the server sent no usage): a "
+    "chunk may hold several tokens, so their out tok/s, decode tok/s and $/M may read low, and "
+    "ITL, TPOT and the itl/tpot SLO checks high"
+)
+
 
 def no_records(directory: Path) -> str:
     """Why a run has nothing to report, and how to go on where it did not finish."""

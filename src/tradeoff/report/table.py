@@ -21,7 +21,7 @@ from tradeoff.report.columns import (
     number,
     visible,
 )
-from tradeoff.report.notes import all_failed_note
+from tradeoff.report.notes import CHUNKS_NOTE, all_failed_note
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -195,6 +195,11 @@ def summary_table(
                 else "roofline eff. = analytic least time on the device's peaks (as `tradeoff "
                 "calibrate` measured them, else a GPU's datasheet figures) / measured engine time"
             )
+    for r in rows:
+        if r["n_counted_in_chunks"]:
+            answers = r["n"] - r["errors"] - (r.get("disconnected") or 0)
+            counted = CHUNKS_NOTE.format(counted=r["n_counted_in_chunks"], answers=answers)
+            footnotes.append(f"{r['config']}: {counted}")
     if wide and empty:
         left_out = ", ".join(h.replace("\n", " ") for h in empty)
         footnotes.append(f"left out, no configuration has a value: {left_out}")
