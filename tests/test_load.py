@@ -189,6 +189,33 @@ def test_a_sweep_whose_throughput_is_no_faster_says_why_it_ran_no_rate(tmp_path)
     assert "is no more than synchronous" in said[0]
 
 
+def test_a_cooldown_marks_the_last_requests_whichever_bound_ended_the_point(canned, tmp_path):
+    """--cooldown 3 (requests) on a point that ran out of --max-seconds, and --cooldown 0.22s on
+    one that ran out of --max-requests: each was counted back from the bound that did not end
+    the point, and marked nothing (the drain was measured). Marked in the parent, the records
+    of every process."""
+    ran_out_of_time = tmp_path / "time"
+    result = _load(canned, ran_out_of_time, "--profile", "constant:20", "--max-requests", "1000",
+                   "--max-seconds", "1", "--cooldown", "3", "--scrape", "off",
+                   "--processes", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sent = _rows(ran_out_of_time, "SELECT phase FROM records ORDER BY sent_s")
+    assert 10 < len(sent) < 1000
+    assert [p for (p,) in sent[-3:]] == ["cooldown"] * 3
+    assert {p for (p,) in sent[:-3]} == {"measure"}
+    ran_out_of_requests = tmp_path / "requests"
+    result = _load(canned, ran_out_of_requests, "--profile", "constant:20", "--max-requests", "10",
+                   "--max-seconds", "30", "--cooldown", "0.22s", "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # due every 0.05 s, the last at 0.45 s: those due at 0.25 s or later end the point
+    due = _rows(ran_out_of_requests, "SELECT scheduled_s, phase FROM records ORDER BY scheduled_s")
+    assert [p for _, p in due] == ["measure"] * 5 + ["cooldown"] * 5, due
+    (point,) = json.loads(
+        run_cli("report", str(ran_out_of_requests), "--load", "-f", "json").stdout
+    )
+    assert (point["n_measure"], point["n_cooldown"]) == (5, 5), point
+
+
 def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
     out = tmp_path / "run"
     args = [

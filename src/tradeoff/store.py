@@ -1009,6 +1009,34 @@ class Store:
             (time.time(), status, json.dumps(summary), self.run_id, config_id, label),
         )
 
+    def mark_cooldown(
+        self,
+        config_id: str,
+        label: str,
+        requests: int | None = None,
+        seconds: float | None = None,
+        end_s: float | None = None,
+    ) -> None:
+        """Mark a load point's last requests as its cool-down: the last `requests` sent, or
+        those due in the `seconds` before `end_s` (None: when its last request was due). A
+        warm-up request stays one."""
+        point = "run_id = ? AND config_id = ? AND load_point = ?"
+        key = (self.run_id, config_id, label)
+        params: tuple[Any, ...]
+        if requests is not None:
+            last = (
+                f"SELECT rowid FROM records WHERE {point} ORDER BY sent_s DESC, rowid DESC LIMIT ?"
+            )
+            chosen, params = f"rowid IN ({last})", (*key, requests)
+        else:
+            end = f"coalesce(?, (SELECT max(scheduled_s) FROM records WHERE {point}))"
+            chosen, params = f"scheduled_s >= {end} - ?", (end_s, *key, seconds)
+        self.conn.execute(
+            f"UPDATE records SET phase = 'cooldown' WHERE {point} AND phase = 'measure' "
+            f"AND {chosen}",
+            (*key, *params),
+        )
+
     def load_points(self) -> list[dict[str, Any]]:
         """The load points run, in the order they began: config_id, load_point (its label),
         spec, started_at, ended_at, status, summary, and `ended` (it finished: resume skips it)."""

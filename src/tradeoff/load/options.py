@@ -118,18 +118,13 @@ class LoadOptions:
         return Amount.parse(self.warmup, "--warmup")
 
     @cached_property
-    def _cooldown(self) -> Amount | None:
+    def cooldown_amount(self) -> Amount | None:
         return Amount.parse(self.cooldown, "--cooldown")
 
     def phase(self, index: int, scheduled_s: float) -> str:
-        """'warmup', 'measure' or 'cooldown' for the index-th request, due at `scheduled_s`."""
-        warmup, cooldown = self._warmup, self._cooldown
+        """'warmup' or 'measure' for the index-th request, due at `scheduled_s`. The cool-down
+        is marked once the point has ended (`load.run`), counted back from where it ended."""
+        warmup = self._warmup
         if warmup and (scheduled_s < warmup.value if warmup.seconds else index < warmup.value):
             return "warmup"
-        if cooldown:
-            if cooldown.seconds and self.max_seconds is not None:
-                if scheduled_s >= self.max_seconds - cooldown.value:
-                    return "cooldown"
-            elif self.max_requests is not None and index >= self.max_requests - cooldown.value:
-                return "cooldown"
         return "measure"

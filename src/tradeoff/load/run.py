@@ -362,6 +362,7 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
     run.writer.flush()
     report(progress)  # as it ended: what was not sent in time is counted once the sends stop
     status = ended  # "stopped" only where the stop came before its last send (as profile's)
+    _mark_cooldown(run, config, point, progress, status)
     stats = point_stats(
         config.name, point.label, point.spec,
         store.records(config_id=config.config_id, load_point=point.label),
@@ -390,6 +391,27 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
         progress.elapsed_s, achieved, stats["served_rate"], saturated,
         stats["saturation_reason"], processes, progress.unsent,
     )  # fmt: skip
+
+
+def _mark_cooldown(
+    run: _Run, config: Config, point: LoadPoint, progress: PointProgress, status: str
+) -> None:
+    """The point's --cooldown, marked in its stored records from where it ended, whichever
+    bound ended it: its last requests sent, or those due in its last seconds before
+    --max-seconds, or before its last request where it ended sooner (on --max-requests, a
+    stop, its error limit)."""
+    options = run.options
+    cooldown = options.cooldown_amount
+    if cooldown is None:
+        return
+    if not cooldown.seconds:
+        run.store.mark_cooldown(config.config_id, point.label, requests=int(cooldown.value))
+        return
+    on_time = status == "finished" and (
+        options.max_requests is None or progress.sent < options.max_requests
+    )
+    end_s = options.max_seconds if on_time else None
+    run.store.mark_cooldown(config.config_id, point.label, seconds=cooldown.value, end_s=end_s)
 
 
 async def _drive_on(run: _Run, driver: PointDriver, processes: int) -> str:
