@@ -68,6 +68,16 @@ def test_chat_stream_text_counts_and_timings(url: str) -> None:
     assert g.ttft_s is not None and g.ttft_s <= g.e2e_s
 
 
+def test_a_reasoning_model_s_thinking_is_timed_and_counted_as_its_output(url_slow: str) -> None:
+    """TTFT is the first generated token, a thought (`reasoning_content`) among them, and ITL
+    spans the thinking too (GuideLLM's TTFT, not its time to the first answer token); the README
+    called both "content" tokens, the answer's field. The answer text is the content alone."""
+    g = generate(OpenAIEngine(url_slow, "reasoning"), Request(messages=CHAT, max_tokens=6))
+    assert g.error is None and g.text == " 42. Next"  # 3 tokens of thinking, then the answer
+    assert (g.output_tokens, len(g.token_times)) == (6, 6)
+    assert g.t_first == g.token_times[0] < g.token_times[3]  # before the answer's first token
+
+
 def test_completion_stream(url: str) -> None:
     g = generate(
         OpenAIEngine(url, "fast", prompt_mode="completion"),
