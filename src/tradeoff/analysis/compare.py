@@ -170,21 +170,27 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 
 def task_keys(tasks: list[str]) -> dict[str, str]:
-    """What pairs a task with the same task in another run: a file's task by the file's name
-    (a run stores it by its absolute path, which differs between two machines' checkouts of
-    the same data), unless two of this run's tasks share that name; any other by its name."""
+    """What pairs a task with the same task in another run: a file's task by the shortest
+    ending of its path that no other of this run's tasks shares (its file's name, or
+    `gsm/test.jsonl` beside `mm/test.jsonl`): a run stores it by its absolute path, which
+    differs between two machines' checkouts of the same data; any other by its name."""
 
-    def short(task: str) -> str:
+    def ending(task: str, parts: int) -> str:
         prefix = next((p for p in FILE_TASKS if task.startswith(p)), None)
         if prefix is None:
             return task
         head, sep, rest = split_path(task, prefix)
         path = Path(head)
-        return f"{prefix}{path.name}{sep}{rest}" if path.is_absolute() else task
+        if not path.is_absolute():
+            return task
+        return f"{prefix}{Path(*path.parts[-parts:])}{sep}{rest}"
 
-    shorts = {task: short(task) for task in tasks}
-    taken = Counter(shorts.values())
-    return {task: key if taken[key] == 1 else task for task, key in shorts.items()}
+    keys: dict[str, str] = {}
+    for parts in range(1, max((len(Path(t).parts) for t in tasks), default=0) + 1):
+        endings = {task: ending(task, parts) for task in tasks if task not in keys}
+        taken = Counter([*endings.values(), *keys.values()])
+        keys.update({task: key for task, key in endings.items() if taken[key] == 1})
+    return {task: keys.get(task, task) for task in tasks}
 
 
 def _read(directory: Path) -> _Run:
