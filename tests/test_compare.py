@@ -586,6 +586,31 @@ def test_spec_differences_pair_configurations_by_name(tmp_path):
     }, cmp["differences"]
 
 
+def test_spec_differences_pair_tasks_by_reference(tmp_path):
+    """The differences paired the specs' tasks by position: one task added before a data
+    file's read as that file's task replaced by it and the file's task added."""
+    import contextlib
+
+    from conftest import fast_server
+
+    (tmp_path / "q.jsonl").write_text(json.dumps({"prompt": "What is 2+2?", "answer": 4}) + "\n")
+    data = {"ref": f"jsonl:{tmp_path / 'q.jsonl'}", "prompt_field": "prompt"}
+    with contextlib.contextmanager(fast_server)() as url:
+        for name, tasks in (("a", ["arith", data]), ("b", ["arith", "facts", data])):
+            spec = tmp_path / f"{name}.yaml"
+            spec.write_text(yaml.safe_dump({
+                "models": {"m": f"openai:{url}#m"}, "tasks": tasks, "limit": 1,
+            }))  # fmt: skip
+            done = run_cli("profile", str(spec), "--out", str(tmp_path / name))
+            assert done.returncode == 0, done.stderr
+    compared = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "json")
+    (cmp,) = json.loads(compared.stdout)
+    spec = {d["field"]: (d["a"], d["b"]) for d in cmp["differences"]}
+    assert {f: v for f, v in spec.items() if f.startswith("spec.")} == {
+        "spec.tasks[facts].ref": (None, "facts"),
+    }, cmp["differences"]
+
+
 def test_the_page_says_why_no_ratio_is_charted(tmp_path):
     """Costs in two units and nothing else measured: the page said no configuration had a value
     in both runs, and dropped every other reason the table gives."""

@@ -391,7 +391,7 @@ def _source(s: Summary) -> str | None:
 
 def flatten(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Nested dicts as one level of dotted keys ('host.versions.numpy'), a list of dicts by
-    `_keys` ('spec.configs[short].max_tokens', 'spec.tasks[0].ref'); other lists kept whole
+    `_keys` ('spec.configs[short].max_tokens', 'spec.tasks[arith].ref'); other lists kept whole
     ('host.gpus')."""
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -408,10 +408,13 @@ def flatten(data: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def _keys(items: list[dict[str, Any]]) -> list[str]:
     """Each dict's name where every one has a name of its own, so that two runs' lists of the
-    same configurations in another order pair them as the table does; else its index."""
-    names = [item.get("name") for item in items]
-    if all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names):
-        return [str(n) for n in names]
+    same configurations in another order pair them as the table does; else its reference
+    where every one has its own (tasks, keyed as `task_keys` pairs them); else its index."""
+    for field in ("name", "ref"):
+        values = [item.get(field) for item in items]
+        if all(isinstance(v, str) and v for v in values) and len(set(values)) == len(values):
+            names = [str(v) for v in values]
+            return list(task_keys(names).values()) if field == "ref" else names
     return [str(i) for i in range(len(items))]
 
 
