@@ -93,8 +93,8 @@ def store_of(path, items, weak, strong):
     )
     store.add_items(items)
     for it, a, b in zip(items, weak, strong):
-        store.write_record(_record("w", it.id, a, 1.0))
-        store.write_record(_record("s", it.id, b, 4.0))
+        store.write_record(_record("w", it.id, a, 1.0, it.task))
+        store.write_record(_record("s", it.id, b, 4.0, it.task))
     store.close()
     return items, weak, strong
 
@@ -909,6 +909,21 @@ def test_a_split_by_a_field_some_items_lack_names_the_fields_every_item_has(tmp_
         run_cli("policy", "eval", str(tmp_path / "tasks"), "--split-by", "subject"),
         "fields every item has: level; only some have: task",
     )
+
+
+def test_a_split_by_task_of_a_run_of_several_tasks_groups_by_them(tmp_path):
+    """One data file's items carrying a `task` field of their own, beside a built-in task's
+    items, refused the split by task ("5 of 10 items have no field 'task'; fields every item
+    has: none"), though every item was run under a task."""
+    items, weak, strong = synthetic(40, seed=4)
+    for i, it in enumerate(items):
+        it.task = ("arith", "jsonl:/data/tf.jsonl")[i % 2]
+        it.meta = {"task": "addition"} if i % 2 else {}
+    store_of(tmp_path / "run", items, weak, strong)
+    split = run_cli("policy", "eval", str(tmp_path / "run"), "--split-by", "task", "--cv", "2",
+                    "-f", "json")  # fmt: skip
+    assert split.returncode == 0, split.stderr
+    assert "over whole task groups (2 groups" in json.loads(split.stdout)["source"]
 
 
 def test_train_on_one_run_and_evaluate_on_another(tmp_path):

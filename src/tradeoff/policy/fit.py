@@ -82,28 +82,36 @@ class Table:
         """Each item's value of field `name` (`task`, or a metadata field such as a column kept
         by `import outcomes`); a field some items lack is one line naming the fields they have.
         A column every item keeps wins over the item's own field of that name: an imported
-        file's `task` column, not the one task name the import gave every row."""
+        file's `task` column, not the one task name the import gave every row. Else `task` is
+        the task each item was run under, where no item has the column or the run has several
+        tasks (a profiled run: one data file's `task` field does not split the others)."""
         if self.meta and all(name in m for m in self.meta):
             return [str(m[name]) for m in self.meta]
-        if name == "task" and not any(name in m for m in self.meta):
+        if name == "task" and _run_tasks_split(self.meta, self.tasks):
             return list(self.tasks)
-        # (a `task` column some items lack is refused too: their own task, the import's one
-        # name for every row, would read as one group of them)
+        # (a `task` column some items of one task lack is refused too: their own task, the
+        # import's one name for every row, would read as one group of them)
         metas = self.meta or [{}] * len(self.keys)
         lacking = [i for i, m in enumerate(metas) if name not in m]
         if lacking:
             raise UserError(
                 f"--split-by {name}: {len(lacking):,} of {len(self.keys):,} items have no field "
-                f"{name!r}; {_fields(metas)}"
+                f"{name!r}; {_fields(metas, self.tasks)}"
             )
         return [str(m[name]) for m in self.meta]
 
 
-def _fields(metas: list[dict[str, Any]]) -> str:
-    """The fields a split can use, those every item has (and its task, where no item has a
-    `task` column of its own: some with one refuse it), then the ones only some items have."""
+def _run_tasks_split(metas: list[dict[str, Any]], tasks: list[str]) -> bool:
+    """Whether `task` means the task each item was run under: no item has a `task` column, or
+    the items were run under several tasks."""
+    return not any("task" in m for m in metas) or len(set(tasks)) > 1
+
+
+def _fields(metas: list[dict[str, Any]], tasks: list[str]) -> str:
+    """The fields a split can use, those every item has (and its task, where `task` means the
+    task each item was run under), then the ones only some items have."""
     kept = [set(m) for m in metas]
-    every = set.intersection(*kept) | (set() if any("task" in m for m in metas) else {"task"})
+    every = set.intersection(*kept) | ({"task"} if _run_tasks_split(metas, tasks) else set())
     some = set.union(*kept) - every
     named = f"fields every item has: {', '.join(sorted(every)) or 'none'}"
     return named + (f"; only some have: {', '.join(sorted(some))}" if some else "")
