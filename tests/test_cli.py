@@ -200,6 +200,28 @@ def test_jsonl_fields_named_by_flags(tmp_path):
     assert stored["models"] == {"smollm2-135m": "smollm2-135m?threads=1"}
 
 
+def test_field_flags_apply_to_the_data_file_tasks_of_task_only(tmp_path):
+    """--prompt-field is "for the jsonl:/hf: tasks of --task", yet a built-in task beside
+    such a task was refused ("--prompt-field applies only to jsonl: and hf: tasks, not to
+    the built-in task 'arith'")."""
+    import contextlib
+
+    from conftest import fast_server
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"q": "What is 1+1?", "answer": "2"}\n')
+    with contextlib.contextmanager(fast_server)() as url:
+        flags = ["-m", f"openai:{url}#m", "-t", "arith", "--limit", "1", "--prompt-field", "q"]
+        result = run_cli("profile", *flags, "-t", f"jsonl:{data}", "--out", str(tmp_path / "a"))
+        assert result.returncode == 0, result.stderr
+        alone = run_cli("profile", *flags, "--out", str(tmp_path / "b"))
+    con = sqlite3.connect(tmp_path / "a" / "tradeoff.sqlite")
+    stored = json.loads(con.execute("SELECT spec FROM runs").fetchone()[0])
+    con.close()
+    assert [t.get("prompt_field") for t in stored["tasks"]] == [None, "q"], stored["tasks"]
+    assert_user_error(alone, "--prompt-field applies only to jsonl: and hf: tasks", "arith")
+
+
 def test_jsonl_line_without_field_names_the_line(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')

@@ -931,6 +931,29 @@ def _absolute_task(ref: str) -> str:
     return ref
 
 
+# The task flags that name a data file's fields: only the jsonl: and hf: tasks of --task take them.
+FIELD_FLAGS = ("prompt_field", "answer_field", "id_field")
+
+
+def _task_entries(tasks: list[str], given_fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spec's task entries of --task, each with the task flags given that apply to it: the
+    field flags to the data files' tasks, refused where --task names none."""
+    from tradeoff.tasks import task_name
+
+    files = {t for t in tasks if task_name(t).startswith(FILE_TASKS)}
+    fields = [k for k in FIELD_FLAGS if k in given_fields]
+    if fields and not files:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fields)
+        raise UserError(
+            f"{flags} {'applies' if len(fields) == 1 else 'apply'} only to jsonl: and hf: "
+            f"tasks, and no --task is one ({', '.join(tasks)})"
+        )
+    return [
+        {"ref": t, **{k: v for k, v in given_fields.items() if t in files or k not in fields}}
+        for t in tasks
+    ]
+
+
 def profile_spec(
     spec_file: Path | None,
     models: list[str] | None,
@@ -970,7 +993,7 @@ def profile_spec(
     else:
         if not models or not tasks:
             raise UserError("give a spec file, or at least one --model and one --task")
-        data = {"models": models, "tasks": [{"ref": t, **given_fields} for t in tasks]}
+        data = {"models": models, "tasks": _task_entries(tasks, given_fields)}
     given = {k: v for k, v in overrides.items() if v is not None}
     given_sampling = {k: v for k, v in sampling.items() if v is not None}
     data.update(given)
