@@ -19,7 +19,7 @@ EM = {".": 0.278, "-": 0.333, "e": 0.556, "+": 0.584}
 
 def _row(config: str, cost: float, accuracy: float) -> FrontierRow:
     return FrontierRow(
-        config=config, n=300, accuracy=accuracy, accuracy_low=accuracy - 0.05,
+        config=config, n=300, n_scored=300, accuracy=accuracy, accuracy_low=accuracy - 0.05,
         accuracy_high=accuracy + 0.05, cost_axis="given", cost_unit="USD", cost=cost,
         cost_source="given with the imported outcomes", cost_missing=None, cost_note=None,
         cost_of_pass=cost / accuracy, energy_j=None, energy_source=None,

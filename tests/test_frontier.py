@@ -219,7 +219,7 @@ def test_cli_json_matches_the_library(run_dir, records):
     assert "★" in table.stdout and "C<&>" in table.stdout
     csv = run_cli("frontier", str(run_dir), "--cost", "flops", "--format", "csv")
     assert csv.returncode == 0, csv.stderr
-    assert csv.stdout.splitlines()[0].startswith("config,n,accuracy,")
+    assert csv.stdout.splitlines()[0].startswith("config,n,n_scored,accuracy,")
     assert len(csv.stdout.splitlines()) == 1 + len(CONFIGS)
 
 

@@ -222,6 +222,34 @@ def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
     assert f"[{k}] left: served requests whose client went away" in " ".join(text.split()), text
 
 
+def test_an_accuracy_over_fewer_records_than_n_says_how_many(tmp_path):
+    """Beside an unscored task (synthetic load), n counted its records while the accuracy and
+    its interval left them out: n 4 beside accuracy 0.5 over 2 records, and nothing said so."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "small", {"strategy": "single"})])
+    for i, (task, score) in enumerate([("arith", 1.0), ("arith", 0.0), ("synthetic", None),
+                                       ("synthetic", None)]):  # fmt: skip
+        store.write_record(
+            Record(
+                config_id="id-a", task=task, item_id=f"i{i}", sample=0, output="",
+                score=score, parsed=None, error=None, input_tokens=3, output_tokens=1,
+                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+                energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
+                cost_usd=None, calls=[],
+            )
+        )  # fmt: skip
+    store.close()
+    (row,) = json.loads(run_cli("report", str(directory), "--format", "json").stdout)
+    assert (row["n"], row["n_scored"], row["accuracy"]) == (4, 2, 0.5), row
+    (point,) = json.loads(run_cli("frontier", str(directory), "--format", "json").stdout)
+    assert (point["n"], point["n_scored"]) == (4, 2), point
+    for command in ("report", "frontier"):
+        text = " ".join(run_cli(command, str(directory)).stdout.split())
+        assert "accuracy, 95% CI: over the records of tasks with reference answers (2 of 4 " \
+            "for small)" in text, text  # fmt: skip
+
+
 def test_a_wide_table_leaves_out_the_columns_no_configuration_has(tmp_path):
     """An imported run has no tokens, TTFT or latency tails: `--wide` (and the page, which shows
     the wide table) drew a dozen columns of '-' and scrolled sideways; they are named instead."""

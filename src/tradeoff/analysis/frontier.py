@@ -23,6 +23,7 @@ class FrontierRow:
 
     config: str
     n: int
+    n_scored: int  # the records accuracy and its interval are over
     accuracy: float
     accuracy_low: float
     accuracy_high: float
@@ -105,6 +106,7 @@ def _row(s: Summary, cost: str) -> FrontierRow:
     return FrontierRow(
         config=s.config,
         n=s.n,
+        n_scored=s.n_scored,
         accuracy=acc,
         accuracy_low=s.accuracy_low,
         accuracy_high=s.accuracy_high,

@@ -211,6 +211,7 @@ class Summary:
 
     config: str
     n: int
+    n_scored: int  # the records accuracy and its interval are over (`scored`)
     accuracy: float
     accuracy_low: float
     accuracy_high: float
@@ -247,6 +248,7 @@ class Summary:
         return {
             "config": self.config,
             "n": self.n,
+            "n_scored": self.n_scored,
             "accuracy": self.accuracy,
             "accuracy_low": self.accuracy_low,
             "accuracy_high": self.accuracy_high,
@@ -301,6 +303,7 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
     return Summary(
         config=name,
         n=int(len(df)),
+        n_scored=int(scored(df).sum()),
         accuracy=acc,
         accuracy_low=low,
         accuracy_high=high,

@@ -14,8 +14,9 @@ from tradeoff.report.columns import Column, ColumnTable, build_table, missing_ce
 
 PAIRED_NOTE = (
     "n: the items both runs answered (same task, item, prompt, reference and sample, and in a "
-    "load run the same load point; measured records only); accuracy and every ratio are over "
-    "those items. A failed query scores 0 and its costs count; errors: the paired queries that "
+    "load run the same load point; measured records only); every ratio is over those items, "
+    "accuracy over those of tasks with reference answers (not synthetic load or served "
+    "traffic). A failed query scores 0 and its costs count; errors: the paired queries that "
     "failed in each run."
 )
 DIFFERENCE_NOTE = (

@@ -52,12 +52,23 @@ PERCENTILES_NOTE = (
     "linear interpolation between the two nearest queries)"
 )
 INPUT_TOKENS_NOTE = "in tok: mean over the queries whose input tokens were reported ({counts})"
+SCORED_NOTE = (
+    "accuracy, 95% CI: over the records of tasks with reference answers ({counts}); those of "
+    "tasks without (synthetic load, served traffic) count toward n and every cost"
+)
 
 
 def _counts(rows: list[dict[str, Any]], key: str) -> str | None:
     """'3 of 5 for A, 4 of 5 for B' over the rows where `key` counts fewer than all queries."""
     short = [f"{r[key]} of {r['n']} for {r['config']}" for r in rows if r[key] < r["n"]]
     return ", ".join(short) or None
+
+
+def scored_note(rows: list[dict[str, Any]]) -> list[str]:
+    """The note on the accuracies over fewer records than n (a scored task beside an unscored
+    one), or none; a wholly unscored configuration has its own (`UNSCORED_NOTE`)."""
+    counts = _counts([r for r in rows if not math.isnan(r["accuracy"])], "n_scored")
+    return [SCORED_NOTE.format(counts=counts)] if counts else []
 
 
 def _accuracy(acc: float, notes: list[str]) -> str:
@@ -176,7 +187,7 @@ def summary_table(
     empty = empty_columns(every, rows, kept=() if imported_only else (ROOFLINE_HEADER,))
     columns, more = visible([c for c in every if c.header not in empty], wide, "tradeoff report")
     table, notes = build_table(title, columns, rows)
-    footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    footnotes = [f"[{i + 1}] {note}" for i, note in enumerate(notes)] + scored_note(rows)
     if len(sources) == 1:
         footnotes.append(f"energy J/query: measured by {sources.pop()}")
     shown = {c.header for c in table.columns}
@@ -407,6 +418,7 @@ def frontier_table(
         else ["no ★: no configuration has both an accuracy and this cost, so none is compared"]
     )
     footnotes += [f"[{i + 1}] {note}" for i, note in enumerate(notes)]
+    footnotes += scored_note([r.to_dict() for r in rows])
     if failed := all_failed_note(rows):
         footnotes.append(failed)
     if wide and not imported_only and any(r.roofline_eff is None for r in rows):
