@@ -9,6 +9,8 @@ import contextlib
 import json
 import math
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -1504,3 +1506,22 @@ def test_the_failures_line_counts_as_the_table_and_names_the_warm_up_s_apart(tmp
         f"m @ synchronous: {failed['measure']} of {phases['measure']} measured requests failed, "
         "and 1 of its 2 warm-up and cool-down requests; the first: "
     ) in said, said
+
+
+def test_a_concurrency_past_the_open_files_limit_is_capped_not_failed(tmp_path):
+    """No fixed pool caps the connections to a server (it queued requests past 256 inside the
+    latency measured), but the open files do: at a limit of 256, a load at concurrent:300 failed
+    requests with "Too many open files", then could not write its store. Half the files go to
+    connections; no request fails."""
+    for url in fast_server("--delay-ms", "20"):
+        command = [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{url}#m", "-t",
+                   "arith", "--max-tokens", "4", "--profile", "concurrent:300", "--max-requests",
+                   "600", "--processes", "1", "--scrape", "off",
+                   "--out", str(tmp_path / "run")]  # fmt: skip
+        ended = subprocess.run(
+            ["bash", "-c", 'ulimit -n 256 && exec "$@"', "bash", *command],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-3000:]
+    errors = _rows(tmp_path / "run", "SELECT COUNT(*) FROM records WHERE error IS NOT NULL")
+    assert errors == [(0,)] and "requests failed" not in ended.stderr, ended.stderr[-3000:]

@@ -17,9 +17,25 @@ def main() -> None:
         from tradeoff.abort import end_process
 
         end_process()  # a second Ctrl-C ends the command; a library call raises in its caller
+        _open_files_up_to_the_hard_limit()
         command_line()
     finally:
         _forget_caught_interrupts()
+
+
+def _open_files_up_to_the_hard_limit() -> None:
+    """As many open files as the system lets this process have: each request in flight to a
+    server holds a connection, and the usual soft limit of 1,024 failed a load at concurrent:1100
+    ("Too many open files"), then its store. (The command's own process: a library call leaves
+    its caller's limits alone, its connections capped under them by the openai engine.)"""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):  # not Unix, or a hard limit the system refuses
+        pass
 
 
 def _forget_caught_interrupts() -> None:

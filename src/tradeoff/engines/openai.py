@@ -146,6 +146,19 @@ def _token_count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def connection_cap() -> int:
+    """Half the files this process may open (0: no limit), for connections to a server; the rest
+    for the store, its logs, and a server's own clients. Past the limit, requests failed with
+    "Too many open files", then the store could not be written."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # not Unix
+        return 0
+    return 0 if soft == resource.RLIM_INFINITY else max(soft // 2, 1)
+
+
 class OpenAIEngine:
     """One model behind an OpenAI-compatible server, over aiohttp (http:// and https://).
 
@@ -154,11 +167,12 @@ class OpenAIEngine:
     the answer is always streamed.
     `timeout_s` bounds connecting and each wait for more bytes from the server (not the whole
     answer: a long generation that keeps streaming never times out). `max_connections` caps
-    the connections open at once; by default none does, each caller bounding its requests in
-    flight (a run's concurrency, a load point's, serve's --max-concurrency). A cap below the
-    caller's concurrency would queue requests in this client, unbounded, inside the latency
-    measured: a fixed 256 made the 44 above it of a load at concurrent:300 wait there, counted
-    as the server's TTFT (p99 1.1 s for 0.1 s), while the server saw 256.
+    the connections open at once; by default only the open files this process may have do
+    (half of them: `connection_cap`), each caller bounding its requests in flight (a run's
+    concurrency, a load point's, serve's --max-concurrency). A cap below the caller's
+    concurrency queues requests in this client, inside the latency measured: a fixed 256 made
+    the 44 above it of a load at concurrent:300 wait there, counted as the server's TTFT (p99
+    1.1 s for 0.1 s), while the server saw 256.
     """
 
     def __init__(
@@ -216,14 +230,15 @@ class OpenAIEngine:
         so a new loop (asyncio.run called again) gets a new one."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._session is None:
-            self._session, self._loop = self._new_session(self.max_connections), loop
+            limit = self.max_connections or connection_cap()
+            self._session, self._loop = self._new_session(limit), loop
         return self._session
 
-    def _new_session(self, limit: int | None) -> aiohttp.ClientSession:
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
         if self._ssl is True and self.root.startswith("https:"):
             self._ssl = ssl.create_default_context()  # loading the CA bundle costs ~20 ms: once
         connector = aiohttp.TCPConnector(
-            limit=limit or 0, limit_per_host=0, keepalive_timeout=KEEPALIVE_S, ssl=self._ssl
+            limit=limit, limit_per_host=0, keepalive_timeout=KEEPALIVE_S, ssl=self._ssl
         )
         return aiohttp.ClientSession(
             connector=connector,
