@@ -203,15 +203,7 @@ def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
     store = Store.create(directory, {"models": {}}, {"host": "test"})
     store.add_configs([("id-a", "served-a", {"strategy": "single"})])
     for i, error in enumerate([None, "upstream: 502 Bad Gateway", DISCONNECTED, DISCONNECTED]):
-        store.write_record(
-            Record(
-                config_id="id-a", task="serve", item_id=f"r{i}", sample=0, output="",
-                score=None, parsed=None, error=error, input_tokens=3, output_tokens=1,
-                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
-                energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
-                cost_usd=None, calls=[],
-            )
-        )  # fmt: skip
+        store.write_record(_bare_record(f"r{i}", "serve", None, error))
     store.close()
     (row,) = json.loads(run_cli("report", str(directory), "--format", "json").stdout)
     assert (row["n"], row["errors"], row["disconnected"]) == (4, 1, 2)
@@ -222,6 +214,16 @@ def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
     assert f"[{k}] left: served requests whose client went away" in " ".join(text.split()), text
 
 
+def _bare_record(item_id, task, score, error=None):
+    """A record of configuration id-a with no energy, FLOPs or cost."""
+    return Record(
+        config_id="id-a", task=task, item_id=item_id, sample=0, output="", score=score,
+        parsed=None, error=error, input_tokens=3, output_tokens=1, ttft_s=0.1, e2e_s=0.2,
+        itl_s=None, decode_tps=None, energy_j=None, energy_source=None, energy_missing=NO_ENERGY,
+        flops=None, peak_rss_bytes=None, cost_usd=None, calls=[],
+    )  # fmt: skip
+
+
 def test_an_accuracy_over_fewer_records_than_n_says_how_many(tmp_path):
     """Beside an unscored task (synthetic load), n counted its records while the accuracy and
     its interval left them out: n 4 beside accuracy 0.5 over 2 records, and nothing said so."""
@@ -230,15 +232,7 @@ def test_an_accuracy_over_fewer_records_than_n_says_how_many(tmp_path):
     store.add_configs([("id-a", "small", {"strategy": "single"})])
     for i, (task, score) in enumerate([("arith", 1.0), ("arith", 0.0), ("synthetic", None),
                                        ("synthetic", None)]):  # fmt: skip
-        store.write_record(
-            Record(
-                config_id="id-a", task=task, item_id=f"i{i}", sample=0, output="",
-                score=score, parsed=None, error=None, input_tokens=3, output_tokens=1,
-                ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
-                energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
-                cost_usd=None, calls=[],
-            )
-        )  # fmt: skip
+        store.write_record(_bare_record(f"i{i}", task, score))
     store.close()
     (row,) = json.loads(run_cli("report", str(directory), "--format", "json").stdout)
     assert (row["n"], row["n_scored"], row["accuracy"]) == (4, 2, 0.5), row
