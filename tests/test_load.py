@@ -218,6 +218,23 @@ def test_a_cooldown_marks_the_last_requests_whichever_bound_ended_the_point(cann
     assert (point["n_measure"], point["n_cooldown"]) == (5, 5), point
 
 
+def test_a_cooldown_needs_no_bound_of_its_own_and_one_of_nothing_marks_nothing(canned, tmp_path):
+    """Counted back from where the point ended, a cool-down in requests needs no --max-requests
+    (it was refused: "counts requests, so it needs --max-requests"); one of 0s marked the last
+    request of a point that ended on --max-requests (after the review)."""
+    bare = tmp_path / "bare"
+    result = _load(canned, bare, "--profile", "constant:20", "--max-seconds", "1", "--cooldown",
+                   "2", "--scrape", "off", "--processes", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sent = _rows(bare, "SELECT phase FROM records ORDER BY sent_s")
+    assert [p for (p,) in sent[-2:]] == ["cooldown"] * 2, sent
+    none = tmp_path / "none"
+    result = _load(canned, none, "--profile", "constant:20", "--max-requests", "4",
+                   "--cooldown", "0s", "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert _rows(none, "SELECT DISTINCT phase FROM records") == [("measure",)]
+
+
 def test_warmup_is_marked_and_finished_points_are_not_redone(canned, tmp_path):
     out = tmp_path / "run"
     args = [

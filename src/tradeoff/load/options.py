@@ -86,7 +86,9 @@ class LoadOptions:
                 continue
             set_aside[amount.seconds] += amount.value
             bound = "--max-seconds" if amount.seconds else "--max-requests"
-            if (self.max_seconds if amount.seconds else self.max_requests) is None:
+            # (a cool-down is counted back from where the point ended, whichever bound ended it)
+            unbounded = (self.max_seconds if amount.seconds else self.max_requests) is None
+            if flag == "--warmup" and unbounded:
                 unit = "seconds" if amount.seconds else "requests"
                 raise UserError(
                     f"{flag} {text} counts {unit}, so it needs {bound} (each load point's "

@@ -402,7 +402,7 @@ def _mark_cooldown(
     stop, its error limit)."""
     options = run.options
     cooldown = options.cooldown_amount
-    if cooldown is None:
+    if cooldown is None or cooldown.value <= 0:  # (0s would take the last request, due at the end)
         return
     if not cooldown.seconds:
         run.store.mark_cooldown(config.config_id, point.label, requests=int(cooldown.value))

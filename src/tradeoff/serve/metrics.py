@@ -58,7 +58,8 @@ class ServerMetrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.ttft = Histogram(
-            "tradeoff_time_to_first_token_seconds", "time from request to the first answer token",
+            "tradeoff_time_to_first_token_seconds",
+            "time from request to the first generated token (a reasoning model's thinking too)",
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.tokens = Counter(
