@@ -214,14 +214,30 @@ def test_clients_that_left_are_counted_apart_from_the_errors(tmp_path):
     assert f"[{k}] left: served requests whose client went away" in " ".join(text.split()), text
 
 
-def _bare_record(item_id, task, score, error=None):
+def _bare_record(item_id, task, score, error=None, calls=()):
     """A record of configuration id-a with no energy, FLOPs or cost."""
     return Record(
         config_id="id-a", task=task, item_id=item_id, sample=0, output="", score=score,
         parsed=None, error=error, input_tokens=3, output_tokens=1, ttft_s=0.1, e2e_s=0.2,
         itl_s=None, decode_tps=None, energy_j=None, energy_source=None, energy_missing=NO_ENERGY,
-        flops=None, peak_rss_bytes=None, cost_usd=None, calls=[],
+        flops=None, peak_rss_bytes=None, cost_usd=None, calls=list(calls),
     )  # fmt: skip
+
+
+def test_a_failed_answer_counted_in_chunks_is_in_no_note_of_answers(tmp_path):
+    """The chunks note counted records that failed after a chunk-counted call (a cascade whose
+    escalation failed) among answers it did not count: "2 of 1 answers" (after the review)."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "casc", {"strategy": "cascade"})])
+    chunked = {"model": "small", "token_count_source": "chunks", "e2e_s": 0.1}
+    for i in range(2):
+        failed = {"model": "large", "error": "upstream 500", "e2e_s": 0.1}
+        store.write_record(_bare_record(f"i{i}", "arith", 0.0, "upstream 500", [chunked, failed]))
+    store.write_record(_bare_record("i9", "arith", 1.0, None, [{**chunked, "model": "large"}]))
+    store.close()
+    said = " ".join(run_cli("report", str(directory)).stdout.split())
+    assert "1 of 1 answers were counted in stream chunks" in said, said
 
 
 def test_an_accuracy_over_fewer_records_than_n_says_how_many(tmp_path):

@@ -320,7 +320,7 @@ def summarize_config(name: str, df: pd.DataFrame, run: pd.DataFrame) -> Summary:
         tpot_s=_mean(tpot(df)),
         decode_tps=_mean(df["decode_tps"]),
         n_first_token=int(df["ttft_s"].notna().sum()),
-        n_counted_in_chunks=int(counted_in_chunks(df).sum()),
+        n_counted_in_chunks=int((counted_in_chunks(df) & df["error"].isna()).sum()),  # answered
         percentiles=latency_percentiles(df),
         roofline_s=roofline_s,
         roofline_eff=roofline_eff,
