@@ -1529,7 +1529,7 @@ def test_a_concurrency_past_the_open_files_limit_is_capped_not_failed(tmp_path):
     """No fixed pool caps the connections to a server (it queued requests past 256 inside the
     latency measured), but the open files do: at a limit of 256, a load at concurrent:300 failed
     requests with "Too many open files", then could not write its store. Half the files go to
-    connections; no request fails."""
+    connections, and the wait of the others is said; no request fails."""
     for url in fast_server("--delay-ms", "20"):
         command = [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{url}#m", "-t",
                    "arith", "--max-tokens", "4", "--profile", "concurrent:300", "--max-requests",
@@ -1542,3 +1542,5 @@ def test_a_concurrency_past_the_open_files_limit_is_capped_not_failed(tmp_path):
     assert ended.returncode == 0, ended.stderr[-3000:]
     errors = _rows(tmp_path / "run", "SELECT COUNT(*) FROM records WHERE error IS NOT NULL")
     assert errors == [(0,)] and "requests failed" not in ended.stderr, ended.stderr[-3000:]
+    said = " ".join(ended.stderr.split())  # the others wait in tradeoff: said (after the review)
+    assert "note: up to 300 requests in flight in one process, which may open only 128 " in said

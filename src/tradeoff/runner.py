@@ -26,6 +26,7 @@ from tradeoff.config import (
     resolve_configs,
     with_absolute_paths,
 )
+from tradeoff.engines.openai import over_cap
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.meters.host import host_info
 from tradeoff.ray_run import RaySession, as_run, executor_of, open_ray_session, shard_size
@@ -137,6 +138,10 @@ async def _execute(
     if unused:
         notify(unused)
     processes = 1 if ray else dispatch.processes_for(spec, configs)
+    refs = [ref for c in configs for ref in c.models.values()]
+    crowded = None if ray else over_cap(dispatch.share(spec.concurrency, 0, processes), refs)
+    if crowded:
+        notify(crowded)
     # Started first, so that they get ready while the models are checked and the store opened.
     helpers = dispatch.start_helpers(processes - 1)
     try:

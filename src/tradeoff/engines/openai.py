@@ -9,6 +9,7 @@ import math
 import ssl
 import time
 import urllib.request
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import aiohttp
@@ -157,6 +158,20 @@ def connection_cap() -> int:
     except (ImportError, OSError, ValueError):  # not Unix
         return 0
     return 0 if soft == resource.RLIM_INFINITY else max(soft // 2, 1)
+
+
+def over_cap(in_flight: int, refs: Iterable[str]) -> str | None:
+    """A note where a process would keep more requests in flight to servers (`refs`: its
+    models') than it may open connections (`connection_cap`): the others wait in tradeoff, the
+    wait inside their TTFT and e2e, with nothing else to say so."""
+    cap = connection_cap()
+    if not cap or in_flight <= cap or not any(r.startswith("openai:") for r in refs):
+        return None
+    return (
+        f"note: up to {in_flight} requests in flight in one process, which may open only {cap} "
+        "connections to servers (half its limit of open files, `ulimit -n`): the others wait "
+        "in tradeoff, their wait counted in their TTFT and e2e; raise the limit"
+    )
 
 
 class OpenAIEngine:

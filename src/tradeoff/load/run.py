@@ -31,7 +31,7 @@ from tradeoff.config import (
     resolve_configs,
     with_absolute_paths,
 )
-from tradeoff.dispatch import unused_processes
+from tradeoff.dispatch import share, unused_processes
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.driver import PointDriver, PointProgress
 from tradeoff.load.options import LoadOptions
@@ -136,6 +136,23 @@ async def _drive(
         stop.uninstall()
 
 
+def _over_cap(
+    profile: Profile, options: LoadOptions, configs: list[Config], spread: Spread | None
+) -> str | None:
+    """`engines.openai.over_cap` of the most requests a process keeps in flight at any point:
+    a rate's (a sweep's) up to --max-concurrency, a closed loop's its own, each process its
+    share where a point is spread."""
+    from tradeoff.engines.openai import over_cap
+
+    points = [*profile.points, *([LoadPoint("throughput")] if profile.sweep else [])]
+    most = 0
+    for point in points:
+        paced = point.paced or point.concurrency is None  # (throughput: --max-concurrency)
+        in_flight = options.max_concurrency if paced else point.concurrency or 1
+        most = max(most, share(in_flight, 0, spread.processes(point) if spread else 1))
+    return over_cap(most, [ref for c in configs for ref in c.models.values()])
+
+
 async def _drive_session(
     opened: AbstractAsyncContextManager[Session],
     spec: RunSpec,
@@ -164,6 +181,9 @@ async def _drive_session(
         pool = session.pool if isinstance(session, RaySession) else None
         spread = Spread(spec, options, api_key, notify) if spreadable(configs) else None
         spread = None if pool else spread
+        crowded = None if pool else _over_cap(profile, options, configs, spread)
+        if crowded:
+            notify(crowded)
         unused = unused_processes(spec, configs, on_ray=pool is not None)
         if unused:
             notify(unused)

@@ -21,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from tradeoff import eventloop
 from tradeoff.abort import abort
 from tradeoff.config import Config, Price, RunSpec, resolve_configs, route_config, same_but_where
+from tradeoff.engines.openai import over_cap
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.serve.accounting import RecordWriter
@@ -377,6 +378,13 @@ def default_lengths_above(served: dict[str, Served], limits: Limits) -> list[str
     return notes
 
 
+def served_refs(served: dict[str, Served]) -> list[str]:
+    """The models of what is served, a policy's choices' included."""
+    from tradeoff.strategies import choices
+
+    return [ref for s in served.values() for c in choices(s.config) for ref in c.models.values()]
+
+
 def _say(message: str) -> None:
     """A line to stderr; none once its reader is gone (`serve ... | tee log`, tee stopped): the
     server goes on serving and storing what it serves."""
@@ -397,4 +405,7 @@ def serve(
     say = notify or _say
     for note in default_lengths_above(served, options.limits or Limits()):
         say(note)
+    crowded = over_cap((options.limits or Limits()).max_concurrency, served_refs(served))
+    if crowded:
+        say(crowded)
     eventloop.run(_serve(served, spec, Path(out), source, options, say))
