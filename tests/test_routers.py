@@ -288,6 +288,27 @@ def test_a_policy_file_of_the_first_format_still_routes(topics, tmp_path):
     )
 
 
+def test_a_policy_file_of_the_first_format_evaluated_says_it_cannot_tell_what_is_in_sample(
+    topics, tmp_path
+):
+    """A file of the first format keeps no digests of its training queries: evaluated on the
+    very queries it was fitted on, its overstated figures read as out of sample, unwarned."""
+    data = _fitted(topics, tmp_path / "p.json")
+    router = data.pop("router")
+    for later in ("fitted_on", "tasks", "cost_unit", "prices", "served_lam"):
+        del data[later]
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps({**data, "format": "tradeoff-policy/1", "dim": router["dim"],
+                    "weights": router["weights"]})
+    )  # fmt: skip
+    evaluated = run_cli("policy", "eval", str(topics), "--policy", str(old))
+    assert evaluated.returncode == 0, evaluated.stderr
+    (warned,) = [line for line in evaluated.stderr.splitlines() if line.startswith("warning:")]
+    assert "does not record which queries it was fitted on" in warned, warned
+    assert "--cv K or --split-by FIELD" in warned, warned
+
+
 def test_the_unzipped_model_is_kept_by_version_and_older_copies_go(tmp_path, monkeypatch):
     """Reinstalling the same package unzips nothing again; a new copy removes the others (each
     is 88 MB: keyed by the archive's modification time, they piled up with every install)."""

@@ -289,6 +289,12 @@ def evaluate_policy(
             f"in-sample: the policy was fitted on {seen:,} of these {len(table.keys):,} queries, "
             "so these figures overstate it; --cv K or --split-by FIELD evaluate it out of sample"
         )
+    elif policy.fitted_on is None:
+        result.warnings.append(
+            f"the policy file {path} does not record which queries it was fitted on (files of "
+            "the first format kept none): if these are among them, these figures overstate it; "
+            "--cv K or --split-by FIELD evaluate it out of sample"
+        )
     return result
 
 

@@ -452,7 +452,8 @@ class Policy:
     lam: float
     target: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)
-    fitted_on: list[str] = field(default_factory=list)  # digests of the training queries
+    # Digests of the training queries; None in files of the first format, which kept none.
+    fitted_on: list[str] | None = None
     # The training queries' tasks and each one's share: a query of another task (served
     # traffic, say) is scored as the mean over them, where the router reads the task
     tasks: dict[str, float] = field(default_factory=dict)
@@ -491,7 +492,7 @@ class Policy:
 
     def seen(self, texts: list[str]) -> np.ndarray:
         """Which of `texts` this policy was fitted on (an evaluation on them is in-sample)."""
-        fitted = set(self.fitted_on)
+        fitted = set(self.fitted_on or ())
         return np.array([embed.digest(t)[:DIGEST] in fitted for t in texts], dtype=bool)
 
     def lams(self, tasks: list[str]) -> np.ndarray:
@@ -591,7 +592,7 @@ class Policy:
             and isinstance(calibration.get("evaluation", ""), str)
         ):
             return "calibration must map its figures to numbers (and evaluation to a string)"
-        if not (
+        if self.fitted_on is not None and not (
             isinstance(self.fitted_on, list) and all(isinstance(d, str) for d in self.fitted_on)
         ):
             return "fitted_on must list the training queries' digests"
