@@ -638,37 +638,67 @@ def test_a_configuration_answering_past_the_token_limit_is_noted_and_its_422_say
     assert "answers with up to 64 tokens where a request names no max_tokens" in message, message
 
 
+PRICES = {"small": {"input": 0.1, "output": 0.4}, "large": {"input": 1.0, "output": 4.0}}
+
+
+def _dollar_policy(tmp_path, url):
+    """A policy fitted on dollars over a run of two models of the fast server at `url`, priced
+    as PRICES (and a third model, unused, priced too)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump({"models": {"small": f"openai:{url}#fast", "large": f"openai:{url}#big",
+                                   "unused": f"openai:{url}#other"},
+                        "tasks": ["arith"], "limit": 12, "sampling": {"max_tokens": 4},
+                        "configs": [{"model": "small"}, {"model": "large"}],
+                        "prices": {**PRICES, "unused": {"input": 9, "output": 9}}})
+    )  # fmt: skip
+    assert run_cli("profile", str(spec), "--out", str(tmp_path / "run")).returncode == 0
+    policy = tmp_path / "router.json"
+    fit = run_cli("policy", "fit", str(tmp_path / "run"), "--cost", "dollars",
+                  "--target-accuracy", "0", "-o", str(policy))  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    return policy
+
+
 def test_a_policy_fitted_on_dollars_prices_its_served_requests(tmp_path):
     """`serve --policy` takes no spec: the policy keeps the prices of the run it was fitted on
     (those of its own models), so served records are priced as the run's were."""
-    prices = {"small": {"input": 0.1, "output": 0.4}, "large": {"input": 1.0, "output": 4.0}}
     for url in fast_server():
-        spec = tmp_path / "spec.yaml"
-        spec.write_text(
-            yaml.safe_dump({"models": {"small": f"openai:{url}#fast", "large": f"openai:{url}#big",
-                                       "unused": f"openai:{url}#other"},
-                            "tasks": ["arith"], "limit": 12, "sampling": {"max_tokens": 4},
-                            "configs": [{"model": "small"}, {"model": "large"}],
-                            "prices": {**prices, "unused": {"input": 9, "output": 9}}})
-        )  # fmt: skip
-        assert run_cli("profile", str(spec), "--out", str(tmp_path / "run")).returncode == 0
-        policy = tmp_path / "router.json"
-        fit = run_cli("policy", "fit", str(tmp_path / "run"), "--cost", "dollars",
-                      "--target-accuracy", "0", "-o", str(policy))  # fmt: skip
-        assert fit.returncode == 0, fit.stderr
+        policy = _dollar_policy(tmp_path, url)
         kept = json.loads(policy.read_text())["prices"]
         assert {alias: (p["input"], p["output"]) for alias, p in kept.items()} == {
-            alias: (p["input"], p["output"]) for alias, p in prices.items()
+            alias: (p["input"], p["output"]) for alias, p in PRICES.items()
         }
         out = tmp_path / "served"
         with serve_process("--policy", str(policy), "--out", str(out)) as served:
             body = {"model": "router", "prompt": "1 + 1 =", "max_tokens": 3}
             assert httpx.post(f"{served.url}/completions", json=body).is_success
     (row,) = _records(out).values()
-    price = prices[row["extra"]["routed_to"]]
+    price = PRICES[row["extra"]["routed_to"]]
     (call,) = row["calls"]
     expected = (price["input"] * call["input_tokens"] + price["output"] * 3) / 1e6
     assert row["cost_usd"] == pytest.approx(expected)
+
+
+def test_a_policy_file_that_keeps_no_prices_is_said_at_start_and_in_the_report(tmp_path):
+    """A policy fitted before policies kept prices (format 2, say) served every request
+    unpriced without a word, and report blamed "no prices in the spec", of a run with no spec."""
+    for url in fast_server():
+        data = json.loads(_dollar_policy(tmp_path, url).read_text())
+        del data["prices"], data["served_lam"]
+        old = tmp_path / "old.json"
+        old.write_text(json.dumps({**data, "format": "tradeoff-policy/2"}))
+        out = tmp_path / "served"
+        with serve_process("--policy", str(old), "--out", str(out)) as served:
+            body = {"model": "old", "prompt": "1 + 1 =", "max_tokens": 3}
+            assert httpx.post(f"{served.url}/completions", json=body).is_success
+    (said,) = [line for line in served.lines if "keeps no prices" in line]
+    assert "old.json" in said and "fit it again" in said, said
+    report = run_cli("report", str(out), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    (row,) = json.loads(report.stdout)
+    assert row["cost_usd"] is None, row
+    assert "old.json keeps no prices" in row["cost_usd_missing"], row
 
 
 def test_a_server_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path):

@@ -461,8 +461,9 @@ class Policy:
     # "" in files fitted before it was kept: taken from imported configurations' own unit.
     cost_unit: str = ""
     # The fitted run's prices of the models its configurations call, by alias (as a spec's
-    # `prices:`): `serve --policy`, which takes no spec, prices its records with them.
-    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # `prices:`): `serve --policy`, which takes no spec, prices its records with them. None in
+    # files fitted before they were kept.
+    prices: dict[str, dict[str, Any]] | None = None
     # The λ for a query of a task the policy was not fitted on (every served one), scored as the
     # mixture over `tasks`: those predictions are flatter than with the task known, so at `lam`
     # served traffic like the training queries missed the target (90% to the weak configuration
@@ -604,7 +605,7 @@ class Policy:
 
     def model_prices(self) -> dict[str, Price]:
         """`prices` as a spec's: what each model's calls cost."""
-        return {alias: Price(**price) for alias, price in self.prices.items()}
+        return {alias: Price(**price) for alias, price in (self.prices or {}).items()}
 
     def save(self, path: str | Path) -> None:
         try:

@@ -288,6 +288,7 @@ class ServeApp:
         limits: Limits,
         api_key: str | None = None,
         prices: dict[str, Any] | None = None,
+        unpriced: str | None = None,
         admission: Admission | None = None,
     ):
         self.served = served
@@ -297,6 +298,7 @@ class ServeApp:
         self.limits = limits
         self.api_key = api_key.encode() if api_key else None
         self.prices = prices or {}
+        self.unpriced = unpriced  # why requests have no price where nothing prices them
         self.admission = admission
         self.in_flight = 0
         self.draining = False
@@ -654,6 +656,8 @@ class _Run:
                 record.ttft_s = None
         elif record.error is None and status >= 500:  # no call made, or the strategy failed
             record.error = outcome.extra.get("exception") or "failed"
+        if record.cost_usd is None and self.app.unpriced:
+            record.extra = {**record.extra, "unpriced": self.app.unpriced}
         record.extra = {
             **record.extra,
             "endpoint": self.endpoint,

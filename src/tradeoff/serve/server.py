@@ -73,15 +73,24 @@ def served_configs(
     return {c.name: Served(c.name, c, "configuration") for c in chosen}
 
 
-def _policy_prices(served: dict[str, Served]) -> dict[str, Price]:
-    """A served policy's prices: those of the run it was fitted on (its file keeps them)."""
+def _policy_prices(served: dict[str, Served]) -> tuple[dict[str, Price], str | None]:
+    """A served policy's prices: those of the run it was fitted on (its file keeps them); and
+    why its requests have none where its file, fitted before they were kept, keeps none."""
     from tradeoff.policy.fit import Policy
 
     prices: dict[str, Price] = {}
+    unpriced = None
     for s in served.values():
         if s.kind == "policy":
-            prices.update(Policy.load(s.config.params["policy"]).model_prices())
-    return prices
+            policy = Policy.load(s.config.params["policy"])
+            prices.update(policy.model_prices())
+            if policy.prices is None:
+                unpriced = (
+                    f"the policy file {s.config.params['policy']} keeps no prices (fitted before "
+                    "tradeoff kept them): fit it again (`tradeoff policy fit`) to have served "
+                    "requests priced"
+                )
+    return prices, unpriced
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -171,6 +180,9 @@ async def _serve(
     notify: Callable[[str], None],
 ) -> None:
     sock = _bind(options.host, options.port)
+    prices, unpriced = (spec.prices, None) if spec else _policy_prices(served)
+    if unpriced:
+        notify(f"note: {unpriced}")
     configs: list[Config] = [s.config for s in served.values()]
     metrics = ServerMetrics()
     try:
@@ -189,7 +201,8 @@ async def _serve(
                 metrics,
                 limits=options.limits or Limits(),
                 api_key=options.api_key,
-                prices=spec.prices if spec else _policy_prices(served),
+                prices=prices,
+                unpriced=unpriced,
             )
             try:
                 await _run_server(app, sock, out, notify)
