@@ -138,8 +138,7 @@ async def _execute(
     if unused:
         notify(unused)
     processes = 1 if ray else dispatch.processes_for(spec, configs)
-    refs = [ref for c in configs for ref in c.models.values()]
-    crowded = None if ray else over_cap(dispatch.share(spec.concurrency, 0, processes), refs)
+    crowded = None if ray else over_cap(dispatch.share(spec.concurrency, 0, processes), configs)
     if crowded:
         notify(crowded)
     # Started first, so that they get ready while the models are checked and the store opened.

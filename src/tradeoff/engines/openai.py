@@ -10,7 +10,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from yarl import URL
@@ -21,6 +21,9 @@ from tradeoff.engines.sse import SSEDecoder
 from tradeoff.errors import UserError
 from tradeoff.eventloop import unless_cancelled
 from tradeoff.types import CANCELLED, Generation, Refusal, Request
+
+if TYPE_CHECKING:
+    from tradeoff.config import Config
 
 TOP_LOGPROBS = 5
 # Parses one streamed chunk. (json.loads on bytes first guesses their encoding: twice the time.)
@@ -160,11 +163,12 @@ def connection_cap() -> int:
     return 0 if soft == resource.RLIM_INFINITY else max(soft // 2, 1)
 
 
-def over_cap(in_flight: int, refs: Iterable[str]) -> str | None:
-    """A note where a process would keep more requests in flight to servers (`refs`: its
-    models') than it may open connections (`connection_cap`): the others wait in tradeoff, the
-    wait inside their TTFT and e2e, with nothing else to say so."""
+def over_cap(in_flight: int, configs: Iterable[Config]) -> str | None:
+    """A note where a process would keep more requests in flight to servers (those of the
+    `configs` it runs) than it may open connections (`connection_cap`): the others wait in
+    tradeoff, the wait inside their TTFT and e2e, with nothing else to say so."""
     cap = connection_cap()
+    refs = [ref for c in configs for ref in c.models.values()]
     if not cap or in_flight <= cap or not any(r.startswith("openai:") for r in refs):
         return None
     return (

@@ -150,7 +150,7 @@ def _over_cap(
         paced = point.paced or point.concurrency is None  # (throughput: --max-concurrency)
         in_flight = options.max_concurrency if paced else point.concurrency or 1
         most = max(most, share(in_flight, 0, spread.processes(point) if spread else 1))
-    return over_cap(most, [ref for c in configs for ref in c.models.values()])
+    return over_cap(most, configs)
 
 
 async def _drive_session(

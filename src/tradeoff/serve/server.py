@@ -391,13 +391,6 @@ def default_lengths_above(served: dict[str, Served], limits: Limits) -> list[str
     return notes
 
 
-def served_refs(served: dict[str, Served]) -> list[str]:
-    """The models of what is served, a policy's choices' included."""
-    from tradeoff.strategies import choices
-
-    return [ref for s in served.values() for c in choices(s.config) for ref in c.models.values()]
-
-
 def _say(message: str) -> None:
     """A line to stderr; none once its reader is gone (`serve ... | tee log`, tee stopped): the
     server goes on serving and storing what it serves."""
@@ -418,7 +411,10 @@ def serve(
     say = notify or _say
     for note in default_lengths_above(served, options.limits or Limits()):
         say(note)
-    crowded = over_cap((options.limits or Limits()).max_concurrency, served_refs(served))
+    from tradeoff.strategies import choices
+
+    chosen = [c for s in served.values() for c in choices(s.config)]  # a policy's choices too
+    crowded = over_cap((options.limits or Limits()).max_concurrency, chosen)
     if crowded:
         say(crowded)
     eventloop.run(_serve(served, spec, Path(out), source, options, say))
