@@ -472,25 +472,30 @@ def test_one_data_file_at_two_paths_pairs_and_served_runs_say_why_they_cannot(tm
 
 def test_two_data_files_of_one_name_pair_across_checkouts(tmp_path):
     """Two tasks of one run sharing a file name (gsm/test.jsonl, mm/test.jsonl) kept their
-    absolute paths, so two checkouts of the same data paired none of their items."""
+    absolute paths, so two checkouts of the same data paired none of their items. A run of
+    gsm's file alone keyed it by its name, so it paired with neither of the two."""
     import contextlib
 
     from conftest import fast_server
 
-    for place in ("one", "two"):
+    for place in ("one", "two", "three"):
         for folder, i in (("gsm", 2), ("mm", 3)):
             (tmp_path / place / folder).mkdir(parents=True)
             item = {"prompt": f"What is {i}+{i}?", "answer": 2 * i}
             (tmp_path / place / folder / "test.jsonl").write_text(json.dumps(item) + "\n")
+    runs = {"one": ("gsm", "mm"), "two": ("gsm", "mm"), "three": ("gsm",)}
     with contextlib.contextmanager(fast_server)() as url:
-        for place in ("one", "two"):
-            tasks = [("-t", f"jsonl:{tmp_path / place / f / 'test.jsonl'}") for f in ("gsm", "mm")]
+        for place, folders in runs.items():
+            tasks = [("-t", f"jsonl:{tmp_path / place / f / 'test.jsonl'}") for f in folders]
             out = str(tmp_path / f"r{place}")
             done = run_cli("profile", "-m", f"openai:{url}#m", *sum(tasks, ()), "--out", out)
             assert done.returncode == 0, done.stderr
-    paired = run_cli("compare", str(tmp_path / "rone"), str(tmp_path / "rtwo"), "-f", "json")
+    runs_given = [str(tmp_path / f"r{place}") for place in runs]
+    paired = run_cli("compare", *runs_given, "-f", "json")
     assert paired.returncode == 0, paired.stderr
-    assert [c["n"] for c in json.loads(paired.stdout)[0]["configs"]] == [2]
+    assert [c["configs"][0]["n"] for c in json.loads(paired.stdout)] == [2, 1]
+    alone = run_cli("compare", runs_given[2], runs_given[0], "-f", "json")
+    assert [c["configs"][0]["n"] for c in json.loads(alone.stdout)] == [1], alone.stderr
 
 
 def test_costs_priced_per_hour_under_load_and_of_failed_queries_say_why(tmp_path):

@@ -169,11 +169,12 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
     return (mean, float(low), float(high))
 
 
-def task_keys(tasks: list[str]) -> dict[str, str]:
+def task_keys(runs: list[list[str]]) -> dict[str, str]:
     """What pairs a task with the same task in another run: a file's task by the shortest
-    ending of its path that no other of this run's tasks shares (its file's name, or
-    `gsm/test.jsonl` beside `mm/test.jsonl`): a run stores it by its absolute path, which
-    differs between two machines' checkouts of the same data; any other by its name."""
+    ending of its path that no two tasks of any one run share (its file's name, or
+    `gsm/test.jsonl` where one run has `mm/test.jsonl` beside it, so that a run of gsm's file
+    alone keys it alike): a run stores it by its absolute path, which differs between two
+    machines' checkouts of the same data; any other by its name. `runs`: each run's tasks."""
 
     def ending(task: str, parts: int) -> str:
         prefix = next((p for p in FILE_TASKS if task.startswith(p)), None)
@@ -185,11 +186,16 @@ def task_keys(tasks: list[str]) -> dict[str, str]:
             return task
         return f"{prefix}{Path(*path.parts[-parts:])}{sep}{rest}"
 
+    tasks = list(dict.fromkeys(t for run in runs for t in run))
     keys: dict[str, str] = {}
     for parts in range(1, max((len(Path(t).parts) for t in tasks), default=0) + 1):
         endings = {task: ending(task, parts) for task in tasks if task not in keys}
-        taken = Counter([*endings.values(), *keys.values()])
-        keys.update({task: key for task, key in endings.items() if taken[key] == 1})
+        shared: set[str] = set()  # endings two tasks of one run share
+        for run in runs:
+            taken = Counter([*(endings[t] for t in run if t in endings), *(
+                keys[t] for t in run if t in keys)])  # fmt: skip
+            shared.update(key for key, n in taken.items() if n > 1)
+        keys.update({task: key for task, key in endings.items() if key not in shared})
     return {task: keys.get(task, task) for task in tasks}
 
 
@@ -216,8 +222,7 @@ def _read(directory: Path) -> _Run:
     records["item_content"] = [
         content.get(key) for key in zip(records["task"], records["item_id"], strict=True)
     ]
-    records["task_key"] = records["task"].map(task_keys(list(records["task"].unique())))
-    measured = records[records["phase"].fillna("measure") == "measure"]
+    measured = records[records["phase"].fillna("measure") == "measure"].copy()
     if measured.empty:
         raise UserError(
             f"{directory} holds no records yet (no query answered, or only warm-up and "
@@ -414,7 +419,7 @@ def _keys(items: list[dict[str, Any]]) -> list[str]:
         values = [item.get(field) for item in items]
         if all(isinstance(v, str) and v for v in values) and len(set(values)) == len(values):
             names = [str(v) for v in values]
-            return list(task_keys(names).values()) if field == "ref" else names
+            return list(task_keys([names]).values()) if field == "ref" else names
     return [str(i) for i in range(len(items))]
 
 
@@ -502,6 +507,9 @@ def compare_runs(directories: list[Path]) -> tuple[list[Comparison], list[str]]:
     before any is compared, so that a bad directory is named before any work is done."""
     check_directories(directories)
     runs = [_read(directory) for directory in directories]
+    keys = task_keys([list(run.records["task"].unique()) for run in runs])
+    for run in runs:
+        run.records["task_key"] = run.records["task"].map(keys)
     comparisons, left_out = [], []
     for b in runs[1:]:
         try:
