@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tradeoff.types import Item, Record
 CSV_SUFFIXES = (".csv",)
 JSONL_SUFFIXES = (".jsonl", ".json")
 MAX_FIELD = 1 << 30  # characters a CSV field may hold (the csv module stops at 131,072)
+PROGRESS_EVERY = 10_000  # records written between two calls of `import_outcomes`' on_written
 
 MODEL_EXAMPLE = "e.g. --model gpt4=gpt4_correct,cost=0.03"
 
@@ -86,9 +87,11 @@ def import_outcomes(
     cost_unit: str = "USD",
     id_col: str | None = None,
     task: str = "imported",
+    on_written: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Write one configuration per model and one record per (row, model) to the run directory
-    `out`. The whole file is checked first: a bad row leaves no directory behind."""
+    `out`. The whole file is checked first: a bad row leaves no directory behind. `on_written`
+    is told (records written, records in all) every `PROGRESS_EVERY` records."""
     path = Path(path)
     shown = str(path)
     _check_models(models)
@@ -174,11 +177,15 @@ def import_outcomes(
             # One transaction for all records: a file of 100k rows imports in seconds, not
             # minutes.
             store.conn.execute("BEGIN")
+            written, total = 0, len(items) * len(models)
             for item, row_scores in zip(items, scores, strict=True):
                 for (cid, _, _), (_, _, cost), score in zip(
                     configs, models, row_scores, strict=True
                 ):
                     store.write_record(_record(cid, item, score, cost, cost_unit, usd))
+                    written += 1
+                    if on_written is not None and written % PROGRESS_EVERY == 0:
+                        on_written(written, total)
             store.conn.execute("COMMIT")
             store.end_session(started, "finished")
     except BaseException as exc:
