@@ -50,7 +50,7 @@ from tradeoff.analysis.router import (
 )
 from tradeoff.meters.host import cpu_model
 from tradeoff.policy.features import featurize
-from tradeoff.policy.logistic import expected_scores, fit_predictors
+from tradeoff.policy.routers import WordsLR
 
 ROOT = Path(__file__).resolve().parent.parent
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -275,8 +275,9 @@ def lr_pair(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray) -> np.ndarray:
 
 
 def irls_pair(x: np.ndarray, y: np.ndarray, x_eval: np.ndarray) -> np.ndarray:
-    """Today's `policy fit`: tradeoff's own IRLS predictors, one per model, same difference."""
-    e = expected_scores(x_eval, fit_predictors(x, y))
+    """`policy fit`'s words-lr predictors, one per model, same difference (fitted by its own
+    IRLS until 2026-12-07: the same predictions, bench_logistic.py)."""
+    e = WordsLR().fit(x, y).expected(x_eval)
     return e[:, 1] - e[:, 0]
 
 

@@ -1,44 +1,47 @@
-"""L2-regularised logistic regression by Newton's method (IRLS), in numpy.
-
-Small and exact enough for routing: a few hundred features, thousands of queries.
-"""
+"""One L2-penalised logistic regression per configuration, each predicting its score in [0, 1]
+(scikit-learn's LogisticRegression). Until 2026-12-07 `words-lr` fitted its own Newton's method
+in numpy; scikit-learn's newton-cholesky solver predicts the same probabilities (within 1e-12)
+in 0.6 to 0.8 of its time: `benchmarks/bench_logistic.py` (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+# A configuration that scored one way only is predicted that score, its logit clipped here.
+CLIP = 1e-4
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+
+def logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, CLIP, 1 - CLIP)
+    return np.log(q / (1 - q))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 25) -> np.ndarray:
-    """Weights w minimising the mean log-loss of sigmoid(x @ w) against y in [0, 1] plus
-    l2/2 |w|^2 / n (the bias column, the last, is not penalised)."""
-    n, d = x.shape
-    w = np.zeros(d)
-    penalty = np.full(d, l2 / max(n, 1))
-    penalty[-1] = 0.0
-    for _ in range(iters):
-        p = _sigmoid(x @ w)
-        grad = x.T @ (p - y) / n + penalty * w
-        hess = (x.T * (p * (1 - p))) @ x / n + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w
+def fit_per_config(
+    x: np.ndarray, scores: np.ndarray, c: float, solver: str = "lbfgs"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients (M x d) and intercepts (M) of one logistic regression per column of
+    `scores` (N x M) on x (N x d), the intercept not penalised; `c`: scikit-learn's C, the
+    inverse of the L2 penalty on the summed log-loss. A fractional score is a success weighted
+    by it and a failure weighted by the rest; a column of one value only is that constant."""
+    from sklearn.linear_model import LogisticRegression
 
-
-def predict(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Predicted probability of success for each row of x."""
-    return _sigmoid(x @ w)
-
-
-def fit_predictors(x: np.ndarray, scores: np.ndarray, l2: float = 1.0) -> np.ndarray:
-    """One logistic predictor of P(score) per configuration: weights, shape (M, d)."""
-    return np.stack([fit_logistic(x, scores[:, j], l2=l2) for j in range(scores.shape[1])])
-
-
-def expected_scores(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.stack([predict(x, w) for w in weights], axis=1)
+    coef, intercept = [], []
+    for j in range(scores.shape[1]):
+        y = np.clip(scores[:, j], 0.0, 1.0)
+        if y.min() == y.max():  # one outcome only: a constant
+            coef.append(np.zeros(x.shape[1]))
+            intercept.append(float(logit(np.array([y[0]]))[0]))
+            continue
+        model = LogisticRegression(C=c, solver=solver, max_iter=1000)
+        if np.isin(y, (0.0, 1.0)).all():
+            model.fit(x, y)
+        else:
+            pairs = np.vstack([x, x]), np.r_[np.ones(len(y)), np.zeros(len(y))]
+            model.fit(*pairs, sample_weight=np.r_[y, 1 - y])
+        coef.append(model.coef_[0])
+        intercept.append(float(model.intercept_[0]))
+    return np.array(coef), np.array(intercept)

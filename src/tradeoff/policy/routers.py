@@ -2,7 +2,7 @@
 [0, 1]); the policy routes on those predictions and the configurations' costs.
 
 - `words-lr`: logistic regression on hashed words (`features.featurize`), one per configuration,
-  fitted by our own IRLS (`logistic.py`). Needs nothing installed; the fastest.
+  fitted by scikit-learn's newton-cholesky solver (`logistic.py`). Needs no extra; the fastest.
 - `embed-lr`: logistic regression on sentence embeddings (`embed.py`), one per configuration
   (scikit-learn; a fractional score is a weighted pair of a success and a failure).
 - `embed-knn`: the similarity-weighted mean score of the k nearest training queries by cosine
@@ -36,7 +36,7 @@ import numpy as np
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
 from tradeoff.policy.features import TOKENS, WORDS, featurize
-from tradeoff.policy.logistic import expected_scores, fit_predictors
+from tradeoff.policy.logistic import fit_per_config, logit, sigmoid
 
 WORDS_DIM = 512
 
@@ -54,15 +54,6 @@ def _unpack(d: dict[str, Any]) -> np.ndarray:
     if not np.isfinite(array).all():  # (a packed array: `_finite` reads the file's numbers)
         raise ValueError("it holds a number that is not finite (NaN or infinity)")
     return array
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(q / (1 - q))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
 
 
 class Router:
@@ -94,12 +85,15 @@ class WordsLR(Router):
         self.weights, self.dim, self.tokens = weights, dim, tokens
 
     def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
-        self.weights = fit_predictors(x, scores)
+        """Weights (M x d) of x's columns, the last (`featurize`'s constant 1) the intercept;
+        L2 penalty 1 on the summed log-loss."""
+        coef, intercept = fit_per_config(x[:, :-1], scores, c=1.0, solver="newton-cholesky")
+        self.weights = np.hstack([coef, intercept[:, None]])
         return self
 
     def expected(self, x: np.ndarray) -> np.ndarray:
         assert self.weights is not None
-        return expected_scores(x, self.weights)
+        return sigmoid(x @ self.weights.T)
 
     def state(self) -> dict[str, Any]:
         assert self.weights is not None
@@ -116,11 +110,6 @@ class WordsLR(Router):
         return cls(np.asarray(state["weights"], dtype=float), int(state["dim"]), tokens)
 
 
-def _weighted_pairs(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A fractional target y as a success weighted y and a failure weighted 1 - y."""
-    return np.vstack([x, x]), np.r_[np.ones(len(y)), np.zeros(len(y))], np.r_[y, 1 - y]
-
-
 class EmbedLR(Router):
     kind, features = "embed-lr", "embedding"
     # L2 penalty on the mean log-loss, whatever the number of queries n (scikit-learn's C is
@@ -131,26 +120,12 @@ class EmbedLR(Router):
         self.coef, self.intercept = coef, intercept
 
     def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
-        from sklearn.linear_model import LogisticRegression
-
-        coef, intercept = [], []
-        for j in range(scores.shape[1]):
-            y = np.clip(scores[:, j], 0.0, 1.0)
-            if y.min() == y.max():  # one outcome only: a constant
-                coef.append(np.zeros(x.shape[1]))
-                intercept.append(float(_logit(np.array([y[0]]))[0]))
-                continue
-            xs, ys, ws = _weighted_pairs(x, y)
-            c = 1.0 / (self.PENALTY * len(x))
-            lr = LogisticRegression(C=c, max_iter=1000).fit(xs, ys, sample_weight=ws)
-            coef.append(lr.coef_[0])
-            intercept.append(float(lr.intercept_[0]))
-        self.coef, self.intercept = np.array(coef), np.array(intercept)
+        self.coef, self.intercept = fit_per_config(x, scores, c=1.0 / (self.PENALTY * len(x)))
         return self
 
     def expected(self, x: np.ndarray) -> np.ndarray:
         assert self.coef is not None and self.intercept is not None
-        return _sigmoid(x @ self.coef.T + self.intercept)
+        return sigmoid(x @ self.coef.T + self.intercept)
 
     def state(self) -> dict[str, Any]:
         assert self.coef is not None and self.intercept is not None
@@ -217,14 +192,14 @@ class TwoTower(Router):
         params = [
             rng.normal(0, 1 / math.sqrt(d), (d, self.RANK)),
             rng.normal(0, 1 / math.sqrt(self.RANK), (self.RANK, m)),
-            _logit(scores.mean(axis=0)),
+            logit(scores.mean(axis=0)),
         ]
         first = [np.zeros_like(a) for a in params]
         second = [np.zeros_like(a) for a in params]
         for step in range(1, self.STEPS + 1):
             p, v, b = params
             u = x @ p
-            err = (_sigmoid(u @ v + b) - scores) / (n * m)  # d(mean log-loss)/d(logit)
+            err = (sigmoid(u @ v + b) - scores) / (n * m)  # d(mean log-loss)/d(logit)
             grads = [x.T @ (err @ v.T) + self.L2 * p, u.T @ err + self.L2 * v, err.sum(axis=0)]
             for a, g, m1, m2 in zip(params, grads, first, second):  # Adam
                 m1 *= 0.9
@@ -237,7 +212,7 @@ class TwoTower(Router):
 
     def expected(self, x: np.ndarray) -> np.ndarray:
         assert self.p is not None and self.v is not None and self.b is not None
-        return _sigmoid(x @ self.p @ self.v + self.b)
+        return sigmoid(x @ self.p @ self.v + self.b)
 
     def state(self) -> dict[str, Any]:
         assert self.p is not None and self.v is not None and self.b is not None
@@ -263,12 +238,10 @@ class Ensemble(Router):
         self.members, self.stack, self.stacked_on = members or [], stack, stacked_on
 
     def _stacked(self, predictions: list[np.ndarray], j: int) -> np.ndarray:
-        take = _logit if self.stacked_on == "logits" else np.asarray
+        take = logit if self.stacked_on == "logits" else np.asarray
         return np.stack([take(p[:, j]) for p in predictions], axis=1)
 
     def fit(self, x: np.ndarray, scores: np.ndarray) -> Router:
-        from sklearn.linear_model import LogisticRegression
-
         order = np.random.default_rng(0).permutation(len(x))
         folds = [order[i :: self.FOLDS] for i in range(min(self.FOLDS, len(x)))]
         oof = [np.zeros_like(scores, dtype=float) for _ in self.MEMBERS]
@@ -276,18 +249,12 @@ class Ensemble(Router):
             train = np.setdiff1d(order, test)
             for out, member in zip(oof, self.MEMBERS):
                 out[test] = member().fit(x[train], scores[train]).expected(x[test])
-        coef, intercept = [], []
-        for j in range(scores.shape[1]):
-            z, y = self._stacked(oof, j), np.clip(scores[:, j], 0.0, 1.0)
-            if y.min() == y.max():
-                coef.append(np.zeros(len(self.MEMBERS)))
-                intercept.append(float(_logit(np.array([y[0]]))[0]))
-                continue
-            zs, ys, ws = _weighted_pairs(z, y)
-            lr = LogisticRegression(C=1.0, max_iter=1000).fit(zs, ys, sample_weight=ws)
-            coef.append(lr.coef_[0])
-            intercept.append(float(lr.intercept_[0]))
-        self.stack = EmbedLR(np.array(coef), np.array(intercept))
+        fitted = [
+            fit_per_config(self._stacked(oof, j), scores[:, [j]], c=1.0)
+            for j in range(scores.shape[1])
+        ]
+        coef, intercept = (np.vstack([f[k] for f in fitted]) for k in (0, 1))
+        self.stack = EmbedLR(coef, intercept.ravel())
         self.members = [member().fit(x, scores) for member in self.MEMBERS]
         return self
 
@@ -296,7 +263,7 @@ class Ensemble(Router):
         predictions = [m.expected(x) for m in self.members]
         assert self.stack.intercept is not None
         columns = [
-            _sigmoid(self._stacked(predictions, j) @ self.stack.coef[j] + self.stack.intercept[j])
+            sigmoid(self._stacked(predictions, j) @ self.stack.coef[j] + self.stack.intercept[j])
             for j in range(len(self.stack.intercept))
         ]
         return np.stack(columns, axis=1)
