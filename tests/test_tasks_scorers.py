@@ -91,6 +91,33 @@ def test_choice_parse(output: str, letter: str | None) -> None:
     assert make_scorer("choice").parse(output) == letter
 
 
+@pytest.mark.parametrize(
+    ("output", "letter"),
+    [
+        ("The answer is b because the sky is blue.", "B"),
+        ("The answer is (b) paris", "B"),
+        ("Answer: c is right", "C"),
+        ("option b is correct", "B"),
+        ("(c) apple", "C"),
+        ("(a) Paris", "A"),
+        ("b) Paris", "B"),
+        ("b. paris", "B"),
+        ("A is correct.", "A"),
+        ("A because it is bigger", "A"),
+        ("the answer is a because it is bigger", "A"),
+        ("a dog", None),  # the article, still
+        ("the answer is a dog", None),
+        ("i think so", None),
+        ("e.g. nothing", None),
+    ],
+)
+def test_choice_reads_a_letter_before_a_word(output: str, letter: str | None) -> None:
+    """Only "a" can be an article and "i" a pronoun, but every lowercase letter a word followed
+    ("the answer is b because", "(c) apple") was read as none, and "A is correct" read as none
+    where "B is correct" read B."""
+    assert ChoiceScorer(letters="ABCD").parse(output) == letter
+
+
 def test_choice_letters_limit_the_options() -> None:
     four = ChoiceScorer(letters="ABCD")
     assert four.parse("E") is None

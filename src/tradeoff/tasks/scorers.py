@@ -145,6 +145,9 @@ class ChoiceScorer:
 
     name: str = "choice"
     letters: str = LETTERS  # the options' letters; "ABCD" for four options
+    # In its repr, so in each item's hash: a resume sees them change (2: a lowercase letter or
+    # an "A" before a word is read unless it is the article or the pronoun).
+    rules: int = 2
 
     def parse(self, output: str) -> str | None:
         text = output.replace("*", "").strip()  # markdown bold: "**B**"
@@ -154,27 +157,37 @@ class ChoiceScorer:
         for keyword in ("answer", "option|choice"):
             for m in re.finditer(
                 rf"\b(?:{keyword})\s*(?:is|would\s+be|should\s+be|must\s+be|=|-)?\s*:?\s*"
-                rf"(?:option\s+|letter\s+)?\(?([{letters}{lower}])\b\)?",
+                rf"(?:option\s+|letter\s+)?(\(?)([{letters}{lower}])\b(\)?)",
                 text,
                 re.IGNORECASE,
             ):
-                letter = m.group(1)
-                # "the answer is a cat": an article, not option A.
-                if letter.isupper() or not re.match(r"\s*[a-z]", text[m.end() :]):
-                    return letter.upper()
-        # 2. The output starts with the letter: "B", "(B)", "B)", "B. Paris", "b".
-        start = re.match(rf"\(?([{letters}{lower}])\)?(?=[).:,]|\s*$|\s*\n|\s+[^a-z\s])", text)
-        if start and (start.group(1).isupper() or re.fullmatch(r"\(?[a-j]\)?[.)]?", text)):
-            return start.group(1).upper()
+                if m.group(2).isupper() or not _a_word(m):
+                    return m.group(2).upper()
+        # 2. The output starts with the letter: "B", "(B)", "b) Paris", "B. Paris", "b because".
+        start = re.match(rf"(\(?)([{letters}{lower}])(\)?)(?=[.:,]?(?:\s|$))", text)
+        if start and not _a_word(start):
+            return start.group(2).upper()
         # 3. The first standalone capital letter, skipping "A" and "I" used as words ("I think").
-        for m in re.finditer(rf"(?<![\w'])\(?([{letters}])\)?(?![\w'])", text):
-            if m.group(1) in "AI" and re.match(r"\s+[a-z]", text[m.end() :]):
-                continue
-            return m.group(1)
+        for m in re.finditer(rf"(?<![\w'])(\(?)([{letters}])(\)?)(?![\w'])", text):
+            if not _a_word(m):
+                return m.group(2)
         return None
 
     def score(self, output: str, item: Item) -> float:
         return 1.0 if self.parse(output) == item.reference.strip().upper() else 0.0
+
+
+def _a_word(found: re.Match[str]) -> bool:
+    """Whether the letter `found` (groups: an opening bracket, the letter, a closing bracket) is
+    the article "a" or the pronoun "I" ("a cat", "I think"): no bracket, and a lowercase word
+    follows that is not "is" or "because", which neither comes before ("A is correct")."""
+    opening, letter, closing = found.group(1, 2, 3)
+    after = found.string[found.end() :]
+    return (
+        not (opening or closing)
+        and letter in "aAiI"
+        and re.match(r"\s+(?!(?:is|because)\b)[a-z]", after) is not None
+    )
 
 
 def first_line(output: str) -> str:
