@@ -50,6 +50,21 @@ def test_numeric_score(output: str, reference: str, expected: float) -> None:
 @pytest.mark.parametrize(
     ("output", "parsed"),
     [
+        ("#### Step 1: Multiply\n3 * 4 = 12\n#### Step 2: Add\n12 + 5 = 17\nSo 17.", "17"),
+        ("#### Solution for 2 boxes\nEach box holds 12, so 24.", "24"),
+        ("#### 8\n#### Check: 2 * 4 = 8, done in 3 steps", "8"),
+        ("####42", "42"),
+    ],
+)
+def test_numeric_marker_is_four_hashes_before_a_number(output: str, parsed: str) -> None:
+    """A markdown heading ("#### Step 2") was read as GSM8K's answer marker, and the first
+    number after it (the step's) as the answer."""
+    assert make_scorer("numeric").parse(output) == parsed
+
+
+@pytest.mark.parametrize(
+    ("output", "parsed"),
+    [
         ("1,234.50", "1234.5"),
         ("42.0", "42"),
         ("-0", "0"),

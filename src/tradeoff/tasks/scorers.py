@@ -33,6 +33,9 @@ _NUMBER_PIECE = re.compile(
 _BARE_NUMBER = re.compile(
     r"\s*[-+\u2212]?\s*\$?\s*(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)\s*%?\.?\s*"
 )
+# GSM8K's answer marker: "####" and a number right after it ("#### 42"), as lm-evaluation-harness's
+# strict match reads it; a markdown heading ("#### Step 2: Add") is no marker.
+_MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
@@ -104,11 +107,17 @@ def canonical_number(text: str) -> str | None:
     return "0" if text == "-0" else text
 
 
+def marked_number(text: str) -> str | None:
+    """The number after the last "####" that a number follows (GSM8K's "#### 42"), canonical;
+    None where there is none."""
+    found = _MARKED_NUMBER.findall(text.replace("\u2212", "-"))
+    return canonical_number(found[-1]) if found else None
+
+
 def reference_number(reference: str) -> str | None:
     """The number a reference stands for: GSM8K style "...\\n#### 42", or a bare number."""
     if "####" in reference:
-        found = _NUMBER.search(reference.rsplit("####", 1)[1].replace("\u2212", "-"))
-        return canonical_number(found.group()) if found else None
+        return marked_number(reference)
     if _BARE_NUMBER.fullmatch(reference):
         return canonical_number(reference)
     return None
@@ -119,15 +128,16 @@ class NumericScorer:
     """The last number in the output (or the one after "####"), compared within 1e-6 relative."""
 
     name: str = "numeric"
+    # In its repr, so in each item's hash: a resume sees them change (2: "####" marks the answer
+    # only where a number follows it).
+    rules: int = 2
 
     def parse(self, output: str) -> str | None:
-        text = output.replace("\u2212", "-")
-        if "####" in text:
-            # Models trained on GSM8K mark their final answer the way its references do.
-            found = _NUMBER.search(text.rsplit("####", 1)[1])
-            if found:
-                return canonical_number(found.group())
-        numbers = _NUMBER.findall(text)
+        # Models trained on GSM8K mark their final answer the way its references do.
+        marked = marked_number(output)
+        if marked is not None:
+            return marked
+        numbers = _NUMBER.findall(output.replace("\u2212", "-"))
         return canonical_number(numbers[-1]) if numbers else None
 
     def score(self, output: str, item: Item) -> float:
