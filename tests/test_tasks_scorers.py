@@ -48,6 +48,25 @@ def test_numeric_score(output: str, reference: str, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("output", "reference", "expected"),
+    [
+        ("#### 2,500,002", "#### 2500000", 0.0),
+        ("The answer is 1234568.", "1234567", 0.0),
+        ("10000009", "10000000", 0.0),
+        ("The answer is 1,234,567.", "1234567", 1.0),
+        ("1234567.0", "1234567", 1.0),
+        ("2500000.0000001", "2500000", 1.0),  # a fraction: compared within 1e-6 relative
+    ],
+)
+def test_numeric_whole_numbers_are_compared_exactly(
+    output: str, reference: str, expected: float
+) -> None:
+    """Within 1e-6 relative, two whole numbers from a million up that differ by one or more
+    compared equal: 1234568 scored right for 1234567."""
+    assert make_scorer("numeric").score(output, item(reference)) == expected
+
+
+@pytest.mark.parametrize(
     ("output", "parsed"),
     [
         ("#### Step 1: Multiply\n3 * 4 = 12\n#### Step 2: Add\n12 + 5 = 17\nSo 17.", "17"),

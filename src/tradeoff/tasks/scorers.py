@@ -125,12 +125,13 @@ def reference_number(reference: str) -> str | None:
 
 @dataclass(frozen=True)
 class NumericScorer:
-    """The last number in the output (or the one after "####"), compared within 1e-6 relative."""
+    """The last number in the output (or the one after "####"): two whole numbers compared
+    exactly, a fraction within 1e-6 relative (a rounded decimal)."""
 
     name: str = "numeric"
     # In its repr, so in each item's hash: a resume sees them change (2: "####" marks the answer
-    # only where a number follows it).
-    rules: int = 2
+    # only where a number follows it; 3: whole numbers compared exactly).
+    rules: int = 3
 
     def parse(self, output: str) -> str | None:
         # Models trained on GSM8K mark their final answer the way its references do.
@@ -145,6 +146,9 @@ class NumericScorer:
         got = self.parse(output)
         if expected is None or got is None:
             return 0.0
+        if "." not in expected and "." not in got:
+            # Whole numbers exactly: within 1e-6, 1234568 is 1234567.
+            return 1.0 if expected == got else 0.0
         a, b = float(expected), float(got)
         return 1.0 if math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) else 0.0
 
