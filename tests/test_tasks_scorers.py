@@ -234,6 +234,19 @@ def test_exact_score(output: str, reference: str, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
+    "output",
+    ["Answer:\nParis", "Final answer:\n\nParis", "**Answer:** Paris", "**Answer**: Paris"],
+)
+def test_an_answer_prefix_on_its_own_line_or_in_bold_is_not_the_answer(output: str) -> None:
+    """ "Answer:" on a line of its own was read as the answer (nothing), and "**Answer:**" was
+    not taken for the prefix ("answer paris"), so exact scored Paris wrong and vote found no
+    answer."""
+    assert make_scorer("exact").parse(output) == "paris"
+    assert make_scorer("exact").score(output, item("Paris")) == 1.0
+    assert make_scorer("contains").parse(output) == "paris"
+
+
+@pytest.mark.parametrize(
     ("output", "reference", "expected"),
     [
         ("I believe it is Paris, France.", "Paris", 1.0),

@@ -39,13 +39,17 @@ _MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
-_ANSWER_PREFIX = re.compile(r"^\s*(?:final\s+)?answer\s*[:\-]\s*", re.IGNORECASE)
+# "Answer:", "Final answer -", and in markdown bold or italics: "**Answer:**", "**Answer**:".
+_ANSWER_PREFIX = re.compile(
+    r"^\s*[*_]*\s*(?:final\s+)?answer\s*[*_]*\s*[:\-]\s*[*_]*\s*", re.IGNORECASE
+)
 
 
-# The version of `normalize`'s rules, in the text scorers' repr and so in each stored item's
-# hash: records scored by earlier rules are found on --resume, not mixed with new ones (2: a
-# number keeps its sign and point).
-NORMALIZE_RULES = 2
+# The version of the text scorers' rules (`normalize`, `first_line`), in their repr and so in
+# each stored item's hash: records scored by earlier rules are found on --resume, not mixed with
+# new ones (2: a number keeps its sign and point; 3: "Answer:" on a line of its own, or in bold,
+# is not the answer).
+TEXT_RULES = 3
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -205,10 +209,10 @@ def _a_word(found: re.Match[str]) -> bool:
 
 
 def first_line(output: str) -> str:
-    """The first non-empty line, without a leading "Answer:"."""
+    """The first line with something on it besides a leading "Answer:", without that prefix."""
     for line in output.splitlines():
-        if line.strip():
-            return _ANSWER_PREFIX.sub("", line).strip()
+        if answer := _ANSWER_PREFIX.sub("", line).strip():
+            return answer
     return ""
 
 
@@ -218,7 +222,7 @@ class ExactScorer:
     after normalization."""
 
     name: str = "exact"
-    rules: int = NORMALIZE_RULES  # in its repr, so in each item's hash: a resume sees them change
+    rules: int = TEXT_RULES  # in its repr, so in each item's hash: a resume sees them change
 
     def parse(self, output: str) -> str | None:
         return normalize(first_line(output)) or None
@@ -234,7 +238,7 @@ class ContainsScorer:
     for short factual questions answered by chatty models."""
 
     name: str = "contains"
-    rules: int = NORMALIZE_RULES  # in its repr, so in each item's hash: a resume sees them change
+    rules: int = TEXT_RULES  # in its repr, so in each item's hash: a resume sees them change
     window: int = 200  # characters of the output searched; the answer comes first or not at all
 
     def parse(self, output: str) -> str | None:
@@ -253,7 +257,7 @@ class RegexScorer:
 
     pattern: str
     name: str = "regex"
-    rules: int = NORMALIZE_RULES
+    rules: int = TEXT_RULES
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
