@@ -1,7 +1,7 @@
 """One L2-penalised logistic regression per configuration, each predicting its score in [0, 1]
 (scikit-learn's LogisticRegression). Until 2026-12-07 `words-lr` fitted its own Newton's method
-in numpy; scikit-learn's newton-cholesky solver predicts the same probabilities (within 1e-12)
-in 0.6 to 0.8 of its time: `benchmarks/bench_logistic.py` (benchmarks/RESULTS.md)."""
+in numpy; scikit-learn's newton-cholesky solver predicts the same probabilities (within 1e-6)
+in 0.7 to 0.9 of its time: `benchmarks/bench_logistic.py` (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
