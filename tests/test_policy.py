@@ -890,6 +890,22 @@ def test_out_of_fold_by_group_predicts_each_group_without_it(tmp_path):
     )
 
 
+def test_out_of_fold_by_group_never_fits_on_a_held_out_query_imported_in_another_group():
+    """One query imported under two ids in two subjects: its copy in the other subject was in
+    the held-out one's training set, so the grouped figures read as the oracle's."""
+    rng = np.random.default_rng(0)
+    n = 300
+    texts = [f"token{i}x unique{i}y" for i in range(n)] * 2
+    y = np.tile(rng.integers(0, 2, size=(n, 2)).astype(float), (2, 1))
+    groups = [f"s{i % 6}" for i in range(n)] + [f"s{(i + 3) % 6}" for i in range(n)]
+    oof = out_of_fold(featurize(texts, ["t"] * 2 * n, dim=1024), y, k=6, groups=groups)
+    assert abs(np.corrcoef(oof[:, 0], y[:, 0])[0, 1]) < 0.2  # not memorised: never seen
+    # Two subjects of the same queries: each fold's router would be fitted on nothing
+    twice = featurize(texts[:20] * 2, ["t"] * 40, dim=1024)
+    with pytest.raises(UserError, match="no item left to fit on"):
+        out_of_fold(twice, y[:40], k=2, groups=["s0"] * 20 + ["s1"] * 20)
+
+
 def test_a_split_by_a_field_some_items_lack_names_the_fields_every_item_has(tmp_path):
     """The refusal listed the fields any item has, so the field refused was among those "they
     have": a split can use only those every item has."""

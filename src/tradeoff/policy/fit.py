@@ -310,16 +310,18 @@ def out_of_fold(
 ) -> np.ndarray:
     """Expected scores for every item from a `router` that never saw it: k folds over items, or
     over whole `groups` (a group's items are fitted and evaluated in none of the same folds).
-    Items of the same features (one query under several ids) share a fold: otherwise the router
-    is scored on a query it was fitted on. Where every item differs, the folds are `folds`'.
+    Items of the same features (one query under several ids) share a fold, or with `groups`,
+    the copies of a held-out query in other groups are left out of its fold's fitting: otherwise
+    the router is scored on a query it was fitted on. Where every item differs, the folds are
+    `folds`' (or `group_folds`').
     `queries` (the items' texts, tasks and the features of `x`): a fold's queries of a task its
     router was not fitted on are scored as a policy scores them (`task_mixture`); `as_served`:
     every held-out query is, its task unknown as a served one's. `why`: where the folds come
     from, when the user did not ask for them. `on_fold(done, k)` follows the folds fitted."""
     out = np.zeros_like(scores, dtype=float)
+    first: dict[bytes, int] = {}
+    query = np.array([first.setdefault(row.tobytes(), len(first)) for row in x])
     if groups is None:
-        first: dict[bytes, int] = {}
-        query = np.array([first.setdefault(row.tobytes(), len(first)) for row in x])
         if len(first) < k <= len(x):
             raise UserError(
                 f"the {len(x):,} items hold only {len(first):,} distinct queries (one query "
@@ -330,7 +332,16 @@ def out_of_fold(
     else:
         split = group_folds(groups, k, seed)
     for done, test in enumerate(split, 1):
-        train = np.setdiff1d(np.arange(len(x)), test)
+        # A held-out query's copies in other groups are not fitted on either
+        train = np.flatnonzero(~np.isin(query, query[test]))
+        if not len(train):  # folds of groups only: plain folds deal whole queries
+            names = sorted({groups[i] for i in test}) if groups else []
+            raise UserError(
+                f"every item outside the group(s) {', '.join(names[:3])}"
+                f"{', ...' if len(names) > 3 else ''} repeats one of their queries (one query "
+                "under several ids is one): no item left to fit on; choose another --split-by "
+                "field"
+            )
         fitted = new_router(router).fit(x[train], scores[train])
         out[test] = fitted.expected(x[test])
         if queries is not None:
