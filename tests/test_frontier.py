@@ -383,6 +383,29 @@ def test_scores_all_alike_have_an_interval_and_ties_tie_in_any_order(tmp_path):
     assert rows["x"]["pareto"] and rows["y"]["pareto"], rows
 
 
+def test_an_exact_tie_in_other_numbers_is_a_tie(tmp_path):
+    """(0.1 + 0.2) / 2 and (0.3 + 0) / 2 are both 0.15 but differ in the last bit: a
+    configuration tied on accuracy and cost with another was marked dominated by it."""
+    path = tmp_path / "tie.csv"
+    path.write_text("prompt,a,b\nq1,0.1,0.3\nq2,0.2,0\n")
+    made = run_cli("import", "outcomes", str(path), "--prompt-col", "prompt",
+                   "--model", "A=a,cost=1", "--model", "B=b,cost=1",
+                   "--out", str(tmp_path / "run"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shown = run_cli("frontier", str(tmp_path / "run"), "--format", "json")
+    marks = [(r["pareto"], r["dominated_by"]) for r in json.loads(shown.stdout)]
+    assert marks == [(True, None), (True, None)]
+    # and on cost: 0.1 J and 0.2 J a query, 0.15 J and 0.15 J
+    store = Store.create(tmp_path / "energy", {"models": {}}, {"host": "test"})
+    store.add_configs([("p", "P", {"strategy": "single"}), ("q", "Q", {"strategy": "single"})])
+    for config, energies in (("p", [0.1, 0.2]), ("q", [0.15, 0.15])):
+        for i, energy in enumerate(energies):
+            store.write_record(_record(config, i, energy, 1))
+    rows = frontier(store.records(), "energy")
+    store.close()
+    assert rows[0].cost != rows[1].cost and all(r.pareto for r in rows), rows
+
+
 def test_a_batch_s_time_counts_once_in_the_time_energy_was_measured_over():
     """A vote's three draws decoded as one batch each last the batch's 2 s: 30 J over 2 s is
     15 W (over their summed 6 s, 5 W); calls one after another add up."""

@@ -77,11 +77,12 @@ def frontier(
     `cost` names an axis of `analysis.costs.COST_AXES`, or `auto`.
 
     A configuration is dominated when another is at most as costly and strictly more accurate,
-    or strictly cheaper and at least as accurate. So two configurations tied on both cost and
-    accuracy are both on the frontier, and a configuration whose cost is missing for any record
-    (energy not measured, a model without a price, FLOPs not counted) is never on it: its cost is
-    unknown, so it can neither be placed nor compared. A configuration with accuracy 0 stays on it
-    only while no other costs less, nor the same with accuracy above 0.
+    or strictly cheaper and at least as accurate (by more than a rounding residue, `TIE`). So
+    two configurations tied on both cost and accuracy are both on the frontier, and a
+    configuration whose cost is missing for any record (energy not measured, a model without a
+    price, FLOPs not counted) is never on it: its cost is unknown, so it can neither be placed
+    nor compared. A configuration with accuracy 0 stays on it only while no other costs less,
+    nor the same with accuracy above 0.
 
     Failed records (error set) score 0 and their costs count: they were paid for. A failed
     record whose cost was not measured (no FLOPs are counted for a failed call) leaves the
@@ -133,12 +134,22 @@ def _row(s: Summary, cost: str) -> FrontierRow:
     )
 
 
+# Means of other numbers that are equal can differ in their last bits ((0.1 + 0.2) / 2 is
+# 0.15000000000000002, (0.3 + 0) / 2 is 0.15): within this relative tolerance they tie.
+TIE = 1e-9
+
+
+def _below(a: float, b: float) -> bool:
+    """`a` is less than `b` by more than a rounding residue."""
+    return a < b and not math.isclose(a, b, rel_tol=TIE)
+
+
 def _mark_pareto(rows: list[FrontierRow]) -> None:
     placed = [(r, r.cost) for r in rows if r.cost is not None and not math.isnan(r.accuracy)]
     for x, x_cost in placed:
         for y, y_cost in placed:
-            if (y_cost <= x_cost and y.accuracy > x.accuracy) or (
-                y_cost < x_cost and y.accuracy >= x.accuracy
+            if (not _below(x_cost, y_cost) and _below(x.accuracy, y.accuracy)) or (
+                _below(y_cost, x_cost) and not _below(y.accuracy, x.accuracy)
             ):
                 x.dominated_by = y.config
                 break
