@@ -250,9 +250,14 @@ def auc(curve: Curve, acc_weak: float | None = None, acc_strong: float | None = 
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
 
 
+def no_gap(acc_weak: float, acc_strong: float) -> bool:
+    """The two accuracies are the same but for rounding (means of other scores can differ in
+    their last bits): there is no gap to recover, and no stronger of the two."""
+    return math.isclose(acc_strong - acc_weak, 0.0, abs_tol=EPS)
+
+
 def _gap(acc_weak: float, acc_strong: float) -> float:
-    gap = acc_strong - acc_weak
-    return math.nan if math.isclose(gap, 0.0, abs_tol=EPS) else gap
+    return math.nan if no_gap(acc_weak, acc_strong) else acc_strong - acc_weak
 
 
 def apgr(curve: Curve, acc_weak: float, acc_strong: float) -> float:

@@ -19,6 +19,7 @@ from tradeoff.analysis.router import (
     auc,
     cost_saved_at,
     cpt,
+    no_gap,
     oracle_curve,
     random_curve,
     router_curve,
@@ -124,7 +125,7 @@ def evaluate(
     `cost_hint`: the advice where the strongest configuration costs no more than the weakest."""
     # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
     means = table.scores.mean(axis=0)
-    if means.max() == means.min():
+    if no_gap(means.min(), means.max()):
         raise UserError(
             f"{', '.join(table.configs)} score the same on average on these {len(table.keys)} "
             f"items ({means[0]:.3f}): none is the stronger, so there is no gap to recover and "

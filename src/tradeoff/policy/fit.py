@@ -24,7 +24,14 @@ from tradeoff.analysis.compare import SERVED
 from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
 from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.operating_point import hour_shared, models_of
-from tradeoff.analysis.router import apgr, choose, lambda_curve, random_apgr_spread, router_curve
+from tradeoff.analysis.router import (
+    apgr,
+    choose,
+    lambda_curve,
+    no_gap,
+    random_apgr_spread,
+    router_curve,
+)
 from tradeoff.config import Price
 from tradeoff.errors import UserError
 from tradeoff.policy import embed
@@ -434,7 +441,7 @@ def out_of_fold_apgr(table: Table, oof: np.ndarray, strong: int) -> tuple[float,
     s = table.scores
     means = s.mean(axis=0)
     weak = int(np.argmin(means))
-    if np.isclose(means[weak], means[strong]):
+    if no_gap(means[weak], means[strong]):
         return math.nan, math.nan
     curve = router_curve(oof, s, table.costs, weak, strong)
     spread = random_apgr_spread(s[:, weak], s[:, strong])
