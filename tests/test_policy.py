@@ -434,12 +434,21 @@ def test_configurations_that_score_the_same_are_said_to_give_nothing_to_route(tm
 
 def test_configurations_whose_means_differ_only_by_rounding_score_the_same(tmp_path):
     """Both average 0.15, one as 0.15000000000000002: eval named the other the stronger and
-    printed a table of nan (a gap of nothing to recover) instead of its refusal."""
+    printed a table of nan (a gap of nothing to recover) instead of its refusal. The refusal
+    comes before any fold is fitted: one line, with no fold's progress before it."""
     rows = [row for i in range(6) for row in ((f"alpha {i} one", 0.1, 0.3), (f"beta {i}", 0.2, 0))]
     out = import_outcomes(tmp_path, rows)
-    evaluated = run_cli("policy", "eval", str(out), "--cv", "3")
-    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr
-    assert "weak, strong score the same on average on these 12 items (0.150)" in evaluated.stderr
+    one_line_error(
+        run_cli("policy", "eval", str(out), "--cv", "3"),
+        "weak, strong score the same on average on these 12 items (0.150)",
+    )
+    store = Store.open(out)
+    table = outcome_table(store.records(), store.items(), None)
+    store.close()
+    fitted: list[int] = []
+    with pytest.raises(UserError, match="score the same"):
+        evaluate_cv(table, 3, on_fold=lambda done, k: fitted.append(done))
+    assert fitted == []  # refused before the first fold was fitted
 
 
 def test_a_run_without_scores_is_one_line_naming_why(tmp_path):

@@ -124,13 +124,7 @@ def evaluate(
     """Curves and metrics of routing by `expected` scores (N x M) against the true outcomes;
     `cost_hint`: the advice where the strongest configuration costs no more than the weakest."""
     # As RouteLLM: weak and strong by quality (lowest and highest mean score); costs are reported.
-    means = table.scores.mean(axis=0)
-    if no_gap(means.min(), means.max()):
-        raise UserError(
-            f"{', '.join(table.configs)} score the same on average on these {len(table.keys)} "
-            f"items ({means[0]:.3f}): none is the stronger, so there is no gap to recover and "
-            "nothing to evaluate routing by"
-        )
+    means = _means_apart(table)
     weak, strong = weak_strong(
         table.scores, table.costs, strong=int(np.argmax(means)), weak=int(np.argmin(means))
     )
@@ -165,6 +159,19 @@ def evaluate(
         warnings=_cheaper_strong(table, weak, strong, cost_hint) + _pairwise(table, weak, strong),
         cost_unit=table.cost_unit,
     )
+
+
+def _means_apart(table: Table) -> np.ndarray:
+    """The configurations' mean scores; refused where they are the same (checked before any
+    router is fitted: a run of many items fitted every fold first)."""
+    means = table.scores.mean(axis=0)
+    if no_gap(means.min(), means.max()):
+        raise UserError(
+            f"{', '.join(table.configs)} score the same on average on these {len(table.keys)} "
+            f"items ({means[0]:.3f}): none is the stronger, so there is no gap to recover and "
+            "nothing to evaluate routing by"
+        )
+    return means
 
 
 def _pairwise(table: Table, weak: int, strong: int) -> list[str]:
@@ -211,6 +218,7 @@ def evaluate_cv(
     """Every number from items the router did not train on: k folds over items, or over whole
     groups of the field `split_by` (e.g. a subject: how the router transfers to unseen ones).
     `on_fold(done, k)` follows the folds fitted."""
+    _means_apart(table)
     featurizer = features or Featurizer(router)
     x = featurizer(table.texts, table.tasks)
     queries = (table.texts, table.tasks, featurizer)
@@ -255,6 +263,7 @@ def evaluate_transfer(
             f"every query of the test run is also in {train_name}: nothing left to evaluate"
         )
     test = test.subset(keep)
+    _means_apart(test)
     on_train, on_test = features or (Featurizer(router), Featurizer(router))
     fitted = new_router(router).fit(on_train(train.texts, train.tasks), train.scores)
     expected = fitted.expected(on_test(test.texts, test.tasks))
