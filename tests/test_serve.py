@@ -803,3 +803,50 @@ def test_a_second_ctrl_c_in_a_library_call_to_serve_raises_in_its_caller(tmp_pat
         "interrupted", "child alive", "handler default", "status stopped"
     ]  # fmt: skip
     assert "Traceback" not in ended.stderr
+
+
+def test_serve_called_in_a_thread_serves_until_its_stop_event_is_set(tmp_path):
+    """`serve()` in a thread (as tradeoff's advice to a caller in a running event loop says)
+    raised a bare ValueError once its models were loaded, setting signal handlers only the main
+    thread may set. It serves now, and setting its `stop` event stops it as SIGTERM does."""
+    import contextlib
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve_support import in_flight
+
+    from tradeoff.config import parse_spec
+    from tradeoff.serve import ServeOptions, serve, served_configs
+
+    out, stop, lines = tmp_path / "run", threading.Event(), []
+
+    def ready() -> str | None:  # the server's root URL, once it says it serves
+        found = [m.group(1) for line in lines if (m := re.search(r" at (\S+)/v1 ", line))]
+        return found[0] if found else None
+
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    with (
+        contextlib.contextmanager(fast_server)("--delay-ms", "100") as upstream,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        spec = parse_spec({"models": {"m": f"openai:{upstream}#fast"}})
+        serving = pool.submit(
+            serve, served_configs(spec, [], None, None), spec, out, source={},
+            options=ServeOptions(port=0), notify=lines.append, stop=stop,
+        )  # fmt: skip
+        wait_for(lambda: serving.done() or ready(), "serve() says it serves")
+        if serving.done():
+            serving.result()  # what it raised
+        root = ready()
+        body = {"model": "m", "prompt": "1 + 1 =", "max_tokens": 5}
+        asked = pool.submit(httpx.post, f"{root}/v1/completions", json=body, timeout=PATIENCE_S)
+        wait_for(lambda: in_flight(root) == 1, "the request in flight")
+        stop.set()
+        assert serving.result(timeout=PATIENCE_S) is None
+        assert asked.result().status_code == 200
+    assert any("finishing 1 request(s) in flight" in line for line in lines), lines
+    assert len(_records(out)) == 1
+    store = Store.open(out)
+    assert store.run()["status"] == "stopped"
+    store.close()
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers

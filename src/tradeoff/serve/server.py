@@ -1,6 +1,6 @@
 """`tradeoff serve`: load what is served, open the run store, and run the application under
-uvicorn (uvloop, httptools) until SIGTERM or Ctrl-C, which stop accepting, finish the requests in
-flight, then exit."""
+uvicorn (uvloop, httptools) until SIGTERM or Ctrl-C (or, called from Python, its `stop` event),
+which stop accepting, finish the requests in flight, then exit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,7 @@ async def _serve(
     source: dict[str, Any],
     options: ServeOptions,
     notify: Callable[[str], None],
+    stop: threading.Event | None,
 ) -> None:
     sock = _bind(options.host, options.port)
     prices, unpriced = (spec.prices, None) if spec else _policy_prices(served)
@@ -205,7 +207,7 @@ async def _serve(
                 unpriced=unpriced,
             )
             try:
-                await _run_server(app, sock, out, notify)
+                await _run_server(app, sock, out, notify, stop)
                 session.status = "stopped"
             finally:
                 if app.draining:  # a second signal, in a library call, leaves by KeyboardInterrupt
@@ -278,15 +280,23 @@ class _Protocol(HttpToolsProtocol):
 class _Server(uvicorn.Server):
     """uvicorn's server with tradeoff's signals: the first SIGTERM or Ctrl-C stops accepting and
     finishes the requests in flight; the second aborts. (uvicorn's own handlers re-raise the
-    signal once it has stopped, which would kill the process before the records are written.)"""
+    signal once it has stopped, which would kill the process before the records are written.)
+    Setting `stop`, from any thread, does what the first signal does: off the main thread, where
+    no signal can be handled, it is what stops the server."""
 
     def __init__(
-        self, config: uvicorn.Config, app: ServeApp, notify: Callable[[str], None], ready: str
+        self,
+        config: uvicorn.Config,
+        app: ServeApp,
+        notify: Callable[[str], None],
+        ready: str,
+        stop: threading.Event | None,
     ):
         super().__init__(config)
         self.app = app
         self.notify = notify
         self.ready = ready
+        self.stop = stop
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Said to serve once it does, its signals handled here: a SIGTERM sent as the line
@@ -297,6 +307,9 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():  # signals are the main's
+            yield
+            return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.on_signal)
@@ -313,19 +326,30 @@ class _Server(uvicorn.Server):
             with contextlib.suppress(OSError):
                 self.notify("aborting now; requests in flight are lost")
             abort()  # records already queued may be lost too; stored ones are committed
+        self._drain(" (Ctrl-C again to abort)")
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.stop is not None and self.stop.is_set() and not self.should_exit:
+            self._drain("")
+        return await super().on_tick(counter)
+
+    def _drain(self, again: str) -> None:
+        """Stop accepting and finish the requests in flight."""
         self.app.draining = True
         self.should_exit = True
         with contextlib.suppress(OSError):
-            self.notify(
-                f"stopping: finishing {self.app.in_flight} request(s) in flight "
-                "(Ctrl-C again to abort)"
-            )
+            self.notify(f"stopping: finishing {self.app.in_flight} request(s) in flight{again}")
 
 
 async def _run_server(
-    app: ServeApp, sock: socket.socket, out: Path, notify: Callable[[str], None]
+    app: ServeApp,
+    sock: socket.socket,
+    out: Path,
+    notify: Callable[[str], None],
+    stop: threading.Event | None,
 ) -> None:
-    """Serve on `sock` with uvicorn until SIGTERM or Ctrl-C, then finish the requests in flight."""
+    """Serve on `sock` with uvicorn until SIGTERM, Ctrl-C or `stop`, then finish the requests in
+    flight."""
     limits = app.limits
     admission = Admission(limits.max_connections)
     app.admission = admission
@@ -354,7 +378,7 @@ async def _run_server(
         f"serving {', '.join(app.served)} at http://{shown}:{port}/v1 "
         f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
     )
-    server = _Server(config, app, notify, ready)
+    server = _Server(config, app, notify, ready, stop)
     # Latency: what was loaded never becomes garbage, and the store's thread hands the
     # interpreter back within 1 ms instead of 5 when a request needs it.
     logging.getLogger("uvicorn.error").addFilter(_not_cancelled)  # (once: a filter is a set's)
@@ -406,8 +430,12 @@ def serve(
     source: dict[str, Any],
     options: ServeOptions,
     notify: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C; every served request becomes a record in `out`."""
+    """Serve until SIGTERM or Ctrl-C, or until `stop` is set (from any thread); then finish the
+    requests in flight. Every served request becomes a record in `out`. Called off the main
+    thread (`await asyncio.to_thread(serve, ...)` from an async program), where signals cannot
+    be handled, only `stop` stops it."""
     say = notify or _say
     for note in default_lengths_above(served, options.limits or Limits()):
         say(note)
@@ -417,4 +445,4 @@ def serve(
     crowded = over_cap((options.limits or Limits()).max_concurrency, chosen)
     if crowded:
         say(crowded)
-    eventloop.run(_serve(served, spec, Path(out), source, options, say))
+    eventloop.run(_serve(served, spec, Path(out), source, options, say, stop))
