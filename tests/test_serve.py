@@ -850,3 +850,69 @@ def test_serve_called_in_a_thread_serves_until_its_stop_event_is_set(tmp_path):
     assert store.run()["status"] == "stopped"
     store.close()
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+
+
+ABORTED_HOST = """
+import os, signal, sys, threading, time
+import httpx
+from tradeoff.config import parse_spec
+from tradeoff.serve.server import ServeOptions, serve, served_configs
+
+body = {"models": {"m": f"openai:{sys.argv[3]}#hang"}, "tasks": []}
+spec, port = parse_spec(body), int(sys.argv[2])
+url = f"http://127.0.0.1:{port}"
+answers = []
+
+
+def interrupt():
+    while httpx.get(f"{url}/metrics").text.count("tradeoff_in_flight 1.0") == 0:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed twice with a request in flight
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def ask():
+    for _ in range(200):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        r = httpx.post(f"{url}/v1/completions", timeout=60,
+                       json={"model": "m", "prompt": "Once upon a time", "max_tokens": 5})
+        answers.append(f"{r.status_code} {r.headers.get('content-type')} {r.text}")
+    except httpx.TransportError:
+        answers.append("connection closed")
+
+
+asking = threading.Thread(target=ask)
+asking.start()
+try:
+    serve(served_configs(spec, [], None, None), spec, sys.argv[1], source={"spec": body},
+          options=ServeOptions(port=port), notify=lambda m: None)
+except KeyboardInterrupt:
+    print("interrupted")
+asking.join()
+print("answer", *answers)
+"""
+
+
+def test_a_second_ctrl_c_in_a_library_call_to_serve_answers_no_request_in_flight(tmp_path):
+    """A library call's second Ctrl-C answered every request in flight 500 Internal Server Error
+    in plain text (uvicorn's answer to a cancelled request), where the command line's closes its
+    connection; they are closed now too, with no answer that was not the model's."""
+    from conftest import free_port
+
+    host = tmp_path / "host.py"
+    host.write_text(ABORTED_HOST)
+    for upstream in fast_server():
+        ended = subprocess.run(
+            [sys.executable, str(host), str(tmp_path / "served"), str(free_port()), upstream],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert ended.returncode == 0, ended.stderr[-2000:]
+    assert ended.stdout.splitlines() == ["interrupted", "answer connection closed"]
+    assert "Traceback" not in ended.stderr

@@ -325,6 +325,10 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             with contextlib.suppress(OSError):
                 self.notify("aborting now; requests in flight are lost")
+            # Closed as the command line's exit closes them: a library call's abort cancels the
+            # requests, each of which uvicorn would answer 500 in plain text
+            for connection in list(self.server_state.connections):
+                connection.transport.abort()
             abort()  # records already queued may be lost too; stored ones are committed
         self._drain(" (Ctrl-C again to abort)")
 
