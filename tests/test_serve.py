@@ -488,7 +488,8 @@ def test_a_spec_without_tasks_is_served_but_not_profiled(tmp_path):
         (["--port", "70000"], "is not a port number"),
         (["--api-key", ""], "--api-key (or $TRADEOFF_API_KEY) is empty"),
         (["--request-timeout", "inf"], "--request-timeout must be a number of seconds"),
-        (["--request-timeout", "nan"], "'--request-timeout': Input should be greater than"),
+        (["--request-timeout", "nan"], "--request-timeout must be a number of seconds"),
+        (["--max-concurrency", "0"], "--max-concurrency must be at least 1 (got 0)"),
     ],
 )
 def test_bad_options_fail_in_one_line(tmp_path, args, needle):
@@ -496,6 +497,46 @@ def test_bad_options_fail_in_one_line(tmp_path, args, needle):
     assert result.returncode == 2
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"port": -1}, "--port -1 is not a port number (0 to 65535)"),  # "--host: cannot resolve"
+        ({"port": 70000}, "--port 70000 is not a port number (0 to 65535)"),  # served on 4464
+        ({"limits": {"max_concurrency": 0}}, "--max-concurrency must be at least 1 (got 0)"),
+        ({"limits": {"max_body_bytes": 0}}, "--max-body-bytes must be at least 1 (got 0)"),
+        ({"limits": {"max_tokens": -5}}, "--max-tokens-limit must be at least 1 (got -5)"),
+        ({"limits": {"max_connections": 0}}, "--max-connections must be at least 1 (got 0)"),
+        (
+            {"limits": {"request_timeout_s": 0.0}},
+            "--request-timeout must be a number of seconds, 0.1 or more (got 0.0)",
+        ),
+    ],
+)
+def test_bad_options_of_a_library_call_are_refused_before_it_serves(tmp_path, options, needle):
+    """`serve()` from Python checked none of its options, only the command line did: port -1 was
+    refused as a --host it could not resolve, 70000 served on port 4464, and limits of 0 served
+    (every request refused)."""
+    import contextlib
+    import re
+
+    from tradeoff.config import parse_spec
+    from tradeoff.errors import UserError
+    from tradeoff.serve import Limits, ServeOptions, serve, served_configs
+
+    options["limits"] = Limits(**options.get("limits", {}))
+    stopped = threading.Event()
+    stopped.set()  # were it to serve, it would stop at once
+    with contextlib.contextmanager(fast_server)() as upstream:
+        spec = parse_spec({"models": {"m": f"openai:{upstream}#fast"}})
+        with pytest.raises(UserError, match=re.escape(needle)):
+            serve(
+                served_configs(spec, [], None, None), spec, tmp_path / "run", source={},
+                options=ServeOptions(**options), notify=lambda m: None,
+                stop=stopped,
+            )  # fmt: skip
     assert not (tmp_path / "run").exists()
 
 

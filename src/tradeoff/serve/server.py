@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import socket
 import sys
@@ -45,6 +46,25 @@ class ServeOptions:
     api_key: str | None = None  # clients must send it
     upstream_api_key: str | None = None  # sent to openai: upstreams
     limits: Limits | None = None
+
+    def check(self) -> None:
+        """One line on any option that cannot work."""
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port {self.port} is not a port number (0 to 65535)")
+        limits = self.limits or Limits()
+        for flag, value in (
+            ("--max-concurrency", limits.max_concurrency),
+            ("--max-body-bytes", limits.max_body_bytes),
+            ("--max-tokens-limit", limits.max_tokens),
+            ("--max-connections", limits.max_connections),
+        ):
+            if value < 1:
+                raise UserError(f"{flag} must be at least 1 (got {value})")
+        if not 0.1 <= limits.request_timeout_s < math.inf:
+            raise UserError(
+                "--request-timeout must be a number of seconds, 0.1 or more "
+                f"(got {limits.request_timeout_s})"
+            )
 
 
 def served_configs(
@@ -440,6 +460,7 @@ def serve(
     requests in flight. Every served request becomes a record in `out`. Called off the main
     thread (`await asyncio.to_thread(serve, ...)` from an async program), where signals cannot
     be handled, only `stop` stops it."""
+    options.check()
     say = notify or _say
     for note in default_lengths_above(served, options.limits or Limits()):
         say(note)
