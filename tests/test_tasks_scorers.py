@@ -73,6 +73,9 @@ def test_numeric_whole_numbers_are_compared_exactly(
         ("#### Solution for 2 boxes\nEach box holds 12, so 24.", "24"),
         ("#### 8\n#### Check: 2 * 4 = 8, done in 3 steps", "8"),
         ("####42", "42"),
+        ("#### 1. Read the problem\n#### 2. Answer\nThe answer is 17.", "17"),
+        ("#### 2 Compute\n12 + 5 = 17", "17"),
+        ("so 5 + 3 = 8\n#### 8.\n", "8"),
     ],
 )
 def test_numeric_marker_is_four_hashes_before_a_number(output: str, parsed: str) -> None:
@@ -321,3 +324,15 @@ def test_numbers_are_compared_exactly_at_any_length() -> None:
         "0", "3.5", "1234", "100000", "0",
     ]  # fmt: skip
     assert make_scorer("numeric").score("7" * 5000, item("7")) == 0.0
+
+
+def test_the_regex_scorer_keeps_the_rules_version_its_stored_runs_were_hashed_with():
+    """The text scorers' version went to 3 for how `exact` and `contains` read the first line;
+    the regex scorer reads no first line, yet took it too, so every regex-scored run stored
+    before it read as changed on --resume (and load --resume had no way on)."""
+    from tradeoff.tasks.scorers import RegexScorer
+
+    assert (
+        repr(RegexScorer(pattern=r"(\d+)"))
+        == "RegexScorer(pattern='(\\\\d+)', name='regex', rules=2)"
+    )

@@ -33,9 +33,10 @@ _NUMBER_PIECE = re.compile(
 _BARE_NUMBER = re.compile(
     r"\s*[-+\u2212]?\s*\$?\s*(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)\s*%?\.?\s*"
 )
-# GSM8K's answer marker: "####" and a number right after it ("#### 42"), as lm-evaluation-harness's
-# strict match reads it; a markdown heading ("#### Step 2: Add") is no marker.
-_MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})")
+# GSM8K's answer marker: "####" and a number that ends its line ("#### 42", as GSM8K writes it and
+# lm-evaluation-harness's strict match reads it); a markdown heading ("#### Step 2: Add",
+# "#### 2. Answer") is no marker.
+_MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})[ \t]*\.?[ \t]*$", re.MULTILINE)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
@@ -48,8 +49,9 @@ _ANSWER_PREFIX = re.compile(
 # The version of the text scorers' rules (`normalize`, `first_line`), in their repr and so in
 # each stored item's hash: records scored by earlier rules are found on --resume, not mixed with
 # new ones (2: a number keeps its sign and point; 3: "Answer:" on a line of its own, or in bold,
-# is not the answer).
+# is not the answer). The regex scorer, which reads no first line, keeps NORMALIZE_RULES.
 TEXT_RULES = 3
+NORMALIZE_RULES = 2
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -257,7 +259,7 @@ class RegexScorer:
 
     pattern: str
     name: str = "regex"
-    rules: int = TEXT_RULES
+    rules: int = NORMALIZE_RULES  # not `first_line`'s: a regex reads the whole output
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
