@@ -473,17 +473,23 @@ def test_one_data_file_at_two_paths_pairs_and_served_runs_say_why_they_cannot(tm
 def test_two_data_files_of_one_name_pair_across_checkouts(tmp_path):
     """Two tasks of one run sharing a file name (gsm/test.jsonl, mm/test.jsonl) kept their
     absolute paths, so two checkouts of the same data paired none of their items. A run of
-    gsm's file alone keyed it by its name, so it paired with neither of the two."""
+    gsm's file alone keyed it by its name, so it paired with neither of the two; and a third
+    run given with two holding two gsm/test.jsonl (p/ and q/) kept the two from pairing."""
     import contextlib
 
     from conftest import fast_server
 
-    for place in ("one", "two", "three"):
-        for folder, i in (("gsm", 2), ("mm", 3)):
+    for place in ("one", "two", "three", "four"):
+        for folder, i in (("gsm", 2), ("mm", 3), ("p/gsm", 2), ("q/gsm", 2)):
             (tmp_path / place / folder).mkdir(parents=True)
             item = {"prompt": f"What is {i}+{i}?", "answer": 2 * i}
             (tmp_path / place / folder / "test.jsonl").write_text(json.dumps(item) + "\n")
-    runs = {"one": ("gsm", "mm"), "two": ("gsm", "mm"), "three": ("gsm",)}
+    runs = {
+        "one": ("gsm", "mm"),
+        "two": ("gsm", "mm"),
+        "three": ("gsm",),
+        "four": ("p/gsm", "q/gsm"),
+    }
     with contextlib.contextmanager(fast_server)() as url:
         for place, folders in runs.items():
             tasks = [("-t", f"jsonl:{tmp_path / place / f / 'test.jsonl'}") for f in folders]
@@ -491,10 +497,10 @@ def test_two_data_files_of_one_name_pair_across_checkouts(tmp_path):
             done = run_cli("profile", "-m", f"openai:{url}#m", *sum(tasks, ()), "--out", out)
             assert done.returncode == 0, done.stderr
     runs_given = [str(tmp_path / f"r{place}") for place in runs]
-    paired = run_cli("compare", *runs_given, "-f", "json")
+    paired = run_cli("compare", *runs_given[:3], "-f", "json")
     assert paired.returncode == 0, paired.stderr
     assert [c["configs"][0]["n"] for c in json.loads(paired.stdout)] == [2, 1]
-    alone = run_cli("compare", runs_given[2], runs_given[0], "-f", "json")
+    alone = run_cli("compare", runs_given[2], runs_given[0], runs_given[3], "-f", "json")
     assert [c["configs"][0]["n"] for c in json.loads(alone.stdout)] == [1], alone.stderr
 
 

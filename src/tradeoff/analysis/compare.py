@@ -173,8 +173,9 @@ def task_keys(runs: list[list[str]]) -> dict[str, str]:
     """What pairs a task with the same task in another run: a file's task by the shortest
     ending of its path that no two tasks of any one run share (its file's name, or
     `gsm/test.jsonl` where one run has `mm/test.jsonl` beside it, so that a run of gsm's file
-    alone keys it alike): a run stores it by its absolute path, which differs between two
-    machines' checkouts of the same data; any other by its name. `runs`: each run's tasks."""
+    alone keys it alike; `compare_runs` keys each pair it compares): a run stores it by its
+    absolute path, which differs between two machines' checkouts of the same data; any other
+    by its name. `runs`: each run's tasks."""
 
     def ending(task: str, parts: int) -> str:
         prefix = next((p for p in FILE_TASKS if task.startswith(p)), None)
@@ -507,13 +508,14 @@ def compare_runs(directories: list[Path]) -> tuple[list[Comparison], list[str]]:
     before any is compared, so that a bad directory is named before any work is done."""
     check_directories(directories)
     runs = [_read(directory) for directory in directories]
-    keys = task_keys([list(run.records["task"].unique()) for run in runs])
-    for run in runs:
-        run.records["task_key"] = run.records["task"].map(keys)
     comparisons, left_out = [], []
     for b in runs[1:]:
+        pair = (runs[0], b)  # keyed apart from other runs: a third's tasks change no pairing
+        keys = task_keys([list(run.records["task"].unique()) for run in pair])
+        for run in pair:
+            run.records["task_key"] = run.records["task"].map(keys)
         try:
-            comparisons.append(_compare(runs[0], b))
+            comparisons.append(_compare(*pair))
         except UserError as exc:
             left_out.append(f"left out: {exc}")
     if not comparisons:  # each run's reason, in one line
