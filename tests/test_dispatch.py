@@ -1,7 +1,8 @@
 """A run dispatched from several processes (tradeoff.dispatch) against a real server on loopback
 (benchmarks/fast_server.py): every request is stored exactly once, by the parent alone; Ctrl-C
 stops the helpers too; a helper that dies fails the run without losing what was stored, and
-`--resume` completes it."""
+`--resume` completes it. Beside a server, an in-process model's requests wait their turn, apart
+from their latency."""
 
 from __future__ import annotations
 
@@ -108,6 +109,52 @@ def test_processes_keep_no_more_in_flight_than_the_concurrency(tmp_path):
     finally:
         store.close()
     assert ttft.max() < 0.09, sorted(ttft)[-5:]  # 3 gaps: none waited out another's stream
+
+
+def test_an_in_process_model_beside_a_server_times_each_request_alone(tmp_path, url):
+    """With an openai: model in the run, the in-process model's requests at --concurrency 3
+    waited for its engine behind each other, the wait inside their TTFT and e2e (the third read
+    about three times its own latency); the wait is their queue delay, apart."""
+    body = {
+        "models": {"small": "smollm2-135m?threads=1", "fast": f"openai:{url}#fast"},
+        "tasks": ["arith"],
+        "limit": 3,
+        "concurrency": 3,
+        "sampling": {"max_tokens": 8},
+    }
+    said: list[str] = []
+    result = profile(parse_spec(body), tmp_path / "run", notify=said.append)
+    assert (result.done, result.errors) == (6, 0)
+    assert not [m for m in said if "one at a time" in m], said  # the server's are in flight
+    store = Store.open(tmp_path / "run")
+    try:
+        records = store.records()
+    finally:
+        store.close()
+    local = records[records["config"] == "small"]
+    own = []
+    for _, r in local.iterrows():
+        (call,) = json.loads(r["calls"])
+        own.append(call["e2e_s"])
+        slack = 0.01 + call["e2e_s"] / 4  # the hops to the engine's thread and back
+        assert call["e2e_s"] <= r["e2e_s"] < call["e2e_s"] + slack, (r["e2e_s"], call)
+        assert call["ttft_s"] <= r["ttft_s"] < call["ttft_s"] + slack, (r["ttft_s"], call)
+    assert local["queue_delay_s"].max() > min(own), list(local["queue_delay_s"])  # the third's
+    assert records[records["config"] == "fast"]["queue_delay_s"].isna().all()  # a server's: none
+
+
+def test_a_concurrency_over_in_process_models_alone_is_said_to_change_nothing(tmp_path):
+    """With in-process models only, --concurrency 3 ran the requests one after another all the
+    same, and nothing said so."""
+    body = {"models": ["smollm2-135m"], "tasks": ["arith"], "limit": 2, "concurrency": 3}
+    said: list[str] = []
+    profile(
+        parse_spec({**body, "sampling": {"max_tokens": 2}}), tmp_path / "run", notify=said.append
+    )
+    [note] = [m for m in said if "one at a time" in m]
+    assert (
+        note.startswith("note: concurrency 3 runs the requests one at a time") and "openai:" in note
+    )
 
 
 def _start(spec: Path, out: Path) -> subprocess.Popen[str]:

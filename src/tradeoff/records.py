@@ -3,6 +3,7 @@ energy, FLOPs and money. Profiling and serving build their records here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tradeoff.meters.memory import peak_rss_bytes
@@ -45,9 +46,12 @@ def outcome_record(
     *,
     score: float | None,
     parsed: str | None,
+    waits: Sequence[tuple[float, float]] = (),
 ) -> Record:
     """The record of one outcome: its calls' tokens, latencies, energy, FLOPs and cost summed.
-    `t0` and `t1` (perf_counter) bound the whole strategy call."""
+    `t0` and `t1` (perf_counter) bound the whole strategy call. `waits`: the (from, to) spans
+    within them that it waited for the in-process engines behind other requests, its queue delay:
+    left out of its TTFT (those before its first token) and e2e."""
     calls = outcome.calls
     gens = [c.generation for c in calls]
     if outcome.t_first is not None:
@@ -75,6 +79,8 @@ def outcome_record(
             if decode_tokens
             else [itl for _, _, itl in timed]
         )
+    first = outcome.t_released if outcome.t_released is not None else min(firsts, default=None)
+    queued = sum(end - start for start, end in waits)
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost, unpriced = _cost(calls, prices)
@@ -95,13 +101,11 @@ def outcome_record(
         ),
         output_tokens=sum(g.output_tokens for g in gens),
         ttft_s=(
-            outcome.t_released - t0
-            if outcome.t_released is not None
-            else (min(firsts) - t0)
-            if firsts
-            else None
+            None
+            if first is None
+            else first - t0 - sum(end - start for start, end in waits if end <= first)
         ),
-        e2e_s=t1 - t0,
+        e2e_s=t1 - t0 - queued,
         itl_s=sum(itls) / len(itls) if itls else None,
         decode_tps=decode_tokens / decode_s if decode_s > 0 and decode_tokens and itls else None,
         energy_j=energy_j,
@@ -113,6 +117,7 @@ def outcome_record(
         calls=[c.summary() for c in calls],
         # why a query of a priced run has no price, as only here it is known
         extra={**outcome.extra, "unpriced": unpriced} if unpriced and prices else outcome.extra,
+        queue_delay_s=queued if waits else None,
     )
 
 

@@ -134,6 +134,8 @@ async def _execute(
 ) -> RunResult:
     configs = resolve_configs(spec)
     _warn_repeated_samples(spec, configs, notify)
+    if not ray:  # (on Ray, each worker computes its own models' requests)
+        _note_one_at_a_time(spec, configs, notify)
     unused = dispatch.unused_processes(spec, configs, on_ray=ray is not None)
     if unused:
         notify(unused)
@@ -461,6 +463,19 @@ def _check_items(
         )  # fmt: skip
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
     notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")
+
+
+def _note_one_at_a_time(spec: RunSpec, configs: list[Config], say: Callable[[str], None]) -> None:
+    """`concurrency` above 1 where every model is computed in this process: they answer one
+    request at a time, so the requests run one after another all the same."""
+    if spec.concurrency < 2:
+        return
+    if not any(ref.startswith("openai:") for c in configs for ref in c.models.values()):
+        say(
+            f"note: concurrency {spec.concurrency} runs the requests one at a time all the same: "
+            "in-process models (llama.cpp, torch) answer one request at a time; it keeps several "
+            "in flight to openai: servers"
+        )
 
 
 def _warn_repeated_samples(

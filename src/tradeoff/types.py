@@ -279,7 +279,9 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
     # Under load (`tradeoff load`): the load point ('' in a profile run), the phase ("warmup",
     # "measure", "cooldown"; statistics count "measure" only), when the request was scheduled and
-    # actually sent (s from the start of its load point), and the difference (queue delay).
+    # actually sent (s from the start of its load point), and the difference (queue delay). In a
+    # profile run the queue delay is the time a request waited for an in-process model behind
+    # other requests, not in its TTFT and e2e (None for a model behind a server).
     load_point: str = ""
     phase: str | None = None
     scheduled_s: float | None = None

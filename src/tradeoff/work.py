@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from tradeoff.config import Config, RunSpec
 from tradeoff.records import outcome_record
 from tradeoff.strategies import STRATEGIES, StrategyContext
-from tradeoff.strategies.calls import CallMeter
+from tradeoff.strategies.calls import ENGINE_WAITS, CallMeter
 from tradeoff.strategies.context import asked_length
 from tradeoff.tasks import Task, load_task
 from tradeoff.tasks.scorers import after_thinking
@@ -59,12 +59,14 @@ def work_keys(spec: RunSpec, config_ids: list[str], items: list[tuple[str, str]]
 
 @dataclass
 class Answered:
-    """A request's answer and the times it was sent and answered (time.perf_counter())."""
+    """A request's answer, the times it was sent and answered (time.perf_counter()), and the
+    spans it waited for the in-process engines behind other requests (`ENGINE_WAITS`)."""
 
     work: Work
     outcome: Outcome
     t0: float
     t1: float
+    waits: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def settling(self) -> bool:
@@ -93,23 +95,32 @@ class Plan:
         return work_keys(self.spec, list(self.configs), list(self.items))
 
     async def run(self, work: Work) -> tuple[Record, float]:
-        """Run one request: its record (scored) and the time its engine calls took."""
-        return await self.record(await self.answer(work))
+        """Run one request: its record (scored) and the time its engine calls took. The record
+        times the request alone: its waits for an in-process engine behind the others in flight
+        are its queue delay, not part of its TTFT and e2e (under load they are, as a server's
+        queue is: `tradeoff.load` records with `record`)."""
+        return await self.record(await self.answer(work), waits_apart=True)
 
     async def answer(self, work: Work) -> Answered:
         """The request answered and timed; its energy may still be settling (`record` waits)."""
         config_id, task_name, item_id, sample = work
         item = self.items[(task_name, item_id)]
+        waits: list[tuple[float, float]] = []
+        kept = ENGINE_WAITS.set(waits)
         t0 = time.perf_counter()
-        outcome = await STRATEGIES[self.configs[config_id].strategy].run(
-            self.contexts[(config_id, task_name)], item, sample
-        )
-        return Answered(work, outcome, t0, time.perf_counter())
+        try:
+            outcome = await STRATEGIES[self.configs[config_id].strategy].run(
+                self.contexts[(config_id, task_name)], item, sample
+            )
+        finally:
+            ENGINE_WAITS.reset(kept)
+        return Answered(work, outcome, t0, time.perf_counter(), waits)
 
-    async def record(self, answered: Answered) -> tuple[Record, float]:
+    async def record(self, answered: Answered, waits_apart: bool = False) -> tuple[Record, float]:
         """The answer's record (scored) and the time its engine calls took, once its energy has
         settled: a stepped counter's share of each call is known once it steps past the answer,
-        which is not part of the answer's time."""
+        which is not part of the answer's time. `waits_apart`: its waits for the in-process
+        engines are its queue delay, not part of its TTFT and e2e (`outcome_record`)."""
         (config_id, task_name, item_id, sample), outcome = answered.work, answered.outcome
         config, task = self.configs[config_id], self.tasks[task_name]
         item = self.items[(task_name, item_id)]
@@ -123,6 +134,7 @@ class Plan:
         record = outcome_record(
             config_id, task_name, item_id, sample, outcome, answered.t0, answered.t1,
             self.spec.prices, score=score, parsed=parsed,
+            waits=answered.waits if waits_apart else (),
         )  # fmt: skip
         asked = asked_length(config, task, item)
         if asked is not None:  # asked of each call: a server that stops short shows

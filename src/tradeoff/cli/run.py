@@ -208,7 +208,10 @@ def profile(
     temperature: Temperature = None,
     max_tokens: MaxTokens = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and generated tasks.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Requests in flight at once (in-process models answer one at a time)."),
+    ] = None,
     processes: Processes = None,
     timeout: Timeout = None,
     out: Out = None,

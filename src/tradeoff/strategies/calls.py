@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Generic, TypeVar
@@ -29,6 +30,12 @@ HELPER_UNMETERED = "not metered: a process dispatching to servers reads no energ
 CPU_WORK = "{source} meters the models' GPUs; this is work on the CPU, which no meter here reads"
 
 T = TypeVar("T")
+
+# Where the request running in this task keeps its waits for the in-process engines, behind other
+# requests (`CallMeter._engine`): (from, to) perf_counter spans; None where nobody keeps them.
+ENGINE_WAITS: ContextVar[list[tuple[float, float]] | None] = ContextVar(
+    "engine_waits", default=None
+)
 
 # Forward passes of one call: (first position, positions fed). A call's analytic costs are the
 # sum over its passes.
@@ -100,6 +107,13 @@ def _timed(work: Callable[[], T]) -> tuple[T, float]:
     t0 = time.perf_counter()
     value = work()
     return value, time.perf_counter() - t0
+
+
+def _waited(since: float) -> None:
+    """Keep a wait for the engines from `since` to now, where the request keeps them."""
+    waits = ENGINE_WAITS.get()
+    if waits is not None:
+        waits.append((since, time.perf_counter()))
 
 
 @dataclass
@@ -210,9 +224,12 @@ class CallMeter:
     async def _engine(self, cancel: threading.Event | None) -> AsyncIterator[bool]:
         """The in-process lock, held inside; not taken (False) where the request was cancelled
         (`cancel` set) while it waited (a served client gone: it waited for every request ahead
-        of it, holding a place among the server's requests in flight, only to stop at once)."""
+        of it, holding a place among the server's requests in flight, only to stop at once).
+        The wait goes to `ENGINE_WAITS` where the request keeps them."""
+        since = time.perf_counter()
         if cancel is None:
             async with self.inproc_lock:
+                _waited(since)
                 yield True
             return
         acquire = asyncio.ensure_future(self.inproc_lock.acquire())
@@ -221,6 +238,7 @@ class CallMeter:
         except BaseException:
             self._let_go(acquire)
             raise
+        _waited(since)
         if not taken:
             self._let_go(acquire)
             yield False
