@@ -76,6 +76,27 @@ def test_every_routed_record_carries_its_decision_inside_its_latency(policy_file
     assert again.status == "finished" and again.done == 0
 
 
+def test_a_route_at_a_concurrency_above_1_takes_its_decision_and_its_calls(policy_file, tmp_path):
+    """In a run of in-process models at --concurrency 3, a decision held the models while its
+    thread computed, so the other requests started meanwhile and went first: each routed record
+    counted their decisions and answers in its e2e, slower than either configuration it routes
+    to."""
+    route = {"strategy": "route", "policy": str(policy_file)}
+    spec = parse_spec({**BASE, "limit": 4, "concurrency": 3, "configs": [route]})
+    result = profile(spec, tmp_path / "run", notify=lambda m: None)
+    assert result.status == "finished" and result.errors == 0 and result.done == 4
+    store = Store.open(tmp_path / "run")
+    try:
+        df = store.records()
+    finally:
+        store.close()
+    for _, r in df.iterrows():
+        own = json.loads(r["extra"])["decision_s"] + sum(c["e2e_s"] for c in json.loads(r["calls"]))
+        assert own <= r["e2e_s"] < own + 0.01 + own / 4, (r["e2e_s"], own)
+        # one request at a time, as the run said: none waited for the models behind another
+        assert r["queue_delay_s"] is not None and r["queue_delay_s"] < 0.005, r["queue_delay_s"]
+
+
 def _powercap(root: Path, energy_uj: int) -> Path:
     """A package domain laid out as /sys/class/powercap's; its counter file."""
     domain = root / "intel-rapl:0"

@@ -216,8 +216,7 @@ async def _run_session(
             total = len(work)
             if on_progress:
                 on_progress(0, total, skipped, 0)
-            inline = any(getattr(e, "inline", False) for e in session.meter.engines.values())
-            writer = Writer(store, inline)
+            writer = Writer(store, session.meter.inline)
 
             def count(record: Record, engine_s: float) -> None:
                 result.done += 1

@@ -146,6 +146,12 @@ class CallMeter:
         engine = self.engines[alias]
         return engine if isinstance(engine, InProcessEngine) else None
 
+    @property
+    def inline(self) -> bool:
+        """Whether the in-process models run on the event loop's thread (`InProcessEngine.inline`):
+        no other request starts while one computes."""
+        return any(isinstance(e, InProcessEngine) and e.inline for e in self.engines.values())
+
     def batches(self, alias: str) -> bool:
         """Whether the model decodes several draws of one prompt as one batch (torch)."""
         engine = self.in_process(alias)
@@ -284,6 +290,8 @@ class CallMeter:
         that no engine computes while it runs: its time is its own, and so is its energy. The
         event loop stays free meanwhile: an embedding router's decision takes tens of
         milliseconds on a small CPU, which `tradeoff serve`'s other requests must not wait out.
+        Where the models run on the loop's thread (`inline`), it runs there too, as their calls
+        do: on a thread it let the other requests start, and its own call then waited for them.
 
         Its energy is attributed as an in-process call's is with a fine-grained counter (RAPL):
         the counter's difference across it. RAPL updates about every millisecond, so one short
@@ -296,7 +304,10 @@ class CallMeter:
             if not taken:
                 return None
             e0, failed = _read(energy)
-            value, seconds = await asyncio.to_thread(_timed, work)
+            if self.inline:
+                value, seconds = _timed(work)
+            else:
+                value, seconds = await asyncio.to_thread(_timed, work)
             used, failed = _across(energy, e0, failed)
         return Measured(
             value, seconds, used, None if used is not None else failed or self.cpu_missing
