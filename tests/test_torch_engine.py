@@ -15,7 +15,7 @@ import torch
 import transformers
 from conftest import run_cli
 
-from tradeoff.config import parse_spec
+from tradeoff.config import parse_spec, with_absolute_paths
 from tradeoff.engines.hf_config import shape_from_hf_config
 from tradeoff.engines.torch_engine import TorchEngine
 from tradeoff.runner import profile
@@ -412,6 +412,51 @@ def test_a_library_call_leaves_the_caller_s_process_as_it_was(tmp_path):
             asyncio.run(in_a_notebook())
         gc.collect()
     assert not [w for w in warned if "never awaited" in str(w.message)], warned
+
+
+def test_a_torch_path_is_stored_absolute_and_resumes_the_same_model_from_elsewhere(
+    tmp_path, monkeypatch
+):
+    """`torch:tiny/config.json` was stored as typed: a stopped run resumed from another directory
+    failed (not found), or ran the model that directory held at that path under the same
+    configuration, its records mixed with the first model's."""
+    import signal
+
+    for where, size in [("proj", 64), ("other", 128)]:
+        (tmp_path / where / "tiny").mkdir(parents=True)
+        wider = {**LLAMA, "hidden_size": size, "num_attention_heads": size // 16}
+        config_file(tmp_path / where / "tiny", wider, "config")
+    monkeypatch.chdir(tmp_path / "proj")
+    body = {
+        "models": {"m": "torch:tiny/config.json?random_weights=1"},
+        "tasks": ["arith"],
+        "limit": 4,
+        "sampling": {"max_tokens": 8},
+    }
+
+    def stop_after_one(done, total, skipped, errors):
+        if done == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C
+
+    first = profile(parse_spec(body), "run", on_progress=stop_after_one, notify=lambda m: None)
+    assert first.status == "stopped"
+    monkeypatch.chdir(tmp_path / "other")
+    resumed = profile(parse_spec(body), resume=tmp_path / "proj" / "run", notify=lambda m: None)
+    assert resumed.status == "finished" and resumed.errors == 0
+    store = Store.open(tmp_path / "proj" / "run")
+    try:
+        df, run = store.records(), store.run()
+    finally:
+        store.close()
+    ref = f"torch:{(tmp_path / 'proj' / 'tiny' / 'config.json').resolve()}?random_weights=1"
+    assert run["spec"]["models"] == {"m": ref}
+    per_token = df["flops"] / (df["input_tokens"] + df["output_tokens"])
+    assert len(df) == 4 and per_token.max() < 1.5 * per_token.min()  # one model's, not two
+    # a shipped config is named, not a path, whatever the directory holds
+    (tmp_path / "other" / "llama-3.1-8b").mkdir()
+    assert with_absolute_paths(
+        parse_spec({**body, "models": {"m": "torch:llama-3.1-8b"}})
+    ).models == {"m": "torch:llama-3.1-8b"}
 
 
 def test_a_model_on_the_cpu_is_not_charged_the_counter_of_the_gpu_beside_it(tmp_path, monkeypatch):

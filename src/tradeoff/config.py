@@ -911,12 +911,25 @@ def _absolute(ref: str, prefix: str) -> str:
 
 def with_absolute_paths(spec: RunSpec) -> RunSpec:
     """The spec with local file references made absolute, so `--resume` works from anywhere."""
-    models = {
-        alias: _absolute(ref, "gguf:") if ref.startswith("gguf:") else ref
-        for alias, ref in spec.models.items()
-    }
+    models = {alias: _absolute_model(ref) for alias, ref in spec.models.items()}
     tasks = [t.model_copy(update={"ref": _absolute_task(t.ref)}) for t in spec.tasks]
     return spec.model_copy(update={"models": models, "tasks": tasks})
+
+
+def _absolute_model(ref: str) -> str:
+    """A model reference as stored: a gguf: file's path, or a torch: config's or directory's,
+    made absolute; a shipped torch config's name (which wins over a path, as the engine reads
+    it) and a path that does not exist (its loader says so, as given) stay as written."""
+    from tradeoff.engines.hf_config import shipped_configs
+
+    if ref.startswith("gguf:"):
+        return _absolute(ref, "gguf:")
+    if not ref.startswith("torch:"):
+        return ref
+    head = split_path(ref, "torch:")[0]
+    if head in shipped_configs() or not user_path(head).exists():
+        return ref
+    return _absolute(ref, "torch:")
 
 
 def _absolute_task(ref: str) -> str:
