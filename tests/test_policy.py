@@ -17,7 +17,13 @@ from browser import (
     render,
     script_errors,
 )
-from conftest import import_outcomes, one_line_error, run_cli, run_cli_unable_to_write
+from conftest import (
+    fitted_policy,
+    import_outcomes,
+    one_line_error,
+    run_cli,
+    run_cli_unable_to_write,
+)
 
 from tradeoff.errors import UserError
 from tradeoff.policy.evaluate import evaluate_cv
@@ -494,6 +500,55 @@ def test_route_configuration_runs_end_to_end_on_the_bundled_models(tmp_path):
         extra, calls = json.loads(r["extra"]), json.loads(r["calls"])
         assert extra["routed_to"] in policy.configs
         assert [c["model"] for c in calls] == [extra["routed_to"]]
+
+
+def test_a_route_s_policy_is_stored_absolute_and_resumes_from_elsewhere(tmp_path, monkeypatch):
+    """`policy: pol.json` was stored as written: a stopped run resumed from another directory
+    said the policy did not exist, and, beside an identical copy there, that it had changed
+    since. The path is stored absolute; a run stored before that is told the copy is the same."""
+    import signal
+    import sqlite3
+
+    from tradeoff.config import parse_spec
+    from tradeoff.runner import profile
+
+    (tmp_path / "proj").mkdir()
+    fitted = fitted_policy(tmp_path, limit=10, max_tokens=4, cost="flops")
+    (tmp_path / "proj" / "pol.json").write_bytes(fitted.read_bytes())
+    monkeypatch.chdir(tmp_path / "proj")
+    routed = parse_spec(
+        {"tasks": ["arith"], "limit": 3, "sampling": {"max_tokens": 4},
+         "configs": [{"strategy": "route", "policy": "pol.json"}]}
+    )  # fmt: skip
+
+    def stop_after_one(done, total, skipped, errors):
+        if done == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C
+
+    first = profile(routed, "run", on_progress=stop_after_one, notify=lambda m: None)
+    assert first.status == "stopped"
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "proj" / "run"
+    resumed = profile(routed, resume=run, notify=lambda m: None)
+    assert resumed.status == "finished" and resumed.errors == 0 and resumed.done == 2
+    store = Store.open(run)
+    try:
+        stored = store.run()["spec"]
+    finally:
+        store.close()
+    assert stored["configs"][0]["policy"] == str((tmp_path / "proj" / "pol.json").resolve())
+    # a run stored before kept the path as written; an identical copy where it is resumed from
+    # is not a policy that changed
+    stored["configs"][0]["policy"] = "pol.json"
+    with sqlite3.connect(run / "tradeoff.sqlite") as con:
+        con.execute("UPDATE runs SET spec = ?", (json.dumps(stored),))
+    con.close()
+    (tmp_path / "pol.json").write_bytes(fitted.read_bytes())
+    with pytest.raises(UserError) as refused:
+        profile(routed, resume=run, notify=lambda m: None)
+    message = str(refused.value)
+    assert "changed since" not in message and "the same content" in message
+    assert f"now {tmp_path / 'pol.json'}" in message and "resume it from the directory" in message
 
 
 def test_three_way_routing_by_expected_score_minus_lambda_cost(tmp_path):

@@ -911,9 +911,17 @@ def _absolute(ref: str, prefix: str) -> str:
 
 def with_absolute_paths(spec: RunSpec) -> RunSpec:
     """The spec with local file references made absolute, so `--resume` works from anywhere."""
+    from tradeoff.strategies.route import Params as Route
+
     models = {alias: _absolute_model(ref) for alias, ref in spec.models.items()}
     tasks = [t.model_copy(update={"ref": _absolute_task(t.ref)}) for t in spec.tasks]
-    return spec.model_copy(update={"models": models, "tasks": tasks})
+    configs = [
+        c.model_copy(update={"policy": str(user_path(c.policy).resolve())})
+        if isinstance(c, Route)
+        else c
+        for c in spec.configs
+    ]
+    return spec.model_copy(update={"models": models, "tasks": tasks, "configs": configs})
 
 
 def _absolute_model(ref: str) -> str:

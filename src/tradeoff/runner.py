@@ -24,6 +24,7 @@ from tradeoff.config import (
     RunSpec,
     parse_spec,
     resolve_configs,
+    same_but_where,
     with_absolute_paths,
 )
 from tradeoff.engines.openai import over_cap
@@ -380,19 +381,27 @@ def check_configs(store: Store, configs: list[Config], command: str = "profile")
     """Each stored configuration still runs what its records ran (`configs`: the stored spec's,
     resolved now): a route's policy file fitted again at the same path is another configuration
     under the same name. `command` is the one that made the run."""
-    stored = {c["name"]: c["config_id"] for c in store.configs()}
+    stored = {c["name"]: c for c in store.configs()}
     for config in configs:
-        if stored.get(config.name, config.config_id) == config.config_id:
+        before = stored.get(config.name)
+        if before is None or before["config_id"] == config.config_id:
             continue
-        what = (
-            f"its policy {config.params['policy']}, or the spec's model_options for its models, "
-            "changed since"
-            if config.strategy == "route"
-            else "what it runs changed since (a file it reads, or tradeoff's version)"
-        )
+        if same_but_where(before["spec"], config):  # a run that kept the path as written
+            what = (
+                f"its policy is now {config.params['policy']}, of the same content as "
+                f"{before['spec']['params']['policy']}, which its records ran; resume it from "
+                "the directory it was started in"
+            )
+        elif config.strategy == "route":
+            what = (
+                f"its policy {config.params['policy']}, or the spec's model_options for its "
+                "models, changed since; restore it"
+            )
+        else:
+            what = "what it runs changed since (a file it reads, or tradeoff's version); restore it"
         raise UserError(
             f"{store.directory}: configuration '{config.name}' is not what its records ran: "
-            f"{what}; restore it, or {command} into a new --out"
+            f"{what}, or {command} into a new --out"
         )
 
 
