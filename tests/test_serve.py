@@ -305,6 +305,48 @@ def test_a_configuration_restarted_under_another_name_is_refused(tmp_path):
     assert [r["config"] for r in _records(out).values()] == ["first"]
 
 
+def test_a_relative_model_path_served_again_from_elsewhere_is_another_configuration(
+    tmp_path, monkeypatch
+):
+    """`serve --spec` kept `torch:tiny/config.json` as written: restarted on the same --out from
+    another directory holding another model at that path, it served it under the same
+    configuration, one report row mixing the two models' records. A directory served before,
+    its path kept as written, still restarts from where it began."""
+    from tradeoff.config import Config, with_id
+
+    tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+            "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "vocab_size": 320, "max_position_embeddings": 512,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0}  # fmt: skip
+    for where, size in [("proj", 64), ("other", 128)]:
+        (tmp_path / where / "tiny").mkdir(parents=True)
+        config = {**tiny, "hidden_size": size, "num_attention_heads": size // 16}
+        (tmp_path / where / "tiny" / "config.json").write_text(json.dumps(config))
+    entry = {"model": "m", "name": "mine", "max_tokens": 4}
+    spec = {"models": {"m": "torch:tiny/config.json?random_weights=1"}, "configs": [entry]}
+    (tmp_path / "proj" / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path / "proj")
+    body = {"model": "mine", "prompt": "1 + 1 =", "max_tokens": 2}
+    with serve_process("--spec", "spec.yaml", "--out", "live") as served:
+        assert httpx.post(f"{served.url}/completions", json=body).is_success
+    again = run_cli("serve", "--spec", "../proj/spec.yaml", "--out", "../proj/live",
+                    "--port", "0", cwd=tmp_path / "other", timeout=60)  # fmt: skip
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+    said = again.stderr.strip().splitlines()[-1]  # after the model's preparing lines
+    assert "already holds records served as 'mine' by another configuration" in said
+    # as a directory served before stored it: the path as written, and the id of that
+    with sqlite3.connect(tmp_path / "proj" / "live" / "tradeoff.sqlite") as con:
+        (stored,) = con.execute("SELECT spec FROM configs").fetchone()
+        content = {**json.loads(stored), "models": spec["models"]}
+        legacy = with_id(Config(config_id="", name="mine", **content)).config_id
+        con.execute("UPDATE configs SET config_id = ?, spec = ?", (legacy, json.dumps(content)))
+        con.execute("UPDATE records SET config_id = ?", (legacy,))
+    con.close()
+    with serve_process("--spec", "spec.yaml", "--out", "live") as served:
+        assert httpx.post(f"{served.url}/completions", json=body).is_success
+    assert [r["config_id"] for r in _records(tmp_path / "proj" / "live").values()] == [legacy] * 2
+
+
 def test_a_sigterm_as_serve_says_it_serves_stops_it_cleanly(tmp_path):
     """A supervisor that stops the server as soon as it says it serves: the line came before
     the server's signal handlers, and a SIGTERM right after it killed the process (-15) in

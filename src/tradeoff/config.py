@@ -924,6 +924,15 @@ def with_absolute_paths(spec: RunSpec) -> RunSpec:
     return spec.model_copy(update={"models": models, "tasks": tasks, "configs": configs})
 
 
+def with_absolute_models(content: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's stored content with its models' paths made absolute, here, as
+    `with_absolute_paths` makes them (a server before it stored them as written)."""
+    models = content.get("models")
+    if not isinstance(models, dict):
+        return content
+    return {**content, "models": {a: _absolute_model(r) for a, r in models.items()}}
+
+
 def _absolute_model(ref: str) -> str:
     """A model reference as stored: a gguf: file's path, or a torch: config's or directory's,
     made absolute; a shipped torch config's name (which wins over a path, as the engine reads

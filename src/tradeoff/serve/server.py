@@ -22,7 +22,16 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from tradeoff import eventloop
 from tradeoff.abort import abort
-from tradeoff.config import Config, Price, RunSpec, resolve_configs, route_config, same_but_where
+from tradeoff.config import (
+    Config,
+    Price,
+    RunSpec,
+    resolve_configs,
+    route_config,
+    same_but_where,
+    with_absolute_models,
+    with_absolute_paths,
+)
 from tradeoff.engines.openai import over_cap
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
@@ -82,7 +91,7 @@ def served_configs(
         name = policy_name or policy.stem
         return {name: Served(name, route_config(policy.resolve(), name), "policy")}
     assert spec is not None
-    configs = resolve_configs(spec)
+    configs = resolve_configs(with_absolute_paths(spec))  # a restart elsewhere runs the same files
     by_name = {c.name: c for c in configs}
     unknown = [n for n in names if n not in by_name]
     if unknown:
@@ -174,7 +183,9 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
                 continue
             if before["config_id"] == s.config.config_id:
                 continue
-            if same_but_where(before["spec"], s.config):  # its policy moved or copied
+            # its policy moved or copied; or its models' paths kept as written (served before
+            # they were stored absolute), and here they are the same files
+            if same_but_where(with_absolute_models(before["spec"]), s.config):
                 s.config.config_id = before["config_id"]  # its records keep one id
             elif not store.forget_config(before["config_id"]):  # (none: nothing to mix)
                 changed.append(s.name)
