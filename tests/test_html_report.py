@@ -223,6 +223,20 @@ def test_a_prompt_holding_script_markup_leaves_the_records_whole(tmp_path):
     assert "hello <!--<script> world" in _records_data(dom)["rows"][0]
 
 
+def test_a_run_named_by_dot_is_titled_by_its_directory_s_name(tmp_path):
+    """`report . --html` and `compare . . --html`, run inside the run, titled their pages
+    "tradeoff report: " and "tradeoff compare:  vs ", with no run's name (a path `.` has none)."""
+    out = _imported(tmp_path, "prompt,a,b\n2+2?,1,0\n3+3?,1,1\n", "a=a,cost=0.1", "b=b,cost=1")
+    report = run_cli("report", ".", "--html", "-o", "../page.html", cwd=out)
+    assert report.returncode == 0, report.stderr
+    written = (tmp_path / "page.html").read_text("utf-8")
+    assert "<title>tradeoff report: imported</title>" in written
+    assert "<h1>tradeoff report: imported</h1>" in written
+    compared = run_cli("compare", ".", "../imported", "--html", "../cmp.html", cwd=out)
+    assert compared.returncode == 0, compared.stderr
+    assert "<h1>tradeoff compare: imported vs imported</h1>" in (tmp_path / "cmp.html").read_text()
+
+
 def test_a_run_directory_named_in_bytes_that_are_not_utf8_gets_its_pages(tmp_path):
     """A directory name is any bytes on Linux: one not UTF-8 (`runs/\\xffbad`) reached the page
     as a lone surrogate, which UTF-8 cannot write: report --html and frontier --plot X.html

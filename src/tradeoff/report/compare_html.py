@@ -20,7 +20,7 @@ from tradeoff.report.compare_table import (
     same_note,
     title,
 )
-from tradeoff.report.html_page import column_table, notes, page, table, when
+from tradeoff.report.html_page import column_table, notes, page, run_name, table, when
 
 
 def write_comparison(
@@ -34,7 +34,7 @@ def write_comparison(
 
 def comparison_html(comparisons: list[Comparison], left_out: list[str] | None = None) -> str:
     runs = [comparisons[0].a, *[c.b for c in comparisons]]
-    heading = f"tradeoff compare: {' vs '.join(Path(r.directory).name for r in runs)}"
+    heading = f"tradeoff compare: {' vs '.join(run_name(r.directory) for r in runs)}"
     names = labels(comparisons)
     sections = [f"<h1>{html.escape(heading)}</h1>", _runs(runs, names)]
     if left_out:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import html
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -105,6 +107,12 @@ def page(title: str, sections: list[str]) -> str:
         ]
     )
     return whole.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def run_name(directory: str | Path) -> str:
+    """A run directory's name, as a page's title shows it: that of the directory `.` or `..`
+    names (a path's own name is blank), symbolic links kept as given."""
+    return Path(os.path.abspath(directory)).name
 
 
 def plain(markup: str) -> str:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from tradeoff.errors import UserError
 from tradeoff.report import vega
-from tradeoff.report.html_page import column_table, menu, notes, page, table, when
+from tradeoff.report.html_page import column_table, menu, notes, page, run_name, table, when
 from tradeoff.report.html_records import records_section, sample
 from tradeoff.report.notes import LOAD_RUN_NOTE, all_failed_note, no_records, unfinished_note
 
@@ -88,7 +88,7 @@ def report_html(directory: Path, slo: Slo | None = None) -> str:
         _routers(evaluations),
         records_section(shown, measured, texts, items, names, unmeasured),
     ]
-    return page(f"tradeoff report: {directory.name}", sections)
+    return page(f"tradeoff report: {run_name(directory)}", sections)
 
 
 # Sections -----------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def _header(
         lines.insert(0, f"note: {unfinished}")
     spec = json.dumps(run.get("spec"), indent=2, default=str)
     return (
-        f"<h1>tradeoff report: {html.escape(directory.name)}</h1>"
+        f"<h1>tradeoff report: {html.escape(run_name(directory))}</h1>"
         '<dl class="facts">'
         + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts.items())
         + "</dl>"
