@@ -709,8 +709,8 @@ def one_word_decides(n, seed=0):
     return rows
 
 
-def fit_cli(run, *args):
-    return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args)
+def fit_cli(run, *args, **kw):
+    return run_cli("policy", "fit", str(run), "--configs", "weak,strong", *args, **kw)
 
 
 @pytest.mark.parametrize(
@@ -729,6 +729,17 @@ def test_fit_checks_where_it_writes_before_fitting(tmp_path, out, needle):
     result = fit_cli(run, "--target-accuracy", "0.999", "-o", str(tmp_path / out))
     one_line_error(result, str(tmp_path / out), needle)
     assert "no routing reaches" not in result.stderr
+
+
+def test_a_policy_path_ending_in_a_slash_is_refused_as_a_directory(tmp_path):
+    """`policy fit -o policies/` wrote the policy to a file named `policies` (pathlib drops the
+    slash, which names a directory); `policy eval --plot` took one alike."""
+    run = imported(tmp_path, coin_flips(20))
+    fitted = fit_cli(run, "--strong-fraction", "0.5", "-o", "policies/", cwd=tmp_path)
+    one_line_error(fitted, "--out", "policies/ ends in /", "give a file path")
+    drawn = run_cli("policy", "eval", str(run), "--cv", "2", "--plot", "curves/", cwd=tmp_path)
+    one_line_error(drawn, "--plot", "curves/ ends in /", "give a file path")
+    assert not (tmp_path / "policies").exists() and not (tmp_path / "curves").exists()
 
 
 def test_a_route_is_no_choice_of_a_policy(tmp_path):

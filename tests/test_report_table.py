@@ -366,6 +366,24 @@ def test_no_output_is_written_over_a_run_s_store(run_dir, tmp_path):
     assert (copy / "tradeoff.sqlite").read_bytes() == before
 
 
+def test_an_output_path_ending_in_a_slash_is_refused_as_a_directory(run_dir, tmp_path):
+    """`-o sums.csv/` (a directory the user meant, which does not exist) wrote a file named
+    sums.csv: pathlib drops the slash. Each option that takes a file refuses it in one line."""
+    from conftest import one_line_error
+
+    copy = str(run_dir)
+    for args, option in [
+        (["report", copy, "-o"], "--output"),
+        (["report", copy, "--html", "-o"], "--output"),
+        (["report", copy, "--plot"], "--plot"),
+        (["frontier", copy, "--plot"], "--plot"),
+        (["compare", copy, copy, "--html"], "--html"),
+    ]:
+        result = run_cli(*args, "sums.csv/", cwd=tmp_path)
+        one_line_error(result, option, "sums.csv/ ends in /", "give a file path")
+        assert not (tmp_path / "sums.csv").exists(), args
+
+
 def test_a_long_output_is_cut_in_the_records_table_and_whole_with_wide():
     """One 200,000-character answer padded every row of a piped records table to its width."""
     import pandas as pd

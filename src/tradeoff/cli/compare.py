@@ -14,6 +14,7 @@ from tradeoff.cli.output import (
     check_html,
     console,
     err_console,
+    file_path,
     write_json,
     writing,
 )
@@ -52,6 +53,8 @@ def compare(
         Path | None,
         typer.Option(
             "--html",
+            parser=file_path,
+            metavar="<path>",
             help="Also write the comparison as one self-contained HTML page (opens offline) to "
             "this file.",
         ),

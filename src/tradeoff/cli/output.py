@@ -208,6 +208,14 @@ def write_text(text: str, output: Path | None = None) -> None:
             sys.stdout.flush()
 
 
+def file_path(value: str) -> Path:
+    """Parses an option naming a file to write (shown as `<path>`, as typer shows a Path): one
+    ending in / names a directory, which pathlib would drop, writing a file of its name."""
+    if value.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{value} ends in /, naming a directory; give a file path")
+    return Path(value)
+
+
 def check_writable(option: str, path: Path) -> None:
     """Refuses, before any work is done, an output file that could not be written, or one of a
     run's store (`report DIR -o DIR/tradeoff.sqlite` wrote a CSV over the run it read)."""

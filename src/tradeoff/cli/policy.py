@@ -20,6 +20,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
+    file_path,
     write_json,
     writing,
 )
@@ -103,7 +104,12 @@ def _fold_progress(router: str, what: str) -> Callable[[int, int], None]:
 
 def fit(
     directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Policy file to write (JSON).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", parser=file_path, metavar="<path>", help="Policy file to write (JSON)."
+        ),
+    ],
     configs: Annotated[
         str | None,
         typer.Option(
@@ -252,7 +258,14 @@ def evaluate(
     ] = None,
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
     plot: Annotated[
-        Path | None, typer.Option("--plot", "-p", help="Also draw the curves to a .png or .html.")
+        Path | None,
+        typer.Option(
+            "--plot",
+            "-p",
+            parser=file_path,
+            metavar="<path>",
+            help="Also draw the curves to a .png or .html.",
+        ),
     ] = None,
 ) -> None:
     """Router curves and metrics, beside the oracle and the random router.

@@ -22,6 +22,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
+    file_path,
     json_rows,
     write_json,
     write_text,
@@ -363,6 +364,8 @@ def report(
         typer.Option(
             "--output",
             "-o",
+            parser=file_path,
+            metavar="<path>",
             help="Write to this file instead of stdout (parquet: instead of DIR/KIND.parquet, "
             "KIND being summary, records or load).",
         ),
@@ -390,6 +393,8 @@ def report(
         typer.Option(
             "--plot",
             "-p",
+            parser=file_path,
+            metavar="<path>",
             help="Also draw latency percentiles and goodput against achieved throughput per "
             "configuration (load runs) to this .png or .html file.",
         ),
@@ -570,7 +575,13 @@ def frontier(
     ] = FrontierFormat.table,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", "-p", help="Also draw the frontier to this .png or .html file."),
+        typer.Option(
+            "--plot",
+            "-p",
+            parser=file_path,
+            metavar="<path>",
+            help="Also draw the frontier to this .png or .html file.",
+        ),
     ] = None,
     wide: Annotated[bool, typer.Option("--wide", "-w", help=WIDE_HELP)] = False,
     at: Annotated[
