@@ -76,6 +76,7 @@ def test_numeric_whole_numbers_are_compared_exactly(
         ("#### 1. Read the problem\n#### 2. Answer\nThe answer is 17.", "17"),
         ("#### 2 Compute\n12 + 5 = 17", "17"),
         ("so 5 + 3 = 8\n#### 8.\n", "8"),
+        ("so 5 + 3 = 8\r\n#### 8\r\nNext: 10\r\n", "8"),  # Windows line endings
     ],
 )
 def test_numeric_marker_is_four_hashes_before_a_number(output: str, parsed: str) -> None:

@@ -36,7 +36,7 @@ _BARE_NUMBER = re.compile(
 # GSM8K's answer marker: "####" and a number that ends its line ("#### 42", as GSM8K writes it and
 # lm-evaluation-harness's strict match reads it); a markdown heading ("#### Step 2: Add",
 # "#### 2. Answer") is no marker.
-_MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})[ \t]*\.?[ \t]*$", re.MULTILINE)
+_MARKED_NUMBER = re.compile(rf"####[ \t]*({_NUMBER.pattern})[ \t]*\.?[ \t\r]*$", re.MULTILINE)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in "-/_\u2013\u2014"})
 _PUNCT_DELETE = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
