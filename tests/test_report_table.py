@@ -368,7 +368,8 @@ def test_no_output_is_written_over_a_run_s_store(run_dir, tmp_path):
 
 def test_an_output_path_ending_in_a_slash_is_refused_as_a_directory(run_dir, tmp_path):
     """`-o sums.csv/` (a directory the user meant, which does not exist) wrote a file named
-    sums.csv: pathlib drops the slash. Each option that takes a file refuses it in one line."""
+    sums.csv: pathlib drops the slash (and a last `.`: `sums.csv/.`). Each option that takes a
+    file refuses it in one line."""
     from conftest import one_line_error
 
     copy = str(run_dir)
@@ -382,6 +383,10 @@ def test_an_output_path_ending_in_a_slash_is_refused_as_a_directory(run_dir, tmp
         result = run_cli(*args, "sums.csv/", cwd=tmp_path)
         one_line_error(result, option, "sums.csv/ ends in /", "give a file path")
         assert not (tmp_path / "sums.csv").exists(), args
+    for given in ("sums.csv/.", "sums.csv/..", "."):
+        result = run_cli("report", copy, "-o", given, cwd=tmp_path)
+        one_line_error(result, "--output", f"{given} ends in", "naming a directory")
+        assert not (tmp_path / "sums.csv").exists(), given
 
 
 def test_a_long_output_is_cut_in_the_records_table_and_whole_with_wide():

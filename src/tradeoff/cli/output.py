@@ -210,9 +210,13 @@ def write_text(text: str, output: Path | None = None) -> None:
 
 def file_path(value: str) -> Path:
     """Parses an option naming a file to write (shown as `<path>`, as typer shows a Path): one
-    ending in / names a directory, which pathlib would drop, writing a file of its name."""
-    if value.endswith(("/", os.sep)):
-        raise typer.BadParameter(f"{value} ends in /, naming a directory; give a file path")
+    ending in `/` (or `/.`, `/..`, or `.` itself) names a directory, which pathlib would drop,
+    writing a file of its name."""
+    plain = value.replace(os.sep, "/")
+    last = plain.rsplit("/", 1)[-1]
+    if last in ("", ".", ".."):
+        end = plain[len(plain) - len(last) - 1 :] if "/" in plain else plain
+        raise typer.BadParameter(f"{value} ends in {end}, naming a directory; give a file path")
     return Path(value)
 
 
