@@ -928,6 +928,9 @@ def test_serve_called_in_a_thread_serves_until_its_stop_event_is_set(tmp_path):
         assert serving.result(timeout=PATIENCE_S) is None
         assert asked.result().status_code == 200
     assert any("finishing 1 request(s) in flight" in line for line in lines), lines
+    # its ready line names what stops it: in a thread, no signal does
+    assert any("setting its stop event stops after" in line for line in lines), lines
+    assert not any("Ctrl-C" in line for line in lines if " at http" in line), lines
     assert len(_records(out)) == 1
     store = Store.open(out)
     assert store.run()["status"] == "stopped"

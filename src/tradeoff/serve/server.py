@@ -411,7 +411,7 @@ async def _run_server(
     shown = f"[{host}]" if ":" in host else host
     ready = (
         f"serving {', '.join(app.served)} at http://{shown}:{port}/v1 "
-        f"(records to {out}; Ctrl-C or SIGTERM stops after the requests in flight)"
+        f"(records to {out}; {_stopped_by(stop)})"
     )
     server = _Server(config, app, notify, ready, stop)
     # Latency: what was loaded never becomes garbage, and the store's thread hands the
@@ -419,6 +419,17 @@ async def _run_server(
     logging.getLogger("uvicorn.error").addFilter(_not_cancelled)  # (once: a filter is a set's)
     with eventloop.steady(switch_s=0.001):
         await server.serve(sockets=[sock])
+
+
+def _stopped_by(stop: threading.Event | None) -> str:
+    """What stops this server, as its ready line says: off the main thread no signal does."""
+    ways = ["Ctrl-C", "SIGTERM"] if threading.current_thread() is threading.main_thread() else []
+    if stop is not None:
+        ways.append("setting its stop event")
+    if not ways:
+        return "no signal reaches a server in a thread: give serve() a stop event to stop it"
+    joined = f"{', '.join(ways[:-1])} or {ways[-1]}" if len(ways) > 1 else ways[0]
+    return f"{joined} stops after the requests in flight"
 
 
 def _not_cancelled(record: logging.LogRecord) -> bool:
