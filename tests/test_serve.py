@@ -818,20 +818,9 @@ def test_a_server_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path):
     assert len(_records(out)) == 1
 
 
-SERVE_HOST = """
-import os, signal, subprocess, sys, threading, time
-import httpx
-from tradeoff.config import parse_spec
-from tradeoff.serve.server import ServeOptions, serve, served_configs
-from tradeoff.store import Store
-
-child = subprocess.Popen(["sleep", "120"])  # the host's own, none of tradeoff's
-body = {"models": ["smollm2-135m"], "tasks": [], "sampling": {"max_tokens": 200}}
-spec, port = parse_spec(body), int(sys.argv[2])
-url = f"http://127.0.0.1:{port}"
-
-
-def interrupt():
+# A host program's Ctrl-C pressed twice once its server has a request in flight; its `ask()`
+# (which starts the presses once the server is up) goes on to send that request.
+TWICE_WITH_A_REQUEST_IN_FLIGHT = """def interrupt():
     while httpx.get(f"{url}/metrics").text.count("tradeoff_in_flight 1.0") == 0:
         time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed twice with a request in flight
@@ -847,7 +836,24 @@ def ask():
         except httpx.TransportError:
             time.sleep(0.05)
     threading.Thread(target=interrupt, daemon=True).start()
-    try:
+"""
+
+
+SERVE_HOST = (
+    """
+import os, signal, subprocess, sys, threading, time
+import httpx
+from tradeoff.config import parse_spec
+from tradeoff.serve.server import ServeOptions, serve, served_configs
+from tradeoff.store import Store
+
+child = subprocess.Popen(["sleep", "120"])  # the host's own, none of tradeoff's
+body = {"models": ["smollm2-135m"], "tasks": [], "sampling": {"max_tokens": 200}}
+spec, port = parse_spec(body), int(sys.argv[2])
+url = f"http://127.0.0.1:{port}"
+"""
+    + TWICE_WITH_A_REQUEST_IN_FLIGHT
+    + """    try:
         httpx.post(f"{url}/v1/completions", timeout=60,
                    json={"model": "smollm2-135m", "prompt": "Once upon a time", "max_tokens": 200})
     except httpx.TransportError:
@@ -867,6 +873,7 @@ store = Store.open(sys.argv[1])
 print("status", store.run()["status"])
 child.kill()
 """
+)
 
 
 def test_a_second_ctrl_c_in_a_library_call_to_serve_raises_in_its_caller(tmp_path):
@@ -938,7 +945,8 @@ def test_serve_called_in_a_thread_serves_until_its_stop_event_is_set(tmp_path):
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
-ABORTED_HOST = """
+ABORTED_HOST = (
+    """
 import os, signal, sys, threading, time
 import httpx
 from tradeoff.config import parse_spec
@@ -948,25 +956,9 @@ body = {"models": {"m": f"openai:{sys.argv[3]}#hang"}, "tasks": []}
 spec, port = parse_spec(body), int(sys.argv[2])
 url = f"http://127.0.0.1:{port}"
 answers = []
-
-
-def interrupt():
-    while httpx.get(f"{url}/metrics").text.count("tradeoff_in_flight 1.0") == 0:
-        time.sleep(0.05)
-    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed twice with a request in flight
-    time.sleep(0.2)
-    os.kill(os.getpid(), signal.SIGINT)
-
-
-def ask():
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    threading.Thread(target=interrupt, daemon=True).start()
-    try:
+"""
+    + TWICE_WITH_A_REQUEST_IN_FLIGHT
+    + """    try:
         r = httpx.post(f"{url}/v1/completions", timeout=60,
                        json={"model": "m", "prompt": "Once upon a time", "max_tokens": 5})
         answers.append(f"{r.status_code} {r.headers.get('content-type')} {r.text}")
@@ -984,6 +976,7 @@ except KeyboardInterrupt:
 asking.join()
 print("answer", *answers)
 """
+)
 
 
 def test_a_second_ctrl_c_in_a_library_call_to_serve_answers_no_request_in_flight(tmp_path):
