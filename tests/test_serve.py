@@ -311,7 +311,8 @@ def test_a_relative_model_path_served_again_from_elsewhere_is_another_configurat
     """`serve --spec` kept `torch:tiny/config.json` as written: restarted on the same --out from
     another directory holding another model at that path, it served it under the same
     configuration, one report row mixing the two models' records. A directory served before,
-    its path kept as written, still restarts from where it began."""
+    its path kept as written, still restarts, saying that its paths are taken as named from
+    where it restarts (which files they named then cannot be told)."""
     from tradeoff.config import Config, with_id
 
     tiny = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
@@ -345,6 +346,8 @@ def test_a_relative_model_path_served_again_from_elsewhere_is_another_configurat
     with serve_process("--spec", "spec.yaml", "--out", "live") as served:
         assert httpx.post(f"{served.url}/completions", json=body).is_success
     assert [r["config_id"] for r in _records(tmp_path / "proj" / "live").values()] == [legacy] * 2
+    # which files such paths named cannot be told: it says it takes them as named from here
+    assert any("model paths as written" in line for line in served.lines), served.lines
 
 
 def test_a_sigterm_as_serve_says_it_serves_stops_it_cleanly(tmp_path):

@@ -157,7 +157,9 @@ def _listen(sock: socket.socket) -> None:
         ) from None
 
 
-def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) -> Store:
+def _open_store(
+    out: Path, served: dict[str, Served], source: dict[str, Any], notify: Callable[[str], None]
+) -> Store:
     """The run store in `out`: a new one, or the one a previous `serve` left there."""
     if (out / STORE_FILE).exists():
         store = Store.open(out, writer=True)
@@ -184,9 +186,17 @@ def _open_store(out: Path, served: dict[str, Served], source: dict[str, Any]) ->
             if before["config_id"] == s.config.config_id:
                 continue
             # its policy moved or copied; or its models' paths kept as written (served before
-            # they were stored absolute), and here they are the same files
-            if same_but_where(with_absolute_models(before["spec"]), s.config):
+            # they were stored absolute): which files they named then cannot be told, so they
+            # are taken to name the files they name from here, and the server says so
+            absolute = with_absolute_models(before["spec"])
+            if same_but_where(absolute, s.config):
                 s.config.config_id = before["config_id"]  # its records keep one id
+                if absolute != before["spec"]:
+                    notify(
+                        f"note: {out} stored '{s.name}' with its model paths as written, "
+                        "relative to where that server started; they are taken to name the "
+                        "files they name from here (its records go on under one configuration)"
+                    )
             elif not store.forget_config(before["config_id"]):  # (none: nothing to mix)
                 changed.append(s.name)
         if changed:
@@ -221,7 +231,7 @@ async def _serve(
     try:
         async with open_session(
             configs,
-            lambda: _open_store(out, served, source),
+            lambda: _open_store(out, served, source, notify),
             timeout_s=spec.timeout_s if spec else 120.0,
             api_key=options.upstream_api_key,
             notify=notify,
