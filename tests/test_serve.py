@@ -946,6 +946,15 @@ def test_serve_called_in_a_thread_serves_until_its_stop_event_is_set(tmp_path):
     assert store.run()["status"] == "stopped"
     store.close()
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+    # a stop set before (or while) its models load: it never says it serves, nor listens
+    lines.clear()
+    stop.set()
+    with contextlib.contextmanager(fast_server)() as upstream:
+        spec = parse_spec({"models": {"m": f"openai:{upstream}#fast"}})
+        serve(served_configs(spec, [], None, None), spec, tmp_path / "early", source={},
+              options=ServeOptions(port=0), notify=lines.append, stop=stop)  # fmt: skip
+    assert not any(" at http" in line for line in lines), lines
+    assert any("not serving" in line for line in lines), lines
 
 
 ABORTED_HOST = (

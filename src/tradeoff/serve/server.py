@@ -248,7 +248,10 @@ async def _serve(
                 unpriced=unpriced,
             )
             try:
-                await _run_server(app, sock, out, notify, stop)
+                if stop is not None and stop.is_set():  # set while the models loaded
+                    notify("stop event set before the server listened: not serving")
+                else:
+                    await _run_server(app, sock, out, notify, stop)
                 session.status = "stopped"
             finally:
                 if app.draining:  # a second signal, in a library call, leaves by KeyboardInterrupt
