@@ -14,7 +14,7 @@ from tradeoff.cli.output import (
     check_html,
     console,
     err_console,
-    file_path,
+    file_option,
     write_json,
     writing,
 )
@@ -51,10 +51,8 @@ def compare(
     ] = None,
     html: Annotated[
         Path | None,
-        typer.Option(
+        file_option(
             "--html",
-            parser=file_path,
-            metavar="<path>",
             help="Also write the comparison as one self-contained HTML page (opens offline) to "
             "this file.",
         ),

@@ -220,6 +220,11 @@ def file_path(value: str) -> Path:
     return Path(value)
 
 
+def file_option(*names: str, help: str) -> Any:
+    """A typer option naming a file to write: parsed by `file_path`, shown as `<path>`."""
+    return typer.Option(*names, parser=file_path, metavar="<path>", help=help)
+
+
 def check_writable(option: str, path: Path) -> None:
     """Refuses, before any work is done, an output file that could not be written, or one of a
     run's store (`report DIR -o DIR/tradeoff.sqlite` wrote a CSV over the run it read)."""

@@ -20,7 +20,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
-    file_path,
+    file_option,
     write_json,
     writing,
 )
@@ -106,9 +106,7 @@ def fit(
     directory: Annotated[Path, typer.Argument(help="A run directory with records.")],
     out: Annotated[
         Path,
-        typer.Option(
-            "--out", "-o", parser=file_path, metavar="<path>", help="Policy file to write (JSON)."
-        ),
+        file_option("--out", "-o", help="Policy file to write (JSON)."),
     ],
     configs: Annotated[
         str | None,
@@ -259,11 +257,9 @@ def evaluate(
     format: Annotated[ListFormat, typer.Option("--format", "-f")] = ListFormat.table,
     plot: Annotated[
         Path | None,
-        typer.Option(
+        file_option(
             "--plot",
             "-p",
-            parser=file_path,
-            metavar="<path>",
             help="Also draw the curves to a .png or .html.",
         ),
     ] = None,

@@ -22,7 +22,7 @@ from tradeoff.cli.output import (
     console,
     cost_choice,
     err_console,
-    file_path,
+    file_option,
     json_rows,
     write_json,
     write_text,
@@ -361,11 +361,9 @@ def report(
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option(
+        file_option(
             "--output",
             "-o",
-            parser=file_path,
-            metavar="<path>",
             help="Write to this file instead of stdout (parquet: instead of DIR/KIND.parquet, "
             "KIND being summary, records or load).",
         ),
@@ -390,11 +388,9 @@ def report(
     ] = None,
     plot: Annotated[
         Path | None,
-        typer.Option(
+        file_option(
             "--plot",
             "-p",
-            parser=file_path,
-            metavar="<path>",
             help="Also draw latency percentiles and goodput against achieved throughput per "
             "configuration (load runs) to this .png or .html file.",
         ),
@@ -575,11 +571,9 @@ def frontier(
     ] = FrontierFormat.table,
     plot: Annotated[
         Path | None,
-        typer.Option(
+        file_option(
             "--plot",
             "-p",
-            parser=file_path,
-            metavar="<path>",
             help="Also draw the frontier to this .png or .html file.",
         ),
     ] = None,
