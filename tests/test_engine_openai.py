@@ -9,7 +9,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from conftest import fast_server
+from conftest import fast_server, one_line_error, run_cli
 
 from tradeoff.engines.openai import OpenAIEngine, api_root, https_proxy, topk_entropy
 from tradeoff.errors import UserError
@@ -290,6 +290,32 @@ def test_check_names_the_status_of_a_wrong_url(url: str) -> None:
     engine = OpenAIEngine(url + "/extra", "fast")
     with pytest.raises(UserError, match="HTTP 404"):
         asyncio.run(engine.check())
+
+
+def _with_password(url: str) -> str:
+    return url.replace("http://", "http://user:pw123@", 1)
+
+
+@pytest.mark.parametrize("key", [("--api-key", "KEY"), ()])
+def test_a_url_with_a_password_and_an_api_key_too_is_refused_in_one_line(
+    url: str, key: tuple[str, ...], tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both were sent: aiohttp refused them together in a traceback."""
+    if not key:
+        monkeypatch.setenv("OPENAI_API_KEY", "KEY")
+    result = run_cli(
+        "profile", "-m", f"openai:{_with_password(url)}#m", "-t", "arith", "--limit", "1",
+        *key, "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    one_line_error(result, "user:***@", "give one of them")
+    assert "pw123" not in result.stderr
+
+
+def test_a_failed_request_names_its_url_without_the_password(url: str) -> None:
+    """The message is kept with the record, and shown on the report page."""
+    g = generate(OpenAIEngine(_with_password(url), "fail-cut"), Request(messages=CHAT))
+    assert g.error is not None and "http://user:***@127.0.0.1" in g.error
+    assert "pw123" not in g.error
 
 
 def test_twenty_concurrent_requests_over_four_connections(url: str) -> None:

@@ -8,6 +8,7 @@ one line."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -432,6 +433,27 @@ def test_another_path_and_bad_input_are_one_line(run_dir, tmp_path):
     for args in (["report"], ["frontier"], ["report", "-f", "csv"], ["report", "-f", "parquet"]):
         bad = run_cli(*args[:1], str(empty), *args[1:])
         assert bad.returncode == 2 and "no records yet" in bad.stderr, bad.stderr
+
+
+def test_a_url_s_password_is_hidden_on_the_pages_and_kept_in_the_store(tmp_path):
+    """The report's spec showed `openai:http://user:PASSWORD@host/v1#m` on a page meant to be
+    mailed; so did the comparison's differences. The store keeps it: a resumed run signs in."""
+    runs = []
+    with contextlib.contextmanager(fast_server)() as url:
+        for user in ("user", "other"):
+            out = tmp_path / user
+            ref = f"openai:{url.replace('http://', f'http://{user}:pw123@')}#m"
+            made = run_cli("profile", "-m", ref, "-t", "arith", "--limit", "1", "--out", str(out))
+            assert made.returncode == 0, made.stderr
+            runs.append(out)
+    page = html.unescape(_html(runs[0]).read_text())
+    assert "http://user:***@127.0.0.1" in page and "pw123" not in page
+    assert "pw123@" in _sql(runs[0], "SELECT spec FROM runs")[0][0]
+    compared = tmp_path / "compare.html"
+    result = run_cli("compare", *map(str, runs), "--html", str(compared))
+    assert result.returncode == 0, result.stderr
+    page = html.unescape(compared.read_text())
+    assert "http://user:***@" in page and "http://other:***@" in page and "pw123" not in page
 
 
 def test_clients_that_left_are_not_failures_on_the_page(tmp_path):

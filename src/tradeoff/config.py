@@ -826,6 +826,20 @@ def _valid_fields(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
+def shown_spec(value: Any) -> Any:
+    """A stored spec (or any part of it) as a page shows it: each URL in it with its password
+    hidden (`openai:http://user:***@host/v1#m`), as an API key is never stored at all."""
+    from tradeoff.engines import hide_password
+
+    if isinstance(value, str):
+        return hide_password(value)
+    if isinstance(value, dict):
+        return {key: shown_spec(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shown_spec(item) for item in value]
+    return value
+
+
 def parse_spec(data: Any, source: str = "spec", flags: Collection[str] = ()) -> RunSpec:
     """The spec `data` read from `source`; `flags`: the fields (as `FLAG_NAMES` keys) that
     command-line flags set, named as those flags in an error."""

@@ -25,7 +25,7 @@ import pandas as pd
 from tradeoff.analysis.costs import failed
 from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
 from tradeoff.analysis.operating_point import hour_shared, models_of
-from tradeoff.config import FILE_TASKS, split_path
+from tradeoff.config import FILE_TASKS, shown_spec, split_path
 from tradeoff.errors import UserError
 
 # What makes two records answers to the same question: the item (its task, as `task_key` names
@@ -146,7 +146,7 @@ class Comparison:
 @dataclass(frozen=True)
 class _Run:
     info: RunInfo
-    spec: dict[str, Any]
+    spec: dict[str, Any]  # as shown: the passwords in its URLs hidden
     records: pd.DataFrame  # measured records only
 
 
@@ -239,7 +239,7 @@ def _read(directory: Path) -> _Run:
         records=len(measured),
         configs=names,
     )
-    return _Run(info, run.get("spec") or {}, measured)
+    return _Run(info, shown_spec(run.get("spec") or {}), measured)
 
 
 def paired(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

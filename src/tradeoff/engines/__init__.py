@@ -90,6 +90,20 @@ def _unknown(ref: str) -> UserError:
     )
 
 
+def hide_password(url: str) -> str:
+    """`url` (or an `openai:` reference) with the password it holds as ***
+    (`http://user:***@host/v1`), as a page or a message shows it: one that is mailed keeps no
+    secret. The store keeps the URL whole, so that a resumed run still signs in."""
+    scheme, sep, rest = url.partition("://")
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    authority = rest[: min(ends, default=len(rest))]
+    userinfo, at, host = authority.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{rest[len(authority) :]}"
+
+
 def parse_openai_ref(ref: str) -> tuple[str, str, PromptMode]:
     """`openai:BASE_URL#MODEL[@completion]` -> (base_url, model, prompt_mode)."""
     body = ref[len("openai:") :]
@@ -237,4 +251,12 @@ async def open_engine(
     )
 
 
-__all__ = ["Engine", "InProcessEngine", "ModelInfo", "check_ref", "list_models", "open_engine"]
+__all__ = [
+    "Engine",
+    "InProcessEngine",
+    "ModelInfo",
+    "check_ref",
+    "hide_password",
+    "list_models",
+    "open_engine",
+]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from yarl import URL
 
+from tradeoff.engines import hide_password
 from tradeoff.engines.base import ModelInfo
 from tradeoff.engines.emit import TextSink, Thought
 from tradeoff.engines.sse import SSEDecoder
@@ -224,6 +225,8 @@ class OpenAIEngine:
         # Parsed once: aiohttp would parse a string URL on every request.
         self._chat_url = URL(f"{self.root}/v1/chat/completions{self.query}")
         self._completion_url = URL(f"{self.root}/v1/completions{self.query}")
+        # As messages name them (kept with failed records, shown on report pages): no password.
+        self._shown = {u: hide_password(str(u)) for u in (self._chat_url, self._completion_url)}
         # identity: the body is read as it arrives, undecompressed (auto_decompress=False)
         self._headers = {
             "content-type": "application/json",
@@ -233,6 +236,12 @@ class OpenAIEngine:
         if api_key:
             if any(c in api_key for c in "\r\n"):
                 raise UserError("the API key contains a line break; remove it")
+            root = URL(self.root)
+            if root.raw_user or root.raw_password:  # aiohttp sends the URL's, and then refuses
+                raise UserError(
+                    f"model '{hide_password(self.info.ref)}': its URL holds a user and password "
+                    "and an API key is given too (by option or OPENAI_API_KEY); give one of them"
+                )
             self._headers["authorization"] = f"Bearer {api_key}"
         # connect: None leaves waiting for a pooled connection unbounded.
         self._timeout = aiohttp.ClientTimeout(
@@ -292,12 +301,12 @@ class OpenAIEngine:
                 body = await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise UserError(
-                f"server at {url} is unreachable ({type(exc).__name__}: "
+                f"server at {hide_password(url)} is unreachable ({type(exc).__name__}: "
                 f"{_one_line(str(exc), 120)}); start it or fix the URL"
             ) from None
         if not 200 <= status < 300:
             raise UserError(
-                f"server at {url} answered HTTP {status} "
+                f"server at {hide_password(url)} answered HTTP {status} "
                 f"({_one_line(body.decode('utf-8', 'replace'), 120)}); "
                 "check the URL and the API key"
             )
@@ -444,22 +453,28 @@ class OpenAIEngine:
             if done and finish_reason is None:
                 # llama-cpp-python's server ends a stream this way when another request arrives.
                 error = (
-                    f"the server at {url} cut the answer short ([DONE] with no finish_reason, "
-                    "then the connection dropped); for llama-cpp-python's server start it "
-                    "with --interrupt_requests False or send one request at a time"
+                    f"the server at {self._shown[url]} cut the answer short ([DONE] with no "
+                    "finish_reason, then the connection dropped); for llama-cpp-python's server "
+                    "start it with --interrupt_requests False or send one request at a time"
                 )
             elif not done and finish_reason is None:
-                error = f"{type(exc).__name__} from {url}: {_one_line(str(exc))}"
+                error = f"{type(exc).__name__} from {self._shown[url]}: {_one_line(str(exc))}"
             # else: the answer was complete (its finish_reason came, or [DONE]); only the
             # connection's end failed, as when a proxy cuts it before [DONE].
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            error = f"malformed stream from {url}: {type(exc).__name__}: {_one_line(str(exc))}"
+            error = (
+                f"malformed stream from {self._shown[url]}: "
+                f"{type(exc).__name__}: {_one_line(str(exc))}"
+            )
         t_end = perf_counter()
         if error is None and finish_reason is None:
             if not done:
-                error = f"stream from {url} ended without [DONE] or a finish_reason"
+                error = f"stream from {self._shown[url]} ended without [DONE] or a finish_reason"
             elif not token_times:
-                error = f"stream from {url} ended at [DONE] with no token and no finish_reason"
+                error = (
+                    f"stream from {self._shown[url]} ended at [DONE] with no token "
+                    "and no finish_reason"
+                )
 
         # Without usage (or with an output count that is no number) the prompt's token count is
         # unknown: recorded as missing (None), not 0.

@@ -115,6 +115,7 @@ def _took(run: dict[str, Any]) -> str:
 def _header(
     directory: Path, run: dict[str, Any], records: pd.DataFrame, samples: list[dict[str, Any]]
 ) -> str:
+    from tradeoff.config import shown_spec
     from tradeoff.meters.conditions import summarize
     from tradeoff.report.table import host_notes, meter_notes
 
@@ -143,7 +144,7 @@ def _header(
     lines += [busy] if busy else []
     if unfinished := unfinished_note(directory):
         lines.insert(0, f"note: {unfinished}")
-    spec = json.dumps(run.get("spec"), indent=2, default=str)
+    spec = json.dumps(shown_spec(run.get("spec")), indent=2, default=str)
     return (
         f"<h1>tradeoff report: {html.escape(run_name(directory))}</h1>"
         '<dl class="facts">'
