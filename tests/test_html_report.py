@@ -7,6 +7,7 @@ one line."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import html
 import json
@@ -179,6 +180,29 @@ def _imported(tmp_path: Path, csv_text: str, *models: str) -> Path:
     )
     assert result.returncode == 0, result.stderr
     return out
+
+
+def test_a_configuration_with_few_records_leaves_its_share_of_the_sample_to_the_others(tmp_path):
+    """Of 2,100 records of `fast` and 100 of `slow` (a load run's slow configuration), 1,000
+    and 100 were inlined: the 900 slow could not fill were lost, and the note said "per
+    configuration the same number"."""
+    rows = "".join(f"q{i},{i % 2},{i % 3 == 0}\n" for i in range(2100))
+    out = _imported(tmp_path, f"prompt,fast,slow\n{rows}", "fast=fast", "slow=slow")
+    assert (
+        ": 1,000 of each configuration's records, its failed and wrong ones first;"
+        in (_records_data(_html(out).read_text())["of"])
+    )
+    slow = "(SELECT config_id FROM configs WHERE name = 'slow')"
+    _sql(out, f"DELETE FROM records WHERE config_id = {slow} AND rowid NOT IN "
+         f"(SELECT rowid FROM records WHERE config_id = {slow} LIMIT 100)")  # fmt: skip
+    data = _records_data(_html(out).read_text())
+    at = data["columns"].index("config")
+    assert collections.Counter(row[at] for row in data["rows"]) == {"fast": 1900, "slow": 100}
+    assert data["of"] == (
+        " (a sample of 2,000 of the run's 2,200 records: all the records of slow; 1,900 of each "
+        "other configuration's, its failed and wrong ones first; `tradeoff report DIR --records` "
+        "lists them all)"
+    )
 
 
 def test_imported_outcomes_say_why_they_have_no_latency(tmp_path):

@@ -97,20 +97,46 @@ def _text(value: Any) -> str | None:
 
 
 def sample(records: pd.DataFrame, limit: int = MAX_RECORDS, seed: int = 0) -> pd.DataFrame:
-    """All records up to `limit`; beyond, as many from each configuration (its failed and wrong
-    ones first, up to half of its share), drawn at random, in the run's order."""
+    """All records up to `limit`; beyond, as many from each configuration (`_share`: one with
+    fewer gives all its own, what it leaves going to the others), its failed and wrong ones first
+    (up to half of its share), drawn at random, in the run's order."""
     if len(records) <= limit:
         return records
     rng = np.random.default_rng(seed)
-    share = max(1, limit // records["config"].nunique())
+    groups = records.groupby("config", sort=False, observed=True)
+    each = _share([len(group) for _, group in groups], limit)
     picked: list[np.ndarray] = []
-    for _, group in records.groupby("config", sort=False):
+    for _, group in groups:
         bad = (group["error"].notna() | (group["score"].fillna(1.0) < 1)).to_numpy()
         index = group.index.to_numpy()
-        worse = rng.permutation(index[bad])[: share // 2]
-        rest = rng.permutation(np.setdiff1d(index, worse))[: share - len(worse)]
+        worse = rng.permutation(index[bad])[: each // 2]
+        rest = rng.permutation(np.setdiff1d(index, worse))[: each - len(worse)]
         picked += [worse, rest]
     return records.loc[np.sort(np.concatenate(picked))]
+
+
+def _share(counts: list[int], limit: int) -> int:
+    """How many records `sample` takes from each configuration of `counts` records: `limit`
+    shared alike, a configuration with fewer than its share giving what it leaves to the others
+    (a load run's slow configuration, a run stopped part-way); at least 1."""
+    left, others = limit, len(counts)
+    for count in sorted(counts):
+        each = max(1, left // others)
+        if count > each:
+            return each
+        left, others = left - count, others - 1
+    return max(counts)  # every configuration is whole
+
+
+def _sampled(shown: pd.DataFrame, records: pd.DataFrame, names: list[str]) -> str:
+    """What a `sample` holds of each configuration: all its records, or its share."""
+    counts = records.groupby("config", observed=True).size()
+    kept = shown.groupby("config", observed=True).size().reindex(counts.index, fill_value=0)
+    whole = [name for name in names if name in counts.index and kept[name] == counts[name]]
+    each, drawn = kept[kept < counts].min(), "its failed and wrong ones first"
+    if not whole:
+        return f"{each:,} of each configuration's records, {drawn}"
+    return f"all the records of {', '.join(whole)}; {each:,} of each other configuration's, {drawn}"
 
 
 def records_section(
@@ -161,9 +187,8 @@ def records_section(
     of = (
         f" (all {measured} of the run{left})"
         if len(shown) == whole
-        else f" (a sample of {len(shown):,} of the run's {measured}{left}: per configuration "
-        "the same number, its failed and wrong ones first; `tradeoff report DIR --records` "
-        "lists them all)"
+        else f" (a sample of {len(shown):,} of the run's {measured}{left}: "
+        f"{_sampled(shown, records, names)}; `tradeoff report DIR --records` lists them all)"
     )
     data = {
         "columns": [c for c, _ in columns],
