@@ -248,6 +248,28 @@ def test_a_prompt_holding_script_markup_leaves_the_records_whole(tmp_path):
     assert "hello <!--<script> world" in _records_data(dom)["rows"][0]
 
 
+# Writes each records cell whose text is wider than the cell (it spills over the next) into
+# #driven, and the widest text cell.
+SPILLED = """
+var out = [], widest = 0;
+document.querySelectorAll("#records tbody td").forEach(function (c) {
+  if (c.scrollWidth > c.clientWidth + 2) out.push("spilled=" + c.textContent.slice(0, 20));
+  if (c.classList.contains("long")) widest = Math.max(widest, c.clientWidth); });
+out.push("widest=" + widest);
+var p = document.createElement("pre"); p.id = "driven"; p.textContent = out.join("\\n");
+document.body.appendChild(p);
+"""
+
+
+def test_a_long_text_without_spaces_wraps_within_its_cell(tmp_path):
+    """A prompt of 1,200 characters with no break (a URL, base64, a number) was one line 8,500
+    px wide, painted across the output and reference of its row."""
+    out = _imported(tmp_path, f"prompt,a,b\nsee {'y' * 3000},1,0\nshort,0,1\n", "a=a", "b=b")
+    seen = _driven(drive(_html(out), SPILLED, tmp_path / "driven.html"))
+    assert "spilled" not in seen, seen
+    assert 0 < int(seen["widest"]) <= 440  # its max-width and padding
+
+
 def test_a_run_named_by_dot_is_titled_by_its_directory_s_name(tmp_path):
     """`report . --html` and `compare . . --html`, run inside the run, titled their pages
     "tradeoff report: " and "tradeoff compare:  vs ", with no run's name (a path `.` has none)."""

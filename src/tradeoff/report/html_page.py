@@ -38,7 +38,7 @@ pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 .chart { margin: 8px 0; overflow-x: auto; }  /* a wide chart scrolls, not the page */
 form.filters { display: flex; flex-wrap: wrap; gap: 8px 16px; align-items: center; margin: 8px 0; }
 #records td.long { text-align: left; white-space: pre-wrap; min-width: 220px; max-width: 420px;
-  font-size: 12px; }
+  overflow-wrap: anywhere; font-size: 12px; }  /* a URL, base64: broken within the cell */
 #records tr.failed td { background: #fdecea; } #records tr.wrong td { background: #fff7e0; }
 """
 
