@@ -690,3 +690,41 @@ def test_runs_are_labelled_alike_in_the_runs_table_the_headings_and_the_terminal
     runs = re.findall(r'<tr><td class="text">(B\d?)</td><td class="text">([^<]*)</td>', said)
     assert headings == titles, headings
     assert runs == [(label, str(Path(d).resolve())) for label, d in titles], runs
+
+
+# The y-axis labels of the accuracy and ratio charts as drawn, into #driven.
+AXIS_LABELS = """
+var out = [];
+["accuracy-1", "ratios-1"].forEach(function (id) {
+  var texts = document.querySelectorAll("#" + id + " .role-axis-label text");
+  Array.from(texts).forEach(function (t) {
+    if (/[a-z]/.test(t.textContent)) out.push(id + "=" + t.textContent); }); });
+var p = document.createElement("pre"); p.id = "driven"; p.textContent = out.join("\\n");
+document.body.appendChild(p);
+"""
+
+
+def test_the_charts_name_each_configuration_whole(tmp_path):
+    """Two names that differ at their end were cut at 180 px on the charts' axes: both rows of
+    each chart read "meta-llama-3.1-8b-instruct-q4…"."""
+    outcomes = tmp_path / "o.jsonl"
+    outcomes.write_text("".join(
+        json.dumps({"prompt": f"what is {i}+{i}?", "a": i % 2, "b": i % 3 == 0}) + "\n"
+        for i in range(6)
+    ))  # fmt: skip
+    names = [f"meta-llama-3.1-8b-instruct-q4_k_m-temperature-0.7-variant-{v}" for v in "ab"]
+    runs = []
+    for run, (first, second) in (("r1", "ab"), ("r2", "ba")):
+        runs.append(str(tmp_path / run))
+        made = run_cli("import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+                       "--model", f"{names[0]}={first},cost=1", "--model",
+                       f"{names[1]}={second},cost=2", "--out", runs[-1])  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    page = tmp_path / "cmp.html"
+    assert run_cli("compare", *runs, "--html", str(page)).returncode == 0
+    dom = drive(page, AXIS_LABELS, tmp_path / "driven.html")
+    assert script_errors(dom) == ""
+    drawn = re.search(r'<pre id="driven">(.*?)</pre>', dom, re.S)
+    assert drawn, "the driver script did not run"
+    labels = sorted(drawn.group(1).splitlines())
+    assert labels == sorted(f"{chart}={n}" for chart in ("accuracy-1", "ratios-1") for n in names)

@@ -87,6 +87,12 @@ def colours(names: Sequence[str], shown: Sequence[str] | None = None) -> alt.Sca
     )
 
 
+def config_axis(**options: Any) -> alt.Axis:
+    """An axis of configurations' names: each whole, as a cut name could be another
+    configuration's (Vega cuts at 180 px: two long names that differ at the end read alike)."""
+    return alt.Axis(labelLimit=0, **options)
+
+
 def config_legend(scale: alt.Scale) -> alt.Legend:
     """The configurations' legend, on `colours`' scale: every configuration listed (Vega lists
     30, then "…10 entries"); a long name cut in its middle, so that the chart stays within the

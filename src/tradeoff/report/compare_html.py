@@ -92,6 +92,8 @@ def _accuracy_chart(c: Comparison, element: str) -> str:
     """The paired accuracy difference per configuration with its interval; a rule at 0."""
     import altair as alt
 
+    from tradeoff.report.charts import config_axis
+
     rows = [
         {
             "config": r.config,
@@ -108,7 +110,7 @@ def _accuracy_chart(c: Comparison, element: str) -> str:
     if not rows:
         return notes(["No accuracy difference to chart: no configuration is scored in both runs."])
     data = pd.DataFrame(rows)
-    y = alt.Y("config:N", title="configuration", sort=c.shared)
+    y = alt.Y("config:N", title="configuration", sort=c.shared, axis=config_axis())
     x = alt.X("B − A:Q", title="accuracy B − A (95% paired t interval)")
     tooltip = [
         "config:N",
@@ -139,6 +141,8 @@ def _ratio_chart(c: Comparison, element: str) -> str:
     """Each ratio B/A per configuration, on a log scale; a rule at 1 (the same in both)."""
     import altair as alt
 
+    from tradeoff.report.charts import config_axis
+
     titles = [q.title for q in QUANTITIES.values()]
     rows = [
         {
@@ -159,7 +163,7 @@ def _ratio_chart(c: Comparison, element: str) -> str:
         return notes(["No ratio to chart.", *_uncharted(c)])
     data = pd.DataFrame(rows)
     shown = [t for t in titles if t in set(data["quantity"])]
-    y = alt.Y("config:N", title="configuration", sort=c.shared)
+    y = alt.Y("config:N", title="configuration", sort=c.shared, axis=config_axis())
     x = alt.X(
         "B/A:Q",
         title="B / A (log scale)",

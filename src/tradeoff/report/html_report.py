@@ -193,6 +193,7 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
     import altair as alt
 
     from tradeoff.analysis.metrics import accuracy_of
+    from tradeoff.report.charts import config_axis
 
     rows = []
     for (config, task), group in records.groupby(["config", "task"], sort=False, observed=True):
@@ -212,12 +213,11 @@ def _by_task(records: pd.DataFrame, names: list[str]) -> str:
             x=alt.X(
                 "task:N", title="task", axis=alt.Axis(grid=False, labelAngle=-30, labelLimit=0)
             ),
-            # names whole: a cut name could be another configuration's
             y=alt.Y(
                 "config:N",
                 title=None,  # the title would overlap long names (Vega places it by a guess)
                 sort=names,
-                axis=alt.Axis(grid=False, labelLimit=0),
+                axis=config_axis(grid=False),
             ),
             color=alt.Color(
                 "accuracy:Q", scale=alt.Scale(domain=[0, 1], scheme="viridis"), title="accuracy"
