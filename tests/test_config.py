@@ -65,6 +65,9 @@ def test_a_configuration_name_that_no_table_or_configs_list_can_show_is_refused(
     # A model's alias names the configurations derived from it: the same holds for it.
     with pytest.raises(UserError, match=r"models: the alias 'a,b' holds a comma"):
         parse_spec({"models": {"a,b": "smollm2-135m"}})
+    # A task's reference names it: a page's task menu read a carriage return as a newline.
+    with pytest.raises(UserError, match=r"tasks: 'jsonl:a\\rb.jsonl' holds a control character"):
+        parse_spec(spec(tasks=["jsonl:a\rb.jsonl"]))
 
 
 def test_unknown_top_level_field_lists_valid_fields():

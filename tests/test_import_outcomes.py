@@ -541,6 +541,26 @@ def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
     assert not any((tmp_path / d).exists() for d in ("t", "j", "a", "e"))
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--task", "a\rb"], "--task 'a\\rb' holds a control character"),
+        (["--model", "x\ry=s"], "model name 'x\\ry' holds a control character"),
+    ],
+)
+def test_a_name_holding_a_control_character_is_refused(tmp_path, flags, said):
+    """A page reads a carriage return in its filter menu as a newline: the records of task
+    "a\rb" could never be picked ("0 of 0 matching records"), nor those of such a model."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,s\nhi,1\n")
+    result = run_cli(
+        "import", "outcomes", str(rows), "--prompt-col", "prompt", "--model", "m=s", *flags,
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    one_line_error(result, said, "give a name on one line")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_task_column_splits_an_evaluation_by_its_values(tmp_path):
     """The import names every row's task `imported`; a file's own `task` column is what
     `--split-by task` means (it said: every item is in one group)."""

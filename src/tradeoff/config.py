@@ -390,6 +390,8 @@ class RunSpec(BaseModel):
 
         seen: set[str] = set()
         for task in value:
+            if problem := control_problem(task.ref):  # the reference names the task
+                raise ValueError(f"tasks: {task.ref!r} {problem}")
             ref = task_name(_absolute_task(task.ref))  # a synthetic: one canonically
             if ref in seen:
                 raise ValueError(f"tasks: {task.ref!r} is given twice; give each task once")
@@ -518,6 +520,12 @@ def _name_problem(name: str) -> str | None:
         return "begins or ends with a space, which --configs leaves out; give it without"
     if "," in name:
         return "holds a comma, which separates names in --configs; give a name without one"
+    return control_problem(name)
+
+
+def control_problem(name: str) -> str | None:
+    """What keeps a configuration's or a task's `name` from its one line in every table, and from
+    a page's filter menu, which reads a carriage return as a newline: a control character."""
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "holds a control character (a newline, a tab); give a name on one line"
     return None

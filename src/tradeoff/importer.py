@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tradeoff.analysis.costs import is_usd
+from tradeoff.config import control_problem
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import LOCK_FILE, STORE_FILE, Store
@@ -98,6 +99,8 @@ def import_outcomes(
     for flag, value, example in (("--task", task, "mmlu"), ("--cost-unit", cost_unit, "USD")):
         if not value.strip():
             raise UserError(f"{flag} is empty; give a name (e.g. {flag} {example})")
+    if problem := control_problem(task):
+        raise UserError(f"--task {task!r} {problem}")
     scored = {col for _, col, _ in models}
     for flag, column in (("--prompt-col", prompt_col), ("--id-col", id_col)):
         if column in scored:  # every prompt read "0" or "1", and no error said why
@@ -252,6 +255,8 @@ def _check_models(models: list[ImportedModel]) -> None:
         if name in seen:
             raise UserError(f"model name {name!r} is given twice; each --model needs its own NAME")
         seen.add(name)
+        if problem := control_problem(name):
+            raise UserError(f"model name {name!r} {problem}")
         if cost is not None and (not math.isfinite(cost) or cost < 0):
             raise UserError(f"model {name!r}: cost {cost} must be a number >= 0")
 

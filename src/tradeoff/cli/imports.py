@@ -36,7 +36,10 @@ def outcomes(
     id_col: Annotated[
         str | None, typer.Option("--id-col", help="Column holding row ids (default: row number).")
     ] = None,
-    task: Annotated[str, typer.Option("--task", help="Task name for the rows.")] = "imported",
+    task: Annotated[
+        str,
+        typer.Option("--task", help="Task name for the rows (on one line: no control character)."),
+    ] = "imported",
 ) -> None:
     """Outcomes recorded elsewhere (a score column per model) as a run directory.
 
