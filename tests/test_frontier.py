@@ -429,3 +429,34 @@ def test_a_run_without_scores_is_told_why_no_cost_axis_plots_it(tmp_path):
     refused = run_cli("frontier", str(tmp_path / "run"), "--plot", str(tmp_path / "f.html"))
     one_line_error(refused, "no reference answers to score")
     assert "choose another --cost" not in refused.stderr
+
+
+# Clicks the ★ header twice; writes the ★ column from the top after each click into #driven.
+STAR_SORT = """
+var t = document.querySelector("table.sortable"), out = [];
+var th = Array.from(t.querySelectorAll("th")).filter(function (h) {
+  return h.textContent === "★"; })[0];
+function stars() { return Array.from(t.tBodies[0].rows).map(function (r) {
+  return r.cells[th.cellIndex].textContent || "."; }).join(""); }
+th.click(); out.push("asc=" + stars()); th.click(); out.push("desc=" + stars());
+var p = document.createElement("pre"); p.id = "driven"; p.textContent = out.join("\\n");
+document.body.appendChild(p);
+"""
+
+
+def test_the_star_column_sorts_the_pareto_optimal_together(tmp_path):
+    """Every ★ cell sorted as missing: a click on the header moved no row."""
+    outcomes = tmp_path / "o.csv"
+    outcomes.write_text("prompt,a,b\n" + "".join(f"q{i},{i % 2},{i % 3 != 0}\n" for i in range(6)))
+    run, page = tmp_path / "run", tmp_path / "f.html"
+    made = run_cli("import", "outcomes", str(outcomes), "--prompt-col", "prompt",
+                   "--model", "dominated=a,cost=3", "--model", "cheap=a,cost=1",
+                   "--model", "accurate=b,cost=2", "--out", str(run))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    plotted = run_cli("frontier", str(run), "--plot", str(page))
+    assert plotted.returncode == 0, plotted.stderr
+    dom = drive(page, STAR_SORT, tmp_path / "driven.html")
+    found = re.search(r'<pre id="driven">(.*?)</pre>', dom, re.S)
+    assert found and script_errors(dom) == "", dom[-2000:]
+    seen = dict(line.split("=", 1) for line in found.group(1).splitlines())
+    assert seen == {"asc": ".★★", "desc": "★★."}, seen

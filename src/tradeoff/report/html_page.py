@@ -150,7 +150,9 @@ def column_table(table_: Any) -> str:
     """A `report.columns.ColumnTable` (the terminal's table) as a sortable HTML table."""
     header = [c.header.replace("\n", " ") for c in table_.columns]
     rows = [[plain(cell) for cell in row] for row in table_.cells]
-    text = {i for i, c in enumerate(table_.columns) if c.justify == "left"}
+    # Right-justified columns hold numbers; a name's (left) and a mark's (centered: the
+    # frontier's ★, the load table's ▲) sort by their text (as numbers, every mark was missing)
+    text = {i for i, c in enumerate(table_.columns) if c.justify != "right"}
     return table(header, rows, text)
 
 
