@@ -387,6 +387,13 @@ def test_an_output_path_ending_in_a_slash_is_refused_as_a_directory(run_dir, tmp
         result = run_cli("report", copy, "-o", given, cwd=tmp_path)
         one_line_error(result, "--output", f"{given} ends in", "naming a directory")
         assert not (tmp_path / "sums.csv").exists(), given
+    # an empty path ended in nothing: "ends in , naming a directory"
+    for args, option in [
+        (["report", copy, "-o"], "--output"),
+        (["compare", copy, copy, "--html"], "--html"),
+    ]:
+        result = run_cli(*args, "", cwd=tmp_path)
+        one_line_error(result, option, "the path is empty; give a file path")
 
 
 def test_a_long_output_is_cut_in_the_records_table_and_whole_with_wide():

@@ -212,6 +212,8 @@ def file_path(value: str) -> Path:
     """Parses an option naming a file to write (shown as `<path>`, as typer shows a Path): one
     ending in `/` (or `/.`, `/..`, or `.` itself) names a directory, which pathlib would drop,
     writing a file of its name."""
+    if not value:  # it ends in nothing and names no directory
+        raise typer.BadParameter("the path is empty; give a file path")
     plain = value.replace(os.sep, "/")
     last = plain.rsplit("/", 1)[-1]
     if last in ("", ".", ".."):
