@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from conftest import fast_server, one_line_error, run_cli
+from conftest import fast_server, fitted_policy, one_line_error, run_cli
 
 ray = pytest.importorskip("ray", reason="the Ray tests need pip install 'tradeoff[ray]'")
 
@@ -337,13 +337,35 @@ def test_resources_in_the_spec_are_ray_s_and_leave_configuration_ids_alone():
     spec, spec_plain = parse_spec(asked), parse_spec(plain)
     configs = resolve_configs(spec)
     assert [c.config_id for c in configs] == [c.config_id for c in resolve_configs(spec_plain)]
-    (group,) = groups_of(configs)
-    assert group == ("a", "b") and group_resources(spec, group) == {"num_cpus": 4}
-    assert group_resources(spec_plain, group) == {"num_cpus": 1}  # the openai model: nothing
+    ((group, grouped),) = groups_of(configs).items()
+    assert group == ("a", "b") and group_resources(spec, grouped) == {"num_cpus": 4}
+    assert group_resources(spec_plain, grouped) == {"num_cpus": 1}  # the openai model: nothing
     assert executor_of(spec, None).workers == 3 and executor_of(spec, "off") is None
     assert executor_of(spec, "10.0.0.1:6379").address == "10.0.0.1:6379"
     assert executor_of(spec_plain, None) is None
     assert parse_spec(spec.model_dump(mode="json")).resources == {"a": {"num_cpus": 4}}
+
+
+@pytest.mark.slow
+def test_a_route_runs_on_ray_with_the_models_of_its_policy(cluster, tmp_path):
+    """A route's models come from its policy, by the policy's aliases (here none of the spec's,
+    which has no models at all): its worker asks for what those models ask, as a local run
+    loads them; it stopped at KeyError before any worker started."""
+    policy = fitted_policy(tmp_path, limit=10, max_tokens=4, cost="flops")
+    spec = tmp_path / "route.yaml"
+    spec.write_text(yaml.safe_dump({
+        "tasks": ["arith"], "limit": 2, "sampling": {"max_tokens": 4, "temperature": 0},
+        "configs": [{"strategy": "route", "policy": str(policy)}],
+    }))  # fmt: skip
+    on_ray = run_cli("profile", str(spec), "--out", str(tmp_path / "ray"), "--ray", cluster)
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "ran on Ray" in on_ray.stderr and "1 worker(s)" in on_ray.stderr, on_ray.stderr
+    local = run_cli("profile", str(spec), "--out", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    stored, expected = _records(tmp_path / "ray"), _records(tmp_path / "local")
+    assert len(expected) == 2 and stored == expected
+    workers = _run(tmp_path / "ray")["meters"]["ray_workers"]
+    assert [w["models"] for w in workers] == [["large", "small"]], workers
 
 
 @pytest.mark.parametrize(

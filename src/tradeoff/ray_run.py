@@ -87,13 +87,13 @@ def as_run(spec: RunSpec, executor: RayExecutor | None) -> RunSpec:
 # --- what each model asks of a node ---------------------------------------------------------
 
 
-def model_resources(spec: RunSpec, alias: str) -> Resources:
-    """What model `alias` asks of a Ray node: the spec's `resources` for it, else a torch model on
-    CUDA one GPU, another in-process model (llama.cpp, torch on the CPU) one CPU (it runs as
-    many threads as CPUs it is given), a model behind a server nothing (its worker waits on I/O)."""
+def model_resources(spec: RunSpec, alias: str, ref: str) -> Resources:
+    """What model `alias` (reference `ref`) asks of a Ray node: the spec's `resources` for it,
+    else a torch model on CUDA one GPU, another in-process model (llama.cpp, torch on the CPU)
+    one CPU (it runs as many threads as CPUs it is given), a model behind a server nothing (its
+    worker waits on I/O)."""
     if alias in spec.resources:
         return spec.resources[alias]
-    ref = spec.models[alias]
     if ref.startswith("openai:"):
         return {}
     if ref.startswith("torch:") and "device=cpu" not in ref:
@@ -101,11 +101,13 @@ def model_resources(spec: RunSpec, alias: str) -> Resources:
     return {"num_cpus": 1}
 
 
-def group_resources(spec: RunSpec, group: Group) -> Resources:
-    """A group's actor asks for the sum of what its models ask."""
+def group_resources(spec: RunSpec, configs: list[Config]) -> Resources:
+    """A group's actor asks for the sum of what its models ask: the models its configurations
+    use, a route's those its policy names (which need not be the spec's)."""
+    refs = {alias: ref for config in configs for alias, ref in config.models.items()}
     total: dict[str, float] = {}
-    for alias in group:
-        for key, amount in model_resources(spec, alias).items():
+    for alias, ref in refs.items():
+        for key, amount in model_resources(spec, alias, ref).items():
             total[key] = total.get(key, 0.0) + amount
     return total
 
@@ -191,14 +193,17 @@ def _describe(resources: Resources | dict[str, float]) -> str:
 
 
 def check_resources(
-    spec: RunSpec, groups: list[Group], nodes: list[dict[str, float]], workers: int = 1
+    spec: RunSpec,
+    groups: dict[Group, list[Config]],
+    nodes: list[dict[str, float]],
+    workers: int = 1,
 ) -> None:
     """Refuse, before any model loads, a group of models no node of the cluster can hold, and
     workers that together ask more than the whole cluster has (they start together or not at
     all)."""
     shown = "; ".join(_describe(n) for n in nodes)
-    for group in groups:
-        asked = group_resources(spec, group)
+    for group, configs in groups.items():
+        asked = group_resources(spec, configs)
         if any(all(n.get(_NODE_KEYS.get(k, k), 0.0) >= v for k, v in asked.items()) for n in nodes):
             continue
         who = f"model '{group[0]}'" if len(group) == 1 else f"models {', '.join(group)} together"
@@ -207,8 +212,8 @@ def check_resources(
             f"({len(nodes)} node(s): {shown}); add such a node, or change `resources:` in the spec"
         )
     total: dict[str, float] = {}
-    for group in groups:
-        for key, amount in _bundle(group_resources(spec, group)).items():
+    for configs in groups.values():
+        for key, amount in _bundle(group_resources(spec, configs)).items():
             total[key] = total.get(key, 0.0) + amount * workers
     if any(amount > sum(n.get(key, 0.0) for n in nodes) for key, amount in total.items()):
         fewer = "give fewer workers (executor: {ray: {workers: N}}), " if workers > 1 else ""
@@ -503,14 +508,15 @@ class Pool:
         connect(executor.address, stopped)
         groups = groups_of(configs)
         alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        check_resources(spec, list(groups), alive, executor.workers)
+        check_resources(spec, groups, alive, executor.workers)
         remote = ray.remote(ShardWorker)
         spec_data = spec.model_dump(mode="json")
-        places = _Places.reserve([group_resources(spec, g) for g in groups], executor.workers)
+        asks = [group_resources(spec, cs) for cs in groups.values()]
+        places = _Places.reserve(asks, executor.workers)
         actors = {
             group: [
                 remote.options(
-                    **_actor_options(group_resources(spec, group)),
+                    **_actor_options(asks[g]),
                     max_restarts=RETRIES,
                     max_task_retries=RETRIES,
                     max_concurrency=IN_FLIGHT + 2,
