@@ -145,6 +145,8 @@ class Executor(BaseModel):
 # What a model's worker asks of a Ray node: num_cpus, num_gpus, memory (bytes), or a custom
 # resource a node was started with (`ray start --resources '{"big": 1}'`).
 Resources = dict[str, Annotated[float, Field(ge=0)]]
+# The keywords a Ray actor asks for a node's own resources by, and the node's names for them.
+NODE_RESOURCES = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
 
 
 # Fields every configuration entry may have whatever its strategy, and the sampling fields a
@@ -413,6 +415,21 @@ class RunSpec(BaseModel):
                     raise ValueError(
                         f"prices: {alias}: {missing} is missing; give both input and output in "
                         "USD per million tokens (0 for a side that is free)"
+                    )
+        return value
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_keywords(cls, value: dict[str, Resources]) -> dict[str, Resources]:
+        # A node's CPUs are "CPU" to Ray (and in tradeoff's messages), but an actor that asks
+        # for them as such is refused: it must say num_cpus.
+        for alias, asked in value.items():
+            for keyword, name in NODE_RESOURCES.items():
+                if name != keyword and name in asked:
+                    raise ValueError(
+                        f"resources: {alias}: give {keyword}: {asked[name]:g}, not "
+                        f"{name}: {asked[name]:g}; a model asks for num_cpus, num_gpus, memory "
+                        "(bytes), or a custom resource a node was started with"
                     )
         return value
 

@@ -31,7 +31,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tradeoff.config import Config, Executor, RayExecutor, Resources, RunSpec, parse_spec
+from tradeoff.config import (
+    NODE_RESOURCES,
+    Config,
+    Executor,
+    RayExecutor,
+    Resources,
+    RunSpec,
+    parse_spec,
+)
 from tradeoff.errors import RunFailed, UserError
 from tradeoff.load.options import LoadOptions
 from tradeoff.load.profiles import LoadPoint
@@ -112,16 +120,13 @@ def group_resources(spec: RunSpec, configs: list[Config]) -> Resources:
     return total
 
 
-_NODE_KEYS = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
-
-
 def _actor_options(asked: Resources) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": asked.get("num_cpus", 0)}
     if asked.get("num_gpus"):
         options["num_gpus"] = asked["num_gpus"]
     if asked.get("memory"):
         options["memory"] = asked["memory"]
-    custom = {k: v for k, v in asked.items() if k not in _NODE_KEYS}
+    custom = {k: v for k, v in asked.items() if k not in NODE_RESOURCES}
     if custom:
         options["resources"] = custom
     return options
@@ -129,7 +134,7 @@ def _actor_options(asked: Resources) -> dict[str, Any]:
 
 def _bundle(asked: Resources) -> dict[str, float]:
     """What a worker asks of its node, in a placement group's keys (CPU, GPU, memory, custom)."""
-    return {_NODE_KEYS.get(k, k): float(v) for k, v in asked.items() if v}
+    return {NODE_RESOURCES.get(k, k): float(v) for k, v in asked.items() if v}
 
 
 @dataclass
@@ -179,7 +184,7 @@ def _describe(resources: Resources | dict[str, float]) -> str:
     """Resources as a person reads them: memory in GB, and without the ones Ray gives every node
     itself (`node:IP`, `node:__internal_head__`, the object store), which no spec asks for."""
     shown = {
-        _NODE_KEYS.get(k, k): v
+        NODE_RESOURCES.get(k, k): v
         for k, v in resources.items()
         if v and not k.startswith("node:") and k != "object_store_memory"
     }
@@ -204,7 +209,9 @@ def check_resources(
     shown = "; ".join(_describe(n) for n in nodes)
     for group, configs in groups.items():
         asked = group_resources(spec, configs)
-        if any(all(n.get(_NODE_KEYS.get(k, k), 0.0) >= v for k, v in asked.items()) for n in nodes):
+        if any(
+            all(n.get(NODE_RESOURCES.get(k, k), 0.0) >= v for k, v in asked.items()) for n in nodes
+        ):
             continue
         who = f"model '{group[0]}'" if len(group) == 1 else f"models {', '.join(group)} together"
         raise UserError(
