@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -277,6 +278,33 @@ def test_a_killed_worker_is_replaced_and_nothing_is_stored_twice(cluster, tmp_pa
     assert proc.returncode == 0, stderr
     keys = list(_records(out))
     assert len(keys) == len(set(keys)) == 2 * 10  # 2 models x 10 arith items, each once
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_loading_its_models_is_one_line(cluster, tmp_path):
+    """A worker killed as it loads its models (as an OOM kill or a lost node would), and again
+    each time Ray restarts it: once Ray gives up, one line names its models and says it died
+    loading them (it was Ray's ActorDiedError traceback)."""
+    out = tmp_path / "run"
+    # A server that takes connections and answers nothing: the model loads until it is killed.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tradeoff", "profile", "-m", f"openai:{url}#m", "-t", "arith",
+             "--limit", "1", "--timeout", "300", "--out", str(out), "--ray", cluster],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 240
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, "the run did not end"
+            for pid in _worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+        _, stderr = proc.communicate()
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    assert "the Ray worker for m died while loading its models, 4 times" in stderr, stderr
+    assert not out.exists()
 
 
 @pytest.mark.slow

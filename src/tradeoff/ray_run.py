@@ -555,11 +555,13 @@ class Pool:
                 raise KeyboardInterrupt
             done, _ = await asyncio.to_thread(wait, list(waiting))
             for ref in done:  # a worker's error (a bad model, say) stops the run at once
-                waiting.pop(ref)
-                try:
-                    self.ray.get(ref)
-                except Exception as exc:
-                    raise _unwrap(self.ray, exc) from None
+                group = waiting.pop(ref)
+                self._result(
+                    ref, group,
+                    f"died while loading its models, {RETRIES + 1} times",
+                    "perhaps out of memory (ask for what they need: resources: {memory: "
+                    "BYTES}); the run did not begin",
+                )  # fmt: skip
             if waiting and clock() - noted >= WAIT_NOTE_S:
                 noted = clock()
                 late = sorted({", ".join(g) for g in waiting.values()})
@@ -602,16 +604,8 @@ class Pool:
             ready = await asyncio.to_thread(self._completed, list(pending))
             for ref in ready:
                 group, actor = pending.pop(ref)
-                try:
-                    batch = self.ray.get(ref)
-                except self.ray.exceptions.RayTaskError as exc:
-                    raise _unwrap(self.ray, exc) from None  # the worker's own error
-                except self.ray.exceptions.RayError as exc:  # its process or node, lost
-                    raise RunFailed(
-                        f"the Ray worker for {', '.join(group)} was lost {RETRIES + 1} times "
-                        f"({type(exc).__name__}); what completed is stored: --resume continues"
-                    ) from None
-                emit_batch(batch)
+                then = "what completed is stored: --resume continues"
+                emit_batch(self._result(ref, group, f"was lost {RETRIES + 1} times", then))
                 hand_out(group, actor)
 
     async def drive_point(
@@ -631,16 +625,24 @@ class Pool:
         except asyncio.CancelledError:  # another group failed: the run ends
             worker.stop_point.remote()
             raise
+        result: tuple[list[Record], str, dict[str, Any]] = self._result(
+            ref, group, f"was lost driving {config.name} @ {point.label}",
+            "--resume measures that point again",
+        )  # fmt: skip
+        return result
+
+    def _result(self, ref: Any, group: Group, lost: str, then: str) -> Any:
+        """What a worker's call returned; the worker's own error (a bad model, say) as it raised
+        it; its process or node lost (for good, Ray's restarts spent), one line: the worker for
+        `group` `lost` (how), `then` (what now)."""
         try:
-            result: tuple[list[Record], str, dict[str, Any]] = self.ray.get(ref)
+            return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:
             raise _unwrap(self.ray, exc) from None
         except self.ray.exceptions.RayError as exc:
             raise RunFailed(
-                f"the Ray worker for {', '.join(group)} was lost driving {config.name} @ "
-                f"{point.label} ({type(exc).__name__}); --resume measures that point again"
+                f"the Ray worker for {', '.join(group)} {lost} ({type(exc).__name__}); {then}"
             ) from None
-        return result
 
     def _completed(self, pending: list[Any]) -> list[Any]:
         """The shards completed: at least one, within 0.2 s, and every other done by then, so
