@@ -9,9 +9,10 @@ benchmarks/RESULTS.md.
 1. Throughput: one model behind benchmarks/fast_server.py (8-token streams, `--delay-ms` before
    each chunk), the built-in `arith` task (`limit` items x `samples`, about `--requests`),
    `--concurrency` requests in flight per worker. A local run (`processes: 1`, no Ray), then
-   `executor: {ray: {address: local, workers: W}}` for each W, on one local Ray cluster started
-   once. Rate = done / wall_s (first request to last record; actors started and models warm
-   before); each run's store is counted against the records expected.
+   `executor: {ray: {address: CLUSTER, workers: W}}` for each W, on one local Ray cluster
+   started once (CLUSTER its address). Rate = done / wall_s (first request to last record;
+   actors started and models warm before); each run's store is counted against the records
+   expected.
 2. The driver's ceiling, no model involved: (a) `Store.write_records` in batches of 4, 16, 64
    (and the run's shard size) of real records: one shard a real ShardWorker ran against the same
    server, re-keyed with fresh item ids; (b) `Pool.run` itself handing shards to actors that
@@ -63,6 +64,13 @@ def say(message: str) -> None:
 # 1. Profile runs -----------------------------------------------------------------------------
 
 
+def cluster() -> str:
+    """The address of the cluster this process started (`connect("local")` in main): a run
+    given another is refused, and the runs leave it running for the next."""
+    address: str = ray.get_runtime_context().gcs_address
+    return address
+
+
 def spec_for(url: str, requests: int, concurrency: int, workers: int | None) -> RunSpec:
     """About `requests` requests of `arith` to the server at `url`; on Ray with `workers`."""
     samples = math.ceil(requests / ITEMS)
@@ -76,7 +84,7 @@ def spec_for(url: str, requests: int, concurrency: int, workers: int | None) -> 
         "processes": 1,
     }
     if workers is not None:
-        data["executor"] = {"ray": {"address": "local", "workers": workers}}
+        data["executor"] = {"ray": {"address": cluster(), "workers": workers}}
     return parse_spec(data)
 
 
@@ -128,7 +136,7 @@ async def real_batch(spec: RunSpec) -> Batch:
     records a Ray run's driver receives."""
     configs = resolve_configs(spec)
     work = Plan(spec, configs, load_tasks(spec), CallMeter({}, None, "not metered")).work()
-    pool = Pool.start(spec, configs, RayExecutor(address="local", workers=1), None)
+    pool = Pool.start(spec, configs, RayExecutor(address=cluster(), workers=1), None)
     try:
         await pool.ready(say, lambda: False)
         (actor,) = next(iter(pool.actors.values()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -349,6 +350,44 @@ def test_workers_are_placed_together_whatever_the_order_they_come_in(cluster):
         assert where[0] == where[1] != where[2], where
         places.release()
         assert places.group is None
+    finally:
+        ray.shutdown()
+
+
+def test_a_callers_own_ray_connection_is_used_where_named_and_left_to_it(cluster, tmp_path):
+    """A library caller connected to Ray already: profile(ray=ADDRESS) runs there where ADDRESS
+    is that cluster's, is refused where it is another's (the run went on the caller's cluster
+    under the address given, and stored that one), and leaves the caller's connection and
+    actors as they were (it ended them)."""
+    from tradeoff.config import parse_spec
+    from tradeoff.errors import UserError
+    from tradeoff.runner import profile
+
+    spec = parse_spec({"models": ["smollm2-135m"], "tasks": ["arith"], "limit": 1,
+                       "sampling": {"max_tokens": 4, "temperature": 0}})  # fmt: skip
+    ray.init(address=cluster, log_to_driver=False, include_dashboard=False)
+    try:
+
+        @ray.remote(num_cpus=0)
+        class Kept:
+            def ping(self) -> str:
+                return "here"
+
+        kept = Kept.remote()
+        joined = ray.get_runtime_context().gcs_address
+        says = f"this process is connected to the Ray cluster at {joined} already"
+        with pytest.raises(UserError, match=re.escape(says)):
+            profile(spec, tmp_path / "elsewhere", ray="10.255.255.1:6379", notify=lambda m: None)
+        assert not (tmp_path / "elsewhere").exists()
+        done = profile(spec, tmp_path / "run", ray=joined, notify=lambda m: None)
+        assert (done.status, done.done) == ("finished", 1)
+        assert ray.is_initialized() and ray.get(kept.ping.remote(), timeout=30) == "here"
+        con = sqlite3.connect(tmp_path / "run" / "tradeoff.sqlite")
+        try:
+            stored = json.loads(con.execute("SELECT spec FROM runs").fetchone()[0])
+        finally:
+            con.close()
+        assert stored["executor"] == {"ray": {"address": joined, "workers": 1}}
     finally:
         ray.shutdown()
 

@@ -385,9 +385,18 @@ def connect(address: str, stopped: Callable[[], bool] = lambda: False) -> None:
     """Join the cluster at `address` ('auto': the one `ray start` began on this machine;
     'local': a new one here, for this run), before any model is loaded or anything stored: an
     address where no cluster answers is one line, in seconds (Ray itself would retry for
-    minutes); a Ctrl-C meanwhile (`stopped()`) is a KeyboardInterrupt."""
+    minutes); a Ctrl-C meanwhile (`stopped()`) is a KeyboardInterrupt. A process connected
+    already (a library caller's own ray.init) stays where it is: `address` must be that
+    cluster's, the one the run is told and stored to be on."""
     ray = _import_ray()
     if ray.is_initialized():
+        joined = ray.get_runtime_context().gcs_address
+        if address != joined:
+            raise UserError(
+                f"Ray address {address!r}: this process is connected to the Ray cluster at "
+                f"{joined} already (ray.init was called); give {joined!r} to run there, or call "
+                "ray.shutdown() first"
+            )
         return
     host, _, port = address.rpartition(":")
     scheme = address.partition("://")[0] if "://" in address else None
@@ -700,12 +709,16 @@ async def open_ray_session(
 ) -> AsyncIterator[RaySession]:
     """`session.open_session` for a Ray run: the actors (models loaded and metered on the
     workers, none on the driver), then the store, with every worker's node in its host
-    description, and each worker's meter (idle baseline, totals) in the session's summary."""
+    description, and each worker's meter (idle baseline, totals) in the session's summary.
+    Ray is left at the end only where this run joined it: a library caller's own connection
+    (and its cluster, its actors) is the caller's to end."""
+    ray = _import_ray()
+    theirs = ray.is_initialized()
     try:
         pool = Pool.start(spec, configs, executor, api_key, stopped)
     except BaseException:  # (an abort, a library call's second Ctrl-C, may come in ray.init)
-        if "ray" in sys.modules:  # a cluster begun for this run stops with it: its processes ran on
-            _leave(sys.modules["ray"])
+        if not theirs:  # a cluster begun for this run stops with it: its processes ran on
+            _leave(ray)
         raise
     try:
         notify(
@@ -740,7 +753,8 @@ async def open_ray_session(
             store.close()
     finally:
         pool.kill()
-        _leave(pool.ray)
+        if not theirs:
+            _leave(ray)
 
 
 def _leave(ray: Any) -> None:
