@@ -643,3 +643,55 @@ def test_a_budget_caps_the_length_a_synthetic_item_asks_for():
     item = task.items[0]
     assert (asked_length(budget, task, item), asked_length(single, task, item)) == (4, 16)
     assert asked_length(single, task, Item(id="1", prompt="x", reference="", task="t")) is None
+
+
+def test_an_answer_released_whole_has_no_tpot(tmp_path):
+    """`vote` and `cascade` release their answer whole once decided (their TTFT is that moment,
+    after every call): (e2e - TTFT) / (output tokens - 1) read microseconds per token, and every
+    one of their requests met any tpot objective. They have no TPOT (as an answer not streamed
+    has no ITL), in the summary, the load statistics and goodput; their ITL is still their calls'.
+    Records stored before the record said so read the same."""
+    from test_strategies import run as profile_run
+
+    from tradeoff.analysis.load import point_stats
+
+    directory = tmp_path / "run"
+    configs = [
+        {"strategy": "single", "model": "small", "name": "single"},
+        {"strategy": "vote", "model": "small", "n": 2, "name": "vote"},
+        {"strategy": "cascade", "models": ["small", "large"], "signal": "logprob",
+         "threshold": 1e9, "name": "cascade"},
+    ]  # fmt: skip
+    records = profile_run(tmp_path, configs, limit=2, max_tokens=8)
+    whole = records["config"] != "single"
+    assert (records["output_tokens"] >= 2).all()  # each one has gaps between its tokens
+
+    def summary() -> dict[str, dict]:
+        result = run_cli("report", str(directory), "--format", "json")
+        assert result.returncode == 0, result.stderr
+        return {r["config"]: r for r in json.loads(result.stdout)}
+
+    rows = summary()
+    assert rows["single"]["tpot_s"] > 0
+    for name in ("vote", "cascade"):
+        assert rows[name]["tpot_s"] is None and rows[name]["tpot_s_p50"] is None
+        assert rows[name]["itl_s"] > 0  # from the calls' own tokens
+    flags = records["extra"].map(lambda e: e.get("released_whole"))
+    assert list(flags) == [True if w else None for w in whole]
+    for name, group in records.groupby("config"):
+        stats = point_stats(name, "synchronous", None, group, Slo(tpot=1e6), {}, [])
+        released = bool(whole[group.index].all())
+        assert stats["n_tpot_s"] == (0 if released else 2)
+        assert stats["n_slo_met"] == (0 if released else 2)
+
+    # stored before the record said it was released whole: a vote's samples_drawn and a
+    # cascade's escalated tell it
+    store = Store.open(directory)
+    try:
+        store.conn.execute("UPDATE records SET extra = json_remove(extra, '$.released_whole')")
+        store.conn.commit()
+        stored_flags = store.records(columns=["extra.released_whole"])["extra.released_whole"]
+    finally:
+        store.close()
+    assert stored_flags.isna().all()
+    assert summary() == rows

@@ -14,6 +14,11 @@ from tradeoff.types import Call, Outcome, Record
 OWN_ENERGY = ("decision_j",)
 
 
+# The key of a record's extra that says its answer was released whole (`Outcome.t_released`:
+# `vote`, `cascade`): its tokens reached the caller at once, so it has no time per output token
+# (`analysis.load.tpot`).
+RELEASED_WHOLE = "released_whole"
+
 # Why a record without calls has no energy.
 NO_CALLS = "no engine call to meter: the request ended before any was kept (see its error)"
 
@@ -84,6 +89,8 @@ def outcome_record(
     energy_j, energy_source, missing = energy_fields(outcome)
     flops = [c.flops for c in calls]
     cost, unpriced = _cost(calls, prices)
+    whole = outcome.t_released is not None
+    extra = {**outcome.extra, RELEASED_WHOLE: True} if whole else outcome.extra
     return Record(
         config_id=config_id,
         task=task,
@@ -116,7 +123,7 @@ def outcome_record(
         cost_usd=None if unpriced else cost,
         calls=[c.summary() for c in calls],
         # why a query of a priced run has no price, as only here it is known
-        extra={**outcome.extra, "unpriced": unpriced} if unpriced and prices else outcome.extra,
+        extra={**extra, "unpriced": unpriced} if unpriced and prices else extra,
         queue_delay_s=queued if waits else None,
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.errors import UserError
-from tradeoff.records import NO_CALLS
+from tradeoff.records import NO_CALLS, RELEASED_WHOLE
 from tradeoff.store import CALL_FACTS, call_facts
 from tradeoff.store_columns import EXTRA_PREFIX
 from tradeoff.types import DISCONNECTED
@@ -61,6 +61,21 @@ def imported(df: pd.DataFrame) -> pd.Series:
     """Which records are imported outcomes (`tradeoff import outcomes`): a score and maybe a
     given cost, no time or tokens measured (stored as 0, which no axis may count)."""
     return extra_field(df, "imported").fillna(False).astype(bool)
+
+
+# What says a record's answer was released whole: RELEASED_WHOLE, or in a record stored before
+# that was written, what the two strategies that release one report (a vote's samples_drawn, a
+# cascade's escalated).
+RELEASED_WHOLE_KEYS = (RELEASED_WHOLE, "samples_drawn", "escalated")
+
+
+def released_whole(df: pd.DataFrame) -> pd.Series:
+    """Which records' answers were released whole once decided (`vote`, `cascade`): their TTFT
+    is the moment every token reached the caller at once."""
+    found = pd.Series(False, index=df.index)
+    for key in RELEASED_WHOLE_KEYS:
+        found |= extra_field(df, key).notna()
+    return found
 
 
 def _measured(column: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataFrame], pd.Series]:
@@ -353,14 +368,15 @@ COST_AXES: dict[str, CostAxis] = {
 }
 COST_CHOICES = [AUTO, *COST_AXES]
 
-# What the cost axes and the roofline read of each record's JSON columns, as columns of their
-# own (`with_facts`).
+# What the cost axes, the roofline and TPOT read of each record's JSON columns, as columns of
+# their own (`with_facts`).
 FACT_COLUMNS: tuple[str, ...] = (
     *CALL_FACTS,
     EXTRA_PREFIX + "cost",
     EXTRA_PREFIX + "cost_unit",
     EXTRA_PREFIX + "imported",
     EXTRA_PREFIX + "unpriced",
+    *(EXTRA_PREFIX + key for key in RELEASED_WHOLE_KEYS),
 )
 
 # The tokens axis counts output tokens only for records whose server reported no input tokens.

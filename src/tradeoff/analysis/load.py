@@ -24,6 +24,7 @@ from tradeoff.analysis.costs import (
     imported,
     mean_cost,
     record_calls,
+    released_whole,
 )
 from tradeoff.errors import UserError
 from tradeoff.types import CANCELLED
@@ -132,10 +133,12 @@ def percentiles(values: pd.Series | np.ndarray | list[float]) -> dict[str, float
 
 def tpot(records: pd.DataFrame) -> pd.Series:
     """Each record's time per output token after the first, (e2e - TTFT) / (output tokens - 1);
-    NaN for a record with no first token or fewer than two output tokens."""
+    NaN for a record with no first token, fewer than two output tokens, or an answer released
+    whole (`released_whole`: its tokens came at once, at its TTFT, and the microseconds after
+    it read a million tokens per second)."""
     gaps = records["output_tokens"].astype(float) - 1
     value = (records["e2e_s"] - records["ttft_s"].astype(float)) / gaps.where(gaps >= 1)
-    return value.astype(float)
+    return value.where(~released_whole(records)).astype(float)
 
 
 def _latency(records: pd.DataFrame, name: str) -> pd.Series:
@@ -174,8 +177,8 @@ def cancelled(records: pd.DataFrame) -> pd.Series:
 def slo_met(records: pd.DataFrame, slo: Slo) -> pd.Series:
     """Whether each request met every objective of `slo`. A failed or cancelled request meets
     none; a latency the request lacks (no first token; no ITL from an answer that was not
-    streamed) is not met. A request of fewer than two output tokens has no gap between tokens:
-    it meets the itl and tpot objectives."""
+    streamed; no TPOT from one released whole) is not met. A request of fewer than two output
+    tokens has no gap between tokens: it meets the itl and tpot objectives."""
     met = records["error"].isna()
     single = records["output_tokens"] < 2
     if slo.ttft is not None:

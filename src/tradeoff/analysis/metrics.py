@@ -224,7 +224,8 @@ class Summary:
     n_input_tokens: int
     output_tokens: float | None  # mean over every query (None: imported outcomes count none)
     # TTFT, ITL, TPOT and decode tok/s: over the n_first_token queries that produced a first
-    # token (ITL and TPOT: of those, the ones of two output tokens or more)
+    # token (ITL and TPOT: of those, the ones of two output tokens or more; TPOT: not released
+    # whole, `analysis.load.tpot`)
     ttft_s: float | None
     itl_s: float | None
     tpot_s: float | None

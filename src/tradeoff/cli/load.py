@@ -26,6 +26,7 @@ from tradeoff.cli.options import (
 from tradeoff.cli.output import console, err_console, first_errors, interrupted
 from tradeoff.errors import UserError
 from tradeoff.load.profiles import PROFILE_FORMS
+from tradeoff.report.notes import TPOT_DEFINITION
 from tradeoff.resumes import command_line, resume_command
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def load(
         str | None,
         typer.Option(
             help="Service-level objective in seconds, e.g. ttft=0.5,itl=0.05,e2e=10: "
-            "goodput counts the requests that meet it."
+            f"goodput counts the requests that meet it. tpot: {TPOT_DEFINITION}."
         ),  # fmt: skip
     ] = None,
     max_concurrency: Annotated[

@@ -29,7 +29,13 @@ from tradeoff.cli.output import (
     writing,
 )
 from tradeoff.errors import UserError
-from tradeoff.report.notes import LOAD_RUN_NOTE, POOLED_NOTE, no_records, unfinished_note
+from tradeoff.report.notes import (
+    LOAD_RUN_NOTE,
+    POOLED_NOTE,
+    TPOT_DEFINITION,
+    no_records,
+    unfinished_note,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -383,7 +389,7 @@ def report(
             "--slo",
             metavar="ttft=S,itl=S,tpot=S,e2e=S",
             help="Goodput under this service-level objective (seconds; any of the keys) instead "
-            "of the one the load run was measured under.",
+            f"of the one the load run was measured under. tpot: {TPOT_DEFINITION}.",
         ),
     ] = None,
     plot: Annotated[

@@ -17,15 +17,14 @@ from tradeoff.report.columns import (
     number,
     visible,
 )
-from tradeoff.report.notes import CHUNKS_NOTE
+from tradeoff.report.notes import CHUNKS_NOTE, TPOT_DEFINITION
 
 DEFINITIONS = (
     "measured requests only: warm-up and cool-down ({excluded}) are left out. req/s: completed "
     "requests / the measured window (first send to last end); conc.: mean requests in flight, "
     "their summed e2e / window; ok/fail: completed / failed requests; tok/s: over the window, of "
     "completed requests; latencies: over completed requests, ITL each request's mean gap between "
-    "tokens, TPOT (e2e - TTFT) / (output tokens - 1); percentiles: numpy.percentile, linear "
-    "interpolation"
+    f"tokens, {TPOT_DEFINITION}; percentiles: numpy.percentile, linear interpolation"
 )
 SATURATED_NOTE = (
     "▲ saturated, the upstream did not keep up: at a rate, its answers' pace fell more than "

@@ -21,6 +21,13 @@ POOLED_NOTE = (
     "(max-goodput, concurrency=N, rate=R or a point's label) for one operating point"
 )
 
+# TPOT as `analysis.load.tpot` reads it, wherever it is defined for the user (the load table,
+# --slo's help): an answer that `vote` or `cascade` released whole has none.
+TPOT_DEFINITION = (
+    "TPOT (e2e - TTFT) / (output tokens - 1), none for an answer released whole, every token at "
+    "once (vote, cascade), which does not meet a tpot objective"
+)
+
 # Answers of a server that sent no usage were counted a token a stream chunk: `analysis.costs.
 # counted_in_chunks`. What it does to each figure, wherever those answers are tabled.
 CHUNKS_NOTE = (
