@@ -410,3 +410,91 @@ def test_a_long_output_is_cut_in_the_records_table_and_whole_with_wide():
     assert cells == ["x" * TEXT_CUT + "…", "short"] and "cut at" in (notes or "")
     wide, _ = records_table(df, wide=True)
     assert list(wide.columns[1].cells)[0] == "x" * 200_000
+
+
+@pytest.fixture(scope="module")
+def long_prompts(tmp_path_factory):
+    """An imported run of six 40,000-character prompts (random letters: its parquet stays
+    large), two models: every export of it is well over 64 KiB."""
+    import random
+    import string
+
+    from conftest import import_outcomes
+
+    letters = random.Random(1)
+    rows = [("".join(letters.choices(string.ascii_letters, k=40_000)), i % 2, 1) for i in range(6)]
+    return import_outcomes(tmp_path_factory.mktemp("long"), rows)
+
+
+def _files_up_to(size: int):
+    """For `preexec_fn`: no file of the process grows past `size` bytes; a write past it fails
+    with EFBIG ("File too large"), as one on a full disk fails."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the process is killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["--records"], "records.csv"),
+        (["--records"], "records.json"),
+        (["--records"], "records.parquet"),
+        (["--html"], "report.html"),
+    ],
+)
+def test_an_export_that_fails_part_way_leaves_the_previous_file_whole(
+    long_prompts, tmp_path, args, name
+):
+    """A full disk part way through an export (here, a file size limit: SQLite's own files fit
+    under it) truncated the previous export and left the cut-off new one, which could read as a
+    whole export of fewer rows: now the previous file stays as it was, and nothing else."""
+    from conftest import one_line_error
+
+    out = tmp_path / name
+    out.write_text("a previous, complete export\n")
+    result = run_cli(
+        "report", str(long_prompts), *args, "-o", str(out), preexec_fn=_files_up_to(65_536)
+    )
+    one_line_error(result, f"cannot write {out}: ", "File too large")
+    assert out.read_text() == "a previous, complete export\n"
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_an_export_replaces_the_file_as_its_permissions_and_links_had_it(long_prompts, tmp_path):
+    """Written beside and renamed over its path, an export keeps the previous file's permissions
+    (a private export stays private) and writes through a link to the file it names."""
+    private, real = tmp_path / "private.csv", tmp_path / "real.csv"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real.name)
+    for out in (private, link):
+        result = run_cli("report", str(long_prompts), "--records", "-o", str(out))
+        assert result.returncode == 0, result.stderr
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert link.is_symlink() and real.read_text().startswith("config,")
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "private.csv", "real.csv"]
+
+
+def test_a_file_being_written_when_sigterm_comes_is_not_left_behind(tmp_path):
+    """A scheduler's SIGTERM (`timeout`) part way through ended the process with the export cut
+    short under its name: the previous file stays, the part written is removed."""
+    import signal
+
+    from tradeoff.paths import written_whole
+
+    out = tmp_path / "records.csv"
+    out.write_text("a previous, complete export\n")
+    with pytest.raises(KeyboardInterrupt), written_whole(out) as part:
+        part.write_text("config,score\nweak,")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert out.read_text() == "a previous, complete export\n"
+    assert os.listdir(tmp_path) == ["records.csv"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -9,12 +9,12 @@ import csv
 import hashlib
 import json
 import math
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tradeoff.abort import terminated_as_interrupted
 from tradeoff.analysis.costs import is_usd
 from tradeoff.config import control_problem
 from tradeoff.errors import UserError
@@ -172,7 +172,7 @@ def import_outcomes(
     new_dir = not out.exists()
     store: Store | None = None
     try:
-        with _terminated_as_interrupted():
+        with terminated_as_interrupted():
             store = Store.create(out, spec, host_info())
             store.add_configs(configs)
             store.add_items(items)
@@ -202,21 +202,6 @@ def import_outcomes(
         raise
     store.close()
     return ImportResult(out, len(items), len(items) * len(models))
-
-
-@contextlib.contextmanager
-def _terminated_as_interrupted() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a half-written import is removed
-    (Python's default ended the process at once, leaving a store of no records behind)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    except ValueError:  # not the main thread: the caller handles signals
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _record(

@@ -1,8 +1,15 @@
-"""A path as a user wrote it, its home directory expanded."""
+"""Paths as a user names them: a leading `~` expanded; a file written to one whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+from tradeoff.abort import terminated_as_interrupted
 
 
 def user_path(text: str | Path) -> Path:
@@ -14,3 +21,32 @@ def user_path(text: str | Path) -> Path:
         return path.expanduser()
     except RuntimeError:
         return path
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path) -> Iterator[Path]:
+    """A path to write `path`'s new content to: a file beside it (a hidden name, `path`'s suffix,
+    so that a writer that picks its format by suffix picks the same), renamed over `path` once the
+    block ends. A failure, a Ctrl-C or a SIGTERM in the block removes it: `path` is its previous
+    file or none, never one cut short (written in place, a full disk or a kill left a truncated
+    export that could read as whole). The new file has the permissions the old one had; a link
+    is written through; a device or pipe (`/dev/null`) is written as it is, not replaced."""
+    target = Path(os.path.realpath(path))
+    try:
+        kept = os.stat(target).st_mode
+    except FileNotFoundError:
+        kept = None
+    if kept is not None and not stat.S_ISREG(kept):
+        yield target
+        return
+    part = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
+    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode
+    try:
+        if kept is not None:
+            os.chmod(part, stat.S_IMODE(kept))
+        with terminated_as_interrupted():
+            yield part
+            os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

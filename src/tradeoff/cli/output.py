@@ -31,6 +31,7 @@ from rich.text import Text
 
 from tradeoff.analysis.costs import COST_CHOICES
 from tradeoff.errors import UserError
+from tradeoff.paths import written_whole
 from tradeoff.resumes import resume_command
 
 # On a terminal, tables fit its width (names whole, other columns wrapped). Into a file or a pipe
@@ -199,8 +200,8 @@ def write_json(value: Any, output: Path | None = None) -> None:
 def write_text(text: str, output: Path | None = None) -> None:
     """To `output` (saying so on stderr), else to stdout, ending in one newline."""
     if output:
-        with writing(output):
-            output.write_text(text, encoding="utf-8")
+        with writing(output), written_whole(output) as part:
+            part.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {output}")
     else:
         with to_stdout():

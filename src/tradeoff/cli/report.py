@@ -29,6 +29,7 @@ from tradeoff.cli.output import (
     writing,
 )
 from tradeoff.errors import UserError
+from tradeoff.paths import written_whole
 from tradeoff.report.notes import (
     LOAD_RUN_NOTE,
     POOLED_NOTE,
@@ -538,8 +539,8 @@ def _write_table(
             console.print(more, style="dim", markup=False, highlight=False)
     elif format is SummaryFormat.parquet:
         target = output or parquet
-        with writing(target):
-            typed(table).to_parquet(target, index=False)
+        with writing(target), written_whole(target) as part:
+            typed(table).to_parquet(part, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
         write_json(json_rows(table), output)

@@ -22,6 +22,7 @@ from typing import Any
 
 from tradeoff.errors import UserError
 from tradeoff.meters.roofline import Peaks
+from tradeoff.paths import written_whole
 
 # (words of the device name, as NVML reports it) -> (name, 16-bit FLOP/s, fp32 FLOP/s, bytes/s).
 # First match wins.
@@ -115,9 +116,8 @@ def save_calibration(peaks: Peaks, details: dict[str, Any], path: Path | None = 
         **details,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = path.with_name(path.name + ".tmp")  # replaced whole: never a half-written file
-    written.write_text(json.dumps(data, indent=2) + "\n")
-    written.replace(path)
+    with written_whole(path) as part:
+        part.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
 

@@ -34,6 +34,7 @@ from tradeoff.analysis.router import (
 )
 from tradeoff.config import Price
 from tradeoff.errors import UserError
+from tradeoff.paths import written_whole
 from tradeoff.policy import embed
 from tradeoff.policy.features import TOKENS, prompt_text
 from tradeoff.policy.routers import (
@@ -627,7 +628,8 @@ class Policy:
 
     def save(self, path: str | Path) -> None:
         try:
-            Path(path).write_text(json.dumps(asdict(self)))
+            with written_whole(path) as part:
+                part.write_text(json.dumps(asdict(self)))
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror}") from None
 

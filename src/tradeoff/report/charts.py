@@ -17,6 +17,7 @@ import altair as alt
 
 from tradeoff.analysis.frontier import FrontierRow
 from tradeoff.analysis.load import SLO_FORM
+from tradeoff.paths import written_whole
 from tradeoff.policy.evaluate import Evaluation
 from tradeoff.report import vega
 from tradeoff.report.html_page import column_table, menu, notes, page
@@ -116,12 +117,12 @@ def write_chart(chart: alt.TopLevelMixin, path: str | Path, title: str, below: s
     titled `title`, the chart in `#chart`, then `below` (HTML: tables, notes)."""
     path = Path(path)
     if path.suffix.lower() == ".png":
-        path.write_bytes(vega.png(chart))
-        return path
-    heading = f"<h1>{html.escape(title)}</h1>"
-    path.write_text(
-        page(title, [heading, vega.embed("chart", chart), below]) + "\n", encoding="utf-8"
-    )
+        content = vega.png(chart)
+    else:
+        heading = f"<h1>{html.escape(title)}</h1>"
+        content = (page(title, [heading, vega.embed("chart", chart), below]) + "\n").encode()
+    with written_whole(path) as part:
+        part.write_bytes(content)
     return path
 
 

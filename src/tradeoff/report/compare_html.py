@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from tradeoff.analysis.compare import QUANTITIES, Comparison, RunInfo
+from tradeoff.paths import written_whole
 from tradeoff.report import vega
 from tradeoff.report.compare_table import (
     config_table,
@@ -28,7 +29,9 @@ def write_comparison(
 ) -> Path:
     """Write the page of `compare_runs`' comparisons (and why any run was left out) to `path`;
     returns `path`."""
-    path.write_text(comparison_html(comparisons, left_out or []), encoding="utf-8")
+    text = comparison_html(comparisons, left_out or [])
+    with written_whole(path) as part:
+        part.write_text(text, encoding="utf-8")
     return path
 
 

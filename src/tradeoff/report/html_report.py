@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.errors import UserError
+from tradeoff.paths import written_whole
 from tradeoff.report import vega
 from tradeoff.report.html_page import column_table, menu, notes, page, run_name, table, when
 from tradeoff.report.html_records import records_section, sample
@@ -41,7 +42,9 @@ LATENCIES = {"ttft_s": "time to first token", "itl_s": "inter-token latency", "e
 def write_report(directory: Path, path: Path, slo: Slo | None = None) -> Path:
     """Write the report of the run in `directory` to `path` (a load run's goodput under `slo`,
     else the one it was measured under); returns `path`."""
-    path.write_text(report_html(directory, slo), encoding="utf-8")
+    text = report_html(directory, slo)
+    with written_whole(path) as part:
+        part.write_text(text, encoding="utf-8")
     return path
 
 
