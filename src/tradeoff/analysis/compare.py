@@ -23,8 +23,14 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.costs import failed
-from tradeoff.analysis.metrics import Summary, record_scores, scored, summarize_config
-from tradeoff.analysis.operating_point import hour_shared, models_of
+from tradeoff.analysis.metrics import (
+    SUMMARY_COLUMNS,
+    Summary,
+    record_scores,
+    scored,
+    summarize_config,
+)
+from tradeoff.analysis.operating_point import measured_records
 from tradeoff.config import FILE_TASKS, shown_spec, split_path
 from tradeoff.errors import UserError
 
@@ -201,29 +207,29 @@ def task_keys(runs: list[list[str]]) -> dict[str, str]:
 
 
 def _read(directory: Path) -> _Run:
+    """A run's measured records as `report` reads them (the columns a summary reads, each
+    record's `calls` and `extra` decoded once, a load run's cost its share of each point's
+    hour), each with its item's content."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
     try:
         run = store.run()
         configs = store.configs()
-        records = store.records()
+        measured = measured_records(store, [*SUMMARY_COLUMNS, "load_point"])
         items = store.items()
     finally:
         store.close()
     names = [c["name"] for c in configs]
-    # under load a query's cost is its share of each point's hour, as `report` charges it
-    records = hour_shared(records, run["spec"].get("prices") or {}, models_of(configs))
     content = {
         (task, item_id): json.dumps([prompt, reference], sort_keys=True, default=str)
         for task, item_id, prompt, reference in items[
             ["task", "item_id", "prompt", "reference"]
         ].itertuples(index=False)
     }
-    records["item_content"] = [
-        content.get(key) for key in zip(records["task"], records["item_id"], strict=True)
+    measured["item_content"] = [
+        content.get(key) for key in zip(measured["task"], measured["item_id"], strict=True)
     ]
-    measured = records[records["phase"].fillna("measure") == "measure"].copy()
     if measured.empty:
         raise UserError(
             f"{directory} holds no records yet (no query answered, or only warm-up and "
