@@ -23,8 +23,9 @@ from tradeoff.cli.output import (
     cost_choice,
     err_console,
     file_option,
-    json_rows,
+    opened,
     write_json,
+    write_json_rows,
     write_text,
     writing,
 )
@@ -543,9 +544,10 @@ def _write_table(
             typed(table).to_parquet(part, index=False)
         err_console.print(f"wrote {target}")
     elif format is SummaryFormat.json:
-        write_json(json_rows(table), output)
+        write_json_rows(table, output)
     else:
-        write_text(table.to_csv(index=False), output)
+        with opened(output) as out:  # pandas writes it in chunks
+            table.to_csv(out, index=False)
 
 
 # Columns of text in every export (records, summary, load): the rest are numbers.
