@@ -529,3 +529,32 @@ def test_json_rows_written_in_chunks_are_the_text_of_the_whole_table(
     capsys.readouterr()
     output.write_json_rows(table)
     assert capsys.readouterr().out == whole + "\n"
+
+
+def test_control_characters_in_stored_text_are_shown_escaped_and_exported_as_they_are(tmp_path):
+    """An item id or a model's output holding ESC [2J cleared the user's terminal when the
+    records table printed it (and recoloured it, and broke the columns): the table shows such a
+    character as its escape, \\x1b; the exports keep the text as stored."""
+    directory = tmp_path / "esc"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "a", {"strategy": "single"})])
+    store.write_record(
+        Record(
+            config_id="id-a", task="arith", item_id="x\x1b[2J\x1b[31mred", sample=0,
+            output="4\x07\x9b1m\r\nnext", score=1.0, parsed=None, error=None, input_tokens=3,
+            output_tokens=1, ttft_s=0.1, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+            energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
+            cost_usd=None, calls=[],
+        )
+    )  # fmt: skip
+    store.close()
+    shown = run_cli("report", str(directory), "--records")
+    assert shown.returncode == 0, shown.stderr
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", shown.stdout), repr(shown.stdout)
+    assert "x\\x1b[2J\\x1b[31mred" in shown.stdout and "4\\x07\\x9b1m\\x0d" in shown.stdout
+    assert "next" in shown.stdout
+    exported = json.loads(run_cli("report", str(directory), "--records", "-f", "json").stdout)
+    assert (exported[0]["item_id"], exported[0]["output"]) == (
+        "x\x1b[2J\x1b[31mred",
+        "4\x07\x9b1m\r\nnext",
+    )

@@ -4,6 +4,7 @@ header, a missing value as 'n/a[k]' with footnote k giving the reason."""
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -316,11 +317,23 @@ def records_table(df: pd.DataFrame, wide: bool = False) -> tuple[Table, str | No
         )
     table = Table(*[str(c) for c in shown.columns])
     for row in shown.itertuples(index=False):
-        table.add_row(*[escape(_cell(name, v)) for name, v in zip(shown.columns, row)])
+        table.add_row(
+            *[escape(controls_escaped(_cell(name, v))) for name, v in zip(shown.columns, row)]
+        )
     return table, "\n".join(notes) or None
 
 
 TEXT_CUT = 200  # characters of an output the records table shows without --wide
+
+# Control characters but the newline and tab a cell shows (C0, DEL, C1): a stored id, prompt or
+# output holding ESC [2J cleared the user's terminal (or recoloured it, and broke the columns).
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def controls_escaped(text: str) -> str:
+    """`text` with each control character written as its escape (`\\x1b`), for a terminal's
+    table; the exports keep the text as it is."""
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def _shortened(text: Any) -> Any:
