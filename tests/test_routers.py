@@ -366,6 +366,8 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
         "strong-out-of-range": {**data, "strong": 5},
         "specs-as-text": {**data, "config_specs": "x"},
         "tasks-as-list": {**data, "tasks": ["a"]},
+        "cost-axis-unknown": {**data, "cost_axis": "bogus"},
+        "cost-axis-as-number": {**data, "cost_axis": 3},
     }
     for label, body in cases.items():
         edited = tmp_path / f"{label}.json"
@@ -376,6 +378,12 @@ def test_a_policy_file_edited_or_cut_short_is_one_line(topics, tmp_path):
     one_line_error(
         run_cli("policy", "eval", str(topics), "--policy", str(tmp_path / "no-weights.json")),
         "words-lr router is not valid", "fit the policy again",
+    )  # fmt: skip
+    # refused as the file's, not as a --cost the user gave (which --policy refuses)
+    bogus = tmp_path / "cost-axis-unknown.json"
+    one_line_error(
+        run_cli("policy", "eval", str(topics), "--policy", str(bogus)),
+        f"{bogus}: cost_axis", "fit the policy again",
     )  # fmt: skip
 
 

@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from tradeoff.analysis.compare import SERVED
-from tradeoff.analysis.costs import AUTO, given_costs, imported, record_costs, resolve, unit
+from tradeoff.analysis.costs import (
+    AUTO,
+    COST_AXES,
+    given_costs,
+    imported,
+    record_costs,
+    resolve,
+    unit,
+)
 from tradeoff.analysis.metrics import scored
 from tradeoff.analysis.operating_point import hour_shared, models_of
 from tradeoff.analysis.router import (
@@ -53,6 +61,8 @@ MISSING_COST_HINT = "choose another with --cost"
 # The cost axis of outcomes imported without costs: every configuration counts 0 (a policy
 # fitted on them keeps it, so that `policy eval --policy` reads the run the same way).
 NO_COSTS = "none"
+# The cost axes a policy can be fitted on (and its file keep)
+FITTED_AXES = (*COST_AXES, NO_COSTS)
 # A table read for its scores alone (`policy eval --train`: the run fitted on), costed as none.
 SCORES_ONLY = "scores only"
 
@@ -594,6 +604,8 @@ class Policy:
             return "tasks must map each task to its share of the training queries (0 to 1)"
         if not isinstance(self.cost_unit, str):
             return "cost_unit must be the unit of its costs, a string"
+        if self.cost_axis not in FITTED_AXES:
+            return f"cost_axis must be the axis it was fitted on, one of {', '.join(FITTED_AXES)}"
         target = self.target
         if not (
             isinstance(target, dict)
