@@ -933,6 +933,37 @@ def test_without_configs_a_run_of_other_than_two_is_one_line(tmp_path, configs, 
     one_line_error(run_cli("policy", "eval", str(tmp_path / "run"), "--cv", "3"), *needles)
 
 
+def test_a_configuration_of_the_run_without_records_yet_is_named_as_such(tmp_path):
+    """A profile stopped before its second configuration answered: both are in the run, one
+    has no record yet. It was 'configuration 'strong' is not in this run; known: weak', as if
+    the name were mistyped; it says what `report` says, and how to go on."""
+    items, weak, _ = synthetic(12, 0)
+    run = tmp_path / "run"
+    store = Store.create(run, {"synthetic": True}, {})
+    store.add_configs(
+        [("w", "weak", {"strategy": "single"}), ("s", "strong", {"strategy": "single"})]
+    )
+    store.add_items(items)
+    started = store.begin_session()
+    for it, score in zip(items, weak):
+        store.write_record(_record("w", it.id, score, 1.0))
+    store.end_session(started, "stopped")
+    store.close()
+    needles = (
+        "configuration 'strong' has no records yet",
+        "the run stopped before it finished",
+        f"continue with: tradeoff profile --resume {run}",
+    )
+    one_line_error(fit_cli(run, "--strong-fraction", "0.5", "-o", str(tmp_path / "p.json")),
+                   *needles)  # fmt: skip
+    # --configs left out: the run's two configurations, not the one that answered
+    one_line_error(run_cli("policy", "eval", str(run), "--cv", "3"), *needles)
+    one_line_error(
+        run_cli("policy", "eval", str(run), "--cv", "3", "--configs", "weak,strnog"),
+        "configuration 'strnog' is not in this run; known: weak, strong",
+    )
+
+
 def test_group_folds_never_put_a_group_in_two_folds():
     from tradeoff.policy.fit import group_folds
 

@@ -19,6 +19,26 @@ def not_profiled(spec: Any) -> str | None:
     return None
 
 
+# How a run that did not finish ended, by its status; "running" (or one not known here): it
+# is being written, or its process died without a word.
+UNFINISHED = {
+    "stopped": "stopped before it finished",
+    "errors": "stopped at its error limit (--max-errors / --max-error-rate)",
+    "failed": "stopped when a process of it failed",
+}
+
+
+def unfinished(run: dict[str, Any]) -> str | None:
+    """How a stored run of queries that did not finish stands ('stopped before it finished',
+    'is running (still being written, or its process died)'); None where it finished, or holds
+    what no command continues."""
+    if run["status"] == "finished" or not_profiled(run["spec"]):
+        return None
+    return UNFINISHED.get(
+        run["status"], f"is {run['status']} (still being written, or its process died)"
+    )
+
+
 def continued_by(spec: Any) -> str | None:
     """The command whose `--resume` continues the run: `load`, `demo` (its tables and page
     too) or `profile`; None where nothing is to continue (`not_profiled`)."""

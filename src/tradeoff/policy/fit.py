@@ -53,6 +53,7 @@ from tradeoff.policy.routers import (
     new_router,
     reads_task,
 )
+from tradeoff.resumes import how_to_continue, unfinished
 from tradeoff.store import Store
 
 # What to do where the cost axis asked for is missing: the CLI's own advice, unless a policy
@@ -141,19 +142,24 @@ def outcome_table(
     configs: list[str] | None,
     cost: str = "auto",
     missing_hint: str = MISSING_COST_HINT,
+    stored: list[str] | None = None,
+    run_state: str = "",
 ) -> Table:
     """Scores and costs per item for `configs` (mean over samples), only items all of them ran;
     None: the run's configurations, when it has exactly two.
 
     Costs are on the axis `cost` names (`analysis.costs`), `auto` resolved on the records of
     `configs`. A failed record scores 0 and its cost counts, as in every summary of a run.
+    `stored`: the run's configurations (None: those of the records), some of which may have no
+    record yet; `run_state`: how the run stands and goes on, where it did not finish.
     """
     if records.empty:
         raise UserError(
             "the run has no records yet (no query answered): a policy learns from scored "
             "outcomes; profile the run first, or give imported outcomes"
         )
-    known = list(dict.fromkeys(records["config"]))
+    answered = list(dict.fromkeys(records["config"]))
+    known = stored or answered
     if configs is None:
         if len(known) != 2:
             has = f"{len(known)} configuration(s)" + (f" ({', '.join(known)})" if known else "")
@@ -170,6 +176,18 @@ def outcome_table(
     if unknown:
         raise UserError(
             f"configuration '{unknown[0]}' is not in this run; known: {', '.join(known)}"
+        )
+    if silent := [c for c in configs if c not in answered]:
+        named = ", ".join(f"'{c}'" for c in silent)
+        have = "has" if len(silent) == 1 else "have"
+        raise UserError(
+            f"configuration{'s' * (len(silent) > 1)} {named} {have} no records yet"
+            + (
+                f": the run {run_state}"
+                if run_state
+                else f" (no query of {'it' if len(silent) == 1 else 'them'} answered); those "
+                f"that have: {', '.join(answered)}"
+            )
         )
     if len(configs) < 2:
         raise UserError("a policy chooses between at least two configurations: --configs A,B")
@@ -891,13 +909,18 @@ def run_table(
     and their stored specs (in order)."""
     store = Store.open(directory)
     try:
-        stored = store.configs()
+        stored, run = store.configs(), store.run()
         # a load run's measured requests (warm-up and cool-down are stored, never counted),
         # each costing its share of its point's hour, as `report` charges it
         records = hour_shared(
-            store.records(measured=True), store.run()["spec"].get("prices") or {}, models_of(stored)
+            store.records(measured=True), run["spec"].get("prices") or {}, models_of(stored)
         )
-        table = outcome_table(records, store.items(), configs, cost, missing_hint)
+        state = unfinished(run)  # a configuration without records yet is named with it
+        table = outcome_table(
+            records, store.items(), configs, cost, missing_hint,
+            stored=[c["name"] for c in stored],
+            run_state=f"{state}{how_to_continue(run['spec'], directory)}" if state else "",
+        )  # fmt: skip
         specs = {c["name"]: c["spec"] for c in stored}
     finally:
         store.close()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tradeoff.resumes import how_to_continue, not_profiled
+from tradeoff.resumes import how_to_continue, unfinished
 
 if TYPE_CHECKING:
     from tradeoff.analysis.frontier import FrontierRow
@@ -53,15 +53,6 @@ def no_records(directory: Path) -> str:
     )
 
 
-# How a run that did not finish ended, by its status; "running" (or one not known here): it
-# is being written, or its process died without a word.
-UNFINISHED = {
-    "stopped": "stopped before it finished",
-    "errors": "stopped at its error limit (--max-errors / --max-error-rate)",
-    "failed": "stopped when a process of it failed",
-}
-
-
 def unfinished_note(directory: Path) -> str | None:
     """Where a run did not finish: what it holds so far (a load run: its points), which
     configurations have no record yet, and how to go on (its figures are over the items
@@ -71,11 +62,9 @@ def unfinished_note(directory: Path) -> str | None:
     store = Store.open(directory)
     try:
         run = store.run()
-        if run["status"] == "finished" or not_profiled(run["spec"]):
+        state = unfinished(run)
+        if state is None:
             return None
-        state = UNFINISHED.get(
-            run["status"], f"is {run['status']} (still being written, or its process died)"
-        )
         points = store.load_points()
         if points:  # a load run: its points, and the one it stopped in
             ended = sum(1 for p in points if p["ended"])
