@@ -1094,6 +1094,29 @@ def test_train_on_one_run_and_evaluate_on_another(tmp_path):
     )
 
 
+def test_a_query_that_is_a_training_query_to_the_router_is_not_scored_as_held_out(tmp_path):
+    """Queries of the training run in capitals: to words-lr (it reads words casefolded) they are
+    the very queries it was fitted on, as `--cv` counts them (one query is one set of features);
+    `--train` scored them as held out, and `--policy` said nothing of their being in-sample."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = one_word_decides(300, seed=1)
+    train = imported(tmp_path / "a", rows)
+    shouted = [(text.upper(), weak, strong) for text, weak, strong in rows[:20]]
+    test = imported(tmp_path / "b", one_word_decides(40, seed=2) + shouted)
+    moved = run_cli("policy", "eval", str(test), "--train", str(train), "-f", "json")
+    assert moved.returncode == 0, moved.stderr
+    result = json.loads(moved.stdout)
+    assert result["source"] == f"fitted on {train} (300 items); 20 queries also there left out"
+    assert result["items"] == 40
+    policy_file = tmp_path / "p.json"
+    assert fit_cli(train, "--strong-fraction", "0.5", "-o", str(policy_file)).returncode == 0
+    evaluated = run_cli("policy", "eval", str(test), "--policy", str(policy_file))
+    assert evaluated.returncode == 0, evaluated.stderr
+    said = " ".join(evaluated.stderr.split())
+    assert "in-sample: the policy was fitted on 20 of these 60 queries" in said, said
+
+
 def test_eval_of_a_run_that_cannot_be_written_is_printed_and_not_kept(tmp_path):
     """A run this user cannot write (a read-only mount, another user's run) is read as it is,
     as `report` reads it; `policy eval` wrote its result into it before printing anything: a

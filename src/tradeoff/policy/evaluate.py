@@ -30,7 +30,9 @@ from tradeoff.policy.fit import (
     NO_COSTS,
     Policy,
     Table,
+    among,
     out_of_fold,
+    query_digests,
     routing,
     task_mixture,
     task_shares,
@@ -254,19 +256,19 @@ def evaluate_transfer(
 ) -> Evaluation:
     """Fitted on every item of one run, evaluated on another's (the same configurations by
     name): how the router does on traffic it was not fitted on. A query also in the training
-    run (the same text) is left out of the figures. `features`: of the training run and of the
-    test run (each caches its own embeddings)."""
-    seen = set(train.texts)
-    keep = np.array([t not in seen for t in test.texts])
+    run (the same text, or the same features: `among`) is left out of the figures. `features`:
+    of the training run and of the test run (each caches its own embeddings)."""
+    on_train, on_test = features or (Featurizer(router), Featurizer(router))
+    x_train, x_test = on_train(train.texts, train.tasks), on_test(test.texts, test.tasks)
+    keep = ~among(test.texts, x_test, query_digests(train.texts, x_train))
     if not keep.any():
         raise UserError(
             f"every query of the test run is also in {train_name}: nothing left to evaluate"
         )
     test = test.subset(keep)
     _means_apart(test)
-    on_train, on_test = features or (Featurizer(router), Featurizer(router))
-    fitted = new_router(router).fit(on_train(train.texts, train.tasks), train.scores)
-    expected = fitted.expected(on_test(test.texts, test.tasks))
+    fitted = new_router(router).fit(x_train, train.scores)
+    expected = fitted.expected(x_test[keep])
     shares = task_shares(train.tasks)
     expected = task_mixture(expected, fitted, on_test, test.texts, test.tasks, shares)
     source = f"fitted on {train_name} ({len(train.keys):,} items)"
@@ -293,7 +295,7 @@ def evaluate_policy(
         result.operating["with_tasks"] = _shown(
             table, routing(with_tasks, table.scores, table.costs, policy.strong)
         )
-    seen = int(policy.seen(table.texts).sum())
+    seen = int(policy.seen(table.texts, table.tasks, run).sum())
     if seen:
         result.warnings.append(
             f"in-sample: the policy was fitted on {seen:,} of these {len(table.keys):,} queries, "

@@ -9,6 +9,7 @@ say whether the policy routes better than random at all (`Policy.warnings`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -486,6 +487,28 @@ DIGEST = 16  # hex characters of a training query's digest kept in the policy fi
 MIN_ITEMS_PER_CONFIG = 50
 
 
+def _digests(texts: list[str], x: np.ndarray) -> list[tuple[str, str]]:
+    """Each query's digests: of its text, and of its features as a router reads them (`x`, a
+    row each)."""
+    return [
+        (embed.digest(text)[:DIGEST], hashlib.sha256(row.tobytes()).hexdigest()[:DIGEST])
+        for text, row in zip(texts, x, strict=True)
+    ]
+
+
+def query_digests(texts: list[str], x: np.ndarray) -> set[str]:
+    """The digests of queries (`_digests`) that `among` looks a query up in."""
+    return {digest for pair in _digests(texts, x) for digest in pair}
+
+
+def among(texts: list[str], x: np.ndarray, digests: set[str]) -> np.ndarray:
+    """Which queries (texts, and their features `x`) are among those of `digests`
+    (`query_digests`): the same text, or the same features, which to the router is the same
+    query, as `out_of_fold` counts one (words-lr reads words casefolded: a query in capitals
+    is the query it was fitted on)."""
+    return np.array([a in digests or b in digests for a, b in _digests(texts, x)], dtype=bool)
+
+
 @dataclass
 class Policy:
     """A fitted mapping from a query to a configuration, with what it was calibrated for."""
@@ -499,7 +522,9 @@ class Policy:
     lam: float
     target: dict[str, float]
     calibration: dict[str, Any] = field(default_factory=dict)
-    # Digests of the training queries; None in files of the first format, which kept none.
+    # Digests of the training queries (`query_digests`: of their texts, and in files fitted
+    # since they were kept, of their features); None in files of the first format, which kept
+    # none.
     fitted_on: list[str] | None = None
     # The training queries' tasks and each one's share: a query of another task (served
     # traffic, say) is scored as the mean over them, where the router reads the task
@@ -527,21 +552,27 @@ class Policy:
     def kind(self) -> str:
         return str(self.router["kind"])
 
+    def _features(self, run: str | Path | None) -> tuple[Router, Featurizer]:
+        """Its router, and the features it reads (embeddings of a run directory's queries are
+        read from, and kept in, its store)."""
+        if self._router is None:
+            self._router = load_router(self.router)
+        tokens = getattr(self._router, "tokens", TOKENS)
+        return self._router, Featurizer(self.kind, run, tokens=tokens)
+
     def expected(
         self, texts: list[str], tasks: list[str], run: str | Path | None = None
     ) -> np.ndarray:
-        """Each configuration's expected score for each query; embeddings of a run directory's
-        queries are read from (and kept in) its store."""
-        if self._router is None:
-            self._router = load_router(self.router)
-        featurizer = Featurizer(self.kind, run, tokens=getattr(self._router, "tokens", TOKENS))
-        scores = self._router.expected(featurizer(texts, tasks))
-        return task_mixture(scores, self._router, featurizer, texts, tasks, self.tasks)
+        """Each configuration's expected score for each query."""
+        router, featurizer = self._features(run)
+        scores = router.expected(featurizer(texts, tasks))
+        return task_mixture(scores, router, featurizer, texts, tasks, self.tasks)
 
-    def seen(self, texts: list[str]) -> np.ndarray:
-        """Which of `texts` this policy was fitted on (an evaluation on them is in-sample)."""
-        fitted = set(self.fitted_on or ())
-        return np.array([embed.digest(t)[:DIGEST] in fitted for t in texts], dtype=bool)
+    def seen(self, texts: list[str], tasks: list[str], run: str | Path | None = None) -> np.ndarray:
+        """Which queries this policy was fitted on (an evaluation on them is in-sample): the
+        same text, or the same features (`among`)."""
+        _, featurizer = self._features(run)
+        return among(texts, featurizer(texts, tasks), set(self.fitted_on or ()))
 
     def lams(self, tasks: list[str]) -> np.ndarray:
         """The λ each query is routed at: `lam` where its task is one the policy was fitted on,
@@ -847,7 +878,7 @@ def fit_policy(
         lam=lam,
         target=target,
         calibration=calibration,
-        fitted_on=sorted({embed.digest(t)[:DIGEST] for t in table.texts}),
+        fitted_on=sorted(query_digests(table.texts, x)),
         tasks=shares,
         cost_unit=table.cost_unit,
         prices={
