@@ -1117,6 +1117,39 @@ def test_a_query_that_is_a_training_query_to_the_router_is_not_scored_as_held_ou
     assert "in-sample: the policy was fitted on 20 of these 60 queries" in said, said
 
 
+def test_configurations_of_the_same_name_and_another_spec_are_warned_of(tmp_path):
+    """Configurations are matched by name: evaluated on a run where `weak` and `strong` name
+    each other's outcomes, a policy (or a router fitted on the first run) gave figures of
+    routing between other configurations than it learnt, and nothing said so."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train = imported(tmp_path / "a", one_word_decides(300, seed=1))
+    same = imported(tmp_path / "b", one_word_decides(60, seed=2))
+    swapped = tmp_path / "swapped"
+    made = run_cli("import", "outcomes", str(tmp_path / "b" / "outcomes.csv"), "--prompt-col",
+                   "prompt", "--model", "weak=strong_correct,cost=1.0", "--model",
+                   "strong=weak_correct,cost=0.1", "--out", str(swapped))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    policy_file = tmp_path / "p.json"
+    assert fit_cli(train, "--strong-fraction", "0.5", "-o", str(policy_file)).returncode == 0
+    for how, theirs in (
+        ("--train", f"{train}, the run fitted on"),
+        ("--policy", "the policy file"),
+    ):
+        fitted = str(train if how == "--train" else policy_file)
+        shown = run_cli("policy", "eval", str(swapped), how, fitted)
+        assert shown.returncode == 0, shown.stderr
+        said = [" ".join(w.split()) for w in shown.stderr.split("warning: ")[1:]]
+        warned = [w for w in said if "matched by name" in w]
+        assert warned == [
+            f"configurations weak, strong are not as in {theirs} (cost_per_query, score_col "
+            "differ); configurations are matched by name, so these figures route by what the "
+            "router learnt of other configurations"
+        ], (how, shown.stderr)
+        plain = run_cli("policy", "eval", str(same), how, fitted)  # the same configurations
+        assert plain.returncode == 0 and "matched by name" not in plain.stderr, plain.stderr
+
+
 def test_eval_of_a_run_that_cannot_be_written_is_printed_and_not_kept(tmp_path):
     """A run this user cannot write (a read-only mount, another user's run) is read as it is,
     as `report` reads it; `policy eval` wrote its result into it before printing anything: a

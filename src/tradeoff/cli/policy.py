@@ -248,7 +248,8 @@ def evaluate(
         typer.Option(
             metavar="RUN",
             help="Or fit on every item of this run and evaluate on DIRECTORY's (its items not "
-            "in RUN): the configurations are matched by name.",
+            "in RUN): the configurations are matched by name (warned of where their specs "
+            "differ).",
         ),
     ] = None,
     router: Annotated[
@@ -292,15 +293,17 @@ def evaluate(
         from tradeoff.policy.evaluate import evaluate_transfer
 
         with _naming(train, "the run fitted on"):  # its scores alone: the router fits those
-            fitted_on, _ = run_table(train, _names(configs), SCORES_ONLY)
+            fitted_on, fitted_specs = run_table(train, _names(configs), SCORES_ONLY)
         with _naming(directory, "the run evaluated"):  # its own costs: the router uses none
-            table, _ = run_table(directory, fitted_on.configs, cost)
+            table, specs = run_table(directory, fitted_on.configs, cost)
         features = (_features(kind, train), _features(kind, directory))
-        result = evaluate_transfer(fitted_on, table, str(train), kind, features)
+        result = evaluate_transfer(
+            fitted_on, table, str(train), kind, features, (fitted_specs, specs)
+        )
     elif policy is not None:
         fitted = Policy.load(policy)
         hint = "the policy was fitted on that cost axis: fit one on this run to evaluate it here"
-        table, _ = run_table(directory, fitted.configs, fitted.cost_axis, missing_hint=hint)
+        table, specs = run_table(directory, fitted.configs, fitted.cost_axis, missing_hint=hint)
         if (
             fitted.cost_unit
             and table.cost_unit
@@ -310,7 +313,7 @@ def evaluate(
                 f"{policy} was fitted on costs in {fitted.cost_unit}; those of {directory} are "
                 f"in {table.cost_unit}: fit a policy on this run to evaluate it here"
             )
-        result = evaluate_policy(table, fitted, str(policy), directory)
+        result = evaluate_policy(table, fitted, str(policy), directory, specs)
     else:
         if cv is None or cv < 2:
             raise UserError(f"--cv {cv} leaves no items to train on; give at least 2")

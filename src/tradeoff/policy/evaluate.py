@@ -208,6 +208,31 @@ def _cheaper_strong(table: Table, weak: int, strong: int, hint: str) -> list[str
     ]
 
 
+def _other_configs(
+    configs: list[str], fitted: list[dict[str, Any]], evaluated: list[dict[str, Any]], theirs: str
+) -> list[str]:
+    """A warning where a configuration evaluated is not the one of its name the router was
+    fitted on (`theirs`, where its spec is kept): both keep its spec, and they differ.
+    Configurations are matched by name, so the figures are then of routing between other
+    configurations than it learnt (a policy fitted where `weak` was one model, on a run where
+    it is another)."""
+    differ = [
+        (name, a, b)
+        for name, a, b in zip(configs, fitted, evaluated, strict=True)
+        if a and b and a != b
+    ]
+    if not differ:
+        return []
+    keys = sorted({k for _, a, b in differ for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+    one = len(differ) == 1
+    return [
+        f"configuration{'' if one else 's'} {', '.join(name for name, _, _ in differ)} "
+        f"{'is' if one else 'are'} not as in {theirs} ({', '.join(keys)} "
+        f"{'differs' if len(keys) == 1 else 'differ'}); configurations are matched by name, so "
+        "these figures route by what the router learnt of other configurations"
+    ]
+
+
 def evaluate_cv(
     table: Table,
     k: int,
@@ -253,11 +278,13 @@ def evaluate_transfer(
     train_name: str,
     router: str = WordsLR.kind,
     features: tuple[Featurizer, Featurizer] | None = None,
+    specs: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
 ) -> Evaluation:
     """Fitted on every item of one run, evaluated on another's (the same configurations by
     name): how the router does on traffic it was not fitted on. A query also in the training
     run (the same text, or the same features: `among`) is left out of the figures. `features`:
-    of the training run and of the test run (each caches its own embeddings)."""
+    of the training run and of the test run (each caches its own embeddings); `specs`: their
+    configurations' stored specs, in order (one that differs is warned of)."""
     on_train, on_test = features or (Featurizer(router), Featurizer(router))
     x_train, x_test = on_train(train.texts, train.tasks), on_test(test.texts, test.tasks)
     keep = ~among(test.texts, x_test, query_digests(train.texts, x_train))
@@ -274,16 +301,24 @@ def evaluate_transfer(
     source = f"fitted on {train_name} ({len(train.keys):,} items)"
     if not keep.all():
         source += f"; {int((~keep).sum()):,} queries also there left out"
-    return evaluate(test, expected, source, router)
+    result = evaluate(test, expected, source, router)
+    if specs is not None:
+        result.warnings += _other_configs(test.configs, *specs, f"{train_name}, the run fitted on")
+    return result
 
 
 def evaluate_policy(
-    table: Table, policy: Policy, path: str, run: str | Path | None = None
+    table: Table,
+    policy: Policy,
+    path: str,
+    run: str | Path | None = None,
+    specs: list[dict[str, Any]] | None = None,
 ) -> Evaluation:
     """The policy's routing of the table's items: its curve with each query's own task, its own
     routing as served (and with their tasks, where that differs); in-sample where it was fitted
     on them (said in the result's warnings: `--cv` or `--split-by` are the honest figures
-    then)."""
+    then). `specs`: the run's stored specs of the policy's configurations, in order (one that
+    differs from the policy file's is warned of)."""
     expected = policy.expected(table.texts, table.tasks, run)
     result = evaluate(table, expected, f"policy {path}", policy.kind, POLICY_COST_HINT)
     served = [SERVED] * len(table.keys)
@@ -294,6 +329,10 @@ def evaluate_policy(
     if not np.array_equal(with_tasks, served_choice):
         result.operating["with_tasks"] = _shown(
             table, routing(with_tasks, table.scores, table.costs, policy.strong)
+        )
+    if specs is not None:
+        result.warnings += _other_configs(
+            policy.configs, policy.config_specs, specs, "the policy file"
         )
     seen = int(policy.seen(table.texts, table.tasks, run).sum())
     if seen:
