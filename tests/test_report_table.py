@@ -483,6 +483,29 @@ def test_an_export_replaces_the_file_as_its_permissions_and_links_had_it(long_pr
     assert sorted(os.listdir(tmp_path)) == ["link.csv", "private.csv", "real.csv"]
 
 
+def test_an_export_to_dev_stdout_goes_to_the_pipe_or_the_file_the_shell_gave(
+    long_prompts, tmp_path
+):
+    """`-o /dev/stdout | wc` was refused ("cannot write /dev/stdout: No such file or directory")
+    once exports were written beside their path and renamed: /dev/stdout resolved to a pipe's
+    name under /proc; where the shell sent stdout to a file, that file was replaced under it.
+    A path under /dev or /proc is written as it is."""
+    import subprocess
+    import sys
+
+    export = ("report", str(long_prompts), "--records", "--format", "csv", "-o", "/dev/stdout")
+    piped = run_cli(*export)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("config,") and piped.stdout.count("\n") > 6
+    shells = tmp_path / "shell.out"
+    with shells.open("w") as f:
+        inode = os.fstat(f.fileno()).st_ino
+        done = subprocess.run([sys.executable, "-m", "tradeoff", *export], stdout=f, timeout=600)
+    assert done.returncode == 0
+    assert shells.stat().st_ino == inode and shells.read_text() == piped.stdout
+    assert os.listdir(tmp_path) == ["shell.out"]
+
+
 def test_a_file_being_written_when_sigterm_comes_is_not_left_behind(tmp_path):
     """A scheduler's SIGTERM (`timeout`) part way through ended the process with the export cut
     short under its name: the previous file stays, the part written is removed."""

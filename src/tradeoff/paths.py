@@ -23,6 +23,12 @@ def user_path(text: str | Path) -> Path:
         return path
 
 
+def _a_stream(path: Path) -> bool:
+    """Whether `path` names a device or a process's descriptor (/dev/stdout, /dev/fd/3,
+    /proc/self/fd/1), whatever it resolves to."""
+    return path.absolute().parts[1:2] in (("dev",), ("proc",))
+
+
 @contextlib.contextmanager
 def written_whole(path: str | Path) -> Iterator[Path]:
     """A path to write `path`'s new content to: a file beside it (a hidden name, `path`'s suffix,
@@ -30,15 +36,17 @@ def written_whole(path: str | Path) -> Iterator[Path]:
     block ends. A failure, a Ctrl-C or a SIGTERM in the block removes it: `path` is its previous
     file or none, never one cut short (written in place, a full disk or a kill left a truncated
     export that could read as whole). The new file has the permissions the old one had; a link
-    is written through; a device or pipe (`/dev/null`) is written as it is, not replaced."""
-    target = Path(os.path.realpath(path))
+    is written through; a device or pipe (`/dev/null`, `/dev/stdout` into `| wc`), and any path
+    under /dev or /proc (`/dev/stdout` where the shell sent it to a file: replacing that file would
+    lose what the shell writes there after), is written as it is, not replaced."""
     try:
-        kept = os.stat(target).st_mode
+        kept = os.stat(path).st_mode
     except FileNotFoundError:
         kept = None
-    if kept is not None and not stat.S_ISREG(kept):
-        yield target
+    if (kept is not None and not stat.S_ISREG(kept)) or _a_stream(Path(path)):
+        yield Path(path)
         return
+    target = Path(os.path.realpath(path))
     part = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
     os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode
     try:
