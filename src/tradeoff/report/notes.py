@@ -25,7 +25,8 @@ POOLED_NOTE = (
 # --slo's help): an answer that `vote` or `cascade` released whole has none.
 TPOT_DEFINITION = (
     "TPOT (e2e - TTFT) / (output tokens - 1), none for an answer released whole, every token at "
-    "once (vote, cascade), which does not meet a tpot objective"
+    "once (vote, cascade), which does not meet a tpot objective (one of a single token does, as "
+    "any request of one token)"
 )
 
 # Answers of a server that sent no usage were counted a token a stream chunk: `analysis.costs.
