@@ -388,6 +388,10 @@ def test_a_callers_own_ray_connection_is_used_where_named_and_left_to_it(cluster
         finally:
             con.close()
         assert stored["executor"] == {"ray": {"address": joined, "workers": 1}}
+        # a spec's `address: auto` ran on the caller's cluster before addresses were checked
+        auto = profile(spec, tmp_path / "auto", ray="auto", notify=lambda m: None)
+        assert (auto.status, auto.done) == ("finished", 1)
+        assert ray.is_initialized() and ray.get(kept.ping.remote(), timeout=30) == "here"
     finally:
         ray.shutdown()
 

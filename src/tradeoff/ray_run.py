@@ -387,15 +387,16 @@ def connect(address: str, stopped: Callable[[], bool] = lambda: False) -> None:
     address where no cluster answers is one line, in seconds (Ray itself would retry for
     minutes); a Ctrl-C meanwhile (`stopped()`) is a KeyboardInterrupt. A process connected
     already (a library caller's own ray.init) stays where it is: `address` must be that
-    cluster's, the one the run is told and stored to be on."""
+    cluster's, the one the run is told and stored to be on, or 'auto' (a spec's usual address,
+    which worked there before addresses were checked)."""
     ray = _import_ray()
     if ray.is_initialized():
         joined = ray.get_runtime_context().gcs_address
-        if address != joined:
+        if address not in (joined, "auto"):
             raise UserError(
                 f"Ray address {address!r}: this process is connected to the Ray cluster at "
-                f"{joined} already (ray.init was called); give {joined!r} to run there, or call "
-                "ray.shutdown() first"
+                f"{joined} already (ray.init was called); give {joined!r} (or auto) to run "
+                "there, or call ray.shutdown() first"
             )
         return
     host, _, port = address.rpartition(":")

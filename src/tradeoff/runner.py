@@ -301,7 +301,7 @@ def profile(
     With `ray` (an address, 'auto', or 'local'), or the spec's `executor: {ray: ...}`, the work
     runs on a Ray cluster (`ray_run`); `ray="off"` runs here whatever the spec says. In a process
     connected to Ray already (the caller's own ray.init), the address must be that cluster's
-    (`ray.get_runtime_context().gcs_address`), and the connection is left as it was.
+    (`ray.get_runtime_context().gcs_address`) or 'auto', and the connection is left as it was.
 
     With `resume`, the run directory's stored spec is used and stored records are skipped. Items
     whose content changed since their records were stored stop the resume, unless

@@ -484,7 +484,7 @@ def load(
     records to a run directory. With `resume`, the stored spec and options are used and the load
     points that ended are skipped. With `ray` (or the spec's `executor: {ray: ...}`), each model
     group's points are driven by its worker on a Ray cluster, the groups side by side (as in
-    `runner.profile`, a process connected to Ray already must name that cluster)."""
+    `runner.profile`, a process connected to Ray already must name that cluster, or 'auto')."""
     say = notify or (lambda msg: print(msg, file=sys.stderr))
     if resume is None:
         if spec is None or options is None or out is None:
