@@ -581,3 +581,24 @@ def test_control_characters_in_stored_text_are_shown_escaped_and_exported_as_the
         "x\x1b[2J\x1b[31mred",
         "4\x07\x9b1m\r\nnext",
     )
+
+
+def test_a_failed_request_s_error_is_said_with_its_control_characters_escaped(tmp_path):
+    """`profile` and `load` end with each configuration's first error ("the first: ..."): a
+    server's error holding ESC [31m recoloured the terminal after the table's fix (the review)."""
+    from tradeoff.cli.output import first_errors
+
+    directory = tmp_path / "failed"
+    store = Store.create(directory, {"models": {}}, {"host": "test"})
+    store.add_configs([("id-a", "a", {"strategy": "single"})])
+    store.write_record(
+        Record(
+            config_id="id-a", task="arith", item_id="1", sample=0, output="", score=0.0,
+            parsed=None, error="HTTP 400: \x1b[31mRED\x1b[0m", input_tokens=None,
+            output_tokens=0, ttft_s=None, e2e_s=0.2, itl_s=None, decode_tps=None, energy_j=None,
+            energy_source=None, energy_missing=NO_ENERGY, flops=None, peak_rss_bytes=None,
+            cost_usd=None, calls=[],
+        )
+    )  # fmt: skip
+    store.close()
+    assert first_errors(directory, ["config"]) == {("a",): (1, 1, "HTTP 400: \\x1b[31mRED\\x1b[0m")}

@@ -298,7 +298,9 @@ def first_errors(
 ) -> dict[tuple[str, ...], tuple[int, int, str]]:
     """For each group (the values of the `by` columns) of a run's records with failures: how
     many failed, of how many, and the first failed one's error (a table counts them; this says
-    why)."""
+    why), its control characters escaped for the terminal (a server's error holding ESC [31m
+    recoloured it)."""
+    from tradeoff.report.table import controls_escaped
     from tradeoff.store import Store
 
     store = Store.open(directory)
@@ -311,5 +313,5 @@ def first_errors(
         errors = group["error"].dropna()
         errors = errors[errors != ""]
         if len(errors):
-            found[tuple(key)] = (len(errors), len(group), str(errors.iloc[0]))
+            found[tuple(key)] = (len(errors), len(group), controls_escaped(str(errors.iloc[0])))
     return found
