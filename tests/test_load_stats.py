@@ -268,12 +268,12 @@ def test_one_row_per_configuration_and_load_point_in_the_order_they_ran(stored):
     assert rows[3]["profile"] == "concurrent" and rows[3]["target_concurrency"] == 2
 
 
-def test_a_throughput_points_cap_is_its_max_concurrency_and_counts_stay_whole(stored):
+def test_a_throughput_points_cap_is_its_max_concurrency_and_counts_stay_whole(stored, tmp_path):
     """A throughput point is stored as {"kind": "throughput", "concurrency": N}: its cap read
     as null (`max_concurrency` came from a key it never has). And in the table the JSON is
     written from, a count column with nulls (a rate's target concurrency) read 2.0, not 2."""
     from tradeoff.analysis.load import load_frame, target
-    from tradeoff.cli.output import json_rows
+    from tradeoff.cli.output import write_json_rows
 
     throughput = target({"kind": "throughput", "concurrency": 64}, "throughput")
     assert throughput["max_concurrency"] == throughput["target_concurrency"] == 64
@@ -281,7 +281,9 @@ def test_a_throughput_points_cap_is_its_max_concurrency_and_counts_stay_whole(st
         target({"kind": "concurrent", "concurrency": 4}, "concurrent:4")["max_concurrency"] is None
     )
     records, points, configs = stored
-    rows = json_rows(load_frame(load_stats(records, points, None, SPEC["prices"], configs)))
+    written = tmp_path / "load.json"
+    write_json_rows(load_frame(load_stats(records, points, None, SPEC["prices"], configs)), written)
+    rows = json.loads(written.read_text())
     by_point = {(r["config"], r["load_point"]): r for r in rows}
     assert by_point[(B, "concurrent:2")]["target_concurrency"] == 2
     assert by_point[(A, "constant:10")]["target_concurrency"] is None
