@@ -113,7 +113,7 @@ def _accuracy_chart(c: Comparison, element: str) -> str:
     if not rows:
         return notes(["No accuracy difference to chart: no configuration is scored in both runs."])
     data = pd.DataFrame(rows)
-    y = alt.Y("config:N", title="configuration", sort=c.shared, axis=config_axis())
+    y = alt.Y("config:N", title=None, sort=c.shared, axis=config_axis())  # names say it
     x = alt.X("B − A:Q", title="accuracy B − A (95% paired t interval)")
     tooltip = [
         "config:N",
@@ -166,7 +166,7 @@ def _ratio_chart(c: Comparison, element: str) -> str:
         return notes(["No ratio to chart.", *_uncharted(c)])
     data = pd.DataFrame(rows)
     shown = [t for t in titles if t in set(data["quantity"])]
-    y = alt.Y("config:N", title="configuration", sort=c.shared, axis=config_axis())
+    y = alt.Y("config:N", title=None, sort=c.shared, axis=config_axis())  # names say it
     x = alt.X(
         "B/A:Q",
         title="B / A (log scale)",
