@@ -2,6 +2,8 @@
 then resumes and reports; one written by a newer tradeoff is refused in one line."""
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -121,6 +123,65 @@ def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     assert ttft[("c1", 0)] == 0.2 and ttft[("c2", 0)] == 0.1  # the vote's e2e; single's as was
     assert pd.isna(ttft[("c1", 1)])  # none: still none
     assert stored_version(directory) == schema_version()
+
+
+# An older tradeoff writing a run: it holds the directory's lock, and inserts its next record
+# when told, with the columns of `records` it knows; then says the store's version, as it reads
+# it (a newer one than its own ended it: "written by a newer tradeoff").
+OLDER_WRITER = """
+import sqlite3, sys
+from pathlib import Path
+from tradeoff.store import STORE_FILE, _lock
+directory = Path(sys.argv[1])
+_lock(directory)
+conn = sqlite3.connect(directory / STORE_FILE)
+known = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
+print("ready", flush=True)
+sys.stdin.readline()
+values = ["'b'" if c == "item_id" else c for c in known]
+conn.execute(f"INSERT INTO records ({', '.join(known)}) SELECT {', '.join(values)} FROM records")
+conn.commit()
+print(conn.execute("PRAGMA user_version").fetchone()[0], flush=True)
+"""
+
+
+def test_a_reader_leaves_an_old_store_to_the_older_tradeoff_writing_it(tmp_path):
+    """`report` on a run an older tradeoff was still writing migrated its store in place: the
+    writer went on inserting records without the new columns (its answers counted in stream
+    chunks then read as not: "3 of 16"), and ended on "written by a newer tradeoff", exit 2. A
+    reader reads a migrated copy while another process writes the directory; the file is
+    migrated by the first to open it once that one ends."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "small", {"strategy": "single"})])
+    store.add_items([Item("a", "2+2?", "4", "arith"), Item("b", "3+3?", "6", "arith")])
+    chunks = {"model": "m", "input_tokens": 5, "e2e_s": 0.2, "token_count_source": "chunks"}
+    store.write_record(replace(record("a"), calls=[chunks]))
+    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
+    store.conn.execute("PRAGMA user_version = 9")
+    store.close()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", OLDER_WRITER, str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        report = run_cli("report", str(directory))
+        assert report.returncode == 0, report.stderr
+        assert stored_version(directory) == 9
+        read = Store.open(directory)
+        try:
+            assert list(read.records(columns=["counted_in_chunks"])["counted_in_chunks"]) == [1]
+            assert not read.writable and f"older tradeoff (pid {writer.pid})" in str(read.not_kept)
+        finally:
+            read.close()
+    finally:
+        said, _ = writer.communicate("go\n")
+    assert writer.returncode == 0 and said.strip() == "9"
+    store = Store.open(directory)
+    counted = store.records(columns=["counted_in_chunks"])["counted_in_chunks"]
+    store.close()
+    assert stored_version(directory) == schema_version() and list(counted) == [1, 1]
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Each record is committed as soon as it is written, so a killed run loses at most the requests in
 flight, and `--resume` skips what is stored. The file's `PRAGMA user_version` is its schema
-version; opening an older store migrates it forward, so old run directories resume and report.
+version; opening an older store migrates it forward, so old run directories resume and report
+(a reader of one that another process writes, an older tradeoff, migrates a copy of its own).
 """
 
 from __future__ import annotations
@@ -524,15 +525,16 @@ class Store:
         conn: sqlite3.Connection,
         run_id: str,
         lock: int | None = None,
-        writable: bool = True,
+        not_kept: str | None = None,
     ):
         self.directory = directory
         self.conn = conn
         self.run_id = run_id
         self._lock = lock  # the directory's lock, held by a writer
-        # False for a store read as it is (`open` of a directory this process cannot write):
-        # what a reader adds after a run (evaluations, embeddings) is then not kept
-        self.writable = writable
+        # Why what a reader adds after a run (evaluations, embeddings) is not kept, said after
+        # the directory's name; None where it is. A store read as it is (`open` of a directory
+        # this process cannot write), or through a migrated copy (an older tradeoff writes it).
+        self.not_kept = not_kept
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
         self._insert_record = _insert_record_sql(
@@ -655,6 +657,10 @@ class Store:
         # file as it is, which no one can be changing there (an older tradeoff's, through a
         # migrated copy of its own).
         frozen = not writer and not can_write(directory)
+        # Nor does a reader migrate a store that another process writes (an older tradeoff,
+        # which would go on inserting rows without the new columns, then fail at its end on a
+        # store "written by a newer tradeoff"): it reads a migrated copy, as of now.
+        pid = None if writer else writer_pid(directory)
         wal = directory / f"{STORE_FILE}-wal"
         if frozen and wal.exists() and wal.stat().st_size > 0:  # read as it is, it lacks them
             raise UserError(
@@ -664,22 +670,32 @@ class Store:
             )
         try:
             conn = cls._connect(path, journal=False, frozen=frozen)
-            if frozen and _stored_version(conn) < schema_version():
-                conn = _private_copy(conn)  # migrated there: this process cannot write the file
+            copied = (frozen or pid is not None) and _stored_version(conn) < schema_version()
+            if copied:
+                conn = _private_copy(conn)  # migrated there, the file left as it is
         except sqlite3.DatabaseError as exc:
             if lock is not None:
                 os.close(lock)
             raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
         try:
             run_id = _first_run(conn, path)
-            if not frozen:
-                _journal(conn)
-            return cls(directory, conn, run_id, lock, writable=not frozen)
+            if frozen:
+                return cls(directory, conn, run_id, not_kept="cannot be written")
+            if copied:
+                older = f"is being written by an older tradeoff (pid {pid}), read through a copy"
+                return cls(directory, conn, run_id, not_kept=older)
+            _journal(conn)
+            return cls(directory, conn, run_id, lock)
         except BaseException:
             conn.close()
             if lock is not None:
                 os.close(lock)
             raise
+
+    @property
+    def writable(self) -> bool:
+        """Whether what a reader adds after a run is kept in the run's store (`not_kept`)."""
+        return self.not_kept is None
 
     def close(self) -> None:
         """Close the connection and release the directory's lock (twice is harmless)."""

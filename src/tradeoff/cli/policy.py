@@ -197,7 +197,8 @@ def fit(
 
 def _keep(directory: Path, result: Evaluation) -> None:
     """The evaluation, stored with the run (its report shows the latest of each pair); a run
-    this process cannot write (read as it is) keeps nothing, and a note says so."""
+    this process cannot write (read as it is, or through a copy) keeps nothing, and a note says
+    why."""
     from tradeoff.store import Store
 
     store = Store.open(directory)
@@ -208,7 +209,7 @@ def _keep(directory: Path, result: Evaluation) -> None:
         store.close()
     if not store.writable:
         err_console.print(
-            f"note: the evaluation is not kept with the run: {directory} cannot be written",
+            f"note: the evaluation is not kept with the run: {directory} {store.not_kept}",
             style="yellow",
             highlight=False,
             soft_wrap=True,
