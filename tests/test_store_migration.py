@@ -125,6 +125,32 @@ def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     assert stored_version(directory) == schema_version()
 
 
+def test_an_old_route_record_that_ran_a_vote_or_cascade_gets_its_release_as_ttft(tmp_path):
+    """The step to schema 7 gave the release's TTFT to records of vote and cascade
+    configurations only: a route's that ran one kept its first draw's first token (0.15 s next
+    to its vote's 1.8 s), though the route records the release now, as the vote does."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c3", "route-pol", {"strategy": "route"})])
+    store.add_items([Item(i, "2+2?", "4", "arith") for i in ("a", "b", "c")])
+    ran = {
+        "a": {"samples_drawn": 3, "majority": "4", "share": 1.0, "routed_to": "vote-n3"},
+        "b": {"signal": "logprob", "uncertainty": 0.1, "escalated": False, "routed_to": "casc"},
+        "c": {"routed_to": "small"},
+    }
+    for item_id, extra in ran.items():
+        store.write_record(replace(record(item_id), config_id="c3", extra=extra))
+    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
+    store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
+    store.conn.execute("PRAGMA user_version = 6")
+    store.close()
+    store = Store.open(directory)
+    found = store.records()
+    store.close()
+    # the vote's and the cascade's release (the record's e2e); the single's first token as was
+    assert dict(zip(found["item_id"], found["ttft_s"])) == {"a": 0.2, "b": 0.2, "c": 0.1}
+
+
 # An older tradeoff writing a run: it holds the directory's lock, and inserts its next record
 # when told, with the columns of `records` it knows; then says the store's version, as it reads
 # it (a newer one than its own ended it: "written by a newer tradeoff").

@@ -258,11 +258,15 @@ def _released_ttft(conn: sqlite3.Connection) -> None:
     """6 -> 7. A `vote` or `cascade` record's TTFT is when its chosen answer is released whole,
     after every call, as those strategies record it since 2f2e86d; stores written before held
     the first draw's first token, which no client saw (a run resumed after would mix the two).
-    Their TTFT becomes the release's, the end of the strategy's work: the record's e2e."""
+    Their TTFT becomes the release's, the end of the strategy's work: the record's e2e. So does
+    that of a `route` record whose policy ran one (the configurations it ran are in the policy's
+    file, not in the store), told as `analysis.costs.released_whole` tells it: by what a vote
+    and a cascade wrote in its extra (`samples_drawn`, `escalated`)."""
     conn.execute(
-        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND EXISTS (SELECT 1 FROM "
+        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND (EXISTS (SELECT 1 FROM "
         "configs c WHERE c.run_id = records.run_id AND c.config_id = records.config_id AND "
-        "json_extract(c.spec, '$.strategy') IN ('vote', 'cascade'))"
+        "json_extract(c.spec, '$.strategy') IN ('vote', 'cascade')) OR json_type(extra, "
+        "'$.samples_drawn') IS NOT NULL OR json_type(extra, '$.escalated') IS NOT NULL)"
     )
 
 
