@@ -2,6 +2,7 @@
 
 import errno
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -222,3 +223,45 @@ def test_call_facts_share_a_batch_and_tell_a_failed_call_from_unreported_tokens(
     failed = {"model": "m", "input_tokens": None, "error": "HTTP 500", "e2e_s": 0.1}
     silent = {"model": "n", "input_tokens": None, "e2e_s": 0.1}
     assert call_facts([failed, silent])[1] == '["n"]'
+
+
+def _damage_records(directory: Path) -> None:
+    """Overwrite the second half of the page that holds the records (where their cells are), its
+    header and the file's schema left intact: damage SQLite finds only on reading them."""
+    path = directory / STORE_FILE
+    conn = sqlite3.connect(path)
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    at = (root - 1) * size
+    data[at + size // 2 : at + size] = b"\xab" * (size - size // 2)
+    path.write_bytes(bytes(data))
+
+
+def test_a_store_damaged_where_its_records_are_is_refused_in_one_line(tmp_path):
+    """A store whose header and schema read, but not the page of its records, opened, then
+    failed on reading them with a traceback (exit 1) in report, frontier, compare and --resume:
+    the line a file damaged at its start gets, exit 2."""
+    from conftest import fast_server, one_line_error, run_cli
+
+    run, good = tmp_path / "run", tmp_path / "good"
+    for url in fast_server():
+        made = run_cli("profile", "-m", f"openai:{url}#fast", "-t", "arith", "--limit", "2",
+                       "--max-tokens", "4", "--out", str(run))  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    shutil.copytree(run, good)
+    _damage_records(run)
+    said = f"{run / STORE_FILE} is not a readable tradeoff store: database disk image is malformed"
+    for command in (
+        ["report", str(run)],
+        ["report", str(run), "--format", "csv", "-o", str(tmp_path / "r.csv")],
+        ["frontier", str(run)],
+        ["compare", str(good), str(run)],
+    ):
+        one_line_error(run_cli(*command), said)
+    # (the records it holds are all there, as far as their index says: nothing to resume)
+    resumed = run_cli("profile", "--resume", str(run))
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert resumed.stderr.strip().splitlines()[-1] == f"error: {said}"

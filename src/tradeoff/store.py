@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -372,21 +372,33 @@ def _journal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """What SQLite fails to read of the store at `path` as one line: a damaged file (found at
+    once, or only on reading the page that holds the damage), or one locked too long."""
+    try:
+        yield
+    except Exception as exc:
+        # pandas.read_sql_query raises its own DatabaseError, from SQLite's
+        found = exc if isinstance(exc, sqlite3.DatabaseError) else exc.__cause__
+        if not isinstance(found, sqlite3.DatabaseError):
+            raise
+        if _busy(found):  # busy, not unreadable: fine once the other process ends
+            raise UserError(
+                f"{path} is locked by another process (a tradeoff migrating it to schema "
+                f"{schema_version()}, or writing it); try again when it ends"
+            ) from None
+        raise UserError(f"{path} is not a readable tradeoff store: {found}") from None
+
+
 def _first_run(conn: sqlite3.Connection, path: Path) -> str:
     """The id of the store's run, once the store is migrated to the current schema."""
-    try:
+    with _reading(path):
         # Checked before migrating, so that another program's SQLite file is left untouched.
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
             raise UserError(f"{path} is not a readable tradeoff store: it has no runs table")
         _migrate(conn, path)
         row = conn.execute("SELECT id FROM runs ORDER BY created_at LIMIT 1").fetchone()
-    except sqlite3.DatabaseError as exc:
-        if _busy(exc):  # busy, not unreadable: fine once the other process ends
-            raise UserError(
-                f"{path} is locked by another process (a tradeoff migrating it to schema "
-                f"{schema_version()}, or writing it); try again when it ends"
-            ) from None
-        raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
     if row is None:
         raise UserError(f"{path} holds no run")
     return str(row[0])
@@ -673,14 +685,15 @@ class Store:
                 "the directory made where it can be written"
             )
         try:
-            conn = cls._connect(path, journal=False, frozen=frozen)
-            copied = (frozen or pid is not None) and _stored_version(conn) < schema_version()
-            if copied:
-                conn = _private_copy(conn)  # migrated there, the file left as it is
-        except sqlite3.DatabaseError as exc:
+            with _reading(path):
+                conn = cls._connect(path, journal=False, frozen=frozen)
+                copied = (frozen or pid is not None) and _stored_version(conn) < schema_version()
+                if copied:
+                    conn = _private_copy(conn)  # migrated there, the file left as it is
+        except BaseException:
             if lock is not None:
                 os.close(lock)
-            raise UserError(f"{path} is not a readable tradeoff store: {exc}") from None
+            raise
         try:
             run_id = _first_run(conn, path)
             if frozen:
@@ -1122,17 +1135,19 @@ class Store:
             rows = ", ".join(["(?, ?)"] * len(keys)) or "(NULL, NULL)"  # none: no record
             where += f" AND (r.task, r.item_id) IN (VALUES {rows})"
             params = [*params, *(value for key in keys for value in key)]
-        if columns is not None:
-            from tradeoff.store_columns import read_columns
+        # The records are most of the file: where it is damaged, most often found here.
+        with _reading(self.directory / STORE_FILE):
+            if columns is not None:
+                from tradeoff.store_columns import read_columns
 
-            return read_columns(self.conn, columns, where, params)
-        df = pd.read_sql_query(
-            "SELECT c.name AS config, r.* FROM records r JOIN configs c "
-            f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "
-            "ORDER BY r.rowid",
-            self.conn,
-            params=params,
-        )
+                return read_columns(self.conn, columns, where, params)
+            df = pd.read_sql_query(
+                "SELECT c.name AS config, r.* FROM records r JOIN configs c "
+                f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "
+                "ORDER BY r.rowid",
+                self.conn,
+                params=params,
+            )
         return df.drop(columns=["run_id", *CALL_FACTS])
 
     def unmeasured_count(self) -> int:
