@@ -429,25 +429,30 @@ def changed_on_resume(
     notify: Callable[[str], None],
     command: str,
 ) -> dict[str, list[Item]]:
-    """What a resume finds of its tasks' items now (`limit` of each) against the stored ones,
-    by task: those stored with other content that records answer. Stored items no longer in
-    their task are said (their records stay, and are reported, though nothing more is asked of
-    them); those no record answers yet are stored as they now are."""
-    now = {t.name: items_of(t, limit) for t in tasks}
-    gone = [
-        f"{t.name}#{i}"
-        for t in tasks
-        for i in sorted(store.item_ids(t.name) - {item.id for item in now[t.name]})
-    ]
-    if gone:
-        notify(
-            f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
-            f"records stay in the run and its report; {command} into a new --out to leave them "
-            "out"
-        )
+    """What a resume finds of its tasks' items now against the stored ones, by task: those
+    stored with other content that records answer, wherever they are in their task now. Stored
+    items no longer in their task, or past its first `limit` items now, are said (their records
+    stay, and are reported, though nothing more is asked of them); those no record answers yet
+    are stored as they now are."""
+    gone: list[str] = []
+    past: list[str] = []
     for t in tasks:
-        store.renew_unanswered(now[t.name], t.scorer)
-    return {t.name: store.changed_items(now[t.name], t.scorer) for t in tasks}
+        stored, held = store.item_ids(t.name), {item.id for item in t.items}
+        asked = {item.id for item in items_of(t, limit)}
+        gone += [f"{t.name}#{i}" for i in sorted(stored - held)]
+        past += [f"{t.name}#{i}" for i in sorted(stored & held - asked)]
+    for ids, why in (
+        (gone, "are no longer in their task"),
+        (past, f"are now past their task's first {limit} items, the spec's limit"),
+    ):
+        if ids:
+            notify(
+                f"{len(ids)} stored item(s) {why} ({few(ids)}): their records stay in the run "
+                f"and its report; {command} into a new --out to leave them out"
+            )
+    for t in tasks:
+        store.renew_unanswered(items_of(t, limit), t.scorer)
+    return {t.name: store.changed_items(t.items, t.scorer) for t in tasks}
 
 
 def _check_items(
@@ -472,7 +477,18 @@ def _check_items(
                                "to redo them")
         )  # fmt: skip
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
-    notify(f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo")
+    asked = {(t.name, item.id) for t in tasks for item in items_of(t, spec.limit)}
+    past = [
+        f"{name}#{item.id}"
+        for name, items in changed.items()
+        for item in items
+        if (name, item.id) not in asked
+    ]
+    unasked = f" ({few(past)}: past the spec's limit now, not asked again)" if past else ""
+    notify(
+        f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo"
+        f"{unasked}"
+    )
 
 
 def _note_one_at_a_time(spec: RunSpec, configs: list[Config], say: Callable[[str], None]) -> None:
