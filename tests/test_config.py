@@ -515,18 +515,34 @@ def test_agreement_of_one_answer_is_refused():
 @pytest.mark.parametrize(
     ("large_temperature", "said"),
     [
-        ([0.1, 0.2], "large_temperature must be a valid number (got [0.1, 0.2])"),
         (99, "large_temperature must be at most 5 (got 99)"),
+        ([0.1, 6], "large_temperature[1] must be at most 5 (got 6)"),
     ],
 )
 def test_a_cascade_s_large_temperature_is_a_temperature(large_temperature, said):
-    """A list of large temperatures crashed with pydantic's TypeError (a traceback), and 99 ran,
-    sent upstream as the large model's temperature, where `temperature: 99` is refused."""
+    """99 ran, sent upstream as the large model's temperature, where `temperature: 99` is
+    refused."""
     entry = {"strategy": "cascade", "models": ["small", "large"], "threshold": 0.5,
              "signal": "agreement", "large_temperature": large_temperature}  # fmt: skip
     with pytest.raises(UserError) as exc:
         parse_spec(spec(configs=[entry]))
     assert str(exc.value) == f"spec: configs[0]: strategy 'cascade': {said}"
+
+
+def test_a_list_of_large_temperatures_expands_into_configurations_named_by_them():
+    """A cascade's large_temperature is numeric, and README says a list of a numeric parameter
+    expands: a list was refused ("must be a valid number"); given as two entries, they were
+    named `X-t0.7` and `X-t0.7-2`. The one given (the spec's 0 here) is the default, unnamed."""
+    entry = {"strategy": "cascade", "models": ["small", "large"], "threshold": 0.5,
+             "signal": "agreement", "large_temperature": [0.0, 0.5]}  # fmt: skip
+    configs = resolve_configs(parse_spec(spec(configs=[entry])))
+    assert [(c.name, c.params["large_temperature"]) for c in configs] == [
+        ("cascade-small-large-agreement0.5-t0.7", 0.0),
+        ("cascade-small-large-agreement0.5-t0.7-large-t0.5", 0.5),
+    ]
+    default = {k: v for k, v in entry.items() if k != "large_temperature"}
+    (alone,) = resolve_configs(parse_spec(spec(configs=[default])))
+    assert alone.config_id == configs[0].config_id
 
 
 def test_yaml_merge_keys_build_configurations_and_may_be_overridden(tmp_path):

@@ -24,7 +24,6 @@ from tradeoff.config import (
     RunSpec,
     SmallLarge,
     StrategyParams,
-    Temperature,
     Temperatures,
 )
 from tradeoff.strategies.context import StrategyContext
@@ -45,9 +44,11 @@ class Params(StrategyParams):
     threshold: Num  # escalate when the uncertainty exceeds it
     # The large model's temperature, where `agreement` raised the draws' (set by `resolve`):
     # the large model answered at the draws' 0.7 too, not at the spec's temperature.
-    large_temperature: Temperature | None = None
+    large_temperature: Temperatures | None = None
 
-    listable: ClassVar[tuple[str, ...]] = ("temperature", "max_tokens", "k", "threshold")
+    listable: ClassVar[tuple[str, ...]] = (
+        "temperature", "max_tokens", "k", "threshold", "large_temperature",
+    )  # fmt: skip
     reports: ClassVar[tuple[Report, ...]] = (
         Report(
             "escalated", "flag", "tradeoff_escalations_total",
@@ -88,15 +89,28 @@ class Params(StrategyParams):
         """With `agreement` the small model's answers are sampled, at 0.7 where the entry and
         spec give temperature 0; the large model's one answer keeps the temperature given."""
         if self.signal == "agreement" and self.large_temperature is None:
-            given = spec.sampling.temperature if self.temperature is None else self.temperature
+            given = self._given_temperature(spec)
             if self.sampling(spec.sampling).temperature != given:
                 return self.model_copy(update={"large_temperature": given}).resolve(spec)
         return super().resolve(spec)
+
+    def _given_temperature(self, spec: RunSpec) -> float:
+        """The temperature the (expanded) entry and the spec give: the large model's, unless
+        set apart."""
+        given = self.model_dump(include={"temperature"}, exclude_none=True)
+        return spec.sampling.model_copy(update=given).temperature
 
     def base_name(self, config: Config) -> str:
         small, large = config.aliases
         name = f"cascade-{small}-{large}-{self.signal}{self.threshold:g}"
         return name if self.k == DEFAULT_K else f"{name}-k{self.k}"  # k [2, 4]: told apart
+
+    def derived_name(self, config: Config, spec: RunSpec) -> str:
+        """A large temperature other than the one given is named (large_temperature [0, 0.5]
+        were `X-t0.7` and `X-t0.7-2`), as the draws' temperature is."""
+        name = super().derived_name(config, spec)
+        t = self.large_temperature
+        return name if t is None or t == self._given_temperature(spec) else f"{name}-large-t{t:g}"
 
 
 def _mean(values: list[float]) -> float:
