@@ -561,6 +561,19 @@ def test_a_name_holding_a_control_character_is_refused(tmp_path, flags, said):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_name_holding_a_comma_is_refused_as_a_spec_name_is(tmp_path):
+    """`-m we,ak=weak` was imported, and then --configs could never name it: `policy eval
+    --configs we,ak,strong` said "configuration 'we' is not in this run; known: we,ak, strong"."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,weak,strong\nhi,1,0\n")
+    result = run_cli(
+        "import", "outcomes", str(rows), "--prompt-col", "prompt", "-m", "we,ak=weak",
+        "-m", "strong=strong", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    one_line_error(result, "model name 'we,ak' holds a comma, which separates names in --configs")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_task_column_splits_an_evaluation_by_its_values(tmp_path):
     """The import names every row's task `imported`; a file's own `task` column is what
     `--split-by task` means (it said: every item is in one group)."""

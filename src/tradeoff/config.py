@@ -467,7 +467,7 @@ class RunSpec(BaseModel):
         for alias, ref in value.items():
             if not alias.strip():
                 raise ValueError(f"models: the alias {alias!r} is empty; name each model")
-            if problem := _name_problem(alias):  # it names the configurations derived from it
+            if problem := name_problem(alias):  # it names the configurations derived from it
                 raise ValueError(f"models: the alias {alias!r} {problem}")
             if not ref.strip():
                 raise ValueError(f"models: {alias}: the reference is empty; give a model")
@@ -509,7 +509,7 @@ class RunSpec(BaseModel):
             )
 
         for i, c in enumerate(self.configs):
-            if c.name is not None and (problem := _name_problem(c.name)):
+            if c.name is not None and (problem := name_problem(c.name)):
                 raise ValueError(f"configs[{i}].name: {c.name!r} {problem}")
             for alias in c.aliases():
                 if alias not in self.models:
@@ -528,7 +528,7 @@ class RunSpec(BaseModel):
                     )
 
 
-def _name_problem(name: str) -> str | None:
+def name_problem(name: str) -> str | None:
     """What keeps `name` from naming a configuration: every table shows it on one line, and
     --configs takes names separated by commas."""
     if not name.strip():

@@ -16,7 +16,7 @@ from typing import Any
 
 from tradeoff.abort import terminated_as_interrupted
 from tradeoff.analysis.costs import is_usd
-from tradeoff.config import control_problem
+from tradeoff.config import control_problem, name_problem
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import LOCK_FILE, STORE_FILE, Store
@@ -240,7 +240,7 @@ def _check_models(models: list[ImportedModel]) -> None:
         if name in seen:
             raise UserError(f"model name {name!r} is given twice; each --model needs its own NAME")
         seen.add(name)
-        if problem := control_problem(name):
+        if problem := name_problem(name):  # it names the model's configuration
             raise UserError(f"model name {name!r} {problem}")
         if cost is not None and (not math.isfinite(cost) or cost < 0):
             raise UserError(f"model {name!r}: cost {cost} must be a number >= 0")

@@ -23,7 +23,8 @@ def outcomes(
         typer.Option(
             "--model",
             "-m",
-            help="NAME=SCORE_COL or NAME=SCORE_COL,cost=PRICE (per query). Repeatable.",
+            help="NAME=SCORE_COL or NAME=SCORE_COL,cost=PRICE (per query); NAME, the "
+            "configuration's, holds no comma (--configs separates names). Repeatable.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
