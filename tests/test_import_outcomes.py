@@ -185,7 +185,7 @@ def test_bad_score_names_physical_line_and_column_and_leaves_no_directory(tmp_pa
     assert result.returncode == 2
     message = result.stderr.strip()
     assert "\n" not in message and "Traceback" not in message
-    assert f"{path} line 5: column 'small' holds 'maybe'" in message
+    assert f"{path} line 5: column 'small' holds the string 'maybe'" in message
     assert "expected true/false, 0/1 or a number in [0, 1]" in message
     assert not out.exists()
 
@@ -195,6 +195,25 @@ def test_score_out_of_range_in_jsonl_names_the_line(tmp_path):
     path.write_text('{"p": "a", "s": 1}\n\n{"p": "b", "s": 2}\n')
     with pytest.raises(UserError, match=r"outcomes.jsonl line 3: column 's' holds 2;"):
         import_outcomes(path, prompt_col="p", models=[("m", "s", None)], out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_cell_is_named_cut_short_not_whole(tmp_path):
+    """pandas' default `to_json()` writes each column as one object on one line: the error
+    repeated the whole prompt column, 5 MB on one line; a long text in a score column too."""
+    prompts = {str(i): f"question {i} " + "lorem ipsum " * 100 for i in range(20)}
+    columns = tmp_path / "outcomes.json"
+    columns.write_text(json.dumps({"prompt": prompts, "s": {str(i): 1 for i in range(20)}}))
+    texts = tmp_path / "outcomes.csv"
+    texts.write_text(f"prompt,s\nhi,{'a long answer ' * 500}\n")
+    for path, said in (
+        (columns, "line 1: column 'prompt' holds a dict; expected the prompt text"),
+        (texts, f"line 2: column 's' holds the string {('a long answer ' * 3)[:40]!r}; "),
+    ):
+        result = run_cli("import", "outcomes", str(path), "--prompt-col", "prompt", "-m", "m=s",
+                         "-o", str(tmp_path / "run"))  # fmt: skip
+        one_line_error(result, said)
+        assert len(result.stderr) < len(str(path)) + 200, result.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -694,7 +713,7 @@ def test_an_empty_prompt_is_refused_naming_its_line(tmp_path):
     one_line_error(
         run_cli("import", "outcomes", str(path), "--prompt-col", "prompt", "--model", "a=a",
                 "--out", str(tmp_path / "run")),
-        "line 3", "column 'prompt' holds '  '; expected the prompt text",
+        "line 3", "column 'prompt' holds an empty string; expected the prompt text",
     )  # fmt: skip
     assert not (tmp_path / "run").exists()
 

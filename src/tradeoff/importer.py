@@ -20,7 +20,7 @@ from tradeoff.config import control_problem, name_problem
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import LOCK_FILE, STORE_FILE, Store
-from tradeoff.tasks.loaders import jsonl_rows, not_utf8
+from tradeoff.tasks.loaders import describe, jsonl_rows, not_utf8
 from tradeoff.types import Item, Record
 
 CSV_SUFFIXES = (".csv",)
@@ -357,7 +357,12 @@ def _score(value: Any, where: str, column: str) -> float:
 
 
 def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else json.dumps(value)
+    """A cell as an error names it: a number as written (Python reads none of over 4300
+    digits), else as a task's field is, a string cut short: a column-oriented JSON file's first
+    cell holds a whole column."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return json.dumps(value)
+    return describe(value)
 
 
 def _discard(directory: Path, new_dir: bool) -> None:

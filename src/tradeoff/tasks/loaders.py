@@ -124,19 +124,21 @@ def _prompt(value: Any, field: str, where: str) -> Prompt:
             if not m["content"].strip():
                 raise UserError(
                     f"{where}: field {field!r} has a message of role {m['role']!r} whose content "
-                    f"is {_describe(m['content'])}; every message needs text, as a prompt does"
+                    f"is {describe(m['content'])}; every message needs text, as a prompt does"
                 )
             messages.append({"role": m["role"], "content": m["content"]})
         if not any(m["role"] == "user" for m in messages):
             raise UserError(f"{where}: field {field!r} has no message of role 'user'")
         return messages
     raise UserError(
-        f"{where}: field {field!r} is {_describe(value)}; the prompt must be a non-empty string "
+        f"{where}: field {field!r} is {describe(value)}; the prompt must be a non-empty string "
         'or a list of {"role": ..., "content": ...} messages'
     )
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """`value` as an error message names it: its type, or a string's first 40 characters (a
+    field may hold a whole document)."""
     if value is None:
         return "null"
     if isinstance(value, str):
@@ -152,14 +154,14 @@ def _reference(value: Any, field: str, where: str) -> str:
         for position, v in enumerate(value):
             if not isinstance(v, (str, int, float)):
                 raise UserError(
-                    f"{where}: field {field!r} holds {_describe(v)} at position {position}; "
+                    f"{where}: field {field!r} holds {describe(v)} at position {position}; "
                     "every accepted answer must be a string or a number"
                 )
         return "|".join(_scalar(v, field, where) for v in value)
     if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip()):
         return _scalar(value, field, where)
     raise UserError(
-        f"{where}: field {field!r} is {_describe(value)}; the answer must be a string, a number, "
+        f"{where}: field {field!r} is {describe(value)}; the answer must be a string, a number, "
         "or a list of accepted strings"
     )
 
@@ -203,7 +205,7 @@ def _options(value: Any, where: str) -> tuple[list[str], list[str] | None]:
         texts, labels = [_option_text(t, where) for t in value], None
     else:
         raise UserError(
-            f"{where}: field 'choices' is {_describe(value)}; it must be a list of option texts"
+            f"{where}: field 'choices' is {describe(value)}; it must be a list of option texts"
         )
     if not 2 <= len(texts) <= len(LETTERS):
         raise UserError(
@@ -221,7 +223,7 @@ def _option_text(value: Any, where: str) -> str:
     if isinstance(value, (int, float)):
         return _number_text(value)
     raise UserError(
-        f"{where}: field 'choices' holds {_describe(value)} among its options; an option is a "
+        f"{where}: field 'choices' holds {describe(value)} among its options; an option is a "
         'string, a number or a boolean, or an object {"label": ..., "text": ...}'
     )
 
