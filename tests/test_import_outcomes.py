@@ -565,6 +565,8 @@ def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
     [
         (["--task", "a\rb"], "--task 'a\\rb' holds a control character"),
         (["--model", "x\ry=s"], "model name 'x\\ry' holds a control character"),
+        # it was imported, and broke every heading it is in ("given cost EUR\ncents/query")
+        (["--cost-unit", "EUR\ncents"], "--cost-unit 'EUR\\ncents' holds a control character"),
     ],
 )
 def test_a_name_holding_a_control_character_is_refused(tmp_path, flags, said):

@@ -99,8 +99,8 @@ def import_outcomes(
     for flag, value, example in (("--task", task, "mmlu"), ("--cost-unit", cost_unit, "USD")):
         if not value.strip():
             raise UserError(f"{flag} is empty; give a name (e.g. {flag} {example})")
-    if problem := control_problem(task):
-        raise UserError(f"--task {task!r} {problem}")
+        if problem := control_problem(value):  # each table shows it on one line, in headings too
+            raise UserError(f"{flag} {value!r} {problem}")
     scored = {col for _, col, _ in models}
     for flag, column in (("--prompt-col", prompt_col), ("--id-col", id_col)):
         if column in scored:  # every prompt read "0" or "1", and no error said why

@@ -31,7 +31,8 @@ def outcomes(
     cost_unit: Annotated[
         str,
         typer.Option(
-            "--cost-unit", help="Unit of the cost= prices (USD, in any case, or $ fills cost_usd)."
+            "--cost-unit",
+            help="Unit of the cost= prices, on one line (USD, in any case, or $ fills cost_usd).",
         ),
     ] = "USD",
     id_col: Annotated[
