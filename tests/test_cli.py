@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import free_port, run_cli
+from conftest import fast_server, free_port, run_cli
 
 
 def assert_user_error(result, *needles):
@@ -72,6 +72,37 @@ def test_a_spec_that_is_not_utf8_is_one_line_for_profile_and_serve(tmp_path):
         ["serve", "--spec", str(spec), "--out", str(tmp_path / "s")],
     ):
         assert_user_error(run_cli(*args), "latin1.yaml is not UTF-8", "offset 43")
+
+
+def test_names_not_utf8_are_one_line_before_anything_is_written(tmp_path):
+    """A byte of another encoding (é typed in a Latin-1 terminal, or in a file's or a
+    directory's name), which Python holds as a lone surrogate, reached the run store, which
+    cannot write it: a traceback, exit 1, and for profile and serve a run directory left."""
+    data = tmp_path / "t\udce9.jsonl"
+    data.write_text('{"prompt": "What is 2+2?", "answer": "4"}\n')
+    latin = tmp_path / "d\udce9"
+    latin.mkdir()
+    (latin / "t.jsonl").write_text(data.read_text())
+    policy = tmp_path / "p\udce9.json"
+    policy.write_text("{}")  # the name is refused before the policy is read
+    out = tmp_path / "run"
+    for url in fast_server():
+        model = f"openai:{url}#w\udce9ak"
+        for args, cwd, said in (
+            (["profile", "-m", model, "-t", "arith"], None, "the alias 'w\\udce9ak'"),
+            (["load", "-m", model, "-t", "arith", "--max-requests", "1"], None, "'w\\udce9ak'"),
+            (["profile", "-m", "smollm2-135m", "-t", f"jsonl:{data}"], None, "t\\udce9.jsonl'"),
+            (["profile", "-m", "smollm2-135m", "-t", "jsonl:t.jsonl"], latin, "d\\udce9/t.jsonl'"),
+            (
+                ["serve", "--policy", str(policy), "--name", "w\udce9ak"],
+                None,
+                "--name 'w\\udce9ak'",
+            ),
+            (["serve", "--policy", str(policy)], None, "the policy's name 'p\\udce9' (its file's"),
+        ):
+            result = run_cli(*args, "--out", str(out), cwd=cwd)
+            assert_user_error(result, said, "is not UTF-8 text", "give it in UTF-8")
+            assert not out.exists(), args
 
 
 @pytest.mark.parametrize(

@@ -582,6 +582,28 @@ def test_a_name_holding_a_control_character_is_refused(tmp_path, flags, said):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--cost-unit", "\udca4"], "--cost-unit '\\udca4' is not UTF-8 text"),
+        (["--model", "w\udce9ak=s"], "model name 'w\\udce9ak' is not UTF-8 text"),
+        (["--task", "t\udce2che"], "--task 't\\udce2che' is not UTF-8 text"),
+    ],
+)
+def test_a_name_not_utf8_is_refused(tmp_path, flags, said):
+    """A byte of another encoding (€ typed in a Latin-9 terminal is 0xa4), which Python holds
+    as a lone surrogate: a model name or task ended the import in a traceback, exit 1; a cost
+    unit was imported, then `report -f json`, `policy eval` and `policy fit` ended in one."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,s\nhi,1\n")
+    result = run_cli(
+        "import", "outcomes", str(rows), "--prompt-col", "prompt", "--model", "m=s", *flags,
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    one_line_error(result, said, "give it in UTF-8")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_model_name_holding_a_comma_is_refused_as_a_spec_name_is(tmp_path):
     """`-m we,ak=weak` was imported, and then --configs could never name it: `policy eval
     --configs we,ak,strong` said "configuration 'we' is not in this run; known: we,ak, strong"."""

@@ -392,9 +392,12 @@ class RunSpec(BaseModel):
 
         seen: set[str] = set()
         for task in value:
-            if problem := control_problem(task.ref):  # the reference names the task
-                raise ValueError(f"tasks: {task.ref!r} {problem}")
             ref = task_name(_absolute_task(task.ref))  # a synthetic: one canonically
+            # The reference names the task, as given and as stored (a relative path's directory
+            # may be named in another encoding).
+            for given in dict.fromkeys((task.ref, ref)):
+                if problem := text_problem(given):
+                    raise ValueError(f"tasks: {given!r} {problem}")
             if ref in seen:
                 raise ValueError(f"tasks: {task.ref!r} is given twice; give each task once")
             seen.add(ref)
@@ -537,14 +540,20 @@ def name_problem(name: str) -> str | None:
         return "begins or ends with a space, which --configs leaves out; give it without"
     if "," in name:
         return "holds a comma, which separates names in --configs; give a name without one"
-    return control_problem(name)
+    return text_problem(name)
 
 
-def control_problem(name: str) -> str | None:
+def text_problem(name: str) -> str | None:
     """What keeps a configuration's or a task's `name` from its one line in every table, and from
-    a page's filter menu, which reads a carriage return as a newline: a control character."""
+    a page's filter menu, which reads a carriage return as a newline: a control character. Or
+    from being stored at all: a byte of the command line (or a path) that is not UTF-8, which
+    Python holds as a lone surrogate that no UTF-8 file or database can write."""
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "holds a control character (a newline, a tab); give a name on one line"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not UTF-8 text (a byte of another encoding, such as Latin-1); give it in UTF-8"
     return None
 
 

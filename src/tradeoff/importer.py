@@ -16,7 +16,7 @@ from typing import Any
 
 from tradeoff.abort import terminated_as_interrupted
 from tradeoff.analysis.costs import is_usd
-from tradeoff.config import control_problem, name_problem
+from tradeoff.config import name_problem, text_problem
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
 from tradeoff.store import LOCK_FILE, STORE_FILE, Store
@@ -99,7 +99,7 @@ def import_outcomes(
     for flag, value, example in (("--task", task, "mmlu"), ("--cost-unit", cost_unit, "USD")):
         if not value.strip():
             raise UserError(f"{flag} is empty; give a name (e.g. {flag} {example})")
-        if problem := control_problem(value):  # each table shows it on one line, in headings too
+        if problem := text_problem(value):  # each table shows it on one line, in headings too
             raise UserError(f"{flag} {value!r} {problem}")
     scored = {col for _, col, _ in models}
     for flag, column in (("--prompt-col", prompt_col), ("--id-col", id_col)):

@@ -29,6 +29,7 @@ from tradeoff.config import (
     resolve_configs,
     route_config,
     same_but_where,
+    text_problem,
     with_absolute_models,
     with_absolute_paths,
 )
@@ -89,6 +90,11 @@ def served_configs(
         if not policy.is_file():
             raise UserError(f"policy file {policy} does not exist (make one with `policy fit`)")
         name = policy_name or policy.stem
+        if problem := text_problem(name):  # it names the configuration its records are under
+            given = f"--name {name!r}"
+            if policy_name is None:
+                given = f"the policy's name {name!r} (its file's; --name gives another)"
+            raise UserError(f"{given} {problem}")
         return {name: Served(name, route_config(policy.resolve(), name), "policy")}
     assert spec is not None
     configs = resolve_configs(with_absolute_paths(spec))  # a restart elsewhere runs the same files
