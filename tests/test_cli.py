@@ -105,6 +105,22 @@ def test_names_not_utf8_are_one_line_before_anything_is_written(tmp_path):
             assert not out.exists(), args
 
 
+def test_a_served_policy_name_with_a_comma_is_refused(tmp_path: Path) -> None:
+    """A served policy's name names the configuration its records are under, which --configs
+    could not name if it held a comma: refused as a spec's names are, before anything is made."""
+    policy = tmp_path / "p.json"
+    policy.write_text("{}")  # the name is refused before the policy is read
+    out = tmp_path / "run"
+    for args, said in (
+        (["--name", "a,b"], "--name 'a,b' holds a comma"),
+        ([], "the policy's name 'x,y' (its file's"),
+    ):
+        path = policy if args else policy.rename(tmp_path / "x,y.json")
+        result = run_cli("serve", "--policy", str(path), *args, "--out", str(out))
+        assert_user_error(result, said, "separates names in --configs")
+        assert not out.exists(), args
+
+
 @pytest.mark.parametrize(
     ("model", "needles"),
     [

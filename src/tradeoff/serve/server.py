@@ -26,10 +26,10 @@ from tradeoff.config import (
     Config,
     Price,
     RunSpec,
+    name_problem,
     resolve_configs,
     route_config,
     same_but_where,
-    text_problem,
     with_absolute_models,
     with_absolute_paths,
 )
@@ -90,7 +90,7 @@ def served_configs(
         if not policy.is_file():
             raise UserError(f"policy file {policy} does not exist (make one with `policy fit`)")
         name = policy_name or policy.stem
-        if problem := text_problem(name):  # it names the configuration its records are under
+        if problem := name_problem(name):  # it names the configuration its records are under
             given = f"--name {name!r}"
             if policy_name is None:
                 given = f"the policy's name {name!r} (its file's; --name gives another)"
