@@ -517,6 +517,29 @@ def test_rates_past_what_a_limited_server_sustains_are_marked_saturated(tmp_path
     assert rows["constant:30"]["achieved_rate"] < 20
 
 
+def test_warm_up_and_cool_down_in_seconds_take_the_requests_sent_in_them(tmp_path):
+    """A rate far past what 2 slots (--max-concurrency) let through: every request sent was due
+    in the point's first 0.35 s and waited for a slot. Judged on when each was due, all were
+    warm-up and none cool-down: the point measured nothing and lost its saturation mark. Judged
+    on when each was sent, the warm-up is the first 0.5 s, the cool-down the last 0.5 s."""
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)("--delay-ms", "30") as url:
+        result = _load(url, out, "--profile", "constant:100", "--max-seconds", "2.5",
+                       "--max-concurrency", "2", "--warmup", "0.5s", "--cooldown", "0.5s",
+                       "--scrape", "off")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sent = _rows(out, "SELECT phase, sent_s, scheduled_s FROM records ORDER BY sent_s")
+    assert max(due for *_, due in sent) < 0.5, sent  # (so every one was due in the warm-up)
+    by_phase = {p: [s for q, s, _ in sent if q == p] for p in ("warmup", "measure", "cooldown")}
+    assert by_phase["warmup"] and max(by_phase["warmup"]) < 0.5, sent
+    assert len(by_phase["measure"]) >= 9, sent
+    assert min(by_phase["measure"]) >= 0.5 and max(by_phase["measure"]) < 2.0, sent
+    assert by_phase["cooldown"] and min(by_phase["cooldown"]) >= 2.0, sent
+    (summary,) = _rows(out, "SELECT summary FROM load_points")
+    assert json.loads(summary[0])["saturated"] is True, summary
+    assert "▲" in result.stdout, result.stdout
+
+
 def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
     """A server that streams 2 answers at a time, each 7 x 5 ms, until it has served the 24
     requests of synchronous and throughput (12 each); then 10 times slower: about 6 requests/s,

@@ -59,14 +59,17 @@ def load(
     warmup: Annotated[
         str | None,
         typer.Option(
-            help="Requests (e.g. 10) or seconds (e.g. 5s) at the start of each load "
-            "point: stored, marked, left out of the statistics. Requests need --max-requests, "
-            "seconds --max-seconds."
+            help="The first requests (e.g. 10) of each load point, or those sent in its first "
+            "seconds (e.g. 5s): stored, marked, left out of the statistics. Requests need "
+            "--max-requests, seconds --max-seconds."
         ),  # fmt: skip
     ] = None,
     cooldown: Annotated[
         str | None,
-        typer.Option(help="Requests or seconds at the end of each load point, likewise."),
+        typer.Option(
+            help="The last requests of each load point, or those sent in its last seconds, "
+            "likewise."
+        ),
     ] = None,
     rampup: Annotated[
         float, typer.Option(help="Seconds over which a rate grows from 0 to its target.")

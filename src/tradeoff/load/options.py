@@ -116,17 +116,9 @@ class LoadOptions:
         return parse_profile(self.profile, self.max_concurrency)
 
     @cached_property
-    def _warmup(self) -> Amount | None:
+    def warmup_amount(self) -> Amount | None:
         return Amount.parse(self.warmup, "--warmup")
 
     @cached_property
     def cooldown_amount(self) -> Amount | None:
         return Amount.parse(self.cooldown, "--cooldown")
-
-    def phase(self, index: int, scheduled_s: float) -> str:
-        """'warmup' or 'measure' for the index-th request, due at `scheduled_s`. The cool-down
-        is marked once the point has ended (`load.run`), counted back from where it ended."""
-        warmup = self._warmup
-        if warmup and (scheduled_s < warmup.value if warmup.seconds else index < warmup.value):
-            return "warmup"
-        return "measure"
