@@ -813,3 +813,65 @@ def test_one_token_and_one_step_are_singular():
     shown = run_cli("roofline", "llama-3.1-8b", "--input", "1", "--output", "2")
     assert shown.returncode == 0, shown.stderr
     assert "prefill (1 token)" in shown.stdout and "decode (1 step)" in shown.stdout
+
+
+def _untied_copy(source: str, dest: str) -> None:
+    """Write `source`'s GGUF again with an LM head of its own (`output.weight`, a copy of its
+    input embedding `token_embd.weight`), as Llama-3.1-8B's and Qwen2.5-7B's GGUFs are stored;
+    by ggml's own GGUF writer, which llama.cpp reads."""
+    import ctypes
+
+    from llama_cpp._ggml import libggml as ggml
+
+    class Params(ctypes.Structure):
+        _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+    pointer, name, index = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int64
+    for function, arguments, result in [
+        ("gguf_init_from_file", [name, Params], pointer),
+        ("gguf_init_empty", [], pointer),
+        ("gguf_set_kv", [pointer, pointer], None),
+        ("gguf_get_n_tensors", [pointer], index),
+        ("gguf_get_tensor_name", [pointer, index], name),
+        ("ggml_get_tensor", [pointer, name], pointer),
+        ("ggml_set_name", [pointer, name], pointer),
+        ("gguf_add_tensor", [pointer, pointer], None),
+        ("gguf_write_to_file", [pointer, name, ctypes.c_bool], ctypes.c_bool),
+        ("gguf_free", [pointer], None),
+        ("ggml_free", [pointer], None),
+    ]:
+        getattr(ggml, function).argtypes, getattr(ggml, function).restype = arguments, result
+    tensors = ctypes.c_void_p()
+    read = ggml.gguf_init_from_file(source.encode(), Params(False, ctypes.pointer(tensors)))
+    written = ggml.gguf_init_empty()
+    ggml.gguf_set_kv(written, read)
+    for i in range(ggml.gguf_get_n_tensors(read)):
+        ggml.gguf_add_tensor(
+            written, ggml.ggml_get_tensor(tensors, ggml.gguf_get_tensor_name(read, i))
+        )
+    head = ggml.ggml_get_tensor(tensors, b"token_embd.weight")  # added as copied: now again
+    ggml.gguf_add_tensor(written, ggml.ggml_set_name(head, b"output.weight"))
+    assert ggml.gguf_write_to_file(written, dest.encode(), False)
+    for context in (written, read):
+        ggml.gguf_free(context)
+    ggml.ggml_free(tensors)
+
+
+def test_an_untied_gguf_reads_its_lm_head_whole_and_gathers_its_embedding(tmp_path):
+    """A GGUF with an output.weight beside its token_embd.weight was charged both tables whole
+    every pass (the decode step of an untied 8B about 7% too many bytes, which its config.json
+    is not), though the roofline's note says only the rows gathered are read."""
+    from tradeoff.engines.bundled import BUNDLED
+    from tradeoff.meters.roofline import request_roofline
+
+    untied = tmp_path / "untied.gguf"
+    _untied_copy(str(BUNDLED["smollm2-135m"].locate()), str(untied))
+    tied = request_roofline("smollm2-135m", "H100", 10, 3)
+    split = request_roofline(f"gguf:{untied}", "H100", 10, 3)
+    table = split.shape.embedding_bytes  # the tied model's table, stored twice
+    assert table > 0 and split.shape.weight_bytes == tied.shape.weight_bytes + table
+    assert tied.shape.embedding_bytes == 0
+    row = table // tied.shape.vocab
+    # the LM head read whole, as the tied table; the rows of 10 tokens gathered, then a row a step
+    assert split.phases[0].bytes == tied.phases[0].bytes + 10 * row
+    assert split.phases[1].bytes == tied.phases[1].bytes + 2 * row

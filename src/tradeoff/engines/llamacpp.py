@@ -30,9 +30,14 @@ from tradeoff.types import CANCELLED, Generation, PromptMode, Request
 
 
 def shape_from_metadata(
-    metadata: dict[str, str], n_params: int, vocab: int, weight_bytes: int | None = None
+    metadata: dict[str, str],
+    n_params: int,
+    vocab: int,
+    weight_bytes: int | None = None,
+    embedding_bytes: int = 0,
 ) -> ModelShape | None:
-    """The architecture numbers from GGUF metadata (`{arch}.block_count`, ...), None if absent."""
+    """The architecture numbers from GGUF metadata (`{arch}.block_count`, ...), None if absent;
+    `embedding_bytes` as `untied_embedding_bytes` gives them."""
     arch = metadata.get("general.architecture", "")
 
     def get(key: str, default: int | None = None) -> int | None:
@@ -59,12 +64,55 @@ def shape_from_metadata(
         gated_ffn=arch not in {"gpt2", "gptj", "gptneox", "phi2", "starcoder", "bloom", "falcon"},
         weight_bytes=weight_bytes,
         context=get("context_length"),
-        # The tensor list (is there an output.weight, or does the LM head reuse the embedding?)
-        # is not among what llama-cpp-python reads out, so an untied embedding's rows are not
-        # told from the rest: embedding_bytes stays 0, its table counted as read every pass.
-        embedding_bytes=0,
+        embedding_bytes=embedding_bytes,
         sliding_window=get("attention.sliding_window"),
     )
+
+
+class _GgufParams(ctypes.Structure):
+    """ggml's `gguf_init_params`: no_alloc reads the header alone (metadata, tensor list)."""
+
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+def untied_embedding_bytes(path: Path, metadata: dict[str, str]) -> int:
+    """Bytes of the input embedding (`token_embd.weight`) of a GGUF whose LM head is a tensor of
+    its own (`output.weight`), else 0 (the LM head reads the tied table whole). The tensor list
+    is not among what llama-cpp-python reads out: ggml's GGUF reader, which llama.cpp loads the
+    file with, reads it from the header of each part of the file. (Without it, an untied GGUF's
+    whole table was counted as read every pass: in a decode step of Llama-3.1-8B about 7% too
+    many bytes, which its config.json is not charged.)"""
+    from llama_cpp import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+    from llama_cpp._ggml import libggml_base_path
+
+    ggml = load_shared_library("ggml-base", libggml_base_path)
+    ggml.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GgufParams]
+    ggml.gguf_init_from_file.restype = ctypes.c_void_p
+    ggml.gguf_find_tensor.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ggml.gguf_find_tensor.restype = ctypes.c_int64
+    ggml.gguf_get_tensor_size.argtypes = [ctypes.c_void_p, ctypes.c_int64]
+    ggml.gguf_get_tensor_size.restype = ctypes.c_size_t
+    ggml.gguf_free.argtypes = [ctypes.c_void_p]
+
+    files, parts = [str(path).encode()], int(metadata.get("split.count") or 1)
+    if parts > 1:  # the parts' names as llama.cpp makes them: <prefix>-0000N-of-0000M.gguf
+        prefix = ctypes.create_string_buffer(len(files[0]) + 1)
+        llama_cpp.llama_split_prefix(prefix, len(prefix), files[0], 0, parts)
+        name = ctypes.create_string_buffer(len(files[0]) + 1)
+        for part in range(1, parts):
+            llama_cpp.llama_split_path(name, len(name), prefix.value, part, parts)
+            files.append(name.value)
+    sizes: dict[bytes, int] = {}
+    for file in files:
+        gguf = ggml.gguf_init_from_file(file, _GgufParams(True, None))
+        if not gguf:  # gone since llama.cpp loaded it (its next load says so)
+            return 0
+        for tensor in (b"token_embd.weight", b"output.weight"):
+            if (index := ggml.gguf_find_tensor(gguf, tensor)) >= 0:
+                sizes[tensor] = ggml.gguf_get_tensor_size(gguf, index)
+        ggml.gguf_free(gguf)
+    return sizes.get(b"token_embd.weight", 0) if b"output.weight" in sizes else 0
 
 
 # Every llama.cpp call runs on this one thread. llama.cpp's OpenMP thread team belongs to the
@@ -224,6 +272,7 @@ class LlamaCppEngine(InProcessEngine):
                 int(llama_cpp.llama_model_n_params(self.llm.model)),
                 self.n_vocab,
                 weight_bytes=int(llama_cpp.llama_model_size(self.llm.model)),
+                embedding_bytes=untied_embedding_bytes(path, metadata),
             ),
             in_process=True,
         )
