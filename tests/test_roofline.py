@@ -875,3 +875,29 @@ def test_an_untied_gguf_reads_its_lm_head_whole_and_gathers_its_embedding(tmp_pa
     # the LM head read whole, as the tied table; the rows of 10 tokens gathered, then a row a step
     assert split.phases[0].bytes == tied.phases[0].bytes + 10 * row
     assert split.phases[1].bytes == tied.phases[1].bytes + 2 * row
+
+
+def test_a_torch_reference_is_timed_on_the_device_its_device_option_names(tmp_path, monkeypatch):
+    """device=cpu was timed on an H100 in bf16 without a word, though the engine runs it on the
+    CPU in fp32; a --device against the reference's device= is timed as named, with a note."""
+    from tradeoff.meters.calibrate import cpu_device
+    from tradeoff.meters.roofline import request_roofline
+
+    path = tmp_path / "cal.json"
+    save_calibration(Peaks(cpu_device(), 5e10, 2e10, "c"), {"precision": "fp32"}, path)
+    monkeypatch.setenv("TRADEOFF_CALIBRATION", str(path))
+    reference = "torch:qwen2.5-0.5b?random_weights=1"
+    shown = run_cli("roofline", f"{reference}&device=cpu", "--output", "4")
+    assert shown.returncode == 0 and "note:" not in shown.stderr, shown.stderr
+    heading = shown.stdout.splitlines()[0]
+    assert f"1.98 GB of weights) on {cpu_device()} (" in heading, heading  # fp32: 4 bytes each
+    for device in ("cuda", "cuda:1"):
+        on_gpu = request_roofline(f"{reference}&device={device}", None, 16, 4)
+        assert (on_gpu.peaks.device, on_gpu.shape.dtype, on_gpu.notes) == ("H100", "bf16", [])
+    (note,) = request_roofline(f"{reference}&device=cpu", "H100", 16, 4).notes
+    assert "runs on cpu" in note and "timed on H100 in bf16" in note, note
+    shown = run_cli("roofline", f"{reference}&device=cuda", "--device", "cpu", "--output", "4")
+    assert shown.returncode == 0, shown.stderr
+    assert "fp32 matmul" in shown.stdout.splitlines()[0], shown.stdout
+    (said,) = [line for line in shown.stderr.splitlines() if line.startswith("note:")]
+    assert "runs on cuda" in said and "timed on cpu in fp32" in said, shown.stderr

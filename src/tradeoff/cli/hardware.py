@@ -96,12 +96,13 @@ def roofline(
         ),
     ],
     device: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="A GPU name (H100, H200, A100, L40S, L4: datasheet, or its "
-            "calibration) or cpu (needs `tradeoff calibrate`)."
+            "calibration) or cpu (needs `tradeoff calibrate`) (default: H100; cpu for a torch: "
+            "reference with device=cpu)."
         ),
-    ] = "H100",
+    ] = None,
     input_tokens: Annotated[
         int, typer.Option("--input", min=1, max=MAX_TOKENS, help="Prompt tokens.")
     ] = 128,

@@ -192,9 +192,14 @@ class RooflineEstimate:
     notes: list[str] = field(default_factory=list)
 
 
+# The device a request is timed on where none is named, but for a torch reference that runs on
+# the CPU (device=cpu).
+DEFAULT_DEVICE = "H100"
+
+
 def request_roofline(
     model: str,
-    device: str,
+    device: str | None,
     input_tokens: int,
     output_tokens: int,
     batch: int = 1,
@@ -202,13 +207,16 @@ def request_roofline(
 ) -> RooflineEstimate:
     """The analytic least time of a request of `model` (a shipped architecture config, a
     config.json or its directory, or a model tradeoff can load) on `device` (a GPU name, or cpu
-    once calibrated)."""
+    once calibrated; None: where a torch reference's device= runs it, else `DEFAULT_DEVICE`)."""
     from tradeoff.meters.calibrate import cpu_device
     from tradeoff.meters.hardware import DATASHEET, device_peaks
 
     gpus = ", ".join(sorted({needle for needle, *_ in DATASHEET}))
-    if not device.strip():  # blank words named a calibrated CPU ("cpu: ... (2 threads)")
+    if device is not None and not device.strip():  # blank words named a calibrated CPU
         raise UserError(f"--device is blank; name a GPU ({gpus}) or cpu (once calibrated)")
+    runs_on = _torch_device(model)
+    if device is None:
+        device = "cpu" if runs_on == "cpu" else DEFAULT_DEVICE
     shape = model_shape(model, device, dtype)
     if shape.context is not None and input_tokens + output_tokens > shape.context:
         raise UserError(
@@ -221,7 +229,27 @@ def request_roofline(
         raise UserError(f"{why}; or name a GPU: {gpus}")
     phases = phase_rooflines(shape, input_tokens, output_tokens, peaks, batch)
     notes = _window_notes(shape, input_tokens + output_tokens)
+    if runs_on is not None and (runs_on == "cpu") != _on_cpu(device):
+        notes.insert(
+            0,
+            f"model '{model}' runs on {runs_on} (its device=), --device names {device}: timed "
+            f"on {device} in {shape.dtype}, as the torch engine would run it there",
+        )
     return RooflineEstimate(model, shape, peaks, batch, phases, notes)
+
+
+def _torch_device(model: str) -> str | None:
+    """The device a torch reference's device= runs `model` on ("cpu", "cuda", "cuda:N"), None
+    where it names none or `model` is not one. (Not read, a device=cpu reference was timed on an
+    H100 in bf16 without a word, though the engine runs it on the CPU in fp32.)"""
+    from tradeoff.engines.torch_engine import parse_torch_ref
+
+    return parse_torch_ref(model).device if model.startswith("torch:") else None
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether `device` names a CPU: cpu, or a CPU's calibration ("cpu: ... (2 threads)")."""
+    return device.lower() == "cpu" or device.lower().startswith("cpu:")
 
 
 def _window_notes(shape: ModelShape, positions: int) -> list[str]:
@@ -316,7 +344,7 @@ def _torch_shape(model: str, device: str, dtype: str | None) -> ModelShape:
         )
     spec = parse_torch_ref(model)
     config = load_hf_config(spec.source)
-    chosen = spec.dtype or ("fp32" if device.lower() == "cpu" else "bf16")
+    chosen = spec.dtype or ("fp32" if _on_cpu(device) else "bf16")
     context = torch_context(model, Arch.of_model(model, config), spec.ctx)  # as the engine does
     shape = shape_from_hf_config(config, chosen, model)
     return shape if spec.ctx is None else replace(shape, context=context)
