@@ -901,3 +901,24 @@ def test_a_torch_reference_is_timed_on_the_device_its_device_option_names(tmp_pa
     assert "fp32 matmul" in shown.stdout.splitlines()[0], shown.stdout
     (said,) = [line for line in shown.stderr.splitlines() if line.startswith("note:")]
     assert "runs on cuda" in said and "timed on cpu in fp32" in said, shown.stderr
+
+
+def test_peaks_calibrated_on_a_busy_host_say_so_where_they_are_used(tmp_path, monkeypatch):
+    """`calibrate` stored its busy-host warning, and nothing read it again: the low peaks were
+    shown as a plain "calibrated: <date>"."""
+    from tradeoff.meters.calibrate import cpu_device
+    from tradeoff.meters.roofline import request_roofline
+
+    path = tmp_path / "cal.json"
+    busy = {"busy_host": "measured on a busy host: ...; the peaks measured may be too low"}
+    save_calibration(Peaks(cpu_device(), 5e10, 2e10, "c"), {"precision": "fp32"} | busy, path)
+    save_calibration(Peaks("H100", 6e13, 3e12, "c"), {"precision": "fp32"} | busy, path)
+    save_calibration(Peaks("L4", 3e13, 3e11, "c"), {"precision": "bf16"}, path)
+    monkeypatch.setenv("TRADEOFF_CALIBRATION", str(path))
+    said = "calibrated on a busy host (the peaks may be too low): "
+    for device in ("cpu", "H100"):  # the H100's fp32 matmul, with its datasheet's bf16 FLOP/s
+        source = request_roofline("qwen2.5-0.5b", device, 16, 4).peaks.source
+        assert source.startswith(said), source
+    assert request_roofline("qwen2.5-0.5b", "L4", 16, 4).peaks.source.startswith("calibrated: ")
+    shown = run_cli("roofline", "qwen2.5-0.5b", "--device", "cpu", "--output", "4")
+    assert f"on {cpu_device()} ({said}" in shown.stdout.splitlines()[0], shown.stdout

@@ -160,7 +160,10 @@ def _entry_peaks(path: Path, device: str, entry: Any) -> Peaks | None:
             f"known: {', '.join(PRECISIONS)}: {_remedy(device)}"
         )
     matmul = f", {precision} matmul" if precision else ""
-    source = f"calibrated: {entry.get('measured_at', '?')}{matmul}"
+    # `calibrate` keeps its warning of other work (busy_host); unsaid, the low peaks it measured
+    # were used as any, making roofline times too long and efficiencies too high.
+    busy = " on a busy host (the peaks may be too low)" if entry.get("busy_host") else ""
+    source = f"calibrated{busy}: {entry.get('measured_at', '?')}{matmul}"
     return Peaks(device, flops, bandwidth, source, precision)
 
 
