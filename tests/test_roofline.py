@@ -272,8 +272,12 @@ def test_roofline_command(tmp_path):
     assert typed.returncode == 2 and "--dtype fp32 applies to an architecture config" in (
         typed.stderr
     ), typed.stderr
-    forever = run_cli("calibrate", "--seconds", "inf", "--no-save")
-    assert forever.returncode == 2 and "--seconds must be" in forever.stderr, forever.stderr
+    # 1e308 s was accepted and measured for ever (inf was refused)
+    for endless in ("inf", "nan", "1e308", "601"):
+        forever = run_cli("calibrate", "--seconds", endless, "--no-save")
+        assert forever.returncode == 2 and "measuring" not in forever.stderr, forever.stderr
+        assert "'--seconds'" in forever.stderr and "600" in forever.stderr, forever.stderr
+        assert len(forever.stderr.strip().splitlines()) == 1, forever.stderr
 
 
 def test_a_torch_reference_s_roofline_is_of_the_dtype_and_context_it_runs_with():
