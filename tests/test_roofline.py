@@ -926,3 +926,15 @@ def test_peaks_calibrated_on_a_busy_host_say_so_where_they_are_used(tmp_path, mo
     assert request_roofline("qwen2.5-0.5b", "L4", 16, 4).peaks.source.startswith("calibrated: ")
     shown = run_cli("roofline", "qwen2.5-0.5b", "--device", "cpu", "--output", "4")
     assert f"on {cpu_device()} ({said}" in shown.stdout.splitlines()[0], shown.stdout
+
+
+def test_the_table_scales_flops_and_bytes_so_a_small_model_s_are_not_zero():
+    """In fixed TFLOPs to 3 decimals, the bundled models' passes read 0.000."""
+    shown = run_cli("roofline", "smollm2-135m", "--input", "1", "--output", "2")
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if "prefill (" in line or "decode (" in line]
+    assert len(rows) == 2 and all("269 MFLOP" in row and "96.6 MB" in row for row in rows), rows
+    big = run_cli("roofline", "llama-3.1-8b", "--input", "131000", "--output", "2", "-f", "json")
+    prefill = json.loads(big.stdout)["phases"][0]
+    table = run_cli("roofline", "llama-3.1-8b", "--input", "131000", "--output", "2").stdout
+    assert f"{prefill['flops'] / 1e15:.3g} PFLOP" in table, table

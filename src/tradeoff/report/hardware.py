@@ -19,8 +19,9 @@ ROOFLINE_NOTE = (
 
 def scaled(value: float, unit: str) -> str:
     """`value` to three significant figures with a prefix: counts (unit '') in K, M and B
-    (billions, as parameter counts are said: '8.03 B'), bytes (unit 'B') in kB, MB, GB, TB."""
-    prefixes = ("", "K", "M", "B") if unit == "" else ("", "k", "M", "G", "T")
+    (billions, as parameter counts are said: '8.03 B'), other units in SI's, kB to ZB ('FLOP':
+    '269 MFLOP', the largest request and batch roofline takes some ZFLOP)."""
+    prefixes = ("", "K", "M", "B") if unit == "" else ("", "k", "M", "G", "T", "P", "E", "Z")
     step = 0
     while abs(value) >= 1000 and step < len(prefixes) - 1:
         value, step = value / 1000, step + 1
@@ -45,9 +46,10 @@ def roofline_heading(estimate: RooflineEstimate) -> str:
 
 
 def roofline_table(estimate: RooflineEstimate) -> Table:
-    """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic)."""
+    """FLOPs, bytes moved, roofline time, the bound and tokens/s of each phase (analytic), the
+    counts scaled to their size (in fixed TFLOPs and GB, a small model's read 0.000)."""
     table = Table()
-    for column in ["phase", "TFLOPs", "GB moved", "roofline time", "bound", "tokens/s"]:
+    for column in ["phase", "FLOPs", "bytes moved", "roofline time", "bound", "tokens/s"]:
         table.add_column(column, justify="left" if column == "phase" else "right")
     for p in estimate.phases:
         if p.phase == "prefill":
@@ -57,8 +59,8 @@ def roofline_table(estimate: RooflineEstimate) -> Table:
             time, rate = f"{_ms(p.seconds)} ({_ms(p.seconds / p.steps)}/step)", ",.1f"
         table.add_row(
             name,
-            f"{p.flops / 1e12:.3f}",
-            f"{p.bytes / 1e9:.2f}",
+            scaled(p.flops, "FLOP"),
+            scaled(p.bytes, "B"),
             time,
             p.bound,
             format(p.tokens_per_s, rate),
