@@ -224,3 +224,77 @@ def test_a_vote_whose_other_draw_failed_answers(tmp_path):
     calls = json.loads(record["calls"])
     assert [bool(c["error"]) for c in calls] == [False, False, True], calls
     assert pd.isna(record["error"]) and record["extra"]["http_status"] == 200, record
+
+
+def test_a_stream_left_as_its_strategy_finished_is_stored_and_counted_as_disconnected(tmp_path):
+    """The client goes away while its first chunk is being written, and the strategy finishes
+    before the server is back from that write: the request is a 499 as any whose client left,
+    its record says `client disconnected` and /metrics counts a disconnect (it was stored with
+    no error, an answer to `report`, and /metrics' 499s outnumbered its disconnects). Driven
+    through the application's ASGI calls, so that the two happen in this order every time."""
+    import asyncio
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tradeoff.config import parse_spec
+    from tradeoff.meters.host import host_info
+    from tradeoff.serve.accounting import RecordWriter
+    from tradeoff.serve.app import Limits, ServeApp
+    from tradeoff.serve.metrics import ServerMetrics
+    from tradeoff.serve.server import served_configs
+    from tradeoff.session import open_session
+    from tradeoff.store import Store
+
+    out = tmp_path / "run"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+            "stream": True}  # fmt: skip
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+
+    async def serve_one(upstream: str) -> ServerMetrics:
+        spec = parse_spec({"models": {"m": f"openai:{upstream}#m"}})
+        served = served_configs(spec, [], None, None)
+        metrics = ServerMetrics()
+        left = asyncio.Event()
+        messages = [{"type": "http.request", "body": json.dumps(body).encode()}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop()
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if b'"content":"' not in message.get("body", b"") or left.is_set():
+                return
+            left.set()  # the client leaves as its first word is written
+            await asyncio.sleep(0)  # (the server hears of it)
+            running = asyncio.all_tasks()
+            strategy = [t for t in running if t.get_coro().__qualname__ == "_Run._execute"]
+            await asyncio.wait(strategy)  # the answer ends before this write returns
+
+        async with open_session(
+            [s.config for s in served.values()],
+            lambda: Store.create(out, {"serve": {}}, host_info()),
+            timeout_s=30, api_key=None, notify=lambda m: None,
+        ) as session:  # fmt: skip
+            writer = RecordWriter(session.store, metrics)
+            app = ServeApp(served, session.meter, writer, metrics, limits=Limits())
+            await app(scope, receive, send)
+            await writer.drain()
+            writer.close()
+        return metrics
+
+    # chunks 50 ms apart: the answer is still going when the client leaves
+    with contextlib.contextmanager(fast_server)("--delay-ms", "50") as upstream:
+        metrics = asyncio.run(serve_one(upstream))
+    (record,) = stored(out).to_dict("records")
+    assert record["extra"]["http_status"] == 499 and record["output_tokens"] == 3, record
+    assert record["error"] == "client disconnected", record
+    samples = {
+        (s.name, s.labels.get("code")): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert samples[("tradeoff_requests_total", "499")] == 1
+    assert samples[("tradeoff_client_disconnects_total", None)] == 1

@@ -57,6 +57,10 @@ SERVE_TASK = Task(
 _DONE = object()  # the strategy has finished
 _GONE = object()  # the client went away
 _JSON = ("content-type", "application/json")
+# A request's status where its client went away before its answer (nginx's "client closed
+# request"): what stores it as `client disconnected` and counts it as a disconnect, so that the
+# 499s of /metrics, its disconnects and the records' agree.
+CLIENT_CLOSED = 499
 # After its client went away, a request's generation stops at its next token (a call to a server
 # at once, one waiting for an in-process model's turn at once); one still going after
 # CANCEL_GRACE_S is cancelled outright, and its calls are lost; but one an in-process model is
@@ -650,7 +654,7 @@ class _Run:
             config.config_id, SERVE_TASK.name, self.item.id, 0, outcome, self.t0, t1,
             self.app.prices, score=None, parsed=None,
         )  # fmt: skip
-        if self.disconnected:
+        if status == CLIENT_CLOSED:  # whatever the strategy had done by then: the answer was lost
             record.error = DISCONNECTED
             if outcome.t_released is not None:  # an answer released whole: none was sent
                 record.ttft_s = None
@@ -700,7 +704,7 @@ class _Run:
             m.tokens.labels(name, c.model, "output").inc(g.output_tokens)
             if g.input_tokens is not None:
                 m.tokens.labels(name, c.model, "input").inc(g.input_tokens)
-        if self.disconnected:
+        if status == CLIENT_CLOSED:
             m.disconnects.labels(name).inc()
         elif status >= 500:
             m.errors.labels(name).inc()
@@ -741,7 +745,7 @@ class _Run:
         answer's call counts (`Outcome.error`): a vote whose other draws answered, a cascade
         whose large model answered after its small one failed, answer (they were 502s)."""
         if self.disconnected:
-            return 499
+            return CLIENT_CLOSED
         error = outcome.error
         if error is None:
             return None if outcome.calls else 502
@@ -756,7 +760,7 @@ class _Run:
         outcome, t1 = await self._until_done_or_gone(self._start(None), gone)
         status = self._status(outcome) or 200
         record = self._record(outcome, t1, status)
-        if status == 499:  # nobody to answer
+        if status == CLIENT_CLOSED:  # nobody to answer
             self._account(outcome, record, status)
             return
         if status != 200:
@@ -936,9 +940,11 @@ class _Run:
     async def _abandon(
         self, task: asyncio.Task[tuple[Outcome, float]], gone: asyncio.Event
     ) -> None:
-        """The client went away: stop the generation, store what it cost."""
+        """The client went away before the answer's end: stop the generation, store what it
+        cost. (A 499 though the strategy had finished as its client left: the answer's end
+        reached nobody.)"""
         outcome, t1 = await self._until_done_or_gone(task, gone)
-        self._account(outcome, self._record(outcome, t1, 499), 499)
+        self._account(outcome, self._record(outcome, t1, CLIENT_CLOSED), CLIENT_CLOSED)
 
 
 def _refusal(outcome: Outcome) -> Refusal | None:
