@@ -821,6 +821,63 @@ def test_a_server_whose_stderr_reader_is_gone_still_stops_on_sigterm(tmp_path):
     assert len(_records(out)) == 1
 
 
+@pytest.mark.parametrize("held", [False, True])
+def test_a_second_ctrl_c_writes_the_records_of_requests_answered_unless_the_store_is_held(
+    tmp_path, held
+):
+    """Requests answered just before a second Ctrl-C had their records queued for the store's
+    thread, and the abort lost them though it said only the requests in flight were lost. Here
+    another process holds the database locked as the requests are answered, so that they are
+    still queued at the abort: let go as the abort begins, the records are written before the
+    server exits; held on, the server exits all the same within seconds (not after the store's
+    30 s wait for a lock) and says they may be lost."""
+    import contextlib
+    import time
+
+    from tradeoff.store import STORE_FILE
+
+    out = tmp_path / "run"
+    with contextlib.contextmanager(fast_server)() as url:
+        spec = tmp_path / "spec.yaml"
+        models = {"m": f"openai:{url}#fast", "slow": f"openai:{url}#hang"}
+        spec.write_text(yaml.safe_dump({"models": models, "timeout_s": 60}))
+        with serve_process("--spec", str(spec), "--out", str(out)) as served:
+            holder = sqlite3.connect(out / STORE_FILE, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")  # the store's write lock
+            body = {"model": "m", "prompt": "1 + 1 =", "max_tokens": 2}
+            for _ in range(2):
+                assert httpx.post(f"{served.url}/completions", json=body).status_code == 200
+            hung = {"model": "slow", "prompt": "1 + 1 =", "max_tokens": 2}
+
+            def ask_hung() -> None:
+                with contextlib.suppress(httpx.TransportError):  # closed unanswered
+                    httpx.post(f"{served.url}/completions", json=hung, timeout=60)
+
+            in_flight = threading.Thread(target=ask_hung)
+            in_flight.start()  # keeps the server finishing after the first Ctrl-C
+            wait_for(lambda: metric(served.root, "tradeoff_in_flight") == 1, "a request in flight")
+            served.proc.send_signal(signal.SIGINT)
+            wait_for(lambda: any("stopping" in line for line in served.lines), "stopping")
+            served.proc.send_signal(signal.SIGINT)
+            aborted = time.monotonic()
+            wait_for(lambda: any("aborting" in line for line in served.lines), "aborting")
+            if not held:
+                holder.rollback()
+            code = served.stop(timeout=PATIENCE_S)
+            took = time.monotonic() - aborted
+            holder.close()
+            in_flight.join()
+    assert code == 130, served.lines
+    lost = [line for line in served.lines if "not stored" in line]
+    if held:
+        assert took < 15 and lost == [
+            "up to 2 answered request(s) not stored: their records were not written within 2 s"
+        ], (took, served.lines)
+    else:
+        assert not lost, served.lines
+        assert [r["extra"]["http_status"] for r in _records(out).values()] == [200, 200]
+
+
 # A host program's Ctrl-C pressed twice once its server has a request in flight; its `ask()`
 # (which starts the presses once the server is up) goes on to send that request.
 TWICE_WITH_A_REQUEST_IN_FLIGHT = """def interrupt():

@@ -5,12 +5,14 @@ batches: a batch every FLUSH_S seconds, one transaction each (one thread hand-of
 per request). A batch that fails is retried record by record, so one bad record costs only
 itself. A write that fails (disk full, database locked or damaged) is logged and counted in
 /metrics; the server keeps serving, and the client has its answer either way. A crash loses at
-most the records of the last FLUSH_S seconds and of the requests in flight.
+most the records of the last FLUSH_S seconds and of the requests in flight; an abort (a second
+Ctrl-C) writes those queued first, if the store takes them within ABORT_WRITE_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +24,9 @@ from tradeoff.types import Item, Record
 log = logging.getLogger("tradeoff.serve")
 
 FLUSH_S = 0.02
+# How long an abort waits for the store to take the records queued: an abort is to end at once,
+# and a database another process holds locked would keep it waiting LOCK_TIMEOUT_S.
+ABORT_WRITE_S = 2.0
 Prepared = tuple[list[Any], tuple[str, ...]]
 
 
@@ -32,7 +37,8 @@ class RecordWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradeoff-store")
         self._queued: list[tuple[str, Prepared]] = []
         self._flush: asyncio.TimerHandle | None = None
-        self._writing: set[asyncio.Future[tuple[int, list[str]]]] = set()
+        # the batches on the store's thread, with their number of records
+        self._writing: dict[asyncio.Future[tuple[int, list[str]]], int] = {}
 
     def submit(self, item: Item, record: Record) -> None:
         """Queue `record` (with its request as `item`) for the store; returns at once."""
@@ -46,7 +52,7 @@ class RecordWriter:
         if not batch:
             return
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._write, batch)
-        self._writing.add(future)
+        self._writing[future] = len(batch)
         future.add_done_callback(self._written)
 
     def _write(self, batch: list[tuple[str, Prepared]]) -> tuple[int, list[str]]:
@@ -66,8 +72,10 @@ class RecordWriter:
         return written, errors
 
     def _written(self, future: asyncio.Future[tuple[int, list[str]]]) -> None:
-        self._writing.discard(future)
-        written, errors = future.result()
+        self._writing.pop(future, None)
+        self._count(*future.result())
+
+    def _count(self, written: int, errors: list[str]) -> None:
         self.metrics.stored.inc(written)
         for error in errors:
             self.metrics.store_errors.inc()
@@ -80,6 +88,22 @@ class RecordWriter:
         self._write_queued()
         while self._writing:
             await asyncio.gather(*self._writing, return_exceptions=True)
+
+    def write_now(self) -> int:
+        """At an abort, where the event loop runs no more: write what is queued, after the
+        batches the store's thread is writing, waiting for it at most ABORT_WRITE_S. How many
+        records may be unwritten by then (0: all written, or failed and logged as failures)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        batch, self._queued = self._queued, []
+        unsure = len(batch) + sum(self._writing.values())
+        last = self._executor.submit(self._write, batch)  # one thread: after those it writes
+        done, _ = concurrent.futures.wait([last], timeout=ABORT_WRITE_S)
+        if not done:
+            return unsure
+        self._count(*last.result())
+        return 0
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -36,7 +36,7 @@ from tradeoff.config import (
 from tradeoff.engines.openai import over_cap
 from tradeoff.errors import UserError
 from tradeoff.meters.host import host_info
-from tradeoff.serve.accounting import RecordWriter
+from tradeoff.serve.accounting import ABORT_WRITE_S, RecordWriter
 from tradeoff.serve.app import Admission, Limits, ServeApp, Served
 from tradeoff.serve.asgi import CONNECTION
 from tradeoff.serve.metrics import ServerMetrics
@@ -379,7 +379,17 @@ class _Server(uvicorn.Server):
             # requests, each of which uvicorn would answer 500 in plain text
             for connection in list(self.server_state.connections):
                 connection.transport.abort()
-            abort()  # records already queued may be lost too; stored ones are committed
+            # The records of requests answered in the last moments are queued for the store:
+            # written first, unless it keeps them waiting (those still waiting for their share of
+            # the energy counter need the loop, which runs no more)
+            lost = self.app.writer.write_now() + len(self.app.settling)
+            if lost:
+                with contextlib.suppress(OSError):
+                    self.notify(
+                        f"up to {lost} answered request(s) not stored: their records were not "
+                        f"written within {ABORT_WRITE_S:g} s"
+                    )
+            abort()
         self._drain(" (Ctrl-C again to abort)")
 
     async def on_tick(self, counter: int) -> bool:
