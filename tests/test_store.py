@@ -225,12 +225,13 @@ def test_call_facts_share_a_batch_and_tell_a_failed_call_from_unreported_tokens(
     assert call_facts([failed, silent])[1] == '["n"]'
 
 
-def _damage_records(directory: Path) -> None:
-    """Overwrite the second half of the page that holds the records (where their cells are), its
-    header and the file's schema left intact: damage SQLite finds only on reading them."""
+def _damage_rows(directory: Path, table: str = "records") -> None:
+    """Overwrite the second half of the page that holds the records, or another `table`'s rows
+    (where their cells are), its header and the file's schema left intact: damage SQLite finds
+    only on reading them."""
     path = directory / STORE_FILE
     conn = sqlite3.connect(path)
-    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
     (size,) = conn.execute("PRAGMA page_size").fetchone()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -252,7 +253,7 @@ def test_a_store_damaged_where_its_records_are_is_refused_in_one_line(tmp_path):
                        "--max-tokens", "4", "--out", str(run))  # fmt: skip
         assert made.returncode == 0, made.stderr
     shutil.copytree(run, good)
-    _damage_records(run)
+    _damage_rows(run)
     said = f"{run / STORE_FILE} is not a readable tradeoff store: database disk image is malformed"
     for command in (
         ["report", str(run)],
@@ -265,3 +266,29 @@ def test_a_store_damaged_where_its_records_are_is_refused_in_one_line(tmp_path):
     resumed = run_cli("profile", "--resume", str(run))
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr
     assert resumed.stderr.strip().splitlines()[-1] == f"error: {said}"
+
+
+def test_a_store_damaged_where_its_items_sessions_or_meters_are_is_refused_in_one_line(tmp_path):
+    """Only the records were read through the one line: a damaged page of the items (policy fit,
+    --resume), the sessions (report) or the meters (frontier) still ended in a traceback, exit 1."""
+    from conftest import fast_server, import_outcomes, one_line_error, run_cli
+
+    run = tmp_path / "profiled"
+    for url in fast_server():
+        made = run_cli("profile", "-m", f"openai:{url}#fast", "-t", "arith", "--limit", "2",
+                       "--max-tokens", "4", "--out", str(run))  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    imported = import_outcomes(tmp_path, [(f"q{i}", i % 2, 1) for i in range(12)])
+    for table, directory, command in (
+        ("items", imported, ["policy", "fit", str(imported), "--strong-fraction", "0.5",
+                             "-o", str(tmp_path / "p.json")]),
+        ("items", run, ["profile", "--resume", str(run)]),
+        ("sessions", run, ["report", str(run)]),
+        ("meters", run, ["frontier", str(run)]),
+    ):  # fmt: skip
+        damaged = tmp_path / f"{directory.name}-{table}-{command[0]}"
+        shutil.copytree(directory, damaged)
+        _damage_rows(damaged, table)
+        command = [damaged if part == str(directory) else part for part in command]
+        said = f"{damaged / STORE_FILE} is not a readable tradeoff store: database disk image"
+        one_line_error(run_cli(*map(str, command)), f"error: {said} is malformed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from tradeoff.errors import UserError
 from tradeoff.types import Item, Record
@@ -391,6 +392,22 @@ def _reading(path: Path) -> Iterator[None]:
         raise UserError(f"{path} is not a readable tradeoff store: {found}") from None
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _read(method: Callable[Concatenate[Store, _P], _T]) -> Callable[Concatenate[Store, _P], _T]:
+    """A Store method that reads the store, what SQLite fails to read said as `_reading` says it:
+    damage is found only on reading the page that holds it, whichever table's that is."""
+
+    @functools.wraps(method)
+    def reading(store: Store, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with _reading(store.directory / STORE_FILE):
+            return method(store, *args, **kwargs)
+
+    return reading
+
+
 def _first_run(conn: sqlite3.Connection, path: Path) -> str:
     """The id of the store's run, once the store is migrated to the current schema."""
     with _reading(path):
@@ -525,7 +542,7 @@ def _continued(directory: str | Path) -> str:
         return ""
     try:
         command = continued_by(store.run()["spec"])
-    except sqlite3.DatabaseError:
+    except UserError:  # (unreadable)
         return ""
     finally:
         store.close()
@@ -533,7 +550,8 @@ def _continued(directory: str | Path) -> str:
 
 
 class Store:
-    """A run directory's SQLite store. One run per directory."""
+    """A run directory's SQLite store. One run per directory. Every method that reads it is
+    `@_read`, so that a damaged page says so in one line whichever table holds it."""
 
     def __init__(
         self,
@@ -727,6 +745,7 @@ class Store:
 
     # --- run metadata -------------------------------------------------------------------------
 
+    @_read
     def run(self) -> dict[str, Any]:
         row = self.conn.execute(
             "SELECT id, created_at, ended_at, status, spec, host FROM runs WHERE id = ?",
@@ -800,6 +819,7 @@ class Store:
                     "INSERT INTO host_samples (run_id, t, sample) VALUES (?, ?, ?)", rows
                 )
 
+    @_read
     def host_samples(self) -> list[dict[str, Any]]:
         """Every sample of the host's conditions taken during the run, in time order."""
         rows = self.conn.execute(
@@ -830,16 +850,23 @@ class Store:
         """Delete a configuration that no record ran (a server's, stopped before it served), so
         that another may take its name or its id; False, and nothing deleted, where records ran
         it."""
+        if self._ran(config_id):
+            return False
+        self.conn.execute(
+            "DELETE FROM configs WHERE run_id = ? AND config_id = ?", (self.run_id, config_id)
+        )
+        return True
+
+    @_read
+    def _ran(self, config_id: str) -> bool:
+        """Whether a record ran the configuration `config_id`."""
         (ran,) = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM records WHERE run_id = ? AND config_id = ?)",
             (self.run_id, config_id),
         ).fetchone()
-        if not ran:
-            self.conn.execute(
-                "DELETE FROM configs WHERE run_id = ? AND config_id = ?", (self.run_id, config_id)
-            )
-        return not ran
+        return bool(ran)
 
+    @_read
     def configs(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             "SELECT config_id, name, spec FROM configs WHERE run_id = ? ORDER BY rowid",
@@ -861,6 +888,7 @@ class Store:
                 ],
             )
 
+    @_read
     def item_ids(self, task: str) -> set[str]:
         """The ids of the items stored for `task`."""
         rows = self.conn.execute(
@@ -868,6 +896,7 @@ class Store:
         )
         return {row[0] for row in rows}
 
+    @_read
     def _answered(self, task: str) -> set[str]:
         """The ids of `task`'s items that have a record."""
         rows = self.conn.execute(
@@ -895,6 +924,7 @@ class Store:
                 ],
             )
 
+    @_read
     def changed_items(self, items: list[Item], scorer: object) -> list[Item]:
         """Those of `items` (of one task, checked by `scorer`) stored with other content that
         records answer: those records answer or score something else. Old stores kept no hash:
@@ -948,6 +978,7 @@ class Store:
                 ).rowcount
         return deleted
 
+    @_read
     def items(self) -> pd.DataFrame:
         """Every item of the run: task, item_id, prompt (text or chat messages), reference,
         meta (a dict)."""
@@ -969,6 +1000,7 @@ class Store:
 
     # --- records ------------------------------------------------------------------------------
 
+    @_read
     def done_keys(self) -> set[tuple[str, str, str, int]]:
         """(config_id, task, item_id, sample) of every stored record of a profile run (load runs'
         records are keyed by their load point too)."""
@@ -1076,6 +1108,7 @@ class Store:
             (phase, *key, *params),
         )
 
+    @_read
     def load_points(self) -> list[dict[str, Any]]:
         """The load points run, in the order they began: config_id, load_point (its label),
         spec, started_at, ended_at, status, summary, and `ended` (it finished: resume skips it)."""
@@ -1104,6 +1137,7 @@ class Store:
                 return dict(point["summary"])
         return {}
 
+    @_read
     def records(
         self,
         *,
@@ -1141,21 +1175,20 @@ class Store:
             rows = ", ".join(["(?, ?)"] * len(keys)) or "(NULL, NULL)"  # none: no record
             where += f" AND (r.task, r.item_id) IN (VALUES {rows})"
             params = [*params, *(value for key in keys for value in key)]
-        # The records are most of the file: where it is damaged, most often found here.
-        with _reading(self.directory / STORE_FILE):
-            if columns is not None:
-                from tradeoff.store_columns import read_columns
+        if columns is not None:
+            from tradeoff.store_columns import read_columns
 
-                return read_columns(self.conn, columns, where, params)
-            df = pd.read_sql_query(
-                "SELECT c.name AS config, r.* FROM records r JOIN configs c "
-                f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "
-                "ORDER BY r.rowid",
-                self.conn,
-                params=params,
-            )
+            return read_columns(self.conn, columns, where, params)
+        df = pd.read_sql_query(
+            "SELECT c.name AS config, r.* FROM records r JOIN configs c "
+            f"ON r.run_id = c.run_id AND r.config_id = c.config_id WHERE {where} "
+            "ORDER BY r.rowid",
+            self.conn,
+            params=params,
+        )
         return df.drop(columns=["run_id", *CALL_FACTS])
 
+    @_read
     def unmeasured_count(self) -> int:
         """A load run's warm-up and cool-down records: stored, never counted."""
         (count,) = self.conn.execute(
@@ -1175,6 +1208,7 @@ class Store:
             (self.run_id, time.time(), kind, json.dumps(result, allow_nan=True)),
         )
 
+    @_read
     def evaluations(self, kind: str) -> list[dict[str, Any]]:
         """The evaluations of one kind, oldest first, each with its `created_at`."""
         rows = self.conn.execute(
@@ -1186,6 +1220,7 @@ class Store:
 
     # --- embeddings of the queries (routers) ----------------------------------------------------
 
+    @_read
     def embeddings(self, model: str, digests: list[str]) -> dict[str, bytes]:
         """The stored vectors of `model` among `digests`, by digest."""
         found: dict[str, bytes] = {}
@@ -1225,6 +1260,7 @@ class Store:
                 [(self.run_id, source, t, sample) for t, sample in sorted(entries)],
             )
 
+    @_read
     def scrapes(self) -> pd.DataFrame:
         """Every scraped value, one row per (source, time, series): columns source, t, series,
         value, error. A failed scrape is one row with no series or value and `error` saying why."""
