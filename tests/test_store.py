@@ -1,17 +1,19 @@
 """The SQLite run store: records unique per (configuration, item, sample), committed at once."""
 
 import errno
+import fcntl
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from tradeoff.errors import UserError
-from tradeoff.store import STORE_FILE, Store
+from tradeoff.store import LOCK_FILE, STORE_FILE, Store
 from tradeoff.types import Item, Record
 
 
@@ -120,7 +122,24 @@ def test_a_directory_another_process_writes_names_it_not_a_resume(tmp_path):
         Store.ensure_new(tmp_path)
 
 
-def test_open_rejects_a_file_that_is_not_a_store(tmp_path):
+def test_a_writer_waits_out_a_reader_s_moment_on_the_directory_s_lock(tmp_path):
+    """Every reader took the directory's lock, shared, for a moment on opening, and a writer
+    starting in that moment (`profile --resume` beside `watch tradeoff report`) was refused,
+    naming a pid that was not writing it. A writer tries again for a while (a reader of an old
+    store still probes the lock); one held for the writer's whole run still refuses it."""
+    directory = tmp_path / "run"
+    Store.create(directory, {}, {}).close()
+    probe = os.open(directory / LOCK_FILE, os.O_RDONLY)  # as `writer_pid` holds it, for longer
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.3, os.close, (probe,)).start()
+    Store.open(directory, writer=True).close()
+    holder = Store.open(directory, writer=True)
+    try:
+        with pytest.raises(UserError, match="being written by another tradeoff process"):
+            Store.open(directory, writer=True)
+    finally:
+        holder.close()
+
     (tmp_path / STORE_FILE).write_text("not sqlite at all" * 100)
     with pytest.raises(UserError, match="not a readable tradeoff store"):
         Store.open(tmp_path)

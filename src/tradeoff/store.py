@@ -3,7 +3,7 @@
 Each record is committed as soon as it is written, so a killed run loses at most the requests in
 flight, and `--resume` skips what is stored. The file's `PRAGMA user_version` is its schema
 version; opening an older store migrates it forward, so old run directories resume and report
-(a reader of one that another process writes, an older tradeoff, migrates a copy of its own).
+(a reader of an old one that another process writes migrates a copy of its own).
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ if TYPE_CHECKING:
 
 STORE_FILE = "tradeoff.sqlite"
 # Held (flock, exclusive) by the one process that writes a run directory: profile, serve, import.
-# Readers (report, frontier, policy) take no lock.
+# Readers (report, frontier, policy) hold no lock: one opening a store of an older schema probes it
+# for a moment (`writer_pid`), which a writer starting then waits out (LOCK_WAIT_S).
 LOCK_FILE = "tradeoff.lock"
+# How long a writer tries again for the directory's lock before it names the process that holds
+# it: another writer holds it for its whole run, a reader's probe for a moment.
+LOCK_WAIT_S = 1.5
 # The files of a store: no output is written over one (`cli.output.check_writable`).
 STORE_FILES = (STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", LOCK_FILE)
 
@@ -461,12 +465,18 @@ def _lock(directory: Path) -> int:
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a read-only file system, a directory not ours to write
         raise UserError(f"cannot write to {directory}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
-        raise being_written(directory, holder) from None
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            holder = _holder(fd)
+            os.close(fd)
+            raise being_written(directory, holder) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
@@ -567,7 +577,7 @@ class Store:
         self._lock = lock  # the directory's lock, held by a writer
         # Why what a reader adds after a run (evaluations, embeddings) is not kept, said after
         # the directory's name; None where it is. A store read as it is (`open` of a directory
-        # this process cannot write), or through a migrated copy (an older tradeoff writes it).
+        # this process cannot write), or through a migrated copy (another process writes it).
         self.not_kept = not_kept
         # Read once, so that a test may extend RECORD_FIELDS (with MIGRATIONS) before opening.
         self._record_fields = RECORD_FIELDS
@@ -668,7 +678,7 @@ class Store:
     @classmethod
     def open(cls, directory: str | Path, *, writer: bool = False) -> Store:
         """The run stored in `directory`; a `writer` holds the directory's lock until `close`,
-        and fails at once with a clear error while another process holds it."""
+        and fails with a clear error where another process holds it (for LOCK_WAIT_S)."""
         directory = Path(directory)
         path = directory / STORE_FILE
         if directory.is_file():
@@ -688,13 +698,9 @@ class Store:
                 raise
         # A reader of a directory it cannot write (a read-only file system, another user's
         # run) cannot make the files SQLite reads a store in WAL mode through: it reads the
-        # file as it is, which no one can be changing there (an older tradeoff's, through a
-        # migrated copy of its own).
+        # file as it is, which no one can be changing there (an old one through a migrated
+        # copy of its own).
         frozen = not writer and not can_write(directory)
-        # Nor does a reader migrate a store that another process writes (an older tradeoff,
-        # which would go on inserting rows without the new columns, then fail at its end on a
-        # store "written by a newer tradeoff"): it reads a migrated copy, as of now.
-        pid = None if writer else writer_pid(directory)
         wal = directory / f"{STORE_FILE}-wal"
         if frozen and wal.exists() and wal.stat().st_size > 0:  # read as it is, it lacks them
             raise UserError(
@@ -702,10 +708,18 @@ class Store:
                 f"{wal.name} (a run stopped hard, or still being written there): read a copy of "
                 "the directory made where it can be written"
             )
+        pid = None
         try:
             with _reading(path):
                 conn = cls._connect(path, journal=False, frozen=frozen)
-                copied = (frozen or pid is not None) and _stored_version(conn) < schema_version()
+                old = _stored_version(conn) < schema_version()
+                # Nor does a reader migrate an old store that another process writes (an older
+                # tradeoff would go on inserting rows without the new columns, then fail at its
+                # end on a store "written by a newer tradeoff"): it reads a migrated copy, as of
+                # now. Only an old store is probed for a writer: a probe delays one (`_lock`).
+                if old and not writer and not frozen:
+                    pid = writer_pid(directory)
+                copied = old and (frozen or pid is not None)
                 if copied:
                     conn = _private_copy(conn)  # migrated there, the file left as it is
         except BaseException:
@@ -717,8 +731,8 @@ class Store:
             if frozen:
                 return cls(directory, conn, run_id, not_kept="cannot be written")
             if copied:
-                older = f"is being written by an older tradeoff (pid {pid}), read through a copy"
-                return cls(directory, conn, run_id, not_kept=older)
+                written = f"is being written by another tradeoff process (pid {pid})"
+                return cls(directory, conn, run_id, not_kept=f"{written}, read through a copy")
             _journal(conn)
             return cls(directory, conn, run_id, lock)
         except BaseException:
