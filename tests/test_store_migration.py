@@ -151,6 +151,38 @@ def test_an_old_route_record_that_ran_a_vote_or_cascade_gets_its_release_as_ttft
     assert dict(zip(found["item_id"], found["ttft_s"])) == {"a": 0.2, "b": 0.2, "c": 0.1}
 
 
+def test_a_route_record_step_7_left_before_its_fix_gets_its_release_as_ttft(tmp_path):
+    """The step to schema 7 gave the release's TTFT to route records that ran a vote or a
+    cascade only from b0e5dc0 on: a store an earlier tradeoff had taken past 7 kept their first
+    draw's first token for good. A later step gives it to them; it leaves records that hold
+    their release already (`released_whole`), and those of a vote or a single."""
+    directory = tmp_path / "run"
+    store = Store.create(directory, {}, {})
+    store.add_configs([("c1", "vote-n3", {"strategy": "vote"}),
+                       ("c3", "route-pol", {"strategy": "route"})])  # fmt: skip
+    store.add_items([Item(i, "2+2?", "4", "arith") for i in ("a", "b", "c", "d")])
+    ran = {
+        "a": ({"samples_drawn": 3, "majority": "4", "routed_to": "vote-n3"}, 0.1),
+        "b": ({"signal": "logprob", "escalated": False, "routed_to": "casc"}, 0.1),
+        "c": ({"routed_to": "small"}, 0.1),
+        "d": ({"samples_drawn": 3, "released_whole": True, "routed_to": "vote-n3"}, 0.19),
+    }
+    for item_id, (extra, ttft) in ran.items():
+        store.write_record(replace(record(item_id), config_id="c3", extra=extra, ttft_s=ttft))
+    store.write_record(
+        replace(record("a"), config_id="c1", extra={"samples_drawn": 3}, ttft_s=0.19)
+    )
+    store.conn.execute("PRAGMA user_version = 10")  # as a tradeoff before b0e5dc0 left it
+    store.close()
+    store = Store.open(directory)
+    found = store.records()
+    store.close()
+    ttft = {(c, i): t for c, i, t in zip(found["config_id"], found["item_id"], found["ttft_s"])}
+    assert ttft == {("c3", "a"): 0.2, ("c3", "b"): 0.2, ("c3", "c"): 0.1, ("c3", "d"): 0.19,
+                    ("c1", "a"): 0.19}  # fmt: skip
+    assert stored_version(directory) == schema_version()
+
+
 # An older tradeoff writing a run: it holds the directory's lock, and inserts its next record
 # when told, with the columns of `records` it knows; then says the store's version, as it reads
 # it (a newer one than its own ended it: "written by a newer tradeoff").

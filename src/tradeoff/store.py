@@ -259,19 +259,33 @@ def _embeddings(conn: sqlite3.Connection) -> None:
     )
 
 
+# A record that a vote or a cascade answered, told by what they write in its extra (as
+# `analysis.costs.released_whole` tells it): a `route` record whose policy ran one among them
+# (the configurations it ran are in the policy's file, not in the store).
+_RAN_VOTE_OR_CASCADE = (
+    "(json_type(extra, '$.samples_drawn') IS NOT NULL OR json_type(extra, '$.escalated') IS NOT "
+    "NULL)"
+)
+
+
+def _run_by(*strategies: str) -> str:
+    """Where a record's configuration runs one of `strategies`, in SQL."""
+    names = ", ".join(f"'{name}'" for name in strategies)
+    return (
+        "EXISTS (SELECT 1 FROM configs c WHERE c.run_id = records.run_id AND c.config_id = "
+        f"records.config_id AND json_extract(c.spec, '$.strategy') IN ({names}))"
+    )
+
+
 def _released_ttft(conn: sqlite3.Connection) -> None:
     """6 -> 7. A `vote` or `cascade` record's TTFT is when its chosen answer is released whole,
     after every call, as those strategies record it since 2f2e86d; stores written before held
     the first draw's first token, which no client saw (a run resumed after would mix the two).
     Their TTFT becomes the release's, the end of the strategy's work: the record's e2e. So does
-    that of a `route` record whose policy ran one (the configurations it ran are in the policy's
-    file, not in the store), told as `analysis.costs.released_whole` tells it: by what a vote
-    and a cascade wrote in its extra (`samples_drawn`, `escalated`)."""
+    that of a `route` record whose policy ran one (`_RAN_VOTE_OR_CASCADE`)."""
     conn.execute(
-        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND (EXISTS (SELECT 1 FROM "
-        "configs c WHERE c.run_id = records.run_id AND c.config_id = records.config_id AND "
-        "json_extract(c.spec, '$.strategy') IN ('vote', 'cascade')) OR json_type(extra, "
-        "'$.samples_drawn') IS NOT NULL OR json_type(extra, '$.escalated') IS NOT NULL)"
+        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND "
+        f"({_run_by('vote', 'cascade')} OR {_RAN_VOTE_OR_CASCADE})"
     )
 
 
@@ -297,6 +311,20 @@ def _counted_in_chunks(conn: sqlite3.Connection) -> None:
     _fill_call_facts(conn, ("counted_in_chunks",))
 
 
+def _released_ttft_of_routes(conn: sqlite3.Connection) -> None:
+    """10 -> 11. Step 7's release TTFT for a `route` record whose policy ran a vote or a cascade,
+    which step 7 gave only since b0e5dc0: a store an earlier tradeoff took past 7 kept such a
+    record's first draw's first token. Records that say `released_whole` (written since b2996f2)
+    hold their release already and are left as they are, and so is a store that step 7 took
+    there with the routes (their TTFT is their e2e already); others written since 2f2e86d held
+    their release, which their e2e replaces as step 7 replaced it."""
+    conn.execute(
+        "UPDATE records SET ttft_s = e2e_s WHERE ttft_s IS NOT NULL AND "
+        f"{_run_by('route')} AND {_RAN_VOTE_OR_CASCADE} AND "
+        "json_type(extra, '$.released_whole') IS NULL"
+    )
+
+
 # MIGRATIONS[k] takes a store from schema version k to k + 1, inside the transaction that bumps
 # the version. A new store is an empty file taken through every step, so a new store and a
 # migrated one have the same tables, columns in the same order. Adding a field to Record is one
@@ -313,6 +341,7 @@ MIGRATIONS: list[Migration] = [
     _call_seconds,
     _batch_shares,
     _counted_in_chunks,
+    _released_ttft_of_routes,
 ]
 
 # The Record fields stored as columns of `records`, in the order written; every field of Record.
