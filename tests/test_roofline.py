@@ -24,6 +24,7 @@ from tradeoff.meters.roofline import (
     model_shape,
     request_cost,
 )
+from tradeoff.report.hardware import scaled
 
 # 2 layers, d_model 8, 2 query heads and 1 KV head of 4, gated FFN of 16, vocab 10.
 TINY = ModelShape(
@@ -938,3 +939,13 @@ def test_the_table_scales_flops_and_bytes_so_a_small_model_s_are_not_zero():
     prefill = json.loads(big.stdout)["phases"][0]
     table = run_cli("roofline", "llama-3.1-8b", "--input", "131000", "--output", "2").stdout
     assert f"{prefill['flops'] / 1e15:.3g} PFLOP" in table, table
+
+
+def test_a_value_that_rounds_up_to_a_thousand_takes_the_next_unit():
+    """The unit was chosen before rounding, so 999.6 MB read '1e+03 MB'."""
+    assert scaled(999_600, "B") == "1 MB"
+    assert (scaled(999.6, "FLOP"), scaled(999_950_000, "")) == ("1 kFLOP", "1 B")
+    assert (scaled(999.4, "B"), scaled(1_000_000, "B")) == ("999 B", "1 MB")
+    shown = run_cli("roofline", "qwen2.5-0.5b", "--input", "471", "--output", "2")
+    assert shown.returncode == 0, shown.stderr
+    assert "1 GB" in shown.stdout and "e+" not in shown.stdout, shown.stdout

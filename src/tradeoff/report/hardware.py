@@ -23,7 +23,8 @@ def scaled(value: float, unit: str) -> str:
     '269 MFLOP', the largest request and batch roofline takes some ZFLOP)."""
     prefixes = ("", "K", "M", "B") if unit == "" else ("", "k", "M", "G", "T", "P", "E", "Z")
     step = 0
-    while abs(value) >= 1000 and step < len(prefixes) - 1:
+    # Rounded before the prefix is chosen: 999.6 MB is '1 GB', not '1e+03 MB'.
+    while abs(float(f"{value:.3g}")) >= 1000 and step < len(prefixes) - 1:
         value, step = value / 1000, step + 1
     return f"{value:.3g} {prefixes[step]}{unit}".rstrip()
 
