@@ -1389,6 +1389,43 @@ def test_resume_refuses_items_whose_content_changed(canned, tmp_path):
     ]
 
 
+def test_a_changed_item_past_the_limit_does_not_stop_a_load_resume(canned, tmp_path):
+    """An item now past the spec's limit (one added before it) is never sent again: its records
+    answer what it was, so a change to it stopped the resume ("restore them, or load into a new
+    --out"). It is said, changed, and the resume measures the stopped point."""
+    import json
+
+    data, out = tmp_path / "items.jsonl", tmp_path / "run"
+    a, b = (
+        {"id": "a", "prompt": "2+2?", "answer": "4"},
+        {"id": "b", "prompt": "5+5?", "answer": "10"},
+    )
+
+    def write(*rows):
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write(a, b, {"id": "c", "prompt": "1+1?", "answer": "2"})
+    made = run_cli("load", "-m", f"openai:{canned}#m", "-t", f"jsonl:{data}", "--limit", "2",
+                   "--max-tokens", "4", "--profile", "concurrent:1,2", "--max-requests", "4",
+                   "--scrape", "off", "--out", str(out))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    _mark_stopped(out, "concurrent:2")
+    write({"id": "x", "prompt": "3+3?", "answer": "6"}, a, b | {"answer": "11"})
+    resumed = run_cli("load", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert (
+        f"1 stored item(s) are now past their task's first 2 items, the spec's limit (jsonl:{data}"
+        "#b): not asked again, their records stay in the run and its report as they were; load "
+        f"into a new --out to leave them out; 1 of them changed in the file since (jsonl:{data}"
+        "#b): their records are of the earlier content" in said
+    ), said
+    assert "--rescore-changed" not in said, said
+    assert _rows(out, "SELECT status FROM load_points WHERE load_point = 'concurrent:2'") == [
+        ("finished",)
+    ]
+
+
 def test_resume_refuses_a_route_whose_policy_was_fitted_again(canned, tmp_path):
     """A policy file fitted again at its path: the resume measured every point again under a
     second configuration of the same name, and each table pooled the records of both policies.

@@ -292,38 +292,52 @@ def test_resume_refuses_items_whose_content_changed_and_redoes_them_when_asked(t
     assert f"1 stored item(s) are no longer in their task (jsonl:{data}#3)" in said, said
 
 
-def test_a_stored_item_past_the_limit_now_is_said_so_and_still_checked(tmp_path):
+def test_a_stored_item_past_the_limit_now_is_said_so_and_a_change_to_it_stops_nothing(tmp_path):
     """With `limit`, an item still in the task file but now past its first `limit` items (one
-    added before it) was said to be "no longer in their task", and its content was not checked:
-    changed, its records stayed as answers to the old question."""
+    added before it) is never asked again: its records answer what it was, so a change to it
+    stopped the resume (offering --rescore-changed "to redo them", which deleted them, redoing
+    nothing) though the same resume said they stay. It is said, with its change; the resume goes
+    on; --rescore-changed deletes its records and says so."""
     data, out = tmp_path / "q.jsonl", tmp_path / "run"
     q1, q2 = {"id": "q1", "prompt": "1+1?", "answer": "2"}, {"id": "q2", "prompt": "2+2?",
                                                               "answer": "4"}  # fmt: skip
+    q9 = {"id": "q9", "prompt": "9+9?", "answer": "18"}
     _jsonl(data, [q1, q2, {"id": "q3", "prompt": "3+3?", "answer": "6"}])
+    past = "1 stored item(s) are now past their task's first 2 items, the spec's limit"
     for url in fast_server():
         args = ["-m", f"openai:{url}#fast", "-t", f"jsonl:{data}", "--limit", "2"]
         assert run_cli("profile", *args, "--max-tokens", "4", "--out", str(out)).returncode == 0
-        _jsonl(data, [{"id": "q9", "prompt": "9+9?", "answer": "18"}, q1, q2])
+        _jsonl(data, [q9, q1, q2])
         resumed = run_cli("profile", "--resume", str(out))
         assert resumed.returncode == 0, resumed.stderr
         said = " ".join(resumed.stderr.split())
-        assert "no longer in their task" not in said, said
+        assert "no longer in their task" not in said and "changed in the file" not in said, said
         assert (
-            f"1 stored item(s) are now past their task's first 2 items, the spec's limit "
-            f"(jsonl:{data}#q2): their records stay in the run" in said
+            f"{past} (jsonl:{data}#q2): not asked again, their records stay in the run and its "
+            "report as they were; profile into a new --out to leave them out" in said
         ), said
-        _jsonl(data, [{"id": "q9", "prompt": "9+9?", "answer": "18"}, q1, q2 | {"answer": "5"}])
-        refused = run_cli("profile", "--resume", str(out))
-        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
-        last = refused.stderr.strip().splitlines()[-1]
-        assert f"1 stored item(s) changed since their records were written (jsonl:{data}#q2" in last
-        redone = run_cli("profile", "--resume", str(out), "--rescore-changed")
-        assert redone.returncode == 0, redone.stderr
-        said = " ".join(redone.stderr.split())
+        _jsonl(data, [q9, q1, q2 | {"answer": "5"}])
+        kept = run_cli("profile", "--resume", str(out))
+        assert kept.returncode == 0, kept.stderr
+        said = " ".join(kept.stderr.split())
         assert (
-            f"1 changed item(s) (jsonl:{data}#q2): 1 stored record(s) deleted, to redo "
-            f"(jsonl:{data}#q2: past the spec's limit now, not asked again)" in said
+            f"{past} (jsonl:{data}#q2): not asked again, their records stay in the run and its "
+            f"report as they were; profile into a new --out to leave them out; 1 of them changed "
+            f"in the file since (jsonl:{data}#q2): their records are of the earlier content, and "
+            "--rescore-changed deletes them" in said
         ), said
+        answered = sorted(row[2] for row in _keys_and_times(out / "tradeoff.sqlite"))
+        assert answered == ["q1", "q2", "q9"], answered
+        deleted = run_cli("profile", "--resume", str(out), "--rescore-changed")
+        assert deleted.returncode == 0, deleted.stderr
+        said = " ".join(deleted.stderr.split())
+        assert (
+            f"1 stored item(s) now past their task's first 2 items, the spec's limit, changed in "
+            f"the file since (jsonl:{data}#q2): 1 stored record(s) deleted; not asked again" in said
+        ), said
+        assert "stay" not in said and "redo" not in said, said
+        again = run_cli("profile", "--resume", str(out))
+        assert again.returncode == 0 and "q2" not in again.stderr, again.stderr
     assert sorted(row[2] for row in _keys_and_times(out / "tradeoff.sqlite")) == ["q1", "q9"]
 
 

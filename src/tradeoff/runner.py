@@ -304,8 +304,9 @@ def profile(
     (`ray.get_runtime_context().gcs_address`) or 'auto', and the connection is left as it was.
 
     With `resume`, the run directory's stored spec is used and stored records are skipped. Items
-    whose content changed since their records were stored stop the resume, unless
-    `rescore_changed`: then their records are deleted and redone. `command` is the one a
+    it asks again whose content changed since their records were stored stop the resume, unless
+    `rescore_changed`: then their records are deleted and redone (those of one changed past the
+    spec's limit now, never asked again, deleted). `command` is the one a
     stopped run names to continue it (`tradeoff demo` runs this too).
     """
     say = notify or (lambda msg: print(msg, file=sys.stderr))
@@ -428,31 +429,56 @@ def changed_on_resume(
     limit: int | None,
     notify: Callable[[str], None],
     command: str,
+    rescore_changed: bool | None = None,
 ) -> dict[str, list[Item]]:
-    """What a resume finds of its tasks' items now against the stored ones, by task: those
-    stored with other content that records answer, wherever they are in their task now. Stored
-    items no longer in their task, or past its first `limit` items now, are said (their records
-    stay, and are reported, though nothing more is asked of them); those no record answers yet
-    are stored as they now are."""
+    """What a resume finds of its tasks' items now against the stored ones, by task: those it
+    asks again (the first `limit` of each) stored with other content that records answer.
+    Stored items no longer in their task, or answered and past its first `limit` items now, are
+    said: nothing more is asked of them, so their records stay, and are reported, as they were
+    (a change to one stops nothing: its records answer what it was). With `rescore_changed`
+    the records of those changed past the limit are deleted (None: `command` has no
+    --rescore-changed). Those no record answers yet are stored as they now are."""
     gone: list[str] = []
     past: list[str] = []
+    outdated: dict[str, list[Item]] = {}
     for t in tasks:
-        stored, held = store.item_ids(t.name), {item.id for item in t.items}
         asked = {item.id for item in items_of(t, limit)}
-        gone += [f"{t.name}#{i}" for i in sorted(stored - held)]
-        past += [f"{t.name}#{i}" for i in sorted(stored & held - asked)]
-    for ids, why in (
-        (gone, "are no longer in their task"),
-        (past, f"are now past their task's first {limit} items, the spec's limit"),
-    ):
-        if ids:
-            notify(
-                f"{len(ids)} stored item(s) {why} ({few(ids)}): their records stay in the run "
-                f"and its report; {command} into a new --out to leave them out"
+        answered = store.answered_ids(t.name)
+        gone += [f"{t.name}#{i}" for i in sorted(store.item_ids(t.name) - {i.id for i in t.items})]
+        beyond = [item for item in t.items if item.id in answered and item.id not in asked]
+        past += [f"{t.name}#{item.id}" for item in beyond]
+        outdated[t.name] = store.changed_items(beyond, t.scorer)
+    changed = [f"{name}#{item.id}" for name, items in outdated.items() for item in items]
+    leave_out = f"{command} into a new --out to leave them out"
+    if gone:
+        notify(
+            f"{len(gone)} stored item(s) are no longer in their task ({few(gone)}): their "
+            f"records stay in the run and its report; {leave_out}"
+        )
+    past_limit = f"past their task's first {limit} items, the spec's limit"
+    if rescore_changed and changed:
+        deleted = sum(store.replace_items(outdated[t.name], t.scorer) for t in tasks)
+        notify(
+            f"{len(changed)} stored item(s) now {past_limit}, changed in the file since "
+            f"({few(changed)}): {deleted} stored record(s) deleted; not asked again"
+        )
+        past = [name for name in past if name not in changed]
+        changed = []
+    if past:
+        since = ""
+        if changed:
+            since = (
+                f"; {len(changed)} of them changed in the file since ({few(changed)}): their "
+                "records are of the earlier content"
+                + (", and --rescore-changed deletes them" if rescore_changed is False else "")
             )
+        notify(
+            f"{len(past)} stored item(s) are now {past_limit} ({few(past)}): not asked again, "
+            f"their records stay in the run and its report as they were; {leave_out}{since}"
+        )
     for t in tasks:
         store.renew_unanswered(items_of(t, limit), t.scorer)
-    return {t.name: store.changed_items(t.items, t.scorer) for t in tasks}
+    return {t.name: store.changed_items(items_of(t, limit), t.scorer) for t in tasks}
 
 
 def _check_items(
@@ -463,32 +489,20 @@ def _check_items(
     notify: Callable[[str], None],
     command: str = "profile",
 ) -> None:
-    """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
-    JSONL file), since their records would score answers to other questions; or, with
-    `rescore_changed`, delete those records so that they are redone."""
-    changed = changed_on_resume(store, tasks, spec.limit, notify, command)
+    """Stop a resume whose tasks now hold other content under the ids of stored items it asks
+    again (a rewritten JSONL file), since their records would score answers to other questions;
+    or, with `rescore_changed`, delete those records so that they are redone."""
+    changed = changed_on_resume(store, tasks, spec.limit, notify, command, rescore_changed)
     ids = [f"{name}#{item.id}" for name, items in changed.items() for item in items]
     if not ids:
         return
-    shown = few(ids)
     if not rescore_changed:
         raise UserError(
             changed_items_said(store, ids, "profile into a new --out, or add --rescore-changed "
                                "to redo them")
         )  # fmt: skip
     deleted = sum(store.replace_items(changed[t.name], t.scorer) for t in tasks)
-    asked = {(t.name, item.id) for t in tasks for item in items_of(t, spec.limit)}
-    past = [
-        f"{name}#{item.id}"
-        for name, items in changed.items()
-        for item in items
-        if (name, item.id) not in asked
-    ]
-    unasked = f" ({few(past)}: past the spec's limit now, not asked again)" if past else ""
-    notify(
-        f"{len(ids)} changed item(s) ({shown}): {deleted} stored record(s) deleted, to redo"
-        f"{unasked}"
-    )
+    notify(f"{len(ids)} changed item(s) ({few(ids)}): {deleted} stored record(s) deleted, to redo")
 
 
 def _note_one_at_a_time(spec: RunSpec, configs: list[Config], say: Callable[[str], None]) -> None:

@@ -940,7 +940,7 @@ class Store:
         return {row[0] for row in rows}
 
     @_read
-    def _answered(self, task: str) -> set[str]:
+    def answered_ids(self, task: str) -> set[str]:
         """The ids of `task`'s items that have a record."""
         rows = self.conn.execute(
             "SELECT DISTINCT item_id FROM records WHERE run_id = ? AND task = ?",
@@ -954,7 +954,7 @@ class Store:
         the old (`changed_items` is about the answered ones)."""
         if not items:
             return
-        answered = self._answered(items[0].task)
+        answered = self.answered_ids(items[0].task)
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
@@ -975,7 +975,7 @@ class Store:
         unchanged."""
         if not items:
             return []
-        answered = self._answered(items[0].task)
+        answered = self.answered_ids(items[0].task)
         stored = {
             row[0]: (row[1], row[2])
             for row in self.conn.execute(

@@ -223,7 +223,8 @@ def profile(
         typer.Option(
             "--rescore-changed",
             help="With --resume: redo the stored items whose content changed since their "
-            "records were written (without it, such a resume stops and names them).",
+            "records were written (without it, such a resume stops and names them); of one "
+            "now past the spec's limit, never asked again, the records are deleted.",
         ),
     ] = False,
     api_key: ApiKey = None,

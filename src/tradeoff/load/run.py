@@ -463,7 +463,8 @@ def _check_items(
 ) -> None:
     """Stop a resume whose tasks now hold other content under stored items' ids (a rewritten
     JSONL file): the points left would send the new prompts, recorded against the stored items,
-    questions and references of the old. Items no longer in their task are said."""
+    questions and references of the old. Items no longer in their task, or past the spec's
+    limit now (never sent again, so a change to one stops nothing), are said."""
     found = changed_on_resume(store, tasks, spec.limit, notify, "load")
     changed = [f"{name}#{item.id}" for name, items in found.items() for item in items]
     if changed:
