@@ -540,6 +540,38 @@ def test_warm_up_and_cool_down_in_seconds_take_the_requests_sent_in_them(tmp_pat
     assert "▲" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("warmup", ["6", "0.4s"])
+def test_a_killed_point_leaves_its_warm_up_out(canned, tmp_path, warmup):
+    """The warm-up was marked only as the point ended: a point killed (or still running) had
+    every record "measure", and `report --load` counted the warm-up among its measured
+    requests. It is marked as each request is stored."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradeoff", "load", "-m", f"openai:{canned}#m", "-t", "arith",
+         "--max-tokens", "4", "--profile", "constant:20", "--max-requests", "1000",
+         "--max-seconds", "60", "--warmup", warmup, "--scrape", "off", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while records_so_far(out) < 16:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sent = _rows(out, "SELECT phase, sent_s FROM records ORDER BY sent_s")
+    n_warmup = 6 if warmup == "6" else sum(s < 0.4 for _, s in sent)
+    assert n_warmup >= 6 and [p for p, _ in sent[:n_warmup]] == ["warmup"] * n_warmup, sent
+    assert {p for p, _ in sent[n_warmup:]} == {"measure"}, sent
+    shown = run_cli("report", str(out), "--load", "-f", "json")
+    (row,) = json.loads(shown.stdout)
+    assert (row["n_warmup"], row["n_measure"]) == (n_warmup, len(sent) - n_warmup), row
+
+
 def test_a_sweep_stops_at_the_first_saturated_rate_and_says_so(tmp_path):
     """A server that streams 2 answers at a time, each 7 x 5 ms, until it has served the 24
     requests of synchronous and throughput (12 each); then 10 times slower: about 6 requests/s,

@@ -1117,38 +1117,33 @@ class Store:
             (time.time(), status, json.dumps(summary), self.run_id, config_id, label),
         )
 
-    def mark_window(
+    def mark_cooldown(
         self,
         config_id: str,
         label: str,
-        phase: str,
         requests: int | None = None,
         seconds: float | None = None,
         end_s: float | None = None,
     ) -> None:
-        """Mark a load point's first requests as its warm-up (`phase` "warmup") or its last as
-        its cool-down ("cooldown"): the first or last `requests` sent, or those sent in its first
-        `seconds`, or in the `seconds` before `end_s` (None: its last send). Judged on when each
+        """Mark a load point's last requests as its cool-down: the last `requests` sent, or
+        those sent in the `seconds` before `end_s` (None: its last send). Judged on when each
         was sent, not when it was due: one that waited for a slot (--max-concurrency) is in the
-        window it went out in. A request marked stays so (the warm-up is marked first)."""
+        window it went out in. A warm-up request stays one."""
         point = "run_id = ? AND config_id = ? AND load_point = ?"
         key = (self.run_id, config_id, label)
         params: tuple[Any, ...]
         if requests is not None:
-            order = "ASC" if phase == "warmup" else "DESC"
-            chosen = (
-                f"rowid IN (SELECT rowid FROM records WHERE {point} "
-                f"ORDER BY sent_s {order}, rowid {order} LIMIT ?)"
+            last = (
+                f"SELECT rowid FROM records WHERE {point} ORDER BY sent_s DESC, rowid DESC LIMIT ?"
             )
-            params = (*key, requests)
-        elif phase == "warmup":
-            chosen, params = "sent_s < ?", (seconds,)
+            chosen, params = f"rowid IN ({last})", (*key, requests)
         else:
             end = f"coalesce(?, (SELECT max(sent_s) FROM records WHERE {point}))"
             chosen, params = f"sent_s >= {end} - ?", (end_s, *key, seconds)
         self.conn.execute(
-            f"UPDATE records SET phase = ? WHERE {point} AND phase = 'measure' AND {chosen}",
-            (phase, *key, *params),
+            f"UPDATE records SET phase = 'cooldown' WHERE {point} AND phase = 'measure' "
+            f"AND {chosen}",
+            (*key, *params),
         )
 
     @_read

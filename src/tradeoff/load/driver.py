@@ -1,7 +1,7 @@
 """One configuration driven at one load point: requests sent on the point's schedule (paced) or
-as others end (closed loop), each stamped with its load point, scheduled and actual send times
-and queue delay, and handed to a sink as it ends (its warm-up and cool-down are marked once the
-point has ended: `tradeoff.load.run`).
+as others end (closed loop), each stamped with its load point, phase (its warm-up known as it is
+sent; its cool-down is marked once the point has ended: `tradeoff.load.run`), scheduled and
+actual send times and queue delay, and handed to a sink as it ends.
 
 A point may be spread over several processes (`tradeoff.load.spread`): each drives every P-th
 request of the same schedule from the same start, so `stride` and `t0` are given to it.
@@ -130,7 +130,7 @@ class PointDriver:
         answered = await self.plan.answer(self.work(index))
         self.progress.in_flight -= 1
         self.ended(1, answered.outcome.error is not None)
-        stored = self._stored(answered, scheduled_s, sent_s)
+        stored = self._stored(answered, index, scheduled_s, sent_s)
         if not answered.settling:
             await stored
             return
@@ -140,12 +140,14 @@ class PointDriver:
         self.settling.add(task)
         task.add_done_callback(self._settled)
 
-    async def _stored(self, answered: Answered, scheduled_s: float, sent_s: float) -> None:
+    async def _stored(
+        self, answered: Answered, index: int, scheduled_s: float, sent_s: float
+    ) -> None:
         record, _ = await self.plan.record(answered)
         stamped = dataclasses.replace(
             record,
             load_point=self.point.label,
-            phase="measure",  # its warm-up and cool-down are marked as the point ends (`load.run`)
+            phase=self.options.phase(index, sent_s),
             scheduled_s=scheduled_s,
             sent_s=sent_s,
             queue_delay_s=max(sent_s - scheduled_s, 0.0),

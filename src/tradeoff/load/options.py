@@ -116,9 +116,20 @@ class LoadOptions:
         return parse_profile(self.profile, self.max_concurrency)
 
     @cached_property
-    def warmup_amount(self) -> Amount | None:
+    def _warmup(self) -> Amount | None:
         return Amount.parse(self.warmup, "--warmup")
 
     @cached_property
     def cooldown_amount(self) -> Amount | None:
         return Amount.parse(self.cooldown, "--cooldown")
+
+    def phase(self, index: int, sent_s: float) -> str:
+        """'warmup' or 'measure' for the point's index-th request (a process sends its own in
+        that order), sent at `sent_s`: its first --warmup requests, or those sent in its first
+        seconds (one due then that waited for a slot went out later, and is measured). Decided
+        as it is sent, so that a point still running, or killed, has its warm-up marked; the
+        cool-down is marked once the point has ended (`load.run`), counted back from there."""
+        warmup = self._warmup
+        if warmup and (sent_s < warmup.value if warmup.seconds else index < warmup.value):
+            return "warmup"
+        return "measure"

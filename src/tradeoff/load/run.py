@@ -382,7 +382,7 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
     run.writer.flush()
     report(progress)  # as it ended: what was not sent in time is counted once the sends stop
     status = ended  # "stopped" only where the stop came before its last send (as profile's)
-    _mark_windows(run, config, point, progress, status)
+    _mark_cooldown(run, config, point, progress, status)
     stats = point_stats(
         config.name, point.label, point.spec,
         store.records(config_id=config.config_id, load_point=point.label),
@@ -413,28 +413,26 @@ async def _drive_point(run: _Run, config: Config, point: LoadPoint) -> PointResu
     )  # fmt: skip
 
 
-def _mark_windows(
+def _mark_cooldown(
     run: _Run, config: Config, point: LoadPoint, progress: PointProgress, status: str
 ) -> None:
-    """The point's --warmup and --cooldown, marked in its stored records by when each request
-    was sent (one due in the warm-up that waited for a slot went out later, and is measured):
-    its first requests sent, or those sent in its first seconds; its last requests sent, or
-    those sent in its last seconds, counted back from where it ended, whichever bound ended it:
-    --max-seconds, or its last send where it ended sooner (on --max-requests, a stop, its error
-    limit)."""
+    """The point's --cooldown, marked in its stored records once it has ended (its warm-up was
+    marked as each request was sent: `LoadOptions.phase`), by when each request was sent: its
+    last requests sent, or those sent in its last seconds, counted back from where it ended,
+    whichever bound ended it: --max-seconds, or its last send where it ended sooner (on
+    --max-requests, a stop, its error limit)."""
     options = run.options
+    cooldown = options.cooldown_amount
+    if cooldown is None or cooldown.value <= 0:  # (0s would take the last request, sent at the end)
+        return
+    if not cooldown.seconds:
+        run.store.mark_cooldown(config.config_id, point.label, requests=int(cooldown.value))
+        return
     on_time = status == "finished" and (
         options.max_requests is None or progress.sent < options.max_requests
     )
-    for phase, amount in (("warmup", options.warmup_amount), ("cooldown", options.cooldown_amount)):
-        if amount is None or amount.value <= 0:  # (a 0s cool-down would take the last request)
-            continue
-        run.store.mark_window(
-            config.config_id, point.label, phase,
-            requests=None if amount.seconds else int(amount.value),
-            seconds=amount.value if amount.seconds else None,
-            end_s=options.max_seconds if on_time else None,
-        )  # fmt: skip
+    end_s = options.max_seconds if on_time else None
+    run.store.mark_cooldown(config.config_id, point.label, seconds=cooldown.value, end_s=end_s)
 
 
 async def _drive_on(run: _Run, driver: PointDriver, processes: int) -> str:
