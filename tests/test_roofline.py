@@ -949,3 +949,21 @@ def test_a_value_that_rounds_up_to_a_thousand_takes_the_next_unit():
     shown = run_cli("roofline", "qwen2.5-0.5b", "--input", "471", "--output", "2")
     assert shown.returncode == 0, shown.stderr
     assert "1 GB" in shown.stdout and "e+" not in shown.stdout, shown.stdout
+
+
+def test_no_peaks_for_the_cpu_a_reference_s_device_chose_says_where_cpu_came_from(
+    tmp_path, monkeypatch
+):
+    """A torch: reference with device=cpu is timed on the CPU where no --device is given: on a
+    host not calibrated, "no peaks for cpu" did not say that cpu came from its device=."""
+    monkeypatch.setenv("TRADEOFF_CALIBRATION", str(tmp_path / "none.json"))
+    reference = "torch:qwen2.5-0.5b?random_weights=1&device=cpu"
+    refused = run_cli("roofline", reference, "--output", "4")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "no peaks for cpu" in refused.stderr, refused.stderr
+    assert "(cpu is the reference's device=cpu), or name a GPU with --device: " in (
+        refused.stderr
+    ), refused.stderr
+    named = run_cli("roofline", "qwen2.5-0.5b", "--device", "cpu", "--output", "4")
+    assert named.returncode == 2 and "device=cpu" not in named.stderr, named.stderr

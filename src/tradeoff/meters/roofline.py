@@ -215,6 +215,8 @@ def request_roofline(
     if device is not None and not device.strip():  # blank words named a calibrated CPU
         raise UserError(f"--device is blank; name a GPU ({gpus}) or cpu (once calibrated)")
     runs_on = _torch_device(model)
+    # (unsaid, no peaks for the CPU that device= chose read as if the user had named cpu)
+    other = "; or name a GPU" if device else " (cpu is the reference's device=cpu), or name a GPU"
     if device is None:
         device = "cpu" if runs_on == "cpu" else DEFAULT_DEVICE
     shape = model_shape(model, device, dtype)
@@ -226,7 +228,7 @@ def request_roofline(
         )
     peaks, why = device_peaks(cpu_device() if device.lower() == "cpu" else device, shape.dtype)
     if peaks is None:
-        raise UserError(f"{why}; or name a GPU: {gpus}")
+        raise UserError(f"{why}{other} with --device: {gpus}")
     phases = phase_rooflines(shape, input_tokens, output_tokens, peaks, batch)
     notes = _window_notes(shape, input_tokens + output_tokens)
     if runs_on is not None and (runs_on == "cpu") != _on_cpu(device):
