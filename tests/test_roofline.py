@@ -4,6 +4,8 @@ and the roofline efficiency in reports of real runs."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import run_cli
@@ -967,3 +969,19 @@ def test_no_peaks_for_the_cpu_a_reference_s_device_chose_says_where_cpu_came_fro
     ), refused.stderr
     named = run_cli("roofline", "qwen2.5-0.5b", "--device", "cpu", "--output", "4")
     assert named.returncode == 2 and "device=cpu" not in named.stderr, named.stderr
+
+
+def test_a_roofline_of_a_model_that_is_not_a_torch_reference_imports_no_torch():
+    """PyTorch is an extra (`tradeoff[torch]`): the plain install times shipped configs and
+    bundled models. (Reading a torch reference's device= imported the torch engine for every
+    model, so `roofline qwen2.5-0.5b` ended in ModuleNotFoundError: torch, a traceback, there.)"""
+    code = (
+        "import sys\n"
+        "from tradeoff.meters.roofline import request_roofline\n"
+        "request_roofline('qwen2.5-0.5b', 'H100', 128, 64)\n"
+        "request_roofline('smollm2-135m', 'H100', 128, 64)\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

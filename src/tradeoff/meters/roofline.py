@@ -243,10 +243,16 @@ def request_roofline(
 def _torch_device(model: str) -> str | None:
     """The device a torch reference's device= runs `model` on ("cpu", "cuda", "cuda:N"), None
     where it names none or `model` is not one. (Not read, a device=cpu reference was timed on an
-    H100 in bf16 without a word, though the engine runs it on the CPU in fp32.)"""
+    H100 in bf16 without a word, though the engine runs it on the CPU in fp32.) Only a torch
+    reference imports the torch engine: the install without PyTorch times the others."""
+    if not model.startswith("torch:"):
+        return None
+    from tradeoff.engines import check_ref
+
+    check_ref(model)  # without PyTorch, one line naming the extra to install
     from tradeoff.engines.torch_engine import parse_torch_ref
 
-    return parse_torch_ref(model).device if model.startswith("torch:") else None
+    return parse_torch_ref(model).device
 
 
 def _on_cpu(device: str) -> bool:
