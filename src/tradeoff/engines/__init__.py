@@ -181,15 +181,20 @@ def check_ref(ref: str) -> None:
         parse_openai_ref(ref)
         return
     if ref.startswith("torch:"):
-        from importlib.util import find_spec
-
-        if find_spec("torch") is None:
-            raise UserError(f"model '{ref}' needs PyTorch: pip install 'tradeoff[torch]'")
+        check_torch_installed(ref)
         from tradeoff.engines.torch_engine import check_torch_ref
 
         check_torch_ref(ref)
         return
     raise _unknown(ref)
+
+
+def check_torch_installed(ref: str) -> None:
+    """A torch reference needs PyTorch, an extra (`tradeoff[torch]`): one line naming it."""
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None:
+        raise UserError(f"model '{ref}' needs PyTorch: pip install 'tradeoff[torch]'")
 
 
 async def open_engine(

@@ -247,9 +247,9 @@ def _torch_device(model: str) -> str | None:
     reference imports the torch engine: the install without PyTorch times the others."""
     if not model.startswith("torch:"):
         return None
-    from tradeoff.engines import check_ref
+    from tradeoff.engines import check_torch_installed
 
-    check_ref(model)  # without PyTorch, one line naming the extra to install
+    check_torch_installed(model)
     from tradeoff.engines.torch_engine import parse_torch_ref
 
     return parse_torch_ref(model).device
