@@ -560,6 +560,16 @@ def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
     assert not any((tmp_path / d).exists() for d in ("t", "j", "a", "e"))
 
 
+def _import_one_row(tmp_path, *flags):
+    """`import outcomes` of a one-row file, model m, with `flags`, into tmp_path/run."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("prompt,s\nhi,1\n")
+    return run_cli(
+        "import", "outcomes", str(rows), "--prompt-col", "prompt", "--model", "m=s", *flags,
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
@@ -572,12 +582,7 @@ def test_files_as_spreadsheets_and_scripts_write_them(tmp_path):
 def test_a_name_holding_a_control_character_is_refused(tmp_path, flags, said):
     """A page reads a carriage return in its filter menu as a newline: the records of task
     "a\rb" could never be picked ("0 of 0 matching records"), nor those of such a model."""
-    rows = tmp_path / "rows.csv"
-    rows.write_text("prompt,s\nhi,1\n")
-    result = run_cli(
-        "import", "outcomes", str(rows), "--prompt-col", "prompt", "--model", "m=s", *flags,
-        "--out", str(tmp_path / "run"),
-    )  # fmt: skip
+    result = _import_one_row(tmp_path, *flags)
     one_line_error(result, said, "give a name on one line")
     assert not (tmp_path / "run").exists()
 
@@ -594,12 +599,7 @@ def test_a_name_not_utf8_is_refused(tmp_path, flags, said):
     """A byte of another encoding (€ typed in a Latin-9 terminal is 0xa4), which Python holds
     as a lone surrogate: a model name or task ended the import in a traceback, exit 1; a cost
     unit was imported, then `report -f json`, `policy eval` and `policy fit` ended in one."""
-    rows = tmp_path / "rows.csv"
-    rows.write_text("prompt,s\nhi,1\n")
-    result = run_cli(
-        "import", "outcomes", str(rows), "--prompt-col", "prompt", "--model", "m=s", *flags,
-        "--out", str(tmp_path / "run"),
-    )  # fmt: skip
+    result = _import_one_row(tmp_path, *flags)
     one_line_error(result, said, "give it in UTF-8")
     assert not (tmp_path / "run").exists()
 

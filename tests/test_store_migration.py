@@ -101,6 +101,13 @@ def test_an_old_store_is_read_where_its_directory_cannot_be_written(tmp_path):
     assert sorted(p.name for p in old.iterdir()) == [STORE_FILE]
 
 
+def _back_to_schema_6(store: Store) -> None:
+    """`store` as schema 6 left it: less the columns later steps add."""
+    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
+    store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
+    store.conn.execute("PRAGMA user_version = 6")
+
+
 def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     """Before schema 7 a vote's or a cascade's TTFT was its first draw's first token; now the
     answer's release, which a resumed run's new records would otherwise be mixed with."""
@@ -112,9 +119,7 @@ def test_an_old_vote_or_cascade_record_s_ttft_becomes_its_release(tmp_path):
     store.write_record(record("a"))
     store.write_record(replace(record("a"), config_id="c2"))
     store.write_record(replace(record("a", sample=1), ttft_s=None))
-    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
-    store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
-    store.conn.execute("PRAGMA user_version = 6")
+    _back_to_schema_6(store)
     store.close()
     store = Store.open(directory)
     found = store.records()
@@ -140,9 +145,7 @@ def test_an_old_route_record_that_ran_a_vote_or_cascade_gets_its_release_as_ttft
     }
     for item_id, extra in ran.items():
         store.write_record(replace(record(item_id), config_id="c3", extra=extra))
-    store.conn.execute("ALTER TABLE records DROP COLUMN counted_in_chunks")  # schema 10's
-    store.conn.execute("ALTER TABLE records DROP COLUMN call_seconds")  # schema 8's
-    store.conn.execute("PRAGMA user_version = 6")
+    _back_to_schema_6(store)
     store.close()
     store = Store.open(directory)
     found = store.records()
